@@ -1,0 +1,46 @@
+"""cnncore: a fast, exact CPU core for convolutional neural networks on NumPy arrays.
+
+The numerical kernels are Cython (typed memoryviews, OpenMP, BLAS GEMM); the functional API
+(:mod:`cnncore.functional`, re-exported here) follows ``torch.nn.functional``'s semantics.
+:mod:`cnncore.nn`, :mod:`cnncore.optim` and :mod:`cnncore.datasets` build and train small
+CNNs; :func:`load` reads models written by ``Sequential.save``.
+"""
+
+__version__ = "0.1.0"
+
+import os as _os
+
+# libgomp's idle OpenMP threads busy-wait (GOMP_SPINCOUNT, default 300000 pauses: ~10 ms on
+# recent x86) before sleeping; on a machine with few cores that starves NumPy's BLAS threads
+# and any other work between two kernels (e.g. 100 us of relu + matmul took 16 ms).  A
+# short spin keeps back-to-back kernels fast without the starvation.  Set before the
+# extension modules load libgomp; user settings win.
+if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "10000"
+
+from . import augment, datasets, functional, kernels, models, nn, optim, signal  # noqa: E402
+from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
+from .functional import *  # noqa: E402,F403
+from .nn.init import manual_seed  # noqa: E402
+from .nn.serialization import load  # noqa: E402
+from .signal import convolve2d, correlate2d  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "augment",
+    "datasets",
+    "functional",
+    "kernels",
+    "models",
+    "nn",
+    "optim",
+    "signal",
+    "correlate2d",
+    "convolve2d",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "manual_seed",
+    "load",
+    *functional.__all__,
+]

@@ -1,0 +1,33 @@
+"""Type stubs for the ``cnncore._activation`` extension (see ``src/_activation.pyx``).
+
+Arrays are C-contiguous float32 or float64 (one dtype per call); shapes and aliasing are
+validated by :mod:`cnncore.functional`, which is the public API.
+"""
+
+import numpy as np
+from numpy.typing import NDArray
+
+_Float = NDArray[np.float32] | NDArray[np.float64]
+
+RELU: int
+LEAKY_RELU: int
+SIGMOID: int
+TANH: int
+RELU_BW: int
+LEAKY_RELU_BW: int
+SIGMOID_BW: int
+TANH_BW: int
+
+def unary(op: int, x: _Float, y_out: _Float, slope: float, n_threads: int) -> None:
+    """``y_out = op(x)`` elementwise over 1-D arrays; ``y_out`` may be ``x``."""
+
+def binary(op: int, grad_output: _Float, saved: _Float, grad_out: _Float, slope: float,
+           n_threads: int) -> None:
+    """``grad_out = op(grad_output, saved)`` elementwise over 1-D arrays."""
+
+def softmax(x: _Float, y_out: _Float, take_log: bool, n_threads: int) -> None:
+    """(log_)softmax over axis 1 of an ``(outer, D, inner)`` array."""
+
+def softmax_backward(grad_output: _Float, output: _Float, grad_out: _Float, take_log: bool,
+                     n_threads: int) -> None:
+    """Gradient of (log_)softmax over axis 1 of ``(outer, D, inner)`` arrays, from its output."""

@@ -1,0 +1,213 @@
+"""Thread count, BLAS thread capping and build information."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+from . import _threads
+from ._validation import check_int
+
+__all__ = ["get_num_threads", "set_num_threads", "show_config", "config_info"]
+
+_ENV_THREADS = "CNNCORE_NUM_THREADS"
+_ENV_SIMD = "CNNCORE_SIMD"
+
+
+def load_kernels(name: str, level: str | None = None):
+    """Import the best build of kernel module ``cnncore.<name>`` for this CPU.
+
+    Compute-bound modules are compiled several times (baseline, AVX2+FMA, AVX-512; see
+    setup.py).  ``level`` -- or ``$CNNCORE_SIMD`` -- caps the choice (``"baseline"``,
+    ``"avx2"``, ``"avx512"``); a variant that was not built falls back to the next lower one.
+    Returns ``(module, level)``.
+    """
+    import importlib
+
+    levels = _threads.cpu_simd_levels()
+    cap = level or os.environ.get(_ENV_SIMD, "").strip().lower() or levels[-1]
+    order = ["baseline", "avx2", "avx512"]
+    if cap not in order:
+        raise ValueError(
+            f"{_ENV_SIMD} must be one of {order}. Received: {_ENV_SIMD}={cap!r}"
+        )
+    candidates = [lv for lv in levels if order.index(lv) <= order.index(cap)]
+    for lv in reversed(candidates):
+        modname = f"cnncore.{name}" if lv == "baseline" else f"cnncore.{name}_{lv}"
+        try:
+            return importlib.import_module(modname), lv
+        except ImportError:
+            continue
+    raise ImportError(f"cnncore: no build of the kernel module {name!r} could be imported")
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads_from_env() -> int | None:
+    raw = os.environ.get(_ENV_THREADS)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"{_ENV_THREADS} must be a positive integer. Received: {_ENV_THREADS}={raw!r}"
+        ) from None
+    if value < 1:
+        raise ValueError(
+            f"{_ENV_THREADS} must be a positive integer. Received: {_ENV_THREADS}={raw!r}"
+        )
+    return value
+
+
+_num_threads: int = _threads_from_env() or _usable_cores()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads cnncore's kernels use.
+
+    Parameters
+    ----------
+    n : int
+        A positive thread count. The default is ``$CNNCORE_NUM_THREADS`` if set, otherwise the
+        number of cores this process may run on. Results are bit-identical for every ``n``.
+
+    See Also
+    --------
+    get_num_threads
+    """
+    global _num_threads
+    _num_threads = check_int(n, "n", "set_num_threads", min_value=1, max_value=4096)
+
+
+def get_num_threads() -> int:
+    """Return the number of threads cnncore's kernels use (see :func:`set_num_threads`)."""
+    return _num_threads
+
+
+# --------------------------------------------------------------------------------------------
+# BLAS thread capping.  Kernels call single-threaded GEMMs from inside their own OpenMP
+# regions; a multi-threaded BLAS there would oversubscribe the cores (and, for some BLAS
+# builds, change the summation order with the thread count).  threadpoolctl's generic
+# ``limit()`` costs ~25 us per call, too much for small convolutions in a training step, so
+# the BLAS library controllers are looked up once and toggled directly.  The cap is
+# reference-counted so calls from several Python threads restore the user's setting exactly
+# once, when the last of them leaves.
+# --------------------------------------------------------------------------------------------
+
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_saved: list[tuple[Any, int]] = []
+_blas_libs: list[Any] | None = None
+
+
+def _blas_controllers() -> list[Any]:
+    global _blas_libs
+    if _blas_libs is None:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  -- make sure SciPy's BLAS is loaded
+            from threadpoolctl import ThreadpoolController
+
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        except Exception:  # noqa: BLE001 -- no threadpoolctl / unknown BLAS: nothing to cap
+            libs = []
+        _blas_libs = list(libs)
+    return _blas_libs
+
+
+@contextmanager
+def blas_single_thread():
+    """Context manager: every BLAS library runs single-threaded inside it (re-entrant)."""
+    global _blas_depth, _blas_saved
+    with _blas_lock:
+        if _blas_depth == 0:
+            saved = []
+            for lib in _blas_controllers():
+                try:
+                    n = lib.num_threads
+                    if n != 1:
+                        lib.set_num_threads(1)
+                        saved.append((lib, n))
+                except Exception:  # noqa: BLE001
+                    pass
+            _blas_saved = saved
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                for lib, n in _blas_saved:
+                    try:
+                        lib.set_num_threads(n)
+                    except Exception:  # noqa: BLE001
+                        pass
+                _blas_saved = []
+
+
+def config_info() -> dict[str, Any]:
+    """Return the build and runtime configuration as a dict (see :func:`show_config`)."""
+    from . import __version__
+
+    blas = []
+    for lib in _blas_controllers():
+        info = lib.info()
+        blas.append(
+            {
+                k: info.get(k)
+                for k in ("internal_api", "version", "threading_layer", "architecture", "filepath")
+            }
+        )
+    import numpy
+    import scipy
+
+    return {
+        "cnncore": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "openmp": _threads.openmp_enabled(),
+        "simd": _selected_simd(),
+        "cpu_simd": _threads.cpu_simd_levels(),
+        "num_threads": get_num_threads(),
+        "usable_cores": _usable_cores(),
+        "blas": blas,
+    }
+
+
+def _selected_simd() -> str:
+    from . import functional
+
+    return functional._CONV_SIMD
+
+
+def show_config() -> None:
+    """Print cnncore's version, OpenMP status, thread count and the BLAS it calls."""
+    info = config_info()
+    print(f"cnncore {info['cnncore']}")
+    print(f"  python       {info['python']} ({info['platform']})")
+    print(f"  numpy        {info['numpy']}")
+    print(f"  scipy        {info['scipy']}  (GEMM via scipy.linalg.cython_blas)")
+    omp = "on" if info["openmp"] else "OFF (serial build)"
+    print(f"  OpenMP       {omp}")
+    print(f"  SIMD         conv kernels built for {info['simd']} "
+          f"(CPU supports: {', '.join(info['cpu_simd'])})")
+    print(f"  threads      {info['num_threads']} (usable cores: {info['usable_cores']})")
+    if not info["blas"]:
+        print("  BLAS         unknown (threadpoolctl found no BLAS library)")
+    for b in info["blas"]:
+        print(
+            f"  BLAS         {b['internal_api']} {b['version']} ({b['threading_layer']}, "
+            f"{b['architecture']}) {b['filepath']}"
+        )

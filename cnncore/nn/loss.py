@@ -1,0 +1,190 @@
+"""Loss modules: ``loss = loss_fn(output, target)`` returns a float and keeps the gradient;
+``loss_fn.backward()`` returns the gradient w.r.t. ``output``. Each wraps one
+:mod:`cnncore.functional` loss, which computes loss and gradient in a single pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from .._validation import check_choice
+from .module import Module
+
+__all__ = [
+    "CrossEntropyLoss",
+    "BCEWithLogitsLoss",
+    "BCELoss",
+    "MSELoss",
+    "L1Loss",
+    "MSLELoss",
+    "MAPELoss",
+    "L2Loss",
+    "resolve_loss",
+    "count_correct",
+]
+
+
+class _Loss(Module):
+    _fn: Any = None
+    _default_reduction = "mean"
+
+    def __init__(self, reduction: str | None = None) -> None:
+        super().__init__()
+        self.reduction = check_choice(reduction or self._default_reduction, "reduction",
+                                      type(self).__name__, ("mean", "sum", "none"))
+        self._grad: np.ndarray | None = None
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def __call__(self, output: Any, target: Any) -> Any:  # type: ignore[override]
+        return self.forward(output, target)
+
+    def forward(self, output: Any, target: Any) -> Any:  # type: ignore[override]
+        loss, grad = type(self)._fn(output, target, reduction=self.reduction, return_grad=True,
+                                    **self._kwargs())
+        self._grad = grad
+        return float(loss) if self.reduction != "none" else loss
+
+    def backward(self, grad_output: Any = None, input_grad: bool = True) -> np.ndarray:
+        """Gradient of the last loss w.r.t. ``output`` (of the sum for ``reduction='none'``),
+        times ``grad_output`` if given."""
+        grad = self._cached("_grad")
+        return grad if grad_output is None else grad * grad_output
+
+    def check_target(self, output: np.ndarray, target: np.ndarray, func: str) -> None:
+        """Raise ValueError before training if ``target`` cannot go with outputs like
+        ``output`` (checked on a two-sample output against the full target)."""
+        if target.shape[1:] != output.shape[1:]:
+            raise ValueError(
+                f"{func}(): y must have shape (N, {', '.join(map(str, output.shape[1:]))}) "
+                f"for this model and loss. Received: y with shape {target.shape}"
+            )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"reduction": self.reduction}
+
+
+class CrossEntropyLoss(_Loss):
+    """Cross entropy of logits against integer class labels or class probabilities (see
+    :func:`cnncore.cross_entropy`; fused log-softmax, stable for large logits)."""
+
+    _fn = staticmethod(F.cross_entropy)
+
+    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0,
+                 ignore_index: int = -100) -> None:
+        super().__init__(reduction)
+        self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index}
+
+    def check_target(self, output: np.ndarray, target: np.ndarray, func: str) -> None:
+        if target.dtype.kind in "iu":
+            if target.shape[1:] != output.shape[2:]:
+                raise ValueError(
+                    f"{func}(): class labels y must have shape (N,) for outputs of shape "
+                    f"(N, C). Received: y with shape {target.shape}"
+                )
+            n_classes = output.shape[1]
+            bad = ((target < 0) | (target >= n_classes)) & (target != self.ignore_index)
+            if bad.any():
+                raise ValueError(
+                    f"{func}(): labels y must be in [0, {n_classes}) for a model with "
+                    f"{n_classes} outputs. Received: y containing "
+                    f"{target.reshape(-1)[int(np.argmax(bad.reshape(-1)))]}"
+                )
+            return
+        if target.dtype.kind != "f":
+            raise TypeError(f"{func}(): y must hold integer labels or class probabilities. "
+                            f"Received: y.dtype={target.dtype}")
+        super().check_target(output, target, func)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"reduction": self.reduction, "label_smoothing": self.label_smoothing,
+                "ignore_index": self.ignore_index}
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross entropy on logits (see :func:`cnncore.binary_cross_entropy_with_logits`)."""
+
+    _fn = staticmethod(F.binary_cross_entropy_with_logits)
+
+
+class BCELoss(_Loss):
+    """Binary cross entropy on probabilities (see :func:`cnncore.binary_cross_entropy`)."""
+
+    _fn = staticmethod(F.binary_cross_entropy)
+
+
+class MSELoss(_Loss):
+    """Mean squared error (see :func:`cnncore.mse_loss`)."""
+
+    _fn = staticmethod(F.mse_loss)
+
+
+class L1Loss(_Loss):
+    """Mean absolute error (see :func:`cnncore.l1_loss`)."""
+
+    _fn = staticmethod(F.l1_loss)
+
+
+class MSLELoss(_Loss):
+    """Mean squared logarithmic error (see :func:`cnncore.msle_loss`)."""
+
+    _fn = staticmethod(F.msle_loss)
+
+
+class MAPELoss(_Loss):
+    """Mean absolute percentage error (see :func:`cnncore.mape_loss`)."""
+
+    _fn = staticmethod(F.mape_loss)
+
+
+class L2Loss(_Loss):
+    """Sum of squared differences (see :func:`cnncore.l2_loss`)."""
+
+    _fn = staticmethod(F.l2_loss)
+    _default_reduction = "sum"
+
+
+_NAMES = {
+    "cross_entropy": CrossEntropyLoss, "crossentropy": CrossEntropyLoss,
+    "sparse_categorical_crossentropy": CrossEntropyLoss,
+    "bce_with_logits": BCEWithLogitsLoss, "bce": BCELoss, "binary_crossentropy": BCELoss,
+    "mse": MSELoss, "mean_squared_error": MSELoss, "l1": L1Loss, "mae": L1Loss,
+    "mean_absolute_error": L1Loss, "msle": MSLELoss, "mape": MAPELoss, "l2": L2Loss,
+}
+
+
+def resolve_loss(loss: Any, func: str) -> _Loss:
+    """A loss module, or one built from a name (``'cross_entropy'``, ``'mse'``, ...)."""
+    if isinstance(loss, str):
+        cls = _NAMES.get(loss.lower())
+        if cls is None:
+            raise ValueError(f"{func}(): unknown loss name. Expected one of {sorted(_NAMES)}. "
+                             f"Received: loss={loss!r}")
+        return cls()
+    if not isinstance(loss, _Loss):
+        raise TypeError(f"{func}(): loss must be a cnncore.nn loss module or a name. "
+                        f"Received: loss of type {type(loss).__name__}")
+    return loss
+
+
+def count_correct(loss_fn: _Loss, output: np.ndarray, target: np.ndarray) -> float | None:
+    """Correct predictions among the samples of a batch, for classification losses (None when
+    accuracy is undefined). For binary losses with several outputs per sample a sample counts
+    by its fraction of correct outputs."""
+    if isinstance(loss_fn, CrossEntropyLoss) and output.ndim >= 2:
+        pred = output.argmax(axis=1)
+        if target.dtype.kind in "iu":
+            return int(np.count_nonzero(pred == target))
+        return int(np.count_nonzero(pred == target.argmax(axis=1)))
+    if isinstance(loss_fn, (BCEWithLogitsLoss, BCELoss)):
+        threshold = 0.0 if isinstance(loss_fn, BCEWithLogitsLoss) else 0.5
+        hits = (output > threshold) == (target > 0.5)
+        return float(hits.reshape(len(hits), -1).mean(axis=1).sum())
+    return None

@@ -1,0 +1,141 @@
+"""The :class:`Module` base class: parameters, caches, train/eval mode, summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .._validation import FLOAT_DTYPES
+from .parameter import Parameter
+
+
+def check_dtype(dtype: Any, cls: str) -> np.dtype:
+    """A layer's parameter dtype: float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in FLOAT_DTYPES:  # (np.dtype('float64') == None is True)
+        raise TypeError(f"{cls}: dtype must be float32 or float64. Received: dtype={dtype!r}")
+    return dt
+
+
+class Module:
+    """Base class of every layer, loss and container.
+
+    A module holds its parameters (:class:`Parameter`: ``.data`` and ``.grad``), the caches
+    its ``backward`` needs from the last ``forward``, and reusable scratch buffers. Layers are
+    thin: the numerical work is done by :mod:`cnncore.functional`.
+
+    The manual training step is::
+
+        out = model(x)
+        loss = loss_fn(out, y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        optimizer.zero_grad()
+
+    Gradients accumulate into ``param.grad`` (``+=``) until :meth:`zero_grad`, as in PyTorch.
+    """
+
+    def __init__(self) -> None:
+        self.training = True
+        self._params: dict[str, Parameter] = {}
+        self._buffers: dict[str, np.ndarray] = {}
+        self._scratch: dict[str, np.ndarray] = {}
+
+    # -- structure ------------------------------------------------------------------------
+    def children(self) -> list[Module]:
+        """Direct sub-modules (containers override this)."""
+        return []
+
+    def register_parameter(self, name: str, data: np.ndarray) -> Parameter:
+        param = Parameter(data, name)
+        self._params[name] = param
+        setattr(self, name, param)
+        return param
+
+    def register_buffer(self, name: str, data: np.ndarray) -> np.ndarray:
+        """Persistent non-trainable state saved with the model (e.g. running statistics)."""
+        arr = np.asarray(data)
+        self._buffers[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
+        return self._buffers[name]
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, p in self._params.items():
+            yield prefix + name, p
+        for i, child in enumerate(self.children()):
+            yield from child.named_parameters(f"{prefix}{i}.")
+
+    def parameters(self) -> list[Parameter]:
+        """All trainable parameters of this module and its children, in a fixed order."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for name, b in self._buffers.items():
+            yield prefix + name, b
+        for i, child in enumerate(self.children()):
+            yield from child.named_buffers(f"{prefix}{i}.")
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def train(self, mode: bool = True) -> Module:
+        self.training = bool(mode)
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    # -- computation ----------------------------------------------------------------------
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Accumulate parameter gradients from ``grad_output`` (the gradient w.r.t. the last
+        forward's output) and return the gradient w.r.t. its input (None when
+        ``input_grad=False``, which lets the first layer of a network skip that work)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement backward()")
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of ``forward``'s output for an input of ``input_shape`` (no computation)."""
+        return tuple(input_shape)
+
+    def _buffer(self, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A scratch array reused across calls while its shape and dtype stay the same."""
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != np.dtype(dtype):
+            buf = np.empty(shape, dtype=dtype)
+            self._scratch[key] = buf
+        return buf
+
+    def _cached(self, name: str) -> Any:
+        value = self.__dict__.get(name)
+        if value is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward() (or after a forward "
+                f"in eval mode that kept no cache)"
+            )
+        return value
+
+    # -- description ----------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments, JSON-serializable (used by ``save``/``load``)."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())

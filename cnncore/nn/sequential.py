@@ -1,0 +1,191 @@
+"""``Sequential``: a stack of layers with Keras-style ``fit``/``evaluate``/``predict``,
+``summary`` and pickle-free ``save``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .module import Module
+
+
+class Sequential(Module):
+    """Layers applied one after the other; ``backward`` runs them in reverse.
+
+    Parameters
+    ----------
+    *layers : Module
+        The layers, in order.
+
+    Examples
+    --------
+    >>> from cnncore import nn
+    >>> model = nn.Sequential(
+    ...     nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+    ...     nn.Flatten(), nn.Linear(6 * 14 * 14, 10))
+    >>> model.output_shape((8, 1, 28, 28))
+    (8, 10)
+
+    Training (see :meth:`fit`)::
+
+        history = model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.05,
+                            momentum=0.9), loss=nn.CrossEntropyLoss(), epochs=5)
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(
+                    f"Sequential(): every layer must be a cnncore.nn.Module. Received: "
+                    f"layers[{i}] of type {type(layer).__name__}"
+                )
+        self.layers: list[Module] = list(layers)
+        self.loss_fn: Module | None = None
+        self.optimizer: Any = None
+        self._input_shape: tuple[int, ...] | None = None
+
+    # -- container ------------------------------------------------------------------------
+    def children(self) -> list[Module]:
+        return self.layers
+
+    def append(self, layer: Module) -> Sequential:
+        if not isinstance(layer, Module):
+            raise TypeError(
+                f"Sequential.append(): layer must be a cnncore.nn.Module. Received: "
+                f"{type(layer).__name__}"
+            )
+        self.layers.append(layer)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> Module:
+        return self.layers[i]
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The parameters' dtype (float32 for a model without parameters)."""
+        params = self.parameters()
+        return params[0].dtype if params else np.dtype(np.float32)
+
+    # -- computation ----------------------------------------------------------------------
+    def forward(self, x: Any) -> np.ndarray:
+        """Run the layers. uint8 images are scaled to [0, 1]; other inputs are converted to
+        the model's dtype (as Keras does)."""
+        x = as_model_input(x, self.dtype)
+        self._input_shape = x.shape
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def _first_trainable(self) -> int:
+        for i, layer in enumerate(self.layers):
+            if layer.parameters():
+                return i
+        return len(self.layers)
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate through the layers in reverse. With ``input_grad=False`` the layers
+        in front of the first trainable one are skipped and that layer computes only its
+        parameter gradients (what training needs)."""
+        first = 0 if input_grad else self._first_trainable()
+        g = grad_output
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            g = self.layers[i].backward(g, input_grad=input_grad or i > first)
+        return g if input_grad else None
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)" if self.layers else "Sequential()"
+
+    # -- description ----------------------------------------------------------------------
+    def summary(self, input_shape: tuple[int, ...] | None = None, print_fn: Any = print) -> str:
+        """Table of layers, output shapes and parameter counts.
+
+        ``input_shape`` (including the batch dimension) defaults to the last ``forward``'s.
+        """
+        shape = input_shape if input_shape is not None else self._input_shape
+        rows = []
+        for i, layer in enumerate(self.layers):
+            if shape is not None:
+                shape = layer.output_shape(shape)
+                shape_text = str(tuple(shape))
+            else:
+                shape_text = "?"
+            rows.append((f"{i}: {type(layer).__name__}", shape_text,
+                         f"{layer.num_parameters():,}"))
+        w0 = max([len("Layer")] + [len(r[0]) for r in rows])
+        w1 = max([len("Output shape")] + [len(r[1]) for r in rows])
+        w2 = max([len("Params")] + [len(r[2]) for r in rows])
+        line = "-" * (w0 + w1 + w2 + 6)
+        out = [line, f"{'Layer':<{w0}}   {'Output shape':<{w1}}   {'Params':>{w2}}", line]
+        out += [f"{a:<{w0}}   {b:<{w1}}   {c:>{w2}}" for a, b, c in rows]
+        n_train = self.num_parameters()
+        out += [line, f"Total parameters: {n_train:,} ({self.dtype.name})", line]
+        text = "\n".join(out)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # -- training API (implemented in training.py / serialization.py) ----------------------
+    def fit(self, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs: int = 1,
+            batch_size: int = 32, shuffle: bool = True, validation_data: Any = None,
+            verbose: bool = True, seed: int | None = None, scheduler: Any = None,
+            augment: Any = None) -> Any:
+        """Train with mini-batch gradient descent; see :func:`cnncore.nn.training.fit`."""
+        from .training import fit
+
+        return fit(self, x, y, optimizer=optimizer, loss=loss, epochs=epochs,
+                   batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
+                   verbose=verbose, seed=seed, scheduler=scheduler, augment=augment)
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None) -> dict:
+        """``{"loss": float, "accuracy": float}`` on ``(x, y)``; see
+        :func:`cnncore.nn.training.evaluate`."""
+        from .training import evaluate
+
+        return evaluate(self, x, y, batch_size=batch_size, loss=loss)
+
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Outputs for ``x`` in eval mode, computed in batches: ``(N, *output_shape)``."""
+        from .training import predict
+
+        return predict(self, x, batch_size=batch_size)
+
+    def save(self, path: Any) -> None:
+        """Write architecture (JSON) and weights to an ``.npz`` file, without pickle."""
+        from .serialization import save
+
+        save(self, path)
+
+
+def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
+    """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return np.multiply(x, 1.0 / 255.0, dtype=dtype)
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"Sequential: input must be a float or uint8 image array. Received: "
+            f"input.dtype={x.dtype}"
+        )
+    return np.ascontiguousarray(x, dtype=dtype)

@@ -1,0 +1,1004 @@
+"""Optimizers and learning-rate schedulers for :class:`cnncore.nn.Parameter` objects.
+
+The update rules follow ``torch.optim`` exactly (same formulas, same order of operations,
+same defaults): :class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RMSprop`,
+:class:`Adagrad`; and ``torch.optim.lr_scheduler``'s :class:`StepLR`,
+:class:`ExponentialLR` and :class:`CosineAnnealingLR` (stepped once per epoch).
+
+Differences from PyTorch
+------------------------
+- One parameter group per optimizer (no ``param_groups``): every parameter shares the
+  hyper-parameters. The learning rate is the attribute ``optimizer.lr`` (settable; that is what
+  the schedulers change); the other hyper-parameters are read-only attributes, changed only by
+  :meth:`Optimizer.load_state_dict`.
+- Every parameter is updated on every :meth:`Optimizer.step` (a gradient is an array, never
+  ``None``), so a single ``step_count`` replaces PyTorch's per-parameter ``step``.
+- No ``maximize`` / ``foreach`` / ``fused`` / ``capturable`` / ``differentiable`` options.
+- :meth:`Optimizer.state_dict` is a flat ``dict`` of str -> float / int / bool / str / tuple /
+  ndarray, so ``np.savez(file, **opt.state_dict())`` stores it without pickle.
+
+Updates are in place on ``param.data`` with NumPy ufuncs writing into preallocated buffers
+(``out=``): after construction, :meth:`Optimizer.step` allocates no arrays. The parameter's
+dtype is kept (float32 parameters are updated in float32, like PyTorch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from . import _optim
+from ._config import get_num_threads
+from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_int, check_real
+from .nn.parameter import Parameter
+
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "CosineAnnealingLR",
+    "ExponentialLR",
+    "LRScheduler",
+    "Optimizer",
+    "RMSprop",
+    "StepLR",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checking
+# --------------------------------------------------------------------------------------------
+
+def _unwrap(value: Any) -> Any:
+    """0-d arrays (what ``np.load`` gives back for scalars) -> Python scalars."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def _check_real(value: Any, name: str, func: str, *, low: float | None = 0,
+                high: float | None = None, high_open: bool = False) -> float:
+    value = _unwrap(value)
+    v = check_real(value, name, func)
+    if not math.isfinite(v):
+        raise ValueError(f"{func}(): {name} must be finite. Received: {name}={_fmt(value)}")
+    if low is not None and v < low:
+        raise ValueError(f"{func}(): {name} must be >= {low}. Received: {name}={_fmt(value)}")
+    if high is not None and (v >= high if high_open else v > high):
+        op = "<" if high_open else "<="
+        raise ValueError(
+            f"{func}(): {name} must be {op} {high}. Received: {name}={_fmt(value)}"
+        )
+    return v
+
+
+def _check_bool(value: Any, name: str, func: str) -> bool:
+    return check_bool(_unwrap(value), name, func)
+
+
+def _check_int(value: Any, name: str, func: str, *, low: int) -> int:
+    return check_int(_unwrap(value), name, func, min_value=low, max_value=None)
+
+
+def _check_betas(betas: Any, func: str) -> tuple[float, float]:
+    if isinstance(betas, np.ndarray):
+        betas = betas.tolist()
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(
+            f"{func}(): betas must be a pair of floats (beta1, beta2). "
+            f"Received: betas={_fmt(betas)}"
+        )
+    out = []
+    for b in betas:
+        b = _unwrap(b)
+        if isinstance(b, (bool, np.bool_)) or not isinstance(
+            b, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(
+                f"{func}(): betas must be a pair of floats (beta1, beta2). "
+                f"Received: betas={_fmt(betas)}"
+            )
+        if not 0.0 <= float(b) < 1.0:  # also rejects nan
+            raise ValueError(
+                f"{func}(): betas must be in [0, 1) each. Received: betas={_fmt(tuple(betas))}"
+            )
+        out.append(float(b))
+    return out[0], out[1]
+
+
+def _collect_params(params: Any, func: str) -> tuple[Parameter, ...]:
+    hint = "an iterable of cnncore.nn.Parameter objects"
+    if isinstance(params, Parameter):
+        raise TypeError(
+            f"{func}(): params must be {hint}, not a single Parameter (wrap it in a list). "
+            f"Received: params={params!r}"
+        )
+    if isinstance(params, (str, bytes, np.ndarray, dict)):
+        raise TypeError(f"{func}(): params must be {hint}. Received: params={_fmt(params)}")
+    try:
+        items = list(params)
+    except TypeError:
+        raise TypeError(
+            f"{func}(): params must be {hint}. Received: params of type {type(params).__name__}"
+        ) from None
+    if not items:
+        raise ValueError(f"{func}(): params must not be empty. Received: params=[]")
+    seen: dict[int, int] = {}
+    for i, p in enumerate(items):
+        if isinstance(p, dict):
+            raise TypeError(
+                f"{func}(): parameter groups (dicts) are not supported; cnncore optimizers have "
+                f"a single group. Received: params[{i}] of type dict"
+            )
+        if not isinstance(p, Parameter):
+            raise TypeError(
+                f"{func}(): params must be {hint}. Received: params[{i}] of type "
+                f"{type(p).__name__}"
+            )
+        if p.data.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{func}(): parameters must have dtype float32 or float64. "
+                f"Received: params[{i}].data.dtype={p.data.dtype}"
+            )
+        if id(p) in seen:
+            raise ValueError(
+                f"{func}(): params contains the same Parameter twice "
+                f"(params[{seen[id(p)]}] and params[{i}]). Received: params[{i}]={p!r}"
+            )
+        seen[id(p)] = i
+    return tuple(items)
+
+
+def _hyper_property(name: str, doc: str) -> property:
+    return property(lambda self: self._hyper[name], doc=doc)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared in-place building blocks (mirroring the ATen ops torch.optim uses)
+# --------------------------------------------------------------------------------------------
+
+def _l2(grad: np.ndarray, data: np.ndarray, weight_decay: float, out: np.ndarray) -> np.ndarray:
+    """``grad + weight_decay * data`` into ``out`` (torch: ``grad.add(param, alpha=wd)``)."""
+    np.multiply(data, weight_decay, out=out)
+    np.add(grad, out, out=out)
+    return out
+
+
+def _lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> None:
+    """``start.lerp_(end, weight)`` with ATen's two-branch formula."""
+    np.subtract(end, start, out=tmp)
+    if abs(weight) < 0.5:
+        np.multiply(tmp, weight, out=tmp)
+        np.add(start, tmp, out=start)
+    else:
+        np.multiply(tmp, weight - 1.0, out=tmp)
+        np.add(end, tmp, out=start)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer base
+# --------------------------------------------------------------------------------------------
+
+class Optimizer:
+    """Base class: holds the parameters, the learning rate, the state buffers.
+
+    Subclasses define ``_validate`` (normalize the hyper-parameters), ``_buffers`` (names and
+    initial values of the per-parameter state arrays) and ``_update`` (one parameter's step).
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        The parameters to optimize (at least one, each once, float32 or float64; the dtypes may
+        differ between parameters).
+    lr : float
+        Learning rate, >= 0.
+
+    Attributes
+    ----------
+    params : tuple of Parameter
+    lr : float
+        The learning rate, settable (validated); schedulers change it.
+    step_count : int
+        Number of :meth:`step` calls so far.
+    """
+
+    #: Names of the hyper-parameters other than ``lr``, in constructor order.
+    _hyper_names: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Parameter], lr: float, **hyper: Any) -> None:
+        func = type(self).__name__
+        self._params = _collect_params(params, func)
+        self._lr = _check_real(lr, "lr", func)
+        self._hyper = self._validate(func, **hyper)
+        self._step_count = 0
+        self._state = self._allocate(self._hyper)
+        # Two scratch arrays per dtype, as large as the largest parameter of that dtype; each
+        # parameter gets views of the right shape (made once, here).
+        sizes: dict[np.dtype, int] = {}
+        for p in self._params:
+            sizes[p.data.dtype] = max(sizes.get(p.data.dtype, 0), p.data.size)
+        scratch = {dt: np.empty((2, n), dtype=dt) for dt, n in sizes.items()}
+        self._scratch = [
+            (
+                scratch[p.data.dtype][0, : p.data.size].reshape(p.data.shape),
+                scratch[p.data.dtype][1, : p.data.size].reshape(p.data.shape),
+            )
+            for p in self._params
+        ]
+
+    # -- to be provided by subclasses ------------------------------------------------------
+
+    @classmethod
+    def _validate(cls, func: str, **hyper: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _buffers(hyper: dict[str, Any]) -> dict[str, float]:
+        """Name -> initial fill value of each per-parameter state array."""
+        return {}
+
+    def _update(self, data: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+                s0: np.ndarray, s1: np.ndarray, t: int) -> None:
+        raise NotImplementedError
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def params(self) -> tuple[Parameter, ...]:
+        """The optimized parameters, in the order given."""
+        return self._params
+
+    @property
+    def lr(self) -> float:
+        """The learning rate (>= 0)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _check_real(value, "lr", type(self).__name__)
+
+    @property
+    def step_count(self) -> int:
+        """Number of :meth:`step` calls so far."""
+        return self._step_count
+
+    def zero_grad(self) -> None:
+        """Set every parameter's ``grad`` to zero (in place)."""
+        for p in self._params:
+            p.grad.fill(0)
+
+    def step(self) -> None:
+        """Update every parameter in place from its current ``grad``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If a parameter's ``data`` or ``grad`` no longer has the shape and dtype the
+            optimizer was built for (nothing is updated then).
+        """
+        func = f"{type(self).__name__}.step"
+        for i, (p, (s0, _)) in enumerate(zip(self._params, self._scratch, strict=True)):
+            data, grad = p.data, p.grad
+            if not isinstance(data, np.ndarray) or data.shape != s0.shape or data.dtype != s0.dtype:
+                raise ValueError(
+                    f"{func}(): params[{i}].data was replaced by an array of another shape or "
+                    f"dtype; build a new optimizer. Expected shape {s0.shape} and dtype "
+                    f"{s0.dtype}. Received: {type(data).__name__} with shape "
+                    f"{getattr(data, 'shape', None)}, dtype {getattr(data, 'dtype', None)}"
+                )
+            if not isinstance(grad, np.ndarray):
+                raise TypeError(
+                    f"{func}(): params[{i}].grad must be an ndarray. "
+                    f"Received: params[{i}].grad of type {type(grad).__name__}"
+                )
+            if grad.dtype != data.dtype:
+                raise TypeError(
+                    f"{func}(): params[{i}].grad must have the parameter's dtype {data.dtype}. "
+                    f"Received: params[{i}].grad.dtype={grad.dtype}"
+                )
+            if grad.shape != data.shape:
+                raise ValueError(
+                    f"{func}(): params[{i}].grad must have the parameter's shape {data.shape}. "
+                    f"Received: params[{i}].grad.shape={grad.shape}"
+                )
+        t = self._step_count + 1
+        for p, state, (s0, s1) in zip(self._params, self._state, self._scratch, strict=True):
+            self._update(p.data, p.grad, state, s0, s1, t)
+        self._step_count = t
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state as a flat dict (copies), loadable by :meth:`load_state_dict`.
+
+        Keys: ``"optimizer"`` (class name), ``"num_params"``, ``"step_count"``, ``"lr"``, the
+        hyper-parameters by constructor name, and ``"state.<i>.<buffer>"`` arrays (e.g.
+        ``"state.0.exp_avg"``). Values are plain Python scalars / tuples / ndarrays, so
+        ``np.savez(f, **sd)`` and ``dict(np.load(f, allow_pickle=False))`` round-trip it.
+        """
+        sd: dict[str, Any] = {
+            "optimizer": type(self).__name__,
+            "num_params": len(self._params),
+            "step_count": self._step_count,
+            "lr": self._lr,
+        }
+        sd.update(self._hyper)
+        for i, state in enumerate(self._state):
+            for name, buf in state.items():
+                sd[f"state.{i}.{name}"] = buf.copy()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the learning rate, hyper-parameters, step count and state buffers.
+
+        Everything is validated before anything changes: on error the optimizer is untouched.
+        Buffers are copied into this optimizer's arrays (cast to each parameter's dtype).
+
+        Raises
+        ------
+        ValueError
+            If the dict comes from another optimizer class or another set of parameters
+            (count, shapes), or a key is missing; TypeError/ValueError for bad values.
+        """
+        func = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict):
+            raise TypeError(
+                f"{func}(): state_dict must be a dict. "
+                f"Received: state_dict of type {type(state_dict).__name__}"
+            )
+
+        def get(key: str) -> Any:
+            if key not in state_dict:
+                raise ValueError(f"{func}(): state_dict is missing the key {key!r}")
+            return _unwrap(state_dict[key])
+
+        kind = get("optimizer")
+        if kind != type(self).__name__:
+            raise ValueError(
+                f"{func}(): state_dict was saved by another optimizer. Expected "
+                f"optimizer={type(self).__name__!r}. Received: optimizer={_fmt(kind)}"
+            )
+        n = _check_int(get("num_params"), "num_params", func, low=0)
+        if n != len(self._params):
+            raise ValueError(
+                f"{func}(): state_dict is for {n} parameters but this optimizer has "
+                f"{len(self._params)}. Received: num_params={n}"
+            )
+        step_count = _check_int(get("step_count"), "step_count", func, low=0)
+        lr = _check_real(get("lr"), "lr", func)
+        hyper = self._validate(func, **{k: get(k) for k in self._hyper_names})
+        new_state = self._allocate(hyper)
+        for i, (p, state) in enumerate(zip(self._params, new_state, strict=True)):
+            for name, buf in state.items():
+                key = f"state.{i}.{name}"
+                arr = np.asarray(get(key))
+                if arr.shape != p.data.shape:
+                    raise ValueError(
+                        f"{func}(): {key} must have the parameter's shape {p.data.shape}. "
+                        f"Received: {key}.shape={arr.shape}"
+                    )
+                if arr.dtype.kind != "f":
+                    raise TypeError(
+                        f"{func}(): {key} must be a float array. Received: {key}.dtype={arr.dtype}"
+                    )
+                np.copyto(buf, arr, casting="same_kind")
+        self._lr, self._hyper, self._step_count, self._state = lr, hyper, step_count, new_state
+
+    def __repr__(self) -> str:
+        args = [f"lr={self._lr!r}"] + [f"{k}={v!r}" for k, v in self._hyper.items()]
+        return f"{type(self).__name__}({', '.join(args)}, params={len(self._params)})"
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _allocate(self, hyper: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+        fills = self._buffers(hyper)
+        return [
+            {name: np.full(p.data.shape, fill, dtype=p.data.dtype) for name, fill in fills.items()}
+            for p in self._params
+        ]
+
+
+# --------------------------------------------------------------------------------------------
+# SGD
+# --------------------------------------------------------------------------------------------
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, with optional momentum, Nesterov momentum and L2 decay.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float
+        Learning rate, >= 0 (required, as in PyTorch).
+    momentum : float, default 0
+        Momentum factor, >= 0.
+    dampening : float, default 0
+        Dampening for momentum, in [0, 1].
+    nesterov : bool, default False
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    weight_decay : float, default 0
+        L2 penalty added to the gradient, >= 0.
+
+    Notes
+    -----
+    As ``torch.optim.SGD``, with :math:`g_t` the gradient, :math:`\mu` the momentum and
+    :math:`\tau` the dampening:
+
+    .. math::
+        g_t &\leftarrow g_t + \lambda \theta_{t-1} \quad (\text{if weight decay } \lambda) \\
+        b_t &= g_t \text{ at the first step, else } \mu b_{t-1} + (1 - \tau) g_t \\
+        g_t &\leftarrow g_t + \mu b_t \text{ (Nesterov) or } b_t \quad (\text{if } \mu \ne 0) \\
+        \theta_t &= \theta_{t-1} - \gamma g_t
+
+    The momentum buffer is the gradient itself at the first step (not zero-initialised).
+
+    See Also
+    --------
+    torch.optim.SGD
+    """
+
+    _hyper_names = ("momentum", "dampening", "nesterov", "weight_decay")
+    momentum = _hyper_property("momentum", "Momentum factor.")
+    dampening = _hyper_property("dampening", "Dampening for momentum.")
+    nesterov = _hyper_property("nesterov", "Whether Nesterov momentum is used.")
+    weight_decay = _hyper_property("weight_decay", "L2 penalty coefficient.")
+
+    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr, momentum=momentum, dampening=dampening,
+                         nesterov=nesterov, weight_decay=weight_decay)
+
+    @classmethod
+    def _validate(cls, func: str, *, momentum: Any, dampening: Any, nesterov: Any,
+                  weight_decay: Any) -> dict[str, Any]:
+        out = {
+            "momentum": _check_real(momentum, "momentum", func),
+            "dampening": _check_real(dampening, "dampening", func, high=1),
+            "nesterov": _check_bool(nesterov, "nesterov", func),
+            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+        }
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
+            raise ValueError(
+                f"{func}(): nesterov=True requires momentum > 0 and dampening == 0. "
+                f"Received: nesterov=True, momentum={_fmt(momentum)}, dampening={_fmt(dampening)}"
+            )
+        return out
+
+    @staticmethod
+    def _buffers(hyper: dict[str, Any]) -> dict[str, float]:
+        return {"momentum_buffer": 0.0} if hyper["momentum"] != 0 else {}
+
+    def _update(self, data, grad, state, s0, s1, t):
+        # One fused pass (src/_optim.pyx), the exact operations of PyTorch's single-tensor
+        # SGD: g = grad + wd * p; buf = g (first step) or momentum * buf + (1 - dampening) * g;
+        # g = g + momentum * buf (nesterov) or buf; p = p - lr * g.
+        h = self._hyper
+        buf = state.get("momentum_buffer")
+        _optim.sgd_update(data.reshape(-1), grad.reshape(-1),
+                          data.reshape(-1) if buf is None else buf.reshape(-1), self._lr,
+                          h["momentum"], h["dampening"], h["weight_decay"], h["nesterov"],
+                          t == 1, get_num_threads())
+
+
+# --------------------------------------------------------------------------------------------
+# Adam / AdamW
+# --------------------------------------------------------------------------------------------
+
+class Adam(Optimizer):
+    r"""Adam, with optional AMSGrad and L2 weight decay (added to the gradient).
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, default 1e-3
+        Learning rate, >= 0.
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates of the running averages of the gradient and its square, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator, >= 0.
+    weight_decay : float, default 0
+        L2 penalty added to the gradient, >= 0 (see :class:`AdamW` for decoupled decay).
+    amsgrad : bool, default False
+        Use the maximum of the past second-moment averages (AMSGrad).
+
+    Notes
+    -----
+    As ``torch.optim.Adam``:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t}\,
+            \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    with :math:`\hat v_t = v_t`, or :math:`\max(\hat v_{t-1}, v_t)` with AMSGrad. Note that
+    :math:`\epsilon` is added *after* the bias correction of :math:`\sqrt{v_t}`.
+
+    See Also
+    --------
+    AdamW, torch.optim.Adam
+    """
+
+    _hyper_names = ("betas", "eps", "weight_decay", "amsgrad")
+    _decoupled = False
+    betas = _hyper_property("betas", "(beta1, beta2).")
+    eps = _hyper_property("eps", "Term added to the denominator.")
+    weight_decay = _hyper_property("weight_decay", "Weight decay coefficient.")
+    amsgrad = _hyper_property("amsgrad", "Whether AMSGrad is used.")
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad)
+
+    @classmethod
+    def _validate(cls, func: str, *, betas: Any, eps: Any, weight_decay: Any,
+                  amsgrad: Any) -> dict[str, Any]:
+        return {
+            "betas": _check_betas(betas, func),
+            "eps": _check_real(eps, "eps", func),
+            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+            "amsgrad": _check_bool(amsgrad, "amsgrad", func),
+        }
+
+    @staticmethod
+    def _buffers(hyper: dict[str, Any]) -> dict[str, float]:
+        out = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+        if hyper["amsgrad"]:
+            out["max_exp_avg_sq"] = 0.0
+        return out
+
+    def _update(self, data, grad, state, s0, s1, t):
+        # One fused pass (src/_optim.pyx), the exact operations of PyTorch's single-tensor
+        # Adam/AdamW: decay p (AdamW) or g = grad + wd * p (Adam); m.lerp_(g, 1 - beta1);
+        # v = beta2 * v + (1 - beta2) * g * g; vmax = max(vmax, v) (amsgrad);
+        # p += -lr / (1 - beta1**t) * m / (sqrt(v or vmax) / sqrt(1 - beta2**t) + eps).
+        h = self._hyper
+        beta1, beta2 = h["betas"]
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        vmax = state.get("max_exp_avg_sq")
+        _optim.adam_update(data.reshape(-1), grad.reshape(-1), state["exp_avg"].reshape(-1),
+                           state["exp_avg_sq"].reshape(-1),
+                           None if vmax is None else vmax.reshape(-1), self._lr, beta1, beta2,
+                           h["eps"], h["weight_decay"], self._decoupled,
+                           self._lr / bias_correction1, bias_correction2_sqrt,
+                           get_num_threads())
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter).
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 1e-2
+        Decoupled decay: before the Adam step, :math:`\theta \leftarrow \theta (1 - \gamma
+        \lambda)`; the gradient itself is not modified.
+    amsgrad : bool, default False
+
+    Notes
+    -----
+    As ``torch.optim.AdamW``: identical to :class:`Adam` except for the weight decay.
+
+    See Also
+    --------
+    Adam, torch.optim.AdamW
+    """
+
+    _decoupled = True
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad)
+
+
+# --------------------------------------------------------------------------------------------
+# RMSprop
+# --------------------------------------------------------------------------------------------
+
+class RMSprop(Optimizer):
+    r"""RMSprop, with optional momentum, centering and L2 weight decay.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, default 1e-2
+    alpha : float, default 0.99
+        Smoothing constant of the squared-gradient average, in [0, 1].
+    eps : float, default 1e-8
+        Added to the denominator, >= 0.
+    weight_decay : float, default 0
+        L2 penalty added to the gradient, >= 0.
+    momentum : float, default 0
+        Momentum factor, >= 0.
+    centered : bool, default False
+        Normalize by an estimate of the gradient's variance instead of its second moment.
+
+    Notes
+    -----
+    As ``torch.optim.RMSprop``:
+
+    .. math::
+        v_t &= \alpha v_{t-1} + (1 - \alpha) g_t^2, \quad
+        \bar g_t = \alpha \bar g_{t-1} + (1 - \alpha) g_t \text{ (centered)} \\
+        d_t &= \sqrt{v_t - \bar g_t^2} + \epsilon \text{ (centered) or }
+            \sqrt{v_t} + \epsilon \\
+        b_t &= \mu b_{t-1} + g_t / d_t, \quad \theta_t = \theta_{t-1} - \gamma b_t
+        \text{ (momentum } \mu > 0 \text{, else } \theta_t = \theta_{t-1} - \gamma g_t / d_t)
+
+    All buffers start at zero.
+
+    See Also
+    --------
+    torch.optim.RMSprop
+    """
+
+    _hyper_names = ("alpha", "eps", "weight_decay", "momentum", "centered")
+    alpha = _hyper_property("alpha", "Smoothing constant.")
+    eps = _hyper_property("eps", "Term added to the denominator.")
+    weight_decay = _hyper_property("weight_decay", "L2 penalty coefficient.")
+    momentum = _hyper_property("momentum", "Momentum factor.")
+    centered = _hyper_property("centered", "Whether the centered variant is used.")
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
+        super().__init__(params, lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                         momentum=momentum, centered=centered)
+
+    @classmethod
+    def _validate(cls, func: str, *, alpha: Any, eps: Any, weight_decay: Any, momentum: Any,
+                  centered: Any) -> dict[str, Any]:
+        return {
+            "alpha": _check_real(alpha, "alpha", func, high=1),
+            "eps": _check_real(eps, "eps", func),
+            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+            "momentum": _check_real(momentum, "momentum", func),
+            "centered": _check_bool(centered, "centered", func),
+        }
+
+    @staticmethod
+    def _buffers(hyper: dict[str, Any]) -> dict[str, float]:
+        out = {"square_avg": 0.0}
+        if hyper["momentum"] > 0:
+            out["momentum_buffer"] = 0.0
+        if hyper["centered"]:
+            out["grad_avg"] = 0.0
+        return out
+
+    def _update(self, data, grad, state, s0, s1, t):
+        h = self._hyper
+        alpha, wd, momentum = h["alpha"], h["weight_decay"], h["momentum"]
+        g = _l2(grad, data, wd, s0) if wd != 0 else grad
+        square_avg = state["square_avg"]
+        np.multiply(square_avg, alpha, out=square_avg)
+        np.multiply(g, 1.0 - alpha, out=s1)
+        np.multiply(s1, g, out=s1)
+        np.add(square_avg, s1, out=square_avg)
+        if h["centered"]:
+            grad_avg = state["grad_avg"]
+            _lerp_(grad_avg, g, 1.0 - alpha, s1)
+            np.multiply(grad_avg, grad_avg, out=s1)
+            np.subtract(square_avg, s1, out=s1)
+            np.sqrt(s1, out=s1)
+        else:
+            np.sqrt(square_avg, out=s1)
+        np.add(s1, h["eps"], out=s1)  # s1 = avg
+        if momentum > 0:
+            buf = state["momentum_buffer"]
+            np.multiply(buf, momentum, out=buf)
+            np.divide(g, s1, out=s1)
+            np.add(buf, s1, out=buf)
+            np.multiply(buf, -self._lr, out=s1)
+            np.add(data, s1, out=data)
+        else:
+            np.multiply(g, -self._lr, out=s0)
+            np.divide(s0, s1, out=s0)
+            np.add(data, s0, out=data)
+
+
+# --------------------------------------------------------------------------------------------
+# Adagrad
+# --------------------------------------------------------------------------------------------
+
+class Adagrad(Optimizer):
+    r"""Adagrad, with optional learning-rate decay and L2 weight decay.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, default 1e-2
+    lr_decay : float, default 0
+        The step size at step :math:`t` is :math:`\gamma / (1 + (t - 1)\,\text{lr\_decay})`.
+    weight_decay : float, default 0
+        L2 penalty added to the gradient, >= 0.
+    initial_accumulator_value : float, default 0
+        Initial value of the sum of squared gradients, >= 0.
+    eps : float, default 1e-10
+        Added to the denominator, >= 0.
+
+    Notes
+    -----
+    As ``torch.optim.Adagrad``:
+
+    .. math::
+        s_t = s_{t-1} + g_t^2, \quad
+        \theta_t = \theta_{t-1} - \frac{\gamma}{1 + (t - 1)\,\text{lr\_decay}}\,
+            \frac{g_t}{\sqrt{s_t} + \epsilon}
+
+    See Also
+    --------
+    torch.optim.Adagrad
+    """
+
+    _hyper_names = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+    lr_decay = _hyper_property("lr_decay", "Learning-rate decay.")
+    weight_decay = _hyper_property("weight_decay", "L2 penalty coefficient.")
+    initial_accumulator_value = _hyper_property("initial_accumulator_value",
+                                       "Initial value of the accumulators.")
+    eps = _hyper_property("eps", "Term added to the denominator.")
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10) -> None:
+        super().__init__(params, lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, eps=eps)
+
+    @classmethod
+    def _validate(cls, func: str, *, lr_decay: Any, weight_decay: Any,
+                  initial_accumulator_value: Any, eps: Any) -> dict[str, Any]:
+        return {
+            "lr_decay": _check_real(lr_decay, "lr_decay", func),
+            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+            "initial_accumulator_value": _check_real(
+                initial_accumulator_value, "initial_accumulator_value", func),
+            "eps": _check_real(eps, "eps", func),
+        }
+
+    @staticmethod
+    def _buffers(hyper: dict[str, Any]) -> dict[str, float]:
+        return {"sum": hyper["initial_accumulator_value"]}
+
+    def _update(self, data, grad, state, s0, s1, t):
+        h = self._hyper
+        wd = h["weight_decay"]
+        g = _l2(grad, data, wd, s0) if wd != 0 else grad
+        clr = self._lr / (1 + (t - 1) * h["lr_decay"])
+        acc = state["sum"]
+        np.multiply(g, g, out=s1)
+        np.add(acc, s1, out=acc)
+        np.sqrt(acc, out=s1)
+        np.add(s1, h["eps"], out=s1)
+        np.multiply(g, -clr, out=s0)
+        np.divide(s0, s1, out=s0)
+        np.add(data, s0, out=data)
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedulers
+# --------------------------------------------------------------------------------------------
+
+class LRScheduler:
+    """Base class: changes ``optimizer.lr`` once per :meth:`step` (call it once per epoch,
+    after the epoch's ``optimizer.step()`` calls).
+
+    As in PyTorch, the schedules are computed recursively from the optimizer's current ``lr``
+    (so they compose with manual changes), and constructing a scheduler leaves ``lr`` as is.
+
+    Attributes
+    ----------
+    optimizer : Optimizer
+    base_lr : float
+        ``optimizer.lr`` when the scheduler was created.
+    last_epoch : int
+        Number of :meth:`step` calls so far.
+    """
+
+    _hyper_names: tuple[str, ...] = ()
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"{type(self).__name__}(): optimizer must be a cnncore.optim.Optimizer. "
+                f"Received: optimizer of type {type(optimizer).__name__}"
+            )
+        self.optimizer = optimizer
+        self.base_lr: float = optimizer.lr
+        self.last_epoch = 0
+        self._last_lr: float = optimizer.lr
+
+    def _next_lr(self, lr: float) -> float:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        """Advance one epoch and set ``optimizer.lr`` to the new learning rate."""
+        self.last_epoch += 1
+        self.optimizer.lr = self._next_lr(self.optimizer.lr)
+        self._last_lr = self.optimizer.lr
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rate set by the last :meth:`step` (a one-element list, as PyTorch's
+        one-entry-per-group list)."""
+        return [self._last_lr]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Flat dict of plain scalars (``base_lr``, ``last_epoch``, ``last_lr`` and the
+        schedule's parameters)."""
+        sd = {"scheduler": type(self).__name__, "base_lr": self.base_lr,
+              "last_epoch": self.last_epoch, "last_lr": self._last_lr}
+        sd.update({k: getattr(self, k) for k in self._hyper_names})
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (the optimizer's ``lr`` is restored by
+        the optimizer's own ``load_state_dict``)."""
+        func = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict):
+            raise TypeError(
+                f"{func}(): state_dict must be a dict. "
+                f"Received: state_dict of type {type(state_dict).__name__}"
+            )
+        kind = _unwrap(state_dict.get("scheduler"))
+        if kind != type(self).__name__:
+            raise ValueError(
+                f"{func}(): state_dict was saved by another scheduler. Expected "
+                f"scheduler={type(self).__name__!r}. Received: scheduler={_fmt(kind)}"
+            )
+        missing = [k for k in ("base_lr", "last_epoch", "last_lr", *self._hyper_names)
+                   if k not in state_dict]
+        if missing:
+            raise ValueError(f"{func}(): state_dict is missing the key(s) {missing}")
+        values = self._validate(func, **{k: state_dict[k] for k in self._hyper_names})
+        base_lr = _check_real(state_dict["base_lr"], "base_lr", func)
+        last_lr = _check_real(state_dict["last_lr"], "last_lr", func)
+        last_epoch = _check_int(state_dict["last_epoch"], "last_epoch", func, low=0)
+        for k, v in values.items():
+            setattr(self, k, v)
+        self.base_lr, self._last_lr, self.last_epoch = base_lr, last_lr, last_epoch
+
+    @classmethod
+    def _validate(cls, func: str, **hyper: Any) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._hyper_names)
+        return f"{type(self).__name__}({args}, last_epoch={self.last_epoch})"
+
+
+class StepLR(LRScheduler):
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    step_size : int
+        Period of the decay, >= 1.
+    gamma : float, default 0.1
+        Multiplicative factor, >= 0.
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.StepLR``: after epoch ``e`` (``e = last_epoch``),
+    ``lr = base_lr * gamma ** (e // step_size)``, computed recursively.
+
+    See Also
+    --------
+    ExponentialLR, CosineAnnealingLR
+    """
+
+    _hyper_names = ("step_size", "gamma")
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        values = self._validate(type(self).__name__, step_size=step_size, gamma=gamma)
+        super().__init__(optimizer)
+        self.step_size: int = values["step_size"]
+        self.gamma: float = values["gamma"]
+
+    @classmethod
+    def _validate(cls, func: str, *, step_size: Any, gamma: Any) -> dict[str, Any]:
+        return {"step_size": _check_int(step_size, "step_size", func, low=1),
+                "gamma": _check_real(gamma, "gamma", func)}
+
+    def _next_lr(self, lr: float) -> float:
+        if self.last_epoch % self.step_size != 0:
+            return lr
+        return lr * self.gamma
+
+
+class ExponentialLR(LRScheduler):
+    """Multiply the learning rate by ``gamma`` every epoch.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    gamma : float
+        Multiplicative factor, >= 0.
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.ExponentialLR``: ``lr = base_lr * gamma ** last_epoch``,
+    computed recursively.
+
+    See Also
+    --------
+    StepLR, CosineAnnealingLR
+    """
+
+    _hyper_names = ("gamma",)
+
+    def __init__(self, optimizer: Optimizer, gamma: float) -> None:
+        values = self._validate(type(self).__name__, gamma=gamma)
+        super().__init__(optimizer)
+        self.gamma: float = values["gamma"]
+
+    @classmethod
+    def _validate(cls, func: str, *, gamma: Any) -> dict[str, Any]:
+        return {"gamma": _check_real(gamma, "gamma", func)}
+
+    def _next_lr(self, lr: float) -> float:
+        return lr * self.gamma
+
+
+class CosineAnnealingLR(LRScheduler):
+    r"""Cosine annealing from the initial learning rate down to ``eta_min`` over ``T_max``
+    epochs (then back up, periodically, as in PyTorch; there are no restarts).
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    T_max : int
+        Half-period in epochs, >= 1.
+    eta_min : float, default 0
+        Minimum learning rate, >= 0.
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.CosineAnnealingLR`` (the recursive form):
+
+    .. math::
+        \eta_{t} = \eta_{\min} + (\eta_{t-1} - \eta_{\min})
+            \frac{1 + \cos(\pi t / T_{max})}{1 + \cos(\pi (t - 1) / T_{max})}
+
+    with the special case
+    :math:`\eta_t = \eta_{t-1} + (\eta_0 - \eta_{\min})(1 - \cos(\pi / T_{max})) / 2`
+    when :math:`(t - 1 - T_{max}) \bmod 2T_{max} = 0`. Without outside changes of ``lr`` it
+    equals :math:`\eta_{\min} + (\eta_0 - \eta_{\min})(1 + \cos(\pi t / T_{max})) / 2`.
+
+    See Also
+    --------
+    StepLR, ExponentialLR
+    """
+
+    _hyper_names = ("T_max", "eta_min")
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
+        values = self._validate(type(self).__name__, T_max=T_max, eta_min=eta_min)
+        super().__init__(optimizer)
+        self.T_max: int = values["T_max"]
+        self.eta_min: float = values["eta_min"]
+
+    @classmethod
+    def _validate(cls, func: str, *, T_max: Any, eta_min: Any) -> dict[str, Any]:
+        return {"T_max": _check_int(T_max, "T_max", func, low=1),
+                "eta_min": _check_real(eta_min, "eta_min", func)}
+
+    def _next_lr(self, lr: float) -> float:
+        e, T, eta_min = self.last_epoch, self.T_max, self.eta_min
+        if (e - 1 - T) % (2 * T) == 0:
+            return lr + (self.base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
+        return (
+            (1 + math.cos(math.pi * e / T))
+            / (1 + math.cos(math.pi * (e - 1) / T))
+            * (lr - eta_min)
+            + eta_min
+        )

@@ -1,0 +1,852 @@
+"""2-D convolution kernels: forward cross-correlation, gradient w.r.t. input / weight / bias,
+and the public im2col / col2im transforms.
+
+Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(oh, ow)`` and
+kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
+outside the input read zero (zero padding).
+
+Two algorithms, chosen per shape by the Python wrapper (``algorithm`` argument):
+
+* GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
+  GEMM per block (the weight gradient and input gradient use the transposed products).
+  1x1 / stride-1 / unpadded convolutions skip im2col and hand the input to BLAS directly.
+* direct: a vectorizable loop nest for inputs with few channels per group (e.g. C_in = 1),
+  where im2col + GEMM would spend its time copying and packing.
+
+Every kernel parallelizes over disjoint output regions, or reduces per-part partial sums in
+a fixed order, and the work split depends only on the shapes -- never on the thread count --
+so results are bit-identical for any number of threads.  Kernels run without the GIL and
+return a status code (see ``_common.pxd``); the ``def`` wrappers raise.
+"""
+
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+from _blas cimport gemm
+from _common cimport CNN_ERR_NOMEM, CNN_OK, floating, py_max, py_min, sum8, valid_range
+
+# Per-thread im2col workspace target (elements); at least one output row is always used.
+# Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
+cdef Py_ssize_t COL_BUDGET = 131072
+
+cdef enum:
+    # Fixed number of batch parts for the weight gradient (partials reduced in order).
+    MAX_WGRAD_PARTS = 8
+    # Small images: cut the batch into at least this many blocks of whole samples.
+    MIN_SAMPLE_BLOCKS = 8
+    # ... but only when the GEMM depth C/groups*kh*kw is at least this: with very thin im2col
+    # matrices (e.g. 1 channel, 3x3) the extra pass through the output costs more than the
+    # fewer BLAS calls save.
+    MIN_BATCHED_CKK = 16
+    # Outputs of one row accumulated in registers by the direct kernel.
+    DIRECT_BLOCK = 16
+    # Algorithms (the Python wrapper decides; see cnncore.functional._conv_algorithm).
+    ALGO_GEMM = 1
+    ALGO_DIRECT = 2
+
+GEMM = ALGO_GEMM
+DIRECT = ALGO_DIRECT
+
+
+ctypedef struct Geom:
+    Py_ssize_t N, C, H, W          # input
+    Py_ssize_t K, Cg, Kg, G        # output channels, channels per group (in / out), groups
+    Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+    Py_ssize_t Ho, Wo
+
+
+cdef Geom make_geom(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t G,
+                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo):
+    cdef Geom g
+    g.N = N; g.C = C; g.H = H; g.W = W
+    g.K = K; g.G = G; g.Cg = C // G; g.Kg = K // G
+    g.kh = kh; g.kw = kw; g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw; g.dh = dh; g.dw = dw
+    g.Ho = Ho; g.Wo = Wo
+    return g
+
+
+cdef inline bint is_pointwise(const Geom* g) noexcept nogil:
+    """1x1 kernel, stride 1, no padding: the input plane *is* the im2col matrix."""
+    return (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0
+            and g.pw == 0 and g.Ho == g.H and g.Wo == g.W)
+
+
+cdef inline Py_ssize_t rows_per_block(const Geom* g) noexcept nogil:
+    """Output rows per im2col block: the workspace stays near COL_BUDGET elements."""
+    cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
+    return py_max(1, py_min(g.Ho, COL_BUDGET // py_max(1, ckk * g.Wo)))
+
+
+ctypedef struct Blocks:
+    Py_ssize_t spb          # samples per column block (> 1 only for small images)
+    Py_ssize_t rows         # output rows per block (all of them when spb > 1)
+    Py_ssize_t n_sblocks    # blocks of samples
+    Py_ssize_t n_rblocks    # blocks of rows per sample
+    Py_ssize_t max_cols     # columns of the largest block
+
+
+cdef inline Blocks make_blocks(const Geom* g) noexcept nogil:
+    """How the GEMM drivers cut the ``N x H_out x W_out`` output columns into blocks.
+
+    Small images put several whole samples side by side in one im2col matrix, so one BLAS
+    call does the work of ``spb`` tiny ones (the output goes through a scratch block); large
+    images, and very thin im2col matrices, are cut into blocks of rows of one sample, whose
+    output is written in place.
+    Depends on the shapes only (never the thread count), which keeps results bit-identical.
+    """
+    cdef Blocks b
+    cdef Py_ssize_t per_sample = g.Cg * g.kh * g.kw * g.Ho * g.Wo
+    if g.N > 1 and 2 * per_sample <= COL_BUDGET and g.Cg * g.kh * g.kw >= MIN_BATCHED_CKK:
+        # at least MIN_SAMPLE_BLOCKS blocks, so a batch still spreads over the threads
+        b.spb = py_max(1, py_min(COL_BUDGET // per_sample,
+                                 (g.N + MIN_SAMPLE_BLOCKS - 1) // MIN_SAMPLE_BLOCKS))
+        b.rows = g.Ho
+    else:
+        b.spb = 1
+        b.rows = rows_per_block(g)
+    b.n_sblocks = (g.N + b.spb - 1) // b.spb
+    b.n_rblocks = (g.Ho + b.rows - 1) // b.rows
+    b.max_cols = b.spb * b.rows * g.Wo
+    return b
+
+
+cdef inline void gemm_scratch(const Geom* g, const Blocks* bl, Py_ssize_t* ws_col,
+                              Py_ssize_t* ws_tmp) noexcept nogil:
+    """Per-thread scratch sizes (elements) of the GEMM drivers: the im2col block -- none for
+    a pointwise convolution with one sample per block, whose planes BLAS uses in place --
+    and, with several samples per block, their block of output (gradient) columns."""
+    ws_col[0] = 0 if is_pointwise(g) and bl.spb == 1 else g.Cg * g.kh * g.kw * bl.max_cols
+    ws_tmp[0] = g.Kg * bl.max_cols if bl.spb > 1 else 0
+
+
+cdef inline bint scratch_ok(const void* scratch, Py_ssize_t n, int* status) noexcept nogil:
+    """Whether a thread's scratch of ``n`` elements was allocated (none is needed for ``n ==
+    0``); if not, ``status[0] = CNN_ERR_NOMEM`` and the thread skips its tasks."""
+    if n > 0 and scratch == NULL:
+        status[0] = CNN_ERR_NOMEM
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# im2col / col2im on a block of output rows of one sample
+# ------------------------------------------------------------------------------------------
+
+cdef void im2col_rows(const floating* xn, const Geom* g, Py_ssize_t n_ch,
+                      Py_ssize_t oh0, Py_ssize_t oh1,
+                      floating* col, Py_ssize_t ldcol) noexcept nogil:
+    """Write the im2col matrix of output rows ``[oh0, oh1)`` of ``n_ch`` channels starting
+    at ``xn``: row ``(c*kh + i)*kw + j``, column ``(oh - oh0)*Wo + ow``; row stride ``ldcol``."""
+    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, off
+    cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, sw = g.sw
+    cdef const floating* xc
+    cdef const floating* src
+    cdef floating* row
+    cdef floating* dst
+    for c in range(n_ch):
+        xc = xn + c * H * W
+        for i in range(g.kh):
+            for j in range(g.kw):
+                row = col + ((c * g.kh + i) * g.kw + j) * ldcol
+                off = j * g.dw - g.pw
+                valid_range(off, sw, W, Wo, &lo, &hi)
+                for oh in range(oh0, oh1):
+                    dst = row + (oh - oh0) * Wo
+                    ih = oh * g.sh + i * g.dh - g.ph
+                    if ih < 0 or ih >= H:
+                        memset(dst, 0, Wo * sizeof(floating))
+                        continue
+                    src = xc + ih * W + off
+                    if lo > 0:
+                        memset(dst, 0, lo * sizeof(floating))
+                    if sw == 1:
+                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow] = src[ow * sw]
+                    if hi < Wo:
+                        memset(dst + hi, 0, (Wo - hi) * sizeof(floating))
+
+
+cdef void col2im_rows(const floating* col, Py_ssize_t ldcol, const Geom* g, Py_ssize_t n_ch,
+                      Py_ssize_t oh0, Py_ssize_t oh1, floating* xn) noexcept nogil:
+    """Adjoint of :func:`im2col_rows`: accumulate the block's columns into the image."""
+    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, off
+    cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, sw = g.sw
+    cdef floating* xc
+    cdef floating* dst
+    cdef const floating* row
+    cdef const floating* src
+    for c in range(n_ch):
+        xc = xn + c * H * W
+        for i in range(g.kh):
+            for j in range(g.kw):
+                row = col + ((c * g.kh + i) * g.kw + j) * ldcol
+                off = j * g.dw - g.pw
+                valid_range(off, sw, W, Wo, &lo, &hi)
+                for oh in range(oh0, oh1):
+                    ih = oh * g.sh + i * g.dh - g.ph
+                    if ih < 0 or ih >= H:
+                        continue
+                    src = row + (oh - oh0) * Wo
+                    dst = xc + ih * W + off
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            dst[ow] += src[ow]
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow * sw] += src[ow]
+
+
+# ------------------------------------------------------------------------------------------
+# Forward
+# ------------------------------------------------------------------------------------------
+
+cdef void gather_input_cols(const floating* x, const Geom* g, Py_ssize_t gi, Py_ssize_t n0,
+                           Py_ssize_t ns, Py_ssize_t oh0, Py_ssize_t oh1, floating* col,
+                           Py_ssize_t ldcol) noexcept nogil:
+    """im2col of rows ``[oh0, oh1)`` of samples ``n0 .. n0+ns-1`` (group ``gi``), side by side."""
+    cdef Py_ssize_t s, nc1 = (oh1 - oh0) * g.Wo
+    for s in range(ns):
+        im2col_rows(x + ((n0 + s) * g.C + gi * g.Cg) * g.H * g.W, g, g.Cg, oh0, oh1,
+                    col + s * nc1, ldcol)
+
+
+cdef void gather_grad_cols(const floating* go, const Geom* g, Py_ssize_t gi, Py_ssize_t n0,
+                           Py_ssize_t ns, Py_ssize_t oh0, Py_ssize_t oh1, floating* dst,
+                           Py_ssize_t ld) noexcept nogil:
+    """``dst[k, s*nc1 + j] = dy[n0+s, gi*Kg + k, oh0*Wo + j]``: the matching output columns."""
+    cdef Py_ssize_t s, k, nc1 = (oh1 - oh0) * g.Wo, L = g.Ho * g.Wo
+    for s in range(ns):
+        for k in range(g.Kg):
+            memcpy(dst + k * ld + s * nc1, go + ((n0 + s) * g.K + gi * g.Kg + k) * L
+                   + oh0 * g.Wo, nc1 * sizeof(floating))
+
+
+cdef void scatter_output_cols(const floating* src, Py_ssize_t ld, const Geom* g, Py_ssize_t gi,
+                              Py_ssize_t n0, Py_ssize_t ns, Py_ssize_t oh0, Py_ssize_t oh1,
+                              floating* y) noexcept nogil:
+    """Inverse of :func:`gather_grad_cols`: write block columns back to NCHW ``y``."""
+    cdef Py_ssize_t s, k, nc1 = (oh1 - oh0) * g.Wo, L = g.Ho * g.Wo
+    for s in range(ns):
+        for k in range(g.Kg):
+            memcpy(y + ((n0 + s) * g.K + gi * g.Kg + k) * L + oh0 * g.Wo,
+                   src + k * ld + s * nc1, nc1 * sizeof(floating))
+
+
+cdef inline void fill_bias(floating* yk, Py_ssize_t ldy, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                           const floating* bias) noexcept nogil:
+    cdef Py_ssize_t k, t
+    cdef floating b
+    cdef floating* row
+    for k in range(n_rows):
+        b = bias[k]
+        row = yk + k * ldy
+        for t in range(n_cols):
+            row[t] = b
+
+
+cdef void pad_planes(const floating* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
+                     floating* dst) noexcept nogil:
+    """``dst[c, r, q] = src[c, r + row0, q + col0]`` inside the ``H x W`` planes, else 0."""
+    cdef Py_ssize_t c, r, sr
+    cdef Py_ssize_t q_lo = py_min(Q, py_max(0, -col0))
+    cdef Py_ssize_t q_hi = py_max(q_lo, py_min(Q, W - col0))
+    cdef floating* drow
+    for c in range(n_ch):
+        for r in range(R):
+            drow = dst + (c * R + r) * Q
+            sr = r + row0
+            if sr < 0 or sr >= H or q_hi <= q_lo:
+                memset(drow, 0, Q * sizeof(floating))
+                continue
+            if q_lo > 0:
+                memset(drow, 0, q_lo * sizeof(floating))
+            memcpy(drow + q_lo, src + (c * H + sr) * W + q_lo + col0,
+                   (q_hi - q_lo) * sizeof(floating))
+            if q_hi < Q:
+                memset(drow + q_hi, 0, (Q - q_hi) * sizeof(floating))
+
+
+cdef inline void corr_row_block(const floating* src0, Py_ssize_t ch_stride,
+                                Py_ssize_t tap_row_stride, Py_ssize_t dw, const floating* wk,
+                                Py_ssize_t n_in, Py_ssize_t kh, Py_ssize_t kw, floating b,
+                                floating* dst) noexcept nogil:
+    """``DIRECT_BLOCK`` consecutive outputs of one row (unit stride), accumulated in registers.
+
+    Only constant indices touch ``acc``, so the compiler keeps it in vector registers across
+    all ``n_in * kh * kw`` taps and stores it once."""
+    cdef floating acc[DIRECT_BLOCK]
+    cdef Py_ssize_t c, i, j, t
+    cdef floating wv
+    cdef const floating* src
+    for t in range(DIRECT_BLOCK):
+        acc[t] = b
+    for c in range(n_in):
+        for i in range(kh):
+            for j in range(kw):
+                wv = wk[(c * kh + i) * kw + j]
+                src = src0 + c * ch_stride + i * tap_row_stride + j * dw
+                for t in range(DIRECT_BLOCK):
+                    acc[t] = acc[t] + wv * src[t]
+    for t in range(DIRECT_BLOCK):
+        dst[t] = acc[t]
+
+
+cdef inline void corr_row_block4(const floating* src0, Py_ssize_t ch_stride,
+                                 Py_ssize_t tap_row_stride, Py_ssize_t dw, const floating* wk,
+                                 Py_ssize_t w_stride, Py_ssize_t n_in, Py_ssize_t kh,
+                                 Py_ssize_t kw, const floating* b, floating* dst,
+                                 Py_ssize_t dst_stride) noexcept nogil:
+    """:func:`corr_row_block` for 4 output channels at once: each input load feeds 4
+    independent multiply-add chains (filters ``w_stride`` apart), which hides the FMA latency
+    that a single chain is bound by."""
+    cdef floating acc0[DIRECT_BLOCK]
+    cdef floating acc1[DIRECT_BLOCK]
+    cdef floating acc2[DIRECT_BLOCK]
+    cdef floating acc3[DIRECT_BLOCK]
+    cdef Py_ssize_t c, i, j, t, tap
+    cdef floating w0, w1, w2, w3, v
+    cdef const floating* src
+    for t in range(DIRECT_BLOCK):
+        acc0[t] = b[0]
+        acc1[t] = b[1]
+        acc2[t] = b[2]
+        acc3[t] = b[3]
+    for c in range(n_in):
+        for i in range(kh):
+            for j in range(kw):
+                tap = (c * kh + i) * kw + j
+                w0 = wk[tap]
+                w1 = wk[w_stride + tap]
+                w2 = wk[2 * w_stride + tap]
+                w3 = wk[3 * w_stride + tap]
+                src = src0 + c * ch_stride + i * tap_row_stride + j * dw
+                for t in range(DIRECT_BLOCK):
+                    v = src[t]
+                    acc0[t] = acc0[t] + w0 * v
+                    acc1[t] = acc1[t] + w1 * v
+                    acc2[t] = acc2[t] + w2 * v
+                    acc3[t] = acc3[t] + w3 * v
+    for t in range(DIRECT_BLOCK):
+        dst[t] = acc0[t]
+        dst[dst_stride + t] = acc1[t]
+        dst[2 * dst_stride + t] = acc2[t]
+        dst[3 * dst_stride + t] = acc3[t]
+
+
+cdef void direct_corr(const floating* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                      const floating* wts, Py_ssize_t n_out, Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                      const floating* bias, floating* out, Py_ssize_t Ho,
+                      Py_ssize_t Wo) noexcept nogil:
+    """Direct cross-correlation of already padded planes (no bounds checks inside):
+    ``out[k, oh, ow] = bias[k] + sum_{c,i,j} wts[k, c, i, j] * inp[c, oh*sh + i*dh,
+    ow*sw + j*dw]``.  With unit stride, blocks of ``DIRECT_BLOCK`` outputs of a row are
+    accumulated in registers over all taps (:func:`corr_row_block`); the rest of a row (and
+    strided rows) use a plain loop with one read-modify-write per tap."""
+    cdef Py_ssize_t k, c, i, j, ow, oh, ow0, kk, nk
+    cdef Py_ssize_t khw = kh * kw, plane = Ho * Wo
+    cdef floating wv, b
+    cdef floating bb[4]
+    cdef floating tail[4 * DIRECT_BLOCK]
+    cdef floating* orow
+    cdef const floating* wk
+    cdef const floating* irow
+    if sw == 1:
+        # Q covers whole blocks (see direct_width): a row's last block computes a few columns
+        # past Wo into ``tail`` and keeps the valid ones.
+        k = 0
+        while k < n_out:
+            nk = 4 if k + 4 <= n_out else 1
+            for kk in range(nk):
+                bb[kk] = bias[k + kk] if bias != NULL else 0
+            wk = wts + k * n_in * khw
+            for oh in range(Ho):
+                orow = out + k * plane + oh * Wo
+                irow = inp + oh * sh * Q
+                ow0 = 0
+                while ow0 < Wo:
+                    if ow0 + DIRECT_BLOCK <= Wo:
+                        if nk == 4:
+                            corr_row_block4(irow + ow0, R * Q, dh * Q, dw, wk, n_in * khw,
+                                            n_in, kh, kw, bb, orow + ow0, plane)
+                        else:
+                            corr_row_block(irow + ow0, R * Q, dh * Q, dw, wk, n_in, kh, kw,
+                                           bb[0], orow + ow0)
+                    else:
+                        if nk == 4:
+                            corr_row_block4(irow + ow0, R * Q, dh * Q, dw, wk, n_in * khw,
+                                            n_in, kh, kw, bb, tail, DIRECT_BLOCK)
+                        else:
+                            corr_row_block(irow + ow0, R * Q, dh * Q, dw, wk, n_in, kh, kw,
+                                           bb[0], tail)
+                        for kk in range(nk):
+                            memcpy(orow + kk * plane + ow0, tail + kk * DIRECT_BLOCK,
+                                   (Wo - ow0) * sizeof(floating))
+                    ow0 = ow0 + DIRECT_BLOCK
+            k = k + nk
+        return
+    for k in range(n_out):
+        b = bias[k] if bias != NULL else 0
+        wk = wts + k * n_in * khw
+        for oh in range(Ho):
+            orow = out + k * plane + oh * Wo
+            irow = inp + oh * sh * Q
+            for ow in range(Wo):
+                orow[ow] = b
+            for c in range(n_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = wk[(c * kh + i) * kw + j]
+                        for ow in range(Wo):
+                            orow[ow] = orow[ow] + wv * irow[(c * R + i * dh) * Q + ow * sw
+                                                            + j * dw]
+
+
+cdef inline Py_ssize_t direct_width(Py_ssize_t Wo, Py_ssize_t sw, Py_ssize_t kw,
+                                    Py_ssize_t dw) noexcept nogil:
+    """Width of the padded planes :func:`direct_corr` reads: with unit stride, enough for
+    whole ``DIRECT_BLOCK``s of outputs (the extra columns are zeros)."""
+    if sw == 1:
+        Wo = (Wo + DIRECT_BLOCK - 1) // DIRECT_BLOCK * DIRECT_BLOCK
+    return (Wo - 1) * sw + (kw - 1) * dw + 1
+
+
+cdef int conv2d_forward_impl(const floating* x, const floating* w, const floating* bias,
+                             const Geom* g, floating* y, int algo, int n_threads) noexcept nogil:
+    cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
+    cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
+    cdef bint pointwise = is_pointwise(g)
+    cdef bint direct = algo == ALGO_DIRECT
+    cdef Blocks bl = make_blocks(g)
+    # direct: one task per (sample, group) on the input planes zero padded to exactly what
+    # the windows read; GEMM: one task per (block of samples, block of rows, group)
+    cdef Py_ssize_t Hp = (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1
+    cdef Py_ssize_t Wp = direct_width(g.Wo, g.sw, g.kw, g.dw)
+    cdef Py_ssize_t n_tasks = g.N * g.G if direct else bl.n_sblocks * bl.n_rblocks * g.G
+    cdef Py_ssize_t ws_col = 0, ws_tmp = 0
+    cdef Py_ssize_t t, n0, ns, gi, rb, oh0, oh1, ncols, r
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* tmp = NULL
+    cdef const floating* wg
+    cdef const floating* bg
+    cdef const floating* bmat
+    cdef floating beta
+    if direct:
+        ws_col = g.Cg * Hp * Wp
+    else:
+        gemm_scratch(g, &bl, &ws_col, &ws_tmp)
+    # never wake more threads than there are tasks (tiny problems stay on one thread)
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        col = <floating*> malloc((ws_col + ws_tmp) * sizeof(floating)) if ws_col + ws_tmp else NULL
+        ok = scratch_ok(col, ws_col + ws_tmp, status_p)
+        tmp = col + ws_col if col != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            if direct:
+                n0 = t // g.G
+                gi = t % g.G
+                pad_planes(x + (n0 * g.C + gi * g.Cg) * HW, g.Cg, g.H, g.W, -g.ph, -g.pw, Hp,
+                           Wp, col)
+                direct_corr(col, g.Cg, Hp, Wp, w + gi * g.Kg * ckk, g.Kg, g.kh, g.kw, g.sh,
+                            g.sw, g.dh, g.dw, bias + gi * g.Kg if bias != NULL else NULL,
+                            y + (n0 * g.K + gi * g.Kg) * L, g.Ho, g.Wo)
+                continue
+            n0 = t // (bl.n_rblocks * g.G)
+            r = t % (bl.n_rblocks * g.G)
+            rb = r // g.G
+            gi = r % g.G
+            n0 = n0 * bl.spb
+            ns = py_min(bl.spb, g.N - n0)
+            oh0 = rb * bl.rows
+            oh1 = py_min(g.Ho, oh0 + bl.rows)
+            ncols = ns * (oh1 - oh0) * g.Wo
+            wg = w + gi * g.Kg * ckk
+            bg = bias + gi * g.Kg if bias != NULL else NULL
+            beta = 1 if bg != NULL else 0
+            if ns == 1:
+                # y block (Kg x ncols, row stride L) = W_g @ cols, written in place
+                if pointwise:
+                    bmat = x + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo
+                else:
+                    gather_input_cols(x, g, gi, n0, 1, oh0, oh1, col, ncols)
+                    bmat = col
+                if bg != NULL:
+                    fill_bias(y + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, L, g.Kg, ncols, bg)
+                gemm(False, False, <int> g.Kg, <int> ncols, <int> ckk, <floating> 1.0, wg,
+                     <int> ckk, bmat, <int> (L if pointwise else ncols), beta,
+                     y + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, <int> L)
+            else:
+                # several whole samples: one GEMM into tmp, then back to NCHW
+                gather_input_cols(x, g, gi, n0, ns, 0, g.Ho, col, ncols)
+                if bg != NULL:
+                    fill_bias(tmp, ncols, g.Kg, ncols, bg)
+                gemm(False, False, <int> g.Kg, <int> ncols, <int> ckk, <floating> 1.0, wg,
+                     <int> ckk, col, <int> ncols, beta, tmp, <int> ncols)
+                scatter_output_cols(tmp, ncols, g, gi, n0, ns, 0, g.Ho, y)
+        free(col)
+    return status
+
+
+# ------------------------------------------------------------------------------------------
+# Gradient w.r.t. the input
+# ------------------------------------------------------------------------------------------
+
+cdef void flip_transpose_weight(const floating* w, const Geom* g,
+                                floating* out) noexcept nogil:
+    """Per group: ``out[c, k, i, j] = w[k, c, kh-1-i, kw-1-j]`` (stored group after group)."""
+    cdef Py_ssize_t gi, k, c, i, j
+    cdef Py_ssize_t khw = g.kh * g.kw, ckk = g.Cg * khw
+    cdef const floating* src
+    cdef floating* dst
+    for gi in range(g.G):
+        for k in range(g.Kg):
+            for c in range(g.Cg):
+                src = w + ((gi * g.Kg + k) * g.Cg + c) * khw
+                dst = out + gi * g.Kg * ckk + (c * g.Kg + k) * khw
+                for i in range(g.kh):
+                    for j in range(g.kw):
+                        dst[(g.kh - 1 - i) * g.kw + (g.kw - 1 - j)] = src[i * g.kw + j]
+
+
+cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const Geom* g,
+                                    floating* dx, int algo, int n_threads) noexcept nogil:
+    cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
+    cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
+    cdef bint pointwise = is_pointwise(g)
+    cdef bint direct = algo == ALGO_DIRECT and g.sh == 1 and g.sw == 1
+    cdef Blocks bl = make_blocks(g)
+    # GEMM: one task per (block of samples, group); its row blocks run in order because
+    # col2im of neighbouring rows overlaps.  direct (stride 1): one task per (sample, group);
+    # dx is the correlation of the zero-padded dy with the transposed, 180-degree rotated
+    # kernel -- the same loop as the forward pass, with no zero-dilated dy.
+    cdef Py_ssize_t R = (g.H - 1) + (g.kh - 1) * g.dh + 1
+    cdef Py_ssize_t Q = direct_width(g.W, 1, g.kw, g.dw)
+    cdef Py_ssize_t n_tasks = g.N * g.G if direct else bl.n_sblocks * g.G
+    cdef Py_ssize_t ws_col = 0, ws_tmp = 0
+    cdef Py_ssize_t t, n0, ns, s_, gi, rb, oh0, oh1, ncols, c
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* tmp = NULL
+    cdef floating* wflip = NULL
+    cdef const floating* wg
+    cdef const floating* bmat
+    if direct:
+        ws_col = g.Kg * R * Q
+        wflip = <floating*> malloc(g.K * ckk * sizeof(floating))
+        if wflip == NULL:
+            return CNN_ERR_NOMEM
+        flip_transpose_weight(w, g, wflip)
+    else:
+        gemm_scratch(g, &bl, &ws_col, &ws_tmp)
+    # never wake more threads than there are tasks (tiny problems stay on one thread)
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        col = <floating*> malloc((ws_col + ws_tmp) * sizeof(floating)) if ws_col + ws_tmp else NULL
+        ok = scratch_ok(col, ws_col + ws_tmp, status_p)
+        tmp = col + ws_col if col != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            gi = t % g.G
+            if direct:
+                n0 = t // g.G
+                pad_planes(go + (n0 * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo,
+                           g.ph - (g.kh - 1) * g.dh, g.pw - (g.kw - 1) * g.dw, R, Q, col)
+                direct_corr(col, g.Kg, R, Q, wflip + gi * g.Kg * ckk, g.Cg, g.kh, g.kw,
+                            1, 1, g.dh, g.dw, <const floating*> NULL,
+                            dx + (n0 * g.C + gi * g.Cg) * HW, g.H, g.W)
+                continue
+            n0 = (t // g.G) * bl.spb
+            ns = py_min(bl.spb, g.N - n0)
+            wg = w + gi * g.Kg * ckk
+            if pointwise and ns == 1:
+                # dx rows (Cg x ncols, row stride HW) = W_g^T @ dy rows, in place
+                for rb in range(bl.n_rblocks):
+                    oh0 = rb * bl.rows
+                    oh1 = py_min(g.Ho, oh0 + bl.rows)
+                    gemm(True, False, <int> g.Cg, <int> ((oh1 - oh0) * g.Wo), <int> g.Kg,
+                         <floating> 1.0, wg, <int> ckk,
+                         go + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, <int> L,
+                         <floating> 0.0, dx + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo,
+                         <int> HW)
+                continue
+            for s_ in range(ns):
+                for c in range(g.Cg):
+                    memset(dx + ((n0 + s_) * g.C + gi * g.Cg + c) * HW, 0,
+                           HW * sizeof(floating))
+            for rb in range(bl.n_rblocks):
+                oh0 = rb * bl.rows
+                oh1 = py_min(g.Ho, oh0 + bl.rows)
+                ncols = ns * (oh1 - oh0) * g.Wo
+                if ns == 1:
+                    bmat = go + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo
+                else:
+                    gather_grad_cols(go, g, gi, n0, ns, oh0, oh1, tmp, ncols)
+                    bmat = tmp
+                # cols (ckk x ncols) = W_g^T (ckk x Kg) @ dy columns (Kg x ncols)
+                gemm(True, False, <int> ckk, <int> ncols, <int> g.Kg, <floating> 1.0, wg,
+                     <int> ckk, bmat, <int> (L if ns == 1 else ncols), <floating> 0.0, col,
+                     <int> ncols)
+                for s_ in range(ns):
+                    col2im_rows(col + s_ * (oh1 - oh0) * g.Wo, ncols, g, g.Cg, oh0, oh1,
+                                dx + ((n0 + s_) * g.C + gi * g.Cg) * HW)
+        free(col)
+    free(wflip)
+    return status
+
+
+# ------------------------------------------------------------------------------------------
+# Gradient w.r.t. the weight
+# ------------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t wgrad_parts(const Geom* g) noexcept nogil:
+    """Fixed number of batch parts (depends on the shapes only, never on the threads)."""
+    return py_max(1, py_min(g.N, MAX_WGRAD_PARTS))
+
+
+cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, const Geom* g,
+                                     floating* dw, int n_threads) noexcept nogil:
+    cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
+    cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
+    cdef Py_ssize_t wsize = g.K * ckk
+    cdef bint pointwise = is_pointwise(g)
+    cdef Blocks bl = make_blocks(g)
+    cdef Py_ssize_t n_parts = wgrad_parts(g)
+    cdef Py_ssize_t n_tasks = n_parts * g.G
+    cdef Py_ssize_t ws_col, ws_tmp
+    cdef Py_ssize_t t, p, gi, n0, ns, n_lo, n_hi, rb, oh0, oh1, ncols, e, q
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* tmp = NULL
+    cdef floating* partials = NULL
+    cdef floating* acc
+    cdef const floating* amat
+    cdef const floating* bmat
+    cdef floating beta
+    cdef floating s
+    gemm_scratch(g, &bl, &ws_col, &ws_tmp)
+    if n_parts > 1:
+        partials = <floating*> malloc(n_parts * wsize * sizeof(floating))
+        if partials == NULL:
+            return CNN_ERR_NOMEM
+    # never wake more threads than there are tasks (tiny problems stay on one thread)
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        col = <floating*> malloc((ws_col + ws_tmp) * sizeof(floating)) if ws_col + ws_tmp else NULL
+        ok = scratch_ok(col, ws_col + ws_tmp, status_p)
+        tmp = col + ws_col if col != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            p = t // g.G
+            gi = t % g.G
+            acc = (partials + p * wsize if n_parts > 1 else dw) + gi * g.Kg * ckk
+            n_lo = p * g.N // n_parts
+            n_hi = (p + 1) * g.N // n_parts
+            beta = 0
+            n0 = n_lo
+            while n0 < n_hi:
+                ns = py_min(bl.spb, n_hi - n0)
+                for rb in range(bl.n_rblocks):
+                    oh0 = rb * bl.rows
+                    oh1 = py_min(g.Ho, oh0 + bl.rows)
+                    ncols = ns * (oh1 - oh0) * g.Wo
+                    if ns == 1:
+                        amat = go + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo
+                    else:
+                        gather_grad_cols(go, g, gi, n0, ns, oh0, oh1, tmp, ncols)
+                        amat = tmp
+                    if pointwise and ns == 1:
+                        bmat = x + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo
+                    else:
+                        gather_input_cols(x, g, gi, n0, ns, oh0, oh1, col, ncols)
+                        bmat = col
+                    # dW_g (Kg x ckk) += dy columns (Kg x ncols) @ cols^T (ncols x ckk)
+                    gemm(False, True, <int> g.Kg, <int> ckk, <int> ncols, <floating> 1.0,
+                         amat, <int> (L if ns == 1 else ncols), bmat,
+                         <int> (L if (pointwise and ns == 1) else ncols), beta, acc, <int> ckk)
+                    beta = 1
+                n0 = n0 + ns
+        free(col)
+    if status == CNN_OK and n_parts > 1:
+        for e in prange(wsize, schedule="static",
+                       num_threads=<int> py_min(n_threads, py_max(1, wsize // 4096))):
+            s = partials[e]
+            for q in range(1, n_parts):
+                s = s + partials[q * wsize + e]
+            dw[e] = s
+    free(partials)
+    return status
+
+
+cdef int conv2d_backward_bias_impl(const floating* go, Py_ssize_t N, Py_ssize_t K,
+                                   Py_ssize_t L, floating* db, int n_threads) noexcept nogil:
+    """db[k] = sum over n, h, w of dy[n, k, h, w]; per plane :func:`sum8`, planes in order."""
+    cdef Py_ssize_t k, n
+    cdef floating total
+    for k in prange(K, schedule="static", num_threads=<int> py_min(n_threads, K)):
+        total = 0
+        for n in range(N):
+            total = total + sum8(go + (n * K + k) * L, L)
+        db[k] = total
+    return CNN_OK
+
+
+# ------------------------------------------------------------------------------------------
+# Public im2col / col2im (torch.nn.functional.unfold / fold)
+# ------------------------------------------------------------------------------------------
+
+cdef void im2col_impl(const floating* x, const Geom* g, floating* cols,
+                      int n_threads) noexcept nogil:
+    cdef Py_ssize_t khw = g.kh * g.kw, L = g.Ho * g.Wo, HW = g.H * g.W
+    cdef Py_ssize_t t, n, c
+    for t in prange(g.N * g.C, schedule="static",
+                   num_threads=<int> py_min(n_threads, g.N * g.C)):
+        n = t // g.C
+        c = t % g.C
+        im2col_rows(x + t * HW, g, 1, 0, g.Ho, cols + (n * g.C * khw + c * khw) * L, L)
+
+
+cdef void col2im_impl(const floating* cols, const Geom* g, floating* x,
+                      int n_threads) noexcept nogil:
+    cdef Py_ssize_t khw = g.kh * g.kw, L = g.Ho * g.Wo, HW = g.H * g.W
+    cdef Py_ssize_t t, n, c
+    for t in prange(g.N * g.C, schedule="static",
+                   num_threads=<int> py_min(n_threads, g.N * g.C)):
+        n = t // g.C
+        c = t % g.C
+        memset(x + t * HW, 0, HW * sizeof(floating))
+        col2im_rows(cols + (n * g.C * khw + c * khw) * L, L, g, 1, 0, g.Ho, x + t * HW)
+
+
+# ------------------------------------------------------------------------------------------
+# Thin def wrappers (shapes are validated by cnncore.functional before they get here)
+# ------------------------------------------------------------------------------------------
+
+def set_col_budget(Py_ssize_t elements):
+    """Set the per-thread im2col workspace target (elements); returns the previous value.
+    Only the block sizes change, so results may differ in the last bits: tuning/tests only."""
+    global COL_BUDGET
+    old = COL_BUDGET
+    COL_BUDGET = max(1, elements)
+    return old
+
+
+def _raise_status(int status, str func):
+    if status == CNN_ERR_NOMEM:
+        raise MemoryError(f"{func}(): could not allocate the kernel's workspace")
+    if status != CNN_OK:
+        raise RuntimeError(f"{func}(): kernel failed with status {status}")
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                   const floating[::1] bias, floating[:, :, :, ::1] y_out,
+                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int algorithm,
+                   int n_threads):
+    """Write ``conv2d(x, weight, bias)`` into ``y_out``; ``bias`` may be None."""
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
+                            weight.shape[2], weight.shape[3], groups, sh, sw, ph, pw, dh, dw,
+                            y_out.shape[2], y_out.shape[3])
+    cdef const floating* bptr = &bias[0] if bias is not None else NULL
+    cdef int status
+    if y_out.shape[0] == 0 or y_out.shape[1] == 0:
+        return
+    with nogil:
+        status = conv2d_forward_impl(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bptr, &g,
+                                     &y_out[0, 0, 0, 0], algorithm, n_threads)
+    _raise_status(status, "conv2d")
+
+
+def conv2d_backward_input(const floating[:, :, :, ::1] grad_output,
+                          const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] dx_out,
+                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                          Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int algorithm,
+                          int n_threads):
+    """Write the gradient of conv2d w.r.t. its input into ``dx_out``."""
+    cdef Geom g = make_geom(dx_out.shape[0], dx_out.shape[1], dx_out.shape[2], dx_out.shape[3],
+                            weight.shape[0], weight.shape[2], weight.shape[3], groups, sh, sw,
+                            ph, pw, dh, dw, grad_output.shape[2], grad_output.shape[3])
+    cdef int status
+    if dx_out.shape[0] == 0 or dx_out.shape[1] == 0:
+        return
+    with nogil:
+        status = conv2d_backward_input_impl(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0], &g,
+                                            &dx_out[0, 0, 0, 0], algorithm, n_threads)
+    _raise_status(status, "conv2d_backward_input")
+
+
+def conv2d_backward_weight(const floating[:, :, :, ::1] grad_output,
+                           const floating[:, :, :, ::1] x, floating[:, :, :, ::1] dw_out,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+    """Write the gradient of conv2d w.r.t. its weight into ``dw_out``."""
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dw_out.shape[0],
+                            dw_out.shape[2], dw_out.shape[3], groups, sh, sw, ph, pw, dh, dw,
+                            grad_output.shape[2], grad_output.shape[3])
+    cdef int status
+    if dw_out.shape[0] == 0 or dw_out.shape[1] == 0:
+        return
+    if x.shape[0] == 0:
+        with nogil:
+            memset(&dw_out[0, 0, 0, 0], 0,
+                   dw_out.shape[0] * dw_out.shape[1] * dw_out.shape[2] * dw_out.shape[3]
+                   * sizeof(floating))
+        return
+    with nogil:
+        status = conv2d_backward_weight_impl(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &g,
+                                             &dw_out[0, 0, 0, 0], n_threads)
+    _raise_status(status, "conv2d_backward_weight")
+
+
+def conv2d_backward_bias(const floating[:, :, :, ::1] grad_output, floating[::1] db_out,
+                         int n_threads):
+    """Write ``grad_output.sum(axis=(0, 2, 3))`` into ``db_out`` (fixed summation order)."""
+    cdef Py_ssize_t N = grad_output.shape[0], K = grad_output.shape[1]
+    cdef Py_ssize_t L = grad_output.shape[2] * grad_output.shape[3]
+    if K == 0:
+        return
+    if N == 0 or L == 0:
+        with nogil:
+            memset(&db_out[0], 0, K * sizeof(floating))
+        return
+    with nogil:
+        conv2d_backward_bias_impl(&grad_output[0, 0, 0, 0], N, K, L, &db_out[0], n_threads)
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols_out,
+           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+           Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
+           int n_threads):
+    """Write the ``(N, C*kh*kw, Ho*Wo)`` unfolded patches of ``x`` into ``cols_out``."""
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], 0, kh, kw, 1,
+                            sh, sw, ph, pw, dh, dw, Ho, Wo)
+    if cols_out.shape[0] == 0 or cols_out.shape[1] == 0 or cols_out.shape[2] == 0:
+        return
+    with nogil:
+        im2col_impl(&x[0, 0, 0, 0], &g, &cols_out[0, 0, 0], n_threads)
+
+
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x_out,
+           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+           Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
+           int n_threads):
+    """Sum the ``(N, C*kh*kw, Ho*Wo)`` patches ``cols`` back into the image ``x_out``."""
+    cdef Geom g = make_geom(x_out.shape[0], x_out.shape[1], x_out.shape[2], x_out.shape[3], 0,
+                            kh, kw, 1, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    if x_out.shape[0] == 0 or x_out.shape[1] == 0:
+        return
+    with nogil:
+        col2im_impl(&cols[0, 0, 0], &g, &x_out[0, 0, 0, 0], n_threads)

@@ -1,0 +1,450 @@
+"""conv2d, its backward passes and im2col/col2im against the naive reference, finite
+differences, the adjoint identity and PyTorch."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+from conftest import assert_bit_identical_across_threads, fd_grad, tol
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import (
+    col2im_ref,
+    conv2d_backward_input_ref,
+    conv2d_backward_weight_ref,
+    conv2d_ref,
+    im2col_ref,
+)
+
+import cnncore
+import cnncore.functional as F
+
+DTYPES = [np.float32, np.float64]
+
+# (x shape, weight shape, stride, padding, dilation, groups)
+CASES = [
+    ((2, 3, 7, 9), (4, 3, 3, 2), 1, 0, 1, 1),
+    ((2, 4, 11, 8), (6, 2, 3, 3), (2, 3), (1, 2), (2, 1), 2),   # asymmetric everything
+    ((1, 3, 10, 10), (5, 3, 3, 3), 3, 1, 1, 1),                  # stride does not divide
+    ((2, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1),                  # LeNet C1 (direct path)
+    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),                 # LeNet C3
+    ((3, 8, 6, 5), (16, 8, 1, 1), 1, 0, 1, 1),                   # pointwise GEMM, no im2col
+    ((2, 8, 6, 5), (4, 8, 1, 1), 2, 0, 1, 1),                    # 1x1 strided
+    ((2, 8, 6, 5), (4, 8, 1, 1), 1, 1, 1, 1),                    # 1x1 padded
+    ((2, 4, 9, 8), (6, 4, 4, 3), 1, "same", (1, 2), 1),          # same, even kernel
+    ((2, 4, 9, 8), (6, 4, 3, 3), 1, "valid", 1, 1),
+    ((1, 2, 5, 5), (3, 2, 5, 5), 1, 0, 1, 1),                    # kernel == input
+    ((2, 6, 9, 7), (6, 1, 3, 3), (1, 2), 1, 1, 6),               # depthwise
+    ((2, 4, 12, 12), (4, 2, 3, 3), 2, 2, 3, 2),                  # large dilation
+    ((1, 2, 3, 4), (2, 2, 3, 3), 2, 2, 1, 1),                    # padding > kernel/2
+    ((3, 2, 1, 1), (5, 2, 1, 1), 1, 0, 1, 1),                    # 1x1 images
+    ((2, 3, 40, 33), (4, 3, 3, 3), 1, 1, 1, 1),                  # two samples per block
+    ((2, 8, 64, 61), (4, 8, 3, 3), 1, 1, 1, 1),                  # one sample, 3 row blocks
+    ((2, 16, 96, 96), (4, 16, 1, 1), 1, 0, 1, 1),                # pointwise, 2 row blocks
+    ((9, 2, 20, 20), (3, 2, 3, 3), (2, 1), 1, 1, 1),             # 9 samples per block
+]
+
+
+def _ids(case):
+    xs, ws, s, p, d, g = case
+    return f"x{xs}-w{ws}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
+
+
+@pytest.fixture(params=["auto", "gemm", "direct"])
+def algorithm(request, monkeypatch):
+    if request.param != "auto":
+        monkeypatch.setattr(F, "_FORCE_CONV_ALGORITHM", request.param)
+    return request.param
+
+
+def _make(rng, case, dtype):
+    xs, ws, *_ = case
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_conv2d_matches_reference(rng, case, dtype, algorithm):
+    x, w, b = _make(rng, case, dtype)
+    _, _, s, p, d, g = case
+    y = cnncore.conv2d(x, w, b, stride=s, padding=p, dilation=d, groups=g)
+    ref = conv2d_ref(x, w, b, s, p, d, g)
+    assert y.dtype == dtype
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_conv2d_backward_matches_reference(rng, case, dtype, algorithm):
+    x, w, _ = _make(rng, case, dtype)
+    _, _, s, p, d, g = case
+    y = conv2d_ref(x, w, None, s, p, d, g)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    dx = cnncore.conv2d_backward_input(gy, w, x.shape, stride=s, padding=p, dilation=d, groups=g)
+    dw = cnncore.conv2d_backward_weight(gy, x, w.shape, stride=s, padding=p, dilation=d,
+                                        groups=g)
+    db = cnncore.conv2d_backward_bias(gy)
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    t = tol(dtype)
+    np.testing.assert_allclose(dx, conv2d_backward_input_ref(gy, w, x.shape, s, p, d, g), **t)
+    np.testing.assert_allclose(dw, conv2d_backward_weight_ref(gy, x, w.shape, s, p, d, g),
+                               rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+    np.testing.assert_allclose(db, gy.astype(np.float64).sum(axis=(0, 2, 3)),
+                               rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[8], CASES[11]], ids=_ids)
+def test_conv2d_gradients_finite_differences(rng, case, algorithm):
+    x, w, b = _make(rng, case, np.float64)
+    x, w = x[:, :, :6, :6].copy(), w.copy()
+    _, _, s, p, d, g = case
+    gy = rng.standard_normal(cnncore.conv2d(x, w, b, s, p, d, g).shape)
+
+    def loss():
+        return float(np.sum(cnncore.conv2d(x, w, b, s, p, d, g) * gy))
+
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    np.testing.assert_allclose(cnncore.conv2d_backward_input(gy, w, x.shape, **kw),
+                               fd_grad(loss, x), atol=1e-5, rtol=1e-3)
+    np.testing.assert_allclose(cnncore.conv2d_backward_weight(gy, x, w.shape, **kw),
+                               fd_grad(loss, w), atol=1e-5, rtol=1e-3)
+    np.testing.assert_allclose(cnncore.conv2d_backward_bias(gy), fd_grad(loss, b),
+                               atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_adjoint_identity(rng, case, algorithm):
+    x, w, _ = _make(rng, case, np.float64)
+    _, _, s, p, d, g = case
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    y = cnncore.conv2d(x, w, **kw)
+    gy = rng.standard_normal(y.shape)
+    lhs = np.vdot(y, gy)
+    assert lhs == pytest.approx(np.vdot(x, cnncore.conv2d_backward_input(gy, w, x.shape, **kw)),
+                                rel=1e-10, abs=1e-10)
+    assert lhs == pytest.approx(np.vdot(w, cnncore.conv2d_backward_weight(gy, x, w.shape, **kw)),
+                                rel=1e-10, abs=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "kernel_size, stride, padding, dilation",
+    [(3, 1, 0, 1), ((2, 3), (2, 1), (1, 0), (1, 2)), (1, 1, 0, 1), (4, 3, 1, 2)],
+)
+def test_im2col_col2im_reference(rng, dtype, kernel_size, stride, padding, dilation):
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    cols = cnncore.im2col(x, kernel_size, stride, padding, dilation)
+    ref = im2col_ref(x, kernel_size, stride, padding, dilation)
+    np.testing.assert_array_equal(cols, ref.astype(dtype))
+    back = cnncore.col2im(cols, (9, 8), kernel_size, stride, padding, dilation)
+    np.testing.assert_allclose(back, col2im_ref(cols, (9, 8), kernel_size, stride, padding,
+                                                dilation), **tol(dtype))
+    # adjoint: <im2col(x), c> == <x, col2im(c)>
+    c = rng.standard_normal(cols.shape)
+    lhs = np.vdot(im2col_ref(x, kernel_size, stride, padding, dilation), c)
+    rhs = np.vdot(x.astype(np.float64),
+                  cnncore.col2im(c, (9, 8), kernel_size, stride, padding, dilation))
+    assert lhs == pytest.approx(rhs, rel=1e-9)
+    # unbatched forms
+    np.testing.assert_array_equal(cnncore.im2col(x[0], kernel_size, stride, padding, dilation),
+                                  cols[0])
+    np.testing.assert_array_equal(
+        cnncore.col2im(cols[0], (9, 8), kernel_size, stride, padding, dilation), back[0])
+
+
+def test_conv2d_is_w_times_im2col(rng):
+    x = rng.standard_normal((2, 3, 8, 7))
+    w = rng.standard_normal((4, 3, 3, 2))
+    cols = cnncore.im2col(x, (3, 2), 2, 1)
+    y = np.einsum("kc,ncl->nkl", w.reshape(4, -1), cols).reshape(2, 4, 4, 4)
+    np.testing.assert_allclose(cnncore.conv2d(x, w, stride=2, padding=1), y, rtol=1e-12)
+
+
+def test_docstring_example():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    y = cnncore.conv2d(x, np.ones((1, 1, 3, 3), np.float32))
+    np.testing.assert_array_equal(y[0, 0], [[45, 54], [81, 90]])
+
+
+# --------------------------------------------------------------------------------------------
+# Array handling
+# --------------------------------------------------------------------------------------------
+
+
+def test_views_readonly_fortran_lists(rng):
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    ref = cnncore.conv2d(x, w, padding=1)
+    xf = np.asfortranarray(x)
+    xr = x.copy()
+    xr.setflags(write=False)
+    wr = w.copy()
+    wr.setflags(write=False)
+    big = np.zeros((2, 6, 16, 8))
+    big[:, ::2, ::2] = x
+    xs = big[:, ::2, ::2]
+    assert not xs.flags.c_contiguous
+    xn = x[:, :, ::-1, ::-1].copy()[:, :, ::-1, ::-1]  # negative strides
+    for xv in (xf, xr, xs, xn, x.tolist()):
+        np.testing.assert_array_equal(cnncore.conv2d(xv, wr, padding=1), ref)
+    np.testing.assert_array_equal(
+        cnncore.conv2d_backward_weight(ref, xs, w.shape, padding=1),
+        cnncore.conv2d_backward_weight(ref, x, w.shape, padding=1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch(dtype):
+    x = np.zeros((0, 3, 8, 8), dtype)
+    w = np.ones((4, 3, 3, 3), dtype)
+    y = cnncore.conv2d(x, w, np.ones(4, dtype), padding=1)
+    assert y.shape == (0, 4, 8, 8) and y.dtype == dtype
+    assert cnncore.conv2d_backward_input(y, w, x.shape, padding=1).shape == x.shape
+    dw = cnncore.conv2d_backward_weight(y, x, w.shape, padding=1)
+    assert dw.shape == w.shape and not dw.any()
+    db = cnncore.conv2d_backward_bias(y)
+    assert db.shape == (4,) and not db.any()
+    assert cnncore.im2col(x, 3).shape == (0, 27, 36)
+    assert cnncore.col2im(np.zeros((0, 27, 36), dtype), 8, 3).shape == (0, 3, 8, 8)
+
+
+def test_zero_sized_input_reads_only_padding():
+    x = np.zeros((2, 3, 0, 4))
+    w = np.ones((2, 3, 1, 1))
+    y = cnncore.conv2d(x, w, np.array([1.5, -2.0]), padding=1)
+    assert y.shape == (2, 2, 2, 6)
+    np.testing.assert_array_equal(y[:, 0], 1.5)
+    np.testing.assert_array_equal(y[:, 1], -2.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+X = np.zeros((2, 4, 8, 8), np.float32)
+W = np.zeros((6, 4, 3, 3), np.float32)
+G = np.zeros((2, 6, 6, 6), np.float32)
+
+BAD_INPUTS = [
+    # (function, args, kwargs, exception, message fragment)
+    (cnncore.conv2d, (X[0], W), {}, ValueError, "x"),
+    (cnncore.conv2d, (X, W[0]), {}, ValueError, "weight"),
+    (cnncore.conv2d, (X, np.zeros((6, 3, 3, 3), np.float32)), {}, ValueError, "channels"),
+    (cnncore.conv2d, (X, np.zeros((6, 2, 3, 3), np.float32)), {"groups": 4}, ValueError,
+     "groups"),
+    (cnncore.conv2d, (X, np.zeros((5, 2, 3, 3), np.float32)), {"groups": 2}, ValueError,
+     "groups"),
+    (cnncore.conv2d, (X, W), {"groups": 0}, ValueError, "groups"),
+    (cnncore.conv2d, (X, W), {"groups": 1.5}, TypeError, "groups"),
+    (cnncore.conv2d, (X, W), {"stride": 0}, ValueError, "stride"),
+    (cnncore.conv2d, (X, W), {"stride": (1, -1)}, ValueError, "stride"),
+    (cnncore.conv2d, (X, W), {"stride": (1, 2, 3)}, ValueError, "stride"),
+    (cnncore.conv2d, (X, W), {"stride": "2"}, TypeError, "stride"),
+    (cnncore.conv2d, (X, W), {"dilation": 0}, ValueError, "dilation"),
+    (cnncore.conv2d, (X, W), {"padding": -1}, ValueError, "padding"),
+    (cnncore.conv2d, (X, W), {"padding": "full"}, ValueError, "padding"),
+    (cnncore.conv2d, (X, W), {"padding": "same", "stride": 2}, ValueError, "stride"),
+    (cnncore.conv2d, (X, np.zeros((6, 4, 9, 9), np.float32)), {}, ValueError, "kernel"),
+    (cnncore.conv2d, (X, W), {"dilation": 5}, ValueError, "kernel"),
+    (cnncore.conv2d, (X, np.zeros((6, 4, 0, 3), np.float32)), {}, ValueError, "kernel"),
+    (cnncore.conv2d, (X, W, np.zeros(5, np.float32)), {}, ValueError, "bias"),
+    (cnncore.conv2d, (X, W, np.zeros((6, 1), np.float32)), {}, ValueError, "bias"),
+    (cnncore.conv2d, (X, W, np.zeros(6, np.float64)), {}, TypeError, "bias"),
+    (cnncore.conv2d, (X.astype(np.float64), W), {}, TypeError, "float64"),
+    (cnncore.conv2d, (X.astype(np.int32), W), {}, TypeError, "x"),
+    (cnncore.conv2d, (X.astype(bool), W), {}, TypeError, "x"),
+    (cnncore.conv2d, (X.astype(np.float16), W), {}, TypeError, "x"),
+    (cnncore.conv2d, (X.astype(object), W), {}, TypeError, "x"),
+    (cnncore.conv2d, (None, W), {}, TypeError, "x"),
+    (cnncore.conv2d, (X, W), {"padding": 2**40}, ValueError, "padding"),
+    (cnncore.conv2d, (X, W), {"padding": 2**30}, ValueError, "output"),
+    (cnncore.conv2d_backward_input, (G, W, (2, 4, 8)), {}, ValueError, "input_shape"),
+    (cnncore.conv2d_backward_input, (G, W, (2, 4, 8, -8)), {}, ValueError, "input_shape"),
+    (cnncore.conv2d_backward_input, (G, W, "2,4,8,8"), {}, TypeError, "input_shape"),
+    (cnncore.conv2d_backward_input, (G, W, (2, 4, 9, 8)), {}, ValueError, "grad_output"),
+    (cnncore.conv2d_backward_input, (G, W, (3, 4, 8, 8)), {}, ValueError, "grad_output"),
+    (cnncore.conv2d_backward_input, (G, W, (2, 5, 8, 8)), {}, ValueError, "channels"),
+    (cnncore.conv2d_backward_input, (G, W.astype(np.float64), (2, 4, 8, 8)), {}, TypeError,
+     "weight"),
+    (cnncore.conv2d_backward_input, (G, W, (2**40, 2**40, 8, 8)), {}, ValueError,
+     "input_shape"),
+    (cnncore.conv2d_backward_weight, (G, X, (6, 4, 3)), {}, ValueError, "weight_shape"),
+    (cnncore.conv2d_backward_weight, (G, X, (6, 4, 4, 3)), {}, ValueError, "grad_output"),
+    (cnncore.conv2d_backward_weight, (G, X, (6, 2, 3, 3)), {"groups": 3}, ValueError,
+     "groups"),
+    (cnncore.conv2d_backward_weight, (G[0], X, (6, 4, 3, 3)), {}, ValueError, "grad_output"),
+    (cnncore.conv2d_backward_bias, (G[0],), {}, ValueError, "grad_output"),
+    (cnncore.conv2d_backward_bias, (G.astype(np.int64),), {}, TypeError, "grad_output"),
+    (cnncore.im2col, (X, 0), {}, ValueError, "kernel_size"),
+    (cnncore.im2col, (X, 3), {"padding": "same"}, TypeError, "padding"),
+    (cnncore.im2col, (X[0, 0], 3), {}, ValueError, "x"),
+    (cnncore.im2col, (X, 9), {}, ValueError, "kernel"),
+    (cnncore.col2im, (np.zeros((2, 10, 36), np.float32), 8, 3), {}, ValueError, "cols"),
+    (cnncore.col2im, (np.zeros((2, 9, 35), np.float32), 8, 3), {}, ValueError, "cols"),
+    (cnncore.col2im, (np.zeros((2, 9, 36), np.float32), -8, 3), {}, ValueError,
+     "output_size"),
+]
+
+
+@pytest.mark.parametrize("func, args, kwargs, exc, fragment", BAD_INPUTS,
+                         ids=[f"{i}-{c[0].__name__}-{c[4]}" for i, c in enumerate(BAD_INPUTS)])
+def test_bad_input(func, args, kwargs, exc, fragment):
+    with pytest.raises(exc, match=fragment) as info:
+        func(*args, **kwargs)
+    assert "Received" in str(info.value) or exc is TypeError
+
+
+# --------------------------------------------------------------------------------------------
+# Threads
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[4], CASES[5], CASES[15],
+                                  CASES[16], CASES[17]], ids=_ids)
+def test_bit_identical_for_any_thread_count(rng, case, dtype, algorithm):
+    x, w, b = _make(rng, case, dtype)
+    x = np.concatenate([x] * 5)  # N = 10 or 15: more samples than weight-gradient parts
+    _, _, s, p, d, g = case
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+
+    def compute():
+        y = cnncore.conv2d(x, w, b, **kw)
+        gy = np.cos(y).astype(dtype)
+        return (y, cnncore.conv2d_backward_input(gy, w, x.shape, **kw),
+                cnncore.conv2d_backward_weight(gy, x, w.shape, **kw),
+                cnncore.conv2d_backward_bias(gy), cnncore.im2col(x, 3, padding=1))
+
+    assert_bit_identical_across_threads(compute, (1, 2, 3, 4))
+
+
+def test_openmp_enabled():
+    if os.environ.get("CNNCORE_ALLOW_SERIAL") == "1":
+        pytest.skip("CNNCORE_ALLOW_SERIAL=1: serial builds allowed here")
+    from cnncore import _threads
+
+    assert _threads.openmp_enabled(), "cnncore was built without OpenMP"
+
+
+def test_set_num_threads_validation(restore_threads):
+    with pytest.raises(ValueError, match="n"):
+        cnncore.set_num_threads(0)
+    with pytest.raises(TypeError, match="n"):
+        cnncore.set_num_threads(2.0)
+    cnncore.set_num_threads(3)
+    assert cnncore.get_num_threads() == 3
+
+
+def test_concurrent_python_threads(rng):
+    x = rng.standard_normal((8, 8, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    expected = cnncore.conv2d(x, w, padding=1)
+    gy = np.ones_like(expected)
+    expected_dw = cnncore.conv2d_backward_weight(gy, x, w.shape, padding=1)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(10):
+                np.testing.assert_array_equal(cnncore.conv2d(x, w, padding=1), expected)
+                np.testing.assert_array_equal(
+                    cnncore.conv2d_backward_weight(gy, x, w.shape, padding=1), expected_dw)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_blas_threads_restored_after_concurrent_use():
+    from cnncore import _config
+
+    before = [lib.num_threads for lib in _config._blas_controllers()]
+    test_concurrent_python_threads(np.random.default_rng(0))
+    assert [lib.num_threads for lib in _config._blas_controllers()] == before
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch cross-checks
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_against_torch(rng, case, dtype, algorithm):
+    torch = pytest.importorskip("torch")
+    x, w, b = _make(rng, case, dtype)
+    _, _, s, p, d, g = case
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **kw)
+    np.testing.assert_allclose(cnncore.conv2d(x, w, b, **kw), ty.numpy(), **tol(dtype))
+    gy = rng.standard_normal(ty.shape).astype(dtype)
+    tg = torch.from_numpy(gy)
+    if isinstance(p, str):  # torch.nn.grad helpers take numeric padding only
+        return
+    t = tol(dtype)
+    np.testing.assert_allclose(
+        cnncore.conv2d_backward_input(gy, w, x.shape, **kw),
+        torch.nn.grad.conv2d_input(x.shape, tw, tg, **kw).numpy(), **t)
+    np.testing.assert_allclose(
+        cnncore.conv2d_backward_weight(gy, x, w.shape, **kw),
+        torch.nn.grad.conv2d_weight(tx, w.shape, tg, **kw).numpy(),
+        rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unfold_fold_against_torch(rng, dtype):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 3, 10, 9)).astype(dtype)
+    for k, s, p, d in [(3, 1, 1, 1), ((2, 3), (2, 1), (0, 1), (2, 1))]:
+        cols = cnncore.im2col(x, k, s, p, d)
+        tcols = torch.nn.functional.unfold(torch.from_numpy(x), k, dilation=d, padding=p, stride=s)
+        np.testing.assert_array_equal(cols, tcols.numpy())
+        back = cnncore.col2im(cols, (10, 9), k, s, p, d)
+        tback = torch.nn.functional.fold(tcols, (10, 9), k, dilation=d, padding=p, stride=s)
+        np.testing.assert_allclose(back, tback.numpy(), **tol(dtype))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 3), groups=st.integers(1, 3), cg=st.integers(1, 3), kg=st.integers(1, 3),
+    h=st.integers(1, 12), w=st.integers(1, 12), kh=st.integers(1, 4), kw=st.integers(1, 4),
+    sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 3), pw=st.integers(0, 3),
+    dh=st.integers(1, 3), dw=st.integers(1, 3), seed=st.integers(0, 2**16),
+    algo=st.sampled_from([None, "gemm", "direct"]),
+)
+def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   seed, algo):
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cg * groups, h, w))
+    wt = rng.standard_normal((kg * groups, cg, kh, kw))
+    kwargs = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
+    old = F._FORCE_CONV_ALGORITHM
+    F._FORCE_CONV_ALGORITHM = algo
+    try:
+        if ho <= 0 or wo <= 0:
+            with pytest.raises(ValueError, match="kernel"):
+                cnncore.conv2d(x, wt, **kwargs)
+            return
+        y = cnncore.conv2d(x, wt, **kwargs)
+        np.testing.assert_allclose(y, conv2d_ref(x, wt, None, **kwargs), rtol=1e-10, atol=1e-12)
+        gy = rng.standard_normal(y.shape)
+        np.testing.assert_allclose(cnncore.conv2d_backward_input(gy, wt, x.shape, **kwargs),
+                                   conv2d_backward_input_ref(gy, wt, x.shape, **kwargs),
+                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(cnncore.conv2d_backward_weight(gy, x, wt.shape, **kwargs),
+                                   conv2d_backward_weight_ref(gy, x, wt.shape, **kwargs),
+                                   rtol=1e-10, atol=1e-11)
+    finally:
+        F._FORCE_CONV_ALGORITHM = old
