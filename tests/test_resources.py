@@ -217,3 +217,16 @@ def test_save_load_after_interrupt(tmp_path):
     model.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(cnncore.load(tmp_path / "m.npz").predict(x[:4]),
                                   model.predict(x[:4]))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_conv_workspace_does_not_grow_with_the_batch():
+    """im2col runs in bounded column blocks: one conv2d call's memory beyond its output is
+    the same for N=32 and N=256 (a whole-batch im2col would need 72 MiB more at N=256)."""
+    from cnncore.bench import conv_extra_memory
+
+    small, large = conv_extra_memory(32, 2), conv_extra_memory(256, 2)
+    if small is None or large is None:
+        pytest.skip("peak RSS cannot be reset here")
+    assert large < 8 * 2**20, (small, large)
+    assert large - small < 4 * 2**20, (small, large)
