@@ -448,3 +448,24 @@ def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, 
                                    rtol=1e-10, atol=1e-11)
     finally:
         F._FORCE_CONV_ALGORITHM = old
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, fwd, bwd", [
+    # LeNet's second conv: few output channels, 150 taps -> direct forward, GEMM input grad
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "direct", "gemm"),
+    ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm"),
+    # one input channel on MNIST-sized images, or many output channels: GEMM
+    ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm"),
+    ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "gemm", "gemm"),
+    # strided, or a padded copy of the channels too big for a thread's scratch: GEMM
+    ((2, 6, 14, 14), (16, 6, 5, 5), {"stride": 2}, "gemm", "gemm"),
+    ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm"),
+    # few channels per group on a large image: direct both ways
+    ((1, 1, 200, 200), (8, 1, 3, 3), {}, "direct", "direct"),
+])
+def test_algorithm_choice(x_shape, w_shape, kwargs, fwd, bwd):
+    geo, groups = F._conv_setup("conv2d", x_shape, w_shape, kwargs.get("stride", 1),
+                                kwargs.get("padding", 0), 1, 1)
+    names = {F._conv.GEMM: "gemm", F._conv.DIRECT: "direct"}
+    assert names[F._conv_algorithm(w_shape, groups, geo, forward=True)] == fwd
+    assert names[F._conv_algorithm(w_shape, groups, geo, forward=False)] == bwd

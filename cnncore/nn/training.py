@@ -11,11 +11,14 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from .. import _alloc
+from .._config import blas_single_thread
 from .._validation import check_int
 from . import loss as losses
 from .layers import Dropout
@@ -69,6 +72,15 @@ class History:
 _OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.01}), "adam": ("Adam", {}), "adamw": ("AdamW", {}),
                "rmsprop": ("RMSprop", {}), "adagrad": ("Adagrad", {})}
 
+
+
+@contextmanager
+def _batch_loop() -> Iterator[None]:
+    """Context of a loop over batches: kernel outputs come from the caching allocator, and
+    BLAS is capped at one thread once for the whole loop -- the kernels' own caps then only
+    count a depth instead of toggling the BLAS libraries (~10 us per kernel call)."""
+    with _alloc.caching(), blas_single_thread():
+        yield
 
 def resolve_optimizer(optimizer: Any, model: Module) -> Any:
     from .. import optim
@@ -235,7 +247,7 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
     n = len(x)
     history = History()
     dtype = model.dtype
-    with _StopFlag() as flag, _alloc.caching():
+    with _StopFlag() as flag, _batch_loop():
         for epoch in range(1, epochs + 1):
             model.train()
             order = rng.permutation(n) if shuffle else np.arange(n)
@@ -319,7 +331,7 @@ def predict(model: Sequential, x: Any, batch_size: int = 256) -> np.ndarray:
     was_training = model.training
     model.eval()
     try:
-        with _alloc.caching():
+        with _batch_loop():
             outs = [np.array(model(x[s]), copy=True) for s in _batches(len(x), batch_size)]
     finally:
         model.train(was_training)
@@ -344,7 +356,7 @@ def evaluate(model: Sequential, x: Any, y: Any, batch_size: int = 256,
     correct = 0
     counted = 0
     try:
-        with _alloc.caching():
+        with _batch_loop():
             for s in _batches(len(x), batch_size):
                 out = model(x[s])
                 nb = s.stop - s.start
