@@ -28,11 +28,13 @@ _NP_PAD_MODE = {"wrap": "wrap", "symm": "symmetric"}
 
 # 'auto' cost model, in units of one multiply-add of the direct sweep
 # (H_out * W_out * kH * kW of them); the FFT path costs _FFT_COST[dtype] per point per log2(points)
-# of its transform grid plus a fixed overhead.  Fitted on 2 cores with square images of
-# 32..1024 and kernels of 3..31 ('same' mode): the measured crossover is a kernel of about
-# 11x11 (float64) / 9x9 (float32) for 64..512-pixel images, 13x13 / 9x9 at 1024.
-_FFT_COST = {np.dtype(np.float32): 4.0, np.dtype(np.float64): 6.0}
+# of its transform grid plus a fixed overhead.  Fitted on 2 cores against measured times of
+# both methods for square images of 64..1024 and kernels of 3..31 ('same' mode), both dtypes:
+# every coefficient in [1.5, 2.0] picked the faster method in all 90 cases (the crossover is a
+# kernel of about 9x9 at 256, 7x7 at 1024); 1.75 is the middle of that range.
+_FFT_COST = {np.dtype(np.float32): 1.75, np.dtype(np.float64): 1.75}
 _FFT_OVERHEAD = 4.0e4
+_FFT_THREADED_POINTS = 800 * 800
 
 
 def _check_fillvalue(func: str, fillvalue: Any) -> float:
@@ -80,7 +82,9 @@ def _valid_correlate(padded: np.ndarray, kernel: np.ndarray, method: str) -> np.
     # Circular convolution with the 180-degree rotated kernel on a grid of at least the padded
     # size: wrap-around only touches the first kh-1 rows / kw-1 columns, which 'valid' drops.
     shape = (_fft_len(mp), _fft_len(np_))
-    workers = get_num_threads()
+    # pocketfft's threads only pay from about a 1000 x 1000 grid (below it, two workers are
+    # slower than one: 0.40 vs 0.27 ms for 270 x 270 float64 on 2 cores)
+    workers = get_num_threads() if shape[0] * shape[1] >= _FFT_THREADED_POINTS else 1
     spec = scipy.fft.rfft2(padded, shape, workers=workers)
     spec *= scipy.fft.rfft2(kernel[::-1, ::-1], shape, workers=workers)
     full = scipy.fft.irfft2(spec, shape, workers=workers)
