@@ -140,10 +140,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnncore", description="cnncore: fast, exact CNN kernels and training on the CPU.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for the kernels (default: $CNNCORE_NUM_THREADS or all "
-                             "usable cores)")
+    threads_help = "threads for the kernels (default: $CNNCORE_NUM_THREADS or all usable cores)"
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_command(name: str, help: str) -> argparse.ArgumentParser:
+        # --threads is accepted after the command too; SUPPRESS keeps the value given before it
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=threads_help)
+        return p
 
     def training_options(p: argparse.ArgumentParser, epochs: int) -> None:
         p.add_argument("--epochs", type=int, default=epochs)
@@ -153,12 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a PNG with curves, filters and feature maps")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("demo", help="train LeNet-5 on the shipped Fashion-MNIST sample")
+    p = add_command("demo", help="train LeNet-5 on the shipped Fashion-MNIST sample")
     training_options(p, epochs=15)
     p.add_argument("--no-plot", action="store_true", help="do not write cnncore-demo.png")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a model on a dataset")
+    p = add_command("train", help="train a model on a dataset")
     p.add_argument("--model", choices=["lenet", "cnn"], default="lenet")
     p.add_argument("--data", default="sample",
                    help="sample | fashion-mnist | mnist | DIR with MNIST-format IDX files")
@@ -179,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, metavar="FILE", help="save the trained model (.npz)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("bench", help="benchmark kernels and training (vs PyTorch if installed)")
+    p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
     p.add_argument("--suite", choices=["all", "conv", "pool", "activation", "train"],
                    default="all")
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
@@ -187,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=7)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("info", help="version, OpenMP, threads, SIMD level and BLAS")
+    p = add_command("info", help="version, OpenMP, threads, SIMD level and BLAS")
     p.set_defaults(func=cmd_info)
     return parser
 

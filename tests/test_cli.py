@@ -38,6 +38,19 @@ def test_train_save_plot(tmp_path, capsys):
     assert model.predict(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("argv, threads", [
+    (["train", "--threads", "1"], 1),              # after the command, as the README shows it
+    (["--threads", "1", "train"], 1),              # before it
+    (["--threads", "1", "train", "--threads", "2"], 2),
+])
+def test_threads_option_before_or_after_the_command(argv, threads, capsys, restore_threads):
+    # regression: `cnncore train --threads N` was rejected ("unrecognized arguments")
+    argv = argv + ["--limit", "64", "--epochs", "1", "--quiet"]
+    assert main(argv) == 0
+    assert f"{threads} thread(s)" in capsys.readouterr().out
+    assert cnncore.get_num_threads() == threads
+
+
 @pytest.mark.parametrize("argv", [["train", "--data", "/no/such/dir"], ["--threads", "0", "info"],
                                   ["train", "--epochs", "-1", "--limit", "64"]])
 def test_errors_exit_2(argv, capsys):
