@@ -143,7 +143,12 @@ def check_real(value: Any, name: str, func: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{func}(): {name} must be a real number. Received: {name}={_fmt(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(
+            f"{func}(): {name} is out of the range of a float. Received: {name}={_fmt(value)}"
+        ) from None
 
 
 def as_float_array(x: Any, name: str, func: str, *, ndim: int | None = None,
@@ -236,7 +241,10 @@ def check_numel(shape: tuple[int, ...], name: str, func: str, itemsize: int = 8)
     for s in shape:
         n *= int(s)
         nonzero *= max(int(s), 1)
-    if n > MAX_ELEMENTS or nonzero > MAX_ELEMENTS:
+    # NumPy also refuses a shape whose non-zero dimensions times the item size pass 2**63 - 1
+    # bytes; a non-empty one of those is past any memory and reported as such below
+    numpy_overflow = nonzero * itemsize > 2**63 - 1 and (n == 0 or _PHYS_MEM is None)
+    if n > MAX_ELEMENTS or nonzero > MAX_ELEMENTS or numpy_overflow:
         raise ValueError(
             f"{func}(): {name} has {max(n, nonzero)} elements (non-zero dimensions multiplied), "
             f"which overflows 64-bit index arithmetic. Received: {name}={tuple(shape)}"

@@ -9,6 +9,7 @@ import pytest
 
 import cnncore
 from cnncore import functional as F
+from cnncore import nn
 
 HUGE = 2**40  # elements: terabytes, far more than any test machine's memory
 
@@ -256,3 +257,31 @@ def test_kernel_wrappers_take_no_address_of_empty_buffers():
     for dt in (np.float32, np.float64):
         assert F.mse_loss(np.empty((0, 3), dt), np.empty((0, 3), dt), reduction="sum") == 0
         assert F.linear(np.ones((2, 3), dt), np.ones((0, 3), dt), np.ones(0, dt)).shape == (2, 0)
+
+
+@pytest.mark.parametrize("make, exc, name", [
+    # reduction=<array>: "truth value of an array is ambiguous" instead of a named error
+    (lambda: nn.MSELoss(reduction=np.zeros(2)), ValueError, "reduction"),
+    (lambda: nn.CrossEntropyLoss(reduction=np.zeros((1, 2))), ValueError, "reduction"),
+    # rng=-1: NumPy's "expected non-negative integer"
+    (lambda: nn.Conv2d(1, 2, 3, rng=-1), ValueError, "rng"),
+    (lambda: nn.Linear(2, 3, rng=-5), ValueError, "rng"),
+    # bias=<array>: ambiguous truth value
+    (lambda: nn.Linear(1, 2, bias=np.zeros((1, 2))), TypeError, "bias"),
+    (lambda: nn.Conv2d(1, 2, 3, bias=np.ones(3)), TypeError, "bias"),
+    # negative_slope past float's range: np.isfinite on an object
+    (lambda: nn.LeakyReLU(10**400), ValueError, "negative_slope"),
+    # momentum of the wrong type: "'<=' not supported between instances of 'int' and 'str'"
+    (lambda: nn.BatchNorm2d(3, momentum="0.1"), ValueError, "momentum"),
+    (lambda: nn.BatchNorm1d(3, momentum=(0.1,)), ValueError, "momentum"),
+    (lambda: nn.BatchNorm1d(3, momentum=1j), ValueError, "momentum"),
+])
+def test_layer_arguments_found_by_the_fuzzer_raise_named_errors(make, exc, name):
+    with pytest.raises(exc, match=f"Received: {name}="):
+        make()
+
+
+def test_empty_result_too_big_for_numpy_is_a_named_error():
+    # (0, 1, 2**31-1, 2**31-1) float64 is empty, but NumPy refuses its 2**65 bytes
+    with pytest.raises(ValueError, match="output"):
+        cnncore.adaptive_avg_pool2d(np.zeros((0, 1, 6, 1)), 2**31 - 1)

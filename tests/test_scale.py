@@ -72,6 +72,9 @@ def test_check_numel_at_the_limits():
         V.check_numel((2**31, 2**31, 2), "x", "f")
     with pytest.raises(ValueError, match="overflows 64-bit"):
         V.check_numel((0, 2**40, 2**40), "x", "f")  # empty, but NumPy cannot represent it
+    # regression: empty, and 2**62 elements, but 2**65 bytes -- NumPy's "array is too big"
+    with pytest.raises(ValueError, match="overflows 64-bit"):
+        V.check_numel((0, 1, 2**31 - 1, 2**31 - 1), "x", "f", 8)
     with pytest.raises(ValueError, match="GiB"):
         V.check_numel((n - 1, n // 2), "x", "f", 4)  # 8 EiB: past any memory
 

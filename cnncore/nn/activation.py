@@ -3,6 +3,7 @@ as PyTorch does) and calls :mod:`cnncore.functional`."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -60,11 +61,14 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
-                or not np.isfinite(negative_slope):
+        # like the other layers' numeric parameters, a non-number is a ValueError here
+        slope = math.nan
+        if isinstance(negative_slope, (int, float)) and not isinstance(negative_slope, bool):
+            slope = float(negative_slope) if abs(negative_slope) < 1e308 else math.inf
+        if not math.isfinite(slope):
             raise ValueError(f"LeakyReLU(): negative_slope must be a finite number. "
                              f"Received: negative_slope={negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = slope
         self._x: np.ndarray | None = None
 
     def forward(self, x: Any) -> np.ndarray:

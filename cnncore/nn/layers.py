@@ -109,6 +109,7 @@ class Conv2d(Module):
         self.dtype = check_dtype(dtype, name)
         weight = np.empty((self.out_channels, self.in_channels // self.groups,
                            *self.kernel_size), self.dtype)
+        bias = check_bool(bias, "bias", name)
         b = np.empty(self.out_channels, self.dtype) if bias else None
         init.default_conv_linear_init_(weight, b, rng)
         self.register_parameter("weight", weight)
@@ -188,6 +189,7 @@ class Linear(Module):
         self.out_features = check_int(out_features, "out_features", name, min_value=1)
         self.dtype = check_dtype(dtype, name)
         weight = np.empty((self.out_features, self.in_features), self.dtype)
+        bias = check_bool(bias, "bias", "Linear")
         b = np.empty(self.out_features, self.dtype) if bias else None
         init.default_conv_linear_init_(weight, b, rng)
         self.register_parameter("weight", weight)
@@ -314,7 +316,9 @@ class _BatchNorm(Module):
         self.num_features = check_int(num_features, "num_features", name, min_value=1)
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
             raise ValueError(f"{name}(): eps must be a positive number. Received: eps={eps!r}")
-        if momentum is not None and (isinstance(momentum, bool) or not 0 <= momentum <= 1):
+        real = (int, float, np.integer, np.floating)
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, real)
+                                     or not 0 <= momentum <= 1):
             raise ValueError(
                 f"{name}(): momentum must be in [0, 1] or None. Received: momentum={momentum!r}"
             )

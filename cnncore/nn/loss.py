@@ -32,8 +32,10 @@ class _Loss(Module):
 
     def __init__(self, reduction: str | None = None) -> None:
         super().__init__()
-        self.reduction = check_choice(reduction or self._default_reduction, "reduction",
-                                      type(self).__name__, ("mean", "sum", "none"))
+        if reduction is None:
+            reduction = self._default_reduction
+        self.reduction = check_choice(reduction, "reduction", type(self).__name__,
+                                      ("mean", "sum", "none"))
         self._grad: np.ndarray | None = None
 
     def _kwargs(self) -> dict[str, Any]:
