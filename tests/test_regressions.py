@@ -275,6 +275,8 @@ def test_kernel_wrappers_take_no_address_of_empty_buffers():
     (lambda: nn.BatchNorm2d(3, momentum="0.1"), ValueError, "momentum"),
     (lambda: nn.BatchNorm1d(3, momentum=(0.1,)), ValueError, "momentum"),
     (lambda: nn.BatchNorm1d(3, momentum=1j), ValueError, "momentum"),
+    # weights too big for NumPy: "array is too big" instead of a named error
+    (lambda: nn.Conv2d(2, 1, 2**31 - 1), ValueError, "weight"),
 ])
 def test_layer_arguments_found_by_the_fuzzer_raise_named_errors(make, exc, name):
     with pytest.raises(exc, match=f"Received: {name}="):
@@ -285,3 +287,10 @@ def test_empty_result_too_big_for_numpy_is_a_named_error():
     # (0, 1, 2**31-1, 2**31-1) float64 is empty, but NumPy refuses its 2**65 bytes
     with pytest.raises(ValueError, match="output"):
         cnncore.adaptive_avg_pool2d(np.zeros((0, 1, 6, 1)), 2**31 - 1)
+
+
+def test_fit_on_ragged_input_is_a_named_error():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, rng=0))
+    with pytest.raises(TypeError, match="Received: x of type list"):
+        model.fit([[1.0, 2.0], [3.0]], np.zeros(2, np.int64), optimizer="sgd", loss="mse",
+                  verbose=False)

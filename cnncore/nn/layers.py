@@ -11,7 +11,14 @@ import numpy as np
 
 from .. import functional as F
 from .._geometry import conv2d_geometry, conv2d_padding, pool2d_geometry, pool2d_params
-from .._validation import as_float_array, check_bool, check_choice, check_int, to_pair
+from .._validation import (
+    as_float_array,
+    check_bool,
+    check_choice,
+    check_int,
+    check_numel,
+    to_pair,
+)
 from . import init
 from .module import Module, check_dtype
 
@@ -107,8 +114,9 @@ class Conv2d(Module):
                                     self.dilation)
         self.padding_mode = check_choice(padding_mode, "padding_mode", name, _PADDING_MODES)
         self.dtype = check_dtype(dtype, name)
-        weight = np.empty((self.out_channels, self.in_channels // self.groups,
-                           *self.kernel_size), self.dtype)
+        w_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        check_numel(w_shape, "weight", name, self.dtype.itemsize)
+        weight = np.empty(w_shape, self.dtype)
         bias = check_bool(bias, "bias", name)
         b = np.empty(self.out_channels, self.dtype) if bias else None
         init.default_conv_linear_init_(weight, b, rng)
@@ -188,6 +196,8 @@ class Linear(Module):
         self.in_features = check_int(in_features, "in_features", name, min_value=1)
         self.out_features = check_int(out_features, "out_features", name, min_value=1)
         self.dtype = check_dtype(dtype, name)
+        check_numel((self.out_features, self.in_features), "weight", "Linear",
+                    self.dtype.itemsize)
         weight = np.empty((self.out_features, self.in_features), self.dtype)
         bias = check_bool(bias, "bias", "Linear")
         b = np.empty(self.out_features, self.dtype) if bias else None

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import as_ndarray
 from .module import Module
 
 
@@ -180,7 +181,7 @@ class Sequential(Module):
 
 def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
     """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
-    x = np.asarray(x)
+    x = as_ndarray(x, "input", "Sequential")
     if x.dtype == np.uint8:
         return np.multiply(x, 1.0 / 255.0, dtype=dtype)
     if x.dtype.kind != "f":

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _alloc
 from .._config import blas_single_thread
-from .._validation import check_int
+from .._validation import as_ndarray, check_int
 from . import loss as losses
 from .layers import Dropout
 from .module import Module
@@ -104,8 +104,8 @@ def resolve_optimizer(optimizer: Any, model: Module) -> Any:
 
 def _check_xy(model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x)
-    y = np.asarray(y)
+    x = as_ndarray(x, "x", func)
+    y = as_ndarray(y, "y", func)
     if x.dtype != np.uint8 and x.dtype.kind != "f":
         raise TypeError(f"{func}(): x must be float or uint8 images. Received: x.dtype={x.dtype}")
     if x.ndim < 2:
