@@ -241,17 +241,19 @@ print("none" if extra is None else extra - x.nbytes)  # the output has the input
 def conv_extra_memory(n: int, threads: int) -> int | None:
     """Peak resident memory of one ``conv2d`` call on (n, 64, 32, 32) -> 64, k3 p1, beyond its
     output, in bytes; measured in a fresh process whose large allocations are all fresh mmaps
-    (``MALLOC_MMAP_THRESHOLD_``), so every page the call touches counts.  None if unsupported.
+    (``MALLOC_MMAP_THRESHOLD_``), so every page the call touches counts.  None where the peak
+    cannot be reset (not Linux); RuntimeError if the probe process fails.
     """
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(cnncore.__file__)))
     env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        proc = subprocess.run([sys.executable, "-c", _CONV_MEMORY_PROBE, str(n), str(threads)],
-                              env=env, capture_output=True, text=True, timeout=300, check=True)
-        value = proc.stdout.split()[-1]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
+    # cwd: the folder holding the package, so `python -c` (which puts the working directory
+    # first on sys.path) cannot pick up a source checkout's unbuilt cnncore instead
+    proc = subprocess.run([sys.executable, "-c", _CONV_MEMORY_PROBE, str(n), str(threads)],
+                          env=env, cwd=pkg_parent, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 or not proc.stdout.split():
+        raise RuntimeError(f"the memory probe failed: {proc.stderr.strip()[-800:]}")
+    value = proc.stdout.split()[-1]
     return None if value == "none" else max(0, int(value))
 
 
@@ -357,7 +359,11 @@ def bench_conv(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     if memory:
         mem = {}
         for n in (32, 256):
-            extra = conv_extra_memory(n, threads)
+            try:
+                extra = conv_extra_memory(n, threads)
+            except RuntimeError as exc:
+                out(f"peak extra memory not measured: {exc}")
+                break
             if extra is not None:
                 mem[n] = extra
         if mem:
