@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -149,6 +149,25 @@ def check_real(value: Any, name: str, func: str) -> float:
         raise ValueError(
             f"{func}(): {name} is out of the range of a float. Received: {name}={_fmt(value)}"
         ) from None
+
+
+def check_hyperparameter(value: Any, name: str, func: str, requirement: str,
+                         valid: Callable[[float], bool]) -> float:
+    """A layer's real-valued hyper-parameter (dropout ``p``, BatchNorm ``eps`` and ``momentum``,
+    ``negative_slope``) as a float.  Layers treat a non-number like an out-of-range number:
+    both raise ValueError saying ``{name} must be {requirement}``."""
+    number = None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range
+            pass
+    if number is None or not valid(number):
+        raise ValueError(
+            f"{func}(): {name} must be {requirement}. Received: {name}={_fmt(value)}"
+        )
+    return number
 
 
 def as_float_array(x: Any, name: str, func: str, *, ndim: int | None = None,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from .._validation import as_float_array, check_int
+from .._validation import as_float_array, check_hyperparameter, check_int
 from .module import Module
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
@@ -61,14 +61,8 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        # like the other layers' numeric parameters, a non-number is a ValueError here
-        slope = math.nan
-        if isinstance(negative_slope, (int, float)) and not isinstance(negative_slope, bool):
-            slope = float(negative_slope) if abs(negative_slope) < 1e308 else math.inf
-        if not math.isfinite(slope):
-            raise ValueError(f"LeakyReLU(): negative_slope must be a finite number. "
-                             f"Received: negative_slope={negative_slope!r}")
-        self.negative_slope = slope
+        self.negative_slope = check_hyperparameter(negative_slope, "negative_slope", "LeakyReLU",
+                                                   "a finite number", math.isfinite)
         self._x: np.ndarray | None = None
 
     def forward(self, x: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ from .._validation import (
     as_float_array,
     check_bool,
     check_choice,
+    check_hyperparameter,
     check_int,
     check_numel,
     to_pair,
@@ -279,10 +280,8 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, *, rng: Any = None) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) \
-                or not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"Dropout(): p must be a probability in [0, 1]. Received: p={p!r}")
-        self.p = float(p)
+        self.p = check_hyperparameter(p, "p", "Dropout", "a probability in [0, 1]",
+                                      lambda v: 0.0 <= v <= 1.0)
         self.rng = None if rng is None else init.get_rng(rng)
         self._mask: np.ndarray | None = None
         self._shape: tuple[int, ...] | None = None
@@ -324,16 +323,9 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         self.num_features = check_int(num_features, "num_features", name, min_value=1)
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-            raise ValueError(f"{name}(): eps must be a positive number. Received: eps={eps!r}")
-        real = (int, float, np.integer, np.floating)
-        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, real)
-                                     or not 0 <= momentum <= 1):
-            raise ValueError(
-                f"{name}(): momentum must be in [0, 1] or None. Received: momentum={momentum!r}"
-            )
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
+        self.eps = check_hyperparameter(eps, "eps", name, "a positive number", lambda v: v > 0)
+        self.momentum = None if momentum is None else check_hyperparameter(
+            momentum, "momentum", name, "in [0, 1] or None", lambda v: 0.0 <= v <= 1.0)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.dtype = check_dtype(dtype, name)
