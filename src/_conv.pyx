@@ -33,12 +33,11 @@ cdef Py_ssize_t COL_BUDGET = 131072
 cdef enum:
     # Fixed number of batch parts for the weight gradient (partials reduced in order).
     MAX_WGRAD_PARTS = 8
-    # Small images: cut the batch into at least this many blocks of whole samples.
+    # Weight gradient on small images: put whole samples side by side in one im2col block of
+    # about this many columns (the GEMM's inner dimension) ...
+    WGRAD_COLS = 256
+    # ... but cut the batch into at least this many blocks, so it spreads over the threads.
     MIN_SAMPLE_BLOCKS = 8
-    # ... but only when the GEMM depth C/groups*kh*kw is at least this: with very thin im2col
-    # matrices (e.g. 1 channel, 3x3) the extra pass through the output costs more than the
-    # fewer BLAS calls save.
-    MIN_BATCHED_CKK = 16
     # Outputs of one row accumulated in registers by the direct kernel.
     DIRECT_BLOCK = 16
     # Algorithms (the Python wrapper decides; see cnncore.functional._conv_algorithm).
@@ -81,32 +80,32 @@ cdef inline Py_ssize_t rows_per_block(const Geom* g) noexcept nogil:
 
 
 ctypedef struct Blocks:
-    Py_ssize_t spb          # samples per column block (> 1 only for small images)
+    Py_ssize_t spb          # samples per column block (> 1: weight gradient, small images)
     Py_ssize_t rows         # output rows per block (all of them when spb > 1)
     Py_ssize_t n_sblocks    # blocks of samples
     Py_ssize_t n_rblocks    # blocks of rows per sample
     Py_ssize_t max_cols     # columns of the largest block
 
 
-cdef inline Blocks make_blocks(const Geom* g) noexcept nogil:
+cdef inline Blocks make_blocks(const Geom* g, bint wgrad) noexcept nogil:
     """How the GEMM drivers cut the ``N x H_out x W_out`` output columns into blocks.
 
-    Small images put several whole samples side by side in one im2col matrix, so one BLAS
-    call does the work of ``spb`` tiny ones (the output goes through a scratch block); large
-    images, and very thin im2col matrices, are cut into blocks of rows of one sample, whose
-    output is written in place.
+    Forward and input gradient: blocks of output rows of one sample, written in place.  The
+    weight gradient on small images puts several whole samples side by side in one im2col
+    block (about ``WGRAD_COLS`` columns), so one BLAS call does the work of ``spb`` tiny ones;
+    its dy columns are gathered into a scratch block.  (Measured with benchmarks/bench_conv.py
+    and scripts like it: side-by-side samples only pay off in the weight gradient, below
+    about 256 output pixels per sample.)
     Depends on the shapes only (never the thread count), which keeps results bit-identical.
     """
     cdef Blocks b
     cdef Py_ssize_t per_sample = g.Cg * g.kh * g.kw * g.Ho * g.Wo
-    if g.N > 1 and 2 * per_sample <= COL_BUDGET and g.Cg * g.kh * g.kw >= MIN_BATCHED_CKK:
-        # at least MIN_SAMPLE_BLOCKS blocks, so a batch still spreads over the threads
-        b.spb = py_max(1, py_min(COL_BUDGET // per_sample,
+    cdef Py_ssize_t L = g.Ho * g.Wo
+    b.spb = 1
+    if wgrad and g.N > 1 and L > 0:
+        b.spb = py_max(1, py_min(py_min(WGRAD_COLS // L, COL_BUDGET // py_max(1, per_sample)),
                                  (g.N + MIN_SAMPLE_BLOCKS - 1) // MIN_SAMPLE_BLOCKS))
-        b.rows = g.Ho
-    else:
-        b.spb = 1
-        b.rows = rows_per_block(g)
+    b.rows = g.Ho if b.spb > 1 else rows_per_block(g)
     b.n_sblocks = (g.N + b.spb - 1) // b.spb
     b.n_rblocks = (g.Ho + b.rows - 1) // b.rows
     b.max_cols = b.spb * b.rows * g.Wo
@@ -135,13 +134,40 @@ cdef inline bint scratch_ok(const void* scratch, Py_ssize_t n, int* status) noex
 # im2col / col2im on a block of output rows of one sample
 # ------------------------------------------------------------------------------------------
 
+cdef inline bint rows_contiguous(const Geom* g) noexcept nogil:
+    """Stride 1 and ``W_out == W`` (e.g. a 'same' convolution): for a fixed tap, a block of
+    output rows reads one contiguous span of the input plane, shifted by the tap's offset;
+    only the ``|offset|`` columns at each row's edge are out of the window."""
+    return g.sh == 1 and g.sw == 1 and g.Wo == g.W
+
+
+cdef inline void tap_span(const Geom* g, Py_ssize_t i, Py_ssize_t j, Py_ssize_t oh0,
+                          Py_ssize_t oh1, Py_ssize_t* a, Py_ssize_t* b, Py_ssize_t* lo,
+                          Py_ssize_t* hi, Py_ssize_t* s0, Py_ssize_t* c_lo,
+                          Py_ssize_t* c_hi) noexcept nogil:
+    """For :func:`rows_contiguous` geometry and tap ``(i, j)``: output rows ``[a, b)`` of the
+    block ``[oh0, oh1)`` read input rows inside the plane, columns ``[lo, hi)`` of each row are
+    inside the window, and the span of output positions ``[a*W, b*W)`` maps to input offset
+    ``s0`` + position within the span.  ``c_lo``/``c_hi`` span elements at its start / end
+    would fall outside the plane; they lie in out-of-window columns."""
+    cdef Py_ssize_t off = j * g.dw - g.pw, n
+    valid_range(off, 1, g.W, g.Wo, lo, hi)
+    a[0] = py_min(py_max(g.ph - i * g.dh, oh0), oh1)
+    b[0] = py_min(py_max(g.H + g.ph - i * g.dh, a[0]), oh1)
+    n = (b[0] - a[0]) * g.W
+    s0[0] = (a[0] + i * g.dh - g.ph) * g.W + off
+    c_lo[0] = py_min(n, py_max(0, -s0[0]))
+    c_hi[0] = py_min(n - c_lo[0], py_max(0, s0[0] + n - g.H * g.W))
+
+
 cdef void im2col_rows(const floating* xn, const Geom* g, Py_ssize_t n_ch,
                       Py_ssize_t oh0, Py_ssize_t oh1,
                       floating* col, Py_ssize_t ldcol) noexcept nogil:
     """Write the im2col matrix of output rows ``[oh0, oh1)`` of ``n_ch`` channels starting
     at ``xn``: row ``(c*kh + i)*kw + j``, column ``(oh - oh0)*Wo + ow``; row stride ``ldcol``."""
-    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, off
+    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, off, a, b, s0, c_lo, c_hi, n
     cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, sw = g.sw
+    cdef bint contiguous = rows_contiguous(g)
     cdef const floating* xc
     cdef const floating* src
     cdef floating* row
@@ -151,6 +177,24 @@ cdef void im2col_rows(const floating* xn, const Geom* g, Py_ssize_t n_ch,
         for i in range(g.kh):
             for j in range(g.kw):
                 row = col + ((c * g.kh + i) * g.kw + j) * ldcol
+                if contiguous:
+                    # one copy of the whole span, then zero the out-of-window edge columns
+                    tap_span(g, i, j, oh0, oh1, &a, &b, &lo, &hi, &s0, &c_lo, &c_hi)
+                    n = (b - a) * W
+                    memset(row, 0, (a - oh0) * W * sizeof(floating))
+                    memset(row + (b - oh0) * W, 0, (oh1 - b) * W * sizeof(floating))
+                    dst = row + (a - oh0) * W
+                    if lo >= hi:
+                        memset(dst, 0, n * sizeof(floating))
+                        continue
+                    memcpy(dst + c_lo, xc + s0 + c_lo, (n - c_lo - c_hi) * sizeof(floating))
+                    if lo > 0 or hi < Wo:
+                        for oh in range(b - a):
+                            for ow in range(lo):
+                                dst[oh * W + ow] = 0
+                            for ow in range(hi, Wo):
+                                dst[oh * W + ow] = 0
+                    continue
                 off = j * g.dw - g.pw
                 valid_range(off, sw, W, Wo, &lo, &hi)
                 for oh in range(oh0, oh1):
@@ -201,6 +245,40 @@ cdef void col2im_rows(const floating* col, Py_ssize_t ldcol, const Geom* g, Py_s
                             dst[ow * sw] += src[ow]
 
 
+cdef void col2im_rows_scratch(floating* col, Py_ssize_t ldcol, const Geom* g, Py_ssize_t n_ch,
+                              Py_ssize_t oh0, Py_ssize_t oh1, floating* xn) noexcept nogil:
+    """:func:`col2im_rows` for a workspace ``col`` that may be overwritten.  With
+    :func:`rows_contiguous` geometry the out-of-window entries of each tap's row are set to
+    zero and the whole span is added in one vectorizable pass (adding ``+0.0`` leaves every
+    sum unchanged, except that a ``-0.0`` sum becomes ``+0.0``)."""
+    cdef Py_ssize_t c, i, j, t, oh, ow, lo, hi, a, b, s0, c_lo, c_hi, n
+    cdef Py_ssize_t W = g.W, Wo = g.Wo
+    cdef floating* xc
+    cdef floating* dst
+    cdef floating* src
+    if not rows_contiguous(g):
+        col2im_rows(col, ldcol, g, n_ch, oh0, oh1, xn)
+        return
+    for c in range(n_ch):
+        xc = xn + c * g.H * W
+        for i in range(g.kh):
+            for j in range(g.kw):
+                tap_span(g, i, j, oh0, oh1, &a, &b, &lo, &hi, &s0, &c_lo, &c_hi)
+                if lo >= hi or a >= b:
+                    continue
+                n = (b - a) * W
+                src = col + ((c * g.kh + i) * g.kw + j) * ldcol + (a - oh0) * W
+                if lo > 0 or hi < Wo:
+                    for oh in range(b - a):
+                        for ow in range(lo):
+                            src[oh * W + ow] = 0
+                        for ow in range(hi, Wo):
+                            src[oh * W + ow] = 0
+                dst = xc + s0
+                for t in range(c_lo, n - c_hi):
+                    dst[t] += src[t]
+
+
 # ------------------------------------------------------------------------------------------
 # Forward
 # ------------------------------------------------------------------------------------------
@@ -224,17 +302,6 @@ cdef void gather_grad_cols(const floating* go, const Geom* g, Py_ssize_t gi, Py_
         for k in range(g.Kg):
             memcpy(dst + k * ld + s * nc1, go + ((n0 + s) * g.K + gi * g.Kg + k) * L
                    + oh0 * g.Wo, nc1 * sizeof(floating))
-
-
-cdef void scatter_output_cols(const floating* src, Py_ssize_t ld, const Geom* g, Py_ssize_t gi,
-                              Py_ssize_t n0, Py_ssize_t ns, Py_ssize_t oh0, Py_ssize_t oh1,
-                              floating* y) noexcept nogil:
-    """Inverse of :func:`gather_grad_cols`: write block columns back to NCHW ``y``."""
-    cdef Py_ssize_t s, k, nc1 = (oh1 - oh0) * g.Wo, L = g.Ho * g.Wo
-    for s in range(ns):
-        for k in range(g.Kg):
-            memcpy(y + ((n0 + s) * g.K + gi * g.Kg + k) * L + oh0 * g.Wo,
-                   src + k * ld + s * nc1, nc1 * sizeof(floating))
 
 
 cdef inline void fill_bias(floating* yk, Py_ssize_t ldy, Py_ssize_t n_rows, Py_ssize_t n_cols,
@@ -423,19 +490,18 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
     cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
     cdef bint pointwise = is_pointwise(g)
     cdef bint direct = algo == ALGO_DIRECT
-    cdef Blocks bl = make_blocks(g)
+    cdef Blocks bl = make_blocks(g, False)
     # direct: one task per (sample, group) on the input planes zero padded to exactly what
-    # the windows read; GEMM: one task per (block of samples, block of rows, group)
+    # the windows read; GEMM: one task per (sample, block of rows, group)
     cdef Py_ssize_t Hp = (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1
     cdef Py_ssize_t Wp = direct_width(g.Wo, g.sw, g.kw, g.dw)
-    cdef Py_ssize_t n_tasks = g.N * g.G if direct else bl.n_sblocks * bl.n_rblocks * g.G
+    cdef Py_ssize_t n_tasks = g.N * g.G if direct else g.N * bl.n_rblocks * g.G
     cdef Py_ssize_t ws_col = 0, ws_tmp = 0
-    cdef Py_ssize_t t, n0, ns, gi, rb, oh0, oh1, ncols, r
+    cdef Py_ssize_t t, n0, gi, rb, oh0, oh1, ncols, r
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
     cdef floating* col = NULL
-    cdef floating* tmp = NULL
     cdef const floating* wg
     cdef const floating* bg
     cdef const floating* bmat
@@ -446,9 +512,8 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
         gemm_scratch(g, &bl, &ws_col, &ws_tmp)
     # never wake more threads than there are tasks (tiny problems stay on one thread)
     with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
-        col = <floating*> malloc((ws_col + ws_tmp) * sizeof(floating)) if ws_col + ws_tmp else NULL
-        ok = scratch_ok(col, ws_col + ws_tmp, status_p)
-        tmp = col + ws_col if col != NULL else NULL
+        col = <floating*> malloc(ws_col * sizeof(floating)) if ws_col else NULL
+        ok = scratch_ok(col, ws_col, status_p)
         for t in prange(n_tasks, schedule="static"):
             if not ok:
                 continue
@@ -465,34 +530,23 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
             r = t % (bl.n_rblocks * g.G)
             rb = r // g.G
             gi = r % g.G
-            n0 = n0 * bl.spb
-            ns = py_min(bl.spb, g.N - n0)
             oh0 = rb * bl.rows
             oh1 = py_min(g.Ho, oh0 + bl.rows)
-            ncols = ns * (oh1 - oh0) * g.Wo
+            ncols = (oh1 - oh0) * g.Wo
             wg = w + gi * g.Kg * ckk
             bg = bias + gi * g.Kg if bias != NULL else NULL
             beta = 1 if bg != NULL else 0
-            if ns == 1:
-                # y block (Kg x ncols, row stride L) = W_g @ cols, written in place
-                if pointwise:
-                    bmat = x + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo
-                else:
-                    gather_input_cols(x, g, gi, n0, 1, oh0, oh1, col, ncols)
-                    bmat = col
-                if bg != NULL:
-                    fill_bias(y + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, L, g.Kg, ncols, bg)
-                gemm(False, False, <int> g.Kg, <int> ncols, <int> ckk, <floating> 1.0, wg,
-                     <int> ckk, bmat, <int> (L if pointwise else ncols), beta,
-                     y + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, <int> L)
+            # y block (Kg x ncols, row stride L) = W_g @ cols, written in place
+            if pointwise:
+                bmat = x + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo
             else:
-                # several whole samples: one GEMM into tmp, then back to NCHW
-                gather_input_cols(x, g, gi, n0, ns, 0, g.Ho, col, ncols)
-                if bg != NULL:
-                    fill_bias(tmp, ncols, g.Kg, ncols, bg)
-                gemm(False, False, <int> g.Kg, <int> ncols, <int> ckk, <floating> 1.0, wg,
-                     <int> ckk, col, <int> ncols, beta, tmp, <int> ncols)
-                scatter_output_cols(tmp, ncols, g, gi, n0, ns, 0, g.Ho, y)
+                gather_input_cols(x, g, gi, n0, 1, oh0, oh1, col, ncols)
+                bmat = col
+            if bg != NULL:
+                fill_bias(y + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, L, g.Kg, ncols, bg)
+            gemm(False, False, <int> g.Kg, <int> ncols, <int> ckk, <floating> 1.0, wg,
+                 <int> ckk, bmat, <int> (L if pointwise else ncols), beta,
+                 y + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, <int> L)
         free(col)
     return status
 
@@ -524,21 +578,20 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
     cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
     cdef bint pointwise = is_pointwise(g)
     cdef bint direct = algo == ALGO_DIRECT and g.sh == 1 and g.sw == 1
-    cdef Blocks bl = make_blocks(g)
-    # GEMM: one task per (block of samples, group); its row blocks run in order because
-    # col2im of neighbouring rows overlaps.  direct (stride 1): one task per (sample, group);
+    cdef Blocks bl = make_blocks(g, False)
+    # GEMM: one task per (sample, group); its row blocks run in order because col2im of
+    # neighbouring rows overlaps.  direct (stride 1): one task per (sample, group);
     # dx is the correlation of the zero-padded dy with the transposed, 180-degree rotated
     # kernel -- the same loop as the forward pass, with no zero-dilated dy.
     cdef Py_ssize_t R = (g.H - 1) + (g.kh - 1) * g.dh + 1
     cdef Py_ssize_t Q = direct_width(g.W, 1, g.kw, g.dw)
-    cdef Py_ssize_t n_tasks = g.N * g.G if direct else bl.n_sblocks * g.G
+    cdef Py_ssize_t n_tasks = g.N * g.G
     cdef Py_ssize_t ws_col = 0, ws_tmp = 0
-    cdef Py_ssize_t t, n0, ns, s_, gi, rb, oh0, oh1, ncols, c
+    cdef Py_ssize_t t, n0, gi, rb, oh0, oh1, ncols
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
     cdef floating* col = NULL
-    cdef floating* tmp = NULL
     cdef floating* wflip = NULL
     cdef const floating* wg
     cdef const floating* bmat
@@ -552,25 +605,22 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
         gemm_scratch(g, &bl, &ws_col, &ws_tmp)
     # never wake more threads than there are tasks (tiny problems stay on one thread)
     with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
-        col = <floating*> malloc((ws_col + ws_tmp) * sizeof(floating)) if ws_col + ws_tmp else NULL
-        ok = scratch_ok(col, ws_col + ws_tmp, status_p)
-        tmp = col + ws_col if col != NULL else NULL
+        col = <floating*> malloc(ws_col * sizeof(floating)) if ws_col else NULL
+        ok = scratch_ok(col, ws_col, status_p)
         for t in prange(n_tasks, schedule="static"):
             if not ok:
                 continue
             gi = t % g.G
+            n0 = t // g.G
             if direct:
-                n0 = t // g.G
                 pad_planes(go + (n0 * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo,
                            g.ph - (g.kh - 1) * g.dh, g.pw - (g.kw - 1) * g.dw, R, Q, col)
                 direct_corr(col, g.Kg, R, Q, wflip + gi * g.Kg * ckk, g.Cg, g.kh, g.kw,
                             1, 1, g.dh, g.dw, <const floating*> NULL,
                             dx + (n0 * g.C + gi * g.Cg) * HW, g.H, g.W)
                 continue
-            n0 = (t // g.G) * bl.spb
-            ns = py_min(bl.spb, g.N - n0)
             wg = w + gi * g.Kg * ckk
-            if pointwise and ns == 1:
+            if pointwise:
                 # dx rows (Cg x ncols, row stride HW) = W_g^T @ dy rows, in place
                 for rb in range(bl.n_rblocks):
                     oh0 = rb * bl.rows
@@ -581,26 +631,17 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
                          <floating> 0.0, dx + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo,
                          <int> HW)
                 continue
-            for s_ in range(ns):
-                for c in range(g.Cg):
-                    memset(dx + ((n0 + s_) * g.C + gi * g.Cg + c) * HW, 0,
-                           HW * sizeof(floating))
+            memset(dx + (n0 * g.C + gi * g.Cg) * HW, 0, g.Cg * HW * sizeof(floating))
             for rb in range(bl.n_rblocks):
                 oh0 = rb * bl.rows
                 oh1 = py_min(g.Ho, oh0 + bl.rows)
-                ncols = ns * (oh1 - oh0) * g.Wo
-                if ns == 1:
-                    bmat = go + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo
-                else:
-                    gather_grad_cols(go, g, gi, n0, ns, oh0, oh1, tmp, ncols)
-                    bmat = tmp
+                ncols = (oh1 - oh0) * g.Wo
                 # cols (ckk x ncols) = W_g^T (ckk x Kg) @ dy columns (Kg x ncols)
                 gemm(True, False, <int> ckk, <int> ncols, <int> g.Kg, <floating> 1.0, wg,
-                     <int> ckk, bmat, <int> (L if ns == 1 else ncols), <floating> 0.0, col,
-                     <int> ncols)
-                for s_ in range(ns):
-                    col2im_rows(col + s_ * (oh1 - oh0) * g.Wo, ncols, g, g.Cg, oh0, oh1,
-                                dx + ((n0 + s_) * g.C + gi * g.Cg) * HW)
+                     <int> ckk, go + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, <int> L,
+                     <floating> 0.0, col, <int> ncols)
+                col2im_rows_scratch(col, ncols, g, g.Cg, oh0, oh1,
+                                    dx + (n0 * g.C + gi * g.Cg) * HW)
         free(col)
     free(wflip)
     return status
@@ -621,7 +662,7 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
     cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
     cdef Py_ssize_t wsize = g.K * ckk
     cdef bint pointwise = is_pointwise(g)
-    cdef Blocks bl = make_blocks(g)
+    cdef Blocks bl = make_blocks(g, True)
     cdef Py_ssize_t n_parts = wgrad_parts(g)
     cdef Py_ssize_t n_tasks = n_parts * g.G
     cdef Py_ssize_t ws_col, ws_tmp

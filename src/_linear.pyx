@@ -1,52 +1,117 @@
 """Fully connected layer kernels: ``y = x @ W.T + b`` and its gradients, as single-threaded
-BLAS GEMMs on fixed blocks of rows run in parallel by OpenMP.
+BLAS GEMMs on fixed blocks run in parallel by OpenMP.
 
 Going through these (rather than NumPy's ``@``) keeps a training step on one threading
 runtime: NumPy's BLAS threads keep spinning after each call and would fight the OpenMP
-kernels for the cores.  Blocks have a fixed size (shapes only, never the thread count), so
-results are bit-identical for any number of threads.
+kernels for the cores.
+
+How a product ``C (M x N) = op(A) (M x K) @ op(B) (K x N)`` is cut into tasks decides how much
+BLAS packs: every task packs the parts of A and B it reads, so cutting M packs B once per
+block, cutting N packs A once per block.  With a long inner dimension (a layer's forward
+pass on a small batch: K = in_features) the inner dimension is cut instead, into parts whose
+partial products are summed in a fixed order; nothing is packed twice.  Otherwise the
+dimension whose cut repeats the smaller operand is cut.  Blocks depend on the shapes only,
+never on the thread count, so results are bit-identical for any number of threads.
 """
 
 from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from _blas cimport gemm
-from _common cimport floating, py_min
+from _common cimport CNN_ERR_NOMEM, CNN_OK, floating, py_max, py_min
 
 cdef enum:
-    ROW_BLOCK = 32     # rows of x / grad_output per task
-    COL_BLOCK = 64     # output features per weight-gradient task
+    TARGET_BLOCKS = 4    # blocks a cut dimension is split into (when it is long enough) ...
+    MIN_BLOCK = 16       # ... of at least this many rows / columns (a multiple of this)
+    MAX_K_PARTS = 4      # inner-dimension parts (each at least K_PART long)
+    K_PART = 256
 
 
-cdef void blocked_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                       const floating* a, Py_ssize_t a_step, Py_ssize_t lda, const floating* b,
-                       Py_ssize_t ldb, const floating* bias, floating* c, Py_ssize_t block,
-                       int n_threads) noexcept nogil:
-    """``C (M x N, row stride N) = op(A) @ op(B) [+ bias on every row]``, one GEMM per fixed
-    block of ``block`` rows of C, the blocks spread over the threads; row ``m`` of op(A)
-    starts at ``a + m * a_step``.  ``K == 0``: C is the bias, or zero (A and B are not
-    read and may be NULL)."""
-    cdef Py_ssize_t n_blocks = (M + block - 1) // block
-    cdef Py_ssize_t blk, m0, m1, r, j
-    for blk in prange(n_blocks, schedule="static",
-                     num_threads=<int> py_min(n_threads, n_blocks)):
-        m0 = blk * block
-        m1 = py_min(M, m0 + block)
+cdef inline Py_ssize_t block_size(Py_ssize_t n) noexcept nogil:
+    """Fixed block length for cutting a dimension of length ``n`` into about TARGET_BLOCKS."""
+    cdef Py_ssize_t b = (n + TARGET_BLOCKS - 1) // TARGET_BLOCKS
+    return py_max(MIN_BLOCK, (b + MIN_BLOCK - 1) // MIN_BLOCK * MIN_BLOCK)
+
+
+cdef inline void fill_rows(floating* c, Py_ssize_t ldc, Py_ssize_t m0, Py_ssize_t m1,
+                           Py_ssize_t n0, Py_ssize_t n1, const floating* bias) noexcept nogil:
+    """``C[m0:m1, n0:n1]`` = the bias (indexed by column), or zero."""
+    cdef Py_ssize_t r, j
+    for r in range(m0, m1):
         if bias != NULL:
-            for r in range(m0, m1):
-                for j in range(N):
-                    c[r * N + j] = bias[j]
-        elif K == 0:
-            memset(c + m0 * N, 0, (m1 - m0) * N * sizeof(floating))
-        if K > 0:
-            gemm(trans_a, trans_b, <int> (m1 - m0), <int> N, <int> K, <floating> 1.0,
-                 a + m0 * a_step, <int> lda, b, <int> ldb,
-                 <floating> (1.0 if bias != NULL else 0.0), c + m0 * N, <int> N)
+            for j in range(n0, n1):
+                c[r * ldc + j] = bias[j]
+        else:
+            memset(c + r * ldc + n0, 0, (n1 - n0) * sizeof(floating))
+
+
+cdef int linear_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                     const floating* bias, floating* c, int n_threads) noexcept nogil:
+    """``C (M x N, row stride N) = op(A) @ op(B) [+ bias on every row]`` (row-major, as
+    :func:`_blas.gemm`), cut into tasks as the module docstring says.  ``K == 0``: C is the
+    bias, or zero (A and B are not read and may be NULL).  Returns a status code."""
+    cdef Py_ssize_t n_parts = 0, bs, n_blocks, t, p, k0, k1, m0, m1, n0, n1, e, MN = M * N
+    cdef bint cut_k = K >= 2 * K_PART and K >= 4 * py_max(M, N)
+    cdef bint cut_n = M <= N
+    cdef floating* partials = NULL
+    cdef floating s
+    if K == 0:
+        fill_rows(c, N, 0, M, 0, N, bias)
+        return CNN_OK
+    if cut_k:
+        n_parts = py_min(MAX_K_PARTS, K // K_PART)
+        partials = <floating*> malloc(n_parts * MN * sizeof(floating))
+        if partials == NULL:
+            return CNN_ERR_NOMEM
+        for p in prange(n_parts, schedule="static", num_threads=py_min(n_threads, n_parts)):
+            k0 = p * K // n_parts
+            k1 = (p + 1) * K // n_parts
+            gemm(trans_a, trans_b, <int> M, <int> N, <int> (k1 - k0), <floating> 1.0,
+                 a + (k0 * lda if trans_a else k0), <int> lda,
+                 b + (k0 if trans_b else k0 * ldb), <int> ldb, <floating> 0.0,
+                 partials + p * MN, <int> N)
+        for e in prange(MN, schedule="static",
+                        num_threads=py_min(n_threads, py_max(1, MN // 4096))):
+            s = bias[e % N] if bias != NULL else 0
+            for p in range(n_parts):
+                s = s + partials[p * MN + e]
+            c[e] = s
+        free(partials)
+        return CNN_OK
+    bs = block_size(N if cut_n else M)
+    n_blocks = ((N if cut_n else M) + bs - 1) // bs
+    for t in prange(n_blocks, schedule="static", num_threads=py_min(n_threads, n_blocks)):
+        if cut_n:
+            m0 = 0
+            m1 = M
+            n0 = t * bs
+            n1 = py_min(N, n0 + bs)
+        else:
+            m0 = t * bs
+            m1 = py_min(M, m0 + bs)
+            n0 = 0
+            n1 = N
+        if bias != NULL:
+            fill_rows(c, N, m0, m1, n0, n1, bias)
+        gemm(trans_a, trans_b, <int> (m1 - m0), <int> (n1 - n0), <int> K, <floating> 1.0,
+             a + (m0 if trans_a else m0 * lda), <int> lda,
+             b + (n0 * ldb if trans_b else n0), <int> ldb,
+             <floating> (1.0 if bias != NULL else 0.0), c + m0 * N + n0, <int> N)
+    return CNN_OK
 
 
 cdef inline const floating* data(const floating[:, ::1] a):
     """Address of the first element, or NULL for an empty array (which has none)."""
     return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
+
+
+def _raise_status(int status, str func):
+    if status == CNN_ERR_NOMEM:
+        raise MemoryError(f"{func}(): could not allocate the kernel's workspace")
+    if status != CNN_OK:
+        raise RuntimeError(f"{func}(): kernel failed with status {status}")
 
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
@@ -56,13 +121,15 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
     cdef const floating* bptr
     cdef const floating* xp
     cdef const floating* wp
+    cdef int status
     if N == 0 or O == 0:  # (before taking element addresses: there may be none)
         return
     bptr = &bias[0] if bias is not None else NULL
     xp, wp = data(x), data(weight)
     with nogil:
-        blocked_gemm(False, True, N, O, I, xp, I, I, wp, I, bptr, &y_out[0, 0], ROW_BLOCK,
-                     n_threads)
+        status = linear_gemm(False, True, N, O, I, xp, I, wp, I, bptr, &y_out[0, 0],
+                             n_threads)
+    _raise_status(status, "linear")
 
 
 def linear_backward_input(const floating[:, ::1] grad_output, const floating[:, ::1] weight,
@@ -71,24 +138,27 @@ def linear_backward_input(const floating[:, ::1] grad_output, const floating[:, 
     cdef Py_ssize_t N = grad_output.shape[0], O = grad_output.shape[1], I = weight.shape[1]
     cdef const floating* gp
     cdef const floating* wp
+    cdef int status
     if N == 0 or I == 0:
         return
     gp, wp = data(grad_output), data(weight)
     with nogil:
-        blocked_gemm(False, False, N, I, O, gp, O, O, wp, I, <const floating*> NULL,
-                     &dx_out[0, 0], ROW_BLOCK, n_threads)
+        status = linear_gemm(False, False, N, I, O, gp, O, wp, I, <const floating*> NULL,
+                             &dx_out[0, 0], n_threads)
+    _raise_status(status, "linear_backward_input")
 
 
 def linear_backward_weight(const floating[:, ::1] grad_output, const floating[:, ::1] x,
                            floating[:, ::1] dw_out, int n_threads):
-    """``dw_out = grad_output.T @ x``: blocks of output features, each one GEMM over the
-    whole batch (a fixed summation order)."""
+    """``dw_out = grad_output.T @ x``."""
     cdef Py_ssize_t N = grad_output.shape[0], O = grad_output.shape[1], I = x.shape[1]
     cdef const floating* gp
     cdef const floating* xp
+    cdef int status
     if O == 0 or I == 0:
         return
     gp, xp = data(grad_output), data(x)
     with nogil:
-        blocked_gemm(True, False, O, I, N, gp, 1, O, xp, I, <const floating*> NULL,
-                     &dw_out[0, 0], COL_BLOCK, n_threads)
+        status = linear_gemm(True, False, O, I, N, gp, O, xp, I, <const floating*> NULL,
+                             &dw_out[0, 0], n_threads)
+    _raise_status(status, "linear_backward_weight")

@@ -98,6 +98,53 @@ def test_conv2d_backward_matches_reference(rng, case, dtype, algorithm):
                                rtol=t["rtol"] * 10, atol=t["atol"] * 10)
 
 
+@pytest.fixture(params=[1, 40, None], ids=["budget1", "budget40", "default"])
+def col_budget(request):
+    """Run with a tiny im2col workspace (one output row per block, so blocks start at any
+    row) as well as with the default."""
+    old = F._conv.set_col_budget(request.param) if request.param else None
+    yield request.param
+    if old is not None:
+        F._conv.set_col_budget(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("w_shape, padding, dilation", [
+    ((3, 2, 3, 3), 1, 1),
+    ((3, 2, 5, 3), (4, 2), (2, 2)),
+    ((3, 2, 3, 3), 3, 3),          # taps whose offset spans the whole row
+    ((3, 2, 1, 3), (0, 1), 1),
+    ((3, 2, 3, 3), 8, 8),          # only the centre tap reads the image
+])
+def test_same_size_rows_with_edges(rng, dtype, w_shape, padding, dilation, col_budget):
+    """Stride-1 convolutions with W_out == W copy (im2col) and add (col2im) each tap's whole
+    span of rows at once, then fix the out-of-window edge columns.  Values next to the edges
+    are infinite here: a wrapped-around read or write would turn a finite result into
+    inf/nan, or an infinite one into nan.  Regression test for the span path."""
+    x = rng.standard_normal((2, 2, 6, 5)).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    x[0, 0, 2, -1] = np.inf
+    x[1, 1, 4, 0] = -np.inf
+    kw = dict(padding=padding, dilation=dilation)
+    y = cnncore.conv2d(x, w, None, **kw)
+    assert y.shape[2:] == x.shape[2:]
+    t = tol(dtype)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(y, conv2d_ref(x, w, None, 1, padding, dilation), **t)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gy[1, 0, 3, -1] = np.inf
+        gy[0, 2, 0, 0] = np.inf
+        dx = cnncore.conv2d_backward_input(gy, w, x.shape, **kw)
+        np.testing.assert_allclose(
+            dx, conv2d_backward_input_ref(gy, w, x.shape, 1, padding, dilation), **t)
+        xf = np.where(np.isfinite(x), x, 0).astype(dtype)
+        dw = cnncore.conv2d_backward_weight(gy, xf, w.shape, **kw)
+        np.testing.assert_allclose(
+            dw, conv2d_backward_weight_ref(gy, xf, w.shape, 1, padding, dilation), **t)
+        cols = cnncore.im2col(x, w_shape[2:], padding=padding, dilation=dilation)
+        np.testing.assert_array_equal(cols, im2col_ref(x, w_shape[2:], 1, padding, dilation))
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[8], CASES[11]], ids=_ids)
 def test_conv2d_gradients_finite_differences(rng, case, algorithm):
     x, w, b = _make(rng, case, np.float64)

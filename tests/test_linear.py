@@ -7,7 +7,11 @@ from conftest import assert_bit_identical_across_threads, tol
 import cnncore
 
 DTYPES = [np.float32, np.float64]
-SHAPES = [((5, 7), 3), ((70, 33), 65), ((2, 3, 4), 6), ((7,), 2), ((0, 4), 3), ((3, 0), 2)]
+# The kernels cut each product along rows, columns or the inner dimension (see _linear.pyx):
+# (6, 1100) -> 5 cuts the forward's inner dimension, (1200, 9) -> 7 the weight gradient's,
+# (3, 200) -> 300 the forward's columns.
+SHAPES = [((5, 7), 3), ((70, 33), 65), ((2, 3, 4), 6), ((7,), 2), ((0, 4), 3), ((3, 0), 2),
+          ((6, 1100), 5), ((1200, 9), 7), ((3, 200), 300)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -70,12 +74,14 @@ def test_linear_against_torch(rng, dtype):
     np.testing.assert_allclose(cnncore.linear_backward_bias(g), tb.grad.numpy(), **t)
 
 
-def test_linear_bit_identical_across_threads(rng):
-    x = rng.standard_normal((200, 300)).astype(np.float32)
-    w = rng.standard_normal((150, 300)).astype(np.float32)
-    g = rng.standard_normal((200, 150)).astype(np.float32)
+@pytest.mark.parametrize("n, in_f, out_f", [(200, 300, 150), (64, 3136, 128), (1500, 20, 9)])
+def test_linear_bit_identical_across_threads(rng, n, in_f, out_f):
+    x = rng.standard_normal((n, in_f)).astype(np.float32)
+    w = rng.standard_normal((out_f, in_f)).astype(np.float32)
+    b = rng.standard_normal(out_f).astype(np.float32)
+    g = rng.standard_normal((n, out_f)).astype(np.float32)
     assert_bit_identical_across_threads(
-        lambda: (cnncore.linear(x, w), cnncore.linear_backward_input(g, w),
+        lambda: (cnncore.linear(x, w, b), cnncore.linear_backward_input(g, w),
                  cnncore.linear_backward_weight(g, x), cnncore.linear_backward_bias(g)),
         (1, 2, 3, 4))
 

@@ -255,6 +255,48 @@ def test_gradients_accumulate_until_zero_grad(rng):
     assert not layer.weight.grad.any()
 
 
+@pytest.mark.parametrize("pool_kw", [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=2, stride=1, dilation=2),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_relu_then_maxpool_is_exact(rng, pool_kw, dtype):
+    """Sequential runs a ReLU that precedes a MaxPool2d after the pooling: outputs and every
+    gradient must be bit-identical to running the layers one by one in the listed order,
+    also with ties, windows that are all negative or zero, and NaN."""
+    kw = dict(dtype=dtype, rng=0)
+    layers = [nn.Conv2d(2, 3, 3, padding=1, **kw), nn.ReLU(), nn.MaxPool2d(**pool_kw),
+              nn.Flatten()]
+    model = nn.Sequential(*layers)
+    x = np.round(rng.standard_normal((3, 2, 9, 8)) * 2).astype(dtype)   # many exact ties
+    x[0, :, :4, :4] = -1.0                                              # all-negative windows
+    x[1, 0, 5, 5] = np.nan
+    out = model(x)
+    flat = out.reshape(out.shape[0], -1)
+    head = nn.Linear(flat.shape[1], 4, **kw)
+    model.append(head)
+    model.zero_grad()
+    out = model(x)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    dx = model.backward(g)
+    grads = [p.grad.copy() for p in model.parameters()]
+
+    ref_out = x
+    for layer in model.layers:                       # listed order, one at a time
+        ref_out = layer(ref_out)
+    model.zero_grad()
+    ref_g = g
+    for layer in reversed(model.layers):
+        ref_g = layer.backward(ref_g)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(dx, ref_g)
+    for got, p in zip(grads, model.parameters()):
+        np.testing.assert_array_equal(got, p.grad)
+    pooled = model.layers[2](model.layers[1](model.layers[0](x)))
+    assert np.isnan(out).any() and (pooled == 0).any()
+
+
 @pytest.fixture(scope="module")
 def sample():
     return cnncore.datasets.load_sample()

@@ -20,6 +20,15 @@ class Sequential(Module):
     *layers : Module
         The layers, in order.
 
+    Notes
+    -----
+    A :class:`ReLU` directly followed by a :class:`MaxPool2d` is run after the pooling
+    instead of before it: max pooling commutes with a non-decreasing function
+    (``max(relu(a), relu(b)) == relu(max(a, b))``, and the gradient reaches the same input
+    element, or none), so outputs and gradients are bit-identical while the ReLU touches
+    only the pooled elements -- a quarter of them for 2x2 pooling.  Each layer keeps its
+    own cache for ``backward`` (the pool's argmax now indexes the pre-ReLU input).
+
     Examples
     --------
     >>> from cnncore import nn
@@ -82,9 +91,26 @@ class Sequential(Module):
         the model's dtype (as Keras does)."""
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
-        for layer in self.layers:
-            x = layer(x)
+        for i in self._run_order():
+            x = self.layers[i](x)
         return x
+
+    def _run_order(self) -> list[int]:
+        """Indices of the layers in the order ``forward`` runs them (see Notes)."""
+        from .activation import ReLU
+        from .layers import MaxPool2d
+
+        order: list[int] = []
+        i = 0
+        while i < len(self.layers):
+            if (i + 1 < len(self.layers) and type(self.layers[i]) is ReLU
+                    and type(self.layers[i + 1]) is MaxPool2d):
+                order += [i + 1, i]
+                i += 2
+            else:
+                order.append(i)
+                i += 1
+        return order
 
     def _first_trainable(self) -> int:
         for i, layer in enumerate(self.layers):
@@ -98,8 +124,9 @@ class Sequential(Module):
         parameter gradients (what training needs)."""
         first = 0 if input_grad else self._first_trainable()
         g = grad_output
-        for i in range(len(self.layers) - 1, first - 1, -1):
-            g = self.layers[i].backward(g, input_grad=input_grad or i > first)
+        for i in reversed(self._run_order()):
+            if i >= first:
+                g = self.layers[i].backward(g, input_grad=input_grad or i > first)
         return g if input_grad else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
