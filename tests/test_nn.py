@@ -291,7 +291,7 @@ def test_sequential_relu_then_maxpool_is_exact(rng, pool_kw, dtype):
         ref_g = layer.backward(ref_g)
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(dx, ref_g)
-    for got, p in zip(grads, model.parameters()):
+    for got, p in zip(grads, model.parameters(), strict=True):
         np.testing.assert_array_equal(got, p.grad)
     pooled = model.layers[2](model.layers[1](model.layers[0](x)))
     assert np.isnan(out).any() and (pooled == 0).any()
