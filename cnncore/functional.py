@@ -45,6 +45,7 @@ __all__ = [
     "conv2d_backward_input",
     "conv2d_backward_weight",
     "conv2d_backward_bias",
+    "conv2d_backward",
     "im2col",
     "col2im",
     # activations
@@ -287,7 +288,7 @@ def conv2d_backward_input(grad_output: Any, weight: Any, input_shape: Any, strid
                                  ndim_text="a 4-D array (N, C_out, H_out, W_out)")
     weight = as_float_array(weight, "weight", func, ndim=4,
                             ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
-    dtype = check_same_dtype(func, grad_output=grad_output, weight=weight)
+    check_same_dtype(func, grad_output=grad_output, weight=weight)
     input_shape = check_shape(input_shape, "input_shape", func, 4)
     geo, groups = _conv_setup(func, input_shape, weight.shape, stride, padding, dilation,
                               groups)
@@ -298,7 +299,14 @@ def conv2d_backward_input(grad_output: Any, weight: Any, input_shape: Any, strid
             f"{input_shape} and weight of shape {weight.shape}. Received: grad_output with "
             f"shape {grad_output.shape}"
         )
-    dx = np.empty(input_shape, dtype=dtype)
+    return _conv_input_grad(grad_output, weight, input_shape, geo, groups)
+
+
+def _conv_input_grad(grad_output: np.ndarray, weight: np.ndarray,
+                     input_shape: tuple[int, ...], geo: ConvGeometry,
+                     groups: int) -> np.ndarray:
+    """Kernel call of :func:`conv2d_backward_input` (arguments validated)."""
+    dx = np.empty(input_shape, dtype=grad_output.dtype)
     if dx.size == 0:
         return dx
     if grad_output.size == 0 or weight.size == 0:
@@ -349,7 +357,7 @@ def conv2d_backward_weight(grad_output: Any, x: Any, weight_shape: Any, stride: 
     grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
                                  ndim_text="a 4-D array (N, C_out, H_out, W_out)")
     x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
-    dtype = check_same_dtype(func, grad_output=grad_output, x=x)
+    check_same_dtype(func, grad_output=grad_output, x=x)
     weight_shape = check_shape(weight_shape, "weight_shape", func, 4)
     geo, groups = _conv_setup(func, x.shape, weight_shape, stride, padding, dilation, groups)
     expected = (x.shape[0], weight_shape[0], *geo.out)
@@ -359,16 +367,25 @@ def conv2d_backward_weight(grad_output: Any, x: Any, weight_shape: Any, stride: 
             f"weight_shape={weight_shape}. Received: grad_output with shape "
             f"{grad_output.shape}"
         )
-    dw = np.empty(weight_shape, dtype=dtype)
-    if dw.size == 0:
-        return dw
-    if x.size == 0 or grad_output.size == 0:
+    return _conv_param_grads(grad_output, x, weight_shape, geo, groups, bias=False)[0]
+
+
+def _conv_param_grads(grad_output: np.ndarray, x: np.ndarray, weight_shape: tuple[int, ...],
+                      geo: ConvGeometry, groups: int,
+                      bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Kernel call of :func:`conv2d_backward_weight` (arguments validated); with ``bias``
+    the bias gradient too, computed in the same pass."""
+    dw = np.empty(weight_shape, dtype=grad_output.dtype)
+    db = np.empty(weight_shape[0], dtype=grad_output.dtype) if bias else None
+    if dw.size == 0 or x.size == 0 or grad_output.size == 0:
         dw[...] = 0
-        return dw
+        if db is not None:
+            _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
+        return dw, db
     with blas_single_thread():
-        _conv.conv2d_backward_weight(grad_output, x, dw, *_conv_kernel_args(geo, groups),
+        _conv.conv2d_backward_weight(grad_output, x, dw, db, *_conv_kernel_args(geo, groups),
                                      get_num_threads())
-    return dw
+    return dw, db
 
 
 def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
@@ -393,6 +410,75 @@ def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
     db = np.empty(grad_output.shape[1], dtype=grad_output.dtype)
     _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
     return db
+
+
+def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: Any = 1, padding: Any = 0,
+                    dilation: Any = 1, groups: int = 1,
+                    output_mask: Any = (True, True, True)) -> tuple[np.ndarray | None, ...]:
+    """All gradients of :func:`conv2d` in one call, as a layer's backward pass needs them.
+
+    Same results as :func:`torch.ops.aten.convolution_backward`.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C_out, H_out, W_out)
+        Gradient of the loss with respect to the convolution's output.
+    x : array_like of shape (N, C_in, H_in, W_in)
+        The forward input.
+    weight : array_like of shape (C_out, C_in / groups, kH, kW)
+        The filters of the forward pass.
+    stride, padding, dilation, groups
+        As in the forward call.
+    output_mask : sequence of 3 bools, default (True, True, True)
+        Which of ``(grad_x, grad_weight, grad_bias)`` to compute.
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C_in, H_in, W_in), or None
+    grad_weight : ndarray of shape (C_out, C_in / groups, kH, kW), or None
+    grad_bias : ndarray of shape (C_out,), or None
+
+    Notes
+    -----
+    The bias gradient is summed in the weight-gradient pass, while each part of the batch of
+    ``grad_output`` is in cache; it is bit-identical to :func:`conv2d_backward_bias`.  The
+    other two are those of :func:`conv2d_backward_input` and :func:`conv2d_backward_weight`.
+
+    See Also
+    --------
+    conv2d_backward_input, conv2d_backward_weight, conv2d_backward_bias
+    cnncore.nn.Conv2d
+    """
+    func = "conv2d_backward"
+    if not isinstance(output_mask, (tuple, list)):
+        raise TypeError(f"{func}(): output_mask must be a tuple or list of 3 bools. Received: "
+                        f"output_mask of type {type(output_mask).__name__}")
+    if len(output_mask) != 3:
+        raise ValueError(f"{func}(): output_mask must hold 3 bools (grad_x, grad_weight, "
+                         f"grad_bias). Received: output_mask={output_mask!r}")
+    mask = [check_bool(m, f"output_mask[{i}]", func) for i, m in enumerate(output_mask)]
+    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
+                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    weight = as_float_array(weight, "weight", func, ndim=4,
+                            ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
+    check_same_dtype(func, grad_output=grad_output, x=x, weight=weight)
+    geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
+    expected = (x.shape[0], weight.shape[0], *geo.out)
+    if grad_output.shape != expected:
+        raise ValueError(
+            f"{func}(): grad_output must have shape {expected} for x of shape {x.shape} and "
+            f"weight of shape {weight.shape}. Received: grad_output with shape "
+            f"{grad_output.shape}"
+        )
+    dx = _conv_input_grad(grad_output, weight, x.shape, geo, groups) if mask[0] else None
+    dw = db = None
+    if mask[1]:
+        dw, db = _conv_param_grads(grad_output, x, weight.shape, geo, groups, bias=mask[2])
+    elif mask[2]:
+        db = np.empty(weight.shape[0], dtype=grad_output.dtype)
+        _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
+    return dx, dw, db
 
 
 def _unfold_geometry(func: str, in_hw: tuple[int, int], kernel_size: Any, stride: Any,

@@ -47,17 +47,31 @@ cdef inline void valid_range(Py_ssize_t offset, Py_ssize_t step, Py_ssize_t size
     hi[0] = b
 
 
-cdef inline floating sum8(const floating* x, Py_ssize_t n) noexcept nogil:
-    """``x[0] + ... + x[n-1]`` with 8 interleaved partial sums combined pairwise: a fixed
-    order (it depends on ``n`` only) that the compiler keeps in vector registers."""
-    cdef Py_ssize_t t = 0, q
-    cdef floating a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
-    while t + 8 <= n:
-        a0 = a0 + x[t]; a1 = a1 + x[t + 1]
-        a2 = a2 + x[t + 2]; a3 = a3 + x[t + 3]
-        a4 = a4 + x[t + 4]; a5 = a5 + x[t + 5]
-        a6 = a6 + x[t + 6]; a7 = a7 + x[t + 7]
-        t = t + 8
+cdef inline floating fixed_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """``x[0] + ... + x[n-1]`` in a fixed order that depends on ``n`` only.  Up to 31
+    elements: left to right.  Longer: 32 interleaved partial sums (lane ``q`` adds ``x[q],
+    x[q+32], ...``; the compiler keeps them in vector registers), combined pairwise, then
+    the tail left to right."""
+    cdef floating acc[32]
+    cdef floating total = 0
+    cdef Py_ssize_t t = 0, q, h
+    if n < 32:
+        for q in range(n):
+            total = total + x[q]
+        return total
+    for q in range(32):
+        acc[q] = x[q]
+    t = 32
+    while t + 32 <= n:
+        for q in range(32):
+            acc[q] = acc[q] + x[t + q]
+        t = t + 32
+    h = 16
+    while h >= 1:
+        for q in range(h):
+            acc[q] = acc[q] + acc[q + h]
+        h = h // 2
+    total = acc[0]
     for q in range(t, n):
-        a0 = a0 + x[q]
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        total = total + x[q]
+    return total

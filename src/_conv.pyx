@@ -20,11 +20,11 @@ return a status code (see ``_common.pxd``); the ``def`` wrappers raise.
 """
 
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _common cimport CNN_ERR_NOMEM, CNN_OK, floating, py_max, py_min, sum8, valid_range
+from _common cimport CNN_ERR_NOMEM, CNN_OK, floating, py_max, py_min, fixed_sum, valid_range
 
 # Per-thread im2col workspace target (elements); at least one output row is always used.
 # Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
@@ -651,22 +651,39 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
 # Gradient w.r.t. the weight
 # ------------------------------------------------------------------------------------------
 
-cdef inline Py_ssize_t wgrad_parts(const Geom* g) noexcept nogil:
-    """Fixed number of batch parts (depends on the shapes only, never on the threads)."""
-    return py_max(1, py_min(g.N, MAX_WGRAD_PARTS))
+cdef inline Py_ssize_t batch_parts(Py_ssize_t N) noexcept nogil:
+    """Fixed number of batch parts of the weight and bias gradients (depends on the batch
+    size only, never on the threads); part ``p`` holds samples ``[p*N//P, (p+1)*N//P)``."""
+    return py_max(1, py_min(N, MAX_WGRAD_PARTS))
+
+
+cdef inline floating part_bias_sum(const floating* go, Py_ssize_t n_lo, Py_ssize_t n_hi,
+                                   Py_ssize_t K, Py_ssize_t k, Py_ssize_t L) noexcept nogil:
+    """Sum of ``dy[n, k]`` over the samples ``[n_lo, n_hi)`` of one batch part: per plane
+    :func:`fixed_sum`, planes in order.  The bias gradient adds these part sums in part order --
+    in :func:`conv2d_backward_bias_impl` and, fused, in the weight-gradient kernel, which
+    therefore agree bit for bit."""
+    cdef floating total = 0
+    cdef Py_ssize_t n
+    for n in range(n_lo, n_hi):
+        total = total + fixed_sum(go + (n * K + k) * L, L)
+    return total
 
 
 cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, const Geom* g,
-                                     floating* dw, int n_threads) noexcept nogil:
+                                     floating* dw, floating* db, int n_threads) noexcept nogil:
+    """Weight gradient; with ``db != NULL`` also the bias gradient, summed per batch part
+    while that part's ``dy`` is in cache (see :func:`part_bias_sum`)."""
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
     cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
     cdef Py_ssize_t wsize = g.K * ckk
     cdef bint pointwise = is_pointwise(g)
     cdef Blocks bl = make_blocks(g, True)
-    cdef Py_ssize_t n_parts = wgrad_parts(g)
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t n_tasks = n_parts * g.G
     cdef Py_ssize_t ws_col, ws_tmp
-    cdef Py_ssize_t t, p, gi, n0, ns, n_lo, n_hi, rb, oh0, oh1, ncols, e, q
+    cdef Py_ssize_t t, p, gi, n0, ns, n_lo, n_hi, rb, oh0, oh1, ncols, e, q, k
+    cdef floating* bpart = NULL
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
@@ -682,6 +699,11 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
     if n_parts > 1:
         partials = <floating*> malloc(n_parts * wsize * sizeof(floating))
         if partials == NULL:
+            return CNN_ERR_NOMEM
+    if db != NULL:
+        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
+        if bpart == NULL:
+            free(partials)
             return CNN_ERR_NOMEM
     # never wake more threads than there are tasks (tiny problems stay on one thread)
     with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
@@ -719,6 +741,11 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
                          amat, <int> (L if ns == 1 else ncols), bmat,
                          <int> (L if (pointwise and ns == 1) else ncols), beta, acc, <int> ckk)
                     beta = 1
+                if db != NULL:
+                    for k in range(gi * g.Kg, (gi + 1) * g.Kg):
+                        for q in range(n0, n0 + ns):
+                            bpart[p * g.K + k] = (bpart[p * g.K + k]
+                                                  + fixed_sum(go + (q * g.K + k) * L, L))
                 n0 = n0 + ns
         free(col)
     if status == CNN_OK and n_parts > 1:
@@ -728,19 +755,27 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
             for q in range(1, n_parts):
                 s = s + partials[q * wsize + e]
             dw[e] = s
+    if status == CNN_OK and db != NULL:
+        for k in range(g.K):
+            s = bpart[k]
+            for q in range(1, n_parts):
+                s = s + bpart[q * g.K + k]
+            db[k] = s
     free(partials)
+    free(bpart)
     return status
 
 
 cdef int conv2d_backward_bias_impl(const floating* go, Py_ssize_t N, Py_ssize_t K,
                                    Py_ssize_t L, floating* db, int n_threads) noexcept nogil:
-    """db[k] = sum over n, h, w of dy[n, k, h, w]; per plane :func:`sum8`, planes in order."""
-    cdef Py_ssize_t k, n
+    """db[k] = sum over n, h, w of dy[n, k, h, w]: the batch parts' sums
+    (:func:`part_bias_sum`) added in part order."""
+    cdef Py_ssize_t k, p, P = batch_parts(N)
     cdef floating total
     for k in prange(K, schedule="static", num_threads=<int> py_min(n_threads, K)):
-        total = 0
-        for n in range(N):
-            total = total + sum8(go + (n * K + k) * L, L)
+        total = part_bias_sum(go, 0, N // P, K, k, L)
+        for p in range(1, P):
+            total = total + part_bias_sum(go, p * N // P, (p + 1) * N // P, K, k, L)
         db[k] = total
     return CNN_OK
 
@@ -831,24 +866,32 @@ def conv2d_backward_input(const floating[:, :, :, ::1] grad_output,
 
 def conv2d_backward_weight(const floating[:, :, :, ::1] grad_output,
                            const floating[:, :, :, ::1] x, floating[:, :, :, ::1] dw_out,
+                           floating[::1] db_out,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
-    """Write the gradient of conv2d w.r.t. its weight into ``dw_out``."""
+    """Write the gradient of conv2d w.r.t. its weight into ``dw_out`` and, unless ``db_out``
+    is None, the one w.r.t. its bias into ``db_out`` (bit-identical to
+    :func:`conv2d_backward_bias`)."""
     cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dw_out.shape[0],
                             dw_out.shape[2], dw_out.shape[3], groups, sh, sw, ph, pw, dh, dw,
                             grad_output.shape[2], grad_output.shape[3])
     cdef int status
-    if dw_out.shape[0] == 0 or dw_out.shape[1] == 0:
-        return
-    if x.shape[0] == 0:
+    cdef floating* dbp = NULL
+    if dw_out.shape[0] == 0 or dw_out.shape[1] == 0 or x.shape[0] == 0:
+        if db_out is not None:
+            conv2d_backward_bias(grad_output, db_out, n_threads)
+        if dw_out.shape[0] == 0 or dw_out.shape[1] == 0:
+            return
         with nogil:
             memset(&dw_out[0, 0, 0, 0], 0,
                    dw_out.shape[0] * dw_out.shape[1] * dw_out.shape[2] * dw_out.shape[3]
                    * sizeof(floating))
         return
+    if db_out is not None:
+        dbp = &db_out[0]
     with nogil:
         status = conv2d_backward_weight_impl(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &g,
-                                             &dw_out[0, 0, 0, 0], n_threads)
+                                             &dw_out[0, 0, 0, 0], dbp, n_threads)
     _raise_status(status, "conv2d_backward_weight")
 
 

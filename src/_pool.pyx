@@ -37,7 +37,7 @@ from libc.math cimport INFINITY, pow, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from _common cimport CNN_ERR_INDEX, CNN_OK, floating, py_max, py_min, sum8, valid_range
+from _common cimport CNN_ERR_INDEX, CNN_OK, floating, py_max, py_min, fixed_sum, valid_range
 
 
 ctypedef struct PoolGeom:
@@ -213,7 +213,8 @@ cdef inline bint rows_have_nan(const floating* xp, Py_ssize_t W, Py_ssize_t r0,
 # With indices the winner is tracked with ``not (v <= m)`` (one compare whose mask also
 # selects the winner code), except for float32 3x3 windows: there the maximum comes first,
 # then the taps equal to it are marked in a bitmask whose lowest set bit is the first
-# maximum (cheaper than a second blend per tap with SSE2; for 2x2 windows it is not).  For NaN-free windows both *are* PyTorch's rule, ties and +-0 included;
+# maximum (cheaper than a second blend per tap with SSE2; for 2x2 windows it is not).  For
+# NaN-free windows both *are* PyTorch's rule, ties and +-0 included;
 # rows whose windows touch a NaN go through max_row_exact instead (see max_pool_plane).
 
 cdef void max_row_k2s2(const floating* x0, Py_ssize_t n, int64_t base, const PoolGeom* g,
@@ -905,10 +906,10 @@ cdef void adaptive_impl(int mode, const floating* src, floating* dst, int64_t* i
 
 cdef void global_avg_impl(const floating* x, floating* y, Py_ssize_t NC, Py_ssize_t L,
                           int n_threads) noexcept nogil:
-    """Plane means (:func:`sum8`: a fixed summation order)."""
+    """Plane means (:func:`fixed_sum`: a fixed summation order)."""
     cdef Py_ssize_t p
     for p in prange(NC, schedule="static", num_threads=n_threads):
-        y[p] = sum8(x + p * L, L) / <floating> L
+        y[p] = fixed_sum(x + p * L, L) / <floating> L
 
 
 cdef void global_avg_backward_impl(const floating* go, floating* dx, Py_ssize_t NC,

@@ -96,6 +96,12 @@ def _conv2d_bw(rng, dtype, n=2, big=False):
                 **_CONV_KW)
 
 
+def _conv2d_bx(rng, dtype, n=2, big=False):
+    xs, ws, gs = _conv_shapes(n, big)
+    return dict(grad_output=_x(rng, dtype, *gs), x=_x(rng, dtype, *xs),
+                weight=_x(rng, dtype, *ws), **_CONV_KW, output_mask=(True, True, True))
+
+
 def _conv2d_bb(rng, dtype, n=2, big=False):
     _, _, gs = _conv_shapes(n, big)
     return dict(grad_output=_x(rng, dtype, *gs))
@@ -112,6 +118,10 @@ spec(name="conv2d_backward_input", make=_conv2d_bi, arrays=("grad_output", "weig
 spec(name="conv2d_backward_weight", make=_conv2d_bw, arrays=("grad_output", "x"),
      fixed_ndim=("grad_output", "x"), shape_args=("weight_shape",), params=_CONV_PARAMS,
      batched=(False,), nan_in="grad_output", linked=("grad_output", "x"))
+spec(name="conv2d_backward", make=_conv2d_bx, arrays=("grad_output", "x", "weight"),
+     fixed_ndim=("grad_output", "x", "weight"),
+     params=dict(_CONV_PARAMS, output_mask="mask3"), batched=(True, False, False),
+     nan_in="grad_output", linked=("grad_output", "x", "weight"))
 spec(name="conv2d_backward_bias", make=_conv2d_bb, arrays=("grad_output",),
      fixed_ndim=("grad_output",), batched=(False,), nan_in="grad_output")
 

@@ -51,6 +51,8 @@ KINDS = {
     "int": [(2**70, VE), (1.5, TE), ("1", TE), (True, TE), (None, TE)],
     "real": [("0.1", TE), (None, TE), (True, TE), (1j, TE), ([0.1], TE)],
     "bool": [(1, TE), ("yes", TE), (None, TE), (np.array([True, False]), TE)],
+    "mask3": [((True, True), VE), ((True, True, True, True), VE), ((True, 1, True), TE),
+              ((True, None, False), TE), (None, TE), ("TTT", TE), (True, TE)],
     "choice": [("bogus", VE), (None, VE), (3, VE), ("MEAN", VE)],
     "divisor": [(0, VE), (2**40, VE), (1.5, TE), ("2", TE), (True, TE)],
     "adaptive_size": [(-1, VE), ((1, 2, 3), VE), (2**40, VE), (1.5, TE), ("2", TE),

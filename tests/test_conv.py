@@ -145,6 +145,46 @@ def test_same_size_rows_with_edges(rng, dtype, w_shape, padding, dilation, col_b
         np.testing.assert_array_equal(cols, im2col_ref(x, w_shape[2:], 1, padding, dilation))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 3, 8, 19])
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5], CASES[16]], ids=_ids)
+def test_conv2d_backward_matches_the_separate_passes(rng, case, n, dtype, algorithm):
+    """conv2d_backward computes the bias gradient inside the weight-gradient pass: it must
+    equal conv2d_backward_bias bit for bit (same batch parts, same order), and its other two
+    outputs those of conv2d_backward_input / conv2d_backward_weight, for any thread count."""
+    xs, ws, s, p, d, g = case
+    x = rng.standard_normal((n, *xs[1:])).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    gy = rng.standard_normal(cnncore.conv2d(x, w, None, **kw).shape).astype(dtype)
+    dx, dw, db = cnncore.conv2d_backward(gy, x, w, **kw)
+    np.testing.assert_array_equal(db, cnncore.conv2d_backward_bias(gy))
+    np.testing.assert_array_equal(dx, cnncore.conv2d_backward_input(gy, w, x.shape, **kw))
+    np.testing.assert_array_equal(dw, cnncore.conv2d_backward_weight(gy, x, w.shape, **kw))
+    np.testing.assert_allclose(db, gy.astype(np.float64).sum(axis=(0, 2, 3)),
+                               rtol=tol(dtype)["rtol"] * 10, atol=tol(dtype)["atol"] * 10)
+    assert cnncore.conv2d_backward(gy, x, w, **kw, output_mask=(False, False, True))[:2] == (
+        None, None)
+    only_bias = cnncore.conv2d_backward(gy, x, w, **kw, output_mask=(False, False, True))[2]
+    np.testing.assert_array_equal(only_bias, db)
+    assert_bit_identical_across_threads(lambda: cnncore.conv2d_backward(gy, x, w, **kw),
+                                        (1, 2, 3))
+
+
+def test_conv2d_backward_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    x, w, b = _make(rng, CASES[1], np.float64)
+    _, _, s, p, d, g = CASES[1]
+    gy = rng.standard_normal(cnncore.conv2d(x, w, b, stride=s, padding=p, dilation=d,
+                                            groups=g).shape)
+    ours = cnncore.conv2d_backward(gy, x, w, s, p, d, g)
+    theirs = torch.ops.aten.convolution_backward(
+        torch.from_numpy(gy), torch.from_numpy(x), torch.from_numpy(w), [w.shape[0]],
+        list(s), list(p), list(d), False, [0, 0], g, [True, True, True])
+    for a, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, t.numpy(), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[8], CASES[11]], ids=_ids)
 def test_conv2d_gradients_finite_differences(rng, case, algorithm):
     x, w, b = _make(rng, case, np.float64)

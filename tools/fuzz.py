@@ -218,6 +218,17 @@ def gen_conv2d_backward_weight(g: Gen) -> Call:
                 c["kwargs"])
 
 
+def gen_conv2d_backward(g: Gen) -> Call:
+    import cnncore
+
+    c = _conv_geom(g)
+    go = g.x(c["n"], c["k"], c["ho"], c["wo"])
+    x = g.x(c["n"], c["c"], c["h"], c["w"])
+    w = g.x(c["k"], c["cg"], c["kh"], c["kw"])
+    mask = (g.coin(), g.coin(), g.coin())
+    return Call(cnncore.conv2d_backward, [go, x, w], dict(c["kwargs"], output_mask=mask))
+
+
 def gen_conv2d_backward_bias(g: Gen) -> Call:
     import cnncore
 
@@ -930,7 +941,8 @@ def _build_ops() -> dict[str, Any]:
     ops: dict[str, Any] = {
         "conv2d": gen_conv2d, "conv2d_backward_input": gen_conv2d_backward_input,
         "conv2d_backward_weight": gen_conv2d_backward_weight,
-        "conv2d_backward_bias": gen_conv2d_backward_bias, "im2col": gen_im2col,
+        "conv2d_backward_bias": gen_conv2d_backward_bias,
+        "conv2d_backward": gen_conv2d_backward, "im2col": gen_im2col,
         "col2im": gen_col2im, "linear": gen_linear,
         "linear_backward_input": gen_linear_backward_input,
         "linear_backward_weight": gen_linear_backward_weight,

@@ -142,15 +142,14 @@ class Conv2d(Module):
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         x = self._cached("_x")
-        kw = dict(stride=self.stride, padding=self._conv_padding(), dilation=self.dilation,
-                  groups=self.groups)
-        _accumulate(self.weight.grad,
-                    F.conv2d_backward_weight(grad_output, x, self.weight.shape, **kw))
+        dx, dw, db = F.conv2d_backward(
+            grad_output, x, self.weight.data, self.stride, self._conv_padding(), self.dilation,
+            self.groups, output_mask=(bool(input_grad), True, self.bias is not None))
+        _accumulate(self.weight.grad, dw)
         if self.bias is not None:
-            _accumulate(self.bias.grad, F.conv2d_backward_bias(grad_output))
+            _accumulate(self.bias.grad, db)
         if not input_grad:
             return None
-        dx = F.conv2d_backward_input(grad_output, self.weight.data, x.shape, **kw)
         if self.padding_mode != "zeros":
             (pt, pb), (pl, pr) = self._pads
             if pt or pb or pl or pr:
