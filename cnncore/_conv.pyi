@@ -8,6 +8,7 @@ _F = NDArray[np.float32] | NDArray[np.float64]
 
 GEMM: int
 DIRECT: int
+WINOGRAD: int
 
 def conv2d_forward(
     x: _F, weight: _F, bias: _F | None, y_out: _F,
@@ -21,7 +22,8 @@ def conv2d_backward_input(
 ) -> None: ...
 def conv2d_backward_weight(
     grad_output: _F, x: _F, dw_out: _F, db_out: _F | None,
-    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, groups: int, n_threads: int,
+    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, groups: int,
+    algorithm: int, n_threads: int,
 ) -> None: ...
 def conv2d_backward_bias(grad_output: _F, db_out: _F, n_threads: int) -> None: ...
 def im2col(

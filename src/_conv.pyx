@@ -43,9 +43,11 @@ cdef enum:
     # Algorithms (the Python wrapper decides; see cnncore.functional._conv_algorithm).
     ALGO_GEMM = 1
     ALGO_DIRECT = 2
+    ALGO_WINOGRAD = 3     # 3x3, stride 1, dilation 1 only; anything else runs GEMM
 
 GEMM = ALGO_GEMM
 DIRECT = ALGO_DIRECT
+WINOGRAD = ALGO_WINOGRAD
 
 
 ctypedef struct Geom:
@@ -280,6 +282,508 @@ cdef void col2im_rows_scratch(floating* col, Py_ssize_t ldcol, const Geom* g, Py
 
 
 # ------------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3): 3x3 kernels, stride 1, dilation 1
+# ------------------------------------------------------------------------------------------
+#
+# Each 2x2 block ("tile") of one output channel is A^T [sum_c U_c (.) V_c] A, where U_c =
+# G g_c G^T is the 4x4 transform of the 3x3 filter of input channel c and V_c = B^T d_c B
+# that of the tile's 4x4 input patch.  The channel sums are 16 GEMMs through BLAS, one per
+# entry xi of the 4x4 transforms: U_xi (C_out x C_in) @ V_xi (C_in x tiles) -- 2.25x fewer
+# multiplications than im2col + GEMM.  The weight gradient is the same in reverse:
+# dU_xi (C_out x C_in) = dY^_xi (C_out x tiles) @ V_xi^T with dY^ = A dY A^T per tile, then
+# dW = G^T dU G.  The transforms add, subtract and halve, so results agree with the GEMM path
+# to rounding -- but an Inf would meet its own negative in them and become NaN: inputs and
+# filters are checked first, and any Inf/NaN sends the call down the GEMM path.
+#
+#   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]    G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+#   A^T = [1 1 1 0; 0 1 -1 -1]
+# Transform entry xi = 4*i + j is row i, column j of the 4x4 tile transform.
+
+cdef enum:
+    WINO_NONFINITE = 1     # (internal status) an input was Inf/NaN: use the GEMM path
+
+
+cdef inline bint wino_applicable(const Geom* g) noexcept nogil:
+    return g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
+
+
+cdef inline bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    """No Inf or NaN among ``x[0:n]`` (``v - v`` is 0 exactly for finite ``v``)."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(n):
+        bad = bad | (x[i] - x[i] != 0)
+    return bad == 0
+
+
+cdef inline bint rows_finite(const floating* planes, Py_ssize_t n_ch, Py_ssize_t H,
+                             Py_ssize_t W, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """No Inf/NaN in rows ``[r0, r1)`` (clipped to the plane) of ``n_ch`` planes."""
+    cdef Py_ssize_t c
+    r0 = py_max(r0, 0)
+    r1 = py_min(r1, H)
+    if r0 >= r1:
+        return True
+    for c in range(n_ch):
+        if not all_finite(planes + c * H * W + r0 * W, (r1 - r0) * W):
+            return False
+    return True
+
+
+ctypedef struct WinoBlocks:
+    Py_ssize_t TH, TW           # tile rows / columns of one output plane
+    Py_ssize_t spb              # samples per block (> 1 only when a sample has few tiles)
+    Py_ssize_t trows            # tile rows per block
+    Py_ssize_t n_sblocks, n_rblocks, max_tiles
+
+
+cdef inline WinoBlocks wino_blocks(Py_ssize_t N, Py_ssize_t Ho, Py_ssize_t Wo,
+                                   Py_ssize_t ch) noexcept nogil:
+    """Blocks of about ``COL_BUDGET / (16 ch)`` tiles (``ch``: the larger channel count), so a
+    thread's transforms (16 x ch x tiles each) stay near the im2col workspace budget.  Whole
+    samples side by side when several fit, else blocks of tile rows.  Shapes only."""
+    cdef WinoBlocks b
+    cdef Py_ssize_t target = py_max(1, COL_BUDGET // (16 * py_max(1, ch)))
+    b.TH = (Ho + 1) // 2
+    b.TW = (Wo + 1) // 2
+    if N > 1 and 2 * b.TH * (b.TW + 1) <= target:
+        b.spb = py_max(1, py_min(target // (b.TH * (b.TW + 1)),
+                                 (N + MIN_SAMPLE_BLOCKS - 1) // MIN_SAMPLE_BLOCKS))
+        b.trows = b.TH
+    else:
+        b.spb = 1
+        b.trows = py_max(1, py_min(b.TH, target // (b.TW + 1)))
+    b.n_sblocks = (N + b.spb - 1) // b.spb
+    b.n_rblocks = (b.TH + b.trows - 1) // b.trows
+    b.max_tiles = b.spb * b.trows * (b.TW + 1)   # (+1: the junk tile of each row)
+    return b
+
+
+cdef int wino_weights(const floating* w, Py_ssize_t n_out, Py_ssize_t n_in,
+                      floating* U) noexcept nogil:
+    """``U[xi][o][i] = (G w[o, i] G^T)[xi]`` for the 3x3 filters ``w`` (n_out x n_in x 3 x 3);
+    WINO_NONFINITE if a filter holds Inf/NaN."""
+    cdef Py_ssize_t o, i, r, MN = n_out * n_in
+    cdef const floating* f
+    cdef floating t[4][3]
+    cdef floating h = 0.5
+    if not all_finite(w, MN * 9):
+        return WINO_NONFINITE
+    for o in range(n_out):
+        for i in range(n_in):
+            f = w + (o * n_in + i) * 9
+            for r in range(3):      # G g: columns of g
+                t[0][r] = f[r]
+                t[1][r] = h * (f[r] + f[3 + r] + f[6 + r])
+                t[2][r] = h * (f[r] - f[3 + r] + f[6 + r])
+                t[3][r] = f[6 + r]
+            for r in range(4):      # (G g) G^T: rows of G g
+                U[(4 * r + 0) * MN + o * n_in + i] = t[r][0]
+                U[(4 * r + 1) * MN + o * n_in + i] = h * (t[r][0] + t[r][1] + t[r][2])
+                U[(4 * r + 2) * MN + o * n_in + i] = h * (t[r][0] - t[r][1] + t[r][2])
+                U[(4 * r + 3) * MN + o * n_in + i] = t[r][2]
+    return CNN_OK
+
+
+cdef void wino_input(const floating* xs, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ty0, Py_ssize_t ty1,
+                     Py_ssize_t TW, floating* V, Py_ssize_t ldv, Py_ssize_t t0,
+                     floating* scratch) noexcept nogil:
+    """``V[xi][c][t0 + u] = (B^T d B)[xi]`` for the 4x4 input patch ``d`` of tile ``u =
+    (ty-ty0)*(TW+1) + tx`` (rows ``2ty-ph ..``, columns ``2tx-pw ..``, zero outside the image)
+    of every channel ``c`` of one sample (``xs``: its first plane); ``V`` rows have stride
+    ``ldv``.  Each tile row has one extra tile ``tx = TW`` (junk, never output): then tile
+    ``u`` starts at column ``2u`` of the flattened rows, and every loop below is a plain
+    vectorizable sweep.  ``scratch``: see :func:`wino_scratch`."""
+    cdef Py_ssize_t Q = 2 * TW + 2, nty = ty1 - ty0, nr, LA, per, c, rr, r, lo, hi, q, u, i
+    cdef floating* R = scratch                  # the tile rows' input rows, zero padded
+    cdef floating* A                            # B^T d of each tile row, flattened
+    cdef floating* a
+    cdef floating* s0
+    cdef floating* s1
+    cdef floating* s2
+    cdef floating* s3
+    cdef floating* d
+    nr = 2 * nty + 2
+    LA = nty * Q + 4
+    per = nty * (TW + 1)
+    A = R + nr * Q
+    lo = py_min(py_max(pw, 0), Q)
+    hi = py_min(py_max(pw + W, lo), Q)
+    for c in range(n_ch):
+        for rr in range(nr):
+            r = 2 * ty0 - ph + rr
+            if r < 0 or r >= H:
+                memset(R + rr * Q, 0, Q * sizeof(floating))
+                continue
+            for q in range(lo):
+                R[rr * Q + q] = 0
+            memcpy(R + rr * Q + lo, xs + (c * H + r) * W + (lo - pw), (hi - lo) * sizeof(floating))
+            for q in range(hi, Q):
+                R[rr * Q + q] = 0
+        for rr in range(nty):       # B^T on the rows: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+            s0 = R + 2 * rr * Q
+            s1 = s0 + Q
+            s2 = s1 + Q
+            s3 = s2 + Q
+            a = A + rr * Q
+            for q in range(Q):
+                a[q] = s0[q] - s2[q]
+            a = a + LA
+            for q in range(Q):
+                a[q] = s1[q] + s2[q]
+            a = a + LA
+            for q in range(Q):
+                a[q] = s2[q] - s1[q]
+            a = a + LA
+            for q in range(Q):
+                a[q] = s1[q] - s3[q]
+        for i in range(4):          # ... B on the columns, tile u reading columns 2u .. 2u+3
+            a = A + i * LA
+            for q in range(nty * Q, LA):
+                a[q] = 0
+            d = V + ((4 * i) * n_ch + c) * ldv + t0
+            for u in range(per):
+                d[u] = a[2 * u] - a[2 * u + 2]
+            d = d + n_ch * ldv
+            for u in range(per):
+                d[u] = a[2 * u + 1] + a[2 * u + 2]
+            d = d + n_ch * ldv
+            for u in range(per):
+                d[u] = a[2 * u + 2] - a[2 * u + 1]
+            d = d + n_ch * ldv
+            for u in range(per):
+                d[u] = a[2 * u + 1] - a[2 * u + 3]
+
+
+cdef inline Py_ssize_t wino_scratch(Py_ssize_t trows, Py_ssize_t TW) noexcept nogil:
+    """Elements of transform scratch for blocks of ``trows`` tile rows (any of the three)."""
+    return (6 * trows + 2) * (2 * TW + 2) + 16
+
+
+cdef void wino_output(const floating* M, Py_ssize_t ldm, Py_ssize_t t0, Py_ssize_t n_ch,
+                      Py_ssize_t ty0, Py_ssize_t ty1, Py_ssize_t TW, const floating* bias,
+                      floating* ys, Py_ssize_t Ho, Py_ssize_t Wo,
+                      floating* scratch) noexcept nogil:
+    """Inverse of :func:`wino_input` for the outputs: the 2x2 tiles ``A^T m A`` (+ bias) of
+    the ``n_ch`` channels of one sample (``ys``: its first output plane), clipped to
+    ``Ho x Wo`` (junk tiles dropped)."""
+    cdef Py_ssize_t Q = 2 * TW + 2, nty = ty1 - ty0, per, k, j, u, rr, oh
+    cdef Py_ssize_t S = n_ch * ldm
+    cdef floating* sa                           # A^T m: 2 x 4 rows of per tiles
+    cdef floating* y0                           # output rows, flattened like the tiles
+    cdef floating* y1
+    cdef floating* o
+    cdef const floating* m
+    cdef floating b
+    per = nty * (TW + 1)
+    sa = scratch
+    y0 = sa + 8 * per
+    y1 = y0 + nty * Q
+    for k in range(n_ch):
+        b = bias[k] if bias != NULL else 0
+        m = M + k * ldm + t0
+        for j in range(4):          # A^T on the rows: (m0 + m1 + m2, m1 - m2 - m3)
+            o = sa + j * per
+            for u in range(per):
+                o[u] = m[j * S + u] + m[(4 + j) * S + u] + m[(8 + j) * S + u]
+            o = sa + (4 + j) * per
+            for u in range(per):
+                o[u] = m[(4 + j) * S + u] - m[(8 + j) * S + u] - m[(12 + j) * S + u]
+        for u in range(per):        # ... A on the columns, two outputs per tile and row
+            y0[2 * u] = sa[u] + sa[per + u] + sa[2 * per + u] + b
+            y0[2 * u + 1] = sa[per + u] - sa[2 * per + u] - sa[3 * per + u] + b
+        for u in range(per):
+            y1[2 * u] = sa[4 * per + u] + sa[5 * per + u] + sa[6 * per + u] + b
+            y1[2 * u + 1] = sa[5 * per + u] - sa[6 * per + u] - sa[7 * per + u] + b
+        for rr in range(nty):
+            oh = 2 * (ty0 + rr)
+            memcpy(ys + (k * Ho + oh) * Wo, y0 + rr * Q, Wo * sizeof(floating))
+            if oh + 1 < Ho:
+                memcpy(ys + (k * Ho + oh + 1) * Wo, y1 + rr * Q, Wo * sizeof(floating))
+
+
+cdef void wino_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py_ssize_t Wo,
+                          Py_ssize_t ty0, Py_ssize_t ty1, Py_ssize_t TW, floating* D,
+                          Py_ssize_t ldd, Py_ssize_t t0, floating* scratch) noexcept nogil:
+    """``D[xi][k][t0 + u] = (A g A^T)[xi]`` for the 2x2 output-gradient tiles ``g`` (zero past
+    ``Ho x Wo``, and for the junk tiles) of the ``n_ch`` channels of one sample (``gs``: its
+    first plane), tiles numbered as in :func:`wino_input`."""
+    cdef Py_ssize_t Q = 2 * TW + 2, nty = ty1 - ty0, LB, per, k, rr, oh, q, u, i
+    cdef floating* R = scratch                  # the tile rows' gradient rows, zero padded
+    cdef floating* Bv                           # A g of each tile row, flattened
+    cdef floating* bq
+    cdef floating* g0
+    cdef floating* g1
+    cdef floating* d
+    LB = nty * Q + 4
+    per = nty * (TW + 1)
+    Bv = R + 2 * nty * Q
+    for k in range(n_ch):
+        for rr in range(2 * nty):
+            oh = 2 * ty0 + rr
+            if oh >= Ho:
+                memset(R + rr * Q, 0, Q * sizeof(floating))
+                continue
+            memcpy(R + rr * Q, gs + (k * Ho + oh) * Wo, Wo * sizeof(floating))
+            for q in range(Wo, Q):
+                R[rr * Q + q] = 0
+        for rr in range(nty):       # A on the rows: (g0, g0 + g1, g0 - g1, -g1)
+            g0 = R + 2 * rr * Q
+            g1 = g0 + Q
+            bq = Bv + rr * Q
+            for q in range(Q):
+                bq[q] = g0[q]
+            bq = bq + LB
+            for q in range(Q):
+                bq[q] = g0[q] + g1[q]
+            bq = bq + LB
+            for q in range(Q):
+                bq[q] = g0[q] - g1[q]
+            bq = bq + LB
+            for q in range(Q):
+                bq[q] = -g1[q]
+        for i in range(4):          # ... A^T on the columns, tile u reading columns 2u, 2u+1
+            bq = Bv + i * LB
+            d = D + ((4 * i) * n_ch + k) * ldd + t0
+            for u in range(per):
+                d[u] = bq[2 * u]
+            d = d + n_ch * ldd
+            for u in range(per):
+                d[u] = bq[2 * u] + bq[2 * u + 1]
+            d = d + n_ch * ldd
+            for u in range(per):
+                d[u] = bq[2 * u] - bq[2 * u + 1]
+            d = d + n_ch * ldd
+            for u in range(per):
+                d[u] = -bq[2 * u + 1]
+
+
+cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize_t H,
+                   Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const floating* U,
+                   Py_ssize_t G, Py_ssize_t Cin, Py_ssize_t Cout, const floating* bias,
+                   floating* out, Py_ssize_t Ho, Py_ssize_t Wo, int n_threads) noexcept nogil:
+    """``out[n, gi*Cout + o] = sum_i corr3x3(inp[n, gi*Cin + i], filter (o, i)) + bias`` with
+    zero padding ``(ph, pw)`` at stride 1; the filters come as ``U`` (per group, 16 x Cout x
+    Cin, see :func:`wino_weights`).  One task per (block of tiles, group).  Returns
+    WINO_NONFINITE if an input value is Inf/NaN (``out`` is then incomplete)."""
+    cdef WinoBlocks bl = wino_blocks(N, Ho, Wo, py_max(Cin, Cout))
+    cdef Py_ssize_t n_tasks = bl.n_sblocks * bl.n_rblocks * G
+    cdef Py_ssize_t ws_v = 16 * Cin * bl.max_tiles, ws_m = 16 * Cout * bl.max_tiles
+    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW)
+    cdef Py_ssize_t t, r, n0, ns, rb, gi, ty0, ty1, nt, s, xi, per
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* V = NULL
+    cdef floating* M
+    cdef floating* rows
+    cdef const floating* xs
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        V = <floating*> malloc((ws_v + ws_m + ws_r) * sizeof(floating))
+        ok = scratch_ok(V, ws_v + ws_m + ws_r, status_p)
+        M = V + ws_v if V != NULL else NULL
+        rows = M + ws_m if V != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok or status_p[0] != CNN_OK:
+                continue
+            n0 = t // (bl.n_rblocks * G)
+            r = t % (bl.n_rblocks * G)
+            rb = r // G
+            gi = r % G
+            n0 = n0 * bl.spb
+            ns = py_min(bl.spb, N - n0)
+            ty0 = rb * bl.trows
+            ty1 = py_min(bl.TH, ty0 + bl.trows)
+            per = (ty1 - ty0) * (bl.TW + 1)
+            nt = ns * per
+            for s in range(ns):
+                xs = inp + ((n0 + s) * C_all + gi * Cin) * H * W
+                if not rows_finite(xs, Cin, H, W, 2 * ty0 - ph, 2 * ty1 - ph + 2):
+                    status_p[0] = WINO_NONFINITE
+                    break
+                wino_input(xs, Cin, H, W, ph, pw, ty0, ty1, bl.TW, V, nt, s * per, rows)
+            if status_p[0] != CNN_OK:
+                continue
+            for xi in range(16):
+                gemm(False, False, <int> Cout, <int> nt, <int> Cin, <floating> 1.0,
+                     U + (gi * 16 + xi) * Cout * Cin, <int> Cin, V + xi * Cin * nt, <int> nt,
+                     <floating> 0.0, M + xi * Cout * nt, <int> nt)
+            for s in range(ns):
+                wino_output(M, nt, s * per, Cout, ty0, ty1, bl.TW,
+                            bias + gi * Cout if bias != NULL else NULL,
+                            out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo, rows)
+        free(V)
+    return status
+
+
+cdef int wino_forward(const floating* x, const floating* w, const floating* bias,
+                      const Geom* g, floating* y, int n_threads) noexcept nogil:
+    """conv2d forward by Winograd (see the section comment); CNN_OK, CNN_ERR_NOMEM or
+    WINO_NONFINITE."""
+    cdef Py_ssize_t gi
+    cdef int status
+    cdef floating* U = <floating*> malloc(16 * g.K * g.Cg * sizeof(floating))
+    if U == NULL:
+        return CNN_ERR_NOMEM
+    status = CNN_OK
+    for gi in range(g.G):
+        if status == CNN_OK:
+            status = wino_weights(w + gi * g.Kg * g.Cg * 9, g.Kg, g.Cg, U + gi * 16 * g.Kg * g.Cg)
+    if status == CNN_OK:
+        status = wino_conv(x, g.N, g.C, g.H, g.W, g.ph, g.pw, U, g.G, g.Cg, g.Kg, bias, y,
+                           g.Ho, g.Wo, n_threads)
+    free(U)
+    return status
+
+
+cdef int wino_backward_input(const floating* go, const floating* w, const Geom* g,
+                             floating* dx, int n_threads) noexcept nogil:
+    """Input gradient by Winograd: the stride-1 correlation of ``dy`` padded by ``2 - p``
+    with the transposed, 180-degree rotated filters (needs ``p <= 2``)."""
+    cdef Py_ssize_t gi
+    cdef int status
+    cdef floating* wflip = <floating*> malloc(g.K * g.Cg * 9 * sizeof(floating))
+    cdef floating* U = <floating*> malloc(16 * g.K * g.Cg * sizeof(floating))
+    if wflip == NULL or U == NULL:
+        free(wflip)
+        free(U)
+        return CNN_ERR_NOMEM
+    flip_transpose_weight(w, g, wflip)
+    status = CNN_OK
+    for gi in range(g.G):
+        if status == CNN_OK:
+            status = wino_weights(wflip + gi * g.Kg * g.Cg * 9, g.Cg, g.Kg,
+                                  U + gi * 16 * g.Kg * g.Cg)
+    if status == CNN_OK:
+        status = wino_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, U, g.G, g.Kg, g.Cg,
+                           <const floating*> NULL, dx, g.H, g.W, n_threads)
+    free(U)
+    free(wflip)
+    return status
+
+
+cdef void wino_filter_grad(const floating* du, Py_ssize_t stride_xi, Py_ssize_t stride_part,
+                           Py_ssize_t n_parts, floating* dw9) noexcept nogil:
+    """``dw9 (3x3) = G^T dU G`` for one filter, ``dU[xi]`` being the sum over the batch parts
+    (in order) of ``du[q * stride_part + xi * stride_xi]``."""
+    cdef floating u[16]
+    cdef floating tt[3][4]
+    cdef floating h = 0.5, sm
+    cdef Py_ssize_t xi, q, i, j
+    for xi in range(16):
+        sm = du[xi * stride_xi]
+        for q in range(1, n_parts):
+            sm = sm + du[q * stride_part + xi * stride_xi]
+        u[xi] = sm
+    for j in range(4):      # G^T dU: rows u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3
+        tt[0][j] = u[j] + h * (u[4 + j] + u[8 + j])
+        tt[1][j] = h * (u[4 + j] - u[8 + j])
+        tt[2][j] = h * (u[4 + j] + u[8 + j]) + u[12 + j]
+    for i in range(3):      # (G^T dU) G: the same on the columns
+        dw9[3 * i] = tt[i][0] + h * (tt[i][1] + tt[i][2])
+        dw9[3 * i + 1] = h * (tt[i][1] - tt[i][2])
+        dw9[3 * i + 2] = h * (tt[i][1] + tt[i][2]) + tt[i][3]
+
+
+cdef int wino_backward_weight(const floating* go, const floating* x, const Geom* g,
+                              floating* dw, floating* db, int n_threads) noexcept nogil:
+    """Weight (and, with ``db``, bias) gradient by Winograd: per batch part (as the GEMM
+    path) ``dU_xi += dY^_xi @ V_xi^T`` over the part's tile blocks, the parts added in order,
+    then ``dW = G^T dU G``."""
+    cdef WinoBlocks bl = wino_blocks(g.N, g.Ho, g.Wo, py_max(g.Cg, g.Kg))
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t n_tasks = n_parts * g.G
+    cdef Py_ssize_t usize = 16 * g.K * g.Cg, KC = g.Kg * g.Cg
+    cdef Py_ssize_t ws_v = 16 * g.Cg * bl.max_tiles, ws_d = 16 * g.Kg * bl.max_tiles
+    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW)
+    cdef Py_ssize_t t, p, gi, n0, ns, n_lo, n_hi, rb, ty0, ty1, per, nt, s, xi, e, q, k
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* partials = <floating*> malloc(n_parts * usize * sizeof(floating))
+    cdef floating* bpart = NULL
+    cdef floating* V = NULL
+    cdef floating* D
+    cdef floating* rows
+    cdef floating* acc
+    cdef const floating* xs
+    cdef const floating* gs
+    cdef floating beta, sm
+    if partials == NULL:
+        return CNN_ERR_NOMEM
+    if db != NULL:
+        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
+        if bpart == NULL:
+            free(partials)
+            return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        V = <floating*> malloc((ws_v + ws_d + ws_r) * sizeof(floating))
+        ok = scratch_ok(V, ws_v + ws_d + ws_r, status_p)
+        D = V + ws_v if V != NULL else NULL
+        rows = D + ws_d if V != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            p = t // g.G
+            gi = t % g.G
+            acc = partials + p * usize + gi * 16 * KC
+            n_lo = p * g.N // n_parts
+            n_hi = (p + 1) * g.N // n_parts
+            beta = 0
+            n0 = n_lo
+            while n0 < n_hi and status_p[0] == CNN_OK:
+                ns = py_min(bl.spb, n_hi - n0)
+                for rb in range(bl.n_rblocks):
+                    ty0 = rb * bl.trows
+                    ty1 = py_min(bl.TH, ty0 + bl.trows)
+                    per = (ty1 - ty0) * (bl.TW + 1)
+                    nt = ns * per
+                    for s in range(ns):
+                        xs = x + ((n0 + s) * g.C + gi * g.Cg) * g.H * g.W
+                        gs = go + ((n0 + s) * g.K + gi * g.Kg) * g.Ho * g.Wo
+                        if not (rows_finite(xs, g.Cg, g.H, g.W, 2 * ty0 - g.ph,
+                                            2 * ty1 - g.ph + 2)
+                                and rows_finite(gs, g.Kg, g.Ho, g.Wo, 2 * ty0, 2 * ty1)):
+                            status_p[0] = WINO_NONFINITE
+                            break
+                        wino_input(xs, g.Cg, g.H, g.W, g.ph, g.pw, ty0, ty1, bl.TW, V, nt,
+                                   s * per, rows)
+                        wino_grad_tiles(gs, g.Kg, g.Ho, g.Wo, ty0, ty1, bl.TW, D, nt, s * per,
+                                        rows)
+                    if status_p[0] != CNN_OK:
+                        break
+                    for xi in range(16):
+                        gemm(False, True, <int> g.Kg, <int> g.Cg, <int> nt, <floating> 1.0,
+                             D + xi * g.Kg * nt, <int> nt, V + xi * g.Cg * nt, <int> nt, beta,
+                             acc + xi * KC, <int> g.Cg)
+                    beta = 1
+                if db != NULL:
+                    for k in range(gi * g.Kg, (gi + 1) * g.Kg):
+                        for q in range(n0, n0 + ns):
+                            bpart[p * g.K + k] = (bpart[p * g.K + k]
+                                                  + fixed_sum(go + (q * g.K + k) * g.Ho * g.Wo,
+                                                              g.Ho * g.Wo))
+                n0 = n0 + ns
+        free(V)
+    if status == CNN_OK:
+        # dU = the parts in order; then dW[k, c] = G^T dU[:, k, c] G
+        for e in prange(g.K * g.Cg, schedule="static",
+                        num_threads=<int> py_min(n_threads, py_max(1, g.K * g.Cg // 1024))):
+            wino_filter_grad(partials + (e // KC) * 16 * KC + e % KC, KC, usize, n_parts,
+                             dw + e * 9)
+        if db != NULL:
+            for k in range(g.K):
+                sm = bpart[k]
+                for q in range(1, n_parts):
+                    sm = sm + bpart[q * g.K + k]
+                db[k] = sm
+    free(partials)
+    free(bpart)
+    return status
+
+
+# ------------------------------------------------------------------------------------------
 # Forward
 # ------------------------------------------------------------------------------------------
 
@@ -506,6 +1010,11 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
     cdef const floating* bg
     cdef const floating* bmat
     cdef floating beta
+    if algo == ALGO_WINOGRAD and wino_applicable(g):
+        status = wino_forward(x, w, bias, g, y, n_threads)
+        if status != WINO_NONFINITE:
+            return status
+        status = CNN_OK     # an Inf/NaN input: the GEMM path below
     if direct:
         ws_col = g.Cg * Hp * Wp
     else:
@@ -595,6 +1104,11 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
     cdef floating* wflip = NULL
     cdef const floating* wg
     cdef const floating* bmat
+    if algo == ALGO_WINOGRAD and wino_applicable(g) and g.ph <= 2 and g.pw <= 2:
+        status = wino_backward_input(go, w, g, dx, n_threads)
+        if status != WINO_NONFINITE:
+            return status
+        status = CNN_OK     # an Inf/NaN input: the GEMM path below
     if direct:
         ws_col = g.Kg * R * Q
         wflip = <floating*> malloc(g.K * ckk * sizeof(floating))
@@ -671,7 +1185,8 @@ cdef inline floating part_bias_sum(const floating* go, Py_ssize_t n_lo, Py_ssize
 
 
 cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, const Geom* g,
-                                     floating* dw, floating* db, int n_threads) noexcept nogil:
+                                     floating* dw, floating* db, int algo,
+                                     int n_threads) noexcept nogil:
     """Weight gradient; with ``db != NULL`` also the bias gradient, summed per batch part
     while that part's ``dy`` is in cache (see :func:`part_bias_sum`)."""
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
@@ -695,6 +1210,11 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
     cdef const floating* bmat
     cdef floating beta
     cdef floating s
+    if algo == ALGO_WINOGRAD and wino_applicable(g):
+        status = wino_backward_weight(go, x, g, dw, db, n_threads)
+        if status != WINO_NONFINITE:
+            return status
+        status = CNN_OK     # an Inf/NaN input: the GEMM path below
     gemm_scratch(g, &bl, &ws_col, &ws_tmp)
     if n_parts > 1:
         partials = <floating*> malloc(n_parts * wsize * sizeof(floating))
@@ -868,7 +1388,8 @@ def conv2d_backward_weight(const floating[:, :, :, ::1] grad_output,
                            const floating[:, :, :, ::1] x, floating[:, :, :, ::1] dw_out,
                            floating[::1] db_out,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int algorithm,
+                           int n_threads):
     """Write the gradient of conv2d w.r.t. its weight into ``dw_out`` and, unless ``db_out``
     is None, the one w.r.t. its bias into ``db_out`` (bit-identical to
     :func:`conv2d_backward_bias`)."""
@@ -891,7 +1412,7 @@ def conv2d_backward_weight(const floating[:, :, :, ::1] grad_output,
         dbp = &db_out[0]
     with nogil:
         status = conv2d_backward_weight_impl(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &g,
-                                             &dw_out[0, 0, 0, 0], dbp, n_threads)
+                                             &dw_out[0, 0, 0, 0], dbp, algorithm, n_threads)
     _raise_status(status, "conv2d_backward_weight")
 
 

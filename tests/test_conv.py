@@ -51,7 +51,7 @@ def _ids(case):
     return f"x{xs}-w{ws}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
 
 
-@pytest.fixture(params=["auto", "gemm", "direct"])
+@pytest.fixture(params=["auto", "gemm", "direct", "winograd"])
 def algorithm(request, monkeypatch):
     if request.param != "auto":
         monkeypatch.setattr(F, "_FORCE_CONV_ALGORITHM", request.param)
@@ -143,6 +143,64 @@ def test_same_size_rows_with_edges(rng, dtype, w_shape, padding, dilation, col_b
             dw, conv2d_backward_weight_ref(gy, xf, w.shape, 1, padding, dilation), **t)
         cols = cnncore.im2col(x, w_shape[2:], padding=padding, dilation=dilation)
         np.testing.assert_array_equal(cols, im2col_ref(x, w_shape[2:], 1, padding, dilation))
+
+
+WINOGRAD_CASES = [
+    # (x shape, weight shape, padding, groups)
+    ((3, 5, 9, 8), (4, 5, 3, 3), 1, 1),          # odd output height: a half tile row
+    ((2, 4, 7, 11), (6, 4, 3, 3), 0, 1),         # 'valid': 5 x 9 outputs
+    ((2, 3, 6, 5), (2, 3, 3, 3), 2, 1),          # padding 2: the input gradient's pad is 0
+    ((2, 6, 8, 9), (4, 3, 3, 3), (0, 2), 2),     # groups, asymmetric padding
+    ((2, 4, 9, 8), (3, 4, 3, 3), "same", 1),
+    ((1, 2, 1, 1), (3, 2, 3, 3), 1, 1),          # a single output pixel
+    ((2, 3, 21, 19), (5, 3, 3, 3), 1, 1),        # several tile rows per block
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_winograd_matches_reference(rng, case, dtype, col_budget, monkeypatch):
+    """Winograd F(2x2, 3x3) (forced: the automatic choice needs 16+ channels) against the
+    loop reference, with tiny workspaces too (one tile row per block)."""
+    monkeypatch.setattr(F, "_FORCE_CONV_ALGORITHM", "winograd")
+    xs, ws, p, g = case
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    kw = dict(padding=p, groups=g)
+    y = cnncore.conv2d(x, w, b, **kw)
+    t = tol(dtype)
+    np.testing.assert_allclose(y, conv2d_ref(x, w, b, 1, p, 1, g), **t)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = cnncore.conv2d_backward(gy, x, w, **kw)
+    np.testing.assert_allclose(dx, conv2d_backward_input_ref(gy, w, x.shape, 1, p, 1, g), **t)
+    np.testing.assert_allclose(dw, conv2d_backward_weight_ref(gy, x, w.shape, 1, p, 1, g),
+                               rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+    np.testing.assert_array_equal(db, cnncore.conv2d_backward_bias(gy))
+
+
+@pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_winograd_falls_back_on_inf_and_nan(rng, where, value, monkeypatch):
+    """Winograd's transforms add and subtract neighbouring values: an Inf would meet its
+    own negative and become NaN.  Inputs or filters with Inf/NaN take the GEMM path, so
+    results are bit-identical to it.  Regression test for the fallback."""
+    x = rng.standard_normal((2, 16, 12, 12))
+    w = rng.standard_normal((16, 16, 3, 3))
+    gy = rng.standard_normal((2, 16, 12, 12))
+    {"x": x, "weight": w, "grad_output": gy}[where][1, 3, 2, 1] = value
+    results = {}
+    for algo in ("gemm", "winograd"):
+        monkeypatch.setattr(F, "_FORCE_CONV_ALGORITHM", algo)
+        with np.errstate(invalid="ignore"):
+            results[algo] = (cnncore.conv2d(x, w, padding=1),
+                             *cnncore.conv2d_backward(gy, x, w, padding=1))
+    # the outputs that read the non-finite value: (y, dx, dw, db)
+    reads = {"x": (0, 2), "weight": (0, 1), "grad_output": (1, 2, 3)}[where]
+    for i in reads:
+        np.testing.assert_array_equal(results["gemm"][i], results["winograd"][i])
+    if where == "x" and value == np.inf:
+        assert np.isposinf(results["gemm"][0]).any() or np.isneginf(results["gemm"][0]).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -537,22 +595,28 @@ def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, 
         F._FORCE_CONV_ALGORITHM = old
 
 
-@pytest.mark.parametrize("x_shape, w_shape, kwargs, fwd, bwd", [
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, fwd, bwd, wgrad", [
     # LeNet's second conv: few output channels, 150 taps -> direct forward, GEMM input grad
-    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "direct", "gemm"),
-    ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm"),
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "direct", "gemm", "gemm"),
+    ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
     # one input channel on MNIST-sized images, or many output channels: GEMM
-    ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm"),
-    ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "gemm", "gemm"),
+    ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
+    # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
+    ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
+    ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
+    ((64, 32, 7, 7), (64, 32, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
+    ((64, 8, 28, 28), (16, 8, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
+    ((8, 32, 20, 20), (32, 32, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
     # strided, or a padded copy of the channels too big for a thread's scratch: GEMM
-    ((2, 6, 14, 14), (16, 6, 5, 5), {"stride": 2}, "gemm", "gemm"),
-    ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm"),
+    ((2, 6, 14, 14), (16, 6, 5, 5), {"stride": 2}, "gemm", "gemm", "gemm"),
+    ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm", "gemm"),
     # few channels per group on a large image: direct both ways
-    ((1, 1, 200, 200), (8, 1, 3, 3), {}, "direct", "direct"),
+    ((1, 1, 200, 200), (8, 1, 3, 3), {}, "direct", "direct", "gemm"),
 ])
-def test_algorithm_choice(x_shape, w_shape, kwargs, fwd, bwd):
+def test_algorithm_choice(x_shape, w_shape, kwargs, fwd, bwd, wgrad):
     geo, groups = F._conv_setup("conv2d", x_shape, w_shape, kwargs.get("stride", 1),
                                 kwargs.get("padding", 0), 1, 1)
-    names = {F._conv.GEMM: "gemm", F._conv.DIRECT: "direct"}
-    assert names[F._conv_algorithm(w_shape, groups, geo, forward=True)] == fwd
-    assert names[F._conv_algorithm(w_shape, groups, geo, forward=False)] == bwd
+    names = {F._conv.GEMM: "gemm", F._conv.DIRECT: "direct", F._conv.WINOGRAD: "winograd"}
+    assert names[F._conv_algorithm(w_shape, groups, geo, "forward")] == fwd
+    assert names[F._conv_algorithm(w_shape, groups, geo, "input")] == bwd
+    assert names[F._conv_algorithm(w_shape, groups, geo, "weight")] == wgrad
