@@ -272,12 +272,23 @@ CONV_SHAPES = [
 ]
 
 
+def _conv_algorithms(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: int,
+                     padding: int) -> tuple[str, ...]:
+    """The kernel algorithm cnncore picks for each pass of one conv2d (for the report)."""
+    from . import functional as F
+
+    geo, groups = F._conv_setup("conv2d", x_shape, w_shape, stride, padding, 1, 1)
+    names = {F._conv.GEMM: "gemm", F._conv.DIRECT: "direct", F._conv.WINOGRAD: "winograd"}
+    return tuple(names[F._conv_algorithm(w_shape, groups, geo, which)]
+                 for which in ("forward", "input", "weight"))
+
+
 def bench_conv(quick: bool = False, use_torch: bool = True, repeat: int = 7, out=print,
                shapes: Sequence[tuple[int, ...]] | None = None, memory: bool = True) -> dict:
     """Time conv2d forward and forward+backward (input, weight and bias gradients).
 
-    Returns ``{"threads", "repeat", "sgemm_roof_gflops", "rows": [{"shape", "fwd_s",
-    "fwd_bwd_s", "fwd_gflops", "fwd_bwd_gflops", "fwd_pct_roof", "fwd_bwd_pct_roof"
+    Returns ``{"threads", "repeat", "sgemm_roof_gflops", "rows": [{"shape", "algorithm",
+    "fwd_s", "fwd_bwd_s", "fwd_gflops", "fwd_bwd_gflops", "fwd_pct_roof", "fwd_bwd_pct_roof"
     [, "torch_fwd_s", "torch_fwd_bwd_s", "fwd_ratio", "fwd_bwd_ratio"]}]
     [, "geomean_fwd_ratio", "geomean_fwd_bwd_ratio"] [, "extra_memory_bytes"]}``.
     """
@@ -287,7 +298,7 @@ def bench_conv(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     out(f"conv2d benchmark: {_versions(torch)}; float32, {threads} thread(s), round-robin "
         f"median of >= {repeat} runs after warm-up")
     out(f"{'shape N,C,H,W -> K,k,s,p':<30}{'fwd ms':>9}{'GF/s':>7}{'torch':>8}{'ratio':>7}"
-        f"{'fwd+bwd':>9}{'GF/s':>7}{'torch':>8}{'ratio':>7}")
+        f"{'fwd+bwd':>9}{'GF/s':>7}{'torch':>8}{'ratio':>7}  algorithm (fwd/dx/dw)")
     rows = []
     rng = np.random.default_rng(0)
     for n, c, h, w, k, ks, s, p in shapes:
@@ -303,9 +314,7 @@ def bench_conv(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
 
         def fwd_bwd():
             cnncore.conv2d(x, wt, b, stride=s, padding=p)
-            cnncore.conv2d_backward_input(g, wt, x.shape, stride=s, padding=p)
-            cnncore.conv2d_backward_weight(g, x, wt.shape, stride=s, padding=p)
-            cnncore.conv2d_backward_bias(g)
+            cnncore.conv2d_backward(g, x, wt, stride=s, padding=p)
 
         fns_f: dict[str, Callable[[], object]] = {"cnncore": fwd}
         fns_fb: dict[str, Callable[[], object]] = {"cnncore": fwd_bwd}
@@ -335,12 +344,13 @@ def bench_conv(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
             row["torch_fwd_bwd_s"] = t_fb["torch"]
             row["fwd_ratio"] = t_f["cnncore"] / t_f["torch"]
             row["fwd_bwd_ratio"] = t_fb["cnncore"] / t_fb["torch"]
+        row["algorithm"] = _conv_algorithms(x.shape, wt.shape, s, p)
         rows.append(row)
         out(f"{f'{n},{c},{h},{w} -> {k},{ks},{s},{p}':<30}{_ms(row['fwd_s'], 9)}"
             f"{row['fwd_gflops']:7.1f}{_ms(row.get('torch_fwd_s'), 8)}"
             f"{_ratio(row.get('fwd_ratio'), 7)}{_ms(row['fwd_bwd_s'], 9)}"
             f"{row['fwd_bwd_gflops']:7.1f}{_ms(row.get('torch_fwd_bwd_s'), 8)}"
-            f"{_ratio(row.get('fwd_bwd_ratio'), 7)}")
+            f"{_ratio(row.get('fwd_bwd_ratio'), 7)}  {'/'.join(row['algorithm'])}")
     # after the conv timings: OpenBLAS threads spin after a matmul and slow what runs next
     roof = sgemm_roof(repeat=repeat)
     for row in rows:
@@ -349,6 +359,8 @@ def bench_conv(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     out(f"sgemm roof (NumPy BLAS, measured after the conv timings): {roof:.1f} GFLOP/s; "
         "% of roof, fwd: " + " ".join(f"{r['fwd_pct_roof']:.0f}" for r in rows)
         + ", fwd+bwd: " + " ".join(f"{r['fwd_bwd_pct_roof']:.0f}" for r in rows))
+    out("GF/s count the direct algorithm's 2*N*C_out*C_in*kH*kW*H_out*W_out flops per pass; "
+        "winograd does 2.25x fewer multiplications, so its rate is an effective one")
     result: dict[str, Any] = {"threads": threads, "repeat": repeat, "sgemm_roof_gflops": roof,
                               "rows": rows}
     if torch is not None:
