@@ -230,9 +230,14 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any 
     x_pad[n, g * C_in/groups + c, oh * stride + i * dilation, ow * stride + j * dilation]``
     where ``g = k // (C_out / groups)``.
 
+    The algorithm follows from the shapes: a direct loop for few channels, Winograd
+    F(2x2, 3x3) for 3x3 stride-1 filters with at least 16 channels per group (16 BLAS GEMMs
+    per block of 2x2 output tiles; inputs holding Inf/NaN take the GEMM path), otherwise
+    im2col in bounded blocks + BLAS GEMM.  They agree to float rounding.
+
     See Also
     --------
-    conv2d_backward_input, conv2d_backward_weight, conv2d_backward_bias
+    conv2d_backward_input, conv2d_backward_weight, conv2d_backward_bias, conv2d_backward
     cnncore.nn.Conv2d : the layer that holds ``weight`` and ``bias``.
 
     Examples
