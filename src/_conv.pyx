@@ -759,11 +759,7 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
                              acc + xi * KC, <int> g.Cg)
                     beta = 1
                 if db != NULL:
-                    for k in range(gi * g.Kg, (gi + 1) * g.Kg):
-                        for q in range(n0, n0 + ns):
-                            bpart[p * g.K + k] = (bpart[p * g.K + k]
-                                                  + fixed_sum(go + (q * g.K + k) * g.Ho * g.Wo,
-                                                              g.Ho * g.Wo))
+                    add_part_bias(go, g, gi, n0, ns, bpart + p * g.K)
                 n0 = n0 + ns
         free(V)
     if status == CNN_OK:
@@ -773,11 +769,7 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
             wino_filter_grad(partials + (e // KC) * 16 * KC + e % KC, KC, usize, n_parts,
                              dw + e * 9)
         if db != NULL:
-            for k in range(g.K):
-                sm = bpart[k]
-                for q in range(1, n_parts):
-                    sm = sm + bpart[q * g.K + k]
-                db[k] = sm
+            sum_part_bias(bpart, n_parts, g.K, db)
     free(partials)
     free(bpart)
     return status
@@ -1184,6 +1176,29 @@ cdef inline floating part_bias_sum(const floating* go, Py_ssize_t n_lo, Py_ssize
     return total
 
 
+cdef inline void add_part_bias(const floating* go, const Geom* g, Py_ssize_t gi,
+                               Py_ssize_t n0, Py_ssize_t ns, floating* bpart) noexcept nogil:
+    """The fused bias gradient of a weight-gradient task: add samples ``[n0, n0+ns)`` of
+    group ``gi``'s channels to its batch part's sums ``bpart`` (the order of
+    :func:`part_bias_sum`)."""
+    cdef Py_ssize_t k, n, L = g.Ho * g.Wo
+    for k in range(gi * g.Kg, (gi + 1) * g.Kg):
+        for n in range(n0, n0 + ns):
+            bpart[k] = bpart[k] + fixed_sum(go + (n * g.K + k) * L, L)
+
+
+cdef inline void sum_part_bias(const floating* bpart, Py_ssize_t n_parts, Py_ssize_t K,
+                               floating* db) noexcept nogil:
+    """``db`` = the batch parts' bias sums added in part order."""
+    cdef Py_ssize_t k, q
+    cdef floating s
+    for k in range(K):
+        s = bpart[k]
+        for q in range(1, n_parts):
+            s = s + bpart[q * K + k]
+        db[k] = s
+
+
 cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, const Geom* g,
                                      floating* dw, floating* db, int algo,
                                      int n_threads) noexcept nogil:
@@ -1262,10 +1277,7 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
                          <int> (L if (pointwise and ns == 1) else ncols), beta, acc, <int> ckk)
                     beta = 1
                 if db != NULL:
-                    for k in range(gi * g.Kg, (gi + 1) * g.Kg):
-                        for q in range(n0, n0 + ns):
-                            bpart[p * g.K + k] = (bpart[p * g.K + k]
-                                                  + fixed_sum(go + (q * g.K + k) * L, L))
+                    add_part_bias(go, g, gi, n0, ns, bpart + p * g.K)
                 n0 = n0 + ns
         free(col)
     if status == CNN_OK and n_parts > 1:
@@ -1276,11 +1288,7 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
                 s = s + partials[q * wsize + e]
             dw[e] = s
     if status == CNN_OK and db != NULL:
-        for k in range(g.K):
-            s = bpart[k]
-            for q in range(1, n_parts):
-                s = s + bpart[q * g.K + k]
-            db[k] = s
+        sum_part_bias(bpart, n_parts, g.K, db)
     free(partials)
     free(bpart)
     return status
