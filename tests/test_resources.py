@@ -219,10 +219,13 @@ def test_save_load_after_interrupt(tmp_path):
                                   model.predict(x[:4]))
 
 
+@rss_checks
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
 def test_conv_workspace_does_not_grow_with_the_batch():
-    """im2col runs in bounded column blocks: one conv2d call's memory beyond its output is
-    the same for N=32 and N=256 (a whole-batch im2col would need 72 MiB more at N=256)."""
+    """im2col (and Winograd) run in bounded blocks: one conv2d call's memory beyond its output
+    is the same for N=32 and N=256 (a whole-batch im2col would need 72 MiB more at N=256).
+    Skipped under ASan, whose quarantine inflates resident memory (tools/sanitize.sh failed
+    here before this skip)."""
     from cnncore.bench import conv_extra_memory
 
     small, large = conv_extra_memory(32, 2), conv_extra_memory(256, 2)
