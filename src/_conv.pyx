@@ -576,8 +576,8 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
     cdef int* status_p = &status
     cdef bint ok = False
     cdef floating* V = NULL
-    cdef floating* M
-    cdef floating* rows
+    cdef floating* M = NULL
+    cdef floating* rows = NULL
     cdef const floating* xs
     with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
         V = <floating*> malloc((ws_v + ws_m + ws_r) * sizeof(floating))
@@ -704,8 +704,8 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
     cdef floating* partials = <floating*> malloc(n_parts * usize * sizeof(floating))
     cdef floating* bpart = NULL
     cdef floating* V = NULL
-    cdef floating* D
-    cdef floating* rows
+    cdef floating* D = NULL
+    cdef floating* rows = NULL
     cdef floating* acc
     cdef const floating* xs
     cdef const floating* gs

@@ -19,7 +19,8 @@ cdef extern from "<math.h>" nogil:
 cdef inline floating sqrt_(floating x) noexcept nogil:
     if floating is float:
         return sqrtf(x)
-    return sqrt(x)
+    else:
+        return sqrt(x)
 
 
 cdef inline floating nan_max(floating a, floating b) noexcept nogil:
