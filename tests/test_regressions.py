@@ -277,6 +277,10 @@ def test_kernel_wrappers_take_no_address_of_empty_buffers():
     (lambda: nn.BatchNorm1d(3, momentum=1j), ValueError, "momentum"),
     # weights too big for NumPy: "array is too big" instead of a named error
     (lambda: nn.Conv2d(2, 1, 2**31 - 1), ValueError, "weight"),
+    # flags given an array: ambiguous truth value
+    (lambda: nn.BatchNorm2d(2, affine=np.ones(2)), TypeError, "affine"),
+    (lambda: nn.BatchNorm1d(2, track_running_stats=np.ones(2)), TypeError,
+     "track_running_stats"),
 ])
 def test_layer_arguments_found_by_the_fuzzer_raise_named_errors(make, exc, name):
     with pytest.raises(exc, match=f"Received: {name}="):
@@ -294,3 +298,27 @@ def test_fit_on_ragged_input_is_a_named_error():
     with pytest.raises(TypeError, match="Received: x of type list"):
         model.fit([[1.0, 2.0], [3.0]], np.zeros(2, np.int64), optimizer="sgd", loss="mse",
                   verbose=False)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (nn.ReLU(), (2, 3)), (nn.LeakyReLU(), (2, 3)), (nn.Dropout(0.5), (2, 3)),
+    (nn.Linear(3, 2, rng=0), (2, 3)), (nn.Conv2d(1, 2, 3, padding=1, rng=0), (1, 1, 4, 4)),
+    (nn.MaxPool2d(2), (1, 1, 4, 4)), (nn.GlobalAvgPool2d(), (1, 2, 3, 3)),
+    (nn.Sequential(nn.Flatten(), nn.Linear(16, 2, rng=0)), (1, 1, 4, 4)),
+])
+@pytest.mark.parametrize("flag", [np.array([True, False]), 1, None, "no"])
+def test_backward_input_grad_must_be_a_bool(layer, shape, flag):
+    # an array gave NumPy's "truth value of an array ... is ambiguous"; 1 / "no" were accepted
+    out = layer(np.ones(shape, np.float32))
+    g = np.ones_like(out)
+    with pytest.raises(TypeError, match=f"{type(layer).__name__}.backward.*Received: input_grad="):
+        layer.backward(g, flag)
+    with pytest.raises(TypeError, match="Received: input_grad="):
+        layer.backward(g, input_grad=flag)
+    assert layer.backward(g, input_grad=True).shape == shape
+
+
+def test_flatten_of_ragged_input_is_a_named_error():
+    # np.asarray's "inhomogeneous shape" ValueError did not name the argument
+    with pytest.raises(TypeError, match="Flatten.*Received: input of type list"):
+        nn.Flatten()([[1.0, 2.0], [3.0]])

@@ -13,6 +13,7 @@ from .. import functional as F
 from .._geometry import conv2d_geometry, conv2d_padding, pool2d_geometry, pool2d_params
 from .._validation import (
     as_float_array,
+    as_ndarray,
     check_bool,
     check_choice,
     check_hyperparameter,
@@ -251,7 +252,7 @@ class Flatten(Module):
         return (*shape[:s], math.prod(shape[s:e + 1]), *shape[e + 1:])
 
     def forward(self, x: Any) -> np.ndarray:
-        x = np.asarray(x)
+        x = as_ndarray(x, "input", "Flatten")
         self._shape = x.shape
         return x.reshape(self._new_shape(x.shape))
 
@@ -325,8 +326,8 @@ class _BatchNorm(Module):
         self.eps = check_hyperparameter(eps, "eps", name, "a positive number", lambda v: v > 0)
         self.momentum = None if momentum is None else check_hyperparameter(
             momentum, "momentum", name, "in [0, 1] or None", lambda v: 0.0 <= v <= 1.0)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = check_bool(affine, "affine", name)
+        self.track_running_stats = check_bool(track_running_stats, "track_running_stats", name)
         self.dtype = check_dtype(dtype, name)
         c = self.num_features
         if self.affine:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .._validation import FLOAT_DTYPES
+from .._validation import FLOAT_DTYPES, check_bool
 from .parameter import Parameter
 
 
@@ -20,6 +21,21 @@ def check_dtype(dtype: Any, cls: str) -> np.dtype:
     if dt is None or dt not in FLOAT_DTYPES:  # (np.dtype('float64') == None is True)
         raise TypeError(f"{cls}: dtype must be float32 or float64. Received: dtype={dtype!r}")
     return dt
+
+
+def _checked_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subclass's ``backward`` so that its ``input_grad`` flag must be a bool (a named
+    TypeError, not NumPy's "truth value of an array is ambiguous")."""
+
+    @functools.wraps(backward)
+    def checked(self: Module, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > 1:
+            check_bool(args[1], "input_grad", f"{type(self).__name__}.backward")
+        elif "input_grad" in kwargs:
+            check_bool(kwargs["input_grad"], "input_grad", f"{type(self).__name__}.backward")
+        return backward(self, *args, **kwargs)
+
+    return checked
 
 
 class Module:
@@ -91,6 +107,11 @@ class Module:
 
     def eval(self) -> Module:
         return self.train(False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:
+            cls.backward = _checked_backward(cls.__dict__["backward"])  # type: ignore[method-assign]
 
     # -- computation ----------------------------------------------------------------------
     def __call__(self, x: Any) -> np.ndarray:
