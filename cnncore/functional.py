@@ -319,14 +319,21 @@ def conv2d_backward_input(grad_output: Any, weight: Any, input_shape: Any, strid
     input_shape = check_shape(input_shape, "input_shape", func, 4)
     geo, groups = _conv_setup(func, input_shape, weight.shape, stride, padding, dilation,
                               groups)
-    expected = (input_shape[0], weight.shape[0], *geo.out)
+    _check_grad_output(func, grad_output, input_shape[0], weight.shape[0], geo,
+                       f"input_shape={input_shape} and weight of shape {weight.shape}")
+    return _conv_input_grad(grad_output, weight, input_shape, geo, groups)
+
+
+def _check_grad_output(func: str, grad_output: np.ndarray, n: int, c_out: int,
+                       geo: ConvGeometry, given: str) -> None:
+    """A convolution gradient's ``grad_output`` must be ``(N, C_out, H_out, W_out)`` for the
+    shapes ``given`` (named in the message)."""
+    expected = (n, c_out, *geo.out)
     if grad_output.shape != expected:
         raise ValueError(
-            f"{func}(): grad_output must have shape {expected} for input_shape="
-            f"{input_shape} and weight of shape {weight.shape}. Received: grad_output with "
-            f"shape {grad_output.shape}"
+            f"{func}(): grad_output must have shape {expected} for {given}. Received: "
+            f"grad_output with shape {grad_output.shape}"
         )
-    return _conv_input_grad(grad_output, weight, input_shape, geo, groups)
 
 
 def _conv_input_grad(grad_output: np.ndarray, weight: np.ndarray,
@@ -387,13 +394,8 @@ def conv2d_backward_weight(grad_output: Any, x: Any, weight_shape: Any, stride: 
     check_same_dtype(func, grad_output=grad_output, x=x)
     weight_shape = check_shape(weight_shape, "weight_shape", func, 4)
     geo, groups = _conv_setup(func, x.shape, weight_shape, stride, padding, dilation, groups)
-    expected = (x.shape[0], weight_shape[0], *geo.out)
-    if grad_output.shape != expected:
-        raise ValueError(
-            f"{func}(): grad_output must have shape {expected} for x of shape {x.shape} and "
-            f"weight_shape={weight_shape}. Received: grad_output with shape "
-            f"{grad_output.shape}"
-        )
+    _check_grad_output(func, grad_output, x.shape[0], weight_shape[0], geo,
+                       f"x of shape {x.shape} and weight_shape={weight_shape}")
     return _conv_param_grads(grad_output, x, weight_shape, geo, groups, bias=False)[0]
 
 
@@ -492,13 +494,8 @@ def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: Any = 1, padd
                             ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
     check_same_dtype(func, grad_output=grad_output, x=x, weight=weight)
     geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
-    expected = (x.shape[0], weight.shape[0], *geo.out)
-    if grad_output.shape != expected:
-        raise ValueError(
-            f"{func}(): grad_output must have shape {expected} for x of shape {x.shape} and "
-            f"weight of shape {weight.shape}. Received: grad_output with shape "
-            f"{grad_output.shape}"
-        )
+    _check_grad_output(func, grad_output, x.shape[0], weight.shape[0], geo,
+                       f"x of shape {x.shape} and weight of shape {weight.shape}")
     dx = _conv_input_grad(grad_output, weight, x.shape, geo, groups) if mask[0] else None
     dw = db = None
     if mask[1]:
