@@ -359,29 +359,33 @@ cdef inline WinoBlocks wino_blocks(Py_ssize_t N, Py_ssize_t Ho, Py_ssize_t Wo,
     return b
 
 
-cdef int wino_weights(const floating* w, Py_ssize_t n_out, Py_ssize_t n_in,
+cdef int wino_weights(const floating* w, Py_ssize_t G, Py_ssize_t n_out, Py_ssize_t n_in,
                       floating* U) noexcept nogil:
-    """``U[xi][o][i] = (G w[o, i] G^T)[xi]`` for the 3x3 filters ``w`` (n_out x n_in x 3 x 3);
-    WINO_NONFINITE if a filter holds Inf/NaN."""
-    cdef Py_ssize_t o, i, r, MN = n_out * n_in
+    """``U[gi][xi][o][i] = (G w[gi, o, i] G^T)[xi]`` for the 3x3 filters ``w`` (G groups of
+    n_out x n_in x 3 x 3); WINO_NONFINITE if a filter holds Inf/NaN."""
+    cdef Py_ssize_t gi, o, i, r, e, MN = n_out * n_in
     cdef const floating* f
+    cdef floating* Ug
     cdef floating t[4][3]
     cdef floating h = 0.5
-    if not all_finite(w, MN * 9):
+    if not all_finite(w, G * MN * 9):
         return WINO_NONFINITE
-    for o in range(n_out):
-        for i in range(n_in):
-            f = w + (o * n_in + i) * 9
-            for r in range(3):      # G g: columns of g
-                t[0][r] = f[r]
-                t[1][r] = h * (f[r] + f[3 + r] + f[6 + r])
-                t[2][r] = h * (f[r] - f[3 + r] + f[6 + r])
-                t[3][r] = f[6 + r]
-            for r in range(4):      # (G g) G^T: rows of G g
-                U[(4 * r + 0) * MN + o * n_in + i] = t[r][0]
-                U[(4 * r + 1) * MN + o * n_in + i] = h * (t[r][0] + t[r][1] + t[r][2])
-                U[(4 * r + 2) * MN + o * n_in + i] = h * (t[r][0] - t[r][1] + t[r][2])
-                U[(4 * r + 3) * MN + o * n_in + i] = t[r][2]
+    for gi in range(G):
+        Ug = U + gi * 16 * MN
+        for o in range(n_out):
+            for i in range(n_in):
+                e = o * n_in + i
+                f = w + (gi * MN + e) * 9
+                for r in range(3):      # G g: columns of g
+                    t[0][r] = f[r]
+                    t[1][r] = h * (f[r] + f[3 + r] + f[6 + r])
+                    t[2][r] = h * (f[r] - f[3 + r] + f[6 + r])
+                    t[3][r] = f[6 + r]
+                for r in range(4):      # (G g) G^T: rows of G g
+                    Ug[(4 * r + 0) * MN + e] = t[r][0]
+                    Ug[(4 * r + 1) * MN + e] = h * (t[r][0] + t[r][1] + t[r][2])
+                    Ug[(4 * r + 2) * MN + e] = h * (t[r][0] - t[r][1] + t[r][2])
+                    Ug[(4 * r + 3) * MN + e] = t[r][2]
     return CNN_OK
 
 
@@ -560,13 +564,13 @@ cdef void wino_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py
 
 
 cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize_t H,
-                   Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const floating* U,
+                   Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const floating* filters,
                    Py_ssize_t G, Py_ssize_t Cin, Py_ssize_t Cout, const floating* bias,
                    floating* out, Py_ssize_t Ho, Py_ssize_t Wo, int n_threads) noexcept nogil:
-    """``out[n, gi*Cout + o] = sum_i corr3x3(inp[n, gi*Cin + i], filter (o, i)) + bias`` with
-    zero padding ``(ph, pw)`` at stride 1; the filters come as ``U`` (per group, 16 x Cout x
-    Cin, see :func:`wino_weights`).  One task per (block of tiles, group).  Returns
-    WINO_NONFINITE if an input value is Inf/NaN (``out`` is then incomplete)."""
+    """``out[n, gi*Cout + o] = sum_i corr3x3(inp[n, gi*Cin + i], filters[gi, o, i]) + bias``
+    with zero padding ``(ph, pw)`` at stride 1 (``filters``: G x Cout x Cin x 3 x 3).  One
+    task per (block of tiles, group).  Returns WINO_NONFINITE if an input value or a filter
+    is Inf/NaN (``out`` is then incomplete), CNN_ERR_NOMEM, or CNN_OK."""
     cdef WinoBlocks bl = wino_blocks(N, Ho, Wo, py_max(Cin, Cout))
     cdef Py_ssize_t n_tasks = bl.n_sblocks * bl.n_rblocks * G
     cdef Py_ssize_t ws_v = 16 * Cin * bl.max_tiles, ws_m = 16 * Cout * bl.max_tiles
@@ -579,6 +583,13 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
     cdef floating* M = NULL
     cdef floating* rows = NULL
     cdef const floating* xs
+    cdef floating* U = <floating*> malloc(16 * G * Cout * Cin * sizeof(floating))
+    if U == NULL:
+        return CNN_ERR_NOMEM
+    status = wino_weights(filters, G, Cout, Cin, U)
+    if status != CNN_OK:
+        free(U)
+        return status
     with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
         V = <floating*> malloc((ws_v + ws_m + ws_r) * sizeof(floating))
         ok = scratch_ok(V, ws_v + ws_m + ws_r, status_p)
@@ -614,6 +625,7 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
                             bias + gi * Cout if bias != NULL else NULL,
                             out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo, rows)
         free(V)
+    free(U)
     return status
 
 
@@ -621,44 +633,21 @@ cdef int wino_forward(const floating* x, const floating* w, const floating* bias
                       const Geom* g, floating* y, int n_threads) noexcept nogil:
     """conv2d forward by Winograd (see the section comment); CNN_OK, CNN_ERR_NOMEM or
     WINO_NONFINITE."""
-    cdef Py_ssize_t gi
-    cdef int status
-    cdef floating* U = <floating*> malloc(16 * g.K * g.Cg * sizeof(floating))
-    if U == NULL:
-        return CNN_ERR_NOMEM
-    status = CNN_OK
-    for gi in range(g.G):
-        if status == CNN_OK:
-            status = wino_weights(w + gi * g.Kg * g.Cg * 9, g.Kg, g.Cg, U + gi * 16 * g.Kg * g.Cg)
-    if status == CNN_OK:
-        status = wino_conv(x, g.N, g.C, g.H, g.W, g.ph, g.pw, U, g.G, g.Cg, g.Kg, bias, y,
-                           g.Ho, g.Wo, n_threads)
-    free(U)
-    return status
+    return wino_conv(x, g.N, g.C, g.H, g.W, g.ph, g.pw, w, g.G, g.Cg, g.Kg, bias, y, g.Ho,
+                     g.Wo, n_threads)
 
 
 cdef int wino_backward_input(const floating* go, const floating* w, const Geom* g,
                              floating* dx, int n_threads) noexcept nogil:
     """Input gradient by Winograd: the stride-1 correlation of ``dy`` padded by ``2 - p``
     with the transposed, 180-degree rotated filters (needs ``p <= 2``)."""
-    cdef Py_ssize_t gi
     cdef int status
     cdef floating* wflip = <floating*> malloc(g.K * g.Cg * 9 * sizeof(floating))
-    cdef floating* U = <floating*> malloc(16 * g.K * g.Cg * sizeof(floating))
-    if wflip == NULL or U == NULL:
-        free(wflip)
-        free(U)
+    if wflip == NULL:
         return CNN_ERR_NOMEM
     flip_transpose_weight(w, g, wflip)
-    status = CNN_OK
-    for gi in range(g.G):
-        if status == CNN_OK:
-            status = wino_weights(wflip + gi * g.Kg * g.Cg * 9, g.Cg, g.Kg,
-                                  U + gi * 16 * g.Kg * g.Cg)
-    if status == CNN_OK:
-        status = wino_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, U, g.G, g.Kg, g.Cg,
-                           <const floating*> NULL, dx, g.H, g.W, n_threads)
-    free(U)
+    status = wino_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, wflip, g.G, g.Kg, g.Cg,
+                       <const floating*> NULL, dx, g.H, g.W, n_threads)
     free(wflip)
     return status
 

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from .._validation import as_ndarray
+from .activation import ReLU
+from .layers import MaxPool2d
 from .module import Module
 
 
@@ -97,9 +99,6 @@ class Sequential(Module):
 
     def _run_order(self) -> list[int]:
         """Indices of the layers in the order ``forward`` runs them (see Notes)."""
-        from .activation import ReLU
-        from .layers import MaxPool2d
-
         order: list[int] = []
         i = 0
         while i < len(self.layers):
