@@ -23,6 +23,7 @@ from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from .functional import *  # noqa: E402,F403
 from .nn.init import manual_seed  # noqa: E402
 from .nn.serialization import load  # noqa: E402
+from .ops.conv_dispatch import conv_algorithm  # noqa: E402
 from .signal import convolve2d, correlate2d  # noqa: E402
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "show_config",
+    "conv_algorithm",
     "manual_seed",
     "load",
     *functional.__all__,

@@ -1,4 +1,4 @@
-# Stubs for src/_alloc.pyx: the caching NumPy data allocator used by training loops.
+# Stubs for cnncore/_alloc.pyx: the caching NumPy data allocator used by training loops.
 from contextlib import AbstractContextManager
 
 def caching() -> AbstractContextManager[None]: ...

@@ -18,8 +18,12 @@ _ENV_THREADS = "CNNCORE_NUM_THREADS"
 _ENV_SIMD = "CNNCORE_SIMD"
 
 
+# The SIMD level of each kernel module that load_kernels imported: module name -> level.
+_loaded_simd: dict[str, str] = {}
+
+
 def load_kernels(name: str, level: str | None = None):
-    """Import the best build of kernel module ``cnncore.<name>`` for this CPU.
+    """Import the best build of kernel module ``name`` (e.g. ``"cnncore.ops._conv"``) for this CPU.
 
     Compute-bound modules are compiled several times (baseline, AVX2+FMA, AVX-512; see
     setup.py).  ``level`` -- or ``$CNNCORE_SIMD`` -- caps the choice (``"baseline"``,
@@ -37,11 +41,13 @@ def load_kernels(name: str, level: str | None = None):
         )
     candidates = [lv for lv in levels if order.index(lv) <= order.index(cap)]
     for lv in reversed(candidates):
-        modname = f"cnncore.{name}" if lv == "baseline" else f"cnncore.{name}_{lv}"
+        modname = name if lv == "baseline" else f"{name}_{lv}"
         try:
-            return importlib.import_module(modname), lv
+            module = importlib.import_module(modname)
         except ImportError:
             continue
+        _loaded_simd[name] = lv
+        return module, lv
     raise ImportError(f"cnncore: no build of the kernel module {name!r} could be imported")
 
 
@@ -187,9 +193,10 @@ def config_info() -> dict[str, Any]:
 
 
 def _selected_simd() -> str:
-    from . import functional
-
-    return functional._CONV_SIMD
+    """The SIMD level of the convolution kernels (the widest one cnncore built them for)."""
+    if "cnncore.ops._conv" not in _loaded_simd:
+        load_kernels("cnncore.ops._conv")
+    return _loaded_simd["cnncore.ops._conv"]
 
 
 def show_config() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ._shared import PadMode
 from ._validation import MAX_PARAM, check_bool, check_choice, check_int, check_numel, to_pair
 
 
@@ -245,7 +246,9 @@ class PadGeometry(NamedTuple):
     out: tuple[int, int]
 
 
-PAD_MODES = ("constant", "replicate", "reflect", "circular")
+#: Pad mode name -> the kernels' code; the names come from the kernels' enum (one list).
+PAD_MODE_CODES = {mode.name.removeprefix("PAD_").lower(): int(mode) for mode in PadMode}
+PAD_MODES = tuple(PAD_MODE_CODES)
 
 
 def pad2d_sides(func: str, padding: Any) -> tuple[int, int, int, int]:
@@ -335,6 +338,7 @@ __all__ = [
     "unpool2d_geometry",
     "PadGeometry",
     "PAD_MODES",
+    "PAD_MODE_CODES",
     "pad2d_sides",
     "pad2d_geometry",
     "conv2d_output_shape",

@@ -1,4 +1,4 @@
-# Stubs for src/_optim.pyx: fused, in-place optimizer steps on flat contiguous arrays.
+# Stubs for cnncore/_optim.pyx: fused, in-place optimizer steps on flat contiguous arrays.
 import numpy as np
 from numpy.typing import NDArray
 

@@ -2,7 +2,7 @@
 
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from _common cimport floating
+from cnncore._shared cimport floating
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,

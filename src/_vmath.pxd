@@ -24,7 +24,7 @@
 
 from libc.math cimport fabs, fabsf, log, log1p, log1pf, logf
 
-from _common cimport floating
+from cnncore._shared cimport floating
 
 cdef extern from *:
     """

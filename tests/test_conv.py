@@ -18,7 +18,7 @@ from reference import (
 )
 
 import cnncore
-import cnncore.functional as F
+from cnncore.ops.conv import _conv, conv2d_algorithms
 
 DTYPES = [np.float32, np.float64]
 
@@ -52,10 +52,15 @@ def _ids(case):
 
 
 @pytest.fixture(params=["auto", "gemm", "direct", "winograd"])
-def algorithm(request, monkeypatch):
-    if request.param != "auto":
-        monkeypatch.setattr(F, "_FORCE_CONV_ALGORITHM", request.param)
-    return request.param
+def algorithm(request):
+    with cnncore.conv_algorithm(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def force_winograd():
+    with cnncore.conv_algorithm("winograd"):
+        yield
 
 
 def _make(rng, case, dtype):
@@ -102,10 +107,10 @@ def test_conv2d_backward_matches_reference(rng, case, dtype, algorithm):
 def col_budget(request):
     """Run with a tiny im2col workspace (one output row per block, so blocks start at any
     row) as well as with the default."""
-    old = F._conv.set_col_budget(request.param) if request.param else None
+    old = _conv.set_col_budget(request.param) if request.param else None
     yield request.param
     if old is not None:
-        F._conv.set_col_budget(old)
+        _conv.set_col_budget(old)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -159,10 +164,10 @@ WINOGRAD_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
-def test_winograd_matches_reference(rng, case, dtype, col_budget, monkeypatch):
+@pytest.mark.usefixtures("force_winograd")
+def test_winograd_matches_reference(rng, case, dtype, col_budget):
     """Winograd F(2x2, 3x3) (forced: the automatic choice needs 16+ channels) against the
     loop reference, with tiny workspaces too (one tile row per block)."""
-    monkeypatch.setattr(F, "_FORCE_CONV_ALGORITHM", "winograd")
     xs, ws, p, g = case
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -181,7 +186,7 @@ def test_winograd_matches_reference(rng, case, dtype, col_budget, monkeypatch):
 
 @pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_winograd_falls_back_on_inf_and_nan(rng, where, value, monkeypatch):
+def test_winograd_falls_back_on_inf_and_nan(rng, where, value):
     """Winograd's transforms add and subtract neighbouring values: an Inf would meet its
     own negative and become NaN.  Inputs or filters with Inf/NaN take the GEMM path, so
     results are bit-identical to it.  Regression test for the fallback."""
@@ -191,8 +196,7 @@ def test_winograd_falls_back_on_inf_and_nan(rng, where, value, monkeypatch):
     {"x": x, "weight": w, "grad_output": gy}[where][1, 3, 2, 1] = value
     results = {}
     for algo in ("gemm", "winograd"):
-        monkeypatch.setattr(F, "_FORCE_CONV_ALGORITHM", algo)
-        with np.errstate(invalid="ignore"):
+        with cnncore.conv_algorithm(algo), np.errstate(invalid="ignore"):
             results[algo] = (cnncore.conv2d(x, w, padding=1),
                              *cnncore.conv2d_backward(gy, x, w, padding=1))
     # the outputs that read the non-finite value: (y, dx, dw, db)
@@ -575,9 +579,7 @@ def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, 
     x = rng.standard_normal((n, cg * groups, h, w))
     wt = rng.standard_normal((kg * groups, cg, kh, kw))
     kwargs = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
-    old = F._FORCE_CONV_ALGORITHM
-    F._FORCE_CONV_ALGORITHM = algo
-    try:
+    with cnncore.conv_algorithm(algo or "auto"):
         if ho <= 0 or wo <= 0:
             with pytest.raises(ValueError, match="kernel"):
                 cnncore.conv2d(x, wt, **kwargs)
@@ -591,8 +593,6 @@ def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, 
         np.testing.assert_allclose(cnncore.conv2d_backward_weight(gy, x, wt.shape, **kwargs),
                                    conv2d_backward_weight_ref(gy, x, wt.shape, **kwargs),
                                    rtol=1e-10, atol=1e-11)
-    finally:
-        F._FORCE_CONV_ALGORITHM = old
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, fwd, bwd, wgrad", [
@@ -614,9 +614,7 @@ def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, 
     ((1, 1, 200, 200), (8, 1, 3, 3), {}, "direct", "direct", "gemm"),
 ])
 def test_algorithm_choice(x_shape, w_shape, kwargs, fwd, bwd, wgrad):
-    geo, groups = F._conv_setup("conv2d", x_shape, w_shape, kwargs.get("stride", 1),
-                                kwargs.get("padding", 0), 1, 1)
-    names = {F._conv.GEMM: "gemm", F._conv.DIRECT: "direct", F._conv.WINOGRAD: "winograd"}
-    assert names[F._conv_algorithm(w_shape, groups, geo, "forward")] == fwd
-    assert names[F._conv_algorithm(w_shape, groups, geo, "input")] == bwd
-    assert names[F._conv_algorithm(w_shape, groups, geo, "weight")] == wgrad
+    chosen = conv2d_algorithms(x_shape, w_shape, **kwargs)
+    assert chosen["forward"] == fwd
+    assert chosen["input"] == bwd
+    assert chosen["weight"] == wgrad

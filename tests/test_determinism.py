@@ -19,7 +19,6 @@ import pytest
 from api_specs import SPECS, outputs
 
 import cnncore
-from cnncore import functional as F
 from cnncore import nn, optim
 
 THREADS = (1, 2, 3, 4)
@@ -53,14 +52,10 @@ def _conv_variants():
 @pytest.mark.parametrize("spec, algo", _conv_variants())
 def test_bit_identical_for_1_2_3_4_threads(spec, algo, dtype):
     args = spec.make(np.random.default_rng(7), dtype, n=5, big=True)
-    old = F._FORCE_CONV_ALGORITHM
-    F._FORCE_CONV_ALGORITHM = algo
-    try:
+    with cnncore.conv_algorithm(algo or "auto"):
         ref = _run(spec, args, 1)
         for threads in THREADS[1:] + (4, 2):  # repeated: a race would show up as a difference
             assert _run(spec, args, threads) == ref, f"{threads} threads"
-    finally:
-        F._FORCE_CONV_ALGORITHM = old
 
 
 def _rich_model():

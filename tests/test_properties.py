@@ -115,9 +115,7 @@ def test_conv2d_forward_and_backward(case, seed, dtype, algo, bias):
     x = _data(seed, shape, dtype)
     w = _data(seed + 1, wshape, dtype)
     b = _data(seed + 2, wshape[0], dtype) if bias else None
-    old = F._FORCE_CONV_ALGORITHM
-    F._FORCE_CONV_ALGORITHM = algo
-    try:
+    with cnncore.conv_algorithm(algo or "auto"):
         y = cnncore.conv2d(x, w, b, **kwargs)
         ref = conv2d_ref(x, w, b, **kwargs)
         assert y.shape == ref.shape and y.dtype == dtype
@@ -133,8 +131,6 @@ def test_conv2d_forward_and_backward(case, seed, dtype, algo, bias):
                max(scale, float(g[:, 0].size)))
         db = cnncore.conv2d_backward_bias(g)
         _close(db, g.astype(np.float64).sum(axis=(0, 2, 3)), dtype, float(max(g[:, 0].size, 1)))
-    finally:
-        F._FORCE_CONV_ALGORITHM = old
 
 
 @st.composite

@@ -10,6 +10,7 @@ import pytest
 import cnncore
 from cnncore import functional as F
 from cnncore import nn
+from cnncore.ops import _common as ops_common
 
 HUGE = 2**40  # elements: terabytes, far more than any test machine's memory
 
@@ -116,7 +117,7 @@ def test_linear_checks_the_blas_32_bit_limit(monkeypatch):
     """The linear kernels pass in/out features and rows to BLAS as C ints: past 2**31 - 1
     they were truncated (garbage results).  Checked with a lowered limit: real inputs would
     need > 8 GiB."""
-    monkeypatch.setattr(F, "_BLAS_INT_MAX", 5)
+    monkeypatch.setattr(ops_common, "BLAS_INT_MAX", 5)
     a6, a4 = np.ones((3, 6)), np.ones((3, 4))
     with pytest.raises(ValueError, match="in_features = 6"):
         F.linear(a6, np.ones((4, 6)))
@@ -247,10 +248,11 @@ def test_kernel_wrappers_take_no_address_of_empty_buffers():
     empty inputs.  Harmless in the release build (the pointer was never dereferenced) but an
     out-of-bounds access that the bounds-checked debug build (tools/sanitize.sh debug)
     reports as IndexError; this test fails there without the fix."""
-    from cnncore import _linear, _loss
+    from cnncore._shared import Loss
+    from cnncore.ops import _linear, _loss
 
     e = np.empty(0)
-    assert _loss.pointwise(_loss.MSE, e, e, e, e, 1.0, 1) == (0.0, 0)
+    assert _loss.pointwise(Loss.LOSS_MSE, e, e, e, e, 1.0, 1) == (0.0, 0)
     assert _loss.cross_entropy(np.empty((0, 3)), np.empty(0, np.int64), None, -100, 0.0, e,
                                np.empty((0, 3)), 1.0, 1) == 0.0
     _linear.linear_forward(np.empty((2, 3)), np.empty((0, 3)), e, np.empty((2, 0)), 1)
@@ -322,3 +324,17 @@ def test_flatten_of_ragged_input_is_a_named_error():
     # np.asarray's "inhomogeneous shape" ValueError did not name the argument
     with pytest.raises(TypeError, match="Flatten.*Received: input of type list"):
         nn.Flatten()([[1.0, 2.0], [3.0]])
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: F.leaky_relu(np.ones(3), negative_slope=10**400), "negative_slope"),
+    (lambda: F.leaky_relu_backward(np.ones(3), np.ones(3), negative_slope=-(10**400)),
+     "negative_slope"),
+    (lambda: F.cross_entropy(np.ones((2, 3)), np.zeros(2, np.int64), label_smoothing=10**400),
+     "label_smoothing"),
+])
+def test_huge_real_arguments_are_named_value_errors(call, name):
+    """functional kept its own real-number check without the overflow guard of
+    ``_validation.check_real``: an int beyond float's range escaped as a bare OverflowError."""
+    with pytest.raises(ValueError, match=f"{name} is out of the range of a float"):
+        call()

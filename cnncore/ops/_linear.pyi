@@ -1,5 +1,5 @@
-# Stubs for src/_linear.pyx: fully connected kernels (C-contiguous float32/float64, one dtype;
-# validated by cnncore.functional). Outputs are written in place.
+# Stubs for cnncore/ops/_linear.pyx: fully connected kernels (C-contiguous float32/float64,
+# one dtype; validated by cnncore.functional). Outputs are written in place.
 import numpy as np
 from numpy.typing import NDArray
 

@@ -20,7 +20,10 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from _common cimport CNN_ERR_INDEX, CNN_ERR_NOMEM, CNN_OK, floating, py_max, py_min
+from cnncore._shared cimport (CNN_ERR_INDEX, CNN_ERR_NOMEM, CNN_OK, LOSS_BAD_INPUT,
+                              LOSS_BAD_TARGET, LOSS_BCE, LOSS_BCE_WITH_LOGITS, LOSS_L1,
+                              LOSS_MAPE, LOSS_MSE, LOSS_MSLE, check_status, floating, py_max,
+                              py_min)
 from _vmath cimport fabs_, flog, flog1p, row_exp_sum, row_max, row_sum, vexp, vsigmoid
 
 cdef enum:
@@ -28,26 +31,6 @@ cdef enum:
     BLOCK = 32768
     # Logits per task of the cross-entropy kernel (whole rows; at least one row per task).
     CE_TASK_ELEMS = 16384
-
-    LOSS_MSE = 1
-    LOSS_L1 = 2
-    LOSS_BCE_WITH_LOGITS = 3
-    LOSS_BCE = 4
-    LOSS_MSLE = 5
-    LOSS_MAPE = 6
-
-    # Domain flags returned by the pointwise kernel (status > 0).
-    BAD_INPUT = 1
-    BAD_TARGET = 2
-
-MSE = LOSS_MSE
-L1 = LOSS_L1
-BCE_WITH_LOGITS = LOSS_BCE_WITH_LOGITS
-BCE = LOSS_BCE
-MSLE = LOSS_MSLE
-MAPE = LOSS_MAPE
-INPUT_OUT_OF_DOMAIN = BAD_INPUT
-TARGET_OUT_OF_DOMAIN = BAD_TARGET
 
 # Keras' backend epsilon: the floor of |target| in MAPE's denominator.
 cdef double C_MAPE_EPSILON = 1e-7
@@ -78,7 +61,7 @@ cdef inline double sum_in_order(const double* partials, Py_ssize_t n) noexcept n
 cdef int pointwise_block(int kind, const floating* p, const floating* t, Py_ssize_t n,
                          floating* loss_out, floating* grad_out, floating gscale,
                          double* partial) noexcept nogil:
-    """One block: ``partial[0] = sum of losses``; returns BAD_INPUT / BAD_TARGET flags."""
+    """One block: ``partial[0] = sum of losses``; returns LOSS_BAD_INPUT / LOSS_BAD_TARGET flags."""
     cdef Py_ssize_t i
     cdef floating x, y, d, l, g, a, lp, lt, den
     cdef double acc = 0
@@ -104,9 +87,9 @@ cdef int pointwise_block(int kind, const floating* p, const floating* t, Py_ssiz
             g = (vsigmoid(x) - y) * gscale
         elif kind == LOSS_BCE:
             if not (x >= 0 and x <= 1):
-                bad = bad | BAD_INPUT
+                bad = bad | LOSS_BAD_INPUT
             if not (y >= 0 and y <= 1):
-                bad = bad | BAD_TARGET
+                bad = bad | LOSS_BAD_TARGET
             lp = flog(x)
             lt = flog1p(-x)
             lp = lp if lp > log_floor else log_floor
@@ -117,9 +100,9 @@ cdef int pointwise_block(int kind, const floating* p, const floating* t, Py_ssiz
             g = gscale * (x - y) / den
         elif kind == LOSS_MSLE:
             if x <= -1:
-                bad = bad | BAD_INPUT
+                bad = bad | LOSS_BAD_INPUT
             if y <= -1:
-                bad = bad | BAD_TARGET
+                bad = bad | LOSS_BAD_TARGET
             d = flog1p(x) - flog1p(y)
             l = d * d
             g = 2 * gscale * d / (1 + x)
@@ -249,12 +232,6 @@ cdef int ce_impl(const floating* x, Py_ssize_t R, Py_ssize_t C, const int64_t* l
 # Thin def wrappers (validated by cnncore.functional; empty arrays never get here)
 # ------------------------------------------------------------------------------------------
 
-def _raise_status(int status, str func):
-    if status == CNN_ERR_NOMEM:
-        raise MemoryError(f"{func}(): could not allocate the kernel's workspace")
-    if status != CNN_OK:
-        raise RuntimeError(f"{func}(): kernel failed with status {status}")
-
 
 def pointwise(int kind, const floating[::1] input, const floating[::1] target,
               floating[::1] loss_out, floating[::1] grad_out, double gscale, int n_threads):
@@ -273,7 +250,7 @@ def pointwise(int kind, const floating[::1] input, const floating[::1] target,
         status = pointwise_impl(kind, &input[0], &target[0], n, lp, gp, <floating> gscale,
                                 &total, n_threads)
     if status < 0:
-        _raise_status(status, "loss")
+        check_status(status, "loss")
     return total, status
 
 
@@ -303,5 +280,5 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
                          n_threads)
     if status == CNN_ERR_INDEX:
         raise IndexError("cross_entropy(): a class index in target is out of range")
-    _raise_status(status, "cross_entropy")
+    check_status(status, "cross_entropy")
     return total

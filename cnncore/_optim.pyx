@@ -8,7 +8,7 @@ Elementwise, hence deterministic for any thread count.
 
 from cython.parallel cimport prange
 
-from _common cimport floating
+from cnncore._shared cimport floating
 
 
 cdef extern from "<math.h>" nogil:

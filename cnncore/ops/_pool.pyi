@@ -1,4 +1,4 @@
-"""Type stubs for the compiled pooling kernels (``src/_pool.pyx``).
+"""Type stubs for the compiled pooling kernels (``cnncore/ops/_pool.pyx``).
 
 Arrays are C-contiguous NCHW float32/float64 (``x`` and outputs share one dtype) and int64
 for indices; shapes and values are validated by :mod:`cnncore.functional` before these

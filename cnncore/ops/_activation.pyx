@@ -16,7 +16,8 @@ through the output itself.
 
 from cython.parallel cimport prange
 
-from _common cimport floating, py_min
+from cnncore._shared cimport (OP_LEAKY_RELU, OP_LEAKY_RELU_BW, OP_RELU, OP_RELU_BW, OP_SIGMOID,
+                              OP_SIGMOID_BW, OP_TANH, OP_TANH_BW, floating, py_min)
 from _vmath cimport (col_acc, col_exp_acc, col_log_softmax_back, col_max, col_mul,
                     col_softmax_back, col_sub2, flog, log_softmax_back_row, row_dot,
                     row_exp_sum, row_max, row_scale, row_sub2, row_sum, sigmoid_block,
@@ -27,26 +28,6 @@ cdef enum:
     BLOCK = 32768
     # Columns per task of the strided (inner > 1) softmax kernels.
     COLS = 256
-
-    # Elementwise forward ops (unary).
-    OP_RELU = 1
-    OP_LEAKY_RELU = 2
-    OP_SIGMOID = 3
-    OP_TANH = 4
-    # Elementwise backward ops: grad_input = f(grad_output, saved).
-    OP_RELU_BW = 11
-    OP_LEAKY_RELU_BW = 12
-    OP_SIGMOID_BW = 13
-    OP_TANH_BW = 14
-
-RELU = OP_RELU
-LEAKY_RELU = OP_LEAKY_RELU
-SIGMOID = OP_SIGMOID
-TANH = OP_TANH
-RELU_BW = OP_RELU_BW
-LEAKY_RELU_BW = OP_LEAKY_RELU_BW
-SIGMOID_BW = OP_SIGMOID_BW
-TANH_BW = OP_TANH_BW
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Type stubs for the ``cnncore._activation`` extension (see ``src/_activation.pyx``).
+"""Type stubs for the ``cnncore.ops._activation`` extension (see ``cnncore/ops/_activation.pyx``).
 
 Arrays are C-contiguous float32 or float64 (one dtype per call); shapes and aliasing are
 validated by :mod:`cnncore.functional`, which is the public API.
@@ -9,14 +9,6 @@ from numpy.typing import NDArray
 
 _Float = NDArray[np.float32] | NDArray[np.float64]
 
-RELU: int
-LEAKY_RELU: int
-SIGMOID: int
-TANH: int
-RELU_BW: int
-LEAKY_RELU_BW: int
-SIGMOID_BW: int
-TANH_BW: int
 
 def unary(op: int, x: _Float, y_out: _Float, slope: float, n_threads: int) -> None:
     """``y_out = op(x)`` elementwise over 1-D arrays; ``y_out`` may be ``x``."""

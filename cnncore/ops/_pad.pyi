@@ -1,4 +1,4 @@
-"""Type stubs for the compiled padding kernels (``src/_pad.pyx``).
+"""Type stubs for the compiled padding kernels (``cnncore/ops/_pad.pyx``).
 
 Arrays are C-contiguous NCHW float32/float64 of one dtype; padding and sizes are validated
 by :mod:`cnncore.functional`.  ``mode`` is one of the module constants; the right/bottom
@@ -7,11 +7,6 @@ padding is implied by the output (forward) or gradient (backward) shape.
 
 import numpy as np
 import numpy.typing as npt
-
-CONSTANT: int
-REPLICATE: int
-REFLECT: int
-CIRCULAR: int
 
 _F = npt.NDArray[np.floating]
 

@@ -5,18 +5,21 @@ Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(o
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Two algorithms, chosen per shape by the Python wrapper (``algorithm`` argument):
+Three algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
   GEMM per block (the weight gradient and input gradient use the transposed products).
   1x1 / stride-1 / unpadded convolutions skip im2col and hand the input to BLAS directly.
 * direct: a vectorizable loop nest for inputs with few channels per group (e.g. C_in = 1),
   where im2col + GEMM would spend its time copying and packing.
+* Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
+  of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
 
 Every kernel parallelizes over disjoint output regions, or reduces per-part partial sums in
 a fixed order, and the work split depends only on the shapes -- never on the thread count --
 so results are bit-identical for any number of threads.  Kernels run without the GIL and
-return a status code (see ``_common.pxd``); the ``def`` wrappers raise.
+return a status code (see ``cnncore/_shared.pxd``); the ``def`` wrappers raise.
 """
 
 from cython.parallel cimport parallel, prange
@@ -24,7 +27,8 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _common cimport CNN_ERR_NOMEM, CNN_OK, floating, py_max, py_min, fixed_sum, valid_range
+from cnncore._shared cimport (ALGO_DIRECT, ALGO_GEMM, ALGO_WINOGRAD, CNN_ERR_NOMEM, CNN_OK,
+                              check_status, fixed_sum, floating, py_max, py_min, valid_range)
 
 # Per-thread im2col workspace target (elements); at least one output row is always used.
 # Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
@@ -40,14 +44,8 @@ cdef enum:
     MIN_SAMPLE_BLOCKS = 8
     # Outputs of one row accumulated in registers by the direct kernel.
     DIRECT_BLOCK = 16
-    # Algorithms (the Python wrapper decides; see cnncore.functional._conv_algorithm).
-    ALGO_GEMM = 1
-    ALGO_DIRECT = 2
-    ALGO_WINOGRAD = 3     # 3x3, stride 1, dilation 1 only; anything else runs GEMM
-
-GEMM = ALGO_GEMM
-DIRECT = ALGO_DIRECT
-WINOGRAD = ALGO_WINOGRAD
+# The algorithm of each pass (ALGO_GEMM / ALGO_DIRECT / ALGO_WINOGRAD, cnncore/_shared.pxd) is
+# chosen in Python by cnncore/ops/conv_dispatch.py.
 
 
 ctypedef struct Geom:
@@ -1337,12 +1335,6 @@ def set_col_budget(Py_ssize_t elements):
     return old
 
 
-def _raise_status(int status, str func):
-    if status == CNN_ERR_NOMEM:
-        raise MemoryError(f"{func}(): could not allocate the kernel's workspace")
-    if status != CNN_OK:
-        raise RuntimeError(f"{func}(): kernel failed with status {status}")
-
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] y_out,
@@ -1360,7 +1352,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     with nogil:
         status = conv2d_forward_impl(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bptr, &g,
                                      &y_out[0, 0, 0, 0], algorithm, n_threads)
-    _raise_status(status, "conv2d")
+    check_status(status, "conv2d")
 
 
 def conv2d_backward_input(const floating[:, :, :, ::1] grad_output,
@@ -1378,7 +1370,7 @@ def conv2d_backward_input(const floating[:, :, :, ::1] grad_output,
     with nogil:
         status = conv2d_backward_input_impl(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0], &g,
                                             &dx_out[0, 0, 0, 0], algorithm, n_threads)
-    _raise_status(status, "conv2d_backward_input")
+    check_status(status, "conv2d_backward_input")
 
 
 def conv2d_backward_weight(const floating[:, :, :, ::1] grad_output,
@@ -1410,7 +1402,7 @@ def conv2d_backward_weight(const floating[:, :, :, ::1] grad_output,
     with nogil:
         status = conv2d_backward_weight_impl(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &g,
                                              &dw_out[0, 0, 0, 0], dbp, algorithm, n_threads)
-    _raise_status(status, "conv2d_backward_weight")
+    check_status(status, "conv2d_backward_weight")
 
 
 def conv2d_backward_bias(const floating[:, :, :, ::1] grad_output, floating[::1] db_out,

@@ -1,16 +1,61 @@
-# Header-only declarations shared by every kernel module (flat ``src/``: only ctypedefs, enums
-# and ``cdef inline`` functions may live here -- Cython cannot cimport a flat module's cdef
-# functions at run time).
+# What every kernel module cimports: the fused float type, the status codes that ``nogil``
+# kernels return and the one function that turns them into exceptions, the operation and mode
+# codes shared by a kernel and its Python wrapper (``cpdef enum``: the same names exist as
+# Python enums in ``cnncore._shared``), and small inline helpers.  ``check_status`` is a real
+# (non-inline) function implemented in ``_shared.pyx``; modules reach it through Cython's
+# cross-module cimport, which is why this file lives on the package path
+# (``from cnncore._shared cimport ...``).
 
 ctypedef fused floating:
     float
     double
 
-# Status codes returned by ``nogil`` kernels; the Python wrappers turn them into exceptions.
-cdef enum:
+# Status codes returned by ``nogil`` kernels; ``check_status`` turns them into exceptions.
+cpdef enum Status:
     CNN_OK = 0
     CNN_ERR_NOMEM = -1       # a workspace allocation failed
     CNN_ERR_INDEX = -2       # an index (e.g. a max-pool argmax) was out of range
+
+
+cdef int check_status(int status, str func, str name=*) except -1
+    # Raise the exception for a kernel's status (MemoryError, ValueError naming ``name`` for
+    # an out-of-range index, RuntimeError otherwise); return 0 for CNN_OK.
+
+
+# Operation and mode codes, one enum per kernel family.
+cpdef enum Activation:                 # _activation.unary / binary
+    OP_RELU = 1
+    OP_LEAKY_RELU = 2
+    OP_SIGMOID = 3
+    OP_TANH = 4
+    # backward ops: 10 + the forward op
+    OP_RELU_BW = 11
+    OP_LEAKY_RELU_BW = 12
+    OP_SIGMOID_BW = 13
+    OP_TANH_BW = 14
+
+cpdef enum ConvAlgorithm:              # _conv: how a pass is computed (see ops/conv_dispatch.py)
+    ALGO_GEMM = 1
+    ALGO_DIRECT = 2
+    ALGO_WINOGRAD = 3                  # 3x3, stride 1, dilation 1 only; anything else runs GEMM
+
+cpdef enum Loss:                       # _loss.pointwise
+    LOSS_MSE = 1
+    LOSS_L1 = 2
+    LOSS_BCE_WITH_LOGITS = 3
+    LOSS_BCE = 4
+    LOSS_MSLE = 5
+    LOSS_MAPE = 6
+
+cpdef enum LossDomain:                 # _loss.pointwise's status > 0: which operand left the domain
+    LOSS_BAD_INPUT = 1
+    LOSS_BAD_TARGET = 2
+
+cpdef enum PadMode:                    # _pad; the names give cnncore's pad modes, in order
+    PAD_CONSTANT = 0
+    PAD_REPLICATE = 1
+    PAD_REFLECT = 2
+    PAD_CIRCULAR = 3
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

@@ -26,7 +26,7 @@ Average pooling sums each window in row-major order and divides by the divisor (
 reciprocal), and the backward passes accumulate in row-major output order, like PyTorch's
 CPU kernels -- so the results are bit-identical to PyTorch's as well.
 
-Kernels run without the GIL and return a status code (``_common.pxd``); the ``def`` wrappers
+Kernels run without the GIL and return a status code (``cnncore/_shared.pxd``); the ``def`` wrappers
 raise.  Index-consuming kernels (max-pool backward, unpooling) range-check every index right
 before using it and report ``CNN_ERR_INDEX`` -- a bad index never reads or writes out of
 bounds and costs no extra pass.
@@ -37,7 +37,8 @@ from libc.math cimport INFINITY, pow, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from _common cimport CNN_ERR_INDEX, CNN_OK, floating, py_max, py_min, fixed_sum, valid_range
+from cnncore._shared cimport (CNN_ERR_INDEX, CNN_OK, check_status, fixed_sum, floating, py_max,
+                              py_min, valid_range)
 
 
 ctypedef struct PoolGeom:
@@ -1016,15 +1017,6 @@ cdef void lp_pool_backward_impl(const floating* go, const floating* x, floating*
 # Thin def wrappers (shapes are validated by cnncore.functional before they get here)
 # ------------------------------------------------------------------------------------------
 
-def _raise_status(int status, str func, str name="indices"):
-    if status == CNN_ERR_INDEX:
-        raise ValueError(
-            f"{func}(): every entry of {name} must be a flat position h * W + w inside its "
-            f"plane, i.e. in [0, H*W). Received: {name} with an out-of-range value"
-        )
-    if status != CNN_OK:
-        raise RuntimeError(f"{func}(): kernel failed with status {status}")
-
 
 cdef inline PoolGeom geom_of(Py_ssize_t[8] in_shape, Py_ssize_t[8] out_shape, Py_ssize_t kh,
                              Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
@@ -1077,7 +1069,7 @@ cdef index_op(int mode, const floating[:, :, :, ::1] src,
     if NC == 0 or (HW == 0 and L == 0):
         return
     if HW == 0:
-        _raise_status(CNN_ERR_INDEX, func)
+        check_status(CNN_ERR_INDEX, func)
     if L == 0:             # nothing to scatter: zero planes (gathering: nothing to write)
         if not gather:
             with nogil:
@@ -1086,7 +1078,7 @@ cdef index_op(int mode, const floating[:, :, :, ::1] src,
     with nogil:
         status = index_impl(mode, &src[0, 0, 0, 0], &indices[0, 0, 0, 0], NC, L, HW,
                             &dst_out[0, 0, 0, 0], n_threads)
-    _raise_status(status, func)
+    check_status(status, func)
 
 
 def index_scatter_add(const floating[:, :, :, ::1] src, const int64_t[:, :, :, ::1] indices,

@@ -19,7 +19,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from _blas cimport gemm
-from _common cimport CNN_ERR_NOMEM, CNN_OK, floating, py_max, py_min
+from cnncore._shared cimport CNN_ERR_NOMEM, CNN_OK, check_status, floating, py_max, py_min
 
 cdef enum:
     TARGET_BLOCKS = 4    # blocks a cut dimension is split into (when it is long enough) ...
@@ -107,12 +107,6 @@ cdef inline const floating* data(const floating[:, ::1] a):
     return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
 
 
-def _raise_status(int status, str func):
-    if status == CNN_ERR_NOMEM:
-        raise MemoryError(f"{func}(): could not allocate the kernel's workspace")
-    if status != CNN_OK:
-        raise RuntimeError(f"{func}(): kernel failed with status {status}")
-
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, ::1] y_out, int n_threads):
@@ -129,7 +123,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
     with nogil:
         status = linear_gemm(False, True, N, O, I, xp, I, wp, I, bptr, &y_out[0, 0],
                              n_threads)
-    _raise_status(status, "linear")
+    check_status(status, "linear")
 
 
 def linear_backward_input(const floating[:, ::1] grad_output, const floating[:, ::1] weight,
@@ -145,7 +139,7 @@ def linear_backward_input(const floating[:, ::1] grad_output, const floating[:, 
     with nogil:
         status = linear_gemm(False, False, N, I, O, gp, O, wp, I, <const floating*> NULL,
                              &dx_out[0, 0], n_threads)
-    _raise_status(status, "linear_backward_input")
+    check_status(status, "linear_backward_input")
 
 
 def linear_backward_weight(const floating[:, ::1] grad_output, const floating[:, ::1] x,
@@ -161,4 +155,4 @@ def linear_backward_weight(const floating[:, ::1] grad_output, const floating[:,
     with nogil:
         status = linear_gemm(True, False, O, I, N, gp, O, xp, I, <const floating*> NULL,
                              &dw_out[0, 0], n_threads)
-    _raise_status(status, "linear_backward_weight")
+    check_status(status, "linear_backward_weight")

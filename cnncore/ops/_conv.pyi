@@ -1,4 +1,4 @@
-# Stubs for the compiled convolution kernels (src/_conv.pyx; also built as _conv_avx2 and
+# Stubs for the compiled convolution kernels (cnncore/ops/_conv.pyx; also built as _conv_avx2 and
 # _conv_avx512).  Arrays are C-contiguous float32 or float64, all of one dtype; shapes are
 # validated by cnncore.functional before these are called.  Outputs are written in place.
 import numpy as np
@@ -6,9 +6,6 @@ from numpy.typing import NDArray
 
 _F = NDArray[np.float32] | NDArray[np.float64]
 
-GEMM: int
-DIRECT: int
-WINOGRAD: int
 
 def conv2d_forward(
     x: _F, weight: _F, bias: _F | None, y_out: _F,

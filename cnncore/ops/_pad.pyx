@@ -20,18 +20,8 @@ accumulates in row-major output order, so results are bit-identical for any thre
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
-from _common cimport floating, py_max, py_min
-
-cdef enum:
-    MODE_CONSTANT = 0
-    MODE_REPLICATE = 1
-    MODE_REFLECT = 2
-    MODE_CIRCULAR = 3
-
-CONSTANT = MODE_CONSTANT
-REPLICATE = MODE_REPLICATE
-REFLECT = MODE_REFLECT
-CIRCULAR = MODE_CIRCULAR
+from cnncore._shared cimport (PAD_CIRCULAR, PAD_CONSTANT, PAD_REFLECT, PAD_REPLICATE, floating,
+                              py_max, py_min)
 
 
 ctypedef struct PadGeom:
@@ -42,15 +32,15 @@ ctypedef struct PadGeom:
 cdef inline Py_ssize_t src_index(Py_ssize_t i, Py_ssize_t n, int mode) noexcept nogil:
     """Input coordinate read by padded coordinate ``i`` (non-constant modes)."""
     if i < 0:
-        if mode == MODE_REPLICATE:
+        if mode == PAD_REPLICATE:
             return 0
-        if mode == MODE_REFLECT:
+        if mode == PAD_REFLECT:
             return -i
         return i + n
     if i >= n:
-        if mode == MODE_REPLICATE:
+        if mode == PAD_REPLICATE:
             return n - 1
-        if mode == MODE_REFLECT:
+        if mode == PAD_REFLECT:
             return 2 * (n - 1) - i
         return i - n
     return i
@@ -73,7 +63,7 @@ cdef void pad_plane(const floating* xp, floating* yp, const PadGeom* g, int mode
     for oh in range(g.Ho):
         yr = yp + oh * Wo
         ih = oh - g.top
-        if mode == MODE_CONSTANT:
+        if mode == PAD_CONSTANT:
             if ih < 0 or ih >= g.H:
                 fill(yr, Wo, value)
                 continue
@@ -95,7 +85,7 @@ cdef void pad_backward_plane(const floating* gp, floating* dp, const PadGeom* g,
     cdef Py_ssize_t oh, ow, ih, t, lo, hi, W = g.W, Wo = g.Wo, left = g.left
     cdef const floating* gr
     cdef floating* dr
-    if mode == MODE_CONSTANT:
+    if mode == PAD_CONSTANT:
         # one-to-one: dx[ih, iw] = g[ih + top, iw + left] where that exists, else 0;
         # input columns [lo, hi) are the ones that survived the (possibly negative) padding
         lo = py_min(py_max(-left, 0), W)

@@ -1,4 +1,4 @@
-"""Type stubs for the ``cnncore._loss`` extension (see ``src/_loss.pyx``).
+"""Type stubs for the ``cnncore.ops._loss`` extension (see ``cnncore/ops/_loss.pyx``).
 
 Arrays are C-contiguous float32 or float64 (one dtype per call); shapes, dtypes and label
 ranges are validated by :mod:`cnncore.functional`, which is the public API.
@@ -9,14 +9,6 @@ from numpy.typing import NDArray
 
 _Float = NDArray[np.float32] | NDArray[np.float64]
 
-MSE: int
-L1: int
-BCE_WITH_LOGITS: int
-BCE: int
-MSLE: int
-MAPE: int
-INPUT_OUT_OF_DOMAIN: int
-TARGET_OUT_OF_DOMAIN: int
 MAPE_EPSILON: float
 BCE_GRAD_EPSILON: float
 
@@ -24,7 +16,7 @@ def pointwise(kind: int, input: _Float, target: _Float, loss_out: _Float | None,
               grad_out: _Float | None, gscale: float, n_threads: int) -> tuple[float, int]:
     """Elementwise loss over 1-D arrays: returns ``(sum of losses, domain flags)`` and fills
     ``loss_out`` (per-element losses) and ``grad_out`` (``gscale * d loss / d input``) when
-    given. A non-zero flag (``INPUT_OUT_OF_DOMAIN | TARGET_OUT_OF_DOMAIN``) means the values
+    given. A non-zero flag (``LossDomain`` bits of ``cnncore._shared``) means the values
     are invalid."""
 
 def cross_entropy(logits: _Float, labels: NDArray[np.int64] | None, probs: _Float | None,

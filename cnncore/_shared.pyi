@@ -1,0 +1,39 @@
+import enum
+
+class Status(enum.IntEnum):
+    CNN_OK = 0
+    CNN_ERR_NOMEM = -1
+    CNN_ERR_INDEX = -2
+
+class Activation(enum.IntEnum):
+    OP_RELU = 1
+    OP_LEAKY_RELU = 2
+    OP_SIGMOID = 3
+    OP_TANH = 4
+    OP_RELU_BW = 11
+    OP_LEAKY_RELU_BW = 12
+    OP_SIGMOID_BW = 13
+    OP_TANH_BW = 14
+
+class ConvAlgorithm(enum.IntEnum):
+    ALGO_GEMM = 1
+    ALGO_DIRECT = 2
+    ALGO_WINOGRAD = 3
+
+class Loss(enum.IntEnum):
+    LOSS_MSE = 1
+    LOSS_L1 = 2
+    LOSS_BCE_WITH_LOGITS = 3
+    LOSS_BCE = 4
+    LOSS_MSLE = 5
+    LOSS_MAPE = 6
+
+class LossDomain(enum.IntEnum):
+    LOSS_BAD_INPUT = 1
+    LOSS_BAD_TARGET = 2
+
+class PadMode(enum.IntEnum):
+    PAD_CONSTANT = 0
+    PAD_REPLICATE = 1
+    PAD_REFLECT = 2
+    PAD_CIRCULAR = 3

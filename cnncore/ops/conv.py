@@ -1,0 +1,534 @@
+"""Convolution: conv2d and its gradients, im2col / col2im.
+
+See :mod:`cnncore.functional` for the conventions every op follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._config import blas_single_thread, get_num_threads, load_kernels
+from .._geometry import (
+    ConvGeometry,
+    conv2d_geometry,
+)
+from .._validation import (
+    as_float_array,
+    check_bool,
+    check_int,
+    check_numel,
+    check_same_dtype,
+    check_shape,
+    to_pair,
+)
+from ._common import check_blas_dims
+from .conv_dispatch import algorithm_name, select_conv_algorithm
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward_input",
+    "conv2d_backward_weight",
+    "conv2d_backward_bias",
+    "conv2d_backward",
+    "im2col",
+    "col2im",
+]
+
+# The convolution kernels, compiled for the widest vector unit this CPU has.
+_conv, _CONV_SIMD = load_kernels("cnncore.ops._conv")
+
+def _conv_setup(func: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: Any,
+                padding: Any, dilation: Any, groups: Any) -> tuple[ConvGeometry, int]:
+    """Check the channel/group bookkeeping and resolve the geometry (shared by all passes)."""
+    groups = check_int(groups, "groups", func, min_value=1)
+    n, c, h, w = x_shape
+    k, cg, kh, kw = w_shape
+    if kh < 1 or kw < 1:
+        raise ValueError(
+            f"{func}(): the kernel size must be at least 1x1. Received: weight with shape "
+            f"{tuple(w_shape)}"
+        )
+    if k % groups != 0:
+        raise ValueError(
+            f"{func}(): out_channels (weight.shape[0]={k}) must be divisible by groups. "
+            f"Received: groups={groups}"
+        )
+    if cg * groups != c:
+        raise ValueError(
+            f"{func}(): expected an input with weight.shape[1] * groups = {cg} * {groups} = "
+            f"{cg * groups} channels. Received: input with shape {tuple(x_shape)} "
+            f"({c} channels), groups={groups}"
+        )
+    geo = conv2d_geometry(func, (h, w), (kh, kw), stride, padding, dilation)
+    ho, wo = geo.out
+    check_numel((n, k, ho, wo), "output", func)
+    check_blas_dims(func, f"input shape {tuple(x_shape)}, weight shape {tuple(w_shape)}",
+                    **{"C_in/groups*kH*kW": cg * kh * kw, "H_out*W_out": ho * wo,
+                       "H_in*W_in": h * w, "C_out": k})
+    return geo, groups
+
+
+def conv2d_algorithms(input_shape: Any, weight_shape: Any, stride: Any = 1, padding: Any = 0,
+                      dilation: Any = 1, groups: int = 1) -> dict[str, str]:
+    """The algorithm each pass of a convolution would run with now.
+
+    Returns ``{"forward": name, "input": name, "weight": name}`` with names from
+    :data:`cnncore.ops.conv_dispatch.ALGORITHMS` -- the automatic choice, or the one forced by
+    an enclosing :func:`cnncore.conv_algorithm` block.  The kernels still run GEMM where the
+    planned algorithm does not apply (and Winograd falls back to GEMM on Inf/NaN inputs).
+    """
+    func = "conv2d_algorithms"
+    in_shape = check_shape(input_shape, "input_shape", func, 4)
+    w_shape = check_shape(weight_shape, "weight_shape", func, 4)
+    geo, groups = _conv_setup(func, in_shape, w_shape, stride, padding, dilation, groups)
+    return {which: algorithm_name(select_conv_algorithm(w_shape, groups, geo, which))
+            for which in ("forward", "input", "weight")}
+
+
+def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    return sh, sw, ph, pw, dh, dw, groups
+
+
+def conv2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """2-D cross-correlation of a batch of images with a bank of filters, plus bias.
+
+    Same semantics as :func:`torch.nn.functional.conv2d`.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C_in, H_in, W_in)
+        Input images, float32 or float64.
+    weight : array_like of shape (C_out, C_in / groups, kH, kW)
+        Filters, same dtype as ``x``.
+    bias : array_like of shape (C_out,), optional
+        Added to every output position of each channel.
+    stride : int or (int, int), default 1
+        Step of the sliding window per axis.
+    padding : int, (int, int), 'valid' or 'same', default 0
+        Implicit zero padding on both sides of each axis. ``'valid'`` is no padding;
+        ``'same'`` pads so that the output has the input's size (stride 1 only); when the
+        total padding ``dilation * (k - 1)`` is odd the extra row/column goes at the
+        bottom/right, as in PyTorch.
+    dilation : int or (int, int), default 1
+        Spacing between kernel taps.
+    groups : int, default 1
+        Split the input channels and filters into ``groups`` independent convolutions.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C_out, H_out, W_out)
+        Same dtype as ``x``.
+
+    Notes
+    -----
+    For each axis, ``H_out = floor((H_in + 2 * padding - dilation * (kH - 1) - 1) / stride) + 1``.
+
+    ``y[n, k, oh, ow] = bias[k] + sum_{c, i, j} weight[k, c, i, j] *
+    x_pad[n, g * C_in/groups + c, oh * stride + i * dilation, ow * stride + j * dilation]``
+    where ``g = k // (C_out / groups)``.
+
+    The algorithm follows from the shapes: a direct loop for few channels, Winograd
+    F(2x2, 3x3) for 3x3 stride-1 filters with at least 16 channels per group (16 BLAS GEMMs
+    per block of 2x2 output tiles; inputs holding Inf/NaN take the GEMM path), otherwise
+    im2col in bounded blocks + BLAS GEMM.  They agree to float rounding.
+
+    See Also
+    --------
+    conv2d_backward_input, conv2d_backward_weight, conv2d_backward_bias, conv2d_backward
+    cnncore.nn.Conv2d : the layer that holds ``weight`` and ``bias``.
+
+    Examples
+    --------
+    >>> import numpy as np, cnncore
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 3, 3), dtype=np.float32)
+    >>> cnncore.conv2d(x, w)[0, 0]
+    array([[45., 54.],
+           [81., 90.]], dtype=float32)
+    """
+    func = "conv2d"
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    weight = as_float_array(weight, "weight", func, ndim=4,
+                            ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", func)
+    dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
+    n, k = x.shape[0], weight.shape[0]
+    if bias is not None and bias.shape != (k,):
+        raise ValueError(
+            f"{func}(): bias must have shape (C_out,) = ({k},). Received: bias with shape "
+            f"{bias.shape}"
+        )
+    y = np.empty((n, k, *geo.out), dtype=dtype)
+    if y.size == 0:
+        return y
+    if x.size == 0 or weight.size == 0:  # only padding is read: the output is the bias
+        y[...] = 0 if bias is None else bias[None, :, None, None]
+        return y
+    algo = select_conv_algorithm(weight.shape, groups, geo, "forward")
+    with blas_single_thread():
+        _conv.conv2d_forward(x, weight, bias, y, *_conv_kernel_args(geo, groups), algo,
+                             get_num_threads())
+    return y
+
+
+def conv2d_backward_input(grad_output: Any, weight: Any, input_shape: Any, stride: Any = 1,
+                          padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """Gradient of :func:`conv2d` with respect to its input.
+
+    Same result as :func:`torch.nn.grad.conv2d_input`.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C_out, H_out, W_out)
+        Gradient of the loss with respect to the convolution's output.
+    weight : array_like of shape (C_out, C_in / groups, kH, kW)
+        The filters used in the forward pass, same dtype as ``grad_output``.
+    input_shape : tuple of 4 ints
+        ``(N, C_in, H_in, W_in)``, the shape of the forward input.
+    stride, padding, dilation, groups
+        As in the forward call.
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C_in, H_in, W_in)
+
+    Notes
+    -----
+    ``grad_x`` is the full correlation of ``grad_output`` -- dilated by the stride (zeros
+    between its rows/columns) -- with the kernel rotated by 180 degrees. cnncore computes it
+    without building the dilated array: each ``weight[k, c, i, j] * grad_output[n, k]`` row is
+    added back to the input row it was read from (col2im of ``W^T @ grad_output``). Input
+    rows/columns that the forward pass never read (when the stride does not divide) get 0.
+
+    See Also
+    --------
+    conv2d, conv2d_backward_weight
+    cnncore.nn.Conv2d
+    """
+    func = "conv2d_backward_input"
+    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
+                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    weight = as_float_array(weight, "weight", func, ndim=4,
+                            ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
+    check_same_dtype(func, grad_output=grad_output, weight=weight)
+    input_shape = check_shape(input_shape, "input_shape", func, 4)
+    geo, groups = _conv_setup(func, input_shape, weight.shape, stride, padding, dilation,
+                              groups)
+    _check_grad_output(func, grad_output, input_shape[0], weight.shape[0], geo,
+                       f"input_shape={input_shape} and weight of shape {weight.shape}")
+    return _conv_input_grad(grad_output, weight, input_shape, geo, groups)
+
+
+def _check_grad_output(func: str, grad_output: np.ndarray, n: int, c_out: int,
+                       geo: ConvGeometry, given: str) -> None:
+    """A convolution gradient's ``grad_output`` must be ``(N, C_out, H_out, W_out)`` for the
+    shapes ``given`` (named in the message)."""
+    expected = (n, c_out, *geo.out)
+    if grad_output.shape != expected:
+        raise ValueError(
+            f"{func}(): grad_output must have shape {expected} for {given}. Received: "
+            f"grad_output with shape {grad_output.shape}"
+        )
+
+
+def _conv_input_grad(grad_output: np.ndarray, weight: np.ndarray,
+                     input_shape: tuple[int, ...], geo: ConvGeometry,
+                     groups: int) -> np.ndarray:
+    """Kernel call of :func:`conv2d_backward_input` (arguments validated)."""
+    dx = np.empty(input_shape, dtype=grad_output.dtype)
+    if dx.size == 0:
+        return dx
+    if grad_output.size == 0 or weight.size == 0:
+        dx[...] = 0
+        return dx
+    algo = select_conv_algorithm(weight.shape, groups, geo, "input")
+    with blas_single_thread():
+        _conv.conv2d_backward_input(grad_output, weight, dx, *_conv_kernel_args(geo, groups),
+                                    algo, get_num_threads())
+    return dx
+
+
+def conv2d_backward_weight(grad_output: Any, x: Any, weight_shape: Any, stride: Any = 1,
+                           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """Gradient of :func:`conv2d` with respect to its weight.
+
+    Same result as :func:`torch.nn.grad.conv2d_weight`.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C_out, H_out, W_out)
+        Gradient of the loss with respect to the convolution's output.
+    x : array_like of shape (N, C_in, H_in, W_in)
+        The forward input, same dtype as ``grad_output``.
+    weight_shape : tuple of 4 ints
+        ``(C_out, C_in / groups, kH, kW)``.
+    stride, padding, dilation, groups
+        As in the forward call.
+
+    Returns
+    -------
+    grad_weight : ndarray of shape (C_out, C_in / groups, kH, kW)
+
+    Notes
+    -----
+    ``grad_weight[k, c, i, j] = sum_{n, oh, ow} grad_output[n, k, oh, ow] *
+    x_pad[n, g * C_in/groups + c, oh * stride + i * dilation, ow * stride + j * dilation]``:
+    the correlation of the input with ``grad_output``. The batch is split into a fixed number
+    of parts whose partial sums are added in order, so the result does not depend on the
+    thread count.
+
+    See Also
+    --------
+    conv2d, conv2d_backward_input, conv2d_backward_bias
+    cnncore.nn.Conv2d
+    """
+    func = "conv2d_backward_weight"
+    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
+                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    check_same_dtype(func, grad_output=grad_output, x=x)
+    weight_shape = check_shape(weight_shape, "weight_shape", func, 4)
+    geo, groups = _conv_setup(func, x.shape, weight_shape, stride, padding, dilation, groups)
+    _check_grad_output(func, grad_output, x.shape[0], weight_shape[0], geo,
+                       f"x of shape {x.shape} and weight_shape={weight_shape}")
+    return _conv_param_grads(grad_output, x, weight_shape, geo, groups, bias=False)[0]
+
+
+def _conv_param_grads(grad_output: np.ndarray, x: np.ndarray, weight_shape: tuple[int, ...],
+                      geo: ConvGeometry, groups: int,
+                      bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Kernel call of :func:`conv2d_backward_weight` (arguments validated); with ``bias``
+    the bias gradient too, computed in the same pass."""
+    dw = np.empty(weight_shape, dtype=grad_output.dtype)
+    db = np.empty(weight_shape[0], dtype=grad_output.dtype) if bias else None
+    if dw.size == 0 or x.size == 0 or grad_output.size == 0:
+        dw[...] = 0
+        if db is not None:
+            _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
+        return dw, db
+    algo = select_conv_algorithm(weight_shape, groups, geo, "weight")
+    with blas_single_thread():
+        _conv.conv2d_backward_weight(grad_output, x, dw, db, *_conv_kernel_args(geo, groups),
+                                     algo, get_num_threads())
+    return dw, db
+
+
+def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
+    """Gradient of :func:`conv2d` with respect to its bias: ``grad_output.sum((0, 2, 3))``.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C_out, H_out, W_out)
+
+    Returns
+    -------
+    grad_bias : ndarray of shape (C_out,)
+
+    See Also
+    --------
+    conv2d, conv2d_backward_weight
+    cnncore.nn.Conv2d
+    """
+    func = "conv2d_backward_bias"
+    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
+                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    db = np.empty(grad_output.shape[1], dtype=grad_output.dtype)
+    _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
+    return db
+
+
+def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: Any = 1, padding: Any = 0,
+                    dilation: Any = 1, groups: int = 1,
+                    output_mask: Any = (True, True, True)) -> tuple[np.ndarray | None, ...]:
+    """All gradients of :func:`conv2d` in one call, as a layer's backward pass needs them.
+
+    Same results as :func:`torch.ops.aten.convolution_backward`.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C_out, H_out, W_out)
+        Gradient of the loss with respect to the convolution's output.
+    x : array_like of shape (N, C_in, H_in, W_in)
+        The forward input.
+    weight : array_like of shape (C_out, C_in / groups, kH, kW)
+        The filters of the forward pass.
+    stride, padding, dilation, groups
+        As in the forward call.
+    output_mask : sequence of 3 bools, default (True, True, True)
+        Which of ``(grad_x, grad_weight, grad_bias)`` to compute.
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C_in, H_in, W_in), or None
+    grad_weight : ndarray of shape (C_out, C_in / groups, kH, kW), or None
+    grad_bias : ndarray of shape (C_out,), or None
+
+    Notes
+    -----
+    The bias gradient is summed in the weight-gradient pass, while each part of the batch of
+    ``grad_output`` is in cache; it is bit-identical to :func:`conv2d_backward_bias`.  The
+    other two are those of :func:`conv2d_backward_input` and :func:`conv2d_backward_weight`.
+
+    See Also
+    --------
+    conv2d_backward_input, conv2d_backward_weight, conv2d_backward_bias
+    cnncore.nn.Conv2d
+    """
+    func = "conv2d_backward"
+    if not isinstance(output_mask, (tuple, list)):
+        raise TypeError(f"{func}(): output_mask must be a tuple or list of 3 bools. Received: "
+                        f"output_mask of type {type(output_mask).__name__}")
+    if len(output_mask) != 3:
+        raise ValueError(f"{func}(): output_mask must hold 3 bools (grad_x, grad_weight, "
+                         f"grad_bias). Received: output_mask={output_mask!r}")
+    mask = [check_bool(m, f"output_mask[{i}]", func) for i, m in enumerate(output_mask)]
+    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
+                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    weight = as_float_array(weight, "weight", func, ndim=4,
+                            ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
+    check_same_dtype(func, grad_output=grad_output, x=x, weight=weight)
+    geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
+    _check_grad_output(func, grad_output, x.shape[0], weight.shape[0], geo,
+                       f"x of shape {x.shape} and weight of shape {weight.shape}")
+    dx = _conv_input_grad(grad_output, weight, x.shape, geo, groups) if mask[0] else None
+    dw = db = None
+    if mask[1]:
+        dw, db = _conv_param_grads(grad_output, x, weight.shape, geo, groups, bias=mask[2])
+    elif mask[2]:
+        db = np.empty(weight.shape[0], dtype=grad_output.dtype)
+        _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
+    return dx, dw, db
+
+
+def _unfold_geometry(func: str, in_hw: tuple[int, int], kernel_size: Any, stride: Any,
+                     padding: Any, dilation: Any) -> ConvGeometry:
+    kh, kw = to_pair(kernel_size, "kernel_size", func, min_value=1)
+    if isinstance(padding, str):
+        raise TypeError(
+            f"{func}(): padding must be an int or a pair of ints. Received: padding={padding!r}"
+        )
+    return conv2d_geometry(func, in_hw, (kh, kw), stride, padding, dilation)
+
+
+def _unfold_args(geo: ConvGeometry) -> tuple[int, ...]:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (ho, wo) = geo
+    return kh, kw, sh, sw, ph, pw, dh, dw, ho, wo
+
+
+def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1) -> np.ndarray:
+    """Extract sliding local blocks (patches) of a batch of images, as columns.
+
+    Same as :func:`torch.nn.functional.unfold`.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W) or (C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default 1
+    padding : int or (int, int), default 0
+        Zero padding on both sides of each axis.
+    dilation : int or (int, int), default 1
+
+    Returns
+    -------
+    cols : ndarray of shape (N, C * kH * kW, L) (or (C * kH * kW, L) for a 3-D input)
+        Row ``(c * kH + i) * kW + j`` holds tap ``(i, j)`` of channel ``c``; column
+        ``oh * W_out + ow`` the window at output position ``(oh, ow)``.
+
+    Notes
+    -----
+    ``L = H_out * W_out`` with ``H_out = floor((H + 2 * padding - dilation * (kH - 1) - 1) /
+    stride) + 1`` (the same formula as :func:`conv2d`).  ``conv2d(x, w)`` equals
+    ``w.reshape(C_out, -1) @ im2col(x, ...)`` reshaped to ``(N, C_out, H_out, W_out)``.
+
+    See Also
+    --------
+    col2im : the adjoint (sums overlapping patches back).
+    conv2d
+    """
+    func = "im2col"
+    x = as_float_array(x, "x", func)
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            f"{func}(): x must be a 4-D array (N, C, H, W) or a 3-D array (C, H, W). "
+            f"Received: x with shape {x.shape}"
+        )
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    n, c, h, w = x.shape
+    geo = _unfold_geometry(func, (h, w), kernel_size, stride, padding, dilation)
+    (kh, kw), (ho, wo) = geo.kernel, geo.out
+    shape = (n, c * kh * kw, ho * wo)
+    check_numel(shape, "output", func, x.itemsize)
+    cols = np.empty(shape, dtype=x.dtype)
+    if x.size == 0:
+        cols[...] = 0
+    elif cols.size:
+        _conv.im2col(x, cols, *_unfold_args(geo), get_num_threads())
+    return cols[0] if unbatched else cols
+
+
+def col2im(cols: Any, output_size: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1) -> np.ndarray:
+    """Sum columns of patches back into images: the adjoint of :func:`im2col`.
+
+    Same as :func:`torch.nn.functional.fold`.
+
+    Parameters
+    ----------
+    cols : array_like of shape (N, C * kH * kW, L) or (C * kH * kW, L)
+    output_size : int or (int, int)
+        Spatial size ``(H, W)`` of the images.
+    kernel_size, stride, padding, dilation
+        As in :func:`im2col`; ``L`` must equal ``H_out * W_out`` for this geometry.
+
+    Returns
+    -------
+    x : ndarray of shape (N, C, H, W) (or (C, H, W) for a 2-D ``cols``)
+        Overlapping patch entries are summed; entries that fall in the padding are dropped.
+
+    See Also
+    --------
+    im2col
+    """
+    func = "col2im"
+    cols = as_float_array(cols, "cols", func)
+    if cols.ndim not in (2, 3):
+        raise ValueError(
+            f"{func}(): cols must be a 3-D array (N, C*kH*kW, L) or a 2-D array (C*kH*kW, L). "
+            f"Received: cols with shape {cols.shape}"
+        )
+    unbatched = cols.ndim == 2
+    if unbatched:
+        cols = cols[None]
+    h, w = to_pair(output_size, "output_size", func, min_value=0)
+    geo = _unfold_geometry(func, (h, w), kernel_size, stride, padding, dilation)
+    (kh, kw), (ho, wo) = geo.kernel, geo.out
+    n, ckk, length = cols.shape
+    if ckk % (kh * kw) != 0:
+        raise ValueError(
+            f"{func}(): cols.shape[1] must be divisible by kH*kW = {kh * kw}. "
+            f"Received: cols with shape {cols.shape}"
+        )
+    if length != ho * wo:
+        raise ValueError(
+            f"{func}(): cols.shape[2] must be the number of sliding blocks, {ho} * {wo} = "
+            f"{ho * wo}, for output_size={(h, w)}. Received: cols with shape {cols.shape}"
+        )
+    c = ckk // (kh * kw)
+    check_numel((n, c, h, w), "output", func, cols.itemsize)
+    x = np.empty((n, c, h, w), dtype=cols.dtype)
+    if cols.size == 0:
+        x[...] = 0
+    elif x.size:
+        _conv.col2im(cols, x, *_unfold_args(geo), get_num_threads())
+    return x[0] if unbatched else x

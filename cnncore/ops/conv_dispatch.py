@@ -1,0 +1,153 @@
+"""Which algorithm computes each convolution pass -- the one place that decides.
+
+cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement three algorithms:
+
+``"gemm"``
+    im2col of a block of output rows, then one BLAS GEMM per block (the default).
+``"direct"``
+    vectorizable loops for few channels per group on large images, and for the forward pass
+    of few output channels over deep windows.
+``"winograd"``
+    Winograd F(2x2, 3x3) for 3x3, stride-1, dilation-1 convolutions with enough channels.
+
+:func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
+``"weight"`` gradient) from the thresholds below; :func:`conv_algorithm` forces one for a
+block of code (tests, benchmarks, or to compare algorithms)::
+
+    with cnncore.conv_algorithm("gemm"):
+        y = cnncore.conv2d(x, w)
+
+A forced algorithm that does not apply to a shape (``"winograd"`` for a 5x5 kernel,
+``"direct"`` for a weight gradient) runs GEMM.  All algorithms give the same result up to
+rounding (they may differ in the last bits); each is bit-identical for any thread count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from .._geometry import ConvGeometry
+from .._shared import ConvAlgorithm
+
+__all__ = ["ALGORITHMS", "conv_algorithm", "forced_conv_algorithm", "select_conv_algorithm"]
+
+#: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
+ALGORITHMS = ("auto", "gemm", "direct", "winograd")
+
+_CODES = {
+    "gemm": ConvAlgorithm.ALGO_GEMM,
+    "direct": ConvAlgorithm.ALGO_DIRECT,
+    "winograd": ConvAlgorithm.ALGO_WINOGRAD,
+}
+_NAMES = {int(code): name for name, code in _CODES.items()}
+
+# The algorithm forced by the innermost ``conv_algorithm`` block (None: automatic).  A context
+# variable, so a block in one thread does not change the choice in another.
+_forced: ContextVar[int | None] = ContextVar("cnncore_conv_algorithm", default=None)
+
+
+@contextmanager
+def conv_algorithm(name: str) -> Iterator[None]:
+    """Context manager: run every convolution inside the block with one algorithm.
+
+    Parameters
+    ----------
+    name : {"auto", "gemm", "direct", "winograd"}
+        The algorithm; ``"auto"`` restores the per-shape choice inside an outer block.
+
+    Notes
+    -----
+    Blocks nest; the innermost wins.  The setting is per thread (a context variable).  Where
+    the forced algorithm does not apply to a convolution, it runs GEMM.
+
+    Examples
+    --------
+    >>> import numpy as np, cnncore
+    >>> x = np.ones((1, 1, 5, 5), np.float32); w = np.ones((1, 1, 3, 3), np.float32)
+    >>> with cnncore.conv_algorithm("gemm"):
+    ...     y = cnncore.conv2d(x, w)
+    """
+    if not isinstance(name, str) or name not in ALGORITHMS:
+        raise ValueError(
+            f"conv_algorithm(): name must be one of {list(ALGORITHMS)}. Received: name={name!r}"
+        )
+    token = _forced.set(None if name == "auto" else _CODES[name])
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def forced_conv_algorithm() -> str | None:
+    """The algorithm forced by the innermost :func:`conv_algorithm` block, or None."""
+    code = _forced.get()
+    return None if code is None else _NAMES[code]
+
+
+def algorithm_name(code: int) -> str:
+    """The name of a kernel algorithm code (``"gemm"``, ``"direct"`` or ``"winograd"``)."""
+    return _NAMES[int(code)]
+
+
+# Direct loops beat im2col + GEMM for large images with few channels per group: im2col then
+# writes kh*kw copies of a big image for a GEMM too thin to use BLAS well (e.g. 1->8 channels
+# on 256x256: 1.2 vs 1.8 ms forward on 2 cores).  On MNIST-sized images GEMM wins even with
+# one input channel (0.26 vs 0.50 ms for 64x1x28x28 -> 6, k5), so it is the default.
+_DIRECT_MAX_CHANNELS = 2
+_DIRECT_MIN_OUTPUT_PIXELS = 128 * 128
+# The forward pass also goes direct for few output channels and deep windows at unit stride:
+# the direct kernel keeps a block of outputs in registers over all C*kh*kw taps, while a GEMM
+# with M = C_out <= 16 is dominated by im2col and BLAS packing (64x6x14x14 -> 16, k5:
+# 0.35 vs 0.51 ms; 64x3x32x32 -> 16, k3: 0.48 vs 0.92 ms; 64x1x28x28 -> 6, k5 (25 taps) and
+# 64x16x10x10 -> 32, k3 stay GEMM).  Its input gradient is a correlation with C_in outputs
+# and stays GEMM (0.80 vs 0.49 ms for the LeNet shape).
+_DIRECT_FWD_MAX_OUT_CHANNELS = 16
+_DIRECT_FWD_MIN_TAPS = 27
+# ... as long as a thread's zero-padded copy of one sample's channels stays small (elements).
+_DIRECT_FWD_MAX_SCRATCH = 1 << 20
+
+
+# 3x3 / stride 1 / dilation 1 convolutions with enough channels per group run Winograd
+# F(2x2, 3x3): 2.25x fewer multiplications, as 16 BLAS GEMMs per block of tiles (see
+# cnncore/ops/_conv.pyx).  Speed-up over im2col + GEMM (forward / input grad / weight grad, float32,
+# 2 threads): 64x32x14x14 -> 64: 1.44 / 1.28 / 1.05; 32x64x32x32 -> 64: 1.82 / 1.63 / 1.30;
+# 64x16x28x28 -> 16: 1.74 / 1.58 / 1.37.  Below 16 channels per group or on small images the
+# transforms cost more than they save: 64x8x28x28 -> 16: 0.94 / 0.75 / 0.75; 64x32x7x7 -> 64:
+# 0.71 / 0.54 / 0.70; 64x64x4x4 -> 64: 0.71 / 0.64 / 0.71.
+_WINOGRAD_MIN_CHANNELS = 16
+_WINOGRAD_MIN_OUTPUT_PIXELS = 144
+
+
+
+
+def select_conv_algorithm(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry,
+                          which: str) -> int:
+    """The kernel algorithm code (a :class:`cnncore._shared.ConvAlgorithm`) for one pass.
+
+    ``which`` is ``"forward"``, ``"input"`` or ``"weight"`` (gradient); ``geo`` is the
+    convolution's resolved geometry and ``w_shape`` the weight's shape.  A
+    :func:`conv_algorithm` block overrides the choice.
+    """
+    forced = _forced.get()
+    if forced is not None:
+        return forced
+    k, cg, kh, kw = w_shape
+    if (kh, kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) \
+            and min(cg, k // groups) >= _WINOGRAD_MIN_CHANNELS \
+            and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS \
+            and (which != "input" or max(geo.padding) <= 2):
+        return ConvAlgorithm.ALGO_WINOGRAD
+    if which == "weight":
+        return ConvAlgorithm.ALGO_GEMM
+    forward = which == "forward"
+    if cg <= _DIRECT_MAX_CHANNELS and geo.out[0] * geo.out[1] >= _DIRECT_MIN_OUTPUT_PIXELS:
+        return ConvAlgorithm.ALGO_DIRECT
+    hp = geo.out[0] + (kh - 1) * geo.dilation[0]  # rows and columns the windows read
+    wp = geo.out[1] + (kw - 1) * geo.dilation[1] + 16
+    if (forward and geo.stride == (1, 1) and k // groups <= _DIRECT_FWD_MAX_OUT_CHANNELS
+            and cg * kh * kw >= _DIRECT_FWD_MIN_TAPS
+            and cg * hp * wp <= _DIRECT_FWD_MAX_SCRATCH):
+        return ConvAlgorithm.ALGO_DIRECT
+    return ConvAlgorithm.ALGO_GEMM

@@ -1,0 +1,175 @@
+"""Fully connected layers: linear and its gradients.
+
+See :mod:`cnncore.functional` for the conventions every op follows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._config import blas_single_thread, get_num_threads
+from .._validation import (
+    as_float_array,
+    check_numel,
+    check_same_dtype,
+)
+from . import _linear
+from ._common import check_blas_dims
+from .conv import _conv  # the bias gradient is conv2d_backward_bias on 1x1 "images"
+
+__all__ = [
+    "linear",
+    "linear_backward_input",
+    "linear_backward_weight",
+    "linear_backward_bias",
+]
+
+def _linear_rows(func: str, a: np.ndarray, name: str, features: int, what: str) -> np.ndarray:
+    if a.ndim < 1 or a.shape[-1] != features:
+        raise ValueError(
+            f"{func}(): the last dimension of {name} must be {what} = {features}. "
+            f"Received: {name} with shape {a.shape}"
+        )
+    return a.reshape(math.prod(a.shape[:-1]), features)
+
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> np.ndarray:
+    """Affine map of the last dimension: ``y = x @ weight.T + bias``.
+
+    Same as :func:`torch.nn.functional.linear`.
+
+    Parameters
+    ----------
+    x : array_like of shape (*, in_features)
+    weight : array_like of shape (out_features, in_features)
+    bias : array_like of shape (out_features,), optional
+
+    Returns
+    -------
+    y : ndarray of shape (*, out_features)
+
+    Notes
+    -----
+    Computed as single-threaded BLAS GEMMs on fixed blocks of 32 rows, run in parallel with
+    the kernels' OpenMP threads (bit-identical for any thread count).
+
+    See Also
+    --------
+    linear_backward_input, linear_backward_weight, linear_backward_bias
+    cnncore.nn.Linear
+    """
+    func = "linear"
+    x = as_float_array(x, "x", func)
+    weight = as_float_array(weight, "weight", func, ndim=2,
+                            ndim_text="a 2-D array (out_features, in_features)")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", func)
+    dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    out_f, in_f = weight.shape
+    if bias is not None and bias.shape != (out_f,):
+        raise ValueError(f"{func}(): bias must have shape (out_features,) = ({out_f},). "
+                         f"Received: bias with shape {bias.shape}")
+    x2 = _linear_rows(func, x, "x", in_f, "in_features (weight.shape[1])")
+    check_numel((*x.shape[:-1], out_f), "output", func)
+    check_blas_dims(func, f"x with shape {x.shape}, weight with shape {weight.shape}",
+                     in_features=in_f, out_features=out_f)
+    y = np.empty((x2.shape[0], out_f), dtype=dtype)
+    with blas_single_thread():
+        _linear.linear_forward(x2, weight, bias, y, get_num_threads())
+    return y.reshape(*x.shape[:-1], out_f)
+
+
+def linear_backward_input(grad_output: Any, weight: Any) -> np.ndarray:
+    """Gradient of :func:`linear` with respect to ``x``: ``grad_output @ weight``.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (*, out_features)
+    weight : array_like of shape (out_features, in_features)
+
+    Returns
+    -------
+    grad_x : ndarray of shape (*, in_features)
+
+    See Also
+    --------
+    linear, cnncore.nn.Linear
+    """
+    func = "linear_backward_input"
+    grad_output = as_float_array(grad_output, "grad_output", func)
+    weight = as_float_array(weight, "weight", func, ndim=2,
+                            ndim_text="a 2-D array (out_features, in_features)")
+    dtype = check_same_dtype(func, grad_output=grad_output, weight=weight)
+    out_f, in_f = weight.shape
+    g2 = _linear_rows(func, grad_output, "grad_output", out_f, "out_features (weight.shape[0])")
+    check_numel((*grad_output.shape[:-1], in_f), "output", func, grad_output.itemsize)
+    check_blas_dims(func, f"grad_output with shape {grad_output.shape}, weight with shape "
+                     f"{weight.shape}", in_features=in_f, out_features=out_f)
+    dx = np.empty((g2.shape[0], in_f), dtype=dtype)
+    with blas_single_thread():
+        _linear.linear_backward_input(g2, weight, dx, get_num_threads())
+    return dx.reshape(*grad_output.shape[:-1], in_f)
+
+
+def linear_backward_weight(grad_output: Any, x: Any) -> np.ndarray:
+    """Gradient of :func:`linear` with respect to ``weight``: ``grad_output.T @ x`` over all
+    leading dimensions.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (*, out_features)
+    x : array_like of shape (*, in_features)
+        The forward input; the leading dimensions must match ``grad_output``'s.
+
+    Returns
+    -------
+    grad_weight : ndarray of shape (out_features, in_features)
+
+    See Also
+    --------
+    linear, cnncore.nn.Linear
+    """
+    func = "linear_backward_weight"
+    grad_output = as_float_array(grad_output, "grad_output", func)
+    x = as_float_array(x, "x", func)
+    dtype = check_same_dtype(func, grad_output=grad_output, x=x)
+    if grad_output.ndim < 1 or x.ndim < 1 or grad_output.shape[:-1] != x.shape[:-1]:
+        raise ValueError(
+            f"{func}(): grad_output and x must share their leading dimensions. Received: "
+            f"grad_output with shape {grad_output.shape}, x with shape {x.shape}"
+        )
+    out_f, in_f = grad_output.shape[-1], x.shape[-1]
+    rows = math.prod(x.shape[:-1])
+    check_numel((out_f, in_f), "output", func, x.itemsize)
+    check_blas_dims(func, f"grad_output with shape {grad_output.shape}, x with shape "
+                     f"{x.shape}", in_features=in_f, out_features=out_f, rows=rows)
+    dw = np.empty((out_f, in_f), dtype=dtype)
+    with blas_single_thread():
+        _linear.linear_backward_weight(grad_output.reshape(rows, out_f), x.reshape(rows, in_f),
+                                       dw, get_num_threads())
+    return dw
+
+
+def linear_backward_bias(grad_output: Any) -> np.ndarray:
+    """Gradient of :func:`linear` with respect to ``bias``: ``grad_output`` summed over all
+    leading dimensions, shape ``(out_features,)``.
+
+    See Also
+    --------
+    linear, cnncore.nn.Linear
+    """
+    func = "linear_backward_bias"
+    grad_output = as_float_array(grad_output, "grad_output", func)
+    if grad_output.ndim < 1:
+        raise ValueError(f"{func}(): grad_output must have at least 1 dimension. Received: "
+                         f"grad_output with shape {grad_output.shape}")
+    out_f = grad_output.shape[-1]
+    db = np.empty(out_f, dtype=grad_output.dtype)
+    # the per-channel sum of conv2d_backward_bias, with each row as a 1x1 "image"
+    rows = math.prod(grad_output.shape[:-1])
+    _conv.conv2d_backward_bias(grad_output.reshape(rows, out_f, 1, 1), db, get_num_threads())
+    return db
