@@ -110,7 +110,7 @@ def test_empty_output_with_unrepresentable_shape():
 
 # ------------------------------------------------------------------------------------------
 # Functional API: size checks of linear / pad2d backward, BLAS 32-bit limits of linear,
-# loss flags and targets (cnncore/functional.py)
+# loss flags and targets (cnncore/ops/loss.py)
 # ------------------------------------------------------------------------------------------
 
 def test_linear_checks_the_blas_32_bit_limit(monkeypatch):
@@ -240,7 +240,7 @@ def test_leaky_relu_layer_validates_its_input():
 
 
 # ------------------------------------------------------------------------------------------
-# Element addresses of empty buffers (src/_loss.pyx, src/_linear.pyx)
+# Element addresses of empty buffers (cnncore/ops/_loss.pyx, cnncore/ops/_linear.pyx)
 # ------------------------------------------------------------------------------------------
 
 def test_kernel_wrappers_take_no_address_of_empty_buffers():

@@ -3,7 +3,7 @@
 * The geometry functions (cnncore/_geometry.py) and the validation (check_numel, shape
   arguments, broadcast views) compute with Python ints: checked with dimensions past 2**31
   and 2**62 against independent formulas, without allocating anything.
-* A static audit of the kernels: every C ``int`` in src/*.pyx is a status, a flag, a thread
+* A static audit of the kernels: every C ``int`` in the Cython kernels is a status, a flag, a thread
   count, a BLAS argument checked against 2**31 - 1 or a small bounded code -- index math is
   Py_ssize_t.
 * ``CNNCORE_SLOW_TESTS=1``: real pooling / padding runs over float32 inputs of more than
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import time
@@ -123,10 +124,14 @@ INT_OK = {"n_threads", "status", "status_p", "op", "mode", "kind", "algorithm", 
 
 def test_kernel_index_math_is_64_bit():
     found = {}
-    for name in sorted(os.listdir(os.path.join(ROOT, "src"))):
-        if not name.endswith((".pyx", ".pxd")) or name in ("_threads.pyx", "_alloc.pyx"):
-            continue
-        with open(os.path.join(ROOT, "src", name)) as f:
+    sources = sorted(glob.glob(os.path.join(ROOT, "src", "*.pxd"))
+                     + glob.glob(os.path.join(ROOT, "cnncore", "**", "*.pxd"), recursive=True)
+                     + glob.glob(os.path.join(ROOT, "cnncore", "**", "*.pyx"), recursive=True))
+    sources = [p for p in sources if os.path.basename(p) not in ("_threads.pyx", "_alloc.pyx")]
+    assert len(sources) >= 10, sources  # the kernels moved? then this audit must follow them
+    for path in sources:
+        name = os.path.relpath(path, ROOT)
+        with open(path) as f:
             for lineno, line in enumerate(f, 1):
                 code = line.split("#")[0]
                 names = re.findall(r"\bint\*?\s+([A-Za-z_]\w*)\s*(?=[,)=\[;]|$)", code)
