@@ -7,7 +7,7 @@ images, computed either directly -- by cnncore's own :func:`cnncore.conv2d` kern
 boundary-padded image -- or through the FFT (convolution theorem, ``scipy.fft.rfft2``).
 Both functions are re-exported at the top level (``cnncore.correlate2d``).
 
-Classic filter kernels are in :mod:`cnncore.kernels`.
+Classic filter matrices (Sobel, Gaussian, ...) are in :mod:`cnncore.filters`.
 """
 
 from __future__ import annotations
@@ -185,13 +185,13 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     --------
     convolve2d : the same with ``in2`` rotated by 180 degrees.
     cnncore.conv2d : batched, multi-channel cross-correlation (zero padding only).
-    cnncore.kernels : classic filter kernels (Sobel, Gaussian, ...).
+    cnncore.filters : classic filter matrices (Sobel, Gaussian, ...).
 
     Examples
     --------
     >>> import numpy as np, cnncore
     >>> img = np.arange(16.0).reshape(4, 4)
-    >>> cnncore.correlate2d(img, cnncore.kernels.BOX_BLUR, mode="valid")
+    >>> cnncore.correlate2d(img, cnncore.filters.BOX_BLUR, mode="valid")
     array([[ 5.,  6.],
            [ 9., 10.]])
     """
@@ -227,7 +227,7 @@ def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     See Also
     --------
     correlate2d
-    cnncore.kernels
+    cnncore.filters
     """
     return _correlate_or_convolve("convolve2d", True, in1, in2, mode, boundary, fillvalue,
                                   method)
