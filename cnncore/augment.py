@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._validation import check_bool, check_int
+from ._validation import check_bool, check_hyperparameter, check_int
 
 __all__ = ["FlipShift"]
 
@@ -39,10 +39,8 @@ class FlipShift:
         self.max_shift = check_int(max_shift, "max_shift", "FlipShift", min_value=0,
                                    max_value=64)
         self.flip = check_bool(flip, "flip", "FlipShift")
-        if not 0.0 <= float(flip_prob) <= 1.0:
-            raise ValueError(f"FlipShift(): flip_prob must be in [0, 1]. Received: "
-                             f"flip_prob={flip_prob!r}")
-        self.flip_prob = float(flip_prob)
+        self.flip_prob = check_hyperparameter(flip_prob, "flip_prob", "FlipShift", "in [0, 1]",
+                                              lambda p: 0.0 <= p <= 1.0)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = np.asarray(x)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import _physical_memory
+
 _Split = tuple[np.ndarray, np.ndarray]
 
 __all__ = [
@@ -75,13 +77,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _DEFLATE_MAX_RATIO = 1032
 _CHUNK = 1 << 22  # 4 MiB decompression chunks
 _MAX_NDIM = 32    # NumPy 1.x's limit (2.x allows 64)
-
-
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _idx_error(path: str, what: str) -> ValueError:

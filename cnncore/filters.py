@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_int
+from ._validation import check_int, check_real
 
 __all__ = [
     "IDENTITY",
@@ -103,10 +103,7 @@ def gaussian(size: Any, sigma: Any) -> np.ndarray:
     """
     func = "gaussian"
     size = check_int(size, "size", func, min_value=1, max_value=4096)
-    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer,
-                                                                     np.floating)):
-        raise TypeError(f"{func}(): sigma must be a real number. Received: sigma={sigma!r}")
-    sigma = float(sigma)
+    sigma = check_real(sigma, "sigma", func)
     if not (sigma > 0 and math.isfinite(sigma)):
         raise ValueError(f"{func}(): sigma must be a finite number > 0. Received: sigma={sigma!r}")
     r = np.arange(size, dtype=np.float64) - (size - 1) / 2

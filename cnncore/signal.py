@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._config import get_num_threads
-from ._validation import as_float_array, check_choice, check_numel, check_same_dtype
+from ._validation import as_float_array, check_choice, check_numel, check_real, check_same_dtype
 
 __all__ = ["correlate2d", "convolve2d"]
 
@@ -35,15 +35,6 @@ _NP_PAD_MODE = {"wrap": "wrap", "symm": "symmetric"}
 _FFT_COST = {np.dtype(np.float32): 1.75, np.dtype(np.float64): 1.75}
 _FFT_OVERHEAD = 4.0e4
 _FFT_THREADED_POINTS = 800 * 800
-
-
-def _check_fillvalue(func: str, fillvalue: Any) -> float:
-    if isinstance(fillvalue, (bool, np.bool_)) or not isinstance(
-            fillvalue, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"{func}(): fillvalue must be a real number. Received: fillvalue={fillvalue!r}"
-        )
-    return float(fillvalue)
 
 
 def _pad(in1: np.ndarray, pads: tuple[tuple[int, int], tuple[int, int]], boundary: str,
@@ -99,7 +90,7 @@ def _correlate_or_convolve(func: str, flip: bool, in1: Any, in2: Any, mode: Any,
     mode = check_choice(mode, "mode", func, _MODES)
     boundary = check_choice(boundary, "boundary", func, _BOUNDARIES)
     method = check_choice(method, "method", func, _METHODS)
-    fill = _check_fillvalue(func, fillvalue)
+    fill = check_real(fillvalue, "fillvalue", func)
     swapped = False
     if mode == "valid":
         ok1 = a.shape[0] >= k.shape[0] and a.shape[1] >= k.shape[1]
