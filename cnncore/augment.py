@@ -1,4 +1,4 @@
-"""Data augmentation for image batches, applied per training batch by ``Sequential.fit``.
+"""Data augmentation for image batches, applied per training batch by ``fit``.
 
 An augmentation is any callable ``augment(x, rng) -> x`` on an ``(N, C, H, W)`` float batch;
 ``fit(..., augment=...)`` calls it on every training batch (never on validation data) with the

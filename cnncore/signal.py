@@ -3,7 +3,7 @@
 :func:`correlate2d` and :func:`convolve2d` give the results of
 :func:`scipy.signal.correlate2d` / :func:`scipy.signal.convolve2d` (output modes, boundary
 modes, the ``'same'`` centering and the ``'valid'``-mode input swap) on float32/float64
-images, computed either directly -- by cnncore's own :func:`cnncore.conv2d` kernel on the
+images, computed either directly -- in the spatial domain, by :func:`cnncore.conv2d` on the
 boundary-padded image -- or through the FFT (convolution theorem, ``scipy.fft.rfft2``).
 Both functions are re-exported at the top level (``cnncore.correlate2d``).
 
@@ -157,11 +157,11 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     fillvalue : float, default 0
         The value outside ``in1`` for ``boundary='fill'``.
     method : {'auto', 'direct', 'fft'}, default 'auto'
-        'direct': :func:`cnncore.conv2d` (cnncore's direct convolution kernel) on ``in1``
-        padded per ``boundary``. 'fft': the same padded image, correlated through
-        ``scipy.fft.rfft2`` (rounding differs from 'direct', as with
-        :func:`scipy.signal.fftconvolve`). 'auto': whichever a cost model predicts to be
-        faster (direct for small kernels).
+        'direct': the sums in the spatial domain, by :func:`cnncore.conv2d` (with whichever
+        of its kernel algorithms it picks for the shape) on ``in1`` padded per ``boundary``.
+        'fft': the same padded image, correlated through ``scipy.fft.rfft2`` (rounding
+        differs from 'direct', as with :func:`scipy.signal.fftconvolve`). 'auto': whichever
+        a cost model predicts to be faster (direct for small kernels).
 
     Returns
     -------

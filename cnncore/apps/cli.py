@@ -171,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample | fashion-mnist | mnist | DIR with MNIST-format IDX files")
     training_options(p, epochs=10)
     p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd")
+    lr_defaults = ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: 0.05 for sgd, 1e-3 for adam*)")
+                   help=f"learning rate (default: {lr_defaults})")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="L2 penalty (decoupled for adamw, where 0 means its default 0.01)")
     p.add_argument("--schedule", choices=["none", "cosine", "step"], default="cosine",
                    help="learning-rate schedule over the epochs")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout before the last layer "

@@ -98,7 +98,7 @@ def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 
         "bytes as the op")
     y = {"relu": F.relu(x), "sigmoid": F.sigmoid(x), "tanh": F.tanh(x),
          "softmax": F.softmax(x2, 1), "log_softmax": F.log_softmax(x2, 1)}
-    # (label, cnncore, torch name, arrays read + written)
+    # (label, cnncore call, arrays read + written); torch's calls are in `theirs` below
     cases: list[tuple[str, Callable[[], object], int]] = [
         ("relu", lambda: F.relu(x), 2),
         ("sigmoid", lambda: F.sigmoid(x), 2),
