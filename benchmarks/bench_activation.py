@@ -17,9 +17,17 @@ from cnncore.apps.bench import bench_activation, run_script, script_parser
 if __name__ == "__main__":
     parser = script_parser(__doc__)
     parser.add_argument("--size", type=int, default=None, help="elements (default 16 Mi)")
-    parser.add_argument("--out", action=argparse.BooleanOptionalAction, default=None,
-                        help="time out= (preallocated) rows (default: unless --quick)")
-    parser.add_argument("--signal", action=argparse.BooleanOptionalAction, default=None,
-                        help="check correlate2d method='auto' (default: unless --quick)")
+    parser.add_argument(
+        "--out",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time out= (preallocated) rows (default: unless --quick)",
+    )
+    parser.add_argument(
+        "--signal",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="check correlate2d method='auto' (default: unless --quick)",
+    )
     args = parser.parse_args()
     run_script(bench_activation, args, size=args.size, with_out=args.out, signal=args.signal)

@@ -11,7 +11,6 @@ from cnncore.apps.bench import bench_conv, run_script, script_parser
 
 if __name__ == "__main__":
     parser = script_parser(__doc__)
-    parser.add_argument("--no-memory", action="store_true",
-                        help="skip the peak-memory measurement")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     args = parser.parse_args()
     run_script(bench_conv, args, memory=not args.no_memory)

@@ -12,7 +12,10 @@ from cnncore.apps.bench import bench_pool, run_script, script_parser
 
 if __name__ == "__main__":
     parser = script_parser(__doc__)
-    parser.add_argument("--split", action="store_true",
-                        help="also time cnncore's forward and backward passes separately")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also time cnncore's forward and backward passes separately",
+    )
     args = parser.parse_args()
     run_script(bench_pool, args, split=args.split)

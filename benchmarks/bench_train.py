@@ -13,7 +13,6 @@ from cnncore.apps.bench import bench_train, run_script, script_parser
 if __name__ == "__main__":
     parser = script_parser(__doc__, repeat=False)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per model (best is kept)")
-    parser.add_argument("--models", nargs="+", choices=["lenet", "cnn"],
-                        default=["lenet", "cnn"])
+    parser.add_argument("--models", nargs="+", choices=["lenet", "cnn"], default=["lenet", "cnn"])
     args = parser.parse_args()
     run_script(bench_train, args, epochs=args.epochs, models=args.models)

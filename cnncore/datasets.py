@@ -76,7 +76,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # more is rejected before anything is read or allocated.
 _DEFLATE_MAX_RATIO = 1032
 _CHUNK = 1 << 22  # 4 MiB decompression chunks
-_MAX_NDIM = 32    # NumPy 1.x's limit (2.x allows 64)
+_MAX_NDIM = 32  # NumPy 1.x's limit (2.x allows 64)
 
 
 def _idx_error(path: str, what: str) -> ValueError:
@@ -119,8 +119,11 @@ def _check_representable(path: str, shape: tuple[int, ...]) -> None:
     """Shapes whose size matches the data but that NumPy cannot create (too many dimensions,
     or an empty array whose other dimensions overflow)."""
     if len(shape) > _MAX_NDIM:
-        raise _idx_error(path, f"the header declares ndim={len(shape)}; NumPy arrays have at "
-                               f"most {_MAX_NDIM} dimensions")
+        raise _idx_error(
+            path,
+            f"the header declares ndim={len(shape)}; NumPy arrays have at "
+            f"most {_MAX_NDIM} dimensions",
+        )
     nonzero = 1
     for d in shape:
         nonzero *= max(d, 1)
@@ -145,8 +148,9 @@ def _check_memory(path: str, nbytes: int, shape: tuple[int, ...]) -> None:
         )
 
 
-def _size_mismatch(path: str, shape: tuple[int, ...], expected: int, actual: int,
-                   exact: bool) -> ValueError:
+def _size_mismatch(
+    path: str, shape: tuple[int, ...], expected: int, actual: int, exact: bool
+) -> ValueError:
     if actual < expected:
         have = f"holds only {actual}" if exact else f"holds only {actual} (after decompression)"
         return _idx_error(

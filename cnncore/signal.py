@@ -37,8 +37,9 @@ _FFT_OVERHEAD = 4.0e4
 _FFT_THREADED_POINTS = 800 * 800
 
 
-def _pad(in1: np.ndarray, pads: tuple[tuple[int, int], tuple[int, int]], boundary: str,
-         fillvalue: float) -> np.ndarray:
+def _pad(
+    in1: np.ndarray, pads: tuple[tuple[int, int], tuple[int, int]], boundary: str, fillvalue: float
+) -> np.ndarray:
     if pads == ((0, 0), (0, 0)):
         return in1
     if boundary == "fill":
@@ -52,8 +53,12 @@ def _fft_len(n: int) -> int:
     return scipy.fft.next_fast_len(n, real=True)
 
 
-def _choose_method(out_shape: tuple[int, int], kernel_shape: tuple[int, int],
-                   padded_shape: tuple[int, int], dtype: np.dtype) -> str:
+def _choose_method(
+    out_shape: tuple[int, int],
+    kernel_shape: tuple[int, int],
+    padded_shape: tuple[int, int],
+    dtype: np.dtype,
+) -> str:
     direct = out_shape[0] * out_shape[1] * kernel_shape[0] * kernel_shape[1]
     points = _fft_len(padded_shape[0]) * _fft_len(padded_shape[1])
     fft = _FFT_COST[dtype] * points * np.log2(max(points, 2)) + _FFT_OVERHEAD
@@ -79,11 +84,12 @@ def _valid_correlate(padded: np.ndarray, kernel: np.ndarray, method: str) -> np.
     spec = scipy.fft.rfft2(padded, shape, workers=workers)
     spec *= scipy.fft.rfft2(kernel[::-1, ::-1], shape, workers=workers)
     full = scipy.fft.irfft2(spec, shape, workers=workers)
-    return np.ascontiguousarray(full[kh - 1:mp, kw - 1:np_], dtype=padded.dtype)
+    return np.ascontiguousarray(full[kh - 1 : mp, kw - 1 : np_], dtype=padded.dtype)
 
 
-def _correlate_or_convolve(func: str, flip: bool, in1: Any, in2: Any, mode: Any,
-                           boundary: Any, fillvalue: Any, method: Any) -> np.ndarray:
+def _correlate_or_convolve(
+    func: str, flip: bool, in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, method: Any
+) -> np.ndarray:
     a = as_float_array(in1, "in1", func, ndim=2, ndim_text="a 2-D array")
     k = as_float_array(in2, "in2", func, ndim=2, ndim_text="a 2-D array")
     dtype = check_same_dtype(func, in1=a, in2=k)
@@ -112,7 +118,7 @@ def _correlate_or_convolve(func: str, flip: bool, in1: Any, in2: Any, mode: Any,
         out_shape = (m1, n1)
         # scipy centres 'same' at offset k//2 of the full correlation, (k-1)//2 of the full
         # convolution: pad (k-1)//2 before / k//2 after (and the reverse for convolution).
-        th, tw = ((m2 // 2, n2 // 2) if flip else ((m2 - 1) // 2, (n2 - 1) // 2))
+        th, tw = (m2 // 2, n2 // 2) if flip else ((m2 - 1) // 2, (n2 - 1) // 2)
         pads = ((th, m2 - 1 - th), (tw, n2 - 1 - tw))
     else:
         out_shape = (m1 - m2 + 1, n1 - n2 + 1)
@@ -132,8 +138,14 @@ def _correlate_or_convolve(func: str, flip: bool, in1: Any, in2: Any, mode: Any,
     return out
 
 
-def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
-                fillvalue: float = 0, method: str = "auto") -> np.ndarray:
+def correlate2d(
+    in1: Any,
+    in2: Any,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: float = 0,
+    method: str = "auto",
+) -> np.ndarray:
     """Cross-correlate two 2-D arrays: ``out[i, j] = sum_{a, b} in1[i + a, j + b] * in2[a, b]``
     (indices shifted per ``mode``).
 
@@ -186,12 +198,17 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     array([[ 5.,  6.],
            [ 9., 10.]])
     """
-    return _correlate_or_convolve("correlate2d", False, in1, in2, mode, boundary, fillvalue,
-                                  method)
+    return _correlate_or_convolve("correlate2d", False, in1, in2, mode, boundary, fillvalue, method)
 
 
-def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
-               fillvalue: float = 0, method: str = "auto") -> np.ndarray:
+def convolve2d(
+    in1: Any,
+    in2: Any,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: float = 0,
+    method: str = "auto",
+) -> np.ndarray:
     """Convolve two 2-D arrays: ``out[i, j] = sum_{a, b} in1[i - a, j - b] * in2[a, b]``, i.e.
     correlation with ``in2`` rotated by 180 degrees.
 
@@ -220,5 +237,4 @@ def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     correlate2d
     cnncore.filters
     """
-    return _correlate_or_convolve("convolve2d", True, in1, in2, mode, boundary, fillvalue,
-                                  method)
+    return _correlate_or_convolve("convolve2d", True, in1, in2, mode, boundary, fillvalue, method)

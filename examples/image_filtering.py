@@ -36,9 +36,12 @@ def main() -> None:
 
         plt = require_matplotlib()
         fig, axes = plt.subplots(1, 4, figsize=(10, 3))
-        for ax, img, title in zip(axes, (image, blurred, sharp, edges),
-                                  ("original", "Gaussian blur", "sharpen", "Sobel edges"),
-                                  strict=True):
+        for ax, img, title in zip(
+            axes,
+            (image, blurred, sharp, edges),
+            ("original", "Gaussian blur", "sharpen", "Sobel edges"),
+            strict=True,
+        ):
             ax.imshow(img, cmap="gray")
             ax.set_title(title)
             ax.axis("off")

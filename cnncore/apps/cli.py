@@ -8,8 +8,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["main", "build_parser", "cmd_demo", "cmd_train", "cmd_bench", "cmd_info",
-           "DEFAULT_LR"]
+__all__ = ["main", "build_parser", "cmd_demo", "cmd_train", "cmd_bench", "cmd_info", "DEFAULT_LR"]
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
 
@@ -32,16 +31,21 @@ def _load_data(name: str) -> Any:
     )
 
 
-def _make_optimizer(name: str, params: Any, lr: float | None, momentum: float,
-                    weight_decay: float) -> Any:
+def _make_optimizer(
+    name: str, params: Any, lr: float | None, momentum: float, weight_decay: float
+) -> Any:
     from cnncore import optim
 
     name = name.lower()
     lr = DEFAULT_LR[name] if lr is None else lr
     if name == "sgd":
         return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    cls = {"adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop,
-           "adagrad": optim.Adagrad}[name]
+    cls = {
+        "adam": optim.Adam,
+        "adamw": optim.AdamW,
+        "rmsprop": optim.RMSprop,
+        "adagrad": optim.Adagrad,
+    }[name]
     if name == "adamw":
         return cls(params, lr=lr, weight_decay=weight_decay or 1e-2)
     return cls(params, lr=lr, weight_decay=weight_decay)
@@ -77,32 +81,54 @@ def _train(args: argparse.Namespace, *, model_name: str, data: str, title: str) 
     (x_train, y_train), (x_test, y_test) = _load_data(data)
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    model = models.build(model_name, rng=args.seed, dropout=args.dropout) \
-        if model_name == "cnn" else models.build(model_name, rng=args.seed)
-    opt = _make_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum,
-                          args.weight_decay)
+    model = (
+        models.build(model_name, rng=args.seed, dropout=args.dropout)
+        if model_name == "cnn"
+        else models.build(model_name, rng=args.seed)
+    )
+    opt = _make_optimizer(
+        args.optimizer, model.parameters(), args.lr, args.momentum, args.weight_decay
+    )
     sched = _make_scheduler(args.schedule, opt, args.epochs)
-    print(f"{title}: {len(x_train)} training / {len(x_test)} test images, "
-          f"{get_num_threads()} thread(s)")
+    print(
+        f"{title}: {len(x_train)} training / {len(x_test)} test images, "
+        f"{get_num_threads()} thread(s)"
+    )
     model.summary((1, *x_train.shape[1:]))
     t0 = time.perf_counter()
     augment = FlipShift(2) if args.augment else None
     loss = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    history = model.fit(x_train, y_train, optimizer=opt, loss=loss, epochs=args.epochs,
-                        batch_size=args.batch_size, validation_data=(x_test, y_test),
-                        verbose=not args.quiet, seed=args.seed, scheduler=sched,
-                        augment=augment)
+    history = model.fit(
+        x_train,
+        y_train,
+        optimizer=opt,
+        loss=loss,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(x_test, y_test),
+        verbose=not args.quiet,
+        seed=args.seed,
+        scheduler=sched,
+        augment=augment,
+    )
     elapsed = time.perf_counter() - t0
     result = model.evaluate(x_test, y_test)
     n_epochs = len(history.epoch)
-    print(f"test accuracy {100 * result['accuracy']:.2f} %  (test loss {result['loss']:.4f}) "
-          f"after {n_epochs} epoch(s) in {elapsed:.1f} s")
+    print(
+        f"test accuracy {100 * result['accuracy']:.2f} %  (test loss {result['loss']:.4f}) "
+        f"after {n_epochs} epoch(s) in {elapsed:.1f} s"
+    )
     if args.save:
         model.save(args.save)
         print(f"saved the model to {args.save}")
     if args.plot:
-        _report_plot(model, history, np.asarray(x_test[0]), args.plot,
-                     f"{title}: test accuracy {100 * result['accuracy']:.2f} %")
+        _report_plot(
+            model,
+            history,
+            np.asarray(x_test[0]),
+            args.plot,
+            f"{title}: test accuracy {100 * result['accuracy']:.2f} %",
+        )
     return 0
 
 
@@ -113,13 +139,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.augment, args.label_smoothing = False, 0.0
     if args.plot is None and not args.no_plot:
         args.plot = "cnncore-demo.png"
-    return _train(args, model_name="lenet", data="sample",
-                  title="cnncore demo: LeNet-5 on a Fashion-MNIST sample")
+    return _train(
+        args,
+        model_name="lenet",
+        data="sample",
+        title="cnncore demo: LeNet-5 on a Fashion-MNIST sample",
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    return _train(args, model_name=args.model, data=args.data,
-                  title=f"{args.model} on {args.data}")
+    return _train(args, model_name=args.model, data=args.data, title=f"{args.model} on {args.data}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -141,7 +170,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cnncore", description="cnncore: fast, exact CNN kernels and training on the CPU.")
+        prog="cnncore", description="cnncore: fast, exact CNN kernels and training on the CPU."
+    )
     threads_help = "threads for the kernels (default: $CNNCORE_NUM_THREADS or all usable cores)"
     parser.add_argument("--threads", type=int, default=None, help=threads_help)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,8 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=epochs)
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--plot", default=None, metavar="FILE",
-                       help="write a PNG with curves, filters and feature maps")
+        p.add_argument(
+            "--plot",
+            default=None,
+            metavar="FILE",
+            help="write a PNG with curves, filters and feature maps",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add_command("demo", help="train LeNet-5 on the shipped Fashion-MNIST sample")
@@ -167,30 +201,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command("train", help="train a model on a dataset")
     p.add_argument("--model", choices=["lenet", "cnn"], default="lenet")
-    p.add_argument("--data", default="sample",
-                   help="sample | fashion-mnist | mnist | DIR with MNIST-format IDX files")
+    p.add_argument(
+        "--data",
+        default="sample",
+        help="sample | fashion-mnist | mnist | DIR with MNIST-format IDX files",
+    )
     training_options(p, epochs=10)
     p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd")
     lr_defaults = ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate (default: {lr_defaults})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {lr_defaults})")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=0.0,
-                   help="L2 penalty (decoupled for adamw, where 0 means its default 0.01)")
-    p.add_argument("--schedule", choices=["none", "cosine", "step"], default="cosine",
-                   help="learning-rate schedule over the epochs")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout before the last layer "
-                   "(cnn only)")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="L2 penalty (decoupled for adamw, where 0 means its default 0.01)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["none", "cosine", "step"],
+        default="cosine",
+        help="learning-rate schedule over the epochs",
+    )
+    p.add_argument(
+        "--dropout", type=float, default=0.0, help="dropout before the last layer (cnn only)"
+    )
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images")
-    p.add_argument("--augment", action="store_true",
-                   help="random horizontal flips and shifts by up to 2 pixels")
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="random horizontal flips and shifts by up to 2 pixels",
+    )
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--save", default=None, metavar="FILE", help="save the trained model (.npz)")
     p.set_defaults(func=cmd_train)
 
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
-    p.add_argument("--suite", choices=["all", "conv", "pool", "activation", "train"],
-                   default="all")
+    p.add_argument("--suite", choices=["all", "conv", "pool", "activation", "train"], default="all")
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--repeat", type=int, default=7)

@@ -11,8 +11,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_filters", "plot_feature_maps", "plot_history", "training_report",
-           "require_matplotlib"]
+__all__ = [
+    "plot_filters",
+    "plot_feature_maps",
+    "plot_history",
+    "training_report",
+    "require_matplotlib",
+]
 
 
 def require_matplotlib() -> Any:
@@ -21,8 +26,7 @@ def require_matplotlib() -> Any:
         import matplotlib
     except ImportError:
         raise ImportError(
-            "cnncore.viz needs matplotlib: pip install 'cnncore[plot]' (or pip install "
-            "matplotlib)"
+            "cnncore.viz needs matplotlib: pip install 'cnncore[plot]' (or pip install matplotlib)"
         ) from None
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
         try:
@@ -46,8 +50,7 @@ def _image_grid(fig: Any, images: np.ndarray, title: str, cmap: str, spec: Any =
         axes = fig.subplots(rows, cols, squeeze=False)
     else:
         sub = spec.subgridspec(rows, cols, wspace=0.05, hspace=0.05)
-        axes = np.array([[fig.add_subplot(sub[r, c]) for c in range(cols)]
-                         for r in range(rows)])
+        axes = np.array([[fig.add_subplot(sub[r, c]) for c in range(cols)] for r in range(rows)])
     for k, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -58,15 +61,25 @@ def _image_grid(fig: Any, images: np.ndarray, title: str, cmap: str, spec: Any =
     axes.flat[0].set_title(title, loc="left", fontsize=9)
 
 
-def _plot_tiles(func: str, name: str, value: Any, ndim: int, layout: str, fig: Any,
-                title: str, cmap: str, first_channel: bool = False) -> Any:
+def _plot_tiles(
+    func: str,
+    name: str,
+    value: Any,
+    ndim: int,
+    layout: str,
+    fig: Any,
+    title: str,
+    cmap: str,
+    first_channel: bool = False,
+) -> Any:
     """Body of plot_filters / plot_feature_maps: one tile per entry of the first axis of the
     ``ndim``-D ``value`` (of its first channel with ``first_channel``)."""
     plt = require_matplotlib()
     a = np.asarray(value)
     if a.ndim != ndim:
-        raise ValueError(f"{func}(): {name} must be {ndim}-D {layout}. Received: {name} "
-                         f"with shape {a.shape}")
+        raise ValueError(
+            f"{func}(): {name} must be {ndim}-D {layout}. Received: {name} with shape {a.shape}"
+        )
     fig = fig or plt.figure(figsize=(4, 4))
     _image_grid(fig, a[:, 0] if first_channel else a, title, cmap)
     return fig
@@ -75,14 +88,22 @@ def _plot_tiles(func: str, name: str, value: Any, ndim: int, layout: str, fig: A
 def plot_filters(weight: np.ndarray, fig: Any = None, title: str = "filters") -> Any:
     """Show the ``(C_out, C_in, kH, kW)`` filters of a conv layer, one tile per output
     channel (first input channel), each scaled to its own range."""
-    return _plot_tiles("plot_filters", "weight", weight, 4, "(C_out, C_in, kH, kW)", fig,
-                       title, "gray", first_channel=True)
+    return _plot_tiles(
+        "plot_filters",
+        "weight",
+        weight,
+        4,
+        "(C_out, C_in, kH, kW)",
+        fig,
+        title,
+        "gray",
+        first_channel=True,
+    )
 
 
 def plot_feature_maps(maps: np.ndarray, fig: Any = None, title: str = "feature maps") -> Any:
     """Show the ``(C, H, W)`` activations of one sample, one tile per channel."""
-    return _plot_tiles("plot_feature_maps", "maps", maps, 3, "(C, H, W)", fig, title,
-                       "viridis")
+    return _plot_tiles("plot_feature_maps", "maps", maps, 3, "(C, H, W)", fig, title, "viridis")
 
 
 def plot_history(history: Any, ax: Any = None) -> Any:
@@ -113,8 +134,7 @@ def plot_history(history: Any, ax: Any = None) -> Any:
     return fig
 
 
-def training_report(model: Any, history: Any, image: np.ndarray, path: Any,
-                    title: str = "") -> str:
+def training_report(model: Any, history: Any, image: np.ndarray, path: Any, title: str = "") -> str:
     """Write a PNG with the training curves, the first conv layer's filters and its feature
     maps for ``image`` (a ``(C, H, W)`` input); returns the path."""
     plt = require_matplotlib()

@@ -72,7 +72,11 @@ __all__ = [
 ]
 
 SUITES: dict[str, Callable[..., dict]] = {
-    "conv": bench_conv, "pool": bench_pool, "activation": bench_activation, "train": bench_train}
+    "conv": bench_conv,
+    "pool": bench_pool,
+    "activation": bench_activation,
+    "train": bench_train,
+}
 """Suites of ``cnncore bench --suite``; each is called as ``fn(quick=, use_torch=, repeat=)``
 and returns a dict of its numbers."""
 
@@ -85,17 +89,27 @@ and returns a dict of its numbers."""
 def script_parser(doc: str | None, repeat: bool = True) -> argparse.ArgumentParser:
     """Argument parser with the options shared by the ``benchmarks/bench_*.py`` scripts:
     ``--quick``, ``--no-torch``, ``--threads N``, ``--json FILE`` (and ``--repeat N``)."""
-    parser = argparse.ArgumentParser(description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer / smaller cases")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for cnncore and torch (default: cnncore's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for cnncore and torch (default: cnncore's)",
+    )
     if repeat:
-        parser.add_argument("--repeat", type=int, default=MIN_REPEAT,
-                            help=f"timed runs per median (at least {MIN_REPEAT})")
-    parser.add_argument("--json", default=None, metavar="FILE",
-                        help="also write the numbers as JSON to FILE")
+        parser.add_argument(
+            "--repeat",
+            type=int,
+            default=MIN_REPEAT,
+            help=f"timed runs per median (at least {MIN_REPEAT})",
+        )
+    parser.add_argument(
+        "--json", default=None, metavar="FILE", help="also write the numbers as JSON to FILE"
+    )
     return parser
 
 
@@ -112,15 +126,25 @@ def run_script(suite: Callable[..., dict], args: argparse.Namespace, **kwargs: A
     ``kwargs``; write ``{"suite", "argv", "versions", "result"}`` to ``args.json`` if given."""
     if args.threads is not None:
         cnncore.set_num_threads(args.threads)
-    result = suite(quick=args.quick, use_torch=not args.no_torch,
-                   repeat=getattr(args, "repeat", MIN_REPEAT), **kwargs)
+    result = suite(
+        quick=args.quick,
+        use_torch=not args.no_torch,
+        repeat=getattr(args, "repeat", MIN_REPEAT),
+        **kwargs,
+    )
     if args.json:
         torch = None if args.no_torch else try_import_torch()
         name = next((k for k, v in SUITES.items() if v is suite), suite.__name__)
-        doc = {"suite": name, "argv": sys.argv[1:],
-               "versions": {"cnncore": cnncore.__version__, "numpy": np.__version__,
-                            "torch": getattr(torch, "__version__", None)},
-               "result": result}
+        doc = {
+            "suite": name,
+            "argv": sys.argv[1:],
+            "versions": {
+                "cnncore": cnncore.__version__,
+                "numpy": np.__version__,
+                "torch": getattr(torch, "__version__", None),
+            },
+            "result": result,
+        }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1, default=_json_default)
             f.write("\n")

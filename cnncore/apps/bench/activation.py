@@ -22,11 +22,14 @@ from .timing import (
 )
 
 
-def _activation_row(out, label: str, t: dict[str, float], nbytes: int,
-                    ref: str = "copy") -> dict:
+def _activation_row(out, label: str, t: dict[str, float], nbytes: int, ref: str = "copy") -> dict:
     ours = t["cnncore"]
-    row: dict[str, Any] = {"op": label, "bytes": nbytes, "cnncore_s": ours,
-                           "gbs": nbytes / ours / 1e9}
+    row: dict[str, Any] = {
+        "op": label,
+        "bytes": nbytes,
+        "cnncore_s": ours,
+        "gbs": nbytes / ours / 1e9,
+    }
     parts = [f"{label:<22}", f"cnncore {ours * 1e3:8.2f} ms {row['gbs']:6.1f} GB/s"]
     if ref in t:
         row.update({f"{ref}_s": t[ref], f"{ref}_ratio": ours / t[ref]})
@@ -49,22 +52,37 @@ def _bench_signal(out, repeat: int) -> list[dict]:
     for size, k in SIGNAL_CASES:
         img = rng.standard_normal((size, size))
         kern = rng.standard_normal((k, k))
-        fns = {m: (lambda m=m: cnncore.correlate2d(img, kern, "same", method=m))
-               for m in ("direct", "fft", "auto")}
+        fns = {
+            m: (lambda m=m: cnncore.correlate2d(img, kern, "same", method=m))
+            for m in ("direct", "fft", "auto")
+        }
         t = time_round_robin(fns, repeat, library=dict.fromkeys(fns, "cnncore"))
         best = min(("direct", "fft"), key=t.__getitem__)
-        row = {"size": size, "kernel": k, **{f"{m}_s": v for m, v in t.items()},
-               "faster": best, "auto_over_best": t["auto"] / t[best]}
+        row = {
+            "size": size,
+            "kernel": k,
+            **{f"{m}_s": v for m, v in t.items()},
+            "faster": best,
+            "auto_over_best": t["auto"] / t[best],
+        }
         rows.append(row)
-        out(f"  {size:4d}^2 * {k:2d}^2: " + "  ".join(f"{m} {v * 1e3:8.3f} ms"
-                                                   for m, v in t.items())
-            + f"   faster: {best}, auto/faster x{row['auto_over_best']:.2f}")
+        out(
+            f"  {size:4d}^2 * {k:2d}^2: "
+            + "  ".join(f"{m} {v * 1e3:8.3f} ms" for m, v in t.items())
+            + f"   faster: {best}, auto/faster x{row['auto_over_best']:.2f}"
+        )
     return rows
 
 
-def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 7, out=print,
-                     size: int | None = None, with_out: bool | None = None,
-                     signal: bool | None = None) -> dict:
+def bench_activation(
+    quick: bool = False,
+    use_torch: bool = True,
+    repeat: int = 7,
+    out=print,
+    size: int | None = None,
+    with_out: bool | None = None,
+    signal: bool | None = None,
+) -> dict:
     """Time relu / sigmoid / tanh / softmax (and, unless ``quick``, leaky_relu / log_softmax)
     forward and backward, and fused cross entropy + gradient, against torch and a NumPy copy.
 
@@ -91,13 +109,22 @@ def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 
     x2 = x.reshape(16 * 1024 if n >= 16 * 2**20 else 4096, -1)
     g2 = g.reshape(x2.shape)
     item = x.itemsize
-    out(f"activation benchmark: {_versions(torch)}; float32, {threads} thread(s), "
+    out(
+        f"activation benchmark: {_versions(torch)}; float32, {threads} thread(s), "
         f"{n / 2**20:.0f} Mi elements ({n * item / 2**20:.0f} MiB per array), round-robin "
-        f"median of >= {repeat} runs after warm-up; softmax on {x2.shape}, dim=1")
-    out("ratios x: cnncore time / baseline time (< 1 is faster); the copy moves the same "
-        "bytes as the op")
-    y = {"relu": F.relu(x), "sigmoid": F.sigmoid(x), "tanh": F.tanh(x),
-         "softmax": F.softmax(x2, 1), "log_softmax": F.log_softmax(x2, 1)}
+        f"median of >= {repeat} runs after warm-up; softmax on {x2.shape}, dim=1"
+    )
+    out(
+        "ratios x: cnncore time / baseline time (< 1 is faster); the copy moves the same "
+        "bytes as the op"
+    )
+    y = {
+        "relu": F.relu(x),
+        "sigmoid": F.sigmoid(x),
+        "tanh": F.tanh(x),
+        "softmax": F.softmax(x2, 1),
+        "log_softmax": F.log_softmax(x2, 1),
+    }
     # (label, cnncore call, arrays read + written); torch's calls are in `theirs` below
     cases: list[tuple[str, Callable[[], object], int]] = [
         ("relu", lambda: F.relu(x), 2),
@@ -110,10 +137,13 @@ def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 
         ("softmax_backward", lambda: F.softmax_backward(g2, y["softmax"], 1), 3),
     ]
     if not quick:
-        cases[4:4] = [("leaky_relu", lambda: F.leaky_relu(x, 0.01), 2),
-                      ("log_softmax(dim=1)", lambda: F.log_softmax(x2, 1), 2)]
-        cases.append(("log_softmax_backward",
-                      lambda: F.log_softmax_backward(g2, y["log_softmax"], 1), 3))
+        cases[4:4] = [
+            ("leaky_relu", lambda: F.leaky_relu(x, 0.01), 2),
+            ("log_softmax(dim=1)", lambda: F.log_softmax(x2, 1), 2),
+        ]
+        cases.append(
+            ("log_softmax_backward", lambda: F.log_softmax_backward(g2, y["log_softmax"], 1), 3)
+        )
     theirs: dict[str, Callable[[], object]] = {}
     if torch is not None:
         aten = torch.ops.aten
@@ -130,9 +160,11 @@ def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 
             "sigmoid_backward": lambda: aten.sigmoid_backward(tg, ty["sigmoid"]),
             "tanh_backward": lambda: aten.tanh_backward(tg, ty["tanh"]),
             "softmax_backward": lambda: aten._softmax_backward_data(
-                tg2, ty["softmax"], 1, torch.float32),
+                tg2, ty["softmax"], 1, torch.float32
+            ),
             "log_softmax_backward": lambda: aten._log_softmax_backward_data(
-                tg2, ty["log_softmax"], 1, torch.float32),
+                tg2, ty["log_softmax"], 1, torch.float32
+            ),
         }
     copies: dict[int, Callable[[], object]] = {}
     rows = []
@@ -148,8 +180,10 @@ def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 
     # fused cross entropy + gradient (torch: forward + autograd backward)
     logits = rng.standard_normal((4096, 1000), dtype=np.float32) * 3
     target = rng.integers(0, 1000, 4096)
-    fns = {"cnncore": lambda: F.cross_entropy(logits, target, return_grad=True),
-           "copy": copy_baseline(2 * logits.nbytes, allocate=True)}
+    fns = {
+        "cnncore": lambda: F.cross_entropy(logits, target, return_grad=True),
+        "copy": copy_baseline(2 * logits.nbytes, allocate=True),
+    }
     if torch is not None:
         tl, tt = torch.from_numpy(logits), torch.from_numpy(target)
 
@@ -162,8 +196,13 @@ def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 
     t = time_round_robin(fns, repeat, library={"copy": "numpy"})
     rows.append(_activation_row(out, "cross_entropy+grad", t, 2 * logits.nbytes))
 
-    result: dict[str, Any] = {"threads": threads, "repeat": repeat, "elements": n, "rows": rows,
-                              "geomean_copy_ratio": geomean([r["copy_ratio"] for r in rows])}
+    result: dict[str, Any] = {
+        "threads": threads,
+        "repeat": repeat,
+        "elements": n,
+        "rows": rows,
+        "geomean_copy_ratio": geomean([r["copy_ratio"] for r in rows]),
+    }
     summary = f"geomean ratio cnncore/copy {result['geomean_copy_ratio']:.2f}"
     if torch is not None:
         result["geomean_torch_ratio"] = geomean([r["torch_ratio"] for r in rows])
@@ -173,12 +212,23 @@ def bench_activation(quick: bool = False, use_torch: bool = True, repeat: int = 
         out("preallocated output (out=) vs np.copyto into a preallocated array:")
         buf = np.empty_like(x)
         result["out_rows"] = [
-            _activation_row(out, label, time_round_robin(
-                {"cnncore": fn, "copyto": lambda: np.copyto(buf, x)}, repeat,
-                library={"copyto": "numpy"}), 2 * n * item, ref="copyto")
-            for label, fn in (("relu(out=)", lambda: F.relu(x, out=buf)),
-                              ("sigmoid(out=)", lambda: F.sigmoid(x, out=buf)),
-                              ("tanh(out=)", lambda: F.tanh(x, out=buf)))]
+            _activation_row(
+                out,
+                label,
+                time_round_robin(
+                    {"cnncore": fn, "copyto": lambda: np.copyto(buf, x)},
+                    repeat,
+                    library={"copyto": "numpy"},
+                ),
+                2 * n * item,
+                ref="copyto",
+            )
+            for label, fn in (
+                ("relu(out=)", lambda: F.relu(x, out=buf)),
+                ("sigmoid(out=)", lambda: F.sigmoid(x, out=buf)),
+                ("tanh(out=)", lambda: F.tanh(x, out=buf)),
+            )
+        ]
     if signal:
         result["signal"] = _bench_signal(out, repeat)
     return result

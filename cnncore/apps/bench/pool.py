@@ -32,8 +32,9 @@ POOL_CASES = [
 ]
 
 
-def bench_pool(quick: bool = False, use_torch: bool = True, repeat: int = 7, out=print,
-               split: bool = False) -> dict:
+def bench_pool(
+    quick: bool = False, use_torch: bool = True, repeat: int = 7, out=print, split: bool = False
+) -> dict:
     """Time max and average pooling, forward + backward, against torch and a NumPy copy.
 
     The effective bandwidth is the bytes a pass must move (forward: read x, write y
@@ -48,10 +49,14 @@ def bench_pool(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     """
     repeat = check_repeat(repeat)
     threads, torch = _setup(use_torch)
-    out(f"pooling benchmark: {_versions(torch)}; float32, {threads} thread(s), round-robin "
-        f"median of >= {repeat} runs after warm-up; ratio = cnncore/torch (< 1: faster)")
-    head = (f"{'shape':>18} {'k':>2} {'s':>2} {'p':>2}  {'pass':12} {'cnncore ms':>10} "
-            f"{'torch ms':>9} {'ratio':>6} {'GB/s':>6} {'copy GB/s':>9}")
+    out(
+        f"pooling benchmark: {_versions(torch)}; float32, {threads} thread(s), round-robin "
+        f"median of >= {repeat} runs after warm-up; ratio = cnncore/torch (< 1: faster)"
+    )
+    head = (
+        f"{'shape':>18} {'k':>2} {'s':>2} {'p':>2}  {'pass':12} {'cnncore ms':>10} "
+        f"{'torch ms':>9} {'ratio':>6} {'GB/s':>6} {'copy GB/s':>9}"
+    )
     out(head)
     out("-" * len(head))
     rows: list[dict] = []
@@ -95,17 +100,27 @@ def bench_pool(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
         for name, nbytes, fns in passes:
             fns["copy"] = copy_baseline(nbytes)
             t = time_round_robin(fns, repeat, library={"copy": "numpy"})
-            row = {"shape": shape, "kernel": k, "stride": s, "padding": p, "pass": name,
-                   "bytes": nbytes, "cnncore_s": t["cnncore"],
-                   "gbs": nbytes / t["cnncore"] / 1e9, "copy_s": t["copy"],
-                   "copy_gbs": 8 * (nbytes // 8) / t["copy"] / 1e9}
+            row = {
+                "shape": shape,
+                "kernel": k,
+                "stride": s,
+                "padding": p,
+                "pass": name,
+                "bytes": nbytes,
+                "cnncore_s": t["cnncore"],
+                "gbs": nbytes / t["cnncore"] / 1e9,
+                "copy_s": t["copy"],
+                "copy_gbs": 8 * (nbytes // 8) / t["copy"] / 1e9,
+            }
             if "torch" in t:
                 row["torch_s"] = t["torch"]
                 row["ratio"] = t["cnncore"] / t["torch"]
             rows.append(row)
-            out(f"{str(shape):>18} {k:2d} {s:2d} {p:2d}  {name:12} {_ms(row['cnncore_s'], 10)} "
+            out(
+                f"{str(shape):>18} {k:2d} {s:2d} {p:2d}  {name:12} {_ms(row['cnncore_s'], 10)} "
                 f"{_ms(row.get('torch_s'), 9)} {_ratio(row.get('ratio'), 6)} "
-                f"{row['gbs']:6.1f} {row['copy_gbs']:9.1f}")
+                f"{row['gbs']:6.1f} {row['copy_gbs']:9.1f}"
+            )
         if split:
             for op, fn in (
                 ("max fwd", lambda: cnncore.max_pool2d(x, k, s, p, return_indices=True)),
@@ -121,7 +136,8 @@ def bench_pool(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     if torch is not None:
         result["geomean_ratio"] = {
             name: geomean([r["ratio"] for r in rows if r["pass"] == name])
-            for name in dict.fromkeys(r["pass"] for r in rows)}
+            for name in dict.fromkeys(r["pass"] for r in rows)
+        }
         for name, gm in result["geomean_ratio"].items():
             out(f"geomean ratio cnncore/torch, {name}: {gm:.3f}")
     if split_rows:

@@ -75,9 +75,14 @@ def check_repeat(repeat: int) -> int:
     return max(MIN_REPEAT, int(repeat))
 
 
-def median_time(fn: Callable[[], object], repeat: int = 7, warmup: int = 2,
-                min_time: float = 0.0, library: str = "cnncore",
-                settle: float = SETTLE_S) -> float:
+def median_time(
+    fn: Callable[[], object],
+    repeat: int = 7,
+    warmup: int = 2,
+    min_time: float = 0.0,
+    library: str = "cnncore",
+    settle: float = SETTLE_S,
+) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeat`` (>= 7) runs after ``warmup``
     (>= 1) untimed runs.
 
@@ -90,10 +95,16 @@ def median_time(fn: Callable[[], object], repeat: int = 7, warmup: int = 2,
     return statistics.median(_samples(fn, check_repeat(repeat), inner))
 
 
-def time_round_robin(fns: Mapping[str, Callable[[], object]], repeat: int = 7, *,
-                     rounds: int = 3, warmup: int = 1, min_time: float = 0.0,
-                     library: Mapping[str, str] | None = None,
-                     settle: float = SETTLE_S) -> dict[str, float]:
+def time_round_robin(
+    fns: Mapping[str, Callable[[], object]],
+    repeat: int = 7,
+    *,
+    rounds: int = 3,
+    warmup: int = 1,
+    min_time: float = 0.0,
+    library: Mapping[str, str] | None = None,
+    settle: float = SETTLE_S,
+) -> dict[str, float]:
     """Median wall time (seconds) of each callable in ``fns``, timed round-robin.
 
     Each of ``rounds`` rounds times every candidate in turn as a series: sleep ``settle``
@@ -169,7 +180,8 @@ def _setup(use_torch: bool) -> tuple[int, Any]:
 
 def _versions(torch: Any) -> str:
     return f"cnncore {cnncore.__version__}" + (
-        f", torch {torch.__version__}" if torch is not None else " (no torch: no ratios)")
+        f", torch {torch.__version__}" if torch is not None else " (no torch: no ratios)"
+    )
 
 
 def _ms(t: float | None, width: int) -> str:
@@ -243,8 +255,14 @@ def conv_extra_memory(n: int, threads: int) -> int | None:
     env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
     # cwd: the folder holding the package, so `python -c` (which puts the working directory
     # first on sys.path) cannot pick up a source checkout's unbuilt cnncore instead
-    proc = subprocess.run([sys.executable, "-c", _CONV_MEMORY_PROBE, str(n), str(threads)],
-                          env=env, cwd=pkg_parent, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CONV_MEMORY_PROBE, str(n), str(threads)],
+        env=env,
+        cwd=pkg_parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0 or not proc.stdout.split():
         raise RuntimeError(f"the memory probe failed: {proc.stderr.strip()[-800:]}")
     value = proc.stdout.split()[-1]
