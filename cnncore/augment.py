@@ -1,4 +1,4 @@
-"""Data augmentation for image batches, applied per training batch by ``Sequential.fit``.
+"""Data augmentation for image batches, applied per training batch by ``fit``.
 
 An augmentation is any callable ``augment(x, rng) -> x`` on an ``(N, C, H, W)`` float batch;
 ``fit(..., augment=...)`` calls it on every training batch (never on validation data) with the
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._validation import check_bool, check_int
+from ._validation import check_bool, check_hyperparameter, check_int
 
 __all__ = ["FlipShift"]
 
@@ -36,19 +36,18 @@ class FlipShift:
     """
 
     def __init__(self, max_shift: int = 2, flip: bool = True, flip_prob: float = 0.5) -> None:
-        self.max_shift = check_int(max_shift, "max_shift", "FlipShift", min_value=0,
-                                   max_value=64)
+        self.max_shift = check_int(max_shift, "max_shift", "FlipShift", min_value=0, max_value=64)
         self.flip = check_bool(flip, "flip", "FlipShift")
-        if not 0.0 <= float(flip_prob) <= 1.0:
-            raise ValueError(f"FlipShift(): flip_prob must be in [0, 1]. Received: "
-                             f"flip_prob={flip_prob!r}")
-        self.flip_prob = float(flip_prob)
+        self.flip_prob = check_hyperparameter(
+            flip_prob, "flip_prob", "FlipShift", "in [0, 1]", lambda p: 0.0 <= p <= 1.0
+        )
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 4:
-            raise ValueError(f"FlipShift(): x must be a 4-D batch (N, C, H, W). Received: x with "
-                             f"shape {x.shape}")
+            raise ValueError(
+                f"FlipShift(): x must be a 4-D batch (N, C, H, W). Received: x with shape {x.shape}"
+            )
         n, _, h, w = x.shape
         if self.flip:
             mirror = rng.random(n) < self.flip_prob
@@ -63,8 +62,9 @@ class FlipShift:
         return np.ascontiguousarray(windows[np.arange(n), :, dy, dx])
 
     def __repr__(self) -> str:
-        return (f"FlipShift(max_shift={self.max_shift}, flip={self.flip}, "
-                f"flip_prob={self.flip_prob})")
+        return (
+            f"FlipShift(max_shift={self.max_shift}, flip={self.flip}, flip_prob={self.flip_prob})"
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {"max_shift": self.max_shift, "flip": self.flip, "flip_prob": self.flip_prob}

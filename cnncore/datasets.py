@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import _physical_memory
+
 _Split = tuple[np.ndarray, np.ndarray]
 
 __all__ = [
@@ -74,14 +76,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # more is rejected before anything is read or allocated.
 _DEFLATE_MAX_RATIO = 1032
 _CHUNK = 1 << 22  # 4 MiB decompression chunks
-_MAX_NDIM = 32    # NumPy 1.x's limit (2.x allows 64)
-
-
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
+_MAX_NDIM = 32  # NumPy 1.x's limit (2.x allows 64)
 
 
 def _idx_error(path: str, what: str) -> ValueError:
@@ -124,8 +119,11 @@ def _check_representable(path: str, shape: tuple[int, ...]) -> None:
     """Shapes whose size matches the data but that NumPy cannot create (too many dimensions,
     or an empty array whose other dimensions overflow)."""
     if len(shape) > _MAX_NDIM:
-        raise _idx_error(path, f"the header declares ndim={len(shape)}; NumPy arrays have at "
-                               f"most {_MAX_NDIM} dimensions")
+        raise _idx_error(
+            path,
+            f"the header declares ndim={len(shape)}; NumPy arrays have at "
+            f"most {_MAX_NDIM} dimensions",
+        )
     nonzero = 1
     for d in shape:
         nonzero *= max(d, 1)
@@ -150,8 +148,9 @@ def _check_memory(path: str, nbytes: int, shape: tuple[int, ...]) -> None:
         )
 
 
-def _size_mismatch(path: str, shape: tuple[int, ...], expected: int, actual: int,
-                   exact: bool) -> ValueError:
+def _size_mismatch(
+    path: str, shape: tuple[int, ...], expected: int, actual: int, exact: bool
+) -> ValueError:
     if actual < expected:
         have = f"holds only {actual}" if exact else f"holds only {actual} (after decompression)"
         return _idx_error(

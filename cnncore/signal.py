@@ -3,11 +3,11 @@
 :func:`correlate2d` and :func:`convolve2d` give the results of
 :func:`scipy.signal.correlate2d` / :func:`scipy.signal.convolve2d` (output modes, boundary
 modes, the ``'same'`` centering and the ``'valid'``-mode input swap) on float32/float64
-images, computed either directly -- by cnncore's own :func:`cnncore.conv2d` kernel on the
+images, computed either directly -- in the spatial domain, by :func:`cnncore.conv2d` on the
 boundary-padded image -- or through the FFT (convolution theorem, ``scipy.fft.rfft2``).
 Both functions are re-exported at the top level (``cnncore.correlate2d``).
 
-Classic filter kernels are in :mod:`cnncore.kernels`.
+Classic filter matrices (Sobel, Gaussian, ...) are in :mod:`cnncore.filters`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._config import get_num_threads
-from ._validation import as_float_array, check_choice, check_numel, check_same_dtype
+from ._validation import as_float_array, check_choice, check_numel, check_real, check_same_dtype
 
 __all__ = ["correlate2d", "convolve2d"]
 
@@ -37,17 +37,9 @@ _FFT_OVERHEAD = 4.0e4
 _FFT_THREADED_POINTS = 800 * 800
 
 
-def _check_fillvalue(func: str, fillvalue: Any) -> float:
-    if isinstance(fillvalue, (bool, np.bool_)) or not isinstance(
-            fillvalue, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"{func}(): fillvalue must be a real number. Received: fillvalue={fillvalue!r}"
-        )
-    return float(fillvalue)
-
-
-def _pad(in1: np.ndarray, pads: tuple[tuple[int, int], tuple[int, int]], boundary: str,
-         fillvalue: float) -> np.ndarray:
+def _pad(
+    in1: np.ndarray, pads: tuple[tuple[int, int], tuple[int, int]], boundary: str, fillvalue: float
+) -> np.ndarray:
     if pads == ((0, 0), (0, 0)):
         return in1
     if boundary == "fill":
@@ -61,8 +53,12 @@ def _fft_len(n: int) -> int:
     return scipy.fft.next_fast_len(n, real=True)
 
 
-def _choose_method(out_shape: tuple[int, int], kernel_shape: tuple[int, int],
-                   padded_shape: tuple[int, int], dtype: np.dtype) -> str:
+def _choose_method(
+    out_shape: tuple[int, int],
+    kernel_shape: tuple[int, int],
+    padded_shape: tuple[int, int],
+    dtype: np.dtype,
+) -> str:
     direct = out_shape[0] * out_shape[1] * kernel_shape[0] * kernel_shape[1]
     points = _fft_len(padded_shape[0]) * _fft_len(padded_shape[1])
     fft = _FFT_COST[dtype] * points * np.log2(max(points, 2)) + _FFT_OVERHEAD
@@ -88,18 +84,19 @@ def _valid_correlate(padded: np.ndarray, kernel: np.ndarray, method: str) -> np.
     spec = scipy.fft.rfft2(padded, shape, workers=workers)
     spec *= scipy.fft.rfft2(kernel[::-1, ::-1], shape, workers=workers)
     full = scipy.fft.irfft2(spec, shape, workers=workers)
-    return np.ascontiguousarray(full[kh - 1:mp, kw - 1:np_], dtype=padded.dtype)
+    return np.ascontiguousarray(full[kh - 1 : mp, kw - 1 : np_], dtype=padded.dtype)
 
 
-def _correlate_or_convolve(func: str, flip: bool, in1: Any, in2: Any, mode: Any,
-                           boundary: Any, fillvalue: Any, method: Any) -> np.ndarray:
+def _correlate_or_convolve(
+    func: str, flip: bool, in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, method: Any
+) -> np.ndarray:
     a = as_float_array(in1, "in1", func, ndim=2, ndim_text="a 2-D array")
     k = as_float_array(in2, "in2", func, ndim=2, ndim_text="a 2-D array")
     dtype = check_same_dtype(func, in1=a, in2=k)
     mode = check_choice(mode, "mode", func, _MODES)
     boundary = check_choice(boundary, "boundary", func, _BOUNDARIES)
     method = check_choice(method, "method", func, _METHODS)
-    fill = _check_fillvalue(func, fillvalue)
+    fill = check_real(fillvalue, "fillvalue", func)
     swapped = False
     if mode == "valid":
         ok1 = a.shape[0] >= k.shape[0] and a.shape[1] >= k.shape[1]
@@ -121,7 +118,7 @@ def _correlate_or_convolve(func: str, flip: bool, in1: Any, in2: Any, mode: Any,
         out_shape = (m1, n1)
         # scipy centres 'same' at offset k//2 of the full correlation, (k-1)//2 of the full
         # convolution: pad (k-1)//2 before / k//2 after (and the reverse for convolution).
-        th, tw = ((m2 // 2, n2 // 2) if flip else ((m2 - 1) // 2, (n2 - 1) // 2))
+        th, tw = (m2 // 2, n2 // 2) if flip else ((m2 - 1) // 2, (n2 - 1) // 2)
         pads = ((th, m2 - 1 - th), (tw, n2 - 1 - tw))
     else:
         out_shape = (m1 - m2 + 1, n1 - n2 + 1)
@@ -141,8 +138,14 @@ def _correlate_or_convolve(func: str, flip: bool, in1: Any, in2: Any, mode: Any,
     return out
 
 
-def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
-                fillvalue: float = 0, method: str = "auto") -> np.ndarray:
+def correlate2d(
+    in1: Any,
+    in2: Any,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: float = 0,
+    method: str = "auto",
+) -> np.ndarray:
     """Cross-correlate two 2-D arrays: ``out[i, j] = sum_{a, b} in1[i + a, j + b] * in2[a, b]``
     (indices shifted per ``mode``).
 
@@ -166,11 +169,11 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     fillvalue : float, default 0
         The value outside ``in1`` for ``boundary='fill'``.
     method : {'auto', 'direct', 'fft'}, default 'auto'
-        'direct': :func:`cnncore.conv2d` (cnncore's direct convolution kernel) on ``in1``
-        padded per ``boundary``. 'fft': the same padded image, correlated through
-        ``scipy.fft.rfft2`` (rounding differs from 'direct', as with
-        :func:`scipy.signal.fftconvolve`). 'auto': whichever a cost model predicts to be
-        faster (direct for small kernels).
+        'direct': the sums in the spatial domain, by :func:`cnncore.conv2d` (with whichever
+        of its kernel algorithms it picks for the shape) on ``in1`` padded per ``boundary``.
+        'fft': the same padded image, correlated through ``scipy.fft.rfft2`` (rounding
+        differs from 'direct', as with :func:`scipy.signal.fftconvolve`). 'auto': whichever
+        a cost model predicts to be faster (direct for small kernels).
 
     Returns
     -------
@@ -185,22 +188,27 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     --------
     convolve2d : the same with ``in2`` rotated by 180 degrees.
     cnncore.conv2d : batched, multi-channel cross-correlation (zero padding only).
-    cnncore.kernels : classic filter kernels (Sobel, Gaussian, ...).
+    cnncore.filters : classic filter matrices (Sobel, Gaussian, ...).
 
     Examples
     --------
     >>> import numpy as np, cnncore
     >>> img = np.arange(16.0).reshape(4, 4)
-    >>> cnncore.correlate2d(img, cnncore.kernels.BOX_BLUR, mode="valid")
+    >>> cnncore.correlate2d(img, cnncore.filters.BOX_BLUR, mode="valid")
     array([[ 5.,  6.],
            [ 9., 10.]])
     """
-    return _correlate_or_convolve("correlate2d", False, in1, in2, mode, boundary, fillvalue,
-                                  method)
+    return _correlate_or_convolve("correlate2d", False, in1, in2, mode, boundary, fillvalue, method)
 
 
-def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
-               fillvalue: float = 0, method: str = "auto") -> np.ndarray:
+def convolve2d(
+    in1: Any,
+    in2: Any,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: float = 0,
+    method: str = "auto",
+) -> np.ndarray:
     """Convolve two 2-D arrays: ``out[i, j] = sum_{a, b} in1[i - a, j - b] * in2[a, b]``, i.e.
     correlation with ``in2`` rotated by 180 degrees.
 
@@ -227,7 +235,6 @@ def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill",
     See Also
     --------
     correlate2d
-    cnncore.kernels
+    cnncore.filters
     """
-    return _correlate_or_convolve("convolve2d", True, in1, in2, mode, boundary, fillvalue,
-                                  method)
+    return _correlate_or_convolve("convolve2d", True, in1, in2, mode, boundary, fillvalue, method)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cnncore
-from cnncore import kernels
+from cnncore import filters, kernels
 from cnncore.signal import convolve2d, correlate2d
 
 DTYPES = [np.float32, np.float64]
@@ -262,6 +262,18 @@ BAD = [
 @pytest.mark.parametrize("call,exc,name", BAD)
 def test_bad_inputs(call, exc, name):
     with pytest.raises(exc, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: correlate2d(_A, _K, fillvalue=10**400), "fillvalue"),
+    (lambda: convolve2d(_A, _K, "same", "fill", fillvalue=10**400), "fillvalue"),
+    (lambda: filters.gaussian(3, 10**400), "sigma"),
+])
+def test_real_argument_beyond_float_range(call, name):
+    # regression: signal.py and gaussian() checked real numbers with their own copies of
+    # _validation.check_real, without its overflow guard: 10**400 escaped as OverflowError
+    with pytest.raises(ValueError, match=f"{name} is out of the range of a float"):
         call()
 
 
