@@ -1,7 +1,6 @@
 """The activation suite: activations, their backward passes and fused cross entropy against
 PyTorch and a NumPy copy (and the correlate2d ``'auto'`` method choice)."""
 
-# ruff: noqa: B023 -- the timed closures are called inside the loop iteration that defines them
 
 from __future__ import annotations
 

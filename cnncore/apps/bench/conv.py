@@ -1,6 +1,5 @@
 """The conv2d suite: forward and forward+backward against PyTorch and the sgemm roof."""
 
-# ruff: noqa: B023 -- the timed closures are called inside the loop iteration that defines them
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 import cnncore
+from cnncore.ops.conv import conv2d_algorithms
 
 from .timing import (
     _ms,
@@ -32,20 +32,6 @@ CONV_SHAPES = [
     (32, 64, 32, 32, 64, 3, 1, 1),
     (32, 64, 56, 56, 128, 3, 2, 1),
 ]
-
-
-def _conv_algorithms(
-    x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: int, padding: int
-) -> tuple[str, ...]:
-    """The kernel algorithm cnncore picks for each pass of one conv2d (for the report)."""
-    from cnncore import functional as F
-
-    geo, groups = F._conv_setup("conv2d", x_shape, w_shape, stride, padding, 1, 1)
-    names = {F._conv.GEMM: "gemm", F._conv.DIRECT: "direct", F._conv.WINOGRAD: "winograd"}
-    return tuple(
-        names[F._conv_algorithm(w_shape, groups, geo, which)]
-        for which in ("forward", "input", "weight")
-    )
 
 
 def bench_conv(
@@ -123,7 +109,7 @@ def bench_conv(
             row["torch_fwd_bwd_s"] = t_fb["torch"]
             row["fwd_ratio"] = t_f["cnncore"] / t_f["torch"]
             row["fwd_bwd_ratio"] = t_fb["cnncore"] / t_fb["torch"]
-        row["algorithm"] = _conv_algorithms(x.shape, wt.shape, s, p)
+        row["algorithm"] = tuple(conv2d_algorithms(x.shape, wt.shape, s, p).values())
         rows.append(row)
         out(
             f"{f'{n},{c},{h},{w} -> {k},{ks},{s},{p}':<30}{_ms(row['fwd_s'], 9)}"

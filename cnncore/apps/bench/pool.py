@@ -1,7 +1,6 @@
 """The pooling suite: max and average pooling, forward + backward, against PyTorch and a NumPy
 copy of the same bytes."""
 
-# ruff: noqa: B023 -- the timed closures are called inside the loop iteration that defines them
 
 from __future__ import annotations
 
