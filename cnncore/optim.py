@@ -53,6 +53,7 @@ __all__ = [
 # Argument checking
 # --------------------------------------------------------------------------------------------
 
+
 def _unwrap(value: Any) -> Any:
     """0-d arrays (what ``np.load`` gives back for scalars) -> Python scalars."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -60,8 +61,15 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _check_real(value: Any, name: str, func: str, *, low: float | None = 0,
-                high: float | None = None, high_open: bool = False) -> float:
+def _check_real(
+    value: Any,
+    name: str,
+    func: str,
+    *,
+    low: float | None = 0,
+    high: float | None = None,
+    high_open: bool = False,
+) -> float:
     value = _unwrap(value)
     v = check_real(value, name, func)
     if not math.isfinite(v):
@@ -70,9 +78,7 @@ def _check_real(value: Any, name: str, func: str, *, low: float | None = 0,
         raise ValueError(f"{func}(): {name} must be >= {low}. Received: {name}={_fmt(value)}")
     if high is not None and (v >= high if high_open else v > high):
         op = "<" if high_open else "<="
-        raise ValueError(
-            f"{func}(): {name} must be {op} {high}. Received: {name}={_fmt(value)}"
-        )
+        raise ValueError(f"{func}(): {name} must be {op} {high}. Received: {name}={_fmt(value)}")
     return v
 
 
@@ -136,8 +142,7 @@ def _collect_params(params: Any, func: str) -> tuple[Parameter, ...]:
             )
         if not isinstance(p, Parameter):
             raise TypeError(
-                f"{func}(): params must be {hint}. Received: params[{i}] of type "
-                f"{type(p).__name__}"
+                f"{func}(): params must be {hint}. Received: params[{i}] of type {type(p).__name__}"
             )
         if p.data.dtype not in FLOAT_DTYPES:
             raise TypeError(
@@ -161,6 +166,7 @@ def _hyper_property(name: str, doc: str) -> property:
 # Shared in-place building blocks (mirroring the ATen ops torch.optim uses)
 # --------------------------------------------------------------------------------------------
 
+
 def _l2(grad: np.ndarray, data: np.ndarray, weight_decay: float, out: np.ndarray) -> np.ndarray:
     """``grad + weight_decay * data`` into ``out`` (torch: ``grad.add(param, alpha=wd)``)."""
     np.multiply(data, weight_decay, out=out)
@@ -182,6 +188,7 @@ def _lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -
 # --------------------------------------------------------------------------------------------
 # Optimizer base
 # --------------------------------------------------------------------------------------------
+
 
 class Optimizer:
     """Base class: holds the parameters, the learning rate, the state buffers.
@@ -241,8 +248,15 @@ class Optimizer:
         """Name -> initial fill value of each per-parameter state array."""
         return {}
 
-    def _update(self, data: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-                s0: np.ndarray, s1: np.ndarray, t: int) -> None:
+    def _update(
+        self,
+        data: np.ndarray,
+        grad: np.ndarray,
+        state: dict[str, np.ndarray],
+        s0: np.ndarray,
+        s1: np.ndarray,
+        t: int,
+    ) -> None:
         raise NotImplementedError
 
     # -- public API ------------------------------------------------------------------------
@@ -404,6 +418,7 @@ class Optimizer:
 # SGD
 # --------------------------------------------------------------------------------------------
 
+
 class SGD(Optimizer):
     r"""Stochastic gradient descent, with optional momentum, Nesterov momentum and L2 decay.
 
@@ -445,15 +460,28 @@ class SGD(Optimizer):
     nesterov = _hyper_property("nesterov", "Whether Nesterov momentum is used.")
     weight_decay = _hyper_property("weight_decay", "L2 penalty coefficient.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, lr, momentum=momentum, dampening=dampening,
-                         nesterov=nesterov, weight_decay=weight_decay)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, momentum: Any, dampening: Any, nesterov: Any,
-                  weight_decay: Any) -> dict[str, Any]:
+    def _validate(
+        cls, func: str, *, momentum: Any, dampening: Any, nesterov: Any, weight_decay: Any
+    ) -> dict[str, Any]:
         out = {
             "momentum": _check_real(momentum, "momentum", func),
             "dampening": _check_real(dampening, "dampening", func, high=1),
@@ -477,15 +505,24 @@ class SGD(Optimizer):
         # g = g + momentum * buf (nesterov) or buf; p = p - lr * g.
         h = self._hyper
         buf = state.get("momentum_buffer")
-        _optim.sgd_update(data.reshape(-1), grad.reshape(-1),
-                          data.reshape(-1) if buf is None else buf.reshape(-1), self._lr,
-                          h["momentum"], h["dampening"], h["weight_decay"], h["nesterov"],
-                          t == 1, get_num_threads())
+        _optim.sgd_update(
+            data.reshape(-1),
+            grad.reshape(-1),
+            data.reshape(-1) if buf is None else buf.reshape(-1),
+            self._lr,
+            h["momentum"],
+            h["dampening"],
+            h["weight_decay"],
+            h["nesterov"],
+            t == 1,
+            get_num_threads(),
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Adam / AdamW
 # --------------------------------------------------------------------------------------------
+
 
 class Adam(Optimizer):
     r"""Adam, with optional AMSGrad and L2 weight decay (added to the gradient).
@@ -529,15 +566,23 @@ class Adam(Optimizer):
     weight_decay = _hyper_property("weight_decay", "Weight decay coefficient.")
     amsgrad = _hyper_property("amsgrad", "Whether AMSGrad is used.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, betas: Any, eps: Any, weight_decay: Any,
-                  amsgrad: Any) -> dict[str, Any]:
+    def _validate(
+        cls, func: str, *, betas: Any, eps: Any, weight_decay: Any, amsgrad: Any
+    ) -> dict[str, Any]:
         return {
             "betas": _check_betas(betas, func),
             "eps": _check_real(eps, "eps", func),
@@ -562,12 +607,22 @@ class Adam(Optimizer):
         bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
         vmax = state.get("max_exp_avg_sq")
-        _optim.adam_update(data.reshape(-1), grad.reshape(-1), state["exp_avg"].reshape(-1),
-                           state["exp_avg_sq"].reshape(-1),
-                           None if vmax is None else vmax.reshape(-1), self._lr, beta1, beta2,
-                           h["eps"], h["weight_decay"], self._decoupled,
-                           self._lr / bias_correction1, bias_correction2_sqrt,
-                           get_num_threads())
+        _optim.adam_update(
+            data.reshape(-1),
+            grad.reshape(-1),
+            state["exp_avg"].reshape(-1),
+            state["exp_avg_sq"].reshape(-1),
+            None if vmax is None else vmax.reshape(-1),
+            self._lr,
+            beta1,
+            beta2,
+            h["eps"],
+            h["weight_decay"],
+            self._decoupled,
+            self._lr / bias_correction1,
+            bias_correction2_sqrt,
+            get_num_threads(),
+        )
 
 
 class AdamW(Adam):
@@ -595,16 +650,24 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # RMSprop
 # --------------------------------------------------------------------------------------------
+
 
 class RMSprop(Optimizer):
     r"""RMSprop, with optional momentum, centering and L2 weight decay.
@@ -650,15 +713,30 @@ class RMSprop(Optimizer):
     momentum = _hyper_property("momentum", "Momentum factor.")
     centered = _hyper_property("centered", "Whether the centered variant is used.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
-                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False) -> None:
-        super().__init__(params, lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, alpha: Any, eps: Any, weight_decay: Any, momentum: Any,
-                  centered: Any) -> dict[str, Any]:
+    def _validate(
+        cls, func: str, *, alpha: Any, eps: Any, weight_decay: Any, momentum: Any, centered: Any
+    ) -> dict[str, Any]:
         return {
             "alpha": _check_real(alpha, "alpha", func, high=1),
             "eps": _check_real(eps, "eps", func),
@@ -711,6 +789,7 @@ class RMSprop(Optimizer):
 # Adagrad
 # --------------------------------------------------------------------------------------------
 
+
 class Adagrad(Optimizer):
     r"""Adagrad, with optional learning-rate decay and L2 weight decay.
 
@@ -744,24 +823,45 @@ class Adagrad(Optimizer):
     _hyper_names = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
     lr_decay = _hyper_property("lr_decay", "Learning-rate decay.")
     weight_decay = _hyper_property("weight_decay", "L2 penalty coefficient.")
-    initial_accumulator_value = _hyper_property("initial_accumulator_value",
-                                       "Initial value of the accumulators.")
+    initial_accumulator_value = _hyper_property(
+        "initial_accumulator_value", "Initial value of the accumulators."
+    )
     eps = _hyper_property("eps", "Term added to the denominator.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10) -> None:
-        super().__init__(params, lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                         initial_accumulator_value=initial_accumulator_value, eps=eps)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, lr_decay: Any, weight_decay: Any,
-                  initial_accumulator_value: Any, eps: Any) -> dict[str, Any]:
+    def _validate(
+        cls,
+        func: str,
+        *,
+        lr_decay: Any,
+        weight_decay: Any,
+        initial_accumulator_value: Any,
+        eps: Any,
+    ) -> dict[str, Any]:
         return {
             "lr_decay": _check_real(lr_decay, "lr_decay", func),
             "weight_decay": _check_real(weight_decay, "weight_decay", func),
             "initial_accumulator_value": _check_real(
-                initial_accumulator_value, "initial_accumulator_value", func),
+                initial_accumulator_value, "initial_accumulator_value", func
+            ),
             "eps": _check_real(eps, "eps", func),
         }
 
@@ -787,6 +887,7 @@ class Adagrad(Optimizer):
 # --------------------------------------------------------------------------------------------
 # Learning-rate schedulers
 # --------------------------------------------------------------------------------------------
+
 
 class LRScheduler:
     """Base class: changes ``optimizer.lr`` once per :meth:`step` (call it once per epoch,
@@ -834,8 +935,12 @@ class LRScheduler:
     def state_dict(self) -> dict[str, Any]:
         """Flat dict of plain scalars (``base_lr``, ``last_epoch``, ``last_lr`` and the
         schedule's parameters)."""
-        sd = {"scheduler": type(self).__name__, "base_lr": self.base_lr,
-              "last_epoch": self.last_epoch, "last_lr": self._last_lr}
+        sd = {
+            "scheduler": type(self).__name__,
+            "base_lr": self.base_lr,
+            "last_epoch": self.last_epoch,
+            "last_lr": self._last_lr,
+        }
         sd.update({k: getattr(self, k) for k in self._hyper_names})
         return sd
 
@@ -854,8 +959,11 @@ class LRScheduler:
                 f"{func}(): state_dict was saved by another scheduler. Expected "
                 f"scheduler={type(self).__name__!r}. Received: scheduler={_fmt(kind)}"
             )
-        missing = [k for k in ("base_lr", "last_epoch", "last_lr", *self._hyper_names)
-                   if k not in state_dict]
+        missing = [
+            k
+            for k in ("base_lr", "last_epoch", "last_lr", *self._hyper_names)
+            if k not in state_dict
+        ]
         if missing:
             raise ValueError(f"{func}(): state_dict is missing the key(s) {missing}")
         values = self._validate(func, **{k: state_dict[k] for k in self._hyper_names})
@@ -906,8 +1014,10 @@ class StepLR(LRScheduler):
 
     @classmethod
     def _validate(cls, func: str, *, step_size: Any, gamma: Any) -> dict[str, Any]:
-        return {"step_size": _check_int(step_size, "step_size", func, low=1),
-                "gamma": _check_real(gamma, "gamma", func)}
+        return {
+            "step_size": _check_int(step_size, "step_size", func, low=1),
+            "gamma": _check_real(gamma, "gamma", func),
+        }
 
     def _next_lr(self, lr: float) -> float:
         if self.last_epoch % self.step_size != 0:
@@ -989,16 +1099,15 @@ class CosineAnnealingLR(LRScheduler):
 
     @classmethod
     def _validate(cls, func: str, *, T_max: Any, eta_min: Any) -> dict[str, Any]:
-        return {"T_max": _check_int(T_max, "T_max", func, low=1),
-                "eta_min": _check_real(eta_min, "eta_min", func)}
+        return {
+            "T_max": _check_int(T_max, "T_max", func, low=1),
+            "eta_min": _check_real(eta_min, "eta_min", func),
+        }
 
     def _next_lr(self, lr: float) -> float:
         e, T, eta_min = self.last_epoch, self.T_max, self.eta_min
         if (e - 1 - T) % (2 * T) == 0:
             return lr + (self.base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
-        return (
-            (1 + math.cos(math.pi * e / T))
-            / (1 + math.cos(math.pi * (e - 1) / T))
-            * (lr - eta_min)
-            + eta_min
-        )
+        return (1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T)) * (
+            lr - eta_min
+        ) + eta_min

@@ -61,8 +61,9 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = check_hyperparameter(negative_slope, "negative_slope", "LeakyReLU",
-                                                   "a finite number", math.isfinite)
+        self.negative_slope = check_hyperparameter(
+            negative_slope, "negative_slope", "LeakyReLU", "a finite number", math.isfinite
+        )
         self._x: np.ndarray | None = None
 
     def forward(self, x: Any) -> np.ndarray:

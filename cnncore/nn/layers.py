@@ -92,10 +92,21 @@ class Conv2d(Module):
     cnncore.conv2d, cnncore.conv2d_backward_input, cnncore.conv2d_backward_weight
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", *, dtype: Any = np.float32,
-                 rng: Any = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        dtype: Any = np.float32,
+        rng: Any = None,
+    ) -> None:
         super().__init__()
         name = "Conv2d"
         self.in_channels = check_int(in_channels, "in_channels", name, min_value=1)
@@ -112,8 +123,9 @@ class Conv2d(Module):
             )
         self.padding = padding if isinstance(padding, str) else to_pair(padding, "padding", name)
         # validates 'same'/'valid' and the stride rule, and gives per-side padding
-        self._pads = conv2d_padding(name, self.padding, self.kernel_size, self.stride,
-                                    self.dilation)
+        self._pads = conv2d_padding(
+            name, self.padding, self.kernel_size, self.stride, self.dilation
+        )
         self.padding_mode = check_choice(padding_mode, "padding_mode", name, _PADDING_MODES)
         self.dtype = check_dtype(dtype, name)
         w_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
@@ -136,16 +148,30 @@ class Conv2d(Module):
             (pt, pb), (pl, pr) = self._pads
             if pt or pb or pl or pr:
                 x = F.pad2d(x, (pl, pr, pt, pb), mode=self.padding_mode)
-        y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                     self.stride, self._conv_padding(), self.dilation, self.groups)
+        y = F.conv2d(
+            x,
+            self.weight.data,
+            None if self.bias is None else self.bias.data,
+            self.stride,
+            self._conv_padding(),
+            self.dilation,
+            self.groups,
+        )
         self._x = x if self.training else None
         return y
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         x = self._cached("_x")
         dx, dw, db = F.conv2d_backward(
-            grad_output, x, self.weight.data, self.stride, self._conv_padding(), self.dilation,
-            self.groups, output_mask=(bool(input_grad), True, self.bias is not None))
+            grad_output,
+            x,
+            self.weight.data,
+            self.stride,
+            self._conv_padding(),
+            self.dilation,
+            self.groups,
+            output_mask=(bool(input_grad), True, self.bias is not None),
+        )
         _accumulate(self.weight.grad, dw)
         if self.bias is not None:
             _accumulate(self.bias.grad, db)
@@ -159,17 +185,22 @@ class Conv2d(Module):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, _, h, w = input_shape
-        geo = conv2d_geometry("Conv2d", (h, w), self.kernel_size, self.stride, self.padding,
-                              self.dilation)
+        geo = conv2d_geometry(
+            "Conv2d", (h, w), self.kernel_size, self.stride, self.padding, self.dilation
+        )
         return (n, self.out_channels, *geo.out)
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "in_channels": self.in_channels, "out_channels": self.out_channels,
-            "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
             "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
-            "dilation": list(self.dilation), "groups": self.groups,
-            "bias": self.bias is not None, "padding_mode": self.padding_mode,
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+            "bias": self.bias is not None,
+            "padding_mode": self.padding_mode,
             "dtype": self.dtype.name,
         }
 
@@ -190,15 +221,21 @@ class Linear(Module):
     Input ``(*, in_features)``, output ``(*, out_features)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 dtype: Any = np.float32, rng: Any = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+        rng: Any = None,
+    ) -> None:
         super().__init__()
         name = "Linear"
         self.in_features = check_int(in_features, "in_features", name, min_value=1)
         self.out_features = check_int(out_features, "out_features", name, min_value=1)
         self.dtype = check_dtype(dtype, name)
-        check_numel((self.out_features, self.in_features), "weight", "Linear",
-                    self.dtype.itemsize)
+        check_numel((self.out_features, self.in_features), "weight", "Linear", self.dtype.itemsize)
         weight = np.empty((self.out_features, self.in_features), self.dtype)
         bias = check_bool(bias, "bias", "Linear")
         b = np.empty(self.out_features, self.dtype) if bias else None
@@ -227,8 +264,12 @@ class Linear(Module):
         return (*input_shape[:-1], self.out_features)
 
     def get_config(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "dtype": self.dtype.name}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "dtype": self.dtype.name,
+        }
 
 
 class Flatten(Module):
@@ -249,7 +290,7 @@ class Flatten(Module):
                 f"Flatten(): start_dim/end_dim out of range for an input of {nd} dimensions. "
                 f"Received: start_dim={self.start_dim}, end_dim={self.end_dim}"
             )
-        return (*shape[:s], math.prod(shape[s:e + 1]), *shape[e + 1:])
+        return (*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :])
 
     def forward(self, x: Any) -> np.ndarray:
         x = as_ndarray(x, "input", "Flatten")
@@ -280,8 +321,9 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, *, rng: Any = None) -> None:
         super().__init__()
-        self.p = check_hyperparameter(p, "p", "Dropout", "a probability in [0, 1]",
-                                      lambda v: 0.0 <= v <= 1.0)
+        self.p = check_hyperparameter(
+            p, "p", "Dropout", "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0
+        )
         self.rng = None if rng is None else init.get_rng(rng)
         self._mask: np.ndarray | None = None
         self._shape: tuple[int, ...] | None = None
@@ -317,15 +359,27 @@ class Dropout(Module):
 class _BatchNorm(Module):
     _expected_ndims: tuple[int, ...] = ()
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, *,
-                 dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype: Any = np.float32,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.num_features = check_int(num_features, "num_features", name, min_value=1)
         self.eps = check_hyperparameter(eps, "eps", name, "a positive number", lambda v: v > 0)
-        self.momentum = None if momentum is None else check_hyperparameter(
-            momentum, "momentum", name, "in [0, 1] or None", lambda v: 0.0 <= v <= 1.0)
+        self.momentum = (
+            None
+            if momentum is None
+            else check_hyperparameter(
+                momentum, "momentum", name, "in [0, 1] or None", lambda v: 0.0 <= v <= 1.0
+            )
+        )
         self.affine = check_bool(affine, "affine", name)
         self.track_running_stats = check_bool(track_running_stats, "track_running_stats", name)
         self.dtype = check_dtype(dtype, name)
@@ -404,9 +458,14 @@ class _BatchNorm(Module):
         return (invstd.reshape(view) / m) * (m * dxhat - s1 - xhat * s2)
 
     def get_config(self) -> dict[str, Any]:
-        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "affine": self.affine, "track_running_stats": self.track_running_stats,
-                "dtype": self.dtype.name}
+        return {
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.affine,
+            "track_running_stats": self.track_running_stats,
+            "dtype": self.dtype.name,
+        }
 
 
 class BatchNorm1d(_BatchNorm):
@@ -432,18 +491,32 @@ class MaxPool2d(Module):
     cnncore.max_pool2d, cnncore.max_pool2d_backward
     """
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 dilation: Any = 1, ceil_mode: bool = False) -> None:
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding, self.dilation = pool2d_params(
-            "MaxPool2d", kernel_size, stride, padding, dilation, ceil_mode)
+            "MaxPool2d", kernel_size, stride, padding, dilation, ceil_mode
+        )
         self.ceil_mode = ceil_mode
         self._indices: np.ndarray | None = None
         self._input_shape: tuple[int, ...] | None = None
 
     def forward(self, x: Any) -> np.ndarray:
-        y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                              self.ceil_mode, return_indices=True)
+        y, idx = F.max_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            return_indices=True,
+        )
         self._indices = idx if self.training else None
         self._input_shape = np.shape(x)
         return y
@@ -456,14 +529,25 @@ class MaxPool2d(Module):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, c, h, w = input_shape
-        geo = pool2d_geometry("MaxPool2d", (h, w), self.kernel_size, self.stride, self.padding,
-                              self.dilation, self.ceil_mode)
+        geo = pool2d_geometry(
+            "MaxPool2d",
+            (h, w),
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+        )
         return (n, c, *geo.out)
 
     def get_config(self) -> dict[str, Any]:
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "dilation": list(self.dilation),
-                "ceil_mode": self.ceil_mode}
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "ceil_mode": self.ceil_mode,
+        }
 
 
 class AvgPool2d(Module):
@@ -474,23 +558,38 @@ class AvgPool2d(Module):
     cnncore.avg_pool2d, cnncore.avg_pool2d_backward
     """
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 ceil_mode: bool = False, count_include_pad: bool = True,
-                 divisor_override: int | None = None) -> None:
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ) -> None:
         super().__init__()
         name = "AvgPool2d"
         self.kernel_size, self.stride, self.padding, _ = pool2d_params(
-            name, kernel_size, stride, padding, 1, ceil_mode)
+            name, kernel_size, stride, padding, 1, ceil_mode
+        )
         self.ceil_mode = ceil_mode
         self.count_include_pad = check_bool(count_include_pad, "count_include_pad", name)
-        self.divisor_override = None if divisor_override is None else check_int(
-            divisor_override, "divisor_override", name, min_value=1)
+        self.divisor_override = (
+            None
+            if divisor_override is None
+            else check_int(divisor_override, "divisor_override", name, min_value=1)
+        )
         self._input_shape: tuple[int, ...] | None = None
 
     def _kwargs(self) -> dict[str, Any]:
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
-                    divisor_override=self.divisor_override)
+        return dict(
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
+            divisor_override=self.divisor_override,
+        )
 
     def forward(self, x: Any) -> np.ndarray:
         y = F.avg_pool2d(x, **self._kwargs())
@@ -505,15 +604,20 @@ class AvgPool2d(Module):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, c, h, w = input_shape
-        geo = pool2d_geometry("AvgPool2d", (h, w), self.kernel_size, self.stride, self.padding,
-                              1, self.ceil_mode)
+        geo = pool2d_geometry(
+            "AvgPool2d", (h, w), self.kernel_size, self.stride, self.padding, 1, self.ceil_mode
+        )
         return (n, c, *geo.out)
 
     def get_config(self) -> dict[str, Any]:
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "ceil_mode": self.ceil_mode,
-                "count_include_pad": self.count_include_pad,
-                "divisor_override": self.divisor_override}
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "ceil_mode": self.ceil_mode,
+            "count_include_pad": self.count_include_pad,
+            "divisor_override": self.divisor_override,
+        }
 
 
 class AdaptiveAvgPool2d(Module):

@@ -102,8 +102,11 @@ class Sequential(Module):
         order: list[int] = []
         i = 0
         while i < len(self.layers):
-            if (i + 1 < len(self.layers) and type(self.layers[i]) is ReLU
-                    and type(self.layers[i + 1]) is MaxPool2d):
+            if (
+                i + 1 < len(self.layers)
+                and type(self.layers[i]) is ReLU
+                and type(self.layers[i + 1]) is MaxPool2d
+            ):
                 order += [i + 1, i]
                 i += 2
             else:
@@ -158,8 +161,7 @@ class Sequential(Module):
                 shape_text = str(tuple(shape))
             else:
                 shape_text = "?"
-            rows.append((f"{i}: {type(layer).__name__}", shape_text,
-                         f"{layer.num_parameters():,}"))
+            rows.append((f"{i}: {type(layer).__name__}", shape_text, f"{layer.num_parameters():,}"))
         w0 = max([len("Layer")] + [len(r[0]) for r in rows])
         w1 = max([len("Output shape")] + [len(r[1]) for r in rows])
         w2 = max([len("Params")] + [len(r[2]) for r in rows])
@@ -174,16 +176,40 @@ class Sequential(Module):
         return text
 
     # -- training API (implemented in training.py / serialization.py) ----------------------
-    def fit(self, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs: int = 1,
-            batch_size: int = 32, shuffle: bool = True, validation_data: Any = None,
-            verbose: bool = True, seed: int | None = None, scheduler: Any = None,
-            augment: Any = None) -> Any:
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        optimizer: Any,
+        loss: Any,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: Any = None,
+        verbose: bool = True,
+        seed: int | None = None,
+        scheduler: Any = None,
+        augment: Any = None,
+    ) -> Any:
         """Train with mini-batch gradient descent; see :func:`cnncore.nn.training.fit`."""
         from .training import fit
 
-        return fit(self, x, y, optimizer=optimizer, loss=loss, epochs=epochs,
-                   batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
-                   verbose=verbose, seed=seed, scheduler=scheduler, augment=augment)
+        return fit(
+            self,
+            x,
+            y,
+            optimizer=optimizer,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            validation_data=validation_data,
+            verbose=verbose,
+            seed=seed,
+            scheduler=scheduler,
+            augment=augment,
+        )
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(x, y)``; see

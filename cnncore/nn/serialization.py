@@ -26,8 +26,16 @@ _DEFLATE_MAX_RATIO = 1032
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 # Everything zipfile / zlib / lzma raise on damaged archives (NotImplementedError: unknown zip
 # version or method; RuntimeError: encrypted member; RecursionError: absurdly nested JSON).
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, KeyError, NotImplementedError,
-                   RuntimeError, zlib.error, lzma.LZMAError)
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 def _registry() -> dict[str, type]:
@@ -95,8 +103,11 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.nd
         header_len = f.tell()
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes != info.file_size - header_len:
-            raise _bad(path, f"member {info.filename!r} declares shape {shape} ({nbytes} bytes) "
-                             f"but holds {info.file_size - header_len} bytes")
+            raise _bad(
+                path,
+                f"member {info.filename!r} declares shape {shape} ({nbytes} bytes) "
+                f"but holds {info.file_size - header_len} bytes",
+            )
         data = f.read(nbytes)
     if len(data) != nbytes:
         raise _bad(path, f"member {info.filename!r} is truncated")
@@ -113,18 +124,22 @@ def _check_members(zf: zipfile.ZipFile, path: Any) -> None:
         if info.flag_bits & 0x1:
             raise _bad(path, f"member {name!r} is encrypted")
         if info.compress_type not in _COMPRESSIONS:
-            raise _bad(path, f"member {name!r} uses an unsupported compression method "
-                             f"({info.compress_type})")
+            raise _bad(
+                path,
+                f"member {name!r} uses an unsupported compression method ({info.compress_type})",
+            )
         stored = info.compress_type == zipfile.ZIP_STORED
         limit = info.compress_size if stored else _DEFLATE_MAX_RATIO * info.compress_size + 1024
         if info.compress_size > file_size or info.file_size > limit:
-            raise _bad(path, f"member {name!r} declares {info.file_size} bytes, more than its "
-                             f"{info.compress_size} stored bytes can hold")
+            raise _bad(
+                path,
+                f"member {name!r} declares {info.file_size} bytes, more than its "
+                f"{info.compress_size} stored bytes can hold",
+            )
 
 
 def _positive_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
-        else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _parameter_bytes(name: str, config: dict) -> int:
@@ -163,8 +178,11 @@ def _architecture_bytes(spec: Any, depth: int = 0) -> int:
         return 0
     if spec.get("class") == "Sequential":
         layers = spec.get("layers")
-        return sum(_architecture_bytes(c, depth + 1) for c in layers) \
-            if isinstance(layers, list) else 0
+        return (
+            sum(_architecture_bytes(c, depth + 1) for c in layers)
+            if isinstance(layers, list)
+            else 0
+        )
     config = spec.get("config", {})
     return _parameter_bytes(spec.get("class"), config) if isinstance(config, dict) else 0
 
@@ -215,8 +233,9 @@ def load(path: Any) -> Module:
     with zf:
         try:
             _check_members(zf, path)
-            members = {info.filename[:-4]: info for info in zf.infolist()
-                       if info.filename.endswith(".npy")}
+            members = {
+                info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")
+            }
             if _ARCH_KEY not in members:
                 raise _bad(path, "no __architecture__ entry")
             if members[_ARCH_KEY].file_size > _MAX_ARCH_BYTES:
@@ -235,8 +254,11 @@ def load(path: Any) -> Module:
             need = _architecture_bytes(arch.get("model"))
             have = sum(info.file_size for key, info in members.items() if key != _ARCH_KEY)
             if need > have:
-                raise _bad(path, f"the architecture needs {need} bytes of parameters but the "
-                                 f"archive holds only {have} bytes of arrays")
+                raise _bad(
+                    path,
+                    f"the architecture needs {need} bytes of parameters but the "
+                    f"archive holds only {have} bytes of arrays",
+                )
             model = _build(arch.get("model"), path)
             expected: dict[str, np.ndarray] = {}
             for name, p in model.named_parameters():
@@ -247,13 +269,19 @@ def load(path: Any) -> Module:
             if stored != set(expected):
                 missing = sorted(set(expected) - stored)
                 extra = sorted(stored - set(expected))
-                raise _bad(path, f"arrays do not match the architecture (missing {missing[:5]}, "
-                                 f"unexpected {extra[:5]})")
+                raise _bad(
+                    path,
+                    f"arrays do not match the architecture (missing {missing[:5]}, "
+                    f"unexpected {extra[:5]})",
+                )
             for key, target in expected.items():
                 arr = _read_member(zf, members[key], path)
                 if arr.shape != target.shape or arr.dtype != target.dtype:
-                    raise _bad(path, f"{key} has shape {arr.shape} and dtype {arr.dtype}, "
-                                     f"expected {target.shape} and {target.dtype}")
+                    raise _bad(
+                        path,
+                        f"{key} has shape {arr.shape} and dtype {arr.dtype}, "
+                        f"expected {target.shape} and {target.dtype}",
+                    )
                 target[...] = arr
         except _ARCHIVE_ERRORS as exc:
             raise _bad(path, f"corrupted archive ({type(exc).__name__}: {exc})") from None

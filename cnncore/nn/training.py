@@ -57,8 +57,11 @@ class History:
         return key in self.history
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()},
-                "interrupted": self.interrupted}
+        return {
+            "epoch": list(self.epoch),
+            **{k: list(v) for k, v in self.history.items()},
+            "interrupted": self.interrupted,
+        }
 
     def __repr__(self) -> str:
         last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
@@ -69,9 +72,13 @@ class History:
 # Argument resolution and checks (all done before the first step)
 # --------------------------------------------------------------------------------------------
 
-_OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.01}), "adam": ("Adam", {}), "adamw": ("AdamW", {}),
-               "rmsprop": ("RMSprop", {}), "adagrad": ("Adagrad", {})}
-
+_OPTIMIZERS = {
+    "sgd": ("SGD", {"lr": 0.01}),
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "rmsprop": ("RMSprop", {}),
+    "adagrad": ("Adagrad", {}),
+}
 
 
 @contextmanager
@@ -81,6 +88,7 @@ def _batch_loop() -> Iterator[None]:
     count a depth instead of toggling the BLAS libraries (~10 us per kernel call)."""
     with _alloc.caching(), blas_single_thread():
         yield
+
 
 def resolve_optimizer(optimizer: Any, model: Module) -> Any:
     from .. import optim
@@ -102,15 +110,17 @@ def resolve_optimizer(optimizer: Any, model: Module) -> Any:
     return optimizer
 
 
-def _check_xy(model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def _check_xy(
+    model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     x = as_ndarray(x, "x", func)
     y = as_ndarray(y, "y", func)
     if x.dtype != np.uint8 and x.dtype.kind != "f":
         raise TypeError(f"{func}(): x must be float or uint8 images. Received: x.dtype={x.dtype}")
     if x.ndim < 2:
-        raise ValueError(f"{func}(): x must have a batch dimension. Received: x with shape "
-                         f"{x.shape}")
+        raise ValueError(
+            f"{func}(): x must have a batch dimension. Received: x with shape {x.shape}"
+        )
     if y.ndim < 1 or len(x) != len(y):
         raise ValueError(
             f"{func}(): x and y must have the same number of samples. Received: x with shape "
@@ -124,9 +134,7 @@ def _check_xy(model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
     try:
         out = model(x[:2])
     except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{func}(): x of shape {x.shape} does not fit the model: {exc}"
-        ) from None
+        raise ValueError(f"{func}(): x of shape {x.shape} does not fit the model: {exc}") from None
     finally:
         model.train(was_training)
     if loss_fn is not None:
@@ -173,18 +181,32 @@ def _progress(total: int, epoch: int, epochs: int, verbose: bool) -> Any:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="img", leave=True,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=f"epoch {epoch}/{epochs}", unit="img", leave=True, dynamic_ncols=True
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # fit / evaluate / predict
 # --------------------------------------------------------------------------------------------
 
-def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs: int = 1,
-        batch_size: int = 32, shuffle: bool = True, validation_data: Any = None,
-        verbose: bool = True, seed: int | None = None, scheduler: Any = None,
-        augment: Any = None) -> History:
+
+def fit(
+    model: Sequential,
+    x: Any,
+    y: Any,
+    *,
+    optimizer: Any,
+    loss: Any,
+    epochs: int = 1,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_data: Any = None,
+    verbose: bool = True,
+    seed: int | None = None,
+    scheduler: Any = None,
+    augment: Any = None,
+) -> History:
     """Train ``model`` on ``(x, y)``.
 
     Parameters
@@ -226,8 +248,9 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
     if not isinstance(model, Sequential):
         raise TypeError(f"fit(): model must be a Sequential. Received: {type(model).__name__}")
     if augment is not None and not callable(augment):
-        raise TypeError(f"fit(): augment must be callable. Received: augment of type "
-                        f"{type(augment).__name__}")
+        raise TypeError(
+            f"fit(): augment must be callable. Received: augment of type {type(augment).__name__}"
+        )
     epochs = check_int(epochs, "epochs", "fit", min_value=0)
     batch_size = check_int(batch_size, "batch_size", "fit", min_value=1)
     loss_fn = losses.resolve_loss(loss, "fit")
@@ -258,7 +281,7 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
             correct = 0
             counted = 0
             for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 xb = as_model_input(x[idx], dtype)
                 if augment is not None:
                     xb = as_model_input(augment(xb, rng), dtype)
@@ -302,8 +325,10 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
             history.append(epoch, logs)
             if verbose:
                 text = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "seconds")
-                print(f"epoch {epoch}/{epochs}: {text}  ({seconds:.1f} s, "
-                      f"{seen / max(seconds, 1e-9):.0f} img/s)")
+                print(
+                    f"epoch {epoch}/{epochs}: {text}  ({seconds:.1f} s, "
+                    f"{seen / max(seconds, 1e-9):.0f} img/s)"
+                )
             if flag.stop:
                 break
             if scheduler is not None:
@@ -326,8 +351,9 @@ def predict(model: Sequential, x: Any, batch_size: int = 256) -> np.ndarray:
     batch_size = check_int(batch_size, "batch_size", "predict", min_value=1)
     x = np.asarray(x)
     if x.ndim < 1 or len(x) == 0:
-        raise ValueError(f"predict(): x must hold at least one sample. Received: x with shape "
-                         f"{x.shape}")
+        raise ValueError(
+            f"predict(): x must hold at least one sample. Received: x with shape {x.shape}"
+        )
     was_training = model.training
     model.eval()
     try:
@@ -338,8 +364,9 @@ def predict(model: Sequential, x: Any, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def evaluate(model: Sequential, x: Any, y: Any, batch_size: int = 256,
-             loss: Any = None) -> dict[str, float]:
+def evaluate(
+    model: Sequential, x: Any, y: Any, batch_size: int = 256, loss: Any = None
+) -> dict[str, float]:
     """Mean loss and accuracy (NaN for non-classification losses) over ``(x, y)``, in eval
     mode. ``loss`` defaults to the one used by ``fit``, else cross-entropy for integer
     labels and MSE otherwise."""
