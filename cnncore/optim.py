@@ -32,8 +32,8 @@ import numpy as np
 
 from . import _optim
 from ._config import get_num_threads
+from ._parameter import Parameter
 from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_int, check_real
-from .nn.parameter import Parameter
 
 __all__ = [
     "SGD",
