@@ -4,6 +4,8 @@ The update rules follow ``torch.optim`` exactly (same formulas, same order of op
 same defaults): :class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RMSprop`,
 :class:`Adagrad`; and ``torch.optim.lr_scheduler``'s :class:`StepLR`,
 :class:`ExponentialLR` and :class:`CosineAnnealingLR` (stepped once per epoch).
+:func:`make_optimizer` builds an optimizer from its name (the table ``fit`` and the
+``cnncore`` command share).
 
 Differences from PyTorch
 ------------------------
@@ -33,7 +35,7 @@ import numpy as np
 from . import _optim
 from ._config import get_num_threads
 from ._parameter import Parameter
-from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_int, check_real
+from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_choice, check_int, check_real
 
 __all__ = [
     "SGD",
@@ -43,9 +45,11 @@ __all__ = [
     "CosineAnnealingLR",
     "ExponentialLR",
     "LRScheduler",
+    "OPTIMIZER_NAMES",
     "Optimizer",
     "RMSprop",
     "StepLR",
+    "make_optimizer",
 ]
 
 
@@ -61,24 +65,21 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _check_real(
-    value: Any,
-    name: str,
-    func: str,
-    *,
-    low: float | None = 0,
-    high: float | None = None,
-    high_open: bool = False,
-) -> float:
+def _check_hyper(value: Any, name: str, func: str, *, high: float | None = None) -> float:
+    """A non-negative, finite real hyper-parameter (at most ``high``) as a float.
+
+    The type and the float range are checked by :func:`cnncore._validation.check_real` (so
+    ``lr=10**400`` is a ValueError naming ``lr``, not an OverflowError); 0-d arrays, as
+    ``np.load`` returns scalars, are accepted.
+    """
     value = _unwrap(value)
     v = check_real(value, name, func)
     if not math.isfinite(v):
         raise ValueError(f"{func}(): {name} must be finite. Received: {name}={_fmt(value)}")
-    if low is not None and v < low:
-        raise ValueError(f"{func}(): {name} must be >= {low}. Received: {name}={_fmt(value)}")
-    if high is not None and (v >= high if high_open else v > high):
-        op = "<" if high_open else "<="
-        raise ValueError(f"{func}(): {name} must be {op} {high}. Received: {name}={_fmt(value)}")
+    if v < 0:
+        raise ValueError(f"{func}(): {name} must be >= 0. Received: {name}={_fmt(value)}")
+    if high is not None and v > high:
+        raise ValueError(f"{func}(): {name} must be <= {high}. Received: {name}={_fmt(value)}")
     return v
 
 
@@ -219,7 +220,7 @@ class Optimizer:
     def __init__(self, params: Iterable[Parameter], lr: float, **hyper: Any) -> None:
         func = type(self).__name__
         self._params = _collect_params(params, func)
-        self._lr = _check_real(lr, "lr", func)
+        self._lr = _check_hyper(lr, "lr", func)
         self._hyper = self._validate(func, **hyper)
         self._step_count = 0
         self._state = self._allocate(self._hyper)
@@ -273,7 +274,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _check_real(value, "lr", type(self).__name__)
+        self._lr = _check_hyper(value, "lr", type(self).__name__)
 
     @property
     def step_count(self) -> int:
@@ -381,7 +382,7 @@ class Optimizer:
                 f"{len(self._params)}. Received: num_params={n}"
             )
         step_count = _check_int(get("step_count"), "step_count", func, low=0)
-        lr = _check_real(get("lr"), "lr", func)
+        lr = _check_hyper(get("lr"), "lr", func)
         hyper = self._validate(func, **{k: get(k) for k in self._hyper_names})
         new_state = self._allocate(hyper)
         for i, (p, state) in enumerate(zip(self._params, new_state, strict=True)):
@@ -483,10 +484,10 @@ class SGD(Optimizer):
         cls, func: str, *, momentum: Any, dampening: Any, nesterov: Any, weight_decay: Any
     ) -> dict[str, Any]:
         out = {
-            "momentum": _check_real(momentum, "momentum", func),
-            "dampening": _check_real(dampening, "dampening", func, high=1),
+            "momentum": _check_hyper(momentum, "momentum", func),
+            "dampening": _check_hyper(dampening, "dampening", func, high=1),
             "nesterov": _check_bool(nesterov, "nesterov", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
         }
         if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError(
@@ -585,8 +586,8 @@ class Adam(Optimizer):
     ) -> dict[str, Any]:
         return {
             "betas": _check_betas(betas, func),
-            "eps": _check_real(eps, "eps", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+            "eps": _check_hyper(eps, "eps", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
             "amsgrad": _check_bool(amsgrad, "amsgrad", func),
         }
 
@@ -738,10 +739,10 @@ class RMSprop(Optimizer):
         cls, func: str, *, alpha: Any, eps: Any, weight_decay: Any, momentum: Any, centered: Any
     ) -> dict[str, Any]:
         return {
-            "alpha": _check_real(alpha, "alpha", func, high=1),
-            "eps": _check_real(eps, "eps", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
-            "momentum": _check_real(momentum, "momentum", func),
+            "alpha": _check_hyper(alpha, "alpha", func, high=1),
+            "eps": _check_hyper(eps, "eps", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
+            "momentum": _check_hyper(momentum, "momentum", func),
             "centered": _check_bool(centered, "centered", func),
         }
 
@@ -857,12 +858,12 @@ class Adagrad(Optimizer):
         eps: Any,
     ) -> dict[str, Any]:
         return {
-            "lr_decay": _check_real(lr_decay, "lr_decay", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
-            "initial_accumulator_value": _check_real(
+            "lr_decay": _check_hyper(lr_decay, "lr_decay", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
+            "initial_accumulator_value": _check_hyper(
                 initial_accumulator_value, "initial_accumulator_value", func
             ),
-            "eps": _check_real(eps, "eps", func),
+            "eps": _check_hyper(eps, "eps", func),
         }
 
     @staticmethod
@@ -882,6 +883,85 @@ class Adagrad(Optimizer):
         np.multiply(g, -clr, out=s0)
         np.divide(s0, s1, out=s0)
         np.add(data, s0, out=data)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizers by name (the one table: ``fit(optimizer="adam")`` and the ``cnncore`` command)
+# --------------------------------------------------------------------------------------------
+
+#: name -> (class, default learning rate for ``defaults="fit"``, for ``defaults="cli"``); None
+#: is the class's own default.  ``fit`` keeps the classes' defaults (SGD has none: 0.01); the
+#: command line's rates are tuned for its models and data.
+_BY_NAME: dict[str, tuple[type[Optimizer], float | None, float]] = {
+    "sgd": (SGD, 0.01, 0.05),
+    "adam": (Adam, None, 1e-3),
+    "adamw": (AdamW, None, 1e-3),
+    "rmsprop": (RMSprop, None, 1e-3),
+    "adagrad": (Adagrad, None, 1e-2),
+}
+
+#: The names :func:`make_optimizer` accepts, sorted.
+OPTIMIZER_NAMES: tuple[str, ...] = tuple(sorted(_BY_NAME))
+
+
+def make_optimizer(
+    name: str,
+    params: Iterable[Parameter],
+    *,
+    lr: float | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    defaults: str = "fit",
+    func: str = "make_optimizer",
+) -> Optimizer:
+    """An optimizer chosen by name: ``'sgd'``, ``'adam'``, ``'adamw'``, ``'rmsprop'`` or
+    ``'adagrad'`` (case-insensitive; see :data:`OPTIMIZER_NAMES`).
+
+    Parameters
+    ----------
+    name : str
+    params : iterable of Parameter
+    lr : float, optional
+        The learning rate; None takes the default of ``defaults``.
+    momentum : float, optional
+        SGD's momentum (default 0). The other names ignore it (build :class:`RMSprop`
+        directly for its momentum).
+    weight_decay : float, optional
+        None keeps the class's default (0, or 1e-2 for AdamW).
+    defaults : {'fit', 'cli'}, default 'fit'
+        Which default learning rates: ``'fit'`` those of ``Sequential.fit(optimizer=name)``
+        (the classes' own; SGD 0.01), ``'cli'`` those of the ``cnncore train`` command
+        (SGD 0.05, Adam/AdamW/RMSprop 1e-3, Adagrad 1e-2).
+    func : str
+        The function named in error messages.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (and, from the optimizer, for invalid values).
+    """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{func}(): optimizer must be a name. Received: optimizer of type {type(name).__name__}"
+        )
+    key = name.lower()
+    if key not in _BY_NAME:
+        raise ValueError(
+            f"{func}(): unknown optimizer name. Expected one of {list(OPTIMIZER_NAMES)}. "
+            f"Received: optimizer={name!r}"
+        )
+    check_choice(defaults, "defaults", func, ("fit", "cli"))
+    cls, fit_lr, cli_lr = _BY_NAME[key]
+    kwargs: dict[str, Any] = {}
+    if lr is None:
+        lr = fit_lr if defaults == "fit" else cli_lr
+    if lr is not None:  # else the class's own default
+        kwargs["lr"] = lr
+    if momentum is not None and cls is SGD:
+        kwargs["momentum"] = momentum
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    return cls(params, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -967,8 +1047,8 @@ class LRScheduler:
         if missing:
             raise ValueError(f"{func}(): state_dict is missing the key(s) {missing}")
         values = self._validate(func, **{k: state_dict[k] for k in self._hyper_names})
-        base_lr = _check_real(state_dict["base_lr"], "base_lr", func)
-        last_lr = _check_real(state_dict["last_lr"], "last_lr", func)
+        base_lr = _check_hyper(state_dict["base_lr"], "base_lr", func)
+        last_lr = _check_hyper(state_dict["last_lr"], "last_lr", func)
         last_epoch = _check_int(state_dict["last_epoch"], "last_epoch", func, low=0)
         for k, v in values.items():
             setattr(self, k, v)
@@ -1016,7 +1096,7 @@ class StepLR(LRScheduler):
     def _validate(cls, func: str, *, step_size: Any, gamma: Any) -> dict[str, Any]:
         return {
             "step_size": _check_int(step_size, "step_size", func, low=1),
-            "gamma": _check_real(gamma, "gamma", func),
+            "gamma": _check_hyper(gamma, "gamma", func),
         }
 
     def _next_lr(self, lr: float) -> float:
@@ -1053,7 +1133,7 @@ class ExponentialLR(LRScheduler):
 
     @classmethod
     def _validate(cls, func: str, *, gamma: Any) -> dict[str, Any]:
-        return {"gamma": _check_real(gamma, "gamma", func)}
+        return {"gamma": _check_hyper(gamma, "gamma", func)}
 
     def _next_lr(self, lr: float) -> float:
         return lr * self.gamma
@@ -1101,7 +1181,7 @@ class CosineAnnealingLR(LRScheduler):
     def _validate(cls, func: str, *, T_max: Any, eta_min: Any) -> dict[str, Any]:
         return {
             "T_max": _check_int(T_max, "T_max", func, low=1),
-            "eta_min": _check_real(eta_min, "eta_min", func),
+            "eta_min": _check_hyper(eta_min, "eta_min", func),
         }
 
     def _next_lr(self, lr: float) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _alloc
+from .. import _alloc, optim
 from .._config import blas_single_thread
 from .._validation import as_ndarray, check_int
 from . import loss as losses
@@ -72,14 +72,6 @@ class History:
 # Argument resolution and checks (all done before the first step)
 # --------------------------------------------------------------------------------------------
 
-_OPTIMIZERS = {
-    "sgd": ("SGD", {"lr": 0.01}),
-    "adam": ("Adam", {}),
-    "adamw": ("AdamW", {}),
-    "rmsprop": ("RMSprop", {}),
-    "adagrad": ("Adagrad", {}),
-}
-
 
 @contextmanager
 def _batch_loop() -> Iterator[None]:
@@ -90,18 +82,11 @@ def _batch_loop() -> Iterator[None]:
         yield
 
 
-def resolve_optimizer(optimizer: Any, model: Module) -> Any:
-    from .. import optim
-
+def resolve_optimizer(optimizer: Any, model: Module) -> optim.Optimizer:
+    """``optimizer`` itself, or one over ``model.parameters()`` built from a name with
+    :func:`cnncore.optim.make_optimizer`'s defaults."""
     if isinstance(optimizer, str):
-        key = optimizer.lower()
-        if key not in _OPTIMIZERS:
-            raise ValueError(
-                f"fit(): unknown optimizer name. Expected one of {sorted(_OPTIMIZERS)}. "
-                f"Received: optimizer={optimizer!r}"
-            )
-        cls_name, defaults = _OPTIMIZERS[key]
-        return getattr(optim, cls_name)(model.parameters(), **defaults)
+        return optim.make_optimizer(optimizer, model.parameters(), func="fit")
     if not isinstance(optimizer, optim.Optimizer):
         raise TypeError(
             f"fit(): optimizer must be a cnncore.optim.Optimizer or a name. Received: "
