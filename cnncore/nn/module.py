@@ -1,4 +1,5 @@
-"""The :class:`Module` base class: parameters, caches, train/eval mode, summaries."""
+"""The :class:`Module` base class (parameters, caches, train/eval mode, summaries) and the
+helpers the layers share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import FLOAT_DTYPES, check_bool
+from .._validation import FLOAT_DTYPES, as_float_array, check_bool
 from .parameter import Parameter
 
 
@@ -36,6 +37,24 @@ def _checked_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
         return backward(self, *args, **kwargs)
 
     return checked
+
+
+def accumulate(param_grad: np.ndarray, grad: np.ndarray) -> None:
+    """``param_grad += grad`` in place (gradients accumulate until ``zero_grad``)."""
+    np.add(param_grad, grad, out=param_grad)
+
+
+def grad_like(grad_output: Any, shape: tuple[int, ...] | None, layer: str) -> np.ndarray:
+    """``grad_output`` of a layer whose backward is computed in the layer rather than by
+    :mod:`cnncore.functional`: a float array shaped like the forward output."""
+    func = f"{layer}.backward"
+    g = as_float_array(grad_output, "grad_output", func)
+    if shape is not None and g.shape != tuple(shape):
+        raise ValueError(
+            f"{func}(): grad_output must have the shape of the forward output, {tuple(shape)}. "
+            f"Received: grad_output with shape {g.shape}"
+        )
+    return g
 
 
 class Module:
