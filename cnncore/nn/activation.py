@@ -15,7 +15,7 @@ from .module import Module
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
 
 
-class _OutputCached(Module):
+class _OutputCached(Module, register=False):
     """Activations whose gradient is a function of their output."""
 
     _forward: Any = None
@@ -79,7 +79,7 @@ class LeakyReLU(Module):
         return {"negative_slope": self.negative_slope}
 
 
-class _SoftmaxBase(Module):
+class _SoftmaxBase(Module, register=False):
     _forward: Any = None
     _backward: Any = None
 

@@ -15,6 +15,8 @@ from .module import (
     Module,
     accumulate,
     check_dtype,
+    config_itemsize,
+    config_positive_int,
 )
 
 __all__ = ["Conv2d"]
@@ -169,3 +171,16 @@ class Conv2d(Module):
             "padding_mode": self.padding_mode,
             "dtype": self.dtype.name,
         }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        i = config_positive_int(config.get("in_channels"))
+        o = config_positive_int(config.get("out_channels"))
+        groups = config_positive_int(config.get("groups", 1))
+        k = config.get("kernel_size")
+        kh, kw = (k, k) if not isinstance(k, list) else (k + [None, None])[:2]
+        kh, kw = config_positive_int(kh), config_positive_int(kw)
+        if None in (i, o, groups, kh, kw):
+            return 0
+        n = o * (i // groups) * kh * kw + (o if config.get("bias", True) else 0)
+        return n * config_itemsize(config)

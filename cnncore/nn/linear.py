@@ -14,6 +14,8 @@ from .module import (
     Module,
     accumulate,
     check_dtype,
+    config_itemsize,
+    config_positive_int,
     grad_like,
 )
 
@@ -85,3 +87,11 @@ class Linear(Module):
             "bias": self.bias is not None,
             "dtype": self.dtype.name,
         }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        i = config_positive_int(config.get("in_features"))
+        o = config_positive_int(config.get("out_features"))
+        if i is None or o is None:
+            return 0
+        return (o * i + (o if config.get("bias", True) else 0)) * config_itemsize(config)

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-class _Loss(Module):
+class _Loss(Module, register=False):
     _fn: Any = None
     _default_reduction = "mean"
 

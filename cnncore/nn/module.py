@@ -1,16 +1,41 @@
-"""The :class:`Module` base class (parameters, caches, train/eval mode, summaries) and the
-helpers the layers share."""
+"""The :class:`Module` base class (parameters, caches, train/eval mode, summaries), the
+registry of module classes that :mod:`cnncore.nn.serialization` rebuilds saved models from,
+and the helpers the layers share."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._validation import FLOAT_DTYPES, as_float_array, check_bool
 from .parameter import Parameter
+
+#: Every registered Module subclass by its registry name (see :class:`Module`, Registry).
+_REGISTRY: dict[str, type[Module]] = {}
+
+
+def registered_modules() -> dict[str, type[Module]]:
+    """The registry (a copy): registry name -> Module subclass, for every subclass defined so
+    far except those defined with ``register=False``."""
+    return dict(_REGISTRY)
+
+
+def registered_name(cls: type) -> str | None:
+    """The name ``cls`` is registered under (what ``save`` writes), None if it is not."""
+    return cls.__dict__.get("_registry_name") if isinstance(cls, type) else None
+
+
+def is_container(cls: type[Module]) -> bool:
+    """Whether ``cls`` overrides :meth:`Module.children` (its children are saved with it)."""
+    return cls.children is not Module.children
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the layers
+# --------------------------------------------------------------------------------------------
 
 
 def check_dtype(dtype: Any, cls: str) -> np.dtype:
@@ -57,6 +82,23 @@ def grad_like(grad_output: Any, shape: tuple[int, ...] | None, layer: str) -> np
     return g
 
 
+def config_positive_int(value: Any) -> int | None:
+    """``value`` if it is a positive int (bool excluded), else None: for
+    :meth:`Module.config_nbytes`, which reads configs from files and must accept any JSON."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def config_itemsize(config: dict[str, Any]) -> int:
+    """Bytes per element of a layer's arrays from its config's ``dtype``: 4 for
+    ``'float32'`` (the default), else 8 (an invalid dtype is rejected by the constructor)."""
+    return 4 if config.get("dtype", "float32") == "float32" else 8
+
+
+# --------------------------------------------------------------------------------------------
+# Module
+# --------------------------------------------------------------------------------------------
+
+
 class Module:
     """Base class of every layer, loss and container.
 
@@ -73,7 +115,34 @@ class Module:
         optimizer.zero_grad()
 
     Gradients accumulate into ``param.grad`` (``+=``) until :meth:`zero_grad`, as in PyTorch.
+
+    **Registry.** Every subclass joins a registry when its class statement runs, under its
+    class name; :func:`cnncore.load` rebuilds saved models from it (``save`` writes the
+    registry name and :meth:`get_config` of each module, ``load`` calls :meth:`from_config`
+    and then copies the saved arrays in).  A user-defined module therefore saves and loads
+    like a built-in one, provided that
+
+    - its class is defined (its module imported) before ``load``: a file can only name
+      classes that exist, nothing in it is imported or executed;
+    - :meth:`get_config` returns JSON-serializable constructor arguments from which
+      ``cls(**config)`` builds the same parameters and buffers (names, shapes, dtypes);
+    - a container (a class that overrides :meth:`children`) is rebuilt by
+      ``cls(*children, **config)``, or overrides :meth:`from_config`.
+
+    A module that owns arrays should also override :meth:`config_nbytes`, so that ``load``
+    refuses a crafted file before allocating anything; without it, its arrays are checked
+    against the file's right after it is built.
+
+    Registry names are unique.  Defining a subclass whose name another class already holds
+    (``class Linear(nn.Linear)``, or a same-named class of another module) raises ValueError
+    at the class statement: give it its own name with
+    ``class Linear(nn.Linear, registry_name="mypkg.Linear")``, or keep it out of the registry
+    (it cannot be saved then) with ``class Helper(nn.Module, register=False)``.  Defining a
+    class again in the same module (re-running a notebook cell, ``importlib.reload``)
+    replaces its entry.  :func:`registered_modules` returns the registry.
     """
+
+    _registry_name: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.training = True
@@ -127,10 +196,49 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, register: bool = True, registry_name: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if "backward" in cls.__dict__:
             cls.backward = _checked_backward(cls.__dict__["backward"])  # type: ignore[method-assign]
+        cls._registry_name = None
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not register:
+            if registry_name is not None:
+                raise TypeError(f"{where}: registry_name was given with register=False")
+            return
+        name = cls.__name__ if registry_name is None else registry_name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{where}: registry_name must be a non-empty str. Received: {name!r}")
+        other = _REGISTRY.get(name)
+        if other is not None and f"{other.__module__}.{other.__qualname__}" != where:
+            raise ValueError(
+                f"{where}: the module name {name!r} is already registered by "
+                f"{other.__module__}.{other.__qualname__}. Give the class its own name with "
+                f"registry_name='...' in the class statement, or define it with "
+                f"register=False (it cannot be saved then)"
+            )
+        _REGISTRY[name] = cls
+        cls._registry_name = name
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], children: Sequence[Module] = ()) -> Module:
+        """Rebuild a module from its :meth:`get_config` and, for a container, its rebuilt
+        children (what ``load`` calls): ``cls(*children, **config)``."""
+        return cls(*children, **config)
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        """Bytes of the parameters and buffers ``cls(**config)`` allocates (not counting
+        children), computed from ``config`` alone; 0 for a config the constructor rejects.
+
+        ``load`` sums it over a file's architecture and refuses the file, before building
+        anything, when the sum exceeds the bytes of arrays the file holds.  It must accept
+        any JSON object without raising.  The default, 0, is right for modules without
+        arrays.
+        """
+        return 0
 
     # -- computation ----------------------------------------------------------------------
     def __call__(self, x: Any) -> np.ndarray:

@@ -12,13 +12,15 @@ from .module import (
     Module,
     accumulate,
     check_dtype,
+    config_itemsize,
+    config_positive_int,
     grad_like,
 )
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
-class _BatchNorm(Module):
+class _BatchNorm(Module, register=False):
     _expected_ndims: tuple[int, ...] = ()
 
     def __init__(
@@ -128,6 +130,17 @@ class _BatchNorm(Module):
             "track_running_stats": self.track_running_stats,
             "dtype": self.dtype.name,
         }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        c = config_positive_int(config.get("num_features"))
+        if c is None:
+            return 0
+        itemsize = config_itemsize(config)
+        total = 2 * c * itemsize if config.get("affine", True) else 0
+        if config.get("track_running_stats", True):
+            total += 2 * c * itemsize + 8  # running_mean, running_var, num_batches_tracked
+        return total
 
 
 class BatchNorm1d(_BatchNorm):

@@ -85,7 +85,7 @@ class MaxPool2d(Module):
         }
 
 
-class _ShapeCachedPool(Module):
+class _ShapeCachedPool(Module, register=False):
     """A pooling layer whose backward needs only the input's shape (the average poolings):
     subclasses give ``_pool`` and ``_pool_backward``."""
 
