@@ -1,5 +1,5 @@
-"""The module registry (``Module.__init_subclass__``) that save/load rebuild models from:
-user-defined modules save and load like built-in ones."""
+"""The module registry (``Module.__init_subclass__``) that save/load rebuild models from, and
+the model protocol of ``fit``: user-defined modules work like built-in ones."""
 
 import json
 import zipfile
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnncore
-from cnncore import nn
+from cnncore import nn, optim
 from cnncore.nn import module as nn_module
 from cnncore.nn import serialization
 
@@ -97,11 +97,12 @@ def test_built_in_classes_are_registered_and_private_bases_are_not():
 
 def test_old_import_paths_give_the_same_objects():
     from cnncore import _parameter
-    from cnncore.nn import layers, parameter
+    from cnncore.nn import layers, parameter, sequential
 
     assert nn.Parameter is parameter.Parameter is _parameter.Parameter
     assert layers.Conv2d is nn.Conv2d and layers.GlobalAvgPool2d is nn.GlobalAvgPool2d
     assert set(layers.__all__) <= set(nn.__all__)
+    assert sequential.as_model_input is nn_module.as_model_input
 
 
 def test_a_user_layer_saves_and_loads(tmp_path):
@@ -207,3 +208,36 @@ def test_redefining_a_class_replaces_its_entry():
         classes.append(_RegTwice)
     assert classes[0] is not classes[1]
     assert nn_module.registered_modules()["_RegTwice"] is classes[1]
+
+
+
+
+def test_fit_evaluate_predict_take_any_module():
+    from cnncore.nn import training
+
+    model = _RegResidual(nn.Linear(3, 3, rng=0), nn.Dropout(0.2), scale=0.5)
+    x = np.random.default_rng(1).standard_normal((16, 3)).astype(np.float32)
+    y = np.arange(16) % 3
+    hist = training.fit(model, x, y, optimizer="sgd", loss="cross_entropy", epochs=2,
+                        verbose=False, seed=3, batch_size=4)
+    assert len(hist.epoch) == 2 and isinstance(model.optimizer, optim.SGD)
+    assert model.dtype == np.float32
+    out = training.predict(model, x)
+    assert out.shape == (16, 3)
+    assert set(training.evaluate(model, x, y)) == {"loss", "accuracy"}
+    with pytest.raises(TypeError, match="model must be a cnncore.nn.Module"):
+        training.fit(object(), x, y, optimizer="sgd", loss="mse")
+
+
+def test_the_model_side_imports_no_model_or_layer():
+    """optim does not import cnncore.nn; training and serialization import neither Sequential
+    nor any layer family (they use the model protocol and the registry)."""
+    from test_layout import import_graph
+
+    graph = import_graph()
+    assert not {m for m in graph["cnncore.optim"] if m.startswith("cnncore.nn")}
+    families = {f"cnncore.nn.{m}" for m in ("sequential", "layers", "conv", "linear", "reshape",
+                                            "dropout", "normalization", "pooling",
+                                            "activation")}
+    assert not graph["cnncore.nn.training"] & families
+    assert not graph["cnncore.nn.serialization"] & families

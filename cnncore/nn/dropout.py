@@ -57,3 +57,6 @@ class Dropout(Module):
 
     def get_config(self) -> dict[str, Any]:
         return {"p": self.p}
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        self.rng = np.random.default_rng(rng.integers(2**63))

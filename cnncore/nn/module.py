@@ -1,6 +1,7 @@
 """The :class:`Module` base class (parameters, caches, train/eval mode, summaries), the
-registry of module classes that :mod:`cnncore.nn.serialization` rebuilds saved models from,
-and the helpers the layers share."""
+model protocol that :mod:`cnncore.nn.training` relies on, the registry of module classes
+that :mod:`cnncore.nn.serialization` rebuilds saved models from, and the helpers the layers
+share."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._validation import FLOAT_DTYPES, as_float_array, check_bool
+from .._validation import FLOAT_DTYPES, as_float_array, as_ndarray, check_bool
 from .parameter import Parameter
 
 #: Every registered Module subclass by its registry name (see :class:`Module`, Registry).
@@ -94,6 +95,19 @@ def config_itemsize(config: dict[str, Any]) -> int:
     return 4 if config.get("dtype", "float32") == "float32" else 8
 
 
+def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
+    """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
+    x = as_ndarray(x, "input", "Sequential")
+    if x.dtype == np.uint8:
+        return np.multiply(x, 1.0 / 255.0, dtype=dtype)
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"Sequential: input must be a float or uint8 image array. Received: "
+            f"input.dtype={x.dtype}"
+        )
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # Module
 # --------------------------------------------------------------------------------------------
@@ -115,6 +129,12 @@ class Module:
         optimizer.zero_grad()
 
     Gradients accumulate into ``param.grad`` (``+=``) until :meth:`zero_grad`, as in PyTorch.
+
+    **Model protocol.** :func:`~cnncore.nn.training.fit`, ``evaluate`` and ``predict`` use
+    only what every module has: ``model(x)`` (:meth:`forward`), :meth:`backward` (called with
+    ``input_grad=False``), :meth:`parameters`, :meth:`train`/:meth:`eval` and ``training``,
+    :meth:`children` (to reach every layer for :meth:`reseed`), :attr:`dtype` (inputs are
+    converted to it) and the attributes ``loss_fn`` and ``optimizer`` that ``fit`` sets.
 
     **Registry.** Every subclass joins a registry when its class statement runs, under its
     class name; :func:`cnncore.load` rebuilds saved models from it (``save`` writes the
@@ -143,6 +163,9 @@ class Module:
     """
 
     _registry_name: ClassVar[str | None] = None
+    #: Set by ``fit``: the loss and optimizer of the last training run.
+    loss_fn: Module | None = None
+    optimizer: Any = None
 
     def __init__(self) -> None:
         self.training = True
@@ -239,6 +262,26 @@ class Module:
         arrays.
         """
         return 0
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        """Seed this module's own random generator from ``rng`` (``fit(seed=...)`` calls it
+        on every module, parents before children, so runs repeat).  Modules without
+        randomness draw nothing (the default)."""
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The module's dtype: the one given to its constructor (layers with ``dtype=``),
+        else that of its first parameter, float32 without parameters.  Models convert their
+        input to it."""
+        dt = self.__dict__.get("_dtype")
+        if dt is not None:
+            return dt
+        params = self.parameters()
+        return params[0].dtype if params else np.dtype(np.float32)
+
+    @dtype.setter
+    def dtype(self, value: Any) -> None:
+        self._dtype = np.dtype(value)
 
     # -- computation ----------------------------------------------------------------------
     def __call__(self, x: Any) -> np.ndarray:

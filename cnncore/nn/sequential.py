@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import as_ndarray
+from . import serialization, training
 from .activation import ReLU
-from .layers import MaxPool2d
-from .module import Module
+from .module import Module, as_model_input
+from .pooling import MaxPool2d
+
+__all__ = ["Sequential", "as_model_input"]
 
 
 class Sequential(Module):
@@ -80,12 +82,6 @@ class Sequential(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The parameters' dtype (float32 for a model without parameters)."""
-        params = self.parameters()
-        return params[0].dtype if params else np.dtype(np.float32)
 
     # -- computation ----------------------------------------------------------------------
     def forward(self, x: Any) -> np.ndarray:
@@ -191,11 +187,9 @@ class Sequential(Module):
         seed: int | None = None,
         scheduler: Any = None,
         augment: Any = None,
-    ) -> Any:
+    ) -> training.History:
         """Train with mini-batch gradient descent; see :func:`cnncore.nn.training.fit`."""
-        from .training import fit
-
-        return fit(
+        return training.fit(
             self,
             x,
             y,
@@ -214,31 +208,12 @@ class Sequential(Module):
     def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(x, y)``; see
         :func:`cnncore.nn.training.evaluate`."""
-        from .training import evaluate
-
-        return evaluate(self, x, y, batch_size=batch_size, loss=loss)
+        return training.evaluate(self, x, y, batch_size=batch_size, loss=loss)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Outputs for ``x`` in eval mode, computed in batches: ``(N, *output_shape)``."""
-        from .training import predict
-
-        return predict(self, x, batch_size=batch_size)
+        return training.predict(self, x, batch_size=batch_size)
 
     def save(self, path: Any) -> None:
         """Write architecture (JSON) and weights to an ``.npz`` file, without pickle."""
-        from .serialization import save
-
-        save(self, path)
-
-
-def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
-    """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
-    x = as_ndarray(x, "input", "Sequential")
-    if x.dtype == np.uint8:
-        return np.multiply(x, 1.0 / 255.0, dtype=dtype)
-    if x.dtype.kind != "f":
-        raise TypeError(
-            f"Sequential: input must be a float or uint8 image array. Received: "
-            f"input.dtype={x.dtype}"
-        )
-    return np.ascontiguousarray(x, dtype=dtype)
+        serialization.save(self, path)

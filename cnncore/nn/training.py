@@ -1,5 +1,10 @@
-"""Keras-style training loop for :class:`~cnncore.nn.Sequential`: ``fit``, ``evaluate``,
-``predict`` and the ``History`` they return.
+"""Keras-style training loop: ``fit``, ``evaluate``, ``predict`` and the ``History`` they
+return.
+
+They work on any :class:`~cnncore.nn.Module` through the model protocol the Module
+docstring lists (``forward``/``backward``/``parameters``/``train``/``eval``/``children``,
+``dtype``, ``loss_fn``/``optimizer``); :class:`~cnncore.nn.Sequential` calls them from its
+methods of the same names.  This module never imports a concrete model or layer.
 
 Python only does bookkeeping here (batch slicing, progress, metrics); every array operation is
 a kernel call or a vectorized NumPy expression.
@@ -21,13 +26,11 @@ from .. import _alloc, optim
 from .._config import blas_single_thread
 from .._validation import as_ndarray, check_int
 from . import loss as losses
-from .layers import Dropout
-from .module import Module
-from .sequential import Sequential, as_model_input
+from .module import Module, as_model_input
 
 
 class History:
-    """What :meth:`Sequential.fit` returns: per-epoch metrics, as in Keras.
+    """What :func:`fit` (and :meth:`Sequential.fit`) returns: per-epoch metrics, as in Keras.
 
     Attributes
     ----------
@@ -96,7 +99,7 @@ def resolve_optimizer(optimizer: Any, model: Module) -> optim.Optimizer:
 
 
 def _check_xy(
-    model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
+    model: Module, x: Any, y: Any, func: str, loss_fn: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     x = as_ndarray(x, "x", func)
     y = as_ndarray(y, "y", func)
@@ -127,12 +130,13 @@ def _check_xy(
     return x, y
 
 
-def _seed_dropout(model: Module, rng: np.random.Generator) -> None:
+def _reseed(model: Module, rng: np.random.Generator) -> None:
+    """Call :meth:`Module.reseed` on every module of ``model`` (the model first; children in
+    a fixed order), so that Dropout masks and the like follow ``fit``'s seed."""
     stack = [model]
     while stack:
         m = stack.pop()
-        if isinstance(m, Dropout):
-            m.rng = np.random.default_rng(rng.integers(2**63))
+        m.reseed(rng)
         stack.extend(m.children())
 
 
@@ -177,7 +181,7 @@ def _progress(total: int, epoch: int, epochs: int, verbose: bool) -> Any:
 
 
 def fit(
-    model: Sequential,
+    model: Module,
     x: Any,
     y: Any,
     *,
@@ -196,13 +200,16 @@ def fit(
 
     Parameters
     ----------
+    model : Module
+        A :class:`~cnncore.nn.Sequential`, or any module that follows the model protocol
+        (see :class:`~cnncore.nn.Module`).
     x : ndarray of shape (N, C, H, W) (or whatever the first layer takes)
         float32/float64, or uint8 images (scaled to [0, 1] batch by batch).
     y : ndarray of shape (N,) or (N, ...)
         Integer class labels for classification losses, or targets.
     optimizer : cnncore.optim.Optimizer or str
         An optimizer over ``model.parameters()``, or a name (``'sgd'``, ``'adam'``, ...)
-        for one with default settings.
+        for one with default settings (:func:`cnncore.optim.make_optimizer`).
     loss : loss module (e.g. ``nn.CrossEntropyLoss()``) or str (``'cross_entropy'``, ...)
     epochs, batch_size : int
     shuffle : bool
@@ -230,8 +237,10 @@ def fit(
     labels against the output size, ``len(x) == len(y)``). Ctrl-C stops between steps and
     returns the history so far (``history.interrupted``).
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"fit(): model must be a Sequential. Received: {type(model).__name__}")
+    if not isinstance(model, Module):
+        raise TypeError(
+            f"fit(): model must be a cnncore.nn.Module. Received: {type(model).__name__}"
+        )
     if augment is not None and not callable(augment):
         raise TypeError(
             f"fit(): augment must be callable. Received: augment of type {type(augment).__name__}"
@@ -251,7 +260,7 @@ def fit(
     model.loss_fn, model.optimizer = loss_fn, opt
 
     rng = np.random.default_rng(seed)
-    _seed_dropout(model, rng)
+    _reseed(model, rng)
     n = len(x)
     history = History()
     dtype = model.dtype
@@ -331,7 +340,7 @@ def _batches(n: int, batch_size: int):
         yield slice(start, min(n, start + batch_size))
 
 
-def predict(model: Sequential, x: Any, batch_size: int = 256) -> np.ndarray:
+def predict(model: Module, x: Any, batch_size: int = 256) -> np.ndarray:
     """Outputs of ``model`` in eval mode for every sample of ``x``, computed in batches."""
     batch_size = check_int(batch_size, "batch_size", "predict", min_value=1)
     x = np.asarray(x)
@@ -350,7 +359,7 @@ def predict(model: Sequential, x: Any, batch_size: int = 256) -> np.ndarray:
 
 
 def evaluate(
-    model: Sequential, x: Any, y: Any, batch_size: int = 256, loss: Any = None
+    model: Module, x: Any, y: Any, batch_size: int = 256, loss: Any = None
 ) -> dict[str, float]:
     """Mean loss and accuracy (NaN for non-classification losses) over ``(x, y)``, in eval
     mode. ``loss`` defaults to the one used by ``fit``, else cross-entropy for integer
