@@ -1,5 +1,6 @@
-"""The module registry (``Module.__init_subclass__``) that save/load rebuild models from, and
-the model protocol of ``fit``: user-defined modules work like built-in ones."""
+"""The module registry (``Module.__init_subclass__``) that save/load rebuild models from, the
+layers' declared properties that Sequential's run order uses, and the model protocol of
+``fit``: user-defined modules work like built-in ones."""
 
 import json
 import zipfile
@@ -210,6 +211,23 @@ def test_redefining_a_class_replaces_its_entry():
     assert nn_module.registered_modules()["_RegTwice"] is classes[1]
 
 
+def test_declared_properties_drive_the_run_order_and_are_not_inherited():
+    assert nn.ReLU.elementwise_monotone and nn.MaxPool2d.max_selecting
+    assert not nn.LeakyReLU.elementwise_monotone and not nn.AvgPool2d.max_selecting
+
+    class MyReLU(nn.ReLU):  # inherits forward, not the declaration
+        pass
+
+    class Clamp(nn.Module):
+        elementwise_monotone = True
+
+        def forward(self, x):
+            return np.maximum(x, 0)
+
+    assert not MyReLU.elementwise_monotone and Clamp.elementwise_monotone
+    seq = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), MyReLU(), nn.MaxPool2d(2), Clamp(),
+                        nn.MaxPool2d(2), nn.MaxPool2d(2), nn.ReLU())
+    assert seq._run_order() == [1, 0, 2, 3, 5, 4, 6, 7]
 
 
 def test_fit_evaluate_predict_take_any_module():
@@ -241,3 +259,4 @@ def test_the_model_side_imports_no_model_or_layer():
                                             "activation")}
     assert not graph["cnncore.nn.training"] & families
     assert not graph["cnncore.nn.serialization"] & families
+    assert not graph["cnncore.nn.sequential"] & (families - {"cnncore.nn.sequential"})

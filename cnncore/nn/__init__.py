@@ -6,8 +6,9 @@ and default initialization; :class:`Sequential` adds Keras-style ``fit``/``evalu
 
 One module per family: :mod:`.conv`, :mod:`.linear`, :mod:`.pooling`, :mod:`.normalization`,
 :mod:`.dropout`, :mod:`.reshape`, :mod:`.activation`, :mod:`.loss`; :mod:`.module` holds the
-:class:`Module` base and the helpers the layers share, :mod:`.sequential` the container,
-:mod:`.training` ``fit``/``evaluate``/``predict`` and :mod:`.serialization` ``save``/``load``.
+:class:`Module` base (model protocol, class registry, helpers the layers share),
+:mod:`.sequential` the container, :mod:`.training` ``fit``/``evaluate``/``predict`` (for any
+module) and :mod:`.serialization` ``save``/``load`` (through the registry).
 """
 
 from . import init

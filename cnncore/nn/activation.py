@@ -38,6 +38,8 @@ class _OutputCached(Module, register=False):
 class ReLU(_OutputCached):
     """``max(x, 0)`` elementwise (see :func:`cnncore.relu`)."""
 
+    elementwise_monotone = True  # see Module: it commutes with a following MaxPool2d
+
     _forward = staticmethod(F.relu)
     _backward = staticmethod(F.relu_backward)
 

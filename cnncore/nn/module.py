@@ -17,6 +17,9 @@ from .parameter import Parameter
 #: Every registered Module subclass by its registry name (see :class:`Module`, Registry).
 _REGISTRY: dict[str, type[Module]] = {}
 
+#: Class flags that each class declares in its own body (not inherited; see :class:`Module`).
+_OWN_FLAGS = ("elementwise_monotone", "max_selecting")
+
 
 def registered_modules() -> dict[str, type[Module]]:
     """The registry (a copy): registry name -> Module subclass, for every subclass defined so
@@ -160,8 +163,22 @@ class Module:
     (it cannot be saved then) with ``class Helper(nn.Module, register=False)``.  Defining a
     class again in the same module (re-running a notebook cell, ``importlib.reload``)
     replaces its entry.  :func:`registered_modules` returns the registry.
+
+    **Declared properties.** Class attributes a layer sets in its own class body; they are
+    not inherited, so a subclass that changes ``forward`` cannot claim them by accident:
+
+    - ``elementwise_monotone``: ``forward`` is elementwise and non-decreasing, and flat
+      (zero gradient) wherever it maps different inputs to the same output -- ReLU.
+    - ``max_selecting``: each output element is the largest of some input elements, and
+      ``backward`` routes its gradient to that element alone -- MaxPool2d.
+
+    An ``elementwise_monotone`` layer directly followed by a ``max_selecting`` one commutes
+    with it (outputs and gradients bit-identical), so :class:`~cnncore.nn.Sequential` runs
+    it after the pooling, on fewer elements.
     """
 
+    elementwise_monotone: ClassVar[bool] = False
+    max_selecting: ClassVar[bool] = False
     _registry_name: ClassVar[str | None] = None
     #: Set by ``fit``: the loss and optimizer of the last training run.
     loss_fn: Module | None = None
@@ -225,6 +242,9 @@ class Module:
         super().__init_subclass__(**kwargs)
         if "backward" in cls.__dict__:
             cls.backward = _checked_backward(cls.__dict__["backward"])  # type: ignore[method-assign]
+        for flag in _OWN_FLAGS:
+            if flag not in cls.__dict__:
+                setattr(cls, flag, False)
         cls._registry_name = None
         where = f"{cls.__module__}.{cls.__qualname__}"
         if not register:

@@ -26,6 +26,8 @@ class MaxPool2d(Module):
     cnncore.max_pool2d, cnncore.max_pool2d_backward
     """
 
+    max_selecting = True  # see Module: a ReLU in front of it runs after it in a Sequential
+
     def __init__(
         self,
         kernel_size: Any,

@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import serialization, training
-from .activation import ReLU
 from .module import Module, as_model_input
-from .pooling import MaxPool2d
 
 __all__ = ["Sequential", "as_model_input"]
 
@@ -26,8 +24,9 @@ class Sequential(Module):
 
     Notes
     -----
-    A :class:`ReLU` directly followed by a :class:`MaxPool2d` is run after the pooling
-    instead of before it: max pooling commutes with a non-decreasing function
+    A layer declared ``elementwise_monotone`` (:class:`ReLU`) directly followed by one
+    declared ``max_selecting`` (:class:`MaxPool2d`) is run after it instead of before it
+    (see :class:`Module`): max pooling commutes with a non-decreasing function
     (``max(relu(a), relu(b)) == relu(max(a, b))``, and the gradient reaches the same input
     element, or none), so outputs and gradients are bit-identical while the ReLU touches
     only the pooled elements -- a quarter of them for 2x2 pooling.  Each layer keeps its
@@ -100,8 +99,8 @@ class Sequential(Module):
         while i < len(self.layers):
             if (
                 i + 1 < len(self.layers)
-                and type(self.layers[i]) is ReLU
-                and type(self.layers[i + 1]) is MaxPool2d
+                and self.layers[i].elementwise_monotone
+                and self.layers[i + 1].max_selecting
             ):
                 order += [i + 1, i]
                 i += 2
