@@ -4,6 +4,8 @@ The update rules follow ``torch.optim`` exactly (same formulas, same order of op
 same defaults): :class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RMSprop`,
 :class:`Adagrad`; and ``torch.optim.lr_scheduler``'s :class:`StepLR`,
 :class:`ExponentialLR` and :class:`CosineAnnealingLR` (stepped once per epoch).
+:func:`make_optimizer` builds an optimizer from its name (the table ``fit`` and the
+``cnncore`` command share).
 
 Differences from PyTorch
 ------------------------
@@ -32,8 +34,8 @@ import numpy as np
 
 from . import _optim
 from ._config import get_num_threads
-from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_int, check_real
-from .nn.parameter import Parameter
+from ._parameter import Parameter
+from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_choice, check_int, check_real
 
 __all__ = [
     "SGD",
@@ -43,15 +45,18 @@ __all__ = [
     "CosineAnnealingLR",
     "ExponentialLR",
     "LRScheduler",
+    "OPTIMIZER_NAMES",
     "Optimizer",
     "RMSprop",
     "StepLR",
+    "make_optimizer",
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # Argument checking
 # --------------------------------------------------------------------------------------------
+
 
 def _unwrap(value: Any) -> Any:
     """0-d arrays (what ``np.load`` gives back for scalars) -> Python scalars."""
@@ -60,19 +65,21 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _check_real(value: Any, name: str, func: str, *, low: float | None = 0,
-                high: float | None = None, high_open: bool = False) -> float:
+def _check_hyper(value: Any, name: str, func: str, *, high: float | None = None) -> float:
+    """A non-negative, finite real hyper-parameter (at most ``high``) as a float.
+
+    The type and the float range are checked by :func:`cnncore._validation.check_real` (so
+    ``lr=10**400`` is a ValueError naming ``lr``, not an OverflowError); 0-d arrays, as
+    ``np.load`` returns scalars, are accepted.
+    """
     value = _unwrap(value)
     v = check_real(value, name, func)
     if not math.isfinite(v):
         raise ValueError(f"{func}(): {name} must be finite. Received: {name}={_fmt(value)}")
-    if low is not None and v < low:
-        raise ValueError(f"{func}(): {name} must be >= {low}. Received: {name}={_fmt(value)}")
-    if high is not None and (v >= high if high_open else v > high):
-        op = "<" if high_open else "<="
-        raise ValueError(
-            f"{func}(): {name} must be {op} {high}. Received: {name}={_fmt(value)}"
-        )
+    if v < 0:
+        raise ValueError(f"{func}(): {name} must be >= 0. Received: {name}={_fmt(value)}")
+    if high is not None and v > high:
+        raise ValueError(f"{func}(): {name} must be <= {high}. Received: {name}={_fmt(value)}")
     return v
 
 
@@ -136,8 +143,7 @@ def _collect_params(params: Any, func: str) -> tuple[Parameter, ...]:
             )
         if not isinstance(p, Parameter):
             raise TypeError(
-                f"{func}(): params must be {hint}. Received: params[{i}] of type "
-                f"{type(p).__name__}"
+                f"{func}(): params must be {hint}. Received: params[{i}] of type {type(p).__name__}"
             )
         if p.data.dtype not in FLOAT_DTYPES:
             raise TypeError(
@@ -161,6 +167,7 @@ def _hyper_property(name: str, doc: str) -> property:
 # Shared in-place building blocks (mirroring the ATen ops torch.optim uses)
 # --------------------------------------------------------------------------------------------
 
+
 def _l2(grad: np.ndarray, data: np.ndarray, weight_decay: float, out: np.ndarray) -> np.ndarray:
     """``grad + weight_decay * data`` into ``out`` (torch: ``grad.add(param, alpha=wd)``)."""
     np.multiply(data, weight_decay, out=out)
@@ -182,6 +189,7 @@ def _lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -
 # --------------------------------------------------------------------------------------------
 # Optimizer base
 # --------------------------------------------------------------------------------------------
+
 
 class Optimizer:
     """Base class: holds the parameters, the learning rate, the state buffers.
@@ -212,7 +220,7 @@ class Optimizer:
     def __init__(self, params: Iterable[Parameter], lr: float, **hyper: Any) -> None:
         func = type(self).__name__
         self._params = _collect_params(params, func)
-        self._lr = _check_real(lr, "lr", func)
+        self._lr = _check_hyper(lr, "lr", func)
         self._hyper = self._validate(func, **hyper)
         self._step_count = 0
         self._state = self._allocate(self._hyper)
@@ -241,8 +249,15 @@ class Optimizer:
         """Name -> initial fill value of each per-parameter state array."""
         return {}
 
-    def _update(self, data: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-                s0: np.ndarray, s1: np.ndarray, t: int) -> None:
+    def _update(
+        self,
+        data: np.ndarray,
+        grad: np.ndarray,
+        state: dict[str, np.ndarray],
+        s0: np.ndarray,
+        s1: np.ndarray,
+        t: int,
+    ) -> None:
         raise NotImplementedError
 
     # -- public API ------------------------------------------------------------------------
@@ -259,7 +274,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _check_real(value, "lr", type(self).__name__)
+        self._lr = _check_hyper(value, "lr", type(self).__name__)
 
     @property
     def step_count(self) -> int:
@@ -367,7 +382,7 @@ class Optimizer:
                 f"{len(self._params)}. Received: num_params={n}"
             )
         step_count = _check_int(get("step_count"), "step_count", func, low=0)
-        lr = _check_real(get("lr"), "lr", func)
+        lr = _check_hyper(get("lr"), "lr", func)
         hyper = self._validate(func, **{k: get(k) for k in self._hyper_names})
         new_state = self._allocate(hyper)
         for i, (p, state) in enumerate(zip(self._params, new_state, strict=True)):
@@ -403,6 +418,7 @@ class Optimizer:
 # --------------------------------------------------------------------------------------------
 # SGD
 # --------------------------------------------------------------------------------------------
+
 
 class SGD(Optimizer):
     r"""Stochastic gradient descent, with optional momentum, Nesterov momentum and L2 decay.
@@ -445,20 +461,33 @@ class SGD(Optimizer):
     nesterov = _hyper_property("nesterov", "Whether Nesterov momentum is used.")
     weight_decay = _hyper_property("weight_decay", "L2 penalty coefficient.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, lr, momentum=momentum, dampening=dampening,
-                         nesterov=nesterov, weight_decay=weight_decay)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, momentum: Any, dampening: Any, nesterov: Any,
-                  weight_decay: Any) -> dict[str, Any]:
+    def _validate(
+        cls, func: str, *, momentum: Any, dampening: Any, nesterov: Any, weight_decay: Any
+    ) -> dict[str, Any]:
         out = {
-            "momentum": _check_real(momentum, "momentum", func),
-            "dampening": _check_real(dampening, "dampening", func, high=1),
+            "momentum": _check_hyper(momentum, "momentum", func),
+            "dampening": _check_hyper(dampening, "dampening", func, high=1),
             "nesterov": _check_bool(nesterov, "nesterov", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
         }
         if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError(
@@ -477,15 +506,24 @@ class SGD(Optimizer):
         # g = g + momentum * buf (nesterov) or buf; p = p - lr * g.
         h = self._hyper
         buf = state.get("momentum_buffer")
-        _optim.sgd_update(data.reshape(-1), grad.reshape(-1),
-                          data.reshape(-1) if buf is None else buf.reshape(-1), self._lr,
-                          h["momentum"], h["dampening"], h["weight_decay"], h["nesterov"],
-                          t == 1, get_num_threads())
+        _optim.sgd_update(
+            data.reshape(-1),
+            grad.reshape(-1),
+            data.reshape(-1) if buf is None else buf.reshape(-1),
+            self._lr,
+            h["momentum"],
+            h["dampening"],
+            h["weight_decay"],
+            h["nesterov"],
+            t == 1,
+            get_num_threads(),
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Adam / AdamW
 # --------------------------------------------------------------------------------------------
+
 
 class Adam(Optimizer):
     r"""Adam, with optional AMSGrad and L2 weight decay (added to the gradient).
@@ -529,19 +567,27 @@ class Adam(Optimizer):
     weight_decay = _hyper_property("weight_decay", "Weight decay coefficient.")
     amsgrad = _hyper_property("amsgrad", "Whether AMSGrad is used.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, betas: Any, eps: Any, weight_decay: Any,
-                  amsgrad: Any) -> dict[str, Any]:
+    def _validate(
+        cls, func: str, *, betas: Any, eps: Any, weight_decay: Any, amsgrad: Any
+    ) -> dict[str, Any]:
         return {
             "betas": _check_betas(betas, func),
-            "eps": _check_real(eps, "eps", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
+            "eps": _check_hyper(eps, "eps", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
             "amsgrad": _check_bool(amsgrad, "amsgrad", func),
         }
 
@@ -562,12 +608,22 @@ class Adam(Optimizer):
         bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
         vmax = state.get("max_exp_avg_sq")
-        _optim.adam_update(data.reshape(-1), grad.reshape(-1), state["exp_avg"].reshape(-1),
-                           state["exp_avg_sq"].reshape(-1),
-                           None if vmax is None else vmax.reshape(-1), self._lr, beta1, beta2,
-                           h["eps"], h["weight_decay"], self._decoupled,
-                           self._lr / bias_correction1, bias_correction2_sqrt,
-                           get_num_threads())
+        _optim.adam_update(
+            data.reshape(-1),
+            grad.reshape(-1),
+            state["exp_avg"].reshape(-1),
+            state["exp_avg_sq"].reshape(-1),
+            None if vmax is None else vmax.reshape(-1),
+            self._lr,
+            beta1,
+            beta2,
+            h["eps"],
+            h["weight_decay"],
+            self._decoupled,
+            self._lr / bias_correction1,
+            bias_correction2_sqrt,
+            get_num_threads(),
+        )
 
 
 class AdamW(Adam):
@@ -595,16 +651,24 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # RMSprop
 # --------------------------------------------------------------------------------------------
+
 
 class RMSprop(Optimizer):
     r"""RMSprop, with optional momentum, centering and L2 weight decay.
@@ -650,20 +714,35 @@ class RMSprop(Optimizer):
     momentum = _hyper_property("momentum", "Momentum factor.")
     centered = _hyper_property("centered", "Whether the centered variant is used.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
-                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False) -> None:
-        super().__init__(params, lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, alpha: Any, eps: Any, weight_decay: Any, momentum: Any,
-                  centered: Any) -> dict[str, Any]:
+    def _validate(
+        cls, func: str, *, alpha: Any, eps: Any, weight_decay: Any, momentum: Any, centered: Any
+    ) -> dict[str, Any]:
         return {
-            "alpha": _check_real(alpha, "alpha", func, high=1),
-            "eps": _check_real(eps, "eps", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
-            "momentum": _check_real(momentum, "momentum", func),
+            "alpha": _check_hyper(alpha, "alpha", func, high=1),
+            "eps": _check_hyper(eps, "eps", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
+            "momentum": _check_hyper(momentum, "momentum", func),
             "centered": _check_bool(centered, "centered", func),
         }
 
@@ -711,6 +790,7 @@ class RMSprop(Optimizer):
 # Adagrad
 # --------------------------------------------------------------------------------------------
 
+
 class Adagrad(Optimizer):
     r"""Adagrad, with optional learning-rate decay and L2 weight decay.
 
@@ -744,25 +824,46 @@ class Adagrad(Optimizer):
     _hyper_names = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
     lr_decay = _hyper_property("lr_decay", "Learning-rate decay.")
     weight_decay = _hyper_property("weight_decay", "L2 penalty coefficient.")
-    initial_accumulator_value = _hyper_property("initial_accumulator_value",
-                                       "Initial value of the accumulators.")
+    initial_accumulator_value = _hyper_property(
+        "initial_accumulator_value", "Initial value of the accumulators."
+    )
     eps = _hyper_property("eps", "Term added to the denominator.")
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10) -> None:
-        super().__init__(params, lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                         initial_accumulator_value=initial_accumulator_value, eps=eps)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
 
     @classmethod
-    def _validate(cls, func: str, *, lr_decay: Any, weight_decay: Any,
-                  initial_accumulator_value: Any, eps: Any) -> dict[str, Any]:
+    def _validate(
+        cls,
+        func: str,
+        *,
+        lr_decay: Any,
+        weight_decay: Any,
+        initial_accumulator_value: Any,
+        eps: Any,
+    ) -> dict[str, Any]:
         return {
-            "lr_decay": _check_real(lr_decay, "lr_decay", func),
-            "weight_decay": _check_real(weight_decay, "weight_decay", func),
-            "initial_accumulator_value": _check_real(
-                initial_accumulator_value, "initial_accumulator_value", func),
-            "eps": _check_real(eps, "eps", func),
+            "lr_decay": _check_hyper(lr_decay, "lr_decay", func),
+            "weight_decay": _check_hyper(weight_decay, "weight_decay", func),
+            "initial_accumulator_value": _check_hyper(
+                initial_accumulator_value, "initial_accumulator_value", func
+            ),
+            "eps": _check_hyper(eps, "eps", func),
         }
 
     @staticmethod
@@ -785,8 +886,88 @@ class Adagrad(Optimizer):
 
 
 # --------------------------------------------------------------------------------------------
+# Optimizers by name (the one table: ``fit(optimizer="adam")`` and the ``cnncore`` command)
+# --------------------------------------------------------------------------------------------
+
+#: name -> (class, default learning rate for ``defaults="fit"``, for ``defaults="cli"``); None
+#: is the class's own default.  ``fit`` keeps the classes' defaults (SGD has none: 0.01); the
+#: command line's rates are tuned for its models and data.
+_BY_NAME: dict[str, tuple[type[Optimizer], float | None, float]] = {
+    "sgd": (SGD, 0.01, 0.05),
+    "adam": (Adam, None, 1e-3),
+    "adamw": (AdamW, None, 1e-3),
+    "rmsprop": (RMSprop, None, 1e-3),
+    "adagrad": (Adagrad, None, 1e-2),
+}
+
+#: The names :func:`make_optimizer` accepts, sorted.
+OPTIMIZER_NAMES: tuple[str, ...] = tuple(sorted(_BY_NAME))
+
+
+def make_optimizer(
+    name: str,
+    params: Iterable[Parameter],
+    *,
+    lr: float | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    defaults: str = "fit",
+    func: str = "make_optimizer",
+) -> Optimizer:
+    """An optimizer chosen by name: ``'sgd'``, ``'adam'``, ``'adamw'``, ``'rmsprop'`` or
+    ``'adagrad'`` (case-insensitive; see :data:`OPTIMIZER_NAMES`).
+
+    Parameters
+    ----------
+    name : str
+    params : iterable of Parameter
+    lr : float, optional
+        The learning rate; None takes the default of ``defaults``.
+    momentum : float, optional
+        SGD's momentum (default 0). The other names ignore it (build :class:`RMSprop`
+        directly for its momentum).
+    weight_decay : float, optional
+        None keeps the class's default (0, or 1e-2 for AdamW).
+    defaults : {'fit', 'cli'}, default 'fit'
+        Which default learning rates: ``'fit'`` those of ``Sequential.fit(optimizer=name)``
+        (the classes' own; SGD 0.01), ``'cli'`` those of the ``cnncore train`` command
+        (SGD 0.05, Adam/AdamW/RMSprop 1e-3, Adagrad 1e-2).
+    func : str
+        The function named in error messages.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (and, from the optimizer, for invalid values).
+    """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{func}(): optimizer must be a name. Received: optimizer of type {type(name).__name__}"
+        )
+    key = name.lower()
+    if key not in _BY_NAME:
+        raise ValueError(
+            f"{func}(): unknown optimizer name. Expected one of {list(OPTIMIZER_NAMES)}. "
+            f"Received: optimizer={name!r}"
+        )
+    check_choice(defaults, "defaults", func, ("fit", "cli"))
+    cls, fit_lr, cli_lr = _BY_NAME[key]
+    kwargs: dict[str, Any] = {}
+    if lr is None:
+        lr = fit_lr if defaults == "fit" else cli_lr
+    if lr is not None:  # else the class's own default
+        kwargs["lr"] = lr
+    if momentum is not None and cls is SGD:
+        kwargs["momentum"] = momentum
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    return cls(params, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
 # Learning-rate schedulers
 # --------------------------------------------------------------------------------------------
+
 
 class LRScheduler:
     """Base class: changes ``optimizer.lr`` once per :meth:`step` (call it once per epoch,
@@ -834,8 +1015,12 @@ class LRScheduler:
     def state_dict(self) -> dict[str, Any]:
         """Flat dict of plain scalars (``base_lr``, ``last_epoch``, ``last_lr`` and the
         schedule's parameters)."""
-        sd = {"scheduler": type(self).__name__, "base_lr": self.base_lr,
-              "last_epoch": self.last_epoch, "last_lr": self._last_lr}
+        sd = {
+            "scheduler": type(self).__name__,
+            "base_lr": self.base_lr,
+            "last_epoch": self.last_epoch,
+            "last_lr": self._last_lr,
+        }
         sd.update({k: getattr(self, k) for k in self._hyper_names})
         return sd
 
@@ -854,13 +1039,16 @@ class LRScheduler:
                 f"{func}(): state_dict was saved by another scheduler. Expected "
                 f"scheduler={type(self).__name__!r}. Received: scheduler={_fmt(kind)}"
             )
-        missing = [k for k in ("base_lr", "last_epoch", "last_lr", *self._hyper_names)
-                   if k not in state_dict]
+        missing = [
+            k
+            for k in ("base_lr", "last_epoch", "last_lr", *self._hyper_names)
+            if k not in state_dict
+        ]
         if missing:
             raise ValueError(f"{func}(): state_dict is missing the key(s) {missing}")
         values = self._validate(func, **{k: state_dict[k] for k in self._hyper_names})
-        base_lr = _check_real(state_dict["base_lr"], "base_lr", func)
-        last_lr = _check_real(state_dict["last_lr"], "last_lr", func)
+        base_lr = _check_hyper(state_dict["base_lr"], "base_lr", func)
+        last_lr = _check_hyper(state_dict["last_lr"], "last_lr", func)
         last_epoch = _check_int(state_dict["last_epoch"], "last_epoch", func, low=0)
         for k, v in values.items():
             setattr(self, k, v)
@@ -906,8 +1094,10 @@ class StepLR(LRScheduler):
 
     @classmethod
     def _validate(cls, func: str, *, step_size: Any, gamma: Any) -> dict[str, Any]:
-        return {"step_size": _check_int(step_size, "step_size", func, low=1),
-                "gamma": _check_real(gamma, "gamma", func)}
+        return {
+            "step_size": _check_int(step_size, "step_size", func, low=1),
+            "gamma": _check_hyper(gamma, "gamma", func),
+        }
 
     def _next_lr(self, lr: float) -> float:
         if self.last_epoch % self.step_size != 0:
@@ -943,7 +1133,7 @@ class ExponentialLR(LRScheduler):
 
     @classmethod
     def _validate(cls, func: str, *, gamma: Any) -> dict[str, Any]:
-        return {"gamma": _check_real(gamma, "gamma", func)}
+        return {"gamma": _check_hyper(gamma, "gamma", func)}
 
     def _next_lr(self, lr: float) -> float:
         return lr * self.gamma
@@ -989,16 +1179,15 @@ class CosineAnnealingLR(LRScheduler):
 
     @classmethod
     def _validate(cls, func: str, *, T_max: Any, eta_min: Any) -> dict[str, Any]:
-        return {"T_max": _check_int(T_max, "T_max", func, low=1),
-                "eta_min": _check_real(eta_min, "eta_min", func)}
+        return {
+            "T_max": _check_int(T_max, "T_max", func, low=1),
+            "eta_min": _check_hyper(eta_min, "eta_min", func),
+        }
 
     def _next_lr(self, lr: float) -> float:
         e, T, eta_min = self.last_epoch, self.T_max, self.eta_min
         if (e - 1 - T) % (2 * T) == 0:
             return lr + (self.base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
-        return (
-            (1 + math.cos(math.pi * e / T))
-            / (1 + math.cos(math.pi * (e - 1) / T))
-            * (lr - eta_min)
-            + eta_min
-        )
+        return (1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T)) * (
+            lr - eta_min
+        ) + eta_min

@@ -3,22 +3,19 @@
 Layers follow PyTorch's constructors (``Conv2d(in_channels, out_channels, kernel_size, ...)``)
 and default initialization; :class:`Sequential` adds Keras-style ``fit``/``evaluate``/
 ``predict`` and pickle-free ``save`` (load with :func:`cnncore.load`).
+
+One module per family: :mod:`.conv`, :mod:`.linear`, :mod:`.pooling`, :mod:`.normalization`,
+:mod:`.dropout`, :mod:`.reshape`, :mod:`.activation`, :mod:`.loss`; :mod:`.module` holds the
+:class:`Module` base (model protocol, class registry, helpers the layers share),
+:mod:`.sequential` the container, :mod:`.training` ``fit``/``evaluate``/``predict`` (for any
+module) and :mod:`.serialization` ``save``/``load`` (through the registry).
 """
 
 from . import init
 from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from .layers import (
-    AdaptiveAvgPool2d,
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Conv2d,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2d,
-    Linear,
-    MaxPool2d,
-)
+from .conv import Conv2d
+from .dropout import Dropout
+from .linear import Linear
 from .loss import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -30,7 +27,10 @@ from .loss import (
     MSLELoss,
 )
 from .module import Module
+from .normalization import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .reshape import Flatten
 from .sequential import Sequential
 from .serialization import load, save
 from .training import History

@@ -15,7 +15,7 @@ from .module import Module
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
 
 
-class _OutputCached(Module):
+class _OutputCached(Module, register=False):
     """Activations whose gradient is a function of their output."""
 
     _forward: Any = None
@@ -37,6 +37,8 @@ class _OutputCached(Module):
 
 class ReLU(_OutputCached):
     """``max(x, 0)`` elementwise (see :func:`cnncore.relu`)."""
+
+    elementwise_monotone = True  # see Module: it commutes with a following MaxPool2d
 
     _forward = staticmethod(F.relu)
     _backward = staticmethod(F.relu_backward)
@@ -61,8 +63,9 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = check_hyperparameter(negative_slope, "negative_slope", "LeakyReLU",
-                                                   "a finite number", math.isfinite)
+        self.negative_slope = check_hyperparameter(
+            negative_slope, "negative_slope", "LeakyReLU", "a finite number", math.isfinite
+        )
         self._x: np.ndarray | None = None
 
     def forward(self, x: Any) -> np.ndarray:
@@ -78,7 +81,7 @@ class LeakyReLU(Module):
         return {"negative_slope": self.negative_slope}
 
 
-class _SoftmaxBase(Module):
+class _SoftmaxBase(Module, register=False):
     _forward: Any = None
     _backward: Any = None
 

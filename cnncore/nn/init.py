@@ -60,8 +60,16 @@ def get_rng(rng: Any = None) -> np.random.Generator:
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity (``torch.nn.init.calculate_gain``)."""
-    linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-              "conv_transpose3d", "sigmoid")
+    linear = (
+        "linear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+    )
     if nonlinearity in linear:
         return 1.0
     if nonlinearity == "tanh":
@@ -98,18 +106,23 @@ def _fan(shape: tuple[int, ...], mode: str) -> int:
 def uniform_(array: np.ndarray, a: float = 0.0, b: float = 1.0, rng: Any = None) -> np.ndarray:
     """Fill ``array`` with U(a, b)."""
     gen = get_rng(rng)
-    u = gen.random(array.shape, dtype=array.dtype) if array.dtype == np.float32 else \
-        gen.random(array.shape)
+    u = (
+        gen.random(array.shape, dtype=array.dtype)
+        if array.dtype == np.float32
+        else gen.random(array.shape)
+    )
     array[...] = a + (b - a) * u
     return array
 
 
-def normal_(array: np.ndarray, mean: float = 0.0, std: float = 1.0,
-            rng: Any = None) -> np.ndarray:
+def normal_(array: np.ndarray, mean: float = 0.0, std: float = 1.0, rng: Any = None) -> np.ndarray:
     """Fill ``array`` with N(mean, std^2)."""
     gen = get_rng(rng)
-    z = gen.standard_normal(array.shape, dtype=array.dtype) if array.dtype == np.float32 else \
-        gen.standard_normal(array.shape)
+    z = (
+        gen.standard_normal(array.shape, dtype=array.dtype)
+        if array.dtype == np.float32
+        else gen.standard_normal(array.shape)
+    )
     array[...] = mean + std * z
     return array
 
@@ -129,15 +142,25 @@ def constant_(array: np.ndarray, value: float) -> np.ndarray:
     return array
 
 
-def kaiming_uniform_(array: np.ndarray, a: float = 0.0, mode: str = "fan_in",
-                     nonlinearity: str = "leaky_relu", rng: Any = None) -> np.ndarray:
+def kaiming_uniform_(
+    array: np.ndarray,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    rng: Any = None,
+) -> np.ndarray:
     """He uniform: U(-b, b) with ``b = gain * sqrt(3 / fan)``."""
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(array.shape, mode))
     return uniform_(array, -bound, bound, rng)
 
 
-def kaiming_normal_(array: np.ndarray, a: float = 0.0, mode: str = "fan_in",
-                    nonlinearity: str = "leaky_relu", rng: Any = None) -> np.ndarray:
+def kaiming_normal_(
+    array: np.ndarray,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    rng: Any = None,
+) -> np.ndarray:
     """He normal: N(0, std^2) with ``std = gain / sqrt(fan)``."""
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(array.shape, mode))
     return normal_(array, 0.0, std, rng)
@@ -180,8 +203,7 @@ glorot_uniform_ = xavier_uniform_
 glorot_normal_ = xavier_normal_
 
 
-def default_conv_linear_init_(weight: np.ndarray, bias: np.ndarray | None,
-                              rng: Any = None) -> None:
+def default_conv_linear_init_(weight: np.ndarray, bias: np.ndarray | None, rng: Any = None) -> None:
     """PyTorch's default for Conv2d/Linear: kaiming-uniform with ``a = sqrt(5)`` (that is
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``) for the weight, the same bound for the bias."""
     gen = get_rng(rng)

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-class _Loss(Module):
+class _Loss(Module, register=False):
     _fn: Any = None
     _default_reduction = "mean"
 
@@ -34,8 +34,9 @@ class _Loss(Module):
         super().__init__()
         if reduction is None:
             reduction = self._default_reduction
-        self.reduction = check_choice(reduction, "reduction", type(self).__name__,
-                                      ("mean", "sum", "none"))
+        self.reduction = check_choice(
+            reduction, "reduction", type(self).__name__, ("mean", "sum", "none")
+        )
         self._grad: np.ndarray | None = None
 
     def _kwargs(self) -> dict[str, Any]:
@@ -45,8 +46,9 @@ class _Loss(Module):
         return self.forward(output, target)
 
     def forward(self, output: Any, target: Any) -> Any:  # type: ignore[override]
-        loss, grad = type(self)._fn(output, target, reduction=self.reduction, return_grad=True,
-                                    **self._kwargs())
+        loss, grad = type(self)._fn(
+            output, target, reduction=self.reduction, return_grad=True, **self._kwargs()
+        )
         self._grad = grad
         return float(loss) if self.reduction != "none" else loss
 
@@ -75,8 +77,9 @@ class CrossEntropyLoss(_Loss):
 
     _fn = staticmethod(F.cross_entropy)
 
-    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0,
-                 ignore_index: int = -100) -> None:
+    def __init__(
+        self, reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100
+    ) -> None:
         super().__init__(reduction)
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
@@ -101,13 +104,18 @@ class CrossEntropyLoss(_Loss):
                 )
             return
         if target.dtype.kind != "f":
-            raise TypeError(f"{func}(): y must hold integer labels or class probabilities. "
-                            f"Received: y.dtype={target.dtype}")
+            raise TypeError(
+                f"{func}(): y must hold integer labels or class probabilities. "
+                f"Received: y.dtype={target.dtype}"
+            )
         super().check_target(output, target, func)
 
     def get_config(self) -> dict[str, Any]:
-        return {"reduction": self.reduction, "label_smoothing": self.label_smoothing,
-                "ignore_index": self.ignore_index}
+        return {
+            "reduction": self.reduction,
+            "label_smoothing": self.label_smoothing,
+            "ignore_index": self.ignore_index,
+        }
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -154,11 +162,20 @@ class L2Loss(_Loss):
 
 
 _NAMES = {
-    "cross_entropy": CrossEntropyLoss, "crossentropy": CrossEntropyLoss,
+    "cross_entropy": CrossEntropyLoss,
+    "crossentropy": CrossEntropyLoss,
     "sparse_categorical_crossentropy": CrossEntropyLoss,
-    "bce_with_logits": BCEWithLogitsLoss, "bce": BCELoss, "binary_crossentropy": BCELoss,
-    "mse": MSELoss, "mean_squared_error": MSELoss, "l1": L1Loss, "mae": L1Loss,
-    "mean_absolute_error": L1Loss, "msle": MSLELoss, "mape": MAPELoss, "l2": L2Loss,
+    "bce_with_logits": BCEWithLogitsLoss,
+    "bce": BCELoss,
+    "binary_crossentropy": BCELoss,
+    "mse": MSELoss,
+    "mean_squared_error": MSELoss,
+    "l1": L1Loss,
+    "mae": L1Loss,
+    "mean_absolute_error": L1Loss,
+    "msle": MSLELoss,
+    "mape": MAPELoss,
+    "l2": L2Loss,
 }
 
 
@@ -167,12 +184,16 @@ def resolve_loss(loss: Any, func: str) -> _Loss:
     if isinstance(loss, str):
         cls = _NAMES.get(loss.lower())
         if cls is None:
-            raise ValueError(f"{func}(): unknown loss name. Expected one of {sorted(_NAMES)}. "
-                             f"Received: loss={loss!r}")
+            raise ValueError(
+                f"{func}(): unknown loss name. Expected one of {sorted(_NAMES)}. "
+                f"Received: loss={loss!r}"
+            )
         return cls()
     if not isinstance(loss, _Loss):
-        raise TypeError(f"{func}(): loss must be a cnncore.nn loss module or a name. "
-                        f"Received: loss of type {type(loss).__name__}")
+        raise TypeError(
+            f"{func}(): loss must be a cnncore.nn loss module or a name. "
+            f"Received: loss of type {type(loss).__name__}"
+        )
     return loss
 
 

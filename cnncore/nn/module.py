@@ -1,15 +1,45 @@
-"""The :class:`Module` base class: parameters, caches, train/eval mode, summaries."""
+"""The :class:`Module` base class (parameters, caches, train/eval mode, summaries), the
+model protocol that :mod:`cnncore.nn.training` relies on, the registry of module classes
+that :mod:`cnncore.nn.serialization` rebuilds saved models from, and the helpers the layers
+share."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .._validation import FLOAT_DTYPES, check_bool
+from .._validation import FLOAT_DTYPES, as_float_array, as_ndarray, check_bool
 from .parameter import Parameter
+
+#: Every registered Module subclass by its registry name (see :class:`Module`, Registry).
+_REGISTRY: dict[str, type[Module]] = {}
+
+#: Class flags that each class declares in its own body (not inherited; see :class:`Module`).
+_OWN_FLAGS = ("elementwise_monotone", "max_selecting")
+
+
+def registered_modules() -> dict[str, type[Module]]:
+    """The registry (a copy): registry name -> Module subclass, for every subclass defined so
+    far except those defined with ``register=False``."""
+    return dict(_REGISTRY)
+
+
+def registered_name(cls: type) -> str | None:
+    """The name ``cls`` is registered under (what ``save`` writes), None if it is not."""
+    return cls.__dict__.get("_registry_name") if isinstance(cls, type) else None
+
+
+def is_container(cls: type[Module]) -> bool:
+    """Whether ``cls`` overrides :meth:`Module.children` (its children are saved with it)."""
+    return cls.children is not Module.children
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the layers
+# --------------------------------------------------------------------------------------------
 
 
 def check_dtype(dtype: Any, cls: str) -> np.dtype:
@@ -38,6 +68,54 @@ def _checked_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+def accumulate(param_grad: np.ndarray, grad: np.ndarray) -> None:
+    """``param_grad += grad`` in place (gradients accumulate until ``zero_grad``)."""
+    np.add(param_grad, grad, out=param_grad)
+
+
+def grad_like(grad_output: Any, shape: tuple[int, ...] | None, layer: str) -> np.ndarray:
+    """``grad_output`` of a layer whose backward is computed in the layer rather than by
+    :mod:`cnncore.functional`: a float array shaped like the forward output."""
+    func = f"{layer}.backward"
+    g = as_float_array(grad_output, "grad_output", func)
+    if shape is not None and g.shape != tuple(shape):
+        raise ValueError(
+            f"{func}(): grad_output must have the shape of the forward output, {tuple(shape)}. "
+            f"Received: grad_output with shape {g.shape}"
+        )
+    return g
+
+
+def config_positive_int(value: Any) -> int | None:
+    """``value`` if it is a positive int (bool excluded), else None: for
+    :meth:`Module.config_nbytes`, which reads configs from files and must accept any JSON."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def config_itemsize(config: dict[str, Any]) -> int:
+    """Bytes per element of a layer's arrays from its config's ``dtype``: 4 for
+    ``'float32'`` (the default), else 8 (an invalid dtype is rejected by the constructor)."""
+    return 4 if config.get("dtype", "float32") == "float32" else 8
+
+
+def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
+    """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
+    x = as_ndarray(x, "input", "Sequential")
+    if x.dtype == np.uint8:
+        return np.multiply(x, 1.0 / 255.0, dtype=dtype)
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"Sequential: input must be a float or uint8 image array. Received: "
+            f"input.dtype={x.dtype}"
+        )
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Module
+# --------------------------------------------------------------------------------------------
+
+
 class Module:
     """Base class of every layer, loss and container.
 
@@ -54,7 +132,57 @@ class Module:
         optimizer.zero_grad()
 
     Gradients accumulate into ``param.grad`` (``+=``) until :meth:`zero_grad`, as in PyTorch.
+
+    **Model protocol.** :func:`~cnncore.nn.training.fit`, ``evaluate`` and ``predict`` use
+    only what every module has: ``model(x)`` (:meth:`forward`), :meth:`backward` (called with
+    ``input_grad=False``), :meth:`parameters`, :meth:`train`/:meth:`eval` and ``training``,
+    :meth:`children` (to reach every layer for :meth:`reseed`), :attr:`dtype` (inputs are
+    converted to it) and the attributes ``loss_fn`` and ``optimizer`` that ``fit`` sets.
+
+    **Registry.** Every subclass joins a registry when its class statement runs, under its
+    class name; :func:`cnncore.load` rebuilds saved models from it (``save`` writes the
+    registry name and :meth:`get_config` of each module, ``load`` calls :meth:`from_config`
+    and then copies the saved arrays in).  A user-defined module therefore saves and loads
+    like a built-in one, provided that
+
+    - its class is defined (its module imported) before ``load``: a file can only name
+      classes that exist, nothing in it is imported or executed;
+    - :meth:`get_config` returns JSON-serializable constructor arguments from which
+      ``cls(**config)`` builds the same parameters and buffers (names, shapes, dtypes);
+    - a container (a class that overrides :meth:`children`) is rebuilt by
+      ``cls(*children, **config)``, or overrides :meth:`from_config`.
+
+    A module that owns arrays should also override :meth:`config_nbytes`, so that ``load``
+    refuses a crafted file before allocating anything; without it, its arrays are checked
+    against the file's right after it is built.
+
+    Registry names are unique.  Defining a subclass whose name another class already holds
+    (``class Linear(nn.Linear)``, or a same-named class of another module) raises ValueError
+    at the class statement: give it its own name with
+    ``class Linear(nn.Linear, registry_name="mypkg.Linear")``, or keep it out of the registry
+    (it cannot be saved then) with ``class Helper(nn.Module, register=False)``.  Defining a
+    class again in the same module (re-running a notebook cell, ``importlib.reload``)
+    replaces its entry.  :func:`registered_modules` returns the registry.
+
+    **Declared properties.** Class attributes a layer sets in its own class body; they are
+    not inherited, so a subclass that changes ``forward`` cannot claim them by accident:
+
+    - ``elementwise_monotone``: ``forward`` is elementwise and non-decreasing, and flat
+      (zero gradient) wherever it maps different inputs to the same output -- ReLU.
+    - ``max_selecting``: each output element is the largest of some input elements, and
+      ``backward`` routes its gradient to that element alone -- MaxPool2d.
+
+    An ``elementwise_monotone`` layer directly followed by a ``max_selecting`` one commutes
+    with it (outputs and gradients bit-identical), so :class:`~cnncore.nn.Sequential` runs
+    it after the pooling, on fewer elements.
     """
+
+    elementwise_monotone: ClassVar[bool] = False
+    max_selecting: ClassVar[bool] = False
+    _registry_name: ClassVar[str | None] = None
+    #: Set by ``fit``: the loss and optimizer of the last training run.
+    loss_fn: Module | None = None
+    optimizer: Any = None
 
     def __init__(self) -> None:
         self.training = True
@@ -108,10 +236,72 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, register: bool = True, registry_name: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if "backward" in cls.__dict__:
             cls.backward = _checked_backward(cls.__dict__["backward"])  # type: ignore[method-assign]
+        for flag in _OWN_FLAGS:
+            if flag not in cls.__dict__:
+                setattr(cls, flag, False)
+        cls._registry_name = None
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not register:
+            if registry_name is not None:
+                raise TypeError(f"{where}: registry_name was given with register=False")
+            return
+        name = cls.__name__ if registry_name is None else registry_name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{where}: registry_name must be a non-empty str. Received: {name!r}")
+        other = _REGISTRY.get(name)
+        if other is not None and f"{other.__module__}.{other.__qualname__}" != where:
+            raise ValueError(
+                f"{where}: the module name {name!r} is already registered by "
+                f"{other.__module__}.{other.__qualname__}. Give the class its own name with "
+                f"registry_name='...' in the class statement, or define it with "
+                f"register=False (it cannot be saved then)"
+            )
+        _REGISTRY[name] = cls
+        cls._registry_name = name
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], children: Sequence[Module] = ()) -> Module:
+        """Rebuild a module from its :meth:`get_config` and, for a container, its rebuilt
+        children (what ``load`` calls): ``cls(*children, **config)``."""
+        return cls(*children, **config)
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        """Bytes of the parameters and buffers ``cls(**config)`` allocates (not counting
+        children), computed from ``config`` alone; 0 for a config the constructor rejects.
+
+        ``load`` sums it over a file's architecture and refuses the file, before building
+        anything, when the sum exceeds the bytes of arrays the file holds.  It must accept
+        any JSON object without raising.  The default, 0, is right for modules without
+        arrays.
+        """
+        return 0
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        """Seed this module's own random generator from ``rng`` (``fit(seed=...)`` calls it
+        on every module, parents before children, so runs repeat).  Modules without
+        randomness draw nothing (the default)."""
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The module's dtype: the one given to its constructor (layers with ``dtype=``),
+        else that of its first parameter, float32 without parameters.  Models convert their
+        input to it."""
+        dt = self.__dict__.get("_dtype")
+        if dt is not None:
+            return dt
+        params = self.parameters()
+        return params[0].dtype if params else np.dtype(np.float32)
+
+    @dtype.setter
+    def dtype(self, value: Any) -> None:
+        self._dtype = np.dtype(value)
 
     # -- computation ----------------------------------------------------------------------
     def __call__(self, x: Any) -> np.ndarray:

@@ -1,45 +1,9 @@
-"""Trainable parameters: an array and the gradient accumulated for it."""
+"""Trainable parameters: :class:`Parameter`, an array and the gradient accumulated for it.
 
-from __future__ import annotations
+The class is defined in :mod:`cnncore._parameter` (shared with :mod:`cnncore.optim`, which must
+not import :mod:`cnncore.nn`); this module is its public home.
+"""
 
-import numpy as np
+from .._parameter import Parameter
 
-
-class Parameter:
-    """A trainable array with its gradient.
-
-    Attributes
-    ----------
-    data : ndarray
-        The values (updated in place by optimizers).
-    grad : ndarray
-        Gradient of the loss w.r.t. ``data``, same shape and dtype; layers write it in
-        ``backward`` and optimizers read it in ``step``.
-    name : str
-        For summaries and saved files (e.g. ``"weight"``).
-    """
-
-    __slots__ = ("data", "grad", "name")
-
-    def __init__(self, data: np.ndarray, name: str = "") -> None:
-        self.data = np.ascontiguousarray(data)
-        self.grad = np.zeros_like(self.data)
-        self.name = name
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.data.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    @property
-    def size(self) -> int:
-        return self.data.size
-
-    def zero_grad(self) -> None:
-        self.grad.fill(0)
-
-    def __repr__(self) -> str:
-        return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
+__all__ = ["Parameter"]

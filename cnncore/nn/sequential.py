@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import as_ndarray
-from .activation import ReLU
-from .layers import MaxPool2d
-from .module import Module
+from . import serialization, training
+from .module import Module, as_model_input
+
+__all__ = ["Sequential", "as_model_input"]
 
 
 class Sequential(Module):
@@ -24,8 +24,9 @@ class Sequential(Module):
 
     Notes
     -----
-    A :class:`ReLU` directly followed by a :class:`MaxPool2d` is run after the pooling
-    instead of before it: max pooling commutes with a non-decreasing function
+    A layer declared ``elementwise_monotone`` (:class:`ReLU`) directly followed by one
+    declared ``max_selecting`` (:class:`MaxPool2d`) is run after it instead of before it
+    (see :class:`Module`): max pooling commutes with a non-decreasing function
     (``max(relu(a), relu(b)) == relu(max(a, b))``, and the gradient reaches the same input
     element, or none), so outputs and gradients are bit-identical while the ReLU touches
     only the pooled elements -- a quarter of them for 2x2 pooling.  Each layer keeps its
@@ -81,12 +82,6 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
 
-    @property
-    def dtype(self) -> np.dtype:
-        """The parameters' dtype (float32 for a model without parameters)."""
-        params = self.parameters()
-        return params[0].dtype if params else np.dtype(np.float32)
-
     # -- computation ----------------------------------------------------------------------
     def forward(self, x: Any) -> np.ndarray:
         """Run the layers. uint8 images are scaled to [0, 1]; other inputs are converted to
@@ -102,8 +97,11 @@ class Sequential(Module):
         order: list[int] = []
         i = 0
         while i < len(self.layers):
-            if (i + 1 < len(self.layers) and type(self.layers[i]) is ReLU
-                    and type(self.layers[i + 1]) is MaxPool2d):
+            if (
+                i + 1 < len(self.layers)
+                and self.layers[i].elementwise_monotone
+                and self.layers[i + 1].max_selecting
+            ):
                 order += [i + 1, i]
                 i += 2
             else:
@@ -158,8 +156,7 @@ class Sequential(Module):
                 shape_text = str(tuple(shape))
             else:
                 shape_text = "?"
-            rows.append((f"{i}: {type(layer).__name__}", shape_text,
-                         f"{layer.num_parameters():,}"))
+            rows.append((f"{i}: {type(layer).__name__}", shape_text, f"{layer.num_parameters():,}"))
         w0 = max([len("Layer")] + [len(r[0]) for r in rows])
         w1 = max([len("Output shape")] + [len(r[1]) for r in rows])
         w2 = max([len("Params")] + [len(r[2]) for r in rows])
@@ -174,45 +171,48 @@ class Sequential(Module):
         return text
 
     # -- training API (implemented in training.py / serialization.py) ----------------------
-    def fit(self, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs: int = 1,
-            batch_size: int = 32, shuffle: bool = True, validation_data: Any = None,
-            verbose: bool = True, seed: int | None = None, scheduler: Any = None,
-            augment: Any = None) -> Any:
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        optimizer: Any,
+        loss: Any,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: Any = None,
+        verbose: bool = True,
+        seed: int | None = None,
+        scheduler: Any = None,
+        augment: Any = None,
+    ) -> training.History:
         """Train with mini-batch gradient descent; see :func:`cnncore.nn.training.fit`."""
-        from .training import fit
-
-        return fit(self, x, y, optimizer=optimizer, loss=loss, epochs=epochs,
-                   batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
-                   verbose=verbose, seed=seed, scheduler=scheduler, augment=augment)
+        return training.fit(
+            self,
+            x,
+            y,
+            optimizer=optimizer,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            validation_data=validation_data,
+            verbose=verbose,
+            seed=seed,
+            scheduler=scheduler,
+            augment=augment,
+        )
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None) -> dict:
         """``{"loss": float, "accuracy": float}`` on ``(x, y)``; see
         :func:`cnncore.nn.training.evaluate`."""
-        from .training import evaluate
-
-        return evaluate(self, x, y, batch_size=batch_size, loss=loss)
+        return training.evaluate(self, x, y, batch_size=batch_size, loss=loss)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Outputs for ``x`` in eval mode, computed in batches: ``(N, *output_shape)``."""
-        from .training import predict
-
-        return predict(self, x, batch_size=batch_size)
+        return training.predict(self, x, batch_size=batch_size)
 
     def save(self, path: Any) -> None:
         """Write architecture (JSON) and weights to an ``.npz`` file, without pickle."""
-        from .serialization import save
-
-        save(self, path)
-
-
-def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
-    """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
-    x = as_ndarray(x, "input", "Sequential")
-    if x.dtype == np.uint8:
-        return np.multiply(x, 1.0 / 255.0, dtype=dtype)
-    if x.dtype.kind != "f":
-        raise TypeError(
-            f"Sequential: input must be a float or uint8 image array. Received: "
-            f"input.dtype={x.dtype}"
-        )
-    return np.ascontiguousarray(x, dtype=dtype)
+        serialization.save(self, path)

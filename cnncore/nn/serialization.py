@@ -1,6 +1,13 @@
 """Save and load models as ``.npz`` files: the architecture as JSON plus one array per
-parameter/buffer. No pickle anywhere: only known cnncore layers are rebuilt, and every array
-header is checked against the archive before anything is read or allocated."""
+parameter/buffer.
+
+No pickle anywhere: a file names module classes, which are looked up in the registry that
+every :class:`~cnncore.nn.Module` subclass joins when it is defined (see the Module
+docstring), and rebuilt from JSON constructor arguments -- nothing is imported or executed
+from the file.  Every array header is checked against the archive, and the architecture's
+parameter bytes against the archive's, before anything is read or allocated.  This module
+imports no layer or model: built-in and user-defined classes are found the same way.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .module import Module
+from .module import Module, is_container, registered_modules, registered_name
 
 FORMAT = "cnncore.model"
 VERSION = 1
@@ -26,41 +33,54 @@ _DEFLATE_MAX_RATIO = 1032
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 # Everything zipfile / zlib / lzma raise on damaged archives (NotImplementedError: unknown zip
 # version or method; RuntimeError: encrypted member; RecursionError: absurdly nested JSON).
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, KeyError, NotImplementedError,
-                   RuntimeError, zlib.error, lzma.LZMAError)
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
-def _registry() -> dict[str, type]:
-    from . import activation, layers, sequential
-
-    classes = {}
-    for mod in (layers, activation):
-        for name in mod.__all__:
-            cls = getattr(mod, name)
-            if isinstance(cls, type) and issubclass(cls, Module):
-                classes[name] = cls
-    classes["Sequential"] = sequential.Sequential
-    return classes
+def _registry() -> dict[str, type[Module]]:
+    """cnncore's own registered module classes (those whose :meth:`Module.config_nbytes` is
+    exact; tests check it)."""
+    return {
+        name: cls
+        for name, cls in registered_modules().items()
+        if cls.__module__.startswith("cnncore.")
+    }
 
 
-def _spec(layer: Module) -> dict[str, Any]:
-    from .sequential import Sequential
-
-    name = type(layer).__name__
-    if name not in _registry():
+def _spec(module: Module) -> dict[str, Any]:
+    """The architecture entry of ``module``: its registry name, its config and, for a
+    container, its children's entries."""
+    cls = type(module)
+    name = registered_name(cls)
+    if name is None:
         raise ValueError(
-            f"save(): only cnncore's own layers can be saved. Received: a layer of type {name}"
+            f"save(): only registered modules can be saved (a class defined with "
+            f"register=False is not). Received: a layer of type {cls.__name__}"
         )
-    if isinstance(layer, Sequential):
-        return {"class": "Sequential", "layers": [_spec(child) for child in layer.layers]}
-    return {"class": name, "config": layer.get_config()}
+    config = module.get_config()
+    if not is_container(cls):
+        return {"class": name, "config": config}
+    spec: dict[str, Any] = {"class": name, "layers": [_spec(c) for c in module.children()]}
+    if config:
+        spec["config"] = config
+    return spec
 
 
 def save(model: Module, path: Any) -> None:
-    """Write ``model`` (a Sequential of cnncore layers) to ``path`` (``.npz``).
+    """Write ``model`` (a :class:`~cnncore.nn.Sequential`, or any registered module) to
+    ``path`` (``.npz``).
 
-    The file holds ``__architecture__`` (UTF-8 JSON: format, version, layer classes and
-    their constructor arguments) and ``param:<name>`` / ``buffer:<name>`` arrays.
+    The file holds ``__architecture__`` (UTF-8 JSON: format, version, the modules' registry
+    names and constructor arguments, containers' ``layers``) and ``param:<name>`` /
+    ``buffer:<name>`` arrays.
     """
     arch = {"format": FORMAT, "version": VERSION, "model": _spec(model)}
     arrays = {_ARCH_KEY: np.frombuffer(json.dumps(arch).encode("utf-8"), dtype=np.uint8)}
@@ -95,8 +115,11 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.nd
         header_len = f.tell()
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes != info.file_size - header_len:
-            raise _bad(path, f"member {info.filename!r} declares shape {shape} ({nbytes} bytes) "
-                             f"but holds {info.file_size - header_len} bytes")
+            raise _bad(
+                path,
+                f"member {info.filename!r} declares shape {shape} ({nbytes} bytes) "
+                f"but holds {info.file_size - header_len} bytes",
+            )
         data = f.read(nbytes)
     if len(data) != nbytes:
         raise _bad(path, f"member {info.filename!r} is truncated")
@@ -113,96 +136,91 @@ def _check_members(zf: zipfile.ZipFile, path: Any) -> None:
         if info.flag_bits & 0x1:
             raise _bad(path, f"member {name!r} is encrypted")
         if info.compress_type not in _COMPRESSIONS:
-            raise _bad(path, f"member {name!r} uses an unsupported compression method "
-                             f"({info.compress_type})")
+            raise _bad(
+                path,
+                f"member {name!r} uses an unsupported compression method ({info.compress_type})",
+            )
         stored = info.compress_type == zipfile.ZIP_STORED
         limit = info.compress_size if stored else _DEFLATE_MAX_RATIO * info.compress_size + 1024
         if info.compress_size > file_size or info.file_size > limit:
-            raise _bad(path, f"member {name!r} declares {info.file_size} bytes, more than its "
-                             f"{info.compress_size} stored bytes can hold")
-
-
-def _positive_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
-        else None
-
-
-def _parameter_bytes(name: str, config: dict) -> int:
-    """Bytes of the parameters and buffers ``registry[name](**config)`` allocates, computed
-    from the config alone (0 when the config is invalid: the constructor rejects it before
-    allocating).  Must list every layer class that owns arrays (tests check this)."""
-    itemsize = {"float32": 4, "float64": 8}.get(config.get("dtype", "float32"), 8)
-    if name == "Linear":
-        i, o = _positive_int(config.get("in_features")), _positive_int(config.get("out_features"))
-        if i is None or o is None:
-            return 0
-        return (o * i + (o if config.get("bias", True) else 0)) * itemsize
-    if name == "Conv2d":
-        i, o = _positive_int(config.get("in_channels")), _positive_int(config.get("out_channels"))
-        groups = _positive_int(config.get("groups", 1))
-        k = config.get("kernel_size")
-        kh, kw = (k, k) if not isinstance(k, list) else (k + [None, None])[:2]
-        kh, kw = _positive_int(kh), _positive_int(kw)
-        if None in (i, o, groups, kh, kw):
-            return 0
-        return (o * (i // groups) * kh * kw + (o if config.get("bias", True) else 0)) * itemsize
-    if name in ("BatchNorm1d", "BatchNorm2d"):
-        c = _positive_int(config.get("num_features"))
-        if c is None:
-            return 0
-        total = 2 * c * itemsize if config.get("affine", True) else 0
-        if config.get("track_running_stats", True):
-            total += 2 * c * itemsize + 8
-        return total
-    return 0
+            raise _bad(
+                path,
+                f"member {name!r} declares {info.file_size} bytes, more than its "
+                f"{info.compress_size} stored bytes can hold",
+            )
 
 
 def _architecture_bytes(spec: Any, depth: int = 0) -> int:
-    """Parameter bytes the architecture would allocate (see :func:`_parameter_bytes`)."""
-    if depth > 32 or not isinstance(spec, dict):
+    """Parameter and buffer bytes the architecture would allocate, from the configs alone
+    (:meth:`Module.config_nbytes`; unknown classes and malformed entries count 0, ``_build``
+    rejects them)."""
+    if depth > 32 or not isinstance(spec, dict) or not isinstance(spec.get("class"), str):
         return 0
-    if spec.get("class") == "Sequential":
-        layers = spec.get("layers")
-        return sum(_architecture_bytes(c, depth + 1) for c in layers) \
-            if isinstance(layers, list) else 0
+    cls = registered_modules().get(spec["class"])
+    if cls is None:
+        return 0
     config = spec.get("config", {})
-    return _parameter_bytes(spec.get("class"), config) if isinstance(config, dict) else 0
+    total = cls.config_nbytes(config) if isinstance(config, dict) else 0
+    children = spec.get("layers")
+    if is_container(cls) and isinstance(children, list):
+        total += sum(_architecture_bytes(c, depth + 1) for c in children)
+    return total
 
 
-def _build(spec: Any, path: Any, depth: int = 0) -> Module:
-    from .sequential import Sequential
+def _own_nbytes(module: Module) -> int:
+    return sum(p.data.nbytes for p in module._params.values()) + sum(
+        b.nbytes for b in module._buffers.values()
+    )
 
+
+def _build(spec: Any, path: Any, budget: list[int], depth: int = 0) -> Module:
+    """Rebuild the module of an architecture entry through the registry.  ``budget[0]``, the
+    archive's array bytes not yet claimed, is charged each module's arrays as soon as it is
+    built: this bounds what a module without an exact :meth:`Module.config_nbytes` (a user
+    class) can make ``load`` allocate."""
     if depth > 32 or not isinstance(spec, dict) or not isinstance(spec.get("class"), str):
         raise _bad(path, f"malformed layer entry {str(spec)[:80]!r}")
     name = spec["class"]
-    registry = _registry()
-    if name not in registry:
-        raise _bad(path, f"unknown layer class {name!r} (only cnncore layers are loaded)")
-    if name == "Sequential":
-        children = spec.get("layers")
-        if not isinstance(children, list):
-            raise _bad(path, "Sequential entry without a 'layers' list")
-        return Sequential(*(_build(c, path, depth + 1) for c in children))
+    cls = registered_modules().get(name)
+    if cls is None:
+        raise _bad(path, f"unknown layer class {name!r} (only registered modules are loaded)")
+    children: list[Module] = []
+    if is_container(cls):
+        specs = spec.get("layers")
+        if not isinstance(specs, list):
+            raise _bad(path, f"{name} entry without a 'layers' list")
+        children = [_build(c, path, budget, depth + 1) for c in specs]
     config = spec.get("config", {})
     if not isinstance(config, dict):
         raise _bad(path, f"config of {name} is not an object")
     try:
-        return registry[name](**config)
+        module = cls.from_config(config, children)
     except (TypeError, ValueError) as exc:
         raise _bad(path, f"invalid config for {name}: {exc}") from None
+    if not isinstance(module, cls):
+        raise _bad(path, f"{name}.from_config() did not return a {name}")
+    budget[0] -= _own_nbytes(module)
+    if budget[0] < 0:
+        raise _bad(path, f"{name} allocates more bytes of parameters than the archive holds")
+    return module
 
 
 def load(path: Any) -> Module:
-    """Load a model written by :meth:`Sequential.save`.
+    """Load a model written by :meth:`Sequential.save` (or :func:`save`), in eval mode.
+
+    The file's module classes are looked up in the registry of :class:`~cnncore.nn.Module`
+    subclasses: cnncore's layers, and user-defined modules whose class is defined before
+    ``load`` is called and whose config round-trips (see the Module docstring).
 
     Raises
     ------
     ValueError
         For anything that is not an intact cnncore model file: not a zip/npz, truncated or
         corrupted, members that are encrypted or neither stored nor deflated (cnncore writes
-        stored members), unknown layer classes, a layer config whose parameters would need
-        more bytes than the archive's arrays hold (checked before any layer is built), arrays
-        missing, extra, of the wrong shape or dtype.
+        stored members), unknown (unregistered) layer classes, a layer config whose
+        parameters would need more bytes than the archive's arrays hold (checked before any
+        layer is built, and again as each is built), arrays missing, extra, of the wrong
+        shape or dtype.
     FileNotFoundError
         If ``path`` does not exist.
     """
@@ -215,8 +233,9 @@ def load(path: Any) -> Module:
     with zf:
         try:
             _check_members(zf, path)
-            members = {info.filename[:-4]: info for info in zf.infolist()
-                       if info.filename.endswith(".npy")}
+            members = {
+                info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")
+            }
             if _ARCH_KEY not in members:
                 raise _bad(path, "no __architecture__ entry")
             if members[_ARCH_KEY].file_size > _MAX_ARCH_BYTES:
@@ -235,9 +254,12 @@ def load(path: Any) -> Module:
             need = _architecture_bytes(arch.get("model"))
             have = sum(info.file_size for key, info in members.items() if key != _ARCH_KEY)
             if need > have:
-                raise _bad(path, f"the architecture needs {need} bytes of parameters but the "
-                                 f"archive holds only {have} bytes of arrays")
-            model = _build(arch.get("model"), path)
+                raise _bad(
+                    path,
+                    f"the architecture needs {need} bytes of parameters but the "
+                    f"archive holds only {have} bytes of arrays",
+                )
+            model = _build(arch.get("model"), path, [have])
             expected: dict[str, np.ndarray] = {}
             for name, p in model.named_parameters():
                 expected[f"param:{name}"] = p.data
@@ -247,13 +269,19 @@ def load(path: Any) -> Module:
             if stored != set(expected):
                 missing = sorted(set(expected) - stored)
                 extra = sorted(stored - set(expected))
-                raise _bad(path, f"arrays do not match the architecture (missing {missing[:5]}, "
-                                 f"unexpected {extra[:5]})")
+                raise _bad(
+                    path,
+                    f"arrays do not match the architecture (missing {missing[:5]}, "
+                    f"unexpected {extra[:5]})",
+                )
             for key, target in expected.items():
                 arr = _read_member(zf, members[key], path)
                 if arr.shape != target.shape or arr.dtype != target.dtype:
-                    raise _bad(path, f"{key} has shape {arr.shape} and dtype {arr.dtype}, "
-                                     f"expected {target.shape} and {target.dtype}")
+                    raise _bad(
+                        path,
+                        f"{key} has shape {arr.shape} and dtype {arr.dtype}, "
+                        f"expected {target.shape} and {target.dtype}",
+                    )
                 target[...] = arr
         except _ARCHIVE_ERRORS as exc:
             raise _bad(path, f"corrupted archive ({type(exc).__name__}: {exc})") from None

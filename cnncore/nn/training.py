@@ -1,5 +1,10 @@
-"""Keras-style training loop for :class:`~cnncore.nn.Sequential`: ``fit``, ``evaluate``,
-``predict`` and the ``History`` they return.
+"""Keras-style training loop: ``fit``, ``evaluate``, ``predict`` and the ``History`` they
+return.
+
+They work on any :class:`~cnncore.nn.Module` through the model protocol the Module
+docstring lists (``forward``/``backward``/``parameters``/``train``/``eval``/``children``,
+``dtype``, ``loss_fn``/``optimizer``); :class:`~cnncore.nn.Sequential` calls them from its
+methods of the same names.  This module never imports a concrete model or layer.
 
 Python only does bookkeeping here (batch slicing, progress, metrics); every array operation is
 a kernel call or a vectorized NumPy expression.
@@ -17,17 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .. import _alloc
+from .. import _alloc, optim
 from .._config import blas_single_thread
 from .._validation import as_ndarray, check_int
 from . import loss as losses
-from .layers import Dropout
-from .module import Module
-from .sequential import Sequential, as_model_input
+from .module import Module, as_model_input
 
 
 class History:
-    """What :meth:`Sequential.fit` returns: per-epoch metrics, as in Keras.
+    """What :func:`fit` (and :meth:`Sequential.fit`) returns: per-epoch metrics, as in Keras.
 
     Attributes
     ----------
@@ -57,8 +60,11 @@ class History:
         return key in self.history
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()},
-                "interrupted": self.interrupted}
+        return {
+            "epoch": list(self.epoch),
+            **{k: list(v) for k, v in self.history.items()},
+            "interrupted": self.interrupted,
+        }
 
     def __repr__(self) -> str:
         last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
@@ -69,10 +75,6 @@ class History:
 # Argument resolution and checks (all done before the first step)
 # --------------------------------------------------------------------------------------------
 
-_OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.01}), "adam": ("Adam", {}), "adamw": ("AdamW", {}),
-               "rmsprop": ("RMSprop", {}), "adagrad": ("Adagrad", {})}
-
-
 
 @contextmanager
 def _batch_loop() -> Iterator[None]:
@@ -82,18 +84,12 @@ def _batch_loop() -> Iterator[None]:
     with _alloc.caching(), blas_single_thread():
         yield
 
-def resolve_optimizer(optimizer: Any, model: Module) -> Any:
-    from .. import optim
 
+def resolve_optimizer(optimizer: Any, model: Module) -> optim.Optimizer:
+    """``optimizer`` itself, or one over ``model.parameters()`` built from a name with
+    :func:`cnncore.optim.make_optimizer`'s defaults."""
     if isinstance(optimizer, str):
-        key = optimizer.lower()
-        if key not in _OPTIMIZERS:
-            raise ValueError(
-                f"fit(): unknown optimizer name. Expected one of {sorted(_OPTIMIZERS)}. "
-                f"Received: optimizer={optimizer!r}"
-            )
-        cls_name, defaults = _OPTIMIZERS[key]
-        return getattr(optim, cls_name)(model.parameters(), **defaults)
+        return optim.make_optimizer(optimizer, model.parameters(), func="fit")
     if not isinstance(optimizer, optim.Optimizer):
         raise TypeError(
             f"fit(): optimizer must be a cnncore.optim.Optimizer or a name. Received: "
@@ -102,15 +98,17 @@ def resolve_optimizer(optimizer: Any, model: Module) -> Any:
     return optimizer
 
 
-def _check_xy(model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def _check_xy(
+    model: Module, x: Any, y: Any, func: str, loss_fn: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     x = as_ndarray(x, "x", func)
     y = as_ndarray(y, "y", func)
     if x.dtype != np.uint8 and x.dtype.kind != "f":
         raise TypeError(f"{func}(): x must be float or uint8 images. Received: x.dtype={x.dtype}")
     if x.ndim < 2:
-        raise ValueError(f"{func}(): x must have a batch dimension. Received: x with shape "
-                         f"{x.shape}")
+        raise ValueError(
+            f"{func}(): x must have a batch dimension. Received: x with shape {x.shape}"
+        )
     if y.ndim < 1 or len(x) != len(y):
         raise ValueError(
             f"{func}(): x and y must have the same number of samples. Received: x with shape "
@@ -124,9 +122,7 @@ def _check_xy(model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
     try:
         out = model(x[:2])
     except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{func}(): x of shape {x.shape} does not fit the model: {exc}"
-        ) from None
+        raise ValueError(f"{func}(): x of shape {x.shape} does not fit the model: {exc}") from None
     finally:
         model.train(was_training)
     if loss_fn is not None:
@@ -134,12 +130,13 @@ def _check_xy(model: Sequential, x: Any, y: Any, func: str, loss_fn: Any = None
     return x, y
 
 
-def _seed_dropout(model: Module, rng: np.random.Generator) -> None:
+def _reseed(model: Module, rng: np.random.Generator) -> None:
+    """Call :meth:`Module.reseed` on every module of ``model`` (the model first; children in
+    a fixed order), so that Dropout masks and the like follow ``fit``'s seed."""
     stack = [model]
     while stack:
         m = stack.pop()
-        if isinstance(m, Dropout):
-            m.rng = np.random.default_rng(rng.integers(2**63))
+        m.reseed(rng)
         stack.extend(m.children())
 
 
@@ -173,29 +170,46 @@ def _progress(total: int, epoch: int, epochs: int, verbose: bool) -> Any:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="img", leave=True,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=f"epoch {epoch}/{epochs}", unit="img", leave=True, dynamic_ncols=True
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # fit / evaluate / predict
 # --------------------------------------------------------------------------------------------
 
-def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs: int = 1,
-        batch_size: int = 32, shuffle: bool = True, validation_data: Any = None,
-        verbose: bool = True, seed: int | None = None, scheduler: Any = None,
-        augment: Any = None) -> History:
+
+def fit(
+    model: Module,
+    x: Any,
+    y: Any,
+    *,
+    optimizer: Any,
+    loss: Any,
+    epochs: int = 1,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_data: Any = None,
+    verbose: bool = True,
+    seed: int | None = None,
+    scheduler: Any = None,
+    augment: Any = None,
+) -> History:
     """Train ``model`` on ``(x, y)``.
 
     Parameters
     ----------
+    model : Module
+        A :class:`~cnncore.nn.Sequential`, or any module that follows the model protocol
+        (see :class:`~cnncore.nn.Module`).
     x : ndarray of shape (N, C, H, W) (or whatever the first layer takes)
         float32/float64, or uint8 images (scaled to [0, 1] batch by batch).
     y : ndarray of shape (N,) or (N, ...)
         Integer class labels for classification losses, or targets.
     optimizer : cnncore.optim.Optimizer or str
         An optimizer over ``model.parameters()``, or a name (``'sgd'``, ``'adam'``, ...)
-        for one with default settings.
+        for one with default settings (:func:`cnncore.optim.make_optimizer`).
     loss : loss module (e.g. ``nn.CrossEntropyLoss()``) or str (``'cross_entropy'``, ...)
     epochs, batch_size : int
     shuffle : bool
@@ -223,11 +237,14 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
     labels against the output size, ``len(x) == len(y)``). Ctrl-C stops between steps and
     returns the history so far (``history.interrupted``).
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"fit(): model must be a Sequential. Received: {type(model).__name__}")
+    if not isinstance(model, Module):
+        raise TypeError(
+            f"fit(): model must be a cnncore.nn.Module. Received: {type(model).__name__}"
+        )
     if augment is not None and not callable(augment):
-        raise TypeError(f"fit(): augment must be callable. Received: augment of type "
-                        f"{type(augment).__name__}")
+        raise TypeError(
+            f"fit(): augment must be callable. Received: augment of type {type(augment).__name__}"
+        )
     epochs = check_int(epochs, "epochs", "fit", min_value=0)
     batch_size = check_int(batch_size, "batch_size", "fit", min_value=1)
     loss_fn = losses.resolve_loss(loss, "fit")
@@ -243,7 +260,7 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
     model.loss_fn, model.optimizer = loss_fn, opt
 
     rng = np.random.default_rng(seed)
-    _seed_dropout(model, rng)
+    _reseed(model, rng)
     n = len(x)
     history = History()
     dtype = model.dtype
@@ -258,7 +275,7 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
             correct = 0
             counted = 0
             for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 xb = as_model_input(x[idx], dtype)
                 if augment is not None:
                     xb = as_model_input(augment(xb, rng), dtype)
@@ -302,8 +319,10 @@ def fit(model: Sequential, x: Any, y: Any, *, optimizer: Any, loss: Any, epochs:
             history.append(epoch, logs)
             if verbose:
                 text = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "seconds")
-                print(f"epoch {epoch}/{epochs}: {text}  ({seconds:.1f} s, "
-                      f"{seen / max(seconds, 1e-9):.0f} img/s)")
+                print(
+                    f"epoch {epoch}/{epochs}: {text}  ({seconds:.1f} s, "
+                    f"{seen / max(seconds, 1e-9):.0f} img/s)"
+                )
             if flag.stop:
                 break
             if scheduler is not None:
@@ -321,13 +340,14 @@ def _batches(n: int, batch_size: int):
         yield slice(start, min(n, start + batch_size))
 
 
-def predict(model: Sequential, x: Any, batch_size: int = 256) -> np.ndarray:
+def predict(model: Module, x: Any, batch_size: int = 256) -> np.ndarray:
     """Outputs of ``model`` in eval mode for every sample of ``x``, computed in batches."""
     batch_size = check_int(batch_size, "batch_size", "predict", min_value=1)
     x = np.asarray(x)
     if x.ndim < 1 or len(x) == 0:
-        raise ValueError(f"predict(): x must hold at least one sample. Received: x with shape "
-                         f"{x.shape}")
+        raise ValueError(
+            f"predict(): x must hold at least one sample. Received: x with shape {x.shape}"
+        )
     was_training = model.training
     model.eval()
     try:
@@ -338,8 +358,9 @@ def predict(model: Sequential, x: Any, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def evaluate(model: Sequential, x: Any, y: Any, batch_size: int = 256,
-             loss: Any = None) -> dict[str, float]:
+def evaluate(
+    model: Module, x: Any, y: Any, batch_size: int = 256, loss: Any = None
+) -> dict[str, float]:
     """Mean loss and accuracy (NaN for non-classification losses) over ``(x, y)``, in eval
     mode. ``loss`` defaults to the one used by ``fit``, else cross-entropy for integer
     labels and MSE otherwise."""

@@ -1,0 +1,51 @@
+"""Trainable parameters: an array and the gradient accumulated for it.
+
+The class lives here, outside :mod:`cnncore.nn`, so that :mod:`cnncore.optim` (which updates
+parameters) and :mod:`cnncore.nn` (whose layers own them) both import it without importing each
+other.  Its public names are :class:`cnncore.nn.Parameter` and
+``cnncore.nn.parameter.Parameter`` (the same class object).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array with its gradient.
+
+    Attributes
+    ----------
+    data : ndarray
+        The values (updated in place by optimizers).
+    grad : ndarray
+        Gradient of the loss w.r.t. ``data``, same shape and dtype; layers write it in
+        ``backward`` and optimizers read it in ``step``.
+    name : str
+        For summaries and saved files (e.g. ``"weight"``).
+    """
+
+    __slots__ = ("data", "grad", "name")
+
+    def __init__(self, data: np.ndarray, name: str = "") -> None:
+        self.data = np.ascontiguousarray(data)
+        self.grad = np.zeros_like(self.data)
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def zero_grad(self) -> None:
+        self.grad.fill(0)
+
+    def __repr__(self) -> str:
+        return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"

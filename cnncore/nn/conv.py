@@ -1,0 +1,186 @@
+"""Convolution layers: :class:`Conv2d` (state and parameters; the work is
+:func:`cnncore.conv2d` and :func:`cnncore.conv2d_backward`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from .._geometry import PAD_MODES, conv2d_geometry, conv2d_padding
+from .._validation import as_float_array, check_bool, check_choice, check_int, check_numel, to_pair
+from . import init
+from .module import (
+    Module,
+    accumulate,
+    check_dtype,
+    config_itemsize,
+    config_positive_int,
+)
+
+__all__ = ["Conv2d"]
+
+#: ``'zeros'`` (done by the convolution itself) and the other modes of :func:`cnncore.pad2d`.
+_PADDING_MODES = ("zeros", *(mode for mode in PAD_MODES if mode != "constant"))
+
+
+def _input_4d(x: Any, name: str) -> np.ndarray:
+    return as_float_array(x, "input", name, ndim=4, ndim_text="a 4-D array (N, C, H, W)")
+
+
+class Conv2d(Module):
+    """2-D convolution layer: ``y = conv2d(x, weight) + bias``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride, padding, dilation, groups
+        As in :func:`cnncore.conv2d` (``padding`` may be ``'same'`` or ``'valid'``).
+    bias : bool, default True
+    padding_mode : {'zeros', 'replicate', 'reflect', 'circular'}, default 'zeros'
+        How the border is padded (non-zero modes pad with :func:`cnncore.pad2d` first).
+    dtype : float32 or float64, default float32
+    rng : numpy Generator, int or None
+        Seeds the default initialization (PyTorch's kaiming-uniform with ``a = sqrt(5)``).
+
+    Attributes
+    ----------
+    weight : Parameter of shape (out_channels, in_channels / groups, kH, kW)
+    bias : Parameter of shape (out_channels,) or None
+
+    Notes
+    -----
+    Input ``(N, C_in, H_in, W_in)``, output ``(N, C_out, H_out, W_out)`` with
+    ``H_out = floor((H_in + 2 * padding - dilation * (kH - 1) - 1) / stride) + 1``.
+
+    See Also
+    --------
+    cnncore.conv2d, cnncore.conv2d_backward
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        dtype: Any = np.float32,
+        rng: Any = None,
+    ) -> None:
+        super().__init__()
+        name = "Conv2d"
+        self.in_channels = check_int(in_channels, "in_channels", name, min_value=1)
+        self.out_channels = check_int(out_channels, "out_channels", name, min_value=1)
+        self.kernel_size = to_pair(kernel_size, "kernel_size", name, min_value=1)
+        self.stride = to_pair(stride, "stride", name, min_value=1)
+        self.dilation = to_pair(dilation, "dilation", name, min_value=1)
+        self.groups = check_int(groups, "groups", name, min_value=1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"{name}(): in_channels and out_channels must be divisible by groups. "
+                f"Received: in_channels={in_channels}, out_channels={out_channels}, "
+                f"groups={groups}"
+            )
+        self.padding = padding if isinstance(padding, str) else to_pair(padding, "padding", name)
+        # validates 'same'/'valid' and the stride rule, and gives per-side padding
+        self._pads = conv2d_padding(
+            name, self.padding, self.kernel_size, self.stride, self.dilation
+        )
+        self.padding_mode = check_choice(padding_mode, "padding_mode", name, _PADDING_MODES)
+        self.dtype = check_dtype(dtype, name)
+        w_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        check_numel(w_shape, "weight", name, self.dtype.itemsize)
+        weight = np.empty(w_shape, self.dtype)
+        bias = check_bool(bias, "bias", name)
+        b = np.empty(self.out_channels, self.dtype) if bias else None
+        init.default_conv_linear_init_(weight, b, rng)
+        self.register_parameter("weight", weight)
+        self.bias = self.register_parameter("bias", b) if bias else None
+        self._x: np.ndarray | None = None
+
+    def _conv_padding(self) -> Any:
+        # with a non-zero padding mode the input is padded explicitly, the conv pads nothing
+        return 0 if self.padding_mode != "zeros" else self.padding
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = _input_4d(x, "Conv2d")
+        if self.padding_mode != "zeros":
+            (pt, pb), (pl, pr) = self._pads
+            if pt or pb or pl or pr:
+                x = F.pad2d(x, (pl, pr, pt, pb), mode=self.padding_mode)
+        y = F.conv2d(
+            x,
+            self.weight.data,
+            None if self.bias is None else self.bias.data,
+            self.stride,
+            self._conv_padding(),
+            self.dilation,
+            self.groups,
+        )
+        self._x = x if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        dx, dw, db = F.conv2d_backward(
+            grad_output,
+            x,
+            self.weight.data,
+            self.stride,
+            self._conv_padding(),
+            self.dilation,
+            self.groups,
+            output_mask=(bool(input_grad), True, self.bias is not None),
+        )
+        accumulate(self.weight.grad, dw)
+        if self.bias is not None:
+            accumulate(self.bias.grad, db)
+        if not input_grad:
+            return None
+        if self.padding_mode != "zeros":
+            (pt, pb), (pl, pr) = self._pads
+            if pt or pb or pl or pr:
+                dx = F.pad2d_backward(dx, (pl, pr, pt, pb), mode=self.padding_mode)
+        return dx
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, _, h, w = input_shape
+        geo = conv2d_geometry(
+            "Conv2d", (h, w), self.kernel_size, self.stride, self.padding, self.dilation
+        )
+        return (n, self.out_channels, *geo.out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+            "bias": self.bias is not None,
+            "padding_mode": self.padding_mode,
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        i = config_positive_int(config.get("in_channels"))
+        o = config_positive_int(config.get("out_channels"))
+        groups = config_positive_int(config.get("groups", 1))
+        k = config.get("kernel_size")
+        kh, kw = (k, k) if not isinstance(k, list) else (k + [None, None])[:2]
+        kh, kw = config_positive_int(kh), config_positive_int(kw)
+        if None in (i, o, groups, kh, kw):
+            return 0
+        n = o * (i // groups) * kh * kw + (o if config.get("bias", True) else 0)
+        return n * config_itemsize(config)

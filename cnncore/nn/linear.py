@@ -1,0 +1,97 @@
+"""Fully connected layers: :class:`Linear` (the work is :func:`cnncore.linear` and its
+backward functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from .._validation import as_float_array, check_bool, check_int, check_numel
+from . import init
+from .module import (
+    Module,
+    accumulate,
+    check_dtype,
+    config_itemsize,
+    config_positive_int,
+    grad_like,
+)
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    """Fully connected layer: ``y = x @ weight.T + bias``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool, default True
+    dtype : float32 or float64, default float32
+    rng : numpy Generator, int or None
+        Seeds PyTorch's default initialization, ``U(-1/sqrt(in_features), 1/sqrt(in_features))``.
+
+    Notes
+    -----
+    Input ``(*, in_features)``, output ``(*, out_features)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+        rng: Any = None,
+    ) -> None:
+        super().__init__()
+        name = "Linear"
+        self.in_features = check_int(in_features, "in_features", name, min_value=1)
+        self.out_features = check_int(out_features, "out_features", name, min_value=1)
+        self.dtype = check_dtype(dtype, name)
+        check_numel((self.out_features, self.in_features), "weight", "Linear", self.dtype.itemsize)
+        weight = np.empty((self.out_features, self.in_features), self.dtype)
+        bias = check_bool(bias, "bias", "Linear")
+        b = np.empty(self.out_features, self.dtype) if bias else None
+        init.default_conv_linear_init_(weight, b, rng)
+        self.register_parameter("weight", weight)
+        self.bias = self.register_parameter("bias", b) if bias else None
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = as_float_array(x, "input", "Linear")
+        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        self._x = x if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        grad_output = grad_like(grad_output, (*x.shape[:-1], self.out_features), "Linear")
+        accumulate(self.weight.grad, F.linear_backward_weight(grad_output, x))
+        if self.bias is not None:
+            accumulate(self.bias.grad, F.linear_backward_bias(grad_output))
+        if not input_grad:
+            return None
+        return F.linear_backward_input(grad_output, self.weight.data)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*input_shape[:-1], self.out_features)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        i = config_positive_int(config.get("in_features"))
+        o = config_positive_int(config.get("out_features"))
+        if i is None or o is None:
+            return 0
+        return (o * i + (o if config.get("bias", True) else 0)) * config_itemsize(config)

@@ -1,0 +1,209 @@
+"""Pooling layers: :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`AdaptiveAvgPool2d` and
+:class:`GlobalAvgPool2d` (the work is the pooling functions of :mod:`cnncore.functional`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from .._geometry import pool2d_geometry, pool2d_params
+from .._validation import check_bool, check_int, to_pair
+from .module import Module
+
+__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d"]
+
+
+class MaxPool2d(Module):
+    """2-D max pooling; keeps the argmax indices of the last training forward for
+    ``backward``.
+
+    Parameters are those of :func:`cnncore.max_pool2d`.
+
+    See Also
+    --------
+    cnncore.max_pool2d, cnncore.max_pool2d_backward
+    """
+
+    max_selecting = True  # see Module: a ReLU in front of it runs after it in a Sequential
+
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.dilation = pool2d_params(
+            "MaxPool2d", kernel_size, stride, padding, dilation, ceil_mode
+        )
+        self.ceil_mode = ceil_mode
+        self._indices: np.ndarray | None = None
+        self._input_shape: tuple[int, ...] | None = None
+
+    def forward(self, x: Any) -> np.ndarray:
+        y, idx = F.max_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            return_indices=True,
+        )
+        self._indices = idx if self.training else None
+        self._input_shape = np.shape(x)
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        idx = self._cached("_indices")
+        if not input_grad:
+            return None
+        return F.max_pool2d_backward(grad_output, idx, self._input_shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, c, h, w = input_shape
+        geo = pool2d_geometry(
+            "MaxPool2d",
+            (h, w),
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+        )
+        return (n, c, *geo.out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "ceil_mode": self.ceil_mode,
+        }
+
+
+class _ShapeCachedPool(Module, register=False):
+    """A pooling layer whose backward needs only the input's shape (the average poolings):
+    subclasses give ``_pool`` and ``_pool_backward``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._input_shape: tuple[int, ...] | None = None
+
+    def _pool(self, x: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _pool_backward(self, grad_output: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, x: Any) -> np.ndarray:
+        y = self._pool(x)
+        self._input_shape = np.shape(x)
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        shape = self._cached("_input_shape")
+        return self._pool_backward(grad_output, shape) if input_grad else None
+
+
+class AvgPool2d(_ShapeCachedPool):
+    """2-D average pooling with PyTorch's divisor rules (see :func:`cnncore.avg_pool2d`).
+
+    See Also
+    --------
+    cnncore.avg_pool2d, cnncore.avg_pool2d_backward
+    """
+
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ) -> None:
+        super().__init__()
+        name = "AvgPool2d"
+        self.kernel_size, self.stride, self.padding, _ = pool2d_params(
+            name, kernel_size, stride, padding, 1, ceil_mode
+        )
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = check_bool(count_include_pad, "count_include_pad", name)
+        self.divisor_override = (
+            None
+            if divisor_override is None
+            else check_int(divisor_override, "divisor_override", name, min_value=1)
+        )
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
+            divisor_override=self.divisor_override,
+        )
+
+    def _pool(self, x: Any) -> np.ndarray:
+        return F.avg_pool2d(x, **self._kwargs())
+
+    def _pool_backward(self, grad_output: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+        return F.avg_pool2d_backward(grad_output, input_shape, **self._kwargs())
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, c, h, w = input_shape
+        geo = pool2d_geometry(
+            "AvgPool2d", (h, w), self.kernel_size, self.stride, self.padding, 1, self.ceil_mode
+        )
+        return (n, c, *geo.out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "ceil_mode": self.ceil_mode,
+            "count_include_pad": self.count_include_pad,
+            "divisor_override": self.divisor_override,
+        }
+
+
+class AdaptiveAvgPool2d(_ShapeCachedPool):
+    """Average pooling to a fixed output size (see :func:`cnncore.adaptive_avg_pool2d`)."""
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        self.output_size = to_pair(output_size, "output_size", "AdaptiveAvgPool2d", min_value=1)
+
+    def _pool(self, x: Any) -> np.ndarray:
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def _pool_backward(self, grad_output: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+        return F.adaptive_avg_pool2d_backward(grad_output, input_shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*input_shape[:2], *self.output_size)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"output_size": list(self.output_size)}
+
+
+class GlobalAvgPool2d(_ShapeCachedPool):
+    """Mean over the spatial dimensions: ``(N, C, H, W) -> (N, C, 1, 1)`` (see
+    :func:`cnncore.global_avg_pool2d`)."""
+
+    def _pool(self, x: Any) -> np.ndarray:
+        return F.global_avg_pool2d(x)
+
+    def _pool_backward(self, grad_output: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+        return F.global_avg_pool2d_backward(grad_output, input_shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*input_shape[:2], 1, 1)
