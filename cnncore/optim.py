@@ -49,6 +49,7 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "StepLR",
+    "default_lr",
     "make_optimizer",
 ]
 
@@ -501,7 +502,7 @@ class SGD(Optimizer):
         return {"momentum_buffer": 0.0} if hyper["momentum"] != 0 else {}
 
     def _update(self, data, grad, state, s0, s1, t):
-        # One fused pass (src/_optim.pyx), the exact operations of PyTorch's single-tensor
+        # One fused pass (cnncore/_optim.pyx), the exact operations of PyTorch's single-tensor
         # SGD: g = grad + wd * p; buf = g (first step) or momentum * buf + (1 - dampening) * g;
         # g = g + momentum * buf (nesterov) or buf; p = p - lr * g.
         h = self._hyper
@@ -599,7 +600,7 @@ class Adam(Optimizer):
         return out
 
     def _update(self, data, grad, state, s0, s1, t):
-        # One fused pass (src/_optim.pyx), the exact operations of PyTorch's single-tensor
+        # One fused pass (cnncore/_optim.pyx), the exact operations of PyTorch's single-tensor
         # Adam/AdamW: decay p (AdamW) or g = grad + wd * p (Adam); m.lerp_(g, 1 - beta1);
         # v = beta2 * v + (1 - beta2) * g * g; vmax = max(vmax, v) (amsgrad);
         # p += -lr / (1 - beta1**t) * m / (sqrt(v or vmax) / sqrt(1 - beta2**t) + eps).
@@ -950,11 +951,10 @@ def make_optimizer(
             f"{func}(): unknown optimizer name. Expected one of {list(OPTIMIZER_NAMES)}. "
             f"Received: optimizer={name!r}"
         )
-    check_choice(defaults, "defaults", func, ("fit", "cli"))
-    cls, fit_lr, cli_lr = _BY_NAME[key]
+    cls = _BY_NAME[key][0]
     kwargs: dict[str, Any] = {}
     if lr is None:
-        lr = fit_lr if defaults == "fit" else cli_lr
+        lr = default_lr(key, defaults, func=func)
     if lr is not None:  # else the class's own default
         kwargs["lr"] = lr
     if momentum is not None and cls is SGD:
@@ -962,6 +962,14 @@ def make_optimizer(
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay
     return cls(params, **kwargs)
+
+
+def default_lr(name: str, defaults: str = "fit", *, func: str = "default_lr") -> float | None:
+    """The learning rate :func:`make_optimizer` gives optimizer ``name`` when none is passed
+    (None: the class's own default); ``defaults`` as in :func:`make_optimizer`."""
+    check_choice(defaults, "defaults", func, ("fit", "cli"))
+    _, fit_lr, cli_lr = _BY_NAME[name.lower()]
+    return fit_lr if defaults == "fit" else cli_lr
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,9 +8,12 @@ import sys
 import time
 from typing import Any
 
+from cnncore.optim import OPTIMIZER_NAMES, default_lr, make_optimizer
+
 __all__ = ["main", "build_parser", "cmd_demo", "cmd_train", "cmd_bench", "cmd_info", "DEFAULT_LR"]
 
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
+#: The command's default learning rate per optimizer (from cnncore.optim's one table).
+DEFAULT_LR = {name: default_lr(name, "cli") for name in OPTIMIZER_NAMES}
 
 
 def _load_data(name: str) -> Any:
@@ -29,26 +32,6 @@ def _load_data(name: str) -> Any:
         "--data must be 'sample', 'fashion-mnist', 'mnist' or a directory holding the four "
         f"MNIST-format IDX files. Received: --data={name!r}"
     )
-
-
-def _make_optimizer(
-    name: str, params: Any, lr: float | None, momentum: float, weight_decay: float
-) -> Any:
-    from cnncore import optim
-
-    name = name.lower()
-    lr = DEFAULT_LR[name] if lr is None else lr
-    if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    cls = {
-        "adam": optim.Adam,
-        "adamw": optim.AdamW,
-        "rmsprop": optim.RMSprop,
-        "adagrad": optim.Adagrad,
-    }[name]
-    if name == "adamw":
-        return cls(params, lr=lr, weight_decay=weight_decay or 1e-2)
-    return cls(params, lr=lr, weight_decay=weight_decay)
 
 
 def _make_scheduler(name: str, opt: Any, epochs: int) -> Any:
@@ -86,8 +69,14 @@ def _train(args: argparse.Namespace, *, model_name: str, data: str, title: str) 
         if model_name == "cnn"
         else models.build(model_name, rng=args.seed)
     )
-    opt = _make_optimizer(
-        args.optimizer, model.parameters(), args.lr, args.momentum, args.weight_decay
+    # --weight-decay 0 (the default) keeps each optimizer's own (AdamW: 1e-2)
+    opt = make_optimizer(
+        args.optimizer,
+        model.parameters(),
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay or None,
+        defaults="cli",
     )
     sched = _make_scheduler(args.schedule, opt, args.epochs)
     print(
@@ -207,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample | fashion-mnist | mnist | DIR with MNIST-format IDX files",
     )
     training_options(p, epochs=10)
-    p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd")
+    p.add_argument("--optimizer", choices=list(OPTIMIZER_NAMES), default="sgd")
     lr_defaults = ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {lr_defaults})")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
