@@ -39,28 +39,72 @@ VE, TE = ValueError, TypeError
 
 # Bad values per parameter kind: (value, expected exception).
 KINDS = {
-    "pos_pair": [(0, VE), (-1, VE), (2**40, VE), ((1, 2, 3), VE), ((), VE), (1.5, TE),
-                 ("2", TE), (True, TE), (None, TE), ([2, 1.5], TE), (np.array([[1, 2]]), VE)],
-    "pool_stride": [(0, VE), (-2, VE), (2**40, VE), ((1, 2, 3), VE), (1.5, TE), ("2", TE),
-                    (True, TE)],
-    "nonneg_pair": [(-1, VE), (2**40, VE), ((1, 2, 3), VE), (1.5, TE), ("1", TE), (True, TE),
-                    (None, TE)],
-    "conv_padding": [(-1, VE), (2**40, VE), ((1, 2, 3), VE), (1.5, TE), ("full", VE),
-                     (None, TE), (True, TE)],
+    "pos_pair": [
+        (0, VE),
+        (-1, VE),
+        (2**40, VE),
+        ((1, 2, 3), VE),
+        ((), VE),
+        (1.5, TE),
+        ("2", TE),
+        (True, TE),
+        (None, TE),
+        ([2, 1.5], TE),
+        (np.array([[1, 2]]), VE),
+    ],
+    "pool_stride": [
+        (0, VE),
+        (-2, VE),
+        (2**40, VE),
+        ((1, 2, 3), VE),
+        (1.5, TE),
+        ("2", TE),
+        (True, TE),
+    ],
+    "nonneg_pair": [
+        (-1, VE),
+        (2**40, VE),
+        ((1, 2, 3), VE),
+        (1.5, TE),
+        ("1", TE),
+        (True, TE),
+        (None, TE),
+    ],
+    "conv_padding": [
+        (-1, VE),
+        (2**40, VE),
+        ((1, 2, 3), VE),
+        (1.5, TE),
+        ("full", VE),
+        (None, TE),
+        (True, TE),
+    ],
     "pos_int": [(0, VE), (-1, VE), (2**40, VE), (1.5, TE), ("2", TE), (True, TE), (None, TE)],
     "int": [(2**70, VE), (1.5, TE), ("1", TE), (True, TE), (None, TE)],
     "real": [("0.1", TE), (None, TE), (True, TE), (1j, TE), ([0.1], TE)],
     "bool": [(1, TE), ("yes", TE), (None, TE), (np.array([True, False]), TE)],
-    "mask3": [((True, True), VE), ((True, True, True, True), VE), ((True, 1, True), TE),
-              ((True, None, False), TE), (None, TE), ("TTT", TE), (True, TE)],
+    "mask3": [
+        ((True, True), VE),
+        ((True, True, True, True), VE),
+        ((True, 1, True), TE),
+        ((True, None, False), TE),
+        (None, TE),
+        ("TTT", TE),
+        (True, TE),
+    ],
     "choice": [("bogus", VE), (None, VE), (3, VE), ("MEAN", VE)],
     "divisor": [(0, VE), (2**40, VE), (1.5, TE), ("2", TE), (True, TE)],
-    "adaptive_size": [(-1, VE), ((1, 2, 3), VE), (2**40, VE), (1.5, TE), ("2", TE),
-                      (None, TE)],
-    "norm": [(0, VE), (-1, VE), (math.inf, VE), (math.nan, VE), ("2", TE), (None, TE),
-             (True, TE)],
-    "pad": [((1, 2, 3), VE), (2**40, VE), (1.5, TE), ("1", TE), (None, TE), (True, TE),
-            ((1, 1.5), TE)],
+    "adaptive_size": [(-1, VE), ((1, 2, 3), VE), (2**40, VE), (1.5, TE), ("2", TE), (None, TE)],
+    "norm": [(0, VE), (-1, VE), (math.inf, VE), (math.nan, VE), ("2", TE), (None, TE), (True, TE)],
+    "pad": [
+        ((1, 2, 3), VE),
+        (2**40, VE),
+        (1.5, TE),
+        ("1", TE),
+        (None, TE),
+        (True, TE),
+        ((1, 1.5), TE),
+    ],
 }
 
 # Array-argument perturbations: name -> (function of the valid array, expected exception).
@@ -115,17 +159,22 @@ SHAPE_BAD_SPATIAL = {"conv2d_backward_input", "conv2d_backward_weight", "avg_poo
 
 # Shape / channel mismatches between arguments: (argument, axis, names allowed in the message).
 MISMATCH = {
-    "conv2d": [("x", 1, "x|input|weight"), ("weight", 1, "x|input|weight"),
-               ("bias", 0, "bias")],
-    "conv2d_backward_input": [("grad_output", 1, "grad_output"), ("grad_output", 2,
-                                                                  "grad_output"),
-                              ("weight", 1, "input_shape|weight")],
-    "conv2d_backward_weight": [("grad_output", 1, "grad_output"), ("grad_output", 3,
-                                                                   "grad_output"),
-                               ("x", 1, "x|input|weight_shape")],
+    "conv2d": [("x", 1, "x|input|weight"), ("weight", 1, "x|input|weight"), ("bias", 0, "bias")],
+    "conv2d_backward_input": [
+        ("grad_output", 1, "grad_output"),
+        ("grad_output", 2, "grad_output"),
+        ("weight", 1, "input_shape|weight"),
+    ],
+    "conv2d_backward_weight": [
+        ("grad_output", 1, "grad_output"),
+        ("grad_output", 3, "grad_output"),
+        ("x", 1, "x|input|weight_shape"),
+    ],
     "linear": [("x", -1, "x"), ("weight", -1, "x|weight"), ("bias", 0, "bias")],
-    "linear_backward_input": [("grad_output", -1, "grad_output"), ("weight", 0,
-                                                                   "grad_output|weight")],
+    "linear_backward_input": [
+        ("grad_output", -1, "grad_output"),
+        ("weight", 0, "grad_output|weight"),
+    ],
     "linear_backward_weight": [("grad_output", 0, "grad_output|x"), ("x", 1, "grad_output|x")],
     "max_pool2d_backward": [("grad_output", 2, "grad_output|indices")],
     "avg_pool2d_backward": [("grad_output", 3, "grad_output")],
@@ -186,6 +235,7 @@ def _expect(call, exc, names):
 # The generated table
 # ------------------------------------------------------------------------------------------
 
+
 def _cases():
     out = []
     for spec in SPECS:
@@ -193,36 +243,56 @@ def _cases():
             for key, (_bad, exc) in ARRAY_BAD.items():
                 if key == "None" and arg in OPTIONAL:
                     continue
-                out.append(pytest.param(spec.name, "array", arg, key, exc,
-                                        id=f"{spec.name}-{arg}-{key}"))
+                out.append(
+                    pytest.param(spec.name, "array", arg, key, exc, id=f"{spec.name}-{arg}-{key}")
+                )
             if len(spec.arrays) > 1 and arg != spec.arrays[0]:
-                out.append(pytest.param(spec.name, "mixed", arg, "width", TE,
-                                        id=f"{spec.name}-{arg}-mixed-width"))
+                out.append(
+                    pytest.param(
+                        spec.name, "mixed", arg, "width", TE, id=f"{spec.name}-{arg}-mixed-width"
+                    )
+                )
             if arg in spec.fixed_ndim:
-                out.append(pytest.param(spec.name, "ndim", arg, "+1", VE,
-                                        id=f"{spec.name}-{arg}-ndim+1"))
-                out.append(pytest.param(spec.name, "ndim", arg, "-1", VE,
-                                        id=f"{spec.name}-{arg}-ndim-1"))
+                out.append(
+                    pytest.param(spec.name, "ndim", arg, "+1", VE, id=f"{spec.name}-{arg}-ndim+1")
+                )
+                out.append(
+                    pytest.param(spec.name, "ndim", arg, "-1", VE, id=f"{spec.name}-{arg}-ndim-1")
+                )
         for i, (arg, axis, _) in enumerate(MISMATCH.get(spec.name, [])):
-            out.append(pytest.param(spec.name, "mismatch", arg, i, VE,
-                                    id=f"{spec.name}-{arg}-axis{axis}-mismatch"))
+            out.append(
+                pytest.param(
+                    spec.name, "mismatch", arg, i, VE, id=f"{spec.name}-{arg}-axis{axis}-mismatch"
+                )
+            )
         for arg in spec.index_arrays:
             for key, (_, exc) in INDEX_BAD.items():
                 if (spec.name, key) == ("max_unpool2d_backward", "shape"):
                     continue  # indices give grad_x its shape: any (N, C, h, w) is valid
-                out.append(pytest.param(spec.name, "index", arg, key, exc,
-                                        id=f"{spec.name}-{arg}-{key}"))
+                out.append(
+                    pytest.param(spec.name, "index", arg, key, exc, id=f"{spec.name}-{arg}-{key}")
+                )
         for arg in spec.shape_args:
             for key, (_, exc) in SHAPE_BAD.items():
-                out.append(pytest.param(spec.name, "shape", arg, key, exc,
-                                        id=f"{spec.name}-{arg}-{key}"))
+                out.append(
+                    pytest.param(spec.name, "shape", arg, key, exc, id=f"{spec.name}-{arg}-{key}")
+                )
             if spec.name in SHAPE_BAD_SPATIAL:
-                out.append(pytest.param(spec.name, "shape", arg, "H+7", VE,
-                                        id=f"{spec.name}-{arg}-H+7"))
+                out.append(
+                    pytest.param(spec.name, "shape", arg, "H+7", VE, id=f"{spec.name}-{arg}-H+7")
+                )
         for arg, kind in spec.params.items():
             for i, (value, exc) in enumerate(KINDS[kind]):
-                out.append(pytest.param(spec.name, "param", arg, i, exc,
-                                        id=f"{spec.name}-{arg}-{kind}{i}-{value!r:.20}"))
+                out.append(
+                    pytest.param(
+                        spec.name,
+                        "param",
+                        arg,
+                        i,
+                        exc,
+                        id=f"{spec.name}-{arg}-{kind}{i}-{value!r:.20}",
+                    )
+                )
     return out
 
 
@@ -275,6 +345,7 @@ def test_every_public_function_is_in_the_table():
 # Good inputs at the edges: NaN/Inf, empty batches, views
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("name", [s.name for s in SPECS])
 def test_nan_and_inf_do_not_raise(name, value):
@@ -308,8 +379,9 @@ def test_nan_propagates(name):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", [s.name for s in SPECS
-                                  if s.name not in ("correlate2d", "convolve2d")])
+@pytest.mark.parametrize(
+    "name", [s.name for s in SPECS if s.name not in ("correlate2d", "convolve2d")]
+)
 def test_empty_batch_gives_empty_result_of_the_right_shape(name, dtype):
     spec = BY_NAME[name]
     ref = outputs(spec.call(spec.make(np.random.default_rng(0), dtype, n=3)))
@@ -367,55 +439,118 @@ def test_views_give_bit_identical_results_and_leave_inputs_alone(name, dtype):
 
 LAYERS = {
     # name: (valid constructor kwargs, parameter kinds, valid input shape)
-    "Conv2d": (dict(in_channels=4, out_channels=6, kernel_size=3, stride=1, padding=1,
-                    dilation=1, groups=2, padding_mode="zeros"),
-               dict(in_channels="pos_int", out_channels="pos_int", kernel_size="pos_pair",
-                    stride="pos_pair", padding="conv_padding", dilation="pos_pair",
-                    groups="pos_int", padding_mode="choice", dtype="dtype", rng="rng"),
-               (2, 4, 7, 7)),
-    "Linear": (dict(in_features=5, out_features=3),
-               dict(in_features="pos_int", out_features="pos_int", dtype="dtype", rng="rng"),
-               (2, 5)),
-    "MaxPool2d": (dict(kernel_size=2, stride=2, padding=0, dilation=1),
-                  dict(kernel_size="pos_pair", stride="pool_stride", padding="nonneg_pair",
-                       dilation="pos_pair", ceil_mode="bool"), (2, 3, 6, 6)),
-    "AvgPool2d": (dict(kernel_size=2, stride=2, padding=0),
-                  dict(kernel_size="pos_pair", stride="pool_stride", padding="nonneg_pair",
-                       ceil_mode="bool", count_include_pad="bool", divisor_override="divisor"),
-                  (2, 3, 6, 6)),
-    "AdaptiveAvgPool2d": (dict(output_size=(2, 3)), dict(output_size="adaptive_size"),
-                          (2, 3, 6, 6)),
+    "Conv2d": (
+        dict(
+            in_channels=4,
+            out_channels=6,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            dilation=1,
+            groups=2,
+            padding_mode="zeros",
+        ),
+        dict(
+            in_channels="pos_int",
+            out_channels="pos_int",
+            kernel_size="pos_pair",
+            stride="pos_pair",
+            padding="conv_padding",
+            dilation="pos_pair",
+            groups="pos_int",
+            padding_mode="choice",
+            dtype="dtype",
+            rng="rng",
+        ),
+        (2, 4, 7, 7),
+    ),
+    "Linear": (
+        dict(in_features=5, out_features=3),
+        dict(in_features="pos_int", out_features="pos_int", dtype="dtype", rng="rng"),
+        (2, 5),
+    ),
+    "MaxPool2d": (
+        dict(kernel_size=2, stride=2, padding=0, dilation=1),
+        dict(
+            kernel_size="pos_pair",
+            stride="pool_stride",
+            padding="nonneg_pair",
+            dilation="pos_pair",
+            ceil_mode="bool",
+        ),
+        (2, 3, 6, 6),
+    ),
+    "AvgPool2d": (
+        dict(kernel_size=2, stride=2, padding=0),
+        dict(
+            kernel_size="pos_pair",
+            stride="pool_stride",
+            padding="nonneg_pair",
+            ceil_mode="bool",
+            count_include_pad="bool",
+            divisor_override="divisor",
+        ),
+        (2, 3, 6, 6),
+    ),
+    "AdaptiveAvgPool2d": (
+        dict(output_size=(2, 3)),
+        dict(output_size="adaptive_size"),
+        (2, 3, 6, 6),
+    ),
     "GlobalAvgPool2d": ({}, {}, (2, 3, 6, 6)),
-    "BatchNorm1d": (dict(num_features=3), dict(num_features="pos_int", eps="positive",
-                                               momentum="momentum", dtype="dtype"), (4, 3)),
-    "BatchNorm2d": (dict(num_features=3), dict(num_features="pos_int", eps="positive",
-                                               momentum="momentum", dtype="dtype"),
-                    (4, 3, 5, 5)),
+    "BatchNorm1d": (
+        dict(num_features=3),
+        dict(num_features="pos_int", eps="positive", momentum="momentum", dtype="dtype"),
+        (4, 3),
+    ),
+    "BatchNorm2d": (
+        dict(num_features=3),
+        dict(num_features="pos_int", eps="positive", momentum="momentum", dtype="dtype"),
+        (4, 3, 5, 5),
+    ),
     "Flatten": (dict(start_dim=1, end_dim=-1), dict(start_dim="int", end_dim="int"), (2, 3, 4)),
     "Dropout": (dict(p=0.5), dict(p="probability"), (2, 3)),
-    "ReLU": ({}, {}, (2, 3)), "Sigmoid": ({}, {}, (2, 3)), "Tanh": ({}, {}, (2, 3)),
+    "ReLU": ({}, {}, (2, 3)),
+    "Sigmoid": ({}, {}, (2, 3)),
+    "Tanh": ({}, {}, (2, 3)),
     "LeakyReLU": (dict(negative_slope=0.1), dict(negative_slope="finite"), (2, 3)),
     "Softmax": (dict(dim=1), dict(dim="int"), (2, 3)),
     "LogSoftmax": (dict(dim=1), dict(dim="int"), (2, 3)),
 }
-LOSSES = ["CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "MSELoss", "L1Loss", "MSLELoss",
-          "MAPELoss", "L2Loss"]
+LOSSES = [
+    "CrossEntropyLoss",
+    "BCEWithLogitsLoss",
+    "BCELoss",
+    "MSELoss",
+    "L1Loss",
+    "MSLELoss",
+    "MAPELoss",
+    "L2Loss",
+]
 
 # Layer-specific parameter kinds (the library's choices: a non-number where a positive /
 # finite number / probability is expected raises ValueError, as for an out-of-range one).
 LAYER_KINDS = dict(KINDS)
-LAYER_KINDS.update({
-    "dtype": [(np.int32, TE), ("float16", TE), (object, TE), ("nonsense", TE), (complex, TE)],
-    "rng": [("seed", TE), (1.5, TE), ([1, 2], TE)],
-    "positive": [(0, VE), (-1e-5, VE), (math.nan, VE), ("1e-5", VE), (None, VE)],
-    "momentum": [(-0.1, VE), (1.5, VE), (math.nan, VE), (True, VE)],
-    "probability": [(-0.1, VE), (1.5, VE), (math.nan, VE), ("0.5", VE), (None, VE),
-                    (True, VE)],
-    "finite": [(math.inf, VE), (math.nan, VE), ("0.1", VE), (None, VE), (True, VE)],
-    "adaptive_size": [(0, VE), (-1, VE), ((1, 2, 3), VE), (2**40, VE), (1.5, TE), ("2", TE),
-                      (None, TE)],
-    "int": [(2**40, VE), (1.5, TE), ("1", TE), (True, TE), (None, TE)],
-})
+LAYER_KINDS.update(
+    {
+        "dtype": [(np.int32, TE), ("float16", TE), (object, TE), ("nonsense", TE), (complex, TE)],
+        "rng": [("seed", TE), (1.5, TE), ([1, 2], TE)],
+        "positive": [(0, VE), (-1e-5, VE), (math.nan, VE), ("1e-5", VE), (None, VE)],
+        "momentum": [(-0.1, VE), (1.5, VE), (math.nan, VE), (True, VE)],
+        "probability": [(-0.1, VE), (1.5, VE), (math.nan, VE), ("0.5", VE), (None, VE), (True, VE)],
+        "finite": [(math.inf, VE), (math.nan, VE), ("0.1", VE), (None, VE), (True, VE)],
+        "adaptive_size": [
+            (0, VE),
+            (-1, VE),
+            ((1, 2, 3), VE),
+            (2**40, VE),
+            (1.5, TE),
+            ("2", TE),
+            (None, TE),
+        ],
+        "int": [(2**40, VE), (1.5, TE), ("1", TE), (True, TE), (None, TE)],
+    }
+)
 
 
 def _layer_cases():
@@ -423,14 +558,14 @@ def _layer_cases():
     for name, (_, kinds, _) in LAYERS.items():
         for param, kind in kinds.items():
             for i, (value, exc) in enumerate(LAYER_KINDS[kind]):
-                out.append(pytest.param(name, param, i, exc,
-                                        id=f"{name}-{param}-{kind}{i}-{value!r:.20}"))
+                out.append(
+                    pytest.param(name, param, i, exc, id=f"{name}-{param}-{kind}{i}-{value!r:.20}")
+                )
     for name in LOSSES:
         for i, (value, exc) in enumerate(KINDS["choice"]):
             if value is None:  # None means the loss's default reduction
                 continue
-            out.append(pytest.param(name, "reduction", i, exc,
-                                    id=f"{name}-reduction-{value!r}"))
+            out.append(pytest.param(name, "reduction", i, exc, id=f"{name}-reduction-{value!r}"))
     return out
 
 
@@ -453,9 +588,12 @@ _FORWARD_BAD = {
     "ragged": (lambda x: [[1.0], [1.0, 2.0]], TE),
 }
 _FORWARD_SHAPE = {  # layers with a fixed input rank / channel count
-    "Conv2d": [("ndim", VE), ("channels", VE)], "Linear": [("channels", VE)],
-    "MaxPool2d": [("ndim", VE)], "AvgPool2d": [("ndim", VE)],
-    "AdaptiveAvgPool2d": [("ndim", VE)], "GlobalAvgPool2d": [("ndim", VE)],
+    "Conv2d": [("ndim", VE), ("channels", VE)],
+    "Linear": [("channels", VE)],
+    "MaxPool2d": [("ndim", VE)],
+    "AvgPool2d": [("ndim", VE)],
+    "AdaptiveAvgPool2d": [("ndim", VE)],
+    "GlobalAvgPool2d": [("ndim", VE)],
     "BatchNorm1d": [("ndim", VE), ("channels", VE)],
     "BatchNorm2d": [("ndim", VE), ("channels", VE)],
 }
