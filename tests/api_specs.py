@@ -1,464 +1,1324 @@
-"""One valid call of every public function of cnncore (functional.__all__ plus correlate2d and
-convolve2d), described so that cross-cutting tests can generate variants of it.
+"""One spec record per public op of cnncore (``cnncore.functional.__all__`` plus
+``correlate2d`` and ``convolve2d``): the single list of ops that the tests and the fuzzer
+iterate.  **Adding an op = one record here** (``op(...)`` below; the record type is
+tests/opspec.py's ``OpSpec``, modelled on PyTorch's OpInfo):
 
-Used by test_bad_input.py (generated bad-input table, empty batches, views, NaN/Inf),
-test_determinism.py (thread counts, concurrent Python threads) and test_resources.py (leaks).
+* its geometry -- ``(fixed(n, big), draw(g))``, usually shared with its family -- and a
+  ``build(arrays, geometry)`` of its keyword arguments (``vary`` draws the optional ones):
+  from these come the canonical call ``make`` and the random valid calls ``sample``;
+* its arguments (``arrays``, ``params`` kinds, ``mismatch``, ...): the bad-input rows;
+* its NaN / empty-batch behaviour, its NumPy reference and its backward relations.
 
-``Spec.make(rng, dtype, n, big)`` returns the arguments as an ordered dict (every public
-function takes its arguments by keyword); ``n`` is the batch size (0 for empty batches) and
-``big`` scales the sizes up so that the kernels split the work over several threads.
+Consumers:
+
+* tests/test_specs.py -- samples against the references (float32 and float64), a float64
+  finite-difference check of every backward relation, every sample a valid call;
+* tests/test_bad_input.py -- the error inputs (bad-input table), NaN/Inf, empty batches,
+  views;
+* tools/fuzz.py -- the valid base calls (``sample``) that it then mutates;
+* tests/test_determinism.py, tests/test_resources.py -- the canonical call (``make``).
+
+References come from tests/reference.py; those still kept in a family's test file
+(test_activation, test_loss, test_pool, test_pad, test_signal) are imported from it when a
+reference test first needs them (so the fuzzer does not import the test files).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from types import SimpleNamespace as G
 from typing import Any
 
 import numpy as np
+import reference as R
+from opspec import Backward, Canon, Draw, OpSpec, outputs, pick, same_shape
 
-import cnncore
 from cnncore import functional as F
-from cnncore._geometry import conv_output_size, pool_output_size
+from cnncore._geometry import pool_output_size
+
+__all__ = [
+    "BY_NAME",
+    "SPECS",
+    "OpSpec",
+    "outputs",
+    "draw_adaptive",
+    "draw_conv",
+    "draw_lead",
+    "draw_pool",
+    "draw_shape",
+]
+
+SPECS: list[OpSpec] = []
 
 
-@dataclass
-class Spec:
-    name: str
-    make: Callable[..., dict]
-    arrays: tuple[str, ...]                       # float data arrays
-    fixed_ndim: tuple[str, ...] = ()              # arrays whose ndim is fixed
-    index_arrays: tuple[str, ...] = ()            # integer index arrays (argmax positions)
-    shape_args: tuple[str, ...] = ()              # 4-tuples of sizes (input_shape, ...)
-    params: dict = field(default_factory=dict)    # name -> kind (see test_bad_input.KINDS)
-    batched: tuple[bool, ...] = (True,)           # per output: has the batch dimension
-    nan_in: str | None = None                     # argument whose NaN must reach the output
-    linked: tuple[str, ...] = ()                  # arrays whose shapes must agree with others
+def op(
+    name: str,
+    geometry: tuple[Callable, Callable],
+    build: Callable[[Canon, Any], dict],
+    vary: Callable[[Draw, dict, Any], None] | None = None,
+    **fields: Any,
+) -> None:
+    """Add the record of ``name``: canonical call ``build(Canon, fixed(n, big))``, random
+    calls ``build(draw, draw_geometry(draw))`` then ``vary(draw, args, geometry)``."""
+    fixed, draw_geometry = geometry
 
-    @property
-    def fn(self) -> Callable:
-        return getattr(cnncore, self.name)
+    def make(rng: np.random.Generator, dtype: Any, n: int = 2, big: bool = False) -> dict:
+        return build(Canon(rng, dtype), fixed(n, big))
 
-    def call(self, args: dict) -> Any:
-        return self.fn(**args)
+    def sample(g: Draw) -> dict:
+        geo = draw_geometry(g)
+        args = build(g, geo)
+        if vary is not None:
+            vary(g, args, geo)
+        return args
 
-
-def _x(rng, dtype, *shape, positive=False, unit=False):
-    if unit:
-        a = rng.uniform(0.05, 0.95, shape)
-    else:
-        a = rng.standard_normal(shape)
-        if positive:
-            a = np.abs(a) + 0.1
-    return a.astype(dtype)
+    SPECS.append(OpSpec(name=name, make=make, sample=sample, **fields))
 
 
-def _sizes(big):
+def _ref(module: str, name: str) -> Callable:
+    """The reference ``name`` of tests/<module>.py, imported on the first call."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _out(size: int, k: int, s: int, p_total: int, d: int) -> int:
+    return max(R.out_size(size, k, s, p_total, d), 0)
+
+
+def _sizes(big: bool) -> tuple[int, int, int]:
     # (C, H, W): "big" gives several planes and rows per thread
     return (6, 33, 29) if big else (3, 9, 8)
 
 
-SPECS: list[Spec] = []
+def _return_grad(g: Draw, args: dict, geo: Any = None) -> None:
+    if g.coin():
+        args["return_grad"] = g.coin()
+    else:
+        del args["return_grad"]
 
 
-def spec(**kw):
-    SPECS.append(Spec(**kw))
+def _unbatched(g: Draw, args: dict, key: str) -> None:
+    """With probability 0.2, drop the batch dimension of ``args[key]``."""
+    if g.coin(0.2):
+        args[key] = g.x(*args[key].shape[1:])
 
 
-# --- convolution -------------------------------------------------------------------------
+# --- convolution ---------------------------------------------------------------------------
 
 _CONV_KW = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+_CONV_OPTS = ("stride", "padding", "dilation", "groups")
+_CONV_PARAMS = dict(
+    stride="pos_pair", padding="conv_padding", dilation="pos_pair", groups="pos_int"
+)
 
 
-def _conv_shapes(n, big):
+def _conv_fixed(n: int, big: bool) -> G:
     c, h, w = (8, 33, 29) if big else (4, 9, 8)
-    k = 6
-    ho = conv_output_size(h, 3, 2, 2, 1)
-    wo = conv_output_size(w, 3, 1, 2, 2)
-    return (n, c, h, w), (k, c // 2, 3, 3), (n, k, ho, wo)
+    return G(
+        n=n,
+        c=c,
+        k=6,
+        cg=c // 2,
+        kh=3,
+        kw=3,
+        h=h,
+        w=w,
+        ho=_out(h, 3, 2, 2, 1),
+        wo=_out(w, 3, 1, 2, 2),
+        opts=_CONV_KW,
+    )
 
 
-def _conv2d(rng, dtype, n=2, big=False):
-    xs, ws, _ = _conv_shapes(n, big)
-    return dict(x=_x(rng, dtype, *xs), weight=_x(rng, dtype, *ws), bias=_x(rng, dtype, ws[0]),
-                **_CONV_KW)
+def draw_conv(g: Draw) -> G:
+    """A random valid convolution geometry (also used for the fuzzer's Conv2d layers)."""
+    groups = g.choice([1, 1, 1, 2, 3])
+    cg, kg = g.dim(1, 3), g.dim(1, 3)
+    kh, kw = g.dim(1, 4), g.dim(1, 4)
+    sh, sw = g.dim(1, 3), g.dim(1, 3)
+    dh, dw = g.dim(1, 3), g.dim(1, 3)
+    pad_kind = g.r.random()
+    if pad_kind < 0.1:
+        padding, pt, pb, pl, pr = "valid", 0, 0, 0, 0
+    elif pad_kind < 0.2:
+        sh = sw = 1
+        th, tw = dh * (kh - 1), dw * (kw - 1)
+        padding, pt, pb, pl, pr = "same", th // 2, th - th // 2, tw // 2, tw - tw // 2
+    else:
+        ph, pw = g.dim(0, 3), g.dim(0, 3)
+        padding = ph if (ph == pw and g.coin()) else (ph, pw)
+        pt = pb = ph
+        pl = pr = pw
+    n = g.dim(0, 3)
+    h = max(dh * (kh - 1) + 1 - pt - pb, 0) + g.dim(0, 8)
+    w = max(dw * (kw - 1) + 1 - pl - pr, 0) + g.dim(0, 8)
+    stride = sh if (sh == sw and g.coin()) else (sh, sw)
+    dilation = dh if (dh == dw and g.coin()) else (dh, dw)
+    return G(
+        n=n,
+        c=cg * groups,
+        k=kg * groups,
+        cg=cg,
+        kh=kh,
+        kw=kw,
+        h=h,
+        w=w,
+        ho=_out(h, kh, sh, pt + pb, dh),
+        wo=_out(w, kw, sw, pl + pr, dw),
+        opts=dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+    )
 
 
-def _conv2d_bi(rng, dtype, n=2, big=False):
-    xs, ws, gs = _conv_shapes(n, big)
-    return dict(grad_output=_x(rng, dtype, *gs), weight=_x(rng, dtype, *ws), input_shape=xs,
-                **_CONV_KW)
+CONV = (_conv_fixed, draw_conv)
 
 
-def _conv2d_bw(rng, dtype, n=2, big=False):
-    xs, ws, gs = _conv_shapes(n, big)
-    return dict(grad_output=_x(rng, dtype, *gs), x=_x(rng, dtype, *xs), weight_shape=ws,
-                **_CONV_KW)
+def _conv2d(a: Canon, c: G) -> dict:
+    return dict(
+        x=a.x(c.n, c.c, c.h, c.w), weight=a.x(c.k, c.cg, c.kh, c.kw), bias=a.x(c.k), **c.opts
+    )
 
 
-def _conv2d_bx(rng, dtype, n=2, big=False):
-    xs, ws, gs = _conv_shapes(n, big)
-    return dict(grad_output=_x(rng, dtype, *gs), x=_x(rng, dtype, *xs),
-                weight=_x(rng, dtype, *ws), **_CONV_KW, output_mask=(True, True, True))
+def _conv2d_bi(a: Canon, c: G) -> dict:
+    return dict(
+        grad_output=a.x(c.n, c.k, c.ho, c.wo),
+        weight=a.x(c.k, c.cg, c.kh, c.kw),
+        input_shape=(c.n, c.c, c.h, c.w),
+        **c.opts,
+    )
 
 
-def _conv2d_bb(rng, dtype, n=2, big=False):
-    _, _, gs = _conv_shapes(n, big)
-    return dict(grad_output=_x(rng, dtype, *gs))
+def _conv2d_bw(a: Canon, c: G) -> dict:
+    return dict(
+        grad_output=a.x(c.n, c.k, c.ho, c.wo),
+        x=a.x(c.n, c.c, c.h, c.w),
+        weight_shape=(c.k, c.cg, c.kh, c.kw),
+        **c.opts,
+    )
 
 
-_CONV_PARAMS = dict(stride="pos_pair", padding="conv_padding", dilation="pos_pair",
-                    groups="pos_int")
-spec(name="conv2d", make=_conv2d, arrays=("x", "weight", "bias"),
-     fixed_ndim=("x", "weight"), params=_CONV_PARAMS, nan_in="x",
-     linked=("x", "weight", "bias"))
-spec(name="conv2d_backward_input", make=_conv2d_bi, arrays=("grad_output", "weight"),
-     fixed_ndim=("grad_output", "weight"), shape_args=("input_shape",), params=_CONV_PARAMS,
-     nan_in="grad_output", linked=("grad_output", "weight"))
-spec(name="conv2d_backward_weight", make=_conv2d_bw, arrays=("grad_output", "x"),
-     fixed_ndim=("grad_output", "x"), shape_args=("weight_shape",), params=_CONV_PARAMS,
-     batched=(False,), nan_in="grad_output", linked=("grad_output", "x"))
-spec(name="conv2d_backward", make=_conv2d_bx, arrays=("grad_output", "x", "weight"),
-     fixed_ndim=("grad_output", "x", "weight"),
-     params=dict(_CONV_PARAMS, output_mask="mask3"), batched=(True, False, False),
-     nan_in="grad_output", linked=("grad_output", "x", "weight"))
-spec(name="conv2d_backward_bias", make=_conv2d_bb, arrays=("grad_output",),
-     fixed_ndim=("grad_output",), batched=(False,), nan_in="grad_output")
+def _conv2d_bx(a: Canon, c: G) -> dict:
+    return dict(
+        grad_output=a.x(c.n, c.k, c.ho, c.wo),
+        x=a.x(c.n, c.c, c.h, c.w),
+        weight=a.x(c.k, c.cg, c.kh, c.kw),
+        **c.opts,
+        output_mask=(True, True, True),
+    )
+
+
+def _maybe_no_bias(g: Draw, args: dict, geo: Any) -> None:
+    if not g.coin(0.7):
+        args["bias"] = None
+
+
+def _random_mask(g: Draw, args: dict, geo: Any) -> None:
+    args["output_mask"] = (g.coin(), g.coin(), g.coin())
+
+
+def _conv_ref(a: dict) -> Any:
+    return R.conv2d_ref(a["x"], a["weight"], a.get("bias"), **pick(a, *_CONV_OPTS))
+
+
+def _conv_backward_ref(a: dict) -> tuple:
+    go, opts = a["grad_output"], pick(a, *_CONV_OPTS)
+    grads = (
+        R.conv2d_backward_input_ref(go, a["weight"], a["x"].shape, **opts),
+        R.conv2d_backward_weight_ref(go, a["x"], a["weight"].shape, **opts),
+        R.conv2d_backward_bias_ref(go),
+    )
+    mask = a.get("output_mask", (True, True, True))
+    return tuple(r if m else None for r, m in zip(grads, mask, strict=True))
+
+
+def _conv_input_grad(a: dict, g: Any, out: tuple) -> dict:
+    return dict(grad_output=g, weight=a["weight"], input_shape=a["x"].shape, **pick(a, *_CONV_OPTS))
+
+
+def _conv_weight_grad(a: dict, g: Any, out: tuple) -> dict:
+    return dict(grad_output=g, x=a["x"], weight_shape=a["weight"].shape, **pick(a, *_CONV_OPTS))
+
+
+def _conv_grads(a: dict, g: Any, out: tuple) -> dict:
+    return dict(grad_output=g, x=a["x"], weight=a["weight"], **pick(a, *_CONV_OPTS))
+
+
+op(
+    "conv2d",
+    CONV,
+    _conv2d,
+    _maybe_no_bias,
+    arrays=("x", "weight", "bias"),
+    fixed_ndim=("x", "weight"),
+    optional=("bias",),
+    params=_CONV_PARAMS,
+    nan_in="x",
+    mismatch=(("x", 1, "x|input|weight"), ("weight", 1, "x|input|weight"), ("bias", 0, "bias")),
+    reference=_conv_ref,
+    backward=(
+        Backward("conv2d_backward_input", ("x",), _conv_input_grad),
+        Backward("conv2d_backward_weight", ("weight",), _conv_weight_grad),
+        Backward("conv2d_backward_bias", ("bias",), lambda a, g, out: dict(grad_output=g)),
+        Backward("conv2d_backward", ("x", "weight", "bias"), _conv_grads),
+    ),
+)
+op(
+    "conv2d_backward_input",
+    CONV,
+    _conv2d_bi,
+    arrays=("grad_output", "weight"),
+    fixed_ndim=("grad_output", "weight"),
+    shape_args=("input_shape",),
+    spatial_shape=True,
+    params=_CONV_PARAMS,
+    nan_in="grad_output",
+    mismatch=(
+        ("grad_output", 1, "grad_output"),
+        ("grad_output", 2, "grad_output"),
+        ("weight", 1, "input_shape|weight"),
+    ),
+    reference=lambda a: R.conv2d_backward_input_ref(
+        a["grad_output"], a["weight"], a["input_shape"], **pick(a, *_CONV_OPTS)
+    ),
+)
+op(
+    "conv2d_backward_weight",
+    CONV,
+    _conv2d_bw,
+    arrays=("grad_output", "x"),
+    fixed_ndim=("grad_output", "x"),
+    shape_args=("weight_shape",),
+    spatial_shape=True,
+    params=_CONV_PARAMS,
+    batched=(False,),
+    nan_in="grad_output",
+    mismatch=(
+        ("grad_output", 1, "grad_output"),
+        ("grad_output", 3, "grad_output"),
+        ("x", 1, "x|input|weight_shape"),
+    ),
+    reference=lambda a: R.conv2d_backward_weight_ref(
+        a["grad_output"], a["x"], a["weight_shape"], **pick(a, *_CONV_OPTS)
+    ),
+)
+op(
+    "conv2d_backward",
+    CONV,
+    _conv2d_bx,
+    _random_mask,
+    arrays=("grad_output", "x", "weight"),
+    fixed_ndim=("grad_output", "x", "weight"),
+    params=dict(_CONV_PARAMS, output_mask="mask3"),
+    batched=(True, False, False),
+    nan_in="grad_output",
+    reference=_conv_backward_ref,
+)
+op(
+    "conv2d_backward_bias",
+    CONV,
+    lambda a, c: dict(grad_output=a.x(c.n, c.k, c.ho, c.wo)),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    batched=(False,),
+    nan_in="grad_output",
+    reference=lambda a: R.conv2d_backward_bias_ref(a["grad_output"]),
+)
+
+# --- im2col / col2im -----------------------------------------------------------------------
 
 _UNFOLD_KW = dict(kernel_size=(2, 3), stride=(1, 2), padding=1, dilation=1)
-_UNFOLD_PARAMS = dict(kernel_size="pos_pair", stride="pos_pair", padding="nonneg_pair",
-                      dilation="pos_pair")
+_UNFOLD_OPTS = ("kernel_size", "stride", "padding", "dilation")
+_UNFOLD_PARAMS = dict(
+    kernel_size="pos_pair", stride="pos_pair", padding="nonneg_pair", dilation="pos_pair"
+)
 
 
-def _im2col(rng, dtype, n=2, big=False):
+def _unfold_fixed(n: int, big: bool) -> G:
     c, h, w = _sizes(big)
-    return dict(x=_x(rng, dtype, n, c, h, w), **_UNFOLD_KW)
+    return G(
+        n=n,
+        c=c,
+        kh=2,
+        kw=3,
+        h=h,
+        w=w,
+        ho=_out(h, 2, 1, 2, 1),
+        wo=_out(w, 3, 2, 2, 1),
+        opts=_UNFOLD_KW,
+    )
 
 
-def _col2im(rng, dtype, n=2, big=False):
-    c, h, w = _sizes(big)
-    length = conv_output_size(h, 2, 1, 2, 1) * conv_output_size(w, 3, 2, 2, 1)
-    return dict(cols=_x(rng, dtype, n, c * 6, length), output_size=(h, w), **_UNFOLD_KW)
+def _unfold_draw(g: Draw) -> G:
+    kh, kw = g.dim(1, 4), g.dim(1, 4)
+    sh, sw = g.dim(1, 3), g.dim(1, 3)
+    dh, dw = g.dim(1, 3), g.dim(1, 3)
+    ph, pw = g.dim(0, 3), g.dim(0, 3)
+    h = max(dh * (kh - 1) + 1 - 2 * ph, 0) + g.dim(0, 8)
+    w = max(dw * (kw - 1) + 1 - 2 * pw, 0) + g.dim(0, 8)
+    return G(
+        n=g.dim(0, 3),
+        c=g.dim(0, 4),
+        kh=kh,
+        kw=kw,
+        h=h,
+        w=w,
+        ho=_out(h, kh, sh, 2 * ph, dh),
+        wo=_out(w, kw, sw, 2 * pw, dw),
+        opts=dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw)),
+    )
 
 
-spec(name="im2col", make=_im2col, arrays=("x",), params=_UNFOLD_PARAMS, nan_in="x")
-spec(name="col2im", make=_col2im, arrays=("cols",),
-     params=dict(_UNFOLD_PARAMS, output_size="nonneg_pair"), nan_in="cols")
+UNFOLD = (_unfold_fixed, _unfold_draw)
 
 
-# --- linear ------------------------------------------------------------------------------
-
-def _lin(big):
-    return (70, 37, 45) if big else (2, 5, 4)  # (rows per batch item, in, out)
-
-
-def _linear(rng, dtype, n=2, big=False):
-    r, i, o = _lin(big)
-    return dict(x=_x(rng, dtype, n, r, i), weight=_x(rng, dtype, o, i), bias=_x(rng, dtype, o))
+def _per_item(ref: Callable, a: Any, ndim: int, *rest: Any, **kw: Any) -> Any:
+    """The batched-only reference ``ref`` (batches of ``ndim`` dimensions) of ``a``, which
+    may lack the batch dimension."""
+    return ref(a, *rest, **kw) if a.ndim == ndim else ref(a[None], *rest, **kw)[0]
 
 
-def _linear_bi(rng, dtype, n=2, big=False):
-    r, i, o = _lin(big)
-    return dict(grad_output=_x(rng, dtype, n, r, o), weight=_x(rng, dtype, o, i))
+op(
+    "im2col",
+    UNFOLD,
+    lambda a, u: dict(x=a.x(u.n, u.c, u.h, u.w), **u.opts),
+    lambda g, args, u: _unbatched(g, args, "x"),
+    arrays=("x",),
+    params=_UNFOLD_PARAMS,
+    nan_in="x",
+    reference=lambda a: _per_item(R.im2col_ref, a["x"], 4, **pick(a, *_UNFOLD_OPTS)),
+    backward=(
+        Backward(
+            "col2im",
+            ("x",),
+            lambda a, g, out: dict(cols=g, output_size=a["x"].shape[-2:], **pick(a, *_UNFOLD_OPTS)),
+        ),
+    ),
+)
+op(
+    "col2im",
+    UNFOLD,
+    lambda a, u: dict(
+        cols=a.x(u.n, u.c * u.kh * u.kw, u.ho * u.wo), output_size=(u.h, u.w), **u.opts
+    ),
+    lambda g, args, u: _unbatched(g, args, "cols"),
+    arrays=("cols",),
+    params=dict(_UNFOLD_PARAMS, output_size="nonneg_pair"),
+    nan_in="cols",
+    reference=lambda a: _per_item(
+        R.col2im_ref, a["cols"], 3, a["output_size"], **pick(a, *_UNFOLD_OPTS)
+    ),
+    backward=(
+        Backward("im2col", ("cols",), lambda a, g, out: dict(x=g, **pick(a, *_UNFOLD_OPTS))),
+    ),
+)
+
+# --- linear --------------------------------------------------------------------------------
 
 
-def _linear_bw(rng, dtype, n=2, big=False):
-    r, i, o = _lin(big)
-    return dict(grad_output=_x(rng, dtype, n, r, o), x=_x(rng, dtype, n, r, i))
+def draw_lead(g: Draw) -> tuple[int, ...]:
+    """0 to 2 leading dimensions."""
+    return tuple(g.dim(0, 5) for _ in range(int(g.r.integers(0, 3))))
 
 
-def _linear_bb(rng, dtype, n=2, big=False):
-    r, _, o = _lin(big)
-    return dict(grad_output=_x(rng, dtype, n, r, o))
+def _lin_fixed(n: int, big: bool) -> G:
+    r, i, o = (70, 37, 45) if big else (2, 5, 4)  # (rows per batch item, in, out)
+    return G(lead=(n, r), i=i, o=o)
 
 
-spec(name="linear", make=_linear, arrays=("x", "weight", "bias"), fixed_ndim=("weight",),
-     nan_in="x", linked=("x", "weight", "bias"))
-spec(name="linear_backward_input", make=_linear_bi, arrays=("grad_output", "weight"),
-     fixed_ndim=("weight",), nan_in="grad_output", linked=("grad_output", "weight"))
-spec(name="linear_backward_weight", make=_linear_bw, arrays=("grad_output", "x"),
-     batched=(False,), nan_in="grad_output", linked=("grad_output", "x"))
-spec(name="linear_backward_bias", make=_linear_bb, arrays=("grad_output",), batched=(False,),
-     nan_in="grad_output")
+LINEAR = (_lin_fixed, lambda g: G(i=g.dim(0, 9), o=g.dim(0, 9), lead=draw_lead(g)))
+
+op(
+    "linear",
+    LINEAR,
+    lambda a, L: dict(x=a.x(*L.lead, L.i), weight=a.x(L.o, L.i), bias=a.x(L.o)),
+    _maybe_no_bias,
+    arrays=("x", "weight", "bias"),
+    fixed_ndim=("weight",),
+    optional=("bias",),
+    nan_in="x",
+    mismatch=(("x", -1, "x"), ("weight", -1, "x|weight"), ("bias", 0, "bias")),
+    reference=lambda a: R.linear_ref(a["x"], a["weight"], a.get("bias")),
+    backward=(
+        Backward(
+            "linear_backward_input",
+            ("x",),
+            lambda a, g, out: dict(grad_output=g, weight=a["weight"]),
+        ),
+        Backward(
+            "linear_backward_weight", ("weight",), lambda a, g, out: dict(grad_output=g, x=a["x"])
+        ),
+        Backward("linear_backward_bias", ("bias",), lambda a, g, out: dict(grad_output=g)),
+    ),
+)
+op(
+    "linear_backward_input",
+    LINEAR,
+    lambda a, L: dict(grad_output=a.x(*L.lead, L.o), weight=a.x(L.o, L.i)),
+    arrays=("grad_output", "weight"),
+    fixed_ndim=("weight",),
+    nan_in="grad_output",
+    mismatch=(("grad_output", -1, "grad_output"), ("weight", 0, "grad_output|weight")),
+    reference=lambda a: R.linear_backward_input_ref(a["grad_output"], a["weight"]),
+)
+op(
+    "linear_backward_weight",
+    LINEAR,
+    lambda a, L: dict(grad_output=a.x(*L.lead, L.o), x=a.x(*L.lead, L.i)),
+    arrays=("grad_output", "x"),
+    batched=(False,),
+    nan_in="grad_output",
+    mismatch=(("grad_output", 0, "grad_output|x"), ("x", 1, "grad_output|x")),
+    reference=lambda a: R.linear_backward_weight_ref(a["grad_output"], a["x"]),
+)
+op(
+    "linear_backward_bias",
+    LINEAR,
+    lambda a, L: dict(grad_output=a.x(*L.lead, L.o)),
+    arrays=("grad_output",),
+    batched=(False,),
+    nan_in="grad_output",
+    reference=lambda a: R.linear_backward_bias_ref(a["grad_output"]),
+)
+
+# --- activations ---------------------------------------------------------------------------
 
 
-# --- activations -------------------------------------------------------------------------
+def draw_shape(g: Draw) -> tuple[int, ...]:
+    """Any shape of 0 to 4 dimensions."""
+    return tuple(g.dim(0, 6) for _ in range(int(g.r.integers(0, 5))))
 
-def _act_shape(n, big):
+
+def _act_fixed(n: int, big: bool) -> tuple[int, ...]:
     return (n, 70, 300) if big else (n, 3, 4)
 
 
-def _unary(extra=None):
-    def make(rng, dtype, n=2, big=False):
-        return dict(x=_x(rng, dtype, *_act_shape(n, big)), **(extra or {}))
-    return make
+ANY_SHAPE = (_act_fixed, draw_shape)
 
 
-def _binary(saved, extra=None, positive=False):
-    def make(rng, dtype, n=2, big=False):
-        shape = _act_shape(n, big)
-        return {"grad_output": _x(rng, dtype, *shape),
-                saved: _x(rng, dtype, *shape, positive=positive), **(extra or {})}
-    return make
+def _slope(g: Draw, args: dict) -> None:
+    if g.coin():
+        args["negative_slope"] = float(g.r.standard_normal())
+    else:
+        del args["negative_slope"]
 
 
-for _name in ("relu", "sigmoid", "tanh"):
-    spec(name=_name, make=_unary(), arrays=("x",), nan_in="x")
-spec(name="leaky_relu", make=_unary({"negative_slope": 0.1}), arrays=("x",),
-     params=dict(negative_slope="real"), nan_in="x")
-spec(name="relu_backward", make=_binary("output", positive=True),
-     arrays=("grad_output", "output"), nan_in="grad_output", linked=("grad_output", "output"))
-spec(name="leaky_relu_backward", make=_binary("x", {"negative_slope": 0.1}),
-     arrays=("grad_output", "x"), params=dict(negative_slope="real"), nan_in="grad_output",
-     linked=("grad_output", "x"))
-for _name in ("sigmoid_backward", "tanh_backward"):
-    spec(name=_name, make=_binary("output"), arrays=("grad_output", "output"),
-         nan_in="grad_output", linked=("grad_output", "output"))
+def _out_unary(g: Draw, args: dict, shape: Any) -> None:
+    if "negative_slope" in args:
+        _slope(g, args)
+    if g.coin(0.2):  # in place or into a new array
+        args["out"] = args["x"] if g.coin() else np.empty_like(args["x"])
 
 
-def _softmax(rng, dtype, n=2, big=False):
-    return dict(x=_x(rng, dtype, *_act_shape(n, big)), dim=1)
+def _out_binary(g: Draw, args: dict, shape: Any) -> None:
+    if "negative_slope" in args:
+        _slope(g, args)
+    if g.coin(0.2):  # into either input or a new array
+        saved = args["output" if "output" in args else "x"]
+        args["out"] = g.choice([args["grad_output"], saved, np.empty_like(saved)])
 
 
-def _softmax_bw(rng, dtype, n=2, big=False):
-    shape = _act_shape(n, big)
-    return dict(grad_output=_x(rng, dtype, *shape), output=_x(rng, dtype, *shape, unit=True),
-                dim=1)
+def _act_ref(name: str, *keys: str) -> Callable[[dict], Any]:
+    return lambda a: _ref("test_activation", name)(a["x"], *[a[k] for k in keys if k in a])
+
+
+_ACT_BACKWARD = {  # name -> (argument saved from the forward, kept positive)
+    "relu": ("output", True),
+    "leaky_relu": ("x", False),
+    "sigmoid": ("output", False),
+    "tanh": ("output", False),
+}
+
+for _name, (_saved, _pos) in _ACT_BACKWARD.items():
+    _slope_kw = {"negative_slope": 0.1} if _name == "leaky_relu" else {}
+    op(
+        _name,
+        ANY_SHAPE,
+        lambda a, s, kw=_slope_kw: dict(x=a.x(*s), **kw),
+        _out_unary,
+        arrays=("x",),
+        params=dict(negative_slope="real") if _slope_kw else {},
+        nan_in="x",
+        reference=_act_ref("ref_" + _name, "negative_slope"),
+        backward=(
+            Backward(
+                _name + "_backward",
+                ("x",),
+                lambda a, g, out, saved=_saved: dict(
+                    grad_output=g,
+                    **{saved: out[0] if saved == "output" else a["x"]},
+                    **pick(a, "negative_slope"),
+                ),
+            ),
+        ),
+    )
+    op(
+        _name + "_backward",
+        ANY_SHAPE,
+        lambda a, s, saved=_saved, pos=_pos, kw=_slope_kw: {
+            "grad_output": a.x(*s),
+            saved: a.x(*s, positive=pos),
+            **kw,
+        },
+        _out_binary,
+        arrays=("grad_output", _saved),
+        params=dict(negative_slope="real") if _slope_kw else {},
+        nan_in="grad_output",
+        mismatch=same_shape("grad_output", _saved),
+        reference=lambda a, name=_name, saved=_saved: getattr(R, name + "_backward_ref")(
+            a["grad_output"], a[saved], *[a[k] for k in ("negative_slope",) if k in a]
+        ),
+    )
+
+
+def _dim(g: Draw, args: dict, shape: tuple[int, ...]) -> None:
+    nd = max(len(shape), 1)
+    args["dim"] = int(g.r.integers(-nd, nd))
+    if g.coin(0.2):
+        args["out"] = args["x" if "x" in args else "grad_output"]  # in place
+
+
+def _softmax_ref(name: str, *arrays: str) -> Callable[[dict], Any]:
+    def ref(a: dict) -> Any:
+        xs = [np.asarray(a[k]) for k in arrays]
+        if xs[0].ndim == 0:  # a scalar: one slice of length 1
+            return _ref("test_activation", name)(*[x[None] for x in xs], 0)[0]
+        return _ref("test_activation", name)(*xs, a.get("dim", 1))
+
+    return ref
 
 
 for _name in ("softmax", "log_softmax"):
-    spec(name=_name, make=_softmax, arrays=("x",), params=dict(dim="int"), nan_in="x")
-    spec(name=_name + "_backward", make=_softmax_bw, arrays=("grad_output", "output"),
-         params=dict(dim="int"), nan_in="grad_output", linked=("grad_output", "output"))
+    op(
+        _name,
+        ANY_SHAPE,
+        lambda a, s: dict(x=a.x(*s), dim=1),
+        _dim,
+        arrays=("x",),
+        params=dict(dim="int"),
+        nan_in="x",
+        reference=_softmax_ref("ref_" + _name, "x"),
+        backward=(
+            Backward(
+                _name + "_backward",
+                ("x",),
+                lambda a, g, out: dict(grad_output=g, output=out[0], dim=a["dim"]),
+            ),
+        ),
+    )
+    op(
+        _name + "_backward",
+        ANY_SHAPE,
+        lambda a, s: dict(grad_output=a.x(*s), output=a.x(*s, unit=True), dim=1),
+        _dim,
+        arrays=("grad_output", "output"),
+        params=dict(dim="int"),
+        nan_in="grad_output",
+        mismatch=same_shape("grad_output", "output"),
+        reference=_softmax_ref(f"ref_{_name}_backward", "grad_output", "output"),
+    )
 
+# --- losses --------------------------------------------------------------------------------
 
-# --- losses ------------------------------------------------------------------------------
-
-_POINTWISE = {  # name -> (prediction argument, value kind)
-    "mse_loss": ("input", None), "l2_loss": ("input", None), "l1_loss": ("input", None),
-    "msle_loss": ("input", "positive"), "mape_loss": ("input", None),
+_POINTWISE = {  # name -> (prediction argument, value kind of prediction and target)
+    "mse_loss": ("input", None),
+    "l2_loss": ("input", None),
+    "l1_loss": ("input", None),
+    "msle_loss": ("input", "positive"),
+    "mape_loss": ("input", None),
     "binary_cross_entropy_with_logits": ("logits", None),
     "binary_cross_entropy": ("probs", "unit"),
 }
+_LOSS_FIXED = (lambda n, big: (n, 70, 300) if big else (n, 3, 4), draw_shape)
 
 
-def _pointwise(pred, kind, backward):
-    def make(rng, dtype, n=2, big=False):
-        shape = (n, 70, 300) if big else (n, 3, 4)
-        opts = {"positive": kind == "positive", "unit": kind == "unit"}
-        args = {pred: _x(rng, dtype, *shape, **opts), "target": _x(rng, dtype, *shape, **opts),
-                "reduction": "sum"}
-        if not backward:
-            args["return_grad"] = True
-        return args
-    return make
+def _reduce(per: np.ndarray, reduction: str) -> Any:
+    if reduction == "none":
+        return per
+    return per.sum() if reduction == "sum" else per.sum() / per.size
 
+
+def _pointwise_ref(name: str, pred: str) -> Callable[[dict], Any]:
+    default = "sum" if name == "l2_loss" else "mean"
+    return lambda a: _reduce(
+        _ref("test_loss", "ref_pointwise")(name, a[pred], a["target"]), a.get("reduction", default)
+    )
+
+
+def _loss_vary(g: Draw, args: dict, geo: Any) -> None:
+    args["reduction"] = g.choice(["mean", "sum", "none"])
+    if "return_grad" in args:
+        _return_grad(g, args)
+
+
+def _loss_grads(name: str, pred: str, *extra: str) -> tuple[Backward, ...]:
+    """The loss's backward function, and its ``return_grad=True`` gradient."""
+    return (
+        Backward(
+            name + "_backward",
+            (pred,),
+            lambda a, g, out: pick(a, pred, "target", "reduction", *extra),
+        ),
+        Backward(name, (pred,), lambda a, g, out: dict(a, return_grad=True), result=1),
+    )
+
+
+_NAN_GRADIENT_IS_ZERO = {"l1_loss", "mape_loss"}  # through sign(): zero at NaN, as in PyTorch
+_REJECTS = {
+    "binary_cross_entropy": ("nan", "inf", "-inf"),  # probabilities are in [0, 1]
+    "msle_loss": ("-inf",),
+}  # log1p: inputs <= -1 are outside the domain
 
 for _name, (_pred, _kind) in _POINTWISE.items():
-    _params = dict(reduction="choice")
-    spec(name=_name, make=_pointwise(_pred, _kind, False), arrays=(_pred, "target"),
-         params=dict(_params, return_grad="bool"), batched=(False, True), nan_in=_pred,
-         linked=(_pred, "target"))
-    spec(name=_name + "_backward", make=_pointwise(_pred, _kind, True), arrays=(_pred, "target"),
-         params=_params, nan_in=_pred, linked=(_pred, "target"))
+    for _bw in (False, True):
+        _nan_out = (("zero",) if _bw else ("nan", "zero")) if _name in _NAN_GRADIENT_IS_ZERO else ()
+        op(
+            _name + ("_backward" if _bw else ""),
+            _LOSS_FIXED,
+            lambda a, s, pred=_pred, kind=_kind, bw=_bw: {
+                pred: a.x(*s, positive=kind == "positive", unit=kind == "unit"),
+                "target": a.x(
+                    *s, positive=kind == "positive", unit=kind == "unit" or pred == "logits"
+                ),
+                "reduction": "sum",
+                **({} if bw else {"return_grad": True}),
+            },
+            _loss_vary,
+            arrays=(_pred, "target"),
+            params=dict(reduction="choice", **({} if _bw else {"return_grad": "bool"})),
+            batched=(True,) if _bw else (False, True),
+            nan_in=_pred,
+            mismatch=same_shape(_pred, "target"),
+            nan_out=_nan_out,
+            rejects=_REJECTS.get(_name, ()),
+            reference=None if _bw else _pointwise_ref(_name, _pred),
+            backward=() if _bw else _loss_grads(_name, _pred),
+        )
 
 
-def _ce(backward):
-    def make(rng, dtype, n=2, big=False):
-        c, s = (40, 200) if big else (5, 3)
-        args = dict(logits=_x(rng, dtype, n, c, s),
-                    target=rng.integers(0, c, (n, s)).astype(np.int64), reduction="sum",
-                    label_smoothing=0.1)
-        if not backward:
-            args["return_grad"] = True
-        return args
-    return make
+def _ce_fixed(n: int, big: bool) -> G:
+    c, s = (40, 200) if big else (5, 3)
+    return G(c=c, lead=(n, s))
 
 
-spec(name="cross_entropy", make=_ce(False), arrays=("logits",),
-     params=dict(reduction="choice", label_smoothing="real", ignore_index="int",
-                 return_grad="bool"), batched=(False, True), nan_in="logits",
-     linked=("logits",))
-spec(name="cross_entropy_backward", make=_ce(True), arrays=("logits",),
-     params=dict(reduction="choice", label_smoothing="real", ignore_index="int"),
-     nan_in="logits", linked=("logits",))
+def _ce_draw(g: Draw) -> G:
+    c = g.dim(1, 6)
+    if g.coin(0.2):
+        return G(c=c, lead=())  # unbatched
+    spatial = tuple(g.dim(0, 3) for _ in range(int(g.r.integers(0, 3))))
+    return G(c=c, lead=(g.dim(0, 4), *spatial))
 
 
-# --- pooling -----------------------------------------------------------------------------
+def _ce(a: Canon, geo: G, backward: bool) -> dict:
+    lead, c = geo.lead, geo.c
+    logits = a.x(lead[0], c, *lead[1:]) if lead else a.x(c)
+    args = dict(logits=logits, target=a.indices(lead, c), reduction="sum", label_smoothing=0.1)
+    if not backward:
+        args["return_grad"] = True
+    return args
+
+
+def _ce_vary(g: Draw, args: dict, geo: G) -> None:
+    logits = args["logits"]
+    if g.coin(0.3):  # class probabilities
+        t = g.r.random(logits.shape)
+        axis = 0 if logits.ndim == 1 else 1
+        args["target"] = (t / np.maximum(t.sum(axis=axis, keepdims=True), 1e-9)).astype(g.dt)
+    else:
+        args["target"] = args["target"].astype(g.choice([np.int64, np.int32, np.uint8]))
+    args["reduction"] = g.choice(["mean", "sum", "none"])
+    if g.coin(0.3):
+        args["label_smoothing"] = float(g.r.random())
+    else:
+        del args["label_smoothing"]
+    if g.coin(0.2):
+        args["ignore_index"] = int(g.r.integers(-2, geo.c + 1))
+    t = args["target"]
+    if t.dtype.kind == "i" and t.size and g.coin(0.2):  # an ignored position
+        t.reshape(-1)[0] = args.get("ignore_index", -100)
+    if "return_grad" in args:
+        _return_grad(g, args)
+
+
+def _ce_ref(a: dict) -> Any:
+    return _ref("test_loss", "ref_cross_entropy")(
+        a["logits"], a["target"], **pick(a, "reduction", "label_smoothing", "ignore_index")
+    )
+
+
+for _bw in (False, True):
+    op(
+        "cross_entropy" + ("_backward" if _bw else ""),
+        (_ce_fixed, _ce_draw),
+        lambda a, geo, bw=_bw: _ce(a, geo, bw),
+        _ce_vary,
+        arrays=("logits",),
+        params=dict(
+            reduction="choice",
+            label_smoothing="real",
+            ignore_index="int",
+            **({} if _bw else {"return_grad": "bool"}),
+        ),
+        batched=(True,) if _bw else (False, True),
+        nan_in="logits",
+        mismatch=(("logits", 0 if _bw else 2, "target|logits"),),
+        reference=None if _bw else _ce_ref,
+        backward=()
+        if _bw
+        else _loss_grads("cross_entropy", "logits", "label_smoothing", "ignore_index"),
+    )
+
+# --- pooling -------------------------------------------------------------------------------
 
 _MAX_KW = dict(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True)
-_AVG_KW = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False,
-               divisor_override=None)
-
-
-def _pool_out(h, w, k=3, s=2, p=1, ceil=True):
-    return pool_output_size(h, k, s, p, 1, ceil), pool_output_size(w, k, s, p, 1, ceil)
-
-
-def _max_pool(rng, dtype, n=2, big=False):
-    c, h, w = _sizes(big)
-    return dict(x=_x(rng, dtype, n, c, h, w), return_indices=True, **_MAX_KW)
-
-
-def _indices(rng, shape, plane):
-    return rng.integers(0, plane, shape).astype(np.int64)
-
-
-def _max_pool_bw(rng, dtype, n=2, big=False):
-    c, h, w = _sizes(big)
-    ho, wo = _pool_out(h, w)
-    return dict(grad_output=_x(rng, dtype, n, c, ho, wo),
-                indices=_indices(rng, (n, c, ho, wo), h * w), input_shape=(n, c, h, w))
-
-
-def _avg_pool(rng, dtype, n=2, big=False):
-    c, h, w = _sizes(big)
-    return dict(x=_x(rng, dtype, n, c, h, w), **_AVG_KW)
-
-
-def _avg_pool_bw(rng, dtype, n=2, big=False):
-    c, h, w = _sizes(big)
-    ho, wo = _pool_out(h, w)
-    return dict(grad_output=_x(rng, dtype, n, c, ho, wo), input_shape=(n, c, h, w), **_AVG_KW)
-
-
-_POOL_PARAMS = dict(kernel_size="pos_pair", stride="pool_stride", padding="nonneg_pair",
-                    ceil_mode="bool")
-spec(name="max_pool2d", make=_max_pool, arrays=("x",), fixed_ndim=("x",),
-     params=dict(_POOL_PARAMS, dilation="pos_pair", return_indices="bool"),
-     batched=(True, True), nan_in="x")
-spec(name="max_pool2d_backward", make=_max_pool_bw, arrays=("grad_output",),
-     fixed_ndim=("grad_output",), index_arrays=("indices",), shape_args=("input_shape",),
-     nan_in="grad_output")
-spec(name="avg_pool2d", make=_avg_pool, arrays=("x",), fixed_ndim=("x",),
-     params=dict(_POOL_PARAMS, count_include_pad="bool", divisor_override="divisor"),
-     nan_in="x")
-spec(name="avg_pool2d_backward", make=_avg_pool_bw, arrays=("grad_output",),
-     fixed_ndim=("grad_output",), shape_args=("input_shape",),
-     params=dict(_POOL_PARAMS, count_include_pad="bool", divisor_override="divisor"),
-     nan_in="grad_output")
-
-
-def _adaptive(kind, backward):
-    def make(rng, dtype, n=2, big=False):
-        c, h, w = _sizes(big)
-        oh, ow = (7, 5) if big else (4, 3)
-        if kind == "global":
-            oh = ow = 1
-        if not backward:
-            args = dict(x=_x(rng, dtype, n, c, h, w))
-            if kind != "global":
-                args["output_size"] = (oh, ow)
-            if kind == "max":
-                args["return_indices"] = True
-            return args
-        args = dict(grad_output=_x(rng, dtype, n, c, oh, ow))
-        if kind == "max":
-            args["indices"] = _indices(rng, (n, c, oh, ow), h * w)
-        args["input_shape"] = (n, c, h, w)
-        return args
-    return make
-
-
-spec(name="adaptive_avg_pool2d", make=_adaptive("avg", False), arrays=("x",),
-     fixed_ndim=("x",), params=dict(output_size="adaptive_size"), nan_in="x")
-spec(name="adaptive_avg_pool2d_backward", make=_adaptive("avg", True), arrays=("grad_output",),
-     fixed_ndim=("grad_output",), shape_args=("input_shape",), nan_in="grad_output")
-spec(name="adaptive_max_pool2d", make=_adaptive("max", False), arrays=("x",),
-     fixed_ndim=("x",), params=dict(output_size="adaptive_size", return_indices="bool"),
-     batched=(True, True), nan_in="x")
-spec(name="adaptive_max_pool2d_backward", make=_adaptive("max", True),
-     arrays=("grad_output",), fixed_ndim=("grad_output",), index_arrays=("indices",),
-     shape_args=("input_shape",), nan_in="grad_output")
-spec(name="global_avg_pool2d", make=_adaptive("global", False), arrays=("x",),
-     fixed_ndim=("x",), nan_in="x")
-spec(name="global_avg_pool2d_backward", make=_adaptive("global", True),
-     arrays=("grad_output",), fixed_ndim=("grad_output",), shape_args=("input_shape",),
-     nan_in="grad_output")
-
+_AVG_KW = dict(
+    kernel_size=3,
+    stride=2,
+    padding=1,
+    ceil_mode=True,
+    count_include_pad=False,
+    divisor_override=None,
+)
 _LP_KW = dict(norm_type=2.0, kernel_size=3, stride=2, ceil_mode=False)
+_POOL_PARAMS = dict(
+    kernel_size="pos_pair", stride="pool_stride", padding="nonneg_pair", ceil_mode="bool"
+)
+_AVG_PARAMS = dict(_POOL_PARAMS, count_include_pad="bool", divisor_override="divisor")
+_LP_PARAMS = dict(norm_type="norm", kernel_size="pos_pair", stride="pool_stride", ceil_mode="bool")
 
 
-def _lp(backward):
-    def make(rng, dtype, n=2, big=False):
+def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    return max(pool_output_size(size, k, s, p, d, ceil), 0)
+
+
+def _pool_fixed(kw: dict) -> Callable[[int, bool], G]:
+    def fixed(n: int, big: bool) -> G:
         c, h, w = _sizes(big)
-        x = _x(rng, dtype, n, c, h, w, positive=True)
-        if not backward:
-            return dict(x=x, **_LP_KW)
-        ho, wo = _pool_out(h, w, 3, 2, 0, False)
-        return dict(grad_output=_x(rng, dtype, n, c, ho, wo), x=x, **_LP_KW)
-    return make
+        k, p, d = _pair(kw["kernel_size"]), kw.get("padding", 0), kw.get("dilation", 1)
+        s = _pair(kw.get("stride") or kw["kernel_size"])
+        ceil = kw["ceil_mode"]
+        return G(
+            n=n,
+            c=c,
+            h=h,
+            w=w,
+            ho=_pool_out(h, k[0], s[0], p, d, ceil),
+            wo=_pool_out(w, k[1], s[1], p, d, ceil),
+            opts=kw,
+        )
+
+    return fixed
 
 
-_LP_PARAMS = dict(norm_type="norm", kernel_size="pos_pair", stride="pool_stride",
-                  ceil_mode="bool")
-spec(name="lp_pool2d", make=_lp(False), arrays=("x",), fixed_ndim=("x",), params=_LP_PARAMS,
-     nan_in="x")
-spec(name="lp_pool2d_backward", make=_lp(True), arrays=("grad_output", "x"),
-     fixed_ndim=("grad_output", "x"), params=_LP_PARAMS, nan_in="grad_output",
-     linked=("grad_output", "x"))
+def _taps(size: int, k: int, s: int, p: int, d: int, out: int) -> bool:
+    """Every window along an axis reads at least one input element."""
+    return all(any(0 <= o * s - p + i * d < size for i in range(k)) for o in range(out))
 
 
-def _unpool(backward):
-    def make(rng, dtype, n=2, big=False):
-        c, h, w = (6, 16, 14) if big else (3, 4, 4)
-        idx = _indices(rng, (n, c, h, w), 4 * h * w)
-        if not backward:
-            return dict(x=_x(rng, dtype, n, c, h, w), indices=idx, kernel_size=2, stride=2,
-                        padding=0)
-        return dict(grad_output=_x(rng, dtype, n, c, 2 * h, 2 * w), indices=idx)
-    return make
+def draw_pool(g: Draw, dilation: bool = True, padding: bool = True) -> G:
+    """A random valid pooling geometry (also used for the fuzzer's pooling layers)."""
+    square = g.coin()
+    kh = g.dim(1, 4)
+    kw = kh if square else g.dim(1, 4)
+    sh, sw = g.dim(1, 4), g.dim(1, 4)
+    ph, pw = (g.dim(0, kh // 2), g.dim(0, kw // 2)) if padding else (0, 0)
+    dh, dw = (g.dim(1, 3), g.dim(1, 3)) if dilation else (1, 1)
+    ceil = g.coin()
+    h = max(dh * (kh - 1) + 1 - 2 * ph, 1) + g.dim(0, 8)
+    w = max(dw * (kw - 1) + 1 - 2 * pw, 1) + g.dim(0, 8)
+    opts: dict = dict(kernel_size=kh if square else (kh, kw))
+    if g.coin(0.7):
+        opts["stride"] = (sh, sw)
+    else:
+        sh, sw = kh, kw
+    if padding:
+        opts["padding"] = (ph, pw)
+    if dilation:
+        opts["dilation"] = (dh, dw)
+    opts["ceil_mode"] = ceil
+    while not _taps(h, kh, sh, ph, dh, _pool_out(h, kh, sh, ph, dh, ceil)):
+        h += 1
+    while not _taps(w, kw, sw, pw, dw, _pool_out(w, kw, sw, pw, dw, ceil)):
+        w += 1
+    return G(
+        n=g.dim(0, 3),
+        c=g.dim(0, 4),
+        h=h,
+        w=w,
+        ho=_pool_out(h, kh, sh, ph, dh, ceil),
+        wo=_pool_out(w, kw, sw, pw, dw, ceil),
+        opts=opts,
+    )
 
 
-spec(name="max_unpool2d", make=_unpool(False), arrays=("x",), fixed_ndim=("x",),
-     index_arrays=("indices",),
-     params=dict(kernel_size="pos_pair", stride="pool_stride", padding="nonneg_pair"),
-     nan_in="x")
-spec(name="max_unpool2d_backward", make=_unpool(True), arrays=("grad_output",),
-     fixed_ndim=("grad_output",), index_arrays=("indices",), nan_in="grad_output")
+def _avg_draw(g: Draw) -> G:
+    p = draw_pool(g, dilation=False)
+    p.opts["count_include_pad"] = g.coin()
+    if g.coin(0.2):
+        p.opts["divisor_override"] = int(g.choice([1, 2, 5, -3]))
+    return p
 
 
-# --- padding -----------------------------------------------------------------------------
-
-_PAD = (1, 2, 3, 0)  # left, right, top, bottom
-
-
-def _pad(backward):
-    def make(rng, dtype, n=2, big=False):
-        c, h, w = _sizes(big)
-        if not backward:
-            return dict(x=_x(rng, dtype, n, c, h, w), padding=_PAD, mode="reflect")
-        return dict(grad_output=_x(rng, dtype, n, c, h + 3, w + 3), padding=_PAD,
-                    mode="reflect")
-    return make
+def _lp_draw(g: Draw) -> G:
+    p = draw_pool(g, dilation=False, padding=False)
+    p.opts["norm_type"] = float(g.choice([1, 2, 3, 0.5, 1.5, 4.0]))
+    return p
 
 
-spec(name="pad2d", make=_pad(False), arrays=("x",), fixed_ndim=("x",),
-     params=dict(padding="pad", mode="choice"), nan_in="x")
-spec(name="pad2d_backward", make=_pad(True), arrays=("grad_output",),
-     fixed_ndim=("grad_output",), params=dict(padding="pad", mode="choice"),
-     nan_in="grad_output")
+MAX_POOL = (_pool_fixed(_MAX_KW), draw_pool)
+AVG_POOL = (_pool_fixed(_AVG_KW), _avg_draw)
+LP_POOL = (_pool_fixed(_LP_KW), _lp_draw)
 
 
-# --- signal ------------------------------------------------------------------------------
+def _x4(a: Canon, p: G, **kw: Any) -> np.ndarray:
+    return a.x(p.n, p.c, p.h, p.w, **kw)
 
-def _signal(rng, dtype, n=2, big=False):
+
+def _g4(a: Canon, p: G) -> np.ndarray:
+    return a.x(p.n, p.c, p.ho, p.wo)
+
+
+def _shape4(p: G) -> tuple[int, int, int, int]:
+    return (p.n, p.c, p.h, p.w)
+
+
+def _return_indices(g: Draw, args: dict, geo: Any) -> None:
+    args["return_indices"] = g.coin()
+
+
+def _with_indices(y_idx: tuple, a: dict) -> tuple:
+    return y_idx if a.get("return_indices") else y_idx[:1]
+
+
+def _scatter_ref(a: dict) -> Any:
+    return _ref("test_pool", "ref_scatter_add")(
+        a["grad_output"], a["indices"], tuple(a["input_shape"])
+    )
+
+
+def _input_shape_grad(name: str, *keep: str, indices: bool = False) -> Backward:
+    """``name(grad_output, [indices], input_shape, **keep)`` for a pooling op of ``x``."""
+    return Backward(
+        name,
+        ("x",),
+        lambda a, g, out: dict(
+            grad_output=g,
+            **({"indices": out[1]} if indices else {}),
+            input_shape=a["x"].shape,
+            **pick(a, *keep),
+        ),
+    )
+
+
+def _argmax_backward(name: str, geometry: tuple[Callable, Callable]) -> None:
+    """The record of a max pooling's backward: ``grad_output`` scattered to ``indices``."""
+    op(
+        name,
+        geometry,
+        lambda a, p: dict(
+            grad_output=_g4(a, p),
+            indices=a.indices((p.n, p.c, p.ho, p.wo), p.h * p.w),
+            input_shape=_shape4(p),
+        ),
+        arrays=("grad_output",),
+        fixed_ndim=("grad_output",),
+        index_arrays=("indices",),
+        shape_args=("input_shape",),
+        nan_in="grad_output",
+        mismatch=(("grad_output", 2, "grad_output|indices"),),
+        reference=_scatter_ref,
+    )
+
+
+op(
+    "max_pool2d",
+    MAX_POOL,
+    lambda a, p: dict(x=_x4(a, p), return_indices=True, **p.opts),
+    _return_indices,
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=dict(_POOL_PARAMS, dilation="pos_pair", return_indices="bool"),
+    batched=(True, True),
+    nan_in="x",
+    reference=lambda a: _with_indices(
+        _ref("test_pool", "ref_max_pool")(a["x"], **pick(a, *_MAX_KW)), a
+    ),
+    backward=(_input_shape_grad("max_pool2d_backward", indices=True),),
+)
+_argmax_backward("max_pool2d_backward", MAX_POOL)
+op(
+    "avg_pool2d",
+    AVG_POOL,
+    lambda a, p: dict(x=_x4(a, p), **p.opts),
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=_AVG_PARAMS,
+    nan_in="x",
+    reference=lambda a: _ref("test_pool", "ref_avg_pool")(a["x"], **pick(a, *_AVG_KW)),
+    backward=(_input_shape_grad("avg_pool2d_backward", *_AVG_KW),),
+)
+op(
+    "avg_pool2d_backward",
+    AVG_POOL,
+    lambda a, p: dict(grad_output=_g4(a, p), input_shape=_shape4(p), **p.opts),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    shape_args=("input_shape",),
+    spatial_shape=True,
+    params=_AVG_PARAMS,
+    nan_in="grad_output",
+    mismatch=(("grad_output", 3, "grad_output"),),
+    reference=lambda a: _ref("test_pool", "ref_avg_pool_backward")(
+        a["grad_output"], tuple(a["input_shape"]), **pick(a, *_AVG_KW)
+    ),
+)
+
+
+def _signed(g: Draw, args: dict, p: G) -> None:
+    if g.coin(0.2):
+        args["x"] = _x4(g, p)
+
+
+op(
+    "lp_pool2d",
+    LP_POOL,
+    lambda a, p: dict(x=_x4(a, p, positive=True), **p.opts),
+    _signed,
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=_LP_PARAMS,
+    nan_in="x",
+    reference=lambda a: _ref("test_pool", "ref_lp_pool")(
+        a["x"], a["norm_type"], **pick(a, "kernel_size", "stride", "ceil_mode")
+    ),
+    backward=(Backward("lp_pool2d_backward", ("x",), lambda a, g, out: dict(grad_output=g, **a)),),
+)
+op(
+    "lp_pool2d_backward",
+    LP_POOL,
+    lambda a, p: dict(grad_output=_g4(a, p), x=_x4(a, p, positive=True), **p.opts),
+    arrays=("grad_output", "x"),
+    fixed_ndim=("grad_output", "x"),
+    params=_LP_PARAMS,
+    nan_in="grad_output",
+    mismatch=(("grad_output", 2, "grad_output"), ("x", 1, "grad_output|x")),
+)
+
+
+def _adaptive_fixed(n: int, big: bool) -> G:
+    c, h, w = _sizes(big)
+    oh, ow = (7, 5) if big else (4, 3)
+    return G(n=n, c=c, h=h, w=w, ho=oh, wo=ow, size=(oh, ow))
+
+
+def draw_adaptive(g: Draw) -> G:
+    """A random adaptive-pooling geometry; ``size`` is the ``output_size`` argument (an int,
+    a pair, or a pair with None: the input's size)."""
+    h, w = g.dim(1, 9), g.dim(1, 9)
+    oh, ow = g.dim(0, 7), g.dim(0, 7)
+    size: Any = (oh, ow)
+    if g.coin(0.2):
+        size, oh = (None, ow), h
+    elif oh == ow and g.coin():
+        size = oh
+    return G(n=g.dim(0, 3), c=g.dim(0, 4), h=h, w=w, ho=oh, wo=ow, size=size)
+
+
+def _global_fixed(n: int, big: bool) -> G:
+    c, h, w = _sizes(big)
+    return G(n=n, c=c, h=h, w=w, ho=1, wo=1)
+
+
+ADAPTIVE = (_adaptive_fixed, draw_adaptive)
+GLOBAL = (
+    _global_fixed,
+    lambda g: G(n=g.dim(0, 3), c=g.dim(0, 4), h=g.dim(1, 9), w=g.dim(1, 9), ho=1, wo=1),
+)
+
+
+def _adaptive_ref(name: str) -> Callable[[dict], Any]:
+    def ref(a: dict) -> Any:
+        x = a["x"]
+        size = a.get("output_size", 1)
+        size = (size, size) if isinstance(size, int) else size
+        size = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(size))
+        return outputs(_ref("test_pool", name)(x, size))
+
+    return ref
+
+
+op(
+    "adaptive_avg_pool2d",
+    ADAPTIVE,
+    lambda a, p: dict(x=_x4(a, p), output_size=p.size),
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=dict(output_size="adaptive_size"),
+    nan_in="x",
+    reference=_adaptive_ref("ref_adaptive_avg"),
+    backward=(_input_shape_grad("adaptive_avg_pool2d_backward"),),
+)
+op(
+    "adaptive_avg_pool2d_backward",
+    ADAPTIVE,
+    lambda a, p: dict(grad_output=_g4(a, p), input_shape=_shape4(p)),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    shape_args=("input_shape",),
+    nan_in="grad_output",
+    reference=lambda a: _ref("test_pool", "ref_adaptive_avg_backward")(
+        a["grad_output"], tuple(a["input_shape"])
+    ),
+)
+op(
+    "adaptive_max_pool2d",
+    ADAPTIVE,
+    lambda a, p: dict(x=_x4(a, p), output_size=p.size, return_indices=True),
+    _return_indices,
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=dict(output_size="adaptive_size", return_indices="bool"),
+    batched=(True, True),
+    nan_in="x",
+    reference=lambda a: _with_indices(_adaptive_ref("ref_adaptive_max")(a), a),
+    backward=(_input_shape_grad("adaptive_max_pool2d_backward", indices=True),),
+)
+_argmax_backward("adaptive_max_pool2d_backward", ADAPTIVE)
+op(
+    "global_avg_pool2d",
+    GLOBAL,
+    lambda a, p: dict(x=_x4(a, p)),
+    arrays=("x",),
+    fixed_ndim=("x",),
+    nan_in="x",
+    reference=_adaptive_ref("ref_adaptive_avg"),
+    backward=(_input_shape_grad("global_avg_pool2d_backward"),),
+)
+op(
+    "global_avg_pool2d_backward",
+    GLOBAL,
+    lambda a, p: dict(grad_output=_g4(a, p), input_shape=_shape4(p)),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    shape_args=("input_shape",),
+    nan_in="grad_output",
+    mismatch=(("grad_output", 2, "grad_output"),),
+    reference=lambda a: _ref("test_pool", "ref_adaptive_avg_backward")(
+        a["grad_output"], tuple(a["input_shape"])
+    ),
+)
+
+
+def _unpool_fixed(n: int, big: bool) -> G:
+    c, h, w = (6, 16, 14) if big else (3, 4, 4)
+    return G(
+        n=n,
+        c=c,
+        h=h,
+        w=w,
+        ho=2 * h,
+        wo=2 * w,
+        size=None,
+        opts=dict(kernel_size=2, stride=2, padding=0),
+    )
+
+
+def _unpool_draw(g: Draw) -> G:
+    k, s = g.dim(1, 4), g.dim(1, 4)
+    p = g.dim(0, k // 2)
+    n, c, h, w = g.dim(0, 3), g.dim(0, 4), g.dim(1, 6), g.dim(1, 6)
+    while (h - 1) * s - 2 * p + k < 1:
+        h += 1
+    while (w - 1) * s - 2 * p + k < 1:
+        w += 1
+    oh, ow = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
+    size = None
+    if g.coin(0.3):
+        size = (oh + int(g.r.integers(0, s)), ow)
+        oh = size[0]
+    return G(
+        n=n, c=c, h=h, w=w, ho=oh, wo=ow, size=size, opts=dict(kernel_size=k, stride=s, padding=p)
+    )
+
+
+UNPOOL = (_unpool_fixed, _unpool_draw)
+
+
+def _unpool(a: Canon, u: G) -> dict:
+    args = dict(x=_x4(a, u), indices=a.indices(_shape4(u), u.ho * u.wo, unique=True), **u.opts)
+    if u.size is not None:
+        args["output_size"] = u.size
+    return args
+
+
+def _unpool_ref(a: dict) -> Any:
+    x, size = a["x"], a.get("output_size")
+    if size is None:
+        k, s, p = a["kernel_size"], a.get("stride") or a["kernel_size"], a.get("padding", 0)
+        size = tuple((x.shape[2 + i] - 1) * s - 2 * p + k for i in range(2))
+    return _ref("test_pool", "ref_max_unpool")(x, a["indices"], size)
+
+
+op(
+    "max_unpool2d",
+    UNPOOL,
+    _unpool,
+    arrays=("x",),
+    fixed_ndim=("x",),
+    index_arrays=("indices",),
+    params=dict(kernel_size="pos_pair", stride="pool_stride", padding="nonneg_pair"),
+    nan_in="x",
+    mismatch=(("x", 2, "x|indices"),),
+    reference=_unpool_ref,
+    backward=(
+        Backward(
+            "max_unpool2d_backward",
+            ("x",),
+            lambda a, g, out: dict(grad_output=g, indices=a["indices"]),
+        ),
+    ),
+)
+op(
+    "max_unpool2d_backward",
+    UNPOOL,
+    lambda a, u: dict(
+        grad_output=a.x(u.n, u.c, u.ho, u.wo),
+        indices=a.indices(_shape4(u), u.ho * u.wo, unique=True),
+    ),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    index_arrays=("indices",),
+    index_shape_free=True,
+    nan_in="grad_output",
+    mismatch=(("grad_output", 1, "grad_output|indices"),),
+    reference=lambda a: R.max_unpool2d_backward_ref(a["grad_output"], a["indices"]),
+)
+
+# --- padding -------------------------------------------------------------------------------
+
+
+def _sides(padding: Any) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) from int | (ph, pw) | (left, right, top, bottom)."""
+    if isinstance(padding, int):
+        return (padding,) * 4
+    if len(padding) == 2:
+        return padding[1], padding[1], padding[0], padding[0]
+    return tuple(padding)
+
+
+def _pad_geometry(n: int, c: int, h: int, w: int, padding: Any, mode: str) -> G:
+    left, right, top, bottom = _sides(padding)
+    return G(
+        n=n, c=c, h=h, w=w, ho=h + top + bottom, wo=w + left + right, padding=padding, mode=mode
+    )
+
+
+def _pad_draw(g: Draw) -> G:
+    mode = g.choice(["constant", "replicate", "reflect", "circular"])
+    h, w = g.dim(1, 8), g.dim(1, 8)
+    m = min(h, w)
+    lim = {"constant": 4, "replicate": 4, "reflect": m - 1, "circular": m}[mode]
+    lo = -((m - 1) // 2) if mode == "constant" else 0  # a crop leaves at least one row
+    sides = [int(g.r.integers(lo, lim + 1)) for _ in range(4)]
+    kind = g.r.random()
+    padding = tuple(sides) if kind < 0.6 else (sides[0], sides[2]) if kind < 0.8 else sides[0]
+    return _pad_geometry(g.dim(0, 3), g.dim(0, 3), h, w, padding, mode)
+
+
+PAD = (lambda n, big: _pad_geometry(n, *_sizes(big), (1, 2, 3, 0), "reflect"), _pad_draw)
+
+
+def _pad_value(g: Draw, args: dict, geo: G) -> None:
+    if args["mode"] == "constant" and g.coin():
+        args["value"] = float(g.r.standard_normal())
+
+
+op(
+    "pad2d",
+    PAD,
+    lambda a, p: dict(x=_x4(a, p), padding=p.padding, mode=p.mode),
+    _pad_value,
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=dict(padding="pad", mode="choice"),
+    nan_in="x",
+    reference=lambda a: _ref("test_pad", "ref_pad")(
+        a["x"], a["padding"], **pick(a, "mode", "value")
+    ),
+    backward=(
+        Backward(
+            "pad2d_backward",
+            ("x",),
+            lambda a, g, out: dict(grad_output=g, **pick(a, "padding", "mode")),
+        ),
+    ),
+)
+op(
+    "pad2d_backward",
+    PAD,
+    lambda a, p: dict(grad_output=_g4(a, p), padding=p.padding, mode=p.mode),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    params=dict(padding="pad", mode="choice"),
+    nan_in="grad_output",
+    reference=lambda a: _ref("test_pad", "ref_pad_backward")(
+        a["grad_output"], a["padding"], **pick(a, "mode")
+    ),
+)
+
+# --- signal --------------------------------------------------------------------------------
+
+
+def _signal_draw(g: Draw) -> G:
+    m1, n1, m2, n2 = g.dim(0, 12), g.dim(0, 12), g.dim(0, 6), g.dim(0, 6)
+    mode = g.choice(["full", "valid", "same"])
+    if mode == "valid" and not ((m1 >= m2 and n1 >= n2) or (m2 >= m1 and n2 >= n1)):
+        m2, n2 = min(m1, m2), min(n1, n2)  # 'valid' needs one array inside the other
+    return G(
+        s1=(m1, n1),
+        s2=(m2, n2),
+        mode=mode,
+        boundary=g.choice(["fill", "wrap", "symm"]),
+        method=g.choice(["auto", "direct", "fft"]),
+    )
+
+
+def _signal_fixed(n: int, big: bool) -> G:
     m = 40 if big else 9
-    return dict(in1=_x(rng, dtype, m, m - 1), in2=_x(rng, dtype, 3, 2), mode="same",
-                boundary="symm", method="direct")
+    return G(s1=(m, m - 1), s2=(3, 2), mode="same", boundary="symm", method="direct")
+
+
+def _fillvalue(g: Draw, args: dict, geo: G) -> None:
+    if g.coin(0.3):
+        args["fillvalue"] = float(g.r.standard_normal())
 
 
 for _name in ("correlate2d", "convolve2d"):
-    spec(name=_name, make=_signal, arrays=("in1", "in2"), fixed_ndim=("in1", "in2"),
-         params=dict(mode="choice", boundary="choice", method="choice", fillvalue="real"),
-         batched=(False,), nan_in="in1")
+    op(
+        _name,
+        (_signal_fixed, _signal_draw),
+        lambda a, s: dict(
+            in1=a.x(*s.s1), in2=a.x(*s.s2), mode=s.mode, boundary=s.boundary, method=s.method
+        ),
+        _fillvalue,
+        arrays=("in1", "in2"),
+        fixed_ndim=("in1", "in2"),
+        params=dict(mode="choice", boundary="choice", method="choice", fillvalue="real"),
+        batched=(False,),
+        nan_in="in1",
+        reference=lambda a, conv=_name == "convolve2d": _ref("test_signal", "ref_correlate2d")(
+            a["in1"], a["in2"], **pick(a, "mode", "boundary", "fillvalue"), convolve=conv
+        ),
+    )
 
 BY_NAME = {s.name: s for s in SPECS}
 
-assert set(BY_NAME) == set(F.__all__) | {"correlate2d", "convolve2d"}, \
-    sorted(set(F.__all__) ^ set(BY_NAME))
-
-
-def outputs(result: Any) -> tuple:
-    """The result of a call as a tuple of ndarrays / scalars."""
-    return result if isinstance(result, tuple) else (result,)
+assert len(BY_NAME) == len(SPECS), "two records of one op"
+assert set(BY_NAME) == set(F.__all__) | {"correlate2d", "convolve2d"}, sorted(
+    set(F.__all__) ^ set(BY_NAME)
+)

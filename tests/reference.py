@@ -130,3 +130,59 @@ def col2im_ref(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
             rows, cs = _taps(i, j, (sh, sw), (dh, dw), (ho, wo))
             xp[:, :, rows, cs] += cols[:, :, i, j]
     return xp[:, :, ph: ph + h, pw: pw + wd]
+
+
+def conv2d_backward_bias_ref(g_out):
+    return np.asarray(g_out, np.float64).sum(axis=(0, 2, 3))
+
+
+def linear_ref(x, w, b=None):
+    y = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    return y if b is None else y + np.asarray(b, np.float64)
+
+
+def linear_backward_input_ref(g_out, w):
+    return np.asarray(g_out, np.float64) @ np.asarray(w, np.float64)
+
+
+def _rows(a):
+    """``a`` as a matrix: every leading dimension folded into the rows."""
+    a = np.asarray(a, np.float64)
+    return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+
+
+def linear_backward_weight_ref(g_out, x):
+    return _rows(g_out).T @ _rows(x)
+
+
+def linear_backward_bias_ref(g_out):
+    return _rows(g_out).sum(axis=0)
+
+
+# Elementwise activation gradients from the saved forward output (or input)
+def relu_backward_ref(g_out, output):
+    return np.where(np.asarray(output) > 0, np.asarray(g_out, np.float64), 0.0)
+
+
+def leaky_relu_backward_ref(g_out, x, negative_slope=0.01):
+    g = np.asarray(g_out, np.float64)
+    return np.where(np.asarray(x) > 0, g, negative_slope * g)
+
+
+def sigmoid_backward_ref(g_out, output):
+    y = np.asarray(output, np.float64)
+    return np.asarray(g_out, np.float64) * y * (1 - y)
+
+
+def tanh_backward_ref(g_out, output):
+    y = np.asarray(output, np.float64)
+    return np.asarray(g_out, np.float64) * (1 - y * y)
+
+
+def max_unpool2d_backward_ref(g_out, indices):
+    """Gather: the gradient of every unpooled value is the one at its index."""
+    g = np.asarray(g_out, np.float64)
+    idx = np.asarray(indices, np.int64)
+    n, c = idx.shape[:2]
+    flat = g.reshape(n, c, -1)
+    return np.take_along_axis(flat, idx.reshape(n, c, -1), axis=-1).reshape(idx.shape)

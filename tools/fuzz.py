@@ -11,6 +11,12 @@ other shapes and ranks, views (non-contiguous, negative strides, Fortran order, 
 zero-stride broadcasts, even past 2**31 elements), NaN/Inf, None/strings/lists in place of
 arrays, and parameters replaced by zero, negative, huge or wrongly typed values.
 
+The valid calls of the public functions are not kept here: they are the ``sample`` of each
+op's spec record in tests/api_specs.py (the list of ops the test suite iterates too; adding
+an op there adds it here), with a random number of leading arguments passed by position.
+This script puts ``<repo>/tests`` first on ``sys.path`` -- as pytest does -- and imports
+``api_specs`` / ``opspec`` by name, so under pytest both share one copy of the records.
+
 Cases run in batches in a child process (``--child``), so a segfault, an abort or a hang
 (per-case watchdog, ``faulthandler``) cannot take the harness down.  Accepted outcomes:
 
@@ -36,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import functools
+import inspect
 import io
 import json
 import os
@@ -73,79 +81,92 @@ if USE_SOURCE_TREE and ROOT not in sys.path:
 
 ACCEPTED = (ValueError, TypeError, MemoryError)
 DEFAULT_BATCH = 250
-DEFAULT_CASE_TIMEOUT = 20.0        # seconds per case before the watchdog calls it a hang
+DEFAULT_CASE_TIMEOUT = 20.0  # seconds per case before the watchdog calls it a hang
 # child address-space limit in GiB (0: none -- e.g. under ASan, whose shadow memory needs a
 # huge address space; tools/sanitize.sh sets CNNCORE_FUZZ_MEM_LIMIT_GB=0)
 DEFAULT_MEM_LIMIT_GB = float(os.environ.get("CNNCORE_FUZZ_MEM_LIMIT_GB", "6"))
 
 FLOATS = (np.float32, np.float64)
-OTHER_DTYPES = (np.float16, np.int8, np.int32, np.int64, np.uint8, np.uint64, np.bool_,
-                np.complex64, np.complex128, object)
+OTHER_DTYPES = (
+    np.float16,
+    np.int8,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint64,
+    np.bool_,
+    np.complex64,
+    np.complex128,
+    object,
+)
 
 # Replacement values for parameters (ints, pairs, strings, flags, reals).
 WEIRD_PARAMS: tuple[Any, ...] = (
-    0, -1, -2, 1, 2, 3, 7, 2**31 - 1, 2**31, 2**32 + 1, 2**62, 2**63, -(2**63), 2**100,
-    1.5, -0.5, float("nan"), float("inf"), True, False, None, "2", "same", "valid", "full",
-    "constant", "reflect", b"x", (), (1,), (1, 2, 3), (0, 0), (-1, 2), (2**31, 1), [2, 2],
-    (None, 2), np.int64(3), np.int32(-1), np.uint64(2**64 - 1), np.float32(2), np.bool_(True),
-    np.array([1, 2]), np.array(2), np.array([[1, 2]]), complex(1, 1), {}, object(),
+    0,
+    -1,
+    -2,
+    1,
+    2,
+    3,
+    7,
+    2**31 - 1,
+    2**31,
+    2**32 + 1,
+    2**62,
+    2**63,
+    -(2**63),
+    2**100,
+    1.5,
+    -0.5,
+    float("nan"),
+    float("inf"),
+    True,
+    False,
+    None,
+    "2",
+    "same",
+    "valid",
+    "full",
+    "constant",
+    "reflect",
+    b"x",
+    (),
+    (1,),
+    (1, 2, 3),
+    (0, 0),
+    (-1, 2),
+    (2**31, 1),
+    [2, 2],
+    (None, 2),
+    np.int64(3),
+    np.int32(-1),
+    np.uint64(2**64 - 1),
+    np.float32(2),
+    np.bool_(True),
+    np.array([1, 2]),
+    np.array(2),
+    np.array([[1, 2]]),
+    complex(1, 1),
+    {},
+    object(),
 )
 
+
+# The valid base calls of the public functions come from the spec records of
+# tests/api_specs.py (one record per op, shared with the test suite: its ``sample``).  The
+# tests folder goes first on sys.path, as pytest puts it there, so that this script and the
+# tests import the same ``api_specs`` / ``opspec`` modules.
+TESTS = os.path.join(ROOT, "tests")
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import api_specs  # noqa: E402
+from api_specs import draw_adaptive, draw_conv, draw_lead, draw_pool, draw_shape  # noqa: E402
+from opspec import Draw  # noqa: E402  -- all randomness of a case flows through a Draw
 
 # ------------------------------------------------------------------------------------------
 # Case generation
 # ------------------------------------------------------------------------------------------
-
-class Gen:
-    """Random helpers for one case (all randomness of a case flows through ``self.r``)."""
-
-    def __init__(self, r: np.random.Generator) -> None:
-        self.r = r
-        self.dt = FLOATS[int(r.integers(2))]
-
-    def choice(self, seq: Any) -> Any:
-        return seq[int(self.r.integers(len(seq)))]
-
-    def coin(self, p: float = 0.5) -> bool:
-        return bool(self.r.random() < p)
-
-    def dim(self, lo: int = 0, hi: int = 6) -> int:
-        """A size in [lo, hi], biased to the edges (lo, lo + 1) and small values."""
-        u = self.r.random()
-        if u < 0.15:
-            return lo
-        if u < 0.35:
-            return min(lo + 1, hi)
-        return int(self.r.integers(lo, hi + 1))
-
-    def x(self, *shape: int, dtype: Any = None, positive: bool = False,
-          unit: bool = False) -> np.ndarray:
-        dtype = self.dt if dtype is None else dtype
-        if unit:
-            a = self.r.random(shape)
-        else:
-            a = self.r.standard_normal(shape)
-            if positive:
-                a = np.abs(a) + 0.1
-        return a.astype(dtype)
-
-    def pair(self, lo: int, hi: int) -> Any:
-        a, b = self.dim(lo, hi), self.dim(lo, hi)
-        return a if (a == b and self.coin()) else (a, b)
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _conv_out(size: int, k: int, s: int, p_total: int, d: int) -> int:
-    return max((size + p_total - d * (k - 1) - 1) // s + 1, 0)
-
-
-def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
-    from cnncore._geometry import pool_output_size
-
-    return max(pool_output_size(size, k, s, p, d, ceil), 0)
 
 
 @dataclass
@@ -153,517 +174,51 @@ class Call:
     fn: Any
     args: list
     kwargs: dict
-    mutates: tuple = ()        # names/positions of arguments the call may legally modify
+    mutates: tuple = ()  # names/positions of arguments the call may legally modify
 
 
-# --- functional: convolution -----------------------------------------------------------------
-
-def _conv_geom(g: Gen) -> dict:
-    groups = g.choice([1, 1, 1, 2, 3])
-    cg, kg = g.dim(1, 3), g.dim(1, 3)
-    kh, kw = g.dim(1, 4), g.dim(1, 4)
-    sh, sw = g.dim(1, 3), g.dim(1, 3)
-    dh, dw = g.dim(1, 3), g.dim(1, 3)
-    pad_kind = g.r.random()
-    if pad_kind < 0.1:
-        padding, pt, pb, pl, pr = "valid", 0, 0, 0, 0
-    elif pad_kind < 0.2:
-        sh = sw = 1
-        th, tw = dh * (kh - 1), dw * (kw - 1)
-        padding, pt, pb, pl, pr = "same", th // 2, th - th // 2, tw // 2, tw - tw // 2
-    else:
-        ph, pw = g.dim(0, 3), g.dim(0, 3)
-        padding = ph if (ph == pw and g.coin()) else (ph, pw)
-        pt = pb = ph
-        pl = pr = pw
-    need_h = max(dh * (kh - 1) + 1 - pt - pb, 0)
-    need_w = max(dw * (kw - 1) + 1 - pl - pr, 0)
-    n = g.dim(0, 3)
-    h, w = need_h + g.dim(0, 8), need_w + g.dim(0, 8)
-    ho = _conv_out(h, kh, sh, pt + pb, dh)
-    wo = _conv_out(w, kw, sw, pl + pr, dw)
-    stride = sh if (sh == sw and g.coin()) else (sh, sw)
-    dilation = dh if (dh == dw and g.coin()) else (dh, dw)
-    return dict(n=n, c=cg * groups, k=kg * groups, cg=cg, kh=kh, kw=kw, h=h, w=w, ho=ho, wo=wo,
-                groups=groups, kwargs=dict(stride=stride, padding=padding, dilation=dilation,
-                                           groups=groups))
+@functools.cache
+def _positional(name: str) -> tuple[str, ...]:
+    """The parameters of the public function ``name`` that may be passed by position."""
+    try:
+        params = inspect.signature(api_specs.BY_NAME[name].fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def gen_conv2d(g: Gen) -> Call:
-    import cnncore
+def _spec_op(spec: api_specs.OpSpec):
+    """A valid call of a public function (its record's ``sample``), with a random number of
+    its leading arguments passed by position."""
 
-    c = _conv_geom(g)
-    x = g.x(c["n"], c["c"], c["h"], c["w"])
-    w = g.x(c["k"], c["cg"], c["kh"], c["kw"])
-    b = g.x(c["k"]) if g.coin(0.7) else None
-    return Call(cnncore.conv2d, [x, w, b], c["kwargs"])
-
-
-def gen_conv2d_backward_input(g: Gen) -> Call:
-    import cnncore
-
-    c = _conv_geom(g)
-    go = g.x(c["n"], c["k"], c["ho"], c["wo"])
-    w = g.x(c["k"], c["cg"], c["kh"], c["kw"])
-    return Call(cnncore.conv2d_backward_input, [go, w, (c["n"], c["c"], c["h"], c["w"])],
-                c["kwargs"])
-
-
-def gen_conv2d_backward_weight(g: Gen) -> Call:
-    import cnncore
-
-    c = _conv_geom(g)
-    go = g.x(c["n"], c["k"], c["ho"], c["wo"])
-    x = g.x(c["n"], c["c"], c["h"], c["w"])
-    return Call(cnncore.conv2d_backward_weight, [go, x, (c["k"], c["cg"], c["kh"], c["kw"])],
-                c["kwargs"])
-
-
-def gen_conv2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    c = _conv_geom(g)
-    go = g.x(c["n"], c["k"], c["ho"], c["wo"])
-    x = g.x(c["n"], c["c"], c["h"], c["w"])
-    w = g.x(c["k"], c["cg"], c["kh"], c["kw"])
-    mask = (g.coin(), g.coin(), g.coin())
-    return Call(cnncore.conv2d_backward, [go, x, w], dict(c["kwargs"], output_mask=mask))
-
-
-def gen_conv2d_backward_bias(g: Gen) -> Call:
-    import cnncore
-
-    return Call(cnncore.conv2d_backward_bias, [g.x(g.dim(0, 3), g.dim(0, 5), g.dim(0, 6),
-                                                   g.dim(0, 6))], {})
-
-
-def _unfold_geom(g: Gen) -> dict:
-    kh, kw = g.dim(1, 4), g.dim(1, 4)
-    sh, sw = g.dim(1, 3), g.dim(1, 3)
-    dh, dw = g.dim(1, 3), g.dim(1, 3)
-    ph, pw = g.dim(0, 3), g.dim(0, 3)
-    h = max(dh * (kh - 1) + 1 - 2 * ph, 0) + g.dim(0, 8)
-    w = max(dw * (kw - 1) + 1 - 2 * pw, 0) + g.dim(0, 8)
-    return dict(kh=kh, kw=kw, h=h, w=w, ho=_conv_out(h, kh, sh, 2 * ph, dh),
-                wo=_conv_out(w, kw, sw, 2 * pw, dw),
-                kwargs=dict(kernel_size=(kh, kw) if g.coin() else kh, stride=(sh, sw),
-                            padding=(ph, pw), dilation=(dh, dw)))
-
-
-def gen_im2col(g: Gen) -> Call:
-    import cnncore
-
-    u = _unfold_geom(g)
-    if u["kwargs"]["kernel_size"] != (u["kh"], u["kw"]):
-        u["kwargs"]["kernel_size"] = (u["kh"], u["kw"])
-    shape = (g.dim(0, 3), g.dim(0, 4), u["h"], u["w"])
-    x = g.x(*(shape[1:] if g.coin(0.2) else shape))
-    return Call(cnncore.im2col, [x], u["kwargs"])
-
-
-def gen_col2im(g: Gen) -> Call:
-    import cnncore
-
-    u = _unfold_geom(g)
-    u["kwargs"]["kernel_size"] = (u["kh"], u["kw"])
-    c = g.dim(0, 4)
-    shape = (g.dim(0, 3), c * u["kh"] * u["kw"], u["ho"] * u["wo"])
-    cols = g.x(*(shape[1:] if g.coin(0.2) else shape))
-    return Call(cnncore.col2im, [cols, (u["h"], u["w"])], u["kwargs"])
-
-
-# --- functional: linear --------------------------------------------------------------------
-
-def _lead(g: Gen) -> tuple[int, ...]:
-    return tuple(g.dim(0, 5) for _ in range(int(g.r.integers(0, 3))))
-
-
-def gen_linear(g: Gen) -> Call:
-    import cnncore
-
-    i, o = g.dim(0, 9), g.dim(0, 9)
-    b = g.x(o) if g.coin(0.7) else None
-    return Call(cnncore.linear, [g.x(*_lead(g), i), g.x(o, i), b], {})
-
-
-def gen_linear_backward_input(g: Gen) -> Call:
-    import cnncore
-
-    i, o = g.dim(0, 9), g.dim(0, 9)
-    return Call(cnncore.linear_backward_input, [g.x(*_lead(g), o), g.x(o, i)], {})
-
-
-def gen_linear_backward_weight(g: Gen) -> Call:
-    import cnncore
-
-    i, o = g.dim(0, 9), g.dim(0, 9)
-    lead = _lead(g)
-    return Call(cnncore.linear_backward_weight, [g.x(*lead, o), g.x(*lead, i)], {})
-
-
-def gen_linear_backward_bias(g: Gen) -> Call:
-    import cnncore
-
-    return Call(cnncore.linear_backward_bias, [g.x(*_lead(g), g.dim(0, 9))], {})
-
-
-# --- functional: activations ---------------------------------------------------------------
-
-def _any_shape(g: Gen) -> tuple[int, ...]:
-    return tuple(g.dim(0, 6) for _ in range(int(g.r.integers(0, 5))))
-
-
-def _unary(name: str, extra: dict | None = None):
-    def gen(g: Gen) -> Call:
-        import cnncore
-
-        x = g.x(*_any_shape(g))
-        kwargs = dict(extra or {})
-        if name == "leaky_relu" and g.coin():
-            kwargs["negative_slope"] = float(g.r.standard_normal())
+    def gen(g: Draw) -> Call:
+        kwargs = spec.sample(g)
+        lead = []
+        for name in _positional(spec.name):
+            if name not in kwargs:
+                break
+            lead.append(name)
+        args = [kwargs.pop(name) for name in lead[: int(g.r.integers(len(lead) + 1))]]
+        out = kwargs.get("out")
         mutates: tuple = ()
-        if g.coin(0.2):
-            kwargs["out"] = x if g.coin() else np.empty_like(x)
-            mutates = ("out", 0) if kwargs["out"] is x else ("out",)
-        return Call(getattr(cnncore, name), [x], kwargs, mutates)
-    return gen
+        if out is not None:  # out= may be one of the inputs: that one may change too
+            mutates = (
+                "out",
+                *(k for k, v in [*enumerate(args), *kwargs.items()] if v is out and k != "out"),
+            )
+        return Call(spec.fn, args, kwargs, mutates)
 
-
-def _binary(name: str, positive_saved: bool = False):
-    def gen(g: Gen) -> Call:
-        import cnncore
-
-        shape = _any_shape(g)
-        a, b = g.x(*shape), g.x(*shape, positive=positive_saved)
-        kwargs: dict = {}
-        mutates: tuple = ()
-        if name.startswith("leaky") and g.coin():
-            kwargs["negative_slope"] = float(g.r.standard_normal())
-        if g.coin(0.2):
-            target = g.choice(["a", "b", "new"])
-            kwargs["out"] = {"a": a, "b": b, "new": np.empty_like(a)}[target]
-            mutates = ("out", {"a": 0, "b": 1, "new": "out"}[target])
-        return Call(getattr(cnncore, name), [a, b], kwargs, mutates)
-    return gen
-
-
-def _softmax(name: str, backward: bool):
-    def gen(g: Gen) -> Call:
-        import cnncore
-
-        shape = _any_shape(g)
-        nd = max(len(shape), 1)
-        dim = int(g.r.integers(-nd, nd))
-        arrays = [g.x(*shape)] + ([g.x(*shape, unit=True)] if backward else [])
-        kwargs: dict = {}
-        mutates: tuple = ()
-        if g.coin(0.2):
-            kwargs["out"] = arrays[0]
-            mutates = ("out", 0)
-        return Call(getattr(cnncore, name), [*arrays, dim], kwargs, mutates)
-    return gen
-
-
-# --- functional: losses ----------------------------------------------------------------
-
-def _pointwise_loss(name: str, backward: bool):
-    def gen(g: Gen) -> Call:
-        import cnncore
-
-        shape = _any_shape(g)
-        unit = name == "binary_cross_entropy"
-        p = g.x(*shape, unit=unit, positive=name == "msle_loss")
-        t = g.x(*shape, unit=unit or name == "binary_cross_entropy_with_logits",
-                positive=name == "msle_loss")
-        kwargs: dict = {"reduction": g.choice(["mean", "sum", "none"])}
-        if not backward and g.coin():
-            kwargs["return_grad"] = g.coin()
-        return Call(getattr(cnncore, name + ("_backward" if backward else "")), [p, t], kwargs)
-    return gen
-
-
-def _cross_entropy(backward: bool):
-    def gen(g: Gen) -> Call:
-        import cnncore
-
-        c = g.dim(1, 6)
-        kind = g.r.random()
-        if kind < 0.2:
-            logits = g.x(c)
-            lead: tuple = ()
-        else:
-            lead = (g.dim(0, 4),) + tuple(g.dim(0, 3) for _ in range(int(g.r.integers(0, 3))))
-            logits = g.x(lead[0], c, *lead[1:])
-        if g.coin(0.7):
-            target = g.r.integers(0, c, size=lead).astype(g.choice([np.int64, np.int32,
-                                                                   np.uint8]))
-            if g.coin(0.2) and target.size and target.dtype.kind == "i":
-                target.reshape(-1)[0] = -100
-        else:
-            t = g.r.random(logits.shape)
-            target = (t / np.maximum(t.sum(axis=0 if logits.ndim == 1 else 1,
-                                           keepdims=True), 1e-9)).astype(logits.dtype)
-        kwargs: dict = {"reduction": g.choice(["mean", "sum", "none"])}
-        if g.coin(0.3):
-            kwargs["label_smoothing"] = float(g.r.random())
-        if g.coin(0.2):
-            kwargs["ignore_index"] = int(g.r.integers(-2, c + 1))
-        if not backward and g.coin():
-            kwargs["return_grad"] = g.coin()
-        fn = cnncore.cross_entropy_backward if backward else cnncore.cross_entropy
-        return Call(fn, [logits, target], kwargs)
-    return gen
-
-
-# --- functional: pooling -----------------------------------------------------------------
-
-def _pool_geom(g: Gen, dilation: bool = True, padding: bool = True) -> dict:
-    kh, kw = g.dim(1, 4), g.dim(1, 4)
-    sh, sw = g.dim(1, 4), g.dim(1, 4)
-    ph, pw = (g.dim(0, kh // 2), g.dim(0, kw // 2)) if padding else (0, 0)
-    dh, dw = (g.dim(1, 3), g.dim(1, 3)) if dilation else (1, 1)
-    ceil = g.coin()
-    h = max(dh * (kh - 1) + 1 - 2 * ph, 1) + g.dim(0, 8)
-    w = max(dw * (kw - 1) + 1 - 2 * pw, 1) + g.dim(0, 8)
-    n, c = g.dim(0, 3), g.dim(0, 4)
-    kwargs: dict = dict(kernel_size=(kh, kw) if g.coin() else kh)
-    if kwargs["kernel_size"] == kh:
-        kw = kh
-        w = max(dw * (kw - 1) + 1 - 2 * pw, 1) + g.dim(0, 8)
-        pw = min(pw, kw // 2)
-    if g.coin(0.7):
-        kwargs["stride"] = (sh, sw)
-    else:
-        sh, sw = kh, kw
-    if padding:
-        kwargs["padding"] = (ph, pw)
-    if dilation:
-        kwargs["dilation"] = (dh, dw)
-    kwargs["ceil_mode"] = ceil
-    ho = _pool_out(h, kh, sh, ph, dh, ceil)
-    wo = _pool_out(w, kw, sw, pw, dw, ceil)
-    return dict(n=n, c=c, h=h, w=w, ho=ho, wo=wo, kwargs=kwargs)
-
-
-def gen_max_pool2d(g: Gen) -> Call:
-    import cnncore
-
-    p = _pool_geom(g)
-    p["kwargs"]["return_indices"] = g.coin()
-    return Call(cnncore.max_pool2d, [g.x(p["n"], p["c"], p["h"], p["w"])], p["kwargs"])
-
-
-def _indices(g: Gen, shape: tuple[int, ...], plane: int) -> np.ndarray:
-    if plane <= 0:
-        return np.zeros(shape, np.int64)
-    return g.r.integers(0, plane, size=shape).astype(g.choice([np.int64, np.int64, np.int32]))
-
-
-def gen_max_pool2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    p = _pool_geom(g)
-    shape = (p["n"], p["c"], p["ho"], p["wo"])
-    return Call(cnncore.max_pool2d_backward,
-                [g.x(*shape), _indices(g, shape, p["h"] * p["w"]),
-                 (p["n"], p["c"], p["h"], p["w"])], {})
-
-
-def gen_avg_pool2d(g: Gen) -> Call:
-    import cnncore
-
-    p = _pool_geom(g, dilation=False)
-    kw = p["kwargs"]
-    kw["count_include_pad"] = g.coin()
-    if g.coin(0.2):
-        kw["divisor_override"] = int(g.choice([1, 2, 5, -3]))
-    return Call(cnncore.avg_pool2d, [g.x(p["n"], p["c"], p["h"], p["w"])], kw)
-
-
-def gen_avg_pool2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    p = _pool_geom(g, dilation=False)
-    kw = p["kwargs"]
-    kw["count_include_pad"] = g.coin()
-    if g.coin(0.2):
-        kw["divisor_override"] = int(g.choice([1, 2, 5, -3]))
-    ks = kw.pop("kernel_size")
-    return Call(cnncore.avg_pool2d_backward,
-                [g.x(p["n"], p["c"], p["ho"], p["wo"]), (p["n"], p["c"], p["h"], p["w"]), ks],
-                kw)
-
-
-def _adaptive_out(g: Gen) -> tuple[Any, tuple[int, int], tuple[int, int]]:
-    h, w = g.dim(1, 9), g.dim(1, 9)
-    oh, ow = g.dim(0, 7), g.dim(0, 7)
-    spec: Any = (oh, ow)
-    if g.coin(0.2):
-        spec = (None, ow)
-        oh = h
-    elif oh == ow and g.coin():
-        spec = oh
-    return spec, (h, w), (oh, ow)
-
-
-def gen_adaptive_avg_pool2d(g: Gen) -> Call:
-    import cnncore
-
-    spec, (h, w), _ = _adaptive_out(g)
-    return Call(cnncore.adaptive_avg_pool2d, [g.x(g.dim(0, 3), g.dim(0, 4), h, w), spec], {})
-
-
-def gen_adaptive_avg_pool2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    _, (h, w), (oh, ow) = _adaptive_out(g)
-    n, c = g.dim(0, 3), g.dim(0, 4)
-    return Call(cnncore.adaptive_avg_pool2d_backward, [g.x(n, c, oh, ow), (n, c, h, w)], {})
-
-
-def gen_adaptive_max_pool2d(g: Gen) -> Call:
-    import cnncore
-
-    spec, (h, w), _ = _adaptive_out(g)
-    return Call(cnncore.adaptive_max_pool2d, [g.x(g.dim(0, 3), g.dim(0, 4), h, w), spec],
-                {"return_indices": g.coin()})
-
-
-def gen_adaptive_max_pool2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    _, (h, w), (oh, ow) = _adaptive_out(g)
-    n, c = g.dim(0, 3), g.dim(0, 4)
-    shape = (n, c, oh, ow)
-    return Call(cnncore.adaptive_max_pool2d_backward,
-                [g.x(*shape), _indices(g, shape, h * w), (n, c, h, w)], {})
-
-
-def gen_global_avg_pool2d(g: Gen) -> Call:
-    import cnncore
-
-    return Call(cnncore.global_avg_pool2d, [g.x(g.dim(0, 3), g.dim(0, 4), g.dim(1, 9),
-                                                g.dim(1, 9))], {})
-
-
-def gen_global_avg_pool2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    n, c = g.dim(0, 3), g.dim(0, 4)
-    return Call(cnncore.global_avg_pool2d_backward,
-                [g.x(n, c, 1, 1), (n, c, g.dim(1, 9), g.dim(1, 9))], {})
-
-
-def _lp_norm(g: Gen) -> float:
-    return float(g.choice([1, 2, 3, 0.5, 1.5, 4.0]))
-
-
-def gen_lp_pool2d(g: Gen) -> Call:
-    import cnncore
-
-    p = _pool_geom(g, dilation=False, padding=False)
-    x = np.abs(g.x(p["n"], p["c"], p["h"], p["w"])) if g.coin(0.8) else \
-        g.x(p["n"], p["c"], p["h"], p["w"])
-    return Call(cnncore.lp_pool2d, [x, _lp_norm(g)], p["kwargs"])
-
-
-def gen_lp_pool2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    p = _pool_geom(g, dilation=False, padding=False)
-    x = np.abs(g.x(p["n"], p["c"], p["h"], p["w"]))
-    go = g.x(p["n"], p["c"], p["ho"], p["wo"])
-    return Call(cnncore.lp_pool2d_backward, [go, x, _lp_norm(g)], p["kwargs"])
-
-
-def gen_max_unpool2d(g: Gen) -> Call:
-    import cnncore
-
-    k, s = g.dim(1, 4), g.dim(1, 4)
-    p = g.dim(0, k // 2)
-    n, c, h, w = g.dim(0, 3), g.dim(0, 4), g.dim(1, 6), g.dim(1, 6)
-    oh, ow = max((h - 1) * s - 2 * p + k, 0), max((w - 1) * s - 2 * p + k, 0)
-    kwargs: dict = {"stride": s, "padding": p}
-    if g.coin(0.3):
-        kwargs["output_size"] = (oh + int(g.r.integers(0, s)), ow)
-        oh = kwargs["output_size"][0]
-    return Call(cnncore.max_unpool2d, [g.x(n, c, h, w), _indices(g, (n, c, h, w), oh * ow), k],
-                kwargs)
-
-
-def gen_max_unpool2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    n, c = g.dim(0, 3), g.dim(0, 4)
-    oh, ow, h, w = g.dim(1, 9), g.dim(1, 9), g.dim(0, 5), g.dim(0, 5)
-    return Call(cnncore.max_unpool2d_backward,
-                [g.x(n, c, oh, ow), _indices(g, (n, c, h, w), oh * ow)], {})
-
-
-# --- functional: padding -------------------------------------------------------------------
-
-def _pad_args(g: Gen) -> tuple[tuple[int, int], Any, str]:
-    mode = g.choice(["constant", "replicate", "reflect", "circular"])
-    h, w = g.dim(1, 8), g.dim(1, 8)
-    lim = {"constant": 4, "replicate": 4, "reflect": min(h, w) - 1, "circular": min(h, w)}[mode]
-    lo = -min(h, w) // 2 if mode == "constant" else 0
-    sides = [int(g.r.integers(lo, lim + 1)) for _ in range(4)]
-    kind = g.r.random()
-    padding: Any = tuple(sides) if kind < 0.6 else (sides[0], sides[2]) if kind < 0.8 \
-        else sides[0]
-    return (h, w), padding, mode
-
-
-def gen_pad2d(g: Gen) -> Call:
-    import cnncore
-
-    (h, w), padding, mode = _pad_args(g)
-    kwargs: dict = {"mode": mode}
-    if mode == "constant" and g.coin():
-        kwargs["value"] = float(g.r.standard_normal())
-    return Call(cnncore.pad2d, [g.x(g.dim(0, 3), g.dim(0, 3), h, w), padding], kwargs)
-
-
-def gen_pad2d_backward(g: Gen) -> Call:
-    import cnncore
-
-    (h, w), padding, mode = _pad_args(g)
-    if isinstance(padding, int):
-        left = right = top = bottom = padding
-    elif len(padding) == 2:
-        top = bottom = padding[0]
-        left = right = padding[1]
-    else:
-        left, right, top, bottom = padding
-    ho, wo = max(h + top + bottom, 0), max(w + left + right, 0)
-    return Call(cnncore.pad2d_backward, [g.x(g.dim(0, 3), g.dim(0, 3), ho, wo), padding],
-                {"mode": mode})
-
-
-# --- signal ---------------------------------------------------------------------------------
-
-def _signal(name: str):
-    def gen(g: Gen) -> Call:
-        import cnncore
-
-        a = g.x(g.dim(0, 12), g.dim(0, 12))
-        k = g.x(g.dim(0, 6), g.dim(0, 6))
-        kwargs = {"mode": g.choice(["full", "valid", "same"]),
-                  "boundary": g.choice(["fill", "wrap", "symm"]),
-                  "method": g.choice(["auto", "direct", "fft"])}
-        if g.coin(0.3):
-            kwargs["fillvalue"] = float(g.r.standard_normal())
-        return Call(getattr(cnncore, name), [a, k], kwargs)
     return gen
 
 
 # --- layers ---------------------------------------------------------------------------------
 
-AUTO = "<auto>"     # placeholder: let the layer op derive the gradient from the output
+AUTO = "<auto>"  # placeholder: let the layer op derive the gradient from the output
 
 
-def run_layer(cls_name: str, ctor: dict, x: Any, grad: Any, train: bool = True,
-              input_grad: bool = True) -> Any:
+def run_layer(
+    cls_name: str, ctor: dict, x: Any, grad: Any, train: bool = True, input_grad: bool = True
+) -> Any:
     """Construct ``nn.<cls_name>(**ctor)``, run forward on ``x`` and (in training mode)
     backward on ``grad`` (random, shaped like the output, when ``AUTO``)."""
     from cnncore import nn
@@ -689,60 +244,72 @@ def run_loss(cls_name: str, ctor: dict, output: Any, target: Any) -> Any:
 
 
 def _layer(cls_name: str, make):
-    def gen(g: Gen) -> Call:
+    def gen(g: Draw) -> Call:
         ctor, x = make(g)
         grad: Any = AUTO
         if g.coin(0.05):
             grad = g.x(*np.shape(x))
-        return Call(run_layer, [cls_name, ctor, x, grad],
-                    {"train": g.coin(0.8), "input_grad": g.coin(0.8)})
+        return Call(
+            run_layer, [cls_name, ctor, x, grad], {"train": g.coin(0.8), "input_grad": g.coin(0.8)}
+        )
+
     return gen
 
 
-def _mk_conv(g: Gen):
-    c = _conv_geom(g)
-    ctor = dict(in_channels=c["c"], out_channels=c["k"], kernel_size=(c["kh"], c["kw"]),
-                bias=g.coin(0.7), dtype=g.dt, rng=int(g.r.integers(100)), **c["kwargs"])
+def _mk_conv(g: Draw):
+    c = draw_conv(g)
+    ctor = dict(
+        in_channels=c.c,
+        out_channels=c.k,
+        kernel_size=(c.kh, c.kw),
+        bias=g.coin(0.7),
+        dtype=g.dt,
+        rng=int(g.r.integers(100)),
+        **c.opts,
+    )
     if ctor["padding"] != "valid" and g.coin(0.3):
         ctor["padding_mode"] = g.choice(["zeros", "replicate", "reflect", "circular"])
-    return ctor, g.x(max(c["n"], 1), c["c"], c["h"], c["w"])
+    return ctor, g.x(max(c.n, 1), c.c, c.h, c.w)
 
 
-def _mk_linear(g: Gen):
+def _mk_linear(g: Draw):
     i, o = g.dim(1, 9), g.dim(1, 9)
-    return (dict(in_features=i, out_features=o, bias=g.coin(0.7), dtype=g.dt, rng=1),
-            g.x(*_lead(g), i))
+    return (
+        dict(in_features=i, out_features=o, bias=g.coin(0.7), dtype=g.dt, rng=1),
+        g.x(*draw_lead(g), i),
+    )
 
 
-def _mk_maxpool(g: Gen):
-    p = _pool_geom(g)
-    return p["kwargs"], g.x(p["n"], p["c"], p["h"], p["w"])
+def _mk_maxpool(g: Draw):
+    p = draw_pool(g)
+    return p.opts, g.x(p.n, p.c, p.h, p.w)
 
 
-def _mk_avgpool(g: Gen):
-    p = _pool_geom(g, dilation=False)
-    kw = p["kwargs"]
+def _mk_avgpool(g: Draw):
+    p = draw_pool(g, dilation=False)
+    kw = p.opts
     kw["count_include_pad"] = g.coin()
     if g.coin(0.2):
         kw["divisor_override"] = g.dim(1, 5)
-    return kw, g.x(p["n"], p["c"], p["h"], p["w"])
+    return kw, g.x(p.n, p.c, p.h, p.w)
 
 
-def _mk_adaptive(g: Gen):
-    spec, (h, w), _ = _adaptive_out(g)
-    if isinstance(spec, tuple) and None in spec:
-        spec = (h, spec[1])
-    if spec == 0 or (isinstance(spec, tuple) and 0 in spec):
-        spec = 1
-    return {"output_size": spec}, g.x(g.dim(0, 3), g.dim(0, 4), h, w)
+def _mk_adaptive(g: Draw):
+    a = draw_adaptive(g)
+    size = a.size
+    if isinstance(size, tuple) and None in size:
+        size = (a.h, size[1])
+    if size == 0 or (isinstance(size, tuple) and 0 in size):
+        size = 1
+    return {"output_size": size}, g.x(a.n, a.c, a.h, a.w)
 
 
-def _mk_global(g: Gen):
+def _mk_global(g: Draw):
     return {}, g.x(g.dim(0, 3), g.dim(0, 4), g.dim(1, 8), g.dim(1, 8))
 
 
 def _mk_bn(nd: int):
-    def make(g: Gen):
+    def make(g: Draw):
         c = g.dim(1, 5)
         shape = (g.dim(2, 5), c) + tuple(g.dim(1, 5) for _ in range(nd - 2))
         ctor = dict(num_features=c, dtype=g.dt)
@@ -753,32 +320,33 @@ def _mk_bn(nd: int):
         if g.coin(0.2):
             ctor["track_running_stats"] = False
         return ctor, g.x(*shape)
+
     return make
 
 
-def _mk_flatten(g: Gen):
-    shape = _any_shape(g) or (2, 3)
-    return dict(start_dim=int(g.r.integers(-2, 3)), end_dim=int(g.r.integers(-2, 3))), \
-        g.x(*shape)
+def _mk_flatten(g: Draw):
+    shape = draw_shape(g) or (2, 3)
+    return dict(start_dim=int(g.r.integers(-2, 3)), end_dim=int(g.r.integers(-2, 3))), g.x(*shape)
 
 
-def _mk_dropout(g: Gen):
-    return {"p": g.choice([0.0, 0.3, 0.5, 1.0]), "rng": 0}, g.x(*_any_shape(g))
+def _mk_dropout(g: Draw):
+    return {"p": g.choice([0.0, 0.3, 0.5, 1.0]), "rng": 0}, g.x(*draw_shape(g))
 
 
 def _mk_act(params: dict | None = None):
-    def make(g: Gen):
+    def make(g: Draw):
         ctor = dict(params or {})
         if "dim" in ctor:
-            shape = _any_shape(g) or (3,)
+            shape = draw_shape(g) or (3,)
             ctor["dim"] = int(g.r.integers(-len(shape), len(shape)))
             return ctor, g.x(*shape)
-        return ctor, g.x(*_any_shape(g))
+        return ctor, g.x(*draw_shape(g))
+
     return make
 
 
 def _loss_module(cls_name: str):
-    def gen(g: Gen) -> Call:
+    def gen(g: Draw) -> Call:
         ctor: dict = {"reduction": g.choice(["mean", "sum", "none"])}
         if cls_name == "CrossEntropyLoss":
             c = g.dim(1, 5)
@@ -787,39 +355,69 @@ def _loss_module(cls_name: str):
             if g.coin(0.3):
                 ctor["label_smoothing"] = float(g.r.random())
         else:
-            shape = _any_shape(g)
+            shape = draw_shape(g)
             unit = cls_name == "BCELoss"
             out = g.x(*shape, unit=unit, positive=cls_name == "MSLELoss")
             target = g.x(*shape, unit=unit, positive=cls_name == "MSLELoss")
         return Call(run_loss, [cls_name, ctor, out, target], {})
+
     return gen
 
 
-def run_fit(x: Any, y: Any, loss: Any, optimizer: Any, epochs: Any, batch_size: Any,
-            width: int) -> Any:
+def run_fit(
+    x: Any, y: Any, loss: Any, optimizer: Any, epochs: Any, batch_size: Any, width: int
+) -> Any:
     from cnncore import nn
 
     if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 3:
         epochs = 3  # a valid but enormous epoch count would just train for a very long time
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(2 * (width // 2) ** 2, 3, rng=1))
-    hist = model.fit(x, y, optimizer=optimizer, loss=loss, epochs=epochs,
-                     batch_size=batch_size, verbose=False, seed=0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1, rng=0),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * (width // 2) ** 2, 3, rng=1),
+    )
+    hist = model.fit(
+        x,
+        y,
+        optimizer=optimizer,
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=False,
+        seed=0,
+    )
     return hist, model.predict(x) if len(np.shape(x)) == 4 and np.shape(x)[0] else None
 
 
-def gen_fit(g: Gen) -> Call:
+def gen_fit(g: Draw) -> Call:
     n, width = g.dim(1, 12), g.choice([4, 6])
-    x = g.x(n, 1, width, width) if g.coin(0.8) else \
-        (g.r.random((n, 1, width, width)) * 255).astype(np.uint8)
+    x = (
+        g.x(n, 1, width, width)
+        if g.coin(0.8)
+        else (g.r.random((n, 1, width, width)) * 255).astype(np.uint8)
+    )
     y = g.r.integers(0, 3, size=n)
-    return Call(run_fit, [x, y, g.choice(["cross_entropy", "cross_entropy", "mse"]),
-                          g.choice(["sgd", "adam"]), g.dim(0, 2), g.dim(1, 8), width], {})
+    return Call(
+        run_fit,
+        [
+            x,
+            y,
+            g.choice(["cross_entropy", "cross_entropy", "mse"]),
+            g.choice(["sgd", "adam"]),
+            g.dim(0, 2),
+            g.dim(1, 8),
+            width,
+        ],
+        {},
+    )
 
 
 # --- files ----------------------------------------------------------------------------------
 
-def _damage(g: Gen, data: bytes) -> bytes:
+
+def _damage(g: Draw, data: bytes) -> bytes:
     b = bytearray(data)
     for _ in range(int(g.r.integers(1, 4))):
         kind = g.r.random()
@@ -831,35 +429,47 @@ def _damage(g: Gen, data: bytes) -> bytes:
                 b[int(g.r.integers(0, len(b)))] = int(g.r.integers(0, 256))
         elif kind < 0.85:
             pos = int(g.r.integers(0, len(b) + 1))
-            b[pos:pos] = g.r.integers(0, 256, size=int(g.r.integers(1, 64))).astype(
-                np.uint8).tobytes()
+            b[pos:pos] = (
+                g.r.integers(0, 256, size=int(g.r.integers(1, 64))).astype(np.uint8).tobytes()
+            )
         else:
-            b = bytearray(g.r.integers(0, 256, size=int(g.r.integers(0, 300))).astype(
-                np.uint8).tobytes())
+            b = bytearray(
+                g.r.integers(0, 256, size=int(g.r.integers(0, 300))).astype(np.uint8).tobytes()
+            )
     return bytes(b)
 
 
-def _saved_model_bytes(g: Gen) -> bytes:
+def _saved_model_bytes(g: Draw) -> bytes:
     from cnncore import nn
 
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.BatchNorm2d(2), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(8, 3, rng=1))
-    buf = io.BytesIO()
-    arrays = {"__architecture__": None}
-    from cnncore.nn import serialization as ser
-
-    arch = {"format": ser.FORMAT, "version": ser.VERSION, "model": ser._spec(model)}
-    if g.coin(0.3):   # a crafted architecture: an enormous or odd layer config
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, rng=0),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8, 3, rng=1),
+    )
+    fd, path = tempfile.mkstemp(suffix=".npz")
+    os.close(fd)
+    try:
+        nn.save(model, path)
+        with open(path, "rb") as f:
+            data = f.read()
+    finally:
+        os.unlink(path)
+    if g.coin(0.3):  # a crafted architecture (save()'s JSON): an enormous or odd layer config
+        with np.load(io.BytesIO(data)) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        arch = json.loads(arrays["__architecture__"].tobytes())
         layer = arch["model"]["layers"][-1]
         layer["config"][g.choice(["in_features", "out_features"])] = g.choice(
-            [2**31 - 1, 10**6, 50000, 0, -5, 3.5, "8", None])
-    arrays["__architecture__"] = np.frombuffer(json.dumps(arch).encode(), np.uint8)
-    for name, p in model.named_parameters():
-        arrays[f"param:{name}"] = p.data
-    for name, b in model.named_buffers():
-        arrays[f"buffer:{name}"] = b
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+            [2**31 - 1, 10**6, 50000, 0, -5, 3.5, "8", None]
+        )
+        arrays["__architecture__"] = np.frombuffer(json.dumps(arch).encode(), np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+    return data
 
 
 def run_load_bytes(data: bytes, which: str) -> Any:
@@ -876,14 +486,14 @@ def run_load_bytes(data: bytes, which: str) -> Any:
         os.unlink(path)
 
 
-def gen_load_model(g: Gen) -> Call:
+def gen_load_model(g: Draw) -> Call:
     data = _saved_model_bytes(g)
     if g.coin(0.8):
         data = _damage(g, data)
     return Call(run_load_bytes, [data, "model"], {})
 
 
-def gen_load_idx(g: Gen) -> Call:
+def gen_load_idx(g: Draw) -> Call:
     import gzip
 
     arr = g.r.integers(0, 256, size=(g.dim(0, 4), g.dim(0, 5), g.dim(0, 5))).astype(np.uint8)
@@ -897,6 +507,7 @@ def gen_load_idx(g: Gen) -> Call:
 
 
 # --- self-test ops (only through --inject) ----------------------------------------------------
+
 
 def _selftest_abort() -> None:
     os.abort()
@@ -933,61 +544,42 @@ def _selftest_crash_if_armed() -> None:
         os.abort()
 
 
-SELFTESTS = {"abort": _selftest_abort, "segv": _selftest_segv, "hang": _selftest_hang,
-             "error": _selftest_error, "modify": _selftest_modify, "arm": _selftest_arm,
-             "crash_if_armed": _selftest_crash_if_armed}
+SELFTESTS = {
+    "abort": _selftest_abort,
+    "segv": _selftest_segv,
+    "hang": _selftest_hang,
+    "error": _selftest_error,
+    "modify": _selftest_modify,
+    "arm": _selftest_arm,
+    "crash_if_armed": _selftest_crash_if_armed,
+}
 
 
 def _build_ops() -> dict[str, Any]:
-    ops: dict[str, Any] = {
-        "conv2d": gen_conv2d, "conv2d_backward_input": gen_conv2d_backward_input,
-        "conv2d_backward_weight": gen_conv2d_backward_weight,
-        "conv2d_backward_bias": gen_conv2d_backward_bias,
-        "conv2d_backward": gen_conv2d_backward, "im2col": gen_im2col,
-        "col2im": gen_col2im, "linear": gen_linear,
-        "linear_backward_input": gen_linear_backward_input,
-        "linear_backward_weight": gen_linear_backward_weight,
-        "linear_backward_bias": gen_linear_backward_bias,
-        "relu": _unary("relu"), "leaky_relu": _unary("leaky_relu"),
-        "sigmoid": _unary("sigmoid"), "tanh": _unary("tanh"),
-        "relu_backward": _binary("relu_backward"),
-        "leaky_relu_backward": _binary("leaky_relu_backward"),
-        "sigmoid_backward": _binary("sigmoid_backward"),
-        "tanh_backward": _binary("tanh_backward"),
-        "softmax": _softmax("softmax", False), "log_softmax": _softmax("log_softmax", False),
-        "softmax_backward": _softmax("softmax_backward", True),
-        "log_softmax_backward": _softmax("log_softmax_backward", True),
-        "cross_entropy": _cross_entropy(False),
-        "cross_entropy_backward": _cross_entropy(True),
-        "max_pool2d": gen_max_pool2d, "max_pool2d_backward": gen_max_pool2d_backward,
-        "avg_pool2d": gen_avg_pool2d, "avg_pool2d_backward": gen_avg_pool2d_backward,
-        "adaptive_avg_pool2d": gen_adaptive_avg_pool2d,
-        "adaptive_avg_pool2d_backward": gen_adaptive_avg_pool2d_backward,
-        "adaptive_max_pool2d": gen_adaptive_max_pool2d,
-        "adaptive_max_pool2d_backward": gen_adaptive_max_pool2d_backward,
-        "global_avg_pool2d": gen_global_avg_pool2d,
-        "global_avg_pool2d_backward": gen_global_avg_pool2d_backward,
-        "lp_pool2d": gen_lp_pool2d, "lp_pool2d_backward": gen_lp_pool2d_backward,
-        "max_unpool2d": gen_max_unpool2d, "max_unpool2d_backward": gen_max_unpool2d_backward,
-        "pad2d": gen_pad2d, "pad2d_backward": gen_pad2d_backward,
-        "correlate2d": _signal("correlate2d"), "convolve2d": _signal("convolve2d"),
-    }
-    for name in ("mse_loss", "l1_loss", "l2_loss", "msle_loss", "mape_loss",
-                 "binary_cross_entropy", "binary_cross_entropy_with_logits"):
-        ops[name] = _pointwise_loss(name, False)
-        ops[name + "_backward"] = _pointwise_loss(name, True)
+    from cnncore import nn
+
+    ops: dict[str, Any] = {spec.name: _spec_op(spec) for spec in api_specs.SPECS}
     layers = {
-        "Conv2d": _mk_conv, "Linear": _mk_linear, "MaxPool2d": _mk_maxpool,
-        "AvgPool2d": _mk_avgpool, "AdaptiveAvgPool2d": _mk_adaptive,
-        "GlobalAvgPool2d": _mk_global, "BatchNorm1d": _mk_bn(3), "BatchNorm2d": _mk_bn(4),
-        "Flatten": _mk_flatten, "Dropout": _mk_dropout, "ReLU": _mk_act(),
-        "LeakyReLU": _mk_act({"negative_slope": 0.1}), "Sigmoid": _mk_act(),
-        "Tanh": _mk_act(), "Softmax": _mk_act({"dim": 1}), "LogSoftmax": _mk_act({"dim": 1}),
+        "Conv2d": _mk_conv,
+        "Linear": _mk_linear,
+        "MaxPool2d": _mk_maxpool,
+        "AvgPool2d": _mk_avgpool,
+        "AdaptiveAvgPool2d": _mk_adaptive,
+        "GlobalAvgPool2d": _mk_global,
+        "BatchNorm1d": _mk_bn(3),
+        "BatchNorm2d": _mk_bn(4),
+        "Flatten": _mk_flatten,
+        "Dropout": _mk_dropout,
+        "ReLU": _mk_act(),
+        "LeakyReLU": _mk_act({"negative_slope": 0.1}),
+        "Sigmoid": _mk_act(),
+        "Tanh": _mk_act(),
+        "Softmax": _mk_act({"dim": 1}),
+        "LogSoftmax": _mk_act({"dim": 1}),
     }
     for cls_name, make in layers.items():
         ops["nn." + cls_name] = _layer(cls_name, make)
-    for cls_name in ("CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "MSELoss", "L1Loss",
-                     "MSLELoss", "MAPELoss", "L2Loss"):
+    for cls_name in (n for n in nn.__all__ if n.endswith("Loss")):
         ops["nn." + cls_name] = _loss_module(cls_name)
     ops["Sequential.fit"] = gen_fit
     ops["load"] = gen_load_model
@@ -1002,8 +594,15 @@ OP_NAMES = sorted(OPS)
 # --- mutations ------------------------------------------------------------------------------
 
 # Arguments of the harness's own wrappers that are not cnncore arguments (never mutated).
-HARNESS_ARGS = {(run_layer, 0), (run_layer, "train"), (run_loss, 0), (run_fit, 6),
-                (run_load_bytes, 0), (run_load_bytes, 1)}
+HARNESS_ARGS = {
+    (run_layer, 0),
+    (run_layer, "train"),
+    (run_loss, 0),
+    (run_fit, 6),
+    (run_load_bytes, 0),
+    (run_load_bytes, 1),
+}
+
 
 def _slots(call: Call) -> list[tuple[Any, Any]]:
     """(container, key) of every leaf argument, descending into dicts (layer configs)."""
@@ -1026,7 +625,7 @@ def _slots(call: Call) -> list[tuple[Any, Any]]:
     return out
 
 
-def _huge_view(g: Gen, dtype: Any) -> np.ndarray:
+def _huge_view(g: Draw, dtype: Any) -> np.ndarray:
     """A zero-stride view with more than 2**31 elements (no memory behind it)."""
     big = g.choice([2**31 + 1, 2**32 + 5, 2**40, 3 * 2**30])
     nd = int(g.r.integers(1, 5))
@@ -1037,9 +636,9 @@ def _huge_view(g: Gen, dtype: Any) -> np.ndarray:
     return np.broadcast_to(np.zeros((), dtype), tuple(shape))
 
 
-def _mutate_array(g: Gen, a: np.ndarray) -> Any:
+def _mutate_array(g: Draw, a: np.ndarray) -> Any:
     kind = g.r.random()
-    if a.size > 1 << 20:    # a huge view from an earlier mutation: only replace it
+    if a.size > 1 << 20:  # a huge view from an earlier mutation: only replace it
         return g.choice([None, 1.0, a[..., :1]])
     if kind < 0.2:
         dt = g.choice(OTHER_DTYPES + FLOATS)
@@ -1047,20 +646,18 @@ def _mutate_array(g: Gen, a: np.ndarray) -> Any:
             return a.astype(dt)
         except (TypeError, ValueError, OverflowError):
             return a
-    if kind < 0.35:     # change one dimension
+    if kind < 0.35:  # change one dimension
         if a.ndim == 0:
             return a.reshape(1)
         shape = list(a.shape)
         ax = int(g.r.integers(a.ndim))
-        shape[ax] = g.choice([0, 1, shape[ax] + 1, max(shape[ax] - 1, 0),
-                              int(g.r.integers(0, 12))])
-        return g.x(*shape, dtype=a.dtype) if a.dtype.kind == "f" else \
-            np.zeros(shape, a.dtype)
-    if kind < 0.45:     # change the rank
+        shape[ax] = g.choice([0, 1, shape[ax] + 1, max(shape[ax] - 1, 0), int(g.r.integers(0, 12))])
+        return g.x(*shape, dtype=a.dtype) if a.dtype.kind == "f" else np.zeros(shape, a.dtype)
+    if kind < 0.45:  # change the rank
         if a.ndim > 0 and g.coin():
             return a[0] if a.shape[0] else np.zeros(a.shape[1:], a.dtype)
         return a[None] if g.coin() else a[..., None]
-    if kind < 0.65:     # views
+    if kind < 0.65:  # views
         v = g.r.random()
         if v < 0.25:
             big = np.repeat(a, 2, axis=-1) if a.ndim else a
@@ -1077,21 +674,32 @@ def _mutate_array(g: Gen, a: np.ndarray) -> Any:
             idx = tuple(slice(0, 1) for _ in range(a.ndim))
             return np.broadcast_to(a[idx], a.shape)
         return a
-    if kind < 0.8:      # special values
+    if kind < 0.8:  # special values
         if a.dtype.kind == "f" and a.size:
             b = a.copy()
             for _ in range(int(g.r.integers(1, 4))):
                 b.reshape(-1)[int(g.r.integers(b.size))] = g.choice(
-                    [np.nan, np.inf, -np.inf, 1e38, -1e38, 0.0, -0.0, 1e-45])
+                    [np.nan, np.inf, -np.inf, 1e38, -1e38, 0.0, -0.0, 1e-45]
+                )
             return b
         return a
     if kind < 0.88:
         return _huge_view(g, a.dtype if a.dtype != object else np.float32)
-    return g.choice([None, "array", 3.0, [[1.0, 2.0], [3.0]], a.tolist() if a.size < 50 else
-                     None, {"a": 1}, np.float64(1.0), a.reshape(-1)])
+    return g.choice(
+        [
+            None,
+            "array",
+            3.0,
+            [[1.0, 2.0], [3.0]],
+            a.tolist() if a.size < 50 else None,
+            {"a": 1},
+            np.float64(1.0),
+            a.reshape(-1),
+        ]
+    )
 
 
-def _mutate(g: Gen, call: Call) -> list[str]:
+def _mutate(g: Draw, call: Call) -> list[str]:
     notes = []
     slots = _slots(call)
     if not slots:
@@ -1135,11 +743,14 @@ class Case:
                 return f"<{len(v)} bytes>"
             text = repr(v)
             return text if len(text) < 120 else text[:117] + "..."
+
         fn = getattr(self.call.fn, "__name__", repr(self.call.fn))
         args = [fmt(a) for a in self.call.args]
         args += [f"{k}={fmt(v)}" for k, v in self.call.kwargs.items()]
-        return (f"case {self.index} (seed {self.seed}): {self.op} -> {fn}({', '.join(args)})"
-                f"  threads={self.threads}  mutated={self.notes}")
+        return (
+            f"case {self.index} (seed {self.seed}): {self.op} -> {fn}({', '.join(args)})"
+            f"  threads={self.threads}  mutated={self.notes}"
+        )
 
 
 def make_case(seed: int, index: int, inject: dict[int, str] | None = None) -> Case:
@@ -1150,7 +761,7 @@ def make_case(seed: int, index: int, inject: dict[int, str] | None = None) -> Ca
         return Case(seed, index, f"selftest:{kind}", Call(SELFTESTS[kind], args, {}), 1)
     r = np.random.default_rng([seed, index])
     op = OP_NAMES[int(r.integers(len(OP_NAMES)))]
-    g = Gen(r)
+    g = Draw(r)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # casts of NaN/inf/huge values while mutating
         call = OPS[op](g)
@@ -1163,6 +774,7 @@ def make_case(seed: int, index: int, inject: dict[int, str] | None = None) -> Ca
 # Running cases (child side)
 # ------------------------------------------------------------------------------------------
 
+
 def _arrays_in(call: Call) -> list[tuple[Any, np.ndarray]]:
     out = []
 
@@ -1172,6 +784,7 @@ def _arrays_in(call: Call) -> list[tuple[Any, np.ndarray]]:
         elif isinstance(v, dict):
             for k, x in v.items():
                 walk(k, x)
+
     for i, a in enumerate(call.args):
         walk(i, a)
     for k, v in call.kwargs.items():
@@ -1232,8 +845,14 @@ def run_case(case: Case) -> tuple[str, str]:
     return outcome, detail
 
 
-def child_main(seed: int, indices: list[int], progress: str, inject: dict[int, str],
-               case_timeout: float, mem_limit_gb: float) -> int:
+def child_main(
+    seed: int,
+    indices: list[int],
+    progress: str,
+    inject: dict[int, str],
+    case_timeout: float,
+    mem_limit_gb: float,
+) -> int:
     if mem_limit_gb > 0:
         import resource
 
@@ -1251,8 +870,12 @@ def child_main(seed: int, indices: list[int], progress: str, inject: dict[int, s
                 case = make_case(seed, i, inject)
             except Exception:  # noqa: BLE001 -- a bug of this harness, not of cnncore
                 faulthandler.cancel_dump_traceback_later()
-                rec = {"i": i, "op": "?", "outcome": "FAIL:harness-error",
-                       "detail": traceback.format_exc()[-4000:]}
+                rec = {
+                    "i": i,
+                    "op": "?",
+                    "outcome": "FAIL:harness-error",
+                    "detail": traceback.format_exc()[-4000:],
+                }
                 out.write("D " + json.dumps(rec) + "\n")
                 continue
             t0 = time.perf_counter()
@@ -1260,12 +883,18 @@ def child_main(seed: int, indices: list[int], progress: str, inject: dict[int, s
                 outcome, detail = run_case(case)
             finally:
                 faulthandler.cancel_dump_traceback_later()
-            rec = {"i": i, "op": case.op, "outcome": outcome,
-                   "t": round(time.perf_counter() - t0, 4)}
-            if outcome.startswith("FAIL") or (outcome.startswith("rejected")
-                                              and outcome != "rejected:MemoryError"
-                                              and "Received" not in detail
-                                              and case.call.fn is not run_load_bytes):
+            rec = {
+                "i": i,
+                "op": case.op,
+                "outcome": outcome,
+                "t": round(time.perf_counter() - t0, 4),
+            }
+            if outcome.startswith("FAIL") or (
+                outcome.startswith("rejected")
+                and outcome != "rejected:MemoryError"
+                and "Received" not in detail
+                and case.call.fn is not run_load_bytes
+            ):
                 rec["detail"] = detail[:4000]
                 rec["case"] = case.describe()
             out.write("D " + json.dumps(rec) + "\n")
@@ -1277,24 +906,42 @@ def child_main(seed: int, indices: list[int], progress: str, inject: dict[int, s
 # Campaign (parent side)
 # ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class BatchResult:
-    records: list          # finished case records
+    records: list  # finished case records
     crashed_at: int | None  # index of the case that was running when the child died
-    kind: str              # "" (clean), "crash", "hang"
+    kind: str  # "" (clean), "crash", "hang"
     returncode: int
     stderr: str
 
 
-def run_batch(seed: int, indices: list[int], *, inject: dict[int, str] | None = None,
-              case_timeout: float = DEFAULT_CASE_TIMEOUT,
-              mem_limit_gb: float = DEFAULT_MEM_LIMIT_GB) -> BatchResult:
+def run_batch(
+    seed: int,
+    indices: list[int],
+    *,
+    inject: dict[int, str] | None = None,
+    case_timeout: float = DEFAULT_CASE_TIMEOUT,
+    mem_limit_gb: float = DEFAULT_MEM_LIMIT_GB,
+) -> BatchResult:
     inject = inject or {}
     with tempfile.TemporaryDirectory(prefix="cnncore-fuzz-") as tmp:
         progress = os.path.join(tmp, "progress")
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--seed", str(seed),
-               "--indices", ",".join(map(str, indices)), "--progress", progress,
-               "--case-timeout", str(case_timeout), "--mem-limit-gb", str(mem_limit_gb)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            "--seed",
+            str(seed),
+            "--indices",
+            ",".join(map(str, indices)),
+            "--progress",
+            progress,
+            "--case-timeout",
+            str(case_timeout),
+            "--mem-limit-gb",
+            str(mem_limit_gb),
+        ]
         for i, kind in inject.items():
             cmd += ["--inject", f"{kind}@{i}"]
         env = dict(os.environ)
@@ -1303,13 +950,17 @@ def run_batch(seed: int, indices: list[int], *, inject: dict[int, str] | None = 
         env.setdefault("PYTHONFAULTHANDLER", "1")
         backstop = case_timeout * 2 + 60 + 0.5 * len(indices)
         try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                                  timeout=backstop, cwd=tmp)
+            proc = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=backstop, cwd=tmp
+            )
             returncode, stderr, timed_out = proc.returncode, proc.stderr, False
         except subprocess.TimeoutExpired as exc:
             returncode = -9
-            stderr = (exc.stderr or b"").decode(errors="replace") \
-                if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            stderr = (
+                (exc.stderr or b"").decode(errors="replace")
+                if isinstance(exc.stderr, bytes)
+                else (exc.stderr or "")
+            )
             timed_out = True
         records, started = [], None
         if os.path.exists(progress):
@@ -1327,16 +978,18 @@ def run_batch(seed: int, indices: list[int], *, inject: dict[int, str] | None = 
     if returncode == 0 and not timed_out and len(done) == len(indices):
         return BatchResult(records, None, "", 0, stderr)
     hang = timed_out or "Timeout (" in stderr
-    if started is None:   # died between cases (or before the first): blame the next one
+    if started is None:  # died between cases (or before the first): blame the next one
         pending = [i for i in indices if i not in done]
         started = pending[0] if pending else indices[-1]
     return BatchResult(records, started, "hang" if hang else "crash", returncode, stderr)
 
 
-def isolate(seed: int, batch: list[int], culprit: int, kind: str,
-            **kw: Any) -> tuple[list[int], BatchResult | None]:
+def isolate(
+    seed: int, batch: list[int], culprit: int, kind: str, **kw: Any
+) -> tuple[list[int], BatchResult | None]:
     """Shortest run of cases ending at ``culprit`` that reproduces a crash/hang: the case
     alone if it fails alone, otherwise bisected on the start of the preceding cases."""
+
     def fails(seq: list[int]) -> BatchResult | None:
         res = run_batch(seed, seq, **kw)
         return res if res.kind and res.crashed_at == culprit else None
@@ -1344,11 +997,11 @@ def isolate(seed: int, batch: list[int], culprit: int, kind: str,
     alone = fails([culprit])
     if alone:
         return [culprit], alone
-    prefix = batch[:batch.index(culprit) + 1]
+    prefix = batch[: batch.index(culprit) + 1]
     full = fails(prefix)
     if full is None:
-        return [], None      # not reproducible (flaky)
-    lo, hi = 0, len(prefix) - 1   # prefix[hi:] does not fail alone, prefix[lo:] fails
+        return [], None  # not reproducible (flaky)
+    lo, hi = 0, len(prefix) - 1  # prefix[hi:] does not fail alone, prefix[lo:] fails
     best = full
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -1393,12 +1046,16 @@ class CampaignResult:
         lines.append(f"  entry points exercised: {len(self.by_op)}, with a result: {reached}")
         in_cases = sum(v.get("seconds", 0.0) for v in self.by_op.values())
         heavy = sorted(self.by_op.items(), key=lambda kv: -kv[1].get("seconds", 0.0))[:3]
-        lines.append(f"  time inside cases: {in_cases:.1f} s (most: " + ", ".join(
-            f"{k} {v.get('seconds', 0.0):.1f} s" for k, v in heavy)
-            + f"; slowest case {self.slowest[0]}: {self.slowest[1]:.2f} s)")
+        lines.append(
+            f"  time inside cases: {in_cases:.1f} s (most: "
+            + ", ".join(f"{k} {v.get('seconds', 0.0):.1f} s" for k, v in heavy)
+            + f"; slowest case {self.slowest[0]}: {self.slowest[1]:.2f} s)"
+        )
         if self.unnamed_messages:
-            lines.append(f"  rejections whose message lacks 'Received' "
-                         f"({len(self.unnamed_messages)} distinct, not failures):")
+            lines.append(
+                f"  rejections whose message lacks 'Received' "
+                f"({len(self.unnamed_messages)} distinct, not failures):"
+            )
             for op, msg in self.unnamed_messages[:15]:
                 lines.append(f"    {op}: {msg[:150]}")
         if self.failures:
@@ -1410,15 +1067,25 @@ class CampaignResult:
                 for dl in (f.get("detail") or "").strip().splitlines()[-12:]:
                     lines.append(f"      | {dl}")
         else:
-            lines.append("no failures: every case returned a result or raised "
-                         "ValueError/TypeError/MemoryError")
+            lines.append(
+                "no failures: every case returned a result or raised "
+                "ValueError/TypeError/MemoryError"
+            )
         return "\n".join(lines)
 
 
-def campaign(cases: int, seed: int, *, start: int = 0, batch: int = DEFAULT_BATCH,
-             inject: dict[int, str] | None = None, case_timeout: float = DEFAULT_CASE_TIMEOUT,
-             mem_limit_gb: float = DEFAULT_MEM_LIMIT_GB, verbose: bool = False,
-             indices: list[int] | None = None) -> CampaignResult:
+def campaign(
+    cases: int,
+    seed: int,
+    *,
+    start: int = 0,
+    batch: int = DEFAULT_BATCH,
+    inject: dict[int, str] | None = None,
+    case_timeout: float = DEFAULT_CASE_TIMEOUT,
+    mem_limit_gb: float = DEFAULT_MEM_LIMIT_GB,
+    verbose: bool = False,
+    indices: list[int] | None = None,
+) -> CampaignResult:
     t0 = time.perf_counter()
     res = CampaignResult(seed)
     todo = list(indices) if indices is not None else list(range(start, start + cases))
@@ -1426,7 +1093,7 @@ def campaign(cases: int, seed: int, *, start: int = 0, batch: int = DEFAULT_BATC
     seen_msgs: set = set()
     pos = 0
     while pos < len(todo):
-        chunk = todo[pos:pos + batch]
+        chunk = todo[pos : pos + batch]
         br = run_batch(seed, chunk, **kw)
         for rec in br.records:
             res.cases += 1
@@ -1438,9 +1105,15 @@ def campaign(cases: int, seed: int, *, start: int = 0, batch: int = DEFAULT_BATC
             if rec.get("t", 0.0) > res.slowest[1]:
                 res.slowest = (rec["i"], rec["t"])
             if rec["outcome"].startswith("FAIL"):
-                res.failures.append({"kind": rec["outcome"][5:], "op": rec["op"],
-                                     "repro": _repro(seed, [rec["i"]], inject),
-                                     "case": rec.get("case"), "detail": rec.get("detail")})
+                res.failures.append(
+                    {
+                        "kind": rec["outcome"][5:],
+                        "op": rec["op"],
+                        "repro": _repro(seed, [rec["i"]], inject),
+                        "case": rec.get("case"),
+                        "detail": rec.get("detail"),
+                    }
+                )
             elif "detail" in rec:
                 msg = rec["detail"].split(". Received")[0]
                 sig = (rec["op"], msg[:60])
@@ -1459,18 +1132,27 @@ def campaign(cases: int, seed: int, *, start: int = 0, batch: int = DEFAULT_BATC
                 case_text = f"(could not rebuild the case: {exc})"
             res.cases += 1
             res.outcomes[f"FAIL:{br.kind}"] = res.outcomes.get(f"FAIL:{br.kind}", 0) + 1
-            res.failures.append({
-                "kind": br.kind + ("" if seq else " (not reproducible)"),
-                "op": case_text.split(": ", 1)[-1].split(" ->")[0] if case_text else "?",
-                "repro": _repro(seed, seq or [culprit], inject), "case": case_text,
-                "detail": f"exit status {(rep or br).returncode}\n{stderr[-3000:]}",
-                "index": culprit, "sequence": seq})
+            res.failures.append(
+                {
+                    "kind": br.kind + ("" if seq else " (not reproducible)"),
+                    "op": case_text.split(": ", 1)[-1].split(" ->")[0] if case_text else "?",
+                    "repro": _repro(seed, seq or [culprit], inject),
+                    "case": case_text,
+                    "detail": f"exit status {(rep or br).returncode}\n{stderr[-3000:]}",
+                    "index": culprit,
+                    "sequence": seq,
+                }
+            )
             pos += chunk.index(culprit) + 1
         else:
             pos += len(chunk)
         if verbose:
-            print(f"  {pos}/{len(todo)} cases, {len(res.failures)} failures, "
-                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"  {pos}/{len(todo)} cases, {len(res.failures)} failures, "
+                f"{time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -1478,6 +1160,7 @@ def campaign(cases: int, seed: int, *, start: int = 0, batch: int = DEFAULT_BATC
 # ------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------
+
 
 def _parse_inject(items: list[str]) -> dict[int, str]:
     out = {}
@@ -1496,12 +1179,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first case index")
     ap.add_argument("--case", type=int, help="replay this single case")
     ap.add_argument("--indices", help="replay these comma-separated cases, in order")
-    ap.add_argument("--show", action="store_true",
-                    help="with --case: print the case and run it in this process")
+    ap.add_argument(
+        "--show", action="store_true", help="with --case: print the case and run it in this process"
+    )
     ap.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="cases per child process")
     ap.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT)
-    ap.add_argument("--mem-limit-gb", type=float, default=DEFAULT_MEM_LIMIT_GB,
-                    help="child address-space limit in GiB (0: none; use 0 under ASan)")
+    ap.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=DEFAULT_MEM_LIMIT_GB,
+        help="child address-space limit in GiB (0: none; use 0 under ASan)",
+    )
     ap.add_argument("--inject", action="append", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the result as JSON to this file")
     ap.add_argument("--quiet", action="store_true")
@@ -1512,8 +1200,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child:
         indices = [int(i) for i in args.indices.split(",") if i]
-        return child_main(args.seed, indices, args.progress, inject, args.case_timeout,
-                          args.mem_limit_gb)
+        return child_main(
+            args.seed, indices, args.progress, inject, args.case_timeout, args.mem_limit_gb
+        )
     if args.case is not None and args.show:
         case = make_case(args.seed, args.case, inject)
         print(case.describe())
@@ -1527,15 +1216,32 @@ def main(argv: list[str] | None = None) -> int:
         indices = [args.case]
     elif args.indices:
         indices = [int(i) for i in args.indices.split(",") if i]
-    res = campaign(args.cases, args.seed, start=args.start, batch=args.batch, inject=inject,
-                   case_timeout=args.case_timeout, mem_limit_gb=args.mem_limit_gb,
-                   verbose=not args.quiet, indices=indices)
+    res = campaign(
+        args.cases,
+        args.seed,
+        start=args.start,
+        batch=args.batch,
+        inject=inject,
+        case_timeout=args.case_timeout,
+        mem_limit_gb=args.mem_limit_gb,
+        verbose=not args.quiet,
+        indices=indices,
+    )
     print(res.summary())
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"seed": res.seed, "cases": res.cases, "outcomes": res.outcomes,
-                       "failures": res.failures, "seconds": res.seconds,
-                       "messages_without_received": res.unnamed_messages}, f, indent=1)
+            json.dump(
+                {
+                    "seed": res.seed,
+                    "cases": res.cases,
+                    "outcomes": res.outcomes,
+                    "failures": res.failures,
+                    "seconds": res.seconds,
+                    "messages_without_received": res.unnamed_messages,
+                },
+                f,
+                indent=1,
+            )
     return 0 if res.ok else 1
 
 
