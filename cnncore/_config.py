@@ -36,9 +36,7 @@ def load_kernels(name: str, level: str | None = None):
     cap = level or os.environ.get(_ENV_SIMD, "").strip().lower() or levels[-1]
     order = ["baseline", "avx2", "avx512"]
     if cap not in order:
-        raise ValueError(
-            f"{_ENV_SIMD} must be one of {order}. Received: {_ENV_SIMD}={cap!r}"
-        )
+        raise ValueError(f"{_ENV_SIMD} must be one of {order}. Received: {_ENV_SIMD}={cap!r}")
     candidates = [lv for lv in levels if order.index(lv) <= order.index(cap)]
     for lv in reversed(candidates):
         modname = name if lv == "baseline" else f"{name}_{lv}"
@@ -208,8 +206,10 @@ def show_config() -> None:
     print(f"  scipy        {info['scipy']}  (GEMM via scipy.linalg.cython_blas)")
     omp = "on" if info["openmp"] else "OFF (serial build)"
     print(f"  OpenMP       {omp}")
-    print(f"  SIMD         conv kernels built for {info['simd']} "
-          f"(CPU supports: {', '.join(info['cpu_simd'])})")
+    print(
+        f"  SIMD         conv kernels built for {info['simd']} "
+        f"(CPU supports: {', '.join(info['cpu_simd'])})"
+    )
     print(f"  threads      {info['num_threads']} (usable cores: {info['usable_cores']})")
     if not info["blas"]:
         print("  BLAS         unknown (threadpoolctl found no BLAS library)")

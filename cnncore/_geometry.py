@@ -31,8 +31,9 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilati
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
-                     ceil_mode: bool) -> int:
+def pool_output_size(
+    size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool
+) -> int:
     """PyTorch's pooling output size (``pooling_output_shape``).
 
     ``floor_or_ceil((size + 2 pad - dilation (kernel - 1) - 1) / stride) + 1``; with
@@ -46,9 +47,13 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
     return out
 
 
-def conv2d_padding(func: str, padding: Any, kernel_hw: tuple[int, int],
-                   stride_hw: tuple[int, int], dilation_hw: tuple[int, int]
-                   ) -> tuple[tuple[int, int], tuple[int, int]]:
+def conv2d_padding(
+    func: str,
+    padding: Any,
+    kernel_hw: tuple[int, int],
+    stride_hw: tuple[int, int],
+    dilation_hw: tuple[int, int],
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Resolve a convolution ``padding`` argument to ``((top, bottom), (left, right))``.
 
     ``padding`` is an int, a pair, ``'valid'`` (no padding) or ``'same'`` (output size equals
@@ -71,8 +76,14 @@ def conv2d_padding(func: str, padding: Any, kernel_hw: tuple[int, int],
     return (ph, ph), (pw, pw)
 
 
-def conv2d_geometry(func: str, in_hw: tuple[int, int], kernel_hw: tuple[int, int],
-                    stride: Any, padding: Any, dilation: Any) -> ConvGeometry:
+def conv2d_geometry(
+    func: str,
+    in_hw: tuple[int, int],
+    kernel_hw: tuple[int, int],
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+) -> ConvGeometry:
     """Validate and resolve the geometry of ``conv2d`` and its backward passes (see
     :func:`conv2d_padding` for the accepted ``padding`` values)."""
     sh, sw = to_pair(stride, "stride", func, min_value=1)
@@ -92,8 +103,9 @@ def conv2d_geometry(func: str, in_hw: tuple[int, int], kernel_hw: tuple[int, int
     return ConvGeometry((kh, kw), (sh, sw), (pt, pl), (dh, dw), (ho, wo))
 
 
-def _window_params(func: str, kernel_size: Any, stride: Any,
-                   padding: Any) -> tuple[tuple[int, int], ...]:
+def _window_params(
+    func: str, kernel_size: Any, stride: Any, padding: Any
+) -> tuple[tuple[int, int], ...]:
     """``(kernel, stride, padding)`` pairs of a pooling (or unpooling) window;
     ``stride=None`` means ``stride=kernel_size``."""
     kh, kw = to_pair(kernel_size, "kernel_size", func, min_value=1)
@@ -105,8 +117,9 @@ def _window_params(func: str, kernel_size: Any, stride: Any,
     return (kh, kw), (sh, sw), (ph, pw)
 
 
-def pool2d_params(func: str, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                  ceil_mode: Any) -> tuple[tuple[int, int], ...]:
+def pool2d_params(
+    func: str, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any
+) -> tuple[tuple[int, int], ...]:
     """Validate pooling parameters independently of the input size (layers call this in
     ``__init__``): returns ``(kernel, stride, padding, dilation)`` pairs.
 
@@ -123,11 +136,19 @@ def pool2d_params(func: str, kernel_size: Any, stride: Any, padding: Any, dilati
     return (kh, kw), (sh, sw), (ph, pw), (dh, dw)
 
 
-def pool2d_geometry(func: str, in_hw: tuple[int, int], kernel_size: Any, stride: Any,
-                    padding: Any, dilation: Any, ceil_mode: Any) -> ConvGeometry:
+def pool2d_geometry(
+    func: str,
+    in_hw: tuple[int, int],
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: Any,
+) -> ConvGeometry:
     """Validate and resolve pooling geometry (PyTorch's rules; see :func:`pool2d_params`)."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = pool2d_params(func, kernel_size, stride, padding,
-                                                            dilation, ceil_mode)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = pool2d_params(
+        func, kernel_size, stride, padding, dilation, ceil_mode
+    )
     H, W = in_hw
     ho = pool_output_size(H, kh, sh, ph, dh, ceil_mode)
     wo = pool_output_size(W, kw, sw, pw, dw, ceil_mode)
@@ -138,8 +159,10 @@ def pool2d_geometry(func: str, in_hw: tuple[int, int], kernel_size: Any, stride:
             f"would be {(ho, wo)}. Received: input spatial size {(H, W)}, "
             f"kernel_size={kernel_size!r}, padding={padding!r}"
         )
-    for axis, size, k, s, p, d, n in (("height", H, kh, sh, ph, dh, ho),
-                                      ("width", W, kw, sw, pw, dw, wo)):
+    for axis, size, k, s, p, d, n in (
+        ("height", H, kh, sh, ph, dh, ho),
+        ("width", W, kw, sw, pw, dw, wo),
+    ):
         o = _first_empty_window(size, k, s, p, d, n)
         if o is not None:
             raise ValueError(
@@ -152,8 +175,9 @@ def pool2d_geometry(func: str, in_hw: tuple[int, int], kernel_size: Any, stride:
     return ConvGeometry((kh, kw), (sh, sw), (ph, pw), (dh, dw), (ho, wo))
 
 
-def _first_empty_window(size: int, kernel: int, stride: int, pad: int, dilation: int,
-                        n_out: int) -> int | None:
+def _first_empty_window(
+    size: int, kernel: int, stride: int, pad: int, dilation: int, n_out: int
+) -> int | None:
     """First output position whose window taps ``o*stride - pad + i*dilation`` (``i <
     kernel``) all miss ``[0, size)``, or None.
 
@@ -169,8 +193,9 @@ def _first_empty_window(size: int, kernel: int, stride: int, pad: int, dilation:
     return None
 
 
-def adaptive_pool2d_output_size(func: str, in_hw: tuple[int, int], output_size: Any,
-                                name: str = "x") -> tuple[int, int]:
+def adaptive_pool2d_output_size(
+    func: str, in_hw: tuple[int, int], output_size: Any, name: str = "x"
+) -> tuple[int, int]:
     """Resolve ``output_size`` of adaptive pooling: an int or a pair whose entries are ints
     (>= 0) or None (None keeps that input dimension).  The input's spatial size must be
     non-zero (an empty window has no average or maximum), as in PyTorch."""
@@ -199,8 +224,9 @@ def adaptive_windows(size: int, n_out: int) -> list[tuple[int, int]]:
     return [((o * size) // n_out, -(-((o + 1) * size) // n_out)) for o in range(n_out)]
 
 
-def unpool2d_geometry(func: str, in_hw: tuple[int, int], kernel_size: Any, stride: Any,
-                      padding: Any, output_size: Any) -> ConvGeometry:
+def unpool2d_geometry(
+    func: str, in_hw: tuple[int, int], kernel_size: Any, stride: Any, padding: Any, output_size: Any
+) -> ConvGeometry:
     """Geometry of ``max_unpool2d`` (PyTorch's ``_unpool_output_size``).
 
     ``out`` is the unpooled spatial size: by default ``(H_in - 1) * stride - 2 * padding +
@@ -265,8 +291,9 @@ def pad2d_sides(func: str, padding: Any) -> tuple[int, int, int, int]:
     return pw, pw, ph, ph
 
 
-def pad2d_geometry(func: str, in_hw: tuple[int, int], padding: Any, mode: Any,
-                   name: str = "x") -> PadGeometry:
+def pad2d_geometry(
+    func: str, in_hw: tuple[int, int], padding: Any, mode: Any, name: str = "x"
+) -> PadGeometry:
     """Validate ``pad2d``'s padding against the input size and mode (PyTorch's rules).
 
     Negative padding (cropping) is allowed for ``'constant'`` only, and may crop at most
@@ -314,13 +341,19 @@ def pad2d_geometry(func: str, in_hw: tuple[int, int], padding: Any, mode: Any,
     return PadGeometry(left, right, top, bottom, (H + top + bottom, W + left + right))
 
 
-def conv2d_output_shape(input_shape: tuple[int, int, int, int], weight_shape: tuple[int, ...],
-                        stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                        func: str = "conv2d") -> tuple[int, int, int, int]:
+def conv2d_output_shape(
+    input_shape: tuple[int, int, int, int],
+    weight_shape: tuple[int, ...],
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    func: str = "conv2d",
+) -> tuple[int, int, int, int]:
     """Output shape ``(N, C_out, H_out, W_out)`` of ``conv2d`` (used by layers' summaries)."""
     n, _, h, w = input_shape
-    geo = conv2d_geometry(func, (h, w), (weight_shape[2], weight_shape[3]), stride, padding,
-                          dilation)
+    geo = conv2d_geometry(
+        func, (h, w), (weight_shape[2], weight_shape[3]), stride, padding, dilation
+    )
     shape = (n, weight_shape[0], *geo.out)
     check_numel(shape, "output", func)
     return shape

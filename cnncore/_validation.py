@@ -29,8 +29,14 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_int(value: Any, name: str, func: str, *, min_value: int | None = None,
-              max_value: int | None = MAX_PARAM) -> int:
+def check_int(
+    value: Any,
+    name: str,
+    func: str,
+    *,
+    min_value: int | None = None,
+    max_value: int | None = MAX_PARAM,
+) -> int:
     """Return ``value`` as a Python int; TypeError for non-integers (bool included)."""
     if isinstance(value, (bool, np.bool_)) or isinstance(value, (float, np.floating)):
         raise TypeError(f"{func}(): {name} must be an int. Received: {name}={_fmt(value)}")
@@ -69,8 +75,7 @@ def to_pair(value: Any, name: str, func: str, *, min_value: int = 0) -> tuple[in
             v = operator.index(v)
         except TypeError:
             raise TypeError(
-                f"{func}(): {name} must be an int or a pair of ints. "
-                f"Received: {name}={_fmt(value)}"
+                f"{func}(): {name} must be an int or a pair of ints. Received: {name}={_fmt(value)}"
             ) from None
         if v < min_value:
             raise ValueError(
@@ -109,8 +114,9 @@ def as_ndarray(x: Any, name: str, func: str) -> np.ndarray:
         ) from None
 
 
-def as_index_array(x: Any, name: str, func: str, *, shape: tuple[int, ...] | None = None
-                   ) -> np.ndarray:
+def as_index_array(
+    x: Any, name: str, func: str, *, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
     """Return ``x`` as a C-contiguous int64 ndarray (e.g. max-pool ``indices``).
 
     Any integer dtype is accepted (converted once); bool, float and other dtypes raise
@@ -140,8 +146,9 @@ def as_index_array(x: Any, name: str, func: str, *, shape: tuple[int, ...] | Non
 
 def check_real(value: Any, name: str, func: str) -> float:
     """A real scalar (int or float, not bool/complex/str) as a Python float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         raise TypeError(f"{func}(): {name} must be a real number. Received: {name}={_fmt(value)}")
     try:
         return float(value)
@@ -151,27 +158,28 @@ def check_real(value: Any, name: str, func: str) -> float:
         ) from None
 
 
-def check_hyperparameter(value: Any, name: str, func: str, requirement: str,
-                         valid: Callable[[float], bool]) -> float:
+def check_hyperparameter(
+    value: Any, name: str, func: str, requirement: str, valid: Callable[[float], bool]
+) -> float:
     """A layer's real-valued hyper-parameter (dropout ``p``, BatchNorm ``eps`` and ``momentum``,
     ``negative_slope``) as a float.  Layers treat a non-number like an out-of-range number:
     both raise ValueError saying ``{name} must be {requirement}``."""
     number = None
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-            value, (bool, np.bool_)):
+        value, (bool, np.bool_)
+    ):
         try:
             number = float(value)
         except OverflowError:  # an int beyond float's range
             pass
     if number is None or not valid(number):
-        raise ValueError(
-            f"{func}(): {name} must be {requirement}. Received: {name}={_fmt(value)}"
-        )
+        raise ValueError(f"{func}(): {name} must be {requirement}. Received: {name}={_fmt(value)}")
     return number
 
 
-def as_float_array(x: Any, name: str, func: str, *, ndim: int | None = None,
-                   ndim_text: str | None = None) -> np.ndarray:
+def as_float_array(
+    x: Any, name: str, func: str, *, ndim: int | None = None, ndim_text: str | None = None
+) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32/float64 ndarray, copying only when needed.
 
     Integer, bool, complex, object and other float widths raise TypeError (cnncore never
@@ -215,8 +223,11 @@ def check_same_dtype(func: str, **arrays: np.ndarray | None) -> np.dtype:
 
 def check_shape(shape: Any, name: str, func: str, ndim: int) -> tuple[int, ...]:
     """A shape argument (``input_shape=...``): a sequence of ``ndim`` non-negative ints."""
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)) \
-            or (isinstance(shape, np.ndarray) and shape.ndim == 0):
+    if (
+        isinstance(shape, (str, bytes))
+        or not isinstance(shape, (Sequence, np.ndarray))
+        or (isinstance(shape, np.ndarray) and shape.ndim == 0)
+    ):
         raise TypeError(
             f"{func}(): {name} must be a tuple of {ndim} ints. Received: {name}={_fmt(shape)}"
         )

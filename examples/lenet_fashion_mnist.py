@@ -35,8 +35,17 @@ def main() -> None:
     model.summary((1, 1, 28, 28))
     opt = optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     sched = optim.CosineAnnealingLR(opt, T_max=args.epochs)
-    history = model.fit(x, y, optimizer=opt, loss=nn.CrossEntropyLoss(), epochs=args.epochs,
-                        batch_size=32, validation_data=(xt, yt), seed=0, scheduler=sched)
+    history = model.fit(
+        x,
+        y,
+        optimizer=opt,
+        loss=nn.CrossEntropyLoss(),
+        epochs=args.epochs,
+        batch_size=32,
+        validation_data=(xt, yt),
+        seed=0,
+        scheduler=sched,
+    )
     print(f"test accuracy: {100 * model.evaluate(xt, yt)['accuracy']:.2f} %")
 
     model.save(args.out)
@@ -47,8 +56,9 @@ def main() -> None:
     try:
         from cnncore import viz
 
-        viz.training_report(model, history, xt[0], "lenet-fashion.png",
-                            title="LeNet-5 on Fashion-MNIST")
+        viz.training_report(
+            model, history, xt[0], "lenet-fashion.png", title="LeNet-5 on Fashion-MNIST"
+        )
         print("wrote lenet-fashion.png")
     except ImportError as exc:
         print(f"(no plot: {exc})")

@@ -33,8 +33,10 @@ def _pair(v):
 def _taps(i, j, stride, dilation, out_hw):
     """Slices of the padded input read by kernel tap ``(i, j)`` at every output position."""
     (sh, sw), (dh, dw), (ho, wo) = stride, dilation, out_hw
-    return (slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
-            slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))
+    return (
+        slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
+        slice(j * dw, j * dw + sw * (wo - 1) + 1, sw),
+    )
 
 
 def _conv_taps(k, cg, groups, kernel, stride, dilation, out_hw):
@@ -45,8 +47,7 @@ def _conv_taps(k, cg, groups, kernel, stride, dilation, out_hw):
         for c_ in range(cg):
             for i in range(kernel[0]):
                 for j in range(kernel[1]):
-                    yield (kk, c_, kk // kg * cg + c_, i, j) + _taps(i, j, stride, dilation,
-                                                                     out_hw)
+                    yield (kk, c_, kk // kg * cg + c_, i, j) + _taps(i, j, stride, dilation, out_hw)
 
 
 def conv2d_ref(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
@@ -60,16 +61,16 @@ def conv2d_ref(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     ho = out_size(h, kh, sh, pt + pb, dh)
     wo = out_size(wd, kw, sw, pl + pr, dw)
     y = np.zeros((n, k, ho, wo))
-    for kk, c_, ch, i, j, rows, cols in _conv_taps(k, cg, groups, (kh, kw), (sh, sw), (dh, dw),
-                                                   (ho, wo)):
+    for kk, c_, ch, i, j, rows, cols in _conv_taps(
+        k, cg, groups, (kh, kw), (sh, sw), (dh, dw), (ho, wo)
+    ):
         y[:, kk] += w[kk, c_, i, j] * xp[:, ch, rows, cols]
     if b is not None:
         y += np.asarray(b, np.float64)[None, :, None, None]
     return y
 
 
-def conv2d_backward_input_ref(g_out, w, input_shape, stride=1, padding=0, dilation=1,
-                              groups=1):
+def conv2d_backward_input_ref(g_out, w, input_shape, stride=1, padding=0, dilation=1, groups=1):
     g_out = np.asarray(g_out, np.float64)
     w = np.asarray(w, np.float64)
     (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
@@ -78,14 +79,14 @@ def conv2d_backward_input_ref(g_out, w, input_shape, stride=1, padding=0, dilati
     (pt, pb), (pl, pr) = resolve_padding(padding, (kh, kw), (dh, dw))
     ho, wo = g_out.shape[2:]
     dxp = np.zeros((n, c, h + pt + pb, wd + pl + pr))
-    for kk, c_, ch, i, j, rows, cols in _conv_taps(k, cg, groups, (kh, kw), (sh, sw), (dh, dw),
-                                                   (ho, wo)):
+    for kk, c_, ch, i, j, rows, cols in _conv_taps(
+        k, cg, groups, (kh, kw), (sh, sw), (dh, dw), (ho, wo)
+    ):
         dxp[:, ch, rows, cols] += w[kk, c_, i, j] * g_out[:, kk]
-    return dxp[:, :, pt: pt + h, pl: pl + wd]
+    return dxp[:, :, pt : pt + h, pl : pl + wd]
 
 
-def conv2d_backward_weight_ref(g_out, x, weight_shape, stride=1, padding=0, dilation=1,
-                               groups=1):
+def conv2d_backward_weight_ref(g_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1):
     g_out = np.asarray(g_out, np.float64)
     x = np.asarray(x, np.float64)
     (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
@@ -94,8 +95,9 @@ def conv2d_backward_weight_ref(g_out, x, weight_shape, stride=1, padding=0, dila
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     ho, wo = g_out.shape[2:]
     dw_ = np.zeros(weight_shape)
-    for kk, c_, ch, i, j, rows, cols in _conv_taps(k, cg, groups, (kh, kw), (sh, sw), (dh, dw),
-                                                   (ho, wo)):
+    for kk, c_, ch, i, j, rows, cols in _conv_taps(
+        k, cg, groups, (kh, kw), (sh, sw), (dh, dw), (ho, wo)
+    ):
         dw_[kk, c_, i, j] = np.sum(xp[:, ch, rows, cols] * g_out[:, kk])
     return dw_
 
@@ -118,7 +120,8 @@ def im2col_ref(x, kernel_size, stride=1, padding=0, dilation=1):
 def col2im_ref(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     cols = np.asarray(cols, np.float64)
     (h, wd), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(
-        _pair, (output_size, kernel_size, stride, padding, dilation))
+        _pair, (output_size, kernel_size, stride, padding, dilation)
+    )
     n, ckk, _ = cols.shape
     c = ckk // (kh * kw)
     ho = out_size(h, kh, sh, 2 * ph, dh)
@@ -129,7 +132,7 @@ def col2im_ref(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
         for j in range(kw):
             rows, cs = _taps(i, j, (sh, sw), (dh, dw), (ho, wo))
             xp[:, :, rows, cs] += cols[:, :, i, j]
-    return xp[:, :, ph: ph + h, pw: pw + wd]
+    return xp[:, :, ph : ph + h, pw : pw + wd]
 
 
 def conv2d_backward_bias_ref(g_out):

@@ -19,6 +19,7 @@ DTYPES = [np.float32, np.float64]
 # Naive references (float64, element by element / slice by slice)
 # ------------------------------------------------------------------------------------------
 
+
 def _elementwise(fn, x):
     x = np.asarray(x, dtype=np.float64)
     out = np.empty_like(x)
@@ -42,6 +43,7 @@ def ref_sigmoid(x):
             return 1.0 / (1.0 + np.exp(-v))
         e = np.exp(v)
         return e / (1.0 + e)
+
     return _elementwise(s, x)
 
 
@@ -71,6 +73,7 @@ def ref_softmax(x, dim):
     def f(v):
         e = np.exp(v - v.max())
         return e / e.sum()
+
     return _per_slice(x, dim, f)
 
 
@@ -78,6 +81,7 @@ def ref_log_softmax(x, dim):
     def f(v):
         m = v.max()
         return (v - m) - np.log(np.exp(v - m).sum())
+
     return _per_slice(x, dim, f)
 
 
@@ -107,6 +111,7 @@ def _data(rng, shape, dtype, scale=3.0):
 # Forward values against the references
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", list(ELEMENTWISE))
@@ -125,10 +130,23 @@ def test_leaky_relu_slope(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,dim", [((4, 9), 1), ((4, 9), 0), ((4, 9), -1), ((2, 3, 5), 1),
-                                       ((2, 3, 5), -3), ((2, 3, 4, 5), 1), ((2, 3, 4, 5), 3),
-                                       ((2, 300, 3), 2), ((3, 2, 200), 1), ((6,), 0),
-                                       ((1, 1), 1), ((2, 1, 3), 1)])
+@pytest.mark.parametrize(
+    "shape,dim",
+    [
+        ((4, 9), 1),
+        ((4, 9), 0),
+        ((4, 9), -1),
+        ((2, 3, 5), 1),
+        ((2, 3, 5), -3),
+        ((2, 3, 4, 5), 1),
+        ((2, 3, 4, 5), 3),
+        ((2, 300, 3), 2),
+        ((3, 2, 200), 1),
+        ((6,), 0),
+        ((1, 1), 1),
+        ((2, 1, 3), 1),
+    ],
+)
 def test_softmax_matches_reference(shape, dim, dtype, rng):
     x = _data(rng, shape, dtype)
     y = F.softmax(x, dim)
@@ -154,6 +172,7 @@ def test_softmax_empty_and_scalar(dtype):
 # Backward values against the references and finite differences
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_elementwise_backward_matches_reference(dtype, rng):
     x = _data(rng, (4, 6, 5), dtype)
@@ -162,8 +181,9 @@ def test_elementwise_backward_matches_reference(dtype, rng):
     t = tol(dtype)
     np.testing.assert_allclose(F.relu_backward(g, F.relu(x)), np.where(x64 > 0, g64, 0), **t)
     np.testing.assert_allclose(F.relu_backward(g, x), np.where(x64 > 0, g64, 0), **t)
-    np.testing.assert_allclose(F.leaky_relu_backward(g, x, 0.1),
-                               np.where(x64 > 0, g64, 0.1 * g64), **t)
+    np.testing.assert_allclose(
+        F.leaky_relu_backward(g, x, 0.1), np.where(x64 > 0, g64, 0.1 * g64), **t
+    )
     s = ref_sigmoid(x64)
     # d sigmoid / dx = s (1 - s)  (not s (1 - s)^2)
     np.testing.assert_allclose(F.sigmoid_backward(g, s.astype(dtype)), g64 * s * (1 - s), **t)
@@ -172,17 +192,20 @@ def test_elementwise_backward_matches_reference(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,dim", [((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), 1),
-                                       ((3, 2, 200), 1), ((5, 17), -1)])
+@pytest.mark.parametrize(
+    "shape,dim", [((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), 1), ((3, 2, 200), 1), ((5, 17), -1)]
+)
 def test_softmax_backward_matches_reference(shape, dim, dtype, rng):
     x = _data(rng, shape, dtype)
     g = _data(rng, shape, dtype, 1.0)
     y = F.softmax(x, dim)
-    np.testing.assert_allclose(F.softmax_backward(g, y, dim), ref_softmax_backward(g, y, dim),
-                               **tol(dtype))
+    np.testing.assert_allclose(
+        F.softmax_backward(g, y, dim), ref_softmax_backward(g, y, dim), **tol(dtype)
+    )
     ly = F.log_softmax(x, dim)
-    np.testing.assert_allclose(F.log_softmax_backward(g, ly, dim),
-                               ref_log_softmax_backward(g, ly, dim), **tol(dtype))
+    np.testing.assert_allclose(
+        F.log_softmax_backward(g, ly, dim), ref_log_softmax_backward(g, ly, dim), **tol(dtype)
+    )
 
 
 def _numeric_vjp(f, x, g, eps=1e-6):
@@ -212,8 +235,12 @@ def _away_from_zero(rng, shape):
 def test_elementwise_gradient_finite_differences(name, rng):
     x = _away_from_zero(rng, (3, 4)) * 2
     g = rng.standard_normal(x.shape)
-    fwd = {"relu": F.relu, "leaky_relu": lambda v: F.leaky_relu(v, 0.3), "sigmoid": F.sigmoid,
-           "tanh": F.tanh}[name]
+    fwd = {
+        "relu": F.relu,
+        "leaky_relu": lambda v: F.leaky_relu(v, 0.3),
+        "sigmoid": F.sigmoid,
+        "tanh": F.tanh,
+    }[name]
     analytic = {
         "relu": lambda: F.relu_backward(g, F.relu(x)),
         "leaky_relu": lambda: F.leaky_relu_backward(g, x, 0.3),
@@ -241,11 +268,14 @@ def test_softmax_gradient_finite_differences(dim, log, rng):
 # PyTorch cross-checks (values and autograd gradients)
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax",
-                                  "log_softmax"])
-@pytest.mark.parametrize("shape,dim", [((5, 7), 1), ((2, 3, 4, 5), 1), ((3, 40, 2), -1),
-                                       ((2, 3, 70), 0)])
+@pytest.mark.parametrize(
+    "name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax"]
+)
+@pytest.mark.parametrize(
+    "shape,dim", [((5, 7), 1), ((2, 3, 4, 5), 1), ((3, 40, 2), -1), ((2, 3, 70), 0)]
+)
 def test_matches_torch(name, shape, dim, dtype, rng):
     torch = pytest.importorskip("torch")
     tf = torch.nn.functional
@@ -257,8 +287,12 @@ def test_matches_torch(name, shape, dim, dtype, rng):
         y = getattr(F, name)(x, dim)
         gx = getattr(F, name + "_backward")(g, y, dim)
     else:
-        ty = {"relu": tf.relu, "leaky_relu": lambda v: tf.leaky_relu(v, 0.05),
-              "sigmoid": torch.sigmoid, "tanh": torch.tanh}[name](tx)
+        ty = {
+            "relu": tf.relu,
+            "leaky_relu": lambda v: tf.leaky_relu(v, 0.05),
+            "sigmoid": torch.sigmoid,
+            "tanh": torch.tanh,
+        }[name](tx)
         if name == "leaky_relu":
             y = F.leaky_relu(x, 0.05)
             gx = F.leaky_relu_backward(g, x, 0.05)
@@ -281,10 +315,10 @@ def test_relu_special_values_match_torch():
 # Extreme values: no overflow, no warnings, exact saturation
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_tanh_saturate_exactly_without_warnings(dtype):
-    x = np.array([-1000.0, 1000.0, -1e30, 1e30, -np.inf, np.inf, -100.0, 100.0, 0.0],
-                 dtype=dtype)
+    x = np.array([-1000.0, 1000.0, -1e30, 1e30, -np.inf, np.inf, -100.0, 100.0, 0.0], dtype=dtype)
     with warnings.catch_warnings(), np.errstate(all="raise"):
         warnings.simplefilter("error")
         s = F.sigmoid(x)
@@ -298,14 +332,16 @@ def test_sigmoid_tanh_saturate_exactly_without_warnings(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_tanh_accuracy_over_range(dtype):
-    x = np.concatenate([np.linspace(-120, 120, 20001), np.geomspace(1e-30, 1, 200),
-                        -np.geomspace(1e-30, 1, 200)]).astype(dtype)
+    x = np.concatenate(
+        [np.linspace(-120, 120, 20001), np.geomspace(1e-30, 1, 200), -np.geomspace(1e-30, 1, 200)]
+    ).astype(dtype)
     x64 = x.astype(np.float64)
     ref_s = ref_sigmoid(x64)
     ulp = np.finfo(dtype).eps
     # relative error of a few ulp, including the subnormal tail of sigmoid (float32 < -87)
-    np.testing.assert_allclose(F.sigmoid(x), ref_s, rtol=8 * ulp,
-                               atol=4 * np.finfo(dtype).smallest_subnormal)
+    np.testing.assert_allclose(
+        F.sigmoid(x), ref_s, rtol=8 * ulp, atol=4 * np.finfo(dtype).smallest_subnormal
+    )
     np.testing.assert_allclose(F.tanh(x), np.tanh(x64), rtol=8 * ulp, atol=0)
     tiny = np.array([1e-30, -1e-30], dtype=dtype)
     np.testing.assert_array_equal(F.tanh(tiny), tiny)  # relatively exact near 0
@@ -335,6 +371,7 @@ def test_softmax_large_logits_stable(dtype):
 # ------------------------------------------------------------------------------------------
 # out= and in-place use
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh"])
@@ -366,9 +403,13 @@ def test_softmax_out_in_place(dim, rng):
 def test_backward_out_may_alias_inputs(rng):
     x = rng.standard_normal((5, 33))
     g = rng.standard_normal(x.shape)
-    for fwd, bwd in [(F.sigmoid, F.sigmoid_backward), (F.tanh, F.tanh_backward),
-                     (F.relu, F.relu_backward), (F.softmax, F.softmax_backward),
-                     (F.log_softmax, F.log_softmax_backward)]:
+    for fwd, bwd in [
+        (F.sigmoid, F.sigmoid_backward),
+        (F.tanh, F.tanh_backward),
+        (F.relu, F.relu_backward),
+        (F.softmax, F.softmax_backward),
+        (F.log_softmax, F.log_softmax_backward),
+    ]:
         y = fwd(x)
         expected = bwd(g, y)
         gg = g.copy()
@@ -462,9 +503,12 @@ _finite = st.floats(-50, 50, allow_nan=False, width=32)
 
 
 @settings(max_examples=40, deadline=None)
-@given(x=hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
-                    elements=_finite),
-       data=st.data())
+@given(
+    x=hnp.arrays(
+        np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6), elements=_finite
+    ),
+    data=st.data(),
+)
 def test_property_softmax(x, data):
     dim = data.draw(st.integers(-x.ndim, x.ndim - 1))
     y = F.softmax(x, dim)
@@ -473,18 +517,24 @@ def test_property_softmax(x, data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(x=hnp.arrays(st.sampled_from([np.float32, np.float64]),
-                    hnp.array_shapes(min_dims=0, max_dims=3, max_side=7),
-                    elements=st.floats(-1e3, 1e3, allow_nan=False, width=32)))
+@given(
+    x=hnp.arrays(
+        st.sampled_from([np.float32, np.float64]),
+        hnp.array_shapes(min_dims=0, max_dims=3, max_side=7),
+        elements=st.floats(-1e3, 1e3, allow_nan=False, width=32),
+    )
+)
 def test_property_elementwise(x):
     for name, (fn, ref) in ELEMENTWISE.items():
-        np.testing.assert_allclose(fn(x), ref(x), rtol=1e-5 if x.dtype == np.float32 else 1e-13,
-                                   atol=1e-38, err_msg=name)
+        np.testing.assert_allclose(
+            fn(x), ref(x), rtol=1e-5 if x.dtype == np.float32 else 1e-13, atol=1e-38, err_msg=name
+        )
 
 
 # ------------------------------------------------------------------------------------------
 # Determinism across thread counts
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bit_identical_across_threads(dtype, rng):
@@ -497,9 +547,18 @@ def test_bit_identical_across_threads(dtype, rng):
         sm = F.softmax(x3, 1)
         lsm = F.log_softmax(x3, 2)
         return [
-            F.relu(x), F.leaky_relu(x), F.sigmoid(x), F.tanh(x), F.sigmoid_backward(g, x),
-            F.tanh_backward(g, x), F.relu_backward(g, x), F.leaky_relu_backward(g, x),
-            sm, lsm, F.softmax(x, 1), F.softmax_backward(g3, sm, 1),
+            F.relu(x),
+            F.leaky_relu(x),
+            F.sigmoid(x),
+            F.tanh(x),
+            F.sigmoid_backward(g, x),
+            F.tanh_backward(g, x),
+            F.relu_backward(g, x),
+            F.leaky_relu_backward(g, x),
+            sm,
+            lsm,
+            F.softmax(x, 1),
+            F.softmax_backward(g3, sm, 1),
             F.log_softmax_backward(g3, lsm, 2),
         ]
 

@@ -13,7 +13,7 @@ def _ref(x, mirror, dy, dx, s):
     for i in range(n):
         img = x[i, :, :, ::-1] if mirror[i] else x[i]
         padded = np.pad(img, ((0, 0), (s, s), (s, s)))
-        out[i] = padded[:, dy[i]: dy[i] + h, dx[i]: dx[i] + w]
+        out[i] = padded[:, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
     return out
 
 
@@ -35,9 +35,10 @@ def test_flip_shift_identity_settings(rng):
     np.testing.assert_array_equal(FlipShift(0, flip_prob=1.0)(x, rng), x[..., ::-1])
 
 
-@pytest.mark.parametrize("kwargs, exc", [({"max_shift": -1}, ValueError),
-                                         ({"flip": "yes"}, TypeError),
-                                         ({"flip_prob": 2}, ValueError)])
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [({"max_shift": -1}, ValueError), ({"flip": "yes"}, TypeError), ({"flip_prob": 2}, ValueError)],
+)
 def test_flip_shift_validation(kwargs, exc):
     with pytest.raises(exc, match="Received"):
         FlipShift(**kwargs)
@@ -49,12 +50,22 @@ def test_fit_with_augment_is_seeded(rng):
 
     def run():
         model = models.lenet5(rng=0)
-        model.fit(x, y, optimizer="sgd", loss="cross_entropy", epochs=1, batch_size=32,
-                  verbose=False, seed=5, augment=FlipShift(2))
+        model.fit(
+            x,
+            y,
+            optimizer="sgd",
+            loss="cross_entropy",
+            epochs=1,
+            batch_size=32,
+            verbose=False,
+            seed=5,
+            augment=FlipShift(2),
+        )
         return [p.data.copy() for p in model.parameters()]
 
     for a, b in zip(run(), run(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match="augment"):
         nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).fit(
-            x, y, optimizer="sgd", loss="cross_entropy", augment=3, verbose=False)
+            x, y, optimizer="sgd", loss="cross_entropy", augment=3, verbose=False
+        )

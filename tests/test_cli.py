@@ -30,19 +30,40 @@ def test_train_save_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     model_path = tmp_path / "m.npz"
     png = tmp_path / "p.png"
-    code = main(["train", "--model", "cnn", "--data", "sample", "--limit", "256", "--epochs", "1",
-                 "--quiet", "--optimizer", "adam", "--save", str(model_path), "--plot", str(png)])
+    code = main(
+        [
+            "train",
+            "--model",
+            "cnn",
+            "--data",
+            "sample",
+            "--limit",
+            "256",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--optimizer",
+            "adam",
+            "--save",
+            str(model_path),
+            "--plot",
+            str(png),
+        ]
+    )
     assert code == 0
     assert model_path.exists() and png.stat().st_size > 10_000
     model = cnncore.load(model_path)
     assert model.predict(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("argv, threads", [
-    (["train", "--threads", "1"], 1),              # after the command, as the README shows it
-    (["--threads", "1", "train"], 1),              # before it
-    (["--threads", "1", "train", "--threads", "2"], 2),
-])
+@pytest.mark.parametrize(
+    "argv, threads",
+    [
+        (["train", "--threads", "1"], 1),  # after the command, as the README shows it
+        (["--threads", "1", "train"], 1),  # before it
+        (["--threads", "1", "train", "--threads", "2"], 2),
+    ],
+)
 def test_threads_option_before_or_after_the_command(argv, threads, capsys, restore_threads):
     # regression: `cnncore train --threads N` was rejected ("unrecognized arguments")
     argv = argv + ["--limit", "64", "--epochs", "1", "--quiet"]
@@ -51,18 +72,30 @@ def test_threads_option_before_or_after_the_command(argv, threads, capsys, resto
     assert cnncore.get_num_threads() == threads
 
 
-@pytest.mark.parametrize("argv", [["train", "--data", "/no/such/dir"], ["--threads", "0", "info"],
-                                  ["train", "--epochs", "-1", "--limit", "64"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--data", "/no/such/dir"],
+        ["--threads", "0", "info"],
+        ["train", "--epochs", "-1", "--limit", "64"],
+    ],
+)
 def test_errors_exit_2(argv, capsys):
     assert main(argv) == 2
     assert "error" in capsys.readouterr().err
 
 
 def test_console_script_runs(tmp_path):
-    code = ("import sys; from cnncore.cli import main; sys.exit(main(['info']))")
+    code = "import sys; from cnncore.cli import main; sys.exit(main(['info']))"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnncore.__file__)))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -72,8 +105,9 @@ def test_examples_run(tmp_path):
     if not os.path.exists(script):
         pytest.skip("examples/ not available (installed package only)")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnncore.__file__)))
-    res = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=300, env=env)
+    res = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env
+    )
     assert res.returncode == 0, res.stderr
     assert "conv2d bank == correlate2d: True True" in res.stdout
 

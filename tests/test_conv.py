@@ -25,24 +25,24 @@ DTYPES = [np.float32, np.float64]
 # (x shape, weight shape, stride, padding, dilation, groups)
 CASES = [
     ((2, 3, 7, 9), (4, 3, 3, 2), 1, 0, 1, 1),
-    ((2, 4, 11, 8), (6, 2, 3, 3), (2, 3), (1, 2), (2, 1), 2),   # asymmetric everything
-    ((1, 3, 10, 10), (5, 3, 3, 3), 3, 1, 1, 1),                  # stride does not divide
-    ((2, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1),                  # LeNet C1 (direct path)
-    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),                 # LeNet C3
-    ((3, 8, 6, 5), (16, 8, 1, 1), 1, 0, 1, 1),                   # pointwise GEMM, no im2col
-    ((2, 8, 6, 5), (4, 8, 1, 1), 2, 0, 1, 1),                    # 1x1 strided
-    ((2, 8, 6, 5), (4, 8, 1, 1), 1, 1, 1, 1),                    # 1x1 padded
-    ((2, 4, 9, 8), (6, 4, 4, 3), 1, "same", (1, 2), 1),          # same, even kernel
+    ((2, 4, 11, 8), (6, 2, 3, 3), (2, 3), (1, 2), (2, 1), 2),  # asymmetric everything
+    ((1, 3, 10, 10), (5, 3, 3, 3), 3, 1, 1, 1),  # stride does not divide
+    ((2, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1),  # LeNet C1 (direct path)
+    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),  # LeNet C3
+    ((3, 8, 6, 5), (16, 8, 1, 1), 1, 0, 1, 1),  # pointwise GEMM, no im2col
+    ((2, 8, 6, 5), (4, 8, 1, 1), 2, 0, 1, 1),  # 1x1 strided
+    ((2, 8, 6, 5), (4, 8, 1, 1), 1, 1, 1, 1),  # 1x1 padded
+    ((2, 4, 9, 8), (6, 4, 4, 3), 1, "same", (1, 2), 1),  # same, even kernel
     ((2, 4, 9, 8), (6, 4, 3, 3), 1, "valid", 1, 1),
-    ((1, 2, 5, 5), (3, 2, 5, 5), 1, 0, 1, 1),                    # kernel == input
-    ((2, 6, 9, 7), (6, 1, 3, 3), (1, 2), 1, 1, 6),               # depthwise
-    ((2, 4, 12, 12), (4, 2, 3, 3), 2, 2, 3, 2),                  # large dilation
-    ((1, 2, 3, 4), (2, 2, 3, 3), 2, 2, 1, 1),                    # padding > kernel/2
-    ((3, 2, 1, 1), (5, 2, 1, 1), 1, 0, 1, 1),                    # 1x1 images
-    ((2, 3, 40, 33), (4, 3, 3, 3), 1, 1, 1, 1),                  # two samples per block
-    ((2, 8, 64, 61), (4, 8, 3, 3), 1, 1, 1, 1),                  # one sample, 3 row blocks
-    ((2, 16, 96, 96), (4, 16, 1, 1), 1, 0, 1, 1),                # pointwise, 2 row blocks
-    ((9, 2, 20, 20), (3, 2, 3, 3), (2, 1), 1, 1, 1),             # 9 samples per block
+    ((1, 2, 5, 5), (3, 2, 5, 5), 1, 0, 1, 1),  # kernel == input
+    ((2, 6, 9, 7), (6, 1, 3, 3), (1, 2), 1, 1, 6),  # depthwise
+    ((2, 4, 12, 12), (4, 2, 3, 3), 2, 2, 3, 2),  # large dilation
+    ((1, 2, 3, 4), (2, 2, 3, 3), 2, 2, 1, 1),  # padding > kernel/2
+    ((3, 2, 1, 1), (5, 2, 1, 1), 1, 0, 1, 1),  # 1x1 images
+    ((2, 3, 40, 33), (4, 3, 3, 3), 1, 1, 1, 1),  # two samples per block
+    ((2, 8, 64, 61), (4, 8, 3, 3), 1, 1, 1, 1),  # one sample, 3 row blocks
+    ((2, 16, 96, 96), (4, 16, 1, 1), 1, 0, 1, 1),  # pointwise, 2 row blocks
+    ((9, 2, 20, 20), (3, 2, 3, 3), (2, 1), 1, 1, 1),  # 9 samples per block
 ]
 
 
@@ -91,16 +91,20 @@ def test_conv2d_backward_matches_reference(rng, case, dtype, algorithm):
     y = conv2d_ref(x, w, None, s, p, d, g)
     gy = rng.standard_normal(y.shape).astype(dtype)
     dx = cnncore.conv2d_backward_input(gy, w, x.shape, stride=s, padding=p, dilation=d, groups=g)
-    dw = cnncore.conv2d_backward_weight(gy, x, w.shape, stride=s, padding=p, dilation=d,
-                                        groups=g)
+    dw = cnncore.conv2d_backward_weight(gy, x, w.shape, stride=s, padding=p, dilation=d, groups=g)
     db = cnncore.conv2d_backward_bias(gy)
     assert dx.dtype == dw.dtype == db.dtype == dtype
     t = tol(dtype)
     np.testing.assert_allclose(dx, conv2d_backward_input_ref(gy, w, x.shape, s, p, d, g), **t)
-    np.testing.assert_allclose(dw, conv2d_backward_weight_ref(gy, x, w.shape, s, p, d, g),
-                               rtol=t["rtol"] * 10, atol=t["atol"] * 10)
-    np.testing.assert_allclose(db, gy.astype(np.float64).sum(axis=(0, 2, 3)),
-                               rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+    np.testing.assert_allclose(
+        dw,
+        conv2d_backward_weight_ref(gy, x, w.shape, s, p, d, g),
+        rtol=t["rtol"] * 10,
+        atol=t["atol"] * 10,
+    )
+    np.testing.assert_allclose(
+        db, gy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=t["rtol"] * 10, atol=t["atol"] * 10
+    )
 
 
 @pytest.fixture(params=[1, 40, None], ids=["budget1", "budget40", "default"])
@@ -114,13 +118,16 @@ def col_budget(request):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("w_shape, padding, dilation", [
-    ((3, 2, 3, 3), 1, 1),
-    ((3, 2, 5, 3), (4, 2), (2, 2)),
-    ((3, 2, 3, 3), 3, 3),          # taps whose offset spans the whole row
-    ((3, 2, 1, 3), (0, 1), 1),
-    ((3, 2, 3, 3), 8, 8),          # only the centre tap reads the image
-])
+@pytest.mark.parametrize(
+    "w_shape, padding, dilation",
+    [
+        ((3, 2, 3, 3), 1, 1),
+        ((3, 2, 5, 3), (4, 2), (2, 2)),
+        ((3, 2, 3, 3), 3, 3),  # taps whose offset spans the whole row
+        ((3, 2, 1, 3), (0, 1), 1),
+        ((3, 2, 3, 3), 8, 8),  # only the centre tap reads the image
+    ],
+)
 def test_same_size_rows_with_edges(rng, dtype, w_shape, padding, dilation, col_budget):
     """Stride-1 convolutions with W_out == W copy (im2col) and add (col2im) each tap's whole
     span of rows at once, then fix the out-of-window edge columns.  Values next to the edges
@@ -141,24 +148,26 @@ def test_same_size_rows_with_edges(rng, dtype, w_shape, padding, dilation, col_b
         gy[0, 2, 0, 0] = np.inf
         dx = cnncore.conv2d_backward_input(gy, w, x.shape, **kw)
         np.testing.assert_allclose(
-            dx, conv2d_backward_input_ref(gy, w, x.shape, 1, padding, dilation), **t)
+            dx, conv2d_backward_input_ref(gy, w, x.shape, 1, padding, dilation), **t
+        )
         xf = np.where(np.isfinite(x), x, 0).astype(dtype)
         dw = cnncore.conv2d_backward_weight(gy, xf, w.shape, **kw)
         np.testing.assert_allclose(
-            dw, conv2d_backward_weight_ref(gy, xf, w.shape, 1, padding, dilation), **t)
+            dw, conv2d_backward_weight_ref(gy, xf, w.shape, 1, padding, dilation), **t
+        )
         cols = cnncore.im2col(x, w_shape[2:], padding=padding, dilation=dilation)
         np.testing.assert_array_equal(cols, im2col_ref(x, w_shape[2:], 1, padding, dilation))
 
 
 WINOGRAD_CASES = [
     # (x shape, weight shape, padding, groups)
-    ((3, 5, 9, 8), (4, 5, 3, 3), 1, 1),          # odd output height: a half tile row
-    ((2, 4, 7, 11), (6, 4, 3, 3), 0, 1),         # 'valid': 5 x 9 outputs
-    ((2, 3, 6, 5), (2, 3, 3, 3), 2, 1),          # padding 2: the input gradient's pad is 0
-    ((2, 6, 8, 9), (4, 3, 3, 3), (0, 2), 2),     # groups, asymmetric padding
+    ((3, 5, 9, 8), (4, 5, 3, 3), 1, 1),  # odd output height: a half tile row
+    ((2, 4, 7, 11), (6, 4, 3, 3), 0, 1),  # 'valid': 5 x 9 outputs
+    ((2, 3, 6, 5), (2, 3, 3, 3), 2, 1),  # padding 2: the input gradient's pad is 0
+    ((2, 6, 8, 9), (4, 3, 3, 3), (0, 2), 2),  # groups, asymmetric padding
     ((2, 4, 9, 8), (3, 4, 3, 3), "same", 1),
-    ((1, 2, 1, 1), (3, 2, 3, 3), 1, 1),          # a single output pixel
-    ((2, 3, 21, 19), (5, 3, 3, 3), 1, 1),        # several tile rows per block
+    ((1, 2, 1, 1), (3, 2, 3, 3), 1, 1),  # a single output pixel
+    ((2, 3, 21, 19), (5, 3, 3, 3), 1, 1),  # several tile rows per block
 ]
 
 
@@ -179,8 +188,12 @@ def test_winograd_matches_reference(rng, case, dtype, col_budget):
     gy = rng.standard_normal(y.shape).astype(dtype)
     dx, dw, db = cnncore.conv2d_backward(gy, x, w, **kw)
     np.testing.assert_allclose(dx, conv2d_backward_input_ref(gy, w, x.shape, 1, p, 1, g), **t)
-    np.testing.assert_allclose(dw, conv2d_backward_weight_ref(gy, x, w.shape, 1, p, 1, g),
-                               rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+    np.testing.assert_allclose(
+        dw,
+        conv2d_backward_weight_ref(gy, x, w.shape, 1, p, 1, g),
+        rtol=t["rtol"] * 10,
+        atol=t["atol"] * 10,
+    )
     np.testing.assert_array_equal(db, cnncore.conv2d_backward_bias(gy))
 
 
@@ -197,8 +210,10 @@ def test_winograd_falls_back_on_inf_and_nan(rng, where, value):
     results = {}
     for algo in ("gemm", "winograd"):
         with cnncore.conv_algorithm(algo), np.errstate(invalid="ignore"):
-            results[algo] = (cnncore.conv2d(x, w, padding=1),
-                             *cnncore.conv2d_backward(gy, x, w, padding=1))
+            results[algo] = (
+                cnncore.conv2d(x, w, padding=1),
+                *cnncore.conv2d_backward(gy, x, w, padding=1),
+            )
     # the outputs that read the non-finite value: (y, dx, dw, db)
     reads = {"x": (0, 2), "weight": (0, 1), "grad_output": (1, 2, 3)}[where]
     for i in reads:
@@ -223,26 +238,42 @@ def test_conv2d_backward_matches_the_separate_passes(rng, case, n, dtype, algori
     np.testing.assert_array_equal(db, cnncore.conv2d_backward_bias(gy))
     np.testing.assert_array_equal(dx, cnncore.conv2d_backward_input(gy, w, x.shape, **kw))
     np.testing.assert_array_equal(dw, cnncore.conv2d_backward_weight(gy, x, w.shape, **kw))
-    np.testing.assert_allclose(db, gy.astype(np.float64).sum(axis=(0, 2, 3)),
-                               rtol=tol(dtype)["rtol"] * 10, atol=tol(dtype)["atol"] * 10)
+    np.testing.assert_allclose(
+        db,
+        gy.astype(np.float64).sum(axis=(0, 2, 3)),
+        rtol=tol(dtype)["rtol"] * 10,
+        atol=tol(dtype)["atol"] * 10,
+    )
     assert cnncore.conv2d_backward(gy, x, w, **kw, output_mask=(False, False, True))[:2] == (
-        None, None)
+        None,
+        None,
+    )
     only_bias = cnncore.conv2d_backward(gy, x, w, **kw, output_mask=(False, False, True))[2]
     np.testing.assert_array_equal(only_bias, db)
-    assert_bit_identical_across_threads(lambda: cnncore.conv2d_backward(gy, x, w, **kw),
-                                        (1, 2, 3))
+    assert_bit_identical_across_threads(lambda: cnncore.conv2d_backward(gy, x, w, **kw), (1, 2, 3))
 
 
 def test_conv2d_backward_against_torch(rng):
     torch = pytest.importorskip("torch")
     x, w, b = _make(rng, CASES[1], np.float64)
     _, _, s, p, d, g = CASES[1]
-    gy = rng.standard_normal(cnncore.conv2d(x, w, b, stride=s, padding=p, dilation=d,
-                                            groups=g).shape)
+    gy = rng.standard_normal(
+        cnncore.conv2d(x, w, b, stride=s, padding=p, dilation=d, groups=g).shape
+    )
     ours = cnncore.conv2d_backward(gy, x, w, s, p, d, g)
     theirs = torch.ops.aten.convolution_backward(
-        torch.from_numpy(gy), torch.from_numpy(x), torch.from_numpy(w), [w.shape[0]],
-        list(s), list(p), list(d), False, [0, 0], g, [True, True, True])
+        torch.from_numpy(gy),
+        torch.from_numpy(x),
+        torch.from_numpy(w),
+        [w.shape[0]],
+        list(s),
+        list(p),
+        list(d),
+        False,
+        [0, 0],
+        g,
+        [True, True, True],
+    )
     for a, t in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, t.numpy(), rtol=1e-10, atol=1e-10)
 
@@ -258,12 +289,15 @@ def test_conv2d_gradients_finite_differences(rng, case, algorithm):
         return float(np.sum(cnncore.conv2d(x, w, b, s, p, d, g) * gy))
 
     kw = dict(stride=s, padding=p, dilation=d, groups=g)
-    np.testing.assert_allclose(cnncore.conv2d_backward_input(gy, w, x.shape, **kw),
-                               fd_grad(loss, x), atol=1e-5, rtol=1e-3)
-    np.testing.assert_allclose(cnncore.conv2d_backward_weight(gy, x, w.shape, **kw),
-                               fd_grad(loss, w), atol=1e-5, rtol=1e-3)
-    np.testing.assert_allclose(cnncore.conv2d_backward_bias(gy), fd_grad(loss, b),
-                               atol=1e-5, rtol=1e-3)
+    np.testing.assert_allclose(
+        cnncore.conv2d_backward_input(gy, w, x.shape, **kw), fd_grad(loss, x), atol=1e-5, rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        cnncore.conv2d_backward_weight(gy, x, w.shape, **kw), fd_grad(loss, w), atol=1e-5, rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        cnncore.conv2d_backward_bias(gy), fd_grad(loss, b), atol=1e-5, rtol=1e-3
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -274,10 +308,12 @@ def test_adjoint_identity(rng, case, algorithm):
     y = cnncore.conv2d(x, w, **kw)
     gy = rng.standard_normal(y.shape)
     lhs = np.vdot(y, gy)
-    assert lhs == pytest.approx(np.vdot(x, cnncore.conv2d_backward_input(gy, w, x.shape, **kw)),
-                                rel=1e-10, abs=1e-10)
-    assert lhs == pytest.approx(np.vdot(w, cnncore.conv2d_backward_weight(gy, x, w.shape, **kw)),
-                                rel=1e-10, abs=1e-10)
+    assert lhs == pytest.approx(
+        np.vdot(x, cnncore.conv2d_backward_input(gy, w, x.shape, **kw)), rel=1e-10, abs=1e-10
+    )
+    assert lhs == pytest.approx(
+        np.vdot(w, cnncore.conv2d_backward_weight(gy, x, w.shape, **kw)), rel=1e-10, abs=1e-10
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -291,19 +327,23 @@ def test_im2col_col2im_reference(rng, dtype, kernel_size, stride, padding, dilat
     ref = im2col_ref(x, kernel_size, stride, padding, dilation)
     np.testing.assert_array_equal(cols, ref.astype(dtype))
     back = cnncore.col2im(cols, (9, 8), kernel_size, stride, padding, dilation)
-    np.testing.assert_allclose(back, col2im_ref(cols, (9, 8), kernel_size, stride, padding,
-                                                dilation), **tol(dtype))
+    np.testing.assert_allclose(
+        back, col2im_ref(cols, (9, 8), kernel_size, stride, padding, dilation), **tol(dtype)
+    )
     # adjoint: <im2col(x), c> == <x, col2im(c)>
     c = rng.standard_normal(cols.shape)
     lhs = np.vdot(im2col_ref(x, kernel_size, stride, padding, dilation), c)
-    rhs = np.vdot(x.astype(np.float64),
-                  cnncore.col2im(c, (9, 8), kernel_size, stride, padding, dilation))
+    rhs = np.vdot(
+        x.astype(np.float64), cnncore.col2im(c, (9, 8), kernel_size, stride, padding, dilation)
+    )
     assert lhs == pytest.approx(rhs, rel=1e-9)
     # unbatched forms
-    np.testing.assert_array_equal(cnncore.im2col(x[0], kernel_size, stride, padding, dilation),
-                                  cols[0])
     np.testing.assert_array_equal(
-        cnncore.col2im(cols[0], (9, 8), kernel_size, stride, padding, dilation), back[0])
+        cnncore.im2col(x[0], kernel_size, stride, padding, dilation), cols[0]
+    )
+    np.testing.assert_array_equal(
+        cnncore.col2im(cols[0], (9, 8), kernel_size, stride, padding, dilation), back[0]
+    )
 
 
 def test_conv2d_is_w_times_im2col(rng):
@@ -343,7 +383,8 @@ def test_views_readonly_fortran_lists(rng):
         np.testing.assert_array_equal(cnncore.conv2d(xv, wr, padding=1), ref)
     np.testing.assert_array_equal(
         cnncore.conv2d_backward_weight(ref, xs, w.shape, padding=1),
-        cnncore.conv2d_backward_weight(ref, x, w.shape, padding=1))
+        cnncore.conv2d_backward_weight(ref, x, w.shape, padding=1),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -383,10 +424,8 @@ BAD_INPUTS = [
     (cnncore.conv2d, (X[0], W), {}, ValueError, "x"),
     (cnncore.conv2d, (X, W[0]), {}, ValueError, "weight"),
     (cnncore.conv2d, (X, np.zeros((6, 3, 3, 3), np.float32)), {}, ValueError, "channels"),
-    (cnncore.conv2d, (X, np.zeros((6, 2, 3, 3), np.float32)), {"groups": 4}, ValueError,
-     "groups"),
-    (cnncore.conv2d, (X, np.zeros((5, 2, 3, 3), np.float32)), {"groups": 2}, ValueError,
-     "groups"),
+    (cnncore.conv2d, (X, np.zeros((6, 2, 3, 3), np.float32)), {"groups": 4}, ValueError, "groups"),
+    (cnncore.conv2d, (X, np.zeros((5, 2, 3, 3), np.float32)), {"groups": 2}, ValueError, "groups"),
     (cnncore.conv2d, (X, W), {"groups": 0}, ValueError, "groups"),
     (cnncore.conv2d, (X, W), {"groups": 1.5}, TypeError, "groups"),
     (cnncore.conv2d, (X, W), {"stride": 0}, ValueError, "stride"),
@@ -417,14 +456,17 @@ BAD_INPUTS = [
     (cnncore.conv2d_backward_input, (G, W, (2, 4, 9, 8)), {}, ValueError, "grad_output"),
     (cnncore.conv2d_backward_input, (G, W, (3, 4, 8, 8)), {}, ValueError, "grad_output"),
     (cnncore.conv2d_backward_input, (G, W, (2, 5, 8, 8)), {}, ValueError, "channels"),
-    (cnncore.conv2d_backward_input, (G, W.astype(np.float64), (2, 4, 8, 8)), {}, TypeError,
-     "weight"),
-    (cnncore.conv2d_backward_input, (G, W, (2**40, 2**40, 8, 8)), {}, ValueError,
-     "input_shape"),
+    (
+        cnncore.conv2d_backward_input,
+        (G, W.astype(np.float64), (2, 4, 8, 8)),
+        {},
+        TypeError,
+        "weight",
+    ),
+    (cnncore.conv2d_backward_input, (G, W, (2**40, 2**40, 8, 8)), {}, ValueError, "input_shape"),
     (cnncore.conv2d_backward_weight, (G, X, (6, 4, 3)), {}, ValueError, "weight_shape"),
     (cnncore.conv2d_backward_weight, (G, X, (6, 4, 4, 3)), {}, ValueError, "grad_output"),
-    (cnncore.conv2d_backward_weight, (G, X, (6, 2, 3, 3)), {"groups": 3}, ValueError,
-     "groups"),
+    (cnncore.conv2d_backward_weight, (G, X, (6, 2, 3, 3)), {"groups": 3}, ValueError, "groups"),
     (cnncore.conv2d_backward_weight, (G[0], X, (6, 4, 3, 3)), {}, ValueError, "grad_output"),
     (cnncore.conv2d_backward_bias, (G[0],), {}, ValueError, "grad_output"),
     (cnncore.conv2d_backward_bias, (G.astype(np.int64),), {}, TypeError, "grad_output"),
@@ -434,13 +476,15 @@ BAD_INPUTS = [
     (cnncore.im2col, (X, 9), {}, ValueError, "kernel"),
     (cnncore.col2im, (np.zeros((2, 10, 36), np.float32), 8, 3), {}, ValueError, "cols"),
     (cnncore.col2im, (np.zeros((2, 9, 35), np.float32), 8, 3), {}, ValueError, "cols"),
-    (cnncore.col2im, (np.zeros((2, 9, 36), np.float32), -8, 3), {}, ValueError,
-     "output_size"),
+    (cnncore.col2im, (np.zeros((2, 9, 36), np.float32), -8, 3), {}, ValueError, "output_size"),
 ]
 
 
-@pytest.mark.parametrize("func, args, kwargs, exc, fragment", BAD_INPUTS,
-                         ids=[f"{i}-{c[0].__name__}-{c[4]}" for i, c in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    "func, args, kwargs, exc, fragment",
+    BAD_INPUTS,
+    ids=[f"{i}-{c[0].__name__}-{c[4]}" for i, c in enumerate(BAD_INPUTS)],
+)
 def test_bad_input(func, args, kwargs, exc, fragment):
     with pytest.raises(exc, match=fragment) as info:
         func(*args, **kwargs)
@@ -453,8 +497,9 @@ def test_bad_input(func, args, kwargs, exc, fragment):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[4], CASES[5], CASES[15],
-                                  CASES[16], CASES[17]], ids=_ids)
+@pytest.mark.parametrize(
+    "case", [CASES[1], CASES[3], CASES[4], CASES[5], CASES[15], CASES[16], CASES[17]], ids=_ids
+)
 def test_bit_identical_for_any_thread_count(rng, case, dtype, algorithm):
     x, w, b = _make(rng, case, dtype)
     x = np.concatenate([x] * 5)  # N = 10 or 15: more samples than weight-gradient parts
@@ -464,9 +509,13 @@ def test_bit_identical_for_any_thread_count(rng, case, dtype, algorithm):
     def compute():
         y = cnncore.conv2d(x, w, b, **kw)
         gy = np.cos(y).astype(dtype)
-        return (y, cnncore.conv2d_backward_input(gy, w, x.shape, **kw),
-                cnncore.conv2d_backward_weight(gy, x, w.shape, **kw),
-                cnncore.conv2d_backward_bias(gy), cnncore.im2col(x, 3, padding=1))
+        return (
+            y,
+            cnncore.conv2d_backward_input(gy, w, x.shape, **kw),
+            cnncore.conv2d_backward_weight(gy, x, w.shape, **kw),
+            cnncore.conv2d_backward_bias(gy),
+            cnncore.im2col(x, 3, padding=1),
+        )
 
     assert_bit_identical_across_threads(compute, (1, 2, 3, 4))
 
@@ -501,7 +550,8 @@ def test_concurrent_python_threads(rng):
             for _ in range(10):
                 np.testing.assert_array_equal(cnncore.conv2d(x, w, padding=1), expected)
                 np.testing.assert_array_equal(
-                    cnncore.conv2d_backward_weight(gy, x, w.shape, padding=1), expected_dw)
+                    cnncore.conv2d_backward_weight(gy, x, w.shape, padding=1), expected_dw
+                )
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -543,11 +593,15 @@ def test_against_torch(rng, case, dtype, algorithm):
     t = tol(dtype)
     np.testing.assert_allclose(
         cnncore.conv2d_backward_input(gy, w, x.shape, **kw),
-        torch.nn.grad.conv2d_input(x.shape, tw, tg, **kw).numpy(), **t)
+        torch.nn.grad.conv2d_input(x.shape, tw, tg, **kw).numpy(),
+        **t,
+    )
     np.testing.assert_allclose(
         cnncore.conv2d_backward_weight(gy, x, w.shape, **kw),
         torch.nn.grad.conv2d_weight(tx, w.shape, tg, **kw).numpy(),
-        rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+        rtol=t["rtol"] * 10,
+        atol=t["atol"] * 10,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -565,14 +619,26 @@ def test_unfold_fold_against_torch(rng, dtype):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    n=st.integers(0, 3), groups=st.integers(1, 3), cg=st.integers(1, 3), kg=st.integers(1, 3),
-    h=st.integers(1, 12), w=st.integers(1, 12), kh=st.integers(1, 4), kw=st.integers(1, 4),
-    sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 3), pw=st.integers(0, 3),
-    dh=st.integers(1, 3), dw=st.integers(1, 3), seed=st.integers(0, 2**16),
+    n=st.integers(0, 3),
+    groups=st.integers(1, 3),
+    cg=st.integers(1, 3),
+    kg=st.integers(1, 3),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    sh=st.integers(1, 3),
+    sw=st.integers(1, 3),
+    ph=st.integers(0, 3),
+    pw=st.integers(0, 3),
+    dh=st.integers(1, 3),
+    dw=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
     algo=st.sampled_from([None, "gemm", "direct"]),
 )
-def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
-                                   seed, algo):
+def test_hypothesis_geometry_sweep(
+    n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, seed, algo
+):
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     rng = np.random.default_rng(seed)
@@ -587,32 +653,41 @@ def test_hypothesis_geometry_sweep(n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, 
         y = cnncore.conv2d(x, wt, **kwargs)
         np.testing.assert_allclose(y, conv2d_ref(x, wt, None, **kwargs), rtol=1e-10, atol=1e-12)
         gy = rng.standard_normal(y.shape)
-        np.testing.assert_allclose(cnncore.conv2d_backward_input(gy, wt, x.shape, **kwargs),
-                                   conv2d_backward_input_ref(gy, wt, x.shape, **kwargs),
-                                   rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(cnncore.conv2d_backward_weight(gy, x, wt.shape, **kwargs),
-                                   conv2d_backward_weight_ref(gy, x, wt.shape, **kwargs),
-                                   rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(
+            cnncore.conv2d_backward_input(gy, wt, x.shape, **kwargs),
+            conv2d_backward_input_ref(gy, wt, x.shape, **kwargs),
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            cnncore.conv2d_backward_weight(gy, x, wt.shape, **kwargs),
+            conv2d_backward_weight_ref(gy, x, wt.shape, **kwargs),
+            rtol=1e-10,
+            atol=1e-11,
+        )
 
 
-@pytest.mark.parametrize("x_shape, w_shape, kwargs, fwd, bwd, wgrad", [
-    # LeNet's second conv: few output channels, 150 taps -> direct forward, GEMM input grad
-    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "direct", "gemm", "gemm"),
-    ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
-    # one input channel on MNIST-sized images, or many output channels: GEMM
-    ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
-    # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
-    ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
-    ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
-    ((64, 32, 7, 7), (64, 32, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
-    ((64, 8, 28, 28), (16, 8, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
-    ((8, 32, 20, 20), (32, 32, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
-    # strided, or a padded copy of the channels too big for a thread's scratch: GEMM
-    ((2, 6, 14, 14), (16, 6, 5, 5), {"stride": 2}, "gemm", "gemm", "gemm"),
-    ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm", "gemm"),
-    # few channels per group on a large image: direct both ways
-    ((1, 1, 200, 200), (8, 1, 3, 3), {}, "direct", "direct", "gemm"),
-])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, fwd, bwd, wgrad",
+    [
+        # LeNet's second conv: few output channels, 150 taps -> direct forward, GEMM input grad
+        ((64, 6, 14, 14), (16, 6, 5, 5), {}, "direct", "gemm", "gemm"),
+        ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
+        # one input channel on MNIST-sized images, or many output channels: GEMM
+        ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
+        # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
+        ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
+        ((64, 32, 7, 7), (64, 32, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
+        ((64, 8, 28, 28), (16, 8, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
+        ((8, 32, 20, 20), (32, 32, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
+        # strided, or a padded copy of the channels too big for a thread's scratch: GEMM
+        ((2, 6, 14, 14), (16, 6, 5, 5), {"stride": 2}, "gemm", "gemm", "gemm"),
+        ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm", "gemm"),
+        # few channels per group on a large image: direct both ways
+        ((1, 1, 200, 200), (8, 1, 3, 3), {}, "direct", "direct", "gemm"),
+    ],
+)
 def test_algorithm_choice(x_shape, w_shape, kwargs, fwd, bwd, wgrad):
     chosen = conv2d_algorithms(x_shape, w_shape, **kwargs)
     assert chosen["forward"] == fwd

@@ -117,6 +117,7 @@ def test_missing_file_is_oserror(tmp_path):
 # load_idx: crafted / corrupted / foreign files
 # ------------------------------------------------------------------------------------------
 
+
 def header(code, dims):
     return bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
 
@@ -204,8 +205,18 @@ def test_gzip_underfull_stream_with_big_claim(tmp_path, rng):
         load_idx(path)
 
 
-@pytest.mark.parametrize("kind", ["garbage_after_magic", "cut", "bad_crc", "bad_size",
-                                  "gzip_of_garbage", "gzip_of_png", "trailing_garbage"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "garbage_after_magic",
+        "cut",
+        "bad_crc",
+        "bad_size",
+        "gzip_of_garbage",
+        "gzip_of_png",
+        "trailing_garbage",
+    ],
+)
 def test_corrupted_gzip(tmp_path, rng, kind):
     valid = gzip.compress(GOOD)
     if kind == "garbage_after_magic":
@@ -247,8 +258,17 @@ def test_random_bytes_never_crash(tmp_path, seed):
 # load_mnist / load_fashion_mnist
 # ------------------------------------------------------------------------------------------
 
-def make_fake_dataset(d, n_train=12, n_test=5, seed=0, gz=True, images_shape=(28, 28),
-                      n_train_labels=None, label_max=9):
+
+def make_fake_dataset(
+    d,
+    n_train=12,
+    n_test=5,
+    seed=0,
+    gz=True,
+    images_shape=(28, 28),
+    n_train_labels=None,
+    label_max=9,
+):
     """Tiny MNIST-format dataset; returns the uint8 arrays written."""
     rng = np.random.default_rng(seed)
     d.mkdir(parents=True, exist_ok=True)
@@ -269,8 +289,9 @@ def clean_env(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.delenv("CNNCORE_DATA", raising=False)
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setitem(datasets._DATASETS["fashion-mnist"], "system_dirs",
-                        (str(tmp_path / "no-system-dir"),))
+    monkeypatch.setitem(
+        datasets._DATASETS["fashion-mnist"], "system_dirs", (str(tmp_path / "no-system-dir"),)
+    )
     return home
 
 
@@ -353,9 +374,7 @@ def test_not_found_message_fashion(clean_env, tmp_path):
     assert "apt install dataset-fashion-mnist" in msg
     assert "/usr/share/datasets/fashion-mnist" in msg
     for name in NAMES:
-        assert (
-            f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}.gz" in msg
-        )
+        assert f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}.gz" in msg
     assert str(tmp_path / "nothing-here") in msg  # the searched directories are listed
     assert str(clean_env / ".cache" / "cnncore" / "fashion-mnist") in msg
 
@@ -378,16 +397,22 @@ def test_partial_directory_is_reported(tmp_path, clean_env):
 def test_inconsistent_dataset(tmp_path, clean_env, kwargs, match):
     make_fake_dataset(tmp_path / "d", seed=3, **kwargs)
     if "label_max" in kwargs:  # make sure an out-of-range label is present
-        write(tmp_path / "d" / "train-labels-idx1-ubyte.gz",
-              idx_bytes(np.full(12, 12, dtype=np.uint8)), gz=True)
+        write(
+            tmp_path / "d" / "train-labels-idx1-ubyte.gz",
+            idx_bytes(np.full(12, 12, dtype=np.uint8)),
+            gz=True,
+        )
     with pytest.raises(ValueError, match=match):
         load_mnist(tmp_path / "d")
 
 
 def test_wrong_label_dtype(tmp_path, clean_env):
     make_fake_dataset(tmp_path / "d")
-    write(tmp_path / "d" / "t10k-labels-idx1-ubyte.gz",
-          idx_bytes(np.zeros(5, dtype=np.int32)), gz=True)
+    write(
+        tmp_path / "d" / "t10k-labels-idx1-ubyte.gz",
+        idx_bytes(np.zeros(5, dtype=np.int32)),
+        gz=True,
+    )
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte"):
         load_mnist(tmp_path / "d")
 
@@ -468,8 +493,8 @@ def test_sample_file_no_pickle_and_size():
     assert SAMPLE.stat().st_size <= 3_000_000
     with zipfile.ZipFile(SAMPLE) as z:
         assert sorted(z.namelist()) == sorted(
-            f"{k}.npy" for k in ("x_train", "y_train", "x_test", "y_test",
-                                 "train_indices", "test_indices")
+            f"{k}.npy"
+            for k in ("x_train", "y_train", "x_test", "y_test", "train_indices", "test_indices")
         )
         assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
     with np.load(SAMPLE, allow_pickle=False) as npz:
@@ -507,9 +532,17 @@ def test_sample_matches_debian_files():
 def test_make_sample_script_reproduces_shipped_file(tmp_path):
     out = tmp_path / "sample.npz"
     subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "make_sample.py"), "--out", str(out),
-         "--train-per-class", str(TRAIN_PER_CLASS)],
-        check=True, capture_output=True, cwd=str(tmp_path),
+        [
+            sys.executable,
+            str(ROOT / "tools" / "make_sample.py"),
+            "--out",
+            str(out),
+            "--train-per-class",
+            str(TRAIN_PER_CLASS),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=str(tmp_path),
         # the cnncore being tested (installed, or an in-place build), not the bare sources
         env={**os.environ, "PYTHONPATH": str(Path(cnncore.__file__).resolve().parent.parent)},
     )

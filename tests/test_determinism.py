@@ -60,21 +60,39 @@ def test_bit_identical_for_1_2_3_4_threads(spec, algo, dtype):
 
 def _rich_model():
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding="same", padding_mode="reflect", rng=0), nn.BatchNorm2d(4),
-        nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=2, rng=1), nn.Tanh(),
-        nn.AvgPool2d(2, ceil_mode=True), nn.Flatten(), nn.Dropout(0.2),
-        nn.Linear(4 * 3 * 3, 16, rng=2), nn.BatchNorm1d(16), nn.Sigmoid(),
-        nn.Linear(16, 10, rng=3))
+        nn.Conv2d(1, 4, 3, padding="same", padding_mode="reflect", rng=0),
+        nn.BatchNorm2d(4),
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, groups=2, rng=1),
+        nn.Tanh(),
+        nn.AvgPool2d(2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(4 * 3 * 3, 16, rng=2),
+        nn.BatchNorm1d(16),
+        nn.Sigmoid(),
+        nn.Linear(16, 10, rng=3),
+    )
 
 
 def _fit(x, y, threads=None, seed=5):
     if threads is not None:
         cnncore.set_num_threads(threads)
     model = _rich_model()
-    model.fit(x, y, optimizer=optim.Adam(model.parameters(), lr=1e-3), loss="cross_entropy",
-              epochs=2, batch_size=16, verbose=False, seed=seed)
-    return [p.data.copy() for p in model.parameters()] + \
-        [b.copy() for _, b in model.named_buffers()]
+    model.fit(
+        x,
+        y,
+        optimizer=optim.Adam(model.parameters(), lr=1e-3),
+        loss="cross_entropy",
+        epochs=2,
+        batch_size=16,
+        verbose=False,
+        seed=seed,
+    )
+    return [p.data.copy() for p in model.parameters()] + [
+        b.copy() for _, b in model.named_buffers()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +114,7 @@ def test_kernels_from_concurrent_python_threads():
     computed alone."""
     cnncore.set_num_threads(2)
     rng = np.random.default_rng(3)
-    cases = [(s, s.make(rng, dt, n=3, big=True)) for s in SPECS
-             for dt in (np.float32, np.float64)]
+    cases = [(s, s.make(rng, dt, n=3, big=True)) for s in SPECS for dt in (np.float32, np.float64)]
     expected = [_bytes(s.call(a)) for s, a in cases]
     start = threading.Barrier(4)
 

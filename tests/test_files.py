@@ -26,8 +26,14 @@ BAD_MODEL = "not a valid cnncore model file"
 
 
 def _model():
-    return nn.Sequential(nn.Conv2d(1, 3, 3, groups=1, rng=0), nn.BatchNorm2d(3), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(12, 4, rng=1), nn.BatchNorm1d(4, affine=False))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, groups=1, rng=0),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(12, 4, rng=1),
+        nn.BatchNorm1d(4, affine=False),
+    )
 
 
 @pytest.fixture
@@ -38,10 +44,12 @@ def saved(tmp_path):
 
 
 def _arch_file(path, layers, **arrays):
-    arch = {"format": serialization.FORMAT, "version": serialization.VERSION,
-            "model": {"class": "Sequential", "layers": layers}}
-    np.savez(path, __architecture__=np.frombuffer(json.dumps(arch).encode(), np.uint8),
-             **arrays)
+    arch = {
+        "format": serialization.FORMAT,
+        "version": serialization.VERSION,
+        "model": {"class": "Sequential", "layers": layers},
+    }
+    np.savez(path, __architecture__=np.frombuffer(json.dumps(arch).encode(), np.uint8), **arrays)
     return path
 
 
@@ -64,23 +72,43 @@ def _rejects_quickly(path, match=BAD_MODEL):
 # Crafted architectures: no layer is built beyond what the archive really holds
 # ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layer", [
-    {"class": "Linear", "config": {"in_features": 50000, "out_features": 50000}},
-    {"class": "Linear", "config": {"in_features": 2**31 - 1, "out_features": 2**31 - 1,
-                                   "dtype": "float64"}},
-    {"class": "Conv2d", "config": {"in_channels": 4096, "out_channels": 4096,
-                                   "kernel_size": [64, 64]}},
-    {"class": "Conv2d", "config": {"in_channels": 8, "out_channels": 2**20, "kernel_size": 512,
-                                   "groups": 2}},
-    {"class": "BatchNorm2d", "config": {"num_features": 2**31 - 1}},
-    {"class": "Sequential", "layers": [{"class": "Sequential", "layers": [
-        {"class": "Linear", "config": {"in_features": 30000, "out_features": 30000}}]}]},
-])
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"class": "Linear", "config": {"in_features": 50000, "out_features": 50000}},
+        {
+            "class": "Linear",
+            "config": {"in_features": 2**31 - 1, "out_features": 2**31 - 1, "dtype": "float64"},
+        },
+        {
+            "class": "Conv2d",
+            "config": {"in_channels": 4096, "out_channels": 4096, "kernel_size": [64, 64]},
+        },
+        {
+            "class": "Conv2d",
+            "config": {"in_channels": 8, "out_channels": 2**20, "kernel_size": 512, "groups": 2},
+        },
+        {"class": "BatchNorm2d", "config": {"num_features": 2**31 - 1}},
+        {
+            "class": "Sequential",
+            "layers": [
+                {
+                    "class": "Sequential",
+                    "layers": [
+                        {"class": "Linear", "config": {"in_features": 30000, "out_features": 30000}}
+                    ],
+                }
+            ],
+        },
+    ],
+)
 def test_enormous_layer_config_is_rejected_before_allocating(tmp_path, layer):
     """Regression: load() used to build the layer first -- a crafted Linear(50000, 50000)
     allocated and initialized 9.3 GiB before the arrays were compared."""
-    path = _arch_file(tmp_path / "big.npz", [layer],
-                      **{"param:0.weight": np.zeros((2, 2), np.float32)})
+    path = _arch_file(
+        tmp_path / "big.npz", [layer], **{"param:0.weight": np.zeros((2, 2), np.float32)}
+    )
     err = _rejects_quickly(path)
     assert "bytes of parameters" in str(err)
 
@@ -89,13 +117,24 @@ def test_enormous_layer_backed_by_a_small_deflated_member(tmp_path):
     """A compressed member may claim a large size only up to DEFLATE's expansion limit."""
     path = tmp_path / "bomb.npz"
     w = np.zeros((1000, 1000), np.float32)  # 4 MB of zeros deflates to ~4 kB
-    arch = {"format": serialization.FORMAT, "version": serialization.VERSION,
-            "model": {"class": "Sequential", "layers": [
-                {"class": "Linear", "config": {"in_features": 1000, "out_features": 1000,
-                                               "bias": False}}]}}
-    np.savez_compressed(path, __architecture__=np.frombuffer(json.dumps(arch).encode(),
-                                                             np.uint8),
-                        **{"param:0.weight": w})
+    arch = {
+        "format": serialization.FORMAT,
+        "version": serialization.VERSION,
+        "model": {
+            "class": "Sequential",
+            "layers": [
+                {
+                    "class": "Linear",
+                    "config": {"in_features": 1000, "out_features": 1000, "bias": False},
+                }
+            ],
+        },
+    }
+    np.savez_compressed(
+        path,
+        __architecture__=np.frombuffer(json.dumps(arch).encode(), np.uint8),
+        **{"param:0.weight": w},
+    )
     loaded = cnncore.load(path)  # legitimate: the bytes really decompress to the weights
     np.testing.assert_array_equal(loaded[0].weight.data, w)
     # now lie about the uncompressed size in the central directory and local header
@@ -105,7 +144,7 @@ def test_enormous_layer_backed_by_a_small_deflated_member(tmp_path):
         pos = data.find(sig)
         while pos != -1:
             name_at = pos + (46 if sig == b"PK\x01\x02" else 30)
-            if data[name_at:name_at + len(name)] == name:
+            if data[name_at : name_at + len(name)] == name:
                 struct.pack_into("<I", data, pos + size_at, 0xFFFFFFF0)
             pos = data.find(sig, pos + 4)
     path.write_bytes(bytes(data))
@@ -117,15 +156,22 @@ def test_parameter_bytes_cover_every_layer_that_owns_arrays():
     buffers, exactly (a smaller estimate would weaken the bound, a larger one would reject
     valid files)."""
     configs = {
-        "Conv2d": [dict(in_channels=4, out_channels=6, kernel_size=3, groups=2),
-                   dict(in_channels=3, out_channels=5, kernel_size=[2, 5], bias=False,
-                        dtype="float64")],
-        "Linear": [dict(in_features=7, out_features=3), dict(in_features=2, out_features=9,
-                                                             bias=False, dtype="float64")],
-        "BatchNorm1d": [dict(num_features=5), dict(num_features=3, affine=False),
-                        dict(num_features=4, track_running_stats=False, dtype="float64")],
+        "Conv2d": [
+            dict(in_channels=4, out_channels=6, kernel_size=3, groups=2),
+            dict(in_channels=3, out_channels=5, kernel_size=[2, 5], bias=False, dtype="float64"),
+        ],
+        "Linear": [
+            dict(in_features=7, out_features=3),
+            dict(in_features=2, out_features=9, bias=False, dtype="float64"),
+        ],
+        "BatchNorm1d": [
+            dict(num_features=5),
+            dict(num_features=3, affine=False),
+            dict(num_features=4, track_running_stats=False, dtype="float64"),
+        ],
         "BatchNorm2d": [dict(num_features=6)],
-        "MaxPool2d": [dict(kernel_size=2)], "AvgPool2d": [dict(kernel_size=2)],
+        "MaxPool2d": [dict(kernel_size=2)],
+        "AvgPool2d": [dict(kernel_size=2)],
         "AdaptiveAvgPool2d": [dict(output_size=2)],
     }
     for name, cls in serialization._registry().items():
@@ -149,6 +195,7 @@ def test_valid_models_still_load(saved):
 # Archive features cnncore never writes, damaged streams, absurd JSON
 # ------------------------------------------------------------------------------------------
 
+
 def _rewrite(src, dst, compression):
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression) as zout:
         for n in zin.namelist():
@@ -168,8 +215,10 @@ def _patch_headers(data, field_central, field_local, value):
     return bytes(b)
 
 
-@pytest.mark.parametrize("how", ["method-99", "encrypted", "zip-version", "lzma", "bzip2",
-                                 "lzma-corrupt", "deflate-corrupt"])
+@pytest.mark.parametrize(
+    "how",
+    ["method-99", "encrypted", "zip-version", "lzma", "bzip2", "lzma-corrupt", "deflate-corrupt"],
+)
 def test_archive_features_and_damage(saved, tmp_path, how):
     """Regression: unknown methods / zip versions raised NotImplementedError, encrypted
     members RuntimeError, damaged LZMA streams LZMAError."""
@@ -193,11 +242,18 @@ def test_archive_features_and_damage(saved, tmp_path, how):
     _rejects_quickly(bad)
 
 
-@pytest.mark.parametrize("text", [b"[" * 100_000, b'{"a":' * 100_000, b"\xff\xfe",
-                                  b'{"format": "cnncore.model", "version": 1, "model": 3}',
-                                  b"null", b'"' + b"x" * 1000],
-                         ids=["deep-list", "deep-dict", "not-utf8", "model-int", "null",
-                              "string"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[" * 100_000,
+        b'{"a":' * 100_000,
+        b"\xff\xfe",
+        b'{"format": "cnncore.model", "version": 1, "model": 3}',
+        b"null",
+        b'"' + b"x" * 1000,
+    ],
+    ids=["deep-list", "deep-dict", "not-utf8", "model-int", "null", "string"],
+)
 def test_absurd_architecture_json(tmp_path, text):
     """Regression: deeply nested JSON raised RecursionError."""
     path = tmp_path / "json.npz"
@@ -211,8 +267,11 @@ def test_pickled_members_are_never_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
     monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
     path = tmp_path / "p.npz"
-    np.savez(path, __architecture__=np.array([{"model": 1}], dtype=object),
-             **{"param:0.weight": np.array([object()], dtype=object)})
+    np.savez(
+        path,
+        __architecture__=np.array([{"model": 1}], dtype=object),
+        **{"param:0.weight": np.array([object()], dtype=object)},
+    )
     _rejects_quickly(path)
 
 
@@ -225,7 +284,7 @@ def test_random_damage_of_a_saved_model(saved, tmp_path, seed):
     for _ in range(int(rng.integers(1, 4))):
         kind = rng.integers(3)
         if kind == 0:
-            data = data[:int(rng.integers(0, len(data)))]
+            data = data[: int(rng.integers(0, len(data)))]
         elif kind == 1 and data:
             for _ in range(int(rng.integers(1, 20))):
                 data[int(rng.integers(len(data)))] = int(rng.integers(256))
@@ -246,14 +305,18 @@ def test_random_damage_of_a_saved_model(saved, tmp_path, seed):
 # IDX files
 # ------------------------------------------------------------------------------------------
 
+
 def _idx(dims, code=0x08, payload=b""):
-    return bytes([0, 0, code, len(dims)]) + b"".join(int(d).to_bytes(4, "big") for d in dims) \
-        + payload
+    return (
+        bytes([0, 0, code, len(dims)]) + b"".join(int(d).to_bytes(4, "big") for d in dims) + payload
+    )
 
 
-@pytest.mark.parametrize("dims", [(0, 2**32 - 1, 2**32 - 1, 2**32 - 1), (2**32 - 1,) * 3,
-                                  (1,) * 255, (1,) * 65], ids=["empty-overflow", "huge",
-                                                              "ndim255", "ndim65"])
+@pytest.mark.parametrize(
+    "dims",
+    [(0, 2**32 - 1, 2**32 - 1, 2**32 - 1), (2**32 - 1,) * 3, (1,) * 255, (1,) * 65],
+    ids=["empty-overflow", "huge", "ndim255", "ndim65"],
+)
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_headers_numpy_cannot_represent(tmp_path, dims, gz):
     """Regression: an empty array whose other dimensions overflow, or more dimensions than
@@ -279,7 +342,7 @@ def test_random_damage_of_an_idx_file(tmp_path, seed):
         data = bytearray(gzip.compress(bytes(data)))
     for _ in range(int(rng.integers(1, 3))):
         if rng.random() < 0.4:
-            data = data[:int(rng.integers(0, len(data)))]
+            data = data[: int(rng.integers(0, len(data)))]
         elif data:
             data[int(rng.integers(len(data)))] = int(rng.integers(256))
     path = tmp_path / "d.idx"

@@ -12,8 +12,9 @@ import pytest
 
 import cnncore
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "tools"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+)
 import fuzz  # noqa: E402
 
 CASES = int(os.environ.get("CNNCORE_FUZZ_CASES", "300"))
@@ -32,9 +33,11 @@ def test_short_campaign_has_no_failures():
 
 def test_every_public_entry_point_is_fuzzed():
     public = set(cnncore.functional.__all__) | {"correlate2d", "convolve2d"}
-    layers = {f"nn.{n}" for n in cnncore.nn.__all__
-              if n not in ("init", "Module", "Parameter", "Sequential", "History", "load",
-                           "save")}
+    layers = {
+        f"nn.{n}"
+        for n in cnncore.nn.__all__
+        if n not in ("init", "Module", "Parameter", "Sequential", "History", "load", "save")
+    }
     missing = (public | layers | {"Sequential.fit", "load", "datasets.load_idx"}) - set(fuzz.OPS)
     assert not missing
 
@@ -55,8 +58,13 @@ def test_harness_detects_every_failure_kind():
     inject = {3: "abort", 9: "segv", 14: "error", 21: "modify", 27: "hang"}
     res = fuzz.campaign(30, 1, batch=30, inject=inject, case_timeout=3.0)
     kinds = {f["repro"].split("--case ")[-1]: f["kind"] for f in res.failures}
-    assert kinds == {"3": "crash", "9": "crash", "14": "RuntimeError", "21": "modified-input",
-                     "27": "hang"}, res.summary()
+    assert kinds == {
+        "3": "crash",
+        "9": "crash",
+        "14": "RuntimeError",
+        "21": "modified-input",
+        "27": "hang",
+    }, res.summary()
     assert res.cases == 30
     assert not res.ok
 

@@ -10,8 +10,17 @@ DTYPES = [np.float32, np.float64]
 # The kernels cut each product along rows, columns or the inner dimension (see _linear.pyx):
 # (6, 1100) -> 5 cuts the forward's inner dimension, (1200, 9) -> 7 the weight gradient's,
 # (3, 200) -> 300 the forward's columns.
-SHAPES = [((5, 7), 3), ((70, 33), 65), ((2, 3, 4), 6), ((7,), 2), ((0, 4), 3), ((3, 0), 2),
-          ((6, 1100), 5), ((1200, 9), 7), ((3, 200), 300)]
+SHAPES = [
+    ((5, 7), 3),
+    ((70, 33), 65),
+    ((2, 3, 4), 6),
+    ((7,), 2),
+    ((0, 4), 3),
+    ((3, 0), 2),
+    ((6, 1100), 5),
+    ((1200, 9), 7),
+    ((3, 200), 300),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -29,11 +38,14 @@ def test_linear_matches_numpy(rng, dtype, xshape, out_f):
     g64 = g.astype(np.float64)
     np.testing.assert_allclose(cnncore.linear_backward_input(g, w), g64 @ w64, **tol(dtype))
     rows = int(np.prod(xshape[:-1]))
-    np.testing.assert_allclose(cnncore.linear_backward_weight(g, x),
-                               g64.reshape(rows, out_f).T @ x64.reshape(rows, xshape[-1]),
-                               **tol(dtype))
-    np.testing.assert_allclose(cnncore.linear_backward_bias(g),
-                               g64.reshape(rows, out_f).sum(0), **tol(dtype))
+    np.testing.assert_allclose(
+        cnncore.linear_backward_weight(g, x),
+        g64.reshape(rows, out_f).T @ x64.reshape(rows, xshape[-1]),
+        **tol(dtype),
+    )
+    np.testing.assert_allclose(
+        cnncore.linear_backward_bias(g), g64.reshape(rows, out_f).sum(0), **tol(dtype)
+    )
 
 
 def test_linear_finite_differences(rng):
@@ -42,9 +54,11 @@ def test_linear_finite_differences(rng):
     b = rng.standard_normal(3)
     g = rng.standard_normal((4, 3))
     eps = 1e-6
-    for arr, analytic in ((x, cnncore.linear_backward_input(g, w)),
-                          (w, cnncore.linear_backward_weight(g, x)),
-                          (b, cnncore.linear_backward_bias(g))):
+    for arr, analytic in (
+        (x, cnncore.linear_backward_input(g, w)),
+        (w, cnncore.linear_backward_weight(g, x)),
+        (b, cnncore.linear_backward_bias(g)),
+    ):
         fd = np.zeros_like(arr)
         for i in np.ndindex(arr.shape):
             old = arr[i]
@@ -81,27 +95,41 @@ def test_linear_bit_identical_across_threads(rng, n, in_f, out_f):
     b = rng.standard_normal(out_f).astype(np.float32)
     g = rng.standard_normal((n, out_f)).astype(np.float32)
     assert_bit_identical_across_threads(
-        lambda: (cnncore.linear(x, w, b), cnncore.linear_backward_input(g, w),
-                 cnncore.linear_backward_weight(g, x), cnncore.linear_backward_bias(g)),
-        (1, 2, 3, 4))
+        lambda: (
+            cnncore.linear(x, w, b),
+            cnncore.linear_backward_input(g, w),
+            cnncore.linear_backward_weight(g, x),
+            cnncore.linear_backward_bias(g),
+        ),
+        (1, 2, 3, 4),
+    )
 
 
 X = np.zeros((4, 5), np.float32)
 W = np.zeros((3, 5), np.float32)
 
 
-@pytest.mark.parametrize("call, exc, fragment", [
-    (lambda: cnncore.linear(X, W[:, :4]), ValueError, "in_features"),
-    (lambda: cnncore.linear(X, W[0]), ValueError, "weight"),
-    (lambda: cnncore.linear(X, W, np.zeros(4, np.float32)), ValueError, "bias"),
-    (lambda: cnncore.linear(X, W.astype(np.float64)), TypeError, "weight"),
-    (lambda: cnncore.linear(X.astype(int), W), TypeError, "x"),
-    (lambda: cnncore.linear_backward_input(np.zeros((4, 2), np.float32), W), ValueError,
-     "grad_output"),
-    (lambda: cnncore.linear_backward_weight(np.zeros((3, 3), np.float32), X), ValueError,
-     "leading"),
-    (lambda: cnncore.linear_backward_bias(np.float32(1)), ValueError, "grad_output"),
-])
+@pytest.mark.parametrize(
+    "call, exc, fragment",
+    [
+        (lambda: cnncore.linear(X, W[:, :4]), ValueError, "in_features"),
+        (lambda: cnncore.linear(X, W[0]), ValueError, "weight"),
+        (lambda: cnncore.linear(X, W, np.zeros(4, np.float32)), ValueError, "bias"),
+        (lambda: cnncore.linear(X, W.astype(np.float64)), TypeError, "weight"),
+        (lambda: cnncore.linear(X.astype(int), W), TypeError, "x"),
+        (
+            lambda: cnncore.linear_backward_input(np.zeros((4, 2), np.float32), W),
+            ValueError,
+            "grad_output",
+        ),
+        (
+            lambda: cnncore.linear_backward_weight(np.zeros((3, 3), np.float32), X),
+            ValueError,
+            "leading",
+        ),
+        (lambda: cnncore.linear_backward_bias(np.float32(1)), ValueError, "grad_output"),
+    ],
+)
 def test_linear_bad_input(call, exc, fragment):
     with pytest.raises(exc, match=fragment) as info:
         call()

@@ -20,6 +20,7 @@ REDUCTIONS = ["mean", "sum", "none"]
 # Naive references (float64, sample by sample)
 # ------------------------------------------------------------------------------------------
 
+
 def _reduce(per, reduction, count=None):
     if reduction == "none":
         return per
@@ -28,8 +29,7 @@ def _reduce(per, reduction, count=None):
     return per.sum() / (per.size if count is None else count)
 
 
-def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0,
-                      ignore_index=-100):
+def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     """Loop over every (sample, position): -sum_c w_c log_softmax(x)_c."""
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(target)
@@ -83,8 +83,15 @@ def ref_pointwise(name, p, t):
     raise KeyError(name)
 
 
-POINTWISE = ["mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
-             "msle_loss", "mape_loss", "l2_loss"]
+POINTWISE = [
+    "mse_loss",
+    "l1_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "msle_loss",
+    "mape_loss",
+    "l2_loss",
+]
 
 
 def _pointwise_data(name, rng, shape, dtype):
@@ -114,6 +121,7 @@ def _loss_tol(dtype):
 # Values against the references
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("name", POINTWISE)
@@ -136,8 +144,19 @@ def test_l2_loss_definition(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", ["labels", "probs", "spatial", "spatial_probs", "smooth",
-                                  "ignore", "unbatched", "unbatched_probs"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "labels",
+        "probs",
+        "spatial",
+        "spatial_probs",
+        "smooth",
+        "ignore",
+        "unbatched",
+        "unbatched_probs",
+    ],
+)
 def test_cross_entropy_matches_reference(case, reduction, dtype, rng):
     kwargs = {}
     if case in ("labels", "smooth", "ignore"):
@@ -206,6 +225,7 @@ def test_label_dtypes(dtype, rng):
 # Gradients: return_grad == _backward, finite differences, all reductions
 # ------------------------------------------------------------------------------------------
 
+
 def _numeric_grad(f, x, eps=1e-6):
     grad = np.empty_like(x)
     flat = x.reshape(-1)
@@ -231,8 +251,7 @@ def test_pointwise_gradient_finite_differences(name, reduction, rng):
         p = np.where(np.abs(p - t) < 0.05, t + 0.5, p)
     fn = getattr(F, name)
     loss, grad = fn(p, t, reduction=reduction, return_grad=True)
-    np.testing.assert_array_equal(grad, getattr(F, name + "_backward")(p, t,
-                                                                       reduction=reduction))
+    np.testing.assert_array_equal(grad, getattr(F, name + "_backward")(p, t, reduction=reduction))
     np.testing.assert_array_equal(loss, fn(p, t, reduction=reduction))
 
     def total(v):
@@ -242,8 +261,9 @@ def test_pointwise_gradient_finite_differences(name, reduction, rng):
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", ["labels", "smooth_ignore", "probs_smooth", "spatial",
-                                  "unbatched"])
+@pytest.mark.parametrize(
+    "case", ["labels", "smooth_ignore", "probs_smooth", "spatial", "unbatched"]
+)
 def test_cross_entropy_gradient_finite_differences(case, reduction, rng):
     kwargs = {}
     if case == "labels":
@@ -260,7 +280,8 @@ def test_cross_entropy_gradient_finite_differences(case, reduction, rng):
         x, t = rng.standard_normal(5), np.int64(2)
     loss, grad = F.cross_entropy(x, t, reduction=reduction, return_grad=True, **kwargs)
     np.testing.assert_array_equal(
-        grad, F.cross_entropy_backward(x, t, reduction=reduction, **kwargs))
+        grad, F.cross_entropy_backward(x, t, reduction=reduction, **kwargs)
+    )
     assert grad.shape == x.shape
 
     def total(v):
@@ -291,8 +312,9 @@ def test_pointwise_matches_torch(name, reduction, dtype, rng):
         p.reshape(-1)[:3] = [0.0, 1.0, 0.5]  # exercise the log clamp at -100
         t.reshape(-1)[:3] = [1.0, 0.0, 0.5]
     tp = torch.from_numpy(p.copy()).requires_grad_()
-    tl = getattr(torch.nn.functional, TORCH_POINTWISE[name])(tp, torch.from_numpy(t),
-                                                             reduction=reduction)
+    tl = getattr(torch.nn.functional, TORCH_POINTWISE[name])(
+        tp, torch.from_numpy(t), reduction=reduction
+    )
     tl.sum().backward()
     loss, grad = getattr(F, name)(p, t, reduction=reduction, return_grad=True)
     np.testing.assert_allclose(loss, tl.detach().numpy(), **_loss_tol(dtype))
@@ -301,8 +323,20 @@ def test_pointwise_matches_torch(name, reduction, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", ["labels", "smooth", "ignore", "probs", "probs_smooth",
-                                  "spatial", "spatial_probs", "unbatched", "wide"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "labels",
+        "smooth",
+        "ignore",
+        "probs",
+        "probs_smooth",
+        "spatial",
+        "spatial_probs",
+        "unbatched",
+        "wide",
+    ],
+)
 def test_cross_entropy_matches_torch(case, reduction, dtype, rng):
     torch = pytest.importorskip("torch")
     kwargs = {}
@@ -341,6 +375,7 @@ def test_cross_entropy_matches_torch(case, reduction, dtype, rng):
 # Extreme values
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_huge_logits(dtype):
     x = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4]], dtype=dtype)
@@ -360,8 +395,11 @@ def test_bce_extremes(dtype):
     with warnings.catch_warnings(), np.errstate(all="raise"):
         warnings.simplefilter("error")
         loss, grad = F.binary_cross_entropy_with_logits(x, t, reduction="none", return_grad=True)
-        bce = F.binary_cross_entropy(np.array([0.0, 1.0, 0.0, 1.0], dtype),
-                                     np.array([1.0, 0.0, 0.0, 1.0], dtype), reduction="none")
+        bce = F.binary_cross_entropy(
+            np.array([0.0, 1.0, 0.0, 1.0], dtype),
+            np.array([1.0, 0.0, 0.0, 1.0], dtype),
+            reduction="none",
+        )
     np.testing.assert_allclose(loss, [1e4, 1e4, np.log(2), 0.0], rtol=1e-6)
     np.testing.assert_allclose(grad, [1, -1, -0.5, 0], atol=1e-7)
     np.testing.assert_array_equal(bce, [100, 100, 0, 0])  # log clamped at -100 (PyTorch)
@@ -406,14 +444,26 @@ BAD = [
     (lambda: F.l1_loss(_P, _T.astype(np.float32)), TypeError, "target"),
     (lambda: F.l1_loss(_P.astype(np.int64), _T), TypeError, "input"),
     (lambda: F.mape_loss(_P, np.zeros((2, 3), np.int32)), TypeError, "target"),
-    (lambda: F.binary_cross_entropy(np.array([0.5, 1.5]), np.array([1.0, 0.0])), ValueError,
-     "probs"),
-    (lambda: F.binary_cross_entropy(np.array([0.5, np.nan]), np.array([1.0, 0.0])), ValueError,
-     "probs"),
-    (lambda: F.binary_cross_entropy(np.array([0.5, 0.5]), np.array([1.0, -0.1])), ValueError,
-     "target"),
-    (lambda: F.binary_cross_entropy_backward(np.array([-0.5]), np.array([1.0])), ValueError,
-     "probs"),
+    (
+        lambda: F.binary_cross_entropy(np.array([0.5, 1.5]), np.array([1.0, 0.0])),
+        ValueError,
+        "probs",
+    ),
+    (
+        lambda: F.binary_cross_entropy(np.array([0.5, np.nan]), np.array([1.0, 0.0])),
+        ValueError,
+        "probs",
+    ),
+    (
+        lambda: F.binary_cross_entropy(np.array([0.5, 0.5]), np.array([1.0, -0.1])),
+        ValueError,
+        "target",
+    ),
+    (
+        lambda: F.binary_cross_entropy_backward(np.array([-0.5]), np.array([1.0])),
+        ValueError,
+        "probs",
+    ),
     (lambda: F.binary_cross_entropy_with_logits(_P, np.zeros(6)), ValueError, "target"),
     (lambda: F.binary_cross_entropy_with_logits(_P.astype(np.float16), _T), TypeError, "logits"),
     (lambda: F.msle_loss(np.array([-1.0, 0.0]), np.array([0.0, 0.0])), ValueError, "input"),
@@ -433,23 +483,30 @@ def test_bad_inputs(call, exc, name):
 # Property tests
 # ------------------------------------------------------------------------------------------
 
+
 @settings(max_examples=30, deadline=None)
-@given(data=st.data(), n=st.integers(1, 6), c=st.integers(1, 6),
-       smoothing=st.sampled_from([0.0, 0.2]),
-       reduction=st.sampled_from(REDUCTIONS))
+@given(
+    data=st.data(),
+    n=st.integers(1, 6),
+    c=st.integers(1, 6),
+    smoothing=st.sampled_from([0.0, 0.2]),
+    reduction=st.sampled_from(REDUCTIONS),
+)
 def test_property_cross_entropy(data, n, c, smoothing, reduction):
     x = data.draw(hnp.arrays(np.float64, (n, c), elements=st.floats(-30, 30)))
     t = data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(-1, c - 1)))
-    loss = F.cross_entropy(x, t, reduction=reduction, label_smoothing=smoothing,
-                           ignore_index=-1)
+    loss = F.cross_entropy(x, t, reduction=reduction, label_smoothing=smoothing, ignore_index=-1)
     expected = ref_cross_entropy(x, t, reduction, smoothing, ignore_index=-1)
     np.testing.assert_allclose(loss, expected, rtol=1e-10, atol=1e-10)
 
 
 @settings(max_examples=30, deadline=None)
-@given(data=st.data(), name=st.sampled_from(POINTWISE),
-       shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=5),
-       reduction=st.sampled_from(REDUCTIONS))
+@given(
+    data=st.data(),
+    name=st.sampled_from(POINTWISE),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=5),
+    reduction=st.sampled_from(REDUCTIONS),
+)
 def test_property_pointwise(data, name, shape, reduction):
     lo, hi = {"binary_cross_entropy": (0, 1), "msle_loss": (-0.9, 10)}.get(name, (-20, 20))
     p = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(lo, hi)))
@@ -463,6 +520,7 @@ def test_property_pointwise(data, name, shape, reduction):
 # Determinism across thread counts
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bit_identical_across_threads(dtype, rng):
     x = (rng.standard_normal((700, 100)) * 3).astype(dtype)
@@ -474,8 +532,9 @@ def test_bit_identical_across_threads(dtype, rng):
     def compute():
         res = []
         for reduction in REDUCTIONS:
-            res += list(F.cross_entropy(x, t, reduction=reduction, label_smoothing=0.1,
-                                        return_grad=True))
+            res += list(
+                F.cross_entropy(x, t, reduction=reduction, label_smoothing=0.1, return_grad=True)
+            )
             res += list(F.cross_entropy(xs, ts, reduction=reduction, return_grad=True))
             for name in POINTWISE:
                 res += list(getattr(F, name)(p, q, reduction=reduction, return_grad=True))

@@ -38,23 +38,37 @@ def _check_layer(layer, x, rng, reseed=None):
     np.testing.assert_allclose(dx, fd_grad(loss, x), rtol=1e-3, atol=1e-5)
     for p in layer.parameters():
         analytic = p.grad.copy()
-        np.testing.assert_allclose(analytic, fd_grad(loss, p.data), rtol=1e-3, atol=1e-5,
-                                   err_msg=p.name)
+        np.testing.assert_allclose(
+            analytic, fd_grad(loss, p.data), rtol=1e-3, atol=1e-5, err_msg=p.name
+        )
 
 
 F64 = dict(dtype=np.float64)
 
 LAYERS = [
     ("conv", lambda: nn.Conv2d(2, 3, 3, padding=1, **F64), (2, 2, 5, 6)),
-    ("conv-strided-dilated-groups",
-     lambda: nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2,
-                       **F64), (2, 4, 7, 6)),
-    ("conv-same-reflect", lambda: nn.Conv2d(2, 2, 4, padding="same", padding_mode="reflect",
-                                            **F64), (1, 2, 6, 5)),
-    ("conv-replicate", lambda: nn.Conv2d(1, 2, 3, padding=1, padding_mode="replicate", **F64),
-     (2, 1, 5, 5)),
-    ("conv-circular", lambda: nn.Conv2d(1, 2, 3, padding=2, padding_mode="circular", **F64),
-     (1, 1, 5, 5)),
+    (
+        "conv-strided-dilated-groups",
+        lambda: nn.Conv2d(
+            4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2, **F64
+        ),
+        (2, 4, 7, 6),
+    ),
+    (
+        "conv-same-reflect",
+        lambda: nn.Conv2d(2, 2, 4, padding="same", padding_mode="reflect", **F64),
+        (1, 2, 6, 5),
+    ),
+    (
+        "conv-replicate",
+        lambda: nn.Conv2d(1, 2, 3, padding=1, padding_mode="replicate", **F64),
+        (2, 1, 5, 5),
+    ),
+    (
+        "conv-circular",
+        lambda: nn.Conv2d(1, 2, 3, padding=2, padding_mode="circular", **F64),
+        (1, 1, 5, 5),
+    ),
     ("conv-nobias", lambda: nn.Conv2d(1, 2, 3, bias=False, **F64), (2, 1, 5, 5)),
     ("linear", lambda: nn.Linear(7, 4, **F64), (3, 7)),
     ("linear-3d", lambda: nn.Linear(5, 2, **F64), (2, 3, 5)),
@@ -139,31 +153,64 @@ def _torch_pair(torch, make_ours, make_theirs, shape, rng, dtype=np.float64):
 
 
 TORCH_PAIRS = [
-    ("conv", lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1, **F64),
-     lambda t: t.nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 9, 8)),
-    ("conv-reflect-same", lambda: nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect",
-                                            **F64),
-     lambda t: t.nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect"), (2, 2, 7, 6)),
-    ("conv-circular", lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular", **F64),
-     lambda t: t.nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), (2, 2, 5, 6)),
-    ("conv-replicate-groups", lambda: nn.Conv2d(4, 4, 3, padding=(2, 1), groups=2,
-                                                padding_mode="replicate", **F64),
-     lambda t: t.nn.Conv2d(4, 4, 3, padding=(2, 1), groups=2, padding_mode="replicate"),
-     (2, 4, 6, 5)),
+    (
+        "conv",
+        lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1, **F64),
+        lambda t: t.nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        (2, 3, 9, 8),
+    ),
+    (
+        "conv-reflect-same",
+        lambda: nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect", **F64),
+        lambda t: t.nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect"),
+        (2, 2, 7, 6),
+    ),
+    (
+        "conv-circular",
+        lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular", **F64),
+        lambda t: t.nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"),
+        (2, 2, 5, 6),
+    ),
+    (
+        "conv-replicate-groups",
+        lambda: nn.Conv2d(4, 4, 3, padding=(2, 1), groups=2, padding_mode="replicate", **F64),
+        lambda t: t.nn.Conv2d(4, 4, 3, padding=(2, 1), groups=2, padding_mode="replicate"),
+        (2, 4, 6, 5),
+    ),
     ("linear", lambda: nn.Linear(6, 5, **F64), lambda t: t.nn.Linear(6, 5), (4, 6)),
-    ("maxpool", lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True),
-     lambda t: t.nn.MaxPool2d(3, 2, 1, ceil_mode=True), (2, 2, 7, 8)),
-    ("avgpool", lambda: nn.AvgPool2d(3, 2, 1, count_include_pad=False),
-     lambda t: t.nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 2, 7, 8)),
-    ("adaptive", lambda: nn.AdaptiveAvgPool2d(3), lambda t: t.nn.AdaptiveAvgPool2d(3),
-     (2, 2, 7, 8)),
+    (
+        "maxpool",
+        lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+        lambda t: t.nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+        (2, 2, 7, 8),
+    ),
+    (
+        "avgpool",
+        lambda: nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        lambda t: t.nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        (2, 2, 7, 8),
+    ),
+    (
+        "adaptive",
+        lambda: nn.AdaptiveAvgPool2d(3),
+        lambda t: t.nn.AdaptiveAvgPool2d(3),
+        (2, 2, 7, 8),
+    ),
     ("bn2d", lambda: nn.BatchNorm2d(3, **F64), lambda t: t.nn.BatchNorm2d(3), (4, 3, 5, 5)),
-    ("bn1d", lambda: nn.BatchNorm1d(3, momentum=None, **F64),
-     lambda t: t.nn.BatchNorm1d(3, momentum=None), (6, 3)),
+    (
+        "bn1d",
+        lambda: nn.BatchNorm1d(3, momentum=None, **F64),
+        lambda t: t.nn.BatchNorm1d(3, momentum=None),
+        (6, 3),
+    ),
     ("leaky", lambda: nn.LeakyReLU(0.1), lambda t: t.nn.LeakyReLU(0.1), (4, 5)),
     ("softmax", lambda: nn.Softmax(1), lambda t: t.nn.Softmax(1), (4, 5)),
-    ("lenet", lambda: models.lenet5(dtype=np.float64, rng=0),
-     lambda t: cnncore.bench._torch_model(t, "lenet"), (3, 1, 28, 28)),
+    (
+        "lenet",
+        lambda: models.lenet5(dtype=np.float64, rng=0),
+        lambda t: cnncore.bench._torch_model(t, "lenet"),
+        (3, 1, 28, 28),
+    ),
 ]
 
 
@@ -179,8 +226,9 @@ def test_against_torch_modules(name, ours, theirs, shape, rng):
         a.eval()
         b.eval()
         x = rng.standard_normal(shape)
-        np.testing.assert_allclose(a(x), b(torch.from_numpy(x)).detach().numpy(), rtol=1e-6,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            a(x), b(torch.from_numpy(x)).detach().numpy(), rtol=1e-6, atol=1e-9
+        )
 
 
 def test_default_init_matches_torch_bounds():
@@ -200,14 +248,17 @@ def test_default_init_matches_torch_bounds():
     np.testing.assert_array_equal(nn.Linear(3, 3).weight.data, c)
 
 
-@pytest.mark.parametrize("fn, kw, std", [
-    (nn.init.he_normal_, {}, math.sqrt(2 / 200)),
-    (nn.init.glorot_normal_, {}, math.sqrt(2 / (200 + 100))),
-    (nn.init.lecun_normal_, {}, math.sqrt(1 / 200)),
-    (nn.init.he_uniform_, {}, math.sqrt(2 / 200)),
-    (nn.init.glorot_uniform_, {}, math.sqrt(2 / 300)),
-    (nn.init.lecun_uniform_, {}, math.sqrt(1 / 200)),
-])
+@pytest.mark.parametrize(
+    "fn, kw, std",
+    [
+        (nn.init.he_normal_, {}, math.sqrt(2 / 200)),
+        (nn.init.glorot_normal_, {}, math.sqrt(2 / (200 + 100))),
+        (nn.init.lecun_normal_, {}, math.sqrt(1 / 200)),
+        (nn.init.he_uniform_, {}, math.sqrt(2 / 200)),
+        (nn.init.glorot_uniform_, {}, math.sqrt(2 / 300)),
+        (nn.init.lecun_uniform_, {}, math.sqrt(1 / 200)),
+    ],
+)
 def test_initializer_statistics(fn, kw, std):
     w = np.empty((100, 200), np.float32)
     fn(w, rng=0, **kw)
@@ -224,8 +275,13 @@ def test_initializer_statistics(fn, kw, std):
 def test_manual_loop_overfits_one_batch(rng):
     x = rng.standard_normal((16, 1, 12, 12)).astype(np.float32)
     y = np.arange(16) % 4
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(8 * 36, 4, rng=1))
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, rng=0),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 4, rng=1),
+    )
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.Adam(model.parameters(), lr=1e-2)
     first = None
@@ -255,22 +311,24 @@ def test_gradients_accumulate_until_zero_grad(rng):
     assert not layer.weight.grad.any()
 
 
-@pytest.mark.parametrize("pool_kw", [
-    dict(kernel_size=2),
-    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
-    dict(kernel_size=2, stride=1, dilation=2),
-])
+@pytest.mark.parametrize(
+    "pool_kw",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+        dict(kernel_size=2, stride=1, dilation=2),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sequential_relu_then_maxpool_is_exact(rng, pool_kw, dtype):
     """Sequential runs a ReLU that precedes a MaxPool2d after the pooling: outputs and every
     gradient must be bit-identical to running the layers one by one in the listed order,
     also with ties, windows that are all negative or zero, and NaN."""
     kw = dict(dtype=dtype, rng=0)
-    layers = [nn.Conv2d(2, 3, 3, padding=1, **kw), nn.ReLU(), nn.MaxPool2d(**pool_kw),
-              nn.Flatten()]
+    layers = [nn.Conv2d(2, 3, 3, padding=1, **kw), nn.ReLU(), nn.MaxPool2d(**pool_kw), nn.Flatten()]
     model = nn.Sequential(*layers)
-    x = np.round(rng.standard_normal((3, 2, 9, 8)) * 2).astype(dtype)   # many exact ties
-    x[0, :, :4, :4] = -1.0                                              # all-negative windows
+    x = np.round(rng.standard_normal((3, 2, 9, 8)) * 2).astype(dtype)  # many exact ties
+    x[0, :, :4, :4] = -1.0  # all-negative windows
     x[1, 0, 5, 5] = np.nan
     out = model(x)
     flat = out.reshape(out.shape[0], -1)
@@ -283,7 +341,7 @@ def test_sequential_relu_then_maxpool_is_exact(rng, pool_kw, dtype):
     grads = [p.grad.copy() for p in model.parameters()]
 
     ref_out = x
-    for layer in model.layers:                       # listed order, one at a time
+    for layer in model.layers:  # listed order, one at a time
         ref_out = layer(ref_out)
     model.zero_grad()
     ref_g = g
@@ -306,8 +364,17 @@ def test_fit_one_epoch_on_sample(sample):
     (x, y), (xt, yt) = sample
     model = models.lenet5(rng=0)
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    hist = model.fit(x, y, optimizer=opt, loss=nn.CrossEntropyLoss(), epochs=1, batch_size=64,
-                     validation_data=(xt, yt), verbose=False, seed=0)
+    hist = model.fit(
+        x,
+        y,
+        optimizer=opt,
+        loss=nn.CrossEntropyLoss(),
+        epochs=1,
+        batch_size=64,
+        validation_data=(xt, yt),
+        verbose=False,
+        seed=0,
+    )
     assert set(hist.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
     assert hist["val_loss"][0] < 0.6 * math.log(10)
     res = model.evaluate(xt, yt)
@@ -322,22 +389,40 @@ def test_fit_accepts_uint8_and_names(sample):
     (x, y), _ = sample
     xu = np.round(x[:256] * 255).astype(np.uint8)
     model = models.lenet5(rng=0)
-    hist = model.fit(xu, y[:256], optimizer="adam", loss="cross_entropy", epochs=1,
-                     verbose=False, seed=1)
+    hist = model.fit(
+        xu, y[:256], optimizer="adam", loss="cross_entropy", epochs=1, verbose=False, seed=1
+    )
     assert np.isfinite(hist["loss"][0])
-    np.testing.assert_allclose(model.predict(xu[:10]), model.predict(xu[:10].astype(np.float32)
-                                                                     / np.float32(255)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(xu[:10]),
+        model.predict(xu[:10].astype(np.float32) / np.float32(255)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def _fit_weights(x, y, threads, seed=3):
     old = cnncore.get_num_threads()
     cnncore.set_num_threads(threads)
     try:
-        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Flatten(), nn.Dropout(0.2), nn.Linear(4 * 14 * 14, 10, rng=1))
-        model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                  loss=nn.CrossEntropyLoss(), epochs=2, batch_size=32, verbose=False, seed=seed)
+        model = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1, rng=0),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(4 * 14 * 14, 10, rng=1),
+        )
+        model.fit(
+            x,
+            y,
+            optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+            loss=nn.CrossEntropyLoss(),
+            epochs=2,
+            batch_size=32,
+            verbose=False,
+            seed=seed,
+        )
         return [p.data.copy() for p in model.parameters()]
     finally:
         cnncore.set_num_threads(old)
@@ -354,17 +439,36 @@ def test_fit_same_seed_same_weights_any_thread_count(sample):
     assert any(not np.array_equal(a, b) for a, b in zip(ref, other, strict=True))
 
 
-@pytest.mark.parametrize("case", ["length", "labels-high", "labels-negative", "shape", "dtype",
-                                  "empty", "epochs", "batch", "optimizer", "loss", "val"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "length",
+        "labels-high",
+        "labels-negative",
+        "shape",
+        "dtype",
+        "empty",
+        "epochs",
+        "batch",
+        "optimizer",
+        "loss",
+        "val",
+    ],
+)
 def test_fit_rejects_bad_input_before_training(case, sample):
     (x, y), _ = sample
     x, y = x[:64], y[:64]
     model = models.lenet5(rng=0)
     before = [p.data.copy() for p in model.parameters()]
     kwargs = dict(optimizer="sgd", loss="cross_entropy", verbose=False)
-    args = {"length": (x, y[:10]), "labels-high": (x, np.full(64, 10)),
-            "labels-negative": (x, np.full(64, -1)), "shape": (x[:, :, :20, :20], y),
-            "dtype": (x.astype(np.int32), y), "empty": (x[:0], y[:0])}.get(case, (x, y))
+    args = {
+        "length": (x, y[:10]),
+        "labels-high": (x, np.full(64, 10)),
+        "labels-negative": (x, np.full(64, -1)),
+        "shape": (x[:, :, :20, :20], y),
+        "dtype": (x.astype(np.int32), y),
+        "empty": (x[:0], y[:0]),
+    }.get(case, (x, y))
     exc = TypeError if case in ("dtype", "optimizer", "loss") else ValueError
     if case == "epochs":
         kwargs["epochs"] = -1
@@ -414,8 +518,15 @@ def test_ctrl_c_stops_cleanly_between_steps(sample):
             snapshot["w"] = model[2].weight.data.copy()
 
     handler_before = signal.getsignal(signal.SIGINT)
-    hist = model.fit(x[:640], y[:640], optimizer=Snap(model.parameters(), lr=0.1),
-                     loss="cross_entropy", epochs=3, batch_size=32, verbose=False)
+    hist = model.fit(
+        x[:640],
+        y[:640],
+        optimizer=Snap(model.parameters(), lr=0.1),
+        loss="cross_entropy",
+        epochs=3,
+        batch_size=32,
+        verbose=False,
+    )
     assert hist.interrupted
     assert stopper.calls == 5
     np.testing.assert_array_equal(model[2].weight.data, snapshot["w"])
@@ -438,10 +549,17 @@ def test_summary_and_output_shape():
 
 def _rich_model():
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding="same", padding_mode="reflect", rng=0), nn.BatchNorm2d(4),
-        nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=2, bias=False, rng=1),
-        nn.AvgPool2d(2, ceil_mode=True), nn.Flatten(), nn.Dropout(0.1),
-        nn.Sequential(nn.Linear(4 * 36, 16, rng=2), nn.Tanh()), nn.Linear(16, 10, rng=3))
+        nn.Conv2d(1, 4, 3, padding="same", padding_mode="reflect", rng=0),
+        nn.BatchNorm2d(4),
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, groups=2, bias=False, rng=1),
+        nn.AvgPool2d(2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Sequential(nn.Linear(4 * 36, 16, rng=2), nn.Tanh()),
+        nn.Linear(16, 10, rng=3),
+    )
 
 
 def test_save_load_round_trip_bit_identical(tmp_path, sample):
@@ -474,27 +592,56 @@ def _corrupt(path, tmp_path, how):
     elif how == "pickle":
         np.savez(bad, __architecture__=np.array([{"a": 1}], dtype=object))
     elif how == "unknown-layer":
-        arch = {"format": "cnncore.model", "version": 1,
-                "model": {"class": "Sequential", "layers": [{"class": "os.system",
-                                                             "config": {}}]}}
+        arch = {
+            "format": "cnncore.model",
+            "version": 1,
+            "model": {"class": "Sequential", "layers": [{"class": "os.system", "config": {}}]},
+        }
         _write_arch(bad, arch)
     elif how == "bad-config":
-        arch = {"format": "cnncore.model", "version": 1,
-                "model": {"class": "Sequential", "layers": [
-                    {"class": "Linear", "config": {"in_features": -3, "out_features": 2}}]}}
+        arch = {
+            "format": "cnncore.model",
+            "version": 1,
+            "model": {
+                "class": "Sequential",
+                "layers": [{"class": "Linear", "config": {"in_features": -3, "out_features": 2}}],
+            },
+        }
         _write_arch(bad, arch)
     elif how == "wrong-shape":
-        arch = {"format": "cnncore.model", "version": 1,
-                "model": {"class": "Sequential", "layers": [
-                    {"class": "Linear", "config": {"in_features": 3, "out_features": 2}}]}}
-        _write_arch(bad, arch, **{"param:0.weight": np.zeros((3, 2), np.float32),
-                                  "param:0.bias": np.zeros(2, np.float32)})
+        arch = {
+            "format": "cnncore.model",
+            "version": 1,
+            "model": {
+                "class": "Sequential",
+                "layers": [{"class": "Linear", "config": {"in_features": 3, "out_features": 2}}],
+            },
+        }
+        _write_arch(
+            bad,
+            arch,
+            **{
+                "param:0.weight": np.zeros((3, 2), np.float32),
+                "param:0.bias": np.zeros(2, np.float32),
+            },
+        )
     elif how == "crafted-header":
-        arch = {"format": "cnncore.model", "version": 1,
-                "model": {"class": "Sequential", "layers": [
-                    {"class": "Linear", "config": {"in_features": 3, "out_features": 2}}]}}
-        _write_arch(bad, arch, **{"param:0.weight": np.zeros((2, 3), np.float32),
-                                  "param:0.bias": np.zeros(2, np.float32)})
+        arch = {
+            "format": "cnncore.model",
+            "version": 1,
+            "model": {
+                "class": "Sequential",
+                "layers": [{"class": "Linear", "config": {"in_features": 3, "out_features": 2}}],
+            },
+        }
+        _write_arch(
+            bad,
+            arch,
+            **{
+                "param:0.weight": np.zeros((2, 3), np.float32),
+                "param:0.bias": np.zeros(2, np.float32),
+            },
+        )
         with zipfile.ZipFile(bad) as zf:
             members = {n: zf.read(n) for n in zf.namelist()}
         raw = members["param:0.weight.npy"]
@@ -509,13 +656,23 @@ def _corrupt(path, tmp_path, how):
 def _write_arch(path, arch, **arrays):
     import json
 
-    np.savez(path, __architecture__=np.frombuffer(json.dumps(arch).encode(), np.uint8),
-             **arrays)
+    np.savez(path, __architecture__=np.frombuffer(json.dumps(arch).encode(), np.uint8), **arrays)
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbage", "flipped", "foreign-npz", "pickle",
-                                 "unknown-layer", "bad-config", "wrong-shape",
-                                 "crafted-header"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated",
+        "garbage",
+        "flipped",
+        "foreign-npz",
+        "pickle",
+        "unknown-layer",
+        "bad-config",
+        "wrong-shape",
+        "crafted-header",
+    ],
+)
 def test_load_rejects_bad_files(tmp_path, how):
     model = _rich_model()
     path = tmp_path / "good.npz"
@@ -558,8 +715,9 @@ BAD_LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("make, exc, fragment", BAD_LAYERS,
-                         ids=[f"{i}-{c[2]}" for i, c in enumerate(BAD_LAYERS)])
+@pytest.mark.parametrize(
+    "make, exc, fragment", BAD_LAYERS, ids=[f"{i}-{c[2]}" for i, c in enumerate(BAD_LAYERS)]
+)
 def test_layer_constructor_validation(make, exc, fragment):
     with pytest.raises(exc, match=fragment) as info:
         make()

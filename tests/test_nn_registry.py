@@ -13,9 +13,25 @@ from cnncore import nn, optim
 from cnncore.nn import module as nn_module
 from cnncore.nn import serialization
 
-BUILT_IN = ["Conv2d", "Linear", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "MaxPool2d",
-            "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d", "ReLU", "LeakyReLU", "Sigmoid",
-            "Tanh", "Softmax", "LogSoftmax", "Sequential"]
+BUILT_IN = [
+    "Conv2d",
+    "Linear",
+    "Flatten",
+    "Dropout",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "GlobalAvgPool2d",
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "LogSoftmax",
+    "Sequential",
+]
 
 
 class _RegScale(nn.Module):
@@ -87,8 +103,15 @@ def test_built_in_classes_are_registered_and_private_bases_are_not():
     for name in BUILT_IN:
         assert reg[name] is getattr(nn, name)
         assert nn_module.registered_name(getattr(nn, name)) == name
-    for base in ("_BatchNorm", "_OutputCached", "_SoftmaxBase", "_Loss", "_ShapeCachedPool",
-                 "_RegHidden", "Module"):
+    for base in (
+        "_BatchNorm",
+        "_OutputCached",
+        "_SoftmaxBase",
+        "_Loss",
+        "_ShapeCachedPool",
+        "_RegHidden",
+        "Module",
+    ):
         assert base not in reg
     assert nn_module.registered_name(_RegHidden) is None
     assert reg["_RegScale"] is _RegScale
@@ -107,18 +130,24 @@ def test_old_import_paths_give_the_same_objects():
 
 
 def test_a_user_layer_saves_and_loads(tmp_path):
-    model = nn.Sequential(nn.Linear(3, 4, rng=0), _RegScale(4, dtype="float32"),
-                          _RegResidual(nn.Linear(4, 4, rng=1), nn.Tanh(), scale=0.5),
-                          nn.ReLU())
+    model = nn.Sequential(
+        nn.Linear(3, 4, rng=0),
+        _RegScale(4, dtype="float32"),
+        _RegResidual(nn.Linear(4, 4, rng=1), nn.Tanh(), scale=0.5),
+        nn.ReLU(),
+    )
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    model.fit(x, np.array([0, 1, 2, 3, 0]), optimizer="adam", loss="cross_entropy",
-              verbose=False, seed=0)
+    model.fit(
+        x, np.array([0, 1, 2, 3, 0]), optimizer="adam", loss="cross_entropy", verbose=False, seed=0
+    )
     path = tmp_path / "m.npz"
     model.save(path)
     with zipfile.ZipFile(path) as zf:
         arch = json.loads(np.load(zf.open("__architecture__.npy")).tobytes())
-    assert arch["model"]["layers"][1] == {"class": "_RegScale",
-                                          "config": {"features": 4, "dtype": "float32"}}
+    assert arch["model"]["layers"][1] == {
+        "class": "_RegScale",
+        "config": {"features": 4, "dtype": "float32"},
+    }
     assert arch["model"]["layers"][2]["class"] == "_RegResidual"
     assert arch["model"]["layers"][2]["config"] == {"scale": 0.5}
     assert [c["class"] for c in arch["model"]["layers"][2]["layers"]] == ["Linear", "Tanh"]
@@ -134,43 +163,57 @@ def test_an_unregistered_layer_cannot_be_saved(tmp_path):
 
 
 def _write(path, model_spec, **arrays):
-    arch = {"format": serialization.FORMAT, "version": serialization.VERSION,
-            "model": model_spec}
-    np.savez(path, __architecture__=np.frombuffer(json.dumps(arch).encode(), np.uint8),
-             **arrays)
+    arch = {"format": serialization.FORMAT, "version": serialization.VERSION, "model": model_spec}
+    np.savez(path, __architecture__=np.frombuffer(json.dumps(arch).encode(), np.uint8), **arrays)
 
 
 def test_user_layer_sizes_are_checked(tmp_path):
     small = {"param:0.weight": np.zeros(2, np.float32), "buffer:0.offset": np.zeros(2, np.float32)}
     # without config_nbytes: refused as soon as the layer is built
     path = tmp_path / "undeclared.npz"
-    _write(path, {"class": "Sequential", "layers": [
-        {"class": "_RegScale", "config": {"features": 100_000}}]}, **small)
+    _write(
+        path,
+        {
+            "class": "Sequential",
+            "layers": [{"class": "_RegScale", "config": {"features": 100_000}}],
+        },
+        **small,
+    )
     with pytest.raises(ValueError, match="allocates more bytes of parameters than the archive"):
         cnncore.load(path)
     # with config_nbytes: refused before anything is built
     path = tmp_path / "declared.npz"
-    _write(path, {"class": "Sequential", "layers": [
-        {"class": "_RegSized", "config": {"features": 10**9}}]}, **small)
+    _write(
+        path,
+        {"class": "Sequential", "layers": [{"class": "_RegSized", "config": {"features": 10**9}}]},
+        **small,
+    )
     before = _RegSized.built
     with pytest.raises(ValueError, match="needs 8000000000 bytes of parameters"):
         cnncore.load(path)
     assert _RegSized.built == before
     # and a file that fits loads
     path = tmp_path / "ok.npz"
-    _write(path, {"class": "Sequential", "layers": [
-        {"class": "_RegSized", "config": {"features": 2}}]},
-        **{"param:0.weight": np.array([3.0, 4.0], np.float32),
-           "buffer:0.offset": np.array([1.0, 2.0], np.float32)})
+    _write(
+        path,
+        {"class": "Sequential", "layers": [{"class": "_RegSized", "config": {"features": 2}}]},
+        **{
+            "param:0.weight": np.array([3.0, 4.0], np.float32),
+            "buffer:0.offset": np.array([1.0, 2.0], np.float32),
+        },
+    )
     loaded = cnncore.load(path)
     np.testing.assert_array_equal(loaded[0].weight.data, [3.0, 4.0])
 
 
-@pytest.mark.parametrize("config", [
-    {"in_features": 3, "out_features": 2, "dtype": [1]},
-    {"in_features": 3, "out_features": 2, "dtype": {"a": 1}},
-    {"in_channels": [1], "out_channels": 2, "kernel_size": [[3], 3]},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"in_features": 3, "out_features": 2, "dtype": [1]},
+        {"in_features": 3, "out_features": 2, "dtype": {"a": 1}},
+        {"in_channels": [1], "out_channels": 2, "kernel_size": [[3], 3]},
+    ],
+)
 def test_unhashable_config_values_are_a_named_value_error(tmp_path, config):
     """(load raised a bare TypeError from the size bound's dict lookup.)"""
     path = tmp_path / "m.npz"
@@ -184,8 +227,11 @@ def test_unhashable_config_values_are_a_named_value_error(tmp_path, config):
 
 
 def test_a_taken_name_is_refused_at_class_creation():
-    with pytest.raises(ValueError, match="'Linear' is already registered by "
-                                         "cnncore.nn.linear.Linear.*registry_name"):
+    with pytest.raises(
+        ValueError,
+        match="'Linear' is already registered by cnncore.nn.linear.Linear.*registry_name",
+    ):
+
         class Linear(nn.Linear):
             pass
 
@@ -196,6 +242,7 @@ def test_a_taken_name_is_refused_at_class_creation():
     assert nn_module.registered_modules()["Linear"] is nn.Linear
     assert nn_module.registered_name(MyLinear) == "tests.registry.Linear"
     with pytest.raises(TypeError, match="registry_name was given with register=False"):
+
         class Other(nn.Module, register=False, registry_name="x"):
             pass
 
@@ -203,6 +250,7 @@ def test_a_taken_name_is_refused_at_class_creation():
 def test_redefining_a_class_replaces_its_entry():
     classes = []
     for _ in range(2):
+
         class _RegTwice(nn.Module):
             pass
 
@@ -225,8 +273,16 @@ def test_declared_properties_drive_the_run_order_and_are_not_inherited():
             return np.maximum(x, 0)
 
     assert not MyReLU.elementwise_monotone and Clamp.elementwise_monotone
-    seq = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), MyReLU(), nn.MaxPool2d(2), Clamp(),
-                        nn.MaxPool2d(2), nn.MaxPool2d(2), nn.ReLU())
+    seq = nn.Sequential(
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        MyReLU(),
+        nn.MaxPool2d(2),
+        Clamp(),
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+    )
     assert seq._run_order() == [1, 0, 2, 3, 5, 4, 6, 7]
 
 
@@ -236,8 +292,17 @@ def test_fit_evaluate_predict_take_any_module():
     model = _RegResidual(nn.Linear(3, 3, rng=0), nn.Dropout(0.2), scale=0.5)
     x = np.random.default_rng(1).standard_normal((16, 3)).astype(np.float32)
     y = np.arange(16) % 3
-    hist = training.fit(model, x, y, optimizer="sgd", loss="cross_entropy", epochs=2,
-                        verbose=False, seed=3, batch_size=4)
+    hist = training.fit(
+        model,
+        x,
+        y,
+        optimizer="sgd",
+        loss="cross_entropy",
+        epochs=2,
+        verbose=False,
+        seed=3,
+        batch_size=4,
+    )
     assert len(hist.epoch) == 2 and isinstance(model.optimizer, optim.SGD)
     assert model.dtype == np.float32
     out = training.predict(model, x)
@@ -254,9 +319,20 @@ def test_the_model_side_imports_no_model_or_layer():
 
     graph = import_graph()
     assert not {m for m in graph["cnncore.optim"] if m.startswith("cnncore.nn")}
-    families = {f"cnncore.nn.{m}" for m in ("sequential", "layers", "conv", "linear", "reshape",
-                                            "dropout", "normalization", "pooling",
-                                            "activation")}
+    families = {
+        f"cnncore.nn.{m}"
+        for m in (
+            "sequential",
+            "layers",
+            "conv",
+            "linear",
+            "reshape",
+            "dropout",
+            "normalization",
+            "pooling",
+            "activation",
+        )
+    }
     assert not graph["cnncore.nn.training"] & families
     assert not graph["cnncore.nn.serialization"] & families
     assert not graph["cnncore.nn.sequential"] & (families - {"cnncore.nn.sequential"})

@@ -45,26 +45,36 @@ CASES = [
     ("Adagrad", dict()),
     ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
     ("Adagrad", dict(lr=0.1, weight_decay=0.1)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.5,
-                     eps=1e-6)),
+    (
+        "Adagrad",
+        dict(lr=0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.5, eps=1e-6),
+    ),
 ]
-IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}"
-       for name, kw in CASES]
+IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}" for name, kw in CASES]
 
 # Our state-buffer names are torch's state keys.
-BUFFERS = {"momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg",
-           "grad_avg", "sum"}
+BUFFERS = {
+    "momentum_buffer",
+    "exp_avg",
+    "exp_avg_sq",
+    "max_exp_avg_sq",
+    "square_avg",
+    "grad_avg",
+    "sum",
+}
 
 
 def make_params(rng, dtype, shapes=SHAPES):
-    return [Parameter(rng.standard_normal(s).astype(dtype), name=f"p{i}")
-            for i, s in enumerate(shapes)]
+    return [
+        Parameter(rng.standard_normal(s).astype(dtype), name=f"p{i}") for i, s in enumerate(shapes)
+    ]
 
 
 def random_grads(rng, params):
     # Varied magnitudes per parameter, like real layers.
-    return [(rng.standard_normal(p.shape) * 10.0 ** rng.uniform(-2, 1)).astype(p.dtype)
-            for p in params]
+    return [
+        (rng.standard_normal(p.shape) * 10.0 ** rng.uniform(-2, 1)).astype(p.dtype) for p in params
+    ]
 
 
 class TorchTwin:
@@ -108,8 +118,9 @@ def test_matches_torch_step_by_step(name, kwargs, dtype):
         for i, p in enumerate(params):
             assert p.data is arrays[i], "update must be in place"
             assert p.data.dtype == dtype
-            np.testing.assert_allclose(p.data, twin.data(i), **TOL[dtype],
-                                       err_msg=f"step {step}, param {i}")
+            np.testing.assert_allclose(
+                p.data, twin.data(i), **TOL[dtype], err_msg=f"step {step}, param {i}"
+            )
     sd = opt.state_dict()
     for i in range(len(params)):
         ref = twin.state(i)
@@ -145,8 +156,9 @@ def test_float32_matches_torch_closely():
 def test_mixed_dtypes_in_one_optimizer():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)
-    params = make_params(rng, np.float64, [(4, 3), (7,)]) + make_params(rng, np.float32,
-                                                                          [(2, 5), (30,)])
+    params = make_params(rng, np.float64, [(4, 3), (7,)]) + make_params(
+        rng, np.float32, [(2, 5), (30,)]
+    )
     kwargs = dict(lr=0.01, weight_decay=0.01, amsgrad=True)
     opt = optim.AdamW(params, **kwargs)
     twin = TorchTwin(torch, "AdamW", kwargs, params)
@@ -197,6 +209,7 @@ def test_non_contiguous_grad():
 # ------------------------------------------------------------------------------------------
 # Reference checks that do not need torch (hand-written formulas)
 # ------------------------------------------------------------------------------------------
+
 
 def test_sgd_momentum_reference():
     """Momentum buffer = first gradient at step 1; then mu * b + (1 - damp) * g."""
@@ -267,13 +280,17 @@ def test_zero_lr_leaves_params_unchanged_except_decoupled():
 # Memory: no per-step allocations
 # ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
-    ("Adam", dict(weight_decay=0.1, amsgrad=True)),
-    ("AdamW", dict(amsgrad=True)),
-    ("RMSprop", dict(momentum=0.9, centered=True, weight_decay=0.1)),
-    ("Adagrad", dict(weight_decay=0.1)),
-])
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
+        ("Adam", dict(weight_decay=0.1, amsgrad=True)),
+        ("AdamW", dict(amsgrad=True)),
+        ("RMSprop", dict(momentum=0.9, centered=True, weight_decay=0.1)),
+        ("Adagrad", dict(weight_decay=0.1)),
+    ],
+)
 def test_step_allocates_no_arrays(name, kwargs):
     p = Parameter(np.ones((500, 500), dtype=np.float32))  # 1 MB
     p.grad[...] = 0.5
@@ -292,6 +309,7 @@ def test_step_allocates_no_arrays(name, kwargs):
 # ------------------------------------------------------------------------------------------
 # zero_grad, state_dict
 # ------------------------------------------------------------------------------------------
+
 
 def test_zero_grad():
     rng = np.random.default_rng(10)
@@ -314,8 +332,11 @@ def savez_round_trip(sd):
         return {k: npz[k] for k in npz.files}
 
 
-@pytest.mark.parametrize("name,kwargs", [c for c in CASES if c[1]], ids=[
-    i for i, c in zip(IDS, CASES, strict=True) if c[1]])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [c for c in CASES if c[1]],
+    ids=[i for i, c in zip(IDS, CASES, strict=True) if c[1]],
+)
 @pytest.mark.parametrize("via_npz", [False, True])
 def test_state_dict_round_trip_continues_identically(name, kwargs, via_npz):
     rng = np.random.default_rng(11)
@@ -371,8 +392,11 @@ def test_load_state_dict_errors_leave_optimizer_untouched():
         ({**good, "num_params": 2}, ValueError, "num_params"),
         ({**good, "state.0.exp_avg": np.zeros(3)}, ValueError, "state.0.exp_avg"),
         ({**good, "state.0.exp_avg": np.zeros((2, 2), dtype=object)}, TypeError, "exp_avg"),
-        ({k: v for k, v in good.items() if k != "state.0.exp_avg_sq"}, ValueError,
-         "state.0.exp_avg_sq"),
+        (
+            {k: v for k, v in good.items() if k != "state.0.exp_avg_sq"},
+            ValueError,
+            "state.0.exp_avg_sq",
+        ),
         ({k: v for k, v in good.items() if k != "eps"}, ValueError, "eps"),
         ({**good, "lr": -1.0}, ValueError, "lr"),
         ({**good, "betas": (1.5, 0.9)}, ValueError, "betas"),
@@ -403,6 +427,7 @@ def test_load_state_dict_can_enable_amsgrad():
 # Bad arguments
 # ------------------------------------------------------------------------------------------
 
+
 def P():
     return [Parameter(np.zeros(3))]
 
@@ -416,8 +441,12 @@ BAD_VALUES = [
     (optim.SGD, dict(lr=0.1, dampening=1.5), "dampening", "dampening=1.5"),
     (optim.SGD, dict(lr=0.1, weight_decay=-1e-4), "weight_decay", "weight_decay=-0.0001"),
     (optim.SGD, dict(lr=0.1, nesterov=True), "nesterov", "momentum=0"),
-    (optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "nesterov",
-     "dampening=0.1"),
+    (
+        optim.SGD,
+        dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+        "nesterov",
+        "dampening=0.1",
+    ),
     (optim.Adam, dict(lr=-0.001), "lr", "lr=-0.001"),
     (optim.Adam, dict(betas=(1.0, 0.999)), "betas", r"betas=\(1.0, 0.999\)"),
     (optim.Adam, dict(betas=(0.9, -0.1)), "betas", "betas="),
@@ -432,16 +461,22 @@ BAD_VALUES = [
     (optim.RMSprop, dict(momentum=-1), "momentum", "momentum=-1"),
     (optim.RMSprop, dict(weight_decay=-1), "weight_decay", "weight_decay=-1"),
     (optim.Adagrad, dict(lr_decay=-1), "lr_decay", "lr_decay=-1"),
-    (optim.Adagrad, dict(initial_accumulator_value=-1), "initial_accumulator_value",
-     "initial_accumulator_value=-1"),
+    (
+        optim.Adagrad,
+        dict(initial_accumulator_value=-1),
+        "initial_accumulator_value",
+        "initial_accumulator_value=-1",
+    ),
     (optim.Adagrad, dict(eps=-1), "eps", "eps=-1"),
     (optim.Adagrad, dict(weight_decay=-1), "weight_decay", "weight_decay=-1"),
 ]
 
 
-@pytest.mark.parametrize("cls,kwargs,name,received", BAD_VALUES,
-                         ids=[f"{c.__name__}-{n}-{i}" for i, (c, _, n, _) in
-                              enumerate(BAD_VALUES)])
+@pytest.mark.parametrize(
+    "cls,kwargs,name,received",
+    BAD_VALUES,
+    ids=[f"{c.__name__}-{n}-{i}" for i, (c, _, n, _) in enumerate(BAD_VALUES)],
+)
 def test_bad_hyper_parameters(cls, kwargs, name, received):
     with pytest.raises(ValueError, match=name) as info:
         cls(P(), **kwargs)
@@ -625,15 +660,18 @@ def test_scheduler_state_dict_round_trip():
         optim.StepLR(opt2, step_size=2).load_state_dict(sched.state_dict())
 
 
-@pytest.mark.parametrize("factory,exc,match", [
-    (lambda o: optim.StepLR(o, step_size=0), ValueError, "step_size"),
-    (lambda o: optim.StepLR(o, step_size=2.0), TypeError, "step_size"),
-    (lambda o: optim.StepLR(o, step_size=2, gamma=-0.1), ValueError, "gamma"),
-    (lambda o: optim.ExponentialLR(o, gamma=-1), ValueError, "gamma"),
-    (lambda o: optim.CosineAnnealingLR(o, T_max=0), ValueError, "T_max"),
-    (lambda o: optim.CosineAnnealingLR(o, T_max=5, eta_min=-1), ValueError, "eta_min"),
-    (lambda o: optim.StepLR("sgd", step_size=1), TypeError, "optimizer"),
-])
+@pytest.mark.parametrize(
+    "factory,exc,match",
+    [
+        (lambda o: optim.StepLR(o, step_size=0), ValueError, "step_size"),
+        (lambda o: optim.StepLR(o, step_size=2.0), TypeError, "step_size"),
+        (lambda o: optim.StepLR(o, step_size=2, gamma=-0.1), ValueError, "gamma"),
+        (lambda o: optim.ExponentialLR(o, gamma=-1), ValueError, "gamma"),
+        (lambda o: optim.CosineAnnealingLR(o, T_max=0), ValueError, "T_max"),
+        (lambda o: optim.CosineAnnealingLR(o, T_max=5, eta_min=-1), ValueError, "eta_min"),
+        (lambda o: optim.StepLR("sgd", step_size=1), TypeError, "optimizer"),
+    ],
+)
 def test_scheduler_bad_arguments(factory, exc, match):
     opt = optim.SGD(P(), lr=0.1)
     with pytest.raises(exc, match=match) as info:

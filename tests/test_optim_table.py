@@ -11,8 +11,7 @@ def _params():
     return [nn.Parameter(np.zeros((2, 3), np.float32)), nn.Parameter(np.zeros(3, np.float32))]
 
 
-@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop,
-                                 optim.Adagrad])
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop, optim.Adagrad])
 def test_huge_int_hyperparameter_is_a_named_value_error(cls):
     """An int beyond float's range is a ValueError naming the argument (not a bare
     OverflowError from float())."""
@@ -77,8 +76,9 @@ def test_cli_defaults(name):
     opt = optim.make_optimizer(name, _params(), momentum=0.9, defaults="cli")
     assert _hyper(opt) == _hyper(CLI[name](_params()))
     # explicit values win; momentum reaches SGD only
-    opt = optim.make_optimizer(name, _params(), lr=0.5, momentum=0.5, weight_decay=0.25,
-                               defaults="cli")
+    opt = optim.make_optimizer(
+        name, _params(), lr=0.5, momentum=0.5, weight_decay=0.25, defaults="cli"
+    )
     assert opt.lr == 0.5 and opt.weight_decay == 0.25
     if name == "sgd":
         assert opt.momentum == 0.5
@@ -92,14 +92,16 @@ def test_fit_uses_the_table():
     y = np.array([0, 1, 0, 1])
     for name in optim.OPTIMIZER_NAMES:
         model.fit(x, y, optimizer=name, loss="cross_entropy", verbose=False)
-        assert _hyper(model.optimizer) == _hyper(FIT[name](model.parameters())) | {
-            "step_count": 1}
+        assert _hyper(model.optimizer) == _hyper(FIT[name](model.parameters())) | {"step_count": 1}
 
 
 def test_bad_names():
-    with pytest.raises(ValueError, match=r"make_optimizer\(\): unknown optimizer name. "
-                                         r"Expected one of \['adagrad', 'adam', 'adamw', "
-                                         r"'rmsprop', 'sgd'\]. Received: optimizer='lbfgs'"):
+    with pytest.raises(
+        ValueError,
+        match=r"make_optimizer\(\): unknown optimizer name. "
+        r"Expected one of \['adagrad', 'adam', 'adamw', "
+        r"'rmsprop', 'sgd'\]. Received: optimizer='lbfgs'",
+    ):
         optim.make_optimizer("lbfgs", _params())
     with pytest.raises(TypeError, match="optimizer must be a name"):
         optim.make_optimizer(optim.SGD, _params())
@@ -107,5 +109,10 @@ def test_bad_names():
         optim.make_optimizer("sgd", _params(), defaults="keras")
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, rng=0))
     with pytest.raises(ValueError, match=r"fit\(\): unknown optimizer name.*optimizer='nope'"):
-        model.fit(np.zeros((2, 4), np.float32), np.array([0, 1]), optimizer="nope",
-                  loss="cross_entropy", verbose=False)
+        model.fit(
+            np.zeros((2, 4), np.float32),
+            np.array([0, 1]),
+            optimizer="nope",
+            loss="cross_entropy",
+            verbose=False,
+        )

@@ -72,8 +72,12 @@ CASES = [
     ((1, 2, 2, 300), (5, 7, 1, 1)),
 ]
 CIRCULAR_FULL = [((1, 2, 3, 4), (4, 4, 3, 3)), ((1, 1, 2, 2), (2, 1, 2, 0))]  # pad == size
-CONSTANT_NEGATIVE = [((2, 2, 6, 7), (-1, 2, -2, 0)), ((1, 2, 5, 5), (-2, -2, -1, -3)),
-                     ((1, 1, 4, 4), (-4, 0, 0, -4)), ((1, 1, 4, 4), (6, -4, 0, 0))]
+CONSTANT_NEGATIVE = [
+    ((2, 2, 6, 7), (-1, 2, -2, 0)),
+    ((1, 2, 5, 5), (-2, -2, -1, -3)),
+    ((1, 1, 4, 4), (-4, 0, 0, -4)),
+    ((1, 1, 4, 4), (6, -4, 0, 0)),
+]
 
 
 def _id(case):
@@ -105,8 +109,7 @@ def test_pad_matches_reference(shape, padding, mode, dtype, rng):
     np.testing.assert_allclose(dx, ref_pad_backward(g, padding, mode), **tol(dtype))
 
 
-@pytest.mark.parametrize("shape,padding,mode",
-                         [c for c in ALL if np.prod(c[0]) <= 120], ids=_id)
+@pytest.mark.parametrize("shape,padding,mode", [c for c in ALL if np.prod(c[0]) <= 120], ids=_id)
 def test_pad_gradient_finite_differences(shape, padding, mode, rng):
     x = rng.standard_normal(shape)
     y = F.pad2d(x, padding, mode)
@@ -117,26 +120,31 @@ def test_pad_gradient_finite_differences(shape, padding, mode, rng):
 
 def test_pad_known_values():
     x = np.arange(3.0).reshape(1, 1, 1, 3)
-    np.testing.assert_array_equal(F.pad2d(x, (2, 1, 0, 0), "reflect")[0, 0, 0],
-                                  [2, 1, 0, 1, 2, 1])
-    np.testing.assert_array_equal(F.pad2d(x, (2, 1, 0, 0), "replicate")[0, 0, 0],
-                                  [0, 0, 0, 1, 2, 2])
-    np.testing.assert_array_equal(F.pad2d(x, (2, 3, 0, 0), "circular")[0, 0, 0],
-                                  [1, 2, 0, 1, 2, 0, 1, 2])
-    np.testing.assert_array_equal(F.pad2d(x, (1, -1, 1, 0), "constant", -7)[0, 0],
-                                  [[-7, -7, -7], [-7, 0, 1]])
+    np.testing.assert_array_equal(F.pad2d(x, (2, 1, 0, 0), "reflect")[0, 0, 0], [2, 1, 0, 1, 2, 1])
+    np.testing.assert_array_equal(
+        F.pad2d(x, (2, 1, 0, 0), "replicate")[0, 0, 0], [0, 0, 0, 1, 2, 2]
+    )
+    np.testing.assert_array_equal(
+        F.pad2d(x, (2, 3, 0, 0), "circular")[0, 0, 0], [1, 2, 0, 1, 2, 0, 1, 2]
+    )
+    np.testing.assert_array_equal(
+        F.pad2d(x, (1, -1, 1, 0), "constant", -7)[0, 0], [[-7, -7, -7], [-7, 0, 1]]
+    )
     y = F.pad2d(x, 1, value=np.nan)
     assert np.isnan(y[0, 0, 0]).all() and y.shape == (1, 1, 3, 5)
 
 
 def test_pad_backward_accumulates_replicate_corner():
     g = np.ones((1, 1, 5, 5))
-    np.testing.assert_array_equal(F.pad2d_backward(g, 1, "replicate")[0, 0],
-                                  [[4, 2, 4], [2, 1, 2], [4, 2, 4]])
-    np.testing.assert_array_equal(F.pad2d_backward(g, 1, "reflect")[0, 0],
-                                  [[1, 3, 1], [3, 9, 3], [1, 3, 1]])
-    np.testing.assert_array_equal(F.pad2d_backward(g, 1, "circular")[0, 0],
-                                  [[4, 2, 4], [2, 1, 2], [4, 2, 4]])
+    np.testing.assert_array_equal(
+        F.pad2d_backward(g, 1, "replicate")[0, 0], [[4, 2, 4], [2, 1, 2], [4, 2, 4]]
+    )
+    np.testing.assert_array_equal(
+        F.pad2d_backward(g, 1, "reflect")[0, 0], [[1, 3, 1], [3, 9, 3], [1, 3, 1]]
+    )
+    np.testing.assert_array_equal(
+        F.pad2d_backward(g, 1, "circular")[0, 0], [[4, 2, 4], [2, 1, 2], [4, 2, 4]]
+    )
 
 
 def test_pad_value_dtype_and_rounding():
@@ -154,16 +162,12 @@ X = np.zeros((1, 2, 4, 5))
 BAD = [
     ("unknown mode", lambda: F.pad2d(X, 1, "mirror"), ValueError, "mode"),
     ("mode None", lambda: F.pad2d(X, 1, None), ValueError, "mode"),
-    ("reflect pad == size", lambda: F.pad2d(X, (0, 0, 4, 0), "reflect"), ValueError,
-     "padding"),
-    ("reflect pad > size", lambda: F.pad2d(X, (5, 0, 0, 0), "reflect"), ValueError,
-     "padding"),
-    ("circular pad > size", lambda: F.pad2d(X, (0, 6, 0, 0), "circular"), ValueError,
-     "padding"),
+    ("reflect pad == size", lambda: F.pad2d(X, (0, 0, 4, 0), "reflect"), ValueError, "padding"),
+    ("reflect pad > size", lambda: F.pad2d(X, (5, 0, 0, 0), "reflect"), ValueError, "padding"),
+    ("circular pad > size", lambda: F.pad2d(X, (0, 6, 0, 0), "circular"), ValueError, "padding"),
     ("negative reflect", lambda: F.pad2d(X, (-1, 0, 0, 0), "reflect"), ValueError, "padding"),
     ("negative replicate", lambda: F.pad2d(X, -1, "replicate"), ValueError, "padding"),
-    ("negative circular", lambda: F.pad2d(X, (0, 0, 0, -1), "circular"), ValueError,
-     "padding"),
+    ("negative circular", lambda: F.pad2d(X, (0, 0, 0, -1), "circular"), ValueError, "padding"),
     ("crop too much", lambda: F.pad2d(X, (-3, -3, 0, 0)), ValueError, "padding"),
     ("crop more than axis", lambda: F.pad2d(X, (7, -6, 0, 0)), ValueError, "padding"),
     ("crop height", lambda: F.pad2d(X, (0, 0, -5, 3)), ValueError, "padding"),
@@ -175,25 +179,52 @@ BAD = [
     ("value for reflect", lambda: F.pad2d(X, 1, "reflect", 1.0), ValueError, "value"),
     ("value str", lambda: F.pad2d(X, 1, "constant", "0"), TypeError, "value"),
     ("value complex", lambda: F.pad2d(X, 1, "constant", 1j), TypeError, "value"),
-    ("replicate empty plane", lambda: F.pad2d(np.zeros((1, 1, 0, 3)), 1, "replicate"),
-     ValueError, "x"),
-    ("reflect empty plane", lambda: F.pad2d(np.zeros((1, 1, 3, 0)), (0, 0, 1, 1), "reflect"),
-     ValueError, "x"),
+    (
+        "replicate empty plane",
+        lambda: F.pad2d(np.zeros((1, 1, 0, 3)), 1, "replicate"),
+        ValueError,
+        "x",
+    ),
+    (
+        "reflect empty plane",
+        lambda: F.pad2d(np.zeros((1, 1, 3, 0)), (0, 0, 1, 1), "reflect"),
+        ValueError,
+        "x",
+    ),
     ("x 3-D", lambda: F.pad2d(np.zeros((2, 4, 5)), 1), ValueError, "x"),
     ("x int", lambda: F.pad2d(np.zeros((1, 1, 2, 2), np.int32), 1), TypeError, "x"),
     ("x bool", lambda: F.pad2d(np.zeros((1, 1, 2, 2), bool), 1), TypeError, "x"),
-    ("bwd grad too small", lambda: F.pad2d_backward(np.zeros((1, 1, 2, 2)), 2), ValueError,
-     "grad_output"),
-    ("bwd unknown mode", lambda: F.pad2d_backward(np.zeros((1, 1, 4, 4)), 1, "wrap"),
-     ValueError, "mode"),
-    ("bwd reflect too big", lambda: F.pad2d_backward(np.zeros((1, 1, 5, 5)), 2, "reflect"),
-     ValueError, "padding"),
-    ("bwd negative reflect", lambda: F.pad2d_backward(np.zeros((1, 1, 5, 5)), -1, "reflect"),
-     ValueError, "padding"),
-    ("bwd grad int", lambda: F.pad2d_backward(np.zeros((1, 1, 5, 5), int), 1), TypeError,
-     "grad_output"),
-    ("bwd grad 2-D", lambda: F.pad2d_backward(np.zeros((5, 5)), 1), ValueError,
-     "grad_output"),
+    (
+        "bwd grad too small",
+        lambda: F.pad2d_backward(np.zeros((1, 1, 2, 2)), 2),
+        ValueError,
+        "grad_output",
+    ),
+    (
+        "bwd unknown mode",
+        lambda: F.pad2d_backward(np.zeros((1, 1, 4, 4)), 1, "wrap"),
+        ValueError,
+        "mode",
+    ),
+    (
+        "bwd reflect too big",
+        lambda: F.pad2d_backward(np.zeros((1, 1, 5, 5)), 2, "reflect"),
+        ValueError,
+        "padding",
+    ),
+    (
+        "bwd negative reflect",
+        lambda: F.pad2d_backward(np.zeros((1, 1, 5, 5)), -1, "reflect"),
+        ValueError,
+        "padding",
+    ),
+    (
+        "bwd grad int",
+        lambda: F.pad2d_backward(np.zeros((1, 1, 5, 5), int), 1),
+        TypeError,
+        "grad_output",
+    ),
+    ("bwd grad 2-D", lambda: F.pad2d_backward(np.zeros((5, 5)), 1), ValueError, "grad_output"),
 ]
 
 
@@ -206,6 +237,7 @@ def test_bad_inputs(name, call, exc, match):
 # ------------------------------------------------------------------------------------------
 # Threads, empty batches, array-likes
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bit_identical_for_1_2_4_threads(dtype, rng):
@@ -247,8 +279,9 @@ def test_array_likes_non_contiguous_read_only(rng):
     x = base[:, ::-1, 1::2, ::3]
     x.flags.writeable = False
     for mode in MODES:
-        np.testing.assert_array_equal(F.pad2d(x, 1, mode), ref_pad(np.ascontiguousarray(x), 1,
-                                                                   mode))
+        np.testing.assert_array_equal(
+            F.pad2d(x, 1, mode), ref_pad(np.ascontiguousarray(x), 1, mode)
+        )
     np.testing.assert_array_equal(F.pad2d([[[[1.0]]]], (1, 0, 0, 0)), [[[[0.0, 1.0]]]])
 
 
@@ -256,13 +289,14 @@ def test_array_likes_non_contiguous_read_only(rng):
 # Hypothesis sweep and PyTorch cross-checks
 # ------------------------------------------------------------------------------------------
 
+
 @st.composite
 def pad_case(draw):
     h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     mode = draw(st.sampled_from(MODES))
     if mode == "constant":
         pads = [draw(st.integers(-n, 5)) for n in (w, w, h, h)]
-        for a, b, n in ((0, 1, w), (2, 3, h)):   # crop at most the whole axis
+        for a, b, n in ((0, 1, w), (2, 3, h)):  # crop at most the whole axis
             if n + min(pads[a], 0) + min(pads[b], 0) < 0:
                 pads[b] = max(pads[b], 0)
     else:
@@ -283,8 +317,9 @@ def test_hypothesis_pad(case, seed):
     y = F.pad2d(x, padding, mode)
     np.testing.assert_array_equal(y, ref_pad(x, padding, mode))
     g = rng.standard_normal(y.shape)
-    np.testing.assert_allclose(F.pad2d_backward(g, padding, mode),
-                               ref_pad_backward(g, padding, mode), **tol(np.float64))
+    np.testing.assert_allclose(
+        F.pad2d_backward(g, padding, mode), ref_pad_backward(g, padding, mode), **tol(np.float64)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -300,8 +335,7 @@ def test_torch_pad(shape, padding, mode, dtype, rng):
     ty = torch.nn.functional.pad(t, sides(padding), mode=mode, **kwargs)
     ty.backward(torch.from_numpy(g))
     np.testing.assert_array_equal(y, ty.detach().numpy())
-    np.testing.assert_allclose(F.pad2d_backward(g, padding, mode), t.grad.numpy(),
-                               **tol(dtype))
+    np.testing.assert_allclose(F.pad2d_backward(g, padding, mode), t.grad.numpy(), **tol(dtype))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

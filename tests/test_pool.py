@@ -29,6 +29,7 @@ def _pair(v):
 # Naive references (loops over output positions and taps; vectorized over N and C only)
 # ------------------------------------------------------------------------------------------
 
+
 def ref_out_size(size, k, s, p, d, ceil):
     """PyTorch's pooling output size, written out independently of cnncore._geometry."""
     span = size + 2 * p - d * (k - 1) - 1
@@ -95,8 +96,7 @@ def _avg_windows(size, k, s, p, ceil):
     return res
 
 
-def _avg_cells(hw, kernel_size, stride, padding, ceil_mode, count_include_pad,
-               divisor_override):
+def _avg_cells(hw, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     """The output size and ``(oh, ow, h0, h1, w0, w1, divisor)`` of every average-pooling
     window (in-bounds rows ``[h0, h1)`` and columns ``[w0, w1)``), in row-major order."""
     kh, kw = _pair(kernel_size)
@@ -117,10 +117,18 @@ def _avg_cells(hw, kernel_size, stride, padding, ceil_mode, count_include_pad,
     return (len(rows), len(cols)), cells
 
 
-def ref_avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True, divisor_override=None):
-    out_hw, cells = _avg_cells(x.shape[2:], kernel_size, stride, padding, ceil_mode,
-                               count_include_pad, divisor_override)
+def ref_avg_pool(
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
+    out_hw, cells = _avg_cells(
+        x.shape[2:], kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
     y = np.empty((*x.shape[:2], *out_hw), x.dtype)
     for oh, ow, h0, h1, w0, w1, div in cells:
         s = np.zeros(x.shape[:2], x.dtype)
@@ -131,11 +139,26 @@ def ref_avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     return y
 
 
-def ref_avg_pool_backward(g, input_shape, kernel_size, stride=None, padding=0,
-                          ceil_mode=False, count_include_pad=True, divisor_override=None):
+def ref_avg_pool_backward(
+    g,
+    input_shape,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     dx = np.zeros(input_shape, g.dtype)
-    _, cells = _avg_cells(input_shape[2:], kernel_size, stride, padding, ceil_mode,
-                          count_include_pad, divisor_override)
+    _, cells = _avg_cells(
+        input_shape[2:],
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
     for oh, ow, h0, h1, w0, w1, div in cells:
         delta = g[:, :, oh, ow] / g.dtype.type(div)
         for i in range(h0, h1):
@@ -224,13 +247,13 @@ MAX_CASES = [
     ((2, 3, 9, 11), 2, 2, 1, 1, True),
     ((2, 3, 9, 11), 3, 2, 1, 1, False),
     ((2, 3, 9, 11), 3, 2, 1, 1, True),
-    ((1, 2, 10, 7), 3, 1, 1, 1, False),       # overlapping windows, stride 1
-    ((1, 2, 10, 9), (2, 3), (1, 2), (1, 1), (2, 1), True),   # non-square everything
+    ((1, 2, 10, 7), 3, 1, 1, 1, False),  # overlapping windows, stride 1
+    ((1, 2, 10, 9), (2, 3), (1, 2), (1, 1), (2, 1), True),  # non-square everything
     ((2, 2, 11, 12), (3, 2), (2, 3), (1, 0), (1, 2), False),
     ((1, 2, 13, 13), 3, 3, 1, 2, True),
     ((1, 1, 5, 5), 5, 1, 2, 1, False),
     ((1, 3, 6, 17), (1, 4), (1, 3), (0, 2), 1, True),
-    ((1, 2, 4, 300), 2, 2, 0, 1, False),      # interior runs longer than one chunk
+    ((1, 2, 4, 300), 2, 2, 0, 1, False),  # interior runs longer than one chunk
     ((1, 2, 5, 301), 3, 2, 1, 1, True),
     ((1, 1, 3, 290), (2, 3), 1, 1, 1, False),
 ]
@@ -256,8 +279,11 @@ def _case_id(case):
 # Output size
 # ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size,k,s,p,d", list(itertools.product(
-    [1, 2, 5, 6, 7, 10], [1, 2, 3, 4], [1, 2, 3], [0, 1, 2], [1, 2])))
+
+@pytest.mark.parametrize(
+    "size,k,s,p,d",
+    list(itertools.product([1, 2, 5, 6, 7, 10], [1, 2, 3, 4], [1, 2, 3], [0, 1, 2], [1, 2])),
+)
 @pytest.mark.parametrize("ceil", [False, True])
 def test_pool_output_size_matches_reference(size, k, s, p, d, ceil):
     assert pool_output_size(size, k, s, p, d, ceil) == ref_out_size(size, k, s, p, d, ceil)
@@ -273,6 +299,7 @@ def test_brief_example_avg_ceil_count_include_pad():
 # ------------------------------------------------------------------------------------------
 # Max pooling
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", MAX_CASES, ids=_case_id)
@@ -307,8 +334,7 @@ def test_max_pool_gradient_finite_differences(case):
     y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
     g = rng.standard_normal(y.shape)
     num = numerical_grad(lambda t: F.max_pool2d(t, k, s, p, d, ceil), x, g)
-    np.testing.assert_allclose(F.max_pool2d_backward(g, idx, x.shape), num, atol=1e-5,
-                               rtol=1e-3)
+    np.testing.assert_allclose(F.max_pool2d_backward(g, idx, x.shape), num, atol=1e-5, rtol=1e-3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -331,17 +357,17 @@ def test_max_pool_ties_keep_first_maximum(dtype):
 def test_max_pool_nan_and_inf_windows(dtype, geom, rng):
     k, s, p, d = geom
     x = rng.standard_normal((2, 3, 12, 140)).astype(dtype)
-    x[0, 0, 0, 0] = np.nan                     # border window
-    x[0, 0, 5, 7] = np.nan                     # interior, several windows
-    x[0, 1, 4, 4:8] = np.nan                   # several NaNs in one window: the last wins
-    x[1, 0, :, :] = -np.inf                    # all -inf windows: first tap's index
+    x[0, 0, 0, 0] = np.nan  # border window
+    x[0, 0, 5, 7] = np.nan  # interior, several windows
+    x[0, 1, 4, 4:8] = np.nan  # several NaNs in one window: the last wins
+    x[1, 0, :, :] = -np.inf  # all -inf windows: first tap's index
     x[1, 1, 2:6, 2:9] = -np.inf
-    x[1, 1, 3, 4] = np.nan                     # NaN among -inf
+    x[1, 1, 3, 4] = np.nan  # NaN among -inf
     x[1, 2, 6, 100] = np.inf
     x[1, 2, 6, 101] = -np.inf
     y, idx = F.max_pool2d(x, k, s, p, d, return_indices=True)
     ry, ridx = ref_max_pool(x, k, s, p, d)
-    np.testing.assert_array_equal(y, ry)       # assert_array_equal treats NaN == NaN
+    np.testing.assert_array_equal(y, ry)  # assert_array_equal treats NaN == NaN
     np.testing.assert_array_equal(idx, ridx)
     np.testing.assert_array_equal(F.max_pool2d(x, k, s, p, d), ry)
     assert np.isnan(y[0, 0]).any() and np.all(np.isneginf(y[1, 0]))
@@ -379,7 +405,7 @@ def test_max_pool_window_entirely_in_padding_is_rejected():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_max_pool_overlapping_backward_accumulates(dtype):
     x = np.zeros((1, 1, 3, 3), dtype)
-    x[0, 0, 1, 1] = 5.0                        # the maximum of all four 2x2 windows
+    x[0, 0, 1, 1] = 5.0  # the maximum of all four 2x2 windows
     y, idx = F.max_pool2d(x, 2, 1, return_indices=True)
     assert np.all(idx == 4)
     dx = F.max_pool2d_backward(np.ones_like(y), idx, x.shape)
@@ -389,6 +415,7 @@ def test_max_pool_overlapping_backward_accumulates(dtype):
 # ------------------------------------------------------------------------------------------
 # Average pooling
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", AVG_CASES, ids=_case_id)
@@ -401,8 +428,9 @@ def test_avg_pool_matches_reference(case, cip, div, dtype, rng):
     np.testing.assert_allclose(y, ref_avg_pool(x, k, s, p, ceil, cip, div), **tol(dtype))
     g = rng.standard_normal(y.shape).astype(dtype)
     dx = F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, cip, div)
-    np.testing.assert_allclose(dx, ref_avg_pool_backward(g, x.shape, k, s, p, ceil, cip, div),
-                               **tol(dtype))
+    np.testing.assert_allclose(
+        dx, ref_avg_pool_backward(g, x.shape, k, s, p, ceil, cip, div), **tol(dtype)
+    )
 
 
 @pytest.mark.parametrize("case", AVG_CASES, ids=_case_id)
@@ -414,8 +442,10 @@ def test_avg_pool_sums_in_row_major_order(case, rng):
     y = F.avg_pool2d(x, k, s, p, ceil, False)
     np.testing.assert_array_equal(y, ref_avg_pool(x, k, s, p, ceil, False))
     g = rng.standard_normal(y.shape).astype(np.float32)
-    np.testing.assert_array_equal(F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, False),
-                                  ref_avg_pool_backward(g, x.shape, k, s, p, ceil, False))
+    np.testing.assert_array_equal(
+        F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, False),
+        ref_avg_pool_backward(g, x.shape, k, s, p, ceil, False),
+    )
 
 
 @pytest.mark.parametrize("case", [c for c in AVG_CASES if np.prod(c[0]) <= 600], ids=_case_id)
@@ -426,16 +456,23 @@ def test_avg_pool_gradient_finite_differences(case, cip, rng):
     y = F.avg_pool2d(x, k, s, p, ceil, cip)
     g = rng.standard_normal(y.shape)
     num = numerical_grad(lambda t: F.avg_pool2d(t, k, s, p, ceil, cip), x, g)
-    np.testing.assert_allclose(F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, cip), num,
-                               atol=1e-5, rtol=1e-3)
+    np.testing.assert_allclose(
+        F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, cip), num, atol=1e-5, rtol=1e-3
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Adaptive, global, Lp pooling and unpooling
 # ------------------------------------------------------------------------------------------
 
-ADAPTIVE = [((2, 3, 9, 11), (4, 5)), ((1, 2, 7, 7), 3), ((1, 2, 5, 8), (5, 8)),
-            ((1, 1, 6, 13), (1, 1)), ((1, 2, 5, 6), (7, 9)), ((1, 2, 8, 8), (None, 3))]
+ADAPTIVE = [
+    ((2, 3, 9, 11), (4, 5)),
+    ((1, 2, 7, 7), 3),
+    ((1, 2, 5, 8), (5, 8)),
+    ((1, 1, 6, 13), (1, 1)),
+    ((1, 2, 5, 6), (7, 9)),
+    ((1, 2, 8, 8), (None, 3)),
+]
 
 
 def _resolve(out, hw):
@@ -451,8 +488,11 @@ def test_adaptive_avg_pool(shape, out, dtype, rng):
     y = F.adaptive_avg_pool2d(x, out)
     np.testing.assert_allclose(y, ref_adaptive_avg(x, ohw), **tol(dtype))
     g = rng.standard_normal(y.shape).astype(dtype)
-    np.testing.assert_allclose(F.adaptive_avg_pool2d_backward(g, x.shape),
-                               ref_adaptive_avg_backward(g, x.shape), **tol(dtype))
+    np.testing.assert_allclose(
+        F.adaptive_avg_pool2d_backward(g, x.shape),
+        ref_adaptive_avg_backward(g, x.shape),
+        **tol(dtype),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -467,8 +507,9 @@ def test_adaptive_max_pool(shape, out, dtype, rng):
     np.testing.assert_array_equal(idx, ridx)
     np.testing.assert_array_equal(F.adaptive_max_pool2d(x, out), ry)
     g = rng.standard_normal(y.shape).astype(dtype)
-    np.testing.assert_array_equal(F.adaptive_max_pool2d_backward(g, idx, x.shape),
-                                  ref_scatter_add(g, idx, x.shape))
+    np.testing.assert_array_equal(
+        F.adaptive_max_pool2d_backward(g, idx, x.shape), ref_scatter_add(g, idx, x.shape)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -477,17 +518,21 @@ def test_global_avg_pool(shape, dtype, rng):
     x = rng.standard_normal(shape).astype(dtype)
     y = F.global_avg_pool2d(x)
     assert y.shape == (*shape[:2], 1, 1) and y.dtype == dtype
-    np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=(2, 3), keepdims=True),
-                               **tol(dtype))
+    np.testing.assert_allclose(
+        y, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), **tol(dtype)
+    )
     g = rng.standard_normal(y.shape).astype(dtype)
     dx = F.global_avg_pool2d_backward(g, shape)
-    np.testing.assert_allclose(dx, np.broadcast_to(g / (shape[2] * shape[3]), shape),
-                               **tol(dtype))
+    np.testing.assert_allclose(dx, np.broadcast_to(g / (shape[2] * shape[3]), shape), **tol(dtype))
 
 
-LP_CASES = [((2, 2, 8, 9), 2, 2, None, False), ((2, 2, 9, 9), 2, 3, 2, True),
-            ((1, 2, 7, 10), 1, (2, 3), (1, 2), False), ((1, 2, 7, 7), 3, 2, 2, True),
-            ((1, 1, 6, 6), 1.5, 3, 1, False)]
+LP_CASES = [
+    ((2, 2, 8, 9), 2, 2, None, False),
+    ((2, 2, 9, 9), 2, 3, 2, True),
+    ((1, 2, 7, 10), 1, (2, 3), (1, 2), False),
+    ((1, 2, 7, 7), 3, 2, 2, True),
+    ((1, 1, 6, 6), 1.5, 3, 1, False),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -495,11 +540,12 @@ LP_CASES = [((2, 2, 8, 9), 2, 2, None, False), ((2, 2, 9, 9), 2, 3, 2, True),
 def test_lp_pool(case, dtype, rng):
     shape, p, k, s, ceil = case
     x = rng.standard_normal(shape).astype(dtype)
-    if p != int(p) or p % 2:                   # odd / fractional powers: positive inputs
+    if p != int(p) or p % 2:  # odd / fractional powers: positive inputs
         x = np.abs(x) + 0.1
     y = F.lp_pool2d(x, p, k, s, ceil)
-    np.testing.assert_allclose(y, ref_lp_pool(x, p, k, s, ceil),
-                               rtol=1e-5 if dtype == np.float32 else 1e-10, atol=1e-6)
+    np.testing.assert_allclose(
+        y, ref_lp_pool(x, p, k, s, ceil), rtol=1e-5 if dtype == np.float32 else 1e-10, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", LP_CASES, ids=_case_id)
@@ -512,8 +558,7 @@ def test_lp_pool_gradient_finite_differences(case):
     y = F.lp_pool2d(x, p, k, s, ceil)
     g = rng.standard_normal(y.shape)
     num = numerical_grad(lambda t: F.lp_pool2d(t, p, k, s, ceil), x, g)
-    np.testing.assert_allclose(F.lp_pool2d_backward(g, x, p, k, s, ceil), num, atol=1e-5,
-                               rtol=1e-3)
+    np.testing.assert_allclose(F.lp_pool2d_backward(g, x, p, k, s, ceil), num, atol=1e-5, rtol=1e-3)
 
 
 def test_lp_pool_zero_window_has_zero_gradient():
@@ -525,8 +570,10 @@ def test_lp_pool_zero_window_has_zero_gradient():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k,s,p,shape", [(2, None, 0, (2, 3, 8, 9)), (3, 2, 1, (1, 2, 9, 9)),
-                                         ((2, 3), (2, 2), (1, 1), (1, 2, 7, 8))])
+@pytest.mark.parametrize(
+    "k,s,p,shape",
+    [(2, None, 0, (2, 3, 8, 9)), (3, 2, 1, (1, 2, 9, 9)), ((2, 3), (2, 2), (1, 1), (1, 2, 7, 8))],
+)
 def test_max_unpool_roundtrip(k, s, p, shape, dtype, rng):
     x = rng.standard_normal(shape).astype(dtype)
     y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
@@ -535,8 +582,12 @@ def test_max_unpool_roundtrip(k, s, p, shape, dtype, rng):
     np.testing.assert_array_equal(u, ref_max_unpool(y, idx, shape[2:]))
     g = rng.standard_normal(shape).astype(dtype)
     gx = F.max_unpool2d_backward(g, idx)
-    np.testing.assert_array_equal(gx, np.take_along_axis(
-        g.reshape(*shape[:2], -1), idx.reshape(*shape[:2], -1), axis=2).reshape(y.shape))
+    np.testing.assert_array_equal(
+        gx,
+        np.take_along_axis(g.reshape(*shape[:2], -1), idx.reshape(*shape[:2], -1), axis=2).reshape(
+            y.shape
+        ),
+    )
 
 
 def test_max_unpool_default_size_and_repeated_index():
@@ -563,21 +614,23 @@ def test_adaptive_and_global_gradients_finite_differences(shape, out, rng):
     y = F.adaptive_avg_pool2d(x, out)
     g = rng.standard_normal(y.shape)
     num = numerical_grad(lambda t: F.adaptive_avg_pool2d(t, out), x, g)
-    np.testing.assert_allclose(F.adaptive_avg_pool2d_backward(g, x.shape), num, atol=1e-5,
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+        F.adaptive_avg_pool2d_backward(g, x.shape), num, atol=1e-5, rtol=1e-3
+    )
     y, idx = F.adaptive_max_pool2d(x, out, return_indices=True)
     num = numerical_grad(lambda t: F.adaptive_max_pool2d(t, out), x, g)
-    np.testing.assert_allclose(F.adaptive_max_pool2d_backward(g, idx, x.shape), num,
-                               atol=1e-5, rtol=1e-3)
+    np.testing.assert_allclose(
+        F.adaptive_max_pool2d_backward(g, idx, x.shape), num, atol=1e-5, rtol=1e-3
+    )
     g1 = rng.standard_normal((*shape[:2], 1, 1))
     num = numerical_grad(F.global_avg_pool2d, x, g1)
-    np.testing.assert_allclose(F.global_avg_pool2d_backward(g1, x.shape), num, atol=1e-5,
-                               rtol=1e-3)
+    np.testing.assert_allclose(F.global_avg_pool2d_backward(g1, x.shape), num, atol=1e-5, rtol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------
 # Indices validation: bad indices never write out of bounds
 # ------------------------------------------------------------------------------------------
+
 
 def _valid_pool(dtype=np.float64):
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(dtype)
@@ -606,8 +659,7 @@ def test_max_pool_backward_accepts_any_integer_indices(dtype):
     x, y, idx = _valid_pool()
     g = np.ones_like(y)
     expected = F.max_pool2d_backward(g, idx, x.shape)
-    np.testing.assert_array_equal(F.max_pool2d_backward(g, idx.astype(dtype), x.shape),
-                                  expected)
+    np.testing.assert_array_equal(F.max_pool2d_backward(g, idx.astype(dtype), x.shape), expected)
 
 
 # ------------------------------------------------------------------------------------------
@@ -629,88 +681,172 @@ BAD = [
     ("dilation 0", lambda: F.max_pool2d(X, 2, 2, 0, 0), ValueError, "dilation"),
     ("kernel > padded input", lambda: F.max_pool2d(X, 9), ValueError, "kernel_size"),
     ("kernel > padded input avg", lambda: F.avg_pool2d(X, (2, 7)), ValueError, "kernel_size"),
-    ("dilated window too big", lambda: F.max_pool2d(X, 3, dilation=3), ValueError,
-     "kernel_size"),
-    ("empty window", lambda: F.max_pool2d(np.ones((1, 1, 1, 4)), 2, 1, 1, 2), ValueError,
-     "dilation"),
+    ("dilated window too big", lambda: F.max_pool2d(X, 3, dilation=3), ValueError, "kernel_size"),
+    (
+        "empty window",
+        lambda: F.max_pool2d(np.ones((1, 1, 1, 4)), 2, 1, 1, 2),
+        ValueError,
+        "dilation",
+    ),
     ("ceil_mode int", lambda: F.max_pool2d(X, 2, ceil_mode=1), TypeError, "ceil_mode"),
-    ("return_indices str", lambda: F.max_pool2d(X, 2, return_indices="y"), TypeError,
-     "return_indices"),
-    ("count_include_pad None", lambda: F.avg_pool2d(X, 2, count_include_pad=None), TypeError,
-     "count_include_pad"),
-    ("divisor 0", lambda: F.avg_pool2d(X, 2, divisor_override=0), ValueError,
-     "divisor_override"),
-    ("divisor float", lambda: F.avg_pool2d(X, 2, divisor_override=2.5), TypeError,
-     "divisor_override"),
-    ("divisor 0 backward", lambda: F.avg_pool2d_backward(np.zeros((1, 2, 3, 3)), X.shape, 2,
-                                                         divisor_override=0), ValueError,
-     "divisor_override"),
+    (
+        "return_indices str",
+        lambda: F.max_pool2d(X, 2, return_indices="y"),
+        TypeError,
+        "return_indices",
+    ),
+    (
+        "count_include_pad None",
+        lambda: F.avg_pool2d(X, 2, count_include_pad=None),
+        TypeError,
+        "count_include_pad",
+    ),
+    ("divisor 0", lambda: F.avg_pool2d(X, 2, divisor_override=0), ValueError, "divisor_override"),
+    (
+        "divisor float",
+        lambda: F.avg_pool2d(X, 2, divisor_override=2.5),
+        TypeError,
+        "divisor_override",
+    ),
+    (
+        "divisor 0 backward",
+        lambda: F.avg_pool2d_backward(np.zeros((1, 2, 3, 3)), X.shape, 2, divisor_override=0),
+        ValueError,
+        "divisor_override",
+    ),
     ("x 3-D", lambda: F.max_pool2d(np.zeros((2, 6, 6)), 2), ValueError, "x"),
     ("x 5-D", lambda: F.avg_pool2d(np.zeros((1, 1, 2, 6, 6)), 2), ValueError, "x"),
     ("x int", lambda: F.max_pool2d(np.zeros((1, 1, 4, 4), np.int64), 2), TypeError, "x"),
     ("x float16", lambda: F.avg_pool2d(np.zeros((1, 1, 4, 4), np.float16), 2), TypeError, "x"),
     ("x complex", lambda: F.lp_pool2d(np.zeros((1, 1, 4, 4), complex), 2, 2), TypeError, "x"),
     ("x None", lambda: F.global_avg_pool2d(None), TypeError, "x"),
-    ("indices out of range", lambda: F.max_pool2d_backward(np.ones_like(Y), IDX + 36,
-                                                           (2, 3, 6, 6)), ValueError,
-     "indices"),
-    ("indices negative", lambda: F.max_pool2d_backward(np.ones_like(Y), -IDX - 1,
-                                                       (2, 3, 6, 6)), ValueError, "indices"),
-    ("indices shape", lambda: F.max_pool2d_backward(np.ones_like(Y), IDX[:, :, :2],
-                                                    (2, 3, 6, 6)), ValueError, "indices"),
-    ("indices float", lambda: F.max_pool2d_backward(np.ones_like(Y), IDX.astype(float),
-                                                    (2, 3, 6, 6)), TypeError, "indices"),
-    ("indices bool", lambda: F.max_pool2d_backward(np.ones_like(Y), IDX > 3, (2, 3, 6, 6)),
-     TypeError, "indices"),
-    ("indices uint64 huge", lambda: F.max_pool2d_backward(
-        np.ones_like(Y), IDX.astype(np.uint64) + np.uint64(2**63), (2, 3, 6, 6)), ValueError,
-     "indices"),
-    ("grad_output int", lambda: F.max_pool2d_backward(IDX, IDX, (2, 3, 6, 6)), TypeError,
-     "grad_output"),
-    ("input_shape N mismatch", lambda: F.max_pool2d_backward(np.ones_like(Y), IDX,
-                                                             (1, 3, 6, 6)), ValueError,
-     "input_shape"),
-    ("input_shape len", lambda: F.max_pool2d_backward(np.ones_like(Y), IDX, (2, 3, 6)),
-     ValueError, "input_shape"),
-    ("input_shape str", lambda: F.avg_pool2d_backward(np.ones_like(Y), "abcd", 2),
-     TypeError, "input_shape"),
-    ("avg grad_output shape", lambda: F.avg_pool2d_backward(np.ones((2, 3, 4, 3)),
-                                                            (2, 3, 6, 6), 2), ValueError,
-     "grad_output"),
+    (
+        "indices out of range",
+        lambda: F.max_pool2d_backward(np.ones_like(Y), IDX + 36, (2, 3, 6, 6)),
+        ValueError,
+        "indices",
+    ),
+    (
+        "indices negative",
+        lambda: F.max_pool2d_backward(np.ones_like(Y), -IDX - 1, (2, 3, 6, 6)),
+        ValueError,
+        "indices",
+    ),
+    (
+        "indices shape",
+        lambda: F.max_pool2d_backward(np.ones_like(Y), IDX[:, :, :2], (2, 3, 6, 6)),
+        ValueError,
+        "indices",
+    ),
+    (
+        "indices float",
+        lambda: F.max_pool2d_backward(np.ones_like(Y), IDX.astype(float), (2, 3, 6, 6)),
+        TypeError,
+        "indices",
+    ),
+    (
+        "indices bool",
+        lambda: F.max_pool2d_backward(np.ones_like(Y), IDX > 3, (2, 3, 6, 6)),
+        TypeError,
+        "indices",
+    ),
+    (
+        "indices uint64 huge",
+        lambda: F.max_pool2d_backward(
+            np.ones_like(Y), IDX.astype(np.uint64) + np.uint64(2**63), (2, 3, 6, 6)
+        ),
+        ValueError,
+        "indices",
+    ),
+    (
+        "grad_output int",
+        lambda: F.max_pool2d_backward(IDX, IDX, (2, 3, 6, 6)),
+        TypeError,
+        "grad_output",
+    ),
+    (
+        "input_shape N mismatch",
+        lambda: F.max_pool2d_backward(np.ones_like(Y), IDX, (1, 3, 6, 6)),
+        ValueError,
+        "input_shape",
+    ),
+    (
+        "input_shape len",
+        lambda: F.max_pool2d_backward(np.ones_like(Y), IDX, (2, 3, 6)),
+        ValueError,
+        "input_shape",
+    ),
+    (
+        "input_shape str",
+        lambda: F.avg_pool2d_backward(np.ones_like(Y), "abcd", 2),
+        TypeError,
+        "input_shape",
+    ),
+    (
+        "avg grad_output shape",
+        lambda: F.avg_pool2d_backward(np.ones((2, 3, 4, 3)), (2, 3, 6, 6), 2),
+        ValueError,
+        "grad_output",
+    ),
     ("adaptive negative", lambda: F.adaptive_avg_pool2d(X, -1), ValueError, "output_size"),
-    ("adaptive triple", lambda: F.adaptive_max_pool2d(X, (1, 2, 3)), ValueError,
-     "output_size"),
+    ("adaptive triple", lambda: F.adaptive_max_pool2d(X, (1, 2, 3)), ValueError, "output_size"),
     ("adaptive None", lambda: F.adaptive_avg_pool2d(X, None), TypeError, "output_size"),
-    ("adaptive empty input", lambda: F.adaptive_avg_pool2d(np.zeros((1, 1, 0, 4)), 2),
-     ValueError, "x"),
-    ("global empty input", lambda: F.global_avg_pool2d(np.zeros((1, 1, 3, 0))), ValueError,
-     "x"),
-    ("adaptive bwd empty", lambda: F.adaptive_avg_pool2d_backward(np.ones((1, 1, 2, 2)),
-                                                                  (1, 1, 0, 4)), ValueError,
-     "input_shape"),
-    ("global bwd grad shape", lambda: F.global_avg_pool2d_backward(np.ones((1, 2, 2, 1)),
-                                                                   (1, 2, 4, 4)), ValueError,
-     "grad_output"),
+    (
+        "adaptive empty input",
+        lambda: F.adaptive_avg_pool2d(np.zeros((1, 1, 0, 4)), 2),
+        ValueError,
+        "x",
+    ),
+    ("global empty input", lambda: F.global_avg_pool2d(np.zeros((1, 1, 3, 0))), ValueError, "x"),
+    (
+        "adaptive bwd empty",
+        lambda: F.adaptive_avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 0, 4)),
+        ValueError,
+        "input_shape",
+    ),
+    (
+        "global bwd grad shape",
+        lambda: F.global_avg_pool2d_backward(np.ones((1, 2, 2, 1)), (1, 2, 4, 4)),
+        ValueError,
+        "grad_output",
+    ),
     ("lp norm 0", lambda: F.lp_pool2d(X, 0, 2), ValueError, "norm_type"),
     ("lp norm inf", lambda: F.lp_pool2d(X, math.inf, 2), ValueError, "norm_type"),
     ("lp norm str", lambda: F.lp_pool2d(X, "2", 2), TypeError, "norm_type"),
     ("lp kernel 0", lambda: F.lp_pool2d(X, 2, 0), ValueError, "kernel_size"),
-    ("lp bwd dtype", lambda: F.lp_pool2d_backward(np.ones((1, 2, 3, 3), np.float32), X, 2, 2),
-     TypeError, "x"),
-    ("unpool output_size", lambda: F.max_unpool2d(Y, IDX, 2, output_size=(9, 6)), ValueError,
-     "output_size"),
-    ("unpool output_size len", lambda: F.max_unpool2d(Y, IDX, 2, output_size=(6,)),
-     ValueError, "output_size"),
-    ("unpool indices shape", lambda: F.max_unpool2d(Y, IDX[..., :2], 2), ValueError,
-     "indices"),
+    (
+        "lp bwd dtype",
+        lambda: F.lp_pool2d_backward(np.ones((1, 2, 3, 3), np.float32), X, 2, 2),
+        TypeError,
+        "x",
+    ),
+    (
+        "unpool output_size",
+        lambda: F.max_unpool2d(Y, IDX, 2, output_size=(9, 6)),
+        ValueError,
+        "output_size",
+    ),
+    (
+        "unpool output_size len",
+        lambda: F.max_unpool2d(Y, IDX, 2, output_size=(6,)),
+        ValueError,
+        "output_size",
+    ),
+    ("unpool indices shape", lambda: F.max_unpool2d(Y, IDX[..., :2], 2), ValueError, "indices"),
     ("unpool indices float", lambda: F.max_unpool2d(Y, IDX * 1.0, 2), TypeError, "indices"),
     ("unpool stride 0", lambda: F.max_unpool2d(Y, IDX, 2, 0), ValueError, "stride"),
-    ("unpool negative size", lambda: F.max_unpool2d(np.ones((1, 1, 1, 1)),
-                                                    np.zeros((1, 1, 1, 1), np.int64), 1, 1,
-                                                    3), ValueError, "padding"),
-    ("unpool bwd indices ndim", lambda: F.max_unpool2d_backward(np.ones((2, 3, 6, 6)),
-                                                                IDX[0]), ValueError,
-     "indices"),
+    (
+        "unpool negative size",
+        lambda: F.max_unpool2d(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), np.int64), 1, 1, 3),
+        ValueError,
+        "padding",
+    ),
+    (
+        "unpool bwd indices ndim",
+        lambda: F.max_unpool2d_backward(np.ones((2, 3, 6, 6)), IDX[0]),
+        ValueError,
+        "indices",
+    ),
 ]
 
 
@@ -724,22 +860,28 @@ def test_bad_inputs(name, call, exc, match):
 # Threads, empty batches, array-likes
 # ------------------------------------------------------------------------------------------
 
+
 def _all_ops(x, g_small):
     y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     ya, ia = F.adaptive_max_pool2d(x, (4, 5), return_indices=True)
     return [
-        y, idx, F.max_pool2d(x, (2, 3), 1, (1, 1), (2, 1)),
+        y,
+        idx,
+        F.max_pool2d(x, (2, 3), 1, (1, 1), (2, 1)),
         F.max_pool2d_backward(np.ones_like(y), idx, x.shape),
         F.avg_pool2d(x, 3, 2, 1, True, False),
         F.avg_pool2d_backward(g_small, x.shape, 3, 2, 1, True, False),
-        F.avg_pool2d(x, 3, 1, 1), F.avg_pool2d_backward(np.ones(
-            (*x.shape[:2], *x.shape[2:])), x.shape, 3, 1, 1),
-        F.adaptive_avg_pool2d(x, (4, 5)), ya, ia,
+        F.avg_pool2d(x, 3, 1, 1),
+        F.avg_pool2d_backward(np.ones((*x.shape[:2], *x.shape[2:])), x.shape, 3, 1, 1),
+        F.adaptive_avg_pool2d(x, (4, 5)),
+        ya,
+        ia,
         F.adaptive_avg_pool2d_backward(np.ones_like(ya), x.shape),
         F.adaptive_max_pool2d_backward(np.ones_like(ya), ia, x.shape),
-        F.global_avg_pool2d(x), F.global_avg_pool2d_backward(x[:, :, :1, :1], x.shape),
-        F.lp_pool2d(np.abs(x), 2, 3, 2), F.lp_pool2d_backward(g_small[..., :-1, :-1],
-                                                               np.abs(x), 2, 3, 2),
+        F.global_avg_pool2d(x),
+        F.global_avg_pool2d_backward(x[:, :, :1, :1], x.shape),
+        F.lp_pool2d(np.abs(x), 2, 3, 2),
+        F.lp_pool2d_backward(g_small[..., :-1, :-1], np.abs(x), 2, 3, 2),
         F.max_unpool2d(y, idx, 3, 2, 1, output_size=x.shape[2:]),
         F.max_unpool2d_backward(x, idx),
     ]
@@ -777,7 +919,7 @@ def test_empty_batch_gives_empty_results(shape):
 
 def test_array_likes_non_contiguous_and_read_only(rng):
     base = rng.standard_normal((2, 3, 10, 12))
-    x = base[:, :, ::2, ::-1]                  # non-contiguous view
+    x = base[:, :, ::2, ::-1]  # non-contiguous view
     x.flags.writeable = False
     expected = ref_max_pool(np.ascontiguousarray(x), 2)
     y, idx = F.max_pool2d(x, 2, return_indices=True)
@@ -792,6 +934,7 @@ def test_array_likes_non_contiguous_and_read_only(rng):
 # Hypothesis: random geometry against the reference (and PyTorch below)
 # ------------------------------------------------------------------------------------------
 
+
 @st.composite
 def pool_geometry(draw, dilation=True):
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -800,8 +943,14 @@ def pool_geometry(draw, dilation=True):
     dh, dw = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if dilation else (1, 1)
     h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
     ceil = draw(st.booleans())
-    return (draw(st.integers(1, 2)), draw(st.integers(1, 2)), h, w), (kh, kw), (sh, sw), \
-        (ph, pw), (dh, dw), ceil
+    return (
+        (draw(st.integers(1, 2)), draw(st.integers(1, 2)), h, w),
+        (kh, kw),
+        (sh, sw),
+        (ph, pw),
+        (dh, dw),
+        ceil,
+    )
 
 
 def _valid(shape, k, s, p, d, ceil):
@@ -830,13 +979,18 @@ def test_hypothesis_max_pool_geometry(geom, seed, dtype):
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
     g = np.ones_like(y)
-    np.testing.assert_array_equal(F.max_pool2d_backward(g, idx, shape),
-                                  ref_scatter_add(g, idx, shape))
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward(g, idx, shape), ref_scatter_add(g, idx, shape)
+    )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(geom=pool_geometry(dilation=False), seed=st.integers(0, 2**16),
-       cip=st.booleans(), div=st.sampled_from([None, 1, 4, -2]))
+@given(
+    geom=pool_geometry(dilation=False),
+    seed=st.integers(0, 2**16),
+    cip=st.booleans(),
+    div=st.sampled_from([None, 1, 4, -2]),
+)
 def test_hypothesis_avg_pool_geometry(geom, seed, cip, div):
     shape, k, s, p, _, ceil = geom
     rng = np.random.default_rng(seed)
@@ -848,14 +1002,17 @@ def test_hypothesis_avg_pool_geometry(geom, seed, cip, div):
     y = F.avg_pool2d(x, k, s, p, ceil, cip, div)
     np.testing.assert_allclose(y, ref_avg_pool(x, k, s, p, ceil, cip, div), **tol(np.float64))
     g = rng.standard_normal(y.shape)
-    np.testing.assert_allclose(F.avg_pool2d_backward(g, shape, k, s, p, ceil, cip, div),
-                               ref_avg_pool_backward(g, shape, k, s, p, ceil, cip, div),
-                               **tol(np.float64))
+    np.testing.assert_allclose(
+        F.avg_pool2d_backward(g, shape, k, s, p, ceil, cip, div),
+        ref_avg_pool_backward(g, shape, k, s, p, ceil, cip, div),
+        **tol(np.float64),
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # PyTorch cross-checks (forward, and backward through autograd)
 # ------------------------------------------------------------------------------------------
+
 
 def _torch():
     return pytest.importorskip("torch")
@@ -899,8 +1056,9 @@ def test_torch_avg_pool(case, cip, div, dtype, rng):
     g = rng.standard_normal(y.shape).astype(dtype)
     ty, tdx = _autograd(torch, lambda t: tf.avg_pool2d(t, k, s, p, ceil, cip, div), x, g)
     np.testing.assert_allclose(y, ty, **tol(dtype))
-    np.testing.assert_allclose(F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, cip, div), tdx,
-                               **tol(dtype))
+    np.testing.assert_allclose(
+        F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, cip, div), tdx, **tol(dtype)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -944,8 +1102,10 @@ def test_torch_lp_pool(case, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k,s,p,shape", [(2, None, 0, (2, 3, 8, 9)), (3, 2, 1, (1, 2, 9, 9)),
-                                         ((2, 3), (2, 2), (1, 1), (1, 2, 7, 8))])
+@pytest.mark.parametrize(
+    "k,s,p,shape",
+    [(2, None, 0, (2, 3, 8, 9)), (3, 2, 1, (1, 2, 9, 9)), ((2, 3), (2, 2), (1, 1), (1, 2, 7, 8))],
+)
 def test_torch_max_unpool(k, s, p, shape, dtype, rng):
     torch = _torch()
     tf = torch.nn.functional
@@ -960,7 +1120,7 @@ def test_torch_max_unpool(k, s, p, shape, dtype, rng):
     np.testing.assert_array_equal(F.max_unpool2d_backward(g, idx), t.grad.numpy())
     try:
         tu = tf.max_unpool2d(torch.from_numpy(y), torch.from_numpy(idx), k, s, p)
-    except RuntimeError:                       # indices beyond the default size
+    except RuntimeError:  # indices beyond the default size
         with pytest.raises(ValueError, match="indices"):
             F.max_unpool2d(y, idx, k, s, p)
     else:
@@ -980,7 +1140,7 @@ def test_hypothesis_against_torch(geom, seed):
         with pytest.raises(ValueError):
             F.max_pool2d(x, k, s, p, d, ceil)
         return
-    if not _valid(shape, k, s, p, d, ceil):    # torch: -inf with an out-of-plane index
+    if not _valid(shape, k, s, p, d, ceil):  # torch: -inf with an out-of-plane index
         assert np.any(np.isneginf(ty.numpy()))
         with pytest.raises(ValueError, match="dilation"):
             F.max_pool2d(x, k, s, p, d, ceil)
@@ -990,5 +1150,6 @@ def test_hypothesis_against_torch(geom, seed):
     np.testing.assert_array_equal(idx, tidx.numpy())
     if d == (1, 1):
         ty = tf.avg_pool2d(torch.from_numpy(x), k, s, p, ceil, False)
-        np.testing.assert_allclose(F.avg_pool2d(x, k, s, p, ceil, False), ty.numpy(),
-                                   **tol(np.float32))
+        np.testing.assert_allclose(
+            F.avg_pool2d(x, k, s, p, ceil, False), ty.numpy(), **tol(np.float32)
+        )

@@ -49,8 +49,9 @@ _HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_t
 
 def prop(examples: int):
     """Hypothesis settings for a property: ``examples`` in the default profile."""
-    return settings(max_examples=examples * SCALE, deadline=None, suppress_health_check=_HEALTH,
-                    print_blob=True)
+    return settings(
+        max_examples=examples * SCALE, deadline=None, suppress_health_check=_HEALTH, print_blob=True
+    )
 
 
 DTYPES = st.sampled_from([np.float64, np.float64, np.float32])
@@ -75,6 +76,7 @@ def _data(seed, shape, dtype, positive=False):
 # ------------------------------------------------------------------------------------------
 # Convolution (forward, three backward passes, both algorithms) and im2col / col2im
 # ------------------------------------------------------------------------------------------
+
 
 @st.composite
 def conv_case(draw):
@@ -108,8 +110,13 @@ def conv_case(draw):
 
 
 @prop(60)
-@given(case=conv_case(), seed=st.integers(0, 2**16), dtype=DTYPES,
-       algo=st.sampled_from([None, "gemm", "direct"]), bias=st.booleans())
+@given(
+    case=conv_case(),
+    seed=st.integers(0, 2**16),
+    dtype=DTYPES,
+    algo=st.sampled_from([None, "gemm", "direct"]),
+    bias=st.booleans(),
+)
 def test_conv2d_forward_and_backward(case, seed, dtype, algo, bias):
     shape, wshape, kwargs = case
     x = _data(seed, shape, dtype)
@@ -127,8 +134,12 @@ def test_conv2d_forward_and_backward(case, seed, dtype, algo, bias):
         _close(dx, conv2d_backward_input_ref(g, w, shape, **kwargs), dtype, scale)
         dw = cnncore.conv2d_backward_weight(g, x, wshape, **kwargs)
         assert dw.shape == wshape
-        _close(dw, conv2d_backward_weight_ref(g, x, wshape, **kwargs), dtype,
-               max(scale, float(g[:, 0].size)))
+        _close(
+            dw,
+            conv2d_backward_weight_ref(g, x, wshape, **kwargs),
+            dtype,
+            max(scale, float(g[:, 0].size)),
+        )
         db = cnncore.conv2d_backward_bias(g)
         _close(db, g.astype(np.float64).sum(axis=(0, 2, 3)), dtype, float(max(g[:, 0].size, 1)))
 
@@ -143,8 +154,7 @@ def unfold_case(draw):
     h = max(dh * (kh - 1) + 1 - 2 * ph, 1) + (0 if exact else draw(st.integers(0, 6)))
     w = max(dw * (kw - 1) + 1 - 2 * pw, 1) + (0 if exact else draw(st.integers(0, 6)))
     shape = (draw(BATCH), draw(st.integers(0, 3)), h, w)
-    return shape, dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw),
-                       dilation=(dh, dw))
+    return shape, dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))
 
 
 @prop(50)
@@ -161,18 +171,27 @@ def test_im2col_col2im_and_adjointness(case, seed, dtype):
     # <im2col(x), c> == <x, col2im(c)>
     lhs = float(np.sum(cols.astype(np.float64) * c))
     rhs = float(np.sum(x.astype(np.float64) * back))
-    assert abs(lhs - rhs) <= 1e-4 * (1 + abs(lhs)) if dtype == np.float32 else \
-        abs(lhs - rhs) <= 1e-9 * (1 + abs(lhs))
+    assert (
+        abs(lhs - rhs) <= 1e-4 * (1 + abs(lhs))
+        if dtype == np.float32
+        else abs(lhs - rhs) <= 1e-9 * (1 + abs(lhs))
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Linear
 # ------------------------------------------------------------------------------------------
 
+
 @prop(50)
-@given(lead=st.lists(st.sampled_from([0, 1, 2, 3, 5]), min_size=0, max_size=3),
-       i=st.sampled_from([0, 1, 2, 7, 33]), o=st.sampled_from([0, 1, 3, 65]),
-       seed=st.integers(0, 2**16), dtype=DTYPES, bias=st.booleans())
+@given(
+    lead=st.lists(st.sampled_from([0, 1, 2, 3, 5]), min_size=0, max_size=3),
+    i=st.sampled_from([0, 1, 2, 7, 33]),
+    o=st.sampled_from([0, 1, 3, 65]),
+    seed=st.integers(0, 2**16),
+    dtype=DTYPES,
+    bias=st.booleans(),
+)
 def test_linear_forward_and_backward(lead, i, o, seed, dtype, bias):
     x = _data(seed, (*lead, i), dtype)
     w = _data(seed + 1, (o, i), dtype)
@@ -186,15 +205,19 @@ def test_linear_forward_and_backward(lead, i, o, seed, dtype, bias):
     g64 = g.astype(np.float64)
     _close(cnncore.linear_backward_input(g, w), g64 @ w64, dtype, max(o, 1))
     rows = int(np.prod(lead))
-    _close(cnncore.linear_backward_weight(g, x), g64.reshape(rows, o).T @ x64.reshape(rows, i),
-           dtype, max(rows, 1))
-    _close(cnncore.linear_backward_bias(g), g64.reshape(rows, o).sum(axis=0), dtype,
-           max(rows, 1))
+    _close(
+        cnncore.linear_backward_weight(g, x),
+        g64.reshape(rows, o).T @ x64.reshape(rows, i),
+        dtype,
+        max(rows, 1),
+    )
+    _close(cnncore.linear_backward_bias(g), g64.reshape(rows, o).sum(axis=0), dtype, max(rows, 1))
 
 
 # ------------------------------------------------------------------------------------------
 # Pooling
 # ------------------------------------------------------------------------------------------
+
 
 @st.composite
 def pool_case(draw, dilation=True, padding=True):
@@ -203,8 +226,11 @@ def pool_case(draw, dilation=True, padding=True):
     sh, sw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
     ph = draw(st.integers(0, kh // 2)) if padding else 0
     pw = draw(st.integers(0, kw // 2)) if padding else 0
-    dh, dw = (draw(st.sampled_from([1, 1, 2, 4, 7])), draw(st.sampled_from([1, 3, 5]))) \
-        if dilation else (1, 1)
+    dh, dw = (
+        (draw(st.sampled_from([1, 1, 2, 4, 7])), draw(st.sampled_from([1, 3, 5])))
+        if dilation
+        else (1, 1)
+    )
     ceil = draw(st.booleans())
     exact = draw(st.booleans())  # the dilated window spans the padded input exactly
     h = max(dh * (kh - 1) + 1 - 2 * ph, 1) + (0 if exact else draw(st.integers(0, 8)))
@@ -224,26 +250,31 @@ def test_max_pool_forward_backward_and_unpool(case, seed, dtype):
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
     g = _data(seed + 1, y.shape, dtype)
-    np.testing.assert_array_equal(F.max_pool2d_backward(g, idx, shape),
-                                  _scatter_ref(g, idx, shape))
+    np.testing.assert_array_equal(F.max_pool2d_backward(g, idx, shape), _scatter_ref(g, idx, shape))
     if d == (1, 1) and s[0] >= 1:
         # max_unpool2d puts the maxima back where they came from (same plane encoding)
         un = F.max_unpool2d(y, idx, k, s, p, output_size=shape[2:])
-        expect = ref_max_unpool(y, idx, shape[2:]) if shape[0] * shape[1] else \
-            np.zeros(shape, dtype)
+        expect = (
+            ref_max_unpool(y, idx, shape[2:]) if shape[0] * shape[1] else np.zeros(shape, dtype)
+        )
         np.testing.assert_array_equal(un, expect)
         gu = _data(seed + 2, shape, dtype)
         planes = shape[0] * shape[1]
         flat = gu.reshape(planes, shape[2] * shape[3])
-        expect = np.take_along_axis(flat, idx.reshape(planes, idx[0, 0].size if planes else 0),
-                                    axis=1)
-        np.testing.assert_array_equal(F.max_unpool2d_backward(gu, idx),
-                                      expect.reshape(idx.shape))
+        expect = np.take_along_axis(
+            flat, idx.reshape(planes, idx[0, 0].size if planes else 0), axis=1
+        )
+        np.testing.assert_array_equal(F.max_unpool2d_backward(gu, idx), expect.reshape(idx.shape))
 
 
 @prop(60)
-@given(case=pool_case(dilation=False), seed=st.integers(0, 2**16), dtype=DTYPES,
-       cip=st.booleans(), div=st.sampled_from([None, None, 1, 3, -2]))
+@given(
+    case=pool_case(dilation=False),
+    seed=st.integers(0, 2**16),
+    dtype=DTYPES,
+    cip=st.booleans(),
+    div=st.sampled_from([None, None, 1, 3, -2]),
+)
 def test_avg_pool_forward_and_backward(case, seed, dtype, cip, div):
     shape, k, s, p, _, ceil = case
     assume(_valid(shape, k, s, p, (1, 1), ceil))
@@ -251,23 +282,31 @@ def test_avg_pool_forward_and_backward(case, seed, dtype, cip, div):
     y = F.avg_pool2d(x, k, s, p, ceil, cip, div)
     _close(y, ref_avg_pool(x, k, s, p, ceil, cip, div), dtype)
     g = _data(seed + 1, y.shape, dtype)
-    _close(F.avg_pool2d_backward(g, shape, k, s, p, ceil, cip, div),
-           ref_avg_pool_backward(g, shape, k, s, p, ceil, cip, div), dtype, 4.0)
+    _close(
+        F.avg_pool2d_backward(g, shape, k, s, p, ceil, cip, div),
+        ref_avg_pool_backward(g, shape, k, s, p, ceil, cip, div),
+        dtype,
+        4.0,
+    )
 
 
 def _ref_lp_backward(g, x, p, k, s, ceil):
     """The chain rule of PyTorch's lp_pool2d (see its docstring), on the references."""
     x64, g64 = x.astype(np.float64), g.astype(np.float64)
     K = k[0] * k[1]
-    t = ref_avg_pool(x64 ** p, k, s, 0, ceil) * K
+    t = ref_avg_pool(x64**p, k, s, 0, ceil) * K
     with np.errstate(divide="ignore", invalid="ignore"):
         wgt = np.where(t != 0, g64 * (1.0 / p) * t ** (1.0 / p - 1.0) * K, 0.0)
     return p * x64 ** (p - 1) * ref_avg_pool_backward(wgt, x.shape, k, s, 0, ceil)
 
 
 @prop(40)
-@given(case=pool_case(dilation=False, padding=False), seed=st.integers(0, 2**16),
-       dtype=DTYPES, p=st.sampled_from([1.0, 2.0, 3.0, 1.5]))
+@given(
+    case=pool_case(dilation=False, padding=False),
+    seed=st.integers(0, 2**16),
+    dtype=DTYPES,
+    p=st.sampled_from([1.0, 2.0, 3.0, 1.5]),
+)
 def test_lp_pool_forward_and_backward(case, seed, dtype, p):
     shape, k, s, _, _, ceil = case
     assume(_valid(shape, k, s, (0, 0), (1, 1), ceil))
@@ -275,14 +314,25 @@ def test_lp_pool_forward_and_backward(case, seed, dtype, p):
     y = F.lp_pool2d(x, p, k, s, ceil)
     _close(y, ref_lp_pool(x, p, k, s, ceil), dtype, 10.0)
     g = _data(seed + 1, y.shape, dtype)
-    _close(F.lp_pool2d_backward(g, x, p, k, s, ceil), _ref_lp_backward(g, x, p, k, s, ceil),
-           dtype, 100.0)
+    _close(
+        F.lp_pool2d_backward(g, x, p, k, s, ceil),
+        _ref_lp_backward(g, x, p, k, s, ceil),
+        dtype,
+        100.0,
+    )
 
 
 @prop(60)
-@given(n=BATCH, c=st.sampled_from([0, 1, 3]), h=st.integers(1, 9), w=st.integers(1, 9),
-       oh=st.integers(1, 11), ow=st.integers(1, 11), seed=st.integers(0, 2**16),
-       dtype=DTYPES)
+@given(
+    n=BATCH,
+    c=st.sampled_from([0, 1, 3]),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    oh=st.integers(1, 11),
+    ow=st.integers(1, 11),
+    seed=st.integers(0, 2**16),
+    dtype=DTYPES,
+)
 def test_adaptive_and_global_pools(n, c, h, w, oh, ow, seed, dtype):
     """Adaptive windows overlap when the output does not divide the input, and repeat input
     rows when the output is larger than the input."""
@@ -291,14 +341,16 @@ def test_adaptive_and_global_pools(n, c, h, w, oh, ow, seed, dtype):
     y = F.adaptive_avg_pool2d(x, (oh, ow))
     _close(y, ref_adaptive_avg(x, (oh, ow)), dtype)
     g = _data(seed + 1, y.shape, dtype)
-    _close(F.adaptive_avg_pool2d_backward(g, shape), ref_adaptive_avg_backward(g, shape),
-           dtype, 4.0)
+    _close(
+        F.adaptive_avg_pool2d_backward(g, shape), ref_adaptive_avg_backward(g, shape), dtype, 4.0
+    )
     ym, im = F.adaptive_max_pool2d(x, (oh, ow), return_indices=True)
     rym, rim = ref_adaptive_max(x, (oh, ow))
     np.testing.assert_array_equal(ym, rym)
     np.testing.assert_array_equal(im, rim)
-    np.testing.assert_array_equal(F.adaptive_max_pool2d_backward(g, im, shape),
-                                  _scatter_ref(g, im, shape))
+    np.testing.assert_array_equal(
+        F.adaptive_max_pool2d_backward(g, im, shape), _scatter_ref(g, im, shape)
+    )
     yg = F.global_avg_pool2d(x)
     _close(yg, ref_adaptive_avg(x, (1, 1)), dtype, 4.0)
     gg = _data(seed + 2, yg.shape, dtype)
@@ -308,6 +360,7 @@ def test_adaptive_and_global_pools(n, c, h, w, oh, ow, seed, dtype):
 # ------------------------------------------------------------------------------------------
 # Padding
 # ------------------------------------------------------------------------------------------
+
 
 @st.composite
 def pad_case(draw):
@@ -328,8 +381,7 @@ def pad_case(draw):
 
 
 @prop(60)
-@given(case=pad_case(), seed=st.integers(0, 2**16), dtype=DTYPES,
-       value=st.sampled_from([0.0, 1.5]))
+@given(case=pad_case(), seed=st.integers(0, 2**16), dtype=DTYPES, value=st.sampled_from([0.0, 1.5]))
 def test_pad_forward_and_backward(case, seed, dtype, value):
     shape, padding, mode = case
     x = _data(seed, shape, dtype)

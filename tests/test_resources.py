@@ -25,9 +25,10 @@ from cnncore import _alloc, nn, optim
 SLOW = os.environ.get("CNNCORE_SLOW_TESTS") == "1"
 # Resident memory is meaningless under ASan (its quarantine keeps freed blocks) -- the leak
 # checks that use it are skipped in tools/sanitize.sh asan runs; ASan checks the kernels.
-rss_checks = pytest.mark.skipif(not os.path.exists("/proc/self/statm")
-                                or bool(os.environ.get("CNNCORE_SANITIZED")),
-                                reason="needs /proc (Linux) and an uninstrumented build")
+rss_checks = pytest.mark.skipif(
+    not os.path.exists("/proc/self/statm") or bool(os.environ.get("CNNCORE_SANITIZED")),
+    reason="needs /proc (Linux) and an uninstrumented build",
+)
 CALLS = 10_000 if SLOW else 2_000
 WARMUP = 300
 
@@ -106,13 +107,16 @@ def test_every_function_keeps_memory_flat(one_thread):
 
 
 @rss_checks
-@pytest.mark.parametrize("make, shape", [
-    (lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular", rng=0), (2, 2, 6, 6)),
-    (lambda: nn.Linear(5, 4, rng=0), (3, 5)),
-    (lambda: nn.BatchNorm2d(2), (3, 2, 4, 4)),
-    (lambda: nn.MaxPool2d(2), (2, 2, 6, 6)),
-    (lambda: nn.Dropout(0.5, rng=0), (3, 7)),
-])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular", rng=0), (2, 2, 6, 6)),
+        (lambda: nn.Linear(5, 4, rng=0), (3, 5)),
+        (lambda: nn.BatchNorm2d(2), (3, 2, 4, 4)),
+        (lambda: nn.MaxPool2d(2), (2, 2, 6, 6)),
+        (lambda: nn.Dropout(0.5, rng=0), (3, 7)),
+    ],
+)
 def test_layer_training_steps_keep_memory_flat(make, shape, one_thread):
     layer = make()
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
@@ -129,13 +133,26 @@ def test_layer_training_steps_keep_memory_flat(make, shape, one_thread):
 def test_fit_and_predict_keep_memory_flat(one_thread):
     (x, y), _ = cnncore.datasets.load_sample()
     x, y = x[:64, :, ::2, ::2].copy(), y[:64]
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4 * 6 * 6, 10, rng=1))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, rng=0),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 10, rng=1),
+    )
     opt = optim.SGD(model.parameters(), lr=0.01)
 
     def one_fit():
-        model.fit(x, y, optimizer=opt, loss="cross_entropy", epochs=1, batch_size=16,
-                  verbose=False, seed=0)
+        model.fit(
+            x,
+            y,
+            optimizer=opt,
+            loss="cross_entropy",
+            epochs=1,
+            batch_size=16,
+            verbose=False,
+            seed=0,
+        )
         model.predict(x)
 
     rss, heap = _measure(one_fit, calls=100 if SLOW else 30, warmup=5)
@@ -146,6 +163,7 @@ def test_fit_and_predict_keep_memory_flat(one_thread):
 # ------------------------------------------------------------------------------------------
 # KeyboardInterrupt during fit
 # ------------------------------------------------------------------------------------------
+
 
 class _Raiser(nn.Module):
     """Identity layer that raises ``exc`` in its n-th training forward or backward."""
@@ -182,8 +200,9 @@ def test_keyboard_interrupt_inside_a_step_leaves_a_usable_model(where, how):
     (x, y), _ = cnncore.datasets.load_sample()
     x, y = x[:320], y[:320]
     raiser = _Raiser(4, where, how)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16, rng=0), raiser, nn.ReLU(),
-                          nn.Linear(16, 10, rng=1))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 16, rng=0), raiser, nn.ReLU(), nn.Linear(16, 10, rng=1)
+    )
     snapshots = []
 
     class Snap(optim.SGD):
@@ -193,8 +212,15 @@ def test_keyboard_interrupt_inside_a_step_leaves_a_usable_model(where, how):
 
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(x, y, optimizer=Snap(model.parameters(), lr=0.1, momentum=0.9),
-                  loss="cross_entropy", epochs=2, batch_size=32, verbose=False)
+        model.fit(
+            x,
+            y,
+            optimizer=Snap(model.parameters(), lr=0.1, momentum=0.9),
+            loss="cross_entropy",
+            epochs=2,
+            batch_size=32,
+            verbose=False,
+        )
     assert len(snapshots) == 3  # steps 1-3 finished, step 4 was interrupted
     for a, b in zip(snapshots[-1], model.parameters(), strict=True):
         np.testing.assert_array_equal(a, b.data)
@@ -209,14 +235,19 @@ def test_keyboard_interrupt_inside_a_step_leaves_a_usable_model(where, how):
 
 def test_save_load_after_interrupt(tmp_path):
     (x, y), _ = cnncore.datasets.load_sample()
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10, rng=1),
-                          _Raiser(2, "backward", "raise"), nn.Linear(10, 10, rng=2))
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 10, rng=1),
+        _Raiser(2, "backward", "raise"),
+        nn.Linear(10, 10, rng=2),
+    )
     with pytest.raises(KeyboardInterrupt):
         model.fit(x[:64], y[:64], optimizer="adam", loss="cross_entropy", verbose=False)
     model = nn.Sequential(*[m for m in model if not isinstance(m, _Raiser)])
     model.save(tmp_path / "m.npz")
-    np.testing.assert_array_equal(cnncore.load(tmp_path / "m.npz").predict(x[:4]),
-                                  model.predict(x[:4]))
+    np.testing.assert_array_equal(
+        cnncore.load(tmp_path / "m.npz").predict(x[:4]), model.predict(x[:4])
+    )
 
 
 @rss_checks

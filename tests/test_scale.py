@@ -35,9 +35,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Geometry and validation with Python ints
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("size", BIG)
-@pytest.mark.parametrize("k, s, p, d", [(1, 1, 0, 1), (3, 2, 1, 1), (5, 7, 2, 3),
-                                        (2**20, 3, 2**19, 2**10), (2**31 - 1, 1, 0, 1)])
+@pytest.mark.parametrize(
+    "k, s, p, d",
+    [(1, 1, 0, 1), (3, 2, 1, 1), (5, 7, 2, 3), (2**20, 3, 2**19, 2**10), (2**31 - 1, 1, 0, 1)],
+)
 def test_output_sizes_past_2_31_are_exact(size, k, s, p, d):
     expected = (size + 2 * p - d * (k - 1) - 1) // s + 1
     assert G.conv_output_size(size, k, s, 2 * p, d) == expected
@@ -57,13 +60,14 @@ def test_geometry_functions_past_2_31(size, monkeypatch):
     pad = G.pad2d_geometry("f", (size, 5), (1, 2, 2**31 - 1, -3), "constant")
     assert pad.out == (size + 2**31 - 1 - 3, 8)
     if size <= V.MAX_PARAM:
-        assert G.adaptive_pool2d_output_size("f", (size, size), (None, 2**31 - 1)) == \
-            (size, 2**31 - 1)
+        assert G.adaptive_pool2d_output_size("f", (size, size), (None, 2**31 - 1)) == (
+            size,
+            2**31 - 1,
+        )
     else:  # None keeps the input size, which must still be a valid output size
         with pytest.raises(ValueError, match="output_size"):
             G.adaptive_pool2d_output_size("f", (size, size), (None, 2**31 - 1))
-    assert G.conv2d_output_shape((2, 3, size, 8), (4, 3, 3, 3), padding="same") == \
-        (2, 4, size, 8)
+    assert G.conv2d_output_shape((2, 3, size, 8), (4, 3, 3, 3), padding="same") == (2, 4, size, 8)
 
 
 def test_check_numel_at_the_limits():
@@ -86,25 +90,54 @@ def test_broadcast_view_past_2_31_is_checked_before_copying(monkeypatch):
     monkeypatch.setattr(V, "_PHYS_MEM", 2**30)
     x = np.broadcast_to(np.float32(1), (1, 1, 2**31 + 1, 1))
     t0 = time.perf_counter()
-    for call in (lambda: F.max_pool2d(x, 1), lambda: F.relu(x), lambda: F.pad2d(x, 0),
-                 lambda: F.conv2d(x, np.ones((1, 1, 1, 1), np.float32))):
+    for call in (
+        lambda: F.max_pool2d(x, 1),
+        lambda: F.relu(x),
+        lambda: F.pad2d(x, 0),
+        lambda: F.conv2d(x, np.ones((1, 1, 1, 1), np.float32)),
+    ):
         with pytest.raises(ValueError, match=r"x would need 8\.0 GiB"):
             call()
     assert time.perf_counter() - t0 < 1.0
 
 
-@pytest.mark.parametrize("call, fragment", [
-    (lambda: F.conv2d_backward_input(np.ones((1, 1, 1, 1), np.float32),
-                                     np.ones((1, 1, 1, 1), np.float32), (1, 1, 2**31 + 1, 1),
-                                     stride=2**31 - 1), "H_in\\*W_in"),
-    (lambda: F.conv2d_backward_weight(np.ones((1, 1, 1, 1), np.float32),
-                                      np.ones((1, 1, 1, 1), np.float32), (1, 1, 2**31, 1)),
-     "kernel"),
-    (lambda: F.col2im(np.ones((1, 1, 1), np.float32), (2**31 + 1, 1), (2**31 - 1, 1),
-                      stride=(2**31 - 1, 1)), "output"),
-    (lambda: F.max_unpool2d(np.ones((1, 1, 1, 1), np.float32), np.zeros((1, 1, 1, 1), int),
-                            (2**31 - 1, 4)), "output"),
-])
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (
+            lambda: F.conv2d_backward_input(
+                np.ones((1, 1, 1, 1), np.float32),
+                np.ones((1, 1, 1, 1), np.float32),
+                (1, 1, 2**31 + 1, 1),
+                stride=2**31 - 1,
+            ),
+            "H_in\\*W_in",
+        ),
+        (
+            lambda: F.conv2d_backward_weight(
+                np.ones((1, 1, 1, 1), np.float32),
+                np.ones((1, 1, 1, 1), np.float32),
+                (1, 1, 2**31, 1),
+            ),
+            "kernel",
+        ),
+        (
+            lambda: F.col2im(
+                np.ones((1, 1, 1), np.float32),
+                (2**31 + 1, 1),
+                (2**31 - 1, 1),
+                stride=(2**31 - 1, 1),
+            ),
+            "output",
+        ),
+        (
+            lambda: F.max_unpool2d(
+                np.ones((1, 1, 1, 1), np.float32), np.zeros((1, 1, 1, 1), int), (2**31 - 1, 4)
+            ),
+            "output",
+        ),
+    ],
+)
 def test_kernels_never_see_sizes_they_cannot_index(call, fragment):
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=fragment):
@@ -116,17 +149,45 @@ def test_kernels_never_see_sizes_they_cannot_index(call, fragment):
 # arguments (checked against 2**31 - 1 by the Python wrappers), bit masks and tap codes of
 # max pooling (used only when H * W <= 2**31 - 1, see fits_int32_codes), loop counters of
 # 16-wide register blocks.
-INT_OK = {"n_threads", "status", "status_p", "op", "mode", "kind", "algorithm", "algo", "nt",
-          "bad", "st", "flags", "flag", "take_log", "count_include_pad", "ci", "icode", "m",
-          "k", "n", "trans_a", "trans_b", "lda", "ldb", "ldc", "omp_get_thread_num",
-          "omp_get_num_threads", "omp_get_max_threads"}
+INT_OK = {
+    "n_threads",
+    "status",
+    "status_p",
+    "op",
+    "mode",
+    "kind",
+    "algorithm",
+    "algo",
+    "nt",
+    "bad",
+    "st",
+    "flags",
+    "flag",
+    "take_log",
+    "count_include_pad",
+    "ci",
+    "icode",
+    "m",
+    "k",
+    "n",
+    "trans_a",
+    "trans_b",
+    "lda",
+    "ldb",
+    "ldc",
+    "omp_get_thread_num",
+    "omp_get_num_threads",
+    "omp_get_max_threads",
+}
 
 
 def test_kernel_index_math_is_64_bit():
     found = {}
-    sources = sorted(glob.glob(os.path.join(ROOT, "src", "*.pxd"))
-                     + glob.glob(os.path.join(ROOT, "cnncore", "**", "*.pxd"), recursive=True)
-                     + glob.glob(os.path.join(ROOT, "cnncore", "**", "*.pyx"), recursive=True))
+    sources = sorted(
+        glob.glob(os.path.join(ROOT, "src", "*.pxd"))
+        + glob.glob(os.path.join(ROOT, "cnncore", "**", "*.pxd"), recursive=True)
+        + glob.glob(os.path.join(ROOT, "cnncore", "**", "*.pyx"), recursive=True)
+    )
     sources = [p for p in sources if os.path.basename(p) not in ("_threads.pyx", "_alloc.pyx")]
     assert len(sources) >= 10, sources  # the kernels moved? then this audit must follow them
     for path in sources:
@@ -137,8 +198,9 @@ def test_kernel_index_math_is_64_bit():
                 names = re.findall(r"\bint\*?\s+([A-Za-z_]\w*)\s*(?=[,)=\[;]|$)", code)
                 decl = re.match(r"\s*cdef\s+int\*?\s+([^(]*)$", code)
                 if decl:  # cdef int a, b[N], c = 0
-                    names += [n.split("=")[0].split("[")[0].strip()
-                              for n in decl.group(1).split(",")]
+                    names += [
+                        n.split("=")[0].split("[")[0].strip() for n in decl.group(1).split(",")
+                    ]
                 for n in names:
                     if n and n not in INT_OK:
                         found.setdefault(n, []).append(f"{name}:{lineno}")
@@ -149,8 +211,10 @@ def test_kernel_index_math_is_64_bit():
 # Real runs past 2**31 elements (CNNCORE_SLOW_TESTS=1)
 # ------------------------------------------------------------------------------------------
 
-slow = pytest.mark.skipif(os.environ.get("CNNCORE_SLOW_TESTS") != "1",
-                          reason="set CNNCORE_SLOW_TESTS=1 (needs ~11 GiB of free memory)")
+slow = pytest.mark.skipif(
+    os.environ.get("CNNCORE_SLOW_TESTS") != "1",
+    reason="set CNNCORE_SLOW_TESTS=1 (needs ~11 GiB of free memory)",
+)
 
 
 def _free_memory():
@@ -176,8 +240,12 @@ def test_max_pool_one_plane_past_2_31_elements():
     side = 46344  # divisible by the window: the last rows (flat offsets > 2**31) are pooled
     assert side * side > 2**31
     x = np.zeros((1, 1, side, side), np.float32)  # untouched pages are the shared zero page
-    plants = {(0, 0): 1.0, (side - 2, side - 5): 3.0, (side - 1, side - 1): 7.0,
-              (40000, 40001): 5.0}  # the 2nd and 3rd are at flat positions past 2**31
+    plants = {
+        (0, 0): 1.0,
+        (side - 2, side - 5): 3.0,
+        (side - 1, side - 1): 7.0,
+        (40000, 40001): 5.0,
+    }  # the 2nd and 3rd are at flat positions past 2**31
     for (r, c), v in plants.items():
         x[0, 0, r, c] = v
     k = 4

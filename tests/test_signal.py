@@ -29,6 +29,7 @@ def _tol(dtype, method):
 # Naive reference: explicit index arithmetic, one output element at a time
 # ------------------------------------------------------------------------------------------
 
+
 def _extend(i, n, boundary):
     """Index into [0, n) for an out-of-range index, or None for 'fill'."""
     if 0 <= i < n:
@@ -73,8 +74,15 @@ def ref_correlate2d(a, k, mode="full", boundary="fill", fillvalue=0.0, convolve=
     return out
 
 
-SHAPE_PAIRS = [((7, 8), (3, 3)), ((7, 8), (2, 4)), ((6, 5), (4, 4)), ((5, 5), (1, 1)),
-               ((4, 6), (5, 7)), ((3, 2), (7, 6)), ((9, 4), (2, 3))]
+SHAPE_PAIRS = [
+    ((7, 8), (3, 3)),
+    ((7, 8), (2, 4)),
+    ((6, 5), (4, 4)),
+    ((5, 5), (1, 1)),
+    ((4, 6), (5, 7)),
+    ((3, 2), (7, 6)),
+    ((9, 4), (2, 3)),
+]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -89,17 +97,27 @@ def test_matches_naive_reference(mode, boundary, method, rng):
                 continue
             out = fn(a, k, mode, boundary, 0.75, method)
             exp = ref_correlate2d(a, k, mode, boundary, 0.75, convolve=conv)
-            np.testing.assert_allclose(out, exp, **_tol(np.float64, method),
-                                       err_msg=f"{fn.__name__} {s1} {s2}")
+            np.testing.assert_allclose(
+                out, exp, **_tol(np.float64, method), err_msg=f"{fn.__name__} {s1} {s2}"
+            )
 
 
 # ------------------------------------------------------------------------------------------
 # scipy.signal cross-checks: every mode / boundary / method, odd and even kernels
 # ------------------------------------------------------------------------------------------
 
-SCIPY_PAIRS = [((16, 13), (3, 3)), ((16, 13), (4, 2)), ((16, 13), (5, 6)), ((10, 10), (2, 2)),
-               ((8, 9), (8, 9)), ((5, 4), (9, 11)), ((3, 12), (2, 12)), ((1, 1), (1, 1)),
-               ((12, 3), (13, 7)), ((20, 20), (15, 15))]
+SCIPY_PAIRS = [
+    ((16, 13), (3, 3)),
+    ((16, 13), (4, 2)),
+    ((16, 13), (5, 6)),
+    ((10, 10), (2, 2)),
+    ((8, 9), (8, 9)),
+    ((5, 4), (9, 11)),
+    ((3, 12), (2, 12)),
+    ((1, 1), (1, 1)),
+    ((12, 3), (13, 7)),
+    ((20, 20), (15, 15)),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -109,7 +127,8 @@ SCIPY_PAIRS = [((16, 13), (3, 3)), ((16, 13), (4, 2)), ((16, 13), (5, 6)), ((10,
 def test_matches_scipy(mode, boundary, method, dtype, rng):
     ss = pytest.importorskip("scipy.signal")
     for (s1, s2), (fn, ref) in itertools.product(
-            SCIPY_PAIRS, [(correlate2d, ss.correlate2d), (convolve2d, ss.convolve2d)]):
+        SCIPY_PAIRS, [(correlate2d, ss.correlate2d), (convolve2d, ss.convolve2d)]
+    ):
         a = rng.standard_normal(s1).astype(dtype)
         k = rng.standard_normal(s2).astype(dtype)
         try:
@@ -120,22 +139,31 @@ def test_matches_scipy(mode, boundary, method, dtype, rng):
             continue
         out = fn(a, k, mode=mode, boundary=boundary, fillvalue=-1.25, method=method)
         assert out.dtype == dtype and out.shape == expected.shape
-        np.testing.assert_allclose(out, expected, **_tol(dtype, method),
-                                   err_msg=f"{fn.__name__} {s1} {s2}")
+        np.testing.assert_allclose(
+            out, expected, **_tol(dtype, method), err_msg=f"{fn.__name__} {s1} {s2}"
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_fft_matches_fftconvolve(mode, rng):
     ss = pytest.importorskip("scipy.signal")
-    for s1, s2 in [((40, 33), (7, 7)), ((40, 33), (8, 6)), ((64, 64), (31, 30)),
-                   ((9, 12), (9, 12))]:
+    for s1, s2 in [
+        ((40, 33), (7, 7)),
+        ((40, 33), (8, 6)),
+        ((64, 64), (31, 30)),
+        ((9, 12), (9, 12)),
+    ]:
         a, k = rng.standard_normal(s1), rng.standard_normal(s2)
-        np.testing.assert_allclose(convolve2d(a, k, mode, method="fft"),
-                                   ss.fftconvolve(a, k, mode), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            convolve2d(a, k, mode, method="fft"), ss.fftconvolve(a, k, mode), rtol=1e-10, atol=1e-10
+        )
         if mode != "same":  # scipy.signal.correlate centres 'same' unlike correlate2d
-            np.testing.assert_allclose(correlate2d(a, k, mode, method="fft"),
-                                       ss.correlate(a, k, mode, method="fft"), rtol=1e-10,
-                                       atol=1e-10)
+            np.testing.assert_allclose(
+                correlate2d(a, k, mode, method="fft"),
+                ss.correlate(a, k, mode, method="fft"),
+                rtol=1e-10,
+                atol=1e-10,
+            )
 
 
 def test_direct_is_cnncore_conv2d(rng):
@@ -151,8 +179,9 @@ def test_auto_picks_fft_for_large_kernels(rng, monkeypatch):
 
     calls = []
     real = signal._valid_correlate
-    monkeypatch.setattr(signal, "_valid_correlate",
-                        lambda p, k, m: calls.append(m) or real(p, k, m))
+    monkeypatch.setattr(
+        signal, "_valid_correlate", lambda p, k, m: calls.append(m) or real(p, k, m)
+    )
     a = rng.standard_normal((128, 128))
     correlate2d(a, kernels.SOBEL_X, "same")
     correlate2d(a, rng.standard_normal((31, 31)), "same")
@@ -162,9 +191,13 @@ def test_auto_picks_fft_for_large_kernels(rng, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_empty_inputs(dtype):
     ss = pytest.importorskip("scipy.signal")
-    for a, k, mode in [((0, 3), (2, 2), "full"), ((0, 3), (2, 2), "same"),
-                       ((3, 3), (0, 2), "full"), ((3, 3), (0, 2), "same"),
-                       ((3, 3), (0, 2), "valid")]:
+    for a, k, mode in [
+        ((0, 3), (2, 2), "full"),
+        ((0, 3), (2, 2), "same"),
+        ((3, 3), (0, 2), "full"),
+        ((3, 3), (0, 2), "same"),
+        ((3, 3), (0, 2), "valid"),
+    ]:
         x, w = np.ones(a, dtype), np.ones(k, dtype)
         out = correlate2d(x, w, mode)
         expected = ss.correlate2d(x, w, mode)
@@ -187,6 +220,7 @@ def test_accepts_lists_noncontiguous_readonly(rng):
 # ------------------------------------------------------------------------------------------
 # Kernels
 # ------------------------------------------------------------------------------------------
+
 
 def test_kernel_constants():
     for name in kernels.__all__:
@@ -265,11 +299,14 @@ def test_bad_inputs(call, exc, name):
         call()
 
 
-@pytest.mark.parametrize("call,name", [
-    (lambda: correlate2d(_A, _K, fillvalue=10**400), "fillvalue"),
-    (lambda: convolve2d(_A, _K, "same", "fill", fillvalue=10**400), "fillvalue"),
-    (lambda: filters.gaussian(3, 10**400), "sigma"),
-])
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda: correlate2d(_A, _K, fillvalue=10**400), "fillvalue"),
+        (lambda: convolve2d(_A, _K, "same", "fill", fillvalue=10**400), "fillvalue"),
+        (lambda: filters.gaussian(3, 10**400), "sigma"),
+    ],
+)
 def test_real_argument_beyond_float_range(call, name):
     # regression: signal.py and gaussian() checked real numbers with their own copies of
     # _validation.check_real, without its overflow guard: 10**400 escaped as OverflowError
@@ -281,13 +318,23 @@ def test_real_argument_beyond_float_range(call, name):
 # Property tests and determinism
 # ------------------------------------------------------------------------------------------
 
+
 @settings(max_examples=40, deadline=None)
-@given(a=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=9),
-                    elements=st.floats(-10, 10)),
-       k=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6),
-                    elements=st.floats(-10, 10)),
-       mode=st.sampled_from(MODES), boundary=st.sampled_from(BOUNDARIES),
-       convolve=st.booleans())
+@given(
+    a=hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=9),
+        elements=st.floats(-10, 10),
+    ),
+    k=hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=6),
+        elements=st.floats(-10, 10),
+    ),
+    mode=st.sampled_from(MODES),
+    boundary=st.sampled_from(BOUNDARIES),
+    convolve=st.booleans(),
+)
 def test_property_against_scipy(a, k, mode, boundary, convolve):
     ss = pytest.importorskip("scipy.signal")
     fn, ref = (convolve2d, ss.convolve2d) if convolve else (correlate2d, ss.correlate2d)
@@ -298,8 +345,9 @@ def test_property_against_scipy(a, k, mode, boundary, convolve):
             fn(a, k, mode, boundary, 0.5)
         return
     for method in METHODS:
-        np.testing.assert_allclose(fn(a, k, mode, boundary, 0.5, method), expected, rtol=1e-9,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            fn(a, k, mode, boundary, 0.5, method), expected, rtol=1e-9, atol=1e-9
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -307,17 +355,27 @@ def test_bit_identical_across_threads(dtype, rng):
     a = rng.standard_normal((300, 200)).astype(dtype)
     k = rng.standard_normal((5, 4)).astype(dtype)
     assert_bit_identical_across_threads(
-        lambda: [correlate2d(a, k, "same", "symm", method="direct"),
-                 convolve2d(a, k, "full", "wrap", method="direct")])
+        lambda: [
+            correlate2d(a, k, "same", "symm", method="direct"),
+            convolve2d(a, k, "full", "wrap", method="direct"),
+        ]
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("size, k, expected", [
-    (64, 3, "direct"), (256, 5, "direct"), (1024, 5, "direct"),
-    (256, 13, "fft"), (1024, 9, "fft"), (256, 31, "fft"),
-    # regression: 'auto' chose direct here, 2.8x slower than fft (12.7 vs 4.6 ms, float64)
-    (512, 11, "fft"),
-])
+@pytest.mark.parametrize(
+    "size, k, expected",
+    [
+        (64, 3, "direct"),
+        (256, 5, "direct"),
+        (1024, 5, "direct"),
+        (256, 13, "fft"),
+        (1024, 9, "fft"),
+        (256, 31, "fft"),
+        # regression: 'auto' chose direct here, 2.8x slower than fft (12.7 vs 4.6 ms, float64)
+        (512, 11, "fft"),
+    ],
+)
 def test_auto_method_choice(dtype, size, k, expected):
     from cnncore import signal as S
 

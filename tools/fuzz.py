@@ -71,8 +71,9 @@ def _source_tree_is_built(root: str = ROOT) -> bool:
     from importlib.machinery import EXTENSION_SUFFIXES
 
     pkg = os.path.join(root, "cnncore")
-    return any(os.path.exists(os.path.join(pkg, "ops", "_conv" + suffix))
-               for suffix in EXTENSION_SUFFIXES)
+    return any(
+        os.path.exists(os.path.join(pkg, "ops", "_conv" + suffix)) for suffix in EXTENSION_SUFFIXES
+    )
 
 
 USE_SOURCE_TREE = _source_tree_is_built()

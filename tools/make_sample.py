@@ -64,8 +64,12 @@ def _encode(xtr, ytr, xte, yte, itr, ite) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(
         buf,
-        x_train=xtr[itr], y_train=ytr[itr], x_test=xte[ite], y_test=yte[ite],
-        train_indices=itr, test_indices=ite,
+        x_train=xtr[itr],
+        y_train=ytr[itr],
+        x_test=xte[ite],
+        y_test=yte[ite],
+        train_indices=itr,
+        test_indices=ite,
     )
     return buf.getvalue()
 
@@ -73,13 +77,18 @@ def _encode(xtr, ytr, xte, yte, itr, ite) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
-    ap.add_argument("--out", type=Path,
-                    default=ROOT / "cnncore" / "data" / "fashion_mnist_sample.npz")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "cnncore" / "data" / "fashion_mnist_sample.npz"
+    )
     ap.add_argument("--max-bytes", type=int, default=3_000_000)
     ap.add_argument("--test-per-class", type=int, default=100)
     ap.add_argument("--seed", type=int, default=20240601)
-    ap.add_argument("--train-per-class", type=int, default=None,
-                    help="use this count instead of searching for the largest that fits")
+    ap.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        help="use this count instead of searching for the largest that fits",
+    )
     args = ap.parse_args(argv)
 
     xtr, ytr, xte, yte = (_read(args.src, f) for f in FILES)
@@ -109,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     data = _encode(xtr, ytr, xte, yte, itr, ite)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(data)
-    print(f"{args.out}: {len(data)} bytes; train {len(itr)} ({lo}/class), "
-          f"test {len(ite)} ({args.test_per_class}/class), seed {args.seed}")
+    print(
+        f"{args.out}: {len(data)} bytes; train {len(itr)} ({lo}/class), "
+        f"test {len(ite)} ({args.test_per_class}/class), seed {args.seed}"
+    )
     return 0
 
 

@@ -9,17 +9,18 @@ from numpy.typing import NDArray
 
 _Float = NDArray[np.float32] | NDArray[np.float64]
 
-
 def unary(op: int, x: _Float, y_out: _Float, slope: float, n_threads: int) -> None:
     """``y_out = op(x)`` elementwise over 1-D arrays; ``y_out`` may be ``x``."""
 
-def binary(op: int, grad_output: _Float, saved: _Float, grad_out: _Float, slope: float,
-           n_threads: int) -> None:
+def binary(
+    op: int, grad_output: _Float, saved: _Float, grad_out: _Float, slope: float, n_threads: int
+) -> None:
     """``grad_out = op(grad_output, saved)`` elementwise over 1-D arrays."""
 
 def softmax(x: _Float, y_out: _Float, take_log: bool, n_threads: int) -> None:
     """(log_)softmax over axis 1 of an ``(outer, D, inner)`` array."""
 
-def softmax_backward(grad_output: _Float, output: _Float, grad_out: _Float, take_log: bool,
-                     n_threads: int) -> None:
+def softmax_backward(
+    grad_output: _Float, output: _Float, grad_out: _Float, take_log: bool, n_threads: int
+) -> None:
     """Gradient of (log_)softmax over axis 1 of ``(outer, D, inner)`` arrays, from its output."""

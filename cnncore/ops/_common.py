@@ -31,8 +31,9 @@ def as_float_any(x: Any, name: str, func: str) -> np.ndarray:
     return arr
 
 
-def nchw_result(func: str, x: np.ndarray, out_hw: tuple[int, int],
-                itemsize: int | None = None) -> np.ndarray:
+def nchw_result(
+    func: str, x: np.ndarray, out_hw: tuple[int, int], itemsize: int | None = None
+) -> np.ndarray:
     """A new ``(N, C, *out_hw)`` result of ``x``'s dtype, after the size check (``itemsize``:
     bytes per output position, default ``x.itemsize``)."""
     shape = (*x.shape[:2], *out_hw)

@@ -12,16 +12,31 @@ _Float = NDArray[np.float32] | NDArray[np.float64]
 MAPE_EPSILON: float
 BCE_GRAD_EPSILON: float
 
-def pointwise(kind: int, input: _Float, target: _Float, loss_out: _Float | None,
-              grad_out: _Float | None, gscale: float, n_threads: int) -> tuple[float, int]:
+def pointwise(
+    kind: int,
+    input: _Float,
+    target: _Float,
+    loss_out: _Float | None,
+    grad_out: _Float | None,
+    gscale: float,
+    n_threads: int,
+) -> tuple[float, int]:
     """Elementwise loss over 1-D arrays: returns ``(sum of losses, domain flags)`` and fills
     ``loss_out`` (per-element losses) and ``grad_out`` (``gscale * d loss / d input``) when
     given. A non-zero flag (``LossDomain`` bits of ``cnncore._shared``) means the values
     are invalid."""
 
-def cross_entropy(logits: _Float, labels: NDArray[np.int64] | None, probs: _Float | None,
-                  ignore_index: int, label_smoothing: float, loss_out: _Float | None,
-                  grad_out: _Float | None, gscale: float, n_threads: int) -> float:
+def cross_entropy(
+    logits: _Float,
+    labels: NDArray[np.int64] | None,
+    probs: _Float | None,
+    ignore_index: int,
+    label_smoothing: float,
+    loss_out: _Float | None,
+    grad_out: _Float | None,
+    gscale: float,
+    n_threads: int,
+) -> float:
     """Cross entropy of the rows of ``logits`` (R, C) against ``labels`` (R,) or ``probs``
     (R, C); returns the sum of the row losses and fills ``loss_out`` (R,) / ``grad_out``
     (R, C) when given. Raises IndexError for a label outside [0, C) (other than

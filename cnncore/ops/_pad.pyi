@@ -10,7 +10,9 @@ import numpy.typing as npt
 
 _F = npt.NDArray[np.floating]
 
-def pad2d_forward(x: _F, y_out: _F, left: int, top: int, mode: int, value: float,
-                  n_threads: int) -> None: ...
-def pad2d_backward(grad_output: _F, dx_out: _F, left: int, top: int, mode: int,
-                   n_threads: int) -> None: ...
+def pad2d_forward(
+    x: _F, y_out: _F, left: int, top: int, mode: int, value: float, n_threads: int
+) -> None: ...
+def pad2d_backward(
+    grad_output: _F, dx_out: _F, left: int, top: int, mode: int, n_threads: int
+) -> None: ...

@@ -11,23 +11,67 @@ import numpy.typing as npt
 _F = npt.NDArray[np.floating]
 _I = npt.NDArray[np.int64]
 
-def max_pool2d_forward(x: _F, y_out: _F, indices_out: _I | None, kh: int, kw: int, sh: int,
-                       sw: int, ph: int, pw: int, dh: int, dw: int, n_threads: int) -> None: ...
+def max_pool2d_forward(
+    x: _F,
+    y_out: _F,
+    indices_out: _I | None,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    n_threads: int,
+) -> None: ...
 def index_scatter_add(src: _F, indices: _I, dst_out: _F, n_threads: int, func: str) -> None: ...
 def index_scatter_set(src: _F, indices: _I, dst_out: _F, n_threads: int, func: str) -> None: ...
 def index_gather(src: _F, indices: _I, dst_out: _F, n_threads: int, func: str) -> None: ...
-def avg_pool2d_forward(x: _F, y_out: _F, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
-                       count_include_pad: bool, divisor: int, n_threads: int) -> None: ...
-def avg_pool2d_backward(grad_output: _F, dx_out: _F, kh: int, kw: int, sh: int, sw: int,
-                        ph: int, pw: int, count_include_pad: bool, divisor: int,
-                        n_threads: int) -> None: ...
+def avg_pool2d_forward(
+    x: _F,
+    y_out: _F,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    count_include_pad: bool,
+    divisor: int,
+    n_threads: int,
+) -> None: ...
+def avg_pool2d_backward(
+    grad_output: _F,
+    dx_out: _F,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    count_include_pad: bool,
+    divisor: int,
+    n_threads: int,
+) -> None: ...
 def adaptive_avg_pool2d_forward(x: _F, y_out: _F, n_threads: int) -> None: ...
 def adaptive_avg_pool2d_backward(grad_output: _F, dx_out: _F, n_threads: int) -> None: ...
-def adaptive_max_pool2d_forward(x: _F, y_out: _F, indices_out: _I | None,
-                                n_threads: int) -> None: ...
+def adaptive_max_pool2d_forward(
+    x: _F, y_out: _F, indices_out: _I | None, n_threads: int
+) -> None: ...
 def global_avg_pool2d_forward(x: _F, y_out: _F, n_threads: int) -> None: ...
 def global_avg_pool2d_backward(grad_output: _F, dx_out: _F, n_threads: int) -> None: ...
-def lp_pool2d_forward(x: _F, y_out: _F, norm_type: float, kh: int, kw: int, sh: int, sw: int,
-                      n_threads: int) -> None: ...
-def lp_pool2d_backward(grad_output: _F, x: _F, dx_out: _F, norm_type: float, kh: int, kw: int,
-                       sh: int, sw: int, n_threads: int) -> None: ...
+def lp_pool2d_forward(
+    x: _F, y_out: _F, norm_type: float, kh: int, kw: int, sh: int, sw: int, n_threads: int
+) -> None: ...
+def lp_pool2d_backward(
+    grad_output: _F,
+    x: _F,
+    dx_out: _F,
+    norm_type: float,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    n_threads: int,
+) -> None: ...

@@ -45,7 +45,6 @@ __all__ = [
 # input equally well: both have the same sign pattern); leaky_relu takes the forward *input*.
 
 
-
 def _check_out(func: str, out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A new result array, or ``out`` after checking it can receive the result in place."""
     if out is None:
@@ -77,8 +76,11 @@ def _unalias(arr: np.ndarray, out: np.ndarray) -> np.ndarray:
     copy): the kernels support exact in-place operation only."""
     if arr is out or not np.may_share_memory(arr, out):
         return arr
-    same = (arr.__array_interface__["data"][0] == out.__array_interface__["data"][0]
-            and arr.shape == out.shape and arr.flags.c_contiguous)
+    same = (
+        arr.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+        and arr.shape == out.shape
+        and arr.flags.c_contiguous
+    )
     return arr if same else arr.copy()
 
 
@@ -90,8 +92,9 @@ def _unary(func: str, op: int, x: Any, out: Any, slope: float = 0.0) -> np.ndarr
     return out
 
 
-def _binary(func: str, op: int, grad_output: Any, saved: Any, saved_name: str, out: Any,
-            slope: float = 0.0) -> np.ndarray:
+def _binary(
+    func: str, op: int, grad_output: Any, saved: Any, saved_name: str, out: Any, slope: float = 0.0
+) -> np.ndarray:
     g = as_float_any(grad_output, "grad_output", func)
     a = as_float_any(saved, saved_name, func)
     dtype = check_same_dtype(func, grad_output=g, **{saved_name: a})
@@ -102,8 +105,7 @@ def _binary(func: str, op: int, grad_output: Any, saved: Any, saved_name: str, o
         )
     out = _check_out(func, out, g.shape, dtype)
     g, a = _unalias(g, out), _unalias(a, out)
-    _activation.binary(op, g.reshape(-1), a.reshape(-1), out.reshape(-1), slope,
-                       get_num_threads())
+    _activation.binary(op, g.reshape(-1), a.reshape(-1), out.reshape(-1), slope, get_num_threads())
     return out
 
 
@@ -158,8 +160,9 @@ def relu_backward(grad_output: Any, output: Any, *, out: np.ndarray | None = Non
     return _binary("relu_backward", Activation.OP_RELU_BW, grad_output, output, "output", out)
 
 
-def leaky_relu(x: Any, negative_slope: float = 0.01, *,
-               out: np.ndarray | None = None) -> np.ndarray:
+def leaky_relu(
+    x: Any, negative_slope: float = 0.01, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Leaky rectified linear unit: ``x`` if ``x > 0`` else ``negative_slope * x``.
 
     Same as :func:`torch.nn.functional.leaky_relu`.
@@ -183,8 +186,9 @@ def leaky_relu(x: Any, negative_slope: float = 0.01, *,
     return _unary("leaky_relu", Activation.OP_LEAKY_RELU, x, out, slope)
 
 
-def leaky_relu_backward(grad_output: Any, x: Any, negative_slope: float = 0.01, *,
-                        out: np.ndarray | None = None) -> np.ndarray:
+def leaky_relu_backward(
+    grad_output: Any, x: Any, negative_slope: float = 0.01, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`leaky_relu`: ``grad_output`` where ``x > 0``, else
     ``negative_slope * grad_output``.
 
@@ -238,8 +242,7 @@ def sigmoid(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("sigmoid", Activation.OP_SIGMOID, x, out)
 
 
-def sigmoid_backward(grad_output: Any, output: Any, *,
-                     out: np.ndarray | None = None) -> np.ndarray:
+def sigmoid_backward(grad_output: Any, output: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     """Gradient of :func:`sigmoid` from its output ``s``: ``grad_output * (1 - s) * s``.
 
     Parameters
@@ -262,8 +265,7 @@ def sigmoid_backward(grad_output: Any, output: Any, *,
     --------
     sigmoid
     """
-    return _binary("sigmoid_backward", Activation.OP_SIGMOID_BW, grad_output, output, "output",
-                   out)
+    return _binary("sigmoid_backward", Activation.OP_SIGMOID_BW, grad_output, output, "output", out)
 
 
 def tanh(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -328,7 +330,7 @@ def _softmax_split(func: str, shape: tuple[int, ...], dim: Any) -> tuple[int, in
         return 1, 1, 1
     dim %= ndim
     outer = int(np.prod(shape[:dim], dtype=np.int64))
-    inner = int(np.prod(shape[dim + 1:], dtype=np.int64))
+    inner = int(np.prod(shape[dim + 1 :], dtype=np.int64))
     return outer, shape[dim], inner
 
 
@@ -342,8 +344,9 @@ def _softmax(func: str, x: Any, dim: Any, take_log: bool, out: Any) -> np.ndarra
     return out
 
 
-def _softmax_bw(func: str, grad_output: Any, output: Any, dim: Any, take_log: bool,
-                out: Any) -> np.ndarray:
+def _softmax_bw(
+    func: str, grad_output: Any, output: Any, dim: Any, take_log: bool, out: Any
+) -> np.ndarray:
     g = as_float_any(grad_output, "grad_output", func)
     y = as_float_any(output, "output", func)
     dtype = check_same_dtype(func, grad_output=g, output=y)
@@ -356,8 +359,9 @@ def _softmax_bw(func: str, grad_output: Any, output: Any, dim: Any, take_log: bo
     out = _check_out(func, out, y.shape, dtype)
     g, y = _unalias(g, out), _unalias(y, out)
     if y.size:
-        _activation.softmax_backward(g.reshape(split), y.reshape(split), out.reshape(split),
-                                     take_log, get_num_threads())
+        _activation.softmax_backward(
+            g.reshape(split), y.reshape(split), out.reshape(split), take_log, get_num_threads()
+        )
     return out
 
 
@@ -418,8 +422,9 @@ def log_softmax(x: Any, dim: int = 1, *, out: np.ndarray | None = None) -> np.nd
     return _softmax("log_softmax", x, dim, True, out)
 
 
-def softmax_backward(grad_output: Any, output: Any, dim: int = 1, *,
-                     out: np.ndarray | None = None) -> np.ndarray:
+def softmax_backward(
+    grad_output: Any, output: Any, dim: int = 1, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`softmax` from its output ``y``:
     ``y * (grad_output - sum(grad_output * y, dim))``.
 
@@ -444,8 +449,9 @@ def softmax_backward(grad_output: Any, output: Any, dim: int = 1, *,
     return _softmax_bw("softmax_backward", grad_output, output, dim, False, out)
 
 
-def log_softmax_backward(grad_output: Any, output: Any, dim: int = 1, *,
-                         out: np.ndarray | None = None) -> np.ndarray:
+def log_softmax_backward(
+    grad_output: Any, output: Any, dim: int = 1, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`log_softmax` from its output ``y``:
     ``grad_output - exp(y) * sum(grad_output, dim)``.
 

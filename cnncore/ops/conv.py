@@ -39,8 +39,16 @@ __all__ = [
 # The convolution kernels, compiled for the widest vector unit this CPU has.
 _conv, _CONV_SIMD = load_kernels("cnncore.ops._conv")
 
-def _conv_setup(func: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: Any,
-                padding: Any, dilation: Any, groups: Any) -> tuple[ConvGeometry, int]:
+
+def _conv_setup(
+    func: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+) -> tuple[ConvGeometry, int]:
     """Check the channel/group bookkeeping and resolve the geometry (shared by all passes)."""
     groups = check_int(groups, "groups", func, min_value=1)
     n, c, h, w = x_shape
@@ -64,14 +72,27 @@ def _conv_setup(func: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], s
     geo = conv2d_geometry(func, (h, w), (kh, kw), stride, padding, dilation)
     ho, wo = geo.out
     check_numel((n, k, ho, wo), "output", func)
-    check_blas_dims(func, f"input shape {tuple(x_shape)}, weight shape {tuple(w_shape)}",
-                    **{"C_in/groups*kH*kW": cg * kh * kw, "H_out*W_out": ho * wo,
-                       "H_in*W_in": h * w, "C_out": k})
+    check_blas_dims(
+        func,
+        f"input shape {tuple(x_shape)}, weight shape {tuple(w_shape)}",
+        **{
+            "C_in/groups*kH*kW": cg * kh * kw,
+            "H_out*W_out": ho * wo,
+            "H_in*W_in": h * w,
+            "C_out": k,
+        },
+    )
     return geo, groups
 
 
-def conv2d_algorithms(input_shape: Any, weight_shape: Any, stride: Any = 1, padding: Any = 0,
-                      dilation: Any = 1, groups: int = 1) -> dict[str, str]:
+def conv2d_algorithms(
+    input_shape: Any,
+    weight_shape: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> dict[str, str]:
     """The algorithm each pass of a convolution would run with now.
 
     Returns ``{"forward": name, "input": name, "weight": name}`` with names from
@@ -83,8 +104,10 @@ def conv2d_algorithms(input_shape: Any, weight_shape: Any, stride: Any = 1, padd
     in_shape = check_shape(input_shape, "input_shape", func, 4)
     w_shape = check_shape(weight_shape, "weight_shape", func, 4)
     geo, groups = _conv_setup(func, in_shape, w_shape, stride, padding, dilation, groups)
-    return {which: algorithm_name(select_conv_algorithm(w_shape, groups, geo, which))
-            for which in ("forward", "input", "weight")}
+    return {
+        which: algorithm_name(select_conv_algorithm(w_shape, groups, geo, which))
+        for which in ("forward", "input", "weight")
+    }
 
 
 def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
@@ -92,8 +115,15 @@ def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
     return sh, sw, ph, pw, dh, dw, groups
 
 
-def conv2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1, groups: int = 1) -> np.ndarray:
+def conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> np.ndarray:
     """2-D cross-correlation of a batch of images with a bank of filters, plus bias.
 
     Same semantics as :func:`torch.nn.functional.conv2d`.
@@ -152,8 +182,9 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any 
     """
     func = "conv2d"
     x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
-    weight = as_float_array(weight, "weight", func, ndim=4,
-                            ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
+    )
     if bias is not None:
         bias = as_float_array(bias, "bias", func)
     dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
@@ -172,13 +203,21 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any 
         return y
     algo = select_conv_algorithm(weight.shape, groups, geo, "forward")
     with blas_single_thread():
-        _conv.conv2d_forward(x, weight, bias, y, *_conv_kernel_args(geo, groups), algo,
-                             get_num_threads())
+        _conv.conv2d_forward(
+            x, weight, bias, y, *_conv_kernel_args(geo, groups), algo, get_num_threads()
+        )
     return y
 
 
-def conv2d_backward_input(grad_output: Any, weight: Any, input_shape: Any, stride: Any = 1,
-                          padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+def conv2d_backward_input(
+    grad_output: Any,
+    weight: Any,
+    input_shape: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its input.
 
     Same result as :func:`torch.nn.grad.conv2d_input`.
@@ -212,21 +251,29 @@ def conv2d_backward_input(grad_output: Any, weight: Any, input_shape: Any, strid
     cnncore.nn.Conv2d
     """
     func = "conv2d_backward_input"
-    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
-                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
-    weight = as_float_array(weight, "weight", func, ndim=4,
-                            ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
+    grad_output = as_float_array(
+        grad_output, "grad_output", func, ndim=4, ndim_text="a 4-D array (N, C_out, H_out, W_out)"
+    )
+    weight = as_float_array(
+        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
+    )
     check_same_dtype(func, grad_output=grad_output, weight=weight)
     input_shape = check_shape(input_shape, "input_shape", func, 4)
-    geo, groups = _conv_setup(func, input_shape, weight.shape, stride, padding, dilation,
-                              groups)
-    _check_grad_output(func, grad_output, input_shape[0], weight.shape[0], geo,
-                       f"input_shape={input_shape} and weight of shape {weight.shape}")
+    geo, groups = _conv_setup(func, input_shape, weight.shape, stride, padding, dilation, groups)
+    _check_grad_output(
+        func,
+        grad_output,
+        input_shape[0],
+        weight.shape[0],
+        geo,
+        f"input_shape={input_shape} and weight of shape {weight.shape}",
+    )
     return _conv_input_grad(grad_output, weight, input_shape, geo, groups)
 
 
-def _check_grad_output(func: str, grad_output: np.ndarray, n: int, c_out: int,
-                       geo: ConvGeometry, given: str) -> None:
+def _check_grad_output(
+    func: str, grad_output: np.ndarray, n: int, c_out: int, geo: ConvGeometry, given: str
+) -> None:
     """A convolution gradient's ``grad_output`` must be ``(N, C_out, H_out, W_out)`` for the
     shapes ``given`` (named in the message)."""
     expected = (n, c_out, *geo.out)
@@ -237,9 +284,13 @@ def _check_grad_output(func: str, grad_output: np.ndarray, n: int, c_out: int,
         )
 
 
-def _conv_input_grad(grad_output: np.ndarray, weight: np.ndarray,
-                     input_shape: tuple[int, ...], geo: ConvGeometry,
-                     groups: int) -> np.ndarray:
+def _conv_input_grad(
+    grad_output: np.ndarray,
+    weight: np.ndarray,
+    input_shape: tuple[int, ...],
+    geo: ConvGeometry,
+    groups: int,
+) -> np.ndarray:
     """Kernel call of :func:`conv2d_backward_input` (arguments validated)."""
     dx = np.empty(input_shape, dtype=grad_output.dtype)
     if dx.size == 0:
@@ -249,13 +300,21 @@ def _conv_input_grad(grad_output: np.ndarray, weight: np.ndarray,
         return dx
     algo = select_conv_algorithm(weight.shape, groups, geo, "input")
     with blas_single_thread():
-        _conv.conv2d_backward_input(grad_output, weight, dx, *_conv_kernel_args(geo, groups),
-                                    algo, get_num_threads())
+        _conv.conv2d_backward_input(
+            grad_output, weight, dx, *_conv_kernel_args(geo, groups), algo, get_num_threads()
+        )
     return dx
 
 
-def conv2d_backward_weight(grad_output: Any, x: Any, weight_shape: Any, stride: Any = 1,
-                           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+def conv2d_backward_weight(
+    grad_output: Any,
+    x: Any,
+    weight_shape: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its weight.
 
     Same result as :func:`torch.nn.grad.conv2d_weight`.
@@ -289,20 +348,32 @@ def conv2d_backward_weight(grad_output: Any, x: Any, weight_shape: Any, stride: 
     cnncore.nn.Conv2d
     """
     func = "conv2d_backward_weight"
-    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
-                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    grad_output = as_float_array(
+        grad_output, "grad_output", func, ndim=4, ndim_text="a 4-D array (N, C_out, H_out, W_out)"
+    )
     x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
     check_same_dtype(func, grad_output=grad_output, x=x)
     weight_shape = check_shape(weight_shape, "weight_shape", func, 4)
     geo, groups = _conv_setup(func, x.shape, weight_shape, stride, padding, dilation, groups)
-    _check_grad_output(func, grad_output, x.shape[0], weight_shape[0], geo,
-                       f"x of shape {x.shape} and weight_shape={weight_shape}")
+    _check_grad_output(
+        func,
+        grad_output,
+        x.shape[0],
+        weight_shape[0],
+        geo,
+        f"x of shape {x.shape} and weight_shape={weight_shape}",
+    )
     return _conv_param_grads(grad_output, x, weight_shape, geo, groups, bias=False)[0]
 
 
-def _conv_param_grads(grad_output: np.ndarray, x: np.ndarray, weight_shape: tuple[int, ...],
-                      geo: ConvGeometry, groups: int,
-                      bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _conv_param_grads(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight_shape: tuple[int, ...],
+    geo: ConvGeometry,
+    groups: int,
+    bias: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Kernel call of :func:`conv2d_backward_weight` (arguments validated); with ``bias``
     the bias gradient too, computed in the same pass."""
     dw = np.empty(weight_shape, dtype=grad_output.dtype)
@@ -314,8 +385,9 @@ def _conv_param_grads(grad_output: np.ndarray, x: np.ndarray, weight_shape: tupl
         return dw, db
     algo = select_conv_algorithm(weight_shape, groups, geo, "weight")
     with blas_single_thread():
-        _conv.conv2d_backward_weight(grad_output, x, dw, db, *_conv_kernel_args(geo, groups),
-                                     algo, get_num_threads())
+        _conv.conv2d_backward_weight(
+            grad_output, x, dw, db, *_conv_kernel_args(geo, groups), algo, get_num_threads()
+        )
     return dw, db
 
 
@@ -336,16 +408,24 @@ def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
     cnncore.nn.Conv2d
     """
     func = "conv2d_backward_bias"
-    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
-                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    grad_output = as_float_array(
+        grad_output, "grad_output", func, ndim=4, ndim_text="a 4-D array (N, C_out, H_out, W_out)"
+    )
     db = np.empty(grad_output.shape[1], dtype=grad_output.dtype)
     _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
     return db
 
 
-def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: Any = 1, padding: Any = 0,
-                    dilation: Any = 1, groups: int = 1,
-                    output_mask: Any = (True, True, True)) -> tuple[np.ndarray | None, ...]:
+def conv2d_backward(
+    grad_output: Any,
+    x: Any,
+    weight: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    output_mask: Any = (True, True, True),
+) -> tuple[np.ndarray | None, ...]:
     """All gradients of :func:`conv2d` in one call, as a layer's backward pass needs them.
 
     Same results as :func:`torch.ops.aten.convolution_backward`.
@@ -382,21 +462,33 @@ def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: Any = 1, padd
     """
     func = "conv2d_backward"
     if not isinstance(output_mask, (tuple, list)):
-        raise TypeError(f"{func}(): output_mask must be a tuple or list of 3 bools. Received: "
-                        f"output_mask of type {type(output_mask).__name__}")
+        raise TypeError(
+            f"{func}(): output_mask must be a tuple or list of 3 bools. Received: "
+            f"output_mask of type {type(output_mask).__name__}"
+        )
     if len(output_mask) != 3:
-        raise ValueError(f"{func}(): output_mask must hold 3 bools (grad_x, grad_weight, "
-                         f"grad_bias). Received: output_mask={output_mask!r}")
+        raise ValueError(
+            f"{func}(): output_mask must hold 3 bools (grad_x, grad_weight, "
+            f"grad_bias). Received: output_mask={output_mask!r}"
+        )
     mask = [check_bool(m, f"output_mask[{i}]", func) for i, m in enumerate(output_mask)]
-    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
-                                 ndim_text="a 4-D array (N, C_out, H_out, W_out)")
+    grad_output = as_float_array(
+        grad_output, "grad_output", func, ndim=4, ndim_text="a 4-D array (N, C_out, H_out, W_out)"
+    )
     x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
-    weight = as_float_array(weight, "weight", func, ndim=4,
-                            ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
+    )
     check_same_dtype(func, grad_output=grad_output, x=x, weight=weight)
     geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
-    _check_grad_output(func, grad_output, x.shape[0], weight.shape[0], geo,
-                       f"x of shape {x.shape} and weight of shape {weight.shape}")
+    _check_grad_output(
+        func,
+        grad_output,
+        x.shape[0],
+        weight.shape[0],
+        geo,
+        f"x of shape {x.shape} and weight of shape {weight.shape}",
+    )
     dx = _conv_input_grad(grad_output, weight, x.shape, geo, groups) if mask[0] else None
     dw = db = None
     if mask[1]:
@@ -407,8 +499,9 @@ def conv2d_backward(grad_output: Any, x: Any, weight: Any, stride: Any = 1, padd
     return dx, dw, db
 
 
-def _unfold_geometry(func: str, in_hw: tuple[int, int], kernel_size: Any, stride: Any,
-                     padding: Any, dilation: Any) -> ConvGeometry:
+def _unfold_geometry(
+    func: str, in_hw: tuple[int, int], kernel_size: Any, stride: Any, padding: Any, dilation: Any
+) -> ConvGeometry:
     kh, kw = to_pair(kernel_size, "kernel_size", func, min_value=1)
     if isinstance(padding, str):
         raise TypeError(
@@ -422,8 +515,9 @@ def _unfold_args(geo: ConvGeometry) -> tuple[int, ...]:
     return kh, kw, sh, sw, ph, pw, dh, dw, ho, wo
 
 
-def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1) -> np.ndarray:
+def im2col(
+    x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1
+) -> np.ndarray:
     """Extract sliding local blocks (patches) of a batch of images, as columns.
 
     Same as :func:`torch.nn.functional.unfold`.
@@ -477,8 +571,14 @@ def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
     return cols[0] if unbatched else cols
 
 
-def col2im(cols: Any, output_size: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1) -> np.ndarray:
+def col2im(
+    cols: Any,
+    output_size: Any,
+    kernel_size: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+) -> np.ndarray:
     """Sum columns of patches back into images: the adjoint of :func:`im2col`.
 
     Same as :func:`torch.nn.functional.fold`.

@@ -120,10 +120,9 @@ _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_OUTPUT_PIXELS = 144
 
 
-
-
-def select_conv_algorithm(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry,
-                          which: str) -> int:
+def select_conv_algorithm(
+    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str
+) -> int:
     """The kernel algorithm code (a :class:`cnncore._shared.ConvAlgorithm`) for one pass.
 
     ``which`` is ``"forward"``, ``"input"`` or ``"weight"`` (gradient); ``geo`` is the
@@ -134,10 +133,14 @@ def select_conv_algorithm(w_shape: tuple[int, ...], groups: int, geo: ConvGeomet
     if forced is not None:
         return forced
     k, cg, kh, kw = w_shape
-    if (kh, kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) \
-            and min(cg, k // groups) >= _WINOGRAD_MIN_CHANNELS \
-            and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS \
-            and (which != "input" or max(geo.padding) <= 2):
+    if (
+        (kh, kw) == (3, 3)
+        and geo.stride == (1, 1)
+        and geo.dilation == (1, 1)
+        and min(cg, k // groups) >= _WINOGRAD_MIN_CHANNELS
+        and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS
+        and (which != "input" or max(geo.padding) <= 2)
+    ):
         return ConvAlgorithm.ALGO_WINOGRAD
     if which == "weight":
         return ConvAlgorithm.ALGO_GEMM
@@ -146,8 +149,12 @@ def select_conv_algorithm(w_shape: tuple[int, ...], groups: int, geo: ConvGeomet
         return ConvAlgorithm.ALGO_DIRECT
     hp = geo.out[0] + (kh - 1) * geo.dilation[0]  # rows and columns the windows read
     wp = geo.out[1] + (kw - 1) * geo.dilation[1] + 16
-    if (forward and geo.stride == (1, 1) and k // groups <= _DIRECT_FWD_MAX_OUT_CHANNELS
-            and cg * kh * kw >= _DIRECT_FWD_MIN_TAPS
-            and cg * hp * wp <= _DIRECT_FWD_MAX_SCRATCH):
+    if (
+        forward
+        and geo.stride == (1, 1)
+        and k // groups <= _DIRECT_FWD_MAX_OUT_CHANNELS
+        and cg * kh * kw >= _DIRECT_FWD_MIN_TAPS
+        and cg * hp * wp <= _DIRECT_FWD_MAX_SCRATCH
+    ):
         return ConvAlgorithm.ALGO_DIRECT
     return ConvAlgorithm.ALGO_GEMM

@@ -27,6 +27,7 @@ __all__ = [
     "linear_backward_bias",
 ]
 
+
 def _linear_rows(func: str, a: np.ndarray, name: str, features: int, what: str) -> np.ndarray:
     if a.ndim < 1 or a.shape[-1] != features:
         raise ValueError(
@@ -34,7 +35,6 @@ def _linear_rows(func: str, a: np.ndarray, name: str, features: int, what: str) 
             f"Received: {name} with shape {a.shape}"
         )
     return a.reshape(math.prod(a.shape[:-1]), features)
-
 
 
 def linear(x: Any, weight: Any, bias: Any = None) -> np.ndarray:
@@ -64,19 +64,26 @@ def linear(x: Any, weight: Any, bias: Any = None) -> np.ndarray:
     """
     func = "linear"
     x = as_float_array(x, "x", func)
-    weight = as_float_array(weight, "weight", func, ndim=2,
-                            ndim_text="a 2-D array (out_features, in_features)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=2, ndim_text="a 2-D array (out_features, in_features)"
+    )
     if bias is not None:
         bias = as_float_array(bias, "bias", func)
     dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
     out_f, in_f = weight.shape
     if bias is not None and bias.shape != (out_f,):
-        raise ValueError(f"{func}(): bias must have shape (out_features,) = ({out_f},). "
-                         f"Received: bias with shape {bias.shape}")
+        raise ValueError(
+            f"{func}(): bias must have shape (out_features,) = ({out_f},). "
+            f"Received: bias with shape {bias.shape}"
+        )
     x2 = _linear_rows(func, x, "x", in_f, "in_features (weight.shape[1])")
     check_numel((*x.shape[:-1], out_f), "output", func)
-    check_blas_dims(func, f"x with shape {x.shape}, weight with shape {weight.shape}",
-                     in_features=in_f, out_features=out_f)
+    check_blas_dims(
+        func,
+        f"x with shape {x.shape}, weight with shape {weight.shape}",
+        in_features=in_f,
+        out_features=out_f,
+    )
     y = np.empty((x2.shape[0], out_f), dtype=dtype)
     with blas_single_thread():
         _linear.linear_forward(x2, weight, bias, y, get_num_threads())
@@ -101,14 +108,19 @@ def linear_backward_input(grad_output: Any, weight: Any) -> np.ndarray:
     """
     func = "linear_backward_input"
     grad_output = as_float_array(grad_output, "grad_output", func)
-    weight = as_float_array(weight, "weight", func, ndim=2,
-                            ndim_text="a 2-D array (out_features, in_features)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=2, ndim_text="a 2-D array (out_features, in_features)"
+    )
     dtype = check_same_dtype(func, grad_output=grad_output, weight=weight)
     out_f, in_f = weight.shape
     g2 = _linear_rows(func, grad_output, "grad_output", out_f, "out_features (weight.shape[0])")
     check_numel((*grad_output.shape[:-1], in_f), "output", func, grad_output.itemsize)
-    check_blas_dims(func, f"grad_output with shape {grad_output.shape}, weight with shape "
-                     f"{weight.shape}", in_features=in_f, out_features=out_f)
+    check_blas_dims(
+        func,
+        f"grad_output with shape {grad_output.shape}, weight with shape {weight.shape}",
+        in_features=in_f,
+        out_features=out_f,
+    )
     dx = np.empty((g2.shape[0], in_f), dtype=dtype)
     with blas_single_thread():
         _linear.linear_backward_input(g2, weight, dx, get_num_threads())
@@ -145,12 +157,18 @@ def linear_backward_weight(grad_output: Any, x: Any) -> np.ndarray:
     out_f, in_f = grad_output.shape[-1], x.shape[-1]
     rows = math.prod(x.shape[:-1])
     check_numel((out_f, in_f), "output", func, x.itemsize)
-    check_blas_dims(func, f"grad_output with shape {grad_output.shape}, x with shape "
-                     f"{x.shape}", in_features=in_f, out_features=out_f, rows=rows)
+    check_blas_dims(
+        func,
+        f"grad_output with shape {grad_output.shape}, x with shape {x.shape}",
+        in_features=in_f,
+        out_features=out_f,
+        rows=rows,
+    )
     dw = np.empty((out_f, in_f), dtype=dtype)
     with blas_single_thread():
-        _linear.linear_backward_weight(grad_output.reshape(rows, out_f), x.reshape(rows, in_f),
-                                       dw, get_num_threads())
+        _linear.linear_backward_weight(
+            grad_output.reshape(rows, out_f), x.reshape(rows, in_f), dw, get_num_threads()
+        )
     return dw
 
 
@@ -165,8 +183,10 @@ def linear_backward_bias(grad_output: Any) -> np.ndarray:
     func = "linear_backward_bias"
     grad_output = as_float_array(grad_output, "grad_output", func)
     if grad_output.ndim < 1:
-        raise ValueError(f"{func}(): grad_output must have at least 1 dimension. Received: "
-                         f"grad_output with shape {grad_output.shape}")
+        raise ValueError(
+            f"{func}(): grad_output must have at least 1 dimension. Received: "
+            f"grad_output with shape {grad_output.shape}"
+        )
     out_f = grad_output.shape[-1]
     db = np.empty(out_f, dtype=grad_output.dtype)
     # the per-channel sum of conv2d_backward_bias, with each row as a 1x1 "image"

@@ -60,8 +60,9 @@ __all__ = [
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _reduced(dtype: np.dtype, total: float, count: int, reduction: str,
-             per_element: np.ndarray | None) -> Any:
+def _reduced(
+    dtype: np.dtype, total: float, count: int, reduction: str, per_element: np.ndarray | None
+) -> Any:
     if reduction == "none":
         return per_element
     if reduction == "sum":
@@ -82,20 +83,27 @@ _POINTWISE_LOSSES: dict[str, tuple[int, str, tuple[tuple[str, Any, str], ...]]] 
     "mape_loss": (Loss.LOSS_MAPE, "input", ()),
     "binary_cross_entropy_with_logits": (Loss.LOSS_BCE_WITH_LOGITS, "logits", ()),
     "binary_cross_entropy": (
-        Loss.LOSS_BCE, "probs",
-        (("probs", lambda a: ~((a >= 0) & (a <= 1)), "be between 0 and 1"),
-         ("target", lambda a: ~((a >= 0) & (a <= 1)), "be between 0 and 1")),
+        Loss.LOSS_BCE,
+        "probs",
+        (
+            ("probs", lambda a: ~((a >= 0) & (a <= 1)), "be between 0 and 1"),
+            ("target", lambda a: ~((a >= 0) & (a <= 1)), "be between 0 and 1"),
+        ),
     ),
     "msle_loss": (
-        Loss.LOSS_MSLE, "input",
-        (("input", lambda a: a <= -1, "be > -1 (log1p is taken)"),
-         ("target", lambda a: a <= -1, "be > -1 (log1p is taken)")),
+        Loss.LOSS_MSLE,
+        "input",
+        (
+            ("input", lambda a: a <= -1, "be > -1 (log1p is taken)"),
+            ("target", lambda a: a <= -1, "be > -1 (log1p is taken)"),
+        ),
     ),
 }
 
 
-def _pointwise_loss(name: str, func: str, prediction: Any, target: Any, reduction: Any,
-                    want_grad: bool) -> tuple[Any, np.ndarray | None]:
+def _pointwise_loss(
+    name: str, func: str, prediction: Any, target: Any, reduction: Any, want_grad: bool
+) -> tuple[Any, np.ndarray | None]:
     """The one implementation behind every elementwise loss and its ``_backward``."""
     kind, pred_name, domain = _POINTWISE_LOSSES[name]
     reduction = check_choice(reduction, "reduction", func, _REDUCTIONS)
@@ -112,9 +120,14 @@ def _pointwise_loss(name: str, func: str, prediction: Any, target: Any, reductio
     grad = np.empty(p.shape, dtype=dtype) if want_grad else None
     gscale = 1.0 / p.size if reduction == "mean" and p.size else 1.0
     total, flags = _loss.pointwise(
-        kind, p.reshape(-1), t.reshape(-1),
+        kind,
+        p.reshape(-1),
+        t.reshape(-1),
         None if per_element is None else per_element.reshape(-1),
-        None if grad is None else grad.reshape(-1), gscale, get_num_threads())
+        None if grad is None else grad.reshape(-1),
+        gscale,
+        get_num_threads(),
+    )
     if flags:
         for arg, is_bad, requirement in domain:
             arr = p if arg == pred_name else t
@@ -131,11 +144,13 @@ def _loss_result(loss: Any, grad: np.ndarray | None, return_grad: bool) -> Any:
     return (loss, grad) if return_grad else loss
 
 
-def _pointwise_loss_value(name: str, prediction: Any, target: Any, reduction: Any,
-                          return_grad: Any) -> Any:
+def _pointwise_loss_value(
+    name: str, prediction: Any, target: Any, reduction: Any, return_grad: Any
+) -> Any:
     """Body of the pointwise loss ``name``: its loss, or ``(loss, grad)``."""
-    return _loss_result(*_pointwise_loss(name, name, prediction, target, reduction,
-                                         return_grad), return_grad)
+    return _loss_result(
+        *_pointwise_loss(name, name, prediction, target, reduction, return_grad), return_grad
+    )
 
 
 def _pointwise_loss_grad(name: str, prediction: Any, target: Any, reduction: Any) -> np.ndarray:
@@ -143,8 +158,7 @@ def _pointwise_loss_grad(name: str, prediction: Any, target: Any, reduction: Any
     return _pointwise_loss(name, name + "_backward", prediction, target, reduction, True)[1]
 
 
-def mse_loss(input: Any, target: Any, *, reduction: str = "mean",
-             return_grad: bool = False) -> Any:
+def mse_loss(input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False) -> Any:
     """Mean squared error, ``(input - target)**2`` per element.
 
     Same as :func:`torch.nn.functional.mse_loss` (values and gradients, all reductions).
@@ -177,8 +191,7 @@ def mse_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> np
     return _pointwise_loss_grad("mse_loss", input, target, reduction)
 
 
-def l2_loss(input: Any, target: Any, *, reduction: str = "sum",
-            return_grad: bool = False) -> Any:
+def l2_loss(input: Any, target: Any, *, reduction: str = "sum", return_grad: bool = False) -> Any:
     """Squared L2 norm of the error: ``sum((input - target)**2)``.
 
     With the default ``reduction='sum'`` this is the squared Euclidean distance between
@@ -211,8 +224,7 @@ def l2_loss_backward(input: Any, target: Any, *, reduction: str = "sum") -> np.n
     return _pointwise_loss_grad("l2_loss", input, target, reduction)
 
 
-def l1_loss(input: Any, target: Any, *, reduction: str = "mean",
-            return_grad: bool = False) -> Any:
+def l1_loss(input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False) -> Any:
     """Mean absolute error (MAE), ``|input - target|`` per element.
 
     Same as :func:`torch.nn.functional.l1_loss`; the gradient at ``input == target`` is 0
@@ -243,8 +255,9 @@ def l1_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> np.
     return _pointwise_loss_grad("l1_loss", input, target, reduction)
 
 
-def msle_loss(input: Any, target: Any, *, reduction: str = "mean",
-              return_grad: bool = False) -> Any:
+def msle_loss(
+    input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+) -> Any:
     """Mean squared logarithmic error, ``(log1p(input) - log1p(target))**2`` per element.
 
     Like Keras' ``MeanSquaredLogarithmicError`` for inputs and targets >= 0 (Keras averages
@@ -279,8 +292,9 @@ def msle_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> n
     return _pointwise_loss_grad("msle_loss", input, target, reduction)
 
 
-def mape_loss(input: Any, target: Any, *, reduction: str = "mean",
-              return_grad: bool = False) -> Any:
+def mape_loss(
+    input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+) -> Any:
     """Mean absolute percentage error, ``100 * |(target - input) / max(|target|, 1e-7)|``.
 
     Same as Keras' ``MeanAbsolutePercentageError`` (``epsilon = 1e-7``; Keras averages over
@@ -312,8 +326,9 @@ def mape_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> n
     return _pointwise_loss_grad("mape_loss", input, target, reduction)
 
 
-def binary_cross_entropy_with_logits(logits: Any, target: Any, *, reduction: str = "mean",
-                                     return_grad: bool = False) -> Any:
+def binary_cross_entropy_with_logits(
+    logits: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+) -> Any:
     """Binary cross entropy of ``sigmoid(logits)`` against ``target``, computed stably.
 
     Same as :func:`torch.nn.functional.binary_cross_entropy_with_logits` (without ``weight``
@@ -342,18 +357,21 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, reduction: str
     --------
     binary_cross_entropy_with_logits_backward, binary_cross_entropy, sigmoid
     """
-    return _pointwise_loss_value("binary_cross_entropy_with_logits", logits, target, reduction,
-                                 return_grad)
+    return _pointwise_loss_value(
+        "binary_cross_entropy_with_logits", logits, target, reduction, return_grad
+    )
 
 
-def binary_cross_entropy_with_logits_backward(logits: Any, target: Any, *,
-                                              reduction: str = "mean") -> np.ndarray:
+def binary_cross_entropy_with_logits_backward(
+    logits: Any, target: Any, *, reduction: str = "mean"
+) -> np.ndarray:
     """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``."""
     return _pointwise_loss_grad("binary_cross_entropy_with_logits", logits, target, reduction)
 
 
-def binary_cross_entropy(probs: Any, target: Any, *, reduction: str = "mean",
-                         return_grad: bool = False) -> Any:
+def binary_cross_entropy(
+    probs: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+) -> Any:
     """Binary cross entropy ``-(t log p + (1 - t) log(1 - p))`` of probabilities.
 
     Same as :func:`torch.nn.functional.binary_cross_entropy` (without ``weight``): each log is
@@ -385,14 +403,22 @@ def binary_cross_entropy(probs: Any, target: Any, *, reduction: str = "mean",
     return _pointwise_loss_value("binary_cross_entropy", probs, target, reduction, return_grad)
 
 
-def binary_cross_entropy_backward(probs: Any, target: Any, *,
-                                  reduction: str = "mean") -> np.ndarray:
+def binary_cross_entropy_backward(
+    probs: Any, target: Any, *, reduction: str = "mean"
+) -> np.ndarray:
     """Gradient of :func:`binary_cross_entropy` with respect to ``probs``."""
     return _pointwise_loss_grad("binary_cross_entropy", probs, target, reduction)
 
 
-def _cross_entropy(func: str, logits: Any, target: Any, reduction: Any, label_smoothing: Any,
-                   ignore_index: Any, want_grad: bool) -> tuple[Any, np.ndarray | None]:
+def _cross_entropy(
+    func: str,
+    logits: Any,
+    target: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    ignore_index: Any,
+    want_grad: bool,
+) -> tuple[Any, np.ndarray | None]:
     """The one implementation behind :func:`cross_entropy` and its backward."""
     reduction = check_choice(reduction, "reduction", func, _REDUCTIONS)
     want_grad = check_bool(want_grad, "return_grad", func)
@@ -407,8 +433,9 @@ def _cross_entropy(func: str, logits: Any, target: Any, reduction: Any, label_sm
         raise ValueError(
             f"{func}(): label_smoothing must be in [0, 1]. Received: label_smoothing={eps!r}"
         )
-    ignore_index = check_int(ignore_index, "ignore_index", func, min_value=-(2**63),
-                             max_value=2**63 - 1)
+    ignore_index = check_int(
+        ignore_index, "ignore_index", func, min_value=-(2**63), max_value=2**63 - 1
+    )
     unbatched = x.ndim == 1
     if unbatched:
         x = x[None]
@@ -482,8 +509,9 @@ def _cross_entropy(func: str, logits: Any, target: Any, reduction: Any, label_sm
         gscale = 1.0 / count if count else 0.0
     else:
         gscale = 1.0
-    total = _loss.cross_entropy(rows, labels, probs, ignore_index, eps, per_row, grad_rows,
-                                gscale, get_num_threads())
+    total = _loss.cross_entropy(
+        rows, labels, probs, ignore_index, eps, per_row, grad_rows, gscale, get_num_threads()
+    )
     loss_shape = (n, *spatial)
     if per_row is not None:
         per_row = per_row.reshape(loss_shape)
@@ -501,9 +529,15 @@ def _cross_entropy(func: str, logits: Any, target: Any, reduction: Any, label_sm
     return loss, grad
 
 
-def cross_entropy(logits: Any, target: Any, *, reduction: str = "mean",
-                  label_smoothing: float = 0.0, ignore_index: int = -100,
-                  return_grad: bool = False) -> Any:
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    *,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    ignore_index: int = -100,
+    return_grad: bool = False,
+) -> Any:
     """Cross entropy between ``softmax(logits, dim=1)`` and class targets (fused, stable).
 
     Same as :func:`torch.nn.functional.cross_entropy` (without ``weight``): values and
@@ -553,14 +587,22 @@ def cross_entropy(logits: Any, target: Any, *, reduction: str = "mean",
     --------
     cross_entropy_backward, log_softmax, binary_cross_entropy_with_logits
     """
-    loss, grad = _cross_entropy("cross_entropy", logits, target, reduction, label_smoothing,
-                                ignore_index, return_grad)
+    loss, grad = _cross_entropy(
+        "cross_entropy", logits, target, reduction, label_smoothing, ignore_index, return_grad
+    )
     return _loss_result(loss, grad, return_grad)
 
 
-def cross_entropy_backward(logits: Any, target: Any, *, reduction: str = "mean",
-                           label_smoothing: float = 0.0, ignore_index: int = -100) -> np.ndarray:
+def cross_entropy_backward(
+    logits: Any,
+    target: Any,
+    *,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    ignore_index: int = -100,
+) -> np.ndarray:
     """Gradient of :func:`cross_entropy` with respect to ``logits`` (the ``grad`` of
     ``cross_entropy(..., return_grad=True)``)."""
-    return _cross_entropy("cross_entropy_backward", logits, target, reduction, label_smoothing,
-                          ignore_index, True)[1]
+    return _cross_entropy(
+        "cross_entropy_backward", logits, target, reduction, label_smoothing, ignore_index, True
+    )[1]

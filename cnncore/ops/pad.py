@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 
-
 def pad2d(x: Any, padding: Any, mode: str = "constant", value: float = 0.0) -> np.ndarray:
     """Pad the last two (spatial) axes of a batch of images.
 
@@ -84,8 +83,7 @@ def pad2d(x: Any, padding: Any, mode: str = "constant", value: float = 0.0) -> n
             f"Received: value={value!r}"
         )
     y = nchw_result(func, x, geo.out)
-    _pad.pad2d_forward(x, y, geo.left, geo.top, PAD_MODE_CODES[mode], value,
-                       get_num_threads())
+    _pad.pad2d_forward(x, y, geo.left, geo.top, PAD_MODE_CODES[mode], value, get_num_threads())
     return y
 
 
@@ -112,8 +110,9 @@ def pad2d_backward(grad_output: Any, padding: Any, mode: str = "constant") -> np
     pad2d
     """
     func = "pad2d_backward"
-    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4,
-                                 ndim_text="a 4-D array (N, C, H_out, W_out)")
+    grad_output = as_float_array(
+        grad_output, "grad_output", func, ndim=4, ndim_text="a 4-D array (N, C, H_out, W_out)"
+    )
     n, c, ho, wo = grad_output.shape
     check_choice(mode, "mode", func, PAD_MODES)
     left, right, top, bottom = pad2d_sides(func, padding)
@@ -129,6 +128,5 @@ def pad2d_backward(grad_output: Any, padding: Any, mode: str = "constant") -> np
         raise ValueError(f"{func}(): inconsistent padding. Received: padding={padding!r}")
     check_numel((n, c, h, w), "output", func, grad_output.itemsize)
     dx = np.empty((n, c, h, w), dtype=grad_output.dtype)
-    _pad.pad2d_backward(grad_output, dx, geo.left, geo.top, PAD_MODE_CODES[mode],
-                        get_num_threads())
+    _pad.pad2d_backward(grad_output, dx, geo.left, geo.top, PAD_MODE_CODES[mode], get_num_threads())
     return dx

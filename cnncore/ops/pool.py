@@ -60,14 +60,14 @@ def _pool_grad(grad_output: Any, func: str) -> np.ndarray:
     return as_float_array(grad_output, "grad_output", func, ndim=4, ndim_text=_GO_TEXT)
 
 
-def _check_grad_shape(func: str, grad_output: np.ndarray, expected: tuple[int, ...],
-                      context: str) -> None:
+def _check_grad_shape(
+    func: str, grad_output: np.ndarray, expected: tuple[int, ...], context: str
+) -> None:
     if grad_output.shape != tuple(expected):
         raise ValueError(
             f"{func}(): grad_output must have shape {tuple(expected)} for {context}. "
             f"Received: grad_output with shape {grad_output.shape}"
         )
-
 
 
 def _grad_input(func: str, grad_output: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -94,8 +94,7 @@ def _divisor(divisor_override: Any, func: str) -> int:
     return d
 
 
-def _indices_backward(func: str, grad_output: Any, indices: Any,
-                      input_shape: Any) -> np.ndarray:
+def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: Any) -> np.ndarray:
     """Shared body of max_pool2d_backward / adaptive_max_pool2d_backward: a per-plane
     scatter-add of grad_output at the argmax positions."""
     grad_output = _pool_grad(grad_output, func)
@@ -111,9 +110,15 @@ def _indices_backward(func: str, grad_output: Any, indices: Any,
     return dx
 
 
-def max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               dilation: Any = 1, ceil_mode: bool = False,
-               return_indices: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def max_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """2-D max pooling over the spatial dimensions of a batch of images.
 
     Same semantics as :func:`torch.nn.functional.max_pool2d`, values and indices included.
@@ -222,9 +227,15 @@ def max_pool2d_backward(grad_output: Any, indices: Any, input_shape: Any) -> np.
     return _indices_backward("max_pool2d_backward", grad_output, indices, input_shape)
 
 
-def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True,
-               divisor_override: int | None = None) -> np.ndarray:
+def avg_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
     """2-D average pooling over the spatial dimensions of a batch of images.
 
     Same semantics as :func:`torch.nn.functional.avg_pool2d`.
@@ -279,15 +290,22 @@ def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
     geo = pool2d_geometry(func, (h, w), kernel_size, stride, padding, 1, ceil_mode)
     y = nchw_result(func, x, geo.out)
     kh, kw, sh, sw, ph, pw, _, _ = _pool_args(geo)
-    _pool.avg_pool2d_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor,
-                             get_num_threads())
+    _pool.avg_pool2d_forward(
+        x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, get_num_threads()
+    )
     return y
 
 
-def avg_pool2d_backward(grad_output: Any, input_shape: Any, kernel_size: Any,
-                        stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                        count_include_pad: bool = True,
-                        divisor_override: int | None = None) -> np.ndarray:
+def avg_pool2d_backward(
+    grad_output: Any,
+    input_shape: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Parameters
@@ -319,8 +337,9 @@ def avg_pool2d_backward(grad_output: Any, input_shape: Any, kernel_size: Any,
     _check_grad_shape(func, grad_output, (n, c, *geo.out), f"input_shape={input_shape}")
     dx = _grad_input(func, grad_output, input_shape)
     kh, kw, sh, sw, ph, pw, _, _ = _pool_args(geo)
-    _pool.avg_pool2d_backward(grad_output, dx, kh, kw, sh, sw, ph, pw, count_include_pad,
-                              divisor, get_num_threads())
+    _pool.avg_pool2d_backward(
+        grad_output, dx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, get_num_threads()
+    )
     return dx
 
 
@@ -383,15 +402,17 @@ def adaptive_avg_pool2d_backward(grad_output: Any, input_shape: Any) -> np.ndarr
     grad_output = _pool_grad(grad_output, func)
     input_shape = check_shape(input_shape, "input_shape", func, 4)
     adaptive_pool2d_output_size(func, input_shape[2:], grad_output.shape[2:], "input_shape")
-    _check_grad_shape(func, grad_output, (*input_shape[:2], *grad_output.shape[2:]),
-                      f"input_shape={input_shape}")
+    _check_grad_shape(
+        func, grad_output, (*input_shape[:2], *grad_output.shape[2:]), f"input_shape={input_shape}"
+    )
     dx = _grad_input(func, grad_output, input_shape)
     _pool.adaptive_avg_pool2d_backward(grad_output, dx, get_num_threads())
     return dx
 
 
-def adaptive_max_pool2d(x: Any, output_size: Any, return_indices: bool = False
-                        ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def adaptive_max_pool2d(
+    x: Any, output_size: Any, return_indices: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """2-D adaptive max pooling (windows as in :func:`adaptive_avg_pool2d`).
 
     Same semantics as :func:`torch.nn.functional.adaptive_max_pool2d`, indices included.
@@ -428,8 +449,7 @@ def adaptive_max_pool2d(x: Any, output_size: Any, return_indices: bool = False
     return (y, idx) if return_indices else y
 
 
-def adaptive_max_pool2d_backward(grad_output: Any, indices: Any,
-                                 input_shape: Any) -> np.ndarray:
+def adaptive_max_pool2d_backward(grad_output: Any, indices: Any, input_shape: Any) -> np.ndarray:
     """Gradient of :func:`adaptive_max_pool2d` with respect to its input.
 
     Parameters
@@ -448,8 +468,7 @@ def adaptive_max_pool2d_backward(grad_output: Any, indices: Any,
     --------
     adaptive_max_pool2d, max_pool2d_backward
     """
-    return _indices_backward("adaptive_max_pool2d_backward", grad_output, indices,
-                             input_shape)
+    return _indices_backward("adaptive_max_pool2d_backward", grad_output, indices, input_shape)
 
 
 def global_avg_pool2d(x: Any) -> np.ndarray:
@@ -504,15 +523,15 @@ def global_avg_pool2d_backward(grad_output: Any, input_shape: Any) -> np.ndarray
     grad_output = _pool_grad(grad_output, func)
     input_shape = check_shape(input_shape, "input_shape", func, 4)
     adaptive_pool2d_output_size(func, input_shape[2:], 1, "input_shape")
-    _check_grad_shape(func, grad_output, (*input_shape[:2], 1, 1),
-                      f"input_shape={input_shape}")
+    _check_grad_shape(func, grad_output, (*input_shape[:2], 1, 1), f"input_shape={input_shape}")
     dx = _grad_input(func, grad_output, input_shape)
     _pool.global_avg_pool2d_backward(grad_output, dx, get_num_threads())
     return dx
 
 
-def _lp_setup(func: str, hw: tuple[int, int], norm_type: Any, kernel_size: Any, stride: Any,
-              ceil_mode: Any) -> tuple[float, ConvGeometry]:
+def _lp_setup(
+    func: str, hw: tuple[int, int], norm_type: Any, kernel_size: Any, stride: Any, ceil_mode: Any
+) -> tuple[float, ConvGeometry]:
     p = check_real(norm_type, "norm_type", func)
     if not (math.isfinite(p) and p > 0):
         raise ValueError(
@@ -522,8 +541,9 @@ def _lp_setup(func: str, hw: tuple[int, int], norm_type: Any, kernel_size: Any, 
     return p, geo
 
 
-def lp_pool2d(x: Any, norm_type: float, kernel_size: Any, stride: Any = None,
-              ceil_mode: bool = False) -> np.ndarray:
+def lp_pool2d(
+    x: Any, norm_type: float, kernel_size: Any, stride: Any = None, ceil_mode: bool = False
+) -> np.ndarray:
     """2-D power-average pooling (``norm_type=2``: L2 pooling).
 
     Same semantics as :func:`torch.nn.functional.lp_pool2d`.
@@ -563,8 +583,14 @@ def lp_pool2d(x: Any, norm_type: float, kernel_size: Any, stride: Any = None,
     return y
 
 
-def lp_pool2d_backward(grad_output: Any, x: Any, norm_type: float, kernel_size: Any,
-                       stride: Any = None, ceil_mode: bool = False) -> np.ndarray:
+def lp_pool2d_backward(
+    grad_output: Any,
+    x: Any,
+    norm_type: float,
+    kernel_size: Any,
+    stride: Any = None,
+    ceil_mode: bool = False,
+) -> np.ndarray:
     """Gradient of :func:`lp_pool2d` with respect to its input.
 
     Parameters
@@ -602,8 +628,14 @@ def lp_pool2d_backward(grad_output: Any, x: Any, norm_type: float, kernel_size: 
     return dx
 
 
-def max_unpool2d(x: Any, indices: Any, kernel_size: Any, stride: Any = None,
-                 padding: Any = 0, output_size: Any = None) -> np.ndarray:
+def max_unpool2d(
+    x: Any,
+    indices: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    output_size: Any = None,
+) -> np.ndarray:
     """Partial inverse of :func:`max_pool2d`: put each value back at its argmax position.
 
     Same semantics as :func:`torch.nn.functional.max_unpool2d`.

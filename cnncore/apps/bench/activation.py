@@ -1,7 +1,6 @@
 """The activation suite: activations, their backward passes and fused cross entropy against
 PyTorch and a NumPy copy (and the correlate2d ``'auto'`` method choice)."""
 
-
 from __future__ import annotations
 
 from collections.abc import Callable

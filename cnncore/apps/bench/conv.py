@@ -1,6 +1,5 @@
 """The conv2d suite: forward and forward+backward against PyTorch and the sgemm roof."""
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -1,7 +1,6 @@
 """The pooling suite: max and average pooling, forward + backward, against PyTorch and a NumPy
 copy of the same bytes."""
 
-
 from __future__ import annotations
 
 from collections.abc import Callable
