@@ -11,29 +11,24 @@ One module per family: :mod:`.conv`, :mod:`.linear`, :mod:`.pooling`, :mod:`.nor
 module) and :mod:`.serialization` ``save``/``load`` (through the registry).
 """
 
-from . import init
-from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from .conv import Conv2d
-from .dropout import Dropout
-from .linear import Linear
-from .loss import (
-    BCELoss,
-    BCEWithLogitsLoss,
-    CrossEntropyLoss,
-    L1Loss,
-    L2Loss,
-    MAPELoss,
-    MSELoss,
-    MSLELoss,
-)
+from . import activation, conv, dropout, init, linear, loss, normalization, pooling, reshape
+from .activation import *  # noqa: F403
+from .conv import *  # noqa: F403
+from .dropout import *  # noqa: F403
+from .linear import *  # noqa: F403
+from .loss import *  # noqa: F403
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import *  # noqa: F403
 from .parameter import Parameter
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
-from .reshape import Flatten
+from .pooling import *  # noqa: F403
+from .reshape import *  # noqa: F403
 from .sequential import Sequential
 from .serialization import load, save
 from .training import History
+
+#: The layer families; each module's ``__all__`` is re-exported here (a new layer joins
+#: ``cnncore.nn`` by being listed in its family module's ``__all__``).
+LAYER_FAMILIES = (conv, linear, reshape, dropout, normalization, pooling, activation, loss)
 
 __all__ = [
     "init",
@@ -41,30 +36,7 @@ __all__ = [
     "Parameter",
     "Sequential",
     "History",
-    "Conv2d",
-    "Linear",
-    "Flatten",
-    "Dropout",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "MaxPool2d",
-    "AvgPool2d",
-    "AdaptiveAvgPool2d",
-    "GlobalAvgPool2d",
-    "ReLU",
-    "LeakyReLU",
-    "Sigmoid",
-    "Tanh",
-    "Softmax",
-    "LogSoftmax",
-    "CrossEntropyLoss",
-    "BCEWithLogitsLoss",
-    "BCELoss",
-    "MSELoss",
-    "L1Loss",
-    "MSLELoss",
-    "MAPELoss",
-    "L2Loss",
+    *(name for family in LAYER_FAMILIES for name in family.__all__),
     "load",
     "save",
 ]

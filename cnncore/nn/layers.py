@@ -6,22 +6,16 @@ This module only re-exports them, so that ``from cnncore.nn.layers import Conv2d
 working; new code imports from :mod:`cnncore.nn`.
 """
 
-from .conv import Conv2d
-from .dropout import Dropout
-from .linear import Linear
-from .normalization import BatchNorm1d, BatchNorm2d
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
-from .reshape import Flatten
+from . import conv, dropout, linear, normalization, pooling, reshape
+from .conv import *  # noqa: F403
+from .dropout import *  # noqa: F403
+from .linear import *  # noqa: F403
+from .normalization import *  # noqa: F403
+from .pooling import *  # noqa: F403
+from .reshape import *  # noqa: F403
 
 __all__ = [
-    "Conv2d",
-    "Linear",
-    "Flatten",
-    "Dropout",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "MaxPool2d",
-    "AvgPool2d",
-    "AdaptiveAvgPool2d",
-    "GlobalAvgPool2d",
+    name
+    for family in (conv, linear, reshape, dropout, normalization, pooling)
+    for name in family.__all__
 ]

@@ -21,8 +21,6 @@ __all__ = [
     "MSLELoss",
     "MAPELoss",
     "L2Loss",
-    "resolve_loss",
-    "count_correct",
 ]
 
 
