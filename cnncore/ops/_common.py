@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,14 +13,16 @@ from .._validation import as_float_array, check_numel
 BLAS_INT_MAX = 2**31 - 1
 
 
-def check_blas_dims(func: str, shapes: str, **dims: int) -> None:
+def check_blas_dims(func: str, shapes: str | Callable[[], str], **dims: int) -> None:
     """Raise ValueError when a GEMM dimension (``what=value``) exceeds BLAS's 32-bit limit;
-    ``shapes`` describes the caller's arguments for the message."""
+    ``shapes`` describes the caller's arguments for the message (a callable is called only
+    then, so a hot path does not format shapes it never reports)."""
     for what, v in dims.items():
         if v > BLAS_INT_MAX:
+            received = shapes() if callable(shapes) else shapes
             raise ValueError(
                 f"{func}(): {what} = {v} exceeds the BLAS 32-bit dimension limit "
-                f"({BLAS_INT_MAX}). Received: {shapes}"
+                f"({BLAS_INT_MAX}). Received: {received}"
             )
 
 

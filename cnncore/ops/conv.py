@@ -74,7 +74,7 @@ def _conv_setup(
     check_numel((n, k, ho, wo), "output", func)
     check_blas_dims(
         func,
-        f"input shape {tuple(x_shape)}, weight shape {tuple(w_shape)}",
+        lambda: f"input shape {tuple(x_shape)}, weight shape {tuple(w_shape)}",
         **{
             "C_in/groups*kH*kW": cg * kh * kw,
             "H_out*W_out": ho * wo,

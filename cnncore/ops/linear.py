@@ -80,7 +80,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> np.ndarray:
     check_numel((*x.shape[:-1], out_f), "output", func)
     check_blas_dims(
         func,
-        f"x with shape {x.shape}, weight with shape {weight.shape}",
+        lambda: f"x with shape {x.shape}, weight with shape {weight.shape}",
         in_features=in_f,
         out_features=out_f,
     )
@@ -117,7 +117,7 @@ def linear_backward_input(grad_output: Any, weight: Any) -> np.ndarray:
     check_numel((*grad_output.shape[:-1], in_f), "output", func, grad_output.itemsize)
     check_blas_dims(
         func,
-        f"grad_output with shape {grad_output.shape}, weight with shape {weight.shape}",
+        lambda: f"grad_output with shape {grad_output.shape}, weight with shape {weight.shape}",
         in_features=in_f,
         out_features=out_f,
     )
@@ -159,7 +159,7 @@ def linear_backward_weight(grad_output: Any, x: Any) -> np.ndarray:
     check_numel((out_f, in_f), "output", func, x.itemsize)
     check_blas_dims(
         func,
-        f"grad_output with shape {grad_output.shape}, x with shape {x.shape}",
+        lambda: f"grad_output with shape {grad_output.shape}, x with shape {x.shape}",
         in_features=in_f,
         out_features=out_f,
         rows=rows,
