@@ -29,8 +29,13 @@ def _reduce(per, reduction, count=None):
     return per.sum() / (per.size if count is None else count)
 
 
-def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
-    """Loop over every (sample, position): -sum_c w_c log_softmax(x)_c."""
+def ref_cross_entropy(
+    logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100, weight=None
+):
+    """Loop over every (sample, position): -sum_c w_c log_softmax(x)_c; with ``weight``,
+    PyTorch's rules (class-index targets: the target's weight on the NLL term, weight_c on
+    the smoothing terms, 'mean' over the summed target weights; probabilities: weight_c per
+    class, 'mean' over the positions)."""
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(target)
     unbatched = x.ndim == 1
@@ -39,6 +44,7 @@ def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ign
     n, c = x.shape[:2]
     spatial = x.shape[2:]
     probs = t.ndim == x.ndim
+    cw = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
     per = np.zeros((n, *spatial))
     count = 0
     for i in range(n):
@@ -48,14 +54,15 @@ def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ign
             logp = (v - m) - np.log(np.sum(np.exp(v - m)))
             if probs:
                 w = t[(i, slice(None), *pos)].astype(np.float64)
+                w = ((1 - label_smoothing) * w + label_smoothing / c) * cw
+                count += 1
             else:
                 label = int(t[(i, *pos)])
                 if label == ignore_index:
                     continue
-                w = np.zeros(c)
-                w[label] = 1.0
-            count += 1
-            w = (1 - label_smoothing) * w + label_smoothing / c
+                w = label_smoothing / c * cw
+                w[label] += (1 - label_smoothing) * cw[label]
+                count += cw[label]
             per[(i, *pos)] = -np.sum(w * logp)
     if unbatched:
         per = per[0]
