@@ -1025,10 +1025,8 @@ def _check_milestones(value: Any, func: str, *, strict: bool) -> tuple[int, ...]
         raise TypeError(
             f"{func}(): milestones must be a list of ints. Received: milestones={_fmt(value)}"
         )
-    out = tuple(
-        _check_int(v, "milestones", func, low=1 if strict else 0) for v in value
-    )
-    if strict and any(b <= a for a, b in zip(out, out[1:])):
+    out = tuple(_check_int(v, "milestones", func, low=1 if strict else 0) for v in value)
+    if strict and any(b <= a for a, b in zip(out[:-1], out[1:], strict=True)):
         raise ValueError(
             f"{func}(): milestones must be strictly increasing. Received: milestones={list(out)}"
         )
@@ -1923,9 +1921,7 @@ class SequentialLR(LRScheduler):
         self._schedulers = list(schedulers)
         self.milestones: tuple[int, ...] = ms
         # per batch if any of them is (a warm-up before OneCycleLR counts batches too)
-        self._interval = (
-            "batch" if any(sch.interval == "batch" for sch in schedulers) else "epoch"
-        )
+        self._interval = "batch" if any(sch.interval == "batch" for sch in schedulers) else "epoch"
         if optimizer._initial_lr is None:  # pragma: no cover - a scheduler set it
             optimizer._initial_lr = optimizer.lr
         self.base_lr = optimizer._initial_lr

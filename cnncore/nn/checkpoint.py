@@ -234,7 +234,9 @@ def save_checkpoint(
     else:
         meta["optimizer"] = None
     meta["scheduler"] = (
-        None if scheduler is None else {k: _json_scalar(v) for k, v in scheduler.state_dict().items()}
+        None
+        if scheduler is None
+        else {k: _json_scalar(v) for k, v in scheduler.state_dict().items()}
     )
     if history is not None and not isinstance(history, dict):
         to_dict = getattr(history, "to_dict", None)
@@ -304,8 +306,7 @@ def load_checkpoint(
     func = "load_checkpoint"
     if model is not None and not isinstance(model, Module):
         raise TypeError(
-            f"{func}(): model must be a cnncore.nn.Module or None. Received: "
-            f"{type(model).__name__}"
+            f"{func}(): model must be a cnncore.nn.Module or None. Received: {type(model).__name__}"
         )
     for name, obj, cls in (
         ("optimizer", optimizer, optim.Optimizer),

@@ -321,9 +321,7 @@ class Archive:
 
     def array_bytes(self, prefixes: tuple[str, ...] = ("param:", "buffer:")) -> int:
         """Declared bytes of the members whose names start with one of ``prefixes``."""
-        return sum(
-            info.file_size for key, info in self.members.items() if key.startswith(prefixes)
-        )
+        return sum(info.file_size for key, info in self.members.items() if key.startswith(prefixes))
 
     def build_model(self) -> Module:
         """The module of the ``__architecture__`` entry, built through the registry, with

@@ -39,6 +39,6 @@ def cross_entropy(
     n_threads: int,
 ) -> float:
     """Cross entropy of the rows of ``logits`` (R, C) against ``labels`` (R,) or ``probs``
-    (R, C), each class rescaled by ``weight`` (C,) when given; returns the sum of the row losses and fills ``loss_out`` (R,) / ``grad_out``
-    (R, C) when given. Raises IndexError for a label outside [0, C) (other than
-    ``ignore_index``)."""
+    (R, C), each class rescaled by ``weight`` (C,) when given; returns the sum of the row
+    losses and fills ``loss_out`` (R,) / ``grad_out`` (R, C) when given. Raises IndexError
+    for a label outside [0, C) (other than ``ignore_index``)."""
