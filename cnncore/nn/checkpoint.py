@@ -132,6 +132,22 @@ def _module_generators(model: Module) -> dict[str, np.random.Generator]:
     return out
 
 
+def _generator_slot(model: Module, key: str) -> tuple[Module, str] | None:
+    """The (module, attribute) of a :func:`_module_generators` key in ``model``, if that
+    module exists and its attribute holds a Generator or None."""
+    *path, attr = key.split(".")
+    module = model
+    for part in path:
+        children = module.children()
+        if not part.isdigit() or int(part) >= len(children):
+            return None
+        module = children[int(part)]
+    if not hasattr(module, attr):
+        return None
+    value = getattr(module, attr)
+    return (module, attr) if value is None or isinstance(value, np.random.Generator) else None
+
+
 # --------------------------------------------------------------------------------------------
 # save / load
 # --------------------------------------------------------------------------------------------
@@ -376,11 +392,12 @@ def load_checkpoint(
         raise ValueError(f"{func}(): {path!s} holds no optimizer state (weights only)")
     if scheduler is not None and sched_sd is None:
         raise ValueError(f"{func}(): {path!s} holds no scheduler state")
-    model_gens = _module_generators(target)
-    if set(restored_gens) - set(model_gens):
+    slots = {key: _generator_slot(target, key) for key in restored_gens}
+    missing = sorted(k for k, slot in slots.items() if slot is None)
+    if missing:
         raise ValueError(
             f"{func}(): {path!s} holds the random state of modules this model does not have: "
-            f"{sorted(set(restored_gens) - set(model_gens))[:5]}"
+            f"{missing[:5]}"
         )
     # Apply: the optimizer and scheduler validate before they change; roll the optimizer
     # back if the scheduler refuses its state.
@@ -396,7 +413,12 @@ def load_checkpoint(
             raise
     serialization.copy_model_arrays(target, weights)
     for key, restored in restored_gens.items():
-        model_gens[key].bit_generator.state = restored.bit_generator.state
+        module, attr = slots[key]
+        current = getattr(module, attr)
+        if isinstance(current, np.random.Generator):
+            current.bit_generator.state = restored.bit_generator.state
+        else:  # a module still on the global generator (rng=None) gets its own
+            setattr(module, attr, restored)
     if model is None:
         target.eval()
     return Checkpoint(

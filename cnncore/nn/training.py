@@ -601,8 +601,7 @@ def fit(
                             logs["val_" + k] = v
                 logs["lr"] = lr_used
                 logs["seconds"] = seconds
-                complete = seen == n and not flag.stop
-                if complete and scheduler is not None and not per_batch:
+                if seen == n and scheduler is not None and not per_batch:
                     if plateau:
                         scheduler.step(logs.get("val_loss", logs["loss"]))
                     else:
@@ -613,7 +612,7 @@ def fit(
                         f"epoch {epoch + 1}/{epochs}: {_format_logs(logs)}  ({seconds:.1f} s, "
                         f"{seen / max(seconds, 1e-9):.0f} img/s)"
                     )
-                if not complete:  # interrupted mid-epoch: no epoch-end hooks (checkpoints)
+                if flag.stop:  # Ctrl-C mid-epoch: no epoch-end hooks (no checkpoint of it)
                     break
                 cbs.on_epoch_end(epoch, logs)
                 if flag.stop or model.stop_training:
