@@ -152,9 +152,9 @@ def test_early_stopping_restores_best_weights_bit_exactly(stops):
     assert len(now) == len(script.weights[best]) and len(now) > 4  # BatchNorm buffers too
     for a, b in zip(now, script.weights[best], strict=True):
         np.testing.assert_array_equal(a, b)
-    assert any(
-        not np.array_equal(a, b) for a, b in zip(now, script.weights[-1], strict=True)
-    ), "the last epoch's weights differ from the best's (the test must be able to fail)"
+    assert any(not np.array_equal(a, b) for a, b in zip(now, script.weights[-1], strict=True)), (
+        "the last epoch's weights differ from the best's (the test must be able to fail)"
+    )
 
 
 def test_early_stopping_without_restore_keeps_last_weights():

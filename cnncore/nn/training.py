@@ -418,8 +418,10 @@ def fit(
 
     With sample or class weights the batch loss is Keras': ``sum_i w_i l_i / N`` for the
     losses' 'mean' reduction (``l_i`` the loss of sample ``i``), so with
-    ``CrossEntropyLoss`` its gradient equals PyTorch's
-    ``CrossEntropyLoss(weight=w, reduction='sum')`` divided by the batch size.
+    ``CrossEntropyLoss`` (no label smoothing) it and its gradient equal PyTorch's
+    ``CrossEntropyLoss(weight=w, reduction='sum')`` divided by the batch size. (With label
+    smoothing a class weight scales the whole sample's loss, as in Keras, while PyTorch's
+    ``weight=`` scales each class term; for the latter use ``CrossEntropyLoss(weight=...)``.)
     """
     func = "fit"
     if not isinstance(model, Module):
