@@ -18,8 +18,18 @@ import os as _os
 if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
-from . import augment, datasets, filters, functional, kernels, models, nn, optim, signal  # noqa: E402
-from . import callbacks  # noqa: E402
+from . import (  # noqa: E402
+    augment,
+    callbacks,
+    datasets,
+    filters,
+    functional,
+    kernels,
+    models,
+    nn,
+    optim,
+    signal,
+)
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from .functional import *  # noqa: E402,F403
 from .nn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402

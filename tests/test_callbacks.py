@@ -230,7 +230,9 @@ def test_model_checkpoint_every_epoch_formats_paths(tmp_path):
     script = Script(None, None)
     model, hist = _fit([script, cb], epochs=3)
     names = sorted(p.name for p in (tmp_path / "sub").iterdir())
-    expected = sorted(f"ep{e:02d}-{v:.4f}.npz" for e, v in zip(hist.epoch, hist["val_loss"]))
+    expected = sorted(
+        f"ep{e:02d}-{v:.4f}.npz" for e, v in zip(hist.epoch, hist["val_loss"], strict=True)
+    )
     assert names == expected
     # a full checkpoint of epoch 2: epoch, seed and the weights of the end of that epoch
     ck = cnncore.load_checkpoint(tmp_path / "sub" / expected[1])
