@@ -199,6 +199,8 @@ def test_checkpoint_round_trip_of_every_state(tmp_path):
     for a, b in zip(get_weights(ck.model), get_weights(model), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not ck.model.training
+    with pytest.raises(ValueError, match="training checkpoint.*load_checkpoint"):
+        cnncore.load(path)
     # into fresh objects: every piece of state equal
     m2, o2, s2 = ns["build"]("sgd-onecycle")
     cnncore.load_checkpoint(path, m2, o2, s2)

@@ -399,6 +399,11 @@ def load(path: Any) -> Module:
         extra = sorted(
             k for k in ar.members if k != _ARCH_KEY and not k.startswith(("param:", "buffer:"))
         )
+        if "__checkpoint__" in extra:
+            raise ar.bad(
+                "it is a training checkpoint: read it with cnncore.load_checkpoint(path) "
+                "(its .model is the model)"
+            )
         if extra:
             raise ar.bad(f"arrays do not match the architecture (unexpected {extra[:5]})")
         model = ar.build_model()
