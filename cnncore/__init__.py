@@ -18,9 +18,21 @@ import os as _os
 if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
-from . import augment, datasets, filters, functional, kernels, models, nn, optim, signal  # noqa: E402
+from . import (  # noqa: E402
+    augment,
+    callbacks,
+    datasets,
+    filters,
+    functional,
+    kernels,
+    models,
+    nn,
+    optim,
+    signal,
+)
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from .functional import *  # noqa: E402,F403
+from .nn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from .nn.init import manual_seed  # noqa: E402
 from .nn.serialization import load  # noqa: E402
 from .ops.conv_dispatch import conv_algorithm  # noqa: E402
@@ -29,6 +41,7 @@ from .signal import convolve2d, correlate2d  # noqa: E402
 __all__ = [
     "__version__",
     "augment",
+    "callbacks",
     "datasets",
     "filters",
     "functional",
@@ -45,5 +58,8 @@ __all__ = [
     "conv_algorithm",
     "manual_seed",
     "load",
+    "save_checkpoint",
+    "load_checkpoint",
+    "Checkpoint",
     *functional.__all__,
 ]

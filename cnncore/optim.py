@@ -2,8 +2,10 @@
 
 The update rules follow ``torch.optim`` exactly (same formulas, same order of operations,
 same defaults): :class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RMSprop`,
-:class:`Adagrad`; and ``torch.optim.lr_scheduler``'s :class:`StepLR`,
-:class:`ExponentialLR` and :class:`CosineAnnealingLR` (stepped once per epoch).
+:class:`Adagrad`; and ``torch.optim.lr_scheduler``'s :class:`StepLR`, :class:`MultiStepLR`,
+:class:`ExponentialLR`, :class:`CosineAnnealingLR`, :class:`LinearLR`, :class:`OneCycleLR`,
+:class:`SequentialLR` and :class:`ReduceLROnPlateau` (each stepped per epoch or per batch as
+PyTorch documents it: its ``interval``).
 :func:`make_optimizer` builds an optimizer from its name (the table ``fit`` and the
 ``cnncore`` command share).
 
@@ -26,6 +28,7 @@ dtype is kept (float32 parameters are updated in float32, like PyTorch).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -45,9 +48,14 @@ __all__ = [
     "CosineAnnealingLR",
     "ExponentialLR",
     "LRScheduler",
+    "LinearLR",
+    "MultiStepLR",
     "OPTIMIZER_NAMES",
+    "OneCycleLR",
     "Optimizer",
     "RMSprop",
+    "ReduceLROnPlateau",
+    "SequentialLR",
     "StepLR",
     "default_lr",
     "make_optimizer",
@@ -225,6 +233,9 @@ class Optimizer:
         self._hyper = self._validate(func, **hyper)
         self._step_count = 0
         self._state = self._allocate(self._hyper)
+        # The learning rate when the first scheduler was attached (torch's
+        # ``group["initial_lr"]``, set with setdefault): every scheduler's ``base_lr``.
+        self._initial_lr: float | None = None
         # Two scratch arrays per dtype, as large as the largest parameter of that dtype; each
         # parameter gets views of the right shape (made once, here).
         sizes: dict[np.dtype, int] = {}
@@ -405,6 +416,23 @@ class Optimizer:
     def __repr__(self) -> str:
         args = [f"lr={self._lr!r}"] + [f"{k}={v!r}" for k, v in self._hyper.items()]
         return f"{type(self).__name__}({', '.join(args)}, params={len(self._params)})"
+
+    def _set_hyper(self, name: str, value: Any, func: str) -> None:
+        """Change one hyper-parameter (what :class:`OneCycleLR` does to the momentum),
+        validated like the constructor's.  A change that needs state buffers the optimizer
+        does not have (momentum turned on) is allowed only before the first step."""
+        hyper = dict(self._hyper)
+        hyper[name] = value
+        hyper = self._validate(func, **hyper)
+        if set(self._buffers(hyper)) != set(self._buffers(self._hyper)):
+            if self._step_count:
+                raise ValueError(
+                    f"{func}(): {type(self).__name__}'s {name} can only be switched on before "
+                    f"the first step (its state buffers start then). Received: {name}="
+                    f"{_fmt(value)} after {self._step_count} steps"
+                )
+            self._state = self._allocate(hyper)
+        self._hyper = hyper
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -976,24 +1004,63 @@ def default_lr(name: str, defaults: str = "fit", *, func: str = "default_lr") ->
 # Learning-rate schedulers
 # --------------------------------------------------------------------------------------------
 
+_INTERVALS = ("epoch", "batch")
+
+
+def _check_factor(value: Any, name: str, func: str, *, low_open: bool = False) -> float:
+    """A factor in [0, 1] ((0, 1] with ``low_open``), as torch checks LinearLR's."""
+    v = _check_hyper(value, name, func, high=1)
+    if low_open and v == 0:
+        raise ValueError(f"{func}(): {name} must be > 0. Received: {name}={_fmt(value)}")
+    return v
+
+
+def _check_milestones(value: Any, func: str, *, strict: bool) -> tuple[int, ...]:
+    """Epoch indices: a sequence of ints >= 0 (>= 1 and strictly increasing with ``strict``),
+    returned sorted."""
+    value = _unwrap(value)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"{func}(): milestones must be a list of ints. Received: milestones={_fmt(value)}"
+        )
+    out = tuple(_check_int(v, "milestones", func, low=1 if strict else 0) for v in value)
+    if strict and any(b <= a for a, b in zip(out[:-1], out[1:], strict=True)):
+        raise ValueError(
+            f"{func}(): milestones must be strictly increasing. Received: milestones={list(out)}"
+        )
+    return tuple(sorted(out))
+
 
 class LRScheduler:
-    """Base class: changes ``optimizer.lr`` once per :meth:`step` (call it once per epoch,
-    after the epoch's ``optimizer.step()`` calls).
+    """Base class: changes ``optimizer.lr`` once per :meth:`step`.
+
+    Each scheduler is stepped per epoch or per batch, as PyTorch documents for it (the
+    attribute :attr:`interval`, which ``fit`` follows): call :meth:`step` after the
+    epoch's (or the batch's) ``optimizer.step()``.
 
     As in PyTorch, the schedules are computed recursively from the optimizer's current ``lr``
-    (so they compose with manual changes), and constructing a scheduler leaves ``lr`` as is.
+    (so they compose with manual changes); creating a scheduler sets ``lr`` to its value at
+    step 0 (unchanged for :class:`StepLR`, :class:`ExponentialLR`,
+    :class:`CosineAnnealingLR`, :class:`MultiStepLR`; ``start_factor * lr`` for
+    :class:`LinearLR`, ``max_lr / div_factor`` for :class:`OneCycleLR`).
 
     Attributes
     ----------
     optimizer : Optimizer
     base_lr : float
-        ``optimizer.lr`` when the scheduler was created.
+        The optimizer's learning rate when its first scheduler was created (PyTorch's
+        ``initial_lr``, shared by every scheduler of the optimizer).
     last_epoch : int
         Number of :meth:`step` calls so far.
+    interval : {'epoch', 'batch'}
+        When ``fit`` steps the scheduler: after every epoch (the default of every scheduler
+        but :class:`OneCycleLR`) or after every batch. Settable.
     """
 
     _hyper_names: tuple[str, ...] = ()
+    _default_interval = "epoch"
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -1002,17 +1069,61 @@ class LRScheduler:
                 f"Received: optimizer of type {type(optimizer).__name__}"
             )
         self.optimizer = optimizer
-        self.base_lr: float = optimizer.lr
-        self.last_epoch = 0
-        self._last_lr: float = optimizer.lr
+        if optimizer._initial_lr is None:
+            optimizer._initial_lr = optimizer.lr
+        self.base_lr: float = optimizer._initial_lr
+        self._interval = self._default_interval
+        self._initial_step()
+
+    # -- to be provided by subclasses ------------------------------------------------------
 
     def _next_lr(self, lr: float) -> float:
+        """The learning rate after step ``last_epoch`` (already incremented), from the
+        current one (torch's ``get_lr``)."""
         raise NotImplementedError
 
+    def _initial_lr_value(self, lr: float) -> float:
+        """The learning rate set at creation (step 0)."""
+        return lr
+
+    def _closed_form_lr(self) -> float | None:
+        """The learning rate at ``last_epoch`` from ``base_lr`` alone (torch's
+        ``_get_closed_form_lr``), None if the schedule has no closed form."""
+        return None
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def interval(self) -> str:
+        """``'epoch'`` or ``'batch'``: when ``fit`` calls :meth:`step`."""
+        return self._interval
+
+    @interval.setter
+    def interval(self, value: str) -> None:
+        self._interval = check_choice(value, "interval", type(self).__name__, _INTERVALS)
+
+    def _undo(self) -> None:
+        """Undo the creation step's count (torch's ``recursive_undo``)."""
+        self.last_epoch -= 1
+
+    def _initial_step(self) -> None:
+        self.last_epoch = 0
+        self.optimizer.lr = self._initial_lr_value(self.optimizer.lr)
+        self._last_lr: float = self.optimizer.lr
+
     def step(self) -> None:
-        """Advance one epoch and set ``optimizer.lr`` to the new learning rate."""
+        """Advance one step (epoch or batch) and set ``optimizer.lr`` to the new learning
+        rate."""
         self.last_epoch += 1
         self.optimizer.lr = self._next_lr(self.optimizer.lr)
+        self._last_lr = self.optimizer.lr
+
+    def _restart(self) -> None:
+        """Jump to step 0 (what :class:`SequentialLR` does at a milestone: torch's
+        ``_update_lr(0)``)."""
+        self.last_epoch = 0
+        lr = self._closed_form_lr()
+        self.optimizer.lr = self._next_lr(self.optimizer.lr) if lr is None else lr
         self._last_lr = self.optimizer.lr
 
     def get_last_lr(self) -> list[float]:
@@ -1021,20 +1132,31 @@ class LRScheduler:
         return [self._last_lr]
 
     def state_dict(self) -> dict[str, Any]:
-        """Flat dict of plain scalars (``base_lr``, ``last_epoch``, ``last_lr`` and the
-        schedule's parameters)."""
+        """Flat dict of plain scalars (``base_lr``, ``last_epoch``, ``last_lr``,
+        ``interval`` and the schedule's parameters and state)."""
         sd = {
             "scheduler": type(self).__name__,
             "base_lr": self.base_lr,
             "last_epoch": self.last_epoch,
             "last_lr": self._last_lr,
+            "interval": self._interval,
         }
         sd.update({k: getattr(self, k) for k in self._hyper_names})
+        sd.update(self._extra_state())
         return sd
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra(self, state_dict: dict[str, Any], func: str) -> Any:
+        """Validate the subclass's own state entries; return a callable that applies them
+        (called only when everything is valid)."""
+        return lambda: None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the optimizer's ``lr`` is restored by
-        the optimizer's own ``load_state_dict``)."""
+        the optimizer's own ``load_state_dict``). Everything is validated before anything
+        changes."""
         func = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state_dict, dict):
             raise TypeError(
@@ -1057,10 +1179,16 @@ class LRScheduler:
         values = self._validate(func, **{k: state_dict[k] for k in self._hyper_names})
         base_lr = _check_hyper(state_dict["base_lr"], "base_lr", func)
         last_lr = _check_hyper(state_dict["last_lr"], "last_lr", func)
-        last_epoch = _check_int(state_dict["last_epoch"], "last_epoch", func, low=0)
+        last_epoch = _check_int(state_dict["last_epoch"], "last_epoch", func, low=-1)
+        interval = check_choice(
+            _unwrap(state_dict.get("interval", self._interval)), "interval", func, _INTERVALS
+        )
+        apply_extra = self._load_extra(state_dict, func)
         for k, v in values.items():
             setattr(self, k, v)
         self.base_lr, self._last_lr, self.last_epoch = base_lr, last_lr, last_epoch
+        self._interval = interval
+        apply_extra()
 
     @classmethod
     def _validate(cls, func: str, **hyper: Any) -> dict[str, Any]:
@@ -1085,20 +1213,20 @@ class StepLR(LRScheduler):
     Notes
     -----
     As ``torch.optim.lr_scheduler.StepLR``: after epoch ``e`` (``e = last_epoch``),
-    ``lr = base_lr * gamma ** (e // step_size)``, computed recursively.
+    ``lr = base_lr * gamma ** (e // step_size)``, computed recursively. Stepped per epoch.
 
     See Also
     --------
-    ExponentialLR, CosineAnnealingLR
+    MultiStepLR, ExponentialLR, CosineAnnealingLR
     """
 
     _hyper_names = ("step_size", "gamma")
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         values = self._validate(type(self).__name__, step_size=step_size, gamma=gamma)
-        super().__init__(optimizer)
         self.step_size: int = values["step_size"]
         self.gamma: float = values["gamma"]
+        super().__init__(optimizer)
 
     @classmethod
     def _validate(cls, func: str, *, step_size: Any, gamma: Any) -> dict[str, Any]:
@@ -1108,9 +1236,60 @@ class StepLR(LRScheduler):
         }
 
     def _next_lr(self, lr: float) -> float:
-        if self.last_epoch % self.step_size != 0:
+        if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return lr
         return lr * self.gamma
+
+    def _closed_form_lr(self) -> float:
+        return self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
+
+
+class MultiStepLR(LRScheduler):
+    """Multiply the learning rate by ``gamma`` at each of the epochs ``milestones``.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    milestones : list of int
+        Epoch indices (>= 0); an epoch listed ``k`` times multiplies by ``gamma ** k``.
+    gamma : float, default 0.1
+        Multiplicative factor, >= 0.
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.MultiStepLR``: after epoch ``e``,
+    ``lr = base_lr * gamma ** (number of milestones <= e)``, computed recursively. Stepped
+    per epoch.
+
+    See Also
+    --------
+    StepLR, SequentialLR
+    """
+
+    _hyper_names = ("milestones", "gamma")
+
+    def __init__(self, optimizer: Optimizer, milestones: Any, gamma: float = 0.1) -> None:
+        values = self._validate(type(self).__name__, milestones=milestones, gamma=gamma)
+        self.milestones: tuple[int, ...] = values["milestones"]
+        self.gamma: float = values["gamma"]
+        super().__init__(optimizer)
+
+    @classmethod
+    def _validate(cls, func: str, *, milestones: Any, gamma: Any) -> dict[str, Any]:
+        return {
+            "milestones": _check_milestones(milestones, func, strict=False),
+            "gamma": _check_hyper(gamma, "gamma", func),
+        }
+
+    def _initial_lr_value(self, lr: float) -> float:
+        return self._next_lr(lr)  # (a milestone 0 applies at creation, as in torch)
+
+    def _next_lr(self, lr: float) -> float:
+        k = self.milestones.count(self.last_epoch)
+        return lr if k == 0 else lr * self.gamma**k
+
+    def _closed_form_lr(self) -> float:
+        return self.base_lr * self.gamma ** bisect.bisect_right(self.milestones, self.last_epoch)
 
 
 class ExponentialLR(LRScheduler):
@@ -1125,7 +1304,7 @@ class ExponentialLR(LRScheduler):
     Notes
     -----
     As ``torch.optim.lr_scheduler.ExponentialLR``: ``lr = base_lr * gamma ** last_epoch``,
-    computed recursively.
+    computed recursively. Stepped per epoch.
 
     See Also
     --------
@@ -1136,15 +1315,18 @@ class ExponentialLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, gamma: float) -> None:
         values = self._validate(type(self).__name__, gamma=gamma)
-        super().__init__(optimizer)
         self.gamma: float = values["gamma"]
+        super().__init__(optimizer)
 
     @classmethod
     def _validate(cls, func: str, *, gamma: Any) -> dict[str, Any]:
         return {"gamma": _check_hyper(gamma, "gamma", func)}
 
     def _next_lr(self, lr: float) -> float:
-        return lr * self.gamma
+        return lr if self.last_epoch == 0 else lr * self.gamma
+
+    def _closed_form_lr(self) -> float:
+        return self.base_lr * self.gamma**self.last_epoch
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -1171,19 +1353,20 @@ class CosineAnnealingLR(LRScheduler):
     :math:`\eta_t = \eta_{t-1} + (\eta_0 - \eta_{\min})(1 - \cos(\pi / T_{max})) / 2`
     when :math:`(t - 1 - T_{max}) \bmod 2T_{max} = 0`. Without outside changes of ``lr`` it
     equals :math:`\eta_{\min} + (\eta_0 - \eta_{\min})(1 + \cos(\pi t / T_{max})) / 2`.
+    Stepped per epoch.
 
     See Also
     --------
-    StepLR, ExponentialLR
+    StepLR, ExponentialLR, OneCycleLR
     """
 
     _hyper_names = ("T_max", "eta_min")
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         values = self._validate(type(self).__name__, T_max=T_max, eta_min=eta_min)
-        super().__init__(optimizer)
         self.T_max: int = values["T_max"]
         self.eta_min: float = values["eta_min"]
+        super().__init__(optimizer)
 
     @classmethod
     def _validate(cls, func: str, *, T_max: Any, eta_min: Any) -> dict[str, Any]:
@@ -1194,8 +1377,617 @@ class CosineAnnealingLR(LRScheduler):
 
     def _next_lr(self, lr: float) -> float:
         e, T, eta_min = self.last_epoch, self.T_max, self.eta_min
+        if e == 0:
+            return lr
         if (e - 1 - T) % (2 * T) == 0:
             return lr + (self.base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
         return (1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T)) * (
             lr - eta_min
         ) + eta_min
+
+    def _closed_form_lr(self) -> float:
+        return (
+            self.eta_min
+            + (self.base_lr - self.eta_min)
+            * (1 + math.cos(math.pi * self.last_epoch / self.T_max))
+            / 2
+        )
+
+
+class LinearLR(LRScheduler):
+    """Multiply the learning rate by a factor that goes linearly from ``start_factor`` to
+    ``end_factor`` over ``total_iters`` steps (a warm-up with the defaults).
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    start_factor : float in (0, 1], default 1/3
+        The factor at step 0 (set when the scheduler is created).
+    end_factor : float in [0, 1], default 1.0
+        The factor from step ``total_iters`` on.
+    total_iters : int, default 5
+        Steps to go from ``start_factor`` to ``end_factor``, >= 1.
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.LinearLR``, recursively:
+    ``lr_t = lr_{t-1} (1 + (e - s) / (T s + (t - 1)(e - s)))`` for ``1 <= t <= T``, i.e.
+    ``base_lr * (s + (e - s) min(t, T) / T)``. Stepped per epoch (set
+    ``interval = 'batch'`` for a warm-up over batches, as with PyTorch when ``step()`` is
+    called per batch).
+
+    See Also
+    --------
+    SequentialLR, OneCycleLR
+    """
+
+    _hyper_names = ("start_factor", "end_factor", "total_iters")
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+    ) -> None:
+        values = self._validate(
+            type(self).__name__,
+            start_factor=start_factor,
+            end_factor=end_factor,
+            total_iters=total_iters,
+        )
+        self.start_factor: float = values["start_factor"]
+        self.end_factor: float = values["end_factor"]
+        self.total_iters: int = values["total_iters"]
+        super().__init__(optimizer)
+
+    @classmethod
+    def _validate(
+        cls, func: str, *, start_factor: Any, end_factor: Any, total_iters: Any
+    ) -> dict[str, Any]:
+        return {
+            "start_factor": _check_factor(start_factor, "start_factor", func, low_open=True),
+            "end_factor": _check_factor(end_factor, "end_factor", func),
+            "total_iters": _check_int(total_iters, "total_iters", func, low=1),
+        }
+
+    def _initial_lr_value(self, lr: float) -> float:
+        return lr * self.start_factor
+
+    def _next_lr(self, lr: float) -> float:
+        t, s, e = self.last_epoch, self.start_factor, self.end_factor
+        if t == 0:
+            return lr * s
+        if t > self.total_iters:
+            return lr
+        return lr * (1.0 + (e - s) / (self.total_iters * s + (t - 1) * (e - s)))
+
+    def _closed_form_lr(self) -> float:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        return self.base_lr * (s + (e - s) * min(T, self.last_epoch) / T)
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy: the learning rate rises from ``max_lr / div_factor`` to ``max_lr``
+    over the first ``pct_start`` of the steps, then anneals to
+    ``max_lr / div_factor / final_div_factor``; the momentum (SGD, RMSprop) or ``beta1``
+    (Adam, AdamW) moves the opposite way between ``max_momentum`` and ``base_momentum``.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    max_lr : float
+        The peak learning rate, >= 0.
+    total_steps : int, optional
+        Steps in the cycle; else ``epochs * steps_per_epoch``.
+    epochs, steps_per_epoch : int, optional
+    pct_start : float in [0, 1], default 0.3
+    anneal_strategy : {'cos', 'linear'}, default 'cos'
+    cycle_momentum : bool, default True
+        Needs an optimizer with a momentum (SGD, RMSprop) or betas (Adam, AdamW). SGD and
+        RMSprop built with ``momentum=0`` get the cycled momentum (PyTorch does the same);
+        that is only possible before their first step.
+    base_momentum, max_momentum : float, default 0.85, 0.95
+    div_factor : float, default 25
+    final_div_factor : float, default 1e4
+    three_phase : bool, default False
+        A third phase annihilates the learning rate (the original paper's schedule).
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.OneCycleLR`` (same phases, same annealing formulas); it
+    sets the optimizer's ``lr`` (and momentum) when created. Stepped per batch
+    (:attr:`interval` ``'batch'``); stepping past ``total_steps`` raises ValueError. The
+    last allowed step (``total_steps``) extrapolates one step past the end of the schedule,
+    as in PyTorch; where linear annealing would take the learning rate below 0 there, it
+    is 0.
+
+    See Also
+    --------
+    LinearLR, CosineAnnealingLR
+    """
+
+    _hyper_names = (
+        "max_lr",
+        "total_steps",
+        "pct_start",
+        "anneal_strategy",
+        "cycle_momentum",
+        "base_momentum",
+        "max_momentum",
+        "div_factor",
+        "final_div_factor",
+        "three_phase",
+    )
+    _default_interval = "batch"
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr: float,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+    ) -> None:
+        func = type(self).__name__
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"{func}(): optimizer must be a cnncore.optim.Optimizer. "
+                f"Received: optimizer of type {type(optimizer).__name__}"
+            )
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError(
+                    f"{func}(): give total_steps, or both epochs and steps_per_epoch. "
+                    f"Received: total_steps=None, epochs={_fmt(epochs)}, "
+                    f"steps_per_epoch={_fmt(steps_per_epoch)}"
+                )
+            epochs = _check_int(epochs, "epochs", func, low=1)
+            steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", func, low=1)
+            total_steps = epochs * steps_per_epoch
+        values = self._validate(
+            func,
+            max_lr=max_lr,
+            total_steps=total_steps,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
+            three_phase=three_phase,
+        )
+        for k, v in values.items():
+            setattr(self, k, v)
+        self.optimizer = optimizer
+        self._momentum_key: str | None = None
+        if self.cycle_momentum:
+            if "betas" in optimizer._hyper:
+                self._momentum_key = "betas"
+            elif "momentum" in optimizer._hyper:
+                self._momentum_key = "momentum"
+            else:
+                raise ValueError(
+                    f"{func}(): cycle_momentum=True needs an optimizer with a momentum or "
+                    f"betas (SGD, RMSprop, Adam, AdamW); pass cycle_momentum=False. Received: "
+                    f"optimizer {type(optimizer).__name__}"
+                )
+            self._set_momentum(self.max_momentum)
+        # torch writes group["initial_lr"] = max_lr / div_factor (the optimizer's base_lr)
+        optimizer._initial_lr = self.max_lr / self.div_factor
+        super().__init__(optimizer)
+
+    @classmethod
+    def _validate(
+        cls,
+        func: str,
+        *,
+        max_lr: Any,
+        total_steps: Any,
+        pct_start: Any,
+        anneal_strategy: Any,
+        cycle_momentum: Any,
+        base_momentum: Any,
+        max_momentum: Any,
+        div_factor: Any,
+        final_div_factor: Any,
+        three_phase: Any,
+    ) -> dict[str, Any]:
+        out = {
+            "max_lr": _check_hyper(max_lr, "max_lr", func),
+            "total_steps": _check_int(total_steps, "total_steps", func, low=1),
+            "pct_start": _check_hyper(pct_start, "pct_start", func, high=1),
+            "anneal_strategy": check_choice(
+                _unwrap(anneal_strategy), "anneal_strategy", func, ("cos", "linear")
+            ),
+            "cycle_momentum": _check_bool(cycle_momentum, "cycle_momentum", func),
+            "base_momentum": _check_hyper(base_momentum, "base_momentum", func),
+            "max_momentum": _check_hyper(max_momentum, "max_momentum", func),
+            "div_factor": _check_hyper(div_factor, "div_factor", func),
+            "final_div_factor": _check_hyper(final_div_factor, "final_div_factor", func),
+            "three_phase": _check_bool(three_phase, "three_phase", func),
+        }
+        for name in ("div_factor", "final_div_factor"):
+            if out[name] == 0:
+                raise ValueError(f"{func}(): {name} must be > 0. Received: {name}=0")
+        return out
+
+    def _set_momentum(self, value: float) -> None:
+        opt = self.optimizer
+        func = type(self).__name__
+        if self._momentum_key == "betas":
+            opt._set_hyper("betas", (value, opt._hyper["betas"][1]), func)
+        else:
+            opt._set_hyper("momentum", value, func)
+
+    def _phases(self) -> list[tuple[float, float, float, float, float]]:
+        """(end_step, start_lr, end_lr, start_momentum, end_momentum) of each phase."""
+        total, pct = self.total_steps, self.pct_start
+        initial = self.max_lr / self.div_factor
+        low = initial / self.final_div_factor
+        hi_m, lo_m = self.max_momentum, self.base_momentum
+        if self.three_phase:
+            return [
+                (float(pct * total) - 1, initial, self.max_lr, hi_m, lo_m),
+                (float(2 * pct * total) - 2, self.max_lr, initial, lo_m, hi_m),
+                (total - 1, initial, low, hi_m, hi_m),
+            ]
+        return [
+            (float(pct * total) - 1, initial, self.max_lr, hi_m, lo_m),
+            (total - 1, self.max_lr, low, lo_m, hi_m),
+        ]
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def _next_lr(self, lr: float) -> float:
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ValueError(
+                f"OneCycleLR.step(): stepped {step} times, past total_steps="
+                f"{self.total_steps}. Received: step {step}"
+            )
+        phases = self._phases()
+        start = 0.0
+        for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+            if step <= end or i == len(phases) - 1:
+                pct = (step - start) / (end - start)
+                if self.cycle_momentum:
+                    self._set_momentum(max(self._anneal(m0, m1, pct), 0.0))
+                # (linear annealing stepped to total_steps overshoots the end below 0)
+                return max(self._anneal(lr0, lr1, pct), 0.0)
+            start = end
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _initial_lr_value(self, lr: float) -> float:
+        return self._next_lr(lr)
+
+    def _load_extra(self, state_dict: dict[str, Any], func: str) -> Any:
+        if _check_bool(state_dict["cycle_momentum"], "cycle_momentum", func) and (
+            self._momentum_key is None
+        ):
+            raise ValueError(
+                f"{func}(): state_dict has cycle_momentum=True but this scheduler was built "
+                f"with cycle_momentum=False. Received: cycle_momentum=True"
+            )
+        return lambda: None
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply the learning rate by ``factor`` when a metric has stopped improving for
+    ``patience`` epochs.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    mode : {'min', 'max'}, default 'min'
+        Whether the metric should decrease (a loss) or increase (an accuracy).
+    factor : float in [0, 1), default 0.1
+    patience : int, default 10
+        Epochs without improvement tolerated; the rate drops at the next one.
+    threshold : float, default 1e-4
+        Minimum change that counts as an improvement.
+    threshold_mode : {'rel', 'abs'}, default 'rel'
+        'rel': better than ``best * (1 -+ threshold)``; 'abs': than ``best -+ threshold``.
+    cooldown : int, default 0
+        Epochs after a reduction during which bad epochs are not counted.
+    min_lr : float, default 0
+        Lower bound of the learning rate.
+    eps : float, default 1e-8
+        A reduction smaller than ``eps`` is skipped.
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.ReduceLROnPlateau``: call ``step(metric)`` once per
+    epoch. ``fit(scheduler=...)`` passes ``val_loss`` when there is validation data, else
+    the training ``loss``. For the Keras callback form see
+    :class:`cnncore.callbacks.ReduceLROnPlateau`.
+    """
+
+    _hyper_names = (
+        "mode",
+        "factor",
+        "patience",
+        "threshold",
+        "threshold_mode",
+        "cooldown",
+        "min_lr",
+        "eps",
+    )
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        func = type(self).__name__
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"{func}(): optimizer must be a cnncore.optim.Optimizer. "
+                f"Received: optimizer of type {type(optimizer).__name__}"
+            )
+        values = self._validate(
+            func,
+            mode=mode,
+            factor=factor,
+            patience=patience,
+            threshold=threshold,
+            threshold_mode=threshold_mode,
+            cooldown=cooldown,
+            min_lr=min_lr,
+            eps=eps,
+        )
+        for k, v in values.items():
+            setattr(self, k, v)
+        # torch's ReduceLROnPlateau does not take part in initial_lr
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self._interval = "epoch"
+        self.last_epoch = 0
+        self._last_lr = optimizer.lr
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+
+    @classmethod
+    def _validate(
+        cls,
+        func: str,
+        *,
+        mode: Any,
+        factor: Any,
+        patience: Any,
+        threshold: Any,
+        threshold_mode: Any,
+        cooldown: Any,
+        min_lr: Any,
+        eps: Any,
+    ) -> dict[str, Any]:
+        out = {
+            "mode": check_choice(_unwrap(mode), "mode", func, ("min", "max")),
+            "factor": _check_hyper(factor, "factor", func),
+            "patience": _check_int(patience, "patience", func, low=0),
+            "threshold": _check_hyper(threshold, "threshold", func),
+            "threshold_mode": check_choice(
+                _unwrap(threshold_mode), "threshold_mode", func, ("rel", "abs")
+            ),
+            "cooldown": _check_int(cooldown, "cooldown", func, low=0),
+            "min_lr": _check_hyper(min_lr, "min_lr", func),
+            "eps": _check_hyper(eps, "eps", func),
+        }
+        if out["factor"] >= 1:
+            raise ValueError(f"{func}(): factor must be < 1. Received: factor={_fmt(factor)}")
+        return out
+
+    def _is_better(self, a: float, best: float) -> bool:
+        if self.mode == "min":
+            if self.threshold_mode == "rel":
+                return a < best * (1.0 - self.threshold)
+            return a < best - self.threshold
+        if self.threshold_mode == "rel":
+            return a > best * (self.threshold + 1.0)
+        return a > best + self.threshold
+
+    def step(self, metrics: Any = None) -> None:  # type: ignore[override]
+        """One epoch with the metric value ``metrics`` (a float)."""
+        func = "ReduceLROnPlateau.step"
+        if metrics is None:
+            raise TypeError(
+                f"{func}(): needs the metric value, step(metric). Received: metrics=None"
+            )
+        current = check_real(_unwrap(metrics), "metrics", func)
+        self.last_epoch += 1
+        if self._is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            old = self.optimizer.lr
+            new = max(old * self.factor, self.min_lr)
+            if old - new > self.eps:
+                self.optimizer.lr = new
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = self.optimizer.lr
+
+    def _restart(self) -> None:  # pragma: no cover - SequentialLR refuses it
+        raise TypeError("ReduceLROnPlateau cannot be part of a SequentialLR")
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "num_bad_epochs": self.num_bad_epochs,
+            "cooldown_counter": self.cooldown_counter,
+        }
+
+    def _load_extra(self, state_dict: dict[str, Any], func: str) -> Any:
+        missing = [k for k in self._extra_state() if k not in state_dict]
+        if missing:
+            raise ValueError(f"{func}(): state_dict is missing the key(s) {missing}")
+        best = check_real(_unwrap(state_dict["best"]), "best", func)
+        bad = _check_int(state_dict["num_bad_epochs"], "num_bad_epochs", func, low=0)
+        cool = _check_int(state_dict["cooldown_counter"], "cooldown_counter", func, low=0)
+
+        def apply() -> None:
+            self.best, self.num_bad_epochs, self.cooldown_counter = best, bad, cool
+
+        return apply
+
+
+class SequentialLR(LRScheduler):
+    """Run ``schedulers`` one after the other, switching at the step counts ``milestones``
+    (e.g. a :class:`LinearLR` warm-up, then :class:`CosineAnnealingLR`).
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    schedulers : list of LRScheduler
+        At least one, all of ``optimizer``, none a :class:`ReduceLROnPlateau`. The chain is
+        stepped per batch (:attr:`interval`) if one of them is, else per epoch; its
+        ``step`` steps the scheduler in charge.
+    milestones : list of int
+        ``len(schedulers) - 1`` strictly increasing step counts >= 1: at step
+        ``milestones[i]`` the scheduler ``i + 1`` takes over, restarted at its step 0.
+
+    Notes
+    -----
+    As ``torch.optim.lr_scheduler.SequentialLR``: creating it resets ``lr`` to ``base_lr``,
+    undoes the creation step of every scheduler and redoes that of the first; at a
+    milestone the next scheduler jumps to its step 0 (by its closed form where it has one,
+    like PyTorch's ``_update_lr(0)``).
+    """
+
+    _hyper_names = ("milestones",)
+
+    def __init__(self, optimizer: Optimizer, schedulers: Any, milestones: Any) -> None:
+        func = type(self).__name__
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"{func}(): optimizer must be a cnncore.optim.Optimizer. "
+                f"Received: optimizer of type {type(optimizer).__name__}"
+            )
+        if isinstance(schedulers, LRScheduler) or not isinstance(schedulers, (list, tuple)):
+            raise TypeError(
+                f"{func}(): schedulers must be a list of schedulers. Received: schedulers of "
+                f"type {type(schedulers).__name__}"
+            )
+        if not schedulers:
+            raise ValueError(f"{func}(): schedulers must not be empty. Received: schedulers=[]")
+        for i, sch in enumerate(schedulers):
+            if not isinstance(sch, LRScheduler):
+                raise TypeError(
+                    f"{func}(): schedulers must be cnncore.optim schedulers. Received: "
+                    f"schedulers[{i}] of type {type(sch).__name__}"
+                )
+            if isinstance(sch, ReduceLROnPlateau):
+                raise ValueError(
+                    f"{func}(): ReduceLROnPlateau needs a metric and cannot be chained. "
+                    f"Received: schedulers[{i}]={sch!r}"
+                )
+            if sch.optimizer is not optimizer:
+                raise ValueError(
+                    f"{func}(): every scheduler must belong to optimizer. Received: "
+                    f"schedulers[{i}] of another optimizer"
+                )
+        ms = _check_milestones(milestones, func, strict=True)
+        if len(ms) != len(schedulers) - 1:
+            raise ValueError(
+                f"{func}(): milestones must have one entry less than schedulers "
+                f"({len(schedulers) - 1}). Received: milestones={list(ms)}"
+            )
+        self.optimizer = optimizer
+        self._schedulers = list(schedulers)
+        self.milestones: tuple[int, ...] = ms
+        # per batch if any of them is (a warm-up before OneCycleLR counts batches too)
+        self._interval = "batch" if any(sch.interval == "batch" for sch in schedulers) else "epoch"
+        if optimizer._initial_lr is None:  # pragma: no cover - a scheduler set it
+            optimizer._initial_lr = optimizer.lr
+        self.base_lr = optimizer._initial_lr
+        self.last_epoch = 0
+        optimizer.lr = optimizer._initial_lr
+        for sch in self._schedulers:  # (torch's recursive_undo)
+            sch._undo()
+        first = self._schedulers[bisect.bisect_right(self.milestones, 0)]
+        first._initial_step()
+        self._last_lr = first.get_last_lr()[0]
+
+    @property
+    def schedulers(self) -> list[LRScheduler]:
+        """The chained schedulers."""
+        return list(self._schedulers)
+
+    @LRScheduler.interval.setter  # type: ignore[attr-defined]
+    def interval(self, value: str) -> None:
+        value = check_choice(value, "interval", type(self).__name__, _INTERVALS)
+        for sch in self._schedulers:
+            sch.interval = value
+        self._interval = value
+
+    def _undo(self) -> None:
+        for sch in self._schedulers:
+            sch._undo()
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        idx = bisect.bisect_right(self.milestones, self.last_epoch)
+        sch = self._schedulers[idx]
+        if idx > 0 and self.milestones[idx - 1] == self.last_epoch:
+            sch._restart()
+        else:
+            sch.step()
+        self._last_lr = sch.get_last_lr()[0]
+
+    def _restart(self) -> None:
+        raise TypeError("a SequentialLR cannot be restarted by another SequentialLR")
+
+    def _extra_state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"num_schedulers": len(self._schedulers)}
+        for i, sch in enumerate(self._schedulers):
+            for k, v in sch.state_dict().items():
+                out[f"schedulers.{i}.{k}"] = v
+        return out
+
+    def _load_extra(self, state_dict: dict[str, Any], func: str) -> Any:
+        n = _check_int(state_dict.get("num_schedulers"), "num_schedulers", func, low=1)
+        if n != len(self._schedulers):
+            raise ValueError(
+                f"{func}(): state_dict is for {n} schedulers but this SequentialLR has "
+                f"{len(self._schedulers)}. Received: num_schedulers={n}"
+            )
+        subs = []
+        for i, sch in enumerate(self._schedulers):
+            prefix = f"schedulers.{i}."
+            sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            # validate on a throw-away copy of the state: load into the real one afterwards
+            probe = sch.state_dict()
+            sch.load_state_dict(sub)
+            sch.load_state_dict(probe)
+            subs.append(sub)
+
+        def apply() -> None:
+            for sch, sub in zip(self._schedulers, subs, strict=True):
+                sch.load_state_dict(sub)
+
+        return apply

@@ -717,7 +717,13 @@ def _ce_draw(g: Draw) -> G:
 def _ce(a: Canon, geo: G, backward: bool) -> dict:
     lead, c = geo.lead, geo.c
     logits = a.x(lead[0], c, *lead[1:]) if lead else a.x(c)
-    args = dict(logits=logits, target=a.indices(lead, c), reduction="sum", label_smoothing=0.1)
+    args = dict(
+        logits=logits,
+        target=a.indices(lead, c),
+        weight=a.x(c, positive=True),
+        reduction="sum",
+        label_smoothing=0.1,
+    )
     if not backward:
         args["return_grad"] = True
     return args
@@ -741,13 +747,19 @@ def _ce_vary(g: Draw, args: dict, geo: G) -> None:
     t = args["target"]
     if t.dtype.kind == "i" and t.size and g.coin(0.2):  # an ignored position
         t.reshape(-1)[0] = args.get("ignore_index", -100)
+    if g.coin(0.3):  # per-class weights (the canonical call has them)
+        del args["weight"]
+    else:
+        args["weight"] = g.r.uniform(0.1, 2.0, geo.c).astype(g.dt)
     if "return_grad" in args:
         _return_grad(g, args)
 
 
 def _ce_ref(a: dict) -> Any:
     return _ref("test_loss", "ref_cross_entropy")(
-        a["logits"], a["target"], **pick(a, "reduction", "label_smoothing", "ignore_index")
+        a["logits"],
+        a["target"],
+        **pick(a, "reduction", "label_smoothing", "ignore_index", "weight"),
     )
 
 
@@ -757,7 +769,9 @@ for _bw in (False, True):
         (_ce_fixed, _ce_draw),
         lambda a, geo, bw=_bw: _ce(a, geo, bw),
         _ce_vary,
-        arrays=("logits",),
+        arrays=("logits", "weight"),
+        fixed_ndim=("weight",),
+        optional=("weight",),
         params=dict(
             reduction="choice",
             label_smoothing="real",
@@ -766,11 +780,11 @@ for _bw in (False, True):
         ),
         batched=(True,) if _bw else (False, True),
         nan_in="logits",
-        mismatch=(("logits", 0 if _bw else 2, "target|logits"),),
+        mismatch=(("logits", 0 if _bw else 2, "target|logits"), ("weight", 0, "weight")),
         reference=None if _bw else _ce_ref,
         backward=()
         if _bw
-        else _loss_grads("cross_entropy", "logits", "label_smoothing", "ignore_index"),
+        else _loss_grads("cross_entropy", "logits", "label_smoothing", "ignore_index", "weight"),
     )
 
 # --- pooling -------------------------------------------------------------------------------

@@ -56,6 +56,37 @@ def test_train_save_plot(tmp_path, capsys):
     assert model.predict(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
 
 
+def test_train_checkpoint_dir_and_resume_in_new_processes(tmp_path):
+    """`cnncore train --checkpoint-dir` writes one checkpoint per epoch; `--resume` from the
+    second continues (in a new process) to the same weights as the uninterrupted run."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnncore.__file__)))
+    common = ["train", "--model", "cnn", "--dropout", "0.3", "--augment", "--limit", "192",
+              "--epochs", "3", "--quiet", "--optimizer", "adam", "--batch-size", "32"]  # fmt: skip
+
+    def run(*extra):
+        code = "import sys; from cnncore.cli import main; sys.exit(main(sys.argv[1:]))"
+        res = subprocess.run(
+            [sys.executable, "-c", code, *common, *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    run("--checkpoint-dir", "ck", "--save", "full.npz")
+    assert sorted(os.listdir(tmp_path / "ck")) == [f"epoch{e:04d}.npz" for e in (1, 2, 3)]
+    out = run("--resume", str(tmp_path / "ck" / "epoch0002.npz"), "--save", "resumed.npz")
+    assert "resuming from" in out and "after epoch 2" in out
+    with np.load(tmp_path / "full.npz") as a, np.load(tmp_path / "resumed.npz") as b:
+        assert a.files == b.files
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert main(["train", "--resume", str(tmp_path / "nope.npz"), "--quiet"]) == 2
+
+
 @pytest.mark.parametrize(
     "argv, threads",
     [

@@ -29,8 +29,13 @@ def _reduce(per, reduction, count=None):
     return per.sum() / (per.size if count is None else count)
 
 
-def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
-    """Loop over every (sample, position): -sum_c w_c log_softmax(x)_c."""
+def ref_cross_entropy(
+    logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100, weight=None
+):
+    """Loop over every (sample, position): -sum_c w_c log_softmax(x)_c; with ``weight``,
+    PyTorch's rules (class-index targets: the target's weight on the NLL term, weight_c on
+    the smoothing terms, 'mean' over the summed target weights; probabilities: weight_c per
+    class, 'mean' over the positions)."""
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(target)
     unbatched = x.ndim == 1
@@ -39,6 +44,7 @@ def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ign
     n, c = x.shape[:2]
     spatial = x.shape[2:]
     probs = t.ndim == x.ndim
+    cw = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
     per = np.zeros((n, *spatial))
     count = 0
     for i in range(n):
@@ -48,14 +54,15 @@ def ref_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ign
             logp = (v - m) - np.log(np.sum(np.exp(v - m)))
             if probs:
                 w = t[(i, slice(None), *pos)].astype(np.float64)
+                w = ((1 - label_smoothing) * w + label_smoothing / c) * cw
+                count += 1
             else:
                 label = int(t[(i, *pos)])
                 if label == ignore_index:
                     continue
-                w = np.zeros(c)
-                w[label] = 1.0
-            count += 1
-            w = (1 - label_smoothing) * w + label_smoothing / c
+                w = label_smoothing / c * cw
+                w[label] += (1 - label_smoothing) * cw[label]
+                count += cw[label]
             per[(i, *pos)] = -np.sum(w * logp)
     if unbatched:
         per = per[0]
@@ -541,3 +548,40 @@ def test_bit_identical_across_threads(dtype, rng):
         return res
 
     assert_bit_identical_across_threads(compute)
+
+
+@pytest.mark.parametrize("target_kind", ["index", "probs"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_weight_matches_torch(target_kind, reduction, dtype):
+    """weight= against torch.nn.functional.cross_entropy(weight=...): values and gradients,
+    with label smoothing, ignore_index and spatial dimensions."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4, 3)).astype(dtype)
+    w = rng.uniform(0.05, 3.0, 4).astype(dtype)
+    if target_kind == "index":
+        t = rng.integers(0, 4, (6, 3))
+        t[1, 2] = -7
+        kw = dict(ignore_index=-7)
+    else:
+        p = rng.random((6, 4, 3))
+        t = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+        kw = {}
+    for ls in (0.0, 0.3):
+        loss, grad = F.cross_entropy(
+            x, t, weight=w, reduction=reduction, label_smoothing=ls, return_grad=True, **kw
+        )
+        xt = torch.tensor(x, requires_grad=True)
+        ref = torch.nn.functional.cross_entropy(
+            xt, torch.tensor(t), weight=torch.tensor(w), reduction=reduction,
+            label_smoothing=ls, **kw,
+        )  # fmt: skip
+        ref.sum().backward()
+        tol = dict(rtol=2e-6, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(loss, ref.detach().numpy(), **tol)
+        np.testing.assert_allclose(grad, xt.grad.numpy(), **tol)
+        np.testing.assert_array_equal(
+            grad,
+            F.cross_entropy_backward(x, t, weight=w, reduction=reduction, label_smoothing=ls, **kw),
+        )

@@ -326,7 +326,16 @@ def test_kernel_wrappers_take_no_address_of_empty_buffers():
     assert _loss.pointwise(Loss.LOSS_MSE, e, e, e, e, 1.0, 1) == (0.0, 0)
     assert (
         _loss.cross_entropy(
-            np.empty((0, 3)), np.empty(0, np.int64), None, -100, 0.0, e, np.empty((0, 3)), 1.0, 1
+            np.empty((0, 3)),
+            np.empty(0, np.int64),
+            None,
+            None,
+            -100,
+            0.0,
+            e,
+            np.empty((0, 3)),
+            1.0,
+            1,
         )
         == 0.0
     )

@@ -44,6 +44,27 @@ def _make_scheduler(name: str, opt: Any, epochs: int) -> Any:
     return optim.StepLR(opt, step_size=max(1, epochs // 3), gamma=0.1)
 
 
+def _resume_and_checkpoints(args: argparse.Namespace, model: Any, opt: Any, sched: Any) -> Any:
+    """``--resume FILE`` (restore model, optimizer, schedule, epoch and seed) and
+    ``--checkpoint-dir DIR`` (one checkpoint per epoch): (initial_epoch, seed, callbacks)."""
+    from cnncore import callbacks, load_checkpoint
+
+    initial_epoch, seed = 0, args.seed
+    resume = getattr(args, "resume", None)
+    if resume:
+        ckpt = load_checkpoint(resume, model, opt, sched)
+        initial_epoch = ckpt.epoch
+        if ckpt.seed is not None:
+            seed = ckpt.seed
+        print(f"resuming from {resume} after epoch {initial_epoch} (seed {seed})")
+    cbs = []
+    directory = getattr(args, "checkpoint_dir", None)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        cbs.append(callbacks.ModelCheckpoint(os.path.join(directory, "epoch{epoch:04d}.npz")))
+    return initial_epoch, seed, cbs
+
+
 def _report_plot(model: Any, history: Any, image: Any, path: str, title: str) -> None:
     from . import viz
 
@@ -79,6 +100,7 @@ def _train(args: argparse.Namespace, *, model_name: str, data: str, title: str) 
         defaults="cli",
     )
     sched = _make_scheduler(args.schedule, opt, args.epochs)
+    initial_epoch, seed, callbacks = _resume_and_checkpoints(args, model, opt, sched)
     print(
         f"{title}: {len(x_train)} training / {len(x_test)} test images, "
         f"{get_num_threads()} thread(s)"
@@ -96,9 +118,11 @@ def _train(args: argparse.Namespace, *, model_name: str, data: str, title: str) 
         batch_size=args.batch_size,
         validation_data=(x_test, y_test),
         verbose=not args.quiet,
-        seed=args.seed,
+        seed=seed,
         scheduler=sched,
         augment=augment,
+        callbacks=callbacks,
+        initial_epoch=initial_epoch,
     )
     elapsed = time.perf_counter() - t0
     result = model.evaluate(x_test, y_test)
@@ -223,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--save", default=None, metavar="FILE", help="save the trained model (.npz)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="FILE",
+        help="continue from a checkpoint (same model and options; --epochs is the total)",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        metavar="DIR",
+        help="write DIR/epochNNNN.npz after every epoch (atomically; resumable)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")

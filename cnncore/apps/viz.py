@@ -15,6 +15,7 @@ __all__ = [
     "plot_filters",
     "plot_feature_maps",
     "plot_history",
+    "plot_confusion",
     "training_report",
     "require_matplotlib",
 ]
@@ -131,6 +132,84 @@ def plot_history(history: Any, ax: Any = None) -> Any:
         lines = ax.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="center right")
     ax.set_title("training curves", loc="left", fontsize=9)
+    return fig
+
+
+def plot_confusion(
+    cm: Any,
+    class_names: Any = None,
+    normalize: bool = False,
+    ax: Any = None,
+    cmap: str = "Blues",
+    title: str = "confusion matrix",
+) -> Any:
+    """Draw a confusion matrix (rows: true class, columns: predicted class), e.g. the
+    ``'confusion'`` of ``model.evaluate(x, y, confusion=True)``, with the count (or the
+    fraction of its row, with ``normalize``) written in each cell.
+
+    Parameters
+    ----------
+    cm : array_like of shape (C, C)
+        Non-negative counts.
+    class_names : sequence of C str, optional
+        Tick labels (default ``0 .. C-1``).
+    normalize : bool, default False
+        Show each row as fractions of its total (the per-class recall on the diagonal).
+    ax : matplotlib Axes, optional
+    cmap : str, default 'Blues'
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    func = "plot_confusion"
+    m = np.asarray(cm)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
+        raise ValueError(
+            f"{func}(): cm must be a square (C, C) matrix. Received: cm with shape {m.shape}"
+        )
+    if m.dtype.kind not in "iuf" or not np.isfinite(m).all() or (m < 0).any():
+        raise ValueError(
+            f"{func}(): cm must hold finite, non-negative counts. Received: cm of dtype "
+            f"{m.dtype} with min {m.min() if m.size else None}"
+        )
+    c = m.shape[0]
+    if class_names is None:
+        names = [str(i) for i in range(c)]
+    else:
+        names = [str(n) for n in class_names]
+        if len(names) != c:
+            raise ValueError(
+                f"{func}(): class_names must have one name per class ({c}). Received: "
+                f"{len(names)} names"
+            )
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"{func}(): normalize must be a bool. Received: normalize={normalize!r}")
+    plt = require_matplotlib()
+    values = m.astype(np.float64)
+    if normalize:
+        rows = values.sum(axis=1, keepdims=True)
+        values = np.divide(values, rows, out=np.zeros_like(values), where=rows > 0)
+    if ax is None:
+        size = max(3.5, 0.45 * c + 1.5)
+        fig, ax = plt.subplots(figsize=(size, size))
+    else:
+        fig = ax.figure
+    image = ax.imshow(values, cmap=cmap, interpolation="nearest", vmin=0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(c), names, rotation=45 if c > 6 else 0, ha="right" if c > 6 else "center")
+    ax.set_yticks(range(c), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, loc="left", fontsize=9)
+    if c <= 30:
+        top = values.max() if values.size else 0
+        for i in range(c):
+            for j in range(c):
+                text = f"{values[i, j]:.2f}" if normalize else f"{int(m[i, j])}"
+                color = "white" if top and values[i, j] > 0.6 * top else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     return fig
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from .._validation import check_choice
+from .._validation import as_ndarray, check_choice
 from .module import Module
 
 __all__ = [
@@ -50,6 +50,38 @@ class _Loss(Module, register=False):
         self._grad = grad
         return float(loss) if self.reduction != "none" else loss
 
+    def weighted(self, output: Any, target: Any, sample_weight: np.ndarray) -> tuple[float, Any]:
+        """Loss and gradient with per-sample weights, as Keras reduces them: with ``l_i`` the
+        loss of sample ``i`` (the mean over its elements), ``sum_i w_i l_i / N`` for
+        ``reduction='mean'`` and ``sum_i w_i sum_j l_ij`` for ``'sum'``.  The gradient is kept
+        for :meth:`backward`.  (With all weights 1 this is the unweighted loss, except that
+        cross entropy's ``ignore_index`` targets still count in ``N``.)"""
+        if self.reduction == "none":
+            raise ValueError(
+                f"{type(self).__name__}: sample weights need reduction 'mean' or 'sum'. "
+                f"Received: reduction='none'"
+            )
+        per, grad = type(self)._fn(
+            output, target, reduction="none", return_grad=True, **self._kwargs()
+        )
+        n = per.shape[0] if per.ndim else 1
+        per2 = per.reshape(n, -1)
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if self.reduction == "mean":
+            loss = float(np.dot(w, per2.mean(axis=1, dtype=np.float64)) / n)
+            scale = w / (n * per2.shape[1])
+        else:
+            loss = float(np.dot(w, per2.sum(axis=1, dtype=np.float64)))
+            scale = w
+        grad = grad * scale.astype(grad.dtype).reshape((n,) + (1,) * (grad.ndim - 1))
+        self._grad = grad
+        return loss, grad
+
+    def class_targets(self, target: np.ndarray) -> np.ndarray | None:
+        """Class index of each sample for ``class_weight`` (None: not a classification
+        loss)."""
+        return None
+
     def backward(self, grad_output: Any = None, input_grad: bool = True) -> np.ndarray:
         """Gradient of the last loss w.r.t. ``output`` (of the sum for ``reduction='none'``),
         times ``grad_output`` if given."""
@@ -71,19 +103,71 @@ class _Loss(Module, register=False):
 
 class CrossEntropyLoss(_Loss):
     """Cross entropy of logits against integer class labels or class probabilities (see
-    :func:`cnncore.cross_entropy`; fused log-softmax, stable for large logits)."""
+    :func:`cnncore.cross_entropy`; fused log-softmax, stable for large logits).
+
+    ``weight`` (one float per class, as PyTorch's ``CrossEntropyLoss(weight=...)``) rescales
+    each class; 'mean' then divides by the summed weights of the targets.
+    """
 
     _fn = staticmethod(F.cross_entropy)
 
     def __init__(
-        self, reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100
+        self,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        *,
+        weight: Any = None,
     ) -> None:
         super().__init__(reduction)
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
+        self.weight: np.ndarray | None = None
+        self._weight_as: dict[np.dtype, np.ndarray] = {}
+        if weight is not None:
+            w = as_ndarray(weight, "weight", "CrossEntropyLoss")
+            if w.dtype.kind not in "iuf" or w.ndim != 1 or w.size == 0:
+                raise ValueError(
+                    "CrossEntropyLoss(): weight must be a non-empty 1-D array of real numbers "
+                    f"(one per class). Received: weight with shape {w.shape} and dtype "
+                    f"{w.dtype}"
+                )
+            w = w.astype(np.float64)
+            if not np.isfinite(w).all():
+                raise ValueError(
+                    f"CrossEntropyLoss(): weight must be finite. Received: weight={w.tolist()}"
+                )
+            self.weight = w
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index}
+        kw: dict[str, Any] = {
+            "label_smoothing": self.label_smoothing,
+            "ignore_index": self.ignore_index,
+        }
+        if self.weight is not None:
+            kw["weight"] = self._weight_for(self._dtype_hint)
+        return kw
+
+    _dtype_hint: np.dtype = np.dtype(np.float32)
+
+    def _weight_for(self, dtype: np.dtype) -> np.ndarray:
+        w = self._weight_as.get(dtype)
+        if w is None:
+            w = self._weight_as[dtype] = self.weight.astype(dtype)
+        return w
+
+    def forward(self, output: Any, target: Any) -> Any:  # type: ignore[override]
+        self._dtype_hint = getattr(output, "dtype", np.dtype(np.float64))
+        return super().forward(output, target)
+
+    def weighted(self, output: Any, target: Any, sample_weight: np.ndarray) -> tuple[float, Any]:
+        self._dtype_hint = getattr(output, "dtype", np.dtype(np.float64))
+        return super().weighted(output, target, sample_weight)
+
+    def class_targets(self, target: np.ndarray) -> np.ndarray | None:
+        if target.dtype.kind in "iu":
+            return target if target.ndim == 1 else None
+        return target.argmax(axis=1) if target.ndim == 2 else None
 
     def check_target(self, output: np.ndarray, target: np.ndarray, func: str) -> None:
         if target.dtype.kind in "iu":
@@ -109,20 +193,31 @@ class CrossEntropyLoss(_Loss):
         super().check_target(output, target, func)
 
     def get_config(self) -> dict[str, Any]:
-        return {
+        config = {
             "reduction": self.reduction,
             "label_smoothing": self.label_smoothing,
             "ignore_index": self.ignore_index,
         }
+        if self.weight is not None:
+            config["weight"] = self.weight.tolist()
+        return config
 
 
-class BCEWithLogitsLoss(_Loss):
+class _BinaryLoss(_Loss, register=False):
+    def class_targets(self, target: np.ndarray) -> np.ndarray | None:
+        # one output per sample: the class is the rounded target (Keras)
+        if target.ndim == 1 or (target.ndim == 2 and target.shape[1] == 1):
+            return np.round(target.reshape(-1)).astype(np.int64)
+        return None
+
+
+class BCEWithLogitsLoss(_BinaryLoss):
     """Binary cross entropy on logits (see :func:`cnncore.binary_cross_entropy_with_logits`)."""
 
     _fn = staticmethod(F.binary_cross_entropy_with_logits)
 
 
-class BCELoss(_Loss):
+class BCELoss(_BinaryLoss):
     """Binary cross entropy on probabilities (see :func:`cnncore.binary_cross_entropy`)."""
 
     _fn = staticmethod(F.binary_cross_entropy)

@@ -182,10 +182,16 @@ class Sequential(Module):
         batch_size: int = 32,
         shuffle: bool = True,
         validation_data: Any = None,
-        verbose: bool = True,
+        validation_split: float = 0.0,
+        verbose: int | bool | str = 1,
         seed: int | None = None,
         scheduler: Any = None,
         augment: Any = None,
+        callbacks: Any = None,
+        initial_epoch: int = 0,
+        class_weight: Any = None,
+        sample_weight: Any = None,
+        metrics: Any = None,
     ) -> training.History:
         """Train with mini-batch gradient descent; see :func:`cnncore.nn.training.fit`."""
         return training.fit(
@@ -198,16 +204,41 @@ class Sequential(Module):
             batch_size=batch_size,
             shuffle=shuffle,
             validation_data=validation_data,
+            validation_split=validation_split,
             verbose=verbose,
             seed=seed,
             scheduler=scheduler,
             augment=augment,
+            callbacks=callbacks,
+            initial_epoch=initial_epoch,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            metrics=metrics,
         )
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None) -> dict:
-        """``{"loss": float, "accuracy": float}`` on ``(x, y)``; see
-        :func:`cnncore.nn.training.evaluate`."""
-        return training.evaluate(self, x, y, batch_size=batch_size, loss=loss)
+    def evaluate(
+        self,
+        x: Any,
+        y: Any,
+        batch_size: int = 256,
+        loss: Any = None,
+        *,
+        sample_weight: Any = None,
+        metrics: Any = None,
+        confusion: bool = False,
+    ) -> dict:
+        """``{"loss": float, "accuracy": float, ...}`` on ``(x, y)`` (with ``confusion=True``
+        also the confusion matrix); see :func:`cnncore.nn.training.evaluate`."""
+        return training.evaluate(
+            self,
+            x,
+            y,
+            batch_size=batch_size,
+            loss=loss,
+            sample_weight=sample_weight,
+            metrics=metrics,
+            confusion=confusion,
+        )
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Outputs for ``x`` in eval mode, computed in batches: ``(N, *output_shape)``."""

@@ -11,10 +11,12 @@ imports no layer or model: built-in and user-defined classes are found the same 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import lzma
 import math
 import os
+import tempfile
 import zipfile
 import zlib
 from typing import Any
@@ -74,27 +76,80 @@ def _spec(module: Module) -> dict[str, Any]:
     return spec
 
 
+def architecture(model: Module) -> dict[str, Any]:
+    """The ``__architecture__`` document of ``model``: format, version and its modules'
+    registry names and configs (what :func:`build_model` rebuilds it from)."""
+    return {"format": FORMAT, "version": VERSION, "model": _spec(model)}
+
+
+def json_array(doc: Any) -> np.ndarray:
+    """A JSON document as the uint8 array an archive stores it in (read back with
+    :meth:`Archive.read_json`)."""
+    return np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)
+
+
+def model_arrays(model: Module) -> dict[str, np.ndarray]:
+    """``param:<name>`` and ``buffer:<name>`` arrays of ``model`` (views, not copies)."""
+    arrays = {f"param:{name}": p.data for name, p in model.named_parameters()}
+    arrays.update({f"buffer:{name}": b for name, b in model.named_buffers()})
+    return arrays
+
+
+def write_npz(path: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` as an uncompressed ``.npz``, atomically.
+
+    The archive goes to a temporary file in the destination's directory, which is flushed
+    and fsync'ed, then renamed over ``path`` (``os.replace``, atomic on POSIX and Windows),
+    and the directory is fsync'ed: a process killed at any moment leaves either the old
+    file or the new one, never a truncated one.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def save(model: Module, path: Any) -> None:
     """Write ``model`` (a :class:`~cnncore.nn.Sequential`, or any registered module) to
-    ``path`` (``.npz``).
+    ``path`` (``.npz``), atomically (see :func:`write_npz`).
 
     The file holds ``__architecture__`` (UTF-8 JSON: format, version, the modules' registry
     names and constructor arguments, containers' ``layers``) and ``param:<name>`` /
     ``buffer:<name>`` arrays.
     """
-    arch = {"format": FORMAT, "version": VERSION, "model": _spec(model)}
-    arrays = {_ARCH_KEY: np.frombuffer(json.dumps(arch).encode("utf-8"), dtype=np.uint8)}
-    for name, p in model.named_parameters():
-        arrays[f"param:{name}"] = p.data
-    for name, b in model.named_buffers():
-        arrays[f"buffer:{name}"] = b
-    path = os.fspath(path)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    arrays = {_ARCH_KEY: json_array(architecture(model)), **model_arrays(model)}
+    write_npz(path, arrays)
+
+
+class _Source:
+    """A file being read, and how its errors are worded: ``func(): PATH is not a valid
+    cnncore WHAT: why``."""
+
+    def __init__(self, path: Any, func: str = "load", what: str = "model file") -> None:
+        self.path, self.func, self.what = os.fspath(path), func, what
+
+    def __fspath__(self) -> str:
+        return self.path
 
 
 def _bad(path: Any, why: str) -> ValueError:
-    return ValueError(f"load(): {os.fspath(path)!s} is not a valid cnncore model file: {why}")
+    src = path if isinstance(path, _Source) else _Source(path)
+    return ValueError(f"{src.func}(): {src.path!s} is not a valid cnncore {src.what}: {why}")
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.ndarray:
@@ -205,6 +260,120 @@ def _build(spec: Any, path: Any, budget: list[int], depth: int = 0) -> Module:
     return module
 
 
+class Archive:
+    """A cnncore ``.npz`` opened for safe reading (what :func:`load` and
+    :func:`cnncore.load_checkpoint` read through): every member's declared size is checked
+    against the bytes present, each array header against its member, before anything is
+    read; nothing is unpickled. Use as a context manager; errors are ValueErrors worded
+    ``func(): PATH is not a valid cnncore WHAT: ...``.
+    """
+
+    def __init__(self, path: Any, func: str = "load", what: str = "model file") -> None:
+        self.src = _Source(path, func, what)
+        if not os.path.exists(self.src.path):
+            raise FileNotFoundError(f"{func}(): no such file: {self.src.path!s}")
+        try:
+            self._zf = zipfile.ZipFile(self.src.path)
+        except (*_ARCHIVE_ERRORS, ValueError) as exc:
+            raise _bad(self.src, f"not an .npz archive ({exc})") from None
+        try:
+            _check_members(self._zf, self.src)
+        except _ARCHIVE_ERRORS as exc:
+            self._zf.close()
+            raise _bad(self.src, f"corrupted archive ({type(exc).__name__}: {exc})") from None
+        except BaseException:
+            self._zf.close()
+            raise
+        self.members = {
+            info.filename[:-4]: info
+            for info in self._zf.infolist()
+            if info.filename.endswith(".npy")
+        }
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._zf.close()
+        if exc_type is not None and issubclass(exc_type, _ARCHIVE_ERRORS):
+            raise _bad(self.src, f"corrupted archive ({exc_type.__name__}: {exc})") from None
+
+    def bad(self, why: str) -> ValueError:
+        return _bad(self.src, why)
+
+    def read(self, key: str) -> np.ndarray:
+        """The array ``key`` (header checked against the member's size first)."""
+        if key not in self.members:
+            raise self.bad(f"no {key!r} entry")
+        return _read_member(self._zf, self.members[key], self.src)
+
+    def read_json(self, key: str, max_bytes: int = _MAX_ARCH_BYTES) -> Any:
+        """The UTF-8 JSON document stored as the uint8 array ``key``."""
+        if key not in self.members:
+            raise self.bad(f"no {key} entry")
+        if self.members[key].file_size > max_bytes:
+            raise self.bad(f"{key} entry too large")
+        raw = self.read(key)
+        try:
+            return json.loads(raw.astype(np.uint8).tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise self.bad(f"{key} is not JSON ({exc})") from None
+
+    def array_bytes(self, prefixes: tuple[str, ...] = ("param:", "buffer:")) -> int:
+        """Declared bytes of the members whose names start with one of ``prefixes``."""
+        return sum(info.file_size for key, info in self.members.items() if key.startswith(prefixes))
+
+    def build_model(self) -> Module:
+        """The module of the ``__architecture__`` entry, built through the registry, with
+        its parameters as initialized (restore them with :meth:`restore_model`). What it
+        may allocate is bounded by the bytes of ``param:``/``buffer:`` arrays present."""
+        arch = self.read_json(_ARCH_KEY)
+        if not isinstance(arch, dict) or arch.get("format") != FORMAT:
+            raise self.bad("wrong format tag")
+        if arch.get("version") != VERSION:
+            raise self.bad(f"unsupported version {arch.get('version')!r}")
+        # Bound what the layers will allocate by the array bytes really in the archive,
+        # before any layer is built (a crafted config could ask for a giant Linear).
+        need = _architecture_bytes(arch.get("model"))
+        have = self.array_bytes()
+        if need > have:
+            raise self.bad(
+                f"the architecture needs {need} bytes of parameters but the "
+                f"archive holds only {have} bytes of arrays"
+            )
+        return _build(arch.get("model"), self.src, [have])
+
+    def model_arrays(self, model: Module) -> dict[str, np.ndarray]:
+        """The stored ``param:``/``buffer:`` arrays of ``model``, checked: exactly its names,
+        shapes and dtypes (nothing of ``model`` changes)."""
+        expected = model_arrays(model)
+        stored = {k for k in self.members if k.startswith(("param:", "buffer:"))}
+        if stored != set(expected):
+            missing = sorted(set(expected) - stored)
+            extra = sorted(stored - set(expected))
+            raise self.bad(
+                f"arrays do not match the architecture (missing {missing[:5]}, "
+                f"unexpected {extra[:5]})"
+            )
+        out = {}
+        for key, target in expected.items():
+            arr = self.read(key)
+            if arr.shape != target.shape or arr.dtype != target.dtype:
+                raise self.bad(
+                    f"{key} has shape {arr.shape} and dtype {arr.dtype}, "
+                    f"expected {target.shape} and {target.dtype}"
+                )
+            out[key] = arr
+        return out
+
+
+def copy_model_arrays(model: Module, arrays: dict[str, np.ndarray]) -> None:
+    """Copy checked arrays (from :meth:`Archive.model_arrays`) into ``model`` in place."""
+    targets = model_arrays(model)
+    for key, arr in arrays.items():
+        targets[key][...] = arr
+
+
 def load(path: Any) -> Module:
     """Load a model written by :meth:`Sequential.save` (or :func:`save`), in eval mode.
 
@@ -224,66 +393,20 @@ def load(path: Any) -> Module:
     FileNotFoundError
         If ``path`` does not exist.
     """
-    if not os.path.exists(os.fspath(path)):
-        raise FileNotFoundError(f"load(): no such file: {os.fspath(path)!s}")
-    try:
-        zf = zipfile.ZipFile(os.fspath(path))
-    except (*_ARCHIVE_ERRORS, ValueError) as exc:
-        raise _bad(path, f"not an .npz archive ({exc})") from None
-    with zf:
-        try:
-            _check_members(zf, path)
-            members = {
-                info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")
-            }
-            if _ARCH_KEY not in members:
-                raise _bad(path, "no __architecture__ entry")
-            if members[_ARCH_KEY].file_size > _MAX_ARCH_BYTES:
-                raise _bad(path, "architecture entry too large")
-            raw = _read_member(zf, members[_ARCH_KEY], path)
-            try:
-                arch = json.loads(raw.astype(np.uint8).tobytes().decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                raise _bad(path, f"architecture is not JSON ({exc})") from None
-            if not isinstance(arch, dict) or arch.get("format") != FORMAT:
-                raise _bad(path, "wrong format tag")
-            if arch.get("version") != VERSION:
-                raise _bad(path, f"unsupported version {arch.get('version')!r}")
-            # Bound what the layers will allocate by the array bytes really in the archive,
-            # before any layer is built (a crafted config could ask for a giant Linear).
-            need = _architecture_bytes(arch.get("model"))
-            have = sum(info.file_size for key, info in members.items() if key != _ARCH_KEY)
-            if need > have:
-                raise _bad(
-                    path,
-                    f"the architecture needs {need} bytes of parameters but the "
-                    f"archive holds only {have} bytes of arrays",
-                )
-            model = _build(arch.get("model"), path, [have])
-            expected: dict[str, np.ndarray] = {}
-            for name, p in model.named_parameters():
-                expected[f"param:{name}"] = p.data
-            for name, b in model.named_buffers():
-                expected[f"buffer:{name}"] = b
-            stored = set(members) - {_ARCH_KEY}
-            if stored != set(expected):
-                missing = sorted(set(expected) - stored)
-                extra = sorted(stored - set(expected))
-                raise _bad(
-                    path,
-                    f"arrays do not match the architecture (missing {missing[:5]}, "
-                    f"unexpected {extra[:5]})",
-                )
-            for key, target in expected.items():
-                arr = _read_member(zf, members[key], path)
-                if arr.shape != target.shape or arr.dtype != target.dtype:
-                    raise _bad(
-                        path,
-                        f"{key} has shape {arr.shape} and dtype {arr.dtype}, "
-                        f"expected {target.shape} and {target.dtype}",
-                    )
-                target[...] = arr
-        except _ARCHIVE_ERRORS as exc:
-            raise _bad(path, f"corrupted archive ({type(exc).__name__}: {exc})") from None
+    with Archive(path) as ar:
+        if _ARCH_KEY not in ar.members:
+            raise ar.bad("no __architecture__ entry")
+        extra = sorted(
+            k for k in ar.members if k != _ARCH_KEY and not k.startswith(("param:", "buffer:"))
+        )
+        if "__checkpoint__" in extra:
+            raise ar.bad(
+                "it is a training checkpoint: read it with cnncore.load_checkpoint(path) "
+                "(its .model is the model)"
+            )
+        if extra:
+            raise ar.bad(f"arrays do not match the architecture (unexpected {extra[:5]})")
+        model = ar.build_model()
+        copy_model_arrays(model, ar.model_arrays(model))
     model.eval()
     return model

@@ -24,8 +24,10 @@ import numpy as np
 
 from .. import _alloc, optim
 from .._config import blas_single_thread
-from .._validation import as_ndarray, check_int
+from .._validation import as_ndarray, check_bool, check_int, check_real
+from . import callbacks as callback_lib
 from . import loss as losses
+from . import metrics as metric_lib
 from .module import Module, as_model_input
 
 
@@ -35,9 +37,14 @@ class History:
     Attributes
     ----------
     history : dict of str -> list of float
-        ``loss``, ``accuracy`` (classification), ``val_loss``, ``val_accuracy`` (with
-        validation data), ``lr`` and ``seconds`` (wall time per epoch).
+        ``loss``, ``accuracy`` (classification), other metrics, ``val_loss``,
+        ``val_accuracy`` (with validation data), ``lr`` (the learning rate of the epoch's
+        last step) and ``seconds`` (wall time per epoch).
     epoch : list of int
+        The epochs trained (1-based: ``initial_epoch + 1``, ...).
+    params : dict
+        The run's ``epochs``, ``initial_epoch``, ``steps``, ``samples``, ``batch_size``,
+        ``verbose``, ``seed`` and ``scheduler``.
     interrupted : bool
         True when Ctrl-C stopped training; the model keeps the weights of the last finished
         step.
@@ -47,6 +54,7 @@ class History:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
         self.interrupted = False
+        self.params: dict[str, Any] = {}
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
         self.epoch.append(epoch)
@@ -163,8 +171,10 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _progress(total: int, epoch: int, epochs: int, verbose: bool) -> Any:
-    if not verbose:
+def _progress(total: int, epoch: int, epochs: int, verbose: int) -> Any:
+    """A tqdm bar over the epoch's images (ETA and rate from tqdm; loss, accuracy, images/s
+    and the learning rate in its postfix), for ``verbose=1``."""
+    if verbose != 1:
         return None
     try:
         from tqdm.auto import tqdm
@@ -173,6 +183,139 @@ def _progress(total: int, epoch: int, epochs: int, verbose: bool) -> Any:
     return tqdm(
         total=total, desc=f"epoch {epoch}/{epochs}", unit="img", leave=True, dynamic_ncols=True
     )
+
+
+def _check_verbose(verbose: Any, func: str) -> int:
+    """Keras' ``verbose``: 0 silent, 1 progress bar, 2 one line per epoch (``'auto'`` and
+    True are 1, False is 0)."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, (bool, np.bool_)):
+        return int(verbose)
+    if isinstance(verbose, (int, np.integer)) and int(verbose) in (0, 1, 2):
+        return int(verbose)
+    raise ValueError(
+        f"{func}(): verbose must be 0 (silent), 1 (progress bar), 2 (one line per epoch), "
+        f"'auto' or a bool. Received: verbose={verbose!r}"
+    )
+
+
+def _check_sample_weight(sw: Any, n: int, name: str, func: str) -> np.ndarray | None:
+    if sw is None:
+        return None
+    w = as_ndarray(sw, name, func)
+    if w.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{func}(): {name} must hold real numbers. Received: {name}.dtype={w.dtype}"
+        )
+    if w.ndim != 1 or len(w) != n:
+        raise ValueError(
+            f"{func}(): {name} must have shape ({n},), one weight per sample. Received: "
+            f"{name} with shape {w.shape}"
+        )
+    w = w.astype(np.float64)
+    if not np.isfinite(w).all() or (w < 0).any():
+        bad = w[~(np.isfinite(w) & (w >= 0))][0]
+        raise ValueError(
+            f"{func}(): {name} must be finite and >= 0. Received: {name} containing {bad!r}"
+        )
+    return w
+
+
+def _class_weights(
+    class_weight: Any, loss_fn: Any, y: np.ndarray, n_outputs: int, func: str
+) -> np.ndarray | None:
+    """Per-sample weights from ``class_weight`` (a dict class -> weight, or 'balanced')."""
+    if class_weight is None:
+        return None
+    labels = loss_fn.class_targets(y)
+    if labels is None:
+        raise ValueError(
+            f"{func}(): class_weight needs a classification loss with one class per sample "
+            f"(CrossEntropyLoss, or BCE losses with one output). Received: loss "
+            f"{type(loss_fn).__name__} with y of shape {y.shape}"
+        )
+    labels = np.asarray(labels, dtype=np.int64)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(
+                f"{func}(): class_weight must be a dict or 'balanced'. Received: "
+                f"class_weight={class_weight!r}"
+            )
+        valid = labels[labels >= 0]
+        counts = np.bincount(valid, minlength=1)
+        present = np.flatnonzero(counts)
+        table = np.ones(len(counts))
+        # scikit-learn's 'balanced': n_samples / (n_classes * count of the class)
+        table[present] = len(valid) / (len(present) * counts[present])
+        return np.where(labels >= 0, table[np.clip(labels, 0, None)], 1.0)
+    if not isinstance(class_weight, dict):
+        raise TypeError(
+            f"{func}(): class_weight must be a dict {{class: weight}} or 'balanced'. Received: "
+            f"class_weight of type {type(class_weight).__name__}"
+        )
+    n_classes = max(n_outputs, 2)
+    table = np.ones(n_classes)
+    for k, v in class_weight.items():
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(
+                f"{func}(): class_weight keys must be class indices (ints). Received: key {k!r}"
+            )
+        if not 0 <= int(k) < n_classes:
+            raise ValueError(
+                f"{func}(): class_weight has class {int(k)}, outside [0, {n_classes}) for this "
+                f"model. Received: class_weight={class_weight!r}"
+            )
+        v = check_real(v, f"class_weight[{int(k)}]", func)
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(
+                f"{func}(): class weights must be finite and >= 0. Received: "
+                f"class_weight[{int(k)}]={v!r}"
+            )
+        table[int(k)] = v
+    # samples with an ignored / out-of-table label keep weight 1 (as Keras' .get(y, 1.0))
+    inside = (labels >= 0) & (labels < n_classes)
+    return np.where(inside, table[np.clip(labels, 0, n_classes - 1)], 1.0)
+
+
+def _validation_arrays(validation_data: Any, func: str) -> tuple[Any, Any, Any]:
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError(
+            f"{func}(): validation_data must be a pair (x_val, y_val) or a triple (x_val, "
+            f"y_val, sample_weight_val). Received: {type(validation_data).__name__}"
+            + (
+                f" of length {len(validation_data)}"
+                if isinstance(validation_data, (tuple, list))
+                else ""
+            )
+        )
+    xv, yv = validation_data[0], validation_data[1]
+    swv = validation_data[2] if len(validation_data) == 3 else None
+    return xv, yv, swv
+
+
+def _epoch_rng(base_seed: int, epoch: int) -> np.random.Generator:
+    """The generator of epoch ``epoch`` (0-based): a function of the run's seed and the epoch
+    alone, so epochs ``k, k+1, ...`` of a resumed run draw exactly what they drew in an
+    uninterrupted one."""
+    return np.random.default_rng(np.random.SeedSequence(base_seed, spawn_key=(epoch,)))
+
+
+def _resolve_seed(seed: Any, func: str) -> int:
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(2**63))
+    return check_int(seed, "seed", func, min_value=0, max_value=None)
+
+
+def _format_logs(logs: dict[str, float]) -> str:
+    parts = []
+    for k, v in logs.items():
+        if k == "seconds":
+            continue
+        parts.append(f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}")
+    return "  ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,10 +334,16 @@ def fit(
     batch_size: int = 32,
     shuffle: bool = True,
     validation_data: Any = None,
-    verbose: bool = True,
+    validation_split: float = 0.0,
+    verbose: int | bool | str = 1,
     seed: int | None = None,
     scheduler: Any = None,
     augment: Any = None,
+    callbacks: Any = None,
+    initial_epoch: int = 0,
+    class_weight: Any = None,
+    sample_weight: Any = None,
+    metrics: Any = None,
 ) -> History:
     """Train ``model`` on ``(x, y)``.
 
@@ -211,32 +360,70 @@ def fit(
         An optimizer over ``model.parameters()``, or a name (``'sgd'``, ``'adam'``, ...)
         for one with default settings (:func:`cnncore.optim.make_optimizer`).
     loss : loss module (e.g. ``nn.CrossEntropyLoss()``) or str (``'cross_entropy'``, ...)
-    epochs, batch_size : int
+    epochs : int
+        The index of the last epoch (Keras): training runs epochs ``initial_epoch + 1`` to
+        ``epochs``.
+    batch_size : int
     shuffle : bool
-        Reshuffle the samples every epoch.
-    validation_data : (x_val, y_val), optional
-        Evaluated after every epoch (``val_loss``, ``val_accuracy``).
-    verbose : bool
-        Show a tqdm progress bar with loss, accuracy and images/s.
+        Reshuffle the training samples every epoch.
+    validation_data : (x_val, y_val) or (x_val, y_val, sample_weight_val), optional
+        Evaluated after every epoch (``val_loss``, ``val_accuracy``, other metrics).
+    validation_split : float in [0, 1), default 0
+        Hold out the *last* fraction of ``x``/``y`` (and ``sample_weight``) as validation
+        data, before any shuffling, as Keras (``validation_data`` takes precedence).
+    verbose : {0, 1, 2, 'auto'} or bool, default 1
+        0: silent; 1: a tqdm progress bar (ETA, loss, accuracy, images/s, learning rate)
+        and a line per epoch; 2: one line per epoch only (for logs and CI).
     seed : int, optional
-        Seeds shuffling and Dropout masks: the same seed gives the same weights, whatever
-        the thread count.
+        Seeds shuffling, Dropout masks and augmentation: each epoch's random generator is
+        derived from ``(seed, epoch)`` alone, so the same seed gives the same weights --
+        whatever the thread count, and whether the run is continuous or resumed from a
+        checkpoint with ``initial_epoch``. None draws a seed (``history.params['seed']``).
     scheduler : cnncore.optim.LRScheduler, optional
-        Stepped once after every epoch.
+        Stepped after every batch or after every epoch, as its ``interval`` says
+        (:class:`~cnncore.optim.OneCycleLR` per batch, the others per epoch);
+        :class:`~cnncore.optim.ReduceLROnPlateau` is stepped with ``val_loss`` (``loss``
+        without validation data).
     augment : callable, optional
         ``augment(x_batch, rng) -> x_batch`` applied to every training batch (e.g.
-        :class:`cnncore.augment.FlipShift`), with the generator ``seed`` controls.
+        :class:`cnncore.augment.FlipShift`), with the epoch's generator.
+    callbacks : list of cnncore.callbacks.Callback, optional
+        Called at the start/end of training, epochs and batches (Keras' hooks); a callback
+        stops training with ``model.stop_training = True``.
+    initial_epoch : int, default 0
+        Epochs already done (Keras): with a checkpoint from
+        :func:`cnncore.load_checkpoint` and the same ``seed``, training resumes exactly
+        where it stopped.
+    class_weight : dict {class: weight} or 'balanced', optional
+        Weights each training sample's loss by its class (classes missing from the dict
+        weigh 1). 'balanced' is scikit-learn's ``n_samples / (n_classes * count(class))``.
+    sample_weight : ndarray of shape (N,), optional
+        A weight per training sample (multiplied with the class weight).
+    metrics : list, optional
+        Extra metrics: ``'top_k_accuracy'`` (k = 5), ``'top3_accuracy'``, or
+        :class:`cnncore.nn.metrics.TopKAccuracy` objects (``accuracy`` is always reported
+        for classification losses).
 
     Returns
     -------
     History
+        ``history.history`` per epoch; ``history.epoch`` counts from ``initial_epoch + 1``;
+        ``history.params`` the run's parameters.
 
     Notes
     -----
     Everything is checked before the first step (shapes via a two-sample forward pass,
-    labels against the output size, ``len(x) == len(y)``). Ctrl-C stops between steps and
-    returns the history so far (``history.interrupted``).
+    labels against the output size, ``len(x) == len(y)``, weights). Ctrl-C stops between
+    steps and returns the history so far (``history.interrupted``).
+
+    With sample or class weights the batch loss is Keras': ``sum_i w_i l_i / N`` for the
+    losses' 'mean' reduction (``l_i`` the loss of sample ``i``), so with
+    ``CrossEntropyLoss`` (no label smoothing) it and its gradient equal PyTorch's
+    ``CrossEntropyLoss(weight=w, reduction='sum')`` divided by the batch size. (With label
+    smoothing a class weight scales the whole sample's loss, as in Keras, while PyTorch's
+    ``weight=`` scales each class term; for the latter use ``CrossEntropyLoss(weight=...)``.)
     """
+    func = "fit"
     if not isinstance(model, Module):
         raise TypeError(
             f"fit(): model must be a cnncore.nn.Module. Received: {type(model).__name__}"
@@ -245,88 +432,195 @@ def fit(
         raise TypeError(
             f"fit(): augment must be callable. Received: augment of type {type(augment).__name__}"
         )
-    epochs = check_int(epochs, "epochs", "fit", min_value=0)
-    batch_size = check_int(batch_size, "batch_size", "fit", min_value=1)
-    loss_fn = losses.resolve_loss(loss, "fit")
+    epochs = check_int(epochs, "epochs", func, min_value=0)
+    initial_epoch = check_int(initial_epoch, "initial_epoch", func, min_value=0)
+    batch_size = check_int(batch_size, "batch_size", func, min_value=1)
+    verbose = _check_verbose(verbose, func)
+    shuffle = check_bool(shuffle, "shuffle", func)
+    split = check_real(validation_split, "validation_split", func)
+    if not 0.0 <= split < 1.0:
+        raise ValueError(
+            f"fit(): validation_split must be in [0, 1). Received: validation_split={split!r}"
+        )
+    loss_fn = losses.resolve_loss(loss, func)
     opt = resolve_optimizer(optimizer, model)
-    x, y = _check_xy(model, x, y, "fit", loss_fn)
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError(
-                "fit(): validation_data must be a pair (x_val, y_val). Received: "
-                f"{type(validation_data).__name__}"
+    if scheduler is not None:
+        if not isinstance(scheduler, optim.LRScheduler):
+            raise TypeError(
+                "fit(): scheduler must be a cnncore.optim.LRScheduler. Received: scheduler of "
+                f"type {type(scheduler).__name__}"
             )
-        _check_xy(model, validation_data[0], validation_data[1], "fit", loss_fn)
-    model.loss_fn, model.optimizer = loss_fn, opt
+        if scheduler.optimizer is not opt:
+            raise ValueError(
+                "fit(): scheduler must schedule the optimizer given to fit. Received: a "
+                f"{type(scheduler).__name__} of another optimizer"
+            )
+    extra_metrics = metric_lib.resolve_metrics(metrics, func)
+    x, y = _check_xy(model, x, y, func, loss_fn)
+    sw = _check_sample_weight(sample_weight, len(x), "sample_weight", func)
+    base_seed = _resolve_seed(seed, func)
 
-    rng = np.random.default_rng(seed)
-    _reseed(model, rng)
+    if validation_data is not None:
+        xv, yv, swv = _validation_arrays(validation_data, func)
+        xv, yv = _check_xy(model, xv, yv, func, loss_fn)
+        swv = _check_sample_weight(swv, len(xv), "validation sample_weight", func)
+        val: tuple[Any, Any, Any] | None = (xv, yv, swv)
+    elif split > 0:
+        at = int(math.floor(len(x) * (1.0 - split)))
+        if at == 0 or at == len(x):
+            raise ValueError(
+                f"fit(): validation_split={split!r} of {len(x)} samples leaves "
+                f"{at} for training and {len(x) - at} for validation; both need at least one"
+            )
+        val = (x[at:], y[at:], None if sw is None else sw[at:])
+        x, y = x[:at], y[:at]
+        sw = None if sw is None else sw[:at]
+    else:
+        val = None
+
+    was_training = model.training
+    model.eval()
+    try:
+        probe = model(x[:2])
+    finally:
+        model.train(was_training)
+    if extra_metrics and not (isinstance(loss_fn, losses.CrossEntropyLoss) and probe.ndim >= 2):
+        raise ValueError(
+            f"fit(): top-k accuracy needs class scores of shape (N, C) and CrossEntropyLoss. "
+            f"Received: loss {type(loss_fn).__name__}, outputs of shape (N, "
+            f"{', '.join(map(str, probe.shape[1:]))})"
+        )
+    cw = _class_weights(class_weight, loss_fn, y, probe.shape[1] if probe.ndim >= 2 else 1, func)
+    if cw is not None:
+        sw = cw if sw is None else sw * cw
+    model.loss_fn, model.optimizer = loss_fn, opt
+    model.stop_training = False
+
     n = len(x)
+    steps = -(-n // batch_size)
     history = History()
+    params: dict[str, Any] = {
+        "epochs": epochs,
+        "initial_epoch": initial_epoch,
+        "steps": steps,
+        "samples": n,
+        "batch_size": batch_size,
+        "verbose": verbose,
+        "seed": base_seed,
+        "optimizer": opt,
+        "scheduler": scheduler,
+        "history": history,
+    }
+    history.params = {k: v for k, v in params.items() if k not in ("optimizer", "history")}
+    cbs = callback_lib.CallbackList(callbacks, model, params)
+    per_batch = scheduler is not None and scheduler.interval == "batch"
+    plateau = isinstance(scheduler, optim.ReduceLROnPlateau)
+    batch_hooks = cbs.wants_batches
     dtype = model.dtype
-    with _StopFlag() as flag, _batch_loop():
-        for epoch in range(1, epochs + 1):
-            model.train()
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            bar = _progress(n, epoch, epochs, verbose)
-            t0 = time.perf_counter()
-            seen = 0
-            loss_sum = 0.0
-            correct = 0
-            counted = 0
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                xb = as_model_input(x[idx], dtype)
-                if augment is not None:
-                    xb = as_model_input(augment(xb, rng), dtype)
-                yb = y[idx]
-                out = model(xb)
-                batch_loss = loss_fn(out, yb)
-                opt.zero_grad()
-                model.backward(loss_fn.backward(), input_grad=False)
-                opt.step()
-                nb = len(idx)
-                seen += nb
-                loss_sum += float(batch_loss) * nb
-                hits = losses.count_correct(loss_fn, out, yb)
-                if hits is not None:
-                    correct += hits
-                    counted += nb
+    logs: dict[str, Any] = {}
+    cbs.on_train_begin()
+    try:
+        with _StopFlag() as flag, _batch_loop():
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch, {})
+                model.train()
+                rng = _epoch_rng(base_seed, epoch)
+                _reseed(model, rng)
+                order = rng.permutation(n) if shuffle else np.arange(n)
+                bar = _progress(n, epoch + 1, epochs, verbose)
+                t0 = time.perf_counter()
+                seen = 0
+                loss_sum = 0.0
+                correct = 0
+                counted = 0
+                topk = [0] * len(extra_metrics)
+                lr_used = opt.lr
+                for bi, start in enumerate(range(0, n, batch_size)):
+                    idx = order[start : start + batch_size]
+                    nb = len(idx)
+                    if batch_hooks:
+                        cbs.on_batch_begin(bi, {"batch": bi, "size": nb})
+                    xb = as_model_input(x[idx], dtype)
+                    if augment is not None:
+                        xb = as_model_input(augment(xb, rng), dtype)
+                    yb = y[idx]
+                    out = model(xb)
+                    if sw is None:
+                        batch_loss = loss_fn(out, yb)
+                        grad = loss_fn.backward()
+                    else:
+                        batch_loss, grad = loss_fn.weighted(out, yb, sw[idx])
+                    opt.zero_grad()
+                    model.backward(grad, input_grad=False)
+                    lr_used = opt.lr
+                    opt.step()
+                    if per_batch:
+                        scheduler.step()
+                    seen += nb
+                    loss_sum += float(batch_loss) * nb
+                    hits = losses.count_correct(loss_fn, out, yb)
+                    if hits is not None:
+                        correct += hits
+                        counted += nb
+                    for i, m in enumerate(extra_metrics):
+                        topk[i] += m.count(out, yb)
+                    if batch_hooks:
+                        blogs = {"batch": bi, "size": nb, "loss": loss_sum / seen, "lr": lr_used}
+                        if counted:
+                            blogs["accuracy"] = correct / counted
+                        cbs.on_batch_end(bi, blogs)
+                    if bar is not None:
+                        bar.update(nb)
+                        post = {"loss": f"{loss_sum / seen:.4f}"}
+                        if counted:
+                            post["acc"] = f"{correct / counted:.4f}"
+                        post["img/s"] = f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}"
+                        post["lr"] = f"{lr_used:.3g}"
+                        bar.set_postfix(post, refresh=False)
+                    if flag.stop or model.stop_training:
+                        break
+                seconds = time.perf_counter() - t0
                 if bar is not None:
-                    bar.update(nb)
-                    post = {"loss": f"{loss_sum / seen:.4f}"}
-                    if counted:
-                        post["acc"] = f"{correct / counted:.4f}"
-                    post["img/s"] = f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}"
-                    bar.set_postfix(post, refresh=False)
-                if flag.stop:
+                    bar.close()
+                if seen == 0:
                     break
-            seconds = time.perf_counter() - t0
-            if bar is not None:
-                bar.close()
-            if seen == 0:
-                break
-            logs = {"loss": loss_sum / seen}
-            if counted:
-                logs["accuracy"] = correct / counted
-            if validation_data is not None and not flag.stop:
-                val = evaluate(model, validation_data[0], validation_data[1], loss=loss_fn)
-                logs["val_loss"] = val["loss"]
-                if not math.isnan(val["accuracy"]):
-                    logs["val_accuracy"] = val["accuracy"]
-            logs["lr"] = opt.lr
-            logs["seconds"] = seconds
-            history.append(epoch, logs)
-            if verbose:
-                text = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "seconds")
-                print(
-                    f"epoch {epoch}/{epochs}: {text}  ({seconds:.1f} s, "
-                    f"{seen / max(seconds, 1e-9):.0f} img/s)"
-                )
-            if flag.stop:
-                break
-            if scheduler is not None:
-                scheduler.step()
+                logs = {"loss": loss_sum / seen}
+                if counted:
+                    logs["accuracy"] = correct / counted
+                for i, m in enumerate(extra_metrics):
+                    logs[m.name] = topk[i] / seen
+                if val is not None and not flag.stop:
+                    res = evaluate(
+                        model,
+                        val[0],
+                        val[1],
+                        loss=loss_fn,
+                        sample_weight=val[2],
+                        metrics=extra_metrics,
+                    )
+                    for k, v in res.items():
+                        if not (k == "accuracy" and math.isnan(v)):
+                            logs["val_" + k] = v
+                logs["lr"] = lr_used
+                logs["seconds"] = seconds
+                if seen == n and scheduler is not None and not per_batch:
+                    if plateau:
+                        scheduler.step(logs.get("val_loss", logs["loss"]))
+                    else:
+                        scheduler.step()
+                history.append(epoch + 1, logs)
+                if verbose:
+                    print(
+                        f"epoch {epoch + 1}/{epochs}: {_format_logs(logs)}  ({seconds:.1f} s, "
+                        f"{seen / max(seconds, 1e-9):.0f} img/s)"
+                    )
+                if flag.stop:  # Ctrl-C mid-epoch: no epoch-end hooks (no checkpoint of it)
+                    break
+                cbs.on_epoch_end(epoch, logs)
+                if flag.stop or model.stop_training:
+                    break
+    finally:
+        cbs.on_train_end(logs)
     if flag.stop:
         history.interrupted = True
         if verbose:
@@ -359,33 +653,128 @@ def predict(model: Module, x: Any, batch_size: int = 256) -> np.ndarray:
 
 
 def evaluate(
-    model: Module, x: Any, y: Any, batch_size: int = 256, loss: Any = None
-) -> dict[str, float]:
-    """Mean loss and accuracy (NaN for non-classification losses) over ``(x, y)``, in eval
-    mode. ``loss`` defaults to the one used by ``fit``, else cross-entropy for integer
-    labels and MSE otherwise."""
-    batch_size = check_int(batch_size, "batch_size", "evaluate", min_value=1)
+    model: Module,
+    x: Any,
+    y: Any,
+    batch_size: int = 256,
+    loss: Any = None,
+    *,
+    sample_weight: Any = None,
+    metrics: Any = None,
+    confusion: bool = False,
+) -> dict[str, Any]:
+    """Mean loss and accuracy over ``(x, y)``, in eval mode.
+
+    Parameters
+    ----------
+    model : Module
+    x, y : ndarray
+    batch_size : int, default 256
+    loss : loss module or str, optional
+        Defaults to the one used by ``fit``, else cross-entropy for integer labels and MSE
+        otherwise.
+    sample_weight : ndarray of shape (N,), optional
+        Weights the loss as :func:`fit` does (``sum_i w_i l_i / N``).
+    metrics : list, optional
+        Extra metrics as in :func:`fit` (``'top_k_accuracy'``, ...).
+    confusion : bool, default False
+        Also return ``'confusion'``: the ``(C, C)`` int64 confusion matrix (row = true
+        class, column = predicted class) of a classifier (``CrossEntropyLoss`` with outputs
+        (N, C); binary losses with one output: C = 2). Plot it with
+        :func:`cnncore.viz.plot_confusion`.
+
+    Returns
+    -------
+    dict
+        ``loss``, ``accuracy`` (NaN for non-classification losses), the extra metrics, and
+        ``confusion`` when asked.
+    """
+    func = "evaluate"
+    batch_size = check_int(batch_size, "batch_size", func, min_value=1)
+    confusion = check_bool(confusion, "confusion", func)
     if loss is None:
         loss = model.loss_fn
     if loss is None:
         loss = "cross_entropy" if np.asarray(y).dtype.kind in "iu" else "mse"
-    loss_fn = losses.resolve_loss(loss, "evaluate")
-    x, y = _check_xy(model, x, y, "evaluate", loss_fn)
+    loss_fn = losses.resolve_loss(loss, func)
+    extra_metrics = (
+        list(metrics)
+        if isinstance(metrics, list)
+        and all(isinstance(m, metric_lib.TopKAccuracy) for m in metrics)
+        else metric_lib.resolve_metrics(metrics, func)
+    )
+    x, y = _check_xy(model, x, y, func, loss_fn)
+    sw = _check_sample_weight(sample_weight, len(x), "sample_weight", func)
+    is_ce = isinstance(loss_fn, losses.CrossEntropyLoss)
+    is_binary = isinstance(loss_fn, (losses.BCEWithLogitsLoss, losses.BCELoss))
     was_training = model.training
     model.eval()
     total = 0.0
     correct = 0
     counted = 0
+    topk = [0] * len(extra_metrics)
+    cm: np.ndarray | None = None
     try:
         with _batch_loop():
             for s in _batches(len(x), batch_size):
                 out = model(x[s])
                 nb = s.stop - s.start
-                total += float(loss_fn(out, y[s])) * nb
+                if extra_metrics and not (is_ce and out.ndim >= 2):
+                    raise ValueError(
+                        f"{func}(): top-k accuracy needs class scores of shape (N, C) and "
+                        f"CrossEntropyLoss. Received: loss {type(loss_fn).__name__}"
+                    )
+                if sw is None:
+                    total += float(loss_fn(out, y[s])) * nb
+                else:
+                    total += loss_fn.weighted(out, y[s], sw[s])[0] * nb
                 hits = losses.count_correct(loss_fn, out, y[s])
                 if hits is not None:
                     correct += hits
                     counted += nb
+                for i, m in enumerate(extra_metrics):
+                    topk[i] += m.count(out, y[s])
+                if confusion:
+                    cm = _add_confusion(cm, loss_fn, is_ce, is_binary, out, y[s], func)
     finally:
         model.train(was_training)
-    return {"loss": total / len(x), "accuracy": correct / counted if counted else float("nan")}
+    result: dict[str, Any] = {
+        "loss": total / len(x),
+        "accuracy": correct / counted if counted else float("nan"),
+    }
+    for i, m in enumerate(extra_metrics):
+        result[m.name] = topk[i] / len(x)
+    if confusion:
+        result["confusion"] = cm
+    return result
+
+
+def _add_confusion(
+    cm: np.ndarray | None,
+    loss_fn: Any,
+    is_ce: bool,
+    is_binary: bool,
+    out: np.ndarray,
+    y: np.ndarray,
+    func: str,
+) -> np.ndarray:
+    """``cm`` plus the confusion counts of one batch."""
+    if is_ce and out.ndim == 2:
+        c = out.shape[1]
+        pred = out.argmax(axis=1)
+        true = y if y.dtype.kind in "iu" else y.argmax(axis=1)
+        keep = true != loss_fn.ignore_index if y.dtype.kind in "iu" else slice(None)
+        true, pred = true[keep], pred[keep]
+    elif is_binary and out.reshape(len(out), -1).shape[1] == 1:
+        c = 2
+        threshold = 0.0 if isinstance(loss_fn, losses.BCEWithLogitsLoss) else 0.5
+        pred = (out.reshape(-1) > threshold).astype(np.int64)
+        true = (y.reshape(-1) > 0.5).astype(np.int64)
+    else:
+        raise ValueError(
+            f"{func}(): confusion=True needs a classifier: CrossEntropyLoss with outputs of "
+            f"shape (N, C), or a binary loss with one output. Received: loss "
+            f"{type(loss_fn).__name__}, outputs of shape {out.shape}"
+        )
+    batch = metric_lib.confusion_matrix(true, pred, c)
+    return batch if cm is None else cm + batch

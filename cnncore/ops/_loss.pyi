@@ -30,6 +30,7 @@ def cross_entropy(
     logits: _Float,
     labels: NDArray[np.int64] | None,
     probs: _Float | None,
+    weight: _Float | None,
     ignore_index: int,
     label_smoothing: float,
     loss_out: _Float | None,
@@ -38,6 +39,6 @@ def cross_entropy(
     n_threads: int,
 ) -> float:
     """Cross entropy of the rows of ``logits`` (R, C) against ``labels`` (R,) or ``probs``
-    (R, C); returns the sum of the row losses and fills ``loss_out`` (R,) / ``grad_out``
-    (R, C) when given. Raises IndexError for a label outside [0, C) (other than
-    ``ignore_index``)."""
+    (R, C), each class rescaled by ``weight`` (C,) when given; returns the sum of the row
+    losses and fills ``loss_out`` (R,) / ``grad_out`` (R, C) when given. Raises IndexError
+    for a label outside [0, C) (other than ``ignore_index``)."""

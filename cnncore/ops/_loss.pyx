@@ -5,7 +5,7 @@ respect to the prediction, all in one pass.
   entropy with logits and with probabilities, MSLE, MAPE) over flat contiguous arrays.
 * ``cross_entropy``: fused log-softmax + negative log-likelihood over the rows of an
   ``(R, C)`` logits matrix (class indices or class probabilities as target, optional label
-  smoothing and ``ignore_index``).
+  smoothing, per-class ``weight`` and ``ignore_index``).
 
 Each kernel writes the per-element (per-row) losses when asked (``reduction='none'``), adds
 them up per task into a ``double`` partial sum, and writes ``gscale * d loss / d prediction``
@@ -147,12 +147,13 @@ cdef int pointwise_impl(int kind, const floating* p, const floating* t, Py_ssize
 # ------------------------------------------------------------------------------------------
 
 cdef int ce_row(const floating* x, Py_ssize_t C, int64_t label, const floating* prob,
-                int64_t ignore_index, floating smoothing, floating* grad, floating gscale,
-                floating* loss) noexcept nogil:
+                const floating* weight, int64_t ignore_index, floating smoothing,
+                floating* grad, floating gscale, floating* loss) noexcept nogil:
     """Loss of one row (written to ``loss[0]``) and, unless ``grad`` is NULL, ``gscale`` times
-    its gradient.  ``prob`` NULL: class-index target ``label``."""
+    its gradient.  ``prob`` NULL: class-index target ``label``.  ``weight`` (C,) or NULL:
+    per-class rescaling weights, as torch's ``weight=``."""
     cdef Py_ssize_t c
-    cdef floating m, s, ls, inv, mass, w, uni
+    cdef floating m, s, ls, inv, mass, w, uni, wy
     cdef double acc
     if prob == NULL and label == ignore_index:
         loss[0] = 0
@@ -165,7 +166,7 @@ cdef int ce_row(const floating* x, Py_ssize_t C, int64_t label, const floating* 
     s = row_exp_sum(x, m, grad, C)             # grad <- exp(x - m) when wanted
     ls = flog(s)                               # log-sum-exp = m + ls
     uni = smoothing / C
-    if prob == NULL:
+    if prob == NULL and weight == NULL:
         # -log p_c = (m - x_c) + ls;  loss = (1 - eps) (-log p_t) + eps * mean_c(-log p_c)
         loss[0] = (1 - smoothing) * ((m - x[label]) + ls)
         if smoothing != 0:
@@ -177,23 +178,49 @@ cdef int ce_row(const floating* x, Py_ssize_t C, int64_t label, const floating* 
                 grad[c] = grad[c] * inv - w
             grad[label] -= gscale * (1 - smoothing)
         return CNN_OK
-    # Probability target, smoothed: w_c = (1 - eps) t_c + eps / C.
+    if prob == NULL:
+        # Weighted (torch): loss = (1 - eps) w_t (-log p_t) + eps / C * sum_c w_c (-log p_c),
+        # i.e. target weights a_c = (1 - eps) w_t [c == t] + eps / C * w_c.
+        wy = weight[label]
+        loss[0] = (1 - smoothing) * wy * ((m - x[label]) + ls)
+        mass = (1 - smoothing) * wy
+        if smoothing != 0:
+            acc = 0
+            w = 0
+            for c in range(C):
+                acc += weight[c] * ((m - x[c]) + ls)
+                w = w + weight[c]
+            loss[0] += <floating> (uni * acc)
+            mass = mass + uni * w
+        if grad != NULL:
+            inv = gscale * mass / s
+            for c in range(C):
+                grad[c] = grad[c] * inv - gscale * uni * weight[c]
+            grad[label] -= gscale * (1 - smoothing) * wy
+        return CNN_OK
+    # Probability target, smoothed (and weighted): w_c = ((1 - eps) t_c + eps / C) weight_c.
     acc = 0
     mass = 0
     for c in range(C):
         w = (1 - smoothing) * prob[c] + uni
+        if weight != NULL:
+            w = w * weight[c]
         acc += w * ((m - x[c]) + ls)
         mass += w
     loss[0] = <floating> acc
     if grad != NULL:
         inv = gscale * mass / s
         for c in range(C):
-            grad[c] = grad[c] * inv - gscale * ((1 - smoothing) * prob[c] + uni)
+            w = (1 - smoothing) * prob[c] + uni
+            if weight != NULL:
+                w = w * weight[c]
+            grad[c] = grad[c] * inv - gscale * w
     return CNN_OK
 
 
 cdef int ce_impl(const floating* x, Py_ssize_t R, Py_ssize_t C, const int64_t* labels,
-                 const floating* probs, int64_t ignore_index, floating smoothing,
+                 const floating* probs, const floating* weight, int64_t ignore_index,
+                 floating smoothing,
                  floating* loss_out, floating* grad_out, floating gscale, double* total,
                  int n_threads) noexcept nogil:
     cdef Py_ssize_t rows = py_max(1, CE_TASK_ELEMS // py_max(1, C))
@@ -214,7 +241,8 @@ cdef int ce_impl(const floating* x, Py_ssize_t R, Py_ssize_t C, const int64_t* l
             acc = 0
             for r in range(r0, r1):
                 st = ce_row(x + r * C, C, labels[r] if labels != NULL else 0,
-                            probs + r * C if probs != NULL else NULL, ignore_index, smoothing,
+                            probs + r * C if probs != NULL else NULL, weight, ignore_index,
+                            smoothing,
                             grad_out + r * C if grad_out != NULL else NULL, gscale, &row_loss)
                 if st != CNN_OK:
                     status_p[0] = st
@@ -255,15 +283,18 @@ def pointwise(int kind, const floating[::1] input, const floating[::1] target,
 
 
 def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
-                  const floating[:, ::1] probs, int64_t ignore_index, double label_smoothing,
+                  const floating[:, ::1] probs, const floating[::1] weight,
+                  int64_t ignore_index, double label_smoothing,
                   floating[::1] loss_out, floating[:, ::1] grad_out, double gscale,
                   int n_threads):
     """Cross entropy of each row of ``logits`` (R, C) against ``labels`` (R,) or ``probs``
-    (R, C) (exactly one is given).  Returns the sum of the row losses; fills ``loss_out`` (R,)
-    and ``grad_out`` (R, C) when given.  Raises IndexError for a label outside [0, C)."""
+    (R, C) (exactly one is given), each class rescaled by ``weight`` (C,) when given.  Returns
+    the sum of the row losses; fills ``loss_out`` (R,) and ``grad_out`` (R, C) when given.
+    Raises IndexError for a label outside [0, C)."""
     cdef Py_ssize_t R = logits.shape[0], C = logits.shape[1]
     cdef const int64_t* lab
     cdef const floating* pr
+    cdef const floating* wp
     cdef floating* lp
     cdef floating* gp
     cdef double total = 0
@@ -272,10 +303,11 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
         return 0.0
     lab = &labels[0] if labels is not None else NULL
     pr = &probs[0, 0] if probs is not None else NULL
+    wp = &weight[0] if weight is not None else NULL
     lp = &loss_out[0] if loss_out is not None else NULL
     gp = &grad_out[0, 0] if grad_out is not None else NULL
     with nogil:
-        status = ce_impl(&logits[0, 0], R, C, lab, pr, ignore_index,
+        status = ce_impl(&logits[0, 0], R, C, lab, pr, wp, ignore_index,
                          <floating> label_smoothing, lp, gp, <floating> gscale, &total,
                          n_threads)
     if status == CNN_ERR_INDEX:

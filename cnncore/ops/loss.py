@@ -418,6 +418,7 @@ def _cross_entropy(
     label_smoothing: Any,
     ignore_index: Any,
     want_grad: bool,
+    weight: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
     """The one implementation behind :func:`cross_entropy` and its backward."""
     reduction = check_choice(reduction, "reduction", func, _REDUCTIONS)
@@ -496,6 +497,10 @@ def _cross_entropy(
             f"probabilities of shape {np.shape(logits)}. Received: target with shape {t.shape}"
         )
     dtype = x.dtype
+    w = _class_weight(weight, c, x, func)
+    if w is not None and labels is not None:
+        # torch: 'mean' divides by the summed weights of the non-ignored targets
+        count = float(np.sum(w[labels[valid]], dtype=np.float64))
     # Rows of C classes: (N, C, d1, ...) -> (N * d1 * ..., C).
     if spatial:
         rows = np.ascontiguousarray(np.moveaxis(x, 1, -1)).reshape(-1, c)
@@ -510,7 +515,7 @@ def _cross_entropy(
     else:
         gscale = 1.0
     total = _loss.cross_entropy(
-        rows, labels, probs, ignore_index, eps, per_row, grad_rows, gscale, get_num_threads()
+        rows, labels, probs, w, ignore_index, eps, per_row, grad_rows, gscale, get_num_threads()
     )
     loss_shape = (n, *spatial)
     if per_row is not None:
@@ -529,10 +534,25 @@ def _cross_entropy(
     return loss, grad
 
 
+def _class_weight(weight: Any, c: int, x: np.ndarray, func: str) -> np.ndarray | None:
+    """``weight=`` of cross entropy: None, or a (C,) array of the logits' dtype."""
+    if weight is None:
+        return None
+    w = as_float_array(weight, "weight", func, ndim=1, ndim_text="a 1-D array of C weights")
+    check_same_dtype(func, logits=x, weight=w)
+    if w.shape != (c,):
+        raise ValueError(
+            f"{func}(): weight must have shape (C,) = ({c},), one weight per class. Received: "
+            f"weight with shape {w.shape}"
+        )
+    return w
+
+
 def cross_entropy(
     logits: Any,
     target: Any,
     *,
+    weight: Any = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
@@ -540,8 +560,8 @@ def cross_entropy(
 ) -> Any:
     """Cross entropy between ``softmax(logits, dim=1)`` and class targets (fused, stable).
 
-    Same as :func:`torch.nn.functional.cross_entropy` (without ``weight``): values and
-    gradients, all reductions, ``label_smoothing`` and ``ignore_index``.
+    Same as :func:`torch.nn.functional.cross_entropy`: values and gradients, ``weight``, all
+    reductions, ``label_smoothing`` and ``ignore_index``.
 
     Parameters
     ----------
@@ -551,10 +571,15 @@ def cross_entropy(
         Either class indices -- an integer array of shape (N,), (N, d1, d2, ...) or () -- with
         values in [0, C) or equal to ``ignore_index``; or class probabilities of the shape and
         dtype of ``logits``.
+    weight : array_like of shape (C,), optional
+        A rescaling weight for each class (``logits``' dtype), as PyTorch's: the loss
+        of a class-index target ``t`` is multiplied by ``weight[t]``; with label smoothing
+        or class probabilities every class term ``c`` is multiplied by ``weight[c]``.
     reduction : {'mean', 'sum', 'none'}, default 'mean'
-        'mean' divides the sum by the number of non-ignored targets (class indices) or by
-        ``N * d1 * d2 * ...`` (probabilities); 'none' returns the per-sample losses, shaped
-        like the class-index target.
+        'mean' divides the sum by the number of non-ignored targets (class indices; with
+        ``weight``, by the sum of ``weight[t]`` over them, as PyTorch) or by
+        ``N * d1 * d2 * ...`` (probabilities, with or without ``weight``); 'none' returns the
+        per-sample losses, shaped like the class-index target.
     label_smoothing : float in [0, 1], default 0.0
         The target becomes ``(1 - label_smoothing) * target + label_smoothing / C``.
     ignore_index : int, default -100
@@ -568,13 +593,16 @@ def cross_entropy(
         'mean' with every target ignored is NaN (as in PyTorch).
     grad : ndarray of ``logits``' shape (only with ``return_grad=True``)
         ``softmax(logits) * sum(w) - w`` times the reduction's scale, where ``w`` is the
-        (smoothed) target distribution.
+        (smoothed, weighted) target distribution.
 
     Notes
     -----
     Per sample, with ``m = max(logits)`` and ``lse = m + log(sum(exp(logits - m)))``:
-    ``loss = sum_c w_c * (lse - logits_c)``. Only ``exp`` of non-positive numbers is taken,
-    so logits of any magnitude (e.g. +-1e4) give finite losses and gradients.
+    ``loss = sum_c w_c * (lse - logits_c)``, where ``w_c = (1 - eps) [c == t] weight[t] +
+    eps / C weight[c]`` for a class index ``t`` and ``w_c = ((1 - eps) t_c + eps / C)
+    weight[c]`` for probabilities ``t_c`` (``weight`` all ones when not given). Only ``exp``
+    of non-positive numbers is taken, so logits of any magnitude (e.g. +-1e4) give finite
+    losses and gradients.
 
     Raises
     ------
@@ -588,7 +616,14 @@ def cross_entropy(
     cross_entropy_backward, log_softmax, binary_cross_entropy_with_logits
     """
     loss, grad = _cross_entropy(
-        "cross_entropy", logits, target, reduction, label_smoothing, ignore_index, return_grad
+        "cross_entropy",
+        logits,
+        target,
+        reduction,
+        label_smoothing,
+        ignore_index,
+        return_grad,
+        weight,
     )
     return _loss_result(loss, grad, return_grad)
 
@@ -597,6 +632,7 @@ def cross_entropy_backward(
     logits: Any,
     target: Any,
     *,
+    weight: Any = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
@@ -604,5 +640,12 @@ def cross_entropy_backward(
     """Gradient of :func:`cross_entropy` with respect to ``logits`` (the ``grad`` of
     ``cross_entropy(..., return_grad=True)``)."""
     return _cross_entropy(
-        "cross_entropy_backward", logits, target, reduction, label_smoothing, ignore_index, True
+        "cross_entropy_backward",
+        logits,
+        target,
+        reduction,
+        label_smoothing,
+        ignore_index,
+        True,
+        weight,
     )[1]
