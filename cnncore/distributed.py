@@ -191,11 +191,11 @@ class Communicator:
         self._wait(self.comm.Iallgather(arr, out), "allgather")
         return out
 
-    def bcast_object(self, value: Any, root: int = 0) -> Any:
-        """Rank ``root``'s small JSON-like ``value`` (an int seed, a flag) on every rank."""
-        buf = np.array([0 if value is None else value], dtype=np.int64)
-        self.bcast_(buf, root)
-        return int(buf[0])
+    def bcast_int(self, value: int, root: int = 0) -> int:
+        """Rank ``root``'s non-negative ``value`` (< 2**256, e.g. a seed) on every rank."""
+        words = np.array([(value >> (64 * i)) & (2**64 - 1) for i in range(4)], dtype=np.uint64)
+        self.bcast_(words, root)
+        return sum(int(w) << (64 * i) for i, w in enumerate(words))
 
 
 def world(timeout: float | None = None) -> Communicator:

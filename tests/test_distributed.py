@@ -4,9 +4,17 @@ and mpirun are installed; .ci/run installs them)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import cnncore
 from cnncore.distributed import (
     _subtrees_align,
     owned_parts,
@@ -65,3 +73,83 @@ def test_subtree_alignment_rule():
     assert [k for k in range(1, 9) if _subtrees_align(8, k)] == [1, 2, 4, 8]
     assert [k for k in range(1, 5) if _subtrees_align(4, k)] == [1, 2, 4]
     assert not _subtrees_align(6, 2)  # 6 leaves: no power-of-two tree
+
+
+# --------------------------------------------------------------------------------------------
+# Real runs under mpirun
+# --------------------------------------------------------------------------------------------
+
+HERE = Path(__file__).resolve().parent
+
+
+def _mpirun() -> list[str]:
+    pytest.importorskip("mpi4py")
+    exe = shutil.which("mpirun") or shutil.which("mpirun", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("no mpirun on PATH (pip install 'cnncore[mpi]' brings Open MPI)")
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    flags = ["--oversubscribe"] if ("Open MPI" in version or "prte" in version.lower()) else []
+    if flags and hasattr(os, "geteuid") and os.geteuid() == 0:
+        flags.append("--allow-run-as-root")  # Open MPI refuses root without it (CI runs as root)
+    return [exe, *flags]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    root = str(Path(cnncore.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(extra)
+    return env
+
+
+def _fit(tmp_path: Path, kind: str, n: int | None) -> dict[str, np.ndarray]:
+    out = tmp_path / f"{kind}-{n}.npz"
+    script = [sys.executable, str(HERE / "mpi" / "fit_script.py"), str(out), kind]
+    cmd = script if n is None else [*_mpirun(), "-n", str(n), *script]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    with np.load(out) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("kind, counts", [("lenet", (2, 3, 4)), ("threads", (2,))])
+def test_weights_are_bit_identical_for_any_process_count(tmp_path, kind, counts):
+    """The same seeded distributed fit, in one plain process and under mpirun -n K (K = 3
+    takes the gather-every-part path): the final weights are the same bits."""
+    ref = _fit(tmp_path, "lenet", None)
+    for n in counts:
+        got = _fit(tmp_path, kind, n)
+        assert got.keys() == ref.keys()
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{kind}, {n} ranks, {k}")
+
+
+@pytest.mark.parametrize("how", ["kill", "hang"])
+def test_a_dead_or_hung_rank_stops_the_others(how):
+    cmd = [*_mpirun(), "-n", "2", sys.executable, str(HERE / "mpi" / "kill_script.py"), how]
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        cmd, env=_env(CNNCORE_MPI_TIMEOUT="10"), capture_output=True, text=True, timeout=300
+    )
+    elapsed = time.monotonic() - t0
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    assert "finished (it should not have)" not in text
+    assert elapsed < 120, elapsed
+    if how == "hang":
+        assert "did not complete within 10 s" in text, text[-3000:]
+
+
+def test_distributed_parts_needs_distributed():
+    from cnncore import models, nn
+
+    m = models.build("lenet", rng=0)
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    with pytest.raises(ValueError, match="distributed_parts"):
+        m.fit(
+            x,
+            np.zeros(4, np.int64),
+            optimizer="sgd",
+            loss=nn.CrossEntropyLoss(),
+            verbose=0,
+            distributed_parts=4,
+        )

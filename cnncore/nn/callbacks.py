@@ -54,6 +54,9 @@ class Callback:
         The run's parameters (see :mod:`cnncore.callbacks`).
     """
 
+    #: Run only on rank 0 of a distributed ``fit`` (callbacks that write files).
+    rank_zero_only = False
+
     def __init__(self) -> None:
         self.model: Any = None
         self.params: dict[str, Any] = {}
@@ -361,6 +364,8 @@ class ModelCheckpoint(Callback):
     epoch's scheduler step, so it resumes exactly where the run was.
     """
 
+    rank_zero_only = True  # writes files: only rank 0 of a distributed fit runs it
+
     def __init__(
         self,
         filepath: Any,
@@ -554,6 +559,8 @@ class CSVLogger(Callback):
         Append to an existing file (the header is written only if the file is empty or
         new) instead of overwriting it.
     """
+
+    rank_zero_only = True  # writes files: only rank 0 of a distributed fit runs it
 
     def __init__(self, filename: Any, separator: str = ",", append: bool = False) -> None:
         super().__init__()

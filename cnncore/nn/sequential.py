@@ -14,7 +14,7 @@ from .module import Module, as_model_input
 __all__ = ["Sequential", "as_model_input"]
 
 
-class Sequential(Module):
+class Sequential(training.TrainingMethods, Module):
     """Layers applied one after the other; ``backward`` runs them in reverse.
 
     Parameters
@@ -171,79 +171,6 @@ class Sequential(Module):
         return text
 
     # -- training API (implemented in training.py / serialization.py) ----------------------
-    def fit(
-        self,
-        x: Any,
-        y: Any,
-        *,
-        optimizer: Any,
-        loss: Any,
-        epochs: int = 1,
-        batch_size: int = 32,
-        shuffle: bool = True,
-        validation_data: Any = None,
-        validation_split: float = 0.0,
-        verbose: int | bool | str = 1,
-        seed: int | None = None,
-        scheduler: Any = None,
-        augment: Any = None,
-        callbacks: Any = None,
-        initial_epoch: int = 0,
-        class_weight: Any = None,
-        sample_weight: Any = None,
-        metrics: Any = None,
-    ) -> training.History:
-        """Train with mini-batch gradient descent; see :func:`cnncore.nn.training.fit`."""
-        return training.fit(
-            self,
-            x,
-            y,
-            optimizer=optimizer,
-            loss=loss,
-            epochs=epochs,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            validation_data=validation_data,
-            validation_split=validation_split,
-            verbose=verbose,
-            seed=seed,
-            scheduler=scheduler,
-            augment=augment,
-            callbacks=callbacks,
-            initial_epoch=initial_epoch,
-            class_weight=class_weight,
-            sample_weight=sample_weight,
-            metrics=metrics,
-        )
-
-    def evaluate(
-        self,
-        x: Any,
-        y: Any,
-        batch_size: int = 256,
-        loss: Any = None,
-        *,
-        sample_weight: Any = None,
-        metrics: Any = None,
-        confusion: bool = False,
-    ) -> dict:
-        """``{"loss": float, "accuracy": float, ...}`` on ``(x, y)`` (with ``confusion=True``
-        also the confusion matrix); see :func:`cnncore.nn.training.evaluate`."""
-        return training.evaluate(
-            self,
-            x,
-            y,
-            batch_size=batch_size,
-            loss=loss,
-            sample_weight=sample_weight,
-            metrics=metrics,
-            confusion=confusion,
-        )
-
-    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        """Outputs for ``x`` in eval mode, computed in batches: ``(N, *output_shape)``."""
-        return training.predict(self, x, batch_size=batch_size)
-
     def save(self, path: Any) -> None:
         """Write architecture (JSON) and weights to an ``.npz`` file, without pickle."""
         serialization.save(self, path)

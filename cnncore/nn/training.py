@@ -13,6 +13,7 @@ a kernel call or a vectorized NumPy expression.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -301,6 +302,105 @@ def _epoch_rng(base_seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(base_seed, spawn_key=(epoch,)))
 
 
+class _Distributed:
+    """``fit(distributed=True)``'s side of :mod:`cnncore.distributed`: the communicator, the
+    fixed parts of every global batch, and the per-part step (see that module for why the
+    result does not depend on the process count)."""
+
+    def __init__(self, comm: Any, gradsum: Any, seed: int, verbose: int) -> None:
+        self.comm = comm
+        self.gradsum = gradsum
+        self.seed = seed
+        self.verbose = verbose
+
+    @classmethod
+    def start(
+        cls, model: Module, distributed: Any, parts: Any, seed: int, verbose: int, func: str
+    ) -> _Distributed | None:
+        if not check_bool(distributed, "distributed", func):
+            if parts is not None:
+                raise ValueError(
+                    f"{func}(): distributed_parts applies to distributed=True only. Received: "
+                    f"distributed_parts={parts!r}"
+                )
+            return None
+        from .. import distributed as dist_lib
+
+        comm = dist_lib.world()
+        if parts is None:
+            parts = dist_lib.DEFAULT_PARTS
+        params = model.parameters()
+        gradsum = dist_lib.GradientSum(params, comm, parts)
+        if "CNNCORE_NUM_THREADS" not in os.environ:
+            dist_lib.place_threads(comm)
+        info = dist_lib.layout(comm)
+        if comm.rank == 0 and verbose:
+            print(dist_lib.format_layout(info))
+        seed = comm.bcast_int(seed)  # rank 0's (drawn) seed
+        dist_lib.broadcast_parameters(params, comm)
+        return cls(comm, gradsum, seed, verbose if comm.rank == 0 else 0)
+
+    def callbacks_here(self, callbacks: Any) -> Any:
+        """The callbacks this rank runs: all of them on rank 0; elsewhere those that do not
+        write files (``rank_zero_only``), so every rank still stops early together."""
+        if self.comm.rank == 0 or callbacks is None:
+            return callbacks
+        return [c for c in callbacks if not getattr(c, "rank_zero_only", False)]
+
+    def step(
+        self,
+        model: Module,
+        loss_fn: Any,
+        opt: Any,
+        x: np.ndarray,
+        y: np.ndarray,
+        sw: np.ndarray | None,
+        idx: np.ndarray,
+        epoch: int,
+        step: int,
+        augment: Any,
+        dtype: np.dtype,
+        extra_metrics: list[Any],
+    ) -> np.ndarray:
+        """Gradients of this global batch summed over every part into the parameters' grads;
+        returns ``[loss * n, correct, samples counted for accuracy, top-k counts...]`` of the
+        whole batch, summed over the parts in order (the same on every rank)."""
+        from .. import distributed as dist_lib
+
+        nb = len(idx)
+        gs = self.gradsum
+        rows = np.zeros((gs.parts, 3 + len(extra_metrics)))
+        opt.zero_grad()
+        gs.begin()
+        for p in gs.owned:
+            lo, hi = dist_lib.part_bounds(nb, gs.parts)[p]
+            if hi > lo:
+                prng = dist_lib.part_rng(self.seed, epoch, step, p)
+                _reseed(model, prng)
+                pidx = idx[lo:hi]
+                xb = as_model_input(x[pidx], dtype)
+                if augment is not None:
+                    xb = as_model_input(augment(xb, prng), dtype)
+                yb = y[pidx]
+                out = model(xb)
+                if sw is None:
+                    part_loss = loss_fn(out, yb)
+                    grad = loss_fn.backward()
+                else:
+                    part_loss, grad = loss_fn.weighted(out, yb, sw[pidx])
+                # the part's mean-loss gradient, weighted by its share of the global batch
+                model.backward(grad * grad.dtype.type((hi - lo) / nb), input_grad=False)
+                hits = losses.count_correct(loss_fn, out, yb)
+                rows[p, 0] = float(part_loss) * (hi - lo)
+                if hits is not None:
+                    rows[p, 1:3] = hits, hi - lo
+                for i, m in enumerate(extra_metrics):
+                    rows[p, 3 + i] = m.count(out, yb)
+            gs.take()
+        gs.finish()
+        return dist_lib.sum_in_order(self.comm, rows)
+
+
 def _resolve_seed(seed: Any, func: str) -> int:
     if seed is None:
         return int(np.random.SeedSequence().entropy)
@@ -344,6 +444,8 @@ def fit(
     class_weight: Any = None,
     sample_weight: Any = None,
     metrics: Any = None,
+    distributed: bool = False,
+    distributed_parts: int | None = None,
 ) -> History:
     """Train ``model`` on ``(x, y)``.
 
@@ -403,6 +505,15 @@ def fit(
         Extra metrics: ``'top_k_accuracy'`` (k = 5), ``'top3_accuracy'``, or
         :class:`cnncore.nn.metrics.TopKAccuracy` objects (``accuracy`` is always reported
         for classification losses).
+    distributed : bool, default False
+        Data-parallel training over MPI (run under ``mpirun -n K``; see
+        :mod:`cnncore.distributed`): ``batch_size`` is the global batch, every rank computes
+        its share of it, and the weights are bit-identical for every K (without BatchNorm).
+        Only rank 0 prints and runs the callbacks that write files.
+    distributed_parts : int, optional
+        The fixed parts every global batch is cut into when ``distributed`` (default
+        :data:`cnncore.distributed.DEFAULT_PARTS`, 4); at most this many processes, and
+        the same value gives the same weights for every process count.
 
     Returns
     -------
@@ -459,6 +570,10 @@ def fit(
     x, y = _check_xy(model, x, y, func, loss_fn)
     sw = _check_sample_weight(sample_weight, len(x), "sample_weight", func)
     base_seed = _resolve_seed(seed, func)
+    dist = _Distributed.start(model, distributed, distributed_parts, base_seed, verbose, func)
+    if dist is not None:
+        base_seed, verbose = dist.seed, dist.verbose
+        callbacks = dist.callbacks_here(callbacks)
 
     if validation_data is not None:
         xv, yv, swv = _validation_arrays(validation_data, func)
@@ -540,30 +655,51 @@ def fit(
                     nb = len(idx)
                     if batch_hooks:
                         cbs.on_batch_begin(bi, {"batch": bi, "size": nb})
-                    xb = as_model_input(x[idx], dtype)
-                    if augment is not None:
-                        xb = as_model_input(augment(xb, rng), dtype)
-                    yb = y[idx]
-                    out = model(xb)
-                    if sw is None:
-                        batch_loss = loss_fn(out, yb)
-                        grad = loss_fn.backward()
-                    else:
-                        batch_loss, grad = loss_fn.weighted(out, yb, sw[idx])
-                    opt.zero_grad()
-                    model.backward(grad, input_grad=False)
+                    if dist is None:
+                        xb = as_model_input(x[idx], dtype)
+                        if augment is not None:
+                            xb = as_model_input(augment(xb, rng), dtype)
+                        yb = y[idx]
+                        out = model(xb)
+                        if sw is None:
+                            batch_loss = loss_fn(out, yb)
+                            grad = loss_fn.backward()
+                        else:
+                            batch_loss, grad = loss_fn.weighted(out, yb, sw[idx])
+                        opt.zero_grad()
+                        model.backward(grad, input_grad=False)
+                        loss_sum += float(batch_loss) * nb
+                        hits = losses.count_correct(loss_fn, out, yb)
+                        if hits is not None:
+                            correct += hits
+                            counted += nb
+                        for i, m in enumerate(extra_metrics):
+                            topk[i] += m.count(out, yb)
+                    else:  # this rank's parts of the global batch, gradients summed over ranks
+                        stats = dist.step(
+                            model,
+                            loss_fn,
+                            opt,
+                            x,
+                            y,
+                            sw,
+                            idx,
+                            epoch,
+                            bi,
+                            augment,
+                            dtype,
+                            extra_metrics,
+                        )
+                        loss_sum += stats[0]
+                        correct += int(stats[1])
+                        counted += int(stats[2])
+                        for i in range(len(extra_metrics)):
+                            topk[i] += int(stats[3 + i])
                     lr_used = opt.lr
                     opt.step()
                     if per_batch:
                         scheduler.step()
                     seen += nb
-                    loss_sum += float(batch_loss) * nb
-                    hits = losses.count_correct(loss_fn, out, yb)
-                    if hits is not None:
-                        correct += hits
-                        counted += nb
-                    for i, m in enumerate(extra_metrics):
-                        topk[i] += m.count(out, yb)
                     if batch_hooks:
                         blogs = {"batch": bi, "size": nb, "loss": loss_sum / seen, "lr": lr_used}
                         if counted:
@@ -627,6 +763,27 @@ def fit(
             print("training interrupted: the model keeps the weights of the last finished step")
     model.eval()
     return history
+
+
+class TrainingMethods:
+    """``fit``/``evaluate``/``predict`` as methods, Keras style, for the model classes
+    (:class:`~cnncore.nn.Sequential`, :class:`~cnncore.nn.Model`): each calls the function
+    of the same name in this module with the model as first argument, so every model trains
+    through the one loop."""
+
+    def fit(self, x: Any, y: Any, **kwargs: Any) -> History:
+        """Train the model; the arguments are those of :func:`cnncore.nn.training.fit`
+        (``optimizer=``, ``loss=``, ``epochs=``, ``batch_size=``, ``callbacks=``, ...)."""
+        return fit(self, x, y, **kwargs)  # type: ignore[arg-type]
+
+    def evaluate(self, x: Any, y: Any, **kwargs: Any) -> dict[str, Any]:
+        """``{"loss": ..., "accuracy": ..., ...}`` on ``(x, y)``; the arguments are those of
+        :func:`cnncore.nn.training.evaluate` (``batch_size=``, ``loss=``, ``confusion=``...)."""
+        return evaluate(self, x, y, **kwargs)  # type: ignore[arg-type]
+
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Outputs for ``x`` in eval mode, computed in batches: ``(N, *output_shape)``."""
+        return predict(self, x, batch_size=batch_size)  # type: ignore[arg-type]
 
 
 def _batches(n: int, batch_size: int):
