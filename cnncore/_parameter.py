@@ -8,6 +8,8 @@ other.  Its public names are :class:`cnncore.nn.Parameter` and
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -25,12 +27,15 @@ class Parameter:
         For summaries and saved files (e.g. ``"weight"``).
     """
 
-    __slots__ = ("data", "grad", "name")
+    __slots__ = ("data", "grad", "name", "_owner")
 
     def __init__(self, data: np.ndarray, name: str = "") -> None:
         self.data = np.ascontiguousarray(data)
         self.grad = np.zeros_like(self.data)
         self.name = name
+        #: A weak reference to the module that registered it (``Module.register_parameter``),
+        #: so that an optimizer can tell when its parameters' model is gone; None if free.
+        self._owner: Any = None
 
     @property
     def shape(self) -> tuple[int, ...]:

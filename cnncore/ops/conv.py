@@ -64,10 +64,16 @@ def _conv_setup(
             f"Received: groups={groups}"
         )
     if cg * groups != c:
+        hint = ""
+        if x_shape[3] == cg * groups:
+            hint = (
+                f". The input looks like NHWC (channels last, {x_shape[3]} channels); cnncore "
+                f"takes NCHW: pass x.transpose(0, 3, 1, 2)"
+            )
         raise ValueError(
             f"{func}(): expected an input with weight.shape[1] * groups = {cg} * {groups} = "
             f"{cg * groups} channels. Received: input with shape {tuple(x_shape)} "
-            f"({c} channels), groups={groups}"
+            f"({c} channels), groups={groups}{hint}"
         )
     geo = conv2d_geometry(func, (h, w), (kh, kw), stride, padding, dilation)
     ho, wo = geo.out
