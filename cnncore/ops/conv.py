@@ -14,6 +14,7 @@ from .._geometry import (
     ConvGeometry,
     conv2d_geometry,
 )
+from .._typing import ArrayLike, IntPair, Padding, Shape
 from .._validation import (
     as_float_array,
     check_bool,
@@ -122,12 +123,12 @@ def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
 
 
 def conv2d(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike = None,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> np.ndarray:
     """2-D cross-correlation of a batch of images with a bank of filters, plus bias.
@@ -216,12 +217,12 @@ def conv2d(
 
 
 def conv2d_backward_input(
-    grad_output: Any,
-    weight: Any,
-    input_shape: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    grad_output: ArrayLike,
+    weight: ArrayLike,
+    input_shape: Shape,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its input.
@@ -313,12 +314,12 @@ def _conv_input_grad(
 
 
 def conv2d_backward_weight(
-    grad_output: Any,
-    x: Any,
-    weight_shape: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight_shape: Shape,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its weight.
@@ -397,7 +398,7 @@ def _conv_param_grads(
     return dw, db
 
 
-def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
+def conv2d_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its bias: ``grad_output.sum((0, 2, 3))``.
 
     Parameters
@@ -423,12 +424,12 @@ def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
 
 
 def conv2d_backward(
-    grad_output: Any,
-    x: Any,
-    weight: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
     output_mask: Any = (True, True, True),
 ) -> tuple[np.ndarray | None, ...]:
@@ -522,7 +523,11 @@ def _unfold_args(geo: ConvGeometry) -> tuple[int, ...]:
 
 
 def im2col(
-    x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
 ) -> np.ndarray:
     """Extract sliding local blocks (patches) of a batch of images, as columns.
 
@@ -578,12 +583,12 @@ def im2col(
 
 
 def col2im(
-    cols: Any,
-    output_size: Any,
-    kernel_size: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    cols: ArrayLike,
+    output_size: IntPair,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
 ) -> np.ndarray:
     """Sum columns of patches back into images: the adjoint of :func:`im2col`.
 
