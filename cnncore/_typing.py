@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
-__all__ = ["ArrayLike", "IntPair", "Padding", "Shape"]
+__all__ = ["ArrayLike", "DTypeLike", "IntPair", "Padding", "Shape"]
 
 #: A size that applies to both spatial axes (``3``) or to each (``(3, 5)``).
 IntPair = int | tuple[int, int]

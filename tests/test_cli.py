@@ -246,3 +246,78 @@ def test_caching_allocator_reuses_and_releases():
     assert keep.sum() == 3.0 * (1 << 15) and small.sum() == 10 and not b.any()
     del keep, b
     assert _alloc.cached_bytes() == 0
+
+
+def test_bench_without_torch_prints_cnncore_figures_and_how_to_get_ratios(
+    capsys, monkeypatch, tmp_path
+):
+    from cnncore.apps import bench
+
+    seen = {}
+
+    def fake_pool(quick, use_torch, repeat):
+        seen.update(quick=quick, use_torch=use_torch, repeat=repeat)
+        row = {
+            "shape": (2, 3, 8, 8),
+            "kernel": 2,
+            "stride": 2,
+            "padding": 0,
+            "pass": "max fwd+bwd",
+            "cnncore_s": 1e-3,
+            "gbs": 1.5,
+            "copy_gbs": 9.0,
+        }
+        return {"threads": 1, "repeat": repeat, "rows": [row]}
+
+    monkeypatch.setattr(bench, "try_import_torch", lambda: None)
+    monkeypatch.setitem(bench.SUITES, "pool", fake_pool)
+    md = tmp_path / "perf.md"
+    assert main(["bench", "--suite", "pool", "--quick", "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "pip install torch" in out and seen == {"quick": True, "use_torch": False, "repeat": 7}
+    text = md.read_text()
+    assert text.startswith("Measured with `cnncore bench --quick --markdown` on: ")
+    assert "no PyTorch (no ratios)" in text and "`pip install torch`" in text
+    assert "| 2,3,8,8, k2 s2 p0 | max fwd+bwd | 1.000 | – | 1.5 | 9.0 |" in text
+
+
+def test_markdown_report_of_every_suite_names_the_machine():
+    from cnncore.apps.bench.report import machine_info, markdown_report
+
+    m = machine_info(use_torch=False)
+    assert m["cores"] >= 1 and m["numpy"] == np.__version__ and m["cpu"]
+    results = {
+        "conv": {
+            "sgemm_roof_gflops": 100.0,
+            "rows": [
+                {
+                    "shape": (1, 1, 4, 4, 2, 3, 1, 1),
+                    "algorithm": ("gemm", "gemm", "gemm"),
+                    "fwd_s": 1e-3,
+                    "fwd_bwd_s": 3e-3,
+                    "fwd_ratio": 0.5,
+                    "fwd_bwd_ratio": 0.7,
+                    "fwd_bwd_pct_roof": 12.0,
+                }
+            ],
+            "geomean_fwd_ratio": 0.5,
+            "geomean_fwd_bwd_ratio": 0.7,
+        },
+        "activation": {
+            "elements": 2**20,
+            "geomean_copy_ratio": 1.1,
+            "rows": [{"op": "relu", "cnncore_s": 1e-3, "gbs": 8.0, "copy_ratio": 1.1}],
+        },
+        "train": {
+            "data": "sample",
+            "epochs": 2,
+            "rows": [
+                {"model": "lenet", "images": 5780, "cnncore_s": 0.5, "torch_s": 0.8, "ratio": 0.62}
+            ],
+        },
+    }
+    text = markdown_report(results, {**m, "torch": "2.x"})
+    assert "| 1,1,4,4 → 2,3,1,1 | gemm | 1.000 | 0.50 | 3.000 | 0.70 | 12 |" in text
+    assert "| relu | 1.00 | 8.0 | 1.10 | – |" in text
+    assert "| lenet | 0.50 | 11,560 | 0.80 | 0.62 |" in text
+    assert f"{m['cores']} usable core(s)" in text and "PyTorch 2.x" in text

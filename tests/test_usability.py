@@ -145,3 +145,19 @@ def test_nhwc_input_gets_a_transpose_hint():
 def test_dtype_errors_say_what_to_do(value, match):
     with pytest.raises(TypeError, match=match):
         cnncore.relu(value)
+
+
+def test_copied_models_own_their_parameters(tmp_path):
+    import copy
+    import pickle
+
+    model = models.lenet5(rng=0)
+    clone = copy.deepcopy(model)
+    opt = optim.SGD(clone.parameters(), lr=0.1)
+    del model
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()  # the clone is alive: its optimizer must not warn
+    p = pickle.loads(pickle.dumps(clone.parameters()[0]))
+    assert p._owner is None and np.array_equal(p.data, clone.parameters()[0].data)

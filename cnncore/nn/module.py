@@ -231,7 +231,9 @@ class Module:
         return self._buffers[name]
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        owner = weakref.ref(self)  # (a copied module claims its copied parameters here)
         for name, p in self._params.items():
+            p._owner = owner
             yield prefix + name, p
         for i, child in enumerate(self.children()):
             yield from child.named_parameters(f"{prefix}{i}.")
