@@ -321,3 +321,13 @@ def test_markdown_report_of_every_suite_names_the_machine():
     assert "| relu | 1.00 | 8.0 | 1.10 | – |" in text
     assert "| lenet | 0.50 | 11,560 | 0.80 | 0.62 |" in text
     assert f"{m['cores']} usable core(s)" in text and "PyTorch 2.x" in text
+
+
+def test_missing_dataset_names_the_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CNNCORE_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    t0 = time.perf_counter()
+    assert main(["train", "--data", "mnist", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --data" in err and "--data DIR" in err and "path=DIR" not in err
+    assert time.perf_counter() - t0 < 5.0
