@@ -207,7 +207,7 @@ def plot_history(history: Any, ax: Any = None) -> Any:
         lines = ax.get_lines() + ax2.get_lines()
     else:
         lines = ax.get_lines()
-    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="center right")
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
     return fig
 
 
