@@ -18,6 +18,8 @@ import os as _os
 if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
+# first: _config loads the BLAS binding the kernels cimport (without all of scipy.linalg)
+from . import _config  # noqa: E402,F401,I001
 from . import (  # noqa: E402
     augment,
     callbacks,

@@ -3,16 +3,69 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import threading
 from contextlib import contextmanager
 from typing import Any
 
-from . import _threads
 from ._validation import check_int
 
 __all__ = ["get_num_threads", "set_num_threads", "show_config", "config_info"]
+
+_BLAS_MODULE = "scipy.linalg.cython_blas"
+
+
+def _preload_cython_blas() -> None:
+    """Load SciPy's ``cython_blas`` extension without running ``scipy/linalg/__init__.py``.
+
+    The kernels ``cimport`` sgemm/dgemm from ``scipy.linalg.cython_blas``; importing that
+    module the usual way first imports the whole ``scipy.linalg`` package (LAPACK wrappers,
+    decompositions, array-API shims: ~0.3 s, more than everything else ``import cnncore``
+    does).  The BLAS binding itself needs none of it, so the extension file is loaded
+    directly and registered in ``sys.modules``, where the kernels' ``cimport`` (and
+    threadpoolctl, which finds the BLAS library it loaded) pick it up.  ``scipy.linalg``
+    itself still imports normally whenever someone imports it.  Any surprise (another SciPy
+    layout) leaves the usual import to happen instead.
+    """
+    if _BLAS_MODULE in sys.modules:
+        return
+    try:
+        import importlib.machinery
+        import importlib.util
+
+        scipy_spec = importlib.util.find_spec("scipy")  # locates the package, imports nothing
+        if scipy_spec is None or not scipy_spec.submodule_search_locations:
+            return
+        for base in scipy_spec.submodule_search_locations:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(base, "linalg", "cython_blas" + suffix)
+                if os.path.isfile(path):
+                    break
+            else:
+                continue
+            break
+        else:
+            return
+        spec = importlib.util.spec_from_file_location(_BLAS_MODULE, path)
+        if spec is None or spec.loader is None:
+            return
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[_BLAS_MODULE] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(_BLAS_MODULE, None)
+            raise
+        parent = sys.modules.get("scipy.linalg")
+        if parent is not None:
+            parent.cython_blas = module  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 -- fall back to the ordinary import in the kernels
+        return
+
+
+_preload_cython_blas()
+
+from . import _threads  # noqa: E402  (after the BLAS binding: kernels cimport it)
 
 _ENV_THREADS = "CNNCORE_NUM_THREADS"
 _ENV_SIMD = "CNNCORE_SIMD"
@@ -172,6 +225,8 @@ def config_info() -> dict[str, Any]:
                 for k in ("internal_api", "version", "threading_layer", "architecture", "filepath")
             }
         )
+    import platform
+
     import numpy
     import scipy
 

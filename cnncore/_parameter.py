@@ -8,6 +8,8 @@ other.  Its public names are :class:`cnncore.nn.Parameter` and
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -25,12 +27,23 @@ class Parameter:
         For summaries and saved files (e.g. ``"weight"``).
     """
 
-    __slots__ = ("data", "grad", "name")
+    __slots__ = ("data", "grad", "name", "_owner")
 
     def __init__(self, data: np.ndarray, name: str = "") -> None:
         self.data = np.ascontiguousarray(data)
         self.grad = np.zeros_like(self.data)
         self.name = name
+        #: A weak reference to the module that holds it (set when a module registers or
+        #: lists it), so that an optimizer can tell when its model is gone; None if free.
+        self._owner: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the owner link is a weak reference, not part of the value (copies get a new owner)
+        return {"data": self.data, "grad": self.grad, "name": self.name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.data, self.grad, self.name = state["data"], state["grad"], state["name"]
+        self._owner = None
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -177,6 +177,27 @@ def check_hyperparameter(
     return number
 
 
+_PY_KINDS = {"b": "bools", "i": "ints", "u": "ints", "f": "floats", "c": "complex numbers"}
+
+
+def describe_dtype(x: Any, arr: np.ndarray, name: str) -> str:
+    """What a float-only argument received, with the fix: ``x`` as given and ``arr`` as NumPy
+    converted it (a Python list of ints is described as such, not as "int64")."""
+    if not isinstance(x, (np.ndarray, np.generic)) and arr.dtype.kind in _PY_KINDS:
+        kind = type(x).__name__
+        what = f"a {kind} of {_PY_KINDS[arr.dtype.kind]}" if arr.ndim else f"a Python {kind}"
+        return (
+            f"{name} as {what} (NumPy makes it {arr.dtype}); pass "
+            f"np.asarray({name}, dtype=np.float32)"
+        )
+    if arr.dtype.kind == "f" or arr.dtype.kind in "iub":
+        hint = f"{name}.astype(np.float32)"
+        if arr.dtype == np.uint8:
+            hint += " / 255 for images"
+        return f"{name}.dtype={arr.dtype}; convert it with {hint}"
+    return f"{name}.dtype={arr.dtype}"
+
+
 def as_float_array(
     x: Any, name: str, func: str, *, ndim: int | None = None, ndim_text: str | None = None
 ) -> np.ndarray:
@@ -189,7 +210,7 @@ def as_float_array(
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{func}(): {name} must have dtype float32 or float64. "
-            f"Received: {name}.dtype={arr.dtype}"
+            f"Received: {describe_dtype(x, arr, name)}"
         )
     if ndim is not None and arr.ndim != ndim:
         what = ndim_text or f"a {ndim}-D array"

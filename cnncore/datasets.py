@@ -10,6 +10,9 @@ and, when they are missing, raise :class:`FileNotFoundError` saying how to get t
   ``[0, 1]`` and ``y`` int64.
 - :func:`load_sample` returns a small stratified subset of Fashion-MNIST that ships inside the
   package (``cnncore/data/fashion_mnist_sample.npz``), so examples and tests run anywhere.
+- :class:`ImageFolder` / :func:`load_image_folder` read your own images, one sub-folder per
+  class (torchvision's convention; PNG, JPEG and the other formats Pillow reads; needs the
+  ``images`` extra, i.e. Pillow).
 
 Data source and license
 -----------------------
@@ -25,7 +28,6 @@ import gzip
 import os
 import zlib
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +38,13 @@ _Split = tuple[np.ndarray, np.ndarray]
 
 __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
+    "IMG_EXTENSIONS",
+    "ImageFolder",
     "MNIST_CLASS_NAMES",
+    "is_image_folder",
     "load_fashion_mnist",
     "load_idx",
+    "load_image_folder",
     "load_mnist",
     "load_sample",
 ]
@@ -496,6 +502,8 @@ def load_sample() -> tuple[_Split, _Split]:
     --------
     load_fashion_mnist
     """
+    from importlib import resources
+
     ref = resources.files("cnncore").joinpath("data", _SAMPLE_FILE)
     with ref.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
         x_train, y_train = npz["x_train"], npz["y_train"]
@@ -504,3 +512,321 @@ def load_sample() -> tuple[_Split, _Split]:
         (_to_float_images(x_train), y_train.astype(np.int64)),
         (_to_float_images(x_test), y_test.astype(np.int64)),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Your own images: one sub-folder per class (torchvision's ImageFolder convention)
+# --------------------------------------------------------------------------------------------
+
+#: File name endings (case-insensitive) read as images, as torchvision's ``IMG_EXTENSIONS``.
+IMG_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".bmp",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+
+_COLORS = ("auto", "grayscale", "rgb")
+
+
+def _require_pillow(func: str):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(
+            f"{func}() needs Pillow to read images: pip install 'cnncore[images]' "
+            "(or pip install pillow)"
+        ) from None
+    return Image
+
+
+def _is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
+
+
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames.sort()
+        out += [Path(dirpath) / f for f in sorted(filenames) if _is_image_file(f)]
+    return out
+
+
+def _has_image(class_dir: Path) -> bool:
+    for _, _, filenames in os.walk(class_dir, followlinks=True):
+        if any(_is_image_file(f) for f in filenames):
+            return True
+    return False
+
+
+def is_image_folder(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a directory with at least one class sub-folder holding an image
+    file (by extension; nothing is decoded) -- what :class:`ImageFolder` reads."""
+    path = Path(os.fspath(root)).expanduser()
+    if not path.is_dir():
+        return False
+    return any(_has_image(path / c) for c in _class_dirs(path))
+
+
+def _check_size(size, func: str) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    from ._validation import to_pair
+
+    h, w = to_pair(size, "size", func, min_value=1)
+    if h > 16384 or w > 16384:
+        raise ValueError(
+            f"{func}(): size must be at most 16384 pixels per side. Received: size={size!r}"
+        )
+    return h, w
+
+
+class ImageFolder:
+    """Images in class sub-folders, read with Pillow: ``root/<class>/**/<image>``.
+
+    torchvision's ``ImageFolder`` convention: every non-hidden sub-folder of ``root`` is a
+    class, the classes sorted by name get the labels 0, 1, 2, ...; the images are the files
+    under each class folder (sub-folders included, sorted) whose names end in one of
+    :data:`IMG_EXTENSIONS`; other files are ignored.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The folder holding one sub-folder per class.
+    size : int or (height, width), optional
+        Resize every image to this size (an int gives a square; bilinear, antialiased when
+        shrinking: Pillow's ``Image.resize``). Without it, all images must have one size.
+    color : {'auto', 'grayscale', 'rgb'}, default 'auto'
+        ``'grayscale'``: 1 channel; ``'rgb'``: 3 channels (alpha dropped, palettes
+        expanded, as torchvision's loader does); ``'auto'``: 1 channel if every image is
+        grayscale (Pillow modes ``1``, ``L``, ``LA``, ``I;16``), else 3.
+    dtype : float32 or float64, default float32
+    allow_empty : bool, default False
+        Accept class folders without images (as torchvision's ``allow_empty``).
+
+    Attributes
+    ----------
+    classes : list of str
+        The class names (sub-folder names), sorted; ``classes[label]`` names a label.
+    class_to_idx : dict of str -> int
+    samples : list of (str, int)
+        Every image's path and label, in order.
+    targets : list of int
+        The labels, in order.
+    channels : int
+        1 or 3 (the resolved ``color``).
+
+    Notes
+    -----
+    ``folder[i]`` returns ``(image, label)``: ``image`` a ``(C, H, W)`` array of ``dtype``
+    scaled to [0, 1] (8-bit images divided by 255, 16-bit ones by 65535), ``label`` an int.
+    :meth:`load` (or :func:`load_image_folder`) reads them all into ``(N, C, H, W)``, ready
+    for ``fit``. Files Pillow cannot decode raise ValueError naming the file.
+
+    Requires Pillow (``pip install 'cnncore[images]'``).
+
+    See Also
+    --------
+    load_image_folder
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        size: int | tuple[int, int] | None = None,
+        color: str = "auto",
+        dtype: type | np.dtype = np.float32,
+        allow_empty: bool = False,
+    ) -> None:
+        func = "ImageFolder"
+        from ._validation import FLOAT_DTYPES, check_bool, check_choice
+
+        self.size = _check_size(size, func)
+        check_choice(color, "color", func, _COLORS)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            self.dtype = None
+        if self.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{func}(): dtype must be float32 or float64. Received: dtype={dtype!r}"
+            )
+        allow_empty = check_bool(allow_empty, "allow_empty", func)
+        self.root = Path(os.fspath(root)).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"{func}(): root must be an existing directory. Received: root={str(root)!r}"
+            )
+        self.classes: list[str] = _class_dirs(self.root)
+        if not self.classes:
+            raise FileNotFoundError(
+                f"{func}(): {str(self.root)!r} has no class sub-folders. Put the images of each "
+                f"class in a folder of their own: root/<class name>/<image>.png"
+            )
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples: list[tuple[str, int]] = []
+        empty = []
+        for c in self.classes:
+            files = _image_files(self.root / c)
+            if not files:
+                empty.append(c)
+            self.samples += [(str(f), self.class_to_idx[c]) for f in files]
+        if empty and not allow_empty:
+            more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+            raise FileNotFoundError(
+                f"{func}(): found no image file ({', '.join(IMG_EXTENSIONS)}) for the "
+                f"class(es) {', '.join(empty[:5])}{more} in {str(self.root)!r}. Received: "
+                f"root={str(root)!r} (pass allow_empty=True to accept empty classes)"
+            )
+        if not self.samples:
+            raise FileNotFoundError(f"{func}(): no image files under {str(self.root)!r}")
+        self.targets = [t for _, t in self.samples]
+        self._Image = _require_pillow(func)
+        self.channels = self._resolve_channels(color)
+        self._shape: tuple[int, int] | None = self.size
+
+    # -- reading ---------------------------------------------------------------------------
+    def _open(self, path: str):
+        Image = self._Image
+        try:
+            return Image.open(path)
+        except (OSError, Image.DecompressionBombError, ValueError) as exc:
+            raise ValueError(
+                f"ImageFolder: cannot read {path!r} as an image ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _resolve_channels(self, color: str) -> int:
+        if color != "auto":
+            return 1 if color == "grayscale" else 3
+        for path, _ in self.samples:
+            with self._open(path) as im:
+                if im.mode not in ("1", "L", "LA") and not im.mode.startswith("I;16"):
+                    return 3
+        return 1
+
+    def _decode(self, path: str) -> np.ndarray:
+        """One image as ``(C, H, W)`` of ``self.dtype`` in [0, 1]."""
+        Image = self._Image
+        with self._open(path) as im:
+            try:
+                if im.mode.startswith("I;16") or im.mode == "I":
+                    a = np.asarray(im, dtype=np.float64) / 65535.0
+                    if self.channels == 3:
+                        a = np.repeat(a[..., None], 3, axis=-1)
+                    img = None
+                else:
+                    img = im.convert("L" if self.channels == 1 else "RGB")
+                    a = None
+                if self.size is not None:
+                    h, w = self.size
+                    if img is not None:
+                        img = img.resize((w, h), Image.BILINEAR)
+                    else:
+                        chans = a if a.ndim == 3 else a[..., None]
+                        a = np.stack(
+                            [
+                                np.asarray(
+                                    Image.fromarray(chans[..., k].astype(np.float32), "F").resize(
+                                        (w, h), Image.BILINEAR
+                                    )
+                                )
+                                for k in range(chans.shape[-1])
+                            ],
+                            axis=-1,
+                        )
+                        a = a if self.channels == 3 else a[..., 0]
+                if img is not None:
+                    a = np.asarray(img, dtype=np.float64) / 255.0
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise ValueError(
+                    f"ImageFolder: cannot decode {path!r} ({type(exc).__name__}: {exc})"
+                ) from None
+        a = a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
+        return np.clip(a, 0.0, 1.0).astype(self.dtype)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        path, label = self.samples[index]
+        return self._decode(path), label
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every image and label: ``x`` of shape ``(N, C, H, W)`` (``dtype``, in [0, 1]) and
+        ``y`` int64 of shape ``(N,)``. Raises ValueError naming the first image whose size
+        differs from the first one's when no ``size`` was given."""
+        from ._validation import check_numel
+
+        first = self._decode(self.samples[0][0])
+        shape = (len(self.samples), *first.shape)
+        check_numel(shape, "images", "ImageFolder.load", self.dtype.itemsize)
+        x = np.empty(shape, dtype=self.dtype)
+        x[0] = first
+        for i, (path, _) in enumerate(self.samples[1:], start=1):
+            a = self._decode(path)
+            if a.shape != first.shape:
+                raise ValueError(
+                    f"ImageFolder.load(): images differ in size: {self.samples[0][0]!r} is "
+                    f"{first.shape[1]}x{first.shape[2]} but {path!r} is {a.shape[1]}x"
+                    f"{a.shape[2]} (height x width). Pass size=(height, width) to resize them "
+                    f"all. Received: size=None"
+                )
+            x[i] = a
+        return x, np.asarray(self.targets, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageFolder(root={str(self.root)!r}, {len(self)} images, "
+            f"{len(self.classes)} classes, channels={self.channels}, size={self.size})"
+        )
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    size: int | tuple[int, int] | None = None,
+    *,
+    color: str = "auto",
+    dtype: type | np.dtype = np.float32,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a folder of images with one sub-folder per class (see :class:`ImageFolder`).
+
+    Parameters
+    ----------
+    root : str or path-like
+        ``root/<class name>/<image file>``; classes sorted by name get labels 0, 1, ...
+    size : int or (height, width), optional
+        Resize every image (bilinear); required when the images differ in size.
+    color : {'auto', 'grayscale', 'rgb'}, default 'auto'
+    dtype : float32 or float64, default float32
+
+    Returns
+    -------
+    x : ndarray of shape (N, C, H, W)
+        The images scaled to [0, 1]; C is 1 (grayscale) or 3 (RGB).
+    y : ndarray of shape (N,), int64
+        The labels.
+    classes : list of str
+        ``classes[label]`` is the sub-folder name of a label.
+
+    Examples
+    --------
+    >>> x, y, classes = load_image_folder("pets/train", size=64)  # doctest: +SKIP
+    >>> model.fit(x, y, optimizer="adam", loss="cross_entropy")  # doctest: +SKIP
+
+    See Also
+    --------
+    ImageFolder, load_sample
+    """
+    folder = ImageFolder(root, size=size, color=color, dtype=dtype)
+    x, y = folder.load()
+    return x, y, list(folder.classes)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -332,10 +333,32 @@ class Optimizer:
                     f"{func}(): params[{i}].grad must have the parameter's shape {data.shape}. "
                     f"Received: params[{i}].grad.shape={grad.shape}"
                 )
+        if not self._orphans_reported:
+            self._warn_if_orphaned(func)
         t = self._step_count + 1
         for p, state, (s0, s1) in zip(self._params, self._state, self._scratch, strict=True):
             self._update(p.data, p.grad, state, s0, s1, t)
         self._step_count = t
+
+    #: Set once :meth:`step` has warned that no live model owns the parameters.
+    _orphans_reported = False
+
+    def _warn_if_orphaned(self, func: str) -> None:
+        """Warn (once) when every parameter that a module registered has lost that module:
+        the optimizer then updates arrays no model uses any more, e.g. after
+        ``model = cnncore.load(...)`` replaced the model it was built for."""
+        owners = [p._owner for p in self._params if p._owner is not None]
+        if owners and all(ref() is None for ref in owners):
+            self._orphans_reported = True
+            warnings.warn(
+                f"{func}(): none of the {len(self._params)} parameters this optimizer updates "
+                f"belongs to a live model any more (was the model replaced, e.g. by "
+                f"model = cnncore.load(...)?), so this step changes no model. Build a new "
+                f"optimizer over the current model: {type(self).__name__}(model.parameters(), "
+                f"...)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state as a flat dict (copies), loadable by :meth:`load_state_dict`.

@@ -1,6 +1,6 @@
 """Train LeNet-5 on Fashion-MNIST with cnncore, save it, reload it and plot what it learned.
 
-    python examples/lenet_fashion_mnist.py [--epochs 15] [--sample]
+    python examples/lenet_fashion_mnist.py [--epochs 15] [--sample] [--limit N]
 
 Uses the full dataset when it is installed (``apt install dataset-fashion-mnist``, or the IDX
 files in $CNNCORE_DATA / ~/.cache/cnncore/fashion-mnist), otherwise the sample shipped with
@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--sample", action="store_true", help="use the shipped sample")
     ap.add_argument("--out", default="lenet-fashion.npz")
+    ap.add_argument("--limit", type=int, default=None, help="use the first N training images")
     args = ap.parse_args()
 
     try:
@@ -29,6 +30,8 @@ def main() -> None:
         (x, y), (xt, yt) = datasets.load_fashion_mnist()
     except FileNotFoundError:
         (x, y), (xt, yt) = datasets.load_sample()
+    if args.limit is not None:
+        x, y = x[: args.limit], y[: args.limit]
     print(f"{len(x)} training and {len(xt)} test images")
 
     model = models.lenet5(rng=0)

@@ -547,3 +547,168 @@ def test_make_sample_script_reproduces_shipped_file(tmp_path):
         env={**os.environ, "PYTHONPATH": str(Path(cnncore.__file__).resolve().parent.parent)},
     )
     assert out.read_bytes() == SAMPLE.read_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# ImageFolder / load_image_folder (Pillow is the reference decoder)
+# --------------------------------------------------------------------------------------------
+
+
+def _write(path, pixels, mode=None):
+    image = pytest.importorskip("PIL.Image")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = image.fromarray(pixels)
+    if mode is not None:
+        img = img.convert(mode)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """3 classes (not in alphabetical creation order), 8-bit grayscale PNGs, a nested
+    sub-folder, a JPEG, and files that must be ignored."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "root"
+    for name, n in (("zebra", 2), ("apple", 3), ("mango", 1)):
+        for i in range(n):
+            _write(root / name / f"{i}.png", rng.integers(0, 256, (6, 5), dtype=np.uint8))
+    _write(root / "mango" / "deeper" / "x.PNG", rng.integers(0, 256, (6, 5), dtype=np.uint8))
+    (root / "apple" / "notes.txt").write_text("ignored")
+    (root / "apple" / ".hidden.png").write_bytes(b"ignored")
+    (root / ".git").mkdir()
+    (root / "README.md").write_text("ignored")
+    return root
+
+
+def test_image_folder_follows_torchvision_layout(folder):
+    f = datasets.ImageFolder(folder)
+    assert f.classes == ["apple", "mango", "zebra"]
+    assert f.class_to_idx == {"apple": 0, "mango": 1, "zebra": 2}
+    names = [Path(p).relative_to(folder).as_posix() for p, _ in f.samples]
+    assert names == [
+        "apple/0.png",
+        "apple/1.png",
+        "apple/2.png",
+        "mango/0.png",
+        "mango/deeper/x.PNG",
+        "zebra/0.png",
+        "zebra/1.png",
+    ]
+    assert f.targets == [0, 0, 0, 1, 1, 2, 2] and len(f) == 7 and f.channels == 1
+    image, label = f[3]
+    assert image.shape == (1, 6, 5) and image.dtype == np.float32 and label == 1
+
+
+def test_image_folder_matches_torchvision(folder):
+    tv = pytest.importorskip("torchvision.datasets")
+    ours, theirs = datasets.ImageFolder(folder), tv.ImageFolder(str(folder))
+    assert ours.classes == theirs.classes and ours.targets == theirs.targets
+    assert [p for p, _ in ours.samples] == [p for p, _ in theirs.samples]
+
+
+def test_image_values_are_pillows_scaled_to_unit_range(folder):
+    from PIL import Image
+
+    x, y, classes = datasets.load_image_folder(folder, dtype=np.float64)
+    f = datasets.ImageFolder(folder)
+    for k, (path, label) in enumerate(f.samples):
+        ref = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0
+        np.testing.assert_array_equal(x[k, 0], ref)
+        assert y[k] == label
+    assert x.dtype == np.float64 and y.dtype == np.int64 and classes == f.classes
+
+
+def test_resize_is_pillow_bilinear(folder):
+    from PIL import Image
+
+    x, _, _ = datasets.load_image_folder(folder, size=(9, 4))
+    path = datasets.ImageFolder(folder).samples[0][0]
+    ref = np.asarray(Image.open(path).convert("L").resize((4, 9), Image.BILINEAR)) / 255.0
+    assert x.shape == (7, 1, 9, 4)
+    np.testing.assert_allclose(x[0, 0], ref, rtol=0, atol=1e-7)
+    assert datasets.load_image_folder(folder, size=3)[0].shape == (7, 1, 3, 3)
+
+
+def test_color_modes(tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "c"
+    gray = rng.integers(0, 256, (4, 4), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)
+    _write(root / "a" / "g.png", gray)
+    _write(root / "b" / "rgba.png", rgba)
+    _write(root / "b" / "p.png", rgba[..., :3], mode="P")
+    x, _, _ = datasets.load_image_folder(root)  # one colour image: all become RGB
+    assert x.shape == (3, 3, 4, 4)
+    np.testing.assert_array_equal(x[0], np.repeat(gray[None] / 255.0, 3, axis=0).astype(np.float32))
+    np.testing.assert_array_equal(x[2], np.moveaxis(rgba[..., :3], -1, 0) / np.float32(255))
+    xg, _, _ = datasets.load_image_folder(root, color="grayscale")
+    assert xg.shape == (3, 1, 4, 4)
+
+
+def test_16_bit_grayscale(tmp_path):
+    from PIL import Image
+
+    pixels = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)
+    path = tmp_path / "r" / "a" / "deep.png"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(pixels).save(path)
+    x, _, _ = datasets.load_image_folder(tmp_path / "r")
+    assert x.shape == (1, 1, 2, 2)
+    np.testing.assert_allclose(x[0, 0], pixels / 65535.0, rtol=1e-6)
+
+
+def test_different_sizes_need_size(tmp_path):
+    _write(tmp_path / "r" / "a" / "small.png", np.zeros((4, 4), np.uint8))
+    _write(tmp_path / "r" / "b" / "big.png", np.zeros((8, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"big.png.*8x6.*size="):
+        datasets.load_image_folder(tmp_path / "r")
+    assert datasets.load_image_folder(tmp_path / "r", size=5)[0].shape == (2, 1, 5, 5)
+
+
+def test_bad_folders_and_files(tmp_path):
+    pytest.importorskip("PIL")
+    with pytest.raises(FileNotFoundError, match="existing directory"):
+        datasets.ImageFolder(tmp_path / "missing")
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "x.png").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no class sub-folders"):
+        datasets.ImageFolder(tmp_path / "flat")
+    _write(tmp_path / "r" / "a" / "ok.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "r" / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty"):
+        datasets.ImageFolder(tmp_path / "r")
+    assert len(datasets.ImageFolder(tmp_path / "r", allow_empty=True)) == 1
+    (tmp_path / "r" / "empty" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="broken.png"):
+        datasets.load_image_folder(tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(size=0), ValueError, "size"),
+        (dict(size=(3, 4, 5)), ValueError, "size"),
+        (dict(size=1.5), TypeError, "size"),
+        (dict(size=100_000), ValueError, "size"),
+        (dict(color="cmyk"), ValueError, "color"),
+        (dict(dtype=np.int32), TypeError, "dtype"),
+        (dict(allow_empty=1), TypeError, "allow_empty"),
+    ],
+)
+def test_bad_arguments(folder, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        datasets.ImageFolder(folder, **kwargs)
+
+
+def test_without_pillow_says_how_to_get_it(folder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"cnncore\[images\]"):
+        datasets.ImageFolder(folder)
+
+
+def test_is_image_folder(folder, tmp_path):
+    assert datasets.is_image_folder(folder)
+    assert not datasets.is_image_folder(tmp_path / "nothing")
+    (tmp_path / "plain" / "a").mkdir(parents=True)
+    assert not datasets.is_image_folder(tmp_path / "plain")

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import functional as F
 from .._geometry import PAD_MODES, conv2d_geometry, conv2d_padding
+from .._typing import DTypeLike, IntPair, Padding
 from .._validation import as_float_array, check_bool, check_choice, check_int, check_numel, to_pair
 from . import init
 from .module import (
@@ -64,15 +65,15 @@ class Conv2d(Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        dilation: Any = 1,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         rng: Any = None,
     ) -> None:
         super().__init__()

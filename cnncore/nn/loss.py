@@ -101,6 +101,11 @@ class _Loss(Module, register=False):
         return {"reduction": self.reduction}
 
 
+def _integral(a: np.ndarray) -> bool:
+    """Whether every element of the float array ``a`` is a finite whole number."""
+    return bool(a.size) and bool(np.all(np.isfinite(a) & (a == np.round(a))))
+
+
 class CrossEntropyLoss(_Loss):
     """Cross entropy of logits against integer class labels or class probabilities (see
     :func:`cnncore.cross_entropy`; fused log-softmax, stable for large logits).
@@ -190,7 +195,20 @@ class CrossEntropyLoss(_Loss):
                 f"{func}(): y must hold integer labels or class probabilities. "
                 f"Received: y.dtype={target.dtype}"
             )
+        if target.shape[1:] == output.shape[2:] and _integral(target):
+            raise TypeError(
+                f"{func}(): class labels y must have an integer dtype; these floats are whole "
+                f"numbers, so convert them with y.astype(np.int64) (or pass class "
+                f"probabilities of shape (N, {output.shape[1]})). Received: y.dtype="
+                f"{target.dtype}, shape {target.shape}"
+            )
         super().check_target(output, target, func)
+        bad = ~((target >= 0) & (target <= 1))
+        if bad.any():
+            raise ValueError(
+                f"{func}(): class probabilities y (float, shape (N, C)) must be in [0, 1]. "
+                f"Received: y containing {target.reshape(-1)[int(np.argmax(bad.reshape(-1)))]}"
+            )
 
     def get_config(self) -> dict[str, Any]:
         config = {

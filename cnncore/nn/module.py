@@ -6,6 +6,7 @@ share."""
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -96,6 +97,27 @@ def config_itemsize(config: dict[str, Any]) -> int:
     """Bytes per element of a layer's arrays from its config's ``dtype``: 4 for
     ``'float32'`` (the default), else 8 (an invalid dtype is rejected by the constructor)."""
     return 4 if config.get("dtype", "float32") == "float32" else 8
+
+
+def layer_input_error(
+    exc: ValueError | TypeError, index: int, layer: Module, shape: tuple[int, ...]
+) -> ValueError | TypeError:
+    """``exc`` (raised by ``layer``, the ``index``-th layer of a container, on an input of
+    ``shape``) restated with the layer's position, type and the shape that reached it.  The
+    new exception (of ``exc``'s builtin class) carries ``layer_index``, ``layer`` and
+    ``input_shape`` attributes, which ``fit`` reads to restate the error for the user's
+    batch; nested containers keep the innermost layer's."""
+    cls = TypeError if isinstance(exc, TypeError) else ValueError
+    new = cls(
+        f"layer {index} ({type(layer).__name__}) cannot take the input that reaches it, of "
+        f"shape {tuple(shape)}: {exc}"
+    )
+    inner = getattr(exc, "input_shape", None)
+    new.layer_index = index  # type: ignore[attr-defined]
+    new.layer = layer  # type: ignore[attr-defined]
+    new.input_shape = tuple(shape)  # type: ignore[attr-defined]
+    new.inner_input_shape = inner if inner is not None else tuple(shape)  # type: ignore[attr-defined]
+    return new
 
 
 def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
@@ -197,6 +219,7 @@ class Module:
 
     def register_parameter(self, name: str, data: np.ndarray) -> Parameter:
         param = Parameter(data, name)
+        param._owner = weakref.ref(self)
         self._params[name] = param
         setattr(self, name, param)
         return param
@@ -208,7 +231,9 @@ class Module:
         return self._buffers[name]
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        owner = weakref.ref(self)  # (a copied module claims its copied parameters here)
         for name, p in self._params.items():
+            p._owner = owner
             yield prefix + name, p
         for i, child in enumerate(self.children()):
             yield from child.named_parameters(f"{prefix}{i}.")
@@ -330,6 +355,12 @@ class Module:
 
     def _cached(self, name: str) -> Any:
         value = self.__dict__.get(name)
+        if value is None and not self.training:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward(): nothing is cached for backward because the "
+                f"module is in eval mode, where forward keeps no cache. Call model.train() "
+                f"before a training step (cnncore.load returns models in eval mode)"
+            )
         if value is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called before forward() (or after a forward "

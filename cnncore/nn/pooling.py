@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import functional as F
 from .._geometry import pool2d_geometry, pool2d_params
+from .._typing import IntPair
 from .._validation import check_bool, check_int, to_pair
 from .module import Module
 
@@ -30,10 +31,10 @@ class MaxPool2d(Module):
 
     def __init__(
         self,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
+        kernel_size: IntPair,
+        stride: IntPair | None = None,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
         ceil_mode: bool = False,
     ) -> None:
         super().__init__()
@@ -121,9 +122,9 @@ class AvgPool2d(_ShapeCachedPool):
 
     def __init__(
         self,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
+        kernel_size: IntPair,
+        stride: IntPair | None = None,
+        padding: IntPair = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
         divisor_override: int | None = None,
@@ -178,7 +179,7 @@ class AvgPool2d(_ShapeCachedPool):
 class AdaptiveAvgPool2d(_ShapeCachedPool):
     """Average pooling to a fixed output size (see :func:`cnncore.adaptive_avg_pool2d`)."""
 
-    def __init__(self, output_size: Any) -> None:
+    def __init__(self, output_size: IntPair) -> None:
         super().__init__()
         self.output_size = to_pair(output_size, "output_size", "AdaptiveAvgPool2d", min_value=1)
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import serialization, training
-from .module import Module, as_model_input
+from .module import Module, as_model_input, layer_input_error
 
 __all__ = ["Sequential", "as_model_input"]
 
@@ -89,7 +89,10 @@ class Sequential(training.TrainingMethods, Module):
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
         for i in self._run_order():
-            x = self.layers[i](x)
+            try:
+                x = self.layers[i](x)
+            except (ValueError, TypeError) as exc:
+                raise layer_input_error(exc, i, self.layers[i], x.shape) from exc
         return x
 
     def _run_order(self) -> list[int]:

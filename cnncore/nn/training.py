@@ -131,12 +131,27 @@ def _check_xy(
     try:
         out = model(x[:2])
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{func}(): x of shape {x.shape} does not fit the model: {exc}") from None
+        raise ValueError(
+            f"{func}(): x with shape {x.shape} does not fit the model: "
+            f"{_for_user_batch(str(exc), exc, min(2, len(x)), len(x))}"
+        ) from None
     finally:
         model.train(was_training)
     if loss_fn is not None:
         loss_fn.check_target(out, y, func)
+        if y.dtype.kind == "f" and y.dtype != out.dtype:
+            y = y.astype(out.dtype)  # float targets take the model's dtype (as in Keras)
     return x, y
+
+
+def _for_user_batch(text: str, exc: BaseException, trial: int, n: int) -> str:
+    """An error of the two-sample trial forward restated for the user's batch of ``n``: the
+    shapes the layer error quotes get ``n`` as their batch size."""
+    for attr in ("input_shape", "inner_input_shape"):
+        shape = getattr(exc, attr, None)
+        if shape and shape[0] == trial:
+            text = text.replace(str(tuple(shape)), str((n, *shape[1:])))
+    return text
 
 
 def _reseed(model: Module, rng: np.random.Generator) -> None:
@@ -457,7 +472,9 @@ def fit(
     x : ndarray of shape (N, C, H, W) (or whatever the first layer takes)
         float32/float64, or uint8 images (scaled to [0, 1] batch by batch).
     y : ndarray of shape (N,) or (N, ...)
-        Integer class labels for classification losses, or targets.
+        Integer class labels of shape (N,) for classification losses; for cross entropy
+        also class probabilities (e.g. one-hot rows) of shape (N, C), float, as in
+        :func:`torch.nn.functional.cross_entropy`; or regression targets.
     optimizer : cnncore.optim.Optimizer or str
         An optimizer over ``model.parameters()``, or a name (``'sgd'``, ``'adam'``, ...)
         for one with default settings (:func:`cnncore.optim.make_optimizer`).
@@ -524,8 +541,14 @@ def fit(
     Notes
     -----
     Everything is checked before the first step (shapes via a two-sample forward pass,
-    labels against the output size, ``len(x) == len(y)``, weights). Ctrl-C stops between
-    steps and returns the history so far (``history.interrupted``).
+    labels against the output size, class probabilities against their range,
+    ``len(x) == len(y)``, weights); float targets are converted to the model's dtype. Ctrl-C
+    stops between steps and returns the history so far (``history.interrupted``).
+
+    ``fit`` trains in train mode and leaves the model in the mode it found it in (as
+    Keras and PyTorch Lightning do): a new model stays in train mode, so a manual training
+    step can follow; a model from :func:`cnncore.load` (eval mode) is back in eval mode.
+    ``evaluate`` and ``predict`` always run in eval mode and restore the mode too.
 
     With sample or class weights the batch loss is Keras': ``sum_i w_i l_i / N`` for the
     losses' 'mean' reduction (``l_i`` the loss of sample ``i``), so with
@@ -610,6 +633,7 @@ def fit(
         sw = cw if sw is None else sw * cw
     model.loss_fn, model.optimizer = loss_fn, opt
     model.stop_training = False
+    was_training = model.training
 
     n = len(x)
     steps = -(-n // batch_size)
@@ -761,7 +785,7 @@ def fit(
         history.interrupted = True
         if verbose:
             print("training interrupted: the model keeps the weights of the last finished step")
-    model.eval()
+    model.train(was_training)
     return history
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._config import get_num_threads
 from .._shared import Activation
+from .._typing import ArrayLike
 from .._validation import (
     check_int,
     check_real,
@@ -109,7 +110,7 @@ def _binary(
     return out
 
 
-def relu(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def relu(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """Rectified linear unit, ``max(x, 0)`` elementwise.
 
     Same as :func:`torch.nn.functional.relu` (NaN and ``-0.0`` pass through unchanged).
@@ -132,7 +133,9 @@ def relu(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("relu", Activation.OP_RELU, x, out)
 
 
-def relu_backward(grad_output: Any, output: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def relu_backward(
+    grad_output: ArrayLike, output: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`relu`: ``grad_output`` where ``output > 0``, else 0.
 
     Parameters
@@ -161,7 +164,7 @@ def relu_backward(grad_output: Any, output: Any, *, out: np.ndarray | None = Non
 
 
 def leaky_relu(
-    x: Any, negative_slope: float = 0.01, *, out: np.ndarray | None = None
+    x: ArrayLike, negative_slope: float = 0.01, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Leaky rectified linear unit: ``x`` if ``x > 0`` else ``negative_slope * x``.
 
@@ -187,7 +190,11 @@ def leaky_relu(
 
 
 def leaky_relu_backward(
-    grad_output: Any, x: Any, negative_slope: float = 0.01, *, out: np.ndarray | None = None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    negative_slope: float = 0.01,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`leaky_relu`: ``grad_output`` where ``x > 0``, else
     ``negative_slope * grad_output``.
@@ -214,7 +221,7 @@ def leaky_relu_backward(
     return _binary(func, Activation.OP_LEAKY_RELU_BW, grad_output, x, "x", out, slope)
 
 
-def sigmoid(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """Logistic sigmoid ``1 / (1 + exp(-x))`` elementwise, without overflow.
 
     Same as :func:`torch.sigmoid`.
@@ -242,7 +249,9 @@ def sigmoid(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("sigmoid", Activation.OP_SIGMOID, x, out)
 
 
-def sigmoid_backward(grad_output: Any, output: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def sigmoid_backward(
+    grad_output: ArrayLike, output: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`sigmoid` from its output ``s``: ``grad_output * (1 - s) * s``.
 
     Parameters
@@ -268,7 +277,7 @@ def sigmoid_backward(grad_output: Any, output: Any, *, out: np.ndarray | None = 
     return _binary("sigmoid_backward", Activation.OP_SIGMOID_BW, grad_output, output, "output", out)
 
 
-def tanh(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def tanh(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """Hyperbolic tangent elementwise.
 
     Same as :func:`torch.tanh`.
@@ -295,7 +304,9 @@ def tanh(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("tanh", Activation.OP_TANH, x, out)
 
 
-def tanh_backward(grad_output: Any, output: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def tanh_backward(
+    grad_output: ArrayLike, output: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`tanh` from its output ``t``: ``grad_output * (1 - t**2)``.
 
     Parameters
@@ -365,7 +376,7 @@ def _softmax_bw(
     return out
 
 
-def softmax(x: Any, dim: int = 1, *, out: np.ndarray | None = None) -> np.ndarray:
+def softmax(x: ArrayLike, dim: int = 1, *, out: np.ndarray | None = None) -> np.ndarray:
     """Softmax over axis ``dim``: ``exp(x - max) / sum(exp(x - max))``.
 
     Same as :func:`torch.nn.functional.softmax` with an explicit ``dim``.
@@ -394,7 +405,7 @@ def softmax(x: Any, dim: int = 1, *, out: np.ndarray | None = None) -> np.ndarra
     return _softmax("softmax", x, dim, False, out)
 
 
-def log_softmax(x: Any, dim: int = 1, *, out: np.ndarray | None = None) -> np.ndarray:
+def log_softmax(x: ArrayLike, dim: int = 1, *, out: np.ndarray | None = None) -> np.ndarray:
     """Logarithm of :func:`softmax` over axis ``dim``, computed stably.
 
     Same as :func:`torch.nn.functional.log_softmax`.
@@ -423,7 +434,7 @@ def log_softmax(x: Any, dim: int = 1, *, out: np.ndarray | None = None) -> np.nd
 
 
 def softmax_backward(
-    grad_output: Any, output: Any, dim: int = 1, *, out: np.ndarray | None = None
+    grad_output: ArrayLike, output: Any, dim: int = 1, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Gradient of :func:`softmax` from its output ``y``:
     ``y * (grad_output - sum(grad_output * y, dim))``.
@@ -450,7 +461,7 @@ def softmax_backward(
 
 
 def log_softmax_backward(
-    grad_output: Any, output: Any, dim: int = 1, *, out: np.ndarray | None = None
+    grad_output: ArrayLike, output: Any, dim: int = 1, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Gradient of :func:`log_softmax` from its output ``y``:
     ``grad_output - exp(y) * sum(grad_output, dim)``.

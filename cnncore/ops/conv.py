@@ -14,6 +14,7 @@ from .._geometry import (
     ConvGeometry,
     conv2d_geometry,
 )
+from .._typing import ArrayLike, IntPair, Padding, Shape
 from .._validation import (
     as_float_array,
     check_bool,
@@ -64,10 +65,16 @@ def _conv_setup(
             f"Received: groups={groups}"
         )
     if cg * groups != c:
+        hint = ""
+        if x_shape[3] == cg * groups:
+            hint = (
+                f". The input looks like NHWC (channels last, {x_shape[3]} channels); cnncore "
+                f"takes NCHW: pass x.transpose(0, 3, 1, 2)"
+            )
         raise ValueError(
             f"{func}(): expected an input with weight.shape[1] * groups = {cg} * {groups} = "
             f"{cg * groups} channels. Received: input with shape {tuple(x_shape)} "
-            f"({c} channels), groups={groups}"
+            f"({c} channels), groups={groups}{hint}"
         )
     geo = conv2d_geometry(func, (h, w), (kh, kw), stride, padding, dilation)
     ho, wo = geo.out
@@ -116,12 +123,12 @@ def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
 
 
 def conv2d(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike = None,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> np.ndarray:
     """2-D cross-correlation of a batch of images with a bank of filters, plus bias.
@@ -210,12 +217,12 @@ def conv2d(
 
 
 def conv2d_backward_input(
-    grad_output: Any,
-    weight: Any,
-    input_shape: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    grad_output: ArrayLike,
+    weight: ArrayLike,
+    input_shape: Shape,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its input.
@@ -307,12 +314,12 @@ def _conv_input_grad(
 
 
 def conv2d_backward_weight(
-    grad_output: Any,
-    x: Any,
-    weight_shape: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight_shape: Shape,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its weight.
@@ -391,7 +398,7 @@ def _conv_param_grads(
     return dw, db
 
 
-def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
+def conv2d_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its bias: ``grad_output.sum((0, 2, 3))``.
 
     Parameters
@@ -417,12 +424,12 @@ def conv2d_backward_bias(grad_output: Any) -> np.ndarray:
 
 
 def conv2d_backward(
-    grad_output: Any,
-    x: Any,
-    weight: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
     output_mask: Any = (True, True, True),
 ) -> tuple[np.ndarray | None, ...]:
@@ -516,7 +523,11 @@ def _unfold_args(geo: ConvGeometry) -> tuple[int, ...]:
 
 
 def im2col(
-    x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
 ) -> np.ndarray:
     """Extract sliding local blocks (patches) of a batch of images, as columns.
 
@@ -572,12 +583,12 @@ def im2col(
 
 
 def col2im(
-    cols: Any,
-    output_size: Any,
-    kernel_size: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    cols: ArrayLike,
+    output_size: IntPair,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
 ) -> np.ndarray:
     """Sum columns of patches back into images: the adjoint of :func:`im2col`.
 

@@ -6,11 +6,11 @@ See :mod:`cnncore.functional` for the conventions every op follows.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from .._config import blas_single_thread, get_num_threads
+from .._typing import ArrayLike
 from .._validation import (
     as_float_array,
     check_numel,
@@ -37,20 +37,20 @@ def _linear_rows(func: str, a: np.ndarray, name: str, features: int, what: str) 
     return a.reshape(math.prod(a.shape[:-1]), features)
 
 
-def linear(x: Any, weight: Any, bias: Any = None) -> np.ndarray:
+def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike = None) -> np.ndarray:
     """Affine map of the last dimension: ``y = x @ weight.T + bias``.
 
     Same as :func:`torch.nn.functional.linear`.
 
     Parameters
     ----------
-    x : array_like of shape (*, in_features)
+    x : array_like of shape (..., in_features)
     weight : array_like of shape (out_features, in_features)
     bias : array_like of shape (out_features,), optional
 
     Returns
     -------
-    y : ndarray of shape (*, out_features)
+    y : ndarray of shape (..., out_features)
 
     Notes
     -----
@@ -90,17 +90,17 @@ def linear(x: Any, weight: Any, bias: Any = None) -> np.ndarray:
     return y.reshape(*x.shape[:-1], out_f)
 
 
-def linear_backward_input(grad_output: Any, weight: Any) -> np.ndarray:
+def linear_backward_input(grad_output: ArrayLike, weight: ArrayLike) -> np.ndarray:
     """Gradient of :func:`linear` with respect to ``x``: ``grad_output @ weight``.
 
     Parameters
     ----------
-    grad_output : array_like of shape (*, out_features)
+    grad_output : array_like of shape (..., out_features)
     weight : array_like of shape (out_features, in_features)
 
     Returns
     -------
-    grad_x : ndarray of shape (*, in_features)
+    grad_x : ndarray of shape (..., in_features)
 
     See Also
     --------
@@ -127,14 +127,14 @@ def linear_backward_input(grad_output: Any, weight: Any) -> np.ndarray:
     return dx.reshape(*grad_output.shape[:-1], in_f)
 
 
-def linear_backward_weight(grad_output: Any, x: Any) -> np.ndarray:
+def linear_backward_weight(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
     """Gradient of :func:`linear` with respect to ``weight``: ``grad_output.T @ x`` over all
     leading dimensions.
 
     Parameters
     ----------
-    grad_output : array_like of shape (*, out_features)
-    x : array_like of shape (*, in_features)
+    grad_output : array_like of shape (..., out_features)
+    x : array_like of shape (..., in_features)
         The forward input; the leading dimensions must match ``grad_output``'s.
 
     Returns
@@ -172,7 +172,7 @@ def linear_backward_weight(grad_output: Any, x: Any) -> np.ndarray:
     return dw
 
 
-def linear_backward_bias(grad_output: Any) -> np.ndarray:
+def linear_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     """Gradient of :func:`linear` with respect to ``bias``: ``grad_output`` summed over all
     leading dimensions, shape ``(out_features,)``.
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._config import get_num_threads
 from .._shared import Loss
+from .._typing import ArrayLike
 from .._validation import (
     as_float_array,
     as_ndarray,
@@ -158,7 +159,9 @@ def _pointwise_loss_grad(name: str, prediction: Any, target: Any, reduction: Any
     return _pointwise_loss(name, name + "_backward", prediction, target, reduction, True)[1]
 
 
-def mse_loss(input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False) -> Any:
+def mse_loss(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
+) -> Any:
     """Mean squared error, ``(input - target)**2`` per element.
 
     Same as :func:`torch.nn.functional.mse_loss` (values and gradients, all reductions).
@@ -185,13 +188,17 @@ def mse_loss(input: Any, target: Any, *, reduction: str = "mean", return_grad: b
     return _pointwise_loss_value("mse_loss", input, target, reduction, return_grad)
 
 
-def mse_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> np.ndarray:
+def mse_loss_backward(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+) -> np.ndarray:
     """Gradient of :func:`mse_loss` with respect to ``input`` (the ``grad`` of
     ``mse_loss(..., return_grad=True)``)."""
     return _pointwise_loss_grad("mse_loss", input, target, reduction)
 
 
-def l2_loss(input: Any, target: Any, *, reduction: str = "sum", return_grad: bool = False) -> Any:
+def l2_loss(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "sum", return_grad: bool = False
+) -> Any:
     """Squared L2 norm of the error: ``sum((input - target)**2)``.
 
     With the default ``reduction='sum'`` this is the squared Euclidean distance between
@@ -219,12 +226,14 @@ def l2_loss(input: Any, target: Any, *, reduction: str = "sum", return_grad: boo
     return _pointwise_loss_value("l2_loss", input, target, reduction, return_grad)
 
 
-def l2_loss_backward(input: Any, target: Any, *, reduction: str = "sum") -> np.ndarray:
+def l2_loss_backward(input: ArrayLike, target: ArrayLike, *, reduction: str = "sum") -> np.ndarray:
     """Gradient of :func:`l2_loss` with respect to ``input``."""
     return _pointwise_loss_grad("l2_loss", input, target, reduction)
 
 
-def l1_loss(input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False) -> Any:
+def l1_loss(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
+) -> Any:
     """Mean absolute error (MAE), ``|input - target|`` per element.
 
     Same as :func:`torch.nn.functional.l1_loss`; the gradient at ``input == target`` is 0
@@ -250,13 +259,13 @@ def l1_loss(input: Any, target: Any, *, reduction: str = "mean", return_grad: bo
     return _pointwise_loss_value("l1_loss", input, target, reduction, return_grad)
 
 
-def l1_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> np.ndarray:
+def l1_loss_backward(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> np.ndarray:
     """Gradient of :func:`l1_loss` with respect to ``input``."""
     return _pointwise_loss_grad("l1_loss", input, target, reduction)
 
 
 def msle_loss(
-    input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
 ) -> Any:
     """Mean squared logarithmic error, ``(log1p(input) - log1p(target))**2`` per element.
 
@@ -287,13 +296,15 @@ def msle_loss(
     return _pointwise_loss_value("msle_loss", input, target, reduction, return_grad)
 
 
-def msle_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> np.ndarray:
+def msle_loss_backward(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+) -> np.ndarray:
     """Gradient of :func:`msle_loss` with respect to ``input``."""
     return _pointwise_loss_grad("msle_loss", input, target, reduction)
 
 
 def mape_loss(
-    input: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
 ) -> Any:
     """Mean absolute percentage error, ``100 * |(target - input) / max(|target|, 1e-7)|``.
 
@@ -321,13 +332,15 @@ def mape_loss(
     return _pointwise_loss_value("mape_loss", input, target, reduction, return_grad)
 
 
-def mape_loss_backward(input: Any, target: Any, *, reduction: str = "mean") -> np.ndarray:
+def mape_loss_backward(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+) -> np.ndarray:
     """Gradient of :func:`mape_loss` with respect to ``input``."""
     return _pointwise_loss_grad("mape_loss", input, target, reduction)
 
 
 def binary_cross_entropy_with_logits(
-    logits: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
 ) -> Any:
     """Binary cross entropy of ``sigmoid(logits)`` against ``target``, computed stably.
 
@@ -363,14 +376,14 @@ def binary_cross_entropy_with_logits(
 
 
 def binary_cross_entropy_with_logits_backward(
-    logits: Any, target: Any, *, reduction: str = "mean"
+    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
 ) -> np.ndarray:
     """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``."""
     return _pointwise_loss_grad("binary_cross_entropy_with_logits", logits, target, reduction)
 
 
 def binary_cross_entropy(
-    probs: Any, target: Any, *, reduction: str = "mean", return_grad: bool = False
+    probs: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
 ) -> Any:
     """Binary cross entropy ``-(t log p + (1 - t) log(1 - p))`` of probabilities.
 
@@ -404,7 +417,7 @@ def binary_cross_entropy(
 
 
 def binary_cross_entropy_backward(
-    probs: Any, target: Any, *, reduction: str = "mean"
+    probs: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
 ) -> np.ndarray:
     """Gradient of :func:`binary_cross_entropy` with respect to ``probs``."""
     return _pointwise_loss_grad("binary_cross_entropy", probs, target, reduction)
@@ -549,8 +562,8 @@ def _class_weight(weight: Any, c: int, x: np.ndarray, func: str) -> np.ndarray |
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     weight: Any = None,
     reduction: str = "mean",
@@ -629,8 +642,8 @@ def cross_entropy(
 
 
 def cross_entropy_backward(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     weight: Any = None,
     reduction: str = "mean",

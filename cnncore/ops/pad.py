@@ -5,8 +5,6 @@ See :mod:`cnncore.functional` for the conventions every op follows.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .._config import get_num_threads
@@ -16,6 +14,7 @@ from .._geometry import (
     pad2d_geometry,
     pad2d_sides,
 )
+from .._typing import ArrayLike, Padding
 from .._validation import (
     as_float_array,
     check_choice,
@@ -31,7 +30,7 @@ __all__ = [
 ]
 
 
-def pad2d(x: Any, padding: Any, mode: str = "constant", value: float = 0.0) -> np.ndarray:
+def pad2d(x: ArrayLike, padding: Padding, mode: str = "constant", value: float = 0.0) -> np.ndarray:
     """Pad the last two (spatial) axes of a batch of images.
 
     Same semantics as :func:`torch.nn.functional.pad` on an NCHW input with a 4-element pad.
@@ -87,7 +86,7 @@ def pad2d(x: Any, padding: Any, mode: str = "constant", value: float = 0.0) -> n
     return y
 
 
-def pad2d_backward(grad_output: Any, padding: Any, mode: str = "constant") -> np.ndarray:
+def pad2d_backward(grad_output: ArrayLike, padding: Padding, mode: str = "constant") -> np.ndarray:
     """Gradient of :func:`pad2d` with respect to its input.
 
     Parameters

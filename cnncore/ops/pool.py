@@ -17,6 +17,7 @@ from .._geometry import (
     pool2d_geometry,
     unpool2d_geometry,
 )
+from .._typing import ArrayLike, IntPair, Padding, Shape
 from .._validation import (
     MAX_PARAM,
     as_float_array,
@@ -111,11 +112,11 @@ def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: An
 
 
 def max_pool2d(
-    x: Any,
-    kernel_size: Any,
-    stride: Any = None,
-    padding: Any = 0,
-    dilation: Any = 1,
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -186,7 +187,9 @@ def max_pool2d(
     return (y, idx) if return_indices else y
 
 
-def max_pool2d_backward(grad_output: Any, indices: Any, input_shape: Any) -> np.ndarray:
+def max_pool2d_backward(
+    grad_output: ArrayLike, indices: ArrayLike, input_shape: Shape
+) -> np.ndarray:
     """Gradient of :func:`max_pool2d` with respect to its input.
 
     Parameters
@@ -228,10 +231,10 @@ def max_pool2d_backward(grad_output: Any, indices: Any, input_shape: Any) -> np.
 
 
 def avg_pool2d(
-    x: Any,
-    kernel_size: Any,
-    stride: Any = None,
-    padding: Any = 0,
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: Padding = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
@@ -297,11 +300,11 @@ def avg_pool2d(
 
 
 def avg_pool2d_backward(
-    grad_output: Any,
-    input_shape: Any,
-    kernel_size: Any,
-    stride: Any = None,
-    padding: Any = 0,
+    grad_output: ArrayLike,
+    input_shape: Shape,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: Padding = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
@@ -343,7 +346,7 @@ def avg_pool2d_backward(
     return dx
 
 
-def adaptive_avg_pool2d(x: Any, output_size: Any) -> np.ndarray:
+def adaptive_avg_pool2d(x: ArrayLike, output_size: IntPair) -> np.ndarray:
     """2-D adaptive average pooling: average windows that tile the input into a fixed grid.
 
     Same semantics as :func:`torch.nn.functional.adaptive_avg_pool2d`.
@@ -379,7 +382,7 @@ def adaptive_avg_pool2d(x: Any, output_size: Any) -> np.ndarray:
     return y
 
 
-def adaptive_avg_pool2d_backward(grad_output: Any, input_shape: Any) -> np.ndarray:
+def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> np.ndarray:
     """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
 
     Parameters
@@ -411,7 +414,7 @@ def adaptive_avg_pool2d_backward(grad_output: Any, input_shape: Any) -> np.ndarr
 
 
 def adaptive_max_pool2d(
-    x: Any, output_size: Any, return_indices: bool = False
+    x: ArrayLike, output_size: IntPair, return_indices: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """2-D adaptive max pooling (windows as in :func:`adaptive_avg_pool2d`).
 
@@ -449,7 +452,9 @@ def adaptive_max_pool2d(
     return (y, idx) if return_indices else y
 
 
-def adaptive_max_pool2d_backward(grad_output: Any, indices: Any, input_shape: Any) -> np.ndarray:
+def adaptive_max_pool2d_backward(
+    grad_output: ArrayLike, indices: ArrayLike, input_shape: Shape
+) -> np.ndarray:
     """Gradient of :func:`adaptive_max_pool2d` with respect to its input.
 
     Parameters
@@ -471,7 +476,7 @@ def adaptive_max_pool2d_backward(grad_output: Any, indices: Any, input_shape: An
     return _indices_backward("adaptive_max_pool2d_backward", grad_output, indices, input_shape)
 
 
-def global_avg_pool2d(x: Any) -> np.ndarray:
+def global_avg_pool2d(x: ArrayLike) -> np.ndarray:
     """Mean of every ``(n, c)`` plane: ``adaptive_avg_pool2d(x, 1)``, faster.
 
     Parameters
@@ -502,7 +507,7 @@ def global_avg_pool2d(x: Any) -> np.ndarray:
     return y
 
 
-def global_avg_pool2d_backward(grad_output: Any, input_shape: Any) -> np.ndarray:
+def global_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> np.ndarray:
     """Gradient of :func:`global_avg_pool2d`: every input plane gets ``grad / (H * W)``.
 
     Parameters
@@ -542,7 +547,11 @@ def _lp_setup(
 
 
 def lp_pool2d(
-    x: Any, norm_type: float, kernel_size: Any, stride: Any = None, ceil_mode: bool = False
+    x: ArrayLike,
+    norm_type: float,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    ceil_mode: bool = False,
 ) -> np.ndarray:
     """2-D power-average pooling (``norm_type=2``: L2 pooling).
 
@@ -584,11 +593,11 @@ def lp_pool2d(
 
 
 def lp_pool2d_backward(
-    grad_output: Any,
-    x: Any,
+    grad_output: ArrayLike,
+    x: ArrayLike,
     norm_type: float,
-    kernel_size: Any,
-    stride: Any = None,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
     ceil_mode: bool = False,
 ) -> np.ndarray:
     """Gradient of :func:`lp_pool2d` with respect to its input.
@@ -629,12 +638,12 @@ def lp_pool2d_backward(
 
 
 def max_unpool2d(
-    x: Any,
-    indices: Any,
-    kernel_size: Any,
-    stride: Any = None,
-    padding: Any = 0,
-    output_size: Any = None,
+    x: ArrayLike,
+    indices: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: Padding = 0,
+    output_size: IntPair | None = None,
 ) -> np.ndarray:
     """Partial inverse of :func:`max_pool2d`: put each value back at its argmax position.
 
@@ -679,7 +688,7 @@ def max_unpool2d(
     return y
 
 
-def max_unpool2d_backward(grad_output: Any, indices: Any) -> np.ndarray:
+def max_unpool2d_backward(grad_output: ArrayLike, indices: ArrayLike) -> np.ndarray:
     """Gradient of :func:`max_unpool2d` with respect to its input ``x``: a gather.
 
     Parameters

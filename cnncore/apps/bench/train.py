@@ -105,8 +105,8 @@ def bench_train(
     epochs is reported (the first includes warm-up); ``repeat`` is not used (whole epochs are
     the samples).
 
-    Returns ``{"threads", "data", "epochs", "rows": [{"model", "cnncore_s", "cnncore_acc"
-    [, "torch_s", "torch_acc", "ratio"]}]}``.
+    Returns ``{"threads", "data", "epochs", "rows": [{"model", "images", "cnncore_s",
+    "cnncore_acc" [, "torch_s", "torch_acc", "ratio"]}]}``.
     """
     from cnncore import datasets
 
@@ -132,7 +132,7 @@ def bench_train(
     for name in models:
         _switch_library("cnncore", SETTLE_S)
         t_c, acc_c = _cnncore_epochs(name, x, y, xt, yt, epochs, 64, 0.05, 0.9, 0)
-        row = {"model": name, "cnncore_s": min(t_c), "cnncore_acc": acc_c}
+        row = {"model": name, "images": len(x), "cnncore_s": min(t_c), "cnncore_acc": acc_c}
         line = f"{name:<8}{min(t_c):13.2f}{len(x) / min(t_c):9.0f}{100 * acc_c:7.2f}%"
         if torch is not None:
             _switch_library("torch", SETTLE_S)

@@ -1,0 +1,229 @@
+"""Markdown tables from the suites' results, headed by the facts of the machine they ran on.
+
+``cnncore bench --markdown FILE`` writes them; the README's performance tables are pasted
+from such a file (``tools/update_readme_bench.py``), never typed by hand, so each figure
+names the CPU, SIMD level, cores, BLAS and library versions it was measured with.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+
+import cnncore
+
+__all__ = ["machine_info", "machine_line", "markdown_report"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_info(use_torch: bool = True) -> dict[str, Any]:
+    """CPU model, SIMD levels, cores, threads, BLAS and the library versions, now."""
+    from cnncore._config import config_info
+
+    info = config_info()
+    blas = info["blas"][0] if info["blas"] else {}
+    torch = None
+    if use_torch:
+        from .timing import try_import_torch
+
+        torch = try_import_torch()
+    return {
+        "cpu": _cpu_model(),
+        "machine": platform.machine(),
+        "os": platform.system(),
+        "cpu_simd": info["cpu_simd"][-1],
+        "simd": info["simd"],
+        "cores": info["usable_cores"],
+        "threads": info["num_threads"],
+        "blas": (
+            f"{blas.get('internal_api', '?')} {blas.get('version', '')} "
+            f"({blas.get('architecture', '?')}, {blas.get('threading_layer', '?')})"
+        ).replace("  ", " ")
+        if blas
+        else "unknown",
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "cnncore": cnncore.__version__,
+        "torch": getattr(torch, "__version__", None),
+        "simd_cap": os.environ.get("CNNCORE_SIMD") or None,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """One sentence naming the machine and software a set of figures comes from."""
+    simd = (
+        m["simd"] if m["simd"] == m["cpu_simd"] else f"{m['simd']} (capped; CPU: {m['cpu_simd']})"
+    )
+    cap = f", `CNNCORE_SIMD={m['simd_cap']}`" if m.get("simd_cap") else ""
+    torch = f"PyTorch {m['torch']}" if m.get("torch") else "no PyTorch (no ratios)"
+    return (
+        f"{m['cpu']} ({m['machine']}, {m['os']}), conv kernels built for {simd}{cap}, "
+        f"{m['cores']} usable core(s), {m['threads']} thread(s); BLAS {m['blas']}; "
+        f"Python {m['python']}, NumPy {m['numpy']}, {torch}, cnncore {m['cnncore']}; "
+        f"{m['date']}"
+    )
+
+
+def _f(value: Any, fmt: str, missing: str = "–") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _conv(res: dict) -> list[str]:
+    rows = []
+    for r in res["rows"]:
+        n, c, h, w, k, ks, s, p = r["shape"]
+        rows.append(
+            [
+                f"{n},{c},{h},{w} → {k},{ks},{s},{p}",
+                "/".join(dict.fromkeys(r["algorithm"])),
+                _f(r["fwd_s"] * 1e3, ".3f"),
+                _f(r.get("fwd_ratio"), ".2f"),
+                _f(r["fwd_bwd_s"] * 1e3, ".3f"),
+                _f(r.get("fwd_bwd_ratio"), ".2f"),
+                _f(r.get("fwd_bwd_pct_roof"), ".0f"),
+            ]
+        )
+    if "geomean_fwd_ratio" in res:
+        rows.append(
+            [
+                "**geometric mean**",
+                "",
+                "",
+                f"**{res['geomean_fwd_ratio']:.2f}**",
+                "",
+                f"**{res['geomean_fwd_bwd_ratio']:.2f}**",
+                "",
+            ]
+        )
+    out = [
+        f"**Convolution** (float32; fwd+bwd = forward + input, weight and bias gradients; "
+        f"sgemm roof = NumPy {2048}² matmul in the same run, "
+        f"{res['sgemm_roof_gflops']:.0f} GFLOP/s):",
+        "",
+    ]
+    out += _table(
+        [
+            "N,C,H,W → C_out, k, s, p",
+            "algorithm (fwd/dx/dw)",
+            "fwd ms",
+            "fwd ratio",
+            "fwd+bwd ms",
+            "fwd+bwd ratio",
+            "fwd+bwd % of sgemm roof",
+        ],
+        rows,
+    )
+    if res.get("extra_memory_bytes"):
+        mem = ", ".join(f"N={n}: {v / 2**20:.1f} MiB" for n, v in res["extra_memory_bytes"].items())
+        out += ["", f"Peak memory of one conv2d call beyond its output (N,64,32,32 → 64): {mem}."]
+    return out
+
+
+def _pool(res: dict) -> list[str]:
+    rows = []
+    for r in res["rows"]:
+        rows.append(
+            [
+                f"{','.join(map(str, r['shape']))}, k{r['kernel']} s{r['stride']} p{r['padding']}",
+                r["pass"],
+                _f(r["cnncore_s"] * 1e3, ".3f"),
+                _f(r.get("ratio"), ".2f"),
+                _f(r["gbs"], ".1f"),
+                _f(r["copy_gbs"], ".1f"),
+            ]
+        )
+    out = ["**Pooling** (float32, forward + backward):", ""]
+    out += _table(
+        ["N,C,H,W, kernel", "pass", "cnncore ms", "ratio", "GB/s", "NumPy copy GB/s"], rows
+    )
+    if res.get("geomean_ratio"):
+        gm = ", ".join(f"{k} {v:.2f}" for k, v in res["geomean_ratio"].items())
+        out += ["", f"Geometric mean ratio: {gm}."]
+    return out
+
+
+def _activation(res: dict) -> list[str]:
+    rows = [
+        [
+            r["op"],
+            _f(r["cnncore_s"] * 1e3, ".2f"),
+            _f(r["gbs"], ".1f"),
+            _f(r.get("copy_ratio"), ".2f"),
+            _f(r.get("torch_ratio"), ".2f"),
+        ]
+        for r in res["rows"]
+    ]
+    out = [
+        f"**Activations** (float32, {res['elements'] / 2**20:.0f} Mi elements; × copy = time "
+        "over a NumPy copy of the same bytes):",
+        "",
+    ]
+    out += _table(["op", "cnncore ms", "GB/s", "× copy", "ratio"], rows)
+    gm = f"Geometric mean: × copy {res['geomean_copy_ratio']:.2f}"
+    if "geomean_torch_ratio" in res:
+        gm += f", ratio {res['geomean_torch_ratio']:.2f}"
+    return [*out, "", gm + "."]
+
+
+def _train(res: dict) -> list[str]:
+    rows = []
+    for r in res["rows"]:
+        n_img = r.get("images")
+        rows.append(
+            [
+                r["model"],
+                _f(r["cnncore_s"], ".2f"),
+                _f(n_img / r["cnncore_s"] if n_img else None, ",.0f"),
+                _f(r.get("torch_s"), ".2f"),
+                _f(r.get("ratio"), ".2f"),
+            ]
+        )
+    out = [
+        f"**Training** ({res['data']}, batch 64, SGD lr 0.05 momentum 0.9, float32, best of "
+        f"{res['epochs']} epochs):",
+        "",
+    ]
+    return out + _table(["model", "cnncore s/epoch", "img/s", "PyTorch s/epoch", "ratio"], rows)
+
+
+_SECTIONS = {"conv": _conv, "pool": _pool, "activation": _activation, "train": _train}
+
+
+def markdown_report(results: dict[str, dict], machine: dict[str, Any], quick: bool = False) -> str:
+    """Markdown for the suites in ``results`` (suite name -> what it returned), headed by
+    :func:`machine_line`. Ratios are cnncore time / PyTorch time (< 1: cnncore faster)."""
+    command = "cnncore bench" + (" --quick" if quick else "") + " --markdown"
+    lines = [
+        f"Measured with `{command}` on: {machine_line(machine)}.",
+        "Ratio = cnncore time / PyTorch time, same run, same thread count (< 1: cnncore is "
+        "faster); medians of ≥ 7 runs after warm-up."
+        if machine.get("torch")
+        else "PyTorch was not installed, so there are no ratios: `pip install torch` and run "
+        "the command again to get them.",
+    ]
+    for name, res in results.items():
+        if name in _SECTIONS:
+            lines += ["", *_SECTIONS[name](res)]
+    return "\n".join(lines) + "\n"
