@@ -64,11 +64,12 @@ def _train(args: argparse.Namespace, *, model_name: str, data: str, title: str) 
     (x_train, y_train), (x_test, y_test) = _load_data(data)
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    model = (
-        models.build(model_name, rng=args.seed, dropout=args.dropout)
-        if model_name == "cnn"
-        else models.build(model_name, rng=args.seed)
-    )
+    kwargs: dict[str, Any] = {"rng": args.seed}
+    if model_name == "cnn":
+        kwargs["dropout"] = args.dropout
+    if model_name.startswith("resnet"):  # taken at the data's size (28x28: no padding)
+        kwargs.update(in_channels=x_train.shape[1], input_size=tuple(x_train.shape[2:]))
+    model = models.build(model_name, **kwargs)
     # --weight-decay 0 (the default) keeps each optimizer's own (AdamW: 1e-2)
     opt = make_optimizer(
         args.optimizer,
@@ -189,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = add_command("train", help="train a model on a dataset")
-    p.add_argument("--model", choices=["lenet", "cnn"], default="lenet")
+    p.add_argument(
+        "--model",
+        choices=["lenet", "cnn", "resnet20", "resnet32", "resnet44", "resnet56"],
+        default="lenet",
+    )
     p.add_argument(
         "--data",
         default="sample",
