@@ -552,6 +552,13 @@ def test_save_load_predict_bit_identical(tmp_path, rng):
     # the shared conv is one layer after loading too
     assert loaded.get_layer("shared").weight is loaded.get_layer("shared").weight
     assert sum(1 for n in loaded._step_nodes if n.layer.name == "shared") == 2
+    # a model inside a Sequential
+    seq = nn.Sequential(_block(2, np.float32, 8), nn.Flatten(), nn.Linear(50, 3, rng=9))
+    seq(x)
+    nn.save(seq, tmp_path / "s.npz")
+    back = cnncore.load(tmp_path / "s.npz")
+    assert type(back[0]) is nn.Model
+    assert back.predict(x).tobytes() == seq.predict(x).tobytes()
     # and resnet20
     net = models.resnet20(in_channels=1, input_size=28, rng=0)
     xs = rng.random((3, 1, 28, 28)).astype(np.float32)
@@ -721,6 +728,8 @@ def test_merge_layers_on_arrays(rng):
     assert ga.shape == gb.shape == (2, 3, 4)
     ident = nn.Identity()
     assert ident(a) is a
+    with pytest.raises(TypeError, match="numeric"):
+        ident({"a": 1})
     with pytest.raises(ValueError, match="at least 2"):
         nn.Add()([a])
     with pytest.raises(TypeError, match="same dtype"):

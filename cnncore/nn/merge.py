@@ -236,6 +236,10 @@ class Identity(Module):
 
     def forward(self, x: Any) -> np.ndarray:
         x = as_ndarray(x, "input", "Identity")
+        if x.dtype.kind not in "biufc":
+            raise TypeError(
+                f"Identity(): input must be a numeric array. Received: input.dtype={x.dtype}"
+            )
         self._shape = x.shape if self.training else None
         return x
 

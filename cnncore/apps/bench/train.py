@@ -1,17 +1,63 @@
-"""The training suite: seconds per epoch of SGD training, cnncore vs PyTorch on one recipe."""
+"""The training suite: seconds per epoch of SGD training, cnncore vs PyTorch on one recipe,
+and the graph executor's own share of a ResNet-20 step."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from .timing import SETTLE_S, _setup, _switch_library
+from .timing import MIN_REPEAT, SETTLE_S, _setup, _switch_library
+
+#: Batch size and learning rate per model (SGD, momentum 0.9, float32).
+RECIPES = {"lenet": (64, 0.05), "cnn": (64, 0.05), "resnet20": (128, 0.1)}
+
+
+def _torch_resnet(torch, depth: int = 20, in_channels: int = 1, num_classes: int = 10):
+    """The twin of :func:`cnncore.models.resnet` (option-B shortcuts, no conv bias)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or c_in != c_out:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.shortcut(x) + self.bn2(self.conv2(y)))
+
+    layers = [nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    c_in = 16
+    for s, width in enumerate((16, 32, 64)):
+        for b in range((depth - 2) // 6):
+            layers.append(Block(c_in, width, 2 if s > 0 and b == 0 else 1))
+            c_in = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def _cnncore_model(name: str, seed: int):
+    from cnncore import models
+
+    if name == "resnet20":
+        return models.resnet20(in_channels=1, input_size=28, rng=seed)
+    return models.build(name, rng=seed)
 
 
 def _torch_model(torch, name: str):
     nn = torch.nn
+    if name == "resnet20":
+        return _torch_resnet(torch, 20)
     if name == "lenet":
         return nn.Sequential(
             nn.Conv2d(1, 6, 5, padding=2),
@@ -71,9 +117,9 @@ def _torch_epochs(torch, name, x, y, x_test, y_test, epochs, batch_size, lr, mom
 
 
 def _cnncore_epochs(name, x, y, x_test, y_test, epochs, batch_size, lr, momentum, seed):
-    from cnncore import models, nn, optim
+    from cnncore import nn, optim
 
-    model = models.build(name, rng=seed)
+    model = _cnncore_model(name, seed)
     opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     times = []
     for e in range(epochs):
@@ -91,6 +137,74 @@ def _cnncore_epochs(name, x, y, x_test, y_test, epochs, batch_size, lr, momentum
     return times, model.evaluate(x_test, y_test)["accuracy"]
 
 
+def executor_overhead(batch_size: int = 128, steps: int = MIN_REPEAT, seed: int = 0) -> dict:
+    """The graph executor's own time in a ResNet-20 SGD step (28x28 inputs, float32).
+
+    Every layer call is timed from inside (the layers' ``forward``/``backward`` wrapped
+    with two clock reads each); the executor's share of a step is the wall time of
+    ``model(x)`` plus ``model.backward(g)`` minus the time inside the layers: graph
+    bookkeeping, input checks and the sums of the gradients of nodes read by several
+    layers.  Medians over ``steps`` (>= 7) steps after two warm-up steps.
+
+    Returns ``{"step_s", "forward_backward_s", "layers_s", "executor_s",
+    "executor_pct"}`` (``executor_pct`` of the whole step: forward, loss, backward and
+    the optimizer step).
+    """
+    from cnncore import nn, optim
+    from cnncore.nn.training import _batch_loop
+
+    model = _cnncore_model("resnet20", seed)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch_size)
+    inside = [0.0]
+    clock = time.perf_counter
+
+    def timed(fn):
+        def call(*args, **kwargs):
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                inside[0] += clock() - t0
+
+        return call
+
+    for layer in model.layers:
+        layer.forward = timed(layer.forward)
+        layer.backward = timed(layer.backward)
+    rows = []
+    with _batch_loop():
+        for k in range(2 + max(MIN_REPEAT, steps)):
+            inside[0] = 0.0
+            t0 = clock()
+            out = model(x)
+            t1 = clock()
+            loss_fn(out, y)
+            g = loss_fn.backward()
+            opt.zero_grad()
+            t2 = clock()
+            model.backward(g, input_grad=False)
+            t3 = clock()
+            opt.step()
+            t4 = clock()
+            if k >= 2:
+                rows.append((t4 - t0, (t1 - t0) + (t3 - t2), inside[0]))
+    step = statistics.median(r[0] for r in rows)
+    fb = statistics.median(r[1] for r in rows)
+    layers = statistics.median(r[2] for r in rows)
+    executor = statistics.median(r[1] - r[2] for r in rows)
+    return {
+        "step_s": step,
+        "forward_backward_s": fb,
+        "layers_s": layers,
+        "executor_s": executor,
+        "executor_pct": 100 * executor / step,
+    }
+
+
 def bench_train(
     quick: bool = False,
     use_torch: bool = True,
@@ -100,13 +214,16 @@ def bench_train(
     models: Sequence[str] = ("lenet", "cnn"),
 ) -> dict:
     """Seconds per epoch (and img/s) of SGD training, cnncore vs PyTorch, same recipe:
-    batch 64, lr 0.05, momentum 0.9, float32, same thread count. Full Fashion-MNIST when it
-    is installed, the shipped sample otherwise (or with ``quick``). The fastest of ``epochs``
-    epochs is reported (the first includes warm-up); ``repeat`` is not used (whole epochs are
-    the samples).
+    momentum 0.9, float32, same thread count, batch 64 and lr 0.05 (lenet, cnn) or batch
+    128 and lr 0.1 (resnet20: :func:`cnncore.models.resnet20` at 28x28, a graph model,
+    against its torch twin). Full Fashion-MNIST when it is installed, the shipped sample
+    otherwise (or with ``quick``). The fastest of ``epochs`` epochs is reported (the first
+    includes warm-up); ``repeat`` is not used (whole epochs are the samples), except for
+    the executor overhead of resnet20 (:func:`executor_overhead`, median of ``repeat``
+    steps), measured after its epochs.
 
-    Returns ``{"threads", "data", "epochs", "rows": [{"model", "cnncore_s", "cnncore_acc"
-    [, "torch_s", "torch_acc", "ratio"]}]}``.
+    Returns ``{"threads", "data", "epochs", "rows": [{"model", "batch", "cnncore_s",
+    "cnncore_acc" [, "torch_s", "torch_acc", "ratio"] [, "overhead"]}]}``.
     """
     from cnncore import datasets
 
@@ -121,26 +238,36 @@ def bench_train(
     if source == "sample":
         (x, y), (xt, yt) = datasets.load_sample()
     out(
-        f"training benchmark: {source} ({len(x)} train / {len(xt)} test), batch 64, SGD lr 0.05 "
-        f"momentum 0.9, float32, {threads} thread(s); best of {epochs} epoch(s)"
+        f"training benchmark: {source} ({len(x)} train / {len(xt)} test), SGD momentum 0.9, "
+        f"float32, {threads} thread(s); best of {epochs} epoch(s)"
     )
     out(
-        f"{'model':<8}{'cnncore s/ep':>13}{'img/s':>9}{'acc':>8}{'torch s/ep':>12}"
+        f"{'model':<9}{'batch':>6}{'cnncore s/ep':>13}{'img/s':>9}{'acc':>8}{'torch s/ep':>12}"
         f"{'img/s':>9}{'acc':>8}{'ratio':>7}"
     )
     rows = []
     for name in models:
+        batch, lr = RECIPES[name]
         _switch_library("cnncore", SETTLE_S)
-        t_c, acc_c = _cnncore_epochs(name, x, y, xt, yt, epochs, 64, 0.05, 0.9, 0)
-        row = {"model": name, "cnncore_s": min(t_c), "cnncore_acc": acc_c}
-        line = f"{name:<8}{min(t_c):13.2f}{len(x) / min(t_c):9.0f}{100 * acc_c:7.2f}%"
+        t_c, acc_c = _cnncore_epochs(name, x, y, xt, yt, epochs, batch, lr, 0.9, 0)
+        row = {"model": name, "batch": batch, "cnncore_s": min(t_c), "cnncore_acc": acc_c}
+        line = f"{name:<9}{batch:>6}{min(t_c):13.2f}{len(x) / min(t_c):9.0f}{100 * acc_c:7.2f}%"
         if torch is not None:
             _switch_library("torch", SETTLE_S)
-            t_t, acc_t = _torch_epochs(torch, name, x, y, xt, yt, epochs, 64, 0.05, 0.9, 0)
+            t_t, acc_t = _torch_epochs(torch, name, x, y, xt, yt, epochs, batch, lr, 0.9, 0)
             row.update(torch_s=min(t_t), torch_acc=acc_t, ratio=min(t_c) / min(t_t))
             line += (
                 f"{min(t_t):12.2f}{len(x) / min(t_t):9.0f}{100 * acc_t:7.2f}%{row['ratio']:7.2f}"
             )
         out(line)
+        if name == "resnet20":
+            _switch_library("cnncore", SETTLE_S)
+            ov = executor_overhead(128, repeat)
+            row["overhead"] = ov
+            out(
+                f"  resnet20 step at batch 128: {1e3 * ov['step_s']:.1f} ms, of which the graph "
+                f"executor (outside the layers' forward/backward) {1e3 * ov['executor_s']:.2f} "
+                f"ms = {ov['executor_pct']:.2f} %"
+            )
         rows.append(row)
     return {"threads": threads, "data": source, "epochs": epochs, "rows": rows}
