@@ -137,6 +137,77 @@ def _cnncore_epochs(name, x, y, x_test, y_test, epochs, batch_size, lr, momentum
     return times, model.evaluate(x_test, y_test)["accuracy"]
 
 
+def _interleaved_epoch(torch, name, x, y, x_test, y_test, batch_size, lr, momentum, seed, block):
+    """One epoch of each library on the same batches, timed in alternating blocks of
+    ``block`` steps (cnncore, then torch, ...; ``SETTLE_S`` between libraries), so that
+    drifting machine load hits both alike.  The cnncore step is ``fit``'s (same calls:
+    input conversion, forward, loss, ``zero_grad``, ``backward(input_grad=False)``,
+    ``step``).  Returns ``(cnncore_s, cnncore_acc, torch_s, torch_acc)``; the times are
+    the sums of the blocks (the settling sleeps excluded), after two untimed warm-up steps
+    of each."""
+    from cnncore import nn, optim
+    from cnncore.nn.module import as_model_input
+    from cnncore.nn.training import _batch_loop
+
+    model = _cnncore_model(name, seed)
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    dtype = model.dtype
+    torch.manual_seed(seed)
+    t_model = _torch_model(torch, name)
+    t_opt = torch.optim.SGD(t_model.parameters(), lr=lr, momentum=momentum)
+    t_loss = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    order = np.random.default_rng(seed).permutation(len(x))
+    starts = list(range(0, len(x), batch_size))
+    warm = [order[s : s + batch_size] for s in starts[:2]]
+
+    def c_step(idx):
+        out = model(as_model_input(x[idx], dtype))
+        loss_fn(out, y[idx])
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+
+    def t_step(idx):
+        t_idx = torch.from_numpy(idx)
+        t_opt.zero_grad()
+        t_loss(t_model(tx[t_idx]), ty[t_idx]).backward()
+        t_opt.step()
+
+    times = {"cnncore": 0.0, "torch": 0.0}
+    model.train()
+    t_model.train()
+    for k in range(-1, len(starts), block):
+        batches = warm if k < 0 else [order[s : s + batch_size] for s in starts[k : k + block]]
+        for lib, step in (("cnncore", c_step), ("torch", t_step)):
+            _switch_library(lib, SETTLE_S)
+            with _batch_loop() if lib == "cnncore" else _no_context():
+                t0 = time.perf_counter()
+                for idx in batches:
+                    step(idx)
+                if k >= 0:
+                    times[lib] += time.perf_counter() - t0
+    acc_c = model.evaluate(x_test, y_test)["accuracy"]
+    t_model.eval()
+    with torch.no_grad():
+        pred = torch.cat(
+            [
+                t_model(torch.from_numpy(x_test[s : s + 1000])).argmax(1)
+                for s in range(0, len(x_test), 1000)
+            ]
+        )
+    return times["cnncore"], acc_c, times["torch"], float((pred.numpy() == y_test).mean())
+
+
+class _no_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def executor_overhead(batch_size: int = 128, steps: int = MIN_REPEAT, seed: int = 0) -> dict:
     """The graph executor's own time in a ResNet-20 SGD step (28x28 inputs, float32).
 
@@ -220,7 +291,9 @@ def bench_train(
     otherwise (or with ``quick``). The fastest of ``epochs`` epochs is reported (the first
     includes warm-up); ``repeat`` is not used (whole epochs are the samples), except for
     the executor overhead of resnet20 (:func:`executor_overhead`, median of ``repeat``
-    steps), measured after its epochs.
+    steps).  resnet20 runs one epoch of each library, interleaved in blocks of 10 steps
+    (:func:`_interleaved_epoch`: its epochs last minutes, over which the load of a shared
+    machine drifts), without torch one ``fit`` epoch per ``epochs``.
 
     Returns ``{"threads", "data", "epochs", "rows": [{"model", "batch", "cnncore_s",
     "cnncore_acc" [, "torch_s", "torch_acc", "ratio"] [, "overhead"]}]}``.
@@ -248,6 +321,36 @@ def bench_train(
     rows = []
     for name in models:
         batch, lr = RECIPES[name]
+        if name == "resnet20" and torch is not None:
+            # one epoch each, interleaved in blocks of 10 steps (epochs is not used)
+            t_c, acc_c, t_t, acc_t = _interleaved_epoch(
+                torch, name, x, y, xt, yt, batch, lr, 0.9, 0, block=10
+            )
+            row = {
+                "model": name,
+                "batch": batch,
+                "cnncore_s": t_c,
+                "cnncore_acc": acc_c,
+                "torch_s": t_t,
+                "torch_acc": acc_t,
+                "ratio": t_c / t_t,
+                "interleaved": True,
+            }
+            out(
+                f"{name:<9}{batch:>6}{t_c:13.2f}{len(x) / t_c:9.0f}{100 * acc_c:7.2f}%"
+                f"{t_t:12.2f}{len(x) / t_t:9.0f}{100 * acc_t:7.2f}%{t_c / t_t:7.2f}"
+                f"  (one epoch each, interleaved in blocks of 10 steps)"
+            )
+            _switch_library("cnncore", SETTLE_S)
+            ov = executor_overhead(128, repeat)
+            row["overhead"] = ov
+            out(
+                f"  resnet20 step at batch 128: {1e3 * ov['step_s']:.1f} ms, of which the graph "
+                f"executor (outside the layers' forward/backward) {1e3 * ov['executor_s']:.2f} "
+                f"ms = {ov['executor_pct']:.2f} %"
+            )
+            rows.append(row)
+            continue
         _switch_library("cnncore", SETTLE_S)
         t_c, acc_c = _cnncore_epochs(name, x, y, xt, yt, epochs, batch, lr, 0.9, 0)
         row = {"model": name, "batch": batch, "cnncore_s": min(t_c), "cnncore_acc": acc_c}
