@@ -275,6 +275,26 @@ def check_shape(shape: Any, name: str, func: str, ndim: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def check_input_shape(
+    shape: Any,
+    func: str,
+    ndims: tuple[int, ...],
+    *,
+    dim: int = 1,
+    size: int | None = None,
+    what: str = "channels",
+) -> tuple[Any, ...]:
+    """A layer's input shape for ``output_shape``: a tuple of ``ndims`` entries (the batch
+    entry may be None, as in graph models), and ``shape[dim] == size`` when ``size`` is
+    given.  ValueError naming the layer, what it expects and the received shape."""
+    shape = tuple(shape)
+    if len(shape) not in ndims or (size is not None and shape[dim] != size):
+        dims = " or ".join(f"{d}-D" for d in ndims)
+        need = "" if size is None else f" with {size} {what} in dimension {dim}"
+        raise ValueError(f"{func}(): expected a {dims} input{need}. Received: input shape {shape}")
+    return shape
+
+
 def _physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -1,4 +1,5 @@
-"""Ready-made networks for MNIST-class data (``(N, 1, 28, 28)`` inputs, 10 classes)."""
+"""Ready-made networks: LeNet-5 and a small CNN for MNIST-class data (``(N, 1, 28, 28)``
+inputs, 10 classes), and the CIFAR ResNets of He et al. (2016) as graph models."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from . import nn
 
-__all__ = ["lenet5", "simple_cnn", "MODELS", "build"]
+__all__ = ["lenet5", "simple_cnn", "resnet", "resnet20", "MODELS", "build"]
 
 
 def lenet5(
@@ -68,11 +69,125 @@ def simple_cnn(
     return nn.Sequential(*layers)
 
 
-MODELS = {"lenet": lenet5, "lenet5": lenet5, "cnn": simple_cnn}
+#: Depths of the CIFAR ResNet family (``6 n + 2``: n basic blocks per stage).
+RESNET_DEPTHS = (20, 32, 44, 56, 110)
 
 
-def build(name: str, **kwargs: Any) -> nn.Sequential:
-    """Build a model by name: ``'lenet'`` (LeNet-5) or ``'cnn'``."""
+def resnet(
+    depth: int = 20,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: Any = (32, 32),
+    *,
+    dtype: Any = np.float32,
+    rng: Any = None,
+) -> nn.Model:
+    """The CIFAR ResNet of He et al., "Deep Residual Learning for Image Recognition" (CVPR
+    2016, section 4.2), as a graph model.
+
+    A 3x3 convolution with 16 filters, then three stages of ``n = (depth - 2) / 6`` basic
+    blocks with 16, 32 and 64 channels (the second and third stage start with stride 2),
+    global average pooling and a linear classifier.  A basic block is conv3x3-BN-ReLU-
+    conv3x3-BN, added to its shortcut, then ReLU.  Convolutions have no bias (BatchNorm
+    follows each).
+
+    Parameters
+    ----------
+    depth : {20, 32, 44, 56, 110}
+    num_classes, in_channels : int
+    input_size : int or (int, int), default (32, 32)
+        The height and width the model takes (CIFAR: 32; Fashion-MNIST: 28, taken as it is:
+        the stages then run at 28, 14 and 7 pixels).
+    dtype : float32 or float64
+    rng : numpy Generator, int or None
+        Seeds the layers' default (PyTorch) initialization.
+
+    Returns
+    -------
+    Model
+        Layers named ``conv1``, ``bn1``, ``relu1``, then per block ``stage{s}_block{b}_``
+        + ``conv1``, ``bn1``, ``relu1``, ``conv2``, ``bn2`` (``shortcut_conv``,
+        ``shortcut_bn``), ``add``, ``relu2``; ``pool``, ``flatten``, ``fc``.
+
+    Notes
+    -----
+    Shortcuts are the paper's **option B**: identity where the shape is kept, a 1x1
+    convolution with stride 2 followed by BatchNorm (a projection) where a stage starts --
+    two per network, so ResNet-20 has 272,474 parameters for 10 classes and 3 input
+    channels (option A's parameter-free zero-padded identity: 269,722).
+
+    Examples
+    --------
+    >>> from cnncore import models
+    >>> model = models.resnet(20, in_channels=1, input_size=28, rng=0)
+    >>> model.output_shape((2, 1, 28, 28))
+    (2, 10)
+    """
+    if depth not in RESNET_DEPTHS:
+        raise ValueError(
+            f"resnet(): depth must be one of {RESNET_DEPTHS} (6 n + 2). Received: depth={depth!r}"
+        )
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        input_size = (input_size, input_size)
+    gen = nn.init.get_rng(rng)
+    kw: dict[str, Any] = dict(dtype=dtype, rng=gen)
+    blocks = (depth - 2) // 6
+
+    def conv_bn(x: Any, c_in: int, c_out: int, k: int, stride: int, pre: str, suf: str) -> Any:
+        conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False, name=f"{pre}conv{suf}", **kw)
+        return nn.BatchNorm2d(c_out, dtype=dtype, name=f"{pre}bn{suf}")(conv(x))
+
+    inp = nn.Input((in_channels, *input_size), name="image")
+    x = nn.ReLU(name="relu1")(conv_bn(inp, in_channels, 16, 3, 1, "", "1"))
+    c_in = 16
+    for s, width in enumerate((16, 32, 64), 1):
+        for b in range(1, blocks + 1):
+            stride = 2 if s > 1 and b == 1 else 1
+            p = f"stage{s}_block{b}_"
+            y = nn.ReLU(name=p + "relu1")(conv_bn(x, c_in, width, 3, stride, p, "1"))
+            y = conv_bn(y, width, width, 3, 1, p, "2")
+            if stride != 1 or c_in != width:
+                x = conv_bn(x, c_in, width, 1, stride, p + "shortcut_", "")
+            x = nn.ReLU(name=p + "relu2")(nn.Add(name=p + "add")([x, y]))
+            c_in = width
+    x = nn.Flatten(name="flatten")(nn.GlobalAvgPool2d(name="pool")(x))
+    out = nn.Linear(64, num_classes, name="fc", **kw)(x)
+    return nn.Model(inp, out, name=f"resnet{depth}")
+
+
+def resnet20(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: Any = (32, 32),
+    *,
+    dtype: Any = np.float32,
+    rng: Any = None,
+) -> nn.Model:
+    """ResNet-20 (:func:`resnet` with ``depth=20``: 3 blocks per stage, 272,474 parameters
+    for 10 classes)."""
+    return resnet(20, num_classes, in_channels, input_size, dtype=dtype, rng=rng)
+
+
+def _resnet_factory(depth: int) -> Any:
+    def factory(**kwargs: Any) -> nn.Model:
+        return resnet(depth, **kwargs)
+
+    factory.__name__ = f"resnet{depth}"
+    return factory
+
+
+MODELS = {
+    "lenet": lenet5,
+    "lenet5": lenet5,
+    "cnn": simple_cnn,
+    "resnet20": resnet20,
+    **{f"resnet{d}": _resnet_factory(d) for d in RESNET_DEPTHS if d != 20},
+}
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Build a model by name: ``'lenet'`` (LeNet-5), ``'cnn'`` or ``'resnet20'``
+    (``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``)."""
     try:
         factory = MODELS[name.lower()]
     except (KeyError, AttributeError):

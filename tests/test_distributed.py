@@ -111,11 +111,15 @@ def _fit(tmp_path: Path, kind: str, n: int | None) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-@pytest.mark.parametrize("kind, counts", [("lenet", (2, 3, 4)), ("threads", (2,))])
+@pytest.mark.parametrize(
+    "kind, counts", [("lenet", (2, 3, 4)), ("threads", (2,)), ("graph", (2, 4))]
+)
 def test_weights_are_bit_identical_for_any_process_count(tmp_path, kind, counts):
     """The same seeded distributed fit, in one plain process and under mpirun -n K (K = 3
-    takes the gather-every-part path): the final weights are the same bits."""
-    ref = _fit(tmp_path, "lenet", None)
+    takes the gather-every-part path; ``threads`` runs 1 thread per rank; ``graph`` is a
+    residual graph model with Dropout and augmentation): the final weights are the same
+    bits."""
+    ref = _fit(tmp_path, "graph" if kind == "graph" else "lenet", None)
     for n in counts:
         got = _fit(tmp_path, kind, n)
         assert got.keys() == ref.keys()

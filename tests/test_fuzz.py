@@ -36,7 +36,7 @@ def test_every_public_entry_point_is_fuzzed():
     layers = {
         f"nn.{n}"
         for n in cnncore.nn.__all__
-        if n not in ("init", "Module", "Parameter", "Sequential", "History", "load", "save")
+        if n not in ("init", "Module", "Parameter", "Node", "Sequential", "History", "load", "save")
     }
     missing = (public | layers | {"Sequential.fit", "load", "datasets.load_idx"}) - set(fuzz.OPS)
     assert not missing

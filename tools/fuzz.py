@@ -346,6 +346,100 @@ def _mk_act(params: dict | None = None):
     return make
 
 
+def run_merge(
+    cls_name: str, ctor: dict, grad: Any, *xs: Any, train: bool = True, input_grad: bool = True
+) -> Any:
+    """``nn.<cls_name>(**ctor)`` (a merge layer) on the list ``xs``, then backward on
+    ``grad`` (shaped like the output when ``AUTO``)."""
+    from cnncore import nn
+
+    layer = getattr(nn, cls_name)(**ctor)
+    if not train:
+        layer.eval()
+    y = layer(list(xs))
+    if not train:
+        return y
+    if isinstance(grad, str) and grad == AUTO:
+        grad = np.ones(np.shape(y), np.float32 if np.asarray(y).dtype == np.float32 else np.float64)
+    return y, layer.backward(grad, input_grad=input_grad)
+
+
+def _merge(cls_name: str):
+    def gen(g: Draw) -> Call:
+        dt = g.dt
+        shape = [g.dim(1, 4), g.dim(1, 4), g.dim(1, 4)][: int(g.r.integers(1, 4))]
+        count = int(g.r.integers(1, 4)) if cls_name == "Concatenate" else int(g.r.integers(2, 4))
+        ctor: dict = {}
+        xs = []
+        if cls_name == "Concatenate":
+            dim = int(g.r.integers(-len(shape), len(shape)))
+            ctor["dim"] = dim
+            for _ in range(count):
+                s = list(shape)
+                s[dim] = g.dim(0, 3)
+                xs.append(g.x(*s, dtype=dt))
+        else:
+            xs = [g.x(*shape, dtype=dt) for _ in range(count)]
+        grad: Any = AUTO if g.coin(0.9) else g.x(*shape, dtype=dt)
+        return Call(
+            run_merge,
+            [cls_name, ctor, grad, *xs],
+            {"train": g.coin(0.8), "input_grad": g.coin(0.8)},
+        )
+
+    return gen
+
+
+def run_input(shape: Any, name: Any) -> Any:
+    """``nn.Input(shape, name=name)`` and a layer call on the node (shape inference)."""
+    from cnncore import nn
+
+    node = nn.Input(shape, name=name)
+    return nn.Flatten()(node).shape
+
+
+def gen_input(g: Draw) -> Call:
+    shape = tuple(g.dim(1, 5) for _ in range(int(g.r.integers(1, 4))))
+    return Call(run_input, [shape, g.choice([None, "img", "x_1"])], {})
+
+
+def _graph_model(dtype: Any) -> Any:
+    """A small graph: a residual block with BatchNorm, a shared conv, a concatenation."""
+    from cnncore import nn
+
+    # explicit names: automatic ones count per process, so a case would not repeat exactly
+    kw = dict(dtype=dtype, rng=0)
+    inp = nn.Input((2, 4, 4), name="x")
+    shared = nn.Conv2d(2, 2, 3, padding=1, name="conv", **kw)
+    y = nn.ReLU(name="relu")(nn.BatchNorm2d(2, dtype=dtype, name="bn")(shared(inp)))
+    y = nn.Add(name="add")([inp, shared(y)])
+    z = nn.Concatenate(dim=1, name="cat")([y, nn.Multiply(name="mul")([inp, y])])
+    pooled = nn.Flatten(name="flat")(nn.GlobalAvgPool2d(name="gap")(z))
+    out = nn.Linear(4, 3, name="fc", **kw)(pooled)
+    return nn.Model(inp, out, name="graph")
+
+
+def run_graph(x: Any, grad: Any, dtype: Any, train: bool = True, input_grad: bool = True) -> Any:
+    """Forward (and in training mode backward) of :func:`_graph_model` on ``x``."""
+    model = _graph_model(dtype)
+    if not train:
+        return model.predict(x)
+    y = model(x)
+    if isinstance(grad, str) and grad == AUTO:
+        grad = np.ones(np.shape(y), np.asarray(y).dtype)
+    return y, model.backward(grad, input_grad=input_grad)
+
+
+def gen_graph(g: Draw) -> Call:
+    x = g.x(g.dim(1, 4), 2, 4, 4, dtype=g.dt) if g.coin(0.9) else g.x(2, 2, 4, 4)
+    grad: Any = AUTO if g.coin(0.9) else g.x(x.shape[0], 3)
+    return Call(
+        run_graph,
+        [x, grad, g.dt],
+        {"train": g.coin(0.8), "input_grad": g.coin(0.8)},
+    )
+
+
 def _loss_module(cls_name: str):
     def gen(g: Draw) -> Call:
         ctor: dict = {"reduction": g.choice(["mean", "sum", "none"])}
@@ -440,16 +534,38 @@ def _damage(g: Draw, data: bytes) -> bytes:
     return bytes(b)
 
 
+def _craft_graph(g: Draw, config: dict) -> None:
+    """Replace one entry of a saved graph model's config (nodes, inputs, outputs, names)."""
+    weird = [None, -1, 0, 1, 2**31, 3.5, "x", [], [0], [[0]], {"a": 1}, True]
+    key = g.choice(["nodes", "inputs", "outputs", "layer_names", "name", "multi_input"])
+    value = config.get(key)
+    if isinstance(value, list) and value and g.coin(0.8):
+        i = int(g.r.integers(len(value)))
+        item = value[i]
+        if isinstance(item, list) and item and g.coin(0.7):
+            item[int(g.r.integers(len(item)))] = g.choice(weird)
+        elif isinstance(item, dict) and g.coin(0.7):
+            item[g.choice(["shape", "name"])] = g.choice(weird)
+        else:
+            value[i] = g.choice(weird)
+    else:
+        config[key] = g.choice(weird)
+
+
 def _saved_model_bytes(g: Draw) -> bytes:
     from cnncore import nn
 
-    model = nn.Sequential(
-        nn.Conv2d(1, 2, 3, rng=0),
-        nn.BatchNorm2d(2),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(8, 3, rng=1),
-    )
+    graph = g.coin(0.4)
+    if graph:
+        model = _graph_model(np.float32)
+    else:
+        model = nn.Sequential(
+            nn.Conv2d(1, 2, 3, rng=0),
+            nn.BatchNorm2d(2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(8, 3, rng=1),
+        )
     fd, path = tempfile.mkstemp(suffix=".npz")
     os.close(fd)
     try:
@@ -462,10 +578,13 @@ def _saved_model_bytes(g: Draw) -> bytes:
         with np.load(io.BytesIO(data)) as npz:
             arrays = {k: npz[k] for k in npz.files}
         arch = json.loads(arrays["__architecture__"].tobytes())
-        layer = arch["model"]["layers"][-1]
-        layer["config"][g.choice(["in_features", "out_features"])] = g.choice(
-            [2**31 - 1, 10**6, 50000, 0, -5, 3.5, "8", None]
-        )
+        if graph and g.coin(0.6):
+            _craft_graph(g, arch["model"]["config"])
+        else:
+            layer = arch["model"]["layers"][-1]
+            layer["config"][g.choice(["in_features", "out_features"])] = g.choice(
+                [2**31 - 1, 10**6, 50000, 0, -5, 3.5, "8", None]
+            )
         arrays["__architecture__"] = np.frombuffer(json.dumps(arch).encode(), np.uint8)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -577,9 +696,14 @@ def _build_ops() -> dict[str, Any]:
         "Tanh": _mk_act(),
         "Softmax": _mk_act({"dim": 1}),
         "LogSoftmax": _mk_act({"dim": 1}),
+        "Identity": _mk_act(),
     }
     for cls_name, make in layers.items():
         ops["nn." + cls_name] = _layer(cls_name, make)
+    for cls_name in ("Add", "Multiply", "Concatenate"):
+        ops["nn." + cls_name] = _merge(cls_name)
+    ops["nn.Input"] = gen_input
+    ops["nn.Model"] = gen_graph
     for cls_name in (n for n in nn.__all__ if n.endswith("Loss")):
         ops["nn." + cls_name] = _loss_module(cls_name)
     ops["Sequential.fit"] = gen_fit
@@ -600,6 +724,9 @@ HARNESS_ARGS = {
     (run_layer, "train"),
     (run_loss, 0),
     (run_fit, 6),
+    (run_merge, 0),
+    (run_merge, "train"),
+    (run_graph, "train"),
     (run_load_bytes, 0),
     (run_load_bytes, 1),
 }

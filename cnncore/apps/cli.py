@@ -396,6 +396,8 @@ def _train(args: argparse.Namespace, *, model_name: str, title: str) -> int:
     kwargs: dict[str, Any] = dict(rng=args.seed, num_classes=n_classes, in_channels=channels)
     if model_name == "cnn":
         kwargs["dropout"] = args.dropout or 0.0
+    if model_name.startswith("resnet"):  # taken at the data's size (28x28: no padding)
+        kwargs["input_size"] = tuple(x_train.shape[2:])
     model = models.build(model_name, **kwargs)
     # --weight-decay 0 (the default) keeps each optimizer's own (AdamW: 1e-2)
     opt = make_optimizer(
@@ -568,7 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = add_command("train", help="train a model on a dataset")
-    p.add_argument("--model", choices=["lenet", "cnn"], default="lenet", help="the network")
+    p.add_argument(
+        "--model",
+        choices=["lenet", "cnn", "resnet20", "resnet32", "resnet44", "resnet56"],
+        default="lenet",
+        help="the network",
+    )
     p.add_argument(
         "--data",
         default="sample",

@@ -5,18 +5,33 @@ and default initialization; :class:`Sequential` adds Keras-style ``fit``/``evalu
 ``predict`` and pickle-free ``save`` (load with :func:`cnncore.load`).
 
 One module per family: :mod:`.conv`, :mod:`.linear`, :mod:`.pooling`, :mod:`.normalization`,
-:mod:`.dropout`, :mod:`.reshape`, :mod:`.activation`, :mod:`.loss`; :mod:`.module` holds the
-:class:`Module` base (model protocol, class registry, helpers the layers share),
-:mod:`.sequential` the container, :mod:`.training` ``fit``/``evaluate``/``predict`` (for any
-module) and :mod:`.serialization` ``save``/``load`` (through the registry).
+:mod:`.dropout`, :mod:`.reshape`, :mod:`.activation`, :mod:`.merge` (Add, Multiply,
+Concatenate, Identity), :mod:`.loss`; :mod:`.module` holds the :class:`Module` base (model
+protocol, class registry, names, helpers the layers share), :mod:`.sequential` the container,
+:mod:`.graph` graph models (:func:`Input`, :class:`Model`: Keras' functional API),
+:mod:`.training` ``fit``/``evaluate``/``predict`` (for any module) and :mod:`.serialization`
+``save``/``load`` (through the registry).
 """
 
-from . import activation, conv, dropout, init, linear, loss, normalization, pooling, reshape
+from . import (
+    activation,
+    conv,
+    dropout,
+    init,
+    linear,
+    loss,
+    merge,
+    normalization,
+    pooling,
+    reshape,
+)
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .dropout import *  # noqa: F403
+from .graph import Input, Model, Node
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
+from .merge import *  # noqa: F403
 from .module import Module
 from .normalization import *  # noqa: F403
 from .parameter import Parameter
@@ -28,13 +43,16 @@ from .training import History
 
 #: The layer families; each module's ``__all__`` is re-exported here (a new layer joins
 #: ``cnncore.nn`` by being listed in its family module's ``__all__``).
-LAYER_FAMILIES = (conv, linear, reshape, dropout, normalization, pooling, activation, loss)
+LAYER_FAMILIES = (conv, linear, reshape, dropout, normalization, pooling, activation, merge, loss)
 
 __all__ = [
     "init",
     "Module",
     "Parameter",
     "Sequential",
+    "Input",
+    "Node",
+    "Model",
     "History",
     *(name for family in LAYER_FAMILIES for name in family.__all__),
     "load",

@@ -10,7 +10,15 @@ import numpy as np
 from .. import functional as F
 from .._geometry import PAD_MODES, conv2d_geometry, conv2d_padding
 from .._typing import DTypeLike, IntPair, Padding
-from .._validation import as_float_array, check_bool, check_choice, check_int, check_numel, to_pair
+from .._validation import (
+    as_float_array,
+    check_bool,
+    check_choice,
+    check_input_shape,
+    check_int,
+    check_numel,
+    to_pair,
+)
 from . import init
 from .module import (
     Module,
@@ -153,7 +161,7 @@ class Conv2d(Module):
         return dx
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        n, _, h, w = input_shape
+        n, _, h, w = check_input_shape(input_shape, "Conv2d", (4,), size=self.in_channels)
         geo = conv2d_geometry(
             "Conv2d", (h, w), self.kernel_size, self.stride, self.padding, self.dilation
         )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from .._validation import as_float_array, check_bool, check_int, check_numel
+from .._validation import as_float_array, check_bool, check_input_shape, check_int, check_numel
 from . import init
 from .module import (
     Module,
@@ -78,7 +78,11 @@ class Linear(Module):
         return F.linear_backward_input(grad_output, self.weight.data)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (*input_shape[:-1], self.out_features)
+        shape = tuple(input_shape)
+        check_input_shape(
+            shape, "Linear", (len(shape) or 1,), dim=-1, size=self.in_features, what="features"
+        )
+        return (*shape[:-1], self.out_features)
 
     def get_config(self) -> dict[str, Any]:
         return {

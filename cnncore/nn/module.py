@@ -6,6 +6,9 @@ share."""
 from __future__ import annotations
 
 import functools
+import inspect
+import re
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -20,6 +23,38 @@ _REGISTRY: dict[str, type[Module]] = {}
 
 #: Class flags that each class declares in its own body (not inherited; see :class:`Module`).
 _OWN_FLAGS = ("elementwise_monotone", "max_selecting")
+
+
+#: Per-prefix counters of the default layer names (``conv2d``, ``conv2d_1``, ... as Keras).
+_NAME_COUNTS: dict[str, int] = {}
+_NAME_LOCK = threading.Lock()
+_NAME_RE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+
+
+def snake_case(name: str) -> str:
+    """Keras' default-name rule: ``Conv2d`` -> ``conv2d``, ``BatchNorm2d`` ->
+    ``batch_norm2d``, ``ReLU`` -> ``re_lu``."""
+    name = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(prefix: str) -> str:
+    """``prefix`` the first time, then ``prefix_1``, ``prefix_2``, ... (per process)."""
+    with _NAME_LOCK:
+        n = _NAME_COUNTS.get(prefix, 0)
+        _NAME_COUNTS[prefix] = n + 1
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def check_name(name: Any, func: str) -> str:
+    """A layer name: 1 to 128 letters, digits, ``_`` or ``-`` (parameter names join layer
+    names with dots, so a name holds none)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"{func}: name must be a str of 1 to 128 letters, digits, '_' or '-'. "
+            f"Received: name={name!r}"
+        )
+    return name
 
 
 def registered_modules() -> dict[str, type[Module]]:
@@ -67,6 +102,24 @@ def _checked_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
         return backward(self, *args, **kwargs)
 
     return checked
+
+
+def _named_init(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a subclass's ``__init__`` so that every module accepts ``name=`` (a keyword the
+    constructor itself never sees); the outermost constructor names the module, with
+    Keras' default (:func:`unique_name` of the snake-cased class name) when none is given."""
+
+    @functools.wraps(init)
+    def named(self: Module, *args: Any, name: str | None = None, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self).__init__ is named:  # the outermost constructor of this object
+            cls = type(self).__name__
+            if name is None:
+                self.__dict__["_name"] = unique_name(snake_case(cls))
+            else:
+                self.__dict__["_name"] = check_name(name, f"{cls}()")
+
+    return named
 
 
 def accumulate(param_grad: np.ndarray, grad: np.ndarray) -> None:
@@ -120,15 +173,14 @@ def layer_input_error(
     return new
 
 
-def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
+def as_model_input(x: Any, dtype: np.dtype, func: str = "Sequential") -> np.ndarray:
     """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
-    x = as_ndarray(x, "input", "Sequential")
+    x = as_ndarray(x, "input", func)
     if x.dtype == np.uint8:
         return np.multiply(x, 1.0 / 255.0, dtype=dtype)
     if x.dtype.kind != "f":
         raise TypeError(
-            f"Sequential: input must be a float or uint8 image array. Received: "
-            f"input.dtype={x.dtype}"
+            f"{func}: input must be a float or uint8 image array. Received: input.dtype={x.dtype}"
         )
     return np.ascontiguousarray(x, dtype=dtype)
 
@@ -136,6 +188,19 @@ def as_model_input(x: Any, dtype: np.dtype) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Module
 # --------------------------------------------------------------------------------------------
+
+
+class Symbolic:
+    """Base of the symbolic values graph models are built from (:class:`cnncore.nn.Node`,
+    made by :func:`cnncore.nn.Input`).  Calling a module on one -- or on a list holding one --
+    records an edge instead of computing: :meth:`Module.__call__` hands the call to
+    :meth:`apply_layer` (defined in :mod:`cnncore.nn.graph`, which this module does not
+    import)."""
+
+    __slots__ = ()
+
+    def apply_layer(self, layer: Module, inputs: Any) -> Any:
+        raise NotImplementedError
 
 
 class Module:
@@ -185,6 +250,13 @@ class Module:
     (it cannot be saved then) with ``class Helper(nn.Module, register=False)``.  Defining a
     class again in the same module (re-running a notebook cell, ``importlib.reload``)
     replaces its entry.  :func:`registered_modules` returns the registry.
+
+    **Names.** Every module has a :attr:`name`, unique per process by default as in Keras
+    (``conv2d``, ``conv2d_1``, ... from the snake-cased class name: ``batch_norm2d``,
+    ``re_lu``), or given with the keyword ``name=`` that every module's constructor accepts
+    (subclasses included: ``__init_subclass__`` wraps their ``__init__``, unless it takes a
+    ``name`` argument itself).  Graph models
+    (:class:`~cnncore.nn.Model`) name parameters ``<layer name>.<parameter>``.
 
     **Declared properties.** Class attributes a layer sets in its own class body; they are
     not inherited, so a subclass that changes ``forward`` cannot claim them by accident:
@@ -265,6 +337,9 @@ class Module:
         cls, *, register: bool = True, registry_name: str | None = None, **kwargs: Any
     ) -> None:
         super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and "name" not in inspect.signature(init).parameters:
+            cls.__init__ = _named_init(init)  # type: ignore[method-assign]
         if "backward" in cls.__dict__:
             cls.backward = _checked_backward(cls.__dict__["backward"])  # type: ignore[method-assign]
         for flag in _OWN_FLAGS:
@@ -328,8 +403,28 @@ class Module:
     def dtype(self, value: Any) -> None:
         self._dtype = np.dtype(value)
 
+    @property
+    def name(self) -> str:
+        """The module's name (see Names above); settable."""
+        name = self.__dict__.get("_name")
+        if name is None:  # a module whose constructor did not run the wrapped __init__
+            name = self.__dict__["_name"] = unique_name(snake_case(type(self).__name__))
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.__dict__["_name"] = check_name(value, f"{type(self).__name__}.name")
+
     # -- computation ----------------------------------------------------------------------
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any) -> Any:
+        """``forward(x)`` on arrays; on a symbolic :class:`~cnncore.nn.Node` (or a list of
+        them, for merge layers) it records the call in the graph and returns the new node."""
+        if isinstance(x, Symbolic):
+            return x.apply_layer(self, x)
+        if isinstance(x, (list, tuple)):
+            for v in x:
+                if isinstance(v, Symbolic):
+                    return v.apply_layer(self, x)
         return self.forward(x)
 
     def forward(self, x: np.ndarray) -> np.ndarray:

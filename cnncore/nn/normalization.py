@@ -3,11 +3,18 @@ computed here with NumPy reductions)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from .._validation import as_float_array, check_bool, check_hyperparameter, check_int
+from .._validation import (
+    as_float_array,
+    check_bool,
+    check_hyperparameter,
+    check_input_shape,
+    check_int,
+)
 from .module import (
     Module,
     accumulate,
@@ -57,6 +64,7 @@ class _BatchNorm(Module, register=False):
             self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
         self._xhat: np.ndarray | None = None
         self._invstd: np.ndarray | None = None
+        self._shape: tuple[int, ...] | None = None
 
     def _axes_and_view(self, x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
         name = type(self).__name__
@@ -72,17 +80,23 @@ class _BatchNorm(Module, register=False):
 
     def forward(self, x: Any) -> np.ndarray:
         x = as_float_array(x, "input", type(self).__name__)
-        axes, view = self._axes_and_view(x)
+        self._axes_and_view(x)
+        c = self.num_features
+        # (N, C, L): every reduction runs along contiguous rows
+        xr = x.reshape(x.shape[0], c, math.prod(x.shape[2:]))
+        m = xr.shape[0] * xr.shape[2]
         use_batch = self.training or not self.track_running_stats
         if use_batch:
-            m = x.size // self.num_features
             if m <= 1 and self.training:
                 raise ValueError(
                     f"{type(self).__name__}(): expected more than 1 value per channel when "
                     f"training. Received: input with shape {x.shape}"
                 )
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
+            # two passes (no cancellation): the mean, then the mean square deviation
+            mean = (xr.sum(axis=2).sum(axis=0) / max(m, 1)).astype(x.dtype, copy=False)
+            xc = np.subtract(xr, mean[:, None])
+            sq = np.square(xc)
+            var = (sq.sum(axis=2).sum(axis=0) / max(m, 1)).astype(x.dtype, copy=False)
             if self.training and self.track_running_stats:
                 nbt = self._buffers["num_batches_tracked"]
                 nbt += 1
@@ -95,31 +109,46 @@ class _BatchNorm(Module, register=False):
         else:
             mean = self._buffers["running_mean"]
             var = self._buffers["running_var"]
+            xc = np.subtract(xr, mean[:, None])
+            sq = None
         invstd = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        xhat = (x - mean.reshape(view)) * invstd.reshape(view)
+        xhat = np.multiply(xc, invstd[:, None], out=xc)
         if self.training:
-            self._xhat, self._invstd = xhat, invstd
+            self._xhat, self._invstd, self._shape = xhat, invstd, x.shape
         else:
-            self._xhat = self._invstd = None
+            self._xhat = self._invstd = self._shape = None
         if not self.affine:
-            return xhat
-        return xhat * self.weight.data.reshape(view) + self.bias.data.reshape(view)
+            return xhat.reshape(x.shape)
+        y = np.multiply(xhat, self.weight.data[:, None], out=sq)
+        y += self.bias.data[:, None]
+        return y.reshape(x.shape)
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        xhat = self._cached("_xhat")
+        xhat = self._cached("_xhat")  # (N, C, L)
         invstd = self._invstd
-        grad_output = grad_like(grad_output, xhat.shape, type(self).__name__)
-        axes, view = self._axes_and_view(xhat)
+        shape = self._shape
+        g = grad_like(grad_output, shape, type(self).__name__).reshape(xhat.shape)
+        m = xhat.shape[0] * xhat.shape[2]
+        db = g.sum(axis=2).sum(axis=0)
+        tmp = np.multiply(g, xhat)
+        dw = tmp.sum(axis=2).sum(axis=0)
         if self.affine:
-            accumulate(self.bias.grad, grad_output.sum(axis=axes))
-            accumulate(self.weight.grad, (grad_output * xhat).sum(axis=axes))
+            accumulate(self.bias.grad, db)
+            accumulate(self.weight.grad, dw)
         if not input_grad:
             return None
-        dxhat = grad_output * self.weight.data.reshape(view) if self.affine else grad_output
-        m = xhat.size // self.num_features
-        s1 = dxhat.sum(axis=axes).reshape(view)
-        s2 = (dxhat * xhat).sum(axis=axes).reshape(view)
-        return (invstd.reshape(view) / m) * (m * dxhat - s1 - xhat * s2)
+        # dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)), per channel
+        np.multiply(xhat, (dw / m)[:, None], out=tmp)
+        np.subtract(g, tmp, out=tmp)
+        k = invstd * self.weight.data if self.affine else invstd
+        tmp *= k[:, None]
+        tmp -= (k * (db / m))[:, None]
+        return tmp.reshape(shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return check_input_shape(
+            input_shape, type(self).__name__, self._expected_ndims, size=self.num_features
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {

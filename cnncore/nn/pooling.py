@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from .._geometry import pool2d_geometry, pool2d_params
+from .._geometry import adaptive_pool2d_output_size, pool2d_geometry, pool2d_params
 from .._typing import IntPair
-from .._validation import check_bool, check_int, to_pair
+from .._validation import check_bool, check_input_shape, check_int, to_pair
 from .module import Module
 
 __all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d"]
@@ -66,7 +66,7 @@ class MaxPool2d(Module):
         return F.max_pool2d_backward(grad_output, idx, self._input_shape)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        n, c, h, w = input_shape
+        n, c, h, w = check_input_shape(input_shape, "MaxPool2d", (4,))
         geo = pool2d_geometry(
             "MaxPool2d",
             (h, w),
@@ -159,7 +159,7 @@ class AvgPool2d(_ShapeCachedPool):
         return F.avg_pool2d_backward(grad_output, input_shape, **self._kwargs())
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        n, c, h, w = input_shape
+        n, c, h, w = check_input_shape(input_shape, "AvgPool2d", (4,))
         geo = pool2d_geometry(
             "AvgPool2d", (h, w), self.kernel_size, self.stride, self.padding, 1, self.ceil_mode
         )
@@ -190,7 +190,9 @@ class AdaptiveAvgPool2d(_ShapeCachedPool):
         return F.adaptive_avg_pool2d_backward(grad_output, input_shape)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (*input_shape[:2], *self.output_size)
+        n, c, h, w = check_input_shape(input_shape, "AdaptiveAvgPool2d", (4,))
+        adaptive_pool2d_output_size("AdaptiveAvgPool2d", (h, w), self.output_size)
+        return (n, c, *self.output_size)
 
     def get_config(self) -> dict[str, Any]:
         return {"output_size": list(self.output_size)}
@@ -207,4 +209,5 @@ class GlobalAvgPool2d(_ShapeCachedPool):
         return F.global_avg_pool2d_backward(grad_output, input_shape)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (*input_shape[:2], 1, 1)
+        n, c, h, w = check_input_shape(input_shape, "GlobalAvgPool2d", (4,))
+        return (n, c, 1, 1)

@@ -31,7 +31,9 @@ class Flatten(Module):
                 f"Flatten(): start_dim/end_dim out of range for an input of {nd} dimensions. "
                 f"Received: start_dim={self.start_dim}, end_dim={self.end_dim}"
             )
-        return (*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :])
+        merged = shape[s : e + 1]
+        size = None if None in merged else math.prod(merged)  # None: a graph's batch entry
+        return (*shape[:s], size, *shape[e + 1 :])
 
     def forward(self, x: Any) -> np.ndarray:
         x = as_ndarray(x, "input", "Flatten")

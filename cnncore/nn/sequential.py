@@ -14,6 +14,17 @@ from .module import Module, as_model_input, layer_input_error
 __all__ = ["Sequential", "as_model_input"]
 
 
+def _check_not_repeated(layer: Module, before: Any, what: str) -> None:
+    """A layer object appears once: each keeps the cache of its last call, so a second call
+    in the same stack would corrupt the first one's backward."""
+    if any(layer is other for other in before):
+        raise ValueError(
+            f"{what} is already in the stack; calling one layer twice (sharing its weights) "
+            f"needs a graph model, nn.Model. Received: {type(layer).__name__} "
+            f"{layer.name!r} twice"
+        )
+
+
 class Sequential(training.TrainingMethods, Module):
     """Layers applied one after the other; ``backward`` runs them in reverse.
 
@@ -55,6 +66,7 @@ class Sequential(training.TrainingMethods, Module):
                     f"Sequential(): every layer must be a cnncore.nn.Module. Received: "
                     f"layers[{i}] of type {type(layer).__name__}"
                 )
+            _check_not_repeated(layer, layers[:i], f"Sequential(): layers[{i}]")
         self.layers: list[Module] = list(layers)
         self.loss_fn: Module | None = None
         self.optimizer: Any = None
@@ -70,6 +82,7 @@ class Sequential(training.TrainingMethods, Module):
                 f"Sequential.append(): layer must be a cnncore.nn.Module. Received: "
                 f"{type(layer).__name__}"
             )
+        _check_not_repeated(layer, self.layers, "Sequential.append(): layer")
         self.layers.append(layer)
         return self
 

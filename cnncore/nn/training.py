@@ -137,6 +137,7 @@ def _check_xy(
         ) from None
     finally:
         model.train(was_training)
+    _check_output(out, func)
     if loss_fn is not None:
         loss_fn.check_target(out, y, func)
         if y.dtype.kind == "f" and y.dtype != out.dtype:
@@ -152,6 +153,16 @@ def _for_user_batch(text: str, exc: BaseException, trial: int, n: int) -> str:
         if shape and shape[0] == trial:
             text = text.replace(str(tuple(shape)), str((n, *shape[1:])))
     return text
+
+
+def _check_output(out: Any, func: str) -> None:
+    """fit/evaluate/predict train and score models that return one array."""
+    if not isinstance(out, np.ndarray):
+        raise ValueError(
+            f"{func}(): the model must return one array (fit, evaluate and predict take models "
+            f"with one output; train others with forward/backward calls). Received: an output "
+            f"of type {type(out).__name__}"
+        )
 
 
 def _reseed(model: Module, rng: np.random.Generator) -> None:
@@ -827,7 +838,11 @@ def predict(model: Module, x: Any, batch_size: int = 256) -> np.ndarray:
     model.eval()
     try:
         with _batch_loop():
-            outs = [np.array(model(x[s]), copy=True) for s in _batches(len(x), batch_size)]
+            outs = []
+            for s in _batches(len(x), batch_size):
+                out = model(x[s])
+                _check_output(out, "predict")
+                outs.append(np.array(out, copy=True))
     finally:
         model.train(was_training)
     return np.concatenate(outs)

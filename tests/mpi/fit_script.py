@@ -16,13 +16,13 @@ def build(kind: str):
     if kind in ("lenet", "threads"):
         return models.build("lenet", rng=0)
     inp = nn.Input((1, 28, 28))
-    x = nn.Conv2d(1, 4, 3, padding=1)(inp)
+    x = nn.Conv2d(1, 4, 3, padding=1, rng=1)(inp)
     x = nn.ReLU()(x)
-    y = nn.Conv2d(4, 4, 3, padding=1)(x)
+    y = nn.Conv2d(4, 4, 3, padding=1, rng=2)(x)
     x = nn.ReLU()(nn.Add()([x, y]))
     x = nn.MaxPool2d(2)(x)
     x = nn.Dropout(0.2)(nn.Flatten()(x))
-    out = nn.Linear(4 * 14 * 14, 10)(x)
+    out = nn.Linear(4 * 14 * 14, 10, rng=3)(x)
     return nn.Model(inp, out)
 
 

@@ -1,17 +1,63 @@
-"""The training suite: seconds per epoch of SGD training, cnncore vs PyTorch on one recipe."""
+"""The training suite: seconds per epoch of SGD training, cnncore vs PyTorch on one recipe,
+and the graph executor's own share of a ResNet-20 step."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from .timing import SETTLE_S, _setup, _switch_library
+from .timing import MIN_REPEAT, SETTLE_S, _setup, _switch_library
+
+#: Batch size and learning rate per model (SGD, momentum 0.9, float32).
+RECIPES = {"lenet": (64, 0.05), "cnn": (64, 0.05), "resnet20": (128, 0.1)}
+
+
+def _torch_resnet(torch, depth: int = 20, in_channels: int = 1, num_classes: int = 10):
+    """The twin of :func:`cnncore.models.resnet` (option-B shortcuts, no conv bias)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or c_in != c_out:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.shortcut(x) + self.bn2(self.conv2(y)))
+
+    layers = [nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    c_in = 16
+    for s, width in enumerate((16, 32, 64)):
+        for b in range((depth - 2) // 6):
+            layers.append(Block(c_in, width, 2 if s > 0 and b == 0 else 1))
+            c_in = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def _cnncore_model(name: str, seed: int):
+    from cnncore import models
+
+    if name == "resnet20":
+        return models.resnet20(in_channels=1, input_size=28, rng=seed)
+    return models.build(name, rng=seed)
 
 
 def _torch_model(torch, name: str):
     nn = torch.nn
+    if name == "resnet20":
+        return _torch_resnet(torch, 20)
     if name == "lenet":
         return nn.Sequential(
             nn.Conv2d(1, 6, 5, padding=2),
@@ -71,9 +117,9 @@ def _torch_epochs(torch, name, x, y, x_test, y_test, epochs, batch_size, lr, mom
 
 
 def _cnncore_epochs(name, x, y, x_test, y_test, epochs, batch_size, lr, momentum, seed):
-    from cnncore import models, nn, optim
+    from cnncore import nn, optim
 
-    model = models.build(name, rng=seed)
+    model = _cnncore_model(name, seed)
     opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     times = []
     for e in range(epochs):
@@ -91,6 +137,145 @@ def _cnncore_epochs(name, x, y, x_test, y_test, epochs, batch_size, lr, momentum
     return times, model.evaluate(x_test, y_test)["accuracy"]
 
 
+def _interleaved_epoch(torch, name, x, y, x_test, y_test, batch_size, lr, momentum, seed, block):
+    """One epoch of each library on the same batches, timed in alternating blocks of
+    ``block`` steps (cnncore, then torch, ...; ``SETTLE_S`` between libraries), so that
+    drifting machine load hits both alike.  The cnncore step is ``fit``'s (same calls:
+    input conversion, forward, loss, ``zero_grad``, ``backward(input_grad=False)``,
+    ``step``).  Returns ``(cnncore_s, cnncore_acc, torch_s, torch_acc)``; the times are
+    the sums of the blocks (the settling sleeps excluded), after two untimed warm-up steps
+    of each."""
+    from cnncore import nn, optim
+    from cnncore.nn.module import as_model_input
+    from cnncore.nn.training import _batch_loop
+
+    model = _cnncore_model(name, seed)
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    dtype = model.dtype
+    torch.manual_seed(seed)
+    t_model = _torch_model(torch, name)
+    t_opt = torch.optim.SGD(t_model.parameters(), lr=lr, momentum=momentum)
+    t_loss = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    order = np.random.default_rng(seed).permutation(len(x))
+    starts = list(range(0, len(x), batch_size))
+    warm = [order[s : s + batch_size] for s in starts[:2]]
+
+    def c_step(idx):
+        out = model(as_model_input(x[idx], dtype))
+        loss_fn(out, y[idx])
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+
+    def t_step(idx):
+        t_idx = torch.from_numpy(idx)
+        t_opt.zero_grad()
+        t_loss(t_model(tx[t_idx]), ty[t_idx]).backward()
+        t_opt.step()
+
+    times = {"cnncore": 0.0, "torch": 0.0}
+    model.train()
+    t_model.train()
+    for k in range(-1, len(starts), block):
+        batches = warm if k < 0 else [order[s : s + batch_size] for s in starts[k : k + block]]
+        for lib, step in (("cnncore", c_step), ("torch", t_step)):
+            _switch_library(lib, SETTLE_S)
+            with _batch_loop() if lib == "cnncore" else _no_context():
+                t0 = time.perf_counter()
+                for idx in batches:
+                    step(idx)
+                if k >= 0:
+                    times[lib] += time.perf_counter() - t0
+    acc_c = model.evaluate(x_test, y_test)["accuracy"]
+    t_model.eval()
+    with torch.no_grad():
+        pred = torch.cat(
+            [
+                t_model(torch.from_numpy(x_test[s : s + 1000])).argmax(1)
+                for s in range(0, len(x_test), 1000)
+            ]
+        )
+    return times["cnncore"], acc_c, times["torch"], float((pred.numpy() == y_test).mean())
+
+
+class _no_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def executor_overhead(batch_size: int = 128, steps: int = MIN_REPEAT, seed: int = 0) -> dict:
+    """The graph executor's own time in a ResNet-20 SGD step (28x28 inputs, float32).
+
+    Every layer call is timed from inside (the layers' ``forward``/``backward`` wrapped
+    with two clock reads each); the executor's share of a step is the wall time of
+    ``model(x)`` plus ``model.backward(g)`` minus the time inside the layers: graph
+    bookkeeping, input checks and the sums of the gradients of nodes read by several
+    layers.  Medians over ``steps`` (>= 7) steps after two warm-up steps.
+
+    Returns ``{"step_s", "forward_backward_s", "layers_s", "executor_s",
+    "executor_pct"}`` (``executor_pct`` of the whole step: forward, loss, backward and
+    the optimizer step).
+    """
+    from cnncore import nn, optim
+    from cnncore.nn.training import _batch_loop
+
+    model = _cnncore_model("resnet20", seed)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch_size)
+    inside = [0.0]
+    clock = time.perf_counter
+
+    def timed(fn):
+        def call(*args, **kwargs):
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                inside[0] += clock() - t0
+
+        return call
+
+    for layer in model.layers:
+        layer.forward = timed(layer.forward)
+        layer.backward = timed(layer.backward)
+    rows = []
+    with _batch_loop():
+        for k in range(2 + max(MIN_REPEAT, steps)):
+            inside[0] = 0.0
+            t0 = clock()
+            out = model(x)
+            t1 = clock()
+            loss_fn(out, y)
+            g = loss_fn.backward()
+            opt.zero_grad()
+            t2 = clock()
+            model.backward(g, input_grad=False)
+            t3 = clock()
+            opt.step()
+            t4 = clock()
+            if k >= 2:
+                rows.append((t4 - t0, (t1 - t0) + (t3 - t2), inside[0]))
+    step = statistics.median(r[0] for r in rows)
+    fb = statistics.median(r[1] for r in rows)
+    layers = statistics.median(r[2] for r in rows)
+    executor = statistics.median(r[1] - r[2] for r in rows)
+    return {
+        "step_s": step,
+        "forward_backward_s": fb,
+        "layers_s": layers,
+        "executor_s": executor,
+        "executor_pct": 100 * executor / step,
+    }
+
+
 def bench_train(
     quick: bool = False,
     use_torch: bool = True,
@@ -100,13 +285,18 @@ def bench_train(
     models: Sequence[str] = ("lenet", "cnn"),
 ) -> dict:
     """Seconds per epoch (and img/s) of SGD training, cnncore vs PyTorch, same recipe:
-    batch 64, lr 0.05, momentum 0.9, float32, same thread count. Full Fashion-MNIST when it
-    is installed, the shipped sample otherwise (or with ``quick``). The fastest of ``epochs``
-    epochs is reported (the first includes warm-up); ``repeat`` is not used (whole epochs are
-    the samples).
+    momentum 0.9, float32, same thread count, batch 64 and lr 0.05 (lenet, cnn) or batch
+    128 and lr 0.1 (resnet20: :func:`cnncore.models.resnet20` at 28x28, a graph model,
+    against its torch twin). Full Fashion-MNIST when it is installed, the shipped sample
+    otherwise (or with ``quick``). The fastest of ``epochs`` epochs is reported (the first
+    includes warm-up); ``repeat`` is not used (whole epochs are the samples), except for
+    the executor overhead of resnet20 (:func:`executor_overhead`, median of ``repeat``
+    steps).  resnet20 runs one epoch of each library, interleaved in blocks of 10 steps
+    (:func:`_interleaved_epoch`: its epochs last minutes, over which the load of a shared
+    machine drifts), without torch one ``fit`` epoch per ``epochs``.
 
-    Returns ``{"threads", "data", "epochs", "rows": [{"model", "images", "cnncore_s",
-    "cnncore_acc" [, "torch_s", "torch_acc", "ratio"]}]}``.
+    Returns ``{"threads", "data", "epochs", "rows": [{"model", "batch", "cnncore_s",
+    "cnncore_acc" [, "torch_s", "torch_acc", "ratio"] [, "overhead"]}]}``.
     """
     from cnncore import datasets
 
@@ -121,26 +311,72 @@ def bench_train(
     if source == "sample":
         (x, y), (xt, yt) = datasets.load_sample()
     out(
-        f"training benchmark: {source} ({len(x)} train / {len(xt)} test), batch 64, SGD lr 0.05 "
-        f"momentum 0.9, float32, {threads} thread(s); best of {epochs} epoch(s)"
+        f"training benchmark: {source} ({len(x)} train / {len(xt)} test), SGD momentum 0.9, "
+        f"float32, {threads} thread(s); best of {epochs} epoch(s)"
     )
     out(
-        f"{'model':<8}{'cnncore s/ep':>13}{'img/s':>9}{'acc':>8}{'torch s/ep':>12}"
+        f"{'model':<9}{'batch':>6}{'cnncore s/ep':>13}{'img/s':>9}{'acc':>8}{'torch s/ep':>12}"
         f"{'img/s':>9}{'acc':>8}{'ratio':>7}"
     )
     rows = []
     for name in models:
+        batch, lr = RECIPES[name]
+        if name == "resnet20" and torch is not None:
+            # one epoch each, interleaved in blocks of 10 steps (epochs is not used)
+            t_c, acc_c, t_t, acc_t = _interleaved_epoch(
+                torch, name, x, y, xt, yt, batch, lr, 0.9, 0, block=10
+            )
+            row = {
+                "model": name,
+                "batch": batch,
+                "cnncore_s": t_c,
+                "cnncore_acc": acc_c,
+                "torch_s": t_t,
+                "torch_acc": acc_t,
+                "ratio": t_c / t_t,
+                "interleaved": True,
+            }
+            out(
+                f"{name:<9}{batch:>6}{t_c:13.2f}{len(x) / t_c:9.0f}{100 * acc_c:7.2f}%"
+                f"{t_t:12.2f}{len(x) / t_t:9.0f}{100 * acc_t:7.2f}%{t_c / t_t:7.2f}"
+                f"  (one epoch each, interleaved in blocks of 10 steps)"
+            )
+            _switch_library("cnncore", SETTLE_S)
+            ov = executor_overhead(128, repeat)
+            row["overhead"] = ov
+            out(
+                f"  resnet20 step at batch 128: {1e3 * ov['step_s']:.1f} ms, of which the graph "
+                f"executor (outside the layers' forward/backward) {1e3 * ov['executor_s']:.2f} "
+                f"ms = {ov['executor_pct']:.2f} %"
+            )
+            rows.append(row)
+            continue
         _switch_library("cnncore", SETTLE_S)
-        t_c, acc_c = _cnncore_epochs(name, x, y, xt, yt, epochs, 64, 0.05, 0.9, 0)
-        row = {"model": name, "images": len(x), "cnncore_s": min(t_c), "cnncore_acc": acc_c}
-        line = f"{name:<8}{min(t_c):13.2f}{len(x) / min(t_c):9.0f}{100 * acc_c:7.2f}%"
+        t_c, acc_c = _cnncore_epochs(name, x, y, xt, yt, epochs, batch, lr, 0.9, 0)
+        row = {
+            "model": name,
+            "batch": batch,
+            "images": len(x),
+            "cnncore_s": min(t_c),
+            "cnncore_acc": acc_c,
+        }
+        line = f"{name:<9}{batch:>6}{min(t_c):13.2f}{len(x) / min(t_c):9.0f}{100 * acc_c:7.2f}%"
         if torch is not None:
             _switch_library("torch", SETTLE_S)
-            t_t, acc_t = _torch_epochs(torch, name, x, y, xt, yt, epochs, 64, 0.05, 0.9, 0)
+            t_t, acc_t = _torch_epochs(torch, name, x, y, xt, yt, epochs, batch, lr, 0.9, 0)
             row.update(torch_s=min(t_t), torch_acc=acc_t, ratio=min(t_c) / min(t_t))
             line += (
                 f"{min(t_t):12.2f}{len(x) / min(t_t):9.0f}{100 * acc_t:7.2f}%{row['ratio']:7.2f}"
             )
         out(line)
+        if name == "resnet20":
+            _switch_library("cnncore", SETTLE_S)
+            ov = executor_overhead(128, repeat)
+            row["overhead"] = ov
+            out(
+                f"  resnet20 step at batch 128: {1e3 * ov['step_s']:.1f} ms, of which the graph "
+                f"executor (outside the layers' forward/backward) {1e3 * ov['executor_s']:.2f} "
+                f"ms = {ov['executor_pct']:.2f} %"
+            )
         rows.append(row)
     return {"threads": threads, "data": source, "epochs": epochs, "rows": rows}
