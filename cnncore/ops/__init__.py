@@ -9,6 +9,7 @@ family module             kernel               ops
 :mod:`.loss`              ``_loss.pyx``        cross entropy, BCE, regression losses
 :mod:`.pool`              ``_pool.pyx``        max / avg / adaptive / Lp pooling, unpooling
 :mod:`.pad`               ``_pad.pyx``         pad2d and its gradient
+:mod:`.norm`              ``_norm.pyx``        group / layer / instance norm and gradients
 ========================  ===================  =============================================
 
 :mod:`.conv_dispatch` chooses the convolution algorithm; ``_common`` holds the Python-side
