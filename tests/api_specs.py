@@ -1609,6 +1609,132 @@ op(
     reference=lambda a: R.instance_norm_backward_ref(**a),
 )
 
+# --- resizing ------------------------------------------------------------------------------
+
+_RESIZE_OPTS = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor")
+
+
+def _resize_fixed(n: int, big: bool) -> G:
+    c, h, w = _sizes(big)
+    return G(n=n, c=c, h=h, w=w, opts=dict(size=(2 * h + 1, w // 2), mode="bilinear"))
+
+
+def _resize_draw(g: Draw) -> G:
+    h, w = g.dim(1, 8), g.dim(1, 8)
+    mode = g.choice(["nearest", "nearest-exact", "bilinear"])
+    opts: dict = dict(mode=mode)
+    if g.coin():
+        opts["size"] = (g.dim(1, 12), g.dim(1, 12)) if g.coin(0.7) else g.dim(1, 12)
+    else:
+        f = [float(g.choice([0.5, 0.75, 1.0, 1.3, 1.5, 2.0, 2.5, 3.0, 1 / 3])) for _ in "hw"]
+        f = [v if int(np.floor(min(h, w) * v)) >= 1 else 1.5 for v in f]  # outputs >= 1
+        opts["scale_factor"] = f[0] if g.coin() else tuple(f)
+        if g.coin(0.3):
+            opts["recompute_scale_factor"] = g.coin()
+    if mode == "bilinear" and g.coin(0.7):
+        opts["align_corners"] = g.coin()
+    return G(n=g.dim(0, 3), c=g.dim(0, 3), h=h, w=w, opts=opts)
+
+
+RESIZE = (_resize_fixed, _resize_draw)
+
+
+def _resize_backward_args(a: dict, g: Any, out: tuple) -> dict:
+    kw = pick(a, "mode", "align_corners")
+    if not a.get("recompute_scale_factor"):
+        kw.update(pick(a, "scale_factor"))
+    return dict(grad_output=g, input_shape=a["x"].shape, **kw)
+
+
+def _resize_out(geo: G) -> tuple[int, int]:
+    return tuple(np.shape(R.interpolate_ref(np.zeros((0, 0, geo.h, geo.w)), **geo.opts))[2:])
+
+
+op(
+    "interpolate",
+    RESIZE,
+    lambda a, q: dict(x=a.x(q.n, q.c, q.h, q.w), **q.opts),
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=dict(
+        size="size",
+        scale_factor="scale",
+        mode="choice",
+        align_corners="opt_bool",
+        recompute_scale_factor="opt_bool",
+        antialias="bool",
+    ),
+    nan_in="x",
+    reference=lambda a: R.interpolate_ref(**a),
+    backward=(Backward("interpolate_backward", ("x",), _resize_backward_args),),
+)
+op(
+    "interpolate_backward",
+    RESIZE,
+    lambda a, q: dict(
+        grad_output=a.x(q.n, q.c, *_resize_out(q)),
+        input_shape=(q.n, q.c, q.h, q.w),
+        **{
+            **pick(q.opts, "mode", "align_corners"),
+            **({} if q.opts.get("recompute_scale_factor") else pick(q.opts, "scale_factor")),
+        },
+    ),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    shape_args=("input_shape",),
+    params=dict(mode="choice", align_corners="opt_bool", scale_factor="scale"),
+    nan_in="grad_output",
+    reference=lambda a: R.interpolate_backward_ref(**a),
+)
+
+
+def _shuffle_fixed(n: int, big: bool) -> G:
+    c, h, w = _sizes(big)
+    return G(lead=(n,), c=c, r=3 if big else 2, h=h, w=w)
+
+
+def _shuffle_draw(g: Draw) -> G:
+    lead = tuple(g.dim(0, 3) for _ in range(int(g.r.integers(0, 3))))
+    return G(lead=lead, c=g.dim(0, 3), r=g.dim(1, 3), h=g.dim(0, 4), w=g.dim(0, 4))
+
+
+SHUFFLE = (_shuffle_fixed, _shuffle_draw)
+
+op(
+    "pixel_shuffle",
+    SHUFFLE,
+    lambda a, q: dict(x=a.x(*q.lead, q.c * q.r * q.r, q.h, q.w), upscale_factor=q.r),
+    arrays=("x",),
+    params=dict(upscale_factor="pos_int"),
+    mismatch=(("x", -3, "x|upscale_factor"),),
+    nan_in="x",
+    reference=lambda a: R.pixel_shuffle_ref(**a),
+    backward=(
+        Backward(
+            "pixel_unshuffle",
+            ("x",),
+            lambda a, g, out: dict(x=g, downscale_factor=a["upscale_factor"]),
+        ),
+    ),
+)
+op(
+    "pixel_unshuffle",
+    SHUFFLE,
+    lambda a, q: dict(x=a.x(*q.lead, q.c, q.h * q.r, q.w * q.r), downscale_factor=q.r),
+    arrays=("x",),
+    params=dict(downscale_factor="pos_int"),
+    mismatch=(("x", -1, "x|downscale_factor"),),
+    nan_in="x",
+    reference=lambda a: R.pixel_unshuffle_ref(**a),
+    backward=(
+        Backward(
+            "pixel_shuffle",
+            ("x",),
+            lambda a, g, out: dict(x=g, upscale_factor=a["downscale_factor"]),
+        ),
+    ),
+)
+
 # --- signal --------------------------------------------------------------------------------
 
 

@@ -409,3 +409,115 @@ def instance_norm_backward_ref(
     xhat = (x - np.asarray(running_mean, np.float64).reshape(view)) * rstd
     axes = (0, *range(2, x.ndim))
     return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+# --- resizing: PyTorch's coordinate rules, one output index at a time ---------------------
+
+
+def _resize_taps(n_in, n_out, mode, align_corners, scale, dt):
+    """For each output index along one axis, its [(source index, weight)] -- the rules of
+    cnncore.interpolate's docstring, evaluated with NumPy scalars of the data's precision
+    ``dt`` (np.float32 / np.float64) as PyTorch does."""
+    t = np.float32 if dt == np.float32 else np.float64
+    if align_corners:
+        s = t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)
+    elif scale is not None:
+        s = t(1.0 / scale)
+    else:
+        s = t(n_in) / t(n_out)
+    taps = []
+    for i in range(n_out):
+        if mode == "nearest":
+            if n_out == n_in:
+                j = i
+            elif n_out == 2 * n_in:
+                j = i // 2
+            else:
+                j = int(np.floor(np.float32(s * t(i))))
+            taps.append([(min(j, n_in - 1), 1.0)])
+        elif mode == "nearest-exact":
+            src = max(s * (t(i) + t(0.5)) - t(0.5), t(0))
+            j = int(np.floor(np.float32(float(src) + 0.5)))
+            taps.append([(min(j, n_in - 1), 1.0)])
+        elif n_out == n_in:
+            taps.append([(i, 1.0), (i, 0.0)])
+        else:
+            src = s * t(i) if align_corners else max(s * (t(i) + t(0.5)) - t(0.5), t(0))
+            i0 = min(int(np.floor(np.float32(src))), n_in - 1)
+            lam = t(min(max(src - t(i0), t(0)), t(1)))
+            i1 = i0 + 1 if i0 < n_in - 1 else i0
+            taps.append([(i0, float(t(1) - lam)), (i1, float(lam))])
+    return taps
+
+
+def _resize_setup(shape, dt, size, scale_factor, mode, align_corners, recompute_scale_factor):
+    h, w = shape[2:]
+    if size is not None:
+        out = (size, size) if np.isscalar(size) else tuple(size)
+        scales = (None, None)
+    else:
+        f = (scale_factor, scale_factor) if np.isscalar(scale_factor) else tuple(scale_factor)
+        out = (int(np.floor(h * float(f[0]))), int(np.floor(w * float(f[1]))))
+        scales = (None, None) if recompute_scale_factor else f
+    corners = bool(align_corners)
+    th = _resize_taps(h, out[0], mode, corners, scales[0], dt)
+    tw = _resize_taps(w, out[1], mode, corners, scales[1], dt)
+    return out, th, tw
+
+
+def interpolate_ref(
+    x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+    recompute_scale_factor=None, antialias=False,
+):  # fmt: skip
+    dt = np.asarray(x).dtype
+    x = np.asarray(x, np.float64)
+    out, th, tw = _resize_setup(
+        x.shape, dt, size, scale_factor, mode, align_corners, recompute_scale_factor
+    )
+    y = np.zeros(x.shape[:2] + out)
+    for i in range(out[0]):
+        for j in range(out[1]):
+            for a, wa in th[i]:
+                for b, wb in tw[j]:
+                    y[:, :, i, j] += wa * wb * x[:, :, a, b]
+    return y
+
+
+def interpolate_backward_ref(
+    grad_output, input_shape, mode="nearest", align_corners=None, scale_factor=None
+):
+    """The transpose of interpolate_ref, as a scatter: every output gradient is added to
+    the input positions it was interpolated from."""
+    dt = np.asarray(grad_output).dtype
+    g = np.asarray(grad_output, np.float64)
+    size = None if scale_factor is not None else g.shape[2:]
+    out, th, tw = _resize_setup(
+        tuple(input_shape), dt, size, scale_factor, mode, align_corners, False
+    )
+    gx = np.zeros(tuple(input_shape))
+    for i in range(out[0]):
+        for j in range(out[1]):
+            for a, wa in th[i]:
+                for b, wb in tw[j]:
+                    gx[:, :, a, b] += wa * wb * g[:, :, i, j]
+    return gx
+
+
+def pixel_shuffle_ref(x, upscale_factor):
+    x = np.asarray(x, np.float64)
+    r = upscale_factor
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c // (r * r), r, r, h, w)
+    k = len(lead)
+    y = y.transpose(*range(k), k, k + 3, k + 1, k + 4, k + 2)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle_ref(x, downscale_factor):
+    x = np.asarray(x, np.float64)
+    r = downscale_factor
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c, h // r, r, w // r, r)
+    k = len(lead)
+    y = y.transpose(*range(k), k, k + 2, k + 4, k + 1, k + 3)
+    return y.reshape(*lead, c * r * r, h // r, w // r)

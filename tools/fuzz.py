@@ -374,6 +374,22 @@ def _mk_instance_norm(g: Draw):
     return ctor, g.x(*shape)
 
 
+def _mk_upsample(g: Draw):
+    r = api_specs._resize_draw(g)
+    return dict(r.opts), g.x(r.n, r.c, r.h, r.w)
+
+
+def _mk_pixel_shuffle(inverse: bool):
+    def make(g: Draw):
+        r, c, h, w = g.dim(1, 3), g.dim(0, 3), g.dim(0, 4), g.dim(0, 4)
+        lead = tuple(g.dim(0, 3) for _ in range(int(g.r.integers(0, 2))))
+        if inverse:
+            return {"downscale_factor": r}, g.x(*lead, c, h * r, w * r)
+        return {"upscale_factor": r}, g.x(*lead, c * r * r, h, w)
+
+    return make
+
+
 def _mk_act(params: dict | None = None):
     def make(g: Draw):
         ctor = dict(params or {})
@@ -629,6 +645,9 @@ def _build_ops() -> dict[str, Any]:
         "GroupNorm": _mk_group_norm,
         "LayerNorm": _mk_layer_norm,
         "InstanceNorm2d": _mk_instance_norm,
+        "Upsample": _mk_upsample,
+        "PixelShuffle": _mk_pixel_shuffle(False),
+        "PixelUnshuffle": _mk_pixel_shuffle(True),
     }
     for cls_name, make in layers.items():
         ops["nn." + cls_name] = _layer(cls_name, make)

@@ -5,13 +5,25 @@ and default initialization; :class:`Sequential` adds Keras-style ``fit``/``evalu
 ``predict`` and pickle-free ``save`` (load with :func:`cnncore.load`).
 
 One module per family: :mod:`.conv`, :mod:`.linear`, :mod:`.pooling`, :mod:`.normalization`,
-:mod:`.dropout`, :mod:`.reshape`, :mod:`.activation`, :mod:`.loss`; :mod:`.module` holds the
-:class:`Module` base (model protocol, class registry, helpers the layers share),
-:mod:`.sequential` the container, :mod:`.training` ``fit``/``evaluate``/``predict`` (for any
-module) and :mod:`.serialization` ``save``/``load`` (through the registry).
+:mod:`.dropout`, :mod:`.reshape`, :mod:`.resize`, :mod:`.activation`, :mod:`.loss`;
+:mod:`.module` holds the :class:`Module` base (model protocol, class registry, helpers the
+layers share), :mod:`.sequential` the container, :mod:`.training`
+``fit``/``evaluate``/``predict`` (for any module) and :mod:`.serialization` ``save``/``load``
+(through the registry).
 """
 
-from . import activation, conv, dropout, init, linear, loss, normalization, pooling, reshape
+from . import (
+    activation,
+    conv,
+    dropout,
+    init,
+    linear,
+    loss,
+    normalization,
+    pooling,
+    reshape,
+    resize,
+)
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .dropout import *  # noqa: F403
@@ -22,13 +34,24 @@ from .normalization import *  # noqa: F403
 from .parameter import Parameter
 from .pooling import *  # noqa: F403
 from .reshape import *  # noqa: F403
+from .resize import *  # noqa: F403
 from .sequential import Sequential
 from .serialization import load, save
 from .training import History
 
 #: The layer families; each module's ``__all__`` is re-exported here (a new layer joins
 #: ``cnncore.nn`` by being listed in its family module's ``__all__``).
-LAYER_FAMILIES = (conv, linear, reshape, dropout, normalization, pooling, activation, loss)
+LAYER_FAMILIES = (
+    conv,
+    linear,
+    reshape,
+    dropout,
+    normalization,
+    pooling,
+    resize,
+    activation,
+    loss,
+)
 
 __all__ = [
     "init",

@@ -10,6 +10,7 @@ family module             kernel               ops
 :mod:`.pool`              ``_pool.pyx``        max / avg / adaptive / Lp pooling, unpooling
 :mod:`.pad`               ``_pad.pyx``         pad2d and its gradient
 :mod:`.norm`              ``_norm.pyx``        group / layer / instance norm and gradients
+:mod:`.resize`            ``_resize.pyx``      interpolate, pixel_(un)shuffle and gradients
 ========================  ===================  =============================================
 
 :mod:`.conv_dispatch` chooses the convolution algorithm; ``_common`` holds the Python-side
