@@ -293,6 +293,8 @@ def _norm_rows(x2):
 
 def group_norm_ref(x, num_groups, weight=None, bias=None, eps=1e-5):
     x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return x.copy()
     n, c = x.shape[:2]
     xg = x.reshape(n * num_groups, -1)
     mean, var = _norm_rows(xg)
@@ -343,6 +345,8 @@ def _ln_split(x, normalized_shape):
 
 def layer_norm_ref(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return x.copy()
     shape, d = _ln_split(x, normalized_shape)
     x2 = x.reshape(-1, d)
     mean, var = _norm_rows(x2)

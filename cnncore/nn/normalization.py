@@ -424,7 +424,8 @@ class InstanceNorm2d(Module):
         self._x: np.ndarray | None = None
         self._use_input_stats = True
 
-    def _batched(self, x: Any) -> np.ndarray:
+    def _batched(self, x: Any) -> tuple[np.ndarray, bool]:
+        """``(x with a batch axis, whether x had none)``."""
         x = as_float_array(x, "input", "InstanceNorm2d")
         if x.ndim not in (3, 4):
             raise ValueError(
@@ -437,7 +438,7 @@ class InstanceNorm2d(Module):
                 f"InstanceNorm2d(): expected {self.num_features} channels (num_features) in "
                 f"the channel dimension. Received: input with shape {x.shape}"
             )
-        return xb
+        return xb, x.ndim == 3
 
     def _running(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         if not self.track_running_stats:
@@ -445,8 +446,7 @@ class InstanceNorm2d(Module):
         return self._buffers["running_mean"], self._buffers["running_var"]
 
     def forward(self, x: Any) -> np.ndarray:
-        unbatched = np.ndim(x) == 3
-        xb = self._batched(x)
+        xb, unbatched = self._batched(x)
         rm, rv = self._running()
         use = self.training or not self.track_running_stats
         w, b = (self.weight.data, self.bias.data) if self.affine else (None, None)
