@@ -226,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
-    p.add_argument("--suite", choices=["all", "conv", "pool", "activation", "train"], default="all")
+    p.add_argument(
+        "--suite",
+        choices=["all", "conv", "pool", "activation", "norm", "resize", "train"],
+        default="all",
+    )
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--repeat", type=int, default=7)

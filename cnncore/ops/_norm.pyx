@@ -38,7 +38,37 @@ from cnncore._shared cimport CNN_ERR_NOMEM, CNN_OK, check_status, floating, py_m
 
 cdef enum:
     CHUNK = 4096      # elements per statistics / sums chunk (16 KiB of float32: in L1)
-    LANES = 16        # interleaved accumulators of a chunk sum
+    LANES = 32        # interleaved accumulators of a chunk sum (independent add chains)
+
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* Layer norm's backward over a run of one row with a weight: the input gradient, and the
+       row's weight / bias gradient terms added to the part's sums (double).  The arrays
+       never overlap (restrict: the compiler vectorizes the mixed float / double loop). */
+    #define CNN_LN_BACKWARD_ROW(SUF, T)                                                     \
+    static void cnn_ln_backward_row##SUF(                                                  \
+            const T* __restrict g, const T* __restrict x, T* __restrict gx,                \
+            const T* __restrict w, double* __restrict pw, double* __restrict pb,           \
+            ptrdiff_t n, T mh, T ml, T r, T bf, T cf, double rstd) {                       \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T gv = g[i];                                                                   \
+            T xc = (x[i] - mh) - ml;                                                       \
+            gx[i] = (gv * r) * w[i] + (xc * bf + cf);                                      \
+            pw[i] += ((double) gv * (double) xc) * rstd;                                   \
+            pb[i] += (double) gv;                                                          \
+        }                                                                                  \
+    }
+    CNN_LN_BACKWARD_ROW(f, float)
+    CNN_LN_BACKWARD_ROW(d, double)
+    """
+    void cnn_ln_backward_rowf(const float* g, const float* x, float* gx, const float* w,
+                              double* pw, double* pb, Py_ssize_t n, float mh, float ml,
+                              float r, float bf, float cf, double rstd) noexcept nogil
+    void cnn_ln_backward_rowd(const double* g, const double* x, double* gx, const double* w,
+                              double* pw, double* pb, Py_ssize_t n, double mh, double ml,
+                              double r, double bf, double cf, double rstd) noexcept nogil
 
 
 # ------------------------------------------------------------------------------------------
@@ -48,6 +78,8 @@ cdef enum:
 cdef inline floating lanes_total(floating* acc) noexcept nogil:
     """Sum of the ``LANES`` accumulators, combined pairwise in a fixed order."""
     cdef int k
+    for k in range(16):
+        acc[k] = acc[k] + acc[k + 16]
     for k in range(8):
         acc[k] = acc[k] + acc[k + 8]
     for k in range(4):
@@ -90,6 +122,11 @@ cdef inline void chan_merge(double* n_a, double* mean_a, double* m2_a, double n_
                             double mean_b, double m2_b) noexcept nogil:
     """Fold the moments of ``n_b`` more elements into a running (count, mean, M2)."""
     cdef double n = n_a[0] + n_b
+    if n_a[0] == 0:                                # the first chunk: taken as is
+        n_a[0] = n_b
+        mean_a[0] = mean_b
+        m2_a[0] = m2_b
+        return
     cdef double delta = mean_b - mean_a[0]
     mean_a[0] = mean_a[0] + delta * (n_b / n)
     m2_a[0] = m2_a[0] + m2_b + delta * delta * (n_a[0] * (n_b / n))
@@ -284,7 +321,7 @@ cdef int gn_forward_impl(const floating* x, floating* y, const GroupGeom* gg, co
     cdef double* cm
     cdef floating K
     if gg.n_seg >= n_threads or n_threads <= 1 or nc <= 1:
-        for s in prange(gg.n_seg, schedule="dynamic", num_threads=n_threads):
+        for s in prange(gg.n_seg, schedule="static", num_threads=n_threads):
             gn_forward_seg(x, y, gg, s, w, b, eps, mean, var, stats_given)
         return CNN_OK
     cm = <double*> malloc(2 * nc * sizeof(double))
@@ -314,7 +351,7 @@ cdef int gn_backward_impl(const floating* g, const floating* x, floating* gx,
     cdef double rstd, B, C, a, bsum
     cdef floating K, mh, ml
     if gg.n_seg >= n_threads or n_threads <= 1 or nc <= 1:
-        for s in prange(gg.n_seg, schedule="dynamic", num_threads=n_threads):
+        for s in prange(gg.n_seg, schedule="static", num_threads=n_threads):
             gn_backward_seg(g, x, gx, gg, s, w, eps, mean, var, stats_given, db, dd)
         return CNN_OK
     cm = <double*> malloc(2 * py_max(nc, gg.Cg * ncp) * sizeof(double))
@@ -386,16 +423,16 @@ cdef void ln_backward_apply(const floating* g, const floating* x, floating* gx, 
     """``grad_x = rstd * w * g + B * (x - m) + C`` over ``[e0, e1)`` of one row; with ``pw``,
     also add the row's terms of the weight and bias gradients to the part's sums ``pw``,
     ``pb`` (indexed like the row)."""
-    cdef floating mh, ml, r = <floating> rstd, bf = <floating> B, cf = <floating> C, xc, gv
+    cdef floating mh, ml, r = <floating> rstd, bf = <floating> B, cf = <floating> C
     cdef Py_ssize_t i
     split_mean(mean, &mh, &ml)
     if w != NULL:
-        for i in range(e0, e1):
-            gv = g[i]
-            xc = (x[i] - mh) - ml
-            gx[i] = (gv * r) * w[i] + (xc * bf + cf)
-            pw[i] = pw[i] + (<double> gv * <double> xc) * rstd
-            pb[i] = pb[i] + <double> gv
+        if floating is float:
+            cnn_ln_backward_rowf(g + e0, x + e0, gx + e0, w + e0, pw + e0, pb + e0, e1 - e0,
+                                 mh, ml, r, bf, cf, rstd)
+        else:
+            cnn_ln_backward_rowd(g + e0, x + e0, gx + e0, w + e0, pw + e0, pb + e0, e1 - e0,
+                                 mh, ml, r, bf, cf, rstd)
     else:
         for i in range(e0, e1):
             gx[i] = g[i] * r + (((x[i] - mh) - ml) * bf + cf)
@@ -426,7 +463,7 @@ cdef int ln_forward_impl(const floating* x, floating* y, Py_ssize_t M, Py_ssize_
     cdef double* cm
     cdef floating K
     if M >= n_threads or n_threads <= 1 or nc <= 1:
-        for r in prange(M, schedule="dynamic", num_threads=n_threads):
+        for r in prange(M, schedule="static", num_threads=n_threads):
             seg_stats(x + r * D, D, &mean[r], &var[r])
             ln_apply(x + r * D, y + r * D, 0, D, w, b, mean[r], inv_std(var[r], eps))
         return CNN_OK
@@ -451,13 +488,16 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
                           Py_ssize_t P, int n_threads) noexcept nogil:
     """Rows ``[p * M // P, (p + 1) * M // P)`` form part ``p``; with ``w``, part ``p`` adds
     its rows' weight / bias gradient terms, row by row, into ``pw[p * D:]``, ``pb[p * D:]``
-    (zero on entry)."""
-    cdef Py_ssize_t p, r, c, r0, r1, nc = (D + CHUNK - 1) // CHUNK
+    (zero on entry).  With fewer parts than threads, each phase runs over all (row, chunk)
+    pairs at once, and the last one over chunks of columns, each sweeping the rows in order
+    (the same sums in the same order as one task per part)."""
+    cdef Py_ssize_t p, r, c, t, r0, r1, nc = (D + CHUNK - 1) // CHUNK
     cdef double* cm
-    cdef double mean, var, rstd, sdy, sdyx, B, C
+    cdef double* st
+    cdef double sdy, sdyx
     cdef floating K, mh, ml
     if P >= n_threads or n_threads <= 1 or nc <= 1:
-        for p in prange(P, schedule="dynamic", num_threads=n_threads):
+        for p in prange(P, schedule="static", num_threads=n_threads):
             r0 = p * M // P
             r1 = (p + 1) * M // P
             for r in range(r0, r1):
@@ -465,34 +505,44 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
                                 pw + p * D if w != NULL else NULL,
                                 pb + p * D if w != NULL else NULL)
         return CNN_OK
-    cm = <double*> malloc(2 * nc * sizeof(double))
-    if cm == NULL:
+    cm = <double*> malloc(2 * M * nc * sizeof(double))
+    st = <double*> malloc(4 * M * sizeof(double))  # per row: mean, rstd, B, C
+    if cm == NULL or st == NULL:
+        free(cm)
+        free(st)
         return CNN_ERR_NOMEM
-    for p in range(P):                             # few parts: split each row's work
-        for r in range(p * M // P, (p + 1) * M // P):
-            K = x[r * D]
-            for c in prange(nc, schedule="static", num_threads=n_threads):
-                chunk_moments(x + r * D + c * CHUNK, py_min(CHUNK, D - c * CHUNK), K,
-                              &cm[2 * c], &cm[2 * c + 1])
-            merge_chunks(cm, nc, D, <double> K, &mean, &var)
-            rstd = inv_std(var, eps)
-            split_mean(mean, &mh, &ml)
-            for c in prange(nc, schedule="static", num_threads=n_threads):
-                chunk_sums(g + r * D + c * CHUNK, x + r * D + c * CHUNK,
-                           w + c * CHUNK if w != NULL else NULL, py_min(CHUNK, D - c * CHUNK),
-                           mh, ml, &cm[2 * c], &cm[2 * c + 1])
-            sdy = 0
-            sdyx = 0
-            for c in range(nc):                    # chunk totals in order, as run_sums
-                sdy = sdy + cm[2 * c]
-                sdyx = sdyx + cm[2 * c + 1]
-            ln_coefficients(sdy, sdyx, rstd, D, &B, &C)
-            for c in prange(nc, schedule="static", num_threads=n_threads):
+    for t in prange(M * nc, schedule="static", num_threads=n_threads):
+        r = t // nc
+        c = t % nc
+        chunk_moments(x + r * D + c * CHUNK, py_min(CHUNK, D - c * CHUNK), x[r * D], &cm[2 * t],
+                      &cm[2 * t + 1])
+    for r in range(M):
+        merge_chunks(cm + 2 * r * nc, nc, D, <double> x[r * D], &st[4 * r], &st[4 * r + 1])
+        st[4 * r + 1] = inv_std(st[4 * r + 1], eps)
+    for t in prange(M * nc, schedule="static", num_threads=n_threads):
+        r = t // nc
+        c = t % nc
+        split_mean(st[4 * r], &mh, &ml)
+        chunk_sums(g + r * D + c * CHUNK, x + r * D + c * CHUNK,
+                   w + c * CHUNK if w != NULL else NULL, py_min(CHUNK, D - c * CHUNK), mh, ml,
+                   &cm[2 * t], &cm[2 * t + 1])
+    for r in range(M):                             # chunk totals in order, as run_sums
+        sdy = 0
+        sdyx = 0
+        for c in range(nc):
+            sdy = sdy + cm[2 * (r * nc + c)]
+            sdyx = sdyx + cm[2 * (r * nc + c) + 1]
+        ln_coefficients(sdy, sdyx, st[4 * r + 1], D, &st[4 * r + 2], &st[4 * r + 3])
+    for c in prange(nc, schedule="static", num_threads=n_threads):
+        for p in range(P):                         # each chunk of columns: rows in order
+            for r in range(p * M // P, (p + 1) * M // P):
                 ln_backward_apply(g + r * D, x + r * D, gx + r * D, c * CHUNK,
-                                  py_min((c + 1) * CHUNK, D), w, mean, rstd, B, C,
+                                  py_min((c + 1) * CHUNK, D), w, st[4 * r], st[4 * r + 1],
+                                  st[4 * r + 2], st[4 * r + 3],
                                   pw + p * D if w != NULL else NULL,
                                   pb + p * D if w != NULL else NULL)
     free(cm)
+    free(st)
     return CNN_OK
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads
+from .._config import get_num_threads, load_kernels
 from .._validation import (
     as_float_array,
     as_ndarray,
@@ -27,7 +27,9 @@ from .._validation import (
     check_real,
     check_same_dtype,
 )
-from . import _norm
+
+# the AVX2 / AVX-512 build of the kernels when the CPU has it (see setup.py's SIMD_MODULES)
+_norm, _ = load_kernels("cnncore.ops._norm")
 
 __all__ = [
     "group_norm",
@@ -404,9 +406,10 @@ def layer_norm(
 
 def _row_parts(m: int, d: int, itemsize: int) -> int:
     """How many parts the rows are cut into for the weight / bias gradient sums: up to 64,
-    halved while the partial sums (16 bytes per element) outgrow the input (or 1 MiB)."""
+    halved while the partial sums (16 bytes per element) outgrow an eighth of the input (or
+    64 KiB).  Few long rows make one part: the kernel then splits each row's work instead."""
     parts = min(m, 64)
-    while parts > 1 and 16 * parts * d > max(m * d * itemsize, 2**20):
+    while parts > 1 and 16 * parts * d > max(m * d * itemsize // 8, 2**16):
         parts //= 2
     return max(parts, 1)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads
+from .._config import get_num_threads, load_kernels
 from .._geometry import (
     ResizeGeometry,
     interpolate_geometry,
@@ -22,7 +22,9 @@ from .._geometry import (
     pixel_shuffle_shape,
 )
 from .._validation import as_float_array, check_bool, check_numel, check_shape
-from . import _resize
+
+# the AVX2 / AVX-512 build of the kernels when the CPU has it (see setup.py's SIMD_MODULES)
+_resize, _ = load_kernels("cnncore.ops._resize")
 
 __all__ = [
     "interpolate",
@@ -107,6 +109,24 @@ def _gather_lists(
     start = np.zeros(in_size + 1, np.int64)
     np.cumsum(np.bincount(src, minlength=in_size), out=start[1:])
     return start, out_idx[order].astype(np.int64), w[order]
+
+
+def _padded_lists(
+    lists: tuple[np.ndarray, np.ndarray, np.ndarray], n_out: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR lists of :func:`_gather_lists` as ``(K, n_in)`` arrays (entry ``k`` of every
+    input index side by side, so a kernel loops over ``k`` outside and the indices inside),
+    padded with index ``n_out`` (weight 0), which the kernel skips."""
+    start, out_idx, w = lists
+    counts = np.diff(start)
+    k = max(int(counts.max(initial=0)), 1)
+    idx = np.full((k, len(counts)), n_out, np.int32)
+    wt = np.zeros((k, len(counts)), dtype)
+    rank = np.arange(len(out_idx)) - np.repeat(start[:-1], counts)
+    col = np.repeat(np.arange(len(counts)), counts)
+    idx[rank, col] = out_idx
+    wt[rank, col] = w
+    return idx, wt
 
 
 def _tables(geo: ResizeGeometry, in_hw: tuple[int, int], dtype: np.dtype) -> list[list]:
@@ -199,13 +219,14 @@ def interpolate(
         return y
     (th, tw) = _tables(geo, (h, w), x.dtype)
     xs, ys = x.reshape(n * c, h, w), y.reshape(shape[0] * c, *geo.out)
+    cols = [(idx.astype(np.int32), wt) for idx, wt in tw]  # (the kernels' gathers: 32-bit)
     if geo.mode == "bilinear":
         _resize.linear_forward(
             xs, ys, th[0][0], th[1][0], th[0][1], th[1][1],
-            tw[0][0], tw[1][0], tw[0][1], tw[1][1], get_num_threads(),
+            cols[0][0], cols[1][0], cols[0][1], cols[1][1], get_num_threads(),
         )  # fmt: skip
     else:
-        _resize.nearest_forward(xs, ys, th[0][0], tw[0][0], get_num_threads())
+        _resize.nearest_forward(xs, ys, th[0][0], cols[0][0], get_num_threads())
     return y
 
 
@@ -273,11 +294,13 @@ def interpolate_backward(
     if gx.size == 0:
         return gx
     th, tw = _tables(geo, (h, w), g.dtype)
-    hlists = _gather_lists(th, h, g.dtype)
-    wlists = _gather_lists(tw, w, g.dtype)
+    h_idx = np.stack([idx for idx, _ in th]).astype(np.int64)
+    h_wt = np.stack([wt for _, wt in th]).astype(g.dtype)
+    w_idx, w_wt = _padded_lists(_gather_lists(tw, w, g.dtype), wo, g.dtype)
     _resize.gather_backward(
-        g.reshape(n * c, ho, wo), gx.reshape(n * c, h, w), *hlists, *wlists, get_num_threads()
-    )
+        g.reshape(n * c, ho, wo), gx.reshape(n * c, h, w), h_idx, h_wt, w_idx, w_wt,
+        get_num_threads(),
+    )  # fmt: skip
     return gx
 
 
