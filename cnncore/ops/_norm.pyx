@@ -444,28 +444,45 @@ cdef inline void ln_coefficients(double sdy, double sdyx, double rstd, Py_ssize_
     C[0] = -rstd * sdy / D
 
 
-cdef void ln_backward_row(const floating* g, const floating* x, floating* gx, Py_ssize_t D,
-                          const floating* w, double eps, double* pw, double* pb) noexcept nogil:
-    cdef double mean, var, rstd, sdy, sdyx, B, C
+cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, Py_ssize_t r0,
+                           Py_ssize_t r1, Py_ssize_t D, const floating* w, double eps,
+                           double* pw, double* pb, double* st) noexcept nogil:
+    """Rows ``[r0, r1)`` (``st``: 4 doubles per row of scratch): the statistics and
+    coefficients of every row, then the rows' gradients in order (short rows: independent
+    work in flight)."""
+    cdef double sdy, sdyx
+    cdef double* q
     cdef floating mh, ml
-    seg_stats(x, D, &mean, &var)
-    rstd = inv_std(var, eps)
-    split_mean(mean, &mh, &ml)
-    run_sums(g, x, w, D, mh, ml, &sdy, &sdyx)
-    ln_coefficients(sdy, sdyx, rstd, D, &B, &C)
-    ln_backward_apply(g, x, gx, 0, D, w, mean, rstd, B, C, pw, pb)
+    cdef Py_ssize_t r
+    for r in range(r0, r1):
+        q = st + 4 * (r - r0)                      # mean, rstd, B, C
+        seg_stats(x + r * D, D, &q[0], &q[1])
+        q[1] = inv_std(q[1], eps)
+        split_mean(q[0], &mh, &ml)
+        run_sums(g + r * D, x + r * D, w, D, mh, ml, &sdy, &sdyx)
+        ln_coefficients(sdy, sdyx, q[1], D, &q[2], &q[3])
+    for r in range(r0, r1):
+        q = st + 4 * (r - r0)
+        ln_backward_apply(g + r * D, x + r * D, gx + r * D, 0, D, w, q[0], q[1], q[2], q[3],
+                          pw, pb)
 
 
 cdef int ln_forward_impl(const floating* x, floating* y, Py_ssize_t M, Py_ssize_t D,
                          const floating* w, const floating* b, double eps, double* mean,
                          double* var, int n_threads) noexcept nogil:
-    cdef Py_ssize_t r, c, nc = (D + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t r, c, t, nb, nc = (D + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t rb = py_max(1, CHUNK // D)
     cdef double* cm
     cdef floating K
     if M >= n_threads or n_threads <= 1 or nc <= 1:
-        for r in prange(M, schedule="static", num_threads=n_threads):
-            seg_stats(x + r * D, D, &mean[r], &var[r])
-            ln_apply(x + r * D, y + r * D, 0, D, w, b, mean[r], inv_std(var[r], eps))
+        # tasks of `rb` rows: all their statistics, then all their outputs (short rows:
+        # independent work in flight; the block stays in L1)
+        nb = (M + rb - 1) // rb
+        for t in prange(nb, schedule="static", num_threads=n_threads):
+            for r in range(t * rb, py_min((t + 1) * rb, M)):
+                seg_stats(x + r * D, D, &mean[r], &var[r])
+            for r in range(t * rb, py_min((t + 1) * rb, M)):
+                ln_apply(x + r * D, y + r * D, 0, D, w, b, mean[r], inv_std(var[r], eps))
         return CNN_OK
     cm = <double*> malloc(2 * nc * sizeof(double))
     if cm == NULL:
@@ -496,15 +513,25 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
     cdef double* st
     cdef double sdy, sdyx
     cdef floating K, mh, ml
+    cdef Py_ssize_t rb = py_max(1, CHUNK // D)
+    cdef double* blk
+    cdef int status = CNN_OK
+    cdef int* sp = &status
     if P >= n_threads or n_threads <= 1 or nc <= 1:
         for p in prange(P, schedule="static", num_threads=n_threads):
-            r0 = p * M // P
-            r1 = (p + 1) * M // P
-            for r in range(r0, r1):
-                ln_backward_row(g + r * D, x + r * D, gx + r * D, D, w, eps,
-                                pw + p * D if w != NULL else NULL,
-                                pb + p * D if w != NULL else NULL)
-        return CNN_OK
+            blk = <double*> malloc(4 * rb * sizeof(double))
+            if blk == NULL:
+                sp[0] = CNN_ERR_NOMEM
+            else:
+                r1 = (p + 1) * M // P
+                r0 = p * M // P
+                while r0 < r1:                     # blocks of rb rows, in order
+                    ln_backward_rows(g, x, gx, r0, py_min(r0 + rb, r1), D, w, eps,
+                                     pw + p * D if w != NULL else NULL,
+                                     pb + p * D if w != NULL else NULL, blk)
+                    r0 = r0 + rb
+                free(blk)
+        return status
     cm = <double*> malloc(2 * M * nc * sizeof(double))
     st = <double*> malloc(4 * M * sizeof(double))  # per row: mean, rstd, B, C
     if cm == NULL or st == NULL:
