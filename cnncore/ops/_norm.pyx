@@ -516,12 +516,12 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
     cdef Py_ssize_t rb = py_max(1, CHUNK // D)
     cdef double* blk
     cdef int status = CNN_OK
-    cdef int* sp = &status
+    cdef int* status_p = &status
     if P >= n_threads or n_threads <= 1 or nc <= 1:
         for p in prange(P, schedule="static", num_threads=n_threads):
             blk = <double*> malloc(4 * rb * sizeof(double))
             if blk == NULL:
-                sp[0] = CNN_ERR_NOMEM
+                status_p[0] = CNN_ERR_NOMEM
             else:
                 r1 = (p + 1) * M // P
                 r0 = p * M // P

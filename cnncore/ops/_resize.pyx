@@ -78,7 +78,8 @@ cdef extern from *:
         for (ptrdiff_t i = 0; i < n; i += 16) {
             __mmask16 m = cnn_m16(n - i);
             __m512i v = _mm512_maskz_loadu_epi32(m, ix + i);
-            int b = _mm512_mask_reduce_min_epi32(m, v), e = _mm512_mask_reduce_max_epi32(m, v);
+            int32_t b = _mm512_mask_reduce_min_epi32(m, v);
+            int32_t e = _mm512_mask_reduce_max_epi32(m, v);
             if (e - b < 16) {
                 __m512 win = _mm512_maskz_loadu_ps(cnn_m16(nx - b), x + b);
                 __m512i r = _mm512_sub_epi32(v, _mm512_set1_epi32(b));
@@ -96,8 +97,8 @@ cdef extern from *:
             __mmask16 m = cnn_m16(n - i);
             __m512i v0 = _mm512_maskz_loadu_epi32(m, i0 + i);
             __m512i v1 = _mm512_maskz_loadu_epi32(m, i1 + i);
-            int b = _mm512_mask_reduce_min_epi32(m, _mm512_min_epi32(v0, v1));
-            int e = _mm512_mask_reduce_max_epi32(m, _mm512_max_epi32(v0, v1));
+            int32_t b = _mm512_mask_reduce_min_epi32(m, _mm512_min_epi32(v0, v1));
+            int32_t e = _mm512_mask_reduce_max_epi32(m, _mm512_max_epi32(v0, v1));
             if (e - b < 16) {
                 __m512 win = _mm512_maskz_loadu_ps(cnn_m16(nx - b), x + b);
                 __m512i bb = _mm512_set1_epi32(b);
@@ -119,7 +120,8 @@ cdef extern from *:
             __m512i v = _mm512_maskz_loadu_epi32(m, ix + i);
             __mmask16 ok = m & _mm512_cmpneq_epi32_mask(v, _mm512_set1_epi32(pad));
             if (!ok) continue;
-            int b = _mm512_mask_reduce_min_epi32(ok, v), e = _mm512_mask_reduce_max_epi32(ok, v);
+            int32_t b = _mm512_mask_reduce_min_epi32(ok, v);
+            int32_t e = _mm512_mask_reduce_max_epi32(ok, v);
             if (e - b < 32) {
                 __m512 lo = _mm512_maskz_loadu_ps(cnn_m16(nsrc - b), src + b);
                 __m512 hi = _mm512_maskz_loadu_ps(cnn_m16(nsrc - b - 16), src + b + 16);
@@ -198,8 +200,8 @@ cdef extern from *:
         ptrdiff_t i = 0;
     #if defined(__AVX2__)
         for (; i + 8 <= n; i += 8) {
-            int b = ix[i], e = ix[i];
-            for (int k = 1; k < 8; k++) {
+            int32_t b = ix[i], e = ix[i];
+            for (ptrdiff_t k = 1; k < 8; k++) {
                 b = ix[i + k] < b ? ix[i + k] : b;
                 e = ix[i + k] > e ? ix[i + k] : e;
             }
@@ -491,8 +493,8 @@ def gather_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] g
     cdef Py_ssize_t rb = rows_per_task(H, py_max(W, Wo))
     cdef Py_ssize_t nb = (H + rb - 1) // rb
     cdef Py_ssize_t t, p, r0
-    cdef int status = CNN_OK, s
-    cdef int* st = &status
+    cdef int status = CNN_OK, bad
+    cdef int* status_p = &status
     cdef const floating* gp = &grad_output[0, 0, 0]
     cdef floating* gxp = &grad_x[0, 0, 0]
     cdef Py_ssize_t taps = h_index.shape[0], K = w_index.shape[0]
@@ -500,11 +502,11 @@ def gather_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] g
         for t in prange(P * nb, schedule="static", num_threads=n_threads):
             p = t // nb
             r0 = (t % nb) * rb
-            s = gather_rows(gp + p * Ho * Wo, gxp + p * H * W, Ho, Wo, W, r0,
+            bad = gather_rows(gp + p * Ho * Wo, gxp + p * H * W, Ho, Wo, W, r0,
                             py_min(r0 + rb, H), &h_index[0, 0], &h_weight[0, 0], taps,
                             &w_index[0, 0], &w_weight[0, 0], K)
-            if s != CNN_OK:
-                st[0] = s
+            if bad != CNN_OK:
+                status_p[0] = bad
     check_status(status, "interpolate_backward")
 
 

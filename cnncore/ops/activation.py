@@ -1034,6 +1034,10 @@ def dropout2d(
         The factor of each channel: 0 or ``1 / (1 - p)`` (all 1 when not training, all 0
         with ``p = 1``).
 
+    Notes
+    -----
+    The channels kept are ``rng.random((N, C)) >= p`` (one draw of ``N * C`` uniforms).
+
     See Also
     --------
     dropout2d_backward, cnncore.nn.Dropout2d
