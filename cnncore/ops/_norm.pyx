@@ -22,12 +22,14 @@ sums of ``g * w`` and ``g * w * (x - m)`` (sums of chunks of ``CHUNK`` elements,
 
 Work split (bit-identical for any thread count).  With at least as many segments as
 threads, a task is a whole segment (statistics, sums and output while the segment is in
-cache).  With fewer (one huge group or row), segments run one after another and each phase
-is split over the segment's chunks, with the per-chunk partial results combined in the same
-order as in the one-task path -- the arithmetic is the same in both paths, element by
-element.  Layer norm's weight and bias gradients are column sums over rows: rows are cut
-into ``P`` parts fixed by the shapes, each part sums its rows in order into its own buffer
-(double), and the caller adds the ``P`` partial sums in order.
+cache; short layer-norm rows go by blocks of ``CHUNK`` elements: the block's statistics,
+then its outputs).  With fewer (one huge group or row), each phase is split over chunks
+(layer norm's backward: over all (row, chunk) pairs, then over chunks of columns sweeping
+the rows in order), with the per-chunk partial results combined in the same order as in the
+one-task path -- the arithmetic is the same in both paths, element by element.  Layer
+norm's weight and bias gradients are column sums over rows: rows are cut into ``P`` parts
+fixed by the shapes, each part sums its rows in order into its own buffer (double), and the
+caller adds the ``P`` partial sums in order.
 """
 
 from cython.parallel cimport prange
