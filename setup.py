@@ -50,7 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Compute-bound kernel modules that are also compiled for wider vector units (same Cython
 # source, different ISA flags).  Memory-bound modules gain nothing from this.
-SIMD_MODULES = ["cnncore.ops._conv"]
+SIMD_MODULES = ["cnncore.ops._conv", "cnncore.ops._norm", "cnncore.ops._resize"]
 ISA_FLAGS = {}  # extension name -> extra ISA flags (filled by _simd_variant_extensions)
 # Modules that must not fuse a*b+c into one rounding (bit-for-bit PyTorch/NumPy parity).
 NO_FP_CONTRACT = {"cnncore._optim"}

@@ -6,7 +6,10 @@ else repeats the output-size formulas.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from ._shared import PadMode
 from ._validation import MAX_PARAM, check_bool, check_choice, check_int, check_numel, to_pair
@@ -359,6 +362,166 @@ def conv2d_output_shape(
     return shape
 
 
+# --------------------------------------------------------------------------------------------
+# Resizing (interpolate, pixel_shuffle)
+# --------------------------------------------------------------------------------------------
+
+#: interpolate's modes (PyTorch's names); the interpolating ones take ``align_corners``.
+RESIZE_MODES = ("nearest", "nearest-exact", "bilinear")
+
+
+class ResizeParams(NamedTuple):
+    """interpolate's arguments, checked: exactly one of ``size`` / ``scale_factor`` (pairs),
+    ``align_corners`` a bool (False for the nearest modes), ``recompute_scale_factor``."""
+
+    size: tuple[int, int] | None
+    scale_factor: tuple[float, float] | None
+    mode: str
+    align_corners: bool
+    recompute_scale_factor: bool
+
+
+class ResizeGeometry(NamedTuple):
+    """Per-axis output size and the scale factor the coordinate mapping uses (None: the
+    ratio of the sizes, as PyTorch does with an explicit size or a recomputed factor)."""
+
+    out: tuple[int, int]
+    scales: tuple[float | None, float | None]
+    align_corners: bool
+    mode: str
+
+
+def _scale_pair(func: str, value: Any) -> tuple[float, float]:
+    items = list(value) if isinstance(value, (list, tuple)) else [value, value]
+    if len(items) != 2:
+        raise ValueError(
+            f"{func}(): scale_factor must be a number or a pair of numbers, one per spatial "
+            f"dimension. Received: scale_factor={value!r}"
+        )
+    out = []
+    for v in items:
+        if isinstance(v, (bool, str, bytes)) or not isinstance(
+            v, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(
+                f"{func}(): scale_factor must be a number or a pair of numbers. "
+                f"Received: scale_factor={value!r}"
+            )
+        try:
+            f = float(v)
+        except OverflowError:  # an int beyond float's range
+            f = math.inf
+        if not (f > 0 and math.isfinite(f)):
+            raise ValueError(
+                f"{func}(): scale_factor must be positive and finite. "
+                f"Received: scale_factor={value!r}"
+            )
+        out.append(f)
+    return out[0], out[1]
+
+
+def _optional_bool(func: str, value: Any, name: str) -> bool | None:
+    return None if value is None else check_bool(value, name, func)
+
+
+def interpolate_params(
+    func: str,
+    size: Any,
+    scale_factor: Any,
+    mode: Any,
+    align_corners: Any,
+    recompute_scale_factor: Any = None,
+) -> ResizeParams:
+    """Check interpolate's arguments (PyTorch's rules and messages)."""
+    check_choice(mode, "mode", func, RESIZE_MODES)
+    corners = _optional_bool(func, align_corners, "align_corners")
+    recompute = _optional_bool(func, recompute_scale_factor, "recompute_scale_factor")
+    size_hw = None if size is None else to_pair(size, "size", func, min_value=1)
+    scale_hw = None if scale_factor is None else _scale_pair(func, scale_factor)
+    if size_hw is not None and scale_hw is not None:
+        raise ValueError(
+            f"{func}(): only one of size and scale_factor may be given. "
+            f"Received: size={size!r}, scale_factor={scale_factor!r}"
+        )
+    if size_hw is None and scale_hw is None:
+        raise ValueError(
+            f"{func}(): either size or scale_factor must be given. "
+            f"Received: size=None, scale_factor=None"
+        )
+    if recompute and size_hw is not None:
+        raise ValueError(
+            f"{func}(): recompute_scale_factor is not meaningful with an explicit size. "
+            f"Received: size={size!r}, recompute_scale_factor=True"
+        )
+    if mode != "bilinear" and corners is not None:
+        raise ValueError(
+            f"{func}(): align_corners can only be set with mode='bilinear'. "
+            f"Received: mode={mode!r}, align_corners={align_corners!r}"
+        )
+    return ResizeParams(size_hw, scale_hw, mode, bool(corners), bool(recompute))
+
+
+def interpolate_output_size(in_size: int, scale: float) -> int:
+    """``floor(in_size * scale)`` in double precision, as PyTorch."""
+    return int(math.floor(float(in_size) * scale))
+
+
+def interpolate_geometry(func: str, in_hw: tuple[int, int], params: ResizeParams) -> ResizeGeometry:
+    """Output size and coordinate scales of ``interpolate`` on a ``(H, W)`` plane."""
+    if params.size is not None:
+        out = params.size
+        scales: tuple[float | None, float | None] = (None, None)
+    else:
+        out = (
+            interpolate_output_size(in_hw[0], params.scale_factor[0]),
+            interpolate_output_size(in_hw[1], params.scale_factor[1]),
+        )
+        scales = (None, None) if params.recompute_scale_factor else params.scale_factor
+    if min(in_hw) < 1 or min(out) < 1:
+        raise ValueError(
+            f"{func}(): input and output sizes must be greater than 0 (input {tuple(in_hw)}, "
+            f"output {tuple(out)}). Received: size={params.size}, "
+            f"scale_factor={params.scale_factor}"
+        )
+    if max(out) > MAX_PARAM:
+        raise ValueError(
+            f"{func}(): the output size {tuple(out)} exceeds {MAX_PARAM}. "
+            f"Received: scale_factor={params.scale_factor}"
+        )
+    return ResizeGeometry(tuple(out), scales, params.align_corners, params.mode)
+
+
+def pixel_shuffle_shape(
+    func: str, shape: tuple[int, ...], factor: Any, name: str, inverse: bool, arg: str = "x"
+) -> tuple[int, ...]:
+    """Output shape of ``pixel_shuffle`` (``(*, C r^2, H, W) -> (*, C, H r, W r)``) or, with
+    ``inverse``, of ``pixel_unshuffle``; ``factor`` is checked under ``name``, the array's
+    shape under ``arg``."""
+    r = check_int(factor, name, func, min_value=1)
+    if len(shape) < 3:
+        raise ValueError(
+            f"{func}(): {arg} must have at least 3 dimensions (*, C, H, W). "
+            f"Received: {arg} with shape {tuple(shape)}"
+        )
+    *lead, c, h, w = shape
+    if not inverse:
+        if c % (r * r):
+            raise ValueError(
+                f"{func}(): the channel count {c} must be divisible by {name}**2 = {r * r}. "
+                f"Received: {name}={r}, {arg} with shape {tuple(shape)}"
+            )
+        out = (*lead, c // (r * r), h * r, w * r)
+    else:
+        if h % r or w % r:
+            raise ValueError(
+                f"{func}(): the height {h} and width {w} must be divisible by {name}. "
+                f"Received: {name}={r}, {arg} with shape {tuple(shape)}"
+            )
+        out = (*lead, c * r * r, h // r, w // r)
+    check_numel(out, "output", func)
+    return tuple(out)
+
+
 __all__ = [
     "ConvGeometry",
     "conv_output_size",
@@ -376,4 +539,11 @@ __all__ = [
     "pad2d_geometry",
     "conv2d_output_shape",
     "pool2d_params",
+    "RESIZE_MODES",
+    "ResizeParams",
+    "ResizeGeometry",
+    "interpolate_params",
+    "interpolate_output_size",
+    "interpolate_geometry",
+    "pixel_shuffle_shape",
 ]

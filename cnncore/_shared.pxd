@@ -33,6 +33,26 @@ cpdef enum Activation:                 # _activation.unary / binary
     OP_LEAKY_RELU_BW = 12
     OP_SIGMOID_BW = 13
     OP_TANH_BW = 14
+    # more forward ops (21-29) and their backward ops (10 + the forward op); backward ops
+    # take the forward *input*
+    OP_GELU = 21
+    OP_GELU_TANH = 22
+    OP_SILU = 23
+    OP_ELU = 24
+    OP_HARDSWISH = 25
+    OP_HARDSIGMOID = 26
+    OP_SOFTPLUS = 27
+    OP_MISH = 28
+    OP_RELU6 = 29
+    OP_GELU_BW = 31
+    OP_GELU_TANH_BW = 32
+    OP_SILU_BW = 33
+    OP_ELU_BW = 34
+    OP_HARDSWISH_BW = 35
+    OP_HARDSIGMOID_BW = 36
+    OP_SOFTPLUS_BW = 37
+    OP_MISH_BW = 38
+    OP_RELU6_BW = 39
 
 cpdef enum ConvAlgorithm:              # _conv: how a pass is computed (see ops/conv_dispatch.py)
     ALGO_GEMM = 1

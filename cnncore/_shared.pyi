@@ -14,6 +14,24 @@ class Activation(enum.IntEnum):
     OP_LEAKY_RELU_BW = 12
     OP_SIGMOID_BW = 13
     OP_TANH_BW = 14
+    OP_GELU = 21
+    OP_GELU_TANH = 22
+    OP_SILU = 23
+    OP_ELU = 24
+    OP_HARDSWISH = 25
+    OP_HARDSIGMOID = 26
+    OP_SOFTPLUS = 27
+    OP_MISH = 28
+    OP_RELU6 = 29
+    OP_GELU_BW = 31
+    OP_GELU_TANH_BW = 32
+    OP_SILU_BW = 33
+    OP_ELU_BW = 34
+    OP_HARDSWISH_BW = 35
+    OP_HARDSIGMOID_BW = 36
+    OP_SOFTPLUS_BW = 37
+    OP_MISH_BW = 38
+    OP_RELU6_BW = 39
 
 class ConvAlgorithm(enum.IntEnum):
     ALGO_GEMM = 1

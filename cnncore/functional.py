@@ -18,10 +18,21 @@ from .ops.activation import *  # noqa: F403
 from .ops.conv import *  # noqa: F403
 from .ops.linear import *  # noqa: F403
 from .ops.loss import *  # noqa: F403
+from .ops.norm import *  # noqa: F403
 from .ops.pad import *  # noqa: F403
 from .ops.pool import *  # noqa: F403
+from .ops.resize import *  # noqa: F403
 
 #: The op families, in the order their names appear in ``__all__``.
-FAMILIES = (_ops.conv, _ops.linear, _ops.activation, _ops.loss, _ops.pool, _ops.pad)
+FAMILIES = (
+    _ops.conv,
+    _ops.linear,
+    _ops.activation,
+    _ops.loss,
+    _ops.pool,
+    _ops.pad,
+    _ops.norm,
+    _ops.resize,
+)
 
 __all__ = [name for family in FAMILIES for name in family.__all__]

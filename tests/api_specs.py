@@ -623,6 +623,161 @@ for _name in ("softmax", "log_softmax"):
         reference=_softmax_ref(f"ref_{_name}_backward", "grad_output", "output"),
     )
 
+
+# gelu, silu, elu, hardswish, hardsigmoid, softplus, mish, relu6: backward from the input x
+_ACT_INPUT = {  # name -> (canonical parameters, parameter kinds)
+    "gelu": ({}, dict(approximate="choice")),
+    "silu": ({}, {}),
+    "elu": ({"alpha": 0.7}, dict(alpha="real")),
+    "hardswish": ({}, {}),
+    "hardsigmoid": ({}, {}),
+    "softplus": ({"beta": 1.5}, dict(beta="nonzero_real", threshold="real")),
+    "mish": ({}, {}),
+    "relu6": ({}, {}),
+}
+
+
+def _act_params(g: Draw, args: dict) -> None:
+    """Random optional parameters of the activation ``args["_name"]`` (removed)."""
+    name = args.pop("_name")
+    if name == "gelu" and g.coin(0.7):
+        args["approximate"] = g.choice(["none", "tanh"])
+    if name == "elu" and g.coin(0.7):
+        args["alpha"] = float(g.choice([1.0, 0.3, 2.5, -0.5]))
+    if name == "softplus":
+        if g.coin(0.7):
+            args["beta"] = float(g.choice([1.0, 0.5, 2.0, -1.5]))
+        if g.coin(0.5):
+            args["threshold"] = float(g.choice([20.0, 2.0, 0.5, -1.0, np.inf]))
+
+
+def _act_ref_args(name: str, a: dict) -> tuple:
+    """(reference name, parameters) of a call of activation ``name``."""
+    if name == "gelu":
+        return ("gelu_tanh" if a.get("approximate") == "tanh" else "gelu"), ()
+    if name == "elu":
+        return name, (a.get("alpha", 1.0),)
+    if name == "softplus":
+        return name, (a.get("beta", 1.0), a.get("threshold", 20.0))
+    return name, ()
+
+
+def _act_vary(name: str, backward: bool) -> Callable[[Draw, dict, Any], None]:
+    def vary(g: Draw, args: dict, shape: Any) -> None:
+        args["_name"] = name
+        _act_params(g, args)
+        (_out_binary if backward else _out_unary)(g, args, shape)
+
+    return vary
+
+
+def _act_forward_ref(name: str) -> Callable[[dict], Any]:
+    def ref(a: dict) -> Any:
+        fn, params = _act_ref_args(name, a)
+        return R.activation_ref(fn, a["x"], *params)
+
+    return ref
+
+
+def _act_backward_ref(name: str) -> Callable[[dict], Any]:
+    def ref(a: dict) -> Any:
+        fn, params = _act_ref_args(name, a)
+        return R.activation_backward_ref(fn, a["grad_output"], a["x"], *params)
+
+    return ref
+
+
+_ACT_KEYS = ("approximate", "alpha", "beta", "threshold")
+
+for _name, (_kw, _kinds) in _ACT_INPUT.items():
+    op(
+        _name,
+        ANY_SHAPE,
+        lambda a, s, kw=_kw: dict(x=a.x(*s), **kw),
+        _act_vary(_name, False),
+        arrays=("x",),
+        params=_kinds,
+        nan_in="x",
+        reference=_act_forward_ref(_name),
+        backward=(
+            Backward(
+                _name + "_backward",
+                ("x",),
+                lambda a, g, out: dict(grad_output=g, x=a["x"], **pick(a, *_ACT_KEYS)),
+            ),
+        ),
+    )
+    op(
+        _name + "_backward",
+        ANY_SHAPE,
+        lambda a, s, kw=_kw: dict(grad_output=a.x(*s), x=a.x(*s), **kw),
+        _act_vary(_name, True),
+        arrays=("grad_output", "x"),
+        params=_kinds,
+        nan_in="grad_output",
+        mismatch=same_shape("grad_output", "x"),
+        reference=_act_backward_ref(_name),
+    )
+
+
+# dropout2d: whole channels of (N, C, H, W) or (N, C, L)
+
+
+def _drop_fixed(n: int, big: bool) -> tuple[int, ...]:
+    return (n, *_sizes(big))
+
+
+def _drop_draw(g: Draw) -> tuple[int, ...]:
+    return tuple(g.dim(0, 4) for _ in range(int(g.choice([3, 4, 4]))))
+
+
+def _drop_vary(g: Draw, args: dict, shape: Any) -> None:
+    args["p"] = float(g.choice([0.0, 0.3, 0.5, 1.0]))
+    if g.coin(0.3):
+        args["training"] = g.coin()
+    if g.coin(0.3):
+        args["return_mask"] = True
+    if g.coin(0.2):
+        args["out"] = args["x"] if g.coin() else np.empty_like(args["x"])
+
+
+def _drop_backward_vary(g: Draw, args: dict, shape: Any) -> None:
+    if g.coin(0.2):  # into grad_output or a new array
+        args["out"] = g.choice([args["grad_output"], np.empty_like(args["grad_output"])])
+
+
+def _dropout2d_mask(a: dict) -> Any:
+    return F.dropout2d(**{**pick(a, "x", "p", "training", "rng"), "return_mask": True})[1]
+
+
+op(
+    "dropout2d",
+    (_drop_fixed, _drop_draw),
+    lambda a, s: dict(x=a.x(*s), p=0.5, rng=0),
+    _drop_vary,
+    arrays=("x",),
+    params=dict(p="probability", training="bool", rng="rng", return_mask="bool"),
+    nan_in="x",
+    reference=lambda a: R.dropout2d_ref(**pick(a, "x", "p", "training", "rng", "return_mask")),
+    backward=(
+        Backward(
+            "dropout2d_backward",
+            ("x",),
+            lambda a, g, out: dict(grad_output=g, mask=_dropout2d_mask(a)),
+        ),
+    ),
+)
+op(
+    "dropout2d_backward",
+    (_drop_fixed, _drop_draw),
+    lambda a, s: dict(grad_output=a.x(*s), mask=np.where(a.x(*s[:2]) > 0, 2.0, 0.0).astype(a.dt)),
+    _drop_backward_vary,
+    arrays=("grad_output", "mask"),
+    nan_in="grad_output",
+    mismatch=(("mask", 0, "mask|grad_output"), ("mask", 1, "mask|grad_output")),
+    reference=lambda a: R.dropout2d_backward_ref(a["grad_output"], a["mask"]),
+)
+
 # --- losses --------------------------------------------------------------------------------
 
 _POINTWISE = {  # name -> (prediction argument, value kind of prediction and target)
@@ -1282,6 +1437,315 @@ op(
     nan_in="grad_output",
     reference=lambda a: _ref("test_pad", "ref_pad_backward")(
         a["grad_output"], a["padding"], **pick(a, "mode")
+    ),
+)
+
+# --- normalization -------------------------------------------------------------------------
+
+
+def _gn_fixed(n: int, big: bool) -> G:
+    c, h, w = (8, 33, 29) if big else (6, 5, 4)
+    return G(n=n, c=c, groups=c // 2, spatial=(h, w))
+
+
+def _gn_draw(g: Draw) -> G:
+    groups, cg = g.dim(1, 3), g.dim(1, 3)
+    spatial = tuple(g.dim(0, 5) for _ in range(int(g.r.integers(0, 3))))
+    return G(n=g.dim(0, 3), c=groups * cg, groups=groups, spatial=spatial)
+
+
+GROUP_NORM = (_gn_fixed, _gn_draw)
+
+
+def _norm_vary(g: Draw, args: dict, geo: Any) -> None:
+    """Drop the optional weight / bias at random; a random eps."""
+    for key in ("weight", "bias"):
+        if key in args and g.coin(0.3):
+            del args[key]
+    if g.coin(0.5):
+        args["eps"] = float(g.choice([1e-5, 1e-3, 0.5]))
+
+
+_NORM_AFFINE = (("weight", 0, "weight"), ("bias", 0, "bias"))
+
+
+def _norm_backward(name: str, *keep: str) -> Backward:
+    return Backward(
+        name,
+        ("x", "weight", "bias"),
+        lambda a, g, out: dict(grad_output=g, x=a["x"], **pick(a, *keep, "weight", "eps")),
+    )
+
+
+op(
+    "group_norm",
+    GROUP_NORM,
+    lambda a, q: dict(
+        x=a.x(q.n, q.c, *q.spatial), num_groups=q.groups, weight=a.x(q.c), bias=a.x(q.c)
+    ),
+    _norm_vary,
+    arrays=("x", "weight", "bias"),
+    optional=("weight", "bias"),
+    params=dict(num_groups="pos_int", eps="nonneg_real"),
+    mismatch=_NORM_AFFINE,
+    nan_in="x",
+    reference=lambda a: R.group_norm_ref(**a),
+    backward=(_norm_backward("group_norm_backward", "num_groups"),),
+)
+op(
+    "group_norm_backward",
+    GROUP_NORM,
+    lambda a, q: dict(
+        grad_output=a.x(q.n, q.c, *q.spatial),
+        x=a.x(q.n, q.c, *q.spatial),
+        num_groups=q.groups,
+        weight=a.x(q.c),
+    ),
+    _norm_vary,
+    arrays=("grad_output", "x", "weight"),
+    optional=("weight",),
+    params=dict(num_groups="pos_int", eps="nonneg_real"),
+    mismatch=(*same_shape("grad_output", "x"), ("weight", 0, "weight")),
+    batched=(True, False, False),
+    nan_in="grad_output",
+    reference=lambda a: R.group_norm_backward_ref(**a),
+)
+
+
+def _ln_fixed(n: int, big: bool) -> G:
+    return G(lead=(n, 4), norm=(70, 80)) if big else G(lead=(n, 3), norm=(4, 5))
+
+
+def _ln_draw(g: Draw) -> G:
+    norm = tuple(g.dim(1, 6) for _ in range(int(g.r.integers(1, 3))))
+    return G(lead=draw_lead(g), norm=norm)
+
+
+LAYER_NORM = (_ln_fixed, _ln_draw)
+
+
+def _ln_vary(g: Draw, args: dict, geo: G) -> None:
+    _norm_vary(g, args, geo)
+    if len(geo.norm) == 1 and g.coin():
+        args["normalized_shape"] = geo.norm[0]  # an int
+    elif g.coin(0.3):
+        args["normalized_shape"] = list(geo.norm)
+
+
+op(
+    "layer_norm",
+    LAYER_NORM,
+    lambda a, q: dict(
+        x=a.x(*q.lead, *q.norm), normalized_shape=q.norm, weight=a.x(*q.norm), bias=a.x(*q.norm)
+    ),
+    _ln_vary,
+    arrays=("x", "weight", "bias"),
+    optional=("weight", "bias"),
+    params=dict(normalized_shape="normalized_shape", eps="nonneg_real"),
+    mismatch=(*_NORM_AFFINE, ("x", -1, "x|normalized_shape")),
+    nan_in="x",
+    reference=lambda a: R.layer_norm_ref(**a),
+    backward=(_norm_backward("layer_norm_backward", "normalized_shape"),),
+)
+op(
+    "layer_norm_backward",
+    LAYER_NORM,
+    lambda a, q: dict(
+        grad_output=a.x(*q.lead, *q.norm),
+        x=a.x(*q.lead, *q.norm),
+        normalized_shape=q.norm,
+        weight=a.x(*q.norm),
+    ),
+    _ln_vary,
+    arrays=("grad_output", "x", "weight"),
+    optional=("weight",),
+    params=dict(normalized_shape="normalized_shape", eps="nonneg_real"),
+    mismatch=(*same_shape("grad_output", "x"), ("weight", 0, "weight")),
+    batched=(True, False, False),
+    nan_in="grad_output",
+    reference=lambda a: R.layer_norm_backward_ref(**a),
+)
+
+
+def _in_fixed(n: int, big: bool) -> G:
+    c, h, w = _sizes(big)
+    return G(n=n, c=c, spatial=(h, w))
+
+
+def _in_draw(g: Draw) -> G:
+    spatial = [g.dim(0, 5) for _ in range(int(g.r.integers(1, 3)))]
+    if int(np.prod(spatial)) == 1:
+        spatial[0] = 2  # the input's statistics need more than one position
+    return G(n=g.dim(0, 3), c=g.dim(1, 4), spatial=tuple(spatial))
+
+
+INSTANCE_NORM = (_in_fixed, _in_draw)
+
+
+def _in_vary(g: Draw, args: dict, geo: G) -> None:
+    _norm_vary(g, args, geo)
+    if g.coin(0.3):  # normalize with given running statistics (read only)
+        args["use_input_stats"] = False
+        args["running_mean"] = g.x(geo.c)
+        args["running_var"] = g.x(geo.c, positive=True)
+    if "momentum" in args or (g.coin(0.2) and "grad_output" not in args):
+        args["momentum"] = float(g.r.random())
+
+
+op(
+    "instance_norm",
+    INSTANCE_NORM,
+    lambda a, q: dict(x=a.x(q.n, q.c, *q.spatial), weight=a.x(q.c), bias=a.x(q.c)),
+    _in_vary,
+    arrays=("x", "weight", "bias"),
+    optional=("weight", "bias"),
+    params=dict(use_input_stats="bool", momentum="real", eps="nonneg_real"),
+    mismatch=_NORM_AFFINE,
+    nan_in="x",
+    reference=lambda a: R.instance_norm_ref(**a),
+    backward=(
+        _norm_backward("instance_norm_backward", "running_mean", "running_var", "use_input_stats"),
+    ),
+)
+op(
+    "instance_norm_backward",
+    INSTANCE_NORM,
+    lambda a, q: dict(
+        grad_output=a.x(q.n, q.c, *q.spatial), x=a.x(q.n, q.c, *q.spatial), weight=a.x(q.c)
+    ),
+    _in_vary,
+    arrays=("grad_output", "x", "weight"),
+    optional=("weight",),
+    params=dict(use_input_stats="bool", eps="nonneg_real"),
+    mismatch=(*same_shape("grad_output", "x"), ("weight", 0, "weight")),
+    batched=(True, False, False),
+    nan_in="grad_output",
+    reference=lambda a: R.instance_norm_backward_ref(**a),
+)
+
+# --- resizing ------------------------------------------------------------------------------
+
+_RESIZE_OPTS = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor")
+
+
+def _resize_fixed(n: int, big: bool) -> G:
+    c, h, w = _sizes(big)
+    return G(n=n, c=c, h=h, w=w, opts=dict(size=(2 * h + 1, w // 2), mode="bilinear"))
+
+
+def _resize_draw(g: Draw) -> G:
+    h, w = g.dim(1, 8), g.dim(1, 8)
+    mode = g.choice(["nearest", "nearest-exact", "bilinear"])
+    opts: dict = dict(mode=mode)
+    if g.coin():
+        opts["size"] = (g.dim(1, 12), g.dim(1, 12)) if g.coin(0.7) else g.dim(1, 12)
+    else:
+        f = [float(g.choice([0.5, 0.75, 1.0, 1.3, 1.5, 2.0, 2.5, 3.0, 1 / 3])) for _ in "hw"]
+        f = [v if int(np.floor(min(h, w) * v)) >= 1 else 1.5 for v in f]  # outputs >= 1
+        opts["scale_factor"] = f[0] if g.coin() else tuple(f)
+        if g.coin(0.3):
+            opts["recompute_scale_factor"] = g.coin()
+    if mode == "bilinear" and g.coin(0.7):
+        opts["align_corners"] = g.coin()
+    return G(n=g.dim(0, 3), c=g.dim(0, 3), h=h, w=w, opts=opts)
+
+
+RESIZE = (_resize_fixed, _resize_draw)
+
+
+def _resize_backward_args(a: dict, g: Any, out: tuple) -> dict:
+    kw = pick(a, "mode", "align_corners")
+    if not a.get("recompute_scale_factor"):
+        kw.update(pick(a, "scale_factor"))
+    return dict(grad_output=g, input_shape=a["x"].shape, **kw)
+
+
+def _resize_out(geo: G) -> tuple[int, int]:
+    return tuple(np.shape(R.interpolate_ref(np.zeros((0, 0, geo.h, geo.w)), **geo.opts))[2:])
+
+
+op(
+    "interpolate",
+    RESIZE,
+    lambda a, q: dict(x=a.x(q.n, q.c, q.h, q.w), **q.opts),
+    arrays=("x",),
+    fixed_ndim=("x",),
+    params=dict(
+        size="size",
+        scale_factor="scale",
+        mode="choice",
+        align_corners="opt_bool",
+        recompute_scale_factor="opt_bool",
+        antialias="bool",
+    ),
+    nan_in="x",
+    reference=lambda a: R.interpolate_ref(**a),
+    backward=(Backward("interpolate_backward", ("x",), _resize_backward_args),),
+)
+op(
+    "interpolate_backward",
+    RESIZE,
+    lambda a, q: dict(
+        grad_output=a.x(q.n, q.c, *_resize_out(q)),
+        input_shape=(q.n, q.c, q.h, q.w),
+        **{
+            **pick(q.opts, "mode", "align_corners"),
+            **({} if q.opts.get("recompute_scale_factor") else pick(q.opts, "scale_factor")),
+        },
+    ),
+    arrays=("grad_output",),
+    fixed_ndim=("grad_output",),
+    shape_args=("input_shape",),
+    params=dict(mode="choice", align_corners="opt_bool", scale_factor="scale"),
+    nan_in="grad_output",
+    reference=lambda a: R.interpolate_backward_ref(**a),
+)
+
+
+def _shuffle_fixed(n: int, big: bool) -> G:
+    c, h, w = _sizes(big)
+    return G(lead=(n,), c=c, r=3 if big else 2, h=h, w=w)
+
+
+def _shuffle_draw(g: Draw) -> G:
+    lead = tuple(g.dim(0, 3) for _ in range(int(g.r.integers(0, 3))))
+    return G(lead=lead, c=g.dim(0, 3), r=g.dim(1, 3), h=g.dim(0, 4), w=g.dim(0, 4))
+
+
+SHUFFLE = (_shuffle_fixed, _shuffle_draw)
+
+op(
+    "pixel_shuffle",
+    SHUFFLE,
+    lambda a, q: dict(x=a.x(*q.lead, q.c * q.r * q.r, q.h, q.w), upscale_factor=q.r),
+    arrays=("x",),
+    params=dict(upscale_factor="pos_int"),
+    mismatch=(("x", -3, "x|upscale_factor"),),
+    nan_in="x",
+    reference=lambda a: R.pixel_shuffle_ref(**a),
+    backward=(
+        Backward(
+            "pixel_unshuffle",
+            ("x",),
+            lambda a, g, out: dict(x=g, downscale_factor=a["upscale_factor"]),
+        ),
+    ),
+)
+op(
+    "pixel_unshuffle",
+    SHUFFLE,
+    lambda a, q: dict(x=a.x(*q.lead, q.c, q.h * q.r, q.w * q.r), downscale_factor=q.r),
+    arrays=("x",),
+    params=dict(downscale_factor="pos_int"),
+    mismatch=(("x", -1, "x|downscale_factor"),),
+    nan_in="x",
+    reference=lambda a: R.pixel_unshuffle_ref(**a),
+    backward=(
+        Backward(
+            "pixel_shuffle",
+            ("x",),
+            lambda a, g, out: dict(x=g, upscale_factor=a["downscale_factor"]),
+        ),
     ),
 )
 

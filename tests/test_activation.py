@@ -1,5 +1,7 @@
-"""Activations: relu, leaky_relu, sigmoid, tanh, softmax, log_softmax and their backward passes."""
+"""Activations: relu, leaky_relu, sigmoid, tanh, softmax, log_softmax, gelu, silu, elu,
+hardswish, hardsigmoid, softplus, mish, relu6, dropout2d and their backward passes."""
 
+import math
 import warnings
 
 import numpy as np
@@ -563,3 +565,391 @@ def test_bit_identical_across_threads(dtype, rng):
         ]
 
     assert_bit_identical_across_threads(compute)
+
+
+# ------------------------------------------------------------------------------------------
+# gelu, silu, elu, hardswish, hardsigmoid, softplus, mish, relu6 (backward from the input)
+# ------------------------------------------------------------------------------------------
+
+# name -> (cnncore kwargs, torch.nn.functional name and kwargs)
+INPUT_ACTS = {
+    "gelu": ({}, "gelu", {}),
+    "gelu_tanh": ({"approximate": "tanh"}, "gelu", {"approximate": "tanh"}),
+    "silu": ({}, "silu", {}),
+    "elu": ({"alpha": 0.7}, "elu", {"alpha": 0.7}),
+    "hardswish": ({}, "hardswish", {}),
+    "hardsigmoid": ({}, "hardsigmoid", {}),
+    "softplus": ({"beta": 1.5, "threshold": 4.0}, "softplus", {"beta": 1.5, "threshold": 4.0}),
+    "mish": ({}, "mish", {}),
+    "relu6": ({}, "relu6", {}),
+}
+
+
+def _fn(name):
+    return name.replace("_tanh", "")
+
+
+def _ours(name, x, g=None, **out):
+    kw = INPUT_ACTS[name][0]
+    if g is None:
+        return getattr(F, _fn(name))(x, **kw, **out)
+    return getattr(F, _fn(name) + "_backward")(g, x, **kw, **out)
+
+
+def _torch_pair(torch, name, x, g, kw=None):
+    """torch's forward value and input gradient (autograd) at ``x``."""
+    _, tname, tkw = INPUT_ACTS[name]
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    ty = getattr(torch.nn.functional, tname)(tx, **(tkw if kw is None else kw))
+    ty.backward(torch.from_numpy(g.copy()))
+    return ty.detach().numpy(), tx.grad.numpy()
+
+
+def _torch_tol(name, dtype, backward):
+    if dtype == np.float32:
+        return dict(rtol=2e-4, atol=2e-6)
+    if backward and name == "hardsigmoid":  # torch scales float64 by the float32 1/6
+        return dict(rtol=1e-7, atol=0)
+    return dict(rtol=1e-10, atol=1e-13)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    x=hnp.arrays(
+        st.sampled_from([np.float32, np.float64]),
+        hnp.array_shapes(min_dims=0, max_dims=4, max_side=6),
+        elements=st.floats(-30, 30, allow_nan=False, width=32),
+    ),
+    name=st.sampled_from(sorted(INPUT_ACTS)),
+    seed=st.integers(0, 2**16),
+)
+def test_input_activations_match_torch(x, name, seed):
+    """Forward values and autograd input gradients of torch on random shapes and values."""
+    torch = pytest.importorskip("torch")
+    g = np.random.default_rng(seed).standard_normal(x.shape).astype(x.dtype)
+    ty, tg = _torch_pair(torch, name, x, g)
+    y, gx = _ours(name, x), _ours(name, x, g)
+    assert y.dtype == x.dtype and gx.dtype == x.dtype and y.shape == x.shape
+    np.testing.assert_allclose(y, ty, **_torch_tol(name, x.dtype, False))
+    np.testing.assert_allclose(gx, tg, **_torch_tol(name, x.dtype, True))
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("elu", {"alpha": -0.4}),
+        ("elu", {"alpha": 2.5}),
+        ("softplus", {"beta": 0.5, "threshold": 20.0}),
+        ("softplus", {"beta": -2.0, "threshold": 1.0}),
+        ("softplus", {"beta": 3.0, "threshold": -1.0}),
+        ("softplus", {"beta": 1.0, "threshold": np.inf}),
+    ],
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parameters_match_torch(name, kw, dtype, rng):
+    torch = pytest.importorskip("torch")
+    x = _data(rng, (4, 300), dtype, 6.0)
+    g = _data(rng, x.shape, dtype, 1.0)
+    ty, tg = _torch_pair(torch, name, x, g, kw)
+    y = getattr(F, name)(x, **kw)
+    gx = getattr(F, name + "_backward")(g, x, **kw)
+    np.testing.assert_allclose(y, ty, **_torch_tol(name, dtype, False))
+    np.testing.assert_allclose(gx, tg, **_torch_tol(name, dtype, True))
+
+
+_EDGES = [0.0, -0.0, 1e-30, -1e-30, 3.0, -3.0, 6.0, -6.0, 20.0, -20.0, 40.0, -40.0, 1e4, -1e4]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(INPUT_ACTS))
+def test_edge_values_match_torch(name, dtype):
+    """At 0, the kinks (+-3, 6), large |x|, +-inf and NaN: torch's values and gradients,
+    except where torch's result is less accurate -- underflowing tails (cnncore keeps
+    e.g. gelu(-6) = -5.9e-9 in float32 where torch rounds to 0) -- or not the limit (mish's
+    gradient at +inf is 1, torch's NaN; float32 gelu(+inf) is inf, torch's NaN)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([*_EDGES, np.inf, -np.inf, np.nan], dtype)
+    g = np.ones_like(x)
+    ty, tg = _torch_pair(torch, name, x, g)
+    y, gx = _ours(name, x), _ours(name, x, g)
+    with np.errstate(all="ignore"):
+        fwd = ~((name == "gelu") & (x == np.inf))
+        np.testing.assert_allclose(y[fwd], ty[fwd], rtol=2e-4, atol=1e-7, equal_nan=True)
+        bwd = ~((name == "mish") & (x == np.inf))
+        np.testing.assert_allclose(gx[bwd], tg[bwd], rtol=2e-4, atol=1e-7, equal_nan=True)
+    assert np.isnan(y[-1])  # NaN propagates through every forward
+    if name == "gelu":
+        assert y[x == np.inf] == np.inf
+    if name == "mish":
+        assert gx[x == np.inf] == 1.0
+
+
+def test_hardswish_relu6_kinks_follow_torch():
+    """The one-sided choices at the kinks, as torch: hardswish' is 0 at -3 and 1 at 3;
+    hardsigmoid' and relu6' are 0 at their kinks; elu' is alpha at 0."""
+    x = np.array([-3.0, 3.0, 0.0, 6.0])
+    g = np.ones_like(x)
+    np.testing.assert_array_equal(F.hardswish_backward(g, x), [0.0, 1.0, 0.5, 1.0])
+    np.testing.assert_array_equal(F.hardsigmoid_backward(g, x), [0.0, 0.0, 1 / 6, 0.0])
+    np.testing.assert_array_equal(F.relu6_backward(g, x), [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(F.elu_backward(g[:1], np.array([0.0]), alpha=0.3), [0.3])
+
+
+@pytest.mark.parametrize("name", sorted(INPUT_ACTS))
+def test_input_activations_finite_differences(name, rng):
+    x = _data(rng, (3, 7), np.float64, 2.0)
+    x[np.abs(np.abs(x) - 3) < 1e-3] += 0.01  # keep away from the kinks
+    x[np.abs(x) < 1e-3] += 0.01
+    g = rng.standard_normal(x.shape)
+    num = _numeric_vjp(lambda v: _ours(name, v), x, g)
+    np.testing.assert_allclose(_ours(name, x, g), num, rtol=1e-6, atol=1e-8)
+
+
+def test_gelu_is_relatively_accurate_in_both_tails():
+    """Phi(x) is computed from erfc, not as 1 + erf(x): relative accuracy far into the
+    negative tail (torch's float64 gelu(-20) is -0.0, its float32 gelu(-6) too)."""
+    x = np.array([-35.0, -20.0, -10.0, -6.0, -3.0, -1.0, -1e-3, 1e-3, 1.0, 3.0, 10.0])
+    ref = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
+    np.testing.assert_allclose(F.gelu(x), ref, rtol=2e-13)
+    x32 = x[2:].astype(np.float32)  # gelu(-20) underflows float32
+    ref32 = np.array([float(v) * 0.5 * math.erfc(-float(v) / math.sqrt(2)) for v in x32])
+    np.testing.assert_allclose(F.gelu(x32), ref32, rtol=5e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softplus_mish_silu_tails(dtype):
+    """Very negative inputs: exp(x)-sized results, relatively accurate; large positive:
+    no overflow, no warning."""
+    x = np.array([-80.0, -30.0, 30.0, 80.0, 1e30], dtype)
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        sp, mi, si = F.softplus(x), F.mish(x), F.silu(x)
+    rt = 1e-5 if dtype == np.float32 else 1e-13
+    big = np.finfo(dtype).tiny * 1e3
+    for got, ref in (
+        (sp, [math.log1p(math.exp(v)) if v < 20 else v for v in x.astype(float)]),
+        (mi, [v * math.tanh(math.log1p(math.exp(min(v, 30)))) for v in x.astype(float)]),
+        (si, [v / (1 + math.exp(-v)) if v > -700 else 0.0 for v in x.astype(float)]),
+    ):
+        ref = np.array(ref)
+        keep = np.abs(ref) > big
+        np.testing.assert_allclose(got[keep], ref[keep], rtol=rt)
+
+
+@pytest.mark.parametrize("name", sorted(INPUT_ACTS))
+def test_input_activations_out_in_place(name, rng):
+    x = _data(rng, (5, 9), np.float32)
+    g = _data(rng, x.shape, np.float32, 1.0)
+    y = _ours(name, x)
+    gx = _ours(name, x, g)
+    buf = x.copy()
+    assert _ours(name, buf, out=buf) is buf
+    np.testing.assert_array_equal(buf, y)
+    for target in ("g", "x"):
+        gb, xb = g.copy(), x.copy()
+        out = gb if target == "g" else xb
+        assert _ours(name, xb, gb, out=out) is out
+        np.testing.assert_array_equal(out, gx)
+
+
+@pytest.mark.parametrize("name", sorted(INPUT_ACTS))
+def test_input_activations_leave_inputs_alone(name, rng):
+    """No surprise aliasing: without out=, a new array; the input is untouched."""
+    x = _data(rng, (4, 6), np.float64)
+    before = x.copy()
+    y = _ours(name, x)
+    assert not np.shares_memory(y, x)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_input_activations_bit_identical_across_threads(dtype, rng):
+    x = _data(rng, (3, 70000), dtype)
+    g = _data(rng, x.shape, dtype, 1.0)
+
+    def compute():
+        return [r for name in INPUT_ACTS for r in (_ours(name, x), _ours(name, x, g))]
+
+    assert_bit_identical_across_threads(compute)
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: F.gelu(_X, approximate="Tanh"), ValueError, "approximate"),
+        (lambda: F.gelu_backward(_X, _X, "exact"), ValueError, "approximate"),
+        (lambda: F.softplus(_X, beta=0), ValueError, "beta"),
+        (lambda: F.softplus(_X, beta=np.nan), ValueError, "beta"),
+        (lambda: F.softplus(_X, threshold=np.nan), ValueError, "threshold"),
+        (lambda: F.softplus_backward(_X, _X, beta="1"), TypeError, "beta"),
+        (lambda: F.elu(_X, alpha=None), TypeError, "alpha"),
+        (lambda: F.silu_backward(_X, _X[:1]), ValueError, "grad_output"),
+        (lambda: F.mish_backward(_X, _X.astype(np.float32)), TypeError, "x"),
+        (lambda: F.relu6(_X, out=np.zeros((2, 3), np.float32)), TypeError, "out"),
+    ],
+)
+def test_input_activations_bad_inputs(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ------------------------------------------------------------------------------------------
+# dropout2d
+# ------------------------------------------------------------------------------------------
+
+
+def _channels_are_dropped_or_scaled(x, y, p):
+    planes = y.reshape(x.shape[0] * x.shape[1], -1)
+    xs = x.reshape(planes.shape)
+    kept = np.array(
+        [np.allclose(a, b / (1 - p), rtol=1e-6, atol=0) for a, b in zip(planes, xs, strict=True)]
+    )
+    dropped = ~planes.any(axis=1)
+    assert np.all(kept | dropped)
+    return dropped
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout2d_zeroes_whole_channels_at_rate_p(dtype, rng):
+    x = _data(rng, (64, 64, 3, 5), dtype) + 10  # no zero element
+    p = 0.3
+    y, mask = F.dropout2d(x, p, rng=1, return_mask=True)
+    dropped = _channels_are_dropped_or_scaled(x, y, p)
+    assert abs(dropped.mean() - p) < 0.05  # 4096 channels: std 0.007
+    np.testing.assert_array_equal(mask.reshape(-1) == 0, dropped)
+    assert mask.dtype == dtype and set(np.unique(mask)) <= {0, dtype(1 / (1 - p))}
+    g = _data(rng, x.shape, dtype, 1.0)
+    np.testing.assert_array_equal(F.dropout2d_backward(g, mask), g * mask[:, :, None, None])
+
+
+def test_dropout2d_mask_is_the_documented_draw():
+    x = np.ones((3, 5, 2, 2))
+    y, mask = F.dropout2d(x, 0.4, rng=7, return_mask=True)
+    keep = np.random.default_rng(7).random((3, 5)) >= 0.4
+    np.testing.assert_array_equal(mask, keep / 0.6)
+
+
+def test_dropout2d_modes_and_edge_probabilities(rng):
+    x = _data(rng, (2, 3, 4, 4), np.float32)
+    y = F.dropout2d(x, 0.5, training=False)
+    np.testing.assert_array_equal(y, x)
+    assert not np.shares_memory(y, x)  # a copy, never the input itself
+    np.testing.assert_array_equal(F.dropout2d(x, 0.0, rng=0), x)
+    assert not F.dropout2d(x, 1.0, rng=0).any()
+    a = F.dropout2d(x, 0.5, rng=3)
+    np.testing.assert_array_equal(a, F.dropout2d(x, 0.5, rng=3))  # seeded
+    gen = np.random.default_rng(3)
+    np.testing.assert_array_equal(a, F.dropout2d(x, 0.5, rng=gen))
+    masks = [F.dropout2d(x, 0.5, rng=gen, return_mask=True)[1] for _ in range(8)]
+    assert any(not np.array_equal(masks[0], m) for m in masks[1:])  # a Generator advances
+
+
+def test_dropout2d_three_dims_is_n_c_l_and_in_place(rng):
+    x = _data(rng, (6, 7, 11), np.float64) + 20
+    y = F.dropout2d(x, 0.5, rng=2)
+    dropped = _channels_are_dropped_or_scaled(x, y, 0.5)
+    assert dropped.any() and not dropped.all()
+    buf = x.copy()
+    assert F.dropout2d(buf, 0.5, rng=2, out=buf) is buf
+    np.testing.assert_array_equal(buf, y)
+
+
+def test_dropout2d_matches_torch_semantics(rng):
+    """torch's dropout2d: channels zeroed or scaled by 1 / (1 - p), the same structure."""
+    torch = pytest.importorskip("torch")
+    x = _data(rng, (32, 16, 3, 3), np.float32) + 10
+    ty = torch.nn.functional.dropout2d(torch.from_numpy(x), 0.25).numpy()
+    _channels_are_dropped_or_scaled(x, ty, 0.25)
+    _channels_are_dropped_or_scaled(x, F.dropout2d(x, 0.25, rng=0), 0.25)
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: F.dropout2d(np.ones((2, 3)), 0.5), ValueError, "x"),
+        (lambda: F.dropout2d(np.ones((1, 2, 3, 4, 5)), 0.5), ValueError, "x"),
+        (lambda: F.dropout2d(np.ones((2, 3, 4)), 1.5), ValueError, "p"),
+        (lambda: F.dropout2d(np.ones((2, 3, 4)), 0.5, training=1), TypeError, "training"),
+        (lambda: F.dropout2d(np.ones((2, 3, 4)), rng="seed"), TypeError, "rng"),
+        (lambda: F.dropout2d_backward(np.ones((2, 3, 4)), np.ones((3, 2))), ValueError, "mask"),
+        (
+            lambda: F.dropout2d_backward(np.ones((2, 3, 4)), np.ones((2, 3), np.float32)),
+            TypeError,
+            "mask",
+        ),  # fmt: skip
+    ],
+)
+def test_dropout2d_bad_inputs(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------
+
+# layer -> (constructor kwargs, torch module, torch kwargs)
+LAYERS = {
+    "GELU": ({"approximate": "tanh"}, "GELU", {"approximate": "tanh"}),
+    "SiLU": ({}, "SiLU", {}),
+    "ELU": ({"alpha": 0.5}, "ELU", {"alpha": 0.5}),
+    "Hardswish": ({}, "Hardswish", {}),
+    "Hardsigmoid": ({}, "Hardsigmoid", {}),
+    "Softplus": ({"beta": 2.0, "threshold": 5.0}, "Softplus", {"beta": 2.0, "threshold": 5.0}),
+    "Mish": ({}, "Mish", {}),
+    "ReLU6": ({}, "ReLU6", {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_activation_layers_match_torch_and_save(name, rng, tmp_path):
+    torch = pytest.importorskip("torch")
+    kw, tname, tkw = LAYERS[name]
+    layer = getattr(cnncore.nn, name)(**kw)
+    x = _data(rng, (3, 4, 5), np.float32, 4.0)
+    g = _data(rng, x.shape, np.float32, 1.0)
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    ty = getattr(torch.nn, tname)(**tkw)(tx)
+    ty.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(layer(x), ty.detach().numpy(), rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(layer.backward(g), tx.grad.numpy(), rtol=2e-4, atol=2e-6)
+    model = cnncore.nn.Sequential(layer)
+    cnncore.nn.save(model, tmp_path / "m.cnn")
+    again = cnncore.load(tmp_path / "m.cnn")
+    assert repr(again.layers[0]) == repr(layer)
+    np.testing.assert_array_equal(again(x), model(x))
+
+
+def test_relu6_commutes_with_a_following_max_pool(rng):
+    """ReLU6 is declared elementwise_monotone: Sequential runs it after the pooling, with
+    bit-identical outputs and gradients."""
+    x = _data(rng, (2, 3, 8, 8), np.float32, 4.0)
+    x[0, 0, :2, :2] = 7.0  # ties in the saturated region
+    model = cnncore.nn.Sequential(cnncore.nn.ReLU6(), cnncore.nn.MaxPool2d(2))
+    assert model._run_order() == [1, 0]
+    relu6, pool = cnncore.nn.ReLU6(), cnncore.nn.MaxPool2d(2)
+    y = pool(relu6(x))
+    np.testing.assert_array_equal(model(x), y)
+    g = _data(rng, y.shape, np.float32, 1.0)
+    np.testing.assert_array_equal(model.backward(g), relu6.backward(pool.backward(g)))
+
+
+def test_dropout2d_layer(rng):
+    x = _data(rng, (8, 6, 3, 3), np.float32) + 10
+    layer = cnncore.nn.Dropout2d(0.5, rng=0)
+    y = layer(x)
+    dropped = _channels_are_dropped_or_scaled(x, y, 0.5)
+    g = np.ones_like(y)
+    gx = layer.backward(g)
+    np.testing.assert_array_equal(gx.reshape(48, -1).any(axis=1), ~dropped)
+    layer.eval()
+    assert layer(x) is x
+    np.testing.assert_array_equal(layer.backward(g), g)
+    cnncore.nn.init.manual_seed(5)
+    a = cnncore.nn.Dropout2d(0.5)(x)
+    cnncore.nn.init.manual_seed(5)
+    np.testing.assert_array_equal(cnncore.nn.Dropout2d(0.5)(x), a)
+    with pytest.raises(ValueError, match="input"):
+        cnncore.nn.Dropout2d()(x[0, 0])
+    with pytest.raises(ValueError, match="p"):
+        cnncore.nn.Dropout2d(1.5)

@@ -259,6 +259,66 @@ LAYERS = {
     "LeakyReLU": (dict(negative_slope=0.1), dict(negative_slope="finite"), (2, 3)),
     "Softmax": (dict(dim=1), dict(dim="int"), (2, 3)),
     "LogSoftmax": (dict(dim=1), dict(dim="int"), (2, 3)),
+    "GELU": (dict(approximate="none"), dict(approximate="choice"), (2, 3)),
+    "SiLU": ({}, {}, (2, 3)),
+    "ELU": (dict(alpha=1.0), dict(alpha="finite"), (2, 3)),
+    "Hardswish": ({}, {}, (2, 3)),
+    "Hardsigmoid": ({}, {}, (2, 3)),
+    "Softplus": (
+        dict(beta=1.0, threshold=20.0),
+        dict(beta="finite_nonzero", threshold="not_nan"),
+        (2, 3),
+    ),
+    "Mish": ({}, {}, (2, 3)),
+    "ReLU6": ({}, {}, (2, 3)),
+    "Dropout2d": (dict(p=0.5), dict(p="probability", rng="rng"), (2, 3, 4, 4)),
+    "GroupNorm": (
+        dict(num_groups=2, num_channels=4),
+        dict(
+            num_groups="pos_int",
+            num_channels="pos_int",
+            eps="positive",
+            affine="bool",
+            dtype="dtype",
+        ),
+        (2, 4, 3, 3),
+    ),
+    "LayerNorm": (
+        dict(normalized_shape=(3, 3)),
+        dict(
+            normalized_shape="layer_shape",
+            eps="positive",
+            elementwise_affine="bool",
+            bias="bool",
+            dtype="dtype",
+        ),
+        (2, 4, 3, 3),
+    ),
+    "InstanceNorm2d": (
+        dict(num_features=4),
+        dict(
+            num_features="pos_int",
+            eps="positive",
+            momentum="momentum",
+            affine="bool",
+            track_running_stats="bool",
+            dtype="dtype",
+        ),
+        (2, 4, 3, 3),
+    ),
+    "Upsample": (
+        dict(scale_factor=2),
+        dict(
+            size="size",
+            scale_factor="scale",
+            mode="choice",
+            align_corners="opt_bool",
+            recompute_scale_factor="opt_bool",
+        ),
+        (2, 3, 4, 4),
+    ),
+    "PixelShuffle": (dict(upscale_factor=2), dict(upscale_factor="pos_int"), (2, 8, 3, 3)),
+    "PixelUnshuffle": (dict(downscale_factor=2), dict(downscale_factor="pos_int"), (2, 2, 4, 4)),
 }
 LOSSES = [n for n in nn.__all__ if n.endswith("Loss")]
 
@@ -283,6 +343,18 @@ LAYER_KINDS.update(
             (None, TE),
         ],
         "int": [(2**40, VE), (1.5, TE), ("1", TE), (True, TE), (None, TE)],
+        "finite_nonzero": [(0, VE), (math.inf, VE), (math.nan, VE), ("1", VE), (None, VE)],
+        "not_nan": [(math.nan, VE), ("1", VE), (None, VE), (True, VE)],
+        "layer_shape": [
+            ((), VE),
+            (-1, VE),
+            (0, VE),
+            (1.5, TE),
+            ("4", TE),
+            (None, TE),
+            (True, TE),
+            ((3, 1.5), TE),
+        ],
     }
 )
 
@@ -330,6 +402,9 @@ _FORWARD_SHAPE = {  # layers with a fixed input rank / channel count
     "GlobalAvgPool2d": [("ndim", VE)],
     "BatchNorm1d": [("ndim", VE), ("channels", VE)],
     "BatchNorm2d": [("ndim", VE), ("channels", VE)],
+    "GroupNorm": [("ndim", VE), ("channels", VE)],
+    "Upsample": [("ndim", VE)],
+    "PixelShuffle": [("channels", VE)],
 }
 
 

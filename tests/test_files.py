@@ -173,6 +173,24 @@ def test_parameter_bytes_cover_every_layer_that_owns_arrays():
         "MaxPool2d": [dict(kernel_size=2)],
         "AvgPool2d": [dict(kernel_size=2)],
         "AdaptiveAvgPool2d": [dict(output_size=2)],
+        "GroupNorm": [
+            dict(num_groups=2, num_channels=6),
+            dict(num_groups=3, num_channels=3, affine=False, dtype="float64"),
+        ],
+        "LayerNorm": [
+            dict(normalized_shape=[3, 4]),
+            dict(normalized_shape=5, bias=False, dtype="float64"),
+            dict(normalized_shape=[2], elementwise_affine=False),
+        ],
+        "InstanceNorm2d": [
+            dict(num_features=4),
+            dict(num_features=3, affine=True),
+            dict(num_features=5, track_running_stats=True, dtype="float64"),
+            dict(num_features=2, affine=True, track_running_stats=True),
+        ],
+        "Upsample": [dict(scale_factor=2)],
+        "PixelShuffle": [dict(upscale_factor=2)],
+        "PixelUnshuffle": [dict(downscale_factor=2)],
     }
     for name, cls in serialization._registry().items():
         if name in ("Sequential", "Model"):  # containers: their children own the arrays

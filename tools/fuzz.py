@@ -334,6 +334,62 @@ def _mk_dropout(g: Draw):
     return {"p": g.choice([0.0, 0.3, 0.5, 1.0]), "rng": 0}, g.x(*draw_shape(g))
 
 
+def _mk_dropout2d(g: Draw):
+    shape = tuple(g.dim(0, 4) for _ in range(int(g.choice([3, 4, 4]))))
+    return {"p": g.choice([0.0, 0.3, 0.5, 1.0]), "rng": 0}, g.x(*shape)
+
+
+def _mk_group_norm(g: Draw):
+    groups, cg = g.dim(1, 3), g.dim(1, 3)
+    ctor = dict(num_groups=groups, num_channels=groups * cg, dtype=g.dt)
+    if g.coin(0.3):
+        ctor["affine"] = False
+    if g.coin(0.2):
+        ctor["eps"] = float(g.choice([1e-3, 0.5]))
+    spatial = tuple(g.dim(0, 5) for _ in range(int(g.r.integers(0, 3))))
+    return ctor, g.x(g.dim(0, 3), groups * cg, *spatial)
+
+
+def _mk_layer_norm(g: Draw):
+    norm = tuple(g.dim(1, 5) for _ in range(int(g.r.integers(1, 3))))
+    ctor: dict = dict(normalized_shape=norm if len(norm) > 1 or g.coin() else norm[0], dtype=g.dt)
+    if g.coin(0.3):
+        ctor["elementwise_affine"] = False
+    elif g.coin(0.3):
+        ctor["bias"] = False
+    return ctor, g.x(*draw_lead(g), *norm)
+
+
+def _mk_instance_norm(g: Draw):
+    c = g.dim(1, 4)
+    ctor = dict(num_features=c, dtype=g.dt)
+    if g.coin(0.4):
+        ctor["affine"] = True
+    if g.coin(0.4):
+        ctor["track_running_stats"] = True
+        if g.coin(0.3):
+            ctor["momentum"] = g.choice([None, 0.5, 1.0])
+    h, w = g.dim(1, 5), g.dim(2, 5)
+    shape = (c, h, w) if g.coin(0.2) else (g.dim(0, 3), c, h, w)
+    return ctor, g.x(*shape)
+
+
+def _mk_upsample(g: Draw):
+    r = api_specs._resize_draw(g)
+    return dict(r.opts), g.x(r.n, r.c, r.h, r.w)
+
+
+def _mk_pixel_shuffle(inverse: bool):
+    def make(g: Draw):
+        r, c, h, w = g.dim(1, 3), g.dim(0, 3), g.dim(0, 4), g.dim(0, 4)
+        lead = tuple(g.dim(0, 3) for _ in range(int(g.r.integers(0, 2))))
+        if inverse:
+            return {"downscale_factor": r}, g.x(*lead, c, h * r, w * r)
+        return {"upscale_factor": r}, g.x(*lead, c * r * r, h, w)
+
+    return make
+
+
 def _mk_act(params: dict | None = None):
     def make(g: Draw):
         ctor = dict(params or {})
@@ -697,6 +753,21 @@ def _build_ops() -> dict[str, Any]:
         "Softmax": _mk_act({"dim": 1}),
         "LogSoftmax": _mk_act({"dim": 1}),
         "Identity": _mk_act(),
+        "GELU": _mk_act({"approximate": "tanh"}),
+        "SiLU": _mk_act(),
+        "ELU": _mk_act({"alpha": 0.5}),
+        "Hardswish": _mk_act(),
+        "Hardsigmoid": _mk_act(),
+        "Softplus": _mk_act({"beta": 2.0, "threshold": 5.0}),
+        "Mish": _mk_act(),
+        "ReLU6": _mk_act(),
+        "Dropout2d": _mk_dropout2d,
+        "GroupNorm": _mk_group_norm,
+        "LayerNorm": _mk_layer_norm,
+        "InstanceNorm2d": _mk_instance_norm,
+        "Upsample": _mk_upsample,
+        "PixelShuffle": _mk_pixel_shuffle(False),
+        "PixelUnshuffle": _mk_pixel_shuffle(True),
     }
     for cls_name, make in layers.items():
         ops["nn." + cls_name] = _layer(cls_name, make)

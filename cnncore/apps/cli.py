@@ -661,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
     p.add_argument(
         "--suite",
-        choices=["all", "conv", "pool", "activation", "train"],
+        choices=["all", "conv", "pool", "activation", "norm", "resize", "train"],
         default="all",
         help="what to time",
     )

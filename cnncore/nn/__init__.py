@@ -5,7 +5,7 @@ and default initialization; :class:`Sequential` adds Keras-style ``fit``/``evalu
 ``predict`` and pickle-free ``save`` (load with :func:`cnncore.load`).
 
 One module per family: :mod:`.conv`, :mod:`.linear`, :mod:`.pooling`, :mod:`.normalization`,
-:mod:`.dropout`, :mod:`.reshape`, :mod:`.activation`, :mod:`.merge` (Add, Multiply,
+:mod:`.dropout`, :mod:`.reshape`, :mod:`.resize`, :mod:`.activation`, :mod:`.merge` (Add, Multiply,
 Concatenate, Identity), :mod:`.loss`; :mod:`.module` holds the :class:`Module` base (model
 protocol, class registry, names, helpers the layers share), :mod:`.sequential` the container,
 :mod:`.graph` graph models (:func:`Input`, :class:`Model`: Keras' functional API),
@@ -24,6 +24,7 @@ from . import (
     normalization,
     pooling,
     reshape,
+    resize,
 )
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
@@ -37,13 +38,25 @@ from .normalization import *  # noqa: F403
 from .parameter import Parameter
 from .pooling import *  # noqa: F403
 from .reshape import *  # noqa: F403
+from .resize import *  # noqa: F403
 from .sequential import Sequential
 from .serialization import load, save
 from .training import History
 
 #: The layer families; each module's ``__all__`` is re-exported here (a new layer joins
 #: ``cnncore.nn`` by being listed in its family module's ``__all__``).
-LAYER_FAMILIES = (conv, linear, reshape, dropout, normalization, pooling, activation, merge, loss)
+LAYER_FAMILIES = (
+    conv,
+    linear,
+    reshape,
+    dropout,
+    normalization,
+    pooling,
+    resize,
+    activation,
+    merge,
+    loss,
+)
 
 __all__ = [
     "init",

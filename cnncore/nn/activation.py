@@ -9,10 +9,25 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from .._validation import as_float_array, check_hyperparameter, check_int
+from .._validation import as_float_array, check_choice, check_hyperparameter, check_int
 from .module import Module
 
-__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
+__all__ = [
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "LogSoftmax",
+    "GELU",
+    "SiLU",
+    "ELU",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softplus",
+    "Mish",
+    "ReLU6",
+]
 
 
 class _OutputCached(Module, register=False):
@@ -116,3 +131,124 @@ class LogSoftmax(_SoftmaxBase):
 
     _forward = staticmethod(F.log_softmax)
     _backward = staticmethod(F.log_softmax_backward)
+
+
+class _InputCached(Module, register=False):
+    """Activations whose gradient is a function of their input (``_backward(g, x, *args)``
+    with ``args`` from :meth:`_args`)."""
+
+    _forward: Any = None
+    _backward: Any = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._x: np.ndarray | None = None
+
+    def _args(self) -> tuple:
+        return ()
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = as_float_array(x, "input", type(self).__name__)
+        y = type(self)._forward(x, *self._args())
+        self._x = x if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        return type(self)._backward(grad_output, x, *self._args()) if input_grad else None
+
+
+class GELU(_InputCached):
+    """Gaussian error linear unit ``x * Phi(x)``, exact or with ``approximate='tanh'`` (see
+    :func:`cnncore.gelu`)."""
+
+    _forward = staticmethod(F.gelu)
+    _backward = staticmethod(F.gelu_backward)
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        self.approximate = check_choice(approximate, "approximate", "GELU", ("none", "tanh"))
+
+    def _args(self) -> tuple:
+        return (self.approximate,)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"approximate": self.approximate}
+
+
+class SiLU(_InputCached):
+    """``x * sigmoid(x)`` (swish; see :func:`cnncore.silu`)."""
+
+    _forward = staticmethod(F.silu)
+    _backward = staticmethod(F.silu_backward)
+
+
+class ELU(_InputCached):
+    """``x`` for ``x > 0``, ``alpha * (exp(x) - 1)`` otherwise (see :func:`cnncore.elu`)."""
+
+    _forward = staticmethod(F.elu)
+    _backward = staticmethod(F.elu_backward)
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = check_hyperparameter(alpha, "alpha", "ELU", "a finite number", math.isfinite)
+
+    def _args(self) -> tuple:
+        return (self.alpha,)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+
+class Hardswish(_InputCached):
+    """``x * clamp(x + 3, 0, 6) / 6`` (see :func:`cnncore.hardswish`)."""
+
+    _forward = staticmethod(F.hardswish)
+    _backward = staticmethod(F.hardswish_backward)
+
+
+class Hardsigmoid(_InputCached):
+    """``clamp(x + 3, 0, 6) / 6`` (see :func:`cnncore.hardsigmoid`)."""
+
+    _forward = staticmethod(F.hardsigmoid)
+    _backward = staticmethod(F.hardsigmoid_backward)
+
+
+class Softplus(_InputCached):
+    """``log(1 + exp(beta * x)) / beta``, linear where ``beta * x > threshold`` (see
+    :func:`cnncore.softplus`)."""
+
+    _forward = staticmethod(F.softplus)
+    _backward = staticmethod(F.softplus_backward)
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = check_hyperparameter(
+            beta, "beta", "Softplus", "a finite non-zero number", lambda v: math.isfinite(v) and v
+        )
+        self.threshold = check_hyperparameter(
+            threshold, "threshold", "Softplus", "a number (not NaN)", lambda v: not math.isnan(v)
+        )
+
+    def _args(self) -> tuple:
+        return (self.beta, self.threshold)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"beta": self.beta, "threshold": self.threshold}
+
+
+class Mish(_InputCached):
+    """``x * tanh(softplus(x))`` (see :func:`cnncore.mish`)."""
+
+    _forward = staticmethod(F.mish)
+    _backward = staticmethod(F.mish_backward)
+
+
+class ReLU6(_OutputCached):
+    """``min(max(x, 0), 6)`` elementwise (see :func:`cnncore.relu6`); its gradient needs only
+    the output (``0 < y < 6`` exactly where ``0 < x < 6``)."""
+
+    elementwise_monotone = True  # see Module: it commutes with a following MaxPool2d
+
+    _forward = staticmethod(F.relu6)
+    _backward = staticmethod(F.relu6_backward)

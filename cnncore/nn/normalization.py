@@ -1,5 +1,7 @@
 """Normalization layers: :class:`BatchNorm1d`, :class:`BatchNorm2d` (PyTorch semantics,
-computed here with NumPy reductions)."""
+computed here with NumPy reductions), and :class:`GroupNorm`, :class:`LayerNorm`,
+:class:`InstanceNorm2d` (thin layers over :func:`cnncore.group_norm`,
+:func:`cnncore.layer_norm` and :func:`cnncore.instance_norm`)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,16 @@ from typing import Any
 
 import numpy as np
 
+from .. import functional as F
 from .._validation import (
     as_float_array,
     check_bool,
     check_hyperparameter,
     check_input_shape,
     check_int,
+    check_numel,
 )
+from ..ops.norm import _normalized_shape
 from .module import (
     Module,
     accumulate,
@@ -24,7 +29,7 @@ from .module import (
     grad_like,
 )
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm", "InstanceNorm2d"]
 
 
 class _BatchNorm(Module, register=False):
@@ -183,3 +188,330 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalization over ``(N, C, H, W)`` inputs, per channel (PyTorch semantics)."""
 
     _expected_ndims = (4,)
+
+
+def _eps(eps: Any, name: str) -> float:
+    return check_hyperparameter(
+        eps, "eps", name, "a positive number", lambda v: v > 0 and math.isfinite(v)
+    )
+
+
+def _config_int_list(value: Any) -> list[int] | None:
+    """``value`` as a list of positive ints (a config's ``normalized_shape``), else None."""
+    if config_positive_int(value) is not None:
+        return [value]
+    if isinstance(value, list) and value and all(config_positive_int(v) for v in value):
+        return value
+    return None
+
+
+class GroupNorm(Module):
+    """Group normalization (see :func:`cnncore.group_norm`), PyTorch's arguments.
+
+    Parameters
+    ----------
+    num_groups : int
+        Must divide ``num_channels``.
+    num_channels : int
+    eps : float, default 1e-5
+    affine : bool, default True
+        Learnable per-channel ``weight`` (ones) and ``bias`` (zeros).
+    dtype : float32 or float64, default float32
+
+    Notes
+    -----
+    Input ``(N, C, *)`` with ``C = num_channels``; output of the same shape.
+
+    See Also
+    --------
+    cnncore.group_norm, cnncore.group_norm_backward
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        *,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        name = "GroupNorm"
+        self.num_groups = check_int(num_groups, "num_groups", name, min_value=1)
+        self.num_channels = check_int(num_channels, "num_channels", name, min_value=1)
+        if self.num_channels % self.num_groups:
+            raise ValueError(
+                f"{name}(): num_channels must be divisible by num_groups. "
+                f"Received: num_groups={num_groups}, num_channels={num_channels}"
+            )
+        self.eps = _eps(eps, name)
+        self.affine = check_bool(affine, "affine", name)
+        self.dtype = check_dtype(dtype, name)
+        if self.affine:
+            self.register_parameter("weight", np.ones(self.num_channels, self.dtype))
+            self.register_parameter("bias", np.zeros(self.num_channels, self.dtype))
+        self._x: np.ndarray | None = None
+
+    def _check(self, x: Any) -> np.ndarray:
+        x = as_float_array(x, "input", "GroupNorm")
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"GroupNorm(): expected an input (N, C, *) with C = num_channels = "
+                f"{self.num_channels}. Received: input with shape {x.shape}"
+            )
+        return x
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = self._check(x)
+        w, b = (self.weight.data, self.bias.data) if self.affine else (None, None)
+        y = F.group_norm(x, self.num_groups, w, b, self.eps)
+        self._x = x if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        w = self.weight.data if self.affine else None
+        gx, gw, gb = F.group_norm_backward(grad_output, x, self.num_groups, w, self.eps)
+        if self.affine:
+            accumulate(self.weight.grad, gw)
+            accumulate(self.bias.grad, gb)
+        return gx if input_grad else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_groups": self.num_groups,
+            "num_channels": self.num_channels,
+            "eps": self.eps,
+            "affine": self.affine,
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        c = config_positive_int(config.get("num_channels"))
+        if c is None or not config.get("affine", True):
+            return 0
+        return 2 * c * config_itemsize(config)
+
+
+class LayerNorm(Module):
+    """Layer normalization over the trailing ``normalized_shape`` (see
+    :func:`cnncore.layer_norm`), PyTorch's arguments.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of ints
+    eps : float, default 1e-5
+    elementwise_affine : bool, default True
+        Learnable ``weight`` (ones) of ``normalized_shape``, and ``bias`` (zeros) unless
+        ``bias=False``.
+    bias : bool, default True
+    dtype : float32 or float64, default float32
+
+    Notes
+    -----
+    Input ``(*, *normalized_shape)``; output of the same shape.
+
+    See Also
+    --------
+    cnncore.layer_norm, cnncore.layer_norm_backward
+    """
+
+    def __init__(
+        self,
+        normalized_shape: Any,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        name = "LayerNorm"
+        self.normalized_shape = _normalized_shape(name, normalized_shape)
+        if 0 in self.normalized_shape:
+            raise ValueError(
+                f"{name}(): normalized_shape must contain positive sizes. "
+                f"Received: normalized_shape={normalized_shape!r}"
+            )
+        check_numel(self.normalized_shape, "normalized_shape", name)
+        self.eps = _eps(eps, name)
+        self.elementwise_affine = check_bool(elementwise_affine, "elementwise_affine", name)
+        use_bias = check_bool(bias, "bias", name)
+        self.dtype = check_dtype(dtype, name)
+        shape = self.normalized_shape
+        self.weight = self.bias = None
+        if self.elementwise_affine:
+            check_numel(shape, "normalized_shape", name, self.dtype.itemsize * 2)
+            self.register_parameter("weight", np.ones(shape, self.dtype))
+            if use_bias:
+                self.register_parameter("bias", np.zeros(shape, self.dtype))
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = as_float_array(x, "input", "LayerNorm")
+        w = None if self.weight is None else self.weight.data
+        b = None if self.bias is None else self.bias.data
+        y = F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+        self._x = x if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        w = None if self.weight is None else self.weight.data
+        gx, gw, gb = F.layer_norm_backward(grad_output, x, self.normalized_shape, w, self.eps)
+        if self.weight is not None:
+            accumulate(self.weight.grad, gw)
+        if self.bias is not None:
+            accumulate(self.bias.grad, gb)
+        return gx if input_grad else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "normalized_shape": list(self.normalized_shape),
+            "eps": self.eps,
+            "elementwise_affine": self.elementwise_affine,
+            "bias": self.bias is not None or not self.elementwise_affine,
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        shape = _config_int_list(config.get("normalized_shape"))
+        if shape is None or not config.get("elementwise_affine", True):
+            return 0
+        n = int(np.prod(shape, dtype=object))
+        return n * config_itemsize(config) * (2 if config.get("bias", True) else 1)
+
+
+class InstanceNorm2d(Module):
+    """Instance normalization of ``(N, C, H, W)`` or unbatched ``(C, H, W)`` inputs (see
+    :func:`cnncore.instance_norm`), PyTorch's arguments and defaults.
+
+    Parameters
+    ----------
+    num_features : int
+        ``C``.
+    eps : float, default 1e-5
+    momentum : float or None, default 0.1
+        Of the running statistics; None, as in PyTorch, leaves them unchanged.
+    affine : bool, default False
+        Learnable per-channel ``weight`` (ones) and ``bias`` (zeros).
+    track_running_stats : bool, default False
+        Keep ``running_mean`` / ``running_var`` (updated in training, used in eval mode).
+    dtype : float32 or float64, default float32
+
+    Notes
+    -----
+    Without ``affine`` or ``track_running_stats``, the input's channel count need not be
+    ``num_features`` (PyTorch only warns).
+
+    See Also
+    --------
+    cnncore.instance_norm, cnncore.instance_norm_backward
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        *,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        name = "InstanceNorm2d"
+        self.num_features = check_int(num_features, "num_features", name, min_value=1)
+        self.eps = _eps(eps, name)
+        self.momentum = (
+            None
+            if momentum is None
+            else check_hyperparameter(
+                momentum, "momentum", name, "in [0, 1] or None", lambda v: 0.0 <= v <= 1.0
+            )
+        )
+        self.affine = check_bool(affine, "affine", name)
+        self.track_running_stats = check_bool(track_running_stats, "track_running_stats", name)
+        self.dtype = check_dtype(dtype, name)
+        c = self.num_features
+        if self.affine:
+            self.register_parameter("weight", np.ones(c, self.dtype))
+            self.register_parameter("bias", np.zeros(c, self.dtype))
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(c, self.dtype))
+            self.register_buffer("running_var", np.ones(c, self.dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
+        self._x: np.ndarray | None = None
+        self._use_input_stats = True
+
+    def _batched(self, x: Any) -> tuple[np.ndarray, bool]:
+        """``(x with a batch axis, whether x had none)``."""
+        x = as_float_array(x, "input", "InstanceNorm2d")
+        if x.ndim not in (3, 4):
+            raise ValueError(
+                f"InstanceNorm2d(): expected a 4-D input (N, C, H, W) or a 3-D unbatched input "
+                f"(C, H, W). Received: input with shape {x.shape}"
+            )
+        xb = x if x.ndim == 4 else x[None]
+        if xb.shape[1] != self.num_features and (self.affine or self.track_running_stats):
+            raise ValueError(
+                f"InstanceNorm2d(): expected {self.num_features} channels (num_features) in "
+                f"the channel dimension. Received: input with shape {x.shape}"
+            )
+        return xb, x.ndim == 3
+
+    def _running(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not self.track_running_stats:
+            return None, None
+        return self._buffers["running_mean"], self._buffers["running_var"]
+
+    def forward(self, x: Any) -> np.ndarray:
+        xb, unbatched = self._batched(x)
+        rm, rv = self._running()
+        use = self.training or not self.track_running_stats
+        w, b = (self.weight.data, self.bias.data) if self.affine else (None, None)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        y = F.instance_norm(xb, rm, rv, w, b, use, momentum, self.eps)
+        self._x = xb if self.training else None
+        self._use_input_stats = use
+        return y[0] if unbatched else y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        g = as_float_array(grad_output, "grad_output", "InstanceNorm2d.backward")
+        unbatched = g.ndim == 3
+        rm, rv = self._running()
+        w = self.weight.data if self.affine else None
+        gx, gw, gb = F.instance_norm_backward(
+            g[None] if unbatched else g, x, rm, rv, w, self._use_input_stats, self.eps
+        )
+        if self.affine:
+            accumulate(self.weight.grad, gw)
+            accumulate(self.bias.grad, gb)
+        if not input_grad:
+            return None
+        return gx[0] if unbatched else gx
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.affine,
+            "track_running_stats": self.track_running_stats,
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        c = config_positive_int(config.get("num_features"))
+        if c is None:
+            return 0
+        itemsize = config_itemsize(config)
+        total = 2 * c * itemsize if config.get("affine", False) else 0
+        if config.get("track_running_stats", False):
+            total += 2 * c * itemsize + 8
+        return total

@@ -5,10 +5,12 @@ family module             kernel               ops
 ========================  ===================  =============================================
 :mod:`.conv`              ``_conv.pyx``        conv2d and its gradients, im2col, col2im
 :mod:`.linear`            ``_linear.pyx``      linear and its gradients
-:mod:`.activation`        ``_activation.pyx``  relu ... log_softmax and their gradients
+:mod:`.activation`        ``_activation.pyx``  relu ... mish, softmax, dropout2d, gradients
 :mod:`.loss`              ``_loss.pyx``        cross entropy, BCE, regression losses
 :mod:`.pool`              ``_pool.pyx``        max / avg / adaptive / Lp pooling, unpooling
 :mod:`.pad`               ``_pad.pyx``         pad2d and its gradient
+:mod:`.norm`              ``_norm.pyx``        group / layer / instance norm and gradients
+:mod:`.resize`            ``_resize.pyx``      interpolate, pixel_(un)shuffle and gradients
 ========================  ===================  =============================================
 
 :mod:`.conv_dispatch` chooses the convolution algorithm; ``_common`` holds the Python-side

@@ -1,5 +1,6 @@
-"""Activation kernels: elementwise relu / leaky_relu / sigmoid / tanh with their backward
-passes, and softmax / log_softmax (forward and backward) over one axis.
+"""Activation kernels: elementwise relu / leaky_relu / sigmoid / tanh / gelu / silu / elu /
+hardswish / hardsigmoid / softplus / mish / relu6 with their backward passes, softmax /
+log_softmax (forward and backward) over one axis, and the per-channel scaling of dropout2d.
 
 Elementwise kernels see the arrays as flat contiguous vectors and parallelize over fixed-size
 blocks of ``BLOCK`` elements (each output element is written once, in one pass).  Softmax
@@ -16,12 +17,17 @@ through the output itself.
 
 from cython.parallel cimport prange
 
-from cnncore._shared cimport (OP_LEAKY_RELU, OP_LEAKY_RELU_BW, OP_RELU, OP_RELU_BW, OP_SIGMOID,
-                              OP_SIGMOID_BW, OP_TANH, OP_TANH_BW, floating, py_min)
-from _vmath cimport (col_acc, col_exp_acc, col_log_softmax_back, col_max, col_mul,
-                    col_softmax_back, col_sub2, flog, log_softmax_back_row, row_dot,
-                    row_exp_sum, row_max, row_scale, row_sub2, row_sum, sigmoid_block,
-                    softmax_back_row, tanh_block)
+from cnncore._shared cimport (OP_ELU, OP_ELU_BW, OP_GELU, OP_GELU_BW, OP_GELU_TANH,
+                              OP_GELU_TANH_BW, OP_HARDSIGMOID, OP_HARDSIGMOID_BW,
+                              OP_HARDSWISH, OP_HARDSWISH_BW, OP_LEAKY_RELU, OP_LEAKY_RELU_BW,
+                              OP_MISH, OP_MISH_BW, OP_RELU, OP_RELU6, OP_RELU6_BW, OP_RELU_BW,
+                              OP_SIGMOID, OP_SIGMOID_BW, OP_SILU, OP_SILU_BW, OP_SOFTPLUS,
+                              OP_SOFTPLUS_BW, OP_TANH, OP_TANH_BW, floating, py_max, py_min)
+from _vmath cimport (CNN_ACT_ELU, CNN_ACT_GELU, CNN_ACT_GELU_TANH, CNN_ACT_MISH, CNN_ACT_SILU,
+                    CNN_ACT_SOFTPLUS, act_backward, act_forward, col_acc, col_exp_acc,
+                    col_log_softmax_back, col_max, col_mul, col_softmax_back, col_sub2, flog,
+                    log_softmax_back_row, row_dot, row_exp_sum, row_max, row_scale, row_sub2,
+                    row_sum, sigmoid_block, softmax_back_row, tanh_block)
 
 cdef enum:
     # Elements per parallel task of the elementwise kernels (128 KiB of float32).
@@ -34,10 +40,32 @@ cdef enum:
 # Elementwise
 # ------------------------------------------------------------------------------------------
 
+cdef inline int vmath_kind(int op) noexcept nogil:
+    """The CNN_ACT_* kind of a forward or backward op computed by _vmath's block loops, or 0."""
+    if op == OP_GELU or op == OP_GELU_BW:
+        return CNN_ACT_GELU
+    if op == OP_GELU_TANH or op == OP_GELU_TANH_BW:
+        return CNN_ACT_GELU_TANH
+    if op == OP_SILU or op == OP_SILU_BW:
+        return CNN_ACT_SILU
+    if op == OP_ELU or op == OP_ELU_BW:
+        return CNN_ACT_ELU
+    if op == OP_SOFTPLUS or op == OP_SOFTPLUS_BW:
+        return CNN_ACT_SOFTPLUS
+    if op == OP_MISH or op == OP_MISH_BW:
+        return CNN_ACT_MISH
+    return 0
+
+
 cdef void unary_block(int op, const floating* x, floating* y, Py_ssize_t n,
-                      floating slope) noexcept nogil:
+                      floating slope, floating p2) noexcept nogil:
+    """``y = op(x)``; ``slope`` / ``p2``: negative_slope, alpha, or beta and threshold."""
     cdef Py_ssize_t i
     cdef floating v, w
+    cdef int kind = vmath_kind(op)
+    if kind:
+        act_forward(kind, x, y, n, slope, p2)
+        return
     if op == OP_RELU:
         for i in range(n):
             v = x[i]
@@ -51,13 +79,35 @@ cdef void unary_block(int op, const floating* x, floating* y, Py_ssize_t n,
         sigmoid_block(x, y, n)
     elif op == OP_TANH:
         tanh_block(x, y, n)
+    elif op == OP_HARDSWISH:                       # x * clamp(x + 3, 0, 6) / 6 (as torch)
+        for i in range(n):
+            v = x[i]
+            w = v + 3
+            w = 0 if w < 0 else w                  # NaN passes through both selects
+            w = 6 if w > 6 else w
+            y[i] = v * w / 6
+    elif op == OP_HARDSIGMOID:                     # clamp(x + 3, 0, 6) / 6
+        for i in range(n):
+            w = x[i] + 3
+            w = 0 if w < 0 else w
+            w = 6 if w > 6 else w
+            y[i] = w / 6
+    elif op == OP_RELU6:                           # clamp(x, 0, 6)
+        for i in range(n):
+            w = x[i]
+            w = 0 if w < 0 else w
+            y[i] = 6 if w > 6 else w
 
 
 cdef void binary_block(int op, const floating* g, const floating* a, floating* y, Py_ssize_t n,
-                       floating slope) noexcept nogil:
+                       floating slope, floating p2) noexcept nogil:
     """``y = op(grad_output g, saved tensor a)``; ``y`` may alias ``g`` or ``a``."""
     cdef Py_ssize_t i
-    cdef floating s, v
+    cdef floating s, v, z
+    cdef int kind = vmath_kind(op)
+    if kind:
+        act_backward(kind, g, a, y, n, slope, p2)
+        return
     if op == OP_RELU_BW:                           # a = relu input or output (same sign test)
         for i in range(n):
             v = g[i]                               # unconditional load: branch-free select
@@ -75,32 +125,50 @@ cdef void binary_block(int op, const floating* g, const floating* a, floating* y
         for i in range(n):
             s = a[i]
             y[i] = g[i] * (1 - s * s)
+    elif op == OP_HARDSWISH_BW:                    # a = input x: 0 | g (x/3 + 1/2) | g
+        for i in range(n):
+            s = a[i]
+            v = g[i]
+            z = v * (s / 3 + <floating> 0.5)
+            z = z if s < 3 else v                  # (NaN x: g, as torch)
+            y[i] = 0 if s <= -3 else z
+    elif op == OP_HARDSIGMOID_BW:                  # g / 6 inside (-3, 3), else 0
+        for i in range(n):
+            s = a[i]
+            v = g[i] * (<floating> 1 / <floating> 6)
+            y[i] = v if (s > -3 and s < 3) else 0
+    elif op == OP_RELU6_BW:                        # g inside (0, 6), else 0 (hardtanh's rule)
+        for i in range(n):
+            s = a[i]
+            v = g[i]
+            y[i] = 0 if (s <= 0 or s >= 6) else v
 
 
 cdef inline void elementwise_block(int op, const floating* g, const floating* a, floating* y,
-                                   Py_ssize_t n, floating slope) noexcept nogil:
-    """One block of op: ``y = op(a)`` for a forward op (``g`` unused), ``y = op(g, a)`` for a
+                                   Py_ssize_t n, floating slope, floating p2) noexcept nogil:
+    """One block of op: ``y = op(a)`` for a forward op (``g`` NULL), ``y = op(g, a)`` for a
     backward op (the op is tested once per block, outside the loops)."""
-    if op >= OP_RELU_BW:
-        binary_block(op, g, a, y, n, slope)
+    if g != NULL:
+        binary_block(op, g, a, y, n, slope, p2)
     else:
-        unary_block(op, a, y, n, slope)
+        unary_block(op, a, y, n, slope, p2)
 
 
 cdef void elementwise_impl(int op, const floating* g, const floating* a, floating* y,
-                           Py_ssize_t n, floating slope, int n_threads) noexcept nogil:
+                           Py_ssize_t n, floating slope, floating p2,
+                           int n_threads) noexcept nogil:
     """:func:`elementwise_block` over fixed blocks of ``BLOCK`` elements, spread over the
     threads (one block, no parallel region, with one thread or a small ``n``)."""
     cdef Py_ssize_t n_blocks = (n + BLOCK - 1) // BLOCK
     cdef Py_ssize_t b, lo
     cdef int nt = <int> py_min(n_threads, n_blocks)
     if nt <= 1:
-        elementwise_block(op, g, a, y, n, slope)
+        elementwise_block(op, g, a, y, n, slope, p2)
         return
     for b in prange(n_blocks, schedule="static", num_threads=nt):
         lo = b * BLOCK
         elementwise_block(op, g + lo if g != NULL else NULL, a + lo, y + lo,
-                          py_min(BLOCK, n - lo), slope)
+                          py_min(BLOCK, n - lo), slope, p2)
 
 
 # ------------------------------------------------------------------------------------------
@@ -203,25 +271,58 @@ cdef void softmax_impl(const floating* g, const floating* x, floating* y, Py_ssi
 # Thin def wrappers (validated by cnncore.functional; empty arrays never get here)
 # ------------------------------------------------------------------------------------------
 
-def unary(int op, const floating[::1] x, floating[::1] y_out, double slope, int n_threads):
-    """``y_out = op(x)`` elementwise; ``y_out`` may be ``x``."""
+def unary(int op, const floating[::1] x, floating[::1] y_out, double slope, int n_threads,
+          double p2=0.0):
+    """``y_out = op(x)`` elementwise; ``y_out`` may be ``x``.  ``slope``: negative_slope,
+    alpha or beta; ``p2``: softplus's threshold."""
     cdef Py_ssize_t n = x.shape[0]
     if n == 0:
         return
     with nogil:
         elementwise_impl(op, <const floating*> NULL, &x[0], &y_out[0], n, <floating> slope,
-                         n_threads)
+                         <floating> p2, n_threads)
 
 
 def binary(int op, const floating[::1] grad_output, const floating[::1] saved,
-           floating[::1] grad_out, double slope, int n_threads):
+           floating[::1] grad_out, double slope, int n_threads, double p2=0.0):
     """``grad_out = op(grad_output, saved)`` elementwise; may alias either input."""
     cdef Py_ssize_t n = grad_output.shape[0]
     if n == 0:
         return
     with nogil:
         elementwise_impl(op, &grad_output[0], &saved[0], &grad_out[0], n, <floating> slope,
-                         n_threads)
+                         <floating> p2, n_threads)
+
+
+def channel_scale(const floating[:, ::1] x, const floating[::1] scale, floating[:, ::1] y_out,
+                  int n_threads):
+    """``y_out[p, :] = x[p, :] * scale[p]`` for every plane ``p`` (dropout2d and its
+    gradient); ``y_out`` may be ``x``.  Fixed blocks of ``BLOCK`` elements, as the
+    elementwise kernels."""
+    cdef Py_ssize_t P = x.shape[0], S = x.shape[1]
+    cdef Py_ssize_t n = P * S
+    cdef Py_ssize_t n_blocks, b, lo, hi, p, i, j0, j1
+    cdef int nt
+    cdef floating s
+    if n == 0:
+        return
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    nt = <int> py_min(n_threads, n_blocks)
+    cdef const floating* xp = &x[0, 0]
+    cdef floating* yp = &y_out[0, 0]
+    cdef const floating* sp = &scale[0]
+    with nogil:
+        for b in prange(n_blocks, schedule="static", num_threads=py_max(nt, 1)):
+            lo = b * BLOCK
+            hi = py_min(lo + BLOCK, n)
+            p = lo // S
+            while p * S < hi:                      # the planes that meet [lo, hi)
+                s = sp[p]
+                j0 = py_max(p * S, lo)
+                j1 = py_min((p + 1) * S, hi)
+                for i in range(j0, j1):
+                    yp[i] = xp[i] * s
+                p = p + 1
 
 
 def softmax(const floating[:, :, ::1] x, floating[:, :, ::1] y_out, bint take_log,

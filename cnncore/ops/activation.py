@@ -1,10 +1,12 @@
-"""Activations: relu, leaky_relu, sigmoid, tanh, softmax, log_softmax and their gradients.
+"""Activations: relu, leaky_relu, sigmoid, tanh, gelu, silu, elu, hardswish, hardsigmoid,
+softplus, mish, relu6, softmax, log_softmax, dropout2d and their gradients.
 
 See :mod:`cnncore.functional` for the conventions every op follows.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,9 @@ from .._config import get_num_threads
 from .._shared import Activation
 from .._typing import ArrayLike
 from .._validation import (
+    as_float_array,
+    check_bool,
+    check_choice,
     check_int,
     check_real,
     check_same_dtype,
@@ -33,6 +38,24 @@ __all__ = [
     "softmax_backward",
     "log_softmax",
     "log_softmax_backward",
+    "gelu",
+    "gelu_backward",
+    "silu",
+    "silu_backward",
+    "elu",
+    "elu_backward",
+    "hardswish",
+    "hardswish_backward",
+    "hardsigmoid",
+    "hardsigmoid_backward",
+    "softplus",
+    "softplus_backward",
+    "mish",
+    "mish_backward",
+    "relu6",
+    "relu6_backward",
+    "dropout2d",
+    "dropout2d_backward",
 ]
 
 #
@@ -43,7 +66,9 @@ __all__ = [
 #
 # Backward functions take what PyTorch's autograd saves, the cheaper tensor to keep alive:
 # relu, sigmoid, tanh, softmax and log_softmax take the forward *output* (relu accepts the
-# input equally well: both have the same sign pattern); leaky_relu takes the forward *input*.
+# input equally well: both have the same sign pattern); leaky_relu, gelu, silu, elu,
+# hardswish, hardsigmoid, softplus, mish and relu6 take the forward *input*; dropout2d's
+# backward takes the mask its forward returns.
 
 
 def _check_out(func: str, out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -85,16 +110,23 @@ def _unalias(arr: np.ndarray, out: np.ndarray) -> np.ndarray:
     return arr if same else arr.copy()
 
 
-def _unary(func: str, op: int, x: Any, out: Any, slope: float = 0.0) -> np.ndarray:
+def _unary(func: str, op: int, x: Any, out: Any, slope: float = 0.0, p2: float = 0.0) -> np.ndarray:
     x = as_float_any(x, "x", func)
     out = _check_out(func, out, x.shape, x.dtype)
     x = _unalias(x, out)
-    _activation.unary(op, x.reshape(-1), out.reshape(-1), slope, get_num_threads())
+    _activation.unary(op, x.reshape(-1), out.reshape(-1), slope, get_num_threads(), p2)
     return out
 
 
 def _binary(
-    func: str, op: int, grad_output: Any, saved: Any, saved_name: str, out: Any, slope: float = 0.0
+    func: str,
+    op: int,
+    grad_output: Any,
+    saved: Any,
+    saved_name: str,
+    out: Any,
+    slope: float = 0.0,
+    p2: float = 0.0,
 ) -> np.ndarray:
     g = as_float_any(grad_output, "grad_output", func)
     a = as_float_any(saved, saved_name, func)
@@ -106,7 +138,9 @@ def _binary(
         )
     out = _check_out(func, out, g.shape, dtype)
     g, a = _unalias(g, out), _unalias(a, out)
-    _activation.binary(op, g.reshape(-1), a.reshape(-1), out.reshape(-1), slope, get_num_threads())
+    _activation.binary(
+        op, g.reshape(-1), a.reshape(-1), out.reshape(-1), slope, get_num_threads(), p2
+    )
     return out
 
 
@@ -484,3 +518,598 @@ def log_softmax_backward(
     log_softmax
     """
     return _softmax_bw("log_softmax_backward", grad_output, output, dim, True, out)
+
+
+# ------------------------------------------------------------------------------------------
+# gelu, silu, elu, hardswish, hardsigmoid, softplus, mish, relu6 (backward from the input)
+# ------------------------------------------------------------------------------------------
+
+_GELU_OPS = {"none": (Activation.OP_GELU, Activation.OP_GELU_BW)}
+_GELU_OPS["tanh"] = (Activation.OP_GELU_TANH, Activation.OP_GELU_TANH_BW)
+
+
+def _gelu_op(func: str, approximate: Any, backward: bool) -> int:
+    check_choice(approximate, "approximate", func, ("none", "tanh"))
+    return _GELU_OPS[approximate][int(backward)]
+
+
+def gelu(x: Any, approximate: str = "none", *, out: np.ndarray | None = None) -> np.ndarray:
+    """Gaussian error linear unit, ``x * Phi(x)`` with ``Phi`` the standard normal CDF.
+
+    Same as :func:`torch.nn.functional.gelu`.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+        float32 or float64.
+    approximate : {'none', 'tanh'}, default 'none'
+        ``'none'``: the exact ``x * 0.5 * (1 + erf(x / sqrt(2)))``; ``'tanh'``:
+        ``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))``.
+    out : ndarray, optional
+        C-contiguous array of ``x``'s shape and dtype to write into; may be ``x`` itself
+        (then :func:`gelu_backward`, which needs the input, cannot be called afterwards).
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    ``Phi(x) = erfc(-x / sqrt(2)) / 2`` is evaluated as ``t * exp(P(t) - x**2 / 2) / 2`` with
+    ``t = 1 / (1 + 0.4 |x| / sqrt(2))`` and a Chebyshev series ``P`` (tools/fit_erfc.py):
+    relatively accurate in both tails (no ``1 + erf`` cancellation for negative ``x``), a few
+    ulp for ``|x| < 3``.  The tanh form is computed as ``x * sigmoid(2 u)``, the same value
+    without cancellation.
+
+    See Also
+    --------
+    gelu_backward, silu, cnncore.nn.GELU
+    """
+    func = "gelu"
+    return _unary(func, _gelu_op(func, approximate, False), x, out)
+
+
+def gelu_backward(
+    grad_output: Any, x: Any, approximate: str = "none", *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Gradient of :func:`gelu`: ``grad_output * (Phi(x) + x * phi(x))`` (``phi``: the
+    standard normal density), or the derivative of the tanh form.
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward *input* (as PyTorch saves).
+    approximate : {'none', 'tanh'}, default 'none'
+        As in the forward call.
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    See Also
+    --------
+    gelu
+    """
+    func = "gelu_backward"
+    op = _gelu_op(func, approximate, True)
+    return _binary(func, op, grad_output, x, "x", out)
+
+
+def silu(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Sigmoid linear unit (swish), ``x * sigmoid(x)``.
+
+    Same as :func:`torch.nn.functional.silu`.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    See Also
+    --------
+    silu_backward, sigmoid, cnncore.nn.SiLU
+    """
+    return _unary("silu", Activation.OP_SILU, x, out)
+
+
+def silu_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`silu`: ``grad_output * (s + x * s * (1 - s))``, ``s = sigmoid(x)``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward input.
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    Notes
+    -----
+    ``s * (1 - s)`` is computed as ``e / (1 + e)**2`` with ``e = exp(-|x|)``, without the
+    cancellation of ``1 - s`` for large ``x``.
+
+    See Also
+    --------
+    silu
+    """
+    return _binary("silu_backward", Activation.OP_SILU_BW, grad_output, x, "x", out)
+
+
+def elu(x: Any, alpha: float = 1.0, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Exponential linear unit: ``x`` if ``x > 0`` else ``alpha * (exp(x) - 1)``.
+
+    Same as :func:`torch.nn.functional.elu`.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    alpha : float, default 1.0
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    ``exp(x) - 1`` is computed as ``expm1(x)``: relatively accurate near 0.
+
+    See Also
+    --------
+    elu_backward, cnncore.nn.ELU
+    """
+    a = check_real(alpha, "alpha", "elu")
+    return _unary("elu", Activation.OP_ELU, x, out, a)
+
+
+def elu_backward(
+    grad_output: Any, x: Any, alpha: float = 1.0, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Gradient of :func:`elu`: ``grad_output`` where ``x > 0``, else
+    ``grad_output * alpha * exp(x)``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward input.
+    alpha : float, default 1.0
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    Notes
+    -----
+    At ``x = 0`` the gradient is ``alpha * grad_output``, as in PyTorch.
+
+    See Also
+    --------
+    elu
+    """
+    func = "elu_backward"
+    a = check_real(alpha, "alpha", func)
+    return _binary(func, Activation.OP_ELU_BW, grad_output, x, "x", out, a)
+
+
+def hardswish(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Hard swish, ``x * clamp(x + 3, 0, 6) / 6`` (MobileNetV3).
+
+    Same as :func:`torch.nn.functional.hardswish`.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    See Also
+    --------
+    hardswish_backward, hardsigmoid, cnncore.nn.Hardswish
+    """
+    return _unary("hardswish", Activation.OP_HARDSWISH, x, out)
+
+
+def hardswish_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`hardswish`: 0 for ``x <= -3``, ``grad_output * (x / 3 + 1/2)``
+    for ``-3 < x < 3``, ``grad_output`` for ``x >= 3`` (PyTorch's choice at the kinks).
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward input.
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    See Also
+    --------
+    hardswish
+    """
+    return _binary("hardswish_backward", Activation.OP_HARDSWISH_BW, grad_output, x, "x", out)
+
+
+def hardsigmoid(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Hard sigmoid, ``clamp(x + 3, 0, 6) / 6``.
+
+    Same as :func:`torch.nn.functional.hardsigmoid`.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``, values in [0, 1]
+
+    See Also
+    --------
+    hardsigmoid_backward, hardswish, cnncore.nn.Hardsigmoid
+    """
+    return _unary("hardsigmoid", Activation.OP_HARDSIGMOID, x, out)
+
+
+def hardsigmoid_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`hardsigmoid`: ``grad_output / 6`` for ``-3 < x < 3``, else 0.
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward input.
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    Notes
+    -----
+    float64 uses the exact ``1 / 6``; PyTorch multiplies float64 gradients by the float32
+    constant ``1 / 6`` (a relative difference of 3e-8).
+
+    See Also
+    --------
+    hardsigmoid
+    """
+    return _binary("hardsigmoid_backward", Activation.OP_HARDSIGMOID_BW, grad_output, x, "x", out)
+
+
+def _softplus_params(func: str, beta: Any, threshold: Any) -> tuple[float, float]:
+    b = check_real(beta, "beta", func)
+    if b == 0 or not math.isfinite(b):
+        raise ValueError(f"{func}(): beta must be a finite non-zero number. Received: beta={b!r}")
+    t = check_real(threshold, "threshold", func)
+    if math.isnan(t):
+        raise ValueError(f"{func}(): threshold must not be NaN. Received: threshold={t!r}")
+    return b, t
+
+
+def softplus(
+    x: Any, beta: float = 1.0, threshold: float = 20.0, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Softplus, ``log(1 + exp(beta * x)) / beta``, and ``x`` itself where
+    ``beta * x > threshold``.
+
+    Same as :func:`torch.nn.functional.softplus`.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    beta : float, default 1.0
+        Finite, non-zero.
+    threshold : float, default 20.0
+        Above it (``beta * x > threshold``) the function is taken as linear.
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    Computed as ``(max(beta x, 0) + log1p(exp(-|beta x|))) / beta``: no overflow for any
+    threshold, relatively accurate for very negative ``beta x``.
+
+    See Also
+    --------
+    softplus_backward, mish, cnncore.nn.Softplus
+    """
+    b, t = _softplus_params("softplus", beta, threshold)
+    return _unary("softplus", Activation.OP_SOFTPLUS, x, out, b, t)
+
+
+def softplus_backward(
+    grad_output: Any,
+    x: Any,
+    beta: float = 1.0,
+    threshold: float = 20.0,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gradient of :func:`softplus`: ``grad_output * sigmoid(beta * x)``, and
+    ``grad_output`` where ``beta * x > threshold``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward input.
+    beta, threshold : float
+        As in the forward call.
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    See Also
+    --------
+    softplus
+    """
+    func = "softplus_backward"
+    b, t = _softplus_params(func, beta, threshold)
+    return _binary(func, Activation.OP_SOFTPLUS_BW, grad_output, x, "x", out, b, t)
+
+
+def mish(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Mish, ``x * tanh(softplus(x))``.
+
+    Same as :func:`torch.nn.functional.mish`.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    ``tanh(log(1 + e)) = q / (q + 2)`` with ``e = exp(x)``, ``q = e (e + 2)``: one
+    exponential, relatively accurate for very negative ``x``.
+
+    See Also
+    --------
+    mish_backward, softplus, cnncore.nn.Mish
+    """
+    return _unary("mish", Activation.OP_MISH, x, out)
+
+
+def mish_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`mish`: ``grad_output * (t + x * sigmoid(x) * (1 - t**2))`` with
+    ``t = tanh(softplus(x))``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward input.
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    See Also
+    --------
+    mish
+    """
+    return _binary("mish_backward", Activation.OP_MISH_BW, grad_output, x, "x", out)
+
+
+def relu6(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``min(max(x, 0), 6)`` elementwise (MobileNet's activation).
+
+    Same as :func:`torch.nn.functional.relu6` (NaN passes through).
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    See Also
+    --------
+    relu6_backward, relu, hardswish, cnncore.nn.ReLU6
+    """
+    return _unary("relu6", Activation.OP_RELU6, x, out)
+
+
+def relu6_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`relu6`: ``grad_output`` where ``0 < x < 6``, else 0 (PyTorch's
+    ``hardtanh_backward``: 0 at the kinks).
+
+    Parameters
+    ----------
+    grad_output : array_like
+    x : array_like of the same shape and dtype
+        The forward input (the output gives the same result).
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` or ``x`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray
+
+    See Also
+    --------
+    relu6
+    """
+    return _binary("relu6_backward", Activation.OP_RELU6_BW, grad_output, x, "x", out)
+
+
+# ------------------------------------------------------------------------------------------
+# dropout2d
+# ------------------------------------------------------------------------------------------
+
+
+def _generator(rng: Any, func: str) -> np.random.Generator:
+    """``rng`` as a Generator: used as is, an int seeds a new one, None gives a new unseeded
+    one (layers pass their own generator; see :func:`cnncore.nn.init.manual_seed`)."""
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(
+                f"{func}(): rng must be a non-negative int seed. Received: rng={rng!r}"
+            )
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        f"{func}(): rng must be a numpy Generator, an int seed or None. Received: rng={rng!r}"
+    )
+
+
+def _planes(func: str, name: str, x: np.ndarray) -> tuple[int, int]:
+    """(N * C, plane size) of a 3-D or 4-D array."""
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            f"{func}(): {name} must be a 4-D array (N, C, H, W) or a 3-D array (N, C, L). "
+            f"Received: {name} with shape {x.shape}"
+        )
+    return x.shape[0] * x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+def dropout2d(
+    x: Any,
+    p: float = 0.5,
+    training: bool = True,
+    *,
+    rng: Any = None,
+    return_mask: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Channel dropout: zero each whole channel ``x[n, c]`` with probability ``p`` and scale
+    the kept ones by ``1 / (1 - p)``; the identity (a copy) when ``training`` is False.
+
+    Same as :func:`torch.nn.functional.dropout2d` (with its own random numbers).
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W) or (N, C, L)
+        A 3-D input is read as ``(N, C, L)``, as PyTorch does today (it warns that this may
+        change to an unbatched ``(C, H, W)``).
+    p : float, default 0.5
+        Probability of zeroing a channel, in [0, 1].
+    training : bool, default True
+    rng : numpy Generator, int seed or None, optional
+        Draws the mask; None: a new unseeded generator (:class:`cnncore.nn.Dropout2d` passes
+        its own, which :func:`cnncore.nn.init.manual_seed` and ``fit(seed=...)`` seed).
+    return_mask : bool, default False
+        Also return the mask, which :func:`dropout2d_backward` takes.
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself (in place).
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+    mask : ndarray of shape (N, C), only with ``return_mask``
+        The factor of each channel: 0 or ``1 / (1 - p)`` (all 1 when not training, all 0
+        with ``p = 1``).
+
+    Notes
+    -----
+    The channels kept are ``rng.random((N, C)) >= p`` (one draw of ``N * C`` uniforms).
+
+    See Also
+    --------
+    dropout2d_backward, cnncore.nn.Dropout2d
+    """
+    func = "dropout2d"
+    x = as_float_array(x, "x", func)
+    planes, size = _planes(func, "x", x)
+    prob = check_real(p, "p", func)
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"{func}(): p must be a probability in [0, 1]. Received: p={p!r}")
+    training = check_bool(training, "training", func)
+    return_mask = check_bool(return_mask, "return_mask", func)
+    gen = _generator(rng, func) if training else None
+    out = _check_out(func, out, x.shape, x.dtype)
+    if not training:
+        mask = np.ones(x.shape[:2], x.dtype)
+    elif prob == 1.0:
+        mask = np.zeros(x.shape[:2], x.dtype)
+    else:
+        keep = gen.random(x.shape[:2]) >= prob
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - prob))
+    x = _unalias(x, out)
+    _activation.channel_scale(
+        x.reshape(planes, size), mask.reshape(-1), out.reshape(planes, size), get_num_threads()
+    )
+    return (out, mask) if return_mask else out
+
+
+def dropout2d_backward(grad_output: Any, mask: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`dropout2d`: ``grad_output[n, c] * mask[n, c]``.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C, H, W) or (N, C, L)
+    mask : array_like of shape (N, C)
+        The mask the forward call returned (``return_mask=True``).
+    out : ndarray, optional
+        Where to write the result; may be ``grad_output`` itself.
+
+    Returns
+    -------
+    grad_x : ndarray of the shape and dtype of ``grad_output``
+
+    See Also
+    --------
+    dropout2d
+    """
+    func = "dropout2d_backward"
+    g = as_float_array(grad_output, "grad_output", func)
+    planes, size = _planes(func, "grad_output", g)
+    m = as_float_array(mask, "mask", func)
+    check_same_dtype(func, grad_output=g, mask=m)
+    if m.shape != g.shape[:2]:
+        raise ValueError(
+            f"{func}(): mask must have shape (N, C) = {g.shape[:2]} of grad_output. "
+            f"Received: mask with shape {m.shape}"
+        )
+    out = _check_out(func, out, g.shape, g.dtype)
+    g = _unalias(g, out)
+    m = _unalias(m, out)
+    _activation.channel_scale(
+        g.reshape(planes, size), m.reshape(-1), out.reshape(planes, size), get_num_threads()
+    )
+    return out

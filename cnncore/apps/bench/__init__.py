@@ -7,7 +7,8 @@ against a NumPy copy of the same bytes) measured in that run.
 - :mod:`~cnncore.apps.bench.timing`: the timing harness (round-robin medians, library
   switches, the sgemm roof, copy baselines, peak memory) and its timing rules;
 - one module per suite: :mod:`~cnncore.apps.bench.conv`, :mod:`~cnncore.apps.bench.pool`,
-  :mod:`~cnncore.apps.bench.activation`, :mod:`~cnncore.apps.bench.train`;
+  :mod:`~cnncore.apps.bench.activation`, :mod:`~cnncore.apps.bench.norm`,
+  :mod:`~cnncore.apps.bench.resize`, :mod:`~cnncore.apps.bench.train`;
 - here: :data:`SUITES` (the table ``cnncore bench --suite`` reads) and the shared command line
   of the ``benchmarks/bench_*.py`` scripts (:func:`script_parser`, :func:`run_script`).
 
@@ -29,7 +30,9 @@ import cnncore
 
 from .activation import SIGNAL_CASES, bench_activation
 from .conv import CONV_SHAPES, bench_conv
+from .norm import NORM_CASES, bench_norm
 from .pool import POOL_CASES, bench_pool
+from .resize import RESIZE_CASES, bench_resize
 from .timing import (
     MIN_REPEAT,
     SETTLE_S,
@@ -62,9 +65,13 @@ __all__ = [
     "CONV_SHAPES",
     "POOL_CASES",
     "SIGNAL_CASES",
+    "NORM_CASES",
+    "RESIZE_CASES",
     "bench_conv",
     "bench_pool",
     "bench_activation",
+    "bench_norm",
+    "bench_resize",
     "bench_train",
     "SUITES",
     "script_parser",
@@ -75,6 +82,8 @@ SUITES: dict[str, Callable[..., dict]] = {
     "conv": bench_conv,
     "pool": bench_pool,
     "activation": bench_activation,
+    "norm": bench_norm,
+    "resize": bench_resize,
     "train": bench_train,
 }
 """Suites of ``cnncore bench --suite``; each is called as ``fn(quick=, use_torch=, repeat=)``

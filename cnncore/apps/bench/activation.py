@@ -1,5 +1,6 @@
-"""The activation suite: activations, their backward passes and fused cross entropy against
-PyTorch and a NumPy copy (and the correlate2d ``'auto'`` method choice)."""
+"""The activation suite: activations, their backward passes, dropout2d and fused cross
+entropy against PyTorch and a NumPy copy (and the correlate2d ``'auto'`` method choice).
+:func:`time_memory_rows` times any memory-bound op that way (the norm and resize suites)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,39 @@ def _activation_row(out, label: str, t: dict[str, float], nbytes: int, ref: str 
         parts.append(f"torch {t['torch'] * 1e3:7.2f} ms  x{ours / t['torch']:5.2f}")
     out(" | ".join(parts))
     return row
+
+
+def time_memory_rows(
+    out,
+    cases: list[tuple[str, Callable[[], object], int]],
+    theirs: dict[str, Callable[[], object]],
+    repeat: int,
+) -> list[dict]:
+    """Time each ``(label, cnncore call, bytes moved)`` case round-robin against a NumPy copy
+    of the same bytes (allocating, like the op) and torch's call ``theirs[label]`` if any;
+    print and return the rows (see :func:`_activation_row`)."""
+    copies: dict[int, Callable[[], object]] = {}
+    rows = []
+    for label, ours, nbytes in cases:
+        copies.setdefault(nbytes, copy_baseline(nbytes, allocate=True))
+        fns = {"cnncore": ours, "copy": copies[nbytes]}
+        if label in theirs:
+            fns["torch"] = theirs[label]
+        t = time_round_robin(fns, repeat, library={"copy": "numpy"})
+        rows.append(_activation_row(out, label, t, nbytes))
+    return rows
+
+
+def summarize_rows(out, rows: list[dict], torch: Any) -> dict:
+    """Geometric means of the rows' ratios (printed), as ``bench_*`` results carry them."""
+    result: dict[str, Any] = {"geomean_copy_ratio": geomean([r["copy_ratio"] for r in rows])}
+    summary = f"geomean ratio cnncore/copy {result['geomean_copy_ratio']:.2f}"
+    if torch is not None:
+        torch_rows = [r["torch_ratio"] for r in rows if "torch_ratio" in r]
+        result["geomean_torch_ratio"] = geomean(torch_rows)
+        summary += f", cnncore/torch {result['geomean_torch_ratio']:.2f}"
+    out(summary)
+    return result
 
 
 # (image side, kernel side) around the 'auto' crossover (~11x11 for float64)
@@ -81,8 +115,10 @@ def bench_activation(
     with_out: bool | None = None,
     signal: bool | None = None,
 ) -> dict:
-    """Time relu / sigmoid / tanh / softmax (and, unless ``quick``, leaky_relu / log_softmax)
-    forward and backward, and fused cross entropy + gradient, against torch and a NumPy copy.
+    """Time relu / sigmoid / tanh / softmax (and, unless ``quick``, leaky_relu / log_softmax),
+    gelu / silu / elu / hardswish / hardsigmoid / softplus / mish / relu6 (a subset with
+    ``quick``), dropout2d, forward and backward, and fused cross entropy + gradient, against
+    torch and a NumPy copy.
 
     Float32, ``size`` elements (default 16 Mi, 4 Mi with ``quick``); softmax over dim 1 of a
     (16384 or 4096, -1) view.  The copy (``x.copy()``: allocates like cnncore does) moves the
@@ -142,6 +178,41 @@ def bench_activation(
         cases.append(
             ("log_softmax_backward", lambda: F.log_softmax_backward(g2, y["log_softmax"], 1), 3)
         )
+    # the activations whose gradient takes the input (MobileNet / transformer-style CNNs)
+    more = [
+        ("gelu", lambda: F.gelu(x)),
+        ("gelu(tanh)", lambda: F.gelu(x, "tanh")),
+        ("silu", lambda: F.silu(x)),
+        ("elu", lambda: F.elu(x)),
+        ("hardswish", lambda: F.hardswish(x)),
+        ("hardsigmoid", lambda: F.hardsigmoid(x)),
+        ("softplus", lambda: F.softplus(x)),
+        ("mish", lambda: F.mish(x)),
+        ("relu6", lambda: F.relu6(x)),
+    ]
+    more_bw = [
+        ("gelu_backward", lambda: F.gelu_backward(g, x)),
+        ("gelu_backward(tanh)", lambda: F.gelu_backward(g, x, "tanh")),
+        ("silu_backward", lambda: F.silu_backward(g, x)),
+        ("elu_backward", lambda: F.elu_backward(g, x)),
+        ("hardswish_backward", lambda: F.hardswish_backward(g, x)),
+        ("hardsigmoid_backward", lambda: F.hardsigmoid_backward(g, x)),
+        ("softplus_backward", lambda: F.softplus_backward(g, x)),
+        ("mish_backward", lambda: F.mish_backward(g, x)),
+        ("relu6_backward", lambda: F.relu6_backward(g, x)),
+    ]
+    if quick:
+        keep = {"gelu", "silu", "hardswish", "gelu_backward", "silu_backward"}
+        more = [c for c in more if c[0] in keep]
+        more_bw = [c for c in more_bw if c[0] in keep]
+    cases += [(label, fn, 2) for label, fn in more] + [(label, fn, 3) for label, fn in more_bw]
+    x4 = x.reshape(64, 256, -1)  # dropout2d over 16384 channels
+    g4 = g.reshape(x4.shape)
+    drop_mask = F.dropout2d(x4, 0.5, rng=0, return_mask=True)[1]
+    cases += [
+        ("dropout2d", lambda: F.dropout2d(x4, 0.5, rng=0), 2),
+        ("dropout2d_backward", lambda: F.dropout2d_backward(g4, drop_mask), 3),
+    ]
     theirs: dict[str, Callable[[], object]] = {}
     if torch is not None:
         aten = torch.ops.aten
@@ -164,16 +235,36 @@ def bench_activation(
                 tg2, ty["log_softmax"], 1, torch.float32
             ),
         }
-    copies: dict[int, Callable[[], object]] = {}
-    rows = []
-    for label, ours, arrays in cases:
-        nbytes = arrays * n * item
-        copies.setdefault(nbytes, copy_baseline(nbytes, allocate=True))
-        fns = {"cnncore": ours, "copy": copies[nbytes]}
-        if label in theirs:
-            fns["torch"] = theirs[label]
-        t = time_round_robin(fns, repeat, library={"copy": "numpy"})
-        rows.append(_activation_row(out, label, t, nbytes))
+        tf = torch.nn.functional
+        theirs.update(
+            {
+                "gelu": lambda: tf.gelu(tx),
+                "gelu(tanh)": lambda: tf.gelu(tx, approximate="tanh"),
+                "silu": lambda: tf.silu(tx),
+                "elu": lambda: tf.elu(tx),
+                "hardswish": lambda: tf.hardswish(tx),
+                "hardsigmoid": lambda: tf.hardsigmoid(tx),
+                "softplus": lambda: tf.softplus(tx),
+                "mish": lambda: tf.mish(tx),
+                "relu6": lambda: tf.relu6(tx),
+                "gelu_backward": lambda: aten.gelu_backward(tg, tx),
+                "gelu_backward(tanh)": lambda: aten.gelu_backward(tg, tx, approximate="tanh"),
+                "silu_backward": lambda: aten.silu_backward(tg, tx),
+                "elu_backward": lambda: aten.elu_backward(tg, 1.0, 1.0, 1.0, False, tx),
+                "hardswish_backward": lambda: aten.hardswish_backward(tg, tx),
+                "hardsigmoid_backward": lambda: aten.hardsigmoid_backward(tg, tx),
+                "softplus_backward": lambda: aten.softplus_backward(tg, tx, 1.0, 20.0),
+                "mish_backward": lambda: aten.mish_backward(tg, tx),
+                "relu6_backward": lambda: aten.hardtanh_backward(tg, tx, 0.0, 6.0),
+            }
+        )
+        tx4, tg4 = tx.reshape(64, 256, -1), tg.reshape(64, 256, -1)
+        tmask = torch.from_numpy(drop_mask)[:, :, None]
+        theirs["dropout2d"] = lambda: tf.dropout2d(tx4, 0.5)
+        theirs["dropout2d_backward"] = lambda: tg4 * tmask
+    rows = time_memory_rows(
+        out, [(label, ours, arrays * n * item) for label, ours, arrays in cases], theirs, repeat
+    )
 
     # fused cross entropy + gradient (torch: forward + autograd backward)
     logits = rng.standard_normal((4096, 1000), dtype=np.float32) * 3

@@ -1,0 +1,178 @@
+"""Resizing layers: :class:`Upsample`, :class:`PixelShuffle`, :class:`PixelUnshuffle` (thin
+layers over :func:`cnncore.interpolate`, :func:`cnncore.pixel_shuffle` and
+:func:`cnncore.pixel_unshuffle`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from .._geometry import interpolate_geometry, interpolate_params, pixel_shuffle_shape
+from .._validation import as_float_array, check_int
+from .module import Module
+
+__all__ = ["Upsample", "PixelShuffle", "PixelUnshuffle"]
+
+
+def _listed(value: Any) -> Any:
+    """A pair as a JSON list (configs); scalars and None unchanged."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+class Upsample(Module):
+    """Resize ``(N, C, H, W)`` inputs (see :func:`cnncore.interpolate`), PyTorch's
+    arguments.
+
+    Parameters
+    ----------
+    size : int or (int, int), optional
+    scale_factor : float or (float, float), optional
+        Exactly one of ``size`` and ``scale_factor``.
+    mode : {'nearest', 'nearest-exact', 'bilinear'}, default 'nearest'
+    align_corners : bool, optional
+        ``'bilinear'`` only.
+    recompute_scale_factor : bool, optional
+
+    Notes
+    -----
+    ``H_out = size[0]`` or ``floor(H * scale_factor[0])``; likewise ``W_out``.
+
+    See Also
+    --------
+    cnncore.interpolate, cnncore.interpolate_backward, PixelShuffle
+    """
+
+    def __init__(
+        self,
+        size: Any = None,
+        scale_factor: Any = None,
+        mode: str = "nearest",
+        align_corners: bool | None = None,
+        recompute_scale_factor: bool | None = None,
+    ) -> None:
+        super().__init__()
+        params = interpolate_params(
+            "Upsample", size, scale_factor, mode, align_corners, recompute_scale_factor
+        )
+        self.size = params.size
+        self.scale_factor = params.scale_factor
+        self.mode = params.mode
+        self.align_corners = align_corners
+        self.recompute_scale_factor = recompute_scale_factor
+        self._resize = params
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = as_float_array(x, "input", "Upsample")
+        y = F.interpolate(
+            x, self.size, self.scale_factor, self.mode, self.align_corners,
+            self.recompute_scale_factor,
+        )  # fmt: skip
+        self._shape = x.shape if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        shape = self._cached("_shape")
+        if not input_grad:
+            return None
+        scale = None if self.recompute_scale_factor else self.scale_factor
+        return F.interpolate_backward(grad_output, shape, self.mode, self.align_corners, scale)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, c, h, w = input_shape
+        return (n, c, *interpolate_geometry("Upsample", (h, w), self._resize).out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "size": _listed(self.size),
+            "scale_factor": _listed(self.scale_factor),
+            "mode": self.mode,
+            "align_corners": self.align_corners,
+            "recompute_scale_factor": self.recompute_scale_factor,
+        }
+
+
+class PixelShuffle(Module):
+    """``(*, C * r**2, H, W) -> (*, C, H * r, W * r)`` with ``r = upscale_factor`` (see
+    :func:`cnncore.pixel_shuffle`); its backward is :func:`cnncore.pixel_unshuffle`."""
+
+    def __init__(self, upscale_factor: int) -> None:
+        super().__init__()
+        self.upscale_factor = check_int(
+            upscale_factor, "upscale_factor", "PixelShuffle", min_value=1
+        )
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: Any) -> np.ndarray:
+        y = F.pixel_shuffle(x, self.upscale_factor)
+        self._shape = y.shape if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        shape = self._cached("_shape")
+        if not input_grad:
+            return None
+        g = as_float_array(grad_output, "grad_output", "PixelShuffle.backward")
+        if g.shape != shape:
+            raise ValueError(
+                f"PixelShuffle.backward(): grad_output must have the shape of the forward "
+                f"output, {shape}. Received: grad_output with shape {g.shape}"
+            )
+        return F.pixel_unshuffle(g, self.upscale_factor)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return pixel_shuffle_shape(
+            "PixelShuffle",
+            tuple(input_shape),
+            self.upscale_factor,
+            "upscale_factor",
+            False,
+            "input",
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"upscale_factor": self.upscale_factor}
+
+
+class PixelUnshuffle(Module):
+    """``(*, C, H * r, W * r) -> (*, C * r**2, H, W)`` with ``r = downscale_factor`` (see
+    :func:`cnncore.pixel_unshuffle`); its backward is :func:`cnncore.pixel_shuffle`."""
+
+    def __init__(self, downscale_factor: int) -> None:
+        super().__init__()
+        self.downscale_factor = check_int(
+            downscale_factor, "downscale_factor", "PixelUnshuffle", min_value=1
+        )
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: Any) -> np.ndarray:
+        y = F.pixel_unshuffle(x, self.downscale_factor)
+        self._shape = y.shape if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        shape = self._cached("_shape")
+        if not input_grad:
+            return None
+        g = as_float_array(grad_output, "grad_output", "PixelUnshuffle.backward")
+        if g.shape != shape:
+            raise ValueError(
+                f"PixelUnshuffle.backward(): grad_output must have the shape of the forward "
+                f"output, {shape}. Received: grad_output with shape {g.shape}"
+            )
+        return F.pixel_shuffle(g, self.downscale_factor)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return pixel_shuffle_shape(
+            "PixelUnshuffle",
+            tuple(input_shape),
+            self.downscale_factor,
+            "downscale_factor",
+            True,
+            "input",
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"downscale_factor": self.downscale_factor}

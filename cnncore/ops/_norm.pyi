@@ -1,0 +1,80 @@
+"""Type stubs for the ``cnncore.ops._norm`` extension (see ``cnncore/ops/_norm.pyx``).
+
+Arrays are flat C-contiguous float32 or float64 (one dtype per call; statistics and partial
+sums float64); shapes are validated by :mod:`cnncore.ops.norm`, which is the public API.
+Empty inputs never reach the kernels.
+"""
+
+import numpy as np
+from numpy.typing import NDArray
+
+_Float = NDArray[np.float32] | NDArray[np.float64]
+_F64 = NDArray[np.float64]
+
+def group_norm_forward(
+    x: _Float,
+    y_out: _Float,
+    weight: _Float | None,
+    bias: _Float | None,
+    n_seg: int,
+    G: int,
+    Cg: int,
+    S: int,
+    eps: float,
+    mean: _F64,
+    var: _F64,
+    stats_given: bool,
+    n_threads: int,
+) -> None:
+    """Group norm of ``(n_seg, Cg * S)`` segments; ``mean`` / ``var`` per segment are
+    outputs, or inputs with ``stats_given``."""
+
+def group_norm_backward(
+    grad_output: _Float,
+    x: _Float,
+    grad_x: _Float,
+    weight: _Float | None,
+    n_seg: int,
+    G: int,
+    Cg: int,
+    S: int,
+    eps: float,
+    mean: _F64,
+    var: _F64,
+    stats_given: bool,
+    db_out: _F64,
+    dw_out: _F64,
+    n_threads: int,
+) -> None:
+    """Input gradient into ``grad_x``; per plane ``sum(g)`` into ``db_out`` and
+    ``rstd * sum(g * (x - mean))`` into ``dw_out``."""
+
+def layer_norm_forward(
+    x: _Float,
+    y_out: _Float,
+    weight: _Float | None,
+    bias: _Float | None,
+    M: int,
+    D: int,
+    eps: float,
+    mean: _F64,
+    var: _F64,
+    n_threads: int,
+) -> None:
+    """Layer norm of ``M`` rows of ``D`` elements."""
+
+def layer_norm_backward(
+    grad_output: _Float,
+    x: _Float,
+    grad_x: _Float,
+    weight: _Float | None,
+    M: int,
+    D: int,
+    eps: float,
+    part_w: _F64,
+    part_b: _F64,
+    P: int,
+    n_threads: int,
+) -> None:
+    """Input gradient into ``grad_x``; with ``weight``, ``P`` row parts' sums of the weight
+    and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed)."""

@@ -1,0 +1,649 @@
+"""Normalization kernels: group norm (instance norm is group norm with one channel per group)
+and layer norm, forward and backward.
+
+Both normalize *segments* of contiguous elements: a group ``(n, g)`` of ``Cg`` planes of
+``S`` elements (``L = Cg * S``), or a row of ``D`` elements (layer norm over the last axes).
+
+Statistics (numerically careful, single pass over memory).  A segment is cut into chunks of
+``CHUNK`` elements.  Each chunk's mean and sum of squared deviations are computed by two
+passes over the chunk (it is in L1), on ``x - K`` with ``K`` the segment's first element (so
+a large common offset cancels exactly before anything is summed), with ``LANES`` interleaved
+accumulators; the chunks are merged in order with Chan's pairwise update in double.  The
+variance is the biased one, never negative; a mean of 1e4 with a standard deviation of 1e-2
+keeps ~6 significant digits of the deviations in float32.  The output is computed as
+``((x - m_hi) - m_lo) * a + b``, with the float mean split into two floats so that ``x - m``
+is exact to the last bit of ``x``.
+
+Backward (the input gradient, and the per-plane / per-column sums the weight and bias
+gradients need) recomputes the statistics from ``x`` exactly as the forward does, then
+``grad_x = rstd * w * g + B * (x - m) + C`` per segment, with ``B`` and ``C`` from the
+sums of ``g * w`` and ``g * w * (x - m)`` (sums of chunks of ``CHUNK`` elements, each in
+``LANES`` interleaved accumulators, added in order in double).
+
+Work split (bit-identical for any thread count).  With at least as many segments as
+threads, a task is a whole segment (statistics, sums and output while the segment is in
+cache; short layer-norm rows go by blocks of ``CHUNK`` elements: the block's statistics,
+then its outputs).  With fewer (one huge group or row), each phase is split over chunks
+(layer norm's backward: over all (row, chunk) pairs, then over chunks of columns sweeping
+the rows in order), with the per-chunk partial results combined in the same order as in the
+one-task path -- the arithmetic is the same in both paths, element by element.  Layer
+norm's weight and bias gradients are column sums over rows: rows are cut into ``P`` parts
+fixed by the shapes, each part sums its rows in order into its own buffer (double), and the
+caller adds the ``P`` partial sums in order.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
+
+from cnncore._shared cimport CNN_ERR_NOMEM, CNN_OK, check_status, floating, py_max, py_min
+
+cdef enum:
+    CHUNK = 4096      # elements per statistics / sums chunk (16 KiB of float32: in L1)
+    LANES = 32        # interleaved accumulators of a chunk sum (independent add chains)
+
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* Layer norm's backward over a run of one row with a weight: the input gradient, and the
+       row's weight / bias gradient terms added to the part's sums (double).  The arrays
+       never overlap (restrict: the compiler vectorizes the mixed float / double loop). */
+    #define CNN_LN_BACKWARD_ROW(SUF, T)                                                     \
+    static void cnn_ln_backward_row##SUF(                                                  \
+            const T* __restrict g, const T* __restrict x, T* __restrict gx,                \
+            const T* __restrict w, double* __restrict pw, double* __restrict pb,           \
+            ptrdiff_t n, T mh, T ml, T r, T bf, T cf, double rstd) {                       \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T gv = g[i];                                                                   \
+            T xc = (x[i] - mh) - ml;                                                       \
+            gx[i] = (gv * r) * w[i] + (xc * bf + cf);                                      \
+            pw[i] += ((double) gv * (double) xc) * rstd;                                   \
+            pb[i] += (double) gv;                                                          \
+        }                                                                                  \
+    }
+    CNN_LN_BACKWARD_ROW(f, float)
+    CNN_LN_BACKWARD_ROW(d, double)
+    """
+    void cnn_ln_backward_rowf(const float* g, const float* x, float* gx, const float* w,
+                              double* pw, double* pb, Py_ssize_t n, float mh, float ml,
+                              float r, float bf, float cf, double rstd) noexcept nogil
+    void cnn_ln_backward_rowd(const double* g, const double* x, double* gx, const double* w,
+                              double* pw, double* pb, Py_ssize_t n, double mh, double ml,
+                              double r, double bf, double cf, double rstd) noexcept nogil
+
+
+# ------------------------------------------------------------------------------------------
+# Chunk-level arithmetic (shared by both work splits)
+# ------------------------------------------------------------------------------------------
+
+cdef inline floating lanes_total(floating* acc) noexcept nogil:
+    """Sum of the ``LANES`` accumulators, combined pairwise in a fixed order."""
+    cdef int k
+    for k in range(16):
+        acc[k] = acc[k] + acc[k + 16]
+    for k in range(8):
+        acc[k] = acc[k] + acc[k + 8]
+    for k in range(4):
+        acc[k] = acc[k] + acc[k + 4]
+    return (acc[0] + acc[2]) + (acc[1] + acc[3])
+
+
+cdef void chunk_moments(const floating* x, Py_ssize_t m, floating K, double* mean,
+                        double* m2) noexcept nogil:
+    """Mean and sum of squared deviations of ``x[0:m] - K`` (``m >= 1``): two passes over
+    the chunk, ``LANES`` interleaved accumulators each."""
+    cdef floating acc[LANES]
+    cdef floating mf, d
+    cdef Py_ssize_t i = 0, k
+    for k in range(LANES):
+        acc[k] = 0
+    while i + LANES <= m:
+        for k in range(LANES):
+            acc[k] = acc[k] + (x[i + k] - K)
+        i = i + LANES
+    for k in range(m - i):
+        acc[k] = acc[k] + (x[i + k] - K)
+    mean[0] = <double> lanes_total(acc) / m
+    mf = <floating> mean[0]
+    for k in range(LANES):
+        acc[k] = 0
+    i = 0
+    while i + LANES <= m:
+        for k in range(LANES):
+            d = (x[i + k] - K) - mf
+            acc[k] = acc[k] + d * d
+        i = i + LANES
+    for k in range(m - i):
+        d = (x[i + k] - K) - mf
+        acc[k] = acc[k] + d * d
+    m2[0] = <double> lanes_total(acc)
+
+
+cdef inline void chan_merge(double* n_a, double* mean_a, double* m2_a, double n_b,
+                            double mean_b, double m2_b) noexcept nogil:
+    """Fold the moments of ``n_b`` more elements into a running (count, mean, M2)."""
+    cdef double n = n_a[0] + n_b
+    if n_a[0] == 0:                                # the first chunk: taken as is
+        n_a[0] = n_b
+        mean_a[0] = mean_b
+        m2_a[0] = m2_b
+        return
+    cdef double delta = mean_b - mean_a[0]
+    mean_a[0] = mean_a[0] + delta * (n_b / n)
+    m2_a[0] = m2_a[0] + m2_b + delta * delta * (n_a[0] * (n_b / n))
+    n_a[0] = n
+
+
+cdef void merge_chunks(const double* cm, Py_ssize_t n_chunks, Py_ssize_t L, double K,
+                       double* mean, double* var) noexcept nogil:
+    """Mean and biased variance of a segment of ``L`` elements from its chunks' moments
+    ``cm[2c], cm[2c + 1]`` (relative to the shift ``K``), merged in chunk order."""
+    cdef double n = 0, mu = 0, M2 = 0
+    cdef Py_ssize_t c
+    for c in range(n_chunks):
+        chan_merge(&n, &mu, &M2, <double> py_min(CHUNK, L - c * CHUNK), cm[2 * c],
+                   cm[2 * c + 1])
+    mean[0] = K + mu
+    var[0] = M2 / L if M2 > 0 else 0.0 * M2         # (NaN stays NaN)
+
+
+cdef void seg_stats(const floating* x, Py_ssize_t L, double* mean, double* var) noexcept nogil:
+    """:func:`merge_chunks` of the segment's chunks, computed one after another."""
+    cdef double n = 0, mu = 0, M2 = 0, cmean, cm2
+    cdef floating K = x[0]
+    cdef Py_ssize_t c0 = 0, m
+    while c0 < L:
+        m = py_min(CHUNK, L - c0)
+        chunk_moments(x + c0, m, K, &cmean, &cm2)
+        chan_merge(&n, &mu, &M2, <double> m, cmean, cm2)
+        c0 = c0 + CHUNK
+    mean[0] = <double> K + mu
+    var[0] = M2 / L if M2 > 0 else 0.0 * M2
+
+
+cdef void chunk_sums(const floating* g, const floating* x, const floating* w, Py_ssize_t m,
+                     floating mh, floating ml, double* sg, double* sgx) noexcept nogil:
+    """``sg = sum(g * w)`` and ``sgx = sum(g * w * ((x - mh) - ml))`` over ``m <= CHUNK``
+    elements (``w`` NULL: 1), ``LANES`` interleaved accumulators each."""
+    cdef floating a1[LANES]
+    cdef floating a2[LANES]
+    cdef floating gv
+    cdef Py_ssize_t i = 0, k
+    for k in range(LANES):
+        a1[k] = 0
+        a2[k] = 0
+    if w == NULL:
+        while i + LANES <= m:
+            for k in range(LANES):
+                gv = g[i + k]
+                a1[k] = a1[k] + gv
+                a2[k] = a2[k] + gv * ((x[i + k] - mh) - ml)
+            i = i + LANES
+        for k in range(m - i):
+            gv = g[i + k]
+            a1[k] = a1[k] + gv
+            a2[k] = a2[k] + gv * ((x[i + k] - mh) - ml)
+    else:
+        while i + LANES <= m:
+            for k in range(LANES):
+                gv = g[i + k] * w[i + k]
+                a1[k] = a1[k] + gv
+                a2[k] = a2[k] + gv * ((x[i + k] - mh) - ml)
+            i = i + LANES
+        for k in range(m - i):
+            gv = g[i + k] * w[i + k]
+            a1[k] = a1[k] + gv
+            a2[k] = a2[k] + gv * ((x[i + k] - mh) - ml)
+    sg[0] = <double> lanes_total(a1)
+    sgx[0] = <double> lanes_total(a2)
+
+
+cdef void run_sums(const floating* g, const floating* x, const floating* w, Py_ssize_t n,
+                   floating mh, floating ml, double* sg, double* sgx) noexcept nogil:
+    """:func:`chunk_sums` over ``n`` elements: chunk totals added in order in double."""
+    cdef double a, b
+    cdef Py_ssize_t c0 = 0
+    sg[0] = 0
+    sgx[0] = 0
+    while c0 < n:
+        chunk_sums(g + c0, x + c0, w + c0 if w != NULL else NULL, py_min(CHUNK, n - c0),
+                   mh, ml, &a, &b)
+        sg[0] = sg[0] + a
+        sgx[0] = sgx[0] + b
+        c0 = c0 + CHUNK
+
+
+cdef inline void split_mean(double mean, floating* mh, floating* ml) noexcept nogil:
+    mh[0] = <floating> mean
+    ml[0] = <floating> (mean - <double> mh[0])
+
+
+cdef inline double inv_std(double var, double eps) noexcept nogil:
+    return 1.0 / sqrt(var + eps)
+
+
+# ------------------------------------------------------------------------------------------
+# Group norm (and instance norm): segments of Cg planes of S elements
+# ------------------------------------------------------------------------------------------
+
+ctypedef struct GroupGeom:
+    Py_ssize_t n_seg, G, Cg, S, L
+
+
+cdef void gn_apply(const floating* x, floating* y, Py_ssize_t e0, Py_ssize_t e1,
+                   const GroupGeom* gg, Py_ssize_t c_base, const floating* w,
+                   const floating* b, double mean, double rstd) noexcept nogil:
+    """Output elements ``[e0, e1)`` of one segment (``x``, ``y`` at the segment's start);
+    ``c_base``: the channel of the segment's first plane."""
+    cdef floating mh, ml, a, bb
+    cdef Py_ssize_t e = e0, j, end, i
+    split_mean(mean, &mh, &ml)
+    while e < e1:
+        j = e // gg.S
+        end = py_min((j + 1) * gg.S, e1)
+        a = <floating> (rstd * (<double> w[c_base + j] if w != NULL else 1.0))
+        bb = b[c_base + j] if b != NULL else 0
+        for i in range(e, end):
+            y[i] = ((x[i] - mh) - ml) * a + bb
+        e = end
+
+
+cdef void gn_coefficients(const GroupGeom* gg, Py_ssize_t c_base, const floating* w,
+                          const double* db, const double* dd, double rstd, bint stats_given,
+                          double* B, double* C) noexcept nogil:
+    """``grad_x = rstd * w * g + B * (x - m) + C`` for one segment from its planes' sums
+    ``db[j] = sum(g)`` and ``dd[j] = sum(g * (x - m))``."""
+    cdef double sdy = 0, sdyx = 0, wj
+    cdef Py_ssize_t j
+    if stats_given:                                # running statistics: an affine map
+        B[0] = 0
+        C[0] = 0
+        return
+    for j in range(gg.Cg):
+        wj = <double> w[c_base + j] if w != NULL else 1.0
+        sdy = sdy + wj * db[j]
+        sdyx = sdyx + wj * dd[j]
+    B[0] = -rstd * rstd * rstd * sdyx / gg.L
+    C[0] = -rstd * sdy / gg.L
+
+
+cdef void gn_backward_apply(const floating* g, const floating* x, floating* gx, Py_ssize_t e0,
+                            Py_ssize_t e1, const GroupGeom* gg, Py_ssize_t c_base,
+                            const floating* w, double mean, double rstd, double B,
+                            double C) noexcept nogil:
+    cdef floating mh, ml, a, bf = <floating> B, cf = <floating> C
+    cdef Py_ssize_t e = e0, j, end, i
+    split_mean(mean, &mh, &ml)
+    while e < e1:
+        j = e // gg.S
+        end = py_min((j + 1) * gg.S, e1)
+        a = <floating> (rstd * (<double> w[c_base + j] if w != NULL else 1.0))
+        for i in range(e, end):
+            gx[i] = g[i] * a + (((x[i] - mh) - ml) * bf + cf)
+        e = end
+
+
+cdef void gn_forward_seg(const floating* x, floating* y, const GroupGeom* gg, Py_ssize_t s,
+                         const floating* w, const floating* b, double eps, double* mean,
+                         double* var, bint stats_given) noexcept nogil:
+    cdef Py_ssize_t off = s * gg.L
+    if not stats_given:
+        seg_stats(x + off, gg.L, &mean[s], &var[s])
+    gn_apply(x + off, y + off, 0, gg.L, gg, (s % gg.G) * gg.Cg, w, b, mean[s],
+             inv_std(var[s], eps))
+
+
+cdef void gn_backward_seg(const floating* g, const floating* x, floating* gx,
+                          const GroupGeom* gg, Py_ssize_t s, const floating* w, double eps,
+                          double* mean, double* var, bint stats_given, double* db,
+                          double* dd) noexcept nogil:
+    """One segment: statistics, its planes' sums (``db``, ``dd`` at the segment's planes;
+    ``dd`` is returned scaled by rstd: the weight gradient's terms) and ``grad_x``."""
+    cdef Py_ssize_t off = s * gg.L, j, c_base = (s % gg.G) * gg.Cg
+    cdef double rstd, B, C
+    cdef floating mh, ml
+    if not stats_given:
+        seg_stats(x + off, gg.L, &mean[s], &var[s])
+    rstd = inv_std(var[s], eps)
+    split_mean(mean[s], &mh, &ml)
+    for j in range(gg.Cg):
+        run_sums(g + off + j * gg.S, x + off + j * gg.S, <const floating*> NULL, gg.S, mh, ml,
+                 &db[s * gg.Cg + j], &dd[s * gg.Cg + j])
+    gn_coefficients(gg, c_base, w, db + s * gg.Cg, dd + s * gg.Cg, rstd, stats_given, &B, &C)
+    gn_backward_apply(g + off, x + off, gx + off, 0, gg.L, gg, c_base, w, mean[s], rstd, B, C)
+    for j in range(gg.Cg):
+        dd[s * gg.Cg + j] = dd[s * gg.Cg + j] * rstd
+
+
+cdef int gn_forward_impl(const floating* x, floating* y, const GroupGeom* gg, const floating* w,
+                         const floating* b, double eps, double* mean, double* var,
+                         bint stats_given, int n_threads) noexcept nogil:
+    cdef Py_ssize_t s, c, nc = (gg.L + CHUNK - 1) // CHUNK
+    cdef double* cm
+    cdef floating K
+    if gg.n_seg >= n_threads or n_threads <= 1 or nc <= 1:
+        for s in prange(gg.n_seg, schedule="static", num_threads=n_threads):
+            gn_forward_seg(x, y, gg, s, w, b, eps, mean, var, stats_given)
+        return CNN_OK
+    cm = <double*> malloc(2 * nc * sizeof(double))
+    if cm == NULL:
+        return CNN_ERR_NOMEM
+    for s in range(gg.n_seg):                      # few, large segments: split each one
+        if not stats_given:
+            K = x[s * gg.L]
+            for c in prange(nc, schedule="static", num_threads=n_threads):
+                chunk_moments(x + s * gg.L + c * CHUNK, py_min(CHUNK, gg.L - c * CHUNK), K,
+                              &cm[2 * c], &cm[2 * c + 1])
+            merge_chunks(cm, nc, gg.L, <double> K, &mean[s], &var[s])
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            gn_apply(x + s * gg.L, y + s * gg.L, c * CHUNK, py_min((c + 1) * CHUNK, gg.L), gg,
+                     (s % gg.G) * gg.Cg, w, b, mean[s], inv_std(var[s], eps))
+    free(cm)
+    return CNN_OK
+
+
+cdef int gn_backward_impl(const floating* g, const floating* x, floating* gx,
+                          const GroupGeom* gg, const floating* w, double eps, double* mean,
+                          double* var, bint stats_given, double* db, double* dd,
+                          int n_threads) noexcept nogil:
+    cdef Py_ssize_t s, c, j, t, off, nc = (gg.L + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t ncp = (gg.S + CHUNK - 1) // CHUNK          # chunks per plane
+    cdef double* cm
+    cdef double rstd, B, C, a, bsum
+    cdef floating K, mh, ml
+    if gg.n_seg >= n_threads or n_threads <= 1 or nc <= 1:
+        for s in prange(gg.n_seg, schedule="static", num_threads=n_threads):
+            gn_backward_seg(g, x, gx, gg, s, w, eps, mean, var, stats_given, db, dd)
+        return CNN_OK
+    cm = <double*> malloc(2 * py_max(nc, gg.Cg * ncp) * sizeof(double))
+    if cm == NULL:
+        return CNN_ERR_NOMEM
+    for s in range(gg.n_seg):
+        off = s * gg.L
+        if not stats_given:
+            K = x[off]
+            for c in prange(nc, schedule="static", num_threads=n_threads):
+                chunk_moments(x + off + c * CHUNK, py_min(CHUNK, gg.L - c * CHUNK), K,
+                              &cm[2 * c], &cm[2 * c + 1])
+            merge_chunks(cm, nc, gg.L, <double> K, &mean[s], &var[s])
+        rstd = inv_std(var[s], eps)
+        split_mean(mean[s], &mh, &ml)
+        for t in prange(gg.Cg * ncp, schedule="static", num_threads=n_threads):
+            j = t // ncp
+            c = t % ncp
+            chunk_sums(g + off + j * gg.S + c * CHUNK, x + off + j * gg.S + c * CHUNK,
+                       <const floating*> NULL, py_min(CHUNK, gg.S - c * CHUNK), mh, ml,
+                       &cm[2 * t], &cm[2 * t + 1])
+        for j in range(gg.Cg):                     # chunk totals in order, as run_sums
+            a = 0
+            bsum = 0
+            for c in range(ncp):
+                a = a + cm[2 * (j * ncp + c)]
+                bsum = bsum + cm[2 * (j * ncp + c) + 1]
+            db[s * gg.Cg + j] = a
+            dd[s * gg.Cg + j] = bsum
+        gn_coefficients(gg, (s % gg.G) * gg.Cg, w, db + s * gg.Cg, dd + s * gg.Cg, rstd,
+                        stats_given, &B, &C)
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            gn_backward_apply(g + off, x + off, gx + off, c * CHUNK,
+                              py_min((c + 1) * CHUNK, gg.L), gg, (s % gg.G) * gg.Cg, w,
+                              mean[s], rstd, B, C)
+        for j in range(gg.Cg):
+            dd[s * gg.Cg + j] = dd[s * gg.Cg + j] * rstd
+    free(cm)
+    return CNN_OK
+
+
+# ------------------------------------------------------------------------------------------
+# Layer norm: M rows of D elements, weight and bias of D elements
+# ------------------------------------------------------------------------------------------
+
+cdef void ln_apply(const floating* x, floating* y, Py_ssize_t e0, Py_ssize_t e1,
+                   const floating* w, const floating* b, double mean, double rstd) noexcept nogil:
+    """Output elements ``[e0, e1)`` of one row (pointers at the row's start)."""
+    cdef floating mh, ml, r = <floating> rstd
+    cdef Py_ssize_t i
+    split_mean(mean, &mh, &ml)
+    if w != NULL and b != NULL:
+        for i in range(e0, e1):
+            y[i] = (((x[i] - mh) - ml) * r) * w[i] + b[i]
+    elif w != NULL:
+        for i in range(e0, e1):
+            y[i] = (((x[i] - mh) - ml) * r) * w[i]
+    elif b != NULL:
+        for i in range(e0, e1):
+            y[i] = ((x[i] - mh) - ml) * r + b[i]
+    else:
+        for i in range(e0, e1):
+            y[i] = ((x[i] - mh) - ml) * r
+
+
+cdef void ln_backward_apply(const floating* g, const floating* x, floating* gx, Py_ssize_t e0,
+                            Py_ssize_t e1, const floating* w, double mean, double rstd,
+                            double B, double C, double* pw, double* pb) noexcept nogil:
+    """``grad_x = rstd * w * g + B * (x - m) + C`` over ``[e0, e1)`` of one row; with ``pw``,
+    also add the row's terms of the weight and bias gradients to the part's sums ``pw``,
+    ``pb`` (indexed like the row)."""
+    cdef floating mh, ml, r = <floating> rstd, bf = <floating> B, cf = <floating> C
+    cdef Py_ssize_t i
+    split_mean(mean, &mh, &ml)
+    if w != NULL:
+        if floating is float:
+            cnn_ln_backward_rowf(g + e0, x + e0, gx + e0, w + e0, pw + e0, pb + e0, e1 - e0,
+                                 mh, ml, r, bf, cf, rstd)
+        else:
+            cnn_ln_backward_rowd(g + e0, x + e0, gx + e0, w + e0, pw + e0, pb + e0, e1 - e0,
+                                 mh, ml, r, bf, cf, rstd)
+    else:
+        for i in range(e0, e1):
+            gx[i] = g[i] * r + (((x[i] - mh) - ml) * bf + cf)
+
+
+cdef inline void ln_coefficients(double sdy, double sdyx, double rstd, Py_ssize_t D, double* B,
+                                 double* C) noexcept nogil:
+    B[0] = -rstd * rstd * rstd * sdyx / D
+    C[0] = -rstd * sdy / D
+
+
+cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, Py_ssize_t r0,
+                           Py_ssize_t r1, Py_ssize_t D, const floating* w, double eps,
+                           double* pw, double* pb, double* st) noexcept nogil:
+    """Rows ``[r0, r1)`` (``st``: 4 doubles per row of scratch): the statistics and
+    coefficients of every row, then the rows' gradients in order (short rows: independent
+    work in flight)."""
+    cdef double sdy, sdyx
+    cdef double* q
+    cdef floating mh, ml
+    cdef Py_ssize_t r
+    for r in range(r0, r1):
+        q = st + 4 * (r - r0)                      # mean, rstd, B, C
+        seg_stats(x + r * D, D, &q[0], &q[1])
+        q[1] = inv_std(q[1], eps)
+        split_mean(q[0], &mh, &ml)
+        run_sums(g + r * D, x + r * D, w, D, mh, ml, &sdy, &sdyx)
+        ln_coefficients(sdy, sdyx, q[1], D, &q[2], &q[3])
+    for r in range(r0, r1):
+        q = st + 4 * (r - r0)
+        ln_backward_apply(g + r * D, x + r * D, gx + r * D, 0, D, w, q[0], q[1], q[2], q[3],
+                          pw, pb)
+
+
+cdef int ln_forward_impl(const floating* x, floating* y, Py_ssize_t M, Py_ssize_t D,
+                         const floating* w, const floating* b, double eps, double* mean,
+                         double* var, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r, c, t, nb, nc = (D + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t rb = py_max(1, CHUNK // D)
+    cdef double* cm
+    cdef floating K
+    if M >= n_threads or n_threads <= 1 or nc <= 1:
+        # tasks of `rb` rows: all their statistics, then all their outputs (short rows:
+        # independent work in flight; the block stays in L1)
+        nb = (M + rb - 1) // rb
+        for t in prange(nb, schedule="static", num_threads=n_threads):
+            for r in range(t * rb, py_min((t + 1) * rb, M)):
+                seg_stats(x + r * D, D, &mean[r], &var[r])
+            for r in range(t * rb, py_min((t + 1) * rb, M)):
+                ln_apply(x + r * D, y + r * D, 0, D, w, b, mean[r], inv_std(var[r], eps))
+        return CNN_OK
+    cm = <double*> malloc(2 * nc * sizeof(double))
+    if cm == NULL:
+        return CNN_ERR_NOMEM
+    for r in range(M):
+        K = x[r * D]
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            chunk_moments(x + r * D + c * CHUNK, py_min(CHUNK, D - c * CHUNK), K, &cm[2 * c],
+                          &cm[2 * c + 1])
+        merge_chunks(cm, nc, D, <double> K, &mean[r], &var[r])
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            ln_apply(x + r * D, y + r * D, c * CHUNK, py_min((c + 1) * CHUNK, D), w, b,
+                     mean[r], inv_std(var[r], eps))
+    free(cm)
+    return CNN_OK
+
+
+cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py_ssize_t M,
+                          Py_ssize_t D, const floating* w, double eps, double* pw, double* pb,
+                          Py_ssize_t P, int n_threads) noexcept nogil:
+    """Rows ``[p * M // P, (p + 1) * M // P)`` form part ``p``; with ``w``, part ``p`` adds
+    its rows' weight / bias gradient terms, row by row, into ``pw[p * D:]``, ``pb[p * D:]``
+    (zero on entry).  With fewer parts than threads, each phase runs over all (row, chunk)
+    pairs at once, and the last one over chunks of columns, each sweeping the rows in order
+    (the same sums in the same order as one task per part)."""
+    cdef Py_ssize_t p, r, c, t, r0, r1, nc = (D + CHUNK - 1) // CHUNK
+    cdef double* cm
+    cdef double* st
+    cdef double sdy, sdyx
+    cdef floating K, mh, ml
+    cdef Py_ssize_t rb = py_max(1, CHUNK // D)
+    cdef double* blk
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    if P >= n_threads or n_threads <= 1 or nc <= 1:
+        for p in prange(P, schedule="static", num_threads=n_threads):
+            blk = <double*> malloc(4 * rb * sizeof(double))
+            if blk == NULL:
+                status_p[0] = CNN_ERR_NOMEM
+            else:
+                r1 = (p + 1) * M // P
+                r0 = p * M // P
+                while r0 < r1:                     # blocks of rb rows, in order
+                    ln_backward_rows(g, x, gx, r0, py_min(r0 + rb, r1), D, w, eps,
+                                     pw + p * D if w != NULL else NULL,
+                                     pb + p * D if w != NULL else NULL, blk)
+                    r0 = r0 + rb
+                free(blk)
+        return status
+    cm = <double*> malloc(2 * M * nc * sizeof(double))
+    st = <double*> malloc(4 * M * sizeof(double))  # per row: mean, rstd, B, C
+    if cm == NULL or st == NULL:
+        free(cm)
+        free(st)
+        return CNN_ERR_NOMEM
+    for t in prange(M * nc, schedule="static", num_threads=n_threads):
+        r = t // nc
+        c = t % nc
+        chunk_moments(x + r * D + c * CHUNK, py_min(CHUNK, D - c * CHUNK), x[r * D], &cm[2 * t],
+                      &cm[2 * t + 1])
+    for r in range(M):
+        merge_chunks(cm + 2 * r * nc, nc, D, <double> x[r * D], &st[4 * r], &st[4 * r + 1])
+        st[4 * r + 1] = inv_std(st[4 * r + 1], eps)
+    for t in prange(M * nc, schedule="static", num_threads=n_threads):
+        r = t // nc
+        c = t % nc
+        split_mean(st[4 * r], &mh, &ml)
+        chunk_sums(g + r * D + c * CHUNK, x + r * D + c * CHUNK,
+                   w + c * CHUNK if w != NULL else NULL, py_min(CHUNK, D - c * CHUNK), mh, ml,
+                   &cm[2 * t], &cm[2 * t + 1])
+    for r in range(M):                             # chunk totals in order, as run_sums
+        sdy = 0
+        sdyx = 0
+        for c in range(nc):
+            sdy = sdy + cm[2 * (r * nc + c)]
+            sdyx = sdyx + cm[2 * (r * nc + c) + 1]
+        ln_coefficients(sdy, sdyx, st[4 * r + 1], D, &st[4 * r + 2], &st[4 * r + 3])
+    for c in prange(nc, schedule="static", num_threads=n_threads):
+        for p in range(P):                         # each chunk of columns: rows in order
+            for r in range(p * M // P, (p + 1) * M // P):
+                ln_backward_apply(g + r * D, x + r * D, gx + r * D, c * CHUNK,
+                                  py_min((c + 1) * CHUNK, D), w, st[4 * r], st[4 * r + 1],
+                                  st[4 * r + 2], st[4 * r + 3],
+                                  pw + p * D if w != NULL else NULL,
+                                  pb + p * D if w != NULL else NULL)
+    free(cm)
+    free(st)
+    return CNN_OK
+
+
+# ------------------------------------------------------------------------------------------
+# Thin def wrappers (validated by cnncore.ops.norm; empty inputs never get here)
+# ------------------------------------------------------------------------------------------
+
+cdef inline const floating* opt_ptr(const floating[::1] a) noexcept:
+    return &a[0] if a is not None and a.shape[0] > 0 else NULL
+
+
+def group_norm_forward(const floating[::1] x, floating[::1] y_out, const floating[::1] weight,
+                       const floating[::1] bias, Py_ssize_t n_seg, Py_ssize_t G, Py_ssize_t Cg,
+                       Py_ssize_t S, double eps, double[::1] mean, double[::1] var,
+                       bint stats_given, int n_threads):
+    """Group norm of ``x`` seen as ``(n_seg, Cg * S)`` segments (segment ``s`` is group
+    ``s % G``, channels ``(s % G) * Cg + j``); ``weight`` / ``bias`` of ``G * Cg`` channels
+    or None.  ``mean`` / ``var`` (one per segment) are outputs, or inputs with
+    ``stats_given``."""
+    cdef GroupGeom gg
+    gg.n_seg, gg.G, gg.Cg, gg.S, gg.L = n_seg, G, Cg, S, Cg * S
+    cdef const floating* w = opt_ptr(weight)
+    cdef const floating* b = opt_ptr(bias)
+    cdef int status
+    with nogil:
+        status = gn_forward_impl(&x[0], &y_out[0], &gg, w, b, eps, &mean[0], &var[0],
+                                 stats_given, n_threads)
+    check_status(status, "group_norm")
+
+
+def group_norm_backward(const floating[::1] grad_output, const floating[::1] x,
+                        floating[::1] grad_x, const floating[::1] weight, Py_ssize_t n_seg,
+                        Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t S, double eps,
+                        double[::1] mean, double[::1] var, bint stats_given,
+                        double[::1] db_out, double[::1] dw_out, int n_threads):
+    """Input gradient of group norm into ``grad_x``, and per plane ``(segment, j)``:
+    ``db_out = sum(g)``, ``dw_out = rstd * sum(g * (x - mean))`` (the bias and weight
+    gradients are their sums over the batch)."""
+    cdef GroupGeom gg
+    gg.n_seg, gg.G, gg.Cg, gg.S, gg.L = n_seg, G, Cg, S, Cg * S
+    cdef const floating* w = opt_ptr(weight)
+    cdef int status
+    with nogil:
+        status = gn_backward_impl(&grad_output[0], &x[0], &grad_x[0], &gg, w, eps, &mean[0],
+                                  &var[0], stats_given, &db_out[0], &dw_out[0], n_threads)
+    check_status(status, "group_norm_backward")
+
+
+def layer_norm_forward(const floating[::1] x, floating[::1] y_out, const floating[::1] weight,
+                       const floating[::1] bias, Py_ssize_t M, Py_ssize_t D, double eps,
+                       double[::1] mean, double[::1] var, int n_threads):
+    """Layer norm of ``M`` rows of ``D`` elements; ``weight`` / ``bias`` of ``D`` or None."""
+    cdef const floating* w = opt_ptr(weight)
+    cdef const floating* b = opt_ptr(bias)
+    cdef int status
+    with nogil:
+        status = ln_forward_impl(&x[0], &y_out[0], M, D, w, b, eps, &mean[0], &var[0],
+                                 n_threads)
+    check_status(status, "layer_norm")
+
+
+def layer_norm_backward(const floating[::1] grad_output, const floating[::1] x,
+                        floating[::1] grad_x, const floating[::1] weight, Py_ssize_t M,
+                        Py_ssize_t D, double eps, double[::1] part_w, double[::1] part_b,
+                        Py_ssize_t P, int n_threads):
+    """Input gradient of layer norm into ``grad_x``; with ``weight``, the ``P`` parts' sums
+    of the weight and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed)."""
+    cdef const floating* w = opt_ptr(weight)
+    cdef double* pw = &part_w[0] if w != NULL else NULL
+    cdef double* pb = &part_b[0] if w != NULL else NULL
+    cdef int status
+    with nogil:
+        status = ln_backward_impl(&grad_output[0], &x[0], &grad_x[0], M, D, w, eps, pw, pb, P,
+                                  n_threads)
+    check_status(status, "layer_norm_backward")

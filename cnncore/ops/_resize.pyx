@@ -1,0 +1,532 @@
+"""Resizing kernels: nearest and bilinear interpolation of (planes, H, W) arrays, the
+gradient of both (a gather), pixel_shuffle and pixel_unshuffle.
+
+The coordinate tables (source indices and weights per output row and column, PyTorch's
+rules) are computed by ``cnncore.ops.resize`` and are trusted here: every index is inside
+its axis.  Interpolation is separable: output ``(oh, ow)`` is
+``sum_a wh_a * (sum_b ww_b * x[ih_a, iw_b])`` -- each source row is interpolated along W
+first (a row is reused by consecutive output rows), then rows are blended.
+
+The gradient is the transpose, computed as a gather: ``grad_x[h, w] = sum_k wh_k *
+(sum_j ww_j * grad_y[oh_k, ow_j])`` over the lists of output rows / columns that read input
+row ``h`` / column ``w`` (in a fixed order: by output index, then tap): first along W for the
+output rows a block of input rows needs (entry ``j`` of all columns at once, a vectorizable
+gather), then along H.  No output is scattered, so no two threads ever add into
+the same element.
+
+Tasks: (plane, block of rows) -- output rows in the forward, input rows in the backward, a
+plane's row ``h`` of the coarse side for pixel_(un)shuffle.  Each output element is written
+by one task with a sequence of operations fixed by the shapes: bit-identical for any thread
+count.
+"""
+
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from cnncore._shared cimport CNN_ERR_NOMEM, CNN_OK, check_status, floating, py_max, py_min
+
+cdef enum:
+    TASK_ELEMS = 16384        # output elements per task (rows are never split)
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <stddef.h>
+    #if defined(__AVX512F__) || defined(__AVX2__)
+    #include <immintrin.h>
+    #endif
+    /* Row loops of the interpolation along W (the arrays never overlap).  The source
+       indices of a block of outputs are close together (a few input elements for 16
+       outputs when upsampling), so where the AVX-512 build runs, a block whose sources fit
+       in one vector (two for cnn_gather_add) is loaded once and permuted in registers
+       instead of gathered element by element (AVX2: float blocks of 8 in one vector); other
+       blocks take the scalar loop.  Each block's path depends on the indices only.
+       cnn_gather_add skips the entries equal to `pad` (padding of the per-column lists). */
+    #define CNN_SCALAR_ROWS(SUF, T)                                                         \
+    static inline void cnn_gather_row_s##SUF(T* y, const T* x, const int32_t* ix,          \
+                                             ptrdiff_t a, ptrdiff_t b) {                   \
+        for (ptrdiff_t i = a; i < b; i++) y[i] = x[ix[i]];                                  \
+    }                                                                                      \
+    static inline void cnn_lerp_row_s##SUF(T* y, const T* x, const int32_t* i0,            \
+                                           const int32_t* i1, const T* w0, const T* w1,    \
+                                           ptrdiff_t a, ptrdiff_t b) {                     \
+        for (ptrdiff_t i = a; i < b; i++) y[i] = x[i0[i]] * w0[i] + x[i1[i]] * w1[i];       \
+    }                                                                                      \
+    static inline void cnn_gather_add_s##SUF(T* t, const T* w, const int32_t* ix,          \
+                                             const T* src, int32_t pad, ptrdiff_t a,       \
+                                             ptrdiff_t b) {                                \
+        for (ptrdiff_t i = a; i < b; i++)                                                  \
+            if (ix[i] != pad) t[i] += w[i] * src[ix[i]];                                    \
+    }
+    CNN_SCALAR_ROWS(f, float)
+    CNN_SCALAR_ROWS(d, double)
+    static inline ptrdiff_t cnn_min_pd(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+
+    #if defined(__AVX512F__) && defined(__AVX512VL__)
+    #define CNN_AVX512_ROWS 1
+    static inline __mmask16 cnn_m16(ptrdiff_t c) {
+        return c <= 0 ? (__mmask16) 0 : c >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << c) - 1);
+    }
+    static inline __mmask8 cnn_m8(ptrdiff_t c) {
+        return c <= 0 ? (__mmask8) 0 : c >= 8 ? (__mmask8) 0xFF : (__mmask8) ((1u << c) - 1);
+    }
+    static void cnn_gather_rowf(float* __restrict y, const float* __restrict x,
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+        for (ptrdiff_t i = 0; i < n; i += 16) {
+            __mmask16 m = cnn_m16(n - i);
+            __m512i v = _mm512_maskz_loadu_epi32(m, ix + i);
+            int32_t b = _mm512_mask_reduce_min_epi32(m, v);
+            int32_t e = _mm512_mask_reduce_max_epi32(m, v);
+            if (e - b < 16) {
+                __m512 win = _mm512_maskz_loadu_ps(cnn_m16(nx - b), x + b);
+                __m512i r = _mm512_sub_epi32(v, _mm512_set1_epi32(b));
+                _mm512_mask_storeu_ps(y + i, m, _mm512_permutexvar_ps(r, win));
+            } else {
+                cnn_gather_row_sf(y, x, ix, i, cnn_min_pd(i + 16, n));
+            }
+        }
+    }
+    static void cnn_lerp_rowf(float* __restrict y, const float* __restrict x,
+                              const int32_t* __restrict i0, const int32_t* __restrict i1,
+                              const float* __restrict w0, const float* __restrict w1,
+                              ptrdiff_t n, ptrdiff_t nx) {
+        for (ptrdiff_t i = 0; i < n; i += 16) {
+            __mmask16 m = cnn_m16(n - i);
+            __m512i v0 = _mm512_maskz_loadu_epi32(m, i0 + i);
+            __m512i v1 = _mm512_maskz_loadu_epi32(m, i1 + i);
+            int32_t b = _mm512_mask_reduce_min_epi32(m, _mm512_min_epi32(v0, v1));
+            int32_t e = _mm512_mask_reduce_max_epi32(m, _mm512_max_epi32(v0, v1));
+            if (e - b < 16) {
+                __m512 win = _mm512_maskz_loadu_ps(cnn_m16(nx - b), x + b);
+                __m512i bb = _mm512_set1_epi32(b);
+                __m512 p0 = _mm512_permutexvar_ps(_mm512_sub_epi32(v0, bb), win);
+                __m512 p1 = _mm512_permutexvar_ps(_mm512_sub_epi32(v1, bb), win);
+                __m512 r = _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(m, w1 + i),
+                                           _mm512_mul_ps(p0, _mm512_maskz_loadu_ps(m, w0 + i)));
+                _mm512_mask_storeu_ps(y + i, m, r);
+            } else {
+                cnn_lerp_row_sf(y, x, i0, i1, w0, w1, i, cnn_min_pd(i + 16, n));
+            }
+        }
+    }
+    static void cnn_gather_addf(float* __restrict t, const float* __restrict w,
+                                const int32_t* __restrict ix, const float* __restrict src,
+                                int32_t pad, ptrdiff_t n, ptrdiff_t nsrc) {
+        for (ptrdiff_t i = 0; i < n; i += 16) {
+            __mmask16 m = cnn_m16(n - i);
+            __m512i v = _mm512_maskz_loadu_epi32(m, ix + i);
+            __mmask16 ok = m & _mm512_cmpneq_epi32_mask(v, _mm512_set1_epi32(pad));
+            if (!ok) continue;
+            int32_t b = _mm512_mask_reduce_min_epi32(ok, v);
+            int32_t e = _mm512_mask_reduce_max_epi32(ok, v);
+            if (e - b < 32) {
+                __m512 lo = _mm512_maskz_loadu_ps(cnn_m16(nsrc - b), src + b);
+                __m512 hi = _mm512_maskz_loadu_ps(cnn_m16(nsrc - b - 16), src + b + 16);
+                __m512 p = _mm512_permutex2var_ps(lo, _mm512_sub_epi32(v, _mm512_set1_epi32(b)), hi);
+                __m512 tv = _mm512_maskz_loadu_ps(m, t + i);
+                tv = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), p, tv, ok);
+                _mm512_mask_storeu_ps(t + i, m, tv);
+            } else {
+                cnn_gather_add_sf(t, w, ix, src, pad, i, cnn_min_pd(i + 16, n));
+            }
+        }
+    }
+    static void cnn_gather_rowd(double* __restrict y, const double* __restrict x,
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+        for (ptrdiff_t i = 0; i < n; i += 8) {
+            __mmask8 m = cnn_m8(n - i);
+            __m512i v = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, ix + i));
+            long long b = _mm512_mask_reduce_min_epi64(m, v), e = _mm512_mask_reduce_max_epi64(m, v);
+            if (e - b < 8) {
+                __m512d win = _mm512_maskz_loadu_pd(cnn_m8(nx - b), x + b);
+                __m512i r = _mm512_sub_epi64(v, _mm512_set1_epi64(b));
+                _mm512_mask_storeu_pd(y + i, m, _mm512_permutexvar_pd(r, win));
+            } else {
+                cnn_gather_row_sd(y, x, ix, i, cnn_min_pd(i + 8, n));
+            }
+        }
+    }
+    static void cnn_lerp_rowd(double* __restrict y, const double* __restrict x,
+                              const int32_t* __restrict i0, const int32_t* __restrict i1,
+                              const double* __restrict w0, const double* __restrict w1,
+                              ptrdiff_t n, ptrdiff_t nx) {
+        for (ptrdiff_t i = 0; i < n; i += 8) {
+            __mmask8 m = cnn_m8(n - i);
+            __m512i v0 = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, i0 + i));
+            __m512i v1 = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, i1 + i));
+            long long b = _mm512_mask_reduce_min_epi64(m, _mm512_min_epi64(v0, v1));
+            long long e = _mm512_mask_reduce_max_epi64(m, _mm512_max_epi64(v0, v1));
+            if (e - b < 8) {
+                __m512d win = _mm512_maskz_loadu_pd(cnn_m8(nx - b), x + b);
+                __m512i bb = _mm512_set1_epi64(b);
+                __m512d p0 = _mm512_permutexvar_pd(_mm512_sub_epi64(v0, bb), win);
+                __m512d p1 = _mm512_permutexvar_pd(_mm512_sub_epi64(v1, bb), win);
+                __m512d r = _mm512_fmadd_pd(p1, _mm512_maskz_loadu_pd(m, w1 + i),
+                                            _mm512_mul_pd(p0, _mm512_maskz_loadu_pd(m, w0 + i)));
+                _mm512_mask_storeu_pd(y + i, m, r);
+            } else {
+                cnn_lerp_row_sd(y, x, i0, i1, w0, w1, i, cnn_min_pd(i + 8, n));
+            }
+        }
+    }
+    static void cnn_gather_addd(double* __restrict t, const double* __restrict w,
+                                const int32_t* __restrict ix, const double* __restrict src,
+                                int32_t pad, ptrdiff_t n, ptrdiff_t nsrc) {
+        for (ptrdiff_t i = 0; i < n; i += 8) {
+            __mmask8 m = cnn_m8(n - i);
+            __m512i v = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, ix + i));
+            __mmask8 ok = m & _mm512_cmpneq_epi64_mask(v, _mm512_set1_epi64(pad));
+            if (!ok) continue;
+            long long b = _mm512_mask_reduce_min_epi64(ok, v), e = _mm512_mask_reduce_max_epi64(ok, v);
+            if (e - b < 16) {
+                __m512d lo = _mm512_maskz_loadu_pd(cnn_m8(nsrc - b), src + b);
+                __m512d hi = _mm512_maskz_loadu_pd(cnn_m8(nsrc - b - 8), src + b + 8);
+                __m512d p = _mm512_permutex2var_pd(lo, _mm512_sub_epi64(v, _mm512_set1_epi64(b)), hi);
+                __m512d tv = _mm512_maskz_loadu_pd(m, t + i);
+                tv = _mm512_mask3_fmadd_pd(_mm512_maskz_loadu_pd(m, w + i), p, tv, ok);
+                _mm512_mask_storeu_pd(t + i, m, tv);
+            } else {
+                cnn_gather_add_sd(t, w, ix, src, pad, i, cnn_min_pd(i + 8, n));
+            }
+        }
+    }
+    #else
+    /* float blocks of 8 permuted in one AVX2 register; everything else scalar */
+    static void cnn_gather_rowf(float* __restrict y, const float* __restrict x,
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+        ptrdiff_t i = 0;
+    #if defined(__AVX2__)
+        for (; i + 8 <= n; i += 8) {
+            int32_t b = ix[i], e = ix[i];
+            for (ptrdiff_t k = 1; k < 8; k++) {
+                b = ix[i + k] < b ? ix[i + k] : b;
+                e = ix[i + k] > e ? ix[i + k] : e;
+            }
+            if (e - b < 8 && b + 8 <= nx) {
+                __m256i r = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*) (ix + i)),
+                                             _mm256_set1_epi32(b));
+                _mm256_storeu_ps(y + i, _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + b), r));
+            } else {
+                cnn_gather_row_sf(y, x, ix, i, i + 8);
+            }
+        }
+    #endif
+        cnn_gather_row_sf(y, x, ix, i, n);
+    }
+    static void cnn_lerp_rowf(float* __restrict y, const float* __restrict x,
+                              const int32_t* __restrict i0, const int32_t* __restrict i1,
+                              const float* __restrict w0, const float* __restrict w1,
+                              ptrdiff_t n, ptrdiff_t nx) {
+        cnn_lerp_row_sf(y, x, i0, i1, w0, w1, 0, n);
+    }
+    static void cnn_gather_addf(float* __restrict t, const float* __restrict w,
+                                const int32_t* __restrict ix, const float* __restrict src,
+                                int32_t pad, ptrdiff_t n, ptrdiff_t nsrc) {
+        cnn_gather_add_sf(t, w, ix, src, pad, 0, n);
+    }
+    static void cnn_gather_rowd(double* __restrict y, const double* __restrict x,
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+        cnn_gather_row_sd(y, x, ix, 0, n);
+    }
+    static void cnn_lerp_rowd(double* __restrict y, const double* __restrict x,
+                              const int32_t* __restrict i0, const int32_t* __restrict i1,
+                              const double* __restrict w0, const double* __restrict w1,
+                              ptrdiff_t n, ptrdiff_t nx) {
+        cnn_lerp_row_sd(y, x, i0, i1, w0, w1, 0, n);
+    }
+    static void cnn_gather_addd(double* __restrict t, const double* __restrict w,
+                                const int32_t* __restrict ix, const double* __restrict src,
+                                int32_t pad, ptrdiff_t n, ptrdiff_t nsrc) {
+        cnn_gather_add_sd(t, w, ix, src, pad, 0, n);
+    }
+    #endif
+    """
+    void cnn_gather_rowf(float* y, const float* x, const int32_t* ix, Py_ssize_t n,
+                         Py_ssize_t nx) noexcept nogil
+    void cnn_gather_rowd(double* y, const double* x, const int32_t* ix, Py_ssize_t n,
+                         Py_ssize_t nx) noexcept nogil
+    void cnn_lerp_rowf(float* y, const float* x, const int32_t* i0, const int32_t* i1,
+                       const float* w0, const float* w1, Py_ssize_t n,
+                       Py_ssize_t nx) noexcept nogil
+    void cnn_lerp_rowd(double* y, const double* x, const int32_t* i0, const int32_t* i1,
+                       const double* w0, const double* w1, Py_ssize_t n,
+                       Py_ssize_t nx) noexcept nogil
+    void cnn_gather_addf(float* t, const float* w, const int32_t* ix, const float* src,
+                         int32_t pad, Py_ssize_t n, Py_ssize_t nsrc) noexcept nogil
+    void cnn_gather_addd(double* t, const double* w, const int32_t* ix, const double* src,
+                         int32_t pad, Py_ssize_t n, Py_ssize_t nsrc) noexcept nogil
+
+
+cdef inline void gather_row(floating* y, const floating* x, const int32_t* ix, Py_ssize_t n,
+                            Py_ssize_t nx) noexcept nogil:
+    """``y[i] = x[ix[i]]`` (``x`` has ``nx`` elements)."""
+    if floating is float:
+        cnn_gather_rowf(y, x, ix, n, nx)
+    else:
+        cnn_gather_rowd(y, x, ix, n, nx)
+
+
+cdef inline void lerp_row(floating* y, const floating* x, const int32_t* i0, const int32_t* i1,
+                          const floating* w0, const floating* w1, Py_ssize_t n,
+                          Py_ssize_t nx) noexcept nogil:
+    """``y[i] = x[i0[i]] * w0[i] + x[i1[i]] * w1[i]``."""
+    if floating is float:
+        cnn_lerp_rowf(y, x, i0, i1, w0, w1, n, nx)
+    else:
+        cnn_lerp_rowd(y, x, i0, i1, w0, w1, n, nx)
+
+
+cdef inline void gather_add(floating* t, const floating* w, const int32_t* ix,
+                            const floating* src, int32_t pad, Py_ssize_t n,
+                            Py_ssize_t nsrc) noexcept nogil:
+    """``t[i] += w[i] * src[ix[i]]`` where ``ix[i] != pad`` (``src`` has ``nsrc``
+    elements)."""
+    if floating is float:
+        cnn_gather_addf(t, w, ix, src, pad, n, nsrc)
+    else:
+        cnn_gather_addd(t, w, ix, src, pad, n, nsrc)
+
+
+cdef inline Py_ssize_t rows_per_task(Py_ssize_t n_rows, Py_ssize_t row_len) noexcept nogil:
+    return py_max(1, py_min(n_rows, TASK_ELEMS // py_max(row_len, 1)))
+
+
+# ------------------------------------------------------------------------------------------
+# Forward
+# ------------------------------------------------------------------------------------------
+
+cdef void nearest_rows(const floating* x, floating* y, Py_ssize_t W, Py_ssize_t Wo,
+                       Py_ssize_t r0, Py_ssize_t r1, const int64_t* ih,
+                       const int32_t* iw) noexcept nogil:
+    """Output rows ``[r0, r1)`` of one plane; a row with the previous row's source is a
+    copy of it."""
+    cdef Py_ssize_t oh
+    cdef floating* yr
+    for oh in range(r0, r1):
+        yr = y + oh * Wo
+        if oh > r0 and ih[oh] == ih[oh - 1]:
+            memcpy(yr, yr - Wo, Wo * sizeof(floating))
+        else:
+            gather_row(yr, x + ih[oh] * W, iw, Wo, W)
+
+
+cdef void linear_rows(const floating* x, floating* y, Py_ssize_t W, Py_ssize_t Wo, Py_ssize_t r0,
+                      Py_ssize_t r1, const int64_t* h0, const int64_t* h1,
+                      const floating* lh0, const floating* lh1, const int32_t* w0,
+                      const int32_t* w1, const floating* lw0, const floating* lw1,
+                      floating* buf) noexcept nogil:
+    """Output rows ``[r0, r1)`` of one plane; ``buf`` holds two W-interpolated source rows
+    (``2 * Wo`` elements), reused while consecutive output rows read them."""
+    cdef Py_ssize_t oh, ow, k
+    cdef Py_ssize_t held[2]
+    cdef floating* row[2]
+    cdef floating* a
+    cdef floating* b
+    cdef floating c0, c1
+    cdef floating* yr
+    held[0] = -1
+    held[1] = -1
+    row[0] = buf
+    row[1] = buf + Wo
+    for oh in range(r0, r1):
+        # make sure both source rows are held (never evicting the other one needed)
+        if held[0] != h0[oh] and held[1] != h0[oh]:
+            k = 0 if held[0] != h1[oh] else 1
+            lerp_row(row[k], x + h0[oh] * W, w0, w1, lw0, lw1, Wo, W)
+            held[k] = h0[oh]
+        if held[0] != h1[oh] and held[1] != h1[oh]:
+            k = 0 if held[0] != h0[oh] else 1
+            lerp_row(row[k], x + h1[oh] * W, w0, w1, lw0, lw1, Wo, W)
+            held[k] = h1[oh]
+        a = row[0] if held[0] == h0[oh] else row[1]
+        b = row[0] if held[0] == h1[oh] else row[1]
+        c0 = lh0[oh]
+        c1 = lh1[oh]
+        yr = y + oh * Wo
+        for ow in range(Wo):
+            yr[ow] = a[ow] * c0 + b[ow] * c1
+
+
+# ------------------------------------------------------------------------------------------
+# Backward (gather)
+# ------------------------------------------------------------------------------------------
+
+cdef int gather_rows(const floating* g, floating* gx, Py_ssize_t Ho, Py_ssize_t Wo,
+                     Py_ssize_t W, Py_ssize_t r0, Py_ssize_t r1, const int64_t* hidx,
+                     const floating* hwt, Py_ssize_t taps, const int32_t* widx,
+                     const floating* wwt, Py_ssize_t K) noexcept nogil:
+    """Input rows ``[r0, r1)`` of one plane's gradient.
+
+    Output row ``oh`` reads input rows ``hidx[t * Ho + oh]`` with weights ``hwt[t * Ho +
+    oh]`` (``t < taps``, the forward's table).  Along W, entry ``j`` of input column ``w``
+    is ``(widx[j * W + w], wwt[j * W + w])``, ``j < K``; entries ``Wo`` are padding.
+
+    The output rows are visited in order; each one that these input rows read is reduced
+    along W into ``T`` and added, tap by tap, to the input rows that read it -- for every
+    input element the additions of the gather ``sum over (oh, tap)`` in that order.
+    """
+    cdef Py_ssize_t oh, w, h, j, t
+    cdef bint need
+    cdef floating* T
+    cdef const floating* src
+    cdef floating coef
+    for h in range(r0, r1):
+        for w in range(W):
+            gx[h * W + w] = 0
+    T = <floating*> malloc(W * sizeof(floating))
+    if T == NULL:
+        return CNN_ERR_NOMEM
+    for oh in range(Ho):
+        need = False
+        for t in range(taps):
+            h = hidx[t * Ho + oh]
+            need = need or (r0 <= h < r1)
+        if not need:
+            continue
+        src = g + oh * Wo                          # along W: T[w] = sum_j ww_j g[oh, ow_j]
+        for w in range(W):
+            T[w] = 0
+        for j in range(K):                         # entry j of every column, side by side
+            gather_add(T, wwt + j * W, widx + j * W, src, <int32_t> Wo, W, Wo)
+        for t in range(taps):                      # along H, into the rows that read oh
+            h = hidx[t * Ho + oh]
+            if r0 <= h < r1:
+                coef = hwt[t * Ho + oh]
+                for w in range(W):
+                    gx[h * W + w] = gx[h * W + w] + coef * T[w]
+    free(T)
+    return CNN_OK
+
+
+# ------------------------------------------------------------------------------------------
+# pixel_shuffle / pixel_unshuffle
+# ------------------------------------------------------------------------------------------
+
+cdef void shuffle_row(const floating* src, floating* dst, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t r, Py_ssize_t p, Py_ssize_t h, bint inverse) noexcept nogil:
+    """Coarse row ``h`` of spatial plane ``p``: the ``r`` fine rows ``h * r + i`` and the
+    ``r * r`` coarse planes ``p * r * r + i * r + j`` it exchanges elements with
+    (``inverse``: fine -> coarse)."""
+    cdef Py_ssize_t i, j, w, Wr = W * r
+    cdef Py_ssize_t plane = H * W, fine_plane = H * W * r * r
+    cdef const floating* s
+    cdef floating* d
+    for i in range(r):
+        for j in range(r):
+            if not inverse:                        # coarse (p r^2 + i r + j, h, :) -> fine
+                s = src + (p * r * r + i * r + j) * plane + h * W
+                d = dst + p * fine_plane + (h * r + i) * Wr + j
+                for w in range(W):
+                    d[w * r] = s[w]
+            else:                                  # fine -> coarse
+                s = src + p * fine_plane + (h * r + i) * Wr + j
+                d = dst + (p * r * r + i * r + j) * plane + h * W
+                for w in range(W):
+                    d[w] = s[w * r]
+
+
+# ------------------------------------------------------------------------------------------
+# Thin def wrappers (validated by cnncore.ops.resize; empty arrays never get here)
+# ------------------------------------------------------------------------------------------
+
+def nearest_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y_out,
+                    const int64_t[::1] ih, const int32_t[::1] iw, int n_threads):
+    """``y_out[p, oh, ow] = x[p, ih[oh], iw[ow]]``."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t Ho = y_out.shape[1], Wo = y_out.shape[2]
+    cdef Py_ssize_t rb = rows_per_task(Ho, Wo)
+    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
+    cdef Py_ssize_t t, p, r0
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* yp = &y_out[0, 0, 0]
+    with nogil:
+        for t in prange(P * nb, schedule="static", num_threads=n_threads):
+            p = t // nb
+            r0 = (t % nb) * rb
+            nearest_rows(xp + p * H * W, yp + p * Ho * Wo, W, Wo, r0, py_min(r0 + rb, Ho),
+                         &ih[0], &iw[0])
+
+
+def linear_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y_out,
+                   const int64_t[::1] h0, const int64_t[::1] h1, const floating[::1] lh0,
+                   const floating[::1] lh1, const int32_t[::1] w0, const int32_t[::1] w1,
+                   const floating[::1] lw0, const floating[::1] lw1, int n_threads):
+    """``y_out[p, oh, ow] = sum over (h0, h1) x (w0, w1) of the weight products times x``."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t Ho = y_out.shape[1], Wo = y_out.shape[2]
+    cdef Py_ssize_t rb = rows_per_task(Ho, Wo)
+    cdef Py_ssize_t nb = (Ho + rb - 1) // rb
+    cdef Py_ssize_t t, p, r0
+    cdef int status = CNN_OK
+    cdef int* st = &status
+    cdef floating* buf
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* yp = &y_out[0, 0, 0]
+    with nogil:
+        for t in prange(P * nb, schedule="static", num_threads=n_threads):
+            buf = <floating*> malloc(2 * Wo * sizeof(floating))
+            if buf == NULL:
+                st[0] = CNN_ERR_NOMEM
+            else:
+                p = t // nb
+                r0 = (t % nb) * rb
+                linear_rows(xp + p * H * W, yp + p * Ho * Wo, W, Wo, r0, py_min(r0 + rb, Ho),
+                            &h0[0], &h1[0], &lh0[0], &lh1[0], &w0[0], &w1[0], &lw0[0],
+                            &lw1[0], buf)
+                free(buf)
+    check_status(status, "interpolate")
+
+
+def gather_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_x,
+                    const int64_t[:, ::1] h_index, const floating[:, ::1] h_weight,
+                    const int32_t[:, ::1] w_index, const floating[:, ::1] w_weight,
+                    int n_threads):
+    """Gradient of a separable interpolation: output row ``oh`` reads input rows
+    ``h_index[:, oh]`` with weights ``h_weight[:, oh]`` (the forward's taps); input column
+    ``w`` is read by output columns ``w_index[:, w]`` with weights ``w_weight[:, w]``
+    (entries ``W_out`` are padding)."""
+    cdef Py_ssize_t P = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
+    cdef Py_ssize_t Ho = grad_output.shape[1], Wo = grad_output.shape[2]
+    cdef Py_ssize_t rb = rows_per_task(H, py_max(W, Wo))
+    cdef Py_ssize_t nb = (H + rb - 1) // rb
+    cdef Py_ssize_t t, p, r0
+    cdef int status = CNN_OK, bad
+    cdef int* status_p = &status
+    cdef const floating* gp = &grad_output[0, 0, 0]
+    cdef floating* gxp = &grad_x[0, 0, 0]
+    cdef Py_ssize_t taps = h_index.shape[0], K = w_index.shape[0]
+    with nogil:
+        for t in prange(P * nb, schedule="static", num_threads=n_threads):
+            p = t // nb
+            r0 = (t % nb) * rb
+            bad = gather_rows(gp + p * Ho * Wo, gxp + p * H * W, Ho, Wo, W, r0,
+                            py_min(r0 + rb, H), &h_index[0, 0], &h_weight[0, 0], taps,
+                            &w_index[0, 0], &w_weight[0, 0], K)
+            if bad != CNN_OK:
+                status_p[0] = bad
+    check_status(status, "interpolate_backward")
+
+
+def pixel_shuffle(const floating[:, :, ::1] x, floating[:, :, ::1] y_out, Py_ssize_t r,
+                  int n_threads):
+    """``(B * r * r, H, W) -> (B, H * r, W * r)``."""
+    cdef Py_ssize_t P = y_out.shape[0], H = x.shape[1], W = x.shape[2], t
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* yp = &y_out[0, 0, 0]
+    with nogil:
+        for t in prange(P * H, schedule="static", num_threads=n_threads):
+            shuffle_row(xp, yp, H, W, r, t // H, t % H, False)
+
+
+def pixel_unshuffle(const floating[:, :, ::1] x, floating[:, :, ::1] y_out, Py_ssize_t r,
+                    int n_threads):
+    """``(B, H * r, W * r) -> (B * r * r, H, W)``."""
+    cdef Py_ssize_t P = x.shape[0], H = y_out.shape[1], W = y_out.shape[2], t
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* yp = &y_out[0, 0, 0]
+    with nogil:
+        for t in prange(P * H, schedule="static", num_threads=n_threads):
+            shuffle_row(xp, yp, H, W, r, t // H, t % H, True)

@@ -1,0 +1,675 @@
+"""Normalization: group_norm, layer_norm, instance_norm and their gradients.
+
+See :mod:`cnncore.functional` for the conventions every op follows.  Each backward function
+takes the forward's *input* and recomputes the statistics from it (exactly as the forward
+does), and returns ``(grad_x, grad_weight, grad_bias)`` -- the last two None when no
+``weight`` is given.  Statistics are computed in double with a shifted, chunked two-pass
+scheme (see ``ops/_norm.pyx``): a large common offset (a mean of 1e4 with a standard
+deviation of 1e-2 in float32) costs no accuracy in the deviations.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._config import get_num_threads, load_kernels
+from .._validation import (
+    as_float_array,
+    as_ndarray,
+    check_bool,
+    check_int,
+    check_numel,
+    check_real,
+    check_same_dtype,
+)
+
+# the AVX2 / AVX-512 build of the kernels when the CPU has it (see setup.py's SIMD_MODULES)
+_norm, _ = load_kernels("cnncore.ops._norm")
+
+__all__ = [
+    "group_norm",
+    "group_norm_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "instance_norm",
+    "instance_norm_backward",
+]
+
+
+# ------------------------------------------------------------------------------------------
+# Argument checks
+# ------------------------------------------------------------------------------------------
+
+
+def _eps(func: str, eps: Any) -> float:
+    value = check_real(eps, "eps", func)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(
+            f"{func}(): eps must be a non-negative finite number. Received: eps={eps!r}"
+        )
+    return value
+
+
+def _input(func: str, x: Any, name: str, min_ndim: int, what: str) -> np.ndarray:
+    x = as_float_array(x, name, func)
+    if x.ndim < min_ndim:
+        raise ValueError(f"{func}(): {name} must be {what}. Received: {name} with shape {x.shape}")
+    return x
+
+
+def _affine(
+    func: str, name: str, a: Any, shape: tuple[int, ...], dtype: np.dtype, what: str
+) -> np.ndarray | None:
+    """An optional weight / bias: None, or a float array of ``shape`` and ``dtype``."""
+    if a is None:
+        return None
+    a = as_float_array(a, name, func)
+    if a.dtype != dtype:
+        raise TypeError(
+            f"{func}(): {name} must have the dtype of x, {dtype}. Received: {name}.dtype={a.dtype}"
+        )
+    if a.shape != tuple(shape):
+        raise ValueError(
+            f"{func}(): {name} must have shape {tuple(shape)} ({what}). "
+            f"Received: {name} with shape {a.shape}"
+        )
+    return a
+
+
+def _grad_output(func: str, grad_output: Any, x: np.ndarray) -> np.ndarray:
+    g = as_float_array(grad_output, "grad_output", func)
+    check_same_dtype(func, grad_output=g, x=x)
+    if g.shape != x.shape:
+        raise ValueError(
+            f"{func}(): grad_output must have the shape of x, {x.shape}. Received: "
+            f"grad_output with shape {g.shape}"
+        )
+    return g
+
+
+def _flat(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else a.reshape(-1)
+
+
+def _groups(func: str, x: np.ndarray, num_groups: Any) -> tuple[int, int, int]:
+    """(N, C, S) of an ``(N, C, *)`` input after checking that ``num_groups`` divides C."""
+    groups = check_int(num_groups, "num_groups", func, min_value=1)
+    n, c = x.shape[:2]
+    if c % groups:
+        raise ValueError(
+            f"{func}(): num_groups must divide the number of channels {c}. "
+            f"Received: num_groups={groups}"
+        )
+    return n, c, int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+# ------------------------------------------------------------------------------------------
+# group_norm
+# ------------------------------------------------------------------------------------------
+
+
+def _group_forward(
+    func: str,
+    x: np.ndarray,
+    groups: int,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    mean: np.ndarray | None = None,
+    var: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The group-norm kernel: ``(y, mean, var)`` per (sample, group); ``mean`` / ``var``
+    given: normalize with them instead."""
+    n, c, s = x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+    check_numel(x.shape, "output", func, x.itemsize)
+    y = np.empty_like(x)
+    given = mean is not None
+    if not given:
+        mean = np.empty(n * groups)
+        var = np.empty(n * groups)
+    if x.size:
+        _norm.group_norm_forward(
+            x.reshape(-1),
+            y.reshape(-1),
+            _flat(weight),
+            _flat(bias),
+            n * groups,
+            groups,
+            c // groups,
+            s,
+            eps,
+            mean,
+            var,
+            given,
+            get_num_threads(),
+        )
+    return y, mean, var
+
+
+def _group_backward(
+    func: str,
+    g: np.ndarray,
+    x: np.ndarray,
+    groups: int,
+    weight: np.ndarray | None,
+    eps: float,
+    mean: np.ndarray | None = None,
+    var: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    n, c, s = x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+    check_numel(x.shape, "grad_x", func, x.itemsize)
+    gx = np.empty_like(x)
+    db = np.zeros((n, c))
+    dw = np.zeros((n, c))
+    given = mean is not None
+    if not given:
+        mean = np.empty(n * groups)
+        var = np.empty(n * groups)
+    if x.size:
+        _norm.group_norm_backward(
+            g.reshape(-1),
+            x.reshape(-1),
+            gx.reshape(-1),
+            _flat(weight),
+            n * groups,
+            groups,
+            c // groups,
+            s,
+            eps,
+            mean,
+            var,
+            given,
+            db.reshape(-1),
+            dw.reshape(-1),
+            get_num_threads(),
+        )
+    if weight is None:
+        return gx, None, None
+    return gx, dw.sum(axis=0).astype(x.dtype), db.sum(axis=0).astype(x.dtype)
+
+
+def group_norm(
+    x: Any,
+    num_groups: int,
+    weight: Any = None,
+    bias: Any = None,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Group normalization: normalize each group of ``C / num_groups`` channels of each
+    sample over its channels and positions, then scale and shift per channel.
+
+    Same as :func:`torch.nn.functional.group_norm`.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, *)
+        float32 or float64, at least 2-D.
+    num_groups : int
+        Must divide ``C``.
+    weight, bias : array_like of shape (C,), optional
+        Per-channel scale and shift (of ``x``'s dtype); None: 1 and 0.
+    eps : float, default 1e-5
+        Added to the variance (non-negative).
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    ``y[n, c] = (x[n, c] - mean[n, g]) / sqrt(var[n, g] + eps) * weight[c] + bias[c]`` with
+    ``g = c // (C / num_groups)`` and the biased variance over the group's
+    ``C / num_groups * prod(*)`` elements.  The statistics are computed in double, relative
+    to the group's first element and in chunks merged with Chan's update, so no precision is
+    lost to a large common offset.
+
+    See Also
+    --------
+    group_norm_backward, layer_norm, instance_norm, cnncore.nn.GroupNorm
+    """
+    func = "group_norm"
+    x = _input(func, x, "x", 2, "an array of shape (N, C, *) with at least 2 dimensions")
+    groups = check_int(num_groups, "num_groups", func, min_value=1)
+    _groups(func, x, groups)
+    c = x.shape[1]
+    weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
+    bias = _affine(func, "bias", bias, (c,), x.dtype, "one per channel")
+    return _group_forward(func, x, groups, weight, bias, _eps(func, eps))[0]
+
+
+def group_norm_backward(
+    grad_output: Any,
+    x: Any,
+    num_groups: int,
+    weight: Any = None,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of :func:`group_norm` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C, *)
+        Gradient with respect to the output.
+    x : array_like of the same shape and dtype
+        The forward input (the statistics are recomputed from it).
+    num_groups : int
+    weight : array_like of shape (C,), optional
+        The forward's weight (None: no scale).
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of ``x``
+    grad_weight, grad_bias : ndarray of shape (C,), or None when ``weight`` is None
+        (``grad_bias`` is the gradient of the forward's ``bias``, whether or not one was
+        given).
+
+    Notes
+    -----
+    With ``xhat`` the normalized input, ``dy = grad_output * weight`` and ``M`` the group's
+    size: ``grad_x = rstd * (dy - mean_g(dy) - xhat * mean_g(dy * xhat))``,
+    ``grad_weight[c] = sum(grad_output * xhat)``, ``grad_bias[c] = sum(grad_output)`` over
+    the batch and positions.
+
+    See Also
+    --------
+    group_norm
+    """
+    func = "group_norm_backward"
+    x = _input(func, x, "x", 2, "an array of shape (N, C, *) with at least 2 dimensions")
+    g = _grad_output(func, grad_output, x)
+    groups = check_int(num_groups, "num_groups", func, min_value=1)
+    _groups(func, x, groups)
+    weight = _affine(func, "weight", weight, (x.shape[1],), x.dtype, "one per channel")
+    return _group_backward(func, g, x, groups, weight, _eps(func, eps))
+
+
+# ------------------------------------------------------------------------------------------
+# layer_norm
+# ------------------------------------------------------------------------------------------
+
+
+def _normalized_shape(func: str, normalized_shape: Any) -> tuple[int, ...]:
+    if isinstance(normalized_shape, (bool, np.bool_, str, bytes)) or normalized_shape is None:
+        raise TypeError(
+            f"{func}(): normalized_shape must be an int or a tuple of ints. "
+            f"Received: normalized_shape={normalized_shape!r}"
+        )
+    if isinstance(normalized_shape, (Sequence, np.ndarray)):
+        if np.ndim(normalized_shape) != 1 or not 1 <= len(normalized_shape) <= 64:
+            raise ValueError(
+                f"{func}(): normalized_shape must be an int or a non-empty tuple of ints. "
+                f"Received: normalized_shape={normalized_shape!r}"
+            )
+        items = list(normalized_shape)
+    else:
+        items = [normalized_shape]
+    out = []
+    for v in items:
+        if isinstance(v, (bool, np.bool_, float, np.floating)):
+            v = None
+        try:
+            out.append(operator.index(v))
+        except TypeError:
+            raise TypeError(
+                f"{func}(): normalized_shape must be an int or a tuple of ints. "
+                f"Received: normalized_shape={normalized_shape!r}"
+            ) from None
+    if any(v < 0 for v in out):
+        raise ValueError(
+            f"{func}(): normalized_shape must not contain negative sizes. "
+            f"Received: normalized_shape={normalized_shape!r}"
+        )
+    return tuple(out)
+
+
+def _layer_split(func: str, x: np.ndarray, normalized_shape: Any) -> tuple[int, int]:
+    """(rows M, row length D) of ``x`` normalized over its last ``len(normalized_shape)``
+    axes, which must equal ``normalized_shape``."""
+    shape = _normalized_shape(func, normalized_shape)
+    k = len(shape)
+    if x.ndim < k or x.shape[x.ndim - k :] != shape:
+        raise ValueError(
+            f"{func}(): the last {k} dimension(s) of x must equal normalized_shape={shape}. "
+            f"Received: x with shape {x.shape}"
+        )
+    d = int(np.prod(shape, dtype=np.int64))
+    m = int(np.prod(x.shape[: x.ndim - k], dtype=np.int64))
+    return m, d
+
+
+def layer_norm(
+    x: Any,
+    normalized_shape: int | Sequence[int],
+    weight: Any = None,
+    bias: Any = None,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Layer normalization over the last ``len(normalized_shape)`` axes, then an elementwise
+    scale and shift.
+
+    Same as :func:`torch.nn.functional.layer_norm`.
+
+    Parameters
+    ----------
+    x : array_like of shape (*, *normalized_shape)
+    normalized_shape : int or tuple of ints
+        The trailing shape to normalize over (non-empty); an int is a 1-tuple.
+    weight, bias : array_like of shape normalized_shape, optional
+        Elementwise scale and shift (of ``x``'s dtype); None: 1 and 0.
+    eps : float, default 1e-5
+        Added to the variance (non-negative).
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    Each of the ``prod(*)`` rows of ``D = prod(normalized_shape)`` elements becomes
+    ``(x - mean) / sqrt(var + eps) * weight + bias`` (biased variance), with the statistics
+    computed as in :func:`group_norm`.
+
+    See Also
+    --------
+    layer_norm_backward, group_norm, cnncore.nn.LayerNorm
+    """
+    func = "layer_norm"
+    x = as_float_array(x, "x", func)
+    m, d = _layer_split(func, x, normalized_shape)
+    shape = x.shape[x.ndim - len(_normalized_shape(func, normalized_shape)) :]
+    weight = _affine(func, "weight", weight, shape, x.dtype, "normalized_shape")
+    bias = _affine(func, "bias", bias, shape, x.dtype, "normalized_shape")
+    eps = _eps(func, eps)
+    check_numel(x.shape, "output", func, x.itemsize)
+    y = np.empty_like(x)
+    if x.size:
+        _norm.layer_norm_forward(
+            x.reshape(-1),
+            y.reshape(-1),
+            _flat(weight),
+            _flat(bias),
+            m,
+            d,
+            eps,
+            np.empty(m),
+            np.empty(m),
+            get_num_threads(),
+        )
+    return y
+
+
+def _row_parts(m: int, d: int, itemsize: int) -> int:
+    """How many parts the rows are cut into for the weight / bias gradient sums: up to 64,
+    halved while the partial sums (16 bytes per element) outgrow an eighth of the input (or
+    64 KiB).  Few long rows make one part: the kernel then splits each row's work instead."""
+    parts = min(m, 64)
+    while parts > 1 and 16 * parts * d > max(m * d * itemsize // 8, 2**16):
+        parts //= 2
+    return max(parts, 1)
+
+
+def layer_norm_backward(
+    grad_output: Any,
+    x: Any,
+    normalized_shape: int | Sequence[int],
+    weight: Any = None,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of :func:`layer_norm` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (*, *normalized_shape)
+    x : array_like of the same shape and dtype
+        The forward input (the statistics are recomputed from it).
+    normalized_shape : int or tuple of ints
+    weight : array_like of shape normalized_shape, optional
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of ``x``
+    grad_weight, grad_bias : ndarray of shape normalized_shape, or None when ``weight`` is
+        None
+
+    Notes
+    -----
+    Per row, with ``dy = grad_output * weight``:
+    ``grad_x = rstd * (dy - mean(dy) - xhat * mean(dy * xhat))``; ``grad_weight`` and
+    ``grad_bias`` sum ``grad_output * xhat`` and ``grad_output`` over the rows (in double,
+    rows cut into parts fixed by the shapes: bit-identical for any thread count).
+
+    See Also
+    --------
+    layer_norm
+    """
+    func = "layer_norm_backward"
+    x = as_float_array(x, "x", func)
+    g = _grad_output(func, grad_output, x)
+    m, d = _layer_split(func, x, normalized_shape)
+    shape = x.shape[x.ndim - len(_normalized_shape(func, normalized_shape)) :]
+    weight = _affine(func, "weight", weight, shape, x.dtype, "normalized_shape")
+    eps = _eps(func, eps)
+    check_numel(x.shape, "grad_x", func, x.itemsize)
+    gx = np.empty_like(x)
+    parts = _row_parts(m, d, x.itemsize)
+    pw = np.zeros((parts, d) if weight is not None else 1)
+    pb = np.zeros((parts, d) if weight is not None else 1)
+    if x.size:
+        _norm.layer_norm_backward(
+            g.reshape(-1),
+            x.reshape(-1),
+            gx.reshape(-1),
+            _flat(weight),
+            m,
+            d,
+            eps,
+            pw.reshape(-1),
+            pb.reshape(-1),
+            parts,
+            get_num_threads(),
+        )
+    if weight is None:
+        return gx, None, None
+    return (
+        gx,
+        pw.sum(axis=0).astype(x.dtype).reshape(shape),
+        pb.sum(axis=0).astype(x.dtype).reshape(shape),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# instance_norm
+# ------------------------------------------------------------------------------------------
+
+
+def _running(
+    func: str, rm: Any, rv: Any, c: int, dtype: np.dtype, update: bool
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``running_mean`` / ``running_var``: both None, or both float arrays of shape (C,) and
+    ``x``'s dtype (writeable ndarrays when they are updated in place)."""
+    if (rm is None) != (rv is None):
+        raise ValueError(
+            f"{func}(): running_mean and running_var must both be given or both be None. "
+            f"Received: running_mean={'None' if rm is None else 'an array'}, "
+            f"running_var={'None' if rv is None else 'an array'}"
+        )
+    if rm is None:
+        return None, None
+    out = []
+    for name, a in (("running_mean", rm), ("running_var", rv)):
+        arr = as_ndarray(a, name, func)
+        if arr.dtype != dtype:
+            raise TypeError(
+                f"{func}(): {name} must have the dtype of x, {dtype}. "
+                f"Received: {name}.dtype={arr.dtype}"
+            )
+        if arr.shape != (c,):
+            raise ValueError(
+                f"{func}(): {name} must have shape ({c},), one per channel. "
+                f"Received: {name} with shape {arr.shape}"
+            )
+        if update and not (isinstance(a, np.ndarray) and a.flags.writeable):
+            raise ValueError(
+                f"{func}(): {name} is updated in place with use_input_stats=True, so it must "
+                f"be a writeable NumPy array. Received: {name} of type {type(a).__name__}"
+                + ("" if not isinstance(a, np.ndarray) else " (read-only)")
+            )
+        out.append(arr)
+    return out[0], out[1]
+
+
+def _instance_args(
+    func: str,
+    x: Any,
+    running_mean: Any,
+    running_var: Any,
+    use_input_stats: Any,
+    eps: Any,
+    update: bool,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, bool, float]:
+    """Checked ``(x, running_mean, running_var, use_input_stats, eps)``; ``update``: the
+    running statistics are updated in place (the forward) rather than only read."""
+    x = _input(func, x, "x", 3, "an array of shape (N, C, *) with at least 3 dimensions")
+    use = check_bool(use_input_stats, "use_input_stats", func)
+    rm, rv = _running(func, running_mean, running_var, x.shape[1], x.dtype, use and update)
+    if not use and rm is None:
+        raise ValueError(
+            f"{func}(): use_input_stats=False normalizes with running_mean and running_var, "
+            f"which must be given. Received: running_mean=None, running_var=None"
+        )
+    if use and int(np.prod(x.shape[2:], dtype=np.int64)) == 1:
+        raise ValueError(
+            f"{func}(): expected more than 1 spatial element per channel when using the "
+            f"input's statistics. Received: x with shape {x.shape}"
+        )
+    return x, rm, rv, use, _eps(func, eps)
+
+
+def _given_stats(
+    x: np.ndarray, rm: np.ndarray | None, rv: np.ndarray | None, use: bool
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-(sample, channel) mean and variance from the running statistics (not ``use``)."""
+    if use:
+        return None, None
+    n = x.shape[0]
+    return np.tile(rm.astype(np.float64), n), np.tile(rv.astype(np.float64), n)
+
+
+def instance_norm(
+    x: Any,
+    running_mean: Any = None,
+    running_var: Any = None,
+    weight: Any = None,
+    bias: Any = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Instance normalization: normalize each channel of each sample over its positions,
+    then scale and shift per channel.
+
+    Same as :func:`torch.nn.functional.instance_norm` (group norm with one channel per
+    group, plus optional running statistics).
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, *)
+        At least 3-D (one or more spatial axes).
+    running_mean, running_var : ndarray of shape (C,), optional
+        With ``use_input_stats`` (the default), updated in place when given:
+        ``running = (1 - momentum) * running + momentum * batch_mean``, where the batch's
+        mean and (unbiased) variance are the per-instance statistics averaged over ``N``.
+        Without it, the statistics the input is normalized with.
+    weight, bias : array_like of shape (C,), optional
+    use_input_stats : bool, default True
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    ``y[n, c] = (x[n, c] - mean[n, c]) / sqrt(var[n, c] + eps) * weight[c] + bias[c]``
+    (biased variance over the ``prod(*)`` positions; computed as in :func:`group_norm`).
+    A 3-D unbatched ``(C, H, W)`` input is for :class:`cnncore.nn.InstanceNorm2d`, which adds
+    the batch axis.
+
+    See Also
+    --------
+    instance_norm_backward, group_norm, cnncore.nn.InstanceNorm2d
+    """
+    func = "instance_norm"
+    x, rm, rv, use, eps = _instance_args(
+        func, x, running_mean, running_var, use_input_stats, eps, True
+    )
+    mom = check_real(momentum, "momentum", func)
+    if not math.isfinite(mom):
+        raise ValueError(f"{func}(): momentum must be finite. Received: momentum={momentum!r}")
+    c = x.shape[1]
+    weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
+    bias = _affine(func, "bias", bias, (c,), x.dtype, "one per channel")
+    mean, var = _given_stats(x, rm, rv, use)
+    y, mean, var = _group_forward(func, x, c, weight, bias, eps, mean, var)
+    n = x.shape[0]
+    if use and rm is not None and n > 0:
+        s = int(np.prod(x.shape[2:], dtype=np.int64))
+        batch_mean = mean.reshape(n, c).mean(axis=0)
+        batch_var = var.reshape(n, c).mean(axis=0) * (s / (s - 1))
+        running_mean *= 1 - mom
+        running_mean += (mom * batch_mean).astype(x.dtype)
+        running_var *= 1 - mom
+        running_var += (mom * batch_var).astype(x.dtype)
+    return y
+
+
+def instance_norm_backward(
+    grad_output: Any,
+    x: Any,
+    running_mean: Any = None,
+    running_var: Any = None,
+    weight: Any = None,
+    use_input_stats: bool = True,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of :func:`instance_norm` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C, *)
+    x : array_like of the same shape and dtype
+        The forward input (the statistics are recomputed from it).
+    running_mean, running_var : ndarray of shape (C,), optional
+        Needed (and only read) with ``use_input_stats=False``: the statistics the forward
+        normalized with; then the map is affine and ``grad_x = grad_output * weight / sqrt(
+        running_var + eps)``.
+    weight : array_like of shape (C,), optional
+    use_input_stats : bool, default True
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of ``x``
+    grad_weight, grad_bias : ndarray of shape (C,), or None when ``weight`` is None
+
+    See Also
+    --------
+    instance_norm, group_norm_backward
+    """
+    func = "instance_norm_backward"
+    x, rm, rv, use, eps = _instance_args(
+        func, x, running_mean, running_var, use_input_stats, eps, False
+    )
+    g = _grad_output(func, grad_output, x)
+    c = x.shape[1]
+    weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
+    mean, var = _given_stats(x, rm, rv, use)
+    return _group_backward(func, g, x, c, weight, eps, mean, var)

@@ -1,0 +1,449 @@
+"""Normalization: group_norm, layer_norm, instance_norm, their backward functions and the
+GroupNorm / LayerNorm / InstanceNorm2d layers.
+
+The spec records (tests/api_specs.py) check the NumPy references, finite differences of the
+canonical calls, the bad-input table, empty batches and views; this file adds PyTorch
+cross-checks over random geometries, the numerics of large offsets, the parallel split of
+few large segments, running statistics and the layers.
+"""
+
+import numpy as np
+import pytest
+from conftest import assert_bit_identical_across_threads, numerical_grad, tol
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import group_norm_ref, layer_norm_ref
+
+import cnncore
+import cnncore.functional as F
+from cnncore import nn
+
+DTYPES = [np.float32, np.float64]
+TORCH_TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-11)}
+
+
+def _arr(rng, shape, dtype, scale=1.0, offset=0.0):
+    return (rng.standard_normal(shape) * scale + offset).astype(dtype)
+
+
+def _torch_grads(torch, fn, g, *arrays):
+    """``fn(*tensors)`` and the gradients of ``sum(fn * g)`` for the arrays (None kept),
+    computed by torch in float64 from the (float32 or float64) inputs: the exact result the
+    float32 computation approximates (torch's own float32 group / instance norm is less
+    accurate than cnncore's on ill-conditioned groups)."""
+    ts = [
+        None if a is None else torch.from_numpy(a.astype(np.float64)).requires_grad_()
+        for a in arrays
+    ]
+    y = fn(*ts)
+    y.backward(torch.from_numpy(g.astype(np.float64)))
+    return y.detach().numpy(), [None if t is None else t.grad.numpy() for t in ts]
+
+
+def _close(got, expected, dtype):
+    for a, b in zip(got, expected, strict=True):
+        if b is None:
+            assert a is None
+        else:
+            np.testing.assert_allclose(a, b, **TORCH_TOL[np.dtype(dtype).type])
+
+
+# ------------------------------------------------------------------------------------------
+# PyTorch cross-checks over random geometries
+# ------------------------------------------------------------------------------------------
+
+_geometry = st.fixed_dictionaries(
+    {
+        "n": st.integers(0, 3),
+        "groups": st.integers(1, 4),
+        "cg": st.integers(1, 3),
+        "spatial": st.lists(st.integers(1, 6), min_size=0, max_size=2),
+        "affine": st.sampled_from(["both", "weight", "bias", "none"]),
+        "eps": st.sampled_from([1e-5, 1e-3, 0.3]),
+        "dtype": st.sampled_from(DTYPES),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+def _affine(rng, p, shape):
+    w = _arr(rng, shape, p["dtype"]) if p["affine"] in ("both", "weight") else None
+    b = _arr(rng, shape, p["dtype"]) if p["affine"] in ("both", "bias") else None
+    return w, b
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=_geometry)
+def test_group_norm_matches_torch(p):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(p["seed"])
+    c = p["groups"] * p["cg"]
+    shape = (p["n"], c, *p["spatial"])
+    x = _arr(rng, shape, p["dtype"], 2.0, 1.0)
+    g = _arr(rng, shape, p["dtype"])
+    w, b = _affine(rng, p, (c,))
+    if p["cg"] * int(np.prod(p["spatial"])) == 1:  # one-element groups: the result is b, the
+        # gradient 0 up to rounding (torch refuses N = 1)
+        y = F.group_norm(x, p["groups"], w, b, p["eps"])
+        np.testing.assert_allclose(y, group_norm_ref(x, p["groups"], w, b, p["eps"]), atol=1e-6)
+        return
+    tw = np.ones(c, p["dtype"]) if w is None and b is not None else w  # torch fails on bias only
+    ty, (tgx, tgw, tgb) = _torch_grads(
+        torch,
+        lambda tx, tw, tb: torch.nn.functional.group_norm(tx, p["groups"], tw, tb, p["eps"]),
+        g,
+        x,
+        tw,
+        b,
+    )
+    y = F.group_norm(x, p["groups"], w, b, p["eps"])
+    gx, gw, gb = F.group_norm_backward(g, x, p["groups"], w, p["eps"])
+    _close([y, gx], [ty, tgx], p["dtype"])
+    if w is not None:
+        _close([gw], [tgw], p["dtype"])
+        if b is not None:
+            _close([gb], [tgb], p["dtype"])
+    else:
+        assert gw is None and gb is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=_geometry, norm=st.lists(st.integers(1, 7), min_size=1, max_size=3))
+def test_layer_norm_matches_torch(p, norm):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(p["seed"])
+    shape = (p["n"], *p["spatial"], *norm)
+    x = _arr(rng, shape, p["dtype"], 2.0, -1.0)
+    g = _arr(rng, shape, p["dtype"])
+    w, b = _affine(rng, p, tuple(norm))
+    if int(np.prod(norm)) == 1:  # one-element rows: the result is b
+        y = F.layer_norm(x, norm, w, b, p["eps"])
+        np.testing.assert_allclose(y, layer_norm_ref(x, norm, w, b, p["eps"]), atol=1e-6)
+        return
+    ty, (tgx, tgw, tgb) = _torch_grads(
+        torch,
+        lambda tx, tw, tb: torch.nn.functional.layer_norm(tx, norm, tw, tb, p["eps"]),
+        g,
+        x,
+        w,
+        b,
+    )
+    y = F.layer_norm(x, norm, w, b, p["eps"])
+    gx, gw, gb = F.layer_norm_backward(g, x, norm, w, p["eps"])
+    _close([y, gx], [ty, tgx], p["dtype"])
+    if w is not None:
+        _close([gw], [tgw], p["dtype"])
+        if b is not None:
+            _close([gb], [tgb], p["dtype"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=_geometry, use_input_stats=st.booleans(), momentum=st.sampled_from([0.1, 0.5, 1.0]))
+def test_instance_norm_matches_torch(p, use_input_stats, momentum):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(p["seed"])
+    c = p["groups"] * p["cg"]
+    spatial = p["spatial"] or [3]
+    if int(np.prod(spatial)) == 1:
+        spatial = [2, *spatial[1:]]
+    shape = (max(p["n"], 1), c, *spatial)
+    x = _arr(rng, shape, p["dtype"], 2.0, 1.0)
+    g = _arr(rng, shape, p["dtype"])
+    w, b = _affine(rng, p, (c,))
+    rm, rv = _arr(rng, (c,), p["dtype"]), np.abs(_arr(rng, (c,), p["dtype"])) + 0.5
+    trm, trv = torch.from_numpy(rm.astype(np.float64)), torch.from_numpy(rv.astype(np.float64))
+    ty, (tgx, tgw, tgb) = _torch_grads(
+        torch,
+        lambda tx, tw, tb: torch.nn.functional.instance_norm(
+            tx, trm, trv, tw, tb, use_input_stats, momentum, p["eps"]
+        ),
+        g,
+        x,
+        w,
+        b,
+    )
+    y = F.instance_norm(x, rm, rv, w, b, use_input_stats, momentum, p["eps"])
+    gx, gw, gb = F.instance_norm_backward(g, x, rm, rv, w, use_input_stats, p["eps"])
+    _close([y, gx, rm, rv], [ty, tgx, trm.numpy(), trv.numpy()], p["dtype"])
+    if w is not None:
+        _close([gw], [tgw], p["dtype"])
+        if b is not None:
+            _close([gb], [tgb], p["dtype"])
+
+
+# ------------------------------------------------------------------------------------------
+# Numerics
+# ------------------------------------------------------------------------------------------
+
+
+def _big_offset(rng, shape):
+    """float32 data with mean 1e4 and standard deviation 1e-2 (the issue's test)."""
+    return (1e4 + 1e-2 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def test_large_common_offset_keeps_float32_accuracy(rng):
+    """Statistics relative to the segment's first element, two passes per chunk and the
+    mean split into two floats: the normalized output of data whose mean is 1e6 times its
+    standard deviation is as accurate as float32 allows (torch's float32 group_norm is off
+    by ~0.1 here), for forward and backward."""
+    x = _big_offset(rng, (2, 4, 32, 32))
+    x64 = x.astype(np.float64)  # the same float32 values, computed in float64
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    cases = [
+        (lambda a: F.group_norm(a, 2), group_norm_ref(x64, 2)),
+        (lambda a: F.layer_norm(a, (32, 32)), layer_norm_ref(x64, (32, 32))),
+        (lambda a: F.instance_norm(a), group_norm_ref(x64, 4)),
+    ]
+    for fn, ref in cases:
+        y = fn(x)
+        assert np.abs(y - ref).max() < 1e-4  # |y| ~ 1 (eps = 1e-5 against a variance of 1e-4)
+    gx32 = F.group_norm_backward(g, x, 2)[0]
+    gx64 = F.group_norm_backward(g.astype(np.float64), x64, 2)[0]
+    np.testing.assert_allclose(gx32, gx64, rtol=1e-3, atol=1e-3 * np.abs(gx64).max())
+    gl32 = F.layer_norm_backward(g, x, (32, 32))[0]
+    gl64 = F.layer_norm_backward(g.astype(np.float64), x64, (32, 32))[0]
+    np.testing.assert_allclose(gl32, gl64, rtol=1e-3, atol=1e-3 * np.abs(gl64).max())
+
+
+def test_large_offset_over_many_chunks(rng):
+    """A row of 100k elements (25 chunks merged with Chan's update), float32, offset 1e4."""
+    x = _big_offset(rng, (1, 100_000))
+    y = F.layer_norm(x, 100_000)
+    np.testing.assert_allclose(y, layer_norm_ref(x.astype(np.float64), 100_000), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_constant_segments(dtype):
+    """Zero variance: the output is the bias, the input gradient finite (as torch)."""
+    x = np.full((2, 4, 3, 3), 7.5, dtype)
+    b = np.arange(4, dtype=dtype)
+    y = F.group_norm(x, 2, None, b)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], x.shape))
+    gx, _, _ = F.group_norm_backward(np.ones_like(x), x, 2, np.ones(4, dtype))
+    assert np.all(np.isfinite(gx))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch_and_empty_planes(dtype):
+    x = np.zeros((0, 6, 4, 4), dtype)
+    w = np.ones(6, dtype)
+    assert F.group_norm(x, 3, w, w).shape == x.shape
+    gx, gw, gb = F.group_norm_backward(x, x, 3, w)
+    assert gx.shape == x.shape and np.array_equal(gw, np.zeros(6)) and gw.dtype == dtype
+    z = np.zeros((2, 6, 0, 4), dtype)
+    assert F.group_norm(z, 3).shape == z.shape and F.instance_norm(z).shape == z.shape
+    gx, gw, gb = F.layer_norm_backward(z, z, (0, 4), np.ones((0, 4), dtype))
+    assert gx.shape == z.shape and gw.shape == (0, 4)
+
+
+def test_finite_differences_of_variants(rng):
+    """Gradients without weight or bias, with a large eps and over several axes."""
+    x = rng.standard_normal((2, 4, 3, 2))
+    g = rng.standard_normal(x.shape)
+    cases = [
+        (lambda a: F.group_norm(a, 2, eps=0.3), lambda: F.group_norm_backward(g, x, 2, eps=0.3)),
+        (lambda a: F.layer_norm(a, (3, 2)), lambda: F.layer_norm_backward(g, x, (3, 2))),
+        (lambda a: F.layer_norm(a, 2), lambda: F.layer_norm_backward(g, x, 2)),
+        (lambda a: F.instance_norm(a), lambda: F.instance_norm_backward(g, x)),
+    ]
+    for fwd, bwd in cases:
+        gx, gw, gb = bwd()
+        assert gw is None and gb is None
+        np.testing.assert_allclose(gx, numerical_grad(fwd, x, g), rtol=1e-6, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------
+# Work split: bit-identical for any thread count, also for few large segments
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bit_identical_across_threads(dtype, rng):
+    """One huge group (N = 1, G = 1: each phase split over chunks), one huge row, a few
+    rows (weight-gradient parts), many small segments."""
+    big = _arr(rng, (1, 3, 150, 101), dtype, 1.0, 3.0)
+    gbig = _arr(rng, big.shape, dtype)
+    row = _arr(rng, (2, 3 * 4096 + 17), dtype)
+    grow = _arr(rng, row.shape, dtype)
+    many = _arr(rng, (7, 12, 9, 11), dtype)
+    gmany = _arr(rng, many.shape, dtype)
+    w3, w12 = _arr(rng, (3,), dtype), _arr(rng, (12,), dtype)
+    wrow = _arr(rng, row.shape[1:], dtype)
+    wmany = _arr(rng, many.shape[1:], dtype)
+
+    def compute():
+        return [
+            F.group_norm(big, 1, w3, w3),
+            *F.group_norm_backward(gbig, big, 1, w3),
+            F.instance_norm(big),
+            *F.instance_norm_backward(gbig, big, weight=w3),
+            F.layer_norm(row, row.shape[1], wrow, wrow),
+            *F.layer_norm_backward(grow, row, row.shape[1], wrow),
+            F.group_norm(many, 4, w12, w12),
+            *F.group_norm_backward(gmany, many, 4, w12),
+            F.layer_norm(many, many.shape[1:], wmany, wmany),
+            *F.layer_norm_backward(gmany, many, many.shape[1:], wmany),
+        ]
+
+    assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4, 2))
+
+
+# ------------------------------------------------------------------------------------------
+# Bad inputs the records cannot describe
+# ------------------------------------------------------------------------------------------
+
+_X = np.ones((2, 4, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: F.group_norm(_X, 3), ValueError, "num_groups"),
+        (lambda: F.group_norm(_X[0, 0, 0], 1), ValueError, "x"),
+        (lambda: F.group_norm(_X, 2, np.ones(4, np.float32)), TypeError, "weight"),
+        (lambda: F.group_norm(_X, 2, eps=-1.0), ValueError, "eps"),
+        (lambda: F.layer_norm(_X, (3, 4)), ValueError, "normalized_shape"),
+        (lambda: F.layer_norm(_X, (3, 3), np.ones(3)), ValueError, "weight"),
+        (lambda: F.instance_norm(_X[:, :, 0, 0]), ValueError, "x"),
+        (lambda: F.instance_norm(_X[..., :1, :1]), ValueError, "spatial"),
+        (lambda: F.instance_norm(_X, np.zeros(4)), ValueError, "running_var"),
+        (lambda: F.instance_norm(_X, np.zeros(3), np.ones(3)), ValueError, "running_mean"),
+        (lambda: F.instance_norm(_X, [0.0] * 4, [1.0] * 4), ValueError, "running_mean"),
+        (lambda: F.instance_norm(_X, use_input_stats=False), ValueError, "running_mean"),
+        (lambda: F.instance_norm(_X, momentum=np.inf), ValueError, "momentum"),
+        (
+            lambda: F.instance_norm(_X, np.zeros(4, np.float32), np.ones(4, np.float32)),
+            TypeError,
+            "running_mean",
+        ),
+        (lambda: F.instance_norm_backward(_X, _X, use_input_stats=False), ValueError, "running"),
+    ],
+)
+def test_bad_inputs(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_read_only_running_stats():
+    """Updated in place: a read-only array is refused (not silently copied), but it is fine
+    when only read."""
+    rm, rv = np.zeros(4), np.ones(4)
+    rm.flags.writeable = False
+    with pytest.raises(ValueError, match="running_mean"):
+        F.instance_norm(_X, rm, rv)
+    F.instance_norm(_X, rm, rv, use_input_stats=False)
+    F.instance_norm_backward(_X, _X, rm, rv, use_input_stats=False)
+
+
+# ------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------
+
+
+def _train_steps(torch, ours, theirs, x, steps=2, eval_after=False):
+    rng = np.random.default_rng(9)
+    for _ in range(steps):
+        g = rng.standard_normal(x.shape).astype(np.float32)
+        tx = torch.from_numpy(x.copy()).requires_grad_()
+        ty = theirs(tx)
+        ty.backward(torch.from_numpy(g))
+        y = ours(x)
+        gx = ours.backward(g)
+        np.testing.assert_allclose(y, ty.detach().numpy(), **tol(np.float32))
+        np.testing.assert_allclose(gx, tx.grad.numpy(), **tol(np.float32))
+        for p, tp in zip(ours.parameters(), theirs.parameters(), strict=True):
+            np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=2e-4, atol=2e-4)
+    for name, buf in ours.named_buffers():
+        tb = dict(theirs.named_buffers())[name].numpy()
+        np.testing.assert_allclose(buf, tb, rtol=1e-5, atol=1e-6)
+    if eval_after:
+        ours.eval()
+        theirs.eval()
+        np.testing.assert_allclose(
+            ours(x), theirs(torch.from_numpy(x)).detach().numpy(), **tol(np.float32)
+        )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: (nn.GroupNorm(2, 6), t.nn.GroupNorm(2, 6)),
+        lambda t: (nn.GroupNorm(3, 6, affine=False), t.nn.GroupNorm(3, 6, affine=False)),
+        lambda t: (nn.LayerNorm((5, 4)), t.nn.LayerNorm((5, 4))),
+        lambda t: (nn.LayerNorm(4, bias=False), t.nn.LayerNorm(4, bias=False)),
+        lambda t: (
+            nn.LayerNorm(4, elementwise_affine=False),
+            t.nn.LayerNorm(4, elementwise_affine=False),
+        ),
+        lambda t: (nn.InstanceNorm2d(6), t.nn.InstanceNorm2d(6)),
+        lambda t: (
+            nn.InstanceNorm2d(6, affine=True, track_running_stats=True, momentum=0.3),
+            t.nn.InstanceNorm2d(6, affine=True, track_running_stats=True, momentum=0.3),
+        ),
+    ],
+)
+def test_layers_match_torch(make, rng):
+    torch = pytest.importorskip("torch")
+    ours, theirs = make(torch)
+    x = _arr(rng, (3, 6, 5, 4), np.float32, 2.0, 1.0)
+    _train_steps(torch, ours, theirs, x, eval_after=True)
+
+
+def test_instance_norm2d_unbatched_and_momentum_none(rng):
+    torch = pytest.importorskip("torch")
+    ours = nn.InstanceNorm2d(3, affine=True, track_running_stats=True, momentum=None)
+    theirs = torch.nn.InstanceNorm2d(3, affine=True, track_running_stats=True, momentum=None)
+    x = _arr(rng, (3, 5, 6), np.float32)  # (C, H, W)
+    _train_steps(torch, ours, theirs, x, eval_after=True)
+    np.testing.assert_array_equal(ours._buffers["running_mean"], 0)  # torch: None = no update
+    assert ours(x).shape == x.shape
+
+
+def test_instance_norm2d_channels(rng):
+    x = _arr(rng, (2, 5, 4, 4), np.float32)
+    assert nn.InstanceNorm2d(3)(x).shape == x.shape  # unused num_features, as torch
+    with pytest.raises(ValueError, match="channel"):
+        nn.InstanceNorm2d(3, affine=True)(x)
+    with pytest.raises(ValueError, match="input"):
+        nn.InstanceNorm2d(5)(x[0, 0])
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: nn.GroupNorm(4, 6), ValueError, "num_channels"),
+        (lambda: nn.GroupNorm(0, 6), ValueError, "num_groups"),
+        (lambda: nn.GroupNorm(2, 6, eps=0), ValueError, "eps"),
+        (lambda: nn.GroupNorm(2, 6, affine=1), TypeError, "affine"),
+        (lambda: nn.LayerNorm(()), ValueError, "normalized_shape"),
+        (lambda: nn.LayerNorm((3, 0)), ValueError, "normalized_shape"),
+        (lambda: nn.LayerNorm("3"), TypeError, "normalized_shape"),
+        (lambda: nn.LayerNorm(3, bias="no"), TypeError, "bias"),
+        (lambda: nn.InstanceNorm2d(3, momentum=2.0), ValueError, "momentum"),
+        (lambda: nn.InstanceNorm2d(3, dtype=np.int32), TypeError, "dtype"),
+        (lambda: nn.GroupNorm(2, 6)(np.ones((2, 4, 3))), ValueError, "input"),
+    ],
+)
+def test_layer_bad_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_layers_save_and_load(rng, tmp_path):
+    model = nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1, rng=0),
+        nn.GroupNorm(3, 6),
+        nn.InstanceNorm2d(6, affine=True, track_running_stats=True),
+        nn.LayerNorm((6, 5, 5), bias=False, dtype=np.float32),
+        nn.GELU(),
+    )
+    x = _arr(rng, (4, 2, 5, 5), np.float32)
+    model(x)  # running statistics move
+    for p in model.parameters():
+        p.data += rng.standard_normal(p.data.shape).astype(np.float32) * 0.1
+    model.eval()
+    cnncore.nn.save(model, tmp_path / "norms.cnn")
+    again = cnncore.load(tmp_path / "norms.cnn")
+    again.eval()
+    np.testing.assert_array_equal(again(x), model(x))
+    assert [type(m).__name__ for m in again.layers] == [type(m).__name__ for m in model.layers]
