@@ -22,6 +22,8 @@ from .normalization import *  # noqa: F403
 from .parameter import Parameter
 from .pooling import *  # noqa: F403
 from .reshape import *  # noqa: F403
+from .safetensors_io import load_file as load_safetensors
+from .safetensors_io import save_file as save_safetensors
 from .sequential import Sequential
 from .serialization import load, save
 from .training import History
@@ -39,4 +41,6 @@ __all__ = [
     *(name for family in LAYER_FAMILIES for name in family.__all__),
     "load",
     "save",
+    "load_safetensors",
+    "save_safetensors",
 ]

@@ -214,5 +214,7 @@ class Sequential(Module):
         return training.predict(self, x, batch_size=batch_size)
 
     def save(self, path: Any) -> None:
-        """Write architecture (JSON) and weights to an ``.npz`` file, without pickle."""
+        """Write architecture (JSON) and weights to ``path``, without pickle: ``.safetensors``
+        (the state_dict, loadable into the equivalent torch model) if the name ends so, else
+        ``.npz``; :func:`cnncore.load` reads both (see :func:`cnncore.nn.save`)."""
         serialization.save(self, path)
