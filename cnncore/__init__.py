@@ -18,7 +18,18 @@ import os as _os
 if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
-from . import augment, datasets, filters, functional, kernels, models, nn, optim, signal  # noqa: E402
+from . import (  # noqa: E402
+    augment,
+    datasets,
+    filters,
+    functional,
+    kernels,
+    models,
+    nn,
+    onnx,  # noqa: E402  (does not import the onnx package until it is used)
+    optim,
+    signal,
+)
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from .functional import *  # noqa: E402,F403
 from .nn.init import manual_seed  # noqa: E402
@@ -35,6 +46,7 @@ __all__ = [
     "kernels",
     "models",
     "nn",
+    "onnx",
     "optim",
     "signal",
     "correlate2d",
