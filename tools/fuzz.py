@@ -544,6 +544,27 @@ def gen_save_safetensors(g: Draw) -> Call:
     return Call(run_save_safetensors, [tensors, metadata], {})
 
 
+def run_fuse(model: Any, x: Any) -> Any:
+    import cnncore
+
+    return cnncore.nn.fuse(model).predict(x)
+
+
+def gen_fuse(g: Draw) -> Call:
+    from cnncore import nn
+
+    c = g.dim(1, 4)
+    layers: list[Any] = [nn.Conv2d(2, c, g.dim(1, 3), rng=0)]
+    if g.coin(0.8):
+        layers.append(nn.BatchNorm2d(c, affine=g.coin(0.7), track_running_stats=g.coin(0.8)))
+    layers.append(nn.Flatten())
+    model: Any = nn.Sequential(*layers)
+    if g.coin(0.1):
+        model = g.choice(["model", None, 3])
+    x = g.r.standard_normal((g.dim(1, 3), 2, 4, 4)).astype(g.choice(["float32", "float64"]))
+    return Call(run_fuse, [model, x], {})
+
+
 def gen_load_idx(g: Draw) -> Call:
     import gzip
 
@@ -634,6 +655,7 @@ def _build_ops() -> dict[str, Any]:
         ops["nn." + cls_name] = _loss_module(cls_name)
     ops["Sequential.fit"] = gen_fit
     ops["load"] = gen_load_model
+    ops["nn.fuse"] = gen_fuse
     ops["nn.load_safetensors"] = gen_load_safetensors
     ops["nn.save_safetensors"] = gen_save_safetensors
     ops["datasets.load_idx"] = gen_load_idx

@@ -15,6 +15,7 @@ from . import activation, conv, dropout, init, linear, loss, normalization, pool
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .dropout import *  # noqa: F403
+from .inference import fuse
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .module import Module
@@ -41,6 +42,7 @@ __all__ = [
     *(name for family in LAYER_FAMILIES for name in family.__all__),
     "load",
     "save",
+    "fuse",
     "load_safetensors",
     "save_safetensors",
 ]

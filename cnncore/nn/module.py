@@ -321,8 +321,8 @@ class Module:
         dt = self.__dict__.get("_dtype")
         if dt is not None:
             return dt
-        params = self.parameters()
-        return params[0].dtype if params else np.dtype(np.float32)
+        first = next(self.named_parameters(), None)  # (stops at the first parameter)
+        return first[1].dtype if first is not None else np.dtype(np.float32)
 
     @dtype.setter
     def dtype(self, value: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import serialization, training
+from . import inference, serialization, training
 from .module import Module, as_model_input
 
 __all__ = ["Sequential", "as_model_input"]
@@ -59,6 +59,8 @@ class Sequential(Module):
         self.loss_fn: Module | None = None
         self.optimizer: Any = None
         self._input_shape: tuple[int, ...] | None = None
+        self._plans = inference.PlanCache()  # eval-mode forwards (see nn.inference)
+        self._eval_forward = False
 
     # -- container ------------------------------------------------------------------------
     def children(self) -> list[Module]:
@@ -85,9 +87,16 @@ class Sequential(Module):
     # -- computation ----------------------------------------------------------------------
     def forward(self, x: Any) -> np.ndarray:
         """Run the layers. uint8 images are scaled to [0, 1]; other inputs are converted to
-        the model's dtype (as Keras does)."""
+        the model's dtype (as Keras does).  In eval mode the layers run through a plan per
+        input shape (checks done once, buffers reused, bit-identical results; see
+        :mod:`cnncore.nn.inference`)."""
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
+        self._eval_forward = not self.training
+        if not self.training:
+            order = [self.layers[i] for i in self._run_order()]
+            key = (x.shape, x.dtype.str, tuple(map(id, order)))
+            return self._plans.forward(key, order, x)
         for i in self._run_order():
             x = self.layers[i](x)
         return x
@@ -119,6 +128,11 @@ class Sequential(Module):
         """Backpropagate through the layers in reverse. With ``input_grad=False`` the layers
         in front of the first trainable one are skipped and that layer computes only its
         parameter gradients (what training needs)."""
+        if self._eval_forward:
+            raise RuntimeError(
+                "Sequential.backward() called after a forward in eval mode, which keeps no "
+                "cache (call model.train() before the forward)"
+            )
         first = 0 if input_grad else self._first_trainable()
         g = grad_output
         for i in reversed(self._run_order()):
