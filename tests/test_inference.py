@@ -121,14 +121,14 @@ def test_structure_changes_make_a_new_plan():
     np.testing.assert_array_equal(model(x), _layerwise(model, x))
     model.layers[2] = nn.Linear(4, 2, rng=5)
     np.testing.assert_array_equal(model(x), _layerwise(model, x))
-    assert len(model._plans._plans) == 3
+    assert len(model._plans) == 3
 
 
 def test_plan_cache_is_bounded():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, rng=0)).eval()
     for n in range(1, 10):
         model(np.ones((n, 2, 2), np.float32))
-    assert len(model._plans._plans) == inference.MAX_PLANS
+    assert len(model._plans) == inference.MAX_PLANS
 
 
 def test_eval_forward_keeps_no_cache_and_backward_refuses():
@@ -191,7 +191,7 @@ def test_deepcopy_gets_its_own_plans():
     x = np.ones((1, 1, 28, 28), np.float32)
     model(x)
     clone = copy.deepcopy(model)
-    assert len(clone._plans._plans) == 0
+    assert len(clone._plans) == 0
     clone[0].weight.data[...] = 0
     np.testing.assert_array_equal(clone(x), _layerwise(clone, x))
     np.testing.assert_array_equal(model(x), _layerwise(model, x))

@@ -151,12 +151,13 @@ class Plan:
 
     Built by :meth:`record` (one normal layer-by-layer forward); :meth:`run` then runs the
     steps and returns a new array (the last buffer is reused by the next call, so it is
-    copied out).
+    copied out).  ``dtype`` is the model dtype inputs are converted to.
     """
 
-    def __init__(self, layers: Sequence[Module], steps: Sequence[Step]) -> None:
+    def __init__(self, layers: Sequence[Module], steps: Sequence[Step], dtype: np.dtype) -> None:
         self.layers = list(layers)  # kept alive: a container keys its plans by their ids
         self.steps = list(steps)
+        self.dtype = dtype
 
     @classmethod
     def record(cls, layers: Sequence[Module], x: np.ndarray) -> tuple[Plan, np.ndarray]:
@@ -170,7 +171,7 @@ class Plan:
             steps.append(step)
             owned = step[1]
             h = layer(h)
-        return cls(layers, steps), h
+        return cls(layers, steps, x.dtype), h
 
     def run(self, x: np.ndarray) -> np.ndarray:
         with blas_single_thread():
@@ -180,25 +181,33 @@ class Plan:
 
 
 class PlanCache:
-    """The plans of one container, by key, least recently used dropped beyond
-    :data:`MAX_PLANS`."""
+    """The plans of one container by key (the container's choice: input shape and dtype,
+    the ids of its layers), the least recently used dropped beyond :data:`MAX_PLANS`."""
 
     def __init__(self) -> None:
         self._plans: OrderedDict[Any, Plan] = OrderedDict()
 
-    def forward(self, key: Any, layers: Sequence[Module], x: np.ndarray) -> np.ndarray:
+    def get(self, key: Any) -> Plan | None:
         plan = self._plans.get(key)
         if plan is not None:
             self._plans.move_to_end(key)
-            return plan.run(x)
+        return plan
+
+    def record(self, key: Any, layers: Sequence[Module], x: np.ndarray) -> np.ndarray:
+        """Record the plan of ``layers`` for ``x`` under ``key`` (None: do not keep it) and
+        return this run's output."""
         plan, out = Plan.record(layers, x)
-        self._plans[key] = plan
-        while len(self._plans) > MAX_PLANS:
-            self._plans.popitem(last=False)
+        if key is not None:
+            self._plans[key] = plan
+            while len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)
         return np.array(out, copy=True)
 
     def clear(self) -> None:
         self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlanCache:
         return PlanCache()  # a copied model plans its own layers

@@ -90,16 +90,29 @@ class Sequential(Module):
         the model's dtype (as Keras does).  In eval mode the layers run through a plan per
         input shape (checks done once, buffers reused, bit-identical results; see
         :mod:`cnncore.nn.inference`)."""
-        x = as_model_input(x, self.dtype)
-        self._input_shape = x.shape
         self._eval_forward = not self.training
         if not self.training:
-            order = [self.layers[i] for i in self._run_order()]
-            key = (x.shape, x.dtype.str, tuple(map(id, order)))
-            return self._plans.forward(key, order, x)
+            return self._forward_planned(x)
+        x = as_model_input(x, self.dtype)
+        self._input_shape = x.shape
         for i in self._run_order():
             x = self.layers[i](x)
         return x
+
+    def _forward_planned(self, x: Any) -> np.ndarray:
+        """The eval-mode forward through the plan for ``x``'s shape and dtype (recorded on
+        the first such call); the key holds the layers' ids, so changing the layers makes a
+        new plan."""
+        key = None
+        if isinstance(x, np.ndarray):
+            key = (x.shape, x.dtype.str, tuple(map(id, self.layers)))
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._input_shape = x.shape
+                return plan.run(as_model_input(x, plan.dtype))
+        x = as_model_input(x, self.dtype)
+        self._input_shape = x.shape
+        return self._plans.record(key, [self.layers[i] for i in self._run_order()], x)
 
     def _run_order(self) -> list[int]:
         """Indices of the layers in the order ``forward`` runs them (see Notes)."""

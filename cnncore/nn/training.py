@@ -354,8 +354,9 @@ def predict(model: Module, x: Any, batch_size: int = 256) -> np.ndarray:
         with _batch_loop():
             outs = [np.array(model(x[s]), copy=True) for s in _batches(len(x), batch_size)]
     finally:
-        model.train(was_training)
-    return np.concatenate(outs)
+        if was_training:  # (else eval() above already left every module as it must be)
+            model.train()
+    return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
 def evaluate(

@@ -845,6 +845,8 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Sequential:
         raise _bad(where, "the graph has no layers")
     model = nn.Sequential(*chain.layers)
     model.dtype = dtype
+    # the graph's input shape (batch 1): what summary() shows and `cnncore predict` feeds
+    model._input_shape = model.onnx_input_shape = (1, *shape[1:])
     return model.eval()
 
 
@@ -858,7 +860,8 @@ def load(path: Any) -> nn.Sequential:
     or float64 input whose dimensions beyond the batch are static -- what
     ``torch.onnx.export`` writes for an ``nn.Sequential`` CNN, and everything
     :func:`cnncore.onnx.export` writes for a Sequential without the special-cased layers
-    (see its Notes).  Weights are copied; ``num_batches_tracked`` (not in ONNX) is 0.
+    (see its Notes).  Weights are copied; ``num_batches_tracked`` (not in ONNX) is 0.  The
+    model's ``onnx_input_shape`` is the graph's input shape with batch 1.
 
     Raises
     ------

@@ -7,7 +7,8 @@ against a NumPy copy of the same bytes) measured in that run.
 - :mod:`~cnncore.apps.bench.timing`: the timing harness (round-robin medians, library
   switches, the sgemm roof, copy baselines, peak memory) and its timing rules;
 - one module per suite: :mod:`~cnncore.apps.bench.conv`, :mod:`~cnncore.apps.bench.pool`,
-  :mod:`~cnncore.apps.bench.activation`, :mod:`~cnncore.apps.bench.train`;
+  :mod:`~cnncore.apps.bench.activation`, :mod:`~cnncore.apps.bench.train`,
+  :mod:`~cnncore.apps.bench.inference`;
 - here: :data:`SUITES` (the table ``cnncore bench --suite`` reads) and the shared command line
   of the ``benchmarks/bench_*.py`` scripts (:func:`script_parser`, :func:`run_script`).
 
@@ -29,6 +30,7 @@ import cnncore
 
 from .activation import SIGNAL_CASES, bench_activation
 from .conv import CONV_SHAPES, bench_conv
+from .inference import bench_inference
 from .pool import POOL_CASES, bench_pool
 from .timing import (
     MIN_REPEAT,
@@ -66,6 +68,7 @@ __all__ = [
     "bench_pool",
     "bench_activation",
     "bench_train",
+    "bench_inference",
     "SUITES",
     "script_parser",
     "run_script",
@@ -76,6 +79,7 @@ SUITES: dict[str, Callable[..., dict]] = {
     "pool": bench_pool,
     "activation": bench_activation,
     "train": bench_train,
+    "inference": bench_inference,
 }
 """Suites of ``cnncore bench --suite``; each is called as ``fn(quick=, use_torch=, repeat=)``
 and returns a dict of its numbers."""
