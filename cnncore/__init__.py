@@ -29,6 +29,7 @@ from . import (  # noqa: E402
     kernels,
     models,
     nn,
+    onnx,  # noqa: E402  (does not import the onnx package until it is used)
     optim,
     signal,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "kernels",
     "models",
     "nn",
+    "onnx",
     "optim",
     "signal",
     "correlate2d",

@@ -648,14 +648,31 @@ def _saved_model_bytes(g: Draw) -> bytes:
     return data
 
 
+def _saved_safetensors_bytes(g: Draw) -> bytes:
+    from cnncore import nn
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.BatchNorm2d(2), nn.Linear(3, 2, rng=1))
+    fd, path = tempfile.mkstemp(suffix=".safetensors")
+    os.close(fd)
+    try:
+        nn.save(model, path)
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(path)
+
+
 def run_load_bytes(data: bytes, which: str) -> Any:
     import cnncore
 
-    fd, path = tempfile.mkstemp(suffix=".npz" if which == "model" else ".idx")
+    suffix = {"model": ".npz", "safetensors": ".safetensors", "tensors": ".safetensors"}
+    fd, path = tempfile.mkstemp(suffix=suffix.get(which, ".idx"))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        if which == "model":
+        if which == "tensors":
+            return cnncore.nn.load_safetensors(path)
+        if which in ("model", "safetensors"):
             return cnncore.load(path)
         return cnncore.datasets.load_idx(path)
     finally:
@@ -667,6 +684,60 @@ def gen_load_model(g: Draw) -> Call:
     if g.coin(0.8):
         data = _damage(g, data)
     return Call(run_load_bytes, [data, "model"], {})
+
+
+def gen_load_safetensors(g: Draw) -> Call:
+    data = _saved_safetensors_bytes(g)
+    if g.coin(0.85):
+        data = _damage(g, data)
+    return Call(run_load_bytes, [data, g.choice(["safetensors", "tensors"])], {})
+
+
+def run_save_safetensors(tensors: Any, metadata: Any) -> Any:
+    import cnncore
+
+    fd, path = tempfile.mkstemp(suffix=".safetensors")
+    os.close(fd)
+    try:
+        cnncore.nn.save_safetensors(tensors, path, metadata)
+        return cnncore.nn.load_safetensors(path)
+    finally:
+        os.unlink(path)
+
+
+def gen_save_safetensors(g: Draw) -> Call:
+    dtypes = ["float32", "float64", "float16", "int64", "uint8", "bool", ">f4", "complex64"]
+    tensors: Any = {
+        f"t{i}": g.r.random(tuple(g.dim(0, 4) for _ in range(g.dim(0, 3)))).astype(g.choice(dtypes))
+        for i in range(g.dim(0, 4))
+    }
+    if g.coin(0.1):
+        tensors["__metadata__"] = np.zeros(1)
+    if g.coin(0.1):
+        tensors = list(tensors.values())
+    metadata = g.choice([None, {"a": "b"}, {"a": 1}, "x"])
+    return Call(run_save_safetensors, [tensors, metadata], {})
+
+
+def run_fuse(model: Any, x: Any) -> Any:
+    import cnncore
+
+    return cnncore.nn.fuse(model).predict(x)
+
+
+def gen_fuse(g: Draw) -> Call:
+    from cnncore import nn
+
+    c = g.dim(1, 4)
+    layers: list[Any] = [nn.Conv2d(2, c, g.dim(1, 3), rng=0)]
+    if g.coin(0.8):
+        layers.append(nn.BatchNorm2d(c, affine=g.coin(0.7), track_running_stats=g.coin(0.8)))
+    layers.append(nn.Flatten())
+    model: Any = nn.Sequential(*layers)
+    if g.coin(0.1):
+        model = g.choice(["model", None, 3])
+    x = g.r.standard_normal((g.dim(1, 3), 2, 4, 4)).astype(g.choice(["float32", "float64"]))
+    return Call(run_fuse, [model, x], {})
 
 
 def gen_load_idx(g: Draw) -> Call:
@@ -779,6 +850,9 @@ def _build_ops() -> dict[str, Any]:
         ops["nn." + cls_name] = _loss_module(cls_name)
     ops["Sequential.fit"] = gen_fit
     ops["load"] = gen_load_model
+    ops["nn.fuse"] = gen_fuse
+    ops["nn.load_safetensors"] = gen_load_safetensors
+    ops["nn.save_safetensors"] = gen_save_safetensors
     ops["datasets.load_idx"] = gen_load_idx
     return ops
 

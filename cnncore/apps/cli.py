@@ -1,4 +1,5 @@
-"""The ``cnncore`` command: ``demo``, ``train``, ``bench`` and ``info``.
+"""The ``cnncore`` command: ``demo``, ``train``, ``bench``, ``info``, ``predict`` and
+``export``.
 
 Every flag is checked before any work starts (data loading, model building, training): a
 bad value exits with status 2 and a message naming the flag, e.g.
@@ -20,7 +21,17 @@ from typing import Any
 
 from cnncore.optim import OPTIMIZER_NAMES, default_lr, make_optimizer
 
-__all__ = ["main", "build_parser", "cmd_demo", "cmd_train", "cmd_bench", "cmd_info", "DEFAULT_LR"]
+__all__ = [
+    "main",
+    "build_parser",
+    "cmd_demo",
+    "cmd_train",
+    "cmd_bench",
+    "cmd_info",
+    "cmd_predict",
+    "cmd_export",
+    "DEFAULT_LR",
+]
 
 #: The command's default learning rate per optimizer (from cnncore.optim's one table).
 DEFAULT_LR = {name: default_lr(name, "cli") for name in OPTIMIZER_NAMES}
@@ -532,6 +543,55 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Print the top-k classes of each image (PNG/JPEG/.npy) under a saved model."""
+    from . import predict as pr
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1. Received: --top-k={args.top_k}")
+    model = pr.load_model(args.model)
+    channels = pr.input_channels(model)
+    recorded = getattr(model, "onnx_input_shape", None)
+    if recorded is not None and len(recorded) == 4:
+        channels = int(recorded[1])
+    names = None
+    for path in args.images:
+        images = pr.to_chw(pr.read_image(path), path)
+        hw = pr.model_input_hw(model, tuple(images[0].shape[1:]))
+        outputs = model.predict(pr.fit_images(images, path, channels, hw, invert=args.invert))
+        results = pr.top_k(outputs, args.top_k, model)
+        if names is None and args.labels is not None:
+            names = pr.label_names(args.labels, outputs.shape[1])
+        for i, row in enumerate(results):
+            label = path if len(results) == 1 else f"{path}[{i}]"
+            shown = ", ".join(f"{names[c] if names else c} ({100 * p:.1f}%)" for c, p in row)
+            print(f"{label}: {shown}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a saved cnncore model (.npz/.safetensors) to ONNX."""
+    from cnncore import load
+    from cnncore import onnx as cn_onnx
+
+    from . import predict as pr
+
+    model = load(args.model)
+    if args.input_shape:
+        try:
+            shape = tuple(int(s) for s in args.input_shape.split(","))
+        except ValueError:
+            raise ValueError(
+                f"--input-shape must be comma-separated ints such as 1,1,28,28. Received: "
+                f"--input-shape={args.input_shape!r}"
+            ) from None
+    else:
+        shape = (1, pr.input_channels(model), *pr.model_input_hw(model))
+    cn_onnx.export(model, args.output, shape, dynamic_batch=not args.static_batch, opset=args.opset)
+    print(f"wrote {args.output} (input {shape}, opset {args.opset})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnncore",
@@ -661,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
     p.add_argument(
         "--suite",
-        choices=["all", "conv", "pool", "activation", "norm", "resize", "train"],
+        choices=["all", "conv", "pool", "activation", "norm", "resize", "train", "inference"],
         default="all",
         help="what to time",
     )
@@ -686,6 +746,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command("info", help="version, OpenMP, threads, SIMD level and BLAS")
     p.set_defaults(func=cmd_info)
+
+    p = add_command("predict", help="classify images (PNG/JPEG/.npy) with a saved model")
+    p.add_argument("model", metavar="MODEL", help="a .npz, .safetensors or .onnx model")
+    p.add_argument("images", metavar="IMAGES", nargs="+", help="PNG, JPEG or .npy files")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="class names: fashion-mnist, mnist or a comma-separated list (default: indices)",
+    )
+    p.add_argument(
+        "--invert", action="store_true", help="use 1 - pixel (dark strokes on a light page)"
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = add_command("export", help="export a saved model (.npz/.safetensors) to ONNX")
+    p.add_argument("model", metavar="MODEL", help="a .npz or .safetensors model")
+    p.add_argument("output", metavar="OUT.onnx")
+    p.add_argument(
+        "--input-shape",
+        default=None,
+        help="N,C,H,W (default: 1, the first convolution's channels, the size the model takes)",
+    )
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

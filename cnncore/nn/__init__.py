@@ -30,6 +30,7 @@ from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .dropout import *  # noqa: F403
 from .graph import Input, Model, Node
+from .inference import fuse
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .merge import *  # noqa: F403
@@ -39,6 +40,8 @@ from .parameter import Parameter
 from .pooling import *  # noqa: F403
 from .reshape import *  # noqa: F403
 from .resize import *  # noqa: F403
+from .safetensors_io import load_file as load_safetensors
+from .safetensors_io import save_file as save_safetensors
 from .sequential import Sequential
 from .serialization import load, save
 from .training import History
@@ -70,4 +73,7 @@ __all__ = [
     *(name for family in LAYER_FAMILIES for name in family.__all__),
     "load",
     "save",
+    "fuse",
+    "load_safetensors",
+    "save_safetensors",
 ]

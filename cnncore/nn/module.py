@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._validation import FLOAT_DTYPES, as_float_array, as_ndarray, check_bool
+from . import state as _state
 from .parameter import Parameter
 
 #: Every registered Module subclass by its registry name (see :class:`Module`, Registry).
@@ -302,13 +303,21 @@ class Module:
         self._buffers[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
         return self._buffers[name]
 
+    def _state_children(self) -> Iterator[tuple[str, Module]]:
+        """``(name, child)`` for each direct child: the prefix of its keys in
+        :meth:`state_dict`, :meth:`named_parameters` and :meth:`named_buffers`.  The default
+        numbers the :meth:`children` ``"0"``, ``"1"``, ... (``torch.nn.Sequential``'s
+        names); a container whose children have names (a graph model) overrides this."""
+        for i, child in enumerate(self.children()):
+            yield str(i), child
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         owner = weakref.ref(self)  # (a copied module claims its copied parameters here)
         for name, p in self._params.items():
             p._owner = owner
             yield prefix + name, p
-        for i, child in enumerate(self.children()):
-            yield from child.named_parameters(f"{prefix}{i}.")
+        for name, child in self._state_children():
+            yield from child.named_parameters(f"{prefix}{name}.")
 
     def parameters(self) -> list[Parameter]:
         """All trainable parameters of this module and its children, in a fixed order."""
@@ -317,8 +326,24 @@ class Module:
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
         for name, b in self._buffers.items():
             yield prefix + name, b
-        for i, child in enumerate(self.children()):
-            yield from child.named_buffers(f"{prefix}{i}.")
+        for name, child in self._state_children():
+            yield from child.named_buffers(f"{prefix}{name}.")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of all parameters and buffers, keyed and laid out as PyTorch's
+        ``state_dict()`` of the equivalent torch module (``0.weight``, ``1.running_mean``,
+        ``1.num_batches_tracked``; Conv2d weights OIHW, Linear ``(out, in)``).  See
+        :mod:`cnncore.nn.state`."""
+        return _state.state_dict(self)
+
+    def load_state_dict(self, state: Any, strict: bool = True) -> _state.IncompatibleKeys:
+        """Copy ``state`` (name -> NumPy array or torch tensor, e.g. a torch model's
+        ``state_dict()``) into the parameters and buffers, converting to their dtypes.
+        ``strict``: missing and unexpected keys raise one ValueError listing them all;
+        otherwise they are returned as ``(missing_keys, unexpected_keys)``.  A shape
+        mismatch always raises, naming the key and both shapes.  See
+        :func:`cnncore.nn.state.load_state_dict`."""
+        return _state.load_state_dict(self, state, strict)
 
     def zero_grad(self) -> None:
         for p in self.parameters():
@@ -396,8 +421,8 @@ class Module:
         dt = self.__dict__.get("_dtype")
         if dt is not None:
             return dt
-        params = self.parameters()
-        return params[0].dtype if params else np.dtype(np.float32)
+        first = next(self.named_parameters(), None)  # (stops at the first parameter)
+        return first[1].dtype if first is not None else np.dtype(np.float32)
 
     @dtype.setter
     def dtype(self, value: Any) -> None:

@@ -46,16 +46,17 @@ class MaxPool2d(Module):
         self._input_shape: tuple[int, ...] | None = None
 
     def forward(self, x: Any) -> np.ndarray:
-        y, idx = F.max_pool2d(
+        pooled = F.max_pool2d(
             x,
             self.kernel_size,
             self.stride,
             self.padding,
             self.dilation,
             self.ceil_mode,
-            return_indices=True,
+            return_indices=self.training,  # eval mode keeps no cache: no indices computed
         )
-        self._indices = idx if self.training else None
+        y, idx = pooled if self.training else (pooled, None)
+        self._indices = idx
         self._input_shape = np.shape(x)
         return y
 

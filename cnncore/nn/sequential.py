@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import serialization, training
+from . import inference, serialization, training
 from .module import Module, as_model_input, layer_input_error
 
 __all__ = ["Sequential", "as_model_input"]
@@ -71,6 +71,8 @@ class Sequential(training.TrainingMethods, Module):
         self.loss_fn: Module | None = None
         self.optimizer: Any = None
         self._input_shape: tuple[int, ...] | None = None
+        self._plans = inference.PlanCache()  # eval-mode forwards (see nn.inference)
+        self._eval_forward = False
 
     # -- container ------------------------------------------------------------------------
     def children(self) -> list[Module]:
@@ -98,7 +100,12 @@ class Sequential(training.TrainingMethods, Module):
     # -- computation ----------------------------------------------------------------------
     def forward(self, x: Any) -> np.ndarray:
         """Run the layers. uint8 images are scaled to [0, 1]; other inputs are converted to
-        the model's dtype (as Keras does)."""
+        the model's dtype (as Keras does).  In eval mode the layers run through a plan per
+        input shape (checks done once, buffers reused, bit-identical results; see
+        :mod:`cnncore.nn.inference`)."""
+        self._eval_forward = not self.training
+        if not self.training:
+            return self._forward_planned(x)
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
         for i in self._run_order():
@@ -107,6 +114,22 @@ class Sequential(training.TrainingMethods, Module):
             except (ValueError, TypeError) as exc:
                 raise layer_input_error(exc, i, self.layers[i], x.shape) from exc
         return x
+
+    def _forward_planned(self, x: Any) -> np.ndarray:
+        """The eval-mode forward through the plan for ``x``'s shape and dtype (recorded on
+        the first such call); the key holds the layers' ids, so changing the layers makes a
+        new plan."""
+        key = None
+        if isinstance(x, np.ndarray):
+            key = (x.shape, x.dtype.str, tuple(map(id, self.layers)))
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._input_shape = x.shape
+                return plan.run(as_model_input(x, plan.dtype))
+        x = as_model_input(x, self.dtype)
+        self._input_shape = x.shape
+        order = self._run_order()
+        return self._plans.record(key, [self.layers[i] for i in order], x, order)
 
     def _run_order(self) -> list[int]:
         """Indices of the layers in the order ``forward`` runs them (see Notes)."""
@@ -135,6 +158,11 @@ class Sequential(training.TrainingMethods, Module):
         """Backpropagate through the layers in reverse. With ``input_grad=False`` the layers
         in front of the first trainable one are skipped and that layer computes only its
         parameter gradients (what training needs)."""
+        if self._eval_forward:
+            raise RuntimeError(
+                "Sequential.backward() called after a forward in eval mode, which keeps no "
+                "cache (call model.train() before the forward)"
+            )
         first = 0 if input_grad else self._first_trainable()
         g = grad_output
         for i in reversed(self._run_order()):
@@ -188,5 +216,7 @@ class Sequential(training.TrainingMethods, Module):
 
     # -- training API (implemented in training.py / serialization.py) ----------------------
     def save(self, path: Any) -> None:
-        """Write architecture (JSON) and weights to an ``.npz`` file, without pickle."""
+        """Write architecture (JSON) and weights to ``path``, without pickle: ``.safetensors``
+        (the state_dict, loadable into the equivalent torch model) if the name ends so, else
+        ``.npz``; :func:`cnncore.load` reads both (see :func:`cnncore.nn.save`)."""
         serialization.save(self, path)

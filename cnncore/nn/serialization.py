@@ -1,5 +1,5 @@
-"""Save and load models as ``.npz`` files: the architecture as JSON plus one array per
-parameter/buffer.
+"""Save and load models as ``.npz`` or ``.safetensors`` files (chosen by the suffix): the
+architecture as JSON plus one array per parameter/buffer.
 
 No pickle anywhere: a file names module classes, which are looked up in the registry that
 every :class:`~cnncore.nn.Module` subclass joins when it is defined (see the Module
@@ -23,12 +23,17 @@ from typing import Any
 
 import numpy as np
 
+from . import safetensors_io
 from .module import Module, is_container, registered_modules, registered_name
+from .state import named_state
 
 FORMAT = "cnncore.model"
 VERSION = 1
 _ARCH_KEY = "__architecture__"
 _MAX_ARCH_BYTES = 1 << 20
+_SAFETENSORS_SUFFIX = ".safetensors"
+# The metadata keys of a .safetensors model file (values are str, as the format requires).
+_ST_FORMAT, _ST_VERSION, _ST_ARCH = "cnncore.format", "cnncore.version", "cnncore.architecture"
 # DEFLATE cannot expand data by more than ~1032:1; np.savez / np.savez_compressed write only
 # stored or deflated members, so a member's declared size is backed by real archive bytes.
 _DEFLATE_MAX_RATIO = 1032
@@ -124,14 +129,32 @@ def write_npz(path: Any, arrays: dict[str, np.ndarray]) -> None:
             os.close(dir_fd)
 
 
+def _is_safetensors(path: Any) -> bool:
+    return os.fspath(path).lower().endswith(_SAFETENSORS_SUFFIX)
+
+
 def save(model: Module, path: Any) -> None:
     """Write ``model`` (a :class:`~cnncore.nn.Sequential`, or any registered module) to
-    ``path`` (``.npz``), atomically (see :func:`write_npz`).
+    ``path``: ``.safetensors`` if its name ends so, else ``.npz`` (written atomically, see
+    :func:`write_npz`).
 
-    The file holds ``__architecture__`` (UTF-8 JSON: format, version, the modules' registry
-    names and constructor arguments, containers' ``layers``) and ``param:<name>`` /
+    An ``.npz`` file holds ``__architecture__`` (UTF-8 JSON: format, version, the modules'
+    registry names and constructor arguments, containers' ``layers``) and ``param:<name>`` /
     ``buffer:<name>`` arrays.
+
+    A ``.safetensors`` file holds the :meth:`~cnncore.nn.Module.state_dict` (PyTorch's key
+    names and layouts, so ``safetensors.torch.load_file`` + ``load_state_dict`` loads it
+    into the equivalent torch model) and, in its ``__metadata__``, ``cnncore.format``,
+    ``cnncore.version`` and ``cnncore.architecture`` (the JSON above).
     """
+    if _is_safetensors(path):
+        metadata = {
+            _ST_FORMAT: FORMAT,
+            _ST_VERSION: str(VERSION),
+            _ST_ARCH: json.dumps(_spec(model)),
+        }
+        safetensors_io.save_file(model.state_dict(), path, metadata)
+        return
     arrays = {_ARCH_KEY: json_array(architecture(model)), **model_arrays(model)}
     write_npz(path, arrays)
 
@@ -374,8 +397,71 @@ def copy_model_arrays(model: Module, arrays: dict[str, np.ndarray]) -> None:
         targets[key][...] = arr
 
 
+def _load_safetensors(path: Any) -> Module:
+    """:func:`load` for a ``.safetensors`` file written by :func:`save`."""
+    try:
+        header = safetensors_io.read_header(path)
+    except ValueError as exc:
+        raise ValueError(f"load(): {exc}") from None
+    meta = header.metadata
+    if _ST_ARCH not in meta:
+        raise _bad(
+            path,
+            "its metadata holds no cnncore architecture (a weights-only file, e.g. from "
+            "safetensors.torch.save_file): build the model and call "
+            "model.load_state_dict(cnncore.nn.load_safetensors(path))",
+        )
+    if meta.get(_ST_FORMAT) != FORMAT:
+        raise _bad(path, "wrong format tag")
+    if meta.get(_ST_VERSION) != str(VERSION):
+        raise _bad(path, f"unsupported version {meta.get(_ST_VERSION)!r}")
+    if len(meta[_ST_ARCH]) > _MAX_ARCH_BYTES:
+        raise _bad(path, "architecture entry too large")
+    try:
+        spec = json.loads(meta[_ST_ARCH])
+    except (ValueError, RecursionError) as exc:
+        raise _bad(path, f"architecture is not JSON ({exc})") from None
+    have = header.data_bytes
+    need = _architecture_bytes(spec)
+    if need > have:
+        raise _bad(
+            path,
+            f"the architecture needs {need} bytes of parameters but the file holds only "
+            f"{have} bytes of tensors",
+        )
+    model = _build(spec, path, [have])
+    expected = dict(named_state(model))
+    stored = header.tensors
+    if set(stored) != set(expected):
+        missing = sorted(set(expected) - set(stored))
+        extra = sorted(set(stored) - set(expected))
+        raise _bad(
+            path,
+            f"tensors do not match the architecture (missing {missing[:5]}, "
+            f"unexpected {extra[:5]})",
+        )
+    for key, target in expected.items():
+        dtype, shape, _, _ = stored[key]
+        if shape != target.shape or safetensors_io.DTYPES[dtype] != target.dtype:
+            raise _bad(
+                path,
+                f"{key} has shape {shape} and dtype {dtype}, expected {target.shape} "
+                f"and {target.dtype}",
+            )
+    try:
+        arrays = safetensors_io.load_file(path, header)
+    except ValueError as exc:
+        raise ValueError(f"load(): {exc}") from None
+    for key, target in expected.items():
+        target[...] = arrays[key]
+    model.eval()
+    return model
+
+
 def load(path: Any) -> Module:
-    """Load a model written by :meth:`Sequential.save` (or :func:`save`), in eval mode.
+    """Load a model written by :meth:`Sequential.save` (or :func:`save`), in eval mode:
+    ``.safetensors`` if the name ends so (the metadata must hold a cnncore architecture),
+    else ``.npz``.
 
     The file's module classes are looked up in the registry of :class:`~cnncore.nn.Module`
     subclasses: cnncore's layers, and user-defined modules whose class is defined before
@@ -393,6 +479,10 @@ def load(path: Any) -> Module:
     FileNotFoundError
         If ``path`` does not exist.
     """
+    if not os.path.exists(os.fspath(path)):
+        raise FileNotFoundError(f"load(): no such file: {os.fspath(path)!s}")
+    if _is_safetensors(path):
+        return _load_safetensors(path)
     with Archive(path) as ar:
         if _ARCH_KEY not in ar.members:
             raise ar.bad("no __architecture__ entry")

@@ -844,8 +844,9 @@ def predict(model: Module, x: Any, batch_size: int = 256) -> np.ndarray:
                 _check_output(out, "predict")
                 outs.append(np.array(out, copy=True))
     finally:
-        model.train(was_training)
-    return np.concatenate(outs)
+        if was_training:  # (else eval() above already left every module as it must be)
+            model.train()
+    return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
 def evaluate(

@@ -1113,3 +1113,19 @@ def dropout2d_backward(grad_output: Any, mask: Any, *, out: np.ndarray | None = 
         g.reshape(planes, size), m.reshape(-1), out.reshape(planes, size), get_num_threads()
     )
     return out
+
+
+def unary_inplace(name: str, x: np.ndarray, slope: float = 0.0) -> np.ndarray:
+    """``x <- relu/leaky_relu/sigmoid/tanh(x)`` in place, without argument checks (inference
+    plans; ``x`` a C-contiguous float array the caller owns).  Bit-identical to the op."""
+    flat = x.reshape(-1)
+    _activation.unary(_INPLACE_OPS[name], flat, flat, slope, get_num_threads())
+    return x
+
+
+_INPLACE_OPS = {
+    "relu": Activation.OP_RELU,
+    "leaky_relu": Activation.OP_LEAKY_RELU,
+    "sigmoid": Activation.OP_SIGMOID,
+    "tanh": Activation.OP_TANH,
+}

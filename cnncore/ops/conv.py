@@ -5,6 +5,7 @@ See :mod:`cnncore.functional` for the conventions every op follows.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -643,3 +644,48 @@ def col2im(
     elif x.size:
         _conv.col2im(cols, x, *_unfold_args(geo), get_num_threads())
     return x[0] if unbatched else x
+
+
+def prepare_conv2d(
+    x_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    dtype: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> tuple[Any, tuple[int, ...]]:
+    """:func:`conv2d` for repeated calls on one input shape (inference plans).
+
+    Checks the shapes and resolves the geometry once; returns ``(run, out_shape)`` where
+    ``run(x, weight, bias, out)`` writes ``conv2d(x, weight, bias, stride, padding,
+    dilation, groups)`` into ``out`` -- the same kernel and algorithm choice, so the result is
+    bit-identical -- without checking its arguments again: ``x``, ``weight``, ``bias`` (or
+    None) and ``out`` must be C-contiguous arrays of ``dtype`` and of the prepared shapes.
+    The caller holds the BLAS single-thread cap (:func:`cnncore._config.blas_single_thread`).
+    """
+    func = "conv2d"
+    geo, groups = _conv_setup(
+        func, tuple(x_shape), tuple(weight_shape), stride, padding, dilation, groups
+    )
+    out_shape = (x_shape[0], weight_shape[0], *geo.out)
+    args = _conv_kernel_args(geo, groups)
+    w_shape = tuple(weight_shape)
+    if math.prod(out_shape) == 0 or math.prod(x_shape) == 0 or math.prod(w_shape) == 0:
+
+        def run_general(
+            x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray
+        ) -> np.ndarray:
+            out[...] = conv2d(x, weight, bias, stride, padding, dilation, groups)
+            return out
+
+        return run_general, out_shape
+    forward = _conv.conv2d_forward
+
+    def run(x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray) -> np.ndarray:
+        # the algorithm is chosen per call: a cnncore.conv_algorithm() block may force one
+        algo = select_conv_algorithm(w_shape, groups, geo, "forward")
+        forward(x, weight, bias, out, *args, algo, get_num_threads())
+        return out
+
+    return run, out_shape

@@ -6,6 +6,7 @@ See :mod:`cnncore.functional` for the conventions every op follows.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -193,3 +194,34 @@ def linear_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     rows = math.prod(grad_output.shape[:-1])
     _conv.conv2d_backward_bias(grad_output.reshape(rows, out_f, 1, 1), db, get_num_threads())
     return db
+
+
+def prepare_linear(
+    x_shape: tuple[int, ...], weight_shape: tuple[int, ...]
+) -> tuple[Any, tuple[int, ...]]:
+    """:func:`linear` for repeated calls on one input shape (inference plans): checks the
+    shapes once; returns ``(run, out_shape)`` where ``run(x, weight, bias, out)`` writes
+    ``linear(x, weight, bias)`` into ``out`` with the same kernel, without checking its
+    arguments again (C-contiguous arrays of one float dtype and of the prepared shapes; the
+    caller holds the BLAS single-thread cap)."""
+    func = "linear"
+    out_f, in_f = weight_shape
+    if len(x_shape) < 1 or x_shape[-1] != in_f:
+        raise ValueError(
+            f"{func}(): the last dimension of x must be in_features = {in_f}. "
+            f"Received: x with shape {tuple(x_shape)}"
+        )
+    out_shape = (*x_shape[:-1], out_f)
+    check_numel(out_shape, "output", func)
+    check_blas_dims(func, lambda: f"x with shape {x_shape}", in_features=in_f, out_features=out_f)
+    rows = math.prod(x_shape[:-1])
+    forward = _linear.linear_forward
+
+    def run(x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray) -> np.ndarray:
+        if rows:
+            forward(
+                x.reshape(rows, in_f), weight, bias, out.reshape(rows, out_f), get_num_threads()
+            )
+        return out
+
+    return run, out_shape

@@ -719,3 +719,31 @@ def max_unpool2d_backward(grad_output: ArrayLike, indices: ArrayLike) -> np.ndar
     dx = np.empty(indices.shape, dtype=grad_output.dtype)
     _pool.index_gather(grad_output, indices, dx, get_num_threads(), func)
     return dx
+
+
+def prepare_max_pool2d(
+    x_shape: tuple[int, ...],
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+) -> tuple[Any, tuple[int, ...]]:
+    """:func:`max_pool2d` (without indices) for repeated calls on one input shape (inference
+    plans): resolves the geometry once; returns ``(run, out_shape)`` where ``run(x, out)``
+    writes the pooled ``x`` into ``out`` with the same kernel, without checking its arguments
+    again (C-contiguous arrays of one float dtype and of the prepared shapes)."""
+    func = "max_pool2d"
+    geo = pool2d_geometry(
+        func, tuple(x_shape[2:]), kernel_size, stride, padding, dilation, ceil_mode
+    )
+    out_shape = (*x_shape[:2], *geo.out)
+    check_numel(out_shape, "output", func)
+    args = _pool_args(geo)
+    forward = _pool.max_pool2d_forward
+
+    def run(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        forward(x, out, None, *args, get_num_threads())
+        return out
+
+    return run, out_shape

@@ -8,7 +8,8 @@ against a NumPy copy of the same bytes) measured in that run.
   switches, the sgemm roof, copy baselines, peak memory) and its timing rules;
 - one module per suite: :mod:`~cnncore.apps.bench.conv`, :mod:`~cnncore.apps.bench.pool`,
   :mod:`~cnncore.apps.bench.activation`, :mod:`~cnncore.apps.bench.norm`,
-  :mod:`~cnncore.apps.bench.resize`, :mod:`~cnncore.apps.bench.train`;
+  :mod:`~cnncore.apps.bench.resize`, :mod:`~cnncore.apps.bench.train`,
+  :mod:`~cnncore.apps.bench.inference`;
 - here: :data:`SUITES` (the table ``cnncore bench --suite`` reads) and the shared command line
   of the ``benchmarks/bench_*.py`` scripts (:func:`script_parser`, :func:`run_script`).
 
@@ -30,6 +31,7 @@ import cnncore
 
 from .activation import SIGNAL_CASES, bench_activation
 from .conv import CONV_SHAPES, bench_conv
+from .inference import bench_inference
 from .norm import NORM_CASES, bench_norm
 from .pool import POOL_CASES, bench_pool
 from .resize import RESIZE_CASES, bench_resize
@@ -73,6 +75,7 @@ __all__ = [
     "bench_norm",
     "bench_resize",
     "bench_train",
+    "bench_inference",
     "SUITES",
     "script_parser",
     "run_script",
@@ -85,6 +88,7 @@ SUITES: dict[str, Callable[..., dict]] = {
     "norm": bench_norm,
     "resize": bench_resize,
     "train": bench_train,
+    "inference": bench_inference,
 }
 """Suites of ``cnncore bench --suite``; each is called as ``fn(quick=, use_torch=, repeat=)``
 and returns a dict of its numbers."""

@@ -1,0 +1,304 @@
+"""Fast inference: eval-mode plans that run a chain of layers with the argument checks done
+once and the output buffers reused, and :func:`fuse`, which folds BatchNorm into the
+convolution or linear layer in front of it.
+
+**Plans.** At batch size 1 a small CNN spends most of its time in Python: every layer call
+re-validates its input, resolves its geometry and allocates its output.  A
+:class:`Plan` does all of that once per input shape: it runs the layers normally once
+(recording the shape, dtype and layout each one receives), then replaces each layer it
+knows by a step that calls the same compiled kernel on the recorded shapes, writing into a
+buffer allocated once -- so the results are bit-identical to the layer-by-layer forward.
+Activations run in place on a buffer the plan owns.  Layers without a planner (user
+modules, BatchNorm, Softmax, ...) are called as they are.  Parameters are read from the
+layers at every call (an optimizer step or ``load_state_dict`` is seen at once); the
+layers' configuration is assumed fixed after construction, as everywhere in cnncore.
+
+:class:`~cnncore.nn.Sequential` uses a plan for every eval-mode ``forward`` (so
+``predict``, ``evaluate`` and validation passes), keyed by input shape and dtype; a
+container of another kind (a graph model) builds steps for its layers with
+:func:`plan_layer` the same way.  :data:`PLANNERS` maps a registry name to a planner; a new
+layer whose eval forward is a kernel call adds one.
+
+**Fusion.** :func:`fuse` returns a copy of a model in which each BatchNorm (with running
+statistics) directly after a Conv2d or Linear is folded into that layer's weight and bias:
+``w' = w * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``,
+computed in float64.  The fused model computes the same function to rounding (1e-6
+relative in float32) with one layer fewer; like PyTorch's ``fuse_modules`` it is a snapshot
+for inference -- later changes of the original are not seen.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._config import blas_single_thread
+from ..ops.activation import unary_inplace
+from ..ops.conv import prepare_conv2d
+from ..ops.linear import prepare_linear
+from ..ops.pool import prepare_max_pool2d
+from .module import Module, layer_input_error, registered_name
+
+__all__ = ["Plan", "plan_layer", "fuse", "PLANNERS", "MAX_PLANS"]
+
+#: Plans a Sequential keeps (one per input shape and dtype), least recently used dropped.
+MAX_PLANS = 4
+
+#: A step: ``run(x) -> y`` and whether ``y`` is a buffer the plan owns (may be overwritten).
+Step = tuple[Callable[[np.ndarray], np.ndarray], bool]
+#: ``planner(layer, x, owned) -> step or None``: ``x`` is an input the layer received in the
+#: recording run (its shape, dtype and layout are those of every later call), ``owned``
+#: whether the plan owns it.  None: call the layer itself.
+Planner = Callable[[Any, np.ndarray, bool], "Step | None"]
+
+
+def _contiguous(x: np.ndarray, dtype: np.dtype) -> bool:
+    return x.dtype == dtype and x.flags.c_contiguous
+
+
+def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+    if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype):
+        return None
+    w = layer.weight
+    b = layer.bias
+    run, out_shape = prepare_conv2d(
+        x.shape,
+        w.data.shape,
+        x.dtype,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.groups,
+    )
+    out = np.empty(out_shape, x.dtype)
+    if b is None:
+        return (lambda x: run(x, w.data, None, out)), True
+    return (lambda x: run(x, w.data, b.data, out)), True
+
+
+def _plan_linear(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+    if not _contiguous(x, layer.dtype):
+        return None
+    w = layer.weight
+    b = layer.bias
+    run, out_shape = prepare_linear(x.shape, w.data.shape)
+    out = np.empty(out_shape, x.dtype)
+    if b is None:
+        return (lambda x: run(x, w.data, None, out)), True
+    return (lambda x: run(x, w.data, b.data, out)), True
+
+
+def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+    if x.dtype.kind != "f" or not x.flags.c_contiguous:
+        return None
+    run, out_shape = prepare_max_pool2d(
+        x.shape, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode
+    )
+    out = np.empty(out_shape, x.dtype)
+    return (lambda x: run(x, out)), True
+
+
+def _plan_activation(name: str, slope: Callable[[Any], float] | None = None) -> Planner:
+    def plan(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+        if not owned or x.dtype.kind != "f" or not x.flags.c_contiguous:
+            return None  # the input is not the plan's to overwrite: call the layer
+        s = 0.0 if slope is None else slope(layer)
+        return (lambda x: unary_inplace(name, x, s)), True
+
+    return plan
+
+
+def _plan_flatten(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+    shape = layer.output_shape(x.shape)
+    return (lambda x: x.reshape(shape)), owned
+
+
+def _plan_identity(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+    return (lambda x: x), owned  # Dropout in eval mode
+
+
+PLANNERS: dict[str, Planner] = {
+    "Conv2d": _plan_conv2d,
+    "Linear": _plan_linear,
+    "MaxPool2d": _plan_max_pool,
+    "ReLU": _plan_activation("relu"),
+    "LeakyReLU": _plan_activation("leaky_relu", lambda m: m.negative_slope),
+    "Sigmoid": _plan_activation("sigmoid"),
+    "Tanh": _plan_activation("tanh"),
+    "Flatten": _plan_flatten,
+    "Dropout": _plan_identity,
+}
+"""Registry name -> planner (see :data:`Planner`); layers not listed are called as they are."""
+
+
+def plan_layer(layer: Module, x: np.ndarray, owned: bool) -> Step:
+    """The step that runs ``layer`` (in eval mode) on inputs like ``x``: its planner's, or a
+    call of the layer itself (whose output the plan does not own)."""
+    # registry names are per class: a subclass (another forward) has its own, and no planner
+    planner = PLANNERS.get(registered_name(type(layer)) or "")
+    step = planner(layer, x, owned) if planner is not None else None
+    if step is None:
+        return layer.__call__, False
+    return step
+
+
+class Plan:
+    """The steps of an eval-mode forward of ``layers`` on one input shape and dtype.
+
+    Built by :meth:`record` (one normal layer-by-layer forward); :meth:`run` then runs the
+    steps and returns a new array (the last buffer is reused by the next call, so it is
+    copied out).  ``dtype`` is the model dtype inputs are converted to.
+    """
+
+    def __init__(self, layers: Sequence[Module], steps: Sequence[Step], dtype: np.dtype) -> None:
+        self.layers = list(layers)  # kept alive: a container keys its plans by their ids
+        self.steps = list(steps)
+        self.dtype = dtype
+
+    @classmethod
+    def record(
+        cls, layers: Sequence[Module], x: np.ndarray, indices: Sequence[int] | None = None
+    ) -> tuple[Plan, np.ndarray]:
+        """Run ``layers`` on ``x`` one by one (in eval mode) and build the plan from the
+        inputs they receive; returns the plan and the output of this run.  A layer that
+        rejects its input is named by its index in ``indices`` (the container's numbering)."""
+        steps: list[Step] = []
+        owned = False
+        h = x
+        for k, layer in enumerate(layers):
+            try:
+                step = plan_layer(layer, h, owned)
+                steps.append(step)
+                owned = step[1]
+                h = layer(h)
+            except (ValueError, TypeError) as exc:
+                index = k if indices is None else indices[k]
+                raise layer_input_error(exc, index, layer, h.shape) from exc
+        return cls(layers, steps, x.dtype), h
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with blas_single_thread():
+            for step, _ in self.steps:
+                x = step(x)
+        return np.array(x, copy=True)
+
+
+class PlanCache:
+    """The plans of one container by key (the container's choice: input shape and dtype,
+    the ids of its layers), the least recently used dropped beyond :data:`MAX_PLANS`."""
+
+    def __init__(self) -> None:
+        self._plans: OrderedDict[Any, Plan] = OrderedDict()
+
+    def get(self, key: Any) -> Plan | None:
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+        return plan
+
+    def record(
+        self,
+        key: Any,
+        layers: Sequence[Module],
+        x: np.ndarray,
+        indices: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Record the plan of ``layers`` for ``x`` under ``key`` (None: do not keep it) and
+        return this run's output."""
+        plan, out = Plan.record(layers, x, indices)
+        if key is not None:
+            self._plans[key] = plan
+            while len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)
+        return np.array(out, copy=True)
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PlanCache:
+        return PlanCache()  # a copied model plans its own layers
+
+    def __copy__(self) -> PlanCache:
+        return PlanCache()
+
+
+# --------------------------------------------------------------------------------------------
+# fuse
+# --------------------------------------------------------------------------------------------
+
+
+def _foldable(prev: Any, bn: Any) -> bool:
+    name_p, name_b = registered_name(type(prev)), registered_name(type(bn))
+    if name_b not in ("BatchNorm1d", "BatchNorm2d") or not bn.track_running_stats:
+        return False
+    if name_p == "Conv2d":
+        return name_b == "BatchNorm2d" and prev.out_channels == bn.num_features
+    if name_p == "Linear":
+        return name_b == "BatchNorm1d" and prev.out_features == bn.num_features
+    return False
+
+
+def _fold(prev: Any, bn: Any) -> Module:
+    """``prev`` followed by ``bn`` (eval mode) as one layer like ``prev``, with a bias."""
+    config = prev.get_config()
+    config["bias"] = True
+    fused = type(prev)(**config)
+    w = prev.weight.data.astype(np.float64)
+    b = np.zeros(w.shape[0]) if prev.bias is None else prev.bias.data.astype(np.float64)
+    mean = bn._buffers["running_mean"].astype(np.float64)
+    var = bn._buffers["running_var"].astype(np.float64)
+    gamma = bn.weight.data.astype(np.float64) if bn.affine else np.ones_like(mean)
+    beta = bn.bias.data.astype(np.float64) if bn.affine else np.zeros_like(mean)
+    s = gamma / np.sqrt(var + bn.eps)
+    fused.weight.data[...] = w * s.reshape(-1, *([1] * (w.ndim - 1)))
+    fused.bias.data[...] = (b - mean) * s + beta
+    return fused
+
+
+def _fuse_sequential(model: Any) -> None:
+    """Fold in place (``model`` is already a copy), recursing into nested Sequentials."""
+    layers = list(model.layers)
+    out: list[Module] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if registered_name(type(layer)) == "Sequential":
+            _fuse_sequential(layer)
+        if i + 1 < len(layers) and _foldable(layer, layers[i + 1]):
+            out.append(_fold(layer, layers[i + 1]))
+            i += 2
+            continue
+        out.append(layer)
+        i += 1
+    model.layers[:] = out
+
+
+def fuse(model: Module) -> Module:
+    """A copy of ``model`` for inference, with every BatchNorm1d/BatchNorm2d (with running
+    statistics) that directly follows a Linear/Conv2d in a Sequential folded into it.
+
+    Returns the copy in eval mode; ``model`` is not changed.  Containers other than
+    :class:`~cnncore.nn.Sequential` are copied unchanged.  See the module docstring.
+
+    Examples
+    --------
+    >>> from cnncore import nn
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    >>> [type(layer).__name__ for layer in nn.fuse(model)]
+    ['Conv2d', 'ReLU']
+    """
+    if not isinstance(model, Module):
+        raise TypeError(
+            f"fuse(): model must be a cnncore.nn.Module. Received: {type(model).__name__}"
+        )
+    fused = copy.deepcopy(model)
+    if registered_name(type(fused)) == "Sequential":
+        _fuse_sequential(fused)
+    return fused.eval()

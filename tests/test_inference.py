@@ -1,0 +1,289 @@
+"""Fast inference: eval-mode plans (bit-identical to the layer-by-layer forward, buffers
+reused, weights read live, no caches) and nn.fuse (BatchNorm folded, 1e-6 relative)."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import cnncore
+from cnncore import models, nn, optim
+from cnncore.nn import inference
+
+
+def _layerwise(model, x):
+    """The eval forward without a plan: each layer called in Sequential's run order."""
+    h = nn.module.as_model_input(x, model.dtype)
+    for i in model._run_order():
+        h = model.layers[i](h)
+    return h
+
+
+def _bn_stats(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and layer.track_running_stats:
+            c = layer.num_features
+            layer._buffers["running_mean"][...] = rng.standard_normal(c)
+            layer._buffers["running_var"][...] = rng.uniform(0.3, 3.0, c)
+            if layer.affine:
+                layer.weight.data[...] = rng.uniform(0.5, 2.0, c)
+                layer.bias.data[...] = rng.standard_normal(c)
+    return model
+
+
+def _mixed(dtype=np.float32):
+    kw = dict(dtype=dtype, rng=0)
+    return nn.Sequential(
+        nn.Tanh(),  # first layer: the input is not the plan's to overwrite
+        nn.Conv2d(1, 4, 3, padding=1, **kw),
+        nn.BatchNorm2d(4, dtype=dtype),
+        nn.LeakyReLU(0.2),
+        nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.Conv2d(4, 6, 3, stride=2, dilation=1, groups=2, bias=False, **kw),
+        nn.Sigmoid(),
+        nn.Conv2d(6, 6, 3, padding=1, padding_mode="reflect", **kw),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(6 * 3 * 3, 16, **kw),
+        nn.BatchNorm1d(16, dtype=dtype),
+        nn.ReLU(),
+        nn.Linear(16, 5, bias=False, **kw),
+        nn.Softmax(1),
+    )
+
+
+MODELS = {
+    "lenet5": lambda d: models.lenet5(rng=0, dtype=d),
+    "simple_cnn": lambda d: models.simple_cnn(rng=0, dtype=d, dropout=0.3),
+    "mixed": _mixed,
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plans_are_bit_identical_to_the_layerwise_forward(name, dtype, restore_threads):
+    model = _bn_stats(MODELS[name](dtype)).eval()
+    rng = np.random.default_rng(0)
+    for threads in (1, 2):
+        cnncore.set_num_threads(threads)
+        for n in (1, 3, 1):  # the second batch-1 call runs the recorded plan
+            x = rng.standard_normal((n, 1, 28, 28)).astype(dtype)
+            for _ in range(2):
+                y = model(x)
+                expected = _layerwise(model, x)
+                assert y.dtype == expected.dtype and y.tobytes() == expected.tobytes()
+    np.testing.assert_array_equal(model.predict(x), _layerwise(model, x))
+
+
+def test_uint8_input_and_outputs_are_fresh_arrays():
+    model = models.lenet5(rng=0).eval()
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 28, 28), dtype=np.uint8)
+    a = model(x)
+    a_copy = a.copy()
+    b = model(x)
+    assert not np.shares_memory(a, b)
+    b[...] = 0
+    np.testing.assert_array_equal(a, a_copy)
+    np.testing.assert_array_equal(model(x), a_copy)
+    np.testing.assert_array_equal(model(x), _layerwise(model, x))
+
+
+def test_plans_see_weight_updates():
+    model = models.lenet5(rng=0)
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    y = np.array([1, 2, 3, 4])
+    before = model.eval()(x)
+    # a training step changes the weights in place: the next eval forward sees them
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    loss = nn.CrossEntropyLoss()
+    loss(model(x), y)
+    model.backward(loss.backward())
+    opt.step()
+    after = model.eval()(x)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, _layerwise(model, x))
+    model.load_state_dict(models.lenet5(rng=3).state_dict())
+    np.testing.assert_array_equal(model(x), models.lenet5(rng=3).eval()(x))
+    # replacing a Parameter's array is seen too
+    model[0].weight.data = np.zeros_like(model[0].weight.data)
+    np.testing.assert_array_equal(model(x), _layerwise(model, x))
+
+
+def test_structure_changes_make_a_new_plan():
+    model = nn.Sequential(nn.Linear(3, 4, rng=0)).eval()
+    x = np.ones((2, 3), np.float32)
+    model(x)
+    model.append(nn.ReLU())
+    model.append(nn.Linear(4, 2, rng=1))
+    np.testing.assert_array_equal(model(x), _layerwise(model, x))
+    model.layers[2] = nn.Linear(4, 2, rng=5)
+    np.testing.assert_array_equal(model(x), _layerwise(model, x))
+    assert len(model._plans) == 3
+
+
+def test_plan_cache_is_bounded():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, rng=0)).eval()
+    for n in range(1, 10):
+        model(np.ones((n, 2, 2), np.float32))
+    assert len(model._plans) == inference.MAX_PLANS
+
+
+def test_eval_forward_keeps_no_cache_and_backward_refuses():
+    model = _bn_stats(_mixed()).train()
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    out = model(x)
+    model.backward(np.ones_like(out))  # training: fine
+    model.eval()
+    model(x)
+    model(x)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        model.backward(np.ones_like(out))
+    for layer in model.layers:  # the recording run cleared every cache
+        for attr in ("_x", "_indices", "_out", "_xhat", "_mask"):
+            assert getattr(layer, attr, None) is None, (type(layer).__name__, attr)
+    model.train()
+    out = model(x)
+    model.backward(np.ones_like(out))
+
+
+def test_max_pool_computes_no_indices_in_eval_mode(monkeypatch):
+    calls = []
+    real = nn.pooling.F.max_pool2d
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("return_indices"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nn.pooling.F, "max_pool2d", spy)
+    pool = nn.MaxPool2d(2)
+    x = np.ones((1, 1, 4, 4), np.float32)
+    pool.eval()(x)
+    pool.train()(x)
+    assert calls == [False, True]
+
+
+def test_forced_conv_algorithm_is_honoured():
+    model = models.simple_cnn(rng=0).eval()
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    model(x)  # plan recorded with the automatic choice
+    for algo in ("gemm", "direct"):
+        with cnncore.conv_algorithm(algo):
+            np.testing.assert_array_equal(model(x), _layerwise(model, x))
+
+
+def test_user_layers_run_as_they_are():
+    class Double(nn.Module, register=False):
+        def forward(self, x):
+            return np.asarray(x) * 2
+
+    model = nn.Sequential(nn.Linear(3, 4, rng=0), Double(), nn.ReLU(), nn.Linear(4, 2, rng=1))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    model.eval()
+    for _ in range(2):
+        np.testing.assert_array_equal(model(x), _layerwise(model, x))
+
+
+def test_deepcopy_gets_its_own_plans():
+    model = models.lenet5(rng=0).eval()
+    x = np.ones((1, 1, 28, 28), np.float32)
+    model(x)
+    clone = copy.deepcopy(model)
+    assert len(clone._plans) == 0
+    clone[0].weight.data[...] = 0
+    np.testing.assert_array_equal(clone(x), _layerwise(clone, x))
+    np.testing.assert_array_equal(model(x), _layerwise(model, x))
+    assert not np.array_equal(clone(x), model(x))
+
+
+# --------------------------------------------------------------------------------------------
+# fuse
+# --------------------------------------------------------------------------------------------
+
+
+def _fusable(dtype, extra=()):
+    kw = dict(dtype=dtype, rng=0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, **kw),
+        nn.BatchNorm2d(16, dtype=dtype),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 3, bias=False, **kw),
+        nn.BatchNorm2d(8, affine=False, eps=1e-3, dtype=dtype),
+        nn.Sequential(nn.Conv2d(8, 4, 1, **kw), nn.BatchNorm2d(4, dtype=dtype)),
+        nn.BatchNorm2d(4, dtype=dtype),  # follows a Sequential: kept
+        nn.Flatten(),
+        nn.Linear(4 * 26 * 26, 8, **kw),
+        nn.BatchNorm1d(8, dtype=dtype),
+        *extra,
+    )
+    _bn_stats(model)
+    _bn_stats(model.layers[5], seed=1)
+    return model.eval()
+
+
+def test_fuse_structure():
+    extra = [nn.BatchNorm1d(8, track_running_stats=False)]  # batch statistics: kept
+    model = _fusable(np.float32, extra)
+    before = model.state_dict()
+    fused = nn.fuse(model)
+    names = [type(layer).__name__ for layer in fused]
+    assert names == [
+        "Conv2d",
+        "ReLU",
+        "Conv2d",
+        "Sequential",
+        "BatchNorm2d",
+        "Flatten",
+        "Linear",
+        "BatchNorm1d",
+    ]
+    assert [type(layer).__name__ for layer in fused[3]] == ["Conv2d"]
+    assert fused[2].bias is not None and not fused.training
+    for k, v in model.state_dict().items():  # the original is untouched
+        np.testing.assert_array_equal(v, before[k])
+    assert len(model) == 11
+
+
+def test_fuse_is_exact_in_float64():
+    model = _fusable(np.float64)
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28))
+    np.testing.assert_allclose(nn.fuse(model).predict(x), model.predict(x), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fuse_float32_within_rounding(seed):
+    """In float32 the fold (done in float64) is exact; what remains is float32 rounding of
+    the accumulations: the fused model is as close to the float64 result as the unfused one,
+    within 2e-6 of the output's scale."""
+    model = _fusable(np.float32)
+    model64 = _fusable(np.float64)
+    model64.load_state_dict(model.state_dict())
+    x = np.random.default_rng(seed).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    ref = model64.predict(x.astype(np.float64))
+    scale = np.abs(ref).max()
+    err_fused = np.abs(nn.fuse(model).predict(x) - ref).max() / scale
+    err_plain = np.abs(model.predict(x) - ref).max() / scale
+    assert err_fused <= 2e-6 and err_fused <= 2 * err_plain + 1e-7, (err_fused, err_plain)
+
+
+def test_fuse_matches_torch():
+    torch = pytest.importorskip("torch")
+    from cnncore.apps.bench.twins import torch_twin
+
+    model = _bn_stats(
+        nn.Sequential(nn.Conv2d(3, 8, 3, rng=0), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten())
+    ).eval()
+    twin = torch_twin(model).eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    with torch.inference_mode():
+        expected = twin(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(nn.fuse(model).predict(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_bad_input():
+    with pytest.raises(TypeError, match="Received"):
+        nn.fuse("model")
+    lone = nn.BatchNorm2d(3)
+    assert isinstance(nn.fuse(lone), nn.BatchNorm2d) and nn.fuse(lone) is not lone
