@@ -404,17 +404,18 @@ def gen_input(g: Draw) -> Call:
 
 
 def _graph_model(dtype: Any) -> Any:
-    """A small graph: a residual block with BatchNorm, a shared conv, a concatenation."""
+    """A small graph: a residual block with BatchNorm, a shared conv, a concatenation
+    (names given, so a saved copy is the same bytes in every process)."""
     from cnncore import nn
 
     kw = dict(dtype=dtype, rng=0)
-    inp = nn.Input((2, 4, 4))
-    shared = nn.Conv2d(2, 2, 3, padding=1, **kw)
-    y = nn.ReLU()(nn.BatchNorm2d(2, dtype=dtype)(shared(inp)))
-    y = nn.Add()([inp, shared(y)])
-    z = nn.Concatenate(dim=1)([y, nn.Multiply()([inp, y])])
-    out = nn.Linear(4, 3, **kw)(nn.Flatten()(nn.GlobalAvgPool2d()(z)))
-    return nn.Model(inp, out)
+    inp = nn.Input((2, 4, 4), name="x")
+    shared = nn.Conv2d(2, 2, 3, padding=1, name="conv", **kw)
+    y = nn.ReLU(name="relu")(nn.BatchNorm2d(2, dtype=dtype, name="bn")(shared(inp)))
+    y = nn.Add(name="add")([inp, shared(y)])
+    z = nn.Concatenate(dim=1, name="cat")([y, nn.Multiply(name="mul")([inp, y])])
+    z = nn.Flatten(name="flat")(nn.GlobalAvgPool2d(name="pool")(z))
+    return nn.Model(inp, nn.Linear(4, 3, name="fc", **kw)(z), name="graph")
 
 
 def run_graph(x: Any, grad: Any, dtype: Any, train: bool = True, input_grad: bool = True) -> Any:
