@@ -486,6 +486,12 @@ def test_default_names_are_unique_and_keras_style():
         nn.Conv2d(1, 1, 1, name="a.b")
     with pytest.raises(ValueError, match="name"):
         nn.Input((2,), name="")
+
+    class Named(nn.Linear, register=False):  # takes name= itself and passes it on
+        def __init__(self, n, name=None):
+            super().__init__(n, n, name=name)
+
+    assert Named(2, name="own").name == "own" and Named(2).name.startswith("named")
     inp = nn.Input((2,))
     x = nn.ReLU(name="same")(inp)
     with pytest.raises(ValueError, match="unique"):

@@ -460,7 +460,8 @@ def gen_input(g: Draw) -> Call:
 
 
 def _graph_model(dtype: Any) -> Any:
-    """A small graph: a residual block with BatchNorm, a shared conv, a concatenation."""
+    """A small graph: a residual block with BatchNorm, a shared conv, a concatenation
+    (names given, so a saved copy is the same bytes in every process)."""
     from cnncore import nn
 
     # explicit names: automatic ones count per process, so a case would not repeat exactly

@@ -570,8 +570,10 @@ class Model(training.TrainingMethods, Module):
                 for s, w, gi in zip(ins, wants, r, strict=True):
                     if w:
                         add(s, gi)
+                gi = None
             else:
                 add(ins[0], r)
+            r = None  # (a gradient added into another node's buffer is garbage now)
         if snaps is not None:
             for k, ids in self._restore_last:
                 for m, state in snaps[k]:

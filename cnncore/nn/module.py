@@ -113,12 +113,12 @@ def _named_init(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def named(self: Module, *args: Any, name: str | None = None, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
-        if type(self).__init__ is named:  # the outermost constructor of this object
-            cls = type(self).__name__
-            if name is None:
-                self.__dict__["_name"] = unique_name(snake_case(cls))
-            else:
-                self.__dict__["_name"] = check_name(name, f"{cls}()")
+        cls = type(self).__name__
+        if name is not None:  # (also when a subclass passes its own name= on to super())
+            self.__dict__["_name"] = check_name(name, f"{cls}()")
+        elif type(self).__init__ is named and "_name" not in self.__dict__:
+            # the outermost constructor of this object names it once
+            self.__dict__["_name"] = unique_name(snake_case(cls))
 
     return named
 
