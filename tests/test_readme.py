@@ -78,8 +78,8 @@ def test_readme_cli_flags_exist():
     text = README.read_text()
     known = _cli_flags()
     mentioned = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", text))
-    # python setup.py build_ext --inplace; benchmarks/bench_*.py --models
-    other_tools = {"--inplace", "--models"}
+    # setup.py build_ext --inplace; benchmarks/bench_*.py --models; mpirun --oversubscribe
+    other_tools = {"--inplace", "--models", "--oversubscribe", "--allow-run-as-root"}
     missing = sorted(mentioned - known - other_tools)
     assert not missing, f"README mentions flags the cnncore command does not have: {missing}"
 
