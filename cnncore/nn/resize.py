@@ -11,7 +11,7 @@ import numpy as np
 from .. import functional as F
 from .._geometry import interpolate_geometry, interpolate_params, pixel_shuffle_shape
 from .._validation import as_float_array, check_int
-from .module import Module
+from .module import Module, grad_like
 
 __all__ = ["Upsample", "PixelShuffle", "PixelUnshuffle"]
 
@@ -94,85 +94,66 @@ class Upsample(Module):
         }
 
 
-class PixelShuffle(Module):
+class _PixelRearrange(Module, register=False):
+    """PixelShuffle and PixelUnshuffle: one op forward, the other backward (each is the
+    other's inverse); ``factor_name`` is the constructor argument's name."""
+
+    factor_name = ""
+    inverse = False  # True: pixel_unshuffle forward
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        name = type(self).__name__
+        setattr(self, self.factor_name, check_int(factor, self.factor_name, name, min_value=1))
+        self._shape: tuple[int, ...] | None = None
+
+    @property
+    def _factor(self) -> int:
+        return getattr(self, self.factor_name)
+
+    def forward(self, x: Any) -> np.ndarray:
+        op = F.pixel_unshuffle if self.inverse else F.pixel_shuffle
+        y = op(x, self._factor)
+        self._shape = y.shape if self.training else None
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        shape = self._cached("_shape")
+        if not input_grad:
+            return None
+        g = grad_like(grad_output, shape, type(self).__name__)
+        return (F.pixel_shuffle if self.inverse else F.pixel_unshuffle)(g, self._factor)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return pixel_shuffle_shape(
+            type(self).__name__,
+            tuple(input_shape),
+            self._factor,
+            self.factor_name,
+            self.inverse,
+            "input",
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {self.factor_name: self._factor}
+
+
+class PixelShuffle(_PixelRearrange):
     """``(*, C * r**2, H, W) -> (*, C, H * r, W * r)`` with ``r = upscale_factor`` (see
     :func:`cnncore.pixel_shuffle`); its backward is :func:`cnncore.pixel_unshuffle`."""
 
+    factor_name = "upscale_factor"
+
     def __init__(self, upscale_factor: int) -> None:
-        super().__init__()
-        self.upscale_factor = check_int(
-            upscale_factor, "upscale_factor", "PixelShuffle", min_value=1
-        )
-        self._shape: tuple[int, ...] | None = None
-
-    def forward(self, x: Any) -> np.ndarray:
-        y = F.pixel_shuffle(x, self.upscale_factor)
-        self._shape = y.shape if self.training else None
-        return y
-
-    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        shape = self._cached("_shape")
-        if not input_grad:
-            return None
-        g = as_float_array(grad_output, "grad_output", "PixelShuffle.backward")
-        if g.shape != shape:
-            raise ValueError(
-                f"PixelShuffle.backward(): grad_output must have the shape of the forward "
-                f"output, {shape}. Received: grad_output with shape {g.shape}"
-            )
-        return F.pixel_unshuffle(g, self.upscale_factor)
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return pixel_shuffle_shape(
-            "PixelShuffle",
-            tuple(input_shape),
-            self.upscale_factor,
-            "upscale_factor",
-            False,
-            "input",
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {"upscale_factor": self.upscale_factor}
+        super().__init__(upscale_factor)
 
 
-class PixelUnshuffle(Module):
+class PixelUnshuffle(_PixelRearrange):
     """``(*, C, H * r, W * r) -> (*, C * r**2, H, W)`` with ``r = downscale_factor`` (see
     :func:`cnncore.pixel_unshuffle`); its backward is :func:`cnncore.pixel_shuffle`."""
 
+    factor_name = "downscale_factor"
+    inverse = True
+
     def __init__(self, downscale_factor: int) -> None:
-        super().__init__()
-        self.downscale_factor = check_int(
-            downscale_factor, "downscale_factor", "PixelUnshuffle", min_value=1
-        )
-        self._shape: tuple[int, ...] | None = None
-
-    def forward(self, x: Any) -> np.ndarray:
-        y = F.pixel_unshuffle(x, self.downscale_factor)
-        self._shape = y.shape if self.training else None
-        return y
-
-    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        shape = self._cached("_shape")
-        if not input_grad:
-            return None
-        g = as_float_array(grad_output, "grad_output", "PixelUnshuffle.backward")
-        if g.shape != shape:
-            raise ValueError(
-                f"PixelUnshuffle.backward(): grad_output must have the shape of the forward "
-                f"output, {shape}. Received: grad_output with shape {g.shape}"
-            )
-        return F.pixel_shuffle(g, self.downscale_factor)
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return pixel_shuffle_shape(
-            "PixelUnshuffle",
-            tuple(input_shape),
-            self.downscale_factor,
-            "downscale_factor",
-            True,
-            "input",
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {"downscale_factor": self.downscale_factor}
+        super().__init__(downscale_factor)
