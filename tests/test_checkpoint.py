@@ -26,7 +26,9 @@ from cnncore import callbacks as C
 from cnncore import nn, optim
 from cnncore.nn.callbacks import get_weights
 
-ROOT = Path(__file__).resolve().parent.parent
+# Where the cnncore under test lives (the source tree built in place, or site-packages when
+# installed, as in CI): child processes import that one, never an unbuilt source tree.
+ROOT = Path(cnncore.__file__).resolve().parent.parent
 
 # The training setup shared by this process and the child processes (one source of truth).
 SETUP = textwrap.dedent(
