@@ -40,6 +40,17 @@ from cnncore._shared cimport (ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_WINOG
                               CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
 
+cdef extern from *:
+    """
+    /* GCC's -O3 unroll-and-jam fuses pairs of iterations of a loop over kernel taps around
+       the inner loop over a block of outputs -- and then leaves that fused loop scalar (seen
+       in the depthwise kernels: 2-4x slower).  The register-blocked loops below are already
+       written with the independent chains they need. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC optimize ("no-loop-unroll-and-jam")
+    #endif
+    """
+
 # Per-thread im2col workspace target (elements); at least one output row is always used.
 # Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
 cdef Py_ssize_t COL_BUDGET = 131072
