@@ -1422,26 +1422,48 @@ cdef void dw_fill_rows(const floating* xc, const Geom* g, const DwPlan* pl, Py_s
                        Py_ssize_t n_rows, floating* xs) noexcept nogil:
     """``xs[(R - R0)*RS + p*Qs + q]`` = padded input ``x_pad[R, q*sw + p]`` of the plane
     ``xc`` for the padded rows ``[R0, R0 + n_rows)`` (zero outside the image)."""
-    cdef Py_ssize_t rr, r, p, q, lo, hi
+    cdef Py_ssize_t rr, r, p, q, lo, hi, lo1, hi1, a, b
     cdef Py_ssize_t W = g.W, sw = g.sw, Qs = pl.Qs
     cdef const floating* src
     cdef floating* dst
+    cdef floating* d1
     for rr in range(n_rows):
         r = R0 + rr - g.ph
         if r < 0 or r >= g.H:
             memset(xs + rr * pl.RS, 0, pl.RS * sizeof(floating))
             continue
-        src = xc + r * W
+        src = xc + r * W - g.pw
+        if sw == 2:
+            # both phases in one vectorizable pass (even / odd padded columns)
+            dst = xs + rr * pl.RS
+            d1 = dst + Qs
+            memset(dst, 0, pl.RS * sizeof(floating))
+            valid_range(-g.pw, 2, W, Qs, &lo, &hi)
+            valid_range(1 - g.pw, 2, W, Qs, &lo1, &hi1)
+            a = py_max(lo, lo1)
+            b = py_max(a, py_min(hi, hi1))
+            for q in range(a, b):
+                dst[q] = src[2 * q]
+                d1[q] = src[2 * q + 1]
+            for q in range(lo, a):
+                dst[q] = src[2 * q]
+            for q in range(b, hi):
+                dst[q] = src[2 * q]
+            for q in range(lo1, a):
+                d1[q] = src[2 * q + 1]
+            for q in range(b, hi1):
+                d1[q] = src[2 * q + 1]
+            continue
         for p in range(sw):
             dst = xs + rr * pl.RS + p * Qs
             valid_range(p - g.pw, sw, W, Qs, &lo, &hi)
             if lo > 0:
                 memset(dst, 0, lo * sizeof(floating))
             if sw == 1:
-                memcpy(dst + lo, src + lo - g.pw, (hi - lo) * sizeof(floating))
+                memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
             else:
                 for q in range(lo, hi):
-                    dst[q] = src[q * sw + p - g.pw]
+                    dst[q] = src[q * sw + p]
             if hi < Qs:
                 memset(dst + hi, 0, (Qs - hi) * sizeof(floating))
 
@@ -1534,9 +1556,60 @@ cdef void dw_rows(const floating* src, Py_ssize_t src_rs, const Py_ssize_t* offs
                     dw_block(src + r * src_rs + t0, offs, wts, n_taps, b, tail)
                 for q in range(nr):
                     r1 = r + q
-                    for t in range(m):
-                        dst[r1 * dst_rs + (t0 + t) * stride] = tail[q * DW_BLOCK + t]
+                    if stride == 1:
+                        memcpy(dst + r1 * dst_rs + t0, tail + q * DW_BLOCK, m * sizeof(floating))
+                    else:
+                        for t in range(m):
+                            dst[r1 * dst_rs + (t0 + t) * stride] = tail[q * DW_BLOCK + t]
             t0 = t0 + DW_BLOCK
+        r = r + nr
+
+
+cdef void dw_rows2(const floating* src, Py_ssize_t src_rs, const Py_ssize_t* offs0,
+                   const floating* wts0, Py_ssize_t nt0, const Py_ssize_t* offs1,
+                   const floating* wts1, Py_ssize_t nt1, floating b, floating* dst,
+                   Py_ssize_t dst_rs, Py_ssize_t n_rows, Py_ssize_t q_start, Py_ssize_t q_end,
+                   Py_ssize_t pw, Py_ssize_t W, floating* tail) noexcept nogil:
+    """Input-gradient rows of column stride 2: for each block of ``DW_BLOCK`` positions ``q``
+    (from ``q_start`` to ``q_end``) both column phases (taps ``offs0``/``wts0`` and
+    ``offs1``/``wts1``, as in :func:`dw_rows`) are computed into ``tail``, then interleaved
+    (a vectorizable store) into columns ``2*q + p - pw`` of the ``dst`` rows, clipped to
+    ``[0, W)``.  ``tail``: ``(2 * DW_ROWS + 2) * DW_BLOCK`` entries of scratch."""
+    cdef Py_ssize_t r = 0, nr, k, t, q0, c0, lo, hi
+    cdef floating* a0
+    cdef floating* a1
+    cdef floating* d
+    cdef floating* buf = tail + 2 * DW_ROWS * DW_BLOCK
+    while r < n_rows:
+        nr = DW_ROWS if r + DW_ROWS <= n_rows else 1
+        q0 = q_start
+        while q0 < q_end:
+            if nr == DW_ROWS:
+                dw_block4(src + r * src_rs + q0, src_rs, offs0, wts0, nt0, b, tail, DW_BLOCK)
+                dw_block4(src + r * src_rs + q0, src_rs, offs1, wts1, nt1, b,
+                          tail + DW_ROWS * DW_BLOCK, DW_BLOCK)
+            else:
+                dw_block(src + r * src_rs + q0, offs0, wts0, nt0, b, tail)
+                dw_block(src + r * src_rs + q0, offs1, wts1, nt1, b, tail + DW_ROWS * DW_BLOCK)
+            c0 = 2 * q0 - pw        # the block's first column
+            for k in range(nr):
+                a0 = tail + k * DW_BLOCK
+                a1 = a0 + DW_ROWS * DW_BLOCK
+                d = dst + (r + k) * dst_rs
+                if c0 >= 0 and c0 + 2 * DW_BLOCK <= W:
+                    d = d + c0
+                else:
+                    d = buf
+                for t in range(DW_BLOCK):
+                    d[2 * t] = a0[t]
+                    d[2 * t + 1] = a1[t]
+                if d == buf:
+                    lo = py_max(0, c0)
+                    hi = py_min(W, c0 + 2 * DW_BLOCK)
+                    if hi > lo:
+                        memcpy(dst + (r + k) * dst_rs + lo, buf + lo - c0,
+                               (hi - lo) * sizeof(floating))
+            q0 = q0 + DW_BLOCK
         r = r + nr
 
 
@@ -1605,8 +1678,11 @@ cdef void dw_grad_band(const floating* gc, const floating* w, floating b, const 
                        floating* tail, floating* dxc) noexcept nogil:
     """Rows ``[r0, r1)`` of one input-gradient plane ``dxc`` (+ ``b``) from its Kg dy planes
     ``gc`` (consecutive) and filters ``w``.  Scratch: ``dys`` (``Kg * rows * Qd``), ``offs``
-    / ``wts`` (``Kg * kh * kw``: the taps of one row phase and column phase), ``tail``."""
-    cdef Py_ssize_t oh_lo, oh_hi, m, oh, ncp, o, rf, R, Rq, rp, p, qlo, qhi, i, j, nt
+    / ``wts`` (``2 * Kg * kh * kw``: the taps of one row phase and column phase, of two
+    column phases for stride 2), ``tail`` (``(2 * DW_ROWS + 2) * DW_BLOCK``)."""
+    cdef Py_ssize_t oh_lo, oh_hi, m, oh, ncp, o, rf, R, Rq, rp, p, qlo, qhi, qlo1, qhi1, i, j
+    cdef Py_ssize_t nt, e
+    cdef Py_ssize_t nts[2]
     cdef Py_ssize_t khw = g.kh * g.kw, sw = g.sw, Qd = pl.Qd, A = pl.A
     cdef const Py_ssize_t* rph = taps + khw
     cdef const Py_ssize_t* rsh = taps + khw + g.kh
@@ -1636,7 +1712,8 @@ cdef void dw_grad_band(const floating* gc, const floating* w, floating b, const 
         rp = R - Rq * g.sh
         for p in range(sw):
             # the taps of this row phase and column phase: dy column q - (j*dw) // sw feeds
-            # input column q*sw + p - pw
+            # input column q*sw + p - pw (stride 2: both phases' lists, then interleaved)
+            e = p * khw * g.Kg if sw == 2 else 0
             nt = 0
             for m in range(g.Kg):
                 for i in range(g.kh):
@@ -1644,12 +1721,20 @@ cdef void dw_grad_band(const floating* gc, const floating* w, floating b, const 
                         continue
                     for j in range(g.kw):
                         if cph[j] == p:
-                            offs[nt] = (m * pl.rows + Rq - rsh[i] - oh_lo) * Qd + A - csh[j]
-                            wts[nt] = w[m * khw + i * g.kw + j]
+                            offs[e + nt] = (m * pl.rows + Rq - rsh[i] - oh_lo) * Qd + A - csh[j]
+                            wts[e + nt] = w[m * khw + i * g.kw + j]
                             nt = nt + 1
-            valid_range(p - g.pw, sw, g.W, Qd, &qlo, &qhi)
-            dw_rows(dys + qlo, Qd, offs, wts, nt, b, dxc + rf * g.W + qlo * sw + p - g.pw,
-                    g.sh * g.W, (r1 - 1 - rf) // g.sh + 1, qhi - qlo, sw, tail)
+            nts[p % 2] = nt
+            if sw != 2:
+                valid_range(p - g.pw, sw, g.W, Qd, &qlo, &qhi)
+                dw_rows(dys + qlo, Qd, offs, wts, nt, b, dxc + rf * g.W + qlo * sw + p - g.pw,
+                        g.sh * g.W, (r1 - 1 - rf) // g.sh + 1, qhi - qlo, sw, tail)
+        if sw == 2:
+            valid_range(-g.pw, 2, g.W, Qd, &qlo, &qhi)
+            valid_range(1 - g.pw, 2, g.W, Qd, &qlo1, &qhi1)
+            dw_rows2(dys, Qd, offs, wts, nts[0], offs + khw * g.Kg, wts + khw * g.Kg, nts[1],
+                     b, dxc + rf * g.W, g.sh * g.W, (r1 - 1 - rf) // g.sh + 1,
+                     py_min(qlo, qlo1), py_max(qhi, qhi1), g.pw, g.W, tail)
 
 
 cdef int dw_backward_input(const floating* go, const floating* w, const floating* bias,
@@ -1659,8 +1744,8 @@ cdef int dw_backward_input(const floating* go, const floating* w, const floating
     cdef DwGradPlan pl = dw_grad_plan(g)
     cdef Py_ssize_t n_tasks = g.N * g.C * pl.n_bands
     cdef Py_ssize_t khw = g.kh * g.kw, L = g.Ho * g.Wo
-    cdef Py_ssize_t ws_d = g.Kg * pl.rows * pl.Qd, ws_t = g.Kg * khw
-    cdef Py_ssize_t ws = ws_d + ws_t + DW_ROWS * DW_BLOCK
+    cdef Py_ssize_t ws_d = g.Kg * pl.rows * pl.Qd, ws_t = 2 * g.Kg * khw
+    cdef Py_ssize_t ws = ws_d + ws_t + (2 * DW_ROWS + 2) * DW_BLOCK
     cdef Py_ssize_t t, n, c, bi, r0
     cdef int status = CNN_OK
     cdef int* status_p = &status
