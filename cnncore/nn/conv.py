@@ -4,6 +4,7 @@ functions)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from .._geometry import (
     conv_transpose2d_output_padding,
     conv_transpose2d_params,
 )
-from .._typing import DTypeLike, IntPair, Padding
+from .._typing import ArrayLike, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import (
     as_float_array,
     check_bool,
@@ -90,7 +91,7 @@ class Conv2d(Module):
         padding_mode: str = "zeros",
         *,
         dtype: DTypeLike = np.float32,
-        rng: Any = None,
+        rng: RNGLike = None,
     ) -> None:
         super().__init__()
         name = "Conv2d"
@@ -127,7 +128,7 @@ class Conv2d(Module):
         # with a non-zero padding mode the input is padded explicitly, the conv pads nothing
         return 0 if self.padding_mode != "zeros" else self.padding
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = _input_4d(x, "Conv2d")
         if self.padding_mode != "zeros":
             (pt, pb), (pl, pr) = self._pads
@@ -243,17 +244,17 @@ class ConvTranspose2d(Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        output_padding: Any = 0,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        output_padding: IntPair = 0,
         groups: int = 1,
         bias: bool = True,
-        dilation: Any = 1,
+        dilation: IntPair = 1,
         padding_mode: str = "zeros",
         *,
-        dtype: Any = np.float32,
-        rng: Any = None,
+        dtype: DTypeLike = np.float32,
+        rng: RNGLike = None,
     ) -> None:
         super().__init__()
         name = "ConvTranspose2d"
@@ -283,10 +284,10 @@ class ConvTranspose2d(Module):
         self._x: np.ndarray | None = None
         self._output_padding: tuple[int, int] = self.output_padding
 
-    def __call__(self, x: Any, output_size: Any = None) -> np.ndarray:
+    def __call__(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:
         return self.forward(x, output_size)
 
-    def forward(self, x: Any, output_size: Any = None) -> np.ndarray:
+    def forward(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:
         x = _input_4d(x, "ConvTranspose2d")
         op = self.output_padding
         if output_size is not None:

@@ -6,6 +6,7 @@ See :mod:`cnncore.functional` for the conventions every op follows.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from .._geometry import (
     conv2d_geometry,
     conv_transpose2d_geometry,
 )
-from .._typing import ArrayLike, IntPair, Padding, Shape
+from .._typing import ArrayLike, DTypeLike, IntPair, Padding, Shape
 from .._validation import (
     as_float_array,
     check_bool,
@@ -97,11 +98,11 @@ def _conv_setup(
 
 
 def conv2d_algorithms(
-    input_shape: Any,
+    input_shape: Sequence[int],
     weight_shape: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> dict[str, str]:
     """The algorithm each pass of a convolution would run with now.
@@ -450,7 +451,7 @@ def conv2d_backward(
     padding: Padding = 0,
     dilation: IntPair = 1,
     groups: int = 1,
-    output_mask: Any = (True, True, True),
+    output_mask: Sequence[bool] = (True, True, True),
 ) -> tuple[np.ndarray | None, ...]:
     """All gradients of :func:`conv2d` in one call, as a layer's backward pass needs them.
 
@@ -570,13 +571,13 @@ def _conv_transpose_setup(
 
 
 def conv_transpose2d_algorithms(
-    input_shape: Any,
+    input_shape: Sequence[int],
     weight_shape: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    output_padding: Any = 0,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
     groups: int = 1,
-    dilation: Any = 1,
+    dilation: IntPair = 1,
 ) -> dict[str, str]:
     """The algorithm each pass of a transposed convolution would run with now:
     ``{"forward": name, "input": name, "weight": name}`` (see :func:`conv2d_algorithms`; the
@@ -594,14 +595,14 @@ def conv_transpose2d_algorithms(
 
 
 def conv_transpose2d(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    output_padding: Any = 0,
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
     groups: int = 1,
-    dilation: Any = 1,
+    dilation: IntPair = 1,
 ) -> np.ndarray:
     """2-D transposed convolution ("deconvolution"): the adjoint of :func:`conv2d`, plus bias.
 
@@ -693,15 +694,15 @@ def conv_transpose2d(
 
 
 def conv_transpose2d_backward(
-    grad_output: Any,
-    x: Any,
-    weight: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    output_padding: Any = 0,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
     groups: int = 1,
-    dilation: Any = 1,
-    output_mask: Any = (True, True, True),
+    dilation: IntPair = 1,
+    output_mask: Sequence[bool] = (True, True, True),
 ) -> tuple[np.ndarray | None, ...]:
     """All gradients of :func:`conv_transpose2d`: ``(grad_x, grad_weight, grad_bias)``.
 
@@ -929,10 +930,10 @@ def col2im(
 def prepare_conv2d(
     x_shape: tuple[int, ...],
     weight_shape: tuple[int, ...],
-    dtype: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    dtype: DTypeLike,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> tuple[Any, tuple[int, ...]]:
     """:func:`conv2d` for repeated calls on one input shape (inference plans).
