@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .._typing import RNGLike
+from .._validation import as_generator
 
 __all__ = [
     "manual_seed",
@@ -47,16 +48,8 @@ def manual_seed(seed: int) -> None:
 
 def get_rng(rng: RNGLike = None) -> np.random.Generator:
     """``rng`` as a Generator: a Generator is used as is, an int seeds a new one, None gives
-    the module-wide generator."""
-    if rng is None:
-        return _global_rng
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        if rng < 0:
-            raise ValueError(f"rng must be a non-negative int seed. Received: rng={rng!r}")
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy Generator, an int seed or None. Received: rng={rng!r}")
+    the module-wide generator (see :func:`manual_seed`)."""
+    return as_generator(rng, "get_rng", lambda: _global_rng)
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:

@@ -16,6 +16,7 @@ from .._shared import Activation
 from .._typing import ArrayLike, RNGLike
 from .._validation import (
     as_float_array,
+    as_generator,
     check_bool,
     check_choice,
     check_int,
@@ -994,24 +995,6 @@ def relu6_backward(
 # ------------------------------------------------------------------------------------------
 
 
-def _generator(rng: RNGLike, func: str) -> np.random.Generator:
-    """``rng`` as a Generator: used as is, an int seeds a new one, None gives a new unseeded
-    one (layers pass their own generator; see :func:`cnncore.nn.init.manual_seed`)."""
-    if rng is None:
-        return np.random.default_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        if rng < 0:
-            raise ValueError(
-                f"{func}(): rng must be a non-negative int seed. Received: rng={rng!r}"
-            )
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"{func}(): rng must be a numpy Generator, an int seed or None. Received: rng={rng!r}"
-    )
-
-
 def _planes(func: str, name: str, x: np.ndarray) -> tuple[int, int]:
     """(N * C, plane size) of a 3-D or 4-D array."""
     if x.ndim not in (3, 4):
@@ -1075,7 +1058,7 @@ def dropout2d(
         raise ValueError(f"{func}(): p must be a probability in [0, 1]. Received: p={p!r}")
     training = check_bool(training, "training", func)
     return_mask = check_bool(return_mask, "return_mask", func)
-    gen = _generator(rng, func) if training else None
+    gen = as_generator(rng, func, np.random.default_rng) if training else None
     out = _check_out(func, out, x.shape, x.dtype)
     if not training:
         mask = np.ones(x.shape[:2], x.dtype)
