@@ -1916,8 +1916,9 @@ for _name in ("correlate2d", "convolve2d"):
         ),
         _fillvalue,
         arrays=("in1", "in2"),
+        array_dtypes="numeric",  # SciPy's dtypes: integers (exact), complex, bool mixes
         fixed_ndim=("in1", "in2"),
-        params=dict(mode="choice", boundary="choice", method="choice", fillvalue="real"),
+        params=dict(mode="choice", boundary="choice", method="choice", fillvalue="fillvalue"),
         batched=(False,),
         nan_in="in1",
         reference=lambda a, conv=_name == "convolve2d": _ref("test_signal", "ref_correlate2d")(

@@ -160,6 +160,10 @@ class OpSpec:
     sample: Callable[[Draw], dict]
     # -- the arguments, from which the error inputs are generated -------------------------
     arrays: tuple[str, ...]  # float data arrays
+    # "float": the arrays take float32/float64 only; "numeric": any bool/integer/float/complex
+    # dtypes that promote to a computable result, as SciPy's (bool with bool, float16,
+    # objects, strings, None and ragged lists raise ValueError, as in SciPy)
+    array_dtypes: str = "float"
     fixed_ndim: tuple[str, ...] = ()  # arrays whose ndim is fixed
     optional: tuple[str, ...] = ()  # arrays for which None is valid
     index_arrays: tuple[str, ...] = ()  # integer index arrays (argmax positions)
@@ -249,6 +253,16 @@ KINDS = {
     "pos_int": [(0, VE), (-1, VE), (2**40, VE), (1.5, TE), ("2", TE), (True, TE), (None, TE)],
     "int": [(2**70, VE), (1.5, TE), ("1", TE), (True, TE), (None, TE)],
     "real": [("0.1", TE), (None, TE), (True, TE), (1j, TE), ([0.1], TE)],
+    # scipy.signal's fillvalue: a number or a one-element array of the result's kind
+    "fillvalue": [
+        ("0.1", TE),
+        (None, TE),
+        (True, TE),
+        (1j, VE),
+        ([], VE),
+        ([0.1, 0.2], VE),
+        (10**400, VE),
+    ],
     "bool": [(1, TE), ("yes", TE), (None, TE), (np.array([True, False]), TE)],
     "mask3": [
         ((True, True), VE),
@@ -331,6 +345,19 @@ ARRAY_BAD = {
 }
 
 
+# ARRAY_BAD perturbations that give a valid call of "numeric" arrays (the other arrays stay
+# float64: the result is float64, or complex128)
+NUMERIC_OK = ("int64", "bool", "float16", "complex")
+
+
+def _all_arrays(names: tuple[str, ...], dtype: Any) -> Callable[[dict], None]:
+    def perturb(args: dict) -> None:
+        for n in names:
+            args[n] = np.asarray(args[n]).astype(dtype)
+
+    return perturb
+
+
 def _set_first(a, value):
     a = a.copy()
     a.reshape(-1)[0] = value
@@ -389,13 +416,24 @@ def _error_inputs(spec: OpSpec) -> list[ErrorInput]:
     def add(id_: str, exc: type, match: str, arg: str, fn: Callable[[Any], Any]) -> None:
         out.append(ErrorInput(name, f"{name}-{arg}-{id_}", exc, match, _setter(arg, fn)))
 
+    numeric = spec.array_dtypes == "numeric"
     for arg in spec.arrays:
         for key, (bad, exc) in ARRAY_BAD.items():
             if key == "None" and arg in spec.optional:
                 continue
+            if numeric:
+                if key in NUMERIC_OK:
+                    continue
+                exc = VE
             add(key, exc, arg, arg, bad)
-        if len(spec.arrays) > 1 and arg != spec.arrays[0]:
+        if len(spec.arrays) > 1 and arg != spec.arrays[0] and not numeric:
             add("mixed-width", TE, f"{arg}|{spec.arrays[0]}", arg, lambda a: a.astype(np.float32))
+    if numeric:  # every array of a dtype without a result dtype
+        names = "|".join(spec.arrays)
+        for key, to in (("bool", np.bool_), ("float16", np.float16)):
+            out.append(
+                ErrorInput(name, f"{name}-all-{key}", VE, names, _all_arrays(spec.arrays, to))
+            )
         if arg in spec.fixed_ndim:
             add("ndim+1", VE, arg, arg, lambda a: a[None])
             add("ndim-1", VE, arg, arg, lambda a: a[0])
