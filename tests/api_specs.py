@@ -966,6 +966,30 @@ def _loss_vary(g: Draw, args: dict, geo: Any) -> None:
     args["reduction"] = g.choice(["mean", "sum", "none"])
     if "return_grad" in args:
         _return_grad(g, args)
+    for key in ("weight", "pos_weight"):  # the binary cross entropies' rescaling weights
+        if key in args:
+            if g.coin(0.4):
+                del args[key]
+            else:  # any shape broadcastable to the prediction's: a suffix, with 1s, or ()
+                shape = tuple(1 if g.coin(0.3) else d for d in geo[len(geo) - g.dim(0, len(geo)) :])
+                args[key] = np.asarray(g.r.uniform(0.1, 3.0, shape), g.dt)
+
+
+_BCE_WEIGHTS = {  # the binary cross entropies' weights (canonical shapes, broadcast)
+    "binary_cross_entropy": ("weight",),
+    "binary_cross_entropy_with_logits": ("weight", "pos_weight"),
+}
+
+
+def _bce_weights(a: Canon, s: tuple[int, ...], name: str) -> dict:
+    shapes = {"weight": s[-1:], "pos_weight": (*s[-2:-1], 1)}
+    return {k: a.x(*shapes[k], positive=True) for k in _BCE_WEIGHTS.get(name, ())}
+
+
+def _bce_ref(name: str) -> Callable[[dict], Any]:
+    ref = getattr(R, name + "_ref")
+    pred = _POINTWISE[name][0]
+    return lambda a: ref(a[pred], a["target"], **pick(a, "weight", "pos_weight", "reduction"))
 
 
 def _loss_grads(name: str, pred: str, *extra: str) -> tuple[Backward, ...]:
@@ -987,17 +1011,19 @@ _REJECTS = {
 }  # log1p: inputs <= -1 are outside the domain
 
 for _name, (_pred, _kind) in _POINTWISE.items():
+    _weights = _BCE_WEIGHTS.get(_name, ())
     for _bw in (False, True):
         _nan_out = (("zero",) if _bw else ("nan", "zero")) if _name in _NAN_GRADIENT_IS_ZERO else ()
         op(
             _name + ("_backward" if _bw else ""),
             _LOSS_FIXED,
-            lambda a, s, pred=_pred, kind=_kind, bw=_bw: {
+            lambda a, s, pred=_pred, kind=_kind, bw=_bw, name=_name: {
                 pred: a.x(*s, positive=kind == "positive", unit=kind == "unit"),
                 "target": a.x(
                     *s, positive=kind == "positive", unit=kind == "unit" or pred == "logits"
                 ),
                 "reduction": "sum",
+                **_bce_weights(a, s, name),
                 **({} if bw else {"return_grad": True}),
             },
             _loss_vary,
@@ -1005,11 +1031,15 @@ for _name, (_pred, _kind) in _POINTWISE.items():
             params=dict(reduction="choice", **({} if _bw else {"return_grad": "bool"})),
             batched=(True,) if _bw else (False, True),
             nan_in=_pred,
-            mismatch=same_shape(_pred, "target"),
+            mismatch=same_shape(_pred, "target") + tuple((w, 0, w) for w in _weights),
             nan_out=_nan_out,
             rejects=_REJECTS.get(_name, ()),
-            reference=None if _bw else _pointwise_ref(_name, _pred),
-            backward=() if _bw else _loss_grads(_name, _pred),
+            reference=None
+            if _bw
+            else _bce_ref(_name)
+            if _weights
+            else _pointwise_ref(_name, _pred),
+            backward=() if _bw else _loss_grads(_name, _pred, *_weights),
         )
 
 
