@@ -186,16 +186,20 @@ def conv_transpose2d_output_padding(
     stride: Any,
     padding: Any,
     dilation: Any,
+    unbatched: bool = False,
 ) -> tuple[int, int]:
     """The ``output_padding`` that gives a transposed convolution the output ``output_size``
-    (``(H, W)`` or ``(N, C, H, W)``), which must lie in ``[min, min + stride - 1]`` per axis
-    with ``min`` the size without output padding (PyTorch's ``_output_padding`` rule)."""
+    (``(H, W)`` or ``(N, C, H, W)``; ``(H, W)`` or ``(C, H, W)`` for an ``unbatched``
+    input), which must lie in ``[min, min + stride - 1]`` per axis with ``min`` the size
+    without output padding (PyTorch's ``_output_padding`` rule)."""
     (sh, sw), (ph, pw), _, (dh, dw) = conv_transpose2d_params(func, stride, padding, 0, dilation)
-    if isinstance(output_size, (list, tuple)) and len(output_size) == 4:
-        output_size = tuple(output_size)[2:]
+    lead = 1 if unbatched else 2
+    if isinstance(output_size, (list, tuple)) and len(output_size) == 2 + lead:
+        output_size = tuple(output_size)[lead:]
     if not isinstance(output_size, (list, tuple)) or len(output_size) != 2:
+        shapes = "(C, H, W) for an unbatched input" if unbatched else "(N, C, H, W)"
         raise ValueError(
-            f"{func}(): output_size must be (H, W) or (N, C, H, W). "
+            f"{func}(): output_size must be (H, W) or {shapes}. "
             f"Received: output_size={output_size!r}"
         )
     size = to_pair(output_size, "output_size", func, min_value=0)

@@ -8,10 +8,14 @@ All size arithmetic is done with Python ints, before any kernel runs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import operator
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -355,3 +359,166 @@ def check_choice(value: Any, name: str, func: str, choices: Sequence[str]) -> st
             f"{func}(): {name} must be one of {options}. Received: {name}={_fmt(value)}"
         )
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# Unbatched inputs: ``(C, H, W)`` where ``(N, C, H, W)`` is expected, as PyTorch accepts them
+# --------------------------------------------------------------------------------------------
+
+_FuncT = TypeVar("_FuncT", bound=Callable[..., Any])
+_BATCH_STATE = threading.local()
+
+
+@contextmanager
+def batch_required() -> Iterator[None]:
+    """Within this block (in this thread), the ops and layers that accept an unbatched
+    ``(C, H, W)`` input refuse it: ``fit``, ``evaluate`` and ``predict`` train and score
+    models on batches, where a 3-D array is a mistake (e.g. a missing channel axis)."""
+    depth = getattr(_BATCH_STATE, "depth", 0)
+    _BATCH_STATE.depth = depth + 1
+    try:
+        yield
+    finally:
+        _BATCH_STATE.depth = depth
+
+
+def _unbatched_text(text: str) -> str:
+    """``"(N, C, H, W)"`` -> ``"(C, H, W)"``: a batched shape text without its batch entry."""
+    return "(" + text[1:-1].split(", ", 1)[1] + ")"
+
+
+def _ndim_of(text: str) -> int:
+    return text.count(",") + 1
+
+
+def add_batch_axis(x: Any, name: str, func: str, shape: str) -> tuple[np.ndarray, bool]:
+    """``(x as a float array with its batch axis, whether it had none)``: ``x`` as
+    :func:`as_float_array` gives it, of the batched ``shape`` (a text such as
+    ``"(N, C, H, W)"``) or the same shape without its batch entry, which gets a batch axis
+    of size 1 (a view, no copy).  ValueError naming both shapes for any other ``ndim``, and
+    for an unbatched ``x`` inside :func:`batch_required`."""
+    arr = as_float_array(x, name, func)
+    full = _ndim_of(shape)
+    if arr.ndim == full:
+        return arr, False
+    single = _unbatched_text(shape)
+    if arr.ndim != full - 1:
+        raise ValueError(
+            f"{func}(): {name} must be a {full}-D array {shape} or a {full - 1}-D array "
+            f"{single} (one unbatched sample). Received: {name} with shape {arr.shape}"
+        )
+    if getattr(_BATCH_STATE, "depth", 0):
+        raise ValueError(
+            f"{func}(): {name} must be a batch {shape} here: fit, evaluate and predict run on "
+            f"batches, whose first axis is the sample axis (not one unbatched {single}). "
+            f"Received: {name} with shape {arr.shape}"
+        )
+    return arr[None], True
+
+
+def accepts_unbatched(
+    arrays: Mapping[str, str],
+    *,
+    indices: Sequence[str] = (),
+    shapes: Mapping[str, str] | None = None,
+    batched_outputs: bool | tuple[bool, ...] = True,
+) -> Callable[[_FuncT], _FuncT]:
+    """Decorator of an op on batches that lets it take one unbatched sample, as PyTorch's
+    ops do: the first of ``arrays`` (argument name -> batched shape text, e.g. ``{"x":
+    "(N, C_in, H_in, W_in)"}``) decides.  When it lacks its batch axis, every array of
+    ``arrays`` and ``indices`` (integer arrays of the first one's ndim) must lack it too and
+    gets a batch axis of size 1 (a view), every shape argument of ``shapes`` (name -> text)
+    must have one entry less and gets a leading 1, and the batch axis is removed again from
+    the results (``batched_outputs``: True for every array of the result, or one flag per
+    entry of a tuple result).  A batched call goes straight to the op; the op's own checks
+    then apply unchanged.  The wrapper lists its unbatched arguments in
+    ``__unbatched__`` (name -> batched ndim)."""
+    shapes = dict(shapes or {})
+    lead, lead_shape = next(iter(arrays.items()))
+    full = _ndim_of(lead_shape)
+
+    def decorate(fn: _FuncT) -> _FuncT:
+        func = fn.__name__
+        sig = inspect.signature(fn)
+        params = list(sig.parameters)
+        if params[0] != lead or not set(arrays) | set(indices) | set(shapes) <= set(params):
+            raise TypeError(f"accepts_unbatched: bad argument names for {func}")  # pragma: no cover
+
+        def unbatched_call(args: tuple, kwargs: dict) -> Any:
+            try:
+                bound = sig.bind(*args, **kwargs)
+            except TypeError:
+                return fn(*args, **kwargs)  # Python's own message for a bad call
+            a = bound.arguments
+            x, unbatched = add_batch_axis(a.get(lead), lead, func, lead_shape)
+            a[lead] = x
+            if not unbatched:
+                return fn(*bound.args, **bound.kwargs)
+            why = f"as {lead} is unbatched {_unbatched_text(lead_shape)}"
+            for name, text in list(arrays.items())[1:]:
+                if name in a:
+                    v = as_float_array(a[name], name, func)
+                    if v.ndim != _ndim_of(text) - 1:
+                        raise ValueError(
+                            f"{func}(): {name} must be a {_ndim_of(text) - 1}-D array "
+                            f"{_unbatched_text(text)} {why}. Received: {name} with shape "
+                            f"{v.shape}"
+                        )
+                    a[name] = v[None]
+            for name in indices:
+                if name in a:
+                    v = as_index_array(a[name], name, func)
+                    if v.ndim != full - 1:
+                        raise ValueError(
+                            f"{func}(): {name} must be a {full - 1}-D array {why}. Received: "
+                            f"{name} with shape {v.shape}"
+                        )
+                    a[name] = v[None]
+            for name, text in shapes.items():
+                if name in a:
+                    n = _ndim_of(text) - 1
+                    s = a[name]
+                    if isinstance(s, (Sequence, np.ndarray)) and np.ndim(s) == 1 and len(s) != n:
+                        raise ValueError(
+                            f"{func}(): {name} must be a tuple of {n} ints "
+                            f"{_unbatched_text(text)} {why}. Received: {name}={_fmt(s)}"
+                        )
+                    a[name] = (1, *check_shape(s, name, func, n))
+            try:
+                result = fn(*bound.args, **bound.kwargs)
+            except (ValueError, TypeError) as exc:
+                if type(exc) not in (ValueError, TypeError):
+                    raise
+                note = (
+                    f"{exc} [{lead} was unbatched: the shapes above include the batch axis of "
+                    f"size 1 added to it]"
+                )
+                raise type(exc)(note).with_traceback(exc.__traceback__) from None
+            if isinstance(result, tuple):
+                flags = (
+                    batched_outputs
+                    if isinstance(batched_outputs, tuple)
+                    else (batched_outputs,) * len(result)
+                )
+                return tuple(
+                    r[0] if keep and isinstance(r, np.ndarray) else r
+                    for r, keep in zip(result, flags, strict=True)
+                )
+            flag = batched_outputs if isinstance(batched_outputs, bool) else batched_outputs[0]
+            return result[0] if flag and isinstance(result, np.ndarray) else result
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            x = args[0] if args else kwargs.get(lead)
+            if type(x) is np.ndarray and x.ndim == full:  # a batch: nothing to do
+                return fn(*args, **kwargs)
+            return unbatched_call(args, kwargs)
+
+        wrapper.__unbatched__ = {  # type: ignore[attr-defined]
+            **{k: _ndim_of(v) for k, v in arrays.items()},
+            **{k: full for k in indices},
+            **{k: _ndim_of(v) for k, v in shapes.items()},
+        }
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -32,7 +32,19 @@ from typing import Any
 
 import numpy as np
 import reference as R
-from opspec import Backward, Canon, Draw, OpSpec, outputs, pick, same_shape
+from opspec import (
+    Backward,
+    Canon,
+    Draw,
+    OpSpec,
+    add_batch,
+    drop_batch,
+    is_unbatched,
+    outputs,
+    pick,
+    same_shape,
+    unbatch_outputs,
+)
 
 from cnncore import functional as F
 from cnncore._geometry import pool_output_size
@@ -67,14 +79,35 @@ def op(
     def make(rng: np.random.Generator, dtype: Any, n: int = 2, big: bool = False) -> dict:
         return build(Canon(rng, dtype), fixed(n, big))
 
+    unbatched = fields.get("unbatched")
+
     def sample(g: Draw) -> dict:
         geo = draw_geometry(g)
         args = build(g, geo)
         if vary is not None:
             vary(g, args, geo)
+        if unbatched and g.coin(0.2) and np.shape(args[next(iter(unbatched))])[0] > 0:
+            args = drop_batch(SPECS[index], args)  # one unbatched sample
         return args
 
-    SPECS.append(OpSpec(name=name, make=make, sample=sample, **fields))
+    reference = fields.pop("reference", None)
+    if unbatched and reference is not None:
+        reference = _batched_reference(reference, len(SPECS))
+    index = len(SPECS)
+    SPECS.append(OpSpec(name=name, make=make, sample=sample, reference=reference, **fields))
+
+
+def _batched_reference(ref: Callable[[dict], Any], index: int) -> Callable[[dict], Any]:
+    """The batched-only reference ``ref`` of record ``SPECS[index]`` for any call: an
+    unbatched call is computed as a batch of one."""
+
+    def call(a: dict) -> Any:
+        spec = SPECS[index]
+        if not is_unbatched(spec, a):
+            return ref(a)
+        return unbatch_outputs(spec, ref(add_batch(spec, a)))
+
+    return call
 
 
 def _ref(module: str, name: str) -> Callable:
@@ -104,12 +137,6 @@ def _return_grad(g: Draw, args: dict, geo: Any = None) -> None:
         args["return_grad"] = g.coin()
     else:
         del args["return_grad"]
-
-
-def _unbatched(g: Draw, args: dict, key: str) -> None:
-    """With probability 0.2, drop the batch dimension of ``args[key]``."""
-    if g.coin(0.2):
-        args[key] = g.x(*args[key].shape[1:])
 
 
 # --- convolution ---------------------------------------------------------------------------
@@ -256,6 +283,7 @@ op(
     _conv2d,
     _maybe_no_bias,
     arrays=("x", "weight", "bias"),
+    unbatched=dict(x=4),
     fixed_ndim=("x", "weight"),
     optional=("bias",),
     params=_CONV_PARAMS,
@@ -274,6 +302,7 @@ op(
     CONV,
     _conv2d_bi,
     arrays=("grad_output", "weight"),
+    unbatched=dict(grad_output=4, input_shape=4),
     fixed_ndim=("grad_output", "weight"),
     shape_args=("input_shape",),
     spatial_shape=True,
@@ -293,6 +322,7 @@ op(
     CONV,
     _conv2d_bw,
     arrays=("grad_output", "x"),
+    unbatched=dict(grad_output=4, x=4),
     fixed_ndim=("grad_output", "x"),
     shape_args=("weight_shape",),
     spatial_shape=True,
@@ -314,6 +344,7 @@ op(
     _conv2d_bx,
     _random_mask,
     arrays=("grad_output", "x", "weight"),
+    unbatched=dict(grad_output=4, x=4),
     fixed_ndim=("grad_output", "x", "weight"),
     params=dict(_CONV_PARAMS, output_mask="mask3"),
     batched=(True, False, False),
@@ -325,6 +356,7 @@ op(
     CONV,
     lambda a, c: dict(grad_output=a.x(c.n, c.k, c.ho, c.wo)),
     arrays=("grad_output",),
+    unbatched=dict(grad_output=4),
     fixed_ndim=("grad_output",),
     batched=(False,),
     nan_in="grad_output",
@@ -425,6 +457,7 @@ op(
     ),
     _maybe_no_bias,
     arrays=("x", "weight", "bias"),
+    unbatched=dict(x=4),
     fixed_ndim=("x", "weight"),
     optional=("bias",),
     params=_CT_PARAMS,
@@ -453,6 +486,7 @@ op(
     ),
     _random_mask,
     arrays=("grad_output", "x", "weight"),
+    unbatched=dict(grad_output=4, x=4),
     fixed_ndim=("grad_output", "x", "weight"),
     params=dict(_CT_PARAMS, output_mask="mask3"),
     batched=(True, False, False),
@@ -508,21 +542,15 @@ def _unfold_draw(g: Draw) -> G:
 UNFOLD = (_unfold_fixed, _unfold_draw)
 
 
-def _per_item(ref: Callable, a: Any, ndim: int, *rest: Any, **kw: Any) -> Any:
-    """The batched-only reference ``ref`` (batches of ``ndim`` dimensions) of ``a``, which
-    may lack the batch dimension."""
-    return ref(a, *rest, **kw) if a.ndim == ndim else ref(a[None], *rest, **kw)[0]
-
-
 op(
     "im2col",
     UNFOLD,
     lambda a, u: dict(x=a.x(u.n, u.c, u.h, u.w), **u.opts),
-    lambda g, args, u: _unbatched(g, args, "x"),
     arrays=("x",),
+    unbatched=dict(x=4),
     params=_UNFOLD_PARAMS,
     nan_in="x",
-    reference=lambda a: _per_item(R.im2col_ref, a["x"], 4, **pick(a, *_UNFOLD_OPTS)),
+    reference=lambda a: R.im2col_ref(a["x"], **pick(a, *_UNFOLD_OPTS)),
     backward=(
         Backward(
             "col2im",
@@ -537,13 +565,11 @@ op(
     lambda a, u: dict(
         cols=a.x(u.n, u.c * u.kh * u.kw, u.ho * u.wo), output_size=(u.h, u.w), **u.opts
     ),
-    lambda g, args, u: _unbatched(g, args, "cols"),
     arrays=("cols",),
+    unbatched=dict(cols=3),
     params=dict(_UNFOLD_PARAMS, output_size="nonneg_pair"),
     nan_in="cols",
-    reference=lambda a: _per_item(
-        R.col2im_ref, a["cols"], 3, a["output_size"], **pick(a, *_UNFOLD_OPTS)
-    ),
+    reference=lambda a: R.col2im_ref(a["cols"], a["output_size"], **pick(a, *_UNFOLD_OPTS)),
     backward=(
         Backward("im2col", ("cols",), lambda a, g, out: dict(x=g, **pick(a, *_UNFOLD_OPTS))),
     ),
@@ -940,6 +966,30 @@ def _loss_vary(g: Draw, args: dict, geo: Any) -> None:
     args["reduction"] = g.choice(["mean", "sum", "none"])
     if "return_grad" in args:
         _return_grad(g, args)
+    for key in ("weight", "pos_weight"):  # the binary cross entropies' rescaling weights
+        if key in args:
+            if g.coin(0.4):
+                del args[key]
+            else:  # any shape broadcastable to the prediction's: a suffix, with 1s, or ()
+                shape = tuple(1 if g.coin(0.3) else d for d in geo[len(geo) - g.dim(0, len(geo)) :])
+                args[key] = np.asarray(g.r.uniform(0.1, 3.0, shape), g.dt)
+
+
+_BCE_WEIGHTS = {  # the binary cross entropies' weights (canonical shapes, broadcast)
+    "binary_cross_entropy": ("weight",),
+    "binary_cross_entropy_with_logits": ("weight", "pos_weight"),
+}
+
+
+def _bce_weights(a: Canon, s: tuple[int, ...], name: str) -> dict:
+    shapes = {"weight": s[-1:], "pos_weight": (*s[-2:-1], 1)}
+    return {k: a.x(*shapes[k], positive=True) for k in _BCE_WEIGHTS.get(name, ())}
+
+
+def _bce_ref(name: str) -> Callable[[dict], Any]:
+    ref = getattr(R, name + "_ref")
+    pred = _POINTWISE[name][0]
+    return lambda a: ref(a[pred], a["target"], **pick(a, "weight", "pos_weight", "reduction"))
 
 
 def _loss_grads(name: str, pred: str, *extra: str) -> tuple[Backward, ...]:
@@ -961,17 +1011,19 @@ _REJECTS = {
 }  # log1p: inputs <= -1 are outside the domain
 
 for _name, (_pred, _kind) in _POINTWISE.items():
+    _weights = _BCE_WEIGHTS.get(_name, ())
     for _bw in (False, True):
         _nan_out = (("zero",) if _bw else ("nan", "zero")) if _name in _NAN_GRADIENT_IS_ZERO else ()
         op(
             _name + ("_backward" if _bw else ""),
             _LOSS_FIXED,
-            lambda a, s, pred=_pred, kind=_kind, bw=_bw: {
+            lambda a, s, pred=_pred, kind=_kind, bw=_bw, name=_name: {
                 pred: a.x(*s, positive=kind == "positive", unit=kind == "unit"),
                 "target": a.x(
                     *s, positive=kind == "positive", unit=kind == "unit" or pred == "logits"
                 ),
                 "reduction": "sum",
+                **_bce_weights(a, s, name),
                 **({} if bw else {"return_grad": True}),
             },
             _loss_vary,
@@ -979,11 +1031,15 @@ for _name, (_pred, _kind) in _POINTWISE.items():
             params=dict(reduction="choice", **({} if _bw else {"return_grad": "bool"})),
             batched=(True,) if _bw else (False, True),
             nan_in=_pred,
-            mismatch=same_shape(_pred, "target"),
+            mismatch=same_shape(_pred, "target") + tuple((w, 0, w) for w in _weights),
             nan_out=_nan_out,
             rejects=_REJECTS.get(_name, ()),
-            reference=None if _bw else _pointwise_ref(_name, _pred),
-            backward=() if _bw else _loss_grads(_name, _pred),
+            reference=None
+            if _bw
+            else _bce_ref(_name)
+            if _weights
+            else _pointwise_ref(_name, _pred),
+            backward=() if _bw else _loss_grads(_name, _pred, *_weights),
         )
 
 
@@ -1226,6 +1282,7 @@ def _argmax_backward(name: str, geometry: tuple[Callable, Callable]) -> None:
             input_shape=_shape4(p),
         ),
         arrays=("grad_output",),
+        unbatched=dict(grad_output=4, indices=4, input_shape=4),
         fixed_ndim=("grad_output",),
         index_arrays=("indices",),
         shape_args=("input_shape",),
@@ -1241,6 +1298,7 @@ op(
     lambda a, p: dict(x=_x4(a, p), return_indices=True, **p.opts),
     _return_indices,
     arrays=("x",),
+    unbatched=dict(x=4),
     fixed_ndim=("x",),
     params=dict(_POOL_PARAMS, dilation="pos_pair", return_indices="bool"),
     batched=(True, True),
@@ -1256,6 +1314,7 @@ op(
     AVG_POOL,
     lambda a, p: dict(x=_x4(a, p), **p.opts),
     arrays=("x",),
+    unbatched=dict(x=4),
     fixed_ndim=("x",),
     params=_AVG_PARAMS,
     nan_in="x",
@@ -1267,6 +1326,7 @@ op(
     AVG_POOL,
     lambda a, p: dict(grad_output=_g4(a, p), input_shape=_shape4(p), **p.opts),
     arrays=("grad_output",),
+    unbatched=dict(grad_output=4, input_shape=4),
     fixed_ndim=("grad_output",),
     shape_args=("input_shape",),
     spatial_shape=True,
@@ -1290,6 +1350,7 @@ op(
     lambda a, p: dict(x=_x4(a, p, positive=True), **p.opts),
     _signed,
     arrays=("x",),
+    unbatched=dict(x=4),
     fixed_ndim=("x",),
     params=_LP_PARAMS,
     nan_in="x",
@@ -1303,6 +1364,7 @@ op(
     LP_POOL,
     lambda a, p: dict(grad_output=_g4(a, p), x=_x4(a, p, positive=True), **p.opts),
     arrays=("grad_output", "x"),
+    unbatched=dict(grad_output=4, x=4),
     fixed_ndim=("grad_output", "x"),
     params=_LP_PARAMS,
     nan_in="grad_output",
@@ -1357,6 +1419,7 @@ op(
     ADAPTIVE,
     lambda a, p: dict(x=_x4(a, p), output_size=p.size),
     arrays=("x",),
+    unbatched=dict(x=4),
     fixed_ndim=("x",),
     params=dict(output_size="adaptive_size"),
     nan_in="x",
@@ -1368,6 +1431,7 @@ op(
     ADAPTIVE,
     lambda a, p: dict(grad_output=_g4(a, p), input_shape=_shape4(p)),
     arrays=("grad_output",),
+    unbatched=dict(grad_output=4, input_shape=4),
     fixed_ndim=("grad_output",),
     shape_args=("input_shape",),
     nan_in="grad_output",
@@ -1381,6 +1445,7 @@ op(
     lambda a, p: dict(x=_x4(a, p), output_size=p.size, return_indices=True),
     _return_indices,
     arrays=("x",),
+    unbatched=dict(x=4),
     fixed_ndim=("x",),
     params=dict(output_size="adaptive_size", return_indices="bool"),
     batched=(True, True),
@@ -1394,6 +1459,7 @@ op(
     GLOBAL,
     lambda a, p: dict(x=_x4(a, p)),
     arrays=("x",),
+    unbatched=dict(x=4),
     fixed_ndim=("x",),
     nan_in="x",
     reference=_adaptive_ref("ref_adaptive_avg"),
@@ -1404,6 +1470,7 @@ op(
     GLOBAL,
     lambda a, p: dict(grad_output=_g4(a, p), input_shape=_shape4(p)),
     arrays=("grad_output",),
+    unbatched=dict(grad_output=4, input_shape=4),
     fixed_ndim=("grad_output",),
     shape_args=("input_shape",),
     nan_in="grad_output",
@@ -1469,6 +1536,7 @@ op(
     UNPOOL,
     _unpool,
     arrays=("x",),
+    unbatched=dict(x=4, indices=4),
     fixed_ndim=("x",),
     index_arrays=("indices",),
     params=dict(kernel_size="pos_pair", stride="pool_stride", padding="nonneg_pair"),
@@ -1491,6 +1559,7 @@ op(
         indices=a.indices(_shape4(u), u.ho * u.wo, unique=True),
     ),
     arrays=("grad_output",),
+    unbatched=dict(grad_output=4, indices=4),
     fixed_ndim=("grad_output",),
     index_arrays=("indices",),
     index_shape_free=True,
@@ -1544,6 +1613,7 @@ op(
     lambda a, p: dict(x=_x4(a, p), padding=p.padding, mode=p.mode),
     _pad_value,
     arrays=("x",),
+    unbatched=dict(x=4),
     fixed_ndim=("x",),
     params=dict(padding="pad", mode="choice"),
     nan_in="x",
@@ -1563,6 +1633,7 @@ op(
     PAD,
     lambda a, p: dict(grad_output=_g4(a, p), padding=p.padding, mode=p.mode),
     arrays=("grad_output",),
+    unbatched=dict(grad_output=4),
     fixed_ndim=("grad_output",),
     params=dict(padding="pad", mode="choice"),
     nan_in="grad_output",

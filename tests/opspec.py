@@ -171,6 +171,10 @@ class OpSpec:
     shape_args: tuple[str, ...] = ()  # 4-tuples of sizes (input_shape, ...)
     spatial_shape: bool = False  # grad_output pins the shape's (H, W) down
     params: Mapping[str, str] = field(default_factory=dict)  # name -> kind (see KINDS)
+    # Arguments that may all lack their batch axis together (one unbatched sample, as
+    # PyTorch allows): name -> batched ndim (a shape argument: its length).  The first one
+    # decides; ``ndim - 1`` of it is valid, and the others must follow it.
+    unbatched: Mapping[str, int] = field(default_factory=dict)
     # (argument, axis grown by one, names the message may give): mismatched shapes
     mismatch: tuple[tuple[str, int, str], ...] = ()
     # -- good inputs at the edges ---------------------------------------------------------
@@ -192,6 +196,48 @@ class OpSpec:
 
     def error_inputs(self) -> list[ErrorInput]:
         return _error_inputs(self)
+
+
+def is_unbatched(spec: OpSpec, args: dict) -> bool:
+    """Whether ``args`` is an unbatched call of ``spec`` (its deciding argument lacks the
+    batch axis)."""
+    if not spec.unbatched:
+        return False
+    lead, ndim = next(iter(spec.unbatched.items()))
+    return np.ndim(args[lead]) == ndim - 1
+
+
+def drop_batch(spec: OpSpec, args: dict) -> dict:
+    """``args`` as an unbatched call: sample 0 of every argument of ``spec.unbatched`` (the
+    batch entry dropped from its shape arguments)."""
+    out = dict(args)
+    for k in spec.unbatched:
+        if k in out:
+            v = out[k]
+            out[k] = tuple(v)[1:] if isinstance(v, (tuple, list)) else np.asarray(v)[0]
+    return out
+
+
+def add_batch(spec: OpSpec, args: dict) -> dict:
+    """An unbatched call ``args`` as a batch of one (the inverse of :func:`drop_batch`)."""
+    out = dict(args)
+    for k in spec.unbatched:
+        if k in out:
+            v = out[k]
+            out[k] = (1, *v) if isinstance(v, (tuple, list)) else np.asarray(v)[None]
+    return out
+
+
+def unbatch_outputs(spec: OpSpec, result: Any) -> Any:
+    """The result of a batch of one as that of the unbatched call: sample 0 of every output
+    that has the batch axis (``spec.batched``)."""
+    flags = spec.batched + (True,) * 8
+    if isinstance(result, tuple):
+        return tuple(
+            r if r is None or not keep else np.asarray(r)[0]
+            for r, keep in zip(result, flags, strict=False)
+        )
+    return np.asarray(result)[0] if flags[0] else result
 
 
 def same_shape(a: str, b: str) -> tuple[tuple[str, int, str], ...]:
@@ -436,7 +482,20 @@ def _error_inputs(spec: OpSpec) -> list[ErrorInput]:
             )
         if arg in spec.fixed_ndim:
             add("ndim+1", VE, arg, arg, lambda a: a[None])
-            add("ndim-1", VE, arg, arg, lambda a: a[0])
+            if arg in spec.unbatched and arg == next(iter(spec.unbatched)):
+                add("ndim-2", VE, arg, arg, lambda a: a[0, 0])  # ndim - 1: unbatched, valid
+            else:
+                add("ndim-1", VE, arg, arg, lambda a: a[0])
+    if spec.unbatched:  # every unbatched argument unbatched but one
+        lead = next(iter(spec.unbatched))
+        for arg in list(spec.unbatched)[1:]:
+
+            def perturb(args: dict, arg: str = arg) -> None:
+                args.update({k: v for k, v in drop_batch(spec, args).items() if k != arg})
+
+            out.append(
+                ErrorInput(name, f"{name}-{arg}-batched-with-{lead}-unbatched", VE, arg, perturb)
+            )
     for arg, axis, names in spec.mismatch:
         add(f"axis{axis}-mismatch", VE, names, arg, lambda a, axis=axis: grow(a, axis))
     for arg in spec.index_arrays:

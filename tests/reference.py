@@ -588,3 +588,46 @@ def conv_transpose2d_backward_ref(
                     gx[:, c] += w[c, k, i, j] * patch
                     gw[c, k, i, j] = np.sum(x[:, c] * patch)
     return gx, gw, g_out.sum(axis=(0, 2, 3))
+
+
+def binary_cross_entropy_ref(probs, target, weight=None, reduction="mean"):
+    """Element by element: ``-w (t max(log p, -100) + (1 - t) max(log(1 - p), -100))``
+    (PyTorch's clamped logs), ``weight`` broadcast to ``probs``; 'mean' over the elements."""
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(np.ones(()) if weight is None else np.asarray(weight, float), p.shape)
+    per = np.empty(p.shape)
+    for i in np.ndindex(*p.shape):
+        lp = max(math.log(p[i]), -100.0) if p[i] > 0 else -100.0
+        lq = max(math.log1p(-p[i]), -100.0) if p[i] < 1 else -100.0
+        per[i] = -w[i] * (t[i] * lp + (1 - t[i]) * lq)
+    return _loss_reduce(per, reduction)
+
+
+def binary_cross_entropy_with_logits_ref(
+    logits, target, weight=None, pos_weight=None, reduction="mean"
+):
+    """Element by element, from the definition: ``-w (pw t log sigmoid(x) + (1 - t) log(1 -
+    sigmoid(x)))`` with ``log sigmoid(x) = -log1p(exp(-x))`` evaluated stably; ``weight``
+    and ``pos_weight`` broadcast to ``logits``; 'mean' over the elements."""
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(np.ones(()) if weight is None else np.asarray(weight, float), x.shape)
+    pw = np.broadcast_to(
+        np.ones(()) if pos_weight is None else np.asarray(pos_weight, float), x.shape
+    )
+    per = np.empty(x.shape)
+    for i in np.ndindex(*x.shape):
+        v = float(x[i])
+        log_sig = -(math.log1p(math.exp(-v)) if v >= 0 else -v + math.log1p(math.exp(v)))
+        log_one_minus = log_sig - v  # log(1 - sigmoid(v)) = log sigmoid(v) - v
+        per[i] = -w[i] * (pw[i] * t[i] * log_sig + (1 - t[i]) * log_one_minus)
+    return _loss_reduce(per, reduction)
+
+
+def _loss_reduce(per, reduction):
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    return per.sum() / per.size if per.size else np.nan  # PyTorch: NaN for an empty mean

@@ -846,11 +846,13 @@ def test_dropout2d_modes_and_edge_probabilities(rng):
 
 def test_dropout2d_three_dims_is_n_c_l_and_in_place(rng):
     x = _data(rng, (6, 7, 11), np.float64) + 20
-    y = F.dropout2d(x, 0.5, rng=2)
+    with pytest.warns(UserWarning, match=r"\(N, C, L\)"):  # as torch's
+        y = F.dropout2d(x, 0.5, rng=2)
     dropped = _channels_are_dropped_or_scaled(x, y, 0.5)
     assert dropped.any() and not dropped.all()
     buf = x.copy()
-    assert F.dropout2d(buf, 0.5, rng=2, out=buf) is buf
+    with pytest.warns(UserWarning):
+        assert F.dropout2d(buf, 0.5, rng=2, out=buf) is buf
     np.testing.assert_array_equal(buf, y)
 
 
@@ -863,11 +865,37 @@ def test_dropout2d_matches_torch_semantics(rng):
     _channels_are_dropped_or_scaled(x, F.dropout2d(x, 0.25, rng=0), 0.25)
 
 
+@pytest.mark.parametrize("shape", [(6, 7, 11), (6, 7), (2, 3, 4, 2, 3)])
+def test_dropout2d_other_ranks_warn_and_drop_n_c_slices_as_torch(shape, rng):
+    """PyTorch 2.13 reads a 3-D input as (N, C, L) with a warning (not as an unbatched
+    (C, H, W)) and takes 2-D and 5-D inputs with a deprecation warning, dropping each (n, c)
+    slice whole; cnncore does the same (functional and layer, one warning each)."""
+    torch = pytest.importorskip("torch")
+    x = _data(rng, shape, np.float64) + 20
+    with pytest.warns(UserWarning, match="dropout2d"):
+        torch.nn.functional.dropout2d(torch.from_numpy(x), 0.5)
+    with pytest.warns(UserWarning, match=f"{len(shape)}-D input") as record:
+        y, mask = F.dropout2d(x, 0.5, rng=2, return_mask=True)
+    assert len(record) == 1 and record[0].filename == __file__
+    assert mask.shape == shape[:2]
+    dropped = _channels_are_dropped_or_scaled(x, y, 0.5)
+    np.testing.assert_array_equal(dropped, mask.reshape(-1) == 0)
+    layer = cnncore.nn.Dropout2d(0.5, rng=2)
+    with pytest.warns(UserWarning, match="Dropout2d") as record:
+        yl = layer(x)
+    assert len(record) == 1 and record[0].filename == __file__
+    np.testing.assert_array_equal(yl, y)  # the same draw: the same channel planes
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y / x)
+    layer.eval()
+    with pytest.warns(UserWarning, match="Dropout2d"):  # torch warns in eval mode too
+        assert layer(x) is x
+
+
 @pytest.mark.parametrize(
     "call,exc,match",
     [
-        (lambda: F.dropout2d(np.ones((2, 3)), 0.5), ValueError, "x"),
-        (lambda: F.dropout2d(np.ones((1, 2, 3, 4, 5)), 0.5), ValueError, "x"),
+        (lambda: F.dropout2d(np.ones(3), 0.5), ValueError, "x"),  # torch: at least 2-D
+        (lambda: F.dropout2d(np.float64(1.0), 0.5), ValueError, "x"),
         (lambda: F.dropout2d(np.ones((2, 3, 4)), 1.5), ValueError, "p"),
         (lambda: F.dropout2d(np.ones((2, 3, 4)), 0.5, training=1), TypeError, "training"),
         (lambda: F.dropout2d(np.ones((2, 3, 4)), rng="seed"), TypeError, "rng"),
@@ -950,6 +978,6 @@ def test_dropout2d_layer(rng):
     cnncore.nn.init.manual_seed(5)
     np.testing.assert_array_equal(cnncore.nn.Dropout2d(0.5)(x), a)
     with pytest.raises(ValueError, match="input"):
-        cnncore.nn.Dropout2d()(x[0, 0])
+        cnncore.nn.Dropout2d()(x[0, 0, 0])
     with pytest.raises(ValueError, match="p"):
         cnncore.nn.Dropout2d(1.5)

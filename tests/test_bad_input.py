@@ -434,6 +434,17 @@ _FORWARD_SHAPE = {  # layers with a fixed input rank / channel count
     "PixelShuffle": [("channels", VE)],
 }
 
+# layers that take one unbatched sample (C, H, W) as well, as PyTorch's modules do
+UNBATCHED_LAYERS = {
+    "Conv2d",
+    "ConvTranspose2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "GlobalAvgPool2d",
+    "InstanceNorm2d",
+}
+
 
 def _forward_cases():
     out = []
@@ -452,8 +463,8 @@ def test_layer_forward_rejects_bad_input(name, key, exc):
     kwargs, _, shape = LAYERS[name]
     layer = getattr(nn, name)(**kwargs)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    if key == "ndim":
-        bad = x[0]
+    if key == "ndim":  # a layer that takes an unbatched sample (C, H, W) takes x[0]
+        bad = x[0, 0] if name in UNBATCHED_LAYERS else x[0]
     elif key == "channels":
         bad = grow(x, 1 if name != "Linear" else -1)
     else:

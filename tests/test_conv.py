@@ -430,7 +430,7 @@ G = np.zeros((2, 6, 6, 6), np.float32)
 
 BAD_INPUTS = [
     # (function, args, kwargs, exception, message fragment)
-    (cnncore.conv2d, (X[0], W), {}, ValueError, "x"),
+    (cnncore.conv2d, (X[0, 0], W), {}, ValueError, "x"),  # (C, H, W) is an unbatched sample
     (cnncore.conv2d, (X, W[0]), {}, ValueError, "weight"),
     (cnncore.conv2d, (X, np.zeros((6, 3, 3, 3), np.float32)), {}, ValueError, "channels"),
     (cnncore.conv2d, (X, np.zeros((6, 2, 3, 3), np.float32)), {"groups": 4}, ValueError, "groups"),
@@ -477,7 +477,7 @@ BAD_INPUTS = [
     (cnncore.conv2d_backward_weight, (G, X, (6, 4, 4, 3)), {}, ValueError, "grad_output"),
     (cnncore.conv2d_backward_weight, (G, X, (6, 2, 3, 3)), {"groups": 3}, ValueError, "groups"),
     (cnncore.conv2d_backward_weight, (G[0], X, (6, 4, 3, 3)), {}, ValueError, "grad_output"),
-    (cnncore.conv2d_backward_bias, (G[0],), {}, ValueError, "grad_output"),
+    (cnncore.conv2d_backward_bias, (G[0, 0],), {}, ValueError, "grad_output"),
     (cnncore.conv2d_backward_bias, (G.astype(np.int64),), {}, TypeError, "grad_output"),
     (cnncore.im2col, (X, 0), {}, ValueError, "kernel_size"),
     (cnncore.im2col, (X, 3), {"padding": "same"}, TypeError, "padding"),

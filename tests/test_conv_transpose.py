@@ -341,7 +341,7 @@ BAD_INPUTS = [
     (CT, (X[:, :3], W), {}, ValueError, "channels"),
     (CT, (X, W[:, :, :0]), {}, ValueError, "kernel"),
     (CT, (X[:, :, :0], W), {}, ValueError, "height"),
-    (CT, (X[0], W), {}, ValueError, "x"),
+    (CT, (X[0, 0], W), {}, ValueError, "x"),  # (C, H, W) is an unbatched sample
     (CT, (X, W[0]), {}, ValueError, "weight"),
     (CT, (X, W, np.zeros(4, np.float32)), {}, ValueError, "bias"),
     (CT, (X, W, np.zeros(3, np.float32)), {"groups": 2}, ValueError, "bias"),

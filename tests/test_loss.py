@@ -585,3 +585,276 @@ def test_cross_entropy_weight_matches_torch(target_kind, reduction, dtype):
             grad,
             F.cross_entropy_backward(x, t, weight=w, reduction=reduction, label_smoothing=ls, **kw),
         )
+
+
+# ------------------------------------------------------------------------------------------
+# Class weights: cross_entropy(weight=) over random shapes, unbatched included, and the binary
+# cross entropies' weight= / pos_weight= -- against PyTorch and the naive references
+# ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    c=st.integers(1, 5),
+    lead=st.sampled_from([(), (3,), (4, 2), (2, 3, 2), (0,)]),
+    probs=st.booleans(),
+    weighted=st.booleans(),
+    smoothing=st.sampled_from([0.0, 0.25, 1.0]),
+    reduction=st.sampled_from(REDUCTIONS),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**16),
+)
+def test_cross_entropy_matches_torch_over_random_shapes(
+    c, lead, probs, weighted, smoothing, reduction, dtype, seed
+):
+    """Logits (C,) (unbatched: a scalar class index or (C,) probabilities), (N, C) or (N, C,
+    d1, ...), with or without class weights, label smoothing and an ignored target: loss and
+    gradient as torch.nn.functional.cross_entropy's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    shape = (c,) if not lead else (lead[0], c, *lead[1:])
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    if probs:
+        p = rng.random(shape)
+        t = (p / np.maximum(p.sum(axis=0 if not lead else 1, keepdims=True), 1e-9)).astype(dtype)
+    else:
+        t = np.asarray(rng.integers(0, c, lead), np.int64)
+        if t.size:
+            t.reshape(-1)[0] = -100  # ignored
+    w = rng.uniform(0.1, 3.0, c).astype(dtype) if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    loss, grad = F.cross_entropy(x, t, weight=w, return_grad=True, **kw)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(
+        xt, torch.tensor(t), weight=None if w is None else torch.tensor(w), **kw
+    )
+    ref.sum().backward()
+    tol = dict(rtol=3e-5, atol=3e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    assert np.shape(loss) == tuple(ref.shape)
+    np.testing.assert_allclose(loss, ref.detach().numpy(), **tol)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), **tol)
+    expected = ref_cross_entropy(x, t, weight=w, **kw)
+    np.testing.assert_allclose(loss, expected, **_loss_tol(dtype))
+
+
+def _broadcast_shapes(draw, shape):
+    """A shape broadcastable to ``shape``: a suffix of it with some entries 1, or ()."""
+    k = draw(st.integers(0, len(shape)))
+    suffix = shape[len(shape) - k :]
+    return tuple(1 if draw(st.booleans()) else d for d in suffix)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=st.data(),
+    shape=st.sampled_from([(), (5,), (4, 3), (2, 3, 4), (3, 1, 2), (0, 3)]),
+    logits=st.booleans(),
+    reduction=st.sampled_from(REDUCTIONS),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**16),
+)
+def test_binary_cross_entropy_weights_match_torch(data, shape, logits, reduction, dtype, seed):
+    """weight= (both) and pos_weight= (with logits), of any shape broadcastable to the
+    input's, possibly negative or of another dtype (converted, as torch does): losses and
+    gradients against torch's functional and the naive references."""
+    torch = pytest.importorskip("torch")
+    import reference as R
+
+    rng = np.random.default_rng(seed)
+    w_shape = _broadcast_shapes(data.draw, shape)
+    pw_shape = _broadcast_shapes(data.draw, shape)
+    x = (rng.standard_normal(shape) * 4 if logits else rng.uniform(0.01, 0.99, shape)).astype(dtype)
+    t = rng.uniform(0, 1, shape).astype(dtype)
+    w = rng.uniform(-0.5, 3.0, w_shape)  # float64: converted to x's dtype
+    pw = rng.uniform(0.1, 5.0, pw_shape).astype(dtype) if logits else None
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w.astype(dtype))
+    if logits:
+        kw = dict(weight=w, pos_weight=pw, reduction=reduction)
+        loss, grad = F.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw)
+        gb = F.binary_cross_entropy_with_logits_backward(x, t, **kw)
+        ref = torch.nn.functional.binary_cross_entropy_with_logits(
+            xt, torch.tensor(t), weight=wt, pos_weight=torch.tensor(pw), reduction=reduction
+        )
+        naive = R.binary_cross_entropy_with_logits_ref(x, t, w.astype(dtype), pw, reduction)
+    else:
+        kw = dict(weight=w, reduction=reduction)
+        loss, grad = F.binary_cross_entropy(x, t, return_grad=True, **kw)
+        gb = F.binary_cross_entropy_backward(x, t, **kw)
+        ref = torch.nn.functional.binary_cross_entropy(
+            xt, torch.tensor(t), weight=wt, reduction=reduction
+        )
+        naive = R.binary_cross_entropy_ref(x, t, w.astype(dtype), reduction)
+    ref.sum().backward()
+    tol = dict(rtol=3e-5, atol=3e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    assert np.shape(loss) == tuple(ref.shape) and np.asarray(loss).dtype == dtype
+    np.testing.assert_allclose(loss, ref.detach().numpy(), **tol)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), **tol)
+    np.testing.assert_array_equal(gb, grad)
+    np.testing.assert_allclose(loss, naive, **_loss_tol(dtype))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_binary_cross_entropy_weights_finite_differences(reduction):
+    """The gradients with weight= / pos_weight= against central differences (float64)."""
+    from conftest import fd_grad
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 4)) * 2
+    p = rng.uniform(0.05, 0.95, (3, 4))
+    t = rng.uniform(0, 1, (3, 4))
+    w, pw = rng.uniform(0.2, 2, 4), rng.uniform(0.2, 4, (3, 1))
+    g = rng.standard_normal((3, 4)) if reduction == "none" else 1.0
+    for fn, a, kw in (
+        (F.binary_cross_entropy_with_logits, x, dict(weight=w, pos_weight=pw)),
+        (F.binary_cross_entropy, p, dict(weight=w)),
+    ):
+        _, grad = fn(a, t, reduction=reduction, return_grad=True, **kw)
+        numeric = fd_grad(
+            lambda fn=fn, a=a, kw=kw: float(np.sum(fn(a, t, reduction=reduction, **kw) * g)), a
+        )
+        np.testing.assert_allclose(grad * g, numeric, rtol=1e-6, atol=1e-8)
+
+
+_Z, _H = np.zeros(3), np.full(3, 0.5)
+_BCEL, _BCE = F.binary_cross_entropy_with_logits, F.binary_cross_entropy
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: _BCEL(_Z, _Z, weight=np.ones(2)), ValueError, "weight"),
+        (lambda: _BCEL(_Z, _Z, weight=np.ones((1, 3))), ValueError, "weight"),  # torch too
+        (lambda: _BCEL(_Z, _Z, pos_weight=np.ones(4)), ValueError, "pos_weight"),
+        (lambda: _BCEL(_Z, _Z, pos_weight=np.ones(3, complex)), TypeError, "pos_weight"),
+        (lambda: _BCEL(_Z, _Z, weight="abc"), TypeError, "weight"),
+        (
+            lambda: F.binary_cross_entropy_with_logits_backward(_Z, _Z, weight=[[1.0], [2.0]]),
+            ValueError,
+            "weight",
+        ),
+        (lambda: _BCE(_H, _Z, weight=np.ones(4)), ValueError, "weight"),
+        (
+            lambda: F.binary_cross_entropy_backward(_H, _Z, weight=np.array([None] * 3)),
+            TypeError,
+            "weight",
+        ),
+        (lambda: _BCE(_H, _Z, pos_weight=np.ones(3)), TypeError, "pos_weight"),
+        (
+            lambda: F.cross_entropy(np.zeros((2, 3)), [0, 1], weight=np.ones(4)),
+            ValueError,
+            "weight",
+        ),
+        (
+            lambda: F.cross_entropy(np.zeros((2, 3)), [0, 1], weight=np.ones(3, np.float32)),
+            TypeError,
+            "weight",
+        ),
+        (lambda: F.cross_entropy(_Z, np.array([0]), weight=np.ones(3)), TypeError, "target"),
+    ],
+)
+def test_loss_weight_bad_inputs(call, exc, match):
+    """Weights that do not broadcast to the input (PyTorch raises too), or are not real
+    numbers; cross entropy's class weights: one per class, the logits' dtype (as torch)."""
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_binary_cross_entropy_weight_list_and_scalar():
+    """Python lists and scalars are weights too (converted to the input's dtype)."""
+    x = np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)
+    t = np.full((2, 3), 0.25, np.float32)
+    base = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    got = F.binary_cross_entropy_with_logits(x, t, weight=[1, 2, 3], reduction="none")
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, base * np.array([1, 2, 3], np.float32), rtol=1e-6)
+    np.testing.assert_allclose(
+        F.binary_cross_entropy_with_logits(x, t, weight=2.0), 2 * base.mean(), rtol=1e-6
+    )
+    # pos_weight 1 is no pos_weight
+    np.testing.assert_array_equal(
+        F.binary_cross_entropy_with_logits(
+            x, t, pos_weight=np.ones(3, np.float32), reduction="none"
+        ),
+        base,
+    )
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weighted_loss_modules_match_torch_and_hold_buffers(reduction, dtype):
+    """BCEWithLogitsLoss(weight=, pos_weight=), BCELoss(weight=), CrossEntropyLoss(weight=):
+    losses and gradients as torch's modules; the weights are buffers with torch's
+    state_dict keys, loaded in place from a torch state_dict, saved in the config."""
+    torch = pytest.importorskip("torch")
+    from cnncore import nn
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((5, 3)) * 2).astype(dtype)
+    p = rng.uniform(0.05, 0.95, (5, 3)).astype(dtype)
+    t = rng.uniform(0, 1, (5, 3)).astype(dtype)
+    labels = rng.integers(0, 3, 5)
+    w, pw = rng.uniform(0.2, 2, 3), rng.uniform(0.5, 4, 3)
+    T = lambda a: torch.tensor(a, dtype=torch.float32 if dtype == np.float32 else torch.float64)  # noqa: E731
+    cases = [
+        (
+            nn.BCEWithLogitsLoss(reduction, weight=w, pos_weight=pw),
+            torch.nn.BCEWithLogitsLoss(weight=T(w), pos_weight=T(pw), reduction=reduction),
+            x,
+            t,
+            {"weight", "pos_weight"},
+        ),
+        (
+            nn.BCELoss(reduction, weight=w),
+            torch.nn.BCELoss(weight=T(w), reduction=reduction),
+            p,
+            t,
+            {"weight"},
+        ),
+        (
+            nn.CrossEntropyLoss(reduction, weight=w),
+            torch.nn.CrossEntropyLoss(weight=T(w), reduction=reduction),
+            x,
+            labels,
+            {"weight"},
+        ),
+    ]
+    tol = dict(rtol=3e-6, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    for ours, theirs, out, target, keys in cases:
+        loss = ours(out, target)
+        grad = ours.backward()
+        ot = torch.tensor(out, requires_grad=True)
+        ref = theirs(ot, torch.tensor(target))
+        ref.sum().backward()
+        np.testing.assert_allclose(loss, ref.detach().numpy(), **tol)
+        np.testing.assert_allclose(grad, ot.grad.numpy(), **tol)
+        state = ours.state_dict()
+        assert set(state) == set(theirs.state_dict()) == keys
+        # a torch state_dict loads in place (here: other weights, the same in both)
+        changed = {k: v * torch.arange(1, 4) for k, v in theirs.state_dict().items()}
+        ours.load_state_dict(changed)
+        theirs.load_state_dict(changed)
+        ref = theirs(torch.tensor(out), torch.tensor(target))
+        np.testing.assert_allclose(ours(out, target), ref.numpy(), **tol)
+        again = type(ours).from_config(ours.get_config())
+        np.testing.assert_allclose(again(out, target), ours(out, target), **tol)
+    # without weights: no buffers, as torch (which registers None)
+    for cls in (nn.BCEWithLogitsLoss, nn.BCELoss, nn.CrossEntropyLoss):
+        assert cls().state_dict() == {} and cls().weight is None
+
+
+def test_weighted_loss_module_bad_weights():
+    from cnncore import nn
+
+    for cls, name in (
+        (nn.BCEWithLogitsLoss, "weight"),
+        (nn.BCEWithLogitsLoss, "pos_weight"),
+        (nn.BCELoss, "weight"),
+    ):
+        for bad in (["a"], [1.0, np.nan], np.ones(2, complex)):
+            with pytest.raises(ValueError, match=name):
+                cls(**{name: bad})
+    with pytest.raises(ValueError, match="pos_weight"):  # broadcast at call time
+        nn.BCEWithLogitsLoss(pos_weight=np.ones(4))(np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="pos_weight"):
+        nn.BCELoss(pos_weight=np.ones(3))

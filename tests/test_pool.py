@@ -714,7 +714,7 @@ BAD = [
         ValueError,
         "divisor_override",
     ),
-    ("x 3-D", lambda: F.max_pool2d(np.zeros((2, 6, 6)), 2), ValueError, "x"),
+    ("x 2-D", lambda: F.max_pool2d(np.zeros((6, 6)), 2), ValueError, "x"),
     ("x 5-D", lambda: F.avg_pool2d(np.zeros((1, 1, 2, 6, 6)), 2), ValueError, "x"),
     ("x int", lambda: F.max_pool2d(np.zeros((1, 1, 4, 4), np.int64), 2), TypeError, "x"),
     ("x float16", lambda: F.avg_pool2d(np.zeros((1, 1, 4, 4), np.float16), 2), TypeError, "x"),

@@ -4,7 +4,9 @@
 * every record's samples (random geometry, float32 and float64) and canonical call agree
   with its NumPy reference, within the per-dtype tolerances of conftest.py;
 * every backward relation (the ``*_backward`` function, or ``return_grad=True``, paired with
-  a forward op) agrees with central finite differences of the forward in float64.
+  a forward op) agrees with central finite differences of the forward in float64, batched
+  and, where the op takes one, on an unbatched sample;
+* an unbatched call gives bit for bit the results of the same sample as a batch of one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 from api_specs import BY_NAME, SPECS
 from conftest import fd_grad, tol
-from opspec import DTYPES, Draw, outputs
+from opspec import DTYPES, Draw, drop_batch, outputs, unbatch_outputs
 
 import cnncore
 
@@ -99,18 +101,23 @@ def test_samples_match_reference(spec, dtype):
 
 def _fd_cases():
     return [
-        pytest.param(spec, bw, id=f"{spec.name}-{bw.op}-{'-'.join(bw.wrt)}")
+        pytest.param(spec, bw, unbatched, id=f"{spec.name}-{bw.op}-{'-'.join(bw.wrt)}{tag}")
         for spec in SPECS
         for bw in spec.backward
+        for unbatched, tag in ((False, ""), (True, "-unbatched"))
+        if spec.unbatched or not unbatched
     ]
 
 
-@pytest.mark.parametrize("spec, bw", _fd_cases())
-def test_backward_matches_finite_differences(spec, bw):
+@pytest.mark.parametrize("spec, bw, unbatched", _fd_cases())
+def test_backward_matches_finite_differences(spec, bw, unbatched):
     """d sum(output * g) / d argument, analytic (the backward relation) against central
-    differences of the forward, in float64 on the canonical call with a batch of one."""
+    differences of the forward, in float64 on the canonical call with a batch of one (or
+    its single sample unbatched, where the op takes one)."""
     rng = np.random.default_rng(3)
     args = spec.make(rng, np.float64, n=1)
+    if unbatched:
+        args = drop_batch(spec, args)
     out = outputs(spec.call(args))
     y = np.asarray(out[bw.output])
     g = rng.standard_normal(y.shape) if y.ndim else np.float64(1.0)
@@ -124,3 +131,37 @@ def test_backward_matches_finite_differences(spec, bw):
         )
         assert np.asarray(grad).shape == a.shape, name
         np.testing.assert_allclose(grad, numeric, err_msg=name, **FD_TOL)
+
+
+def test_unbatched_arguments_are_those_of_the_records():
+    """Each op's unbatched arguments (its ``accepts_unbatched`` decorator) are those its
+    record says (and so those the bad-input rows and the unbatched samples use)."""
+    for spec in SPECS:
+        assert dict(getattr(spec.fn, "__unbatched__", {})) == dict(spec.unbatched), spec.name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.unbatched], ids=lambda s: s.name)
+def test_unbatched_call_is_a_batch_of_one(spec, dtype):
+    """(C, H, W) where (N, C, H, W) is expected -- PyTorch's unbatched inputs: the results of
+    the batch of one without its batch axis, bit for bit (the same kernels on a view), for
+    the canonical call and random samples."""
+    calls = [spec.make(np.random.default_rng(5), dtype, n=1)]
+    calls += [spec.sample(_draw(spec, 1000 + i, dtype)) for i in range(20)]
+    checked = 0
+    for args in calls:
+        lead = next(iter(spec.unbatched))
+        if np.ndim(args[lead]) != spec.unbatched[lead] or np.shape(args[lead])[0] != 1:
+            continue  # (a sample that is already unbatched, or not a batch of one)
+        with np.errstate(all="ignore"):
+            expected = unbatch_outputs(spec, spec.call(copy.deepcopy(args)))
+            got = spec.call(drop_batch(spec, args))
+        for e, g in zip(outputs(expected), outputs(got), strict=True):
+            if e is None:
+                assert g is None
+                continue
+            g = np.asarray(g)
+            assert g.shape == np.shape(e) and g.dtype == np.asarray(e).dtype
+            assert g.tobytes() == np.asarray(e).tobytes()
+        checked += 1
+    assert checked >= 1

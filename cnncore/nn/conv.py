@@ -20,7 +20,7 @@ from .._geometry import (
 )
 from .._typing import ArrayLike, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import (
-    as_float_array,
+    add_batch_axis,
     check_bool,
     check_choice,
     check_input_shape,
@@ -43,8 +43,11 @@ __all__ = ["Conv2d", "ConvTranspose2d"]
 _PADDING_MODES = ("zeros", *(mode for mode in PAD_MODES if mode != "constant"))
 
 
-def _input_4d(x: Any, name: str) -> np.ndarray:
-    return as_float_array(x, "input", name, ndim=4, ndim_text="a 4-D array (N, C, H, W)")
+def _image_input(x: Any, name: str) -> np.ndarray:
+    """The layer's input: a batch ``(N, C, H, W)`` or one unbatched sample ``(C, H, W)``
+    (the functional ops add and remove the batch axis), as PyTorch's modules take."""
+    batch, unbatched = add_batch_axis(x, "input", name, "(N, C, H, W)")
+    return batch[0] if unbatched else batch
 
 
 class Conv2d(Module):
@@ -71,7 +74,9 @@ class Conv2d(Module):
     Notes
     -----
     Input ``(N, C_in, H_in, W_in)``, output ``(N, C_out, H_out, W_out)`` with
-    ``H_out = floor((H_in + 2 * padding - dilation * (kH - 1) - 1) / stride) + 1``.
+    ``H_out = floor((H_in + 2 * padding - dilation * (kH - 1) - 1) / stride) + 1``; or one
+    unbatched sample ``(C_in, H_in, W_in)`` -> ``(C_out, H_out, W_out)``, as in PyTorch
+    (``backward`` then takes and returns unbatched gradients).
 
     See Also
     --------
@@ -129,7 +134,7 @@ class Conv2d(Module):
         return 0 if self.padding_mode != "zeros" else self.padding
 
     def forward(self, x: ArrayLike) -> np.ndarray:
-        x = _input_4d(x, "Conv2d")
+        x = _image_input(x, "Conv2d")
         if self.padding_mode != "zeros":
             (pt, pb), (pl, pr) = self._pads
             if pt or pb or pl or pr:
@@ -231,7 +236,8 @@ class ConvTranspose2d(Module):
     Notes
     -----
     Input ``(N, C_in, H_in, W_in)``, output ``(N, C_out, H_out, W_out)`` with
-    ``H_out = (H_in - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1``.
+    ``H_out = (H_in - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1``
+    (or one unbatched sample ``(C_in, H_in, W_in)`` -> ``(C_out, H_out, W_out)``).
     ``forward(x, output_size=(H, W))`` picks the output padding that gives that size instead
     (``output_size`` between the size without output padding and ``stride - 1`` more).
 
@@ -288,17 +294,18 @@ class ConvTranspose2d(Module):
         return self.forward(x, output_size)
 
     def forward(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:
-        x = _input_4d(x, "ConvTranspose2d")
+        x = _image_input(x, "ConvTranspose2d")
         op = self.output_padding
         if output_size is not None:
             op = conv_transpose2d_output_padding(
                 "ConvTranspose2d",
-                x.shape[2:],
+                x.shape[-2:],
                 output_size,
                 self.kernel_size,
                 self.stride,
                 self.padding,
                 self.dilation,
+                unbatched=x.ndim == 3,
             )
         y = F.conv_transpose2d(
             x,

@@ -9,6 +9,7 @@ import numpy as np
 from .. import functional as F
 from .._typing import ArrayLike, RNGLike
 from .._validation import as_float_array, check_hyperparameter
+from ..ops.activation import dropout2d_input_warning
 from . import init
 from .module import Module, grad_like
 
@@ -68,8 +69,8 @@ class Dropout2d(Module):
     """Zero each whole channel ``x[n, c]`` with probability ``p`` in training and scale the
     kept ones by ``1 / (1 - p)``; the identity in eval mode (see :func:`cnncore.dropout2d`).
 
-    Input ``(N, C, H, W)``, or ``(N, C, L)`` as PyTorch reads a 3-D input.  ``rng`` as for
-    :class:`Dropout`.
+    Input ``(N, C, H, W)``, or ``(N, C, L)`` as PyTorch reads a 3-D input (with the same
+    UserWarning; see :func:`cnncore.dropout2d`).  ``rng`` as for :class:`Dropout`.
     """
 
     def __init__(self, p: float = 0.5, *, rng: RNGLike = None) -> None:
@@ -83,18 +84,21 @@ class Dropout2d(Module):
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "Dropout2d")
-        if x.ndim not in (3, 4):
+        if x.ndim < 2:
             raise ValueError(
                 f"Dropout2d(): expected a 4-D input (N, C, H, W) or a 3-D input (N, C, L). "
                 f"Received: input with shape {x.shape}"
             )
+        dropout2d_input_warning("Dropout2d", x.shape, stacklevel=3)  # (as torch, any mode)
         self._shape = x.shape
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
         gen = self.rng if self.rng is not None else init.get_rng(None)
-        y, self._mask = F.dropout2d(x, self.p, True, rng=gen, return_mask=True)
-        return y
+        # as (N, C, S, 1): the same channel planes, and the warning above is the only one
+        x4 = x if x.ndim == 4 else x.reshape(*x.shape[:2], int(np.prod(x.shape[2:])), 1)
+        y, self._mask = F.dropout2d(x4, self.p, True, rng=gen, return_mask=True)
+        return y.reshape(x.shape)
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         if not input_grad:

@@ -61,8 +61,8 @@ def _contiguous(x: np.ndarray, dtype: np.dtype) -> bool:
 
 
 def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
-    if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype):
-        return None
+    if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
+        return None  # (an unbatched sample or a bad input: the layer's own forward)
     w = layer.weight
     b = layer.bias
     run, out_shape = prepare_conv2d(
@@ -93,7 +93,7 @@ def _plan_linear(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
 
 
 def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
-    if x.dtype.kind != "f" or not x.flags.c_contiguous:
+    if x.dtype.kind != "f" or not x.flags.c_contiguous or x.ndim != 4:
         return None
     run, out_shape = prepare_max_pool2d(
         x.shape, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode

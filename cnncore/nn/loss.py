@@ -37,7 +37,8 @@ class _Loss(Module, register=False):
         )
         self._grad: np.ndarray | None = None
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, output: Any) -> dict[str, Any]:
+        """Extra keyword arguments of the functional loss for this ``output``."""
         return {}
 
     def __call__(self, output: Any, target: Any) -> Any:  # type: ignore[override]
@@ -45,7 +46,7 @@ class _Loss(Module, register=False):
 
     def forward(self, output: Any, target: Any) -> Any:  # type: ignore[override]
         loss, grad = type(self)._fn(
-            output, target, reduction=self.reduction, return_grad=True, **self._kwargs()
+            output, target, reduction=self.reduction, return_grad=True, **self._kwargs(output)
         )
         self._grad = grad
         return float(loss) if self.reduction != "none" else loss
@@ -62,7 +63,7 @@ class _Loss(Module, register=False):
                 f"Received: reduction='none'"
             )
         per, grad = type(self)._fn(
-            output, target, reduction="none", return_grad=True, **self._kwargs()
+            output, target, reduction="none", return_grad=True, **self._kwargs(output)
         )
         n = per.shape[0] if per.ndim else 1
         per2 = per.reshape(n, -1)
@@ -101,6 +102,36 @@ class _Loss(Module, register=False):
         return {"reduction": self.reduction}
 
 
+def _weight_buffer(value: Any, name: str, cls: str, *, one_per_class: bool = False) -> np.ndarray:
+    """A loss module's ``weight=`` / ``pos_weight=``: finite real numbers, kept as a float
+    array (float32 / float64 as given, else float64) registered as a buffer, as PyTorch
+    registers them (so ``state_dict`` has them); converted to the output's dtype per call."""
+    w = as_ndarray(value, name, cls)
+    bad_shape = one_per_class and (w.ndim != 1 or w.size == 0)
+    if w.dtype.kind not in "biuf" or bad_shape:
+        what = "an array of real numbers"
+        if one_per_class:
+            what = "a non-empty 1-D array of real numbers (one per class)"
+        raise ValueError(
+            f"{cls}(): {name} must be {what}. Received: {name} with shape {w.shape} and dtype "
+            f"{w.dtype}"
+        )
+    w = w.astype(w.dtype if w.dtype.kind == "f" and w.itemsize in (4, 8) else np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError(f"{cls}(): {name} must be finite. Received: {name}={w.tolist()}")
+    return w
+
+
+def _as_dtype(a: np.ndarray | None, output: Any) -> np.ndarray | None:
+    """A weight buffer in the dtype of ``output`` (float64 unless it is a float array)."""
+    if a is None:
+        return None
+    dtype = getattr(output, "dtype", None)
+    if not isinstance(dtype, np.dtype) or dtype.kind != "f":
+        dtype = np.dtype(np.float64)
+    return a.astype(dtype, copy=False)
+
+
 def _integral(a: np.ndarray) -> bool:
     """Whether every element of the float array ``a`` is a finite whole number."""
     return bool(a.size) and bool(np.all(np.isfinite(a) & (a == np.round(a))))
@@ -111,7 +142,8 @@ class CrossEntropyLoss(_Loss):
     :func:`cnncore.cross_entropy`; fused log-softmax, stable for large logits).
 
     ``weight`` (one float per class, as PyTorch's ``CrossEntropyLoss(weight=...)``) rescales
-    each class; 'mean' then divides by the summed weights of the targets.
+    each class; 'mean' then divides by the summed weights of the targets.  It is a buffer,
+    as in PyTorch: ``state_dict()`` holds ``weight`` when one is given.
     """
 
     _fn = staticmethod(F.cross_entropy)
@@ -127,47 +159,23 @@ class CrossEntropyLoss(_Loss):
         super().__init__(reduction)
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
-        self.weight: np.ndarray | None = None
-        self._weight_as: dict[np.dtype, np.ndarray] = {}
         if weight is not None:
-            w = as_ndarray(weight, "weight", "CrossEntropyLoss")
-            if w.dtype.kind not in "iuf" or w.ndim != 1 or w.size == 0:
-                raise ValueError(
-                    "CrossEntropyLoss(): weight must be a non-empty 1-D array of real numbers "
-                    f"(one per class). Received: weight with shape {w.shape} and dtype "
-                    f"{w.dtype}"
-                )
-            w = w.astype(np.float64)
-            if not np.isfinite(w).all():
-                raise ValueError(
-                    f"CrossEntropyLoss(): weight must be finite. Received: weight={w.tolist()}"
-                )
-            self.weight = w
+            w = _weight_buffer(weight, "weight", "CrossEntropyLoss", one_per_class=True)
+            self.register_buffer("weight", w)
 
-    def _kwargs(self) -> dict[str, Any]:
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The class weights (the ``weight`` buffer), or None."""
+        return self._buffers.get("weight")
+
+    def _kwargs(self, output: Any) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "label_smoothing": self.label_smoothing,
             "ignore_index": self.ignore_index,
         }
         if self.weight is not None:
-            kw["weight"] = self._weight_for(self._dtype_hint)
+            kw["weight"] = _as_dtype(self.weight, output)
         return kw
-
-    _dtype_hint: np.dtype = np.dtype(np.float32)
-
-    def _weight_for(self, dtype: np.dtype) -> np.ndarray:
-        w = self._weight_as.get(dtype)
-        if w is None:
-            w = self._weight_as[dtype] = self.weight.astype(dtype)
-        return w
-
-    def forward(self, output: Any, target: Any) -> Any:  # type: ignore[override]
-        self._dtype_hint = getattr(output, "dtype", np.dtype(np.float64))
-        return super().forward(output, target)
-
-    def weighted(self, output: Any, target: Any, sample_weight: np.ndarray) -> tuple[float, Any]:
-        self._dtype_hint = getattr(output, "dtype", np.dtype(np.float64))
-        return super().weighted(output, target, sample_weight)
 
     def class_targets(self, target: np.ndarray) -> np.ndarray | None:
         if target.dtype.kind in "iu":
@@ -229,16 +237,72 @@ class _BinaryLoss(_Loss, register=False):
         return None
 
 
-class BCEWithLogitsLoss(_BinaryLoss):
-    """Binary cross entropy on logits (see :func:`cnncore.binary_cross_entropy_with_logits`)."""
+class _WeightedBinaryLoss(_BinaryLoss, register=False):
+    """A binary loss with PyTorch's ``weight`` (and ``pos_weight``) buffers: arrays
+    broadcastable to the output's shape, passed to the functional loss in its dtype."""
+
+    _weight_names: tuple[str, ...] = ("weight",)
+
+    def __init__(self, reduction: str = "mean", **weights: Any) -> None:
+        super().__init__(reduction)
+        cls = type(self).__name__
+        for name in self._weight_names:
+            if weights.get(name) is not None:
+                self.register_buffer(name, _weight_buffer(weights[name], name, cls))
+
+    def _kwargs(self, output: Any) -> dict[str, Any]:
+        return {
+            name: _as_dtype(self._buffers[name], output)
+            for name in self._weight_names
+            if name in self._buffers
+        }
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The ``weight`` buffer (rescales each element's loss), or None."""
+        return self._buffers.get("weight")
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"reduction": self.reduction}
+        for name in self._weight_names:
+            if name in self._buffers:
+                config[name] = self._buffers[name].tolist()
+        return config
+
+
+class BCEWithLogitsLoss(_WeightedBinaryLoss):
+    """Binary cross entropy on logits (see :func:`cnncore.binary_cross_entropy_with_logits`).
+
+    ``weight`` rescales the loss of each element and ``pos_weight`` the positive term of
+    each (both broadcast to the output's shape: typically one per output, ``(C,)``); both
+    are buffers, as in PyTorch's ``BCEWithLogitsLoss(weight=..., pos_weight=...)``.
+    """
 
     _fn = staticmethod(F.binary_cross_entropy_with_logits)
+    _weight_names = ("weight", "pos_weight")
+
+    def __init__(
+        self, reduction: str = "mean", *, weight: Any = None, pos_weight: Any = None
+    ) -> None:
+        super().__init__(reduction, weight=weight, pos_weight=pos_weight)
+
+    @property
+    def pos_weight(self) -> np.ndarray | None:
+        """The ``pos_weight`` buffer (weights of the positive terms), or None."""
+        return self._buffers.get("pos_weight")
 
 
-class BCELoss(_BinaryLoss):
-    """Binary cross entropy on probabilities (see :func:`cnncore.binary_cross_entropy`)."""
+class BCELoss(_WeightedBinaryLoss):
+    """Binary cross entropy on probabilities (see :func:`cnncore.binary_cross_entropy`).
+
+    ``weight`` rescales the loss of each element (broadcast to the output's shape); it is a
+    buffer, as in PyTorch's ``BCELoss(weight=...)``.
+    """
 
     _fn = staticmethod(F.binary_cross_entropy)
+
+    def __init__(self, reduction: str = "mean", *, weight: Any = None) -> None:
+        super().__init__(reduction, weight=weight)
 
 
 class MSELoss(_Loss):

@@ -14,6 +14,7 @@ import numpy as np
 from .. import functional as F
 from .._typing import ArrayLike, DTypeLike
 from .._validation import (
+    add_batch_axis,
     as_float_array,
     check_bool,
     check_hyperparameter,
@@ -451,19 +452,13 @@ class InstanceNorm2d(Module):
 
     def _batched(self, x: Any) -> tuple[np.ndarray, bool]:
         """``(x with a batch axis, whether x had none)``."""
-        x = as_float_array(x, "input", "InstanceNorm2d")
-        if x.ndim not in (3, 4):
-            raise ValueError(
-                f"InstanceNorm2d(): expected a 4-D input (N, C, H, W) or a 3-D unbatched input "
-                f"(C, H, W). Received: input with shape {x.shape}"
-            )
-        xb = x if x.ndim == 4 else x[None]
+        xb, unbatched = add_batch_axis(x, "input", "InstanceNorm2d", "(N, C, H, W)")
         if xb.shape[1] != self.num_features and (self.affine or self.track_running_stats):
             raise ValueError(
                 f"InstanceNorm2d(): expected {self.num_features} channels (num_features) in "
-                f"the channel dimension. Received: input with shape {x.shape}"
+                f"the channel dimension. Received: input with shape {xb.shape[unbatched:]}"
             )
-        return xb, x.ndim == 3
+        return xb, unbatched
 
     def _running(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         if not self.track_running_stats:

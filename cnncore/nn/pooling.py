@@ -1,5 +1,8 @@
 """Pooling layers: :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`AdaptiveAvgPool2d` and
-:class:`GlobalAvgPool2d` (the work is the pooling functions of :mod:`cnncore.functional`)."""
+:class:`GlobalAvgPool2d` (the work is the pooling functions of :mod:`cnncore.functional`).
+
+Each takes a batch ``(N, C, H, W)`` or, as PyTorch's modules do, one unbatched sample
+``(C, H, W)`` (its ``backward`` then takes and returns unbatched gradients)."""
 
 from __future__ import annotations
 

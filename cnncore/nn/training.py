@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import _alloc, optim
 from .._config import blas_single_thread
-from .._validation import as_ndarray, check_bool, check_int, check_real
+from .._validation import as_ndarray, batch_required, check_bool, check_int, check_real
 from . import callbacks as callback_lib
 from . import loss as losses
 from . import metrics as metric_lib
@@ -89,8 +89,9 @@ class History:
 def _batch_loop() -> Iterator[None]:
     """Context of a loop over batches: kernel outputs come from the caching allocator, and
     BLAS is capped at one thread once for the whole loop -- the kernels' own caps then only
-    count a depth instead of toggling the BLAS libraries (~10 us per kernel call)."""
-    with _alloc.caching(), blas_single_thread():
+    count a depth instead of toggling the BLAS libraries (~10 us per kernel call).  The ops
+    that also take an unbatched sample refuse one here: the first axis is the batch."""
+    with _alloc.caching(), blas_single_thread(), batch_required():
         yield
 
 
@@ -129,7 +130,8 @@ def _check_xy(
     was_training = model.training
     model.eval()
     try:
-        out = model(x[:2])
+        with batch_required():  # (C, H, W) samples are not batches: no unbatched reading
+            out = model(x[:2])
     except (ValueError, TypeError) as exc:
         raise ValueError(
             f"{func}(): x with shape {x.shape} does not fit the model: "

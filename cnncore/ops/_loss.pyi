@@ -20,11 +20,15 @@ def pointwise(
     grad_out: _Float | None,
     gscale: float,
     n_threads: int,
+    weight: _Float | None = None,
+    pos_weight: _Float | None = None,
 ) -> tuple[float, int]:
     """Elementwise loss over 1-D arrays: returns ``(sum of losses, domain flags)`` and fills
     ``loss_out`` (per-element losses) and ``grad_out`` (``gscale * d loss / d input``) when
-    given. A non-zero flag (``LossDomain`` bits of ``cnncore._shared``) means the values
-    are invalid."""
+    given. ``weight`` rescales each element's loss and gradient, ``pos_weight`` the positive
+    term of BCE with logits (PyTorch's arguments, broadcast to the input's length). A
+    non-zero flag (``LossDomain`` bits of ``cnncore._shared``) means the values are
+    invalid."""
 
 def cross_entropy(
     logits: _Float,

@@ -2,7 +2,8 @@
 respect to the prediction, all in one pass.
 
 * ``pointwise``: losses of an elementwise prediction/target pair (MSE, L1, binary cross
-  entropy with logits and with probabilities, MSLE, MAPE) over flat contiguous arrays.
+  entropy with logits and with probabilities, MSLE, MAPE) over flat contiguous arrays, with
+  optional per-element ``weight`` (and ``pos_weight`` for BCE with logits) arrays.
 * ``cross_entropy``: fused log-softmax + negative log-likelihood over the rows of an
   ``(R, C)`` logits matrix (class indices or class probabilities as target, optional label
   smoothing, per-class ``weight`` and ``ignore_index``).
@@ -58,12 +59,14 @@ cdef inline double sum_in_order(const double* partials, Py_ssize_t n) noexcept n
 # Pointwise losses
 # ------------------------------------------------------------------------------------------
 
-cdef int pointwise_block(int kind, const floating* p, const floating* t, Py_ssize_t n,
-                         floating* loss_out, floating* grad_out, floating gscale,
-                         double* partial) noexcept nogil:
-    """One block: ``partial[0] = sum of losses``; returns LOSS_BAD_INPUT / LOSS_BAD_TARGET flags."""
+cdef int pointwise_block(int kind, const floating* p, const floating* t, const floating* wt,
+                         const floating* pw, Py_ssize_t n, floating* loss_out,
+                         floating* grad_out, floating gscale, double* partial) noexcept nogil:
+    """One block: ``partial[0] = sum of losses``; returns LOSS_BAD_INPUT / LOSS_BAD_TARGET flags.
+    ``wt`` (or NULL): per-element weights of the loss (torch's ``weight=``); ``pw`` (or NULL):
+    per-element weights of the positive term of BCE with logits (torch's ``pos_weight=``)."""
     cdef Py_ssize_t i
-    cdef floating x, y, d, l, g, a, lp, lt, den
+    cdef floating x, y, d, l, g, a, lp, lt, den, ls, q
     cdef double acc = 0
     cdef int bad = 0
     cdef floating log_floor = -100
@@ -83,8 +86,16 @@ cdef int pointwise_block(int kind, const floating* p, const floating* t, Py_ssiz
         elif kind == LOSS_BCE_WITH_LOGITS:
             # torch: (1 - t) * x - log_sigmoid(x), log_sigmoid(x) = min(x, 0) - log1p(e^-|x|)
             a = flog1p(vexp(-fabs_(x)))
-            l = (1 - y) * x - ((x if x < 0 else 0) - a)
-            g = (vsigmoid(x) - y) * gscale
+            ls = (x if x < 0 else 0) - a
+            if pw == NULL:
+                l = (1 - y) * x - ls
+                g = (vsigmoid(x) - y) * gscale
+            else:
+                # torch: the log-sigmoid term times (pos_weight - 1) * t + 1; its gradient
+                # ((pos_weight * t + 1 - t) * sigmoid(x) - pos_weight * t)
+                l = (1 - y) * x - ls * ((pw[i] - 1) * y + 1)
+                q = pw[i] * y
+                g = ((q + 1 - y) * vsigmoid(x) - q) * gscale
         elif kind == LOSS_BCE:
             if not (x >= 0 and x <= 1):
                 bad = bad | LOSS_BAD_INPUT
@@ -111,6 +122,9 @@ cdef int pointwise_block(int kind, const floating* p, const floating* t, Py_ssiz
             den = den if den > mape_eps else mape_eps
             l = 100 * fabs_((y - x) / den)
             g = 100 * gscale * sign_(x - y) / den
+        if wt != NULL:
+            l = l * wt[i]
+            g = g * wt[i]
         if loss_out != NULL:
             loss_out[i] = l
         if grad_out != NULL:
@@ -120,8 +134,9 @@ cdef int pointwise_block(int kind, const floating* p, const floating* t, Py_ssiz
     return bad
 
 
-cdef int pointwise_impl(int kind, const floating* p, const floating* t, Py_ssize_t n,
-                        floating* loss_out, floating* grad_out, floating gscale, double* total,
+cdef int pointwise_impl(int kind, const floating* p, const floating* t, const floating* wt,
+                        const floating* pw, Py_ssize_t n, floating* loss_out,
+                        floating* grad_out, floating gscale, double* total,
                         int n_threads) noexcept nogil:
     cdef Py_ssize_t n_blocks = (n + BLOCK - 1) // BLOCK
     cdef Py_ssize_t b, lo
@@ -132,7 +147,8 @@ cdef int pointwise_impl(int kind, const floating* p, const floating* t, Py_ssize
         return CNN_ERR_NOMEM
     for b in prange(n_blocks, schedule="static", num_threads=py_min(n_threads, n_blocks)):
         lo = b * BLOCK
-        flags = pointwise_block(kind, p + lo, t + lo, py_min(BLOCK, n - lo),
+        flags = pointwise_block(kind, p + lo, t + lo, wt + lo if wt != NULL else NULL,
+                                pw + lo if pw != NULL else NULL, py_min(BLOCK, n - lo),
                                 loss_out + lo if loss_out != NULL else NULL,
                                 grad_out + lo if grad_out != NULL else NULL, gscale,
                                 partials + b)
@@ -262,21 +278,31 @@ cdef int ce_impl(const floating* x, Py_ssize_t R, Py_ssize_t C, const int64_t* l
 
 
 def pointwise(int kind, const floating[::1] input, const floating[::1] target,
-              floating[::1] loss_out, floating[::1] grad_out, double gscale, int n_threads):
+              floating[::1] loss_out, floating[::1] grad_out, double gscale, int n_threads,
+              const floating[::1] weight=None, const floating[::1] pos_weight=None):
     """Return ``(sum of losses, domain flags)``; fill ``loss_out`` / ``grad_out`` (each may
-    be None) with the per-element losses and ``gscale * d loss / d input``."""
+    be None) with the per-element losses and ``gscale * d loss / d input``.  ``weight``
+    (or None) rescales each element's loss; ``pos_weight`` (or None; BCE with logits) the
+    positive term of each element (both of ``input``'s length)."""
     cdef Py_ssize_t n = input.shape[0]
     cdef floating* lp
     cdef floating* gp
+    cdef const floating* wp
+    cdef const floating* pwp
     cdef double total = 0
     cdef int status
+    if (weight is not None and weight.shape[0] != n) or (
+            pos_weight is not None and pos_weight.shape[0] != n):
+        raise ValueError("pointwise(): weight and pos_weight must have the input's length")
     if n == 0:  # (before taking element addresses: there are none)
         return 0.0, 0
     lp = &loss_out[0] if loss_out is not None else NULL
     gp = &grad_out[0] if grad_out is not None else NULL
+    wp = &weight[0] if weight is not None else NULL
+    pwp = &pos_weight[0] if pos_weight is not None else NULL
     with nogil:
-        status = pointwise_impl(kind, &input[0], &target[0], n, lp, gp, <floating> gscale,
-                                &total, n_threads)
+        status = pointwise_impl(kind, &input[0], &target[0], wp, pwp, n, lp, gp,
+                                <floating> gscale, &total, n_threads)
     if status < 0:
         check_status(status, "loss")
     return total, status

@@ -7,6 +7,7 @@ See :mod:`cnncore.functional` for the conventions every op follows.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -996,13 +997,36 @@ def relu6_backward(
 
 
 def _planes(func: str, name: str, x: np.ndarray) -> tuple[int, int]:
-    """(N * C, plane size) of a 3-D or 4-D array."""
-    if x.ndim not in (3, 4):
+    """(N * C, plane size) of an array of at least 2 dimensions (N, C, *)."""
+    if x.ndim < 2:
         raise ValueError(
-            f"{func}(): {name} must be a 4-D array (N, C, H, W) or a 3-D array (N, C, L). "
-            f"Received: {name} with shape {x.shape}"
+            f"{func}(): {name} must have at least 2 dimensions (N, C, *): a 4-D array "
+            f"(N, C, H, W) or a 3-D array (N, C, L). Received: {name} with shape {x.shape}"
         )
     return x.shape[0] * x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+def dropout2d_input_warning(func: str, shape: tuple[int, ...], stacklevel: int) -> None:
+    """PyTorch 2.13's warnings for a dropout2d input other than ``(N, C, H, W)``: a 3-D
+    input is read as ``(N, C, L)`` (channel-wise 1-D dropout), not as an unbatched
+    ``(C, H, W)``; other ranks (2-D, 5-D, ...) are deprecated.  The behaviour is PyTorch's
+    too: each ``(n, c)`` slice is dropped whole."""
+    if len(shape) == 3:
+        warnings.warn(
+            f"{func}: received a 3-D input {tuple(shape)}, read as (N, C, L) -- channel-wise "
+            f"1-D dropout -- as PyTorch does (which warns that it will read it as an "
+            f"unbatched (C, H, W) in a future release). For one image, pass x[None].",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+    elif len(shape) != 4:
+        warnings.warn(
+            f"{func}: received a {len(shape)}-D input {tuple(shape)}; dropout2d is for 4-D "
+            f"(N, C, H, W) inputs (and 3-D (N, C, L)). PyTorch deprecates other ranks, "
+            f"whose (n, c) slices are dropped whole; use dropout for elementwise dropout.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def dropout2d(
@@ -1022,8 +1046,10 @@ def dropout2d(
     Parameters
     ----------
     x : array_like of shape (N, C, H, W) or (N, C, L)
-        A 3-D input is read as ``(N, C, L)``, as PyTorch does today (it warns that this may
-        change to an unbatched ``(C, H, W)``).
+        A 3-D input is read as ``(N, C, L)`` with a UserWarning, as PyTorch 2.13 does (it
+        warns that this will change to an unbatched ``(C, H, W)``); other ranks ``(N, C,
+        *)`` of at least 2 dimensions are taken with a warning too, as PyTorch deprecates
+        them.
     p : float, default 0.5
         Probability of zeroing a channel, in [0, 1].
     training : bool, default True
@@ -1060,6 +1086,7 @@ def dropout2d(
     return_mask = check_bool(return_mask, "return_mask", func)
     gen = as_generator(rng, func, np.random.default_rng) if training else None
     out = _check_out(func, out, x.shape, x.dtype)
+    dropout2d_input_warning(func, x.shape, stacklevel=2)
     if not training:
         mask = np.ones(x.shape[:2], x.dtype)
     elif prob == 1.0:
@@ -1081,7 +1108,7 @@ def dropout2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H, W) or (N, C, L)
+    grad_output : array_like of shape (N, C, H, W), (N, C, L) or (N, C, *)
     mask : array_like of shape (N, C)
         The mask the forward call returned (``return_mask=True``).
     out : ndarray, optional

@@ -19,6 +19,7 @@ from .._geometry import (
 )
 from .._typing import ArrayLike, DTypeLike, IntPair, Padding, Shape
 from .._validation import (
+    accepts_unbatched,
     as_float_array,
     check_bool,
     check_int,
@@ -41,6 +42,10 @@ __all__ = [
     "im2col",
     "col2im",
 ]
+
+# The batched shapes of the arrays that may also come unbatched (see accepts_unbatched)
+_X_SHAPE = "(N, C_in, H_in, W_in)"
+_GO_SHAPE = "(N, C_out, H_out, W_out)"
 
 # The convolution kernels, compiled for the widest vector unit this CPU has.
 _conv, _CONV_SIMD = load_kernels("cnncore.ops._conv")
@@ -127,6 +132,7 @@ def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
     return sh, sw, ph, pw, dh, dw, groups
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def conv2d(
     x: ArrayLike,
     weight: ArrayLike,
@@ -142,7 +148,7 @@ def conv2d(
 
     Parameters
     ----------
-    x : array_like of shape (N, C_in, H_in, W_in)
+    x : array_like of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in)
         Input images, float32 or float64.
     weight : array_like of shape (C_out, C_in / groups, kH, kW)
         Filters, same dtype as ``x``.
@@ -162,12 +168,15 @@ def conv2d(
 
     Returns
     -------
-    y : ndarray of shape (N, C_out, H_out, W_out)
+    y : ndarray of shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
         Same dtype as ``x``.
 
     Notes
     -----
     For each axis, ``H_out = floor((H_in + 2 * padding - dilation * (kH - 1) - 1) / stride) + 1``.
+
+    An unbatched ``x`` ``(C_in, H_in, W_in)`` is computed as a batch of one (a view, as
+    PyTorch allows), and so are the backward functions' unbatched arguments.
 
     ``y[n, k, oh, ow] = bias[k] + sum_{c, i, j} weight[k, c, i, j] *
     x_pad[n, g * C_in/groups + c, oh * stride + i * dilation, ow * stride + j * dilation]``
@@ -221,6 +230,7 @@ def conv2d(
     return y
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE}, shapes={"input_shape": _X_SHAPE})
 def conv2d_backward_input(
     grad_output: ArrayLike,
     weight: ArrayLike,
@@ -236,18 +246,18 @@ def conv2d_backward_input(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C_out, H_out, W_out)
+    grad_output : array_like of shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
         Gradient of the loss with respect to the convolution's output.
     weight : array_like of shape (C_out, C_in / groups, kH, kW)
         The filters used in the forward pass, same dtype as ``grad_output``.
-    input_shape : tuple of 4 ints
+    input_shape : tuple of 4 ints, or 3 for an unbatched ``grad_output``
         ``(N, C_in, H_in, W_in)``, the shape of the forward input.
     stride, padding, dilation, groups
         As in the forward call.
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C_in, H_in, W_in)
+    grad_x : ndarray of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in)
 
     Notes
     -----
@@ -318,6 +328,7 @@ def _conv_input_grad(
     return dx
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE, "x": _X_SHAPE}, batched_outputs=False)
 def conv2d_backward_weight(
     grad_output: ArrayLike,
     x: ArrayLike,
@@ -333,9 +344,9 @@ def conv2d_backward_weight(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C_out, H_out, W_out)
+    grad_output : array_like of shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
         Gradient of the loss with respect to the convolution's output.
-    x : array_like of shape (N, C_in, H_in, W_in)
+    x : array_like of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in)
         The forward input, same dtype as ``grad_output``.
     weight_shape : tuple of 4 ints
         ``(C_out, C_in / groups, kH, kW)``.
@@ -403,12 +414,13 @@ def _conv_param_grads(
     return dw, db
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE}, batched_outputs=False)
 def conv2d_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its bias: ``grad_output.sum((0, 2, 3))``.
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C_out, H_out, W_out)
+    grad_output : array_like of shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
 
     Returns
     -------
@@ -443,6 +455,7 @@ def _check_output_mask(func: str, output_mask: Any) -> list[bool]:
     return [check_bool(m, f"output_mask[{i}]", func) for i, m in enumerate(output_mask)]
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE, "x": _X_SHAPE}, batched_outputs=(True, False, False))
 def conv2d_backward(
     grad_output: ArrayLike,
     x: ArrayLike,
@@ -459,9 +472,9 @@ def conv2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C_out, H_out, W_out)
+    grad_output : array_like of shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
         Gradient of the loss with respect to the convolution's output.
-    x : array_like of shape (N, C_in, H_in, W_in)
+    x : array_like of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in)
         The forward input.
     weight : array_like of shape (C_out, C_in / groups, kH, kW)
         The filters of the forward pass.
@@ -472,7 +485,7 @@ def conv2d_backward(
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C_in, H_in, W_in), or None
+    grad_x : ndarray of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in), or None
     grad_weight : ndarray of shape (C_out, C_in / groups, kH, kW), or None
     grad_bias : ndarray of shape (C_out,), or None
 
@@ -594,6 +607,7 @@ def conv_transpose2d_algorithms(
     }
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def conv_transpose2d(
     x: ArrayLike,
     weight: ArrayLike,
@@ -610,7 +624,7 @@ def conv_transpose2d(
 
     Parameters
     ----------
-    x : array_like of shape (N, C_in, H_in, W_in)
+    x : array_like of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in)
         Input images, float32 or float64 (``H_in, W_in >= 1``).
     weight : array_like of shape (C_in, C_out / groups, kH, kW)
         Filters, same dtype as ``x`` (note the order: input channels first).
@@ -632,7 +646,7 @@ def conv_transpose2d(
 
     Returns
     -------
-    y : ndarray of shape (N, C_out, H_out, W_out)
+    y : ndarray of shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
         Same dtype as ``x``.
 
     Notes
@@ -693,6 +707,7 @@ def conv_transpose2d(
     return y
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE, "x": _X_SHAPE}, batched_outputs=(True, False, False))
 def conv_transpose2d_backward(
     grad_output: ArrayLike,
     x: ArrayLike,
@@ -711,9 +726,9 @@ def conv_transpose2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C_out, H_out, W_out)
+    grad_output : array_like of shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
         Gradient of the loss with respect to the transposed convolution's output.
-    x : array_like of shape (N, C_in, H_in, W_in)
+    x : array_like of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in)
         The forward input.
     weight : array_like of shape (C_in, C_out / groups, kH, kW)
         The filters of the forward pass.
@@ -724,7 +739,7 @@ def conv_transpose2d_backward(
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C_in, H_in, W_in), or None
+    grad_x : ndarray of shape (N, C_in, H_in, W_in) or (C_in, H_in, W_in), or None
     grad_weight : ndarray of shape (C_in, C_out / groups, kH, kW), or None
     grad_bias : ndarray of shape (C_out,), or None
 
@@ -804,6 +819,7 @@ def _unfold_args(geo: ConvGeometry) -> tuple[int, ...]:
     return kh, kw, sh, sw, ph, pw, dh, dw, ho, wo
 
 
+@accepts_unbatched({"x": "(N, C, H, W)"})
 def im2col(
     x: ArrayLike,
     kernel_size: IntPair,
@@ -826,7 +842,7 @@ def im2col(
 
     Returns
     -------
-    cols : ndarray of shape (N, C * kH * kW, L) (or (C * kH * kW, L) for a 3-D input)
+    cols : ndarray of shape (N, C * kH * kW, L) or (C * kH * kW, L)
         Row ``(c * kH + i) * kW + j`` holds tap ``(i, j)`` of channel ``c``; column
         ``oh * W_out + ow`` the window at output position ``(oh, ow)``.
 
@@ -842,15 +858,7 @@ def im2col(
     conv2d
     """
     func = "im2col"
-    x = as_float_array(x, "x", func)
-    if x.ndim not in (3, 4):
-        raise ValueError(
-            f"{func}(): x must be a 4-D array (N, C, H, W) or a 3-D array (C, H, W). "
-            f"Received: x with shape {x.shape}"
-        )
-    unbatched = x.ndim == 3
-    if unbatched:
-        x = x[None]
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C, H, W)")
     n, c, h, w = x.shape
     geo = _unfold_geometry(func, (h, w), kernel_size, stride, padding, dilation)
     (kh, kw), (ho, wo) = geo.kernel, geo.out
@@ -861,9 +869,10 @@ def im2col(
         cols[...] = 0
     elif cols.size:
         _conv.im2col(x, cols, *_unfold_args(geo), get_num_threads())
-    return cols[0] if unbatched else cols
+    return cols
 
 
+@accepts_unbatched({"cols": "(N, C*kH*kW, L)"})
 def col2im(
     cols: ArrayLike,
     output_size: IntPair,
@@ -886,7 +895,7 @@ def col2im(
 
     Returns
     -------
-    x : ndarray of shape (N, C, H, W) (or (C, H, W) for a 2-D ``cols``)
+    x : ndarray of shape (N, C, H, W) or (C, H, W)
         Overlapping patch entries are summed; entries that fall in the padding are dropped.
 
     See Also
@@ -894,15 +903,7 @@ def col2im(
     im2col
     """
     func = "col2im"
-    cols = as_float_array(cols, "cols", func)
-    if cols.ndim not in (2, 3):
-        raise ValueError(
-            f"{func}(): cols must be a 3-D array (N, C*kH*kW, L) or a 2-D array (C*kH*kW, L). "
-            f"Received: cols with shape {cols.shape}"
-        )
-    unbatched = cols.ndim == 2
-    if unbatched:
-        cols = cols[None]
+    cols = as_float_array(cols, "cols", func, ndim=3, ndim_text="a 3-D array (N, C*kH*kW, L)")
     h, w = to_pair(output_size, "output_size", func, min_value=0)
     geo = _unfold_geometry(func, (h, w), kernel_size, stride, padding, dilation)
     (kh, kw), (ho, wo) = geo.kernel, geo.out
@@ -924,7 +925,7 @@ def col2im(
         x[...] = 0
     elif x.size:
         _conv.col2im(cols, x, *_unfold_args(geo), get_num_threads())
-    return x[0] if unbatched else x
+    return x
 
 
 def prepare_conv2d(

@@ -20,6 +20,7 @@ from .._validation import (
     check_int,
     check_real,
     check_same_dtype,
+    describe_dtype,
 )
 from . import _loss
 from ._common import as_float_any
@@ -102,10 +103,43 @@ _POINTWISE_LOSSES: dict[str, tuple[int, str, tuple[tuple[str, Any, str], ...]]] 
 }
 
 
+def _elementwise_weight(
+    w: Any, name: str, func: str, pred_name: str, p: np.ndarray
+) -> np.ndarray | None:
+    """``weight=`` / ``pos_weight=`` of the binary cross entropies: None, or real numbers
+    broadcastable to the prediction's shape (PyTorch's rule: the result keeps that shape),
+    returned flat, contiguous and of the prediction's dtype, as PyTorch converts them."""
+    if w is None:
+        return None
+    a = as_ndarray(w, name, func)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{func}(): {name} must hold real numbers. Received: {describe_dtype(w, a, name)}"
+        )
+    try:
+        fits = np.broadcast_shapes(a.shape, p.shape) == p.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{func}(): {name} must be broadcastable to the shape of {pred_name}, {p.shape}. "
+            f"Received: {name} with shape {a.shape}"
+        )
+    return np.ascontiguousarray(np.broadcast_to(a.astype(p.dtype, copy=False), p.shape)).reshape(-1)
+
+
 def _pointwise_loss(
-    name: str, func: str, prediction: Any, target: Any, reduction: Any, want_grad: bool
+    name: str,
+    func: str,
+    prediction: Any,
+    target: Any,
+    reduction: Any,
+    want_grad: bool,
+    weight: Any = None,
+    pos_weight: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
-    """The one implementation behind every elementwise loss and its ``_backward``."""
+    """The one implementation behind every elementwise loss and its ``_backward``
+    (``weight`` / ``pos_weight``: the binary cross entropies' rescaling weights)."""
     kind, pred_name, domain = _POINTWISE_LOSSES[name]
     reduction = check_choice(reduction, "reduction", func, _REDUCTIONS)
     want_grad = check_bool(want_grad, "return_grad", func)
@@ -117,6 +151,8 @@ def _pointwise_loss(
             f"{func}(): target must have the shape of {pred_name}, {p.shape}. Received: target "
             f"with shape {t.shape}"
         )
+    w = _elementwise_weight(weight, "weight", func, pred_name, p)
+    pw = _elementwise_weight(pos_weight, "pos_weight", func, pred_name, p)
     per_element = np.empty(p.shape, dtype=dtype) if reduction == "none" else None
     grad = np.empty(p.shape, dtype=dtype) if want_grad else None
     gscale = 1.0 / p.size if reduction == "mean" and p.size else 1.0
@@ -128,6 +164,8 @@ def _pointwise_loss(
         None if grad is None else grad.reshape(-1),
         gscale,
         get_num_threads(),
+        w,
+        pw,
     )
     if flags:
         for arg, is_bad, requirement in domain:
@@ -146,17 +184,21 @@ def _loss_result(loss: Any, grad: np.ndarray | None, return_grad: bool) -> Any:
 
 
 def _pointwise_loss_value(
-    name: str, prediction: Any, target: Any, reduction: Any, return_grad: Any
+    name: str, prediction: Any, target: Any, reduction: Any, return_grad: Any, **weights: Any
 ) -> Any:
     """Body of the pointwise loss ``name``: its loss, or ``(loss, grad)``."""
     return _loss_result(
-        *_pointwise_loss(name, name, prediction, target, reduction, return_grad), return_grad
+        *_pointwise_loss(name, name, prediction, target, reduction, return_grad, **weights),
+        return_grad,
     )
 
 
-def _pointwise_loss_grad(name: str, prediction: Any, target: Any, reduction: Any) -> np.ndarray:
+def _pointwise_loss_grad(
+    name: str, prediction: Any, target: Any, reduction: Any, **weights: Any
+) -> np.ndarray:
     """Body of ``<name>_backward``: the gradient alone."""
-    return _pointwise_loss(name, name + "_backward", prediction, target, reduction, True)[1]
+    func = name + "_backward"
+    return _pointwise_loss(name, func, prediction, target, reduction, True, **weights)[1]
 
 
 def mse_loss(
@@ -340,69 +382,115 @@ def mape_loss_backward(
 
 
 def binary_cross_entropy_with_logits(
-    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: str = "mean",
+    return_grad: bool = False,
 ) -> Any:
     """Binary cross entropy of ``sigmoid(logits)`` against ``target``, computed stably.
 
-    Same as :func:`torch.nn.functional.binary_cross_entropy_with_logits` (without ``weight``
-    and ``pos_weight``).
+    Same as :func:`torch.nn.functional.binary_cross_entropy_with_logits`, ``weight`` and
+    ``pos_weight`` included.
 
     Parameters
     ----------
     logits : array_like of any shape
     target : array_like of the same shape and dtype
         Usually in [0, 1] (not checked, as in PyTorch).
+    weight : array_like, optional
+        Rescales the loss of each element; broadcastable to ``logits``' shape (e.g. one
+        weight per output, shape ``(C,)`` for ``(N, C)`` logits).  Real numbers, converted to
+        ``logits``' dtype (as PyTorch does); not checked for sign.
+    pos_weight : array_like, optional
+        Weight of the positive term (``target``'s part) of each element, broadcastable to
+        ``logits``' shape -- typically ``(C,)``, one per class: ``n_negative / n_positive``
+        of a class rebalances it.
     reduction : {'mean', 'sum', 'none'}, default 'mean'
+        'mean' divides by ``logits.size`` (with or without weights, as PyTorch).
     return_grad : bool, default False
 
     Returns
     -------
     loss : NumPy scalar of ``logits``' dtype, or ndarray for 'none'
     grad : ndarray (only with ``return_grad=True``)
-        ``sigmoid(logits) - target`` (divided by ``logits.size`` for 'mean').
+        ``weight * ((pos_weight * t + 1 - t) * sigmoid(logits) - pos_weight * t)``, i.e.
+        ``sigmoid(logits) - target`` without weights (divided by ``logits.size`` for 'mean').
 
     Notes
     -----
-    PyTorch's formula ``(1 - t) * x - log_sigmoid(x)`` with
-    ``log_sigmoid(x) = min(x, 0) - log1p(exp(-|x|))``: no overflow for any finite logit.
+    PyTorch's formula ``weight * ((1 - t) * x - (1 + (pos_weight - 1) * t) *
+    log_sigmoid(x))`` with ``log_sigmoid(x) = min(x, 0) - log1p(exp(-|x|))``: no overflow
+    for any finite logit.
 
     See Also
     --------
     binary_cross_entropy_with_logits_backward, binary_cross_entropy, sigmoid
+    cnncore.nn.BCEWithLogitsLoss
     """
     return _pointwise_loss_value(
-        "binary_cross_entropy_with_logits", logits, target, reduction, return_grad
+        "binary_cross_entropy_with_logits",
+        logits,
+        target,
+        reduction,
+        return_grad,
+        weight=weight,
+        pos_weight=pos_weight,
     )
 
 
 def binary_cross_entropy_with_logits_backward(
-    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: str = "mean",
 ) -> np.ndarray:
-    """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``."""
-    return _pointwise_loss_grad("binary_cross_entropy_with_logits", logits, target, reduction)
+    """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``
+    (arguments as there)."""
+    return _pointwise_loss_grad(
+        "binary_cross_entropy_with_logits",
+        logits,
+        target,
+        reduction,
+        weight=weight,
+        pos_weight=pos_weight,
+    )
 
 
 def binary_cross_entropy(
-    probs: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
+    probs: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    reduction: str = "mean",
+    return_grad: bool = False,
 ) -> Any:
     """Binary cross entropy ``-(t log p + (1 - t) log(1 - p))`` of probabilities.
 
-    Same as :func:`torch.nn.functional.binary_cross_entropy` (without ``weight``): each log is
-    clamped to >= -100, so ``p`` of exactly 0 or 1 gives a finite loss.
+    Same as :func:`torch.nn.functional.binary_cross_entropy`, ``weight`` included: each log
+    is clamped to >= -100, so ``p`` of exactly 0 or 1 gives a finite loss.
 
     Parameters
     ----------
     probs : array_like of any shape, all elements in [0, 1]
     target : array_like of the same shape and dtype, all elements in [0, 1]
+    weight : array_like, optional
+        Rescales the loss of each element; broadcastable to ``probs``' shape.  Real numbers,
+        converted to ``probs``' dtype (as PyTorch does); not checked for sign.
     reduction : {'mean', 'sum', 'none'}, default 'mean'
+        'mean' divides by ``probs.size`` (with or without ``weight``, as PyTorch).
     return_grad : bool, default False
 
     Returns
     -------
     loss : NumPy scalar of ``probs``' dtype, or ndarray for 'none'
     grad : ndarray (only with ``return_grad=True``)
-        ``(p - t) / max(p (1 - p), 1e-12)`` (divided by ``probs.size`` for 'mean'), PyTorch's
-        formula.
+        ``weight * (p - t) / max(p (1 - p), 1e-12)`` (divided by ``probs.size`` for 'mean'),
+        PyTorch's formula.
 
     Raises
     ------
@@ -412,15 +500,23 @@ def binary_cross_entropy(
     See Also
     --------
     binary_cross_entropy_backward, binary_cross_entropy_with_logits
+    cnncore.nn.BCELoss
     """
-    return _pointwise_loss_value("binary_cross_entropy", probs, target, reduction, return_grad)
+    return _pointwise_loss_value(
+        "binary_cross_entropy", probs, target, reduction, return_grad, weight=weight
+    )
 
 
 def binary_cross_entropy_backward(
-    probs: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+    probs: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    reduction: str = "mean",
 ) -> np.ndarray:
-    """Gradient of :func:`binary_cross_entropy` with respect to ``probs``."""
-    return _pointwise_loss_grad("binary_cross_entropy", probs, target, reduction)
+    """Gradient of :func:`binary_cross_entropy` with respect to ``probs`` (arguments as
+    there)."""
+    return _pointwise_loss_grad("binary_cross_entropy", probs, target, reduction, weight=weight)
 
 
 def _cross_entropy(

@@ -16,6 +16,7 @@ from .._geometry import (
 )
 from .._typing import ArrayLike, Padding
 from .._validation import (
+    accepts_unbatched,
     as_float_array,
     check_choice,
     check_numel,
@@ -30,14 +31,15 @@ __all__ = [
 ]
 
 
+@accepts_unbatched({"x": "(N, C, H, W)"})
 def pad2d(x: ArrayLike, padding: Padding, mode: str = "constant", value: float = 0.0) -> np.ndarray:
-    """Pad the last two (spatial) axes of a batch of images.
+    """Pad the last two (spatial) axes of a batch of images (or of one unbatched image).
 
     Same semantics as :func:`torch.nn.functional.pad` on an NCHW input with a 4-element pad.
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H, W)
+    x : array_like of shape (N, C, H, W) or (C, H, W)
     padding : int, (int, int) or (int, int, int, int)
         An int pads all four sides; ``(pad_h, pad_w)`` pads top and bottom by ``pad_h`` and
         left and right by ``pad_w``; a 4-tuple is ``(left, right, top, bottom)`` -- the order
@@ -52,6 +54,7 @@ def pad2d(x: ArrayLike, padding: Padding, mode: str = "constant", value: float =
     Returns
     -------
     y : ndarray of shape (N, C, H + top + bottom, W + left + right)
+        Without ``N`` for an unbatched ``x``.
 
     Notes
     -----
@@ -86,12 +89,13 @@ def pad2d(x: ArrayLike, padding: Padding, mode: str = "constant", value: float =
     return y
 
 
+@accepts_unbatched({"grad_output": "(N, C, H_out, W_out)"})
 def pad2d_backward(grad_output: ArrayLike, padding: Padding, mode: str = "constant") -> np.ndarray:
     """Gradient of :func:`pad2d` with respect to its input.
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H_out, W_out)
+    grad_output : array_like of shape (N, C, H_out, W_out) or (C, H_out, W_out)
         Gradient with respect to the padded output.
     padding, mode
         As in the forward call; the input size is ``H_out - top - bottom`` by
@@ -99,7 +103,7 @@ def pad2d_backward(grad_output: ArrayLike, padding: Padding, mode: str = "consta
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H, W)
+    grad_x : ndarray of shape (N, C, H, W) or (C, H, W)
         The central part of ``grad_output``, plus (``'replicate'``, ``'reflect'``,
         ``'circular'``) the gradients of the padded border added to the input positions they
         were copied from.  With negative (cropping) padding, cropped positions get 0.

@@ -20,6 +20,7 @@ from .._geometry import (
 from .._typing import ArrayLike, IntPair, Padding, Shape
 from .._validation import (
     MAX_PARAM,
+    accepts_unbatched,
     as_float_array,
     as_index_array,
     check_bool,
@@ -49,8 +50,11 @@ __all__ = [
     "max_unpool2d_backward",
 ]
 
-_X_TEXT = "a 4-D array (N, C, H_in, W_in)"
-_GO_TEXT = "a 4-D array (N, C, H_out, W_out)"
+# The batched shapes of the arrays that may also come unbatched (see accepts_unbatched)
+_X_SHAPE = "(N, C, H_in, W_in)"
+_GO_SHAPE = "(N, C, H_out, W_out)"
+_X_TEXT = f"a 4-D array {_X_SHAPE}"
+_GO_TEXT = f"a 4-D array {_GO_SHAPE}"
 
 
 def _pool_input(x: Any, func: str, name: str = "x") -> np.ndarray:
@@ -111,6 +115,7 @@ def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: An
     return dx
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def max_pool2d(
     x: ArrayLike,
     kernel_size: IntPair,
@@ -126,7 +131,7 @@ def max_pool2d(
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H_in, W_in)
+    x : array_like of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         Input images, float32 or float64.
     kernel_size : int or (int, int)
         Window size.
@@ -143,9 +148,9 @@ def max_pool2d(
 
     Returns
     -------
-    y : ndarray of shape (N, C, H_out, W_out)
+    y : ndarray of shape (N, C, H_out, W_out) or (C, H_out, W_out)
         Same dtype as ``x``.
-    indices : ndarray of int64, shape (N, C, H_out, W_out)
+    indices : ndarray of int64, shape (N, C, H_out, W_out) or (C, H_out, W_out)
         Only with ``return_indices``: flat position ``h * W_in + w`` of each maximum within
         its input plane (the encoding of PyTorch, :func:`max_pool2d_backward` and
         :func:`max_unpool2d`).
@@ -187,6 +192,9 @@ def max_pool2d(
     return (y, idx) if return_indices else y
 
 
+@accepts_unbatched(
+    {"grad_output": _GO_SHAPE}, indices=("indices",), shapes={"input_shape": _X_SHAPE}
+)
 def max_pool2d_backward(
     grad_output: ArrayLike, indices: ArrayLike, input_shape: Shape
 ) -> np.ndarray:
@@ -194,17 +202,17 @@ def max_pool2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H_out, W_out)
+    grad_output : array_like of shape (N, C, H_out, W_out) or (C, H_out, W_out)
         Gradient of the loss with respect to the pooled output.
-    indices : array_like of integers, shape (N, C, H_out, W_out)
+    indices : array_like of integers, shape (N, C, H_out, W_out) or (C, H_out, W_out)
         The ``indices`` returned by ``max_pool2d(..., return_indices=True)``; any integer
         dtype (int64 avoids a conversion).  Every entry must lie in ``[0, H_in * W_in)``.
-    input_shape : tuple of 4 ints
+    input_shape : tuple of 4 ints, or 3 for an unbatched ``grad_output``
         ``(N, C, H_in, W_in)``, the shape of the forward input.
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H_in, W_in)
+    grad_x : ndarray of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         ``grad_output[n, c, o]`` added at ``indices[n, c, o]`` of plane ``(n, c)``; gradients
         of overlapping windows (stride < kernel) accumulate; positions that were no window's
         maximum get 0.
@@ -230,6 +238,7 @@ def max_pool2d_backward(
     return _indices_backward("max_pool2d_backward", grad_output, indices, input_shape)
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def avg_pool2d(
     x: ArrayLike,
     kernel_size: IntPair,
@@ -245,7 +254,7 @@ def avg_pool2d(
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H_in, W_in)
+    x : array_like of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         Input images, float32 or float64.
     kernel_size : int or (int, int)
     stride : int or (int, int), optional
@@ -261,7 +270,7 @@ def avg_pool2d(
 
     Returns
     -------
-    y : ndarray of shape (N, C, H_out, W_out)
+    y : ndarray of shape (N, C, H_out, W_out) or (C, H_out, W_out)
 
     Notes
     -----
@@ -299,6 +308,7 @@ def avg_pool2d(
     return y
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE}, shapes={"input_shape": _X_SHAPE})
 def avg_pool2d_backward(
     grad_output: ArrayLike,
     input_shape: Shape,
@@ -313,15 +323,15 @@ def avg_pool2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H_out, W_out)
-    input_shape : tuple of 4 ints
+    grad_output : array_like of shape (N, C, H_out, W_out) or (C, H_out, W_out)
+    input_shape : tuple of 4 ints, or 3 for an unbatched ``grad_output``
         ``(N, C, H_in, W_in)``.
     kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         As in the forward call.
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H_in, W_in)
+    grad_x : ndarray of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         Each ``grad_output`` entry divided by its window's divisor and added to the window's
         in-bounds positions (overlapping windows accumulate, in row-major output order).
 
@@ -346,6 +356,7 @@ def avg_pool2d_backward(
     return dx
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def adaptive_avg_pool2d(x: ArrayLike, output_size: IntPair) -> np.ndarray:
     """2-D adaptive average pooling: average windows that tile the input into a fixed grid.
 
@@ -353,14 +364,14 @@ def adaptive_avg_pool2d(x: ArrayLike, output_size: IntPair) -> np.ndarray:
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H_in, W_in)
+    x : array_like of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         ``H_in`` and ``W_in`` must be non-zero.
     output_size : int or (int or None, int or None)
         ``(H_out, W_out)``; None keeps that input dimension.
 
     Returns
     -------
-    y : ndarray of shape (N, C, H_out, W_out)
+    y : ndarray of shape (N, C, H_out, W_out) or (C, H_out, W_out)
 
     Notes
     -----
@@ -382,19 +393,20 @@ def adaptive_avg_pool2d(x: ArrayLike, output_size: IntPair) -> np.ndarray:
     return y
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE}, shapes={"input_shape": _X_SHAPE})
 def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> np.ndarray:
     """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H_out, W_out)
+    grad_output : array_like of shape (N, C, H_out, W_out) or (C, H_out, W_out)
         Its spatial shape is the forward's ``output_size``.
-    input_shape : tuple of 4 ints
+    input_shape : tuple of 4 ints, or 3 for an unbatched ``grad_output``
         ``(N, C, H_in, W_in)``.
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H_in, W_in)
+    grad_x : ndarray of shape (N, C, H_in, W_in) or (C, H_in, W_in)
 
     See Also
     --------
@@ -413,6 +425,7 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> 
     return dx
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def adaptive_max_pool2d(
     x: ArrayLike, output_size: IntPair, return_indices: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -422,7 +435,7 @@ def adaptive_max_pool2d(
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H_in, W_in)
+    x : array_like of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         ``H_in`` and ``W_in`` must be non-zero.
     output_size : int or (int or None, int or None)
     return_indices : bool, default False
@@ -430,7 +443,7 @@ def adaptive_max_pool2d(
 
     Returns
     -------
-    y : ndarray of shape (N, C, H_out, W_out)
+    y : ndarray of shape (N, C, H_out, W_out) or (C, H_out, W_out)
     indices : ndarray of int64, same shape (only with ``return_indices``)
 
     Notes
@@ -452,6 +465,9 @@ def adaptive_max_pool2d(
     return (y, idx) if return_indices else y
 
 
+@accepts_unbatched(
+    {"grad_output": _GO_SHAPE}, indices=("indices",), shapes={"input_shape": _X_SHAPE}
+)
 def adaptive_max_pool2d_backward(
     grad_output: ArrayLike, indices: ArrayLike, input_shape: Shape
 ) -> np.ndarray:
@@ -459,15 +475,15 @@ def adaptive_max_pool2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H_out, W_out)
+    grad_output : array_like of shape (N, C, H_out, W_out) or (C, H_out, W_out)
     indices : array_like of integers, same shape
         From ``adaptive_max_pool2d(..., return_indices=True)``; entries in
         ``[0, H_in * W_in)``.
-    input_shape : tuple of 4 ints
+    input_shape : tuple of 4 ints, or 3 for an unbatched ``grad_output``
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H_in, W_in)
+    grad_x : ndarray of shape (N, C, H_in, W_in) or (C, H_in, W_in)
 
     See Also
     --------
@@ -476,17 +492,18 @@ def adaptive_max_pool2d_backward(
     return _indices_backward("adaptive_max_pool2d_backward", grad_output, indices, input_shape)
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def global_avg_pool2d(x: ArrayLike) -> np.ndarray:
     """Mean of every ``(n, c)`` plane: ``adaptive_avg_pool2d(x, 1)``, faster.
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H, W)
+    x : array_like of shape (N, C, H, W) or (C, H, W)
         ``H`` and ``W`` must be non-zero.
 
     Returns
     -------
-    y : ndarray of shape (N, C, 1, 1)
+    y : ndarray of shape (N, C, 1, 1) or (C, 1, 1)
 
     Notes
     -----
@@ -507,18 +524,19 @@ def global_avg_pool2d(x: ArrayLike) -> np.ndarray:
     return y
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE}, shapes={"input_shape": _X_SHAPE})
 def global_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> np.ndarray:
     """Gradient of :func:`global_avg_pool2d`: every input plane gets ``grad / (H * W)``.
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, 1, 1)
-    input_shape : tuple of 4 ints
+    grad_output : array_like of shape (N, C, 1, 1) or (C, 1, 1)
+    input_shape : tuple of 4 ints, or 3 for an unbatched ``grad_output``
         ``(N, C, H, W)``.
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H, W)
+    grad_x : ndarray of shape (N, C, H, W) or (C, H, W)
 
     See Also
     --------
@@ -546,6 +564,7 @@ def _lp_setup(
     return p, geo
 
 
+@accepts_unbatched({"x": _X_SHAPE})
 def lp_pool2d(
     x: ArrayLike,
     norm_type: float,
@@ -559,7 +578,7 @@ def lp_pool2d(
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H_in, W_in)
+    x : array_like of shape (N, C, H_in, W_in) or (C, H_in, W_in)
     norm_type : float
         The power ``p > 0``; ``p = 1`` is sum pooling, large ``p`` approaches max pooling.
     kernel_size : int or (int, int)
@@ -569,7 +588,7 @@ def lp_pool2d(
 
     Returns
     -------
-    y : ndarray of shape (N, C, H_out, W_out)
+    y : ndarray of shape (N, C, H_out, W_out) or (C, H_out, W_out)
 
     Notes
     -----
@@ -592,6 +611,7 @@ def lp_pool2d(
     return y
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE, "x": _X_SHAPE})
 def lp_pool2d_backward(
     grad_output: ArrayLike,
     x: ArrayLike,
@@ -604,15 +624,15 @@ def lp_pool2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H_out, W_out)
-    x : array_like of shape (N, C, H_in, W_in)
+    grad_output : array_like of shape (N, C, H_out, W_out) or (C, H_out, W_out)
+    x : array_like of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         The forward input (the gradient depends on it), same dtype as ``grad_output``.
     norm_type, kernel_size, stride, ceil_mode
         As in the forward call.
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H_in, W_in)
+    grad_x : ndarray of shape (N, C, H_in, W_in) or (C, H_in, W_in)
 
     Notes
     -----
@@ -637,6 +657,7 @@ def lp_pool2d_backward(
     return dx
 
 
+@accepts_unbatched({"x": _X_SHAPE}, indices=("indices",))
 def max_unpool2d(
     x: ArrayLike,
     indices: ArrayLike,
@@ -651,7 +672,7 @@ def max_unpool2d(
 
     Parameters
     ----------
-    x : array_like of shape (N, C, H_in, W_in)
+    x : array_like of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         Pooled values.
     indices : array_like of integers, same shape as ``x``
         Flat positions ``h * W_out + w`` in the output plane (from
@@ -665,7 +686,7 @@ def max_unpool2d(
 
     Returns
     -------
-    y : ndarray of shape (N, C, H_out, W_out)
+    y : ndarray of shape (N, C, H_out, W_out) or (C, H_out, W_out)
         Zero except at ``indices``; when an index repeats, the value of the last one in
         row-major order wins.
 
@@ -688,18 +709,19 @@ def max_unpool2d(
     return y
 
 
+@accepts_unbatched({"grad_output": _GO_SHAPE}, indices=("indices",))
 def max_unpool2d_backward(grad_output: ArrayLike, indices: ArrayLike) -> np.ndarray:
     """Gradient of :func:`max_unpool2d` with respect to its input ``x``: a gather.
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H_out, W_out)
-    indices : array_like of integers, shape (N, C, H_in, W_in)
+    grad_output : array_like of shape (N, C, H_out, W_out) or (C, H_out, W_out)
+    indices : array_like of integers, shape (N, C, H_in, W_in) or (C, H_in, W_in)
         As passed to the forward call.
 
     Returns
     -------
-    grad_x : ndarray of shape (N, C, H_in, W_in)
+    grad_x : ndarray of shape (N, C, H_in, W_in) or (C, H_in, W_in)
         ``grad_x[n, c].flat[o] = grad_output[n, c].flat[indices[n, c].flat[o]]`` (every
         input gets the gradient at its index, as PyTorch's autograd does, even when indices
         repeat).

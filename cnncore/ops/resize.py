@@ -168,7 +168,8 @@ def interpolate(
     Parameters
     ----------
     x : array_like of shape (N, C, H, W)
-        float32 or float64; ``H, W >= 1``.
+        float32 or float64; ``H, W >= 1``.  A 3-D array is refused: PyTorch reads one as
+        ``(N, C, L)`` (1-D resizing), not as an unbatched image.
     size : int or (int, int), optional
         Output size ``(H_out, W_out)``.  Exactly one of ``size`` and ``scale_factor``.
     scale_factor : float or (float, float), optional
@@ -206,6 +207,14 @@ def interpolate(
     interpolate_backward, pixel_shuffle, cnncore.nn.Upsample
     """
     func = "interpolate"
+    x = as_float_array(x, "x", func)
+    if x.ndim == 3:
+        raise ValueError(
+            f"{func}(): x must be a 4-D array (N, C, H, W); PyTorch reads a 3-D input as "
+            f"(N, C, L) for a 1-D resize (which cnncore does not implement), never as one "
+            f"unbatched (C, H, W) image -- for that, pass x[None] and take [0] of the result. "
+            f"Received: x with shape {x.shape}"
+        )
     x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C, H, W)")
     if check_bool(antialias, "antialias", func):
         raise ValueError(f"{func}(): antialias=True is not supported. Received: antialias=True")
