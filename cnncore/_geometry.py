@@ -106,6 +106,113 @@ def conv2d_geometry(
     return ConvGeometry((kh, kw), (sh, sw), (pt, pl), (dh, dw), (ho, wo))
 
 
+def conv_transpose_output_size(
+    size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int
+) -> int:
+    """``(size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``
+    (may be <= 0): the output size of a transposed convolution (PyTorch's formula)."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def conv_transpose2d_params(
+    func: str, stride: Any, padding: Any, output_padding: Any, dilation: Any
+) -> tuple[tuple[int, int], ...]:
+    """Validate the parameters of a transposed convolution independently of the input
+    (layers call this in ``__init__``): ``(stride, padding, output_padding, dilation)`` pairs.
+
+    ``padding`` is an int or a pair (no ``'same'``/``'valid'``, as in PyTorch); each
+    ``output_padding`` must be smaller than the stride or the dilation of its axis.
+    """
+    sh, sw = to_pair(stride, "stride", func, min_value=1)
+    dh, dw = to_pair(dilation, "dilation", func, min_value=1)
+    if isinstance(padding, str):
+        raise TypeError(
+            f"{func}(): padding must be an int or a pair of ints (a transposed convolution "
+            f"has no 'same'/'valid'). Received: padding={padding!r}"
+        )
+    ph, pw = to_pair(padding, "padding", func, min_value=0)
+    oph, opw = to_pair(output_padding, "output_padding", func, min_value=0)
+    if not (oph < sh or oph < dh) or not (opw < sw or opw < dw):
+        raise ValueError(
+            f"{func}(): output_padding must be smaller than either stride or dilation in "
+            f"each dimension. Received: output_padding={output_padding!r}, "
+            f"stride={stride!r}, dilation={dilation!r}"
+        )
+    return (sh, sw), (ph, pw), (oph, opw), (dh, dw)
+
+
+def conv_transpose2d_geometry(
+    func: str,
+    in_hw: tuple[int, int],
+    kernel_hw: tuple[int, int],
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
+    dilation: Any,
+) -> tuple[ConvGeometry, tuple[int, int]]:
+    """Validate and resolve the geometry of ``conv_transpose2d`` and its backward pass.
+
+    Returns ``(geo, out_hw)``: ``out_hw`` is the output size (:func:`conv_transpose_output_size`
+    per axis) and ``geo`` the geometry of the conv2d whose adjoint the transposed convolution
+    is -- the conv2d from an ``out_hw`` image to an ``in_hw`` one, so ``geo.out == in_hw``
+    (smaller than that conv2d's own output size when ``output_padding >= stride``, which
+    only adds rows/columns that no input reaches).
+    """
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = conv_transpose2d_params(
+        func, stride, padding, output_padding, dilation
+    )
+    (H, W), (kh, kw) = in_hw, kernel_hw
+    if H < 1 or W < 1:
+        raise ValueError(
+            f"{func}(): the input must have a non-zero height and width (only the batch or "
+            f"the channels may be empty, as in PyTorch). Received: input spatial size {(H, W)}"
+        )
+    ho = conv_transpose_output_size(H, kh, sh, ph, oph, dh)
+    wo = conv_transpose_output_size(W, kw, sw, pw, opw, dw)
+    if ho <= 0 or wo <= 0:
+        raise ValueError(
+            f"{func}(): the output size {(ho, wo)} would not be positive: padding is too large "
+            f"for this input and kernel. Received: input spatial size {(H, W)}, kernel_size "
+            f"{(kh, kw)}, padding={padding!r}"
+        )
+    return ConvGeometry((kh, kw), (sh, sw), (ph, pw), (dh, dw), (H, W)), (ho, wo)
+
+
+def conv_transpose2d_output_padding(
+    func: str,
+    in_hw: tuple[int, int],
+    output_size: Any,
+    kernel_hw: tuple[int, int],
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+) -> tuple[int, int]:
+    """The ``output_padding`` that gives a transposed convolution the output ``output_size``
+    (``(H, W)`` or ``(N, C, H, W)``), which must lie in ``[min, min + stride - 1]`` per axis
+    with ``min`` the size without output padding (PyTorch's ``_output_padding`` rule)."""
+    (sh, sw), (ph, pw), _, (dh, dw) = conv_transpose2d_params(func, stride, padding, 0, dilation)
+    if isinstance(output_size, (list, tuple)) and len(output_size) == 4:
+        output_size = tuple(output_size)[2:]
+    if not isinstance(output_size, (list, tuple)) or len(output_size) != 2:
+        raise ValueError(
+            f"{func}(): output_size must be (H, W) or (N, C, H, W). "
+            f"Received: output_size={output_size!r}"
+        )
+    size = to_pair(output_size, "output_size", func, min_value=0)
+    out = []
+    for d, (n_in, k, s, p, dil) in enumerate(
+        zip(in_hw, kernel_hw, (sh, sw), (ph, pw), (dh, dw), strict=True)
+    ):
+        lo = conv_transpose_output_size(n_in, k, s, p, 0, dil)
+        if not lo <= size[d] <= lo + s - 1:
+            raise ValueError(
+                f"{func}(): output_size[{d}] must lie in [{lo}, {lo + s - 1}] for this input, "
+                f"kernel, stride, padding and dilation. Received: output_size={output_size!r}"
+            )
+        out.append(size[d] - lo)
+    return out[0], out[1]
+
+
 def _window_params(
     func: str, kernel_size: Any, stride: Any, padding: Any
 ) -> tuple[tuple[int, int], ...]:
@@ -546,4 +653,8 @@ __all__ = [
     "interpolate_output_size",
     "interpolate_geometry",
     "pixel_shuffle_shape",
+    "conv_transpose_output_size",
+    "conv_transpose2d_params",
+    "conv_transpose2d_geometry",
+    "conv_transpose2d_output_padding",
 ]

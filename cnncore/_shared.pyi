@@ -37,6 +37,7 @@ class ConvAlgorithm(enum.IntEnum):
     ALGO_GEMM = 1
     ALGO_DIRECT = 2
     ALGO_WINOGRAD = 3
+    ALGO_DEPTHWISE = 4
 
 class Loss(enum.IntEnum):
     LOSS_MSE = 1

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-__all__ = ["ArrayLike", "DTypeLike", "IntPair", "Padding", "Shape"]
+__all__ = ["ArrayLike", "DTypeLike", "IntPair", "Padding", "PathLike", "RNGLike", "Shape"]
 
 #: A size that applies to both spatial axes (``3``) or to each (``(3, 5)``).
 IntPair = int | tuple[int, int]
@@ -12,3 +15,7 @@ IntPair = int | tuple[int, int]
 Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
 #: An array shape, e.g. ``x.shape``.
 Shape = tuple[int, ...]
+#: A file path: a ``str`` or an ``os.PathLike`` such as ``pathlib.Path``.
+PathLike = str | os.PathLike[str]
+#: A random source: a NumPy ``Generator``, an int seed, or None (the default generator).
+RNGLike = np.random.Generator | int | None

@@ -91,6 +91,26 @@ def to_pair(value: Any, name: str, func: str, *, min_value: int = 0) -> tuple[in
     return out[0], out[1]
 
 
+def as_generator(
+    rng: Any, func: str, default: Callable[[], np.random.Generator]
+) -> np.random.Generator:
+    """``rng`` as a NumPy Generator: a Generator is used as is, a non-negative int seeds a
+    new one, None gives ``default()``; anything else is a TypeError naming ``rng``."""
+    if rng is None:
+        return default()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(
+                f"{func}(): rng must be a non-negative int seed. Received: rng={rng!r}"
+            )
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        f"{func}(): rng must be a numpy Generator, an int seed or None. Received: rng={rng!r}"
+    )
+
+
 def check_bool(value: Any, name: str, func: str) -> bool:
     """A flag argument: ``bool`` or ``numpy.bool_``; TypeError otherwise (0/1 included)."""
     if not isinstance(value, (bool, np.bool_)):

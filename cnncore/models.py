@@ -3,17 +3,23 @@ inputs, 10 classes), and the CIFAR ResNets of He et al. (2016) as graph models."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from . import nn
+from ._typing import DTypeLike, IntPair, RNGLike
 
 __all__ = ["lenet5", "simple_cnn", "resnet", "resnet20", "MODELS", "build"]
 
 
 def lenet5(
-    num_classes: int = 10, in_channels: int = 1, *, dtype: Any = np.float32, rng: Any = None
+    num_classes: int = 10,
+    in_channels: int = 1,
+    *,
+    dtype: DTypeLike = np.float32,
+    rng: RNGLike = None,
 ) -> nn.Sequential:
     """LeNet-5 with ReLU and max pooling: conv6-5-p2, pool, conv16-5, pool, fc120, fc84, fc.
 
@@ -41,8 +47,8 @@ def simple_cnn(
     num_classes: int = 10,
     in_channels: int = 1,
     *,
-    dtype: Any = np.float32,
-    rng: Any = None,
+    dtype: DTypeLike = np.float32,
+    rng: RNGLike = None,
     dropout: float = 0.0,
 ) -> nn.Sequential:
     """A small VGG-style CNN: conv32-3-p1, pool, conv64-3-p1, pool, fc128, fc.
@@ -77,10 +83,10 @@ def resnet(
     depth: int = 20,
     num_classes: int = 10,
     in_channels: int = 3,
-    input_size: Any = (32, 32),
+    input_size: IntPair = (32, 32),
     *,
-    dtype: Any = np.float32,
-    rng: Any = None,
+    dtype: DTypeLike = np.float32,
+    rng: RNGLike = None,
 ) -> nn.Model:
     """The CIFAR ResNet of He et al., "Deep Residual Learning for Image Recognition" (CVPR
     2016, section 4.2), as a graph model.
@@ -133,7 +139,9 @@ def resnet(
     kw: dict[str, Any] = dict(dtype=dtype, rng=gen)
     blocks = (depth - 2) // 6
 
-    def conv_bn(x: Any, c_in: int, c_out: int, k: int, stride: int, pre: str, suf: str) -> Any:
+    def conv_bn(
+        x: nn.Node, c_in: int, c_out: int, k: int, stride: int, pre: str, suf: str
+    ) -> nn.Node:
         conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False, name=f"{pre}conv{suf}", **kw)
         return nn.BatchNorm2d(c_out, dtype=dtype, name=f"{pre}bn{suf}")(conv(x))
 
@@ -158,17 +166,17 @@ def resnet(
 def resnet20(
     num_classes: int = 10,
     in_channels: int = 3,
-    input_size: Any = (32, 32),
+    input_size: IntPair = (32, 32),
     *,
-    dtype: Any = np.float32,
-    rng: Any = None,
+    dtype: DTypeLike = np.float32,
+    rng: RNGLike = None,
 ) -> nn.Model:
     """ResNet-20 (:func:`resnet` with ``depth=20``: 3 blocks per stage, 272,474 parameters
     for 10 classes)."""
     return resnet(20, num_classes, in_channels, input_size, dtype=dtype, rng=rng)
 
 
-def _resnet_factory(depth: int) -> Any:
+def _resnet_factory(depth: int) -> Callable[..., nn.Model]:
     def factory(**kwargs: Any) -> nn.Model:
         return resnet(depth, **kwargs)
 

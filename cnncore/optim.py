@@ -31,7 +31,7 @@ from __future__ import annotations
 import bisect
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -1291,7 +1291,7 @@ class MultiStepLR(LRScheduler):
 
     _hyper_names = ("milestones", "gamma")
 
-    def __init__(self, optimizer: Optimizer, milestones: Any, gamma: float = 0.1) -> None:
+    def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1) -> None:
         values = self._validate(type(self).__name__, milestones=milestones, gamma=gamma)
         self.milestones: tuple[int, ...] = values["milestones"]
         self.gamma: float = values["gamma"]
@@ -1829,7 +1829,7 @@ class ReduceLROnPlateau(LRScheduler):
             return a > best * (self.threshold + 1.0)
         return a > best + self.threshold
 
-    def step(self, metrics: Any = None) -> None:  # type: ignore[override]
+    def step(self, metrics: float | None = None) -> None:  # type: ignore[override]
         """One epoch with the metric value ``metrics`` (a float)."""
         func = "ReduceLROnPlateau.step"
         if metrics is None:
@@ -1904,7 +1904,9 @@ class SequentialLR(LRScheduler):
 
     _hyper_names = ("milestones",)
 
-    def __init__(self, optimizer: Optimizer, schedulers: Any, milestones: Any) -> None:
+    def __init__(
+        self, optimizer: Optimizer, schedulers: Sequence[LRScheduler], milestones: Sequence[int]
+    ) -> None:
         func = type(self).__name__
         if not isinstance(optimizer, Optimizer):
             raise TypeError(

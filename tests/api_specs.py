@@ -44,6 +44,7 @@ __all__ = [
     "outputs",
     "draw_adaptive",
     "draw_conv",
+    "draw_conv_transpose",
     "draw_lead",
     "draw_pool",
     "draw_shape",
@@ -328,6 +329,136 @@ op(
     batched=(False,),
     nan_in="grad_output",
     reference=lambda a: R.conv2d_backward_bias_ref(a["grad_output"]),
+)
+
+# --- transposed convolution ----------------------------------------------------------------
+
+_CT_OPTS = ("stride", "padding", "output_padding", "groups", "dilation")
+_CT_PARAMS = dict(
+    stride="pos_pair",
+    padding="nonneg_pair",
+    output_padding="nonneg_pair",
+    groups="pos_int",
+    dilation="pos_pair",
+)
+
+
+def _ct_out(size: int, k: int, s: int, p: int, op: int, d: int) -> int:
+    return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+def _conv_transpose_fixed(n: int, big: bool) -> G:
+    c, h, w = (8, 17, 15) if big else (4, 5, 4)
+    opts = dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), groups=2, dilation=(1, 2))
+    return G(
+        n=n,
+        c=c,
+        kg=3,
+        k=6,
+        kh=3,
+        kw=2,
+        h=h,
+        w=w,
+        ho=_ct_out(h, 3, 2, 1, 1, 1),
+        wo=_ct_out(w, 2, 1, 0, 0, 2),
+        opts=opts,
+    )
+
+
+def draw_conv_transpose(g: Draw) -> G:
+    """A random valid transposed-convolution geometry (also the fuzzer's ConvTranspose2d)."""
+    groups = g.choice([1, 1, 2, 3])
+    cg, kg = g.dim(1, 3), g.dim(1, 3)
+    kh, kw = g.dim(1, 4), g.dim(1, 4)
+    sh, sw = g.dim(1, 3), g.dim(1, 3)
+    dh, dw = g.dim(1, 3), g.dim(1, 3)
+    ph, pw = g.dim(0, 3), g.dim(0, 3)
+    oph = int(g.r.integers(max(sh, dh)))
+    opw = int(g.r.integers(max(sw, dw)))
+    h, w = g.dim(1, 6), g.dim(1, 6)
+    while _ct_out(h, kh, sh, ph, oph, dh) < 1:
+        h += 1
+    while _ct_out(w, kw, sw, pw, opw, dw) < 1:
+        w += 1
+    opts = dict(
+        stride=sh if (sh == sw and g.coin()) else (sh, sw),
+        padding=ph if (ph == pw and g.coin()) else (ph, pw),
+        output_padding=(oph, opw),
+        groups=groups,
+        dilation=dh if (dh == dw and g.coin()) else (dh, dw),
+    )
+    return G(
+        n=g.dim(0, 3),
+        c=cg * groups,
+        kg=kg,
+        k=kg * groups,
+        kh=kh,
+        kw=kw,
+        h=h,
+        w=w,
+        ho=_ct_out(h, kh, sh, ph, oph, dh),
+        wo=_ct_out(w, kw, sw, pw, opw, dw),
+        opts=opts,
+    )
+
+
+CONV_T = (_conv_transpose_fixed, draw_conv_transpose)
+
+
+def _conv_transpose_ref(a: dict) -> Any:
+    return R.conv_transpose2d_ref(a["x"], a["weight"], a.get("bias"), **pick(a, *_CT_OPTS))
+
+
+def _conv_transpose_backward_ref(a: dict) -> tuple:
+    grads = R.conv_transpose2d_backward_ref(
+        a["grad_output"], a["x"], a["weight"], **pick(a, *_CT_OPTS)
+    )
+    mask = a.get("output_mask", (True, True, True))
+    return tuple(r if m else None for r, m in zip(grads, mask, strict=True))
+
+
+op(
+    "conv_transpose2d",
+    CONV_T,
+    lambda a, c: dict(
+        x=a.x(c.n, c.c, c.h, c.w), weight=a.x(c.c, c.kg, c.kh, c.kw), bias=a.x(c.k), **c.opts
+    ),
+    _maybe_no_bias,
+    arrays=("x", "weight", "bias"),
+    fixed_ndim=("x", "weight"),
+    optional=("bias",),
+    params=_CT_PARAMS,
+    nan_in="x",
+    mismatch=(("x", 1, "x|input|weight"), ("weight", 0, "x|input|weight"), ("bias", 0, "bias")),
+    reference=_conv_transpose_ref,
+    backward=(
+        Backward(
+            "conv_transpose2d_backward",
+            ("x", "weight", "bias"),
+            lambda a, g, out: dict(
+                grad_output=g, x=a["x"], weight=a["weight"], **pick(a, *_CT_OPTS)
+            ),
+        ),
+    ),
+)
+op(
+    "conv_transpose2d_backward",
+    CONV_T,
+    lambda a, c: dict(
+        grad_output=a.x(c.n, c.k, c.ho, c.wo),
+        x=a.x(c.n, c.c, c.h, c.w),
+        weight=a.x(c.c, c.kg, c.kh, c.kw),
+        **c.opts,
+        output_mask=(True, True, True),
+    ),
+    _random_mask,
+    arrays=("grad_output", "x", "weight"),
+    fixed_ndim=("grad_output", "x", "weight"),
+    params=dict(_CT_PARAMS, output_mask="mask3"),
+    batched=(True, False, False),
+    nan_in="grad_output",
+    mismatch=(("grad_output", 1, "grad_output"), ("grad_output", 2, "grad_output")),
+    reference=_conv_transpose_backward_ref,
 )
 
 # --- im2col / col2im -----------------------------------------------------------------------

@@ -525,3 +525,66 @@ def pixel_unshuffle_ref(x, downscale_factor):
     k = len(lead)
     y = y.transpose(*range(k), k, k + 2, k + 4, k + 1, k + 3)
     return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def conv_transpose2d_ref(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed convolution from its definition: each input value spreads ``x * w`` over
+    a (stride-spaced, dilated) window of a canvas, which is then cropped by ``padding``."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = map(
+        _pair, (stride, padding, output_padding, dilation)
+    )
+    n, c_in, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    wo = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    canvas = np.zeros((n, cog * groups, ho + 2 * ph, wo + 2 * pw))
+    cig = c_in // groups
+    for c in range(c_in):
+        for k in range(cog):
+            for i in range(kh):
+                for j in range(kw):
+                    rows = slice(i * dh, i * dh + sh * (h - 1) + 1, sh)
+                    cols = slice(j * dw, j * dw + sw * (wd - 1) + 1, sw)
+                    canvas[:, c // cig * cog + k, rows, cols] += w[c, k, i, j] * x[:, c]
+    y = canvas[:, :, ph : ph + ho, pw : pw + wo]
+    if b is not None:
+        y = y + np.asarray(b, np.float64)[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_backward_ref(
+    g_out, x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    """``(grad_x, grad_weight, grad_bias)`` of :func:`conv_transpose2d_ref`: each input value
+    and filter tap collects ``g_out`` from the canvas positions it was spread to."""
+    g_out = np.asarray(g_out, np.float64)
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    (sh, sw), (ph, pw), (dh, dw) = map(_pair, (stride, padding, dilation))
+    n, c_in, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    ho, wo = g_out.shape[2:]
+    canvas = np.zeros(
+        (
+            n,
+            g_out.shape[1],
+            max(ho + 2 * ph, sh * (h - 1) + dh * (kh - 1) + 1),
+            max(wo + 2 * pw, sw * (wd - 1) + dw * (kw - 1) + 1),
+        )
+    )
+    canvas[:, :, ph : ph + ho, pw : pw + wo] = g_out
+    gx = np.zeros(x.shape)
+    gw = np.zeros(w.shape)
+    cig = c_in // groups
+    for c in range(c_in):
+        for k in range(cog):
+            for i in range(kh):
+                for j in range(kw):
+                    rows = slice(i * dh, i * dh + sh * (h - 1) + 1, sh)
+                    cols = slice(j * dw, j * dw + sw * (wd - 1) + 1, sw)
+                    patch = canvas[:, c // cig * cog + k, rows, cols]
+                    gx[:, c] += w[c, k, i, j] * patch
+                    gw[c, k, i, j] = np.sum(x[:, c] * patch)
+    return gx, gw, g_out.sum(axis=(0, 2, 3))

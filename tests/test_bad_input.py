@@ -207,6 +207,32 @@ LAYERS = {
         ),
         (2, 4, 7, 7),
     ),
+    "ConvTranspose2d": (
+        dict(
+            in_channels=4,
+            out_channels=6,
+            kernel_size=3,
+            stride=2,
+            padding=1,
+            output_padding=1,
+            groups=2,
+            dilation=1,
+        ),
+        dict(
+            in_channels="pos_int",
+            out_channels="pos_int",
+            kernel_size="pos_pair",
+            stride="pos_pair",
+            padding="nonneg_pair",
+            output_padding="nonneg_pair",
+            dilation="pos_pair",
+            groups="pos_int",
+            padding_mode="choice",
+            dtype="dtype",
+            rng="rng",
+        ),
+        (2, 4, 5, 5),
+    ),
     "Linear": (
         dict(in_features=5, out_features=3),
         dict(in_features="pos_int", out_features="pos_int", dtype="dtype", rng="rng"),
@@ -395,6 +421,7 @@ _FORWARD_BAD = {
 }
 _FORWARD_SHAPE = {  # layers with a fixed input rank / channel count
     "Conv2d": [("ndim", VE), ("channels", VE)],
+    "ConvTranspose2d": [("ndim", VE), ("channels", VE)],
     "Linear": [("channels", VE)],
     "MaxPool2d": [("ndim", VE)],
     "AvgPool2d": [("ndim", VE)],

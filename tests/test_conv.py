@@ -43,6 +43,13 @@ CASES = [
     ((2, 8, 64, 61), (4, 8, 3, 3), 1, 1, 1, 1),  # one sample, 3 row blocks
     ((2, 16, 96, 96), (4, 16, 1, 1), 1, 0, 1, 1),  # pointwise, 2 row blocks
     ((9, 2, 20, 20), (3, 2, 3, 3), (2, 1), 1, 1, 1),  # 9 samples per block
+    # depthwise (groups == C_in): multipliers, strides, dilation, padding past the kernel
+    ((2, 4, 13, 11), (8, 1, 3, 3), 2, 1, 1, 4),  # multiplier 2, stride 2
+    ((2, 3, 10, 17), (9, 1, 5, 3), (3, 2), (2, 4), (2, 3), 3),  # multiplier 3, all asymmetric
+    ((3, 5, 7, 40), (5, 1, 3, 3), 1, "same", 1, 5),  # two blocks and a tail per row
+    ((2, 2, 6, 6), (2, 1, 2, 4), (1, 3), (3, 0), 1, 2),  # padding > kernel, kernel > width
+    ((1, 3, 90, 300), (3, 1, 3, 3), (2, 1), 1, 1, 3),  # several bands of rows per plane
+    ((2, 1, 9, 8), (4, 1, 3, 3), 1, 1, 1, 1),  # one input channel (depthwise when forced)
 ]
 
 
@@ -51,7 +58,7 @@ def _ids(case):
     return f"x{xs}-w{ws}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd"])
+@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise"])
 def algorithm(request):
     with cnncore.conv_algorithm(request.param):
         yield request.param
@@ -278,7 +285,9 @@ def test_conv2d_backward_against_torch(rng):
         np.testing.assert_allclose(a, t.numpy(), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[8], CASES[11]], ids=_ids)
+@pytest.mark.parametrize(
+    "case", [CASES[0], CASES[1], CASES[2], CASES[8], CASES[11], CASES[19], CASES[20]], ids=_ids
+)
 def test_conv2d_gradients_finite_differences(rng, case, algorithm):
     x, w, b = _make(rng, case, np.float64)
     x, w = x[:, :, :6, :6].copy(), w.copy()
@@ -498,7 +507,10 @@ def test_bad_input(func, args, kwargs, exc, fragment):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    "case", [CASES[1], CASES[3], CASES[4], CASES[5], CASES[15], CASES[16], CASES[17]], ids=_ids
+    "case",
+    [CASES[1], CASES[3], CASES[4], CASES[5], CASES[11], CASES[15], CASES[16], CASES[17]]
+    + CASES[19:22],
+    ids=_ids,
 )
 def test_bit_identical_for_any_thread_count(rng, case, dtype, algorithm):
     x, w, b = _make(rng, case, dtype)
@@ -634,7 +646,7 @@ def test_unfold_fold_against_torch(rng, dtype):
     dh=st.integers(1, 3),
     dw=st.integers(1, 3),
     seed=st.integers(0, 2**16),
-    algo=st.sampled_from([None, "gemm", "direct"]),
+    algo=st.sampled_from([None, "gemm", "direct", "depthwise"]),
 )
 def test_hypothesis_geometry_sweep(
     n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, seed, algo
@@ -686,6 +698,10 @@ def test_hypothesis_geometry_sweep(
         ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm", "gemm"),
         # few channels per group on a large image: direct both ways
         ((1, 1, 200, 200), (8, 1, 3, 3), {}, "direct", "direct", "gemm"),
+        # depthwise (one input channel per group, groups > 1): the depthwise kernels
+        ((32, 64, 56, 56), (64, 1, 3, 3), {"padding": 1, "groups": 64}, *["depthwise"] * 3),
+        ((2, 8, 9, 9), (16, 1, 5, 5), {"stride": 2, "groups": 8}, *["depthwise"] * 3),
+        ((2, 8, 9, 9), (8, 2, 3, 3), {"padding": 1, "groups": 4}, "gemm", "gemm", "gemm"),
     ],
 )
 def test_algorithm_choice(x_shape, w_shape, kwargs, fwd, bwd, wgrad):

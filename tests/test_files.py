@@ -160,6 +160,10 @@ def test_parameter_bytes_cover_every_layer_that_owns_arrays():
             dict(in_channels=4, out_channels=6, kernel_size=3, groups=2),
             dict(in_channels=3, out_channels=5, kernel_size=[2, 5], bias=False, dtype="float64"),
         ],
+        "ConvTranspose2d": [
+            dict(in_channels=4, out_channels=6, kernel_size=3, groups=2),
+            dict(in_channels=3, out_channels=5, kernel_size=[2, 5], bias=False, dtype="float64"),
+        ],
         "Linear": [
             dict(in_features=7, out_features=3),
             dict(in_features=2, out_features=9, bias=False, dtype="float64"),

@@ -162,7 +162,14 @@ if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
 import api_specs  # noqa: E402
-from api_specs import draw_adaptive, draw_conv, draw_lead, draw_pool, draw_shape  # noqa: E402
+from api_specs import (  # noqa: E402
+    draw_adaptive,
+    draw_conv,
+    draw_conv_transpose,
+    draw_lead,
+    draw_pool,
+    draw_shape,
+)
 from opspec import Draw  # noqa: E402  -- all randomness of a case flows through a Draw
 
 # ------------------------------------------------------------------------------------------
@@ -270,6 +277,20 @@ def _mk_conv(g: Draw):
     )
     if ctor["padding"] != "valid" and g.coin(0.3):
         ctor["padding_mode"] = g.choice(["zeros", "replicate", "reflect", "circular"])
+    return ctor, g.x(max(c.n, 1), c.c, c.h, c.w)
+
+
+def _mk_conv_transpose(g: Draw):
+    c = draw_conv_transpose(g)
+    ctor = dict(
+        in_channels=c.c,
+        out_channels=c.k,
+        kernel_size=(c.kh, c.kw),
+        bias=g.coin(0.7),
+        dtype=g.dt,
+        rng=int(g.r.integers(100)),
+        **c.opts,
+    )
     return ctor, g.x(max(c.n, 1), c.c, c.h, c.w)
 
 
@@ -809,6 +830,7 @@ def _build_ops() -> dict[str, Any]:
     ops: dict[str, Any] = {spec.name: _spec_op(spec) for spec in api_specs.SPECS}
     layers = {
         "Conv2d": _mk_conv,
+        "ConvTranspose2d": _mk_conv_transpose,
         "Linear": _mk_linear,
         "MaxPool2d": _mk_maxpool,
         "AvgPool2d": _mk_avgpool,

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import PathLike
+
 __all__ = [
     "plot_filters",
     "plot_feature_maps",
@@ -290,7 +292,9 @@ def plot_confusion(
     return fig
 
 
-def training_report(model: Any, history: Any, image: np.ndarray, path: Any, title: str = "") -> str:
+def training_report(
+    model: Any, history: Any, image: np.ndarray, path: PathLike, title: str = ""
+) -> str:
     """Write a PNG with the training curves, the first conv layer's filters and its feature
     maps for ``image`` (a ``(C, H, W)`` input); returns the path."""
     plt = require_matplotlib()

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from .._typing import ArrayLike
 from .._validation import as_float_array, check_choice, check_hyperparameter, check_int
 from .module import Module
 
@@ -40,7 +41,7 @@ class _OutputCached(Module, register=False):
         super().__init__()
         self._out: np.ndarray | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         y = type(self)._forward(x)
         self._out = y if self.training else None
         return y
@@ -83,7 +84,7 @@ class LeakyReLU(Module):
         )
         self._x: np.ndarray | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "LeakyReLU")
         self._x = x if self.training else None
         return F.leaky_relu(x, self.negative_slope)
@@ -105,7 +106,7 @@ class _SoftmaxBase(Module, register=False):
         self.dim = check_int(dim, "dim", type(self).__name__, min_value=None)
         self._out: np.ndarray | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         y = type(self)._forward(x, self.dim)
         self._out = y if self.training else None
         return y
@@ -147,7 +148,7 @@ class _InputCached(Module, register=False):
     def _args(self) -> tuple:
         return ()
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", type(self).__name__)
         y = type(self)._forward(x, *self._args())
         self._x = x if self.training else None

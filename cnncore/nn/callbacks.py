@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import PathLike
 from .._validation import _fmt, check_bool, check_choice, check_int, check_real
 from . import checkpoint, serialization
 from .module import Module
@@ -107,7 +108,9 @@ class CallbackList:
         "on_batch_end",
     )
 
-    def __init__(self, callbacks: Any, model: Module, params: dict[str, Any]) -> None:
+    def __init__(
+        self, callbacks: Iterable[Callback] | None, model: Module, params: dict[str, Any]
+    ) -> None:
         if callbacks is None:
             callbacks = []
         if isinstance(callbacks, Callback) or not isinstance(callbacks, Iterable):
@@ -368,7 +371,7 @@ class ModelCheckpoint(Callback):
 
     def __init__(
         self,
-        filepath: Any,
+        filepath: PathLike,
         monitor: str = "val_loss",
         verbose: int = 0,
         save_best_only: bool = False,
@@ -562,7 +565,7 @@ class CSVLogger(Callback):
 
     rank_zero_only = True  # writes files: only rank 0 of a distributed fit runs it
 
-    def __init__(self, filename: Any, separator: str = ",", append: bool = False) -> None:
+    def __init__(self, filename: PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         func = "CSVLogger"
         if not isinstance(filename, (str, os.PathLike)):

@@ -12,12 +12,14 @@ optionally the training history and user data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import optim
+from .._typing import PathLike
 from .._validation import _fmt, check_int
 from . import serialization
 from .module import Module
@@ -175,14 +177,14 @@ def _split_state(sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarr
 
 
 def save_checkpoint(
-    path: Any,
+    path: PathLike,
     model: Module,
     optimizer: optim.Optimizer | None = None,
     scheduler: optim.LRScheduler | None = None,
     *,
     epoch: int = 0,
     rng: int | np.random.Generator | None = None,
-    history: Any = None,
+    history: Mapping[str, Sequence[float]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a training checkpoint to ``path`` (``.npz``), atomically.
@@ -278,7 +280,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Any,
+    path: PathLike,
     model: Module | None = None,
     optimizer: optim.Optimizer | None = None,
     scheduler: optim.LRScheduler | None = None,

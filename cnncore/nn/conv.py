@@ -1,15 +1,24 @@
-"""Convolution layers: :class:`Conv2d` (state and parameters; the work is
-:func:`cnncore.conv2d` and :func:`cnncore.conv2d_backward`)."""
+"""Convolution layers: :class:`Conv2d` and :class:`ConvTranspose2d` (state and parameters;
+the work is :func:`cnncore.conv2d` / :func:`cnncore.conv_transpose2d` and their backward
+functions)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import functional as F
-from .._geometry import PAD_MODES, conv2d_geometry, conv2d_padding
-from .._typing import DTypeLike, IntPair, Padding
+from .._geometry import (
+    PAD_MODES,
+    conv2d_geometry,
+    conv2d_padding,
+    conv_transpose2d_geometry,
+    conv_transpose2d_output_padding,
+    conv_transpose2d_params,
+)
+from .._typing import ArrayLike, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import (
     as_float_array,
     check_bool,
@@ -28,7 +37,7 @@ from .module import (
     config_positive_int,
 )
 
-__all__ = ["Conv2d"]
+__all__ = ["Conv2d", "ConvTranspose2d"]
 
 #: ``'zeros'`` (done by the convolution itself) and the other modes of :func:`cnncore.pad2d`.
 _PADDING_MODES = ("zeros", *(mode for mode in PAD_MODES if mode != "constant"))
@@ -82,7 +91,7 @@ class Conv2d(Module):
         padding_mode: str = "zeros",
         *,
         dtype: DTypeLike = np.float32,
-        rng: Any = None,
+        rng: RNGLike = None,
     ) -> None:
         super().__init__()
         name = "Conv2d"
@@ -119,7 +128,7 @@ class Conv2d(Module):
         # with a non-zero padding mode the input is padded explicitly, the conv pads nothing
         return 0 if self.padding_mode != "zeros" else self.padding
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = _input_4d(x, "Conv2d")
         if self.padding_mode != "zeros":
             (pt, pb), (pl, pr) = self._pads
@@ -193,3 +202,164 @@ class Conv2d(Module):
             return 0
         n = o * (i // groups) * kh * kw + (o if config.get("bias", True) else 0)
         return n * config_itemsize(config)
+
+
+class ConvTranspose2d(Module):
+    """2-D transposed convolution layer: ``y = conv_transpose2d(x, weight) + bias``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride, padding, output_padding, groups, dilation
+        As in :func:`cnncore.conv_transpose2d` (``output_padding`` smaller than ``stride``
+        or ``dilation``).
+    bias : bool, default True
+    padding_mode : {'zeros'}, default 'zeros'
+        The only mode, as in PyTorch.
+    dtype : float32 or float64, default float32
+    rng : numpy Generator, int or None
+        Seeds the default initialization (PyTorch's kaiming-uniform with ``a = sqrt(5)``;
+        the fan-in is ``out_channels / groups * kH * kW``, from the weight's second axis, as
+        in PyTorch).
+
+    Attributes
+    ----------
+    weight : Parameter of shape (in_channels, out_channels / groups, kH, kW)
+    bias : Parameter of shape (out_channels,) or None
+
+    Notes
+    -----
+    Input ``(N, C_in, H_in, W_in)``, output ``(N, C_out, H_out, W_out)`` with
+    ``H_out = (H_in - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1``.
+    ``forward(x, output_size=(H, W))`` picks the output padding that gives that size instead
+    (``output_size`` between the size without output padding and ``stride - 1`` more).
+
+    See Also
+    --------
+    cnncore.conv_transpose2d, cnncore.conv_transpose2d_backward, Conv2d
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        output_padding: IntPair = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: IntPair = 1,
+        padding_mode: str = "zeros",
+        *,
+        dtype: DTypeLike = np.float32,
+        rng: RNGLike = None,
+    ) -> None:
+        super().__init__()
+        name = "ConvTranspose2d"
+        self.in_channels = check_int(in_channels, "in_channels", name, min_value=1)
+        self.out_channels = check_int(out_channels, "out_channels", name, min_value=1)
+        self.kernel_size = to_pair(kernel_size, "kernel_size", name, min_value=1)
+        self.stride, self.padding, self.output_padding, self.dilation = conv_transpose2d_params(
+            name, stride, padding, output_padding, dilation
+        )
+        self.groups = check_int(groups, "groups", name, min_value=1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"{name}(): in_channels and out_channels must be divisible by groups. "
+                f"Received: in_channels={in_channels}, out_channels={out_channels}, "
+                f"groups={groups}"
+            )
+        self.padding_mode = check_choice(padding_mode, "padding_mode", name, ("zeros",))
+        self.dtype = check_dtype(dtype, name)
+        w_shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        check_numel(w_shape, "weight", name, self.dtype.itemsize)
+        weight = np.empty(w_shape, self.dtype)
+        bias = check_bool(bias, "bias", name)
+        b = np.empty(self.out_channels, self.dtype) if bias else None
+        init.default_conv_linear_init_(weight, b, rng)
+        self.register_parameter("weight", weight)
+        self.bias = self.register_parameter("bias", b) if bias else None
+        self._x: np.ndarray | None = None
+        self._output_padding: tuple[int, int] = self.output_padding
+
+    def __call__(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:
+        return self.forward(x, output_size)
+
+    def forward(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:
+        x = _input_4d(x, "ConvTranspose2d")
+        op = self.output_padding
+        if output_size is not None:
+            op = conv_transpose2d_output_padding(
+                "ConvTranspose2d",
+                x.shape[2:],
+                output_size,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+            )
+        y = F.conv_transpose2d(
+            x,
+            self.weight.data,
+            None if self.bias is None else self.bias.data,
+            self.stride,
+            self.padding,
+            op,
+            self.groups,
+            self.dilation,
+        )
+        self._x = x if self.training else None
+        self._output_padding = op
+        return y
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        dx, dw, db = F.conv_transpose2d_backward(
+            grad_output,
+            x,
+            self.weight.data,
+            self.stride,
+            self.padding,
+            self._output_padding,
+            self.groups,
+            self.dilation,
+            output_mask=(bool(input_grad), True, self.bias is not None),
+        )
+        accumulate(self.weight.grad, dw)
+        if self.bias is not None:
+            accumulate(self.bias.grad, db)
+        return dx if input_grad else None
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, _, h, w = input_shape
+        _, out = conv_transpose2d_geometry(
+            "ConvTranspose2d",
+            (h, w),
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.dilation,
+        )
+        return (n, self.out_channels, *out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "output_padding": list(self.output_padding),
+            "groups": self.groups,
+            "bias": self.bias is not None,
+            "dilation": list(self.dilation),
+            "padding_mode": self.padding_mode,
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def config_nbytes(cls, config: dict[str, Any]) -> int:
+        return Conv2d.config_nbytes(config)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from .._typing import ArrayLike, RNGLike
 from .._validation import as_float_array, check_hyperparameter
 from . import init
 from .module import Module, grad_like
@@ -23,7 +24,7 @@ class Dropout(Module):
     it so runs are reproducible.
     """
 
-    def __init__(self, p: float = 0.5, *, rng: Any = None) -> None:
+    def __init__(self, p: float = 0.5, *, rng: RNGLike = None) -> None:
         super().__init__()
         self.p = check_hyperparameter(
             p, "p", "Dropout", "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0
@@ -32,7 +33,7 @@ class Dropout(Module):
         self._mask: np.ndarray | None = None
         self._shape: tuple[int, ...] | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "Dropout")
         self._shape = x.shape
         if not self.training or self.p == 0.0:
@@ -71,7 +72,7 @@ class Dropout2d(Module):
     :class:`Dropout`.
     """
 
-    def __init__(self, p: float = 0.5, *, rng: Any = None) -> None:
+    def __init__(self, p: float = 0.5, *, rng: RNGLike = None) -> None:
         super().__init__()
         self.p = check_hyperparameter(
             p, "p", "Dropout2d", "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0
@@ -80,7 +81,7 @@ class Dropout2d(Module):
         self._mask: np.ndarray | None = None
         self._shape: tuple[int, ...] | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "Dropout2d")
         if x.ndim not in (3, 4):
             raise ValueError(

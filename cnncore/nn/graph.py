@@ -7,11 +7,13 @@ directed acyclic graph of layers with exact gradients and the same
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from .._parameter import Parameter
+from .._typing import ArrayLike
 from .._validation import MAX_PARAM
 from . import training
 from .module import Module, Symbolic, as_model_input, check_name, grad_like, unique_name
@@ -71,7 +73,7 @@ class Node(Symbolic):
     def is_input(self) -> bool:
         return self.layer is None
 
-    def apply_layer(self, layer: Module, inputs: Any) -> Node:
+    def apply_layer(self, layer: Module, inputs: Node | Sequence[Node]) -> Node:
         """Record ``layer(inputs)``: check the input shapes with ``layer.output_shape`` and
         return the output node (what ``Module.__call__`` does with nodes)."""
         multi = isinstance(inputs, (list, tuple))
@@ -245,7 +247,7 @@ class Model(training.TrainingMethods, Module):
     (5, 2)
     """
 
-    def __init__(self, inputs: Any, outputs: Any) -> None:
+    def __init__(self, inputs: Node | Sequence[Node], outputs: Node | Sequence[Node]) -> None:
         super().__init__()
         in_nodes, self._multi_in = _as_list(inputs, "inputs")
         out_nodes, self._multi_out = _as_list(outputs, "outputs")
@@ -441,7 +443,7 @@ class Model(training.TrainingMethods, Module):
             f"{[layer.name for layer in self._layers]}"
         )
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """``(<layer name>.<parameter name>, Parameter)``; a parameter reached twice (a
         layer inside two nested containers) is listed once."""
         seen: set[int] = set()
@@ -488,7 +490,7 @@ class Model(training.TrainingMethods, Module):
             out.append(a)
         return out
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: ArrayLike | Sequence[ArrayLike]) -> np.ndarray | list[np.ndarray]:
         """Run the graph on ``x`` (an array, or a list of arrays for several inputs; uint8
         images are scaled to [0, 1], other inputs converted to the model's dtype).  Returns
         an array, or a list of arrays for several outputs."""
@@ -519,7 +521,9 @@ class Model(training.TrainingMethods, Module):
         self._fwd = (snaps, [o.shape for o in outs]) if training else None
         return outs if self._multi_out else outs[0]
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+    def backward(
+        self, grad_output: ArrayLike | Sequence[ArrayLike], input_grad: bool = True
+    ) -> np.ndarray | list[np.ndarray] | None:
         """Backpropagate ``grad_output`` (an array, or a list with one per output) through
         the graph: accumulates every parameter's gradient and returns the gradient w.r.t.
         the input (a list for several inputs; None with ``input_grad=False``, which skips
@@ -584,7 +588,9 @@ class Model(training.TrainingMethods, Module):
         result = [grads[s] for s in self._in_slots]
         return result if self._multi_in else result[0]
 
-    def output_shape(self, input_shape: Any) -> Any:
+    def output_shape(
+        self, input_shape: Sequence[int] | Sequence[Sequence[int]]
+    ) -> tuple[int, ...] | list[tuple[int, ...]]:
         """Output shape(s) for input shape(s) that include the batch dimension."""
         shapes = self._node_shapes(input_shape)
         outs = [shapes[s] for s in self._out_slots]
@@ -615,7 +621,11 @@ class Model(training.TrainingMethods, Module):
         return shapes
 
     # -- description ----------------------------------------------------------------------
-    def summary(self, input_shape: Any = None, print_fn: Any = print) -> str:
+    def summary(
+        self,
+        input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        print_fn: Callable[[str], object] | None = print,
+    ) -> str:
         """A row per input and per layer call: name (type), output shape, parameter count
         (at a shared layer's first call; ``shared`` at the others) and the nodes it takes
         (``name[k]`` for the k-th call of a layer called more than once).

@@ -8,9 +8,11 @@ own dtype.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+
+from .._typing import RNGLike
+from .._validation import as_generator
 
 __all__ = [
     "manual_seed",
@@ -44,18 +46,10 @@ def manual_seed(seed: int) -> None:
     _global_rng = np.random.default_rng(seed)
 
 
-def get_rng(rng: Any = None) -> np.random.Generator:
+def get_rng(rng: RNGLike = None) -> np.random.Generator:
     """``rng`` as a Generator: a Generator is used as is, an int seeds a new one, None gives
-    the module-wide generator."""
-    if rng is None:
-        return _global_rng
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        if rng < 0:
-            raise ValueError(f"rng must be a non-negative int seed. Received: rng={rng!r}")
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy Generator, an int seed or None. Received: rng={rng!r}")
+    the module-wide generator (see :func:`manual_seed`)."""
+    return as_generator(rng, "get_rng", lambda: _global_rng)
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
@@ -103,7 +97,7 @@ def _fan(shape: tuple[int, ...], mode: str) -> int:
     raise ValueError(f"mode must be 'fan_in' or 'fan_out'. Received: mode={mode!r}")
 
 
-def uniform_(array: np.ndarray, a: float = 0.0, b: float = 1.0, rng: Any = None) -> np.ndarray:
+def uniform_(array: np.ndarray, a: float = 0.0, b: float = 1.0, rng: RNGLike = None) -> np.ndarray:
     """Fill ``array`` with U(a, b)."""
     gen = get_rng(rng)
     u = (
@@ -115,7 +109,9 @@ def uniform_(array: np.ndarray, a: float = 0.0, b: float = 1.0, rng: Any = None)
     return array
 
 
-def normal_(array: np.ndarray, mean: float = 0.0, std: float = 1.0, rng: Any = None) -> np.ndarray:
+def normal_(
+    array: np.ndarray, mean: float = 0.0, std: float = 1.0, rng: RNGLike = None
+) -> np.ndarray:
     """Fill ``array`` with N(mean, std^2)."""
     gen = get_rng(rng)
     z = (
@@ -147,7 +143,7 @@ def kaiming_uniform_(
     a: float = 0.0,
     mode: str = "fan_in",
     nonlinearity: str = "leaky_relu",
-    rng: Any = None,
+    rng: RNGLike = None,
 ) -> np.ndarray:
     """He uniform: U(-b, b) with ``b = gain * sqrt(3 / fan)``."""
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(array.shape, mode))
@@ -159,42 +155,42 @@ def kaiming_normal_(
     a: float = 0.0,
     mode: str = "fan_in",
     nonlinearity: str = "leaky_relu",
-    rng: Any = None,
+    rng: RNGLike = None,
 ) -> np.ndarray:
     """He normal: N(0, std^2) with ``std = gain / sqrt(fan)``."""
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(array.shape, mode))
     return normal_(array, 0.0, std, rng)
 
 
-def xavier_uniform_(array: np.ndarray, gain: float = 1.0, rng: Any = None) -> np.ndarray:
+def xavier_uniform_(array: np.ndarray, gain: float = 1.0, rng: RNGLike = None) -> np.ndarray:
     """Glorot uniform: U(-b, b) with ``b = gain * sqrt(6 / (fan_in + fan_out))``."""
     fan_in, fan_out = fan_in_and_fan_out(array.shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(array, -bound, bound, rng)
 
 
-def xavier_normal_(array: np.ndarray, gain: float = 1.0, rng: Any = None) -> np.ndarray:
+def xavier_normal_(array: np.ndarray, gain: float = 1.0, rng: RNGLike = None) -> np.ndarray:
     """Glorot normal: N(0, std^2) with ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
     fan_in, fan_out = fan_in_and_fan_out(array.shape)
     return normal_(array, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng)
 
 
-def lecun_uniform_(array: np.ndarray, rng: Any = None) -> np.ndarray:
+def lecun_uniform_(array: np.ndarray, rng: RNGLike = None) -> np.ndarray:
     """LeCun uniform: U(-b, b) with ``b = sqrt(3 / fan_in)``."""
     return kaiming_uniform_(array, mode="fan_in", nonlinearity="linear", rng=rng)
 
 
-def lecun_normal_(array: np.ndarray, rng: Any = None) -> np.ndarray:
+def lecun_normal_(array: np.ndarray, rng: RNGLike = None) -> np.ndarray:
     """LeCun normal: N(0, 1 / fan_in)."""
     return kaiming_normal_(array, mode="fan_in", nonlinearity="linear", rng=rng)
 
 
-def he_uniform_(array: np.ndarray, rng: Any = None) -> np.ndarray:
+def he_uniform_(array: np.ndarray, rng: RNGLike = None) -> np.ndarray:
     """He (Kaiming) uniform for ReLU networks."""
     return kaiming_uniform_(array, mode="fan_in", nonlinearity="relu", rng=rng)
 
 
-def he_normal_(array: np.ndarray, rng: Any = None) -> np.ndarray:
+def he_normal_(array: np.ndarray, rng: RNGLike = None) -> np.ndarray:
     """He (Kaiming) normal for ReLU networks."""
     return kaiming_normal_(array, mode="fan_in", nonlinearity="relu", rng=rng)
 
@@ -203,7 +199,9 @@ glorot_uniform_ = xavier_uniform_
 glorot_normal_ = xavier_normal_
 
 
-def default_conv_linear_init_(weight: np.ndarray, bias: np.ndarray | None, rng: Any = None) -> None:
+def default_conv_linear_init_(
+    weight: np.ndarray, bias: np.ndarray | None, rng: RNGLike = None
+) -> None:
     """PyTorch's default for Conv2d/Linear: kaiming-uniform with ``a = sqrt(5)`` (that is
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``) for the weight, the same bound for the bias."""
     gen = get_rng(rng)

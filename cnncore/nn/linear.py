@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from .._typing import ArrayLike, DTypeLike, RNGLike
 from .._validation import as_float_array, check_bool, check_input_shape, check_int, check_numel
 from . import init
 from .module import (
@@ -44,8 +45,8 @@ class Linear(Module):
         out_features: int,
         bias: bool = True,
         *,
-        dtype: Any = np.float32,
-        rng: Any = None,
+        dtype: DTypeLike = np.float32,
+        rng: RNGLike = None,
     ) -> None:
         super().__init__()
         name = "Linear"
@@ -61,7 +62,7 @@ class Linear(Module):
         self.bias = self.register_parameter("bias", b) if bias else None
         self._x: np.ndarray | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "Linear")
         y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
         self._x = x if self.training else None

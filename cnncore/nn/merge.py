@@ -7,10 +7,12 @@ A merge layer takes a list of arrays (in a graph model: is called on a list of n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from .._typing import ArrayLike
 from .._validation import as_float_array, as_ndarray, check_int
 from .module import Module, grad_like
 
@@ -69,7 +71,7 @@ class _Elementwise(_Merge, register=False):
             )
         return shapes[0]
 
-    def output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+    def output_shape(self, input_shape: Sequence[Sequence[int]]) -> tuple[Any, ...]:
         return self._check_same(self._shapes(input_shape))
 
 
@@ -92,7 +94,7 @@ class Add(_Elementwise):
         self._shape: tuple[int, ...] | None = None
         self._n = 0
 
-    def forward(self, xs: Any) -> np.ndarray:
+    def forward(self, xs: Sequence[ArrayLike]) -> np.ndarray:
         arrays = self._arrays(xs)
         self._check_same([a.shape for a in arrays])
         y = arrays[0] + arrays[1]
@@ -102,7 +104,7 @@ class Add(_Elementwise):
         self._n = len(arrays)
         return y
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> list[np.ndarray] | None:
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> list[np.ndarray] | None:
         shape = self._cached("_shape")
         g = grad_like(grad_output, shape, "Add")
         return [g] * self._n if input_grad else None
@@ -120,7 +122,7 @@ class Multiply(_Elementwise):
         super().__init__()
         self._inputs: list[np.ndarray] | None = None
 
-    def forward(self, xs: Any) -> np.ndarray:
+    def forward(self, xs: Sequence[ArrayLike]) -> np.ndarray:
         arrays = self._arrays(xs)
         self._check_same([a.shape for a in arrays])
         y = arrays[0] * arrays[1]
@@ -129,7 +131,7 @@ class Multiply(_Elementwise):
         self._inputs = arrays if self.training else None
         return y
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> list[np.ndarray] | None:
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> list[np.ndarray] | None:
         arrays = self._cached("_inputs")
         g = grad_like(grad_output, arrays[0].shape, "Multiply")
         if not input_grad:
@@ -184,7 +186,7 @@ class Concatenate(_Merge):
                 )
         return axis
 
-    def output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+    def output_shape(self, input_shape: Sequence[Sequence[int]]) -> tuple[Any, ...]:
         shapes = self._shapes(input_shape)
         axis = self._axis_of(shapes)
         sizes = [s[axis] for s in shapes]
@@ -195,7 +197,7 @@ class Concatenate(_Merge):
             )
         return (*shapes[0][:axis], sum(sizes), *shapes[0][axis + 1 :])
 
-    def forward(self, xs: Any) -> np.ndarray:
+    def forward(self, xs: Sequence[ArrayLike]) -> np.ndarray:
         arrays = self._arrays(xs)
         axis = self._axis_of([a.shape for a in arrays])
         y = np.concatenate(arrays, axis=axis)
@@ -203,7 +205,7 @@ class Concatenate(_Merge):
         self._axis = axis
         return y
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> list[np.ndarray] | None:
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> list[np.ndarray] | None:
         sizes = self._cached("_sizes")
         axis = self._axis
         g = as_float_array(grad_output, "grad_output", "Concatenate.backward")
@@ -234,7 +236,7 @@ class Identity(Module):
         super().__init__()
         self._shape: tuple[int, ...] | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_ndarray(x, "input", "Identity")
         if x.dtype.kind not in "biufc":
             raise TypeError(
@@ -243,7 +245,7 @@ class Identity(Module):
         self._shape = x.shape if self.training else None
         return x
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> np.ndarray | None:
         shape = self._cached("_shape")
         g = grad_like(grad_output, shape, "Identity")
         return g if input_grad else None

@@ -10,11 +10,12 @@ import inspect
 import re
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .._typing import ArrayLike
 from .._validation import FLOAT_DTYPES, as_float_array, as_ndarray, check_bool
 from . import state as _state
 from .parameter import Parameter
@@ -336,7 +337,9 @@ class Module:
         :mod:`cnncore.nn.state`."""
         return _state.state_dict(self)
 
-    def load_state_dict(self, state: Any, strict: bool = True) -> _state.IncompatibleKeys:
+    def load_state_dict(
+        self, state: Mapping[str, ArrayLike], strict: bool = True
+    ) -> _state.IncompatibleKeys:
         """Copy ``state`` (name -> NumPy array or torch tensor, e.g. a torch model's
         ``state_dict()``) into the parameters and buffers, converting to their dtypes.
         ``strict``: missing and unexpected keys raise one ValueError listing them all;

@@ -6,11 +6,13 @@ computed here with NumPy reductions), and :class:`GroupNorm`, :class:`LayerNorm`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import functional as F
+from .._typing import ArrayLike, DTypeLike
 from .._validation import (
     as_float_array,
     check_bool,
@@ -43,7 +45,7 @@ class _BatchNorm(Module, register=False):
         affine: bool = True,
         track_running_stats: bool = True,
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -83,7 +85,7 @@ class _BatchNorm(Module, register=False):
         view = (1, self.num_features) + (1,) * (x.ndim - 2)
         return axes, view
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", type(self).__name__)
         self._axes_and_view(x)
         c = self.num_features
@@ -234,7 +236,7 @@ class GroupNorm(Module):
         eps: float = 1e-5,
         affine: bool = True,
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
         name = "GroupNorm"
@@ -262,7 +264,7 @@ class GroupNorm(Module):
             )
         return x
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = self._check(x)
         w, b = (self.weight.data, self.bias.data) if self.affine else (None, None)
         y = F.group_norm(x, self.num_groups, w, b, self.eps)
@@ -320,12 +322,12 @@ class LayerNorm(Module):
 
     def __init__(
         self,
-        normalized_shape: Any,
+        normalized_shape: int | Sequence[int],
         eps: float = 1e-5,
         elementwise_affine: bool = True,
         bias: bool = True,
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
         name = "LayerNorm"
@@ -349,7 +351,7 @@ class LayerNorm(Module):
                 self.register_parameter("bias", np.zeros(shape, self.dtype))
         self._x: np.ndarray | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "LayerNorm")
         w = None if self.weight is None else self.weight.data
         b = None if self.bias is None else self.bias.data
@@ -420,7 +422,7 @@ class InstanceNorm2d(Module):
         affine: bool = False,
         track_running_stats: bool = False,
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
         name = "InstanceNorm2d"
@@ -468,7 +470,7 @@ class InstanceNorm2d(Module):
             return None, None
         return self._buffers["running_mean"], self._buffers["running_var"]
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         xb, unbatched = self._batched(x)
         rm, rv = self._running()
         use = self.training or not self.track_running_stats

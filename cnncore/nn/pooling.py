@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import functional as F
 from .._geometry import adaptive_pool2d_output_size, pool2d_geometry, pool2d_params
-from .._typing import IntPair
+from .._typing import ArrayLike, IntPair
 from .._validation import check_bool, check_input_shape, check_int, to_pair
 from .module import Module
 
@@ -45,7 +45,7 @@ class MaxPool2d(Module):
         self._indices: np.ndarray | None = None
         self._input_shape: tuple[int, ...] | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         pooled = F.max_pool2d(
             x,
             self.kernel_size,
@@ -103,7 +103,7 @@ class _ShapeCachedPool(Module, register=False):
     def _pool_backward(self, grad_output: Any, input_shape: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         y = self._pool(x)
         self._input_shape = np.shape(x)
         return y

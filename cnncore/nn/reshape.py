@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import ArrayLike
 from .._validation import as_ndarray, check_int
 from .module import Module, grad_like
 
@@ -35,7 +36,7 @@ class Flatten(Module):
         size = None if None in merged else math.prod(merged)  # None: a graph's batch entry
         return (*shape[:s], size, *shape[e + 1 :])
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_ndarray(x, "input", "Flatten")
         self._shape = x.shape
         return x.reshape(self._new_shape(x.shape))

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import functional as F
 from .._geometry import interpolate_geometry, interpolate_params, pixel_shuffle_shape
+from .._typing import ArrayLike
 from .._validation import as_float_array, check_int
 from .module import Module, grad_like
 
@@ -46,8 +47,8 @@ class Upsample(Module):
 
     def __init__(
         self,
-        size: Any = None,
-        scale_factor: Any = None,
+        size: int | tuple[int, int] | None = None,
+        scale_factor: float | tuple[float, float] | None = None,
         mode: str = "nearest",
         align_corners: bool | None = None,
         recompute_scale_factor: bool | None = None,
@@ -64,7 +65,7 @@ class Upsample(Module):
         self._resize = params
         self._shape: tuple[int, ...] | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "Upsample")
         y = F.interpolate(
             x, self.size, self.scale_factor, self.mode, self.align_corners,
@@ -111,7 +112,7 @@ class _PixelRearrange(Module, register=False):
     def _factor(self) -> int:
         return getattr(self, self.factor_name)
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         op = F.pixel_unshuffle if self.inverse else F.pixel_shuffle
         y = op(x, self._factor)
         self._shape = y.shape if self.training else None

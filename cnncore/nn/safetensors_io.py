@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import PathLike
+
 __all__ = ["save_file", "load_file", "read_header", "SafetensorsHeader", "DTYPES"]
 
 #: safetensors dtype name -> NumPy dtype (little-endian).  ``BF16`` is read as float32 (NumPy
@@ -72,7 +74,7 @@ class SafetensorsHeader:
         return max((end for *_, end in self.tensors.values()), default=0)
 
 
-def _bad(path: Any, why: str) -> ValueError:
+def _bad(path: PathLike, why: str) -> ValueError:
     return ValueError(f"{os.fspath(path)!s} is not a valid safetensors file: {why}")
 
 
@@ -89,7 +91,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def read_header(path: Any) -> SafetensorsHeader:
+def read_header(path: PathLike) -> SafetensorsHeader:
     """Read and check the header of the safetensors file ``path`` (no tensor is read).
 
     Raises
@@ -168,7 +170,7 @@ def read_header(path: Any) -> SafetensorsHeader:
     return SafetensorsHeader(metadata, tensors, 8 + n)
 
 
-def load_file(path: Any, header: SafetensorsHeader | None = None) -> dict[str, np.ndarray]:
+def load_file(path: PathLike, header: SafetensorsHeader | None = None) -> dict[str, np.ndarray]:
     """The tensors of the safetensors file ``path`` as NumPy arrays (native byte order,
     ``BF16`` widened to float32), in file order.  Like ``safetensors.numpy.load_file``.
 
@@ -196,7 +198,7 @@ def load_file(path: Any, header: SafetensorsHeader | None = None) -> dict[str, n
 
 
 def save_file(
-    tensors: Mapping[str, Any], path: Any, metadata: Mapping[str, str] | None = None
+    tensors: Mapping[str, Any], path: PathLike, metadata: Mapping[str, str] | None = None
 ) -> None:
     """Write ``tensors`` (name -> array) to ``path`` in the safetensors format, with the
     optional str -> str ``metadata``.  Like ``safetensors.numpy.save_file``: the data are

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from .._typing import ArrayLike, PathLike
 from . import inference, serialization, training
 from .module import Module, as_model_input, layer_input_error
 
@@ -98,7 +99,7 @@ class Sequential(training.TrainingMethods, Module):
         return iter(self.layers)
 
     # -- computation ----------------------------------------------------------------------
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """Run the layers. uint8 images are scaled to [0, 1]; other inputs are converted to
         the model's dtype (as Keras does).  In eval mode the layers run through a plan per
         input shape (checks done once, buffers reused, bit-identical results; see
@@ -187,7 +188,11 @@ class Sequential(training.TrainingMethods, Module):
         return f"Sequential(\n{inner}\n)" if self.layers else "Sequential()"
 
     # -- description ----------------------------------------------------------------------
-    def summary(self, input_shape: tuple[int, ...] | None = None, print_fn: Any = print) -> str:
+    def summary(
+        self,
+        input_shape: tuple[int, ...] | None = None,
+        print_fn: Callable[[str], object] | None = print,
+    ) -> str:
         """Table of layers, output shapes and parameter counts.
 
         ``input_shape`` (including the batch dimension) defaults to the last ``forward``'s.
@@ -215,7 +220,7 @@ class Sequential(training.TrainingMethods, Module):
         return text
 
     # -- training API (implemented in training.py / serialization.py) ----------------------
-    def save(self, path: Any) -> None:
+    def save(self, path: PathLike) -> None:
         """Write architecture (JSON) and weights to ``path``, without pickle: ``.safetensors``
         (the state_dict, loadable into the equivalent torch model) if the name ends so, else
         ``.npz``; :func:`cnncore.load` reads both (see :func:`cnncore.nn.save`)."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import PathLike
 from . import safetensors_io
 from .module import Module, is_container, registered_modules, registered_name
 from .state import named_state
@@ -100,7 +101,7 @@ def model_arrays(model: Module) -> dict[str, np.ndarray]:
     return arrays
 
 
-def write_npz(path: Any, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` as an uncompressed ``.npz``, atomically.
 
     The archive goes to a temporary file in the destination's directory, which is flushed
@@ -129,11 +130,11 @@ def write_npz(path: Any, arrays: dict[str, np.ndarray]) -> None:
             os.close(dir_fd)
 
 
-def _is_safetensors(path: Any) -> bool:
+def _is_safetensors(path: PathLike) -> bool:
     return os.fspath(path).lower().endswith(_SAFETENSORS_SUFFIX)
 
 
-def save(model: Module, path: Any) -> None:
+def save(model: Module, path: PathLike) -> None:
     """Write ``model`` (a :class:`~cnncore.nn.Sequential`, or any registered module) to
     ``path``: ``.safetensors`` if its name ends so, else ``.npz`` (written atomically, see
     :func:`write_npz`).
@@ -163,19 +164,19 @@ class _Source:
     """A file being read, and how its errors are worded: ``func(): PATH is not a valid
     cnncore WHAT: why``."""
 
-    def __init__(self, path: Any, func: str = "load", what: str = "model file") -> None:
+    def __init__(self, path: PathLike, func: str = "load", what: str = "model file") -> None:
         self.path, self.func, self.what = os.fspath(path), func, what
 
     def __fspath__(self) -> str:
         return self.path
 
 
-def _bad(path: Any, why: str) -> ValueError:
+def _bad(path: PathLike, why: str) -> ValueError:
     src = path if isinstance(path, _Source) else _Source(path)
     return ValueError(f"{src.func}(): {src.path!s} is not a valid cnncore {src.what}: {why}")
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.ndarray:
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: PathLike) -> np.ndarray:
     """Read one ``.npy`` member after checking its header against its size."""
     with zf.open(info) as f:
         try:
@@ -205,7 +206,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.nd
     return arr.reshape(shape, order="F" if fortran else "C").copy()
 
 
-def _check_members(zf: zipfile.ZipFile, path: Any) -> None:
+def _check_members(zf: zipfile.ZipFile, path: PathLike) -> None:
     """Every member is stored or deflated, unencrypted, and its declared size is backed by
     bytes really present in the file (so sizes can be trusted before anything is read)."""
     file_size = os.path.getsize(os.fspath(path))
@@ -251,7 +252,7 @@ def _own_nbytes(module: Module) -> int:
     )
 
 
-def _build(spec: Any, path: Any, budget: list[int], depth: int = 0) -> Module:
+def _build(spec: Any, path: PathLike, budget: list[int], depth: int = 0) -> Module:
     """Rebuild the module of an architecture entry through the registry.  ``budget[0]``, the
     archive's array bytes not yet claimed, is charged each module's arrays as soon as it is
     built: this bounds what a module without an exact :meth:`Module.config_nbytes` (a user
@@ -291,7 +292,7 @@ class Archive:
     ``func(): PATH is not a valid cnncore WHAT: ...``.
     """
 
-    def __init__(self, path: Any, func: str = "load", what: str = "model file") -> None:
+    def __init__(self, path: PathLike, func: str = "load", what: str = "model file") -> None:
         self.src = _Source(path, func, what)
         if not os.path.exists(self.src.path):
             raise FileNotFoundError(f"{func}(): no such file: {self.src.path!s}")
@@ -397,7 +398,7 @@ def copy_model_arrays(model: Module, arrays: dict[str, np.ndarray]) -> None:
         targets[key][...] = arr
 
 
-def _load_safetensors(path: Any) -> Module:
+def _load_safetensors(path: PathLike) -> Module:
     """:func:`load` for a ``.safetensors`` file written by :func:`save`."""
     try:
         header = safetensors_io.read_header(path)
@@ -458,7 +459,7 @@ def _load_safetensors(path: Any) -> Module:
     return model
 
 
-def load(path: Any) -> Module:
+def load(path: PathLike) -> Module:
     """Load a model written by :meth:`Sequential.save` (or :func:`save`), in eval mode:
     ``.safetensors`` if the name ends so (the metadata must hold a cnncore architecture),
     else ``.npz``.

@@ -35,6 +35,21 @@ def conv2d_backward_input(
     algorithm: int,
     n_threads: int,
 ) -> None: ...
+def conv_transpose2d_forward(
+    x: _F,
+    weight: _F,
+    bias: _F | None,
+    y_out: _F,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    groups: int,
+    algorithm: int,
+    n_threads: int,
+) -> None: ...
 def conv2d_backward_weight(
     grad_output: _F,
     x: _F,

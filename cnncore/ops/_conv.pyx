@@ -1,11 +1,12 @@
 """2-D convolution kernels: forward cross-correlation, gradient w.r.t. input / weight / bias,
-and the public im2col / col2im transforms.
+the transposed convolution's forward (the input gradient plus a bias), and the public
+im2col / col2im transforms.
 
 Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(oh, ow)`` and
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Three algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+Four algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
 in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
@@ -15,6 +16,14 @@ in as the ``algorithm`` argument:
   where im2col + GEMM would spend its time copying and packing.
 * Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
   of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
+* depthwise: one input channel per group (any multiplier, stride, dilation): loops over
+  the planes with register-blocked, vectorizable inner loops for all three passes, instead
+  of one tiny GEMM per channel.
+
+conv_transpose2d is the adjoint of conv2d and runs these same kernels (cnncore/ops/conv.py):
+its forward is the input-gradient pass (``conv_transpose2d_forward`` adds the bias in it),
+its input gradient the forward pass, its weight gradient the weight-gradient pass with the
+roles of input and output gradient swapped.
 
 Every kernel parallelizes over disjoint output regions, or reduces per-part partial sums in
 a fixed order, and the work split depends only on the shapes -- never on the thread count --
@@ -27,8 +36,20 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from cnncore._shared cimport (ALGO_DIRECT, ALGO_GEMM, ALGO_WINOGRAD, CNN_ERR_NOMEM, CNN_OK,
-                              check_status, fixed_sum, floating, py_max, py_min, valid_range)
+from cnncore._shared cimport (ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_WINOGRAD,
+                              CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
+                              floor_div, py_max, py_min, valid_range)
+
+cdef extern from *:
+    """
+    /* GCC's -O3 unroll-and-jam fuses pairs of iterations of a loop over kernel taps around
+       the inner loop over a block of outputs -- and then leaves that fused loop scalar (seen
+       in the depthwise kernels: 2-4x slower).  The register-blocked loops below are already
+       written with the independent chains they need. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC optimize ("no-loop-unroll-and-jam")
+    #endif
+    """
 
 # Per-thread im2col workspace target (elements); at least one output row is always used.
 # Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
@@ -44,8 +65,8 @@ cdef enum:
     MIN_SAMPLE_BLOCKS = 8
     # Outputs of one row accumulated in registers by the direct kernel.
     DIRECT_BLOCK = 16
-# The algorithm of each pass (ALGO_GEMM / ALGO_DIRECT / ALGO_WINOGRAD, cnncore/_shared.pxd) is
-# chosen in Python by cnncore/ops/conv_dispatch.py.
+# The algorithm of each pass (ALGO_GEMM / ALGO_DIRECT / ALGO_WINOGRAD / ALGO_DEPTHWISE,
+# cnncore/_shared.pxd) is chosen in Python by cnncore/ops/conv_dispatch.py.
 
 
 ctypedef struct Geom:
@@ -635,17 +656,18 @@ cdef int wino_forward(const floating* x, const floating* w, const floating* bias
                      g.Wo, n_threads)
 
 
-cdef int wino_backward_input(const floating* go, const floating* w, const Geom* g,
-                             floating* dx, int n_threads) noexcept nogil:
+cdef int wino_backward_input(const floating* go, const floating* w, const floating* bias,
+                             const Geom* g, floating* dx, int n_threads) noexcept nogil:
     """Input gradient by Winograd: the stride-1 correlation of ``dy`` padded by ``2 - p``
-    with the transposed, 180-degree rotated filters (needs ``p <= 2``)."""
+    with the transposed, 180-degree rotated filters (needs ``p <= 2``), plus ``bias`` per
+    input channel (NULL: none)."""
     cdef int status
     cdef floating* wflip = <floating*> malloc(g.K * g.Cg * 9 * sizeof(floating))
     if wflip == NULL:
         return CNN_ERR_NOMEM
     flip_transpose_weight(w, g, wflip)
     status = wino_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, wflip, g.G, g.Kg, g.Cg,
-                       <const floating*> NULL, dx, g.H, g.W, n_threads)
+                       bias, dx, g.H, g.W, n_threads)
     free(wflip)
     return status
 
@@ -989,6 +1011,8 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
     cdef const floating* bg
     cdef const floating* bmat
     cdef floating beta
+    if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
+        return dw_forward(x, w, bias, g, y, n_threads)
     if algo == ALGO_WINOGRAD and wino_applicable(g):
         status = wino_forward(x, w, bias, g, y, n_threads)
         if status != WINO_NONFINITE:
@@ -1060,8 +1084,12 @@ cdef void flip_transpose_weight(const floating* w, const Geom* g,
                         dst[(g.kh - 1 - i) * g.kw + (g.kw - 1 - j)] = src[i * g.kw + j]
 
 
-cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const Geom* g,
-                                    floating* dx, int algo, int n_threads) noexcept nogil:
+cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const floating* bias,
+                                    const Geom* g, floating* dx, int algo,
+                                    int n_threads) noexcept nogil:
+    """``dx`` = the gradient of conv2d w.r.t. its input, plus ``bias[c]`` on input channel
+    ``c`` unless ``bias`` is NULL -- with the bias, this is conv_transpose2d's forward pass
+    (the adjoint of conv2d)."""
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
     cdef Py_ssize_t HW = g.H * g.W, L = g.Ho * g.Wo
     cdef bint pointwise = is_pointwise(g)
@@ -1083,8 +1111,10 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
     cdef floating* wflip = NULL
     cdef const floating* wg
     cdef const floating* bmat
+    if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
+        return dw_backward_input(go, w, bias, g, dx, n_threads)
     if algo == ALGO_WINOGRAD and wino_applicable(g) and g.ph <= 2 and g.pw <= 2:
-        status = wino_backward_input(go, w, g, dx, n_threads)
+        status = wino_backward_input(go, w, bias, g, dx, n_threads)
         if status != WINO_NONFINITE:
             return status
         status = CNN_OK     # an Inf/NaN input: the GEMM path below
@@ -1109,7 +1139,7 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
                 pad_planes(go + (n0 * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo,
                            g.ph - (g.kh - 1) * g.dh, g.pw - (g.kw - 1) * g.dw, R, Q, col)
                 direct_corr(col, g.Kg, R, Q, wflip + gi * g.Kg * ckk, g.Cg, g.kh, g.kw,
-                            1, 1, g.dh, g.dw, <const floating*> NULL,
+                            1, 1, g.dh, g.dw, bias + gi * g.Cg if bias != NULL else NULL,
                             dx + (n0 * g.C + gi * g.Cg) * HW, g.H, g.W)
                 continue
             wg = w + gi * g.Kg * ckk
@@ -1118,13 +1148,19 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
                 for rb in range(bl.n_rblocks):
                     oh0 = rb * bl.rows
                     oh1 = py_min(g.Ho, oh0 + bl.rows)
+                    if bias != NULL:
+                        fill_bias(dx + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo, HW, g.Cg,
+                                  (oh1 - oh0) * g.Wo, bias + gi * g.Cg)
                     gemm(True, False, <int> g.Cg, <int> ((oh1 - oh0) * g.Wo), <int> g.Kg,
                          <floating> 1.0, wg, <int> ckk,
                          go + (n0 * g.K + gi * g.Kg) * L + oh0 * g.Wo, <int> L,
-                         <floating> 0.0, dx + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo,
-                         <int> HW)
+                         <floating> (1.0 if bias != NULL else 0.0),
+                         dx + (n0 * g.C + gi * g.Cg) * HW + oh0 * g.Wo, <int> HW)
                 continue
-            memset(dx + (n0 * g.C + gi * g.Cg) * HW, 0, g.Cg * HW * sizeof(floating))
+            if bias != NULL:
+                fill_bias(dx + (n0 * g.C + gi * g.Cg) * HW, HW, g.Cg, HW, bias + gi * g.Cg)
+            else:
+                memset(dx + (n0 * g.C + gi * g.Cg) * HW, 0, g.Cg * HW * sizeof(floating))
             for rb in range(bl.n_rblocks):
                 oh0 = rb * bl.rows
                 oh1 = py_min(g.Ho, oh0 + bl.rows)
@@ -1212,6 +1248,8 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
     cdef const floating* bmat
     cdef floating beta
     cdef floating s
+    if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
+        return dw_backward_weight(go, x, g, dw, db, n_threads)
     if algo == ALGO_WINOGRAD and wino_applicable(g):
         status = wino_backward_weight(go, x, g, dw, db, n_threads)
         if status != WINO_NONFINITE:
@@ -1296,6 +1334,609 @@ cdef int conv2d_backward_bias_impl(const floating* go, Py_ssize_t N, Py_ssize_t 
 
 
 # ------------------------------------------------------------------------------------------
+# Depthwise: one input channel per group (groups == C_in, any channel multiplier Kg >= 1)
+# ------------------------------------------------------------------------------------------
+#
+# Each input plane meets only its own Kg filters, so im2col + GEMM would run one tiny GEMM
+# (Kg x kh*kw @ kh*kw x columns) per group.  These kernels loop over the planes instead.
+#
+# Rows of a zero-padded plane are copied into per-thread scratch in *phase-split* form:
+# padded column ``P = q*sw + p`` goes to entry ``p*Qs + q`` of the scratch row.  Tap ``j`` of
+# output column ``ow`` reads padded column ``ow*sw + j*dw``, which is entry
+# ``ow + (j*dw) // sw`` of phase ``(j*dw) % sw``: for every stride, a run of outputs of a row
+# reads one contiguous run per tap, so the loops over a block of ``DW_BLOCK`` outputs
+# vectorize.  A plane is processed in bands of rows whose scratch stays near ``DW_BUDGET``
+# elements; the tap offsets come from a table (:func:`dw_taps`), so no inner loop divides.
+#
+# * forward: per (sample, plane, band of output rows); blocks of 4 rows x ``DW_BLOCK``
+#   outputs (4 independent multiply-add chains) accumulated in registers over the kh*kw taps
+#   (:func:`dw_block4`), for each of the Kg filters;
+# * input gradient: per (sample, plane, band of input rows), the transposed correlation in
+#   the same form: the input columns of phase ``p`` of the rows of row phase ``o`` collect
+#   the taps ``(i, j)`` with ``(j*dw) % sw == p`` and ``(i*dh) % sh`` matching, from the
+#   zero-padded rows of the Kg output-gradient planes -- again 4 rows (``sh`` apart) x
+#   ``DW_BLOCK`` at a time;
+# * weight gradient: per (batch part, plane); for groups of 4 taps and blocks of
+#   ``DW_BLOCK`` output columns, lane-wise sums of ``dy * x`` over the rows, in registers
+#   (:func:`dw_wgrad_lanes`); then each tap's lanes are added by :func:`fixed_sum`, and the
+#   batch parts (``batch_parts``) in order.
+# Every output is written by one task, and every sum runs in an order fixed by the shapes.
+
+cdef enum:
+    DW_BLOCK = 16           # outputs of a row accumulated in registers
+    DW_ROWS = 4             # rows (or taps) handled together: independent chains
+    DW_BUDGET = 16384       # target elements of a thread's band scratch
+
+
+cdef inline bint depthwise_applicable(const Geom* g) noexcept nogil:
+    return g.Cg == 1
+
+
+cdef inline Py_ssize_t round_block(Py_ssize_t n) noexcept nogil:
+    return (n + DW_BLOCK - 1) // DW_BLOCK * DW_BLOCK
+
+
+ctypedef struct DwPlan:
+    Py_ssize_t Wr           # output columns rounded up to whole blocks
+    Py_ssize_t Qs           # scratch entries per phase of an input row
+    Py_ssize_t RS           # scratch row length (sw * Qs)
+    Py_ssize_t band         # output rows per band
+    Py_ssize_t n_bands
+    Py_ssize_t rows         # scratch rows of a band
+
+
+cdef inline DwPlan dw_plan(const Geom* g) noexcept nogil:
+    """Scratch layout and bands of the forward and weight-gradient kernels (shapes only)."""
+    cdef DwPlan pl
+    cdef Py_ssize_t span = (g.kh - 1) * g.dh + 1
+    pl.Wr = round_block(g.Wo)
+    pl.Qs = pl.Wr + (g.kw - 1) * g.dw // g.sw
+    pl.RS = g.sw * pl.Qs
+    pl.band = py_max(1, py_min(g.Ho, (DW_BUDGET // pl.RS - span) // g.sh + 1))
+    pl.n_bands = (g.Ho + pl.band - 1) // pl.band
+    pl.rows = (pl.band - 1) * g.sh + span
+    return pl
+
+
+cdef Py_ssize_t* dw_taps(const Geom* g, Py_ssize_t Qs, Py_ssize_t RS) noexcept nogil:
+    """A table of the taps (malloc'd; NULL if out of memory): ``[0, khw)``: tap ``(i, j)``'s
+    offset in a band of phase-split rows (row length ``RS``, phase length ``Qs``); then
+    ``kh`` row phases ``(i*dh) % sh``, ``kh`` row shifts ``(i*dh) // sh``, ``kw`` column
+    phases ``(j*dw) % sw`` and ``kw`` column shifts ``(j*dw) // sw``."""
+    cdef Py_ssize_t i, j, khw = g.kh * g.kw
+    cdef Py_ssize_t* t = <Py_ssize_t*> malloc((khw + 2 * g.kh + 2 * g.kw) * sizeof(Py_ssize_t))
+    if t == NULL:
+        return NULL
+    for i in range(g.kh):
+        t[khw + i] = i * g.dh % g.sh
+        t[khw + g.kh + i] = i * g.dh // g.sh
+        for j in range(g.kw):
+            t[i * g.kw + j] = i * g.dh * RS + (j * g.dw) % g.sw * Qs + (j * g.dw) // g.sw
+    for j in range(g.kw):
+        t[khw + 2 * g.kh + j] = j * g.dw % g.sw
+        t[khw + 2 * g.kh + g.kw + j] = j * g.dw // g.sw
+    return t
+
+
+cdef void dw_fill_rows(const floating* xc, const Geom* g, const DwPlan* pl, Py_ssize_t R0,
+                       Py_ssize_t n_rows, floating* xs) noexcept nogil:
+    """``xs[(R - R0)*RS + p*Qs + q]`` = padded input ``x_pad[R, q*sw + p]`` of the plane
+    ``xc`` for the padded rows ``[R0, R0 + n_rows)`` (zero outside the image)."""
+    cdef Py_ssize_t rr, r, p, q, lo, hi, lo1, hi1, a, b
+    cdef Py_ssize_t W = g.W, sw = g.sw, Qs = pl.Qs
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating* d1
+    for rr in range(n_rows):
+        r = R0 + rr - g.ph
+        if r < 0 or r >= g.H:
+            memset(xs + rr * pl.RS, 0, pl.RS * sizeof(floating))
+            continue
+        src = xc + r * W - g.pw
+        if sw == 2:
+            # both phases in one vectorizable pass (even / odd padded columns)
+            dst = xs + rr * pl.RS
+            d1 = dst + Qs
+            memset(dst, 0, pl.RS * sizeof(floating))
+            valid_range(-g.pw, 2, W, Qs, &lo, &hi)
+            valid_range(1 - g.pw, 2, W, Qs, &lo1, &hi1)
+            a = py_max(lo, lo1)
+            b = py_max(a, py_min(hi, hi1))
+            for q in range(a, b):
+                dst[q] = src[2 * q]
+                d1[q] = src[2 * q + 1]
+            for q in range(lo, a):
+                dst[q] = src[2 * q]
+            for q in range(b, hi):
+                dst[q] = src[2 * q]
+            for q in range(lo1, a):
+                d1[q] = src[2 * q + 1]
+            for q in range(b, hi1):
+                d1[q] = src[2 * q + 1]
+            continue
+        for p in range(sw):
+            dst = xs + rr * pl.RS + p * Qs
+            valid_range(p - g.pw, sw, W, Qs, &lo, &hi)
+            if lo > 0:
+                memset(dst, 0, lo * sizeof(floating))
+            if sw == 1:
+                memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+            else:
+                for q in range(lo, hi):
+                    dst[q] = src[q * sw + p]
+            if hi < Qs:
+                memset(dst + hi, 0, (Qs - hi) * sizeof(floating))
+
+
+cdef inline void dw_block(const floating* src, const Py_ssize_t* offs, const floating* wts,
+                          Py_ssize_t n_taps, floating b, floating* dst) noexcept nogil:
+    """``dst[t] = b + sum_k wts[k] * src[offs[k] + t]`` for ``t < DW_BLOCK``, accumulated in
+    registers (constant indices only) over the taps ``k`` in order."""
+    cdef floating acc[DW_BLOCK]
+    cdef Py_ssize_t k, t
+    cdef floating wv
+    cdef const floating* s
+    for t in range(DW_BLOCK):
+        acc[t] = b
+    for k in range(n_taps):
+        wv = wts[k]
+        s = src + offs[k]
+        for t in range(DW_BLOCK):
+            acc[t] = acc[t] + wv * s[t]
+    for t in range(DW_BLOCK):
+        dst[t] = acc[t]
+
+
+cdef inline void dw_block4(const floating* src, Py_ssize_t src_rs, const Py_ssize_t* offs,
+                           const floating* wts, Py_ssize_t n_taps, floating b, floating* dst,
+                           Py_ssize_t dst_rs) noexcept nogil:
+    """:func:`dw_block` for 4 rows at once (row ``r`` reads ``src + r*src_rs`` and writes
+    ``dst + r*dst_rs``): each weight feeds 4 independent multiply-add chains, which hides the
+    latency that a single block is bound by.  (Four named accumulators, as in
+    :func:`corr_row_block4`: the form the compiler keeps in vector registers.)"""
+    cdef floating acc0[DW_BLOCK]
+    cdef floating acc1[DW_BLOCK]
+    cdef floating acc2[DW_BLOCK]
+    cdef floating acc3[DW_BLOCK]
+    cdef Py_ssize_t k, t
+    cdef floating wv
+    cdef const floating* s0
+    cdef const floating* s1
+    cdef const floating* s2
+    cdef const floating* s3
+    for t in range(DW_BLOCK):
+        acc0[t] = b
+        acc1[t] = b
+        acc2[t] = b
+        acc3[t] = b
+    for k in range(n_taps):
+        wv = wts[k]
+        s0 = src + offs[k]
+        s1 = s0 + src_rs
+        s2 = s1 + src_rs
+        s3 = s2 + src_rs
+        for t in range(DW_BLOCK):
+            acc0[t] = acc0[t] + wv * s0[t]
+            acc1[t] = acc1[t] + wv * s1[t]
+            acc2[t] = acc2[t] + wv * s2[t]
+            acc3[t] = acc3[t] + wv * s3[t]
+    for t in range(DW_BLOCK):
+        dst[t] = acc0[t]
+        dst[dst_rs + t] = acc1[t]
+        dst[2 * dst_rs + t] = acc2[t]
+        dst[3 * dst_rs + t] = acc3[t]
+
+
+cdef void dw_rows(const floating* src, Py_ssize_t src_rs, const Py_ssize_t* offs,
+                  const floating* wts, Py_ssize_t n_taps, floating b, floating* dst,
+                  Py_ssize_t dst_rs, Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t stride,
+                  floating* tail) noexcept nogil:
+    """``dst[r*dst_rs + t*stride] = b + sum_k wts[k] * src[r*src_rs + offs[k] + t]`` for
+    ``r < n_rows``, ``t < n`` (``src`` readable to whole blocks): 4 rows at a time, then
+    single rows.  Whole blocks of unit stride go straight to ``dst``; the others through
+    ``tail`` (``DW_ROWS * DW_BLOCK`` entries of heap scratch -- a local array would be split
+    into scalars by the compiler)."""
+    cdef Py_ssize_t r = 0, r1, t0, t, nr, q, m
+    while r < n_rows:
+        nr = DW_ROWS if r + DW_ROWS <= n_rows else 1
+        t0 = 0
+        while t0 < n:
+            m = py_min(DW_BLOCK, n - t0)
+            if stride == 1 and m == DW_BLOCK:
+                if nr == DW_ROWS:
+                    dw_block4(src + r * src_rs + t0, src_rs, offs, wts, n_taps, b,
+                              dst + r * dst_rs + t0, dst_rs)
+                else:
+                    dw_block(src + r * src_rs + t0, offs, wts, n_taps, b, dst + r * dst_rs + t0)
+            else:
+                if nr == DW_ROWS:
+                    dw_block4(src + r * src_rs + t0, src_rs, offs, wts, n_taps, b, tail,
+                              DW_BLOCK)
+                else:
+                    dw_block(src + r * src_rs + t0, offs, wts, n_taps, b, tail)
+                for q in range(nr):
+                    r1 = r + q
+                    if stride == 1:
+                        memcpy(dst + r1 * dst_rs + t0, tail + q * DW_BLOCK, m * sizeof(floating))
+                    else:
+                        for t in range(m):
+                            dst[r1 * dst_rs + (t0 + t) * stride] = tail[q * DW_BLOCK + t]
+            t0 = t0 + DW_BLOCK
+        r = r + nr
+
+
+cdef void dw_rows2(const floating* src, Py_ssize_t src_rs, const Py_ssize_t* offs0,
+                   const floating* wts0, Py_ssize_t nt0, const Py_ssize_t* offs1,
+                   const floating* wts1, Py_ssize_t nt1, floating b, floating* dst,
+                   Py_ssize_t dst_rs, Py_ssize_t n_rows, Py_ssize_t q_start, Py_ssize_t q_end,
+                   Py_ssize_t pw, Py_ssize_t W, floating* tail) noexcept nogil:
+    """Input-gradient rows of column stride 2: for each block of ``DW_BLOCK`` positions ``q``
+    (from ``q_start`` to ``q_end``) both column phases (taps ``offs0``/``wts0`` and
+    ``offs1``/``wts1``, as in :func:`dw_rows`) are computed into ``tail``, then interleaved
+    (a vectorizable store) into columns ``2*q + p - pw`` of the ``dst`` rows, clipped to
+    ``[0, W)``.  ``tail``: ``(2 * DW_ROWS + 2) * DW_BLOCK`` entries of scratch."""
+    cdef Py_ssize_t r = 0, nr, k, t, q0, c0, lo, hi
+    cdef floating* a0
+    cdef floating* a1
+    cdef floating* d
+    cdef floating* buf = tail + 2 * DW_ROWS * DW_BLOCK
+    while r < n_rows:
+        nr = DW_ROWS if r + DW_ROWS <= n_rows else 1
+        q0 = q_start
+        while q0 < q_end:
+            if nr == DW_ROWS:
+                dw_block4(src + r * src_rs + q0, src_rs, offs0, wts0, nt0, b, tail, DW_BLOCK)
+                dw_block4(src + r * src_rs + q0, src_rs, offs1, wts1, nt1, b,
+                          tail + DW_ROWS * DW_BLOCK, DW_BLOCK)
+            else:
+                dw_block(src + r * src_rs + q0, offs0, wts0, nt0, b, tail)
+                dw_block(src + r * src_rs + q0, offs1, wts1, nt1, b, tail + DW_ROWS * DW_BLOCK)
+            c0 = 2 * q0 - pw        # the block's first column
+            for k in range(nr):
+                a0 = tail + k * DW_BLOCK
+                a1 = a0 + DW_ROWS * DW_BLOCK
+                d = dst + (r + k) * dst_rs
+                if c0 >= 0 and c0 + 2 * DW_BLOCK <= W:
+                    d = d + c0
+                else:
+                    d = buf
+                for t in range(DW_BLOCK):
+                    d[2 * t] = a0[t]
+                    d[2 * t + 1] = a1[t]
+                if d == buf:
+                    lo = py_max(0, c0)
+                    hi = py_min(W, c0 + 2 * DW_BLOCK)
+                    if hi > lo:
+                        memcpy(dst + (r + k) * dst_rs + lo, buf + lo - c0,
+                               (hi - lo) * sizeof(floating))
+            q0 = q0 + DW_BLOCK
+        r = r + nr
+
+
+cdef int dw_forward(const floating* x, const floating* w, const floating* bias, const Geom* g,
+                    floating* y, int n_threads) noexcept nogil:
+    """Depthwise forward: one task per (sample, plane, band of output rows)."""
+    cdef DwPlan pl = dw_plan(g)
+    cdef Py_ssize_t n_tasks = g.N * g.C * pl.n_bands
+    cdef Py_ssize_t ws = pl.rows * pl.RS, ws_t = DW_ROWS * DW_BLOCK
+    cdef Py_ssize_t khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t t, n, c, bi, oh0, oh1, k
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* xs = NULL
+    cdef Py_ssize_t* taps = dw_taps(g, pl.Qs, pl.RS)
+    if taps == NULL:
+        return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        xs = <floating*> malloc((ws + ws_t) * sizeof(floating))
+        ok = scratch_ok(xs, ws + ws_t, status_p)
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            bi = t % pl.n_bands
+            c = (t // pl.n_bands) % g.C
+            n = t // (pl.n_bands * g.C)
+            oh0 = bi * pl.band
+            oh1 = py_min(g.Ho, oh0 + pl.band)
+            dw_fill_rows(x + (n * g.C + c) * g.H * g.W, g, &pl, oh0 * g.sh,
+                         (oh1 - oh0 - 1) * g.sh + (g.kh - 1) * g.dh + 1, xs)
+            for k in range(c * g.Kg, (c + 1) * g.Kg):
+                dw_rows(xs, g.sh * pl.RS, taps, w + k * khw, khw,
+                        bias[k] if bias != NULL else 0, y + (n * g.K + k) * L + oh0 * g.Wo,
+                        g.Wo, oh1 - oh0, g.Wo, 1, xs + ws)
+        free(xs)
+    free(taps)
+    return status
+
+
+ctypedef struct DwGradPlan:
+    Py_ssize_t A            # largest tap shift (j*dw) // sw: left margin of a padded dy row
+    Py_ssize_t Qd           # padded dy row length
+    Py_ssize_t band         # input rows per band
+    Py_ssize_t n_bands
+    Py_ssize_t rows         # dy rows (some all zero) a band reads
+
+
+cdef inline DwGradPlan dw_grad_plan(const Geom* g) noexcept nogil:
+    """Scratch layout and bands of the input-gradient kernel (shapes only): a band of ``b``
+    input rows reads at most ``((b - 1) + (kh - 1)*dh) // sh + 2`` rows of each dy plane."""
+    cdef DwGradPlan pl
+    cdef Py_ssize_t cap
+    pl.A = (g.kw - 1) * g.dw // g.sw
+    pl.Qd = pl.A + (g.W - 1 + g.pw) // g.sw + DW_BLOCK
+    cap = py_max(2, DW_BUDGET // (g.Kg * pl.Qd))
+    pl.band = py_max(1, py_min(g.H, (cap - 1) * g.sh - (g.kh - 1) * g.dh))
+    pl.n_bands = (g.H + pl.band - 1) // pl.band
+    pl.rows = (pl.band - 1 + (g.kh - 1) * g.dh) // g.sh + 2
+    return pl
+
+
+cdef void dw_grad_band(const floating* gc, const floating* w, floating b, const Geom* g,
+                       const DwGradPlan* pl, const Py_ssize_t* taps, Py_ssize_t r0,
+                       Py_ssize_t r1, floating* dys, Py_ssize_t* offs, floating* wts,
+                       floating* tail, floating* dxc) noexcept nogil:
+    """Rows ``[r0, r1)`` of one input-gradient plane ``dxc`` (+ ``b``) from its Kg dy planes
+    ``gc`` (consecutive) and filters ``w``.  Scratch: ``dys`` (``Kg * rows * Qd``), ``offs``
+    / ``wts`` (``2 * Kg * kh * kw``: the taps of one row phase and column phase, of two
+    column phases for stride 2), ``tail`` (``(2 * DW_ROWS + 2) * DW_BLOCK``)."""
+    cdef Py_ssize_t oh_lo, oh_hi, m, oh, ncp, o, rf, R, Rq, rp, p, qlo, qhi, qlo1, qhi1, i, j
+    cdef Py_ssize_t nt, e
+    cdef Py_ssize_t nts[2]
+    cdef Py_ssize_t khw = g.kh * g.kw, sw = g.sw, Qd = pl.Qd, A = pl.A
+    cdef const Py_ssize_t* rph = taps + khw
+    cdef const Py_ssize_t* rsh = taps + khw + g.kh
+    cdef const Py_ssize_t* cph = taps + khw + 2 * g.kh
+    cdef const Py_ssize_t* csh = taps + khw + 2 * g.kh + g.kw
+    cdef floating* drow
+    # the dy rows [oh_lo, oh_hi) that rows [r0, r1) can read, zero outside [0, Ho) and padded:
+    # dys[(m*rows + oh - oh_lo)*Qd + A + ow] = dy[m, oh, ow]
+    oh_lo = floor_div(r0 + g.ph - (g.kh - 1) * g.dh, g.sh)
+    oh_hi = floor_div(r1 - 1 + g.ph, g.sh) + 1
+    ncp = py_min(g.Wo, Qd - A)
+    for m in range(g.Kg):
+        for oh in range(oh_lo, oh_hi):
+            drow = dys + (m * pl.rows + oh - oh_lo) * Qd
+            if oh < 0 or oh >= g.Ho:
+                memset(drow, 0, Qd * sizeof(floating))
+                continue
+            memset(drow, 0, A * sizeof(floating))
+            memcpy(drow + A, gc + (m * g.Ho + oh) * g.Wo, ncp * sizeof(floating))
+            memset(drow + A + ncp, 0, (Qd - A - ncp) * sizeof(floating))
+    # input row r (padded row R = r + ph = Rq*sh + rp) is reached by the taps i with
+    # (i*dh) % sh == rp, from dy row Rq - (i*dh) // sh; rows sh apart share the taps
+    for o in range(py_min(g.sh, r1 - r0)):
+        rf = r0 + o
+        R = rf + g.ph
+        Rq = floor_div(R, g.sh)
+        rp = R - Rq * g.sh
+        for p in range(sw):
+            # the taps of this row phase and column phase: dy column q - (j*dw) // sw feeds
+            # input column q*sw + p - pw (stride 2: both phases' lists, then interleaved)
+            e = p * khw * g.Kg if sw == 2 else 0
+            nt = 0
+            for m in range(g.Kg):
+                for i in range(g.kh):
+                    if rph[i] != rp:
+                        continue
+                    for j in range(g.kw):
+                        if cph[j] == p:
+                            offs[e + nt] = (m * pl.rows + Rq - rsh[i] - oh_lo) * Qd + A - csh[j]
+                            wts[e + nt] = w[m * khw + i * g.kw + j]
+                            nt = nt + 1
+            nts[p % 2] = nt
+            if sw != 2:
+                valid_range(p - g.pw, sw, g.W, Qd, &qlo, &qhi)
+                dw_rows(dys + qlo, Qd, offs, wts, nt, b, dxc + rf * g.W + qlo * sw + p - g.pw,
+                        g.sh * g.W, (r1 - 1 - rf) // g.sh + 1, qhi - qlo, sw, tail)
+        if sw == 2:
+            valid_range(-g.pw, 2, g.W, Qd, &qlo, &qhi)
+            valid_range(1 - g.pw, 2, g.W, Qd, &qlo1, &qhi1)
+            dw_rows2(dys, Qd, offs, wts, nts[0], offs + khw * g.Kg, wts + khw * g.Kg, nts[1],
+                     b, dxc + rf * g.W, g.sh * g.W, (r1 - 1 - rf) // g.sh + 1,
+                     py_min(qlo, qlo1), py_max(qhi, qhi1), g.pw, g.W, tail)
+
+
+cdef int dw_backward_input(const floating* go, const floating* w, const floating* bias,
+                           const Geom* g, floating* dx, int n_threads) noexcept nogil:
+    """Depthwise input gradient (plus ``bias`` per input channel: conv_transpose2d's
+    forward): one task per (sample, plane, band of input rows)."""
+    cdef DwGradPlan pl = dw_grad_plan(g)
+    cdef Py_ssize_t n_tasks = g.N * g.C * pl.n_bands
+    cdef Py_ssize_t khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t ws_d = g.Kg * pl.rows * pl.Qd, ws_t = 2 * g.Kg * khw
+    cdef Py_ssize_t ws = ws_d + ws_t + (2 * DW_ROWS + 2) * DW_BLOCK
+    cdef Py_ssize_t t, n, c, bi, r0
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* dys = NULL
+    cdef Py_ssize_t* offs = NULL
+    cdef Py_ssize_t* taps = dw_taps(g, 0, 0)
+    if taps == NULL:
+        return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        dys = <floating*> malloc(ws * sizeof(floating))
+        offs = <Py_ssize_t*> malloc(ws_t * sizeof(Py_ssize_t))
+        ok = scratch_ok(dys, ws, status_p) and scratch_ok(offs, ws_t, status_p)
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            bi = t % pl.n_bands
+            c = (t // pl.n_bands) % g.C
+            n = t // (pl.n_bands * g.C)
+            r0 = bi * pl.band
+            dw_grad_band(go + (n * g.K + c * g.Kg) * L, w + c * g.Kg * khw,
+                         bias[c] if bias != NULL else 0, g, &pl, taps, r0,
+                         py_min(g.H, r0 + pl.band), dys, offs, dys + ws_d,
+                         dys + ws_d + ws_t, dx + (n * g.C + c) * g.H * g.W)
+        free(dys)
+        free(offs)
+    free(taps)
+    return status
+
+
+cdef inline void dw_wgrad_lanes(const floating* gy, Py_ssize_t gy_rs, const floating* xsrc,
+                                Py_ssize_t x_rs, const Py_ssize_t* offs, Py_ssize_t n_rows,
+                                floating* lanes, Py_ssize_t lanes_rs) noexcept nogil:
+    """``lanes[q*lanes_rs + t] += sum_r gy[r*gy_rs + t] * xsrc[r*x_rs + offs[q] + t]`` for 4
+    taps ``q`` and ``t < DW_BLOCK``: the rows in order, in registers (named accumulators)."""
+    cdef floating acc0[DW_BLOCK]
+    cdef floating acc1[DW_BLOCK]
+    cdef floating acc2[DW_BLOCK]
+    cdef floating acc3[DW_BLOCK]
+    cdef Py_ssize_t r, t
+    cdef floating v
+    cdef const floating* d
+    cdef const floating* s0
+    cdef const floating* s1
+    cdef const floating* s2
+    cdef const floating* s3
+    for t in range(DW_BLOCK):
+        acc0[t] = lanes[t]
+        acc1[t] = lanes[lanes_rs + t]
+        acc2[t] = lanes[2 * lanes_rs + t]
+        acc3[t] = lanes[3 * lanes_rs + t]
+    for r in range(n_rows):
+        d = gy + r * gy_rs
+        s0 = xsrc + r * x_rs + offs[0]
+        s1 = xsrc + r * x_rs + offs[1]
+        s2 = xsrc + r * x_rs + offs[2]
+        s3 = xsrc + r * x_rs + offs[3]
+        for t in range(DW_BLOCK):
+            v = d[t]
+            acc0[t] = acc0[t] + v * s0[t]
+            acc1[t] = acc1[t] + v * s1[t]
+            acc2[t] = acc2[t] + v * s2[t]
+            acc3[t] = acc3[t] + v * s3[t]
+    for t in range(DW_BLOCK):
+        lanes[t] = acc0[t]
+        lanes[lanes_rs + t] = acc1[t]
+        lanes[2 * lanes_rs + t] = acc2[t]
+        lanes[3 * lanes_rs + t] = acc3[t]
+
+
+cdef inline void dw_wgrad_lane(const floating* gy, Py_ssize_t gy_rs, const floating* xsrc,
+                               Py_ssize_t x_rs, Py_ssize_t off, Py_ssize_t n_rows,
+                               floating* lanes) noexcept nogil:
+    """:func:`dw_wgrad_lanes` for a single tap."""
+    cdef floating acc[DW_BLOCK]
+    cdef Py_ssize_t r, t
+    cdef const floating* d
+    cdef const floating* s
+    for t in range(DW_BLOCK):
+        acc[t] = lanes[t]
+    for r in range(n_rows):
+        d = gy + r * gy_rs
+        s = xsrc + r * x_rs + off
+        for t in range(DW_BLOCK):
+            acc[t] = acc[t] + d[t] * s[t]
+    for t in range(DW_BLOCK):
+        lanes[t] = acc[t]
+
+
+cdef int dw_backward_weight(const floating* go, const floating* x, const Geom* g,
+                            floating* dw, floating* db, int n_threads) noexcept nogil:
+    """Depthwise weight (and, with ``db``, bias) gradient: one task per (batch part, plane),
+    summing ``dy * x`` per tap in lanes (one per output column); each tap's first ``Wo``
+    lanes are added by :func:`fixed_sum`, the parts' sums in part order."""
+    cdef DwPlan pl = dw_plan(g)
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t n_tasks = n_parts * g.C
+    cdef Py_ssize_t khw = g.kh * g.kw, L = g.Ho * g.Wo, wsize = g.K * khw
+    cdef Py_ssize_t ws_x = pl.rows * pl.RS, ws_g = pl.band * DW_BLOCK, ws_l = g.Kg * khw * pl.Wr
+    cdef Py_ssize_t ws = ws_x + ws_g + ws_l
+    cdef Py_ssize_t t, p, c, n, bi, oh0, oh1, oh, m, tap, e, k, part, cb, nc, tl
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* xs = NULL
+    cdef floating* gs = NULL
+    cdef floating* lanes = NULL
+    cdef const floating* gy
+    cdef const floating* gs_rows
+    cdef Py_ssize_t gy_rs
+    cdef floating* partials = NULL
+    cdef floating* bpart = NULL
+    cdef floating s
+    cdef Py_ssize_t* taps = dw_taps(g, pl.Qs, pl.RS)
+    if taps == NULL:
+        return CNN_ERR_NOMEM
+    partials = <floating*> malloc(n_parts * wsize * sizeof(floating))
+    if db != NULL:
+        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
+    if partials == NULL or (db != NULL and bpart == NULL):
+        free(taps)
+        free(partials)
+        free(bpart)
+        return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        xs = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(xs, ws, status_p)
+        gs = xs + ws_x if xs != NULL else NULL
+        lanes = gs + ws_g if xs != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            p = t // g.C
+            c = t % g.C
+            memset(lanes, 0, ws_l * sizeof(floating))
+            for n in range(p * g.N // n_parts, (p + 1) * g.N // n_parts):
+                for bi in range(pl.n_bands):
+                    oh0 = bi * pl.band
+                    oh1 = py_min(g.Ho, oh0 + pl.band)
+                    dw_fill_rows(x + (n * g.C + c) * g.H * g.W, g, &pl, oh0 * g.sh,
+                                 (oh1 - oh0 - 1) * g.sh + (g.kh - 1) * g.dh + 1, xs)
+                    for m in range(g.Kg):
+                        gy = go + (n * g.K + c * g.Kg + m) * L + oh0 * g.Wo
+                        cb = 0
+                        while cb < g.Wo:
+                            nc = py_min(DW_BLOCK, g.Wo - cb)
+                            if nc == DW_BLOCK:
+                                gs_rows = gy + cb
+                                gy_rs = g.Wo
+                            else:   # the last, partial block: zero padded dy columns
+                                for oh in range(oh1 - oh0):
+                                    memcpy(gs + oh * DW_BLOCK, gy + oh * g.Wo + cb,
+                                           nc * sizeof(floating))
+                                    for tl in range(nc, DW_BLOCK):
+                                        gs[oh * DW_BLOCK + tl] = 0
+                                gs_rows = gs
+                                gy_rs = DW_BLOCK
+                            tap = 0
+                            while tap < khw:
+                                if tap + DW_ROWS <= khw:
+                                    dw_wgrad_lanes(gs_rows, gy_rs, xs + cb, g.sh * pl.RS,
+                                                   taps + tap, oh1 - oh0,
+                                                   lanes + (m * khw + tap) * pl.Wr + cb,
+                                                   pl.Wr)
+                                    tap = tap + DW_ROWS
+                                else:
+                                    dw_wgrad_lane(gs_rows, gy_rs, xs + cb, g.sh * pl.RS,
+                                                  taps[tap], oh1 - oh0,
+                                                  lanes + (m * khw + tap) * pl.Wr + cb)
+                                    tap = tap + 1
+                            cb = cb + DW_BLOCK
+                if db != NULL:
+                    add_part_bias(go, g, c, n, 1, bpart + p * g.K)
+            for e in range(g.Kg * khw):
+                partials[p * wsize + c * g.Kg * khw + e] = fixed_sum(lanes + e * pl.Wr, g.Wo)
+        free(xs)
+    if status == CNN_OK:
+        for k in range(wsize):
+            s = partials[k]
+            for part in range(1, n_parts):
+                s = s + partials[part * wsize + k]
+            dw[k] = s
+        if db != NULL:
+            sum_part_bias(bpart, n_parts, g.K, db)
+    free(taps)
+    free(partials)
+    free(bpart)
+    return status
+
+
+# ------------------------------------------------------------------------------------------
 # Public im2col / col2im (torch.nn.functional.unfold / fold)
 # ------------------------------------------------------------------------------------------
 
@@ -1368,9 +2009,31 @@ def conv2d_backward_input(const floating[:, :, :, ::1] grad_output,
     if dx_out.shape[0] == 0 or dx_out.shape[1] == 0:
         return
     with nogil:
-        status = conv2d_backward_input_impl(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0], &g,
-                                            &dx_out[0, 0, 0, 0], algorithm, n_threads)
+        status = conv2d_backward_input_impl(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0],
+                                            <const floating*> NULL, &g, &dx_out[0, 0, 0, 0],
+                                            algorithm, n_threads)
     check_status(status, "conv2d_backward_input")
+
+
+def conv_transpose2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                             const floating[::1] bias, floating[:, :, :, ::1] y_out,
+                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int algorithm,
+                             int n_threads):
+    """Write ``conv_transpose2d(x, weight, bias)`` into ``y_out``: the input gradient of the
+    conv2d that maps ``y_out``'s shape to ``x``'s with ``weight`` (C_in, C_out/groups, kH, kW),
+    plus ``bias`` (None: no bias).  The geometry arguments are that conv2d's."""
+    cdef Geom g = make_geom(y_out.shape[0], y_out.shape[1], y_out.shape[2], y_out.shape[3],
+                            weight.shape[0], weight.shape[2], weight.shape[3], groups, sh, sw,
+                            ph, pw, dh, dw, x.shape[2], x.shape[3])
+    cdef const floating* bptr = &bias[0] if bias is not None else NULL
+    cdef int status
+    if y_out.shape[0] == 0 or y_out.shape[1] == 0:
+        return
+    with nogil:
+        status = conv2d_backward_input_impl(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bptr, &g,
+                                            &y_out[0, 0, 0, 0], algorithm, n_threads)
+    check_status(status, "conv_transpose2d")
 
 
 def conv2d_backward_weight(const floating[:, :, :, ::1] grad_output,

@@ -13,9 +13,10 @@ import numpy as np
 
 from .._config import get_num_threads
 from .._shared import Activation
-from .._typing import ArrayLike
+from .._typing import ArrayLike, RNGLike
 from .._validation import (
     as_float_array,
+    as_generator,
     check_bool,
     check_choice,
     check_int,
@@ -468,7 +469,7 @@ def log_softmax(x: ArrayLike, dim: int = 1, *, out: np.ndarray | None = None) ->
 
 
 def softmax_backward(
-    grad_output: ArrayLike, output: Any, dim: int = 1, *, out: np.ndarray | None = None
+    grad_output: ArrayLike, output: ArrayLike, dim: int = 1, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Gradient of :func:`softmax` from its output ``y``:
     ``y * (grad_output - sum(grad_output * y, dim))``.
@@ -495,7 +496,7 @@ def softmax_backward(
 
 
 def log_softmax_backward(
-    grad_output: ArrayLike, output: Any, dim: int = 1, *, out: np.ndarray | None = None
+    grad_output: ArrayLike, output: ArrayLike, dim: int = 1, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Gradient of :func:`log_softmax` from its output ``y``:
     ``grad_output - exp(y) * sum(grad_output, dim)``.
@@ -533,7 +534,7 @@ def _gelu_op(func: str, approximate: Any, backward: bool) -> int:
     return _GELU_OPS[approximate][int(backward)]
 
 
-def gelu(x: Any, approximate: str = "none", *, out: np.ndarray | None = None) -> np.ndarray:
+def gelu(x: ArrayLike, approximate: str = "none", *, out: np.ndarray | None = None) -> np.ndarray:
     """Gaussian error linear unit, ``x * Phi(x)`` with ``Phi`` the standard normal CDF.
 
     Same as :func:`torch.nn.functional.gelu`.
@@ -570,7 +571,11 @@ def gelu(x: Any, approximate: str = "none", *, out: np.ndarray | None = None) ->
 
 
 def gelu_backward(
-    grad_output: Any, x: Any, approximate: str = "none", *, out: np.ndarray | None = None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    approximate: str = "none",
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`gelu`: ``grad_output * (Phi(x) + x * phi(x))`` (``phi``: the
     standard normal density), or the derivative of the tanh form.
@@ -598,7 +603,7 @@ def gelu_backward(
     return _binary(func, op, grad_output, x, "x", out)
 
 
-def silu(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def silu(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """Sigmoid linear unit (swish), ``x * sigmoid(x)``.
 
     Same as :func:`torch.nn.functional.silu`.
@@ -620,7 +625,9 @@ def silu(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("silu", Activation.OP_SILU, x, out)
 
 
-def silu_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def silu_backward(
+    grad_output: ArrayLike, x: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`silu`: ``grad_output * (s + x * s * (1 - s))``, ``s = sigmoid(x)``.
 
     Parameters
@@ -647,7 +654,7 @@ def silu_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) ->
     return _binary("silu_backward", Activation.OP_SILU_BW, grad_output, x, "x", out)
 
 
-def elu(x: Any, alpha: float = 1.0, *, out: np.ndarray | None = None) -> np.ndarray:
+def elu(x: ArrayLike, alpha: float = 1.0, *, out: np.ndarray | None = None) -> np.ndarray:
     """Exponential linear unit: ``x`` if ``x > 0`` else ``alpha * (exp(x) - 1)``.
 
     Same as :func:`torch.nn.functional.elu`.
@@ -676,7 +683,7 @@ def elu(x: Any, alpha: float = 1.0, *, out: np.ndarray | None = None) -> np.ndar
 
 
 def elu_backward(
-    grad_output: Any, x: Any, alpha: float = 1.0, *, out: np.ndarray | None = None
+    grad_output: ArrayLike, x: ArrayLike, alpha: float = 1.0, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Gradient of :func:`elu`: ``grad_output`` where ``x > 0``, else
     ``grad_output * alpha * exp(x)``.
@@ -707,7 +714,7 @@ def elu_backward(
     return _binary(func, Activation.OP_ELU_BW, grad_output, x, "x", out, a)
 
 
-def hardswish(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def hardswish(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """Hard swish, ``x * clamp(x + 3, 0, 6) / 6`` (MobileNetV3).
 
     Same as :func:`torch.nn.functional.hardswish`.
@@ -729,7 +736,9 @@ def hardswish(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("hardswish", Activation.OP_HARDSWISH, x, out)
 
 
-def hardswish_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def hardswish_backward(
+    grad_output: ArrayLike, x: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`hardswish`: 0 for ``x <= -3``, ``grad_output * (x / 3 + 1/2)``
     for ``-3 < x < 3``, ``grad_output`` for ``x >= 3`` (PyTorch's choice at the kinks).
 
@@ -752,7 +761,7 @@ def hardswish_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = Non
     return _binary("hardswish_backward", Activation.OP_HARDSWISH_BW, grad_output, x, "x", out)
 
 
-def hardsigmoid(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def hardsigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """Hard sigmoid, ``clamp(x + 3, 0, 6) / 6``.
 
     Same as :func:`torch.nn.functional.hardsigmoid`.
@@ -774,7 +783,9 @@ def hardsigmoid(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("hardsigmoid", Activation.OP_HARDSIGMOID, x, out)
 
 
-def hardsigmoid_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def hardsigmoid_backward(
+    grad_output: ArrayLike, x: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`hardsigmoid`: ``grad_output / 6`` for ``-3 < x < 3``, else 0.
 
     Parameters
@@ -812,7 +823,7 @@ def _softplus_params(func: str, beta: Any, threshold: Any) -> tuple[float, float
 
 
 def softplus(
-    x: Any, beta: float = 1.0, threshold: float = 20.0, *, out: np.ndarray | None = None
+    x: ArrayLike, beta: float = 1.0, threshold: float = 20.0, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Softplus, ``log(1 + exp(beta * x)) / beta``, and ``x`` itself where
     ``beta * x > threshold``.
@@ -847,8 +858,8 @@ def softplus(
 
 
 def softplus_backward(
-    grad_output: Any,
-    x: Any,
+    grad_output: ArrayLike,
+    x: ArrayLike,
     beta: float = 1.0,
     threshold: float = 20.0,
     *,
@@ -880,7 +891,7 @@ def softplus_backward(
     return _binary(func, Activation.OP_SOFTPLUS_BW, grad_output, x, "x", out, b, t)
 
 
-def mish(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def mish(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """Mish, ``x * tanh(softplus(x))``.
 
     Same as :func:`torch.nn.functional.mish`.
@@ -907,7 +918,9 @@ def mish(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("mish", Activation.OP_MISH, x, out)
 
 
-def mish_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def mish_backward(
+    grad_output: ArrayLike, x: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`mish`: ``grad_output * (t + x * sigmoid(x) * (1 - t**2))`` with
     ``t = tanh(softplus(x))``.
 
@@ -930,7 +943,7 @@ def mish_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) ->
     return _binary("mish_backward", Activation.OP_MISH_BW, grad_output, x, "x", out)
 
 
-def relu6(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def relu6(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     """``min(max(x, 0), 6)`` elementwise (MobileNet's activation).
 
     Same as :func:`torch.nn.functional.relu6` (NaN passes through).
@@ -952,7 +965,9 @@ def relu6(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return _unary("relu6", Activation.OP_RELU6, x, out)
 
 
-def relu6_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def relu6_backward(
+    grad_output: ArrayLike, x: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`relu6`: ``grad_output`` where ``0 < x < 6``, else 0 (PyTorch's
     ``hardtanh_backward``: 0 at the kinks).
 
@@ -980,24 +995,6 @@ def relu6_backward(grad_output: Any, x: Any, *, out: np.ndarray | None = None) -
 # ------------------------------------------------------------------------------------------
 
 
-def _generator(rng: Any, func: str) -> np.random.Generator:
-    """``rng`` as a Generator: used as is, an int seeds a new one, None gives a new unseeded
-    one (layers pass their own generator; see :func:`cnncore.nn.init.manual_seed`)."""
-    if rng is None:
-        return np.random.default_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        if rng < 0:
-            raise ValueError(
-                f"{func}(): rng must be a non-negative int seed. Received: rng={rng!r}"
-            )
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"{func}(): rng must be a numpy Generator, an int seed or None. Received: rng={rng!r}"
-    )
-
-
 def _planes(func: str, name: str, x: np.ndarray) -> tuple[int, int]:
     """(N * C, plane size) of a 3-D or 4-D array."""
     if x.ndim not in (3, 4):
@@ -1009,11 +1006,11 @@ def _planes(func: str, name: str, x: np.ndarray) -> tuple[int, int]:
 
 
 def dropout2d(
-    x: Any,
+    x: ArrayLike,
     p: float = 0.5,
     training: bool = True,
     *,
-    rng: Any = None,
+    rng: RNGLike = None,
     return_mask: bool = False,
     out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -1061,7 +1058,7 @@ def dropout2d(
         raise ValueError(f"{func}(): p must be a probability in [0, 1]. Received: p={p!r}")
     training = check_bool(training, "training", func)
     return_mask = check_bool(return_mask, "return_mask", func)
-    gen = _generator(rng, func) if training else None
+    gen = as_generator(rng, func, np.random.default_rng) if training else None
     out = _check_out(func, out, x.shape, x.dtype)
     if not training:
         mask = np.ones(x.shape[:2], x.dtype)
@@ -1077,7 +1074,9 @@ def dropout2d(
     return (out, mask) if return_mask else out
 
 
-def dropout2d_backward(grad_output: Any, mask: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+def dropout2d_backward(
+    grad_output: ArrayLike, mask: ArrayLike, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of :func:`dropout2d`: ``grad_output[n, c] * mask[n, c]``.
 
     Parameters

@@ -6,6 +6,7 @@ See :mod:`cnncore.functional` for the conventions every op follows.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,9 @@ from .._config import blas_single_thread, get_num_threads, load_kernels
 from .._geometry import (
     ConvGeometry,
     conv2d_geometry,
+    conv_transpose2d_geometry,
 )
-from .._typing import ArrayLike, IntPair, Padding, Shape
+from .._typing import ArrayLike, DTypeLike, IntPair, Padding, Shape
 from .._validation import (
     as_float_array,
     check_bool,
@@ -34,6 +36,8 @@ __all__ = [
     "conv2d_backward_weight",
     "conv2d_backward_bias",
     "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
     "im2col",
     "col2im",
 ]
@@ -94,11 +98,11 @@ def _conv_setup(
 
 
 def conv2d_algorithms(
-    input_shape: Any,
+    input_shape: Sequence[int],
     weight_shape: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> dict[str, str]:
     """The algorithm each pass of a convolution would run with now.
@@ -424,6 +428,21 @@ def conv2d_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     return db
 
 
+def _check_output_mask(func: str, output_mask: Any) -> list[bool]:
+    """``output_mask``: a tuple or list of 3 bools (which of grad_x, grad_weight, grad_bias)."""
+    if not isinstance(output_mask, (tuple, list)):
+        raise TypeError(
+            f"{func}(): output_mask must be a tuple or list of 3 bools. Received: "
+            f"output_mask of type {type(output_mask).__name__}"
+        )
+    if len(output_mask) != 3:
+        raise ValueError(
+            f"{func}(): output_mask must hold 3 bools (grad_x, grad_weight, "
+            f"grad_bias). Received: output_mask={output_mask!r}"
+        )
+    return [check_bool(m, f"output_mask[{i}]", func) for i, m in enumerate(output_mask)]
+
+
 def conv2d_backward(
     grad_output: ArrayLike,
     x: ArrayLike,
@@ -432,7 +451,7 @@ def conv2d_backward(
     padding: Padding = 0,
     dilation: IntPair = 1,
     groups: int = 1,
-    output_mask: Any = (True, True, True),
+    output_mask: Sequence[bool] = (True, True, True),
 ) -> tuple[np.ndarray | None, ...]:
     """All gradients of :func:`conv2d` in one call, as a layer's backward pass needs them.
 
@@ -469,17 +488,7 @@ def conv2d_backward(
     cnncore.nn.Conv2d
     """
     func = "conv2d_backward"
-    if not isinstance(output_mask, (tuple, list)):
-        raise TypeError(
-            f"{func}(): output_mask must be a tuple or list of 3 bools. Received: "
-            f"output_mask of type {type(output_mask).__name__}"
-        )
-    if len(output_mask) != 3:
-        raise ValueError(
-            f"{func}(): output_mask must hold 3 bools (grad_x, grad_weight, "
-            f"grad_bias). Received: output_mask={output_mask!r}"
-        )
-    mask = [check_bool(m, f"output_mask[{i}]", func) for i, m in enumerate(output_mask)]
+    mask = _check_output_mask(func, output_mask)
     grad_output = as_float_array(
         grad_output, "grad_output", func, ndim=4, ndim_text="a 4-D array (N, C_out, H_out, W_out)"
     )
@@ -503,6 +512,278 @@ def conv2d_backward(
         dw, db = _conv_param_grads(grad_output, x, weight.shape, geo, groups, bias=mask[2])
     elif mask[2]:
         db = np.empty(weight.shape[0], dtype=grad_output.dtype)
+        _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------------------------
+# Transposed convolution: the adjoint of conv2d, on the same kernels
+# --------------------------------------------------------------------------------------------
+
+
+def _conv_transpose_setup(
+    func: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
+    groups: Any,
+    dilation: Any,
+) -> tuple[ConvGeometry, int, tuple[int, int, int, int]]:
+    """Check the channel/group bookkeeping of a transposed convolution and resolve its
+    geometry: ``(geo, groups, output_shape)``, ``geo`` being that of the conv2d it is the
+    adjoint of (see :func:`cnncore._geometry.conv_transpose2d_geometry`)."""
+    groups = check_int(groups, "groups", func, min_value=1)
+    n, c, h, w = x_shape
+    c_in, cg_out, kh, kw = w_shape
+    if kh < 1 or kw < 1:
+        raise ValueError(
+            f"{func}(): the kernel size must be at least 1x1. Received: weight with shape "
+            f"{tuple(w_shape)}"
+        )
+    if c_in % groups != 0:
+        raise ValueError(
+            f"{func}(): in_channels (weight.shape[0]={c_in}) must be divisible by groups. "
+            f"Received: groups={groups}"
+        )
+    if c != c_in:
+        raise ValueError(
+            f"{func}(): expected an input with weight.shape[0] = {c_in} channels. Received: "
+            f"input with shape {tuple(x_shape)} ({c} channels)"
+        )
+    geo, (ho, wo) = conv_transpose2d_geometry(
+        func, (h, w), (kh, kw), stride, padding, output_padding, dilation
+    )
+    out_shape = (n, cg_out * groups, ho, wo)
+    check_numel(out_shape, "output", func)
+    check_blas_dims(
+        func,
+        f"input shape {tuple(x_shape)}, weight shape {tuple(w_shape)}",
+        **{
+            "C_out/groups*kH*kW": cg_out * kh * kw,
+            "H_in*W_in": h * w,
+            "H_out*W_out": ho * wo,
+            "C_in": c_in,
+        },
+    )
+    return geo, groups, out_shape
+
+
+def conv_transpose2d_algorithms(
+    input_shape: Sequence[int],
+    weight_shape: Any,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> dict[str, str]:
+    """The algorithm each pass of a transposed convolution would run with now:
+    ``{"forward": name, "input": name, "weight": name}`` (see :func:`conv2d_algorithms`; the
+    forward runs conv2d's input-gradient kernel, the input gradient conv2d's forward)."""
+    func = "conv_transpose2d_algorithms"
+    in_shape = check_shape(input_shape, "input_shape", func, 4)
+    w_shape = check_shape(weight_shape, "weight_shape", func, 4)
+    geo, groups, _ = _conv_transpose_setup(
+        func, in_shape, w_shape, stride, padding, output_padding, groups, dilation
+    )
+    return {
+        mine: algorithm_name(select_conv_algorithm(w_shape, groups, geo, conv))
+        for mine, conv in (("forward", "input"), ("input", "forward"), ("weight", "weight"))
+    }
+
+
+def conv_transpose2d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> np.ndarray:
+    """2-D transposed convolution ("deconvolution"): the adjoint of :func:`conv2d`, plus bias.
+
+    Same semantics and output size as :func:`torch.nn.functional.conv_transpose2d`.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C_in, H_in, W_in)
+        Input images, float32 or float64 (``H_in, W_in >= 1``).
+    weight : array_like of shape (C_in, C_out / groups, kH, kW)
+        Filters, same dtype as ``x`` (note the order: input channels first).
+    bias : array_like of shape (C_out,), optional
+        Added to every output position of each channel.
+    stride : int or (int, int), default 1
+        Step between the positions where consecutive inputs are spread.
+    padding : int or (int, int), default 0
+        ``dilation * (k - 1) - padding`` zero padding is added to both sides of the input --
+        i.e. ``padding`` rows/columns are removed from each side of the full output.
+    output_padding : int or (int, int), default 0
+        Extra rows/columns added to the bottom/right of the output (to pick one of the
+        ``stride`` input sizes a strided :func:`conv2d` maps to the same size).  Must be
+        smaller than ``stride`` or ``dilation`` in each dimension.
+    groups : int, default 1
+        Split the input channels and filters into ``groups`` independent convolutions.
+    dilation : int or (int, int), default 1
+        Spacing between kernel taps.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C_out, H_out, W_out)
+        Same dtype as ``x``.
+
+    Notes
+    -----
+    For each axis, ``H_out = (H_in - 1) * stride - 2 * padding + dilation * (kH - 1) +
+    output_padding + 1``.
+
+    ``y = bias + conv2d_backward_input(x, weight, (N, C_out, H_out, W_out), stride, padding,
+    dilation, groups)``: each input value ``x[n, c, h, w]`` spreads ``x[n, c, h, w] *
+    weight[c, k]`` over the outputs ``(h * stride - padding + i * dilation, w * stride -
+    padding + j * dilation)`` of the channels ``k`` of its group.  cnncore runs conv2d's
+    input-gradient kernels (with the bias added in the same pass): GEMM + col2im, Winograd,
+    direct, or the depthwise kernels when each group has one output channel.  Output
+    rows/columns that no input reaches (``output_padding`` >= stride) hold the bias.
+
+    See Also
+    --------
+    conv_transpose2d_backward, conv2d
+    cnncore.nn.ConvTranspose2d : the layer that holds ``weight`` and ``bias``.
+
+    Examples
+    --------
+    >>> import numpy as np, cnncore
+    >>> x = np.ones((1, 1, 2, 2), np.float32)
+    >>> w = np.ones((1, 1, 2, 2), np.float32)
+    >>> cnncore.conv_transpose2d(x, w, stride=1)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]], dtype=float32)
+    """
+    func = "conv_transpose2d"
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_in, C_out/groups, kH, kW)"
+    )
+    if bias is not None:
+        bias = as_float_array(bias, "bias", func)
+    dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    geo, groups, out_shape = _conv_transpose_setup(
+        func, x.shape, weight.shape, stride, padding, output_padding, groups, dilation
+    )
+    if bias is not None and bias.shape != (out_shape[1],):
+        raise ValueError(
+            f"{func}(): bias must have shape (C_out,) = ({out_shape[1]},). Received: bias with "
+            f"shape {bias.shape}"
+        )
+    y = np.empty(out_shape, dtype=dtype)
+    if y.size == 0:
+        return y
+    if x.size == 0 or weight.size == 0:  # no input reaches the output: the bias
+        y[...] = 0 if bias is None else bias[None, :, None, None]
+        return y
+    algo = select_conv_algorithm(weight.shape, groups, geo, "input")
+    with blas_single_thread():
+        _conv.conv_transpose2d_forward(
+            x, weight, bias, y, *_conv_kernel_args(geo, groups), algo, get_num_threads()
+        )
+    return y
+
+
+def conv_transpose2d_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+    output_mask: Sequence[bool] = (True, True, True),
+) -> tuple[np.ndarray | None, ...]:
+    """All gradients of :func:`conv_transpose2d`: ``(grad_x, grad_weight, grad_bias)``.
+
+    Same results as the gradients PyTorch's autograd gives for
+    :func:`torch.nn.functional.conv_transpose2d`.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C_out, H_out, W_out)
+        Gradient of the loss with respect to the transposed convolution's output.
+    x : array_like of shape (N, C_in, H_in, W_in)
+        The forward input.
+    weight : array_like of shape (C_in, C_out / groups, kH, kW)
+        The filters of the forward pass.
+    stride, padding, output_padding, groups, dilation
+        As in the forward call.
+    output_mask : sequence of 3 bools, default (True, True, True)
+        Which of ``(grad_x, grad_weight, grad_bias)`` to compute.
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C_in, H_in, W_in), or None
+    grad_weight : ndarray of shape (C_in, C_out / groups, kH, kW), or None
+    grad_bias : ndarray of shape (C_out,), or None
+
+    Notes
+    -----
+    The transposed convolution is the adjoint of ``conv2d(., weight)`` from ``(H_out,
+    W_out)`` images to ``(H_in, W_in)`` ones, so its gradients are conv2d's passes with the
+    roles swapped: ``grad_x = conv2d(grad_output, weight, stride, padding, dilation, groups)``
+    (cropped to ``(H_in, W_in)`` when ``output_padding`` >= stride),
+    ``grad_weight = conv2d_backward_weight(x, grad_output, weight.shape, ...)`` (``x`` in the
+    role of conv2d's output gradient) and ``grad_bias = grad_output.sum((0, 2, 3))``.  They
+    run conv2d's kernels, with the same thread-count independence.
+
+    See Also
+    --------
+    conv_transpose2d, conv2d_backward
+    cnncore.nn.ConvTranspose2d
+    """
+    func = "conv_transpose2d_backward"
+    mask = _check_output_mask(func, output_mask)
+    grad_output = as_float_array(
+        grad_output, "grad_output", func, ndim=4, ndim_text="a 4-D array (N, C_out, H_out, W_out)"
+    )
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_in, C_out/groups, kH, kW)"
+    )
+    check_same_dtype(func, grad_output=grad_output, x=x, weight=weight)
+    geo, groups, out_shape = _conv_transpose_setup(
+        func, x.shape, weight.shape, stride, padding, output_padding, groups, dilation
+    )
+    if grad_output.shape != out_shape:
+        raise ValueError(
+            f"{func}(): grad_output must have shape {out_shape} for x of shape {x.shape} and "
+            f"weight of shape {weight.shape}. Received: grad_output with shape "
+            f"{grad_output.shape}"
+        )
+    dx = dw = db = None
+    if mask[0]:
+        dx = np.empty(x.shape, dtype=x.dtype)
+        if dx.size and (grad_output.size == 0 or weight.size == 0):
+            dx[...] = 0
+        elif dx.size:
+            algo = select_conv_algorithm(weight.shape, groups, geo, "forward")
+            with blas_single_thread():
+                _conv.conv2d_forward(
+                    grad_output,
+                    weight,
+                    None,
+                    dx,
+                    *_conv_kernel_args(geo, groups),
+                    algo,
+                    get_num_threads(),
+                )
+    if mask[1]:
+        # conv2d's weight gradient, x as its output gradient, grad_output as its input
+        dw = _conv_param_grads(x, grad_output, weight.shape, geo, groups, bias=False)[0]
+    if mask[2]:
+        db = np.empty(out_shape[1], dtype=grad_output.dtype)
         _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
     return dx, dw, db
 
@@ -649,10 +930,10 @@ def col2im(
 def prepare_conv2d(
     x_shape: tuple[int, ...],
     weight_shape: tuple[int, ...],
-    dtype: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    dtype: DTypeLike,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
 ) -> tuple[Any, tuple[int, ...]]:
     """:func:`conv2d` for repeated calls on one input shape (inference plans).

@@ -9,6 +9,10 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement three algori
     of few output channels over deep windows.
 ``"winograd"``
     Winograd F(2x2, 3x3) for 3x3, stride-1, dilation-1 convolutions with enough channels.
+``"depthwise"``
+    loops over the planes of a depthwise convolution (one input channel per group, any
+    channel multiplier): MobileNet's 3x3 convolutions, which GEMM would cut into one tiny
+    product per channel.
 
 :func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
 ``"weight"`` gradient) from the thresholds below; :func:`conv_algorithm` forces one for a
@@ -18,7 +22,8 @@ block of code (tests, benchmarks, or to compare algorithms)::
         y = cnncore.conv2d(x, w)
 
 A forced algorithm that does not apply to a shape (``"winograd"`` for a 5x5 kernel,
-``"direct"`` for a weight gradient) runs GEMM.  All algorithms give the same result up to
+``"direct"`` for a weight gradient, ``"depthwise"`` for two input channels per group) runs
+GEMM.  All algorithms give the same result up to
 rounding (they may differ in the last bits); each is bit-identical for any thread count.
 """
 
@@ -34,12 +39,13 @@ from .._shared import ConvAlgorithm
 __all__ = ["ALGORITHMS", "conv_algorithm", "forced_conv_algorithm", "select_conv_algorithm"]
 
 #: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
-ALGORITHMS = ("auto", "gemm", "direct", "winograd")
+ALGORITHMS = ("auto", "gemm", "direct", "winograd", "depthwise")
 
 _CODES = {
     "gemm": ConvAlgorithm.ALGO_GEMM,
     "direct": ConvAlgorithm.ALGO_DIRECT,
     "winograd": ConvAlgorithm.ALGO_WINOGRAD,
+    "depthwise": ConvAlgorithm.ALGO_DEPTHWISE,
 }
 _NAMES = {int(code): name for name, code in _CODES.items()}
 
@@ -54,7 +60,7 @@ def conv_algorithm(name: str) -> Iterator[None]:
 
     Parameters
     ----------
-    name : {"auto", "gemm", "direct", "winograd"}
+    name : {"auto", "gemm", "direct", "winograd", "depthwise"}
         The algorithm; ``"auto"`` restores the per-shape choice inside an outer block.
 
     Notes
@@ -87,7 +93,8 @@ def forced_conv_algorithm() -> str | None:
 
 
 def algorithm_name(code: int) -> str:
-    """The name of a kernel algorithm code (``"gemm"``, ``"direct"`` or ``"winograd"``)."""
+    """The name of a kernel algorithm code (``"gemm"``, ``"direct"``, ``"winograd"`` or
+    ``"depthwise"``)."""
     return _NAMES[int(code)]
 
 
@@ -116,6 +123,10 @@ _DIRECT_FWD_MAX_SCRATCH = 1 << 20
 # 64x16x28x28 -> 16: 1.74 / 1.58 / 1.37.  Below 16 channels per group or on small images the
 # transforms cost more than they save: 64x8x28x28 -> 16: 0.94 / 0.75 / 0.75; 64x32x7x7 -> 64:
 # 0.71 / 0.54 / 0.70; 64x64x4x4 -> 64: 0.71 / 0.64 / 0.71.
+# Depthwise convolutions (one input channel per group, groups > 1) always run the depthwise
+# kernels, all three passes: fwd+bwd of 32x64x56x56, k3 p1, float32, 2 threads, took
+# DEPTHWISE_MS against GEMM_MS with im2col + one GEMM per channel (see benchmarks/bench_conv.py
+# --suite depthwise).  A single input channel (groups == 1) keeps the rules below.
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_OUTPUT_PIXELS = 144
 
@@ -133,6 +144,8 @@ def select_conv_algorithm(
     if forced is not None:
         return forced
     k, cg, kh, kw = w_shape
+    if cg == 1 and groups > 1:
+        return ConvAlgorithm.ALGO_DEPTHWISE
     if (
         (kh, kw) == (3, 3)
         and geo.stride == (1, 1)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._config import get_num_threads, load_kernels
+from .._typing import ArrayLike
 from .._validation import (
     as_float_array,
     as_ndarray,
@@ -194,10 +195,10 @@ def _group_backward(
 
 
 def group_norm(
-    x: Any,
+    x: ArrayLike,
     num_groups: int,
-    weight: Any = None,
-    bias: Any = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     eps: float = 1e-5,
 ) -> np.ndarray:
     """Group normalization: normalize each group of ``C / num_groups`` channels of each
@@ -243,10 +244,10 @@ def group_norm(
 
 
 def group_norm_backward(
-    grad_output: Any,
-    x: Any,
+    grad_output: ArrayLike,
+    x: ArrayLike,
     num_groups: int,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Gradients of :func:`group_norm` with respect to its input, weight and bias.
@@ -344,10 +345,10 @@ def _layer_split(func: str, x: np.ndarray, normalized_shape: Any) -> tuple[int, 
 
 
 def layer_norm(
-    x: Any,
+    x: ArrayLike,
     normalized_shape: int | Sequence[int],
-    weight: Any = None,
-    bias: Any = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     eps: float = 1e-5,
 ) -> np.ndarray:
     """Layer normalization over the last ``len(normalized_shape)`` axes, then an elementwise
@@ -415,10 +416,10 @@ def _row_parts(m: int, d: int, itemsize: int) -> int:
 
 
 def layer_norm_backward(
-    grad_output: Any,
-    x: Any,
+    grad_output: ArrayLike,
+    x: ArrayLike,
     normalized_shape: int | Sequence[int],
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Gradients of :func:`layer_norm` with respect to its input, weight and bias.
@@ -563,11 +564,11 @@ def _given_stats(
 
 
 def instance_norm(
-    x: Any,
-    running_mean: Any = None,
-    running_var: Any = None,
-    weight: Any = None,
-    bias: Any = None,
+    x: ArrayLike,
+    running_mean: ArrayLike | None = None,
+    running_var: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     use_input_stats: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
@@ -632,11 +633,11 @@ def instance_norm(
 
 
 def instance_norm_backward(
-    grad_output: Any,
-    x: Any,
-    running_mean: Any = None,
-    running_var: Any = None,
-    weight: Any = None,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    running_mean: ArrayLike | None = None,
+    running_var: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
     use_input_stats: bool = True,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

@@ -9,6 +9,7 @@ output positions in a fixed order, so it is bit-identical for any thread count.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from .._geometry import (
     interpolate_params,
     pixel_shuffle_shape,
 )
+from .._typing import ArrayLike
 from .._validation import as_float_array, check_bool, check_numel, check_shape
 
 # the AVX2 / AVX-512 build of the kernels when the CPU has it (see setup.py's SIMD_MODULES)
@@ -150,9 +152,9 @@ def _tables(geo: ResizeGeometry, in_hw: tuple[int, int], dtype: np.dtype) -> lis
 
 
 def interpolate(
-    x: Any,
-    size: Any = None,
-    scale_factor: Any = None,
+    x: ArrayLike,
+    size: int | tuple[int, int] | None = None,
+    scale_factor: float | tuple[float, float] | None = None,
     mode: str = "nearest",
     align_corners: bool | None = None,
     recompute_scale_factor: bool | None = None,
@@ -231,11 +233,11 @@ def interpolate(
 
 
 def interpolate_backward(
-    grad_output: Any,
-    input_shape: Any,
+    grad_output: ArrayLike,
+    input_shape: Sequence[int],
     mode: str = "nearest",
     align_corners: bool | None = None,
-    scale_factor: Any = None,
+    scale_factor: float | tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`interpolate` with respect to its input.
 
@@ -329,7 +331,7 @@ def _shuffle(func: str, x: Any, factor: Any, name: str, inverse: bool) -> np.nda
     return y
 
 
-def pixel_shuffle(x: Any, upscale_factor: int) -> np.ndarray:
+def pixel_shuffle(x: ArrayLike, upscale_factor: int) -> np.ndarray:
     """Rearrange ``(*, C * r**2, H, W)`` into ``(*, C, H * r, W * r)``, ``r = upscale_factor``.
 
     Same as :func:`torch.nn.functional.pixel_shuffle` (any number of leading dimensions,
@@ -357,7 +359,7 @@ def pixel_shuffle(x: Any, upscale_factor: int) -> np.ndarray:
     return _shuffle("pixel_shuffle", x, upscale_factor, "upscale_factor", False)
 
 
-def pixel_unshuffle(x: Any, downscale_factor: int) -> np.ndarray:
+def pixel_unshuffle(x: ArrayLike, downscale_factor: int) -> np.ndarray:
     """Rearrange ``(*, C, H * r, W * r)`` into ``(*, C * r**2, H, W)``, the inverse of
     :func:`pixel_shuffle`.
 
