@@ -207,6 +207,25 @@ def _conv2d(ctx: ExportContext, m: Any, inputs: list[str]) -> list[str]:
     return [y]
 
 
+def _conv_transpose2d(ctx: ExportContext, m: Any, inputs: list[str]) -> list[str]:
+    args = [inputs[0], ctx.constant(m.weight.data, "convT.weight")]
+    if m.bias is not None:
+        args.append(ctx.constant(m.bias.data, "convT.bias"))
+    ph, pw = m.padding
+    y = ctx.node(
+        "ConvTranspose",
+        args,
+        "convtranspose",
+        kernel_shape=list(m.kernel_size),
+        strides=list(m.stride),
+        pads=[ph, pw, ph, pw],
+        output_padding=list(m.output_padding),
+        dilations=list(m.dilation),
+        group=m.groups,
+    )
+    return [y]
+
+
 def _linear(ctx: ExportContext, m: Any, inputs: list[str]) -> list[str]:
     x = inputs[0]
     if len(ctx.shape(x)) == 2:
@@ -620,6 +639,7 @@ def _model(ctx: ExportContext, m: Any, inputs: list[str]) -> list[str]:
 
 EXPORTERS: dict[str, Exporter] = {
     "Conv2d": _conv2d,
+    "ConvTranspose2d": _conv_transpose2d,
     "Linear": _linear,
     "BatchNorm1d": _batch_norm,
     "BatchNorm2d": _batch_norm,
@@ -862,7 +882,7 @@ def export(
     The graph's input is named ``input`` (several: the model's Input names), its output
     ``output`` (several: ``output_0``, ``output_1``, ...); the graph is named after the
     model and each layer's output node after the layer.  Layers map to their ONNX
-    operators: Conv, Gemm or MatMul + Add, BatchNormalization, InstanceNormalization,
+    operators: Conv, ConvTranspose, Gemm or MatMul + Add, BatchNormalization, InstanceNormalization,
     LayerNormalization (opset >= 17), GroupNormalization (opset >= 21), MaxPool,
     AveragePool, GlobalAveragePool, Resize, DepthToSpace, Flatten or Reshape, Relu,
     LeakyRelu, Sigmoid, Tanh, Elu, HardSigmoid, HardSwish (opset >= 14), Softplus, Mish

@@ -169,8 +169,9 @@ def spec_matches(
 
 def spec_for(geo: ResizeGeometry, in_hw: tuple[int, int], dtype: Any) -> ResizeSpec | None:
     """The Resize that computes ``geo`` on ``in_hw``: with scales (the layer's factors, or
-    the exact ratio an axis has when PyTorch special-cases it), else with sizes; None when
-    neither agrees with interpolate (the caller then writes an exact Gather/MatMul form)."""
+    the exact ratio an axis has when PyTorch special-cases it) or with sizes, the layer's
+    own kind first; None when neither agrees with interpolate (the caller then writes an
+    exact Gather/MatMul form)."""
     mode, ctm, nearest_mode = MODES[(geo.mode, geo.align_corners)]
     scales = []
     for k in range(2):
@@ -186,6 +187,8 @@ def spec_for(geo: ResizeGeometry, in_hw: tuple[int, int], dtype: Any) -> ResizeS
         ResizeSpec(mode, ctm, nearest_mode, (scales[0], scales[1]), None),
         ResizeSpec(mode, ctm, nearest_mode, None, (int(geo.out[0]), int(geo.out[1]))),
     ]
+    if geo.scales[0] is None:  # the layer has a size (or recomputes its factor): sizes first
+        candidates.reverse()
     for spec in candidates:
         if spec_matches(spec, geo, in_hw, dtype):
             return spec
