@@ -867,6 +867,17 @@ def _binary(op: str, merge: type) -> Callable[[_Graph], None]:
                     f"the inputs have shapes {g.text(x)} and {g.text(y)}; cnncore's "
                     f"{merge.__name__} takes equal shapes (no broadcasting)"
                 )
+            entry = g.absorbable(x)
+            if entry is not None and type(entry.layer) is merge:  # (a + b) + y: one layer
+                entry.inputs.append(y)  # (the layer adds left to right, as the nodes)
+                g.entries.remove(entry)  # it runs here now (y may be computed after it)
+                g.entries.append(entry)
+                g.rename(entry)
+                g.check_extra_outputs()
+                g.values[g.node.output[0]] = g.values.pop(x)
+                g.producer[g.node.output[0]] = g.producer.pop(x)
+                entry.output = g.node.output[0]
+                return
             g.emit(g.layer(merge), [x, y], multi=True)
             return
         k = consts.index(False)
@@ -1575,7 +1586,6 @@ ELEMENTWISE: dict[str, Callable[..., np.ndarray]] = {
     "Less": lambda a, x, y: x < y,
     "GreaterOrEqual": lambda a, x, y: x >= y,
     "LessOrEqual": lambda a, x, y: x <= y,
-    "Identity": lambda a, x: x,
 }
 
 #: The points an elementwise subgraph is evaluated at to recognize its activation.
@@ -1819,14 +1829,15 @@ def _build(g: _Graph, inputs: list[str], outputs: list[str], name: str | None) -
         for e in entries:
             args = [nodes[v] for v in e.inputs]
             nodes[e.output] = e.layer(args if e.multi else args[0])
+        ins = [nodes[x] for x in inputs]
         outs = []
         for v in outputs:
             if v in inputs:  # an input given back: through an Identity layer
                 layer = nn.Identity()
                 g.name_layer(layer, f"{g.input_names[v]}_identity")
-                nodes[v] = layer(nodes[v])
-            outs.append(nodes[v])
-        ins = [nodes[x] for x in inputs]
+                outs.append(layer(nodes[v]))
+            else:
+                outs.append(nodes[v])
         model = nn.Model(ins if len(ins) > 1 else ins[0], outs if len(outs) > 1 else outs[0])
     if name is not None:
         model.name = name
