@@ -479,9 +479,10 @@ def _branching():
     down = nn.SiLU(name="silu")(nn.Conv2d(10, 8, 3, 2, 1, name="down")(cat))
     up = nn.Upsample(scale_factor=2, mode="bilinear", name="up")(down)
     up2 = nn.PixelShuffle(2, name="shuffle")(nn.Conv2d(8, 16, 1, name="pre_shuffle")(down))
-    skip = nn.Concatenate(name="skip")([up, up2, cat])
-    out = nn.GroupNorm(2, 22, name="gn")(skip)
-    return nn.Model(inp, nn.Conv2d(22, 3, 1, name="head")(out), name="branching")
+    up3 = nn.ConvTranspose2d(8, 4, 3, 2, 1, output_padding=1, name="up_t")(down)
+    skip = nn.Concatenate(name="skip")([up, up2, cat, up3])
+    out = nn.GroupNorm(2, 26, name="gn")(skip)
+    return nn.Model(inp, nn.Conv2d(26, 3, 1, name="head")(out), name="branching")
 
 
 def _two_in_two_out():
@@ -650,6 +651,40 @@ def test_every_model_in_cnncore_models(name, opset, tmp_path):
     _assert_same_model(back, model, x, "same")
 
 
+def test_upsample_resize_grid(tmp_path):
+    """Every mode over a grid of sizes and factors: onnxruntime agrees with the layer
+    (Resize where one computes PyTorch's positions, Gathers/MatMuls where none does), and
+    what is a Resize imports back bit-identically."""
+    rng = np.random.default_rng(0)
+    settings = [("nearest", None), ("nearest-exact", None), ("bilinear", None)]
+    settings.append(("bilinear", True))
+    checked = gathered = 0
+    for h in (1, 2, 3, 5, 7, 12):
+        x = rng.standard_normal((2, 2, h, 3)).astype(np.float32)
+        for mode, corners in settings:
+            layers = [
+                nn.Upsample(size=(s, 3), mode=mode, align_corners=corners)
+                for s in (1, 2, 5, 6, 9, 13, 24)
+            ]
+            for f in (0.5, 1 / 3, 0.7, 1.1, 1.5, 2, 2.1, 2.7, 3):
+                if int(h * f) >= 1:
+                    layers.append(
+                        nn.Upsample(scale_factor=(f, 1), mode=mode, align_corners=corners)
+                    )
+            for layer in layers:
+                model = nn.Sequential(layer)
+                proto = cnncore.onnx.to_model_proto(model, x.shape)
+                np.testing.assert_allclose(_run(proto, x), model.predict(x), **F32_TOL)
+                checked += 1
+                if not any(n.op_type == "Resize" for n in proto.graph.node):
+                    gathered += 1
+                    continue
+                back = cnncore.onnx.from_model_proto(proto)
+                np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    print(f"{checked} resizes, {gathered} as Gathers/MatMuls")
+    assert gathered < checked // 20, (gathered, checked)  # the stand-ins are rare
+
+
 def test_static_batch_and_names(tmp_path):
     model = models.lenet5(rng=0)
     proto = cnncore.onnx.to_model_proto(model, (3, 1, 28, 28), dynamic_batch=False)
@@ -809,6 +844,139 @@ def test_torch_flatten_variants_import(tmp_path):
         with torch.inference_mode():
             expected = tmodel(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(model.predict(x), expected, **F32_TOL)
+
+
+def _torch_graph_models(torch):
+    tnn, F = torch.nn, torch.nn.functional
+    torch.manual_seed(0)
+
+    class ResBlock(tnn.Module):
+        """A residual block with a projection shortcut, a gated concat, GAP and a head."""
+
+        def __init__(self):
+            super().__init__()
+            self.c1 = tnn.Conv2d(3, 8, 3, padding=1, bias=False)
+            self.b1 = tnn.BatchNorm2d(8)
+            self.c2 = tnn.Conv2d(8, 8, 3, padding=1, bias=False)
+            self.b2 = tnn.BatchNorm2d(8)
+            self.shortcut = tnn.Conv2d(3, 8, 1)
+            self.head = tnn.Linear(16, 10)
+
+        def forward(self, x):
+            y = torch.relu(self.b1(self.c1(x)))
+            y = torch.relu(self.b2(self.c2(y)) + self.shortcut(x))
+            y = torch.cat([y, y * torch.sigmoid(y)], 1)
+            return self.head(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+    class UNet(tnn.Module):
+        """Down, up (bilinear and PixelShuffle), skip concat, GroupNorm, GELU, Hardswish."""
+
+        def __init__(self):
+            super().__init__()
+            self.enc = tnn.Conv2d(3, 8, 3, padding=1)
+            self.down = tnn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.norm = tnn.GroupNorm(4, 16)
+            self.up = tnn.Upsample(scale_factor=2, mode="bilinear")
+            self.shuffle = tnn.Sequential(tnn.Conv2d(16, 16, 1), tnn.PixelShuffle(2))
+            self.transposed = tnn.ConvTranspose2d(16, 4, 3, stride=2, padding=1, output_padding=1)
+            self.dec = tnn.Conv2d(8 + 16 + 4 + 4, 3, 3, padding=1)
+
+        def forward(self, x):
+            e = F.gelu(self.enc(x))
+            d = F.hardswish(self.norm(self.down(e)))
+            u = torch.cat([e, self.up(d), self.shuffle(d), self.transposed(d)], 1)
+            return self.dec(F.silu(u))
+
+    models = {"resblock": ResBlock(), "unet": UNet()}
+    for m in models.values():  # non-trivial statistics and affine parameters
+        m.train()
+        with torch.no_grad():
+            for _ in range(3):
+                m(torch.randn(8, 3, 8, 8))
+            for mod in m.modules():
+                if isinstance(mod, tnn.GroupNorm):
+                    mod.weight.uniform_(0.5, 1.5)
+                    mod.bias.uniform_(-1, 1)
+        m.eval()
+    return models
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic", "static"])
+@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize("name", ["resblock", "unet"])
+def test_torch_graph_models_import(name, opset, dynamic, tmp_path):
+    torch = pytest.importorskip("torch")
+    tmodel = _torch_graph_models(torch)[name]
+    path = tmp_path / "torch.onnx"
+    path.write_bytes(_torch_export(tmodel, (2, 3, 8, 8), opset, dynamic=dynamic))
+    model = cnncore.onnx.load(path)
+    assert isinstance(model, nn.Model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        expected = tmodel(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, **F32_TOL)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    if name == "unet":  # GroupNorm and the activations came back as layers
+        assert {"GroupNorm", "GELU", "Hardswish", "SiLU", "PixelShuffle", "Upsample"} <= kinds
+
+
+def _torch_layers(torch):
+    tnn = torch.nn
+    return {
+        "gelu": tnn.GELU(),
+        "gelu-tanh": tnn.GELU(approximate="tanh"),
+        "silu": tnn.SiLU(),
+        "elu": tnn.ELU(0.5),
+        "hardswish": tnn.Hardswish(),
+        "hardsigmoid": tnn.Hardsigmoid(),
+        "softplus": tnn.Softplus(),
+        "softplus-beta": tnn.Softplus(2.0),
+        "mish": tnn.Mish(),
+        "relu6": tnn.ReLU6(),
+        "groupnorm": tnn.GroupNorm(2, 4),
+        "layernorm": tnn.LayerNorm([4, 6, 6]),
+        "instancenorm": tnn.InstanceNorm2d(4, affine=True),
+        "pixelshuffle": tnn.PixelShuffle(2),
+        "pixelunshuffle": tnn.PixelUnshuffle(2),
+        "upsample-nearest": tnn.Upsample(scale_factor=2),
+        "upsample-nearest-size": tnn.Upsample(size=(9, 10)),
+        "upsample-bilinear": tnn.Upsample(scale_factor=2, mode="bilinear"),
+        "upsample-align-corners": tnn.Upsample(size=(7, 11), mode="bilinear", align_corners=True),
+        "convtranspose": tnn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
+    }
+
+
+#: The layers of _torch_layers (named here: building them needs torch).
+TORCH_LAYERS = [
+    "convtranspose", "elu", "gelu", "gelu-tanh", "groupnorm", "hardsigmoid", "hardswish",
+    "instancenorm", "layernorm", "mish", "pixelshuffle", "pixelunshuffle", "relu6", "silu",
+    "softplus", "softplus-beta", "upsample-align-corners", "upsample-bilinear",
+    "upsample-nearest", "upsample-nearest-size",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("name", TORCH_LAYERS)
+def test_torch_exported_layers_import(name, opset, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    layers = _torch_layers(torch)
+    assert sorted(layers) == TORCH_LAYERS
+    tlayer = layers[name].eval()
+    for p in tlayer.parameters():  # affine parameters away from ones and zeros
+        with torch.no_grad():
+            p.uniform_(0.5, 1.5)
+    path = tmp_path / "torch.onnx"
+    path.write_bytes(_torch_export(tlayer, (2, 4, 6, 6), opset))
+    if name == "layernorm" and opset < 17:  # a formula of ReduceMean, Sub, Pow, ...
+        _assert_refused(path, "ReduceMean")
+        return
+    model = cnncore.onnx.load(path)
+    assert isinstance(model, nn.Sequential) and len(model) == 1
+    x = 3 * np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    with torch.inference_mode():
+        expected = tlayer(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, **F32_TOL)
 
 
 # --------------------------------------------------------------------------------------------

@@ -455,3 +455,14 @@ def test_pixel_shuffle_in_graph_models(layer):
     model = nn.Model(inp, layer(inp))
     x = np.random.default_rng(0).standard_normal((2, 8, 4, 4)).astype(np.float32)
     np.testing.assert_array_equal(model(x), layer(x))
+
+
+def test_conv_transpose2d_in_graph_models():
+    """ConvTranspose2d.__call__ (which takes output_size) called forward directly, so
+    calling the layer on a graph node failed instead of recording the call."""
+    inp = nn.Input((4, 5, 5))
+    layer = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1, rng=0)
+    model = nn.Model(inp, layer(inp))
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), layer(x))
+    assert layer(x, output_size=(9, 9)).shape == (2, 3, 9, 9)
