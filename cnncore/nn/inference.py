@@ -349,9 +349,7 @@ def _fuse_graph(model: Any) -> Any:
             new[id(node)] = fused_layer(node.layer)(arg)
     ins = [new[id(n)] for n in model._inputs]
     outs = [new[id(n)] for n in model._outputs]
-    rebuilt = type(model)(
-        ins if model._multi_in else ins[0], outs if model._multi_out else outs[0]
-    )
+    rebuilt = type(model)(ins if model._multi_in else ins[0], outs if model._multi_out else outs[0])
     rebuilt.name = model.name
     rebuilt.loss_fn = model.loss_fn
     return rebuilt

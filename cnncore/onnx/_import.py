@@ -3,15 +3,15 @@ layer), and the graph a :class:`~cnncore.nn.Sequential` when it is a chain, else
 model (:class:`~cnncore.nn.Model`).
 
 **The walk.** The graph's nodes are read in order (ONNX lists them topologically).  Every
-value is one of: a constant (initializers, ``Constant`` nodes, and whatever :data:`FOLDERS`
-compute from them -- with a dynamic batch size, once per probe batch size, so shape
-arithmetic on ``Shape`` of a tensor works); a tensor (a graph input or a layer's output,
-with its shape per probe batch size); or a *pending* value that the next operator may
-absorb.  :data:`IMPORTERS` maps an op type to a converter ``fn(g, node)`` that reads its
-inputs with :meth:`_Graph.tensor` / :meth:`_Graph.const` and adds a layer with
-:meth:`_Graph.emit`; a layer whose parameters are the same initializers with the same
-attributes and input shape is the same layer (a shared layer, as the exporter writes
-one).
+value is one of: a constant (initializers, ``Constant`` nodes, and whatever
+``_fold.FOLDERS`` compute from them -- with a dynamic batch size, once per probe batch
+size, so shape arithmetic on ``Shape`` of a tensor works); a tensor (a graph input or a
+layer's output, with its shape per probe batch size); or a *pending* value that the next
+operator may absorb.  :data:`IMPORTERS` maps an op type to a converter ``fn(g, node)``
+that reads its inputs with ``g.tensor`` / ``g.const`` and adds a layer with ``g.emit``
+(``g`` is the import's state, a ``_graph.Graph``); a layer whose parameters are the same
+initializers with the same attributes and input shape is the same layer (a shared layer,
+as the exporter writes one).
 
 **Operators that combine.**  ``Pad`` in front of ``Conv`` becomes the convolution's padding
 (and padding mode); ``MatMul``, or a bias-less Conv/ConvTranspose/Gemm, followed by ``Add``
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -42,510 +41,24 @@ import numpy as np
 
 from .. import nn
 from .._geometry import conv2d_padding, interpolate_geometry, interpolate_params
-from ..nn.module import check_name
+from ._fold import ELEMENTWISE, FOLDERS, fold, fuse_activations
+from ._graph import (
+    Attrs,
+    Const,
+    Graph,
+    Pending,
+    Tensor,
+    add_reshape,
+    add_transpose,
+    move,
+    pend_move,
+    resolve_reshape,
+    sanitize,
+)
 from ._proto import float_attr, require_onnx, tensor_to_array
 from ._resize import ResizeSpec, spec_matches
 
-__all__ = ["load", "from_model_proto", "IMPORTERS", "FOLDERS", "ACTIVATIONS"]
-
 _FLOAT_TYPES = {1: np.dtype(np.float32), 11: np.dtype(np.float64)}  # TensorProto FLOAT, DOUBLE
-
-#: The most elements a folded constant (or an analyzed rearrangement) may have.
-MAX_FOLDED_ELEMENTS = 1 << 20
-
-
-class _Const:
-    """A constant: one array per probe batch size (the same object when it does not
-    depend on the batch size)."""
-
-    __slots__ = ("arrays",)
-
-    def __init__(self, arrays: list[np.ndarray]) -> None:
-        self.arrays = arrays
-
-
-class _Tensor:
-    """A graph input or a layer's output: its shape per probe batch size."""
-
-    __slots__ = ("shapes",)
-
-    def __init__(self, shapes: list[tuple[int, ...]]) -> None:
-        self.shapes = shapes
-
-
-class _Pending:
-    """A value that is not a layer's output yet.  ``kind``: ``"pad"`` (``data``: mode and
-    (top, left, bottom, right) pads of ``src``), ``"move"`` (``data``: the list of
-    reshapes -- one target per probe batch size -- and transposes applied to ``src``),
-    ``"groups"`` (``src`` normalized per group: ``data`` = (G, eps, scale, bias))."""
-
-    __slots__ = ("kind", "src", "shapes", "data", "node")
-
-    def __init__(
-        self, kind: str, src: str, shapes: list[tuple[int, ...]], data: Any, node: Any
-    ) -> None:
-        self.kind = kind
-        self.src = src
-        self.shapes = shapes
-        self.data = data
-        self.node = node  # the node that made it (errors name it, layers are named after it)
-
-
-class _Entry:
-    """One layer call of the imported graph."""
-
-    __slots__ = ("layer", "inputs", "multi", "output")
-
-    def __init__(self, layer: nn.Module, inputs: list[str], multi: bool, output: str) -> None:
-        self.layer = layer
-        self.inputs = inputs
-        self.multi = multi
-        self.output = output
-
-
-def _sanitize(name: str) -> str | None:
-    """An ONNX name as a layer name (letters, digits, ``_``, ``-``), None if nothing is left."""
-    s = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:128]
-    return s or None
-
-
-class _Graph:
-    """The state of an import (see the module docstring)."""
-
-    def __init__(self, where: str, opset: int, dtype: np.dtype, batches: tuple[int, ...]) -> None:
-        self.where = where
-        self.opset = opset
-        self.dtype = dtype
-        self.batches = batches  # the batch sizes values are probed with (dynamic: two)
-        self.values: dict[str, Any] = {}
-        self.uses: dict[str, int] = {}  # consumers of each value (graph outputs count)
-        self.entries: list[_Entry] = []
-        self.producer: dict[str, _Entry] = {}
-        self.layer_uses: dict[int, int] = {}
-        self.shared: dict[Any, nn.Module] = {}  # share key -> layer
-        self.taken: set[str] = set()  # layer and input names
-        self.input_names: dict[str, str] = {}  # graph input -> nn.Input name
-        self.aliases: dict[str, str] = {}  # a value that is another (an identity movement)
-        self.node: Any = None
-
-    # -- errors and attributes ---------------------------------------------------------------
-    def error(self, why: str) -> ValueError:
-        node = self.node
-        if node is None:
-            return ValueError(f"cnncore.onnx.load(): {self.where}: {why}")
-        label = f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
-        return ValueError(f"cnncore.onnx.load(): {self.where}: {label}: {why}")
-
-    def attrs(self) -> _Attrs:
-        """The node's attributes, each checked to have its ONNX type when it is read."""
-        return _Attrs(self)
-
-    # -- reading inputs ----------------------------------------------------------------------
-    def _input_name(self, index: int) -> str:
-        inputs = self.node.input
-        return inputs[index] if index < len(inputs) else ""
-
-    def const_variants(self, index: int, what: str, required: bool = True) -> list[Any] | None:
-        """The node's input ``index`` as a constant, one array per probe batch size."""
-        name = self._input_name(index)
-        if not name:
-            if required:
-                raise self.error(f"the {what} input is missing")
-            return None
-        value = self.values.get(name)
-        if not isinstance(value, _Const):
-            raise self.error(
-                f"the {what} ({name!r}) must be a constant (an initializer or a Constant node)"
-            )
-        return value.arrays
-
-    def const(self, index: int, what: str, required: bool = True) -> np.ndarray | None:
-        """The node's input ``index`` as a constant array (None if absent and optional)."""
-        arrays = self.const_variants(index, what, required)
-        if arrays is None:
-            return None
-        if any(not np.array_equal(a, arrays[0]) for a in arrays[1:]):
-            raise self.error(f"the {what} depends on the batch size (not supported)")
-        return arrays[0]
-
-    def is_const(self, index: int) -> bool:
-        return isinstance(self.values.get(self._input_name(index)), _Const)
-
-    def pending(self, index: int, kind: str) -> _Pending | None:
-        """The node's input ``index`` if it is a pending value of ``kind`` that only this
-        node reads (the node absorbs it), else None."""
-        name = self._input_name(index)
-        value = self.values.get(name)
-        if isinstance(value, _Pending) and value.kind == kind and self.uses.get(name, 0) == 1:
-            return value
-        return None
-
-    def tensor(self, index: int = 0, what: str = "input") -> str:
-        """The name of the node's tensor input ``index`` (a pending value becomes the
-        layers it stands for first)."""
-        name = self._input_name(index)
-        if not name:
-            raise self.error(f"the {what} is missing")
-        return self.resolve(name, what)
-
-    def resolve(self, name: str, what: str = "input") -> str:
-        value = self.values.get(name)
-        if isinstance(value, _Const):
-            raise self.error(f"{what} {name!r} is a constant where a tensor is expected")
-        if value is None:
-            raise self.error(f"{what} {name!r} is not computed by any node before it")
-        if isinstance(value, _Pending):
-            return _materialize(self, name, value)
-        return name
-
-    def shapes(self, name: str) -> list[tuple[int, ...]]:
-        value = self.values[name]
-        return value.shapes
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        """The shape of a tensor at the first probe batch size."""
-        return self.values[name].shapes[0]
-
-    def text(self, name: str) -> str:
-        return str(("N", *self.shape(name)[1:]))
-
-    # -- adding layers -----------------------------------------------------------------------
-    def layer(self, make: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> Any:
-        """``make(*args, **kwargs)``, its ValueError/TypeError named after the node."""
-        try:
-            return make(*args, **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise self.error(f"unsupported attributes ({exc})") from None
-
-    def load_into(self, target: np.ndarray, value: np.ndarray, what: str) -> None:
-        if value.shape != target.shape:
-            raise self.error(f"{what} has shape {value.shape}, expected {target.shape}")
-        target[...] = value.astype(target.dtype)
-
-    def check_extra_outputs(self) -> None:
-        for name in list(self.node.output)[1:]:
-            if name and self.uses.get(name, 0):
-                raise self.error(f"its extra output {name!r} is used (only the first may be)")
-
-    def name_layer(self, layer: nn.Module, hint: str | None) -> None:
-        """Name ``layer`` after ``hint`` (an ONNX node name), unique among the layers."""
-        base = _sanitize(hint or "") or layer.name
-        name, n = base, 0
-        while name in self.taken:
-            n += 1
-            name = f"{base}_{n}"[-128:]
-        self.taken.discard(layer.name)
-        layer.name = check_name(name, "cnncore.onnx.load()")
-        self.taken.add(name)
-
-    def emit(
-        self,
-        layer: nn.Module,
-        inputs: list[str],
-        multi: bool = False,
-        output: str | None = None,
-        name: str | None = None,
-        share: bool = False,
-    ) -> str:
-        """Add ``layer`` called on the tensors ``inputs`` (a list for a merge layer); its
-        output is the node's first output (or ``output``).  ``share``: the layer's
-        parameters are the node's constant inputs -- a node with the same constants,
-        attributes and input shape calls the same layer."""
-        if output is None:
-            self.check_extra_outputs()
-            output = self.node.output[0]
-        if share:
-            key = (
-                self.node.op_type,
-                tuple(self.node.input[1:]),
-                tuple(a.SerializeToString() for a in self.node.attribute),
-                tuple(self.shape(x) for x in inputs),
-            )
-            layer = self.shared.setdefault(key, layer)
-        shapes = []
-        for k in range(len(self.batches)):
-            args = [self.shapes(x)[k] for x in inputs]
-            try:
-                shapes.append(layer.output_shape(args if multi else args[0]))
-            except (ValueError, TypeError, IndexError) as exc:
-                text = ", ".join(self.text(x) for x in inputs)
-                raise self.error(f"does not accept an input of shape {text} ({exc})") from None
-        if id(layer) not in self.layer_uses:
-            self.name_layer(layer, name if name is not None else self.node.name)
-        self.layer_uses[id(layer)] = self.layer_uses.get(id(layer), 0) + 1
-        entry = _Entry(layer, list(inputs), multi, output)
-        self.entries.append(entry)
-        self.producer[output] = entry
-        self.values[output] = _Tensor(shapes)
-        return output
-
-    def replace_layer(self, entry: _Entry, layer: nn.Module) -> None:
-        """Put ``layer`` in place of ``entry``'s (absorbing a following operator)."""
-        old = entry.layer
-        self.layer_uses[id(old)] -= 1
-        layer.name = old.name
-        self.layer_uses[id(layer)] = 1
-        self.shared = {k: v for k, v in self.shared.items() if v is not old}
-        entry.layer = layer
-
-    def absorbable(self, name: str) -> _Entry | None:
-        """The entry computing tensor ``name`` if only the current node reads it and its
-        layer is called nowhere else (so a following operator may be folded into it)."""
-        entry = self.producer.get(name)
-        if entry is None or self.uses.get(name, 0) != 1 or self.layer_uses[id(entry.layer)] != 1:
-            return None
-        return entry
-
-    def rename(self, entry: _Entry) -> None:
-        """Name ``entry``'s layer after the current node (the node that completes it)."""
-        self.taken.discard(entry.layer.name)
-        self.name_layer(entry.layer, self.node.name)
-
-
-# The attribute types the converters read (AttributeProto.AttributeType names).
-_ATTR_TYPES = {
-    **dict.fromkeys(
-        (
-            "group",
-            "transA",
-            "transB",
-            "training_mode",
-            "ceil_mode",
-            "count_include_pad",
-            "allowzero",
-            "axis",
-            "to",
-            "start",
-            "end",
-            "keepdims",
-            "blocksize",
-            "num_groups",
-            "antialias",
-            "exclude_outside",
-            "stash_type",
-        ),
-        ("INT",),
-    ),
-    **dict.fromkeys(
-        (
-            "pads",
-            "strides",
-            "dilations",
-            "kernel_shape",
-            "perm",
-            "axes",
-            "output_padding",
-            "output_shape",
-        ),
-        ("INTS",),
-    ),
-    **dict.fromkeys(
-        ("alpha", "beta", "epsilon", "momentum", "ratio", "cubic_coeff_a", "extrapolation_value"),
-        ("FLOAT",),
-    ),
-    **dict.fromkeys(
-        (
-            "auto_pad",
-            "mode",
-            "coordinate_transformation_mode",
-            "nearest_mode",
-            "approximate",
-            "keep_aspect_ratio_policy",
-        ),
-        ("STRING",),
-    ),
-    "value": ("FLOAT", "TENSOR"),  # Pad before opset 11; ConstantOfShape
-}
-
-
-class _Attrs:
-    """A node's attributes by name; ``get`` checks the type against :data:`_ATTR_TYPES`, so
-    a corrupted attribute is a ValueError naming the node, not a crash in a converter."""
-
-    def __init__(self, g: _Graph) -> None:
-        self.g = g
-        self.protos = {a.name: a for a in g.node.attribute}
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.protos
-
-    def __getitem__(self, name: str) -> Any:
-        return self.get(name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        a = self.protos.get(name)
-        if a is None:
-            return default
-        onnx = require_onnx()
-        kind = (
-            onnx.AttributeProto.AttributeType.Name(a.type)
-            if a.type in (onnx.AttributeProto.AttributeType.values())
-            else str(a.type)
-        )
-        allowed = _ATTR_TYPES.get(name, ("INT", "INTS", "FLOAT", "FLOATS", "STRING"))
-        if kind not in allowed:
-            raise self.g.error(
-                f"attribute {name!r} has type {kind}, expected {' or '.join(allowed)}"
-            )
-        if kind == "TENSOR":
-            return tensor_to_array(a.t, self.g.where)
-        if kind == "STRING":
-            return a.s.decode("utf-8", errors="replace")
-        return onnx.helper.get_attribute_value(a)
-
-
-# --------------------------------------------------------------------------------------------
-# Pending values: data movement, and what layers it is
-# --------------------------------------------------------------------------------------------
-
-
-def _resolve_reshape(shape: tuple[int, ...], target: list[int]) -> list[int] | None:
-    """``target`` with ONNX's ``0`` (copy the dim) and ``-1`` (infer it) resolved against
-    ``shape``; None if impossible."""
-    out = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target)]
-    if out.count(-1) > 1 or any(t < -1 for t in out):
-        return None
-    if -1 in out:
-        known = math.prod(t for t in out if t != -1)
-        total = math.prod(shape)
-        if known == 0 or total % known:
-            return None
-        out[out.index(-1)] = total // known
-    return out if math.prod(out) == math.prod(shape) else None
-
-
-def _move(g: _Graph, index: int) -> tuple[str, list[tuple[int, ...]], list[Any]]:
-    """The source tensor, its current shapes and the movement ops so far of the node's
-    input ``index`` (a tensor: no ops; a pending movement only this node reads: its ops)."""
-    name = g._input_name(index)
-    value = g.values.get(name)
-    if isinstance(value, _Pending) and value.kind == "move" and g.uses.get(name, 0) == 1:
-        return value.src, value.shapes, list(value.data)
-    x = g.tensor(index)
-    return x, g.shapes(x), []
-
-
-def _pend_move(g: _Graph, src: str, ops: list[Any], shapes: list[tuple[int, ...]]) -> None:
-    g.check_extra_outputs()
-    g.values[g.node.output[0]] = _Pending("move", src, shapes, ops, g.node)
-
-
-def _add_reshape(g: _Graph, index: int, targets: list[list[int]]) -> None:
-    """Record a reshape of input ``index`` to ``targets`` (one per probe batch size)."""
-    src, shapes, ops = _move(g, index)
-    resolved = []
-    for shape, target in zip(shapes, targets, strict=True):
-        r = _resolve_reshape(shape, target)
-        if r is None:
-            raise g.error(f"cannot reshape {g.text(src)} to {target}")
-        resolved.append(tuple(r))
-    _pend_move(g, src, [*ops, ("reshape", resolved)], resolved)
-
-
-def _add_transpose(g: _Graph, index: int, perm: list[int]) -> None:
-    src, shapes, ops = _move(g, index)
-    if sorted(perm) != list(range(len(shapes[0]))):
-        raise g.error(f"perm {perm} is not a permutation of {len(shapes[0])} axes")
-    new = [tuple(s[p] for p in perm) for s in shapes]
-    _pend_move(g, src, [*ops, ("transpose", list(perm))], new)
-
-
-def _apply_moves(x: np.ndarray, ops: list[Any], k: int) -> np.ndarray:
-    for op, arg in ops:
-        x = np.reshape(x, arg[k]) if op == "reshape" else np.transpose(x, arg)
-    return x
-
-
-def _flatten_layers(g: _Graph, src: str, finals: list[tuple[int, ...]]) -> list[nn.Module]:
-    """One or two Flatten layers that reshape ``src`` to ``finals`` at every probe batch
-    size; ValueError if none do."""
-    shapes = g.shapes(src)
-    nd = len(shapes[0])
-
-    def ranges(n: int) -> list[tuple[int, int]]:
-        return [(s, e) for s in range(n) for e in range(s + 1, n)]
-
-    def out(layers: list[nn.Module], shape: tuple[int, ...]) -> tuple[int, ...]:
-        for layer in layers:
-            shape = layer.output_shape(shape)
-        return tuple(shape)
-
-    def make(s: int, e: int, n: int) -> nn.Module:
-        return nn.Flatten(s, -1 if e == n - 1 else e)
-
-    for s, e in ranges(nd):
-        first = [make(s, e, nd)]
-        if all(out(first, a) == b for a, b in zip(shapes, finals, strict=True)):
-            return first
-    for s, e in ranges(nd):
-        for s2, e2 in ranges(nd - (e - s)):
-            pair = [make(s, e, nd), make(s2, e2, nd - (e - s))]
-            if all(out(pair, a) == b for a, b in zip(shapes, finals, strict=True)):
-                return pair
-    raise g.error(
-        f"reshaping {g.text(src)} to {('N', *finals[0][1:])} is not a flatten of consecutive "
-        f"dimensions (cnncore has no general reshape layer)"
-    )
-
-
-def _rearrange_layer(g: _Graph, src: str, p: _Pending) -> list[nn.Module]:
-    """The layers computing the pending movement ``p`` of ``src``: checked on the element
-    indices (an arange) at the first probe batch size, and on the shapes at all."""
-    shapes = g.shapes(src)
-    numel = math.prod(shapes[0])
-    if numel > MAX_FOLDED_ELEMENTS:
-        raise g.error(
-            f"a data rearrangement of {g.text(src)} is too large to analyze (more than "
-            f"{MAX_FOLDED_ELEMENTS} elements at batch size {g.batches[0]})"
-        )
-    index = np.arange(numel, dtype=np.float64).reshape(shapes[0])
-    moved = _apply_moves(index, p.data, 0)
-    if np.array_equal(moved.ravel(), index.ravel()):  # no element moves: a pure reshape
-        if all(a == b for a, b in zip(shapes, p.shapes, strict=True)):
-            return []
-        return _flatten_layers(g, src, p.shapes)
-    if len(shapes[0]) >= 3:
-        for r in range(2, max(shapes[0][-3:]) + 1):
-            for cls in (nn.PixelShuffle, nn.PixelUnshuffle):
-                layer = cls(r)
-                try:
-                    outs = [layer.output_shape(s) for s in shapes]
-                except ValueError:
-                    continue
-                if outs == list(p.shapes) and np.array_equal(layer(index), moved):
-                    return [layer]
-    ops = " -> ".join(op for op, _ in p.data)
-    raise g.error(
-        f"a data rearrangement ({ops}) of {g.text(src)} to {('N', *p.shapes[0][1:])} that no "
-        f"cnncore layer computes (it has Flatten, PixelShuffle, PixelUnshuffle)"
-    )
-
-
-def _materialize(g: _Graph, name: str, p: _Pending) -> str:
-    """Turn the pending value ``name`` into layers; return the tensor it is.  Errors name
-    the node that made the value."""
-    reader, g.node = g.node, p.node
-    try:
-        if p.kind == "pad":
-            what = f"{reader.op_type} node" if reader is not None else "graph output"
-            raise g.error(f"a Pad is followed by something other than a Conv (a {what})")
-        if p.kind == "groups":
-            raise g.error(
-                "the InstanceNormalization of a tensor reshaped to groups must be reshaped "
-                "back to the input's shape (a GroupNorm)"
-            )
-        layers = _rearrange_layer(g, p.src, p)
-        x = p.src
-        for k, layer in enumerate(layers):
-            out = name if k == len(layers) - 1 else f"{name}/{k}"
-            x = g.emit(layer, [x], output=out, name=p.node.name)
-    finally:
-        g.node = reader
-    if not layers:  # the identity: the value is its source
-        g.values[name] = g.values[p.src]
-        g.aliases[name] = p.src
-        return p.src
-    return x
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,7 +66,7 @@ def _materialize(g: _Graph, name: str, p: _Pending) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _ints(values: Any, n: int, default: int, g: _Graph, what: str) -> list[int]:
+def _ints(values: Any, n: int, default: int, g: Graph, what: str) -> list[int]:
     """``n`` ints (``default`` each if absent), at least ``default`` (1 for strides and
     dilations, 0 for pads)."""
     if values is None:
@@ -565,8 +78,8 @@ def _ints(values: Any, n: int, default: int, g: _Graph, what: str) -> list[int]:
 
 
 def _spatial_pads(
-    g: _Graph,
-    a: _Attrs,
+    g: Graph,
+    a: Attrs,
     shape: tuple[int, ...],
     kernel: list[int],
     stride: list[int],
@@ -591,12 +104,12 @@ def _spatial_pads(
     raise g.error(f"unknown auto_pad {auto!r}")
 
 
-def _rank(g: _Graph, x: str, ranks: tuple[int, ...]) -> None:
+def _rank(g: Graph, x: str, ranks: tuple[int, ...]) -> None:
     if len(g.shape(x)) not in ranks:
         raise g.error(f"expects a {' or '.join(map(str, ranks))}-D input, got {g.text(x)}")
 
 
-def _conv(g: _Graph) -> None:
+def _conv(g: Graph) -> None:
     pad = g.pending(0, "pad")
     x = pad.src if pad is not None else g.tensor(0)
     _rank(g, x, (4,))
@@ -656,7 +169,7 @@ def _conv(g: _Graph) -> None:
     g.emit(layer, [x], share=pad is None)
 
 
-def _conv_transpose(g: _Graph) -> None:
+def _conv_transpose(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (4,))
     shape = g.shape(x)
@@ -703,7 +216,7 @@ def _conv_transpose(g: _Graph) -> None:
     g.emit(layer, [x], share=True)
 
 
-def _pad(g: _Graph) -> None:
+def _pad(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (4,))
     a = g.attrs()
@@ -728,10 +241,10 @@ def _pad(g: _Graph) -> None:
     g.check_extra_outputs()
     shapes = [(n, c, h + pads[2] + pads[6], w + pads[3] + pads[7]) for n, c, h, w in g.shapes(x)]
     data = (mode, (pads[2], pads[3], pads[6], pads[7]))
-    g.values[g.node.output[0]] = _Pending("pad", x, shapes, data, g.node)
+    g.values[g.node.output[0]] = Pending("pad", x, shapes, data, g.node)
 
 
-def _gemm(g: _Graph) -> None:
+def _gemm(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (2,))
     a = g.attrs()
@@ -756,7 +269,7 @@ def _gemm(g: _Graph) -> None:
     g.emit(layer, [x], share=True)
 
 
-def _matmul(g: _Graph) -> None:
+def _matmul(g: Graph) -> None:
     x = g.tensor(0)
     if not g.is_const(1):
         raise g.error("the second operand must be a constant weight (MatMul of two tensors)")
@@ -803,7 +316,7 @@ def _with(layer: nn.Module, **changes: Any) -> nn.Module:
 _AFFINE = ("BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm2d")
 
 
-def _absorb(g: _Graph, op: str, x: str, c: np.ndarray) -> bool:
+def _absorb(g: Graph, op: str, x: str, c: np.ndarray) -> bool:
     """Fold ``x op c`` (``c`` constant) into the layer computing ``x`` if that layer can
     hold it: a bias for a bias-less Linear/Conv2d/ConvTranspose2d (Add), the affine of a
     normalization (Mul, Add).  True if done."""
@@ -851,11 +364,11 @@ def _absorb(g: _Graph, op: str, x: str, c: np.ndarray) -> bool:
     return True
 
 
-def _binary(op: str, merge: type) -> Callable[[_Graph], None]:
+def _binary(op: str, merge: type) -> Callable[[Graph], None]:
     """Add / Mul: of two tensors a merge layer (Add, Multiply); with a constant folded into
     the layer in front (:func:`_absorb`)."""
 
-    def convert(g: _Graph) -> None:
+    def convert(g: Graph) -> None:
         inputs = list(g.node.input)
         if len(inputs) != 2:
             raise g.error(f"expects 2 inputs, got {len(inputs)}")
@@ -895,7 +408,7 @@ def _binary(op: str, merge: type) -> Callable[[_Graph], None]:
     return convert
 
 
-def _sum(g: _Graph) -> None:
+def _sum(g: Graph) -> None:
     xs = [g.tensor(i) for i in range(len(g.node.input))]
     if len(xs) == 1:
         g.emit(nn.Identity(), xs)
@@ -905,7 +418,7 @@ def _sum(g: _Graph) -> None:
     g.emit(nn.Add(), xs, multi=True)
 
 
-def _concat(g: _Graph) -> None:
+def _concat(g: Graph) -> None:
     if any(g.is_const(i) for i in range(len(g.node.input))):
         raise g.error("Concat of a tensor with a constant (not supported)")
     xs = [g.tensor(i) for i in range(len(g.node.input))]
@@ -917,7 +430,7 @@ def _concat(g: _Graph) -> None:
     g.emit(g.layer(nn.Concatenate, axis), xs, multi=True)
 
 
-def _batch_norm(g: _Graph) -> None:
+def _batch_norm(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (2, 3, 4))
     a = g.attrs()
@@ -936,8 +449,8 @@ def _batch_norm(g: _Graph) -> None:
     g.emit(layer, [x], share=True)
 
 
-def _instance_norm(g: _Graph) -> None:
-    src, shapes, ops = _move(g, 0)
+def _instance_norm(g: Graph) -> None:
+    src, shapes, ops = move(g, 0)
     a = g.attrs()
     eps = float_attr(a.get("epsilon", 1e-5))
     scale, bias = g.const(1, "scale"), g.const(2, "B")
@@ -958,7 +471,7 @@ def _instance_norm(g: _Graph) -> None:
                 raise g.error(f"scale and B must have shape ({groups},)")
             g.check_extra_outputs()
             data = (groups, eps, scale, bias)
-            g.values[g.node.output[0]] = _Pending("groups", src, shapes, data, g.node)
+            g.values[g.node.output[0]] = Pending("groups", src, shapes, data, g.node)
             return
     x = src
     _rank(g, x, (4,))
@@ -969,12 +482,12 @@ def _instance_norm(g: _Graph) -> None:
     g.emit(layer, [x], share=True)
 
 
-def _group_norm_back(g: _Graph, p: _Pending) -> None:
+def _group_norm_back(g: Graph, p: Pending) -> None:
     """Reshape of InstanceNormalization-of-groups back to the input's shape: a GroupNorm."""
     targets = g.const_variants(1, "shape")
     src = p.src
     for shape, target in zip(g.shapes(src), targets, strict=True):
-        if _resolve_reshape(shape, [int(t) for t in np.ravel(target)]) != list(shape):
+        if resolve_reshape(shape, [int(t) for t in np.ravel(target)]) != list(shape):
             raise g.error(
                 f"InstanceNormalization {p.node.name!r} of groups is reshaped to "
                 f"{[int(t) for t in np.ravel(target)]}, not back to {g.text(src)}"
@@ -989,32 +502,32 @@ def _group_norm_back(g: _Graph, p: _Pending) -> None:
     g.emit(layer, [src])
 
 
-def _reshape(g: _Graph) -> None:
+def _reshape(g: Graph) -> None:
     a = g.attrs()
     targets = [[int(t) for t in np.ravel(v)] for v in g.const_variants(1, "shape")]
     if a.get("allowzero", 0) and any(0 in t for t in targets):
         raise g.error("allowzero=1 with a 0 in the shape (not supported)")
     name = g._input_name(0)
     value = g.values.get(name)
-    if isinstance(value, _Pending) and value.kind == "groups" and g.uses.get(name, 0) == 1:
+    if isinstance(value, Pending) and value.kind == "groups" and g.uses.get(name, 0) == 1:
         _group_norm_back(g, value)
         return
-    _add_reshape(g, 0, targets)
+    add_reshape(g, 0, targets)
 
 
-def _flatten(g: _Graph) -> None:
-    src, shapes, _ = _move(g, 0)
+def _flatten(g: Graph) -> None:
+    src, shapes, _ = move(g, 0)
     nd = len(shapes[0])
     axis = int(g.attrs().get("axis", 1))
     axis = axis + nd if axis < 0 else axis
     if not 0 <= axis <= nd:
         raise g.error(f"axis={axis} on a {nd}-D input")
-    _add_reshape(g, 0, [[math.prod(s[:axis]), math.prod(s[axis:])] for s in shapes])
+    add_reshape(g, 0, [[math.prod(s[:axis]), math.prod(s[axis:])] for s in shapes])
 
 
-def _squeeze_unsqueeze(squeeze: bool) -> Callable[[_Graph], None]:
-    def convert(g: _Graph) -> None:
-        src, shapes, _ = _move(g, 0)
+def _squeeze_unsqueeze(squeeze: bool) -> Callable[[Graph], None]:
+    def convert(g: Graph) -> None:
+        src, shapes, _ = move(g, 0)
         a = g.attrs()
         axes = a.get("axes") if g.opset < 13 else g.const(1, "axes", required=False)
         axes = [] if axes is None else [int(v) for v in np.ravel(axes)]
@@ -1032,23 +545,23 @@ def _squeeze_unsqueeze(squeeze: bool) -> Callable[[_Graph], None]:
                 for v in sorted(v % (len(s) + len(axes)) for v in axes):
                     out.insert(v, 1)
                 targets.append(out)
-        _add_reshape(g, 0, targets)
+        add_reshape(g, 0, targets)
 
     return convert
 
 
-def _transpose(g: _Graph) -> None:
-    nd = len(_move(g, 0)[1][0])
+def _transpose(g: Graph) -> None:
+    nd = len(move(g, 0)[1][0])
     perm = g.attrs().get("perm")
-    _add_transpose(g, 0, list(range(nd))[::-1] if perm is None else [int(p) for p in perm])
+    add_transpose(g, 0, list(range(nd))[::-1] if perm is None else [int(p) for p in perm])
 
 
-def _depth_space(to_space: bool) -> Callable[[_Graph], None]:
+def _depth_space(to_space: bool) -> Callable[[Graph], None]:
     """DepthToSpace (CRD: PixelShuffle; DCR) and SpaceToDepth as their reshape-transpose-
-    reshape definitions (the rearrangement is then recognized, see :func:`_rearrange_layer`)."""
+    reshape definitions (the rearrangement is then recognized when a consumer needs it)."""
 
-    def convert(g: _Graph) -> None:
-        src, shapes, ops = _move(g, 0)
+    def convert(g: Graph) -> None:
+        src, shapes, ops = move(g, 0)
         if len(shapes[0]) != 4:
             raise g.error(f"expects a 4-D input, got {shapes[0]}")
         a = g.attrs()
@@ -1078,12 +591,12 @@ def _depth_space(to_space: bool) -> Callable[[_Graph], None]:
         first_t = [tuple(f) for f in first]
         last_t = [tuple(t) for t in last]
         steps = [("reshape", first_t), ("transpose", perm), ("reshape", last_t)]
-        _pend_move(g, src, [*ops, *steps], last_t)
+        pend_move(g, src, [*ops, *steps], last_t)
 
     return convert
 
 
-def _pool_args(g: _Graph, x: str, a: _Attrs) -> tuple[list[int], list[int], Any, list[int]]:
+def _pool_args(g: Graph, x: str, a: Attrs) -> tuple[list[int], list[int], Any, list[int]]:
     if "kernel_shape" not in a:
         raise g.error("kernel_shape is missing")
     kernel = _ints(a.get("kernel_shape"), 2, 1, g, "kernel_shape (2-D pooling)")
@@ -1095,7 +608,7 @@ def _pool_args(g: _Graph, x: str, a: _Attrs) -> tuple[list[int], list[int], Any,
     return kernel, stride, (pt, pl), dilation
 
 
-def _max_pool(g: _Graph) -> None:
+def _max_pool(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (4,))
     a = g.attrs()
@@ -1105,7 +618,7 @@ def _max_pool(g: _Graph) -> None:
     g.emit(layer, [x])
 
 
-def _average_pool(g: _Graph) -> None:
+def _average_pool(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (4,))
     a = g.attrs()
@@ -1123,13 +636,13 @@ def _average_pool(g: _Graph) -> None:
     g.emit(layer, [x])
 
 
-def _global_average_pool(g: _Graph) -> None:
+def _global_average_pool(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (4,))
     g.emit(nn.GlobalAvgPool2d(), [x])
 
 
-def _dropout(g: _Graph) -> None:
+def _dropout(g: Graph) -> None:
     x = g.tensor(0)
     a = g.attrs()
     if g.opset >= 12:
@@ -1143,8 +656,8 @@ def _dropout(g: _Graph) -> None:
     g.emit(g.layer(nn.Dropout, p), [x])
 
 
-def _softmax(cls: type) -> Callable[[_Graph], None]:
-    def convert(g: _Graph) -> None:
+def _softmax(cls: type) -> Callable[[Graph], None]:
+    def convert(g: Graph) -> None:
         x = g.tensor(0)
         nd = len(g.shape(x))
         axis = int(g.attrs().get("axis", -1 if g.opset >= 13 else 1))
@@ -1156,15 +669,15 @@ def _softmax(cls: type) -> Callable[[_Graph], None]:
     return convert
 
 
-def _simple(make: Callable[[_Attrs], nn.Module]) -> Callable[[_Graph], None]:
-    def convert(g: _Graph) -> None:
+def _simple(make: Callable[[Attrs], nn.Module]) -> Callable[[Graph], None]:
+    def convert(g: Graph) -> None:
         x = g.tensor(0)
         g.emit(g.layer(make, g.attrs()), [x])
 
     return convert
 
 
-def _hardsigmoid(a: _Attrs) -> nn.Module:
+def _hardsigmoid(a: Attrs) -> nn.Module:
     alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
     if not (math.isclose(alpha, 1.0 / 6.0, rel_tol=1e-6) and beta == 0.5):
         raise ValueError(
@@ -1173,7 +686,7 @@ def _hardsigmoid(a: _Attrs) -> nn.Module:
     return nn.Hardsigmoid()
 
 
-def _clip(g: _Graph) -> None:
+def _clip(g: Graph) -> None:
     x = g.tensor(0)
     a = g.attrs()
     if g.opset < 11:
@@ -1190,11 +703,11 @@ def _clip(g: _Graph) -> None:
         raise g.error(f"Clip to [{lo}, {hi}] (cnncore has ReLU: [0, inf), ReLU6: [0, 6])")
 
 
-def _gelu(a: _Attrs) -> nn.Module:
+def _gelu(a: Attrs) -> nn.Module:
     return nn.GELU(a.get("approximate", "none"))
 
 
-def _layer_norm(g: _Graph) -> None:
+def _layer_norm(g: Graph) -> None:
     x = g.tensor(0)
     a = g.attrs()
     shape = g.shape(x)
@@ -1218,7 +731,7 @@ def _layer_norm(g: _Graph) -> None:
     g.emit(layer, [x], share=True)
 
 
-def _group_norm(g: _Graph) -> None:
+def _group_norm(g: Graph) -> None:
     x = g.tensor(0)
     a = g.attrs()
     shape = g.shape(x)
@@ -1238,7 +751,7 @@ def _group_norm(g: _Graph) -> None:
     g.emit(layer, [x], share=True)
 
 
-def _resize(g: _Graph) -> None:
+def _resize(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (4,))
     a = g.attrs()
@@ -1316,11 +829,11 @@ def _resize(g: _Graph) -> None:
     )
 
 
-def _identity(g: _Graph) -> None:
+def _identity(g: Graph) -> None:
     g.emit(nn.Identity(), [g.tensor(0)])
 
 
-IMPORTERS: dict[str, Callable[[_Graph], None]] = {
+IMPORTERS: dict[str, Callable[[Graph], None]] = {
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
     "Pad": _pad,
@@ -1362,378 +875,7 @@ IMPORTERS: dict[str, Callable[[_Graph], None]] = {
     "Identity": _identity,
 }
 """ONNX op type -> converter ``fn(graph, node)`` (``Constant`` nodes are read as constants,
-and nodes whose inputs are all constant are evaluated by :data:`FOLDERS`, before these)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Constant folding: shape arithmetic exporters leave in the graph (PyTorch's exporter
-# computes a Resize's sizes, a GroupNorm's shape, a reflect Pad's pads with such nodes)
-# --------------------------------------------------------------------------------------------
-
-
-def _fold_numel(g: _Graph, shape: Any) -> tuple[int, ...]:
-    shape = tuple(int(d) for d in np.asarray(shape).ravel())
-    if any(d < 0 for d in shape) or math.prod(shape) > MAX_FOLDED_ELEMENTS:
-        raise g.error(f"a constant of shape {shape} (more than {MAX_FOLDED_ELEMENTS} elements)")
-    return shape
-
-
-def _axes(g: _Graph, a: _Attrs, index: int) -> list[int]:
-    axes = a.get("axes") if g.opset < 13 else g.const(index, "axes", required=False)
-    return [] if axes is None else [int(v) for v in np.asarray(axes).ravel()]
-
-
-def _fold_shape(g: _Graph, a: _Attrs, x: Any) -> np.ndarray:
-    shape = np.array(x.shape if isinstance(x, np.ndarray) else x, np.int64)
-    nd = len(shape)
-    start, end = int(a.get("start", 0)), a.get("end")
-    return shape[start : nd if end is None else int(end)]
-
-
-def _fold_slice(g: _Graph, a: _Attrs, x: Any, *args: Any) -> np.ndarray:
-    if g.opset < 10:  # starts, ends, axes as attributes
-        starts, ends, axes, steps = a.get("starts"), a.get("ends"), a.get("axes"), None
-    else:  # as inputs: data, starts, ends[, axes[, steps]]
-        starts, ends, axes, steps = (*args, None, None)[:4]
-    starts, ends = np.ravel(starts), np.ravel(ends)
-    axes = range(len(starts)) if axes is None else np.ravel(axes)
-    steps = [1] * len(starts) if steps is None else np.ravel(steps)
-    index = [slice(None)] * np.ndim(x)
-    for ax, b, e, st in zip(axes, starts, ends, steps, strict=True):
-        if int(st) == 0:
-            raise g.error("Slice with a step of 0")
-        index[int(ax)] = slice(int(b), int(e), int(st))
-    return np.asarray(x)[tuple(index)]
-
-
-def _fold_gather(g: _Graph, a: _Attrs, x: Any, idx: Any) -> np.ndarray:
-    x, idx = np.asarray(x), np.asarray(idx, dtype=np.int64)
-    axis = int(a.get("axis", 0))
-    _fold_numel(g, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]) if x.ndim else ())
-    return np.take(x, idx, axis=axis)
-
-
-def _fold_cast(g: _Graph, a: _Attrs, x: Any) -> np.ndarray:
-    from ._proto import _dtype_table
-
-    to = a.get("to")
-    if to not in _dtype_table():
-        raise g.error(f"Cast to data type {to} (not supported)")
-    return np.asarray(x).astype(_dtype_table()[to][0])
-
-
-def _fold_constant_of_shape(g: _Graph, a: _Attrs, shape: Any) -> np.ndarray:
-    value = a.get("value")
-    value = np.zeros(1, np.float32) if value is None else np.asarray(value).ravel()[:1]
-    return np.full(_fold_numel(g, shape), value[0] if value.size else 0, dtype=value.dtype)
-
-
-def _fold_reshape(g: _Graph, a: _Attrs, x: Any, shape: Any) -> np.ndarray:
-    target = [int(t) for t in np.ravel(shape)]
-    resolved = _resolve_reshape(np.shape(x), target)
-    if resolved is None:
-        raise g.error(f"cannot reshape a constant of shape {np.shape(x)} to {target}")
-    return np.reshape(x, resolved)
-
-
-def _fold_unsqueeze(g: _Graph, a: _Attrs, x: Any, *rest: Any) -> np.ndarray:
-    x = np.asarray(x)
-    axes = _axes(g, a, 1)
-    for ax in sorted(int(v) % (x.ndim + len(axes)) for v in axes):
-        x = np.expand_dims(x, ax)
-    return x
-
-
-def _fold_squeeze(g: _Graph, a: _Attrs, x: Any, *rest: Any) -> np.ndarray:
-    x = np.asarray(x)
-    axes = _axes(g, a, 1)
-    return np.squeeze(x, axis=tuple(v % x.ndim for v in axes) if axes else None)
-
-
-def _fold_div(g: _Graph, a: _Attrs, x: Any, y: Any) -> np.ndarray:
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype.kind in "iu" and y.dtype.kind in "iu":  # integer division truncates
-        if np.any(y == 0):
-            raise g.error("integer division by zero")
-        return (np.sign(x) * np.sign(y) * (np.abs(x) // np.abs(y))).astype(np.result_type(x, y))
-    return x / y
-
-
-def _arith(fn: Callable[..., Any]) -> Callable[..., np.ndarray]:
-    def fold(g: _Graph, a: _Attrs, *xs: Any) -> np.ndarray:
-        arrays = [np.asarray(x) for x in xs]
-        _fold_numel(g, np.broadcast_shapes(*(x.shape for x in arrays)))
-        return np.asarray(fn(*arrays))
-
-    return fold
-
-
-FOLDERS: dict[str, Callable[..., np.ndarray]] = {
-    "Shape": _fold_shape,
-    "Slice": _fold_slice,
-    "Gather": _fold_gather,
-    "Cast": _fold_cast,
-    "ConstantOfShape": _fold_constant_of_shape,
-    "Reshape": _fold_reshape,
-    "Unsqueeze": _fold_unsqueeze,
-    "Squeeze": _fold_squeeze,
-    "Concat": lambda g, a, *xs: np.concatenate([np.atleast_1d(x) for x in xs], int(a.get("axis"))),
-    "Transpose": lambda g, a, x: np.transpose(x, a.get("perm")),
-    "Identity": lambda g, a, x: np.asarray(x),
-    "Add": _arith(np.add),
-    "Sub": _arith(np.subtract),
-    "Mul": _arith(np.multiply),
-    "Div": _fold_div,
-    "Neg": _arith(np.negative),
-    "Equal": _arith(np.equal),
-    "Where": _arith(np.where),
-}
-"""Op type -> ``fn(graph, attrs, *input_arrays)`` evaluating a node whose inputs are all
-constants (``Shape`` also of a tensor: its shape, once per probe batch size)."""
-
-
-def _fold(g: _Graph) -> bool:
-    """Evaluate the current node with NumPy if it is foldable; True if it was."""
-    node = g.node
-    fn = FOLDERS.get(node.op_type)
-    if fn is None:
-        return False
-    names = list(node.input)
-    values = [g.values.get(n) if n else None for n in names]
-    if not names or not names[0]:
-        return False
-    if node.op_type == "Shape" and isinstance(values[0], (_Tensor, _Pending)):
-        variants = [[s] for s in values[0].shapes]
-    elif all(not n or isinstance(v, _Const) for n, v in zip(names, values, strict=True)):
-        count = len(g.batches)
-        variants = [[None if v is None else v.arrays[k] for v in values] for k in range(count)]
-    else:
-        return False
-    if len(node.output) != 1 or not node.output[0]:
-        raise g.error("a folded node must have one output")
-    a = g.attrs()
-    results: list[np.ndarray] = []
-    try:
-        for k, args in enumerate(variants):
-            if k and all(x is y for x, y in zip(args, variants[0], strict=True)):
-                results.append(results[0])  # the same inputs: the same value
-            else:
-                results.append(np.asarray(fn(g, a, *args)))
-    except (ValueError, TypeError, IndexError, np.exceptions.AxisError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith("cnncore.onnx"):
-            raise
-        raise g.error(f"cannot evaluate it on its constant inputs ({exc})") from None
-    g.values[node.output[0]] = _Const(results)
-    return True
-
-
-# --------------------------------------------------------------------------------------------
-# Activations written as subgraphs of elementwise operators
-# --------------------------------------------------------------------------------------------
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _clip_eval(a: dict[str, Any], x: np.ndarray, lo: Any = None, hi: Any = None) -> np.ndarray:
-    lo = a.get("min", -np.inf) if lo is None else lo
-    hi = a.get("max", np.inf) if hi is None else hi
-    return np.clip(x, lo, hi)
-
-
-def _gelu_eval(a: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    if a.get("approximate", "none") == "tanh":
-        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
-
-
-#: Elementwise op -> ``fn(attributes, *float64 arrays)`` (absent optional inputs: None):
-#: what the activation matcher evaluates.
-ELEMENTWISE: dict[str, Callable[..., np.ndarray]] = {
-    "Add": lambda a, x, y: x + y,
-    "Sub": lambda a, x, y: x - y,
-    "Mul": lambda a, x, y: x * y,
-    "Div": lambda a, x, y: x / y,
-    "Pow": lambda a, x, y: np.power(x, y),
-    "Neg": lambda a, x: -x,
-    "Abs": lambda a, x: np.abs(x),
-    "Sqrt": lambda a, x: np.sqrt(x),
-    "Exp": lambda a, x: np.exp(x),
-    "Log": lambda a, x: np.log(x),
-    "Reciprocal": lambda a, x: 1.0 / x,
-    "Erf": lambda a, x: _erf(x),
-    "Tanh": lambda a, x: np.tanh(x),
-    "Sigmoid": lambda a, x: _sigmoid(x),
-    "Softplus": lambda a, x: np.logaddexp(0.0, x),
-    "Softsign": lambda a, x: x / (1.0 + np.abs(x)),
-    "Relu": lambda a, x: np.maximum(x, 0.0),
-    "Elu": lambda a, x: np.where(x > 0, x, a.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
-    "LeakyRelu": lambda a, x: np.where(x >= 0, x, a.get("alpha", 0.01) * x),
-    "HardSigmoid": lambda a, x: np.clip(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1),
-    "HardSwish": lambda a, x: x * np.clip(x / 6.0 + 0.5, 0, 1),
-    "Mish": lambda a, x: x * np.tanh(np.logaddexp(0.0, x)),
-    "Gelu": _gelu_eval,
-    "Clip": _clip_eval,
-    "Min": lambda a, *xs: np.minimum.reduce(xs),
-    "Max": lambda a, *xs: np.maximum.reduce(xs),
-    "Where": lambda a, c, x, y: np.where(c, x, y),
-    "Greater": lambda a, x, y: x > y,
-    "Less": lambda a, x, y: x < y,
-    "GreaterOrEqual": lambda a, x, y: x >= y,
-    "LessOrEqual": lambda a, x, y: x <= y,
-}
-
-#: The points an elementwise subgraph is evaluated at to recognize its activation.
-_PROBE = np.concatenate(
-    [np.linspace(-8.0, 8.0, 1601), [-60.0, -30.0, -21.0, -19.0, 19.0, 21.0, 30.0, 60.0]]
-)
-
-#: Activations recognized from subgraphs (with the subgraph's scalar constants as
-#: candidate parameters: ``fn(constants) -> layers``).
-ACTIVATIONS: list[Callable[[list[float]], list[nn.Module]]] = [
-    lambda c: [nn.GELU(), nn.GELU("tanh"), nn.SiLU(), nn.Mish(), nn.Hardswish()],
-    lambda c: [nn.Hardsigmoid(), nn.ReLU6(), nn.Softplus(), nn.ReLU(), nn.Sigmoid(), nn.Tanh()],
-    lambda c: [nn.ELU(v) for v in c if math.isfinite(v)],
-    lambda c: [nn.LeakyReLU(v) for v in c if 0.0 <= v <= 1.0],
-    lambda c: [
-        nn.Softplus(b, t)
-        for b in {1.0, *c}
-        for t in {20.0, *c}
-        if b and math.isfinite(b) and not math.isnan(t)
-    ],
-]
-
-
-def _matching_activation(values: np.ndarray, constants: list[float]) -> nn.Module | None:
-    """The first activation of :data:`ACTIVATIONS` whose forward is ``values`` on
-    :data:`_PROBE` (1e-6 relative)."""
-    if values.shape != _PROBE.shape or not np.all(np.isfinite(values)):
-        return None
-    for make in ACTIVATIONS:
-        try:
-            layers = make(constants)
-        except (ValueError, TypeError):
-            continue
-        for layer in layers:
-            with np.errstate(all="ignore"):
-                want = np.asarray(layer.eval()(_PROBE.copy()), np.float64)
-            if np.allclose(values, want, rtol=1e-6, atol=1e-6):
-                return layer
-    return None
-
-
-#: Largest elementwise subgraph the matcher considers.
-MAX_REGION = 24
-
-
-def _fuse_activations(
-    g: _Graph, nodes: list[Any], constlike: set[str], outputs: set[str]
-) -> dict[int, tuple[nn.Module, str]]:
-    """Recognize subgraphs of :data:`ELEMENTWISE` operators with one tensor input as
-    activations: {index of the subgraph's last node: (layer, its input)}; the other nodes of
-    each subgraph are dropped from ``nodes`` (set to None)."""
-    producer = {v: i for i, n in enumerate(nodes) for v in n.output if v}
-    consumers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for v in n.input:
-            consumers.setdefault(v, []).append(i)
-
-    def scalar(v: str) -> float | None:
-        value = g.values.get(v)
-        if isinstance(value, _Const) and value.arrays[0].size == 1:
-            return float(np.asarray(value.arrays[0], np.float64).ravel()[0])
-        return None
-
-    def elementwise(i: int) -> bool:
-        n = nodes[i]
-        if n is None or n.domain not in ("", "ai.onnx") or n.op_type not in ELEMENTWISE:
-            return False
-        if len(n.output) != 1:
-            return False
-        tensors = [v for v in n.input if v and scalar(v) is None]
-        return bool(tensors) and not any(v in constlike for v in tensors)
-
-    claimed: set[int] = set()
-    fused: dict[int, tuple[nn.Module, str]] = {}
-
-    def region(root: int, stop: str | None) -> tuple[set[int], set[str]] | None:
-        members, external, stack = {root}, set(), [root]
-        while stack:
-            for v in nodes[stack.pop()].input:
-                if not v or scalar(v) is not None:
-                    continue
-                p = producer.get(v)
-                if v == stop or p is None or p in claimed or not elementwise(p):
-                    external.add(v)
-                elif p not in members:
-                    if len(members) >= MAX_REGION:
-                        return None
-                    members.add(p)
-                    stack.append(p)
-        return members, external
-
-    def evaluate(members: set[int], x: str) -> tuple[np.ndarray, list[float]] | None:
-        env: dict[str, Any] = {x: _PROBE}
-        constants: list[float] = []
-        saved = g.node
-        try:
-            for i in sorted(members):
-                n = nodes[i]
-                args = []
-                for v in n.input:
-                    s = scalar(v) if v else None
-                    if s is not None:
-                        constants.append(s)
-                    args.append(None if not v else (s if s is not None else env[v]))
-                g.node = n
-                attrs = _Attrs(g)
-                a = {k: attrs.get(k) for k in attrs.protos}
-                with np.errstate(all="ignore"):
-                    env[n.output[0]] = np.asarray(ELEMENTWISE[n.op_type](a, *args), np.float64)
-        except (ValueError, TypeError, KeyError, IndexError):
-            return None
-        finally:
-            g.node = saved
-        return env[nodes[max(members)].output[0]], sorted(set(constants))
-
-    for root in range(len(nodes) - 1, -1, -1):
-        if root in claimed or not elementwise(root):
-            continue
-        full = region(root, None)
-        if full is None:
-            continue
-        tries = [full]
-        for i in sorted(full[0] - {root}, reverse=True):
-            cut = region(root, nodes[i].output[0])
-            if cut is not None and cut[1] == {nodes[i].output[0]}:
-                tries.append(cut)
-        tries.sort(key=lambda t: -len(t[0]))
-        for members, external in tries:
-            if len(members) < 2 or len(external) != 1:
-                continue
-            inside = [nodes[i].output[0] for i in members if i != root]
-            if any(
-                v in outputs or any(c not in members for c in consumers.get(v, [])) for v in inside
-            ):
-                continue
-            (x,) = external
-            result = evaluate(members, x)
-            if result is None:
-                continue
-            layer = _matching_activation(*result)
-            if layer is not None:
-                claimed |= members
-                fused[root] = (layer, x)
-                break
-    for i in claimed - set(fused):
-        nodes[i] = None
-    return fused
-
+and nodes whose inputs are all constant are evaluated by ``_fold.FOLDERS``, before these)."""
 
 # --------------------------------------------------------------------------------------------
 # load
@@ -1807,7 +949,7 @@ def _constlike(graph: Any, constants: set[str]) -> set[str]:
     return known
 
 
-def _build(g: _Graph, inputs: list[str], outputs: list[str], name: str | None) -> nn.Module:
+def _build(g: Graph, inputs: list[str], outputs: list[str], name: str | None) -> nn.Module:
     """A Sequential when the layers form a chain from the one input to the one output,
     else a graph model."""
     entries = g.entries
@@ -1866,13 +1008,13 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
     dims = [list(x.type.tensor_type.shape.dim) for x in inputs]
     static = [d[0].dim_value for d in dims if d[0].HasField("dim_value") and d[0].dim_value > 0]
     batches = (static[0],) if static else (2, 3)
-    g = _Graph(where, opset, dtype, batches)
+    g = Graph(where, opset, dtype, batches)
     for name, array in arrays.items():
-        g.values[name] = _Const([array] * len(batches))
+        g.values[name] = Const([array] * len(batches))
     for x, d in zip(inputs, dims, strict=True):
         rest = tuple(v.dim_value for v in d[1:])
-        g.values[x.name] = _Tensor([(n, *rest) for n in batches])
-        base = _sanitize(x.name) or "input"
+        g.values[x.name] = Tensor([(n, *rest) for n in batches])
+        base = sanitize(x.name) or "input"
         name, k = base, 0
         while name in g.taken:
             k += 1
@@ -1883,7 +1025,7 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
     out_names = [o.name for o in graph.output]
     live = _live(graph)
     nodes: list[Any] = list(live)
-    fused = _fuse_activations(g, nodes, constlike, set(out_names))
+    fused = fuse_activations(g, nodes, constlike, set(out_names))
     in_fusion = {id(live[i]) for i, n in enumerate(nodes) if n is None or i in fused}
 
     def supported(n: Any) -> bool:
@@ -1932,7 +1074,7 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
             layer, x = fused[i]
             g.emit(layer, [g.resolve(x)])
             continue
-        if _fold(g):
+        if fold(g):
             continue
         if node.op_type not in IMPORTERS:
             raise g.error("supported only on constant inputs")
@@ -1941,14 +1083,14 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
     outputs = []
     for v in out_names:
         value = g.values.get(v)
-        if isinstance(value, _Const):
+        if isinstance(value, Const):
             raise _bad(where, f"the output {v!r} is a constant")
         outputs.append(g.resolve(v, "output"))
     if not g.entries:
         raise _bad(where, "the graph has no layers")
     input_names = [x.name for x in inputs]
     try:
-        model = _build(g, input_names, outputs, _sanitize(graph.name))
+        model = _build(g, input_names, outputs, sanitize(graph.name))
     except ValueError as exc:
         raise _bad(where, str(exc)) from None
     model.dtype = dtype

@@ -7,8 +7,8 @@ its ``coordinate_transformation_mode`` (``asymmetric``: ``i / s``; ``half_pixel`
 scale given, or ``n_out / n_in`` when sizes are given; PyTorch (and so cnncore) multiplies
 by ``1 / scale_factor`` in the data's precision and special-cases some sizes.  The two agree
 for the usual factors and sizes, not for every one.  So neither side trusts a formula:
-:func:`spec_matrix` evaluates ONNX's rule (in the ways a runtime may round it: float32
-division as onnxruntime, float32 reciprocal as PyTorch, float64) and :func:`layer_matrices`
+:func:`spec_taps` evaluates ONNX's rule (in the ways a runtime may round it: float32
+division as onnxruntime, float32 reciprocal as PyTorch, float64) and :func:`layer_taps`
 cnncore's own interpolation tables.  Export writes a Resize only when both float32 ways
 give the layer's interpolation (else an exact Gather or MatMul form); import accepts a
 Resize when one way does (the rest differ only where a coordinate is within rounding of a
@@ -25,7 +25,7 @@ import numpy as np
 from .._geometry import ResizeGeometry
 from ..ops.resize import _tables
 
-__all__ = ["ResizeSpec", "spec_for", "spec_matches", "spec_matrix", "layer_matrices", "MODES"]
+__all__ = ["ResizeSpec", "spec_for", "spec_matches", "spec_taps", "layer_taps", "layer_matrices"]
 
 #: cnncore mode (and align_corners) -> (ONNX mode, coordinate_transformation_mode,
 #: nearest_mode) that PyTorch's rule is closest to.
@@ -35,9 +35,6 @@ MODES = {
     ("bilinear", False): ("linear", "half_pixel", None),
     ("bilinear", True): ("linear", "align_corners", None),
 }
-
-#: The largest per-axis interpolation matrix compared (n_out * n_in entries).
-MAX_MATRIX = 1 << 24
 
 
 class ResizeSpec(NamedTuple):
@@ -90,39 +87,66 @@ def _round(x: np.ndarray, nearest_mode: str) -> np.ndarray:
     raise ValueError(f"nearest_mode {nearest_mode!r}")
 
 
-def _matrix(n_in: int, n_out: int, taps: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    a = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    for idx, w in taps:
-        np.add.at(a, (rows, np.asarray(idx, np.int64)), np.asarray(w, np.float64))
-    return a
+#: An interpolation along one axis: output ``o`` is ``w0[o] x[i0[o]] + w1[o] x[i1[o]]``.
+Taps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def spec_matrix(spec: ResizeSpec, axis: int, n_in: int, n_out: int, how: str) -> np.ndarray:
-    """The ``(n_out, n_in)`` interpolation matrix of ``spec`` on one axis, its coordinates
-    computed as ``how`` says (see :data:`ARITHMETIC`)."""
+def _two_taps(taps: list[tuple[np.ndarray, np.ndarray]]) -> Taps:
+    i0, w0 = taps[0]
+    i1, w1 = taps[1] if len(taps) > 1 else (i0, np.zeros(len(i0)))
+    return (
+        np.asarray(i0, np.int64),
+        np.asarray(i1, np.int64),
+        np.asarray(w0, np.float64),
+        np.asarray(w1, np.float64),
+    )
+
+
+def _same_taps(a: Taps, b: Taps, atol: float = 1e-6) -> bool:
+    """Whether two interpolations give every output the same weight on every input (the
+    weights of both compared at each index either one reads)."""
+    for j in (a[0], a[1], b[0], b[1]):
+        wa = a[2] * (a[0] == j) + a[3] * (a[1] == j)
+        wb = b[2] * (b[0] == j) + b[3] * (b[1] == j)
+        if not np.all(np.abs(wa - wb) <= atol):
+            return False
+    return True
+
+
+def spec_taps(spec: ResizeSpec, axis: int, n_in: int, n_out: int, how: str) -> Taps:
+    """The interpolation of ``spec`` along one axis, its coordinates computed as ``how``
+    says (see :data:`ARITHMETIC`)."""
     if spec.scales is not None:
         s = float(spec.scales[axis])
     else:  # the scale a runtime derives from the sizes
         s = float(np.float32(n_out) / np.float32(n_in))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         x = _coords(spec.ctm, n_in, n_out, s, how)
     if spec.mode == "nearest":
         idx = np.clip(_round(x, spec.nearest_mode or "round_prefer_floor"), 0, n_in - 1)
-        return _matrix(n_in, n_out, [(idx.astype(np.int64), np.ones(n_out))])
+        return _two_taps([(idx.astype(np.int64), np.ones(n_out))])
     x = np.clip(x, 0, n_in - 1)
     i0 = np.floor(x).astype(np.int64)
     i1 = np.minimum(i0 + 1, n_in - 1)
     lam = x.astype(np.float64) - i0
-    return _matrix(n_in, n_out, [(i0, 1.0 - lam), (i1, lam)])
+    return _two_taps([(i0, 1.0 - lam), (i1, lam)])
+
+
+def layer_taps(geo: ResizeGeometry, in_hw: tuple[int, int], dtype: Any) -> list[Taps]:
+    """cnncore's interpolation along H and W for ``geo`` (interpolate's own tables)."""
+    return [_two_taps(taps) for taps in _tables(geo, in_hw, np.dtype(dtype))]
 
 
 def layer_matrices(geo: ResizeGeometry, in_hw: tuple[int, int], dtype: Any) -> list[np.ndarray]:
-    """cnncore's interpolation matrices (H, W) for ``geo`` (from interpolate's own tables)."""
-    return [
-        _matrix(in_hw[k], geo.out[k], taps)
-        for k, taps in enumerate(_tables(geo, in_hw, np.dtype(dtype)))
-    ]
+    """cnncore's interpolation along H and W as ``(n_out, n_in)`` matrices."""
+    out = []
+    for k, (i0, i1, w0, w1) in enumerate(layer_taps(geo, in_hw, dtype)):
+        a = np.zeros((geo.out[k], in_hw[k]))
+        rows = np.arange(geo.out[k])
+        np.add.at(a, (rows, i0), w0)
+        np.add.at(a, (rows, i1), w1)
+        out.append(a)
+    return out
 
 
 def _out_size(n_in: int, scale: float) -> set[int]:
@@ -141,27 +165,24 @@ def spec_matches(
     strict: bool = True,
 ) -> bool:
     """Whether the Resize ``spec`` computes what interpolate does for ``geo`` on ``in_hw``:
-    the same output size (however the product is rounded) and the same interpolation
-    matrix (weights within 1e-6) -- ``strict``: with the coordinates in float32 both ways
+    the same output size (however the product is rounded) and the same weights on the same
+    input pixels (within 1e-6) -- ``strict``: with the coordinates in float32 both ways
     (division and reciprocal: what export needs, so that a runtime agrees), else in one of
     the ways of :data:`ARITHMETIC` (import: the file's indices differ from the layer's at
     most where a coordinate is within rounding of a pixel boundary)."""
-    if any(in_hw[k] * geo.out[k] > MAX_MATRIX for k in range(2)):
-        return False
     if spec.scales is not None:
         if any(_out_size(in_hw[k], spec.scales[k]) != {geo.out[k]} for k in range(2)):
             return False
     elif tuple(spec.sizes or ()) != tuple(geo.out):
         return False
-    want = layer_matrices(geo, in_hw, dtype)
+    want = layer_taps(geo, in_hw, dtype)
     if tuple(geo.out) == tuple(in_hw):  # runtimes copy a resize to the same shape
-        return all(np.array_equal(w, np.eye(len(w))) for w in want)
+        copy = _two_taps([(np.arange(in_hw[0]), np.ones(in_hw[0]))])
+        copy_w = _two_taps([(np.arange(in_hw[1]), np.ones(in_hw[1]))])
+        return _same_taps(want[0], copy) and _same_taps(want[1], copy_w)
+    ways = ARITHMETIC[:2] if strict else ARITHMETIC
     for k in range(2):
-        ways = ARITHMETIC[:2] if strict else ARITHMETIC
-        agree = [
-            np.allclose(spec_matrix(spec, k, in_hw[k], geo.out[k], how), want[k], atol=1e-6)
-            for how in ways
-        ]
+        agree = [_same_taps(spec_taps(spec, k, in_hw[k], geo.out[k], how), want[k]) for how in ways]
         if not (all(agree) if strict else any(agree)):
             return False
     return True
