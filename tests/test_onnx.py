@@ -514,6 +514,8 @@ def _shared():
     block_in = nn.Input((4, 6, 6), name="bi")
     block = nn.Model(block_in, nn.Mish(name="mish")(block_in), name="act_block")
     y = block(block(y))  # a nested model called twice
+    linear = nn.Linear(6, 6, name="shared_linear")  # on (N, C, H, W): MatMul + Add, twice
+    y = linear(nn.Tanh(name="tanh")(linear(y)))
     return nn.Model(inp, nn.Add(name="add")([y, inp]), name="shared")
 
 
@@ -586,7 +588,7 @@ def test_graph_model_names_and_shared_weights():
     back = cnncore.onnx.from_model_proto(proto)
     layer = back.get_layer("shared_conv")
     assert sum(n.layer is layer for n in back._step_nodes) == 2  # shared again
-    assert len([k for k in back.state_dict() if k.endswith("weight")]) == 1
+    assert len([k for k in back.state_dict() if k.endswith("weight")]) == 2  # conv, linear
     model, _, shape = _graph_case("two_in_two_out")
     proto = cnncore.onnx.to_model_proto(model, shape)
     assert [i.name for i in proto.graph.input] == ["img", "aux"]
@@ -683,6 +685,17 @@ def test_upsample_resize_grid(tmp_path):
                 np.testing.assert_array_equal(back.predict(x), model.predict(x))
     print(f"{checked} resizes, {gathered} as Gathers/MatMuls")
     assert gathered < checked // 20, (gathered, checked)  # the stand-ins are rare
+
+
+def test_instance_norm_of_an_unbatched_input():
+    """InstanceNorm2d takes a 3-D input as one (C, H, W) sample: exported around an
+    Unsqueeze (the graph's first dimension is then C: a static batch); not importable."""
+    model = nn.Sequential(nn.InstanceNorm2d(3)).eval()  # (any channel count)
+    x = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    proto = cnncore.onnx.to_model_proto(model, x.shape, dynamic_batch=False)
+    np.testing.assert_allclose(_run(proto, x), model.predict(x), **F32_TOL)
+    with pytest.raises(ValueError, match="not a flatten"):
+        cnncore.onnx.from_model_proto(proto)
 
 
 def test_static_batch_and_names(tmp_path):
@@ -1287,6 +1300,20 @@ def _crafted_graphs():
                 h.make_node("Mul", ["g1", "g2"], ["y"]),
             ],
             [onnx.numpy_helper.from_array(w, "w")],
+            ("y",),
+            ("n", 1, 4, 4),
+            nn.Model,
+        ),
+        "matmul-shared-bias-later": (  # both MatMuls of one weight before their Adds
+            [
+                h.make_node("Relu", ["x"], ["r"]),
+                h.make_node("MatMul", ["x", "w4"], ["m1"]),
+                h.make_node("MatMul", ["r", "w4"], ["m2"]),
+                h.make_node("Add", ["m1", "b4"], ["a1"]),
+                h.make_node("Add", ["m2", "b4"], ["a2"]),
+                h.make_node("Mul", ["a1", "a2"], ["y"]),
+            ],
+            [_t("w4", np.eye(4) * 0.5 + 0.1), _t("b4", [1.0, -1.0, 0.5, 0.0])],
             ("y",),
             ("n", 1, 4, 4),
             nn.Model,

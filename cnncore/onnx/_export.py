@@ -71,7 +71,7 @@ class ExportContext:
         self._counts: dict[str, int] = {}
         self._node_names: set[str] = set()
         self._scope = ""  # the layer being exported: its nodes are named after it
-        self._params: dict[int, tuple[np.ndarray, str]] = {}  # id(array) -> initializer
+        self._params: dict[Any, tuple[np.ndarray, str]] = {}  # (id(array), hint) -> name
 
     # -- names and shapes ----------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -102,20 +102,23 @@ class ExportContext:
         self._shapes[name] = tuple(int(s) for s in shape)
 
     # -- building ------------------------------------------------------------------------
-    def constant(self, array: Any, hint: str, dtype: Any = None) -> str:
+    def constant(self, array: Any, hint: str, dtype: Any = None, derived_from: Any = None) -> str:
         """Add ``array`` as an initializer (in the model's dtype unless ``dtype`` is given);
         return its name.  The same ndarray object passed again (the parameter of a layer
-        called twice) gives the same initializer."""
+        called twice) gives the same initializer, as does an array ``derived_from`` the
+        same parameter with the same ``hint`` (its transpose, say)."""
         arr = np.asarray(array, dtype=self.dtype if dtype is None else dtype)
-        if arr is array:
-            known = self._params.get(id(arr))
-            if known is not None and known[0] is arr:
+        source = derived_from if derived_from is not None else (array if arr is array else None)
+        key = (id(source), hint if derived_from is not None else None)
+        if source is not None:
+            known = self._params.get(key)
+            if known is not None and known[0] is source:
                 return known[1]
         name = self.fresh(hint)
         self.initializers.append(self.onnx.numpy_helper.from_array(arr, name))
         self.set_shape(name, arr.shape)
-        if arr is array:  # kept alive in the table, so its id is not reused meanwhile
-            self._params[id(arr)] = (arr, name)
+        if source is not None:  # kept alive in the table, so its id is not reused meanwhile
+            self._params[key] = (source, name)
         return name
 
     def node(self, op_type: str, inputs: Sequence[str], hint: str, **attrs: Any) -> str:
@@ -233,7 +236,8 @@ def _linear(ctx: ExportContext, m: Any, inputs: list[str]) -> list[str]:
         if m.bias is not None:
             args.append(ctx.constant(m.bias.data, "linear.bias"))
         return [ctx.node("Gemm", args, "gemm", transB=1)]
-    y = ctx.node("MatMul", [x, ctx.constant(m.weight.data.T, "linear.weight_t")], "matmul")
+    w_t = ctx.constant(m.weight.data.T, "linear.weight_t", derived_from=m.weight.data)
+    y = ctx.node("MatMul", [x, w_t], "matmul")
     if m.bias is not None:
         y = ctx.node("Add", [y, ctx.constant(m.bias.data, "linear.bias")], "add")
     return [y]

@@ -24,6 +24,7 @@ __all__ = [
     "Pending",
     "Entry",
     "MAX_FOLDED_ELEMENTS",
+    "MAX_SAMPLE_ELEMENTS",
     "resolve_reshape",
     "move",
     "pend_move",
@@ -35,6 +36,10 @@ __all__ = [
 
 #: The most elements a folded constant (or an analyzed rearrangement) may have.
 MAX_FOLDED_ELEMENTS = 1 << 20
+
+#: The most elements one sample of any tensor of an imported graph may have (1 GiB of
+#: float32): a crafted shape beyond it is refused before anything is sized by it.
+MAX_SAMPLE_ELEMENTS = 1 << 28
 
 
 class Const:
@@ -77,18 +82,24 @@ class Pending:
 class Entry:
     """One layer call of the imported graph."""
 
-    __slots__ = ("layer", "inputs", "multi", "output")
+    __slots__ = ("layer", "inputs", "multi", "output", "key")
 
-    def __init__(self, layer: nn.Module, inputs: list[str], multi: bool, output: str) -> None:
+    def __init__(
+        self, layer: nn.Module, inputs: list[str], multi: bool, output: str, key: Any = None
+    ) -> None:
         self.layer = layer
         self.inputs = inputs
         self.multi = multi
         self.output = output
+        self.key = key  # the share key of its layer (None: not shareable)
 
 
-def sanitize(name: str) -> str | None:
-    """An ONNX name as a layer name (letters, digits, ``_``, ``-``), None if nothing is left."""
-    s = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:128]
+def sanitize(name: Any) -> str | None:
+    """An ONNX name as a layer name (letters, digits, ``_``, ``-``), None if nothing is left
+    (a name that is not valid UTF-8 comes as bytes from protobuf)."""
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", errors="replace")
+    s = re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_")[:128]
     return s or None
 
 
@@ -205,6 +216,16 @@ class Graph:
             raise self.error(f"{what} has shape {value.shape}, expected {target.shape}")
         target[...] = value.astype(target.dtype)
 
+    def check_sizes(self, shapes: list[tuple[int, ...]]) -> None:
+        """ValueError if a sample of a tensor of ``shapes`` has more than
+        :data:`MAX_SAMPLE_ELEMENTS` elements."""
+        for shape in shapes:
+            if math.prod(shape[1:]) > MAX_SAMPLE_ELEMENTS:
+                raise self.error(
+                    f"a tensor of shape {('N', *shape[1:])} has more than "
+                    f"{MAX_SAMPLE_ELEMENTS} elements per sample (not supported)"
+                )
+
     def check_extra_outputs(self) -> None:
         for name in list(self.node.output)[1:]:
             if name and self.uses.get(name, 0):
@@ -237,6 +258,7 @@ class Graph:
         if output is None:
             self.check_extra_outputs()
             output = self.node.output[0]
+        key = None
         if share:
             key = (
                 self.node.op_type,
@@ -256,28 +278,37 @@ class Graph:
         if id(layer) not in self.layer_uses:
             self.name_layer(layer, name if name is not None else self.node.name)
         self.layer_uses[id(layer)] = self.layer_uses.get(id(layer), 0) + 1
-        entry = Entry(layer, list(inputs), multi, output)
+        entry = Entry(layer, list(inputs), multi, output, key)
         self.entries.append(entry)
         self.producer[output] = entry
+        self.check_sizes(shapes)
         self.values[output] = Tensor(shapes)
         return output
 
     def replace_layer(self, entry: Entry, layer: nn.Module) -> None:
-        """Put ``layer`` in place of ``entry``'s (absorbing a following operator)."""
+        """Put ``layer`` in place of ``entry``'s (absorbing a following operator); a layer
+        the graph calls elsewhere too stays there, unchanged.  ``layer`` may be one another
+        call uses already (the same absorbed constant: still one shared layer)."""
         old = entry.layer
         self.layer_uses[id(old)] -= 1
-        layer.name = old.name
-        self.layer_uses[id(layer)] = 1
-        self.shared = {k: v for k, v in self.shared.items() if v is not old}
+        if not self.layer_uses[id(old)]:
+            if id(layer) not in self.layer_uses:
+                layer.name = old.name
+            self.shared = {k: v for k, v in self.shared.items() if v is not old}
+        self.layer_uses[id(layer)] = self.layer_uses.get(id(layer), 0) + 1
         entry.layer = layer
 
     def absorbable(self, name: str) -> Entry | None:
-        """The entry computing tensor ``name`` if only the current node reads it and its
-        layer is called nowhere else (so a following operator may be folded into it)."""
+        """The entry computing tensor ``name`` if only the current node reads it (so a
+        following operator may be folded into its layer -- a copy of it if the layer is
+        called elsewhere too, see :meth:`shared_layer`)."""
         entry = self.producer.get(name)
-        if entry is None or self.uses.get(name, 0) != 1 or self.layer_uses[id(entry.layer)] != 1:
+        if entry is None or self.uses.get(name, 0) != 1:
             return None
         return entry
+
+    def shared_layer(self, entry: Entry) -> bool:
+        return self.layer_uses[id(entry.layer)] > 1
 
     def rename(self, entry: Entry) -> None:
         """Name ``entry``'s layer after the current node (the node that completes it)."""
@@ -410,6 +441,7 @@ def move(g: Graph, index: int) -> tuple[str, list[tuple[int, ...]], list[Any]]:
 
 def pend_move(g: Graph, src: str, ops: list[Any], shapes: list[tuple[int, ...]]) -> None:
     g.check_extra_outputs()
+    g.check_sizes(shapes)
     g.values[g.node.output[0]] = Pending("move", src, shapes, ops, g.node)
 
 

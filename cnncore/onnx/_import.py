@@ -45,6 +45,7 @@ from ._fold import ELEMENTWISE, FOLDERS, fold, fuse_activations
 from ._graph import (
     Attrs,
     Const,
+    Entry,
     Graph,
     Pending,
     Tensor,
@@ -316,33 +317,42 @@ def _with(layer: nn.Module, **changes: Any) -> nn.Module:
 _AFFINE = ("BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm2d")
 
 
-def _absorb(g: Graph, op: str, x: str, c: np.ndarray) -> bool:
-    """Fold ``x op c`` (``c`` constant) into the layer computing ``x`` if that layer can
-    hold it: a bias for a bias-less Linear/Conv2d/ConvTranspose2d (Add), the affine of a
-    normalization (Mul, Add).  True if done."""
+def _absorb(g: Graph, op: str, x: str, c: np.ndarray, c_name: str) -> bool:
+    """Fold ``x op c`` (``c`` the constant ``c_name``) into the layer computing ``x`` if that
+    layer can hold it: a bias for a bias-less Linear/Conv2d/ConvTranspose2d (Add), the
+    affine of a normalization (Mul, Add).  True if done.  A layer called elsewhere too is
+    not changed (this call gets a changed copy); a shared layer given the same bias at
+    each call stays one layer."""
     entry = g.absorbable(x)
     if entry is None:
         return False
     layer = entry.layer
     kind = type(layer).__name__
     shape = g.shape(x)
-    if op == "Add" and kind == "Linear" and layer.bias is None:
-        out_f = layer.out_features
-        if c.size != out_f or c.shape[-1] != out_f:
-            return False
-        new = _with(layer, bias=True)
-        new.bias.data[...] = c.reshape(-1)
-    elif op == "Add" and kind in ("Conv2d", "ConvTranspose2d") and layer.bias is None:
-        vec = _channel_vector(c, shape)
-        if vec is None or c.size == 1:
-            return False
+    bias_key = None
+    if op == "Add" and kind in ("Linear", "Conv2d", "ConvTranspose2d") and layer.bias is None:
+        bias_key = None if entry.key is None else (entry.key, "bias", c_name)
+        known = g.shared.get(bias_key) if bias_key is not None else None
+        if known is not None:  # another call of this layer got this bias already
+            g.replace_layer(entry, known)
+            entry.key = bias_key
+            return _moved(g, x, entry)
+        if kind == "Linear":
+            out_f = layer.out_features
+            if c.size != out_f or c.shape[-1] != out_f:
+                return False
+            vec = c.reshape(-1)
+        else:
+            vec = _channel_vector(c, shape)
+            if vec is None or c.size == 1:
+                return False
         new = _with(layer, bias=True)
         new.bias.data[...] = vec
     elif kind in _AFFINE:
         vec = _channel_vector(c, shape)
         if vec is None or kind == "InstanceNorm2d" and len(shape) != 4:
             return False
-        new = layer if layer.affine else _with(layer, affine=True)
+        new = layer if layer.affine and not g.shared_layer(entry) else _with(layer, affine=True)
         w, b = new.weight.data, new.bias.data
         if op == "Mul":
             if layer.affine:
@@ -356,7 +366,15 @@ def _absorb(g: Graph, op: str, x: str, c: np.ndarray) -> bool:
         return False
     if new is not layer:
         g.replace_layer(entry, new)
+    if bias_key is not None:
+        g.shared[bias_key] = new
+        entry.key = bias_key
     g.rename(entry)
+    return _moved(g, x, entry)
+
+
+def _moved(g: Graph, x: str, entry: Entry) -> bool:
+    """``entry`` (which computed ``x``) now computes the current node's output."""
     g.check_extra_outputs()
     g.values[g.node.output[0]] = g.values.pop(x)
     g.producer[g.node.output[0]] = g.producer.pop(x)
@@ -381,22 +399,20 @@ def _binary(op: str, merge: type) -> Callable[[Graph], None]:
                     f"{merge.__name__} takes equal shapes (no broadcasting)"
                 )
             entry = g.absorbable(x)
-            if entry is not None and type(entry.layer) is merge:  # (a + b) + y: one layer
+            if entry is not None and type(entry.layer) is merge and not g.shared_layer(entry):
+                # (a + b) + y: one layer of three inputs
                 entry.inputs.append(y)  # (the layer adds left to right, as the nodes)
                 g.entries.remove(entry)  # it runs here now (y may be computed after it)
                 g.entries.append(entry)
                 g.rename(entry)
-                g.check_extra_outputs()
-                g.values[g.node.output[0]] = g.values.pop(x)
-                g.producer[g.node.output[0]] = g.producer.pop(x)
-                entry.output = g.node.output[0]
+                _moved(g, x, entry)
                 return
             g.emit(g.layer(merge), [x, y], multi=True)
             return
         k = consts.index(False)
         x = g.tensor(k)
         c = g.const(1 - k, "constant")
-        if not _absorb(g, op, x, c):
+        if not _absorb(g, op, x, c, g.node.input[1 - k]):
             what = "bias" if op == "Add" else "scale"
             raise g.error(
                 f"{'adding' if op == 'Add' else 'multiplying by'} a constant of shape "
@@ -430,6 +446,14 @@ def _concat(g: Graph) -> None:
     g.emit(g.layer(nn.Concatenate, axis), xs, multi=True)
 
 
+def _channel_constants(g: Graph, c: int, **constants: np.ndarray) -> None:
+    """ValueError naming the first of ``constants`` that is not one value per channel
+    (checked before a layer of ``c`` channels is built)."""
+    for what, value in constants.items():
+        if value.shape != (c,):
+            raise g.error(f"{what} has shape {value.shape}, expected ({c},)")
+
+
 def _batch_norm(g: Graph) -> None:
     x = g.tensor(0)
     _rank(g, x, (2, 3, 4))
@@ -440,8 +464,10 @@ def _batch_norm(g: Graph) -> None:
     mean, var = g.const(3, "input_mean"), g.const(4, "input_var")
     eps = float_attr(a.get("epsilon", 1e-5))
     momentum = round(1.0 - float_attr(a.get("momentum", 0.9)), 12)
+    c = g.shape(x)[1]
+    _channel_constants(g, c, scale=scale, B=bias, input_mean=mean, input_var=var)
     cls = nn.BatchNorm2d if len(g.shape(x)) == 4 else nn.BatchNorm1d
-    layer = g.layer(cls, g.shape(x)[1], eps=eps, momentum=momentum, dtype=g.dtype)
+    layer = g.layer(cls, c, eps=eps, momentum=momentum, dtype=g.dtype)
     g.load_into(layer.weight.data, scale, "scale")
     g.load_into(layer.bias.data, bias, "B")
     g.load_into(layer._buffers["running_mean"], mean, "input_mean")
@@ -457,7 +483,7 @@ def _instance_norm(g: Graph) -> None:
     if ops:  # PyTorch's GroupNorm: (N, C, *) reshaped to (N, G, -1), normalized, back
         src_shapes = g.shapes(src)
         groups = shapes[0][1] if len(shapes[0]) == 3 else 0
-        grouped = [(s[0], groups, math.prod(s[1:]) // groups) for s in src_shapes]
+        grouped = [(s[0], groups, math.prod(s[1:]) // max(groups, 1)) for s in src_shapes]
         if (
             len(src_shapes[0]) < 2
             or not groups
@@ -476,6 +502,7 @@ def _instance_norm(g: Graph) -> None:
     x = src
     _rank(g, x, (4,))
     c = g.shape(x)[1]
+    _channel_constants(g, c, scale=scale, B=bias)
     layer = g.layer(nn.InstanceNorm2d, c, eps=eps, affine=True, dtype=g.dtype)
     g.load_into(layer.weight.data, scale, "scale")
     g.load_into(layer.bias.data, bias, "B")
@@ -719,12 +746,12 @@ def _layer_norm(g: Graph) -> None:
     scale = g.const(1, "scale")
     bias = g.const(2, "B", required=False)
     eps = float_attr(a.get("epsilon", 1e-5))
-    layer = g.layer(nn.LayerNorm, normalized, eps, True, bias is not None, dtype=g.dtype)
-    try:
+    try:  # (a broadcast view: sized by the tensor, whose sample size is bounded)
         scale = np.broadcast_to(scale, normalized)
         bias = None if bias is None else np.broadcast_to(bias, normalized)
     except ValueError:
         raise g.error(f"scale/B do not broadcast to the normalized shape {normalized}") from None
+    layer = g.layer(nn.LayerNorm, normalized, eps, True, bias is not None, dtype=g.dtype)
     g.load_into(layer.weight.data, scale, "scale")
     if bias is not None:
         g.load_into(layer.bias.data, bias, "B")
@@ -744,6 +771,7 @@ def _group_norm(g: Graph) -> None:
         if scale.shape != (groups,) or bias.shape != (groups,):
             raise g.error(f"scale and bias must have shape ({groups},) at opset {g.opset}")
         scale, bias = np.repeat(scale, c // groups), np.repeat(bias, c // groups)
+    _channel_constants(g, c, scale=scale, bias=bias)
     eps = float_attr(a.get("epsilon", 1e-5))
     layer = g.layer(nn.GroupNorm, groups, c, eps=eps, dtype=g.dtype)
     g.load_into(layer.weight.data, scale, "scale")
@@ -819,6 +847,7 @@ def _resize(g: Graph) -> None:
                 geo = interpolate_geometry("Resize", (h, w), params)
             except ValueError:
                 continue
+            g.check_sizes([(1, shapes[0][1], *geo.out)])  # before any table is built
             if spec_matches(spec, geo, (h, w), g.dtype, strict=False):
                 g.emit(g.layer(nn.Upsample, mode=kind, align_corners=corners, **kwargs), [x])
                 return
@@ -1014,6 +1043,7 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
     for x, d in zip(inputs, dims, strict=True):
         rest = tuple(v.dim_value for v in d[1:])
         g.values[x.name] = Tensor([(n, *rest) for n in batches])
+        g.check_sizes(g.values[x.name].shapes)
         base = sanitize(x.name) or "input"
         name, k = base, 0
         while name in g.taken:
