@@ -1142,6 +1142,25 @@ def test_graphs_cnncore_cannot_import(tmp_path):
             [_t("s", [0, 1, -1], np.int64), _t("one", [1.0]), _t("zero", [0.0])],
             "reshaped back",
         ),
+        "clip-empty-bound": (  # crafted values a converter reads: named errors, no crash
+            [h.make_node("Clip", ["x", "lo"], ["y"])],
+            [_t("lo", np.zeros(0))],
+            "cannot convert it (IndexError",
+        ),
+        "pad-axes-without-pads": (
+            [
+                h.make_node("Pad", ["x", "p", "", "ax"], ["a"]),
+                h.make_node("Conv", ["a", "w"], ["y"]),
+            ],
+            [_t("p", [1], np.int64), _t("ax", [2, 3], np.int64), _w("w", (1, 1, 3, 3))],
+            "Pad node",
+        ),
+        "softmax-axis": ([h.make_node("Softmax", ["x"], ["y"], axis=10**6)], [], "out of range"),
+        "resize-nan-scale": (
+            [h.make_node("Resize", ["x", "", "sc"], ["y"])],
+            [_t("sc", [1, 1, np.nan, 2])],
+            "positive and finite",
+        ),
         "resize-cubic": (
             [h.make_node("Resize", ["x", "", "sc"], ["y"], mode="cubic")],
             [_t("sc", [1, 1, 2, 2])],

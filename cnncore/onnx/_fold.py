@@ -171,7 +171,14 @@ def fold(g: Graph) -> bool:
                 results.append(results[0])  # the same inputs: the same value
             else:
                 results.append(np.asarray(fn(g, a, *args)))
-    except (ValueError, TypeError, IndexError, np.exceptions.AxisError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        OverflowError,
+        ZeroDivisionError,
+        np.exceptions.AxisError,
+    ) as exc:
         if isinstance(exc, ValueError) and str(exc).startswith("cnncore.onnx"):
             raise
         raise g.error(f"cannot evaluate it on its constant inputs ({exc})") from None
@@ -272,8 +279,11 @@ def _matching_activation(values: np.ndarray, constants: list[float]) -> nn.Modul
         except (ValueError, TypeError):
             continue
         for layer in layers:
-            with np.errstate(all="ignore"):
-                want = np.asarray(layer.eval()(_PROBE.copy()), np.float64)
+            try:
+                with np.errstate(all="ignore"):
+                    want = np.asarray(layer.eval()(_PROBE.copy()), np.float64)
+            except (ValueError, TypeError):
+                continue
             if np.allclose(values, want, rtol=1e-6, atol=1e-6):
                 return layer
     return None
@@ -353,7 +363,7 @@ def fuse_activations(
                 a = {k: attrs.get(k) for k in attrs.protos}
                 with np.errstate(all="ignore"):
                     env[n.output[0]] = np.asarray(ELEMENTWISE[n.op_type](a, *args), np.float64)
-        except (ValueError, TypeError, KeyError, IndexError):
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, ZeroDivisionError):
             return None
         finally:
             g.node = saved

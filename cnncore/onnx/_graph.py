@@ -158,7 +158,7 @@ class Graph:
         arrays = self.const_variants(index, what, required)
         if arrays is None:
             return None
-        if any(not np.array_equal(a, arrays[0]) for a in arrays[1:]):
+        if any(a is not arrays[0] and not np.array_equal(a, arrays[0]) for a in arrays[1:]):
             raise self.error(f"the {what} depends on the batch size (not supported)")
         return arrays[0]
 

@@ -688,6 +688,8 @@ def _softmax(cls: type) -> Callable[[Graph], None]:
         x = g.tensor(0)
         nd = len(g.shape(x))
         axis = int(g.attrs().get("axis", -1 if g.opset >= 13 else 1))
+        if not -nd <= axis < nd:
+            raise g.error(f"axis={axis} is out of range for {g.text(x)}")
         # before opset 13 the op normalizes over all dims from axis on
         if g.opset < 13 and axis % nd != nd - 1:
             raise g.error(f"axis={axis} before opset 13 normalizes several dims (not supported)")
@@ -808,6 +810,8 @@ def _resize(g: Graph) -> None:
     full = [1.0] * 4
     if sizes is None:
         values = [float(v) for v in np.ravel(scales)]
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise g.error(f"scales {values} must be positive and finite")
         if len(values) != len(axes):
             raise g.error(f"scales has {len(values)} values for axes {axes}")
         for ax, v in zip(axes, values, strict=True):
@@ -1100,15 +1104,25 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
         g.node = node
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             continue
-        if i in fused:
-            layer, x = fused[i]
-            g.emit(layer, [g.resolve(x)])
-            continue
-        if fold(g):
-            continue
-        if node.op_type not in IMPORTERS:
-            raise g.error("supported only on constant inputs")
-        IMPORTERS[node.op_type](g)
+        try:
+            if i in fused:
+                layer, x = fused[i]
+                g.emit(layer, [g.resolve(x)])
+            elif not fold(g):
+                if node.op_type not in IMPORTERS:
+                    raise g.error("supported only on constant inputs")
+                IMPORTERS[node.op_type](g)
+        except (
+            ValueError,
+            TypeError,
+            IndexError,
+            OverflowError,
+            ZeroDivisionError,
+            np.exceptions.AxisError,
+        ) as exc:  # a crafted value a converter did not expect: named after the node
+            if isinstance(exc, ValueError) and str(exc).startswith("cnncore.onnx"):
+                raise
+            raise g.error(f"cannot convert it ({type(exc).__name__}: {exc})") from None
     g.node = None
     outputs = []
     for v in out_names:
