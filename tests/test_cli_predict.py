@@ -93,6 +93,24 @@ def test_export_then_predict_onnx(trained, capsys):
     )
 
 
+def test_export_then_predict_graph_model(tmp_path, capsys):
+    """A graph model (ResNet-20) exports with its Input shape and predicts from the .onnx
+    as from its .npz."""
+    pytest.importorskip("onnx")
+    model = models.resnet20(rng=0, input_size=16)
+    model.save(tmp_path / "r.npz")
+    out = tmp_path / "r.onnx"
+    assert main(["export", str(tmp_path / "r.npz"), str(out)]) == 0
+    assert "input (1, 3, 16, 16)" in capsys.readouterr().out
+    x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    top1 = [int(v) for v in model.predict(x).argmax(1)]
+    for path in (out, tmp_path / "r.npz"):
+        assert main(["predict", str(path), str(tmp_path / "x.npy"), "--top-k", "1"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert [int(line.split(": ")[1].split(" ")[0]) for line in lines] == top1
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

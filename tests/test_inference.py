@@ -287,3 +287,97 @@ def test_fuse_bad_input():
         nn.fuse("model")
     lone = nn.BatchNorm2d(3)
     assert isinstance(nn.fuse(lone), nn.BatchNorm2d) and nn.fuse(lone) is not lone
+
+
+# --------------------------------------------------------------------------------------------
+# fuse on graph models
+# --------------------------------------------------------------------------------------------
+
+
+def _graph_bn_stats(model, seed=0):
+    rng = np.random.default_rng(seed)
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        stack.extend(m.children())
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.track_running_stats:
+            c = m.num_features
+            m._buffers["running_mean"][...] = rng.standard_normal(c)
+            m._buffers["running_var"][...] = rng.uniform(0.3, 3.0, c)
+            if m.affine:
+                m.weight.data[...] = rng.uniform(0.5, 2.0, c)
+                m.bias.data[...] = rng.standard_normal(c)
+    return model.eval()
+
+
+def _kinds(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fuse_resnet20(dtype):
+    model = _graph_bn_stats(models.resnet20(rng=0, dtype=dtype))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    fused = nn.fuse(model)
+    assert isinstance(fused, nn.Model) and not fused.training
+    assert "BatchNorm2d" not in _kinds(fused)
+    assert len(fused.layers) == len(model.layers) - 21  # 19 + 2 shortcut BatchNorms
+    conv_names = [m.name for m in model.layers if isinstance(m, nn.Conv2d)]
+    assert [m.name for m in fused.layers if isinstance(m, nn.Conv2d)] == conv_names
+    assert fused.name == model.name
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(dtype)
+    ref, got = model.predict(x), nn.fuse(model).predict(x)
+    scale = np.abs(ref).max()
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    assert np.abs(got - ref).max() / scale <= tol
+    for k, v in model.state_dict().items():  # the original is untouched
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_fuse_graph_folds_only_what_it_may():
+    kw = dict(rng=0)
+    inp = nn.Input((3, 6, 6))
+    a = nn.Conv2d(3, 4, 3, padding=1, name="a", **kw)(inp)
+    a_bn = nn.BatchNorm2d(4, name="a_bn")(a)  # a is also read by the Add: kept
+    shared = nn.Conv2d(4, 4, 3, padding=1, name="shared", **kw)
+    s1 = nn.BatchNorm2d(4, name="s1_bn")(shared(a_bn))  # shared conv: kept
+    s2 = nn.BatchNorm2d(4, name="s2_bn")(shared(s1))
+    merged = nn.BatchNorm2d(4, name="merged_bn")(nn.Add(name="add")([a, s2]))  # after a merge
+    t = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, name="t", **kw)
+    t_bn = nn.BatchNorm2d(2, name="t_bn")(t(merged))  # folded
+    binp = nn.Input((2, 12, 12))
+    block = nn.Model(
+        binp, nn.BatchNorm2d(2, name="in_bn")(nn.Conv2d(2, 2, 1, name="in_conv", **kw)(binp))
+    )
+    y = block(t_bn)  # nested: folded inside
+    batch = nn.BatchNorm2d(2, track_running_stats=False, name="batch_bn")(
+        nn.Conv2d(2, 2, 1, name="c_batch", **kw)(y)
+    )  # batch statistics: kept
+    out_conv = nn.Conv2d(2, 2, 1, name="out_conv", **kw)(batch)
+    model = _graph_bn_stats(
+        nn.Model(inp, [out_conv, nn.BatchNorm2d(2, name="out_bn")(out_conv)])  # an output
+    )
+    fused = nn.fuse(model)
+    names = [layer.name for layer in fused.layers]
+    for kept in ("a_bn", "s1_bn", "s2_bn", "merged_bn", "batch_bn", "out_bn"):
+        assert kept in names
+    assert "t_bn" not in names and fused.get_layer("t").bias is not None
+    inner = next(m for m in fused.layers if isinstance(m, nn.Model))
+    assert _kinds(inner) == ["Conv2d"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    for got, want in zip(fused(x), model(x), strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_fuse_conv_transpose_in_float64(groups):
+    model = _bn_stats(
+        nn.Sequential(
+            nn.ConvTranspose2d(4, 6, 3, stride=2, groups=groups, bias=False, dtype=np.float64),
+            nn.BatchNorm2d(6, dtype=np.float64),
+        )
+    ).eval()
+    fused = nn.fuse(model)
+    assert _kinds(fused) == ["ConvTranspose2d"]
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 5))
+    np.testing.assert_allclose(fused.predict(x), model.predict(x), rtol=1e-12, atol=1e-12)

@@ -571,7 +571,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a saved cnncore model (.npz/.safetensors) to ONNX."""
-    from cnncore import load
+    from cnncore import load, nn
     from cnncore import onnx as cn_onnx
 
     from . import predict as pr
@@ -585,6 +585,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 f"--input-shape must be comma-separated ints such as 1,1,28,28. Received: "
                 f"--input-shape={args.input_shape!r}"
             ) from None
+    elif isinstance(model, nn.Model):  # a graph model: its Input shapes
+        shape = [(1, *node.shape[1:]) for node in model.inputs]
+        shape = shape if len(shape) > 1 else shape[0]
     else:
         shape = (1, pr.input_channels(model), *pr.model_input_hw(model))
     cn_onnx.export(model, args.output, shape, dynamic_batch=not args.static_batch, opset=args.opset)

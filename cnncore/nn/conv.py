@@ -291,6 +291,8 @@ class ConvTranspose2d(Module):
         self._output_padding: tuple[int, int] = self.output_padding
 
     def __call__(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:
+        if output_size is None:  # Module's: on graph nodes it records the call
+            return super().__call__(x)
         return self.forward(x, output_size)
 
     def forward(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:

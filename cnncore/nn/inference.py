@@ -20,8 +20,10 @@ container of another kind (a graph model) builds steps for its layers with
 layer whose eval forward is a kernel call adds one.
 
 **Fusion.** :func:`fuse` returns a copy of a model in which each BatchNorm (with running
-statistics) directly after a Conv2d or Linear is folded into that layer's weight and bias:
-``w' = w * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``,
+statistics) directly after a Conv2d, ConvTranspose2d or Linear (in a Sequential; in a graph
+model: reading only that layer's output, which nothing else reads) is folded into that
+layer's weight and bias: ``w' = w * s`` (per output channel),
+``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``,
 computed in float64.  The fused model computes the same function to rounding (1e-6
 relative in float32) with one layer fewer; like PyTorch's ``fuse_modules`` it is a snapshot
 for inference -- later changes of the original are not seen.
@@ -238,7 +240,7 @@ def _foldable(prev: Any, bn: Any) -> bool:
     name_p, name_b = registered_name(type(prev)), registered_name(type(bn))
     if name_b not in ("BatchNorm1d", "BatchNorm2d") or not bn.track_running_stats:
         return False
-    if name_p == "Conv2d":
+    if name_p in ("Conv2d", "ConvTranspose2d"):
         return name_b == "BatchNorm2d" and prev.out_channels == bn.num_features
     if name_p == "Linear":
         return name_b == "BatchNorm1d" and prev.out_features == bn.num_features
@@ -246,31 +248,37 @@ def _foldable(prev: Any, bn: Any) -> bool:
 
 
 def _fold(prev: Any, bn: Any) -> Module:
-    """``prev`` followed by ``bn`` (eval mode) as one layer like ``prev``, with a bias."""
+    """``prev`` followed by ``bn`` (eval mode) as one layer like ``prev``, with a bias (and
+    ``prev``'s name)."""
     config = prev.get_config()
     config["bias"] = True
     fused = type(prev)(**config)
+    fused.name = prev.name
     w = prev.weight.data.astype(np.float64)
-    b = np.zeros(w.shape[0]) if prev.bias is None else prev.bias.data.astype(np.float64)
+    c_out = len(bn._buffers["running_mean"])
+    b = np.zeros(c_out) if prev.bias is None else prev.bias.data.astype(np.float64)
     mean = bn._buffers["running_mean"].astype(np.float64)
     var = bn._buffers["running_var"].astype(np.float64)
     gamma = bn.weight.data.astype(np.float64) if bn.affine else np.ones_like(mean)
     beta = bn.bias.data.astype(np.float64) if bn.affine else np.zeros_like(mean)
     s = gamma / np.sqrt(var + bn.eps)
-    fused.weight.data[...] = w * s.reshape(-1, *([1] * (w.ndim - 1)))
+    if registered_name(type(prev)) == "ConvTranspose2d":  # (C_in, C_out / groups, kH, kW)
+        g = prev.groups
+        grouped = w.reshape(g, w.shape[0] // g, *w.shape[1:])
+        fused.weight.data[...] = (grouped * s.reshape(g, 1, -1, 1, 1)).reshape(w.shape)
+    else:  # output channels first
+        fused.weight.data[...] = w * s.reshape(-1, *([1] * (w.ndim - 1)))
     fused.bias.data[...] = (b - mean) * s + beta
     return fused
 
 
 def _fuse_sequential(model: Any) -> None:
-    """Fold in place (``model`` is already a copy), recursing into nested Sequentials."""
+    """Fold in place (``model`` is already a copy), recursing into nested containers."""
     layers = list(model.layers)
     out: list[Module] = []
     i = 0
     while i < len(layers):
-        layer = layers[i]
-        if registered_name(type(layer)) == "Sequential":
-            _fuse_sequential(layer)
+        layer = _fuse_container(layers[i])
         if i + 1 < len(layers) and _foldable(layer, layers[i + 1]):
             out.append(_fold(layer, layers[i + 1]))
             i += 2
@@ -280,12 +288,94 @@ def _fuse_sequential(model: Any) -> None:
     model.layers[:] = out
 
 
+def _subtree(module: Module) -> list[Module]:
+    out, stack, seen = [], [module], set()
+    while stack:
+        m = stack.pop()
+        if id(m) not in seen:
+            seen.add(id(m))
+            out.append(m)
+            stack.extend(m.children())
+    return out
+
+
+def _fuse_graph(model: Any) -> Any:
+    """A graph model (already a copy) with each BatchNorm whose one input is a Conv2d /
+    ConvTranspose2d / Linear call folded into it -- when nothing else reads that call's
+    output (no other layer, not a model output) and the layer runs nowhere else (not
+    shared) -- rebuilt on the same Input nodes; nested containers fused first."""
+    steps = model._step_nodes
+    runs: dict[int, int] = {}  # module -> calls of layers containing it
+    for node in steps:
+        for m in _subtree(node.layer):
+            runs[id(m)] = runs.get(id(m), 0) + 1
+    readers: dict[int, int] = {id(n): 0 for n in model._nodes}
+    for node in steps:
+        for i in node.inputs:
+            readers[id(i)] += 1
+    for node in model._outputs:
+        readers[id(node)] += 1
+    folded: dict[int, Any] = {}  # id(conv node) -> its BatchNorm's node
+    for node in steps:
+        prev = node.inputs[0] if len(node.inputs) == 1 and not node.multi else None
+        if (
+            prev is not None
+            and not prev.is_input
+            and _foldable(prev.layer, node.layer)
+            and runs[id(prev.layer)] == 1
+            and readers[id(prev)] == 1
+        ):
+            folded[id(prev)] = node
+    done: dict[int, Module] = {}  # layers fused once (a layer called twice stays shared)
+
+    def fused_layer(layer: Module) -> Module:
+        if id(layer) not in done:
+            done[id(layer)] = _fuse_container(layer)
+        return done[id(layer)]
+
+    new: dict[int, Any] = {id(n): n for n in model._inputs}
+    skip: set[int] = set()
+    for node in steps:
+        if id(node) in skip:
+            continue
+        args = [new[id(i)] for i in node.inputs]
+        arg = args if node.multi else args[0]
+        bn = folded.get(id(node))
+        if bn is not None:
+            out = _fold(node.layer, bn.layer)(arg)
+            new[id(node)] = new[id(bn)] = out
+            skip.add(id(bn))
+        else:
+            new[id(node)] = fused_layer(node.layer)(arg)
+    ins = [new[id(n)] for n in model._inputs]
+    outs = [new[id(n)] for n in model._outputs]
+    rebuilt = type(model)(ins if model._multi_in else ins[0], outs if model._multi_out else outs[0])
+    rebuilt.name = model.name
+    rebuilt.loss_fn = model.loss_fn
+    return rebuilt
+
+
+def _fuse_container(module: Module) -> Module:
+    """``module`` with its BatchNorms folded if it is a container (a copy already)."""
+    kind = registered_name(type(module))
+    if kind == "Sequential":
+        _fuse_sequential(module)
+    elif kind == "Model":
+        return _fuse_graph(module)
+    return module
+
+
 def fuse(model: Module) -> Module:
     """A copy of ``model`` for inference, with every BatchNorm1d/BatchNorm2d (with running
-    statistics) that directly follows a Linear/Conv2d in a Sequential folded into it.
+    statistics) folded into the Conv2d/ConvTranspose2d/Linear in front of it.
 
-    Returns the copy in eval mode; ``model`` is not changed.  Containers other than
-    :class:`~cnncore.nn.Sequential` are copied unchanged.  See the module docstring.
+    In a :class:`~cnncore.nn.Sequential` a BatchNorm directly after such a layer is folded;
+    in a graph model (:class:`~cnncore.nn.Model`) a BatchNorm called on the output of such
+    a layer's call, when nothing else reads that output (no other layer, not a model
+    output) and the layer is called nowhere else.  Nested containers are fused too.
+    Returns the copy in eval mode (a graph model is rebuilt: same layer names, same
+    inputs and outputs, its ``loss_fn`` kept); ``model`` is not changed.  See the module
+    docstring.
 
     Examples
     --------
@@ -298,7 +388,5 @@ def fuse(model: Module) -> Module:
         raise TypeError(
             f"fuse(): model must be a cnncore.nn.Module. Received: {type(model).__name__}"
         )
-    fused = copy.deepcopy(model)
-    if registered_name(type(fused)) == "Sequential":
-        _fuse_sequential(fused)
+    fused = _fuse_container(copy.deepcopy(model))
     return fused.eval()
