@@ -7,7 +7,16 @@ import os
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-__all__ = ["ArrayLike", "DTypeLike", "IntPair", "Padding", "PathLike", "RNGLike", "Shape"]
+__all__ = [
+    "ArrayLike",
+    "DTypeLike",
+    "IntPair",
+    "LossResult",
+    "Padding",
+    "PathLike",
+    "RNGLike",
+    "Shape",
+]
 
 #: A size that applies to both spatial axes (``3``) or to each (``(3, 5)``).
 IntPair = int | tuple[int, int]
@@ -19,3 +28,6 @@ Shape = tuple[int, ...]
 PathLike = str | os.PathLike[str]
 #: A random source: a NumPy ``Generator``, an int seed, or None (the default generator).
 RNGLike = np.random.Generator | int | None
+#: What a loss function returns: the loss (a NumPy scalar, or an array for
+#: ``reduction='none'``), and with ``return_grad=True`` the pair ``(loss, grad)``.
+LossResult = np.floating | np.ndarray | tuple[np.floating | np.ndarray, np.ndarray]

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ._config import get_num_threads
+from ._typing import ArrayLike
 from ._validation import FLOAT_DTYPES, _fmt, check_choice, check_numel
 
 __all__ = ["correlate2d", "convolve2d"]
@@ -412,11 +413,11 @@ def _correlate_or_convolve(
 
 
 def correlate2d(
-    in1: Any,
-    in2: Any,
+    in1: ArrayLike,
+    in2: ArrayLike,
     mode: str = "full",
     boundary: str = "fill",
-    fillvalue: Any = 0,
+    fillvalue: complex = 0,
     method: str = "auto",
 ) -> np.ndarray:
     """Cross-correlate two 2-D arrays: ``out[i, j] = sum_{a, b} in1[i + a, j + b] * in2[a, b]``
@@ -491,11 +492,11 @@ def correlate2d(
 
 
 def convolve2d(
-    in1: Any,
-    in2: Any,
+    in1: ArrayLike,
+    in2: ArrayLike,
     mode: str = "full",
     boundary: str = "fill",
-    fillvalue: Any = 0,
+    fillvalue: complex = 0,
     method: str = "auto",
 ) -> np.ndarray:
     """Convolve two 2-D arrays: ``out[i, j] = sum_{a, b} in1[i - a, j - b] * in2[a, b]``, i.e.

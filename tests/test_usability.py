@@ -5,6 +5,7 @@ issue 16)."""
 from __future__ import annotations
 
 import gc
+import inspect
 import warnings
 
 import numpy as np
@@ -161,3 +162,43 @@ def test_copied_models_own_their_parameters(tmp_path):
         opt.step()  # the clone is alive: its optimizer must not warn
     p = pickle.loads(pickle.dumps(clone.parameters()[0]))
     assert p._owner is None and np.array_equal(p.data, clone.parameters()[0].data)
+
+
+def _public_callables():
+    """(qualified name, callable) of the public API: functions and the public methods of
+    the public classes of cnncore and its user-facing modules."""
+    from cnncore import callbacks, datasets, models, nn, optim
+
+    for mod_name, mod in [
+        ("cnncore", cnncore),
+        ("nn", nn),
+        ("optim", optim),
+        ("datasets", datasets),
+        ("callbacks", callbacks),
+        ("models", models),
+    ]:
+        for name in getattr(mod, "__all__", ()):
+            obj = getattr(mod, name)
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    if callable(member) and (not attr.startswith("_") or attr == "__init__"):
+                        yield f"{mod_name}.{name}.{attr}", member
+            elif callable(obj):
+                yield f"{mod_name}.{name}", obj
+
+
+def test_public_annotations_name_real_types():
+    """Issue 16: the public API's annotations show what it accepts, not ``Any``
+    (``**kwargs`` forwarded to another function excepted)."""
+    bare = []
+    for qual, func in _public_callables():
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError):
+            continue
+        for p in sig.parameters.values():
+            if p.kind is not p.VAR_KEYWORD and str(p.annotation) in ("Any", "typing.Any"):
+                bare.append(f"{qual}({p.name})")
+        if str(sig.return_annotation) in ("Any", "typing.Any"):
+            bare.append(f"{qual} -> Any")
+    assert not bare, bare

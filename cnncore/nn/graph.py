@@ -56,7 +56,7 @@ class Node(Symbolic):
         layer: Module | None,
         inputs: tuple[Node, ...],
         multi: bool,
-        shape: tuple[Any, ...],
+        shape: tuple[int | None, ...],
         input_name: str | None = None,
     ) -> None:
         self.layer = layer

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from .._typing import ArrayLike
 from .._validation import as_ndarray, check_choice
 from .module import Module
 
@@ -154,7 +155,7 @@ class CrossEntropyLoss(_Loss):
         label_smoothing: float = 0.0,
         ignore_index: int = -100,
         *,
-        weight: Any = None,
+        weight: ArrayLike | None = None,
     ) -> None:
         super().__init__(reduction)
         self.label_smoothing = label_smoothing
@@ -282,7 +283,11 @@ class BCEWithLogitsLoss(_WeightedBinaryLoss):
     _weight_names = ("weight", "pos_weight")
 
     def __init__(
-        self, reduction: str = "mean", *, weight: Any = None, pos_weight: Any = None
+        self,
+        reduction: str = "mean",
+        *,
+        weight: ArrayLike | None = None,
+        pos_weight: ArrayLike | None = None,
     ) -> None:
         super().__init__(reduction, weight=weight, pos_weight=pos_weight)
 
@@ -301,7 +306,7 @@ class BCELoss(_WeightedBinaryLoss):
 
     _fn = staticmethod(F.binary_cross_entropy)
 
-    def __init__(self, reduction: str = "mean", *, weight: Any = None) -> None:
+    def __init__(self, reduction: str = "mean", *, weight: ArrayLike | None = None) -> None:
         super().__init__(reduction, weight=weight)
 
 

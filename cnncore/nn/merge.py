@@ -71,7 +71,7 @@ class _Elementwise(_Merge, register=False):
             )
         return shapes[0]
 
-    def output_shape(self, input_shape: Sequence[Sequence[int]]) -> tuple[Any, ...]:
+    def output_shape(self, input_shape: Sequence[Sequence[int]]) -> tuple[int | None, ...]:
         return self._check_same(self._shapes(input_shape))
 
 
@@ -186,7 +186,7 @@ class Concatenate(_Merge):
                 )
         return axis
 
-    def output_shape(self, input_shape: Sequence[Sequence[int]]) -> tuple[Any, ...]:
+    def output_shape(self, input_shape: Sequence[Sequence[int]]) -> tuple[int | None, ...]:
         shapes = self._shapes(input_shape)
         axis = self._axis_of(shapes)
         sizes = [s[axis] for s in shapes]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .._typing import PathLike
+from .._typing import ArrayLike, PathLike
 
 __all__ = ["save_file", "load_file", "read_header", "SafetensorsHeader", "DTYPES"]
 
@@ -198,7 +198,7 @@ def load_file(path: PathLike, header: SafetensorsHeader | None = None) -> dict[s
 
 
 def save_file(
-    tensors: Mapping[str, Any], path: PathLike, metadata: Mapping[str, str] | None = None
+    tensors: Mapping[str, ArrayLike], path: PathLike, metadata: Mapping[str, str] | None = None
 ) -> None:
     """Write ``tensors`` (name -> array) to ``path`` in the safetensors format, with the
     optional str -> str ``metadata``.  Like ``safetensors.numpy.save_file``: the data are

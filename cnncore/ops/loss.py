@@ -11,7 +11,7 @@ import numpy as np
 
 from .._config import get_num_threads
 from .._shared import Loss
-from .._typing import ArrayLike
+from .._typing import ArrayLike, LossResult
 from .._validation import (
     as_float_array,
     as_ndarray,
@@ -135,7 +135,7 @@ def _pointwise_loss(
     target: Any,
     reduction: Any,
     want_grad: bool,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     pos_weight: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
     """The one implementation behind every elementwise loss and its ``_backward``
@@ -203,7 +203,7 @@ def _pointwise_loss_grad(
 
 def mse_loss(
     input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
-) -> Any:
+) -> LossResult:
     """Mean squared error, ``(input - target)**2`` per element.
 
     Same as :func:`torch.nn.functional.mse_loss` (values and gradients, all reductions).
@@ -240,7 +240,7 @@ def mse_loss_backward(
 
 def l2_loss(
     input: ArrayLike, target: ArrayLike, *, reduction: str = "sum", return_grad: bool = False
-) -> Any:
+) -> LossResult:
     """Squared L2 norm of the error: ``sum((input - target)**2)``.
 
     With the default ``reduction='sum'`` this is the squared Euclidean distance between
@@ -275,7 +275,7 @@ def l2_loss_backward(input: ArrayLike, target: ArrayLike, *, reduction: str = "s
 
 def l1_loss(
     input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
-) -> Any:
+) -> LossResult:
     """Mean absolute error (MAE), ``|input - target|`` per element.
 
     Same as :func:`torch.nn.functional.l1_loss`; the gradient at ``input == target`` is 0
@@ -308,7 +308,7 @@ def l1_loss_backward(input: ArrayLike, target: ArrayLike, *, reduction: str = "m
 
 def msle_loss(
     input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
-) -> Any:
+) -> LossResult:
     """Mean squared logarithmic error, ``(log1p(input) - log1p(target))**2`` per element.
 
     Like Keras' ``MeanSquaredLogarithmicError`` for inputs and targets >= 0 (Keras averages
@@ -347,7 +347,7 @@ def msle_loss_backward(
 
 def mape_loss(
     input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", return_grad: bool = False
-) -> Any:
+) -> LossResult:
     """Mean absolute percentage error, ``100 * |(target - input) / max(|target|, 1e-7)|``.
 
     Same as Keras' ``MeanAbsolutePercentageError`` (``epsilon = 1e-7``; Keras averages over
@@ -389,7 +389,7 @@ def binary_cross_entropy_with_logits(
     pos_weight: ArrayLike | None = None,
     reduction: str = "mean",
     return_grad: bool = False,
-) -> Any:
+) -> LossResult:
     """Binary cross entropy of ``sigmoid(logits)`` against ``target``, computed stably.
 
     Same as :func:`torch.nn.functional.binary_cross_entropy_with_logits`, ``weight`` and
@@ -468,7 +468,7 @@ def binary_cross_entropy(
     weight: ArrayLike | None = None,
     reduction: str = "mean",
     return_grad: bool = False,
-) -> Any:
+) -> LossResult:
     """Binary cross entropy ``-(t log p + (1 - t) log(1 - p))`` of probabilities.
 
     Same as :func:`torch.nn.functional.binary_cross_entropy`, ``weight`` included: each log
@@ -527,7 +527,7 @@ def _cross_entropy(
     label_smoothing: Any,
     ignore_index: Any,
     want_grad: bool,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
 ) -> tuple[Any, np.ndarray | None]:
     """The one implementation behind :func:`cross_entropy` and its backward."""
     reduction = check_choice(reduction, "reduction", func, _REDUCTIONS)
@@ -661,12 +661,12 @@ def cross_entropy(
     logits: ArrayLike,
     target: ArrayLike,
     *,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
     return_grad: bool = False,
-) -> Any:
+) -> LossResult:
     """Cross entropy between ``softmax(logits, dim=1)`` and class targets (fused, stable).
 
     Same as :func:`torch.nn.functional.cross_entropy`: values and gradients, ``weight``, all
@@ -741,7 +741,7 @@ def cross_entropy_backward(
     logits: ArrayLike,
     target: ArrayLike,
     *,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
