@@ -41,6 +41,16 @@ from ._config import get_num_threads
 from ._parameter import Parameter
 from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_choice, check_int, check_real
 
+# Elements per thread below which a fused update runs on fewer threads (the elementwise
+# kernels' block): a parallel region costs more than a small parameter's update, and much
+# more when the machine is busy.  Elementwise, so the results do not depend on it.
+_UPDATE_BLOCK = 32768
+
+
+def _update_threads(n: int) -> int:
+    return max(1, min(get_num_threads(), -(-n // _UPDATE_BLOCK)))
+
+
 __all__ = [
     "SGD",
     "Adagrad",
@@ -568,7 +578,7 @@ class SGD(Optimizer):
             h["weight_decay"],
             h["nesterov"],
             t == 1,
-            get_num_threads(),
+            _update_threads(data.size),
         )
 
 
@@ -674,7 +684,7 @@ class Adam(Optimizer):
             self._decoupled,
             self._lr / bias_correction1,
             bias_correction2_sqrt,
-            get_num_threads(),
+            _update_threads(data.size),
         )
 
 

@@ -1769,6 +1769,75 @@ op(
 )
 
 
+def _bn_fixed(n: int, big: bool) -> G:
+    # big: planes longer than the kernels' chunk (4096), several chunks per channel
+    c, h, w = (6, 70, 70) if big else _sizes(False)
+    return G(n=n, c=c, spatial=(h, w))
+
+
+def _bn_draw(g: Draw) -> G:
+    spatial = tuple(g.dim(0, 5) for _ in range(int(g.r.integers(0, 3))))
+    n = g.dim(0, 4)
+    if n * int(np.prod(spatial)) == 1:
+        n = 2  # training needs more than one value per channel
+    return G(n=n, c=g.dim(1, 4), spatial=spatial)
+
+
+BATCH_NORM = (_bn_fixed, _bn_draw)
+
+
+def _bn_vary(g: Draw, args: dict, geo: G) -> None:
+    _norm_vary(g, args, geo)
+    if g.coin(0.4):  # normalize with given running statistics (read only; their update in
+        args["training"] = False  # training is checked against torch in test_norm.py)
+        args["running_mean"] = g.x(geo.c)
+        args["running_var"] = g.x(geo.c, positive=True)
+    if g.coin(0.2) and "grad_output" not in args:
+        args["momentum"] = float(g.r.random())
+
+
+op(
+    "batch_norm",
+    BATCH_NORM,
+    lambda a, q: dict(
+        x=a.x(q.n, q.c, *q.spatial),
+        running_mean=None,
+        running_var=None,
+        weight=a.x(q.c),
+        bias=a.x(q.c),
+        training=True,
+    ),
+    _bn_vary,
+    arrays=("x", "weight", "bias"),
+    optional=("weight", "bias"),
+    params=dict(training="bool", momentum="real", eps="nonneg_real"),
+    mismatch=_NORM_AFFINE,
+    nan_in="x",
+    reference=lambda a: R.batch_norm_ref(**a),
+    backward=(_norm_backward("batch_norm_backward", "running_mean", "running_var", "training"),),
+)
+op(
+    "batch_norm_backward",
+    BATCH_NORM,
+    lambda a, q: dict(
+        grad_output=a.x(q.n, q.c, *q.spatial),
+        x=a.x(q.n, q.c, *q.spatial),
+        running_mean=None,
+        running_var=None,
+        weight=a.x(q.c),
+        training=True,
+    ),
+    _bn_vary,
+    arrays=("grad_output", "x", "weight"),
+    optional=("weight",),
+    params=dict(training="bool", eps="nonneg_real"),
+    mismatch=(*same_shape("grad_output", "x"), ("weight", 0, "weight")),
+    batched=(True, False, False),
+    nan_in="grad_output",
+    reference=lambda a: R.batch_norm_backward_ref(**a),
+)
+
+
 def _in_fixed(n: int, big: bool) -> G:
     c, h, w = _sizes(big)
     return G(n=n, c=c, spatial=(h, w))

@@ -370,6 +370,57 @@ def layer_norm_backward_ref(grad_output, x, normalized_shape, weight=None, eps=1
     return gx.reshape(x.shape), gw, g.reshape(-1, d).sum(axis=0).reshape(shape)
 
 
+def _channel_rows(a):
+    """``(N, C, *)`` as ``(C, N * prod(*))`` rows (batch norm's statistics are per row)."""
+    return np.moveaxis(a.reshape(a.shape[0], a.shape[1], -1), 1, 0).reshape(a.shape[1], -1)
+
+
+def batch_norm_ref(
+    x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
+):
+    """The output only (the running statistics' update is tested separately)."""
+    x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return x.copy()
+    c = x.shape[1]
+    view = (1, c) + (1,) * (x.ndim - 2)
+    if training:
+        mean, var = (v.reshape(view) for v in _norm_rows(_channel_rows(x)))
+    else:
+        mean = np.asarray(running_mean, np.float64).reshape(view)
+        var = np.asarray(running_var, np.float64).reshape(view)
+    y = (x - mean) / np.sqrt(var + eps)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64).reshape(view)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64).reshape(view)
+    return y
+
+
+def batch_norm_backward_ref(
+    grad_output, x, running_mean, running_var, weight=None, training=False, eps=1e-5
+):
+    x = np.asarray(x, np.float64)
+    g = np.asarray(grad_output, np.float64)
+    c = x.shape[1]
+    view = (1, c) + (1,) * (x.ndim - 2)
+    axes = (0, *range(2, x.ndim))
+    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    if training:
+        gx, gxhat = _norm_rows_backward(_channel_rows(g), _channel_rows(x), w[:, None], eps)
+        shape = (c, x.shape[0], *x.shape[2:])
+        gx = np.moveaxis(gx.reshape(shape), 0, 1)
+        gw = gxhat.sum(axis=1)
+    else:
+        rstd = 1.0 / np.sqrt(np.asarray(running_var, np.float64).reshape(view) + eps)
+        gx = g * rstd * w.reshape(view)
+        xhat = (x - np.asarray(running_mean, np.float64).reshape(view)) * rstd
+        gw = (g * xhat).sum(axis=axes)
+    if weight is None:
+        return gx, None, None
+    return gx, gw, g.sum(axis=axes)
+
+
 def instance_norm_ref(
     x,
     running_mean=None,

@@ -1,5 +1,5 @@
-"""Normalization: group_norm, layer_norm, instance_norm, their backward functions and the
-GroupNorm / LayerNorm / InstanceNorm2d layers.
+"""Normalization: batch_norm, group_norm, layer_norm, instance_norm, their backward functions
+and the BatchNorm1d / BatchNorm2d / GroupNorm / LayerNorm / InstanceNorm2d layers.
 
 The spec records (tests/api_specs.py) check the NumPy references, finite differences of the
 canonical calls, the bad-input table, empty batches and views; this file adds PyTorch
@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_bit_identical_across_threads, numerical_grad, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import group_norm_ref, layer_norm_ref
+from reference import batch_norm_backward_ref, batch_norm_ref, group_norm_ref, layer_norm_ref
 
 import cnncore
 import cnncore.functional as F
@@ -171,6 +171,44 @@ def test_instance_norm_matches_torch(p, use_input_stats, momentum):
             _close([gb], [tgb], p["dtype"])
 
 
+@settings(max_examples=30, deadline=None)
+@given(p=_geometry, training=st.booleans(), momentum=st.sampled_from([0.1, 0.5, 1.0]))
+def test_batch_norm_matches_torch(p, training, momentum):
+    """Forward, running statistics (unbiased variance) and the three gradients, in training
+    and eval mode, over random geometries (2-D inputs included)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(p["seed"])
+    c = p["groups"] * p["cg"]
+    shape = (max(p["n"], 1), c, *p["spatial"])
+    if int(np.prod(shape)) // c == 1:
+        shape = (2, *shape[1:])
+    x = _arr(rng, shape, p["dtype"], 2.0, 1.0)
+    g = _arr(rng, shape, p["dtype"])
+    w, b = _affine(rng, p, (c,))
+    rm, rv = _arr(rng, (c,), p["dtype"]), np.abs(_arr(rng, (c,), p["dtype"])) + 0.5
+    trm, trv = torch.from_numpy(rm.astype(np.float64)), torch.from_numpy(rv.astype(np.float64))
+    ty, (tgx, tgw, tgb) = _torch_grads(
+        torch,
+        lambda tx, tw, tb: torch.nn.functional.batch_norm(
+            tx, trm, trv, tw, tb, training, momentum, p["eps"]
+        ),
+        g,
+        x,
+        w,
+        b,
+    )
+    rm0, rv0 = rm.copy(), rv.copy()
+    gx, gw, gb = F.batch_norm_backward(g, x, rm0, rv0, w, training, p["eps"])
+    y = F.batch_norm(x, rm, rv, w, b, training, momentum, p["eps"])
+    _close([y, gx, rm, rv], [ty, tgx, trm.numpy(), trv.numpy()], p["dtype"])
+    if w is None:
+        assert gw is None and gb is None
+    else:
+        _close([gw], [tgw], p["dtype"])
+        if b is not None:
+            _close([gb], [tgb], p["dtype"])
+
+
 # ------------------------------------------------------------------------------------------
 # Numerics
 # ------------------------------------------------------------------------------------------
@@ -210,6 +248,58 @@ def test_large_offset_over_many_chunks(rng):
     x = _big_offset(rng, (1, 100_000))
     y = F.layer_norm(x, 100_000)
     np.testing.assert_allclose(y, layer_norm_ref(x.astype(np.float64), 100_000), atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(64, 4, 7, 7), (3, 2, 80, 70), (5000, 3)])
+def test_batch_norm_large_common_offset_keeps_float32_accuracy(rng, shape):
+    """Mean 1e4, standard deviation 1e-2, float32: batch statistics relative to the
+    channel's first element, two passes per chunk of planes (a chunk of several planes,
+    pieces of planes longer than a chunk, and one value per plane) and the mean split in two
+    floats keep the output and the gradients as accurate as float32 allows -- torch's
+    float32 batch_norm is shown to be far off on the same data when it is installed."""
+    x = _big_offset(rng, shape)
+    x64 = x.astype(np.float64)  # the same float32 values, computed in float64
+    g = rng.standard_normal(shape).astype(np.float32)
+    c = shape[1]
+    w = (1 + rng.random(c)).astype(np.float32)
+    ref = batch_norm_ref(x64, None, None, w, None, training=True)
+    y = F.batch_norm(x, None, None, w, None, training=True)
+    assert np.abs(y - ref).max() < 2e-4  # |y| ~ 2 (eps = 1e-5 against a variance of 1e-4)
+    gx, gw, gb = F.batch_norm_backward(g, x, None, None, w, training=True)
+    rgx, rgw, rgb = batch_norm_backward_ref(g.astype(np.float64), x64, None, None, w, True)
+    np.testing.assert_allclose(gx, rgx, rtol=1e-3, atol=1e-3 * np.abs(rgx).max())
+    np.testing.assert_allclose(gw, rgw, rtol=1e-3, atol=1e-3 * np.abs(rgw).max())
+    np.testing.assert_allclose(gb, rgb, rtol=1e-4, atol=1e-4 * np.abs(rgb).max())
+    # the running variance sees the same statistics (unbiased)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    F.batch_norm(x, rm, rv, training=True, momentum=1.0)
+    m = x.size // c
+    axes = (0, *range(2, x.ndim))
+    np.testing.assert_allclose(rm, x64.mean(axis=axes), rtol=1e-7)
+    np.testing.assert_allclose(rv, x64.var(axis=axes) * m / (m - 1), rtol=1e-4)
+    torch = pytest.importorskip("torch")
+    ty = torch.nn.functional.batch_norm(
+        torch.from_numpy(x), None, None, torch.from_numpy(w), None, True
+    ).numpy()
+    assert np.abs(ty - ref).max() > 10 * np.abs(y - ref).max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_constant_channels_and_empty_batch(dtype):
+    """Zero variance: the output is the bias, the gradients finite; an empty batch gives an
+    empty output and leaves the running statistics alone (as torch)."""
+    x = np.full((4, 3, 2, 2), -2.25, dtype)
+    b = np.arange(3, dtype=dtype)
+    y = F.batch_norm(x, None, None, None, b, training=True)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], x.shape))
+    gx, gw, gb = F.batch_norm_backward(np.ones_like(x), x, None, None, np.ones(3, dtype), True)
+    assert np.all(np.isfinite(gx)) and np.all(gw == 0) and np.all(gb == 4 * 4)
+    rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
+    e = np.zeros((0, 3, 4, 4), dtype)
+    assert F.batch_norm(e, rm, rv, training=True).shape == e.shape
+    assert not rm.any() and np.all(rv == 1)
+    gx, gw, gb = F.batch_norm_backward(e, e, None, None, np.ones(3, dtype), True)
+    assert gx.shape == e.shape and gw.dtype == dtype and not gw.any() and not gb.any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -288,6 +378,72 @@ def test_bit_identical_across_threads(dtype, rng):
     assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4, 2))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_bit_identical_across_threads(dtype, rng):
+    """Three channels: a task per channel for up to three threads, (channel, chunk) tasks for
+    four -- the same arithmetic; planes of one chunk, of several chunks, and 2-D inputs;
+    training and eval, forward and backward, and the layer's two-pass backward."""
+    cases = [
+        _arr(rng, (9, 3, 13, 11), dtype, 1.0, 3.0),
+        _arr(rng, (2, 3, 70, 80), dtype, 2.0, -1.0),
+        _arr(rng, (700, 3), dtype),
+    ]
+    w = _arr(rng, (3,), dtype)
+    rm, rv = _arr(rng, (3,), dtype), np.abs(_arr(rng, (3,), dtype)) + 0.5
+
+    def compute():
+        out = []
+        for x in cases:
+            g = np.cos(x)
+            rm1, rv1 = rm.copy(), rv.copy()
+            out += [
+                F.batch_norm(x, rm1, rv1, w, w, training=True),
+                rm1,
+                rv1,
+                F.batch_norm(x, rm, rv, w, w),
+                *F.batch_norm_backward(g, x, None, None, w, training=True),
+                *F.batch_norm_backward(g, x, rm, rv, w),
+            ]
+            layer = _TwoPassBatchNorm(3, dtype=dtype)
+            layer.weight.data[...] = w
+            out += [layer(x), layer.backward(g), layer.weight.grad, layer.bias.grad]
+        return out
+
+    assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4, 2))
+
+
+class _TwoPassBatchNorm(nn.BatchNorm1d, register=False):
+    """Supplies the statistics and the gradient sums itself (as a subclass reducing them
+    over a larger batch does): forward and backward then take two passes each."""
+
+    _expected_ndims = (2, 3, 4)
+
+    def _batch_stats(self, x):
+        from cnncore.ops.norm import _batch_stats
+
+        mean, var = _batch_stats(x)
+        return mean, var, x.shape[0] * x.shape[2]
+
+    def _batch_sums(self, db, dw, m):
+        return db.copy(), dw.copy(), m
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_layer_two_pass_path_is_bit_identical(dtype, rng):
+    """The hooks a statistics-reducing subclass overrides give the fused path's bits."""
+    x = _arr(rng, (6, 3, 5, 7), dtype, 1.5, 2.0)
+    g = _arr(rng, x.shape, dtype)
+    fused, split = nn.BatchNorm2d(3, dtype=dtype), _TwoPassBatchNorm(3, dtype=dtype)
+    for layer in (fused, split):
+        layer.weight.data[...] = [0.5, -2.0, 1.5]
+    np.testing.assert_array_equal(fused(x), split(x))
+    np.testing.assert_array_equal(fused.backward(g), split.backward(g))
+    for name in ("weight", "bias"):
+        np.testing.assert_array_equal(getattr(fused, name).grad, getattr(split, name).grad)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(fused._buffers[name], split._buffers[name])
+
+
 # ------------------------------------------------------------------------------------------
 # Bad inputs the records cannot describe
 # ------------------------------------------------------------------------------------------
@@ -317,6 +473,16 @@ _X = np.ones((2, 4, 3, 3))
             "running_mean",
         ),
         (lambda: F.instance_norm_backward(_X, _X, use_input_stats=False), ValueError, "running"),
+        (lambda: F.batch_norm(_X, None, None), ValueError, "running_mean"),
+        (lambda: F.batch_norm(_X[:1, :, :1, :1], None, None, training=True), ValueError, "1 value"),
+        (lambda: F.batch_norm(_X[:1, :, 0, 0], None, None, training=True), ValueError, "1 value"),
+        (lambda: F.batch_norm(_X[0, 0, 0], None, None, training=True), ValueError, "x"),
+        (lambda: F.batch_norm(_X, np.zeros(4), None, training=True), ValueError, "running_var"),
+        (lambda: F.batch_norm(_X, np.zeros(3), np.ones(3)), ValueError, "running_mean"),
+        (lambda: F.batch_norm(_X, [0.0] * 4, [1.0] * 4, training=True), ValueError, "running"),
+        (lambda: F.batch_norm(_X, None, None, training=True, momentum=np.nan), ValueError, "mom"),
+        (lambda: F.batch_norm_backward(_X, _X, None, None), ValueError, "running_mean"),
+        (lambda: F.batch_norm_backward(_X[:1], _X[:1], None, None), ValueError, "running"),
     ],
 )
 def test_bad_inputs(call, exc, match):

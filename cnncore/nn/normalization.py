@@ -1,5 +1,5 @@
-"""Normalization layers: :class:`BatchNorm1d`, :class:`BatchNorm2d` (PyTorch semantics,
-computed here with NumPy reductions), and :class:`GroupNorm`, :class:`LayerNorm`,
+"""Normalization layers: :class:`BatchNorm1d`, :class:`BatchNorm2d` (PyTorch semantics, on
+:func:`cnncore.batch_norm`'s kernels), and :class:`GroupNorm`, :class:`LayerNorm`,
 :class:`InstanceNorm2d` (thin layers over :func:`cnncore.group_norm`,
 :func:`cnncore.layer_norm` and :func:`cnncore.instance_norm`)."""
 
@@ -22,7 +22,7 @@ from .._validation import (
     check_int,
     check_numel,
 )
-from ..ops.norm import _normalized_shape
+from ..ops.norm import _batch_backward, _batch_forward, _normalized_shape
 from .module import (
     Module,
     accumulate,
@@ -70,8 +70,11 @@ class _BatchNorm(Module, register=False):
             self.register_buffer("running_mean", np.zeros(c, self.dtype))
             self.register_buffer("running_var", np.ones(c, self.dtype))
             self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
-        self._xhat: np.ndarray | None = None
-        self._invstd: np.ndarray | None = None
+        # the forward's (N, C, L) input and float64 statistics, kept for backward
+        self._x: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
+        self._var: np.ndarray | None = None
+        self._count = 0
         self._shape: tuple[int, ...] | None = None
 
     def _axes_and_view(self, x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -89,69 +92,90 @@ class _BatchNorm(Module, register=False):
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", type(self).__name__)
         self._axes_and_view(x)
-        c = self.num_features
-        # (N, C, L): every reduction runs along contiguous rows
-        xr = x.reshape(x.shape[0], c, math.prod(x.shape[2:]))
+        # (N, C, L): the kernels' view of the input
+        xr = x.reshape(x.shape[0], self.num_features, math.prod(x.shape[2:]))
         m = xr.shape[0] * xr.shape[2]
-        use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            if m <= 1 and self.training:
-                raise ValueError(
-                    f"{type(self).__name__}(): expected more than 1 value per channel when "
-                    f"training. Received: input with shape {x.shape}"
-                )
-            # two passes (no cancellation): the mean, then the mean square deviation
-            mean = (xr.sum(axis=2).sum(axis=0) / max(m, 1)).astype(x.dtype, copy=False)
-            xc = np.subtract(xr, mean[:, None])
-            sq = np.square(xc)
-            var = (sq.sum(axis=2).sum(axis=0) / max(m, 1)).astype(x.dtype, copy=False)
-            if self.training and self.track_running_stats:
-                nbt = self._buffers["num_batches_tracked"]
-                nbt += 1
-                mom = 1.0 / float(nbt) if self.momentum is None else self.momentum
-                rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
-                rm *= 1 - mom
-                rm += mom * mean
-                rv *= 1 - mom
-                rv += mom * var * (m / max(m - 1, 1))
+        w, b = self._affine_params(x.dtype)
+        mean = var = None
+        if self.training or not self.track_running_stats:
+            self._check_count(m, x.shape)
+            stats = self._batch_stats(xr)
+            if stats is not None:
+                mean, var, m = stats
         else:
-            mean = self._buffers["running_mean"]
-            var = self._buffers["running_var"]
-            xc = np.subtract(xr, mean[:, None])
-            sq = None
-        invstd = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        xhat = np.multiply(xc, invstd[:, None], out=xc)
+            mean = self._buffers["running_mean"].astype(np.float64)
+            var = self._buffers["running_var"].astype(np.float64)
+        if xr.size:
+            y, mean, var = _batch_forward(xr, w, b, self.eps, mean, var)
+        else:
+            y = np.empty_like(xr)
+        if self.training and self.track_running_stats and m:
+            self._update_running(mean, var, m)
         if self.training:
-            self._xhat, self._invstd, self._shape = xhat, invstd, x.shape
+            self._x, self._mean, self._var, self._count = xr, mean, var, m
+            self._shape = x.shape
         else:
-            self._xhat = self._invstd = self._shape = None
-        if not self.affine:
-            return xhat.reshape(x.shape)
-        y = np.multiply(xhat, self.weight.data[:, None], out=sq)
-        y += self.bias.data[:, None]
+            self._x = self._mean = self._var = self._shape = None
         return y.reshape(x.shape)
 
+    def _affine_params(self, dtype: np.dtype) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not self.affine:
+            return None, None
+        return self.weight.data.astype(dtype, copy=False), self.bias.data.astype(dtype, copy=False)
+
+    def _check_count(self, m: int, shape: tuple[int, ...]) -> None:
+        if m <= 1 and self.training:
+            raise ValueError(
+                f"{type(self).__name__}(): expected more than 1 value per channel when "
+                f"training. Received: input with shape {shape}"
+            )
+
+    def _batch_stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The statistics the ``(N, C, L)`` input is normalized with: None -- this input's
+        own, computed by the normalizing kernel in the same pass -- or ``(mean, var,
+        count)`` per channel (float64, biased variance).  A subclass that reduces the
+        statistics over a larger batch returns them (``ops.norm._batch_stats`` gives this
+        input's) and overrides :meth:`_batch_sums` to match."""
+        return None
+
+    def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
+        """PyTorch's update: momentum (or the cumulative average), unbiased variance."""
+        nbt = self._buffers["num_batches_tracked"]
+        nbt += 1
+        mom = 1.0 / float(nbt) if self.momentum is None else self.momentum
+        rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
+        rm *= 1 - mom
+        rm += mom * mean
+        rv *= 1 - mom
+        rv += mom * var * (m / max(m - 1, 1))
+
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        xhat = self._cached("_xhat")  # (N, C, L)
-        invstd = self._invstd
+        x = self._cached("_x")  # (N, C, L)
         shape = self._shape
-        g = grad_like(grad_output, shape, type(self).__name__).reshape(xhat.shape)
-        m = xhat.shape[0] * xhat.shape[2]
-        db = g.sum(axis=2).sum(axis=0)
-        tmp = np.multiply(g, xhat)
-        dw = tmp.sum(axis=2).sum(axis=0)
+        g = grad_like(grad_output, shape, type(self).__name__)
+        g = g.astype(x.dtype, copy=False).reshape(x.shape)
+        if x.size == 0:
+            return np.zeros(shape, x.dtype) if input_grad else None
+        mean, var, eps = self._mean, self._var, self.eps
+        w = self._affine_params(x.dtype)[0]
+        split = type(self)._batch_sums is not _BatchNorm._batch_sums
+        gx, db, dw = _batch_backward(g, x, w, mean, var, eps, True, None, input_grad and not split)
         if self.affine:
             accumulate(self.bias.grad, db)
             accumulate(self.weight.grad, dw)
-        if not input_grad:
-            return None
-        # dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)), per channel
-        np.multiply(xhat, (dw / m)[:, None], out=tmp)
-        np.subtract(g, tmp, out=tmp)
-        k = invstd * self.weight.data if self.affine else invstd
-        tmp *= k[:, None]
-        tmp -= (k * (db / m))[:, None]
-        return tmp.reshape(shape)
+        if input_grad and split:
+            sums = self._batch_sums(db, dw, self._count)
+            gx = _batch_backward(g, x, w, mean, var, eps, True, sums)[0]
+        return None if gx is None else gx.reshape(shape)
+
+    def _batch_sums(
+        self, db: np.ndarray, dw: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The per-channel sums of ``g`` and ``g * xhat`` and the count over the batch the
+        forward normalized with (this input's own; a subclass: a larger batch's).  When a
+        subclass overrides it, backward computes the sums first, then the input gradient
+        from what this returns (two passes instead of one)."""
+        return db, dw, m
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return check_input_shape(

@@ -9,7 +9,7 @@ family module             kernel               ops
 :mod:`.loss`              ``_loss.pyx``        cross entropy, BCE, regression losses
 :mod:`.pool`              ``_pool.pyx``        max / avg / adaptive / Lp pooling, unpooling
 :mod:`.pad`               ``_pad.pyx``         pad2d and its gradient
-:mod:`.norm`              ``_norm.pyx``        group / layer / instance norm and gradients
+:mod:`.norm`              ``_norm.pyx``        batch / group / layer / instance norm, grads
 :mod:`.resize`            ``_resize.pyx``      interpolate, pixel_(un)shuffle and gradients
 ========================  ===================  =============================================
 

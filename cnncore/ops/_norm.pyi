@@ -78,3 +78,42 @@ def layer_norm_backward(
 ) -> None:
     """Input gradient into ``grad_x``; with ``weight``, ``P`` row parts' sums of the weight
     and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed)."""
+
+def batch_norm_forward(
+    x: _Float,
+    y_out: _Float | None,
+    weight: _Float | None,
+    bias: _Float | None,
+    N: int,
+    C: int,
+    L: int,
+    eps: float,
+    mean: _F64,
+    var: _F64,
+    stats_given: bool,
+    n_threads: int,
+) -> None:
+    """Batch norm of ``x`` seen as ``(N, C, L)``; ``mean`` / ``var`` per channel are outputs
+    (the batch's), or inputs with ``stats_given``; ``y_out`` None: only the statistics."""
+
+def batch_norm_backward(
+    grad_output: _Float,
+    x: _Float,
+    grad_x: _Float | None,
+    weight: _Float | None,
+    N: int,
+    C: int,
+    L: int,
+    eps: float,
+    mean: _F64,
+    var: _F64,
+    sum_g: _F64,
+    sum_gxhat: _F64,
+    sums_given: bool,
+    count: float,
+    training: bool,
+    n_threads: int,
+) -> None:
+    """Per channel ``sum(g)`` / ``sum(g * xhat)`` into ``sum_g`` / ``sum_gxhat`` (or given,
+    over ``count`` elements, with ``sums_given``) and the input gradient into ``grad_x``
+    (None: only the sums)."""

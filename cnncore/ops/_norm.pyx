@@ -1,5 +1,5 @@
-"""Normalization kernels: group norm (instance norm is group norm with one channel per group)
-and layer norm, forward and backward.
+"""Normalization kernels: group norm (instance norm is group norm with one channel per group),
+layer norm and batch norm, forward and backward.
 
 Both normalize *segments* of contiguous elements: a group ``(n, g)`` of ``Cg`` planes of
 ``S`` elements (``L = Cg * S``), or a row of ``D`` elements (layer norm over the last axes).
@@ -30,6 +30,10 @@ one-task path -- the arithmetic is the same in both paths, element by element.  
 norm's weight and bias gradients are column sums over rows: rows are cut into ``P`` parts
 fixed by the shapes, each part sums its rows in order into its own buffer (double), and the
 caller adds the ``P`` partial sums in order.
+
+Batch norm (statistics per channel over the batch and positions) cuts each channel into
+chunks of whole planes (or pieces of long planes) and runs every phase over all (channel,
+chunk) tasks, with the chunk results merged per channel in chunk order (see its section).
 """
 
 from cython.parallel cimport prange
@@ -551,7 +555,8 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
     for t in prange(M * nc, schedule="static", num_threads=n_threads):
         r = t // nc
         c = t % nc
-        split_mean(st[4 * r], &mh, &ml)
+        mh = <floating> st[4 * r]                   # split_mean, assigned here: private
+        ml = <floating> (st[4 * r] - <double> mh)
         chunk_sums(g + r * D + c * CHUNK, x + r * D + c * CHUNK,
                    w + c * CHUNK if w != NULL else NULL, py_min(CHUNK, D - c * CHUNK), mh, ml,
                    &cm[2 * t], &cm[2 * t + 1])
@@ -572,6 +577,328 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
                                   pb + p * D if w != NULL else NULL)
     free(cm)
     free(st)
+    return CNN_OK
+
+
+# ------------------------------------------------------------------------------------------
+# Batch norm: per channel c, the N planes x[n, c, :] of L elements
+# ------------------------------------------------------------------------------------------
+#
+# A channel's elements, in (sample, position) order, are cut into chunks: ``SB`` whole planes
+# when a plane is at most ``CHUNK`` elements (``SB = min(CHUNK // L, 128)``: each lane then
+# gets at most ~128 + SB adds), else pieces of ``CHUNK`` elements of one plane.  Every phase
+# is a prange over the (channel, chunk) tasks: the chunks' moments / sums go to a buffer and
+# are merged per channel in chunk order (Chan's update in double, as ``seg_stats``), so the
+# arithmetic depends on the shapes only.
+
+ctypedef struct BatchGeom:
+    Py_ssize_t N, C, L, SB, PL, NB     # planes per chunk, pieces per plane, chunks per channel
+
+
+cdef void bn_geom(BatchGeom* bg, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
+    bg.N, bg.C, bg.L = N, C, L
+    if L <= CHUNK:
+        bg.SB = py_max(1, py_min(CHUNK // L, 128))
+        bg.PL = 1
+        bg.NB = (N + bg.SB - 1) // bg.SB
+    else:
+        bg.SB = 1
+        bg.PL = (L + CHUNK - 1) // CHUNK
+        bg.NB = N * bg.PL
+
+
+cdef inline void bn_chunk(const BatchGeom* bg, Py_ssize_t b, Py_ssize_t* n0, Py_ssize_t* n1,
+                          Py_ssize_t* l0, Py_ssize_t* l1) noexcept nogil:
+    """Chunk ``b`` of a channel: planes ``[n0, n1)``, positions ``[l0, l1)`` of each."""
+    if bg.PL == 1:
+        n0[0] = b * bg.SB
+        n1[0] = py_min(n0[0] + bg.SB, bg.N)
+        l0[0] = 0
+        l1[0] = bg.L
+    else:
+        n0[0] = b // bg.PL
+        n1[0] = n0[0] + 1
+        l0[0] = (b % bg.PL) * CHUNK
+        l1[0] = py_min(l0[0] + CHUNK, bg.L)
+
+
+cdef inline void lanes_shifted_sum(const floating* x, Py_ssize_t m, floating K,
+                                   floating* acc) noexcept nogil:
+    """``acc[k] += x[i] - K`` for ``i = k (mod LANES)`` over ``m`` elements."""
+    cdef Py_ssize_t i = 0, k
+    while i + LANES <= m:
+        for k in range(LANES):
+            acc[k] = acc[k] + (x[i + k] - K)
+        i = i + LANES
+    for k in range(m - i):
+        acc[k] = acc[k] + (x[i + k] - K)
+
+
+cdef inline void lanes_squared_dev(const floating* x, Py_ssize_t m, floating K, floating mf,
+                                   floating* acc) noexcept nogil:
+    cdef floating d
+    cdef Py_ssize_t i = 0, k
+    while i + LANES <= m:
+        for k in range(LANES):
+            d = (x[i + k] - K) - mf
+            acc[k] = acc[k] + d * d
+        i = i + LANES
+    for k in range(m - i):
+        d = (x[i + k] - K) - mf
+        acc[k] = acc[k] + d * d
+
+
+cdef void bn_chunk_moments(const floating* x, const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b,
+                           floating K, double* mean, double* m2) noexcept nogil:
+    """Mean and sum of squared deviations of chunk ``b`` of channel ``c`` (relative to
+    ``K``): two passes over the chunk (in L1), ``LANES`` accumulators each."""
+    cdef floating acc[LANES]
+    cdef floating mf
+    cdef Py_ssize_t n, n0, n1, l0, l1, k, stride = bg.C * bg.L
+    cdef const floating* base = x + c * bg.L
+    bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+    for k in range(LANES):
+        acc[k] = 0
+    for n in range(n0, n1):
+        lanes_shifted_sum(base + n * stride + l0, l1 - l0, K, acc)
+    mean[0] = <double> lanes_total(acc) / ((n1 - n0) * (l1 - l0))
+    mf = <floating> mean[0]
+    for k in range(LANES):
+        acc[k] = 0
+    for n in range(n0, n1):
+        lanes_squared_dev(base + n * stride + l0, l1 - l0, K, mf, acc)
+    m2[0] = <double> lanes_total(acc)
+
+
+cdef void bn_chunk_sums(const floating* g, const floating* x, const BatchGeom* bg, Py_ssize_t c,
+                        Py_ssize_t b, floating mh, floating ml, double* sg,
+                        double* sgx) noexcept nogil:
+    """``sum(g)`` and ``sum(g * ((x - mh) - ml))`` over chunk ``b`` of channel ``c``."""
+    cdef floating a1[LANES]
+    cdef floating a2[LANES]
+    cdef floating gv
+    cdef const floating* gp
+    cdef const floating* xp
+    cdef Py_ssize_t n, n0, n1, l0, l1, i, k, m, stride = bg.C * bg.L
+    bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+    m = l1 - l0
+    for k in range(LANES):
+        a1[k] = 0
+        a2[k] = 0
+    for n in range(n0, n1):
+        gp = g + n * stride + c * bg.L + l0
+        xp = x + n * stride + c * bg.L + l0
+        i = 0
+        while i + LANES <= m:
+            for k in range(LANES):
+                gv = gp[i + k]
+                a1[k] = a1[k] + gv
+                a2[k] = a2[k] + gv * ((xp[i + k] - mh) - ml)
+            i = i + LANES
+        for k in range(m - i):
+            gv = gp[i + k]
+            a1[k] = a1[k] + gv
+            a2[k] = a2[k] + gv * ((xp[i + k] - mh) - ml)
+    sg[0] = <double> lanes_total(a1)
+    sgx[0] = <double> lanes_total(a2)
+
+
+cdef void bn_merge_channel(const double* cm, const BatchGeom* bg, Py_ssize_t c, double K,
+                           double* mean, double* var) noexcept nogil:
+    """Channel ``c``'s mean and biased variance from its chunks' moments, in chunk order."""
+    cdef double n = 0, mu = 0, M2 = 0
+    cdef Py_ssize_t b, n0, n1, l0, l1, off = 2 * c * bg.NB
+    for b in range(bg.NB):
+        bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+        chan_merge(&n, &mu, &M2, <double> ((n1 - n0) * (l1 - l0)), cm[off + 2 * b],
+                   cm[off + 2 * b + 1])
+    mean[0] = K + mu
+    var[0] = M2 / n if M2 > 0 else 0.0 * M2          # (NaN stays NaN)
+
+
+cdef void bn_apply_chunk(const floating* x, floating* y, const BatchGeom* bg, Py_ssize_t c,
+                         Py_ssize_t b, floating mh, floating ml, floating a,
+                         floating bb) noexcept nogil:
+    """``y = ((x - mh) - ml) * a + bb`` over chunk ``b`` of channel ``c``."""
+    cdef Py_ssize_t n, n0, n1, l0, l1, i, off
+    bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+    for n in range(n0, n1):
+        off = n * bg.C * bg.L + c * bg.L
+        for i in range(off + l0, off + l1):
+            y[i] = ((x[i] - mh) - ml) * a + bb
+
+
+cdef void bn_backward_chunk(const floating* g, const floating* x, floating* gx,
+                            const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b, floating mh,
+                            floating ml, floating a, floating bf, floating cf) noexcept nogil:
+    """``grad_x = g * a + (((x - mh) - ml) * bf + cf)`` over chunk ``b`` of channel ``c``."""
+    cdef Py_ssize_t n, n0, n1, l0, l1, i, off
+    bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+    for n in range(n0, n1):
+        off = n * bg.C * bg.L + c * bg.L
+        for i in range(off + l0, off + l1):
+            gx[i] = g[i] * a + (((x[i] - mh) - ml) * bf + cf)
+
+
+cdef inline void bn_coefficients(double mean, double var, double eps, double wc, double sg,
+                                 double sgxhat, double count, bint training, floating* mh,
+                                 floating* ml, floating* a, floating* bf,
+                                 floating* cf) noexcept nogil:
+    """``grad_x = g * a + (((x - mh) - ml) * bf + cf)`` for one channel (``training``: the
+    batch's statistics, else fixed ones: an affine map)."""
+    cdef double rstd = inv_std(var, eps)
+    split_mean(mean, mh, ml)
+    a[0] = <floating> (rstd * wc)
+    if training:
+        bf[0] = <floating> (-wc * rstd * rstd * sgxhat / count)
+        cf[0] = <floating> (-wc * rstd * sg / count)
+    else:
+        bf[0] = 0
+        cf[0] = 0
+
+
+cdef void bn_sum_channel(const double* cm, const BatchGeom* bg, Py_ssize_t c, double rstd,
+                         double* sg, double* sgxhat) noexcept nogil:
+    """Channel ``c``'s chunk sums added in chunk order; ``sgxhat`` scaled by ``rstd``."""
+    cdef double s1 = 0, s2 = 0
+    cdef Py_ssize_t b
+    for b in range(bg.NB):
+        s1 = s1 + cm[2 * (c * bg.NB + b)]
+        s2 = s2 + cm[2 * (c * bg.NB + b) + 1]
+    sg[0] = s1
+    sgxhat[0] = s2 * rstd
+
+
+cdef void bn_forward_channel(const floating* x, floating* y, const BatchGeom* bg,
+                             Py_ssize_t c, const floating* w, const floating* bias, double eps,
+                             double* mean, double* var, bint stats_given,
+                             double* cm) noexcept nogil:
+    """One channel: its statistics (unless given; chunk moments into ``cm``, merged in
+    order), then its output -- while the channel is in cache."""
+    cdef Py_ssize_t b
+    cdef floating mh, ml, a, bb
+    if not stats_given:
+        for b in range(bg.NB):
+            bn_chunk_moments(x, bg, c, b, x[c * bg.L], &cm[2 * (c * bg.NB + b)],
+                             &cm[2 * (c * bg.NB + b) + 1])
+        bn_merge_channel(cm, bg, c, <double> x[c * bg.L], &mean[c], &var[c])
+    split_mean(mean[c], &mh, &ml)
+    a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
+    bb = bias[c] if bias != NULL else 0
+    for b in range(bg.NB):
+        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb)
+
+
+cdef void bn_backward_channel(const floating* g, const floating* x, floating* gx,
+                              const BatchGeom* bg, Py_ssize_t c, const floating* w,
+                              double eps, const double* mean, const double* var, double* sg,
+                              double* sgxhat, bint sums_given, double count, bint training,
+                              double* cm) noexcept nogil:
+    """One channel: its gradient sums (unless given), then its input gradient."""
+    cdef Py_ssize_t b
+    cdef floating mh, ml, a, bf, cf
+    if not sums_given:
+        split_mean(mean[c], &mh, &ml)
+        for b in range(bg.NB):
+            bn_chunk_sums(g, x, bg, c, b, mh, ml, &cm[2 * (c * bg.NB + b)],
+                          &cm[2 * (c * bg.NB + b) + 1])
+        bn_sum_channel(cm, bg, c, inv_std(var[c], eps), &sg[c], &sgxhat[c])
+    if gx == NULL:
+        return
+    bn_coefficients(mean[c], var[c], eps, <double> w[c] if w != NULL else 1.0, sg[c],
+                    sgxhat[c], count, training, &mh, &ml, &a, &bf, &cf)
+    for b in range(bg.NB):
+        bn_backward_chunk(g, x, gx, bg, c, b, mh, ml, a, bf, cf)
+
+
+cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
+                         const floating* w, const floating* bias, double eps, double* mean,
+                         double* var, bint stats_given, int n_threads) noexcept nogil:
+    """Statistics (unless given; ``y`` NULL: only them) and output.  At least as many
+    channels as threads: a task per channel (one parallel region; the channel stays in
+    cache).  Fewer: each phase over all (channel, chunk) tasks, the same arithmetic."""
+    cdef Py_ssize_t t, c, b, T = bg.C * bg.NB
+    cdef double* cm = NULL
+    cdef floating mh, ml, a, bb
+    if not stats_given:
+        cm = <double*> malloc(2 * T * sizeof(double))
+        if cm == NULL:
+            return CNN_ERR_NOMEM
+    if y != NULL and (bg.C >= n_threads or n_threads <= 1):
+        for c in prange(bg.C, schedule="static", num_threads=n_threads):
+            bn_forward_channel(x, y, bg, c, w, bias, eps, mean, var, stats_given, cm)
+        free(cm)
+        return CNN_OK
+    if not stats_given:
+        for t in prange(T, schedule="static", num_threads=n_threads):
+            c = t // bg.NB
+            b = t % bg.NB
+            bn_chunk_moments(x, bg, c, b, x[c * bg.L], &cm[2 * t], &cm[2 * t + 1])
+        for c in range(bg.C):                      # tiny: no second parallel region
+            bn_merge_channel(cm, bg, c, <double> x[c * bg.L], &mean[c], &var[c])
+        free(cm)
+    if y == NULL:
+        return CNN_OK
+    for t in prange(T, schedule="static", num_threads=n_threads):
+        c = t // bg.NB
+        b = t % bg.NB
+        mh = <floating> mean[c]                     # split_mean (assigned here: private)
+        ml = <floating> (mean[c] - <double> mh)
+        a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
+        bb = bias[c] if bias != NULL else 0
+        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb)
+    return CNN_OK
+
+
+cdef int bn_backward_impl(const floating* g, const floating* x, floating* gx,
+                          const BatchGeom* bg, const floating* w, double eps,
+                          const double* mean, const double* var, double* sg, double* sgxhat,
+                          bint sums_given, double count, bint training,
+                          int n_threads) noexcept nogil:
+    """Per channel ``sg = sum(g)`` and ``sgxhat = sum(g * xhat)`` (unless given), then
+    ``grad_x = w * rstd * (g - sg / count - xhat * sgxhat / count)`` (``training``) or
+    ``w * rstd * g`` (``gx`` NULL: only the sums).  Work split as the forward's."""
+    cdef Py_ssize_t t, c, b, T = bg.C * bg.NB
+    cdef double* cm = NULL
+    cdef floating mh, ml, a, bf, cf
+    cdef double rstd, wc
+    if not sums_given:
+        cm = <double*> malloc(2 * T * sizeof(double))
+        if cm == NULL:
+            return CNN_ERR_NOMEM
+    if gx != NULL and (bg.C >= n_threads or n_threads <= 1):
+        for c in prange(bg.C, schedule="static", num_threads=n_threads):
+            bn_backward_channel(g, x, gx, bg, c, w, eps, mean, var, sg, sgxhat, sums_given,
+                                count, training, cm)
+        free(cm)
+        return CNN_OK
+    if not sums_given:
+        for t in prange(T, schedule="static", num_threads=n_threads):
+            c = t // bg.NB
+            b = t % bg.NB
+            mh = <floating> mean[c]
+            ml = <floating> (mean[c] - <double> mh)
+            bn_chunk_sums(g, x, bg, c, b, mh, ml, &cm[2 * t], &cm[2 * t + 1])
+        for c in range(bg.C):
+            bn_sum_channel(cm, bg, c, inv_std(var[c], eps), &sg[c], &sgxhat[c])
+        free(cm)
+    if gx == NULL:
+        return CNN_OK
+    for t in prange(T, schedule="static", num_threads=n_threads):
+        c = t // bg.NB
+        b = t % bg.NB
+        rstd = inv_std(var[c], eps)
+        wc = <double> w[c] if w != NULL else 1.0
+        mh = <floating> mean[c]
+        ml = <floating> (mean[c] - <double> mh)
+        a = <floating> (rstd * wc)
+        if training:
+            bf = <floating> (-wc * rstd * rstd * sgxhat[c] / count)
+            cf = <floating> (-wc * rstd * sg[c] / count)
+        else:
+            bf = 0
+            cf = 0
+        bn_backward_chunk(g, x, gx, bg, c, b, mh, ml, a, bf, cf)
     return CNN_OK
 
 
@@ -647,3 +974,43 @@ def layer_norm_backward(const floating[::1] grad_output, const floating[::1] x,
         status = ln_backward_impl(&grad_output[0], &x[0], &grad_x[0], M, D, w, eps, pw, pb, P,
                                   n_threads)
     check_status(status, "layer_norm_backward")
+
+
+def batch_norm_forward(const floating[::1] x, floating[::1] y_out, const floating[::1] weight,
+                       const floating[::1] bias, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
+                       double eps, double[::1] mean, double[::1] var, bint stats_given,
+                       int n_threads):
+    """Batch norm of ``x`` seen as ``(N, C, L)``: ``y = (x - mean) / sqrt(var + eps) *
+    weight + bias`` per channel (``weight`` / ``bias`` of ``C`` or None).  ``mean`` /
+    ``var`` (biased) are outputs -- the batch's statistics -- or inputs with
+    ``stats_given``; ``y_out`` None: only compute them."""
+    cdef BatchGeom bg
+    bn_geom(&bg, N, C, L)
+    cdef const floating* w = opt_ptr(weight)
+    cdef const floating* b = opt_ptr(bias)
+    cdef floating* y = &y_out[0] if y_out is not None else NULL
+    cdef int status
+    with nogil:
+        status = bn_forward_impl(&x[0], y, &bg, w, b, eps, &mean[0], &var[0], stats_given,
+                                 n_threads)
+    check_status(status, "batch_norm")
+
+
+def batch_norm_backward(const floating[::1] grad_output, const floating[::1] x,
+                        floating[::1] grad_x, const floating[::1] weight, Py_ssize_t N,
+                        Py_ssize_t C, Py_ssize_t L, double eps, const double[::1] mean,
+                        const double[::1] var, double[::1] sum_g, double[::1] sum_gxhat,
+                        bint sums_given, double count, bint training, int n_threads):
+    """Per channel ``sum_g = sum(g)`` (the bias gradient) and ``sum_gxhat = sum(g * xhat)``
+    (the weight gradient) -- outputs, or inputs over ``count`` elements per channel with
+    ``sums_given`` -- and the input gradient into ``grad_x`` (None: only the sums)."""
+    cdef BatchGeom bg
+    bn_geom(&bg, N, C, L)
+    cdef const floating* w = opt_ptr(weight)
+    cdef floating* gx = &grad_x[0] if grad_x is not None else NULL
+    cdef int status
+    with nogil:
+        status = bn_backward_impl(&grad_output[0], &x[0], gx, &bg, w, eps, &mean[0], &var[0],
+                                  &sum_g[0], &sum_gxhat[0], sums_given, count, training,
+                                  n_threads)
+    check_status(status, "batch_norm_backward")

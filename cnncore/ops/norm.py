@@ -1,4 +1,4 @@
-"""Normalization: group_norm, layer_norm, instance_norm and their gradients.
+"""Normalization: batch_norm, group_norm, layer_norm, instance_norm and their gradients.
 
 See :mod:`cnncore.functional` for the conventions every op follows.  Each backward function
 takes the forward's *input* and recomputes the statistics from it (exactly as the forward
@@ -33,6 +33,8 @@ from .._validation import (
 _norm, _ = load_kernels("cnncore.ops._norm")
 
 __all__ = [
+    "batch_norm",
+    "batch_norm_backward",
     "group_norm",
     "group_norm_backward",
     "layer_norm",
@@ -53,6 +55,13 @@ def _eps(func: str, eps: Any) -> float:
         raise ValueError(
             f"{func}(): eps must be a non-negative finite number. Received: eps={eps!r}"
         )
+    return value
+
+
+def _momentum(func: str, momentum: Any) -> float:
+    value = check_real(momentum, "momentum", func)
+    if not math.isfinite(value):
+        raise ValueError(f"{func}(): momentum must be finite. Received: momentum={momentum!r}")
     return value
 
 
@@ -612,9 +621,7 @@ def instance_norm(
     x, rm, rv, use, eps = _instance_args(
         func, x, running_mean, running_var, use_input_stats, eps, True
     )
-    mom = check_real(momentum, "momentum", func)
-    if not math.isfinite(mom):
-        raise ValueError(f"{func}(): momentum must be finite. Received: momentum={momentum!r}")
+    mom = _momentum(func, momentum)
     c = x.shape[1]
     weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
     bias = _affine(func, "bias", bias, (c,), x.dtype, "one per channel")
@@ -674,3 +681,257 @@ def instance_norm_backward(
     weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
     mean, var = _given_stats(x, rm, rv, use)
     return _group_backward(func, g, x, c, weight, eps, mean, var)
+
+
+# ------------------------------------------------------------------------------------------
+# batch_norm
+# ------------------------------------------------------------------------------------------
+#
+# The private helpers below take C-contiguous ``x`` of shape (N, C, *) with at least one
+# element and float64 statistics of shape (C,); nn.BatchNorm1d / BatchNorm2d call them
+# directly (the layer keeps the forward's statistics for its backward, and a subclass can
+# reduce the statistics and the gradient sums over a larger batch in between).
+
+
+def _ncl(x: np.ndarray) -> tuple[int, int, int]:
+    return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+def _batch_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and biased variance (float64) of ``x`` over the batch and positions."""
+    n, c, s = _ncl(x)
+    mean, var = np.empty(c), np.empty(c)
+    _norm.batch_norm_forward(
+        x.reshape(-1), None, None, None, n, c, s, 0.0, mean, var, False, get_num_threads()
+    )
+    return mean, var
+
+
+def _batch_forward(
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    mean: np.ndarray | None = None,
+    var: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(y, mean, var)``: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel,
+    with the given statistics, or with the batch's (computed in the same pass)."""
+    n, c, s = _ncl(x)
+    y = np.empty_like(x)
+    given = mean is not None
+    if not given:
+        mean, var = np.empty(c), np.empty(c)
+    _norm.batch_norm_forward(
+        x.reshape(-1),
+        y.reshape(-1),
+        _flat(weight),
+        _flat(bias),
+        n,
+        c,
+        s,
+        eps,
+        mean,
+        var,
+        given,
+        get_num_threads(),
+    )
+    return y, mean, var
+
+
+def _batch_backward(
+    g: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+    training: bool,
+    sums: tuple[np.ndarray, np.ndarray, float] | None = None,
+    input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(grad_x, sum_g, sum_gxhat)``: the per-channel sums of ``g`` and ``g * xhat``
+    (float64; the bias and weight gradients) and the input gradient (None without
+    ``input_grad``).  ``sums``: ``(sum_g, sum_gxhat, count)`` given -- e.g. over a larger
+    batch -- instead of computed from ``g`` over this batch."""
+    n, c, s = _ncl(x)
+    gx = np.empty_like(x) if input_grad else None
+    if sums is None:
+        sum_g, sum_gxhat, count = np.empty(c), np.empty(c), n * s
+    else:
+        sum_g, sum_gxhat, count = sums
+    _norm.batch_norm_backward(
+        g.reshape(-1),
+        x.reshape(-1),
+        None if gx is None else gx.reshape(-1),
+        _flat(weight),
+        n,
+        c,
+        s,
+        eps,
+        mean,
+        var,
+        sum_g,
+        sum_gxhat,
+        sums is not None,
+        float(count),
+        training,
+        get_num_threads(),
+    )
+    return gx, sum_g, sum_gxhat
+
+
+def _batch_args(
+    func: str, x: Any, running_mean: Any, running_var: Any, training: Any, eps: Any, update: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, bool, float]:
+    """Checked ``(x, running_mean, running_var, training, eps)``; ``update``: the running
+    statistics are updated in place (the forward in training) rather than only read."""
+    x = _input(func, x, "x", 2, "an array of shape (N, C) or (N, C, *)")
+    train = check_bool(training, "training", func)
+    rm, rv = _running(func, running_mean, running_var, x.shape[1], x.dtype, train and update)
+    if not train and rm is None:
+        raise ValueError(
+            f"{func}(): training=False normalizes with running_mean and running_var, which "
+            f"must be given. Received: running_mean=None, running_var=None"
+        )
+    n, _, s = _ncl(x)
+    if train and n * s == 1:
+        raise ValueError(
+            f"{func}(): expected more than 1 value per channel when training. "
+            f"Received: x with shape {x.shape}"
+        )
+    return x, rm, rv, train, _eps(func, eps)
+
+
+def _fixed_stats(rm: np.ndarray, rv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return rm.astype(np.float64), rv.astype(np.float64)
+
+
+def batch_norm(
+    x: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Batch normalization: normalize each channel over the batch and positions, then scale
+    and shift per channel.
+
+    Same as :func:`torch.nn.functional.batch_norm`.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C) or (N, C, *)
+        float32 or float64.
+    running_mean, running_var : ndarray of shape (C,) or None
+        With ``training``, updated in place when given (writeable arrays of ``x``'s dtype):
+        ``running = (1 - momentum) * running + momentum * batch_stat``, with the batch's
+        unbiased variance for ``running_var``.  Without it, the statistics ``x`` is
+        normalized with (required).
+    weight, bias : array_like of shape (C,), optional
+        Per-channel scale and shift (of ``x``'s dtype); None: 1 and 0.
+    training : bool, default False
+        Normalize with the batch's own statistics (and update the running ones).
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+        Added to the variance (non-negative).
+
+    Returns
+    -------
+    y : ndarray of the shape and dtype of ``x``
+
+    Notes
+    -----
+    ``y[n, c, ...] = (x[n, c, ...] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]``,
+    with the batch's mean and biased variance over its ``N * prod(*)`` elements per channel
+    (``training``) or the running ones.  Training needs more than one value per channel.
+    The batch statistics are computed in double, relative to the channel's first element
+    and in chunks merged with Chan's update, as :func:`group_norm`'s: a large common offset
+    costs no precision.  An empty batch gives an empty output and leaves the running
+    statistics as they are.
+
+    See Also
+    --------
+    batch_norm_backward, group_norm, cnncore.nn.BatchNorm2d, cnncore.nn.BatchNorm1d
+    """
+    func = "batch_norm"
+    x, rm, rv, train, eps = _batch_args(func, x, running_mean, running_var, training, eps, True)
+    mom = _momentum(func, momentum)
+    c = x.shape[1]
+    weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
+    bias = _affine(func, "bias", bias, (c,), x.dtype, "one per channel")
+    check_numel(x.shape, "output", func, x.itemsize)
+    if x.size == 0:
+        return np.empty_like(x)
+    if not train:
+        return _batch_forward(x, weight, bias, eps, *_fixed_stats(rm, rv))[0]
+    y, mean, var = _batch_forward(x, weight, bias, eps)
+    if rm is not None:
+        n, _, s = _ncl(x)
+        m = n * s
+        running_mean *= 1 - mom
+        running_mean += (mom * mean).astype(x.dtype)
+        running_var *= 1 - mom
+        running_var += (mom * var * (m / (m - 1))).astype(x.dtype)
+    return y
+
+
+def batch_norm_backward(
+    grad_output: Any,
+    x: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    training: bool = False,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C) or (N, C, *)
+    x : array_like of the same shape and dtype
+        The forward input (with ``training``, the batch statistics are recomputed from it).
+    running_mean, running_var : ndarray of shape (C,) or None
+        Needed (and only read) without ``training``: the statistics the forward normalized
+        with; then the map is affine and ``grad_x = grad_output * weight / sqrt(running_var
+        + eps)``.
+    weight : array_like of shape (C,), optional
+    training : bool, default False
+        Whether the forward used the batch's statistics.
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of ``x``
+    grad_weight, grad_bias : ndarray of shape (C,), or None when ``weight`` is None
+
+    Notes
+    -----
+    With ``xhat`` the normalized input and ``M = N * prod(*)``:
+    ``grad_weight[c] = sum(grad_output * xhat)``, ``grad_bias[c] = sum(grad_output)`` (over
+    the batch and positions, in double, in an order fixed by the shapes) and, with
+    ``training``, ``grad_x = weight * rstd * (grad_output - grad_bias / M - xhat *
+    grad_weight / M)``.
+
+    See Also
+    --------
+    batch_norm
+    """
+    func = "batch_norm_backward"
+    x, rm, rv, train, eps = _batch_args(func, x, running_mean, running_var, training, eps, False)
+    g = _grad_output(func, grad_output, x)
+    c = x.shape[1]
+    weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
+    check_numel(x.shape, "grad_x", func, x.itemsize)
+    if x.size == 0:
+        zeros = None if weight is None else np.zeros(c, x.dtype)
+        return np.empty_like(x), zeros, None if weight is None else zeros.copy()
+    mean, var = _batch_stats(x) if train else _fixed_stats(rm, rv)
+    gx, sum_g, sum_gxhat = _batch_backward(g, x, weight, mean, var, eps, train)
+    if weight is None:
+        return gx, None, None
+    return gx, sum_gxhat.astype(x.dtype), sum_g.astype(x.dtype)

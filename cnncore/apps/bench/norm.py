@@ -1,4 +1,4 @@
-"""The normalization suite: group / layer / instance norm, forward and backward, against
+"""The normalization suite: batch / group / layer / instance norm, forward and backward, against
 PyTorch and a NumPy copy of the same bytes (memory-bound ops: GB/s is what counts)."""
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import cnncore
 from .activation import summarize_rows, time_memory_rows
 from .timing import _setup, _versions, check_repeat
 
-# (label, shape, kind, parameter): kind 'group' (parameter: num_groups), 'layer' (the number
-# of trailing dimensions normalized), 'instance'
+# (label, shape, kind, parameter): kind 'batch' (training mode: batch statistics), 'group'
+# (parameter: num_groups), 'layer' (the number of trailing dimensions normalized), 'instance'
 NORM_CASES = [
+    ("batch_norm 128,16,28,28 train", (128, 16, 28, 28), "batch", None),
+    ("batch_norm 128,64,7,7 train", (128, 64, 7, 7), "batch", None),
+    ("batch_norm 32,64,56,56 train", (32, 64, 56, 56), "batch", None),
     ("group_norm 32,64,56,56 G=32", (32, 64, 56, 56), "group", 32),
     ("group_norm 32,256,14,14 G=32", (32, 256, 14, 14), "group", 32),
     ("layer_norm 100352x64 (C last)", (32, 56, 56, 64), "layer", 1),
@@ -35,6 +38,10 @@ def _ours(kind: str, param: Any, x: np.ndarray, g: np.ndarray) -> tuple[Fn, Fn]:
         return (lambda: F.layer_norm(x, ns, w, b)), (lambda: F.layer_norm_backward(g, x, ns, w))
     c = x.shape[1]
     w, b = np.ones(c, np.float32), np.zeros(c, np.float32)
+    if kind == "batch":
+        return (lambda: F.batch_norm(x, None, None, w, b, training=True)), (
+            lambda: F.batch_norm_backward(g, x, None, None, w, training=True)
+        )
     if kind == "group":
         return (lambda: F.group_norm(x, param, w, b)), (
             lambda: F.group_norm_backward(g, x, param, w)
@@ -61,6 +68,13 @@ def _theirs(torch: Any, kind: str, param: Any, x: np.ndarray, g: np.ndarray) -> 
         )
     n, c, hw = x.shape[0], x.shape[1], int(np.prod(x.shape[2:]))
     tw, tb = torch.ones(c), torch.zeros(c)
+    if kind == "batch":
+        _, tm, tr = aten.native_batch_norm(tx, tw, tb, None, None, True, 0.1, 1e-5)
+        return (lambda: tf.batch_norm(tx, None, None, tw, tb, training=True)), (
+            lambda: aten.native_batch_norm_backward(
+                tg, tx, tw, None, None, tm, tr, True, 1e-5, [True] * 3
+            )
+        )
     if kind == "group":
         _, tm, tr = aten.native_group_norm(tx, tw, tb, n, c, hw, param, 1e-5)
         return (lambda: tf.group_norm(tx, param, tw, tb)), (
@@ -77,8 +91,8 @@ def _theirs(torch: Any, kind: str, param: Any, x: np.ndarray, g: np.ndarray) -> 
 
 
 def bench_norm(quick: bool = False, use_torch: bool = True, repeat: int = 7, out=print) -> dict:
-    """Time group_norm, layer_norm and instance_norm (affine) and their backward passes on
-    float32 CNN shapes (batch 8 with ``quick``).
+    """Time batch_norm (training), group_norm, layer_norm and instance_norm (affine) and
+    their backward passes on float32 CNN shapes (batch 8 with ``quick``).
 
     Bytes moved: the forward reads x and writes y (2 arrays), the backward reads
     grad_output and x and writes grad_x (3 arrays; the per-channel gradients are
