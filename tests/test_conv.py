@@ -58,7 +58,7 @@ def _ids(case):
     return f"x{xs}-w{ws}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise"])
+@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise", "blocked"])
 def algorithm(request):
     with cnncore.conv_algorithm(request.param):
         yield request.param
@@ -646,7 +646,7 @@ def test_unfold_fold_against_torch(rng, dtype):
     dh=st.integers(1, 3),
     dw=st.integers(1, 3),
     seed=st.integers(0, 2**16),
-    algo=st.sampled_from([None, "gemm", "direct", "depthwise"]),
+    algo=st.sampled_from([None, "gemm", "direct", "depthwise", "blocked"]),
 )
 def test_hypothesis_geometry_sweep(
     n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, seed, algo
@@ -687,12 +687,24 @@ def test_hypothesis_geometry_sweep(
         ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
         # one input channel on MNIST-sized images, or many output channels: GEMM
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
+        # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
+        # input gradient only at stride 1
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        (
+            (128, 16, 32, 32),
+            (32, 16, 3, 3),
+            {"padding": 1, "stride": 2},
+            "blocked",
+            "gemm",
+            "blocked",
+        ),
+        ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *["blocked"] * 3),
         # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
-        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
-        ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
-        ((64, 32, 7, 7), (64, 32, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
+        ((8, 256, 14, 14), (256, 256, 3, 3), {"padding": 1}, *["winograd"] * 3),
+        ((8, 256, 20, 20), (256, 256, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
+        ((64, 256, 7, 7), (256, 256, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
         ((64, 8, 28, 28), (16, 8, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
-        ((8, 32, 20, 20), (32, 32, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
         # strided, or a padded copy of the channels too big for a thread's scratch: GEMM
         ((2, 6, 14, 14), (16, 6, 5, 5), {"stride": 2}, "gemm", "gemm", "gemm"),
         ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm", "gemm"),
