@@ -141,9 +141,9 @@ _WINOGRAD_MIN_OUTPUT_PIXELS = 144
 # three passes of ResNet's CIFAR convolutions (N=128, 16-64 channels, 8-32 px, stride 1
 # and 2; float32, 2 threads, AVX-512 and AVX2: see README "Performance" and
 # benchmarks/bench_conv.py --suite resnet).  Measured on 3x3 kernels only, so other kernel
-# sizes keep the rules below (a forced "blocked" runs any kernel size).  They need a vector's worth of output channels
-# (of the pass: C_in/groups for the input gradient), and beyond ~128 channels per group
-# GEMM and Winograd have the edge; the zero-padded copy of a sample's channels (and, for the
+# sizes keep the rules below (a forced "blocked" runs any kernel size).  They need a
+# vector's worth of output channels (of the pass: C_in/groups for the input gradient), and
+# beyond ~128 channels per group GEMM and Winograd have the edge; the zero-padded copy of a sample's channels (and, for the
 # weight gradient, its transposed dy) must stay small, as for the direct kernel.
 _BLOCKED_MIN_OUT_CHANNELS = 16
 _BLOCKED_MIN_IN_CHANNELS = 16
