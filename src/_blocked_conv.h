@@ -52,11 +52,11 @@ static inline ptrdiff_t cnn_blk_nv(ptrdiff_t n_out, ptrdiff_t vl) { return n_out
    those compiled below, with NV * P accumulators fitting the registers) that covers the row
    with the fewest wasted columns, counting ~3 pixels' worth of overhead per call. */
 static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
-    static const ptrdiff_t cand[] = {4, 6, 8, 12, 14, 16, 24, 28};
+    static const ptrdiff_t cand[] = {4, 6, 8, 12, 16};
     ptrdiff_t best = 4, best_cost = -1;
     for (size_t k = 0; k < sizeof cand / sizeof cand[0]; ++k) {
         ptrdiff_t P = cand[k];
-        if (nv * P > CNN_BLK_NACC) break;
+        if (nv * P > CNN_BLK_NACC || (nv > 1 && P > 12)) break;
         ptrdiff_t cost = (Wo + P - 1) / P * (P + 3);
         if (best_cost < 0 || cost < best_cost) {
             best = P;
@@ -66,12 +66,13 @@ static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
     return best;
 }
 
-#define CNN_BLK_KERNEL(T, VT, NV, P, SW)                                                    \
-    static void cnn_blk_##T##_##NV##_##P##_##SW(                                            \
+#define CNN_BLK_KERNEL(T, VT, NV, P, SW, KS)                                                \
+    static void cnn_blk_##T##_##NV##_##P##_##SW##_##KS(                                     \
         const T* src, ptrdiff_t ch_stride, ptrdiff_t row_stride, ptrdiff_t sw, ptrdiff_t dw, \
         const T* wp, ptrdiff_t n_in, ptrdiff_t kh, ptrdiff_t kw, const T* bp, T* tmp) {     \
         enum { VL = CNN_BLK_VBYTES / sizeof(T) };                                           \
         const ptrdiff_t s = (SW) ? (SW) : sw;                                               \
+        const ptrdiff_t KH = (KS) ? (KS) : kh, KW = (KS) ? (KS) : kw;                       \
         VT acc[NV][P];                                                                      \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) {                              \
             VT b;                                                                           \
@@ -79,13 +80,14 @@ static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
             _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p) acc[v][p] = b;             \
         }                                                                                   \
         for (ptrdiff_t c = 0; c < n_in; ++c) {                                              \
-            for (ptrdiff_t i = 0; i < kh; ++i) {                                            \
+            _Pragma("GCC unroll 3") for (ptrdiff_t i = 0; i < KH; ++i) {                    \
                 const T* srow = src + c * ch_stride + i * row_stride;                       \
-                for (ptrdiff_t j = 0; j < kw; ++j, wp += NV * VL) {                         \
+                _Pragma("GCC unroll 3") for (ptrdiff_t j = 0; j < KW; ++j) {                \
                     const T* sj = srow + j * dw;                                            \
+                    const T* wj = wp + (i * KW + j) * NV * VL;                              \
                     VT w[NV];                                                               \
                     _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                    \
-                        memcpy(&w[v], wp + v * VL, sizeof(VT));                             \
+                        memcpy(&w[v], wj + v * VL, sizeof(VT));                             \
                     _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p) {                  \
                         const T xv = sj[p * s];                                             \
                         _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                \
@@ -93,6 +95,7 @@ static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
                     }                                                                       \
                 }                                                                           \
             }                                                                               \
+            wp += KH * KW * NV * VL;                                                        \
         }                                                                                   \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                                \
             _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p)                            \
@@ -106,47 +109,51 @@ typedef void (*cnn_blk_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdi
                                       ptrdiff_t, const double*, ptrdiff_t, ptrdiff_t,
                                       ptrdiff_t, const double*, double*);
 
+/* Specialized on the stride (1, 2, or any: 0) and on 3x3 kernels (3; any size: 0). */
 #define CNN_BLK_KERNELS_SW(T, VT, NV, P) \
-    CNN_BLK_KERNEL(T, VT, NV, P, 0)      \
-    CNN_BLK_KERNEL(T, VT, NV, P, 1)      \
-    CNN_BLK_KERNEL(T, VT, NV, P, 2)
+    CNN_BLK_KERNEL(T, VT, NV, P, 0, 0)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 1, 0)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 2, 0)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 0, 3)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 1, 3)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 2, 3)
 
-#define CNN_BLK_KERNELS_T(T, VT)            \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 4)         \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 6)         \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 8)         \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 12)        \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 14)        \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 16)        \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 24)        \
-    CNN_BLK_KERNELS_SW(T, VT, 1, 28)        \
-    CNN_BLK_KERNELS_SW(T, VT, 2, 4)         \
-    CNN_BLK_KERNELS_SW(T, VT, 2, 6)         \
-    CNN_BLK_KERNELS_SW(T, VT, 2, 8)         \
-    CNN_BLK_KERNELS_SW(T, VT, 2, 12)        \
-    CNN_BLK_KERNELS_SW(T, VT, 2, 14)
+#define CNN_BLK_KERNELS_T(T, VT)     \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 4)  \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 6)  \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 8)  \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 12) \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 16) \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 4)  \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 6)  \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 8)  \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 12)
 
 CNN_BLK_KERNELS_T(float, cnn_blk_vf)
 CNN_BLK_KERNELS_T(double, cnn_blk_vd)
 
-#define CNN_BLK_CASE(T, NV, P)                                           \
-    case P:                                                              \
-        return sw == 1 ? cnn_blk_##T##_##NV##_##P##_1                    \
-                       : (sw == 2 ? cnn_blk_##T##_##NV##_##P##_2         \
-                                  : cnn_blk_##T##_##NV##_##P##_0);
+#define CNN_BLK_PICK(T, NV, P, KS)                                           \
+    return sw == 1 ? cnn_blk_##T##_##NV##_##P##_1_##KS                       \
+                   : (sw == 2 ? cnn_blk_##T##_##NV##_##P##_2_##KS            \
+                              : cnn_blk_##T##_##NV##_##P##_0_##KS);
+#define CNN_BLK_CASE(T, NV, P)                                               \
+    case P:                                                                  \
+        if (k3) {                                                            \
+            CNN_BLK_PICK(T, NV, P, 3)                                        \
+        } else {                                                             \
+            CNN_BLK_PICK(T, NV, P, 0)                                        \
+        }
 
 #define CNN_BLK_SELECT(T)                                                                  \
-    static cnn_blk_kernel_##T cnn_blk_select_##T(ptrdiff_t nv, ptrdiff_t P, ptrdiff_t sw) { \
+    static cnn_blk_kernel_##T cnn_blk_select_##T(ptrdiff_t nv, ptrdiff_t P, ptrdiff_t sw,   \
+                                                 int k3) {                                 \
         if (nv == 1) {                                                                     \
             switch (P) {                                                                   \
                 CNN_BLK_CASE(T, 1, 4)                                                      \
                 CNN_BLK_CASE(T, 1, 6)                                                      \
                 CNN_BLK_CASE(T, 1, 8)                                                      \
                 CNN_BLK_CASE(T, 1, 12)                                                     \
-                CNN_BLK_CASE(T, 1, 14)                                                     \
                 CNN_BLK_CASE(T, 1, 16)                                                     \
-                CNN_BLK_CASE(T, 1, 24)                                                     \
-                CNN_BLK_CASE(T, 1, 28)                                                     \
             }                                                                              \
         } else {                                                                           \
             switch (P) {                                                                   \
@@ -154,7 +161,6 @@ CNN_BLK_KERNELS_T(double, cnn_blk_vd)
                 CNN_BLK_CASE(T, 2, 6)                                                      \
                 CNN_BLK_CASE(T, 2, 8)                                                      \
                 CNN_BLK_CASE(T, 2, 12)                                                     \
-                CNN_BLK_CASE(T, 2, 14)                                                     \
             }                                                                              \
         }                                                                                  \
         return NULL;                                                                       \
@@ -179,7 +185,7 @@ CNN_BLK_SELECT(double)
         const ptrdiff_t nv = cnn_blk_nv(n_out, VL), OB = nv * VL;                           \
         const ptrdiff_t P = cnn_blk_pixels(nv, Wo);                                         \
         const ptrdiff_t taps = n_in * kh * kw, plane = Ho * Wo;                             \
-        cnn_blk_kernel_##T kern = cnn_blk_select_##T(nv, P, sw);                            \
+        cnn_blk_kernel_##T kern = cnn_blk_select_##T(nv, P, sw, kh == 3 && kw == 3);                            \
         for (ptrdiff_t ob = 0; ob * OB < n_out; ++ob) {                                     \
             const T* wp = wpack + ob * taps * OB;                                           \
             const ptrdiff_t nk = n_out - ob * OB < OB ? n_out - ob * OB : OB;               \

@@ -143,8 +143,9 @@ _WINOGRAD_MIN_OUTPUT_PIXELS = 144
 # benchmarks/bench_conv.py --suite resnet).  Measured on 3x3 kernels only, so other kernel
 # sizes keep the rules below (a forced "blocked" runs any kernel size).  They need a
 # vector's worth of output channels (of the pass: C_in/groups for the input gradient), and
-# beyond ~128 channels per group GEMM and Winograd have the edge; the zero-padded copy of a sample's channels (and, for the
-# weight gradient, its transposed dy) must stay small, as for the direct kernel.
+# beyond ~128 channels per group GEMM and Winograd have the edge; the zero-padded copy of a
+# sample's channels (and, for the weight gradient, its transposed dy) must stay small, as
+# for the direct kernel.
 _BLOCKED_MIN_OUT_CHANNELS = 16
 _BLOCKED_MIN_IN_CHANNELS = 16
 _BLOCKED_MAX_CHANNELS = 128

@@ -174,6 +174,11 @@ def _transposed_case(shape, torch, rng) -> _Case:
     )
 
 
+def bench_conv_resnet(**kwargs: Any) -> dict:
+    """:func:`bench_conv` on the ``"resnet"`` suite (``cnncore bench --suite conv-resnet``)."""
+    return bench_conv(suite="resnet", **kwargs)
+
+
 def conv_simd_level() -> str:
     """The SIMD level of the conv kernels in use (``"baseline"``, ``"avx2"``, ``"avx512"``)."""
     from cnncore import _config
