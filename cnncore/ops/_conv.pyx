@@ -6,7 +6,7 @@ Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(o
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Four algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+Five algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
 in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
@@ -14,6 +14,10 @@ in as the ``algorithm`` argument:
   1x1 / stride-1 / unpadded convolutions skip im2col and hand the input to BLAS directly.
 * direct: a vectorizable loop nest for inputs with few channels per group (e.g. C_in = 1),
   where im2col + GEMM would spend its time copying and packing.
+* channel-blocked direct: register-blocked outer products of packed weights (blocks of
+  16-32 output channels in vector lanes) and broadcast inputs, with C microkernels
+  (``src/_blocked_conv.h``) compiled for each SIMD level; forward, unit-stride input
+  gradient, weight gradient (output channels in lanes, dy transposed per sample).
 * Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
   of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
 * depthwise: one input channel per group (any multiplier, stride, dilation): loops over
