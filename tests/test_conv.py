@@ -758,6 +758,8 @@ def test_hypothesis_geometry_sweep(
         ),
         ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *["blocked"] * 3),
         # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
+        # (where the channel-blocked kernel does not apply, or from 64 channels at 32x32)
+        ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, *["winograd"] * 3),
         ((8, 256, 14, 14), (256, 256, 3, 3), {"padding": 1}, *["winograd"] * 3),
         ((8, 256, 20, 20), (256, 256, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
         ((64, 256, 7, 7), (256, 256, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
