@@ -262,6 +262,11 @@ def _object_key(cmd, ext):
         if 0 <= start < end:
             text = text[:start] + text[end:]
         h.update(text)
+        # the C headers of src/ it includes (their text is not in the C file)
+        for header in sorted(glob(os.path.join(HERE, "src", "*.h"))):
+            if f'"{os.path.basename(header)}"'.encode() in text:
+                with open(header, "rb") as f:
+                    h.update(f.read())
     parts = [
         repr([os.path.basename(d) for d in ext.include_dirs]),
         sys.version,

@@ -3,10 +3,12 @@
 Float32; ratio = cnncore/torch (< 1: cnncore is faster); GFLOP/s against the float32 sgemm
 roof measured after the conv timings.  ``--suite`` picks the shapes: ``standard`` (conv2d on
 LeNet/CNN/ResNet-like shapes), ``depthwise`` (MobileNet's depthwise 3x3 convolutions),
-``transposed`` (conv_transpose2d upsamplers: k4 s2 p1 and U-Net's k2 s2 decoder stages) or
-``all``.  See cnncore.apps.bench.conv.bench_conv.
+``transposed`` (conv_transpose2d upsamplers: k4 s2 p1 and U-Net's k2 s2 decoder stages),
+``resnet`` (CIFAR ResNet-20/32/56's 3x3 convolutions at batch 128, grouped 3x3) or ``all``.
+The SIMD level of the kernels is printed; ``CNNCORE_SIMD=avx2`` caps it.  See
+cnncore.apps.bench.conv.bench_conv.
 
-    python benchmarks/bench_conv.py [--suite standard|depthwise|transposed|all] [--quick]
+    python benchmarks/bench_conv.py [--suite standard|depthwise|transposed|resnet|all] [--quick]
                                     [--repeat 7] [--threads N] [--no-torch] [--no-memory]
                                     [--json FILE]
 """

@@ -38,6 +38,7 @@ class ConvAlgorithm(enum.IntEnum):
     ALGO_DIRECT = 2
     ALGO_WINOGRAD = 3
     ALGO_DEPTHWISE = 4
+    ALGO_BLOCKED = 5
 
 class Loss(enum.IntEnum):
     LOSS_MSE = 1

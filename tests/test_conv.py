@@ -58,7 +58,7 @@ def _ids(case):
     return f"x{xs}-w{ws}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise"])
+@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise", "blocked"])
 def algorithm(request):
     with cnncore.conv_algorithm(request.param):
         yield request.param
@@ -505,11 +505,68 @@ def test_bad_input(func, args, kwargs, exc, fragment):
 # --------------------------------------------------------------------------------------------
 
 
+BLOCKED_CASES = [
+    # (x shape, weight shape, stride, padding, dilation, groups)
+    ((2, 16, 9, 11), (40, 16, 3, 3), 1, 1, 1, 1),  # a partial channel block, pixel tails
+    ((3, 32, 8, 8), (64, 32, 3, 3), 1, 1, 1, 1),  # two vectors per channel block
+    ((2, 16, 13, 12), (32, 16, 3, 3), 2, 1, 1, 1),  # stride 2 (strided input gradient: GEMM)
+    ((2, 12, 11, 10), (18, 6, 3, 3), 3, 2, 1, 2),  # stride 3, groups
+    ((2, 8, 12, 17), (16, 8, 5, 3), 1, (2, 1), (2, 1), 1),  # 5x3 taps, dilation
+    ((1, 4, 5, 40), (3, 4, 3, 3), (1, 2), (0, 3), 1, 1),  # wide rows, three output channels
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BLOCKED_CASES, ids=_ids)
+def test_blocked_kernels_at_every_simd_level(rng, case, dtype, monkeypatch):
+    """The channel-blocked microkernels are C compiled once per SIMD level (vector width and
+    register blocking differ): every build this CPU runs, all three passes and the bias,
+    against the loop reference."""
+    from cnncore import _config, _threads
+    from cnncore._config import load_kernels
+    from cnncore._shared import ConvAlgorithm
+
+    # load_kernels records the level it loaded: keep the record of the module in use
+    monkeypatch.setattr(_config, "_loaded_simd", dict(_config._loaded_simd))
+
+    x, w, b = _make(rng, case, dtype)
+    _, _, s, p, d, g = case
+    ref = conv2d_ref(x, w, b, s, p, d, g)
+    gy = rng.standard_normal(ref.shape).astype(dtype)
+    ref_dx = conv2d_backward_input_ref(gy, w, x.shape, s, p, d, g)
+    ref_dw = conv2d_backward_weight_ref(gy, x, w.shape, s, p, d, g)
+    (sh, sw), (dh, dw) = [(v, v) if np.isscalar(v) else v for v in (s, d)]
+    ph, pw = (p, p) if np.isscalar(p) else p
+    geo = (sh, sw, ph, pw, dh, dw, g, int(ConvAlgorithm.ALGO_BLOCKED))
+    t = tol(dtype)
+    for level in _threads.cpu_simd_levels():
+        mod, got = load_kernels("cnncore.ops._conv", level)
+        if got != level:
+            continue  # that variant was not built
+        for threads in (1, 3):
+            y = np.empty(ref.shape, dtype)
+            mod.conv2d_forward(x, w, b, y, *geo, threads)
+            np.testing.assert_allclose(y, ref, **t, err_msg=level)
+            dx = np.empty_like(x)
+            mod.conv2d_backward_input(gy, w, dx, *geo, threads)
+            np.testing.assert_allclose(dx, ref_dx, **t, err_msg=level)
+            dwt, db = np.empty_like(w), np.empty_like(b)
+            mod.conv2d_backward_weight(gy, x, dwt, db, *geo, threads)
+            np.testing.assert_allclose(dwt, ref_dw, rtol=t["rtol"] * 10, atol=t["atol"] * 10)
+            np.testing.assert_allclose(
+                db,
+                gy.astype(np.float64).sum(axis=(0, 2, 3)),
+                rtol=t["rtol"] * 10,
+                atol=t["atol"] * 10,
+            )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "case",
     [CASES[1], CASES[3], CASES[4], CASES[5], CASES[11], CASES[15], CASES[16], CASES[17]]
-    + CASES[19:22],
+    + CASES[19:22]
+    + BLOCKED_CASES[:4],
     ids=_ids,
 )
 def test_bit_identical_for_any_thread_count(rng, case, dtype, algorithm):
@@ -646,7 +703,7 @@ def test_unfold_fold_against_torch(rng, dtype):
     dh=st.integers(1, 3),
     dw=st.integers(1, 3),
     seed=st.integers(0, 2**16),
-    algo=st.sampled_from([None, "gemm", "direct", "depthwise"]),
+    algo=st.sampled_from([None, "gemm", "direct", "depthwise", "blocked"]),
 )
 def test_hypothesis_geometry_sweep(
     n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, seed, algo
@@ -687,12 +744,26 @@ def test_hypothesis_geometry_sweep(
         ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
         # one input channel on MNIST-sized images, or many output channels: GEMM
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
+        # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
+        # input gradient only at stride 1
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        (
+            (128, 16, 32, 32),
+            (32, 16, 3, 3),
+            {"padding": 1, "stride": 2},
+            "blocked",
+            "gemm",
+            "blocked",
+        ),
+        ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *["blocked"] * 3),
         # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
-        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
-        ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, "winograd", "winograd", "winograd"),
-        ((64, 32, 7, 7), (64, 32, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
+        # (where the channel-blocked kernel does not apply, or from 64 channels at 32x32)
+        ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, *["winograd"] * 3),
+        ((8, 256, 14, 14), (256, 256, 3, 3), {"padding": 1}, *["winograd"] * 3),
+        ((8, 256, 20, 20), (256, 256, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
+        ((64, 256, 7, 7), (256, 256, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
         ((64, 8, 28, 28), (16, 8, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
-        ((8, 32, 20, 20), (32, 32, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
         # strided, or a padded copy of the channels too big for a thread's scratch: GEMM
         ((2, 6, 14, 14), (16, 6, 5, 5), {"stride": 2}, "gemm", "gemm", "gemm"),
         ((1, 64, 256, 256), (8, 64, 3, 3), {}, "gemm", "gemm", "gemm"),

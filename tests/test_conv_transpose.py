@@ -50,7 +50,7 @@ def _make(rng, case, dtype):
     return x, w, b
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise"])
+@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise", "blocked"])
 def algorithm(request):
     with cnncore.conv_algorithm(request.param):
         yield request.param
@@ -161,8 +161,11 @@ def test_algorithms_follow_the_conv2d_passes():
     assert set(
         conv_transpose2d_algorithms((8, 32, 14, 14), (32, 1, 3, 3), 2, 1, 1, groups=32).values()
     ) == {"depthwise"}
-    # 3x3 stride 1 with enough channels: Winograd
+    # 3x3 stride 1 with 16-128 channels: the channel-blocked kernels; more: Winograd
     assert set(conv_transpose2d_algorithms((8, 32, 14, 14), (32, 32, 3, 3), 1, 1).values()) == {
+        "blocked"
+    }
+    assert set(conv_transpose2d_algorithms((8, 256, 14, 14), (256, 256, 3, 3), 1, 1).values()) == {
         "winograd"
     }
 

@@ -1,7 +1,7 @@
 """Thread determinism and concurrency of every kernel.
 
 * Every public function gives bit-identical results for 1, 2, 3 and 4 OpenMP threads (on
-  inputs large enough that the work is really split; both convolution algorithms).
+  inputs large enough that the work is really split; the convolution algorithms).
 * A whole seeded ``fit`` of a model using every trainable layer type and Adam gives the same
   weights for 1 and 3 threads (tests/test_nn.py has the LeNet-style one for 1-4 threads).
 * Kernels called from several Python threads at once give the single-threaded results, and
@@ -42,7 +42,7 @@ def _conv_variants():
     for spec in SPECS:
         algos = [None]
         if spec.name.startswith("conv2d"):
-            algos = ["gemm", "direct"]
+            algos = ["gemm", "direct", "blocked"]
         for algo in algos:
             out.append(pytest.param(spec, algo, id=spec.name + (f"-{algo}" if algo else "")))
     return out

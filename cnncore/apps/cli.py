@@ -724,7 +724,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
     p.add_argument(
         "--suite",
-        choices=["all", "conv", "pool", "activation", "norm", "resize", "train", "inference"],
+        choices=[
+            "all",
+            "conv",
+            "conv-resnet",
+            "pool",
+            "activation",
+            "norm",
+            "resize",
+            "train",
+            "inference",
+        ],
         default="all",
         help="what to time",
     )

@@ -6,7 +6,7 @@ Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(o
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Four algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+Five algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
 in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
@@ -14,6 +14,10 @@ in as the ``algorithm`` argument:
   1x1 / stride-1 / unpadded convolutions skip im2col and hand the input to BLAS directly.
 * direct: a vectorizable loop nest for inputs with few channels per group (e.g. C_in = 1),
   where im2col + GEMM would spend its time copying and packing.
+* channel-blocked direct: register-blocked outer products of packed weights (blocks of
+  16-32 output channels in vector lanes) and broadcast inputs, with C microkernels
+  (``src/_blocked_conv.h``) compiled for each SIMD level; forward, unit-stride input
+  gradient, weight gradient (output channels in lanes, dy transposed per sample).
 * Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
   of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
 * depthwise: one input channel per group (any multiplier, stride, dilation): loops over
@@ -36,8 +40,8 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from cnncore._shared cimport (ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_WINOGRAD,
-                              CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
+from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM,
+                              ALGO_WINOGRAD, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
 
 cdef extern from *:
@@ -50,6 +54,35 @@ cdef extern from *:
     #pragma GCC optimize ("no-loop-unroll-and-jam")
     #endif
     """
+
+cdef extern from "_blocked_conv.h" nogil:
+    Py_ssize_t cnn_blk_lanes_float()
+    Py_ssize_t cnn_blk_lanes_double()
+    Py_ssize_t cnn_blk_nv(Py_ssize_t n_out, Py_ssize_t vl)
+    Py_ssize_t cnn_blk_pixels(Py_ssize_t nv, Py_ssize_t Wo)
+    void cnn_blk_corr_float(const float* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                            const float* wpack, const float* bpack, Py_ssize_t n_out,
+                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                            Py_ssize_t dh, Py_ssize_t dw, float* out, Py_ssize_t Ho,
+                            Py_ssize_t Wo, float* tmp)
+    void cnn_blk_corr_double(const double* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                             const double* wpack, const double* bpack, Py_ssize_t n_out,
+                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t dh, Py_ssize_t dw, double* out, Py_ssize_t Ho,
+                             Py_ssize_t Wo, double* tmp)
+    void cnn_blkw_transpose_float(const float* dy, Py_ssize_t n_out, Py_ssize_t L,
+                                  Py_ssize_t OB, float* dyT)
+    void cnn_blkw_transpose_double(const double* dy, Py_ssize_t n_out, Py_ssize_t L,
+                                   Py_ssize_t OB, double* dyT)
+    void cnn_blkw_sample_float(const float* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                               const float* dyT, Py_ssize_t n_out, Py_ssize_t kh,
+                               Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
+                               Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo, float* part)
+    void cnn_blkw_sample_double(const double* xpad, Py_ssize_t n_in, Py_ssize_t R,
+                                Py_ssize_t Q, const double* dyT, Py_ssize_t n_out,
+                                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                                Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* part)
 
 # Per-thread im2col workspace target (elements); at least one output row is always used.
 # Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
@@ -989,6 +1022,231 @@ cdef inline Py_ssize_t direct_width(Py_ssize_t Wo, Py_ssize_t sw, Py_ssize_t kw,
     return (Wo - 1) * sw + (kw - 1) * dw + 1
 
 
+# ------------------------------------------------------------------------------------------
+# Channel-blocked direct: register-blocked outer products over blocks of output channels
+# ------------------------------------------------------------------------------------------
+#
+# The microkernels are C with vector extensions (src/_blocked_conv.h, compiled at each SIMD
+# level): blocks of OB = NV x (lanes of a vector) output channels by P output pixels of a
+# row stay in NV x P vector registers over all taps; each tap loads NV vectors of packed
+# weights and broadcasts P input values.  The input is the same zero-padded copy of one
+# sample's (one group's) planes as the direct path's, a little wider so that every row is
+# whole blocks of P pixels; the weights are packed once per call as [group][block][tap][OB]
+# with the blocks' biases after them.  One task per (sample, group), every output summed in
+# tap order from its bias: bit-identical for any thread count.  The input gradient at unit
+# stride is the same correlation of the padded dy with the transposed, rotated kernel.
+
+cdef inline Py_ssize_t blk_lanes(const floating* dummy) noexcept nogil:
+    if floating is float:
+        return cnn_blk_lanes_float()
+    else:
+        return cnn_blk_lanes_double()
+
+
+ctypedef struct BlkPlan:
+    Py_ssize_t OB           # output channels per block (NV vectors)
+    Py_ssize_t P            # output pixels per microkernel call
+    Py_ssize_t R, Q         # rows / columns of the padded input planes
+    Py_ssize_t per_group    # elements of packed weights + biases per group
+    Py_ssize_t tmp          # elements of the microkernel's output scratch
+
+
+cdef inline BlkPlan blk_plan(Py_ssize_t vl, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t kh,
+                             Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
+                             Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    cdef BlkPlan pl
+    cdef Py_ssize_t nv = cnn_blk_nv(n_out, vl)
+    pl.OB = nv * vl
+    pl.P = cnn_blk_pixels(nv, Wo)
+    pl.R = (Ho - 1) * sh + (kh - 1) * dh + 1
+    pl.Q = (ceil_div(Wo, pl.P) * pl.P - 1) * sw + (kw - 1) * dw + 1
+    pl.per_group = ceil_div(n_out, pl.OB) * (n_in * kh * kw + 1) * pl.OB
+    pl.tmp = pl.OB * pl.P
+    return pl
+
+
+cdef floating* blk_pack(const floating* w, const floating* bias, Py_ssize_t G,
+                        Py_ssize_t n_out, Py_ssize_t taps, const BlkPlan* pl) noexcept nogil:
+    """Packed weights of ``G`` groups of ``n_out`` filters of ``taps`` values each (``w``:
+    filter after filter): ``[g][block][tap][OB]``, zero past ``n_out``, then the blocks'
+    biases ``[block][OB]`` (zero without ``bias``).  NULL if out of memory."""
+    cdef Py_ssize_t OB = pl.OB, nob = ceil_div(n_out, pl.OB), gi, o, t
+    cdef floating* buf = <floating*> calloc(G * pl.per_group, sizeof(floating))
+    cdef floating* dst
+    cdef const floating* src
+    if buf == NULL:
+        return NULL
+    for gi in range(G):
+        for o in range(n_out):
+            dst = buf + gi * pl.per_group + (o // OB) * taps * OB + o % OB
+            src = w + (gi * n_out + o) * taps
+            for t in range(taps):
+                dst[t * OB] = src[t]
+            if bias != NULL:
+                buf[gi * pl.per_group + nob * taps * OB + o] = bias[gi * n_out + o]
+    return buf
+
+
+cdef inline void blk_corr(const floating* inp, Py_ssize_t n_in, const BlkPlan* pl,
+                          const floating* packed, Py_ssize_t n_out, const Geom* g,
+                          Py_ssize_t sh, Py_ssize_t sw, floating* out, Py_ssize_t Ho,
+                          Py_ssize_t Wo, floating* tmp) noexcept nogil:
+    cdef const floating* bpack = packed + ceil_div(n_out, pl.OB) * n_in * g.kh * g.kw * pl.OB
+    if floating is float:
+        cnn_blk_corr_float(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
+                           g.dh, g.dw, out, Ho, Wo, tmp)
+    else:
+        cnn_blk_corr_double(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
+                            g.dh, g.dw, out, Ho, Wo, tmp)
+
+
+cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
+                     const Geom* g, floating* y, int n_threads) noexcept nogil:
+    """conv2d forward by the channel-blocked direct kernel: one task per (sample, group)."""
+    cdef BlkPlan pl = blk_plan(blk_lanes(x), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
+                               g.Ho, g.Wo)
+    cdef Py_ssize_t n_tasks = g.N * g.G, ws = g.Cg * pl.R * pl.Q + pl.tmp
+    cdef Py_ssize_t t, n0, gi
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* packed = blk_pack(w, bias, g.G, g.Kg, g.Cg * g.kh * g.kw, &pl)
+    if packed == NULL:
+        return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        col = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            n0 = t // g.G
+            gi = t % g.G
+            pad_planes(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
+                       pl.R, pl.Q, col)
+            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw,
+                     y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo, g.Ho, g.Wo,
+                     col + g.Cg * pl.R * pl.Q)
+        free(col)
+    free(packed)
+    return status
+
+
+cdef int blk_backward_input(const floating* go, const floating* w, const floating* bias,
+                            const Geom* g, floating* dx, int n_threads) noexcept nogil:
+    """Input gradient (unit stride) by the channel-blocked kernel: the correlation of ``dy``
+    padded by ``(k - 1) * d - p`` with the transposed, 180-degree rotated filters, plus
+    ``bias`` per input channel (NULL: none)."""
+    cdef BlkPlan pl = blk_plan(blk_lanes(go), g.Kg, g.Cg, g.kh, g.kw, 1, 1, g.dh, g.dw,
+                               g.H, g.W)
+    cdef Py_ssize_t n_tasks = g.N * g.G, ws = g.Kg * pl.R * pl.Q + pl.tmp
+    cdef Py_ssize_t t, n0, gi
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* packed = NULL
+    cdef floating* wflip = <floating*> malloc(g.K * g.Cg * g.kh * g.kw * sizeof(floating))
+    if wflip == NULL:
+        return CNN_ERR_NOMEM
+    flip_transpose_weight(w, g, wflip)
+    packed = blk_pack(wflip, bias, g.G, g.Cg, g.Kg * g.kh * g.kw, &pl)
+    free(wflip)
+    if packed == NULL:
+        return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        col = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            n0 = t // g.G
+            gi = t % g.G
+            pad_planes(go + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo, g.Kg, g.Ho, g.Wo,
+                       g.ph - (g.kh - 1) * g.dh, g.pw - (g.kw - 1) * g.dw, pl.R, pl.Q, col)
+            blk_corr(col, g.Kg, &pl, packed + gi * pl.per_group, g.Cg, g, 1, 1,
+                     dx + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.H, g.W,
+                     col + g.Kg * pl.R * pl.Q)
+        free(col)
+    free(packed)
+    return status
+
+
+cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* g,
+                             floating* dw, floating* db, int n_threads) noexcept nogil:
+    """Weight (and, with ``db``, bias) gradient by the channel-blocked kernel: per (batch
+    part, group) task, sample after sample, ``dy`` transposed to output-channel blocks and
+    the input zero padded, then :c:func:`cnn_blkw_sample_*` adds the sample's sums to the
+    part's partial ``[block][c][i][j][OB]``; the parts are added in order."""
+    cdef Py_ssize_t vl = blk_lanes(x)
+    cdef Py_ssize_t OB = cnn_blk_nv(g.Kg, vl) * vl
+    cdef Py_ssize_t nob = ceil_div(g.Kg, OB), khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t R = (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1
+    cdef Py_ssize_t Q = (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw + 1
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t n_tasks = n_parts * g.G
+    cdef Py_ssize_t psize = nob * g.Cg * khw * OB          # one (part, group) partial
+    cdef Py_ssize_t ws = g.Cg * R * Q + nob * L * OB
+    cdef Py_ssize_t t, p, gi, n, e, o, tap, q
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* part
+    cdef floating* bpart = NULL
+    cdef floating sm
+    cdef floating* partials = <floating*> calloc(n_tasks * psize, sizeof(floating))
+    if partials == NULL:
+        return CNN_ERR_NOMEM
+    if db != NULL:
+        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
+        if bpart == NULL:
+            free(partials)
+            return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+        col = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            p = t // g.G
+            gi = t % g.G
+            part = partials + t * psize
+            for n in range(p * g.N // n_parts, (p + 1) * g.N // n_parts):
+                pad_planes(x + (n * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph,
+                           -g.pw, R, Q, col)
+                if floating is float:
+                    cnn_blkw_transpose_float(go + (n * g.K + gi * g.Kg) * L, g.Kg, L, OB,
+                                             col + g.Cg * R * Q)
+                    cnn_blkw_sample_float(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
+                                          g.kw, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo, part)
+                else:
+                    cnn_blkw_transpose_double(go + (n * g.K + gi * g.Kg) * L, g.Kg, L, OB,
+                                              col + g.Cg * R * Q)
+                    cnn_blkw_sample_double(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
+                                           g.kw, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo, part)
+                if db != NULL:
+                    add_part_bias(go, g, gi, n, 1, bpart + p * g.K)
+        free(col)
+    if status == CNN_OK:
+        # dw[gi*Kg + o, tap] = the parts' partials (entry (o // OB, tap, o % OB)) in order
+        for e in prange(g.K * g.Cg * khw, schedule="static",
+                        num_threads=<int> py_min(n_threads, py_max(1, g.K * g.Cg * khw // 4096))):
+            gi = e // (g.Kg * g.Cg * khw)
+            o = (e // (g.Cg * khw)) % g.Kg
+            tap = e % (g.Cg * khw)
+            part = partials + gi * psize + ((o // OB) * g.Cg * khw + tap) * OB + o % OB
+            sm = part[0]
+            for q in range(1, n_parts):
+                sm = sm + part[q * g.G * psize]
+            dw[e] = sm
+        if db != NULL:
+            sum_part_bias(bpart, n_parts, g.K, db)
+    free(partials)
+    free(bpart)
+    return status
+
+
 cdef int conv2d_forward_impl(const floating* x, const floating* w, const floating* bias,
                              const Geom* g, floating* y, int algo, int n_threads) noexcept nogil:
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
@@ -1013,6 +1271,8 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
     cdef floating beta
     if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
         return dw_forward(x, w, bias, g, y, n_threads)
+    if algo == ALGO_BLOCKED:
+        return blk_forward(x, w, bias, g, y, n_threads)
     if algo == ALGO_WINOGRAD and wino_applicable(g):
         status = wino_forward(x, w, bias, g, y, n_threads)
         if status != WINO_NONFINITE:
@@ -1113,6 +1373,8 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
     cdef const floating* bmat
     if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
         return dw_backward_input(go, w, bias, g, dx, n_threads)
+    if algo == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
+        return blk_backward_input(go, w, bias, g, dx, n_threads)
     if algo == ALGO_WINOGRAD and wino_applicable(g) and g.ph <= 2 and g.pw <= 2:
         status = wino_backward_input(go, w, bias, g, dx, n_threads)
         if status != WINO_NONFINITE:
@@ -1250,6 +1512,8 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
     cdef floating s
     if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
         return dw_backward_weight(go, x, g, dw, db, n_threads)
+    if algo == ALGO_BLOCKED:
+        return blk_backward_weight(go, x, g, dw, db, n_threads)
     if algo == ALGO_WINOGRAD and wino_applicable(g):
         status = wino_backward_weight(go, x, g, dw, db, n_threads)
         if status != WINO_NONFINITE:

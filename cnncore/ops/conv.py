@@ -182,10 +182,12 @@ def conv2d(
     x_pad[n, g * C_in/groups + c, oh * stride + i * dilation, ow * stride + j * dilation]``
     where ``g = k // (C_out / groups)``.
 
-    The algorithm follows from the shapes: a direct loop for few channels, Winograd
-    F(2x2, 3x3) for 3x3 stride-1 filters with at least 16 channels per group (16 BLAS GEMMs
-    per block of 2x2 output tiles; inputs holding Inf/NaN take the GEMM path), otherwise
-    im2col in bounded blocks + BLAS GEMM.  They agree to float rounding.
+    The algorithm follows from the shapes: a direct loop for few channels, a
+    channel-blocked direct kernel (register-blocked over 16-32 output channels and a row of
+    pixels) for 3x3 filters with 16-128 channels per group, Winograd F(2x2, 3x3) for 3x3
+    stride-1 filters with more channels (16 BLAS GEMMs per block of 2x2 output tiles;
+    inputs holding Inf/NaN take the GEMM path), otherwise im2col in bounded blocks + BLAS
+    GEMM (see :mod:`cnncore.ops.conv_dispatch`).  They agree to float rounding.
 
     See Also
     --------

@@ -13,6 +13,11 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement three algori
     loops over the planes of a depthwise convolution (one input channel per group, any
     channel multiplier): MobileNet's 3x3 convolutions, which GEMM would cut into one tiny
     product per channel.
+``"blocked"``
+    channel-blocked direct convolution: blocks of 16-32 output channels by a row of output
+    pixels accumulated in vector registers (C microkernels built per SIMD level), with no
+    im2col; forward, unit-stride input gradient and weight gradient.  ResNet's 3x3
+    convolutions on small images (16-128 channels per group, any stride).
 
 :func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
 ``"weight"`` gradient) from the thresholds below; :func:`conv_algorithm` forces one for a
@@ -22,8 +27,8 @@ block of code (tests, benchmarks, or to compare algorithms)::
         y = cnncore.conv2d(x, w)
 
 A forced algorithm that does not apply to a shape (``"winograd"`` for a 5x5 kernel,
-``"direct"`` for a weight gradient, ``"depthwise"`` for two input channels per group) runs
-GEMM.  All algorithms give the same result up to
+``"direct"`` for a weight gradient, ``"depthwise"`` for two input channels per group,
+``"blocked"`` for a strided input gradient) runs GEMM.  All algorithms give the same result up to
 rounding (they may differ in the last bits); each is bit-identical for any thread count.
 """
 
@@ -39,13 +44,14 @@ from .._shared import ConvAlgorithm
 __all__ = ["ALGORITHMS", "conv_algorithm", "forced_conv_algorithm", "select_conv_algorithm"]
 
 #: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
-ALGORITHMS = ("auto", "gemm", "direct", "winograd", "depthwise")
+ALGORITHMS = ("auto", "gemm", "direct", "winograd", "depthwise", "blocked")
 
 _CODES = {
     "gemm": ConvAlgorithm.ALGO_GEMM,
     "direct": ConvAlgorithm.ALGO_DIRECT,
     "winograd": ConvAlgorithm.ALGO_WINOGRAD,
     "depthwise": ConvAlgorithm.ALGO_DEPTHWISE,
+    "blocked": ConvAlgorithm.ALGO_BLOCKED,
 }
 _NAMES = {int(code): name for name, code in _CODES.items()}
 
@@ -60,7 +66,7 @@ def conv_algorithm(name: str) -> Iterator[None]:
 
     Parameters
     ----------
-    name : {"auto", "gemm", "direct", "winograd", "depthwise"}
+    name : {"auto", "gemm", "direct", "winograd", "depthwise", "blocked"}
         The algorithm; ``"auto"`` restores the per-shape choice inside an outer block.
 
     Notes
@@ -93,8 +99,8 @@ def forced_conv_algorithm() -> str | None:
 
 
 def algorithm_name(code: int) -> str:
-    """The name of a kernel algorithm code (``"gemm"``, ``"direct"``, ``"winograd"`` or
-    ``"depthwise"``)."""
+    """The name of a kernel algorithm code (``"gemm"``, ``"direct"``, ``"winograd"``,
+    ``"depthwise"`` or ``"blocked"``)."""
     return _NAMES[int(code)]
 
 
@@ -130,6 +136,48 @@ _DIRECT_FWD_MAX_SCRATCH = 1 << 20
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_OUTPUT_PIXELS = 144
 
+# The channel-blocked direct kernels keep 16-32 output channels (AVX-512; 8-16 with AVX2)
+# in vector lanes and a row of outputs in registers; they beat Winograd and GEMM on all
+# three passes of ResNet's CIFAR convolutions (N=128, 16-64 channels, 8-32 px, stride 1
+# and 2; float32, 2 threads, AVX-512 and AVX2: see README "Performance" and
+# benchmarks/bench_conv.py --suite resnet).  Measured on 3x3 kernels only, so other kernel
+# sizes keep the rules below (a forced "blocked" runs any kernel size).  They need a
+# vector's worth of output channels (of the pass: C_in/groups for the input gradient), and
+# beyond ~128 channels per group GEMM and Winograd have the edge; the zero-padded copy of a
+# sample's channels (and, for the weight gradient, its transposed dy) must stay small, as
+# for the direct kernel.
+_BLOCKED_MIN_OUT_CHANNELS = 16
+_BLOCKED_MIN_IN_CHANNELS = 16
+_BLOCKED_MAX_CHANNELS = 128
+# ... except that Winograd wins at stride 1 from 64 channels on images of 32x32 outputs
+# (32x64x32x32 -> 64, float32, 2 threads, AVX-512: forward / input / weight gradient
+# 21.6 / 23.0 / 30.1 ms against 23.3 / 27.1 / 33.1; at 14x14, 64x32 -> 64, they tie).
+_WINOGRAD_OVER_BLOCKED_CHANNELS = 64
+_WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
+
+
+def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> bool:
+    """Whether the automatic choice runs the channel-blocked kernel for this pass."""
+    k, cg, kh, kw = w_shape
+    kg = k // groups
+    n_out, n_in = (cg, kg) if which == "input" else (kg, cg)
+    if (kh, kw) != (3, 3) or (which == "input" and geo.stride != (1, 1)):
+        return False
+    if (
+        geo.stride == geo.dilation == (1, 1)
+        and min(cg, kg) >= _WINOGRAD_OVER_BLOCKED_CHANNELS
+        and geo.out[0] * geo.out[1] >= _WINOGRAD_OVER_BLOCKED_PIXELS
+    ):
+        return False  # Winograd's 2.25x fewer multiplications win
+    if not (
+        _BLOCKED_MIN_OUT_CHANNELS <= n_out <= _BLOCKED_MAX_CHANNELS
+        and _BLOCKED_MIN_IN_CHANNELS <= n_in <= _BLOCKED_MAX_CHANNELS
+    ):
+        return False
+    rows = (geo.out[0] - 1) * geo.stride[0] + (kh - 1) * geo.dilation[0] + 1
+    cols = (geo.out[1] + 32) * geo.stride[1] + (kw - 1) * geo.dilation[1]
+    return max(cg, kg) * rows * cols <= _DIRECT_FWD_MAX_SCRATCH
+
 
 def select_conv_algorithm(
     w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str
@@ -146,6 +194,8 @@ def select_conv_algorithm(
     k, cg, kh, kw = w_shape
     if cg == 1 and groups > 1:
         return ConvAlgorithm.ALGO_DEPTHWISE
+    if blocked_eligible(w_shape, groups, geo, which):
+        return ConvAlgorithm.ALGO_BLOCKED
     if (
         (kh, kw) == (3, 3)
         and geo.stride == (1, 1)

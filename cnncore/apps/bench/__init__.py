@@ -30,7 +30,7 @@ import numpy as np
 import cnncore
 
 from .activation import SIGNAL_CASES, bench_activation
-from .conv import CONV_SHAPES, bench_conv
+from .conv import CONV_SHAPES, bench_conv, bench_conv_resnet
 from .inference import bench_inference
 from .norm import NORM_CASES, bench_norm
 from .pool import POOL_CASES, bench_pool
@@ -70,6 +70,7 @@ __all__ = [
     "NORM_CASES",
     "RESIZE_CASES",
     "bench_conv",
+    "bench_conv_resnet",
     "bench_pool",
     "bench_activation",
     "bench_norm",
@@ -83,6 +84,7 @@ __all__ = [
 
 SUITES: dict[str, Callable[..., dict]] = {
     "conv": bench_conv,
+    "conv-resnet": bench_conv_resnet,
     "pool": bench_pool,
     "activation": bench_activation,
     "norm": bench_norm,

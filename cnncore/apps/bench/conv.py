@@ -5,7 +5,10 @@ Three named suites (``bench_conv(suite=...)``, ``benchmarks/bench_conv.py --suit
 - ``"standard"``: conv2d on LeNet / CNN / ResNet-like shapes (:data:`CONV_SHAPES`);
 - ``"depthwise"``: depthwise 3x3 convolutions as in MobileNet blocks (:data:`DEPTHWISE_SHAPES`);
 - ``"transposed"``: conv_transpose2d upsamplers, DCGAN's k4 s2 p1 and U-Net's k2 s2 decoder
-  stages (:data:`TRANSPOSED_SHAPES`).
+  stages (:data:`TRANSPOSED_SHAPES`);
+- ``"resnet"``: the 3x3 convolutions of CIFAR ResNet-20/32/56 at batch 128 (stem, the three
+  stages, the stride-2 transitions) and grouped 3x3 convolutions with 8-32 channels per
+  group (:data:`RESNET_SHAPES`).
 """
 
 from __future__ import annotations
@@ -58,7 +61,20 @@ TRANSPOSED_SHAPES = [
     (32, 64, 16, 16, 32, 3, 2, 1, 1),  # k3 s2 p1 op1: 16x16 -> 32x32
 ]
 
-SUITES = ("standard", "depthwise", "transposed")
+# (N, C_in, H, W, C_out, k, stride, padding, groups)
+RESNET_SHAPES = [
+    (128, 3, 32, 32, 16, 3, 1, 1, 1),  # stem
+    (128, 16, 32, 32, 16, 3, 1, 1, 1),  # stage 1
+    (128, 32, 16, 16, 32, 3, 1, 1, 1),  # stage 2
+    (128, 64, 8, 8, 64, 3, 1, 1, 1),  # stage 3
+    (128, 16, 32, 32, 32, 3, 2, 1, 1),  # stage 1 -> 2 transition
+    (128, 32, 16, 16, 64, 3, 2, 1, 1),  # stage 2 -> 3 transition
+    (32, 128, 16, 16, 128, 3, 1, 1, 16),  # grouped: 8 channels per group
+    (32, 128, 16, 16, 128, 3, 1, 1, 8),  # 16 channels per group
+    (32, 128, 16, 16, 128, 3, 1, 1, 4),  # 32 channels per group
+]
+
+SUITES = ("standard", "depthwise", "transposed", "resnet")
 
 
 @dataclass
@@ -76,7 +92,7 @@ class _Case:
 
 def _conv_case(shape, groups_of, torch, rng) -> _Case:
     """A conv2d row: ``groups_of(shape)`` gives ``(weight shape, groups)``."""
-    n, c, h, w, *_, ks, s, p = shape
+    n, c, h, w, _, ks, s, p = shape[:8]
     w_shape, groups = groups_of(shape)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     wt = rng.standard_normal(w_shape, dtype=np.float32) * 0.1
@@ -158,11 +174,28 @@ def _transposed_case(shape, torch, rng) -> _Case:
     )
 
 
+def bench_conv_resnet(**kwargs: Any) -> dict:
+    """:func:`bench_conv` on the ``"resnet"`` suite (``cnncore bench --suite conv-resnet``)."""
+    return bench_conv(suite="resnet", **kwargs)
+
+
+def conv_simd_level() -> str:
+    """The SIMD level of the conv kernels in use (``"baseline"``, ``"avx2"``, ``"avx512"``)."""
+    from cnncore import _config
+
+    return _config._selected_simd()
+
+
 def _cases(suite: str, shapes: Sequence[tuple[int, ...]], torch: Any) -> list[_Case]:
     rng = np.random.default_rng(0)
     if suite == "standard":
         return [
             _conv_case(sh, lambda s: ((s[4], s[1], s[5], s[5]), 1), torch, rng) for sh in shapes
+        ]
+    if suite == "resnet":
+        return [
+            _conv_case(sh, lambda s: ((s[4], s[1] // s[8], s[5], s[5]), s[8]), torch, rng)
+            for sh in shapes
         ]
     if suite == "depthwise":
         return [
@@ -187,9 +220,11 @@ def bench_conv(
     ``suite`` is ``"standard"`` (conv2d, :data:`CONV_SHAPES`), ``"depthwise"``
     (:data:`DEPTHWISE_SHAPES`: ``(N, C, H, W, multiplier, k, stride, padding)``) or
     ``"transposed"`` (conv_transpose2d, :data:`TRANSPOSED_SHAPES`: ``(N, C_in, H_in, W_in,
-    C_out, k, stride, padding, output_padding)``); ``shapes`` overrides the suite's shapes.
+    C_out, k, stride, padding, output_padding)``) or ``"resnet"`` (conv2d,
+    :data:`RESNET_SHAPES`: ``(N, C_in, H, W, C_out, k, stride, padding, groups)``);
+    ``shapes`` overrides the suite's shapes.
 
-    Returns ``{"suite", "threads", "repeat", "sgemm_roof_gflops", "rows": [{"shape",
+    Returns ``{"suite", "simd", "threads", "repeat", "sgemm_roof_gflops", "rows": [{"shape",
     "algorithm", "fwd_s", "fwd_bwd_s", "fwd_gflops", "fwd_bwd_gflops", "fwd_pct_roof",
     "fwd_bwd_pct_roof" [, "torch_fwd_s", "torch_fwd_bwd_s", "fwd_ratio", "fwd_bwd_ratio"]}]
     [, "geomean_fwd_ratio", "geomean_fwd_bwd_ratio"] [, "extra_memory_bytes"]}``; the
@@ -198,18 +233,29 @@ def bench_conv(
     if suite not in SUITES:
         raise ValueError(f"bench_conv(): suite must be one of {SUITES}. Received: suite={suite!r}")
     repeat = check_repeat(repeat)
-    default = {"standard": CONV_SHAPES, "depthwise": DEPTHWISE_SHAPES}.get(suite, TRANSPOSED_SHAPES)
+    default = {
+        "standard": CONV_SHAPES,
+        "depthwise": DEPTHWISE_SHAPES,
+        "resnet": RESNET_SHAPES,
+    }.get(suite, TRANSPOSED_SHAPES)
     shapes = shapes or (default[:3] if quick else default)
     threads, torch = _setup(use_torch)
-    what = {"standard": "conv2d", "depthwise": "depthwise conv2d", "transposed": "conv_transpose2d"}
+    what = {
+        "standard": "conv2d",
+        "depthwise": "depthwise conv2d",
+        "transposed": "conv_transpose2d",
+        "resnet": "conv2d (ResNet CIFAR, grouped)",
+    }
+    simd = conv_simd_level()
     out(
         f"{what[suite]} benchmark: {_versions(torch)}; float32, {threads} thread(s), "
-        f"round-robin median of >= {repeat} runs after warm-up"
+        f"SIMD {simd}, round-robin median of >= {repeat} runs after warm-up"
     )
     head = {
         "standard": "N,C,H,W -> K,k,s,p",
         "depthwise": "N,C,H,W -> K,k,s,p groups",
         "transposed": "N,C,H,W -> K,k,s,p[,op]",
+        "resnet": "N,C,H,W -> K,k,s,p groups",
     }[suite]
     out(
         f"{head:<32}{'fwd ms':>9}{'GF/s':>7}{'torch':>8}{'ratio':>7}"
@@ -264,6 +310,7 @@ def bench_conv(
     )
     result: dict[str, Any] = {
         "suite": suite,
+        "simd": simd,
         "threads": threads,
         "repeat": repeat,
         "sgemm_roof_gflops": roof,

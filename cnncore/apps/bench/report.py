@@ -93,10 +93,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _conv(res: dict) -> list[str]:
     rows = []
     for r in res["rows"]:
-        n, c, h, w, k, ks, s, p = r["shape"]
+        n, c, h, w, k, ks, s, p = r["shape"][:8]
+        groups = r["shape"][8] if len(r["shape"]) > 8 else 1
         rows.append(
             [
-                f"{n},{c},{h},{w} → {k},{ks},{s},{p}",
+                f"{n},{c},{h},{w} → {k},{ks},{s},{p}"
+                + (f", groups {groups}" if groups > 1 else ""),
                 "/".join(dict.fromkeys(r["algorithm"])),
                 _f(r["fwd_s"] * 1e3, ".3f"),
                 _f(r.get("fwd_ratio"), ".2f"),
@@ -117,8 +119,13 @@ def _conv(res: dict) -> list[str]:
                 "",
             ]
         )
+    title = (
+        "**Convolution: ResNet-20/32/56 on CIFAR (batch 128) and grouped 3×3**"
+        if res.get("suite") == "resnet"
+        else "**Convolution**"
+    )
     out = [
-        f"**Convolution** (float32; fwd+bwd = forward + input, weight and bias gradients; "
+        f"{title} (float32; fwd+bwd = forward + input, weight and bias gradients; "
         f"sgemm roof = NumPy {2048}² matmul in the same run, "
         f"{res['sgemm_roof_gflops']:.0f} GFLOP/s):",
         "",
@@ -208,7 +215,13 @@ def _train(res: dict) -> list[str]:
     return out + _table(["model", "cnncore s/epoch", "img/s", "PyTorch s/epoch", "ratio"], rows)
 
 
-_SECTIONS = {"conv": _conv, "pool": _pool, "activation": _activation, "train": _train}
+_SECTIONS = {
+    "conv": _conv,
+    "conv-resnet": _conv,
+    "pool": _pool,
+    "activation": _activation,
+    "train": _train,
+}
 
 
 def markdown_report(results: dict[str, dict], machine: dict[str, Any], quick: bool = False) -> str:

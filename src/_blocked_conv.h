@@ -1,0 +1,367 @@
+/* Channel-blocked direct convolution: the register-blocked microkernels of cnncore's
+   "blocked" conv algorithm (cnncore/ops/_conv.pyx, section "Channel-blocked direct").
+
+   Written in C with GCC/Clang vector extensions, so that one source compiles to SSE2, AVX2
+   and AVX-512 code: the vector width follows the ISA flags the including module is compiled
+   with (setup.py builds cnncore.ops._conv once per SIMD level).
+
+   The microkernel computes a block of OB = NV * VL output channels (NV vectors of VL lanes)
+   by P consecutive output pixels of one row, accumulated in NV * P vector registers over all
+   n_in * kh * kw taps:
+
+       acc[v][p] += w[c, i, j][v * VL : (v + 1) * VL] * x[c, oh*sh + i*dh, (ow0 + p)*sw + j*dw]
+
+   -- one vector load of packed weights per tap and vector, one broadcast input value per
+   pixel feeding NV FMAs.  This is the outer-product form oneDNN's direct convolutions use,
+   on NCHW planes (the input is read by broadcasts, so it needs no blocked layout) and on
+   weights packed as [block of OB output channels][c][i][j][OB].  Every output's sum runs
+   over (c, i, j) in order from its bias, so results do not depend on how the caller splits
+   the work between threads.  Only GEMM-shaped work goes to BLAS; this is a convolution loop
+   nest, as the "direct" and "depthwise" kernels are.
+*/
+#ifndef CNN_BLOCKED_CONV_H
+#define CNN_BLOCKED_CONV_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#define CNN_BLK_VBYTES 64
+#define CNN_BLK_NACC 28 /* accumulators: 32 zmm registers, minus weights and a spare */
+#elif defined(__AVX__)
+#define CNN_BLK_VBYTES 32
+#define CNN_BLK_NACC 12 /* 16 ymm registers */
+#else
+#define CNN_BLK_VBYTES 16
+#define CNN_BLK_NACC 12 /* 16 xmm registers */
+#endif
+
+typedef float cnn_blk_vf __attribute__((vector_size(CNN_BLK_VBYTES)));
+typedef double cnn_blk_vd __attribute__((vector_size(CNN_BLK_VBYTES)));
+#define CNN_BLK_VL_float (CNN_BLK_VBYTES / 4)
+#define CNN_BLK_VL_double (CNN_BLK_VBYTES / 8)
+
+/* Lanes of one vector of T. */
+static inline ptrdiff_t cnn_blk_lanes_float(void) { return CNN_BLK_VL_float; }
+static inline ptrdiff_t cnn_blk_lanes_double(void) { return CNN_BLK_VL_double; }
+
+/* Vectors per output-channel block: two when the channels fill more than one vector. */
+static inline ptrdiff_t cnn_blk_nv(ptrdiff_t n_out, ptrdiff_t vl) { return n_out > vl ? 2 : 1; }
+
+/* Pixels per microkernel call for NV vectors and rows of Wo outputs: the block size (among
+   those compiled below, with NV * P accumulators fitting the registers) that covers the row
+   with the fewest wasted columns, counting ~3 pixels' worth of overhead per call. */
+static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
+    static const ptrdiff_t cand[] = {4, 6, 8, 12, 16};
+    ptrdiff_t best = 4, best_cost = -1;
+    for (size_t k = 0; k < sizeof cand / sizeof cand[0]; ++k) {
+        ptrdiff_t P = cand[k];
+        if (nv * P > CNN_BLK_NACC || (nv > 1 && P > 12)) break;
+        ptrdiff_t cost = (Wo + P - 1) / P * (P + 3);
+        if (best_cost < 0 || cost < best_cost) {
+            best = P;
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
+#define CNN_BLK_KERNEL(T, VT, NV, P, SW, KS)                                                \
+    static void cnn_blk_##T##_##NV##_##P##_##SW##_##KS(                                     \
+        const T* src, ptrdiff_t ch_stride, ptrdiff_t row_stride, ptrdiff_t sw, ptrdiff_t dw, \
+        const T* wp, ptrdiff_t n_in, ptrdiff_t kh, ptrdiff_t kw, const T* bp, T* tmp) {     \
+        enum { VL = CNN_BLK_VBYTES / sizeof(T) };                                           \
+        const ptrdiff_t s = (SW) ? (SW) : sw;                                               \
+        const ptrdiff_t KH = (KS) ? (KS) : kh, KW = (KS) ? (KS) : kw;                       \
+        VT acc[NV][P];                                                                      \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) {                              \
+            VT b;                                                                           \
+            memcpy(&b, bp + v * VL, sizeof b);                                              \
+            _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p) acc[v][p] = b;             \
+        }                                                                                   \
+        for (ptrdiff_t c = 0; c < n_in; ++c) {                                              \
+            _Pragma("GCC unroll 3") for (ptrdiff_t i = 0; i < KH; ++i) {                    \
+                const T* srow = src + c * ch_stride + i * row_stride;                       \
+                _Pragma("GCC unroll 3") for (ptrdiff_t j = 0; j < KW; ++j) {                \
+                    const T* sj = srow + j * dw;                                            \
+                    const T* wj = wp + (i * KW + j) * NV * VL;                              \
+                    VT w[NV];                                                               \
+                    _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                    \
+                        memcpy(&w[v], wj + v * VL, sizeof(VT));                             \
+                    _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p) {                  \
+                        const T xv = sj[p * s];                                             \
+                        _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                \
+                            acc[v][p] += w[v] * xv;                                         \
+                    }                                                                       \
+                }                                                                           \
+            }                                                                               \
+            wp += KH * KW * NV * VL;                                                        \
+        }                                                                                   \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                                \
+            _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p)                            \
+                memcpy(tmp + (v * P + p) * VL, &acc[v][p], sizeof(VT));                     \
+    }
+
+typedef void (*cnn_blk_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                     const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                     const float*, float*);
+typedef void (*cnn_blk_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                      ptrdiff_t, const double*, ptrdiff_t, ptrdiff_t,
+                                      ptrdiff_t, const double*, double*);
+
+/* Specialized on the stride (1, 2, or any: 0) and on 3x3 kernels (3; any size: 0). */
+#define CNN_BLK_KERNELS_SW(T, VT, NV, P) \
+    CNN_BLK_KERNEL(T, VT, NV, P, 0, 0)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 1, 0)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 2, 0)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 0, 3)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 1, 3)   \
+    CNN_BLK_KERNEL(T, VT, NV, P, 2, 3)
+
+#define CNN_BLK_KERNELS_T(T, VT)     \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 4)  \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 6)  \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 8)  \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 12) \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 16) \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 4)  \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 6)  \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 8)  \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 12)
+
+CNN_BLK_KERNELS_T(float, cnn_blk_vf)
+CNN_BLK_KERNELS_T(double, cnn_blk_vd)
+
+#define CNN_BLK_PICK(T, NV, P, KS)                                           \
+    return sw == 1 ? cnn_blk_##T##_##NV##_##P##_1_##KS                       \
+                   : (sw == 2 ? cnn_blk_##T##_##NV##_##P##_2_##KS            \
+                              : cnn_blk_##T##_##NV##_##P##_0_##KS);
+#define CNN_BLK_CASE(T, NV, P)                                               \
+    case P:                                                                  \
+        if (k3) {                                                            \
+            CNN_BLK_PICK(T, NV, P, 3)                                        \
+        } else {                                                             \
+            CNN_BLK_PICK(T, NV, P, 0)                                        \
+        }
+
+#define CNN_BLK_SELECT(T)                                                                  \
+    static cnn_blk_kernel_##T cnn_blk_select_##T(ptrdiff_t nv, ptrdiff_t P, ptrdiff_t sw,   \
+                                                 int k3) {                                 \
+        if (nv == 1) {                                                                     \
+            switch (P) {                                                                   \
+                CNN_BLK_CASE(T, 1, 4)                                                      \
+                CNN_BLK_CASE(T, 1, 6)                                                      \
+                CNN_BLK_CASE(T, 1, 8)                                                      \
+                CNN_BLK_CASE(T, 1, 12)                                                     \
+                CNN_BLK_CASE(T, 1, 16)                                                     \
+            }                                                                              \
+        } else {                                                                           \
+            switch (P) {                                                                   \
+                CNN_BLK_CASE(T, 2, 4)                                                      \
+                CNN_BLK_CASE(T, 2, 6)                                                      \
+                CNN_BLK_CASE(T, 2, 8)                                                      \
+                CNN_BLK_CASE(T, 2, 12)                                                     \
+            }                                                                              \
+        }                                                                                  \
+        return NULL;                                                                       \
+    }
+
+CNN_BLK_SELECT(float)
+CNN_BLK_SELECT(double)
+
+/* The correlation of one sample's (one group's) zero-padded input planes ``inp`` (n_in
+   planes of R x Q, no bounds checks needed) with packed weights ``wpack`` (blocks of OB =
+   nv * VL output channels: [block][c][i][j][OB], zero past n_out) and packed biases
+   ``bpack`` ([block][OB]): ``out[k, oh, ow]`` for the n_out planes of Ho x Wo.  Q must cover
+   whole blocks of P pixels: Q >= (ceil(Wo / P) * P - 1) * sw + (kw - 1) * dw + 1.  ``tmp``:
+   nv * P * VL elements of scratch. */
+#define CNN_BLK_CORR(T)                                                                     \
+    static void cnn_blk_corr_##T(const T* inp, ptrdiff_t n_in, ptrdiff_t R, ptrdiff_t Q,     \
+                                 const T* wpack, const T* bpack, ptrdiff_t n_out,            \
+                                 ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw,     \
+                                 ptrdiff_t dh, ptrdiff_t dw, T* out, ptrdiff_t Ho,           \
+                                 ptrdiff_t Wo, T* tmp) {                                     \
+        const ptrdiff_t VL = CNN_BLK_VL_##T;                                                \
+        const ptrdiff_t nv = cnn_blk_nv(n_out, VL), OB = nv * VL;                           \
+        const ptrdiff_t P = cnn_blk_pixels(nv, Wo);                                         \
+        const ptrdiff_t taps = n_in * kh * kw, plane = Ho * Wo;                             \
+        cnn_blk_kernel_##T kern = cnn_blk_select_##T(nv, P, sw, kh == 3 && kw == 3);                            \
+        for (ptrdiff_t ob = 0; ob * OB < n_out; ++ob) {                                     \
+            const T* wp = wpack + ob * taps * OB;                                           \
+            const ptrdiff_t nk = n_out - ob * OB < OB ? n_out - ob * OB : OB;               \
+            T* o0 = out + ob * OB * plane;                                                  \
+            for (ptrdiff_t oh = 0; oh < Ho; ++oh) {                                         \
+                const T* irow = inp + oh * sh * Q;                                          \
+                for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += P) {                               \
+                    const ptrdiff_t np = Wo - ow0 < P ? Wo - ow0 : P;                       \
+                    kern(irow + ow0 * sw, R * Q, dh * Q, sw, dw, wp, n_in, kh, kw,          \
+                         bpack + ob * OB, tmp);                                             \
+                    for (ptrdiff_t k = 0; k < nk; ++k) {                                    \
+                        const T* t = tmp + (k / VL) * P * VL + k % VL;                      \
+                        T* o = o0 + k * plane + oh * Wo + ow0;                              \
+                        for (ptrdiff_t p = 0; p < np; ++p) o[p] = t[p * VL];                \
+                    }                                                                       \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+CNN_BLK_CORR(float)
+CNN_BLK_CORR(double)
+
+
+/* ---- Weight gradient ------------------------------------------------------------------
+   dW[o, c, i, j] = sum over pixels of dy[o, oh, ow] * x[c, oh*sh + i*dh, ow*sw + j*dw], with
+   the output channels in vector lanes: dy transposed to [block][pixel][OB]
+   (cnn_blkw_transpose_*), and a microkernel that keeps NV x CB x JT vectors -- CB input
+   channels by JT consecutive taps of one kernel row -- in registers over all pixels of one
+   sample: per pixel NV vector loads of dy, CB * JT broadcasts of x, NV * CB * JT FMAs.  The
+   sample's sums are then added to the caller's partial [block][c][i][j][OB] (one add per
+   entry and sample, in sample order). */
+
+#define CNN_BLKW_KERNEL(T, VT, NV, CB, JT, SW)                                                 \
+    static void cnn_blkw_##T##_##NV##_##CB##_##JT##_##SW(                                      \
+        const T* x, ptrdiff_t ch_stride, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dw, \
+        const T* dyT, ptrdiff_t Ho, ptrdiff_t Wo, T* dst, ptrdiff_t dst_ch_stride) {           \
+        enum { VL = CNN_BLK_VBYTES / sizeof(T) };                                              \
+        const ptrdiff_t s = (SW) ? (SW) : sw;                                                  \
+        VT acc[NV][CB][JT];                                                                    \
+        memset(acc, 0, sizeof acc);                                                            \
+        for (ptrdiff_t oh = 0; oh < Ho; ++oh) {                                                \
+            const T* xr = x + oh * sh * Q;                                                     \
+            const T* d = dyT + oh * Wo * NV * VL;                                              \
+            for (ptrdiff_t ow = 0; ow < Wo; ++ow, d += NV * VL) {                              \
+                VT dv[NV];                                                                     \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                           \
+                    memcpy(&dv[v], d + v * VL, sizeof(VT));                                    \
+                const T* xp = xr + ow * s;                                                     \
+                _Pragma("GCC unroll 16") for (int cb = 0; cb < CB; ++cb)                       \
+                    _Pragma("GCC unroll 4") for (int jj = 0; jj < JT; ++jj) {                  \
+                        const T xv = xp[cb * ch_stride + jj * dw];                             \
+                        _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                   \
+                            acc[v][cb][jj] += dv[v] * xv;                                      \
+                    }                                                                          \
+            }                                                                                  \
+        }                                                                                      \
+        _Pragma("GCC unroll 16") for (int cb = 0; cb < CB; ++cb)                               \
+            _Pragma("GCC unroll 4") for (int jj = 0; jj < JT; ++jj)                            \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) {                         \
+                    T* o = dst + cb * dst_ch_stride + (jj * NV + v) * VL;                      \
+                    VT cur;                                                                    \
+                    memcpy(&cur, o, sizeof cur);                                               \
+                    cur += acc[v][cb][jj];                                                     \
+                    memcpy(o, &cur, sizeof cur);                                               \
+                }                                                                              \
+    }
+
+typedef void (*cnn_blkw_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                      ptrdiff_t, const float*, ptrdiff_t, ptrdiff_t, float*,
+                                      ptrdiff_t);
+typedef void (*cnn_blkw_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                       ptrdiff_t, ptrdiff_t, const double*, ptrdiff_t,
+                                       ptrdiff_t, double*, ptrdiff_t);
+
+#define CNN_BLKW_SW(T, VT, NV, CB, JT)    \
+    CNN_BLKW_KERNEL(T, VT, NV, CB, JT, 0) \
+    CNN_BLKW_KERNEL(T, VT, NV, CB, JT, 1) \
+    CNN_BLKW_KERNEL(T, VT, NV, CB, JT, 2)
+#define CNN_BLKW_JT(T, VT, NV, CB) \
+    CNN_BLKW_SW(T, VT, NV, CB, 1)  \
+    CNN_BLKW_SW(T, VT, NV, CB, 3)
+#define CNN_BLKW_CB(T, VT, NV)   \
+    CNN_BLKW_JT(T, VT, NV, 1)    \
+    CNN_BLKW_JT(T, VT, NV, 2)    \
+    CNN_BLKW_JT(T, VT, NV, 4)    \
+    CNN_BLKW_JT(T, VT, NV, 8)
+CNN_BLKW_CB(float, cnn_blk_vf, 1)
+CNN_BLKW_CB(float, cnn_blk_vf, 2)
+CNN_BLKW_CB(double, cnn_blk_vd, 1)
+CNN_BLKW_CB(double, cnn_blk_vd, 2)
+
+#define CNN_BLKW_PICK_SW(T, NV, CB, JT)                                          \
+    return sw == 1 ? cnn_blkw_##T##_##NV##_##CB##_##JT##_1                       \
+                   : (sw == 2 ? cnn_blkw_##T##_##NV##_##CB##_##JT##_2            \
+                              : cnn_blkw_##T##_##NV##_##CB##_##JT##_0);
+#define CNN_BLKW_PICK_JT(T, NV, CB)                                              \
+    if (jt == 3) { CNN_BLKW_PICK_SW(T, NV, CB, 3) } else { CNN_BLKW_PICK_SW(T, NV, CB, 1) }
+#define CNN_BLKW_PICK_CB(T, NV)                                                  \
+    switch (cb) {                                                                \
+        case 8: CNN_BLKW_PICK_JT(T, NV, 8)                                       \
+        case 4: CNN_BLKW_PICK_JT(T, NV, 4)                                       \
+        case 2: CNN_BLKW_PICK_JT(T, NV, 2)                                       \
+        default: CNN_BLKW_PICK_JT(T, NV, 1)                                      \
+    }
+#define CNN_BLKW_SELECT(T)                                                                  \
+    static cnn_blkw_kernel_##T cnn_blkw_select_##T(ptrdiff_t nv, ptrdiff_t cb, ptrdiff_t jt, \
+                                                   ptrdiff_t sw) {                          \
+        if (nv == 1) {                                                                      \
+            CNN_BLKW_PICK_CB(T, 1)                                                          \
+        } else {                                                                            \
+            CNN_BLKW_PICK_CB(T, 2)                                                          \
+        }                                                                                   \
+    }
+CNN_BLKW_SELECT(float)
+CNN_BLKW_SELECT(double)
+
+/* Channels per weight-gradient microkernel call: the most (1, 2, 4 or 8) whose
+   nv * CB * jt accumulators fit the registers. */
+static inline ptrdiff_t cnn_blkw_channels(ptrdiff_t nv, ptrdiff_t jt) {
+    ptrdiff_t cb = 8;
+    while (cb > 1 && nv * cb * jt > CNN_BLK_NACC) cb /= 2;
+    return cb;
+}
+
+/* dyT[block][pixel][OB] = dy[block * OB + lane][pixel] (zero past n_out) for the n_out
+   planes of L pixels of one sample. */
+#define CNN_BLKW_TRANSPOSE(T)                                                               \
+    static void cnn_blkw_transpose_##T(const T* dy, ptrdiff_t n_out, ptrdiff_t L,            \
+                                       ptrdiff_t OB, T* dyT) {                               \
+        const ptrdiff_t nob = (n_out + OB - 1) / OB;                                        \
+        for (ptrdiff_t ob = 0; ob < nob; ++ob) {                                            \
+            T* d = dyT + ob * L * OB;                                                       \
+            for (ptrdiff_t k = 0; k < OB; ++k) {                                            \
+                const ptrdiff_t o = ob * OB + k;                                            \
+                if (o < n_out) {                                                            \
+                    const T* src = dy + o * L;                                              \
+                    for (ptrdiff_t p = 0; p < L; ++p) d[p * OB + k] = src[p];               \
+                } else {                                                                    \
+                    for (ptrdiff_t p = 0; p < L; ++p) d[p * OB + k] = 0;                    \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }
+CNN_BLKW_TRANSPOSE(float)
+CNN_BLKW_TRANSPOSE(double)
+
+/* Add one sample's weight gradient to ``part`` ([block][c][i][j][OB]): ``xpad`` its n_in
+   zero-padded input planes (R x Q, read at rows oh*sh + i*dh, columns ow*sw + j*dw), ``dyT``
+   its transposed output gradient (cnn_blkw_transpose_*). */
+#define CNN_BLKW_SAMPLE(T)                                                                  \
+    static void cnn_blkw_sample_##T(const T* xpad, ptrdiff_t n_in, ptrdiff_t R, ptrdiff_t Q, \
+                                    const T* dyT, ptrdiff_t n_out, ptrdiff_t kh,             \
+                                    ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh,  \
+                                    ptrdiff_t dw, ptrdiff_t Ho, ptrdiff_t Wo, T* part) {     \
+        const ptrdiff_t VL = CNN_BLK_VL_##T;                                                \
+        const ptrdiff_t nv = cnn_blk_nv(n_out, VL), OB = nv * VL, L = Ho * Wo;              \
+        const ptrdiff_t jt = kw % 3 == 0 ? 3 : 1, cbm = cnn_blkw_channels(nv, jt);          \
+        const ptrdiff_t khw = kh * kw;                                                      \
+        cnn_blkw_kernel_##T full = cnn_blkw_select_##T(nv, cbm, jt, sw);                    \
+        cnn_blkw_kernel_##T one = cnn_blkw_select_##T(nv, 1, jt, sw);                       \
+        for (ptrdiff_t ob = 0; ob * OB < n_out; ++ob) {                                     \
+            const T* d = dyT + ob * L * OB;                                                 \
+            T* pb = part + ob * n_in * khw * OB;                                            \
+            for (ptrdiff_t i = 0; i < kh; ++i)                                              \
+                for (ptrdiff_t c0 = 0; c0 < n_in;) {                                        \
+                    const ptrdiff_t cb = c0 + cbm <= n_in ? cbm : 1;                        \
+                    cnn_blkw_kernel_##T kern = cb == cbm ? full : one;                      \
+                    for (ptrdiff_t j0 = 0; j0 < kw; j0 += jt)                               \
+                        kern(xpad + (c0 * R + i * dh) * Q + j0 * dw, R * Q, Q, sh, sw, dw, d, \
+                             Ho, Wo, pb + ((c0 * kh + i) * kw + j0) * OB, khw * OB);        \
+                    c0 += cb;                                                               \
+                }                                                                           \
+        }                                                                                   \
+    }
+CNN_BLKW_SAMPLE(float)
+CNN_BLKW_SAMPLE(double)
+
+#endif /* CNN_BLOCKED_CONV_H */
