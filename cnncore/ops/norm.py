@@ -538,8 +538,8 @@ def _running(
 def _instance_args(
     func: str,
     x: Any,
-    running_mean: Any,
-    running_var: Any,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
     use_input_stats: Any,
     eps: Any,
     update: bool,
@@ -808,11 +808,11 @@ def _fixed_stats(rm: np.ndarray, rv: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def batch_norm(
-    x: Any,
-    running_mean: Any,
-    running_var: Any,
-    weight: Any = None,
-    bias: Any = None,
+    x: ArrayLike,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
@@ -880,11 +880,11 @@ def batch_norm(
 
 
 def batch_norm_backward(
-    grad_output: Any,
-    x: Any,
-    running_mean: Any,
-    running_var: Any,
-    weight: Any = None,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    weight: ArrayLike | None = None,
     training: bool = False,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
