@@ -137,18 +137,18 @@ _DIRECT_FWD_MAX_SCRATCH = 1 << 20
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_OUTPUT_PIXELS = 144
 
-# The channel-blocked direct kernels keep 16-32 output channels (AVX-512; 8-16 with AVX2)
-# in vector lanes and a row of outputs in registers.  With AVX-512 they beat Winograd and
-# GEMM on all three passes of ResNet's CIFAR convolutions (N=128, 16-64 channels, 8-32 px,
-# stride 1 and 2; float32, 2 threads: see README "Performance" and
-# benchmarks/bench_conv.py --suite resnet).  With AVX2 (half the vector width) they still
-# beat GEMM on the strided and the small-image ones, but Winograd's 2.25x fewer
-# multiplications win where it applies (16-32 channels at 16x16-32x32, stride 1).
-# Measured on 3x3 kernels only, so other kernel sizes keep the rules below (a forced
-# "blocked" runs any kernel size).  They need a vector's worth of output channels (of the pass: C_in/groups for the input gradient), and
-# beyond ~128 channels per group GEMM and Winograd have the edge; the zero-padded copy of a
-# sample's channels (and, for the weight gradient, its transposed dy) must stay small, as
-# for the direct kernel.
+# The channel-blocked direct kernels keep 16-32 output channels (AVX-512; 8-16 with AVX2) in
+# vector lanes and a row of outputs in registers. With AVX-512 they beat Winograd and GEMM
+# on all three passes of ResNet's CIFAR convolutions (N=128, 16-64 channels, 8-32 px, stride
+# 1 and 2; float32, 2 threads: see README "Performance" and benchmarks/bench_conv.py --suite
+# resnet). With AVX2 (half the vector width) they still beat GEMM on the strided and the
+# small-image ones, but Winograd's 2.25x fewer multiplications win where it applies (16-32
+# channels at 16x16-32x32, stride 1). Measured on 3x3 kernels only, so other kernel sizes
+# keep the rules below (a forced "blocked" runs any kernel size). They need a vector's worth
+# of output channels (of the pass: C_in/groups for the input gradient), and beyond ~128
+# channels per group GEMM and Winograd have the edge; the zero-padded copy of a sample's
+# channels (and, for the weight gradient, its transposed dy) must stay small, as for the
+# direct kernel.
 _BLOCKED_MIN_OUT_CHANNELS = 16
 _BLOCKED_MIN_IN_CHANNELS = 16
 _BLOCKED_MAX_CHANNELS = 128
