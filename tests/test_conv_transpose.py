@@ -9,7 +9,7 @@ from conftest import assert_bit_identical_across_threads, fd_grad, tol
 from reference import conv_transpose2d_backward_ref, conv_transpose2d_ref
 
 import cnncore
-from cnncore import nn
+from cnncore import _config, nn
 from cnncore.ops.conv import conv_transpose2d_algorithms
 
 DTYPES = [np.float32, np.float64]
@@ -161,8 +161,13 @@ def test_algorithms_follow_the_conv2d_passes():
     assert set(
         conv_transpose2d_algorithms((8, 32, 14, 14), (32, 1, 3, 3), 2, 1, 1, groups=32).values()
     ) == {"depthwise"}
-    # 3x3 stride 1 with 16-128 channels: the channel-blocked kernels; more: Winograd
+    # 3x3 stride 1 with 16-128 channels: the channel-blocked kernels (with AVX-512; with
+    # AVX2 Winograd where it applies); more channels: Winograd
+    wide = _config._selected_simd() == "avx512"
     assert set(conv_transpose2d_algorithms((8, 32, 14, 14), (32, 32, 3, 3), 1, 1).values()) == {
+        "blocked" if wide else "winograd"
+    }
+    assert set(conv_transpose2d_algorithms((8, 32, 7, 7), (32, 32, 3, 3), 1, 1).values()) == {
         "blocked"
     }
     assert set(conv_transpose2d_algorithms((8, 256, 14, 14), (256, 256, 3, 3), 1, 1).values()) == {

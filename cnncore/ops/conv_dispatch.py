@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from .._config import _selected_simd
 from .._geometry import ConvGeometry
 from .._shared import ConvAlgorithm
 
@@ -136,16 +137,18 @@ _DIRECT_FWD_MAX_SCRATCH = 1 << 20
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_OUTPUT_PIXELS = 144
 
-# The channel-blocked direct kernels keep 16-32 output channels (AVX-512; 8-16 with AVX2)
-# in vector lanes and a row of outputs in registers; they beat Winograd and GEMM on all
-# three passes of ResNet's CIFAR convolutions (N=128, 16-64 channels, 8-32 px, stride 1
-# and 2; float32, 2 threads, AVX-512 and AVX2: see README "Performance" and
-# benchmarks/bench_conv.py --suite resnet).  Measured on 3x3 kernels only, so other kernel
-# sizes keep the rules below (a forced "blocked" runs any kernel size).  They need a
-# vector's worth of output channels (of the pass: C_in/groups for the input gradient), and
-# beyond ~128 channels per group GEMM and Winograd have the edge; the zero-padded copy of a
-# sample's channels (and, for the weight gradient, its transposed dy) must stay small, as
-# for the direct kernel.
+# The channel-blocked direct kernels keep 16-32 output channels (AVX-512; 8-16 with AVX2) in
+# vector lanes and a row of outputs in registers. With AVX-512 they beat Winograd and GEMM
+# on all three passes of ResNet's CIFAR convolutions (N=128, 16-64 channels, 8-32 px, stride
+# 1 and 2; float32, 2 threads: see README "Performance" and benchmarks/bench_conv.py --suite
+# resnet). With AVX2 (half the vector width) they still beat GEMM on the strided and the
+# small-image ones, but Winograd's 2.25x fewer multiplications win where it applies (16-32
+# channels at 16x16-32x32, stride 1). Measured on 3x3 kernels only, so other kernel sizes
+# keep the rules below (a forced "blocked" runs any kernel size). They need a vector's worth
+# of output channels (of the pass: C_in/groups for the input gradient), and beyond ~128
+# channels per group GEMM and Winograd have the edge; the zero-padded copy of a sample's
+# channels (and, for the weight gradient, its transposed dy) must stay small, as for the
+# direct kernel.
 _BLOCKED_MIN_OUT_CHANNELS = 16
 _BLOCKED_MIN_IN_CHANNELS = 16
 _BLOCKED_MAX_CHANNELS = 128
@@ -194,7 +197,11 @@ def select_conv_algorithm(
     k, cg, kh, kw = w_shape
     if cg == 1 and groups > 1:
         return ConvAlgorithm.ALGO_DEPTHWISE
-    if blocked_eligible(w_shape, groups, geo, which):
+    # With AVX-512 the blocked kernels run at about twice their AVX2 rate: there they come
+    # before Winograd; at lower levels only where Winograd does not apply (strided, small
+    # images).  See _BLOCKED_MIN_OUT_CHANNELS.
+    blocked = blocked_eligible(w_shape, groups, geo, which)
+    if blocked and _selected_simd() == "avx512":
         return ConvAlgorithm.ALGO_BLOCKED
     if (
         (kh, kw) == (3, 3)
@@ -205,6 +212,8 @@ def select_conv_algorithm(
         and (which != "input" or max(geo.padding) <= 2)
     ):
         return ConvAlgorithm.ALGO_WINOGRAD
+    if blocked:
+        return ConvAlgorithm.ALGO_BLOCKED
     if which == "weight":
         return ConvAlgorithm.ALGO_GEMM
     forward = which == "forward"
