@@ -997,10 +997,10 @@ def relu6_backward(
 
 
 def _planes(func: str, name: str, x: np.ndarray) -> tuple[int, int]:
-    """(N * C, plane size) of an array of at least 2 dimensions (N, C, *)."""
+    """(N * C, plane size) of an array of at least 2 dimensions (N, C, ...)."""
     if x.ndim < 2:
         raise ValueError(
-            f"{func}(): {name} must have at least 2 dimensions (N, C, *): a 4-D array "
+            f"{func}(): {name} must have at least 2 dimensions (N, C, ...): a 4-D array "
             f"(N, C, H, W) or a 3-D array (N, C, L). Received: {name} with shape {x.shape}"
         )
     return x.shape[0] * x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
@@ -1108,7 +1108,7 @@ def dropout2d_backward(
 
     Parameters
     ----------
-    grad_output : array_like of shape (N, C, H, W), (N, C, L) or (N, C, *)
+    grad_output : array_like of shape (N, C, H, W), (N, C, L) or (N, C, ...)
     mask : array_like of shape (N, C)
         The mask the forward call returned (``return_mask=True``).
     out : ndarray, optional
