@@ -1,5 +1,6 @@
 """Ready-made networks: LeNet-5 and a small CNN for MNIST-class data (``(N, 1, 28, 28)``
-inputs, 10 classes), and the CIFAR ResNets of He et al. (2016) as graph models."""
+inputs, 10 classes), the CIFAR ResNets of He et al. (2016) and a small MobileNet as graph
+models."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 
 from . import nn
 from ._typing import DTypeLike, IntPair, RNGLike
+from ._validation import check_bool, check_choice, check_int
 
-__all__ = ["lenet5", "simple_cnn", "resnet", "resnet20", "MODELS", "build"]
+__all__ = ["lenet5", "simple_cnn", "resnet", "resnet20", "mobilenet_tiny", "MODELS", "build"]
 
 
 def lenet5(
@@ -176,6 +178,137 @@ def resnet20(
     return resnet(20, num_classes, in_channels, input_size, dtype=dtype, rng=rng)
 
 
+#: ``mobilenet_tiny``'s blocks: (output channels, stride of the depthwise convolution).
+MOBILENET_TINY_BLOCKS = ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1))
+
+#: The activations ``mobilenet_tiny`` offers (MobileNetV2's ReLU6, MobileNetV3's hardswish).
+MOBILENET_ACTIVATIONS = {"relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+
+
+def mobilenet_tiny(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: IntPair = (28, 28),
+    *,
+    inverted_residual: bool = False,
+    expansion: int = 4,
+    activation: str = "relu6",
+    dtype: DTypeLike = np.float32,
+    rng: RNGLike = None,
+) -> nn.Model:
+    """A small MobileNet for 28x28 or 32x32 images, as a graph model: depthwise-separable
+    blocks (MobileNet V1, Howard et al. 2017), or MobileNetV2's inverted residual blocks
+    (Sandler et al., CVPR 2018) with ``inverted_residual=True``.
+
+    The stem is a 3x3 convolution with 16 filters (stride 1), BatchNorm and the activation.
+    Five blocks follow, with output channels and depthwise strides
+    :data:`MOBILENET_TINY_BLOCKS`: 16 (s1), 32 (s2), 32 (s1), 64 (s2), 64 (s1) -- on 28x28
+    inputs the blocks run at 28, 14, 14, 7 and 7 pixels.  Then a 1x1 convolution to 128
+    channels with BatchNorm and the activation, global average pooling and a linear
+    classifier.  Every convolution is followed by BatchNorm and has no bias.
+
+    - **Depthwise-separable block** (default): depthwise 3x3 convolution (``groups`` equal
+      to the channels, padding 1, the block's stride) - BN - activation, then a pointwise
+      1x1 convolution to the output channels - BN - activation.
+    - **Inverted residual block** (``inverted_residual=True``): a pointwise 1x1 expansion
+      to ``expansion`` times the input channels - BN - activation (left out in the first
+      block, whose expansion is 1 as in MobileNetV2), the depthwise 3x3 convolution - BN -
+      activation, and a linear 1x1 projection to the output channels - BN (no activation).
+      Where the stride is 1 and the channels are kept (blocks 1, 3 and 5), the block's input
+      is added to its output (``nn.Add``).
+
+    Parameters
+    ----------
+    num_classes, in_channels : int
+        Default 10 classes of 1-channel images (Fashion-MNIST); 3 for RGB.
+    input_size : int or (int, int), default (28, 28)
+        The height and width the model takes (any size >= 1; global pooling makes the
+        classifier independent of it).
+    inverted_residual : bool, default False
+        MobileNetV2's inverted residual blocks instead of depthwise-separable ones.
+    expansion : int, default 4
+        The inverted residual blocks' expansion factor (MobileNetV2: 6); unused otherwise.
+    activation : {'relu6', 'hardswish'}
+        After each BatchNorm except an inverted residual block's projection.
+    dtype : float32 or float64
+    rng : numpy Generator, int or None
+        Seeds the layers' default (PyTorch) initialization.
+
+    Returns
+    -------
+    Model
+        Named ``mobilenet_tiny``; layers ``stem_conv``, ``stem_bn``, ``stem_act``, then per
+        block ``block{b}_`` + (``expand_conv``, ``expand_bn``, ``expand_act``), ``dw_conv``,
+        ``dw_bn``, ``dw_act``, ``pw_conv``, ``pw_bn`` (``pw_act``; ``add``), then
+        ``head_conv``, ``head_bn``, ``head_act``, ``pool``, ``flatten``, ``fc``.  Its
+        ``state_dict`` keys are ``<layer name>.weight`` etc., as a PyTorch module holding
+        the same layers as attributes of those names.
+
+    Notes
+    -----
+    For 10 classes and one input channel: 20,026 parameters (depthwise-separable) or 74,570
+    (inverted residual, expansion 4); 1.6 and 7.0 million multiply-adds per 28x28 image.
+    The depthwise convolutions run cnncore's depthwise kernels (:func:`cnncore.conv_algorithm`
+    ``"depthwise"``).
+
+    See Also
+    --------
+    resnet : the CIFAR ResNets, the other graph models here.
+
+    Examples
+    --------
+    >>> from cnncore import models
+    >>> model = models.mobilenet_tiny(rng=0)
+    >>> model.output_shape((2, 1, 28, 28))
+    (2, 10)
+    >>> models.mobilenet_tiny(in_channels=3, input_size=32, inverted_residual=True,
+    ...                       activation="hardswish", rng=0).output_shape((2, 3, 32, 32))
+    (2, 10)
+    """
+    func = "mobilenet_tiny"
+    num_classes = check_int(num_classes, "num_classes", func, min_value=1)
+    in_channels = check_int(in_channels, "in_channels", func, min_value=1)
+    inverted_residual = check_bool(inverted_residual, "inverted_residual", func)
+    expansion = check_int(expansion, "expansion", func, min_value=1, max_value=64)
+    act = MOBILENET_ACTIVATIONS[
+        check_choice(activation, "activation", func, tuple(MOBILENET_ACTIVATIONS))
+    ]
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        input_size = (input_size, input_size)
+    gen = nn.init.get_rng(rng)
+    kw: dict[str, Any] = dict(dtype=dtype, rng=gen)
+
+    def conv_bn_act(
+        x: nn.Node, c_in: int, c_out: int, k: int, stride: int, pre: str, act_on: bool = True
+    ) -> nn.Node:
+        groups = c_in if pre.endswith("dw_") else 1
+        conv = nn.Conv2d(
+            c_in, c_out, k, stride, k // 2, groups=groups, bias=False, name=pre + "conv", **kw
+        )
+        x = nn.BatchNorm2d(c_out, dtype=dtype, name=pre + "bn")(conv(x))
+        return act(name=pre + "act")(x) if act_on else x
+
+    inp = nn.Input((in_channels, *input_size), name="image")
+    x = conv_bn_act(inp, in_channels, 16, 3, 1, "stem_")
+    c_in = 16
+    for b, (c_out, stride) in enumerate(MOBILENET_TINY_BLOCKS, 1):
+        p = f"block{b}_"
+        if inverted_residual:
+            hidden = c_in * (expansion if b > 1 else 1)
+            y = x if hidden == c_in else conv_bn_act(x, c_in, hidden, 1, 1, p + "expand_")
+            y = conv_bn_act(y, hidden, hidden, 3, stride, p + "dw_")
+            y = conv_bn_act(y, hidden, c_out, 1, 1, p + "pw_", act_on=False)
+            x = nn.Add(name=p + "add")([x, y]) if stride == 1 and c_in == c_out else y
+        else:
+            x = conv_bn_act(x, c_in, c_in, 3, stride, p + "dw_")
+            x = conv_bn_act(x, c_in, c_out, 1, 1, p + "pw_")
+        c_in = c_out
+    x = conv_bn_act(x, c_in, 128, 1, 1, "head_")
+    x = nn.Flatten(name="flatten")(nn.GlobalAvgPool2d(name="pool")(x))
+    out = nn.Linear(128, num_classes, name="fc", **kw)(x)
+    return nn.Model(inp, out, name="mobilenet_tiny")
+
+
 def _resnet_factory(depth: int) -> Callable[..., nn.Model]:
     def factory(**kwargs: Any) -> nn.Model:
         return resnet(depth, **kwargs)
@@ -190,12 +323,13 @@ MODELS = {
     "cnn": simple_cnn,
     "resnet20": resnet20,
     **{f"resnet{d}": _resnet_factory(d) for d in RESNET_DEPTHS if d != 20},
+    "mobilenet_tiny": mobilenet_tiny,
 }
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
-    """Build a model by name: ``'lenet'`` (LeNet-5), ``'cnn'`` or ``'resnet20'``
-    (``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``)."""
+    """Build a model by name: ``'lenet'`` (LeNet-5), ``'cnn'``, ``'resnet20'``
+    (``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``) or ``'mobilenet_tiny'``."""
     try:
         factory = MODELS[name.lower()]
     except (KeyError, AttributeError):

@@ -147,6 +147,7 @@ def _nonsense_cases(tmp_path):
         (["train", "--optimizer", "lbfgs"], "--optimizer"),
         (["train", "--schedule", "linear"], "--schedule"),
         (["bench", "--suite", "gemm"], "--suite"),
+        (["bench", "--suite", "norm", "gemm"], "--suite"),
         (["bench", "--markdown", "/nonexistent/dir/perf.md"], "--markdown"),
     ]
 
@@ -302,7 +303,13 @@ def test_bench_without_torch_prints_cnncore_figures_and_how_to_get_ratios(
 
     monkeypatch.setattr(bench, "try_import_torch", lambda: None)
     monkeypatch.setitem(bench.SUITES, "pool", fake_pool)
+    monkeypatch.setitem(bench.SUITES, "norm", lambda **kw: seen.setdefault("norm", kw) and None)
     md = tmp_path / "perf.md"
+    assert main(["bench", "--suite", "pool", "--quick", "--markdown", str(md)]) == 0
+    assert "norm" not in seen
+    capsys.readouterr()
+    assert main(["bench", "--suite", "pool", "norm", "pool", "--quick"]) == 0
+    assert "### pool" in capsys.readouterr().out and seen.pop("norm")["quick"]
     assert main(["bench", "--suite", "pool", "--quick", "--markdown", str(md)]) == 0
     out = capsys.readouterr().out
     assert "pip install torch" in out and seen == {"quick": True, "use_torch": False, "repeat": 7}
@@ -347,8 +354,30 @@ def test_markdown_report_of_every_suite_names_the_machine():
             ],
         },
     }
+    conv_row = results["conv"]["rows"][0]
+    results["depthwise"] = {
+        **results["conv"],
+        "suite": "depthwise",
+        "rows": [{**conv_row, "shape": (32, 64, 56, 56, 1, 3, 2, 1)}],
+    }
+    results["transposed"] = {
+        **results["conv"],
+        "suite": "transposed",
+        "rows": [
+            {**conv_row, "shape": (32, 64, 16, 16, 32, 4, 2, 1, 0)},
+            {**conv_row, "shape": (32, 64, 16, 16, 32, 3, 2, 1, 1)},
+        ],
+    }
+    row = {"op": "group_norm", "cnncore_s": 2e-3, "gbs": 4.0, "copy_ratio": 1.2}
+    results["norm"] = {"batch": 32, "geomean_copy_ratio": 1.2, "rows": [row]}
+    results["resize"] = {"batch": 8, "geomean_copy_ratio": 1.2, "rows": [row]}
     text = markdown_report(results, {**m, "torch": "2.x"})
     assert "| 1,1,4,4 → 2,3,1,1 | gemm | 1.000 | 0.50 | 3.000 | 0.70 | 12 |" in text
+    assert "**Depthwise convolution**" in text and "| 32,64,56,56 → 64,3,2,1 g64 | gemm |" in text
+    assert "**Transposed convolution**" in text and "| 32,64,16,16 → 32,4,2,1 | gemm" in text
+    assert "| 32,64,16,16 → 32,3,2,1,1 | gemm" in text
+    assert "**Normalization** (float32, batch 32;" in text and "(8,256,28,28)" in text
+    assert "| group_norm | 2.00 | 4.0 | 1.20 | – |" in text
     assert "| relu | 1.00 | 8.0 | 1.10 | – |" in text
     assert "| lenet | 0.50 | 11,560 | 0.80 | 0.62 |" in text
     assert f"{m['cores']} usable core(s)" in text and "PyTorch 2.x" in text

@@ -68,11 +68,25 @@ def three_consumers(dtype, rng=0):
     return nn.Model(inp, out), (5, 8)
 
 
+def unet_skip(dtype, rng=0):
+    """A U-Net level: a strided depthwise conv down, ConvTranspose2d up, the skip
+    concatenated, ReLU6 and Hardswish."""
+    kw = dict(dtype=dtype, rng=rng)
+    inp = nn.Input((4, 6, 6))
+    e = nn.ReLU6()(nn.Conv2d(4, 4, 3, padding=1, **kw)(inp))
+    d = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4, bias=False, **kw)(e)  # 3x3
+    u = nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1, **kw)(nn.Hardswish()(d))  # 6x6
+    c = nn.Concatenate(dim=1)([u, e])
+    out = nn.Conv2d(7, 2, 1, **kw)(c)
+    return nn.Model(inp, out), (2, 4, 6, 6)
+
+
 GRAPHS = {
     "residual-bn": residual_bn,
     "shared-twice": shared_twice,
     "concatenation": concatenation,
     "three-consumers": three_consumers,
+    "unet-skip": unet_skip,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +110,21 @@ def _torch_eval(torch, model, x, leaves):
         if t == "Conv2d":
             b = None if layer.bias is None else p(layer.bias)
             pad = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
-            return F.conv2d(args, p(layer.weight), b, layer.stride, pad, layer.dilation)
+            return F.conv2d(
+                args, p(layer.weight), b, layer.stride, pad, layer.dilation, layer.groups
+            )
+        if t == "ConvTranspose2d":
+            b = None if layer.bias is None else p(layer.bias)
+            return F.conv_transpose2d(
+                args,
+                p(layer.weight),
+                b,
+                layer.stride,
+                layer.padding,
+                layer.output_padding,
+                layer.groups,
+                layer.dilation,
+            )
         if t == "Linear":
             return F.linear(args, p(layer.weight), None if layer.bias is None else p(layer.bias))
         if t == "BatchNorm2d":
@@ -107,6 +135,10 @@ def _torch_eval(torch, model, x, leaves):
             return torch.relu(args)
         if t == "Tanh":
             return torch.tanh(args)
+        if t == "ReLU6":
+            return F.relu6(args)
+        if t == "Hardswish":
+            return F.hardswish(args)
         if t == "Sigmoid":
             return torch.sigmoid(args)
         if t == "Flatten":
@@ -722,6 +754,46 @@ def test_bad_model_arguments():
     model(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="shape"):
         model.backward(np.zeros((2, 5), np.float32))
+
+
+def test_state_dict_keys_are_the_layer_names():
+    """A graph model's state_dict is keyed ``<layer name>.<entry>`` (a PyTorch module with
+    the layers as attributes of those names), as named_parameters; it used to number the
+    layers as a Sequential does."""
+    model, _ = residual_bn(np.float32)
+    keys = list(model.state_dict())
+    params = [n for n, _ in model.named_parameters()]
+    buffers = [n for n, _ in model.named_buffers()]
+    assert set(keys) == set(params) | set(buffers) and len(keys) == len(params + buffers)
+    first = model.layers[0].name
+    assert keys[0] == f"{first}.weight"
+    bn = model.layers[1].name
+    assert keys[1:6] == [
+        f"{bn}.{k}"
+        for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ]
+    block = _block(2, np.float32, 4, name="blk")
+    conv = block.layers[0].name
+    outer = nn.Sequential(block, nn.Flatten())  # a graph inside a Sequential: "0.<layer>."
+    assert next(iter(outer.state_dict())) == f"0.{conv}.weight"
+    again = _block(2, np.float32, 5, name="blk")  # same architecture, other layer names
+    with pytest.raises(ValueError, match="missing"):
+        again.load_state_dict(block.state_dict())
+
+
+def test_conv_transpose2d_in_a_graph(rng):
+    """ConvTranspose2d called on a node records the call (it once ran it on the node);
+    output_size= is for arrays only."""
+    inp = nn.Input((4, 5, 5))
+    up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, name="up")
+    node = up(inp)
+    assert isinstance(node, nn.Node) and node.shape == (None, 2, 10, 10)
+    model = nn.Model(inp, node)
+    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
+    assert model(x).shape == (3, 2, 10, 10)
+    with pytest.raises(ValueError, match="output_size"):
+        up(inp, output_size=(10, 10))
+    assert up(x, output_size=(9, 9)).shape == (3, 2, 9, 9)
 
 
 def test_merge_layers_on_arrays(rng):

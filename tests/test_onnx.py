@@ -648,9 +648,11 @@ def test_every_model_in_cnncore_models(name, opset, tmp_path):
         x = np.random.default_rng(n).random((n, *shape[1:]), dtype=np.float32)
         np.testing.assert_allclose(sess.run(None, {"input": x})[0], model.predict(x), **F32_TOL)
     back = cnncore.onnx.load(path)
-    assert type(back) is type(model)
+    # a graph without branches (mobilenet_tiny's separable blocks) imports as a Sequential
+    chain = name == "mobilenet_tiny"
+    assert type(back) is (nn.Sequential if chain else type(model))
     x = np.random.default_rng(0).random((4, *shape[1:]), dtype=np.float32)
-    _assert_same_model(back, model, x, "same")
+    _assert_same_model(back, model, x, "bit-identical outputs" if chain else "same")
 
 
 def test_upsample_resize_grid(tmp_path):

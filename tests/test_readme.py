@@ -104,6 +104,7 @@ EXAMPLE_ARGS = {
     "image_filtering.py": [],
     "lenet_fashion_mnist.py": ["--sample", "--epochs", "1", "--limit", "256"],
     "train_on_image_folder.py": ["--epochs", "1", "--per-class", "6"],
+    "unet_denoising.py": ["--epochs", "1", "--limit", "128", "--out", "unet.npz"],
 }
 
 

@@ -407,7 +407,7 @@ def _train(args: argparse.Namespace, *, model_name: str, title: str) -> int:
     kwargs: dict[str, Any] = dict(rng=args.seed, num_classes=n_classes, in_channels=channels)
     if model_name == "cnn":
         kwargs["dropout"] = args.dropout or 0.0
-    if model_name.startswith("resnet"):  # taken at the data's size (28x28: no padding)
+    if model_name.startswith(("resnet", "mobilenet")):  # at the data's size (28x28: no padding)
         kwargs["input_size"] = tuple(x_train.shape[2:])
     model = models.build(model_name, **kwargs)
     # --weight-decay 0 (the default) keeps each optimizer's own (AdamW: 1e-2)
@@ -501,7 +501,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "pip install torch (the CPU build) and run this again."
         )
         use_torch = False
-    suites = bench.SUITES if args.suite == "all" else {args.suite: bench.SUITES[args.suite]}
+    chosen = args.suite if isinstance(args.suite, list) else [args.suite]
+    suites = (
+        bench.SUITES
+        if "all" in chosen
+        else {name: bench.SUITES[name] for name in dict.fromkeys(chosen)}
+    )
     results = {}
     for name, fn in suites.items():
         print(f"\n### {name}")
@@ -635,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("train", help="train a model on a dataset")
     p.add_argument(
         "--model",
-        choices=["lenet", "cnn", "resnet20", "resnet32", "resnet44", "resnet56"],
+        choices=["lenet", "cnn", "resnet20", "resnet32", "resnet44", "resnet56", "mobilenet_tiny"],
         default="lenet",
         help="the network",
     )
@@ -724,10 +729,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
     p.add_argument(
         "--suite",
+        nargs="+",
         choices=[
             "all",
             "conv",
             "conv-resnet",
+            "depthwise",
+            "transposed",
             "pool",
             "activation",
             "norm",
@@ -735,8 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
             "train",
             "inference",
         ],
-        default="all",
-        help="what to time",
+        default=["all"],
+        help="what to time (one or more suites; conv: conv2d, depthwise and transposed: "
+        "MobileNet's depthwise and conv_transpose2d shapes)",
     )
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")

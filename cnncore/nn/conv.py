@@ -31,6 +31,7 @@ from .._validation import (
 from . import init
 from .module import (
     Module,
+    Symbolic,
     accumulate,
     check_dtype,
     config_itemsize,
@@ -290,9 +291,15 @@ class ConvTranspose2d(Module):
         self._x: np.ndarray | None = None
         self._output_padding: tuple[int, int] = self.output_padding
 
-    def __call__(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:
-        if output_size is None:  # Module's: on graph nodes it records the call
+    def __call__(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> Any:
+        if output_size is None:  # on graph nodes too (Module.__call__ records the call)
             return super().__call__(x)
+        if isinstance(x, Symbolic):
+            raise ValueError(
+                "ConvTranspose2d(): output_size= applies to array inputs only; in a graph "
+                "model set output_padding= instead. Received: a graph node and "
+                f"output_size={output_size!r}"
+            )
         return self.forward(x, output_size)
 
     def forward(self, x: ArrayLike, output_size: Sequence[int] | None = None) -> np.ndarray:

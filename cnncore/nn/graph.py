@@ -443,6 +443,13 @@ class Model(training.TrainingMethods, Module):
             f"{[layer.name for layer in self._layers]}"
         )
 
+    def _state_children(self) -> Iterator[tuple[str, Module]]:
+        """The layers under their names: ``state_dict`` keys are ``<layer name>.weight``
+        etc., as those of a PyTorch module holding the layers as attributes of those names
+        (and as :meth:`named_parameters`)."""
+        for layer in self._layers:
+            yield layer.name, layer
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """``(<layer name>.<parameter name>, Parameter)``; a parameter reached twice (a
         layer inside two nested containers) is listed once."""

@@ -82,9 +82,20 @@ __all__ = [
     "run_script",
 ]
 
+
+def _conv_suite(suite: str) -> Callable[..., dict]:
+    def run(**kwargs: Any) -> dict:
+        return bench_conv(suite=suite, **kwargs)
+
+    run.__name__ = f"bench_conv_{suite}"
+    return run
+
+
 SUITES: dict[str, Callable[..., dict]] = {
     "conv": bench_conv,
     "conv-resnet": bench_conv_resnet,
+    "depthwise": _conv_suite("depthwise"),
+    "transposed": _conv_suite("transposed"),
     "pool": bench_pool,
     "activation": bench_activation,
     "norm": bench_norm,

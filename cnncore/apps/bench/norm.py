@@ -100,7 +100,7 @@ def bench_norm(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     (``native_*_backward``); cnncore's recomputes them from x.  Instance norm's second row
     is forward + backward (5 arrays; torch has no separate backward op for it).
 
-    Returns ``{"threads", "repeat", "rows": [{"op", "bytes", "cnncore_s", "gbs", "copy_s",
+    Returns ``{"threads", "repeat", "batch", "rows": [{"op", "bytes", "cnncore_s", "gbs", "copy_s",
     "copy_ratio" [, "torch_s", "torch_ratio"]}], "geomean_copy_ratio"
     [, "geomean_torch_ratio"]}``.
     """
@@ -125,4 +125,6 @@ def bench_norm(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
         if torch is not None:
             theirs[label], theirs[second] = _theirs(torch, kind, param, x, g)
     rows = time_memory_rows(out, cases, theirs, repeat)
-    return {"threads": threads, "repeat": repeat, "rows": rows, **summarize_rows(out, rows, torch)}
+    batch = 8 if quick else 32
+    summary = summarize_rows(out, rows, torch)
+    return {"threads": threads, "repeat": repeat, "batch": batch, "rows": rows, **summary}

@@ -90,15 +90,36 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _conv_label(suite: str, shape: tuple) -> str:
+    if suite == "depthwise":  # (N, C, H, W, multiplier, k, s, p)
+        n, c, h, w, mult, ks, s, p = shape
+        return f"{n},{c},{h},{w} → {c * mult},{ks},{s},{p} g{c}"
+    if suite == "transposed":  # (N, C_in, H, W, C_out, k, s, p, output_padding)
+        n, c, h, w, k, ks, s, p, op = shape
+        return f"{n},{c},{h},{w} → {k},{ks},{s},{p}" + (f",{op}" if op else "")
+    n, c, h, w, k, ks, s, p = shape[:8]
+    groups = shape[8] if len(shape) > 8 else 1  # the resnet suite's grouped shapes
+    return f"{n},{c},{h},{w} → {k},{ks},{s},{p}" + (f", groups {groups}" if groups > 1 else "")
+
+
+_CONV_TITLES = {
+    "standard": ("Convolution", "N,C,H,W → C_out, k, s, p"),
+    "resnet": (
+        "Convolution: ResNet-20/32/56 on CIFAR (batch 128) and grouped 3×3",
+        "N,C,H,W → C_out, k, s, p",
+    ),
+    "depthwise": ("Depthwise convolution", "N,C,H,W → C_out, k, s, p, groups"),
+    "transposed": ("Transposed convolution", "N,C_in,H,W → C_out, k, s, p[, output_padding]"),
+}
+
+
 def _conv(res: dict) -> list[str]:
+    suite = res.get("suite", "standard")
     rows = []
     for r in res["rows"]:
-        n, c, h, w, k, ks, s, p = r["shape"][:8]
-        groups = r["shape"][8] if len(r["shape"]) > 8 else 1
         rows.append(
             [
-                f"{n},{c},{h},{w} → {k},{ks},{s},{p}"
-                + (f", groups {groups}" if groups > 1 else ""),
+                _conv_label(suite, tuple(r["shape"])),
                 "/".join(dict.fromkeys(r["algorithm"])),
                 _f(r["fwd_s"] * 1e3, ".3f"),
                 _f(r.get("fwd_ratio"), ".2f"),
@@ -119,20 +140,16 @@ def _conv(res: dict) -> list[str]:
                 "",
             ]
         )
-    title = (
-        "**Convolution: ResNet-20/32/56 on CIFAR (batch 128) and grouped 3×3**"
-        if res.get("suite") == "resnet"
-        else "**Convolution**"
-    )
+    title, head = _CONV_TITLES[suite]
     out = [
-        f"{title} (float32; fwd+bwd = forward + input, weight and bias gradients; "
+        f"**{title}** (float32; fwd+bwd = forward + input, weight and bias gradients; "
         f"sgemm roof = NumPy {2048}² matmul in the same run, "
         f"{res['sgemm_roof_gflops']:.0f} GFLOP/s):",
         "",
     ]
     out += _table(
         [
-            "N,C,H,W → C_out, k, s, p",
+            head,
             "algorithm (fwd/dx/dw)",
             "fwd ms",
             "fwd ratio",
@@ -171,27 +188,36 @@ def _pool(res: dict) -> list[str]:
     return out
 
 
-def _activation(res: dict) -> list[str]:
-    rows = [
-        [
-            r["op"],
-            _f(r["cnncore_s"] * 1e3, ".2f"),
-            _f(r["gbs"], ".1f"),
-            _f(r.get("copy_ratio"), ".2f"),
-            _f(r.get("torch_ratio"), ".2f"),
+def _memory_bound(title: str, detail: str) -> Any:
+    """The table of a suite of memory-bound ops (activation, norm, resize rows);
+    ``detail`` is formatted with the suite's result."""
+
+    def section(res: dict) -> list[str]:
+        rows = [
+            [
+                r["op"],
+                _f(r["cnncore_s"] * 1e3, ".2f"),
+                _f(r["gbs"], ".1f"),
+                _f(r.get("copy_ratio"), ".2f"),
+                _f(r.get("torch_ratio"), ".2f"),
+            ]
+            for r in res["rows"]
         ]
-        for r in res["rows"]
-    ]
-    out = [
-        f"**Activations** (float32, {res['elements'] / 2**20:.0f} Mi elements; × copy = time "
-        "over a NumPy copy of the same bytes):",
-        "",
-    ]
-    out += _table(["op", "cnncore ms", "GB/s", "× copy", "ratio"], rows)
-    gm = f"Geometric mean: × copy {res['geomean_copy_ratio']:.2f}"
-    if "geomean_torch_ratio" in res:
-        gm += f", ratio {res['geomean_torch_ratio']:.2f}"
-    return [*out, "", gm + "."]
+        text = detail.format(mi=res.get("elements", 0) / 2**20, batch=res.get("batch", "N"))
+        out = [
+            f"**{title}** (float32, {text}; × copy = time over a NumPy copy of the same bytes):",
+            "",
+        ]
+        out += _table(["op", "cnncore ms", "GB/s", "× copy", "ratio"], rows)
+        gm = f"Geometric mean: × copy {res['geomean_copy_ratio']:.2f}"
+        if "geomean_torch_ratio" in res:
+            gm += f", ratio {res['geomean_torch_ratio']:.2f}"
+        return [*out, "", gm + "."]
+
+    return section
+
+
+_activation = _memory_bound("Activations", "{mi:.0f} Mi elements")
 
 
 def _train(res: dict) -> list[str]:
@@ -218,8 +244,18 @@ def _train(res: dict) -> list[str]:
 _SECTIONS = {
     "conv": _conv,
     "conv-resnet": _conv,
+    "depthwise": _conv,
+    "transposed": _conv,
     "pool": _pool,
     "activation": _activation,
+    "norm": _memory_bound(
+        "Normalization", "batch {batch}; backward rows recompute the statistics from x"
+    ),
+    "resize": _memory_bound(
+        "Resizing",
+        "interpolate from ({batch},64,56,56) (x0.5: from 112x112), pixel_(un)shuffle "
+        "({batch},256,28,28) ↔ ({batch},64,56,56)",
+    ),
     "train": _train,
 }
 

@@ -39,7 +39,7 @@ def bench_resize(quick: bool = False, use_torch: bool = True, repeat: int = 7, o
     bytes, both directions); pixel_(un)shuffle reads and writes one array each.  torch's
     backward is ``upsample_*2d_backward``.
 
-    Returns ``{"threads", "repeat", "rows": [...], "geomean_copy_ratio"
+    Returns ``{"threads", "repeat", "batch", "rows": [...], "geomean_copy_ratio"
     [, "geomean_torch_ratio"]}`` as :func:`~cnncore.apps.bench.norm.bench_norm`.
     """
     repeat = check_repeat(repeat)
@@ -91,4 +91,6 @@ def bench_resize(quick: bool = False, use_torch: bool = True, repeat: int = 7, o
             tys, 2
         ).contiguous()
     rows = time_memory_rows(out, cases, theirs, repeat)
-    return {"threads": threads, "repeat": repeat, "rows": rows, **summarize_rows(out, rows, torch)}
+    batch = 8 if quick else 32
+    summary = summarize_rows(out, rows, torch)
+    return {"threads": threads, "repeat": repeat, "batch": batch, "rows": rows, **summary}
