@@ -1,5 +1,6 @@
 """Normalization layers: :class:`BatchNorm1d`, :class:`BatchNorm2d` (PyTorch semantics,
-computed here with NumPy reductions), and :class:`GroupNorm`, :class:`LayerNorm`,
+computed here with NumPy reductions), :class:`SyncBatchNorm` (BatchNorm over the global batch
+of a distributed ``fit``), and :class:`GroupNorm`, :class:`LayerNorm`,
 :class:`InstanceNorm2d` (thin layers over :func:`cnncore.group_norm`,
 :func:`cnncore.layer_norm` and :func:`cnncore.instance_norm`)."""
 
@@ -19,6 +20,7 @@ from .._validation import (
     check_int,
     check_numel,
 )
+from ..distributed import sync_context, tree_reduce, tree_sum
 from ..ops.norm import _normalized_shape
 from .module import (
     Module,
@@ -29,7 +31,14 @@ from .module import (
     grad_like,
 )
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm", "InstanceNorm2d"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "SyncBatchNorm",
+    "GroupNorm",
+    "LayerNorm",
+    "InstanceNorm2d",
+]
 
 
 class _BatchNorm(Module, register=False):
@@ -92,30 +101,44 @@ class _BatchNorm(Module, register=False):
         m = xr.shape[0] * xr.shape[2]
         use_batch = self.training or not self.track_running_stats
         if use_batch:
-            if m <= 1 and self.training:
-                raise ValueError(
-                    f"{type(self).__name__}(): expected more than 1 value per channel when "
-                    f"training. Received: input with shape {x.shape}"
-                )
+            self._check_count(m, x.shape)
             # two passes (no cancellation): the mean, then the mean square deviation
             mean = (xr.sum(axis=2).sum(axis=0) / max(m, 1)).astype(x.dtype, copy=False)
             xc = np.subtract(xr, mean[:, None])
             sq = np.square(xc)
             var = (sq.sum(axis=2).sum(axis=0) / max(m, 1)).astype(x.dtype, copy=False)
             if self.training and self.track_running_stats:
-                nbt = self._buffers["num_batches_tracked"]
-                nbt += 1
-                mom = 1.0 / float(nbt) if self.momentum is None else self.momentum
-                rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
-                rm *= 1 - mom
-                rm += mom * mean
-                rv *= 1 - mom
-                rv += mom * var * (m / max(m - 1, 1))
+                self._update_running(mean, var, m)
         else:
             mean = self._buffers["running_mean"]
             var = self._buffers["running_var"]
             xc = np.subtract(xr, mean[:, None])
             sq = None
+        return self._normalize(x, xc, var, sq)
+
+    def _check_count(self, m: int, shape: tuple[int, ...]) -> None:
+        if m <= 1 and self.training:
+            raise ValueError(
+                f"{type(self).__name__}(): expected more than 1 value per channel when "
+                f"training. Received: input with shape {shape}"
+            )
+
+    def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
+        """PyTorch's update: momentum (or the cumulative average), unbiased variance."""
+        nbt = self._buffers["num_batches_tracked"]
+        nbt += 1
+        mom = 1.0 / float(nbt) if self.momentum is None else self.momentum
+        rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
+        rm *= 1 - mom
+        rm += mom * mean
+        rv *= 1 - mom
+        rv += mom * var * (m / max(m - 1, 1))
+
+    def _normalize(
+        self, x: np.ndarray, xc: np.ndarray, var: np.ndarray, out: np.ndarray | None
+    ) -> np.ndarray:
+        """``(xc / sqrt(var + eps)) * weight + bias`` for the centered ``xc`` (N, C, L), which
+        it overwrites; keeps what backward needs in training."""
         invstd = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
         xhat = np.multiply(xc, invstd[:, None], out=xc)
         if self.training:
@@ -124,7 +147,7 @@ class _BatchNorm(Module, register=False):
             self._xhat = self._invstd = self._shape = None
         if not self.affine:
             return xhat.reshape(x.shape)
-        y = np.multiply(xhat, self.weight.data[:, None], out=sq)
+        y = np.multiply(xhat, self.weight.data[:, None], out=out)
         y += self.bias.data[:, None]
         return y.reshape(x.shape)
 
@@ -142,6 +165,7 @@ class _BatchNorm(Module, register=False):
             accumulate(self.weight.grad, dw)
         if not input_grad:
             return None
+        db, dw, m = self._batch_sums(db, dw, m)
         # dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)), per channel
         np.multiply(xhat, (dw / m)[:, None], out=tmp)
         np.subtract(g, tmp, out=tmp)
@@ -149,6 +173,13 @@ class _BatchNorm(Module, register=False):
         tmp *= k[:, None]
         tmp -= (k * (db / m))[:, None]
         return tmp.reshape(shape)
+
+    def _batch_sums(
+        self, db: np.ndarray, dw: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The per-channel sums of ``g`` and ``g * xhat`` and the count over the batch the
+        forward normalized with (this input's own; SyncBatchNorm: the global batch)."""
+        return db, dw, m
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return check_input_shape(
@@ -188,6 +219,153 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalization over ``(N, C, H, W)`` inputs, per channel (PyTorch semantics)."""
 
     _expected_ndims = (4,)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalization with the statistics of the whole global batch in a distributed
+    ``fit`` (PyTorch's ``torch.nn.SyncBatchNorm``); elsewhere exactly
+    :class:`BatchNorm2d` / :class:`BatchNorm1d`.
+
+    Parameters
+    ----------
+    num_features : int
+        Channels C of the ``(N, C, ...)`` input (2-D to 5-D, as PyTorch's).
+    eps : float, default 1e-5
+    momentum : float or None, default 0.1
+        Of the running statistics; None: their cumulative average.
+    affine : bool, default True
+        Learn a per-channel ``weight`` and ``bias``.
+    track_running_stats : bool, default True
+        Keep ``running_mean``, ``running_var`` and ``num_batches_tracked`` (used in eval mode).
+    dtype : float32 or float64
+
+    Notes
+    -----
+    In the training steps of ``fit(..., distributed=True)`` (run under ``mpirun -n K``), the
+    mean and the (biased) variance are those of the global batch: each part of the batch
+    contributes its count, mean and sum of squared deviations, and the parts' rows are merged
+    with Chan's pairwise formula by :func:`cnncore.distributed.tree_reduce`'s fixed tree.
+    Backward reduces the per-channel sums of the output gradient and of gradient x
+    normalized input over the global batch the same way, so the input gradient is that of
+    one BatchNorm over the whole batch, and ``weight.grad``/``bias.grad`` receive each part's
+    share.  The running statistics are updated once per step with the global mean and the
+    unbiased global variance.  Every part sees the same numbers whatever the process count,
+    so training is bit-identical for any K (see :mod:`cnncore.distributed`).
+
+    Outside a distributed step (a plain ``fit``, a manual step, eval mode) it computes
+    exactly what :class:`BatchNorm2d` (or :class:`BatchNorm1d`) computes, bit for bit.  Its
+    parameters and buffers, and so its ``state_dict`` keys, are BatchNorm's (PyTorch's too).
+
+    See Also
+    --------
+    BatchNorm2d : statistics of the input it is given (per part in a distributed fit).
+    SyncBatchNorm.convert_sync_batchnorm : turn a model's BatchNorm layers into this one.
+    """
+
+    _expected_ndims = (2, 3, 4, 5)
+    #: Read by ``fit(distributed=True)``: the parts of a rank must run in lockstep.
+    global_batch_statistics = True
+
+    def forward(self, x: Any) -> np.ndarray:
+        lockstep = sync_context()
+        if lockstep is None or not self.training:
+            self._sync_count: int | None = None
+            return super().forward(x)
+        name = type(self).__name__
+        x = as_float_array(x, "input", name)
+        self._axes_and_view(x)
+        c = self.num_features
+        xr = x.reshape(x.shape[0], c, math.prod(x.shape[2:]))
+        m = xr.shape[0] * xr.shape[2]
+        # this part's count, mean and sum of squared deviations (float64), merged over the
+        # global batch's parts by one fixed tree
+        mean_p = xr.sum(axis=2, dtype=np.float64).sum(axis=0) / max(m, 1)
+        dev = np.subtract(xr, mean_p[:, None])
+        m2_p = np.square(dev, out=dev).sum(axis=2).sum(axis=0)
+        rows = lockstep.exchange(np.concatenate(([float(m)], mean_p, m2_p)))
+        total = tree_reduce(list(rows), _merge_moments)
+        n = int(total[0])
+        if n <= 1:
+            raise ValueError(
+                f"{name}(): expected more than 1 value per channel in the global batch when "
+                f"training. Received: {n} value(s) per channel (this part: input with shape "
+                f"{x.shape})"
+            )
+        mean = total[1 : 1 + c].astype(x.dtype)
+        var = (total[1 + c :] / n).astype(x.dtype)
+        if self.track_running_stats:
+            self._update_running(mean, var, n)
+        self._sync_count = n
+        return self._normalize(x, np.subtract(xr, mean[:, None]), var, None)
+
+    def _batch_sums(
+        self, db: np.ndarray, dw: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        n = self.__dict__.get("_sync_count")
+        if n is None:
+            return db, dw, m
+        lockstep = sync_context()
+        if lockstep is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward(): the forward normalized with the statistics "
+                "of a distributed step's global batch; call backward in the same step"
+            )
+        c = self.num_features
+        total = tree_sum(list(lockstep.exchange(np.concatenate((db, dw)))))
+        return total[:c].astype(db.dtype), total[c:].astype(dw.dtype), n
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module) -> Module:
+        """Turn every :class:`BatchNorm1d`/:class:`BatchNorm2d` in ``module`` (itself
+        included) into a SyncBatchNorm, in place, and return ``module`` (PyTorch's
+        ``nn.SyncBatchNorm.convert_sync_batchnorm``).
+
+        The layers keep their names, parameters (so an optimizer built before still
+        updates them), buffers and settings; only their class changes, so graph models and
+        containers need no rebuilding.
+
+        Examples
+        --------
+        >>> from cnncore import models, nn
+        >>> model = nn.SyncBatchNorm.convert_sync_batchnorm(models.resnet20(rng=0))
+        >>> type(model.get_layer("bn1")).__name__
+        'SyncBatchNorm'
+        """
+        if not isinstance(module, Module):
+            raise TypeError(
+                "SyncBatchNorm.convert_sync_batchnorm(): module must be a cnncore.nn.Module. "
+                f"Received: module of type {type(module).__name__}"
+            )
+        seen: set[int] = set()
+        stack = [module]
+        while stack:
+            m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if isinstance(m, (BatchNorm1d, BatchNorm2d)) and not isinstance(m, cls):
+                m.__class__ = cls
+                m._sync_count = None
+            stack.extend(m.children())
+        return module
+
+
+def _merge_moments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Chan et al.'s pairwise merge of two rows ``[count, mean (C), sum of squared
+    deviations (C)]``."""
+    na, nb = a[0], b[0]
+    if nb == 0:
+        return a
+    if na == 0:
+        return b
+    c = (len(a) - 1) // 2
+    n = na + nb
+    delta = b[1 : 1 + c] - a[1 : 1 + c]
+    out = np.empty_like(a)
+    out[0] = n
+    out[1 : 1 + c] = a[1 : 1 + c] + delta * (nb / n)
+    out[1 + c :] = a[1 + c :] + b[1 + c :] + delta * delta * (na * nb / n)
+    return out
 
 
 def _eps(eps: Any, name: str) -> float:

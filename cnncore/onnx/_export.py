@@ -342,6 +342,7 @@ EXPORTERS: dict[str, Exporter] = {
     "Linear": _linear,
     "BatchNorm1d": _batch_norm,
     "BatchNorm2d": _batch_norm,
+    "SyncBatchNorm": _batch_norm,
     "MaxPool2d": _max_pool,
     "AvgPool2d": _avg_pool,
     "AdaptiveAvgPool2d": _adaptive_avg_pool,
