@@ -164,6 +164,14 @@ def _part_seconds(name: str, part: int, repeat: int = 21) -> float:
     return float(np.median(ts))
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--limit", type=int, default=60000, help="training images per epoch")
@@ -172,7 +180,10 @@ def main() -> None:
     args = p.parse_args()
     import cnncore
 
-    print(f"cnncore {cnncore.__version__}; {os.cpu_count()} cores; batch {args.batch_size}")
+    print(
+        f"cnncore {cnncore.__version__}; {os.cpu_count()} cores; batch {args.batch_size}; "
+        f"load average {_load()} (other work on the machine slows every timing)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "child.py"), "w") as f:
             f.write(CHILD)
@@ -191,6 +202,7 @@ def main() -> None:
                 f"(ratio 2x1 / 1x2 = {two['seconds'] / one['seconds']:.2f}); "
                 f"weights 1 vs 2 processes bit-identical: {same}"
             )
+            print(f"  (load average now {_load()})")
             model = _build(name)
             if any(isinstance(m, cnncore.nn.BatchNorm2d) for m in model.children()):
                 s_one = _epoch(tmp, "sync", name, args.limit, args.batch_size, 1, 2)

@@ -33,7 +33,7 @@ def _randomize(model, seed=0):
     """Non-trivial BatchNorm statistics and affine parameters (fresh ones are 0/1)."""
     rng = np.random.default_rng(seed)
     for layer in _walk(model):
-        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)):
             c = layer.num_features
             if layer.track_running_stats:
                 layer._buffers["running_mean"][...] = rng.standard_normal(c)
@@ -114,6 +114,7 @@ CASES = [
         True,
     ),
     ("bn1d-3d", lambda d: nn.Sequential(nn.BatchNorm1d(3, dtype=d)), (2, 3, 6), True),
+    ("sync-bn", lambda d: nn.Sequential(nn.SyncBatchNorm(3, dtype=d)), (2, 3, 4, 5), False),
     (
         "bn-no-affine",
         lambda d: nn.Sequential(nn.BatchNorm2d(3, affine=False, dtype=d)),
