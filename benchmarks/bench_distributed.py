@@ -2,11 +2,14 @@
 1 process x 2 threads against 2 processes x 1 thread, and a projected scaling table.
 
     python benchmarks/bench_distributed.py [--limit N] [--batch-size 64] [--models lenet cnn]
+    python benchmarks/bench_distributed.py --models resnet20 --limit 2048   # + SyncBatchNorm
 
 The epochs run as child processes (``mpirun -n 2`` for the two-rank case), each with the same
 seed and the same ``fit(distributed=True)`` algorithm (4 fixed parts per global batch), so the
 three runs end with bit-identical weights -- the script checks that too.  Plain ``fit`` (no
-parts) is timed alongside as the baseline.
+parts) is timed alongside as the baseline.  A model with BatchNorm (``resnet20``, taken at
+28x28) is also timed with ``nn.SyncBatchNorm`` (global-batch statistics: the parts of a rank
+run in lockstep and exchange statistics at every BatchNorm), on 1 and 2 processes.
 
 The scaling table projects K = 1..64 ranks on separate machines from two measurements made
 here: the compute time of one part (its forward and backward on 1 thread) and the time of an
@@ -46,7 +49,10 @@ except Exception:
     (x, y), _ = datasets.load_sample()
     source = "sample"
 x, y = x[:limit], y[:limit]
-model = models.build(name, rng=0)
+kw = dict(in_channels=1, input_size=28) if name.startswith("resnet") else {}
+model = models.build(name, rng=0, **kw)
+if mode == "sync":
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
 opt = cnncore.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 kw = dict(distributed=True) if mode != "plain" else {}
 h = model.fit(x, y, optimizer=opt, loss=nn.CrossEntropyLoss(), epochs=1, batch_size=batch,
@@ -57,7 +63,7 @@ if mode != "plain":
     from cnncore.distributed import world
     rank = world().rank
 if rank == 0:
-    np.savez(out + ".npz", *[p.data for p in model.parameters()])
+    np.savez(out + ".npz", *model.state_dict().values())
     json.dump({"seconds": secs, "source": source, "n": len(x), "loss": h["loss"][-1]},
               open(out + ".json", "w"))
 """
@@ -129,13 +135,20 @@ def _allgather_seconds(tmp: str, n_floats: int) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+def _build(name: str):
+    from cnncore import models
+
+    kw = dict(in_channels=1, input_size=28) if name.startswith("resnet") else {}
+    return models.build(name, rng=0, **kw)
+
+
 def _part_seconds(name: str, part: int, repeat: int = 21) -> float:
     """Median time of one part's forward + backward on 1 thread."""
     import cnncore
-    from cnncore import models, nn
+    from cnncore import nn
 
     cnncore.set_num_threads(1)
-    model = models.build(name, rng=0)
+    model = _build(name)
     loss = nn.CrossEntropyLoss()
     x = np.random.default_rng(0).random((part, 1, 28, 28), dtype=np.float32)
     y = np.zeros(part, np.int64)
@@ -151,6 +164,14 @@ def _part_seconds(name: str, part: int, repeat: int = 21) -> float:
     return float(np.median(ts))
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--limit", type=int, default=60000, help="training images per epoch")
@@ -159,7 +180,10 @@ def main() -> None:
     args = p.parse_args()
     import cnncore
 
-    print(f"cnncore {cnncore.__version__}; {os.cpu_count()} cores; batch {args.batch_size}")
+    print(
+        f"cnncore {cnncore.__version__}; {os.cpu_count()} cores; batch {args.batch_size}; "
+        f"load average {_load()} (other work on the machine slows every timing)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "child.py"), "w") as f:
             f.write(CHILD)
@@ -178,7 +202,19 @@ def main() -> None:
                 f"(ratio 2x1 / 1x2 = {two['seconds'] / one['seconds']:.2f}); "
                 f"weights 1 vs 2 processes bit-identical: {same}"
             )
-            model = cnncore.models.build(name, rng=0)
+            print(f"  (load average now {_load()})")
+            model = _build(name)
+            if any(isinstance(m, cnncore.nn.BatchNorm2d) for m in model.children()):
+                s_one = _epoch(tmp, "sync", name, args.limit, args.batch_size, 1, 2)
+                s_two = _epoch(tmp, "sync", name, args.limit, args.batch_size, 2, 1)
+                pairs = zip(s_one["weights"], s_two["weights"], strict=True)
+                same = all(np.array_equal(a, b) for a, b in pairs)
+                print(
+                    f"  with SyncBatchNorm: 1 process x 2 threads {s_one['seconds']:.2f} s "
+                    f"({s_one['seconds'] / one['seconds']:.2f} x BatchNorm2d's); 2 processes "
+                    f"x 1 thread {s_two['seconds']:.2f} s ({s_two['seconds'] / two['seconds']:.2f}"
+                    f" x); weights 1 vs 2 processes bit-identical: {same}"
+                )
             n_params = sum(q.data.size for q in model.parameters())
             parts = 4
             part = args.batch_size // parts

@@ -23,9 +23,32 @@ the MPI library.  cnncore instead cuts every global batch into ``parts`` fixed, 
   combined with the same tree, otherwise every part gradient is gathered.  Both give the
   tree's exact result.
 
-So K = 1, 2 or 4 processes (``parts=4``, the default) give bit-identical weights.  BatchNorm
-computes its statistics per part (as PyTorch's DDP computes them per rank); its results are
-K-independent too, but differ from a non-distributed ``fit``.
+So K = 1, 2 or 4 processes (``parts=4``, the default) give bit-identical weights.
+
+Evaluation and metrics
+----------------------
+Training metrics are summed per part, and validation (and ``evaluate(distributed=True)``) is
+sharded: each rank evaluates a contiguous block of the evaluation batches, and the per-batch
+sums (loss times batch length, hits, top-k counts) are added over the batches in order
+(:func:`sum_in_order`) -- the same operations in the same order as a single process's
+``evaluate``, so the reported ``val_*`` metrics are bit-identical to it.
+
+BatchNorm
+---------
+:class:`~cnncore.nn.BatchNorm2d` (and 1d) is per part, as PyTorch's DDP is per rank: its batch
+statistics are those of the part it normalizes, and its running statistics follow part 0 of
+every global batch (as DDP's default ``broadcast_buffers`` keeps rank 0's); rank 0's buffers
+are broadcast to every rank before validation and when ``fit`` ends.  Both are
+K-independent, but differ from a non-distributed ``fit``.
+
+:class:`~cnncore.nn.SyncBatchNorm` (``nn.SyncBatchNorm.convert_sync_batchnorm(model)``, as in
+PyTorch) normalizes with the statistics of the whole global batch instead.  A rank then runs
+its parts in :class:`Lockstep`: one thread per part, taking turns, so that every
+SyncBatchNorm of every part contributes its part's (count, mean, squared deviations) before
+any continues; the parts' rows are exchanged across ranks and merged by :func:`tree_reduce`'s
+fixed tree (Chan's pairwise formula), and backward does the same with the sums of the
+gradient and of gradient x normalized input.  Every part sees the same global statistics for
+every K, so its results are bit-identical for any process count too.
 
 Every collective has a deadline (``timeout``, default 300 s or ``$CNNCORE_MPI_TIMEOUT``): a rank
 that died or hangs makes the others print which collective timed out and abort the job
@@ -37,8 +60,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,10 +75,15 @@ __all__ = [
     "DEFAULT_PARTS",
     "Communicator",
     "GradientSum",
+    "Lockstep",
+    "broadcast_buffers",
     "layout",
     "mpi_available",
     "part_bounds",
     "owned_parts",
+    "sum_in_order",
+    "sync_context",
+    "tree_reduce",
     "tree_sum",
     "world",
 ]
@@ -82,22 +111,27 @@ def owned_parts(parts: int, size: int, rank: int) -> range:
     return range(rank * parts // size, (rank + 1) * parts // size)
 
 
-def tree_sum(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Sum of ``arrays`` by one fixed pairwise tree: neighbours are added level by level
-    (``(a0 + a1), (a2 + a3), ...``; an odd last one moves up unchanged).  For a power-of-two
-    count, the sum of aligned power-of-two blocks combined by the same rule is the same bits."""
-    level = [np.array(a, copy=True) for a in arrays]
+def tree_reduce(items: Sequence[Any], combine: Callable[[Any, Any], Any]) -> Any:
+    """``items`` combined by one fixed pairwise tree: neighbours are combined level by level
+    (``combine(a0, a1), combine(a2, a3), ...``; an odd last one moves up unchanged).  The
+    tree depends on ``len(items)`` only."""
+    level = list(items)
     if not level:
-        raise ValueError("tree_sum(): needs at least one array. Received: an empty sequence")
+        raise ValueError("tree_reduce(): needs at least one item. Received: an empty sequence")
     while len(level) > 1:
-        nxt = []
-        for i in range(0, len(level) - 1, 2):
-            np.add(level[i], level[i + 1], out=level[i])
-            nxt.append(level[i])
+        nxt = [combine(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
     return level[0]
+
+
+def tree_sum(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Sum of ``arrays`` by :func:`tree_reduce`'s fixed pairwise tree.  For a power-of-two
+    count, the sum of aligned power-of-two blocks combined by the same rule is the same bits."""
+    if not len(arrays):
+        raise ValueError("tree_sum(): needs at least one array. Received: an empty sequence")
+    return tree_reduce([np.array(a, copy=True) for a in arrays], lambda a, b: np.add(a, b, out=a))
 
 
 def _subtrees_align(parts: int, size: int) -> bool:
@@ -294,11 +328,12 @@ class GradientSum:
         """Start a step: forget the previous step's part gradients."""
         self.leaves = []
 
-    def take(self) -> None:
-        """Move the parameters' current gradients into this step's next part (and zero them)."""
+    def take(self, params: Sequence[Parameter] | None = None) -> None:
+        """Move the parameters' current gradients into this step's next part (and zero them);
+        ``params``: a replica's parameters (in the same order) instead of the model's."""
         leaf = np.empty(self.total, dtype=self.dtype)
         o = 0
-        for p, k in zip(self.params, self.sizes, strict=True):
+        for p, k in zip(self.params if params is None else params, self.sizes, strict=True):
             leaf[o : o + k] = p.grad.reshape(-1)
             p.grad.fill(0)
             o += k
@@ -358,3 +393,194 @@ def sum_in_order(comm: Communicator, rows: np.ndarray) -> np.ndarray:
     for i in range(rows.shape[0]):
         total += gathered[owner_of(i, rows.shape[0], comm.size), i]
     return total
+
+
+def broadcast_buffers(buffers: Sequence[np.ndarray], comm: Communicator, root: int = 0) -> None:
+    """Every rank takes rank ``root``'s buffers (BatchNorm's running statistics), in place."""
+    for b in buffers:
+        comm.bcast_(b, root)
+
+
+# --------------------------------------------------------------------------------------------
+# Lockstep: this rank's parts of a global batch run together, for global-batch statistics
+# --------------------------------------------------------------------------------------------
+
+_LOCAL = threading.local()
+_MAIN = -1  # the turn of the thread that calls Lockstep.run (it does the communication)
+
+
+def sync_context() -> Any:
+    """The :class:`Lockstep` running a part in this thread (None outside a distributed step
+    with SyncBatchNorm): layers call its :meth:`Lockstep.exchange`."""
+    return getattr(_LOCAL, "lockstep", None)
+
+
+class _Abandoned(BaseException):
+    """Unwinds a part's thread after another part (or the main thread) failed."""
+
+
+class Lockstep:
+    """Runs this rank's parts of one global batch together, so that a layer can normalize
+    with statistics of the whole global batch (:class:`~cnncore.nn.SyncBatchNorm`).
+
+    Every part runs in its own thread, but one at a time: in part order, each runs until it
+    reaches a sync point (a layer calling :meth:`exchange` with its part's row of statistics)
+    or its end, then hands over to the next.  When every part has reached the sync point, the
+    thread that called :meth:`run` exchanges the rows of every rank's parts (two allgathers: a
+    header, then the rows) and the parts continue, each with the rows of all parts of the
+    global batch -- the same on every rank and for every process count.  A rank whose parts
+    are all empty (a last batch shorter than the process count) takes part in the exchanges
+    with empty rows.  Every MPI call is made by the calling thread.
+
+    Parameters
+    ----------
+    comm : Communicator
+        Anything with ``rank``, ``size`` and ``allgather`` (:meth:`Communicator.allgather`).
+    parts : int
+        Parts per global batch.
+    """
+
+    def __init__(self, comm: Any, parts: int) -> None:
+        self.comm = comm
+        self.parts = parts
+        self.exchanges = 0  # rounds exchanged so far (all steps)
+        self._cond = threading.Condition()
+        self._reset(0)
+
+    def _reset(self, n: int) -> None:
+        self._n = n
+        self._turn = 0 if n else _MAIN
+        self._round = 0
+        self._rows: dict[int, np.ndarray] = {}
+        self._result: np.ndarray | None = None
+        self._finished = 0
+        self._error: BaseException | None = None
+
+    def run(self, jobs: Sequence[tuple[int, Callable[[], None]]]) -> None:
+        """Run ``jobs`` (``(part, function)`` in part order: this rank's non-empty parts; may
+        be empty) in lockstep; returns when every rank's parts are done.  An exception of a
+        part is raised here (the other parts are abandoned)."""
+        self._reset(len(jobs))
+        threads = [
+            threading.Thread(
+                target=self._job, args=(i, part, fn), name=f"cnncore-part-{part}", daemon=True
+            )
+            for i, (part, fn) in enumerate(jobs)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while True:
+                with self._cond:
+                    while self._turn != _MAIN and self._error is None:
+                        self._cond.wait()
+                    if self._error is not None or self._finished == self._n:
+                        break
+                    if self._finished or len(self._rows) != self._n:
+                        self._error = RuntimeError(
+                            "Lockstep: the parts of this rank reached different numbers of "
+                            "sync points (a model whose SyncBatchNorm calls depend on the data?)"
+                        )
+                        break
+                    rows, self._rows = self._rows, {}
+                result = self._round_trip(rows)
+                with self._cond:
+                    self._result = result
+                    self._round += 1
+                    self._turn = 0
+                    self._cond.notify_all()
+        except BaseException as exc:
+            with self._cond:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+            for t in threads:
+                t.join()
+        if self._error is not None:
+            raise self._error
+        # the step's last round: every rank says it is done (an idle rank follows the others'
+        # exchanges with empty rows until then)
+        while self._round_trip({} if not jobs else None) is not None:
+            pass
+
+    def _job(self, i: int, part: int, fn: Callable[[], None]) -> None:
+        with self._cond:
+            while self._turn != i and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                return
+        _LOCAL.lockstep, _LOCAL.part, _LOCAL.index = self, part, i
+        try:
+            fn()
+        except _Abandoned:
+            return
+        except BaseException as exc:
+            with self._cond:
+                if self._error is None:
+                    self._error = exc
+                self._cond.notify_all()
+            return
+        finally:
+            _LOCAL.lockstep = None
+        with self._cond:
+            self._finished += 1
+            self._turn = i + 1 if i + 1 < self._n else _MAIN
+            self._cond.notify_all()
+
+    def exchange(self, row: np.ndarray) -> np.ndarray:
+        """Called by a layer in a part's thread with that part's ``row`` (1-D; the same length
+        in every part): returns the rows of all ``parts`` parts of the global batch, shape
+        ``(parts, len(row))`` float64 (zeros for empty parts), after every part of every rank
+        has called it."""
+        if sync_context() is not self:
+            raise RuntimeError("Lockstep.exchange(): called outside one of its parts' threads")
+        i, part = _LOCAL.index, _LOCAL.part
+        row = np.array(row, dtype=np.float64).reshape(-1)
+        with self._cond:
+            if self._error is not None:
+                raise _Abandoned
+            self._rows[part] = row
+            mine = self._round
+            self._turn = i + 1 if i + 1 < self._n else _MAIN
+            self._cond.notify_all()
+            while not (self._round > mine and self._turn == i):
+                if self._error is not None:
+                    raise _Abandoned
+                self._cond.wait()
+            assert self._result is not None
+            return self._result
+
+    def _fail(self, message: str) -> None:
+        abort = getattr(self.comm, "abort", None)
+        if abort is not None and getattr(self.comm, "size", 1) > 1:
+            abort(message)  # the other ranks wait in a collective: stop them all
+        raise RuntimeError(message)
+
+    def _round_trip(self, rows: dict[int, np.ndarray] | None) -> np.ndarray | None:
+        """One round: ``rows`` of this rank's parts at a sync point ({} while idle, None at the
+        end).  Returns every part's row, or None when every rank is at its end."""
+        widths = {len(r) for r in rows.values()} if rows else set()
+        if len(widths) > 1:
+            self._fail(f"Lockstep: the parts exchanged rows of different lengths {widths}")
+        width = widths.pop() if widths else 0
+        header = np.array([1 if rows else 0, width], dtype=np.int64)
+        headers = self.comm.allgather(header)
+        active = headers[:, 0] == 1
+        if not active.any():
+            return None
+        sizes = set(headers[active, 1].tolist())
+        if len(sizes) > 1 or (rows is None):
+            self._fail(
+                "Lockstep: the ranks reached different sync points (rows of lengths "
+                f"{sorted(sizes)}{', or an early end' if rows is None else ''})"
+            )
+        width = sizes.pop()
+        mine = np.zeros((self.parts, width), dtype=np.float64)
+        for part, row in (rows or {}).items():
+            mine[part] = row
+        gathered = self.comm.allgather(mine)
+        size = self.comm.size
+        self.exchanges += 1
+        return np.stack([gathered[owner_of(p, self.parts, size), p] for p in range(self.parts)])

@@ -391,3 +391,8 @@ def test_missing_dataset_names_the_flag(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "argument --data" in err and "--data DIR" in err and "path=DIR" not in err
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_sync_bn_needs_distributed(capsys):
+    assert main(["train", "--model", "resnet20", "--sync-bn", "--epochs", "1"]) == 2
+    assert "argument --sync-bn: applies to --distributed only" in capsys.readouterr().err

@@ -101,25 +101,41 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _fit(tmp_path: Path, kind: str, n: int | None) -> dict[str, np.ndarray]:
+def _fit(
+    tmp_path: Path, kind: str, n: int | None, script: str = "fit_script.py"
+) -> dict[str, np.ndarray]:
     out = tmp_path / f"{kind}-{n}.npz"
-    script = [sys.executable, str(HERE / "mpi" / "fit_script.py"), str(out), kind]
-    cmd = script if n is None else [*_mpirun(), "-n", str(n), *script]
+    cmd = [sys.executable, str(HERE / "mpi" / script), str(out), kind]
+    if script == "resnet_script.py":
+        cmd.append(str(tmp_path / f"files-{kind}-{n}"))
+    if n is not None:
+        cmd = [*_mpirun(), "-n", str(n), *cmd]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     with np.load(out) as f:
         return {k: f[k] for k in f.files}
 
 
+_REFERENCES: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+
+def _reference(tmp_path_factory, kind: str, script: str = "fit_script.py"):
+    """The single-process run (computed once per session)."""
+    if (script, kind) not in _REFERENCES:
+        folder = tmp_path_factory.mktemp("reference")
+        _REFERENCES[script, kind] = _fit(folder, kind, None, script)
+    return _REFERENCES[script, kind]
+
+
 @pytest.mark.parametrize(
     "kind, counts", [("lenet", (2, 3, 4)), ("threads", (2,)), ("graph", (2, 4))]
 )
-def test_weights_are_bit_identical_for_any_process_count(tmp_path, kind, counts):
+def test_weights_are_bit_identical_for_any_process_count(tmp_path, tmp_path_factory, kind, counts):
     """The same seeded distributed fit, in one plain process and under mpirun -n K (K = 3
     takes the gather-every-part path; ``threads`` runs 1 thread per rank; ``graph`` is a
     residual graph model with Dropout and augmentation): the final weights are the same
     bits."""
-    ref = _fit(tmp_path, "graph" if kind == "graph" else "lenet", None)
+    ref = _reference(tmp_path_factory, "graph" if kind == "graph" else "lenet")
     for n in counts:
         got = _fit(tmp_path, kind, n)
         assert got.keys() == ref.keys()
@@ -127,7 +143,28 @@ def test_weights_are_bit_identical_for_any_process_count(tmp_path, kind, counts)
             np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{kind}, {n} ranks, {k}")
 
 
-@pytest.mark.parametrize("how", ["kill", "hang"])
+@pytest.mark.parametrize("kind", ["bn", "sync"])
+def test_resnet_with_callbacks_scheduler_augmentation_and_validation(
+    tmp_path, tmp_path_factory, kind
+):
+    """A small ResNet-20 graph model (BatchNorm2d per part, or SyncBatchNorm over the global
+    batch) trained with validation data, EarlyStopping, ModelCheckpoint, CSVLogger, a
+    OneCycleLR scheduler, augmentation and a top-3 metric, a last batch of 2 images (ranks
+    without samples in it), then a distributed evaluate: for K = 1, 2 and 4 the weights,
+    running statistics, per-epoch metrics (``val_*`` equal to a single-process evaluate
+    each epoch -- the script checks that on every rank) and the evaluation are the same
+    bits, and only rank 0 wrote the checkpoints and the CSV log."""
+    ref = _reference(tmp_path_factory, kind, "resnet_script.py")
+    assert len(ref["history/val_loss"]) == 3
+    assert sorted(ref["files"]) == ["ckpt-1.npz", "ckpt-2.npz", "ckpt-3.npz", "log.csv"]
+    for n in (2, 4):
+        got = _fit(tmp_path, kind, n, "resnet_script.py")
+        assert got.keys() == ref.keys()
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{kind}, {n} ranks, {k}")
+
+
+@pytest.mark.parametrize("how", ["kill", "hang", "raise"])
 def test_a_dead_or_hung_rank_stops_the_others(how):
     cmd = [*_mpirun(), "-n", "2", sys.executable, str(HERE / "mpi" / "kill_script.py"), how]
     t0 = time.monotonic()
@@ -141,6 +178,9 @@ def test_a_dead_or_hung_rank_stops_the_others(how):
     assert elapsed < 120, elapsed
     if how == "hang":
         assert "did not complete within 10 s" in text, text[-3000:]
+    if how == "raise":  # an exception on one rank stops every rank at once, not at the deadline
+        assert "fit() failed on this rank (ZeroDivisionError: rank 1 fails)" in text, text[-3000:]
+        assert "did not complete" not in text, text[-3000:]
 
 
 def test_distributed_parts_needs_distributed():

@@ -174,6 +174,7 @@ def test_parameter_bytes_cover_every_layer_that_owns_arrays():
             dict(num_features=4, track_running_stats=False, dtype="float64"),
         ],
         "BatchNorm2d": [dict(num_features=6)],
+        "SyncBatchNorm": [dict(num_features=4), dict(num_features=3, affine=False)],
         "MaxPool2d": [dict(kernel_size=2)],
         "AvgPool2d": [dict(kernel_size=2)],
         "AdaptiveAvgPool2d": [dict(output_size=2)],

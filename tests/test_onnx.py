@@ -36,7 +36,7 @@ def _randomize(model, seed=0):
     rng = np.random.default_rng(seed)
     for layer in _walk(model):
         stats = getattr(layer, "track_running_stats", False)
-        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d)) and stats:
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d)) and stats:
             c = layer.num_features
             layer._buffers["running_mean"][...] = rng.standard_normal(c)
             layer._buffers["running_var"][...] = rng.uniform(0.5, 2.0, c)
@@ -151,6 +151,7 @@ CASES = [
         "same",
     ),
     ("bn1d-3d", lambda d: nn.Sequential(nn.BatchNorm1d(3, dtype=d)), (2, 3, 6), "same"),
+    ("sync-bn", lambda d: nn.Sequential(nn.SyncBatchNorm(3, dtype=d)), (2, 3, 4, 5), "equal"),
     (
         "bn-no-affine",  # comes back affine (ones and zeros)
         lambda d: nn.Sequential(nn.BatchNorm2d(3, affine=False, dtype=d)),

@@ -346,6 +346,10 @@ def _mk_bn(nd: int):
     return make
 
 
+def _mk_sync_bn(g: Draw):
+    return _mk_bn(g.choice([2, 3, 4, 5]))(g)
+
+
 def _mk_flatten(g: Draw):
     shape = draw_shape(g) or (2, 3)
     return dict(start_dim=int(g.r.integers(-2, 3)), end_dim=int(g.r.integers(-2, 3))), g.x(*shape)
@@ -838,6 +842,7 @@ def _build_ops() -> dict[str, Any]:
         "GlobalAvgPool2d": _mk_global,
         "BatchNorm1d": _mk_bn(3),
         "BatchNorm2d": _mk_bn(4),
+        "SyncBatchNorm": _mk_sync_bn,
         "Flatten": _mk_flatten,
         "Dropout": _mk_dropout,
         "ReLU": _mk_act(),

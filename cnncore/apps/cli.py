@@ -237,6 +237,8 @@ def _check_args(args: argparse.Namespace) -> None:
                 _check_output(parser, "--checkpoint-dir", folder)
             elif not os.access(folder, os.W_OK | os.X_OK):
                 parser.error(f"argument --checkpoint-dir: cannot write into {folder!r}")
+        if getattr(args, "sync_bn", False) and not args.distributed:
+            parser.error("argument --sync-bn: applies to --distributed only")
         if args.distributed:
             from cnncore.distributed import mpi_available
 
@@ -410,6 +412,8 @@ def _train(args: argparse.Namespace, *, model_name: str, title: str) -> int:
     if model_name.startswith(("resnet", "mobilenet")):  # at the data's size (28x28: no padding)
         kwargs["input_size"] = tuple(x_train.shape[2:])
     model = models.build(model_name, **kwargs)
+    if getattr(args, "sync_bn", False):
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # --weight-decay 0 (the default) keeps each optimizer's own (AdamW: 1e-2)
     opt = make_optimizer(
         args.optimizer,
@@ -454,7 +458,7 @@ def _train(args: argparse.Namespace, *, model_name: str, title: str) -> int:
             f"{elapsed:.1f} s; the model keeps the weights of its last finished step",
             file=sys.stderr,
         )
-    result = model.evaluate(x_test, y_test)
+    result = model.evaluate(x_test, y_test, distributed=distributed)
     finished = len(history.epoch) - (1 if history.interrupted and history.epoch else 0)
     print(
         f"test accuracy {100 * result['accuracy']:.2f} %  (test loss {result['loss']:.4f}) "
@@ -715,6 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="data-parallel training over MPI: run as mpirun -n K cnncore train --distributed "
         "(--batch-size is the global batch; the same weights for any K)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="with --distributed: BatchNorm normalizes with the statistics of the global batch "
+        "(nn.SyncBatchNorm) instead of each part's",
     )
     p.add_argument(
         "--checkpoint-dir",

@@ -238,12 +238,12 @@ class PlanCache:
 
 def _foldable(prev: Any, bn: Any) -> bool:
     name_p, name_b = registered_name(type(prev)), registered_name(type(bn))
-    if name_b not in ("BatchNorm1d", "BatchNorm2d") or not bn.track_running_stats:
+    if name_b not in ("BatchNorm1d", "BatchNorm2d", "SyncBatchNorm") or not bn.track_running_stats:
         return False
     if name_p in ("Conv2d", "ConvTranspose2d"):
-        return name_b == "BatchNorm2d" and prev.out_channels == bn.num_features
+        return name_b != "BatchNorm1d" and prev.out_channels == bn.num_features
     if name_p == "Linear":
-        return name_b == "BatchNorm1d" and prev.out_features == bn.num_features
+        return name_b != "BatchNorm2d" and prev.out_features == bn.num_features
     return False
 
 

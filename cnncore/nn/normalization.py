@@ -1,5 +1,6 @@
 """Normalization layers: :class:`BatchNorm1d`, :class:`BatchNorm2d` (PyTorch semantics, on
-:func:`cnncore.batch_norm`'s kernels), and :class:`GroupNorm`, :class:`LayerNorm`,
+:func:`cnncore.batch_norm`'s kernels), :class:`SyncBatchNorm` (BatchNorm over the
+global batch of a distributed ``fit``), and :class:`GroupNorm`, :class:`LayerNorm`,
 :class:`InstanceNorm2d` (thin layers over :func:`cnncore.group_norm`,
 :func:`cnncore.layer_norm` and :func:`cnncore.instance_norm`)."""
 
@@ -22,6 +23,7 @@ from .._validation import (
     check_int,
     check_numel,
 )
+from ..distributed import sync_context, tree_reduce, tree_sum
 from ..ops.norm import _batch_backward, _batch_forward, _normalized_shape
 from .module import (
     Module,
@@ -32,7 +34,14 @@ from .module import (
     grad_like,
 )
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm", "InstanceNorm2d"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "SyncBatchNorm",
+    "GroupNorm",
+    "LayerNorm",
+    "InstanceNorm2d",
+]
 
 
 class _BatchNorm(Module, register=False):
@@ -177,6 +186,13 @@ class _BatchNorm(Module, register=False):
         from what this returns (two passes instead of one)."""
         return db, dw, m
 
+    def _batch_sums(
+        self, db: np.ndarray, dw: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The per-channel sums of ``g`` and ``g * xhat`` and the count over the batch the
+        forward normalized with (this input's own; SyncBatchNorm: the global batch)."""
+        return db, dw, m
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return check_input_shape(
             input_shape, type(self).__name__, self._expected_ndims, size=self.num_features
@@ -215,6 +231,161 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalization over ``(N, C, H, W)`` inputs, per channel (PyTorch semantics)."""
 
     _expected_ndims = (4,)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalization with the statistics of the whole global batch in a distributed
+    ``fit`` (PyTorch's ``torch.nn.SyncBatchNorm``); elsewhere exactly
+    :class:`BatchNorm2d` / :class:`BatchNorm1d`.
+
+    Parameters
+    ----------
+    num_features : int
+        Channels C of the ``(N, C, ...)`` input (2-D to 5-D, as PyTorch's).
+    eps : float, default 1e-5
+    momentum : float or None, default 0.1
+        Of the running statistics; None: their cumulative average.
+    affine : bool, default True
+        Learn a per-channel ``weight`` and ``bias``.
+    track_running_stats : bool, default True
+        Keep ``running_mean``, ``running_var`` and ``num_batches_tracked`` (used in eval mode).
+    dtype : float32 or float64
+
+    Notes
+    -----
+    In the training steps of ``fit(..., distributed=True)`` (run under ``mpirun -n K``), the
+    mean and the (biased) variance are those of the global batch: each part of the batch
+    contributes its count, mean and sum of squared deviations, and the parts' rows are merged
+    with Chan's pairwise formula by :func:`cnncore.distributed.tree_reduce`'s fixed tree.
+    Backward reduces the per-channel sums of the output gradient and of gradient x
+    normalized input over the global batch the same way, so the input gradient is that of
+    one BatchNorm over the whole batch, and ``weight.grad``/``bias.grad`` receive each part's
+    share.  The running statistics are updated once per step with the global mean and the
+    unbiased global variance.  Every part sees the same numbers whatever the process count,
+    so training is bit-identical for any K (see :mod:`cnncore.distributed`).
+
+    Outside a distributed step (a plain ``fit``, a manual step, eval mode) it computes
+    exactly what :class:`BatchNorm2d` (or :class:`BatchNorm1d`) computes, bit for bit.  Its
+    parameters and buffers, and so its ``state_dict`` keys, are BatchNorm's (PyTorch's too).
+
+    See Also
+    --------
+    BatchNorm2d : statistics of the input it is given (per part in a distributed fit).
+    SyncBatchNorm.convert_sync_batchnorm : turn a model's BatchNorm layers into this one.
+    """
+
+    _expected_ndims = (2, 3, 4, 5)
+    #: Read by ``fit(distributed=True)``: the parts of a rank must run in lockstep.
+    global_batch_statistics = True
+
+    def _check_count(self, m: int, shape: tuple[int, ...]) -> None:
+        # in a distributed step the count that matters is the global batch's (checked in
+        # _batch_stats); a part may hold one sample or none
+        if sync_context() is None or not self.training:
+            super()._check_count(m, shape)
+
+    def _batch_stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+        lockstep = sync_context()
+        self._sync_count: int | None = None
+        if lockstep is None or not self.training:
+            return None  # BatchNorm's own statistics, bit for bit
+        c = self.num_features
+        m = x.shape[0] * x.shape[2]
+        # this part's count, mean and sum of squared deviations (float64), merged over the
+        # global batch's parts by one fixed tree
+        mean_p = x.sum(axis=2, dtype=np.float64).sum(axis=0) / max(m, 1)
+        dev = np.subtract(x, mean_p[:, None], dtype=np.float64)
+        m2_p = np.square(dev, out=dev).sum(axis=2).sum(axis=0)
+        rows = lockstep.exchange(np.concatenate(([float(m)], mean_p, m2_p)))
+        total = tree_reduce(list(rows), _merge_moments)
+        n = int(total[0])
+        if n <= 1:
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}(): expected more than 1 value per channel in the global batch when "
+                f"training. Received: {n} value(s) per channel (this part: input with "
+                f"{x.shape[0]} sample(s))"
+            )
+        self._sync_count = n
+        return total[1 : 1 + c].copy(), total[1 + c :] / n, n
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        x = self._cached("_x")
+        if x.size == 0 and self.__dict__.get("_sync_count") is not None:
+            # an empty part still takes its turn in the global sums
+            zeros = np.zeros(self.num_features, x.dtype)
+            self._batch_sums(zeros, zeros, 0)
+            return np.zeros(self._shape, x.dtype) if input_grad else None
+        return super().backward(grad_output, input_grad)
+
+    def _batch_sums(
+        self, db: np.ndarray, dw: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        n = self.__dict__.get("_sync_count")
+        if n is None:
+            return db, dw, m
+        lockstep = sync_context()
+        if lockstep is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward(): the forward normalized with the statistics "
+                "of a distributed step's global batch; call backward in the same step"
+            )
+        c = self.num_features
+        total = tree_sum(list(lockstep.exchange(np.concatenate((db, dw)))))
+        return total[:c].astype(db.dtype), total[c:].astype(dw.dtype), n
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module) -> Module:
+        """Turn every :class:`BatchNorm1d`/:class:`BatchNorm2d` in ``module`` (itself
+        included) into a SyncBatchNorm, in place, and return ``module`` (PyTorch's
+        ``nn.SyncBatchNorm.convert_sync_batchnorm``).
+
+        The layers keep their names, parameters (so an optimizer built before still
+        updates them), buffers and settings; only their class changes, so graph models and
+        containers need no rebuilding.
+
+        Examples
+        --------
+        >>> from cnncore import models, nn
+        >>> model = nn.SyncBatchNorm.convert_sync_batchnorm(models.resnet20(rng=0))
+        >>> type(model.get_layer("bn1")).__name__
+        'SyncBatchNorm'
+        """
+        if not isinstance(module, Module):
+            raise TypeError(
+                "SyncBatchNorm.convert_sync_batchnorm(): module must be a cnncore.nn.Module. "
+                f"Received: module of type {type(module).__name__}"
+            )
+        seen: set[int] = set()
+        stack = [module]
+        while stack:
+            m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if isinstance(m, (BatchNorm1d, BatchNorm2d)) and not isinstance(m, cls):
+                m.__class__ = cls
+                m._sync_count = None
+            stack.extend(m.children())
+        return module
+
+
+def _merge_moments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Chan et al.'s pairwise merge of two rows ``[count, mean (C), sum of squared
+    deviations (C)]``."""
+    na, nb = a[0], b[0]
+    if nb == 0:
+        return a
+    if na == 0:
+        return b
+    c = (len(a) - 1) // 2
+    n = na + nb
+    delta = b[1 : 1 + c] - a[1 : 1 + c]
+    out = np.empty_like(a)
+    out[0] = n
+    out[1 : 1 + c] = a[1 : 1 + c] + delta * (nb / n)
+    out[1 + c :] = a[1 + c :] + b[1 + c :] + delta * delta * (na * nb / n)
+    return out
 
 
 def _eps(eps: Any, name: str) -> float:

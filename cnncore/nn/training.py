@@ -12,11 +12,13 @@ a kernel call or a vectorized NumPy expression.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -335,11 +337,20 @@ class _Distributed:
     fixed parts of every global batch, and the per-part step (see that module for why the
     result does not depend on the process count)."""
 
-    def __init__(self, comm: Any, gradsum: Any, seed: int, verbose: int) -> None:
+    def __init__(self, comm: Any, gradsum: Any, seed: int, verbose: int, model: Module) -> None:
+        from .. import distributed as dist_lib
+
         self.comm = comm
         self.gradsum = gradsum
         self.seed = seed
         self.verbose = verbose
+        self.buffers = [b for _, b in model.named_buffers()]
+        # layers that normalize with the whole global batch (SyncBatchNorm) need the parts
+        # of a rank run together
+        self.lockstep = (
+            dist_lib.Lockstep(comm, gradsum.parts) if _needs_global_batch(model) else None
+        )
+        self.replicas: list[Module] = []
 
     @classmethod
     def start(
@@ -366,7 +377,24 @@ class _Distributed:
             print(dist_lib.format_layout(info))
         seed = comm.bcast_int(seed)  # rank 0's (drawn) seed
         dist_lib.broadcast_parameters(params, comm)
-        return cls(comm, gradsum, seed, verbose if comm.rank == 0 else 0)
+        dist = cls(comm, gradsum, seed, verbose if comm.rank == 0 else 0, model)
+        dist.sync_buffers()
+        return dist
+
+    def fail(self, exc: BaseException) -> None:
+        """An exception on this rank during training: the other ranks wait in a collective
+        that this rank will never join, so print it and stop every rank (non-zero exit)."""
+        if self.comm.size > 1:
+            traceback.print_exception(exc)
+            self.comm.abort(
+                f"fit() failed on this rank ({type(exc).__name__}: {exc}); stopping every rank"
+            )
+
+    def sync_buffers(self) -> None:
+        """Every rank takes rank 0's buffers (running statistics; see cnncore.distributed)."""
+        from .. import distributed as dist_lib
+
+        dist_lib.broadcast_buffers(self.buffers, self.comm)
 
     def callbacks_here(self, callbacks: Any) -> Any:
         """The callbacks this rank runs: all of them on rank 0; elsewhere those that do not
@@ -374,6 +402,25 @@ class _Distributed:
         if self.comm.rank == 0 or callbacks is None:
             return callbacks
         return [c for c in callbacks if not getattr(c, "rank_zero_only", False)]
+
+    def _models(self, model: Module, n: int) -> list[Module]:
+        """``model`` and ``n - 1`` replicas of it for the parts of a lockstep step: their own
+        layers (caches, buffers, gradients), the model's parameter values."""
+        while len(self.replicas) < n - 1:
+            memo: dict[int, Any] = {id(p.data): p.data for p in model.parameters()}
+            memo[id(model.optimizer)] = None  # (and the loss: never part of a replica)
+            memo[id(model.loss_fn)] = None
+            replica = copy.deepcopy(model, memo)
+            for rp in replica.parameters():
+                rp.grad = np.zeros_like(rp.data)
+            self.replicas.append(replica)
+        models = [model, *self.replicas[: n - 1]][:n]
+        params = model.parameters()
+        for replica in models[1:]:
+            for rp, p in zip(replica.parameters(), params, strict=True):
+                rp.data = p.data  # (the optimizer updates in place; this keeps it so anyway)
+            replica.train()
+        return models
 
     def step(
         self,
@@ -397,36 +444,78 @@ class _Distributed:
 
         nb = len(idx)
         gs = self.gradsum
+        bounds = dist_lib.part_bounds(nb, gs.parts)
         rows = np.zeros((gs.parts, 3 + len(extra_metrics)))
+
+        def run_part(m: Module, p: int) -> None:
+            lo, hi = bounds[p]
+            prng = dist_lib.part_rng(self.seed, epoch, step, p)
+            _reseed(m, prng)
+            pidx = idx[lo:hi]
+            xb = as_model_input(x[pidx], dtype)
+            if augment is not None:
+                xb = as_model_input(augment(xb, prng), dtype)
+            yb = y[pidx]
+            out = m(xb)
+            if sw is None:
+                part_loss = loss_fn(out, yb)
+                grad = loss_fn.backward()
+            else:
+                part_loss, grad = loss_fn.weighted(out, yb, sw[pidx])
+            hits = losses.count_correct(loss_fn, out, yb)
+            rows[p, 0] = float(part_loss) * (hi - lo)
+            if hits is not None:
+                rows[p, 1:3] = hits, hi - lo
+            for i, metric in enumerate(extra_metrics):
+                rows[p, 3 + i] = metric.count(out, yb)
+            # the part's mean-loss gradient, weighted by its share of the global batch
+            m.backward(grad * grad.dtype.type((hi - lo) / nb), input_grad=False)
+
         opt.zero_grad()
         gs.begin()
-        for p in gs.owned:
-            lo, hi = dist_lib.part_bounds(nb, gs.parts)[p]
-            if hi > lo:
-                prng = dist_lib.part_rng(self.seed, epoch, step, p)
-                _reseed(model, prng)
-                pidx = idx[lo:hi]
-                xb = as_model_input(x[pidx], dtype)
-                if augment is not None:
-                    xb = as_model_input(augment(xb, prng), dtype)
-                yb = y[pidx]
-                out = model(xb)
-                if sw is None:
-                    part_loss = loss_fn(out, yb)
-                    grad = loss_fn.backward()
-                else:
-                    part_loss, grad = loss_fn.weighted(out, yb, sw[pidx])
-                # the part's mean-loss gradient, weighted by its share of the global batch
-                model.backward(grad * grad.dtype.type((hi - lo) / nb), input_grad=False)
-                hits = losses.count_correct(loss_fn, out, yb)
-                rows[p, 0] = float(part_loss) * (hi - lo)
-                if hits is not None:
-                    rows[p, 1:3] = hits, hi - lo
-                for i, m in enumerate(extra_metrics):
-                    rows[p, 3 + i] = m.count(out, yb)
-            gs.take()
+        active = [p for p in gs.owned if bounds[p][1] > bounds[p][0]]
+        if self.lockstep is None:
+            after_part0 = None
+            for p in gs.owned:
+                if p in active:
+                    run_part(model, p)
+                    if p == 0 and len(active) > 1 and self.buffers:
+                        after_part0 = [b.copy() for b in self.buffers]
+                gs.take()
+            if after_part0 is not None:  # running statistics follow part 0 (see the module)
+                for b, saved in zip(self.buffers, after_part0, strict=True):
+                    b[...] = saved
+        else:
+            models = self._models(model, len(active))
+
+            def job(m: Module, p: int) -> Any:
+                def run() -> None:
+                    with _alloc.caching():  # (the allocator is chosen per thread)
+                        run_part(m, p)
+
+                return run
+
+            self.lockstep.run([(p, job(m, p)) for p, m in zip(active, models, strict=True)])
+            by_part = dict(zip(active, models, strict=True))
+            for p in gs.owned:
+                gs.take(by_part[p].parameters() if p in by_part else None)
         gs.finish()
         return dist_lib.sum_in_order(self.comm, rows)
+
+
+def _needs_global_batch(model: Module) -> bool:
+    """Whether a module of ``model`` normalizes with global-batch statistics in distributed
+    training (its class sets ``global_batch_statistics``: SyncBatchNorm)."""
+    stack, seen = [model], set()
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        if getattr(type(m), "global_batch_statistics", False):
+            return True
+        stack.extend(m.children())
+    return False
 
 
 def _resolve_seed(seed: Any, func: str) -> int:
@@ -538,8 +627,12 @@ def fit(
     distributed : bool, default False
         Data-parallel training over MPI (run under ``mpirun -n K``; see
         :mod:`cnncore.distributed`): ``batch_size`` is the global batch, every rank computes
-        its share of it, and the weights are bit-identical for every K (without BatchNorm).
-        Only rank 0 prints and runs the callbacks that write files.
+        its share of it, and the weights (and running statistics) are bit-identical for
+        every K.  Validation is shared among the ranks too, its ``val_*`` metrics equal to a
+        single-process :func:`evaluate`'s bit for bit.  BatchNorm normalizes each part with
+        that part's statistics (as PyTorch's DDP per rank); :class:`~cnncore.nn.SyncBatchNorm`
+        with the global batch's.  Only rank 0 prints and runs the callbacks that write
+        files; every rank ends with rank 0's model.
     distributed_parts : int, optional
         The fixed parts every global batch is cut into when ``distributed`` (default
         :data:`cnncore.distributed.DEFAULT_PARTS`, 4); at most this many processes, and
@@ -763,13 +856,16 @@ def fit(
                 for i, m in enumerate(extra_metrics):
                     logs[m.name] = topk[i] / seen
                 if val is not None and not flag.stop:
-                    res = evaluate(
+                    if dist is not None:
+                        dist.sync_buffers()  # every rank evaluates with rank 0's statistics
+                    res = _evaluate(
                         model,
                         val[0],
                         val[1],
                         loss=loss_fn,
                         sample_weight=val[2],
                         metrics=extra_metrics,
+                        comm=None if dist is None else dist.comm,
                     )
                     for k, v in res.items():
                         if not (k == "accuracy" and math.isnan(v)):
@@ -792,8 +888,14 @@ def fit(
                 cbs.on_epoch_end(epoch, logs)
                 if flag.stop or model.stop_training:
                     break
+    except BaseException as exc:
+        if dist is not None:
+            dist.fail(exc)
+        raise
     finally:
         cbs.on_train_end(logs)
+    if dist is not None and not flag.stop:
+        dist.sync_buffers()  # every rank ends with rank 0's model
     if flag.stop:
         history.interrupted = True
         if verbose:
@@ -861,6 +963,7 @@ def evaluate(
     sample_weight: Any = None,
     metrics: Any = None,
     confusion: bool = False,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Mean loss and accuracy over ``(x, y)``, in eval mode.
 
@@ -881,6 +984,12 @@ def evaluate(
         class, column = predicted class) of a classifier (``CrossEntropyLoss`` with outputs
         (N, C); binary losses with one output: C = 2). Plot it with
         :func:`cnncore.viz.plot_confusion`.
+    distributed : bool, default False
+        Share the work among the ranks of ``mpirun -n K`` (every rank calls ``evaluate``
+        with the same model and data, e.g. after ``fit(distributed=True)``): each rank
+        evaluates a contiguous block of the batches and the per-batch sums are added in
+        batch order, so every rank gets the result of a single-process ``evaluate``, bit
+        for bit.
 
     Returns
     -------
@@ -888,6 +997,39 @@ def evaluate(
         ``loss``, ``accuracy`` (NaN for non-classification losses), the extra metrics, and
         ``confusion`` when asked.
     """
+    func = "evaluate"
+    comm = None
+    if check_bool(distributed, "distributed", func):
+        from .. import distributed as dist_lib
+
+        comm = dist_lib.world()
+    return _evaluate(
+        model,
+        x,
+        y,
+        batch_size,
+        loss,
+        sample_weight=sample_weight,
+        metrics=metrics,
+        confusion=confusion,
+        comm=comm,
+    )
+
+
+def _evaluate(
+    model: Module,
+    x: Any,
+    y: Any,
+    batch_size: int = 256,
+    loss: Any = None,
+    *,
+    sample_weight: Any = None,
+    metrics: Any = None,
+    confusion: bool = False,
+    comm: Any = None,
+) -> dict[str, Any]:
+    """:func:`evaluate`; with ``comm`` (a :class:`cnncore.distributed.Communicator`) on this
+    rank's block of the batches, the sums reduced in batch order."""
     func = "evaluate"
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     confusion = check_bool(confusion, "confusion", func)
@@ -906,16 +1048,23 @@ def evaluate(
     sw = _check_sample_weight(sample_weight, len(x), "sample_weight", func)
     is_ce = isinstance(loss_fn, losses.CrossEntropyLoss)
     is_binary = isinstance(loss_fn, (losses.BCEWithLogitsLoss, losses.BCELoss))
+    n = len(x)
+    n_batches = -(-n // batch_size)
+    if comm is None:
+        mine: range = range(n_batches)
+    else:
+        from .. import distributed as dist_lib
+
+        mine = dist_lib.owned_parts(n_batches, comm.size, comm.rank)
+    # per batch: loss * batch length, hits, samples counted for accuracy, top-k counts
+    rows = np.zeros((n_batches, 3 + len(extra_metrics)))
     was_training = model.training
     model.eval()
-    total = 0.0
-    correct = 0
-    counted = 0
-    topk = [0] * len(extra_metrics)
     cm: np.ndarray | None = None
     try:
         with _batch_loop():
-            for s in _batches(len(x), batch_size):
+            for bi in mine:
+                s = slice(bi * batch_size, min(n, (bi + 1) * batch_size))
                 out = model(x[s])
                 nb = s.stop - s.start
                 if extra_metrics and not (is_ce and out.ndim >= 2):
@@ -924,28 +1073,44 @@ def evaluate(
                         f"CrossEntropyLoss. Received: loss {type(loss_fn).__name__}"
                     )
                 if sw is None:
-                    total += float(loss_fn(out, y[s])) * nb
+                    rows[bi, 0] = float(loss_fn(out, y[s])) * nb
                 else:
-                    total += loss_fn.weighted(out, y[s], sw[s])[0] * nb
+                    rows[bi, 0] = loss_fn.weighted(out, y[s], sw[s])[0] * nb
                 hits = losses.count_correct(loss_fn, out, y[s])
                 if hits is not None:
-                    correct += hits
-                    counted += nb
+                    rows[bi, 1:3] = hits, nb
                 for i, m in enumerate(extra_metrics):
-                    topk[i] += m.count(out, y[s])
+                    rows[bi, 3 + i] = m.count(out, y[s])
                 if confusion:
                     cm = _add_confusion(cm, loss_fn, is_ce, is_binary, out, y[s], func)
     finally:
         model.train(was_training)
+    if comm is None:  # the sums in batch order (what sum_in_order does across ranks)
+        total = np.zeros(rows.shape[1])
+        for row in rows:
+            total += row
+    else:
+        total = dist_lib.sum_in_order(comm, rows)
+        if confusion:
+            cm = _gather_confusion(comm, cm)
     result: dict[str, Any] = {
-        "loss": total / len(x),
-        "accuracy": correct / counted if counted else float("nan"),
+        "loss": float(total[0] / n),
+        "accuracy": float(total[1] / total[2]) if total[2] else float("nan"),
     }
     for i, m in enumerate(extra_metrics):
-        result[m.name] = topk[i] / len(x)
+        result[m.name] = float(total[3 + i] / n)
     if confusion:
         result["confusion"] = cm
     return result
+
+
+def _gather_confusion(comm: Any, cm: np.ndarray | None) -> np.ndarray:
+    """The sum of every rank's confusion matrix (None: a rank without batches)."""
+    classes = int(comm.allgather(np.array([0 if cm is None else len(cm)], np.int64)).max())
+    mine = np.zeros((classes, classes), np.int64)
+    if cm is not None:
+        mine[...] = cm
+    return comm.allgather(mine).sum(axis=0)
 
 
 def _add_confusion(

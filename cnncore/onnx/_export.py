@@ -650,6 +650,7 @@ EXPORTERS: dict[str, Exporter] = {
     "GroupNorm": _group_norm,
     "LayerNorm": _layer_norm,
     "InstanceNorm2d": _instance_norm,
+    "SyncBatchNorm": _batch_norm,
     "MaxPool2d": _max_pool,
     "AvgPool2d": _avg_pool,
     "AdaptiveAvgPool2d": _adaptive_avg_pool,

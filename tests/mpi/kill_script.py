@@ -1,6 +1,6 @@
 """Run by tests/test_distributed.py under ``mpirun -n 2``: in the middle of a distributed
-``fit`` rank 1 kills itself (``argv[1] == 'kill'``, SIGKILL) or hangs (``'hang'``); rank 0
-must not wait forever."""
+``fit`` rank 1 kills itself (``argv[1] == 'kill'``, SIGKILL), hangs (``'hang'``) or raises
+(``'raise'``); rank 0 must not wait forever."""
 
 import os
 import signal
@@ -21,6 +21,8 @@ def main() -> None:
         if rank == 1 and batch == 2:
             if sys.argv[1] == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if sys.argv[1] == "raise":
+                raise ZeroDivisionError("rank 1 fails")
             time.sleep(3600)
 
     model.fit(

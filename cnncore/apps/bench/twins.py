@@ -78,6 +78,7 @@ TORCH_TWINS: dict[str, Callable[[Any, Any], Any]] = {
     "Linear": lambda m, torch: torch.nn.Linear(m.in_features, m.out_features, m.bias is not None),
     "BatchNorm1d": _batch_norm("BatchNorm1d"),
     "BatchNorm2d": _batch_norm("BatchNorm2d"),
+    "SyncBatchNorm": _batch_norm("SyncBatchNorm"),
     "MaxPool2d": _max_pool,
     "AvgPool2d": _avg_pool,
     "AdaptiveAvgPool2d": lambda m, torch: torch.nn.AdaptiveAvgPool2d(tuple(m.output_size)),
