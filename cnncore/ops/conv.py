@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._callcache import memoize_checks
 from .._config import blas_single_thread, get_num_threads, load_kernels
 from .._geometry import (
     ConvGeometry,
@@ -45,6 +46,7 @@ __all__ = [
 _conv, _CONV_SIMD = load_kernels("cnncore.ops._conv")
 
 
+@memoize_checks
 def _conv_setup(
     func: str,
     x_shape: tuple[int, ...],
@@ -198,7 +200,9 @@ def conv2d(
     )
     if bias is not None:
         bias = as_float_array(bias, "bias", func)
-    dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    dtype = x.dtype
+    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
+        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
     geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
     n, k = x.shape[0], weight.shape[0]
     if bias is not None and bias.shape != (k,):
@@ -520,6 +524,7 @@ def conv2d_backward(
 # --------------------------------------------------------------------------------------------
 
 
+@memoize_checks
 def _conv_transpose_setup(
     func: str,
     x_shape: tuple[int, ...],
