@@ -105,22 +105,38 @@ def conv2d_algorithms(
     padding: Any = 0,
     dilation: Any = 1,
     groups: int = 1,
+    dtype: Any = None,
 ) -> dict[str, str]:
     """The algorithm each pass of a convolution would run with now.
 
     Returns ``{"forward": name, "input": name, "weight": name}`` with names from
-    :data:`cnncore.ops.conv_dispatch.ALGORITHMS` -- the automatic choice, or the one forced by
-    an enclosing :func:`cnncore.conv_algorithm` block.  The kernels still run GEMM where the
-    planned algorithm does not apply (and Winograd falls back to GEMM on Inf/NaN inputs).
+    :data:`cnncore.ops.conv_dispatch.ALGORITHMS` -- the one forced by an enclosing
+    :func:`cnncore.conv_algorithm` block, else the tuned choice for ``dtype`` (float32 or
+    float64; when given) if there is one, else the built-in thresholds' (nothing is
+    measured here).  The kernels still run GEMM where the planned algorithm does not apply
+    (and Winograd falls back to GEMM on Inf/NaN inputs).
     """
     func = "conv2d_algorithms"
     in_shape = check_shape(input_shape, "input_shape", func, 4)
     w_shape = check_shape(weight_shape, "weight_shape", func, 4)
     geo, groups = _conv_setup(func, in_shape, w_shape, stride, padding, dilation, groups)
+    dt = None if dtype is None else _float_dtype(dtype, func)
     return {
-        which: algorithm_name(select_conv_algorithm(w_shape, groups, geo, which))
+        which: algorithm_name(
+            select_conv_algorithm(w_shape, groups, geo, which, in_shape, dt, measure=False)
+        )
         for which in ("forward", "input", "weight")
     }
+
+
+def _float_dtype(dtype: Any, func: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{func}(): dtype must be float32 or float64. Received: dtype={dtype!r}")
+    return dt
 
 
 def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
@@ -216,7 +232,7 @@ def conv2d(
     if x.size == 0 or weight.size == 0:  # only padding is read: the output is the bias
         y[...] = 0 if bias is None else bias[None, :, None, None]
         return y
-    algo = select_conv_algorithm(weight.shape, groups, geo, "forward")
+    algo = select_conv_algorithm(weight.shape, groups, geo, "forward", x.shape, dtype)
     with blas_single_thread():
         _conv.conv2d_forward(
             x, weight, bias, y, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -313,7 +329,7 @@ def _conv_input_grad(
     if grad_output.size == 0 or weight.size == 0:
         dx[...] = 0
         return dx
-    algo = select_conv_algorithm(weight.shape, groups, geo, "input")
+    algo = select_conv_algorithm(weight.shape, groups, geo, "input", input_shape, grad_output.dtype)
     with blas_single_thread():
         _conv.conv2d_backward_input(
             grad_output, weight, dx, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -398,7 +414,7 @@ def _conv_param_grads(
         if db is not None:
             _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
         return dw, db
-    algo = select_conv_algorithm(weight_shape, groups, geo, "weight")
+    algo = select_conv_algorithm(weight_shape, groups, geo, "weight", x.shape, x.dtype)
     with blas_single_thread():
         _conv.conv2d_backward_weight(
             grad_output, x, dw, db, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -582,6 +598,7 @@ def conv_transpose2d_algorithms(
     output_padding: Any = 0,
     groups: int = 1,
     dilation: Any = 1,
+    dtype: Any = None,
 ) -> dict[str, str]:
     """The algorithm each pass of a transposed convolution would run with now:
     ``{"forward": name, "input": name, "weight": name}`` (see :func:`conv2d_algorithms`; the
@@ -589,11 +606,14 @@ def conv_transpose2d_algorithms(
     func = "conv_transpose2d_algorithms"
     in_shape = check_shape(input_shape, "input_shape", func, 4)
     w_shape = check_shape(weight_shape, "weight_shape", func, 4)
-    geo, groups, _ = _conv_transpose_setup(
+    geo, groups, out_shape = _conv_transpose_setup(
         func, in_shape, w_shape, stride, padding, output_padding, groups, dilation
     )
+    dt = None if dtype is None else _float_dtype(dtype, func)
     return {
-        mine: algorithm_name(select_conv_algorithm(w_shape, groups, geo, conv))
+        mine: algorithm_name(
+            select_conv_algorithm(w_shape, groups, geo, conv, out_shape, dt, measure=False)
+        )
         for mine, conv in (("forward", "input"), ("input", "forward"), ("weight", "weight"))
     }
 
@@ -689,7 +709,7 @@ def conv_transpose2d(
     if x.size == 0 or weight.size == 0:  # no input reaches the output: the bias
         y[...] = 0 if bias is None else bias[None, :, None, None]
         return y
-    algo = select_conv_algorithm(weight.shape, groups, geo, "input")
+    algo = select_conv_algorithm(weight.shape, groups, geo, "input", out_shape, dtype)
     with blas_single_thread():
         _conv.conv_transpose2d_forward(
             x, weight, bias, y, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -772,7 +792,9 @@ def conv_transpose2d_backward(
         if dx.size and (grad_output.size == 0 or weight.size == 0):
             dx[...] = 0
         elif dx.size:
-            algo = select_conv_algorithm(weight.shape, groups, geo, "forward")
+            algo = select_conv_algorithm(
+                weight.shape, groups, geo, "forward", grad_output.shape, x.dtype
+            )
             with blas_single_thread():
                 _conv.conv2d_forward(
                     grad_output,
@@ -956,6 +978,7 @@ def prepare_conv2d(
     out_shape = (x_shape[0], weight_shape[0], *geo.out)
     args = _conv_kernel_args(geo, groups)
     w_shape = tuple(weight_shape)
+    x_shape, dtype = tuple(x_shape), np.dtype(dtype)
     if math.prod(out_shape) == 0 or math.prod(x_shape) == 0 or math.prod(w_shape) == 0:
 
         def run_general(
@@ -969,7 +992,7 @@ def prepare_conv2d(
 
     def run(x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray) -> np.ndarray:
         # the algorithm is chosen per call: a cnncore.conv_algorithm() block may force one
-        algo = select_conv_algorithm(w_shape, groups, geo, "forward")
+        algo = select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
         forward(x, weight, bias, out, *args, algo, get_num_threads())
         return out
 
