@@ -534,6 +534,30 @@ def test_tune_with_several_inputs():
     assert len(report) == 1  # one shape: both convolutions are the same case
 
 
+def test_concurrent_tune_calls_each_cover_their_model():
+    import threading
+
+    reports = {}
+    errors = []
+
+    def work(c_in):
+        try:
+            model = nn.Sequential(nn.Conv2d(c_in, 4, 3, rng=0))
+            reports[c_in] = cnncore.tune(model, (1, c_in, 10, 10))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in (1, 2, 3, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for c_in, report in reports.items():
+        assert {r["weight"] for r in report} == {(4, c_in, 3, 3)} and len(report) == 3
+    assert len(conv_dispatch.tuned_algorithms()) == 12
+
+
 def test_tune_results_match_the_untuned_model_to_rounding(rng):
     model = cnncore.models.simple_cnn(rng=0).eval()
     x = rng.random((4, 1, 28, 28), dtype=np.float32)
@@ -560,3 +584,51 @@ def test_tune_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         cnncore.tune(**kwargs)
     assert conv_dispatch.tuned_algorithms() == []
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark suites' plumbing (no timing is asserted)
+# --------------------------------------------------------------------------------------------
+
+
+def test_bench_autotune_runs_and_reports():
+    from cnncore.apps.bench import SUITES, bench_autotune
+    from cnncore.apps.bench.report import machine_info, markdown_report
+
+    assert SUITES["autotune"] is bench_autotune
+    res = bench_autotune(shapes=[(1, 2, 6, 6, 2, 3, 1, 1, 1)], out=lambda line: None)
+    (row,) = res["rows"]
+    assert len(row["heuristic"]) == len(row["tuned"]) == 3
+    assert all(name in conv_dispatch.REGISTRY for name in row["tuned"])
+    if row["tuned"] == row["heuristic"]:
+        assert row["fwd_bwd_ratio"] == 1.0
+    assert conv_dispatch.tuned_algorithms() == []  # the suite leaves the process untuned
+    text = markdown_report({"autotune": res}, machine_info(use_torch=False))
+    assert "**Autotuning**" in text and "1,2,6,6 → 2,3,1,1" in text
+
+
+def test_inference_report_renders_the_overhead_table():
+    from cnncore.apps.bench.report import machine_info, markdown_report
+
+    res = {
+        "rows": [{"model": "lenet5", "threads": 1, "batch": 1, "cnncore_us": 50.0}],
+        "overhead": {
+            "rows": [
+                {
+                    "layer": "Conv2d",
+                    "input": (1, 1, 28, 28),
+                    "threads": 1,
+                    "kernel_us": 8.0,
+                    "eval_us": 12.0,
+                    "train_us": 12.5,
+                    "eval_overhead_us": 4.0,
+                    "train_overhead_us": 4.5,
+                }
+            ],
+            "blas_switch_us": {"cnncore": 0.1, "threadpoolctl": 15.0},
+        },
+    }
+    text = markdown_report({"inference": res}, machine_info(use_torch=False))
+    assert "| lenet5 | 1 | 1 | 50.0 | – |" in text
+    assert "| Conv2d | 1×1×28×28 | 1 | 8.00 | 12.00 | 4.00 | 12.50 | 4.50 |" in text
+    assert "threadpoolctl 15.00 µs" in text

@@ -282,10 +282,14 @@ def _tune_cache() -> conv_tune.TuneCache:
     return _cache
 
 
+_open_tunings = 0  # tuning() blocks open in any thread
+
+
 def _update_active() -> None:
     global _active
     _active = (
         _autotune
+        or _open_tunings > 0
         or bool(os.environ.get(conv_tune.ENV_CACHE))
         or (_cache is not None and bool(_cache.choices))
     )
@@ -392,19 +396,23 @@ def tuning(passes: tuple[str, ...] = conv_tune.PASSES) -> Iterator[list[ConvCase
     each of ``passes`` tuned (measured unless already tuned) for its shapes, whatever
     :func:`set_autotune` says, and the cache file is written once at the end.  Yields the
     list of the cases met (in order, without repeats)."""
+    global _open_tunings
     cache = _tune_cache()
     seen: list[ConvCase] = []
     t_passes = _tuning_passes.set(tuple(passes))
     t_seen = _tuning_seen.set(seen)
-    global _active
-    _active = True
+    with _cache_lock:
+        _open_tunings += 1
+        _update_active()
     try:
         with cache.deferred_writes():
             yield seen
     finally:
         _tuning_passes.reset(t_passes)
         _tuning_seen.reset(t_seen)
-        _update_active()
+        with _cache_lock:
+            _open_tunings -= 1
+            _update_active()
 
 
 def select_conv_algorithm(
