@@ -721,7 +721,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("bench", help="benchmark kernels and training (vs PyTorch if installed)")
     p.add_argument(
         "--suite",
-        choices=["all", "conv", "pool", "activation", "norm", "resize", "train", "inference"],
+        choices=[
+            "all",
+            "conv",
+            "pool",
+            "activation",
+            "norm",
+            "resize",
+            "train",
+            "inference",
+            "autotune",
+        ],
         default="all",
         help="what to time",
     )

@@ -7,10 +7,17 @@ Models: :data:`INFERENCE_MODELS` (name -> builder); a model ``cnncore.models`` g
 runs the model's twin (:func:`cnncore.apps.bench.twins.torch_twin`, same weights) when one
 exists; onnxruntime runs ``cnncore.onnx.export``'s graph when the onnx packages are
 installed.  Outputs are checked to agree before anything is timed.
+
+The per-call overhead (:func:`layer_overhead`): for each layer of LeNet-5 at batch size 1,
+the time of a layer call (eval and train mode forward) against its compiled kernel called
+directly on preallocated buffers -- the difference is what a call costs in Python (argument
+checks, geometry, algorithm choice, output allocation, the BLAS thread cap) -- and the cost
+of one switch of the BLAS thread cap, cnncore's against threadpoolctl's.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,6 +86,7 @@ def bench_inference(
     batches: Sequence[int] = (1, 8),
     models: Sequence[str] | None = None,
     use_ort: bool = True,
+    overhead: bool = True,
 ) -> dict:
     """Latency (microseconds per call, median of >= ``repeat`` samples, each the mean of
     enough calls to last 20 ms) of ``model.predict(x)`` (cnncore, the model after
@@ -87,7 +95,8 @@ def bench_inference(
     (< 1: cnncore is faster).
 
     Returns ``{"rows": [{"model", "threads", "batch", "cnncore_us"[, "torch_us",
-    "vs_torch"][, "ort_us", "vs_ort"]}]}``.
+    "vs_torch"][, "ort_us", "vs_ort"]}], "overhead": ...}`` (the last with ``overhead``:
+    see :func:`layer_overhead`).
     """
     torch = try_import_torch() if use_torch else None
     builders = _builders()
@@ -122,9 +131,12 @@ def bench_inference(
                 sess = _ort_session(model, shape, t) if use_ort else None
                 for n in batches:
                     rows.append(_row(name, t, n, shape, model, twin, torch, sess, repeat, out))
+        result: dict[str, Any] = {"rows": rows}
+        if overhead:
+            result["overhead"] = layer_overhead(threads[:1], repeat, out)
     finally:
         cnncore.set_num_threads(saved)
-    return {"rows": rows}
+    return result
 
 
 def _row(
@@ -177,3 +189,157 @@ def _row(
         line += f"{'-':>10}{'-':>7}"
     out(line)
     return row
+
+
+# --------------------------------------------------------------------------------------------
+# Per-call overhead
+# --------------------------------------------------------------------------------------------
+
+
+def _kernel_call(layer: Any, x: np.ndarray) -> Callable[[], object]:
+    """The compiled kernel of ``layer``'s eval-mode forward on ``x``, called directly on
+    preallocated buffers (arguments resolved beforehand)."""
+    from cnncore._config import get_num_threads
+    from cnncore.ops import activation as A
+    from cnncore.ops import conv as C
+    from cnncore.ops import linear as L
+    from cnncore.ops import pool as P
+    from cnncore.ops.conv_dispatch import select_conv_algorithm
+
+    nt = get_num_threads()
+    name = type(layer).__name__
+    if name == "Conv2d":
+        w, b = layer.weight.data, layer.bias.data
+        geo, g = C._conv_setup(
+            "conv2d", x.shape, w.shape, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
+        algo = select_conv_algorithm(w.shape, g, geo, "forward", x.shape, x.dtype)
+        y = np.empty((x.shape[0], w.shape[0], *geo.out), x.dtype)
+        args = C._conv_kernel_args(geo, g)
+        kern = C._conv.conv2d_forward
+        return lambda: kern(x, w, b, y, *args, algo, nt)
+    if name == "Linear":
+        w, b = layer.weight.data, layer.bias.data
+        y = np.empty((x.shape[0], w.shape[0]), x.dtype)
+        kern = L._linear.linear_forward
+        return lambda: kern(x, w, b, y, nt)
+    if name == "MaxPool2d":
+        run, out_shape = P.prepare_max_pool2d(
+            x.shape, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+            layer.ceil_mode,
+        )  # fmt: skip
+        y = np.empty(out_shape, x.dtype)
+        return lambda: run(x, y)
+    if name == "ReLU":
+        flat, y = x.reshape(-1), np.empty(x.size, x.dtype)
+        op = A.Activation.OP_RELU
+        kern = A._activation.unary
+        return lambda: kern(op, flat, y, 0.0, nt, 0.0)
+    raise ValueError(f"no kernel call for {name}")
+
+
+def _blas_switch_times(repeat: int) -> dict[str, float]:
+    """Seconds per enter + exit of cnncore's BLAS thread cap and of threadpoolctl's
+    ``threadpool_limits(1, "blas")`` (the per-call path cnncore used before)."""
+    from cnncore._config import blas_single_thread
+
+    def ours() -> None:
+        with blas_single_thread():
+            pass
+
+    fns: dict[str, Callable[[], object]] = {"cnncore": ours}
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        controller = ThreadpoolController()
+
+        def theirs() -> None:
+            with controller.limit(limits=1, user_api="blas"):
+                pass
+
+        fns["threadpoolctl"] = theirs
+    except ImportError:
+        pass
+    return time_round_robin(fns, repeat, min_time=0.02)
+
+
+def layer_overhead(
+    threads: Sequence[int] = (1,), repeat: int = 7, out: Callable[[str], Any] = print
+) -> dict:
+    """Per-call cost of LeNet-5's layers at batch size 1: the layer call (eval and train
+    forward) against its kernel on preallocated buffers (:func:`_kernel_call`), medians in
+    microseconds of the calling thread's CPU time (``time.thread_time``: the overhead is
+    single-threaded Python, and wall time at this scale mostly measures preemption on a
+    shared machine), at each thread count; and one switch of the BLAS thread cap (wall
+    time).
+
+    Returns ``{"rows": [{"layer", "input", "threads", "kernel_us", "eval_us", "train_us",
+    "eval_overhead_us", "train_overhead_us"}], "blas_switch_us": {...}}``.
+    """
+    from cnncore import models
+
+    out("")
+    out(
+        "per-call overhead at batch 1 (us of CPU time; overhead = layer call - kernel on "
+        "preallocated buffers)"
+    )
+    out(
+        f"{'layer':<12}{'input':<18}{'thr':>4}{'kernel':>9}{'eval':>9}{'ovh':>7}"
+        f"{'train':>9}{'ovh':>7}"
+    )
+    rows = []
+    for t in threads:
+        cnncore.set_num_threads(t)
+        model = models.lenet5(rng=0)
+        x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+        seen: set[tuple] = set()
+        h = x
+        for layer in model.layers:
+            name = type(layer).__name__
+            key = (name, h.shape)
+            if name in ("Conv2d", "Linear", "MaxPool2d", "ReLU") and key not in seen:
+                seen.add(key)
+                xin = h
+                kernel = _kernel_call(layer, xin)
+
+                def call(layer: Any = layer, xin: np.ndarray = xin) -> object:
+                    return layer(xin)
+
+                def call_train(layer: Any = layer, xin: np.ndarray = xin) -> object:
+                    layer.training = True
+                    try:
+                        return layer(xin)
+                    finally:
+                        layer.training = False
+
+                layer.eval()
+                times = time_round_robin(
+                    {"kernel": kernel, "eval": call, "train": call_train},
+                    repeat,
+                    min_time=0.02,
+                    library={"kernel": "cnncore", "eval": "cnncore", "train": "cnncore"},
+                    clock=time.thread_time,
+                )
+                k_us, e_us, t_us = (1e6 * times[n] for n in ("kernel", "eval", "train"))
+                row = {
+                    "layer": name,
+                    "input": tuple(xin.shape),
+                    "threads": t,
+                    "kernel_us": k_us,
+                    "eval_us": e_us,
+                    "train_us": t_us,
+                    "eval_overhead_us": e_us - k_us,
+                    "train_overhead_us": t_us - k_us,
+                }
+                rows.append(row)
+                out(
+                    f"{name:<12}{str(row['input']):<18}{t:>4}{k_us:9.2f}{e_us:9.2f}"
+                    f"{e_us - k_us:7.2f}{t_us:9.2f}{t_us - k_us:7.2f}"
+                )
+            h = layer(h)
+    switch = {k: 1e6 * v for k, v in _blas_switch_times(repeat).items()}
+    out(
+        "BLAS thread cap, one enter + exit: "
+        + ", ".join(f"{k} {v:.2f} us" for k, v in switch.items())
+    )
+    return {"rows": rows, "blas_switch_us": switch}

@@ -208,7 +208,119 @@ def _train(res: dict) -> list[str]:
     return out + _table(["model", "cnncore s/epoch", "img/s", "PyTorch s/epoch", "ratio"], rows)
 
 
-_SECTIONS = {"conv": _conv, "pool": _pool, "activation": _activation, "train": _train}
+def _inference(res: dict) -> list[str]:
+    rows = [
+        [
+            r["model"],
+            str(r["threads"]),
+            str(r["batch"]),
+            _f(r["cnncore_us"], ".1f"),
+            _f(r.get("torch_us"), ".1f"),
+            _f(r.get("vs_torch"), ".2f"),
+            _f(r.get("ort_us"), ".1f"),
+            _f(r.get("vs_ort"), ".2f"),
+        ]
+        for r in res["rows"]
+    ]
+    out = [
+        "**Inference latency** (float32, `model.predict(x)` after `nn.fuse`, against the "
+        "PyTorch twin under `torch.inference_mode()` and onnxruntime running the exported "
+        "graph; µs per call):",
+        "",
+        *_table(
+            ["model", "threads", "batch", "cnncore µs", "PyTorch µs", "ratio",
+             "onnxruntime µs", "ratio vs ORT"],
+            rows,
+        ),
+    ]  # fmt: skip
+    ovh = res.get("overhead")
+    if ovh:
+        rows = [
+            [
+                r["layer"],
+                "×".join(map(str, r["input"])),
+                str(r["threads"]),
+                _f(r["kernel_us"], ".2f"),
+                _f(r["eval_us"], ".2f"),
+                _f(r["eval_overhead_us"], ".2f"),
+                _f(r["train_us"], ".2f"),
+                _f(r["train_overhead_us"], ".2f"),
+            ]
+            for r in ovh["rows"]
+        ]
+        out += [
+            "",
+            "**Per-call overhead** (LeNet-5's layers at batch 1, CPU time of the calling "
+            "thread; kernel = the compiled function called directly on preallocated "
+            "buffers; overhead = layer call − kernel, µs):",
+            "",
+            *_table(
+                ["layer", "input", "threads", "kernel", "layer (eval)", "overhead",
+                 "layer (train)", "overhead"],
+                rows,
+            ),
+        ]  # fmt: skip
+        sw = ovh.get("blas_switch_us", {})
+        if sw:
+            out += [
+                "",
+                "One switch of the BLAS thread cap (enter + exit): "
+                + ", ".join(f"{k} {_f(v, '.2f')} µs" for k, v in sw.items())
+                + ".",
+            ]
+    return out
+
+
+def _autotune(res: dict) -> list[str]:
+    rows = []
+    for r in res["rows"]:
+        n, c, h, w, k, ks, s, p, g = r["shape"]
+        rows.append(
+            [
+                f"{n},{c},{h},{w} → {k},{ks},{s},{p}" + (f", g{g}" if g > 1 else ""),
+                "/".join(r["heuristic"]),
+                "/".join(r["tuned"]),
+                _f(r["heuristic_fwd_s"] * 1e3, ".3f"),
+                _f(r["fwd_ratio"], ".2f"),
+                _f(r["heuristic_fwd_bwd_s"] * 1e3, ".3f"),
+                _f(r["fwd_bwd_ratio"], ".2f"),
+                _f(r["tune_s"], ".2f"),
+            ]
+        )
+    rows.append(
+        [
+            "**geometric mean**",
+            "",
+            "",
+            "",
+            f"**{_f(res['geomean_fwd_ratio'], '.2f')}**",
+            "",
+            f"**{_f(res['geomean_fwd_bwd_ratio'], '.2f')}**",
+            "",
+        ]
+    )
+    return [
+        f"**Autotuning** (float32, {res['threads']} threads; `cnncore.tune`'s choice per pass "
+        f"(fwd/dx/dw, timed at {res['tune_threads']} threads) against the built-in "
+        "thresholds'; ratio = tuned / thresholds, kernels called directly; tune s = the "
+        "time tuning took):",
+        "",
+        *_table(
+            ["N,C,H,W → C_out, k, s, p", "thresholds", "tuned", "fwd ms", "fwd ratio",
+             "fwd+bwd ms", "fwd+bwd ratio", "tune s"],
+            rows,
+        ),
+    ]  # fmt: skip
+
+
+_SECTIONS = {
+    "conv": _conv,
+    "pool": _pool,
+    "activation": _activation,
+    "train": _train,
+    "inference": _inference,
+    "autotune": _autotune,
+}
 
 
 def markdown_report(results: dict[str, dict], machine: dict[str, Any], quick: bool = False) -> str:
