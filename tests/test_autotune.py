@@ -153,6 +153,34 @@ def test_forced_algorithm_wins_over_a_tuned_choice(rng):
         np.testing.assert_array_equal(y, cnncore.conv2d(x, w, padding=1))
 
 
+def test_use_tuned_false_ignores_tuned_choices(rng, monkeypatch):
+    cnncore.set_autotune(True)
+    x, w = _data(rng)
+    cnncore.conv2d(x, w, padding=1)
+    (entry,) = conv_dispatch.tuned_algorithms()
+    heuristic = conv_dispatch.algorithm_name(
+        conv_dispatch.heuristic_conv_algorithm(
+            w.shape, 1, cnncore._geometry.conv2d_geometry("t", (12, 12), (3, 3), 1, 1, 1), "forward"
+        )
+    )
+    monkeypatch.setattr(conv_tune, "measure", _no_measure)
+    with conv_dispatch.use_tuned(False):
+        assert conv2d_algorithms(x.shape, w.shape, padding=1, dtype="float32")["forward"] == (
+            heuristic
+        )
+        cnncore.conv2d(x[:1], w, padding=1)  # a new shape: not tuned either
+        with conv_dispatch.use_tuned(True):
+            assert (
+                conv2d_algorithms(x.shape, w.shape, padding=1, dtype="float32")["forward"]
+                == (entry["algorithm"])
+            )
+        with cnncore.conv_algorithm("gemm"):
+            assert conv2d_algorithms(x.shape, w.shape, padding=1)["forward"] == "gemm"
+    assert len(conv_dispatch.tuned_algorithms()) == 1
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        conv_dispatch.use_tuned(0)
+
+
 def test_case_too_large_to_time_keeps_the_thresholds(rng, monkeypatch):
     monkeypatch.setattr(conv_tune, "MAX_TUNE_BYTES", 0)
     monkeypatch.setattr(conv_tune, "measure", _no_measure)
@@ -629,6 +657,6 @@ def test_inference_report_renders_the_overhead_table():
         },
     }
     text = markdown_report({"inference": res}, machine_info(use_torch=False))
-    assert "| lenet5 | 1 | 1 | 50.0 | – |" in text
+    assert "| lenet5 | 1 | 1 | 50.0 | – | – |" in text
     assert "| Conv2d | 1×1×28×28 | 1 | 8.00 | 12.00 | 4.00 | 12.50 | 4.50 |" in text
     assert "threadpoolctl 15.00 µs" in text

@@ -14,8 +14,9 @@ dimension whose cut repeats the smaller operand is cut.  Blocks depend on the sh
 never on the thread count, so results are bit-identical for any number of threads.
 
 A product of one row (a forward or input gradient at batch size 1) is a BLAS matrix-vector
-product instead of a one-row GEMM (about twice as fast), and not split at all below
-``SMALL_GEMV`` multiply-adds (LeNet's and the README CNN's classifier layers).
+product instead of a one-row GEMM (about twice as fast), cut by columns only (no partial
+sums to add), and not cut at all below ``SMALL_GEMV`` multiply-adds (LeNet's classifier
+layers).
 """
 
 from cython.parallel cimport prange
@@ -73,7 +74,8 @@ cdef int linear_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_
     :func:`_blas.gemm`), cut into tasks as the module docstring says.  ``K == 0``: C is the
     bias, or zero (A and B are not read and may be NULL).  Returns a status code."""
     cdef Py_ssize_t n_parts = 0, bs, n_blocks, t, p, k0, k1, m0, m1, n0, n1, e, MN = M * N
-    cdef bint cut_k = K >= 2 * K_PART and K >= 4 * py_max(M, N)
+    # (one row is cut by columns whatever K: its matrix-vector products need no partial sums)
+    cdef bint cut_k = M > 1 and K >= 2 * K_PART and K >= 4 * py_max(M, N)
     cdef bint cut_n = M <= N
     cdef floating* partials = NULL
     cdef floating s

@@ -69,6 +69,7 @@ __all__ = [
     "tuned_algorithms",
     "clear_tuning",
     "tuning",
+    "use_tuned",
 ]
 
 #: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
@@ -367,6 +368,38 @@ def clear_tuning() -> None:
     _update_active()
 
 
+_tuned_on: ContextVar[bool] = ContextVar("cnncore_use_tuned", default=True)
+
+
+class use_tuned:  # noqa: N801 (a context manager, named like conv_algorithm)
+    """Context manager: with ``enabled=False``, convolutions inside the block ignore tuned
+    choices and do not tune: the built-in thresholds decide (to compare the two; a
+    :func:`conv_algorithm` block still wins).  Per thread, like :func:`conv_algorithm`.
+
+    Examples
+    --------
+    >>> import numpy as np, cnncore
+    >>> from cnncore.ops.conv_dispatch import use_tuned
+    >>> x = np.ones((1, 1, 5, 5), np.float32); w = np.ones((1, 1, 3, 3), np.float32)
+    >>> with use_tuned(False):
+    ...     y = cnncore.conv2d(x, w)
+    """
+
+    __slots__ = ("enabled", "_token")
+
+    def __init__(self, enabled: bool = True) -> None:
+        from .._validation import check_bool
+
+        self.enabled = check_bool(enabled, "enabled", "use_tuned")
+        self._token: Any = None
+
+    def __enter__(self) -> None:
+        self._token = _tuned_on.set(self.enabled)
+
+    def __exit__(self, *exc: Any) -> None:
+        _tuned_on.reset(self._token)
+
+
 def eligible_algorithms(case: ConvCase) -> list[str]:
     """The names of the algorithms that apply to ``case`` (GEMM always does)."""
     return [name for name, algo in REGISTRY.items() if algo.applies(case)]
@@ -432,7 +465,7 @@ def select_conv_algorithm(
     thresholds decide).  Order: a :func:`conv_algorithm` block, a tuned choice, autotuning
     (when on and ``measure``), the thresholds -- see the module docstring.
     """
-    if _active and x_shape is not None and dtype is not None:
+    if _active and x_shape is not None and dtype is not None and _tuned_on.get():
         case = ConvCase(which, x_shape, w_shape, groups, geo, dtype.name)  # type: ignore
         passes = _tuning_passes.get()
         if passes is not None:  # inside tune(): every requested pass of this convolution

@@ -90,13 +90,14 @@ def bench_inference(
 ) -> dict:
     """Latency (microseconds per call, median of >= ``repeat`` samples, each the mean of
     enough calls to last 20 ms) of ``model.predict(x)`` (cnncore, the model after
-    :func:`cnncore.nn.fuse`), the torch twin under ``torch.inference_mode()`` and
-    onnxruntime's session, timed round-robin; ratios cnncore/torch and cnncore/onnxruntime
-    (< 1: cnncore is faster).
+    :func:`cnncore.nn.fuse`; with the built-in algorithm choice, and "tuned": after
+    ``cnncore.tune(model, x.shape, passes=("forward",))``, whose choices stay in the process),
+    the torch twin under ``torch.inference_mode()`` and onnxruntime's session, timed
+    round-robin; ratios cnncore/torch and cnncore/onnxruntime (< 1: cnncore is faster).
 
-    Returns ``{"rows": [{"model", "threads", "batch", "cnncore_us"[, "torch_us",
-    "vs_torch"][, "ort_us", "vs_ort"]}], "overhead": ...}`` (the last with ``overhead``:
-    see :func:`layer_overhead`).
+    Returns ``{"rows": [{"model", "threads", "batch", "cnncore_us", "tuned_us"[,
+    "torch_us", "vs_torch", "tuned_vs_torch"][, "ort_us", "vs_ort", "tuned_vs_ort"]}],
+    "overhead": ...}`` (the last with ``overhead``: see :func:`layer_overhead`).
     """
     torch = try_import_torch() if use_torch else None
     builders = _builders()
@@ -110,8 +111,8 @@ def bench_inference(
         + (f", torch {torch.__version__}" if torch is not None else "")
     )
     out(
-        f"{'model':<10}{'thr':>4}{'batch':>6}{'cnncore':>10}{'torch':>10}{'ratio':>7}"
-        f"{'onnxrt':>10}{'ratio':>7}"
+        f"{'model':<10}{'thr':>4}{'batch':>6}{'cnncore':>10}{'tuned':>10}{'torch':>10}"
+        f"{'ratio':>7}{'tuned':>7}{'onnxrt':>10}{'ratio':>7}{'tuned':>7}"
     )
     rows = []
     try:
@@ -151,9 +152,21 @@ def _row(
     repeat: int,
     out: Callable[[str], Any],
 ) -> dict:
+    from cnncore.ops.conv_dispatch import use_tuned
+
     x = np.random.default_rng(n).random((n, *shape), dtype=np.float32)
-    expected = model.predict(x)
-    fns: dict[str, Callable[[], object]] = {"cnncore": lambda: model.predict(x)}
+
+    def default() -> object:
+        with use_tuned(False):  # the built-in thresholds, even after tune()
+            return model.predict(x)
+
+    expected = default()
+    cnncore.tune(model, x.shape, passes=("forward",))
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-4, atol=1e-5)
+    fns: dict[str, Callable[[], object]] = {
+        "cnncore": default,
+        "tuned": lambda: model.predict(x),
+    }
     if twin is not None:
         xt = torch.from_numpy(x)
 
@@ -167,26 +180,23 @@ def _row(
         feed = {sess.get_inputs()[0].name: x}
         np.testing.assert_allclose(sess.run(None, feed)[0], expected, rtol=1e-4, atol=1e-4)
         fns["onnxruntime"] = lambda: sess.run(None, feed)
-    times = time_round_robin(fns, repeat, min_time=0.02)
+    times = time_round_robin(fns, repeat, min_time=0.02, library={"tuned": "cnncore"})
     row: dict[str, Any] = {
         "model": name,
         "threads": t,
         "batch": n,
         "cnncore_us": 1e6 * times["cnncore"],
+        "tuned_us": 1e6 * times["tuned"],
     }
-    line = f"{name:<10}{t:>4}{n:>6}{row['cnncore_us']:10.1f}"
-    if "torch" in times:
-        row.update(torch_us=1e6 * times["torch"], vs_torch=times["cnncore"] / times["torch"])
-        line += f"{row['torch_us']:10.1f}{row['vs_torch']:7.2f}"
-    else:
-        line += f"{'-':>10}{'-':>7}"
-    if "onnxruntime" in times:
-        row.update(
-            ort_us=1e6 * times["onnxruntime"], vs_ort=times["cnncore"] / times["onnxruntime"]
-        )
-        line += f"{row['ort_us']:10.1f}{row['vs_ort']:7.2f}"
-    else:
-        line += f"{'-':>10}{'-':>7}"
+    line = f"{name:<10}{t:>4}{n:>6}{row['cnncore_us']:10.1f}{row['tuned_us']:10.1f}"
+    for peer, key in (("torch", "torch"), ("onnxruntime", "ort")):
+        if peer in times:
+            row[f"{key}_us"] = 1e6 * times[peer]
+            row[f"vs_{key}"] = times["cnncore"] / times[peer]
+            row[f"tuned_vs_{key}"] = times["tuned"] / times[peer]
+            line += f"{row[f'{key}_us']:10.1f}{row[f'vs_{key}']:7.2f}{row[f'tuned_vs_{key}']:7.2f}"
+        else:
+            line += f"{'-':>10}{'-':>7}{'-':>7}"
     out(line)
     return row
 

@@ -215,21 +215,25 @@ def _inference(res: dict) -> list[str]:
             str(r["threads"]),
             str(r["batch"]),
             _f(r["cnncore_us"], ".1f"),
+            _f(r.get("tuned_us"), ".1f"),
             _f(r.get("torch_us"), ".1f"),
             _f(r.get("vs_torch"), ".2f"),
+            _f(r.get("tuned_vs_torch"), ".2f"),
             _f(r.get("ort_us"), ".1f"),
             _f(r.get("vs_ort"), ".2f"),
+            _f(r.get("tuned_vs_ort"), ".2f"),
         ]
         for r in res["rows"]
     ]
     out = [
-        "**Inference latency** (float32, `model.predict(x)` after `nn.fuse`, against the "
-        "PyTorch twin under `torch.inference_mode()` and onnxruntime running the exported "
-        "graph; µs per call):",
+        "**Inference latency** (float32, `model.predict(x)` after `nn.fuse`, with the built-in "
+        "algorithm choice and tuned by `cnncore.tune(model, x.shape)`, against the PyTorch "
+        "twin under `torch.inference_mode()` and onnxruntime running the exported graph; µs "
+        "per call; ratio = cnncore / peer):",
         "",
         *_table(
-            ["model", "threads", "batch", "cnncore µs", "PyTorch µs", "ratio",
-             "onnxruntime µs", "ratio vs ORT"],
+            ["model", "threads", "batch", "cnncore µs", "tuned µs", "PyTorch µs", "ratio",
+             "tuned ratio", "onnxruntime µs", "ratio", "tuned ratio"],
             rows,
         ),
     ]  # fmt: skip
