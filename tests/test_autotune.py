@@ -651,6 +651,7 @@ def test_inference_report_renders_the_overhead_table():
                     "train_us": 12.5,
                     "eval_overhead_us": 4.0,
                     "train_overhead_us": 4.5,
+                    "python_us": 3.25,
                 }
             ],
             "blas_switch_us": {"cnncore": 0.1, "threadpoolctl": 15.0},
@@ -658,5 +659,5 @@ def test_inference_report_renders_the_overhead_table():
     }
     text = markdown_report({"inference": res}, machine_info(use_torch=False))
     assert "| lenet5 | 1 | 1 | 50.0 | – | – |" in text
-    assert "| Conv2d | 1×1×28×28 | 1 | 8.00 | 12.00 | 4.00 | 12.50 | 4.50 |" in text
+    assert "| Conv2d | 1×1×28×28 | 1 | 8.00 | 12.00 | 4.00 | 12.50 | 4.50 | 3.25 |" in text
     assert "threadpoolctl 15.00 µs" in text

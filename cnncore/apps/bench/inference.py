@@ -18,7 +18,8 @@ of one switch of the BLAS thread cap, cnncore's against threadpoolctl's.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -248,6 +249,31 @@ def _kernel_call(layer: Any, x: np.ndarray) -> Callable[[], object]:
     raise ValueError(f"no kernel call for {name}")
 
 
+class _NoKernels:
+    """Stands in for a kernel module: every kernel is a no-op (see :func:`_python_only`)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+@contextmanager
+def _python_only() -> Iterator[None]:
+    """Inside the block the layers' kernels do nothing, so a layer call costs only its
+    Python work (argument checks, geometry, algorithm choice, allocation, BLAS cap).  For
+    single layer calls only: an inference plan recorded inside would keep the no-ops."""
+    from cnncore.ops import activation, conv, linear, pool
+
+    mods = [(conv, "_conv"), (linear, "_linear"), (pool, "_pool"), (activation, "_activation")]
+    saved = [getattr(m, a) for m, a in mods]
+    try:
+        for m, a in mods:
+            setattr(m, a, _NoKernels())
+        yield
+    finally:
+        for (m, a), v in zip(mods, saved, strict=True):
+            setattr(m, a, v)
+
+
 def _blas_switch_times(repeat: int) -> dict[str, float]:
     """Seconds per enter + exit of cnncore's BLAS thread cap and of threadpoolctl's
     ``threadpool_limits(1, "blas")`` (the per-call path cnncore used before)."""
@@ -283,8 +309,12 @@ def layer_overhead(
     shared machine), at each thread count; and one switch of the BLAS thread cap (wall
     time).
 
+    The overhead ``layer - kernel`` also holds the kernel's own slow-down when Python work
+    ran between two calls (caches, branch predictors); ``python_us`` is the layer call with
+    every kernel replaced by a no-op (:func:`_python_only`): the Python work alone.
+
     Returns ``{"rows": [{"layer", "input", "threads", "kernel_us", "eval_us", "train_us",
-    "eval_overhead_us", "train_overhead_us"}], "blas_switch_us": {...}}``.
+    "eval_overhead_us", "train_overhead_us", "python_us"}], "blas_switch_us": {...}}``.
     """
     from cnncore import models
 
@@ -295,7 +325,7 @@ def layer_overhead(
     )
     out(
         f"{'layer':<12}{'input':<18}{'thr':>4}{'kernel':>9}{'eval':>9}{'ovh':>7}"
-        f"{'train':>9}{'ovh':>7}"
+        f"{'train':>9}{'ovh':>7}{'python':>8}"
     )
     rows = []
     for t in threads:
@@ -330,6 +360,13 @@ def layer_overhead(
                     library={"kernel": "cnncore", "eval": "cnncore", "train": "cnncore"},
                     clock=time.thread_time,
                 )
+                with _python_only():
+                    py_us = (
+                        1e6
+                        * time_round_robin(
+                            {"python": call}, repeat, min_time=0.02, clock=time.thread_time
+                        )["python"]
+                    )
                 k_us, e_us, t_us = (1e6 * times[n] for n in ("kernel", "eval", "train"))
                 row = {
                     "layer": name,
@@ -340,11 +377,12 @@ def layer_overhead(
                     "train_us": t_us,
                     "eval_overhead_us": e_us - k_us,
                     "train_overhead_us": t_us - k_us,
+                    "python_us": py_us,
                 }
                 rows.append(row)
                 out(
                     f"{name:<12}{str(row['input']):<18}{t:>4}{k_us:9.2f}{e_us:9.2f}"
-                    f"{e_us - k_us:7.2f}{t_us:9.2f}{t_us - k_us:7.2f}"
+                    f"{e_us - k_us:7.2f}{t_us:9.2f}{t_us - k_us:7.2f}{py_us:8.2f}"
                 )
             h = layer(h)
     switch = {k: 1e6 * v for k, v in _blas_switch_times(repeat).items()}

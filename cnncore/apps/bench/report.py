@@ -249,6 +249,7 @@ def _inference(res: dict) -> list[str]:
                 _f(r["eval_overhead_us"], ".2f"),
                 _f(r["train_us"], ".2f"),
                 _f(r["train_overhead_us"], ".2f"),
+                _f(r.get("python_us"), ".2f"),
             ]
             for r in ovh["rows"]
         ]
@@ -256,11 +257,12 @@ def _inference(res: dict) -> list[str]:
             "",
             "**Per-call overhead** (LeNet-5's layers at batch 1, CPU time of the calling "
             "thread; kernel = the compiled function called directly on preallocated "
-            "buffers; overhead = layer call − kernel, µs):",
+            "buffers; overhead = layer call − kernel, which includes the kernel running "
+            "slower after Python work; Python = the eval call with no-op kernels, µs):",
             "",
             *_table(
                 ["layer", "input", "threads", "kernel", "layer (eval)", "overhead",
-                 "layer (train)", "overhead"],
+                 "layer (train)", "overhead", "Python"],
                 rows,
             ),
         ]  # fmt: skip
