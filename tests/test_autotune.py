@@ -639,7 +639,16 @@ def test_inference_report_renders_the_overhead_table():
     from cnncore.apps.bench.report import machine_info, markdown_report
 
     res = {
-        "rows": [{"model": "lenet5", "threads": 1, "batch": 1, "cnncore_us": 50.0}],
+        "rows": [
+            {"model": "lenet5", "threads": 1, "batch": 1, "cnncore_us": 50.0},
+            {
+                "model": "cnn",
+                "threads": 1,
+                "batch": 1,
+                "cnncore_us": 90.0,
+                "cpu_us": {"cnncore": 80.0, "tuned": 60.0, "onnxruntime": 40.0},
+            },
+        ],
         "overhead": {
             "rows": [
                 {
@@ -661,3 +670,4 @@ def test_inference_report_renders_the_overhead_table():
     assert "| lenet5 | 1 | 1 | 50.0 | – | – |" in text
     assert "| Conv2d | 1×1×28×28 | 1 | 8.00 | 12.00 | 4.00 | 12.50 | 4.50 | 3.25 |" in text
     assert "threadpoolctl 15.00 µs" in text
+    assert "| cnn | 1 | 80.0 | 60.0 | – | – | – | 40.0 | 2.00 | 1.50 |" in text

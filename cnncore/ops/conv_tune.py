@@ -7,12 +7,15 @@ memory, and in the JSON file named by ``$CNNCORE_TUNE_CACHE`` when it is set).
 **What is measured.**  One pass of one convolution -- a :class:`ConvCase`: the pass
 (``"forward"``, ``"input"`` or ``"weight"`` gradient), conv2d's input and weight shapes, the
 groups, the resolved geometry and the dtype -- on random data of exactly those shapes, by
-calling the kernels directly with each candidate algorithm: one warm-up call, then timed
-calls until :data:`BUDGET_S` has passed (at least :data:`MIN_RUNS`, at most
-:data:`MAX_RUNS`); the fastest run counts.  A candidate whose warm-up already took
-:data:`GIVE_UP` times the best time so far is not timed further.  The heuristic's choice
-(the ``preferred`` candidate) keeps its place unless another is at least :data:`MARGIN`
-faster, so timing noise does not flip a choice between near-equal algorithms.
+calling the kernels directly with each candidate algorithm.  Each candidate is called once
+(warm-up); a candidate whose warm-up took :data:`GIVE_UP` times the fastest warm-up is
+dropped.  The others are then timed in interleaved rounds (A, B, C, A, B, C, ...: a change
+of machine load hits all of them alike), each sample a batch of calls lasting about
+:data:`SAMPLE_S`, for at least :data:`MIN_ROUNDS` rounds and until :data:`BUDGET_S` per
+candidate is spent (at most :data:`MAX_ROUNDS`); a candidate's time is its fastest sample
+(preemption only ever adds time).  The heuristic's choice (the ``preferred`` candidate) keeps
+its place unless another is at least :data:`MARGIN` faster, so timing noise does not flip a
+choice between near-equal algorithms.
 
 **Thread count.**  The timing runs with :func:`tune_threads` threads -- the cores this
 process may use, whatever :func:`cnncore.set_num_threads` says -- and the choice is cached
@@ -59,22 +62,25 @@ __all__ = [
     "tune_threads",
     "ENV_CACHE",
     "BUDGET_S",
-    "MIN_RUNS",
-    "MAX_RUNS",
+    "SAMPLE_S",
+    "MIN_ROUNDS",
+    "MAX_ROUNDS",
     "GIVE_UP",
     "MARGIN",
 ]
 
 #: Environment variable naming the persistent cache file (unset: results stay in memory).
 ENV_CACHE = "CNNCORE_TUNE_CACHE"
-#: Timing budget of one candidate (seconds), beyond its warm-up call.
-BUDGET_S = 0.01
-#: Timed calls per candidate: at least / at most.
-MIN_RUNS, MAX_RUNS = 2, 10
-#: A candidate whose warm-up took this many times the best time so far is dropped.
+#: Time spent timing one candidate (seconds), beyond its warm-up call.
+BUDGET_S = 0.02
+#: Length of one timed sample (seconds): short kernels are called this long in a batch.
+SAMPLE_S = 0.001
+#: Interleaved rounds of samples: at least / at most.
+MIN_ROUNDS, MAX_ROUNDS = 3, 15
+#: A candidate whose warm-up took this many times the fastest warm-up is dropped.
 GIVE_UP = 3.0
 #: Another algorithm replaces the preferred one only when at least this much faster.
-MARGIN = 0.05
+MARGIN = 0.08
 #: Passes a ConvCase can be, in conv2d's terms.
 PASSES = ("forward", "input", "weight")
 #: A case whose arrays would take more bytes than this is not timed (the heuristic decides).
@@ -153,12 +159,12 @@ def _runner(case: ConvCase, n_threads: int) -> Callable[[int], None]:
     (sh, sw), (ph, pw), (dh, dw) = case.geo.stride, case.geo.padding, case.geo.dilation
     args = (sh, sw, ph, pw, dh, dw, case.groups)
     if case.which == "forward":
-        y = np.empty((n, k, ho, wo), dtype)
+        y = np.full((n, k, ho, wo), 0, dtype)  # (filled: pages touched before any timing)
         return lambda code: kern.conv2d_forward(x, weight, None, y, *args, code, n_threads)
     if case.which == "input":
-        dx = np.empty(case.x_shape, dtype)
+        dx = np.full(case.x_shape, 0, dtype)
         return lambda code: kern.conv2d_backward_input(go, weight, dx, *args, code, n_threads)
-    dwt = np.empty(case.w_shape, dtype)
+    dwt = np.full(case.w_shape, 0, dtype)
     return lambda code: kern.conv2d_backward_weight(go, x, dwt, None, *args, code, n_threads)
 
 
@@ -166,38 +172,39 @@ def measure(
     case: ConvCase, candidates: Mapping[str, int], preferred: str
 ) -> tuple[str, dict[str, float]]:
     """Time each candidate (name -> kernel algorithm code) on ``case``; returns the winner's
-    name and the best time of each timed candidate in microseconds (see the module
-    docstring for the procedure).  ``preferred`` must be one of ``candidates``."""
+    name and the best time of each candidate in microseconds (see the module docstring for
+    the procedure).  ``preferred`` must be one of ``candidates``."""
     if len(candidates) == 1:
         return preferred, {}
     run = _runner(case, tune_threads())
-    best: dict[str, float] = {}
-    fastest = math.inf
-    # the preferred one first: it sets the bar the others must clear early
-    order = [preferred] + [name for name in candidates if name != preferred]
+    clock = time.perf_counter
+    first: dict[str, float] = {}
     with blas_single_thread():
-        for name in order:
-            code = candidates[name]
-            t0 = time.perf_counter()
-            run(code)  # warm-up: page faults, caches, the kernel's first scratch
-            first = time.perf_counter() - t0
-            if first > GIVE_UP * fastest:
-                best[name] = first
-                continue
-            times = []
-            spent = 0.0
-            while len(times) < MIN_RUNS or (spent < BUDGET_S and len(times) < MAX_RUNS):
-                t0 = time.perf_counter()
-                run(code)
-                dt = time.perf_counter() - t0
-                times.append(dt)
+        for name, code in candidates.items():
+            t0 = clock()
+            run(code)  # warm-up: caches, the kernel's first scratch allocation
+            first[name] = clock() - t0
+        quickest = min(first.values())
+        alive = [n for n in candidates if n == preferred or first[n] <= GIVE_UP * quickest]
+        inner = {n: max(1, math.ceil(SAMPLE_S / max(first[n], 1e-7))) for n in alive}
+        best = dict.fromkeys(alive, math.inf)
+        spent = 0.0
+        rounds = 0
+        while rounds < MIN_ROUNDS or (spent < BUDGET_S * len(alive) and rounds < MAX_ROUNDS):
+            for name in alive:
+                code, k = candidates[name], inner[name]
+                t0 = clock()
+                for _ in range(k):
+                    run(code)
+                dt = clock() - t0
                 spent += dt
-            best[name] = min(times)
-            fastest = min(fastest, best[name])
+                best[name] = min(best[name], dt / k)
+            rounds += 1
+    times = {**first, **best}  # (a dropped candidate is reported with its warm-up time)
     winner = min(best, key=best.__getitem__)
     if best[winner] > (1.0 - MARGIN) * best[preferred]:
         winner = preferred
-    return winner, {name: round(t * 1e6, 1) for name, t in best.items()}
+    return winner, {name: round(t * 1e6, 1) for name, t in times.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,9 +96,13 @@ def bench_inference(
     the torch twin under ``torch.inference_mode()`` and onnxruntime's session, timed
     round-robin; ratios cnncore/torch and cnncore/onnxruntime (< 1: cnncore is faster).
 
+    At one thread every library runs on the calling thread, and the row is timed a second
+    time by that thread's CPU time (``cpu_us``: name -> microseconds), which a loaded machine's
+    preemption does not inflate.
+
     Returns ``{"rows": [{"model", "threads", "batch", "cnncore_us", "tuned_us"[,
-    "torch_us", "vs_torch", "tuned_vs_torch"][, "ort_us", "vs_ort", "tuned_vs_ort"]}],
-    "overhead": ...}`` (the last with ``overhead``: see :func:`layer_overhead`).
+    "torch_us", "vs_torch", "tuned_vs_torch"][, "ort_us", "vs_ort", "tuned_vs_ort"][,
+    "cpu_us"]}], "overhead": ...}`` (the last with ``overhead``: see :func:`layer_overhead`).
     """
     torch = try_import_torch() if use_torch else None
     builders = _builders()
@@ -199,6 +203,23 @@ def _row(
         else:
             line += f"{'-':>10}{'-':>7}{'-':>7}"
     out(line)
+    if t == 1:
+        # one thread: every library runs on the calling thread, so its CPU time measures the
+        # work without the preemption that dominates wall time on a loaded machine
+        cpu = time_round_robin(
+            fns, repeat, min_time=0.02, library={"tuned": "cnncore"}, clock=time.thread_time
+        )
+        row["cpu_us"] = {k: 1e6 * v for k, v in cpu.items()}
+        out(
+            f"{'  (cpu)':<20}{row['cpu_us']['cnncore']:10.1f}{row['cpu_us']['tuned']:10.1f}"
+            + "".join(
+                f"{row['cpu_us'][peer]:10.1f}{cpu['cnncore'] / cpu[peer]:7.2f}"
+                f"{cpu['tuned'] / cpu[peer]:7.2f}"
+                if peer in cpu
+                else f"{'-':>10}{'-':>7}{'-':>7}"
+                for peer in ("torch", "onnxruntime")
+            )
+        )
     return row
 
 

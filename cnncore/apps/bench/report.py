@@ -237,6 +237,33 @@ def _inference(res: dict) -> list[str]:
             rows,
         ),
     ]  # fmt: skip
+    cpu_rows = []
+    for r in res["rows"]:
+        cpu = r.get("cpu_us")
+        if not cpu:
+            continue
+        cells = [r["model"], str(r["batch"]), _f(cpu["cnncore"], ".1f"), _f(cpu["tuned"], ".1f")]
+        for peer in ("torch", "onnxruntime"):
+            p = cpu.get(peer)
+            cells += [
+                _f(p, ".1f"),
+                _f(cpu["cnncore"] / p if p else None, ".2f"),
+                _f(cpu["tuned"] / p if p else None, ".2f"),
+            ]
+        cpu_rows.append(cells)
+    if cpu_rows:
+        out += [
+            "",
+            "The one-thread rows again, timed by the CPU time of the calling thread (where all "
+            "three run at one thread; unlike wall time, not inflated by the preemption of a "
+            "loaded machine):",
+            "",
+            *_table(
+                ["model", "batch", "cnncore µs", "tuned µs", "PyTorch µs", "ratio",
+                 "tuned ratio", "onnxruntime µs", "ratio", "tuned ratio"],
+                cpu_rows,
+            ),
+        ]  # fmt: skip
     ovh = res.get("overhead")
     if ovh:
         rows = [
