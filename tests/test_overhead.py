@@ -194,11 +194,12 @@ def test_predict_single_and_several_batches_agree(rng):
     np.testing.assert_array_equal(parts, expected)
     # (the GEMM blocking depends on the batch size: equal to rounding across sizes)
     np.testing.assert_allclose(whole, parts, rtol=1e-5, atol=1e-6)
+    one = model(x[:1])
     model.train()
     out = model.predict(x[:1])
     assert model.training  # the mode comes back
     out[...] = 0  # the caller's copy: the next call is not affected
-    np.testing.assert_array_equal(model.predict(x[:1]), expected[:1])
+    np.testing.assert_array_equal(model.predict(x[:1]), one)
 
 
 def test_sequential_dtype_without_walking_parameter_names():
@@ -297,3 +298,42 @@ def test_blas_cap_shared_by_python_threads():
         t.join()
     assert not errors
     assert _blas_threads() == before and _config._BLAS_CAP.depth == 0
+
+
+def test_small_plan_steps_run_on_one_thread(monkeypatch, restore_threads):
+    """Inference plans run steps too small to share on one thread (a speed choice: results
+    are the same for any thread count); larger ones use cnncore's thread count."""
+    from cnncore.ops import conv as C
+    from cnncore.ops import linear as L
+
+    seen = []
+
+    class Spy:
+        def __init__(self, module):
+            self.module = module
+
+        def __getattr__(self, name):
+            fn = getattr(self.module, name)
+
+            def call(*args):
+                seen.append((name, args[-1]))
+                return fn(*args)
+
+            return call
+
+    monkeypatch.setattr(C, "_conv", Spy(C._conv))
+    monkeypatch.setattr(L, "_linear", Spy(L._linear))
+    cnncore.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    small = cnncore.models.lenet5(rng=0).eval()
+    x1 = rng.random((1, 1, 28, 28), dtype=np.float32)
+    ref = small(x1)  # records the plan (layer calls), then:
+    seen.clear()
+    np.testing.assert_array_equal(small(x1), ref)
+    assert seen and all(n_threads == 1 for _, n_threads in seen), seen
+    big = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, rng=0)).eval()
+    x2 = rng.random((4, 16, 32, 32), dtype=np.float32)
+    ref = big(x2)
+    seen.clear()
+    np.testing.assert_array_equal(big(x2), ref)
+    assert seen == [("conv2d_forward", 2)]

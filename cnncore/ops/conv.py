@@ -961,6 +961,7 @@ def prepare_conv2d(
     padding: Any = 0,
     dilation: Any = 1,
     groups: int = 1,
+    n_threads: int | None = None,
 ) -> tuple[Any, tuple[int, ...]]:
     """:func:`conv2d` for repeated calls on one input shape (inference plans).
 
@@ -970,6 +971,8 @@ def prepare_conv2d(
     bit-identical -- without checking its arguments again: ``x``, ``weight``, ``bias`` (or
     None) and ``out`` must be C-contiguous arrays of ``dtype`` and of the prepared shapes.
     The caller holds the BLAS single-thread cap (:func:`cnncore._config.blas_single_thread`).
+    ``n_threads`` fixes the kernel's thread count (None: :func:`cnncore.get_num_threads` at
+    each call); results do not depend on it.
     """
     func = "conv2d"
     geo, groups = _conv_setup(
@@ -993,7 +996,7 @@ def prepare_conv2d(
     def run(x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray) -> np.ndarray:
         # the algorithm is chosen per call: a cnncore.conv_algorithm() block may force one
         algo = select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
-        forward(x, weight, bias, out, *args, algo, get_num_threads())
+        forward(x, weight, bias, out, *args, algo, n_threads or get_num_threads())
         return out
 
     return run, out_shape

@@ -222,13 +222,14 @@ def linear_backward_bias(grad_output: ArrayLike) -> np.ndarray:
 
 
 def prepare_linear(
-    x_shape: tuple[int, ...], weight_shape: tuple[int, ...]
+    x_shape: tuple[int, ...], weight_shape: tuple[int, ...], n_threads: int | None = None
 ) -> tuple[Any, tuple[int, ...]]:
     """:func:`linear` for repeated calls on one input shape (inference plans): checks the
     shapes once; returns ``(run, out_shape)`` where ``run(x, weight, bias, out)`` writes
     ``linear(x, weight, bias)`` into ``out`` with the same kernel, without checking its
     arguments again (C-contiguous arrays of one float dtype and of the prepared shapes; the
-    caller holds the BLAS single-thread cap)."""
+    caller holds the BLAS single-thread cap).  ``n_threads`` fixes the kernel's thread count
+    (None: :func:`cnncore.get_num_threads` at each call); results do not depend on it."""
     func = "linear"
     out_f, in_f = weight_shape
     if len(x_shape) < 1 or x_shape[-1] != in_f:
@@ -242,11 +243,15 @@ def prepare_linear(
     rows = math.prod(x_shape[:-1])
     forward = _linear.linear_forward
 
+    flat = len(x_shape) == 2  # (x and out are already the 2-D operands)
+
     def run(x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray) -> np.ndarray:
         if rows:
-            forward(
-                x.reshape(rows, in_f), weight, bias, out.reshape(rows, out_f), get_num_threads()
-            )
+            nt = n_threads or get_num_threads()
+            if flat:
+                forward(x, weight, bias, out, nt)
+            else:
+                forward(x.reshape(rows, in_f), weight, bias, out.reshape(rows, out_f), nt)
         return out
 
     return run, out_shape
