@@ -181,6 +181,30 @@ def test_use_tuned_false_ignores_tuned_choices(rng, monkeypatch):
         conv_dispatch.use_tuned(0)
 
 
+def test_a_later_tune_replaces_a_remembered_threshold_choice(rng, monkeypatch):
+    """Calls of an untuned shape remember the thresholds' choice; tuning that shape later
+    (or switching autotuning on) must be seen by the next call."""
+    x, w = _data(rng)  # 3x3, 16 channels, 12x12: the thresholds choose Winograd
+    cnncore.tune(nn.Sequential(nn.Conv2d(1, 2, 3)), (1, 1, 8, 8))  # something else tuned
+    for _ in range(2):
+        assert conv2d_algorithms(x.shape, w.shape, padding=1, dtype="float32")["forward"] == (
+            "winograd"
+        )
+        cnncore.conv2d(x, w, padding=1)
+    monkeypatch.setattr(conv_tune, "measure", lambda case, cands, pref: ("gemm", {}))
+    cnncore.tune(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False)), x.shape)
+    assert conv2d_algorithms(x.shape, w.shape, padding=1, dtype="float32")["forward"] == "gemm"
+    with cnncore.conv_algorithm("gemm"):
+        expected = cnncore.conv2d(x, w, padding=1)
+    np.testing.assert_array_equal(cnncore.conv2d(x, w, padding=1), expected)
+    # switching autotuning on is seen too: a remembered untuned shape gets measured
+    x2 = x[:1]
+    cnncore.conv2d(x2, w, padding=1)
+    cnncore.set_autotune(True)
+    cnncore.conv2d(x2, w, padding=1)
+    assert any(t["input"] == x2.shape for t in conv_dispatch.tuned_algorithms())
+
+
 def test_case_too_large_to_time_keeps_the_thresholds(rng, monkeypatch):
     monkeypatch.setattr(conv_tune, "MAX_TUNE_BYTES", 0)
     monkeypatch.setattr(conv_tune, "measure", _no_measure)

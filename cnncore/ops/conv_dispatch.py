@@ -72,10 +72,6 @@ __all__ = [
     "use_tuned",
 ]
 
-#: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
-ALGORITHMS = ("auto", "gemm", "direct", "winograd", "depthwise")
-
-
 class Algorithm(NamedTuple):
     """A convolution algorithm of the kernels: its code (a
     :class:`cnncore._shared.ConvAlgorithm`, passed to every kernel entry point) and
@@ -102,14 +98,17 @@ def _winograd_applies(case: ConvCase) -> bool:
 
 
 #: Name -> :class:`Algorithm`, for every algorithm the kernels implement.  A new algorithm is
-#: one entry here (with its name in :data:`ALGORITHMS`): autotuning then times it wherever it
-#: applies, and ``conv_algorithm(name)`` forces it.
+#: one entry here: ``conv_algorithm(name)`` then forces it (:data:`ALGORITHMS` lists these
+#: names) and autotuning times it wherever it applies.
 REGISTRY: dict[str, Algorithm] = {
     "gemm": Algorithm(ConvAlgorithm.ALGO_GEMM, lambda case: True),
     "direct": Algorithm(ConvAlgorithm.ALGO_DIRECT, _direct_applies),
     "winograd": Algorithm(ConvAlgorithm.ALGO_WINOGRAD, _winograd_applies),
     "depthwise": Algorithm(ConvAlgorithm.ALGO_DEPTHWISE, lambda case: case.w_shape[1] == 1),
 }
+
+#: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
+ALGORITHMS = ("auto", *REGISTRY)
 
 _CODES = {name: algo.code for name, algo in REGISTRY.items()}
 _NAMES = {int(code): name for name, code in _CODES.items()}
@@ -324,6 +323,7 @@ def set_autotune(enabled: bool) -> None:
 
     global _autotune
     _autotune = check_bool(enabled, "enabled", "set_autotune")
+    _forget_resolved()
     _update_active()
 
 
@@ -365,6 +365,7 @@ def clear_tuning() -> None:
     global _cache
     with _cache_lock:
         _cache = None
+        _forget_resolved()
     _update_active()
 
 
@@ -419,6 +420,7 @@ def _tune(cache: conv_tune.TuneCache, case: ConvCase, heuristic: int) -> str:
             preferred = "gemm"
         name, times = conv_tune.measure(case, candidates, preferred)
         cache.put(case, name, times)
+        _forget_resolved()
     _update_active()
     return name
 
@@ -466,31 +468,21 @@ def select_conv_algorithm(
     (when on and ``measure``), the thresholds -- see the module docstring.
     """
     if _active and x_shape is not None and dtype is not None and _tuned_on.get():
-        case = ConvCase(which, x_shape, w_shape, groups, geo, dtype.name)  # type: ignore
-        passes = _tuning_passes.get()
-        if passes is not None:  # inside tune(): every requested pass of this convolution
-            seen = _tuning_seen.get()
-            cache = _tune_cache()
-            for p in passes:
-                c = case._replace(which=p)
-                if seen is not None and c not in seen:
-                    seen.append(c)
-                if cache.get(c) is None:
-                    _tune(cache, c, heuristic_conv_algorithm(w_shape, groups, geo, p))
-        forced = _forced.get()
-        if forced is not None:
-            return forced
-        cache = _tune_cache()
-        name = cache.get(case)
-        if name is not None:
-            return REGISTRY[name].code
-        if _autotune and measure:
-            heuristic = heuristic_conv_algorithm(w_shape, groups, geo, which)
-            return REGISTRY[_tune(cache, case, heuristic)].code
-    else:
-        forced = _forced.get()
-        if forced is not None:
-            return forced
+        if _tuning_passes.get() is None:
+            forced = _forced.get()
+            if forced is not None:
+                return forced
+            code = _resolved.get((which, x_shape, w_shape, groups, geo, dtype, measure))
+            if code is not None:
+                return code
+        return _select_tuned(w_shape, groups, geo, which, x_shape, dtype, measure)
+    forced = _forced.get()
+    if forced is not None:
+        return forced
+    return _heuristic(w_shape, groups, geo, which)
+
+
+def _heuristic(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> int:
     key = (w_shape, groups, geo, which)
     code = _heuristic_memo.get(key)
     if code is None:
@@ -499,6 +491,61 @@ def select_conv_algorithm(
             _heuristic_memo.clear()
         _heuristic_memo[key] = code
     return code
+
+
+def _select_tuned(
+    w_shape: tuple[int, ...],
+    groups: int,
+    geo: ConvGeometry,
+    which: str,
+    x_shape: tuple[int, ...],
+    dtype: Any,
+    measure: bool,
+) -> int:
+    """:func:`select_conv_algorithm` when tuned choices may apply (see there); the outcome
+    outside tune() is remembered in ``_resolved`` until the tuning state changes."""
+    generation = _generation[0]
+    case = ConvCase(which, x_shape, w_shape, groups, geo, dtype.name)  # type: ignore
+    passes = _tuning_passes.get()
+    if passes is not None:  # inside tune(): every requested pass of this convolution
+        seen = _tuning_seen.get()
+        cache = _tune_cache()
+        for p in passes:
+            c = case._replace(which=p)
+            if seen is not None and c not in seen:
+                seen.append(c)
+            if cache.get(c) is None:
+                _tune(cache, c, heuristic_conv_algorithm(w_shape, groups, geo, p))
+        forced = _forced.get()
+        if forced is not None:
+            return forced
+    cache = _tune_cache()
+    name = cache.get(case)
+    if name is not None:
+        code = REGISTRY[name].code
+    elif _autotune and measure:
+        code = REGISTRY[
+            _tune(cache, case, heuristic_conv_algorithm(w_shape, groups, geo, which))
+        ].code
+    else:
+        code = _heuristic(w_shape, groups, geo, which)
+    if passes is None and generation == _generation[0]:  # (nothing changed meanwhile)
+        if len(_resolved) >= 4096:
+            _resolved.clear()
+        _resolved[(which, x_shape, w_shape, groups, geo, dtype, measure)] = code
+    return code
+
+
+# What _select_tuned decided per (pass, input shape, weight shape, groups, geometry, dtype,
+# measure): emptied whenever a choice is tuned, the tuning is cleared or autotuning is
+# switched, so it only ever repeats what the cache and the thresholds would say now.
+_resolved: dict[tuple[Any, ...], int] = {}
+_generation = [0]  # bumped with each emptying (a decision made across one is not kept)
+
+
+def _forget_resolved() -> None:
+    _generation[0] += 1
+    _resolved.clear()
 
 
 # The thresholds' choice per (weight shape, groups, geometry, pass): the arguments come from
