@@ -72,6 +72,7 @@ __all__ = [
     "use_tuned",
 ]
 
+
 class Algorithm(NamedTuple):
     """A convolution algorithm of the kernels: its code (a
     :class:`cnncore._shared.ConvAlgorithm`, passed to every kernel entry point) and

@@ -14,8 +14,9 @@ of machine load hits all of them alike), each sample a batch of calls lasting ab
 :data:`SAMPLE_S`, for at least :data:`MIN_ROUNDS` rounds and until :data:`BUDGET_S` per
 candidate is spent (at most :data:`MAX_ROUNDS`); a candidate's time is its fastest sample
 (preemption only ever adds time).  The heuristic's choice (the ``preferred`` candidate) keeps
-its place unless another is at least :data:`MARGIN` faster, so timing noise does not flip a
-choice between near-equal algorithms.
+its place unless another is at least :data:`MARGIN` faster *and* faster in
+:data:`WIN_ROUNDS` of the rounds, so timing noise does not flip a choice between near-equal
+algorithms.
 
 **Thread count.**  The timing runs with :func:`tune_threads` threads -- the cores this
 process may use, whatever :func:`cnncore.set_num_threads` says -- and the choice is cached
@@ -65,6 +66,7 @@ __all__ = [
     "SAMPLE_S",
     "MIN_ROUNDS",
     "MAX_ROUNDS",
+    "WIN_ROUNDS",
     "GIVE_UP",
     "MARGIN",
 ]
@@ -76,7 +78,9 @@ BUDGET_S = 0.02
 #: Length of one timed sample (seconds): short kernels are called this long in a batch.
 SAMPLE_S = 0.001
 #: Interleaved rounds of samples: at least / at most.
-MIN_ROUNDS, MAX_ROUNDS = 3, 15
+MIN_ROUNDS, MAX_ROUNDS = 5, 15
+#: Share of the rounds a challenger must win against the preferred algorithm.
+WIN_ROUNDS = 0.75
 #: A candidate whose warm-up took this many times the fastest warm-up is dropped.
 GIVE_UP = 3.0
 #: Another algorithm replaces the preferred one only when at least this much faster.
@@ -187,10 +191,11 @@ def measure(
         quickest = min(first.values())
         alive = [n for n in candidates if n == preferred or first[n] <= GIVE_UP * quickest]
         inner = {n: max(1, math.ceil(SAMPLE_S / max(first[n], 1e-7))) for n in alive}
-        best = dict.fromkeys(alive, math.inf)
+        samples: dict[str, list[float]] = {n: [] for n in alive}
         spent = 0.0
-        rounds = 0
-        while rounds < MIN_ROUNDS or (spent < BUDGET_S * len(alive) and rounds < MAX_ROUNDS):
+        while len(samples[preferred]) < MIN_ROUNDS or (
+            spent < BUDGET_S * len(alive) and len(samples[preferred]) < MAX_ROUNDS
+        ):
             for name in alive:
                 code, k = candidates[name], inner[name]
                 t0 = clock()
@@ -198,11 +203,16 @@ def measure(
                     run(code)
                 dt = clock() - t0
                 spent += dt
-                best[name] = min(best[name], dt / k)
-            rounds += 1
+                samples[name].append(dt / k)
+    best = {n: min(v) for n, v in samples.items()}
     times = {**first, **best}  # (a dropped candidate is reported with its warm-up time)
     winner = min(best, key=best.__getitem__)
-    if best[winner] > (1.0 - MARGIN) * best[preferred]:
+    # the challenger must be MARGIN faster at its best and faster in most rounds (a burst of
+    # load during some of the preferred one's samples must not hand it the place)
+    rounds_won = sum(a < b for a, b in zip(samples[winner], samples[preferred], strict=True))
+    if best[winner] > (1.0 - MARGIN) * best[preferred] or rounds_won < WIN_ROUNDS * len(
+        samples[preferred]
+    ):
         winner = preferred
     return winner, {name: round(t * 1e6, 1) for name, t in times.items()}
 
