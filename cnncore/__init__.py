@@ -38,7 +38,8 @@ from .functional import *  # noqa: E402,F403
 from .nn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from .nn.init import manual_seed  # noqa: E402
 from .nn.serialization import load  # noqa: E402
-from .ops.conv_dispatch import conv_algorithm  # noqa: E402
+from .nn.tuning import tune  # noqa: E402
+from .ops.conv_dispatch import conv_algorithm, get_autotune, set_autotune  # noqa: E402
 from .signal import convolve2d, correlate2d  # noqa: E402
 
 __all__ = [
@@ -60,6 +61,9 @@ __all__ = [
     "set_num_threads",
     "show_config",
     "conv_algorithm",
+    "set_autotune",
+    "get_autotune",
+    "tune",
     "manual_seed",
     "load",
     "save_checkpoint",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from contextlib import contextmanager
 from typing import Any
 
 from ._validation import check_int
@@ -154,62 +153,107 @@ def get_num_threads() -> int:
 # --------------------------------------------------------------------------------------------
 # BLAS thread capping.  Kernels call single-threaded GEMMs from inside their own OpenMP
 # regions; a multi-threaded BLAS there would oversubscribe the cores (and, for some BLAS
-# builds, change the summation order with the thread count).  threadpoolctl's generic
-# ``limit()`` costs ~25 us per call, too much for small convolutions in a training step, so
-# the BLAS library controllers are looked up once and toggled directly.  The cap is
-# reference-counted so calls from several Python threads restore the user's setting exactly
-# once, when the last of them leaves.
+# builds, change the summation order with the thread count).  threadpoolctl finds the BLAS
+# libraries once; _threads.BlasCap then calls each library's own thread-count getter and
+# setter through C function pointers (~0.1 us to enter and leave, against 5-15 us for
+# threadpoolctl's Python path per switch, which a batch-1 forward would pay per kernel
+# call).  Libraries whose C entry points are not known here are driven through their
+# threadpoolctl controller instead.  The cap is reference-counted, so calls from several
+# Python threads restore the user's setting exactly once, when the last of them leaves.
 # --------------------------------------------------------------------------------------------
 
 _blas_lock = threading.Lock()
-_blas_depth = 0
-_blas_saved: list[tuple[Any, int]] = []
 _blas_libs: list[Any] | None = None
+_BLAS_CAP = _threads.BlasCap()
+
+
+def _c_entry_points(lib: Any) -> tuple[int, int, bool] | None:
+    """``(getter address, setter address, wide)`` of the C functions through which
+    threadpoolctl's controller ``lib`` reads and sets its library's thread count, or None
+    when this controller is not one whose calls are known to be plain C calls (it is then
+    driven through its Python methods).
+
+    - OpenBLAS with its own threads (``pthreads``) or none: ``openblas_get_num_threads`` /
+      ``openblas_set_num_threads`` (with the symbol prefix/suffix of this build, e.g.
+      SciPy's ``scipy_openblas_*64_``), process-wide, as threadpoolctl sets them.
+    - MKL: ``MKL_Get_Max_Threads`` / ``MKL_Set_Num_Threads_Local`` (this thread's limit, as
+      threadpoolctl sets it; MKL runs sequentially inside the kernels' OpenMP regions).
+    - BLIS: ``bli_thread_get_num_threads`` / ``bli_thread_set_num_threads``, ``dim_t``
+      (64-bit) counts.
+    - FlexiBLAS: ``flexiblas_get_num_threads`` / ``flexiblas_set_num_threads``.
+
+    OpenBLAS built on OpenMP (whose limit threadpoolctl sets through the OpenMP runtime) and
+    any other library take the Python path.
+    """
+    import ctypes
+
+    api = getattr(lib, "internal_api", None)
+    wide = False
+    if api == "openblas":
+        if getattr(lib, "threading_layer", None) not in ("pthreads", "disabled"):
+            return None
+        get = lib._get_symbol("openblas_get_num_threads")
+        set_ = lib._get_symbol("openblas_set_num_threads")
+    elif api == "mkl":
+        get = getattr(lib.dynlib, "MKL_Get_Max_Threads", None)
+        set_ = getattr(lib.dynlib, "MKL_Set_Num_Threads_Local", None)
+    elif api == "blis":
+        get = getattr(lib.dynlib, "bli_thread_get_num_threads", None)
+        set_ = getattr(lib.dynlib, "bli_thread_set_num_threads", None)
+        wide = True
+    elif api == "flexiblas":
+        get = getattr(lib.dynlib, "flexiblas_get_num_threads", None)
+        set_ = getattr(lib.dynlib, "flexiblas_set_num_threads", None)
+    else:
+        return None
+    if get is None or set_ is None:
+        return None
+    get_addr = ctypes.cast(get, ctypes.c_void_p).value
+    set_addr = ctypes.cast(set_, ctypes.c_void_p).value
+    if not get_addr or not set_addr:
+        return None
+    return get_addr, set_addr, wide
 
 
 def _blas_controllers() -> list[Any]:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process (looked up
+    once; the first call also configures the cap)."""
     global _blas_libs
     if _blas_libs is None:
-        try:
-            import scipy.linalg.cython_blas  # noqa: F401  -- make sure SciPy's BLAS is loaded
-            from threadpoolctl import ThreadpoolController
+        with _blas_lock:
+            if _blas_libs is None:
+                try:
+                    import scipy.linalg.cython_blas  # noqa: F401  -- make sure it is loaded
+                    from threadpoolctl import ThreadpoolController
 
-            libs = ThreadpoolController().select(user_api="blas").lib_controllers
-        except Exception:  # noqa: BLE001 -- no threadpoolctl / unknown BLAS: nothing to cap
-            libs = []
-        _blas_libs = list(libs)
+                    libs = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+                except Exception:  # noqa: BLE001 -- no threadpoolctl / unknown BLAS: no cap
+                    libs = []
+                direct, fallback = [], []
+                for lib in libs:
+                    try:
+                        entry = _c_entry_points(lib)
+                    except Exception:  # noqa: BLE001
+                        entry = None
+                    if entry is None:
+                        fallback.append(lib)
+                    else:
+                        direct.append(entry)
+                _BLAS_CAP.configure(direct, fallback)
+                _blas_libs = libs
     return _blas_libs
 
 
-@contextmanager
-def blas_single_thread():
-    """Context manager: every BLAS library runs single-threaded inside it (re-entrant)."""
-    global _blas_depth, _blas_saved
-    with _blas_lock:
-        if _blas_depth == 0:
-            saved = []
-            for lib in _blas_controllers():
-                try:
-                    n = lib.num_threads
-                    if n != 1:
-                        lib.set_num_threads(1)
-                        saved.append((lib, n))
-                except Exception:  # noqa: BLE001
-                    pass
-            _blas_saved = saved
-        _blas_depth += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_depth -= 1
-            if _blas_depth == 0:
-                for lib, n in _blas_saved:
-                    try:
-                        lib.set_num_threads(n)
-                    except Exception:  # noqa: BLE001
-                        pass
-                _blas_saved = []
+def blas_single_thread() -> Any:
+    """Context manager: every BLAS library runs single-threaded inside it (re-entrant, and
+    shared by all Python threads: see :class:`cnncore._threads.BlasCap`).
+
+    Entering and leaving cost about 0.1 us (the libraries' own C setters), so a kernel call
+    can afford one; a model call or a training loop holds one around all its kernels.
+    """
+    if _blas_libs is None:
+        _blas_controllers()
+    return _BLAS_CAP
 
 
 def config_info() -> dict[str, Any]:

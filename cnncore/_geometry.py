@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._callcache import memoize_checks
 from ._shared import PadMode
 from ._validation import MAX_PARAM, check_bool, check_choice, check_int, check_numel, to_pair
 
@@ -250,6 +251,7 @@ def pool2d_params(
     return (kh, kw), (sh, sw), (ph, pw), (dh, dw)
 
 
+@memoize_checks
 def pool2d_geometry(
     func: str,
     in_hw: tuple[int, int],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import operator
 import os
 import threading
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
 
 #: Largest value accepted for a kernel size, stride, padding or dilation (keeps every index
 #: expression of the kernels far from 64-bit overflow).
@@ -230,6 +232,10 @@ def as_float_array(
     Integer, bool, complex, object and other float widths raise TypeError (cnncore never
     silently changes the precision of your data); a wrong ``ndim`` raises ValueError.
     """
+    if type(x) is np.ndarray:  # the common case, checked in as few steps as possible
+        dt = x.dtype
+        if (dt is _F32 or dt is _F64) and (ndim is None or x.ndim == ndim) and x.flags.c_contiguous:
+            return x
     arr = as_ndarray(x, name, func)
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(
@@ -331,6 +337,13 @@ _PHYS_MEM = _physical_memory()
 
 def check_numel(shape: tuple[int, ...], name: str, func: str, itemsize: int = 8) -> int:
     """Element count of ``shape``; ValueError if it overflows 64 bits or cannot fit in RAM."""
+    n = math.prod(shape)
+    if (
+        type(n) is int
+        and 0 < n <= MAX_ELEMENTS
+        and n * itemsize <= (_PHYS_MEM if _PHYS_MEM is not None else MAX_ELEMENTS)
+    ):
+        return n  # no zero dimension and within memory: every check below passes
     n = 1
     nonzero = 1  # NumPy rejects a shape whose non-zero dimensions overflow, even if empty
     for s in shape:

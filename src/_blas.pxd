@@ -1,6 +1,6 @@
 # Header-only BLAS access through SciPy's Cython bindings (no link-time BLAS dependency).
 
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from cnncore._shared cimport floating
 
@@ -24,3 +24,23 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
               &beta, c, &ldc)
+
+
+cdef inline void gemv(bint trans, int rows, int cols, floating alpha, const floating* a,
+                      int lda, const floating* x, int incx, floating beta,
+                      floating* y, int incy) noexcept nogil:
+    """Row-major matrix-vector product: ``A`` is ``rows x cols`` with row stride ``lda``;
+    ``y[rows] = alpha * A @ x[cols] + beta * y``, or with ``trans``
+    ``y[cols] = alpha * A.T @ x[rows] + beta * y``.
+
+    BLAS is column-major: the row-major ``A`` is the column-major ``A^T``, so the
+    transposition flag is swapped.
+    """
+    cdef char t = b'N' if trans else b'T'
+    if rows <= 0 or cols <= 0:
+        return
+    if floating is float:
+        sgemv(&t, &cols, &rows, &alpha, <float*> a, &lda, <float*> x, &incx, &beta, y, &incy)
+    else:
+        dgemv(&t, &cols, &rows, &alpha, <double*> a, &lda, <double*> x, &incx, &beta, y,
+              &incy)

@@ -20,6 +20,11 @@ SHAPES = [
     ((6, 1100), 5),
     ((1200, 9), 7),
     ((3, 200), 300),
+    # one row (batch size 1): matrix-vector products -- one (small), split by columns
+    # (1 x 600 -> 300), split along the inner dimension (1 x 3136 -> 128)
+    ((1, 400), 120),
+    ((1, 600), 300),
+    ((1, 3136), 128),
 ]
 
 
@@ -88,7 +93,10 @@ def test_linear_against_torch(rng, dtype):
     np.testing.assert_allclose(cnncore.linear_backward_bias(g), tb.grad.numpy(), **t)
 
 
-@pytest.mark.parametrize("n, in_f, out_f", [(200, 300, 150), (64, 3136, 128), (1500, 20, 9)])
+@pytest.mark.parametrize(
+    "n, in_f, out_f",
+    [(200, 300, 150), (64, 3136, 128), (1500, 20, 9), (1, 600, 300), (1, 3136, 128)],
+)
 def test_linear_bit_identical_across_threads(rng, n, in_f, out_f):
     x = rng.standard_normal((n, in_f)).astype(np.float32)
     w = rng.standard_normal((out_f, in_f)).astype(np.float32)

@@ -36,7 +36,10 @@ def _randomize(model, seed=0):
     rng = np.random.default_rng(seed)
     for layer in _walk(model):
         stats = getattr(layer, "track_running_stats", False)
-        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d)) and stats:
+        if (
+            isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d))
+            and stats
+        ):
             c = layer.num_features
             layer._buffers["running_mean"][...] = rng.standard_normal(c)
             layer._buffers["running_var"][...] = rng.uniform(0.5, 2.0, c)

@@ -86,7 +86,8 @@ def test_readme_cli_flags_exist():
 
 def test_readme_benchmark_tables_are_generated_and_name_the_machine():
     text = README.read_text()
-    for name in ("avx512", "avx2"):
+    names = ("avx512", "avx2", "inference", "autotune", "autotune-avx2")
+    for name in names:
         m = re.search(rf"<!-- bench:{name}:begin -->\n(.*?)<!-- bench:{name}:end -->", text, re.S)
         assert m, f"README lacks the generated benchmark block {name}"
         body = m.group(1)

@@ -175,6 +175,10 @@ INT_OK = {
     "lda",
     "ldb",
     "ldc",
+    "rows",  # gemv: the BLAS interface takes int sizes and strides (checked by the caller)
+    "cols",
+    "incx",
+    "incy",
     "omp_get_thread_num",
     "omp_get_num_threads",
     "omp_get_max_threads",

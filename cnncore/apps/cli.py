@@ -752,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
             "resize",
             "train",
             "inference",
+            "autotune",
         ],
         default=["all"],
         help="what to time (one or more suites; conv: conv2d, depthwise and transposed: "

@@ -8,6 +8,11 @@ re-validates its input, resolves its geometry and allocates its output.  A
 (recording the shape, dtype and layout each one receives), then replaces each layer it
 knows by a step that calls the same compiled kernel on the recorded shapes, writing into a
 buffer allocated once -- so the results are bit-identical to the layer-by-layer forward.
+A step with too little work to share (below :data:`SMALL_MACS` multiply-adds or
+:data:`SMALL_ELEMENTS` elements, e.g. every layer of LeNet-5 at batch 1) runs on one
+thread whatever :func:`cnncore.set_num_threads` says: a parallel region costs
+microseconds, and on a loaded machine waking a second thread can take a scheduler tick;
+results do not depend on the thread count.
 Activations run in place on a buffer the plan owns.  Layers without a planner (user
 modules, BatchNorm, Softmax, ...) are called as they are.  Parameters are read from the
 layers at every call (an optimizer step or ``load_state_dict`` is seen at once); the
@@ -32,6 +37,7 @@ for inference -- later changes of the original are not seen.
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,7 +51,7 @@ from ..ops.linear import prepare_linear
 from ..ops.pool import prepare_max_pool2d
 from .module import Module, layer_input_error, registered_name
 
-__all__ = ["Plan", "plan_layer", "fuse", "PLANNERS", "MAX_PLANS"]
+__all__ = ["Plan", "plan_layer", "fuse", "PLANNERS", "MAX_PLANS", "SMALL_MACS", "SMALL_ELEMENTS"]
 
 #: Plans a Sequential keeps (one per input shape and dtype), least recently used dropped.
 MAX_PLANS = 4
@@ -62,20 +68,31 @@ def _contiguous(x: np.ndarray, dtype: np.dtype) -> bool:
     return x.dtype == dtype and x.flags.c_contiguous
 
 
+#: A step with fewer multiply-adds (convolution, linear) runs its kernel on one thread ...
+SMALL_MACS = 1 << 18
+#: ... and so does one touching fewer elements (pooling, activations).
+SMALL_ELEMENTS = 1 << 16
+
+
+def _step_threads(work: int, small: int) -> int | None:
+    """The thread count of a step: 1 below ``small`` units of work, where opening a parallel
+    region costs more than it saves (microseconds on an idle machine; on a loaded one, waking
+    a second thread can take a scheduler tick); else None (:func:`cnncore.get_num_threads`
+    at each call).  Results are bit-identical for any thread count, so this is a speed
+    choice only."""
+    return 1 if work < small else None
+
+
 def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
     if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
         return None  # (an unbatched sample or a bad input: the layer's own forward)
     w = layer.weight
     b = layer.bias
-    run, out_shape = prepare_conv2d(
-        x.shape,
-        w.data.shape,
-        x.dtype,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        layer.groups,
-    )
+    args = (x.shape, w.data.shape, x.dtype, layer.stride, layer.padding, layer.dilation)
+    run, out_shape = prepare_conv2d(*args, layer.groups)
+    macs = math.prod(out_shape) * math.prod(w.data.shape[1:])
+    if _step_threads(macs, SMALL_MACS) is not None:
+        run, out_shape = prepare_conv2d(*args, layer.groups, n_threads=1)
     out = np.empty(out_shape, x.dtype)
     if b is None:
         return (lambda x: run(x, w.data, None, out)), True
@@ -87,7 +104,9 @@ def _plan_linear(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
         return None
     w = layer.weight
     b = layer.bias
-    run, out_shape = prepare_linear(x.shape, w.data.shape)
+    run, out_shape = prepare_linear(
+        x.shape, w.data.shape, _step_threads(x.size * w.data.shape[0], SMALL_MACS)
+    )
     out = np.empty(out_shape, x.dtype)
     if b is None:
         return (lambda x: run(x, w.data, None, out)), True
@@ -98,7 +117,13 @@ def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
     if x.dtype.kind != "f" or not x.flags.c_contiguous or x.ndim != 4:
         return None
     run, out_shape = prepare_max_pool2d(
-        x.shape, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode
+        x.shape,
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.ceil_mode,
+        n_threads=_step_threads(x.size, SMALL_ELEMENTS),
     )
     out = np.empty(out_shape, x.dtype)
     return (lambda x: run(x, out)), True
@@ -109,7 +134,8 @@ def _plan_activation(name: str, slope: Callable[[Any], float] | None = None) -> 
         if not owned or x.dtype.kind != "f" or not x.flags.c_contiguous:
             return None  # the input is not the plan's to overwrite: call the layer
         s = 0.0 if slope is None else slope(layer)
-        return (lambda x: unary_inplace(name, x, s)), True
+        nt = _step_threads(x.size, SMALL_ELEMENTS)
+        return (lambda x: unary_inplace(name, x, s, nt)), True
 
     return plan
 

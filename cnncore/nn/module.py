@@ -177,6 +177,8 @@ def layer_input_error(
 
 def as_model_input(x: Any, dtype: np.dtype, func: str = "Sequential") -> np.ndarray:
     """uint8 images -> ``dtype`` in [0, 1]; float arrays -> ``dtype``; anything else raises."""
+    if type(x) is np.ndarray and x.dtype is dtype and x.flags.c_contiguous:
+        return x  # (what the last line returns for it, in fewer steps)
     x = as_ndarray(x, "input", func)
     if x.dtype == np.uint8:
         return np.multiply(x, 1.0 / 255.0, dtype=dtype)
@@ -424,8 +426,19 @@ class Module:
         dt = self.__dict__.get("_dtype")
         if dt is not None:
             return dt
-        first = next(self.named_parameters(), None)  # (stops at the first parameter)
-        return first[1].dtype if first is not None else np.dtype(np.float32)
+        first = self._first_parameter()
+        return first.dtype if first is not None else np.dtype(np.float32)
+
+    def _first_parameter(self) -> Parameter | None:
+        """The first of :meth:`named_parameters`, found without building the names (a model's
+        ``forward`` asks for its dtype on every call)."""
+        for p in self._params.values():
+            return p
+        for _, child in self._state_children():
+            p = child._first_parameter()
+            if p is not None:
+                return p
+        return None
 
     @dtype.setter
     def dtype(self, value: Any) -> None:
@@ -447,6 +460,8 @@ class Module:
     def __call__(self, x: Any) -> Any:
         """``forward(x)`` on arrays; on a symbolic :class:`~cnncore.nn.Node` (or a list of
         them, for merge layers) it records the call in the graph and returns the new node."""
+        if type(x) is np.ndarray:  # the common case first: a layer call at batch size 1
+            return self.forward(x)  # costs a few microseconds in all
         if isinstance(x, Symbolic):
             return x.apply_layer(self, x)
         if isinstance(x, (list, tuple)):

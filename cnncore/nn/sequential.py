@@ -122,7 +122,7 @@ class Sequential(training.TrainingMethods, Module):
         new plan."""
         key = None
         if isinstance(x, np.ndarray):
-            key = (x.shape, x.dtype.str, tuple(map(id, self.layers)))
+            key = (x.shape, x.dtype.str, self._layer_ids())
             plan = self._plans.get(key)
             if plan is not None:
                 self._input_shape = x.shape
@@ -131,6 +131,15 @@ class Sequential(training.TrainingMethods, Module):
         self._input_shape = x.shape
         order = self._run_order()
         return self._plans.record(key, [self.layers[i] for i in order], x, order)
+
+    def _layer_ids(self) -> tuple[int, ...]:
+        """The ids of the layers (part of a plan's key), recomputed only when ``layers``
+        changed (comparing the lists compares the layer objects by identity)."""
+        d = self.__dict__
+        if self.layers != d.get("_keyed_layers"):
+            d["_keyed_layers"] = list(self.layers)
+            d["_keyed_ids"] = tuple(map(id, self.layers))
+        return d["_keyed_ids"]
 
     def _run_order(self) -> list[int]:
         """Indices of the layers in the order ``forward`` runs them (see Notes)."""

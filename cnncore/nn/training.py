@@ -941,6 +941,13 @@ def predict(model: Module, x: Any, batch_size: int = 256) -> np.ndarray:
     was_training = model.training
     model.eval()
     try:
+        if len(x) <= batch_size:
+            # one batch (e.g. one image): nothing for the allocation cache to reuse, whose
+            # handler would only cost NumPy its own small-block cache
+            with blas_single_thread(), batch_required():
+                out = model(x)
+            _check_output(out, "predict")
+            return np.array(out, copy=True)
         with _batch_loop():
             outs = []
             for s in _batches(len(x), batch_size):

@@ -1141,11 +1141,14 @@ def dropout2d_backward(
     return out
 
 
-def unary_inplace(name: str, x: np.ndarray, slope: float = 0.0) -> np.ndarray:
+def unary_inplace(
+    name: str, x: np.ndarray, slope: float = 0.0, n_threads: int | None = None
+) -> np.ndarray:
     """``x <- relu/leaky_relu/sigmoid/tanh(x)`` in place, without argument checks (inference
-    plans; ``x`` a C-contiguous float array the caller owns).  Bit-identical to the op."""
+    plans; ``x`` a C-contiguous float array the caller owns).  Bit-identical to the op (for
+    any ``n_threads``; None: :func:`cnncore.get_num_threads`)."""
     flat = x.reshape(-1)
-    _activation.unary(_INPLACE_OPS[name], flat, flat, slope, get_num_threads())
+    _activation.unary(_INPLACE_OPS[name], flat, flat, slope, n_threads or get_num_threads())
     return x
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._callcache import memoize_checks
 from .._config import blas_single_thread, get_num_threads, load_kernels
 from .._geometry import (
     ConvGeometry,
@@ -51,6 +52,7 @@ _GO_SHAPE = "(N, C_out, H_out, W_out)"
 _conv, _CONV_SIMD = load_kernels("cnncore.ops._conv")
 
 
+@memoize_checks
 def _conv_setup(
     func: str,
     x_shape: tuple[int, ...],
@@ -109,22 +111,38 @@ def conv2d_algorithms(
     padding: IntPair = 0,
     dilation: IntPair = 1,
     groups: int = 1,
+    dtype: Any = None,
 ) -> dict[str, str]:
     """The algorithm each pass of a convolution would run with now.
 
     Returns ``{"forward": name, "input": name, "weight": name}`` with names from
-    :data:`cnncore.ops.conv_dispatch.ALGORITHMS` -- the automatic choice, or the one forced by
-    an enclosing :func:`cnncore.conv_algorithm` block.  The kernels still run GEMM where the
-    planned algorithm does not apply (and Winograd falls back to GEMM on Inf/NaN inputs).
+    :data:`cnncore.ops.conv_dispatch.ALGORITHMS` -- the one forced by an enclosing
+    :func:`cnncore.conv_algorithm` block, else the tuned choice for ``dtype`` (float32 or
+    float64; when given) if there is one, else the built-in thresholds' (nothing is
+    measured here).  The kernels still run GEMM where the planned algorithm does not apply
+    (and Winograd falls back to GEMM on Inf/NaN inputs).
     """
     func = "conv2d_algorithms"
     in_shape = check_shape(input_shape, "input_shape", func, 4)
     w_shape = check_shape(weight_shape, "weight_shape", func, 4)
     geo, groups = _conv_setup(func, in_shape, w_shape, stride, padding, dilation, groups)
+    dt = None if dtype is None else _float_dtype(dtype, func)
     return {
-        which: algorithm_name(select_conv_algorithm(w_shape, groups, geo, which))
+        which: algorithm_name(
+            select_conv_algorithm(w_shape, groups, geo, which, in_shape, dt, measure=False)
+        )
         for which in ("forward", "input", "weight")
     }
+
+
+def _float_dtype(dtype: Any, func: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{func}(): dtype must be float32 or float64. Received: dtype={dtype!r}")
+    return dt
 
 
 def _conv_kernel_args(geo: ConvGeometry, groups: int) -> tuple[int, ...]:
@@ -210,7 +228,9 @@ def conv2d(
     )
     if bias is not None:
         bias = as_float_array(bias, "bias", func)
-    dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    dtype = x.dtype
+    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
+        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
     geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
     n, k = x.shape[0], weight.shape[0]
     if bias is not None and bias.shape != (k,):
@@ -224,7 +244,7 @@ def conv2d(
     if x.size == 0 or weight.size == 0:  # only padding is read: the output is the bias
         y[...] = 0 if bias is None else bias[None, :, None, None]
         return y
-    algo = select_conv_algorithm(weight.shape, groups, geo, "forward")
+    algo = select_conv_algorithm(weight.shape, groups, geo, "forward", x.shape, dtype)
     with blas_single_thread():
         _conv.conv2d_forward(
             x, weight, bias, y, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -322,7 +342,7 @@ def _conv_input_grad(
     if grad_output.size == 0 or weight.size == 0:
         dx[...] = 0
         return dx
-    algo = select_conv_algorithm(weight.shape, groups, geo, "input")
+    algo = select_conv_algorithm(weight.shape, groups, geo, "input", input_shape, grad_output.dtype)
     with blas_single_thread():
         _conv.conv2d_backward_input(
             grad_output, weight, dx, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -408,7 +428,7 @@ def _conv_param_grads(
         if db is not None:
             _conv.conv2d_backward_bias(grad_output, db, get_num_threads())
         return dw, db
-    algo = select_conv_algorithm(weight_shape, groups, geo, "weight")
+    algo = select_conv_algorithm(weight_shape, groups, geo, "weight", x.shape, x.dtype)
     with blas_single_thread():
         _conv.conv2d_backward_weight(
             grad_output, x, dw, db, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -536,6 +556,7 @@ def conv2d_backward(
 # --------------------------------------------------------------------------------------------
 
 
+@memoize_checks
 def _conv_transpose_setup(
     func: str,
     x_shape: tuple[int, ...],
@@ -593,6 +614,7 @@ def conv_transpose2d_algorithms(
     output_padding: IntPair = 0,
     groups: int = 1,
     dilation: IntPair = 1,
+    dtype: DTypeLike | None = None,
 ) -> dict[str, str]:
     """The algorithm each pass of a transposed convolution would run with now:
     ``{"forward": name, "input": name, "weight": name}`` (see :func:`conv2d_algorithms`; the
@@ -600,11 +622,14 @@ def conv_transpose2d_algorithms(
     func = "conv_transpose2d_algorithms"
     in_shape = check_shape(input_shape, "input_shape", func, 4)
     w_shape = check_shape(weight_shape, "weight_shape", func, 4)
-    geo, groups, _ = _conv_transpose_setup(
+    geo, groups, out_shape = _conv_transpose_setup(
         func, in_shape, w_shape, stride, padding, output_padding, groups, dilation
     )
+    dt = None if dtype is None else _float_dtype(dtype, func)
     return {
-        mine: algorithm_name(select_conv_algorithm(w_shape, groups, geo, conv))
+        mine: algorithm_name(
+            select_conv_algorithm(w_shape, groups, geo, conv, out_shape, dt, measure=False)
+        )
         for mine, conv in (("forward", "input"), ("input", "forward"), ("weight", "weight"))
     }
 
@@ -701,7 +726,7 @@ def conv_transpose2d(
     if x.size == 0 or weight.size == 0:  # no input reaches the output: the bias
         y[...] = 0 if bias is None else bias[None, :, None, None]
         return y
-    algo = select_conv_algorithm(weight.shape, groups, geo, "input")
+    algo = select_conv_algorithm(weight.shape, groups, geo, "input", out_shape, dtype)
     with blas_single_thread():
         _conv.conv_transpose2d_forward(
             x, weight, bias, y, *_conv_kernel_args(geo, groups), algo, get_num_threads()
@@ -785,7 +810,9 @@ def conv_transpose2d_backward(
         if dx.size and (grad_output.size == 0 or weight.size == 0):
             dx[...] = 0
         elif dx.size:
-            algo = select_conv_algorithm(weight.shape, groups, geo, "forward")
+            algo = select_conv_algorithm(
+                weight.shape, groups, geo, "forward", grad_output.shape, x.dtype
+            )
             with blas_single_thread():
                 _conv.conv2d_forward(
                     grad_output,
@@ -938,6 +965,7 @@ def prepare_conv2d(
     padding: IntPair = 0,
     dilation: IntPair = 1,
     groups: int = 1,
+    n_threads: int | None = None,
 ) -> tuple[Any, tuple[int, ...]]:
     """:func:`conv2d` for repeated calls on one input shape (inference plans).
 
@@ -947,6 +975,8 @@ def prepare_conv2d(
     bit-identical -- without checking its arguments again: ``x``, ``weight``, ``bias`` (or
     None) and ``out`` must be C-contiguous arrays of ``dtype`` and of the prepared shapes.
     The caller holds the BLAS single-thread cap (:func:`cnncore._config.blas_single_thread`).
+    ``n_threads`` fixes the kernel's thread count (None: :func:`cnncore.get_num_threads` at
+    each call); results do not depend on it.
     """
     func = "conv2d"
     geo, groups = _conv_setup(
@@ -955,6 +985,7 @@ def prepare_conv2d(
     out_shape = (x_shape[0], weight_shape[0], *geo.out)
     args = _conv_kernel_args(geo, groups)
     w_shape = tuple(weight_shape)
+    x_shape, dtype = tuple(x_shape), np.dtype(dtype)
     if math.prod(out_shape) == 0 or math.prod(x_shape) == 0 or math.prod(w_shape) == 0:
 
         def run_general(
@@ -968,8 +999,8 @@ def prepare_conv2d(
 
     def run(x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray) -> np.ndarray:
         # the algorithm is chosen per call: a cnncore.conv_algorithm() block may force one
-        algo = select_conv_algorithm(w_shape, groups, geo, "forward")
-        forward(x, weight, bias, out, *args, algo, get_num_threads())
+        algo = select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
+        forward(x, weight, bias, out, *args, algo, n_threads or get_num_threads())
         return out
 
     return run, out_shape

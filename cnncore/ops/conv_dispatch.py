@@ -1,6 +1,7 @@
 """Which algorithm computes each convolution pass -- the one place that decides.
 
-cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement three algorithms:
+cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algorithms
+(:data:`REGISTRY` says where each applies):
 
 ``"gemm"``
     im2col of a block of output rows, then one BLAS GEMM per block (the default).
@@ -20,40 +21,108 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement three algori
     convolutions on small images (16-128 channels per group, any stride).
 
 :func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
-``"weight"`` gradient) from the thresholds below; :func:`conv_algorithm` forces one for a
-block of code (tests, benchmarks, or to compare algorithms)::
+``"weight"`` gradient), in this order:
 
-    with cnncore.conv_algorithm("gemm"):
-        y = cnncore.conv2d(x, w)
+1. the algorithm forced by a :func:`conv_algorithm` block (tests, benchmarks, or to compare
+   algorithms)::
+
+       with cnncore.conv_algorithm("gemm"):
+           y = cnncore.conv2d(x, w)
+
+2. a tuned choice: the fastest algorithm *measured on this machine* for this pass, shape and
+   dtype -- by :func:`cnncore.tune` ahead of time, by autotuning on first use
+   (:func:`set_autotune`, ``CNNCORE_AUTOTUNE=1``), or read from the cache file
+   ``CNNCORE_TUNE_CACHE`` (see :mod:`cnncore.ops.conv_tune`);
+3. otherwise the thresholds below (:func:`heuristic_conv_algorithm`), fitted on one CPU.
+
+Autotuning is opt-in, like cuDNN's benchmark mode: timing costs milliseconds per new shape,
+and which of two near-equal algorithms wins a measurement can change from run to run -- so a
+run that must repeat bit for bit (``fit(seed=...)``) would not.  The default is
+deterministic; ``tune()`` with a cache file gives measured choices that repeat.
 
 A forced algorithm that does not apply to a shape (``"winograd"`` for a 5x5 kernel,
 ``"direct"`` for a weight gradient, ``"depthwise"`` for two input channels per group,
-``"blocked"`` for a strided input gradient) runs GEMM.  All algorithms give the same result up to
-rounding (they may differ in the last bits); each is bit-identical for any thread count.
+``"blocked"`` for a strided input gradient) runs GEMM.  All algorithms give the same
+result up to rounding (they may differ in the last bits); each is bit-identical for any
+thread count, and no choice depends on the thread count (tuned choices are measured at a
+fixed one), so results never do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 from .._config import _selected_simd
 from .._geometry import ConvGeometry
 from .._shared import ConvAlgorithm
+from . import conv_tune
+from .conv_tune import ConvCase
 
-__all__ = ["ALGORITHMS", "conv_algorithm", "forced_conv_algorithm", "select_conv_algorithm"]
+__all__ = [
+    "ALGORITHMS",
+    "REGISTRY",
+    "conv_algorithm",
+    "forced_conv_algorithm",
+    "select_conv_algorithm",
+    "heuristic_conv_algorithm",
+    "eligible_algorithms",
+    "set_autotune",
+    "get_autotune",
+    "tuned_algorithms",
+    "clear_tuning",
+    "tuning",
+    "use_tuned",
+]
+
+
+class Algorithm(NamedTuple):
+    """A convolution algorithm of the kernels: its code (a
+    :class:`cnncore._shared.ConvAlgorithm`, passed to every kernel entry point) and
+    ``applies(case)``: whether the kernels run it for a pass (:class:`ConvCase`) -- where it
+    does not, they run GEMM instead, so autotuning times only the algorithms that apply."""
+
+    code: int
+    applies: Callable[[ConvCase], bool]
+
+
+def _direct_applies(case: ConvCase) -> bool:
+    # no weight-gradient kernel; the input gradient's needs unit stride
+    return case.which == "forward" or (case.which == "input" and case.geo.stride == (1, 1))
+
+
+def _winograd_applies(case: ConvCase) -> bool:
+    geo = case.geo
+    return (
+        geo.kernel == (3, 3)
+        and geo.stride == (1, 1)
+        and geo.dilation == (1, 1)
+        and (case.which != "input" or max(geo.padding) <= 2)
+    )
+
+
+#: Name -> :class:`Algorithm`, for every algorithm the kernels implement.  A new algorithm is
+#: one entry here: ``conv_algorithm(name)`` then forces it (:data:`ALGORITHMS` lists these
+#: names) and autotuning times it wherever it applies.
+REGISTRY: dict[str, Algorithm] = {
+    "gemm": Algorithm(ConvAlgorithm.ALGO_GEMM, lambda case: True),
+    "direct": Algorithm(ConvAlgorithm.ALGO_DIRECT, _direct_applies),
+    "winograd": Algorithm(ConvAlgorithm.ALGO_WINOGRAD, _winograd_applies),
+    "depthwise": Algorithm(ConvAlgorithm.ALGO_DEPTHWISE, lambda case: case.w_shape[1] == 1),
+    # no strided input-gradient kernel
+    "blocked": Algorithm(
+        ConvAlgorithm.ALGO_BLOCKED, lambda case: case.which != "input" or case.geo.stride == (1, 1)
+    ),
+}
 
 #: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
-ALGORITHMS = ("auto", "gemm", "direct", "winograd", "depthwise", "blocked")
+ALGORITHMS = ("auto", *REGISTRY)
 
-_CODES = {
-    "gemm": ConvAlgorithm.ALGO_GEMM,
-    "direct": ConvAlgorithm.ALGO_DIRECT,
-    "winograd": ConvAlgorithm.ALGO_WINOGRAD,
-    "depthwise": ConvAlgorithm.ALGO_DEPTHWISE,
-    "blocked": ConvAlgorithm.ALGO_BLOCKED,
-}
+_CODES = {name: algo.code for name, algo in REGISTRY.items()}
 _NAMES = {int(code): name for name, code in _CODES.items()}
 
 # The algorithm forced by the innermost ``conv_algorithm`` block (None: automatic).  A context
@@ -182,18 +251,12 @@ def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, w
     return max(cg, kg) * rows * cols <= _DIRECT_FWD_MAX_SCRATCH
 
 
-def select_conv_algorithm(
+def heuristic_conv_algorithm(
     w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str
 ) -> int:
-    """The kernel algorithm code (a :class:`cnncore._shared.ConvAlgorithm`) for one pass.
-
-    ``which`` is ``"forward"``, ``"input"`` or ``"weight"`` (gradient); ``geo`` is the
-    convolution's resolved geometry and ``w_shape`` the weight's shape.  A
-    :func:`conv_algorithm` block overrides the choice.
-    """
-    forced = _forced.get()
-    if forced is not None:
-        return forced
+    """The kernel algorithm code the thresholds above choose for one pass (``which``:
+    ``"forward"``, ``"input"`` or ``"weight"``; ``geo`` the resolved geometry, ``w_shape``
+    the weight's shape)."""
     k, cg, kh, kw = w_shape
     if cg == 1 and groups > 1:
         return ConvAlgorithm.ALGO_DEPTHWISE
@@ -230,3 +293,326 @@ def select_conv_algorithm(
     ):
         return ConvAlgorithm.ALGO_DIRECT
     return ConvAlgorithm.ALGO_GEMM
+
+
+# --------------------------------------------------------------------------------------------
+# Measured choices (see cnncore.ops.conv_tune)
+# --------------------------------------------------------------------------------------------
+
+_ENV_AUTOTUNE = "CNNCORE_AUTOTUNE"
+
+
+def _autotune_from_env() -> bool:
+    raw = os.environ.get(_ENV_AUTOTUNE, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(
+        f"{_ENV_AUTOTUNE} must be 0 or 1. Received: {_ENV_AUTOTUNE}={os.environ[_ENV_AUTOTUNE]!r}"
+    )
+
+
+_autotune = _autotune_from_env()
+_cache: conv_tune.TuneCache | None = None  # created on first use (reads the cache file)
+_cache_lock = threading.Lock()
+# Whether select_conv_algorithm looks beyond the heuristic at all: autotuning is on, a tuning
+# block is open, a cache file is named, or some choice is tuned (kept up to date by the
+# functions below; the common case -- none of these -- then costs one global read).
+_active = _autotune or bool(os.environ.get(conv_tune.ENV_CACHE))
+# The passes tune() measures for every convolution it meets (None: no tune() running).
+_tuning_passes: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "cnncore_tuning_passes", default=None
+)
+_tuning_seen: ContextVar[list[ConvCase] | None] = ContextVar("cnncore_tuning_seen", default=None)
+
+
+def _applies(case: ConvCase, name: str) -> bool:
+    algo = REGISTRY.get(name)
+    return algo is not None and algo.applies(case)
+
+
+def _tune_cache() -> conv_tune.TuneCache:
+    global _cache
+    if _cache is None:
+        with _cache_lock:
+            if _cache is None:
+                from .._config import _loaded_simd, load_kernels
+
+                if "cnncore.ops._conv" not in _loaded_simd:
+                    load_kernels("cnncore.ops._conv")
+                path = os.environ.get(conv_tune.ENV_CACHE) or None
+                _cache = conv_tune.TuneCache(path, _loaded_simd["cnncore.ops._conv"], _applies)
+    return _cache
+
+
+_open_tunings = 0  # tuning() blocks open in any thread
+
+
+def _update_active() -> None:
+    global _active
+    _active = (
+        _autotune
+        or _open_tunings > 0
+        or bool(os.environ.get(conv_tune.ENV_CACHE))
+        or (_cache is not None and bool(_cache.choices))
+    )
+
+
+def set_autotune(enabled: bool) -> None:
+    """Measure the convolution algorithms on the first use of each shape (or not).
+
+    Parameters
+    ----------
+    enabled : bool
+        True: the first call of each convolution pass (forward, input gradient, weight
+        gradient) with a new shape and dtype times every algorithm that applies and keeps
+        the fastest for the rest of the process (and in ``$CNNCORE_TUNE_CACHE`` when set).
+        False (the default, or ``$CNNCORE_AUTOTUNE``): shapes not tuned yet use the
+        built-in thresholds.  Choices already tuned are used either way.
+
+    Notes
+    -----
+    Opt-in, as cuDNN's benchmark mode: the first call of each shape costs the timing (a
+    few milliseconds per algorithm and pass), and which of two near-equal algorithms wins
+    can change between runs, while the built-in choice repeats exactly.  The choice never
+    depends on :func:`cnncore.set_num_threads` (see :mod:`cnncore.ops.conv_tune`).
+
+    See Also
+    --------
+    cnncore.tune : tune every convolution of a model ahead of time.
+    cnncore.conv_algorithm : force one algorithm.
+    """
+    from .._validation import check_bool
+
+    global _autotune
+    _autotune = check_bool(enabled, "enabled", "set_autotune")
+    _forget_resolved()
+    _update_active()
+
+
+def get_autotune() -> bool:
+    """Whether convolutions are autotuned on first use (see :func:`set_autotune`)."""
+    return _autotune
+
+
+def tuned_algorithms() -> list[dict[str, Any]]:
+    """The tuned choices this process uses, one dict per pass and shape: ``pass``,
+    ``input``, ``weight``, ``groups``, ``stride``, ``padding`` (top, left), ``dilation``,
+    ``output``, ``dtype`` (conv2d's terms) and ``algorithm``."""
+    if _cache is None and not _active:
+        return []
+    cache = _tune_cache()
+    out = []
+    for case, name in list(cache.choices.items()):
+        geo = case.geo
+        out.append(
+            {
+                "pass": case.which,
+                "input": case.x_shape,
+                "weight": case.w_shape,
+                "groups": case.groups,
+                "stride": geo.stride,
+                "padding": geo.padding,
+                "dilation": geo.dilation,
+                "output": geo.out,
+                "dtype": case.dtype,
+                "algorithm": name,
+            }
+        )
+    return out
+
+
+def clear_tuning() -> None:
+    """Forget every tuned choice of this process (the cache file is not changed; it is read
+    again on the next convolution)."""
+    global _cache
+    with _cache_lock:
+        _cache = None
+        _forget_resolved()
+    _update_active()
+
+
+_tuned_on: ContextVar[bool] = ContextVar("cnncore_use_tuned", default=True)
+
+
+class use_tuned:  # noqa: N801 (a context manager, named like conv_algorithm)
+    """Context manager: with ``enabled=False``, convolutions inside the block ignore tuned
+    choices and do not tune: the built-in thresholds decide (to compare the two; a
+    :func:`conv_algorithm` block still wins).  Per thread, like :func:`conv_algorithm`.
+
+    Examples
+    --------
+    >>> import numpy as np, cnncore
+    >>> from cnncore.ops.conv_dispatch import use_tuned
+    >>> x = np.ones((1, 1, 5, 5), np.float32); w = np.ones((1, 1, 3, 3), np.float32)
+    >>> with use_tuned(False):
+    ...     y = cnncore.conv2d(x, w)
+    """
+
+    __slots__ = ("enabled", "_token")
+
+    def __init__(self, enabled: bool = True) -> None:
+        from .._validation import check_bool
+
+        self.enabled = check_bool(enabled, "enabled", "use_tuned")
+        self._token: Any = None
+
+    def __enter__(self) -> None:
+        self._token = _tuned_on.set(self.enabled)
+
+    def __exit__(self, *exc: Any) -> None:
+        _tuned_on.reset(self._token)
+
+
+def eligible_algorithms(case: ConvCase) -> list[str]:
+    """The names of the algorithms that apply to ``case`` (GEMM always does)."""
+    return [name for name, algo in REGISTRY.items() if algo.applies(case)]
+
+
+def _tune(cache: conv_tune.TuneCache, case: ConvCase, heuristic: int) -> str:
+    """Measure ``case`` (unless another thread just did) and keep the winner."""
+    with cache.lock:
+        name = cache.get(case)
+        if name is not None:
+            return name
+        if conv_tune.case_bytes(case) > conv_tune.MAX_TUNE_BYTES:
+            return _NAMES[int(heuristic)]  # too large to time twice: the thresholds decide
+        candidates = {name: int(REGISTRY[name].code) for name in eligible_algorithms(case)}
+        preferred = _NAMES[int(heuristic)]
+        if preferred not in candidates:  # (the thresholds never pick one that does not apply)
+            preferred = "gemm"
+        name, times = conv_tune.measure(case, candidates, preferred)
+        cache.put(case, name, times)
+        _forget_resolved()
+    _update_active()
+    return name
+
+
+@contextmanager
+def tuning(passes: tuple[str, ...] = conv_tune.PASSES) -> Iterator[list[ConvCase]]:
+    """Context manager (:func:`cnncore.tune`): every convolution run inside the block has
+    each of ``passes`` tuned (measured unless already tuned) for its shapes, whatever
+    :func:`set_autotune` says, and the cache file is written once at the end.  Yields the
+    list of the cases met (in order, without repeats)."""
+    global _open_tunings
+    cache = _tune_cache()
+    seen: list[ConvCase] = []
+    t_passes = _tuning_passes.set(tuple(passes))
+    t_seen = _tuning_seen.set(seen)
+    with _cache_lock:
+        _open_tunings += 1
+        _update_active()
+    try:
+        with cache.deferred_writes():
+            yield seen
+    finally:
+        _tuning_passes.reset(t_passes)
+        _tuning_seen.reset(t_seen)
+        with _cache_lock:
+            _open_tunings -= 1
+            _update_active()
+
+
+def select_conv_algorithm(
+    w_shape: tuple[int, ...],
+    groups: int,
+    geo: ConvGeometry,
+    which: str,
+    x_shape: tuple[int, ...] | None = None,
+    dtype: Any = None,
+    measure: bool = True,
+) -> int:
+    """The kernel algorithm code (a :class:`cnncore._shared.ConvAlgorithm`) for one pass.
+
+    ``which`` is ``"forward"``, ``"input"`` or ``"weight"`` (gradient); ``geo`` is the
+    convolution's resolved geometry and ``w_shape`` the weight's shape; ``x_shape`` (conv2d's
+    input shape) and ``dtype`` identify the case for tuned choices (without them the
+    thresholds decide).  Order: a :func:`conv_algorithm` block, a tuned choice, autotuning
+    (when on and ``measure``), the thresholds -- see the module docstring.
+    """
+    if _active and x_shape is not None and dtype is not None and _tuned_on.get():
+        if _tuning_passes.get() is None:
+            forced = _forced.get()
+            if forced is not None:
+                return forced
+            code = _resolved.get((which, x_shape, w_shape, groups, geo, dtype, measure))
+            if code is not None:
+                return code
+        return _select_tuned(w_shape, groups, geo, which, x_shape, dtype, measure)
+    forced = _forced.get()
+    if forced is not None:
+        return forced
+    return _heuristic(w_shape, groups, geo, which)
+
+
+def _heuristic(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> int:
+    key = (w_shape, groups, geo, which)
+    code = _heuristic_memo.get(key)
+    if code is None:
+        code = heuristic_conv_algorithm(w_shape, groups, geo, which)
+        if len(_heuristic_memo) >= 4096:
+            _heuristic_memo.clear()
+        _heuristic_memo[key] = code
+    return code
+
+
+def _select_tuned(
+    w_shape: tuple[int, ...],
+    groups: int,
+    geo: ConvGeometry,
+    which: str,
+    x_shape: tuple[int, ...],
+    dtype: Any,
+    measure: bool,
+) -> int:
+    """:func:`select_conv_algorithm` when tuned choices may apply (see there); the outcome
+    outside tune() is remembered in ``_resolved`` until the tuning state changes."""
+    generation = _generation[0]
+    case = ConvCase(which, x_shape, w_shape, groups, geo, dtype.name)  # type: ignore
+    passes = _tuning_passes.get()
+    if passes is not None:  # inside tune(): every requested pass of this convolution
+        seen = _tuning_seen.get()
+        cache = _tune_cache()
+        for p in passes:
+            c = case._replace(which=p)
+            if seen is not None and c not in seen:
+                seen.append(c)
+            if cache.get(c) is None:
+                _tune(cache, c, heuristic_conv_algorithm(w_shape, groups, geo, p))
+        forced = _forced.get()
+        if forced is not None:
+            return forced
+    cache = _tune_cache()
+    name = cache.get(case)
+    if name is not None:
+        code = REGISTRY[name].code
+    elif _autotune and measure:
+        code = REGISTRY[
+            _tune(cache, case, heuristic_conv_algorithm(w_shape, groups, geo, which))
+        ].code
+    else:
+        code = _heuristic(w_shape, groups, geo, which)
+    if passes is None and generation == _generation[0]:  # (nothing changed meanwhile)
+        if len(_resolved) >= 4096:
+            _resolved.clear()
+        _resolved[(which, x_shape, w_shape, groups, geo, dtype, measure)] = code
+    return code
+
+
+# What _select_tuned decided per (pass, input shape, weight shape, groups, geometry, dtype,
+# measure): emptied whenever a choice is tuned, the tuning is cleared or autotuning is
+# switched, so it only ever repeats what the cache and the thresholds would say now.
+_resolved: dict[tuple[Any, ...], int] = {}
+_generation = [0]  # bumped with each emptying (a decision made across one is not kept)
+
+
+def _forget_resolved() -> None:
+    _generation[0] += 1
+    _resolved.clear()
+
+
+# The thresholds' choice per (weight shape, groups, geometry, pass): the arguments come from
+# the memoized argument checks of cnncore/ops/conv.py (tuples of ints), so equal keys are
+# equal cases.
+_heuristic_memo: dict[tuple[Any, ...], int] = {}

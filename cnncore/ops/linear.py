@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._callcache import memoize_checks
 from .._config import blas_single_thread, get_num_threads
 from .._typing import ArrayLike
 from .._validation import (
@@ -70,25 +71,49 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike = None) -> np.ndarra
     )
     if bias is not None:
         bias = as_float_array(bias, "bias", func)
-    dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    dtype = x.dtype
+    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
+        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    rows, out_shape = _linear_setup(
+        func, x.shape, weight.shape, None if bias is None else bias.shape
+    )
     out_f, in_f = weight.shape
-    if bias is not None and bias.shape != (out_f,):
+    y = np.empty((rows, out_f), dtype=dtype)
+    with blas_single_thread():
+        _linear.linear_forward(
+            x if x.ndim == 2 else x.reshape(rows, in_f), weight, bias, y, get_num_threads()
+        )
+    return y if x.ndim == 2 else y.reshape(out_shape)
+
+
+@memoize_checks
+def _linear_setup(
+    func: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, int],
+    b_shape: tuple[int, ...] | None,
+) -> tuple[int, tuple[int, ...]]:
+    """The shape checks of :func:`linear` (done once per shapes): ``(rows, out_shape)``."""
+    out_f, in_f = w_shape
+    if b_shape is not None and b_shape != (out_f,):
         raise ValueError(
             f"{func}(): bias must have shape (out_features,) = ({out_f},). "
-            f"Received: bias with shape {bias.shape}"
+            f"Received: bias with shape {b_shape}"
         )
-    x2 = _linear_rows(func, x, "x", in_f, "in_features (weight.shape[1])")
-    check_numel((*x.shape[:-1], out_f), "output", func)
+    if len(x_shape) < 1 or x_shape[-1] != in_f:
+        raise ValueError(
+            f"{func}(): the last dimension of x must be in_features (weight.shape[1]) = "
+            f"{in_f}. Received: x with shape {x_shape}"
+        )
+    out_shape = (*x_shape[:-1], out_f)
+    check_numel(out_shape, "output", func)
     check_blas_dims(
         func,
-        lambda: f"x with shape {x.shape}, weight with shape {weight.shape}",
+        lambda: f"x with shape {x_shape}, weight with shape {w_shape}",
         in_features=in_f,
         out_features=out_f,
     )
-    y = np.empty((x2.shape[0], out_f), dtype=dtype)
-    with blas_single_thread():
-        _linear.linear_forward(x2, weight, bias, y, get_num_threads())
-    return y.reshape(*x.shape[:-1], out_f)
+    return math.prod(x_shape[:-1]), out_shape
 
 
 def linear_backward_input(grad_output: ArrayLike, weight: ArrayLike) -> np.ndarray:
@@ -197,13 +222,14 @@ def linear_backward_bias(grad_output: ArrayLike) -> np.ndarray:
 
 
 def prepare_linear(
-    x_shape: tuple[int, ...], weight_shape: tuple[int, ...]
+    x_shape: tuple[int, ...], weight_shape: tuple[int, ...], n_threads: int | None = None
 ) -> tuple[Any, tuple[int, ...]]:
     """:func:`linear` for repeated calls on one input shape (inference plans): checks the
     shapes once; returns ``(run, out_shape)`` where ``run(x, weight, bias, out)`` writes
     ``linear(x, weight, bias)`` into ``out`` with the same kernel, without checking its
     arguments again (C-contiguous arrays of one float dtype and of the prepared shapes; the
-    caller holds the BLAS single-thread cap)."""
+    caller holds the BLAS single-thread cap).  ``n_threads`` fixes the kernel's thread count
+    (None: :func:`cnncore.get_num_threads` at each call); results do not depend on it."""
     func = "linear"
     out_f, in_f = weight_shape
     if len(x_shape) < 1 or x_shape[-1] != in_f:
@@ -217,11 +243,15 @@ def prepare_linear(
     rows = math.prod(x_shape[:-1])
     forward = _linear.linear_forward
 
+    flat = len(x_shape) == 2  # (x and out are already the 2-D operands)
+
     def run(x: np.ndarray, weight: np.ndarray, bias: Any, out: np.ndarray) -> np.ndarray:
         if rows:
-            forward(
-                x.reshape(rows, in_f), weight, bias, out.reshape(rows, out_f), get_num_threads()
-            )
+            nt = n_threads or get_num_threads()
+            if flat:
+                forward(x, weight, bias, out, nt)
+            else:
+                forward(x.reshape(rows, in_f), weight, bias, out.reshape(rows, out_f), nt)
         return out
 
     return run, out_shape

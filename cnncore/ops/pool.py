@@ -750,11 +750,14 @@ def prepare_max_pool2d(
     padding: Any = 0,
     dilation: Any = 1,
     ceil_mode: bool = False,
+    n_threads: int | None = None,
 ) -> tuple[Any, tuple[int, ...]]:
     """:func:`max_pool2d` (without indices) for repeated calls on one input shape (inference
     plans): resolves the geometry once; returns ``(run, out_shape)`` where ``run(x, out)``
     writes the pooled ``x`` into ``out`` with the same kernel, without checking its arguments
-    again (C-contiguous arrays of one float dtype and of the prepared shapes)."""
+    again (C-contiguous arrays of one float dtype and of the prepared shapes).
+    ``n_threads`` fixes the kernel's thread count (None: :func:`cnncore.get_num_threads` at
+    each call); results do not depend on it."""
     func = "max_pool2d"
     geo = pool2d_geometry(
         func, tuple(x_shape[2:]), kernel_size, stride, padding, dilation, ceil_mode
@@ -765,7 +768,7 @@ def prepare_max_pool2d(
     forward = _pool.max_pool2d_forward
 
     def run(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        forward(x, out, None, *args, get_num_threads())
+        forward(x, out, None, *args, n_threads or get_num_threads())
         return out
 
     return run, out_shape

@@ -9,7 +9,7 @@ against a NumPy copy of the same bytes) measured in that run.
 - one module per suite: :mod:`~cnncore.apps.bench.conv`, :mod:`~cnncore.apps.bench.pool`,
   :mod:`~cnncore.apps.bench.activation`, :mod:`~cnncore.apps.bench.norm`,
   :mod:`~cnncore.apps.bench.resize`, :mod:`~cnncore.apps.bench.train`,
-  :mod:`~cnncore.apps.bench.inference`;
+  :mod:`~cnncore.apps.bench.inference`, :mod:`~cnncore.apps.bench.autotune`;
 - here: :data:`SUITES` (the table ``cnncore bench --suite`` reads) and the shared command line
   of the ``benchmarks/bench_*.py`` scripts (:func:`script_parser`, :func:`run_script`).
 
@@ -30,6 +30,7 @@ import numpy as np
 import cnncore
 
 from .activation import SIGNAL_CASES, bench_activation
+from .autotune import AUTOTUNE_SHAPES, bench_autotune
 from .conv import CONV_SHAPES, bench_conv, bench_conv_resnet
 from .inference import bench_inference
 from .norm import NORM_CASES, bench_norm
@@ -77,6 +78,8 @@ __all__ = [
     "bench_resize",
     "bench_train",
     "bench_inference",
+    "bench_autotune",
+    "AUTOTUNE_SHAPES",
     "SUITES",
     "script_parser",
     "run_script",
@@ -102,6 +105,7 @@ SUITES: dict[str, Callable[..., dict]] = {
     "resize": bench_resize,
     "train": bench_train,
     "inference": bench_inference,
+    "autotune": bench_autotune,
 }
 """Suites of ``cnncore bench --suite``; each is called as ``fn(quick=, use_torch=, repeat=)``
 and returns a dict of its numbers."""

@@ -241,6 +241,144 @@ def _train(res: dict) -> list[str]:
     return out + _table(["model", "cnncore s/epoch", "img/s", "PyTorch s/epoch", "ratio"], rows)
 
 
+def _inference(res: dict) -> list[str]:
+    rows = [
+        [
+            r["model"],
+            str(r["threads"]),
+            str(r["batch"]),
+            _f(r["cnncore_us"], ".1f"),
+            _f(r.get("tuned_us"), ".1f"),
+            _f(r.get("torch_us"), ".1f"),
+            _f(r.get("vs_torch"), ".2f"),
+            _f(r.get("tuned_vs_torch"), ".2f"),
+            _f(r.get("ort_us"), ".1f"),
+            _f(r.get("vs_ort"), ".2f"),
+            _f(r.get("tuned_vs_ort"), ".2f"),
+        ]
+        for r in res["rows"]
+    ]
+    out = [
+        "**Inference latency** (float32, `model.predict(x)` after `nn.fuse`, with the built-in "
+        "algorithm choice and tuned by `cnncore.tune(model, x.shape)`, against the PyTorch "
+        "twin under `torch.inference_mode()` and onnxruntime running the exported graph; µs "
+        "per call; ratio = cnncore / peer):",
+        "",
+        *_table(
+            ["model", "threads", "batch", "cnncore µs", "tuned µs", "PyTorch µs", "ratio",
+             "tuned ratio", "onnxruntime µs", "ratio", "tuned ratio"],
+            rows,
+        ),
+    ]  # fmt: skip
+    cpu_rows = []
+    for r in res["rows"]:
+        cpu = r.get("cpu_us")
+        if not cpu:
+            continue
+        cells = [r["model"], str(r["batch"]), _f(cpu["cnncore"], ".1f"), _f(cpu["tuned"], ".1f")]
+        for peer in ("torch", "onnxruntime"):
+            p = cpu.get(peer)
+            cells += [
+                _f(p, ".1f"),
+                _f(cpu["cnncore"] / p if p else None, ".2f"),
+                _f(cpu["tuned"] / p if p else None, ".2f"),
+            ]
+        cpu_rows.append(cells)
+    if cpu_rows:
+        out += [
+            "",
+            "The one-thread rows again, timed by the CPU time of the calling thread (where all "
+            "three run at one thread; unlike wall time, not inflated by the preemption of a "
+            "loaded machine):",
+            "",
+            *_table(
+                ["model", "batch", "cnncore µs", "tuned µs", "PyTorch µs", "ratio",
+                 "tuned ratio", "onnxruntime µs", "ratio", "tuned ratio"],
+                cpu_rows,
+            ),
+        ]  # fmt: skip
+    ovh = res.get("overhead")
+    if ovh:
+        rows = [
+            [
+                r["layer"],
+                "×".join(map(str, r["input"])),
+                str(r["threads"]),
+                _f(r["kernel_us"], ".2f"),
+                _f(r["eval_us"], ".2f"),
+                _f(r["eval_overhead_us"], ".2f"),
+                _f(r["train_us"], ".2f"),
+                _f(r["train_overhead_us"], ".2f"),
+                _f(r.get("python_us"), ".2f"),
+            ]
+            for r in ovh["rows"]
+        ]
+        out += [
+            "",
+            "**Per-call overhead** (LeNet-5's layers at batch 1, CPU time of the calling "
+            "thread; kernel = the compiled function called directly on preallocated "
+            "buffers; overhead = layer call − kernel, which includes the kernel running "
+            "slower after Python work; Python = the eval call with no-op kernels, µs):",
+            "",
+            *_table(
+                ["layer", "input", "threads", "kernel", "layer (eval)", "overhead",
+                 "layer (train)", "overhead", "Python"],
+                rows,
+            ),
+        ]  # fmt: skip
+        sw = ovh.get("blas_switch_us", {})
+        if sw:
+            out += [
+                "",
+                "One switch of the BLAS thread cap (enter + exit): "
+                + ", ".join(f"{k} {_f(v, '.2f')} µs" for k, v in sw.items())
+                + ".",
+            ]
+    return out
+
+
+def _autotune(res: dict) -> list[str]:
+    rows = []
+    for r in res["rows"]:
+        n, c, h, w, k, ks, s, p, g = r["shape"]
+        rows.append(
+            [
+                f"{n},{c},{h},{w} → {k},{ks},{s},{p}" + (f", g{g}" if g > 1 else ""),
+                "/".join(r["heuristic"]),
+                "/".join(r["tuned"]),
+                _f(r["heuristic_fwd_s"] * 1e3, ".3f"),
+                _f(r["fwd_ratio"], ".2f"),
+                _f(r["heuristic_fwd_bwd_s"] * 1e3, ".3f"),
+                _f(r["fwd_bwd_ratio"], ".2f"),
+                _f(r["tune_s"], ".2f"),
+            ]
+        )
+    rows.append(
+        [
+            "**geometric mean**",
+            "",
+            "",
+            "",
+            f"**{_f(res['geomean_fwd_ratio'], '.2f')}**",
+            "",
+            f"**{_f(res['geomean_fwd_bwd_ratio'], '.2f')}**",
+            "",
+        ]
+    )
+    return [
+        f"**Autotuning** (float32, {res['threads']} threads; `cnncore.tune`'s choice per pass "
+        f"(fwd/dx/dw, timed at {res['tune_threads']} threads) against the built-in "
+        "thresholds'; ratio = tuned / thresholds, kernels called directly; tune s = the "
+        "time tuning took):",
+        "",
+        *_table(
+            ["N,C,H,W → C_out, k, s, p", "thresholds", "tuned", "fwd ms", "fwd ratio",
+             "fwd+bwd ms", "fwd+bwd ratio", "tune s"],
+            rows,
+        ),
+    ]  # fmt: skip
+
+
 _SECTIONS = {
     "conv": _conv,
     "conv-resnet": _conv,
@@ -257,6 +395,8 @@ _SECTIONS = {
         "({batch},256,28,28) ↔ ({batch},64,56,56)",
     ),
     "train": _train,
+    "inference": _inference,
+    "autotune": _autotune,
 }
 
 

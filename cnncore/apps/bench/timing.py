@@ -60,13 +60,18 @@ def _warm_up(fn: Callable[[], object], warmup: int, min_time: float) -> int:
     return max(1, math.ceil(min_time / max(one, 1e-9))) if min_time > 0 else 1
 
 
-def _samples(fn: Callable[[], object], count: int, inner: int) -> list[float]:
+def _samples(
+    fn: Callable[[], object],
+    count: int,
+    inner: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
     out = []
     for _ in range(count):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             fn()
-        out.append((time.perf_counter() - t0) / inner)
+        out.append((clock() - t0) / inner)
     return out
 
 
@@ -104,6 +109,7 @@ def time_round_robin(
     min_time: float = 0.0,
     library: Mapping[str, str] | None = None,
     settle: float = SETTLE_S,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median wall time (seconds) of each callable in ``fns``, timed round-robin.
 
@@ -112,7 +118,10 @@ def time_round_robin(
     then ``ceil(repeat / rounds)`` timed samples; so each median covers at least
     ``max(repeat, 7)`` samples spread over the whole row.  ``library`` maps candidate names to
     library names (default: the candidate name itself).  ``min_time`` batches calls as in
-    :func:`median_time` (the batch size is fixed in the first round).
+    :func:`median_time` (the batch size is fixed in the first round).  ``clock``: what is
+    measured -- wall time by default; ``time.thread_time`` measures the CPU time of the
+    calling thread (single-threaded Python overheads on a shared machine, where wall time
+    at microsecond scale is dominated by preemption).
     """
     rounds = max(1, int(rounds))
     per_round = math.ceil(check_repeat(repeat) / rounds)
@@ -124,7 +133,7 @@ def time_round_robin(
             _switch_library(library.get(name, name), settle)
             batch = _warm_up(fn, warmup, min_time)
             inner.setdefault(name, batch)
-            samples[name] += _samples(fn, per_round, inner[name])
+            samples[name] += _samples(fn, per_round, inner[name], clock)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
