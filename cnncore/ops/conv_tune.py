@@ -14,9 +14,9 @@ of machine load hits all of them alike), each sample a batch of calls lasting ab
 :data:`SAMPLE_S`, for at least :data:`MIN_ROUNDS` rounds and until :data:`BUDGET_S` per
 candidate is spent (at most :data:`MAX_ROUNDS`); a candidate's time is its fastest sample
 (preemption only ever adds time).  The heuristic's choice (the ``preferred`` candidate) keeps
-its place unless another is at least :data:`MARGIN` faster *and* faster in
-:data:`WIN_ROUNDS` of the rounds, so timing noise does not flip a choice between near-equal
-algorithms.
+its place unless another is at least :data:`MARGIN` faster, both at its fastest sample and
+in the median, *and* faster in :data:`WIN_ROUNDS` of the rounds, so timing noise does not
+flip a choice between near-equal algorithms.
 
 **Thread count.**  The timing runs with :func:`tune_threads` threads -- the cores this
 process may use, whatever :func:`cnncore.set_num_threads` says -- and the choice is cached
@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -207,11 +208,15 @@ def measure(
     best = {n: min(v) for n, v in samples.items()}
     times = {**first, **best}  # (a dropped candidate is reported with its warm-up time)
     winner = min(best, key=best.__getitem__)
-    # the challenger must be MARGIN faster at its best and faster in most rounds (a burst of
-    # load during some of the preferred one's samples must not hand it the place)
+    # the challenger must be MARGIN faster at its best and in the median, and faster in most
+    # rounds (a burst of load during some of the preferred one's samples must not hand it
+    # the place)
     rounds_won = sum(a < b for a, b in zip(samples[winner], samples[preferred], strict=True))
-    if best[winner] > (1.0 - MARGIN) * best[preferred] or rounds_won < WIN_ROUNDS * len(
-        samples[preferred]
+    if (
+        best[winner] > (1.0 - MARGIN) * best[preferred]
+        or statistics.median(samples[winner])
+        > (1.0 - MARGIN) * statistics.median(samples[preferred])
+        or rounds_won < WIN_ROUNDS * len(samples[preferred])
     ):
         winner = preferred
     return winner, {name: round(t * 1e6, 1) for name, t in times.items()}
