@@ -175,6 +175,8 @@ INT_OK = {
     "lda",
     "ldb",
     "ldc",
+    "incx",  # BLAS vector strides (gemv)
+    "incy",
     "omp_get_thread_num",
     "omp_get_num_threads",
     "omp_get_max_threads",
