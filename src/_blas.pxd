@@ -26,21 +26,20 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-cdef inline void gemv(bint trans, int rows, int cols, floating alpha, const floating* a,
+cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a,
                       int lda, const floating* x, int incx, floating beta,
                       floating* y, int incy) noexcept nogil:
-    """Row-major matrix-vector product: ``A`` is ``rows x cols`` with row stride ``lda``;
-    ``y[rows] = alpha * A @ x[cols] + beta * y``, or with ``trans``
-    ``y[cols] = alpha * A.T @ x[rows] + beta * y``.
+    """Row-major matrix-vector product: ``A`` is ``m x n`` (rows x columns) with row stride
+    ``lda``; ``y[m] = alpha * A @ x[n] + beta * y``, or with ``trans``
+    ``y[n] = alpha * A.T @ x[m] + beta * y``.
 
     BLAS is column-major: the row-major ``A`` is the column-major ``A^T``, so the
-    transposition flag is swapped.
+    transposition flag is swapped (and BLAS's m and n are our n and m).
     """
     cdef char t = b'N' if trans else b'T'
-    if rows <= 0 or cols <= 0:
+    if m <= 0 or n <= 0:
         return
     if floating is float:
-        sgemv(&t, &cols, &rows, &alpha, <float*> a, &lda, <float*> x, &incx, &beta, y, &incy)
+        sgemv(&t, &n, &m, &alpha, <float*> a, &lda, <float*> x, &incx, &beta, y, &incy)
     else:
-        dgemv(&t, &cols, &rows, &alpha, <double*> a, &lda, <double*> x, &incx, &beta, y,
-              &incy)
+        dgemv(&t, &n, &m, &alpha, <double*> a, &lda, <double*> x, &incx, &beta, y, &incy)

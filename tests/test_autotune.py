@@ -674,6 +674,7 @@ def test_bench_autotune_runs_and_reports():
     assert conv_dispatch.tuned_algorithms() == []  # the suite leaves the process untuned
     text = markdown_report({"autotune": res}, machine_info(use_torch=False))
     assert "**Autotuning**" in text and "1,2,6,6 → 2,3,1,1" in text
+    assert "Ratio = time with the tuned algorithms" in text
 
 
 def test_inference_report_renders_the_overhead_table():

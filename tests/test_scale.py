@@ -175,9 +175,7 @@ INT_OK = {
     "lda",
     "ldb",
     "ldc",
-    "rows",  # gemv: the BLAS interface takes int sizes and strides (checked by the caller)
-    "cols",
-    "incx",
+    "incx",  # BLAS vector strides (gemv)
     "incy",
     "omp_get_thread_num",
     "omp_get_num_threads",

@@ -404,14 +404,22 @@ def markdown_report(results: dict[str, dict], machine: dict[str, Any], quick: bo
     """Markdown for the suites in ``results`` (suite name -> what it returned), headed by
     :func:`machine_line`. Ratios are cnncore time / PyTorch time (< 1: cnncore faster)."""
     command = "cnncore bench" + (" --quick" if quick else "") + " --markdown"
-    lines = [
-        f"Measured with `{command}` on: {machine_line(machine)}.",
-        "Ratio = cnncore time / PyTorch time, same run, same thread count (< 1: cnncore is "
-        "faster); medians of ≥ 7 runs after warm-up."
-        if machine.get("torch")
-        else "PyTorch was not installed, so there are no ratios: `pip install torch` and run "
-        "the command again to get them.",
-    ]
+    if set(results) == {"autotune"}:  # (no PyTorch in it: tuned against built-in choices)
+        ratio = (
+            "Ratio = time with the tuned algorithms / time with the built-in choice, same run "
+            "(< 1: tuning found faster algorithms); medians of ≥ 7 runs after warm-up."
+        )
+    elif machine.get("torch"):
+        ratio = (
+            "Ratio = cnncore time / PyTorch time, same run, same thread count (< 1: cnncore "
+            "is faster); medians of ≥ 7 runs after warm-up."
+        )
+    else:
+        ratio = (
+            "PyTorch was not installed, so there are no ratios: `pip install torch` and run "
+            "the command again to get them."
+        )
+    lines = [f"Measured with `{command}` on: {machine_line(machine)}.", ratio]
     for name, res in results.items():
         if name in _SECTIONS:
             lines += ["", *_SECTIONS[name](res)]
