@@ -25,6 +25,9 @@ Build time (about a minute on two cores; see the README's "Building"):
   (Cython >= 3.1), instead of being compiled again into every module (about a third less C).
 - Kernel modules compile with ``-O3``; the support modules (allocator, status codes, thread
   facts, the shared utility module), which hold no numerical loops, with ``-O2``.
+- No debug information (``-g0``, overriding the ``-g`` in Python's own CFLAGS) unless
+  ``CNNCORE_DEBUG`` or ``CNNCORE_SANITIZE`` asks for it: a third less compile time and a
+  wheel of about 2 MB instead of 12 MB.
 - The extensions are cythonized and compiled in parallel, longest first.
 - A rebuild in the same tree compiles only what changed, even when pip runs it in a fresh
   isolated build environment (``pip install ".[test]"`` after ``pip install .``), whose new
@@ -190,6 +193,10 @@ class BuildExt(build_ext):
                     cflags += ["-O0", "-g"]
                 else:
                     cflags.append("-O2" if ext.name in SUPPORT_MODULES else "-O3")
+                    if not sanitize:
+                        # Python's CFLAGS carry -g: debug info makes each compile about a
+                        # third slower and the wheel six times bigger, for nothing a user runs
+                        cflags.append("-g0")
                 cflags += ["-fno-math-errno", "-Wno-unused-function"]
                 if native:
                     cflags.append("-march=native")
