@@ -772,3 +772,24 @@ def prepare_max_pool2d(
         return out
 
     return run, out_shape
+
+
+def prepare_global_avg_pool2d(
+    x_shape: tuple[int, ...], n_threads: int | None = None
+) -> tuple[Any, tuple[int, ...]]:
+    """:func:`global_avg_pool2d` for repeated calls on one input shape (layers' prepared
+    calls, inference plans): checks the shape once; returns ``(run, out_shape)`` where
+    ``run(x, out)`` writes the plane means of ``x`` into ``out`` with the same kernel,
+    without checking its arguments again (C-contiguous arrays of one float dtype and of the
+    prepared shapes).  ``n_threads`` fixes the kernel's thread count (None:
+    :func:`cnncore.get_num_threads` at each call); results do not depend on it."""
+    func = "global_avg_pool2d"
+    n, c, h, w = x_shape
+    adaptive_pool2d_output_size(func, (h, w), 1)
+    forward = _pool.global_avg_pool2d_forward
+
+    def run(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        forward(x, out, n_threads or get_num_threads())
+        return out
+
+    return run, (n, c, 1, 1)
