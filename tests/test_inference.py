@@ -282,6 +282,30 @@ def test_fuse_matches_torch():
     np.testing.assert_allclose(nn.fuse(model).predict(x), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_graph_model_torch_twin(fused):
+    """The benchmark's torch twin of a graph model (a ModuleDict run in step order, with
+    the model's state_dict keys) computes what the model does, fused or not; nested graph
+    models and merge layers included."""
+    torch = pytest.importorskip("torch")
+    from cnncore.apps.bench.twins import torch_twin
+
+    model = _graph_bn_stats(models.resnet20(rng=0))
+    binp = nn.Input((10,))
+    block = nn.Model(binp, nn.Concatenate(name="cat")([binp, nn.Linear(10, 3, rng=0)(binp)]))
+    inp = nn.Input((3, 32, 32))
+    feats = model(inp)
+    outer = nn.Model(inp, nn.Multiply(name="mul")([block(feats), block(feats)])).eval()
+    for m in (model, outer):
+        m = nn.fuse(m) if fused else m
+        twin = torch_twin(m)
+        assert not twin.training and list(twin.state_dict()) == list(m.state_dict())
+        x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+        with torch.inference_mode():
+            expected = twin(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(m.predict(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_fuse_bad_input():
     with pytest.raises(TypeError, match="Received"):
         nn.fuse("model")
