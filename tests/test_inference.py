@@ -158,11 +158,16 @@ def test_max_pool_computes_no_indices_in_eval_mode(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nn.pooling.F, "max_pool2d", spy)
-    pool = nn.MaxPool2d(2)
     x = np.ones((1, 1, 4, 4), np.float32)
-    pool.eval()(x)
-    pool.train()(x)
+    nn.MaxPool2d(2).eval()(x)
+    nn.MaxPool2d(2).train()(x)
     assert calls == [False, True]
+    pool = nn.MaxPool2d(2).eval()
+    for _ in range(2):  # the second call is the prepared one: no indices either
+        pool(x)
+        assert pool._indices is None
+    pool.train()(x)
+    assert pool._indices is not None and pool._indices.dtype == np.int64
 
 
 def test_forced_conv_algorithm_is_honoured():
@@ -537,6 +542,9 @@ def test_prepared_calls_are_bit_identical_to_the_functional_ops(dtype, training)
         for _ in range(3):  # the second and third calls take the prepared path
             y = layer(x)
             assert y.tobytes() == want.tobytes() and y is not layer(x), name
+        if training and name == "MaxPool2d":  # the argmax too
+            _, idx = Fn.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, 1, True, True)
+            assert layer._indices.tobytes() == idx.tobytes()
         if training and name != "GlobalAvgPool2d":
             assert layer.backward(np.ones_like(y)) is not None  # the cache was kept
 

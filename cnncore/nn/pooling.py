@@ -49,14 +49,14 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
         self._indices: np.ndarray | None = None
         self._input_shape: tuple[int, ...] | None = None
-        self._call: Any = None  # the eval-mode prepared call (see _prepared_call)
+        self._call: Any = None  # the last input shape's prepared call (see _prepared_call)
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         call = self._call
-        if call is not None and not self.training:
-            y = call(x)
+        if call is not None:
+            y = call(x, self.training)
             if y is not None:
-                self._indices = None
+                y, self._indices = y
                 self._input_shape = x.shape
                 return y
         pooled = F.max_pool2d(
@@ -71,18 +71,18 @@ class MaxPool2d(Module):
         y, idx = pooled if self.training else (pooled, None)
         self._indices = idx
         self._input_shape = np.shape(x)
-        if not self.training and type(x) is np.ndarray and x.ndim == 4:
+        if type(x) is np.ndarray and x.ndim == 4:
             self._call = self._prepared_call(x)
         return y
 
     def _prepared_call(self, x: np.ndarray) -> Any:
-        """The eval-mode call on inputs like ``x`` (a batch whose checks
-        :func:`cnncore.max_pool2d` has just passed): ``call(x) -> y``, or None (nothing
+        """The call on inputs like ``x`` (a batch whose checks :func:`cnncore.max_pool2d`
+        has just passed): ``call(x, training) -> (y, indices or None)``, or None (nothing
         computed) for an input of another shape, dtype or layout; it runs
         :func:`cnncore.ops.pool.prepare_max_pool2d`'s kernel call (bit-identical) on a new
         output, without the argument checks (on one thread below
         :data:`cnncore.nn.inference.SMALL_ELEMENTS` elements)."""
-        if not x.flags.c_contiguous or x.dtype.kind != "f":
+        if not x.flags.c_contiguous or x.dtype.kind != "f" or x.size == 0:
             return None
         key = (x.shape, x.dtype)
         if self._call is not None and self._call.key == key:
@@ -97,9 +97,9 @@ class MaxPool2d(Module):
             n_threads=step_threads(x.size, SMALL_ELEMENTS),
         )
         x_shape, dtype = key
-        empty = np.empty
+        empty, int64 = np.empty, np.int64
 
-        def call(x: Any) -> np.ndarray | None:
+        def call(x: Any, training: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
             if (
                 type(x) is not np.ndarray
                 or x.shape != x_shape
@@ -107,7 +107,10 @@ class MaxPool2d(Module):
                 or not x.flags.c_contiguous
             ):
                 return None
-            return run(x, empty(out_shape, dtype))
+            if training:  # (the argmax indices for backward)
+                idx = empty(out_shape, int64)
+                return run(x, empty(out_shape, dtype), idx), idx
+            return run(x, empty(out_shape, dtype)), None
 
         call.key = key  # type: ignore[attr-defined]
         return call
