@@ -4,7 +4,7 @@ the per-call overhead of LeNet-5's layers at batch 1 (layer call vs its kernel o
 preallocated buffers) and the cost of one switch of the BLAS thread cap.
 
 Same thread count for all three; ratio = cnncore/peer (< 1: cnncore is faster).  Models:
-LeNet-5 and the README's CNN (and ResNet-20 once cnncore.models has it).
+LeNet-5, the README's CNN and ResNet-20 (a graph model), each after nn.fuse.
 See cnncore.apps.bench.inference.bench_inference and layer_overhead.
 
     python benchmarks/bench_inference.py [--quick] [--repeat 7] [--threads N]

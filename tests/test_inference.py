@@ -158,11 +158,16 @@ def test_max_pool_computes_no_indices_in_eval_mode(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nn.pooling.F, "max_pool2d", spy)
-    pool = nn.MaxPool2d(2)
     x = np.ones((1, 1, 4, 4), np.float32)
-    pool.eval()(x)
-    pool.train()(x)
+    nn.MaxPool2d(2).eval()(x)
+    nn.MaxPool2d(2).train()(x)
     assert calls == [False, True]
+    pool = nn.MaxPool2d(2).eval()
+    for _ in range(2):  # the second call is the prepared one: no indices either
+        pool(x)
+        assert pool._indices is None
+    pool.train()(x)
+    assert pool._indices is not None and pool._indices.dtype == np.int64
 
 
 def test_forced_conv_algorithm_is_honoured():
@@ -282,6 +287,30 @@ def test_fuse_matches_torch():
     np.testing.assert_allclose(nn.fuse(model).predict(x), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_graph_model_torch_twin(fused):
+    """The benchmark's torch twin of a graph model (a ModuleDict run in step order, with
+    the model's state_dict keys) computes what the model does, fused or not; nested graph
+    models and merge layers included."""
+    torch = pytest.importorskip("torch")
+    from cnncore.apps.bench.twins import torch_twin
+
+    model = _graph_bn_stats(models.resnet20(rng=0))
+    binp = nn.Input((10,))
+    block = nn.Model(binp, nn.Concatenate(name="cat")([binp, nn.Linear(10, 3, rng=0)(binp)]))
+    inp = nn.Input((3, 32, 32))
+    feats = model(inp)
+    outer = nn.Model(inp, nn.Multiply(name="mul")([block(feats), block(feats)])).eval()
+    for m in (model, outer):
+        m = nn.fuse(m) if fused else m
+        twin = torch_twin(m)
+        assert not twin.training and list(twin.state_dict()) == list(m.state_dict())
+        x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+        with torch.inference_mode():
+            expected = twin(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(m.predict(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_fuse_bad_input():
     with pytest.raises(TypeError, match="Received"):
         nn.fuse("model")
@@ -381,3 +410,181 @@ def test_fuse_conv_transpose_in_float64(groups):
     assert _kinds(fused) == ["ConvTranspose2d"]
     x = np.random.default_rng(0).standard_normal((2, 4, 5, 5))
     np.testing.assert_allclose(fused.predict(x), model.predict(x), rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# graph models in eval mode: checks once per shape, bit-identical
+# --------------------------------------------------------------------------------------------
+
+
+def _graph_layerwise(model, x):
+    """The eval forward of a one-input, one-output graph model with every layer called as
+    it is."""
+    vals = [None] * model._n_slots
+    vals[model._in_slots[0]] = nn.module.as_model_input(x, model.dtype)
+    for layer, ins, multi, out, _, _, _ in model._steps:
+        vals[out] = layer.forward([vals[s] for s in ins] if multi else vals[ins[0]])
+    return vals[model._out_slots[0]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_graph_eval_is_bit_identical_to_the_layerwise_forward(dtype, restore_threads):
+    model = _graph_bn_stats(models.resnet20(rng=0, dtype=dtype))
+    rng = np.random.default_rng(1)
+    for threads in (1, 2):
+        cnncore.set_num_threads(threads)
+        for n in (1, 2, 1):
+            x = rng.standard_normal((n, 3, 32, 32)).astype(dtype)
+            for _ in range(2):  # the second call of a shape takes the prepared calls
+                got = model(x)
+                want = _graph_layerwise(model, x)
+                assert got.dtype == dtype and got.tobytes() == want.tobytes()
+    fused = nn.fuse(model)(x)  # the fold is within float rounding
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    assert np.abs(fused - got).max() / np.abs(got).max() <= tol
+
+
+def test_graph_eval_reads_statistics_and_weights_live():
+    model = _graph_bn_stats(models.resnet20(rng=0))
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    before = model(x)
+    model(x)
+    model.get_layer("stage2_block1_bn1")._buffers["running_var"][...] *= 4.0
+    model.get_layer("stage3_block2_bn2").weight.data[...] *= -1.0
+    model.get_layer("stage1_block1_conv1").weight.data[...] *= -1.0
+    after = model(x)
+    assert not np.allclose(before, after)
+    np.testing.assert_array_equal(after, _graph_layerwise(model, x))
+    model.get_layer("conv1").weight.data = np.zeros_like(model.get_layer("conv1").weight.data)
+    np.testing.assert_array_equal(model(x), _graph_layerwise(model, x))
+
+
+def test_graph_eval_keeps_no_cache_and_backward_refuses():
+    model = _graph_bn_stats(models.resnet20(rng=0)).train()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    out = model(x)
+    model.backward(np.ones_like(out))
+    model.eval()
+    model(x)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        model.backward(np.ones_like(out))
+    for layer in model.layers:  # no array is kept for backward
+        for attr in ("_x", "_mean", "_var", "_indices", "_mask"):
+            assert getattr(layer, attr, None) is None, (layer.name, attr)
+    model.train()
+    model.backward(np.ones_like(model(x)))  # training works again
+
+
+def test_graph_eval_steps_are_per_model():
+    model = _graph_bn_stats(models.resnet20(rng=0))
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    model(x)
+    model(x)
+    clone = copy.deepcopy(model)
+    assert clone._eval.steps is None
+    clone.get_layer("fc").weight.data[...] = 0
+    clone.get_layer("bn1")._buffers["running_mean"][...] = 5
+    np.testing.assert_array_equal(model(x), _graph_layerwise(model, x))
+    np.testing.assert_array_equal(clone(x), _graph_layerwise(clone, x))
+    assert not np.array_equal(clone(x), model(x))
+
+
+def test_batch_norm_planned_in_sequential_is_bit_identical():
+    model = _bn_stats(_fusable(np.float32))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    plan = next(iter(model._plans._plans.values()))
+    for k, step in zip(kinds, plan.steps, strict=True):
+        if k.startswith("BatchNorm"):
+            assert step[1], k  # planned: a buffer of the plan
+    np.testing.assert_array_equal(model(x), _layerwise(model, x))
+
+
+# --------------------------------------------------------------------------------------------
+# layers' prepared calls (a repeated call skips the argument checks)
+# --------------------------------------------------------------------------------------------
+
+
+def _prepared_layers(dtype):
+    kw = dict(dtype=dtype, rng=0)
+    return [
+        (nn.Conv2d(3, 4, 3, padding=1, **kw), (2, 3, 9, 9)),
+        (nn.Conv2d(4, 6, 3, stride=2, groups=2, bias=False, **kw), (1, 4, 9, 9)),
+        (nn.Conv2d(2, 64, 3, padding="same", **kw), (2, 2, 40, 40)),  # threads: shared work
+        (nn.Linear(5, 3, **kw), (4, 5)),
+        (nn.Linear(5, 3, bias=False, **kw), (2, 7, 5)),
+        (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 3, 9, 9)),
+        (nn.GlobalAvgPool2d(), (2, 3, 5, 7)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [False, True])
+def test_prepared_calls_are_bit_identical_to_the_functional_ops(dtype, training):
+    from cnncore import functional as Fn
+
+    rng = np.random.default_rng(0)
+    for layer, shape in _prepared_layers(dtype):
+        layer.train(training)
+        x = rng.standard_normal(shape).astype(dtype)
+        name = type(layer).__name__
+        if name == "Conv2d":
+            b = None if layer.bias is None else layer.bias.data
+            args = (layer.stride, layer.padding, layer.dilation, layer.groups)
+            want = Fn.conv2d(x, layer.weight.data, b, *args)
+        elif name == "Linear":
+            want = Fn.linear(x, layer.weight.data, None if layer.bias is None else layer.bias.data)
+        elif name == "MaxPool2d":
+            want = Fn.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, 1, True)
+        else:
+            want = Fn.global_avg_pool2d(x)
+        for _ in range(3):  # the second and third calls take the prepared path
+            y = layer(x)
+            assert y.tobytes() == want.tobytes() and y is not layer(x), name
+        if training and name == "MaxPool2d":  # the argmax too
+            _, idx = Fn.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, 1, True, True)
+            assert layer._indices.tobytes() == idx.tobytes()
+        if training and name != "GlobalAvgPool2d":
+            assert layer.backward(np.ones_like(y)) is not None  # the cache was kept
+
+
+def test_prepared_calls_check_what_changes():
+    layer = nn.Conv2d(3, 4, 3, rng=0).eval()
+    x = np.ones((1, 3, 6, 6), np.float32)
+    layer(x)
+    layer(x)
+    with pytest.raises(ValueError, match="channels"):
+        layer(np.ones((1, 2, 6, 6), np.float32))
+    with pytest.raises(TypeError, match="dtype"):
+        layer(x.astype(np.int64))
+    layer.weight.data = layer.weight.data.astype(np.float64)  # another dtype: refused
+    with pytest.raises(TypeError, match="weight"):
+        layer(x)
+    layer.weight.data = np.ones((4, 3, 2, 2), np.float32)  # another shape: seen
+    np.testing.assert_array_equal(layer(x), cnncore.conv2d(x, layer.weight.data, layer.bias.data))
+    layer.bias = None
+    np.testing.assert_array_equal(layer(x), cnncore.conv2d(x, layer.weight.data))
+    # an unbatched sample, a non-contiguous input: the checked path, same results
+    np.testing.assert_array_equal(layer(x[0]), cnncore.conv2d(x[0], layer.weight.data))
+    xt = np.asfortranarray(np.arange(108, dtype=np.float32).reshape(1, 3, 6, 6))
+    np.testing.assert_array_equal(layer(xt), cnncore.conv2d(xt, layer.weight.data))
+    lin = nn.Linear(3, 2, rng=0)
+    lin(np.ones((2, 3), np.float32))
+    lin(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="in_features"):
+        lin(np.ones((2, 4), np.float32))
+    pool = nn.MaxPool2d(2).eval()
+    pool(x)
+    with pytest.raises(ValueError):
+        pool(np.ones((1, 3, 1, 1), np.float32))
+
+
+def test_prepared_conv_honours_a_forced_algorithm():
+    layer = nn.Conv2d(16, 16, 3, padding=1, rng=0).eval()
+    x = np.random.default_rng(0).standard_normal((1, 16, 12, 12)).astype(np.float32)
+    layer(x)
+    for algo in ("gemm", "direct", "winograd"):
+        with cnncore.conv_algorithm(algo):
+            want = cnncore.conv2d(x, layer.weight.data, layer.bias.data, 1, 1)
+            assert layer(x).tobytes() == want.tobytes(), algo

@@ -988,15 +988,105 @@ def test_torch_exported_layers_import(name, opset, tmp_path):
             p.uniform_(0.5, 1.5)
     path = tmp_path / "torch.onnx"
     path.write_bytes(_torch_export(tlayer, (2, 4, 6, 6), opset))
-    if name == "layernorm" and opset < 17:  # a formula of ReduceMean, Sub, Pow, ...
-        _assert_refused(path, "ReduceMean")
-        return
-    model = cnncore.onnx.load(path)
+    model = cnncore.onnx.load(path)  # (LayerNorm before opset 17: its formula, recognized)
     assert isinstance(model, nn.Sequential) and len(model) == 1
     x = 3 * np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
     with torch.inference_mode():
         expected = tlayer(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model.predict(x), expected, **F32_TOL)
+
+
+def _torch_layer_norm_model(torch):
+    tnn = torch.nn
+    model = tnn.Sequential(
+        tnn.Conv2d(3, 4, 3),
+        tnn.LayerNorm([4, 6, 6]),
+        tnn.ReLU(),
+        tnn.Flatten(),
+        tnn.Linear(144, 8),
+        tnn.LayerNorm(8, elementwise_affine=False, eps=1e-3),
+        tnn.LayerNorm(8, bias=False),
+        tnn.Tanh(),
+        tnn.LayerNorm(8),
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, tnn.LayerNorm) and m.weight is not None:
+                m.weight.uniform_(0.5, 2.0)
+                if m.bias is not None:
+                    m.bias.uniform_(-1.0, 1.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("opset", [11, 13, 14, 16])
+def test_layer_norm_formula_imports_as_layer_norm(opset, tmp_path):
+    """Before opset 17 PyTorch writes LayerNorm as ReduceMean, Sub, Pow, ReduceMean, Add,
+    Sqrt, Div (then Mul and Add for the affine): imported as cnncore's LayerNorm (with or
+    without scale and shift), agreeing with torch and with onnxruntime on the same file."""
+    torch = pytest.importorskip("torch")
+    tmodel = _torch_layer_norm_model(torch)
+    path = tmp_path / "ln.onnx"
+    path.write_bytes(_torch_export(tmodel, (2, 3, 8, 8), opset))
+    proto = onnx.load(str(path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert "LayerNormalization" not in ops and ops.count("ReduceMean") == 8
+    model = cnncore.onnx.load(path)
+    norms = [m for m in model.layers if isinstance(m, nn.LayerNorm)]
+    assert [(m.normalized_shape, m.elementwise_affine, m.bias is not None) for m in norms] == [
+        ((4, 6, 6), True, True),
+        ((8,), False, False),
+        ((8,), True, False),
+        ((8,), True, True),
+    ]
+    assert norms[1].eps == pytest.approx(1e-3)
+    x = 3 * np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        expected = tmodel(torch.from_numpy(x)).numpy()
+    got = model.predict(x)
+    np.testing.assert_allclose(got, expected, **F32_TOL)
+    np.testing.assert_allclose(got, _session(str(path)).run(None, {"x": x})[0], **F32_TOL)
+    # and it exports again as LayerNormalization at opset 17
+    again = cnncore.onnx.to_model_proto(model, (1, 3, 8, 8), opset=17)
+    assert [n.op_type for n in again.graph.node].count("LayerNormalization") == 4
+
+
+def _formula_graph(axes, shape=(2, 4, 5), opset=13, mean_input_of_pow=True):
+    """The LayerNorm formula over ``axes`` of an input of ``shape`` (ReduceMean with the
+    axes as an attribute, opset 13)."""
+    h = onnx.helper
+    nodes = [
+        h.make_node("ReduceMean", ["x"], ["m"], axes=list(axes)),
+        h.make_node("Sub", ["x", "m"], ["d"]),
+        h.make_node("Pow", ["d", "two"], ["p"]),
+        h.make_node("ReduceMean", ["p"], ["v"], axes=list(axes)),
+        h.make_node("Add", ["v", "eps"], ["ve"]),
+        h.make_node("Sqrt", ["ve"], ["s"]),
+        h.make_node("Div", ["d", "s"], ["y"]),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+        onnx.numpy_helper.from_array(np.array(1e-5, np.float32), "eps"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "ln",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", *shape[1:]])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", *shape[1:]])],
+        inits,
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+
+
+def test_layer_norm_formula_over_other_axes_is_refused(tmp_path):
+    good = cnncore.onnx.from_model_proto(_formula_graph([-2, -1]))
+    assert isinstance(good[0], nn.LayerNorm) and good[0].normalized_shape == (4, 5)
+    x = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(good.predict(x), _run(_formula_graph([-2, -1]), x), **F32_TOL)
+    for axes in ([1], [0, 1, 2]):  # not the trailing axes / the batch axis
+        path = tmp_path / "bad.onnx"
+        onnx.save(_formula_graph(axes), str(path))
+        _assert_refused(path, "trailing axes")
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ functions)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import functional as F
+from .._config import blas_single_thread
 from .._geometry import (
     PAD_MODES,
     conv2d_geometry,
@@ -28,7 +30,9 @@ from .._validation import (
     check_numel,
     to_pair,
 )
+from ..ops.conv import prepare_conv2d
 from . import init
+from .inference import SMALL_MACS, step_threads
 from .module import (
     Module,
     Symbolic,
@@ -36,6 +40,8 @@ from .module import (
     check_dtype,
     config_itemsize,
     config_positive_int,
+    prepared_arrays,
+    prepared_key,
 )
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -49,6 +55,42 @@ def _image_input(x: Any, name: str) -> np.ndarray:
     (the functional ops add and remove the batch axis), as PyTorch's modules take."""
     batch, unbatched = add_batch_axis(x, "input", name, "(N, C, H, W)")
     return batch[0] if unbatched else batch
+
+
+def _prepared_call(x: np.ndarray, layer: Conv2d) -> Any:
+    """The call of a Conv2d layer (zero padding) on inputs like ``x``, whose checks
+    :func:`cnncore.conv2d` has just passed: ``call(layer, x) -> y``, or None (nothing
+    computed) when ``x``, the weight or the bias is not like this time's (shape, dtype,
+    C-contiguous; :func:`~cnncore.nn.module.prepared_arrays`) -- the layer then takes the
+    checked path again.  It runs :func:`cnncore.ops.conv.prepare_conv2d`'s kernel call (the
+    same algorithm choice, so bit-identical to ``conv2d``) on a new output: a repeated call
+    costs a few attribute checks instead of the argument checks; with too little work to
+    share (:data:`cnncore.nn.inference.SMALL_MACS`) it runs on one thread.  Returns None
+    for calls not of that kind (other layouts, empty arrays)."""
+    key = prepared_key(x, layer)
+    if key is None or x.size == 0 or layer.weight.data.size == 0:
+        return None
+    if layer._call is not None and layer._call.key == key:
+        return layer._call  # (the input was converted this time: keep the prepared call)
+    args = (key[0], key[1], key[2], layer.stride, layer.padding, layer.dilation, layer.groups)
+    run, out_shape = prepare_conv2d(*args)
+    if step_threads(math.prod(out_shape) * math.prod(key[1][1:]), SMALL_MACS) is not None:
+        run, out_shape = prepare_conv2d(*args, n_threads=1)  # (too little work to share)
+    dtype = key[2]
+    cap = blas_single_thread()
+    empty = np.empty
+
+    def call(layer: Conv2d, x: np.ndarray) -> np.ndarray | None:
+        arrays = prepared_arrays(layer, x, key)
+        if arrays is None:
+            return None
+        y = empty(out_shape, dtype)
+        with cap:
+            run(*arrays, y)
+        return y
+
+    call.key = key  # type: ignore[attr-defined]
+    return call
 
 
 class Conv2d(Module):
@@ -129,12 +171,19 @@ class Conv2d(Module):
         self.register_parameter("weight", weight)
         self.bias = self.register_parameter("bias", b) if bias else None
         self._x: np.ndarray | None = None
+        self._call: Any = None  # the last input shape's prepared call (see _prepared_call)
 
     def _conv_padding(self) -> Any:
         # with a non-zero padding mode the input is padded explicitly, the conv pads nothing
         return 0 if self.padding_mode != "zeros" else self.padding
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        call = self._call
+        if call is not None:
+            y = call(self, x)
+            if y is not None:
+                self._x = x if self.training else None
+                return y
         x = _image_input(x, "Conv2d")
         if self.padding_mode != "zeros":
             (pt, pb), (pl, pr) = self._pads
@@ -150,6 +199,8 @@ class Conv2d(Module):
             self.groups,
         )
         self._x = x if self.training else None
+        if self.padding_mode == "zeros" and x.ndim == 4:
+            self._call = _prepared_call(x, self)
         return y
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:

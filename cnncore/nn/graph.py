@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from .._config import blas_single_thread
 from .._parameter import Parameter
 from .._typing import ArrayLike
 from .._validation import MAX_PARAM
-from . import training
+from . import inference, training
 from .module import Module, Symbolic, as_model_input, check_name, grad_like, unique_name
 from .sequential import Sequential
 
@@ -500,7 +501,14 @@ class Model(training.TrainingMethods, Module):
     def forward(self, x: ArrayLike | Sequence[ArrayLike]) -> np.ndarray | list[np.ndarray]:
         """Run the graph on ``x`` (an array, or a list of arrays for several inputs; uint8
         images are scaled to [0, 1], other inputs converted to the model's dtype).  Returns
-        an array, or a list of arrays for several outputs."""
+        an array, or a list of arrays for several outputs.
+
+        In eval mode the layers' argument checks are done once per input shape (see
+        :class:`cnncore.nn.inference.GraphEvalSteps`; bit-identical results) and nothing is
+        kept for backward; :func:`~cnncore.nn.fuse` folds the BatchNorms into the
+        convolutions for inference."""
+        if not self.training:
+            return self._forward_eval(x)
         vals: list[Any] = [None] * self._n_slots
         for s, a in zip(self._in_slots, self._model_inputs(x), strict=True):
             vals[s] = a
@@ -526,6 +534,35 @@ class Model(training.TrainingMethods, Module):
                 vals[s] = None
         outs = [vals[s] for s in self._out_slots]
         self._fwd = (snaps, [o.shape for o in outs]) if training else None
+        return outs if self._multi_out else outs[0]
+
+    def _forward_eval(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        """The eval-mode forward: :class:`~cnncore.nn.inference.GraphEvalSteps` under one
+        BLAS thread cap; nothing kept for backward."""
+        vals: list[Any] = [None] * self._n_slots
+        for s, a in zip(self._in_slots, self._model_inputs(x), strict=True):
+            vals[s] = a
+        plan = self.__dict__.get("_eval")
+        if plan is None:
+            plan = self.__dict__["_eval"] = inference.GraphEvalSteps()
+        steps = plan.steps if plan.steps is not None else plan.build(self)
+        self._fwd = None
+        with blas_single_thread():  # (switched once per model call; the layers' caps nest)
+            for run, layer, ins, multi, out, free, shared, shape in steps:
+                if shared is not None:
+                    for m in shared:
+                        m._scratch = {}
+                y = run([vals[s] for s in ins] if multi else vals[ins[0]])
+                if not isinstance(y, np.ndarray) or y.shape[1:] != shape:
+                    got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
+                    raise ValueError(
+                        f"Model {self.name!r}: {_layer_text(layer)} returned {got}, but its "
+                        f"output_shape is {_shape_text((None, *shape))}"
+                    )
+                vals[out] = y
+                for s in free:
+                    vals[s] = None
+        outs = [vals[s] for s in self._out_slots]
         return outs if self._multi_out else outs[0]
 
     def backward(

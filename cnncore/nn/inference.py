@@ -48,10 +48,23 @@ from .._config import blas_single_thread
 from ..ops.activation import unary_inplace
 from ..ops.conv import prepare_conv2d
 from ..ops.linear import prepare_linear
+from ..ops.norm import prepare_batch_norm_eval
 from ..ops.pool import prepare_max_pool2d
 from .module import Module, layer_input_error, registered_name
 
-__all__ = ["Plan", "plan_layer", "fuse", "PLANNERS", "MAX_PLANS", "SMALL_MACS", "SMALL_ELEMENTS"]
+__all__ = [
+    "Plan",
+    "plan_layer",
+    "fuse",
+    "fold_into",
+    "GraphEvalSteps",
+    "batch_norm_eval_call",
+    "PLANNERS",
+    "MAX_PLANS",
+    "SMALL_MACS",
+    "SMALL_ELEMENTS",
+    "step_threads",
+]
 
 #: Plans a Sequential keeps (one per input shape and dtype), least recently used dropped.
 MAX_PLANS = 4
@@ -74,7 +87,7 @@ SMALL_MACS = 1 << 18
 SMALL_ELEMENTS = 1 << 16
 
 
-def _step_threads(work: int, small: int) -> int | None:
+def step_threads(work: int, small: int) -> int | None:
     """The thread count of a step: 1 below ``small`` units of work, where opening a parallel
     region costs more than it saves (microseconds on an idle machine; on a loaded one, waking
     a second thread can take a scheduler tick); else None (:func:`cnncore.get_num_threads`
@@ -91,7 +104,7 @@ def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
     args = (x.shape, w.data.shape, x.dtype, layer.stride, layer.padding, layer.dilation)
     run, out_shape = prepare_conv2d(*args, layer.groups)
     macs = math.prod(out_shape) * math.prod(w.data.shape[1:])
-    if _step_threads(macs, SMALL_MACS) is not None:
+    if step_threads(macs, SMALL_MACS) is not None:
         run, out_shape = prepare_conv2d(*args, layer.groups, n_threads=1)
     out = np.empty(out_shape, x.dtype)
     if b is None:
@@ -105,7 +118,7 @@ def _plan_linear(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
     w = layer.weight
     b = layer.bias
     run, out_shape = prepare_linear(
-        x.shape, w.data.shape, _step_threads(x.size * w.data.shape[0], SMALL_MACS)
+        x.shape, w.data.shape, step_threads(x.size * w.data.shape[0], SMALL_MACS)
     )
     out = np.empty(out_shape, x.dtype)
     if b is None:
@@ -123,7 +136,7 @@ def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
         layer.padding,
         layer.dilation,
         layer.ceil_mode,
-        n_threads=_step_threads(x.size, SMALL_ELEMENTS),
+        n_threads=step_threads(x.size, SMALL_ELEMENTS),
     )
     out = np.empty(out_shape, x.dtype)
     return (lambda x: run(x, out)), True
@@ -134,7 +147,7 @@ def _plan_activation(name: str, slope: Callable[[Any], float] | None = None) -> 
         if not owned or x.dtype.kind != "f" or not x.flags.c_contiguous:
             return None  # the input is not the plan's to overwrite: call the layer
         s = 0.0 if slope is None else slope(layer)
-        nt = _step_threads(x.size, SMALL_ELEMENTS)
+        nt = step_threads(x.size, SMALL_ELEMENTS)
         return (lambda x: unary_inplace(name, x, s, nt)), True
 
     return plan
@@ -149,6 +162,14 @@ def _plan_identity(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
     return (lambda x: x), owned  # Dropout in eval mode
 
 
+def _plan_batch_norm(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+    if not _bn_runs_eval(layer, x):
+        return None
+    run = _prepared_bn(layer, x, step_threads(x.size, SMALL_ELEMENTS))
+    out = np.empty(x.shape, x.dtype)
+    return (lambda x: run(x, out)), True
+
+
 PLANNERS: dict[str, Planner] = {
     "Conv2d": _plan_conv2d,
     "Linear": _plan_linear,
@@ -159,6 +180,8 @@ PLANNERS: dict[str, Planner] = {
     "Tanh": _plan_activation("tanh"),
     "Flatten": _plan_flatten,
     "Dropout": _plan_identity,
+    "BatchNorm1d": _plan_batch_norm,
+    "BatchNorm2d": _plan_batch_norm,
 }
 """Registry name -> planner (see :data:`Planner`); layers not listed are called as they are."""
 
@@ -273,28 +296,51 @@ def _foldable(prev: Any, bn: Any) -> bool:
     return False
 
 
-def _fold(prev: Any, bn: Any) -> Module:
-    """``prev`` followed by ``bn`` (eval mode) as one layer like ``prev``, with a bias (and
-    ``prev``'s name)."""
+def fold_into(prev: Any, bn: Any, fused: Any) -> None:
+    """Write ``prev`` (a Conv2d, ConvTranspose2d or Linear) followed by ``bn`` (eval mode,
+    :func:`_foldable`) into ``fused``'s weight and bias (a layer like ``prev``, with a
+    bias): ``w' = w * s`` per output channel, ``b' = (b - mean) * s + beta`` with
+    ``s = gamma / sqrt(var + eps)``, computed in float64 from the arrays as they are now and
+    rounded once to the layer's dtype -- the fold of :func:`fuse` and of graph models'
+    eval forward, bit for bit."""
+    f64 = np.float64
+    mean = bn._buffers["running_mean"]
+    s = np.add(bn._buffers["running_var"], bn.eps, dtype=f64)
+    np.sqrt(s, out=s)
+    if bn.affine:
+        np.divide(bn.weight.data, s, out=s, dtype=f64)
+    else:  # gamma = 1
+        np.divide(1.0, s, out=s)
+    t = np.subtract(0.0 if prev.bias is None else prev.bias.data, mean, dtype=f64)
+    np.multiply(t, s, out=t)
+    np.add(t, bn.bias.data if bn.affine else 0.0, out=t, dtype=f64)  # (beta = 0 without)
+    np.copyto(fused.bias.data, t, casting="unsafe")
+    w = prev.weight.data
+    out = fused.weight.data
+    if registered_name(type(prev)) == "ConvTranspose2d":  # (C_in, C_out / groups, kH, kW)
+        g = prev.groups
+        shape = (g, w.shape[0] // g, *w.shape[1:])
+        scale = s.reshape(g, 1, -1, 1, 1)
+    else:  # output channels first
+        shape = w.shape
+        scale = s.reshape(-1, *([1] * (w.ndim - 1)))
+    np.multiply(w.reshape(shape), scale, out=out.reshape(shape), dtype=f64, casting="unsafe")
+
+
+def _fused_like(prev: Any) -> Module:
+    """A new layer like ``prev`` (its config and name), with a bias."""
     config = prev.get_config()
     config["bias"] = True
     fused = type(prev)(**config)
     fused.name = prev.name
-    w = prev.weight.data.astype(np.float64)
-    c_out = len(bn._buffers["running_mean"])
-    b = np.zeros(c_out) if prev.bias is None else prev.bias.data.astype(np.float64)
-    mean = bn._buffers["running_mean"].astype(np.float64)
-    var = bn._buffers["running_var"].astype(np.float64)
-    gamma = bn.weight.data.astype(np.float64) if bn.affine else np.ones_like(mean)
-    beta = bn.bias.data.astype(np.float64) if bn.affine else np.zeros_like(mean)
-    s = gamma / np.sqrt(var + bn.eps)
-    if registered_name(type(prev)) == "ConvTranspose2d":  # (C_in, C_out / groups, kH, kW)
-        g = prev.groups
-        grouped = w.reshape(g, w.shape[0] // g, *w.shape[1:])
-        fused.weight.data[...] = (grouped * s.reshape(g, 1, -1, 1, 1)).reshape(w.shape)
-    else:  # output channels first
-        fused.weight.data[...] = w * s.reshape(-1, *([1] * (w.ndim - 1)))
-    fused.bias.data[...] = (b - mean) * s + beta
+    return fused
+
+
+def _fold(prev: Any, bn: Any) -> Module:
+    """``prev`` followed by ``bn`` (eval mode) as one layer like ``prev``, with a bias (and
+    ``prev``'s name)."""
+    fused = _fused_like(prev)
+    fold_into(prev, bn, fused)
     return fused
 
 
@@ -325,11 +371,11 @@ def _subtree(module: Module) -> list[Module]:
     return out
 
 
-def _fuse_graph(model: Any) -> Any:
-    """A graph model (already a copy) with each BatchNorm whose one input is a Conv2d /
-    ConvTranspose2d / Linear call folded into it -- when nothing else reads that call's
-    output (no other layer, not a model output) and the layer runs nowhere else (not
-    shared) -- rebuilt on the same Input nodes; nested containers fused first."""
+def _foldable_pairs(model: Any) -> dict[int, Any]:
+    """The BatchNorms of a graph model that fold into the layer in front of them: ``id(node
+    of a Conv2d / ConvTranspose2d / Linear call) -> the node of the BatchNorm`` called on
+    its output alone, when nothing else reads that output (no other layer, not a model
+    output) and the layer runs nowhere else (not shared, not inside a shared container)."""
     steps = model._step_nodes
     runs: dict[int, int] = {}  # module -> calls of layers containing it
     for node in steps:
@@ -352,6 +398,117 @@ def _fuse_graph(model: Any) -> Any:
             and readers[id(prev)] == 1
         ):
             folded[id(prev)] = node
+    return folded
+
+
+class GraphEvalSteps:
+    """The eval-mode steps of a graph model (:class:`~cnncore.nn.Model`): its own steps,
+    with each BatchNorm (running statistics) run by :func:`batch_norm_eval_call` -- the
+    same kernel on the statistics as they are at the call, without the layer's per-call
+    checks and, for small inputs, on one thread -- so the outputs are bit-identical to the
+    layer-by-layer forward (and to the same model imported as a Sequential).  The other
+    layers run their own forward (whose repeated calls skip the checks too).  Folding
+    BatchNorm into the weights is :func:`fuse`'s job: folding at every call would read and
+    write every weight (more than the BatchNorm calls cost at batch 1), and a fold kept
+    between calls would miss an in-place change of a weight.
+
+    ``steps`` (built on first use, from the graph, which does not change): per step
+    ``(run, layer, ins, multi, out, free, shared, shape)`` as the model's own steps, with
+    ``run(x) -> y``.  Not copied with the model (a copy builds its own).
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple] | None = None
+
+    def build(self, model: Any) -> list[tuple]:
+        steps: list[tuple] = []
+        for step in model._steps:
+            layer, _, multi, _, _, shared, _ = step
+            run = None
+            if not multi and shared is None:
+                run = batch_norm_eval_call(layer)
+            steps.append((run or layer.forward, *step))
+        self.steps = steps
+        return steps
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GraphEvalSteps:
+        return GraphEvalSteps()
+
+    def __copy__(self) -> GraphEvalSteps:
+        return GraphEvalSteps()
+
+
+def _bn_runs_eval(layer: Any, x: np.ndarray) -> bool:
+    """Whether ``layer`` (a BatchNorm1d/2d) in eval mode normalizes ``x`` with its running
+    statistics through the kernel alone, so a prepared call computes what its forward
+    does: a C-contiguous non-empty batch of the statistics' dtype (and the affine
+    parameters')."""
+    if layer.training or not layer.track_running_stats:
+        return False
+    if type(x) is not np.ndarray or x.ndim < 2 or x.size == 0 or not x.flags.c_contiguous:
+        return False
+    if x.shape[1] != layer.num_features or x.dtype.kind != "f":
+        return False
+    return not layer.affine or (
+        layer.weight.data.dtype == x.dtype and layer.bias.data.dtype == x.dtype
+    )
+
+
+def _prepared_bn(layer: Any, x: np.ndarray, n_threads: int | None) -> Callable[..., Any]:
+    """``run(x, out)``: the eval-mode BatchNorm of ``x`` (shape and dtype of this ``x``)
+    into ``out``, reading the running statistics and affine parameters at each call."""
+    kernel, _ = prepare_batch_norm_eval(x.shape, n_threads)
+    buffers = layer._buffers
+    eps = layer.eps
+    f64 = np.float64
+
+    def run(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        mean = buffers["running_mean"].astype(f64)
+        var = buffers["running_var"].astype(f64)
+        if layer.affine:
+            return kernel(x, mean, var, layer.weight.data, layer.bias.data, eps, out)
+        return kernel(x, mean, var, None, None, eps, out)
+
+    return run
+
+
+def batch_norm_eval_call(layer: Any) -> Callable[[Any], np.ndarray] | None:
+    """For a BatchNorm1d/BatchNorm2d (exactly those classes): ``run(x) -> y``, its eval
+    forward with the argument checks done once per input shape (the first call of a shape
+    is the layer's own forward) and small inputs (below :data:`SMALL_ELEMENTS`) on one
+    thread -- the same kernel, so bit-identical; what training left in the layer's cache
+    is dropped.  None for other layers."""
+    if registered_name(type(layer)) not in ("BatchNorm1d", "BatchNorm2d"):
+        return None
+    state: list[Any] = [None, None, None]  # shape, dtype, prepared run
+    empty = np.empty
+
+    def run(x: Any) -> np.ndarray:
+        if (
+            type(x) is np.ndarray
+            and x.shape == state[0]
+            and x.dtype is state[1]
+            and x.flags.c_contiguous
+            and not layer.training
+        ):
+            layer._x = layer._mean = layer._var = layer._shape = None
+            return state[2](x, empty(x.shape, x.dtype))
+        y = layer.forward(x)
+        if _bn_runs_eval(layer, x):
+            prepared = _prepared_bn(layer, x, step_threads(x.size, SMALL_ELEMENTS))
+            state[:] = [x.shape, x.dtype, prepared]
+        return y
+
+    return run
+
+
+def _fuse_graph(model: Any) -> Any:
+    """A graph model (already a copy) with each BatchNorm whose one input is a Conv2d /
+    ConvTranspose2d / Linear call folded into it -- when nothing else reads that call's
+    output (no other layer, not a model output) and the layer runs nowhere else (not
+    shared) -- rebuilt on the same Input nodes; nested containers fused first."""
+    steps = model._step_nodes
+    folded = _foldable_pairs(model)
     done: dict[int, Module] = {}  # layers fused once (a layer called twice stays shared)
 
     def fused_layer(layer: Module) -> Module:

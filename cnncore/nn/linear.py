@@ -3,14 +3,18 @@ backward functions)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import functional as F
+from .._config import blas_single_thread
 from .._typing import ArrayLike, DTypeLike, RNGLike
 from .._validation import as_float_array, check_bool, check_input_shape, check_int, check_numel
+from ..ops.linear import prepare_linear
 from . import init
+from .inference import SMALL_MACS, step_threads
 from .module import (
     Module,
     accumulate,
@@ -18,9 +22,41 @@ from .module import (
     config_itemsize,
     config_positive_int,
     grad_like,
+    prepared_arrays,
+    prepared_key,
 )
 
 __all__ = ["Linear"]
+
+
+def _prepared_call(x: np.ndarray, layer: Linear) -> Any:
+    """The call of a Linear layer on arrays like ``x`` and its parameters now, whose checks
+    :func:`cnncore.linear` has just passed: ``call(x, weight, bias) -> y`` with ``key``
+    (the arrays' shapes and dtype, for :func:`~cnncore.nn.module.prepared_arrays`), running
+    :func:`cnncore.ops.linear.prepare_linear`'s kernel call (bit-identical to ``linear``)
+    on a new output (on one thread below :data:`cnncore.nn.inference.SMALL_MACS`
+    multiply-adds); None for arrays not C-contiguous of one dtype (the checked path)."""
+    key = prepared_key(x, layer)
+    if key is None:
+        return None
+    if layer._call is not None and layer._call.key == key:
+        return layer._call
+    rows = math.prod(key[0][:-1])
+    run, out_shape = prepare_linear(
+        key[0], key[1], step_threads(rows * key[1][0] * key[1][1], SMALL_MACS)
+    )
+    dtype = key[2]
+    cap = blas_single_thread()
+    empty = np.empty
+
+    def call(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        y = empty(out_shape, dtype)
+        with cap:
+            run(x, w, b, y)
+        return y
+
+    call.key = key  # type: ignore[attr-defined]
+    return call
 
 
 class Linear(Module):
@@ -61,11 +97,19 @@ class Linear(Module):
         self.register_parameter("weight", weight)
         self.bias = self.register_parameter("bias", b) if bias else None
         self._x: np.ndarray | None = None
+        self._call: Any = None  # the last input shape's prepared call (see _prepared_call)
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        call = self._call
+        if call is not None:
+            arrays = prepared_arrays(self, x, call.key)
+            if arrays is not None:
+                self._x = x if self.training else None
+                return call(*arrays)
         x = as_float_array(x, "input", "Linear")
         y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
         self._x = x if self.training else None
+        self._call = _prepared_call(x, self)
         return y
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:

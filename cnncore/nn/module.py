@@ -189,6 +189,53 @@ def as_model_input(x: Any, dtype: np.dtype, func: str = "Sequential") -> np.ndar
     return np.ascontiguousarray(x, dtype=dtype)
 
 
+def prepared_arrays(
+    layer: Any, x: Any, key: tuple[Any, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """``(x, weight, bias)`` of a call of ``layer`` (a layer with ``weight`` and ``bias``
+    parameters) when they are like those of the call ``key`` was made from (see
+    :func:`prepared_key`): C-contiguous arrays of its shapes and dtype, the bias None if it
+    was; else None.  The layers' prepared calls (a repeated call skips the functional op's
+    argument checks, which the first call with these shapes passed) check this much on each
+    call -- a few attribute reads."""
+    x_shape, w_shape, dtype, b_shape = key
+    if type(x) is not np.ndarray or x.shape != x_shape or x.dtype is not dtype:
+        return None
+    w = layer.weight.data
+    if type(w) is not np.ndarray or w.shape != w_shape or w.dtype is not dtype:
+        return None
+    b = layer.bias
+    if b is not None:
+        b = b.data
+        if type(b) is not np.ndarray or b.shape != b_shape or b.dtype is not dtype:
+            return None
+        if not b.flags.c_contiguous:
+            return None
+    elif b_shape is not None:
+        return None
+    if not (x.flags.c_contiguous and w.flags.c_contiguous):
+        return None
+    return x, w, b
+
+
+def prepared_key(x: np.ndarray, layer: Any) -> tuple[Any, ...] | None:
+    """The key of :func:`prepared_arrays` for a call of ``layer`` on ``x`` that the checks
+    have just passed, or None when the arrays are not all C-contiguous of ``x``'s float
+    dtype (such a call keeps the checked path)."""
+    w = layer.weight.data
+    b = None if layer.bias is None else layer.bias.data
+    dtype = x.dtype
+    if type(x) is not np.ndarray or type(w) is not np.ndarray or dtype.kind != "f":
+        return None
+    if w.dtype is not dtype or not (x.flags.c_contiguous and w.flags.c_contiguous):
+        return None
+    if b is not None and (
+        type(b) is not np.ndarray or b.dtype is not dtype or not b.flags.c_contiguous
+    ):
+        return None
+    return x.shape, w.shape, dtype, None if b is None else b.shape
+
+
 # --------------------------------------------------------------------------------------------
 # Module
 # --------------------------------------------------------------------------------------------

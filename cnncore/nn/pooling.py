@@ -14,6 +14,8 @@ from .. import functional as F
 from .._geometry import adaptive_pool2d_output_size, pool2d_geometry, pool2d_params
 from .._typing import ArrayLike, IntPair
 from .._validation import check_bool, check_input_shape, check_int, to_pair
+from ..ops.pool import prepare_global_avg_pool2d, prepare_max_pool2d
+from .inference import SMALL_ELEMENTS, step_threads
 from .module import Module
 
 __all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d"]
@@ -47,8 +49,16 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
         self._indices: np.ndarray | None = None
         self._input_shape: tuple[int, ...] | None = None
+        self._call: Any = None  # the last input shape's prepared call (see _prepared_call)
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        call = self._call
+        if call is not None:
+            y = call(x, self.training)
+            if y is not None:
+                y, self._indices = y
+                self._input_shape = x.shape
+                return y
         pooled = F.max_pool2d(
             x,
             self.kernel_size,
@@ -61,7 +71,49 @@ class MaxPool2d(Module):
         y, idx = pooled if self.training else (pooled, None)
         self._indices = idx
         self._input_shape = np.shape(x)
+        if type(x) is np.ndarray and x.ndim == 4:
+            self._call = self._prepared_call(x)
         return y
+
+    def _prepared_call(self, x: np.ndarray) -> Any:
+        """The call on inputs like ``x`` (a batch whose checks :func:`cnncore.max_pool2d`
+        has just passed): ``call(x, training) -> (y, indices or None)``, or None (nothing
+        computed) for an input of another shape, dtype or layout; it runs
+        :func:`cnncore.ops.pool.prepare_max_pool2d`'s kernel call (bit-identical) on a new
+        output, without the argument checks (on one thread below
+        :data:`cnncore.nn.inference.SMALL_ELEMENTS` elements)."""
+        if not x.flags.c_contiguous or x.dtype.kind != "f" or x.size == 0:
+            return None
+        key = (x.shape, x.dtype)
+        if self._call is not None and self._call.key == key:
+            return self._call
+        run, out_shape = prepare_max_pool2d(
+            x.shape,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            n_threads=step_threads(x.size, SMALL_ELEMENTS),
+        )
+        x_shape, dtype = key
+        empty, int64 = np.empty, np.int64
+
+        def call(x: Any, training: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+            if (
+                type(x) is not np.ndarray
+                or x.shape != x_shape
+                or x.dtype is not dtype
+                or not x.flags.c_contiguous
+            ):
+                return None
+            if training:  # (the argmax indices for backward)
+                idx = empty(out_shape, int64)
+                return run(x, empty(out_shape, dtype), idx), idx
+            return run(x, empty(out_shape, dtype)), None
+
+        call.key = key  # type: ignore[attr-defined]
+        return call
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         idx = self._cached("_indices")
@@ -205,6 +257,38 @@ class AdaptiveAvgPool2d(_ShapeCachedPool):
 class GlobalAvgPool2d(_ShapeCachedPool):
     """Mean over the spatial dimensions: ``(N, C, H, W) -> (N, C, 1, 1)`` (see
     :func:`cnncore.global_avg_pool2d`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._call: Any = None  # the prepared call (see forward)
+
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        # a repeated batch shape skips the checks (which its first call passed) and runs on
+        # one thread below SMALL_ELEMENTS elements (bit-identical: a speed choice only)
+        call = self._call
+        if (
+            call is not None
+            and type(x) is np.ndarray
+            and x.shape == call.key[0]
+            and x.dtype is call.key[1]
+            and x.flags.c_contiguous
+        ):
+            self._input_shape = x.shape
+            return call(x)
+        y = super().forward(x)
+        if type(x) is np.ndarray and x.ndim == 4 and x.dtype.kind == "f":
+            if x.flags.c_contiguous and x.size:
+                run, out_shape = prepare_global_avg_pool2d(
+                    x.shape, step_threads(x.size, SMALL_ELEMENTS)
+                )
+                dtype, empty = x.dtype, np.empty
+
+                def call(x: np.ndarray) -> np.ndarray:
+                    return run(x, empty(out_shape, dtype))
+
+                call.key = (x.shape, x.dtype)  # type: ignore[attr-defined]
+                self._call = call
+        return y
 
     def _pool(self, x: Any) -> np.ndarray:
         return F.global_avg_pool2d(x)

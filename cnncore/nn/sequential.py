@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._config import blas_single_thread
 from .._typing import ArrayLike, PathLike
 from . import inference, serialization, training
 from .module import Module, as_model_input, layer_input_error
@@ -109,11 +110,12 @@ class Sequential(training.TrainingMethods, Module):
             return self._forward_planned(x)
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
-        for i in self._run_order():
-            try:
-                x = self.layers[i](x)
-            except (ValueError, TypeError) as exc:
-                raise layer_input_error(exc, i, self.layers[i], x.shape) from exc
+        with blas_single_thread():  # switched once per model call (the layers' caps nest)
+            for i in self._run_order():
+                try:
+                    x = self.layers[i](x)
+                except (ValueError, TypeError) as exc:
+                    raise layer_input_error(exc, i, self.layers[i], x.shape) from exc
         return x
 
     def _forward_planned(self, x: Any) -> np.ndarray:

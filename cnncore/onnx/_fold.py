@@ -1,7 +1,8 @@
 """What an ONNX import evaluates instead of converting (see :mod:`cnncore.onnx._import`):
 :data:`FOLDERS` compute constants (shape arithmetic), and :func:`fuse_activations`
 recognizes subgraphs of :data:`ELEMENTWISE` operators as the activation layer they compute
-by evaluating them on a grid of numbers."""
+by evaluating them on a grid of numbers, and :func:`fuse_layer_norms` the formula of a
+LayerNorm (how exporters write it before opset 17)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import numpy as np
 from .. import nn
 from ._graph import MAX_FOLDED_ELEMENTS, Attrs, Const, Graph, Pending, Tensor, resolve_reshape
 
-__all__ = ["FOLDERS", "ELEMENTWISE", "ACTIVATIONS", "fold", "fuse_activations"]
+__all__ = [
+    "FOLDERS",
+    "ELEMENTWISE",
+    "ACTIVATIONS",
+    "fold",
+    "fuse_activations",
+    "fuse_layer_norms",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,4 +409,191 @@ def fuse_activations(
                 break
     for i in claimed - set(fused):
         nodes[i] = None
+    return fused
+
+
+# --------------------------------------------------------------------------------------------
+# LayerNorm as its formula (LayerNormalization exists from opset 17 only; PyTorch's exporter
+# writes ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div[, Mul][, Add] before it)
+# --------------------------------------------------------------------------------------------
+
+
+def _reduce_axes(g: Graph, node: Any) -> tuple[list[int], int] | None:
+    """``(axes, keepdims)`` of a ReduceMean (axes as an attribute before opset 18, else a
+    constant input), or None when they are not given as such."""
+    saved = g.node
+    g.node = node
+    try:
+        a = Attrs(g)
+        keepdims = int(a.get("keepdims", 1))
+        if len(node.input) > 1 and node.input[1]:
+            value = g.values.get(node.input[1])
+            if not isinstance(value, Const):
+                return None
+            axes = value.arrays[0]
+        else:
+            axes = a.get("axes")
+        if axes is None:
+            return None
+        return [int(v) for v in np.asarray(axes).ravel()], keepdims
+    finally:
+        g.node = saved
+
+
+def fuse_layer_norms(
+    g: Graph, nodes: list[Any], outputs: set[str]
+) -> dict[int, tuple[Callable[[Graph, str], nn.Module], str]]:
+    """Recognize ``LayerNorm`` written as its formula, as PyTorch's exporter writes it before
+    opset 17: ``m = ReduceMean(x)``, ``d = Sub(x, m)``, ``v = ReduceMean(Pow(d, 2))``,
+    ``y = Div(d, Sqrt(Add(v, eps)))``, then optionally ``Mul(y, gamma)`` and ``Add(., beta)``
+    with constants, the two reductions over the same trailing axes with ``keepdims``, every
+    intermediate value read by the pattern alone.  Returns ``{index of the pattern's last
+    node: (make(g, x) -> the LayerNorm, x)}``; the pattern's other nodes are dropped from
+    ``nodes`` (set to None).  ``make`` runs during the walk, when ``x``'s shape is known, and
+    raises ValueError (naming the node) when the axes are not the trailing ones."""
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        if n is None:
+            continue
+        for v in n.output:
+            if v:
+                producer[v] = i
+        for v in n.input:
+            if v:
+                consumers.setdefault(v, []).append(i)
+
+    def op(v: str, kind: str) -> int | None:
+        i = producer.get(v)
+        if i is None or nodes[i] is None or nodes[i].op_type != kind:
+            return None
+        if nodes[i].domain not in ("", "ai.onnx") or len(nodes[i].output) != 1:
+            return None
+        return i
+
+    def const(v: str) -> np.ndarray | None:
+        value = g.values.get(v)
+        return np.asarray(value.arrays[0]) if isinstance(value, Const) else None
+
+    def only_reader(v: str, reader: int) -> bool:
+        return v not in outputs and consumers.get(v, []) == [reader]
+
+    def other(node: Any, v: str) -> str | None:
+        ins = [u for u in node.input]
+        if len(ins) != 2 or v not in ins:
+            return None
+        return ins[1] if ins[0] == v else ins[0]
+
+    fused: dict[int, tuple[Callable[[Graph, str], nn.Module], str]] = {}
+    for i_div, div in enumerate(nodes):
+        if div is None or div.op_type != "Div" or div.domain not in ("", "ai.onnx"):
+            continue
+        if len(div.input) != 2:
+            continue
+        d, s = div.input
+        i_sub, i_sqrt = op(d, "Sub"), op(s, "Sqrt")
+        if i_sub is None or i_sqrt is None:
+            continue
+        i_add = op(nodes[i_sqrt].input[0], "Add")
+        if i_add is None:
+            continue
+        add = nodes[i_add]
+        v = next((u for u in add.input if op(u, "ReduceMean") is not None), None)
+        eps = const(other(add, v)) if v is not None and other(add, v) else None
+        if v is None or eps is None or eps.size != 1:
+            continue
+        i_var = op(v, "ReduceMean")
+        i_pow = op(nodes[i_var].input[0], "Pow")
+        if i_pow is None or nodes[i_pow].input[0] != d:
+            continue
+        exponent = const(nodes[i_pow].input[1]) if len(nodes[i_pow].input) == 2 else None
+        if exponent is None or exponent.size != 1 or float(exponent.ravel()[0]) != 2.0:
+            continue
+        sub = nodes[i_sub]
+        if len(sub.input) != 2:
+            continue
+        x, m = sub.input
+        i_mean = op(m, "ReduceMean")
+        if i_mean is None or nodes[i_mean].input[0] != x:
+            continue
+        ax_mean, ax_var = _reduce_axes(g, nodes[i_mean]), _reduce_axes(g, nodes[i_var])
+        if ax_mean is None or ax_mean != ax_var or ax_mean[1] != 1 or not ax_mean[0]:
+            continue
+        if not (
+            only_reader(m, i_sub)
+            and d not in outputs
+            and sorted(consumers.get(d, [])) == sorted([i_pow, i_div])
+            and only_reader(nodes[i_pow].output[0], i_var)
+            and only_reader(v, i_add)
+            and only_reader(add.output[0], i_sqrt)
+            and only_reader(s, i_div)
+        ):
+            continue
+        members = [i_mean, i_sub, i_pow, i_var, i_add, i_sqrt, i_div]
+        last, gamma, beta = i_div, None, None
+        y = div.output[0]
+        readers = consumers.get(y, [])
+        if y not in outputs and len(readers) == 1 and op(y, "Mul") is None:
+            i_mul = readers[0]
+            mul = nodes[i_mul]
+            c = const(other(mul, y) or "") if mul.op_type == "Mul" else None
+            if c is not None and mul.domain in ("", "ai.onnx") and len(mul.output) == 1:
+                gamma, last, y = c, i_mul, mul.output[0]
+                members.append(i_mul)
+                readers = consumers.get(y, [])
+                if y not in outputs and len(readers) == 1:
+                    i_b = readers[0]
+                    badd = nodes[i_b]
+                    c = const(other(badd, y) or "") if badd.op_type == "Add" else None
+                    if c is not None and badd.domain in ("", "ai.onnx"):
+                        if len(badd.output) == 1:
+                            beta, last = c, i_b
+                            members.append(i_b)
+        if any(k in fused for k in members):
+            continue
+        axes = ax_mean[0]
+        epsilon = float(np.asarray(eps, np.float64).ravel()[0])
+
+        def make(
+            g: Graph,
+            x: str,
+            axes: list[int] = axes,
+            eps: float = epsilon,
+            gamma: np.ndarray | None = gamma,
+            beta: np.ndarray | None = beta,
+        ) -> nn.Module:
+            shape = g.shape(x)
+            rank = len(shape)
+            got = sorted(a + rank if a < 0 else a for a in axes)
+            first = rank - len(got)
+            if got != list(range(first, rank)) or first < 1:
+                raise g.error(
+                    f"the LayerNorm formula (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div) "
+                    f"reduces over axes {axes} of {g.text(x)}: only trailing axes after the "
+                    f"batch can be a LayerNorm"
+                )
+            normalized = tuple(shape[first:])
+            try:  # (a broadcast view: sized by the tensor, whose sample size is bounded)
+                w = None if gamma is None else np.broadcast_to(gamma, normalized)
+                b = None if beta is None else np.broadcast_to(beta, normalized)
+            except ValueError:
+                raise g.error(
+                    f"the LayerNorm formula's scale/shift do not broadcast to the normalized "
+                    f"shape {normalized}"
+                ) from None
+            if w is None and b is not None:
+                w = np.ones(normalized)
+            layer = g.layer(
+                nn.LayerNorm, normalized, eps, w is not None, b is not None, dtype=g.dtype
+            )
+            if w is not None:
+                g.load_into(layer.weight.data, np.asarray(w), "scale")
+            if b is not None:
+                g.load_into(layer.bias.data, np.asarray(b), "bias")
+            return layer
+
+        fused[last] = (make, x)
+        for k in members:
+            if k != last:
+                nodes[k] = None
     return fused

@@ -24,7 +24,9 @@ tensor reshaped to ``(N, G, -1)`` and reshaped back is a GroupNorm (PyTorch's ex
 it).  Before the walk, subgraphs of elementwise operators with one tensor input are
 evaluated on a grid of numbers and recognized as the activation they compute (GELU as
 ``Erf`` or ``Tanh`` formulas, SiLU, Mish, Hardswish, Softplus with its beta and
-threshold, ...), whatever order the operators come in.
+threshold, ...), whatever order the operators come in; so is the formula exporters write
+for a LayerNorm before opset 17 (``ReduceMean``, ``Sub``, ``Pow``, ``ReduceMean``, ``Add``,
+``Sqrt``, ``Div`` and the affine ``Mul``/``Add``), as a LayerNorm.
 
 A model using an operator outside these is refused up front with one ValueError listing
 every such operator; anything a layer cannot express raises ValueError naming the node.
@@ -41,7 +43,7 @@ import numpy as np
 
 from .. import nn
 from .._geometry import conv2d_padding, interpolate_geometry, interpolate_params
-from ._fold import ELEMENTWISE, FOLDERS, fold, fuse_activations
+from ._fold import ELEMENTWISE, FOLDERS, fold, fuse_activations, fuse_layer_norms
 from ._graph import (
     Attrs,
     Const,
@@ -1059,7 +1061,8 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
     out_names = [o.name for o in graph.output]
     live = _live(graph)
     nodes: list[Any] = list(live)
-    fused = fuse_activations(g, nodes, constlike, set(out_names))
+    fused: dict[int, Any] = dict(fuse_activations(g, nodes, constlike, set(out_names)))
+    fused.update(fuse_layer_norms(g, nodes, set(out_names)))
     in_fusion = {id(live[i]) for i, n in enumerate(nodes) if n is None or i in fused}
 
     def supported(n: Any) -> bool:
@@ -1107,7 +1110,10 @@ def from_model_proto(proto: Any, where: str = "<ModelProto>") -> nn.Module:
         try:
             if i in fused:
                 layer, x = fused[i]
-                g.emit(layer, [g.resolve(x)])
+                x = g.resolve(x)
+                if not isinstance(layer, nn.Module):  # (made when x's shape is known)
+                    layer = layer(g, x)
+                g.emit(layer, [x])
             elif not fold(g):
                 if node.op_type not in IMPORTERS:
                     raise g.error("supported only on constant inputs")

@@ -935,3 +935,51 @@ def batch_norm_backward(
     if weight is None:
         return gx, None, None
     return gx, sum_gxhat.astype(x.dtype), sum_g.astype(x.dtype)
+
+
+def prepare_batch_norm_eval(
+    x_shape: tuple[int, ...], n_threads: int | None = None
+) -> tuple[Any, tuple[int, ...]]:
+    """:func:`batch_norm` with fixed statistics (``training=False``) for repeated calls on
+    one input shape (inference plans, graph models' eval forward): returns ``(run,
+    out_shape)`` where ``run(x, mean, var, weight, bias, eps, out)`` writes the batch norm
+    of ``x`` with the float64 statistics ``mean`` / ``var`` (as :func:`batch_norm` converts
+    them) into ``out`` with the same kernel -- bit-identical -- without checking its
+    arguments again: C-contiguous ``x``, ``out`` of the prepared shape, ``weight`` / ``bias``
+    of ``(C,)`` or None, all of one float dtype.  ``n_threads`` fixes the kernel's thread
+    count (None: :func:`cnncore.get_num_threads` at each call); results do not depend on it.
+    """
+    if len(x_shape) < 2 or math.prod(x_shape) == 0:
+        raise ValueError(
+            f"prepare_batch_norm_eval(): expected a non-empty (N, C, *) shape. Received: "
+            f"{tuple(x_shape)}"
+        )
+    n, c, s = x_shape[0], x_shape[1], math.prod(x_shape[2:])
+    forward = _norm.batch_norm_forward
+
+    def run(
+        x: np.ndarray,
+        mean: np.ndarray,
+        var: np.ndarray,
+        weight: np.ndarray | None,
+        bias: np.ndarray | None,
+        eps: float,
+        out: np.ndarray,
+    ) -> np.ndarray:
+        forward(
+            x.reshape(-1),
+            out.reshape(-1),
+            weight,
+            bias,
+            n,
+            c,
+            s,
+            eps,
+            mean,
+            var,
+            True,
+            n_threads or get_num_threads(),
+        )
+        return out
+
+    return run, tuple(x_shape)

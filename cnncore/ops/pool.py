@@ -755,7 +755,9 @@ def prepare_max_pool2d(
     """:func:`max_pool2d` (without indices) for repeated calls on one input shape (inference
     plans): resolves the geometry once; returns ``(run, out_shape)`` where ``run(x, out)``
     writes the pooled ``x`` into ``out`` with the same kernel, without checking its arguments
-    again (C-contiguous arrays of one float dtype and of the prepared shapes).
+    again (C-contiguous arrays of one float dtype and of the prepared shapes);
+    ``run(x, out, indices)`` also writes the argmax into ``indices`` (C-contiguous int64 of
+    ``out``'s shape), as ``return_indices=True`` does.
     ``n_threads`` fixes the kernel's thread count (None: :func:`cnncore.get_num_threads` at
     each call); results do not depend on it."""
     func = "max_pool2d"
@@ -767,8 +769,30 @@ def prepare_max_pool2d(
     args = _pool_args(geo)
     forward = _pool.max_pool2d_forward
 
-    def run(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        forward(x, out, None, *args, n_threads or get_num_threads())
+    def run(x: np.ndarray, out: np.ndarray, indices: np.ndarray | None = None) -> np.ndarray:
+        # (indices: an int64 array of out's shape for the argmax, as return_indices gives)
+        forward(x, out, indices, *args, n_threads or get_num_threads())
         return out
 
     return run, out_shape
+
+
+def prepare_global_avg_pool2d(
+    x_shape: tuple[int, ...], n_threads: int | None = None
+) -> tuple[Any, tuple[int, ...]]:
+    """:func:`global_avg_pool2d` for repeated calls on one input shape (layers' prepared
+    calls, inference plans): checks the shape once; returns ``(run, out_shape)`` where
+    ``run(x, out)`` writes the plane means of ``x`` into ``out`` with the same kernel,
+    without checking its arguments again (C-contiguous arrays of one float dtype and of the
+    prepared shapes).  ``n_threads`` fixes the kernel's thread count (None:
+    :func:`cnncore.get_num_threads` at each call); results do not depend on it."""
+    func = "global_avg_pool2d"
+    n, c, h, w = x_shape
+    adaptive_pool2d_output_size(func, (h, w), 1)
+    forward = _pool.global_avg_pool2d_forward
+
+    def run(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        forward(x, out, n_threads or get_num_threads())
+        return out
+
+    return run, (n, c, 1, 1)

@@ -2,11 +2,13 @@
 BatchNorm fused) against PyTorch (``torch.inference_mode()``) and onnxruntime running the
 model cnncore exports, at each thread count, in the same run.
 
-Models: :data:`INFERENCE_MODELS` (name -> builder); a model ``cnncore.models`` gains later
-(ResNet-20) joins by an entry there and its input shape in :data:`INPUT_SHAPES`.  Torch
-runs the model's twin (:func:`cnncore.apps.bench.twins.torch_twin`, same weights) when one
-exists; onnxruntime runs ``cnncore.onnx.export``'s graph when the onnx packages are
-installed.  Outputs are checked to agree before anything is timed.
+Models: :data:`INFERENCE_MODELS` (name -> builder: LeNet-5, the README's CNN, ResNet-20,
+a graph model) and their input shapes in :data:`INPUT_SHAPES`.  All three libraries run the
+same graph, the model after :func:`cnncore.nn.fuse` (BatchNorm folded): torch its twin
+(:func:`cnncore.apps.bench.twins.torch_twin`, same weights; a graph model's twin runs its
+layers' twins in the model's step order), onnxruntime the graph ``cnncore.onnx.export``
+writes (when the onnx packages are installed).  Outputs are checked to agree before
+anything is timed.
 
 The per-call overhead (:func:`layer_overhead`): for each layer of LeNet-5 at batch size 1,
 the time of a layer call (eval and train mode forward) against its compiled kernel called
@@ -37,15 +39,13 @@ def _builders() -> dict[str, Callable[[], Any]]:
     table: dict[str, Callable[[], Any]] = {
         "lenet5": lambda: models.lenet5(rng=0),
         "cnn": lambda: models.simple_cnn(rng=0),  # the README's CNN
+        "resnet20": lambda: models.resnet20(rng=0),  # a graph model, CIFAR-sized input
     }
-    if hasattr(models, "resnet20"):  # the graph models' ResNet-20, once it exists
-        table["resnet20"] = lambda: models.resnet20(rng=0)
     return table
 
 
 def INFERENCE_MODELS() -> dict[str, Callable[[], Any]]:  # noqa: N802 (a table, built lazily)
-    """Name -> builder of the benchmarked models (ResNet-20 joins when
-    ``cnncore.models.resnet20`` exists)."""
+    """Name -> builder of the benchmarked models."""
     return _builders()
 
 
@@ -281,7 +281,9 @@ class _NoKernels:
 def _python_only() -> Iterator[None]:
     """Inside the block the layers' kernels do nothing, so a layer call costs only its
     Python work (argument checks, geometry, algorithm choice, allocation, BLAS cap).  For
-    single layer calls only: an inference plan recorded inside would keep the no-ops."""
+    single layer calls only: an inference plan recorded inside would keep the no-ops, and
+    so would a layer's prepared call (``layer._call``), which the caller drops before and
+    after."""
     from cnncore.ops import activation, conv, linear, pool
 
     mods = [(conv, "_conv"), (linear, "_linear"), (pool, "_pool"), (activation, "_activation")]
@@ -381,13 +383,16 @@ def layer_overhead(
                     library={"kernel": "cnncore", "eval": "cnncore", "train": "cnncore"},
                     clock=time.thread_time,
                 )
+                layer.__dict__["_call"] = None  # (its prepared call would keep real kernels)
                 with _python_only():
+                    call()  # (the first call prepares, with the no-op kernels)
                     py_us = (
                         1e6
                         * time_round_robin(
                             {"python": call}, repeat, min_time=0.02, clock=time.thread_time
                         )["python"]
                     )
+                layer.__dict__["_call"] = None  # (drop the one holding no-op kernels)
                 k_us, e_us, t_us = (1e6 * times[n] for n in ("kernel", "eval", "train"))
                 row = {
                     "layer": name,

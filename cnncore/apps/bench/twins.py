@@ -73,6 +73,45 @@ def _avg_pool(layer: Any, torch: Any) -> Any:
     )
 
 
+def _merge(kind: str) -> Callable[[Any, Any], Any]:
+    """A merge layer's twin: a torch module over a list of tensors."""
+
+    def make(layer: Any, torch: Any) -> Any:
+        class Merge(torch.nn.Module):
+            def forward(self, xs: list) -> Any:
+                if kind == "Concatenate":
+                    return torch.cat(xs, dim=layer.dim)
+                out = xs[0]
+                for x in xs[1:]:
+                    out = out + x if kind == "Add" else out * x
+                return out
+
+        return Merge()
+
+    return make
+
+
+def _graph(model: Any, torch: Any) -> Any:
+    """A graph model's twin: a ``ModuleDict`` of its layers' twins under the layers' names
+    (so the ``state_dict`` keys are the model's, ``<layer name>.weight``, also nested), run
+    in the model's step order over the same value slots."""
+    steps = [(layer.name, ins, multi, out) for layer, ins, multi, out, *_ in model._steps]
+    n_slots, in_slots, out_slots = model._n_slots, model._in_slots, model._out_slots
+    multi_in, multi_out = model._multi_in, model._multi_out
+
+    class Graph(torch.nn.ModuleDict):
+        def forward(self, x: Any) -> Any:
+            vals: list[Any] = [None] * n_slots
+            for s, v in zip(in_slots, x if multi_in else [x], strict=True):
+                vals[s] = v
+            for name, ins, multi, out in steps:
+                vals[out] = self[name]([vals[s] for s in ins] if multi else vals[ins[0]])
+            outs = [vals[s] for s in out_slots]
+            return outs if multi_out else outs[0]
+
+    return Graph({layer.name: _twin(layer, torch) for layer in model.layers})
+
+
 TORCH_TWINS: dict[str, Callable[[Any, Any], Any]] = {
     "Conv2d": _conv,
     "Linear": lambda m, torch: torch.nn.Linear(m.in_features, m.out_features, m.bias is not None),
@@ -92,6 +131,11 @@ TORCH_TWINS: dict[str, Callable[[Any, Any], Any]] = {
     "Softmax": lambda m, torch: torch.nn.Softmax(m.dim),
     "LogSoftmax": lambda m, torch: torch.nn.LogSoftmax(m.dim),
     "Sequential": lambda m, torch: torch.nn.Sequential(*(_twin(c, torch) for c in m.children())),
+    "Add": _merge("Add"),
+    "Multiply": _merge("Multiply"),
+    "Concatenate": _merge("Concatenate"),
+    "Identity": lambda m, torch: torch.nn.Identity(),
+    "Model": _graph,
 }
 """cnncore registry name -> ``(layer, torch) -> torch.nn.Module`` without weights."""
 
