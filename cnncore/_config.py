@@ -150,6 +150,26 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+#: Elements below which a memory-bound kernel (activations, pooling, normalization, losses,
+#: optimizer updates) runs on one thread, and multiply-adds below which a linear layer's
+#: GEMMs do (see :func:`threads_for`).
+SMALL_ELEMENTS = 1 << 17
+SMALL_MACS = 1 << 20
+
+
+def threads_for(work: int, small: int = SMALL_ELEMENTS) -> int:
+    """The thread count of one kernel call doing ``work`` units (elements, or multiply-adds
+    with ``small=SMALL_MACS``): 1 below ``small``, else :func:`get_num_threads`.
+
+    Opening a parallel region costs microseconds on an idle machine, but on a loaded one
+    waking the second thread can take a scheduler tick (0.1-1 ms measured on a shared 2-core
+    VM), more than a small memory-bound kernel's whole time; a training step makes dozens of
+    such calls.  Results are bit-identical for any thread count, so this is a speed choice
+    only (never a change of results).
+    """
+    return 1 if work < small else _num_threads
+
+
 # --------------------------------------------------------------------------------------------
 # BLAS thread capping.  Kernels call single-threaded GEMMs from inside their own OpenMP
 # regions; a multi-threaded BLAS there would oversubscribe the cores (and, for some BLAS

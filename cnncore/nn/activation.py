@@ -59,6 +59,14 @@ class ReLU(_OutputCached):
     _forward = staticmethod(F.relu)
     _backward = staticmethod(F.relu_backward)
 
+    def forward_into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`forward` writing into ``out`` (C-contiguous, ``x``'s shape and dtype; may
+        be ``x`` itself when nothing else reads ``x`` -- the graph executor runs a ReLU in
+        place on an Add's output so)."""
+        y = type(self)._forward(x, out=out)
+        self._out = y if self.training else None
+        return y
+
 
 class Sigmoid(_OutputCached):
     """``1 / (1 + exp(-x))``, overflow-free (see :func:`cnncore.sigmoid`)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads
+from .._config import get_num_threads, threads_for
 from .._geometry import (
     ConvGeometry,
     adaptive_pool2d_output_size,
@@ -111,7 +111,7 @@ def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: An
             f"{grad_output.shape[:2]}. Received: input_shape={input_shape}"
         )
     dx = _grad_input(func, grad_output, input_shape)
-    _pool.index_scatter_add(grad_output, indices, dx, get_num_threads(), func)
+    _pool.index_scatter_add(grad_output, indices, dx, threads_for(dx.size), func)
     return dx
 
 
@@ -188,7 +188,7 @@ def max_pool2d(
     geo = pool2d_geometry(func, (h, w), kernel_size, stride, padding, dilation, ceil_mode)
     y = nchw_result(func, x, geo.out, 8)
     idx = np.empty(y.shape, dtype=np.int64) if return_indices else None
-    _pool.max_pool2d_forward(x, y, idx, *_pool_args(geo), get_num_threads())
+    _pool.max_pool2d_forward(x, y, idx, *_pool_args(geo), threads_for(x.size))
     return (y, idx) if return_indices else y
 
 
@@ -303,7 +303,7 @@ def avg_pool2d(
     y = nchw_result(func, x, geo.out)
     kh, kw, sh, sw, ph, pw, _, _ = _pool_args(geo)
     _pool.avg_pool2d_forward(
-        x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, get_num_threads()
+        x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, threads_for(x.size)
     )
     return y
 
@@ -351,7 +351,7 @@ def avg_pool2d_backward(
     dx = _grad_input(func, grad_output, input_shape)
     kh, kw, sh, sw, ph, pw, _, _ = _pool_args(geo)
     _pool.avg_pool2d_backward(
-        grad_output, dx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, get_num_threads()
+        grad_output, dx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, threads_for(dx.size)
     )
     return dx
 
@@ -389,7 +389,7 @@ def adaptive_avg_pool2d(x: ArrayLike, output_size: IntPair) -> np.ndarray:
     h, w = x.shape[2:]
     out = adaptive_pool2d_output_size(func, (h, w), output_size)
     y = nchw_result(func, x, out)
-    _pool.adaptive_avg_pool2d_forward(x, y, get_num_threads())
+    _pool.adaptive_avg_pool2d_forward(x, y, threads_for(x.size))
     return y
 
 
@@ -421,7 +421,7 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> 
         func, grad_output, (*input_shape[:2], *grad_output.shape[2:]), f"input_shape={input_shape}"
     )
     dx = _grad_input(func, grad_output, input_shape)
-    _pool.adaptive_avg_pool2d_backward(grad_output, dx, get_num_threads())
+    _pool.adaptive_avg_pool2d_backward(grad_output, dx, threads_for(dx.size))
     return dx
 
 
@@ -520,7 +520,7 @@ def global_avg_pool2d(x: ArrayLike) -> np.ndarray:
     n, c, h, w = x.shape
     adaptive_pool2d_output_size(func, (h, w), 1)
     y = np.empty((n, c, 1, 1), dtype=x.dtype)
-    _pool.global_avg_pool2d_forward(x, y, get_num_threads())
+    _pool.global_avg_pool2d_forward(x, y, threads_for(x.size))
     return y
 
 
@@ -548,7 +548,7 @@ def global_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> np
     adaptive_pool2d_output_size(func, input_shape[2:], 1, "input_shape")
     _check_grad_shape(func, grad_output, (*input_shape[:2], 1, 1), f"input_shape={input_shape}")
     dx = _grad_input(func, grad_output, input_shape)
-    _pool.global_avg_pool2d_backward(grad_output, dx, get_num_threads())
+    _pool.global_avg_pool2d_backward(grad_output, dx, threads_for(dx.size))
     return dx
 
 
