@@ -40,11 +40,11 @@ def _block(dtype):
     x = nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype=dtype)(inp)
     x = nn.ReLU()(nn.BatchNorm2d(4, dtype=dtype)(x))  # fused
     y = nn.BatchNorm2d(4, dtype=dtype)(nn.Conv2d(4, 4, 3, padding=1, dtype=dtype)(x))
-    z = nn.ReLU()(nn.Add()([x, y]))  # not a batch norm: not fused
+    z = nn.ReLU()(nn.Add()([x, y]))  # not a batch norm: in place (forward and backward)
     t = nn.BatchNorm2d(4, dtype=dtype)(z)
     u = nn.ReLU()(t)  # t is also read by the Concatenate: not fused
-    cat = nn.Concatenate(dim=1)([u, t])
-    out = nn.Linear(8, 3, dtype=dtype)(nn.Flatten()(nn.GlobalAvgPool2d()(cat)))
+    cat = nn.Concatenate(dim=1)([u, t, z])  # z read twice: its gradient is a sum
+    out = nn.Linear(12, 3, dtype=dtype)(nn.Flatten()(nn.GlobalAvgPool2d()(cat)))
     return nn.Model(inp, out)
 
 

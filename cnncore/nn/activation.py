@@ -67,6 +67,11 @@ class ReLU(_OutputCached):
         self._out = y if self.training else None
         return y
 
+    def backward_into(self, grad_output: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`backward` writing into ``out`` (may be ``grad_output`` itself when nothing
+        else reads it -- the graph executor does so for a gradient sum it owns)."""
+        return type(self)._backward(grad_output, self._cached("_out"), out=out)
+
 
 class Sigmoid(_OutputCached):
     """``1 / (1 + exp(-x))``, overflow-free (see :func:`cnncore.sigmoid`)."""

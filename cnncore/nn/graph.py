@@ -632,6 +632,10 @@ class Model(training.TrainingMethods, Module):
                 if flag:
                     add(ins[0], g)
                 continue
+            if flag and owned[out] and k in self._relu_in_place and layer.training:
+                # g is a sum this executor allocated: the ReLU's mask is applied in place
+                add(ins[0], layer.backward_into(g, g))
+                continue
             if snaps is not None and snaps[k] is not None:
                 for m, state in snaps[k]:
                     m.__dict__.update(state)
