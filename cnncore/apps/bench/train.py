@@ -448,7 +448,13 @@ def _bench_steps(torch, threads, source, x, y, models, steps, block, out) -> dic
         per_epoch = -(-len(x) // batch)
         res = _interleaved_steps(torch, name, x, y, batch, lr, 0.9, 0, steps, block)
         c = statistics.median(res["cnncore"])
-        row = {"model": name, "batch": batch, "steps": steps, "cnncore_s": c * per_epoch}
+        row = {
+            "model": name,
+            "batch": batch,
+            "images": len(x),
+            "steps": steps,
+            "cnncore_s": c * per_epoch,
+        }
         line = f"{name:<9}{batch:>6}{c * per_epoch:13.2f}{batch / c:9.0f}{'-':>8}"
         if torch is not None:
             t = statistics.median(res["torch"])
@@ -457,4 +463,4 @@ def _bench_steps(torch, threads, source, x, y, models, steps, block, out) -> dic
             line += f"  ({1e3 * c:.1f} vs {1e3 * t:.1f} ms/step)"
         out(line)
         rows.append(row)
-    return {"threads": threads, "data": source, "steps": steps, "rows": rows}
+    return {"threads": threads, "data": source, "epochs": None, "steps": steps, "rows": rows}
