@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._callcache import memoize_checks
-from .._config import SMALL_MACS, blas_single_thread, get_num_threads, threads_for
+from .._config import blas_single_thread, get_num_threads, threads_for, threads_for_macs
 from .._typing import ArrayLike
 from .._validation import (
     as_float_array,
@@ -85,7 +85,7 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike = None) -> np.ndarra
             weight,
             bias,
             y,
-            threads_for(rows * in_f * out_f, SMALL_MACS),
+            threads_for_macs(rows * in_f * out_f),
         )
     return y if x.ndim == 2 else y.reshape(out_shape)
 
@@ -153,9 +153,7 @@ def linear_backward_input(grad_output: ArrayLike, weight: ArrayLike) -> np.ndarr
     )
     dx = np.empty((g2.shape[0], in_f), dtype=dtype)
     with blas_single_thread():
-        _linear.linear_backward_input(
-            g2, weight, dx, threads_for(g2.shape[0] * in_f * out_f, SMALL_MACS)
-        )
+        _linear.linear_backward_input(g2, weight, dx, threads_for_macs(g2.shape[0] * in_f * out_f))
     return dx.reshape(*grad_output.shape[:-1], in_f)
 
 
@@ -202,7 +200,7 @@ def linear_backward_weight(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
             grad_output.reshape(rows, out_f),
             x.reshape(rows, in_f),
             dw,
-            threads_for(rows * in_f * out_f, SMALL_MACS),
+            threads_for_macs(rows * in_f * out_f),
         )
     return dw
 
