@@ -119,3 +119,68 @@ def test_resnet20_training_is_bit_identical_with_and_without_fusion(rng):
     hb = ref.fit(x, y, optimizer=optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), **kw)
     assert ha["loss"] == hb["loss"]
     _assert_same_state(model, ref)
+
+
+# --------------------------------------------------------------------------------------------
+# Sequential: a ReLU fused into the MaxPool2d after it
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3)]
+)
+def test_max_pool_kernels_with_relu_fused_are_bit_identical(dtype, kw, rng):
+    from cnncore.ops import pool as pool_ops
+
+    x = rng.standard_normal((3, 4, 9, 9)).astype(dtype)
+    x.flat[7] = np.nan
+    x[:, :, 4:6, 4:6] = -0.0
+    args = (kw["kernel_size"], kw.get("stride"), kw.get("padding", 0), 1, False)
+    y, idx = cnncore.max_pool2d(x, *args, return_indices=True)
+    yf, idxf = pool_ops._max_pool2d_relu(x, *args)
+    ref = cnncore.relu(y)
+    np.testing.assert_array_equal(yf, ref)
+    assert np.array_equal(np.signbit(yf), np.signbit(ref))
+    np.testing.assert_array_equal(idxf, idx)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g.flat[1] = -0.0
+    expect = cnncore.max_pool2d_backward(cnncore.relu_backward(g, ref), idx, x.shape)
+    got = pool_ops._max_pool2d_relu_backward(g, idx, x.shape, yf)
+    np.testing.assert_array_equal(got, expect)
+    assert np.array_equal(np.signbit(got), np.signbit(expect))
+    with pytest.raises(ValueError, match="relu_output"):
+        pool_ops._max_pool2d_relu_backward(g, idx, x.shape, yf[:1])
+
+
+class _PlainReLU(nn.ReLU, register=False):
+    """A ReLU that Sequential does not fuse (the fusion is for nn.ReLU itself; a subclass
+    is not even moved behind the pool)."""
+
+
+def _lenet(relu):
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), relu(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), relu(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 32), relu(), nn.Linear(32, 10),
+    )  # fmt: skip
+
+
+def test_sequential_fuses_relu_into_max_pool_bit_identically(rng):
+    model, ref = _lenet(nn.ReLU), _lenet(_PlainReLU)
+    _copy(model, ref)
+    x = rng.random((12, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 12)
+    out = model(x)
+    assert model._fused == {1, 4}  # the two ReLUs in front of a MaxPool2d
+    ref(x)
+    assert ref._fused == set()
+    # a fused ReLU keeps the cache its own (swapped) forward would keep: the pooled output
+    assert model.layers[1]._out is model.layers[2]._relu_out
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    np.testing.assert_array_equal(model.backward(g), ref.backward(g))
+    kw = dict(loss=nn.CrossEntropyLoss(), epochs=2, batch_size=4, verbose=0, seed=5)
+    ha = model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9), **kw)
+    hb = ref.fit(x, y, optimizer=optim.SGD(ref.parameters(), lr=0.05, momentum=0.9), **kw)
+    assert ha["loss"] == hb["loss"]
+    _assert_same_state(model, ref)

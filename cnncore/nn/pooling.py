@@ -14,6 +14,7 @@ from .. import functional as F
 from .._geometry import adaptive_pool2d_output_size, pool2d_geometry, pool2d_params
 from .._typing import ArrayLike, IntPair
 from .._validation import check_bool, check_input_shape, check_int, to_pair
+from ..ops.pool import _max_pool2d_relu, _max_pool2d_relu_backward
 from .module import Module
 
 __all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d"]
@@ -47,8 +48,22 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
         self._indices: np.ndarray | None = None
         self._input_shape: tuple[int, ...] | None = None
+        # the output of a training forward with a ReLU fused (see _forward_relu), else None
+        self._relu_out: np.ndarray | None = None
+
+    def _forward_relu(self, x: np.ndarray) -> np.ndarray:
+        """``relu(self.forward(x))`` for a batch in training, in one pass (bit-identical);
+        the following :meth:`backward` then takes the gradient w.r.t. the ReLU's output and
+        applies its mask while scattering.  :class:`Sequential` runs its ReLU-MaxPool2d
+        pairs so."""
+        y, idx = _max_pool2d_relu(
+            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
+        self._indices, self._input_shape, self._relu_out = idx, x.shape, y
+        return y
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        self._relu_out = None
         pooled = F.max_pool2d(
             x,
             self.kernel_size,
@@ -67,6 +82,8 @@ class MaxPool2d(Module):
         idx = self._cached("_indices")
         if not input_grad:
             return None
+        if self._relu_out is not None:
+            return _max_pool2d_relu_backward(grad_output, idx, self._input_shape, self._relu_out)
         return F.max_pool2d_backward(grad_output, idx, self._input_shape)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

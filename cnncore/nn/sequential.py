@@ -10,7 +10,9 @@ import numpy as np
 
 from .._typing import ArrayLike, PathLike
 from . import inference, serialization, training
+from .activation import ReLU
 from .module import Module, as_model_input, layer_input_error
+from .pooling import MaxPool2d
 
 __all__ = ["Sequential", "as_model_input"]
 
@@ -74,6 +76,7 @@ class Sequential(training.TrainingMethods, Module):
         self._input_shape: tuple[int, ...] | None = None
         self._plans = inference.PlanCache()  # eval-mode forwards (see nn.inference)
         self._eval_forward = False
+        self._fused: set[int] = set()  # ReLUs fused into their MaxPool2d by the last forward
 
     # -- container ------------------------------------------------------------------------
     def children(self) -> list[Module]:
@@ -109,11 +112,29 @@ class Sequential(training.TrainingMethods, Module):
             return self._forward_planned(x)
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
+        fused: set[int] = set()
+        layers = self.layers
         for i in self._run_order():
             try:
-                x = self.layers[i](x)
+                if i in fused:
+                    layers[i]._out = x  # its MaxPool2d applied it (the ReLU's own cache)
+                    continue
+                if (
+                    i > 0
+                    and type(layers[i]) is MaxPool2d
+                    and type(layers[i - 1]) is ReLU
+                    and layers[i].training
+                    and layers[i - 1].training
+                    and isinstance(x, np.ndarray)
+                    and x.ndim == 4
+                ):
+                    x = layers[i]._forward_relu(x)
+                    fused.add(i - 1)
+                    continue
+                x = layers[i](x)
             except (ValueError, TypeError) as exc:
-                raise layer_input_error(exc, i, self.layers[i], x.shape) from exc
+                raise layer_input_error(exc, i, layers[i], x.shape) from exc
+        self._fused = fused
         return x
 
     def _forward_planned(self, x: Any) -> np.ndarray:
@@ -175,8 +196,9 @@ class Sequential(training.TrainingMethods, Module):
             )
         first = 0 if input_grad else self._first_trainable()
         g = grad_output
+        fused = self._fused
         for i in reversed(self._run_order()):
-            if i >= first:
+            if i >= first and i not in fused:  # (a fused ReLU: its MaxPool2d masks g)
                 g = self.layers[i].backward(g, input_grad=input_grad or i > first)
         return g if input_grad else None
 

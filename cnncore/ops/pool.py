@@ -99,9 +99,12 @@ def _divisor(divisor_override: Any, func: str) -> int:
     return d
 
 
-def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: Any) -> np.ndarray:
+def _indices_backward(
+    func: str, grad_output: Any, indices: Any, input_shape: Any, relu_output: Any = None
+) -> np.ndarray:
     """Shared body of max_pool2d_backward / adaptive_max_pool2d_backward: a per-plane
-    scatter-add of grad_output at the argmax positions."""
+    scatter-add of grad_output at the argmax positions (``relu_output``: see
+    :func:`_max_pool2d_relu_backward`)."""
     grad_output = _pool_grad(grad_output, func)
     indices = as_index_array(indices, "indices", func, shape=grad_output.shape)
     input_shape = check_shape(input_shape, "input_shape", func, 4)
@@ -111,8 +114,47 @@ def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: An
             f"{grad_output.shape[:2]}. Received: input_shape={input_shape}"
         )
     dx = _grad_input(func, grad_output, input_shape)
-    _pool.index_scatter_add(grad_output, indices, dx, threads_for(dx.size), func)
+    if relu_output is not None and (
+        relu_output.shape != grad_output.shape or relu_output.dtype != grad_output.dtype
+    ):
+        raise ValueError(
+            f"{func}(): relu_output must have grad_output's shape {grad_output.shape} and "
+            f"dtype. Received: relu_output of shape {relu_output.shape}, {relu_output.dtype}"
+        )
+    _pool.index_scatter_add(grad_output, indices, dx, threads_for(dx.size), func, relu_output)
     return dx
+
+
+def _max_pool2d_relu(
+    x: np.ndarray,
+    kernel_size: IntPair,
+    stride: IntPair | None,
+    padding: Padding,
+    dilation: IntPair,
+    ceil_mode: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(relu(max_pool2d(x)), indices)`` in one pass over ``x`` (a batch ``(N, C, H, W)``):
+    the ReLU is applied to each pooled plane while it is in cache -- bit-identical to
+    :func:`max_pool2d` with ``return_indices=True`` followed by ``relu`` (max pooling
+    commutes with it).  For :class:`cnncore.nn.Sequential`'s ReLU-MaxPool2d pairs in
+    training (see :func:`_max_pool2d_relu_backward`)."""
+    func = "max_pool2d"
+    x = _pool_input(x, func)
+    h, w = x.shape[2:]
+    geo = pool2d_geometry(func, (h, w), kernel_size, stride, padding, dilation, ceil_mode)
+    y = nchw_result(func, x, geo.out, 8)
+    idx = np.empty(y.shape, dtype=np.int64)
+    _pool.max_pool2d_forward(x, y, idx, *_pool_args(geo), threads_for(x.size), True)
+    return y, idx
+
+
+def _max_pool2d_relu_backward(
+    grad_output: np.ndarray, indices: np.ndarray, input_shape: Shape, relu_output: np.ndarray
+) -> np.ndarray:
+    """The input gradient of :func:`_max_pool2d_relu`: ``grad_output`` (w.r.t. its output,
+    ``relu_output``) masked as ``relu_backward`` does and scattered as
+    :func:`max_pool2d_backward` does, in one pass -- bit-identical to the two calls."""
+    return _indices_backward("max_pool2d_backward", grad_output, indices, input_shape, relu_output)
 
 
 @accepts_unbatched({"x": _X_SHAPE})
