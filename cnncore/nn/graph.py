@@ -233,6 +233,13 @@ class Model(training.TrainingMethods, Module):
     ``<layer name>.<parameter name>`` (``conv2d.weight``); a nested container adds its own
     prefix (``block.conv2d.weight``, ``sequential.0.weight``).
 
+    **Fusions in training** (bit-identical to running the layers one by one): a
+    :class:`~cnncore.nn.ReLU` that alone reads a ``BatchNorm1d``/``BatchNorm2d``'s output
+    is fused into it (one pass over the data forward, the ReLU's mask applied inside the
+    batch norm's backward); one that alone reads an :class:`~cnncore.nn.Add`'s output runs
+    in place on it, and masks its gradient in place when that gradient is a sum the
+    executor allocated.
+
     Examples
     --------
     >>> from cnncore import nn

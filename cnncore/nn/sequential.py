@@ -44,7 +44,10 @@ class Sequential(training.TrainingMethods, Module):
     (``max(relu(a), relu(b)) == relu(max(a, b))``, and the gradient reaches the same input
     element, or none), so outputs and gradients are bit-identical while the ReLU touches
     only the pooled elements -- a quarter of them for 2x2 pooling.  Each layer keeps its
-    own cache for ``backward`` (the pool's argmax now indexes the pre-ReLU input).
+    own cache for ``backward`` (the pool's argmax now indexes the pre-ReLU input).  In
+    training, an :class:`ReLU` in front of a :class:`MaxPool2d` is fused into it: the pool
+    applies the ReLU to each output plane while it is in cache, and its backward applies
+    the ReLU's mask while scattering the gradient (bit-identical to the two layers).
 
     Examples
     --------
