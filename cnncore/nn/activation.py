@@ -55,6 +55,8 @@ class ReLU(_OutputCached):
     """``max(x, 0)`` elementwise (see :func:`cnncore.relu`)."""
 
     elementwise_monotone = True  # see Module: it commutes with a following MaxPool2d
+    # a MaxPool2d after it in a Sequential may apply it (see Sequential; this class only)
+    _fusable_relu = True
 
     _forward = staticmethod(F.relu)
     _backward = staticmethod(F.relu_backward)

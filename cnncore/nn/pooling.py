@@ -32,6 +32,9 @@ class MaxPool2d(Module):
     """
 
     max_selecting = True  # see Module: a ReLU in front of it runs after it in a Sequential
+    # Sequential fuses a ReLU in front of it into it in training (_forward_relu; only this
+    # class: the attribute is looked up in the class's own namespace)
+    _fuses_relu = True
 
     def __init__(
         self,

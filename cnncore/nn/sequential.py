@@ -10,9 +10,7 @@ import numpy as np
 
 from .._typing import ArrayLike, PathLike
 from . import inference, serialization, training
-from .activation import ReLU
 from .module import Module, as_model_input, layer_input_error
-from .pooling import MaxPool2d
 
 __all__ = ["Sequential", "as_model_input"]
 
@@ -124,8 +122,8 @@ class Sequential(training.TrainingMethods, Module):
                     continue
                 if (
                     i > 0
-                    and type(layers[i]) is MaxPool2d
-                    and type(layers[i - 1]) is ReLU
+                    and "_fuses_relu" in type(layers[i]).__dict__  # MaxPool2d itself
+                    and "_fusable_relu" in type(layers[i - 1]).__dict__  # ReLU itself
                     and layers[i].training
                     and layers[i - 1].training
                     and isinstance(x, np.ndarray)
