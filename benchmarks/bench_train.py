@@ -5,8 +5,13 @@ and lr 0.1 for resnet20 (the graph model at 28x28; its row adds the graph execut
 share of a step); full Fashion-MNIST when it is installed, the shipped sample otherwise (or
 with --quick); best of --epochs epochs. See cnncore.apps.bench.train.bench_train.
 
+--steps N (fixed-steps mode) times N SGD steps of each library instead of whole epochs,
+interleaved in blocks of --block steps (at least 7 timed blocks, after two warm-up steps):
+medians of seconds per step, scaled to an epoch. Full epochs stay the default.
+
     python benchmarks/bench_train.py [--quick] [--epochs 2] [--models lenet cnn resnet20]
                                      [--repeat 7] [--threads N] [--no-torch] [--json FILE]
+                                     [--steps N [--block 10]]
 """
 
 from cnncore.apps.bench import bench_train, run_script, script_parser
@@ -17,5 +22,19 @@ if __name__ == "__main__":
     parser.add_argument(
         "--models", nargs="+", choices=["lenet", "cnn", "resnet20"], default=["lenet", "cnn"]
     )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="fixed-steps mode: time N steps per library (not whole epochs)",
+    )
+    parser.add_argument("--block", type=int, default=10, help="steps per timed block")
     args = parser.parse_args()
-    run_script(bench_train, args, epochs=args.epochs, models=args.models)
+    run_script(
+        bench_train,
+        args,
+        epochs=args.epochs,
+        models=args.models,
+        steps=args.steps,
+        block=args.block,
+    )

@@ -150,6 +150,32 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+#: Elements below which a memory-bound kernel (activations, pooling, normalization, losses,
+#: optimizer updates) runs on one thread (:func:`threads_for`): about 0.1-0.2 ms of one
+#: thread's work, where a second thread saves at most tens of microseconds on an idle machine.
+SMALL_ELEMENTS = 1 << 19
+#: Multiply-adds below which a linear layer's GEMMs run on one thread (:func:`threads_for_macs`).
+SMALL_MACS = 1 << 22
+
+
+def threads_for(work: int) -> int:
+    """The thread count of one memory-bound kernel call touching ``work`` elements: 1 below
+    :data:`SMALL_ELEMENTS`, else :func:`get_num_threads`.
+
+    Opening a parallel region costs microseconds on an idle machine, but on a loaded one
+    both threads must be on a core at once, and waking the second can take a scheduler tick
+    (0.1-1 ms measured on a shared 2-core VM) -- more than a small kernel's whole time; a
+    training step makes dozens of such calls.  Results are bit-identical for any thread
+    count, so this is a speed choice only (never a change of results).
+    """
+    return 1 if work < SMALL_ELEMENTS else _num_threads
+
+
+def threads_for_macs(macs: int) -> int:
+    """:func:`threads_for` for a GEMM of ``macs`` multiply-adds (:data:`SMALL_MACS`)."""
+    return 1 if macs < SMALL_MACS else _num_threads
+
+
 # --------------------------------------------------------------------------------------------
 # BLAS thread capping.  Kernels call single-threaded GEMMs from inside their own OpenMP
 # regions; a multi-threaded BLAS there would oversubscribe the cores (and, for some BLAS

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import _optim
-from ._config import get_num_threads
+from ._config import get_num_threads, threads_for
 from ._parameter import Parameter
 from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_choice, check_int, check_real
 
@@ -48,6 +48,8 @@ _UPDATE_BLOCK = 32768
 
 
 def _update_threads(n: int) -> int:
+    if threads_for(n) == 1:
+        return 1
     return max(1, min(get_num_threads(), -(-n // _UPDATE_BLOCK)))
 
 

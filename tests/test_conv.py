@@ -739,13 +739,17 @@ def test_hypothesis_geometry_sweep(
 
 # The blocked kernels come before Winograd with AVX-512 only (see conv_dispatch.py).
 _WIDE_BLOCKED = "blocked" if _config._selected_simd() == "avx512" else "winograd"
+# ... and run LeNet's 5x5 convolutions over few input channels (forward, weight gradient).
+_AVX512 = _config._selected_simd() == "avx512"
+_LENET = ("blocked", "gemm", "blocked") if _AVX512 else ("direct", "gemm", "gemm")
 
 
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, fwd, bwd, wgrad",
     [
         # LeNet's second conv: few output channels, 150 taps -> direct forward, GEMM input grad
-        ((64, 6, 14, 14), (16, 6, 5, 5), {}, "direct", "gemm", "gemm"),
+        # (AVX-512: the blocked kernels forward and for the weight gradient)
+        ((64, 6, 14, 14), (16, 6, 5, 5), {}, *_LENET),
         ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
         # one input channel on MNIST-sized images, or many output channels: GEMM
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),

@@ -497,7 +497,7 @@ def test_forward_keeps_no_intermediate_outputs(rng):
     out = model(x)
     # the executor itself holds nothing but the shapes of the outputs (the layers keep
     # their own caches for backward)
-    snaps, shapes = model._fwd
+    snaps, shapes, _ = model._fwd
     assert snaps is None and shapes == [out.shape]
     assert not any(isinstance(v, np.ndarray) for v in vars(model).values())
 

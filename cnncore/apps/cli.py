@@ -514,7 +514,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = {}
     for name, fn in suites.items():
         print(f"\n### {name}")
-        results[name] = fn(quick=args.quick, use_torch=use_torch, repeat=args.repeat)
+        extra = {}
+        if name == "train" and args.steps is not None:
+            extra = {"steps": args.steps, "block": args.block}
+        results[name] = fn(quick=args.quick, use_torch=use_torch, repeat=args.repeat, **extra)
     if args.markdown is not None:
         from .bench.report import machine_info, markdown_report
 
@@ -765,6 +768,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_flag(MIN_REPEAT),
         default=MIN_REPEAT,
         help="timed runs behind each median",
+    )
+    p.add_argument(
+        "--steps",
+        type=_int_flag(1),
+        default=None,
+        metavar="N",
+        help="train suite: time N SGD steps of each library (interleaved in blocks of "
+        "--block steps, medians per step) instead of whole epochs",
+    )
+    p.add_argument(
+        "--block", type=_int_flag(1), default=10, metavar="N", help="steps per timed block"
     )
     p.add_argument(
         "--markdown",

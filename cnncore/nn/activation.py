@@ -55,9 +55,24 @@ class ReLU(_OutputCached):
     """``max(x, 0)`` elementwise (see :func:`cnncore.relu`)."""
 
     elementwise_monotone = True  # see Module: it commutes with a following MaxPool2d
+    # a MaxPool2d after it in a Sequential may apply it (see Sequential; this class only)
+    _fusable_relu = True
 
     _forward = staticmethod(F.relu)
     _backward = staticmethod(F.relu_backward)
+
+    def forward_into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`forward` writing into ``out`` (C-contiguous, ``x``'s shape and dtype; may
+        be ``x`` itself when nothing else reads ``x`` -- the graph executor runs a ReLU in
+        place on an Add's output so)."""
+        y = type(self)._forward(x, out=out)
+        self._out = y if self.training else None
+        return y
+
+    def backward_into(self, grad_output: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`backward` writing into ``out`` (may be ``grad_output`` itself when nothing
+        else reads it -- the graph executor does so for a gradient sum it owns)."""
+        return type(self)._backward(grad_output, self._cached("_out"), out=out)
 
 
 class Sigmoid(_OutputCached):

@@ -234,6 +234,13 @@ class Model(training.TrainingMethods, Module):
     ``<layer name>.<parameter name>`` (``conv2d.weight``); a nested container adds its own
     prefix (``block.conv2d.weight``, ``sequential.0.weight``).
 
+    **Fusions in training** (bit-identical to running the layers one by one): a
+    :class:`~cnncore.nn.ReLU` that alone reads a ``BatchNorm1d``/``BatchNorm2d``'s output
+    is fused into it (one pass over the data forward, the ReLU's mask applied inside the
+    batch norm's backward); one that alone reads an :class:`~cnncore.nn.Add`'s output runs
+    in place on it, and masks its gradient in place when that gradient is a sum the
+    executor allocated.
+
     Examples
     --------
     >>> from cnncore import nn
@@ -402,6 +409,44 @@ class Model(training.TrainingMethods, Module):
         ]
         has_params = {id(layer): bool(layer.parameters()) for layer in layers}
         self._plans = {flag: self._grad_plan(flag, has_params) for flag in (False, True)}
+        self._relu_fusions, self._relu_in_place = self._find_relu_fusions()
+
+    def _find_relu_fusions(self) -> tuple[dict[int, int], set[int]]:
+        """``{batch-norm step: ReLU step}`` for the pairs a training forward fuses: a
+        BatchNorm1d/2d whose output only a ReLU reads (not a model output; neither layer
+        used at another step).  The batch norm then runs with the ReLU fused
+        (``_forward_relu``: one pass over the data instead of two, and in backward the
+        ReLU's mask applied inside the batch norm's pass), and the ReLU's step passes its
+        input through, forward and backward -- bit-identical to running both layers.
+
+        Also the ReLU steps that may run in place in training: those reading the output of
+        an Add (which keeps no output for its backward) that nothing else reads."""
+        from .activation import ReLU
+        from .merge import Add
+        from .normalization import BatchNorm1d, BatchNorm2d
+
+        readers = [0] * self._n_slots
+        producer: dict[int, int] = {}
+        for k, (_, ins, _, out, _, _, _) in enumerate(self._steps):
+            producer[out] = k
+            for s in ins:
+                readers[s] += 1
+        fusions = {}
+        in_place = set()
+        for j, (layer, ins, multi, _, _, shared, _) in enumerate(self._steps):
+            if type(layer) is not ReLU or multi or shared is not None:
+                continue
+            k = producer.get(ins[0])
+            if k is None:
+                continue
+            src, _, _, src_out, _, src_shared, _ = self._steps[k]
+            if src_shared is not None or readers[src_out] != 1 or src_out in self._out_slots:
+                continue
+            if type(src) in (BatchNorm1d, BatchNorm2d):
+                fusions[k] = j
+            elif type(src) is Add:
+                in_place.add(j)
+        return fusions, in_place
 
     def _grad_plan(self, input_grad: bool, has_params: dict[int, bool]) -> list[tuple]:
         """Per step: (run its backward, its input_grad flag, which inputs want a gradient).
@@ -516,11 +561,31 @@ class Model(training.TrainingMethods, Module):
         snaps: list[Any] | None = (
             [None] * len(self._steps) if training and self._any_shared else None
         )
-        for k, (layer, ins, multi, out, free, shared, shape) in enumerate(self._steps):
+        fusions = self._relu_fusions if training else None
+        passed: set[int] = set()  # the ReLU steps fused into their batch norm this time
+        steps = self._steps
+        for k, (layer, ins, multi, out, free, shared, shape) in enumerate(steps):
             if shared is not None:
                 for m in shared:
                     m._scratch = {}
-            y = layer.forward([vals[s] for s in ins] if multi else vals[ins[0]])
+            if fusions and k in fusions:
+                relu = steps[fusions[k]][0]
+                if layer.training and relu.training:
+                    y = layer._forward_relu(vals[ins[0]])
+                    passed.add(fusions[k])
+                else:
+                    y = layer.forward(vals[ins[0]])
+            elif k in passed:
+                y = vals[ins[0]]  # its batch norm applied it
+                layer._out = y  # (the ReLU's cache, as its own forward keeps it)
+            elif training and layer.training and k in self._relu_in_place:
+                x = vals[ins[0]]
+                if isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable:
+                    y = layer.forward_into(x, x)
+                else:
+                    y = layer.forward(x)
+            else:
+                y = layer.forward([vals[s] for s in ins] if multi else vals[ins[0]])
             if not isinstance(y, np.ndarray) or y.shape[1:] != shape:
                 got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
                 raise ValueError(
@@ -533,7 +598,7 @@ class Model(training.TrainingMethods, Module):
             for s in free:
                 vals[s] = None
         outs = [vals[s] for s in self._out_slots]
-        self._fwd = (snaps, [o.shape for o in outs]) if training else None
+        self._fwd = (snaps, [o.shape for o in outs], passed) if training else None
         return outs if self._multi_out else outs[0]
 
     def _forward_eval(self, x: Any) -> np.ndarray | list[np.ndarray]:
@@ -572,7 +637,7 @@ class Model(training.TrainingMethods, Module):
         the graph: accumulates every parameter's gradient and returns the gradient w.r.t.
         the input (a list for several inputs; None with ``input_grad=False``, which skips
         every layer that has no parameters in front of it)."""
-        snaps, out_shapes = self._cached("_fwd")
+        snaps, out_shapes, passed = self._cached("_fwd")
         func = f"Model {self.name!r}.backward"
         if self._multi_out:
             if not isinstance(grad_output, (list, tuple)) or len(grad_output) != len(out_shapes):
@@ -606,6 +671,14 @@ class Model(training.TrainingMethods, Module):
             g = grads[out]
             grads[out] = None
             if not run or g is None:
+                continue
+            if k in passed:  # a ReLU fused into its batch norm, whose backward masks g
+                if flag:
+                    add(ins[0], g)
+                continue
+            if flag and owned[out] and k in self._relu_in_place and layer.training:
+                # g is a sum this executor allocated: the ReLU's mask is applied in place
+                add(ins[0], layer.backward_into(g, g))
                 continue
             if snaps is not None and snaps[k] is not None:
                 for m, state in snaps[k]:

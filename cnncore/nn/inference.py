@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import blas_single_thread
+from .._config import SMALL_ELEMENTS, SMALL_MACS, blas_single_thread
 from ..ops.activation import unary_inplace
 from ..ops.conv import prepare_conv2d
 from ..ops.linear import prepare_linear
@@ -81,18 +81,12 @@ def _contiguous(x: np.ndarray, dtype: np.dtype) -> bool:
     return x.dtype == dtype and x.flags.c_contiguous
 
 
-#: A step with fewer multiply-adds (convolution, linear) runs its kernel on one thread ...
-SMALL_MACS = 1 << 18
-#: ... and so does one touching fewer elements (pooling, activations).
-SMALL_ELEMENTS = 1 << 16
-
-
 def step_threads(work: int, small: int) -> int | None:
-    """The thread count of a step: 1 below ``small`` units of work, where opening a parallel
-    region costs more than it saves (microseconds on an idle machine; on a loaded one, waking
-    a second thread can take a scheduler tick); else None (:func:`cnncore.get_num_threads`
-    at each call).  Results are bit-identical for any thread count, so this is a speed
-    choice only."""
+    """The thread count of a step, fixed when the plan is made: 1 below ``small`` units of
+    work (:data:`SMALL_MACS` multiply-adds or :data:`SMALL_ELEMENTS` elements, the same
+    bounds as :func:`cnncore._config.threads_for` applies to single calls); else None
+    (:func:`cnncore.get_num_threads` at each call).  Results are bit-identical for any
+    thread count, so this is a speed choice only."""
     return 1 if work < small else None
 
 

@@ -85,6 +85,8 @@ class _BatchNorm(Module, register=False):
         self._var: np.ndarray | None = None
         self._count = 0
         self._shape: tuple[int, ...] | None = None
+        # the output of a forward with a ReLU fused (see _forward_relu), else None
+        self._relu_out: np.ndarray | None = None
 
     def _axes_and_view(self, x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
         name = type(self).__name__
@@ -99,6 +101,16 @@ class _BatchNorm(Module, register=False):
         return axes, view
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        return self._forward(x, False)
+
+    def _forward_relu(self, x: ArrayLike) -> np.ndarray:
+        """``relu(self.forward(x))`` in one pass over the data, bit-identical to the two
+        calls; in training, the following :meth:`backward` then takes the gradient w.r.t.
+        the ReLU's output and applies the ReLU's mask in its own pass.  Graph models call
+        it for a batch norm whose output only a ReLU reads (:class:`cnncore.nn.Model`)."""
+        return self._forward(x, True)
+
+    def _forward(self, x: ArrayLike, relu: bool) -> np.ndarray:
         x = as_float_array(x, "input", type(self).__name__)
         self._axes_and_view(x)
         # (N, C, L): the kernels' view of the input
@@ -115,7 +127,7 @@ class _BatchNorm(Module, register=False):
             mean = self._buffers["running_mean"].astype(np.float64)
             var = self._buffers["running_var"].astype(np.float64)
         if xr.size:
-            y, mean, var = _batch_forward(xr, w, b, self.eps, mean, var)
+            y, mean, var = _batch_forward(xr, w, b, self.eps, mean, var, relu)
         else:
             y = np.empty_like(xr)
         if self.training and self.track_running_stats and m:
@@ -123,8 +135,9 @@ class _BatchNorm(Module, register=False):
         if self.training:
             self._x, self._mean, self._var, self._count = xr, mean, var, m
             self._shape = x.shape
+            self._relu_out = y if relu else None
         else:
-            self._x = self._mean = self._var = self._shape = None
+            self._x = self._mean = self._var = self._shape = self._relu_out = None
         return y.reshape(x.shape)
 
     def _affine_params(self, dtype: np.dtype) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -168,13 +181,16 @@ class _BatchNorm(Module, register=False):
         mean, var, eps = self._mean, self._var, self.eps
         w = self._affine_params(x.dtype)[0]
         split = type(self)._batch_sums is not _BatchNorm._batch_sums
-        gx, db, dw = _batch_backward(g, x, w, mean, var, eps, True, None, input_grad and not split)
+        ym = self._relu_out
+        gx, db, dw = _batch_backward(
+            g, x, w, mean, var, eps, True, None, input_grad and not split, ym
+        )
         if self.affine:
             accumulate(self.bias.grad, db)
             accumulate(self.weight.grad, dw)
         if input_grad and split:
             sums = self._batch_sums(db, dw, self._count)
-            gx = _batch_backward(g, x, w, mean, var, eps, True, sums)[0]
+            gx = _batch_backward(g, x, w, mean, var, eps, True, sums, True, ym)[0]
         return None if gx is None else gx.reshape(shape)
 
     def _batch_sums(

@@ -14,7 +14,12 @@ from .. import functional as F
 from .._geometry import adaptive_pool2d_output_size, pool2d_geometry, pool2d_params
 from .._typing import ArrayLike, IntPair
 from .._validation import check_bool, check_input_shape, check_int, to_pair
-from ..ops.pool import prepare_global_avg_pool2d, prepare_max_pool2d
+from ..ops.pool import (
+    _max_pool2d_relu,
+    _max_pool2d_relu_backward,
+    prepare_global_avg_pool2d,
+    prepare_max_pool2d,
+)
 from .inference import SMALL_ELEMENTS, step_threads
 from .module import Module
 
@@ -33,6 +38,9 @@ class MaxPool2d(Module):
     """
 
     max_selecting = True  # see Module: a ReLU in front of it runs after it in a Sequential
+    # Sequential fuses a ReLU in front of it into it in training (_forward_relu; only this
+    # class: the attribute is looked up in the class's own namespace)
+    _fuses_relu = True
 
     def __init__(
         self,
@@ -50,8 +58,22 @@ class MaxPool2d(Module):
         self._indices: np.ndarray | None = None
         self._input_shape: tuple[int, ...] | None = None
         self._call: Any = None  # the last input shape's prepared call (see _prepared_call)
+        # the output of a training forward with a ReLU fused (see _forward_relu), else None
+        self._relu_out: np.ndarray | None = None
+
+    def _forward_relu(self, x: np.ndarray) -> np.ndarray:
+        """``relu(self.forward(x))`` for a batch in training, in one pass (bit-identical);
+        the following :meth:`backward` then takes the gradient w.r.t. the ReLU's output and
+        applies its mask while scattering.  :class:`Sequential` runs its ReLU-MaxPool2d
+        pairs so."""
+        y, idx = _max_pool2d_relu(
+            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
+        self._indices, self._input_shape, self._relu_out = idx, x.shape, y
+        return y
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        self._relu_out = None
         call = self._call
         if call is not None:
             y = call(x, self.training)
@@ -119,6 +141,8 @@ class MaxPool2d(Module):
         idx = self._cached("_indices")
         if not input_grad:
             return None
+        if self._relu_out is not None:
+            return _max_pool2d_relu_backward(grad_output, idx, self._input_shape, self._relu_out)
         return F.max_pool2d_backward(grad_output, idx, self._input_shape)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

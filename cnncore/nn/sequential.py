@@ -43,7 +43,10 @@ class Sequential(training.TrainingMethods, Module):
     (``max(relu(a), relu(b)) == relu(max(a, b))``, and the gradient reaches the same input
     element, or none), so outputs and gradients are bit-identical while the ReLU touches
     only the pooled elements -- a quarter of them for 2x2 pooling.  Each layer keeps its
-    own cache for ``backward`` (the pool's argmax now indexes the pre-ReLU input).
+    own cache for ``backward`` (the pool's argmax now indexes the pre-ReLU input).  In
+    training, an :class:`ReLU` in front of a :class:`MaxPool2d` is fused into it: the pool
+    applies the ReLU to each output plane while it is in cache, and its backward applies
+    the ReLU's mask while scattering the gradient (bit-identical to the two layers).
 
     Examples
     --------
@@ -75,6 +78,7 @@ class Sequential(training.TrainingMethods, Module):
         self._input_shape: tuple[int, ...] | None = None
         self._plans = inference.PlanCache()  # eval-mode forwards (see nn.inference)
         self._eval_forward = False
+        self._fused: set[int] = set()  # ReLUs fused into their MaxPool2d by the last forward
 
     # -- container ------------------------------------------------------------------------
     def children(self) -> list[Module]:
@@ -110,12 +114,30 @@ class Sequential(training.TrainingMethods, Module):
             return self._forward_planned(x)
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
+        fused: set[int] = set()
+        layers = self.layers
         with blas_single_thread():  # switched once per model call (the layers' caps nest)
             for i in self._run_order():
                 try:
-                    x = self.layers[i](x)
+                    if i in fused:
+                        layers[i]._out = x  # its MaxPool2d applied it (the ReLU's own cache)
+                        continue
+                    if (
+                        i > 0
+                        and "_fuses_relu" in type(layers[i]).__dict__  # MaxPool2d itself
+                        and "_fusable_relu" in type(layers[i - 1]).__dict__  # ReLU itself
+                        and layers[i].training
+                        and layers[i - 1].training
+                        and isinstance(x, np.ndarray)
+                        and x.ndim == 4
+                    ):
+                        x = layers[i]._forward_relu(x)
+                        fused.add(i - 1)
+                        continue
+                    x = layers[i](x)
                 except (ValueError, TypeError) as exc:
-                    raise layer_input_error(exc, i, self.layers[i], x.shape) from exc
+                    raise layer_input_error(exc, i, layers[i], x.shape) from exc
+        self._fused = fused
         return x
 
     def _forward_planned(self, x: Any) -> np.ndarray:
@@ -177,8 +199,9 @@ class Sequential(training.TrainingMethods, Module):
             )
         first = 0 if input_grad else self._first_trainable()
         g = grad_output
+        fused = self._fused
         for i in reversed(self._run_order()):
-            if i >= first:
+            if i >= first and i not in fused:  # (a fused ReLU: its MaxPool2d masks g)
                 g = self.layers[i].backward(g, input_grad=input_grad or i > first)
         return g if input_grad else None
 

@@ -92,9 +92,11 @@ def batch_norm_forward(
     var: _F64,
     stats_given: bool,
     n_threads: int,
+    relu: bool = False,
 ) -> None:
     """Batch norm of ``x`` seen as ``(N, C, L)``; ``mean`` / ``var`` per channel are outputs
-    (the batch's), or inputs with ``stats_given``; ``y_out`` None: only the statistics."""
+    (the batch's), or inputs with ``stats_given``; ``y_out`` None: only the statistics.
+    ``relu``: a ReLU fused (``max(y, 0)``, bit-identical to relu after)."""
 
 def batch_norm_backward(
     grad_output: _Float,
@@ -113,7 +115,9 @@ def batch_norm_backward(
     count: float,
     training: bool,
     n_threads: int,
+    relu_output: _Float | None = None,
 ) -> None:
     """Per channel ``sum(g)`` / ``sum(g * xhat)`` into ``sum_g`` / ``sum_gxhat`` (or given,
     over ``count`` elements, with ``sums_given``) and the input gradient into ``grad_x``
-    (None: only the sums)."""
+    (None: only the sums).  ``relu_output``: the output of a fused ReLU; ``grad_output``
+    is masked by it first, as relu_backward does."""

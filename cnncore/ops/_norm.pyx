@@ -670,15 +670,18 @@ cdef void bn_chunk_moments(const floating* x, const BatchGeom* bg, Py_ssize_t c,
     m2[0] = <double> lanes_total(acc)
 
 
-cdef void bn_chunk_sums(const floating* g, const floating* x, const BatchGeom* bg, Py_ssize_t c,
-                        Py_ssize_t b, floating mh, floating ml, double* sg,
-                        double* sgx) noexcept nogil:
-    """``sum(g)`` and ``sum(g * ((x - mh) - ml))`` over chunk ``b`` of channel ``c``."""
+cdef void bn_chunk_sums(const floating* g, const floating* x, const floating* ym,
+                        const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b, floating mh,
+                        floating ml, double* sg, double* sgx) noexcept nogil:
+    """``sum(g)`` and ``sum(g * ((x - mh) - ml))`` over chunk ``b`` of channel ``c``; with
+    ``ym`` (a fused ReLU's output) ``g`` is first masked as relu_backward does: 0 where
+    ``ym <= 0``."""
     cdef floating a1[LANES]
     cdef floating a2[LANES]
     cdef floating gv
     cdef const floating* gp
     cdef const floating* xp
+    cdef const floating* yp
     cdef Py_ssize_t n, n0, n1, l0, l1, i, k, m, stride = bg.C * bg.L
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
     m = l1 - l0
@@ -689,6 +692,21 @@ cdef void bn_chunk_sums(const floating* g, const floating* x, const BatchGeom* b
         gp = g + n * stride + c * bg.L + l0
         xp = x + n * stride + c * bg.L + l0
         i = 0
+        if ym != NULL:
+            yp = ym + n * stride + c * bg.L + l0
+            while i + LANES <= m:
+                for k in range(LANES):
+                    gv = gp[i + k]
+                    gv = 0 if yp[i + k] <= 0 else gv
+                    a1[k] = a1[k] + gv
+                    a2[k] = a2[k] + gv * ((xp[i + k] - mh) - ml)
+                i = i + LANES
+            for k in range(m - i):
+                gv = gp[i + k]
+                gv = 0 if yp[i + k] <= 0 else gv
+                a1[k] = a1[k] + gv
+                a2[k] = a2[k] + gv * ((xp[i + k] - mh) - ml)
+            continue
         while i + LANES <= m:
             for k in range(LANES):
                 gv = gp[i + k]
@@ -718,26 +736,42 @@ cdef void bn_merge_channel(const double* cm, const BatchGeom* bg, Py_ssize_t c, 
 
 cdef void bn_apply_chunk(const floating* x, floating* y, const BatchGeom* bg, Py_ssize_t c,
                          Py_ssize_t b, floating mh, floating ml, floating a,
-                         floating bb) noexcept nogil:
-    """``y = ((x - mh) - ml) * a + bb`` over chunk ``b`` of channel ``c``."""
+                         floating bb, bint relu) noexcept nogil:
+    """``y = ((x - mh) - ml) * a + bb`` over chunk ``b`` of channel ``c``; ``relu``: then
+    ``max(y, 0)`` as relu computes it (NaN and -0.0 pass through)."""
     cdef Py_ssize_t n, n0, n1, l0, l1, i, off
+    cdef floating v
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
     for n in range(n0, n1):
         off = n * bg.C * bg.L + c * bg.L
-        for i in range(off + l0, off + l1):
-            y[i] = ((x[i] - mh) - ml) * a + bb
+        if relu:
+            for i in range(off + l0, off + l1):
+                v = ((x[i] - mh) - ml) * a + bb
+                y[i] = 0 if v < 0 else v
+        else:
+            for i in range(off + l0, off + l1):
+                y[i] = ((x[i] - mh) - ml) * a + bb
 
 
-cdef void bn_backward_chunk(const floating* g, const floating* x, floating* gx,
-                            const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b, floating mh,
-                            floating ml, floating a, floating bf, floating cf) noexcept nogil:
-    """``grad_x = g * a + (((x - mh) - ml) * bf + cf)`` over chunk ``b`` of channel ``c``."""
+cdef void bn_backward_chunk(const floating* g, const floating* x, const floating* ym,
+                            floating* gx, const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b,
+                            floating mh, floating ml, floating a, floating bf,
+                            floating cf) noexcept nogil:
+    """``grad_x = g * a + (((x - mh) - ml) * bf + cf)`` over chunk ``b`` of channel ``c``
+    (``ym``: ``g`` masked by a fused ReLU's output first, see :func:`bn_chunk_sums`)."""
     cdef Py_ssize_t n, n0, n1, l0, l1, i, off
+    cdef floating gv
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
     for n in range(n0, n1):
         off = n * bg.C * bg.L + c * bg.L
-        for i in range(off + l0, off + l1):
-            gx[i] = g[i] * a + (((x[i] - mh) - ml) * bf + cf)
+        if ym != NULL:
+            for i in range(off + l0, off + l1):
+                gv = g[i]
+                gv = 0 if ym[i] <= 0 else gv
+                gx[i] = gv * a + (((x[i] - mh) - ml) * bf + cf)
+        else:
+            for i in range(off + l0, off + l1):
+                gx[i] = g[i] * a + (((x[i] - mh) - ml) * bf + cf)
 
 
 cdef inline void bn_coefficients(double mean, double var, double eps, double wc, double sg,
@@ -772,7 +806,7 @@ cdef void bn_sum_channel(const double* cm, const BatchGeom* bg, Py_ssize_t c, do
 cdef void bn_forward_channel(const floating* x, floating* y, const BatchGeom* bg,
                              Py_ssize_t c, const floating* w, const floating* bias, double eps,
                              double* mean, double* var, bint stats_given,
-                             double* cm) noexcept nogil:
+                             double* cm, bint relu) noexcept nogil:
     """One channel: its statistics (unless given; chunk moments into ``cm``, merged in
     order), then its output -- while the channel is in cache."""
     cdef Py_ssize_t b
@@ -786,10 +820,11 @@ cdef void bn_forward_channel(const floating* x, floating* y, const BatchGeom* bg
     a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
     bb = bias[c] if bias != NULL else 0
     for b in range(bg.NB):
-        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb)
+        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu)
 
 
-cdef void bn_backward_channel(const floating* g, const floating* x, floating* gx,
+cdef void bn_backward_channel(const floating* g, const floating* x, const floating* ym,
+                              floating* gx,
                               const BatchGeom* bg, Py_ssize_t c, const floating* w,
                               double eps, const double* mean, const double* var, double* sg,
                               double* sgxhat, bint sums_given, double count, bint training,
@@ -800,7 +835,7 @@ cdef void bn_backward_channel(const floating* g, const floating* x, floating* gx
     if not sums_given:
         split_mean(mean[c], &mh, &ml)
         for b in range(bg.NB):
-            bn_chunk_sums(g, x, bg, c, b, mh, ml, &cm[2 * (c * bg.NB + b)],
+            bn_chunk_sums(g, x, ym, bg, c, b, mh, ml, &cm[2 * (c * bg.NB + b)],
                           &cm[2 * (c * bg.NB + b) + 1])
         bn_sum_channel(cm, bg, c, inv_std(var[c], eps), &sg[c], &sgxhat[c])
     if gx == NULL:
@@ -808,13 +843,15 @@ cdef void bn_backward_channel(const floating* g, const floating* x, floating* gx
     bn_coefficients(mean[c], var[c], eps, <double> w[c] if w != NULL else 1.0, sg[c],
                     sgxhat[c], count, training, &mh, &ml, &a, &bf, &cf)
     for b in range(bg.NB):
-        bn_backward_chunk(g, x, gx, bg, c, b, mh, ml, a, bf, cf)
+        bn_backward_chunk(g, x, ym, gx, bg, c, b, mh, ml, a, bf, cf)
 
 
 cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
                          const floating* w, const floating* bias, double eps, double* mean,
-                         double* var, bint stats_given, int n_threads) noexcept nogil:
-    """Statistics (unless given; ``y`` NULL: only them) and output.  At least as many
+                         double* var, bint stats_given, int n_threads,
+                         bint relu) noexcept nogil:
+    """Statistics (unless given; ``y`` NULL: only them) and output (``relu``: with a ReLU
+    fused, ``max(y, 0)``).  At least as many
     channels as threads: a task per channel (one parallel region; the channel stays in
     cache).  Fewer: each phase over all (channel, chunk) tasks, the same arithmetic."""
     cdef Py_ssize_t t, c, b, T = bg.C * bg.NB
@@ -826,7 +863,7 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
             return CNN_ERR_NOMEM
     if y != NULL and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
-            bn_forward_channel(x, y, bg, c, w, bias, eps, mean, var, stats_given, cm)
+            bn_forward_channel(x, y, bg, c, w, bias, eps, mean, var, stats_given, cm, relu)
         free(cm)
         return CNN_OK
     if not stats_given:
@@ -846,11 +883,12 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         ml = <floating> (mean[c] - <double> mh)
         a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
         bb = bias[c] if bias != NULL else 0
-        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb)
+        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu)
     return CNN_OK
 
 
-cdef int bn_backward_impl(const floating* g, const floating* x, floating* gx,
+cdef int bn_backward_impl(const floating* g, const floating* x, const floating* ym,
+                          floating* gx,
                           const BatchGeom* bg, const floating* w, double eps,
                           const double* mean, const double* var, double* sg, double* sgxhat,
                           bint sums_given, double count, bint training,
@@ -868,7 +906,7 @@ cdef int bn_backward_impl(const floating* g, const floating* x, floating* gx,
             return CNN_ERR_NOMEM
     if gx != NULL and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
-            bn_backward_channel(g, x, gx, bg, c, w, eps, mean, var, sg, sgxhat, sums_given,
+            bn_backward_channel(g, x, ym, gx, bg, c, w, eps, mean, var, sg, sgxhat, sums_given,
                                 count, training, cm)
         free(cm)
         return CNN_OK
@@ -878,7 +916,7 @@ cdef int bn_backward_impl(const floating* g, const floating* x, floating* gx,
             b = t % bg.NB
             mh = <floating> mean[c]
             ml = <floating> (mean[c] - <double> mh)
-            bn_chunk_sums(g, x, bg, c, b, mh, ml, &cm[2 * t], &cm[2 * t + 1])
+            bn_chunk_sums(g, x, ym, bg, c, b, mh, ml, &cm[2 * t], &cm[2 * t + 1])
         for c in range(bg.C):
             bn_sum_channel(cm, bg, c, inv_std(var[c], eps), &sg[c], &sgxhat[c])
         free(cm)
@@ -898,7 +936,7 @@ cdef int bn_backward_impl(const floating* g, const floating* x, floating* gx,
         else:
             bf = 0
             cf = 0
-        bn_backward_chunk(g, x, gx, bg, c, b, mh, ml, a, bf, cf)
+        bn_backward_chunk(g, x, ym, gx, bg, c, b, mh, ml, a, bf, cf)
     return CNN_OK
 
 
@@ -979,11 +1017,12 @@ def layer_norm_backward(const floating[::1] grad_output, const floating[::1] x,
 def batch_norm_forward(const floating[::1] x, floating[::1] y_out, const floating[::1] weight,
                        const floating[::1] bias, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
                        double eps, double[::1] mean, double[::1] var, bint stats_given,
-                       int n_threads):
+                       int n_threads, bint relu=False):
     """Batch norm of ``x`` seen as ``(N, C, L)``: ``y = (x - mean) / sqrt(var + eps) *
     weight + bias`` per channel (``weight`` / ``bias`` of ``C`` or None).  ``mean`` /
     ``var`` (biased) are outputs -- the batch's statistics -- or inputs with
-    ``stats_given``; ``y_out`` None: only compute them."""
+    ``stats_given``; ``y_out`` None: only compute them.  ``relu``: a ReLU fused,
+    ``y = max(y, 0)`` (bit-identical to relu applied after)."""
     cdef BatchGeom bg
     bn_geom(&bg, N, C, L)
     cdef const floating* w = opt_ptr(weight)
@@ -992,7 +1031,7 @@ def batch_norm_forward(const floating[::1] x, floating[::1] y_out, const floatin
     cdef int status
     with nogil:
         status = bn_forward_impl(&x[0], y, &bg, w, b, eps, &mean[0], &var[0], stats_given,
-                                 n_threads)
+                                 n_threads, relu)
     check_status(status, "batch_norm")
 
 
@@ -1000,17 +1039,22 @@ def batch_norm_backward(const floating[::1] grad_output, const floating[::1] x,
                         floating[::1] grad_x, const floating[::1] weight, Py_ssize_t N,
                         Py_ssize_t C, Py_ssize_t L, double eps, const double[::1] mean,
                         const double[::1] var, double[::1] sum_g, double[::1] sum_gxhat,
-                        bint sums_given, double count, bint training, int n_threads):
+                        bint sums_given, double count, bint training, int n_threads,
+                        const floating[::1] relu_output=None):
     """Per channel ``sum_g = sum(g)`` (the bias gradient) and ``sum_gxhat = sum(g * xhat)``
     (the weight gradient) -- outputs, or inputs over ``count`` elements per channel with
-    ``sums_given`` -- and the input gradient into ``grad_x`` (None: only the sums)."""
+    ``sums_given`` -- and the input gradient into ``grad_x`` (None: only the sums).
+    ``relu_output``: the output of a ReLU fused into the forward (``relu=True``);
+    ``grad_output`` is then the gradient w.r.t. it, masked as relu_backward does (0 where
+    ``relu_output <= 0``) before the rest -- bit-identical to relu_backward first."""
     cdef BatchGeom bg
     bn_geom(&bg, N, C, L)
     cdef const floating* w = opt_ptr(weight)
     cdef floating* gx = &grad_x[0] if grad_x is not None else NULL
+    cdef const floating* ym = &relu_output[0] if relu_output is not None else NULL
     cdef int status
     with nogil:
-        status = bn_backward_impl(&grad_output[0], &x[0], gx, &bg, w, eps, &mean[0], &var[0],
+        status = bn_backward_impl(&grad_output[0], &x[0], ym, gx, &bg, w, eps, &mean[0], &var[0],
                                   &sum_g[0], &sum_gxhat[0], sums_given, count, training,
                                   n_threads)
     check_status(status, "batch_norm_backward")

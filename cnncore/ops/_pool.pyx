@@ -505,11 +505,24 @@ cdef void max_pool_plane(const floating* xp, floating* yp, int64_t* ip,
             max_one(xp, g, h0, i_lo, i_hi, ow, yr + ow, ir + ow if ir != NULL else NULL)
 
 
+cdef inline void relu_plane(floating* y, Py_ssize_t L) noexcept nogil:
+    """``y = max(y, 0)`` as relu computes it (NaN and -0.0 pass through)."""
+    cdef Py_ssize_t o
+    cdef floating v
+    for o in range(L):
+        v = y[o]
+        y[o] = 0 if v < 0 else v
+
+
 cdef void max_pool_impl(const floating* x, floating* y, int64_t* idx, const PoolGeom* g,
-                        int n_threads) noexcept nogil:
+                        int n_threads, bint relu) noexcept nogil:
+    """Max pooling plane by plane; ``relu``: a ReLU fused, applied to each output plane
+    while it is in cache (max pooling commutes with it)."""
     cdef Py_ssize_t p, HW = g.H * g.W, L = g.Ho * g.Wo
     for p in prange(g.NC, schedule="static", num_threads=n_threads):
         max_pool_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL, g)
+        if relu:
+            relu_plane(y + p * L, L)
 
 
 # ------------------------------------------------------------------------------------------
@@ -521,14 +534,18 @@ cdef enum:
     IDX_SCATTER_ADD = 0     # dst[:] = 0; dst[idx[o]] += src[o]   (max-pool backward)
     IDX_SCATTER_SET = 1     # dst[:] = 0; dst[idx[o]] = src[o]    (max-unpool forward)
     IDX_GATHER = 2          # dst[o] = src[idx[o]]                (max-unpool backward)
+    IDX_SCATTER_ADD_MASKED = 3  # as SCATTER_ADD with src[o] taken as 0 where mask[o] <= 0
 
 
 cdef int index_plane(int mode, const floating* sp, const int64_t* ip, Py_ssize_t L,
-                     Py_ssize_t HW, floating* dp) noexcept nogil:
+                     Py_ssize_t HW, floating* dp, const floating* mp) noexcept nogil:
     """One plane of :func:`index_impl`, in index order; every index is range-checked right
-    before use.  The mode is tested once per plane: each mode has its own tight loop."""
+    before use.  The mode is tested once per plane: each mode has its own tight loop.
+    ``mp``: the mask plane of IDX_SCATTER_ADD_MASKED (a fused ReLU's output: the source
+    value is masked as relu_backward does, then added)."""
     cdef Py_ssize_t o
     cdef int64_t i
+    cdef floating v
     if mode == IDX_GATHER:
         for o in range(L):
             i = ip[o]
@@ -544,6 +561,14 @@ cdef int index_plane(int mode, const floating* sp, const int64_t* ip, Py_ssize_t
             if not index_ok(i, HW):
                 return CNN_ERR_INDEX
             dp[i] += sp[o]
+    elif mode == IDX_SCATTER_ADD_MASKED:
+        for o in range(L):
+            i = ip[o]
+            if not index_ok(i, HW):
+                return CNN_ERR_INDEX
+            v = sp[o]
+            v = 0 if mp[o] <= 0 else v
+            dp[i] += v
     else:                   # IDX_SCATTER_SET: the last write of a repeated index wins
         for o in range(L):
             i = ip[o]
@@ -554,9 +579,11 @@ cdef int index_plane(int mode, const floating* sp, const int64_t* ip, Py_ssize_t
 
 
 cdef int index_impl(int mode, const floating* src, const int64_t* idx, Py_ssize_t NC,
-                    Py_ssize_t L, Py_ssize_t HW, floating* dst, int n_threads) noexcept nogil:
+                    Py_ssize_t L, Py_ssize_t HW, floating* dst, int n_threads,
+                    const floating* mask) noexcept nogil:
     """:func:`index_plane` on every plane; ``idx`` planes have ``L`` elements, the indexed
-    side's planes (``dst`` when scattering, ``src`` when gathering) ``HW``."""
+    side's planes (``dst`` when scattering, ``src`` when gathering) ``HW``; ``mask`` (planes
+    of ``L``) for IDX_SCATTER_ADD_MASKED, else NULL."""
     cdef Py_ssize_t p
     cdef Py_ssize_t src_plane = HW if mode == IDX_GATHER else L
     cdef Py_ssize_t dst_plane = L if mode == IDX_GATHER else HW
@@ -564,7 +591,8 @@ cdef int index_impl(int mode, const floating* src, const int64_t* idx, Py_ssize_
     cdef int status = CNN_OK
     cdef int* status_p = &status
     for p in prange(NC, schedule="static", num_threads=n_threads):
-        st = index_plane(mode, src + p * src_plane, idx + p * L, L, HW, dst + p * dst_plane)
+        st = index_plane(mode, src + p * src_plane, idx + p * L, L, HW, dst + p * dst_plane,
+                         mask + p * L if mask != NULL else NULL)
         if st != CNN_OK:
             status_p[0] = st
     return status
@@ -1041,9 +1069,10 @@ cdef bint grad_is_trivial(floating[:, :, :, ::1] dx_out, Py_ssize_t Ho, Py_ssize
 def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y_out,
                        int64_t[:, :, :, ::1] indices_out, Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                       Py_ssize_t dh, Py_ssize_t dw, int n_threads):
+                       Py_ssize_t dh, Py_ssize_t dw, int n_threads, bint relu=False):
     """Write ``max_pool2d(x)`` into ``y_out`` and, unless ``indices_out`` is None, the argmax
-    flat indices into ``indices_out`` (same pass)."""
+    flat indices into ``indices_out`` (same pass); ``relu``: ``relu(max_pool2d(x))``, a ReLU
+    fused (bit-identical to relu applied to the pooled output)."""
     cdef PoolGeom g = geom_of(x.shape, y_out.shape, kh, kw, sh, sw, ph, pw, dh, dw)
     cdef int64_t* iptr = NULL
     if g.NC == 0 or g.Ho == 0 or g.Wo == 0:
@@ -1051,12 +1080,12 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y_
     if indices_out is not None:
         iptr = &indices_out[0, 0, 0, 0]
     with nogil:
-        max_pool_impl(&x[0, 0, 0, 0], &y_out[0, 0, 0, 0], iptr, &g, n_threads)
+        max_pool_impl(&x[0, 0, 0, 0], &y_out[0, 0, 0, 0], iptr, &g, n_threads, relu)
 
 
 cdef index_op(int mode, const floating[:, :, :, ::1] src,
               const int64_t[:, :, :, ::1] indices, floating[:, :, :, ::1] dst_out,
-              int n_threads, str func):
+              int n_threads, str func, const floating[:, :, :, ::1] mask=None):
     """Shared body of the index_* wrappers: ``indices`` has the shape of the non-indexed
     side (``src`` when scattering, ``dst_out`` when gathering)."""
     cdef bint gather = mode == IDX_GATHER
@@ -1077,15 +1106,22 @@ cdef index_op(int mode, const floating[:, :, :, ::1] src,
         return
     with nogil:
         status = index_impl(mode, &src[0, 0, 0, 0], &indices[0, 0, 0, 0], NC, L, HW,
-                            &dst_out[0, 0, 0, 0], n_threads)
+                            &dst_out[0, 0, 0, 0], n_threads,
+                            &mask[0, 0, 0, 0] if mask is not None else NULL)
     check_status(status, func)
 
 
 def index_scatter_add(const floating[:, :, :, ::1] src, const int64_t[:, :, :, ::1] indices,
-                      floating[:, :, :, ::1] dst_out, int n_threads, str func):
+                      floating[:, :, :, ::1] dst_out, int n_threads, str func,
+                      const floating[:, :, :, ::1] relu_output=None):
     """Per plane: zero ``dst_out``, then ``dst_out.flat[indices[o]] += src.flat[o]`` in order
-    (max-pool backward).  ValueError naming ``indices`` on an out-of-range index."""
-    index_op(IDX_SCATTER_ADD, src, indices, dst_out, n_threads, func)
+    (max-pool backward).  ValueError naming ``indices`` on an out-of-range index.
+    ``relu_output`` (``src``'s shape): the output of a forward with a ReLU fused; ``src[o]``
+    is first masked as relu_backward does (0 where ``relu_output[o] <= 0``)."""
+    if relu_output is None:
+        index_op(IDX_SCATTER_ADD, src, indices, dst_out, n_threads, func)
+    else:
+        index_op(IDX_SCATTER_ADD_MASKED, src, indices, dst_out, n_threads, func, relu_output)
 
 
 def index_scatter_set(const floating[:, :, :, ::1] src, const int64_t[:, :, :, ::1] indices,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads
+from .._config import get_num_threads, threads_for
 from .._shared import Activation
 from .._typing import ArrayLike, RNGLike
 from .._validation import (
@@ -116,7 +116,7 @@ def _unary(func: str, op: int, x: Any, out: Any, slope: float = 0.0, p2: float =
     x = as_float_any(x, "x", func)
     out = _check_out(func, out, x.shape, x.dtype)
     x = _unalias(x, out)
-    _activation.unary(op, x.reshape(-1), out.reshape(-1), slope, get_num_threads(), p2)
+    _activation.unary(op, x.reshape(-1), out.reshape(-1), slope, threads_for(x.size), p2)
     return out
 
 
@@ -141,7 +141,7 @@ def _binary(
     out = _check_out(func, out, g.shape, dtype)
     g, a = _unalias(g, out), _unalias(a, out)
     _activation.binary(
-        op, g.reshape(-1), a.reshape(-1), out.reshape(-1), slope, get_num_threads(), p2
+        op, g.reshape(-1), a.reshape(-1), out.reshape(-1), slope, threads_for(g.size), p2
     )
     return out
 

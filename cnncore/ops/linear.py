@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._callcache import memoize_checks
-from .._config import blas_single_thread, get_num_threads
+from .._config import blas_single_thread, get_num_threads, threads_for, threads_for_macs
 from .._typing import ArrayLike
 from .._validation import (
     as_float_array,
@@ -81,7 +81,11 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike = None) -> np.ndarra
     y = np.empty((rows, out_f), dtype=dtype)
     with blas_single_thread():
         _linear.linear_forward(
-            x if x.ndim == 2 else x.reshape(rows, in_f), weight, bias, y, get_num_threads()
+            x if x.ndim == 2 else x.reshape(rows, in_f),
+            weight,
+            bias,
+            y,
+            threads_for_macs(rows * in_f * out_f),
         )
     return y if x.ndim == 2 else y.reshape(out_shape)
 
@@ -149,7 +153,7 @@ def linear_backward_input(grad_output: ArrayLike, weight: ArrayLike) -> np.ndarr
     )
     dx = np.empty((g2.shape[0], in_f), dtype=dtype)
     with blas_single_thread():
-        _linear.linear_backward_input(g2, weight, dx, get_num_threads())
+        _linear.linear_backward_input(g2, weight, dx, threads_for_macs(g2.shape[0] * in_f * out_f))
     return dx.reshape(*grad_output.shape[:-1], in_f)
 
 
@@ -193,7 +197,10 @@ def linear_backward_weight(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
     dw = np.empty((out_f, in_f), dtype=dtype)
     with blas_single_thread():
         _linear.linear_backward_weight(
-            grad_output.reshape(rows, out_f), x.reshape(rows, in_f), dw, get_num_threads()
+            grad_output.reshape(rows, out_f),
+            x.reshape(rows, in_f),
+            dw,
+            threads_for_macs(rows * in_f * out_f),
         )
     return dw
 
@@ -217,7 +224,9 @@ def linear_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     db = np.empty(out_f, dtype=grad_output.dtype)
     # the per-channel sum of conv2d_backward_bias, with each row as a 1x1 "image"
     rows = math.prod(grad_output.shape[:-1])
-    _conv.conv2d_backward_bias(grad_output.reshape(rows, out_f, 1, 1), db, get_num_threads())
+    _conv.conv2d_backward_bias(
+        grad_output.reshape(rows, out_f, 1, 1), db, threads_for(grad_output.size)
+    )
     return db
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads
+from .._config import threads_for
 from .._shared import Loss
 from .._typing import ArrayLike, LossResult
 from .._validation import (
@@ -163,7 +163,7 @@ def _pointwise_loss(
         None if per_element is None else per_element.reshape(-1),
         None if grad is None else grad.reshape(-1),
         gscale,
-        get_num_threads(),
+        threads_for(p.size),
         w,
         pw,
     )
@@ -624,7 +624,16 @@ def _cross_entropy(
     else:
         gscale = 1.0
     total = _loss.cross_entropy(
-        rows, labels, probs, w, ignore_index, eps, per_row, grad_rows, gscale, get_num_threads()
+        rows,
+        labels,
+        probs,
+        w,
+        ignore_index,
+        eps,
+        per_row,
+        grad_rows,
+        gscale,
+        threads_for(rows.size),
     )
     loss_shape = (n, *spatial)
     if per_row is not None:

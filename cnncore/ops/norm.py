@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads, load_kernels
+from .._config import get_num_threads, load_kernels, threads_for
 from .._typing import ArrayLike
 from .._validation import (
     as_float_array,
@@ -702,7 +702,7 @@ def _batch_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, c, s = _ncl(x)
     mean, var = np.empty(c), np.empty(c)
     _norm.batch_norm_forward(
-        x.reshape(-1), None, None, None, n, c, s, 0.0, mean, var, False, get_num_threads()
+        x.reshape(-1), None, None, None, n, c, s, 0.0, mean, var, False, threads_for(x.size)
     )
     return mean, var
 
@@ -714,9 +714,11 @@ def _batch_forward(
     eps: float,
     mean: np.ndarray | None = None,
     var: np.ndarray | None = None,
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(y, mean, var)``: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel,
-    with the given statistics, or with the batch's (computed in the same pass)."""
+    with the given statistics, or with the batch's (computed in the same pass); ``relu``:
+    ``max(y, 0)`` in the same pass (a ReLU fused, bit-identical to ``relu`` after)."""
     n, c, s = _ncl(x)
     y = np.empty_like(x)
     given = mean is not None
@@ -734,7 +736,8 @@ def _batch_forward(
         mean,
         var,
         given,
-        get_num_threads(),
+        threads_for(x.size),
+        relu,
     )
     return y, mean, var
 
@@ -749,11 +752,14 @@ def _batch_backward(
     training: bool,
     sums: tuple[np.ndarray, np.ndarray, float] | None = None,
     input_grad: bool = True,
+    relu_output: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(grad_x, sum_g, sum_gxhat)``: the per-channel sums of ``g`` and ``g * xhat``
     (float64; the bias and weight gradients) and the input gradient (None without
     ``input_grad``).  ``sums``: ``(sum_g, sum_gxhat, count)`` given -- e.g. over a larger
-    batch -- instead of computed from ``g`` over this batch."""
+    batch -- instead of computed from ``g`` over this batch.  ``relu_output``: the output
+    of a forward with ``relu=True``; ``g`` is the gradient w.r.t. it, masked in the same
+    pass as ``relu_backward`` would (bit-identical to calling it first)."""
     n, c, s = _ncl(x)
     gx = np.empty_like(x) if input_grad else None
     if sums is None:
@@ -776,7 +782,8 @@ def _batch_backward(
         sums is not None,
         float(count),
         training,
-        get_num_threads(),
+        threads_for(x.size),
+        None if relu_output is None else relu_output.reshape(-1),
     )
     return gx, sum_g, sum_gxhat
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads
+from .._config import get_num_threads, threads_for
 from .._geometry import (
     ConvGeometry,
     adaptive_pool2d_output_size,
@@ -99,9 +99,12 @@ def _divisor(divisor_override: Any, func: str) -> int:
     return d
 
 
-def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: Any) -> np.ndarray:
+def _indices_backward(
+    func: str, grad_output: Any, indices: Any, input_shape: Any, relu_output: Any = None
+) -> np.ndarray:
     """Shared body of max_pool2d_backward / adaptive_max_pool2d_backward: a per-plane
-    scatter-add of grad_output at the argmax positions."""
+    scatter-add of grad_output at the argmax positions (``relu_output``: see
+    :func:`_max_pool2d_relu_backward`)."""
     grad_output = _pool_grad(grad_output, func)
     indices = as_index_array(indices, "indices", func, shape=grad_output.shape)
     input_shape = check_shape(input_shape, "input_shape", func, 4)
@@ -111,8 +114,47 @@ def _indices_backward(func: str, grad_output: Any, indices: Any, input_shape: An
             f"{grad_output.shape[:2]}. Received: input_shape={input_shape}"
         )
     dx = _grad_input(func, grad_output, input_shape)
-    _pool.index_scatter_add(grad_output, indices, dx, get_num_threads(), func)
+    if relu_output is not None and (
+        relu_output.shape != grad_output.shape or relu_output.dtype != grad_output.dtype
+    ):
+        raise ValueError(
+            f"{func}(): relu_output must have grad_output's shape {grad_output.shape} and "
+            f"dtype. Received: relu_output of shape {relu_output.shape}, {relu_output.dtype}"
+        )
+    _pool.index_scatter_add(grad_output, indices, dx, threads_for(dx.size), func, relu_output)
     return dx
+
+
+def _max_pool2d_relu(
+    x: np.ndarray,
+    kernel_size: IntPair,
+    stride: IntPair | None,
+    padding: Padding,
+    dilation: IntPair,
+    ceil_mode: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(relu(max_pool2d(x)), indices)`` in one pass over ``x`` (a batch ``(N, C, H, W)``):
+    the ReLU is applied to each pooled plane while it is in cache -- bit-identical to
+    :func:`max_pool2d` with ``return_indices=True`` followed by ``relu`` (max pooling
+    commutes with it).  For :class:`cnncore.nn.Sequential`'s ReLU-MaxPool2d pairs in
+    training (see :func:`_max_pool2d_relu_backward`)."""
+    func = "max_pool2d"
+    x = _pool_input(x, func)
+    h, w = x.shape[2:]
+    geo = pool2d_geometry(func, (h, w), kernel_size, stride, padding, dilation, ceil_mode)
+    y = nchw_result(func, x, geo.out, 8)
+    idx = np.empty(y.shape, dtype=np.int64)
+    _pool.max_pool2d_forward(x, y, idx, *_pool_args(geo), threads_for(x.size), True)
+    return y, idx
+
+
+def _max_pool2d_relu_backward(
+    grad_output: np.ndarray, indices: np.ndarray, input_shape: Shape, relu_output: np.ndarray
+) -> np.ndarray:
+    """The input gradient of :func:`_max_pool2d_relu`: ``grad_output`` (w.r.t. its output,
+    ``relu_output``) masked as ``relu_backward`` does and scattered as
+    :func:`max_pool2d_backward` does, in one pass -- bit-identical to the two calls."""
+    return _indices_backward("max_pool2d_backward", grad_output, indices, input_shape, relu_output)
 
 
 @accepts_unbatched({"x": _X_SHAPE})
@@ -188,7 +230,7 @@ def max_pool2d(
     geo = pool2d_geometry(func, (h, w), kernel_size, stride, padding, dilation, ceil_mode)
     y = nchw_result(func, x, geo.out, 8)
     idx = np.empty(y.shape, dtype=np.int64) if return_indices else None
-    _pool.max_pool2d_forward(x, y, idx, *_pool_args(geo), get_num_threads())
+    _pool.max_pool2d_forward(x, y, idx, *_pool_args(geo), threads_for(x.size))
     return (y, idx) if return_indices else y
 
 
@@ -303,7 +345,7 @@ def avg_pool2d(
     y = nchw_result(func, x, geo.out)
     kh, kw, sh, sw, ph, pw, _, _ = _pool_args(geo)
     _pool.avg_pool2d_forward(
-        x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, get_num_threads()
+        x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, threads_for(x.size)
     )
     return y
 
@@ -351,7 +393,7 @@ def avg_pool2d_backward(
     dx = _grad_input(func, grad_output, input_shape)
     kh, kw, sh, sw, ph, pw, _, _ = _pool_args(geo)
     _pool.avg_pool2d_backward(
-        grad_output, dx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, get_num_threads()
+        grad_output, dx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, threads_for(dx.size)
     )
     return dx
 
@@ -389,7 +431,7 @@ def adaptive_avg_pool2d(x: ArrayLike, output_size: IntPair) -> np.ndarray:
     h, w = x.shape[2:]
     out = adaptive_pool2d_output_size(func, (h, w), output_size)
     y = nchw_result(func, x, out)
-    _pool.adaptive_avg_pool2d_forward(x, y, get_num_threads())
+    _pool.adaptive_avg_pool2d_forward(x, y, threads_for(x.size))
     return y
 
 
@@ -421,7 +463,7 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> 
         func, grad_output, (*input_shape[:2], *grad_output.shape[2:]), f"input_shape={input_shape}"
     )
     dx = _grad_input(func, grad_output, input_shape)
-    _pool.adaptive_avg_pool2d_backward(grad_output, dx, get_num_threads())
+    _pool.adaptive_avg_pool2d_backward(grad_output, dx, threads_for(dx.size))
     return dx
 
 
@@ -520,7 +562,7 @@ def global_avg_pool2d(x: ArrayLike) -> np.ndarray:
     n, c, h, w = x.shape
     adaptive_pool2d_output_size(func, (h, w), 1)
     y = np.empty((n, c, 1, 1), dtype=x.dtype)
-    _pool.global_avg_pool2d_forward(x, y, get_num_threads())
+    _pool.global_avg_pool2d_forward(x, y, threads_for(x.size))
     return y
 
 
@@ -548,7 +590,7 @@ def global_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape) -> np
     adaptive_pool2d_output_size(func, input_shape[2:], 1, "input_shape")
     _check_grad_shape(func, grad_output, (*input_shape[:2], 1, 1), f"input_shape={input_shape}")
     dx = _grad_input(func, grad_output, input_shape)
-    _pool.global_avg_pool2d_backward(grad_output, dx, get_num_threads())
+    _pool.global_avg_pool2d_backward(grad_output, dx, threads_for(dx.size))
     return dx
 
 

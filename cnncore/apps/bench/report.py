@@ -233,9 +233,16 @@ def _train(res: dict) -> list[str]:
                 _f(r.get("ratio"), ".2f"),
             ]
         )
+    if res.get("steps"):
+        how = (
+            f"{res['steps']} steps of each library interleaved in blocks, medians of the "
+            f"seconds per step times the steps of an epoch"
+        )
+    else:
+        how = f"best of {res['epochs']} epochs"
     out = [
-        f"**Training** ({res['data']}, batch 64, SGD lr 0.05 momentum 0.9, float32, best of "
-        f"{res['epochs']} epochs):",
+        f"**Training** ({res['data']}, batch 64, SGD lr 0.05 momentum 0.9 (resnet20: batch "
+        f"128, lr 0.1), float32, {how}):",
         "",
     ]
     return out + _table(["model", "cnncore s/epoch", "img/s", "PyTorch s/epoch", "ratio"], rows)

@@ -145,7 +145,30 @@ def _interleaved_epoch(torch, name, x, y, x_test, y_test, batch_size, lr, moment
     ``step``).  Returns ``(cnncore_s, cnncore_acc, torch_s, torch_acc)``; the times are
     the sums of the blocks (the settling sleeps excluded), after two untimed warm-up steps
     of each."""
+    res = _interleaved(torch, name, x, y, batch_size, lr, momentum, seed, block, None)
+    return (
+        sum(res["cnncore"]),
+        res["acc"](x_test, y_test),
+        sum(res["torch"]),
+        res["t_acc"](x_test, y_test),
+    )
+
+
+def _interleaved_steps(torch, name, x, y, batch_size, lr, momentum, seed, steps, block):
+    """``steps`` SGD steps of each library (the epoch's first batches), timed in
+    alternating blocks of ``block`` steps as in :func:`_interleaved_epoch`.  Returns
+    ``{"cnncore": [...], "torch": [...]}``: each block's seconds per step (torch's list
+    empty when ``torch`` is None)."""
+    res = _interleaved(torch, name, x, y, batch_size, lr, momentum, seed, block, steps)
+    return {"cnncore": res["cnncore"], "torch": res["torch"]}
+
+
+def _interleaved(torch, name, x, y, batch_size, lr, momentum, seed, block, steps):
+    """The shared loop of :func:`_interleaved_epoch` and :func:`_interleaved_steps`:
+    per-block seconds (per step when ``steps`` is given, else the block's sum) of each
+    library, and accuracy functions of the trained models."""
     from cnncore import nn, optim
+    from cnncore.nn import loss as losses
     from cnncore.nn.module import as_model_input
     from cnncore.nn.training import _batch_loop
 
@@ -153,51 +176,67 @@ def _interleaved_epoch(torch, name, x, y, x_test, y_test, batch_size, lr, moment
     opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_fn = nn.CrossEntropyLoss()
     dtype = model.dtype
-    torch.manual_seed(seed)
-    t_model = _torch_model(torch, name)
-    t_opt = torch.optim.SGD(t_model.parameters(), lr=lr, momentum=momentum)
-    t_loss = torch.nn.CrossEntropyLoss()
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     order = np.random.default_rng(seed).permutation(len(x))
     starts = list(range(0, len(x), batch_size))
+    if steps is not None:
+        starts = [starts[k % len(starts)] for k in range(steps)]
     warm = [order[s : s + batch_size] for s in starts[:2]]
 
     def c_step(idx):
+        yb = y[idx]
         out = model(as_model_input(x[idx], dtype))
-        loss_fn(out, y[idx])
+        batch_loss = loss_fn(out, yb)
         opt.zero_grad()
         model.backward(loss_fn.backward(), input_grad=False)
+        float(batch_loss)
+        losses.count_correct(loss_fn, out, yb)
         opt.step()
 
-    def t_step(idx):
-        t_idx = torch.from_numpy(idx)
-        t_opt.zero_grad()
-        t_loss(t_model(tx[t_idx]), ty[t_idx]).backward()
-        t_opt.step()
+    libs = [("cnncore", c_step)]
+    if torch is not None:
+        torch.manual_seed(seed)
+        t_model = _torch_model(torch, name)
+        t_opt = torch.optim.SGD(t_model.parameters(), lr=lr, momentum=momentum)
+        t_loss = torch.nn.CrossEntropyLoss()
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
-    times = {"cnncore": 0.0, "torch": 0.0}
+        def t_step(idx):
+            t_idx = torch.from_numpy(idx)
+            t_opt.zero_grad()
+            t_loss(t_model(tx[t_idx]), ty[t_idx]).backward()
+            t_opt.step()
+
+        libs.append(("torch", t_step))
+        t_model.train()
+
+    times = {"cnncore": [], "torch": []}
     model.train()
-    t_model.train()
     for k in range(-1, len(starts), block):
         batches = warm if k < 0 else [order[s : s + batch_size] for s in starts[k : k + block]]
-        for lib, step in (("cnncore", c_step), ("torch", t_step)):
+        for lib, step in libs:
             _switch_library(lib, SETTLE_S)
             with _batch_loop() if lib == "cnncore" else _no_context():
                 t0 = time.perf_counter()
                 for idx in batches:
                     step(idx)
                 if k >= 0:
-                    times[lib] += time.perf_counter() - t0
-    acc_c = model.evaluate(x_test, y_test)["accuracy"]
-    t_model.eval()
-    with torch.no_grad():
-        pred = torch.cat(
-            [
-                t_model(torch.from_numpy(x_test[s : s + 1000])).argmax(1)
-                for s in range(0, len(x_test), 1000)
-            ]
-        )
-    return times["cnncore"], acc_c, times["torch"], float((pred.numpy() == y_test).mean())
+                    dt = time.perf_counter() - t0
+                    times[lib].append(dt / len(batches) if steps is not None else dt)
+
+    def t_acc(x_test, y_test):
+        t_model.eval()
+        with torch.no_grad():
+            pred = torch.cat(
+                [
+                    t_model(torch.from_numpy(x_test[s : s + 1000])).argmax(1)
+                    for s in range(0, len(x_test), 1000)
+                ]
+            )
+        return float((pred.numpy() == y_test).mean())
+
+    times["acc"] = lambda x_test, y_test: model.evaluate(x_test, y_test)["accuracy"]
+    times["t_acc"] = t_acc
+    return times
 
 
 class _no_context:
@@ -244,8 +283,10 @@ def executor_overhead(batch_size: int = 128, steps: int = MIN_REPEAT, seed: int 
         return call
 
     for layer in model.layers:
-        layer.forward = timed(layer.forward)
-        layer.backward = timed(layer.backward)
+        # (and the entry points of the training fusions, which the executor calls instead)
+        for name in ("forward", "backward", "_forward_relu", "forward_into", "backward_into"):
+            if hasattr(layer, name):
+                setattr(layer, name, timed(getattr(layer, name)))
     rows = []
     with _batch_loop():
         for k in range(2 + max(MIN_REPEAT, steps)):
@@ -283,6 +324,8 @@ def bench_train(
     out=print,
     epochs: int = 2,
     models: Sequence[str] = ("lenet", "cnn"),
+    steps: int | None = None,
+    block: int = 10,
 ) -> dict:
     """Seconds per epoch (and img/s) of SGD training, cnncore vs PyTorch, same recipe:
     momentum 0.9, float32, same thread count, batch 64 and lr 0.05 (lenet, cnn) or batch
@@ -295,8 +338,17 @@ def bench_train(
     (:func:`_interleaved_epoch`: its epochs last minutes, over which the load of a shared
     machine drifts), without torch one ``fit`` epoch per ``epochs``.
 
+    With ``steps`` (the fixed-steps mode, for measuring changes in minutes rather than
+    epochs): every model runs ``steps`` SGD steps of each library on the epoch's first
+    batches (the same calls as ``fit``'s step), interleaved in blocks of ``block`` steps
+    (at least ``MIN_REPEAT`` timed blocks after two warm-up steps); each time is the median
+    over the blocks of the seconds per step, and the row's ``cnncore_s``/``torch_s`` are
+    those medians times the steps of a full epoch (an epoch-equivalent; ``ratio`` their
+    ratio).
+
     Returns ``{"threads", "data", "epochs", "rows": [{"model", "batch", "cnncore_s",
-    "cnncore_acc" [, "torch_s", "torch_acc", "ratio"] [, "overhead"]}]}``.
+    "cnncore_acc" [, "torch_s", "torch_acc", "ratio"] [, "overhead"]}]}``
+    (``"steps"`` and no accuracies in the fixed-steps mode).
     """
     from cnncore import datasets
 
@@ -319,6 +371,8 @@ def bench_train(
         f"{'img/s':>9}{'acc':>8}{'ratio':>7}"
     )
     rows = []
+    if steps is not None:
+        return _bench_steps(torch, threads, source, x, y, models, steps, block, out)
     for name in models:
         batch, lr = RECIPES[name]
         if name == "resnet20" and torch is not None:
@@ -380,3 +434,35 @@ def bench_train(
             )
         rows.append(row)
     return {"threads": threads, "data": source, "epochs": epochs, "rows": rows}
+
+
+def _bench_steps(torch, threads, source, x, y, models, steps, block, out) -> dict:
+    """The fixed-steps mode of :func:`bench_train`."""
+    block = max(1, int(block))
+    steps = max(int(steps), MIN_REPEAT * block)
+    out(
+        f"fixed-steps mode: {steps} steps per library in blocks of {block}, medians over "
+        f"{-(-steps // block)} blocks; s/ep = median s/step x steps per epoch"
+    )
+    rows = []
+    for name in models:
+        batch, lr = RECIPES[name]
+        per_epoch = -(-len(x) // batch)
+        res = _interleaved_steps(torch, name, x, y, batch, lr, 0.9, 0, steps, block)
+        c = statistics.median(res["cnncore"])
+        row = {
+            "model": name,
+            "batch": batch,
+            "images": len(x),
+            "steps": steps,
+            "cnncore_s": c * per_epoch,
+        }
+        line = f"{name:<9}{batch:>6}{c * per_epoch:13.2f}{batch / c:9.0f}{'-':>8}"
+        if torch is not None:
+            t = statistics.median(res["torch"])
+            row.update(torch_s=t * per_epoch, ratio=c / t)
+            line += f"{t * per_epoch:12.2f}{batch / t:9.0f}{'-':>8}{c / t:7.2f}"
+            line += f"  ({1e3 * c:.1f} vs {1e3 * t:.1f} ms/step)"
+        out(line)
+        rows.append(row)
+    return {"threads": threads, "data": source, "epochs": None, "steps": steps, "rows": rows}
