@@ -6,7 +6,7 @@ Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(o
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Five algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+Six algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
 in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
@@ -20,6 +20,8 @@ in as the ``algorithm`` argument:
   gradient, weight gradient (output channels in lanes, dy transposed per sample).
 * Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
   of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
+  F(4x4, 3x3) ("winograd4"): the same with 4x4 tiles, 36 GEMMs (4x fewer multiplications,
+  about 10x the float32 error), its transforms' sweeps in ``src/_winograd4.h``.
 * depthwise: one input channel per group (any multiplier, stride, dilation): loops over
   the planes with register-blocked, vectorizable inner loops for all three passes, instead
   of one tiny GEMM per channel.

@@ -254,7 +254,7 @@ _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
 # kernels keep the rest (16 -> 16 forward: 6.7 against 7.5 ms; 64 -> 64 at 8x8: 5.3 / 5.7 /
 # 6.4 against 7.0 / 7.3 / 10.7 ms).
 _WINOGRAD4_OVER_BLOCKED: dict[str, tuple[int, int]] = {
-    # pass: (channels per group, output side) -- exactly ResNet's stages
+    # pass: (channels, output side) -- exactly ResNet's stages (ungrouped: measured so)
     "forward": (32, 16),
     "input": (32, 16),
     "weight": (16, 32),
@@ -314,7 +314,7 @@ def heuristic_conv_algorithm(
     blocked = blocked_eligible(w_shape, groups, geo, which)
     if blocked and _selected_simd() == "avx512":
         ch, side = _WINOGRAD4_OVER_BLOCKED[which]
-        if winograd4 and cg == kg == ch and geo.out == (side, side):
+        if winograd4 and groups == 1 and cg == kg == ch and geo.out == (side, side):
             return ConvAlgorithm.ALGO_WINOGRAD4
         return ConvAlgorithm.ALGO_BLOCKED
     if winograd4:
