@@ -60,6 +60,7 @@ cpdef enum ConvAlgorithm:              # _conv: how a pass is computed (see ops/
     ALGO_WINOGRAD = 3                  # 3x3, stride 1, dilation 1 only; anything else runs GEMM
     ALGO_DEPTHWISE = 4                 # one input channel per group only; anything else runs GEMM
     ALGO_BLOCKED = 5                   # forward, stride-1 input gradient; anything else runs GEMM
+    ALGO_WINOGRAD4 = 6                 # Winograd F(4x4, 3x3): as ALGO_WINOGRAD
 
 cpdef enum Loss:                       # _loss.pointwise
     LOSS_MSE = 1

@@ -39,6 +39,7 @@ class ConvAlgorithm(enum.IntEnum):
     ALGO_WINOGRAD = 3
     ALGO_DEPTHWISE = 4
     ALGO_BLOCKED = 5
+    ALGO_WINOGRAD4 = 6
 
 class Loss(enum.IntEnum):
     LOSS_MSE = 1

@@ -135,12 +135,14 @@ def test_eligibility_matches_the_kernels():
         "gemm",
         "direct",
         "winograd",
+        "winograd4",
         "depthwise",
         "blocked",
     ]
     assert conv_dispatch.eligible_algorithms(dw._replace(which="weight")) == [
         "gemm",
         "winograd",
+        "winograd4",
         "depthwise",
         "blocked",
     ]
@@ -174,7 +176,11 @@ def test_use_tuned_false_ignores_tuned_choices(rng, monkeypatch):
     (entry,) = conv_dispatch.tuned_algorithms()
     heuristic = conv_dispatch.algorithm_name(
         conv_dispatch.heuristic_conv_algorithm(
-            w.shape, 1, cnncore._geometry.conv2d_geometry("t", (12, 12), (3, 3), 1, 1, 1), "forward"
+            w.shape,
+            1,
+            cnncore._geometry.conv2d_geometry("t", (12, 12), (3, 3), 1, 1, 1),
+            "forward",
+            x.shape[0],
         )
     )
     monkeypatch.setattr(conv_tune, "measure", _no_measure)
@@ -198,10 +204,10 @@ def test_use_tuned_false_ignores_tuned_choices(rng, monkeypatch):
 def test_a_later_tune_replaces_a_remembered_threshold_choice(rng, monkeypatch):
     """Calls of an untuned shape remember the thresholds' choice; tuning that shape later
     (or switching autotuning on) must be seen by the next call."""
-    x, w = _data(rng)  # 3x3, 16 channels, 12x12: Winograd (blocked with AVX-512), not GEMM
+    x, w = _data(rng)  # 3x3, 16 channels, 2 x 12x12: blocked (Winograd from 4 samples), not GEMM
     with conv_dispatch.use_tuned(False):
         thresholds = conv2d_algorithms(x.shape, w.shape, padding=1, dtype="float32")["forward"]
-    assert thresholds in ("winograd", "blocked")
+    assert thresholds in ("winograd", "winograd4", "blocked")
     cnncore.tune(nn.Sequential(nn.Conv2d(1, 2, 3)), (1, 1, 8, 8))  # something else tuned
     for _ in range(2):
         assert conv2d_algorithms(x.shape, w.shape, padding=1, dtype="float32")["forward"] == (

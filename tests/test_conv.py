@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import assert_bit_identical_across_threads, fd_grad, tol
+from conftest import assert_bit_identical_across_threads, fd_grad, loosen_for_winograd4, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import (
@@ -59,16 +59,19 @@ def _ids(case):
     return f"x{xs}-w{ws}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise", "blocked"])
-def algorithm(request):
+@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked"])
+def algorithm(request, monkeypatch):
+    loosen_for_winograd4(request.param, monkeypatch)
     with cnncore.conv_algorithm(request.param):
         yield request.param
 
 
-@pytest.fixture
-def force_winograd():
-    with cnncore.conv_algorithm("winograd"):
-        yield
+@pytest.fixture(params=["winograd", "winograd4"])
+def force_winograd(request, monkeypatch):
+    """Winograd F(2x2, 3x3) and F(4x4, 3x3)."""
+    loosen_for_winograd4(request.param, monkeypatch)
+    with cnncore.conv_algorithm(request.param):
+        yield request.param
 
 
 def _make(rng, case, dtype):
@@ -183,8 +186,9 @@ WINOGRAD_CASES = [
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
 @pytest.mark.usefixtures("force_winograd")
 def test_winograd_matches_reference(rng, case, dtype, col_budget):
-    """Winograd F(2x2, 3x3) (forced: the automatic choice needs 16+ channels) against the
-    loop reference, with tiny workspaces too (one tile row per block)."""
+    """Winograd F(2x2, 3x3) and F(4x4, 3x3) (forced: the automatic choice needs 16+
+    channels) against the loop reference, with tiny workspaces too (one tile row per
+    block)."""
     xs, ws, p, g = case
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -205,9 +209,10 @@ def test_winograd_matches_reference(rng, case, dtype, col_budget):
     np.testing.assert_array_equal(db, cnncore.conv2d_backward_bias(gy))
 
 
+@pytest.mark.parametrize("algo", ["winograd", "winograd4"])
 @pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_winograd_falls_back_on_inf_and_nan(rng, where, value):
+def test_winograd_falls_back_on_inf_and_nan(rng, where, value, algo):
     """Winograd's transforms add and subtract neighbouring values: an Inf would meet its
     own negative and become NaN.  Inputs or filters with Inf/NaN take the GEMM path, so
     results are bit-identical to it.  Regression test for the fallback."""
@@ -216,16 +221,16 @@ def test_winograd_falls_back_on_inf_and_nan(rng, where, value):
     gy = rng.standard_normal((2, 16, 12, 12))
     {"x": x, "weight": w, "grad_output": gy}[where][1, 3, 2, 1] = value
     results = {}
-    for algo in ("gemm", "winograd"):
-        with cnncore.conv_algorithm(algo), np.errstate(invalid="ignore"):
-            results[algo] = (
+    for name in ("gemm", algo):
+        with cnncore.conv_algorithm(name), np.errstate(invalid="ignore"):
+            results[name] = (
                 cnncore.conv2d(x, w, padding=1),
                 *cnncore.conv2d_backward(gy, x, w, padding=1),
             )
     # the outputs that read the non-finite value: (y, dx, dw, db)
     reads = {"x": (0, 2), "weight": (0, 1), "grad_output": (1, 2, 3)}[where]
     for i in reads:
-        np.testing.assert_array_equal(results["gemm"][i], results["winograd"][i])
+        np.testing.assert_array_equal(results["gemm"][i], results[algo][i])
     if where == "x" and value == np.inf:
         assert np.isposinf(results["gemm"][0]).any() or np.isneginf(results["gemm"][0]).any()
 
@@ -704,7 +709,7 @@ def test_unfold_fold_against_torch(rng, dtype):
     dh=st.integers(1, 3),
     dw=st.integers(1, 3),
     seed=st.integers(0, 2**16),
-    algo=st.sampled_from([None, "gemm", "direct", "depthwise", "blocked"]),
+    algo=st.sampled_from([None, "gemm", "direct", "winograd4", "depthwise", "blocked"]),
 )
 def test_hypothesis_geometry_sweep(
     n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, seed, algo
@@ -738,10 +743,10 @@ def test_hypothesis_geometry_sweep(
 
 
 # The blocked kernels come before Winograd with AVX-512 only (see conv_dispatch.py).
-_WIDE_BLOCKED = "blocked" if _config._selected_simd() == "avx512" else "winograd"
+_WIDE = _config._selected_simd() == "avx512"
+_WIDE_BLOCKED = "blocked" if _WIDE else "winograd4"
 # ... and run LeNet's 5x5 convolutions over few input channels (forward, weight gradient).
-_AVX512 = _config._selected_simd() == "avx512"
-_LENET = ("blocked", "gemm", "blocked") if _AVX512 else ("direct", "gemm", "gemm")
+_LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
 
 
 @pytest.mark.parametrize(
@@ -756,7 +761,27 @@ _LENET = ("blocked", "gemm", "blocked") if _AVX512 else ("direct", "gemm", "gemm
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
         # input gradient only at stride 1; with AVX2 only where Winograd does not apply
         ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
-        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
+        # ... but for F(4x4) Winograd where it measured faster with AVX-512 too: ResNet's
+        # 32 -> 32 at 16x16 (forward, input gradient), 16 -> 16 at 32x32 (weight gradient)
+        (
+            (128, 32, 16, 16),
+            (32, 32, 3, 3),
+            {"padding": 1},
+            "winograd4",
+            "winograd4",
+            _WIDE_BLOCKED,
+        ),
+        (
+            (128, 16, 32, 32),
+            (16, 16, 3, 3),
+            {"padding": 1},
+            _WIDE_BLOCKED,
+            _WIDE_BLOCKED,
+            "winograd4",
+        ),
+        # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM
+        ((1, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
         (
             (128, 16, 32, 32),
             (32, 16, 3, 3),
@@ -767,8 +792,9 @@ _LENET = ("blocked", "gemm", "blocked") if _AVX512 else ("direct", "gemm", "gemm
         ),
         ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *[_WIDE_BLOCKED] * 3),
         # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
-        # (where the channel-blocked kernel does not apply, or from 64 channels at 32x32)
-        ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, *["winograd"] * 3),
+        # (where the channel-blocked kernel does not apply, or from 64 channels at 32x32);
+        # F(4x4) up to 64 channels, F(2x2) beyond
+        ((32, 64, 32, 32), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
         ((8, 256, 14, 14), (256, 256, 3, 3), {"padding": 1}, *["winograd"] * 3),
         ((8, 256, 20, 20), (256, 256, 3, 3), {"padding": 3}, "winograd", "gemm", "winograd"),
         ((64, 256, 7, 7), (256, 256, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),

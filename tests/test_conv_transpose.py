@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_bit_identical_across_threads, fd_grad, tol
+from conftest import assert_bit_identical_across_threads, fd_grad, loosen_for_winograd4, tol
 from reference import conv_transpose2d_backward_ref, conv_transpose2d_ref
 
 import cnncore
@@ -50,8 +50,9 @@ def _make(rng, case, dtype):
     return x, w, b
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "depthwise", "blocked"])
-def algorithm(request):
+@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked"])
+def algorithm(request, monkeypatch):
+    loosen_for_winograd4(request.param, monkeypatch)
     with cnncore.conv_algorithm(request.param):
         yield request.param
 
@@ -162,10 +163,10 @@ def test_algorithms_follow_the_conv2d_passes():
         conv_transpose2d_algorithms((8, 32, 14, 14), (32, 1, 3, 3), 2, 1, 1, groups=32).values()
     ) == {"depthwise"}
     # 3x3 stride 1 with 16-128 channels: the channel-blocked kernels (with AVX-512; with
-    # AVX2 Winograd where it applies); more channels: Winograd
+    # AVX2 Winograd F(4x4) where it applies); more channels: Winograd F(2x2)
     wide = _config._selected_simd() == "avx512"
     assert set(conv_transpose2d_algorithms((8, 32, 14, 14), (32, 32, 3, 3), 1, 1).values()) == {
-        "blocked" if wide else "winograd"
+        "blocked" if wide else "winograd4"
     }
     assert set(conv_transpose2d_algorithms((8, 32, 7, 7), (32, 32, 3, 3), 1, 1).values()) == {
         "blocked"

@@ -6,7 +6,7 @@ Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(o
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Five algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+Six algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
 in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
@@ -20,6 +20,8 @@ in as the ``algorithm`` argument:
   gradient, weight gradient (output channels in lanes, dy transposed per sample).
 * Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
   of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
+  F(4x4, 3x3) ("winograd4"): the same with 4x4 tiles, 36 GEMMs (4x fewer multiplications,
+  about 10x the float32 error), its transforms' sweeps in ``src/_winograd4.h``.
 * depthwise: one input channel per group (any multiplier, stride, dilation): loops over
   the planes with register-blocked, vectorizable inner loops for all three passes, instead
   of one tiny GEMM per channel.
@@ -41,7 +43,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM,
-                              ALGO_WINOGRAD, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
+                              ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
 
 cdef extern from *:
@@ -84,6 +86,28 @@ cdef extern from "_blocked_conv.h" nogil:
                                 Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
                                 double* part)
 
+cdef extern from "_winograd4.h" nogil:
+    void cnn_w4_in_rows_float(const float* s, Py_ssize_t Q, Py_ssize_t n, float* a,
+                              Py_ssize_t LA)
+    void cnn_w4_in_rows_double(const double* s, Py_ssize_t Q, Py_ssize_t n, double* a,
+                               Py_ssize_t LA)
+    void cnn_w4_in_cols_float(const float* a, Py_ssize_t per, float* ph, float* d, Py_ssize_t S)
+    void cnn_w4_in_cols_double(const double* a, Py_ssize_t per, double* ph, double* d,
+                               Py_ssize_t S)
+    void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
+    void cnn_w4_out_rows_double(const double* m, Py_ssize_t S, Py_ssize_t per, double* sa)
+    void cnn_w4_out_cols_float(const float* s, Py_ssize_t per, float b, float* ph, float* y)
+    void cnn_w4_out_cols_double(const double* s, Py_ssize_t per, double b, double* ph,
+                                double* y)
+    void cnn_w4_grad_rows_float(const float* g, Py_ssize_t Q, Py_ssize_t n, float* bq,
+                                Py_ssize_t LB)
+    void cnn_w4_grad_rows_double(const double* g, Py_ssize_t Q, Py_ssize_t n, double* bq,
+                                 Py_ssize_t LB)
+    void cnn_w4_grad_cols_float(const float* bq, Py_ssize_t per, float* ph, float* d,
+                                Py_ssize_t S)
+    void cnn_w4_grad_cols_double(const double* bq, Py_ssize_t per, double* ph, double* d,
+                                 Py_ssize_t S)
+
 # Per-thread im2col workspace target (elements); at least one output row is always used.
 # Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
 cdef Py_ssize_t COL_BUDGET = 131072
@@ -98,6 +122,9 @@ cdef enum:
     MIN_SAMPLE_BLOCKS = 8
     # Outputs of one row accumulated in registers by the direct kernel.
     DIRECT_BLOCK = 16
+    # Multiply-adds per thread below which a parallel region wakes no further thread (about
+    # 10-20 us of one core's work: what waking and joining a thread costs); see par_threads.
+    PAR_GRAIN = 1 << 18
 # The algorithm of each pass (ALGO_GEMM / ALGO_DIRECT / ALGO_WINOGRAD / ALGO_DEPTHWISE,
 # cnncore/_shared.pxd) is chosen in Python by cnncore/ops/conv_dispatch.py.
 
@@ -119,6 +146,20 @@ cdef Geom make_geom(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     g.kh = kh; g.kw = kw; g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw; g.dh = dh; g.dw = dw
     g.Ho = Ho; g.Wo = Wo
     return g
+
+
+cdef inline Py_ssize_t conv_macs(const Geom* g) noexcept nogil:
+    """Multiply-adds of one pass of the convolution (any of the three: the same count)."""
+    return g.N * g.K * g.Cg * g.kh * g.kw * g.Ho * g.Wo
+
+
+cdef inline int par_threads(int n_threads, Py_ssize_t n_tasks, Py_ssize_t work) noexcept nogil:
+    """The grain-size rule of every conv kernel's parallel region: threads for ``n_tasks``
+    tasks doing ``work`` multiply-adds in all -- at most one per task and one per PAR_GRAIN
+    multiply-adds (waking a thread costs more than a smaller share of work), at least one.
+    Only how many threads share the tasks depends on it, never the tasks or their order, so
+    results stay bit-identical for any thread count."""
+    return <int> py_max(1, py_min(py_min(<Py_ssize_t> n_threads, n_tasks), work // PAR_GRAIN))
 
 
 cdef inline bint is_pointwise(const Geom* g) noexcept nogil:
@@ -435,6 +476,8 @@ cdef void col2im_rows_scratch(floating* col, Py_ssize_t ldcol, const Geom* g, Py
 
 cdef enum:
     WINO_NONFINITE = 1     # (internal status) an input was Inf/NaN: use the GEMM path
+    # F(4x4): blocks of COL_BUDGET / (WINO4_BUDGET_DIV * channels) tiles
+    WINO4_BUDGET_DIV = 36
 
 
 cdef inline bint wino_applicable(const Geom* g) noexcept nogil:
@@ -472,14 +515,16 @@ ctypedef struct WinoBlocks:
 
 
 cdef inline WinoBlocks wino_blocks(Py_ssize_t N, Py_ssize_t Ho, Py_ssize_t Wo,
-                                   Py_ssize_t ch) noexcept nogil:
-    """Blocks of about ``COL_BUDGET / (16 ch)`` tiles (``ch``: the larger channel count), so a
-    thread's transforms (16 x ch x tiles each) stay near the im2col workspace budget.  Whole
-    samples side by side when several fit, else blocks of tile rows.  Shapes only."""
+                                   Py_ssize_t ch, Py_ssize_t m) noexcept nogil:
+    """Blocks of about ``COL_BUDGET / (16 ch)`` tiles of m x m outputs (``ch``: the larger
+    channel count), so a thread's transforms (16 x ch x tiles each for F(2x2)) stay near the
+    im2col workspace budget.  Whole samples side by side when several fit, else blocks of
+    tile rows.  Shapes only."""
     cdef WinoBlocks b
-    cdef Py_ssize_t target = py_max(1, COL_BUDGET // (16 * py_max(1, ch)))
-    b.TH = (Ho + 1) // 2
-    b.TW = (Wo + 1) // 2
+    cdef Py_ssize_t target = py_max(1, COL_BUDGET // ((16 if m == 2 else WINO4_BUDGET_DIV)
+                                                       * py_max(1, ch)))
+    b.TH = (Ho + m - 1) // m
+    b.TW = (Wo + m - 1) // m
     if N > 1 and 2 * b.TH * (b.TW + 1) <= target:
         b.spb = py_max(1, py_min(target // (b.TH * (b.TW + 1)),
                                  (N + MIN_SAMPLE_BLOCKS - 1) // MIN_SAMPLE_BLOCKS))
@@ -697,18 +742,239 @@ cdef void wino_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py
                 d[u] = -bq[2 * u + 1]
 
 
+# Winograd F(4x4, 3x3) ("winograd4"): 4x4 output tiles from 6x6 input patches, 36 GEMMs per
+# block of tiles -- 4x fewer multiplications than im2col + GEMM (F(2x2, 3x3): 2.25x).  The
+# interpolation points are 0, +-1, +-2 and infinity (Lavin & Gray's matrices):
+#
+#   B^T = [4  0 -5  0 1 0]    G = [ 1/4     0     0 ]    A^T = [1 1  1 1  1 0]
+#         [0 -4 -4  1 1 0]        [-1/6  -1/6  -1/6 ]          [0 1 -1 2 -2 0]
+#         [0  4 -4 -1 1 0]        [-1/6   1/6  -1/6 ]          [0 1  1 4  4 0]
+#         [0 -2 -1  2 1 0]        [1/24  1/12   1/6 ]          [0 1 -1 8 -8 1]
+#         [0  2 -1 -2 1 0]        [1/24 -1/12   1/6 ]
+#         [0  4  0 -5 0 1]        [   0     0     1 ]
+#
+# Their larger entries (5, 8, 1/6) cost accuracy: measured float32 errors (max |error| over
+# max |exact| against float64, 64 channels, unit-normal data) are in conv_dispatch.py's
+# docstring.  The filter transforms G g G^T and G^T dU G run in float64 for both dtypes.
+# Same structure as F(2x2): the tile rows of one block are flattened with one junk tile per
+# row (tile u starts at column 4u), every transform a plain sweep over them; the column
+# transforms first split a flattened row into its four phases (columns 4u + k), so that
+# their sweeps read and write with unit stride, and the output's are interleaved back in
+# one sweep.  The sweeps are C (src/_winograd4.h) with restrict pointers, so they vectorize.
+
+
+cdef inline Py_ssize_t wino4_scratch(Py_ssize_t trows, Py_ssize_t TW) noexcept nogil:
+    """Elements of F(4x4) transform scratch for blocks of ``trows`` tile rows."""
+    return (11 * trows + 2) * (4 * TW + 4) + 64
+
+
+cdef int wino4_weights(const floating* w, Py_ssize_t G, Py_ssize_t n_out, Py_ssize_t n_in,
+                       floating* U) noexcept nogil:
+    """``U[gi][xi][o][i] = (G w[gi, o, i] G^T)[xi]`` (36 entries, F(4x4)); WINO_NONFINITE if
+    a filter holds Inf/NaN."""
+    cdef Py_ssize_t gi, o, i, r, e, MN = n_out * n_in
+    cdef const floating* f
+    cdef floating* Ug
+    cdef double t[6][3]
+    cdef double g0, g1, g2
+    cdef double SIXTH = 1.0 / 6.0, TWELFTH = 1.0 / 12.0, TWENTYFOURTH = 1.0 / 24.0
+    if not all_finite(w, G * MN * 9):
+        return WINO_NONFINITE
+    for gi in range(G):
+        Ug = U + gi * 36 * MN
+        for o in range(n_out):
+            for i in range(n_in):
+                e = o * n_in + i
+                f = w + (gi * MN + e) * 9
+                for r in range(3):      # G g: columns of g
+                    g0 = f[r]
+                    g1 = f[3 + r]
+                    g2 = f[6 + r]
+                    t[0][r] = g0 * 0.25
+                    t[1][r] = -(g0 + g1 + g2) * SIXTH
+                    t[2][r] = -(g0 - g1 + g2) * SIXTH
+                    t[3][r] = g0 * TWENTYFOURTH + g1 * TWELFTH + g2 * SIXTH
+                    t[4][r] = g0 * TWENTYFOURTH - g1 * TWELFTH + g2 * SIXTH
+                    t[5][r] = g2
+                for r in range(6):      # (G g) G^T: rows of G g
+                    g0 = t[r][0]
+                    g1 = t[r][1]
+                    g2 = t[r][2]
+                    Ug[(6 * r + 0) * MN + e] = <floating> (g0 * 0.25)
+                    Ug[(6 * r + 1) * MN + e] = <floating> (-(g0 + g1 + g2) * SIXTH)
+                    Ug[(6 * r + 2) * MN + e] = <floating> (-(g0 - g1 + g2) * SIXTH)
+                    Ug[(6 * r + 3) * MN + e] = <floating> (g0 * TWENTYFOURTH + g1 * TWELFTH
+                                                           + g2 * SIXTH)
+                    Ug[(6 * r + 4) * MN + e] = <floating> (g0 * TWENTYFOURTH - g1 * TWELFTH
+                                                           + g2 * SIXTH)
+                    Ug[(6 * r + 5) * MN + e] = <floating> g2
+    return CNN_OK
+
+
+cdef void wino4_input(const floating* xs, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ty0, Py_ssize_t ty1,
+                      Py_ssize_t TW, floating* V, Py_ssize_t ldv, Py_ssize_t t0,
+                      floating* scratch) noexcept nogil:
+    """F(4x4) :func:`wino_input`: ``V[xi][c][t0 + u] = (B^T d B)[xi]`` for the 6x6 input
+    patch ``d`` of tile ``u = (ty-ty0)*(TW+1) + tx`` (rows ``4ty-ph ..``, columns ``4tx-pw
+    ..``, zero outside the image), one junk tile per tile row."""
+    cdef Py_ssize_t Q = 4 * TW + 4, nty = ty1 - ty0, nr, LA, per, c, rr, r, lo, hi, q, i
+    cdef floating* R = scratch                  # the tile rows' input rows, zero padded
+    cdef floating* A                            # B^T d of each tile row, flattened
+    cdef floating* P                            # one row's four phases (per + 1 each)
+    cdef Py_ssize_t S = n_ch * ldv
+    nr = 4 * nty + 2
+    LA = nty * Q + 8
+    per = nty * (TW + 1)
+    A = R + nr * Q
+    P = A + 6 * LA
+    lo = py_min(py_max(pw, 0), Q)
+    hi = py_min(py_max(pw + W, lo), Q)
+    for c in range(n_ch):
+        for rr in range(nr):
+            r = 4 * ty0 - ph + rr
+            if r < 0 or r >= H:
+                memset(R + rr * Q, 0, Q * sizeof(floating))
+                continue
+            for q in range(lo):
+                R[rr * Q + q] = 0
+            memcpy(R + rr * Q + lo, xs + (c * H + r) * W + (lo - pw), (hi - lo) * sizeof(floating))
+            for q in range(hi, Q):
+                R[rr * Q + q] = 0
+        for rr in range(nty):       # B^T on the rows
+            if floating is float:
+                cnn_w4_in_rows_float(R + 4 * rr * Q, Q, Q, A + rr * Q, LA)
+            else:
+                cnn_w4_in_rows_double(R + 4 * rr * Q, Q, Q, A + rr * Q, LA)
+        for i in range(6):          # ... B on the columns, tile u reading columns 4u .. 4u+5
+            memset(A + i * LA + nty * Q, 0, 8 * sizeof(floating))
+            if floating is float:
+                cnn_w4_in_cols_float(A + i * LA, per, P, V + ((6 * i) * n_ch + c) * ldv + t0, S)
+            else:
+                cnn_w4_in_cols_double(A + i * LA, per, P, V + ((6 * i) * n_ch + c) * ldv + t0,
+                                      S)
+
+
+cdef void wino4_output(const floating* M, Py_ssize_t ldm, Py_ssize_t t0, Py_ssize_t n_ch,
+                       Py_ssize_t ty0, Py_ssize_t ty1, Py_ssize_t TW, const floating* bias,
+                       floating* ys, Py_ssize_t Ho, Py_ssize_t Wo,
+                       floating* scratch) noexcept nogil:
+    """F(4x4) :func:`wino_output`: the 4x4 tiles ``A^T m A`` (+ bias) of ``n_ch`` channels,
+    clipped to ``Ho x Wo``."""
+    cdef Py_ssize_t Q = 4 * TW + 4, nty = ty1 - ty0, per, k, rr, oh, r
+    cdef Py_ssize_t S = n_ch * ldm
+    cdef floating* sa                           # A^T m: 4 x 6 rows of per tiles
+    cdef floating* yr                           # 4 output rows per tile row, flattened
+    cdef floating* P                            # one output row's four phases
+    cdef floating b
+    per = nty * (TW + 1)
+    sa = scratch
+    yr = sa + 24 * per
+    P = yr + 16 * per
+    for k in range(n_ch):
+        b = bias[k] if bias != NULL else 0
+        if floating is float:
+            cnn_w4_out_rows_float(M + k * ldm + t0, S, per, sa)
+        else:
+            cnn_w4_out_rows_double(M + k * ldm + t0, S, per, sa)
+        for r in range(4):          # ... A on the columns, four outputs per tile and row
+            if floating is float:
+                cnn_w4_out_cols_float(sa + 6 * r * per, per, b, P, yr + r * nty * Q)
+            else:
+                cnn_w4_out_cols_double(sa + 6 * r * per, per, b, P, yr + r * nty * Q)
+        for rr in range(nty):
+            for r in range(4):
+                oh = 4 * (ty0 + rr) + r
+                if oh < Ho:
+                    memcpy(ys + (k * Ho + oh) * Wo, yr + (r * nty + rr) * Q,
+                           Wo * sizeof(floating))
+
+
+cdef void wino4_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py_ssize_t Wo,
+                           Py_ssize_t ty0, Py_ssize_t ty1, Py_ssize_t TW, floating* D,
+                           Py_ssize_t ldd, Py_ssize_t t0, floating* scratch) noexcept nogil:
+    """F(4x4) :func:`wino_grad_tiles`: ``D[xi][k][t0 + u] = (A g A^T)[xi]`` for the 4x4
+    output-gradient tiles ``g`` (zero past ``Ho x Wo`` and for the junk tiles)."""
+    cdef Py_ssize_t Q = 4 * TW + 4, nty = ty1 - ty0, LB, per, k, rr, oh, q, i
+    cdef Py_ssize_t S = n_ch * ldd
+    cdef floating* R = scratch                  # the tile rows' gradient rows, zero padded
+    cdef floating* Bv                           # A g of each tile row, flattened
+    cdef floating* P                            # one row's four phases
+    LB = nty * Q + 8
+    per = nty * (TW + 1)
+    Bv = R + 4 * nty * Q
+    P = Bv + 6 * LB
+    for k in range(n_ch):
+        for rr in range(4 * nty):
+            oh = 4 * ty0 + rr
+            if oh >= Ho:
+                memset(R + rr * Q, 0, Q * sizeof(floating))
+                continue
+            memcpy(R + rr * Q, gs + (k * Ho + oh) * Wo, Wo * sizeof(floating))
+            for q in range(Wo, Q):
+                R[rr * Q + q] = 0
+        for rr in range(nty):       # A on the rows
+            if floating is float:
+                cnn_w4_grad_rows_float(R + 4 * rr * Q, Q, Q, Bv + rr * Q, LB)
+            else:
+                cnn_w4_grad_rows_double(R + 4 * rr * Q, Q, Q, Bv + rr * Q, LB)
+        for i in range(6):          # ... A^T on the columns, tile u reading columns 4u .. 4u+3
+            if floating is float:
+                cnn_w4_grad_cols_float(Bv + i * LB, per, P, D + ((6 * i) * n_ch + k) * ldd + t0,
+                                       S)
+            else:
+                cnn_w4_grad_cols_double(Bv + i * LB, per, P,
+                                        D + ((6 * i) * n_ch + k) * ldd + t0, S)
+
+
+cdef void wino4_filter_grad(const floating* du, Py_ssize_t stride_xi, Py_ssize_t stride_part,
+                            Py_ssize_t n_parts, floating* dw9) noexcept nogil:
+    """F(4x4) :func:`wino_filter_grad`: ``dw9 (3x3) = G^T dU G`` (in float64), ``dU[xi]``
+    the sum over the batch parts (in order) of ``du[q * stride_part + xi * stride_xi]``."""
+    cdef double u[36]
+    cdef double tt[3][6]
+    cdef double sm, a1, a2, a3, a4
+    cdef double SIXTH = 1.0 / 6.0, TWELFTH = 1.0 / 12.0, TWENTYFOURTH = 1.0 / 24.0
+    cdef Py_ssize_t xi, q, i, j
+    for xi in range(36):
+        sm = du[xi * stride_xi]
+        for q in range(1, n_parts):
+            sm = sm + du[q * stride_part + xi * stride_xi]
+        u[xi] = sm
+    for j in range(6):      # G^T dU: the columns' three combinations of the six rows
+        a1 = u[6 + j]
+        a2 = u[12 + j]
+        a3 = u[18 + j]
+        a4 = u[24 + j]
+        tt[0][j] = u[j] * 0.25 - (a1 + a2) * SIXTH + (a3 + a4) * TWENTYFOURTH
+        tt[1][j] = (a2 - a1) * SIXTH + (a3 - a4) * TWELFTH
+        tt[2][j] = (a3 + a4 - a1 - a2) * SIXTH + u[30 + j]
+    for i in range(3):      # (G^T dU) G: the same on the columns
+        a1 = tt[i][1]
+        a2 = tt[i][2]
+        a3 = tt[i][3]
+        a4 = tt[i][4]
+        dw9[3 * i] = <floating> (tt[i][0] * 0.25 - (a1 + a2) * SIXTH + (a3 + a4) * TWENTYFOURTH)
+        dw9[3 * i + 1] = <floating> ((a2 - a1) * SIXTH + (a3 - a4) * TWELFTH)
+        dw9[3 * i + 2] = <floating> ((a3 + a4 - a1 - a2) * SIXTH + tt[i][5])
+
+
 cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize_t H,
                    Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const floating* filters,
                    Py_ssize_t G, Py_ssize_t Cin, Py_ssize_t Cout, const floating* bias,
-                   floating* out, Py_ssize_t Ho, Py_ssize_t Wo, int n_threads) noexcept nogil:
+                   floating* out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t m,
+                   int n_threads) noexcept nogil:
     """``out[n, gi*Cout + o] = sum_i corr3x3(inp[n, gi*Cin + i], filters[gi, o, i]) + bias``
-    with zero padding ``(ph, pw)`` at stride 1 (``filters``: G x Cout x Cin x 3 x 3).  One
-    task per (block of tiles, group).  Returns WINO_NONFINITE if an input value or a filter
-    is Inf/NaN (``out`` is then incomplete), CNN_ERR_NOMEM, or CNN_OK."""
-    cdef WinoBlocks bl = wino_blocks(N, Ho, Wo, py_max(Cin, Cout))
+    with zero padding ``(ph, pw)`` at stride 1 (``filters``: G x Cout x Cin x 3 x 3), by
+    F(m x m, 3x3), m = 2 or 4.  One task per (block of tiles, group).  Returns
+    WINO_NONFINITE if an input value or a filter is Inf/NaN (``out`` is then incomplete),
+    CNN_ERR_NOMEM, or CNN_OK."""
+    cdef WinoBlocks bl = wino_blocks(N, Ho, Wo, py_max(Cin, Cout), m)
+    cdef Py_ssize_t T = (m + 2) * (m + 2)      # transform entries
     cdef Py_ssize_t n_tasks = bl.n_sblocks * bl.n_rblocks * G
-    cdef Py_ssize_t ws_v = 16 * Cin * bl.max_tiles, ws_m = 16 * Cout * bl.max_tiles
-    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW)
+    cdef Py_ssize_t ws_v = T * Cin * bl.max_tiles, ws_m = T * Cout * bl.max_tiles
+    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW) if m == 2 else wino4_scratch(bl.trows,
+                                                                                      bl.TW)
     cdef Py_ssize_t t, r, n0, ns, rb, gi, ty0, ty1, nt, s, xi, per
     cdef int status = CNN_OK
     cdef int* status_p = &status
@@ -717,14 +983,17 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
     cdef floating* M = NULL
     cdef floating* rows = NULL
     cdef const floating* xs
-    cdef floating* U = <floating*> malloc(16 * G * Cout * Cin * sizeof(floating))
+    cdef floating* U = <floating*> malloc(T * G * Cout * Cin * sizeof(floating))
     if U == NULL:
         return CNN_ERR_NOMEM
-    status = wino_weights(filters, G, Cout, Cin, U)
+    if m == 2:
+        status = wino_weights(filters, G, Cout, Cin, U)
+    else:
+        status = wino4_weights(filters, G, Cout, Cin, U)
     if status != CNN_OK:
         free(U)
         return status
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, N * G * Cin * Cout * 9 * Ho * Wo)):
         V = <floating*> malloc((ws_v + ws_m + ws_r) * sizeof(floating))
         ok = scratch_ok(V, ws_v + ws_m + ws_r, status_p)
         M = V + ws_v if V != NULL else NULL
@@ -744,36 +1013,46 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
             nt = ns * per
             for s in range(ns):
                 xs = inp + ((n0 + s) * C_all + gi * Cin) * H * W
-                if not rows_finite(xs, Cin, H, W, 2 * ty0 - ph, 2 * ty1 - ph + 2):
+                if not rows_finite(xs, Cin, H, W, m * ty0 - ph, m * ty1 - ph + 2):
                     status_p[0] = WINO_NONFINITE
                     break
-                wino_input(xs, Cin, H, W, ph, pw, ty0, ty1, bl.TW, V, nt, s * per, rows)
+                if m == 2:
+                    wino_input(xs, Cin, H, W, ph, pw, ty0, ty1, bl.TW, V, nt, s * per, rows)
+                else:
+                    wino4_input(xs, Cin, H, W, ph, pw, ty0, ty1, bl.TW, V, nt, s * per, rows)
             if status_p[0] != CNN_OK:
                 continue
-            for xi in range(16):
+            for xi in range(T):
                 gemm(False, False, <int> Cout, <int> nt, <int> Cin, <floating> 1.0,
-                     U + (gi * 16 + xi) * Cout * Cin, <int> Cin, V + xi * Cin * nt, <int> nt,
+                     U + (gi * T + xi) * Cout * Cin, <int> Cin, V + xi * Cin * nt, <int> nt,
                      <floating> 0.0, M + xi * Cout * nt, <int> nt)
             for s in range(ns):
-                wino_output(M, nt, s * per, Cout, ty0, ty1, bl.TW,
-                            bias + gi * Cout if bias != NULL else NULL,
-                            out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo, rows)
+                if m == 2:
+                    wino_output(M, nt, s * per, Cout, ty0, ty1, bl.TW,
+                                bias + gi * Cout if bias != NULL else NULL,
+                                out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo, rows)
+                else:
+                    wino4_output(M, nt, s * per, Cout, ty0, ty1, bl.TW,
+                                 bias + gi * Cout if bias != NULL else NULL,
+                                 out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo,
+                                 rows)
         free(V)
     free(U)
     return status
 
 
 cdef int wino_forward(const floating* x, const floating* w, const floating* bias,
-                      const Geom* g, floating* y, int n_threads) noexcept nogil:
-    """conv2d forward by Winograd (see the section comment); CNN_OK, CNN_ERR_NOMEM or
-    WINO_NONFINITE."""
+                      const Geom* g, floating* y, Py_ssize_t m, int n_threads) noexcept nogil:
+    """conv2d forward by Winograd F(m x m, 3x3) (see the section comment); CNN_OK,
+    CNN_ERR_NOMEM or WINO_NONFINITE."""
     return wino_conv(x, g.N, g.C, g.H, g.W, g.ph, g.pw, w, g.G, g.Cg, g.Kg, bias, y, g.Ho,
-                     g.Wo, n_threads)
+                     g.Wo, m, n_threads)
 
 
 cdef int wino_backward_input(const floating* go, const floating* w, const floating* bias,
-                             const Geom* g, floating* dx, int n_threads) noexcept nogil:
-    """Input gradient by Winograd: the stride-1 correlation of ``dy`` padded by ``2 - p``
+                             const Geom* g, floating* dx, Py_ssize_t m,
+                             int n_threads) noexcept nogil:
+    """Input gradient by Winograd F(m x m, 3x3): the stride-1 correlation of ``dy`` padded by ``2 - p``
     with the transposed, 180-degree rotated filters (needs ``p <= 2``), plus ``bias`` per
     input channel (NULL: none)."""
     cdef int status
@@ -782,7 +1061,7 @@ cdef int wino_backward_input(const floating* go, const floating* w, const floati
         return CNN_ERR_NOMEM
     flip_transpose_weight(w, g, wflip)
     status = wino_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, wflip, g.G, g.Kg, g.Cg,
-                       bias, dx, g.H, g.W, n_threads)
+                       bias, dx, g.H, g.W, m, n_threads)
     free(wflip)
     return status
 
@@ -811,16 +1090,19 @@ cdef void wino_filter_grad(const floating* du, Py_ssize_t stride_xi, Py_ssize_t 
 
 
 cdef int wino_backward_weight(const floating* go, const floating* x, const Geom* g,
-                              floating* dw, floating* db, int n_threads) noexcept nogil:
-    """Weight (and, with ``db``, bias) gradient by Winograd: per batch part (as the GEMM
-    path) ``dU_xi += dY^_xi @ V_xi^T`` over the part's tile blocks, the parts added in order,
-    then ``dW = G^T dU G``."""
-    cdef WinoBlocks bl = wino_blocks(g.N, g.Ho, g.Wo, py_max(g.Cg, g.Kg))
+                              floating* dw, floating* db, Py_ssize_t m,
+                              int n_threads) noexcept nogil:
+    """Weight (and, with ``db``, bias) gradient by Winograd F(m x m, 3x3): per batch part
+    (as the GEMM path) ``dU_xi += dY^_xi @ V_xi^T`` over the part's tile blocks, the parts
+    added in order, then ``dW = G^T dU G``."""
+    cdef WinoBlocks bl = wino_blocks(g.N, g.Ho, g.Wo, py_max(g.Cg, g.Kg), m)
+    cdef Py_ssize_t T = (m + 2) * (m + 2)      # transform entries
     cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t n_tasks = n_parts * g.G
-    cdef Py_ssize_t usize = 16 * g.K * g.Cg, KC = g.Kg * g.Cg
-    cdef Py_ssize_t ws_v = 16 * g.Cg * bl.max_tiles, ws_d = 16 * g.Kg * bl.max_tiles
-    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW)
+    cdef Py_ssize_t usize = T * g.K * g.Cg, KC = g.Kg * g.Cg
+    cdef Py_ssize_t ws_v = T * g.Cg * bl.max_tiles, ws_d = T * g.Kg * bl.max_tiles
+    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW) if m == 2 else wino4_scratch(bl.trows,
+                                                                                      bl.TW)
     cdef Py_ssize_t t, p, gi, n0, ns, n_lo, n_hi, rb, ty0, ty1, per, nt, s, xi, e, q, k
     cdef int status = CNN_OK
     cdef int* status_p = &status
@@ -841,7 +1123,7 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
         if bpart == NULL:
             free(partials)
             return CNN_ERR_NOMEM
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         V = <floating*> malloc((ws_v + ws_d + ws_r) * sizeof(floating))
         ok = scratch_ok(V, ws_v + ws_d + ws_r, status_p)
         D = V + ws_v if V != NULL else NULL
@@ -851,7 +1133,7 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
                 continue
             p = t // g.G
             gi = t % g.G
-            acc = partials + p * usize + gi * 16 * KC
+            acc = partials + p * usize + gi * T * KC
             n_lo = p * g.N // n_parts
             n_hi = (p + 1) * g.N // n_parts
             beta = 0
@@ -866,18 +1148,24 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
                     for s in range(ns):
                         xs = x + ((n0 + s) * g.C + gi * g.Cg) * g.H * g.W
                         gs = go + ((n0 + s) * g.K + gi * g.Kg) * g.Ho * g.Wo
-                        if not (rows_finite(xs, g.Cg, g.H, g.W, 2 * ty0 - g.ph,
-                                            2 * ty1 - g.ph + 2)
-                                and rows_finite(gs, g.Kg, g.Ho, g.Wo, 2 * ty0, 2 * ty1)):
+                        if not (rows_finite(xs, g.Cg, g.H, g.W, m * ty0 - g.ph,
+                                            m * ty1 - g.ph + 2)
+                                and rows_finite(gs, g.Kg, g.Ho, g.Wo, m * ty0, m * ty1)):
                             status_p[0] = WINO_NONFINITE
                             break
-                        wino_input(xs, g.Cg, g.H, g.W, g.ph, g.pw, ty0, ty1, bl.TW, V, nt,
-                                   s * per, rows)
-                        wino_grad_tiles(gs, g.Kg, g.Ho, g.Wo, ty0, ty1, bl.TW, D, nt, s * per,
-                                        rows)
+                        if m == 2:
+                            wino_input(xs, g.Cg, g.H, g.W, g.ph, g.pw, ty0, ty1, bl.TW, V, nt,
+                                       s * per, rows)
+                            wino_grad_tiles(gs, g.Kg, g.Ho, g.Wo, ty0, ty1, bl.TW, D, nt,
+                                            s * per, rows)
+                        else:
+                            wino4_input(xs, g.Cg, g.H, g.W, g.ph, g.pw, ty0, ty1, bl.TW, V, nt,
+                                        s * per, rows)
+                            wino4_grad_tiles(gs, g.Kg, g.Ho, g.Wo, ty0, ty1, bl.TW, D, nt,
+                                             s * per, rows)
                     if status_p[0] != CNN_OK:
                         break
-                    for xi in range(16):
+                    for xi in range(T):
                         gemm(False, True, <int> g.Kg, <int> g.Cg, <int> nt, <floating> 1.0,
                              D + xi * g.Kg * nt, <int> nt, V + xi * g.Cg * nt, <int> nt, beta,
                              acc + xi * KC, <int> g.Cg)
@@ -890,8 +1178,12 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
         # dU = the parts in order; then dW[k, c] = G^T dU[:, k, c] G
         for e in prange(g.K * g.Cg, schedule="static",
                         num_threads=<int> py_min(n_threads, py_max(1, g.K * g.Cg // 1024))):
-            wino_filter_grad(partials + (e // KC) * 16 * KC + e % KC, KC, usize, n_parts,
-                             dw + e * 9)
+            if m == 2:
+                wino_filter_grad(partials + (e // KC) * 16 * KC + e % KC, KC, usize, n_parts,
+                                 dw + e * 9)
+            else:
+                wino4_filter_grad(partials + (e // KC) * 36 * KC + e % KC, KC, usize, n_parts,
+                                  dw + e * 9)
         if db != NULL:
             sum_part_bias(bpart, n_parts, g.K, db)
     free(partials)
@@ -1196,7 +1488,7 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
     cdef floating* packed = blk_pack(w, bias, g.G, g.Kg, g.Cg * g.kh * g.kw, &pl)
     if packed == NULL:
         return CNN_ERR_NOMEM
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         col = <floating*> malloc(ws * sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="static"):
@@ -1236,7 +1528,7 @@ cdef int blk_backward_input(const floating* go, const floating* w, const floatin
     free(wflip)
     if packed == NULL:
         return CNN_ERR_NOMEM
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         col = <floating*> malloc(ws * sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="static"):
@@ -1285,7 +1577,7 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
         if bpart == NULL:
             free(partials)
             return CNN_ERR_NOMEM
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         col = <floating*> malloc(ws * sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="static"):
@@ -1355,8 +1647,8 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
         return dw_forward(x, w, bias, g, y, n_threads)
     if algo == ALGO_BLOCKED:
         return blk_forward(x, w, bias, g, y, n_threads)
-    if algo == ALGO_WINOGRAD and wino_applicable(g):
-        status = wino_forward(x, w, bias, g, y, n_threads)
+    if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
+        status = wino_forward(x, w, bias, g, y, 4 if algo == ALGO_WINOGRAD4 else 2, n_threads)
         if status != WINO_NONFINITE:
             return status
         status = CNN_OK     # an Inf/NaN input: the GEMM path below
@@ -1365,7 +1657,7 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
     else:
         gemm_scratch(g, &bl, &ws_col, &ws_tmp)
     # never wake more threads than there are tasks (tiny problems stay on one thread)
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         col = <floating*> malloc(ws_col * sizeof(floating)) if ws_col else NULL
         ok = scratch_ok(col, ws_col, status_p)
         for t in prange(n_tasks, schedule="static"):
@@ -1457,8 +1749,10 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
         return dw_backward_input(go, w, bias, g, dx, n_threads)
     if algo == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
         return blk_backward_input(go, w, bias, g, dx, n_threads)
-    if algo == ALGO_WINOGRAD and wino_applicable(g) and g.ph <= 2 and g.pw <= 2:
-        status = wino_backward_input(go, w, bias, g, dx, n_threads)
+    if ((algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g)
+            and g.ph <= 2 and g.pw <= 2):
+        status = wino_backward_input(go, w, bias, g, dx, 4 if algo == ALGO_WINOGRAD4 else 2,
+                                     n_threads)
         if status != WINO_NONFINITE:
             return status
         status = CNN_OK     # an Inf/NaN input: the GEMM path below
@@ -1471,7 +1765,7 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
     else:
         gemm_scratch(g, &bl, &ws_col, &ws_tmp)
     # never wake more threads than there are tasks (tiny problems stay on one thread)
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         col = <floating*> malloc(ws_col * sizeof(floating)) if ws_col else NULL
         ok = scratch_ok(col, ws_col, status_p)
         for t in prange(n_tasks, schedule="static"):
@@ -1596,8 +1890,9 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
         return dw_backward_weight(go, x, g, dw, db, n_threads)
     if algo == ALGO_BLOCKED:
         return blk_backward_weight(go, x, g, dw, db, n_threads)
-    if algo == ALGO_WINOGRAD and wino_applicable(g):
-        status = wino_backward_weight(go, x, g, dw, db, n_threads)
+    if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
+        status = wino_backward_weight(go, x, g, dw, db, 4 if algo == ALGO_WINOGRAD4 else 2,
+                                      n_threads)
         if status != WINO_NONFINITE:
             return status
         status = CNN_OK     # an Inf/NaN input: the GEMM path below
@@ -1612,7 +1907,7 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
             free(partials)
             return CNN_ERR_NOMEM
     # never wake more threads than there are tasks (tiny problems stay on one thread)
-    with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         col = <floating*> malloc((ws_col + ws_tmp) * sizeof(floating)) if ws_col + ws_tmp else NULL
         ok = scratch_ok(col, ws_col + ws_tmp, status_p)
         tmp = col + ws_col if col != NULL else NULL

@@ -10,6 +10,14 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
     of few output channels over deep windows.
 ``"winograd"``
     Winograd F(2x2, 3x3) for 3x3, stride-1, dilation-1 convolutions with enough channels.
+``"winograd4"``
+    Winograd F(4x4, 3x3) for the same convolutions: 4x fewer multiplications than GEMM
+    (F(2x2): 2.25x), at a cost in float32 accuracy.  Largest error over the largest exact
+    value, against float64, unit-normal data (forward / input gradient / weight gradient):
+    64 -> 64 channels, 16x16: 5.5e-6 / 5.8e-6 / 2.1e-6; 16 -> 24 channels, 13x11:
+    3.2e-6 / 2.9e-6 / 2.6e-6 -- about 10x F(2x2)'s (3.9e-7 / 3.3e-7 / 3.5e-7) and GEMM's
+    (5.0e-7 / 2.3e-7 / 3.4e-7); float64: 1e-14.  Its interpolation points are 0, +-1, +-2
+    (the transforms' entries up to 8 and 1/24).
 ``"depthwise"``
     loops over the planes of a depthwise convolution (one input channel per group, any
     channel multiplier): MobileNet's 3x3 convolutions, which GEMM would cut into one tiny
@@ -112,6 +120,7 @@ REGISTRY: dict[str, Algorithm] = {
     "gemm": Algorithm(ConvAlgorithm.ALGO_GEMM, lambda case: True),
     "direct": Algorithm(ConvAlgorithm.ALGO_DIRECT, _direct_applies),
     "winograd": Algorithm(ConvAlgorithm.ALGO_WINOGRAD, _winograd_applies),
+    "winograd4": Algorithm(ConvAlgorithm.ALGO_WINOGRAD4, _winograd_applies),
     "depthwise": Algorithm(ConvAlgorithm.ALGO_DEPTHWISE, lambda case: case.w_shape[1] == 1),
     # no strided input-gradient kernel
     "blocked": Algorithm(
@@ -136,7 +145,7 @@ def conv_algorithm(name: str) -> Iterator[None]:
 
     Parameters
     ----------
-    name : {"auto", "gemm", "direct", "winograd", "depthwise", "blocked"}
+    name : {"auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked"}
         The algorithm; ``"auto"`` restores the per-shape choice inside an outer block.
 
     Notes
@@ -170,7 +179,7 @@ def forced_conv_algorithm() -> str | None:
 
 def algorithm_name(code: int) -> str:
     """The name of a kernel algorithm code (``"gemm"``, ``"direct"``, ``"winograd"``,
-    ``"depthwise"`` or ``"blocked"``)."""
+    ``"winograd4"``, ``"depthwise"`` or ``"blocked"``)."""
     return _NAMES[int(code)]
 
 
@@ -205,6 +214,19 @@ _DIRECT_FWD_MAX_SCRATCH = 1 << 20
 # --suite depthwise).  A single input channel (groups == 1) keeps the rules below.
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_OUTPUT_PIXELS = 144
+# ... and enough tiles in the batch: a batch of one small image is one or two tasks of
+# Winograd (one thread) and its transforms do not pay (1x32x16x16 -> 32, float32, 2 threads:
+# 0.34 ms against GEMM's 0.12; 4x32x16x16 -> 32: 1.12 against 1.63).
+_WINOGRAD_MIN_BATCH_PIXELS = 512
+# F(4x4, 3x3) instead of F(2x2, 3x3) for 16-64 channels per group on images of at least
+# 8x8 outputs (also below _WINOGRAD_MIN_OUTPUT_PIXELS, where it beats the blocked kernels
+# with AVX2): 4x instead of 2.25x fewer multiplications, for a float32 error ~10x larger
+# (see "winograd4" above).  float32, 1 thread, CPU time, ms (forward / input / weight
+# gradient), AVX2 build: 128x16x32x32 -> 16: F(4x4) 8.0 / 7.7 / 7.4, F(2x2) 10.0 / 10.0 /
+# 11.2; 128x32x16x16 -> 32: 5.1 / 5.3 / 7.1 against 7.0 / 6.7 / 8.5; 128x64x8x8 -> 64:
+# 6.0 / 6.3 / 8.1 against 6.5 / 6.1 / 8.1.  Not measured beyond 64 channels: F(2x2) there.
+_WINOGRAD4_MAX_CHANNELS = 64
+_WINOGRAD4_MIN_OUTPUT = 8
 
 # The channel-blocked direct kernels keep 16-32 output channels (AVX-512; 8-16 with AVX2) in
 # vector lanes and a row of outputs in registers. With AVX-512 they beat Winograd and GEMM
@@ -226,6 +248,17 @@ _BLOCKED_MAX_CHANNELS = 128
 # 21.6 / 23.0 / 30.1 ms against 23.3 / 27.1 / 33.1; at 14x14, 64x32 -> 64, they tie).
 _WINOGRAD_OVER_BLOCKED_CHANNELS = 64
 _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
+# With AVX-512, F(4x4, 3x3) beats the blocked kernels on ResNet's 32 -> 32 channels at 16x16
+# (forward and input gradient) and on the weight gradient of 16 -> 16 at 32x32 (float32,
+# 1 thread, CPU time: 5.9 / 5.9 against 6.3 / 6.2 ms; 8.4 against 9.5 ms); the blocked
+# kernels keep the rest (16 -> 16 forward: 6.7 against 7.5 ms; 64 -> 64 at 8x8: 5.3 / 5.7 /
+# 6.4 against 7.0 / 7.3 / 10.7 ms).
+_WINOGRAD4_OVER_BLOCKED: dict[str, tuple[int, int]] = {
+    # pass: (channels, output side) -- exactly ResNet's stages (ungrouped: measured so)
+    "forward": (32, 16),
+    "input": (32, 16),
+    "weight": (16, 32),
+}
 
 
 def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> bool:
@@ -278,28 +311,44 @@ def _lenet_blocked(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, whi
 
 
 def heuristic_conv_algorithm(
-    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str
+    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str, n: int | None = None
 ) -> int:
     """The kernel algorithm code the thresholds above choose for one pass (``which``:
     ``"forward"``, ``"input"`` or ``"weight"``; ``geo`` the resolved geometry, ``w_shape``
-    the weight's shape)."""
+    the weight's shape, ``n`` the batch size: None for a large batch)."""
     k, cg, kh, kw = w_shape
+    kg = k // groups
     if cg == 1 and groups > 1:
         return ConvAlgorithm.ALGO_DEPTHWISE
-    # With AVX-512 the blocked kernels run at about twice their AVX2 rate: there they come
-    # before Winograd; at lower levels only where Winograd does not apply (strided, small
-    # images).  See _BLOCKED_MIN_OUT_CHANNELS.
-    blocked = blocked_eligible(w_shape, groups, geo, which)
-    if (blocked or _lenet_blocked(w_shape, groups, geo, which)) and _selected_simd() == "avx512":
-        return ConvAlgorithm.ALGO_BLOCKED
-    if (
+    winograd = (
         (kh, kw) == (3, 3)
         and geo.stride == (1, 1)
         and geo.dilation == (1, 1)
-        and min(cg, k // groups) >= _WINOGRAD_MIN_CHANNELS
-        and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS
+        and min(cg, kg) >= _WINOGRAD_MIN_CHANNELS
+        and (n is None or n * geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_BATCH_PIXELS)
         and (which != "input" or max(geo.padding) <= 2)
-    ):
+    )
+    winograd4 = (
+        winograd
+        and max(cg, kg) <= _WINOGRAD4_MAX_CHANNELS
+        and min(geo.out) >= _WINOGRAD4_MIN_OUTPUT
+    )
+    winograd = winograd and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS
+    # With AVX-512 the blocked kernels run at about twice their AVX2 rate: there they come
+    # before Winograd (but for F(4x4) where it measured faster); at lower levels only where
+    # Winograd does not apply (strided, small images).  See _BLOCKED_MIN_OUT_CHANNELS.
+    blocked = blocked_eligible(w_shape, groups, geo, which)
+    if _selected_simd() == "avx512":
+        if blocked:
+            ch, side = _WINOGRAD4_OVER_BLOCKED[which]
+            if winograd4 and groups == 1 and cg == kg == ch and geo.out == (side, side):
+                return ConvAlgorithm.ALGO_WINOGRAD4
+            return ConvAlgorithm.ALGO_BLOCKED
+        if _lenet_blocked(w_shape, groups, geo, which):
+            return ConvAlgorithm.ALGO_BLOCKED
+    if winograd4:
+        return ConvAlgorithm.ALGO_WINOGRAD4
+    if winograd:
         return ConvAlgorithm.ALGO_WINOGRAD
     if blocked:
         return ConvAlgorithm.ALGO_BLOCKED
@@ -569,14 +618,16 @@ def select_conv_algorithm(
     forced = _forced.get()
     if forced is not None:
         return forced
-    return _heuristic(w_shape, groups, geo, which)
+    return _heuristic(w_shape, groups, geo, which, None if x_shape is None else x_shape[0])
 
 
-def _heuristic(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> int:
-    key = (w_shape, groups, geo, which)
+def _heuristic(
+    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str, n: int | None
+) -> int:
+    key = (w_shape, groups, geo, which, n)
     code = _heuristic_memo.get(key)
     if code is None:
-        code = heuristic_conv_algorithm(w_shape, groups, geo, which)
+        code = heuristic_conv_algorithm(w_shape, groups, geo, which, n)
         if len(_heuristic_memo) >= 4096:
             _heuristic_memo.clear()
         _heuristic_memo[key] = code
@@ -605,7 +656,7 @@ def _select_tuned(
             if seen is not None and c not in seen:
                 seen.append(c)
             if cache.get(c) is None:
-                _tune(cache, c, heuristic_conv_algorithm(w_shape, groups, geo, p))
+                _tune(cache, c, heuristic_conv_algorithm(w_shape, groups, geo, p, x_shape[0]))
         forced = _forced.get()
         if forced is not None:
             return forced
@@ -615,10 +666,10 @@ def _select_tuned(
         code = REGISTRY[name].code
     elif _autotune and measure:
         code = REGISTRY[
-            _tune(cache, case, heuristic_conv_algorithm(w_shape, groups, geo, which))
+            _tune(cache, case, heuristic_conv_algorithm(w_shape, groups, geo, which, x_shape[0]))
         ].code
     else:
-        code = _heuristic(w_shape, groups, geo, which)
+        code = _heuristic(w_shape, groups, geo, which, x_shape[0])
     if passes is None and generation == _generation[0]:  # (nothing changed meanwhile)
         if len(_resolved) >= 4096:
             _resolved.clear()
@@ -638,7 +689,7 @@ def _forget_resolved() -> None:
     _resolved.clear()
 
 
-# The thresholds' choice per (weight shape, groups, geometry, pass): the arguments come from
+# The thresholds' choice per (weight shape, groups, geometry, pass, batch): the arguments come from
 # the memoized argument checks of cnncore/ops/conv.py (tuples of ints), so equal keys are
 # equal cases.
 _heuristic_memo: dict[tuple[Any, ...], int] = {}

@@ -306,7 +306,8 @@ def bench_conv(
     out(
         "GF/s count the direct algorithm's 2*N*C_out*C_in/groups*kH*kW*H_out*W_out flops per "
         "pass (for a transposed convolution 2*N*C_in*C_out/groups*kH*kW*H_in*W_in); "
-        "winograd does 2.25x fewer multiplications, so its rate is an effective one"
+        "winograd (F(2x2)) does 2.25x and winograd4 (F(4x4)) 4x fewer multiplications, so "
+        "their rates are effective ones"
     )
     result: dict[str, Any] = {
         "suite": suite,
