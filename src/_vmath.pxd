@@ -34,24 +34,36 @@ cdef extern from *:
     #include <math.h>
     #include <stdint.h>
 
+    /* Every scalar helper is force-inlined: GCC's inliner gives up on them inside the large
+       SIMD-cloned block loops below (their budget is per function), and one out-of-line call
+       per element leaves the loop scalar -- silu / softplus / gelu's gradient ran 10-70x
+       slower than a memory copy that way. */
+    #if defined(__GNUC__)
+    #define CNN_INLINE static inline __attribute__((always_inline))
+    #else
+    #define CNN_INLINE static inline
+    #endif
+
     /* 2**n for an integer-valued float/double n inside the normal exponent range: add the
        round-to-nearest magic constant (the integer lands in the low mantissa bits, exactly),
        then shift it (plus the bias) into the exponent field. */
-    static inline float cnn__pow2f(float n) {
+    CNN_INLINE float cnn__pow2f(float n) {
         union { float f; uint32_t u; } v;
         v.f = n + 12582912.0f;                       /* 1.5 * 2**23 */
         v.u = (v.u + 127u) << 23;
         return v.f;
     }
-    static inline double cnn__pow2(double n) {
+    CNN_INLINE double cnn__pow2(double n) {
         union { double f; uint64_t u; } v;
         v.f = n + 6755399441055744.0;                /* 1.5 * 2**52 */
         v.u = (v.u + 1023u) << 52;
         return v.f;
     }
 
-    static inline float cnn_expf(float x) {
-        float xc = x > -104.0f ? x : -104.0f;        /* NaN -> -104 here, restored below */
+    CNN_INLINE float cnn_expf(float x) {
+        /* clamped at -110 (not higher): exp(x) for x < -103.3 rounds to 0 and still comes
+           out of 2**n1 * 2**n2 (both normal) correctly rounded */
+        float xc = x > -110.0f ? x : -110.0f;        /* NaN -> -110 here, restored below */
         xc = xc < 88.8f ? xc : 88.8f;
         float t = xc * 1.44269504088896341f + 12582912.0f;
         float n = t - 12582912.0f;                   /* round(x / ln 2) */
@@ -71,7 +83,7 @@ cdef extern from *:
         return isnan(x) ? x : res;
     }
 
-    static inline double cnn_exp(double x) {
+    CNN_INLINE double cnn_exp(double x) {
         double xc = x > -746.0 ? x : -746.0;
         xc = xc < 709.9 ? xc : 709.9;
         double t = xc * 1.4426950408889634074 + 6755399441055744.0;
@@ -101,7 +113,7 @@ cdef extern from *:
     /* expm1(x) for x in [-44, 0] (clamped): 2**n * (1 + q) - 1 = (2**n - 1) + 2**n q with
        q = expm1(r) by its Taylor polynomial (no constant term, so tiny x stay relatively
        exact; for n == 0 the formula reduces to q exactly). */
-    static inline float cnn__expm1_negf(float x) {
+    CNN_INLINE float cnn__expm1_negf(float x) {
         float xc = x > -44.0f ? x : -44.0f;
         float t = xc * 1.44269504088896341f + 12582912.0f;
         float n = t - 12582912.0f;
@@ -118,7 +130,7 @@ cdef extern from *:
         float s = cnn__pow2f(n);
         return (s - 1.0f) + s * q;
     }
-    static inline double cnn__expm1_neg(double x) {
+    CNN_INLINE double cnn__expm1_neg(double x) {
         double xc = x > -44.0 ? x : -44.0;
         double t = xc * 1.4426950408889634074 + 6755399441055744.0;
         double n = t - 6755399441055744.0;
@@ -144,14 +156,14 @@ cdef extern from *:
 
     /* sigmoid without overflow: z = exp(-|x|) <= 1, so 1/(1+z) and z/(1+z) never overflow;
        sigmoid(-1000) == 0 and sigmoid(1000) == 1 exactly. */
-    static inline float cnn_sigmoidf(float x) {
+    CNN_INLINE float cnn_sigmoidf(float x) {
         float a = x < 0.0f ? -x : x;
         float z = cnn_expf(-a);
         float s = 1.0f / (1.0f + z);
         float zs = z * s;                            /* computed unconditionally: keeps the */
         return x >= 0.0f ? s : zs;                   /* select branch-free (NaN -> zs = NaN) */
     }
-    static inline double cnn_sigmoid(double x) {
+    CNN_INLINE double cnn_sigmoid(double x) {
         double a = x < 0.0 ? -x : x;
         double z = cnn_exp(-a);
         double s = 1.0 / (1.0 + z);
@@ -161,13 +173,13 @@ cdef extern from *:
 
     /* tanh(x) = sign(x) * -expm1(-2|x|) / (2 + expm1(-2|x|)): relatively exact near 0,
        exactly +-1 once |x| > 20 (both precisions saturate well before). */
-    static inline float cnn_tanhf(float x) {
+    CNN_INLINE float cnn_tanhf(float x) {
         float a = x < 0.0f ? -x : x;
         float em = cnn__expm1_negf(-2.0f * a);
         float t = (0.0f - em) / (2.0f + em);       /* >= +0 */
         return isnan(x) ? x : copysignf(t, x);
     }
-    static inline double cnn_tanh(double x) {
+    CNN_INLINE double cnn_tanh(double x) {
         double a = x < 0.0 ? -x : x;
         double em = cnn__expm1_neg(-2.0 * a);
         double t = (0.0 - em) / (2.0 + em);
@@ -598,35 +610,26 @@ cdef inline void col_log_softmax_back(const floating* g, const floating* y, cons
 # branch-free, vectorized by the compiler, SIMD clones of the block loops).  ``_activation``
 # calls the block loops through ``act_forward`` / ``act_backward`` with a CNN_ACT_* kind.
 #
-#   Phi(x) = 0.5 erfc(-x / sqrt 2) (normal CDF): erfc(z) = t exp(P(2t - 1) - z^2) for z >= 0,
-#     t = 1 / (1 + 0.4 z), P a Chebyshev series fitted by tools/fit_erfc.py (13 terms in float,
-#     25 in double).  Relatively accurate in both tails (no 1 + erf(x) cancellation): a few
-#     ulp for |x| < 3, the rounding of x^2 (relative error ~ x^2 eps) beyond.
-#   log1p(d) for d in [0, 1]: w = 1 + d, log(w) = k ln 2 + 2 atanh(f / (2 + f)) by its odd
-#     series (|f / (2 + f)| <= 0.172), plus the rounding error of 1 + d divided by w.
+#   Phi(x) = 0.5 erfc(-x / sqrt 2) (normal CDF), from the tail Phi(-|x|) (no 1 + erf(x)
+#     cancellation: relatively accurate in both tails).  float: Phi(-|x|) = 0.5 t R(t)
+#     exp(-x^2/2), t = 1 / (1 + 0.5 |x| / sqrt 2), R a degree-10 polynomial (fitted by
+#     tools/fit_vmath.py); double: 0.5 t exp(P(2t - 1) - x^2/2), t = 1 / (1 + 0.4 |x| /
+#     sqrt 2), P a 25-term Chebyshev series (tools/fit_erfc.py).  Both pass -x^2/2 to exp()
+#     in two parts (exact square of x's leading half + the rest), so the rounding of x^2
+#     costs nothing in the far tail.  gelu' = Phi + x pdf reuses exp(-x^2/2) in float.
+#   log1p(d) for d in [0, 1] (softplus): float: d P(d), P a degree-9 polynomial
+#     (tools/fit_vmath.py; no division); double: w = 1 + d, log(w) = k ln 2 +
+#     2 atanh(f / (2 + f)) by its odd series (|f / (2 + f)| <= 0.172), plus the rounding
+#     error of 1 + d divided by w.
+#   Measured accuracy (tests/test_activation.py::test_vmath_accuracy_over_wide_ranges pins
+#   it; float32 against float64 references over +-1e4, double against mpmath): see the
+#   Notes of each function in cnncore/ops/activation.py.
 # ------------------------------------------------------------------------------------------
 
 cdef extern from *:
     """
-    /* P(s) = sum_j c_j T_j(s): 13 terms (truncation error <= 4.3e-9), Clenshaw's recurrence unrolled */
-    static inline float cnn__erfc_polyf(float s) {
-        float s2 = s + s, b1 = 0, b2 = 0, b0;
-        b0 = -1.37650399e-8f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = 4.99648765e-8f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = 2.47422285e-7f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = -7.22031116e-7f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = -4.76059672e-6f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = 8.79135243e-6f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = 9.89680624e-5f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = -3.61014862e-5f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = -2.27048401e-3f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = -4.82426793e-3f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = 5.95709111e-2f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        b0 = 7.49180091e-1f + s2 * b1 - b2; b2 = b1; b1 = b0;
-        return -8.01722706e-1f + s * b1 - b2;
-    }
     /* P(s) = sum_j c_j T_j(s): 25 terms (truncation error <= 3.8e-17), Clenshaw's recurrence unrolled */
-    static inline double cnn__erfc_poly(double s) {
+    CNN_INLINE double cnn__erfc_poly(double s) {
         double s2 = s + s, b1 = 0, b2 = 0, b0;
         b0 = -3.583823652538292e-16 + s2 * b1 - b2; b2 = b1; b1 = b0;
         b0 = 7.9360583930819192e-16 + s2 * b1 - b2; b2 = b1; b1 = b0;
@@ -655,14 +658,66 @@ cdef extern from *:
         return -8.0172270636164829e-1 + s * b1 - b2;
     }
 
-    #define CNN_PHI_BODY(T, POLY, EXP)                                                      \
-        T ax = x < 0 ? -x : x;                                                             \
-        T t = (T)1 / ((T)1 + (T)0.4 * (ax * (T)0.70710678118654752440));                  \
-        T e = (T)0.5 * t * EXP(POLY((T)2 * t - (T)1) - (T)0.5 * (x * x));                  \
-        T one_e = (T)1 - e;                                                                \
+    /* exp(hi + lo) for a two-part argument (|lo| small against |hi|, or hi + lo in range):
+       the reduction r = (hi - n ln2_hi) + lo - n ln2_lo keeps lo's bits that hi + lo would
+       round away */
+    #define CNN_EXP2_BODY(T, LO, HI, L2E, MAGIC, L1, L2, POLY)                              \
+        T xc = hi > (T)LO ? hi : (T)LO;                                                    \
+        xc = xc < (T)HI ? xc : (T)HI;                                                      \
+        T lc = xc == hi ? lo : (T)0;                                                       \
+        T t = (xc + lc) * (T)L2E + (T)MAGIC;                                               \
+        T n = t - (T)MAGIC;                                                                \
+        T r = (xc - n * (T)L1) + lc;                                                       \
+        r = r - n * (T)L2;                                                                 \
+        T p = POLY;                                                                        \
+        T h = n * (T)0.5;                                                                  \
+        T n1 = (h + (T)MAGIC) - (T)MAGIC;                                                  \
+        T res = (p * POW2(n1)) * POW2(n - n1);                                             \
+        return isnan(hi) ? hi : res;
+    CNN_INLINE float cnn__expf2(float hi, float lo) {
+        #define POW2 cnn__pow2f
+        CNN_EXP2_BODY(float, -110.0f, 88.8f, 1.44269504088896341f, 12582912.0f,
+                      0.693359375f, -2.12194440e-4f,
+            1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6.0f + r * (1.0f / 24.0f + r * (
+            1.0f / 120.0f + r * (1.0f / 720.0f + r * (1.0f / 5040.0f))))))))
+        #undef POW2
+    }
+    CNN_INLINE double cnn__exp2(double hi, double lo) {
+        #define POW2 cnn__pow2
+        CNN_EXP2_BODY(double, -746.0, 709.9, 1.4426950408889634074, 6755399441055744.0,
+                      6.93147180369123816490e-01, 1.90821492927058770002e-10,
+            1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0
+            + r * (1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0 + r * (1.0 / 362880.0
+            + r * (1.0 / 3628800.0 + r * (1.0 / 39916800.0 + r * (1.0 / 479001600.0
+            + r * (1.0 / 6227020800.0))))))))))))))
+        #undef POW2
+    }
+    /* -x^2 / 2 = hi + lo exactly up to lo's rounding: x = xh + xl with xh the leading half
+       of x's bits (12 of float's 24, 26 of double's 53), so xh^2 is exact; lo is 0 once
+       exp() is 0 anyway (and for +-inf x: no inf - inf). */
+    #define CNN_GAUSS_SPLIT(T, U, MASK, LIMIT)                                              \
+        union { T f; U u; } v;                                                             \
+        v.f = x;                                                                           \
+        v.u &= MASK;                                                                       \
+        T xh = v.f, xl = x - xh;                                                           \
+        T hi = (T)-0.5 * (xh * xh);                                                        \
+        T lo = (T)-0.5 * ((xh + x) * xl);                                                  \
+        lo = hi > (T)-LIMIT ? lo : (T)0;
+    /* double Phi(-|x|) = 0.5 erfc(|x| / sqrt 2) = 0.5 t exp(P(2t - 1) - x^2 / 2),
+       t = 1 / (1 + 0.4 |x| / sqrt 2), P the Chebyshev series above; *gauss = exp(-x^2/2). */
+    CNN_INLINE double cnn__phi_tail(double x, double* gauss) {
+        CNN_GAUSS_SPLIT(double, uint64_t, 0xfffffffff8000000ull, 1500.0)
+        double ax = x < 0 ? -x : x;
+        double t = 1.0 / (1.0 + 0.4 * (ax * 0.70710678118654752440));
+        *gauss = cnn__exp2(hi, lo);
+        return (0.5 * t) * cnn__exp2(hi, cnn__erfc_poly(2.0 * t - 1.0) + lo);
+    }
+    CNN_INLINE double cnn_phi(double x) {
+        double gauss;
+        double e = cnn__phi_tail(x, &gauss);
+        double one_e = 1.0 - e;
         return x < 0 ? e : one_e;
-    static inline float cnn_phif(float x) { CNN_PHI_BODY(float, cnn__erfc_polyf, cnn_expf) }
-    static inline double cnn_phi(double x) { CNN_PHI_BODY(double, cnn__erfc_poly, cnn_exp) }
+    }
 
     /* log1p(d) for d in [0, 1] (NaN -> NaN) */
     #define CNN_LOG1P_UNIT_BODY(T, R)                                                       \
@@ -675,11 +730,7 @@ cdef extern from *:
         T s2 = s * s;                                                                      \
         T r = R;                                                                           \
         return k * (T)0.69314718055994530942 + ((s + s) + (s + s) * (s2 * r)) + c / w;
-    static inline float cnn_log1p_unitf(float d) {
-        CNN_LOG1P_UNIT_BODY(float,
-            1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9))))
-    }
-    static inline double cnn_log1p_unit(double d) {
+    CNN_INLINE double cnn_log1p_unit(double d) {
         CNN_LOG1P_UNIT_BODY(double,
             1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11
             + s2 * (1.0 / 13 + s2 * (1.0 / 15 + s2 * (1.0 / 17 + s2 * (1.0 / 19
@@ -694,19 +745,14 @@ cdef extern from *:
         s = v >= 0 ? d : e * d;
 
     /* Each activation as a function of x (and its parameters a, b) and each derivative
-       times g; SUF / T / EXP / SIG / EXPM1N / PHI / LOG1PU name one precision's helpers. */
-    #define CNN_DEFINE_ACTIVATIONS(SUF, T, EXP, SIG, EXPM1N, PHI, LOG1PU)                   \
-    static inline T cnn_gelu##SUF(T x) { return x * PHI(x); }                              \
-    static inline T cnn_gelu_bw##SUF(T g, T x) {                                           \
-        T pdf = (T)0.39894228040143267794 * EXP((T)-0.5 * (x * x));                        \
-        return g * (PHI(x) + x * pdf);                                                     \
-    }                                                                                      \
+       times g; SUF / T / EXP / SIG / EXPM1N / LOG1PU name one precision's helpers. */
+    #define CNN_DEFINE_ACTIVATIONS(SUF, T, EXP, SIG, EXPM1N, LOG1PU)                   \
     /* tanh approximation: 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi)(x + k x^3) */ \
-    static inline T cnn_gelu_tanh##SUF(T x) {                                              \
+    CNN_INLINE T cnn_gelu_tanh##SUF(T x) {                                              \
         T u = (T)0.79788456080286535588 * (x + (T)0.044715 * (x * x * x));                 \
         return x * SIG(u + u);                                                             \
     }                                                                                      \
-    static inline T cnn_gelu_tanh_bw##SUF(T g, T x) {                                      \
+    CNN_INLINE T cnn_gelu_tanh_bw##SUF(T g, T x) {                                      \
         T x2 = x * x;                                                                      \
         T u = (T)0.79788456080286535588 * (x + (T)0.044715 * (x2 * x));                    \
         T du = (T)0.79788456080286535588 * ((T)1 + (T)(3 * 0.044715) * x2);                \
@@ -714,89 +760,213 @@ cdef extern from *:
         CNN_SIG_PARTS(v, EXP)                                                              \
         return g * (s + (T)2 * x * (e * d * d) * du);                                      \
     }                                                                                      \
-    static inline T cnn_silu##SUF(T x) { return x * SIG(x); }                              \
-    static inline T cnn_silu_bw##SUF(T g, T x) {                                           \
+    CNN_INLINE T cnn_silu##SUF(T x) { return x * SIG(x); }                              \
+    CNN_INLINE T cnn_silu_bw##SUF(T g, T x) {                                           \
         T v = x, e, d, s;                                                                  \
         CNN_SIG_PARTS(v, EXP)                                                              \
         return g * (s + x * (e * d * d));                                                  \
     }                                                                                      \
     /* elu: x > 0 ? x : alpha expm1(x) (NaN passes through) */                             \
-    static inline T cnn_elu##SUF(T x, T alpha) {                                           \
+    CNN_INLINE T cnn_elu##SUF(T x, T alpha) {                                           \
         T neg = alpha * EXPM1N(x < 0 ? x : (T)0);                                          \
-        return (x > 0 || x != x) ? x : neg;                                                \
+        return x < 0 ? neg : x;                    /* +-0, NaN and x > 0: x itself */    \
     }                                                                                      \
-    static inline T cnn_elu_bw##SUF(T g, T x, T alpha) {                                   \
+    CNN_INLINE T cnn_elu_bw##SUF(T g, T x, T alpha) {                                   \
         T neg = g * (alpha * EXP(x < 0 ? x : (T)0));                                       \
         return x <= 0 ? neg : g;                                                           \
     }                                                                                      \
     /* softplus: (max(bx, 0) + log1p(exp(-|bx|))) / beta, x where beta x > threshold */    \
-    static inline T cnn_softplus##SUF(T x, T beta, T threshold) {                          \
+    /* (times 1 / beta, hoisted out of the loops: the same as torch's division for       \
+       beta = 1 or a power of two, within an ulp otherwise) */                             \
+    CNN_INLINE T cnn_softplus##SUF(T x, T beta, T threshold) {                          \
         T bx = x * beta;                                                                   \
         T a = bx < 0 ? -bx : bx;                                                           \
-        T sp = ((bx > 0 ? bx : (T)0) + LOG1PU(EXP(-a))) / beta;                            \
+        T sp = ((bx > 0 ? bx : (T)0) + LOG1PU(EXP(-a))) * ((T)1 / beta);                   \
         return bx > threshold ? x : sp;                                                    \
     }                                                                                      \
-    static inline T cnn_softplus_bw##SUF(T g, T x, T beta, T threshold) {                  \
+    CNN_INLINE T cnn_softplus_bw##SUF(T g, T x, T beta, T threshold) {                  \
         T bx = x * beta;                                                                   \
         T d = g * SIG(bx);                                                                 \
         return bx > threshold ? g : d;                                                     \
     }                                                                                      \
     /* mish: x tanh(softplus(x)) = x q / (q + 2), q = n (n + 2), n = exp(x) (x clamped at  \
        20, where the ratio is 1 in double) */                                              \
-    static inline T cnn_mish##SUF(T x) {                                                   \
+    CNN_INLINE T cnn_mish##SUF(T x) {                                                   \
         T n = EXP(x < 20 ? x : (T)20);                                                     \
         T q = n * (n + (T)2);                                                              \
         return x * (q / (q + (T)2));                                                       \
     }                                                                                      \
-    static inline T cnn_mish_bw##SUF(T g, T x) {                                           \
+    /* mish' = r + x sigmoid(x) (1 - r^2), r = q / (q + 2); sigmoid(x) = n / (1 + n) and    \
+       1 - r^2 = 4 (q + 1) / (q + 2)^2: one exp, two divisions (the second's denominator \
+       overflows to inf in float past x ~ 19, where the term is < 1e-15) */              \
+    CNN_INLINE T cnn_mish_bw##SUF(T g, T x) {                                           \
         T n = EXP(x < 20 ? x : (T)20);                                                     \
         T q = n * (n + (T)2);                                                              \
         T q2 = q + (T)2;                                                                   \
         T r = q / q2;                                           /* tanh(softplus(x)) */    \
-        T term = x * SIG(x) * (((T)4 * (q + (T)1)) / (q2 * q2));  /* x sig (1 - r^2) */    \
+        T term = (x * n * ((T)4 * (q + (T)1))) / (((T)1 + n) * (q2 * q2));                 \
         return g * (r + (x > 20 ? (T)0 : term));                                           \
     }
-    CNN_DEFINE_ACTIVATIONS(f, float, cnn_expf, cnn_sigmoidf, cnn__expm1_negf, cnn_phif,
-                           cnn_log1p_unitf)
-    CNN_DEFINE_ACTIVATIONS(d, double, cnn_exp, cnn_sigmoid, cnn__expm1_neg, cnn_phi,
-                           cnn_log1p_unit)
+    /* ---- float gelu: Phi(-|x|) = 0.5 erfc(|x| / sqrt 2) = 0.5 t R(t) E, with
+       E = exp(-x^2 / 2), t = 1 / (1 + 0.5 |x| / sqrt 2) and R(t) = erfcx(z) / t a degree-10
+       polynomial on t in [0.163, 1] (|x| <= 14.5, beyond which Phi(-|x|) < 1e-46 is below
+       float's subnormals; fitted by tools/fit_vmath.py, error 3e-9 + float rounding).
+       x^2 / 2 enters exp() in two parts (x = xh + xl, xh with 12 significant bits, so
+       xh^2 is exact), keeping the far tails relatively accurate (a rounded x^2 alone costs
+       ~x^2/2 ulp).  gelu' = Phi(x) + x pdf(x) reuses E: one exp and one division for
+       either direction. ---- */
+    CNN_INLINE float cnn__gauss_expf(float x) {           /* exp(-x^2 / 2) */
+        CNN_GAUSS_SPLIT(float, uint32_t, 0xfffff000u, 110.0f)
+        return cnn__expf2(hi, lo);
+    }
+    CNN_INLINE float cnn__phi_tail_scaledf(float x) {    /* Phi(-|x|) / exp(-x^2 / 2) */
+        float ax = x < 0.0f ? -x : x;
+        ax = ax < 14.5f ? ax : 14.5f;                    /* (NaN: 14.5; E carries the NaN) */
+        float t = 1.0f / (1.0f + ax * 0.353553390593273762f);
+        float r = 0.03271099f;
+        r = r * t - 0.17350325f;
+        r = r * t + 0.33751065f;
+        r = r * t - 0.22651878f;
+        r = r * t - 0.07933452f;
+        r = r * t + 0.069835626f;
+        r = r * t + 0.04111636f;
+        r = r * t + 0.18920214f;
+        r = r * t + 0.24458723f;
+        r = r * t + 0.2823072f;
+        r = r * t + 0.28208634f;
+        return (0.5f * t) * r;
+    }
+    /* (E multiplies last on the negative side: no subnormal intermediate above the
+       result's own magnitude) */
+    CNN_INLINE float cnn_geluf(float x) {
+        float s = cnn__phi_tail_scaledf(x), e = cnn__gauss_expf(x);
+        float neg = (x * s) * e;
+        float pos = x * (1.0f - s * e);
+        return x < 0.0f ? neg : pos;
+    }
+    CNN_INLINE float cnn_gelu_bwf(float g, float x) {    /* Phi(x) + x pdf(x) */
+        float s = cnn__phi_tail_scaledf(x), e = cnn__gauss_expf(x);
+        float xp = x * 0.398942280401432678f;
+        float neg = (s + xp) * e;
+        float pos = (1.0f - s * e) + xp * e;
+        return g * (x < 0.0f ? neg : pos);
+    }
+    /* log1p(d) for d in [0, 1]: d P(d), P a degree-9 polynomial (tools/fit_vmath.py;
+       <= 2 ulp, relatively exact as d -> 0, no division) */
+    CNN_INLINE float cnn_log1p_polyf(float d) {
+        float p = -0.0032563785f;
+        p = p * d + 0.019907162f;
+        p = p * d - 0.0570642f;
+        p = p * d + 0.10614265f;
+        p = p * d - 0.15311863f;
+        p = p * d + 0.19678117f;
+        p = p * d - 0.24954559f;
+        p = p * d + 0.33330005f;
+        p = p * d - 0.49999905f;
+        p = p * d + 1.0f;
+        return d * p;
+    }
+    CNN_DEFINE_ACTIVATIONS(f, float, cnn_expf, cnn_sigmoidf, cnn__expm1_negf, cnn_log1p_polyf)
+    CNN_DEFINE_ACTIVATIONS(d, double, cnn_exp, cnn_sigmoid, cnn__expm1_neg, cnn_log1p_unit)
+    CNN_INLINE double cnn_gelud(double x) {
+        double gauss;
+        double e = cnn__phi_tail(x, &gauss);
+        double one_e = 1.0 - e;
+        return x * (x < 0 ? e : one_e);
+    }
+    CNN_INLINE double cnn_gelu_bwd(double g, double x) {
+        double gauss;
+        double e = cnn__phi_tail(x, &gauss);
+        double one_e = 1.0 - e;
+        return g * ((x < 0 ? e : one_e) + x * (0.39894228040143267794 * gauss));
+    }
+
+    /* hardswish x clamp(x + 3, 0, 6) / 6 and hardsigmoid clamp(x + 3, 0, 6) / 6, as torch
+       computes them (a true division by 6); NaN passes through both selects. */
+    #define CNN_DEFINE_HARD(SUF, T)                                                         \
+    CNN_INLINE T cnn_hardsigmoid##SUF(T x) {                                               \
+        T w = x + (T)3;                                                                    \
+        w = w < (T)0 ? (T)0 : w;                                                           \
+        w = w > (T)6 ? (T)6 : w;                                                           \
+        return w / (T)6;                                                                   \
+    }                                                                                      \
+    CNN_INLINE T cnn_hardswish##SUF(T x) {                                                 \
+        T w = x + (T)3;                                                                    \
+        w = w < (T)0 ? (T)0 : w;                                                           \
+        w = w > (T)6 ? (T)6 : w;                                                           \
+        return x * w / (T)6;                                                               \
+    }                                                                                      \
+    /* 0 for x <= -3, g for x >= 3 (and NaN x, as torch), g (x / 3 + 1/2) between */      \
+    CNN_INLINE T cnn_hardswish_bw##SUF(T g, T x) {                                         \
+        T z = g * (x / (T)3 + (T)0.5);                                                     \
+        z = x < (T)3 ? z : g;                                                              \
+        return x <= (T)-3 ? (T)0 : z;                                                      \
+    }                                                                                      \
+    /* g / 6 inside (-3, 3), else 0 */                                                     \
+    CNN_INLINE T cnn_hardsigmoid_bw##SUF(T g, T x) {                                       \
+        T v = g * ((T)1 / (T)6);                                                           \
+        T v1 = x > (T)-3 ? v : (T)0;                                                       \
+        return x < (T)3 ? v1 : (T)0;                                                       \
+    }
+    CNN_DEFINE_HARD(f, float)
+    CNN_DEFINE_HARD(d, double)
 
     enum { CNN_ACT_GELU = 1, CNN_ACT_GELU_TANH = 2, CNN_ACT_SILU = 3, CNN_ACT_ELU = 4,
-           CNN_ACT_SOFTPLUS = 5, CNN_ACT_MISH = 6 };
+           CNN_ACT_SOFTPLUS = 5, CNN_ACT_MISH = 6, CNN_ACT_HARDSWISH = 7,
+           CNN_ACT_HARDSIGMOID = 8 };
 
-    /* y = f(x) over a block (forward) and y = f'(x) g (backward); a, b: alpha / beta,
-       threshold.  y may be x or g itself (each element is read before it is written). */
+    /* One SIMD-cloned loop per activation and direction: y = f(x) (forward) and
+       y = f'(x) g (backward); a, b: alpha / beta, threshold.  y may be x or g itself (each
+       element is read before it is written).  One loop per function keeps every inlined
+       helper inside the vectorizer's reach (a single function holding all the loops hit
+       GCC's inlining budget and called expf out of line, element by element). */
+    #define CNN_ACT_LOOPS(NAME, SUF, T, FWD, BWD)                                           \
+    CNN_SIMD_CLONES static void cnn_##NAME##_fwd##SUF(const T* x, T* y, ptrdiff_t n,       \
+                                                      T a, T b) {                          \
+        (void)a; (void)b;                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = FWD;                                      \
+    }                                                                                      \
+    CNN_SIMD_CLONES static void cnn_##NAME##_bwd##SUF(const T* g, const T* x, T* y,        \
+                                                      ptrdiff_t n, T a, T b) {             \
+        (void)a; (void)b;                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = BWD;                                      \
+    }
     #define CNN_DEFINE_ACT_BLOCKS(SUF, T)                                                   \
-    CNN_SIMD_CLONES static void cnn_act_fwd##SUF(int kind, const T* x, T* y, ptrdiff_t n,  \
-                                                 T a, T b) {                               \
-        ptrdiff_t i;                                                                       \
+    CNN_ACT_LOOPS(gelu, SUF, T, cnn_gelu##SUF(x[i]), cnn_gelu_bw##SUF(g[i], x[i]))         \
+    CNN_ACT_LOOPS(gelu_tanh, SUF, T, cnn_gelu_tanh##SUF(x[i]),                             \
+                  cnn_gelu_tanh_bw##SUF(g[i], x[i]))                                       \
+    CNN_ACT_LOOPS(silu, SUF, T, cnn_silu##SUF(x[i]), cnn_silu_bw##SUF(g[i], x[i]))         \
+    CNN_ACT_LOOPS(elu, SUF, T, cnn_elu##SUF(x[i], a), cnn_elu_bw##SUF(g[i], x[i], a))      \
+    CNN_ACT_LOOPS(softplus, SUF, T, cnn_softplus##SUF(x[i], a, b),                         \
+                  cnn_softplus_bw##SUF(g[i], x[i], a, b))                                  \
+    CNN_ACT_LOOPS(mish, SUF, T, cnn_mish##SUF(x[i]), cnn_mish_bw##SUF(g[i], x[i]))         \
+    CNN_ACT_LOOPS(hardswish, SUF, T, cnn_hardswish##SUF(x[i]),                             \
+                  cnn_hardswish_bw##SUF(g[i], x[i]))                                       \
+    CNN_ACT_LOOPS(hardsigmoid, SUF, T, cnn_hardsigmoid##SUF(x[i]),                         \
+                  cnn_hardsigmoid_bw##SUF(g[i], x[i]))                                     \
+    static void cnn_act_fwd##SUF(int kind, const T* x, T* y, ptrdiff_t n, T a, T b) {      \
         switch (kind) {                                                                    \
-        case CNN_ACT_GELU: for (i = 0; i < n; i++) y[i] = cnn_gelu##SUF(x[i]); break;      \
-        case CNN_ACT_GELU_TANH:                                                            \
-            for (i = 0; i < n; i++) y[i] = cnn_gelu_tanh##SUF(x[i]); break;                \
-        case CNN_ACT_SILU: for (i = 0; i < n; i++) y[i] = cnn_silu##SUF(x[i]); break;      \
-        case CNN_ACT_ELU: for (i = 0; i < n; i++) y[i] = cnn_elu##SUF(x[i], a); break;     \
-        case CNN_ACT_SOFTPLUS:                                                             \
-            for (i = 0; i < n; i++) y[i] = cnn_softplus##SUF(x[i], a, b); break;           \
-        case CNN_ACT_MISH: for (i = 0; i < n; i++) y[i] = cnn_mish##SUF(x[i]); break;      \
+        case CNN_ACT_GELU: cnn_gelu_fwd##SUF(x, y, n, a, b); break;                        \
+        case CNN_ACT_GELU_TANH: cnn_gelu_tanh_fwd##SUF(x, y, n, a, b); break;              \
+        case CNN_ACT_SILU: cnn_silu_fwd##SUF(x, y, n, a, b); break;                        \
+        case CNN_ACT_ELU: cnn_elu_fwd##SUF(x, y, n, a, b); break;                          \
+        case CNN_ACT_SOFTPLUS: cnn_softplus_fwd##SUF(x, y, n, a, b); break;                \
+        case CNN_ACT_MISH: cnn_mish_fwd##SUF(x, y, n, a, b); break;                        \
+        case CNN_ACT_HARDSWISH: cnn_hardswish_fwd##SUF(x, y, n, a, b); break;              \
+        case CNN_ACT_HARDSIGMOID: cnn_hardsigmoid_fwd##SUF(x, y, n, a, b); break;          \
         }                                                                                  \
     }                                                                                      \
-    CNN_SIMD_CLONES static void cnn_act_bwd##SUF(int kind, const T* g, const T* x, T* y,   \
-                                                 ptrdiff_t n, T a, T b) {                  \
-        ptrdiff_t i;                                                                       \
+    static void cnn_act_bwd##SUF(int kind, const T* g, const T* x, T* y, ptrdiff_t n,      \
+                                 T a, T b) {                                               \
         switch (kind) {                                                                    \
-        case CNN_ACT_GELU:                                                                 \
-            for (i = 0; i < n; i++) y[i] = cnn_gelu_bw##SUF(g[i], x[i]); break;            \
-        case CNN_ACT_GELU_TANH:                                                            \
-            for (i = 0; i < n; i++) y[i] = cnn_gelu_tanh_bw##SUF(g[i], x[i]); break;       \
-        case CNN_ACT_SILU:                                                                 \
-            for (i = 0; i < n; i++) y[i] = cnn_silu_bw##SUF(g[i], x[i]); break;            \
-        case CNN_ACT_ELU:                                                                  \
-            for (i = 0; i < n; i++) y[i] = cnn_elu_bw##SUF(g[i], x[i], a); break;          \
-        case CNN_ACT_SOFTPLUS:                                                             \
-            for (i = 0; i < n; i++) y[i] = cnn_softplus_bw##SUF(g[i], x[i], a, b); break;  \
-        case CNN_ACT_MISH:                                                                 \
-            for (i = 0; i < n; i++) y[i] = cnn_mish_bw##SUF(g[i], x[i]); break;            \
+        case CNN_ACT_GELU: cnn_gelu_bwd##SUF(g, x, y, n, a, b); break;                     \
+        case CNN_ACT_GELU_TANH: cnn_gelu_tanh_bwd##SUF(g, x, y, n, a, b); break;           \
+        case CNN_ACT_SILU: cnn_silu_bwd##SUF(g, x, y, n, a, b); break;                     \
+        case CNN_ACT_ELU: cnn_elu_bwd##SUF(g, x, y, n, a, b); break;                       \
+        case CNN_ACT_SOFTPLUS: cnn_softplus_bwd##SUF(g, x, y, n, a, b); break;             \
+        case CNN_ACT_MISH: cnn_mish_bwd##SUF(g, x, y, n, a, b); break;                     \
+        case CNN_ACT_HARDSWISH: cnn_hardswish_bwd##SUF(g, x, y, n, a, b); break;           \
+        case CNN_ACT_HARDSIGMOID: cnn_hardsigmoid_bwd##SUF(g, x, y, n, a, b); break;       \
         }                                                                                  \
     }
     CNN_DEFINE_ACT_BLOCKS(f, float)
@@ -809,6 +979,8 @@ cdef extern from *:
         CNN_ACT_ELU
         CNN_ACT_SOFTPLUS
         CNN_ACT_MISH
+        CNN_ACT_HARDSWISH
+        CNN_ACT_HARDSIGMOID
     void cnn_act_fwdf(int kind, const float* x, float* y, Py_ssize_t n, float a,
                       float b) noexcept nogil
     void cnn_act_fwdd(int kind, const double* x, double* y, Py_ssize_t n, double a,

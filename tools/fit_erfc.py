@@ -3,12 +3,13 @@
 For z >= 0, ``erfc(z) = t * exp(P(t) - z**2)`` with ``t = 1 / (1 + A z)``, ``A = 0.4``; ``P``
 is smooth on ``t`` in [0, 1] (at ``t = 0``, i.e. z -> inf, it tends to
 ``-log(sqrt(pi) / A)``), so its Chebyshev series in ``s = 2 t - 1`` converges geometrically.
-The relative error of erfc is the absolute error of ``P``: 13 terms give < 1e-8 (float), 25
-give < 5e-17 (double).  Run with mpmath installed::
+The relative error of erfc is the absolute error of ``P``: 25 terms give < 5e-17 (double;
+float32's gelu uses a cheaper polynomial from tools/fit_vmath.py).  Run with mpmath
+installed::
 
     python tools/fit_erfc.py
 
-and paste the printed C functions (``cnn__erfc_polyf`` / ``cnn__erfc_poly``: the series
+and paste the printed C function (``cnn__erfc_poly``: the series
 evaluated by Clenshaw's recurrence, unrolled so that the element loops around them
 vectorize) into ``src/_vmath.pxd``.
 """
@@ -48,7 +49,7 @@ def clenshaw_c(coefs: list[str], ctype: str, suffix: str, tail: str) -> str:
     lines = [
         f"/* P(s) = sum_j c_j T_j(s): {len(coefs)} terms (truncation error <= {tail}), "
         "Clenshaw's recurrence unrolled */",
-        f"static inline {ctype} cnn__erfc_poly{suffix}({ctype} s) {{",
+        f"CNN_INLINE {ctype} cnn__erfc_poly{suffix}({ctype} s) {{",
         f"    {ctype} s2 = s + s, b1 = 0, b2 = 0, b0;",
     ]
     for c in reversed(coefs[1:]):
@@ -61,7 +62,7 @@ def clenshaw_c(coefs: list[str], ctype: str, suffix: str, tail: str) -> str:
 def main() -> None:
     mp.mp.dps = 40
     c = chebyshev()
-    for ctype, suffix, n, digits in (("float", "f", 13, 9), ("double", "", 25, 17)):
+    for ctype, suffix, n, digits in (("double", "", 25, 17),):
         tail = mp.nstr(mp.fsum(abs(v) for v in c[n:]), 2)
         coefs = [mp.nstr(v, digits, min_fixed=0, max_fixed=0) for v in c[:n]]
         print(clenshaw_c(coefs, ctype, suffix, tail))

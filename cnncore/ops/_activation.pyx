@@ -23,8 +23,8 @@ from cnncore._shared cimport (OP_ELU, OP_ELU_BW, OP_GELU, OP_GELU_BW, OP_GELU_TA
                               OP_MISH, OP_MISH_BW, OP_RELU, OP_RELU6, OP_RELU6_BW, OP_RELU_BW,
                               OP_SIGMOID, OP_SIGMOID_BW, OP_SILU, OP_SILU_BW, OP_SOFTPLUS,
                               OP_SOFTPLUS_BW, OP_TANH, OP_TANH_BW, floating, py_max, py_min)
-from _vmath cimport (CNN_ACT_ELU, CNN_ACT_GELU, CNN_ACT_GELU_TANH, CNN_ACT_MISH, CNN_ACT_SILU,
-                    CNN_ACT_SOFTPLUS, act_backward, act_forward, col_acc, col_exp_acc,
+from _vmath cimport (CNN_ACT_ELU, CNN_ACT_GELU, CNN_ACT_GELU_TANH, CNN_ACT_HARDSIGMOID,
+                    CNN_ACT_HARDSWISH, CNN_ACT_MISH, CNN_ACT_SILU, CNN_ACT_SOFTPLUS, act_backward, act_forward, col_acc, col_exp_acc,
                     col_log_softmax_back, col_max, col_mul, col_softmax_back, col_sub2, flog,
                     log_softmax_back_row, row_dot, row_exp_sum, row_max, row_scale, row_sub2,
                     row_sum, sigmoid_block, softmax_back_row, tanh_block)
@@ -54,6 +54,10 @@ cdef inline int vmath_kind(int op) noexcept nogil:
         return CNN_ACT_SOFTPLUS
     if op == OP_MISH or op == OP_MISH_BW:
         return CNN_ACT_MISH
+    if op == OP_HARDSWISH or op == OP_HARDSWISH_BW:
+        return CNN_ACT_HARDSWISH
+    if op == OP_HARDSIGMOID or op == OP_HARDSIGMOID_BW:
+        return CNN_ACT_HARDSIGMOID
     return 0
 
 
@@ -79,19 +83,6 @@ cdef void unary_block(int op, const floating* x, floating* y, Py_ssize_t n,
         sigmoid_block(x, y, n)
     elif op == OP_TANH:
         tanh_block(x, y, n)
-    elif op == OP_HARDSWISH:                       # x * clamp(x + 3, 0, 6) / 6 (as torch)
-        for i in range(n):
-            v = x[i]
-            w = v + 3
-            w = 0 if w < 0 else w                  # NaN passes through both selects
-            w = 6 if w > 6 else w
-            y[i] = v * w / 6
-    elif op == OP_HARDSIGMOID:                     # clamp(x + 3, 0, 6) / 6
-        for i in range(n):
-            w = x[i] + 3
-            w = 0 if w < 0 else w
-            w = 6 if w > 6 else w
-            y[i] = w / 6
     elif op == OP_RELU6:                           # clamp(x, 0, 6)
         for i in range(n):
             w = x[i]
@@ -103,7 +94,7 @@ cdef void binary_block(int op, const floating* g, const floating* a, floating* y
                        floating slope, floating p2) noexcept nogil:
     """``y = op(grad_output g, saved tensor a)``; ``y`` may alias ``g`` or ``a``."""
     cdef Py_ssize_t i
-    cdef floating s, v, z
+    cdef floating s, v
     cdef int kind = vmath_kind(op)
     if kind:
         act_backward(kind, g, a, y, n, slope, p2)
@@ -125,18 +116,6 @@ cdef void binary_block(int op, const floating* g, const floating* a, floating* y
         for i in range(n):
             s = a[i]
             y[i] = g[i] * (1 - s * s)
-    elif op == OP_HARDSWISH_BW:                    # a = input x: 0 | g (x/3 + 1/2) | g
-        for i in range(n):
-            s = a[i]
-            v = g[i]
-            z = v * (s / 3 + <floating> 0.5)
-            z = z if s < 3 else v                  # (NaN x: g, as torch)
-            y[i] = 0 if s <= -3 else z
-    elif op == OP_HARDSIGMOID_BW:                  # g / 6 inside (-3, 3), else 0
-        for i in range(n):
-            s = a[i]
-            v = g[i] * (<floating> 1 / <floating> 6)
-            y[i] = v if (s > -3 and s < 3) else 0
     elif op == OP_RELU6_BW:                        # g inside (0, 6), else 0 (hardtanh's rule)
         for i in range(n):
             s = a[i]

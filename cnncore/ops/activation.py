@@ -276,7 +276,8 @@ def sigmoid(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     -----
     Computed as ``1 / (1 + z)`` for ``x >= 0`` and ``z / (1 + z)`` for ``x < 0`` with
     ``z = exp(-|x|) <= 1``: nothing overflows and no floating-point warning is raised;
-    ``sigmoid(1000) == 1`` and ``sigmoid(-1000) == 0`` exactly. Accurate to a few ulp.
+    ``sigmoid(1000) == 1`` and ``sigmoid(-1000) == 0`` exactly. Measured error (vectorized
+    ``exp``, src/_vmath.pxd): at most 2.4 ulp in float32 (over +-1e4), 2.1 in float64.
 
     See Also
     --------
@@ -331,7 +332,8 @@ def tanh(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     Notes
     -----
     Computed as ``sign(x) * -m / (2 + m)`` with ``m = expm1(-2|x|)``: relatively accurate near
-    0 (``tanh(1e-30) == 1e-30``), exactly +-1 for large ``|x|``, a few ulp everywhere.
+    0 (``tanh(1e-30) == 1e-30``), exactly +-1 for large ``|x|``; at most 2.5 ulp (float32)
+    and 2.3 ulp (float64) everywhere.
 
     See Also
     --------
@@ -557,11 +559,15 @@ def gelu(x: ArrayLike, approximate: str = "none", *, out: np.ndarray | None = No
 
     Notes
     -----
-    ``Phi(x) = erfc(-x / sqrt(2)) / 2`` is evaluated as ``t * exp(P(t) - x**2 / 2) / 2`` with
-    ``t = 1 / (1 + 0.4 |x| / sqrt(2))`` and a Chebyshev series ``P`` (tools/fit_erfc.py):
-    relatively accurate in both tails (no ``1 + erf`` cancellation for negative ``x``), a few
-    ulp for ``|x| < 3``.  The tanh form is computed as ``x * sigmoid(2 u)``, the same value
-    without cancellation.
+    ``Phi(x) = erfc(-x / sqrt(2)) / 2`` is evaluated from its tail ``Phi(-|x|)``: in float32
+    as ``t R(t) exp(-x**2 / 2) / 2`` with ``t = 1 / (1 + 0.5 |x| / sqrt(2))`` and a
+    degree-10 polynomial ``R`` (tools/fit_vmath.py), in float64 as
+    ``t exp(P(t) - x**2 / 2) / 2`` with ``t = 1 / (1 + 0.4 |x| / sqrt(2))`` and a Chebyshev
+    series ``P`` (tools/fit_erfc.py); ``-x**2 / 2`` enters ``exp`` in two exact parts.
+    Relatively accurate in both tails (no ``1 + erf`` cancellation for negative ``x``):
+    measured at most 4.2 ulp in float32 (over +-1e4) and 5.0 ulp in float64.  The tanh form
+    is computed as ``x * sigmoid(2 u)``, the same value without cancellation (within
+    ``4 + 4 |u|`` ulp in float32: the rounding of ``u``).
 
     See Also
     --------
@@ -646,7 +652,8 @@ def silu_backward(
     Notes
     -----
     ``s * (1 - s)`` is computed as ``e / (1 + e)**2`` with ``e = exp(-|x|)``, without the
-    cancellation of ``1 - s`` for large ``x``.
+    cancellation of ``1 - s`` for large ``x``.  Error at most 3.1 ulp (float32) / 3.0 ulp
+    (float64) of the larger of the two terms ``s`` and ``x s (1 - s)``.
 
     See Also
     --------
@@ -673,7 +680,7 @@ def elu(x: ArrayLike, alpha: float = 1.0, *, out: np.ndarray | None = None) -> n
 
     Notes
     -----
-    ``exp(x) - 1`` is computed as ``expm1(x)``: relatively accurate near 0.
+    ``exp(x) - 1`` is computed as ``expm1(x)``: relatively accurate near 0 (at most 0.9 ulp).
 
     See Also
     --------
@@ -847,8 +854,11 @@ def softplus(
 
     Notes
     -----
-    Computed as ``(max(beta x, 0) + log1p(exp(-|beta x|))) / beta``: no overflow for any
-    threshold, relatively accurate for very negative ``beta x``.
+    Computed as ``(max(beta x, 0) + log1p(exp(-|beta x|))) * (1 / beta)``: no overflow for
+    any threshold, relatively accurate for very negative ``beta x``; at most 1.9 ulp (float32,
+    ``log1p`` by a polynomial) / 2.2 ulp (float64) for ``beta = 1``.  ``1 / beta`` is
+    computed once: the same as PyTorch's division for ``beta`` a power of two, within an ulp
+    otherwise.
 
     See Also
     --------
@@ -910,7 +920,8 @@ def mish(x: ArrayLike, *, out: np.ndarray | None = None) -> np.ndarray:
     Notes
     -----
     ``tanh(log(1 + e)) = q / (q + 2)`` with ``e = exp(x)``, ``q = e (e + 2)``: one
-    exponential, relatively accurate for very negative ``x``.
+    exponential, relatively accurate for very negative ``x``; at most 3.7 ulp (float32) /
+    2.9 ulp (float64).
 
     See Also
     --------
