@@ -53,6 +53,21 @@ CASES = [
     ((2, 1, 9, 8), (4, 1, 3, 3), 1, 1, 1, 1),  # one input channel (depthwise when forced)
 ]
 
+# The flat depthwise kernels (stride 1, W_out == W, rows shorter than two blocks) and the
+# phase-split im2col / col2im (strides dividing the input, W_out == W / stride_w).
+FLAT_AND_PHASE_CASES = [
+    ((2, 4, 14, 14), (4, 1, 3, 3), 1, 1, 1, 4),  # flat: 196 outputs, a partial last block
+    ((2, 3, 28, 28), (6, 1, 3, 3), 1, 1, 1, 3),  # flat: multiplier 2, 8-block runs
+    ((1, 2, 11, 9), (2, 1, 5, 3), 1, (1, 2), (1, 2), 2),  # flat: H_out != H, dilated columns
+    ((1, 2, 300, 20), (4, 1, 3, 3), 1, 1, 1, 2),  # flat: several bands per plane
+    ((1, 2, 5, 2), (2, 1, 5, 5), 1, 2, 1, 2),  # padding >= W: the row kernels
+    ((2, 3, 8, 10), (4, 3, 4, 4), 2, 1, 1, 1),  # phase split: k4 s2 p1
+    ((2, 3, 12, 9), (4, 3, 3, 3), 3, 1, 1, 1),  # phase split: stride 3
+    ((2, 2, 8, 8), (3, 2, 3, 3), (2, 1), (4, 2), (1, 2), 1),  # phase split: rows only
+    ((2, 2, 6, 4), (3, 2, 3, 3), 2, (1, 4), (1, 4), 1),  # phase split: taps past the edge
+]
+CASES += FLAT_AND_PHASE_CASES
+
 
 def _ids(case):
     xs, ws, s, p, d, g = case
@@ -168,6 +183,47 @@ def test_same_size_rows_with_edges(rng, dtype, w_shape, padding, dilation, col_b
         )
         cols = cnncore.im2col(x, w_shape[2:], padding=padding, dilation=dilation)
         np.testing.assert_array_equal(cols, im2col_ref(x, w_shape[2:], 1, padding, dilation))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, padding, dilation, groups, algo",
+    [
+        ((2, 2, 8, 6), (3, 2, 4, 4), 2, 1, 1, 1, "gemm"),  # phase split, k4 s2 p1
+        ((2, 2, 9, 6), (3, 2, 3, 3), (3, 2), (1, 3), (1, 3), 1, "gemm"),  # wrapped taps
+        ((2, 2, 6, 5), (4, 1, 3, 3), 1, 1, 1, 2, "depthwise"),  # flat depthwise
+        ((2, 2, 6, 7), (2, 1, 3, 5), 1, (1, 4), (1, 2), 2, "depthwise"),  # |offset| 4 of 7
+    ],
+)
+def test_shifted_planes_with_edges(
+    rng, dtype, x_shape, w_shape, stride, padding, dilation, groups, algo, col_budget
+):
+    """The phase-split im2col / col2im and the flat depthwise kernels read and write whole
+    planes shifted by a tap's offset, zeroing the columns that wrap around to the next row.
+    Values next to the edges are infinite here: a wrapped-around read or write would turn a
+    finite result into inf/nan, or an infinite one into nan.  Regression test for both."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    x[0, 0, 2, -1] = np.inf
+    x[1, 1, 4, 0] = -np.inf
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref_args = (stride, padding, dilation, groups)
+    t = tol(dtype)
+    with cnncore.conv_algorithm(algo), np.errstate(invalid="ignore"):
+        y = cnncore.conv2d(x, w, None, **kw)
+        np.testing.assert_allclose(y, conv2d_ref(x, w, None, *ref_args), **t)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gy[1, 0, -1, -1] = np.inf
+        gy[0, 1, 0, 0] = np.inf
+        dx = cnncore.conv2d_backward_input(gy, w, x.shape, **kw)
+        np.testing.assert_allclose(dx, conv2d_backward_input_ref(gy, w, x.shape, *ref_args), **t)
+        xf = np.where(np.isfinite(x), x, 0).astype(dtype)
+        gf = np.where(np.isfinite(gy), gy, 0).astype(dtype)
+        dw = cnncore.conv2d_backward_weight(gf, xf, w.shape, **kw)
+        np.testing.assert_allclose(dw, conv2d_backward_weight_ref(gf, xf, w.shape, *ref_args), **t)
+    if groups == 1:
+        cols = cnncore.im2col(x, w_shape[2:], stride, padding, dilation)
+        np.testing.assert_array_equal(cols, im2col_ref(x, w_shape[2:], stride, padding, dilation))
 
 
 WINOGRAD_CASES = [
@@ -572,6 +628,7 @@ def test_blocked_kernels_at_every_simd_level(rng, case, dtype, monkeypatch):
     "case",
     [CASES[1], CASES[3], CASES[4], CASES[5], CASES[11], CASES[15], CASES[16], CASES[17]]
     + CASES[19:22]
+    + FLAT_AND_PHASE_CASES
     + BLOCKED_CASES[:4],
     ids=_ids,
 )

@@ -29,6 +29,9 @@ CASES = [
     ((2, 16, 6, 7), (16, 16, 3, 3), 1, 1, 0, 1, 1),  # enough channels for Winograd
     ((2, 2, 20, 9), (2, 3, 3, 3), 1, 1, 0, 1, 1),  # few channels on a taller image: direct
     ((1, 2, 3, 3), (2, 1, 3, 3), (3, 2), (4, 1), (2, 1), 1, 1),  # crops all but a few taps
+    ((2, 4, 5, 6), (4, 3, 4, 4), 2, 1, 0, 1, 1),  # k4 s2 p1: phase-split col2im / im2col
+    ((2, 3, 4, 5), (3, 2, 3, 3), 2, 1, 1, 1, 1),  # k3 s2 p1 op1: phase split
+    ((2, 4, 6, 6), (4, 1, 3, 3), 1, 1, 0, 4, 1),  # depthwise transposed, stride 1: flat kernels
 ]
 
 
