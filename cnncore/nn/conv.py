@@ -4,7 +4,6 @@ functions)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,9 +29,8 @@ from .._validation import (
     check_numel,
     to_pair,
 )
-from ..ops.conv import prepare_conv2d
 from . import init
-from .inference import SMALL_MACS, step_threads
+from .inference import conv2d_layer_kernel
 from .module import (
     Module,
     Symbolic,
@@ -72,10 +70,7 @@ def _prepared_call(x: np.ndarray, layer: Conv2d) -> Any:
         return None
     if layer._call is not None and layer._call.key == key:
         return layer._call  # (the input was converted this time: keep the prepared call)
-    args = (key[0], key[1], key[2], layer.stride, layer.padding, layer.dilation, layer.groups)
-    run, out_shape = prepare_conv2d(*args)
-    if step_threads(math.prod(out_shape) * math.prod(key[1][1:]), SMALL_MACS) is not None:
-        run, out_shape = prepare_conv2d(*args, n_threads=1)  # (too little work to share)
+    run, out_shape = conv2d_layer_kernel(layer, key[0], key[2])
     dtype = key[2]
     cap = blas_single_thread()
     empty = np.empty

@@ -90,16 +90,38 @@ def step_threads(work: int, small: int) -> int | None:
     return 1 if work < small else None
 
 
+def conv2d_layer_kernel(
+    layer: Any, x_shape: tuple[int, ...], dtype: Any
+) -> tuple[Callable[..., Any], tuple[int, ...]]:
+    """``(run, out_shape)`` of :func:`cnncore.ops.conv.prepare_conv2d` for a Conv2d
+    ``layer`` (zero padding) on inputs of ``x_shape`` and ``dtype``, on one thread when the
+    convolution has fewer than :data:`SMALL_MACS` multiply-adds.  Plans and the layer's own
+    prepared call (:mod:`cnncore.nn.conv`) both use it."""
+    w_shape = layer.weight.data.shape
+    args = (x_shape, w_shape, dtype, layer.stride, layer.padding, layer.dilation, layer.groups)
+    run, out_shape = prepare_conv2d(*args)
+    if step_threads(math.prod(out_shape) * math.prod(w_shape[1:]), SMALL_MACS) is not None:
+        run, out_shape = prepare_conv2d(*args, n_threads=1)  # (too little work to share)
+    return run, out_shape
+
+
+def linear_layer_kernel(
+    layer: Any, x_shape: tuple[int, ...]
+) -> tuple[Callable[..., Any], tuple[int, ...]]:
+    """``(run, out_shape)`` of :func:`cnncore.ops.linear.prepare_linear` for a Linear
+    ``layer`` on inputs of ``x_shape``, on one thread below :data:`SMALL_MACS`
+    multiply-adds (plans and the layer's prepared call)."""
+    w_shape = layer.weight.data.shape
+    macs = math.prod(x_shape) * w_shape[0]
+    return prepare_linear(x_shape, w_shape, step_threads(macs, SMALL_MACS))
+
+
 def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
     if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
         return None  # (an unbatched sample or a bad input: the layer's own forward)
     w = layer.weight
     b = layer.bias
-    args = (x.shape, w.data.shape, x.dtype, layer.stride, layer.padding, layer.dilation)
-    run, out_shape = prepare_conv2d(*args, layer.groups)
-    macs = math.prod(out_shape) * math.prod(w.data.shape[1:])
-    if step_threads(macs, SMALL_MACS) is not None:
-        run, out_shape = prepare_conv2d(*args, layer.groups, n_threads=1)
+    run, out_shape = conv2d_layer_kernel(layer, x.shape, x.dtype)
     out = np.empty(out_shape, x.dtype)
     if b is None:
         return (lambda x: run(x, w.data, None, out)), True
@@ -111,9 +133,7 @@ def _plan_linear(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
         return None
     w = layer.weight
     b = layer.bias
-    run, out_shape = prepare_linear(
-        x.shape, w.data.shape, step_threads(x.size * w.data.shape[0], SMALL_MACS)
-    )
+    run, out_shape = linear_layer_kernel(layer, x.shape)
     out = np.empty(out_shape, x.dtype)
     if b is None:
         return (lambda x: run(x, w.data, None, out)), True

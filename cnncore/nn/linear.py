@@ -3,7 +3,6 @@ backward functions)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -12,9 +11,8 @@ from .. import functional as F
 from .._config import blas_single_thread
 from .._typing import ArrayLike, DTypeLike, RNGLike
 from .._validation import as_float_array, check_bool, check_input_shape, check_int, check_numel
-from ..ops.linear import prepare_linear
 from . import init
-from .inference import SMALL_MACS, step_threads
+from .inference import linear_layer_kernel
 from .module import (
     Module,
     accumulate,
@@ -41,10 +39,7 @@ def _prepared_call(x: np.ndarray, layer: Linear) -> Any:
         return None
     if layer._call is not None and layer._call.key == key:
         return layer._call
-    rows = math.prod(key[0][:-1])
-    run, out_shape = prepare_linear(
-        key[0], key[1], step_threads(rows * key[1][0] * key[1][1], SMALL_MACS)
-    )
+    run, out_shape = linear_layer_kernel(layer, key[0])
     dtype = key[2]
     cap = blas_single_thread()
     empty = np.empty
