@@ -195,7 +195,7 @@ class BuildExt(build_ext):
                     cflags.append("-O2" if ext.name in SUPPORT_MODULES else "-O3")
                     if not sanitize:
                         # Python's CFLAGS carry -g: debug info makes each compile about a
-                        # third slower and the wheel six times bigger, for nothing a user runs
+                        # third slower and the extensions six times bigger, for nothing a user runs
                         cflags.append("-g0")
                 cflags += ["-fno-math-errno", "-Wno-unused-function"]
                 if native:
