@@ -17,30 +17,28 @@
 #include <stddef.h>
 
 #define CNN_W4_DEFINE(T)                                                                     \
-    /* B^T on six rows s[0..5] (row stride Q) of n columns: a[k * LA + q]. */               \
-    static __attribute__((noinline)) void cnn_w4_in_rows_##T(const T* __restrict__ s, ptrdiff_t Q, ptrdiff_t n,        \
-                                   T* __restrict__ a, ptrdiff_t LA) {                        \
-        const T* __restrict__ s0 = s;                                                        \
-        const T* __restrict__ s1 = s + Q;                                                    \
-        const T* __restrict__ s2 = s + 2 * Q;                                                \
-        const T* __restrict__ s3 = s + 3 * Q;                                                \
-        const T* __restrict__ s4 = s + 4 * Q;                                                \
-        const T* __restrict__ s5 = s + 5 * Q;                                                \
-        T* __restrict__ a0 = a;                                                              \
-        T* __restrict__ a1 = a + LA;                                                         \
-        T* __restrict__ a2 = a + 2 * LA;                                                     \
-        T* __restrict__ a3 = a + 3 * LA;                                                     \
-        T* __restrict__ a4 = a + 4 * LA;                                                     \
-        T* __restrict__ a5 = a + 5 * LA;                                                     \
-        _Pragma("GCC ivdep") for (ptrdiff_t q = 0; q < n; ++q) {                                                  \
-            const T x1 = s1[q], x2 = s2[q], x3 = s3[q], x4 = s4[q];                          \
-            a0[q] = (T)4 * s0[q] - (T)5 * x2 + x4;                                           \
-            a1[q] = x3 + x4 - (T)4 * (x1 + x2);                                              \
-            a2[q] = (T)4 * (x1 - x2) + x4 - x3;                                              \
-            a3[q] = (T)2 * (x3 - x1) + x4 - x2;                                              \
-            a4[q] = (T)2 * (x1 - x3) + x4 - x2;                                              \
-            a5[q] = (T)4 * x1 - (T)5 * x3 + s5[q];                                           \
+    /* B^T on six input vectors x0..x5 of n values: y0..y5 (the rows and the columns         \
+       sweeps of the input transform both run this loop). */                                 \
+    static __attribute__((noinline)) void cnn_w4_bt_##T(                                     \
+        const T* __restrict__ x0, const T* __restrict__ x1, const T* __restrict__ x2,        \
+        const T* __restrict__ x3, const T* __restrict__ x4, const T* __restrict__ x5,        \
+        ptrdiff_t n, T* __restrict__ y0, T* __restrict__ y1, T* __restrict__ y2,             \
+        T* __restrict__ y3, T* __restrict__ y4, T* __restrict__ y5) {                        \
+        _Pragma("GCC ivdep") for (ptrdiff_t q = 0; q < n; ++q) {                             \
+            const T v1 = x1[q], v2 = x2[q], v3 = x3[q], v4 = x4[q];                          \
+            y0[q] = (T)4 * x0[q] - (T)5 * v2 + v4;                                           \
+            y1[q] = v3 + v4 - (T)4 * (v1 + v2);                                              \
+            y2[q] = (T)4 * (v1 - v2) + v4 - v3;                                              \
+            y3[q] = (T)2 * (v3 - v1) + v4 - v2;                                              \
+            y4[q] = (T)2 * (v1 - v3) + v4 - v2;                                              \
+            y5[q] = (T)4 * v1 - (T)5 * v3 + x5[q];                                           \
         }                                                                                    \
+    }                                                                                        \
+                                                                                             \
+    /* B^T on six rows s[0..5] (row stride Q) of n columns: a[k * LA + q]. */                \
+    static void cnn_w4_in_rows_##T(const T* s, ptrdiff_t Q, ptrdiff_t n, T* a, ptrdiff_t LA) {\
+        cnn_w4_bt_##T(s, s + Q, s + 2 * Q, s + 3 * Q, s + 4 * Q, s + 5 * Q, n,               \
+                      a, a + LA, a + 2 * LA, a + 3 * LA, a + 4 * LA, a + 5 * LA);            \
     }                                                                                        \
                                                                                              \
     /* ph[k * n + j] = a[4 j + k] (k < 4, j < n): a row's four phases. */                    \
@@ -69,30 +67,11 @@
                                                                                              \
     /* B on the columns of one transformed row a (>= 4 per + 8 values): tile u reads         \
        a[4u .. 4u+5]; d[k * S + u] for k < 6.  ph: 4 (per + 1) values of scratch. */         \
-    static __attribute__((noinline)) void cnn_w4_in_cols_##T(const T* __restrict__ a, ptrdiff_t per,                  \
-                                   T* __restrict__ ph, T* __restrict__ d, ptrdiff_t S) {     \
+    static void cnn_w4_in_cols_##T(const T* a, ptrdiff_t per, T* ph, T* d, ptrdiff_t S) {    \
         const ptrdiff_t n1 = per + 1;                                                        \
         cnn_w4_split_##T(a, n1, ph);                                                         \
-        const T* __restrict__ p0 = ph;                                                       \
-        const T* __restrict__ p1 = ph + n1;                                                  \
-        const T* __restrict__ p2 = ph + 2 * n1;                                              \
-        const T* __restrict__ p3 = ph + 3 * n1;                                              \
-        T* __restrict__ d0 = d;                                                              \
-        T* __restrict__ d1 = d + S;                                                          \
-        T* __restrict__ d2 = d + 2 * S;                                                      \
-        T* __restrict__ d3 = d + 3 * S;                                                      \
-        T* __restrict__ d4 = d + 4 * S;                                                      \
-        T* __restrict__ d5 = d + 5 * S;                                                      \
-        _Pragma("GCC ivdep") for (ptrdiff_t u = 0; u < per; ++u) {                                                \
-            const T b0 = p0[u], b1 = p1[u], b2 = p2[u], b3 = p3[u];                          \
-            const T b4 = p0[u + 1], b5 = p1[u + 1];                                          \
-            d0[u] = (T)4 * b0 - (T)5 * b2 + b4;                                              \
-            d1[u] = b3 + b4 - (T)4 * (b1 + b2);                                              \
-            d2[u] = (T)4 * (b1 - b2) + b4 - b3;                                              \
-            d3[u] = (T)2 * (b3 - b1) + b4 - b2;                                              \
-            d4[u] = (T)2 * (b1 - b3) + b4 - b2;                                              \
-            d5[u] = (T)4 * b1 - (T)5 * b3 + b5;                                              \
-        }                                                                                    \
+        cnn_w4_bt_##T(ph, ph + n1, ph + 2 * n1, ph + 3 * n1, ph + 1, ph + n1 + 1, per,       \
+                      d, d + S, d + 2 * S, d + 3 * S, d + 4 * S, d + 5 * S);                 \
     }                                                                                        \
                                                                                              \
     /* A^T on the rows of the 6x6 products of one channel: m[(6 i + j) * S + u];             \
@@ -146,56 +125,36 @@
         cnn_w4_join_##T(ph, per, y);                                                         \
     }                                                                                        \
                                                                                              \
-    /* A on four gradient rows g[0..3] (row stride Q) of n columns: b[k * LB + q], k < 6. */ \
-    static __attribute__((noinline)) void cnn_w4_grad_rows_##T(const T* __restrict__ g, ptrdiff_t Q, ptrdiff_t n,      \
-                                     T* __restrict__ bq, ptrdiff_t LB) {                     \
-        const T* __restrict__ g0 = g;                                                        \
-        const T* __restrict__ g1 = g + Q;                                                    \
-        const T* __restrict__ g2 = g + 2 * Q;                                                \
-        const T* __restrict__ g3 = g + 3 * Q;                                                \
-        T* __restrict__ b0 = bq;                                                             \
-        T* __restrict__ b1 = bq + LB;                                                        \
-        T* __restrict__ b2 = bq + 2 * LB;                                                    \
-        T* __restrict__ b3 = bq + 3 * LB;                                                    \
-        T* __restrict__ b4 = bq + 4 * LB;                                                    \
-        T* __restrict__ b5 = bq + 5 * LB;                                                    \
-        _Pragma("GCC ivdep") for (ptrdiff_t q = 0; q < n; ++q) {                                                  \
-            const T p02 = g0[q] + g2[q], p13 = g1[q] + g3[q];                                \
-            const T r02 = g0[q] + (T)4 * g2[q], r13 = (T)2 * g1[q] + (T)8 * g3[q];           \
-            b0[q] = g0[q];                                                                   \
-            b1[q] = p02 + p13;                                                               \
-            b2[q] = p02 - p13;                                                               \
-            b3[q] = r02 + r13;                                                               \
-            b4[q] = r02 - r13;                                                               \
-            b5[q] = g3[q];                                                                   \
+    /* A on four vectors x0..x3 of n values: y0..y5 (the rows and the columns sweeps of      \
+       the weight gradient's output-gradient transform both run this loop). */               \
+    static __attribute__((noinline)) void cnn_w4_a_##T(                                      \
+        const T* __restrict__ x0, const T* __restrict__ x1, const T* __restrict__ x2,        \
+        const T* __restrict__ x3, ptrdiff_t n, T* __restrict__ y0, T* __restrict__ y1,       \
+        T* __restrict__ y2, T* __restrict__ y3, T* __restrict__ y4, T* __restrict__ y5) {    \
+        _Pragma("GCC ivdep") for (ptrdiff_t q = 0; q < n; ++q) {                             \
+            const T p02 = x0[q] + x2[q], p13 = x1[q] + x3[q];                                \
+            const T r02 = x0[q] + (T)4 * x2[q], r13 = (T)2 * x1[q] + (T)8 * x3[q];           \
+            y0[q] = x0[q];                                                                   \
+            y1[q] = p02 + p13;                                                               \
+            y2[q] = p02 - p13;                                                               \
+            y3[q] = r02 + r13;                                                               \
+            y4[q] = r02 - r13;                                                               \
+            y5[q] = x3[q];                                                                   \
         }                                                                                    \
+    }                                                                                        \
+                                                                                             \
+    /* A on four gradient rows g[0..3] (row stride Q) of n columns: b[k * LB + q], k < 6. */ \
+    static void cnn_w4_grad_rows_##T(const T* g, ptrdiff_t Q, ptrdiff_t n, T* bq, ptrdiff_t LB) {\
+        cnn_w4_a_##T(g, g + Q, g + 2 * Q, g + 3 * Q, n,                                      \
+                     bq, bq + LB, bq + 2 * LB, bq + 3 * LB, bq + 4 * LB, bq + 5 * LB);       \
     }                                                                                        \
                                                                                              \
     /* A^T on the columns of one row bq (tile u reads bq[4u .. 4u+3]): d[k * S + u].         \
        ph: 4 per values of scratch. */                                                       \
-    static __attribute__((noinline)) void cnn_w4_grad_cols_##T(const T* __restrict__ bq, ptrdiff_t per,                \
-                                     T* __restrict__ ph, T* __restrict__ d, ptrdiff_t S) {   \
+    static void cnn_w4_grad_cols_##T(const T* bq, ptrdiff_t per, T* ph, T* d, ptrdiff_t S) { \
         cnn_w4_split_##T(bq, per, ph);                                                       \
-        const T* __restrict__ c0 = ph;                                                       \
-        const T* __restrict__ c1 = ph + per;                                                 \
-        const T* __restrict__ c2 = ph + 2 * per;                                             \
-        const T* __restrict__ c3 = ph + 3 * per;                                             \
-        T* __restrict__ d0 = d;                                                              \
-        T* __restrict__ d1 = d + S;                                                          \
-        T* __restrict__ d2 = d + 2 * S;                                                      \
-        T* __restrict__ d3 = d + 3 * S;                                                      \
-        T* __restrict__ d4 = d + 4 * S;                                                      \
-        T* __restrict__ d5 = d + 5 * S;                                                      \
-        _Pragma("GCC ivdep") for (ptrdiff_t u = 0; u < per; ++u) {                                                \
-            const T p02 = c0[u] + c2[u], p13 = c1[u] + c3[u];                                \
-            const T r02 = c0[u] + (T)4 * c2[u], r13 = (T)2 * c1[u] + (T)8 * c3[u];           \
-            d0[u] = c0[u];                                                                   \
-            d1[u] = p02 + p13;                                                               \
-            d2[u] = p02 - p13;                                                               \
-            d3[u] = r02 + r13;                                                               \
-            d4[u] = r02 - r13;                                                               \
-            d5[u] = c3[u];                                                                   \
-        }                                                                                    \
+        cnn_w4_a_##T(ph, ph + per, ph + 2 * per, ph + 3 * per, per,                          \
+                     d, d + S, d + 2 * S, d + 3 * S, d + 4 * S, d + 5 * S);                  \
     }
 
 CNN_W4_DEFINE(float)

@@ -1358,7 +1358,7 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
                 wino4_filter_grad(partials + (e // KC) * 36 * KC + e % KC, KC, usize, n_parts,
                                   dw + e * 9)
         if db != NULL:
-            sum_part_bias(bpart, n_parts, g.K, db)
+            sum_parts(bpart, n_parts, g.K, db, 1)
     free(partials)
     free(bpart)
     return status
@@ -1788,7 +1788,7 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
                 sm = sm + part[q * g.G * psize]
             dw[e] = sm
         if db != NULL:
-            sum_part_bias(bpart, n_parts, g.K, db)
+            sum_parts(bpart, n_parts, g.K, db, 1)
     free(partials)
     free(bpart)
     return status
@@ -2021,16 +2021,41 @@ cdef inline void add_part_bias(const floating* go, const Geom* g, Py_ssize_t gi,
             bpart[k] = bpart[k] + fixed_sum(go + (n * g.K + k) * L, L)
 
 
-cdef inline void sum_part_bias(const floating* bpart, Py_ssize_t n_parts, Py_ssize_t K,
-                               floating* db) noexcept nogil:
-    """``db`` = the batch parts' bias sums added in part order."""
-    cdef Py_ssize_t k, q
+cdef void sum_parts(const floating* parts, Py_ssize_t n_parts, Py_ssize_t size,
+                    floating* out, int n_threads) noexcept nogil:
+    """``out`` = the batch parts' sums (``n_parts`` arrays of ``size``, one after another)
+    added in part order.  Element by element, so the bits do not depend on the threads
+    (one below 4096 elements per thread)."""
+    cdef Py_ssize_t e, q
     cdef floating s
-    for k in range(K):
-        s = bpart[k]
+    cdef int nt = <int> py_min(n_threads, py_max(1, size // 4096))
+    if nt <= 1:
+        for e in range(size):
+            s = parts[e]
+            for q in range(1, n_parts):
+                s = s + parts[q * size + e]
+            out[e] = s
+        return
+    for e in prange(size, schedule="static", num_threads=nt):
+        s = parts[e]
         for q in range(1, n_parts):
-            s = s + bpart[q * K + k]
-        db[k] = s
+            s = s + parts[q * size + e]
+        out[e] = s
+
+
+cdef int alloc_parts(Py_ssize_t n_parts, Py_ssize_t wsize, Py_ssize_t K, bint bias,
+                     floating** partials, floating** bpart) noexcept nogil:
+    """Allocate a weight-gradient task's per-part sums: ``n_parts`` weight arrays of
+    ``wsize`` and, with ``bias``, ``n_parts`` zeroed bias arrays of ``K`` (else NULL)."""
+    partials[0] = <floating*> malloc(n_parts * wsize * sizeof(floating))
+    bpart[0] = <floating*> calloc(n_parts * K, sizeof(floating)) if bias else NULL
+    if partials[0] == NULL or (bias and bpart[0] == NULL):
+        free(partials[0])
+        free(bpart[0])
+        partials[0] = NULL
+        bpart[0] = NULL
+        return CNN_ERR_NOMEM
+    return CNN_OK
 
 
 cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, const Geom* g,
@@ -2120,14 +2145,9 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
                 n0 = n0 + ns
         free(col)
     if status == CNN_OK and n_parts > 1:
-        for e in prange(wsize, schedule="static",
-                       num_threads=<int> py_min(n_threads, py_max(1, wsize // 4096))):
-            s = partials[e]
-            for q in range(1, n_parts):
-                s = s + partials[q * wsize + e]
-            dw[e] = s
+        sum_parts(partials, n_parts, wsize, dw, n_threads)
     if status == CNN_OK and db != NULL:
-        sum_part_bias(bpart, n_parts, g.K, db)
+        sum_parts(bpart, n_parts, g.K, db, 1)
     free(partials)
     free(bpart)
     return status
@@ -2962,13 +2982,8 @@ cdef int dw_flat_backward_weight(const floating* go, const floating* x, const Ge
     for i in range(g.kh):
         for j in range(g.kw):
             offs[i * g.kw + j] = j * pl.CS + (i * g.dh + 1) * W + j * g.dw - g.pw
-    partials = <floating*> malloc(n_parts * wsize * sizeof(floating))
-    if db != NULL:
-        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
-    if partials == NULL or (db != NULL and bpart == NULL):
+    if alloc_parts(n_parts, wsize, g.K, db != NULL, &partials, &bpart) != CNN_OK:
         free(offs)
-        free(partials)
-        free(bpart)
         return CNN_ERR_NOMEM
     with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
         xs = <floating*> malloc(ws * sizeof(floating))
@@ -3015,13 +3030,9 @@ cdef int dw_flat_backward_weight(const floating* go, const floating* x, const Ge
                                                                      DW_BLOCK)
         free(xs)
     if status == CNN_OK:
-        for k in range(wsize):
-            s = partials[k]
-            for part in range(1, n_parts):
-                s = s + partials[part * wsize + k]
-            dw[k] = s
+        sum_parts(partials, n_parts, wsize, dw, n_threads)
         if db != NULL:
-            sum_part_bias(bpart, n_parts, g.K, db)
+            sum_parts(bpart, n_parts, g.K, db, 1)
     free(offs)
     free(partials)
     free(bpart)
@@ -3058,13 +3069,8 @@ cdef int dw_backward_weight(const floating* go, const floating* x, const Geom* g
     taps = dw_taps(g, pl.Qs, pl.RS)
     if taps == NULL:
         return CNN_ERR_NOMEM
-    partials = <floating*> malloc(n_parts * wsize * sizeof(floating))
-    if db != NULL:
-        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
-    if partials == NULL or (db != NULL and bpart == NULL):
+    if alloc_parts(n_parts, wsize, g.K, db != NULL, &partials, &bpart) != CNN_OK:
         free(taps)
-        free(partials)
-        free(bpart)
         return CNN_ERR_NOMEM
     with parallel(num_threads=<int> py_min(n_threads, n_tasks)):
         xs = <floating*> malloc(ws * sizeof(floating))
@@ -3122,13 +3128,9 @@ cdef int dw_backward_weight(const floating* go, const floating* x, const Geom* g
                 partials[p * wsize + c * g.Kg * khw + e] = fixed_sum(lanes + e * pl.Wr, g.Wo)
         free(xs)
     if status == CNN_OK:
-        for k in range(wsize):
-            s = partials[k]
-            for part in range(1, n_parts):
-                s = s + partials[part * wsize + k]
-            dw[k] = s
+        sum_parts(partials, n_parts, wsize, dw, n_threads)
         if db != NULL:
-            sum_part_bias(bpart, n_parts, g.K, db)
+            sum_parts(bpart, n_parts, g.K, db, 1)
     free(taps)
     free(partials)
     free(bpart)
