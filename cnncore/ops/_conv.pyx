@@ -2720,6 +2720,23 @@ cdef inline void dw_wgrad_lane(const floating* gy, Py_ssize_t gy_rs, const float
 # row kernels.  The input gradient is the same correlation on the dy planes (``ro = ph -
 # i*dh``, ``co = pw - j*dw``); the weight gradient sums ``dy * shifted copy`` in lanes.
 
+cdef inline void dw_wgrad_taps(const floating* gy, Py_ssize_t gy_rs, const floating* xsrc,
+                               Py_ssize_t x_rs, const Py_ssize_t* offs, Py_ssize_t khw,
+                               Py_ssize_t n_rows, floating* lanes,
+                               Py_ssize_t lanes_rs) noexcept nogil:
+    """All ``khw`` taps of one block of lanes (tap ``q``'s at ``lanes + q*lanes_rs``):
+    :data:`DW_ROWS` at a time by :func:`dw_wgrad_lanes`, the rest by :func:`dw_wgrad_lane`."""
+    cdef Py_ssize_t tap = 0
+    while tap < khw:
+        if tap + DW_ROWS <= khw:
+            dw_wgrad_lanes(gy, gy_rs, xsrc, x_rs, offs + tap, n_rows, lanes + tap * lanes_rs,
+                           lanes_rs)
+            tap = tap + DW_ROWS
+        else:
+            dw_wgrad_lane(gy, gy_rs, xsrc, x_rs, offs[tap], n_rows, lanes + tap * lanes_rs)
+            tap = tap + 1
+
+
 cdef inline bint dw_flat(const Geom* g) noexcept nogil:
     """Stride 1 and ``W_out == W`` (so ``|column offset| <= pw``), ``pw < W``, and rows
     shorter than two blocks.  (On wider rows, 56x56, the row kernels' single padded copy
@@ -3009,16 +3026,7 @@ cdef int dw_flat_backward_weight(const floating* go, const floating* x, const Ge
                     for m in range(g.Kg):
                         gy = go + (n * g.K + c * g.Kg + m) * L + oh0 * W
                         ln = lanes + m * khw * DW_BLOCK
-                        tap = 0
-                        while tap < khw:
-                            if tap + DW_ROWS <= khw:
-                                dw_wgrad_lanes(gy, DW_BLOCK, xs, DW_BLOCK, offs + tap, nfull,
-                                               ln + tap * DW_BLOCK, DW_BLOCK)
-                                tap = tap + DW_ROWS
-                            else:
-                                dw_wgrad_lane(gy, DW_BLOCK, xs, DW_BLOCK, offs[tap], nfull,
-                                              ln + tap * DW_BLOCK)
-                                tap = tap + 1
+                        dw_wgrad_taps(gy, DW_BLOCK, xs, DW_BLOCK, offs, khw, nfull, ln, DW_BLOCK)
                         for tap in range(khw):
                             for tl in range(nb - tb):
                                 ln[tap * DW_BLOCK + tl] = (ln[tap * DW_BLOCK + tl]
@@ -3108,19 +3116,8 @@ cdef int dw_backward_weight(const floating* go, const floating* x, const Geom* g
                                         gs[oh * DW_BLOCK + tl] = 0
                                 gs_rows = gs
                                 gy_rs = DW_BLOCK
-                            tap = 0
-                            while tap < khw:
-                                if tap + DW_ROWS <= khw:
-                                    dw_wgrad_lanes(gs_rows, gy_rs, xs + cb, g.sh * pl.RS,
-                                                   taps + tap, oh1 - oh0,
-                                                   lanes + (m * khw + tap) * pl.Wr + cb,
-                                                   pl.Wr)
-                                    tap = tap + DW_ROWS
-                                else:
-                                    dw_wgrad_lane(gs_rows, gy_rs, xs + cb, g.sh * pl.RS,
-                                                  taps[tap], oh1 - oh0,
-                                                  lanes + (m * khw + tap) * pl.Wr + cb)
-                                    tap = tap + 1
+                            dw_wgrad_taps(gs_rows, gy_rs, xs + cb, g.sh * pl.RS, taps, khw,
+                                          oh1 - oh0, lanes + m * khw * pl.Wr + cb, pl.Wr)
                             cb = cb + DW_BLOCK
                 if db != NULL:
                     add_part_bias(go, g, c, n, 1, bpart + p * g.K)
