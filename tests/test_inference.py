@@ -588,3 +588,120 @@ def test_prepared_conv_honours_a_forced_algorithm():
         with cnncore.conv_algorithm(algo):
             want = cnncore.conv2d(x, layer.weight.data, layer.bias.data, 1, 1)
             assert layer(x).tobytes() == want.tobytes(), algo
+
+
+# --------------------------------------------------------------------------------------------
+# graph plans: kernel calls on reused buffers (the second call of a shape on)
+# --------------------------------------------------------------------------------------------
+
+
+class _View(nn.Module, register=False):
+    """A user layer returning a view of its input (the plan must not reuse that buffer
+    while the view is alive)."""
+
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x):
+        return x[:, ::-1]
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+def _aliasing_graph(dtype=np.float32):
+    kw = dict(dtype=dtype, rng=0)
+    inp = nn.Input((2, 6, 6))
+    a = nn.Conv2d(2, 3, 3, padding=1, name="a", **kw)(inp)
+    r = nn.ReLU(name="r")(a)  # a is read again below: not in place
+    v = _View(name="v")(r)  # a view of r's buffer
+    b = nn.Conv2d(3, 3, 1, name="b", **kw)(v)
+    s = nn.Add(name="s")([a, r, b])  # three inputs, a and r still alive
+    s2 = nn.Add(name="s2")([s, s])  # one value twice
+    t = nn.Tanh(name="t")(s2)  # s2 read only here: in place
+    f = nn.Flatten(name="f")(t)  # a view of t
+    g = nn.GlobalAvgPool2d(name="g")(v)
+    out = nn.Linear(3 * 36, 4, name="fc", **kw)(f)
+    c = nn.Conv2d(2, 2, 1, name="c", **kw)(inp)
+    cf = nn.Flatten(name="cf")(c)  # a view of c, alive after c's last reader:
+    cs = nn.Sigmoid(name="cs")(c)  # not in place
+    cl = nn.Add(name="cl")([cf, nn.Flatten(name="csf")(cs)])
+    return nn.Model(inp, [out, nn.Flatten(name="gf")(g), v, t, cl])
+
+
+def _graph_layerwise_all(model, x):
+    vals = [None] * model._n_slots
+    vals[model._in_slots[0]] = nn.module.as_model_input(x, model.dtype)
+    for layer, ins, multi, out, _, _, _ in model._steps:
+        vals[out] = layer.forward([vals[s] for s in ins] if multi else vals[ins[0]])
+    return [np.array(vals[s]) for s in model._out_slots]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_graph_plan_buffers_never_alias_live_values(dtype, restore_threads):
+    model = _aliasing_graph(dtype).eval()
+    rng = np.random.default_rng(0)
+    for threads in (1, 2):
+        cnncore.set_num_threads(threads)
+        kept = []
+        for _ in range(4):  # layerwise, build, then the plan twice
+            x = rng.standard_normal((2, 2, 6, 6)).astype(dtype)
+            got = model(x)
+            want = _graph_layerwise_all(model, x)
+            for g, w in zip(got, want, strict=True):
+                assert g.dtype == w.dtype and g.tobytes() == w.tobytes()
+            kept.append(([g.copy() for g in got], got))
+        for copies, got in kept:  # no returned array was overwritten by a later call
+            for c, g in zip(copies, got, strict=True):
+                assert c.tobytes() == g.tobytes()
+    assert any(p is not None for p in model._eval_plans._plans.values())
+
+
+def test_graph_plan_reuses_buffers_and_runs_in_place():
+    model = nn.fuse(models.resnet20(rng=0).eval())
+    x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    for _ in range(3):
+        y = model(x)
+    plan = next(p for p in model._eval_plans._plans.values() if p is not None)
+    bufs = set()
+    for run, *_ in plan.steps:
+        for cell in getattr(run, "__closure__", None) or ():
+            v = cell.cell_contents
+            if type(v) is np.ndarray:
+                bufs.add(id(v))
+    assert 0 < len(bufs) <= 12  # three or four per stage, for ~50 steps
+    assert y.tobytes() == _graph_layerwise(model, x).tobytes()
+    y2 = model(x)
+    assert not np.shares_memory(y, y2)
+
+
+def test_graph_plan_sees_forced_algorithms_and_weight_updates():
+    model = _graph_bn_stats(models.resnet20(rng=0))
+    x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    for _ in range(3):
+        model(x)
+    model.get_layer("stage2_block2_conv1").weight.data[...] *= 0.5
+    model.get_layer("bn1")._buffers["running_mean"][...] += 1.0
+    np.testing.assert_array_equal(model(x), _graph_layerwise(model, x))
+    for algo in ("gemm", "direct"):
+        with cnncore.conv_algorithm(algo):
+            np.testing.assert_array_equal(model(x), _graph_layerwise(model, x))
+
+
+def test_graph_plan_reports_bad_layer_outputs():
+    class Bad(nn.Module, register=False):
+        def __init__(self):
+            super().__init__()
+
+        def forward(self, x):
+            return x if x.shape[0] < 3 else x[:, :1]
+
+        def output_shape(self, input_shape):
+            return tuple(input_shape)
+
+    inp = nn.Input((2, 4, 4))
+    model = nn.Model(inp, Bad(name="bad")(nn.ReLU()(inp))).eval()
+    x = np.ones((3, 2, 4, 4), np.float32)
+    for _ in range(3):  # layerwise, plan build, plan: the same error
+        with pytest.raises(ValueError, match="bad"):
+            model(x)

@@ -602,33 +602,64 @@ class Model(training.TrainingMethods, Module):
         return outs if self._multi_out else outs[0]
 
     def _forward_eval(self, x: Any) -> np.ndarray | list[np.ndarray]:
-        """The eval-mode forward: :class:`~cnncore.nn.inference.GraphEvalSteps` under one
-        BLAS thread cap; nothing kept for backward."""
+        """The eval-mode forward: per input shape a :class:`~cnncore.nn.inference.GraphPlan`
+        from the second call on (kernel calls on reused buffers; the first call runs
+        :class:`~cnncore.nn.inference.GraphEvalSteps`), under one BLAS thread cap; nothing
+        kept for backward."""
+        xs = self._model_inputs(x)
+        self._fwd = None
+        plans = self.__dict__.get("_eval_plans")
+        if plans is None:
+            plans = self.__dict__["_eval_plans"] = inference.GraphPlans()
+        outs = plans.run(self, xs, self._forward_layerwise, self._checked_call)
+        return outs if self._multi_out else outs[0]
+
+    def _check_output(self, layer: Module, y: Any, shape: tuple[int, ...]) -> None:
+        if not isinstance(y, np.ndarray) or y.shape[1:] != shape:
+            got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
+            raise ValueError(
+                f"Model {self.name!r}: {_layer_text(layer)} returned {got}, but its "
+                f"output_shape is {_shape_text((None, *shape))}"
+            )
+
+    def _checked_call(self, step: tuple) -> Callable[[Any], np.ndarray]:
+        """``run(x) -> y`` of one of :attr:`_steps` in eval mode: the layer's forward (the
+        scratch of shared modules reset first), its output shape checked."""
+        layer, _, _, _, _, shared, shape = step
+        forward = layer.forward
+        check = self._check_output
+
+        def run(x: Any) -> np.ndarray:
+            if shared is not None:
+                for m in shared:
+                    m._scratch = {}
+            y = forward(x)
+            check(layer, y, shape)
+            return y
+
+        return run
+
+    def _forward_layerwise(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """The eval forward with every layer called (:class:`GraphEvalSteps`: BatchNorm's
+        checks done once per shape)."""
         vals: list[Any] = [None] * self._n_slots
-        for s, a in zip(self._in_slots, self._model_inputs(x), strict=True):
+        for s, a in zip(self._in_slots, xs, strict=True):
             vals[s] = a
         plan = self.__dict__.get("_eval")
         if plan is None:
             plan = self.__dict__["_eval"] = inference.GraphEvalSteps()
         steps = plan.steps if plan.steps is not None else plan.build(self)
-        self._fwd = None
         with blas_single_thread():  # (switched once per model call; the layers' caps nest)
             for run, layer, ins, multi, out, free, shared, shape in steps:
                 if shared is not None:
                     for m in shared:
                         m._scratch = {}
                 y = run([vals[s] for s in ins] if multi else vals[ins[0]])
-                if not isinstance(y, np.ndarray) or y.shape[1:] != shape:
-                    got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
-                    raise ValueError(
-                        f"Model {self.name!r}: {_layer_text(layer)} returned {got}, but its "
-                        f"output_shape is {_shape_text((None, *shape))}"
-                    )
+                self._check_output(layer, y, shape)
                 vals[out] = y
                 for s in free:
                     vals[s] = None
-        outs = [vals[s] for s in self._out_slots]
-        return outs if self._multi_out else outs[0]
+        return [vals[s] for s in self._out_slots]
 
     def backward(
         self, grad_output: ArrayLike | Sequence[ArrayLike], input_grad: bool = True

@@ -49,7 +49,7 @@ from ..ops.activation import unary_inplace
 from ..ops.conv import prepare_conv2d
 from ..ops.linear import prepare_linear
 from ..ops.norm import prepare_batch_norm_eval
-from ..ops.pool import prepare_max_pool2d
+from ..ops.pool import prepare_global_avg_pool2d, prepare_max_pool2d
 from .module import Module, layer_input_error, registered_name
 
 __all__ = [
@@ -58,6 +58,9 @@ __all__ = [
     "fuse",
     "fold_into",
     "GraphEvalSteps",
+    "GraphPlan",
+    "GraphPlans",
+    "MULTI_PLANNERS",
     "batch_norm_eval_call",
     "PLANNERS",
     "MAX_PLANS",
@@ -71,10 +74,14 @@ MAX_PLANS = 4
 
 #: A step: ``run(x) -> y`` and whether ``y`` is a buffer the plan owns (may be overwritten).
 Step = tuple[Callable[[np.ndarray], np.ndarray], bool]
-#: ``planner(layer, x, owned) -> step or None``: ``x`` is an input the layer received in the
-#: recording run (its shape, dtype and layout are those of every later call), ``owned``
-#: whether the plan owns it.  None: call the layer itself.
-Planner = Callable[[Any, np.ndarray, bool], "Step | None"]
+#: ``planner(layer, x, owned, alloc) -> step or None``: ``x`` is an input the layer received
+#: in the recording run (its shape, dtype and layout are those of every later call),
+#: ``owned`` whether the plan owns it and nothing reads it after this step (the step may
+#: overwrite it), ``alloc(shape, dtype)`` gives the step's output buffer (a graph plan
+#: reuses the buffers of values no later step reads).  None: call the layer itself.
+Planner = Callable[..., "Step | None"]
+#: ``alloc(shape, dtype) -> ndarray``: a C-contiguous buffer a step writes its output into.
+Alloc = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
 def _contiguous(x: np.ndarray, dtype: np.dtype) -> bool:
@@ -116,31 +123,31 @@ def linear_layer_kernel(
     return prepare_linear(x_shape, w_shape, step_threads(macs, SMALL_MACS))
 
 
-def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
     if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
         return None  # (an unbatched sample or a bad input: the layer's own forward)
     w = layer.weight
     b = layer.bias
     run, out_shape = conv2d_layer_kernel(layer, x.shape, x.dtype)
-    out = np.empty(out_shape, x.dtype)
+    out = alloc(out_shape, x.dtype)
     if b is None:
         return (lambda x: run(x, w.data, None, out)), True
     return (lambda x: run(x, w.data, b.data, out)), True
 
 
-def _plan_linear(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+def _plan_linear(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
     if not _contiguous(x, layer.dtype):
         return None
     w = layer.weight
     b = layer.bias
     run, out_shape = linear_layer_kernel(layer, x.shape)
-    out = np.empty(out_shape, x.dtype)
+    out = alloc(out_shape, x.dtype)
     if b is None:
         return (lambda x: run(x, w.data, None, out)), True
     return (lambda x: run(x, w.data, b.data, out)), True
 
 
-def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
     if x.dtype.kind != "f" or not x.flags.c_contiguous or x.ndim != 4:
         return None
     run, out_shape = prepare_max_pool2d(
@@ -152,35 +159,50 @@ def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
         layer.ceil_mode,
         n_threads=step_threads(x.size, SMALL_ELEMENTS),
     )
-    out = np.empty(out_shape, x.dtype)
+    out = alloc(out_shape, x.dtype)
+    return (lambda x: run(x, out)), True
+
+
+def _plan_global_avg_pool(
+    layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty
+) -> Step | None:
+    if x.dtype.kind != "f" or not x.flags.c_contiguous or x.ndim != 4 or x.size == 0:
+        return None
+    run, out_shape = prepare_global_avg_pool2d(x.shape, step_threads(x.size, SMALL_ELEMENTS))
+    out = alloc(out_shape, x.dtype)
     return (lambda x: run(x, out)), True
 
 
 def _plan_activation(name: str, slope: Callable[[Any], float] | None = None) -> Planner:
-    def plan(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
-        if not owned or x.dtype.kind != "f" or not x.flags.c_contiguous:
-            return None  # the input is not the plan's to overwrite: call the layer
+    def plan(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
+        if type(x) is not np.ndarray or x.dtype.kind != "f" or not x.flags.c_contiguous:
+            return None
         s = 0.0 if slope is None else slope(layer)
         nt = step_threads(x.size, SMALL_ELEMENTS)
-        return (lambda x: unary_inplace(name, x, s, nt)), True
+        if owned:  # in place: nothing reads the input after this step
+            return (lambda x: unary_inplace(name, x, s, nt)), True
+        out = alloc(x.shape, x.dtype)  # (the same kernel, into a buffer of the plan)
+        return (lambda x: unary_inplace(name, x, s, nt, out)), True
 
     return plan
 
 
-def _plan_flatten(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+def _plan_flatten(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
     shape = layer.output_shape(x.shape)
     return (lambda x: x.reshape(shape)), owned
 
 
-def _plan_identity(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+def _plan_identity(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
     return (lambda x: x), owned  # Dropout in eval mode
 
 
-def _plan_batch_norm(layer: Any, x: np.ndarray, owned: bool) -> Step | None:
+def _plan_batch_norm(
+    layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty
+) -> Step | None:
     if not _bn_runs_eval(layer, x):
         return None
     run = _prepared_bn(layer, x, step_threads(x.size, SMALL_ELEMENTS))
-    out = np.empty(x.shape, x.dtype)
+    out = alloc(x.shape, x.dtype)
     return (lambda x: run(x, out)), True
 
 
@@ -188,6 +210,7 @@ PLANNERS: dict[str, Planner] = {
     "Conv2d": _plan_conv2d,
     "Linear": _plan_linear,
     "MaxPool2d": _plan_max_pool,
+    "GlobalAvgPool2d": _plan_global_avg_pool,
     "ReLU": _plan_activation("relu"),
     "LeakyReLU": _plan_activation("leaky_relu", lambda m: m.negative_slope),
     "Sigmoid": _plan_activation("sigmoid"),
@@ -200,12 +223,50 @@ PLANNERS: dict[str, Planner] = {
 """Registry name -> planner (see :data:`Planner`); layers not listed are called as they are."""
 
 
-def plan_layer(layer: Module, x: np.ndarray, owned: bool) -> Step:
+def _plan_add(layer: Any, xs: list[Any], owned: list[bool], alloc: Alloc) -> Step | None:
+    """Add of same-shape float arrays: ``xs[0] + xs[1] (+ xs[2] ...)`` left to right, as
+    the layer computes it, into an input nothing reads after this step (``owned``) or a
+    buffer of the plan."""
+    a0 = xs[0]
+    if len(xs) < 2 or type(a0) is not np.ndarray or a0.dtype.kind != "f":
+        return None
+    for a in xs:
+        if type(a) is not np.ndarray or a.shape != a0.shape or a.dtype is not a0.dtype:
+            return None
+    add = np.add
+    rest = range(2, len(xs))
+    if owned[0] or owned[1]:
+        k = 0 if owned[0] else 1  # (a + b == b + a bit for bit)
+
+        def run_in_place(xs: list[np.ndarray]) -> np.ndarray:
+            y = add(xs[0], xs[1], out=xs[k])
+            for i in rest:
+                add(y, xs[i], out=y)
+            return y
+
+        return run_in_place, True
+    out = alloc(a0.shape, a0.dtype)
+
+    def run(xs: list[np.ndarray]) -> np.ndarray:
+        add(xs[0], xs[1], out=out)
+        for i in rest:
+            add(out, xs[i], out=out)
+        return out
+
+    return run, True
+
+
+#: Registry name -> planner of a layer called on a list of arrays (a graph model's merge
+#: layers): ``planner(layer, xs, owned, alloc)`` with ``owned`` per input.
+MULTI_PLANNERS: dict[str, Callable[..., Step | None]] = {"Add": _plan_add}
+
+
+def plan_layer(layer: Module, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step:
     """The step that runs ``layer`` (in eval mode) on inputs like ``x``: its planner's, or a
     call of the layer itself (whose output the plan does not own)."""
     # registry names are per class: a subclass (another forward) has its own, and no planner
     planner = PLANNERS.get(registered_name(type(layer)) or "")
-    step = planner(layer, x, owned) if planner is not None else None
+    step = planner(layer, x, owned, alloc) if planner is not None else None
     if step is None:
         return layer.__call__, False
     return step
@@ -288,10 +349,153 @@ class PlanCache:
         return len(self._plans)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlanCache:
-        return PlanCache()  # a copied model plans its own layers
+        return type(self)()  # a copied model plans its own layers
 
     def __copy__(self) -> PlanCache:
-        return PlanCache()
+        return type(self)()
+
+
+# --------------------------------------------------------------------------------------------
+# graph models
+# --------------------------------------------------------------------------------------------
+
+
+def _root(a: Any, mine: dict[int, np.ndarray]) -> np.ndarray | None:
+    """The plan buffer whose memory ``a`` is (or views), else None."""
+    while type(a) is np.ndarray:
+        if mine.get(id(a)) is a:
+            return a
+        a = a.base
+    return None
+
+
+class GraphPlan:
+    """The eval-mode forward of a graph model (:class:`~cnncore.nn.Model`) on one set of
+    input shapes and dtypes: per step a planner's kernel call (:data:`PLANNERS`,
+    :data:`MULTI_PLANNERS`) or the layer's own forward, each value in a buffer of the plan
+    -- a buffer is reused by a later step once no step reads the value it holds (and an
+    activation or an Add overwrites an input nothing reads after it), so a ResNet runs in a
+    few buffers that stay in cache.  Bit-identical to the layer-by-layer forward (the same
+    kernels); the outputs are copied out.
+
+    Built by :meth:`build`, which runs the steps once (that is how it learns which buffer
+    each value lives in: an unplanned layer may return a view of its input).
+    """
+
+    def __init__(self, model: Any, steps: list[tuple], copy_out: list[bool]) -> None:
+        self.model = model
+        self.steps = steps
+        self.copy_out = copy_out
+
+    @classmethod
+    def build(
+        cls, model: Any, xs: Sequence[np.ndarray], call: Callable[[tuple], Callable]
+    ) -> tuple[GraphPlan, list[np.ndarray]]:
+        """The plan of ``model`` for inputs like ``xs`` and the outputs of this run on
+        ``xs``; ``call(step)`` gives ``run(x) -> y`` for a step of the model's own
+        (``model._steps``) that no planner takes (the layer's forward, its output checked)."""
+        vals: list[Any] = [None] * model._n_slots
+        for s, a in zip(model._in_slots, xs, strict=True):
+            vals[s] = a
+        roots: list[np.ndarray | None] = [None] * model._n_slots
+        refs: dict[int, int] = {}  # id(buffer) -> values living in it
+        mine: dict[int, np.ndarray] = {}
+        pool: dict[tuple, list[np.ndarray]] = {}  # free buffers by (shape, dtype)
+        steps: list[tuple] = []
+        for step in model._steps:
+            layer, ins, multi, out, free, shared, _ = step
+
+            def alloc(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+                free_bufs = pool.get((tuple(shape), np.dtype(dtype).str))
+                buf = free_bufs.pop() if free_bufs else np.empty(shape, dtype)
+                mine[id(buf)] = buf
+                return buf
+
+            owned = [
+                roots[s] is not None and s in free and ins.count(s) == 1 and refs[id(roots[s])] == 1
+                for s in ins
+            ]
+            name = registered_name(type(layer)) or ""
+            planned: Step | None = None
+            try:
+                if multi:
+                    multi_planner = MULTI_PLANNERS.get(name)
+                    if multi_planner is not None:
+                        planned = multi_planner(layer, [vals[s] for s in ins], owned, alloc)
+                else:
+                    planner = PLANNERS.get(name)
+                    if planner is not None:
+                        planned = planner(layer, vals[ins[0]], owned[0], alloc)
+            except (ValueError, TypeError):
+                planned = None  # (the layer's own forward reports a bad input)
+            run = call(step) if planned is None else planned[0]
+            y = run([vals[s] for s in ins] if multi else vals[ins[0]])
+            vals[out] = y
+            r = _root(y, mine)
+            roots[out] = r
+            if r is not None:
+                refs[id(r)] = refs.get(id(r), 0) + 1
+            for s in free:
+                r = roots[s]
+                vals[s] = roots[s] = None
+                if r is not None:
+                    refs[id(r)] -= 1
+                    if refs[id(r)] == 0:
+                        pool.setdefault((r.shape, r.dtype.str), []).append(r)
+            steps.append((run, ins, multi, out, free))
+        copy_out = [roots[s] is not None for s in model._out_slots]
+        plan = cls(model, steps, copy_out)
+        return plan, plan._outputs(vals)
+
+    def _outputs(self, vals: list[Any]) -> list[np.ndarray]:
+        return [
+            np.array(vals[s], copy=True) if c else vals[s]
+            for s, c in zip(self.model._out_slots, self.copy_out, strict=True)
+        ]
+
+    def run(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The outputs for ``xs`` (arrays of the shapes and dtypes planned, converted)."""
+        model = self.model
+        vals: list[Any] = [None] * model._n_slots
+        for s, a in zip(model._in_slots, xs, strict=True):
+            vals[s] = a
+        with blas_single_thread():
+            for run, ins, multi, out, free in self.steps:
+                vals[out] = run([vals[s] for s in ins] if multi else vals[ins[0]])
+                for s in free:
+                    vals[s] = None
+        return self._outputs(vals)
+
+
+class GraphPlans(PlanCache):
+    """A graph model's :class:`GraphPlan` per input shapes and dtypes: the first call of a
+    shape runs the layers one by one (its checks and error messages, the layers' caches
+    dropped), the second builds the plan (which that call's output comes from), later ones
+    run it."""
+
+    def run(
+        self,
+        model: Any,
+        xs: list[np.ndarray],
+        layerwise: Callable[[list[np.ndarray]], list[np.ndarray]],
+        call: Callable[[tuple], Callable],
+    ) -> list[np.ndarray]:
+        key = tuple((a.shape, a.dtype.str) for a in xs)
+        plan = self.get(key)
+        if plan is not None:
+            return plan.run(xs)  # type: ignore[attr-defined]
+        plans = self._plans
+        if key not in plans:  # first call of this shape: mark it
+            outs = layerwise(xs)
+            plans[key] = None  # type: ignore[assignment]
+        else:
+            with blas_single_thread():
+                plan, outs = GraphPlan.build(model, xs, call)
+            plans[key] = plan  # type: ignore[assignment]
+            plans.move_to_end(key)
+        while len(plans) > MAX_PLANS:
+            plans.popitem(last=False)
+        return outs
 
 
 # --------------------------------------------------------------------------------------------

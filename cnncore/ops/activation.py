@@ -1153,14 +1153,20 @@ def dropout2d_backward(
 
 
 def unary_inplace(
-    name: str, x: np.ndarray, slope: float = 0.0, n_threads: int | None = None
+    name: str,
+    x: np.ndarray,
+    slope: float = 0.0,
+    n_threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``x <- relu/leaky_relu/sigmoid/tanh(x)`` in place, without argument checks (inference
-    plans; ``x`` a C-contiguous float array the caller owns).  Bit-identical to the op (for
-    any ``n_threads``; None: :func:`cnncore.get_num_threads`)."""
+    """``x <- relu/leaky_relu/sigmoid/tanh(x)`` in place (or into ``out``, a C-contiguous
+    array of ``x``'s shape and dtype), without argument checks (inference plans; ``x`` a
+    C-contiguous float array the caller owns).  Bit-identical to the op (for any
+    ``n_threads``; None: :func:`cnncore.get_num_threads`)."""
     flat = x.reshape(-1)
-    _activation.unary(_INPLACE_OPS[name], flat, flat, slope, n_threads or get_num_threads())
-    return x
+    dst = flat if out is None else out.reshape(-1)
+    _activation.unary(_INPLACE_OPS[name], flat, dst, slope, n_threads or get_num_threads())
+    return x if out is None else out
 
 
 _INPLACE_OPS = {
