@@ -667,9 +667,11 @@ def test_graph_plan_reuses_buffers_and_runs_in_place():
     for run, *_ in plan.steps:
         for cell in getattr(run, "__closure__", None) or ():
             v = cell.cell_contents
+            while type(v) is np.ndarray and v.base is not None:
+                v = v.base  # (steps write into views of the plan's byte buffers)
             if type(v) is np.ndarray:
                 bufs.add(id(v))
-    assert 0 < len(bufs) <= 12  # three or four per stage, for ~50 steps
+    assert 0 < len(bufs) <= 4  # for ~50 steps
     assert y.tobytes() == _graph_layerwise(model, x).tobytes()
     y2 = model(x)
     assert not np.shares_memory(y, y2)

@@ -374,8 +374,8 @@ class GraphPlan:
     input shapes and dtypes: per step a planner's kernel call (:data:`PLANNERS`,
     :data:`MULTI_PLANNERS`) or the layer's own forward, each value in a buffer of the plan
     -- a buffer is reused by a later step once no step reads the value it holds (and an
-    activation or an Add overwrites an input nothing reads after it), so a ResNet runs in a
-    few buffers that stay in cache.  Bit-identical to the layer-by-layer forward (the same
+    activation or an Add overwrites an input nothing reads after it; buffers are bytes, viewed
+    with each step's shape and dtype), so a ResNet runs in a few buffers that stay in cache.  Bit-identical to the layer-by-layer forward (the same
     kernels); the outputs are copied out.
 
     Built by :meth:`build`, which runs the steps once (that is how it learns which buffer
@@ -400,16 +400,22 @@ class GraphPlan:
         roots: list[np.ndarray | None] = [None] * model._n_slots
         refs: dict[int, int] = {}  # id(buffer) -> values living in it
         mine: dict[int, np.ndarray] = {}
-        pool: dict[tuple, list[np.ndarray]] = {}  # free buffers by (shape, dtype)
+        pool: list[np.ndarray] = []  # free buffers (bytes), viewed with any shape and dtype
         steps: list[tuple] = []
         for step in model._steps:
             layer, ins, multi, out, free, shared, _ = step
 
             def alloc(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-                free_bufs = pool.get((tuple(shape), np.dtype(dtype).str))
-                buf = free_bufs.pop() if free_bufs else np.empty(shape, dtype)
-                mine[id(buf)] = buf
-                return buf
+                dtype = np.dtype(dtype)
+                nbytes = math.prod(shape) * dtype.itemsize
+                fits = [b for b in pool if b.size >= nbytes]
+                if fits:  # the smallest free buffer that holds it
+                    raw = min(fits, key=lambda b: b.size)
+                    pool.remove(raw)
+                else:
+                    raw = np.empty(nbytes, np.uint8)
+                    mine[id(raw)] = raw
+                return raw[:nbytes].view(dtype).reshape(shape)
 
             owned = [
                 roots[s] is not None and s in free and ins.count(s) == 1 and refs[id(roots[s])] == 1
@@ -441,7 +447,7 @@ class GraphPlan:
                 if r is not None:
                     refs[id(r)] -= 1
                     if refs[id(r)] == 0:
-                        pool.setdefault((r.shape, r.dtype.str), []).append(r)
+                        pool.append(r)
             steps.append((run, ins, multi, out, free))
         copy_out = [roots[s] is not None for s in model._out_slots]
         plan = cls(model, steps, copy_out)
