@@ -707,3 +707,35 @@ def test_graph_plan_reports_bad_layer_outputs():
     for _ in range(3):  # layerwise, plan build, plan: the same error
         with pytest.raises(ValueError, match="bad"):
             model(x)
+
+
+def test_sequential_plan_reuses_buffers_and_respects_views():
+    kw = dict(rng=0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, **kw),
+        _View(),  # a view of the conv's buffer: that buffer is never reused
+        nn.Conv2d(3, 3, 3, padding=1, **kw),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 3, 1, **kw),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(3 * 36, 4, **kw),
+    ).eval()
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    for _ in range(3):
+        assert model(x).tobytes() == _layerwise(model, x).tobytes()
+    lenet = models.lenet5(rng=0).eval()
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    lenet(x)
+    plan = next(iter(lenet._plans._plans.values()))
+    bufs = set()
+    for run, _ in plan.steps:
+        for cell in getattr(run, "__closure__", None) or ():
+            v = cell.cell_contents
+            while type(v) is np.ndarray and v.base is not None:
+                v = v.base
+            if type(v) is np.ndarray:
+                bufs.add(id(v))
+    assert 0 < len(bufs) <= 3  # two buffers in turn (plus the odd one that did not fit)
+    assert lenet(x).tobytes() == _layerwise(lenet, x).tobytes()
