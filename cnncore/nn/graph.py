@@ -548,9 +548,10 @@ class Model(training.TrainingMethods, Module):
         images are scaled to [0, 1], other inputs converted to the model's dtype).  Returns
         an array, or a list of arrays for several outputs.
 
-        In eval mode the layers' argument checks are done once per input shape (see
-        :class:`cnncore.nn.inference.GraphEvalSteps`; bit-identical results) and nothing is
-        kept for backward; :func:`~cnncore.nn.fuse` folds the BatchNorms into the
+        In eval mode the layers' argument checks are done once per input shape and from
+        the second call of a shape on its steps run as planned kernel calls on reused
+        buffers (see :class:`cnncore.nn.inference.GraphPlan`; bit-identical results);
+        nothing is kept for backward; :func:`~cnncore.nn.fuse` folds the BatchNorms into the
         convolutions for inference."""
         if not self.training:
             return self._forward_eval(x)

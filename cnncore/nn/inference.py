@@ -13,16 +13,22 @@ A step with too little work to share (below :data:`SMALL_MACS` multiply-adds or
 thread whatever :func:`cnncore.set_num_threads` says: a parallel region costs
 microseconds, and on a loaded machine waking a second thread can take a scheduler tick;
 results do not depend on the thread count.
-Activations run in place on a buffer the plan owns.  Layers without a planner (user
-modules, BatchNorm, Softmax, ...) are called as they are.  Parameters are read from the
+Activations run in place on a buffer the plan owns (else into a buffer of the plan, with
+the same kernel).  Layers without a planner (user modules, Softmax, AvgPool2d, ...) are
+called as they are.  Parameters are read from the
 layers at every call (an optimizer step or ``load_state_dict`` is seen at once); the
 layers' configuration is assumed fixed after construction, as everywhere in cnncore.
 
 :class:`~cnncore.nn.Sequential` uses a plan for every eval-mode ``forward`` (so
-``predict``, ``evaluate`` and validation passes), keyed by input shape and dtype; a
-container of another kind (a graph model) builds steps for its layers with
-:func:`plan_layer` the same way.  :data:`PLANNERS` maps a registry name to a planner; a new
-layer whose eval forward is a kernel call adds one.
+``predict``, ``evaluate`` and validation passes), keyed by input shape and dtype.  A graph
+model (:class:`~cnncore.nn.Model`) runs a :class:`GraphPlan` per input shape from the second
+call of that shape on (the first runs the layers one by one): the same planned steps, plus
+:data:`MULTI_PLANNERS` for merge layers (Add), on buffers reused once no later step reads
+the value they hold; an activation or an Add whose input nothing reads afterwards
+overwrites it.  The buffers of both kinds of plan come from a :class:`BytePool` (byte
+arrays viewed with each step's shape and dtype), so LeNet-5 runs in two buffers and
+ResNet-20 in three, which stay in cache.  :data:`PLANNERS` maps a registry name to a
+planner; a new layer whose eval forward is a kernel call adds one.
 
 **Fusion.** :func:`fuse` returns a copy of a model in which each BatchNorm (with running
 statistics) directly after a Conv2d, ConvTranspose2d or Linear (in a Sequential; in a graph
