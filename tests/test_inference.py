@@ -2,6 +2,7 @@
 reused, weights read live, no caches) and nn.fuse (BatchNorm folded, 1e-6 relative)."""
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -739,3 +740,49 @@ def test_sequential_plan_reuses_buffers_and_respects_views():
                 bufs.add(id(v))
     assert 0 < len(bufs) <= 3  # two buffers in turn (plus the odd one that did not fit)
     assert lenet(x).tobytes() == _layerwise(lenet, x).tobytes()
+
+
+def test_a_plan_in_use_by_another_thread_is_not_shared():
+    # while one call runs in a plan's buffers, a call from another thread runs the layers
+    seq = models.lenet5(rng=0).eval()
+    graph = nn.fuse(models.resnet20(rng=0).eval())
+    for model, shape in ((seq, (1, 1, 28, 28)), (graph, (1, 3, 32, 32))):
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        for _ in range(3):
+            want = model(x)
+        plans = model._plans if model is seq else model._eval_plans
+        (plan,) = [p for p in plans._plans.values() if p is not None]
+        snapshot = [
+            cell.cell_contents.copy()
+            for run, *_ in plan.steps
+            for cell in (getattr(run, "__closure__", None) or ())
+            if type(cell.cell_contents) is np.ndarray
+        ]
+        with plan.lock:  # (as if another thread were inside plan.run)
+            x2 = np.random.default_rng(1).random(shape, dtype=np.float32)
+            got = model(x2)
+            after = [
+                cell.cell_contents
+                for run, *_ in plan.steps
+                for cell in (getattr(run, "__closure__", None) or ())
+                if type(cell.cell_contents) is np.ndarray
+            ]
+            for a, b in zip(snapshot, after, strict=True):  # its buffers were not touched
+                assert a.tobytes() == b.tobytes()
+        assert len([p for p in plans._plans.values() if p is not None]) == 1
+        assert got.tobytes() == model(x2).tobytes()
+        assert model(x).tobytes() == want.tobytes()
+        outs = {}
+
+        def worker(k, model=model, shape=shape, outs=outs):
+            xs = np.random.default_rng(k).random(shape, dtype=np.float32)
+            outs[k] = [model(xs) for _ in range(20)]
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k, runs in outs.items():
+            for y in runs:  # every call of a thread: the same bits
+                assert y.tobytes() == runs[0].tobytes(), k

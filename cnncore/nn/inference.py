@@ -18,6 +18,8 @@ the same kernel).  Layers without a planner (user modules, Softmax, AvgPool2d, .
 called as they are.  Parameters are read from the
 layers at every call (an optimizer step or ``load_state_dict`` is seen at once); the
 layers' configuration is assumed fixed after construction, as everywhere in cnncore.
+A plan runs one call at a time (a lock): a call from another thread meanwhile runs the
+layers one by one, so concurrent calls of one model stay correct.
 
 :class:`~cnncore.nn.Sequential` uses a plan for every eval-mode ``forward`` (so
 ``predict``, ``evaluate`` and validation passes), keyed by input shape and dtype.  A graph
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -291,6 +294,7 @@ class Plan:
         self.layers = list(layers)  # kept alive: a container keys its plans by their ids
         self.steps = list(steps)
         self.dtype = dtype
+        self.lock = threading.Lock()  # one call at a time runs in the plan's buffers
 
     @classmethod
     def record(
@@ -322,11 +326,18 @@ class Plan:
                 raise layer_input_error(exc, index, layer, h.shape) from exc
         return cls(layers, steps, x.dtype), h
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        with blas_single_thread():
-            for step, _ in self.steps:
-                x = step(x)
-        return np.array(x, copy=True)
+    def run(self, x: np.ndarray) -> np.ndarray | None:
+        """The output for ``x``; None when another thread is running this plan (its buffers
+        are in use: the caller runs the layers instead)."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            with blas_single_thread():
+                for step, _ in self.steps:
+                    x = step(x)
+            return np.array(x, copy=True)
+        finally:
+            self.lock.release()
 
 
 class PlanCache:
@@ -435,6 +446,7 @@ class GraphPlan:
         self.model = model
         self.steps = steps
         self.copy_out = copy_out
+        self.lock = threading.Lock()  # one call at a time runs in the plan's buffers
 
     @classmethod
     def build(
@@ -501,18 +513,24 @@ class GraphPlan:
             for s, c in zip(self.model._out_slots, self.copy_out, strict=True)
         ]
 
-    def run(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The outputs for ``xs`` (arrays of the shapes and dtypes planned, converted)."""
-        model = self.model
-        vals: list[Any] = [None] * model._n_slots
-        for s, a in zip(model._in_slots, xs, strict=True):
-            vals[s] = a
-        with blas_single_thread():
-            for run, ins, multi, out, free in self.steps:
-                vals[out] = run([vals[s] for s in ins] if multi else vals[ins[0]])
-                for s in free:
-                    vals[s] = None
-        return self._outputs(vals)
+    def run(self, xs: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+        """The outputs for ``xs`` (arrays of the shapes and dtypes planned, converted);
+        None when another thread is running this plan (the caller runs the layers)."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            model = self.model
+            vals: list[Any] = [None] * model._n_slots
+            for s, a in zip(model._in_slots, xs, strict=True):
+                vals[s] = a
+            with blas_single_thread():
+                for run, ins, multi, out, free in self.steps:
+                    vals[out] = run([vals[s] for s in ins] if multi else vals[ins[0]])
+                    for s in free:
+                        vals[s] = None
+            return self._outputs(vals)
+        finally:
+            self.lock.release()
 
 
 class GraphPlans(PlanCache):
@@ -531,7 +549,8 @@ class GraphPlans(PlanCache):
         key = tuple((a.shape, a.dtype.str) for a in xs)
         plan = self.get(key)
         if plan is not None:
-            return plan.run(xs)  # type: ignore[attr-defined]
+            outs = plan.run(xs)  # type: ignore[attr-defined]
+            return layerwise(xs) if outs is None else outs  # (None: in use by another thread)
         plans = self._plans
         if key not in plans:  # first call of this shape: mark it
             outs = layerwise(xs)

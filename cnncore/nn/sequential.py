@@ -150,7 +150,10 @@ class Sequential(training.TrainingMethods, Module):
             plan = self._plans.get(key)
             if plan is not None:
                 self._input_shape = x.shape
-                return plan.run(as_model_input(x, plan.dtype))
+                y = plan.run(as_model_input(x, plan.dtype))
+                if y is not None:
+                    return y
+                key = None  # (another thread runs that plan: the layers, no new plan)
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
         order = self._run_order()
