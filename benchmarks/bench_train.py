@@ -9,9 +9,13 @@ with --quick); best of --epochs epochs. See cnncore.apps.bench.train.bench_train
 interleaved in blocks of --block steps (at least 7 timed blocks, after two warm-up steps):
 medians of seconds per step, scaled to an epoch. Full epochs stay the default.
 
+--profile N profiles N cnncore steps of each model instead (no comparison): the mean time
+per step of each layer's forward and backward, the loss, zero_grad, the optimizer step,
+the input batch, the metrics and the rest, with their shares of the step.
+
     python benchmarks/bench_train.py [--quick] [--epochs 2] [--models lenet cnn resnet20]
                                      [--repeat 7] [--threads N] [--no-torch] [--json FILE]
-                                     [--steps N [--block 10]]
+                                     [--steps N [--block 10]] [--profile N]
 """
 
 from cnncore.apps.bench import bench_train, run_script, script_parser
@@ -29,6 +33,13 @@ if __name__ == "__main__":
         help="fixed-steps mode: time N steps per library (not whole epochs)",
     )
     parser.add_argument("--block", type=int, default=10, help="steps per timed block")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="profile N cnncore steps per model (time per layer and part; no comparison)",
+    )
     args = parser.parse_args()
     run_script(
         bench_train,
@@ -37,4 +48,5 @@ if __name__ == "__main__":
         models=args.models,
         steps=args.steps,
         block=args.block,
+        profile=args.profile,
     )

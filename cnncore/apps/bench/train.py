@@ -317,6 +317,118 @@ def executor_overhead(batch_size: int = 128, steps: int = MIN_REPEAT, seed: int 
     }
 
 
+def step_profile(name: str, x: np.ndarray, y: np.ndarray, steps: int = 100, seed: int = 0) -> dict:
+    """Where a cnncore SGD step of ``name`` (``RECIPES``' batch size and learning rate,
+    momentum 0.9) spends its time: the step of ``fit`` (input gathering, forward, loss,
+    ``zero_grad``, backward, metrics, optimizer step) on the epoch's first batches of
+    ``x``, ``y``, with every layer's ``forward``/``backward`` (and Sequential's training
+    fusions) timed from inside.  Two untimed warm-up steps, then ``steps`` timed ones.
+
+    Returns ``{"model", "batch", "steps", "step_s", "parts": {part: seconds per step}}``:
+    ``step_s`` the mean seconds per step, ``parts`` the mean of each part, and
+    ``"other"`` the rest of the step (the containers' own Python between the parts).
+    Timing from inside adds two clock reads per call, so the parts are an upper bound.
+    """
+    from cnncore import nn, optim
+    from cnncore.nn import loss as losses
+    from cnncore.nn.module import as_model_input
+    from cnncore.nn.training import _batch_loop
+
+    if name not in RECIPES:
+        raise ValueError(
+            f"step_profile(): name must be one of {sorted(RECIPES)}. Received: {name!r}"
+        )
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"step_profile(): steps must be >= 1. Received: steps={steps}")
+    batch_size, lr = RECIPES[name]
+    model = _cnncore_model(name, seed)
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    dtype = model.dtype
+    clock = time.perf_counter
+    acc: dict[str, float] = {}
+    depth = [0]  # a timed call inside another one (a fusion's entry calling forward) counts once
+
+    def timed(key: str, fn):
+        def call(*args, **kwargs):
+            depth[0] += 1
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    acc[key] = acc.get(key, 0.0) + clock() - t0
+
+        return call
+
+    kinds = {"forward": "forward", "_forward_relu": "forward", "forward_into": "forward"}
+    for i, layer in enumerate(getattr(model, "layers", [])):
+        for method in ("forward", "backward", "_forward_relu", "forward_into", "backward_into"):
+            if hasattr(layer, method):
+                kind = kinds.get(method, "backward")
+                key = f"{i:02d} {type(layer).__name__} {kind}"
+                setattr(layer, method, timed(key, getattr(layer, method)))
+    order = np.random.default_rng(seed).permutation(len(x))
+    starts = list(range(0, len(x), batch_size))
+    total = 0.0
+    model.train()
+    with _batch_loop():
+        for k in range(steps + 2):
+            if k == 2:
+                acc.clear()
+                total = 0.0
+            s = starts[k % len(starts)]
+            idx = order[s : s + batch_size]
+            t0 = clock()
+            xb = as_model_input(x[idx], dtype)
+            yb = y[idx]
+            t1 = clock()
+            out = model(xb)
+            t2 = clock()
+            batch_loss = loss_fn(out, yb)
+            grad = loss_fn.backward()
+            t3 = clock()
+            opt.zero_grad()
+            t4 = clock()
+            model.backward(grad, input_grad=False)
+            t5 = clock()
+            float(batch_loss)
+            losses.count_correct(loss_fn, out, yb)
+            t6 = clock()
+            opt.step()
+            t7 = clock()
+            for key, dt in (
+                ("input", t1 - t0),
+                ("loss", t3 - t2),
+                ("zero_grad", t4 - t3),
+                ("metrics", t6 - t5),
+                ("optimizer", t7 - t6),
+            ):
+                acc[key] = acc.get(key, 0.0) + dt
+            total += t7 - t0
+    parts = {key: v / steps for key, v in sorted(acc.items())}
+    parts["other"] = max(0.0, total / steps - sum(parts.values()))
+    return {
+        "model": name,
+        "batch": batch_size,
+        "steps": steps,
+        "step_s": total / steps,
+        "parts": parts,
+    }
+
+
+def _print_profile(prof: dict, out) -> None:
+    step = prof["step_s"]
+    out(
+        f"{prof['model']}: {1e3 * step:.3f} ms per step (batch {prof['batch']}, mean of "
+        f"{prof['steps']} steps)"
+    )
+    for key, v in prof["parts"].items():
+        out(f"  {key:<32}{1e3 * v:9.3f} ms{100 * v / step:7.1f} %")
+
+
 def bench_train(
     quick: bool = False,
     use_torch: bool = True,
@@ -326,6 +438,7 @@ def bench_train(
     models: Sequence[str] = ("lenet", "cnn"),
     steps: int | None = None,
     block: int = 10,
+    profile: int | None = None,
 ) -> dict:
     """Seconds per epoch (and img/s) of SGD training, cnncore vs PyTorch, same recipe:
     momentum 0.9, float32, same thread count, batch 64 and lr 0.05 (lenet, cnn) or batch
@@ -349,6 +462,11 @@ def bench_train(
     Returns ``{"threads", "data", "epochs", "rows": [{"model", "batch", "cnncore_s",
     "cnncore_acc" [, "torch_s", "torch_acc", "ratio"] [, "overhead"]}]}``
     (``"steps"`` and no accuracies in the fixed-steps mode).
+
+    With ``profile`` (a number of steps) nothing is compared: each model's step is
+    profiled instead (:func:`step_profile`: the share of each layer's forward and
+    backward, the loss, the optimizer, ...), and ``{"threads", "data", "profiles": [...]}``
+    is returned.
     """
     from cnncore import datasets
 
@@ -362,6 +480,14 @@ def bench_train(
             pass
     if source == "sample":
         (x, y), (xt, yt) = datasets.load_sample()
+    if profile is not None:
+        out(f"training step profile: {source}, float32, {threads} thread(s)")
+        profiles = []
+        for name in models:
+            prof = step_profile(name, x, y, steps=profile)
+            _print_profile(prof, out)
+            profiles.append(prof)
+        return {"threads": threads, "data": source, "profiles": profiles}
     out(
         f"training benchmark: {source} ({len(x)} train / {len(xt)} test), SGD momentum 0.9, "
         f"float32, {threads} thread(s); best of {epochs} epoch(s)"
