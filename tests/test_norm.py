@@ -250,11 +250,14 @@ def test_large_offset_over_many_chunks(rng):
     np.testing.assert_allclose(y, layer_norm_ref(x.astype(np.float64), 100_000), atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(64, 4, 7, 7), (3, 2, 80, 70), (5000, 3)])
+@pytest.mark.parametrize(
+    "shape", [(64, 4, 7, 7), (300, 2, 5, 5), (40, 3, 16, 16), (3, 2, 80, 70), (5000, 3)]
+)
 def test_batch_norm_large_common_offset_keeps_float32_accuracy(rng, shape):
     """Mean 1e4, standard deviation 1e-2, float32: batch statistics relative to the
-    channel's first element, two passes per chunk of planes (a chunk of several planes,
-    pieces of planes longer than a chunk, and one value per plane) and the mean split in two
+    channel's first element, two passes per chunk of planes (a chunk of several planes --
+    small planes with one accumulator per position, one chunk or several merged --, pieces
+    of planes longer than a chunk, and one value per plane) and the mean split in two
     floats keep the output and the gradients as accurate as float32 allows -- torch's
     float32 batch_norm is shown to be far off on the same data when it is installed."""
     x = _big_offset(rng, shape)
@@ -385,6 +388,7 @@ def test_batch_norm_bit_identical_across_threads(dtype, rng):
     training and eval, forward and backward, and the layer's two-pass backward."""
     cases = [
         _arr(rng, (9, 3, 13, 11), dtype, 1.0, 3.0),
+        _arr(rng, (300, 3, 5, 5), dtype, 0.5, 2.0),  # small planes, several chunks
         _arr(rng, (2, 3, 70, 80), dtype, 2.0, -1.0),
         _arr(rng, (700, 3), dtype),
     ]
