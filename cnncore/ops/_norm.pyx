@@ -1026,6 +1026,76 @@ cdef void bn_backward_channel(const floating* g, const floating* x, const floati
         bn_backward_chunk(g, x, ym, gx, bg, c, b, mh, ml, a, bf, cf)
 
 
+cdef void bn_apply_planes(const floating* x, floating* y, const BatchGeom* bg, Py_ssize_t q0,
+                          Py_ssize_t q1, const floating* cf, bint relu) noexcept nogil:
+    """Planes ``[q0, q1)`` of ``x`` seen as ``(N * C, L)`` in memory order (plane ``q`` is
+    channel ``q % C``): ``y = ((x - mh) - ml) * a + bb`` with the channel's ``cf[4c:4c+4]``
+    = (mh, ml, a, bb) -- :func:`bn_apply_chunk`'s arithmetic, element by element."""
+    cdef Py_ssize_t q, i, off, c, L = bg.L
+    cdef floating mh, ml, a, bb, v
+    for q in range(q0, q1):
+        c = q % bg.C
+        mh = cf[4 * c]
+        ml = cf[4 * c + 1]
+        a = cf[4 * c + 2]
+        bb = cf[4 * c + 3]
+        off = q * L
+        if relu:
+            for i in range(off, off + L):
+                v = ((x[i] - mh) - ml) * a + bb
+                y[i] = 0 if v < 0 else v
+        else:
+            for i in range(off, off + L):
+                y[i] = ((x[i] - mh) - ml) * a + bb
+
+
+cdef void bn_backward_planes(const floating* g, const floating* x, const floating* ym,
+                             floating* gx, const BatchGeom* bg, Py_ssize_t q0, Py_ssize_t q1,
+                             const floating* cf) noexcept nogil:
+    """:func:`bn_backward_chunk`'s arithmetic over planes ``[q0, q1)`` in memory order, with
+    the channel's ``cf[5c:5c+5]`` = (mh, ml, a, bf, cf)."""
+    cdef Py_ssize_t q, i, off, c, L = bg.L
+    cdef floating mh, ml, a, bf, cc, gv
+    for q in range(q0, q1):
+        c = q % bg.C
+        mh = cf[5 * c]
+        ml = cf[5 * c + 1]
+        a = cf[5 * c + 2]
+        bf = cf[5 * c + 3]
+        cc = cf[5 * c + 4]
+        off = q * L
+        if ym != NULL:
+            for i in range(off, off + L):
+                gv = g[i]
+                gv = 0 if ym[i] <= 0 else gv
+                gx[i] = gv * a + (((x[i] - mh) - ml) * bf + cc)
+        else:
+            for i in range(off, off + L):
+                gx[i] = g[i] * a + (((x[i] - mh) - ml) * bf + cc)
+
+
+cdef int bn_apply_small(const floating* x, floating* y, const BatchGeom* bg,
+                        const floating* w, const floating* bias, double eps,
+                        const double* mean, const double* var, int n_threads,
+                        bint relu) noexcept nogil:
+    """Batch norm's output for planes of at most ``POS_MAX`` elements: in memory order, tasks
+    of whole planes (written per channel, a 7x7 plane's 196 bytes left partial cache lines
+    that the next channel's pass had to fetch again: the store-bound half of the forward)."""
+    cdef Py_ssize_t c, t, nq = bg.N * bg.C, qb = py_max(1, CHUNK // bg.L)
+    cdef Py_ssize_t nt = (nq + qb - 1) // qb
+    cdef floating* cf = <floating*> malloc(4 * bg.C * sizeof(floating))
+    if cf == NULL:
+        return CNN_ERR_NOMEM
+    for c in range(bg.C):
+        split_mean(mean[c], &cf[4 * c], &cf[4 * c + 1])
+        cf[4 * c + 2] = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
+        cf[4 * c + 3] = bias[c] if bias != NULL else 0
+    for t in prange(nt, schedule="static", num_threads=n_threads):
+        bn_apply_planes(x, y, bg, t * qb, py_min((t + 1) * qb, nq), cf, relu)
+    free(cf)
+    return CNN_OK
+
+
 cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
                          const floating* w, const floating* bias, double eps, double* mean,
                          double* var, bint stats_given, int n_threads,
@@ -1041,7 +1111,7 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         cm = <double*> malloc(2 * T * sizeof(double))
         if cm == NULL:
             return CNN_ERR_NOMEM
-    if y != NULL and (bg.C >= n_threads or n_threads <= 1):
+    if y != NULL and bg.L > POS_MAX and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
             bn_forward_channel(x, y, bg, c, w, bias, eps, mean, var, stats_given, cm, relu)
         free(cm)
@@ -1056,6 +1126,8 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         free(cm)
     if y == NULL:
         return CNN_OK
+    if bg.L <= POS_MAX:
+        return bn_apply_small(x, y, bg, w, bias, eps, mean, var, n_threads, relu)
     for t in prange(T, schedule="static", num_threads=n_threads):
         c = t // bg.NB
         b = t % bg.NB
@@ -1064,6 +1136,28 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
         bb = bias[c] if bias != NULL else 0
         bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu)
+    return CNN_OK
+
+
+cdef int bn_backward_small(const floating* g, const floating* x, const floating* ym,
+                           floating* gx, const BatchGeom* bg, const floating* w, double eps,
+                           const double* mean, const double* var, const double* sg,
+                           const double* sgxhat, double count, bint training,
+                           int n_threads) noexcept nogil:
+    """The input gradient for planes of at most ``POS_MAX`` elements, in memory order (see
+    :func:`bn_apply_small`); the coefficients as :func:`bn_coefficients` rounds them."""
+    cdef Py_ssize_t c, t, nq = bg.N * bg.C, qb = py_max(1, CHUNK // bg.L)
+    cdef Py_ssize_t nt = (nq + qb - 1) // qb
+    cdef floating* cf = <floating*> malloc(5 * bg.C * sizeof(floating))
+    if cf == NULL:
+        return CNN_ERR_NOMEM
+    for c in range(bg.C):
+        bn_coefficients(mean[c], var[c], eps, <double> w[c] if w != NULL else 1.0, sg[c],
+                        sgxhat[c], count, training, &cf[5 * c], &cf[5 * c + 1], &cf[5 * c + 2],
+                        &cf[5 * c + 3], &cf[5 * c + 4])
+    for t in prange(nt, schedule="static", num_threads=n_threads):
+        bn_backward_planes(g, x, ym, gx, bg, t * qb, py_min((t + 1) * qb, nq), cf)
+    free(cf)
     return CNN_OK
 
 
@@ -1084,7 +1178,7 @@ cdef int bn_backward_impl(const floating* g, const floating* x, const floating* 
         cm = <double*> malloc(2 * T * sizeof(double))
         if cm == NULL:
             return CNN_ERR_NOMEM
-    if gx != NULL and (bg.C >= n_threads or n_threads <= 1):
+    if gx != NULL and bg.L > POS_MAX and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
             bn_backward_channel(g, x, ym, gx, bg, c, w, eps, mean, var, sg, sgxhat, sums_given,
                                 count, training, cm)
@@ -1102,6 +1196,9 @@ cdef int bn_backward_impl(const floating* g, const floating* x, const floating* 
         free(cm)
     if gx == NULL:
         return CNN_OK
+    if bg.L <= POS_MAX:
+        return bn_backward_small(g, x, ym, gx, bg, w, eps, mean, var, sg, sgxhat, count,
+                                 training, n_threads)
     for t in prange(T, schedule="static", num_threads=n_threads):
         c = t // bg.NB
         b = t % bg.NB
