@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from reference import batch_norm_backward_ref, batch_norm_ref, group_norm_ref, layer_norm_ref
 
 import cnncore
+import cnncore._config
 import cnncore.functional as F
 from cnncore import nn
 
@@ -351,9 +352,11 @@ def test_finite_differences_of_variants(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bit_identical_across_threads(dtype, rng):
+def test_bit_identical_across_threads(dtype, rng, monkeypatch):
     """One huge group (N = 1, G = 1: each phase split over chunks), one huge row, a few
     rows (weight-gradient parts), many small segments."""
+    # every call parallel (threads_for runs small kernels on one thread)
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
     big = _arr(rng, (1, 3, 150, 101), dtype, 1.0, 3.0)
     gbig = _arr(rng, big.shape, dtype)
     row = _arr(rng, (2, 3 * 4096 + 17), dtype)
@@ -382,10 +385,12 @@ def test_bit_identical_across_threads(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_bit_identical_across_threads(dtype, rng):
+def test_batch_norm_bit_identical_across_threads(dtype, rng, monkeypatch):
     """Three channels: a task per channel for up to three threads, (channel, chunk) tasks for
     four -- the same arithmetic; planes of one chunk, of several chunks, and 2-D inputs;
     training and eval, forward and backward, and the layer's two-pass backward."""
+    # every call parallel (threads_for runs small kernels on one thread)
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
     cases = [
         _arr(rng, (9, 3, 13, 11), dtype, 1.0, 3.0),
         _arr(rng, (300, 3, 5, 5), dtype, 0.5, 2.0),  # small planes, several chunks
@@ -433,8 +438,10 @@ class _TwoPassBatchNorm(nn.BatchNorm1d, register=False):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_layer_two_pass_path_is_bit_identical(dtype, rng):
+def test_batch_norm_layer_two_pass_path_is_bit_identical(dtype, rng, monkeypatch):
     """The hooks a statistics-reducing subclass overrides give the fused path's bits."""
+    # every call parallel (threads_for runs small kernels on one thread)
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
     x = _arr(rng, (6, 3, 5, 7), dtype, 1.5, 2.0)
     g = _arr(rng, x.shape, dtype)
     fused, split = nn.BatchNorm2d(3, dtype=dtype), _TwoPassBatchNorm(3, dtype=dtype)

@@ -156,7 +156,7 @@ def _group_forward(
             mean,
             var,
             given,
-            get_num_threads(),
+            threads_for(x.size),
         )
     return y, mean, var
 
@@ -196,7 +196,7 @@ def _group_backward(
             given,
             db.reshape(-1),
             dw.reshape(-1),
-            get_num_threads(),
+            threads_for(x.size),
         )
     if weight is None:
         return gx, None, None
@@ -409,7 +409,7 @@ def layer_norm(
             eps,
             np.empty(m),
             np.empty(m),
-            get_num_threads(),
+            threads_for(x.size),
         )
     return y
 
@@ -485,7 +485,7 @@ def layer_norm_backward(
             pw.reshape(-1),
             pb.reshape(-1),
             parts,
-            get_num_threads(),
+            threads_for(x.size),
         )
     if weight is None:
         return gx, None, None
