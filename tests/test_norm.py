@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from reference import batch_norm_backward_ref, batch_norm_ref, group_norm_ref, layer_norm_ref
 
 import cnncore
+import cnncore._config
 import cnncore.functional as F
 from cnncore import nn
 
@@ -250,11 +251,14 @@ def test_large_offset_over_many_chunks(rng):
     np.testing.assert_allclose(y, layer_norm_ref(x.astype(np.float64), 100_000), atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(64, 4, 7, 7), (3, 2, 80, 70), (5000, 3)])
+@pytest.mark.parametrize(
+    "shape", [(64, 4, 7, 7), (300, 2, 5, 5), (40, 3, 16, 16), (3, 2, 80, 70), (5000, 3)]
+)
 def test_batch_norm_large_common_offset_keeps_float32_accuracy(rng, shape):
     """Mean 1e4, standard deviation 1e-2, float32: batch statistics relative to the
-    channel's first element, two passes per chunk of planes (a chunk of several planes,
-    pieces of planes longer than a chunk, and one value per plane) and the mean split in two
+    channel's first element, two passes per chunk of planes (a chunk of several planes --
+    small planes with one accumulator per position, one chunk or several merged --, pieces
+    of planes longer than a chunk, and one value per plane) and the mean split in two
     floats keep the output and the gradients as accurate as float32 allows -- torch's
     float32 batch_norm is shown to be far off on the same data when it is installed."""
     x = _big_offset(rng, shape)
@@ -348,9 +352,11 @@ def test_finite_differences_of_variants(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bit_identical_across_threads(dtype, rng):
+def test_bit_identical_across_threads(dtype, rng, monkeypatch):
     """One huge group (N = 1, G = 1: each phase split over chunks), one huge row, a few
     rows (weight-gradient parts), many small segments."""
+    # every call parallel (threads_for runs small kernels on one thread)
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
     big = _arr(rng, (1, 3, 150, 101), dtype, 1.0, 3.0)
     gbig = _arr(rng, big.shape, dtype)
     row = _arr(rng, (2, 3 * 4096 + 17), dtype)
@@ -379,12 +385,15 @@ def test_bit_identical_across_threads(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_bit_identical_across_threads(dtype, rng):
+def test_batch_norm_bit_identical_across_threads(dtype, rng, monkeypatch):
     """Three channels: a task per channel for up to three threads, (channel, chunk) tasks for
     four -- the same arithmetic; planes of one chunk, of several chunks, and 2-D inputs;
     training and eval, forward and backward, and the layer's two-pass backward."""
+    # every call parallel (threads_for runs small kernels on one thread)
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
     cases = [
         _arr(rng, (9, 3, 13, 11), dtype, 1.0, 3.0),
+        _arr(rng, (300, 3, 5, 5), dtype, 0.5, 2.0),  # small planes, several chunks
         _arr(rng, (2, 3, 70, 80), dtype, 2.0, -1.0),
         _arr(rng, (700, 3), dtype),
     ]
@@ -429,8 +438,10 @@ class _TwoPassBatchNorm(nn.BatchNorm1d, register=False):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_layer_two_pass_path_is_bit_identical(dtype, rng):
+def test_batch_norm_layer_two_pass_path_is_bit_identical(dtype, rng, monkeypatch):
     """The hooks a statistics-reducing subclass overrides give the fused path's bits."""
+    # every call parallel (threads_for runs small kernels on one thread)
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
     x = _arr(rng, (6, 3, 5, 7), dtype, 1.5, 2.0)
     g = _arr(rng, x.shape, dtype)
     fused, split = nn.BatchNorm2d(3, dtype=dtype), _TwoPassBatchNorm(3, dtype=dtype)

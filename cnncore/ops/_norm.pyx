@@ -45,6 +45,7 @@ from cnncore._shared cimport CNN_ERR_NOMEM, CNN_OK, check_status, floating, py_m
 cdef enum:
     CHUNK = 4096      # elements per statistics / sums chunk (16 KiB of float32: in L1)
     LANES = 32        # interleaved accumulators of a chunk sum (independent add chains)
+    POS_MAX = 256     # batch norm planes up to this size: one accumulator per position
 
 
 cdef extern from *:
@@ -68,6 +69,51 @@ cdef extern from *:
     }
     CNN_LN_BACKWARD_ROW(f, float)
     CNN_LN_BACKWARD_ROW(d, double)
+
+    /* The same arithmetic, element by element, over `nr` rows (row stride D) of a run of
+       `n` columns: blocks of 16 columns, each sweeping the rows in order with the weight /
+       bias gradient sums of its columns held in registers (loaded from and stored back to
+       pw / pb once per block, not once per row: the read-modify-write of pw / pb per row
+       was half of the backward's time for long rows).  Per column the sums take the rows
+       in the same order as cnn_ln_backward_row, and the columns of the remainder (< 16,
+       at the end of the row) the same scalar path wherever the run starts at a multiple
+       of 16.  cf5: per row (mh, ml, rstd, B, C) in T; st: per row (mean, rstd, B, C). */
+    #define CNN_LN_BACKWARD_COLS(SUF, T)                                                    \
+    static void cnn_ln_backward_cols##SUF(                                                 \
+            const T* __restrict g, const T* __restrict x, T* __restrict gx,                \
+            const T* __restrict w, double* __restrict pw, double* __restrict pb,           \
+            ptrdiff_t n, ptrdiff_t nr, ptrdiff_t D, const T* __restrict cf5,               \
+            const double* __restrict st) {                                                 \
+        ptrdiff_t j0 = 0;                                                                  \
+        for (; j0 + 16 <= n; j0 += 16) {                                                   \
+            double aw[16], ab[16];                                                         \
+            for (int k = 0; k < 16; k++) { aw[k] = pw[j0 + k]; ab[k] = pb[j0 + k]; }       \
+            for (ptrdiff_t r = 0; r < nr; r++) {                                           \
+                const T* q = cf5 + 5 * r;                                                  \
+                T mh = q[0], ml = q[1], rf = q[2], bf = q[3], cf = q[4];                   \
+                double rstd = st[4 * r + 1];                                               \
+                const T* gr = g + r * D + j0;                                              \
+                const T* xr = x + r * D + j0;                                              \
+                T* yr = gx + r * D + j0;                                                   \
+                for (int k = 0; k < 16; k++) {                                             \
+                    T gv = gr[k];                                                          \
+                    T xc = (xr[k] - mh) - ml;                                              \
+                    yr[k] = (gv * rf) * w[j0 + k] + (xc * bf + cf);                        \
+                    aw[k] += ((double) gv * (double) xc) * rstd;                           \
+                    ab[k] += (double) gv;                                                  \
+                }                                                                          \
+            }                                                                              \
+            for (int k = 0; k < 16; k++) { pw[j0 + k] = aw[k]; pb[j0 + k] = ab[k]; }       \
+        }                                                                                  \
+        for (ptrdiff_t r = 0; r < nr && j0 < n; r++) {                                     \
+            const T* q = cf5 + 5 * r;                                                      \
+            cnn_ln_backward_row##SUF(g + r * D + j0, x + r * D + j0, gx + r * D + j0,      \
+                                     w + j0, pw + j0, pb + j0, n - j0, q[0], q[1], q[2],   \
+                                     q[3], q[4], st[4 * r + 1]);                           \
+        }                                                                                  \
+    }
+    CNN_LN_BACKWARD_COLS(f, float)
+    CNN_LN_BACKWARD_COLS(d, double)
     """
     void cnn_ln_backward_rowf(const float* g, const float* x, float* gx, const float* w,
                               double* pw, double* pb, Py_ssize_t n, float mh, float ml,
@@ -75,6 +121,12 @@ cdef extern from *:
     void cnn_ln_backward_rowd(const double* g, const double* x, double* gx, const double* w,
                               double* pw, double* pb, Py_ssize_t n, double mh, double ml,
                               double r, double bf, double cf, double rstd) noexcept nogil
+    void cnn_ln_backward_colsf(const float* g, const float* x, float* gx, const float* w,
+                               double* pw, double* pb, Py_ssize_t n, Py_ssize_t nr,
+                               Py_ssize_t D, const float* cf5, const double* st) noexcept nogil
+    void cnn_ln_backward_colsd(const double* g, const double* x, double* gx, const double* w,
+                               double* pw, double* pb, Py_ssize_t n, Py_ssize_t nr,
+                               Py_ssize_t D, const double* cf5, const double* st) noexcept nogil
 
 
 # ------------------------------------------------------------------------------------------
@@ -450,12 +502,35 @@ cdef inline void ln_coefficients(double sdy, double sdyx, double rstd, Py_ssize_
     C[0] = -rstd * sdy / D
 
 
+cdef void ln_row_coefficients(const double* st, Py_ssize_t nr, floating* cf5) noexcept nogil:
+    """Per row, from ``st`` (mean, rstd, B, C): ``cf5`` = (mh, ml, rstd, B, C) in the
+    precision of ``floating``, as :func:`ln_backward_apply` rounds them."""
+    cdef Py_ssize_t r
+    for r in range(nr):
+        split_mean(st[4 * r], &cf5[5 * r], &cf5[5 * r + 1])
+        cf5[5 * r + 2] = <floating> st[4 * r + 1]
+        cf5[5 * r + 3] = <floating> st[4 * r + 2]
+        cf5[5 * r + 4] = <floating> st[4 * r + 3]
+
+
+cdef inline void ln_backward_cols(const floating* g, const floating* x, floating* gx,
+                                  const floating* w, double* pw, double* pb, Py_ssize_t n,
+                                  Py_ssize_t nr, Py_ssize_t D, const floating* cf5,
+                                  const double* st) noexcept nogil:
+    """``nr`` rows of a run of ``n`` columns with a weight (pointers at the first row's run;
+    ``pw``, ``pb``, ``w`` at the run's first column): see cnn_ln_backward_cols."""
+    if floating is float:
+        cnn_ln_backward_colsf(g, x, gx, w, pw, pb, n, nr, D, cf5, st)
+    else:
+        cnn_ln_backward_colsd(g, x, gx, w, pw, pb, n, nr, D, cf5, st)
+
+
 cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, Py_ssize_t r0,
                            Py_ssize_t r1, Py_ssize_t D, const floating* w, double eps,
-                           double* pw, double* pb, double* st) noexcept nogil:
-    """Rows ``[r0, r1)`` (``st``: 4 doubles per row of scratch): the statistics and
-    coefficients of every row, then the rows' gradients in order (short rows: independent
-    work in flight)."""
+                           double* pw, double* pb, double* st, floating* cf5) noexcept nogil:
+    """Rows ``[r0, r1)`` (``st``: 4 doubles, ``cf5``: 5 floatings per row of scratch): the
+    statistics and coefficients of every row, then the rows' gradients (short rows:
+    independent work in flight; with a weight, column blocks sweeping the rows)."""
     cdef double sdy, sdyx
     cdef double* q
     cdef floating mh, ml
@@ -467,6 +542,11 @@ cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, P
         split_mean(q[0], &mh, &ml)
         run_sums(g + r * D, x + r * D, w, D, mh, ml, &sdy, &sdyx)
         ln_coefficients(sdy, sdyx, q[1], D, &q[2], &q[3])
+    if w != NULL:
+        ln_row_coefficients(st, r1 - r0, cf5)
+        ln_backward_cols(g + r0 * D, x + r0 * D, gx + r0 * D, w, pw, pb, D, r1 - r0, D, cf5,
+                         st)
+        return
     for r in range(r0, r1):
         q = st + 4 * (r - r0)
         ln_backward_apply(g + r * D, x + r * D, gx + r * D, 0, D, w, q[0], q[1], q[2], q[3],
@@ -521,11 +601,12 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
     cdef floating K, mh, ml
     cdef Py_ssize_t rb = py_max(1, CHUNK // D)
     cdef double* blk
+    cdef floating* cf5
     cdef int status = CNN_OK
     cdef int* status_p = &status
     if P >= n_threads or n_threads <= 1 or nc <= 1:
         for p in prange(P, schedule="static", num_threads=n_threads):
-            blk = <double*> malloc(4 * rb * sizeof(double))
+            blk = <double*> malloc(9 * rb * sizeof(double))   # st (4) and cf5 (5) per row
             if blk == NULL:
                 status_p[0] = CNN_ERR_NOMEM
             else:
@@ -534,15 +615,18 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
                 while r0 < r1:                     # blocks of rb rows, in order
                     ln_backward_rows(g, x, gx, r0, py_min(r0 + rb, r1), D, w, eps,
                                      pw + p * D if w != NULL else NULL,
-                                     pb + p * D if w != NULL else NULL, blk)
+                                     pb + p * D if w != NULL else NULL, blk,
+                                     <floating*> (blk + 4 * rb))
                     r0 = r0 + rb
                 free(blk)
         return status
     cm = <double*> malloc(2 * M * nc * sizeof(double))
     st = <double*> malloc(4 * M * sizeof(double))  # per row: mean, rstd, B, C
-    if cm == NULL or st == NULL:
+    cf5 = <floating*> malloc(5 * M * sizeof(floating))
+    if cm == NULL or st == NULL or cf5 == NULL:
         free(cm)
         free(st)
+        free(cf5)
         return CNN_ERR_NOMEM
     for t in prange(M * nc, schedule="static", num_threads=n_threads):
         r = t // nc
@@ -567,16 +651,24 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
             sdy = sdy + cm[2 * (r * nc + c)]
             sdyx = sdyx + cm[2 * (r * nc + c) + 1]
         ln_coefficients(sdy, sdyx, st[4 * r + 1], D, &st[4 * r + 2], &st[4 * r + 3])
+    ln_row_coefficients(st, M, cf5)
     for c in prange(nc, schedule="static", num_threads=n_threads):
         for p in range(P):                         # each chunk of columns: rows in order
-            for r in range(p * M // P, (p + 1) * M // P):
-                ln_backward_apply(g + r * D, x + r * D, gx + r * D, c * CHUNK,
-                                  py_min((c + 1) * CHUNK, D), w, st[4 * r], st[4 * r + 1],
-                                  st[4 * r + 2], st[4 * r + 3],
-                                  pw + p * D if w != NULL else NULL,
-                                  pb + p * D if w != NULL else NULL)
+            r0 = p * M // P
+            r1 = (p + 1) * M // P
+            if w != NULL:
+                t = r0 * D + c * CHUNK
+                ln_backward_cols(g + t, x + t, gx + t, w + c * CHUNK, pw + p * D + c * CHUNK,
+                                 pb + p * D + c * CHUNK, py_min(CHUNK, D - c * CHUNK), r1 - r0,
+                                 D, cf5 + 5 * r0, st + 4 * r0)
+            else:
+                for r in range(r0, r1):
+                    ln_backward_apply(g + r * D, x + r * D, gx + r * D, c * CHUNK,
+                                      py_min((c + 1) * CHUNK, D), w, st[4 * r],
+                                      st[4 * r + 1], st[4 * r + 2], st[4 * r + 3], NULL, NULL)
     free(cm)
     free(st)
+    free(cf5)
     return CNN_OK
 
 
@@ -648,15 +740,65 @@ cdef inline void lanes_squared_dev(const floating* x, Py_ssize_t m, floating K, 
         acc[k] = acc[k] + d * d
 
 
+cdef double positions_total(const floating* acc, Py_ssize_t L) noexcept nogil:
+    """Sum of the ``L`` per-position accumulators in double: 8 interleaved partial sums,
+    combined pairwise (a fixed order)."""
+    cdef double part[8]
+    cdef Py_ssize_t j = 0
+    cdef int k
+    for k in range(8):
+        part[k] = 0
+    while j + 8 <= L:
+        for k in range(8):
+            part[k] = part[k] + <double> acc[j + k]
+        j = j + 8
+    for k in range(L - j):
+        part[k] = part[k] + <double> acc[j + k]
+    return ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]))
+
+
+cdef void bn_chunk_moments_small(const floating* x, const BatchGeom* bg, Py_ssize_t c,
+                                 Py_ssize_t n0, Py_ssize_t n1, floating K, double* mean,
+                                 double* m2) noexcept nogil:
+    """:func:`bn_chunk_moments` for planes of ``L <= POS_MAX`` elements: one accumulator
+    per position of the plane (each gets one add per plane of the chunk, at most 128), so
+    every plane is one contiguous vectorized loop with no scalar remainder -- with
+    ``LANES`` lanes a 7x7 plane left 17 of its 49 elements to a scalar loop, 2.6-3.5x a copy."""
+    cdef floating acc[POS_MAX]
+    cdef floating mf, d
+    cdef Py_ssize_t n, j, L = bg.L, stride = bg.C * bg.L
+    cdef const floating* p
+    for j in range(L):
+        acc[j] = 0
+    for n in range(n0, n1):
+        p = x + n * stride + c * L
+        for j in range(L):
+            acc[j] = acc[j] + (p[j] - K)
+    mean[0] = positions_total(acc, L) / ((n1 - n0) * L)
+    mf = <floating> mean[0]
+    for j in range(L):
+        acc[j] = 0
+    for n in range(n0, n1):
+        p = x + n * stride + c * L
+        for j in range(L):
+            d = (p[j] - K) - mf
+            acc[j] = acc[j] + d * d
+    m2[0] = positions_total(acc, L)
+
+
 cdef void bn_chunk_moments(const floating* x, const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b,
                            floating K, double* mean, double* m2) noexcept nogil:
     """Mean and sum of squared deviations of chunk ``b`` of channel ``c`` (relative to
-    ``K``): two passes over the chunk (in L1), ``LANES`` accumulators each."""
+    ``K``): two passes over the chunk (in L1), ``LANES`` accumulators each (planes of at most
+    ``POS_MAX`` elements: :func:`bn_chunk_moments_small`)."""
     cdef floating acc[LANES]
     cdef floating mf
     cdef Py_ssize_t n, n0, n1, l0, l1, k, stride = bg.C * bg.L
     cdef const floating* base = x + c * bg.L
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+    if bg.L <= POS_MAX:
+        bn_chunk_moments_small(x, bg, c, n0, n1, K, mean, m2)
+        return
     for k in range(LANES):
         acc[k] = 0
     for n in range(n0, n1):
@@ -668,6 +810,41 @@ cdef void bn_chunk_moments(const floating* x, const BatchGeom* bg, Py_ssize_t c,
     for n in range(n0, n1):
         lanes_squared_dev(base + n * stride + l0, l1 - l0, K, mf, acc)
     m2[0] = <double> lanes_total(acc)
+
+
+cdef void bn_chunk_sums_small(const floating* g, const floating* x, const floating* ym,
+                              const BatchGeom* bg, Py_ssize_t c, Py_ssize_t n0, Py_ssize_t n1,
+                              floating mh, floating ml, double* sg, double* sgx) noexcept nogil:
+    """:func:`bn_chunk_sums` for planes of ``L <= POS_MAX`` elements: one accumulator per
+    position, as :func:`bn_chunk_moments_small`."""
+    cdef floating a1[POS_MAX]
+    cdef floating a2[POS_MAX]
+    cdef floating gv
+    cdef const floating* gp
+    cdef const floating* xp
+    cdef const floating* yp
+    cdef Py_ssize_t n, j, L = bg.L, off
+    for j in range(L):
+        a1[j] = 0
+        a2[j] = 0
+    for n in range(n0, n1):
+        off = n * bg.C * L + c * L
+        gp = g + off
+        xp = x + off
+        if ym != NULL:
+            yp = ym + off
+            for j in range(L):
+                gv = gp[j]
+                gv = 0 if yp[j] <= 0 else gv
+                a1[j] = a1[j] + gv
+                a2[j] = a2[j] + gv * ((xp[j] - mh) - ml)
+        else:
+            for j in range(L):
+                gv = gp[j]
+                a1[j] = a1[j] + gv
+                a2[j] = a2[j] + gv * ((xp[j] - mh) - ml)
+    sg[0] = positions_total(a1, L)
+    sgx[0] = positions_total(a2, L)
 
 
 cdef void bn_chunk_sums(const floating* g, const floating* x, const floating* ym,
@@ -684,6 +861,9 @@ cdef void bn_chunk_sums(const floating* g, const floating* x, const floating* ym
     cdef const floating* yp
     cdef Py_ssize_t n, n0, n1, l0, l1, i, k, m, stride = bg.C * bg.L
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+    if bg.L <= POS_MAX:
+        bn_chunk_sums_small(g, x, ym, bg, c, n0, n1, mh, ml, sg, sgx)
+        return
     m = l1 - l0
     for k in range(LANES):
         a1[k] = 0
@@ -846,6 +1026,76 @@ cdef void bn_backward_channel(const floating* g, const floating* x, const floati
         bn_backward_chunk(g, x, ym, gx, bg, c, b, mh, ml, a, bf, cf)
 
 
+cdef void bn_apply_planes(const floating* x, floating* y, const BatchGeom* bg, Py_ssize_t q0,
+                          Py_ssize_t q1, const floating* cf, bint relu) noexcept nogil:
+    """Planes ``[q0, q1)`` of ``x`` seen as ``(N * C, L)`` in memory order (plane ``q`` is
+    channel ``q % C``): ``y = ((x - mh) - ml) * a + bb`` with the channel's ``cf[4c:4c+4]``
+    = (mh, ml, a, bb) -- :func:`bn_apply_chunk`'s arithmetic, element by element."""
+    cdef Py_ssize_t q, i, off, c, L = bg.L
+    cdef floating mh, ml, a, bb, v
+    for q in range(q0, q1):
+        c = q % bg.C
+        mh = cf[4 * c]
+        ml = cf[4 * c + 1]
+        a = cf[4 * c + 2]
+        bb = cf[4 * c + 3]
+        off = q * L
+        if relu:
+            for i in range(off, off + L):
+                v = ((x[i] - mh) - ml) * a + bb
+                y[i] = 0 if v < 0 else v
+        else:
+            for i in range(off, off + L):
+                y[i] = ((x[i] - mh) - ml) * a + bb
+
+
+cdef void bn_backward_planes(const floating* g, const floating* x, const floating* ym,
+                             floating* gx, const BatchGeom* bg, Py_ssize_t q0, Py_ssize_t q1,
+                             const floating* cf) noexcept nogil:
+    """:func:`bn_backward_chunk`'s arithmetic over planes ``[q0, q1)`` in memory order, with
+    the channel's ``cf[5c:5c+5]`` = (mh, ml, a, bf, cf)."""
+    cdef Py_ssize_t q, i, off, c, L = bg.L
+    cdef floating mh, ml, a, bf, cc, gv
+    for q in range(q0, q1):
+        c = q % bg.C
+        mh = cf[5 * c]
+        ml = cf[5 * c + 1]
+        a = cf[5 * c + 2]
+        bf = cf[5 * c + 3]
+        cc = cf[5 * c + 4]
+        off = q * L
+        if ym != NULL:
+            for i in range(off, off + L):
+                gv = g[i]
+                gv = 0 if ym[i] <= 0 else gv
+                gx[i] = gv * a + (((x[i] - mh) - ml) * bf + cc)
+        else:
+            for i in range(off, off + L):
+                gx[i] = g[i] * a + (((x[i] - mh) - ml) * bf + cc)
+
+
+cdef int bn_apply_small(const floating* x, floating* y, const BatchGeom* bg,
+                        const floating* w, const floating* bias, double eps,
+                        const double* mean, const double* var, int n_threads,
+                        bint relu) noexcept nogil:
+    """Batch norm's output for planes of at most ``POS_MAX`` elements: in memory order, tasks
+    of whole planes (written per channel, a 7x7 plane's 196 bytes left partial cache lines
+    that the next channel's pass had to fetch again: the store-bound half of the forward)."""
+    cdef Py_ssize_t c, t, nq = bg.N * bg.C, qb = py_max(1, CHUNK // bg.L)
+    cdef Py_ssize_t nt = (nq + qb - 1) // qb
+    cdef floating* cf = <floating*> malloc(4 * bg.C * sizeof(floating))
+    if cf == NULL:
+        return CNN_ERR_NOMEM
+    for c in range(bg.C):
+        split_mean(mean[c], &cf[4 * c], &cf[4 * c + 1])
+        cf[4 * c + 2] = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
+        cf[4 * c + 3] = bias[c] if bias != NULL else 0
+    for t in prange(nt, schedule="static", num_threads=n_threads):
+        bn_apply_planes(x, y, bg, t * qb, py_min((t + 1) * qb, nq), cf, relu)
+    free(cf)
+    return CNN_OK
+
+
 cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
                          const floating* w, const floating* bias, double eps, double* mean,
                          double* var, bint stats_given, int n_threads,
@@ -861,7 +1111,7 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         cm = <double*> malloc(2 * T * sizeof(double))
         if cm == NULL:
             return CNN_ERR_NOMEM
-    if y != NULL and (bg.C >= n_threads or n_threads <= 1):
+    if y != NULL and bg.L > POS_MAX and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
             bn_forward_channel(x, y, bg, c, w, bias, eps, mean, var, stats_given, cm, relu)
         free(cm)
@@ -876,6 +1126,8 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         free(cm)
     if y == NULL:
         return CNN_OK
+    if bg.L <= POS_MAX:
+        return bn_apply_small(x, y, bg, w, bias, eps, mean, var, n_threads, relu)
     for t in prange(T, schedule="static", num_threads=n_threads):
         c = t // bg.NB
         b = t % bg.NB
@@ -884,6 +1136,28 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
         bb = bias[c] if bias != NULL else 0
         bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu)
+    return CNN_OK
+
+
+cdef int bn_backward_small(const floating* g, const floating* x, const floating* ym,
+                           floating* gx, const BatchGeom* bg, const floating* w, double eps,
+                           const double* mean, const double* var, const double* sg,
+                           const double* sgxhat, double count, bint training,
+                           int n_threads) noexcept nogil:
+    """The input gradient for planes of at most ``POS_MAX`` elements, in memory order (see
+    :func:`bn_apply_small`); the coefficients as :func:`bn_coefficients` rounds them."""
+    cdef Py_ssize_t c, t, nq = bg.N * bg.C, qb = py_max(1, CHUNK // bg.L)
+    cdef Py_ssize_t nt = (nq + qb - 1) // qb
+    cdef floating* cf = <floating*> malloc(5 * bg.C * sizeof(floating))
+    if cf == NULL:
+        return CNN_ERR_NOMEM
+    for c in range(bg.C):
+        bn_coefficients(mean[c], var[c], eps, <double> w[c] if w != NULL else 1.0, sg[c],
+                        sgxhat[c], count, training, &cf[5 * c], &cf[5 * c + 1], &cf[5 * c + 2],
+                        &cf[5 * c + 3], &cf[5 * c + 4])
+    for t in prange(nt, schedule="static", num_threads=n_threads):
+        bn_backward_planes(g, x, ym, gx, bg, t * qb, py_min((t + 1) * qb, nq), cf)
+    free(cf)
     return CNN_OK
 
 
@@ -904,7 +1178,7 @@ cdef int bn_backward_impl(const floating* g, const floating* x, const floating* 
         cm = <double*> malloc(2 * T * sizeof(double))
         if cm == NULL:
             return CNN_ERR_NOMEM
-    if gx != NULL and (bg.C >= n_threads or n_threads <= 1):
+    if gx != NULL and bg.L > POS_MAX and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
             bn_backward_channel(g, x, ym, gx, bg, c, w, eps, mean, var, sg, sgxhat, sums_given,
                                 count, training, cm)
@@ -922,6 +1196,9 @@ cdef int bn_backward_impl(const floating* g, const floating* x, const floating* 
         free(cm)
     if gx == NULL:
         return CNN_OK
+    if bg.L <= POS_MAX:
+        return bn_backward_small(g, x, ym, gx, bg, w, eps, mean, var, sg, sgxhat, count,
+                                 training, n_threads)
     for t in prange(T, schedule="static", num_threads=n_threads):
         c = t // bg.NB
         b = t % bg.NB

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads, load_kernels
+from .._config import load_kernels, threads_for
 from .._geometry import (
     ResizeGeometry,
     interpolate_geometry,
@@ -234,10 +234,10 @@ def interpolate(
     if geo.mode == "bilinear":
         _resize.linear_forward(
             xs, ys, th[0][0], th[1][0], th[0][1], th[1][1],
-            cols[0][0], cols[1][0], cols[0][1], cols[1][1], get_num_threads(),
+            cols[0][0], cols[1][0], cols[0][1], cols[1][1], threads_for(x.size + y.size),
         )  # fmt: skip
     else:
-        _resize.nearest_forward(xs, ys, th[0][0], cols[0][0], get_num_threads())
+        _resize.nearest_forward(xs, ys, th[0][0], cols[0][0], threads_for(x.size + y.size))
     return y
 
 
@@ -310,7 +310,7 @@ def interpolate_backward(
     w_idx, w_wt = _padded_lists(_gather_lists(tw, w, g.dtype), wo, g.dtype)
     _resize.gather_backward(
         g.reshape(n * c, ho, wo), gx.reshape(n * c, h, w), h_idx, h_wt, w_idx, w_wt,
-        get_num_threads(),
+        threads_for(g.size + gx.size),
     )  # fmt: skip
     return gx
 
@@ -330,12 +330,12 @@ def _shuffle(func: str, x: Any, factor: Any, name: str, inverse: bool) -> np.nda
     if inverse:  # (B * C, H * r, W * r) -> (B * C * r * r, H, W)
         h, w = shape[-2:]
         _resize.pixel_unshuffle(
-            x.reshape(-1, h * r, w * r), y.reshape(-1, h, w), r, get_num_threads()
+            x.reshape(-1, h * r, w * r), y.reshape(-1, h, w), r, threads_for(2 * x.size)
         )
     else:  # (B * C * r * r, H, W) -> (B * C, H * r, W * r)
         h, w = x.shape[-2:]
         _resize.pixel_shuffle(
-            x.reshape(-1, h, w), y.reshape(-1, h * r, w * r), r, get_num_threads()
+            x.reshape(-1, h, w), y.reshape(-1, h * r, w * r), r, threads_for(2 * x.size)
         )
     return y
 
