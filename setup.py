@@ -354,20 +354,20 @@ def _read(path):
 
 def _sources_key(directives, debug):
     """Hash of everything the generated C files depend on: this project's Cython sources
-    (by relative path and content), the directives, and the versions of Cython and of the
-    packages whose ``.pxd`` files they cimport (NumPy, SciPy).  None with the cache off."""
+    (by relative path and content, with the SciPy declarations vendored in ``src/scipy``),
+    the directives, and the versions of Cython and of NumPy (whose ``.pxd`` files they
+    cimport).  None with the cache off."""
     if _env_flag("CNNCORE_BUILD_CACHE", "1") in ("0", "off", "false", "no"):
         return None
     import Cython
     import numpy
-    import scipy
 
     h = hashlib.sha256()
-    h.update(f"{Cython.__version__}|{numpy.__version__}|{scipy.__version__}|".encode())
+    h.update(f"{Cython.__version__}|{numpy.__version__}|".encode())
     h.update(repr(sorted(directives.items())).encode() + repr(debug).encode())
     h.update(repr((SIMD_MODULES, SHARED_UTILITY)).encode())
     files = []
-    for pattern in ("cnncore/**/*.pyx", "cnncore/**/*.pxd", "cnncore/**/*.pxi", "src/*"):
+    for pattern in ("cnncore/**/*.pyx", "cnncore/**/*.pxd", "cnncore/**/*.pxi", "src/**/*.*"):
         files += glob(pattern, recursive=True)
     for path in sorted(set(files)):
         h.update(path.replace(os.sep, "/").encode() + b"\0")
