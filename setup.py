@@ -27,12 +27,22 @@ Build time (about a minute on two cores; see the README's "Building"):
   facts, the shared utility module), which hold no numerical loops, with ``-O2``.
 - No debug information (``-g0``, overriding the ``-g`` in Python's own CFLAGS) unless
   ``CNNCORE_DEBUG`` or ``CNNCORE_SANITIZE`` asks for it: a third less compile time and a
-  compiled extensions about six times smaller (5.8 MB in all).
+  the compiled extensions about six times smaller (5.8 MB in all).
+- Each ``.pyx`` is cythonized once.  A SIMD variant (``cnncore.ops._conv_avx2`` ...) is the
+  module's generated C compiled again with the ISA's flags, through a two-line C file that
+  includes it and renames its init function ``PyInit_<name>`` (the one name Python looks up
+  in the file; the module takes its name from the import).  Cythonizing each variant
+  separately, as before, cost another 11 s of CPU time.  The variants' functions report the
+  baseline module as their ``__module__``.
+- SciPy is not a build requirement: the four BLAS declarations ``src/_blas.pxd`` cimports
+  are vendored verbatim (``src/scipy/linalg/cython_blas.pxd``; the generated code is the
+  same, the function pointers still come from the installed SciPy at import time), so
+  pip's isolated build environment does not install SciPy's 35 MB wheel.
 - The extensions are cythonized and compiled in parallel, longest first.
 - A rebuild in the same tree compiles only what changed, even when pip runs it in a fresh
   isolated build environment (``pip install ".[test]"`` after ``pip install .``), whose new
   file times would otherwise make every module stale: the C files are regenerated only when
-  a hash of the Cython sources, directives and Cython/NumPy/SciPy versions changed
+  a hash of the Cython sources, directives and Cython/NumPy versions changed
   (``build/cython/cnncore-sources.sha256``), and compiled extensions are kept in
   ``build/cnncore-objects`` under a hash of their C source (paths aside), compiler, flags and
   the NumPy and Python versions.  ``CNNCORE_BUILD_CACHE=0`` turns both off.
@@ -55,6 +65,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # source, different ISA flags).  Memory-bound modules gain nothing from this.
 SIMD_MODULES = ["cnncore.ops._conv", "cnncore.ops._norm", "cnncore.ops._resize"]
 ISA_FLAGS = {}  # extension name -> extra ISA flags (filled by _simd_variant_extensions)
+VARIANT_OF = {}  # SIMD variant's extension name -> the generated C file its wrapper includes
 # Modules that must not fuse a*b+c into one rounding (bit-for-bit PyTorch/NumPy parity).
 NO_FP_CONTRACT = {"cnncore._optim"}
 # Cython's shared utility module (memoryviews etc.): one copy instead of one per extension.
@@ -247,8 +258,13 @@ class BuildExt(build_ext):
 
 def _compile_cost(ext):
     """Rough compile time of ``ext`` (bytes of C, ISA variants and -O3 cost more)."""
-    size = sum(os.path.getsize(s) for s in ext.sources if os.path.isfile(s))
+    size = sum(os.path.getsize(s) for s in _c_sources(ext) if os.path.isfile(s))
     return size * (1 if ext.name in SUPPORT_MODULES else 3)
+
+
+def _c_sources(ext):
+    """``ext``'s C sources, and for a SIMD variant the generated C file its wrapper includes."""
+    return list(ext.sources) + ([VARIANT_OF[ext.name]] if ext.name in VARIANT_OF else [])
 
 
 def _object_key(cmd, ext):
@@ -260,7 +276,7 @@ def _object_key(cmd, ext):
     import numpy
 
     h = hashlib.sha256()
-    for src in ext.sources:
+    for src in _c_sources(ext):
         with open(src, "rb") as f:
             text = f.read()
         # Cython's metadata comment lists absolute include paths (pip's temporary build
@@ -314,30 +330,76 @@ def _extensions():
     for path in sorted(glob(os.path.join("cnncore", "**", "*.pyx"), recursive=True)):
         name = os.path.splitext(path)[0].replace(os.sep, ".")
         exts.append(Extension(name, [path], include_dirs=["src"]))
-    for ext in _simd_variant_extensions():
-        exts.append(ext)
     options = {}
     if _cython_version() >= (3, 1):
         source = SHARED_UTILITY.replace(".", os.sep) + ".c"
         exts.append(Extension(SHARED_UTILITY, [source]))
         options["shared_utility_qualified_name"] = SHARED_UTILITY
     key = _sources_key(directives, debug)
+    result = None
     if key is not None and _read(SOURCES_KEY) == key:
-        _mark_generated_fresh()
-    result = cythonize(
-        exts,
-        include_path=[".", "src"],
-        compiler_directives=directives,
-        compile_time_env={"CNNCORE_DEBUG": int(debug)},
-        build_dir=CYTHON_BUILD_DIR,
-        quiet=True,
-        nthreads=_cores(),
-        **options,
-    )
-    if key is not None:
-        with open(SOURCES_KEY, "w") as f:
-            f.write(key)
-    return result
+        # generated from exactly these sources (pip runs setup.py three times per install:
+        # requirements, metadata, wheel): take the C files as they are, without cythonize's
+        # dependency scan (about half a second each time)
+        result = _generated_extensions(exts)
+        if result is None:
+            _mark_generated_fresh()
+    elif os.path.exists(SOURCES_KEY):
+        os.remove(SOURCES_KEY)  # written again only when cythonize has succeeded
+    if result is None:
+        result = cythonize(
+            exts,
+            include_path=[".", "src"],
+            compiler_directives=directives,
+            compile_time_env={"CNNCORE_DEBUG": int(debug)},
+            build_dir=CYTHON_BUILD_DIR,
+            quiet=True,
+            nthreads=_cores(),
+            **options,
+        )
+        if key is not None:
+            with open(SOURCES_KEY, "w") as f:
+                f.write(key)
+    return result + _simd_variant_extensions(result)
+
+
+def _generated_extensions(exts):
+    """``exts`` with their generated C files as sources, and the include directories and
+    headers (``depends``) that Cython recorded in each file's metadata -- what cythonize
+    returns for them; None when a C file is missing or unreadable."""
+    import json
+
+    out = []
+    for ext in exts:
+        path = os.path.join(CYTHON_BUILD_DIR, os.path.splitext(ext.sources[0])[0] + ".c")
+        try:
+            with open(path) as f:
+                head = f.read(65536)
+        except OSError:
+            return None
+        start, end = head.find("BEGIN: Cython Metadata"), head.find("END: Cython Metadata")
+        if ext.name == SHARED_UTILITY:  # Cython writes no metadata into it
+            if not head.startswith("/* Generated by Cython"):
+                return None
+            meta = {}
+        elif 0 <= start < end:
+            try:
+                meta = json.loads(head[start + len("BEGIN: Cython Metadata") : end])["distutils"]
+            except (ValueError, KeyError):
+                return None
+            if meta.get("name") != ext.name:
+                return None
+        else:
+            return None
+        out.append(
+            Extension(
+                ext.name,
+                [path],
+                include_dirs=list(meta.get("include_dirs", ext.include_dirs)),
+                depends=list(meta.get("depends", [])),
+            )
+        )
+    return out
 
 
 def _read(path):
@@ -350,20 +412,20 @@ def _read(path):
 
 def _sources_key(directives, debug):
     """Hash of everything the generated C files depend on: this project's Cython sources
-    (by relative path and content), the directives, and the versions of Cython and of the
-    packages whose ``.pxd`` files they cimport (NumPy, SciPy).  None with the cache off."""
+    (by relative path and content, with the SciPy declarations vendored in ``src/scipy``),
+    the directives, and the versions of Cython and of NumPy (whose ``.pxd`` files they
+    cimport).  None with the cache off."""
     if _env_flag("CNNCORE_BUILD_CACHE", "1") in ("0", "off", "false", "no"):
         return None
     import Cython
     import numpy
-    import scipy
 
     h = hashlib.sha256()
-    h.update(f"{Cython.__version__}|{numpy.__version__}|{scipy.__version__}|".encode())
+    h.update(f"{Cython.__version__}|{numpy.__version__}|".encode())
     h.update(repr(sorted(directives.items())).encode() + repr(debug).encode())
     h.update(repr((SIMD_MODULES, SHARED_UTILITY)).encode())
     files = []
-    for pattern in ("cnncore/**/*.pyx", "cnncore/**/*.pxd", "cnncore/**/*.pxi", "src/*"):
+    for pattern in ("cnncore/**/*.pyx", "cnncore/**/*.pxd", "cnncore/**/*.pxi", "src/**/*.*"):
         files += glob(pattern, recursive=True)
     for path in sorted(set(files)):
         h.update(path.replace(os.sep, "/").encode() + b"\0")
@@ -392,27 +454,44 @@ def _cores():
     return os.cpu_count() or 1
 
 
-def _simd_variant_extensions():
-    """``<module>_<isa>`` built from a generated ``.pyx`` that includes the module's source."""
+def _simd_variant_extensions(cythonized):
+    """``<module>_<isa>``: the module's generated C compiled again with the ISA's flags.
+
+    Each variant's source is a two-line C file that includes the module's C file (written by
+    cythonize, which thus runs once per ``.pyx``) and renames its one exported symbol, the
+    init function ``PyInit_<name>`` that Python looks up by the module's file name; the module
+    itself takes its name from the import (PEP 489 multi-phase init), so everything else
+    is the same code.  ``cythonized``: the extensions cythonize returned (their headers)."""
     import platform
 
     machine = platform.machine().lower()
     wanted = _env_flag("CNNCORE_SIMD_VARIANTS", "1") in ("1", "on", "true", "yes")
     if not wanted or machine not in ("x86_64", "amd64") or sys.platform == "win32":
         return []
-    out_dir = os.path.join("build", "simd")
+    out_dir = os.path.join(CYTHON_BUILD_DIR, "simd")
     os.makedirs(out_dir, exist_ok=True)
     exts = []
     for mod in SIMD_MODULES:
-        source = mod.replace(".", "/") + ".pyx"
+        base_c = os.path.join(CYTHON_BUILD_DIR, *mod.split(".")) + ".c"
+        short = mod.rsplit(".", 1)[1]
         for isa, flags in SIMD_VARIANTS.items():
-            path = os.path.join(out_dir, f"{mod}_{isa}.pyx")
-            text = f'# Generated by setup.py: {mod} compiled for {isa}.\ninclude "{source}"\n'
-            if not os.path.exists(path) or open(path).read() != text:
+            path = os.path.join(out_dir, f"{mod}_{isa}.c")
+            include = os.path.relpath(base_c, out_dir).replace(os.sep, "/")
+            text = (
+                f"/* Generated by setup.py: {mod} compiled for {isa}. */\n"
+                f"#define PyInit_{short} PyInit_{short}_{isa}\n"
+                f'#include "{include}"\n'
+            )
+            if _read(path) != text.strip():
                 with open(path, "w") as f:
                     f.write(text)
-            ext = Extension(f"{mod}_{isa}", [path], include_dirs=["src"])
+            # depends: rebuilt when the module's C or headers change (the wrapper does not)
+            headers = [d for e in cythonized if e.name == mod for d in e.depends]
+            ext = Extension(
+                f"{mod}_{isa}", [path], include_dirs=["src"], depends=[base_c, *headers]
+            )
             ISA_FLAGS[ext.name] = flags
+            VARIANT_OF[ext.name] = base_c
             exts.append(ext)
     return exts
 
