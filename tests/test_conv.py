@@ -816,27 +816,13 @@ _LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
         # one input channel on MNIST-sized images, or many output channels: GEMM
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
-        # input gradient only at stride 1; with AVX2 only where Winograd does not apply
-        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
-        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
-        # ... but for F(4x4) Winograd where it measured faster with AVX-512 too: ResNet's
-        # 32 -> 32 at 16x16 (forward, input gradient), 16 -> 16 at 32x32 (weight gradient)
-        (
-            (128, 32, 16, 16),
-            (32, 32, 3, 3),
-            {"padding": 1},
-            "winograd4",
-            "winograd4",
-            _WIDE_BLOCKED,
-        ),
-        (
-            (128, 16, 32, 32),
-            (16, 16, 3, 3),
-            {"padding": 1},
-            _WIDE_BLOCKED,
-            _WIDE_BLOCKED,
-            "winograd4",
-        ),
+        # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
+        # with AVX-512 F(4x4) Winograd from 32 to 64 channels (ResNet's stages 2 and 3)
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
+        ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),
         # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM
         ((1, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
         (

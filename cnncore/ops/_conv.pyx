@@ -931,11 +931,16 @@ cdef void wino_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py
 # Their larger entries (5, 8, 1/6) cost accuracy: measured float32 errors (max |error| over
 # max |exact| against float64, 64 channels, unit-normal data) are in conv_dispatch.py's
 # docstring.  The filter transforms G g G^T and G^T dU G run in float64 for both dtypes.
-# Same structure as F(2x2): the tile rows of one block are flattened with one junk tile per
-# row (tile u starts at column 4u), every transform a plain sweep over them; the column
-# transforms first split a flattened row into its four phases (columns 4u + k), so that
-# their sweeps read and write with unit stride, and the output's are interleaved back in
-# one sweep.  The sweeps are C (src/_winograd4.h) with restrict pointers, so they vectorize.
+# Layout (wino4_conv): per block of tiles (whole samples side by side, or tile rows of a
+# large image), the input rows are copied with the channels innermost ([row][column][c]) and
+# each 6x6 patch transformed by sweeps over its channels (src/_winograd4.h, cnn_w4c_in):
+# V[xi] is tiles x C_in, with no junk tiles whatever the image width, and an 8x8 image costs
+# as much per tile as a large one.  36 GEMMs give M[xi] = U[xi] V[xi]^T (C_out x tiles), and
+# each output channel is transformed back by sweeps over all the block's tiles (the rows'
+# four phases interleaved back at the end) while the block is in cache.  The matrices of
+# the 36 entries are SKEWed apart (W4_SKEW), so that one tile's 36 values do not share a
+# cache set.  The weight gradient transforms the output gradient the same way (tiles x
+# C_out, cnn_w4c_grad): dU[xi] += D[xi]^T V[xi] per batch part.
 
 
 cdef int wino4_weights(const floating* w, Py_ssize_t G, Py_ssize_t n_out, Py_ssize_t n_in,

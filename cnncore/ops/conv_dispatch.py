@@ -13,11 +13,13 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
 ``"winograd4"``
     Winograd F(4x4, 3x3) for the same convolutions: 4x fewer multiplications than GEMM
     (F(2x2): 2.25x), at a cost in float32 accuracy.  Largest error over the largest exact
-    value, against float64, unit-normal data (forward / input gradient / weight gradient):
-    64 -> 64 channels, 16x16: 5.5e-6 / 5.8e-6 / 2.1e-6; 16 -> 24 channels, 13x11:
-    3.2e-6 / 2.9e-6 / 2.6e-6 -- about 10x F(2x2)'s (3.9e-7 / 3.3e-7 / 3.5e-7) and GEMM's
-    (5.0e-7 / 2.3e-7 / 3.4e-7); float64: 1e-14.  Its interpolation points are 0, +-1, +-2
-    (the transforms' entries up to 8 and 1/24).
+    value, against float64, unit-normal data, batch 8 (forward / input gradient / weight
+    gradient): 64 -> 64 channels, 16x16: 2.8e-6 / 3.1e-6 / 2.5e-6; 16 -> 24 channels, 13x11:
+    3.0e-6 / 3.1e-6 / 2.0e-6 -- about 10x F(2x2)'s (3.8e-7 / 3.6e-7 / 3.6e-7) and GEMM's
+    (5.6e-7 / 1.8e-7 / 3.1e-7); float64: 1e-14.  Its interpolation points are 0, +-1, +-2
+    (the transforms' entries up to 8 and 1/24).  Its transforms run over the channels of
+    one tile at a time (the blocked kernels' layout), so small images cost no more than
+    large ones: ResNet's 3x3 convolutions from 32 channels.
 ``"depthwise"``
     loops over the planes of a depthwise convolution (one input channel per group, any
     channel multiplier): MobileNet's 3x3 convolutions, which GEMM would cut into one tiny
@@ -248,17 +250,14 @@ _BLOCKED_MAX_CHANNELS = 128
 # 21.6 / 23.0 / 30.1 ms against 23.3 / 27.1 / 33.1; at 14x14, 64x32 -> 64, they tie).
 _WINOGRAD_OVER_BLOCKED_CHANNELS = 64
 _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
-# With AVX-512, F(4x4, 3x3) beats the blocked kernels on ResNet's 32 -> 32 channels at 16x16
-# (forward and input gradient) and on the weight gradient of 16 -> 16 at 32x32 (float32,
-# 1 thread, CPU time: 5.9 / 5.9 against 6.3 / 6.2 ms; 8.4 against 9.5 ms); the blocked
-# kernels keep the rest (16 -> 16 forward: 6.7 against 7.5 ms; 64 -> 64 at 8x8: 5.3 / 5.7 /
-# 6.4 against 7.0 / 7.3 / 10.7 ms).
-_WINOGRAD4_OVER_BLOCKED: dict[str, tuple[int, int]] = {
-    # pass: (channels, output side) -- exactly ResNet's stages (ungrouped: measured so)
-    "forward": (32, 16),
-    "input": (32, 16),
-    "weight": (16, 32),
-}
+# With AVX-512, F(4x4, 3x3) (channel-minor transforms, see cnncore/ops/_conv.pyx) beats the
+# blocked kernels from 32 channels per group (in and out) on all three passes: ResNet's
+# stages 2 and 3 (N=128, float32, 2 threads, ms, forward / input / weight gradient):
+# 32 -> 32 at 16x16: 2.0-2.7 / 2.3-2.5 / 2.1-2.6 against 2.4-2.6 / 2.5-2.6 / 2.5-2.6;
+# 64 -> 64 at 8x8: 1.8-2.0 / 1.8-2.0 / 1.7-1.9 against 2.2-2.4 / 2.1-2.4 / 2.7-3.0.  With 16
+# channels its transforms cost more than they save (16 -> 16 at 32x32: 3.8 / 3.8 / 4.3
+# against 2.8 / 3.0 / 4.2), so the blocked kernels keep ResNet's first stage.
+_WINOGRAD4_OVER_BLOCKED_CHANNELS = 32
 
 
 def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> bool:
@@ -340,8 +339,7 @@ def heuristic_conv_algorithm(
     blocked = blocked_eligible(w_shape, groups, geo, which)
     if _selected_simd() == "avx512":
         if blocked:
-            ch, side = _WINOGRAD4_OVER_BLOCKED[which]
-            if winograd4 and groups == 1 and cg == kg == ch and geo.out == (side, side):
+            if winograd4 and min(cg, kg) >= _WINOGRAD4_OVER_BLOCKED_CHANNELS:
                 return ConvAlgorithm.ALGO_WINOGRAD4
             return ConvAlgorithm.ALGO_BLOCKED
         if _lenet_blocked(w_shape, groups, geo, which):
