@@ -802,6 +802,8 @@ def test_hypothesis_geometry_sweep(
 # The blocked kernels come before Winograd with AVX-512 only (see conv_dispatch.py).
 _WIDE = _config._selected_simd() == "avx512"
 _WIDE_BLOCKED = "blocked" if _WIDE else "winograd4"
+# (F(4x4) on 7x7 outputs: only with AVX-512, from 64 channels; else the blocked kernels)
+_WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # ... and run LeNet's 5x5 convolutions over few input channels (forward, weight gradient).
 _LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
 
@@ -817,9 +819,11 @@ _LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
         # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
-        # with AVX-512 F(4x4) Winograd from 32 to 64 channels (ResNet's stages 2 and 3)
-        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4
+        # tiles (ResNet's stages 2 and 3)
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_W4] * 3),
         ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
         ((128, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),

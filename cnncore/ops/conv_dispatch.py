@@ -251,13 +251,33 @@ _BLOCKED_MAX_CHANNELS = 128
 _WINOGRAD_OVER_BLOCKED_CHANNELS = 64
 _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
 # With AVX-512, F(4x4, 3x3) (channel-minor transforms, see cnncore/ops/_conv.pyx) beats the
-# blocked kernels from 32 channels per group (in and out) on all three passes: ResNet's
-# stages 2 and 3 (N=128, float32, 2 threads, ms, forward / input / weight gradient):
-# 32 -> 32 at 16x16: 2.0-2.7 / 2.3-2.5 / 2.1-2.6 against 2.4-2.6 / 2.5-2.6 / 2.5-2.6;
-# 64 -> 64 at 8x8: 1.8-2.0 / 1.8-2.0 / 1.7-1.9 against 2.2-2.4 / 2.1-2.4 / 2.7-3.0.  With 16
-# channels its transforms cost more than they save (16 -> 16 at 32x32: 3.8 / 3.8 / 4.3
-# against 2.8 / 3.0 / 4.2), so the blocked kernels keep ResNet's first stage.
-_WINOGRAD4_OVER_BLOCKED_CHANNELS = 32
+# blocked kernels on all three passes of ResNet's stages 2 and 3 (N=128, float32, 2 threads,
+# loaded 2-core VM, ms, forward / input / weight gradient): 32 -> 32 at 16x16: 2.0-2.7 /
+# 2.3-2.5 / 2.1-2.6 against 2.4-2.6 / 2.5-2.6 / 2.5-2.6; 64 -> 64 at 8x8: 1.8-2.0 / 1.8-2.0
+# / 1.7-1.9 against 2.2-2.4 / 2.1-2.4 / 2.7-3.0; and at 7x7 (ResNet on 28x28 images, a
+# partial tile per row and column): 1.8 / 2.0 / 2.2 against 2.1 / 2.3 / 2.8.  With 32
+# channels the partial tiles lose (32 -> 32 at 14x14: 2.8 / 2.8 / 2.5 against 2.3 / 2.4 /
+# 2.5), and with 16 its transforms cost more than they save (16 -> 16 at 32x32: 3.8 / 3.8
+# / 4.3 against 2.8 / 3.0 / 4.2): the blocked kernels keep those.
+_WINOGRAD4_OVER_BLOCKED_CHANNELS = 64
+_WINOGRAD4_OVER_BLOCKED_MIN_OUTPUT = 7
+_WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS = 32  # ... when the output is whole 4x4 tiles
+
+
+def _winograd4_over_blocked(cg: int, kg: int, geo: ConvGeometry, w4: bool) -> bool:
+    """AVX-512: whether F(4x4) beats the blocked kernels (``w4``: it applies, but for the
+    output size)."""
+    ch = min(cg, kg)
+    if not w4 or max(cg, kg) > _WINOGRAD4_MAX_CHANNELS:
+        return False
+    if ch >= _WINOGRAD4_OVER_BLOCKED_CHANNELS:
+        return min(geo.out) >= _WINOGRAD4_OVER_BLOCKED_MIN_OUTPUT
+    return (
+        ch >= _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS
+        and min(geo.out) >= _WINOGRAD4_MIN_OUTPUT
+        and geo.out[0] % 4 == 0
+        and geo.out[1] % 4 == 0
+    )
 
 
 def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> bool:
@@ -319,7 +339,7 @@ def heuristic_conv_algorithm(
     kg = k // groups
     if cg == 1 and groups > 1:
         return ConvAlgorithm.ALGO_DEPTHWISE
-    winograd = (
+    wino_base = (  # Winograd applies (but for the output size)
         (kh, kw) == (3, 3)
         and geo.stride == (1, 1)
         and geo.dilation == (1, 1)
@@ -328,18 +348,18 @@ def heuristic_conv_algorithm(
         and (which != "input" or max(geo.padding) <= 2)
     )
     winograd4 = (
-        winograd
+        wino_base
         and max(cg, kg) <= _WINOGRAD4_MAX_CHANNELS
         and min(geo.out) >= _WINOGRAD4_MIN_OUTPUT
     )
-    winograd = winograd and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS
+    winograd = wino_base and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS
     # With AVX-512 the blocked kernels run at about twice their AVX2 rate: there they come
     # before Winograd (but for F(4x4) where it measured faster); at lower levels only where
     # Winograd does not apply (strided, small images).  See _BLOCKED_MIN_OUT_CHANNELS.
     blocked = blocked_eligible(w_shape, groups, geo, which)
     if _selected_simd() == "avx512":
         if blocked:
-            if winograd4 and min(cg, kg) >= _WINOGRAD4_OVER_BLOCKED_CHANNELS:
+            if _winograd4_over_blocked(cg, kg, geo, wino_base):
                 return ConvAlgorithm.ALGO_WINOGRAD4
             return ConvAlgorithm.ALGO_BLOCKED
         if _lenet_blocked(w_shape, groups, geo, which):
