@@ -943,46 +943,50 @@ cdef void wino_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py
 # C_out, cnn_w4c_grad): dU[xi] += D[xi]^T V[xi] per batch part.
 
 
-cdef int wino4_weights(const floating* w, Py_ssize_t G, Py_ssize_t n_out, Py_ssize_t n_in,
-                       floating* U, Py_ssize_t ldu) noexcept nogil:
-    """``U[(gi * 36 + xi) * ldu + o * n_in + i] = (G w[gi, o, i] G^T)[xi]`` (36 entries,
-    F(4x4); ``ldu >= n_out * n_in``); WINO_NONFINITE if a filter holds Inf/NaN."""
-    cdef Py_ssize_t gi, o, i, r, e, MN = n_out * n_in
-    cdef const floating* f
-    cdef floating* Ug
+cdef inline void wino4_filter(const floating* f, floating* Ug, Py_ssize_t ldu,
+                              Py_ssize_t e) noexcept nogil:
+    """``Ug[xi * ldu + e] = (G f G^T)[xi]`` for one 3x3 filter ``f`` (in float64)."""
     cdef double t[6][3]
     cdef double g0, g1, g2
     cdef double SIXTH = 1.0 / 6.0, TWELFTH = 1.0 / 12.0, TWENTYFOURTH = 1.0 / 24.0
+    cdef Py_ssize_t r
+    for r in range(3):      # G g: columns of g
+        g0 = f[r]
+        g1 = f[3 + r]
+        g2 = f[6 + r]
+        t[0][r] = g0 * 0.25
+        t[1][r] = -(g0 + g1 + g2) * SIXTH
+        t[2][r] = -(g0 - g1 + g2) * SIXTH
+        t[3][r] = g0 * TWENTYFOURTH + g1 * TWELFTH + g2 * SIXTH
+        t[4][r] = g0 * TWENTYFOURTH - g1 * TWELFTH + g2 * SIXTH
+        t[5][r] = g2
+    for r in range(6):      # (G g) G^T: rows of G g
+        g0 = t[r][0]
+        g1 = t[r][1]
+        g2 = t[r][2]
+        Ug[(6 * r + 0) * ldu + e] = <floating> (g0 * 0.25)
+        Ug[(6 * r + 1) * ldu + e] = <floating> (-(g0 + g1 + g2) * SIXTH)
+        Ug[(6 * r + 2) * ldu + e] = <floating> (-(g0 - g1 + g2) * SIXTH)
+        Ug[(6 * r + 3) * ldu + e] = <floating> (g0 * TWENTYFOURTH + g1 * TWELFTH + g2 * SIXTH)
+        Ug[(6 * r + 4) * ldu + e] = <floating> (g0 * TWENTYFOURTH - g1 * TWELFTH + g2 * SIXTH)
+        Ug[(6 * r + 5) * ldu + e] = <floating> g2
+
+
+cdef int wino4_weights(const floating* w, Py_ssize_t G, Py_ssize_t n_out, Py_ssize_t n_in,
+                       floating* U, Py_ssize_t ldu, int n_threads) noexcept nogil:
+    """``U[(gi * 36 + xi) * ldu + o * n_in + i] = (G w[gi, o, i] G^T)[xi]`` (36 entries,
+    F(4x4); ``ldu >= n_out * n_in``), filter by filter (any thread count: the same bits);
+    WINO_NONFINITE if a filter holds Inf/NaN."""
+    cdef Py_ssize_t q, gi, o, i, MN = n_out * n_in
     if not all_finite(w, G * MN * 9):
         return WINO_NONFINITE
-    for gi in range(G):
-        Ug = U + gi * 36 * ldu
-        for o in range(n_out):
-            for i in range(n_in):
-                e = o * n_in + i
-                f = w + (gi * MN + o * n_in + i) * 9
-                for r in range(3):      # G g: columns of g
-                    g0 = f[r]
-                    g1 = f[3 + r]
-                    g2 = f[6 + r]
-                    t[0][r] = g0 * 0.25
-                    t[1][r] = -(g0 + g1 + g2) * SIXTH
-                    t[2][r] = -(g0 - g1 + g2) * SIXTH
-                    t[3][r] = g0 * TWENTYFOURTH + g1 * TWELFTH + g2 * SIXTH
-                    t[4][r] = g0 * TWENTYFOURTH - g1 * TWELFTH + g2 * SIXTH
-                    t[5][r] = g2
-                for r in range(6):      # (G g) G^T: rows of G g
-                    g0 = t[r][0]
-                    g1 = t[r][1]
-                    g2 = t[r][2]
-                    Ug[(6 * r + 0) * ldu + e] = <floating> (g0 * 0.25)
-                    Ug[(6 * r + 1) * ldu + e] = <floating> (-(g0 + g1 + g2) * SIXTH)
-                    Ug[(6 * r + 2) * ldu + e] = <floating> (-(g0 - g1 + g2) * SIXTH)
-                    Ug[(6 * r + 3) * ldu + e] = <floating> (g0 * TWENTYFOURTH + g1 * TWELFTH
-                                                           + g2 * SIXTH)
-                    Ug[(6 * r + 4) * ldu + e] = <floating> (g0 * TWENTYFOURTH - g1 * TWELFTH
-                                                           + g2 * SIXTH)
-                    Ug[(6 * r + 5) * ldu + e] = <floating> g2
+    for q in prange(G * n_out, schedule="static",
+                    num_threads=<int> py_max(1, py_min(n_threads, G * MN // 1024))):
+        gi = q // n_out
+        o = q % n_out
+        for i in range(n_in):
+            wino4_filter(w + (gi * MN + o * n_in + i) * 9, U + gi * 36 * ldu, ldu,
+                         o * n_in + i)
     return CNN_OK
 
 
@@ -1074,7 +1078,7 @@ cdef int wino4_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssiz
     cdef floating* U = <floating*> malloc(36 * G * ldu * sizeof(floating))
     if U == NULL:
         return CNN_ERR_NOMEM
-    status = wino4_weights(filters, G, Cout, Cin, U, ldu)
+    status = wino4_weights(filters, G, Cout, Cin, U, ldu, n_threads)
     if status != CNN_OK:
         free(U)
         return status
