@@ -2,9 +2,11 @@
    F(4x4, 3x3)"), in C so that every pointer can be declared restrict: the sweeps read and
    write up to twelve arrays at once, and without that promise GCC leaves them scalar (it
    will not version a loop for that many possible overlaps; and not inlined, so that the
-   promise holds).  Compiled into each SIMD build
-   of _conv, so the sweeps run at the module's vector width.  Each output is one fixed
-   expression of its inputs: no reduction, no order that could depend on the work split.
+   promise holds).  Compiled into each SIMD build of _conv, so the sweeps run at the
+   module's vector width.  The input and output-gradient transforms sweep over the channels
+   of one tile (cnn_w4c_*), the output transform over the tiles of one channel (cnn_w4_*).
+   Each output is one fixed expression of its inputs: no reduction, no order that could
+   depend on the work split.
 
    Matrices (points 0, +-1, +-2, infinity):
      B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;

@@ -223,10 +223,11 @@ _WINOGRAD_MIN_BATCH_PIXELS = 512
 # F(4x4, 3x3) instead of F(2x2, 3x3) for 16-64 channels per group on images of at least
 # 8x8 outputs (also below _WINOGRAD_MIN_OUTPUT_PIXELS, where it beats the blocked kernels
 # with AVX2): 4x instead of 2.25x fewer multiplications, for a float32 error ~10x larger
-# (see "winograd4" above).  float32, 1 thread, CPU time, ms (forward / input / weight
-# gradient), AVX2 build: 128x16x32x32 -> 16: F(4x4) 8.0 / 7.7 / 7.4, F(2x2) 10.0 / 10.0 /
-# 11.2; 128x32x16x16 -> 32: 5.1 / 5.3 / 7.1 against 7.0 / 6.7 / 8.5; 128x64x8x8 -> 64:
-# 6.0 / 6.3 / 8.1 against 6.5 / 6.1 / 8.1.  Not measured beyond 64 channels: F(2x2) there.
+# (see "winograd4" above).  float32, 2 threads, N=128, AVX2 build (loaded 2-core VM, ms,
+# forward / input / weight gradient): 16 -> 16 at 32x32: F(4x4) 4.6 / 4.4 / 4.9, F(2x2)
+# 6.6 / 6.6 / 6.8, blocked 4.5 / 4.5 / 5.0; 32 -> 32 at 16x16: 2.6 / 2.7 / 3.2 against
+# 4.8 / 5.2 / 5.4 and 3.9 / 4.0 / 3.9; 64 -> 64 at 8x8: 2.2 / 2.2 / 2.8 against 4.5 / 4.8 /
+# 4.7 and 3.7 / 3.9 / 4.4.  Not measured beyond 64 channels: F(2x2) there.
 _WINOGRAD4_MAX_CHANNELS = 64
 _WINOGRAD4_MIN_OUTPUT = 8
 
