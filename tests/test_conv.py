@@ -265,6 +265,39 @@ def test_winograd_matches_reference(rng, case, dtype, col_budget):
     np.testing.assert_array_equal(db, cnncore.conv2d_backward_bias(gy))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "xs, ws",
+    [
+        ((19, 32, 7, 7), (64, 32, 3, 3)),  # partial tiles, several samples per block
+        ((5, 64, 8, 8), (16, 64, 3, 3)),  # whole tiles, wide input
+        ((3, 16, 30, 18), (24, 16, 3, 3)),  # ragged tile columns, odd channel counts
+    ],
+    ids=str,
+)
+def test_winograd4_channel_minor_blocks(rng, xs, ws, dtype, monkeypatch):
+    """F(4x4) transforms the input over the channels of each tile (channel-minor blocks of
+    several samples, skewed transform matrices): ResNet-like channel counts against the GEMM
+    path, all three passes, and bit-identical for any thread count."""
+    loosen_for_winograd4("winograd4", monkeypatch)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    gy = rng.standard_normal((xs[0], ws[0], xs[2], xs[3])).astype(dtype)
+
+    def run():
+        return (cnncore.conv2d(x, w, b, padding=1), *cnncore.conv2d_backward(gy, x, w, padding=1))
+
+    with cnncore.conv_algorithm("gemm"):
+        expected = run()
+    with cnncore.conv_algorithm("winograd4"):
+        got = run()
+        assert_bit_identical_across_threads(run, (1, 2, 3))
+    t = tol(dtype)
+    for a, e in zip(got, expected):
+        np.testing.assert_allclose(a, e, rtol=t["rtol"], atol=t["atol"] * np.abs(e).max())
+
+
 @pytest.mark.parametrize("algo", ["winograd", "winograd4"])
 @pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
