@@ -294,7 +294,7 @@ def test_winograd4_channel_minor_blocks(rng, xs, ws, dtype, monkeypatch):
         got = run()
         assert_bit_identical_across_threads(run, (1, 2, 3))
     t = tol(dtype)
-    for a, e in zip(got, expected):
+    for a, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, e, rtol=t["rtol"], atol=t["atol"] * np.abs(e).max())
 
 
