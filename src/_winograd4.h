@@ -2,9 +2,11 @@
    F(4x4, 3x3)"), in C so that every pointer can be declared restrict: the sweeps read and
    write up to twelve arrays at once, and without that promise GCC leaves them scalar (it
    will not version a loop for that many possible overlaps; and not inlined, so that the
-   promise holds).  Compiled into each SIMD build
-   of _conv, so the sweeps run at the module's vector width.  Each output is one fixed
-   expression of its inputs: no reduction, no order that could depend on the work split.
+   promise holds).  Compiled into each SIMD build of _conv, so the sweeps run at the
+   module's vector width.  The input and output-gradient transforms sweep over the channels
+   of one tile (cnn_w4c_*), the output transform over the tiles of one channel (cnn_w4_*).
+   Each output is one fixed expression of its inputs: no reduction, no order that could
+   depend on the work split.
 
    Matrices (points 0, +-1, +-2, infinity):
      B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
@@ -15,45 +17,13 @@
 #define CNN_WINOGRAD4_H
 
 #include <stddef.h>
+#include <string.h>
 
+
+/* Tile-minor output transform (wino4_conv): the GEMMs' products m[xi * S + u] of one
+   output channel over a block of per tiles, transformed back in two sweeps over the tiles,
+   the output rows' four phases interleaved back (join). */
 #define CNN_W4_DEFINE(T)                                                                     \
-    /* B^T on six input vectors x0..x5 of n values: y0..y5 (the rows and the columns         \
-       sweeps of the input transform both run this loop). */                                 \
-    static __attribute__((noinline)) void cnn_w4_bt_##T(                                     \
-        const T* __restrict__ x0, const T* __restrict__ x1, const T* __restrict__ x2,        \
-        const T* __restrict__ x3, const T* __restrict__ x4, const T* __restrict__ x5,        \
-        ptrdiff_t n, T* __restrict__ y0, T* __restrict__ y1, T* __restrict__ y2,             \
-        T* __restrict__ y3, T* __restrict__ y4, T* __restrict__ y5) {                        \
-        _Pragma("GCC ivdep") for (ptrdiff_t q = 0; q < n; ++q) {                             \
-            const T v1 = x1[q], v2 = x2[q], v3 = x3[q], v4 = x4[q];                          \
-            y0[q] = (T)4 * x0[q] - (T)5 * v2 + v4;                                           \
-            y1[q] = v3 + v4 - (T)4 * (v1 + v2);                                              \
-            y2[q] = (T)4 * (v1 - v2) + v4 - v3;                                              \
-            y3[q] = (T)2 * (v3 - v1) + v4 - v2;                                              \
-            y4[q] = (T)2 * (v1 - v3) + v4 - v2;                                              \
-            y5[q] = (T)4 * v1 - (T)5 * v3 + x5[q];                                           \
-        }                                                                                    \
-    }                                                                                        \
-                                                                                             \
-    /* B^T on six rows s[0..5] (row stride Q) of n columns: a[k * LA + q]. */                \
-    static void cnn_w4_in_rows_##T(const T* s, ptrdiff_t Q, ptrdiff_t n, T* a, ptrdiff_t LA) {\
-        cnn_w4_bt_##T(s, s + Q, s + 2 * Q, s + 3 * Q, s + 4 * Q, s + 5 * Q, n,               \
-                      a, a + LA, a + 2 * LA, a + 3 * LA, a + 4 * LA, a + 5 * LA);            \
-    }                                                                                        \
-                                                                                             \
-    /* ph[k * n + j] = a[4 j + k] (k < 4, j < n): a row's four phases. */                    \
-    static __attribute__((noinline)) void cnn_w4_split_##T(const T* __restrict__ a, ptrdiff_t n, T* __restrict__ ph) { \
-        T* __restrict__ p1 = ph + n;                                                         \
-        T* __restrict__ p2 = ph + 2 * n;                                                     \
-        T* __restrict__ p3 = ph + 3 * n;                                                     \
-        _Pragma("GCC ivdep") for (ptrdiff_t j = 0; j < n; ++j) {                                                  \
-            ph[j] = a[4 * j];                                                                \
-            p1[j] = a[4 * j + 1];                                                            \
-            p2[j] = a[4 * j + 2];                                                            \
-            p3[j] = a[4 * j + 3];                                                            \
-        }                                                                                    \
-    }                                                                                        \
-                                                                                             \
     /* a[4 j + k] = ph[k * n + j] (k < 4, j < n): the inverse of the split. */            \
     static __attribute__((noinline)) void cnn_w4_join_##T(const T* __restrict__ ph,          \
                                                           ptrdiff_t n, T* __restrict__ a) {  \
@@ -63,15 +33,6 @@
             a[4 * j + 2] = ph[2 * n + j];                                                    \
             a[4 * j + 3] = ph[3 * n + j];                                                    \
         }                                                                                    \
-    }                                                                                        \
-                                                                                             \
-    /* B on the columns of one transformed row a (>= 4 per + 8 values): tile u reads         \
-       a[4u .. 4u+5]; d[k * S + u] for k < 6.  ph: 4 (per + 1) values of scratch. */         \
-    static void cnn_w4_in_cols_##T(const T* a, ptrdiff_t per, T* ph, T* d, ptrdiff_t S) {    \
-        const ptrdiff_t n1 = per + 1;                                                        \
-        cnn_w4_split_##T(a, n1, ph);                                                         \
-        cnn_w4_bt_##T(ph, ph + n1, ph + 2 * n1, ph + 3 * n1, ph + 1, ph + n1 + 1, per,       \
-                      d, d + S, d + 2 * S, d + 3 * S, d + 4 * S, d + 5 * S);                 \
     }                                                                                        \
                                                                                              \
     /* A^T on the rows of the 6x6 products of one channel: m[(6 i + j) * S + u];             \
@@ -124,40 +85,130 @@
         }                                                                                    \
         cnn_w4_join_##T(ph, per, y);                                                         \
     }                                                                                        \
-                                                                                             \
-    /* A on four vectors x0..x3 of n values: y0..y5 (the rows and the columns sweeps of      \
-       the weight gradient's output-gradient transform both run this loop). */               \
-    static __attribute__((noinline)) void cnn_w4_a_##T(                                      \
-        const T* __restrict__ x0, const T* __restrict__ x1, const T* __restrict__ x2,        \
-        const T* __restrict__ x3, ptrdiff_t n, T* __restrict__ y0, T* __restrict__ y1,       \
-        T* __restrict__ y2, T* __restrict__ y3, T* __restrict__ y4, T* __restrict__ y5) {    \
-        _Pragma("GCC ivdep") for (ptrdiff_t q = 0; q < n; ++q) {                             \
-            const T p02 = x0[q] + x2[q], p13 = x1[q] + x3[q];                                \
-            const T r02 = x0[q] + (T)4 * x2[q], r13 = (T)2 * x1[q] + (T)8 * x3[q];           \
-            y0[q] = x0[q];                                                                   \
-            y1[q] = p02 + p13;                                                               \
-            y2[q] = p02 - p13;                                                               \
-            y3[q] = r02 + r13;                                                               \
-            y4[q] = r02 - r13;                                                               \
-            y5[q] = x3[q];                                                                   \
-        }                                                                                    \
-    }                                                                                        \
-                                                                                             \
-    /* A on four gradient rows g[0..3] (row stride Q) of n columns: b[k * LB + q], k < 6. */ \
-    static void cnn_w4_grad_rows_##T(const T* g, ptrdiff_t Q, ptrdiff_t n, T* bq, ptrdiff_t LB) {\
-        cnn_w4_a_##T(g, g + Q, g + 2 * Q, g + 3 * Q, n,                                      \
-                     bq, bq + LB, bq + 2 * LB, bq + 3 * LB, bq + 4 * LB, bq + 5 * LB);       \
-    }                                                                                        \
-                                                                                             \
-    /* A^T on the columns of one row bq (tile u reads bq[4u .. 4u+3]): d[k * S + u].         \
-       ph: 4 per values of scratch. */                                                       \
-    static void cnn_w4_grad_cols_##T(const T* bq, ptrdiff_t per, T* ph, T* d, ptrdiff_t S) { \
-        cnn_w4_split_##T(bq, per, ph);                                                       \
-        cnn_w4_a_##T(ph, ph + per, ph + 2 * per, ph + 3 * per, per,                          \
-                     d, d + S, d + 2 * S, d + 3 * S, d + 4 * S, d + 5 * S);                  \
-    }
 
 CNN_W4_DEFINE(float)
 CNN_W4_DEFINE(double)
+
+/* Channel-minor F(4x4) (cnncore/ops/_conv.pyx, wino4_conv / wino4_backward_weight): a block
+   of tiles is first copied to rows of pixels with the channels innermost ([row][col][c]),
+   so that every transform is a sweep over the channels (16-64 of them: whole vectors) of
+   one tile at a time, whatever the image width; the transformed tiles are rows of the
+   GEMMs' operands: v[xi * xs + u * C + c] for tile u, entry xi.  Same expressions as the
+   sweeps above (the same rounding). */
+#define CNN_W4C_DEFINE(T)                                                                    \
+    /* X[(rr * nq + q) * C + c] = xs[c, r0 + rr, q0 + q] (zero outside the H x W planes of   \
+       plane stride P), rr < nr, q < nq. */                                                  \
+    static void cnn_w4c_gather_##T(const T* __restrict__ xs, ptrdiff_t C, ptrdiff_t H,       \
+                                   ptrdiff_t W, ptrdiff_t P, ptrdiff_t r0, ptrdiff_t nr,     \
+                                   ptrdiff_t q0, ptrdiff_t nq, T* __restrict__ X) {          \
+        ptrdiff_t lo = -q0 < 0 ? 0 : (-q0 > nq ? nq : -q0);                                  \
+        ptrdiff_t hi = W - q0 < lo ? lo : (W - q0 > nq ? nq : W - q0);                       \
+        for (ptrdiff_t rr = 0; rr < nr; ++rr) {                                              \
+            const ptrdiff_t r = r0 + rr;                                                     \
+            T* __restrict__ row = X + rr * nq * C;                                           \
+            if (r < 0 || r >= H) {                                                           \
+                memset(row, 0, (size_t)(nq * C) * sizeof(T));                                \
+                continue;                                                                    \
+            }                                                                                \
+            memset(row, 0, (size_t)(lo * C) * sizeof(T));                                    \
+            memset(row + hi * C, 0, (size_t)((nq - hi) * C) * sizeof(T));                    \
+            const T* __restrict__ src = xs + r * W + q0;                                     \
+            for (ptrdiff_t q = lo; q < hi; q += 8) {                                         \
+                const ptrdiff_t qe = q + 8 < hi ? q + 8 : hi;                                \
+                for (ptrdiff_t c = 0; c < C; ++c)                                            \
+                    for (ptrdiff_t qq = q; qq < qe; ++qq)                                    \
+                        row[qq * C + c] = src[c * P + qq];                                   \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+                                                                                             \
+    /* B^T d B of the nty x TW tiles of X ([4 nty + 2][nq][C], tile (ty, tx) at row 4 ty,    \
+       column 4 tx): v[xi * xs + (ty * TW + tx) * C + c].  t: 36 C of scratch. */            \
+    static __attribute__((noinline)) void cnn_w4c_in_##T(const T* __restrict__ X, ptrdiff_t nq, ptrdiff_t C,           \
+                               ptrdiff_t nty, ptrdiff_t TW, T* __restrict__ t,               \
+                               T* __restrict__ v, ptrdiff_t xs) {                            \
+        const ptrdiff_t rs = nq * C;                                                         \
+        for (ptrdiff_t ty = 0; ty < nty; ++ty)                                               \
+            for (ptrdiff_t tx = 0; tx < TW; ++tx) {                                          \
+                const T* __restrict__ x = X + (4 * ty * nq + 4 * tx) * C;                    \
+                T* __restrict__ o = v + (ty * TW + tx) * C;                                  \
+                for (int j = 0; j < 6; ++j) { /* B^T on the rows of column j */              \
+                    const T* __restrict__ x0 = x + j * C;                                    \
+                    T* __restrict__ t0 = t + j * C;                                          \
+                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < C; ++c) {                                      \
+                        const T v1 = x0[rs + c], v2 = x0[2 * rs + c];                        \
+                        const T v3 = x0[3 * rs + c], v4 = x0[4 * rs + c];                    \
+                        t0[c] = (T)4 * x0[c] - (T)5 * v2 + v4;                               \
+                        t0[6 * C + c] = v3 + v4 - (T)4 * (v1 + v2);                          \
+                        t0[12 * C + c] = (T)4 * (v1 - v2) + v4 - v3;                         \
+                        t0[18 * C + c] = (T)2 * (v3 - v1) + v4 - v2;                         \
+                        t0[24 * C + c] = (T)2 * (v1 - v3) + v4 - v2;                         \
+                        t0[30 * C + c] = (T)4 * v1 - (T)5 * v3 + x0[5 * rs + c];            \
+                    }                                                                        \
+                }                                                                            \
+                for (int k = 0; k < 6; ++k) { /* ... and on the columns of row k */          \
+                    const T* __restrict__ s = t + 6 * k * C;                                 \
+                    T* __restrict__ d = o + 6 * k * xs;                                      \
+                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < C; ++c) {                                      \
+                        const T v1 = s[C + c], v2 = s[2 * C + c];                            \
+                        const T v3 = s[3 * C + c], v4 = s[4 * C + c];                        \
+                        d[c] = (T)4 * s[c] - (T)5 * v2 + v4;                                 \
+                        d[xs + c] = v3 + v4 - (T)4 * (v1 + v2);                              \
+                        d[2 * xs + c] = (T)4 * (v1 - v2) + v4 - v3;                          \
+                        d[3 * xs + c] = (T)2 * (v3 - v1) + v4 - v2;                          \
+                        d[4 * xs + c] = (T)2 * (v1 - v3) + v4 - v2;                          \
+                        d[5 * xs + c] = (T)4 * v1 - (T)5 * v3 + s[5 * C + c];                \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+    }                                                                                        \
+                                                                                             \
+    /* A g A^T of the nty x TW output-gradient tiles of G ([4 nty][nq][K]):                  \
+       d[xi * xs + (ty * TW + tx) * K + k].  t: 36 K of scratch. */                          \
+    static __attribute__((noinline)) void cnn_w4c_grad_##T(const T* __restrict__ G, ptrdiff_t nq, ptrdiff_t K,         \
+                                 ptrdiff_t nty, ptrdiff_t TW, T* __restrict__ t,             \
+                                 T* __restrict__ d, ptrdiff_t xs) {                          \
+        const ptrdiff_t rs = nq * K;                                                         \
+        for (ptrdiff_t ty = 0; ty < nty; ++ty)                                               \
+            for (ptrdiff_t tx = 0; tx < TW; ++tx) {                                          \
+                const T* __restrict__ g = G + (4 * ty * nq + 4 * tx) * K;                    \
+                T* __restrict__ o = d + (ty * TW + tx) * K;                                  \
+                for (int j = 0; j < 4; ++j) { /* A on the rows of column j */                \
+                    const T* __restrict__ x0 = g + j * K;                                    \
+                    T* __restrict__ t0 = t + j * K;                                          \
+                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < K; ++c) {                                      \
+                        const T a0 = x0[c], a1 = x0[rs + c];                                 \
+                        const T a2 = x0[2 * rs + c], a3 = x0[3 * rs + c];                    \
+                        const T p02 = a0 + a2, p13 = a1 + a3;                                \
+                        const T r02 = a0 + (T)4 * a2, r13 = (T)2 * a1 + (T)8 * a3;           \
+                        t0[c] = a0;                                                          \
+                        t0[6 * K + c] = p02 + p13;                                           \
+                        t0[12 * K + c] = p02 - p13;                                          \
+                        t0[18 * K + c] = r02 + r13;                                          \
+                        t0[24 * K + c] = r02 - r13;                                          \
+                        t0[30 * K + c] = a3;                                                 \
+                    }                                                                        \
+                }                                                                            \
+                for (int k = 0; k < 6; ++k) { /* ... and on the columns of row k */          \
+                    const T* __restrict__ s = t + 6 * k * K;                                 \
+                    T* __restrict__ e = o + 6 * k * xs;                                      \
+                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < K; ++c) {                                      \
+                        const T a0 = s[c], a1 = s[K + c], a2 = s[2 * K + c];                 \
+                        const T a3 = s[3 * K + c];                                           \
+                        const T p02 = a0 + a2, p13 = a1 + a3;                                \
+                        const T r02 = a0 + (T)4 * a2, r13 = (T)2 * a1 + (T)8 * a3;           \
+                        e[c] = a0;                                                           \
+                        e[xs + c] = p02 + p13;                                               \
+                        e[2 * xs + c] = p02 - p13;                                           \
+                        e[3 * xs + c] = r02 + r13;                                           \
+                        e[4 * xs + c] = r02 - r13;                                           \
+                        e[5 * xs + c] = a3;                                                  \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+    }
+
+CNN_W4C_DEFINE(float)
+CNN_W4C_DEFINE(double)
 
 #endif /* CNN_WINOGRAD4_H */

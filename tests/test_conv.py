@@ -265,6 +265,39 @@ def test_winograd_matches_reference(rng, case, dtype, col_budget):
     np.testing.assert_array_equal(db, cnncore.conv2d_backward_bias(gy))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "xs, ws",
+    [
+        ((19, 32, 7, 7), (64, 32, 3, 3)),  # partial tiles, several samples per block
+        ((5, 64, 8, 8), (16, 64, 3, 3)),  # whole tiles, wide input
+        ((3, 16, 30, 18), (24, 16, 3, 3)),  # ragged tile columns, odd channel counts
+    ],
+    ids=str,
+)
+def test_winograd4_channel_minor_blocks(rng, xs, ws, dtype, monkeypatch):
+    """F(4x4) transforms the input over the channels of each tile (channel-minor blocks of
+    several samples, skewed transform matrices): ResNet-like channel counts against the GEMM
+    path, all three passes, and bit-identical for any thread count."""
+    loosen_for_winograd4("winograd4", monkeypatch)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    gy = rng.standard_normal((xs[0], ws[0], xs[2], xs[3])).astype(dtype)
+
+    def run():
+        return (cnncore.conv2d(x, w, b, padding=1), *cnncore.conv2d_backward(gy, x, w, padding=1))
+
+    with cnncore.conv_algorithm("gemm"):
+        expected = run()
+    with cnncore.conv_algorithm("winograd4"):
+        got = run()
+        assert_bit_identical_across_threads(run, (1, 2, 3))
+    t = tol(dtype)
+    for a, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, e, rtol=t["rtol"], atol=t["atol"] * np.abs(e).max())
+
+
 @pytest.mark.parametrize("algo", ["winograd", "winograd4"])
 @pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
@@ -802,6 +835,8 @@ def test_hypothesis_geometry_sweep(
 # The blocked kernels come before Winograd with AVX-512 only (see conv_dispatch.py).
 _WIDE = _config._selected_simd() == "avx512"
 _WIDE_BLOCKED = "blocked" if _WIDE else "winograd4"
+# (F(4x4) on 7x7 outputs: only with AVX-512, from 64 channels; else the blocked kernels)
+_WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # ... and run LeNet's 5x5 convolutions over few input channels (forward, weight gradient).
 _LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
 
@@ -816,27 +851,15 @@ _LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
         # one input channel on MNIST-sized images, or many output channels: GEMM
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
-        # input gradient only at stride 1; with AVX2 only where Winograd does not apply
+        # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
+        # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4
+        # tiles (ResNet's stages 2 and 3)
         ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
-        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
-        # ... but for F(4x4) Winograd where it measured faster with AVX-512 too: ResNet's
-        # 32 -> 32 at 16x16 (forward, input gradient), 16 -> 16 at 32x32 (weight gradient)
-        (
-            (128, 32, 16, 16),
-            (32, 32, 3, 3),
-            {"padding": 1},
-            "winograd4",
-            "winograd4",
-            _WIDE_BLOCKED,
-        ),
-        (
-            (128, 16, 32, 32),
-            (16, 16, 3, 3),
-            {"padding": 1},
-            _WIDE_BLOCKED,
-            _WIDE_BLOCKED,
-            "winograd4",
-        ),
+        ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_W4] * 3),
+        ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
+        ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),
         # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM
         ((1, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
         (

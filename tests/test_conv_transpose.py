@@ -165,11 +165,15 @@ def test_algorithms_follow_the_conv2d_passes():
     assert set(
         conv_transpose2d_algorithms((8, 32, 14, 14), (32, 1, 3, 3), 2, 1, 1, groups=32).values()
     ) == {"depthwise"}
-    # 3x3 stride 1 with 16-128 channels: the channel-blocked kernels (with AVX-512; with
-    # AVX2 Winograd F(4x4) where it applies); more channels: Winograd F(2x2)
+    # 3x3 stride 1 with 16-128 channels: the channel-blocked kernels (with AVX-512, but
+    # F(4x4) Winograd from 32 channels on whole 4x4 tiles; with AVX2 F(4x4) where it
+    # applies); more channels: Winograd F(2x2)
     wide = _config._selected_simd() == "avx512"
     assert set(conv_transpose2d_algorithms((8, 32, 14, 14), (32, 32, 3, 3), 1, 1).values()) == {
         "blocked" if wide else "winograd4"
+    }
+    assert set(conv_transpose2d_algorithms((8, 32, 16, 16), (32, 32, 3, 3), 1, 1).values()) == {
+        "winograd4"
     }
     assert set(conv_transpose2d_algorithms((8, 32, 7, 7), (32, 32, 3, 3), 1, 1).values()) == {
         "blocked"

@@ -89,26 +89,25 @@ cdef extern from "_blocked_conv.h" nogil:
                                 double* part)
 
 cdef extern from "_winograd4.h" nogil:
-    void cnn_w4_in_rows_float(const float* s, Py_ssize_t Q, Py_ssize_t n, float* a,
-                              Py_ssize_t LA)
-    void cnn_w4_in_rows_double(const double* s, Py_ssize_t Q, Py_ssize_t n, double* a,
-                               Py_ssize_t LA)
-    void cnn_w4_in_cols_float(const float* a, Py_ssize_t per, float* ph, float* d, Py_ssize_t S)
-    void cnn_w4_in_cols_double(const double* a, Py_ssize_t per, double* ph, double* d,
-                               Py_ssize_t S)
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
     void cnn_w4_out_rows_double(const double* m, Py_ssize_t S, Py_ssize_t per, double* sa)
     void cnn_w4_out_cols_float(const float* s, Py_ssize_t per, float b, float* ph, float* y)
     void cnn_w4_out_cols_double(const double* s, Py_ssize_t per, double b, double* ph,
                                 double* y)
-    void cnn_w4_grad_rows_float(const float* g, Py_ssize_t Q, Py_ssize_t n, float* bq,
-                                Py_ssize_t LB)
-    void cnn_w4_grad_rows_double(const double* g, Py_ssize_t Q, Py_ssize_t n, double* bq,
-                                 Py_ssize_t LB)
-    void cnn_w4_grad_cols_float(const float* bq, Py_ssize_t per, float* ph, float* d,
-                                Py_ssize_t S)
-    void cnn_w4_grad_cols_double(const double* bq, Py_ssize_t per, double* ph, double* d,
-                                 Py_ssize_t S)
+    void cnn_w4c_gather_float(const float* xs, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t P, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t q0,
+                              Py_ssize_t nq, float* X)
+    void cnn_w4c_gather_double(const double* xs, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t P, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t q0,
+                               Py_ssize_t nq, double* X)
+    void cnn_w4c_in_float(const float* X, Py_ssize_t nq, Py_ssize_t C, Py_ssize_t nty,
+                          Py_ssize_t TW, float* t, float* v, Py_ssize_t xs)
+    void cnn_w4c_in_double(const double* X, Py_ssize_t nq, Py_ssize_t C, Py_ssize_t nty,
+                           Py_ssize_t TW, double* t, double* v, Py_ssize_t xs)
+    void cnn_w4c_grad_float(const float* G, Py_ssize_t nq, Py_ssize_t K, Py_ssize_t nty,
+                            Py_ssize_t TW, float* t, float* d, Py_ssize_t xs)
+    void cnn_w4c_grad_double(const double* G, Py_ssize_t nq, Py_ssize_t K, Py_ssize_t nty,
+                             Py_ssize_t TW, double* t, double* d, Py_ssize_t xs)
 
 # Per-thread im2col workspace target (elements); at least one output row is always used.
 # Tuned with benchmarks/bench_conv.py; set_col_budget() exists for tuning and for tests.
@@ -651,6 +650,9 @@ cdef enum:
     WINO_NONFINITE = 1     # (internal status) an input was Inf/NaN: use the GEMM path
     # F(4x4): blocks of COL_BUDGET / (WINO4_BUDGET_DIV * channels) tiles
     WINO4_BUDGET_DIV = 36
+    # F(4x4): elements between the transform entries' matrices beyond their size, so that
+    # the 36 rows one tile's transform writes (or reads) do not fall into one cache set
+    W4_SKEW = 16
 
 
 cdef inline bint wino_applicable(const Geom* g) noexcept nogil:
@@ -929,175 +931,63 @@ cdef void wino_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py
 # Their larger entries (5, 8, 1/6) cost accuracy: measured float32 errors (max |error| over
 # max |exact| against float64, 64 channels, unit-normal data) are in conv_dispatch.py's
 # docstring.  The filter transforms G g G^T and G^T dU G run in float64 for both dtypes.
-# Same structure as F(2x2): the tile rows of one block are flattened with one junk tile per
-# row (tile u starts at column 4u), every transform a plain sweep over them; the column
-# transforms first split a flattened row into its four phases (columns 4u + k), so that
-# their sweeps read and write with unit stride, and the output's are interleaved back in
-# one sweep.  The sweeps are C (src/_winograd4.h) with restrict pointers, so they vectorize.
+# Layout (wino4_conv): per block of tiles (whole samples side by side, or tile rows of a
+# large image), the input rows are copied with the channels innermost ([row][column][c]) and
+# each 6x6 patch transformed by sweeps over its channels (src/_winograd4.h, cnn_w4c_in):
+# V[xi] is tiles x C_in, with no junk tiles whatever the image width, and an 8x8 image costs
+# as much per tile as a large one.  36 GEMMs give M[xi] = U[xi] V[xi]^T (C_out x tiles), and
+# each output channel is transformed back by sweeps over all the block's tiles (the rows'
+# four phases interleaved back at the end) while the block is in cache.  The matrices of
+# the 36 entries are SKEWed apart (W4_SKEW), so that one tile's 36 values do not share a
+# cache set.  The weight gradient transforms the output gradient the same way (tiles x
+# C_out, cnn_w4c_grad): dU[xi] += D[xi]^T V[xi] per batch part.
 
 
-cdef inline Py_ssize_t wino4_scratch(Py_ssize_t trows, Py_ssize_t TW) noexcept nogil:
-    """Elements of F(4x4) transform scratch for blocks of ``trows`` tile rows."""
-    return (11 * trows + 2) * (4 * TW + 4) + 64
-
-
-cdef int wino4_weights(const floating* w, Py_ssize_t G, Py_ssize_t n_out, Py_ssize_t n_in,
-                       floating* U) noexcept nogil:
-    """``U[gi][xi][o][i] = (G w[gi, o, i] G^T)[xi]`` (36 entries, F(4x4)); WINO_NONFINITE if
-    a filter holds Inf/NaN."""
-    cdef Py_ssize_t gi, o, i, r, e, MN = n_out * n_in
-    cdef const floating* f
-    cdef floating* Ug
+cdef inline void wino4_filter(const floating* f, floating* Ug, Py_ssize_t ldu,
+                              Py_ssize_t e) noexcept nogil:
+    """``Ug[xi * ldu + e] = (G f G^T)[xi]`` for one 3x3 filter ``f`` (in float64)."""
     cdef double t[6][3]
     cdef double g0, g1, g2
     cdef double SIXTH = 1.0 / 6.0, TWELFTH = 1.0 / 12.0, TWENTYFOURTH = 1.0 / 24.0
+    cdef Py_ssize_t r
+    for r in range(3):      # G g: columns of g
+        g0 = f[r]
+        g1 = f[3 + r]
+        g2 = f[6 + r]
+        t[0][r] = g0 * 0.25
+        t[1][r] = -(g0 + g1 + g2) * SIXTH
+        t[2][r] = -(g0 - g1 + g2) * SIXTH
+        t[3][r] = g0 * TWENTYFOURTH + g1 * TWELFTH + g2 * SIXTH
+        t[4][r] = g0 * TWENTYFOURTH - g1 * TWELFTH + g2 * SIXTH
+        t[5][r] = g2
+    for r in range(6):      # (G g) G^T: rows of G g
+        g0 = t[r][0]
+        g1 = t[r][1]
+        g2 = t[r][2]
+        Ug[(6 * r + 0) * ldu + e] = <floating> (g0 * 0.25)
+        Ug[(6 * r + 1) * ldu + e] = <floating> (-(g0 + g1 + g2) * SIXTH)
+        Ug[(6 * r + 2) * ldu + e] = <floating> (-(g0 - g1 + g2) * SIXTH)
+        Ug[(6 * r + 3) * ldu + e] = <floating> (g0 * TWENTYFOURTH + g1 * TWELFTH + g2 * SIXTH)
+        Ug[(6 * r + 4) * ldu + e] = <floating> (g0 * TWENTYFOURTH - g1 * TWELFTH + g2 * SIXTH)
+        Ug[(6 * r + 5) * ldu + e] = <floating> g2
+
+
+cdef int wino4_weights(const floating* w, Py_ssize_t G, Py_ssize_t n_out, Py_ssize_t n_in,
+                       floating* U, Py_ssize_t ldu, int n_threads) noexcept nogil:
+    """``U[(gi * 36 + xi) * ldu + o * n_in + i] = (G w[gi, o, i] G^T)[xi]`` (36 entries,
+    F(4x4); ``ldu >= n_out * n_in``), filter by filter (any thread count: the same bits);
+    WINO_NONFINITE if a filter holds Inf/NaN."""
+    cdef Py_ssize_t q, gi, o, i, MN = n_out * n_in
     if not all_finite(w, G * MN * 9):
         return WINO_NONFINITE
-    for gi in range(G):
-        Ug = U + gi * 36 * MN
-        for o in range(n_out):
-            for i in range(n_in):
-                e = o * n_in + i
-                f = w + (gi * MN + e) * 9
-                for r in range(3):      # G g: columns of g
-                    g0 = f[r]
-                    g1 = f[3 + r]
-                    g2 = f[6 + r]
-                    t[0][r] = g0 * 0.25
-                    t[1][r] = -(g0 + g1 + g2) * SIXTH
-                    t[2][r] = -(g0 - g1 + g2) * SIXTH
-                    t[3][r] = g0 * TWENTYFOURTH + g1 * TWELFTH + g2 * SIXTH
-                    t[4][r] = g0 * TWENTYFOURTH - g1 * TWELFTH + g2 * SIXTH
-                    t[5][r] = g2
-                for r in range(6):      # (G g) G^T: rows of G g
-                    g0 = t[r][0]
-                    g1 = t[r][1]
-                    g2 = t[r][2]
-                    Ug[(6 * r + 0) * MN + e] = <floating> (g0 * 0.25)
-                    Ug[(6 * r + 1) * MN + e] = <floating> (-(g0 + g1 + g2) * SIXTH)
-                    Ug[(6 * r + 2) * MN + e] = <floating> (-(g0 - g1 + g2) * SIXTH)
-                    Ug[(6 * r + 3) * MN + e] = <floating> (g0 * TWENTYFOURTH + g1 * TWELFTH
-                                                           + g2 * SIXTH)
-                    Ug[(6 * r + 4) * MN + e] = <floating> (g0 * TWENTYFOURTH - g1 * TWELFTH
-                                                           + g2 * SIXTH)
-                    Ug[(6 * r + 5) * MN + e] = <floating> g2
+    for q in prange(G * n_out, schedule="static",
+                    num_threads=<int> py_max(1, py_min(n_threads, G * MN // 1024))):
+        gi = q // n_out
+        o = q % n_out
+        for i in range(n_in):
+            wino4_filter(w + (gi * MN + o * n_in + i) * 9, U + gi * 36 * ldu, ldu,
+                         o * n_in + i)
     return CNN_OK
-
-
-cdef void wino4_input(const floating* xs, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
-                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ty0, Py_ssize_t ty1,
-                      Py_ssize_t TW, floating* V, Py_ssize_t ldv, Py_ssize_t t0,
-                      floating* scratch) noexcept nogil:
-    """F(4x4) :func:`wino_input`: ``V[xi][c][t0 + u] = (B^T d B)[xi]`` for the 6x6 input
-    patch ``d`` of tile ``u = (ty-ty0)*(TW+1) + tx`` (rows ``4ty-ph ..``, columns ``4tx-pw
-    ..``, zero outside the image), one junk tile per tile row."""
-    cdef Py_ssize_t Q = 4 * TW + 4, nty = ty1 - ty0, nr, LA, per, c, rr, r, lo, hi, q, i
-    cdef floating* R = scratch                  # the tile rows' input rows, zero padded
-    cdef floating* A                            # B^T d of each tile row, flattened
-    cdef floating* P                            # one row's four phases (per + 1 each)
-    cdef Py_ssize_t S = n_ch * ldv
-    nr = 4 * nty + 2
-    LA = nty * Q + 8
-    per = nty * (TW + 1)
-    A = R + nr * Q
-    P = A + 6 * LA
-    lo = py_min(py_max(pw, 0), Q)
-    hi = py_min(py_max(pw + W, lo), Q)
-    for c in range(n_ch):
-        for rr in range(nr):
-            r = 4 * ty0 - ph + rr
-            if r < 0 or r >= H:
-                memset(R + rr * Q, 0, Q * sizeof(floating))
-                continue
-            for q in range(lo):
-                R[rr * Q + q] = 0
-            memcpy(R + rr * Q + lo, xs + (c * H + r) * W + (lo - pw), (hi - lo) * sizeof(floating))
-            for q in range(hi, Q):
-                R[rr * Q + q] = 0
-        for rr in range(nty):       # B^T on the rows
-            if floating is float:
-                cnn_w4_in_rows_float(R + 4 * rr * Q, Q, Q, A + rr * Q, LA)
-            else:
-                cnn_w4_in_rows_double(R + 4 * rr * Q, Q, Q, A + rr * Q, LA)
-        for i in range(6):          # ... B on the columns, tile u reading columns 4u .. 4u+5
-            memset(A + i * LA + nty * Q, 0, 8 * sizeof(floating))
-            if floating is float:
-                cnn_w4_in_cols_float(A + i * LA, per, P, V + ((6 * i) * n_ch + c) * ldv + t0, S)
-            else:
-                cnn_w4_in_cols_double(A + i * LA, per, P, V + ((6 * i) * n_ch + c) * ldv + t0,
-                                      S)
-
-
-cdef void wino4_output(const floating* M, Py_ssize_t ldm, Py_ssize_t t0, Py_ssize_t n_ch,
-                       Py_ssize_t ty0, Py_ssize_t ty1, Py_ssize_t TW, const floating* bias,
-                       floating* ys, Py_ssize_t Ho, Py_ssize_t Wo,
-                       floating* scratch) noexcept nogil:
-    """F(4x4) :func:`wino_output`: the 4x4 tiles ``A^T m A`` (+ bias) of ``n_ch`` channels,
-    clipped to ``Ho x Wo``."""
-    cdef Py_ssize_t Q = 4 * TW + 4, nty = ty1 - ty0, per, k, rr, oh, r
-    cdef Py_ssize_t S = n_ch * ldm
-    cdef floating* sa                           # A^T m: 4 x 6 rows of per tiles
-    cdef floating* yr                           # 4 output rows per tile row, flattened
-    cdef floating* P                            # one output row's four phases
-    cdef floating b
-    per = nty * (TW + 1)
-    sa = scratch
-    yr = sa + 24 * per
-    P = yr + 16 * per
-    for k in range(n_ch):
-        b = bias[k] if bias != NULL else 0
-        if floating is float:
-            cnn_w4_out_rows_float(M + k * ldm + t0, S, per, sa)
-        else:
-            cnn_w4_out_rows_double(M + k * ldm + t0, S, per, sa)
-        for r in range(4):          # ... A on the columns, four outputs per tile and row
-            if floating is float:
-                cnn_w4_out_cols_float(sa + 6 * r * per, per, b, P, yr + r * nty * Q)
-            else:
-                cnn_w4_out_cols_double(sa + 6 * r * per, per, b, P, yr + r * nty * Q)
-        for rr in range(nty):
-            for r in range(4):
-                oh = 4 * (ty0 + rr) + r
-                if oh < Ho:
-                    memcpy(ys + (k * Ho + oh) * Wo, yr + (r * nty + rr) * Q,
-                           Wo * sizeof(floating))
-
-
-cdef void wino4_grad_tiles(const floating* gs, Py_ssize_t n_ch, Py_ssize_t Ho, Py_ssize_t Wo,
-                           Py_ssize_t ty0, Py_ssize_t ty1, Py_ssize_t TW, floating* D,
-                           Py_ssize_t ldd, Py_ssize_t t0, floating* scratch) noexcept nogil:
-    """F(4x4) :func:`wino_grad_tiles`: ``D[xi][k][t0 + u] = (A g A^T)[xi]`` for the 4x4
-    output-gradient tiles ``g`` (zero past ``Ho x Wo`` and for the junk tiles)."""
-    cdef Py_ssize_t Q = 4 * TW + 4, nty = ty1 - ty0, LB, per, k, rr, oh, q, i
-    cdef Py_ssize_t S = n_ch * ldd
-    cdef floating* R = scratch                  # the tile rows' gradient rows, zero padded
-    cdef floating* Bv                           # A g of each tile row, flattened
-    cdef floating* P                            # one row's four phases
-    LB = nty * Q + 8
-    per = nty * (TW + 1)
-    Bv = R + 4 * nty * Q
-    P = Bv + 6 * LB
-    for k in range(n_ch):
-        for rr in range(4 * nty):
-            oh = 4 * ty0 + rr
-            if oh >= Ho:
-                memset(R + rr * Q, 0, Q * sizeof(floating))
-                continue
-            memcpy(R + rr * Q, gs + (k * Ho + oh) * Wo, Wo * sizeof(floating))
-            for q in range(Wo, Q):
-                R[rr * Q + q] = 0
-        for rr in range(nty):       # A on the rows
-            if floating is float:
-                cnn_w4_grad_rows_float(R + 4 * rr * Q, Q, Q, Bv + rr * Q, LB)
-            else:
-                cnn_w4_grad_rows_double(R + 4 * rr * Q, Q, Q, Bv + rr * Q, LB)
-        for i in range(6):          # ... A^T on the columns, tile u reading columns 4u .. 4u+3
-            if floating is float:
-                cnn_w4_grad_cols_float(Bv + i * LB, per, P, D + ((6 * i) * n_ch + k) * ldd + t0,
-                                       S)
-            else:
-                cnn_w4_grad_cols_double(Bv + i * LB, per, P,
-                                        D + ((6 * i) * n_ch + k) * ldd + t0, S)
 
 
 cdef void wino4_filter_grad(const floating* du, Py_ssize_t stride_xi, Py_ssize_t stride_part,
@@ -1132,6 +1022,137 @@ cdef void wino4_filter_grad(const floating* du, Py_ssize_t stride_xi, Py_ssize_t
         dw9[3 * i + 2] = <floating> ((a3 + a4 - a1 - a2) * SIXTH + tt[i][5])
 
 
+cdef inline WinoBlocks wino4_blocks(Py_ssize_t N, Py_ssize_t Ho, Py_ssize_t Wo,
+                                    Py_ssize_t ch) noexcept nogil:
+    """F(4x4) blocks of about ``COL_BUDGET / (WINO4_BUDGET_DIV ch)`` tiles (no junk tiles:
+    the channel-minor transforms work tile by tile).  Shapes only."""
+    cdef WinoBlocks b
+    cdef Py_ssize_t target = py_max(1, COL_BUDGET // (WINO4_BUDGET_DIV * py_max(1, ch)))
+    b.TH = (Ho + 3) // 4
+    b.TW = (Wo + 3) // 4
+    if N > 1 and 2 * b.TH * b.TW <= target:
+        b.spb = py_max(1, py_min(target // (b.TH * b.TW),
+                                 (N + MIN_SAMPLE_BLOCKS - 1) // MIN_SAMPLE_BLOCKS))
+        b.trows = b.TH
+    else:
+        b.spb = 1
+        b.trows = py_max(1, py_min(b.TH, target // b.TW))
+    b.n_sblocks = (N + b.spb - 1) // b.spb
+    b.n_rblocks = (b.TH + b.trows - 1) // b.trows
+    b.max_tiles = b.spb * b.trows * b.TW
+    return b
+
+
+cdef int wino4_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize_t H,
+                    Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const floating* filters,
+                    Py_ssize_t G, Py_ssize_t Cin, Py_ssize_t Cout, const floating* bias,
+                    floating* out, Py_ssize_t Ho, Py_ssize_t Wo, int n_threads) noexcept nogil:
+    """:func:`wino_conv` by F(4x4, 3x3).  Per task (a block of tiles of one group): the input
+    rows are copied with the channels innermost and transformed tile by tile into ``V[xi]``
+    (tiles x Cin: sweeps over the channels, whatever the image width); 36 GEMMs give
+    ``M[xi] = U[xi] V[xi]^T`` (Cout x tiles); each output channel's products are transformed
+    back in sweeps over all the block's tiles (several samples: long vectors even for
+    8x8 images) while they are in cache.  Same statuses as :func:`wino_conv`."""
+    cdef WinoBlocks bl = wino4_blocks(N, Ho, Wo, py_max(Cin, Cout))
+    cdef Py_ssize_t n_tasks = bl.n_sblocks * bl.n_rblocks * G
+    cdef Py_ssize_t nq_in = 4 * bl.TW + 2
+    cdef Py_ssize_t ws_v = 36 * (Cin * bl.max_tiles + W4_SKEW)
+    cdef Py_ssize_t ws_m = 36 * (Cout * bl.max_tiles + W4_SKEW)
+    cdef Py_ssize_t ws_x = py_max((4 * bl.trows + 2) * nq_in * Cin + 36 * Cin,
+                                  44 * bl.max_tiles)
+    cdef Py_ssize_t ws = ws_v + ws_m + ws_x
+    cdef Py_ssize_t t, r, n0, ns, rb, gi, ty0, ty1, nty, nt, s, xi, per, ldv, ldm, o, oh, ty
+    cdef Py_ssize_t ldu = Cout * Cin + W4_SKEW
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* V = NULL
+    cdef floating* M = NULL
+    cdef floating* X = NULL
+    cdef floating* sa
+    cdef floating* yr
+    cdef floating* P
+    cdef floating* ys
+    cdef floating b
+    cdef const floating* xs
+    cdef floating* U = <floating*> malloc(36 * G * ldu * sizeof(floating))
+    if U == NULL:
+        return CNN_ERR_NOMEM
+    status = wino4_weights(filters, G, Cout, Cin, U, ldu, n_threads)
+    if status != CNN_OK:
+        free(U)
+        return status
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks,
+                                                N * G * Cin * Cout * 9 * Ho * Wo)):
+        V = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(V, ws, status_p)
+        M = V + ws_v if V != NULL else NULL
+        X = M + ws_m if V != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok or status_p[0] != CNN_OK:
+                continue
+            n0 = t // (bl.n_rblocks * G)
+            r = t % (bl.n_rblocks * G)
+            rb = r // G
+            gi = r % G
+            n0 = n0 * bl.spb
+            ns = py_min(bl.spb, N - n0)
+            ty0 = rb * bl.trows
+            ty1 = py_min(bl.TH, ty0 + bl.trows)
+            nty = ty1 - ty0
+            per = nty * bl.TW
+            nt = ns * per
+            ldv = nt * Cin + W4_SKEW
+            ldm = nt * Cout + W4_SKEW
+            for s in range(ns):
+                xs = inp + ((n0 + s) * C_all + gi * Cin) * H * W
+                if floating is float:
+                    cnn_w4c_gather_float(xs, Cin, H, W, H * W, 4 * ty0 - ph, 4 * nty + 2, -pw,
+                                         nq_in, X)
+                else:
+                    cnn_w4c_gather_double(xs, Cin, H, W, H * W, 4 * ty0 - ph, 4 * nty + 2,
+                                          -pw, nq_in, X)
+                if not all_finite(X, (4 * nty + 2) * nq_in * Cin):  # (the rows read, in cache)
+                    status_p[0] = WINO_NONFINITE
+                    break
+                if floating is float:
+                    cnn_w4c_in_float(X, nq_in, Cin, nty, bl.TW, X + (4 * nty + 2) * nq_in * Cin,
+                                     V + s * per * Cin, ldv)
+                else:
+                    cnn_w4c_in_double(X, nq_in, Cin, nty, bl.TW,
+                                      X + (4 * nty + 2) * nq_in * Cin, V + s * per * Cin, ldv)
+            if status_p[0] != CNN_OK:
+                continue
+            for xi in range(36):
+                gemm(False, True, <int> Cout, <int> nt, <int> Cin, <floating> 1.0,
+                     U + (gi * 36 + xi) * ldu, <int> Cin, V + xi * ldv, <int> Cin,
+                     <floating> 0.0, M + xi * ldm, <int> nt)
+            sa = X                      # A^T m: 4 x 6 rows of nt tiles
+            yr = sa + 24 * nt           # the 4 output rows of every tile, joined
+            P = yr + 16 * nt            # one output row's four phases
+            for o in range(Cout):
+                b = bias[gi * Cout + o] if bias != NULL else 0
+                if floating is float:
+                    cnn_w4_out_rows_float(M + o * nt, ldm, nt, sa)
+                    for r in range(4):
+                        cnn_w4_out_cols_float(sa + 6 * r * nt, nt, b, P, yr + 4 * r * nt)
+                else:
+                    cnn_w4_out_rows_double(M + o * nt, ldm, nt, sa)
+                    for r in range(4):
+                        cnn_w4_out_cols_double(sa + 6 * r * nt, nt, b, P, yr + 4 * r * nt)
+                for s in range(ns):
+                    ys = out + ((n0 + s) * G * Cout + gi * Cout + o) * Ho * Wo
+                    for ty in range(nty):
+                        for r in range(4):
+                            oh = 4 * (ty0 + ty) + r
+                            if oh < Ho:
+                                memcpy(ys + oh * Wo, yr + 4 * (r * nt + s * per + ty * bl.TW),
+                                       Wo * sizeof(floating))
+        free(V)
+    free(U)
+    return status
+
+
 cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize_t H,
                    Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const floating* filters,
                    Py_ssize_t G, Py_ssize_t Cin, Py_ssize_t Cout, const floating* bias,
@@ -1139,15 +1160,14 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
                    int n_threads) noexcept nogil:
     """``out[n, gi*Cout + o] = sum_i corr3x3(inp[n, gi*Cin + i], filters[gi, o, i]) + bias``
     with zero padding ``(ph, pw)`` at stride 1 (``filters``: G x Cout x Cin x 3 x 3), by
-    F(m x m, 3x3), m = 2 or 4.  One task per (block of tiles, group).  Returns
+    F(m x m, 3x3), m = 2 (F(4x4): :func:`wino4_conv`).  One task per (block of tiles, group).  Returns
     WINO_NONFINITE if an input value or a filter is Inf/NaN (``out`` is then incomplete),
     CNN_ERR_NOMEM, or CNN_OK."""
     cdef WinoBlocks bl = wino_blocks(N, Ho, Wo, py_max(Cin, Cout), m)
     cdef Py_ssize_t T = (m + 2) * (m + 2)      # transform entries
     cdef Py_ssize_t n_tasks = bl.n_sblocks * bl.n_rblocks * G
     cdef Py_ssize_t ws_v = T * Cin * bl.max_tiles, ws_m = T * Cout * bl.max_tiles
-    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW) if m == 2 else wino4_scratch(bl.trows,
-                                                                                      bl.TW)
+    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW)
     cdef Py_ssize_t t, r, n0, ns, rb, gi, ty0, ty1, nt, s, xi, per
     cdef int status = CNN_OK
     cdef int* status_p = &status
@@ -1159,10 +1179,7 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
     cdef floating* U = <floating*> malloc(T * G * Cout * Cin * sizeof(floating))
     if U == NULL:
         return CNN_ERR_NOMEM
-    if m == 2:
-        status = wino_weights(filters, G, Cout, Cin, U)
-    else:
-        status = wino4_weights(filters, G, Cout, Cin, U)
+    status = wino_weights(filters, G, Cout, Cin, U)
     if status != CNN_OK:
         free(U)
         return status
@@ -1189,10 +1206,7 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
                 if not rows_finite(xs, Cin, H, W, m * ty0 - ph, m * ty1 - ph + 2):
                     status_p[0] = WINO_NONFINITE
                     break
-                if m == 2:
-                    wino_input(xs, Cin, H, W, ph, pw, ty0, ty1, bl.TW, V, nt, s * per, rows)
-                else:
-                    wino4_input(xs, Cin, H, W, ph, pw, ty0, ty1, bl.TW, V, nt, s * per, rows)
+                wino_input(xs, Cin, H, W, ph, pw, ty0, ty1, bl.TW, V, nt, s * per, rows)
             if status_p[0] != CNN_OK:
                 continue
             for xi in range(T):
@@ -1200,15 +1214,9 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
                      U + (gi * T + xi) * Cout * Cin, <int> Cin, V + xi * Cin * nt, <int> nt,
                      <floating> 0.0, M + xi * Cout * nt, <int> nt)
             for s in range(ns):
-                if m == 2:
-                    wino_output(M, nt, s * per, Cout, ty0, ty1, bl.TW,
-                                bias + gi * Cout if bias != NULL else NULL,
-                                out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo, rows)
-                else:
-                    wino4_output(M, nt, s * per, Cout, ty0, ty1, bl.TW,
-                                 bias + gi * Cout if bias != NULL else NULL,
-                                 out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo,
-                                 rows)
+                wino_output(M, nt, s * per, Cout, ty0, ty1, bl.TW,
+                            bias + gi * Cout if bias != NULL else NULL,
+                            out + ((n0 + s) * G * Cout + gi * Cout) * Ho * Wo, Ho, Wo, rows)
         free(V)
     free(U)
     return status
@@ -1218,6 +1226,9 @@ cdef int wino_forward(const floating* x, const floating* w, const floating* bias
                       const Geom* g, floating* y, Py_ssize_t m, int n_threads) noexcept nogil:
     """conv2d forward by Winograd F(m x m, 3x3) (see the section comment); CNN_OK,
     CNN_ERR_NOMEM or WINO_NONFINITE."""
+    if m == 4:
+        return wino4_conv(x, g.N, g.C, g.H, g.W, g.ph, g.pw, w, g.G, g.Cg, g.Kg, bias, y, g.Ho,
+                          g.Wo, n_threads)
     return wino_conv(x, g.N, g.C, g.H, g.W, g.ph, g.pw, w, g.G, g.Cg, g.Kg, bias, y, g.Ho,
                      g.Wo, m, n_threads)
 
@@ -1233,8 +1244,12 @@ cdef int wino_backward_input(const floating* go, const floating* w, const floati
     if wflip == NULL:
         return CNN_ERR_NOMEM
     flip_transpose_weight(w, g, wflip)
-    status = wino_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, wflip, g.G, g.Kg, g.Cg,
-                       bias, dx, g.H, g.W, m, n_threads)
+    if m == 4:
+        status = wino4_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, wflip, g.G, g.Kg,
+                            g.Cg, bias, dx, g.H, g.W, n_threads)
+    else:
+        status = wino_conv(go, g.N, g.K, g.Ho, g.Wo, 2 - g.ph, 2 - g.pw, wflip, g.G, g.Kg,
+                           g.Cg, bias, dx, g.H, g.W, m, n_threads)
     free(wflip)
     return status
 
@@ -1262,6 +1277,128 @@ cdef void wino_filter_grad(const floating* du, Py_ssize_t stride_xi, Py_ssize_t 
         dw9[3 * i + 2] = h * (tt[i][1] + tt[i][2]) + tt[i][3]
 
 
+cdef int wino4_backward_weight(const floating* go, const floating* x, const Geom* g,
+                               floating* dw, floating* db, int n_threads) noexcept nogil:
+    """:func:`wino_backward_weight` by F(4x4, 3x3), channel-minor (as :func:`wino4_conv`):
+    per batch part ``dU_xi += D_xi^T @ V_xi`` (D: the transformed output-gradient tiles,
+    tiles x C_out; V: the input's, tiles x C_in) over its tile blocks, the parts added in
+    order, then ``dW = G^T dU G``."""
+    cdef WinoBlocks bl = wino4_blocks(g.N, g.Ho, g.Wo, py_max(g.Cg, g.Kg))
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t n_tasks = n_parts * g.G
+    cdef Py_ssize_t KC = g.Kg * g.Cg, KCs = KC + W4_SKEW, usize = 36 * g.G * KCs
+    cdef Py_ssize_t nq_in = 4 * bl.TW + 2, nq_out = 4 * bl.TW
+    cdef Py_ssize_t ws_v = 36 * (g.Cg * bl.max_tiles + W4_SKEW)
+    cdef Py_ssize_t ws_d = 36 * (g.Kg * bl.max_tiles + W4_SKEW)
+    cdef Py_ssize_t ws_x = py_max((4 * bl.trows + 2) * nq_in * g.Cg, 4 * bl.trows * nq_out * g.Kg)
+    cdef Py_ssize_t ws_t = 36 * py_max(g.Cg, g.Kg), ws = ws_v + ws_d + ws_x + ws_t
+    cdef Py_ssize_t t, p, gi, n0, ns, n_lo, n_hi, rb, ty0, ty1, nty, per, nt, s, xi, e
+    cdef Py_ssize_t ldv, ldd
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* partials = <floating*> malloc(n_parts * usize * sizeof(floating))
+    cdef floating* bpart = NULL
+    cdef floating* V = NULL
+    cdef floating* D = NULL
+    cdef floating* X = NULL
+    cdef floating* tb = NULL
+    cdef floating* acc
+    cdef const floating* xs
+    cdef const floating* gs
+    cdef floating beta
+    if partials == NULL:
+        return CNN_ERR_NOMEM
+    if db != NULL:
+        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
+        if bpart == NULL:
+            free(partials)
+            return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        V = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(V, ws, status_p)
+        D = V + ws_v if V != NULL else NULL
+        X = D + ws_d if V != NULL else NULL
+        tb = X + ws_x if V != NULL else NULL
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            p = t // g.G
+            gi = t % g.G
+            acc = partials + p * usize + gi * 36 * KCs
+            for xi in range(36):        # (the skew gaps, summed with the rest)
+                memset(acc + xi * KCs + KC, 0, W4_SKEW * sizeof(floating))
+            n_lo = p * g.N // n_parts
+            n_hi = (p + 1) * g.N // n_parts
+            beta = 0
+            n0 = n_lo
+            while n0 < n_hi and status_p[0] == CNN_OK:
+                ns = py_min(bl.spb, n_hi - n0)
+                for rb in range(bl.n_rblocks):
+                    ty0 = rb * bl.trows
+                    ty1 = py_min(bl.TH, ty0 + bl.trows)
+                    nty = ty1 - ty0
+                    per = nty * bl.TW
+                    nt = ns * per
+                    ldv = nt * g.Cg + W4_SKEW
+                    ldd = nt * g.Kg + W4_SKEW
+                    for s in range(ns):
+                        xs = x + ((n0 + s) * g.C + gi * g.Cg) * g.H * g.W
+                        gs = go + ((n0 + s) * g.K + gi * g.Kg) * g.Ho * g.Wo
+                        # (Inf/NaN checked on the copies of the rows read, in cache)
+                        if floating is float:
+                            cnn_w4c_gather_float(xs, g.Cg, g.H, g.W, g.H * g.W, 4 * ty0 - g.ph,
+                                                 4 * nty + 2, -g.pw, nq_in, X)
+                        else:
+                            cnn_w4c_gather_double(xs, g.Cg, g.H, g.W, g.H * g.W,
+                                                  4 * ty0 - g.ph, 4 * nty + 2, -g.pw, nq_in, X)
+                        if not all_finite(X, (4 * nty + 2) * nq_in * g.Cg):
+                            status_p[0] = WINO_NONFINITE
+                            break
+                        if floating is float:
+                            cnn_w4c_in_float(X, nq_in, g.Cg, nty, bl.TW, tb,
+                                             V + s * per * g.Cg, ldv)
+                            cnn_w4c_gather_float(gs, g.Kg, g.Ho, g.Wo, g.Ho * g.Wo, 4 * ty0,
+                                                 4 * nty, 0, nq_out, X)
+                        else:
+                            cnn_w4c_in_double(X, nq_in, g.Cg, nty, bl.TW, tb,
+                                              V + s * per * g.Cg, ldv)
+                            cnn_w4c_gather_double(gs, g.Kg, g.Ho, g.Wo, g.Ho * g.Wo, 4 * ty0,
+                                                  4 * nty, 0, nq_out, X)
+                        if not all_finite(X, 4 * nty * nq_out * g.Kg):
+                            status_p[0] = WINO_NONFINITE
+                            break
+                        if floating is float:
+                            cnn_w4c_grad_float(X, nq_out, g.Kg, nty, bl.TW, tb,
+                                               D + s * per * g.Kg, ldd)
+                        else:
+                            cnn_w4c_grad_double(X, nq_out, g.Kg, nty, bl.TW, tb,
+                                                D + s * per * g.Kg, ldd)
+                    if status_p[0] != CNN_OK:
+                        break
+                    for xi in range(36):
+                        gemm(True, False, <int> g.Kg, <int> g.Cg, <int> nt, <floating> 1.0,
+                             D + xi * ldd, <int> g.Kg, V + xi * ldv, <int> g.Cg,
+                             beta, acc + xi * KCs, <int> g.Cg)
+                    beta = 1
+                if db != NULL:
+                    add_part_bias(go, g, gi, n0, ns, bpart + p * g.K)
+                n0 = n0 + ns
+        free(V)
+    if status == CNN_OK:
+        # dU = the parts in order (into part 0, element by element); then dW[k, c] =
+        # G^T dU[:, k, c] G
+        sum_parts(partials, n_parts, usize, partials, n_threads)
+        for e in prange(g.K * g.Cg, schedule="static",
+                        num_threads=<int> py_min(n_threads, py_max(1, g.K * g.Cg // 1024))):
+            wino4_filter_grad(partials + (e // KC) * 36 * KCs + e % KC, KCs, 0, 1, dw + e * 9)
+        if db != NULL:
+            sum_parts(bpart, n_parts, g.K, db, 1)
+    free(partials)
+    free(bpart)
+    return status
+
+
 cdef int wino_backward_weight(const floating* go, const floating* x, const Geom* g,
                               floating* dw, floating* db, Py_ssize_t m,
                               int n_threads) noexcept nogil:
@@ -1274,8 +1411,7 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
     cdef Py_ssize_t n_tasks = n_parts * g.G
     cdef Py_ssize_t usize = T * g.K * g.Cg, KC = g.Kg * g.Cg
     cdef Py_ssize_t ws_v = T * g.Cg * bl.max_tiles, ws_d = T * g.Kg * bl.max_tiles
-    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW) if m == 2 else wino4_scratch(bl.trows,
-                                                                                      bl.TW)
+    cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW)
     cdef Py_ssize_t t, p, gi, n0, ns, n_lo, n_hi, rb, ty0, ty1, per, nt, s, xi, e, q, k
     cdef int status = CNN_OK
     cdef int* status_p = &status
@@ -1326,16 +1462,10 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
                                 and rows_finite(gs, g.Kg, g.Ho, g.Wo, m * ty0, m * ty1)):
                             status_p[0] = WINO_NONFINITE
                             break
-                        if m == 2:
-                            wino_input(xs, g.Cg, g.H, g.W, g.ph, g.pw, ty0, ty1, bl.TW, V, nt,
-                                       s * per, rows)
-                            wino_grad_tiles(gs, g.Kg, g.Ho, g.Wo, ty0, ty1, bl.TW, D, nt,
-                                            s * per, rows)
-                        else:
-                            wino4_input(xs, g.Cg, g.H, g.W, g.ph, g.pw, ty0, ty1, bl.TW, V, nt,
-                                        s * per, rows)
-                            wino4_grad_tiles(gs, g.Kg, g.Ho, g.Wo, ty0, ty1, bl.TW, D, nt,
-                                             s * per, rows)
+                        wino_input(xs, g.Cg, g.H, g.W, g.ph, g.pw, ty0, ty1, bl.TW, V, nt,
+                                   s * per, rows)
+                        wino_grad_tiles(gs, g.Kg, g.Ho, g.Wo, ty0, ty1, bl.TW, D, nt, s * per,
+                                        rows)
                     if status_p[0] != CNN_OK:
                         break
                     for xi in range(T):
@@ -1351,12 +1481,8 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
         # dU = the parts in order; then dW[k, c] = G^T dU[:, k, c] G
         for e in prange(g.K * g.Cg, schedule="static",
                         num_threads=<int> py_min(n_threads, py_max(1, g.K * g.Cg // 1024))):
-            if m == 2:
-                wino_filter_grad(partials + (e // KC) * 16 * KC + e % KC, KC, usize, n_parts,
-                                 dw + e * 9)
-            else:
-                wino4_filter_grad(partials + (e // KC) * 36 * KC + e % KC, KC, usize, n_parts,
-                                  dw + e * 9)
+            wino_filter_grad(partials + (e // KC) * 16 * KC + e % KC, KC, usize, n_parts,
+                             dw + e * 9)
         if db != NULL:
             sum_parts(bpart, n_parts, g.K, db, 1)
     free(partials)
@@ -2089,8 +2215,10 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
     if algo == ALGO_BLOCKED:
         return blk_backward_weight(go, x, g, dw, db, n_threads)
     if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
-        status = wino_backward_weight(go, x, g, dw, db, 4 if algo == ALGO_WINOGRAD4 else 2,
-                                      n_threads)
+        if algo == ALGO_WINOGRAD4:
+            status = wino4_backward_weight(go, x, g, dw, db, n_threads)
+        else:
+            status = wino_backward_weight(go, x, g, dw, db, 2, n_threads)
         if status != WINO_NONFINITE:
             return status
         status = CNN_OK     # an Inf/NaN input: the GEMM path below

@@ -13,11 +13,13 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
 ``"winograd4"``
     Winograd F(4x4, 3x3) for the same convolutions: 4x fewer multiplications than GEMM
     (F(2x2): 2.25x), at a cost in float32 accuracy.  Largest error over the largest exact
-    value, against float64, unit-normal data (forward / input gradient / weight gradient):
-    64 -> 64 channels, 16x16: 5.5e-6 / 5.8e-6 / 2.1e-6; 16 -> 24 channels, 13x11:
-    3.2e-6 / 2.9e-6 / 2.6e-6 -- about 10x F(2x2)'s (3.9e-7 / 3.3e-7 / 3.5e-7) and GEMM's
-    (5.0e-7 / 2.3e-7 / 3.4e-7); float64: 1e-14.  Its interpolation points are 0, +-1, +-2
-    (the transforms' entries up to 8 and 1/24).
+    value, against float64, unit-normal data, batch 8 (forward / input gradient / weight
+    gradient): 64 -> 64 channels, 16x16: 2.8e-6 / 3.1e-6 / 2.5e-6; 16 -> 24 channels, 13x11:
+    3.0e-6 / 3.1e-6 / 2.0e-6 -- about 10x F(2x2)'s (3.8e-7 / 3.6e-7 / 3.6e-7) and GEMM's
+    (5.6e-7 / 1.8e-7 / 3.1e-7); float64: 1e-14.  Its interpolation points are 0, +-1, +-2
+    (the transforms' entries up to 8 and 1/24).  Its transforms run over the channels of
+    one tile at a time (the blocked kernels' layout), so small images cost no more than
+    large ones: ResNet's 3x3 convolutions from 32 channels.
 ``"depthwise"``
     loops over the planes of a depthwise convolution (one input channel per group, any
     channel multiplier): MobileNet's 3x3 convolutions, which GEMM would cut into one tiny
@@ -221,10 +223,11 @@ _WINOGRAD_MIN_BATCH_PIXELS = 512
 # F(4x4, 3x3) instead of F(2x2, 3x3) for 16-64 channels per group on images of at least
 # 8x8 outputs (also below _WINOGRAD_MIN_OUTPUT_PIXELS, where it beats the blocked kernels
 # with AVX2): 4x instead of 2.25x fewer multiplications, for a float32 error ~10x larger
-# (see "winograd4" above).  float32, 1 thread, CPU time, ms (forward / input / weight
-# gradient), AVX2 build: 128x16x32x32 -> 16: F(4x4) 8.0 / 7.7 / 7.4, F(2x2) 10.0 / 10.0 /
-# 11.2; 128x32x16x16 -> 32: 5.1 / 5.3 / 7.1 against 7.0 / 6.7 / 8.5; 128x64x8x8 -> 64:
-# 6.0 / 6.3 / 8.1 against 6.5 / 6.1 / 8.1.  Not measured beyond 64 channels: F(2x2) there.
+# (see "winograd4" above).  float32, 2 threads, N=128, AVX2 build (loaded 2-core VM, ms,
+# forward / input / weight gradient): 16 -> 16 at 32x32: F(4x4) 4.6 / 4.4 / 4.9, F(2x2)
+# 6.6 / 6.6 / 6.8, blocked 4.5 / 4.5 / 5.0; 32 -> 32 at 16x16: 2.6 / 2.7 / 3.2 against
+# 4.8 / 5.2 / 5.4 and 3.9 / 4.0 / 3.9; 64 -> 64 at 8x8: 2.2 / 2.2 / 2.8 against 4.5 / 4.8 /
+# 4.7 and 3.7 / 3.9 / 4.4.  Not measured beyond 64 channels: F(2x2) there.
 _WINOGRAD4_MAX_CHANNELS = 64
 _WINOGRAD4_MIN_OUTPUT = 8
 
@@ -248,17 +251,35 @@ _BLOCKED_MAX_CHANNELS = 128
 # 21.6 / 23.0 / 30.1 ms against 23.3 / 27.1 / 33.1; at 14x14, 64x32 -> 64, they tie).
 _WINOGRAD_OVER_BLOCKED_CHANNELS = 64
 _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
-# With AVX-512, F(4x4, 3x3) beats the blocked kernels on ResNet's 32 -> 32 channels at 16x16
-# (forward and input gradient) and on the weight gradient of 16 -> 16 at 32x32 (float32,
-# 1 thread, CPU time: 5.9 / 5.9 against 6.3 / 6.2 ms; 8.4 against 9.5 ms); the blocked
-# kernels keep the rest (16 -> 16 forward: 6.7 against 7.5 ms; 64 -> 64 at 8x8: 5.3 / 5.7 /
-# 6.4 against 7.0 / 7.3 / 10.7 ms).
-_WINOGRAD4_OVER_BLOCKED: dict[str, tuple[int, int]] = {
-    # pass: (channels, output side) -- exactly ResNet's stages (ungrouped: measured so)
-    "forward": (32, 16),
-    "input": (32, 16),
-    "weight": (16, 32),
-}
+# With AVX-512, F(4x4, 3x3) (channel-minor transforms, see cnncore/ops/_conv.pyx) beats the
+# blocked kernels on all three passes of ResNet's stages 2 and 3 (N=128, float32, 2 threads,
+# loaded 2-core VM, ms, forward / input / weight gradient): 32 -> 32 at 16x16: 2.0-2.7 /
+# 2.3-2.5 / 2.1-2.6 against 2.4-2.6 / 2.5-2.6 / 2.5-2.6; 64 -> 64 at 8x8: 1.8-2.0 / 1.8-2.0
+# / 1.7-1.9 against 2.2-2.4 / 2.1-2.4 / 2.7-3.0; and at 7x7 (ResNet on 28x28 images, a
+# partial tile per row and column): 1.8 / 2.0 / 2.2 against 2.1 / 2.3 / 2.8.  With 32
+# channels the partial tiles lose (32 -> 32 at 14x14: 2.8 / 2.8 / 2.5 against 2.3 / 2.4 /
+# 2.5), and with 16 its transforms cost more than they save (16 -> 16 at 32x32: 3.8 / 3.8
+# / 4.3 against 2.8 / 3.0 / 4.2): the blocked kernels keep those, and grouped convolutions
+# (32 channels per group, g=4, 32x128x16x16: F(4x4) forward 1.4x torch's time, blocked 1.0x).
+_WINOGRAD4_OVER_BLOCKED_CHANNELS = 64
+_WINOGRAD4_OVER_BLOCKED_MIN_OUTPUT = 7
+_WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS = 32  # ... when the output is whole 4x4 tiles
+
+
+def _winograd4_over_blocked(cg: int, kg: int, geo: ConvGeometry, w4: bool) -> bool:
+    """AVX-512: whether F(4x4) beats the blocked kernels (``w4``: it applies, but for the
+    output size)."""
+    ch = min(cg, kg)
+    if not w4 or max(cg, kg) > _WINOGRAD4_MAX_CHANNELS:
+        return False
+    if ch >= _WINOGRAD4_OVER_BLOCKED_CHANNELS:
+        return min(geo.out) >= _WINOGRAD4_OVER_BLOCKED_MIN_OUTPUT
+    return (
+        ch >= _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS
+        and min(geo.out) >= _WINOGRAD4_MIN_OUTPUT
+        and geo.out[0] % 4 == 0
+        and geo.out[1] % 4 == 0
+    )
 
 
 def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> bool:
@@ -320,7 +341,7 @@ def heuristic_conv_algorithm(
     kg = k // groups
     if cg == 1 and groups > 1:
         return ConvAlgorithm.ALGO_DEPTHWISE
-    winograd = (
+    wino_base = (  # Winograd applies (but for the output size)
         (kh, kw) == (3, 3)
         and geo.stride == (1, 1)
         and geo.dilation == (1, 1)
@@ -329,19 +350,18 @@ def heuristic_conv_algorithm(
         and (which != "input" or max(geo.padding) <= 2)
     )
     winograd4 = (
-        winograd
+        wino_base
         and max(cg, kg) <= _WINOGRAD4_MAX_CHANNELS
         and min(geo.out) >= _WINOGRAD4_MIN_OUTPUT
     )
-    winograd = winograd and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS
+    winograd = wino_base and geo.out[0] * geo.out[1] >= _WINOGRAD_MIN_OUTPUT_PIXELS
     # With AVX-512 the blocked kernels run at about twice their AVX2 rate: there they come
     # before Winograd (but for F(4x4) where it measured faster); at lower levels only where
     # Winograd does not apply (strided, small images).  See _BLOCKED_MIN_OUT_CHANNELS.
     blocked = blocked_eligible(w_shape, groups, geo, which)
     if _selected_simd() == "avx512":
         if blocked:
-            ch, side = _WINOGRAD4_OVER_BLOCKED[which]
-            if winograd4 and groups == 1 and cg == kg == ch and geo.out == (side, side):
+            if groups == 1 and _winograd4_over_blocked(cg, kg, geo, wino_base):
                 return ConvAlgorithm.ALGO_WINOGRAD4
             return ConvAlgorithm.ALGO_BLOCKED
         if _lenet_blocked(w_shape, groups, geo, which):
