@@ -839,6 +839,7 @@ _WIDE_BLOCKED = "blocked" if _WIDE else "winograd4"
 _WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # ... and run LeNet's 5x5 convolutions over few input channels (forward, weight gradient).
 _LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
+_SMALL_FWD = "gemm" if _WIDE else "blocked"
 
 
 @pytest.mark.parametrize(
@@ -862,6 +863,19 @@ _LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
         ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),
         # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM
         ((1, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        # ... and with AVX-512 a batch of one or two 8x8 images runs its forward as GEMM
+        # (rows of 8 outputs leave half the lanes idle)
+        ((1, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        ((2, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        ((4, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        (
+            (1, 32, 16, 16),
+            (64, 32, 3, 3),
+            {"padding": 1, "stride": 2},
+            "blocked",
+            "gemm",
+            "blocked",
+        ),
         (
             (128, 16, 32, 32),
             (32, 16, 3, 3),

@@ -264,6 +264,15 @@ _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
 _WINOGRAD4_OVER_BLOCKED_CHANNELS = 64
 _WINOGRAD4_OVER_BLOCKED_MIN_OUTPUT = 7
 _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS = 32  # ... when the output is whole 4x4 tiles
+# ... and GEMM beats the AVX-512 blocked forward on a batch of a few small images, whose
+# rows of fewer than 16 outputs leave half the vector lanes idle (float32, 64 -> 64 at 8x8,
+# quiet 2-core AVX-512 VM, us, 1 / 2 threads: N=1 GEMM 82 / 81 against blocked 118 / 118,
+# N=2 148 / 87 against 140 / 125, N=4 276 / 158 against 214 / 161; 32 -> 32 at 16x16, N=1:
+# blocked 53 against GEMM 90).  ResNet-20's stage 3 at batch 1.  Stride 1 only (its strided
+# 32 -> 64 at 8x8 outputs, N=1: blocked 45 against GEMM 50).  With AVX2 the blocked kernel
+# keeps these (87 us against GEMM's 96 at N=1).
+_GEMM_OVER_BLOCKED_MAX_BATCH_PIXELS = 128
+_GEMM_OVER_BLOCKED_MAX_WIDTH = 15
 
 
 def _winograd4_over_blocked(cg: int, kg: int, geo: ConvGeometry, w4: bool) -> bool:
@@ -363,6 +372,14 @@ def heuristic_conv_algorithm(
         if blocked:
             if groups == 1 and _winograd4_over_blocked(cg, kg, geo, wino_base):
                 return ConvAlgorithm.ALGO_WINOGRAD4
+            if (
+                which == "forward"
+                and geo.stride == (1, 1)
+                and n is not None
+                and n * geo.out[0] * geo.out[1] <= _GEMM_OVER_BLOCKED_MAX_BATCH_PIXELS
+                and geo.out[1] <= _GEMM_OVER_BLOCKED_MAX_WIDTH
+            ):
+                return ConvAlgorithm.ALGO_GEMM
             return ConvAlgorithm.ALGO_BLOCKED
         if _lenet_blocked(w_shape, groups, geo, which):
             return ConvAlgorithm.ALGO_BLOCKED
