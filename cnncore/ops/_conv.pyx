@@ -689,6 +689,25 @@ ctypedef struct WinoBlocks:
     Py_ssize_t n_sblocks, n_rblocks, max_tiles
 
 
+ctypedef struct WinoTask:
+    Py_ssize_t n0, ns, gi       # first sample, sample count, group
+    Py_ssize_t ty0, ty1         # tile rows [ty0, ty1)
+
+
+cdef inline WinoTask wino_task(const WinoBlocks* bl, Py_ssize_t t, Py_ssize_t G,
+                               Py_ssize_t N) noexcept nogil:
+    """Task ``t`` of a Winograd pass over ``bl`` (tasks ordered by block of samples, block
+    of tile rows, group)."""
+    cdef WinoTask k
+    cdef Py_ssize_t r = t % (bl.n_rblocks * G)
+    k.n0 = (t // (bl.n_rblocks * G)) * bl.spb
+    k.ns = py_min(bl.spb, N - k.n0)
+    k.gi = r % G
+    k.ty0 = (r // G) * bl.trows
+    k.ty1 = py_min(bl.TH, k.ty0 + bl.trows)
+    return k
+
+
 cdef inline WinoBlocks wino_blocks(Py_ssize_t N, Py_ssize_t Ho, Py_ssize_t Wo,
                                    Py_ssize_t ch, Py_ssize_t m) noexcept nogil:
     """Blocks of about ``COL_BUDGET / (16 ch)`` tiles of m x m outputs (``ch``: the larger
@@ -1061,7 +1080,8 @@ cdef int wino4_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssiz
     cdef Py_ssize_t ws_x = py_max((4 * bl.trows + 2) * nq_in * Cin + 36 * Cin,
                                   44 * bl.max_tiles)
     cdef Py_ssize_t ws = ws_v + ws_m + ws_x
-    cdef Py_ssize_t t, r, n0, ns, rb, gi, ty0, ty1, nty, nt, s, xi, per, ldv, ldm, o, oh, ty
+    cdef Py_ssize_t t, r, n0, ns, gi, ty0, ty1, nty, nt, s, xi, per, ldv, ldm, o, oh, ty
+    cdef WinoTask k
     cdef Py_ssize_t ldu = Cout * Cin + W4_SKEW
     cdef int status = CNN_OK
     cdef int* status_p = &status
@@ -1091,14 +1111,8 @@ cdef int wino4_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssiz
         for t in prange(n_tasks, schedule="static"):
             if not ok or status_p[0] != CNN_OK:
                 continue
-            n0 = t // (bl.n_rblocks * G)
-            r = t % (bl.n_rblocks * G)
-            rb = r // G
-            gi = r % G
-            n0 = n0 * bl.spb
-            ns = py_min(bl.spb, N - n0)
-            ty0 = rb * bl.trows
-            ty1 = py_min(bl.TH, ty0 + bl.trows)
+            k = wino_task(&bl, t, G, N)  # (assigned here: private to each thread)
+            n0, ns, gi, ty0, ty1 = k.n0, k.ns, k.gi, k.ty0, k.ty1
             nty = ty1 - ty0
             per = nty * bl.TW
             nt = ns * per
@@ -1168,7 +1182,8 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
     cdef Py_ssize_t n_tasks = bl.n_sblocks * bl.n_rblocks * G
     cdef Py_ssize_t ws_v = T * Cin * bl.max_tiles, ws_m = T * Cout * bl.max_tiles
     cdef Py_ssize_t ws_r = wino_scratch(bl.trows, bl.TW)
-    cdef Py_ssize_t t, r, n0, ns, rb, gi, ty0, ty1, nt, s, xi, per
+    cdef Py_ssize_t t, n0, ns, gi, ty0, ty1, nt, s, xi, per
+    cdef WinoTask k
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
@@ -1191,14 +1206,8 @@ cdef int wino_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize
         for t in prange(n_tasks, schedule="static"):
             if not ok or status_p[0] != CNN_OK:
                 continue
-            n0 = t // (bl.n_rblocks * G)
-            r = t % (bl.n_rblocks * G)
-            rb = r // G
-            gi = r % G
-            n0 = n0 * bl.spb
-            ns = py_min(bl.spb, N - n0)
-            ty0 = rb * bl.trows
-            ty1 = py_min(bl.TH, ty0 + bl.trows)
+            k = wino_task(&bl, t, G, N)  # (assigned here: private to each thread)
+            n0, ns, gi, ty0, ty1 = k.n0, k.ns, k.gi, k.ty0, k.ty1
             per = (ty1 - ty0) * (bl.TW + 1)
             nt = ns * per
             for s in range(ns):
@@ -1297,7 +1306,7 @@ cdef int wino4_backward_weight(const floating* go, const floating* x, const Geom
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
-    cdef floating* partials = <floating*> malloc(n_parts * usize * sizeof(floating))
+    cdef floating* partials = NULL
     cdef floating* bpart = NULL
     cdef floating* V = NULL
     cdef floating* D = NULL
@@ -1307,13 +1316,8 @@ cdef int wino4_backward_weight(const floating* go, const floating* x, const Geom
     cdef const floating* xs
     cdef const floating* gs
     cdef floating beta
-    if partials == NULL:
+    if alloc_parts(n_parts, usize, g.K, db != NULL, &partials, &bpart) != CNN_OK:
         return CNN_ERR_NOMEM
-    if db != NULL:
-        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
-        if bpart == NULL:
-            free(partials)
-            return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         V = <floating*> malloc(ws * sizeof(floating))
         ok = scratch_ok(V, ws, status_p)
@@ -1416,7 +1420,7 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
-    cdef floating* partials = <floating*> malloc(n_parts * usize * sizeof(floating))
+    cdef floating* partials = NULL
     cdef floating* bpart = NULL
     cdef floating* V = NULL
     cdef floating* D = NULL
@@ -1425,13 +1429,8 @@ cdef int wino_backward_weight(const floating* go, const floating* x, const Geom*
     cdef const floating* xs
     cdef const floating* gs
     cdef floating beta, sm
-    if partials == NULL:
+    if alloc_parts(n_parts, usize, g.K, db != NULL, &partials, &bpart) != CNN_OK:
         return CNN_ERR_NOMEM
-    if db != NULL:
-        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
-        if bpart == NULL:
-            free(partials)
-            return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         V = <floating*> malloc((ws_v + ws_d + ws_r) * sizeof(floating))
         ok = scratch_ok(V, ws_v + ws_d + ws_r, status_p)
