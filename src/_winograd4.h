@@ -96,6 +96,42 @@ CNN_W4_DEFINE(double)
    GEMMs' operands: v[xi * xs + u * C + c] for tile u, entry xi.  Same expressions as the
    sweeps above (the same rounding). */
 #define CNN_W4C_DEFINE(T)                                                                    \
+    /* B^T on one column of a 6x6 input tile, n lanes (channels) wide: in[k * is + c]     */ \
+    /* (k < 6) -> out[k * os + c]; the rows pass and the columns pass of cnn_w4c_in.      */ \
+    static inline __attribute__((always_inline)) void cnn_w4_bt6_##T(                       \
+            const T* __restrict__ in, ptrdiff_t is, T* __restrict__ out, ptrdiff_t os,      \
+            ptrdiff_t n) {                                                                  \
+        _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < n; ++c) {                            \
+            const T v1 = in[is + c], v2 = in[2 * is + c];                                   \
+            const T v3 = in[3 * is + c], v4 = in[4 * is + c];                               \
+            out[c] = (T)4 * in[c] - (T)5 * v2 + v4;                                         \
+            out[os + c] = v3 + v4 - (T)4 * (v1 + v2);                                       \
+            out[2 * os + c] = (T)4 * (v1 - v2) + v4 - v3;                                   \
+            out[3 * os + c] = (T)2 * (v3 - v1) + v4 - v2;                                   \
+            out[4 * os + c] = (T)2 * (v1 - v3) + v4 - v2;                                   \
+            out[5 * os + c] = (T)4 * v1 - (T)5 * v3 + in[5 * is + c];                       \
+        }                                                                                   \
+    }                                                                                       \
+                                                                                            \
+    /* A on one column of a 4x4 output-gradient tile, n lanes wide: in[k * is + c] (k < 4) */ \
+    /* -> out[k * os + c] (k < 6); the rows and columns passes of cnn_w4c_grad.           */ \
+    static inline __attribute__((always_inline)) void cnn_w4_a6_##T(                        \
+            const T* __restrict__ in, ptrdiff_t is, T* __restrict__ out, ptrdiff_t os,      \
+            ptrdiff_t n) {                                                                  \
+        _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < n; ++c) {                            \
+            const T a0 = in[c], a1 = in[is + c];                                            \
+            const T a2 = in[2 * is + c], a3 = in[3 * is + c];                               \
+            const T p02 = a0 + a2, p13 = a1 + a3;                                           \
+            const T r02 = a0 + (T)4 * a2, r13 = (T)2 * a1 + (T)8 * a3;                      \
+            out[c] = a0;                                                                    \
+            out[os + c] = p02 + p13;                                                        \
+            out[2 * os + c] = p02 - p13;                                                    \
+            out[3 * os + c] = r02 + r13;                                                    \
+            out[4 * os + c] = r02 - r13;                                                    \
+            out[5 * os + c] = a3;                                                           \
+        }                                                                                   \
+    }                                                                                       \
+                                                                                            \
     /* X[(rr * nq + q) * C + c] = xs[c, r0 + rr, q0 + q] (zero outside the H x W planes of   \
        plane stride P), rr < nr, q < nq. */                                                  \
     static void cnn_w4c_gather_##T(const T* __restrict__ xs, ptrdiff_t C, ptrdiff_t H,       \
@@ -135,30 +171,12 @@ CNN_W4_DEFINE(double)
                 for (int j = 0; j < 6; ++j) { /* B^T on the rows of column j */              \
                     const T* __restrict__ x0 = x + j * C;                                    \
                     T* __restrict__ t0 = t + j * C;                                          \
-                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < C; ++c) {                                      \
-                        const T v1 = x0[rs + c], v2 = x0[2 * rs + c];                        \
-                        const T v3 = x0[3 * rs + c], v4 = x0[4 * rs + c];                    \
-                        t0[c] = (T)4 * x0[c] - (T)5 * v2 + v4;                               \
-                        t0[6 * C + c] = v3 + v4 - (T)4 * (v1 + v2);                          \
-                        t0[12 * C + c] = (T)4 * (v1 - v2) + v4 - v3;                         \
-                        t0[18 * C + c] = (T)2 * (v3 - v1) + v4 - v2;                         \
-                        t0[24 * C + c] = (T)2 * (v1 - v3) + v4 - v2;                         \
-                        t0[30 * C + c] = (T)4 * v1 - (T)5 * v3 + x0[5 * rs + c];            \
-                    }                                                                        \
+                    cnn_w4_bt6_##T(x0, rs, t0, 6 * C, C);                                   \
                 }                                                                            \
                 for (int k = 0; k < 6; ++k) { /* ... and on the columns of row k */          \
                     const T* __restrict__ s = t + 6 * k * C;                                 \
                     T* __restrict__ d = o + 6 * k * xs;                                      \
-                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < C; ++c) {                                      \
-                        const T v1 = s[C + c], v2 = s[2 * C + c];                            \
-                        const T v3 = s[3 * C + c], v4 = s[4 * C + c];                        \
-                        d[c] = (T)4 * s[c] - (T)5 * v2 + v4;                                 \
-                        d[xs + c] = v3 + v4 - (T)4 * (v1 + v2);                              \
-                        d[2 * xs + c] = (T)4 * (v1 - v2) + v4 - v3;                          \
-                        d[3 * xs + c] = (T)2 * (v3 - v1) + v4 - v2;                          \
-                        d[4 * xs + c] = (T)2 * (v1 - v3) + v4 - v2;                          \
-                        d[5 * xs + c] = (T)4 * v1 - (T)5 * v3 + s[5 * C + c];                \
-                    }                                                                        \
+                    cnn_w4_bt6_##T(s, C, d, xs, C);                                         \
                 }                                                                            \
             }                                                                                \
     }                                                                                        \
@@ -176,34 +194,12 @@ CNN_W4_DEFINE(double)
                 for (int j = 0; j < 4; ++j) { /* A on the rows of column j */                \
                     const T* __restrict__ x0 = g + j * K;                                    \
                     T* __restrict__ t0 = t + j * K;                                          \
-                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < K; ++c) {                                      \
-                        const T a0 = x0[c], a1 = x0[rs + c];                                 \
-                        const T a2 = x0[2 * rs + c], a3 = x0[3 * rs + c];                    \
-                        const T p02 = a0 + a2, p13 = a1 + a3;                                \
-                        const T r02 = a0 + (T)4 * a2, r13 = (T)2 * a1 + (T)8 * a3;           \
-                        t0[c] = a0;                                                          \
-                        t0[6 * K + c] = p02 + p13;                                           \
-                        t0[12 * K + c] = p02 - p13;                                          \
-                        t0[18 * K + c] = r02 + r13;                                          \
-                        t0[24 * K + c] = r02 - r13;                                          \
-                        t0[30 * K + c] = a3;                                                 \
-                    }                                                                        \
+                    cnn_w4_a6_##T(x0, rs, t0, 6 * K, K);                                    \
                 }                                                                            \
                 for (int k = 0; k < 6; ++k) { /* ... and on the columns of row k */          \
                     const T* __restrict__ s = t + 6 * k * K;                                 \
                     T* __restrict__ e = o + 6 * k * xs;                                      \
-                    _Pragma("GCC ivdep") for (ptrdiff_t c = 0; c < K; ++c) {                                      \
-                        const T a0 = s[c], a1 = s[K + c], a2 = s[2 * K + c];                 \
-                        const T a3 = s[3 * K + c];                                           \
-                        const T p02 = a0 + a2, p13 = a1 + a3;                                \
-                        const T r02 = a0 + (T)4 * a2, r13 = (T)2 * a1 + (T)8 * a3;           \
-                        e[c] = a0;                                                           \
-                        e[xs + c] = p02 + p13;                                               \
-                        e[2 * xs + c] = p02 - p13;                                           \
-                        e[3 * xs + c] = r02 + r13;                                           \
-                        e[4 * xs + c] = r02 - r13;                                           \
-                        e[5 * xs + c] = a3;                                                  \
-                    }                                                                        \
+                    cnn_w4_a6_##T(s, K, e, xs, K);                                          \
                 }                                                                            \
             }                                                                                \
     }
