@@ -12,7 +12,13 @@ import pytest
 from conftest import assert_bit_identical_across_threads, numerical_grad, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import batch_norm_backward_ref, batch_norm_ref, group_norm_ref, layer_norm_ref
+from reference import (
+    batch_norm_backward_ref,
+    batch_norm_ref,
+    group_norm_ref,
+    layer_norm_backward_ref,
+    layer_norm_ref,
+)
 
 import cnncore
 import cnncore._config
@@ -249,6 +255,80 @@ def test_large_offset_over_many_chunks(rng):
     x = _big_offset(rng, (1, 100_000))
     y = F.layer_norm(x, 100_000)
     np.testing.assert_allclose(y, layer_norm_ref(x.astype(np.float64), 100_000), atol=1e-4)
+
+
+# Short rows (D <= 512: one accumulator vector per row, 16 floats / 8 doubles): widths
+# below, at and across the vector width, with and without a tail, and the longest short row
+SHORT_WIDTHS = [1, 2, 7, 8, 15, 16, 17, 31, 63, 64, 65, 100, 511, 512, 513]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", SHORT_WIDTHS)
+def test_layer_norm_short_rows_match_reference(dtype, d, rng):
+    """Channels-last layer norm (many rows of D elements) against the float64 reference,
+    forward and backward, every affine variant."""
+    x = _arr(rng, (9, 23, d), dtype, 2.0, -1.0)
+    g = _arr(rng, x.shape, dtype)
+    w, b = _arr(rng, (d,), dtype), _arr(rng, (d,), dtype)
+    t = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-9, atol=1e-10)}[dtype]
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    for wt, bt in [(w, b), (w, None), (None, b), (None, None)]:
+        y = F.layer_norm(x, d, wt, bt)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, layer_norm_ref(x64, d, wt, bt), **t)
+    for wt in (w, None):
+        got = F.layer_norm_backward(g, x, d, wt)
+        ref = layer_norm_backward_ref(g64, x64, d, wt)
+        for a, r in zip(got, ref, strict=True):
+            if r is None:
+                assert a is None
+            else:
+                np.testing.assert_allclose(a, r, rtol=t["rtol"], atol=t["atol"] * d)
+
+
+@pytest.mark.parametrize("d", [3, 16, 64, 67, 512])
+def test_layer_norm_short_rows_large_offset(d, rng):
+    """Mean 1e4, standard deviation 1e-2 in float32 over short rows: the shift by the row's
+    first element keeps the statistics accurate (forward and input gradient)."""
+    x = _big_offset(rng, (200, d))
+    x64 = x.astype(np.float64)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    y = F.layer_norm(x, d)
+    assert np.abs(y - layer_norm_ref(x64, d)).max() < 1e-4
+    gx = F.layer_norm_backward(g, x, d)[0]
+    gx64 = layer_norm_backward_ref(g.astype(np.float64), x64, d)[0]
+    np.testing.assert_allclose(gx, gx64, rtol=1e-3, atol=1e-3 * np.abs(gx64).max())
+
+
+def test_layer_norm_short_rows_finite_differences(rng):
+    """Odd width (a vector tail), float64: the input gradient against finite differences."""
+    x = rng.standard_normal((4, 3, 19))
+    g = rng.standard_normal(x.shape)
+    w = rng.standard_normal(19)
+    gx = F.layer_norm_backward(g, x, 19, w)[0]
+    np.testing.assert_allclose(
+        gx, numerical_grad(lambda a: F.layer_norm(a, 19, w), x, g), rtol=1e-6, atol=1e-8
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_norm_short_rows_bit_identical_across_threads(dtype, rng, monkeypatch):
+    """Many short rows (full vectors and odd widths): the same bytes for any thread count."""
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
+    cases = []
+    for shape in [(3001, 67), (2, 513, 64), (5, 7, 3), (1, 512)]:
+        x = _arr(rng, shape, dtype, 1.0, 5.0)
+        cases.append((x, _arr(rng, shape, dtype), _arr(rng, shape[-1:], dtype)))
+
+    def compute():
+        out = []
+        for x, g, w in cases:
+            d = x.shape[-1]
+            out += [F.layer_norm(x, d, w, w), *F.layer_norm_backward(g, x, d, w)]
+            out += [F.layer_norm(x, d), F.layer_norm_backward(g, x, d)[0]]
+        return out
+
+    assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4, 2))
 
 
 @pytest.mark.parametrize(

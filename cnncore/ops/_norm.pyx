@@ -46,6 +46,8 @@ cdef enum:
     CHUNK = 4096      # elements per statistics / sums chunk (16 KiB of float32: in L1)
     LANES = 32        # interleaved accumulators of a chunk sum (independent add chains)
     POS_MAX = 256     # batch norm planes up to this size: one accumulator per position
+    SHORT_ROW = 512   # layer norm rows up to this size: cnn_short_moments / cnn_short_sums
+    ROW_AHEAD = 4096  # their bytes are prefetched this far ahead (as CNN_ROW_AHEAD)
 
 
 cdef extern from *:
@@ -114,6 +116,143 @@ cdef extern from *:
     }
     CNN_LN_BACKWARD_COLS(f, float)
     CNN_LN_BACKWARD_COLS(d, double)
+
+    /* Short rows (layer norm with D <= SHORT_ROW, e.g. channels last): one row's statistics
+       and sums in one register-wide accumulator (64 bytes: 16 floats or 8 doubles, GCC
+       vector types; 4 / 2 / 1 instructions per add on AVX-512 / AVX2 / SSE2 builds, the
+       same arithmetic on each) and one fixed-order horizontal reduction, instead of the
+       LANES (32) accumulators of chunk_moments, whose reductions through memory dominated
+       rows of 64 elements.  Element i of the row goes to lane i % VL; the lanes are then
+       halved pairwise (lane k + h into lane k, h = VL/2, ..., 1).  Same shift-by-the-first-
+       element and two-pass scheme as chunk_moments. */
+    #include <math.h>
+    #include <string.h>
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC diagnostic ignored "-Wpsabi"     /* vector arguments of inline helpers */
+    #endif
+    typedef float cnn_v16f __attribute__((vector_size(64)));
+    typedef float cnn_v8f __attribute__((vector_size(32)));
+    typedef float cnn_v4f __attribute__((vector_size(16)));
+    typedef double cnn_v8d __attribute__((vector_size(64)));
+    typedef double cnn_v4d __attribute__((vector_size(32)));
+    #define CNN_SIN static inline __attribute__((always_inline))
+    /* lanes halved pairwise: (k, k + 8), then (k, k + 4), then (0 + 2) + (1 + 3) */
+    CNN_SIN float cnn_hsumf(cnn_v16f v) {
+        cnn_v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+                    + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+        cnn_v4f b = __builtin_shufflevector(a, a, 0, 1, 2, 3)
+                    + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+        return (b[0] + b[2]) + (b[1] + b[3]);
+    }
+    CNN_SIN double cnn_hsumd(cnn_v8d v) {
+        cnn_v4d b = __builtin_shufflevector(v, v, 0, 1, 2, 3)
+                    + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+        return (b[0] + b[2]) + (b[1] + b[3]);
+    }
+    /* Prefetch hint for the lines of [p, p + bytes) (results unchanged) */
+    CNN_SIN void cnn_prefetch(const void* p, ptrdiff_t bytes) {
+    #if defined(__GNUC__)
+        for (ptrdiff_t q = 0; q < bytes; q += 64) __builtin_prefetch((const char*) p + q, 0, 3);
+    #else
+        (void) p; (void) bytes;
+    #endif
+    }
+    /* Rows are read this many bytes ahead of their use (the hardware prefetcher alone left
+       the first load of each short row waiting on memory: a fifth of the forward's time) */
+    #define CNN_ROW_AHEAD 4096
+    #define CNN_LN_SHORT(SUF, T, V)                                                         \
+    CNN_SIN V cnn_ldv##SUF(const T* p) { V v; memcpy(&v, p, sizeof v); return v; }         \
+    /* x[0:rem] - K in the first lanes, 0 in the rest */                                   \
+    CNN_SIN V cnn_tail##SUF(const T* x, ptrdiff_t rem, T K) {                              \
+        enum { VL = sizeof(V) / sizeof(T) };                                               \
+        T a[VL] = {0};                                                                     \
+        for (ptrdiff_t k = 0; k < rem; k++) a[k] = x[k] - K;                               \
+        V v; memcpy(&v, a, sizeof v); return v;                                            \
+    }                                                                                      \
+    /* mean and biased variance of x[0:D] (D >= 1) */                                    \
+    CNN_SIN void cnn_short_moments_in##SUF(const T* x, ptrdiff_t D, double* mean,          \
+                                           double* var) {                                  \
+        enum { VL = sizeof(V) / sizeof(T) };                                               \
+        T K = x[0];                                                                        \
+        ptrdiff_t full = D - D % VL, rem = D - full, i;                                    \
+        V acc = {0}, zero = {0}, kv = zero + K, mv, d, tv;                                 \
+        for (i = 0; i < full; i += VL) acc += cnn_ldv##SUF(x + i) - kv;                    \
+        tv = cnn_tail##SUF(x + full, rem, K);                                              \
+        double md = (double) cnn_hsum##SUF(acc + tv) / (double) D;                         \
+        T mf = (T) md;                                                                     \
+        mv = zero + mf;                                                                    \
+        acc = zero;                                                                        \
+        for (i = 0; i < full; i += VL) {                                                   \
+            d = (cnn_ldv##SUF(x + i) - kv) - mv;                                           \
+            acc += d * d;                                                                  \
+        }                                                                                  \
+        if (rem) {                                                                         \
+            T a[VL] = {0};                                                                 \
+            for (i = 0; i < rem; i++) { T e = (x[full + i] - K) - mf; a[i] = e * e; }      \
+            memcpy(&tv, a, sizeof tv);                                                     \
+            acc += tv;                                                                     \
+        }                                                                                  \
+        double m2 = (double) cnn_hsum##SUF(acc);                                           \
+        *mean = (double) K + md;                                                           \
+        *var = m2 > 0 ? m2 / (double) D : 0.0 * m2;        /* (NaN stays NaN) */           \
+    }                                                                                      \
+    static void cnn_short_moments##SUF(const T* x, ptrdiff_t D, double* mean,              \
+                                       double* var) {                                      \
+        cnn_short_moments_in##SUF(x, D, mean, var);                                        \
+    }                                                                                      \
+    /* Layer norm forward of rows [r0, r1) of D <= SHORT_ROW elements: each row's          \
+       statistics, then its output ((x - mh) - ml) * rstd * w + b, as ln_apply */          \
+    static void cnn_short_forward##SUF(const T* x, T* y, const T* w, const T* b,           \
+                                       ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t D, double eps, \
+                                       double* mean, double* var) {                        \
+        for (ptrdiff_t r = r0; r < r1; r++) {                                              \
+            const T* xr = x + r * D;                                                       \
+            T* yr = y + r * D;                                                             \
+            cnn_prefetch((const char*) xr + CNN_ROW_AHEAD, D * (ptrdiff_t) sizeof(T));     \
+            cnn_short_moments_in##SUF(xr, D, &mean[r], &var[r]);                           \
+            double rstd = 1.0 / sqrt(var[r] + eps);                                        \
+            T mh = (T) mean[r], ml = (T) (mean[r] - (double) mh), rf = (T) rstd;           \
+            ptrdiff_t i;                                                                   \
+            if (w && b) for (i = 0; i < D; i++) yr[i] = (((xr[i] - mh) - ml) * rf) * w[i] + b[i]; \
+            else if (w) for (i = 0; i < D; i++) yr[i] = (((xr[i] - mh) - ml) * rf) * w[i]; \
+            else if (b) for (i = 0; i < D; i++) yr[i] = ((xr[i] - mh) - ml) * rf + b[i];   \
+            else for (i = 0; i < D; i++) yr[i] = ((xr[i] - mh) - ml) * rf;                 \
+        }                                                                                  \
+    }                                                                                      \
+    /* sg = sum(g * w), sgx = sum(g * w * ((x - mh) - ml)) over D elements (w NULL: 1) */  \
+    static void cnn_short_sums##SUF(const T* g, const T* x, const T* w, ptrdiff_t D,        \
+                                    T mh, T ml, double* sg, double* sgx) {                 \
+        enum { VL = sizeof(V) / sizeof(T) };                                               \
+        T t1[VL] = {0}, t2[VL] = {0};                                                      \
+        ptrdiff_t full = D - D % VL, rem = D - full, i;                                    \
+        V a1 = {0}, a2 = {0}, hv = a1 + mh, lv = a1 + ml, gv;                              \
+        if (w) {                                                                           \
+            for (i = 0; i < full; i += VL) {                                               \
+                gv = cnn_ldv##SUF(g + i) * cnn_ldv##SUF(w + i);                            \
+                a1 += gv;                                                                  \
+                a2 += gv * ((cnn_ldv##SUF(x + i) - hv) - lv);                              \
+            }                                                                              \
+            for (i = 0; i < rem; i++) {                                                    \
+                T q = g[full + i] * w[full + i];                                           \
+                t1[i] = q; t2[i] = q * ((x[full + i] - mh) - ml);                          \
+            }                                                                              \
+        } else {                                                                           \
+            for (i = 0; i < full; i += VL) {                                               \
+                gv = cnn_ldv##SUF(g + i);                                                  \
+                a1 += gv;                                                                  \
+                a2 += gv * ((cnn_ldv##SUF(x + i) - hv) - lv);                              \
+            }                                                                              \
+            for (i = 0; i < rem; i++) {                                                    \
+                T q = g[full + i];                                                         \
+                t1[i] = q; t2[i] = q * ((x[full + i] - mh) - ml);                          \
+            }                                                                              \
+        }                                                                                  \
+        if (rem) { a1 += cnn_ldv##SUF(t1); a2 += cnn_ldv##SUF(t2); }                       \
+        *sg = (double) cnn_hsum##SUF(a1);                                                  \
+        *sgx = (double) cnn_hsum##SUF(a2);                                                 \
+    }
+    CNN_LN_SHORT(f, float, cnn_v16f)
+    CNN_LN_SHORT(d, double, cnn_v8d)
     """
     void cnn_ln_backward_rowf(const float* g, const float* x, float* gx, const float* w,
                               double* pw, double* pb, Py_ssize_t n, float mh, float ml,
@@ -127,6 +266,21 @@ cdef extern from *:
     void cnn_ln_backward_colsd(const double* g, const double* x, double* gx, const double* w,
                                double* pw, double* pb, Py_ssize_t n, Py_ssize_t nr,
                                Py_ssize_t D, const double* cf5, const double* st) noexcept nogil
+    void cnn_short_momentsf(const float* x, Py_ssize_t D, double* mean,
+                            double* var) noexcept nogil
+    void cnn_short_momentsd(const double* x, Py_ssize_t D, double* mean,
+                            double* var) noexcept nogil
+    void cnn_short_forwardf(const float* x, float* y, const float* w, const float* b,
+                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t D, double eps,
+                            double* mean, double* var) noexcept nogil
+    void cnn_short_forwardd(const double* x, double* y, const double* w, const double* b,
+                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t D, double eps,
+                            double* mean, double* var) noexcept nogil
+    void cnn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
+    void cnn_short_sumsf(const float* g, const float* x, const float* w, Py_ssize_t D,
+                         float mh, float ml, double* sg, double* sgx) noexcept nogil
+    void cnn_short_sumsd(const double* g, const double* x, const double* w, Py_ssize_t D,
+                         double mh, double ml, double* sg, double* sgx) noexcept nogil
 
 
 # ------------------------------------------------------------------------------------------
@@ -455,6 +609,29 @@ cdef int gn_backward_impl(const floating* g, const floating* x, floating* gx,
 # Layer norm: M rows of D elements, weight and bias of D elements
 # ------------------------------------------------------------------------------------------
 
+cdef inline void row_stats(const floating* x, Py_ssize_t D, double* mean,
+                           double* var) noexcept nogil:
+    """Mean and biased variance of one row: :func:`seg_stats`, or for rows of at most
+    ``SHORT_ROW`` elements cnn_short_moments (one accumulator vector)."""
+    if D > SHORT_ROW:
+        seg_stats(x, D, mean, var)
+    elif floating is float:
+        cnn_short_momentsf(x, D, mean, var)
+    else:
+        cnn_short_momentsd(x, D, mean, var)
+
+
+cdef inline void row_sums(const floating* g, const floating* x, const floating* w, Py_ssize_t D,
+                          floating mh, floating ml, double* sg, double* sgx) noexcept nogil:
+    """:func:`run_sums` of one row, or cnn_short_sums for rows of at most ``SHORT_ROW``."""
+    if D > SHORT_ROW:
+        run_sums(g, x, w, D, mh, ml, sg, sgx)
+    elif floating is float:
+        cnn_short_sumsf(g, x, w, D, mh, ml, sg, sgx)
+    else:
+        cnn_short_sumsd(g, x, w, D, mh, ml, sg, sgx)
+
+
 cdef void ln_apply(const floating* x, floating* y, Py_ssize_t e0, Py_ssize_t e1,
                    const floating* w, const floating* b, double mean, double rstd) noexcept nogil:
     """Output elements ``[e0, e1)`` of one row (pointers at the row's start)."""
@@ -537,10 +714,13 @@ cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, P
     cdef Py_ssize_t r
     for r in range(r0, r1):
         q = st + 4 * (r - r0)                      # mean, rstd, B, C
-        seg_stats(x + r * D, D, &q[0], &q[1])
+        if D <= SHORT_ROW:                         # (hints only: results unchanged)
+            cnn_prefetch(<const char*> (x + r * D) + ROW_AHEAD, D * sizeof(floating))
+            cnn_prefetch(<const char*> (g + r * D) + ROW_AHEAD, D * sizeof(floating))
+        row_stats(x + r * D, D, &q[0], &q[1])
         q[1] = inv_std(q[1], eps)
         split_mean(q[0], &mh, &ml)
-        run_sums(g + r * D, x + r * D, w, D, mh, ml, &sdy, &sdyx)
+        row_sums(g + r * D, x + r * D, w, D, mh, ml, &sdy, &sdyx)
         ln_coefficients(sdy, sdyx, q[1], D, &q[2], &q[3])
     if w != NULL:
         ln_row_coefficients(st, r1 - r0, cf5)
@@ -565,10 +745,18 @@ cdef int ln_forward_impl(const floating* x, floating* y, Py_ssize_t M, Py_ssize_
         # independent work in flight; the block stays in L1)
         nb = (M + rb - 1) // rb
         for t in prange(nb, schedule="static", num_threads=n_threads):
-            for r in range(t * rb, py_min((t + 1) * rb, M)):
-                seg_stats(x + r * D, D, &mean[r], &var[r])
-            for r in range(t * rb, py_min((t + 1) * rb, M)):
-                ln_apply(x + r * D, y + r * D, 0, D, w, b, mean[r], inv_std(var[r], eps))
+            if D <= SHORT_ROW:                     # each row's statistics, then its outputs
+                if floating is float:
+                    cnn_short_forwardf(x, y, w, b, t * rb, py_min((t + 1) * rb, M), D, eps,
+                                       mean, var)
+                else:
+                    cnn_short_forwardd(x, y, w, b, t * rb, py_min((t + 1) * rb, M), D, eps,
+                                       mean, var)
+            else:                                  # all the block's statistics, then outputs
+                for r in range(t * rb, py_min((t + 1) * rb, M)):
+                    seg_stats(x + r * D, D, &mean[r], &var[r])
+                for r in range(t * rb, py_min((t + 1) * rb, M)):
+                    ln_apply(x + r * D, y + r * D, 0, D, w, b, mean[r], inv_std(var[r], eps))
         return CNN_OK
     cm = <double*> malloc(2 * nc * sizeof(double))
     if cm == NULL:
