@@ -48,6 +48,7 @@ cdef enum:
     POS_MAX = 256     # batch norm planes up to this size: one accumulator per position
     SHORT_ROW = 512   # layer norm rows up to this size: cnn_short_moments / cnn_short_sums
     ROW_AHEAD = 4096  # their bytes are prefetched this far ahead (as CNN_ROW_AHEAD)
+    LONG_ROWS = 4     # layer norm backward: rows per block (at least) of a part's sweep
 
 
 cdef extern from *:
@@ -800,7 +801,11 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
     cdef double* st
     cdef double sdy, sdyx
     cdef floating K, mh, ml
-    cdef Py_ssize_t rb = py_max(1, CHUNK // D)
+    # blocks of rb rows: their statistics and sums, then (with a weight) one column sweep
+    # adding them to the part's weight / bias sums, read and written once per block (once
+    # per row, that read-modify-write of 16 bytes per column was a third of a long row's
+    # backward); the same sums in the same order for any rb
+    cdef Py_ssize_t rb = py_max(LONG_ROWS if w != NULL else 1, CHUNK // D)
     cdef double* blk
     cdef floating* cf5
     cdef int status = CNN_OK
