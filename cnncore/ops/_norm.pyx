@@ -12,7 +12,10 @@ accumulators; the chunks are merged in order with Chan's pairwise update in doub
 variance is the biased one, never negative; a mean of 1e4 with a standard deviation of 1e-2
 keeps ~6 significant digits of the deviations in float32.  The output is computed as
 ``((x - m_hi) - m_lo) * a + b``, with the float mean split into two floats so that ``x - m``
-is exact to the last bit of ``x``.
+is exact to the last bit of ``x``.  Layer norm rows of at most ``SHORT_ROW`` elements (e.g.
+channels last) use the same shift and two passes with one register-wide accumulator (16
+floats / 8 doubles) reduced in a fixed order (cnn_short_moments / cnn_short_sums): the 32
+lanes' reduction through memory cost more than the row itself.
 
 Backward (the input gradient, and the per-plane / per-column sums the weight and bias
 gradients need) recomputes the statistics from ``x`` exactly as the forward does, then
@@ -47,7 +50,6 @@ cdef enum:
     LANES = 32        # interleaved accumulators of a chunk sum (independent add chains)
     POS_MAX = 256     # batch norm planes up to this size: one accumulator per position
     SHORT_ROW = 512   # layer norm rows up to this size: cnn_short_moments / cnn_short_sums
-    ROW_AHEAD = 4096  # their bytes are prefetched this far ahead (as CNN_ROW_AHEAD)
     LONG_ROWS = 4     # layer norm backward: rows per block (at least) of a part's sweep
 
 
@@ -286,6 +288,7 @@ cdef extern from *:
     void cnn_short_forwardd(const double* x, double* y, const double* w, const double* b,
                             Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t D, double eps,
                             double* mean, double* var) noexcept nogil
+    enum: CNN_ROW_AHEAD
     void cnn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
     void cnn_prefetch_w(void* p, Py_ssize_t nbytes) noexcept nogil
     void cnn_short_sumsf(const float* g, const float* x, const float* w, Py_ssize_t D,
@@ -726,8 +729,8 @@ cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, P
     for r in range(r0, r1):
         q = st + 4 * (r - r0)                      # mean, rstd, B, C
         if D <= SHORT_ROW:                         # (hints only: results unchanged)
-            cnn_prefetch(<const char*> (x + r * D) + ROW_AHEAD, D * sizeof(floating))
-            cnn_prefetch(<const char*> (g + r * D) + ROW_AHEAD, D * sizeof(floating))
+            cnn_prefetch(<const char*> (x + r * D) + CNN_ROW_AHEAD, D * sizeof(floating))
+            cnn_prefetch(<const char*> (g + r * D) + CNN_ROW_AHEAD, D * sizeof(floating))
             # grad_x's lines owned before cnn_ln_backward_cols stores them (the stores
             # waited on read-for-ownership: a third of the C-last backward)
             cnn_prefetch_w(gx + r * D, D * sizeof(floating))
