@@ -32,19 +32,24 @@ from _vmath cimport (CNN_ACT_ELU, CNN_ACT_GELU, CNN_ACT_GELU_TANH, CNN_ACT_HARDS
 cdef extern from *:
     """
     /* Prefetch hints for the softmax rows (results unchanged): the lines of
-       [p, p + bytes), for reading or for writing (owned before the store) */
-    static inline void cnn_sm_prefetch(const void* p, ptrdiff_t bytes, int write) {
+       [p, p + bytes), for reading, or for writing (owned before the store) */
+    static inline void cnn_sm_prefetch(const void* p, ptrdiff_t bytes) {
     #if defined(__GNUC__)
-        if (write)
-            for (ptrdiff_t q = 0; q < bytes; q += 64) __builtin_prefetch((const char*) p + q, 1, 3);
-        else
-            for (ptrdiff_t q = 0; q < bytes; q += 64) __builtin_prefetch((const char*) p + q, 0, 3);
+        for (ptrdiff_t q = 0; q < bytes; q += 64) __builtin_prefetch((const char*) p + q, 0, 3);
     #else
-        (void) p; (void) bytes; (void) write;
+        (void) p; (void) bytes;
+    #endif
+    }
+    static inline void cnn_sm_prefetch_w(void* p, ptrdiff_t bytes) {
+    #if defined(__GNUC__)
+        for (ptrdiff_t q = 0; q < bytes; q += 64) __builtin_prefetch((char*) p + q, 1, 3);
+    #else
+        (void) p; (void) bytes;
     #endif
     }
     """
-    void cnn_sm_prefetch(const void* p, Py_ssize_t nbytes, int write) noexcept nogil
+    void cnn_sm_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
+    void cnn_sm_prefetch_w(void* p, Py_ssize_t nbytes) noexcept nogil
 
 cdef enum:
     # (log_)softmax forward over rows up to this many bytes: the next row is prefetched while
@@ -256,8 +261,8 @@ cdef void softmax_impl(const floating* g, const floating* x, floating* y, Py_ssi
         for t in prange(outer, schedule="static", num_threads=n_threads):
             if g == NULL and rbytes <= SM_PREFETCH_ROW:   # (forward only: in the backward
                 if t + 1 < outer:                         # it measured neutral to worse)
-                    cnn_sm_prefetch(x + (t + 1) * D, rbytes, 0)
-                cnn_sm_prefetch(y + t * D, rbytes, 1)
+                    cnn_sm_prefetch(x + (t + 1) * D, rbytes)
+                cnn_sm_prefetch_w(y + t * D, rbytes)
             if g == NULL:
                 softmax_row(x + t * D, y + t * D, D, take_log)
             else:
