@@ -24,7 +24,9 @@ Build time (about a minute on two cores; see the README's "Building"):
 - Cython's memoryview and helper code goes into one shared extension, ``cnncore._cyutility``
   (Cython >= 3.1), instead of being compiled again into every module (about a third less C).
 - Kernel modules compile with ``-O3``; the support modules (allocator, status codes, thread
-  facts, the shared utility module), which hold no numerical loops, with ``-O2``.
+  facts, the shared utility module), which hold no numerical loops, with ``-O2``; so do the
+  baseline builds of ``SIMD_MODULES`` when their AVX2/AVX-512 builds are made (with -O3's
+  vectorizer cost model; they run only on CPUs without AVX2 -- see ``_opt_flags``).
 - No debug information (``-g0``, overriding the ``-g`` in Python's own CFLAGS) unless
   ``CNNCORE_DEBUG`` or ``CNNCORE_SANITIZE`` asks for it: a third less compile time and a
   the compiled extensions about six times smaller (5.8 MB in all).
@@ -66,6 +68,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SIMD_MODULES = ["cnncore.ops._conv", "cnncore.ops._norm", "cnncore.ops._resize"]
 ISA_FLAGS = {}  # extension name -> extra ISA flags (filled by _simd_variant_extensions)
 VARIANT_OF = {}  # SIMD variant's extension name -> the generated C file its wrapper includes
+VARIANT_OF_MODULE = {}  # SIMD variant's extension name -> its module's name
 # Modules that must not fuse a*b+c into one rounding (bit-for-bit PyTorch/NumPy parity).
 NO_FP_CONTRACT = {"cnncore._optim"}
 # Cython's shared utility module (memoryviews etc.): one copy instead of one per extension.
@@ -197,13 +200,15 @@ class BuildExt(build_ext):
                     f"cnncore: compiler lacks {' '.join(isa)}; skipping {ext.name}", file=sys.stderr
                 )
                 self.extensions.remove(ext)
+        # modules whose AVX2/AVX-512 builds are made (the compiler takes their flags)
+        with_variants = {VARIANT_OF_MODULE[e.name] for e in self.extensions if e.name in ISA_FLAGS}
         for ext in self.extensions:
             cflags, lflags = [], []
             if ctype != "msvc":
                 if debug:
                     cflags += ["-O0", "-g"]
                 else:
-                    cflags.append("-O2" if ext.name in SUPPORT_MODULES else "-O3")
+                    cflags += _opt_flags(ext.name, with_variants)
                     if not sanitize:
                         # Python's CFLAGS carry -g: debug info makes each compile about a
                         # third slower and the extensions six times bigger, for nothing a user runs
@@ -233,6 +238,11 @@ class BuildExt(build_ext):
             ext.include_dirs = list(ext.include_dirs or []) + [_numpy_include()]
         # longest compiles first, so that the parallel workers finish together
         self.extensions.sort(key=_compile_cost, reverse=True)
+        if _env_flag("CNNCORE_BUILD_CACHE", "1") not in ("0", "off", "false", "no"):
+            # an extension missing from the object cache is compiled even when its file is
+            # newer than its sources (setuptools' test): its flags may have changed, and the
+            # stale file would otherwise be cached under the new flags' key
+            self.force = True
         super().build_extensions()
 
     def build_extension(self, ext):
@@ -254,6 +264,22 @@ class BuildExt(build_ext):
             tmp = f"{cached}.tmp{os.getpid()}"
             shutil.copyfile(target, tmp)
             os.replace(tmp, cached)
+
+
+def _opt_flags(name, with_variants):
+    """The optimization flags of extension ``name``: ``-O2`` for the support modules; for the
+    baseline build of a module whose AVX2 and AVX-512 builds are made (``with_variants``; it
+    runs only on CPUs without AVX2, or under ``CNNCORE_SIMD=baseline``) ``-O2`` with -O3's
+    loop vectorizer (``-fvect-cost-model=dynamic``): bit-identical results (no FMA at the
+    baseline ISA), a sixth less compile time for ``_conv``, kernels 8% slower (geometric
+    mean of the conv, norm and resize kernels; plain ``-O2``: 28% slower); ``-O3`` for
+    every other kernel build (at ``-O2`` the activations run up to 13 times slower, and the
+    AVX builds would contract other multiply-adds into FMAs: different bits)."""
+    if name in SUPPORT_MODULES:
+        return ["-O2"]
+    if name in with_variants:
+        return ["-O2", "-fvect-cost-model=dynamic"]
+    return ["-O3"]
 
 
 def _compile_cost(ext):
@@ -492,6 +518,7 @@ def _simd_variant_extensions(cythonized):
             )
             ISA_FLAGS[ext.name] = flags
             VARIANT_OF[ext.name] = base_c
+            VARIANT_OF_MODULE[ext.name] = mod
             exts.append(ext)
     return exts
 
