@@ -104,6 +104,14 @@ class Add(_Elementwise):
         self._n = len(arrays)
         return y
 
+    def _forward_done(self, y: np.ndarray, n: int) -> np.ndarray:
+        """Record the sum ``y`` of ``n`` inputs computed elsewhere (a graph model's batch
+        norm with this Add fused, see :class:`cnncore.nn.Model`) as :meth:`forward` records
+        its own, and return it."""
+        self._shape = y.shape if self.training else None
+        self._n = n
+        return y
+
     def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> list[np.ndarray] | None:
         shape = self._cached("_shape")
         g = grad_like(grad_output, shape, "Add")

@@ -363,9 +363,15 @@ def step_profile(name: str, x: np.ndarray, y: np.ndarray, steps: int = 100, seed
 
         return call
 
-    kinds = {"forward": "forward", "_forward_relu": "forward", "forward_into": "forward"}
+    kinds = {
+        "forward": "forward",
+        "_forward_relu": "forward",
+        "_forward_add": "forward",
+        "forward_into": "forward",
+    }
+    methods = ("forward", "backward", "_forward_relu", "_forward_add", "forward_into")
     for i, layer in enumerate(getattr(model, "layers", [])):
-        for method in ("forward", "backward", "_forward_relu", "forward_into", "backward_into"):
+        for method in (*methods, "backward_into"):
             if hasattr(layer, method):
                 kind = kinds.get(method, "backward")
                 key = f"{i:02d} {type(layer).__name__} {kind}"
