@@ -40,6 +40,7 @@ def test_batch_norm_kernels_with_relu_fused_are_bit_identical(dtype, shape, rng)
 def _unfuse(model):
     """The same model run layer by layer (every training fusion off)."""
     model._relu_fusions, model._relu_in_place, model._add_fusions = {}, set(), {}
+    model._relu_sum_slots = set()
 
 
 def _block(dtype):
@@ -316,6 +317,81 @@ def test_graph_add_fusion_gradients_match_finite_differences_and_torch(rng):
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
     for n, gp in zip(names, grads, strict=True):
         np.testing.assert_allclose(gp, t[n].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf + -inf in NumPy
+def test_merge_kernels_are_bit_identical_to_numpy_and_relu_backward(dtype, rng):
+    from cnncore.nn import merge
+
+    for n in (5, 7, 16384, 16385, 70001):
+        a = rng.standard_normal(n).astype(dtype)
+        b = rng.standard_normal(n).astype(dtype)
+        y = rng.standard_normal(n).astype(dtype)
+        a[:3] = [np.nan, np.inf, -0.0]
+        b[:3] = [1.0, -np.inf, -0.0]
+        y[:5] = [np.nan, 1.0, 1.0, 0.0, -0.0]
+        expect = a + b
+        got = merge.add_arrays(a, b)
+        assert got.tobytes() == expect.tobytes()
+        masked = cnncore.relu_backward(expect, y)
+        assert merge.add_relu_backward(a, b, y).tobytes() == masked.tobytes()
+        c = a.copy()
+        assert merge.add_relu_backward(c, b, y, out=c) is c
+        assert c.tobytes() == masked.tobytes()
+        c = b.copy()
+        merge.add_arrays(a, c, out=c)
+        assert c.tobytes() == expect.tobytes()
+        # other layouts and dtypes: NumPy's (and relu_backward's) results
+        f = np.asfortranarray(np.stack([a, a]))
+        assert merge.add_arrays(f, f).tobytes() == (f + f).tobytes()
+        assert merge.add_arrays(a, b.astype(np.float16)).dtype == dtype
+    with pytest.raises(ValueError, match="one size"):
+        merge._merge.add(a, b[1:], a, 1)
+
+
+def _three_consumers(dtype):
+    """A ReLU after an Add whose output three layers read (its gradient a sum of three:
+    the last addition and the ReLU's mask in one pass), one of them a Concatenate (its
+    gradient a non-contiguous slice)."""
+    inp = nn.Input((3, 6, 6))
+    x = nn.Conv2d(3, 4, 3, padding=1, dtype=dtype)(inp)
+    z = nn.ReLU()(nn.Add()([x, nn.Conv2d(4, 4, 3, padding=1, dtype=dtype)(x)]))
+    a = nn.Conv2d(4, 4, 1, dtype=dtype)(z)
+    b = nn.Conv2d(4, 4, 3, padding=1, dtype=dtype)(z)
+    cat = nn.Concatenate(dim=1)([a, b, z])
+    out = nn.Linear(12, 3, dtype=dtype)(nn.Flatten()(nn.GlobalAvgPool2d()(cat)))
+    return nn.Model(inp, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_graph_relu_gradient_sum_and_mask_in_one_pass_is_bit_identical(dtype, rng):
+    model, ref = _three_consumers(dtype), _three_consumers(dtype)
+    _copy(model, ref)
+    _unfuse(ref)
+    assert len(model._relu_sum_slots) == 1
+    x = rng.standard_normal((5, 3, 6, 6)).astype(dtype)
+    g = rng.standard_normal((5, 3)).astype(dtype)
+    for _ in range(2):
+        a_, b_ = _run(model, x, g), _run(ref, x, g)
+        np.testing.assert_array_equal(a_[1], b_[1])
+        for ga, gb in zip(a_[2], b_[2], strict=True):
+            np.testing.assert_array_equal(ga, gb)
+    # without the input gradient the first conv still gets its weight gradient
+    model.zero_grad()
+    ref.zero_grad()
+    model(x)
+    ref(x)
+    assert model.backward(g, input_grad=False) is None
+    ref.backward(g, input_grad=False)
+    for pa, pb in zip(model.parameters(), ref.parameters(), strict=True):
+        np.testing.assert_array_equal(pa.grad, pb.grad)
+
+    def compute():
+        out, dx, grads = _run(model, x, g)
+        return [out, dx, *grads]
+
+    assert_bit_identical_across_threads(compute, (1, 2, 3))
 
 
 # --------------------------------------------------------------------------------------------

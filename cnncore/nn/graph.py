@@ -17,6 +17,7 @@ from .._parameter import Parameter
 from .._typing import ArrayLike
 from .._validation import MAX_PARAM
 from . import inference, training
+from .merge import add_arrays, add_relu_backward
 from .module import Module, Symbolic, as_model_input, check_name, grad_like, unique_name
 from .sequential import Sequential
 
@@ -243,7 +244,10 @@ class Model(training.TrainingMethods, Module):
     Add's other input (the residual) is already computed, writes ``bn(x) + residual`` --
     and ``relu(bn(x) + residual)`` when a ReLU alone reads the Add's output -- in its own
     pass (a ResNet block's end: no separate Add and ReLU passes, no Add output
-    allocated); backward runs the three layers as usual.
+    allocated); backward runs the three layers as usual.  The gradient of an in-place
+    ReLU's output that several layers read is summed (the last addition) and masked by the
+    ReLU in one pass; gradient sums run on the threads of :func:`cnncore.set_num_threads`
+    (elementwise: the same bits for any count).
 
     Examples
     --------
@@ -415,6 +419,8 @@ class Model(training.TrainingMethods, Module):
         self._plans = {flag: self._grad_plan(flag, has_params) for flag in (False, True)}
         self._relu_fusions, self._relu_in_place = self._find_relu_fusions()
         self._add_fusions = self._find_add_fusions()
+        # the output slots of those ReLUs: their gradient's last sum is deferred to them
+        self._relu_sum_slots = {self._steps[j][3] for j in self._relu_in_place}
 
     def _find_relu_fusions(self) -> tuple[dict[int, int], set[int]]:
         """``{batch-norm step: ReLU step}`` for the pairs a training forward fuses: a
@@ -763,16 +769,24 @@ class Model(training.TrainingMethods, Module):
             gs = [grad_output]
         grads: list[Any] = [None] * self._n_slots
         owned = [False] * self._n_slots
+        # the last part of the gradient of an in-place ReLU's output, added (and masked) in
+        # one pass by that ReLU's backward (add_relu_backward)
+        pending: dict[int, np.ndarray] = {}
+        deferred = self._relu_sum_slots
 
         def add(s: int, g: np.ndarray) -> None:
             cur = grads[s]
             if cur is None:
                 grads[s] = g
-            elif owned[s]:
-                np.add(cur, g, out=cur)
-            else:
-                grads[s] = cur + g
-                owned[s] = True
+                return
+            if s in deferred:
+                last = pending.pop(s, None)
+                pending[s] = g
+                if last is None:
+                    return
+                g = last
+            grads[s] = add_arrays(cur, g, cur if owned[s] else None)
+            owned[s] = True
 
         for s, g, shape in zip(self._out_slots, gs, out_shapes, strict=True):
             add(s, grad_like(g, shape, f"Model {self.name!r}"))
@@ -783,8 +797,16 @@ class Model(training.TrainingMethods, Module):
             run, flag, wants = plan[k]
             g = grads[out]
             grads[out] = None
+            last = pending.pop(out, None) if pending else None
             if not run or g is None:
                 continue
+            if last is not None:  # a gradient sum and the ReLU's mask in one pass
+                if flag and layer.training:
+                    out_y = layer._cached("_out")
+                    add(ins[0], add_relu_backward(g, last, out_y, g if owned[out] else None))
+                    continue
+                g = add_arrays(g, last, g if owned[out] else None)
+                owned[out] = True
             if k in passed:  # a ReLU fused into its batch norm, whose backward masks g
                 if flag:
                     add(ins[0], g)
