@@ -348,6 +348,11 @@ def test_merge_kernels_are_bit_identical_to_numpy_and_relu_backward(dtype, rng):
         assert merge.add_arrays(a, b.astype(np.float16)).dtype == dtype
     with pytest.raises(ValueError, match="one size"):
         merge._merge.add(a, b[1:], a, 1)
+    relu = nn.ReLU()
+    out = relu(a.reshape(1, -1))
+    expect = relu.backward(a.reshape(1, -1) + b.reshape(1, -1))
+    got = relu.backward_sum(a.reshape(1, -1), b.reshape(1, -1))
+    assert got.tobytes() == expect.tobytes() and out.shape == got.shape
 
 
 def _three_consumers(dtype):

@@ -17,7 +17,7 @@ from .._parameter import Parameter
 from .._typing import ArrayLike
 from .._validation import MAX_PARAM
 from . import inference, training
-from .merge import add_arrays, add_relu_backward
+from .merge import add_arrays
 from .module import Module, Symbolic, as_model_input, check_name, grad_like, unique_name
 from .sequential import Sequential
 
@@ -802,8 +802,7 @@ class Model(training.TrainingMethods, Module):
                 continue
             if last is not None:  # a gradient sum and the ReLU's mask in one pass
                 if flag and layer.training:
-                    out_y = layer._cached("_out")
-                    add(ins[0], add_relu_backward(g, last, out_y, g if owned[out] else None))
+                    add(ins[0], layer.backward_sum(g, last, g if owned[out] else None))
                     continue
                 g = add_arrays(g, last, g if owned[out] else None)
                 owned[out] = True
