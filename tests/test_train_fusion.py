@@ -1,8 +1,10 @@
 """Training-path fusions that must not change a single bit: a batch norm with the ReLU that
-alone reads its output fused into its kernels (forward and backward), in graph models."""
+alone reads its output fused into its kernels (forward and backward), and a batch norm with
+the Add (and the ReLU after it) that alone reads its output, in graph models."""
 
 import numpy as np
 import pytest
+from conftest import assert_bit_identical_across_threads, fd_grad
 
 import cnncore
 from cnncore import models, nn, optim
@@ -33,6 +35,12 @@ def test_batch_norm_kernels_with_relu_fused_are_bit_identical(dtype, shape, rng)
         got = norm_ops._batch_backward(g, xr, w, mean, var, 1e-5, True, sums, True, yf)
         for a, e in zip(got, expect, strict=True):
             np.testing.assert_array_equal(a, e)
+
+
+def _unfuse(model):
+    """The same model run layer by layer (every training fusion off)."""
+    model._relu_fusions, model._relu_in_place, model._add_fusions = {}, set(), {}
+    model._relu_sum_slots = set()
 
 
 def _block(dtype):
@@ -79,7 +87,7 @@ def test_graph_fuses_only_a_batch_norm_read_by_one_relu(dtype, rng):
     assert in_place == [relus[1]]  # the ReLU after the Add
     ref = _block(dtype)
     _copy(model, ref)
-    ref._relu_fusions, ref._relu_in_place = {}, set()  # the same model layer by layer
+    _unfuse(ref)
     x = rng.standard_normal((5, 3, 6, 6)).astype(dtype)
     g = rng.standard_normal((5, 3)).astype(dtype)
     for _ in range(2):
@@ -97,7 +105,7 @@ def test_fusion_is_skipped_when_a_layer_is_in_eval_mode(rng):
     statistics), and the ReLU runs itself."""
     model, ref = _block(np.float64), _block(np.float64)
     _copy(model, ref)
-    ref._relu_fusions, ref._relu_in_place = {}, set()
+    _unfuse(ref)
     for m in (model, ref):
         m.train()
         m.layers[1].eval()
@@ -111,7 +119,10 @@ def test_resnet20_training_is_bit_identical_with_and_without_fusion(rng):
     ref = models.resnet20(in_channels=1, input_size=12, rng=0)
     assert len(model._relu_fusions) == 10  # the stem and each block's first batch norm
     assert len(model._relu_in_place) == 9  # each block's last ReLU, after its Add
-    ref._relu_fusions, ref._relu_in_place = {}, set()
+    # each block's second batch norm, with its Add and the ReLU after it
+    assert len(model._add_fusions) == 9
+    assert all(j is not None for _, j, _ in model._add_fusions.values())
+    _unfuse(ref)
     x = rng.random((16, 1, 12, 12), dtype=np.float32)
     y = rng.integers(0, 10, 16)
     kw = dict(loss=nn.CrossEntropyLoss(), epochs=2, batch_size=8, verbose=0, seed=3)
@@ -119,6 +130,273 @@ def test_resnet20_training_is_bit_identical_with_and_without_fusion(rng):
     hb = ref.fit(x, y, optimizer=optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), **kw)
     assert ha["loss"] == hb["loss"]
     _assert_same_state(model, ref)
+
+
+# --------------------------------------------------------------------------------------------
+# Graph models: a batch norm with the Add (and the ReLU after it) that alone reads its output
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape", [(8, 5, 7, 9), (4, 3, 300), (2, 2, 5000), (6, 4), (3, 16, 28, 28)]
+)
+def test_batch_norm_kernel_with_residual_fused_is_bit_identical(dtype, shape, rng):
+    """bn(x) + r and relu(bn(x) + r) in the batch norm's pass: the same bits as batch norm,
+    Add and ReLU one after the other, for every work split (planes of <= 256 elements in
+    memory order, a task per channel, (channel, chunk) tasks, pieces of long planes) and
+    any thread count."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[3] = np.nan
+    c = shape[1]
+    xr = x.reshape(shape[0], c, -1)
+    r = rng.standard_normal(xr.shape).astype(dtype)
+    r.flat[7] = np.inf
+    r.flat[9] = -np.inf
+    w = rng.standard_normal(c).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    y, mean, var = norm_ops._batch_forward(xr, w, b, 1e-5)
+    r.flat[11] = -y.flat[11]  # an exact zero sum (+0.0 from the add)
+    expect_add = y + r
+    expect_relu = cnncore.relu(expect_add)
+    stats = (mean.copy(), var.copy())
+    kernel = norm_ops._norm.batch_norm_forward
+    for relu, expect in ((False, expect_add), (True, expect_relu)):
+        got, mean_f, var_f = norm_ops._batch_forward(xr, w, b, 1e-5, relu=relu, residual=r)
+        np.testing.assert_array_equal(got, expect)
+        assert np.array_equal(np.signbit(got), np.signbit(expect))
+        np.testing.assert_array_equal(mean_f, mean)
+        np.testing.assert_array_equal(var_f, var)
+        for given in (False, True):
+            for n_threads in (1, 2, 3, 5):
+                out = np.empty_like(xr)
+                m, v = (stats[0].copy(), stats[1].copy()) if given else (np.empty(c), np.empty(c))
+                kernel(
+                    xr.reshape(-1), out.reshape(-1), w, b, *xr.shape, 1e-5, m, v, given,
+                    n_threads, relu, r.reshape(-1),
+                )  # fmt: skip
+                assert out.tobytes() == expect.tobytes(), (relu, given, n_threads)
+    with pytest.raises(ValueError, match="residual"):
+        kernel(
+            xr.reshape(-1), np.empty(xr.size, dtype), w, b, *xr.shape, 1e-5, np.empty(c),
+            np.empty(c), False, 1, True, r.reshape(-1)[1:],
+        )  # fmt: skip
+
+
+def _residual_graph(dtype, order=0, relu=True, late=False):
+    """A batch norm read only by an Add; the Add's other input (the residual ``x``) is also
+    read by the conv of the branch and by a Concatenate (consumed three times: in place on
+    it would be wrong); ``order``: the batch norm is the Add's input 0 or 1; ``relu``: a
+    ReLU alone reads the Add's output (else the Add's output is read twice); ``late``: the
+    residual is computed after the batch norm (not fusable)."""
+    inp = nn.Input((3, 6, 6))
+    x = nn.ReLU()(nn.Conv2d(3, 4, 3, padding=1, dtype=dtype)(inp))
+    y = nn.BatchNorm2d(4, dtype=dtype)(nn.Conv2d(4, 4, 3, padding=1, bias=False, dtype=dtype)(x))
+    res = nn.Conv2d(4, 4, 1, dtype=dtype)(x) if late else x
+    z = nn.Add()([y, res] if order == 0 else [res, y])
+    if relu:
+        z = nn.ReLU()(z)
+        cat = nn.Concatenate(dim=1)([z, x])
+    else:
+        cat = nn.Concatenate(dim=1)([z, x, nn.Multiply()([z, z])])
+    out = nn.Linear(cat.shape[1], 3, dtype=dtype)(nn.Flatten()(nn.GlobalAvgPool2d()(cat)))
+    return nn.Model(inp, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("relu", [True, False])
+def test_graph_fuses_batch_norm_add_relu_bit_identically(dtype, order, relu, rng):
+    model, ref = _residual_graph(dtype, order, relu), _residual_graph(dtype, order, relu)
+    _copy(model, ref)
+    _unfuse(ref)
+    ((k, (a, j, r)),) = model._add_fusions.items()
+    assert isinstance(model._steps[k][0], nn.BatchNorm2d)
+    assert isinstance(model._steps[a][0], nn.Add)
+    assert (j is not None) == relu
+    if relu:
+        assert isinstance(model._steps[j][0], nn.ReLU)
+    x = rng.standard_normal((5, 3, 6, 6)).astype(dtype)
+    g = rng.standard_normal((5, 3)).astype(dtype)
+    for _ in range(2):
+        a_, b_ = _run(model, x, g), _run(ref, x, g)
+        np.testing.assert_array_equal(a_[0], b_[0])
+        np.testing.assert_array_equal(a_[1], b_[1])
+        for ga, gb in zip(a_[2], b_[2], strict=True):
+            np.testing.assert_array_equal(ga, gb)
+        _assert_same_state(model, ref)
+    # the ReLU keeps its output (the fused array) for its backward; the batch norm no mask
+    bn = model._steps[k][0]
+    assert bn._relu_out is None
+    if relu:
+        assert model._steps[j][0]._out is not None
+
+
+def test_graph_batch_norm_add_fusion_is_bit_identical_for_any_thread_count(rng):
+    model = models.resnet20(in_channels=1, input_size=12, rng=0)
+    x = rng.random((8, 1, 12, 12), dtype=np.float32)
+    g = rng.standard_normal((8, 10)).astype(np.float32)
+
+    def compute():
+        out, dx, grads = _run(model, x, g)
+        return [out, dx, *grads]
+
+    assert_bit_identical_across_threads(compute, (1, 2, 3, 2))
+
+
+def test_graph_add_fusion_is_skipped_where_it_would_be_wrong(rng):
+    """Not fused: a residual computed after the batch norm, an Add reading the batch norm
+    twice, a batch norm read by another layer too, a model output, a shared Add."""
+    assert _residual_graph(np.float64, late=True)._add_fusions == {}
+    inp = nn.Input((2, 4, 4))
+    bn = nn.BatchNorm2d(2)(inp)
+    assert nn.Model(inp, nn.Add()([bn, bn]))._add_fusions == {}
+    assert nn.Model(inp, [nn.Add()([bn, inp]), bn])._add_fusions == {}
+    assert nn.Model(inp, nn.Concatenate()([nn.Add()([bn, inp]), nn.ReLU()(bn)]))._add_fusions == {}
+    add = nn.Add()
+    s1 = add([bn, inp])
+    assert nn.Model(inp, add([s1, inp]))._add_fusions == {}
+    # fused: the input is the residual (ready), the Add's output is a model output (no ReLU)
+    model = nn.Model(inp, nn.Add()([bn, inp]))
+    assert list(model._add_fusions.values()) == [(1, None, 0)]
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    ref = nn.Model(inp, nn.Add()([nn.BatchNorm2d(2)(inp), inp]))
+    _unfuse(ref)
+    np.testing.assert_array_equal(model(x), ref(x))
+
+
+def test_batch_norm_forward_add_refuses_mismatched_residuals(rng):
+    """``_forward_add`` does nothing (None: the graph runs the layers one by one) for a
+    residual of another dtype or shape, or not C-contiguous."""
+    bn = nn.BatchNorm2d(2, dtype=np.float64)
+    x = rng.standard_normal((3, 2, 4, 4))
+    for r in (x.astype(np.float32), x[:, :, :2], np.asfortranarray(x), x.tolist()):
+        assert bn._forward_add(x, r, True) is None
+    assert int(bn.state_dict()["num_batches_tracked"]) == 0  # nothing ran
+    ref = nn.BatchNorm2d(2, dtype=np.float64)
+    np.testing.assert_array_equal(bn._forward_add(x, x, False), ref.forward(x) + x)
+    _assert_same_state(bn, ref)
+
+
+def test_graph_add_fusion_gradients_match_finite_differences_and_torch(rng):
+    torch = pytest.importorskip("torch")
+    model = _residual_graph(np.float64, order=1, relu=True)
+    assert model._add_fusions
+    x = rng.standard_normal((4, 3, 6, 6))
+    g = rng.standard_normal((4, 3))
+    out, dx, grads = _run(model, x, g)
+
+    def f():
+        return float(np.sum(model(x) * g))
+
+    np.testing.assert_allclose(dx, fd_grad(f, x), rtol=1e-6, atol=1e-8)
+    for p, gp in zip(model.parameters(), grads, strict=True):
+        np.testing.assert_allclose(gp, fd_grad(f, p.data), rtol=1e-6, atol=1e-8)
+    # torch autograd on the same architecture: conv+ReLU, conv+BN, ReLU(x + bn), concat
+    (bn,) = [m for m in model.layers if isinstance(m, nn.BatchNorm2d)]
+    t = {n: torch.tensor(p.data, requires_grad=True) for n, p in model.named_parameters()}
+    names = [n for n, _ in model.named_parameters()]
+    tx = torch.tensor(x, requires_grad=True)
+    F = torch.nn.functional
+    h = F.relu(F.conv2d(tx, t[names[0]], t[names[1]], padding=1))
+    yb = F.batch_norm(
+        F.conv2d(h, t[names[2]], padding=1),
+        None,
+        None,
+        t[names[3]],
+        t[names[4]],
+        True,
+        0.1,
+        bn.eps,
+    )
+    z = F.relu(h + yb)
+    cat = torch.cat([z, h], dim=1).mean(dim=(2, 3))
+    tout = F.linear(cat, t[names[5]], t[names[6]])
+    (tout * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for n, gp in zip(names, grads, strict=True):
+        np.testing.assert_allclose(gp, t[n].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf + -inf in NumPy
+def test_merge_kernels_are_bit_identical_to_numpy_and_relu_backward(dtype, rng):
+    from cnncore.nn import merge
+
+    for n in (5, 7, 16384, 16385, 70001):
+        a = rng.standard_normal(n).astype(dtype)
+        b = rng.standard_normal(n).astype(dtype)
+        y = rng.standard_normal(n).astype(dtype)
+        a[:3] = [np.nan, np.inf, -0.0]
+        b[:3] = [1.0, -np.inf, -0.0]
+        y[:5] = [np.nan, 1.0, 1.0, 0.0, -0.0]
+        expect = a + b
+        got = merge.add_arrays(a, b)
+        assert got.tobytes() == expect.tobytes()
+        masked = cnncore.relu_backward(expect, y)
+        assert merge.add_relu_backward(a, b, y).tobytes() == masked.tobytes()
+        c = a.copy()
+        assert merge.add_relu_backward(c, b, y, out=c) is c
+        assert c.tobytes() == masked.tobytes()
+        c = b.copy()
+        merge.add_arrays(a, c, out=c)
+        assert c.tobytes() == expect.tobytes()
+        # other layouts and dtypes: NumPy's (and relu_backward's) results
+        f = np.asfortranarray(np.stack([a, a]))
+        assert merge.add_arrays(f, f).tobytes() == (f + f).tobytes()
+        assert merge.add_arrays(a, b.astype(np.float16)).dtype == dtype
+    with pytest.raises(ValueError, match="one size"):
+        merge._merge.add(a, b[1:], a, 1)
+    relu = nn.ReLU()
+    out = relu(a.reshape(1, -1))
+    expect = relu.backward(a.reshape(1, -1) + b.reshape(1, -1))
+    got = relu.backward_sum(a.reshape(1, -1), b.reshape(1, -1))
+    assert got.tobytes() == expect.tobytes() and out.shape == got.shape
+
+
+def _three_consumers(dtype):
+    """A ReLU after an Add whose output three layers read (its gradient a sum of three:
+    the last addition and the ReLU's mask in one pass), one of them a Concatenate (its
+    gradient a non-contiguous slice)."""
+    inp = nn.Input((3, 6, 6))
+    x = nn.Conv2d(3, 4, 3, padding=1, dtype=dtype)(inp)
+    z = nn.ReLU()(nn.Add()([x, nn.Conv2d(4, 4, 3, padding=1, dtype=dtype)(x)]))
+    a = nn.Conv2d(4, 4, 1, dtype=dtype)(z)
+    b = nn.Conv2d(4, 4, 3, padding=1, dtype=dtype)(z)
+    cat = nn.Concatenate(dim=1)([a, b, z])
+    out = nn.Linear(12, 3, dtype=dtype)(nn.Flatten()(nn.GlobalAvgPool2d()(cat)))
+    return nn.Model(inp, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_graph_relu_gradient_sum_and_mask_in_one_pass_is_bit_identical(dtype, rng):
+    model, ref = _three_consumers(dtype), _three_consumers(dtype)
+    _copy(model, ref)
+    _unfuse(ref)
+    assert len(model._relu_sum_slots) == 1
+    x = rng.standard_normal((5, 3, 6, 6)).astype(dtype)
+    g = rng.standard_normal((5, 3)).astype(dtype)
+    for _ in range(2):
+        a_, b_ = _run(model, x, g), _run(ref, x, g)
+        np.testing.assert_array_equal(a_[1], b_[1])
+        for ga, gb in zip(a_[2], b_[2], strict=True):
+            np.testing.assert_array_equal(ga, gb)
+    # without the input gradient the first conv still gets its weight gradient
+    model.zero_grad()
+    ref.zero_grad()
+    model(x)
+    ref(x)
+    assert model.backward(g, input_grad=False) is None
+    ref.backward(g, input_grad=False)
+    for pa, pb in zip(model.parameters(), ref.parameters(), strict=True):
+        np.testing.assert_array_equal(pa.grad, pb.grad)
+
+    def compute():
+        out, dx, grads = _run(model, x, g)
+        return [out, dx, *grads]
+
+    assert_bit_identical_across_threads(compute, (1, 2, 3))
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import numpy as np
 from .. import functional as F
 from .._typing import ArrayLike
 from .._validation import as_float_array, check_choice, check_hyperparameter, check_int
+from .merge import add_relu_backward
 from .module import Module
 
 __all__ = [
@@ -73,6 +74,15 @@ class ReLU(_OutputCached):
         """:meth:`backward` writing into ``out`` (may be ``grad_output`` itself when nothing
         else reads it -- the graph executor does so for a gradient sum it owns)."""
         return type(self)._backward(grad_output, self._cached("_out"), out=out)
+
+    def backward_sum(
+        self, grad_a: np.ndarray, grad_b: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`backward` of the gradient ``grad_a + grad_b`` (the sum of two consumers'
+        parts) in one pass, into ``out`` (``grad_a``, ``grad_b`` or None: a new array) --
+        bit-identical to adding them first; the graph executor passes the last part of an
+        output gradient it sums so."""
+        return add_relu_backward(grad_a, grad_b, self._cached("_out"), out)
 
 
 class Sigmoid(_OutputCached):

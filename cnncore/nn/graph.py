@@ -17,6 +17,7 @@ from .._parameter import Parameter
 from .._typing import ArrayLike
 from .._validation import MAX_PARAM
 from . import inference, training
+from .merge import add_arrays
 from .module import Module, Symbolic, as_model_input, check_name, grad_like, unique_name
 from .sequential import Sequential
 
@@ -239,7 +240,14 @@ class Model(training.TrainingMethods, Module):
     is fused into it (one pass over the data forward, the ReLU's mask applied inside the
     batch norm's backward); one that alone reads an :class:`~cnncore.nn.Add`'s output runs
     in place on it, and masks its gradient in place when that gradient is a sum the
-    executor allocated.
+    executor allocated.  A batch norm whose output only a two-input Add reads, when the
+    Add's other input (the residual) is already computed, writes ``bn(x) + residual`` --
+    and ``relu(bn(x) + residual)`` when a ReLU alone reads the Add's output -- in its own
+    pass (a ResNet block's end: no separate Add and ReLU passes, no Add output
+    allocated); backward runs the three layers as usual.  The gradient of an in-place
+    ReLU's output that several layers read is summed (the last addition) and masked by the
+    ReLU in one pass; gradient sums run on the threads of :func:`cnncore.set_num_threads`
+    (elementwise: the same bits for any count).
 
     Examples
     --------
@@ -410,6 +418,9 @@ class Model(training.TrainingMethods, Module):
         has_params = {id(layer): bool(layer.parameters()) for layer in layers}
         self._plans = {flag: self._grad_plan(flag, has_params) for flag in (False, True)}
         self._relu_fusions, self._relu_in_place = self._find_relu_fusions()
+        self._add_fusions = self._find_add_fusions()
+        # the output slots of those ReLUs: their gradient's last sum is deferred to them
+        self._relu_sum_slots = {self._steps[j][3] for j in self._relu_in_place}
 
     def _find_relu_fusions(self) -> tuple[dict[int, int], set[int]]:
         """``{batch-norm step: ReLU step}`` for the pairs a training forward fuses: a
@@ -447,6 +458,63 @@ class Model(training.TrainingMethods, Module):
             elif type(src) is Add:
                 in_place.add(j)
         return fusions, in_place
+
+    def _find_add_fusions(self) -> dict[int, tuple[int, int | None, int]]:
+        """``{batch-norm step: (Add step, ReLU step or None, residual slot)}`` for the
+        chains a training forward fuses: a BatchNorm1d/2d whose output only a two-input
+        :class:`~cnncore.nn.Add` reads (once), the Add's other input (the residual) already
+        computed when the batch norm runs, and -- when a ReLU alone reads the Add's output
+        (not a model output) -- that ReLU; no layer of the chain used at another step.
+        The batch norm then writes ``relu(bn(x) + residual)`` (or ``bn(x) + residual``) in
+        its own pass (``_forward_add``), and the Add and ReLU steps pass that array on
+        forward, recording what their backward needs; backward runs every layer as usual
+        (the ReLU masks the gradient, the Add hands it to both inputs, the batch norm takes
+        it w.r.t. its own output): bit-identical to running the layers one by one.  A batch
+        norm already fused with a ReLU it feeds (``_find_relu_fusions``) is not one of
+        these: its reader is the ReLU."""
+        from .activation import ReLU
+        from .merge import Add
+        from .normalization import BatchNorm1d, BatchNorm2d
+
+        steps = self._steps
+        readers = [0] * self._n_slots
+        producer: dict[int, int] = {}
+        for k, (_, ins, _, out, _, _, _) in enumerate(steps):
+            producer[out] = k
+            for s in ins:
+                readers[s] += 1
+        outputs = set(self._out_slots)
+        fusions: dict[int, tuple[int, int | None, int]] = {}
+        for a, (layer, ins, multi, out, _, shared, _) in enumerate(steps):
+            if type(layer) is not Add or not multi or len(ins) != 2 or shared is not None:
+                continue
+            best = None
+            for i in (0, 1):
+                k = producer.get(ins[i])
+                r = ins[1 - i]
+                if k is None or r == ins[i]:
+                    continue
+                bn, _, _, bn_out, _, bn_shared, _ = steps[k]
+                if (
+                    type(bn) not in (BatchNorm1d, BatchNorm2d)
+                    or bn_shared is not None
+                    or readers[bn_out] != 1
+                    or bn_out in outputs
+                    or producer.get(r, -1) >= k  # the residual is not ready at the batch norm
+                ):
+                    continue
+                if best is None or k > best[0]:
+                    best = (k, r)
+            if best is None:
+                continue
+            relu = None
+            if readers[out] == 1 and out not in outputs:
+                j = next(j for j, st in enumerate(steps) if out in st[1])
+                rl, _, r_multi, _, _, r_shared, _ = steps[j]
+                if type(rl) is ReLU and not r_multi and r_shared is None:
+                    relu = j
+            fusions[best[0]] = (a, relu, best[1])
+        return fusions
 
     def _grad_plan(self, input_grad: bool, has_params: dict[int, bool]) -> list[tuple]:
         """Per step: (run its backward, its input_grad flag, which inputs want a gradient).
@@ -563,13 +631,32 @@ class Model(training.TrainingMethods, Module):
             [None] * len(self._steps) if training and self._any_shared else None
         )
         fusions = self._relu_fusions if training else None
+        add_fusions = self._add_fusions if training else None
         passed: set[int] = set()  # the ReLU steps fused into their batch norm this time
+        carried: dict[int, np.ndarray] = {}  # Add / ReLU steps a batch norm computed this time
         steps = self._steps
         for k, (layer, ins, multi, out, free, shared, shape) in enumerate(steps):
             if shared is not None:
                 for m in shared:
                     m._scratch = {}
-            if fusions and k in fusions:
+            if carried and k in carried:
+                y = carried.pop(k)
+                if multi:  # the Add
+                    y = layer._forward_done(y, len(ins))
+                else:  # the ReLU (its cache, as its own forward keeps it)
+                    layer._out = y
+            elif add_fusions and k in add_fusions:
+                a, j, r = add_fusions[k]
+                y = None
+                if layer.training and steps[a][0].training and (j is None or steps[j][0].training):
+                    y = layer._forward_add(vals[ins[0]], vals[r], j is not None)
+                if y is None:
+                    y = layer.forward(vals[ins[0]])
+                else:
+                    carried[a] = y
+                    if j is not None:
+                        carried[j] = y
+            elif fusions and k in fusions:
                 relu = steps[fusions[k]][0]
                 if layer.training and relu.training:
                     y = layer._forward_relu(vals[ins[0]])
@@ -682,16 +769,24 @@ class Model(training.TrainingMethods, Module):
             gs = [grad_output]
         grads: list[Any] = [None] * self._n_slots
         owned = [False] * self._n_slots
+        # the last part of the gradient of an in-place ReLU's output, added (and masked) in
+        # one pass by that ReLU's backward (add_relu_backward)
+        pending: dict[int, np.ndarray] = {}
+        deferred = self._relu_sum_slots
 
         def add(s: int, g: np.ndarray) -> None:
             cur = grads[s]
             if cur is None:
                 grads[s] = g
-            elif owned[s]:
-                np.add(cur, g, out=cur)
-            else:
-                grads[s] = cur + g
-                owned[s] = True
+                return
+            if s in deferred:
+                last = pending.pop(s, None)
+                pending[s] = g
+                if last is None:
+                    return
+                g = last
+            grads[s] = add_arrays(cur, g, cur if owned[s] else None)
+            owned[s] = True
 
         for s, g, shape in zip(self._out_slots, gs, out_shapes, strict=True):
             add(s, grad_like(g, shape, f"Model {self.name!r}"))
@@ -702,8 +797,15 @@ class Model(training.TrainingMethods, Module):
             run, flag, wants = plan[k]
             g = grads[out]
             grads[out] = None
+            last = pending.pop(out, None) if pending else None
             if not run or g is None:
                 continue
+            if last is not None:  # a gradient sum and the ReLU's mask in one pass
+                if flag and layer.training:
+                    add(ins[0], layer.backward_sum(g, last, g if owned[out] else None))
+                    continue
+                g = add_arrays(g, last, g if owned[out] else None)
+                owned[out] = True
             if k in passed:  # a ReLU fused into its batch norm, whose backward masks g
                 if flag:
                     add(ins[0], g)

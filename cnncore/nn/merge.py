@@ -12,11 +12,64 @@ from typing import Any
 
 import numpy as np
 
+from .._config import threads_for
 from .._typing import ArrayLike
 from .._validation import as_float_array, as_ndarray, check_int
+from ..ops.activation import relu_backward
+from . import _merge
 from .module import Module, grad_like
 
 __all__ = ["Add", "Multiply", "Concatenate", "Identity"]
+
+
+def _kernel_arrays(*arrays: Any) -> bool:
+    """Whether the compiled kernels take these: C-contiguous float32/float64 arrays of one
+    shape and dtype."""
+    a0 = arrays[0]
+    return (
+        isinstance(a0, np.ndarray)
+        and a0.dtype in (np.float32, np.float64)
+        and all(
+            isinstance(a, np.ndarray)
+            and a.dtype == a0.dtype
+            and a.shape == a0.shape
+            and a.flags.c_contiguous
+            for a in arrays
+        )
+    )
+
+
+def add_arrays(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a + b`` into ``out`` (which may be ``a`` or ``b``; None: a new array) -- on
+    :func:`~cnncore._config.threads_for` threads for C-contiguous arrays of one shape and
+    float dtype, else NumPy's; the same bits either way (IEEE addition).  :class:`Add` and
+    the graph executor's gradient sums use it."""
+    if _kernel_arrays(a, b) and (out is None or (_kernel_arrays(a, out) and out.flags.writeable)):
+        if out is None:
+            out = np.empty_like(a)
+        _merge.add(a.reshape(-1), b.reshape(-1), out.reshape(-1), threads_for(a.size))
+        return out
+    return a + b if out is None else np.add(a, b, out=out)
+
+
+def add_relu_backward(
+    a: np.ndarray, b: np.ndarray, output: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``relu_backward(a + b, output)`` in one pass (into ``out``, which may be ``a`` or
+    ``b``; None: a new array): a ReLU's output gradient summed over two consumers and passed
+    back through the ReLU (``output`` its forward output) -- bit-identical to
+    :func:`add_arrays` then :func:`cnncore.relu_backward`."""
+    if _kernel_arrays(a, b, output) and (
+        out is None or (_kernel_arrays(a, out) and out.flags.writeable)
+    ):
+        if out is None:
+            out = np.empty_like(a)
+        _merge.add_relu_backward(
+            a.reshape(-1), b.reshape(-1), output.reshape(-1), out.reshape(-1), threads_for(a.size)
+        )
+        return out
+    s = add_arrays(a, b, out)
+    return relu_backward(s, output, out=s)
 
 
 def _shape_text(shapes: list[tuple[Any, ...]]) -> str:
@@ -97,11 +150,19 @@ class Add(_Elementwise):
     def forward(self, xs: Sequence[ArrayLike]) -> np.ndarray:
         arrays = self._arrays(xs)
         self._check_same([a.shape for a in arrays])
-        y = arrays[0] + arrays[1]
+        y = add_arrays(arrays[0], arrays[1])
         for a in arrays[2:]:
-            np.add(y, a, out=y)
+            add_arrays(y, a, out=y)
         self._shape = y.shape if self.training else None
         self._n = len(arrays)
+        return y
+
+    def _forward_done(self, y: np.ndarray, n: int) -> np.ndarray:
+        """Record the sum ``y`` of ``n`` inputs computed elsewhere (a graph model's batch
+        norm with this Add fused, see :class:`cnncore.nn.Model`) as :meth:`forward` records
+        its own, and return it."""
+        self._shape = y.shape if self.training else None
+        self._n = n
         return y
 
     def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> list[np.ndarray] | None:

@@ -110,7 +110,27 @@ class _BatchNorm(Module, register=False):
         it for a batch norm whose output only a ReLU reads (:class:`cnncore.nn.Model`)."""
         return self._forward(x, True)
 
-    def _forward(self, x: ArrayLike, relu: bool) -> np.ndarray:
+    def _forward_add(self, x: ArrayLike, residual: Any, relu: bool) -> np.ndarray | None:
+        """``self.forward(x) + residual`` (then ``relu``'d with ``relu``) in one pass over
+        the data, bit-identical to the separate calls (the residual is added to the rounded
+        batch norm output, then the ReLU applied); None, nothing done, unless ``x`` and
+        ``residual`` are float32/float64 arrays of the same shape and dtype and
+        ``residual`` is C-contiguous.  The following :meth:`backward` takes the gradient
+        w.r.t. the batch norm's own output (the ReLU's mask applied by the ReLU's backward).
+        Graph models call it for a batch norm whose output only an Add reads
+        (:class:`cnncore.nn.Model`)."""
+        if not (
+            isinstance(x, np.ndarray)
+            and isinstance(residual, np.ndarray)
+            and x.dtype in (np.float32, np.float64)
+            and residual.dtype == x.dtype
+            and residual.shape == x.shape
+            and residual.flags.c_contiguous
+        ):
+            return None
+        return self._forward(x, relu, residual)
+
+    def _forward(self, x: ArrayLike, relu: bool, residual: np.ndarray | None = None) -> np.ndarray:
         x = as_float_array(x, "input", type(self).__name__)
         self._axes_and_view(x)
         # (N, C, L): the kernels' view of the input
@@ -127,7 +147,8 @@ class _BatchNorm(Module, register=False):
             mean = self._buffers["running_mean"].astype(np.float64)
             var = self._buffers["running_var"].astype(np.float64)
         if xr.size:
-            y, mean, var = _batch_forward(xr, w, b, self.eps, mean, var, relu)
+            res = None if residual is None else residual.reshape(xr.shape)
+            y, mean, var = _batch_forward(xr, w, b, self.eps, mean, var, relu, res)
         else:
             y = np.empty_like(xr)
         if self.training and self.track_running_stats and m:
@@ -135,7 +156,7 @@ class _BatchNorm(Module, register=False):
         if self.training:
             self._x, self._mean, self._var, self._count = xr, mean, var, m
             self._shape = x.shape
-            self._relu_out = y if relu else None
+            self._relu_out = y if relu and residual is None else None
         else:
             self._x = self._mean = self._var = self._shape = self._relu_out = None
         return y.reshape(x.shape)

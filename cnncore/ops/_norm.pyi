@@ -93,10 +93,12 @@ def batch_norm_forward(
     stats_given: bool,
     n_threads: int,
     relu: bool = False,
+    residual: _Float | None = None,
 ) -> None:
     """Batch norm of ``x`` seen as ``(N, C, L)``; ``mean`` / ``var`` per channel are outputs
     (the batch's), or inputs with ``stats_given``; ``y_out`` None: only the statistics.
-    ``relu``: a ReLU fused (``max(y, 0)``, bit-identical to relu after)."""
+    ``residual``: an Add fused (``y + residual``); ``relu``: a ReLU fused (``max(y, 0)``);
+    each bit-identical to the separate op after."""
 
 def batch_norm_backward(
     grad_output: _Float,

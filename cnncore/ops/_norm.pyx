@@ -1123,17 +1123,41 @@ cdef void bn_merge_channel(const double* cm, const BatchGeom* bg, Py_ssize_t c, 
     var[0] = M2 / n if M2 > 0 else 0.0 * M2          # (NaN stays NaN)
 
 
+cdef inline void bn_apply_residual(const floating* x, floating* y, const floating* r,
+                                   Py_ssize_t m, floating mh, floating ml, floating a,
+                                   floating bb, bint relu) noexcept nogil:
+    """``m`` elements: ``v = ((x - mh) - ml) * a + bb`` (batch norm's output, rounded as
+    the unfused kernel rounds it), then ``v + r`` (the residual Add), then, with ``relu``,
+    ``max(v, 0)`` as relu computes it -- each a separately rounded step, so the result is
+    bit-identical to batch norm, Add and ReLU run one after the other."""
+    cdef Py_ssize_t i
+    cdef floating v
+    if relu:
+        for i in range(m):
+            v = ((x[i] - mh) - ml) * a + bb
+            v = v + r[i]
+            y[i] = 0 if v < 0 else v
+    else:
+        for i in range(m):
+            v = ((x[i] - mh) - ml) * a + bb
+            y[i] = v + r[i]
+
+
 cdef void bn_apply_chunk(const floating* x, floating* y, const BatchGeom* bg, Py_ssize_t c,
                          Py_ssize_t b, floating mh, floating ml, floating a,
-                         floating bb, bint relu) noexcept nogil:
-    """``y = ((x - mh) - ml) * a + bb`` over chunk ``b`` of channel ``c``; ``relu``: then
-    ``max(y, 0)`` as relu computes it (NaN and -0.0 pass through)."""
+                         floating bb, bint relu, const floating* r) noexcept nogil:
+    """``y = ((x - mh) - ml) * a + bb`` over chunk ``b`` of channel ``c``; ``r``: then
+    ``y + r`` (a residual added, rounded as a separate add); ``relu``: then ``max(y, 0)``
+    as relu computes it (NaN and -0.0 pass through)."""
     cdef Py_ssize_t n, n0, n1, l0, l1, i, off
     cdef floating v
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
     for n in range(n0, n1):
         off = n * bg.C * bg.L + c * bg.L
-        if relu:
+        if r != NULL:
+            bn_apply_residual(x + off + l0, y + off + l0, r + off + l0, l1 - l0, mh, ml, a, bb,
+                              relu)
+        elif relu:
             for i in range(off + l0, off + l1):
                 v = ((x[i] - mh) - ml) * a + bb
                 y[i] = 0 if v < 0 else v
@@ -1195,7 +1219,7 @@ cdef void bn_sum_channel(const double* cm, const BatchGeom* bg, Py_ssize_t c, do
 cdef void bn_forward_channel(const floating* x, floating* y, const BatchGeom* bg,
                              Py_ssize_t c, const floating* w, const floating* bias, double eps,
                              double* mean, double* var, bint stats_given,
-                             double* cm, bint relu) noexcept nogil:
+                             double* cm, bint relu, const floating* r) noexcept nogil:
     """One channel: its statistics (unless given; chunk moments into ``cm``, merged in
     order), then its output -- while the channel is in cache."""
     cdef Py_ssize_t b
@@ -1209,7 +1233,7 @@ cdef void bn_forward_channel(const floating* x, floating* y, const BatchGeom* bg
     a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
     bb = bias[c] if bias != NULL else 0
     for b in range(bg.NB):
-        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu)
+        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu, r)
 
 
 cdef void bn_backward_channel(const floating* g, const floating* x, const floating* ym,
@@ -1236,7 +1260,8 @@ cdef void bn_backward_channel(const floating* g, const floating* x, const floati
 
 
 cdef void bn_apply_planes(const floating* x, floating* y, const BatchGeom* bg, Py_ssize_t q0,
-                          Py_ssize_t q1, const floating* cf, bint relu) noexcept nogil:
+                          Py_ssize_t q1, const floating* cf, bint relu,
+                          const floating* r) noexcept nogil:
     """Planes ``[q0, q1)`` of ``x`` seen as ``(N * C, L)`` in memory order (plane ``q`` is
     channel ``q % C``): ``y = ((x - mh) - ml) * a + bb`` with the channel's ``cf[4c:4c+4]``
     = (mh, ml, a, bb) -- :func:`bn_apply_chunk`'s arithmetic, element by element."""
@@ -1249,7 +1274,9 @@ cdef void bn_apply_planes(const floating* x, floating* y, const BatchGeom* bg, P
         a = cf[4 * c + 2]
         bb = cf[4 * c + 3]
         off = q * L
-        if relu:
+        if r != NULL:
+            bn_apply_residual(x + off, y + off, r + off, L, mh, ml, a, bb, relu)
+        elif relu:
             for i in range(off, off + L):
                 v = ((x[i] - mh) - ml) * a + bb
                 y[i] = 0 if v < 0 else v
@@ -1286,7 +1313,7 @@ cdef void bn_backward_planes(const floating* g, const floating* x, const floatin
 cdef int bn_apply_small(const floating* x, floating* y, const BatchGeom* bg,
                         const floating* w, const floating* bias, double eps,
                         const double* mean, const double* var, int n_threads,
-                        bint relu) noexcept nogil:
+                        bint relu, const floating* r) noexcept nogil:
     """Batch norm's output for planes of at most ``POS_MAX`` elements: in memory order, tasks
     of whole planes (written per channel, a 7x7 plane's 196 bytes left partial cache lines
     that the next channel's pass had to fetch again: the store-bound half of the forward)."""
@@ -1300,7 +1327,7 @@ cdef int bn_apply_small(const floating* x, floating* y, const BatchGeom* bg,
         cf[4 * c + 2] = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
         cf[4 * c + 3] = bias[c] if bias != NULL else 0
     for t in prange(nt, schedule="static", num_threads=n_threads):
-        bn_apply_planes(x, y, bg, t * qb, py_min((t + 1) * qb, nq), cf, relu)
+        bn_apply_planes(x, y, bg, t * qb, py_min((t + 1) * qb, nq), cf, relu, r)
     free(cf)
     return CNN_OK
 
@@ -1308,9 +1335,9 @@ cdef int bn_apply_small(const floating* x, floating* y, const BatchGeom* bg,
 cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
                          const floating* w, const floating* bias, double eps, double* mean,
                          double* var, bint stats_given, int n_threads,
-                         bint relu) noexcept nogil:
-    """Statistics (unless given; ``y`` NULL: only them) and output (``relu``: with a ReLU
-    fused, ``max(y, 0)``).  At least as many
+                         bint relu, const floating* r) noexcept nogil:
+    """Statistics (unless given; ``y`` NULL: only them) and output (``r``: plus a residual,
+    ``y + r``; ``relu``: with a ReLU fused, ``max(y, 0)``).  At least as many
     channels as threads: a task per channel (one parallel region; the channel stays in
     cache).  Fewer: each phase over all (channel, chunk) tasks, the same arithmetic."""
     cdef Py_ssize_t t, c, b, T = bg.C * bg.NB
@@ -1322,7 +1349,8 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
             return CNN_ERR_NOMEM
     if y != NULL and bg.L > POS_MAX and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
-            bn_forward_channel(x, y, bg, c, w, bias, eps, mean, var, stats_given, cm, relu)
+            bn_forward_channel(x, y, bg, c, w, bias, eps, mean, var, stats_given, cm, relu,
+                               r)
         free(cm)
         return CNN_OK
     if not stats_given:
@@ -1336,7 +1364,7 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
     if y == NULL:
         return CNN_OK
     if bg.L <= POS_MAX:
-        return bn_apply_small(x, y, bg, w, bias, eps, mean, var, n_threads, relu)
+        return bn_apply_small(x, y, bg, w, bias, eps, mean, var, n_threads, relu, r)
     for t in prange(T, schedule="static", num_threads=n_threads):
         c = t // bg.NB
         b = t % bg.NB
@@ -1344,7 +1372,7 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
         ml = <floating> (mean[c] - <double> mh)
         a = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
         bb = bias[c] if bias != NULL else 0
-        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu)
+        bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu, r)
     return CNN_OK
 
 
@@ -1503,21 +1531,30 @@ def layer_norm_backward(const floating[::1] grad_output, const floating[::1] x,
 def batch_norm_forward(const floating[::1] x, floating[::1] y_out, const floating[::1] weight,
                        const floating[::1] bias, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
                        double eps, double[::1] mean, double[::1] var, bint stats_given,
-                       int n_threads, bint relu=False):
+                       int n_threads, bint relu=False, const floating[::1] residual=None):
     """Batch norm of ``x`` seen as ``(N, C, L)``: ``y = (x - mean) / sqrt(var + eps) *
     weight + bias`` per channel (``weight`` / ``bias`` of ``C`` or None).  ``mean`` /
     ``var`` (biased) are outputs -- the batch's statistics -- or inputs with
-    ``stats_given``; ``y_out`` None: only compute them.  ``relu``: a ReLU fused,
-    ``y = max(y, 0)`` (bit-identical to relu applied after)."""
+    ``stats_given``; ``y_out`` None: only compute them.  ``residual`` (``x``'s size):
+    ``y = y + residual`` (an Add fused); ``relu``: a ReLU fused, ``y = max(y, 0)`` (each
+    bit-identical to the separate op applied after)."""
     cdef BatchGeom bg
     bn_geom(&bg, N, C, L)
     cdef const floating* w = opt_ptr(weight)
     cdef const floating* b = opt_ptr(bias)
     cdef floating* y = &y_out[0] if y_out is not None else NULL
+    cdef const floating* r = NULL
+    if residual is not None:
+        if residual.shape[0] != x.shape[0] or y == NULL:
+            raise ValueError(
+                f"batch_norm_forward(): residual must have x's size {x.shape[0]} and y_out "
+                f"must be given. Received: residual of size {residual.shape[0]}"
+            )
+        r = &residual[0]
     cdef int status
     with nogil:
         status = bn_forward_impl(&x[0], y, &bg, w, b, eps, &mean[0], &var[0], stats_given,
-                                 n_threads, relu)
+                                 n_threads, relu, r)
     check_status(status, "batch_norm")
 
 

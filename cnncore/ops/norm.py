@@ -717,10 +717,13 @@ def _batch_forward(
     mean: np.ndarray | None = None,
     var: np.ndarray | None = None,
     relu: bool = False,
+    residual: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(y, mean, var)``: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel,
-    with the given statistics, or with the batch's (computed in the same pass); ``relu``:
-    ``max(y, 0)`` in the same pass (a ReLU fused, bit-identical to ``relu`` after)."""
+    with the given statistics, or with the batch's (computed in the same pass);
+    ``residual`` (C-contiguous, ``x``'s shape and dtype): ``y + residual`` in the same pass
+    (an Add fused); ``relu``: ``max(y, 0)`` in the same pass (a ReLU fused); each
+    bit-identical to the separate op after."""
     n, c, s = _ncl(x)
     y = np.empty_like(x)
     given = mean is not None
@@ -740,6 +743,7 @@ def _batch_forward(
         given,
         threads_for(x.size),
         relu,
+        None if residual is None else residual.reshape(-1),
     )
     return y, mean, var
 

@@ -284,7 +284,15 @@ def executor_overhead(batch_size: int = 128, steps: int = MIN_REPEAT, seed: int 
 
     for layer in model.layers:
         # (and the entry points of the training fusions, which the executor calls instead)
-        for name in ("forward", "backward", "_forward_relu", "forward_into", "backward_into"):
+        for name in (
+            "forward",
+            "backward",
+            "_forward_relu",
+            "_forward_add",
+            "forward_into",
+            "backward_into",
+            "backward_sum",
+        ):
             if hasattr(layer, name):
                 setattr(layer, name, timed(getattr(layer, name)))
     rows = []
@@ -363,9 +371,15 @@ def step_profile(name: str, x: np.ndarray, y: np.ndarray, steps: int = 100, seed
 
         return call
 
-    kinds = {"forward": "forward", "_forward_relu": "forward", "forward_into": "forward"}
+    kinds = {
+        "forward": "forward",
+        "_forward_relu": "forward",
+        "_forward_add": "forward",
+        "forward_into": "forward",
+    }
+    methods = ("forward", "backward", "_forward_relu", "_forward_add", "forward_into")
     for i, layer in enumerate(getattr(model, "layers", [])):
-        for method in ("forward", "backward", "_forward_relu", "forward_into", "backward_into"):
+        for method in (*methods, "backward_into", "backward_sum"):
             if hasattr(layer, method):
                 kind = kinds.get(method, "backward")
                 key = f"{i:02d} {type(layer).__name__} {kind}"
