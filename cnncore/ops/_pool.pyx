@@ -15,6 +15,11 @@ run through bounds-check-free, vectorizable row kernels -- specialized for the c
 that are inside the input (all of them except near the top/bottom border); the few border
 columns are computed one output at a time.
 
+2x2 windows of stride 2 without padding or dilation (the common case) run through C vector
+code instead (``src/_pool2x2.h``, compiled into each SIMD build of this module): a whole
+plane at a time, and the backward writes each input position once instead of zero-filling
+and scattering (when every index lies in its window, which max pooling's indices do).
+
 Max pooling follows PyTorch's scan exactly: the taps are visited in row-major order starting
 from ``-inf`` with the first in-bounds tap as index, and a tap replaces the running maximum
 when it is greater or NaN -- ties keep the first maximum, and a NaN wins (the last NaN of the
@@ -39,6 +44,21 @@ from libc.string cimport memset
 
 from cnncore._shared cimport (CNN_ERR_INDEX, CNN_OK, check_status, fixed_sum, floating, py_max,
                               py_min, valid_range)
+
+
+cdef extern from "_pool2x2.h" nogil:
+    # 2x2 / stride-2 windows without padding or dilation, one plane (vector code, built per
+    # SIMD level; see the header): 1 means "compute this plane with the generic kernel".
+    int cnn_p2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* y, int64_t* idx)
+    int cnn_p2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* y, int64_t* idx)
+    int cnn_p2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
+                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* dx)
+    int cnn_p2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
+                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* dx)
 
 
 ctypedef struct PoolGeom:
@@ -514,13 +534,34 @@ cdef inline void relu_plane(floating* y, Py_ssize_t L) noexcept nogil:
         y[o] = 0 if v < 0 else v
 
 
+cdef inline bint is_window2x2(const PoolGeom* g) noexcept nogil:
+    """2x2 windows, stride 2, no padding or dilation, all inside the input (no ceil_mode
+    window hanging over the edge): the vector kernel of src/_pool2x2.h applies."""
+    return (g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
+            and g.dh == 1 and g.dw == 1 and 2 * g.Ho <= g.H and 2 * g.Wo <= g.W)
+
+
+cdef inline bint pool2x2_plane(const floating* xp, floating* yp, int64_t* ip,
+                               const PoolGeom* g) noexcept nogil:
+    """The vector kernel on one plane; False when the plane held a NaN (then nothing it
+    wrote counts: the caller runs the exact scan)."""
+    if floating is float:
+        return cnn_p2_fwd_plane_float(xp, g.W, g.Ho, g.Wo, yp, ip) == 0
+    else:
+        return cnn_p2_fwd_plane_double(xp, g.W, g.Ho, g.Wo, yp, ip) == 0
+
+
 cdef void max_pool_impl(const floating* x, floating* y, int64_t* idx, const PoolGeom* g,
                         int n_threads, bint relu) noexcept nogil:
     """Max pooling plane by plane; ``relu``: a ReLU fused, applied to each output plane
-    while it is in cache (max pooling commutes with it)."""
+    while it is in cache (max pooling commutes with it).  2x2 windows of stride 2 run the
+    vector kernel of src/_pool2x2.h (planes holding a NaN: the exact scan)."""
     cdef Py_ssize_t p, HW = g.H * g.W, L = g.Ho * g.Wo
+    cdef bint w2 = is_window2x2(g) and (idx == NULL or HW <= 2147483647)
     for p in prange(g.NC, schedule="static", num_threads=n_threads):
-        max_pool_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL, g)
+        if not (w2 and pool2x2_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL,
+                                     g)):
+            max_pool_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL, g)
         if relu:
             relu_plane(y + p * L, L)
 
@@ -578,19 +619,38 @@ cdef int index_plane(int mode, const floating* sp, const int64_t* ip, Py_ssize_t
     return CNN_OK
 
 
+cdef inline bint scatter2x2_plane(const floating* sp, const int64_t* ip, const floating* mp,
+                                  const Py_ssize_t* dims, floating* dp) noexcept nogil:
+    """The scatter-add of one plane by the vector kernel of src/_pool2x2.h (``dims``: H, W,
+    Ho, Wo); False when an index lies outside its 2x2 window (then nothing it wrote counts:
+    the caller runs index_plane, which also reports an out-of-range index)."""
+    if floating is float:
+        return cnn_p2_bwd_plane_float(sp, ip, mp, dims[0], dims[1], dims[2], dims[3], dp) == 0
+    else:
+        return cnn_p2_bwd_plane_double(sp, ip, mp, dims[0], dims[1], dims[2], dims[3], dp) == 0
+
+
 cdef int index_impl(int mode, const floating* src, const int64_t* idx, Py_ssize_t NC,
                     Py_ssize_t L, Py_ssize_t HW, floating* dst, int n_threads,
-                    const floating* mask) noexcept nogil:
+                    const floating* mask, const Py_ssize_t* dims) noexcept nogil:
     """:func:`index_plane` on every plane; ``idx`` planes have ``L`` elements, the indexed
     side's planes (``dst`` when scattering, ``src`` when gathering) ``HW``; ``mask`` (planes
-    of ``L``) for IDX_SCATTER_ADD_MASKED, else NULL."""
+    of ``L``) for IDX_SCATTER_ADD_MASKED, else NULL.  ``dims`` (H, W, Ho, Wo with
+    ``Ho == H // 2``, ``Wo == W // 2``; or NULL): a scatter-add tries each plane as 2x2
+    windows of stride 2 first -- the same sums when every index lies in its window (each
+    input position then receives at most one value), which max pooling's indices do."""
     cdef Py_ssize_t p
     cdef Py_ssize_t src_plane = HW if mode == IDX_GATHER else L
     cdef Py_ssize_t dst_plane = L if mode == IDX_GATHER else HW
     cdef int st
     cdef int status = CNN_OK
     cdef int* status_p = &status
+    cdef bint w2 = dims != NULL and (mode == IDX_SCATTER_ADD or mode == IDX_SCATTER_ADD_MASKED)
     for p in prange(NC, schedule="static", num_threads=n_threads):
+        if w2 and scatter2x2_plane(src + p * src_plane, idx + p * L,
+                                   mask + p * L if mask != NULL else NULL, dims,
+                                   dst + p * dst_plane):
+            continue
         st = index_plane(mode, src + p * src_plane, idx + p * L, L, HW, dst + p * dst_plane,
                          mask + p * L if mask != NULL else NULL)
         if st != CNN_OK:
@@ -1095,8 +1155,14 @@ cdef index_op(int mode, const floating[:, :, :, ::1] src,
     cdef Py_ssize_t HW = (src.shape[2] * src.shape[3] if gather
                           else dst_out.shape[2] * dst_out.shape[3])
     cdef int status
+    cdef Py_ssize_t dims[4]
+    cdef bint w2 = False
     if NC == 0 or (HW == 0 and L == 0):
         return
+    if not gather:
+        dims[0] = dst_out.shape[2]; dims[1] = dst_out.shape[3]
+        dims[2] = src.shape[2]; dims[3] = src.shape[3]
+        w2 = dims[2] == dims[0] // 2 and dims[3] == dims[1] // 2 and L > 0
     if HW == 0:
         check_status(CNN_ERR_INDEX, func)
     if L == 0:             # nothing to scatter: zero planes (gathering: nothing to write)
@@ -1107,7 +1173,8 @@ cdef index_op(int mode, const floating[:, :, :, ::1] src,
     with nogil:
         status = index_impl(mode, &src[0, 0, 0, 0], &indices[0, 0, 0, 0], NC, L, HW,
                             &dst_out[0, 0, 0, 0], n_threads,
-                            &mask[0, 0, 0, 0] if mask is not None else NULL)
+                            &mask[0, 0, 0, 0] if mask is not None else NULL,
+                            dims if w2 else NULL)
     check_status(status, func)
 
 

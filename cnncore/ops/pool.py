@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads, threads_for
+from .._config import get_num_threads, load_kernels, threads_for
 from .._geometry import (
     ConvGeometry,
     adaptive_pool2d_output_size,
@@ -30,8 +30,10 @@ from .._validation import (
     check_same_dtype,
     check_shape,
 )
-from . import _pool
 from ._common import nchw_result
+
+# the AVX2 / AVX-512 build of the kernels when the CPU has it (see setup.py's SIMD_MODULES)
+_pool, _ = load_kernels("cnncore.ops._pool")
 
 __all__ = [
     "max_pool2d",
