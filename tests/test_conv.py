@@ -863,10 +863,12 @@ _SMALL_FWD = "gemm" if _WIDE else "blocked"
         ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),
         # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM
         ((1, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
-        # ... and with AVX-512 a batch of one or two 8x8 images runs its forward as GEMM
-        # (rows of 8 outputs leave half the lanes idle)
-        ((1, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
-        ((2, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        # ... and with AVX-512 a batch of fewer than ~50 output pixels in narrow rows runs its
+        # forward as GEMM (rows of 4 outputs leave most of the lanes idle)
+        ((1, 64, 4, 4), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        ((2, 64, 4, 4), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        ((1, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        ((1, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
         ((4, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
         (
             (1, 32, 16, 16),
