@@ -68,12 +68,12 @@ cdef extern from "_blocked_conv.h" nogil:
                             const float* wpack, const float* bpack, Py_ssize_t n_out,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                             Py_ssize_t dh, Py_ssize_t dw, float* out, Py_ssize_t Ho,
-                            Py_ssize_t Wo, float* tmp)
+                            Py_ssize_t Wo, Py_ssize_t oh0, Py_ssize_t oh1, float* tmp)
     void cnn_blk_corr_double(const double* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
                              const double* wpack, const double* bpack, Py_ssize_t n_out,
                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                              Py_ssize_t dh, Py_ssize_t dw, double* out, Py_ssize_t Ho,
-                             Py_ssize_t Wo, double* tmp)
+                             Py_ssize_t Wo, Py_ssize_t oh0, Py_ssize_t oh1, double* tmp)
     void cnn_blkw_transpose_float(const float* dy, Py_ssize_t n_out, Py_ssize_t L,
                                   Py_ssize_t OB, float* dyT)
     void cnn_blkw_transpose_double(const double* dy, Py_ssize_t n_out, Py_ssize_t L,
@@ -1770,23 +1770,34 @@ cdef floating* blk_pack(const floating* w, const floating* bias, Py_ssize_t G,
 cdef inline void blk_corr(const floating* inp, Py_ssize_t n_in, const BlkPlan* pl,
                           const floating* packed, Py_ssize_t n_out, const Geom* g,
                           Py_ssize_t sh, Py_ssize_t sw, floating* out, Py_ssize_t Ho,
-                          Py_ssize_t Wo, floating* tmp) noexcept nogil:
+                          Py_ssize_t Wo, floating* tmp, Py_ssize_t oh0=0,
+                          Py_ssize_t oh1=-1) noexcept nogil:
+    """Output rows ``[oh0, oh1)`` (default: all)."""
     cdef const floating* bpack = packed + ceil_div(n_out, pl.OB) * n_in * g.kh * g.kw * pl.OB
+    if oh1 < 0:
+        oh1 = Ho
     if floating is float:
         cnn_blk_corr_float(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
-                           g.dh, g.dw, out, Ho, Wo, tmp)
+                           g.dh, g.dw, out, Ho, Wo, oh0, oh1, tmp)
     else:
         cnn_blk_corr_double(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
-                            g.dh, g.dw, out, Ho, Wo, tmp)
+                            g.dh, g.dw, out, Ho, Wo, oh0, oh1, tmp)
 
 
 cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
                      const Geom* g, floating* y, int n_threads) noexcept nogil:
-    """conv2d forward by the channel-blocked direct kernel: one task per (sample, group)."""
+    """conv2d forward by the channel-blocked direct kernel: one task per (sample, group);
+    with fewer of those than threads (a batch of one), per (sample, group, band of output
+    rows) -- each task pads the sample's planes itself.  Every output is computed the same
+    way whatever the split: bit-identical for any thread count."""
     cdef BlkPlan pl = blk_plan(blk_lanes(x), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
                                g.Ho, g.Wo)
-    cdef Py_ssize_t n_tasks = g.N * g.G, ws = g.Cg * pl.R * pl.Q + pl.tmp
-    cdef Py_ssize_t t, n0, gi
+    cdef Py_ssize_t n_bands = 1
+    cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
+    cdef Py_ssize_t t, n0, gi, band, oh0, oh1
+    if g.N * g.G < n_threads:
+        n_bands = py_min(ceil_div(n_threads, g.N * g.G), g.Ho)
+    n_tasks = g.N * g.G * n_bands
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
@@ -1800,13 +1811,16 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
         for t in prange(n_tasks, schedule="static"):
             if not ok:
                 continue
-            n0 = t // g.G
-            gi = t % g.G
+            band = t % n_bands
+            n0 = t // (g.G * n_bands)
+            gi = (t // n_bands) % g.G
+            oh0 = band * g.Ho // n_bands
+            oh1 = (band + 1) * g.Ho // n_bands
             pad_planes(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
                        pl.R, pl.Q, col)
             blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw,
                      y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo, g.Ho, g.Wo,
-                     col + g.Cg * pl.R * pl.Q)
+                     col + g.Cg * pl.R * pl.Q, oh0, oh1)
         free(col)
     free(packed)
     return status
