@@ -786,11 +786,33 @@ def test_max_pool_2x2_relu_fused_every_build(dtype, rng):
     y, idx = _max_pool2d_relu(x, 2, None, 0, 1, False)
     ry, ridx = F.max_pool2d(x, 2, return_indices=True)
     np.testing.assert_array_equal(idx, ridx)
-    assert _bits(y).tobytes() == _bits(F.relu(ry)).tobytes()
+    assert _bits(y).tobytes() == _bits(F.max_pool2d(F.relu(x), 2)).tobytes()
     g = rng.standard_normal(y.shape).astype(dtype)
     dx = _max_pool2d_relu_backward(g, idx, x.shape, y)
     expected = F.max_pool2d_backward(F.relu_backward(g, F.relu(ry)), idx, x.shape)
     assert _bits(dx).tobytes() == _bits(expected).tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "geom", [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 1), (2, 1, 1, 2), ((2, 3), (2, 3), (1, 1), 1)]
+)
+def test_max_pool_relu_fused_keeps_relu_first_zero_signs(dtype, geom, rng):
+    """Regression: the ReLU fused into max pooling (Sequential's ReLU-MaxPool2d pairs in
+    training) gave ``-0.0`` for a window like ``(-1, -0.0)``, where the layers in their order
+    (ReLU first: ``(+0.0, -0.0)``, the first maximum wins) and PyTorch give ``+0.0``."""
+    from cnncore.ops.pool import _max_pool2d_relu
+
+    k, s, p, d = geom
+    x = _ties_and_zeros((2, 3, 11, 13), dtype, rng)
+    x[0, 0, :2, :2] = [[-1.0, -0.0], [-2.0, -3.0]]
+    x[0, 1, :2, :2] = [[-0.0, -1.0], [0.0, -3.0]]
+    x[1, 2, 4, 5] = np.nan
+    y, _ = _max_pool2d_relu(x, k, s, p, d, False)
+    expected = F.max_pool2d(F.relu(x), k, s, p, d)
+    assert _bits(y).tobytes() == _bits(expected).tobytes()
+    if geom == (2, 2, 0, 1):
+        assert not np.signbit(y[0, 0, 0, 0]) and np.signbit(y[0, 1, 0, 0])
 
 
 # ------------------------------------------------------------------------------------------

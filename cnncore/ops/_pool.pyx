@@ -525,15 +525,6 @@ cdef void max_pool_plane(const floating* xp, floating* yp, int64_t* ip,
             max_one(xp, g, h0, i_lo, i_hi, ow, yr + ow, ir + ow if ir != NULL else NULL)
 
 
-cdef inline void relu_plane(floating* y, Py_ssize_t L) noexcept nogil:
-    """``y = max(y, 0)`` as relu computes it (NaN and -0.0 pass through)."""
-    cdef Py_ssize_t o
-    cdef floating v
-    for o in range(L):
-        v = y[o]
-        y[o] = 0 if v < 0 else v
-
-
 cdef inline bint is_window2x2(const PoolGeom* g) noexcept nogil:
     """2x2 windows, stride 2, no padding or dilation, all inside the input (no ceil_mode
     window hanging over the edge): the vector kernel of src/_pool2x2.h applies."""
@@ -551,10 +542,32 @@ cdef inline bint pool2x2_plane(const floating* xp, floating* yp, int64_t* ip,
         return cnn_p2_fwd_plane_double(xp, g.W, g.Ho, g.Wo, yp, ip) == 0
 
 
+cdef void relu_first_plane(const floating* xp, floating* yp, const PoolGeom* g) noexcept nogil:
+    """The fused ReLU on a pooled plane, as ``max_pool2d(relu(x))`` computes it: a window
+    whose maximum is not positive (and not NaN) holds only ReLU zeros, and the first of
+    those wins the tie -- ``-0.0`` when its first in-bounds tap is ``-0.0`` (ReLU keeps it),
+    else ``+0.0`` (``relu(max_pool2d(x))`` would give ``-0.0`` for a window like
+    ``(-1, -0.0)``)."""
+    cdef Py_ssize_t oh, ow, h0, w0, i_lo, i_hi, j_lo, j_hi
+    cdef floating v
+    for oh in range(g.Ho):
+        h0 = oh * g.sh - g.ph
+        tap_range(h0, g.dh, g.H, g.kh, &i_lo, &i_hi)
+        for ow in range(g.Wo):
+            v = yp[oh * g.Wo + ow]
+            if v > 0 or v != v:
+                continue
+            w0 = ow * g.sw - g.pw
+            tap_range(w0, g.dw, g.W, g.kw, &j_lo, &j_hi)
+            v = xp[(h0 + i_lo * g.dh) * g.W + w0 + j_lo * g.dw]
+            yp[oh * g.Wo + ow] = v if v == 0 else 0
+
+
 cdef void max_pool_impl(const floating* x, floating* y, int64_t* idx, const PoolGeom* g,
                         int n_threads, bint relu) noexcept nogil:
     """Max pooling plane by plane; ``relu``: a ReLU fused, applied to each output plane
-    while it is in cache (max pooling commutes with it).  2x2 windows of stride 2 run the
+    while it is in cache (max pooling commutes with it, but for the sign of a zero: see
+    relu_first_plane).  2x2 windows of stride 2 run the
     vector kernel of src/_pool2x2.h (planes holding a NaN: the exact scan)."""
     cdef Py_ssize_t p, HW = g.H * g.W, L = g.Ho * g.Wo
     cdef bint w2 = is_window2x2(g) and (idx == NULL or HW <= 2147483647)
@@ -563,7 +576,7 @@ cdef void max_pool_impl(const floating* x, floating* y, int64_t* idx, const Pool
                                      g)):
             max_pool_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL, g)
         if relu:
-            relu_plane(y + p * L, L)
+            relu_first_plane(x + p * HW, y + p * L, g)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1131,8 +1144,9 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y_
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw, int n_threads, bint relu=False):
     """Write ``max_pool2d(x)`` into ``y_out`` and, unless ``indices_out`` is None, the argmax
-    flat indices into ``indices_out`` (same pass); ``relu``: ``relu(max_pool2d(x))``, a ReLU
-    fused (bit-identical to relu applied to the pooled output)."""
+    flat indices into ``indices_out`` (same pass); ``relu``: a ReLU fused, ``y_out`` then
+    bit-identical to ``max_pool2d(relu(x))`` (the indices stay those of ``max_pool2d(x)``;
+    they differ only for outputs the ReLU zeroes, whose gradient is zero)."""
     cdef PoolGeom g = geom_of(x.shape, y_out.shape, kh, kw, sh, sw, ph, pw, dh, dw)
     cdef int64_t* iptr = NULL
     if g.NC == 0 or g.Ho == 0 or g.Wo == 0:

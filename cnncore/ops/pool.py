@@ -135,11 +135,13 @@ def _max_pool2d_relu(
     dilation: IntPair,
     ceil_mode: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(relu(max_pool2d(x)), indices)`` in one pass over ``x`` (a batch ``(N, C, H, W)``):
-    the ReLU is applied to each pooled plane while it is in cache -- bit-identical to
-    :func:`max_pool2d` with ``return_indices=True`` followed by ``relu`` (max pooling
-    commutes with it).  For :class:`cnncore.nn.Sequential`'s ReLU-MaxPool2d pairs in
-    training (see :func:`_max_pool2d_relu_backward`)."""
+    """``(max_pool2d(relu(x)), indices)`` in one pass over ``x`` (a batch ``(N, C, H, W)``):
+    the ReLU is applied to each pooled plane while it is in cache -- max pooling commutes
+    with it but for the sign of a zero, which the kernel sets as ReLU-then-pooling does, so
+    the values are bit-identical to ``max_pool2d(relu(x))``; the indices are those of
+    ``max_pool2d(x, return_indices=True)`` (they differ only where the output is a ReLU
+    zero, whose gradient is zero).  For :class:`cnncore.nn.Sequential`'s ReLU-MaxPool2d
+    pairs in training (see :func:`_max_pool2d_relu_backward`)."""
     func = "max_pool2d"
     x = _pool_input(x, func)
     h, w = x.shape[2:]
