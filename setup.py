@@ -64,8 +64,14 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Compute-bound kernel modules that are also compiled for wider vector units (same Cython
-# source, different ISA flags).  Memory-bound modules gain nothing from this.
-SIMD_MODULES = ["cnncore.ops._conv", "cnncore.ops._norm", "cnncore.ops._resize"]
+# source, different ISA flags).  Memory-bound modules gain nothing from this (_pool: its 2x2
+# max-pooling kernel, src/_pool2x2.h, needs the wider shuffles to keep up with memory).
+SIMD_MODULES = [
+    "cnncore.ops._conv",
+    "cnncore.ops._norm",
+    "cnncore.ops._pool",
+    "cnncore.ops._resize",
+]
 ISA_FLAGS = {}  # extension name -> extra ISA flags (filled by _simd_variant_extensions)
 VARIANT_OF = {}  # SIMD variant's extension name -> the generated C file its wrapper includes
 VARIANT_OF_MODULE = {}  # SIMD variant's extension name -> its module's name

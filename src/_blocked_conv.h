@@ -172,7 +172,8 @@ CNN_BLK_SELECT(double)
 /* The correlation of one sample's (one group's) zero-padded input planes ``inp`` (n_in
    planes of R x Q, no bounds checks needed) with packed weights ``wpack`` (blocks of OB =
    nv * VL output channels: [block][c][i][j][OB], zero past n_out) and packed biases
-   ``bpack`` ([block][OB]): ``out[k, oh, ow]`` for the n_out planes of Ho x Wo.  Q must cover
+   ``bpack`` ([block][OB]): ``out[k, oh, ow]`` for the n_out planes of Ho x Wo, rows
+   ``oh0 <= oh < oh1`` (callers split a sample's rows between threads).  Q must cover
    whole blocks of P pixels: Q >= (ceil(Wo / P) * P - 1) * sw + (kw - 1) * dw + 1.  ``tmp``:
    nv * P * VL elements of scratch. */
 #define CNN_BLK_CORR(T)                                                                     \
@@ -180,7 +181,7 @@ CNN_BLK_SELECT(double)
                                  const T* wpack, const T* bpack, ptrdiff_t n_out,            \
                                  ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw,     \
                                  ptrdiff_t dh, ptrdiff_t dw, T* out, ptrdiff_t Ho,           \
-                                 ptrdiff_t Wo, T* tmp) {                                     \
+                                 ptrdiff_t Wo, ptrdiff_t oh0, ptrdiff_t oh1, T* tmp) {       \
         const ptrdiff_t VL = CNN_BLK_VL_##T;                                                \
         const ptrdiff_t nv = cnn_blk_nv(n_out, VL), OB = nv * VL;                           \
         const ptrdiff_t P = cnn_blk_pixels(nv, Wo);                                         \
@@ -190,7 +191,7 @@ CNN_BLK_SELECT(double)
             const T* wp = wpack + ob * taps * OB;                                           \
             const ptrdiff_t nk = n_out - ob * OB < OB ? n_out - ob * OB : OB;               \
             T* o0 = out + ob * OB * plane;                                                  \
-            for (ptrdiff_t oh = 0; oh < Ho; ++oh) {                                         \
+            for (ptrdiff_t oh = oh0; oh < oh1; ++oh) {                                      \
                 const T* irow = inp + oh * sh * Q;                                          \
                 for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += P) {                               \
                     const ptrdiff_t np = Wo - ow0 < P ? Wo - ow0 : P;                       \

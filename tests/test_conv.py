@@ -659,6 +659,44 @@ def test_blocked_kernels_at_every_simd_level(rng, case, dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "case",
+    [
+        ((1, 16, 11, 13), (16, 16, 3, 3), 1, 1, 1, 1),  # one sample: bands of output rows
+        ((1, 32, 8, 8), (64, 32, 3, 3), 2, 1, 1, 1),  # 4 output rows for up to 4 threads
+        ((1, 16, 3, 5), (40, 16, 3, 3), 1, 1, 1, 1),  # fewer rows than threads
+        ((1, 12, 9, 9), (18, 6, 3, 3), 1, 1, 1, 2),  # two groups
+        ((3, 16, 6, 7), (16, 16, 3, 3), 1, 1, 1, 1),  # three samples, four threads
+    ],
+    ids=_ids,
+)
+def test_blocked_forward_small_batch_splits_rows_bit_identically(rng, case, dtype, monkeypatch):
+    """With fewer (sample, group) tasks than threads the blocked forward splits each
+    sample's output rows between the threads: the reference's values, and the same bytes
+    for any thread count, at every SIMD level."""
+    from cnncore import _threads
+    from cnncore._config import load_kernels
+    from cnncore._shared import ConvAlgorithm
+
+    monkeypatch.setattr(_config, "_loaded_simd", dict(_config._loaded_simd))
+    x, w, b = _make(rng, case, dtype)
+    _, _, s, p, d, g = case
+    ref = conv2d_ref(x, w, b, s, p, d, g)
+    geo = (s, s, p, p, d, d, g, int(ConvAlgorithm.ALGO_BLOCKED))
+    for level in _threads.cpu_simd_levels():
+        mod, got = load_kernels("cnncore.ops._conv", level)
+        if got != level:
+            continue
+        outs = []
+        for threads in (1, 2, 3, 4, 2):
+            y = np.empty(ref.shape, dtype)
+            mod.conv2d_forward(x, w, b, y, *geo, threads)
+            outs.append(y)
+        np.testing.assert_allclose(outs[0], ref, **tol(dtype), err_msg=level)
+        assert all(o.tobytes() == outs[0].tobytes() for o in outs[1:]), level
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "case",
     [CASES[1], CASES[3], CASES[4], CASES[5], CASES[11], CASES[15], CASES[16], CASES[17]]
     + CASES[19:22]
     + FLAT_AND_PHASE_CASES
@@ -863,10 +901,12 @@ _SMALL_FWD = "gemm" if _WIDE else "blocked"
         ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),
         # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM
         ((1, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["blocked"] * 3),
-        # ... and with AVX-512 a batch of one or two 8x8 images runs its forward as GEMM
-        # (rows of 8 outputs leave half the lanes idle)
-        ((1, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
-        ((2, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        # ... and with AVX-512 a batch of fewer than ~50 output pixels in narrow rows runs its
+        # forward as GEMM (rows of 4 outputs leave most of the lanes idle)
+        ((1, 64, 4, 4), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        ((2, 64, 4, 4), (64, 64, 3, 3), {"padding": 1}, _SMALL_FWD, "blocked", "blocked"),
+        ((1, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
+        ((1, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
         ((4, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["blocked"] * 3),
         (
             (1, 32, 16, 16),

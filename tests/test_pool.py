@@ -663,6 +663,159 @@ def test_max_pool_backward_accepts_any_integer_indices(dtype):
 
 
 # ------------------------------------------------------------------------------------------
+# 2x2 / stride-2 max pooling: the vector kernel of src/_pool2x2.h (every SIMD build)
+# ------------------------------------------------------------------------------------------
+
+# (H, W): output rows narrower than any vector (scalar), of 2, 4, 8, 16 outputs and between
+# (an overlapping last step), odd sizes (a row / column outside every window)
+POOL2_SIZES = [(2, 2), (3, 5), (4, 6), (6, 8), (7, 9), (10, 10), (14, 14), (12, 17), (28, 28)]
+POOL2_SIZES += [(5, 31), (4, 32), (3, 34), (2, 65), (9, 70)]
+
+
+def _pool_builds():
+    """Every build of the pooling kernels this CPU runs (baseline, AVX2, AVX-512)."""
+    from cnncore._config import load_kernels
+    from cnncore._threads import cpu_simd_levels
+
+    builds = {}
+    for level in cpu_simd_levels():
+        module, got = load_kernels("cnncore.ops._pool", level)
+        builds[got] = module
+    return builds
+
+
+def _ties_and_zeros(shape, dtype, rng):
+    """Few distinct values (ties everywhere) including -0.0 and +0.0."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    zeros = x == 0
+    x[zeros] = np.where(rng.random(zeros.sum()) < 0.5, 0.0, -0.0)
+    return x
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", POOL2_SIZES, ids=str)
+def test_max_pool_2x2_every_build_matches_reference_bitwise(hw, dtype, rng):
+    """Values (+-0 included), indices and the gradient of each SIMD build are the
+    reference's bit for bit, on random values and on ties."""
+    shape = (2, 3, *hw)
+    for x in (rng.standard_normal(shape).astype(dtype), _ties_and_zeros(shape, dtype, rng)):
+        ry, ridx = ref_max_pool(x, 2)
+        g = rng.standard_normal(ry.shape).astype(dtype)
+        g.reshape(-1)[::7] = -0.0  # a scatter-add into zeros makes it +0.0
+        rdx = ref_scatter_add(g, ridx, x.shape)
+        for level, mod in _pool_builds().items():
+            y = np.empty_like(ry)
+            idx = np.empty_like(ridx)
+            mod.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+            y2 = np.full_like(ry, 7)
+            mod.max_pool2d_forward(x, y2, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+            dx = np.full(x.shape, 5, dtype)
+            mod.index_scatter_add(g, idx, dx, 1, "max_pool2d_backward")
+            assert _bits(y).tobytes() == _bits(ry).tobytes(), level
+            assert _bits(y2).tobytes() == _bits(ry).tobytes(), level
+            np.testing.assert_array_equal(idx, ridx, err_msg=level)
+            assert _bits(dx).tobytes() == _bits(rdx).tobytes(), level
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_nan_inf_planes_every_build(dtype, rng):
+    """A plane with a NaN (anywhere, several in one window) runs the exact scan: the last
+    NaN of its window wins, as in PyTorch; infinities (which also send a plane to the exact
+    scan) and all--inf windows keep the first maximum."""
+    x = rng.standard_normal((2, 4, 10, 36)).astype(dtype)
+    x[0, 0, 0, 1] = np.nan
+    x[0, 0, 4, 6:8] = np.nan
+    x[0, 0, 5, 6] = np.nan
+    x[0, 1, 9, 35] = np.nan  # the last window of the plane
+    x[0, 2] = -np.inf
+    x[0, 3, 2, 3] = np.inf
+    x[0, 3, 2, 2] = -np.inf
+    x[1, 0, 7, 20] = np.nan
+    x[1, 1, 3, 3] = np.inf
+    x[1, 1, 3, 4] = np.inf
+    ry, ridx = ref_max_pool(x, 2)
+    for level, mod in _pool_builds().items():
+        y = np.empty_like(ry)
+        idx = np.empty_like(ridx)
+        mod.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+        np.testing.assert_array_equal(y, ry, err_msg=level)
+        np.testing.assert_array_equal(idx, ridx, err_msg=level)
+        mod.max_pool2d_forward(x, y, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+        np.testing.assert_array_equal(y, ry, err_msg=level)
+    assert np.isnan(ry[0, 0]).sum() == 2 and np.isnan(ry[0, 1]).sum() == 1
+    assert ridx[0, 0, 2, 3] == 5 * 36 + 6  # the last NaN of the window
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_backward_with_foreign_indices(dtype, rng):
+    """Indices the 2x2 kernel cannot take (outside their window: 3x3 windows, or any
+    index) fall back to the generic scatter, plane by plane; an out-of-range index in any
+    row still raises."""
+    x = rng.standard_normal((2, 3, 10, 12)).astype(dtype)
+    _, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)  # (5, 6): 2x2-shaped output
+    g = rng.standard_normal(idx.shape).astype(dtype)
+    rdx = ref_scatter_add(g, idx, x.shape)
+    for level, mod in _pool_builds().items():
+        dx = np.full(x.shape, 5, dtype)
+        mod.index_scatter_add(g, idx, dx, 2, "max_pool2d_backward")
+        assert _bits(dx).tobytes() == _bits(rdx).tobytes(), level
+    _, idx = F.max_pool2d(x, 2, return_indices=True)
+    mixed = idx.copy()
+    mixed[1, 2, 4, 5] = 0  # one index of the last row elsewhere in its plane
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward(g, mixed, x.shape), ref_scatter_add(g, mixed, x.shape)
+    )
+    for position in [(0, 0, 0, 0), (1, 2, 4, 5), (1, 1, 2, 3)]:
+        bad = idx.copy()
+        bad[position] = x.shape[2] * x.shape[3]
+        with pytest.raises(ValueError, match="indices"):
+            F.max_pool2d_backward(g, bad, x.shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_relu_fused_every_build(dtype, rng):
+    """The ReLU fused into the 2x2 forward and its masked backward: bit-identical to the
+    separate calls."""
+    from cnncore.ops.pool import _max_pool2d_relu, _max_pool2d_relu_backward
+
+    x = _ties_and_zeros((2, 3, 9, 30), dtype, rng)
+    y, idx = _max_pool2d_relu(x, 2, None, 0, 1, False)
+    ry, ridx = F.max_pool2d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(idx, ridx)
+    assert _bits(y).tobytes() == _bits(F.max_pool2d(F.relu(x), 2)).tobytes()
+    g = rng.standard_normal(y.shape).astype(dtype)
+    dx = _max_pool2d_relu_backward(g, idx, x.shape, y)
+    expected = F.max_pool2d_backward(F.relu_backward(g, F.relu(ry)), idx, x.shape)
+    assert _bits(dx).tobytes() == _bits(expected).tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "geom", [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 1), (2, 1, 1, 2), ((2, 3), (2, 3), (1, 1), 1)]
+)
+def test_max_pool_relu_fused_keeps_relu_first_zero_signs(dtype, geom, rng):
+    """Regression: the ReLU fused into max pooling (Sequential's ReLU-MaxPool2d pairs in
+    training) gave ``-0.0`` for a window like ``(-1, -0.0)``, where the layers in their order
+    (ReLU first: ``(+0.0, -0.0)``, the first maximum wins) and PyTorch give ``+0.0``."""
+    from cnncore.ops.pool import _max_pool2d_relu
+
+    k, s, p, d = geom
+    x = _ties_and_zeros((2, 3, 11, 13), dtype, rng)
+    x[0, 0, :2, :2] = [[-1.0, -0.0], [-2.0, -3.0]]
+    x[0, 1, :2, :2] = [[-0.0, -1.0], [0.0, -3.0]]
+    x[1, 2, 4, 5] = np.nan
+    y, _ = _max_pool2d_relu(x, k, s, p, d, False)
+    expected = F.max_pool2d(F.relu(x), k, s, p, d)
+    assert _bits(y).tobytes() == _bits(expected).tobytes()
+    if geom == (2, 2, 0, 1):
+        assert not np.signbit(y[0, 0, 0, 0]) and np.signbit(y[0, 1, 0, 0])
+
+
+# ------------------------------------------------------------------------------------------
 # Bad inputs: exception type, and the message names the argument
 # ------------------------------------------------------------------------------------------
 
@@ -864,9 +1017,14 @@ def test_bad_inputs(name, call, exc, match):
 def _all_ops(x, g_small):
     y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     ya, ia = F.adaptive_max_pool2d(x, (4, 5), return_indices=True)
+    y2, idx2 = F.max_pool2d(x, 2, return_indices=True)
     return [
         y,
         idx,
+        y2,
+        idx2,
+        F.max_pool2d(x, 2),
+        F.max_pool2d_backward(np.ones_like(y2), idx2, x.shape),
         F.max_pool2d(x, (2, 3), 1, (1, 1), (2, 1)),
         F.max_pool2d_backward(np.ones_like(y), idx, x.shape),
         F.avg_pool2d(x, 3, 2, 1, True, False),

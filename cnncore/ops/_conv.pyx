@@ -68,12 +68,12 @@ cdef extern from "_blocked_conv.h" nogil:
                             const float* wpack, const float* bpack, Py_ssize_t n_out,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                             Py_ssize_t dh, Py_ssize_t dw, float* out, Py_ssize_t Ho,
-                            Py_ssize_t Wo, float* tmp)
+                            Py_ssize_t Wo, Py_ssize_t oh0, Py_ssize_t oh1, float* tmp)
     void cnn_blk_corr_double(const double* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
                              const double* wpack, const double* bpack, Py_ssize_t n_out,
                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                              Py_ssize_t dh, Py_ssize_t dw, double* out, Py_ssize_t Ho,
-                             Py_ssize_t Wo, double* tmp)
+                             Py_ssize_t Wo, Py_ssize_t oh0, Py_ssize_t oh1, double* tmp)
     void cnn_blkw_transpose_float(const float* dy, Py_ssize_t n_out, Py_ssize_t L,
                                   Py_ssize_t OB, float* dyT)
     void cnn_blkw_transpose_double(const double* dy, Py_ssize_t n_out, Py_ssize_t L,
@@ -1741,20 +1741,28 @@ cdef floating* blk_pack(const floating* w, const floating* bias, Py_ssize_t G,
                         Py_ssize_t n_out, Py_ssize_t taps, const BlkPlan* pl) noexcept nogil:
     """Packed weights of ``G`` groups of ``n_out`` filters of ``taps`` values each (``w``:
     filter after filter): ``[g][block][tap][OB]``, zero past ``n_out``, then the blocks'
-    biases ``[block][OB]`` (zero without ``bias``).  NULL if out of memory."""
-    cdef Py_ssize_t OB = pl.OB, nob = ceil_div(n_out, pl.OB), gi, o, t
+    biases ``[block][OB]`` (zero without ``bias``).  NULL if out of memory.  The transpose
+    runs in tiles of 16 taps by a block's filters, which stay in L1 on both sides (filter by
+    filter, each store of a tap went to another cache line: at batch 1 the packing of 64 ->
+    64 3x3 filters took twice the convolution's own time)."""
+    cdef Py_ssize_t OB = pl.OB, nob = ceil_div(n_out, pl.OB), gi, o, o0, o1, t, t0, t1
     cdef floating* buf = <floating*> calloc(G * pl.per_group, sizeof(floating))
     cdef floating* dst
     cdef const floating* src
     if buf == NULL:
         return NULL
     for gi in range(G):
-        for o in range(n_out):
-            dst = buf + gi * pl.per_group + (o // OB) * taps * OB + o % OB
-            src = w + (gi * n_out + o) * taps
-            for t in range(taps):
-                dst[t * OB] = src[t]
-            if bias != NULL:
+        for o0 in range(nob):
+            o1 = py_min(o0 * OB + OB, n_out)
+            dst = buf + gi * pl.per_group + o0 * OB * taps
+            for t0 in range(ceil_div(taps, 16)):
+                t1 = py_min(t0 * 16 + 16, taps)
+                for o in range(o0 * OB, o1):
+                    src = w + (gi * n_out + o) * taps
+                    for t in range(t0 * 16, t1):
+                        dst[t * OB + o - o0 * OB] = src[t]
+        if bias != NULL:
+            for o in range(n_out):
                 buf[gi * pl.per_group + nob * taps * OB + o] = bias[gi * n_out + o]
     return buf
 
@@ -1762,23 +1770,34 @@ cdef floating* blk_pack(const floating* w, const floating* bias, Py_ssize_t G,
 cdef inline void blk_corr(const floating* inp, Py_ssize_t n_in, const BlkPlan* pl,
                           const floating* packed, Py_ssize_t n_out, const Geom* g,
                           Py_ssize_t sh, Py_ssize_t sw, floating* out, Py_ssize_t Ho,
-                          Py_ssize_t Wo, floating* tmp) noexcept nogil:
+                          Py_ssize_t Wo, floating* tmp, Py_ssize_t oh0=0,
+                          Py_ssize_t oh1=-1) noexcept nogil:
+    """Output rows ``[oh0, oh1)`` (default: all)."""
     cdef const floating* bpack = packed + ceil_div(n_out, pl.OB) * n_in * g.kh * g.kw * pl.OB
+    if oh1 < 0:
+        oh1 = Ho
     if floating is float:
         cnn_blk_corr_float(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
-                           g.dh, g.dw, out, Ho, Wo, tmp)
+                           g.dh, g.dw, out, Ho, Wo, oh0, oh1, tmp)
     else:
         cnn_blk_corr_double(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
-                            g.dh, g.dw, out, Ho, Wo, tmp)
+                            g.dh, g.dw, out, Ho, Wo, oh0, oh1, tmp)
 
 
 cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
                      const Geom* g, floating* y, int n_threads) noexcept nogil:
-    """conv2d forward by the channel-blocked direct kernel: one task per (sample, group)."""
+    """conv2d forward by the channel-blocked direct kernel: one task per (sample, group);
+    with fewer of those than threads (a batch of one), per (sample, group, band of output
+    rows) -- each task pads the sample's planes itself.  Every output is computed the same
+    way whatever the split: bit-identical for any thread count."""
     cdef BlkPlan pl = blk_plan(blk_lanes(x), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
                                g.Ho, g.Wo)
-    cdef Py_ssize_t n_tasks = g.N * g.G, ws = g.Cg * pl.R * pl.Q + pl.tmp
-    cdef Py_ssize_t t, n0, gi
+    cdef Py_ssize_t n_bands = 1
+    cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
+    cdef Py_ssize_t t, n0, gi, band, oh0, oh1
+    if g.N * g.G < n_threads:
+        n_bands = py_min(ceil_div(n_threads, g.N * g.G), g.Ho)
+    n_tasks = g.N * g.G * n_bands
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
@@ -1792,13 +1811,16 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
         for t in prange(n_tasks, schedule="static"):
             if not ok:
                 continue
-            n0 = t // g.G
-            gi = t % g.G
+            band = t % n_bands
+            n0 = t // (g.G * n_bands)
+            gi = (t // n_bands) % g.G
+            oh0 = band * g.Ho // n_bands
+            oh1 = (band + 1) * g.Ho // n_bands
             pad_planes(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
                        pl.R, pl.Q, col)
             blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw,
                      y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo, g.Ho, g.Wo,
-                     col + g.Cg * pl.R * pl.Q)
+                     col + g.Cg * pl.R * pl.Q, oh0, oh1)
         free(col)
     free(packed)
     return status

@@ -15,6 +15,11 @@ run through bounds-check-free, vectorizable row kernels -- specialized for the c
 that are inside the input (all of them except near the top/bottom border); the few border
 columns are computed one output at a time.
 
+2x2 windows of stride 2 without padding or dilation (the common case) run through C vector
+code instead (``src/_pool2x2.h``, compiled into each SIMD build of this module): a whole
+plane at a time, and the backward writes each input position once instead of zero-filling
+and scattering (when every index lies in its window, which max pooling's indices do).
+
 Max pooling follows PyTorch's scan exactly: the taps are visited in row-major order starting
 from ``-inf`` with the first in-bounds tap as index, and a tap replaces the running maximum
 when it is greater or NaN -- ties keep the first maximum, and a NaN wins (the last NaN of the
@@ -39,6 +44,21 @@ from libc.string cimport memset
 
 from cnncore._shared cimport (CNN_ERR_INDEX, CNN_OK, check_status, fixed_sum, floating, py_max,
                               py_min, valid_range)
+
+
+cdef extern from "_pool2x2.h" nogil:
+    # 2x2 / stride-2 windows without padding or dilation, one plane (vector code, built per
+    # SIMD level; see the header): 1 means "compute this plane with the generic kernel".
+    int cnn_p2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* y, int64_t* idx)
+    int cnn_p2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* y, int64_t* idx)
+    int cnn_p2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
+                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* dx)
+    int cnn_p2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
+                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* dx)
 
 
 ctypedef struct PoolGeom:
@@ -505,24 +525,58 @@ cdef void max_pool_plane(const floating* xp, floating* yp, int64_t* ip,
             max_one(xp, g, h0, i_lo, i_hi, ow, yr + ow, ir + ow if ir != NULL else NULL)
 
 
-cdef inline void relu_plane(floating* y, Py_ssize_t L) noexcept nogil:
-    """``y = max(y, 0)`` as relu computes it (NaN and -0.0 pass through)."""
-    cdef Py_ssize_t o
+cdef inline bint is_window2x2(const PoolGeom* g) noexcept nogil:
+    """2x2 windows, stride 2, no padding or dilation, all inside the input (no ceil_mode
+    window hanging over the edge): the vector kernel of src/_pool2x2.h applies."""
+    return (g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
+            and g.dh == 1 and g.dw == 1 and 2 * g.Ho <= g.H and 2 * g.Wo <= g.W)
+
+
+cdef inline bint pool2x2_plane(const floating* xp, floating* yp, int64_t* ip,
+                               const PoolGeom* g) noexcept nogil:
+    """The vector kernel on one plane; False when the plane held a NaN (then nothing it
+    wrote counts: the caller runs the exact scan)."""
+    if floating is float:
+        return cnn_p2_fwd_plane_float(xp, g.W, g.Ho, g.Wo, yp, ip) == 0
+    else:
+        return cnn_p2_fwd_plane_double(xp, g.W, g.Ho, g.Wo, yp, ip) == 0
+
+
+cdef void relu_first_plane(const floating* xp, floating* yp, const PoolGeom* g) noexcept nogil:
+    """The fused ReLU on a pooled plane, as ``max_pool2d(relu(x))`` computes it: a window
+    whose maximum is not positive (and not NaN) holds only ReLU zeros, and the first of
+    those wins the tie -- ``-0.0`` when its first in-bounds tap is ``-0.0`` (ReLU keeps it),
+    else ``+0.0`` (``relu(max_pool2d(x))`` would give ``-0.0`` for a window like
+    ``(-1, -0.0)``)."""
+    cdef Py_ssize_t oh, ow, h0, w0, i_lo, i_hi, j_lo, j_hi
     cdef floating v
-    for o in range(L):
-        v = y[o]
-        y[o] = 0 if v < 0 else v
+    for oh in range(g.Ho):
+        h0 = oh * g.sh - g.ph
+        tap_range(h0, g.dh, g.H, g.kh, &i_lo, &i_hi)
+        for ow in range(g.Wo):
+            v = yp[oh * g.Wo + ow]
+            if v > 0 or v != v:
+                continue
+            w0 = ow * g.sw - g.pw
+            tap_range(w0, g.dw, g.W, g.kw, &j_lo, &j_hi)
+            v = xp[(h0 + i_lo * g.dh) * g.W + w0 + j_lo * g.dw]
+            yp[oh * g.Wo + ow] = v if v == 0 else 0
 
 
 cdef void max_pool_impl(const floating* x, floating* y, int64_t* idx, const PoolGeom* g,
                         int n_threads, bint relu) noexcept nogil:
     """Max pooling plane by plane; ``relu``: a ReLU fused, applied to each output plane
-    while it is in cache (max pooling commutes with it)."""
+    while it is in cache (max pooling commutes with it, but for the sign of a zero: see
+    relu_first_plane).  2x2 windows of stride 2 run the
+    vector kernel of src/_pool2x2.h (planes holding a NaN: the exact scan)."""
     cdef Py_ssize_t p, HW = g.H * g.W, L = g.Ho * g.Wo
+    cdef bint w2 = is_window2x2(g) and (idx == NULL or HW <= 2147483647)
     for p in prange(g.NC, schedule="static", num_threads=n_threads):
-        max_pool_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL, g)
+        if not (w2 and pool2x2_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL,
+                                     g)):
+            max_pool_plane(x + p * HW, y + p * L, idx + p * L if idx != NULL else NULL, g)
         if relu:
-            relu_plane(y + p * L, L)
+            relu_first_plane(x + p * HW, y + p * L, g)
 
 
 # ------------------------------------------------------------------------------------------
@@ -578,19 +632,38 @@ cdef int index_plane(int mode, const floating* sp, const int64_t* ip, Py_ssize_t
     return CNN_OK
 
 
+cdef inline bint scatter2x2_plane(const floating* sp, const int64_t* ip, const floating* mp,
+                                  const Py_ssize_t* dims, floating* dp) noexcept nogil:
+    """The scatter-add of one plane by the vector kernel of src/_pool2x2.h (``dims``: H, W,
+    Ho, Wo); False when an index lies outside its 2x2 window (then nothing it wrote counts:
+    the caller runs index_plane, which also reports an out-of-range index)."""
+    if floating is float:
+        return cnn_p2_bwd_plane_float(sp, ip, mp, dims[0], dims[1], dims[2], dims[3], dp) == 0
+    else:
+        return cnn_p2_bwd_plane_double(sp, ip, mp, dims[0], dims[1], dims[2], dims[3], dp) == 0
+
+
 cdef int index_impl(int mode, const floating* src, const int64_t* idx, Py_ssize_t NC,
                     Py_ssize_t L, Py_ssize_t HW, floating* dst, int n_threads,
-                    const floating* mask) noexcept nogil:
+                    const floating* mask, const Py_ssize_t* dims) noexcept nogil:
     """:func:`index_plane` on every plane; ``idx`` planes have ``L`` elements, the indexed
     side's planes (``dst`` when scattering, ``src`` when gathering) ``HW``; ``mask`` (planes
-    of ``L``) for IDX_SCATTER_ADD_MASKED, else NULL."""
+    of ``L``) for IDX_SCATTER_ADD_MASKED, else NULL.  ``dims`` (H, W, Ho, Wo with
+    ``Ho == H // 2``, ``Wo == W // 2``; or NULL): a scatter-add tries each plane as 2x2
+    windows of stride 2 first -- the same sums when every index lies in its window (each
+    input position then receives at most one value), which max pooling's indices do."""
     cdef Py_ssize_t p
     cdef Py_ssize_t src_plane = HW if mode == IDX_GATHER else L
     cdef Py_ssize_t dst_plane = L if mode == IDX_GATHER else HW
     cdef int st
     cdef int status = CNN_OK
     cdef int* status_p = &status
+    cdef bint w2 = dims != NULL and (mode == IDX_SCATTER_ADD or mode == IDX_SCATTER_ADD_MASKED)
     for p in prange(NC, schedule="static", num_threads=n_threads):
+        if w2 and scatter2x2_plane(src + p * src_plane, idx + p * L,
+                                   mask + p * L if mask != NULL else NULL, dims,
+                                   dst + p * dst_plane):
+            continue
         st = index_plane(mode, src + p * src_plane, idx + p * L, L, HW, dst + p * dst_plane,
                          mask + p * L if mask != NULL else NULL)
         if st != CNN_OK:
@@ -1071,8 +1144,9 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y_
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw, int n_threads, bint relu=False):
     """Write ``max_pool2d(x)`` into ``y_out`` and, unless ``indices_out`` is None, the argmax
-    flat indices into ``indices_out`` (same pass); ``relu``: ``relu(max_pool2d(x))``, a ReLU
-    fused (bit-identical to relu applied to the pooled output)."""
+    flat indices into ``indices_out`` (same pass); ``relu``: a ReLU fused, ``y_out`` then
+    bit-identical to ``max_pool2d(relu(x))`` (the indices stay those of ``max_pool2d(x)``;
+    they differ only for outputs the ReLU zeroes, whose gradient is zero)."""
     cdef PoolGeom g = geom_of(x.shape, y_out.shape, kh, kw, sh, sw, ph, pw, dh, dw)
     cdef int64_t* iptr = NULL
     if g.NC == 0 or g.Ho == 0 or g.Wo == 0:
@@ -1095,8 +1169,14 @@ cdef index_op(int mode, const floating[:, :, :, ::1] src,
     cdef Py_ssize_t HW = (src.shape[2] * src.shape[3] if gather
                           else dst_out.shape[2] * dst_out.shape[3])
     cdef int status
+    cdef Py_ssize_t dims[4]
+    cdef bint w2 = False
     if NC == 0 or (HW == 0 and L == 0):
         return
+    if not gather:
+        dims[0] = dst_out.shape[2]; dims[1] = dst_out.shape[3]
+        dims[2] = src.shape[2]; dims[3] = src.shape[3]
+        w2 = dims[2] == dims[0] // 2 and dims[3] == dims[1] // 2 and L > 0
     if HW == 0:
         check_status(CNN_ERR_INDEX, func)
     if L == 0:             # nothing to scatter: zero planes (gathering: nothing to write)
@@ -1107,7 +1187,8 @@ cdef index_op(int mode, const floating[:, :, :, ::1] src,
     with nogil:
         status = index_impl(mode, &src[0, 0, 0, 0], &indices[0, 0, 0, 0], NC, L, HW,
                             &dst_out[0, 0, 0, 0], n_threads,
-                            &mask[0, 0, 0, 0] if mask is not None else NULL)
+                            &mask[0, 0, 0, 0] if mask is not None else NULL,
+                            dims if w2 else NULL)
     check_status(status, func)
 
 

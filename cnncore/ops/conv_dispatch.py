@@ -270,8 +270,13 @@ _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS = 32  # ... when the output is whol
 # N=2 148 / 87 against 140 / 125, N=4 276 / 158 against 214 / 161; 32 -> 32 at 16x16, N=1:
 # blocked 53 against GEMM 90).  ResNet-20's stage 3 at batch 1.  Stride 1 only (its strided
 # 32 -> 64 at 8x8 outputs, N=1: blocked 45 against GEMM 50).  With AVX2 the blocked kernel
-# keeps these (87 us against GEMM's 96 at N=1).
-_GEMM_OVER_BLOCKED_MAX_BATCH_PIXELS = 128
+# keeps these (87 us against GEMM's 96 at N=1).  Since the blocked kernels pack their
+# weights in L1-sized tiles (the packing had cost more than the convolution at batch 1),
+# the blocked forward wins from ~50 batch pixels on (one thread's CPU time, loaded 2-core
+# AVX-512 VM, us: 64 -> 64 at 8x8, N=1: 75 against GEMM 92, N=2: 115 against 161; at 7x7,
+# N=1: 72 against 81; 32 -> 32 at 8x8, N=1: 29 against 35; 64 -> 64 at 4x4, N=1: 44
+# against 35, N=4: 89 against 111).
+_GEMM_OVER_BLOCKED_MAX_BATCH_PIXELS = 32
 _GEMM_OVER_BLOCKED_MAX_WIDTH = 15
 
 

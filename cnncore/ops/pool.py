@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import get_num_threads, threads_for
+from .._config import get_num_threads, load_kernels, threads_for
 from .._geometry import (
     ConvGeometry,
     adaptive_pool2d_output_size,
@@ -30,8 +30,10 @@ from .._validation import (
     check_same_dtype,
     check_shape,
 )
-from . import _pool
 from ._common import nchw_result
+
+# the AVX2 / AVX-512 build of the kernels when the CPU has it (see setup.py's SIMD_MODULES)
+_pool, _ = load_kernels("cnncore.ops._pool")
 
 __all__ = [
     "max_pool2d",
@@ -133,11 +135,13 @@ def _max_pool2d_relu(
     dilation: IntPair,
     ceil_mode: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(relu(max_pool2d(x)), indices)`` in one pass over ``x`` (a batch ``(N, C, H, W)``):
-    the ReLU is applied to each pooled plane while it is in cache -- bit-identical to
-    :func:`max_pool2d` with ``return_indices=True`` followed by ``relu`` (max pooling
-    commutes with it).  For :class:`cnncore.nn.Sequential`'s ReLU-MaxPool2d pairs in
-    training (see :func:`_max_pool2d_relu_backward`)."""
+    """``(max_pool2d(relu(x)), indices)`` in one pass over ``x`` (a batch ``(N, C, H, W)``):
+    the ReLU is applied to each pooled plane while it is in cache -- max pooling commutes
+    with it but for the sign of a zero, which the kernel sets as ReLU-then-pooling does, so
+    the values are bit-identical to ``max_pool2d(relu(x))``; the indices are those of
+    ``max_pool2d(x, return_indices=True)`` (they differ only where the output is a ReLU
+    zero, whose gradient is zero).  For :class:`cnncore.nn.Sequential`'s ReLU-MaxPool2d
+    pairs in training (see :func:`_max_pool2d_relu_backward`)."""
     func = "max_pool2d"
     x = _pool_input(x, func)
     h, w = x.shape[2:]
