@@ -44,7 +44,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM,
+from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_ROWS,
                               ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
 
@@ -87,6 +87,37 @@ cdef extern from "_blocked_conv.h" nogil:
                                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                 Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
                                 double* part)
+
+cdef extern from "_rowconv.h" nogil:
+    Py_ssize_t cnn_row_lanes_float()
+    Py_ssize_t cnn_row_lanes_double()
+    Py_ssize_t cnn_roww_nvec(Py_ssize_t Wo, Py_ssize_t vl)
+    void cnn_row_geom_float(Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t* R,
+                            Py_ssize_t* Q)
+    void cnn_row_geom_double(Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
+                             Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t* R,
+                             Py_ssize_t* Q)
+    void cnn_row_corr_float(const float* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                            const float* w, const float* bias, Py_ssize_t n_out, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, float* out,
+                            Py_ssize_t Ho, Py_ssize_t Wo)
+    void cnn_row_corr_double(const double* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                             const double* w, const double* bias, Py_ssize_t n_out,
+                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                             double* out, Py_ssize_t Ho, Py_ssize_t Wo)
+    void cnn_roww_pad_dy_float(const float* dy, Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* dyp)
+    void cnn_roww_pad_dy_double(const double* dy, Py_ssize_t n_out, Py_ssize_t Ho,
+                                Py_ssize_t Wo, double* dyp)
+    void cnn_roww_sample_float(const float* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                               const float* dyp, Py_ssize_t n_out, Py_ssize_t kh, Py_ssize_t kw,
+                               Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* part)
+    void cnn_roww_sample_double(const double* xpad, Py_ssize_t n_in, Py_ssize_t R,
+                                Py_ssize_t Q, const double* dyp, Py_ssize_t n_out,
+                                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                                Py_ssize_t Ho, Py_ssize_t Wo, double* part)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -1919,6 +1950,167 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
     return status
 
 
+# ------------------------------------------------------------------------------------------
+# Row-vectorized direct ("rows"): pixels of a row in vector lanes, few channels
+# ------------------------------------------------------------------------------------------
+#
+# For few channels on small images (LeNet's 5x5 convolutions, a first layer's one input
+# channel), where the channel-blocked kernels leave most lanes idle or spend their time
+# transposing, and im2col + GEMM copying: the microkernels (src/_rowconv.h, compiled at each
+# SIMD level) run the vector lanes along a row of output pixels.  Unit stride, any dilation.
+# Forward and input gradient: the correlation of a sample's zero-padded planes (the input,
+# or dy padded by (k - 1) * d - p with the transposed, rotated filters) -- blocks of output
+# channels x rows x vectors of pixels in registers over all taps, each output summed in tap
+# order from its bias; one task per (sample, group).  Weight gradient: per (batch part,
+# group) task, sample after sample, lane-wise sums over the sample's pixels for blocks of
+# output channels x taps of a kernel row, whose lanes are added in a fixed order to the
+# part's partial (dW's layout); the parts are added in order.
+
+cdef inline Py_ssize_t row_lanes(const floating* dummy) noexcept nogil:
+    if floating is float:
+        return cnn_row_lanes_float()
+    else:
+        return cnn_row_lanes_double()
+
+
+cdef inline void row_geom(const floating* dummy, Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo,
+                          const Geom* g, Py_ssize_t* R, Py_ssize_t* Q) noexcept nogil:
+    if floating is float:
+        cnn_row_geom_float(n_out, Ho, Wo, g.kh, g.kw, g.dh, g.dw, R, Q)
+    else:
+        cnn_row_geom_double(n_out, Ho, Wo, g.kh, g.kw, g.dh, g.dw, R, Q)
+
+
+cdef inline void row_corr(const floating* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                          const floating* w, const floating* bias, Py_ssize_t n_out,
+                          const Geom* g, floating* out, Py_ssize_t Ho,
+                          Py_ssize_t Wo) noexcept nogil:
+    if floating is float:
+        cnn_row_corr_float(inp, n_in, R, Q, w, bias, n_out, g.kh, g.kw, g.dh, g.dw, out, Ho, Wo)
+    else:
+        cnn_row_corr_double(inp, n_in, R, Q, w, bias, n_out, g.kh, g.kw, g.dh, g.dw, out, Ho,
+                            Wo)
+
+
+cdef int rows_corr_pass(const floating* src, Py_ssize_t n_in, Py_ssize_t Hs, Py_ssize_t Ws,
+                        Py_ssize_t row0, Py_ssize_t col0, const floating* w,
+                        const floating* bias, Py_ssize_t n_out, const Geom* g, floating* out,
+                        Py_ssize_t Ho, Py_ssize_t Wo, int n_threads) noexcept nogil:
+    """One task per (sample, group): ``out`` (N x G*n_out planes of Ho x Wo) = the
+    correlation of ``src`` (N x G*n_in planes of Hs x Ws, read from row ``row0`` and column
+    ``col0``, zero outside) with ``w`` (G*n_out filters of n_in*kh*kw taps) plus ``bias``."""
+    cdef Py_ssize_t R = 0, Q = 0
+    cdef Py_ssize_t n_tasks = g.N * g.G, ws, t, n0, gi, taps = n_in * g.kh * g.kw
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    row_geom(src, n_out, Ho, Wo, g, &R, &Q)
+    ws = n_in * R * Q
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        col = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="dynamic"):
+            if not ok:
+                continue
+            n0 = t // g.G
+            gi = t % g.G
+            pad_planes(src + (n0 * g.G + gi) * n_in * Hs * Ws, n_in, Hs, Ws, row0, col0, R, Q,
+                       col)
+            row_corr(col, n_in, R, Q, w + gi * n_out * taps,
+                     bias + gi * n_out if bias != NULL else NULL, n_out, g,
+                     out + (n0 * g.G + gi) * n_out * Ho * Wo, Ho, Wo)
+        free(col)
+    return status
+
+
+cdef int rows_forward(const floating* x, const floating* w, const floating* bias,
+                      const Geom* g, floating* y, int n_threads) noexcept nogil:
+    """conv2d forward (unit stride) by the row-vectorized kernel."""
+    return rows_corr_pass(x, g.Cg, g.H, g.W, -g.ph, -g.pw, w, bias, g.Kg, g, y, g.Ho, g.Wo,
+                          n_threads)
+
+
+cdef int rows_backward_input(const floating* go, const floating* w, const floating* bias,
+                             const Geom* g, floating* dx, int n_threads) noexcept nogil:
+    """Input gradient (unit stride) by the row-vectorized kernel: the correlation of ``dy``
+    padded by ``(k - 1) * d - p`` with the transposed, 180-degree rotated filters, plus
+    ``bias`` per input channel (NULL: none)."""
+    cdef int status
+    cdef floating* wflip = <floating*> malloc(g.K * g.Cg * g.kh * g.kw * sizeof(floating))
+    if wflip == NULL:
+        return CNN_ERR_NOMEM
+    flip_transpose_weight(w, g, wflip)
+    status = rows_corr_pass(go, g.Kg, g.Ho, g.Wo, g.ph - (g.kh - 1) * g.dh,
+                            g.pw - (g.kw - 1) * g.dw, wflip, bias, g.Cg, g, dx, g.H, g.W,
+                            n_threads)
+    free(wflip)
+    return status
+
+
+cdef int rows_backward_weight(const floating* go, const floating* x, const Geom* g,
+                              floating* dw, floating* db, int n_threads) noexcept nogil:
+    """Weight (and, with ``db``, bias) gradient (unit stride) by the row-vectorized kernel:
+    per (batch part, group) task, sample after sample, the input zero padded and ``dy``'s
+    rows padded to whole vectors, then :c:func:`cnn_roww_sample_*` adds the sample's sums to
+    the part's partial; the parts are added in order."""
+    cdef Py_ssize_t vl = row_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
+    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
+    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t n_tasks = n_parts * g.G
+    cdef Py_ssize_t wsize = g.K * g.Cg * khw, psize = g.Kg * g.Cg * khw
+    cdef Py_ssize_t ws = g.Cg * R * Q + g.Kg * g.Ho * nvec * vl
+    cdef Py_ssize_t t, p, gi, n
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* part
+    cdef floating* bpart = NULL
+    cdef floating* partials = <floating*> calloc(n_parts * wsize, sizeof(floating))
+    if partials == NULL:
+        return CNN_ERR_NOMEM
+    if db != NULL:
+        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
+        if bpart == NULL:
+            free(partials)
+            return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        col = <floating*> malloc(ws * sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="dynamic"):
+            if not ok:
+                continue
+            p = t // g.G
+            gi = t % g.G
+            part = partials + p * wsize + gi * psize
+            for n in range(p * g.N // n_parts, (p + 1) * g.N // n_parts):
+                pad_planes(x + (n * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph,
+                           -g.pw, R, Q, col)
+                if floating is float:
+                    cnn_roww_pad_dy_float(go + (n * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo,
+                                          col + g.Cg * R * Q)
+                    cnn_roww_sample_float(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
+                                          g.kw, g.dh, g.dw, g.Ho, g.Wo, part)
+                else:
+                    cnn_roww_pad_dy_double(go + (n * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo,
+                                           col + g.Cg * R * Q)
+                    cnn_roww_sample_double(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
+                                           g.kw, g.dh, g.dw, g.Ho, g.Wo, part)
+                if db != NULL:
+                    add_part_bias(go, g, gi, n, 1, bpart + p * g.K)
+        free(col)
+    if status == CNN_OK:
+        sum_parts(partials, n_parts, wsize, dw, n_threads)
+        if db != NULL:
+            sum_parts(bpart, n_parts, g.K, db, 1)
+    free(partials)
+    free(bpart)
+    return status
+
+
 cdef int conv2d_forward_impl(const floating* x, const floating* w, const floating* bias,
                              const Geom* g, floating* y, int algo, int n_threads) noexcept nogil:
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
@@ -1945,6 +2137,8 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
         return dw_forward(x, w, bias, g, y, n_threads)
     if algo == ALGO_BLOCKED:
         return blk_forward(x, w, bias, g, y, n_threads)
+    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+        return rows_forward(x, w, bias, g, y, n_threads)
     if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
         status = wino_forward(x, w, bias, g, y, 4 if algo == ALGO_WINOGRAD4 else 2, n_threads)
         if status != WINO_NONFINITE:
@@ -2047,6 +2241,8 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
         return dw_backward_input(go, w, bias, g, dx, n_threads)
     if algo == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
         return blk_backward_input(go, w, bias, g, dx, n_threads)
+    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+        return rows_backward_input(go, w, bias, g, dx, n_threads)
     if ((algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g)
             and g.ph <= 2 and g.pw <= 2):
         status = wino_backward_input(go, w, bias, g, dx, 4 if algo == ALGO_WINOGRAD4 else 2,
@@ -2213,6 +2409,8 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
         return dw_backward_weight(go, x, g, dw, db, n_threads)
     if algo == ALGO_BLOCKED:
         return blk_backward_weight(go, x, g, dw, db, n_threads)
+    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+        return rows_backward_weight(go, x, g, dw, db, n_threads)
     if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
         if algo == ALGO_WINOGRAD4:
             status = wino4_backward_weight(go, x, g, dw, db, n_threads)
