@@ -98,7 +98,6 @@ static inline ptrdiff_t cnn_row_rb(ptrdiff_t kb, ptrdiff_t nv, ptrdiff_t Ho) {
             _Pragma("GCC unroll 4") for (int r = 0; r < RB; ++r)                               \
                 _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) acc[kb][r][v] = b - (VT){}; \
         }                                                                                      \
-        const ptrdiff_t taps = n_in * kh * kw;                                                 \
         for (ptrdiff_t c = 0, t = 0; c < n_in; ++c)                                            \
             for (ptrdiff_t i = 0; i < kh; ++i) {                                               \
                 const T* srow = src + c * ch_stride + i * dh * Q;                              \
@@ -116,7 +115,6 @@ static inline ptrdiff_t cnn_row_rb(ptrdiff_t kb, ptrdiff_t nv, ptrdiff_t Ho) {
                         }                                                                      \
                 }                                                                              \
             }                                                                                  \
-        (void)taps;                                                                            \
         _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb)                                \
             _Pragma("GCC unroll 4") for (int r = 0; r < RB; ++r) {                             \
                 if (r >= nrows) break;                                                         \
@@ -231,54 +229,66 @@ CNN_ROW_CORR(double)
 CNN_ROW_HSUM(float, cnn_row_vf)
 CNN_ROW_HSUM(double, cnn_row_vd)
 
-/* KB output channels x JT taps (j0 .. j0+JT-1 of kernel row i) of one input plane: ``x`` at
-   padded row i*dh (row stride Q), ``dy`` the KB padded planes (Ho rows of nvec vectors,
-   plane stride dy_plane); the lanes' sums are added to dst[kb * dst_k + jj]. ``mask``: the
-   lanes of a row's last vector that are inside the row. */
-#define CNN_ROWW_KERNEL(T, VT, MT, KB, JT)                                                     \
-    static void cnn_roww_##T##_##KB##_##JT(const T* x, ptrdiff_t Q, ptrdiff_t dw,               \
-                                          const T* dy, ptrdiff_t dy_plane, ptrdiff_t Ho,       \
-                                          ptrdiff_t nvec, MT mask, T* dst, ptrdiff_t dst_k) {  \
+/* KB output channels x JT taps (j0 .. j0+JT-1 of kernel row i) of one input plane over ns
+   samples: ``x`` at padded row i*dh of the first sample's plane (row stride Q, sample stride
+   x_ss), ``dy`` the first sample's KB planes (Ho rows of Wo, plane stride dy_plane, sample
+   stride dy_ss, readable a vector past the end); the lanes' sums are added to
+   dst[kb * dst_k + jj].  A row's last vector (of nvec) reads past the row's end: with
+   MASK >= 1 its dy lanes past the end (``mask`` clear) are zeroed, with MASK == 2 its input
+   lanes too -- needed only when the input holds an Inf or NaN (Inf * 0 = NaN). */
+#define CNN_ROWW_KERNEL(T, VT, MT, KB, JT, MASK)                                               \
+    static void cnn_roww_##T##_##KB##_##JT##_##MASK(                                           \
+        const T* x, ptrdiff_t Q, ptrdiff_t dw, ptrdiff_t x_ss, const T* dy,                   \
+        ptrdiff_t dy_plane, ptrdiff_t dy_ss, ptrdiff_t ns, ptrdiff_t Ho, ptrdiff_t Wo,         \
+        ptrdiff_t nvec, MT mask, T* dst, ptrdiff_t dst_k) {                                    \
         enum { VL = CNN_ROW_VBYTES / sizeof(T) };                                              \
         VT acc[KB][JT];                                                                        \
         memset(acc, 0, sizeof acc);                                                            \
-        for (ptrdiff_t oh = 0; oh < Ho; ++oh) {                                                \
-            const T* xr = x + oh * Q;                                                          \
-            const T* dr = dy + oh * nvec * VL;                                                 \
-            for (ptrdiff_t q = 0; q < nvec; ++q) {                                             \
-                VT xv[JT];                                                                     \
-                _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                        \
-                    memcpy(&xv[jj], xr + q * VL + jj * dw, sizeof(VT));                        \
-                if (q == nvec - 1) {                                                           \
+        for (ptrdiff_t s = 0; s < ns; ++s)                                                     \
+            for (ptrdiff_t oh = 0; oh < Ho; ++oh) {                                            \
+                const T* xr = x + s * x_ss + oh * Q;                                           \
+                const T* dr = dy + s * dy_ss + oh * Wo;                                        \
+                for (ptrdiff_t q = 0; q < nvec; ++q) {                                         \
+                    VT xv[JT];                                                                 \
                     _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                    \
-                        xv[jj] = (VT)((MT)xv[jj] & mask);                                      \
-                }                                                                              \
-                _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb) {                      \
-                    VT d;                                                                      \
-                    memcpy(&d, dr + kb * dy_plane + q * VL, sizeof d);                         \
-                    _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                    \
-                        acc[kb][jj] += d * xv[jj];                                             \
+                        memcpy(&xv[jj], xr + q * VL + jj * dw, sizeof(VT));                    \
+                    const int tail = MASK && q == nvec - 1;                                    \
+                    if (MASK == 2 && tail) {                                                   \
+                        _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                \
+                            xv[jj] = (VT)((MT)xv[jj] & mask);                                  \
+                    }                                                                          \
+                    _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb) {                  \
+                        VT d;                                                                  \
+                        memcpy(&d, dr + kb * dy_plane + q * VL, sizeof d);                     \
+                        if (tail) d = (VT)((MT)d & mask);                                      \
+                        _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                \
+                            acc[kb][jj] += d * xv[jj];                                         \
+                    }                                                                          \
                 }                                                                              \
             }                                                                                  \
-        }                                                                                      \
         _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb)                                \
             _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                            \
                 dst[kb * dst_k + jj] += cnn_row_hsum_##T(acc[kb][jj]);                         \
     }
 
-typedef void (*cnn_roww_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, const float*,
-                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_row_mf, float*,
-                                      ptrdiff_t);
-typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, const double*,
+typedef void (*cnn_roww_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                      const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                      ptrdiff_t, ptrdiff_t, cnn_row_mf, float*, ptrdiff_t);
+typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                       const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                        ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_row_md, double*,
                                        ptrdiff_t);
 
-#define CNN_ROWW_JT(T, VT, MT, KB)     \
-    CNN_ROWW_KERNEL(T, VT, MT, KB, 1)  \
-    CNN_ROWW_KERNEL(T, VT, MT, KB, 2)  \
-    CNN_ROWW_KERNEL(T, VT, MT, KB, 3)  \
-    CNN_ROWW_KERNEL(T, VT, MT, KB, 4)  \
-    CNN_ROWW_KERNEL(T, VT, MT, KB, 5)
+#define CNN_ROWW_M(T, VT, MT, KB, JT)       \
+    CNN_ROWW_KERNEL(T, VT, MT, KB, JT, 0)   \
+    CNN_ROWW_KERNEL(T, VT, MT, KB, JT, 1)   \
+    CNN_ROWW_KERNEL(T, VT, MT, KB, JT, 2)
+#define CNN_ROWW_JT(T, VT, MT, KB) \
+    CNN_ROWW_M(T, VT, MT, KB, 1)   \
+    CNN_ROWW_M(T, VT, MT, KB, 2)   \
+    CNN_ROWW_M(T, VT, MT, KB, 3)   \
+    CNN_ROWW_M(T, VT, MT, KB, 4)   \
+    CNN_ROWW_M(T, VT, MT, KB, 5)
 #define CNN_ROWW_KB(T, VT, MT)  \
     CNN_ROWW_JT(T, VT, MT, 1)   \
     CNN_ROWW_JT(T, VT, MT, 2)   \
@@ -286,23 +296,27 @@ typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, cons
 CNN_ROWW_KB(float, cnn_row_vf, cnn_row_mf)
 CNN_ROWW_KB(double, cnn_row_vd, cnn_row_md)
 
-#define CNN_ROWW_PICK_JT(T, KB)                      \
-    switch (jt) {                                    \
-        case 5: return cnn_roww_##T##_##KB##_5;      \
-        case 4: return cnn_roww_##T##_##KB##_4;      \
-        case 3: return cnn_roww_##T##_##KB##_3;      \
-        case 2: return cnn_roww_##T##_##KB##_2;      \
-        default: return cnn_roww_##T##_##KB##_1;     \
+#define CNN_ROWW_PICK_M(T, KB, JT)                                     \
+    return masked == 2 ? cnn_roww_##T##_##KB##_##JT##_2                 \
+                       : (masked == 1 ? cnn_roww_##T##_##KB##_##JT##_1  \
+                                      : cnn_roww_##T##_##KB##_##JT##_0);
+#define CNN_ROWW_PICK_JT(T, KB)                   \
+    switch (jt) {                                 \
+        case 5: CNN_ROWW_PICK_M(T, KB, 5)         \
+        case 4: CNN_ROWW_PICK_M(T, KB, 4)         \
+        case 3: CNN_ROWW_PICK_M(T, KB, 3)         \
+        case 2: CNN_ROWW_PICK_M(T, KB, 2)         \
+        default: CNN_ROWW_PICK_M(T, KB, 1)        \
     }
-#define CNN_ROWW_SELECT(T)                                                                     \
-    static cnn_roww_kernel_##T cnn_roww_select_##T(ptrdiff_t kb, ptrdiff_t jt) {               \
-        if (kb >= 4) {                                                                         \
-            CNN_ROWW_PICK_JT(T, 4)                                                             \
-        } else if (kb == 2) {                                                                  \
-            CNN_ROWW_PICK_JT(T, 2)                                                             \
-        } else {                                                                               \
-            CNN_ROWW_PICK_JT(T, 1)                                                             \
-        }                                                                                      \
+#define CNN_ROWW_SELECT(T)                                                                   \
+    static cnn_roww_kernel_##T cnn_roww_select_##T(ptrdiff_t kb, ptrdiff_t jt, int masked) { \
+        if (kb >= 4) {                                                                       \
+            CNN_ROWW_PICK_JT(T, 4)                                                           \
+        } else if (kb == 2) {                                                                \
+            CNN_ROWW_PICK_JT(T, 2)                                                           \
+        } else {                                                                             \
+            CNN_ROWW_PICK_JT(T, 1)                                                           \
+        }                                                                                    \
     }
 CNN_ROWW_SELECT(float)
 CNN_ROWW_SELECT(double)
@@ -310,32 +324,42 @@ CNN_ROWW_SELECT(double)
 /* Vectors per padded row of Wo outputs. */
 static inline ptrdiff_t cnn_roww_nvec(ptrdiff_t Wo, ptrdiff_t vl) { return (Wo + vl - 1) / vl; }
 
-/* dyp[k][oh][nvec * VL] = dy[k][oh][ow], zero past Wo (n_out planes of Ho x Wo). */
-#define CNN_ROWW_PAD_DY(T)                                                                   \
-    static void cnn_roww_pad_dy_##T(const T* dy, ptrdiff_t n_out, ptrdiff_t Ho, ptrdiff_t Wo, \
-                                    T* dyp) {                                                 \
-        const ptrdiff_t Wq = cnn_roww_nvec(Wo, CNN_ROW_VL_##T) * CNN_ROW_VL_##T;             \
-        for (ptrdiff_t r = 0; r < n_out * Ho; ++r) {                                         \
-            memcpy(dyp + r * Wq, dy + r * Wo, Wo * sizeof(T));                               \
-            memset(dyp + r * Wq + Wo, 0, (Wq - Wo) * sizeof(T));                             \
-        }                                                                                     \
+/* The in-bounds part of n_ch planes (H x W) read from row row0 and column col0 into padded
+   planes (R x Q) whose other entries are already zero: dst[c, r, q] = src[c, r + row0,
+   q + col0] where that is inside the planes. */
+#define CNN_ROW_FILL(T)                                                                        \
+    static void cnn_row_fill_##T(const T* src, ptrdiff_t n_ch, ptrdiff_t H, ptrdiff_t W,        \
+                                 ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t R, ptrdiff_t Q,      \
+                                 T* dst) {                                                      \
+        const ptrdiff_t r_lo = row0 < 0 ? -row0 : 0, r_hi = H - row0 < R ? H - row0 : R;       \
+        const ptrdiff_t q_lo = col0 < 0 ? -col0 : 0, q_hi = W - col0 < Q ? W - col0 : Q;       \
+        if (r_hi <= r_lo || q_hi <= q_lo) return;                                              \
+        const ptrdiff_t n = q_hi - q_lo;                                                       \
+        for (ptrdiff_t c = 0; c < n_ch; ++c)                                                   \
+            for (ptrdiff_t r = r_lo; r < r_hi; ++r) {                                          \
+                const T* s = src + (c * H + r + row0) * W + q_lo + col0;                       \
+                T* d = dst + (c * R + r) * Q + q_lo;                                           \
+                for (ptrdiff_t q = 0; q < n; ++q) d[q] = s[q];                                 \
+            }                                                                                  \
     }
-CNN_ROWW_PAD_DY(float)
-CNN_ROWW_PAD_DY(double)
+CNN_ROW_FILL(float)
+CNN_ROW_FILL(double)
 
-/* Add one sample's weight gradient to ``part`` (n_out x n_in x kh x kw, dW's layout):
-   ``xpad`` its n_in zero-padded input planes (R x Q, Q >= nvec * VL + (kw - 1) * dw, read at
-   rows oh + i*dh, columns ow + j*dw), ``dyp`` its padded output gradient
-   (cnn_roww_pad_dy_*). Each entry gets one add per sample. */
-#define CNN_ROWW_SAMPLE(T, MT)                                                                 \
-    static void cnn_roww_sample_##T(const T* xpad, ptrdiff_t n_in, ptrdiff_t R, ptrdiff_t Q,    \
-                                    const T* dyp, ptrdiff_t n_out, ptrdiff_t kh, ptrdiff_t kw,  \
-                                    ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t Ho, ptrdiff_t Wo,     \
-                                    T* part) {                                                  \
+/* Add the weight gradient of ns samples to ``part`` (n_out x n_in x kh x kw, dW's layout):
+   ``xpad`` their n_in zero-padded input planes each (R x Q, Q >= nvec * VL + (kw - 1) * dw,
+   read at rows oh + i*dh, columns ow + j*dw; sample after sample), ``dy`` their n_out
+   output-gradient planes (Ho x Wo; sample stride dy_ss; readable a vector past the last
+   sample's end); ``finite``: the inputs hold no Inf or NaN.  Each entry gets one add. */
+#define CNN_ROWW_SWEEP(T, MT)                                                                  \
+    static void cnn_roww_sweep_##T(const T* xpad, ptrdiff_t n_in, ptrdiff_t R, ptrdiff_t Q,     \
+                                   const T* dy, ptrdiff_t dy_ss, ptrdiff_t n_out, ptrdiff_t kh, \
+                                   ptrdiff_t kw, ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t Ho,      \
+                                   ptrdiff_t Wo, ptrdiff_t ns, int finite, T* part) {           \
         enum { VL = CNN_ROW_VL_##T };                                                          \
-        const ptrdiff_t nvec = cnn_roww_nvec(Wo, VL), dy_plane = Ho * nvec * VL;               \
+        const ptrdiff_t nvec = cnn_roww_nvec(Wo, VL), dy_plane = Ho * Wo;                      \
         const ptrdiff_t kbm = CNN_ROW_NACC >= 24 ? 4 : 2, khw = kh * kw;                       \
         const ptrdiff_t rem = Wo - (nvec - 1) * VL;                                            \
+        const int masked = rem == VL ? 0 : (finite ? 1 : 2);                                   \
         MT mask;                                                                               \
         for (int l = 0; l < VL; ++l) mask[l] = l < rem ? -1 : 0;                               \
         for (ptrdiff_t k0 = 0; k0 < n_out;) {                                                  \
@@ -345,19 +369,16 @@ CNN_ROWW_PAD_DY(double)
                 for (ptrdiff_t i = 0; i < kh; ++i)                                             \
                     for (ptrdiff_t j0 = 0; j0 < kw;) {                                         \
                         const ptrdiff_t jt = kw - j0 < 5 ? kw - j0 : 5;                        \
-                        cnn_roww_select_##T(kb, jt)(xpad + (c * R + i * dh) * Q + j0 * dw, Q,  \
-                                                    dw, dyp + k0 * dy_plane, dy_plane, Ho,     \
-                                                    nvec, mask,                                \
-                                                    part + ((k0 * n_in + c) * kh + i) * kw     \
-                                                        + j0,                                  \
-                                                    n_in * khw);                               \
+                        cnn_roww_select_##T(kb, jt, masked)(                                   \
+                            xpad + (c * R + i * dh) * Q + j0 * dw, Q, dw, n_in * R * Q,        \
+                            dy + k0 * dy_plane, dy_plane, dy_ss, ns, Ho, Wo, nvec, mask,       \
+                            part + ((k0 * n_in + c) * kh + i) * kw + j0, n_in * khw);          \
                         j0 += jt;                                                              \
                     }                                                                          \
             k0 += kb;                                                                          \
         }                                                                                      \
-        (void)R;                                                                               \
     }
-CNN_ROWW_SAMPLE(float, cnn_row_mf)
-CNN_ROWW_SAMPLE(double, cnn_row_md)
+CNN_ROWW_SWEEP(float, cnn_row_mf)
+CNN_ROWW_SWEEP(double, cnn_row_md)
 
 #endif /* CNN_ROWCONV_H */

@@ -897,22 +897,22 @@ _WIDE_BLOCKED = "blocked" if _WIDE else "winograd4"
 # (F(4x4) on 7x7 outputs: only with AVX-512, from 64 channels; else the blocked kernels)
 _WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # ... and run LeNet's 5x5 convolutions over few input channels (forward, weight gradient).
-# Their input gradient (6 output channels) and the forward of the first one (1 -> 6
-# channels) run the row-vectorized kernels.
-_LENET = ("blocked", "rows", "blocked") if _WIDE else ("direct", "rows", "gemm")
+# Their input gradient (6 output channels; with AVX-512) and the forward and weight gradient
+# of the first one (1 -> 6 channels) run the row-vectorized kernels.
+_LENET = ("blocked", "rows" if _WIDE else "gemm", "blocked")
 _SMALL_FWD = "gemm" if _WIDE else "blocked"
 
 
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, fwd, bwd, wgrad",
     [
-        # LeNet's second conv: few output channels, 150 taps -> direct forward, row-vectorized
-        # input grad (AVX-512: the blocked kernels forward and for the weight gradient)
+        # LeNet's second conv: the blocked kernels forward and for the weight gradient,
+        # row-vectorized input grad (AVX-512)
         ((64, 6, 14, 14), (16, 6, 5, 5), {}, *_LENET),
         ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
         # one input channel on MNIST-sized images: the row-vectorized kernels for few output
         # channels and 5x5 windows (LeNet's first conv), else GEMM
-        ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "rows", "rows", "gemm"),
+        ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "rows", _LENET[1], "rows"),
         ((64, 1, 28, 28), (32, 1, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
         # input gradient only at stride 1; with AVX2 only where Winograd does not apply;

@@ -106,18 +106,22 @@ cdef extern from "_rowconv.h" nogil:
                              const double* w, const double* bias, Py_ssize_t n_out,
                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
                              double* out, Py_ssize_t Ho, Py_ssize_t Wo)
-    void cnn_roww_pad_dy_float(const float* dy, Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo,
-                               float* dyp)
-    void cnn_roww_pad_dy_double(const double* dy, Py_ssize_t n_out, Py_ssize_t Ho,
-                                Py_ssize_t Wo, double* dyp)
-    void cnn_roww_sample_float(const float* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
-                               const float* dyp, Py_ssize_t n_out, Py_ssize_t kh, Py_ssize_t kw,
-                               Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
-                               float* part)
-    void cnn_roww_sample_double(const double* xpad, Py_ssize_t n_in, Py_ssize_t R,
-                                Py_ssize_t Q, const double* dyp, Py_ssize_t n_out,
-                                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
-                                Py_ssize_t Ho, Py_ssize_t Wo, double* part)
+    void cnn_row_fill_float(const float* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
+                            float* dst)
+    void cnn_row_fill_double(const double* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
+                             double* dst)
+    void cnn_roww_sweep_float(const float* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                              const float* dy, Py_ssize_t dy_ss, Py_ssize_t n_out,
+                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                              Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, int finite,
+                              float* part)
+    void cnn_roww_sweep_double(const double* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                               const double* dy, Py_ssize_t dy_ss, Py_ssize_t n_out,
+                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, int finite,
+                               double* part)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -157,6 +161,9 @@ cdef enum:
     # Multiply-adds per thread below which a parallel region wakes no further thread (about
     # 10-20 us of one core's work: what waking and joining a thread costs); see par_threads.
     PAR_GRAIN = 1 << 18
+    # Row-vectorized weight gradient: padded inputs and output gradients of up to this many
+    # elements of samples per sweep (whose lane sums are added up once).
+    ROWS_WGRAD_BUDGET = 1 << 16
 # The algorithm of each pass (ALGO_GEMM / ALGO_DIRECT / ALGO_WINOGRAD / ALGO_DEPTHWISE,
 # cnncore/_shared.pxd) is chosen in Python by cnncore/ops/conv_dispatch.py.
 
@@ -1981,6 +1988,16 @@ cdef inline void row_geom(const floating* dummy, Py_ssize_t n_out, Py_ssize_t Ho
         cnn_row_geom_double(n_out, Ho, Wo, g.kh, g.kw, g.dh, g.dw, R, Q)
 
 
+cdef inline void row_fill(const floating* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                          Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
+                          floating* dst) noexcept nogil:
+    """:func:`pad_planes` into planes whose padding is already zero: the in-bounds part only."""
+    if floating is float:
+        cnn_row_fill_float(src, n_ch, H, W, row0, col0, R, Q, dst)
+    else:
+        cnn_row_fill_double(src, n_ch, H, W, row0, col0, R, Q, dst)
+
+
 cdef inline void row_corr(const floating* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
                           const floating* w, const floating* bias, Py_ssize_t n_out,
                           const Geom* g, floating* out, Py_ssize_t Ho,
@@ -2008,15 +2025,16 @@ cdef int rows_corr_pass(const floating* src, Py_ssize_t n_in, Py_ssize_t Hs, Py_
     row_geom(src, n_out, Ho, Wo, g, &R, &Q)
     ws = n_in * R * Q
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
-        col = <floating*> malloc(ws * sizeof(floating))
+        # zeroed once: every task fills the same in-bounds part of the padded planes
+        col = <floating*> calloc(ws, sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="dynamic"):
             if not ok:
                 continue
             n0 = t // g.G
             gi = t % g.G
-            pad_planes(src + (n0 * g.G + gi) * n_in * Hs * Ws, n_in, Hs, Ws, row0, col0, R, Q,
-                       col)
+            row_fill(src + (n0 * g.G + gi) * n_in * Hs * Ws, n_in, Hs, Ws, row0, col0, R, Q,
+                     col)
             row_corr(col, n_in, R, Q, w + gi * n_out * taps,
                      bias + gi * n_out if bias != NULL else NULL, n_out, g,
                      out + (n0 * g.G + gi) * n_out * Ho * Wo, Ho, Wo)
@@ -2051,9 +2069,12 @@ cdef int rows_backward_input(const floating* go, const floating* w, const floati
 cdef int rows_backward_weight(const floating* go, const floating* x, const Geom* g,
                               floating* dw, floating* db, int n_threads) noexcept nogil:
     """Weight (and, with ``db``, bias) gradient (unit stride) by the row-vectorized kernel:
-    per (batch part, group) task, sample after sample, the input zero padded and ``dy``'s
-    rows padded to whole vectors, then :c:func:`cnn_roww_sample_*` adds the sample's sums to
-    the part's partial; the parts are added in order."""
+    per (batch part, group) task, sweeps of samples (as many as fit ``ROWS_WGRAD_BUDGET``
+    elements: fixed by the shapes) with their inputs zero padded, then
+    :c:func:`cnn_roww_sweep_*` adds the sweep's sums to the part's partial; the parts are
+    added in order.  ``dy`` is read in place (a row's last vector reads on into the next row,
+    its lanes masked off), but for the sweep that ends the array, copied with a vector of
+    slack."""
     cdef Py_ssize_t vl = row_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
     cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
     cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
@@ -2061,14 +2082,20 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t n_tasks = n_parts * g.G
     cdef Py_ssize_t wsize = g.K * g.Cg * khw, psize = g.Kg * g.Cg * khw
-    cdef Py_ssize_t ws = g.Cg * R * Q + g.Kg * g.Ho * nvec * vl
-    cdef Py_ssize_t t, p, gi, n
+    cdef Py_ssize_t xs = g.Cg * R * Q
+    cdef Py_ssize_t spw = py_max(1, py_min(ceil_div(g.N, n_parts),
+                                           ROWS_WGRAD_BUDGET // (xs + g.Kg * L)))
+    cdef Py_ssize_t ws = spw * (xs + g.Kg * L) + vl
+    cdef Py_ssize_t t, p, gi, n, n0, n1, ns
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
+    cdef bint finite
     cdef floating* col = NULL
     cdef floating* part
     cdef floating* bpart = NULL
+    cdef const floating* dyp
+    cdef Py_ssize_t dy_ss
     cdef floating* partials = <floating*> calloc(n_parts * wsize, sizeof(floating))
     if partials == NULL:
         return CNN_ERR_NOMEM
@@ -2078,7 +2105,8 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
             free(partials)
             return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
-        col = <floating*> malloc(ws * sizeof(floating))
+        # zeroed once: every sweep fills the same in-bounds part of the padded planes
+        col = <floating*> calloc(ws, sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="dynamic"):
             if not ok:
@@ -2086,21 +2114,33 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
             p = t // g.G
             gi = t % g.G
             part = partials + p * wsize + gi * psize
-            for n in range(p * g.N // n_parts, (p + 1) * g.N // n_parts):
-                pad_planes(x + (n * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph,
-                           -g.pw, R, Q, col)
+            n0 = p * g.N // n_parts
+            n1 = (p + 1) * g.N // n_parts
+            while n0 < n1:
+                ns = py_min(spw, n1 - n0)
+                for n in range(ns):
+                    row_fill(x + ((n0 + n) * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W,
+                             -g.ph, -g.pw, R, Q, col + n * xs)
+                    if db != NULL:
+                        add_part_bias(go, g, gi, n0 + n, 1, bpart + p * g.K)
+                dyp = go + (n0 * g.K + gi * g.Kg) * L
+                dy_ss = g.K * L
+                if n0 + ns == g.N and gi == g.G - 1:
+                    for n in range(ns):
+                        memcpy(col + spw * xs + n * g.Kg * L, dyp + n * dy_ss,
+                               g.Kg * L * sizeof(floating))
+                    dyp = col + spw * xs
+                    dy_ss = g.Kg * L
+                # lanes past a row's end meet zeroed dy: the input's are masked off too only
+                # when it is not finite (Inf * 0 = NaN)
+                finite = all_finite(col, ns * xs)
                 if floating is float:
-                    cnn_roww_pad_dy_float(go + (n * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo,
-                                          col + g.Cg * R * Q)
-                    cnn_roww_sample_float(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
-                                          g.kw, g.dh, g.dw, g.Ho, g.Wo, part)
+                    cnn_roww_sweep_float(col, g.Cg, R, Q, dyp, dy_ss, g.Kg, g.kh, g.kw, g.dh,
+                                         g.dw, g.Ho, g.Wo, ns, finite, part)
                 else:
-                    cnn_roww_pad_dy_double(go + (n * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo,
-                                           col + g.Cg * R * Q)
-                    cnn_roww_sample_double(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
-                                           g.kw, g.dh, g.dw, g.Ho, g.Wo, part)
-                if db != NULL:
-                    add_part_bias(go, g, gi, n, 1, bpart + p * g.K)
+                    cnn_roww_sweep_double(col, g.Cg, R, Q, dyp, dy_ss, g.Kg, g.kh, g.kw,
+                                          g.dh, g.dw, g.Ho, g.Wo, ns, finite, part)
+                n0 = n0 + ns
         free(col)
     if status == CNN_OK:
         sum_parts(partials, n_parts, wsize, dw, n_threads)

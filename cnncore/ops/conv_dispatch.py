@@ -324,10 +324,12 @@ def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, w
 
 # LeNet-class convolutions -- 5x5 windows over fewer input channels than blocked_eligible
 # takes, into 16-128 output channels, unit stride, small images -- run the blocked kernels'
-# forward and weight gradient with AVX-512 (64x6x14x14 -> 16, k5, float32, 2 threads, medians
-# of 30 interleaved rounds on a loaded 2-core VM: forward 1.57 ms against 2.26 direct and 2.53
-# GEMM; weight gradient 2.87 against 3.30 GEMM; cnncore.tune picks the same).  The input
-# gradient (6 output channels) stays GEMM.
+# forward and weight gradient (64x6x14x14 -> 16, k5, float32, 2 threads, medians of 30
+# interleaved rounds on a loaded 2-core VM, AVX-512: forward 1.57 ms against 2.26 direct and
+# 2.53 GEMM; weight gradient 2.87 against 3.30 GEMM; cnncore.tune picks the same.  Since the
+# weight gradient keeps 5 taps x 4 channels in registers: 0.36 ms against GEMM's 1.0, one
+# thread; AVX2: forward 0.43 against direct's 0.71, weight gradient 0.47 against 1.1).  The
+# input gradient (6 output channels) runs the row-vectorized kernels (see below).
 _LENET_KERNEL = (5, 5)
 
 
@@ -348,12 +350,15 @@ def _lenet_blocked(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, whi
     return k * rows * cols <= _DIRECT_FWD_MAX_SCRATCH
 
 
-# The row-vectorized kernels ("rows": the vector lanes along a row of output pixels) for the
-# forward and input gradient of few output channels (of the pass: C_in/groups for the input
-# gradient) at unit stride on small images, where the blocked kernels would leave most lanes
-# idle and GEMM (M = the few channels) is dominated by im2col and packing (float32, 2
-# threads, AVX-512, ms: LeNet's conv1 forward, 64x1x28x28 -> 6, k5 p2: ROWS_LENET1_FWD;
-# conv2's input gradient, 64x6x14x14 -> 16, k5: ROWS_LENET2_IN).
+# The row-vectorized kernels ("rows": the vector lanes along a row of output pixels) for few
+# output channels (of the pass: C_in/groups for the input gradient) at unit stride on small
+# images, where the blocked kernels would leave most lanes idle and GEMM (M = the few
+# channels) is dominated by im2col and packing.  float32, one thread, CPU ms, loaded 2-core
+# VM, rows against the previous choice: LeNet's conv1 (64x1x28x28 -> 6, k5 p2) forward
+# 0.18-0.20 against GEMM's 0.34-0.39 (AVX2: 0.35 against direct's 0.38), weight gradient
+# 0.27-0.31 against 0.35-0.40 (AVX2: 0.40 against 0.98); with AVX-512 conv2's input
+# gradient (64x6x14x14 -> 16, k5: 6 output channels) 0.56-0.64 against 0.67-0.69 (with
+# AVX2 GEMM keeps it: 0.98 against 1.17).
 _ROWS_MAX_OUT_CHANNELS = 8
 _ROWS_MIN_WINDOW = 25  # measured on 5x5 windows only
 
@@ -362,7 +367,7 @@ def _rows_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, whi
     k, cg, kh, kw = w_shape
     n_out, n_in = (cg, k) if which == "input" else (k // groups, cg)
     if (
-        which == "weight"
+        (which == "input" and _selected_simd() != "avx512")
         or groups != 1
         or geo.stride != (1, 1)
         or geo.dilation != (1, 1)
@@ -416,8 +421,8 @@ def heuristic_conv_algorithm(
             ):
                 return ConvAlgorithm.ALGO_GEMM
             return ConvAlgorithm.ALGO_BLOCKED
-        if _lenet_blocked(w_shape, groups, geo, which):
-            return ConvAlgorithm.ALGO_BLOCKED
+    if _lenet_blocked(w_shape, groups, geo, which):
+        return ConvAlgorithm.ALGO_BLOCKED
     if winograd4:
         return ConvAlgorithm.ALGO_WINOGRAD4
     if winograd:
@@ -425,6 +430,8 @@ def heuristic_conv_algorithm(
     if blocked:
         return ConvAlgorithm.ALGO_BLOCKED
     if which == "weight":
+        if _rows_eligible(w_shape, groups, geo, which):
+            return ConvAlgorithm.ALGO_ROWS
         return ConvAlgorithm.ALGO_GEMM
     forward = which == "forward"
     if cg <= _DIRECT_MAX_CHANNELS and geo.out[0] * geo.out[1] >= _DIRECT_MIN_OUTPUT_PIXELS:
