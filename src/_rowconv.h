@@ -229,55 +229,60 @@ CNN_ROW_CORR(double)
 CNN_ROW_HSUM(float, cnn_row_vf)
 CNN_ROW_HSUM(double, cnn_row_vd)
 
-/* KB output channels x JT taps (j0 .. j0+JT-1 of kernel row i) of one input plane over ns
-   samples: ``x`` at padded row i*dh of the first sample's plane (row stride Q, sample stride
-   x_ss), ``dy`` the first sample's KB planes (Ho rows of Wo, plane stride dy_plane, sample
-   stride dy_ss, readable a vector past the end); the lanes' sums are added to
-   dst[kb * dst_k + jj].  A row's last vector (of nvec) reads past the row's end: with
-   MASK >= 1 its dy lanes past the end (``mask`` clear) are zeroed, with MASK == 2 its input
-   lanes too -- needed only when the input holds an Inf or NaN (Inf * 0 = NaN). */
-#define CNN_ROWW_KERNEL(T, VT, MT, KB, JT, MASK)                                               \
-    static void cnn_roww_##T##_##KB##_##JT##_##MASK(                                           \
-        const T* x, ptrdiff_t Q, ptrdiff_t dw, ptrdiff_t x_ss, const T* dy,                   \
-        ptrdiff_t dy_plane, ptrdiff_t dy_ss, ptrdiff_t ns, ptrdiff_t Ho, ptrdiff_t Wo,         \
-        ptrdiff_t nvec, MT mask, T* dst, ptrdiff_t dst_k) {                                    \
-        enum { VL = CNN_ROW_VBYTES / sizeof(T) };                                              \
-        VT acc[KB][JT];                                                                        \
-        memset(acc, 0, sizeof acc);                                                            \
-        for (ptrdiff_t s = 0; s < ns; ++s)                                                     \
-            for (ptrdiff_t oh = 0; oh < Ho; ++oh) {                                            \
-                const T* xr = x + s * x_ss + oh * Q;                                           \
-                const T* dr = dy + s * dy_ss + oh * Wo;                                        \
-                for (ptrdiff_t q = 0; q < nvec; ++q) {                                         \
-                    VT xv[JT];                                                                 \
-                    _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                    \
-                        memcpy(&xv[jj], xr + q * VL + jj * dw, sizeof(VT));                    \
-                    const int tail = MASK && q == nvec - 1;                                    \
-                    if (MASK == 2 && tail) {                                                   \
-                        _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                \
-                            xv[jj] = (VT)((MT)xv[jj] & mask);                                  \
-                    }                                                                          \
-                    _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb) {                  \
-                        VT d;                                                                  \
-                        memcpy(&d, dr + kb * dy_plane + q * VL, sizeof d);                     \
-                        if (tail) d = (VT)((MT)d & mask);                                      \
-                        _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                \
-                            acc[kb][jj] += d * xv[jj];                                         \
-                    }                                                                          \
-                }                                                                              \
-            }                                                                                  \
-        _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb)                                \
-            _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                            \
-                dst[kb * dst_k + jj] += cnn_row_hsum_##T(acc[kb][jj]);                         \
+/* KB output channels x JT taps (j0 .. j0+JT-1 of kernel row i) of one input plane of one
+   sample: ``x`` at padded row i*dh of the plane (row stride Q), ``dy`` the sample's KB planes
+   (Ho rows of Wo, plane stride dy_plane, readable a vector past the end); the lane-wise sums
+   are added to the vectors vdst[(kb * dst_k + jj) * VL].  A row's last vector (of nvec)
+   reads past the row's end: with MASK >= 1 its dy lanes past the end (``mask`` clear) are
+   zeroed, with MASK == 2 its input lanes too -- needed only when the input holds an Inf or
+   NaN (Inf * 0 = NaN). */
+#define CNN_ROWW_STEP(T, VT, MT, KB, JT, XMASK, DMASK)                                        \
+    {                                                                                          \
+        VT xv[JT];                                                                             \
+        _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj) {                              \
+            memcpy(&xv[jj], xr + q * VL + jj * dw, sizeof(VT));                                \
+            if (XMASK) xv[jj] = (VT)((MT)xv[jj] & mask);                                       \
+        }                                                                                      \
+        _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb) {                              \
+            VT d;                                                                              \
+            memcpy(&d, dr + kb * dy_plane + q * VL, sizeof d);                                 \
+            if (DMASK) d = (VT)((MT)d & mask);                                                 \
+            _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj) acc[kb][jj] += d * xv[jj]; \
+        }                                                                                      \
     }
 
-typedef void (*cnn_roww_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                      const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                      ptrdiff_t, ptrdiff_t, cnn_row_mf, float*, ptrdiff_t);
-typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                       const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_row_md, double*,
-                                       ptrdiff_t);
+#define CNN_ROWW_KERNEL(T, VT, MT, KB, JT, MASK)                                               \
+    static void cnn_roww_##T##_##KB##_##JT##_##MASK(                                           \
+        const T* x, ptrdiff_t Q, ptrdiff_t dw, const T* dy, ptrdiff_t dy_plane, ptrdiff_t Ho,  \
+        ptrdiff_t Wo, ptrdiff_t nvec, MT mask, T* vdst, ptrdiff_t dst_k) {                     \
+        enum { VL = CNN_ROW_VBYTES / sizeof(T) };                                              \
+        VT acc[KB][JT];                                                                        \
+        _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb)                                \
+            _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj) acc[kb][jj] = (VT){0};     \
+        const ptrdiff_t nfull = MASK ? nvec - 1 : nvec;                                        \
+        for (ptrdiff_t oh = 0; oh < Ho; ++oh) {                                                \
+            const T* xr = x + oh * Q;                                                          \
+            const T* dr = dy + oh * Wo;                                                        \
+            ptrdiff_t q = 0;                                                                   \
+            for (; q < nfull; ++q) CNN_ROWW_STEP(T, VT, MT, KB, JT, 0, 0)                      \
+            if (MASK) CNN_ROWW_STEP(T, VT, MT, KB, JT, MASK == 2, 1)                           \
+        }                                                                                      \
+        _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb)                                \
+            _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj) {                          \
+                T* o = vdst + (kb * dst_k + jj) * VL;                                          \
+                VT cur;                                                                        \
+                memcpy(&cur, o, sizeof cur);                                                   \
+                cur += acc[kb][jj];                                                            \
+                memcpy(o, &cur, sizeof cur);                                                   \
+            }                                                                                  \
+    }
+
+typedef void (*cnn_roww_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, const float*,
+                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_row_mf,
+                                      float*, ptrdiff_t);
+typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, const double*,
+                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_row_md,
+                                       double*, ptrdiff_t);
 
 #define CNN_ROWW_M(T, VT, MT, KB, JT)       \
     CNN_ROWW_KERNEL(T, VT, MT, KB, JT, 0)   \
@@ -345,40 +350,61 @@ static inline ptrdiff_t cnn_roww_nvec(ptrdiff_t Wo, ptrdiff_t vl) { return (Wo +
 CNN_ROW_FILL(float)
 CNN_ROW_FILL(double)
 
-/* Add the weight gradient of ns samples to ``part`` (n_out x n_in x kh x kw, dW's layout):
-   ``xpad`` their n_in zero-padded input planes each (R x Q, Q >= nvec * VL + (kw - 1) * dw,
-   read at rows oh + i*dh, columns ow + j*dw; sample after sample), ``dy`` their n_out
-   output-gradient planes (Ho x Wo; sample stride dy_ss; readable a vector past the last
-   sample's end); ``finite``: the inputs hold no Inf or NaN.  Each entry gets one add. */
-#define CNN_ROWW_SWEEP(T, MT)                                                                  \
-    static void cnn_roww_sweep_##T(const T* xpad, ptrdiff_t n_in, ptrdiff_t R, ptrdiff_t Q,     \
-                                   const T* dy, ptrdiff_t dy_ss, ptrdiff_t n_out, ptrdiff_t kh, \
-                                   ptrdiff_t kw, ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t Ho,      \
-                                   ptrdiff_t Wo, ptrdiff_t ns, int finite, T* part) {           \
+/* Output channels per weight-gradient block. */
+static inline ptrdiff_t cnn_roww_kbm(void) { return CNN_ROW_NACC >= 24 ? 4 : 2; }
+
+/* One weight-gradient task: add the gradient of ns samples of one group to ``part``
+   (n_out x n_in x kh x kw, dW's layout).  ``x``: the first sample's n_in input planes
+   (H x W, sample stride x_ss), zero padded by (ph, pw) into ``xpad`` (n_in planes of R x Q,
+   R = Ho + (kh - 1) * dh, Q = nvec * VL + (kw - 1) * dw; zero but for the in-bounds part);
+   ``dy``: the first sample's n_out output-gradient planes (Ho x Wo, sample stride dy_ss), the
+   last sample's at ``dy_last`` when not NULL (a copy with a vector of slack: each row's last
+   vector reads on past the row); ``finite``: the inputs hold no Inf or NaN.  Per block of
+   output channels: the samples' lane-wise sums
+   in ``vpart`` (cnn_roww_kbm() * n_in * kh * kw vectors), then added lane by lane (in a fixed
+   order) to ``part``. */
+#define CNN_ROWW_TASK(T, MT)                                                                   \
+    static void cnn_roww_task_##T(const T* x, ptrdiff_t x_ss, ptrdiff_t n_in, ptrdiff_t H,      \
+                                  ptrdiff_t W, ptrdiff_t ph, ptrdiff_t pw, const T* dy,         \
+                                  ptrdiff_t dy_ss, const T* dy_last, ptrdiff_t n_out,           \
+                                  ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t dh, ptrdiff_t dw,       \
+                                  ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t ns, int finite,         \
+                                  T* xpad, T* vpart, T* part) {                                 \
         enum { VL = CNN_ROW_VL_##T };                                                          \
-        const ptrdiff_t nvec = cnn_roww_nvec(Wo, VL), dy_plane = Ho * Wo;                      \
-        const ptrdiff_t kbm = CNN_ROW_NACC >= 24 ? 4 : 2, khw = kh * kw;                       \
-        const ptrdiff_t rem = Wo - (nvec - 1) * VL;                                            \
+        const ptrdiff_t nvec = cnn_roww_nvec(Wo, VL), L = Ho * Wo, khw = kh * kw;              \
+        const ptrdiff_t R = Ho + (kh - 1) * dh, Q = nvec * VL + (kw - 1) * dw;                 \
+        const ptrdiff_t rem = Wo - (nvec - 1) * VL, taps = n_in * khw;                         \
         const int masked = rem == VL ? 0 : (finite ? 1 : 2);                                   \
         MT mask;                                                                               \
         for (int l = 0; l < VL; ++l) mask[l] = l < rem ? -1 : 0;                               \
         for (ptrdiff_t k0 = 0; k0 < n_out;) {                                                  \
-            ptrdiff_t kb = kbm;                                                                \
+            ptrdiff_t kb = cnn_roww_kbm();                                                     \
             while (kb > 1 && k0 + kb > n_out) kb /= 2;                                         \
-            for (ptrdiff_t c = 0; c < n_in; ++c)                                               \
-                for (ptrdiff_t i = 0; i < kh; ++i)                                             \
-                    for (ptrdiff_t j0 = 0; j0 < kw;) {                                         \
-                        const ptrdiff_t jt = kw - j0 < 5 ? kw - j0 : 5;                        \
-                        cnn_roww_select_##T(kb, jt, masked)(                                   \
-                            xpad + (c * R + i * dh) * Q + j0 * dw, Q, dw, n_in * R * Q,        \
-                            dy + k0 * dy_plane, dy_plane, dy_ss, ns, Ho, Wo, nvec, mask,       \
-                            part + ((k0 * n_in + c) * kh + i) * kw + j0, n_in * khw);          \
-                        j0 += jt;                                                              \
-                    }                                                                          \
+            memset(vpart, 0, kb * taps * VL * sizeof(T));                                      \
+            for (ptrdiff_t s = 0; s < ns; ++s) {                                               \
+                cnn_row_fill_##T(x + s * x_ss, n_in, H, W, -ph, -pw, R, Q, xpad);              \
+                const T* d = (s == ns - 1 && dy_last ? dy_last : dy + s * dy_ss) + k0 * L;     \
+                for (ptrdiff_t c = 0; c < n_in; ++c)                                           \
+                    for (ptrdiff_t i = 0; i < kh; ++i)                                         \
+                        for (ptrdiff_t j0 = 0; j0 < kw;) {                                     \
+                            const ptrdiff_t jt = kw - j0 < 5 ? kw - j0 : 5;                    \
+                            cnn_roww_select_##T(kb, jt, masked)(                               \
+                                xpad + (c * R + i * dh) * Q + j0 * dw, Q, dw, d, L, Ho, Wo,    \
+                                nvec, mask, vpart + ((c * kh + i) * kw + j0) * VL, taps);      \
+                            j0 += jt;                                                          \
+                        }                                                                      \
+            }                                                                                  \
+            for (ptrdiff_t e = 0; e < kb * taps; ++e) {                                        \
+                cnn_row_v##T v;                                                                \
+                memcpy(&v, vpart + e * VL, sizeof v);                                          \
+                part[k0 * taps + e] += cnn_row_hsum_##T(v);                                    \
+            }                                                                                  \
             k0 += kb;                                                                          \
         }                                                                                      \
     }
-CNN_ROWW_SWEEP(float, cnn_row_mf)
-CNN_ROWW_SWEEP(double, cnn_row_md)
+typedef cnn_row_vf cnn_row_vfloat;
+typedef cnn_row_vd cnn_row_vdouble;
+CNN_ROWW_TASK(float, cnn_row_mf)
+CNN_ROWW_TASK(double, cnn_row_md)
 
 #endif /* CNN_ROWCONV_H */

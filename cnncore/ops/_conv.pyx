@@ -6,7 +6,7 @@ Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(o
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Six algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+Seven algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
 in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
@@ -25,6 +25,9 @@ in as the ``algorithm`` argument:
 * depthwise: one input channel per group (any multiplier, stride, dilation): loops over
   the planes with register-blocked, vectorizable inner loops for all three passes, instead
   of one tiny GEMM per channel.
+* row-vectorized direct ("rows"): the vector lanes along a row of output pixels, blocks of
+  output channels x rows in registers (``src/_rowconv.h``, per SIMD level); all three
+  passes at unit stride.  Few channels on small images (LeNet's 5x5 convolutions).
 
 conv_transpose2d is the adjoint of conv2d and runs these same kernels (cnncore/ops/conv.py):
 its forward is the input-gradient pass (``conv_transpose2d_forward`` adds the bias in it),
@@ -112,16 +115,19 @@ cdef extern from "_rowconv.h" nogil:
     void cnn_row_fill_double(const double* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
                              Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
                              double* dst)
-    void cnn_roww_sweep_float(const float* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
-                              const float* dy, Py_ssize_t dy_ss, Py_ssize_t n_out,
+    Py_ssize_t cnn_roww_kbm()
+    void cnn_roww_task_float(const float* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
+                             Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const float* dy,
+                             Py_ssize_t dy_ss, const float* dy_last, Py_ssize_t n_out,
+                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                             Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, int finite,
+                             float* xpad, float* vpart, float* part)
+    void cnn_roww_task_double(const double* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
+                              Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const double* dy,
+                              Py_ssize_t dy_ss, const double* dy_last, Py_ssize_t n_out,
                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, int finite,
-                              float* part)
-    void cnn_roww_sweep_double(const double* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
-                               const double* dy, Py_ssize_t dy_ss, Py_ssize_t n_out,
-                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
-                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, int finite,
-                               double* part)
+                              double* xpad, double* vpart, double* part)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -161,9 +167,6 @@ cdef enum:
     # Multiply-adds per thread below which a parallel region wakes no further thread (about
     # 10-20 us of one core's work: what waking and joining a thread costs); see par_threads.
     PAR_GRAIN = 1 << 18
-    # Row-vectorized weight gradient: padded inputs and output gradients of up to this many
-    # elements of samples per sweep (whose lane sums are added up once).
-    ROWS_WGRAD_BUDGET = 1 << 16
 # The algorithm of each pass (ALGO_GEMM / ALGO_DIRECT / ALGO_WINOGRAD / ALGO_DEPTHWISE,
 # cnncore/_shared.pxd) is chosen in Python by cnncore/ops/conv_dispatch.py.
 
@@ -2069,12 +2072,11 @@ cdef int rows_backward_input(const floating* go, const floating* w, const floati
 cdef int rows_backward_weight(const floating* go, const floating* x, const Geom* g,
                               floating* dw, floating* db, int n_threads) noexcept nogil:
     """Weight (and, with ``db``, bias) gradient (unit stride) by the row-vectorized kernel:
-    per (batch part, group) task, sweeps of samples (as many as fit ``ROWS_WGRAD_BUDGET``
-    elements: fixed by the shapes) with their inputs zero padded, then
-    :c:func:`cnn_roww_sweep_*` adds the sweep's sums to the part's partial; the parts are
-    added in order.  ``dy`` is read in place (a row's last vector reads on into the next row,
-    its lanes masked off), but for the sweep that ends the array, copied with a vector of
-    slack."""
+    one :c:func:`cnn_roww_task_*` per (batch part, group) -- per block of output channels,
+    sample after sample, lane-wise sums in vectors, then added lane by lane to the part's
+    partial; the parts are added in order.  ``dy`` is read in place (a row's last vector
+    reads on into the next row, its lanes masked off), but for the array's last sample,
+    copied with a vector of slack."""
     cdef Py_ssize_t vl = row_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
     cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
     cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
@@ -2082,11 +2084,9 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t n_tasks = n_parts * g.G
     cdef Py_ssize_t wsize = g.K * g.Cg * khw, psize = g.Kg * g.Cg * khw
-    cdef Py_ssize_t xs = g.Cg * R * Q
-    cdef Py_ssize_t spw = py_max(1, py_min(ceil_div(g.N, n_parts),
-                                           ROWS_WGRAD_BUDGET // (xs + g.Kg * L)))
-    cdef Py_ssize_t ws = spw * (xs + g.Kg * L) + vl
-    cdef Py_ssize_t t, p, gi, n, n0, n1, ns
+    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t ws = xs + vs + g.Kg * L + vl
+    cdef Py_ssize_t t, p, gi, n, n0, n1
     cdef int status = CNN_OK
     cdef int* status_p = &status
     cdef bint ok = False
@@ -2094,8 +2094,7 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     cdef floating* col = NULL
     cdef floating* part
     cdef floating* bpart = NULL
-    cdef const floating* dyp
-    cdef Py_ssize_t dy_ss
+    cdef floating* dy_last
     cdef floating* partials = <floating*> calloc(n_parts * wsize, sizeof(floating))
     if partials == NULL:
         return CNN_ERR_NOMEM
@@ -2105,7 +2104,7 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
             free(partials)
             return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
-        # zeroed once: every sweep fills the same in-bounds part of the padded planes
+        # zeroed once: every sample fills the same in-bounds part of the padded planes
         col = <floating*> calloc(ws, sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="dynamic"):
@@ -2116,31 +2115,31 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
             part = partials + p * wsize + gi * psize
             n0 = p * g.N // n_parts
             n1 = (p + 1) * g.N // n_parts
-            while n0 < n1:
-                ns = py_min(spw, n1 - n0)
-                for n in range(ns):
-                    row_fill(x + ((n0 + n) * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W,
-                             -g.ph, -g.pw, R, Q, col + n * xs)
-                    if db != NULL:
-                        add_part_bias(go, g, gi, n0 + n, 1, bpart + p * g.K)
-                dyp = go + (n0 * g.K + gi * g.Kg) * L
-                dy_ss = g.K * L
-                if n0 + ns == g.N and gi == g.G - 1:
-                    for n in range(ns):
-                        memcpy(col + spw * xs + n * g.Kg * L, dyp + n * dy_ss,
-                               g.Kg * L * sizeof(floating))
-                    dyp = col + spw * xs
-                    dy_ss = g.Kg * L
-                # lanes past a row's end meet zeroed dy: the input's are masked off too only
-                # when it is not finite (Inf * 0 = NaN)
-                finite = all_finite(col, ns * xs)
-                if floating is float:
-                    cnn_roww_sweep_float(col, g.Cg, R, Q, dyp, dy_ss, g.Kg, g.kh, g.kw, g.dh,
-                                         g.dw, g.Ho, g.Wo, ns, finite, part)
-                else:
-                    cnn_roww_sweep_double(col, g.Cg, R, Q, dyp, dy_ss, g.Kg, g.kh, g.kw,
-                                          g.dh, g.dw, g.Ho, g.Wo, ns, finite, part)
-                n0 = n0 + ns
+            finite = True
+            for n in range(n0, n1):
+                finite = finite and all_finite(x + (n * g.C + gi * g.Cg) * g.H * g.W,
+                                               g.Cg * g.H * g.W)
+                if db != NULL:
+                    add_part_bias(go, g, gi, n, 1, bpart + p * g.K)
+            dy_last = NULL
+            if n1 == g.N and gi == g.G - 1:
+                dy_last = col + xs + vs
+                memcpy(dy_last, go + ((n1 - 1) * g.K + gi * g.Kg) * L,
+                       g.Kg * L * sizeof(floating))
+            # lanes past a row's end meet zeroed dy: the input's are masked off too only
+            # when it is not finite (Inf * 0 = NaN)
+            if floating is float:
+                cnn_roww_task_float(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.C * g.H * g.W,
+                                    g.Cg, g.H, g.W, g.ph, g.pw,
+                                    go + (n0 * g.K + gi * g.Kg) * L, g.K * L, dy_last, g.Kg,
+                                    g.kh, g.kw, g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col,
+                                    col + xs, part)
+            else:
+                cnn_roww_task_double(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.C * g.H * g.W,
+                                     g.Cg, g.H, g.W, g.ph, g.pw,
+                                     go + (n0 * g.K + gi * g.Kg) * L, g.K * L, dy_last, g.Kg,
+                                     g.kh, g.kw, g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col,
+                                     col + xs, part)
         free(col)
     if status == CNN_OK:
         sum_parts(partials, n_parts, wsize, dw, n_threads)
