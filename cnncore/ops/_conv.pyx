@@ -120,13 +120,13 @@ cdef extern from "_rowconv.h" nogil:
                              Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const float* dy,
                              Py_ssize_t dy_ss, const float* dy_last, Py_ssize_t n_out,
                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
-                             Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, int finite,
+                             Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
                              float* xpad, float* vpart, float* part)
     void cnn_roww_task_double(const double* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
                               Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const double* dy,
                               Py_ssize_t dy_ss, const double* dy_last, Py_ssize_t n_out,
                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
-                              Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, int finite,
+                              Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
                               double* xpad, double* vpart, double* part)
 
 cdef extern from "_winograd4.h" nogil:
