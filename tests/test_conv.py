@@ -354,7 +354,7 @@ def test_rows_weight_gradient_masks_lanes_past_the_row():
         got = cnncore.conv2d_backward_weight(gy, x, w.shape, padding=2)
     assert np.isinf(expected).any()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)  # sums of 1568 products
 
 
 @pytest.mark.parametrize("algo", ["winograd", "winograd4"])
