@@ -61,6 +61,7 @@ cpdef enum ConvAlgorithm:              # _conv: how a pass is computed (see ops/
     ALGO_DEPTHWISE = 4                 # one input channel per group only; anything else runs GEMM
     ALGO_BLOCKED = 5                   # forward, stride-1 input gradient; anything else runs GEMM
     ALGO_WINOGRAD4 = 6                 # Winograd F(4x4, 3x3): as ALGO_WINOGRAD
+    ALGO_ROWS = 7                      # row-vectorized direct: stride 1 only; else GEMM
 
 cpdef enum Loss:                       # _loss.pointwise
     LOSS_MSE = 1

@@ -40,6 +40,7 @@ class ConvAlgorithm(enum.IntEnum):
     ALGO_DEPTHWISE = 4
     ALGO_BLOCKED = 5
     ALGO_WINOGRAD4 = 6
+    ALGO_ROWS = 7
 
 class Loss(enum.IntEnum):
     LOSS_MSE = 1

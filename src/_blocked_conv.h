@@ -237,7 +237,7 @@ CNN_BLK_CORR(double)
                     memcpy(&dv[v], d + v * VL, sizeof(VT));                                    \
                 const T* xp = xr + ow * s;                                                     \
                 _Pragma("GCC unroll 16") for (int cb = 0; cb < CB; ++cb)                       \
-                    _Pragma("GCC unroll 4") for (int jj = 0; jj < JT; ++jj) {                  \
+                    _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj) {                  \
                         const T xv = xp[cb * ch_stride + jj * dw];                             \
                         _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                   \
                             acc[v][cb][jj] += dv[v] * xv;                                      \
@@ -245,7 +245,7 @@ CNN_BLK_CORR(double)
             }                                                                                  \
         }                                                                                      \
         _Pragma("GCC unroll 16") for (int cb = 0; cb < CB; ++cb)                               \
-            _Pragma("GCC unroll 4") for (int jj = 0; jj < JT; ++jj)                            \
+            _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj)                            \
                 _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) {                         \
                     T* o = dst + cb * dst_ch_stride + (jj * NV + v) * VL;                      \
                     VT cur;                                                                    \
@@ -268,7 +268,8 @@ typedef void (*cnn_blkw_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrd
     CNN_BLKW_KERNEL(T, VT, NV, CB, JT, 2)
 #define CNN_BLKW_JT(T, VT, NV, CB) \
     CNN_BLKW_SW(T, VT, NV, CB, 1)  \
-    CNN_BLKW_SW(T, VT, NV, CB, 3)
+    CNN_BLKW_SW(T, VT, NV, CB, 3)  \
+    CNN_BLKW_SW(T, VT, NV, CB, 5)
 #define CNN_BLKW_CB(T, VT, NV)   \
     CNN_BLKW_JT(T, VT, NV, 1)    \
     CNN_BLKW_JT(T, VT, NV, 2)    \
@@ -284,7 +285,9 @@ CNN_BLKW_CB(double, cnn_blk_vd, 2)
                    : (sw == 2 ? cnn_blkw_##T##_##NV##_##CB##_##JT##_2            \
                               : cnn_blkw_##T##_##NV##_##CB##_##JT##_0);
 #define CNN_BLKW_PICK_JT(T, NV, CB)                                              \
-    if (jt == 3) { CNN_BLKW_PICK_SW(T, NV, CB, 3) } else { CNN_BLKW_PICK_SW(T, NV, CB, 1) }
+    if (jt == 5) { CNN_BLKW_PICK_SW(T, NV, CB, 5) }                              \
+    else if (jt == 3) { CNN_BLKW_PICK_SW(T, NV, CB, 3) }                         \
+    else { CNN_BLKW_PICK_SW(T, NV, CB, 1) }
 #define CNN_BLKW_PICK_CB(T, NV)                                                  \
     switch (cb) {                                                                \
         case 8: CNN_BLKW_PICK_JT(T, NV, 8)                                       \
@@ -344,17 +347,16 @@ CNN_BLKW_TRANSPOSE(double)
                                     ptrdiff_t dw, ptrdiff_t Ho, ptrdiff_t Wo, T* part) {     \
         const ptrdiff_t VL = CNN_BLK_VL_##T;                                                \
         const ptrdiff_t nv = cnn_blk_nv(n_out, VL), OB = nv * VL, L = Ho * Wo;              \
-        const ptrdiff_t jt = kw % 3 == 0 ? 3 : 1, cbm = cnn_blkw_channels(nv, jt);          \
-        const ptrdiff_t khw = kh * kw;                                                      \
-        cnn_blkw_kernel_##T full = cnn_blkw_select_##T(nv, cbm, jt, sw);                    \
-        cnn_blkw_kernel_##T one = cnn_blkw_select_##T(nv, 1, jt, sw);                       \
+        const ptrdiff_t jt = kw % 5 == 0 ? 5 : (kw % 3 == 0 ? 3 : 1);                      \
+        const ptrdiff_t cbm = cnn_blkw_channels(nv, jt), khw = kh * kw;                     \
         for (ptrdiff_t ob = 0; ob * OB < n_out; ++ob) {                                     \
             const T* d = dyT + ob * L * OB;                                                 \
             T* pb = part + ob * n_in * khw * OB;                                            \
             for (ptrdiff_t i = 0; i < kh; ++i)                                              \
                 for (ptrdiff_t c0 = 0; c0 < n_in;) {                                        \
-                    const ptrdiff_t cb = c0 + cbm <= n_in ? cbm : 1;                        \
-                    cnn_blkw_kernel_##T kern = cb == cbm ? full : one;                      \
+                    ptrdiff_t cb = cbm;                                                     \
+                    while (cb > 1 && c0 + cb > n_in) cb /= 2;                               \
+                    cnn_blkw_kernel_##T kern = cnn_blkw_select_##T(nv, cb, jt, sw);         \
                     for (ptrdiff_t j0 = 0; j0 < kw; j0 += jt)                               \
                         kern(xpad + (c0 * R + i * dh) * Q + j0 * dw, R * Q, Q, sh, sw, dw, d, \
                              Ho, Wo, pb + ((c0 * kh + i) * kw + j0) * OB, khw * OB);        \

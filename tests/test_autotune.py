@@ -129,7 +129,7 @@ def test_eligibility_matches_the_kernels():
     geo = cnncore._geometry.conv2d_geometry("t", (8, 8), (3, 3), 1, 3, 1)
     case = conv_tune.ConvCase("input", (1, 4, 8, 8), (4, 4, 3, 3), 1, geo, "float32")
     # padding 3 > 2: no Winograd input gradient
-    assert conv_dispatch.eligible_algorithms(case) == ["gemm", "direct", "blocked"]
+    assert conv_dispatch.eligible_algorithms(case) == ["gemm", "direct", "blocked", "rows"]
     dw = case._replace(which="forward", x_shape=(1, 4, 8, 8), w_shape=(8, 1, 3, 3), groups=4)
     assert conv_dispatch.eligible_algorithms(dw) == [
         "gemm",
@@ -138,6 +138,7 @@ def test_eligibility_matches_the_kernels():
         "winograd4",
         "depthwise",
         "blocked",
+        "rows",
     ]
     assert conv_dispatch.eligible_algorithms(dw._replace(which="weight")) == [
         "gemm",
@@ -145,6 +146,7 @@ def test_eligibility_matches_the_kernels():
         "winograd4",
         "depthwise",
         "blocked",
+        "rows",
     ]
     strided = case._replace(geo=cnncore._geometry.conv2d_geometry("t", (8, 8), (3, 3), 2, 1, 1))
     assert conv_dispatch.eligible_algorithms(strided) == ["gemm"]

@@ -74,7 +74,9 @@ def _ids(case):
     return f"x{xs}-w{ws}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked"])
+@pytest.fixture(
+    params=["auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked", "rows"]
+)
 def algorithm(request, monkeypatch):
     loosen_for_winograd4(request.param, monkeypatch)
     with cnncore.conv_algorithm(request.param):
@@ -296,6 +298,63 @@ def test_winograd4_channel_minor_blocks(rng, xs, ws, dtype, monkeypatch):
     t = tol(dtype)
     for a, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, e, rtol=t["rtol"], atol=t["atol"] * np.abs(e).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "xs, ws, kw",
+    [
+        ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}),  # LeNet conv1: 28 = 16 + 12 lanes
+        ((17, 6, 14, 14), (16, 6, 5, 5), {}),  # LeNet conv2 (its input gradient: 16 -> 6)
+        ((9, 3, 11, 37), (7, 3, 5, 4), {"padding": (1, 3), "dilation": (2, 1)}),
+        ((5, 4, 13, 9), (10, 2, 3, 3), {"padding": 1, "groups": 2}),
+        ((3, 2, 5, 70), (5, 2, 5, 5), {"padding": (2, 0)}),  # rows of several vectors
+    ],
+)
+def test_rows_kernels(rng, xs, ws, kw, dtype):
+    """The row-vectorized kernels (pixels of a row in vector lanes; partial row blocks and
+    vectors, output-channel blocks with a remainder, dilation, groups): all three passes
+    against the NumPy reference, and bit-identical for any thread count."""
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    with cnncore.conv_algorithm("rows"):
+        y = cnncore.conv2d(x, w, b, **kw)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+
+        def run():
+            return (cnncore.conv2d(x, w, b, **kw), *cnncore.conv2d_backward(gy, x, w, **kw))
+
+        got = run()
+        assert_bit_identical_across_threads(run, (1, 2, 3))
+    args = (kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1), kw.get("groups", 1))
+    expected = (
+        conv2d_ref(x, w, b, *args),
+        conv2d_backward_input_ref(gy, w, x.shape, *args),
+        conv2d_backward_weight_ref(gy, x, w.shape, *args),
+        gy.astype(np.float64).sum(axis=(0, 2, 3)),
+    )
+    t = tol(dtype)
+    for a, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, e, rtol=t["rtol"], atol=t["atol"] * np.abs(e).max())
+
+
+def test_rows_weight_gradient_masks_lanes_past_the_row():
+    """Regression: the row-vectorized weight gradient reads whole vectors of input past each
+    row's last output; an Inf there (times the zero gradient of those lanes) must not make
+    NaN -- the weight gradient is what GEMM gives."""
+    x = np.random.default_rng(3).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    x[0, 0, 3, 27] = np.inf
+    x[1, 0, 9, 26] = -np.inf
+    w = np.ones((6, 1, 5, 5), np.float32)
+    gy = np.random.default_rng(4).standard_normal((2, 6, 28, 28)).astype(np.float32)
+    with cnncore.conv_algorithm("gemm"):
+        expected = cnncore.conv2d_backward_weight(gy, x, w.shape, padding=2)
+    with cnncore.conv_algorithm("rows"):
+        got = cnncore.conv2d_backward_weight(gy, x, w.shape, padding=2)
+    assert np.isinf(expected).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)  # sums of 1568 products
 
 
 @pytest.mark.parametrize("algo", ["winograd", "winograd4"])
@@ -837,7 +896,7 @@ def test_unfold_fold_against_torch(rng, dtype):
     dh=st.integers(1, 3),
     dw=st.integers(1, 3),
     seed=st.integers(0, 2**16),
-    algo=st.sampled_from([None, "gemm", "direct", "winograd4", "depthwise", "blocked"]),
+    algo=st.sampled_from([None, "gemm", "direct", "winograd4", "depthwise", "blocked", "rows"]),
 )
 def test_hypothesis_geometry_sweep(
     n, groups, cg, kg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, seed, algo
@@ -876,19 +935,23 @@ _WIDE_BLOCKED = "blocked" if _WIDE else "winograd4"
 # (F(4x4) on 7x7 outputs: only with AVX-512, from 64 channels; else the blocked kernels)
 _WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # ... and run LeNet's 5x5 convolutions over few input channels (forward, weight gradient).
-_LENET = ("blocked", "gemm", "blocked") if _WIDE else ("direct", "gemm", "gemm")
+# Their input gradient (6 output channels; with AVX-512) and the forward and weight gradient
+# of the first one (1 -> 6 channels) run the row-vectorized kernels.
+_LENET = ("blocked", "rows" if _WIDE else "gemm", "blocked")
 _SMALL_FWD = "gemm" if _WIDE else "blocked"
 
 
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, fwd, bwd, wgrad",
     [
-        # LeNet's second conv: few output channels, 150 taps -> direct forward, GEMM input grad
-        # (AVX-512: the blocked kernels forward and for the weight gradient)
+        # LeNet's second conv: the blocked kernels forward and for the weight gradient,
+        # row-vectorized input grad (AVX-512)
         ((64, 6, 14, 14), (16, 6, 5, 5), {}, *_LENET),
         ((8, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "direct", "gemm", "gemm"),
-        # one input channel on MNIST-sized images, or many output channels: GEMM
-        ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "gemm", "gemm", "gemm"),
+        # one input channel on MNIST-sized images: the row-vectorized kernels for few output
+        # channels and 5x5 windows (LeNet's first conv), else GEMM
+        ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "rows", _LENET[1], "rows"),
+        ((64, 1, 28, 28), (32, 1, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
         # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
         # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4

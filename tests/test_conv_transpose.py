@@ -53,7 +53,9 @@ def _make(rng, case, dtype):
     return x, w, b
 
 
-@pytest.fixture(params=["auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked"])
+@pytest.fixture(
+    params=["auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked", "rows"]
+)
 def algorithm(request, monkeypatch):
     loosen_for_winograd4(request.param, monkeypatch)
     with cnncore.conv_algorithm(request.param):

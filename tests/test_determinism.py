@@ -42,7 +42,7 @@ def _conv_variants():
     for spec in SPECS:
         algos = [None]
         if spec.name.startswith("conv2d"):
-            algos = ["gemm", "direct", "blocked", "winograd4"]
+            algos = ["gemm", "direct", "blocked", "winograd4", "rows"]
         for algo in algos:
             out.append(pytest.param(spec, algo, id=spec.name + (f"-{algo}" if algo else "")))
     return out

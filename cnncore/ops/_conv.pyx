@@ -6,7 +6,7 @@ Layout is NCHW; weight is ``(K, C / groups, kH, kW)``.  For output position ``(o
 kernel tap ``(i, j)`` the input position is ``(oh*sh + i*dh - ph, ow*sw + j*dw - pw)``; taps
 outside the input read zero (zero padding).
 
-Six algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
+Seven algorithms, chosen per shape and pass by ``cnncore/ops/conv_dispatch.py`` and passed
 in as the ``algorithm`` argument:
 
 * GEMM: im2col of a bounded block of output rows into per-thread scratch, then one BLAS
@@ -25,6 +25,9 @@ in as the ``algorithm`` argument:
 * depthwise: one input channel per group (any multiplier, stride, dilation): loops over
   the planes with register-blocked, vectorizable inner loops for all three passes, instead
   of one tiny GEMM per channel.
+* row-vectorized direct ("rows"): the vector lanes along a row of output pixels, blocks of
+  output channels x rows in registers (``src/_rowconv.h``, per SIMD level); all three
+  passes at unit stride.  Few channels on small images (LeNet's 5x5 convolutions).
 
 conv_transpose2d is the adjoint of conv2d and runs these same kernels (cnncore/ops/conv.py):
 its forward is the input-gradient pass (``conv_transpose2d_forward`` adds the bias in it),
@@ -44,7 +47,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM,
+from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_ROWS,
                               ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
 
@@ -87,6 +90,44 @@ cdef extern from "_blocked_conv.h" nogil:
                                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                 Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
                                 double* part)
+
+cdef extern from "_rowconv.h" nogil:
+    Py_ssize_t cnn_row_lanes_float()
+    Py_ssize_t cnn_row_lanes_double()
+    Py_ssize_t cnn_roww_nvec(Py_ssize_t Wo, Py_ssize_t vl)
+    void cnn_row_geom_float(Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t* R,
+                            Py_ssize_t* Q)
+    void cnn_row_geom_double(Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
+                             Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t* R,
+                             Py_ssize_t* Q)
+    void cnn_row_corr_float(const float* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                            const float* w, const float* bias, Py_ssize_t n_out, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, float* out,
+                            Py_ssize_t Ho, Py_ssize_t Wo)
+    void cnn_row_corr_double(const double* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                             const double* w, const double* bias, Py_ssize_t n_out,
+                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                             double* out, Py_ssize_t Ho, Py_ssize_t Wo)
+    void cnn_row_fill_float(const float* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
+                            float* dst)
+    void cnn_row_fill_double(const double* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
+                             double* dst)
+    Py_ssize_t cnn_roww_kbm()
+    void cnn_roww_task_float(const float* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
+                             Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const float* dy,
+                             Py_ssize_t dy_ss, const float* dy_last, Py_ssize_t n_out,
+                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                             Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
+                             float* xpad, float* vpart, float* part)
+    void cnn_roww_task_double(const double* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
+                              Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const double* dy,
+                              Py_ssize_t dy_ss, const double* dy_last, Py_ssize_t n_out,
+                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                              Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
+                              double* xpad, double* vpart, double* part)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -1941,6 +1982,196 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
     return status
 
 
+# ------------------------------------------------------------------------------------------
+# Row-vectorized direct ("rows"): pixels of a row in vector lanes, few channels
+# ------------------------------------------------------------------------------------------
+#
+# For few channels on small images (LeNet's 5x5 convolutions, a first layer's one input
+# channel), where the channel-blocked kernels leave most lanes idle or spend their time
+# transposing, and im2col + GEMM copying: the microkernels (src/_rowconv.h, compiled at each
+# SIMD level) run the vector lanes along a row of output pixels.  Unit stride, any dilation.
+# Forward and input gradient: the correlation of a sample's zero-padded planes (the input,
+# or dy padded by (k - 1) * d - p with the transposed, rotated filters) -- blocks of output
+# channels x rows x vectors of pixels in registers over all taps, each output summed in tap
+# order from its bias; one task per (sample, group).  Weight gradient: per (batch part,
+# group) task, sample after sample, lane-wise sums over the sample's pixels for blocks of
+# output channels x taps of a kernel row, whose lanes are added in a fixed order to the
+# part's partial (dW's layout); the parts are added in order.
+
+cdef inline Py_ssize_t row_lanes(const floating* dummy) noexcept nogil:
+    if floating is float:
+        return cnn_row_lanes_float()
+    else:
+        return cnn_row_lanes_double()
+
+
+cdef inline void row_geom(const floating* dummy, Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo,
+                          const Geom* g, Py_ssize_t* R, Py_ssize_t* Q) noexcept nogil:
+    if floating is float:
+        cnn_row_geom_float(n_out, Ho, Wo, g.kh, g.kw, g.dh, g.dw, R, Q)
+    else:
+        cnn_row_geom_double(n_out, Ho, Wo, g.kh, g.kw, g.dh, g.dw, R, Q)
+
+
+cdef inline void row_fill(const floating* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
+                          Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
+                          floating* dst) noexcept nogil:
+    """:func:`pad_planes` into planes whose padding is already zero: the in-bounds part only."""
+    if floating is float:
+        cnn_row_fill_float(src, n_ch, H, W, row0, col0, R, Q, dst)
+    else:
+        cnn_row_fill_double(src, n_ch, H, W, row0, col0, R, Q, dst)
+
+
+cdef inline void row_corr(const floating* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
+                          const floating* w, const floating* bias, Py_ssize_t n_out,
+                          const Geom* g, floating* out, Py_ssize_t Ho,
+                          Py_ssize_t Wo) noexcept nogil:
+    if floating is float:
+        cnn_row_corr_float(inp, n_in, R, Q, w, bias, n_out, g.kh, g.kw, g.dh, g.dw, out, Ho, Wo)
+    else:
+        cnn_row_corr_double(inp, n_in, R, Q, w, bias, n_out, g.kh, g.kw, g.dh, g.dw, out, Ho,
+                            Wo)
+
+
+cdef int rows_corr_pass(const floating* src, Py_ssize_t n_in, Py_ssize_t Hs, Py_ssize_t Ws,
+                        Py_ssize_t row0, Py_ssize_t col0, const floating* w,
+                        const floating* bias, Py_ssize_t n_out, const Geom* g, floating* out,
+                        Py_ssize_t Ho, Py_ssize_t Wo, int n_threads) noexcept nogil:
+    """One task per (sample, group): ``out`` (N x G*n_out planes of Ho x Wo) = the
+    correlation of ``src`` (N x G*n_in planes of Hs x Ws, read from row ``row0`` and column
+    ``col0``, zero outside) with ``w`` (G*n_out filters of n_in*kh*kw taps) plus ``bias``."""
+    cdef Py_ssize_t R = 0, Q = 0
+    cdef Py_ssize_t n_tasks = g.N * g.G, ws, t, n0, gi, taps = n_in * g.kh * g.kw
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    row_geom(src, n_out, Ho, Wo, g, &R, &Q)
+    ws = n_in * R * Q
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        # zeroed once: every task fills the same in-bounds part of the padded planes
+        col = <floating*> calloc(ws, sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="dynamic"):
+            if not ok:
+                continue
+            n0 = t // g.G
+            gi = t % g.G
+            row_fill(src + (n0 * g.G + gi) * n_in * Hs * Ws, n_in, Hs, Ws, row0, col0, R, Q,
+                     col)
+            row_corr(col, n_in, R, Q, w + gi * n_out * taps,
+                     bias + gi * n_out if bias != NULL else NULL, n_out, g,
+                     out + (n0 * g.G + gi) * n_out * Ho * Wo, Ho, Wo)
+        free(col)
+    return status
+
+
+cdef int rows_forward(const floating* x, const floating* w, const floating* bias,
+                      const Geom* g, floating* y, int n_threads) noexcept nogil:
+    """conv2d forward (unit stride) by the row-vectorized kernel."""
+    return rows_corr_pass(x, g.Cg, g.H, g.W, -g.ph, -g.pw, w, bias, g.Kg, g, y, g.Ho, g.Wo,
+                          n_threads)
+
+
+cdef int rows_backward_input(const floating* go, const floating* w, const floating* bias,
+                             const Geom* g, floating* dx, int n_threads) noexcept nogil:
+    """Input gradient (unit stride) by the row-vectorized kernel: the correlation of ``dy``
+    padded by ``(k - 1) * d - p`` with the transposed, 180-degree rotated filters, plus
+    ``bias`` per input channel (NULL: none)."""
+    cdef int status
+    cdef floating* wflip = <floating*> malloc(g.K * g.Cg * g.kh * g.kw * sizeof(floating))
+    if wflip == NULL:
+        return CNN_ERR_NOMEM
+    flip_transpose_weight(w, g, wflip)
+    status = rows_corr_pass(go, g.Kg, g.Ho, g.Wo, g.ph - (g.kh - 1) * g.dh,
+                            g.pw - (g.kw - 1) * g.dw, wflip, bias, g.Cg, g, dx, g.H, g.W,
+                            n_threads)
+    free(wflip)
+    return status
+
+
+cdef int rows_backward_weight(const floating* go, const floating* x, const Geom* g,
+                              floating* dw, floating* db, int n_threads) noexcept nogil:
+    """Weight (and, with ``db``, bias) gradient (unit stride) by the row-vectorized kernel:
+    one :c:func:`cnn_roww_task_*` per (batch part, group) -- per block of output channels,
+    sample after sample, lane-wise sums in vectors, then added lane by lane to the part's
+    partial; the parts are added in order.  ``dy`` is read in place (a row's last vector
+    reads on into the next row, its lanes masked off), but for the array's last sample,
+    copied with a vector of slack."""
+    cdef Py_ssize_t vl = row_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
+    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
+    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t n_tasks = n_parts * g.G
+    cdef Py_ssize_t wsize = g.K * g.Cg * khw, psize = g.Kg * g.Cg * khw
+    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t ws = xs + vs + g.Kg * L + vl
+    cdef Py_ssize_t t, p, gi, n, n0, n1
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef bint finite
+    cdef floating* col = NULL
+    cdef floating* part
+    cdef floating* bpart = NULL
+    cdef floating* dy_last
+    cdef floating* partials = <floating*> calloc(n_parts * wsize, sizeof(floating))
+    if partials == NULL:
+        return CNN_ERR_NOMEM
+    if db != NULL:
+        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
+        if bpart == NULL:
+            free(partials)
+            return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        # zeroed once: every sample fills the same in-bounds part of the padded planes
+        col = <floating*> calloc(ws, sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="dynamic"):
+            if not ok:
+                continue
+            p = t // g.G
+            gi = t % g.G
+            part = partials + p * wsize + gi * psize
+            n0 = p * g.N // n_parts
+            n1 = (p + 1) * g.N // n_parts
+            finite = True
+            for n in range(n0, n1):
+                finite = finite and all_finite(x + (n * g.C + gi * g.Cg) * g.H * g.W,
+                                               g.Cg * g.H * g.W)
+                if db != NULL:
+                    add_part_bias(go, g, gi, n, 1, bpart + p * g.K)
+            dy_last = NULL
+            if n1 == g.N and gi == g.G - 1:
+                dy_last = col + xs + vs
+                memcpy(dy_last, go + ((n1 - 1) * g.K + gi * g.Kg) * L,
+                       g.Kg * L * sizeof(floating))
+            # lanes past a row's end meet zeroed dy: the input's are masked off too only
+            # when it is not finite (Inf * 0 = NaN)
+            if floating is float:
+                cnn_roww_task_float(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.C * g.H * g.W,
+                                    g.Cg, g.H, g.W, g.ph, g.pw,
+                                    go + (n0 * g.K + gi * g.Kg) * L, g.K * L, dy_last, g.Kg,
+                                    g.kh, g.kw, g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col,
+                                    col + xs, part)
+            else:
+                cnn_roww_task_double(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.C * g.H * g.W,
+                                     g.Cg, g.H, g.W, g.ph, g.pw,
+                                     go + (n0 * g.K + gi * g.Kg) * L, g.K * L, dy_last, g.Kg,
+                                     g.kh, g.kw, g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col,
+                                     col + xs, part)
+        free(col)
+    if status == CNN_OK:
+        sum_parts(partials, n_parts, wsize, dw, n_threads)
+        if db != NULL:
+            sum_parts(bpart, n_parts, g.K, db, 1)
+    free(partials)
+    free(bpart)
+    return status
+
+
 cdef int conv2d_forward_impl(const floating* x, const floating* w, const floating* bias,
                              const Geom* g, floating* y, int algo, int n_threads) noexcept nogil:
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
@@ -1967,6 +2198,8 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
         return dw_forward(x, w, bias, g, y, n_threads)
     if algo == ALGO_BLOCKED:
         return blk_forward(x, w, bias, g, y, n_threads)
+    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+        return rows_forward(x, w, bias, g, y, n_threads)
     if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
         status = wino_forward(x, w, bias, g, y, 4 if algo == ALGO_WINOGRAD4 else 2, n_threads)
         if status != WINO_NONFINITE:
@@ -2069,6 +2302,8 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
         return dw_backward_input(go, w, bias, g, dx, n_threads)
     if algo == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
         return blk_backward_input(go, w, bias, g, dx, n_threads)
+    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+        return rows_backward_input(go, w, bias, g, dx, n_threads)
     if ((algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g)
             and g.ph <= 2 and g.pw <= 2):
         status = wino_backward_input(go, w, bias, g, dx, 4 if algo == ALGO_WINOGRAD4 else 2,
@@ -2235,6 +2470,8 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
         return dw_backward_weight(go, x, g, dw, db, n_threads)
     if algo == ALGO_BLOCKED:
         return blk_backward_weight(go, x, g, dw, db, n_threads)
+    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+        return rows_backward_weight(go, x, g, dw, db, n_threads)
     if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
         if algo == ALGO_WINOGRAD4:
             status = wino4_backward_weight(go, x, g, dw, db, n_threads)

@@ -29,6 +29,12 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
     pixels accumulated in vector registers (C microkernels built per SIMD level), with no
     im2col; forward, unit-stride input gradient and weight gradient.  ResNet's 3x3
     convolutions on small images (16-128 channels per group, any stride).
+``"rows"``
+    row-vectorized direct convolution: the vector lanes along a row of output pixels,
+    blocks of output channels x rows in registers (C microkernels built per SIMD level), no
+    im2col; all three passes at unit stride.  Few channels on small images, where the
+    blocked kernels leave lanes idle: LeNet's 5x5 convolutions, a first layer's one input
+    channel.
 
 :func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
 ``"weight"`` gradient), in this order:
@@ -52,10 +58,10 @@ deterministic; ``tune()`` with a cache file gives measured choices that repeat.
 
 A forced algorithm that does not apply to a shape (``"winograd"`` for a 5x5 kernel,
 ``"direct"`` for a weight gradient, ``"depthwise"`` for two input channels per group,
-``"blocked"`` for a strided input gradient) runs GEMM.  All algorithms give the same
-result up to rounding (they may differ in the last bits); each is bit-identical for any
-thread count, and no choice depends on the thread count (tuned choices are measured at a
-fixed one), so results never do.
+``"blocked"`` for a strided input gradient, ``"rows"`` for any strided pass) runs GEMM.
+All algorithms give the same result up to rounding (they may differ in the last bits); each
+is bit-identical for any thread count, and no choice depends on the thread count (tuned
+choices are measured at a fixed one), so results never do.
 """
 
 from __future__ import annotations
@@ -128,6 +134,8 @@ REGISTRY: dict[str, Algorithm] = {
     "blocked": Algorithm(
         ConvAlgorithm.ALGO_BLOCKED, lambda case: case.which != "input" or case.geo.stride == (1, 1)
     ),
+    # unit stride, all three passes
+    "rows": Algorithm(ConvAlgorithm.ALGO_ROWS, lambda case: case.geo.stride == (1, 1)),
 }
 
 #: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
@@ -147,7 +155,7 @@ def conv_algorithm(name: str) -> Iterator[None]:
 
     Parameters
     ----------
-    name : {"auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked"}
+    name : {"auto", "gemm", "direct", "winograd", "winograd4", "depthwise", "blocked", "rows"}
         The algorithm; ``"auto"`` restores the per-shape choice inside an outer block.
 
     Notes
@@ -181,7 +189,7 @@ def forced_conv_algorithm() -> str | None:
 
 def algorithm_name(code: int) -> str:
     """The name of a kernel algorithm code (``"gemm"``, ``"direct"``, ``"winograd"``,
-    ``"winograd4"``, ``"depthwise"`` or ``"blocked"``)."""
+    ``"winograd4"``, ``"depthwise"``, ``"blocked"`` or ``"rows"``)."""
     return _NAMES[int(code)]
 
 
@@ -321,10 +329,12 @@ def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, w
 
 # LeNet-class convolutions -- 5x5 windows over fewer input channels than blocked_eligible
 # takes, into 16-128 output channels, unit stride, small images -- run the blocked kernels'
-# forward and weight gradient with AVX-512 (64x6x14x14 -> 16, k5, float32, 2 threads, medians
-# of 30 interleaved rounds on a loaded 2-core VM: forward 1.57 ms against 2.26 direct and 2.53
-# GEMM; weight gradient 2.87 against 3.30 GEMM; cnncore.tune picks the same).  The input
-# gradient (6 output channels) stays GEMM.
+# forward and weight gradient (64x6x14x14 -> 16, k5, float32, 2 threads, medians of 30
+# interleaved rounds on a loaded 2-core VM, AVX-512: forward 1.57 ms against 2.26 direct and
+# 2.53 GEMM; weight gradient 2.87 against 3.30 GEMM; cnncore.tune picks the same.  Since the
+# weight gradient keeps 5 taps x 4 channels in registers: 0.36 ms against GEMM's 1.0, one
+# thread; AVX2: forward 0.43 against direct's 0.71, weight gradient 0.47 against 1.1).  The
+# input gradient (6 output channels) runs the row-vectorized kernels (see below).
 _LENET_KERNEL = (5, 5)
 
 
@@ -343,6 +353,36 @@ def _lenet_blocked(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, whi
     rows = geo.out[0] + kh - 1
     cols = geo.out[1] + 32 + kw - 1
     return k * rows * cols <= _DIRECT_FWD_MAX_SCRATCH
+
+
+# The row-vectorized kernels ("rows": the vector lanes along a row of output pixels) for few
+# output channels (of the pass: C_in/groups for the input gradient) at unit stride on small
+# images, where the blocked kernels would leave most lanes idle and GEMM (M = the few
+# channels) is dominated by im2col and packing.  float32, one thread, CPU ms, loaded 2-core
+# VM, rows against the previous choice: LeNet's conv1 (64x1x28x28 -> 6, k5 p2) forward
+# 0.18-0.20 against GEMM's 0.34-0.39 (AVX2: 0.35 against direct's 0.38), weight gradient
+# 0.27-0.31 against 0.35-0.40 (AVX2: 0.40 against 0.98); with AVX-512 conv2's input
+# gradient (64x6x14x14 -> 16, k5: 6 output channels) 0.56-0.64 against 0.67-0.69 (with
+# AVX2 GEMM keeps it: 0.98 against 1.17).
+_ROWS_MAX_OUT_CHANNELS = 8
+_ROWS_MIN_WINDOW = 25  # measured on 5x5 windows only
+
+
+def _rows_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> bool:
+    k, cg, kh, kw = w_shape
+    n_out, n_in = (cg, k) if which == "input" else (k // groups, cg)
+    if (
+        (which == "input" and _selected_simd() != "avx512")
+        or groups != 1
+        or geo.stride != (1, 1)
+        or geo.dilation != (1, 1)
+        or n_out > _ROWS_MAX_OUT_CHANNELS
+        or kh * kw < _ROWS_MIN_WINDOW
+    ):
+        return False
+    rows = geo.out[0] + 3 + kh - 1
+    cols = geo.out[1] + 32 + kw - 1
+    return n_in * rows * cols <= _DIRECT_FWD_MAX_SCRATCH
 
 
 def heuristic_conv_algorithm(
@@ -386,8 +426,8 @@ def heuristic_conv_algorithm(
             ):
                 return ConvAlgorithm.ALGO_GEMM
             return ConvAlgorithm.ALGO_BLOCKED
-        if _lenet_blocked(w_shape, groups, geo, which):
-            return ConvAlgorithm.ALGO_BLOCKED
+    if _lenet_blocked(w_shape, groups, geo, which):
+        return ConvAlgorithm.ALGO_BLOCKED
     if winograd4:
         return ConvAlgorithm.ALGO_WINOGRAD4
     if winograd:
@@ -395,10 +435,14 @@ def heuristic_conv_algorithm(
     if blocked:
         return ConvAlgorithm.ALGO_BLOCKED
     if which == "weight":
+        if _rows_eligible(w_shape, groups, geo, which):
+            return ConvAlgorithm.ALGO_ROWS
         return ConvAlgorithm.ALGO_GEMM
     forward = which == "forward"
     if cg <= _DIRECT_MAX_CHANNELS and geo.out[0] * geo.out[1] >= _DIRECT_MIN_OUTPUT_PIXELS:
         return ConvAlgorithm.ALGO_DIRECT
+    if _rows_eligible(w_shape, groups, geo, which):
+        return ConvAlgorithm.ALGO_ROWS
     hp = geo.out[0] + (kh - 1) * geo.dilation[0]  # rows and columns the windows read
     wp = geo.out[1] + (kw - 1) * geo.dilation[1] + 16
     if (
