@@ -8,16 +8,9 @@ CNNs; :func:`load` reads models written by ``Sequential.save``.
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# libgomp's idle OpenMP threads busy-wait (GOMP_SPINCOUNT, default 300000 pauses: ~10 ms on
-# recent x86) before sleeping; on a machine with few cores that starves NumPy's BLAS threads
-# and any other work between two kernels (e.g. 100 us of relu + matmul took 16 ms).  A
-# short spin keeps back-to-back kernels fast without the starvation.  Set before the
-# extension modules load libgomp; user settings win.
-if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
-    _os.environ["GOMP_SPINCOUNT"] = "10000"
-
+# No process-wide OpenMP settings are changed here: cnncore and PyTorch share one libgomp per
+# process (same soname), so a GOMP_SPINCOUNT set on import used to slow a PyTorch model in the
+# same process 2x (LeNet training steps 5 -> 12 ms).  README "Threads" says when to set it.
 # first: _config loads the BLAS binding the kernels cimport (without all of scipy.linalg)
 from . import _config  # noqa: E402,F401,I001
 from . import (  # noqa: E402

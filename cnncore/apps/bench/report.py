@@ -61,6 +61,10 @@ def machine_info(use_torch: bool = True) -> dict[str, Any]:
         "cnncore": cnncore.__version__,
         "torch": getattr(torch, "__version__", None),
         "simd_cap": os.environ.get("CNNCORE_SIMD") or None,
+        # one libgomp per process serves cnncore and torch alike: its wait policy applies to both
+        "omp_wait": {
+            k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ
+        },
         "date": datetime.date.today().isoformat(),
     }
 
@@ -72,10 +76,12 @@ def machine_line(m: dict[str, Any]) -> str:
     )
     cap = f", `CNNCORE_SIMD={m['simd_cap']}`" if m.get("simd_cap") else ""
     torch = f"PyTorch {m['torch']}" if m.get("torch") else "no PyTorch (no ratios)"
+    wait = ", ".join(f"{k}={v}" for k, v in (m.get("omp_wait") or {}).items())
+    wait = f"OpenMP waits: {wait or 'libgomp defaults'} (shared by both libraries); "
     return (
         f"{m['cpu']} ({m['machine']}, {m['os']}), conv kernels built for {simd}{cap}, "
         f"{m['cores']} usable core(s), {m['threads']} thread(s); BLAS {m['blas']}; "
-        f"Python {m['python']}, NumPy {m['numpy']}, {torch}, cnncore {m['cnncore']}; "
+        f"{wait}Python {m['python']}, NumPy {m['numpy']}, {torch}, cnncore {m['cnncore']}; "
         f"{m['date']}"
     )
 
