@@ -25,25 +25,13 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_simd_width.h"
+
 #if defined(__AVX512F__)
-#define CNN_BLK_VBYTES 64
 #define CNN_BLK_NACC 28 /* accumulators: 32 zmm registers, minus weights and a spare */
-#elif defined(__AVX__)
-#define CNN_BLK_VBYTES 32
-#define CNN_BLK_NACC 12 /* 16 ymm registers */
 #else
-#define CNN_BLK_VBYTES 16
-#define CNN_BLK_NACC 12 /* 16 xmm registers */
+#define CNN_BLK_NACC 12 /* 16 ymm / xmm registers */
 #endif
-
-typedef float cnn_blk_vf __attribute__((vector_size(CNN_BLK_VBYTES)));
-typedef double cnn_blk_vd __attribute__((vector_size(CNN_BLK_VBYTES)));
-#define CNN_BLK_VL_float (CNN_BLK_VBYTES / 4)
-#define CNN_BLK_VL_double (CNN_BLK_VBYTES / 8)
-
-/* Lanes of one vector of T. */
-static inline ptrdiff_t cnn_blk_lanes_float(void) { return CNN_BLK_VL_float; }
-static inline ptrdiff_t cnn_blk_lanes_double(void) { return CNN_BLK_VL_double; }
 
 /* Vectors per output-channel block: two when the channels fill more than one vector. */
 static inline ptrdiff_t cnn_blk_nv(ptrdiff_t n_out, ptrdiff_t vl) { return n_out > vl ? 2 : 1; }
@@ -70,7 +58,7 @@ static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
     static void cnn_blk_##T##_##NV##_##P##_##SW##_##KS(                                     \
         const T* src, ptrdiff_t ch_stride, ptrdiff_t row_stride, ptrdiff_t sw, ptrdiff_t dw, \
         const T* wp, ptrdiff_t n_in, ptrdiff_t kh, ptrdiff_t kw, const T* bp, T* tmp) {     \
-        enum { VL = CNN_BLK_VBYTES / sizeof(T) };                                           \
+        enum { VL = CNN_VBYTES / sizeof(T) };                                           \
         const ptrdiff_t s = (SW) ? (SW) : sw;                                               \
         const ptrdiff_t KH = (KS) ? (KS) : kh, KW = (KS) ? (KS) : kw;                       \
         VT acc[NV][P];                                                                      \
@@ -129,8 +117,8 @@ typedef void (*cnn_blk_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdi
     CNN_BLK_KERNELS_SW(T, VT, 2, 8)  \
     CNN_BLK_KERNELS_SW(T, VT, 2, 12)
 
-CNN_BLK_KERNELS_T(float, cnn_blk_vf)
-CNN_BLK_KERNELS_T(double, cnn_blk_vd)
+CNN_BLK_KERNELS_T(float, cnn_vf)
+CNN_BLK_KERNELS_T(double, cnn_vd)
 
 #define CNN_BLK_PICK(T, NV, P, KS)                                           \
     return sw == 1 ? cnn_blk_##T##_##NV##_##P##_1_##KS                       \
@@ -182,7 +170,7 @@ CNN_BLK_SELECT(double)
                                  ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw,     \
                                  ptrdiff_t dh, ptrdiff_t dw, T* out, ptrdiff_t Ho,           \
                                  ptrdiff_t Wo, ptrdiff_t oh0, ptrdiff_t oh1, T* tmp) {       \
-        const ptrdiff_t VL = CNN_BLK_VL_##T;                                                \
+        const ptrdiff_t VL = CNN_VL_##T;                                                \
         const ptrdiff_t nv = cnn_blk_nv(n_out, VL), OB = nv * VL;                           \
         const ptrdiff_t P = cnn_blk_pixels(nv, Wo);                                         \
         const ptrdiff_t taps = n_in * kh * kw, plane = Ho * Wo;                             \
@@ -224,7 +212,7 @@ CNN_BLK_CORR(double)
     static void cnn_blkw_##T##_##NV##_##CB##_##JT##_##SW(                                      \
         const T* x, ptrdiff_t ch_stride, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dw, \
         const T* dyT, ptrdiff_t Ho, ptrdiff_t Wo, T* dst, ptrdiff_t dst_ch_stride) {           \
-        enum { VL = CNN_BLK_VBYTES / sizeof(T) };                                              \
+        enum { VL = CNN_VBYTES / sizeof(T) };                                              \
         const ptrdiff_t s = (SW) ? (SW) : sw;                                                  \
         VT acc[NV][CB][JT];                                                                    \
         memset(acc, 0, sizeof acc);                                                            \
@@ -275,10 +263,10 @@ typedef void (*cnn_blkw_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrd
     CNN_BLKW_JT(T, VT, NV, 2)    \
     CNN_BLKW_JT(T, VT, NV, 4)    \
     CNN_BLKW_JT(T, VT, NV, 8)
-CNN_BLKW_CB(float, cnn_blk_vf, 1)
-CNN_BLKW_CB(float, cnn_blk_vf, 2)
-CNN_BLKW_CB(double, cnn_blk_vd, 1)
-CNN_BLKW_CB(double, cnn_blk_vd, 2)
+CNN_BLKW_CB(float, cnn_vf, 1)
+CNN_BLKW_CB(float, cnn_vf, 2)
+CNN_BLKW_CB(double, cnn_vd, 1)
+CNN_BLKW_CB(double, cnn_vd, 2)
 
 #define CNN_BLKW_PICK_SW(T, NV, CB, JT)                                          \
     return sw == 1 ? cnn_blkw_##T##_##NV##_##CB##_##JT##_1                       \
@@ -345,7 +333,7 @@ CNN_BLKW_TRANSPOSE(double)
                                     const T* dyT, ptrdiff_t n_out, ptrdiff_t kh,             \
                                     ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh,  \
                                     ptrdiff_t dw, ptrdiff_t Ho, ptrdiff_t Wo, T* part) {     \
-        const ptrdiff_t VL = CNN_BLK_VL_##T;                                                \
+        const ptrdiff_t VL = CNN_VL_##T;                                                \
         const ptrdiff_t nv = cnn_blk_nv(n_out, VL), OB = nv * VL, L = Ho * Wo;              \
         const ptrdiff_t jt = kw % 5 == 0 ? 5 : (kw % 3 == 0 ? 3 : 1);                      \
         const ptrdiff_t cbm = cnn_blkw_channels(nv, jt), khw = kh * kw;                     \

@@ -32,26 +32,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_simd_width.h"
+
 #if defined(__AVX512F__)
-#define CNN_ROW_VBYTES 64
 #define CNN_ROW_NACC 24 /* accumulators: 32 zmm registers, minus weights and inputs */
-#elif defined(__AVX__)
-#define CNN_ROW_VBYTES 32
-#define CNN_ROW_NACC 12 /* 16 ymm registers */
 #else
-#define CNN_ROW_VBYTES 16
-#define CNN_ROW_NACC 12 /* 16 xmm registers */
+#define CNN_ROW_NACC 12 /* 16 ymm / xmm registers */
 #endif
-
-typedef float cnn_row_vf __attribute__((vector_size(CNN_ROW_VBYTES)));
-typedef double cnn_row_vd __attribute__((vector_size(CNN_ROW_VBYTES)));
-typedef int32_t cnn_row_mf __attribute__((vector_size(CNN_ROW_VBYTES)));
-typedef int64_t cnn_row_md __attribute__((vector_size(CNN_ROW_VBYTES)));
-#define CNN_ROW_VL_float (CNN_ROW_VBYTES / 4)
-#define CNN_ROW_VL_double (CNN_ROW_VBYTES / 8)
-
-static inline ptrdiff_t cnn_row_lanes_float(void) { return CNN_ROW_VL_float; }
-static inline ptrdiff_t cnn_row_lanes_double(void) { return CNN_ROW_VL_double; }
 
 /* ---- Correlation ------------------------------------------------------------------------ */
 
@@ -91,7 +78,7 @@ static inline ptrdiff_t cnn_row_rb(ptrdiff_t kb, ptrdiff_t nv, ptrdiff_t Ho) {
         const T* w, ptrdiff_t w_stride, ptrdiff_t n_in, ptrdiff_t kh, ptrdiff_t kw,            \
         const T* bias, T* out, ptrdiff_t plane, ptrdiff_t Wo, ptrdiff_t nrows,                 \
         ptrdiff_t ncols) {                                                                     \
-        enum { VL = CNN_ROW_VBYTES / sizeof(T) };                                              \
+        enum { VL = CNN_VBYTES / sizeof(T) };                                              \
         VT acc[KB][RB][NV];                                                                    \
         _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb) {                              \
             const T b = bias ? bias[kb] : (T)0;                                                \
@@ -147,10 +134,10 @@ typedef void (*cnn_row_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdi
     CNN_ROW_RB(T, VT, 2, NV)     \
     CNN_ROW_RB(T, VT, 4, NV)     \
     CNN_ROW_RB(T, VT, 6, NV)
-CNN_ROW_KB(float, cnn_row_vf, 1)
-CNN_ROW_KB(float, cnn_row_vf, 2)
-CNN_ROW_KB(double, cnn_row_vd, 1)
-CNN_ROW_KB(double, cnn_row_vd, 2)
+CNN_ROW_KB(float, cnn_vf, 1)
+CNN_ROW_KB(float, cnn_vf, 2)
+CNN_ROW_KB(double, cnn_vd, 1)
+CNN_ROW_KB(double, cnn_vd, 2)
 
 #define CNN_ROW_PICK_RB(T, KB, NV)                                                    \
     return rb >= 4 ? cnn_row_##T##_##KB##_4_##NV                                      \
@@ -179,7 +166,7 @@ CNN_ROW_SELECT(double)
     static void cnn_row_geom_##T(ptrdiff_t n_out, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t kh,    \
                                  ptrdiff_t kw, ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t* R,       \
                                  ptrdiff_t* Q) {                                               \
-        const ptrdiff_t VL = CNN_ROW_VL_##T, nv = cnn_row_nv(Wo, VL);                        \
+        const ptrdiff_t VL = CNN_VL_##T, nv = cnn_row_nv(Wo, VL);                        \
         const ptrdiff_t kb = cnn_row_kb(n_out, nv), rb = cnn_row_rb(kb, nv, Ho);              \
         const ptrdiff_t cw = nv * VL;                                                         \
         *R = (Ho + rb - 1) / rb * rb + (kh - 1) * dh;                                         \
@@ -196,7 +183,7 @@ CNN_ROW_GEOM(double)
                                  const T* w, const T* bias, ptrdiff_t n_out, ptrdiff_t kh,      \
                                  ptrdiff_t kw, ptrdiff_t dh, ptrdiff_t dw, T* out,              \
                                  ptrdiff_t Ho, ptrdiff_t Wo) {                                  \
-        const ptrdiff_t VL = CNN_ROW_VL_##T, nv = cnn_row_nv(Wo, VL), cw = nv * VL;            \
+        const ptrdiff_t VL = CNN_VL_##T, nv = cnn_row_nv(Wo, VL), cw = nv * VL;            \
         const ptrdiff_t kbm = cnn_row_kb(n_out, nv), rb = cnn_row_rb(kbm, nv, Ho);             \
         const ptrdiff_t taps = n_in * kh * kw, plane = Ho * Wo;                                \
         for (ptrdiff_t k0 = 0; k0 < n_out;) {                                                  \
@@ -219,15 +206,15 @@ CNN_ROW_CORR(double)
 /* The lanes of a vector added in a fixed order (pairwise halves). */
 #define CNN_ROW_HSUM(T, VT)                                   \
     static inline T cnn_row_hsum_##T(VT v) {                  \
-        enum { VL = CNN_ROW_VBYTES / sizeof(T) };             \
+        enum { VL = CNN_VBYTES / sizeof(T) };             \
         T a[VL];                                              \
         memcpy(a, &v, sizeof a);                              \
         for (int h = VL / 2; h > 0; h /= 2)                   \
             for (int l = 0; l < h; ++l) a[l] = a[l] + a[l + h]; \
         return a[0];                                          \
     }
-CNN_ROW_HSUM(float, cnn_row_vf)
-CNN_ROW_HSUM(double, cnn_row_vd)
+CNN_ROW_HSUM(float, cnn_vf)
+CNN_ROW_HSUM(double, cnn_vd)
 
 /* KB output channels x JT taps (j0 .. j0+JT-1 of kernel row i) of one input plane of one
    sample: ``x`` at padded row i*dh of the plane (row stride Q), ``dy`` the sample's KB planes
@@ -255,7 +242,7 @@ CNN_ROW_HSUM(double, cnn_row_vd)
     static void cnn_roww_##T##_##KB##_##JT##_##MASK(                                           \
         const T* x, ptrdiff_t Q, ptrdiff_t dw, const T* dy, ptrdiff_t dy_plane, ptrdiff_t Ho,  \
         ptrdiff_t Wo, ptrdiff_t nvec, MT mask, T* vdst, ptrdiff_t dst_k) {                     \
-        enum { VL = CNN_ROW_VBYTES / sizeof(T) };                                              \
+        enum { VL = CNN_VBYTES / sizeof(T) };                                              \
         VT acc[KB][JT];                                                                        \
         _Pragma("GCC unroll 8") for (int kb = 0; kb < KB; ++kb)                                \
             _Pragma("GCC unroll 8") for (int jj = 0; jj < JT; ++jj) acc[kb][jj] = (VT){0};     \
@@ -278,10 +265,10 @@ CNN_ROW_HSUM(double, cnn_row_vd)
     }
 
 typedef void (*cnn_roww_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, const float*,
-                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_row_mf,
+                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_vmf,
                                       float*, ptrdiff_t);
 typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, const double*,
-                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_row_md,
+                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_vmd,
                                        double*, ptrdiff_t);
 
 #define CNN_ROWW_M(T, VT, MT, KB, JT)       \
@@ -298,8 +285,8 @@ typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, cons
     CNN_ROWW_JT(T, VT, MT, 1)   \
     CNN_ROWW_JT(T, VT, MT, 2)   \
     CNN_ROWW_JT(T, VT, MT, 4)
-CNN_ROWW_KB(float, cnn_row_vf, cnn_row_mf)
-CNN_ROWW_KB(double, cnn_row_vd, cnn_row_md)
+CNN_ROWW_KB(float, cnn_vf, cnn_vmf)
+CNN_ROWW_KB(double, cnn_vd, cnn_vmd)
 
 #define CNN_ROWW_PICK_M(T, KB, JT)                                     \
     return masked == 2 ? cnn_roww_##T##_##KB##_##JT##_2                 \
@@ -370,7 +357,7 @@ static inline ptrdiff_t cnn_roww_kbm(void) { return CNN_ROW_NACC >= 24 ? 4 : 2; 
                                   ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t dh, ptrdiff_t dw,       \
                                   ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t ns, int finite,         \
                                   T* xpad, T* vpart, T* part) {                                 \
-        enum { VL = CNN_ROW_VL_##T };                                                          \
+        enum { VL = CNN_VL_##T };                                                          \
         const ptrdiff_t nvec = cnn_roww_nvec(Wo, VL), L = Ho * Wo, khw = kh * kw;              \
         const ptrdiff_t R = Ho + (kh - 1) * dh, Q = nvec * VL + (kw - 1) * dw;                 \
         const ptrdiff_t rem = Wo - (nvec - 1) * VL, taps = n_in * khw;                         \
@@ -395,16 +382,16 @@ static inline ptrdiff_t cnn_roww_kbm(void) { return CNN_ROW_NACC >= 24 ? 4 : 2; 
                         }                                                                      \
             }                                                                                  \
             for (ptrdiff_t e = 0; e < kb * taps; ++e) {                                        \
-                cnn_row_v##T v;                                                                \
+                cnn_v##T v;                                                                \
                 memcpy(&v, vpart + e * VL, sizeof v);                                          \
                 part[k0 * taps + e] += cnn_row_hsum_##T(v);                                    \
             }                                                                                  \
             k0 += kb;                                                                          \
         }                                                                                      \
     }
-typedef cnn_row_vf cnn_row_vfloat;
-typedef cnn_row_vd cnn_row_vdouble;
-CNN_ROWW_TASK(float, cnn_row_mf)
-CNN_ROWW_TASK(double, cnn_row_md)
+typedef cnn_vf cnn_vfloat;
+typedef cnn_vd cnn_vdouble;
+CNN_ROWW_TASK(float, cnn_vmf)
+CNN_ROWW_TASK(double, cnn_vmd)
 
 #endif /* CNN_ROWCONV_H */

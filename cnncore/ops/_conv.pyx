@@ -62,9 +62,11 @@ cdef extern from *:
     #endif
     """
 
+cdef extern from "_simd_width.h" nogil:
+    Py_ssize_t cnn_vec_lanes_float()
+    Py_ssize_t cnn_vec_lanes_double()
+
 cdef extern from "_blocked_conv.h" nogil:
-    Py_ssize_t cnn_blk_lanes_float()
-    Py_ssize_t cnn_blk_lanes_double()
     Py_ssize_t cnn_blk_nv(Py_ssize_t n_out, Py_ssize_t vl)
     Py_ssize_t cnn_blk_pixels(Py_ssize_t nv, Py_ssize_t Wo)
     void cnn_blk_corr_float(const float* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
@@ -92,8 +94,6 @@ cdef extern from "_blocked_conv.h" nogil:
                                 double* part)
 
 cdef extern from "_rowconv.h" nogil:
-    Py_ssize_t cnn_row_lanes_float()
-    Py_ssize_t cnn_row_lanes_double()
     Py_ssize_t cnn_roww_nvec(Py_ssize_t Wo, Py_ssize_t vl)
     void cnn_row_geom_float(Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
                             Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t* R,
@@ -1749,11 +1749,12 @@ cdef inline Py_ssize_t direct_width(Py_ssize_t Wo, Py_ssize_t sw, Py_ssize_t kw,
 # tap order from its bias: bit-identical for any thread count.  The input gradient at unit
 # stride is the same correlation of the padded dy with the transposed, rotated kernel.
 
-cdef inline Py_ssize_t blk_lanes(const floating* dummy) noexcept nogil:
+cdef inline Py_ssize_t vec_lanes(const floating* dummy) noexcept nogil:
+    """Lanes of one vector of ``floating`` in this SIMD build (the blocked and rows kernels)."""
     if floating is float:
-        return cnn_blk_lanes_float()
+        return cnn_vec_lanes_float()
     else:
-        return cnn_blk_lanes_double()
+        return cnn_vec_lanes_double()
 
 
 ctypedef struct BlkPlan:
@@ -1831,7 +1832,7 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
     with fewer of those than threads (a batch of one), per (sample, group, band of output
     rows) -- each task pads the sample's planes itself.  Every output is computed the same
     way whatever the split: bit-identical for any thread count."""
-    cdef BlkPlan pl = blk_plan(blk_lanes(x), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
+    cdef BlkPlan pl = blk_plan(vec_lanes(x), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
                                g.Ho, g.Wo)
     cdef Py_ssize_t n_bands = 1
     cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
@@ -1872,7 +1873,7 @@ cdef int blk_backward_input(const floating* go, const floating* w, const floatin
     """Input gradient (unit stride) by the channel-blocked kernel: the correlation of ``dy``
     padded by ``(k - 1) * d - p`` with the transposed, 180-degree rotated filters, plus
     ``bias`` per input channel (NULL: none)."""
-    cdef BlkPlan pl = blk_plan(blk_lanes(go), g.Kg, g.Cg, g.kh, g.kw, 1, 1, g.dh, g.dw,
+    cdef BlkPlan pl = blk_plan(vec_lanes(go), g.Kg, g.Cg, g.kh, g.kw, 1, 1, g.dh, g.dw,
                                g.H, g.W)
     cdef Py_ssize_t n_tasks = g.N * g.G, ws = g.Kg * pl.R * pl.Q + pl.tmp
     cdef Py_ssize_t t, n0, gi
@@ -1913,7 +1914,7 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
     part, group) task, sample after sample, ``dy`` transposed to output-channel blocks and
     the input zero padded, then :c:func:`cnn_blkw_sample_*` adds the sample's sums to the
     part's partial ``[block][c][i][j][OB]``; the parts are added in order."""
-    cdef Py_ssize_t vl = blk_lanes(x)
+    cdef Py_ssize_t vl = vec_lanes(x)
     cdef Py_ssize_t OB = cnn_blk_nv(g.Kg, vl) * vl
     cdef Py_ssize_t nob = ceil_div(g.Kg, OB), khw = g.kh * g.kw, L = g.Ho * g.Wo
     cdef Py_ssize_t R = (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1
@@ -1997,13 +1998,6 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
 # group) task, sample after sample, lane-wise sums over the sample's pixels for blocks of
 # output channels x taps of a kernel row, whose lanes are added in a fixed order to the
 # part's partial (dW's layout); the parts are added in order.
-
-cdef inline Py_ssize_t row_lanes(const floating* dummy) noexcept nogil:
-    if floating is float:
-        return cnn_row_lanes_float()
-    else:
-        return cnn_row_lanes_double()
-
 
 cdef inline void row_geom(const floating* dummy, Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo,
                           const Geom* g, Py_ssize_t* R, Py_ssize_t* Q) noexcept nogil:
@@ -2099,7 +2093,7 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     partial; the parts are added in order.  ``dy`` is read in place (a row's last vector
     reads on into the next row, its lanes masked off), but for the array's last sample,
     copied with a vector of slack."""
-    cdef Py_ssize_t vl = row_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t vl = vec_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
     cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
     cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
     cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
