@@ -1931,14 +1931,10 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
     cdef floating* part
     cdef floating* bpart = NULL
     cdef floating sm
-    cdef floating* partials = <floating*> calloc(n_tasks * psize, sizeof(floating))
-    if partials == NULL:
+    cdef floating* partials = NULL
+    if alloc_parts(n_tasks, psize, g.Kg, db != NULL, &partials, &bpart,
+                   True) != CNN_OK:
         return CNN_ERR_NOMEM
-    if db != NULL:
-        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
-        if bpart == NULL:
-            free(partials)
-            return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         col = <floating*> malloc(ws * sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
@@ -2111,14 +2107,9 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     cdef floating* part
     cdef floating* bpart = NULL
     cdef floating* dy_last
-    cdef floating* partials = <floating*> calloc(n_parts * wsize, sizeof(floating))
-    if partials == NULL:
+    cdef floating* partials = NULL
+    if alloc_parts(n_parts, wsize, g.K, db != NULL, &partials, &bpart, True) != CNN_OK:
         return CNN_ERR_NOMEM
-    if db != NULL:
-        bpart = <floating*> calloc(n_parts * g.K, sizeof(floating))
-        if bpart == NULL:
-            free(partials)
-            return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         # zeroed once: every sample fills the same in-bounds part of the padded planes
         col = <floating*> calloc(ws, sizeof(floating))
@@ -2420,10 +2411,14 @@ cdef void sum_parts(const floating* parts, Py_ssize_t n_parts, Py_ssize_t size,
 
 
 cdef int alloc_parts(Py_ssize_t n_parts, Py_ssize_t wsize, Py_ssize_t K, bint bias,
-                     floating** partials, floating** bpart) noexcept nogil:
+                     floating** partials, floating** bpart, bint zeroed=False) noexcept nogil:
     """Allocate a weight-gradient task's per-part sums: ``n_parts`` weight arrays of
-    ``wsize`` and, with ``bias``, ``n_parts`` zeroed bias arrays of ``K`` (else NULL)."""
-    partials[0] = <floating*> malloc(n_parts * wsize * sizeof(floating))
+    ``wsize`` (zeroed with ``zeroed``: for kernels that add into them) and, with ``bias``,
+    ``n_parts`` zeroed bias arrays of ``K`` (else NULL)."""
+    if zeroed:
+        partials[0] = <floating*> calloc(n_parts * wsize, sizeof(floating))
+    else:
+        partials[0] = <floating*> malloc(n_parts * wsize * sizeof(floating))
     bpart[0] = <floating*> calloc(n_parts * K, sizeof(floating)) if bias else NULL
     if partials[0] == NULL or (bias and bpart[0] == NULL):
         free(partials[0])
