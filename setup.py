@@ -64,12 +64,12 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Compute-bound kernel modules that are also compiled for wider vector units (same Cython
-# source, different ISA flags).  Memory-bound modules gain nothing from this (_pool: its 2x2
-# max-pooling kernel, src/_pool2x2.h, needs the wider shuffles to keep up with memory).
+# source, different ISA flags).  Memory-bound modules gain nothing from this (_pool: only
+# its 2x2 max-pooling kernel needs the wider shuffles to keep up with memory, and
+# src/_pool2x2.h compiles that kernel once per ISA inside the one module).
 SIMD_MODULES = [
     "cnncore.ops._conv",
     "cnncore.ops._norm",
-    "cnncore.ops._pool",
     "cnncore.ops._resize",
 ]
 ISA_FLAGS = {}  # extension name -> extra ISA flags (filled by _simd_variant_extensions)

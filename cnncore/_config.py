@@ -80,7 +80,8 @@ def load_kernels(name: str, level: str | None = None):
     Compute-bound modules are compiled several times (baseline, AVX2+FMA, AVX-512; see
     setup.py).  ``level`` -- or ``$CNNCORE_SIMD`` -- caps the choice (``"baseline"``,
     ``"avx2"``, ``"avx512"``); a variant that was not built falls back to the next lower one.
-    Returns ``(module, level)``.
+    A module built once with per-level clones of its hot kernels inside (``_pool``: it
+    defines ``_set_simd_level``) is told the level instead.  Returns ``(module, level)``.
     """
     import importlib
 
@@ -96,6 +97,9 @@ def load_kernels(name: str, level: str | None = None):
             module = importlib.import_module(modname)
         except ImportError:
             continue
+        setter = getattr(module, "_set_simd_level", None)
+        if setter is not None:  # one build holding a clone per level (see the docstring)
+            lv = order[setter(order.index(candidates[-1]))]
         _loaded_simd[name] = lv
         return module, lv
     raise ImportError(f"cnncore: no build of the kernel module {name!r} could be imported")

@@ -673,15 +673,42 @@ POOL2_SIZES += [(5, 31), (4, 32), (3, 34), (2, 65), (9, 70)]
 
 
 def _pool_builds():
-    """Every build of the pooling kernels this CPU runs (baseline, AVX2, AVX-512)."""
-    from cnncore._config import load_kernels
+    """Every SIMD level of the 2x2 kernels this CPU runs (baseline, AVX2, AVX-512: clones in
+    the one module, chosen by load_kernels), as ``(level, module)`` with that level set;
+    the level the process started with is restored afterwards."""
+    from cnncore._config import _loaded_simd, load_kernels
     from cnncore._threads import cpu_simd_levels
 
-    builds = {}
-    for level in cpu_simd_levels():
-        module, got = load_kernels("cnncore.ops._pool", level)
-        builds[got] = module
-    return builds
+    before = _loaded_simd["cnncore.ops._pool"]
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._pool", level)
+            assert got == level
+            yield got, module
+    finally:
+        load_kernels("cnncore.ops._pool", before)
+
+
+def test_pool_simd_level_follows_the_cap():
+    """The pooling module holds one clone of the 2x2 kernels per SIMD level: load_kernels
+    (CNNCORE_SIMD) sets the level, capped to what the CPU runs, and reports it."""
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import _pool
+
+    levels = cpu_simd_levels()
+    before = _loaded_simd["cnncore.ops._pool"]
+    try:
+        for level in ("baseline", "avx2", "avx512"):
+            module, got = load_kernels("cnncore.ops._pool", level)
+            assert module is _pool
+            assert got == (level if level in levels else levels[-1])
+            assert _loaded_simd["cnncore.ops._pool"] == got
+        assert _pool._set_simd_level(99) == len(levels) - 1  # capped to the CPU
+        assert _pool._set_simd_level(-1) == 0
+    finally:
+        load_kernels("cnncore.ops._pool", before)
+    assert _loaded_simd["cnncore.ops._pool"] == before
 
 
 def _ties_and_zeros(shape, dtype, rng):
@@ -707,7 +734,7 @@ def test_max_pool_2x2_every_build_matches_reference_bitwise(hw, dtype, rng):
         g = rng.standard_normal(ry.shape).astype(dtype)
         g.reshape(-1)[::7] = -0.0  # a scatter-add into zeros makes it +0.0
         rdx = ref_scatter_add(g, ridx, x.shape)
-        for level, mod in _pool_builds().items():
+        for level, mod in _pool_builds():
             y = np.empty_like(ry)
             idx = np.empty_like(ridx)
             mod.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1, 1, 1)
@@ -738,7 +765,7 @@ def test_max_pool_2x2_nan_inf_planes_every_build(dtype, rng):
     x[1, 1, 3, 3] = np.inf
     x[1, 1, 3, 4] = np.inf
     ry, ridx = ref_max_pool(x, 2)
-    for level, mod in _pool_builds().items():
+    for level, mod in _pool_builds():
         y = np.empty_like(ry)
         idx = np.empty_like(ridx)
         mod.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1, 1, 1)
@@ -759,7 +786,7 @@ def test_max_pool_2x2_backward_with_foreign_indices(dtype, rng):
     _, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)  # (5, 6): 2x2-shaped output
     g = rng.standard_normal(idx.shape).astype(dtype)
     rdx = ref_scatter_add(g, idx, x.shape)
-    for level, mod in _pool_builds().items():
+    for level, mod in _pool_builds():
         dx = np.full(x.shape, 5, dtype)
         mod.index_scatter_add(g, idx, dx, 2, "max_pool2d_backward")
         assert _bits(dx).tobytes() == _bits(rdx).tobytes(), level

@@ -11,6 +11,7 @@ import numpy.typing as npt
 _F = npt.NDArray[np.floating]
 _I = npt.NDArray[np.int64]
 
+def _set_simd_level(level: int) -> int: ...
 def max_pool2d_forward(
     x: _F,
     y_out: _F,

@@ -16,7 +16,8 @@ that are inside the input (all of them except near the top/bottom border); the f
 columns are computed one output at a time.
 
 2x2 windows of stride 2 without padding or dilation (the common case) run through C vector
-code instead (``src/_pool2x2.h``, compiled into each SIMD build of this module): a whole
+code instead (``src/_pool2x2.h``, whose baseline, AVX2 and AVX-512 clones are all compiled
+into this module; ``_set_simd_level`` picks one, see ``_config.load_kernels``): a whole
 plane at a time, and the backward writes each input position once instead of zero-filling
 and scattering (when every index lies in its window, which max pooling's indices do).
 
@@ -47,8 +48,9 @@ from cnncore._shared cimport (CNN_ERR_INDEX, CNN_OK, check_status, fixed_sum, fl
 
 
 cdef extern from "_pool2x2.h" nogil:
-    # 2x2 / stride-2 windows without padding or dilation, one plane (vector code, built per
-    # SIMD level; see the header): 1 means "compute this plane with the generic kernel".
+    # 2x2 / stride-2 windows without padding or dilation, one plane (vector code, compiled
+    # once per SIMD level into this module; see the header): 1 means "compute this plane
+    # with the generic kernel".
     int cnn_p2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                                float* y, int64_t* idx)
     int cnn_p2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -59,6 +61,8 @@ cdef extern from "_pool2x2.h" nogil:
     int cnn_p2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                                 double* dx)
+    # which clone runs (0 baseline, 1 AVX2+FMA, 2 AVX-512), capped to the build and the CPU
+    int cnn_p2_set_level(int level)
 
 
 ctypedef struct PoolGeom:
@@ -1137,6 +1141,14 @@ cdef bint grad_is_trivial(floating[:, :, :, ::1] dx_out, Py_ssize_t Ho, Py_ssize
             memset(&dx_out[0, 0, 0, 0], 0, n * sizeof(floating))
         return True
     return False
+
+
+def _set_simd_level(int level):
+    """Run the 2x2 max-pooling clones of SIMD ``level`` (0 baseline, 1 AVX2+FMA, 2 AVX-512)
+    from now on, capped to what was compiled and to what this CPU runs; returns the level
+    set.  Called by ``_config.load_kernels`` (which honours ``CNNCORE_SIMD``); all levels
+    give the same bits."""
+    return cnn_p2_set_level(level)
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y_out,
