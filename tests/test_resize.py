@@ -271,3 +271,47 @@ def test_pixel_shuffle_layers(rng, tmp_path):
 def test_layer_bad_arguments(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "hw,kw",
+    [
+        ((9, 56), dict(scale_factor=2, mode="bilinear")),
+        ((5, 61), dict(scale_factor=2, mode="bilinear", align_corners=True)),
+        ((4, 37), dict(scale_factor=3.3, mode="bilinear")),
+        ((6, 70), dict(scale_factor=0.5, mode="bilinear")),
+        ((3, 90), dict(size=(4, 11), mode="bilinear")),  # sources spread wider than 16
+        ((7, 13), dict(size=(5, 50), mode="nearest")),
+        ((6, 45), dict(scale_factor=2, mode="nearest")),
+        ((5, 33), dict(scale_factor=1.5, mode="nearest-exact")),
+    ],
+    ids=str,
+)
+def test_backward_every_simd_build_matches_torch(hw, kw, dtype, rng, monkeypatch):
+    """The gradient's gather along W at each SIMD level (AVX-512 and AVX2 permute blocks of
+    16 / 8 columns whose sources lie close together, with padding entries, blocks that
+    spread too wide and blocks at the end of the row taking the scalar loop) against
+    PyTorch's autograd."""
+    torch = pytest.importorskip("torch")
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import resize as R
+
+    x = rng.standard_normal((2, 3, *hw)).astype(dtype)
+    g = rng.standard_normal(F.interpolate(x, **kw).shape).astype(dtype)
+    tx = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.interpolate(tx, **kw).backward(torch.from_numpy(g))
+    want = tx.grad.numpy()
+    before = _loaded_simd["cnncore.ops._resize"]
+    levels = []
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._resize", level)
+            monkeypatch.setattr(R, "_resize", module)
+            levels.append(got)
+            gx = F.interpolate_backward(g, x.shape, **_backward_kw(kw))
+            np.testing.assert_allclose(gx, want, err_msg=got, **TOL[dtype])
+    finally:
+        load_kernels("cnncore.ops._resize", before)  # (it records the level loaded)
+    assert levels == cpu_simd_levels()

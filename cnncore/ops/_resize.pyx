@@ -222,10 +222,53 @@ cdef extern from *:
                               ptrdiff_t n, ptrdiff_t nx) {
         cnn_lerp_row_sf(y, x, i0, i1, w0, w1, 0, n);
     }
+    /* AVX2: float blocks of 8 whose (non-padding) sources lie in 16 consecutive elements
+       are permuted from two loaded vectors (the scalar loop, which GCC turned into
+       hardware gathers, ran bilinear x2's backward at 1.9x the AVX-512 build's time); the
+       same fused multiply-add per element as the scalar loop (contracted with -mfma), so
+       the same bits either way. */
+    #if defined(__AVX2__) && defined(__FMA__)
+    static inline int32_t cnn_hmin8(__m256i v) {
+        v = _mm256_min_epi32(v, _mm256_permute2x128_si256(v, v, 1));
+        v = _mm256_min_epi32(v, _mm256_shuffle_epi32(v, 0x4E));
+        v = _mm256_min_epi32(v, _mm256_shuffle_epi32(v, 0xB1));
+        return _mm256_cvtsi256_si32(v);
+    }
+    static inline int32_t cnn_hmax8(__m256i v) {
+        v = _mm256_max_epi32(v, _mm256_permute2x128_si256(v, v, 1));
+        v = _mm256_max_epi32(v, _mm256_shuffle_epi32(v, 0x4E));
+        v = _mm256_max_epi32(v, _mm256_shuffle_epi32(v, 0xB1));
+        return _mm256_cvtsi256_si32(v);
+    }
+    #endif
     static void cnn_gather_addf(float* __restrict t, const float* __restrict w,
                                 const int32_t* __restrict ix, const float* __restrict src,
                                 int32_t pad, ptrdiff_t n, ptrdiff_t nsrc) {
-        cnn_gather_add_sf(t, w, ix, src, pad, 0, n);
+        ptrdiff_t i = 0;
+    #if defined(__AVX2__) && defined(__FMA__)
+        const __m256i padv = _mm256_set1_epi32(pad), seven = _mm256_set1_epi32(7);
+        const __m256i big = _mm256_set1_epi32(INT32_MAX), small = _mm256_set1_epi32(INT32_MIN);
+        for (; i + 8 <= n; i += 8) {
+            __m256i v = _mm256_loadu_si256((const __m256i*) (ix + i));
+            __m256i skip = _mm256_cmpeq_epi32(v, padv);
+            if (_mm256_movemask_ps(_mm256_castsi256_ps(skip)) == 0xFF) continue;
+            int32_t b = cnn_hmin8(_mm256_blendv_epi8(v, big, skip));
+            int32_t e = cnn_hmax8(_mm256_blendv_epi8(v, small, skip));
+            if (e - b < 16 && (ptrdiff_t) b + 16 <= nsrc) {
+                __m256i r = _mm256_sub_epi32(v, _mm256_set1_epi32(b));
+                __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src + b), r);
+                __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src + b + 8), r);
+                __m256 p = _mm256_blendv_ps(lo, hi,
+                                            _mm256_castsi256_ps(_mm256_cmpgt_epi32(r, seven)));
+                __m256 tv = _mm256_loadu_ps(t + i);
+                __m256 nv = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), p, tv);
+                _mm256_storeu_ps(t + i, _mm256_blendv_ps(nv, tv, _mm256_castsi256_ps(skip)));
+            } else {
+                cnn_gather_add_sf(t, w, ix, src, pad, i, i + 8);
+            }
+        }
+    #endif
+        cnn_gather_add_sf(t, w, ix, src, pad, i, n);
     }
     static void cnn_gather_rowd(double* __restrict y, const double* __restrict x,
                                 const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
