@@ -62,7 +62,7 @@ cdef extern from "_pool2x2.h" nogil:
                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                                 double* dx)
     # which clone runs (0 baseline, 1 AVX2+FMA, 2 AVX-512), capped to the build and the CPU
-    int cnn_p2_set_level(int level)
+    int cnn_p2_set_level(int)
 
 
 ctypedef struct PoolGeom:
@@ -1143,7 +1143,7 @@ cdef bint grad_is_trivial(floating[:, :, :, ::1] dx_out, Py_ssize_t Ho, Py_ssize
     return False
 
 
-def _set_simd_level(int level):
+def _set_simd_level(level):
     """Run the 2x2 max-pooling clones of SIMD ``level`` (0 baseline, 1 AVX2+FMA, 2 AVX-512)
     from now on, capped to what was compiled and to what this CPU runs; returns the level
     set.  Called by ``_config.load_kernels`` (which honours ``CNNCORE_SIMD``); all levels
