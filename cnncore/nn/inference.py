@@ -53,9 +53,12 @@ from typing import Any
 
 import numpy as np
 
-from .._config import SMALL_ELEMENTS, SMALL_MACS, blas_single_thread
+from .._config import SMALL_ELEMENTS, SMALL_MACS, blas_single_thread, get_num_threads
+from .._shared import ConvAlgorithm
+from ..ops import conv as _conv_ops
 from ..ops.activation import unary_inplace
 from ..ops.conv import prepare_conv2d
+from ..ops.conv_dispatch import select_conv_algorithm
 from ..ops.linear import prepare_linear
 from ..ops.norm import prepare_batch_norm_eval
 from ..ops.pool import prepare_global_avg_pool2d, prepare_max_pool2d
@@ -133,16 +136,94 @@ def linear_layer_kernel(
     return prepare_linear(x_shape, w_shape, step_threads(macs, SMALL_MACS))
 
 
-def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
+#: A planned convolution of at least this many multiply-adds runs on
+#: :func:`cnncore.get_num_threads` threads even at batch size 1 (the channel-blocked kernel
+#: then splits the sample's output rows into bands; below this, one thread): measured at
+#: batch 1 on 2 cores, a 16 -> 16 3x3 convolution of 32 x 32 pixels (2.4 M) took 37 us on
+#: one thread and 23 on two, 32 -> 64 at stride 2 (1.2 M) 17 and 12.
+PAR_MACS = 1 << 20
+
+_BLOCKED = int(ConvAlgorithm.ALGO_BLOCKED)
+
+
+class PackedWeights:
+    """A Conv2d's weights (and bias) packed for the channel-blocked forward of one output
+    geometry, with a copy of the values packed: each :meth:`get` compares the layer's
+    arrays with that copy (bytewise, in C: 3 us for 64 -> 64 3x3 filters, against 17 to
+    pack them) and packs again when they differ -- an optimizer step, ``load_state_dict``,
+    a write into the array or a new array are all seen at the next call."""
+
+    __slots__ = ("layer", "args", "packed", "saved", "fresh")
+
+    def __init__(self, layer: Any, args: tuple[int, ...], size: int, dtype: Any) -> None:
+        self.layer = layer
+        self.args = args  # sh, sw, dh, dw, groups, Ho, Wo
+        self.packed = np.empty(size, dtype)
+        w = layer.weight.data
+        self.saved = np.empty(w.size + w.shape[0], dtype)
+        self.fresh = True  # nothing packed yet
+
+    def get(self, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """The packing of ``w`` and ``b`` (the layer's arrays, of the planned shapes and
+        dtype, C-contiguous)."""
+        _conv_ops._conv.blocked_refresh_packed(
+            w, b, self.saved, self.packed, *self.args, self.fresh
+        )
+        self.fresh = False
+        return self.packed
+
+
+def _plan_conv2d(
+    layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty, relu: bool = False
+) -> Step | None:
+    """A Conv2d step; with ``relu`` the step also applies the ReLU that follows it (the
+    same kernel's rule, so the same bits as the two steps)."""
     if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
         return None  # (an unbatched sample or a bad input: the layer's own forward)
     w = layer.weight
     b = layer.bias
     run, out_shape = conv2d_layer_kernel(layer, x.shape, x.dtype)
     out = alloc(out_shape, x.dtype)
-    if b is None:
-        return (lambda x: run(x, w.data, None, out)), True
-    return (lambda x: run(x, w.data, b.data, out)), True
+    w_shape = w.data.shape
+    macs = math.prod(out_shape) * math.prod(w_shape[1:])
+    x_shape, dtype = x.shape, x.dtype
+    geo, groups = _conv_ops._conv_setup(
+        "conv2d", x_shape, w_shape, layer.stride, layer.padding, layer.dilation, layer.groups
+    )
+    if x.size == 0 or macs == 0:
+        packed = None
+    else:
+        (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+        kh, kw = w_shape[2:]
+        size = _conv_ops._conv.blocked_packed_size(
+            x_shape[1], w_shape[0], kh, kw, sh, sw, dh, dw, groups, *geo.out,
+            dtype == np.float64,
+        )  # fmt: skip
+        packed = PackedWeights(layer, (sh, sw, dh, dw, groups, *geo.out), size, dtype)
+        fwd = _conv_ops._conv.blocked_forward_packed
+        args = (kh, kw, sh, sw, ph, pw, dh, dw, groups, relu)
+    nt = 1 if macs < PAR_MACS else None
+    ent = step_threads(math.prod(out_shape), SMALL_ELEMENTS)
+
+    def step(x: np.ndarray) -> np.ndarray:
+        wd = w.data
+        bd = None if b is None else b.data
+        # the algorithm is chosen per call (a conv_algorithm() block, cnncore.tune)
+        if (
+            packed is not None
+            and _BLOCKED == select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
+            and _contiguous(wd, dtype)
+            and wd.shape == w_shape
+            and (bd is None or _contiguous(bd, dtype))
+        ):
+            fwd(x, packed.get(wd, bd), out, *args, nt or get_num_threads())
+            return out
+        run(x, wd, bd, out)
+        if relu:
+            unary_inplace("relu", out, 0.0, ent)
+        return out
+
+    return step, True
 
 
 def _plan_linear(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
@@ -271,6 +352,18 @@ def _plan_add(layer: Any, xs: list[Any], owned: list[bool], alloc: Alloc) -> Ste
 MULTI_PLANNERS: dict[str, Callable[..., Step | None]] = {"Add": _plan_add}
 
 
+def _relu_fusable(layer: Any, nxt: Any) -> bool:
+    """Whether ``layer`` is a Conv2d and ``nxt`` a ReLU (exactly those classes) in eval
+    mode, which one conv step with its ReLU runs."""
+    return (
+        nxt is not None
+        and registered_name(type(layer)) == "Conv2d"
+        and registered_name(type(nxt)) == "ReLU"
+        and not layer.training
+        and not nxt.training
+    )
+
+
 def plan_layer(layer: Module, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step:
     """The step that runs ``layer`` (in eval mode) on inputs like ``x``: its planner's, or a
     call of the layer itself (whose output the plan does not own)."""
@@ -308,10 +401,21 @@ class Plan:
         h = x
         pool = BytePool()
         root: np.ndarray | None = None  # the buffer the current value lives in
+        fused = False  # whether the step of the layer before applied this layer (a ReLU)
         for k, layer in enumerate(layers):
             try:
+                if fused:
+                    fused = False
+                    h = layer(h)
+                    continue
                 taken: list[np.ndarray] = []
-                step = plan_layer(layer, h, owned, pool.taking(taken))
+                nxt = layers[k + 1] if k + 1 < len(layers) else None
+                step = None
+                if _relu_fusable(layer, nxt):
+                    step = _plan_conv2d(layer, h, owned, pool.taking(taken), relu=True)
+                    fused = step is not None
+                if step is None:
+                    step = plan_layer(layer, h, owned, pool.taking(taken))
                 steps.append(step)
                 owned = step[1]
                 if taken:  # a new buffer: the input's is free once this step has run
@@ -420,6 +524,27 @@ class BytePool:
         self.free.append(raw)
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _relu_after(steps: Sequence[tuple], k: int, readers: dict[int, int]) -> bool:
+    """Whether graph step ``k`` is a Conv2d call whose output only the next step reads,
+    a call of a ReLU (:func:`_relu_fusable`) that no other module shares."""
+    if k + 1 >= len(steps):
+        return False
+    layer, _, _, out, _, _, _ = steps[k]
+    nxt, ins, multi, _, free, shared, _ = steps[k + 1]
+    return (
+        not multi
+        and shared is None
+        and ins == (out,)
+        and out in free
+        and readers.get(out) == 1
+        and _relu_fusable(layer, nxt)
+    )
+
+
 def _root(a: Any, mine: dict[int, np.ndarray]) -> np.ndarray | None:
     """The plan buffer whose memory ``a`` is (or views), else None."""
     while type(a) is np.ndarray:
@@ -463,7 +588,15 @@ class GraphPlan:
         mine: dict[int, np.ndarray] = {}
         pool = BytePool()
         steps: list[tuple] = []
-        for step in model._steps:
+        readers: dict[int, int] = {}  # slot -> steps reading it (and model outputs)
+        for _, ins, *_ in model._steps:
+            for s in ins:
+                readers[s] = readers.get(s, 0) + 1
+        for s in model._out_slots:
+            readers[s] = readers.get(s, 0) + 1
+        all_steps = model._steps
+        fused = False  # whether the step before applied this step's layer (a ReLU)
+        for k, step in enumerate(all_steps):
             layer, ins, multi, out, free, shared, _ = step
 
             def alloc(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -478,7 +611,14 @@ class GraphPlan:
             name = registered_name(type(layer)) or ""
             planned: Step | None = None
             try:
-                if multi:
+                if fused:  # (the ReLU the conv step ran: its output is this step's)
+                    planned, fused = (_identity, owned[0]), False
+                elif not multi and shared is None and _relu_after(all_steps, k, readers):
+                    planned = _plan_conv2d(layer, vals[ins[0]], owned[0], alloc, relu=True)
+                    fused = planned is not None
+                    if planned is None:
+                        planned = PLANNERS["Conv2d"](layer, vals[ins[0]], owned[0], alloc)
+                elif multi:
                     multi_planner = MULTI_PLANNERS.get(name)
                     if multi_planner is not None:
                         planned = multi_planner(layer, [vals[s] for s in ins], owned, alloc)
