@@ -9,7 +9,7 @@ import pytest
 import cnncore
 from cnncore import models, nn, optim
 from cnncore._shared import ConvAlgorithm
-from cnncore.nn import inference
+from cnncore.nn import callbacks, inference
 from cnncore.ops import conv as conv_ops
 
 K = conv_ops._conv
@@ -163,9 +163,14 @@ def _check_live(model, x, reference, restore_threads):
     same()
     convs = [m for m in inference._subtree(model) if type(m) is nn.Conv2d]
     convs.sort(key=lambda m: m.name)
+    frozen = model.__dict__.get("_frozen_weights", False)  # (nn.fuse's snapshot)
     convs[1].weight.data[...] *= -1.0  # in place
+    if frozen:
+        convs[1].weight.mark_changed()
     same()
     convs[0].bias.data[0] += 1.0  # a bias in place
+    if frozen:
+        convs[0].bias.mark_changed()
     same()
     convs[1].weight.data = convs[1].weight.data * 0.5  # a new array
     same()
@@ -191,10 +196,44 @@ def test_sequential_plan_sees_every_weight_change(algorithm, restore_threads):
     assert model(x).tobytes() == y.tobytes()
 
 
-def test_graph_plan_sees_every_weight_change(algorithm, restore_threads):
-    model = nn.fuse(models.resnet20(rng=0))  # (BatchNorm folded: convolutions with biases)
+@pytest.mark.parametrize("fused", [False, True])
+def test_graph_plan_sees_every_weight_change(fused, algorithm, restore_threads):
+    model = models.resnet20(rng=0)
+    for m in inference._subtree(model):
+        if type(m) is nn.Conv2d:  # (biases, as a fused model's convolutions have)
+            m.bias = nn.Parameter(np.full(m.out_channels, 0.1, np.float32), "bias")
+    model = nn.fuse(model) if fused else model
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     _check_live(model, x, _graph_layerwise, restore_threads)
+
+
+def test_sequential_fused_plan_sees_every_weight_change(algorithm, restore_threads):
+    model = nn.fuse(_seq())
+    x = np.random.default_rng(1).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    _check_live(model, x, _layerwise, restore_threads)
+
+
+def test_fused_models_trust_the_weights_version(restore_threads):
+    """A fused model (an inference snapshot) packs again on a new array or a version bump
+    (optimizers, load_state_dict, set_weights, mark_changed), not on every call; other
+    models see any write."""
+    x = np.random.default_rng(1).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    for fused in (False, True):
+        model = nn.fuse(_seq()) if fused else _seq().eval()
+        conv = model.layers[0]
+        with cnncore.conv_algorithm("blocked"):
+            model(x)
+            before = model(x)  # (the plan's run: weights packed)
+            conv.weight.data[...] *= 2.0
+            stale = model(x)
+            assert (stale.tobytes() == before.tobytes()) == fused
+            conv.weight.mark_changed()
+            assert model(x).tobytes() == _layerwise(model, x).tobytes()
+            weights = callbacks.get_weights(model)
+            weights[0] = weights[0] * 3.0  # the first conv's weight
+            callbacks.set_weights(model, weights)
+            got = model(x)
+            assert got.tobytes() == _layerwise(model, x).tobytes() != stale.tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -14,10 +14,19 @@ thread whatever :func:`cnncore.set_num_threads` says: a parallel region costs
 microseconds, and on a loaded machine waking a second thread can take a scheduler tick;
 results do not depend on the thread count.
 Activations run in place on a buffer the plan owns (else into a buffer of the plan, with
-the same kernel).  Layers without a planner (user modules, Softmax, AvgPool2d, ...) are
-called as they are.  Parameters are read from the
-layers at every call (an optimizer step or ``load_state_dict`` is seen at once); the
-layers' configuration is assumed fixed after construction, as everywhere in cnncore.
+the same kernel); a Conv2d followed by a ReLU is one step (the ReLU applied to the rows
+each task of the convolution wrote, while they are in cache).  Layers without a planner
+(user modules, Softmax, AvgPool2d, ...) are called as they are.  Parameters are read from
+the layers at every call (an optimizer step or ``load_state_dict`` is seen at once); a
+convolution on the channel-blocked algorithm keeps its weights packed for the kernel
+(:class:`PackedWeights`), compared with the layer's arrays at every call -- or, in a model
+made by :func:`fuse`, trusted until the arrays are replaced or
+:data:`cnncore._parameter.WEIGHTS_VERSION` changes (optimizer steps, ``load_state_dict``,
+``set_weights``; code that writes into a fused model's weights in place calls
+:meth:`~cnncore.nn.Parameter.mark_changed`).  Such a convolution of at least
+:data:`PAR_MACS` multiply-adds runs on every thread even at batch size 1 (bands of output
+rows).  The layers' configuration is assumed fixed after construction, as everywhere in
+cnncore.
 A plan runs one call at a time (a lock): a call from another thread meanwhile runs the
 layers one by one, so concurrent calls of one model stay correct.
 
@@ -39,7 +48,9 @@ layer's weight and bias: ``w' = w * s`` (per output channel),
 ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``,
 computed in float64.  The fused model computes the same function to rounding (1e-6
 relative in float32) with one layer fewer; like PyTorch's ``fuse_modules`` it is a snapshot
-for inference -- later changes of the original are not seen.
+for inference -- later changes of the original are not seen, and its own weights are
+packed once (see above: write them through an optimizer, ``load_state_dict`` or a new
+array, or call :meth:`~cnncore.nn.Parameter.mark_changed`).
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from .._config import SMALL_ELEMENTS, SMALL_MACS, blas_single_thread, get_num_threads
+from .._parameter import WEIGHTS_VERSION
 from .._shared import ConvAlgorithm
 from ..ops import conv as _conv_ops
 from ..ops.activation import unary_inplace
@@ -80,6 +92,8 @@ __all__ = [
     "SMALL_MACS",
     "SMALL_ELEMENTS",
     "step_threads",
+    "PackedWeights",
+    "PAR_MACS",
 ]
 
 #: Plans a Sequential keeps (one per input shape and dtype), least recently used dropped.
@@ -148,24 +162,36 @@ _BLOCKED = int(ConvAlgorithm.ALGO_BLOCKED)
 
 class PackedWeights:
     """A Conv2d's weights (and bias) packed for the channel-blocked forward of one output
-    geometry, with a copy of the values packed: each :meth:`get` compares the layer's
-    arrays with that copy (bytewise, in C: 3 us for 64 -> 64 3x3 filters, against 17 to
-    pack them) and packs again when they differ -- an optimizer step, ``load_state_dict``,
-    a write into the array or a new array are all seen at the next call."""
+    geometry, with a copy of the values packed.
 
-    __slots__ = ("layer", "args", "packed", "saved", "fresh")
+    In a model made by :func:`fuse` (its layers marked ``_frozen_weights``: an inference
+    snapshot) :meth:`get` packs again only when the layer holds other arrays or
+    :data:`cnncore._parameter.WEIGHTS_VERSION` changed (optimizer steps,
+    ``load_state_dict``, ``set_weights``, :meth:`~cnncore.nn.Parameter.mark_changed`).
+    Elsewhere every :meth:`get` compares the arrays with the copy (bytewise, in C) and packs
+    again when they differ, so any write is seen -- at batch 1 that comparison reads every
+    weight once more per forward (ResNet-20: about 100-190 us of its 700-930, out of L3),
+    which is why fused models trust the version instead."""
+
+    __slots__ = ("args", "packed", "saved", "fresh", "frozen", "key")
 
     def __init__(self, layer: Any, args: tuple[int, ...], size: int, dtype: Any) -> None:
-        self.layer = layer
         self.args = args  # sh, sw, dh, dw, groups, Ho, Wo
         self.packed = np.empty(size, dtype)
         w = layer.weight.data
         self.saved = np.empty(w.size + w.shape[0], dtype)
         self.fresh = True  # nothing packed yet
+        self.frozen = bool(layer.__dict__.get("_frozen_weights", False))
+        self.key: tuple = ()
 
     def get(self, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         """The packing of ``w`` and ``b`` (the layer's arrays, of the planned shapes and
         dtype, C-contiguous)."""
+        if self.frozen:
+            k = self.key
+            if k and k[0] == WEIGHTS_VERSION[0] and k[1] is w and k[2] is b:
+                return self.packed
+            self.key = (WEIGHTS_VERSION[0], w, b)
         _conv_ops._conv.blocked_refresh_packed(
             w, b, self.saved, self.packed, *self.args, self.fresh
         )
@@ -982,8 +1008,10 @@ def fuse(model: Module) -> Module:
     a layer's call, when nothing else reads that output (no other layer, not a model
     output) and the layer is called nowhere else.  Nested containers are fused too.
     Returns the copy in eval mode (a graph model is rebuilt: same layer names, same
-    inputs and outputs, its ``loss_fn`` kept); ``model`` is not changed.  See the module
-    docstring.
+    inputs and outputs, its ``loss_fn`` kept); ``model`` is not changed.  Its convolutions
+    keep their weights packed between calls: a write into them in place other than an
+    optimizer step, ``load_state_dict`` or ``set_weights`` must be followed by
+    ``param.mark_changed()``.  See the module docstring.
 
     Examples
     --------
@@ -997,4 +1025,6 @@ def fuse(model: Module) -> Module:
             f"fuse(): model must be a cnncore.nn.Module. Received: {type(model).__name__}"
         )
     fused = _fuse_container(copy.deepcopy(model))
+    for m in _subtree(fused):
+        m.__dict__["_frozen_weights"] = True  # (packed weights trust WEIGHTS_VERSION)
     return fused.eval()
