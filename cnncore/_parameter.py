@@ -12,6 +12,18 @@ from typing import Any
 
 import numpy as np
 
+#: Bumped by every write that cnncore makes into parameter arrays in place (optimizer
+#: steps, ``load_state_dict``, ``set_weights`` and restoring the best weights, broadcasting
+#: them) and by :meth:`Parameter.mark_changed`: the convolutions of a model made by
+#: :func:`cnncore.nn.fuse` keep their weights packed while it stays the same and the
+#: layer keeps its arrays (see :mod:`cnncore.nn.inference`).
+WEIGHTS_VERSION = [0]
+
+
+def weights_changed() -> None:
+    """Note that parameter arrays were written in place (fused models pack again)."""
+    WEIGHTS_VERSION[0] += 1
+
 
 class Parameter:
     """A trainable array with its gradient.
@@ -59,6 +71,15 @@ class Parameter:
 
     def zero_grad(self) -> None:
         self.grad.fill(0)
+
+    def mark_changed(self) -> None:
+        """Tell cnncore that ``data`` was written in place by other code (``p.data[...] =
+        v``, ``p.data *= 2``).  Only a model made by :func:`cnncore.nn.fuse` (an inference
+        snapshot, which keeps its convolutions' weights packed) needs it; optimizers,
+        ``load_state_dict``, ``set_weights`` and assigning a new array (``p.data = v``)
+        are seen without it, and other models compare their packed weights with the
+        arrays at every call."""
+        weights_changed()
 
     def __repr__(self) -> str:
         return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from ._config import _usable_cores, get_num_threads, set_num_threads
-from ._parameter import Parameter
+from ._parameter import Parameter, weights_changed
 from ._validation import check_int, check_real
 
 __all__ = [
@@ -379,6 +379,7 @@ def broadcast_parameters(params: Sequence[Parameter], comm: Communicator, root: 
     for p in params:
         comm.bcast_(p.data, root)
         p.grad.fill(0)
+    weights_changed()  # (fused models' packed weights)
 
 
 def sum_in_order(comm: Communicator, rows: np.ndarray) -> np.ndarray:

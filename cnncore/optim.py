@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _optim
 from ._config import get_num_threads, threads_for
-from ._parameter import Parameter
+from ._parameter import Parameter, weights_changed
 from ._validation import FLOAT_DTYPES, _fmt, check_bool, check_choice, check_int, check_real
 
 # Elements per thread below which a fused update runs on fewer threads (the elementwise
@@ -350,6 +350,7 @@ class Optimizer:
         t = self._step_count + 1
         for p, state, (s0, s1) in zip(self._params, self._state, self._scratch, strict=True):
             self._update(p.data, p.grad, state, s0, s1, t)
+        weights_changed()
         self._step_count = t
 
     #: Set once :meth:`step` has warned that no live model owns the parameters.

@@ -316,7 +316,8 @@ def test_small_plan_steps_run_on_one_thread(monkeypatch, restore_threads):
             fn = getattr(self.module, name)
 
             def call(*args):
-                seen.append((name, args[-1]))
+                if name not in ("blocked_packed_size", "blocked_refresh_packed"):
+                    seen.append((name, args[-1]))  # (a kernel call: its thread count)
                 return fn(*args)
 
             return call
@@ -336,4 +337,13 @@ def test_small_plan_steps_run_on_one_thread(monkeypatch, restore_threads):
     ref = big(x2)
     seen.clear()
     np.testing.assert_array_equal(big(x2), ref)
-    assert seen == [("conv2d_forward", 2)]
+    # (the channel-blocked algorithm runs on weights packed once)
+    assert seen in ([("conv2d_forward", 2)], [("blocked_forward_packed", 2)]), seen
+    # batch 1: a convolution of >= PAR_MACS multiply-adds shares its output rows
+    one = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, rng=0)).eval()
+    x3 = rng.random((1, 16, 32, 32), dtype=np.float32)
+    with cnncore.conv_algorithm("blocked"):
+        ref = one(x3)
+        seen.clear()
+        np.testing.assert_array_equal(one(x3), ref)
+    assert seen == [("blocked_forward_packed", 2)], seen

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._parameter import weights_changed
 from .._typing import PathLike
 from .._validation import _fmt, check_bool, check_choice, check_int, check_real
 from . import checkpoint, serialization
@@ -211,6 +212,7 @@ def set_weights(model: Module, weights: list[np.ndarray]) -> None:
     targets = [p.data for p in model.parameters()] + [b for _, b in model.named_buffers()]
     for t, w in zip(targets, weights, strict=True):
         np.copyto(t, w)
+    weights_changed()  # (fused models' packed weights)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,10 +14,19 @@ thread whatever :func:`cnncore.set_num_threads` says: a parallel region costs
 microseconds, and on a loaded machine waking a second thread can take a scheduler tick;
 results do not depend on the thread count.
 Activations run in place on a buffer the plan owns (else into a buffer of the plan, with
-the same kernel).  Layers without a planner (user modules, Softmax, AvgPool2d, ...) are
-called as they are.  Parameters are read from the
-layers at every call (an optimizer step or ``load_state_dict`` is seen at once); the
-layers' configuration is assumed fixed after construction, as everywhere in cnncore.
+the same kernel); a Conv2d followed by a ReLU is one step (the ReLU applied to the rows
+each task of the convolution wrote, while they are in cache).  Layers without a planner
+(user modules, Softmax, AvgPool2d, ...) are called as they are.  Parameters are read from
+the layers at every call (an optimizer step or ``load_state_dict`` is seen at once); a
+convolution on the channel-blocked algorithm keeps its weights packed for the kernel
+(:class:`PackedWeights`), compared with the layer's arrays at every call -- or, in a model
+made by :func:`fuse`, trusted until the arrays are replaced or
+:data:`cnncore._parameter.WEIGHTS_VERSION` changes (optimizer steps, ``load_state_dict``,
+``set_weights``; code that writes into a fused model's weights in place calls
+:meth:`~cnncore.nn.Parameter.mark_changed`).  Such a convolution of at least
+:data:`PAR_MACS` multiply-adds runs on every thread even at batch size 1 (bands of output
+rows).  The layers' configuration is assumed fixed after construction, as everywhere in
+cnncore.
 A plan runs one call at a time (a lock): a call from another thread meanwhile runs the
 layers one by one, so concurrent calls of one model stay correct.
 
@@ -39,7 +48,9 @@ layer's weight and bias: ``w' = w * s`` (per output channel),
 ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``,
 computed in float64.  The fused model computes the same function to rounding (1e-6
 relative in float32) with one layer fewer; like PyTorch's ``fuse_modules`` it is a snapshot
-for inference -- later changes of the original are not seen.
+for inference -- later changes of the original are not seen, and its own weights are
+packed once (see above: write them through an optimizer, ``load_state_dict`` or a new
+array, or call :meth:`~cnncore.nn.Parameter.mark_changed`).
 """
 
 from __future__ import annotations
@@ -53,9 +64,13 @@ from typing import Any
 
 import numpy as np
 
-from .._config import SMALL_ELEMENTS, SMALL_MACS, blas_single_thread
+from .._config import SMALL_ELEMENTS, SMALL_MACS, blas_single_thread, get_num_threads
+from .._parameter import WEIGHTS_VERSION
+from .._shared import ConvAlgorithm
+from ..ops import conv as _conv_ops
 from ..ops.activation import unary_inplace
 from ..ops.conv import prepare_conv2d
+from ..ops.conv_dispatch import select_conv_algorithm
 from ..ops.linear import prepare_linear
 from ..ops.norm import prepare_batch_norm_eval
 from ..ops.pool import prepare_global_avg_pool2d, prepare_max_pool2d
@@ -77,6 +92,9 @@ __all__ = [
     "SMALL_MACS",
     "SMALL_ELEMENTS",
     "step_threads",
+    "PackedWeights",
+    "PAR_MACS",
+    "LINEAR_PAR_MACS",
 ]
 
 #: Plans a Sequential keeps (one per input shape and dtype), least recently used dropped.
@@ -133,16 +151,113 @@ def linear_layer_kernel(
     return prepare_linear(x_shape, w_shape, step_threads(macs, SMALL_MACS))
 
 
-def _plan_conv2d(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
+#: A planned convolution of at least this many multiply-adds runs on
+#: :func:`cnncore.get_num_threads` threads even at batch size 1 (the channel-blocked kernel
+#: then splits the sample's output rows into bands; below this, one thread): measured at
+#: batch 1 on 2 cores, a 16 -> 16 3x3 convolution of 32 x 32 pixels (2.4 M) took 37 us on
+#: one thread and 23 on two, 32 -> 64 at stride 2 (1.2 M) 17 and 12.
+PAR_MACS = 1 << 20
+
+_BLOCKED = int(ConvAlgorithm.ALGO_BLOCKED)
+
+
+class PackedWeights:
+    """A Conv2d's weights (and bias) packed for the channel-blocked forward of one output
+    geometry, with a copy of the values packed.
+
+    In a model made by :func:`fuse` (its layers marked ``_frozen_weights``: an inference
+    snapshot) :meth:`get` packs again only when the layer holds other arrays or
+    :data:`cnncore._parameter.WEIGHTS_VERSION` changed (optimizer steps,
+    ``load_state_dict``, ``set_weights``, :meth:`~cnncore.nn.Parameter.mark_changed`).
+    Elsewhere every :meth:`get` compares the arrays with the copy (bytewise, in C) and packs
+    again when they differ, so any write is seen -- at batch 1 that comparison reads every
+    weight once more per forward (ResNet-20: about 100-190 us of its 700-930, out of L3),
+    which is why fused models trust the version instead."""
+
+    __slots__ = ("args", "packed", "saved", "fresh", "frozen", "key")
+
+    def __init__(self, layer: Any, args: tuple[int, ...], size: int, dtype: Any) -> None:
+        self.args = args  # sh, sw, dh, dw, groups, Ho, Wo
+        self.packed = np.empty(size, dtype)
+        w = layer.weight.data
+        self.saved = np.empty(w.size + w.shape[0], dtype)
+        self.fresh = True  # nothing packed yet
+        self.frozen = bool(layer.__dict__.get("_frozen_weights", False))
+        self.key: tuple = ()
+
+    def get(self, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """The packing of ``w`` and ``b`` (the layer's arrays, of the planned shapes and
+        dtype, C-contiguous)."""
+        if self.frozen:
+            k = self.key
+            if k and k[0] == WEIGHTS_VERSION[0] and k[1] is w and k[2] is b:
+                return self.packed
+            self.key = (WEIGHTS_VERSION[0], w, b)
+        _conv_ops._conv.blocked_refresh_packed(
+            w, b, self.saved, self.packed, *self.args, self.fresh
+        )
+        self.fresh = False
+        return self.packed
+
+
+def _plan_conv2d(
+    layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty, relu: bool = False
+) -> Step | None:
+    """A Conv2d step; with ``relu`` the step also applies the ReLU that follows it (the
+    same kernel's rule, so the same bits as the two steps)."""
     if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
         return None  # (an unbatched sample or a bad input: the layer's own forward)
     w = layer.weight
     b = layer.bias
     run, out_shape = conv2d_layer_kernel(layer, x.shape, x.dtype)
     out = alloc(out_shape, x.dtype)
-    if b is None:
-        return (lambda x: run(x, w.data, None, out)), True
-    return (lambda x: run(x, w.data, b.data, out)), True
+    w_shape = w.data.shape
+    macs = math.prod(out_shape) * math.prod(w_shape[1:])
+    x_shape, dtype = x.shape, x.dtype
+    geo, groups = _conv_ops._conv_setup(
+        "conv2d", x_shape, w_shape, layer.stride, layer.padding, layer.dilation, layer.groups
+    )
+    if x.size == 0 or macs == 0:
+        packed = None
+    else:
+        (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+        kh, kw = w_shape[2:]
+        size = _conv_ops._conv.blocked_packed_size(
+            x_shape[1], w_shape[0], kh, kw, sh, sw, dh, dw, groups, *geo.out,
+            dtype == np.float64,
+        )  # fmt: skip
+        packed = PackedWeights(layer, (sh, sw, dh, dw, groups, *geo.out), size, dtype)
+        fwd = _conv_ops._conv.blocked_forward_packed
+        args = (kh, kw, sh, sw, ph, pw, dh, dw, groups, relu)
+    nt = 1 if macs < PAR_MACS else None
+    ent = step_threads(math.prod(out_shape), SMALL_ELEMENTS)
+
+    def step(x: np.ndarray) -> np.ndarray:
+        wd = w.data
+        bd = None if b is None else b.data
+        # the algorithm is chosen per call (a conv_algorithm() block, cnncore.tune)
+        if (
+            packed is not None
+            and _BLOCKED == select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
+            and _contiguous(wd, dtype)
+            and wd.shape == w_shape
+            and (bd is None or _contiguous(bd, dtype))
+        ):
+            fwd(x, packed.get(wd, bd), out, *args, nt or get_num_threads())
+            return out
+        run(x, wd, bd, out)
+        if relu:
+            unary_inplace("relu", out, 0.0, ent)
+        return out
+
+    return step, True
+
+
+#: A planned Linear of at least this many multiply-adds runs on
+#: :func:`cnncore.get_num_threads` threads (the kernel splits the output features): the
+#: README CNN's 3136 -> 128 at batch 1 (0.4 M, its weights 1.6 MB) took 21 us on one
+#: thread and 16.6 on two.
+LINEAR_PAR_MACS = 1 << 18
 
 
 def _plan_linear(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step | None:
@@ -150,7 +265,11 @@ def _plan_linear(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty
         return None
     w = layer.weight
     b = layer.bias
-    run, out_shape = linear_layer_kernel(layer, x.shape)
+    w_shape = w.data.shape
+    if math.prod(x.shape) * w_shape[0] >= LINEAR_PAR_MACS:
+        run, out_shape = prepare_linear(x.shape, w_shape, None)
+    else:
+        run, out_shape = linear_layer_kernel(layer, x.shape)
     out = alloc(out_shape, x.dtype)
     if b is None:
         return (lambda x: run(x, w.data, None, out)), True
@@ -271,6 +390,18 @@ def _plan_add(layer: Any, xs: list[Any], owned: list[bool], alloc: Alloc) -> Ste
 MULTI_PLANNERS: dict[str, Callable[..., Step | None]] = {"Add": _plan_add}
 
 
+def _relu_fusable(layer: Any, nxt: Any) -> bool:
+    """Whether ``layer`` is a Conv2d and ``nxt`` a ReLU (exactly those classes) in eval
+    mode, which one conv step with its ReLU runs."""
+    return (
+        nxt is not None
+        and registered_name(type(layer)) == "Conv2d"
+        and registered_name(type(nxt)) == "ReLU"
+        and not layer.training
+        and not nxt.training
+    )
+
+
 def plan_layer(layer: Module, x: np.ndarray, owned: bool, alloc: Alloc = np.empty) -> Step:
     """The step that runs ``layer`` (in eval mode) on inputs like ``x``: its planner's, or a
     call of the layer itself (whose output the plan does not own)."""
@@ -308,10 +439,21 @@ class Plan:
         h = x
         pool = BytePool()
         root: np.ndarray | None = None  # the buffer the current value lives in
+        fused = False  # whether the step of the layer before applied this layer (a ReLU)
         for k, layer in enumerate(layers):
             try:
+                if fused:
+                    fused = False
+                    h = layer(h)
+                    continue
                 taken: list[np.ndarray] = []
-                step = plan_layer(layer, h, owned, pool.taking(taken))
+                nxt = layers[k + 1] if k + 1 < len(layers) else None
+                step = None
+                if _relu_fusable(layer, nxt):
+                    step = _plan_conv2d(layer, h, owned, pool.taking(taken), relu=True)
+                    fused = step is not None
+                if step is None:
+                    step = plan_layer(layer, h, owned, pool.taking(taken))
                 steps.append(step)
                 owned = step[1]
                 if taken:  # a new buffer: the input's is free once this step has run
@@ -420,6 +562,27 @@ class BytePool:
         self.free.append(raw)
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _relu_after(steps: Sequence[tuple], k: int, readers: dict[int, int]) -> bool:
+    """Whether graph step ``k`` is a Conv2d call whose output only the next step reads,
+    a call of a ReLU (:func:`_relu_fusable`) that no other module shares."""
+    if k + 1 >= len(steps):
+        return False
+    layer, _, _, out, _, _, _ = steps[k]
+    nxt, ins, multi, _, free, shared, _ = steps[k + 1]
+    return (
+        not multi
+        and shared is None
+        and ins == (out,)
+        and out in free
+        and readers.get(out) == 1
+        and _relu_fusable(layer, nxt)
+    )
+
+
 def _root(a: Any, mine: dict[int, np.ndarray]) -> np.ndarray | None:
     """The plan buffer whose memory ``a`` is (or views), else None."""
     while type(a) is np.ndarray:
@@ -463,7 +626,15 @@ class GraphPlan:
         mine: dict[int, np.ndarray] = {}
         pool = BytePool()
         steps: list[tuple] = []
-        for step in model._steps:
+        readers: dict[int, int] = {}  # slot -> steps reading it (and model outputs)
+        for _, ins, *_ in model._steps:
+            for s in ins:
+                readers[s] = readers.get(s, 0) + 1
+        for s in model._out_slots:
+            readers[s] = readers.get(s, 0) + 1
+        all_steps = model._steps
+        fused = False  # whether the step before applied this step's layer (a ReLU)
+        for k, step in enumerate(all_steps):
             layer, ins, multi, out, free, shared, _ = step
 
             def alloc(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -478,7 +649,14 @@ class GraphPlan:
             name = registered_name(type(layer)) or ""
             planned: Step | None = None
             try:
-                if multi:
+                if fused:  # (the ReLU the conv step ran: its output is this step's)
+                    planned, fused = (_identity, owned[0]), False
+                elif not multi and shared is None and _relu_after(all_steps, k, readers):
+                    planned = _plan_conv2d(layer, vals[ins[0]], owned[0], alloc, relu=True)
+                    fused = planned is not None
+                    if planned is None:
+                        planned = PLANNERS["Conv2d"](layer, vals[ins[0]], owned[0], alloc)
+                elif multi:
                     multi_planner = MULTI_PLANNERS.get(name)
                     if multi_planner is not None:
                         planned = multi_planner(layer, [vals[s] for s in ins], owned, alloc)
@@ -842,8 +1020,10 @@ def fuse(model: Module) -> Module:
     a layer's call, when nothing else reads that output (no other layer, not a model
     output) and the layer is called nowhere else.  Nested containers are fused too.
     Returns the copy in eval mode (a graph model is rebuilt: same layer names, same
-    inputs and outputs, its ``loss_fn`` kept); ``model`` is not changed.  See the module
-    docstring.
+    inputs and outputs, its ``loss_fn`` kept); ``model`` is not changed.  Its convolutions
+    keep their weights packed between calls: a write into them in place other than an
+    optimizer step, ``load_state_dict`` or ``set_weights`` must be followed by
+    ``param.mark_changed()``.  See the module docstring.
 
     Examples
     --------
@@ -857,4 +1037,6 @@ def fuse(model: Module) -> Module:
             f"fuse(): model must be a cnncore.nn.Module. Received: {type(model).__name__}"
         )
     fused = _fuse_container(copy.deepcopy(model))
+    for m in _subtree(fused):
+        m.__dict__["_frozen_weights"] = True  # (packed weights trust WEIGHTS_VERSION)
     return fused.eval()

@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._parameter import weights_changed
+
 __all__ = ["state_dict", "load_state_dict", "named_state", "IncompatibleKeys", "to_numpy"]
 
 # How many key names an error message lists before "... and N more".
@@ -165,6 +167,7 @@ def load_state_dict(module: Any, state: Any, strict: bool = True) -> Incompatibl
         converted.append((target, _convert(arr, target.dtype, key)))
     for target, arr in converted:
         np.copyto(target, arr, casting="unsafe")
+    weights_changed()  # (fused models' packed weights)
     return IncompatibleKeys(missing, unexpected)
 
 
