@@ -666,6 +666,9 @@ BLOCKED_CASES = [
     ((2, 16, 13, 12), (32, 16, 3, 3), 2, 1, 1, 1),  # stride 2 (strided input gradient: GEMM)
     ((2, 12, 11, 10), (18, 6, 3, 3), 3, 2, 1, 2),  # stride 3, groups
     ((2, 8, 12, 17), (16, 8, 5, 3), 1, (2, 1), (2, 1), 1),  # 5x3 taps, dilation
+    # dilated columns: the weight gradient's generic microkernel (the others: unit column
+    # dilation); 7 x 20 pixels: transposed tiles of dy and a tail
+    ((2, 16, 9, 16), (24, 16, 3, 3), 1, (1, 2), (1, 2), 1),
     ((1, 4, 5, 40), (3, 4, 3, 3), (1, 2), (0, 3), 1, 1),  # wide rows, three output channels
 ]
 
