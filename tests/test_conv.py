@@ -959,7 +959,9 @@ _SMALL_FWD = "gemm" if _WIDE else "blocked"
         # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
         # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4
         # tiles (ResNet's stages 2 and 3)
-        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
+        # (its weight gradient, 32 -> 64 channels: F(4x4) at every level)
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 2, "winograd4"),
+        ((64, 32, 14, 14), (32, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
         ((128, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_W4] * 3),
         ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
