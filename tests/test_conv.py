@@ -385,9 +385,24 @@ def test_winograd_falls_back_on_inf_and_nan(rng, where, value, algo):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 3, 8, 19])
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5], CASES[16]], ids=_ids)
+@pytest.mark.parametrize(
+    "case",
+    [
+        CASES[1],
+        CASES[4],
+        CASES[5],
+        CASES[16],
+        # the channel-blocked kernels' fused pass over dy (both gradients at unit stride):
+        # a partial channel block, pixel tails; two vectors per block; groups, dilation
+        ((2, 16, 9, 11), (40, 16, 3, 3), 1, 1, 1, 1),
+        ((3, 32, 8, 8), (64, 32, 3, 3), 1, 1, 1, 1),
+        ((2, 24, 7, 9), (48, 12, 3, 3), 1, (0, 2), (1, 2), 2),
+    ],
+    ids=_ids,
+)
 def test_conv2d_backward_matches_the_separate_passes(rng, case, n, dtype, algorithm):
-    """conv2d_backward computes the bias gradient inside the weight-gradient pass: it must
+    """conv2d_backward computes the bias gradient inside the weight-gradient pass (and with
+    the channel-blocked kernels the input gradient in the same pass over dy): it must
     equal conv2d_backward_bias bit for bit (same batch parts, same order), and its other two
     outputs those of conv2d_backward_input / conv2d_backward_weight, for any thread count."""
     xs, ws, s, p, d, g = case
