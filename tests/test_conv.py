@@ -385,9 +385,24 @@ def test_winograd_falls_back_on_inf_and_nan(rng, where, value, algo):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 3, 8, 19])
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5], CASES[16]], ids=_ids)
+@pytest.mark.parametrize(
+    "case",
+    [
+        CASES[1],
+        CASES[4],
+        CASES[5],
+        CASES[16],
+        # the channel-blocked kernels' fused pass over dy (both gradients at unit stride):
+        # a partial channel block, pixel tails; two vectors per block; groups, dilation
+        ((2, 16, 9, 11), (40, 16, 3, 3), 1, 1, 1, 1),
+        ((3, 32, 8, 8), (64, 32, 3, 3), 1, 1, 1, 1),
+        ((2, 24, 7, 9), (48, 12, 3, 3), 1, (0, 2), (1, 2), 2),
+    ],
+    ids=_ids,
+)
 def test_conv2d_backward_matches_the_separate_passes(rng, case, n, dtype, algorithm):
-    """conv2d_backward computes the bias gradient inside the weight-gradient pass: it must
+    """conv2d_backward computes the bias gradient inside the weight-gradient pass (and with
+    the channel-blocked kernels the input gradient in the same pass over dy): it must
     equal conv2d_backward_bias bit for bit (same batch parts, same order), and its other two
     outputs those of conv2d_backward_input / conv2d_backward_weight, for any thread count."""
     xs, ws, s, p, d, g = case
@@ -666,6 +681,9 @@ BLOCKED_CASES = [
     ((2, 16, 13, 12), (32, 16, 3, 3), 2, 1, 1, 1),  # stride 2 (strided input gradient: GEMM)
     ((2, 12, 11, 10), (18, 6, 3, 3), 3, 2, 1, 2),  # stride 3, groups
     ((2, 8, 12, 17), (16, 8, 5, 3), 1, (2, 1), (2, 1), 1),  # 5x3 taps, dilation
+    # dilated columns: the weight gradient's generic microkernel (the others: unit column
+    # dilation); 7 x 20 pixels: transposed tiles of dy and a tail
+    ((2, 16, 9, 16), (24, 16, 3, 3), 1, (1, 2), (1, 2), 1),
     ((1, 4, 5, 40), (3, 4, 3, 3), (1, 2), (0, 3), 1, 1),  # wide rows, three output channels
 ]
 
@@ -956,7 +974,9 @@ _SMALL_FWD = "gemm" if _WIDE else "blocked"
         # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
         # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4
         # tiles (ResNet's stages 2 and 3)
-        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
+        # (its weight gradient, 32 -> 64 channels: F(4x4) at every level)
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 2, "winograd4"),
+        ((64, 32, 14, 14), (32, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
         ((128, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_W4] * 3),
         ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),

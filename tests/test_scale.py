@@ -158,6 +158,10 @@ INT_OK = {
     "kind",
     "algorithm",
     "algo",
+    "algorithm_input",  # conv2d_backward_input_weight's two algorithm codes
+    "algorithm_weight",
+    "algo_input",
+    "algo_weight",
     "nt",
     "bad",
     "st",

@@ -65,6 +65,24 @@ def conv2d_backward_weight(
     algorithm: int,
     n_threads: int,
 ) -> None: ...
+def conv2d_backward_input_weight(
+    grad_output: _F,
+    x: _F,
+    weight: _F,
+    dx_out: _F,
+    dw_out: _F,
+    db_out: _F | None,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    groups: int,
+    algorithm_input: int,
+    algorithm_weight: int,
+    n_threads: int,
+) -> None: ...
 def conv2d_backward_bias(grad_output: _F, db_out: _F, n_threads: int) -> None: ...
 def im2col(
     x: _F,

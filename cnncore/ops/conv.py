@@ -436,6 +436,40 @@ def _conv_param_grads(
     return dw, db
 
 
+def _conv_all_grads(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    bias: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Kernel call of :func:`conv2d_backward` with both the input and the weight gradient
+    (arguments validated, no empty array): one kernel call, which runs both passes' chosen
+    algorithms -- in one pass over ``grad_output`` where both are the channel-blocked
+    kernels -- bit-identical to :func:`_conv_input_grad` and :func:`_conv_param_grads`."""
+    dtype = grad_output.dtype
+    dx = np.empty(x.shape, dtype=dtype)
+    dw = np.empty(weight.shape, dtype=dtype)
+    db = np.empty(weight.shape[0], dtype=dtype) if bias else None
+    algo_in = select_conv_algorithm(weight.shape, groups, geo, "input", x.shape, dtype)
+    algo_w = select_conv_algorithm(weight.shape, groups, geo, "weight", x.shape, dtype)
+    with blas_single_thread():
+        _conv.conv2d_backward_input_weight(
+            grad_output,
+            x,
+            weight,
+            dx,
+            dw,
+            db,
+            *_conv_kernel_args(geo, groups),
+            algo_in,
+            algo_w,
+            get_num_threads(),
+        )
+    return dx, dw, db
+
+
 @accepts_unbatched({"grad_output": _GO_SHAPE}, batched_outputs=False)
 def conv2d_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     """Gradient of :func:`conv2d` with respect to its bias: ``grad_output.sum((0, 2, 3))``.
@@ -541,6 +575,8 @@ def conv2d_backward(
         geo,
         f"x of shape {x.shape} and weight of shape {weight.shape}",
     )
+    if mask[0] and mask[1] and grad_output.size and x.size and weight.size:
+        return _conv_all_grads(grad_output, x, weight, geo, groups, bias=mask[2])
     dx = _conv_input_grad(grad_output, weight, x.shape, geo, groups) if mask[0] else None
     dw = db = None
     if mask[1]:

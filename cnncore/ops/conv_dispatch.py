@@ -284,6 +284,12 @@ _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS = 32  # ... when the output is whol
 # AVX-512 VM, us: 64 -> 64 at 8x8, N=1: 75 against GEMM 92, N=2: 115 against 161; at 7x7,
 # N=1: 72 against 81; 32 -> 32 at 8x8, N=1: 29 against 35; 64 -> 64 at 4x4, N=1: 44
 # against 35, N=4: 89 against 111).
+# F(4x4)'s weight gradient also beats the blocked one from 32 into 64 channels on partial
+# tiles: the README CNN's second conv (64x32x14x14 -> 64, float32, 2 threads, AVX-512, ms,
+# two runs: 1.25 / 1.26 against 1.61 / 1.54; torch 1.53-1.55).  At 32 -> 32 on 14x14 they
+# tie (1.58-1.71 against 1.61-1.68): the blocked kernel keeps it.
+_WINOGRAD4_WEIGHT_MIN_CHANNELS = 32
+_WINOGRAD4_WEIGHT_MIN_MAX_CHANNELS = 64
 _GEMM_OVER_BLOCKED_MAX_BATCH_PIXELS = 32
 _GEMM_OVER_BLOCKED_MAX_WIDTH = 15
 
@@ -416,6 +422,14 @@ def heuristic_conv_algorithm(
     if _selected_simd() == "avx512":
         if blocked:
             if groups == 1 and _winograd4_over_blocked(cg, kg, geo, wino_base):
+                return ConvAlgorithm.ALGO_WINOGRAD4
+            if (
+                which == "weight"
+                and groups == 1
+                and winograd4
+                and min(cg, kg) >= _WINOGRAD4_WEIGHT_MIN_CHANNELS
+                and max(cg, kg) >= _WINOGRAD4_WEIGHT_MIN_MAX_CHANNELS
+            ):
                 return ConvAlgorithm.ALGO_WINOGRAD4
             if (
                 which == "forward"
