@@ -115,6 +115,7 @@ class Sequential(training.TrainingMethods, Module):
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
         fused: set[int] = set()
+        done: set[int] = set()  # MaxPool2d layers a Conv2d's fused kernel ran
         layers = self.layers
         with blas_single_thread():  # switched once per model call (the layers' caps nest)
             for i in self._run_order():
@@ -122,6 +123,25 @@ class Sequential(training.TrainingMethods, Module):
                     if i in fused:
                         layers[i]._out = x  # its MaxPool2d applied it (the ReLU's own cache)
                         continue
+                    if i in done:
+                        continue
+                    if (
+                        i + 2 < len(layers)
+                        and "_fuses_relu_pool" in type(layers[i]).__dict__  # Conv2d itself
+                        and "_fusable_relu" in type(layers[i + 1]).__dict__
+                        and "_fuses_relu" in type(layers[i + 2]).__dict__
+                        and layers[i].training
+                        and layers[i + 1].training
+                        and layers[i + 2].training
+                        and type(x) is np.ndarray
+                        and x.ndim == 4
+                    ):
+                        y = layers[i]._forward_relu_pool(x, layers[i + 2])
+                        if y is not None:
+                            x = y
+                            fused.add(i + 1)
+                            done.add(i + 2)
+                            continue
                     if (
                         i > 0
                         and "_fuses_relu" in type(layers[i]).__dict__  # MaxPool2d itself

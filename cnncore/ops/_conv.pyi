@@ -21,6 +21,18 @@ def conv2d_forward(
     algorithm: int,
     n_threads: int,
 ) -> None: ...
+def conv2d_relu_maxpool2x2_forward(
+    x: _F,
+    weight: _F,
+    bias: _F | None,
+    y_out: _F,
+    indices_out: NDArray[np.int64],
+    ph: int,
+    pw: int,
+    Ho: int,
+    Wo: int,
+    n_threads: int,
+) -> None: ...
 def conv2d_backward_input(
     grad_output: _F,
     weight: _F,

@@ -376,8 +376,16 @@ def step_profile(name: str, x: np.ndarray, y: np.ndarray, steps: int = 100, seed
         "_forward_relu": "forward",
         "_forward_add": "forward",
         "forward_into": "forward",
+        "_forward_relu_pool": "forward",
     }
-    methods = ("forward", "backward", "_forward_relu", "_forward_add", "forward_into")
+    methods = (
+        "forward",
+        "backward",
+        "_forward_relu",
+        "_forward_add",
+        "forward_into",
+        "_forward_relu_pool",
+    )
     for i, layer in enumerate(getattr(model, "layers", [])):
         for method in (*methods, "backward_into", "backward_sum"):
             if hasattr(layer, method):
