@@ -529,6 +529,80 @@ def test_conv_relu_pool_kernel_is_bit_identical_for_any_thread_count(rng):
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((13, 1, 28, 28), (32, 1, 3, 3), 1, True),  # uneven batch parts
+        ((3, 1, 28, 28), (6, 1, 5, 5), 2, True),
+        ((2, 1, 9, 13), (7, 1, 3, 5), 0, False),
+        ((9, 1, 6, 40), (3, 1, 3, 3), "same", True),
+    ],
+)
+def test_conv_relu_pool_backward_kernel_is_bit_identical_to_the_calls(dtype, case, rng):
+    from cnncore.ops import conv as conv_ops
+    from cnncore.ops import pool as pool_ops
+
+    x_shape, w_shape, padding, bias = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    y, idx, conv_shape = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, padding, 1, 1)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g.flat[::7] = -0.0
+    dw, db = conv_ops._conv2d_relu_max_pool2d_backward(
+        g, idx, y, x, w.shape, 1, padding, 1, 1, bias
+    )
+    dconv = pool_ops._max_pool2d_relu_backward(g, idx, conv_shape, y)
+    with cnncore.conv_algorithm("rows"):
+        _, ref_dw, ref_db = cnncore.conv2d_backward(
+            dconv, x, w, padding=padding, output_mask=(False, True, bias)
+        )
+    assert dw.tobytes() == ref_dw.tobytes()
+    if bias:
+        assert db.tobytes() == ref_db.tobytes()
+        assert db.tobytes() == cnncore.conv2d_backward_bias(dconv).tobytes()
+    else:
+        assert db is None
+    # an input holding an Inf: the masked lanes (the kernel's non-finite path), same bits
+    x[0, 0, 0, 0] = np.inf
+    y, idx, _ = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, padding, 1, 1)
+    dw, _ = conv_ops._conv2d_relu_max_pool2d_backward(g, idx, y, x, w.shape, 1, padding, 1, 1, 0)
+    dconv = pool_ops._max_pool2d_relu_backward(g, idx, conv_shape, y)
+    with cnncore.conv_algorithm("rows"):
+        ref_dw = cnncore.conv2d_backward_weight(dconv, x, w.shape, padding=padding)
+    assert dw.tobytes() == ref_dw.tobytes()
+
+
+def test_conv_relu_pool_backward_kernel_any_thread_count_and_bad_indices(rng):
+    from cnncore.ops import conv as conv_ops
+
+    x = rng.standard_normal((11, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    y, idx, _ = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, 1, 1, 1)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    args = (g, idx, y, x, w.shape, 1, 1, 1, 1, True)
+    assert_bit_identical_across_threads(
+        lambda: conv_ops._conv2d_relu_max_pool2d_backward(*args), counts=(1, 2, 3, 4)
+    )
+    bad = idx.copy()
+    bad[3, 4, 5, 6] = 28 * 28  # outside the plane: refused, never a write out of bounds
+    y[3, 4, 5, 6] = 1.0
+    with pytest.raises(ValueError, match="indices"):
+        conv_ops._conv2d_relu_max_pool2d_backward(g, bad, y, x, w.shape, 1, 1, 1, 1, True)
+    bad[3, 4, 5, 6] = 3  # inside the plane, outside its window: the generic scatter
+    got = conv_ops._conv2d_relu_max_pool2d_backward(g, bad, y, x, w.shape, 1, 1, 1, 1, True)
+    from cnncore.ops import pool as pool_ops
+
+    dconv = pool_ops._max_pool2d_relu_backward(g, bad, (11, 32, 28, 28), y)
+    with cnncore.conv_algorithm("rows"):
+        _, ref_dw, ref_db = cnncore.conv2d_backward(dconv, x, w, padding=1)
+    assert got[0].tobytes() == ref_dw.tobytes() and got[1].tobytes() == ref_db.tobytes()
+    with pytest.raises(ValueError, match="pooled shape"):
+        conv_ops._conv2d_relu_max_pool2d_backward(g[:2], idx, y, x, w.shape, 1, 1, 1, 1, True)
+
+
 def test_conv_relu_pool_fusion_applies_only_where_it_may(rng):
     from cnncore.ops import conv as conv_ops
 
@@ -579,6 +653,19 @@ def test_sequential_fuses_conv_relu_pool_bit_identically(dtype, rng):
     np.testing.assert_array_equal(model.backward(g), ref.backward(g))
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert p.grad.tobytes() == q.grad.tobytes()
+    # training's backward (no input gradient): the fused parameter gradients
+    model.zero_grad()
+    ref.zero_grad()
+    calls = []
+    fused_backward = model.layers[0]._backward_relu_pool
+    model.layers[0]._backward_relu_pool = lambda *a: calls.append(1) or fused_backward(*a)
+    with cnncore.conv_algorithm("rows"):  # (every pass of both models' convs)
+        assert model.backward(g, input_grad=False) is None
+        ref.backward(g, input_grad=False)
+    assert calls == [1]
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert p.grad.tobytes() == q.grad.tobytes()
+    del model.layers[0]._backward_relu_pool
     # fit, where the first conv's forward runs on the row-vectorized kernel anyway (LeNet's
     # first layer: 6 channels, 5x5; conv_algorithm would force every pass of every conv)
     model = _first_layer_model(nn.ReLU, nn.MaxPool2d(2), 6, 5, 2, dtype, size=28)

@@ -29,7 +29,7 @@ from .._validation import (
     check_numel,
     to_pair,
 )
-from ..ops.conv import _conv2d_relu_max_pool2d
+from ..ops.conv import _conv2d_relu_max_pool2d, _conv2d_relu_max_pool2d_backward
 from . import init
 from .inference import conv2d_layer_kernel
 from .module import (
@@ -234,6 +234,35 @@ class Conv2d(Module):
         self._x = x
         pool._indices, pool._input_shape, pool._relu_out = idx, conv_shape, y
         return y
+
+    def _backward_relu_pool(self, grad_output: np.ndarray, pool: Any) -> bool:
+        """After :meth:`_forward_relu_pool`: this layer's parameter gradients from the
+        gradient w.r.t. ``pool``'s output, without the full-size gradient of this layer's
+        output (:func:`cnncore.ops.conv._conv2d_relu_max_pool2d_backward`; no input
+        gradient).  False where it does not apply (nothing done: ``pool.backward`` then
+        this layer's :meth:`backward` give the same gradients)."""
+        x = self._cached("_x")
+        if pool._indices is None or pool._relu_out is None:
+            return False
+        res = _conv2d_relu_max_pool2d_backward(
+            grad_output,
+            pool._indices,
+            pool._relu_out,
+            x,
+            self.weight.data.shape,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.bias is not None,
+        )
+        if res is None:
+            return False
+        dw, db = res
+        accumulate(self.weight.grad, dw)
+        if self.bias is not None:
+            accumulate(self.bias.grad, db)
+        return True
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         x = self._cached("_x")

@@ -79,6 +79,8 @@ class Sequential(training.TrainingMethods, Module):
         self._plans = inference.PlanCache()  # eval-mode forwards (see nn.inference)
         self._eval_forward = False
         self._fused: set[int] = set()  # ReLUs fused into their MaxPool2d by the last forward
+        # MaxPool2d -> the Conv2d whose fused kernel ran it in the last forward
+        self._conv_pool: dict[int, int] = {}
 
     # -- container ------------------------------------------------------------------------
     def children(self) -> list[Module]:
@@ -116,6 +118,7 @@ class Sequential(training.TrainingMethods, Module):
         self._input_shape = x.shape
         fused: set[int] = set()
         done: set[int] = set()  # MaxPool2d layers a Conv2d's fused kernel ran
+        conv_pool: dict[int, int] = {}  # those MaxPool2d layers -> their Conv2d
         layers = self.layers
         with blas_single_thread():  # switched once per model call (the layers' caps nest)
             for i in self._run_order():
@@ -141,6 +144,7 @@ class Sequential(training.TrainingMethods, Module):
                             x = y
                             fused.add(i + 1)
                             done.add(i + 2)
+                            conv_pool[i + 2] = i
                             continue
                     if (
                         i > 0
@@ -158,6 +162,7 @@ class Sequential(training.TrainingMethods, Module):
                 except (ValueError, TypeError) as exc:
                     raise layer_input_error(exc, i, layers[i], x.shape) from exc
         self._fused = fused
+        self._conv_pool = conv_pool
         return x
 
     def _forward_planned(self, x: Any) -> np.ndarray:
@@ -223,9 +228,21 @@ class Sequential(training.TrainingMethods, Module):
         first = 0 if input_grad else self._first_trainable()
         g = grad_output
         fused = self._fused
+        conv_pool = self._conv_pool
+        skip = -1
         for i in reversed(self._run_order()):
-            if i >= first and i not in fused:  # (a fused ReLU: its MaxPool2d masks g)
-                g = self.layers[i].backward(g, input_grad=input_grad or i > first)
+            if i < first or i in fused or i == skip:  # (a fused ReLU: its MaxPool2d masks g)
+                continue
+            c = conv_pool.get(i)
+            if (
+                c is not None
+                and c == first
+                and not input_grad
+                and self.layers[c]._backward_relu_pool(g, self.layers[i])
+            ):
+                skip = c  # its parameter gradients are done; it needs no input gradient
+                continue
+            g = self.layers[i].backward(g, input_grad=input_grad or i > first)
         return g if input_grad else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -50,7 +50,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_ROWS,
-                              ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
+                              ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_INDEX, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
 
 cdef extern from *:
@@ -142,6 +142,12 @@ cdef extern from "_pool2x2.h" nogil:
                                float* y, int64_t* idx)
     int cnn_p2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                                 double* y, int64_t* idx)
+    int cnn_p2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
+                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* dx)
+    int cnn_p2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
+                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* dx)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -2249,6 +2255,117 @@ cdef int conv_relu_pool_impl(const floating* x, const floating* w, const floatin
     return status
 
 
+cdef int pool2x2_scatter_plane(const floating* gp, const int64_t* ip, const floating* mp,
+                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hp, Py_ssize_t Wp,
+                               floating* d) noexcept nogil:
+    """One plane of the ReLU-masked max-pool backward (``_pool``'s IDX_SCATTER_ADD_MASKED
+    with the 2x2 vector kernel first): ``d`` (H x W) = zeros plus each pooled gradient, 0
+    where the ReLU output ``mp`` is not positive, at its argmax -- the bits
+    ``max_pool2d_backward(relu_backward(g, y), idx)`` gives.  CNN_ERR_INDEX on an index
+    outside the plane."""
+    cdef Py_ssize_t o, L = Hp * Wp, HW = H * W
+    cdef int64_t i
+    cdef floating v
+    if floating is float:
+        if cnn_p2_bwd_plane_float(gp, ip, mp, H, W, Hp, Wp, d) == 0:
+            return CNN_OK
+    else:
+        if cnn_p2_bwd_plane_double(gp, ip, mp, H, W, Hp, Wp, d) == 0:
+            return CNN_OK
+    memset(d, 0, HW * sizeof(floating))
+    for o in range(L):
+        i = ip[o]
+        if <unsigned long long> i >= <unsigned long long> HW:
+            return CNN_ERR_INDEX
+        v = gp[o]
+        v = 0 if mp[o] <= 0 else v
+        d[i] += v
+    return CNN_OK
+
+
+cdef int conv_relu_pool_backward_impl(const floating* gp, const int64_t* idx,
+                                      const floating* relu_out, const floating* x,
+                                      const Geom* g, floating* dw, floating* db,
+                                      int n_threads) noexcept nogil:
+    """The weight (and, with ``db``, bias) gradient behind :func:`conv_relu_pool_impl`: per
+    batch part, the pooled gradient ``gp`` masked by the ReLU output and scattered to the
+    argmax positions into a per-thread buffer of the part's conv-output gradient planes
+    (never a full-size array), then the row-vectorized weight-gradient task on it -- the
+    same parts, order and sums as :func:`rows_backward_weight` on that gradient, so
+    bit-identical to ``max_pool2d_backward`` (ReLU fused) followed by the rows weight
+    gradient."""
+    cdef Py_ssize_t vl = vec_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t Hp = g.Ho // 2, Wp = g.Wo // 2, Lp = Hp * Wp
+    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
+    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
+    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t per = (g.N + n_parts - 1) // n_parts
+    cdef Py_ssize_t wsize = g.K * g.Cg * khw
+    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t ws = xs + vs + per * g.K * L + vl
+    cdef Py_ssize_t p, n, n0, n1, k, e
+    cdef int status = CNN_OK
+    cdef int st
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef bint finite
+    cdef floating* col = NULL
+    cdef floating* dy
+    cdef floating* plane
+    cdef floating* bpart = NULL
+    cdef floating* partials = NULL
+    if alloc_parts(n_parts, wsize, g.K, db != NULL, &partials, &bpart, True) != CNN_OK:
+        return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> par_threads(n_threads, n_parts, conv_macs(g))):
+        # the padded input planes (zeroed once: every sample fills the same in-bounds part),
+        # the vector partials, then the part's gradient planes (a vector of slack)
+        col = <floating*> calloc(ws, sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for p in prange(n_parts, schedule="dynamic"):
+            if not ok:
+                continue
+            n0 = p * g.N // n_parts
+            n1 = (p + 1) * g.N // n_parts
+            dy = col + xs + vs
+            finite = True
+            st = CNN_OK
+            for n in range(n0, n1):
+                finite = finite and all_finite(x + n * g.C * g.H * g.W, g.C * g.H * g.W)
+                for k in range(g.K):
+                    e = (n * g.K + k) * Lp
+                    plane = dy + ((n - n0) * g.K + k) * L
+                    if pool2x2_scatter_plane(gp + e, idx + e, relu_out + e, g.Ho, g.Wo, Hp,
+                                             Wp, plane) != CNN_OK:
+                        st = CNN_ERR_INDEX
+                    if db != NULL:
+                        bpart[p * g.K + k] = bpart[p * g.K + k] + fixed_sum(plane, L)
+            if st != CNN_OK:
+                status_p[0] = st
+                continue
+            # (a row's last vector reads on past the part's last plane: zeros, as the
+            # array's last sample gets in rows_backward_weight)
+            memset(dy + (n1 - n0) * g.K * L, 0, vl * sizeof(floating))
+            if floating is float:
+                cnn_roww_task_float(x + n0 * g.C * g.H * g.W, g.C * g.H * g.W, g.Cg, g.H, g.W,
+                                    g.ph, g.pw, dy, g.K * L, NULL, g.K, g.kh, g.kw, g.dh,
+                                    g.dw, g.Ho, g.Wo, n1 - n0, finite, col, col + xs,
+                                    partials + p * wsize)
+            else:
+                cnn_roww_task_double(x + n0 * g.C * g.H * g.W, g.C * g.H * g.W, g.Cg, g.H,
+                                     g.W, g.ph, g.pw, dy, g.K * L, NULL, g.K, g.kh, g.kw,
+                                     g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col, col + xs,
+                                     partials + p * wsize)
+        free(col)
+    if status == CNN_OK:
+        sum_parts(partials, n_parts, wsize, dw, n_threads)
+        if db != NULL:
+            sum_parts(bpart, n_parts, g.K, db, 1)
+    free(partials)
+    free(bpart)
+    return status
+
+
 cdef int conv2d_forward_impl(const floating* x, const floating* w, const floating* bias,
                              const Geom* g, floating* y, int algo, int n_threads) noexcept nogil:
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
@@ -3681,6 +3798,30 @@ def conv2d_relu_maxpool2x2_forward(const floating[:, :, :, ::1] x,
         status = conv_relu_pool_impl(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bptr, &g,
                                      &y_out[0, 0, 0, 0], &indices_out[0, 0, 0, 0], n_threads)
     check_status(status, "conv2d")
+
+
+def conv2d_relu_maxpool2x2_backward_weight(const floating[:, :, :, ::1] grad_output,
+                                           const int64_t[:, :, :, ::1] indices,
+                                           const floating[:, :, :, ::1] relu_output,
+                                           const floating[:, :, :, ::1] x,
+                                           floating[:, :, :, ::1] dw_out, floating[::1] db_out,
+                                           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho,
+                                           Py_ssize_t Wo, int n_threads):
+    """The weight gradient (and, unless ``db_out`` is None, the bias gradient) of
+    :func:`conv2d_relu_maxpool2x2_forward` from the gradient w.r.t. its pooled output
+    (``grad_output``, ``indices`` and ``relu_output`` of the forward's shape): bit-identical
+    to ``max_pool2d_backward`` with the ReLU fused followed by the row-vectorized
+    ``conv2d_backward_weight``, without the full-size gradient array.  ValueError naming
+    ``indices`` on an argmax outside its plane."""
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dw_out.shape[0],
+                            dw_out.shape[2], dw_out.shape[3], 1, 1, 1, ph, pw, 1, 1, Ho, Wo)
+    cdef floating* dbp = &db_out[0] if db_out is not None else NULL
+    cdef int status
+    with nogil:
+        status = conv_relu_pool_backward_impl(&grad_output[0, 0, 0, 0], &indices[0, 0, 0, 0],
+                                              &relu_output[0, 0, 0, 0], &x[0, 0, 0, 0], &g,
+                                              &dw_out[0, 0, 0, 0], dbp, n_threads)
+    check_status(status, "max_pool2d_backward")
 
 
 def conv2d_backward_input(const floating[:, :, :, ::1] grad_output,

@@ -293,6 +293,61 @@ def _conv2d_relu_max_pool2d(
     return y, idx, (n, k, ho, wo)
 
 
+# The per-thread buffer of the fused backward holds a batch part's conv-output gradient.
+_FUSED_POOL_MAX_PART_ELEMENTS = 1 << 22
+
+
+def _conv2d_relu_max_pool2d_backward(
+    grad_output: np.ndarray,
+    indices: np.ndarray,
+    relu_output: np.ndarray,
+    x: np.ndarray,
+    weight_shape: tuple[int, ...],
+    stride: IntPair,
+    padding: Padding,
+    dilation: IntPair,
+    groups: int,
+    bias: bool,
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The parameter gradients behind :func:`_conv2d_relu_max_pool2d` -- ``(grad_weight,
+    grad_bias or None)`` -- from the gradient w.r.t. its pooled output, in one kernel that
+    never builds the conv output's gradient array; or None (nothing computed) where it does
+    not apply (then ``max_pool2d_backward`` with the ReLU fused and ``conv2d_backward``
+    give the same gradients).  Bit-identical to those two calls with the conv's weight
+    gradient on the row-vectorized kernel (the bias gradient: on any)."""
+    func = "conv2d_backward"
+    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4)
+    x = as_float_array(x, "x", func, ndim=4)
+    check_same_dtype(func, grad_output=grad_output, x=x, relu_output=relu_output)
+    geo, groups = _conv_setup(func, x.shape, tuple(weight_shape), stride, padding, dilation, groups)
+    n, k = x.shape[0], weight_shape[0]
+    ho, wo = geo.out
+    pooled = (n, k, ho // 2, wo // 2)
+    if grad_output.shape != pooled or relu_output.shape != pooled or indices.shape != pooled:
+        raise ValueError(
+            f"{func}(): grad_output, indices and relu_output must have the pooled shape "
+            f"{pooled}. Received: grad_output of shape {grad_output.shape}, indices of shape "
+            f"{indices.shape}, relu_output of shape {relu_output.shape}"
+        )
+    if (
+        n == 0
+        or x.size == 0
+        or indices.dtype != np.int64
+        or not indices.flags.c_contiguous
+        or not relu_output.flags.c_contiguous
+        or not rows_pool_fusable(tuple(weight_shape), groups, geo)
+        or -(-n // min(n, 8)) * k * ho * wo > _FUSED_POOL_MAX_PART_ELEMENTS
+    ):
+        return None
+    dw = np.empty(tuple(weight_shape), dtype=x.dtype)
+    db = np.empty(k, dtype=x.dtype) if bias else None
+    ph, pw = geo.padding
+    _conv.conv2d_relu_maxpool2x2_backward_weight(
+        grad_output, indices, relu_output, x, dw, db, ph, pw, ho, wo, get_num_threads()
+    )
+    return dw, db
+
+
 @accepts_unbatched({"grad_output": _GO_SHAPE}, shapes={"input_shape": _X_SHAPE})
 def conv2d_backward_input(
     grad_output: ArrayLike,

@@ -387,7 +387,7 @@ def step_profile(name: str, x: np.ndarray, y: np.ndarray, steps: int = 100, seed
         "_forward_relu_pool",
     )
     for i, layer in enumerate(getattr(model, "layers", [])):
-        for method in (*methods, "backward_into", "backward_sum"):
+        for method in (*methods, "backward_into", "backward_sum", "_backward_relu_pool"):
             if hasattr(layer, method):
                 kind = kinds.get(method, "backward")
                 key = f"{i:02d} {type(layer).__name__} {kind}"
