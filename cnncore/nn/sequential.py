@@ -48,6 +48,16 @@ class Sequential(training.TrainingMethods, Module):
     applies the ReLU to each output plane while it is in cache, and its backward applies
     the ReLU's mask while scattering the gradient (bit-identical to the two layers).
 
+    A :class:`Conv2d` of one input channel (unit stride and dilation, zero padding, one
+    group: a network's first layer) followed by such a ReLU-MaxPool2d(2) pair (2x2, stride
+    2) runs in training as one kernel: the row-vectorized convolution of each sample into
+    a buffer that stays in cache, pooled from there, so the full-size conv output is never
+    written; when that conv is the first trainable layer and ``backward`` needs no input
+    gradient (training), its parameter gradients come from the pooled gradient in one
+    kernel as well.  The values are those of the three layers with the conv on the
+    ``"rows"`` algorithm (bit-identical then; another conv algorithm may differ in the last
+    bits); a :func:`cnncore.conv_algorithm` block forcing another algorithm turns it off.
+
     Examples
     --------
     >>> from cnncore import nn
