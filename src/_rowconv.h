@@ -394,4 +394,26 @@ typedef cnn_vd cnn_vdouble;
 CNN_ROWW_TASK(float, cnn_vmf)
 CNN_ROWW_TASK(double, cnn_vmd)
 
+/* ---- The fused conv -> ReLU -> 2x2 max pooling ------------------------------------------ */
+
+/* The ReLU of a plane ``y`` (Hp x Wp) max pooled (2x2, stride 2) from ``conv`` (rows of W), as
+   max_pool2d(relu(conv)) gives it: an output that is not positive (and not NaN) becomes the
+   ReLU of its window's first tap -- that tap if it is a zero (its sign kept), else +0.0.
+   Branch-free, so that the compiler vectorizes it (half the outputs are ReLU zeros). */
+#define CNN_ROWPOOL_RELU(T)                                                                    \
+    static void cnn_rowpool_relu_##T(const T* conv, ptrdiff_t W, ptrdiff_t Hp, ptrdiff_t Wp,   \
+                                     T* y) {                                                   \
+        for (ptrdiff_t oh = 0; oh < Hp; ++oh) {                                                \
+            const T* f = conv + 2 * oh * W;                                                    \
+            T* yr = y + oh * Wp;                                                               \
+            for (ptrdiff_t ow = 0; ow < Wp; ++ow) {                                            \
+                const T v = yr[ow], a = f[2 * ow];                                             \
+                const T z = a == 0 ? a : (T)0;                                                 \
+                yr[ow] = v <= 0 ? z : v; /* (NaN > 0 is false, NaN <= 0 too: kept) */          \
+            }                                                                                  \
+        }                                                                                      \
+    }
+CNN_ROWPOOL_RELU(float)
+CNN_ROWPOOL_RELU(double)
+
 #endif /* CNN_ROWCONV_H */

@@ -28,9 +28,12 @@ def test_step_profile_parts_cover_the_step():
         "11 Linear backward",
     ):
         assert parts[key] > 0
-    # the ReLUs in front of the pools are fused into them: timed once, as the pool's forward
-    assert parts["02 MaxPool2d forward"] > 0
+    # the ReLUs in front of the pools are fused into them: timed once, as the pool's forward;
+    # the first conv, its ReLU and pool run as one kernel: timed as the conv's forward (and
+    # backward: the fused parameter gradients)
+    assert parts["05 MaxPool2d forward"] > 0
     assert "01 ReLU forward" not in parts and "04 ReLU forward" not in parts
+    assert "02 MaxPool2d forward" not in parts and "02 MaxPool2d backward" not in parts
 
 
 @pytest.mark.parametrize(

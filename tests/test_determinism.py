@@ -150,3 +150,27 @@ def test_concurrent_fits_train_as_they_do_alone(data):
         for a, b in zip(ref, got, strict=True):
             np.testing.assert_array_equal(a, b)
     assert cnncore._alloc.cached_bytes() == 0  # the cache is released when the last fit ends
+
+
+def test_seeded_fit_with_the_conv_relu_pool_fusion_is_thread_independent():
+    """The README CNN and LeNet-5 (first layers: one input channel, ReLU, 2x2 pooling) train
+    their first Conv2d-ReLU-MaxPool2d through the fused kernels, forward and backward."""
+    (x, y), _ = cnncore.datasets.load_sample()
+    x, y = x[:40], y[:40]
+
+    def fit(name, threads):
+        cnncore.set_num_threads(threads)
+        model = cnncore.models.build(name, rng=0)
+        model.fit(x, y, optimizer="sgd", loss="cross_entropy", epochs=1, batch_size=16,
+                  verbose=False, seed=3)  # fmt: skip
+        assert 1 in model._fused and model._conv_pool == {2: 0}
+        return [p.data.copy() for p in model.parameters()]
+
+    saved = cnncore.get_num_threads()
+    try:
+        for name in ("cnn", "lenet"):
+            ref = fit(name, 1)
+            for a, b in zip(ref, fit(name, 3), strict=True):
+                assert a.tobytes() == b.tobytes()
+    finally:
+        cnncore.set_num_threads(saved)

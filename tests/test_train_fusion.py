@@ -462,3 +462,281 @@ def test_sequential_fuses_relu_into_max_pool_bit_identically(rng):
     hb = ref.fit(x, y, optimizer=optim.SGD(ref.parameters(), lr=0.05, momentum=0.9), **kw)
     assert ha["loss"] == hb["loss"]
     _assert_same_state(model, ref)
+
+
+# ------------------------------------------------------------------------------------------
+# Conv2d (one input channel) -> ReLU -> MaxPool2d(2) as one kernel in training
+# ------------------------------------------------------------------------------------------
+
+
+def _conv_pool_reference(x, w, b, padding):
+    """The unfused calls the fused kernel must match bit for bit: the row-vectorized conv2d,
+    then the ReLU-fused max pooling (values and argmax)."""
+    from cnncore.ops import pool as pool_ops
+
+    with cnncore.conv_algorithm("rows"):
+        conv = cnncore.conv2d(x, w, b, padding=padding)
+    return pool_ops._max_pool2d_relu(conv, 2, None, 0, 1, False), conv
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((4, 1, 28, 28), (32, 1, 3, 3), 1, True),  # the README CNN's first layer
+        ((3, 1, 28, 28), (6, 1, 5, 5), 2, True),  # LeNet-5's
+        ((2, 1, 9, 13), (7, 1, 3, 5), 0, False),  # odd sizes: the last row/column dropped
+        ((2, 1, 6, 40), (3, 1, 3, 3), "same", True),  # wide rows (two vectors)
+        ((3, 1, 5, 5), (1, 1, 2, 2), 0, True),  # narrow: the scalar pooling rows
+    ],
+)
+def test_conv_relu_pool_kernel_is_bit_identical_to_the_calls(dtype, case, rng):
+    from cnncore.ops import conv as conv_ops
+
+    x_shape, w_shape, padding, bias = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x[0, 0, :3, :3] = -0.0  # zero windows: the sign ReLU-then-pool gives
+    x[-1, 0, 1, 2] = np.nan  # a plane with a NaN: the exact scan
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    (ref_y, ref_idx), conv = _conv_pool_reference(x, w, b, padding)
+    y, idx, conv_shape = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, padding, 1, 1)
+    assert conv_shape == conv.shape
+    assert y.dtype == dtype and idx.dtype == np.int64
+    assert y.tobytes() == ref_y.tobytes()
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert np.isnan(y[-1]).any()  # the NaN reached the output
+    # and against the NumPy reference of the three ops (float64: to rounding)
+    from reference import conv2d_ref
+
+    c = np.maximum(conv2d_ref(x.astype(np.float64), w, b, padding=padding), 0)
+    n, k, ho, wo = c.shape
+    c = c[:, :, : ho // 2 * 2, : wo // 2 * 2].reshape(n, k, ho // 2, 2, wo // 2, 2)
+    ref = c.max(axis=(3, 5))
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    ok = ~np.isnan(y)
+    np.testing.assert_allclose(y[ok], ref[ok], rtol=tol, atol=tol)
+
+
+def test_conv_relu_pool_kernel_is_bit_identical_for_any_thread_count(rng):
+    from cnncore.ops import conv as conv_ops
+
+    x = rng.standard_normal((7, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    assert_bit_identical_across_threads(
+        lambda: conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, 1, 1, 1)[:2], counts=(1, 2, 3, 4)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((13, 1, 28, 28), (32, 1, 3, 3), 1, True),  # uneven batch parts
+        ((3, 1, 28, 28), (6, 1, 5, 5), 2, True),
+        ((2, 1, 9, 13), (7, 1, 3, 5), 0, False),
+        ((9, 1, 6, 40), (3, 1, 3, 3), "same", True),
+    ],
+)
+def test_conv_relu_pool_backward_kernel_is_bit_identical_to_the_calls(dtype, case, rng):
+    from cnncore.ops import conv as conv_ops
+    from cnncore.ops import pool as pool_ops
+
+    x_shape, w_shape, padding, bias = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    y, idx, conv_shape = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, padding, 1, 1)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g.flat[::7] = -0.0
+    dw, db = conv_ops._conv2d_relu_max_pool2d_backward(
+        g, idx, y, x, w.shape, 1, padding, 1, 1, bias
+    )
+    dconv = pool_ops._max_pool2d_relu_backward(g, idx, conv_shape, y)
+    with cnncore.conv_algorithm("rows"):
+        _, ref_dw, ref_db = cnncore.conv2d_backward(
+            dconv, x, w, padding=padding, output_mask=(False, True, bias)
+        )
+    assert dw.tobytes() == ref_dw.tobytes()
+    if bias:
+        assert db.tobytes() == ref_db.tobytes()
+        assert db.tobytes() == cnncore.conv2d_backward_bias(dconv).tobytes()
+    else:
+        assert db is None
+    # an input holding an Inf: the masked lanes (the kernel's non-finite path), same bits
+    x[0, 0, 0, 0] = np.inf
+    y, idx, _ = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, padding, 1, 1)
+    dw, _ = conv_ops._conv2d_relu_max_pool2d_backward(g, idx, y, x, w.shape, 1, padding, 1, 1, 0)
+    dconv = pool_ops._max_pool2d_relu_backward(g, idx, conv_shape, y)
+    with cnncore.conv_algorithm("rows"):
+        ref_dw = cnncore.conv2d_backward_weight(dconv, x, w.shape, padding=padding)
+    assert dw.tobytes() == ref_dw.tobytes()
+
+
+def test_conv_relu_pool_backward_kernel_any_thread_count_and_bad_indices(rng):
+    from cnncore.ops import conv as conv_ops
+
+    x = rng.standard_normal((11, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    y, idx, _ = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, 1, 1, 1)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    args = (g, idx, y, x, w.shape, 1, 1, 1, 1, True)
+    assert_bit_identical_across_threads(
+        lambda: conv_ops._conv2d_relu_max_pool2d_backward(*args), counts=(1, 2, 3, 4)
+    )
+    bad = idx.copy()
+    bad[3, 4, 5, 6] = 28 * 28  # outside the plane: refused, never a write out of bounds
+    y[3, 4, 5, 6] = 1.0
+    with pytest.raises(ValueError, match="indices"):
+        conv_ops._conv2d_relu_max_pool2d_backward(g, bad, y, x, w.shape, 1, 1, 1, 1, True)
+    bad[3, 4, 5, 6] = 3  # inside the plane, outside its window: the generic scatter
+    got = conv_ops._conv2d_relu_max_pool2d_backward(g, bad, y, x, w.shape, 1, 1, 1, 1, True)
+    from cnncore.ops import pool as pool_ops
+
+    dconv = pool_ops._max_pool2d_relu_backward(g, bad, (11, 32, 28, 28), y)
+    with cnncore.conv_algorithm("rows"):
+        _, ref_dw, ref_db = cnncore.conv2d_backward(dconv, x, w, padding=1)
+    assert got[0].tobytes() == ref_dw.tobytes() and got[1].tobytes() == ref_db.tobytes()
+    with pytest.raises(ValueError, match="pooled shape"):
+        conv_ops._conv2d_relu_max_pool2d_backward(g[:2], idx, y, x, w.shape, 1, 1, 1, 1, True)
+
+
+def test_conv_relu_pool_fusion_applies_only_where_it_may(rng):
+    from cnncore.ops import conv as conv_ops
+
+    x1 = rng.standard_normal((2, 1, 12, 12)).astype(np.float32)
+    x2 = rng.standard_normal((2, 2, 12, 12)).astype(np.float32)
+    w1 = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    f = conv_ops._conv2d_relu_max_pool2d
+    assert f(x1, w1, None, 1, 1, 1, 1) is not None
+    assert f(x2, w2, None, 1, 1, 1, 1) is None  # two input channels
+    assert f(x1, w1, None, 2, 1, 1, 1) is None  # strided
+    assert f(x1, w1, None, 1, 1, 2, 1) is None  # dilated
+    with cnncore.conv_algorithm("gemm"):  # another algorithm forced
+        assert f(x1, w1, None, 1, 1, 1, 1) is None
+    with cnncore.conv_algorithm("rows"):
+        assert f(x1, w1, None, 1, 1, 1, 1) is not None
+    with pytest.raises(ValueError, match="channels"):  # still the conv2d checks
+        f(x2, w1, None, 1, 1, 1, 1)
+
+
+def _first_layer_model(relu, pool, c_out=8, k=3, padding=1, dtype=np.float32, size=12, **conv_kw):
+    return nn.Sequential(
+        nn.Conv2d(1, c_out, k, padding=padding, dtype=dtype, **conv_kw), relu(), pool,
+        nn.Conv2d(c_out, 4, 3, padding=1, dtype=dtype), relu(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(4 * (size // 4) ** 2, 10, dtype=dtype),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_fuses_conv_relu_pool_bit_identically(dtype, rng):
+    """Forward, gradients and two epochs of fit: bit-identical to the layers run one by one
+    (the conv on the row-vectorized kernel)."""
+    model = _first_layer_model(nn.ReLU, nn.MaxPool2d(2), dtype=dtype)
+    ref = _first_layer_model(_PlainReLU, nn.MaxPool2d(2), dtype=dtype)
+    _copy(model, ref)
+    x = rng.random((10, 1, 12, 12)).astype(dtype)
+    y = rng.integers(0, 10, 10)
+    out = model(x)
+    assert model._fused == {1, 4}
+    assert model.layers[1]._out is model.layers[2]._relu_out
+    assert model.layers[2]._input_shape == (10, 8, 12, 12)
+    with cnncore.conv_algorithm("rows"):
+        ref_out = ref(x)
+    assert out.tobytes() == ref_out.tobytes()
+    g = rng.standard_normal(out.shape).astype(dtype)
+    model.zero_grad()
+    ref.zero_grad()
+    np.testing.assert_array_equal(model.backward(g), ref.backward(g))
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert p.grad.tobytes() == q.grad.tobytes()
+    # training's backward (no input gradient): the fused parameter gradients
+    model.zero_grad()
+    ref.zero_grad()
+    calls = []
+    fused_backward = model.layers[0]._backward_relu_pool
+    model.layers[0]._backward_relu_pool = lambda *a: calls.append(1) or fused_backward(*a)
+    with cnncore.conv_algorithm("rows"):  # (every pass of both models' convs)
+        assert model.backward(g, input_grad=False) is None
+        ref.backward(g, input_grad=False)
+    assert calls == [1]
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert p.grad.tobytes() == q.grad.tobytes()
+    del model.layers[0]._backward_relu_pool
+    # fit, where the first conv's forward runs on the row-vectorized kernel anyway (LeNet's
+    # first layer: 6 channels, 5x5; conv_algorithm would force every pass of every conv)
+    model = _first_layer_model(nn.ReLU, nn.MaxPool2d(2), 6, 5, 2, dtype, size=28)
+    ref = _first_layer_model(_PlainReLU, nn.MaxPool2d(2), 6, 5, 2, dtype, size=28)
+    _copy(model, ref)
+    assert (
+        cnncore.ops.conv.conv2d_algorithms((4, 1, 28, 28), (6, 1, 5, 5), padding=2)["forward"]
+        == "rows"
+    )
+    x = rng.random((10, 1, 28, 28)).astype(dtype)
+    kw = dict(loss=nn.CrossEntropyLoss(), epochs=2, batch_size=4, verbose=0, seed=5)
+    ha = model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9), **kw)
+    hb = ref.fit(x, y, optimizer=optim.SGD(ref.parameters(), lr=0.05, momentum=0.9), **kw)
+    assert model._fused == {1, 4} and ref._fused == set()
+    assert ha["loss"] == hb["loss"]
+    _assert_same_state(model, ref)
+
+
+def test_sequential_conv_relu_pool_fusion_is_skipped_where_it_does_not_apply(rng):
+    x = rng.random((4, 1, 12, 12)).astype(np.float32)
+    x2 = rng.random((4, 2, 12, 12)).astype(np.float32)
+    cases = [
+        (nn.Conv2d(1, 3, 3, padding=1), nn.MaxPool2d(3, 1, 1), x),  # not 2x2 / stride 2
+        (nn.Conv2d(1, 3, 3, padding=1), nn.MaxPool2d(2, ceil_mode=True), x),
+        (nn.Conv2d(1, 3, 3, padding=1, padding_mode="reflect"), nn.MaxPool2d(2), x),
+        (nn.Conv2d(1, 3, 3, dilation=2, padding=2), nn.MaxPool2d(2), x),
+        (nn.Conv2d(2, 3, 3, padding=1), nn.MaxPool2d(2), x2),  # two input channels
+    ]
+    for conv, pool, inp in cases:
+        model = nn.Sequential(conv, nn.ReLU(), pool)
+        ref = nn.Sequential(conv, _PlainReLU(), pool)
+        out = model(inp)
+        assert model._fused == {1}  # the ReLU into the pool only, as before
+        assert model.layers[2]._input_shape == conv.output_shape(inp.shape)
+        np.testing.assert_array_equal(out, ref(inp))
+    # a fused layer in eval mode: no fusion (and the eval forward keeps no cache)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    model.layers[1].eval()
+    model(x)
+    assert 1 not in model._fused
+
+
+def test_conv_relu_pool_fusion_gradients_match_finite_differences_and_torch(rng):
+    torch = pytest.importorskip("torch")
+    model = _first_layer_model(nn.ReLU, nn.MaxPool2d(2), c_out=3, dtype=np.float64)
+    x = rng.standard_normal((2, 1, 12, 12))
+    g = rng.standard_normal((2, 10))
+    w = model.layers[0].weight.data
+
+    def loss():
+        return float((model(x) * g).sum())
+
+    model.zero_grad()
+    model(x)
+    assert 1 in model._fused
+    model.backward(g, input_grad=False)
+    np.testing.assert_allclose(model.layers[0].weight.grad, fd_grad(loss, w), rtol=1e-6, atol=1e-8)
+    tm = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(36, 10),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        for (_, a), (_, b) in zip(model.named_parameters(), tm.named_parameters(), strict=True):
+            b.copy_(torch.from_numpy(a.data))
+    model.zero_grad()
+    out = model(x)
+    model.backward(g, input_grad=False)
+    tx = torch.from_numpy(x)
+    tout = tm(tx)
+    (tout * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for p, (_, tp) in zip(model.parameters(), tm.named_parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-9, atol=1e-11)

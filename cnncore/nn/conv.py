@@ -29,6 +29,7 @@ from .._validation import (
     check_numel,
     to_pair,
 )
+from ..ops.conv import _conv2d_relu_max_pool2d, _conv2d_relu_max_pool2d_backward
 from . import init
 from .inference import conv2d_layer_kernel
 from .module import (
@@ -197,6 +198,71 @@ class Conv2d(Module):
         if self.padding_mode == "zeros" and x.ndim == 4:
             self._call = _prepared_call(x, self)
         return y
+
+    # Sequential fuses a ReLU and a MaxPool2d behind it into it in training
+    # (_forward_relu_pool; only this class: looked up in the class's own namespace)
+    _fuses_relu_pool = True
+
+    def _forward_relu_pool(self, x: np.ndarray, pool: Any) -> np.ndarray | None:
+        """``pool(relu(self(x)))`` for a batch in training, in one kernel where it applies
+        (one input channel, unit stride, 2x2 / stride-2 pooling: see
+        :func:`cnncore.ops.conv._conv2d_relu_max_pool2d`), else None (nothing done).  Leaves
+        each layer's cache as the three calls would -- ``pool``'s with the ReLU fused (its
+        :meth:`MaxPool2d.backward` then gives this layer's output gradient) -- with the same
+        values as the row-vectorized conv2d."""
+        if (
+            self.padding_mode != "zeros"
+            or pool.kernel_size != (2, 2)
+            or pool.stride != (2, 2)
+            or pool.padding != (0, 0)
+            or pool.dilation != (1, 1)
+            or pool.ceil_mode
+        ):
+            return None
+        res = _conv2d_relu_max_pool2d(
+            x,
+            self.weight.data,
+            None if self.bias is None else self.bias.data,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+        if res is None:
+            return None
+        y, idx, conv_shape = res
+        self._x = x
+        pool._indices, pool._input_shape, pool._relu_out = idx, conv_shape, y
+        return y
+
+    def _backward_relu_pool(self, grad_output: np.ndarray, pool: Any) -> bool:
+        """After :meth:`_forward_relu_pool`: this layer's parameter gradients from the
+        gradient w.r.t. ``pool``'s output, without the full-size gradient of this layer's
+        output (:func:`cnncore.ops.conv._conv2d_relu_max_pool2d_backward`; no input
+        gradient).  False where it does not apply (nothing done: ``pool.backward`` then
+        this layer's :meth:`backward` give the same gradients)."""
+        x = self._cached("_x")
+        if pool._indices is None or pool._relu_out is None:
+            return False
+        res = _conv2d_relu_max_pool2d_backward(
+            grad_output,
+            pool._indices,
+            pool._relu_out,
+            x,
+            self.weight.data.shape,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.bias is not None,
+        )
+        if res is None:
+            return False
+        dw, db = res
+        accumulate(self.weight.grad, dw)
+        if self.bias is not None:
+            accumulate(self.bias.grad, db)
+        return True
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         x = self._cached("_x")

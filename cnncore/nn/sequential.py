@@ -48,6 +48,16 @@ class Sequential(training.TrainingMethods, Module):
     applies the ReLU to each output plane while it is in cache, and its backward applies
     the ReLU's mask while scattering the gradient (bit-identical to the two layers).
 
+    A :class:`Conv2d` of one input channel (unit stride and dilation, zero padding, one
+    group: a network's first layer) followed by such a ReLU-MaxPool2d(2) pair (2x2, stride
+    2) runs in training as one kernel: the row-vectorized convolution of each sample into
+    a buffer that stays in cache, pooled from there, so the full-size conv output is never
+    written; when that conv is the first trainable layer and ``backward`` needs no input
+    gradient (training), its parameter gradients come from the pooled gradient in one
+    kernel as well.  The values are those of the three layers with the conv on the
+    ``"rows"`` algorithm (bit-identical then; another conv algorithm may differ in the last
+    bits); a :func:`cnncore.conv_algorithm` block forcing another algorithm turns it off.
+
     Examples
     --------
     >>> from cnncore import nn
@@ -79,6 +89,8 @@ class Sequential(training.TrainingMethods, Module):
         self._plans = inference.PlanCache()  # eval-mode forwards (see nn.inference)
         self._eval_forward = False
         self._fused: set[int] = set()  # ReLUs fused into their MaxPool2d by the last forward
+        # MaxPool2d -> the Conv2d whose fused kernel ran it in the last forward
+        self._conv_pool: dict[int, int] = {}
 
     # -- container ------------------------------------------------------------------------
     def children(self) -> list[Module]:
@@ -115,6 +127,8 @@ class Sequential(training.TrainingMethods, Module):
         x = as_model_input(x, self.dtype)
         self._input_shape = x.shape
         fused: set[int] = set()
+        done: set[int] = set()  # MaxPool2d layers a Conv2d's fused kernel ran
+        conv_pool: dict[int, int] = {}  # those MaxPool2d layers -> their Conv2d
         layers = self.layers
         with blas_single_thread():  # switched once per model call (the layers' caps nest)
             for i in self._run_order():
@@ -122,6 +136,26 @@ class Sequential(training.TrainingMethods, Module):
                     if i in fused:
                         layers[i]._out = x  # its MaxPool2d applied it (the ReLU's own cache)
                         continue
+                    if i in done:
+                        continue
+                    if (
+                        i + 2 < len(layers)
+                        and "_fuses_relu_pool" in type(layers[i]).__dict__  # Conv2d itself
+                        and "_fusable_relu" in type(layers[i + 1]).__dict__
+                        and "_fuses_relu" in type(layers[i + 2]).__dict__
+                        and layers[i].training
+                        and layers[i + 1].training
+                        and layers[i + 2].training
+                        and type(x) is np.ndarray
+                        and x.ndim == 4
+                    ):
+                        y = layers[i]._forward_relu_pool(x, layers[i + 2])
+                        if y is not None:
+                            x = y
+                            fused.add(i + 1)
+                            done.add(i + 2)
+                            conv_pool[i + 2] = i
+                            continue
                     if (
                         i > 0
                         and "_fuses_relu" in type(layers[i]).__dict__  # MaxPool2d itself
@@ -138,6 +172,7 @@ class Sequential(training.TrainingMethods, Module):
                 except (ValueError, TypeError) as exc:
                     raise layer_input_error(exc, i, layers[i], x.shape) from exc
         self._fused = fused
+        self._conv_pool = conv_pool
         return x
 
     def _forward_planned(self, x: Any) -> np.ndarray:
@@ -203,9 +238,21 @@ class Sequential(training.TrainingMethods, Module):
         first = 0 if input_grad else self._first_trainable()
         g = grad_output
         fused = self._fused
+        conv_pool = self._conv_pool
+        skip = -1
         for i in reversed(self._run_order()):
-            if i >= first and i not in fused:  # (a fused ReLU: its MaxPool2d masks g)
-                g = self.layers[i].backward(g, input_grad=input_grad or i > first)
+            if i < first or i in fused or i == skip:  # (a fused ReLU: its MaxPool2d masks g)
+                continue
+            c = conv_pool.get(i)
+            if (
+                c is not None
+                and c == first
+                and not input_grad
+                and self.layers[c]._backward_relu_pool(g, self.layers[i])
+            ):
+                skip = c  # its parameter gradients are done; it needs no input gradient
+                continue
+            g = self.layers[i].backward(g, input_grad=input_grad or i > first)
         return g if input_grad else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

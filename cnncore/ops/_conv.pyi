@@ -21,6 +21,31 @@ def conv2d_forward(
     algorithm: int,
     n_threads: int,
 ) -> None: ...
+def conv2d_relu_maxpool2x2_forward(
+    x: _F,
+    weight: _F,
+    bias: _F | None,
+    y_out: _F,
+    indices_out: NDArray[np.int64],
+    ph: int,
+    pw: int,
+    Ho: int,
+    Wo: int,
+    n_threads: int,
+) -> None: ...
+def conv2d_relu_maxpool2x2_backward_weight(
+    grad_output: _F,
+    indices: NDArray[np.int64],
+    relu_output: _F,
+    x: _F,
+    dw_out: _F,
+    db_out: _F | None,
+    ph: int,
+    pw: int,
+    Ho: int,
+    Wo: int,
+    n_threads: int,
+) -> None: ...
 def conv2d_backward_input(
     grad_output: _F,
     weight: _F,

@@ -44,11 +44,13 @@ return a status code (see ``cnncore/_shared.pxd``); the ``def`` wrappers raise.
 
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t
 from libc.string cimport memcmp, memcpy, memset
 
 from _blas cimport gemm
 from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_ROWS,
-                              ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
+                              ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_INDEX, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
 
 cdef extern from *:
@@ -116,6 +118,10 @@ cdef extern from "_rowconv.h" nogil:
                              Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
                              double* dst)
     Py_ssize_t cnn_roww_kbm()
+    void cnn_rowpool_relu_float(const float* conv, Py_ssize_t W, Py_ssize_t Hp, Py_ssize_t Wp,
+                                float* y)
+    void cnn_rowpool_relu_double(const double* conv, Py_ssize_t W, Py_ssize_t Hp,
+                                 Py_ssize_t Wp, double* y)
     void cnn_roww_task_float(const float* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
                              Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const float* dy,
                              Py_ssize_t dy_ss, const float* dy_last, Py_ssize_t n_out,
@@ -128,6 +134,20 @@ cdef extern from "_rowconv.h" nogil:
                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
                               double* xpad, double* vpart, double* part)
+
+cdef extern from "_pool2x2.h" nogil:
+    # 2x2 / stride-2 max pooling of one plane (the vector kernel cnncore.ops._pool runs;
+    # 1: the plane held a NaN, nothing written counts) -- for the fused conv-ReLU-pool
+    int cnn_p2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* y, int64_t* idx)
+    int cnn_p2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* y, int64_t* idx)
+    int cnn_p2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
+                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                               float* dx)
+    int cnn_p2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
+                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                double* dx)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -2191,6 +2211,195 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     return status
 
 
+# ------------------------------------------------------------------------------------------
+# Fused conv2d -> ReLU -> 2x2 max pooling (training forward of a Sequential's first layers)
+# ------------------------------------------------------------------------------------------
+# One task per sample: the row-vectorized correlation of the sample into a per-thread buffer
+# (its planes stay in cache), then each plane max pooled (2x2, stride 2) with the argmax and
+# the ReLU applied -- the same kernels and rules as conv2d (rows) -> max_pool2d with the ReLU
+# fused, so the pooled values and indices are bit-identical to those calls; the full-size
+# convolution output never goes to memory.
+
+cdef void pool2x2_exact_plane(const floating* xp, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                              floating* yp, int64_t* ip) noexcept nogil:
+    """PyTorch's scan of each 2x2 window (row-major from -inf, the first tap as index; a tap
+    wins when greater or NaN) -- for planes holding a NaN."""
+    cdef Py_ssize_t oh, ow, a, b, t, pos
+    cdef floating best, v
+    cdef int64_t bi
+    for oh in range(Ho):
+        for ow in range(Wo):
+            best = -INFINITY
+            bi = 2 * oh * W + 2 * ow
+            for t in range(4):
+                a = 2 * oh + t // 2
+                b = 2 * ow + t % 2
+                pos = a * W + b
+                v = xp[pos]
+                if v > best or v != v:
+                    best = v
+                    bi = pos
+            yp[oh * Wo + ow] = best
+            ip[oh * Wo + ow] = bi
+
+
+cdef int conv_relu_pool_impl(const floating* x, const floating* w, const floating* bias,
+                             const Geom* g, floating* y, int64_t* idx,
+                             int n_threads) noexcept nogil:
+    """``y, idx = max_pool2d(relu(conv2d(x, w, bias)), 2, return_indices=True)`` (unit stride,
+    one group; ``y``/``idx``: N x K planes of (Ho // 2) x (Wo // 2))."""
+    cdef Py_ssize_t R = 0, Q = 0
+    cdef Py_ssize_t Hp = g.Ho // 2, Wp = g.Wo // 2, L = g.Ho * g.Wo, Lp = Hp * Wp
+    cdef Py_ssize_t n_ch = g.Cg, ws, t, k
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* cv
+    cdef floating* yp
+    cdef int64_t* ip
+    row_geom(x, g.K, g.Ho, g.Wo, g, &R, &Q)
+    ws = n_ch * R * Q
+    with parallel(num_threads=<int> par_threads(n_threads, g.N, conv_macs(g))):
+        # the padded planes (zeroed once: every sample fills the same in-bounds part), then
+        # the sample's K conv planes (a vector of slack)
+        col = <floating*> calloc(ws + g.K * L + 64, sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(g.N, schedule="dynamic"):
+            if not ok:
+                continue
+            cv = col + ws
+            row_fill(x + t * n_ch * g.H * g.W, n_ch, g.H, g.W, -g.ph, -g.pw, R, Q, col)
+            row_corr(col, n_ch, R, Q, w, bias, g.K, g, cv, g.Ho, g.Wo)
+            for k in range(g.K):
+                yp = y + (t * g.K + k) * Lp
+                ip = idx + (t * g.K + k) * Lp
+                if floating is float:
+                    if cnn_p2_fwd_plane_float(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
+                        pool2x2_exact_plane(cv + k * L, g.Wo, Hp, Wp, yp, ip)
+                else:
+                    if cnn_p2_fwd_plane_double(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
+                        pool2x2_exact_plane(cv + k * L, g.Wo, Hp, Wp, yp, ip)
+                # the ReLU, as max_pool2d(relu(.)) gives it (see _pool.relu_first_plane)
+                if floating is float:
+                    cnn_rowpool_relu_float(cv + k * L, g.Wo, Hp, Wp, yp)
+                else:
+                    cnn_rowpool_relu_double(cv + k * L, g.Wo, Hp, Wp, yp)
+        free(col)
+    return status
+
+
+cdef int pool2x2_scatter_plane(const floating* gp, const int64_t* ip, const floating* mp,
+                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hp, Py_ssize_t Wp,
+                               floating* d) noexcept nogil:
+    """One plane of the ReLU-masked max-pool backward (``_pool``'s IDX_SCATTER_ADD_MASKED
+    with the 2x2 vector kernel first): ``d`` (H x W) = zeros plus each pooled gradient, 0
+    where the ReLU output ``mp`` is not positive, at its argmax -- the bits
+    ``max_pool2d_backward(relu_backward(g, y), idx)`` gives.  CNN_ERR_INDEX on an index
+    outside the plane."""
+    cdef Py_ssize_t o, L = Hp * Wp, HW = H * W
+    cdef int64_t i
+    cdef floating v
+    if floating is float:
+        if cnn_p2_bwd_plane_float(gp, ip, mp, H, W, Hp, Wp, d) == 0:
+            return CNN_OK
+    else:
+        if cnn_p2_bwd_plane_double(gp, ip, mp, H, W, Hp, Wp, d) == 0:
+            return CNN_OK
+    memset(d, 0, HW * sizeof(floating))
+    for o in range(L):
+        i = ip[o]
+        if <unsigned long long> i >= <unsigned long long> HW:
+            return CNN_ERR_INDEX
+        v = gp[o]
+        v = 0 if mp[o] <= 0 else v
+        d[i] += v
+    return CNN_OK
+
+
+cdef int conv_relu_pool_backward_impl(const floating* gp, const int64_t* idx,
+                                      const floating* relu_out, const floating* x,
+                                      const Geom* g, floating* dw, floating* db,
+                                      int n_threads) noexcept nogil:
+    """The weight (and, with ``db``, bias) gradient behind :func:`conv_relu_pool_impl`: per
+    batch part, the pooled gradient ``gp`` masked by the ReLU output and scattered to the
+    argmax positions into a per-thread buffer of the part's conv-output gradient planes
+    (never a full-size array), then the row-vectorized weight-gradient task on it -- the
+    same parts, order and sums as :func:`rows_backward_weight` on that gradient, so
+    bit-identical to ``max_pool2d_backward`` (ReLU fused) followed by the rows weight
+    gradient."""
+    cdef Py_ssize_t vl = vec_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
+    cdef Py_ssize_t Hp = g.Ho // 2, Wp = g.Wo // 2, Lp = Hp * Wp
+    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
+    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
+    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef Py_ssize_t n_parts = batch_parts(g.N)
+    cdef Py_ssize_t per = (g.N + n_parts - 1) // n_parts
+    cdef Py_ssize_t wsize = g.K * g.Cg * khw
+    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t ws = xs + vs + per * g.K * L + vl
+    cdef Py_ssize_t p, n, n0, n1, k, e
+    cdef int status = CNN_OK
+    cdef int st
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef bint finite
+    cdef floating* col = NULL
+    cdef floating* dy
+    cdef floating* plane
+    cdef floating* bpart = NULL
+    cdef floating* partials = NULL
+    if alloc_parts(n_parts, wsize, g.K, db != NULL, &partials, &bpart, True) != CNN_OK:
+        return CNN_ERR_NOMEM
+    with parallel(num_threads=<int> par_threads(n_threads, n_parts, conv_macs(g))):
+        # the padded input planes (zeroed once: every sample fills the same in-bounds part),
+        # the vector partials, then the part's gradient planes (a vector of slack)
+        col = <floating*> calloc(ws, sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for p in prange(n_parts, schedule="dynamic"):
+            if not ok:
+                continue
+            n0 = p * g.N // n_parts
+            n1 = (p + 1) * g.N // n_parts
+            dy = col + xs + vs
+            finite = True
+            st = CNN_OK
+            for n in range(n0, n1):
+                finite = finite and all_finite(x + n * g.C * g.H * g.W, g.C * g.H * g.W)
+                for k in range(g.K):
+                    e = (n * g.K + k) * Lp
+                    plane = dy + ((n - n0) * g.K + k) * L
+                    if pool2x2_scatter_plane(gp + e, idx + e, relu_out + e, g.Ho, g.Wo, Hp,
+                                             Wp, plane) != CNN_OK:
+                        st = CNN_ERR_INDEX
+                    if db != NULL:
+                        bpart[p * g.K + k] = bpart[p * g.K + k] + fixed_sum(plane, L)
+            if st != CNN_OK:
+                status_p[0] = st
+                continue
+            # (a row's last vector reads on past the part's last plane: zeros, as the
+            # array's last sample gets in rows_backward_weight)
+            memset(dy + (n1 - n0) * g.K * L, 0, vl * sizeof(floating))
+            if floating is float:
+                cnn_roww_task_float(x + n0 * g.C * g.H * g.W, g.C * g.H * g.W, g.Cg, g.H, g.W,
+                                    g.ph, g.pw, dy, g.K * L, NULL, g.K, g.kh, g.kw, g.dh,
+                                    g.dw, g.Ho, g.Wo, n1 - n0, finite, col, col + xs,
+                                    partials + p * wsize)
+            else:
+                cnn_roww_task_double(x + n0 * g.C * g.H * g.W, g.C * g.H * g.W, g.Cg, g.H,
+                                     g.W, g.ph, g.pw, dy, g.K * L, NULL, g.K, g.kh, g.kw,
+                                     g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col, col + xs,
+                                     partials + p * wsize)
+        free(col)
+    if status == CNN_OK:
+        sum_parts(partials, n_parts, wsize, dw, n_threads)
+        if db != NULL:
+            sum_parts(bpart, n_parts, g.K, db, 1)
+    free(partials)
+    free(bpart)
+    return status
+
+
 cdef int conv2d_forward_impl(const floating* x, const floating* w, const floating* bias,
                              const Geom* g, floating* y, int algo, int n_threads) noexcept nogil:
     cdef Py_ssize_t ckk = g.Cg * g.kh * g.kw
@@ -3620,6 +3829,52 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         status = conv2d_forward_impl(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bptr, &g,
                                      &y_out[0, 0, 0, 0], algorithm, n_threads)
     check_status(status, "conv2d")
+
+
+def conv2d_relu_maxpool2x2_forward(const floating[:, :, :, ::1] x,
+                                   const floating[:, :, :, ::1] weight,
+                                   const floating[::1] bias, floating[:, :, :, ::1] y_out,
+                                   int64_t[:, :, :, ::1] indices_out, Py_ssize_t ph,
+                                   Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo, int n_threads):
+    """Write ``max_pool2d(relu(conv2d(x, weight, bias, padding=(ph, pw))), 2)`` into
+    ``y_out`` and its argmax (flat indices in the ``Ho x Wo`` conv planes) into
+    ``indices_out``, in one pass (unit stride and dilation, one group; the conv output
+    ``Ho x Wo`` is not written anywhere); bit-identical to the row-vectorized conv2d
+    followed by the ReLU-fused max pooling.  ``bias`` may be None."""
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
+                            weight.shape[2], weight.shape[3], 1, 1, 1, ph, pw, 1, 1, Ho, Wo)
+    cdef const floating* bptr = &bias[0] if bias is not None else NULL
+    cdef int status
+    if y_out.shape[0] == 0 or y_out.shape[1] == 0 or y_out.shape[2] == 0 or y_out.shape[3] == 0:
+        return
+    with nogil:
+        status = conv_relu_pool_impl(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bptr, &g,
+                                     &y_out[0, 0, 0, 0], &indices_out[0, 0, 0, 0], n_threads)
+    check_status(status, "conv2d")
+
+
+def conv2d_relu_maxpool2x2_backward_weight(const floating[:, :, :, ::1] grad_output,
+                                           const int64_t[:, :, :, ::1] indices,
+                                           const floating[:, :, :, ::1] relu_output,
+                                           const floating[:, :, :, ::1] x,
+                                           floating[:, :, :, ::1] dw_out, floating[::1] db_out,
+                                           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho,
+                                           Py_ssize_t Wo, int n_threads):
+    """The weight gradient (and, unless ``db_out`` is None, the bias gradient) of
+    :func:`conv2d_relu_maxpool2x2_forward` from the gradient w.r.t. its pooled output
+    (``grad_output``, ``indices`` and ``relu_output`` of the forward's shape): bit-identical
+    to ``max_pool2d_backward`` with the ReLU fused followed by the row-vectorized
+    ``conv2d_backward_weight``, without the full-size gradient array.  ValueError naming
+    ``indices`` on an argmax outside its plane."""
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dw_out.shape[0],
+                            dw_out.shape[2], dw_out.shape[3], 1, 1, 1, ph, pw, 1, 1, Ho, Wo)
+    cdef floating* dbp = &db_out[0] if db_out is not None else NULL
+    cdef int status
+    with nogil:
+        status = conv_relu_pool_backward_impl(&grad_output[0, 0, 0, 0], &indices[0, 0, 0, 0],
+                                              &relu_output[0, 0, 0, 0], &x[0, 0, 0, 0], &g,
+                                              &dw_out[0, 0, 0, 0], dbp, n_threads)
+    check_status(status, "max_pool2d_backward")
 
 
 def conv2d_backward_input(const floating[:, :, :, ::1] grad_output,

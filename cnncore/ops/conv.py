@@ -30,7 +30,7 @@ from .._validation import (
     to_pair,
 )
 from ._common import check_blas_dims
-from .conv_dispatch import algorithm_name, select_conv_algorithm
+from .conv_dispatch import algorithm_name, rows_pool_fusable, select_conv_algorithm
 
 __all__ = [
     "conv2d",
@@ -250,6 +250,102 @@ def conv2d(
             x, weight, bias, y, *_conv_kernel_args(geo, groups), algo, get_num_threads()
         )
     return y
+
+
+def _conv2d_relu_max_pool2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntPair,
+    padding: Padding,
+    dilation: IntPair,
+    groups: int,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]] | None:
+    """``max_pool2d(relu(conv2d(x, weight, bias, ...)), 2, return_indices=True)`` in one
+    kernel, for :class:`cnncore.nn.Sequential`'s Conv2d-ReLU-MaxPool2d(2) triples in
+    training: ``(y, indices, conv_shape)`` -- the pooled output, the argmax indices within
+    the conv output's planes (as :func:`cnncore.ops.pool._max_pool2d_relu` gives them) and
+    the conv output's shape -- or None (nothing computed) where the fused kernel does not
+    apply (see :func:`cnncore.ops.conv_dispatch.rows_pool_fusable`).  Bit-identical to
+    ``conv2d`` under ``conv_algorithm("rows")`` followed by the ReLU-fused max pooling; the
+    conv output itself is never written.  ``x`` is a batch ``(N, C_in, H, W)``."""
+    func = "conv2d"
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
+    )
+    if bias is not None:
+        bias = as_float_array(bias, "bias", func)
+        check_same_dtype(func, x=x, weight=weight, bias=bias)
+    else:
+        check_same_dtype(func, x=x, weight=weight)
+    geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
+    n, k = x.shape[0], weight.shape[0]
+    if bias is not None and bias.shape != (k,):
+        return None
+    if n == 0 or x.size == 0 or not rows_pool_fusable(weight.shape, groups, geo):
+        return None
+    ho, wo = geo.out
+    y = np.empty((n, k, ho // 2, wo // 2), dtype=x.dtype)
+    idx = np.empty(y.shape, dtype=np.int64)
+    ph, pw = geo.padding
+    _conv.conv2d_relu_maxpool2x2_forward(x, weight, bias, y, idx, ph, pw, ho, wo, get_num_threads())
+    return y, idx, (n, k, ho, wo)
+
+
+# The per-thread buffer of the fused backward holds a batch part's conv-output gradient.
+_FUSED_POOL_MAX_PART_ELEMENTS = 1 << 22
+
+
+def _conv2d_relu_max_pool2d_backward(
+    grad_output: np.ndarray,
+    indices: np.ndarray,
+    relu_output: np.ndarray,
+    x: np.ndarray,
+    weight_shape: tuple[int, ...],
+    stride: IntPair,
+    padding: Padding,
+    dilation: IntPair,
+    groups: int,
+    bias: bool,
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The parameter gradients behind :func:`_conv2d_relu_max_pool2d` -- ``(grad_weight,
+    grad_bias or None)`` -- from the gradient w.r.t. its pooled output, in one kernel that
+    never builds the conv output's gradient array; or None (nothing computed) where it does
+    not apply (then ``max_pool2d_backward`` with the ReLU fused and ``conv2d_backward``
+    give the same gradients).  Bit-identical to those two calls with the conv's weight
+    gradient on the row-vectorized kernel (the bias gradient: on any)."""
+    func = "conv2d_backward"
+    grad_output = as_float_array(grad_output, "grad_output", func, ndim=4)
+    x = as_float_array(x, "x", func, ndim=4)
+    check_same_dtype(func, grad_output=grad_output, x=x, relu_output=relu_output)
+    geo, groups = _conv_setup(func, x.shape, tuple(weight_shape), stride, padding, dilation, groups)
+    n, k = x.shape[0], weight_shape[0]
+    ho, wo = geo.out
+    pooled = (n, k, ho // 2, wo // 2)
+    if grad_output.shape != pooled or relu_output.shape != pooled or indices.shape != pooled:
+        raise ValueError(
+            f"{func}(): grad_output, indices and relu_output must have the pooled shape "
+            f"{pooled}. Received: grad_output of shape {grad_output.shape}, indices of shape "
+            f"{indices.shape}, relu_output of shape {relu_output.shape}"
+        )
+    if (
+        n == 0
+        or x.size == 0
+        or indices.dtype != np.int64
+        or not indices.flags.c_contiguous
+        or not relu_output.flags.c_contiguous
+        or not rows_pool_fusable(tuple(weight_shape), groups, geo)
+        or -(-n // min(n, 8)) * k * ho * wo > _FUSED_POOL_MAX_PART_ELEMENTS
+    ):
+        return None
+    dw = np.empty(tuple(weight_shape), dtype=x.dtype)
+    db = np.empty(k, dtype=x.dtype) if bias else None
+    ph, pw = geo.padding
+    _conv.conv2d_relu_maxpool2x2_backward_weight(
+        grad_output, indices, relu_output, x, dw, db, ph, pw, ho, wo, get_num_threads()
+    )
+    return dw, db
 
 
 @accepts_unbatched({"grad_output": _GO_SHAPE}, shapes={"input_shape": _X_SHAPE})

@@ -391,6 +391,41 @@ def _rows_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, whi
     return n_in * rows * cols <= _DIRECT_FWD_MAX_SCRATCH
 
 
+# A convolution of one input channel (a network's first layer) directly followed by a ReLU
+# and 2x2 / stride-2 max pooling is run in training as one kernel (Sequential's fusion,
+# ops/conv.py _conv2d_relu_max_pool2d): the row-vectorized correlation of each sample into a
+# buffer that stays in cache, pooled from there -- the full-size conv output (6.4 MB for the
+# README CNN's 64x32x28x28) is neither written nor read back.  float32, 2 threads, quiet
+# 2-core AVX-512 VM, conv + pool forward of the README CNN's first layer (64x1x28x28 -> 32,
+# k3 p1): see README (Training).
+_FUSED_POOL_MAX_CONV_ELEMENTS = 1 << 18  # one sample's conv planes (the per-thread buffer)
+
+
+def rows_pool_fusable(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry) -> bool:
+    """Whether a conv2d of weight shape ``w_shape`` and geometry ``geo`` followed by a ReLU
+    and 2x2 / stride-2 max pooling runs as the fused row-vectorized kernel (one input
+    channel, unit stride and dilation, one group; not when a :func:`conv_algorithm` block
+    forces another algorithm than ``"rows"``)."""
+    k, cg, kh, kw = w_shape
+    forced = _forced.get()
+    if forced is not None and forced != ConvAlgorithm.ALGO_ROWS:
+        return False
+    ho, wo = geo.out
+    if (
+        groups != 1
+        or cg != 1
+        or geo.stride != (1, 1)
+        or geo.dilation != (1, 1)
+        or ho < 2
+        or wo < 2
+        or k * ho * wo > _FUSED_POOL_MAX_CONV_ELEMENTS
+    ):
+        return False
+    rows = ho + 3 + kh - 1
+    cols = wo + 32 + kw - 1
+    return rows * cols <= _DIRECT_FWD_MAX_SCRATCH
+
+
 def heuristic_conv_algorithm(
     w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str, n: int | None = None
 ) -> int:

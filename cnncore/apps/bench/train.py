@@ -376,10 +376,18 @@ def step_profile(name: str, x: np.ndarray, y: np.ndarray, steps: int = 100, seed
         "_forward_relu": "forward",
         "_forward_add": "forward",
         "forward_into": "forward",
+        "_forward_relu_pool": "forward",
     }
-    methods = ("forward", "backward", "_forward_relu", "_forward_add", "forward_into")
+    methods = (
+        "forward",
+        "backward",
+        "_forward_relu",
+        "_forward_add",
+        "forward_into",
+        "_forward_relu_pool",
+    )
     for i, layer in enumerate(getattr(model, "layers", [])):
-        for method in (*methods, "backward_into", "backward_sum"):
+        for method in (*methods, "backward_into", "backward_sum", "_backward_relu_pool"):
             if hasattr(layer, method):
                 kind = kinds.get(method, "backward")
                 key = f"{i:02d} {type(layer).__name__} {kind}"
