@@ -978,7 +978,7 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
         ((64, 32, 14, 14), (32, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
         ((128, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_W4] * 3),
-        ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, _WIDE_BLOCKED, *["winograd4"] * 2),
         ((128, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),
         # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM

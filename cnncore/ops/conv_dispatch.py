@@ -273,6 +273,10 @@ _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
 _WINOGRAD4_OVER_BLOCKED_CHANNELS = 64
 _WINOGRAD4_OVER_BLOCKED_MIN_OUTPUT = 7
 _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS = 32  # ... when the output is whole 4x4 tiles
+# Since the blocked forward stores through a register transpose, it beats F(4x4)'s forward
+# at 32 -> 32 channels on 16x16 (N=128, float32, 2 threads, AVX-512, ms, five interleaved
+# rounds: 1.67-1.85 against 1.95-2.03; torch ~2.15): 32-channel whole tiles keep F(4x4)
+# for the gradients only.
 # ... and its forward from 32 channels into (or out of) 64 also with partial tiles: the
 # README CNN's second convolution (64x32x14x14 -> 64, k3 p1, float32, 2 threads, AVX-512,
 # ms): F(4x4) 1.35-1.39 against blocked 1.50-1.69 and F(2x2) 1.53 (torch 1.41-1.62).
@@ -497,7 +501,11 @@ def heuristic_conv_algorithm(
         ):
             return ConvAlgorithm.ALGO_WINOGRAD4  # partial tiles too (see above)
         if blocked:
-            if groups == 1 and _winograd4_over_blocked(cg, kg, geo, wino_base):
+            if (
+                groups == 1
+                and _winograd4_over_blocked(cg, kg, geo, wino_base)
+                and (which != "forward" or min(cg, kg) >= _WINOGRAD4_OVER_BLOCKED_CHANNELS)
+            ):
                 return ConvAlgorithm.ALGO_WINOGRAD4
             if (
                 which == "forward"
