@@ -54,10 +54,59 @@ static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
     return best;
 }
 
+/* One round of a VL x VL transpose in registers: rows i and i + b (i & b == 0) exchange
+   their blocks of b lanes (two-source shuffles).  Rounds b = VL/2, ..., 2, 1 transpose. */
+#define CNN_BLK_TR_STAGE(T, VT, MT)                                                         \
+    static inline __attribute__((always_inline)) void cnn_blk_tr_stage_##T(VT* r, int b,   \
+                                                                            int rows) {    \
+        enum { VL = CNN_VBYTES / sizeof(T) };                                               \
+        MT lo, hi;                                                                          \
+        _Pragma("GCC unroll 32") for (int l = 0; l < VL; ++l) {                             \
+            lo[l] = (l & b) ? VL + l - b : l;                                               \
+            hi[l] = (l & b) ? VL + l : l + b;                                               \
+        }                                                                                   \
+        _Pragma("GCC unroll 32") for (int i = 0; i < VL; ++i) {                             \
+            if ((i & b) || i >= rows) continue;                                             \
+            VT a = r[i], c = r[i + b];                                                      \
+            r[i] = __builtin_shuffle(a, c, lo);                                             \
+            r[i + b] = __builtin_shuffle(a, c, hi);                                         \
+        }                                                                                   \
+    }                                                                                       \
+    static inline __attribute__((always_inline)) void cnn_blk_tr_##T(VT* r, int rows) {    \
+        enum { VL = CNN_VBYTES / sizeof(T) };                                               \
+        if (VL >= 16) cnn_blk_tr_stage_##T(r, 8 % VL, VL);                                  \
+        if (VL >= 8) cnn_blk_tr_stage_##T(r, 4 % VL, VL);                                   \
+        if (VL >= 4) cnn_blk_tr_stage_##T(r, 2 % VL, VL);                                   \
+        if (VL >= 2) cnn_blk_tr_stage_##T(r, 1, VL);                                        \
+        (void)rows;                                                                         \
+    }
+CNN_BLK_TR_STAGE(float, cnn_vf, cnn_vmf)
+CNN_BLK_TR_STAGE(double, cnn_vd, cnn_vmd)
+
+/* Store the NV x P accumulators acc[v][p] (VL output channels v*VL.. of pixel p) as rows of
+   pixels: out[(v * VL + k) * plane + p] = acc[v][p][k], VL pixels at a time transposed in
+   registers (cnn_blk_tr_*; zero rows past P) -- instead of VL * P scalar copies through a
+   scratch buffer. */
+#define CNN_BLK_TRANSPOSE_STORE(T, VT, NV, P, acc, out, plane)                              \
+    do {                                                                                    \
+        _Pragma("GCC unroll 2") for (int v_ = 0; v_ < NV; ++v_)                             \
+        _Pragma("GCC unroll 2") for (int p0_ = 0; p0_ < P; p0_ += VL) {                     \
+            enum { NP_ = P < VL ? P : VL };                                                 \
+            VT r_[VL];                                                                      \
+            _Pragma("GCC unroll 32") for (int q_ = 0; q_ < VL; ++q_)                        \
+                r_[q_] = p0_ + q_ < P ? acc[v_][p0_ + q_ < P ? p0_ + q_ : 0] : (VT){0};     \
+            cnn_blk_tr_##T(r_, VL);                                                         \
+            _Pragma("GCC unroll 32") for (int k_ = 0; k_ < VL; ++k_)                        \
+                memcpy((out) + (v_ * VL + k_) * (plane) + p0_, &r_[k_],                     \
+                       (P - p0_ < VL ? P - p0_ : VL) * sizeof(T));                          \
+        }                                                                                   \
+    } while (0)
+
 #define CNN_BLK_KERNEL(T, VT, NV, P, SW, KS)                                                \
     static void cnn_blk_##T##_##NV##_##P##_##SW##_##KS(                                     \
         const T* src, ptrdiff_t ch_stride, ptrdiff_t row_stride, ptrdiff_t sw, ptrdiff_t dw, \
-        const T* wp, ptrdiff_t n_in, ptrdiff_t kh, ptrdiff_t kw, const T* bp, T* tmp) {     \
+        const T* wp, ptrdiff_t n_in, ptrdiff_t kh, ptrdiff_t kw, const T* bp, T* tmp,       \
+        T* out, ptrdiff_t plane) {                                                          \
         enum { VL = CNN_VBYTES / sizeof(T) };                                           \
         const ptrdiff_t s = (SW) ? (SW) : sw;                                               \
         const ptrdiff_t KH = (KS) ? (KS) : kh, KW = (KS) ? (KS) : kw;                       \
@@ -85,17 +134,21 @@ static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
             }                                                                               \
             wp += KH * KW * NV * VL;                                                        \
         }                                                                                   \
-        _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                                \
-            _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p)                            \
-                memcpy(tmp + (v * P + p) * VL, &acc[v][p], sizeof(VT));                     \
+        if (out) {                                                                          \
+            CNN_BLK_TRANSPOSE_STORE(T, VT, NV, P, acc, out, plane);                         \
+        } else {                                                                            \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)                            \
+                _Pragma("GCC unroll 32") for (int p = 0; p < P; ++p)                        \
+                    memcpy(tmp + (v * P + p) * VL, &acc[v][p], sizeof(VT));                 \
+        }                                                                                   \
     }
 
 typedef void (*cnn_blk_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                      const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                     const float*, float*);
+                                     const float*, float*, float*, ptrdiff_t);
 typedef void (*cnn_blk_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                       ptrdiff_t, const double*, ptrdiff_t, ptrdiff_t,
-                                      ptrdiff_t, const double*, double*);
+                                      ptrdiff_t, const double*, double*, double*, ptrdiff_t);
 
 /* Specialized on the stride (1, 2, or any: 0) and on 3x3 kernels (3; any size: 0). */
 #define CNN_BLK_KERNELS_SW(T, VT, NV, P) \
@@ -183,8 +236,14 @@ CNN_BLK_SELECT(double)
                 const T* irow = inp + oh * sh * Q;                                          \
                 for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += P) {                               \
                     const ptrdiff_t np = Wo - ow0 < P ? Wo - ow0 : P;                       \
+                    T* ob_out = o0 + oh * Wo + ow0;                                         \
+                    if (np == P && nk == OB) {                                   \
+                        kern(irow + ow0 * sw, R * Q, dh * Q, sw, dw, wp, n_in, kh, kw,      \
+                             bpack + ob * OB, tmp, ob_out, plane);                          \
+                        continue;                                                           \
+                    }                                                                       \
                     kern(irow + ow0 * sw, R * Q, dh * Q, sw, dw, wp, n_in, kh, kw,          \
-                         bpack + ob * OB, tmp);                                             \
+                         bpack + ob * OB, tmp, NULL, 0);                                    \
                     for (ptrdiff_t k = 0; k < nk; ++k) {                                    \
                         const T* t = tmp + (k / VL) * P * VL + k % VL;                      \
                         T* o = o0 + k * plane + oh * Wo + ow0;                              \

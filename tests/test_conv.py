@@ -67,6 +67,13 @@ FLAT_AND_PHASE_CASES = [
     ((2, 2, 6, 4), (3, 2, 3, 3), 2, (1, 4), (1, 4), 1),  # phase split: taps past the edge
 ]
 CASES += FLAT_AND_PHASE_CASES
+# Grouped 3x3 convolutions with 8 and 32 channels per group (the grouped choices of
+# conv_dispatch: row kernels, blocked kernels with 8-channel blocks, F(4x4)'s weight gradient)
+GROUPED_CASES = [
+    ((2, 32, 9, 10), (32, 8, 3, 3), 1, 1, 1, 4),
+    ((2, 64, 8, 8), (64, 32, 3, 3), 1, 1, 1, 2),
+]
+CASES += GROUPED_CASES
 
 
 def _ids(case):
@@ -689,7 +696,7 @@ BLOCKED_CASES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", BLOCKED_CASES, ids=_ids)
+@pytest.mark.parametrize("case", BLOCKED_CASES + GROUPED_CASES, ids=_ids)
 def test_blocked_kernels_at_every_simd_level(rng, case, dtype, monkeypatch):
     """The channel-blocked microkernels are C compiled once per SIMD level (vector width and
     register blocking differ): every build this CPU runs, all three passes and the bias,
@@ -777,7 +784,8 @@ def test_blocked_forward_small_batch_splits_rows_bit_identically(rng, case, dtyp
     [CASES[1], CASES[3], CASES[4], CASES[5], CASES[11], CASES[15], CASES[16], CASES[17]]
     + CASES[19:22]
     + FLAT_AND_PHASE_CASES
-    + BLOCKED_CASES[:4],
+    + BLOCKED_CASES[:4]
+    + GROUPED_CASES,
     ids=_ids,
 )
 def test_bit_identical_for_any_thread_count(rng, case, dtype, algorithm):
@@ -957,6 +965,15 @@ _WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # of the first one (1 -> 6 channels) run the row-vectorized kernels.
 _LENET = ("blocked", "rows" if _WIDE else "gemm", "blocked")
 _SMALL_FWD = "gemm" if _WIDE else "blocked"
+# Grouped 3x3 convolutions (see conv_dispatch._grouped_choice): 8 channels per group run the
+# row kernels with AVX-512, the blocked ones with AVX2 (8 lanes); 16 per group with AVX2 the
+# blocked forward and weight gradient; 32 per group with AVX-512 F(4x4)'s weight gradient.
+_SIMD = _config._selected_simd()
+_G8 = {"avx512": ("rows",) * 3, "avx2": ("blocked",) * 3}.get(_SIMD, ("direct", "gemm", "gemm"))
+_G16 = {"avx512": ("blocked",) * 3, "avx2": ("blocked", "winograd4", "blocked")}.get(
+    _SIMD, ("winograd4",) * 3
+)
+_G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",) * 3)
 
 
 @pytest.mark.parametrize(
@@ -974,12 +991,13 @@ _SMALL_FWD = "gemm" if _WIDE else "blocked"
         # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
         # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4
         # tiles (ResNet's stages 2 and 3)
-        # (its weight gradient, 32 -> 64 channels: F(4x4) at every level)
-        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 2, "winograd4"),
+        # (F(4x4) from 32 into 64 channels also on partial tiles: the README CNN's forward
+        # and weight gradient)
+        ((64, 32, 14, 14), (64, 32, 3, 3), {"padding": 1}, "winograd4", _WIDE_BLOCKED, "winograd4"),
         ((64, 32, 14, 14), (32, 32, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((128, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, *["winograd4"] * 3),
         ((128, 64, 7, 7), (64, 64, 3, 3), {"padding": 1}, *[_WIDE_W4] * 3),
-        ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, *["winograd4"] * 3),
+        ((128, 32, 16, 16), (32, 32, 3, 3), {"padding": 1}, _WIDE_BLOCKED, *["winograd4"] * 2),
         ((128, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, *[_WIDE_BLOCKED] * 3),
         ((32, 96, 8, 8), (96, 96, 3, 3), {"padding": 1}, *["blocked"] * 3),
         # Winograd needs enough tiles in the batch: one 16x16 image runs blocked or GEMM
@@ -1007,7 +1025,9 @@ _SMALL_FWD = "gemm" if _WIDE else "blocked"
             "gemm",
             "blocked",
         ),
-        ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *[_WIDE_BLOCKED] * 3),
+        ((32, 128, 16, 16), (128, 8, 3, 3), {"padding": 1, "groups": 16}, *_G8),
+        ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *_G16),
+        ((32, 128, 16, 16), (128, 32, 3, 3), {"padding": 1, "groups": 4}, *_G32),
         # 3x3, stride 1, >= 16 channels per group on images of >= 12x12 outputs: Winograd
         # (where the channel-blocked kernel does not apply, or from 64 channels at 32x32);
         # F(4x4) up to 64 channels, F(2x2) beyond

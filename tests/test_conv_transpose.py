@@ -174,9 +174,10 @@ def test_algorithms_follow_the_conv2d_passes():
     assert set(conv_transpose2d_algorithms((8, 32, 14, 14), (32, 32, 3, 3), 1, 1).values()) == {
         "blocked" if wide else "winograd4"
     }
-    assert set(conv_transpose2d_algorithms((8, 32, 16, 16), (32, 32, 3, 3), 1, 1).values()) == {
-        "winograd4"
-    }
+    # (its input gradient is conv2d's forward: with AVX-512 the blocked kernels there)
+    assert set(conv_transpose2d_algorithms((8, 32, 16, 16), (32, 32, 3, 3), 1, 1).values()) == (
+        {"winograd4", "blocked"} if wide else {"winograd4"}
+    )
     assert set(conv_transpose2d_algorithms((8, 32, 7, 7), (32, 32, 3, 3), 1, 1).values()) == {
         "blocked"
     }

@@ -1868,7 +1868,9 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
     if packed == NULL:
         return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
-        col = <floating*> malloc(ws * sizeof(floating))
+        # zeroed once: every task fills the same in-bounds part of the padded planes (a
+        # per-row memset and memcpy of the whole planes cost ~8% of the forward at 16x16)
+        col = <floating*> calloc(ws, sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="static"):
             if not ok:
@@ -1878,8 +1880,8 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
             gi = (t // n_bands) % g.G
             oh0 = band * g.Ho // n_bands
             oh1 = (band + 1) * g.Ho // n_bands
-            pad_planes(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
-                       pl.R, pl.Q, col)
+            row_fill(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
+                     pl.R, pl.Q, col)
             blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw,
                      y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo, g.Ho, g.Wo,
                      col + g.Cg * pl.R * pl.Q, oh0, oh1)

@@ -28,13 +28,14 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
     channel-blocked direct convolution: blocks of 16-32 output channels by a row of output
     pixels accumulated in vector registers (C microkernels built per SIMD level), with no
     im2col; forward, unit-stride input gradient and weight gradient.  ResNet's 3x3
-    convolutions on small images (16-128 channels per group, any stride).
+    convolutions on small images (16-128 channels per group, any stride; with AVX2 also
+    grouped ones of 8 channels per group, one vector).
 ``"rows"``
     row-vectorized direct convolution: the vector lanes along a row of output pixels,
     blocks of output channels x rows in registers (C microkernels built per SIMD level), no
     im2col; all three passes at unit stride.  Few channels on small images, where the
     blocked kernels leave lanes idle: LeNet's 5x5 convolutions, a first layer's one input
-    channel.
+    channel, and (AVX-512) grouped 3x3 convolutions of 8-15 channels per group.
 
 :func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
 ``"weight"`` gradient), in this order:
@@ -272,6 +273,13 @@ _WINOGRAD_OVER_BLOCKED_PIXELS = 32 * 32
 _WINOGRAD4_OVER_BLOCKED_CHANNELS = 64
 _WINOGRAD4_OVER_BLOCKED_MIN_OUTPUT = 7
 _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS = 32  # ... when the output is whole 4x4 tiles
+# Since the blocked forward stores through a register transpose, it beats F(4x4)'s forward
+# at 32 -> 32 channels on 16x16 (N=128, float32, 2 threads, AVX-512, ms, five interleaved
+# rounds: 1.67-1.85 against 1.95-2.03; torch ~2.15): 32-channel whole tiles keep F(4x4)
+# for the gradients only.
+# ... and its forward from 32 channels into (or out of) 64 also with partial tiles: the
+# README CNN's second convolution (64x32x14x14 -> 64, k3 p1, float32, 2 threads, AVX-512,
+# ms): F(4x4) 1.35-1.39 against blocked 1.50-1.69 and F(2x2) 1.53 (torch 1.41-1.62).
 # ... and GEMM beats the AVX-512 blocked forward on a batch of a few small images, whose
 # rows of fewer than 16 outputs leave half the vector lanes idle (float32, 64 -> 64 at 8x8,
 # quiet 2-core AVX-512 VM, us, 1 / 2 threads: N=1 GEMM 82 / 81 against blocked 118 / 118,
@@ -310,8 +318,75 @@ def _winograd4_over_blocked(cg: int, kg: int, geo: ConvGeometry, w4: bool) -> bo
     )
 
 
-def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str) -> bool:
-    """Whether the automatic choice runs the channel-blocked kernel for this pass."""
+# Grouped 3x3 convolutions (unit stride) with 8-32 channels per group: what each pass runs
+# (float32, 2 threads, N=32, 128 -> 128 channels at 16x16, ms, forward / input / weight
+# gradient, quiet 2-core VM).  8 channels per group (g=16): with AVX-512 the row kernels
+# (pixels in the lanes; the blocked kernels would leave half of the 16 lanes idle) 0.77 /
+# 0.80 / 1.56 against the previous direct / GEMM / GEMM 1.03 / 1.75 / 1.74 (blocked: 1.21 /
+# 1.23 / 1.73); with AVX2 (8 lanes) the blocked kernels 1.04 / 1.17 / 1.18 against direct
+# / GEMM / GEMM 1.11 / 2.49 / 3.04 (rows 1.33 / 1.45 / 1.90).  16 per group (g=8), AVX2:
+# blocked forward and weight gradient 1.82 / 1.79 against F(4x4)'s 2.02-2.12 / 2.47 (its
+# input gradient keeps F(4x4), 2.00 against 1.96).  32 per group (g=4), AVX-512: F(4x4)'s
+# weight gradient 1.84 against blocked 2.40 (forward and input gradient stay blocked: 1.87 /
+# 1.83 against 2.00 / 1.90).
+_GROUPED_MIN_CHANNELS = 8
+_GROUPED_ROWS_MAX_CHANNELS = 15  # AVX-512: the row kernels below a vector of channels
+_GROUPED_BLOCKED_AVX2_CHANNELS = 16
+
+
+def _grouped_choice(
+    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str
+) -> int | None:
+    """The algorithm for a grouped (not depthwise) 3x3 convolution where the measurements
+    above chose one, else None (the rules below decide)."""
+    k, cg, kh, kw = w_shape
+    kg = k // groups
+    if (
+        groups == 1
+        or (kh, kw) != (3, 3)
+        or geo.stride != (1, 1)
+        or geo.dilation != (1, 1)
+        or min(cg, kg) < _GROUPED_MIN_CHANNELS
+        or max(cg, kg) > _WINOGRAD4_MAX_CHANNELS
+    ):
+        return None
+    rows = geo.out[0] + 3 + kh - 1  # the row kernels' padded planes (see _rows_eligible)
+    cols = geo.out[1] + 32 + kw - 1
+    if max(cg, kg) * rows * cols > _DIRECT_FWD_MAX_SCRATCH:
+        return None
+    simd = _selected_simd()
+    if max(cg, kg) <= _GROUPED_ROWS_MAX_CHANNELS:
+        if simd == "avx512":
+            return ConvAlgorithm.ALGO_ROWS
+        if simd == "avx2" and blocked_eligible(w_shape, groups, geo, which, min_channels=8):
+            return ConvAlgorithm.ALGO_BLOCKED
+        return None
+    if (
+        simd == "avx2"
+        and cg == kg == _GROUPED_BLOCKED_AVX2_CHANNELS
+        and which != "input"
+        and blocked_eligible(w_shape, groups, geo, which)
+    ):
+        return ConvAlgorithm.ALGO_BLOCKED
+    if (
+        simd == "avx512"
+        and which == "weight"
+        and min(cg, kg) >= _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS
+        and min(geo.out) >= _WINOGRAD4_MIN_OUTPUT
+    ):
+        return ConvAlgorithm.ALGO_WINOGRAD4
+    return None
+
+
+def blocked_eligible(
+    w_shape: tuple[int, ...],
+    groups: int,
+    geo: ConvGeometry,
+    which: str,
+    min_channels: int = _BLOCKED_MIN_OUT_CHANNELS,
+) -> bool:
+    """Whether the automatic choice runs the channel-blocked kernel for this pass
+    (``min_channels``: the fewest output and input channels per group it takes)."""
     k, cg, kh, kw = w_shape
     kg = k // groups
     n_out, n_in = (cg, kg) if which == "input" else (kg, cg)
@@ -324,8 +399,8 @@ def blocked_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, w
     ):
         return False  # Winograd's 2.25x fewer multiplications win
     if not (
-        _BLOCKED_MIN_OUT_CHANNELS <= n_out <= _BLOCKED_MAX_CHANNELS
-        and _BLOCKED_MIN_IN_CHANNELS <= n_in <= _BLOCKED_MAX_CHANNELS
+        min_channels <= n_out <= _BLOCKED_MAX_CHANNELS
+        and min_channels <= n_in <= _BLOCKED_MAX_CHANNELS
     ):
         return False
     rows = (geo.out[0] - 1) * geo.stride[0] + (kh - 1) * geo.dilation[0] + 1
@@ -454,9 +529,24 @@ def heuristic_conv_algorithm(
     # before Winograd (but for F(4x4) where it measured faster); at lower levels only where
     # Winograd does not apply (strided, small images).  See _BLOCKED_MIN_OUT_CHANNELS.
     blocked = blocked_eligible(w_shape, groups, geo, which)
+    grouped = _grouped_choice(w_shape, groups, geo, which)
+    if grouped is not None:
+        return grouped
     if _selected_simd() == "avx512":
+        if (
+            which == "forward"
+            and groups == 1
+            and winograd4
+            and min(cg, kg) >= _WINOGRAD4_OVER_BLOCKED_WHOLE_TILES_CHANNELS
+            and max(cg, kg) >= _WINOGRAD4_OVER_BLOCKED_CHANNELS
+        ):
+            return ConvAlgorithm.ALGO_WINOGRAD4  # partial tiles too (see above)
         if blocked:
-            if groups == 1 and _winograd4_over_blocked(cg, kg, geo, wino_base):
+            if (
+                groups == 1
+                and _winograd4_over_blocked(cg, kg, geo, wino_base)
+                and (which != "forward" or min(cg, kg) >= _WINOGRAD4_OVER_BLOCKED_CHANNELS)
+            ):
                 return ConvAlgorithm.ALGO_WINOGRAD4
             if (
                 which == "weight"

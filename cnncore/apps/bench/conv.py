@@ -8,7 +8,8 @@ Three named suites (``bench_conv(suite=...)``, ``benchmarks/bench_conv.py --suit
   stages (:data:`TRANSPOSED_SHAPES`);
 - ``"resnet"``: the 3x3 convolutions of CIFAR ResNet-20/32/56 at batch 128 (stem, the three
   stages, the stride-2 transitions) and grouped 3x3 convolutions with 8-32 channels per
-  group (:data:`RESNET_SHAPES`).
+  group (:data:`RESNET_SHAPES`), and the README CNN's two 3x3 convolutions at its training
+  batch.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ RESNET_SHAPES = [
     (32, 128, 16, 16, 128, 3, 1, 1, 16),  # grouped: 8 channels per group
     (32, 128, 16, 16, 128, 3, 1, 1, 8),  # 16 channels per group
     (32, 128, 16, 16, 128, 3, 1, 1, 4),  # 32 channels per group
+    (64, 1, 28, 28, 32, 3, 1, 1, 1),  # README CNN conv1 (training batch 64)
+    (64, 32, 14, 14, 64, 3, 1, 1, 1),  # README CNN conv2
 ]
 
 SUITES = ("standard", "depthwise", "transposed", "resnet")
