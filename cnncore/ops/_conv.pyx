@@ -1846,17 +1846,37 @@ cdef inline void blk_corr(const floating* inp, Py_ssize_t n_in, const BlkPlan* p
                             g.dh, g.dw, out, Ho, Wo, oh0, oh1, tmp)
 
 
-cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
-                     const Geom* g, floating* y, int n_threads) noexcept nogil:
-    """conv2d forward by the channel-blocked direct kernel: one task per (sample, group);
-    with fewer of those than threads (a batch of one), per (sample, group, band of output
-    rows) -- each task pads the sample's planes itself.  Every output is computed the same
-    way whatever the split: bit-identical for any thread count."""
-    cdef BlkPlan pl = blk_plan(vec_lanes(x), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
-                               g.Ho, g.Wo)
+cdef inline BlkPlan blk_plan_of(const floating* dummy, const Geom* g) noexcept nogil:
+    return blk_plan(vec_lanes(dummy), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.Ho,
+                    g.Wo)
+
+
+cdef void relu_planes(floating* y, Py_ssize_t n_ch, Py_ssize_t plane, Py_ssize_t lo,
+                      Py_ssize_t hi) noexcept nogil:
+    """``y[c, i] = 0 if y[c, i] < 0 else y[c, i]`` for ``i`` in ``[lo, hi)`` of each of
+    ``n_ch`` planes of ``plane`` elements (NaN and -0.0 pass, as the ReLU kernel)."""
+    cdef Py_ssize_t c, i
+    cdef floating v
+    cdef floating* p
+    for c in range(n_ch):
+        p = y + c * plane
+        for i in range(lo, hi):
+            v = p[i]
+            p[i] = 0 if v < 0 else v
+
+
+cdef int blk_forward_packed(const floating* x, const floating* packed, const Geom* g,
+                            floating* y, bint relu, int n_threads) noexcept nogil:
+    """conv2d forward by the channel-blocked direct kernel on weights :func:`blk_pack`
+    packed: one task per (sample, group); with fewer of those than threads (a batch of
+    one), per (sample, group, band of output rows) -- each task pads the sample's planes
+    itself -- then ``relu`` on each task's rows while they are in cache.  Every output is
+    computed the same way whatever the split: bit-identical for any thread count."""
+    cdef BlkPlan pl = blk_plan_of(x, g)
     cdef Py_ssize_t n_bands = 1
     cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
     cdef Py_ssize_t t, n0, gi, band, oh0, oh1
+    cdef floating* yg
     if g.N * g.G < n_threads:
         n_bands = py_min(ceil_div(n_threads, g.N * g.G), g.Ho)
     n_tasks = g.N * g.G * n_bands
@@ -1864,9 +1884,6 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
     cdef int* status_p = &status
     cdef bint ok = False
     cdef floating* col = NULL
-    cdef floating* packed = blk_pack(w, bias, g.G, g.Kg, g.Cg * g.kh * g.kw, &pl)
-    if packed == NULL:
-        return CNN_ERR_NOMEM
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
         # zeroed once: every task fills the same in-bounds part of the padded planes (a
         # per-row memset and memcpy of the whole planes cost ~8% of the forward at 16x16)
@@ -1880,12 +1897,26 @@ cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
             gi = (t // n_bands) % g.G
             oh0 = band * g.Ho // n_bands
             oh1 = (band + 1) * g.Ho // n_bands
+            yg = y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo
             row_fill(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
                      pl.R, pl.Q, col)
-            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw,
-                     y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo, g.Ho, g.Wo,
-                     col + g.Cg * pl.R * pl.Q, oh0, oh1)
+            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw, yg,
+                     g.Ho, g.Wo, col + g.Cg * pl.R * pl.Q, oh0, oh1)
+            if relu:
+                relu_planes(yg, g.Kg, g.Ho * g.Wo, oh0 * g.Wo, oh1 * g.Wo)
         free(col)
+    return status
+
+
+cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
+                     const Geom* g, floating* y, int n_threads) noexcept nogil:
+    """conv2d forward by the channel-blocked direct kernel: the weights packed by
+    :func:`blk_pack`, then :func:`blk_forward_packed`."""
+    cdef BlkPlan pl = blk_plan_of(x, g)
+    cdef floating* packed = blk_pack(w, bias, g.G, g.Kg, g.Cg * g.kh * g.kw, &pl)
+    if packed == NULL:
+        return CNN_ERR_NOMEM
+    cdef int status = blk_forward_packed(x, packed, g, y, False, n_threads)
     free(packed)
     return status
 
@@ -4040,67 +4071,9 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x_out,
 # filters with a copy).  An eval-mode plan keeps them packed (blocked_refresh_packed: blk_pack,
 # the same layout) with a copy of the values packed, packs again when the weights differ
 # from that copy (an optimizer step, a write into the array), and runs
-# blocked_forward_packed -- the same tasks, padding and microkernel calls as blk_forward, so
+# blocked_forward_packed -- blk_forward_packed, which blk_forward calls after packing, so
 # the same bits -- optionally with the ReLU that follows the convolution applied to each
 # task's rows while they are in cache (the activation kernel's rule: 0 if v < 0 else v).
-
-
-cdef inline BlkPlan blk_plan_of(const floating* dummy, const Geom* g) noexcept nogil:
-    return blk_plan(vec_lanes(dummy), g.Cg, g.Kg, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.Ho,
-                    g.Wo)
-
-
-cdef void relu_planes(floating* y, Py_ssize_t n_ch, Py_ssize_t plane, Py_ssize_t lo,
-                      Py_ssize_t hi) noexcept nogil:
-    """``y[c, i] = 0 if y[c, i] < 0 else y[c, i]`` for ``i`` in ``[lo, hi)`` of each of
-    ``n_ch`` planes of ``plane`` elements (NaN and -0.0 pass, as the ReLU kernel)."""
-    cdef Py_ssize_t c, i
-    cdef floating v
-    cdef floating* p
-    for c in range(n_ch):
-        p = y + c * plane
-        for i in range(lo, hi):
-            v = p[i]
-            p[i] = 0 if v < 0 else v
-
-
-cdef int blk_forward_packed(const floating* x, const floating* packed, const Geom* g,
-                            floating* y, bint relu, int n_threads) noexcept nogil:
-    """:func:`blk_forward` on weights :func:`blk_pack` packed beforehand (the same split
-    into tasks by sample, group and band of output rows), then ``relu`` on each task's
-    rows."""
-    cdef BlkPlan pl = blk_plan_of(x, g)
-    cdef Py_ssize_t n_bands = 1
-    cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
-    cdef Py_ssize_t t, n0, gi, band, oh0, oh1
-    cdef floating* yg
-    if g.N * g.G < n_threads:
-        n_bands = py_min(ceil_div(n_threads, g.N * g.G), g.Ho)
-    n_tasks = g.N * g.G * n_bands
-    cdef int status = CNN_OK
-    cdef int* status_p = &status
-    cdef bint ok = False
-    cdef floating* col = NULL
-    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
-        col = <floating*> malloc(ws * sizeof(floating))
-        ok = scratch_ok(col, ws, status_p)
-        for t in prange(n_tasks, schedule="static"):
-            if not ok:
-                continue
-            band = t % n_bands
-            n0 = t // (g.G * n_bands)
-            gi = (t // n_bands) % g.G
-            oh0 = band * g.Ho // n_bands
-            oh1 = (band + 1) * g.Ho // n_bands
-            yg = y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo
-            pad_planes(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
-                       pl.R, pl.Q, col)
-            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw, yg,
-                     g.Ho, g.Wo, col + g.Cg * pl.R * pl.Q, oh0, oh1)
-            if relu:
-                relu_planes(yg, g.Kg, g.Ho * g.Wo, oh0 * g.Wo, oh1 * g.Wo)
-        free(col)
-    return status
 
 
 def blocked_packed_size(Py_ssize_t C, Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw,
