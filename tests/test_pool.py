@@ -711,6 +711,38 @@ def test_pool_simd_level_follows_the_cap():
     assert _loaded_simd["cnncore.ops._pool"] == before
 
 
+def test_conv_builds_run_their_own_level_of_the_2x2_pool_clones():
+    """Regression: the conv module (built once per SIMD level) includes the 2x2 pooling
+    header for the fused conv-ReLU-pool of training; its clones ran at the baseline level
+    in every build until each build set its own level at import.  A fresh process per
+    level: an imported build stays the one ``cnncore.ops._conv`` names."""
+    import os
+    import subprocess
+    import sys
+
+    import cnncore
+    from cnncore._threads import cpu_simd_levels
+
+    root = os.path.dirname(os.path.dirname(cnncore.__file__))
+    code = (
+        "from cnncore._config import load_kernels; "
+        "m, got = load_kernels('cnncore.ops._conv'); print(got, m._pool_simd_level())"
+    )
+    order = ["baseline", "avx2", "avx512"]
+    for level in cpu_simd_levels():
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=dict(os.environ, PYTHONPATH=root, CNNCORE_SIMD=level),
+            cwd=root,  # not the source checkout: `-c` puts the working directory on sys.path
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        got, pool_level = out.stdout.split()
+        assert got == level
+        assert int(pool_level) == order.index(level)
+
+
 def _ties_and_zeros(shape, dtype, rng):
     """Few distinct values (ties everywhere) including -0.0 and +0.0."""
     x = rng.integers(-2, 3, shape).astype(dtype)

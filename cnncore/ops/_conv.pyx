@@ -49,6 +49,9 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcmp, memcpy, memset
 
 from _blas cimport gemm
+from _pool2x2 cimport (cnn_p2_build_level, cnn_p2_bwd_plane_double, cnn_p2_bwd_plane_float,
+                       cnn_p2_fwd_plane_double, cnn_p2_fwd_plane_float, cnn_p2_level,
+                       cnn_p2_set_level)
 from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_ROWS,
                               ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_INDEX, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
@@ -134,20 +137,6 @@ cdef extern from "_rowconv.h" nogil:
                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
                               double* xpad, double* vpart, double* part)
-
-cdef extern from "_pool2x2.h" nogil:
-    # 2x2 / stride-2 max pooling of one plane (the vector kernel cnncore.ops._pool runs;
-    # 1: the plane held a NaN, nothing written counts) -- for the fused conv-ReLU-pool
-    int cnn_p2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                               float* y, int64_t* idx)
-    int cnn_p2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                                double* y, int64_t* idx)
-    int cnn_p2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
-                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                               float* dx)
-    int cnn_p2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
-                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                                double* dx)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -4190,3 +4179,15 @@ def blocked_forward_packed(const floating[:, :, :, ::1] x, const floating[::1] p
         status = blk_forward_packed(&x[0, 0, 0, 0], &packed[0], &g, &y_out[0, 0, 0, 0],
                                     relu, n_threads)
     check_status(status, "blocked_forward_packed")
+
+
+# The fused conv-ReLU-pool of training runs the 2x2 pooling clones of this build's own SIMD
+# level (this module is built once per level, see setup.py; left alone, the header's clones
+# would run at the baseline level).
+cnn_p2_set_level(cnn_p2_build_level())
+
+
+def _pool_simd_level():
+    """SIMD level (0 baseline, 1 AVX2+FMA, 2 AVX-512) of the 2x2 pooling clones that the
+    fused conv-ReLU-pool of this build runs."""
+    return cnn_p2_level

@@ -43,26 +43,10 @@ from libc.math cimport INFINITY, pow, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
+from _pool2x2 cimport (cnn_p2_bwd_plane_double, cnn_p2_bwd_plane_float,
+                       cnn_p2_fwd_plane_double, cnn_p2_fwd_plane_float, cnn_p2_set_level)
 from cnncore._shared cimport (CNN_ERR_INDEX, CNN_OK, check_status, fixed_sum, floating, py_max,
                               py_min, valid_range)
-
-
-cdef extern from "_pool2x2.h" nogil:
-    # 2x2 / stride-2 windows without padding or dilation, one plane (vector code, compiled
-    # once per SIMD level into this module; see the header): 1 means "compute this plane
-    # with the generic kernel".
-    int cnn_p2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                               float* y, int64_t* idx)
-    int cnn_p2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                                double* y, int64_t* idx)
-    int cnn_p2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
-                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                               float* dx)
-    int cnn_p2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
-                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                                double* dx)
-    # which clone runs (0 baseline, 1 AVX2+FMA, 2 AVX-512), capped to the build and the CPU
-    int cnn_p2_set_level(int)
 
 
 ctypedef struct PoolGeom:
