@@ -37,17 +37,6 @@
 #ifndef CNN_POOL2X2_H
 #define CNN_POOL2X2_H
 
-/* The level of the including translation unit's own flags (read here, before the target
-   pragmas below, which define the wider levels' macros for the clones). */
-#if defined(__AVX512F__) && defined(__AVX512CD__) && defined(__AVX512DQ__) \
-    && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define CNN_P2_BUILD_ISA 2
-#elif defined(__AVX2__) && defined(__FMA__)
-#define CNN_P2_BUILD_ISA 1
-#else
-#define CNN_P2_BUILD_ISA 0
-#endif
-
 /* The widest level this compiler builds (x86-64 GCC >= 8 or Clang: all three). */
 #if defined(__x86_64__) && defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 8)
 #define CNN_P2_MAX_ISA 2
@@ -271,11 +260,6 @@ CNN_P2_TARGET_AVX512 static inline cnn_p2_d8 cnn_p2_max_d8(cnn_p2_d8 v, cnn_p2_d
 
 /* The level the public functions run (written once at import, before any kernel runs). */
 static int cnn_p2_level = 0;
-
-/* The level this translation unit is compiled for (CNN_P2_BUILD_ISA, taken from the -m flags
-   before any target pragma): a module built once per SIMD level (cnncore.ops._conv) runs
-   the clones of its own build. */
-static int cnn_p2_build_level(void) { return CNN_P2_BUILD_ISA; }
 
 /* Run the clones of `level` (0 baseline, 1 AVX2+FMA, 2 AVX-512) from now on, capped to what
    was compiled and to what this CPU runs (the same feature sets as cnncore._threads);

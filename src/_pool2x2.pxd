@@ -1,6 +1,6 @@
 # Declarations of src/_pool2x2.h (2x2 / stride-2 max pooling of one plane, vector code with
-# one clone per SIMD level), shared by cnncore.ops._pool and cnncore.ops._conv (the fused
-# conv-ReLU-pool of training).
+# one clone per SIMD level), for cnncore.ops._pool -- the one module that compiles it; other
+# modules call its kernels through cnncore/ops/_pool.pxd.
 
 from libc.stdint cimport int64_t
 
@@ -21,7 +21,3 @@ cdef extern from "_pool2x2.h" nogil:
     # which clone runs (0 baseline, 1 AVX2+FMA, 2 AVX-512), capped to the build and the CPU;
     # returns the level set
     int cnn_p2_set_level(int)
-    # the level the public functions run now
-    int cnn_p2_level
-    # the level the including translation unit is compiled for (its -m flags)
-    int cnn_p2_build_level()

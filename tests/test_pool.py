@@ -711,36 +711,28 @@ def test_pool_simd_level_follows_the_cap():
     assert _loaded_simd["cnncore.ops._pool"] == before
 
 
-def test_conv_builds_run_their_own_level_of_the_2x2_pool_clones():
-    """Regression: the conv module (built once per SIMD level) includes the 2x2 pooling
-    header for the fused conv-ReLU-pool of training; its clones ran at the baseline level
-    in every build until each build set its own level at import.  A fresh process per
-    level: an imported build stays the one ``cnncore.ops._conv`` names."""
-    import os
-    import subprocess
-    import sys
-
+def test_fused_conv_pool_runs_the_pooling_module_kernels():
+    """Regression: the fused conv-ReLU-pool of training (in the conv module, built once per
+    SIMD level) compiled its own copy of the 2x2 pooling clones, whose level only _pool
+    set: every conv build pooled with the baseline clones.  It now calls _pool's exported
+    kernels (cnncore/ops/_pool.pxd), which run the level load_kernels set, and the fused
+    forward gives the bits of the separate calls at every level."""
     import cnncore
-    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import _pool
+    from cnncore.ops.conv import _conv2d_relu_max_pool2d
 
-    root = os.path.dirname(os.path.dirname(cnncore.__file__))
-    code = (
-        "from cnncore._config import load_kernels; "
-        "m, got = load_kernels('cnncore.ops._conv'); print(got, m._pool_simd_level())"
-    )
-    order = ["baseline", "avx2", "avx512"]
-    for level in cpu_simd_levels():
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            env=dict(os.environ, PYTHONPATH=root, CNNCORE_SIMD=level),
-            cwd=root,  # not the source checkout: `-c` puts the working directory on sys.path
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        got, pool_level = out.stdout.split()
-        assert got == level
-        assert int(pool_level) == order.index(level)
+    names = {"fwd_plane_float", "fwd_plane_double", "bwd_plane_float", "bwd_plane_double"}
+    assert {f"pool2x2_{n}" for n in names} <= set(_pool.__pyx_capi__)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 1, 12, 14)).astype(np.float32)
+    w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    for _level, _module in _pool_builds():
+        with cnncore.conv_algorithm("rows"):
+            y_ref = F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2)
+        fused = _conv2d_relu_max_pool2d(x, w, b, 1, 1, 1, 1)
+        assert fused is not None
+        np.testing.assert_array_equal(fused[0], y_ref)
 
 
 def _ties_and_zeros(shape, dtype, rng):

@@ -49,12 +49,11 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcmp, memcpy, memset
 
 from _blas cimport gemm
-from _pool2x2 cimport (cnn_p2_build_level, cnn_p2_bwd_plane_double, cnn_p2_bwd_plane_float,
-                       cnn_p2_fwd_plane_double, cnn_p2_fwd_plane_float, cnn_p2_level,
-                       cnn_p2_set_level)
 from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_ROWS,
                               ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_INDEX, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
+from cnncore.ops._pool cimport (pool2x2_bwd_plane_double, pool2x2_bwd_plane_float,
+                                pool2x2_fwd_plane_double, pool2x2_fwd_plane_float)
 
 cdef extern from *:
     """
@@ -2297,10 +2296,10 @@ cdef int conv_relu_pool_impl(const floating* x, const floating* w, const floatin
                 yp = y + (t * g.K + k) * Lp
                 ip = idx + (t * g.K + k) * Lp
                 if floating is float:
-                    if cnn_p2_fwd_plane_float(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
+                    if pool2x2_fwd_plane_float(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
                         pool2x2_exact_plane(cv + k * L, g.Wo, Hp, Wp, yp, ip)
                 else:
-                    if cnn_p2_fwd_plane_double(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
+                    if pool2x2_fwd_plane_double(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
                         pool2x2_exact_plane(cv + k * L, g.Wo, Hp, Wp, yp, ip)
                 # the ReLU, as max_pool2d(relu(.)) gives it (see _pool.relu_first_plane)
                 if floating is float:
@@ -2323,10 +2322,10 @@ cdef int pool2x2_scatter_plane(const floating* gp, const int64_t* ip, const floa
     cdef int64_t i
     cdef floating v
     if floating is float:
-        if cnn_p2_bwd_plane_float(gp, ip, mp, H, W, Hp, Wp, d) == 0:
+        if pool2x2_bwd_plane_float(gp, ip, mp, H, W, Hp, Wp, d) == 0:
             return CNN_OK
     else:
-        if cnn_p2_bwd_plane_double(gp, ip, mp, H, W, Hp, Wp, d) == 0:
+        if pool2x2_bwd_plane_double(gp, ip, mp, H, W, Hp, Wp, d) == 0:
             return CNN_OK
     memset(d, 0, HW * sizeof(floating))
     for o in range(L):
@@ -4180,14 +4179,3 @@ def blocked_forward_packed(const floating[:, :, :, ::1] x, const floating[::1] p
                                     relu, n_threads)
     check_status(status, "blocked_forward_packed")
 
-
-# The fused conv-ReLU-pool of training runs the 2x2 pooling clones of this build's own SIMD
-# level (this module is built once per level, see setup.py; left alone, the header's clones
-# would run at the baseline level).
-cnn_p2_set_level(cnn_p2_build_level())
-
-
-def _pool_simd_level():
-    """SIMD level (0 baseline, 1 AVX2+FMA, 2 AVX-512) of the 2x2 pooling clones that the
-    fused conv-ReLU-pool of this build runs."""
-    return cnn_p2_level

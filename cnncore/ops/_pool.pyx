@@ -1127,6 +1127,28 @@ cdef bint grad_is_trivial(floating[:, :, :, ::1] dx_out, Py_ssize_t Ho, Py_ssize
     return False
 
 
+cdef int pool2x2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                 float* y, int64_t* idx) noexcept nogil:
+    return cnn_p2_fwd_plane_float(x, W, Ho, Wo, y, idx)
+
+
+cdef int pool2x2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho,
+                                  Py_ssize_t Wo, double* y, int64_t* idx) noexcept nogil:
+    return cnn_p2_fwd_plane_double(x, W, Ho, Wo, y, idx)
+
+
+cdef int pool2x2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
+                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                 float* dx) noexcept nogil:
+    return cnn_p2_bwd_plane_float(g, idx, mask, H, W, Ho, Wo, dx)
+
+
+cdef int pool2x2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
+                                  Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                  double* dx) noexcept nogil:
+    return cnn_p2_bwd_plane_double(g, idx, mask, H, W, Ho, Wo, dx)
+
+
 def _set_simd_level(level):
     """Run the 2x2 max-pooling clones of SIMD ``level`` (0 baseline, 1 AVX2+FMA, 2 AVX-512)
     from now on, capped to what was compiled and to what this CPU runs; returns the level
