@@ -52,6 +52,23 @@ _GO_SHAPE = "(N, C_out, H_out, W_out)"
 _conv, _CONV_SIMD = load_kernels("cnncore.ops._conv")
 
 
+def _conv_operands(
+    func: str, x: Any, weight: Any, bias: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype]:
+    """``x``, ``weight`` and ``bias`` of a forward convolution as ``func`` takes them: float
+    arrays (4-D, 4-D, 1-D or None) of one dtype, returned with that dtype."""
+    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
+    weight = as_float_array(
+        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
+    )
+    if bias is not None:
+        bias = as_float_array(bias, "bias", func)
+    dtype = x.dtype
+    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
+        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    return x, weight, bias, dtype
+
+
 @memoize_checks
 def _conv_setup(
     func: str,
@@ -222,15 +239,7 @@ def conv2d(
            [81., 90.]], dtype=float32)
     """
     func = "conv2d"
-    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
-    weight = as_float_array(
-        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
-    )
-    if bias is not None:
-        bias = as_float_array(bias, "bias", func)
-    dtype = x.dtype
-    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
-        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    x, weight, bias, dtype = _conv_operands(func, x, weight, bias)
     geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
     n, k = x.shape[0], weight.shape[0]
     if bias is not None and bias.shape != (k,):
@@ -270,15 +279,7 @@ def _conv2d_relu_max_pool2d(
     ``conv2d`` under ``conv_algorithm("rows")`` followed by the ReLU-fused max pooling; the
     conv output itself is never written.  ``x`` is a batch ``(N, C_in, H, W)``."""
     func = "conv2d"
-    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
-    weight = as_float_array(
-        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
-    )
-    if bias is not None:
-        bias = as_float_array(bias, "bias", func)
-        check_same_dtype(func, x=x, weight=weight, bias=bias)
-    else:
-        check_same_dtype(func, x=x, weight=weight)
+    x, weight, bias, _ = _conv_operands(func, x, weight, bias)
     geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
     n, k = x.shape[0], weight.shape[0]
     if bias is not None and bias.shape != (k,):
