@@ -721,7 +721,8 @@ def test_fused_conv_pool_runs_the_pooling_module_kernels():
     from cnncore.ops import _pool
     from cnncore.ops.conv import _conv2d_relu_max_pool2d
 
-    names = {"fwd_plane_float", "fwd_plane_double", "bwd_plane_float", "bwd_plane_double"}
+    names = {"max_plane_float", "max_plane_double", "scatter_masked_plane_float"}
+    names.add("scatter_masked_plane_double")
     assert {f"pool2x2_{n}" for n in names} <= set(_pool.__pyx_capi__)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 1, 12, 14)).astype(np.float32)

@@ -52,8 +52,9 @@ from _blas cimport gemm
 from cnncore._shared cimport (ALGO_BLOCKED, ALGO_DEPTHWISE, ALGO_DIRECT, ALGO_GEMM, ALGO_ROWS,
                               ALGO_WINOGRAD, ALGO_WINOGRAD4, CNN_ERR_INDEX, CNN_ERR_NOMEM, CNN_OK, ceil_div, check_status, fixed_sum, floating,
                               floor_div, py_max, py_min, valid_range)
-from cnncore.ops._pool cimport (pool2x2_bwd_plane_double, pool2x2_bwd_plane_float,
-                                pool2x2_fwd_plane_double, pool2x2_fwd_plane_float)
+from cnncore.ops._pool cimport (pool2x2_max_plane_double, pool2x2_max_plane_float,
+                                pool2x2_scatter_masked_plane_double,
+                                pool2x2_scatter_masked_plane_float)
 
 cdef extern from *:
     """
@@ -2241,29 +2242,6 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
 # fused, so the pooled values and indices are bit-identical to those calls; the full-size
 # convolution output never goes to memory.
 
-cdef void pool2x2_exact_plane(const floating* xp, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                              floating* yp, int64_t* ip) noexcept nogil:
-    """PyTorch's scan of each 2x2 window (row-major from -inf, the first tap as index; a tap
-    wins when greater or NaN) -- for planes holding a NaN."""
-    cdef Py_ssize_t oh, ow, a, b, t, pos
-    cdef floating best, v
-    cdef int64_t bi
-    for oh in range(Ho):
-        for ow in range(Wo):
-            best = -INFINITY
-            bi = 2 * oh * W + 2 * ow
-            for t in range(4):
-                a = 2 * oh + t // 2
-                b = 2 * ow + t % 2
-                pos = a * W + b
-                v = xp[pos]
-                if v > best or v != v:
-                    best = v
-                    bi = pos
-            yp[oh * Wo + ow] = best
-            ip[oh * Wo + ow] = bi
-
-
 cdef int conv_relu_pool_impl(const floating* x, const floating* w, const floating* bias,
                              const Geom* g, floating* y, int64_t* idx,
                              int n_threads) noexcept nogil:
@@ -2296,11 +2274,9 @@ cdef int conv_relu_pool_impl(const floating* x, const floating* w, const floatin
                 yp = y + (t * g.K + k) * Lp
                 ip = idx + (t * g.K + k) * Lp
                 if floating is float:
-                    if pool2x2_fwd_plane_float(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
-                        pool2x2_exact_plane(cv + k * L, g.Wo, Hp, Wp, yp, ip)
+                    pool2x2_max_plane_float(cv + k * L, g.Ho, g.Wo, Hp, Wp, yp, ip)
                 else:
-                    if pool2x2_fwd_plane_double(cv + k * L, g.Wo, Hp, Wp, yp, ip) != 0:
-                        pool2x2_exact_plane(cv + k * L, g.Wo, Hp, Wp, yp, ip)
+                    pool2x2_max_plane_double(cv + k * L, g.Ho, g.Wo, Hp, Wp, yp, ip)
                 # the ReLU, as max_pool2d(relu(.)) gives it (see _pool.relu_first_plane)
                 if floating is float:
                     cnn_rowpool_relu_float(cv + k * L, g.Wo, Hp, Wp, yp)
@@ -2308,34 +2284,6 @@ cdef int conv_relu_pool_impl(const floating* x, const floating* w, const floatin
                     cnn_rowpool_relu_double(cv + k * L, g.Wo, Hp, Wp, yp)
         free(col)
     return status
-
-
-cdef int pool2x2_scatter_plane(const floating* gp, const int64_t* ip, const floating* mp,
-                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hp, Py_ssize_t Wp,
-                               floating* d) noexcept nogil:
-    """One plane of the ReLU-masked max-pool backward (``_pool``'s IDX_SCATTER_ADD_MASKED
-    with the 2x2 vector kernel first): ``d`` (H x W) = zeros plus each pooled gradient, 0
-    where the ReLU output ``mp`` is not positive, at its argmax -- the bits
-    ``max_pool2d_backward(relu_backward(g, y), idx)`` gives.  CNN_ERR_INDEX on an index
-    outside the plane."""
-    cdef Py_ssize_t o, L = Hp * Wp, HW = H * W
-    cdef int64_t i
-    cdef floating v
-    if floating is float:
-        if pool2x2_bwd_plane_float(gp, ip, mp, H, W, Hp, Wp, d) == 0:
-            return CNN_OK
-    else:
-        if pool2x2_bwd_plane_double(gp, ip, mp, H, W, Hp, Wp, d) == 0:
-            return CNN_OK
-    memset(d, 0, HW * sizeof(floating))
-    for o in range(L):
-        i = ip[o]
-        if <unsigned long long> i >= <unsigned long long> HW:
-            return CNN_ERR_INDEX
-        v = gp[o]
-        v = 0 if mp[o] <= 0 else v
-        d[i] += v
-    return CNN_OK
 
 
 cdef int conv_relu_pool_backward_impl(const floating* gp, const int64_t* idx,
@@ -2390,9 +2338,16 @@ cdef int conv_relu_pool_backward_impl(const floating* gp, const int64_t* idx,
                 for k in range(g.K):
                     e = (n * g.K + k) * Lp
                     plane = dy + ((n - n0) * g.K + k) * L
-                    if pool2x2_scatter_plane(gp + e, idx + e, relu_out + e, g.Ho, g.Wo, Hp,
-                                             Wp, plane) != CNN_OK:
-                        st = CNN_ERR_INDEX
+                    if floating is float:
+                        if pool2x2_scatter_masked_plane_float(gp + e, idx + e, relu_out + e,
+                                                              g.Ho, g.Wo, Hp, Wp,
+                                                              plane) != CNN_OK:
+                            st = CNN_ERR_INDEX
+                    else:
+                        if pool2x2_scatter_masked_plane_double(gp + e, idx + e, relu_out + e,
+                                                               g.Ho, g.Wo, Hp, Wp,
+                                                               plane) != CNN_OK:
+                            st = CNN_ERR_INDEX
                     if db != NULL:
                         bpart[p * g.K + k] = bpart[p * g.K + k] + fixed_sum(plane, L)
             if st != CNN_OK:

@@ -1127,26 +1127,55 @@ cdef bint grad_is_trivial(floating[:, :, :, ::1] dx_out, Py_ssize_t Ho, Py_ssize
     return False
 
 
-cdef int pool2x2_fwd_plane_float(const float* x, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                                 float* y, int64_t* idx) noexcept nogil:
-    return cnn_p2_fwd_plane_float(x, W, Ho, Wo, y, idx)
+cdef void pool2x2_max_plane_impl(const floating* x, Py_ssize_t H, Py_ssize_t W,
+                                 Py_ssize_t Ho, Py_ssize_t Wo, floating* y,
+                                 int64_t* idx) noexcept nogil:
+    """One plane of ``max_pool2d(x, 2, return_indices=True)`` (no padding, ``Ho <= H // 2``,
+    ``Wo <= W // 2``): the vector kernel, the exact scan where the plane held a NaN."""
+    cdef PoolGeom g = make_geom(1, H, W, Ho, Wo, 2, 2, 2, 2, 0, 0, 1, 1)
+    if not pool2x2_plane(x, y, idx, &g):
+        max_pool_plane(x, y, idx, &g)
 
 
-cdef int pool2x2_fwd_plane_double(const double* x, Py_ssize_t W, Py_ssize_t Ho,
+cdef void pool2x2_max_plane_float(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho,
+                                 Py_ssize_t Wo, float* y, int64_t* idx) noexcept nogil:
+    pool2x2_max_plane_impl(x, H, W, Ho, Wo, y, idx)
+
+
+cdef void pool2x2_max_plane_double(const double* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho,
                                   Py_ssize_t Wo, double* y, int64_t* idx) noexcept nogil:
-    return cnn_p2_fwd_plane_double(x, W, Ho, Wo, y, idx)
+    pool2x2_max_plane_impl(x, H, W, Ho, Wo, y, idx)
 
 
-cdef int pool2x2_bwd_plane_float(const float* g, const int64_t* idx, const float* mask,
-                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                                 float* dx) noexcept nogil:
-    return cnn_p2_bwd_plane_float(g, idx, mask, H, W, Ho, Wo, dx)
+cdef int pool2x2_scatter_masked_impl(const floating* g, const int64_t* idx,
+                                     const floating* mask, Py_ssize_t H, Py_ssize_t W,
+                                     Py_ssize_t Ho, Py_ssize_t Wo,
+                                     floating* dx) noexcept nogil:
+    """One plane of the ReLU-masked max-pool backward (IDX_SCATTER_ADD_MASKED) into ``dx``
+    (H x W, zeroed here): the vector kernel, :func:`index_plane` where an index lies outside
+    its 2x2 window."""
+    cdef Py_ssize_t dims[4]
+    dims[0] = H
+    dims[1] = W
+    dims[2] = Ho
+    dims[3] = Wo
+    if scatter2x2_plane(g, idx, mask, dims, dx):
+        return CNN_OK
+    return index_plane(IDX_SCATTER_ADD_MASKED, g, idx, Ho * Wo, H * W, dx, mask)
 
 
-cdef int pool2x2_bwd_plane_double(const double* g, const int64_t* idx, const double* mask,
-                                  Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
-                                  double* dx) noexcept nogil:
-    return cnn_p2_bwd_plane_double(g, idx, mask, H, W, Ho, Wo, dx)
+cdef int pool2x2_scatter_masked_plane_float(const float* g, const int64_t* idx,
+                                            const float* mask, Py_ssize_t H, Py_ssize_t W,
+                                            Py_ssize_t Ho, Py_ssize_t Wo,
+                                            float* dx) noexcept nogil:
+    return pool2x2_scatter_masked_impl(g, idx, mask, H, W, Ho, Wo, dx)
+
+
+cdef int pool2x2_scatter_masked_plane_double(const double* g, const int64_t* idx,
+                                             const double* mask, Py_ssize_t H, Py_ssize_t W,
+                                             Py_ssize_t Ho, Py_ssize_t Wo,
+                                             double* dx) noexcept nogil:
+    return pool2x2_scatter_masked_impl(g, idx, mask, H, W, Ho, Wo, dx)
 
 
 def _set_simd_level(level):
