@@ -57,11 +57,15 @@ Build time (about a minute on two cores; see the README's "Building"):
 """
 
 import hashlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 from glob import glob
 
 from setuptools import Extension, setup
@@ -111,6 +115,66 @@ SIMD_VARIANTS = {
 def _env_flag(name, default="0"):
     value = os.environ.get(name, default).strip().lower()
     return value
+
+
+_LOG_LOCK = threading.Lock()
+_BUILDING = threading.local()  # the extension a build_ext worker thread is compiling
+
+
+def _cpu_times():
+    """User + system CPU seconds of this process and of its waited-for children."""
+    import resource
+
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _log(event, **fields):
+    """Append one JSON line to ``$CNNCORE_BUILD_LOG`` (if set): the event, the wall time,
+    this process's id and CPU times so far (``tools/time_install.py`` reads the log)."""
+    path = os.environ.get("CNNCORE_BUILD_LOG")
+    if not path:
+        return
+    own, children = _cpu_times()
+    record = {
+        "event": event,
+        "t": time.time(),
+        "pid": os.getpid(),
+        "cpu": own,
+        "cpu_children": children,
+    }
+    record.update(fields)
+    with _LOG_LOCK, open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _timed_spawn(cmd, **kwargs):
+    """The compiler's ``spawn`` with ``$CNNCORE_BUILD_LOG`` set: run ``cmd`` and log its
+    wall and CPU time (``os.wait4``: the compiler driver and the compiler proper it ran)
+    under the extension being built."""
+    from setuptools.errors import ExecError
+
+    start = time.time()
+    try:
+        proc = subprocess.Popen(cmd)
+    except OSError as exc:
+        raise ExecError(f"command {cmd[0]!r} failed: {exc}") from exc
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    step = "link" if "-shared" in cmd else "compile"
+    _log(
+        step,
+        ext=getattr(_BUILDING, "name", None),
+        start=start,
+        wall=time.time() - start,
+        cpu_step=usage.ru_utime + usage.ru_stime,
+        status=code,
+    )
+    if code != 0:
+        raise ExecError(f"command {cmd[0]!r} failed with exit code {code}")
 
 
 OPENMP_TEST = textwrap.dedent(
@@ -180,6 +244,9 @@ class BuildExt(build_ext):
             self.parallel = _cores()
 
     def build_extensions(self):
+        if os.environ.get("CNNCORE_BUILD_LOG"):
+            self.compiler.spawn = _timed_spawn
+        _log("build_ext", n=len(self.extensions), parallel=self.parallel)
         mode = _env_flag("CNNCORE_OPENMP", "auto")
         omp = None
         if mode not in ("0", "off", "false", "no"):
@@ -256,10 +323,12 @@ class BuildExt(build_ext):
             # stale file would otherwise be cached under the new flags' key
             self.force = True
         super().build_extensions()
+        _log("build_ext_done")
 
     def build_extension(self, ext):
         """Compile ``ext``, or copy it from the object cache when its C source and flags are
         those of an earlier build in this tree."""
+        _BUILDING.name = ext.name
         key = _object_key(self, ext)
         target = self.get_ext_fullpath(ext.name)
         cached = os.path.join(OBJECT_CACHE, f"{ext.name}-{key}{os.path.splitext(target)[1]}")
@@ -267,6 +336,7 @@ class BuildExt(build_ext):
             os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
             shutil.copyfile(cached, target)
             print(f"cnncore: {ext.name} is unchanged since an earlier build: reused")
+            _log("reused", ext=ext.name)
             return
         super().build_extension(ext)
         if key is not None and os.path.isfile(target):
@@ -385,6 +455,7 @@ def _extensions():
     elif os.path.exists(SOURCES_KEY):
         os.remove(SOURCES_KEY)  # written again only when cythonize has succeeded
     if result is None:
+        _log("cythonize")
         result = cythonize(
             exts,
             include_path=[".", "src"],
@@ -395,6 +466,7 @@ def _extensions():
             nthreads=_cores(),
             **options,
         )
+        _log("cythonize_done")
         if key is not None:
             with open(SOURCES_KEY, "w") as f:
                 f.write(key)
@@ -535,4 +607,9 @@ def _simd_variant_extensions(cythonized):
     return exts
 
 
+if os.environ.get("CNNCORE_BUILD_LOG"):
+    import atexit
+
+    _log("setup", argv=sys.argv[1:])
+    atexit.register(_log, "exit")
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
