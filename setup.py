@@ -151,22 +151,23 @@ def _log(event, **fields):
         f.write(json.dumps(record) + "\n")
 
 
-def _timed_spawn(cmd, **kwargs):
-    """The compiler's ``spawn`` with ``$CNNCORE_BUILD_LOG`` set: run ``cmd`` and log its
-    wall and CPU time (``os.wait4``: the compiler driver and the compiler proper it ran)
-    under the extension being built."""
+def _timed_call(cmd, env=None, new_api=True, **kwargs):
+    """The compiler's ``call`` (setuptools >= 80; ``spawn`` before) with ``$CNNCORE_BUILD_LOG``
+    set: run ``cmd`` and log its wall and CPU time (``os.wait4``: the compiler driver and
+    the compiler proper it ran) under the extension being built."""
     from setuptools.errors import ExecError
 
     start = time.time()
     try:
-        proc = subprocess.Popen(cmd)
+        proc = subprocess.Popen(cmd, env=env)
     except OSError as exc:
+        if new_api:
+            raise
         raise ExecError(f"command {cmd[0]!r} failed: {exc}") from exc
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = code = os.waitstatus_to_exitcode(status)
-    step = "link" if "-shared" in cmd else "compile"
     _log(
-        step,
+        "link" if "-shared" in cmd else "compile",
         ext=getattr(_BUILDING, "name", None),
         start=start,
         wall=time.time() - start,
@@ -174,7 +175,17 @@ def _timed_spawn(cmd, **kwargs):
         status=code,
     )
     if code != 0:
+        if new_api:
+            raise subprocess.CalledProcessError(code, cmd)
         raise ExecError(f"command {cmd[0]!r} failed with exit code {code}")
+
+
+def _time_compiler(compiler):
+    """Make ``compiler`` log every command it runs (see ``_timed_call``)."""
+    if hasattr(compiler, "call"):
+        compiler.call = lambda cmd, *, env=None, **kw: _timed_call(cmd, env=env)
+    else:
+        compiler.spawn = lambda cmd, **kw: _timed_call(cmd, new_api=False)
 
 
 OPENMP_TEST = textwrap.dedent(
@@ -245,7 +256,7 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         if os.environ.get("CNNCORE_BUILD_LOG"):
-            self.compiler.spawn = _timed_spawn
+            _time_compiler(self.compiler)
         _log("build_ext", n=len(self.extensions), parallel=self.parallel)
         mode = _env_flag("CNNCORE_OPENMP", "auto")
         omp = None
