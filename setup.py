@@ -360,25 +360,33 @@ class BuildExt(build_ext):
 
 
 def _opt_flags(name, with_variants):
-    """The optimization flags of extension ``name``: ``-O2`` for the support modules; for the
-    baseline build of a module whose AVX2 and AVX-512 builds are made (``with_variants``; it
-    runs only on CPUs without AVX2, or under ``CNNCORE_SIMD=baseline``) ``-O2`` with -O3's
-    loop vectorizer (``-fvect-cost-model=dynamic``): bit-identical results (no FMA at the
-    baseline ISA), a sixth less compile time for ``_conv``, kernels 8% slower (geometric
-    mean of the conv, norm and resize kernels; plain ``-O2``: 28% slower); ``-O3`` for
-    every other kernel build (at ``-O2`` the activations run up to 13 times slower, and the
-    AVX builds would contract other multiply-adds into FMAs: different bits)."""
+    """The optimization flags of extension ``name``: ``-O2`` for the support modules; ``-O1``
+    for the baseline build of a module whose AVX2 and AVX-512 builds are made
+    (``with_variants``): it runs only on CPUs without AVX2 (x86-64 CPUs older than 2013), or
+    under ``CNNCORE_SIMD=baseline``; bit-identical results at any level (no FMA at the
+    baseline ISA, no -ffast-math), 42% less compile time for ``_conv`` than ``-O2`` with
+    -O3's vectorizer (12 s of CPU time, a sixth of a 2-core install's compiling), the
+    kernels slower (see the README's "Building"); ``-O3`` for every other kernel build
+    (at ``-O2`` the activations run up to 13 times slower, and the AVX builds would contract
+    other multiply-adds into FMAs: different bits)."""
     if name in SUPPORT_MODULES:
         return ["-O2"]
     if name in with_variants:
-        return ["-O2", "-fvect-cost-model=dynamic"]
+        return ["-O1"]
     return ["-O3"]
 
 
+# Compile time per byte of C by optimization level, relative to -O2 (measured on _conv and
+# the support modules with GCC 12; an ISA variant's -O3 costs about as much as another's)
+COST_PER_BYTE = {"-O0": 0.5, "-O1": 1.7, "-O2": 1.0, "-O3": 3.0}
+
+
 def _compile_cost(ext):
-    """Rough compile time of ``ext`` (bytes of C, ISA variants and -O3 cost more)."""
+    """Rough compile time of ``ext``: bytes of C times the cost of its optimization level
+    (the last ``-O`` flag in its compile arguments; -O3 without one)."""
     size = sum(os.path.getsize(s) for s in _c_sources(ext) if os.path.isfile(s))
-    return size * (1 if ext.name in SUPPORT_MODULES else 3)
+    levels = [a for a in (ext.extra_compile_args or []) if a in COST_PER_BYTE]
+    return size * COST_PER_BYTE[levels[-1] if levels else "-O3"]
 
 
 def _c_sources(ext):
@@ -618,9 +626,10 @@ def _simd_variant_extensions(cythonized):
     return exts
 
 
-if os.environ.get("CNNCORE_BUILD_LOG"):
-    import atexit
+if __name__ == "__main__":  # pip's build backend runs it so too; tests import the helpers
+    if os.environ.get("CNNCORE_BUILD_LOG"):
+        import atexit
 
-    _log("setup", argv=sys.argv[1:])
-    atexit.register(_log, "exit")
-setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
+        _log("setup", argv=sys.argv[1:])
+        atexit.register(_log, "exit")
+    setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
