@@ -18,17 +18,20 @@ Build-time switches (environment variables):
 ``CNNCORE_SIMD_VARIANTS`` ``1`` (default on x86-64 with GCC/Clang): also build the modules
                      in ``SIMD_MODULES`` for AVX2+FMA and AVX-512; cnncore picks the best one
                      the CPU supports at import time.  ``0``: baseline only.
+``CNNCORE_BUILD_LOG`` a file: append one JSON line per phase (cythonize, build_ext) and per
+                     compiler run (extension, wall and CPU seconds); ``tools/time_install.py``
+                     sets it and breaks a fresh ``pip install .`` down with it.
 
 Build time (about a minute on two cores; see the README's "Building"):
 
 - Cython's memoryview and helper code goes into one shared extension, ``cnncore._cyutility``
   (Cython >= 3.1), instead of being compiled again into every module (about a third less C).
 - Kernel modules compile with ``-O3``; the support modules (allocator, status codes, thread
-  facts, the shared utility module), which hold no numerical loops, with ``-O2``; so do the
-  baseline builds of ``SIMD_MODULES`` when their AVX2/AVX-512 builds are made (with -O3's
-  vectorizer cost model; they run only on CPUs without AVX2 -- see ``_opt_flags``).
+  facts, the shared utility module), which hold no numerical loops, with ``-O2``; the
+  baseline builds of ``SIMD_MODULES`` when their AVX2/AVX-512 builds are made with ``-O1``
+  (they run only on CPUs without AVX2; same bits -- see ``_opt_flags``).
 - No debug information (``-g0``, overriding the ``-g`` in Python's own CFLAGS) unless
-  ``CNNCORE_DEBUG`` or ``CNNCORE_SANITIZE`` asks for it: a third less compile time and a
+  ``CNNCORE_DEBUG`` or ``CNNCORE_SANITIZE`` asks for it: a third less compile time and
   the compiled extensions about six times smaller (5.8 MB in all).
 - Each ``.pyx`` is cythonized once.  A SIMD variant (``cnncore.ops._conv_avx2`` ...) is the
   module's generated C compiled again with the ISA's flags, through a two-line C file that
