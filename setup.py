@@ -29,7 +29,8 @@ Build time (about a minute on two cores; see the README's "Building"):
 - Kernel modules compile with ``-O3``; the support modules (allocator, status codes, thread
   facts, the shared utility module), which hold no numerical loops, with ``-O2``; the
   baseline builds of ``SIMD_MODULES`` when their AVX2/AVX-512 builds are made with ``-O1``
-  (they run only on CPUs without AVX2; same bits -- see ``_opt_flags``).
+  and the loop vectorizer (they run only on CPUs without AVX2; same bits -- see
+  ``_opt_flags``).
 - No debug information (``-g0``, overriding the ``-g`` in Python's own CFLAGS) unless
   ``CNNCORE_DEBUG`` or ``CNNCORE_SANITIZE`` asks for it: a third less compile time and
   the compiled extensions about six times smaller (5.8 MB in all).
@@ -363,19 +364,20 @@ class BuildExt(build_ext):
 
 
 def _opt_flags(name, with_variants):
-    """The optimization flags of extension ``name``: ``-O2`` for the support modules; ``-O1``
-    for the baseline build of a module whose AVX2 and AVX-512 builds are made
-    (``with_variants``): it runs only on CPUs without AVX2 (x86-64 CPUs older than 2013), or
-    under ``CNNCORE_SIMD=baseline``; bit-identical results at any level (no FMA at the
-    baseline ISA, no -ffast-math), 42% less compile time for ``_conv`` than ``-O2`` with
-    -O3's vectorizer (12 s of CPU time, a sixth of a 2-core install's compiling), the
-    kernels slower (see the README's "Building"); ``-O3`` for every other kernel build
-    (at ``-O2`` the activations run up to 13 times slower, and the AVX builds would contract
-    other multiply-adds into FMAs: different bits)."""
+    """The optimization flags of extension ``name``: ``-O2`` for the support modules;
+    ``-O1 -ftree-vectorize`` for the baseline build of a module whose AVX2 and AVX-512 builds
+    are made (``with_variants``): it runs only on CPUs without AVX2 (x86-64 CPUs older than
+    2013), or under ``CNNCORE_SIMD=baseline``; bit-identical results at every level (no FMA
+    at the baseline ISA, no -ffast-math; ``tools/build_digest.py``), a third less compile
+    time for ``_conv`` than ``-O2`` with -O3's vectorizer (about 10 s of CPU time per
+    install); without the vectorizer (plain ``-O1``, 2 s less) its kernels ran 1.5-3 times
+    slower.  ``-O3`` for every other kernel build (at ``-O2`` the activations run up to 13
+    times slower, and the AVX builds would contract other multiply-adds into FMAs:
+    different bits)."""
     if name in SUPPORT_MODULES:
         return ["-O2"]
     if name in with_variants:
-        return ["-O1"]
+        return ["-O1", "-ftree-vectorize"]
     return ["-O3"]
 
 

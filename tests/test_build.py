@@ -43,8 +43,8 @@ def test_importing_setup_py_builds_nothing(setup_py):
 
 def test_opt_flags(setup_py):
     with_variants = {"cnncore.ops._conv", "cnncore.ops._norm"}
-    # the baseline build of a module with AVX2/AVX-512 builds: -O1 (runs only without AVX2)
-    assert setup_py._opt_flags("cnncore.ops._conv", with_variants) == ["-O1"]
+    # the baseline build of a module with AVX2/AVX-512 builds (runs only without AVX2)
+    assert setup_py._opt_flags("cnncore.ops._conv", with_variants) == ["-O1", "-ftree-vectorize"]
     # the AVX2/AVX-512 builds and every other kernel module: -O3
     assert setup_py._opt_flags("cnncore.ops._conv_avx2", with_variants) == ["-O3"]
     assert setup_py._opt_flags("cnncore.ops._conv_avx512", with_variants) == ["-O3"]
