@@ -16,6 +16,19 @@ def sgd_update(
     first_step: bool,
     n_threads: int,
 ) -> None: ...
+def sgd_update_many(
+    data: list[_F],
+    grad: list[_F],
+    buf: list[_F],
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first_step: bool,
+    block: int,
+    n_threads: int,
+) -> bool: ...
 def adam_update(
     data: _F,
     grad: _F,

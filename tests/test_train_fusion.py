@@ -32,9 +32,126 @@ def test_batch_norm_kernels_with_relu_fused_are_bit_identical(dtype, shape, rng)
     gm = cnncore.relu_backward(g, ref)
     for sums in (None, (np.full(c, 0.5), np.full(c, -0.25), float(xr.size // c))):
         expect = norm_ops._batch_backward(gm, xr, w, mean, var, 1e-5, True, sums)
-        got = norm_ops._batch_backward(g, xr, w, mean, var, 1e-5, True, sums, True, yf)
+        got = norm_ops._batch_backward(g, xr, w, mean, var, 1e-5, True, sums, True, (w, b))
         for a, e in zip(got, expect, strict=True):
             np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 4, 5, 5), (130, 3, 7, 7), (5, 2, 16, 16), (3, 2, 17, 17), (2, 3, 70, 70), (9, 5)],
+)
+def test_batch_norm_backward_recomputes_the_relu_mask_bit_for_bit(dtype, affine, shape, rng):
+    """The fused backward masks g where the forward's ReLU output was <= 0, recomputing
+    that output from x: on inputs whose normalized values sit at and around 0 (exact zeros,
+    +-1 ulp, values whose product with the scale rounds to -bias) the mask equals the one
+    read from the forward's output -- small planes, large planes, several chunks, planes
+    cut into pieces, every weight/bias combination."""
+    c = shape[1]
+    n_el = int(np.prod(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    xr = x.reshape(shape[0], c, -1)
+    w = rng.standard_normal(c).astype(dtype) if affine[0] else None
+    b = (rng.standard_normal(c) * 0.3).astype(dtype) if affine[1] else None
+    _, mean, var = norm_ops._batch_forward(xr, w, b, 1e-5)
+    mean = mean.astype(dtype).astype(np.float64)  # exact in dtype: x == mean gives v == 0
+    # place elements where the normalized value is (near) -bias / scale, i.e. the pre-ReLU
+    # output is (near) zero: x = mean - bias * std / w, and its neighbours in ulps
+    std = np.sqrt(var + 1e-5)
+    scale = (w if w is not None else np.ones(c)) / std
+    target = mean - (b if b is not None else np.zeros(c)) / scale
+    k = rng.integers(0, n_el // c, size=(c, max(4, n_el // c // 3)))
+    for ch in range(c):
+        flat = xr[:, ch, :].reshape(-1)
+        t = dtype(target[ch])
+        for j, pos in enumerate(k[ch]):
+            steps = int(j % 7) - 3
+            v = t
+            for _ in range(abs(steps)):
+                v = np.nextafter(v, dtype(np.inf) if steps > 0 else dtype(-np.inf))
+            flat[pos] = v
+        xr[:, ch, :] = flat.reshape(xr.shape[0], -1)
+    xr[: max(1, shape[0] // 5), :, :] = mean.astype(dtype)[:, None]  # exactly 0 (+ bias)
+    x.flat[1] = np.nan
+    # (with the statistics given, so that the placed values stay at the boundary)
+    yf, mean, var = norm_ops._batch_forward(xr, w, b, 1e-5, mean, var, relu=True)
+    y = norm_ops._batch_forward(xr, w, b, 1e-5, mean, var)[0]
+    assert np.count_nonzero(y == 0) + np.count_nonzero(np.abs(y) < 1e-6) > n_el // 10
+    if b is None:
+        assert np.count_nonzero(y == 0) >= n_el // 6  # exact zeros: masked
+    g = rng.standard_normal(xr.shape).astype(dtype)
+    gm = cnncore.relu_backward(g, yf)
+    for sums in (None, (np.full(c, 0.5), np.full(c, -0.25), float(xr.size // c))):
+        for input_grad in (True, False):
+            expect = norm_ops._batch_backward(gm, xr, w, mean, var, 1e-5, True, sums, input_grad)
+            got = norm_ops._batch_backward(
+                g, xr, w, mean, var, 1e-5, True, sums, input_grad, (w, b)
+            )
+            for a, e in zip(got, expect, strict=True):
+                if e is None:
+                    assert a is None
+                else:
+                    assert np.array_equal(a, e, equal_nan=True)
+                    assert np.array_equal(np.signbit(a), np.signbit(e))
+
+
+@pytest.mark.parametrize("level", ["avx512", "avx2", "baseline"])
+def test_batch_norm_relu_mask_recompute_at_every_simd_level(level, rng):
+    """The recomputed mask against the forward's output on each SIMD build of the norm
+    kernels (FMA contraction differs between builds; within one it must agree)."""
+    from cnncore import _config
+
+    mod, got = _config.load_kernels("cnncore.ops._norm", level)
+    if got != level:
+        pytest.skip(f"no {level} build on this CPU (got {got})")
+    shape = (64, 4, 28, 28)
+    x = (rng.standard_normal(shape) * 0.01).astype(np.float32)
+    x[:, :, ::3] = 0.0
+    n, c, el = shape[0], shape[1], shape[2] * shape[3]
+    w = rng.standard_normal(c).astype(np.float32)
+    b = (rng.standard_normal(c) * 0.05).astype(np.float32)
+    for xs in (x, x[:, :, :7, :7].copy()):
+        el = xs.shape[2] * xs.shape[3]
+        flat = xs.reshape(-1)
+        y = np.empty_like(flat)
+        mean, var = np.empty(c), np.empty(c)
+        mod.batch_norm_forward(flat, y, w, b, n, c, el, 1e-5, mean, var, False, 2, True)
+        g = rng.standard_normal(flat.size).astype(np.float32)
+        gm = np.where(y <= 0, np.float32(0), g)
+        outs = []
+        for gg, relu in ((gm, False), (g, True)):
+            gx = np.empty_like(flat)
+            sg, sgx = np.empty(c), np.empty(c)
+            args = (gg, flat, gx, w, n, c, el, 1e-5, mean, var, sg, sgx, False, float(n * el))
+            mod.batch_norm_backward(*args, True, 2, relu, w if relu else None, b if relu else None)
+            outs.append((gx, sg, sgx))
+        for a, e in zip(outs[1], outs[0], strict=True):
+            np.testing.assert_array_equal(a, e)
+
+
+def test_batch_norm_relu_mask_uses_the_forward_weights(rng):
+    """Weights changed between forward and backward: the fused backward masks with the
+    forward's weight and bias (as the ReLU's kept output would), the gradient uses the
+    current weight (as the unfused batch norm does)."""
+    x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    g = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    fused, plain = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    for bn in (fused, plain):
+        bn.weight.data[...] = [0.5, -1.0, 2.0]
+        bn.bias.data[...] = [0.1, 0.0, -0.3]
+    y = fused._forward_relu(x)
+    y_ref = cnncore.relu(plain.forward(x))
+    np.testing.assert_array_equal(y, y_ref)
+    for bn in (fused, plain):
+        bn.weight.data[...] = [-2.0, 1.5, 0.25]
+        bn.bias.data[...] = [3.0, -3.0, 0.0]
+    got = fused.backward(g)
+    expect = plain.backward(cnncore.relu_backward(g, y_ref))
+    np.testing.assert_array_equal(got, expect)
+    np.testing.assert_array_equal(fused.weight.grad, plain.weight.grad)
+    np.testing.assert_array_equal(fused.bias.grad, plain.bias.grad)
 
 
 def _unfuse(model):
@@ -227,7 +344,7 @@ def test_graph_fuses_batch_norm_add_relu_bit_identically(dtype, order, relu, rng
         _assert_same_state(model, ref)
     # the ReLU keeps its output (the fused array) for its backward; the batch norm no mask
     bn = model._steps[k][0]
-    assert bn._relu_out is None
+    assert bn._relu_coef is None
     if relu:
         assert model._steps[j][0]._out is not None
 

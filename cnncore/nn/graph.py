@@ -236,18 +236,19 @@ class Model(training.TrainingMethods, Module):
     prefix (``block.conv2d.weight``, ``sequential.0.weight``).
 
     **Fusions in training** (bit-identical to running the layers one by one): a
-    :class:`~cnncore.nn.ReLU` that alone reads a ``BatchNorm1d``/``BatchNorm2d``'s output
-    is fused into it (one pass over the data forward, the ReLU's mask applied inside the
-    batch norm's backward); one that alone reads an :class:`~cnncore.nn.Add`'s output runs
-    in place on it, and masks its gradient in place when that gradient is a sum the
-    executor allocated.  A batch norm whose output only a two-input Add reads, when the
-    Add's other input (the residual) is already computed, writes ``bn(x) + residual`` --
-    and ``relu(bn(x) + residual)`` when a ReLU alone reads the Add's output -- in its own
-    pass (a ResNet block's end: no separate Add and ReLU passes, no Add output
-    allocated); backward runs the three layers as usual.  The gradient of an in-place
-    ReLU's output that several layers read is summed (the last addition) and masked by the
-    ReLU in one pass; gradient sums run on the threads of :func:`cnncore.set_num_threads`
-    (elementwise: the same bits for any count).
+    :class:`~cnncore.nn.ReLU` that alone reads a ``BatchNorm1d``/``BatchNorm2d``'s output is
+    fused into it (one pass over the data forward, the ReLU's mask applied inside the batch
+    norm's backward, recomputed there from the batch norm's input with the forward's
+    arithmetic instead of read from the ReLU's output); one that alone reads an
+    :class:`~cnncore.nn.Add`'s output runs in place on it, and masks its gradient in place
+    when that gradient is a sum the executor allocated.  A batch norm whose output only a
+    two-input Add reads, when the Add's other input (the residual) is already computed,
+    writes ``bn(x) + residual`` -- and ``relu(bn(x) + residual)`` when a ReLU alone reads
+    the Add's output -- in its own pass (a ResNet block's end: no separate Add and ReLU
+    passes, no Add output allocated); backward runs the three layers as usual.  The gradient
+    of an in-place ReLU's output that several layers read is summed (the last addition) and
+    masked by the ReLU in one pass; gradient sums run on the threads of
+    :func:`cnncore.set_num_threads` (elementwise: the same bits for any count).
 
     Examples
     --------

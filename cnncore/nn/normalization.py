@@ -85,8 +85,9 @@ class _BatchNorm(Module, register=False):
         self._var: np.ndarray | None = None
         self._count = 0
         self._shape: tuple[int, ...] | None = None
-        # the output of a forward with a ReLU fused (see _forward_relu), else None
-        self._relu_out: np.ndarray | None = None
+        # (weight, bias) copies of a forward with a ReLU fused (see _forward_relu), else None:
+        # the backward recomputes the ReLU's mask from them
+        self._relu_coef: tuple[np.ndarray | None, np.ndarray | None] | None = None
 
     def _axes_and_view(self, x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
         name = type(self).__name__
@@ -156,9 +157,13 @@ class _BatchNorm(Module, register=False):
         if self.training:
             self._x, self._mean, self._var, self._count = xr, mean, var, m
             self._shape = x.shape
-            self._relu_out = y if relu and residual is None else None
+            self._relu_coef = (
+                (None if w is None else w.copy(), None if b is None else b.copy())
+                if relu and residual is None
+                else None
+            )
         else:
-            self._x = self._mean = self._var = self._shape = self._relu_out = None
+            self._x = self._mean = self._var = self._shape = self._relu_coef = None
         return y.reshape(x.shape)
 
     def _affine_params(self, dtype: np.dtype) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -202,16 +207,16 @@ class _BatchNorm(Module, register=False):
         mean, var, eps = self._mean, self._var, self.eps
         w = self._affine_params(x.dtype)[0]
         split = type(self)._batch_sums is not _BatchNorm._batch_sums
-        ym = self._relu_out
+        rc = self._relu_coef  # a fused ReLU: its mask recomputed in the kernel
         gx, db, dw = _batch_backward(
-            g, x, w, mean, var, eps, True, None, input_grad and not split, ym
+            g, x, w, mean, var, eps, True, None, input_grad and not split, rc
         )
         if self.affine:
             accumulate(self.bias.grad, db)
             accumulate(self.weight.grad, dw)
         if input_grad and split:
             sums = self._batch_sums(db, dw, self._count)
-            gx = _batch_backward(g, x, w, mean, var, eps, True, sums, True, ym)[0]
+            gx = _batch_backward(g, x, w, mean, var, eps, True, sums, True, rc)[0]
         return None if gx is None else gx.reshape(shape)
 
     def _batch_sums(

@@ -117,9 +117,12 @@ def batch_norm_backward(
     count: float,
     training: bool,
     n_threads: int,
-    relu_output: _Float | None = None,
+    relu: bool = False,
+    relu_weight: _Float | None = None,
+    relu_bias: _Float | None = None,
 ) -> None:
     """Per channel ``sum(g)`` / ``sum(g * xhat)`` into ``sum_g`` / ``sum_gxhat`` (or given,
     over ``count`` elements, with ``sums_given``) and the input gradient into ``grad_x``
-    (None: only the sums).  ``relu_output``: the output of a fused ReLU; ``grad_output``
-    is masked by it first, as relu_backward does."""
+    (None: only the sums).  ``relu``: the forward had a ReLU fused, with ``relu_weight`` /
+    ``relu_bias`` (its weight and bias, or None); ``grad_output`` is masked first as
+    relu_backward does, the ReLU's output recomputed from ``x`` bit for bit."""

@@ -1021,18 +1021,20 @@ cdef void bn_chunk_moments(const floating* x, const BatchGeom* bg, Py_ssize_t c,
     m2[0] = <double> lanes_total(acc)
 
 
-cdef void bn_chunk_sums_small(const floating* g, const floating* x, const floating* ym,
+cdef void bn_chunk_sums_small(const floating* g, const floating* x, const floating* rm,
                               const BatchGeom* bg, Py_ssize_t c, Py_ssize_t n0, Py_ssize_t n1,
                               floating mh, floating ml, double* sg, double* sgx) noexcept nogil:
     """:func:`bn_chunk_sums` for planes of ``L <= POS_MAX`` elements: one accumulator per
     position, as :func:`bn_chunk_moments_small`."""
     cdef floating a1[POS_MAX]
     cdef floating a2[POS_MAX]
-    cdef floating gv
+    cdef floating gv, v, af = 0, bbf = 0
     cdef const floating* gp
     cdef const floating* xp
-    cdef const floating* yp
     cdef Py_ssize_t n, j, L = bg.L, off
+    if rm != NULL:
+        af = rm[2 * c]
+        bbf = rm[2 * c + 1]
     for j in range(L):
         a1[j] = 0
         a2[j] = 0
@@ -1040,11 +1042,11 @@ cdef void bn_chunk_sums_small(const floating* g, const floating* x, const floati
         off = n * bg.C * L + c * L
         gp = g + off
         xp = x + off
-        if ym != NULL:
-            yp = ym + off
+        if rm != NULL:
             for j in range(L):
                 gv = gp[j]
-                gv = 0 if yp[j] <= 0 else gv
+                v = ((xp[j] - mh) - ml) * af + bbf
+                gv = 0 if v <= 0 else gv
                 a1[j] = a1[j] + gv
                 a2[j] = a2[j] + gv * ((xp[j] - mh) - ml)
         else:
@@ -1056,23 +1058,27 @@ cdef void bn_chunk_sums_small(const floating* g, const floating* x, const floati
     sgx[0] = positions_total(a2, L)
 
 
-cdef void bn_chunk_sums(const floating* g, const floating* x, const floating* ym,
+cdef void bn_chunk_sums(const floating* g, const floating* x, const floating* rm,
                         const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b, floating mh,
                         floating ml, double* sg, double* sgx) noexcept nogil:
     """``sum(g)`` and ``sum(g * ((x - mh) - ml))`` over chunk ``b`` of channel ``c``; with
-    ``ym`` (a fused ReLU's output) ``g`` is first masked as relu_backward does: 0 where
-    ``ym <= 0``."""
+    ``rm`` (a fused ReLU's mask coefficients, see :func:`bn_relu_coefficients`) ``g`` is
+    first masked as relu_backward does: 0 where the forward's output was ``<= 0`` --
+    recomputed from ``x`` with the forward's arithmetic (the same expression, so the same
+    bits) instead of reading that output."""
     cdef floating a1[LANES]
     cdef floating a2[LANES]
-    cdef floating gv
+    cdef floating gv, v, af = 0, bbf = 0
     cdef const floating* gp
     cdef const floating* xp
-    cdef const floating* yp
     cdef Py_ssize_t n, n0, n1, l0, l1, i, k, m, stride = bg.C * bg.L
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
     if bg.L <= POS_MAX:
-        bn_chunk_sums_small(g, x, ym, bg, c, n0, n1, mh, ml, sg, sgx)
+        bn_chunk_sums_small(g, x, rm, bg, c, n0, n1, mh, ml, sg, sgx)
         return
+    if rm != NULL:
+        af = rm[2 * c]
+        bbf = rm[2 * c + 1]
     m = l1 - l0
     for k in range(LANES):
         a1[k] = 0
@@ -1081,18 +1087,19 @@ cdef void bn_chunk_sums(const floating* g, const floating* x, const floating* ym
         gp = g + n * stride + c * bg.L + l0
         xp = x + n * stride + c * bg.L + l0
         i = 0
-        if ym != NULL:
-            yp = ym + n * stride + c * bg.L + l0
+        if rm != NULL:
             while i + LANES <= m:
                 for k in range(LANES):
                     gv = gp[i + k]
-                    gv = 0 if yp[i + k] <= 0 else gv
+                    v = ((xp[i + k] - mh) - ml) * af + bbf
+                    gv = 0 if v <= 0 else gv
                     a1[k] = a1[k] + gv
                     a2[k] = a2[k] + gv * ((xp[i + k] - mh) - ml)
                 i = i + LANES
             for k in range(m - i):
                 gv = gp[i + k]
-                gv = 0 if yp[i + k] <= 0 else gv
+                v = ((xp[i + k] - mh) - ml) * af + bbf
+                gv = 0 if v <= 0 else gv
                 a1[k] = a1[k] + gv
                 a2[k] = a2[k] + gv * ((xp[i + k] - mh) - ml)
             continue
@@ -1166,21 +1173,25 @@ cdef void bn_apply_chunk(const floating* x, floating* y, const BatchGeom* bg, Py
                 y[i] = ((x[i] - mh) - ml) * a + bb
 
 
-cdef void bn_backward_chunk(const floating* g, const floating* x, const floating* ym,
+cdef void bn_backward_chunk(const floating* g, const floating* x, const floating* rm,
                             floating* gx, const BatchGeom* bg, Py_ssize_t c, Py_ssize_t b,
                             floating mh, floating ml, floating a, floating bf,
                             floating cf) noexcept nogil:
     """``grad_x = g * a + (((x - mh) - ml) * bf + cf)`` over chunk ``b`` of channel ``c``
-    (``ym``: ``g`` masked by a fused ReLU's output first, see :func:`bn_chunk_sums`)."""
+    (``rm``: ``g`` masked by a fused ReLU first, see :func:`bn_chunk_sums`)."""
     cdef Py_ssize_t n, n0, n1, l0, l1, i, off
-    cdef floating gv
+    cdef floating gv, v, af = 0, bbf = 0
     bn_chunk(bg, b, &n0, &n1, &l0, &l1)
+    if rm != NULL:
+        af = rm[2 * c]
+        bbf = rm[2 * c + 1]
     for n in range(n0, n1):
         off = n * bg.C * bg.L + c * bg.L
-        if ym != NULL:
+        if rm != NULL:
             for i in range(off + l0, off + l1):
                 gv = g[i]
-                gv = 0 if ym[i] <= 0 else gv
+                v = ((x[i] - mh) - ml) * af + bbf
+                gv = 0 if v <= 0 else gv
                 gx[i] = gv * a + (((x[i] - mh) - ml) * bf + cf)
         else:
             for i in range(off + l0, off + l1):
@@ -1236,7 +1247,7 @@ cdef void bn_forward_channel(const floating* x, floating* y, const BatchGeom* bg
         bn_apply_chunk(x, y, bg, c, b, mh, ml, a, bb, relu, r)
 
 
-cdef void bn_backward_channel(const floating* g, const floating* x, const floating* ym,
+cdef void bn_backward_channel(const floating* g, const floating* x, const floating* rm,
                               floating* gx,
                               const BatchGeom* bg, Py_ssize_t c, const floating* w,
                               double eps, const double* mean, const double* var, double* sg,
@@ -1248,7 +1259,7 @@ cdef void bn_backward_channel(const floating* g, const floating* x, const floati
     if not sums_given:
         split_mean(mean[c], &mh, &ml)
         for b in range(bg.NB):
-            bn_chunk_sums(g, x, ym, bg, c, b, mh, ml, &cm[2 * (c * bg.NB + b)],
+            bn_chunk_sums(g, x, rm, bg, c, b, mh, ml, &cm[2 * (c * bg.NB + b)],
                           &cm[2 * (c * bg.NB + b) + 1])
         bn_sum_channel(cm, bg, c, inv_std(var[c], eps), &sg[c], &sgxhat[c])
     if gx == NULL:
@@ -1256,7 +1267,7 @@ cdef void bn_backward_channel(const floating* g, const floating* x, const floati
     bn_coefficients(mean[c], var[c], eps, <double> w[c] if w != NULL else 1.0, sg[c],
                     sgxhat[c], count, training, &mh, &ml, &a, &bf, &cf)
     for b in range(bg.NB):
-        bn_backward_chunk(g, x, ym, gx, bg, c, b, mh, ml, a, bf, cf)
+        bn_backward_chunk(g, x, rm, gx, bg, c, b, mh, ml, a, bf, cf)
 
 
 cdef void bn_apply_planes(const floating* x, floating* y, const BatchGeom* bg, Py_ssize_t q0,
@@ -1285,13 +1296,13 @@ cdef void bn_apply_planes(const floating* x, floating* y, const BatchGeom* bg, P
                 y[i] = ((x[i] - mh) - ml) * a + bb
 
 
-cdef void bn_backward_planes(const floating* g, const floating* x, const floating* ym,
+cdef void bn_backward_planes(const floating* g, const floating* x, const floating* rm,
                              floating* gx, const BatchGeom* bg, Py_ssize_t q0, Py_ssize_t q1,
                              const floating* cf) noexcept nogil:
     """:func:`bn_backward_chunk`'s arithmetic over planes ``[q0, q1)`` in memory order, with
-    the channel's ``cf[5c:5c+5]`` = (mh, ml, a, bf, cf)."""
+    the channel's ``cf[5c:5c+5]`` = (mh, ml, a, bf, cf) (``rm``: a fused ReLU's mask)."""
     cdef Py_ssize_t q, i, off, c, L = bg.L
-    cdef floating mh, ml, a, bf, cc, gv
+    cdef floating mh, ml, a, bf, cc, gv, v, af, bbf
     for q in range(q0, q1):
         c = q % bg.C
         mh = cf[5 * c]
@@ -1300,10 +1311,13 @@ cdef void bn_backward_planes(const floating* g, const floating* x, const floatin
         bf = cf[5 * c + 3]
         cc = cf[5 * c + 4]
         off = q * L
-        if ym != NULL:
+        if rm != NULL:
+            af = rm[2 * c]
+            bbf = rm[2 * c + 1]
             for i in range(off, off + L):
                 gv = g[i]
-                gv = 0 if ym[i] <= 0 else gv
+                v = ((x[i] - mh) - ml) * af + bbf
+                gv = 0 if v <= 0 else gv
                 gx[i] = gv * a + (((x[i] - mh) - ml) * bf + cc)
         else:
             for i in range(off, off + L):
@@ -1376,7 +1390,24 @@ cdef int bn_forward_impl(const floating* x, floating* y, const BatchGeom* bg,
     return CNN_OK
 
 
-cdef int bn_backward_small(const floating* g, const floating* x, const floating* ym,
+cdef floating* bn_relu_coefficients(const BatchGeom* bg, const floating* w,
+                                    const floating* bias, double eps,
+                                    const double* var) noexcept nogil:
+    """A fused ReLU's mask coefficients (NULL: out of memory): per channel ``(a, bb)``
+    rounded exactly as the forward rounds them (:func:`bn_forward_channel`,
+    :func:`bn_apply_small`) from the forward's ``w`` / ``bias`` (NULL: 1 / 0), so that
+    ``((x - mh) - ml) * a + bb`` is the forward's output before its ReLU, bit for bit."""
+    cdef Py_ssize_t c
+    cdef floating* rm = <floating*> malloc(2 * bg.C * sizeof(floating))
+    if rm == NULL:
+        return NULL
+    for c in range(bg.C):
+        rm[2 * c] = <floating> (inv_std(var[c], eps) * (<double> w[c] if w != NULL else 1.0))
+        rm[2 * c + 1] = bias[c] if bias != NULL else 0
+    return rm
+
+
+cdef int bn_backward_small(const floating* g, const floating* x, const floating* rm,
                            floating* gx, const BatchGeom* bg, const floating* w, double eps,
                            const double* mean, const double* var, const double* sg,
                            const double* sgxhat, double count, bint training,
@@ -1393,12 +1424,12 @@ cdef int bn_backward_small(const floating* g, const floating* x, const floating*
                         sgxhat[c], count, training, &cf[5 * c], &cf[5 * c + 1], &cf[5 * c + 2],
                         &cf[5 * c + 3], &cf[5 * c + 4])
     for t in prange(nt, schedule="static", num_threads=n_threads):
-        bn_backward_planes(g, x, ym, gx, bg, t * qb, py_min((t + 1) * qb, nq), cf)
+        bn_backward_planes(g, x, rm, gx, bg, t * qb, py_min((t + 1) * qb, nq), cf)
     free(cf)
     return CNN_OK
 
 
-cdef int bn_backward_impl(const floating* g, const floating* x, const floating* ym,
+cdef int bn_backward_impl(const floating* g, const floating* x, const floating* rm,
                           floating* gx,
                           const BatchGeom* bg, const floating* w, double eps,
                           const double* mean, const double* var, double* sg, double* sgxhat,
@@ -1417,7 +1448,7 @@ cdef int bn_backward_impl(const floating* g, const floating* x, const floating* 
             return CNN_ERR_NOMEM
     if gx != NULL and bg.L > POS_MAX and (bg.C >= n_threads or n_threads <= 1):
         for c in prange(bg.C, schedule="static", num_threads=n_threads):
-            bn_backward_channel(g, x, ym, gx, bg, c, w, eps, mean, var, sg, sgxhat, sums_given,
+            bn_backward_channel(g, x, rm, gx, bg, c, w, eps, mean, var, sg, sgxhat, sums_given,
                                 count, training, cm)
         free(cm)
         return CNN_OK
@@ -1427,14 +1458,14 @@ cdef int bn_backward_impl(const floating* g, const floating* x, const floating* 
             b = t % bg.NB
             mh = <floating> mean[c]
             ml = <floating> (mean[c] - <double> mh)
-            bn_chunk_sums(g, x, ym, bg, c, b, mh, ml, &cm[2 * t], &cm[2 * t + 1])
+            bn_chunk_sums(g, x, rm, bg, c, b, mh, ml, &cm[2 * t], &cm[2 * t + 1])
         for c in range(bg.C):
             bn_sum_channel(cm, bg, c, inv_std(var[c], eps), &sg[c], &sgxhat[c])
         free(cm)
     if gx == NULL:
         return CNN_OK
     if bg.L <= POS_MAX:
-        return bn_backward_small(g, x, ym, gx, bg, w, eps, mean, var, sg, sgxhat, count,
+        return bn_backward_small(g, x, rm, gx, bg, w, eps, mean, var, sg, sgxhat, count,
                                  training, n_threads)
     for t in prange(T, schedule="static", num_threads=n_threads):
         c = t // bg.NB
@@ -1450,7 +1481,7 @@ cdef int bn_backward_impl(const floating* g, const floating* x, const floating* 
         else:
             bf = 0
             cf = 0
-        bn_backward_chunk(g, x, ym, gx, bg, c, b, mh, ml, a, bf, cf)
+        bn_backward_chunk(g, x, rm, gx, bg, c, b, mh, ml, a, bf, cf)
     return CNN_OK
 
 
@@ -1563,21 +1594,38 @@ def batch_norm_backward(const floating[::1] grad_output, const floating[::1] x,
                         Py_ssize_t C, Py_ssize_t L, double eps, const double[::1] mean,
                         const double[::1] var, double[::1] sum_g, double[::1] sum_gxhat,
                         bint sums_given, double count, bint training, int n_threads,
-                        const floating[::1] relu_output=None):
+                        bint relu=False, const floating[::1] relu_weight=None,
+                        const floating[::1] relu_bias=None):
     """Per channel ``sum_g = sum(g)`` (the bias gradient) and ``sum_gxhat = sum(g * xhat)``
     (the weight gradient) -- outputs, or inputs over ``count`` elements per channel with
     ``sums_given`` -- and the input gradient into ``grad_x`` (None: only the sums).
-    ``relu_output``: the output of a ReLU fused into the forward (``relu=True``);
-    ``grad_output`` is then the gradient w.r.t. it, masked as relu_backward does (0 where
-    ``relu_output <= 0``) before the rest -- bit-identical to relu_backward first."""
+    ``relu``: the forward had a ReLU fused (``relu=True``) and used ``relu_weight`` /
+    ``relu_bias`` (its ``weight`` / ``bias``, or None) with these ``mean`` / ``var``;
+    ``grad_output`` is then the gradient w.r.t. the ReLU's output, masked as relu_backward
+    does (0 where that output is ``<= 0``, recomputed from ``x`` bit for bit) before the
+    rest -- bit-identical to relu_backward first."""
     cdef BatchGeom bg
     bn_geom(&bg, N, C, L)
     cdef const floating* w = opt_ptr(weight)
     cdef floating* gx = &grad_x[0] if grad_x is not None else NULL
-    cdef const floating* ym = &relu_output[0] if relu_output is not None else NULL
-    cdef int status
+    cdef floating* rm = NULL
+    cdef int status = CNN_OK
+    for arr, what in ((relu_weight, "relu_weight"), (relu_bias, "relu_bias")):
+        if arr is not None and arr.shape[0] != C:
+            raise ValueError(
+                f"batch_norm_backward(): {what} must have C = {C} elements. Received: "
+                f"{arr.shape[0]}"
+            )
+    cdef const floating* rw = opt_ptr(relu_weight)
+    cdef const floating* rb = opt_ptr(relu_bias)
     with nogil:
-        status = bn_backward_impl(&grad_output[0], &x[0], ym, gx, &bg, w, eps, &mean[0], &var[0],
-                                  &sum_g[0], &sum_gxhat[0], sums_given, count, training,
-                                  n_threads)
+        if relu:
+            rm = bn_relu_coefficients(&bg, rw, rb, eps, &var[0])
+            if rm == NULL:
+                status = CNN_ERR_NOMEM
+        if status == CNN_OK:
+            status = bn_backward_impl(&grad_output[0], &x[0], rm, gx, &bg, w, eps, &mean[0],
+                                      &var[0], &sum_g[0], &sum_gxhat[0], sums_given, count,
+                                      training, n_threads)
+        free(rm)
     check_status(status, "batch_norm_backward")

@@ -758,14 +758,16 @@ def _batch_backward(
     training: bool,
     sums: tuple[np.ndarray, np.ndarray, float] | None = None,
     input_grad: bool = True,
-    relu_output: np.ndarray | None = None,
+    relu: tuple[np.ndarray | None, np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(grad_x, sum_g, sum_gxhat)``: the per-channel sums of ``g`` and ``g * xhat``
     (float64; the bias and weight gradients) and the input gradient (None without
     ``input_grad``).  ``sums``: ``(sum_g, sum_gxhat, count)`` given -- e.g. over a larger
-    batch -- instead of computed from ``g`` over this batch.  ``relu_output``: the output
-    of a forward with ``relu=True``; ``g`` is the gradient w.r.t. it, masked in the same
-    pass as ``relu_backward`` would (bit-identical to calling it first)."""
+    batch -- instead of computed from ``g`` over this batch.  ``relu``: ``(weight, bias)``
+    (each None without one) of a forward with ``relu=True`` that normalized with ``mean``
+    / ``var``; ``g`` is the gradient w.r.t. its output, masked in the same pass as
+    ``relu_backward`` would (the output's sign recomputed from ``x`` with the forward's
+    arithmetic instead of read: bit-identical to calling relu_backward first)."""
     n, c, s = _ncl(x)
     gx = np.empty_like(x) if input_grad else None
     if sums is None:
@@ -789,7 +791,9 @@ def _batch_backward(
         float(count),
         training,
         threads_for(x.size),
-        None if relu_output is None else relu_output.reshape(-1),
+        relu is not None,
+        None if relu is None else _flat(relu[0]),
+        None if relu is None else _flat(relu[1]),
     )
     return gx, sum_g, sum_gxhat
 
