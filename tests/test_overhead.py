@@ -338,7 +338,7 @@ def test_small_plan_steps_run_on_one_thread(monkeypatch, restore_threads):
     seen.clear()
     np.testing.assert_array_equal(big(x2), ref)
     # (the channel-blocked algorithm runs on weights packed once)
-    assert seen in ([("conv2d_forward", 2)], [("blocked_forward_packed", 2)]), seen
+    assert seen in ([("conv2d_forward", 2)], [("blocked_forward_packed_res", 2)]), seen
     # batch 1: a convolution of >= PAR_MACS multiply-adds shares its output rows
     one = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, rng=0)).eval()
     x3 = rng.random((1, 16, 32, 32), dtype=np.float32)
@@ -346,4 +346,4 @@ def test_small_plan_steps_run_on_one_thread(monkeypatch, restore_threads):
         ref = one(x3)
         seen.clear()
         np.testing.assert_array_equal(one(x3), ref)
-    assert seen == [("blocked_forward_packed", 2)], seen
+    assert seen == [("blocked_forward_packed_res", 2)], seen

@@ -15,7 +15,9 @@ microseconds, and on a loaded machine waking a second thread can take a schedule
 results do not depend on the thread count.
 Activations run in place on a buffer the plan owns (else into a buffer of the plan, with
 the same kernel); a Conv2d followed by a ReLU is one step (the ReLU applied to the rows
-each task of the convolution wrote, while they are in cache).  Layers without a planner
+each task of the convolution wrote, while they are in cache), and in a graph model so is a
+residual block's Conv2d -> Add -> ReLU (the Add's other input added in the same epilogue,
+in the Add's operand order, then the ReLU: ResNet-20 runs 9 such steps).  Layers without a planner
 (user modules, Softmax, AvgPool2d, ...) are called as they are.  Parameters are read from
 the layers at every call (an optimizer step or ``load_state_dict`` is seen at once); a
 convolution on the channel-blocked algorithm keeps its weights packed for the kernel
@@ -201,15 +203,33 @@ class PackedWeights:
 
 
 def _plan_conv2d(
-    layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.empty, relu: bool = False
+    layer: Any,
+    x: np.ndarray,
+    owned: bool,
+    alloc: Alloc = np.empty,
+    relu: bool = False,
+    residual: np.ndarray | None = None,
+    residual_first: bool = False,
 ) -> Step | None:
     """A Conv2d step; with ``relu`` the step also applies the ReLU that follows it (the
-    same kernel's rule, so the same bits as the two steps)."""
+    same kernel's rule, so the same bits as the two steps).  With ``residual`` (an array
+    like the ones the step will add: the convolution's output shape and dtype,
+    C-contiguous) the step's ``run`` takes ``[x, r]`` and computes ``conv(x) + r`` (``r +
+    conv(x)`` with ``residual_first``: a graph's Add, operands in its order) before the
+    ReLU -- each task of the kernel adds and rectifies the rows it wrote while they are in
+    cache, the same float operations as the Add and ReLU steps; None when ``residual``
+    does not fit."""
     if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
         return None  # (an unbatched sample or a bad input: the layer's own forward)
     w = layer.weight
     b = layer.bias
     run, out_shape = conv2d_layer_kernel(layer, x.shape, x.dtype)
+    if residual is not None and (
+        type(residual) is not np.ndarray
+        or residual.shape != tuple(out_shape)
+        or not _contiguous(residual, x.dtype)
+    ):
+        return None
     out = alloc(out_shape, x.dtype)
     w_shape = w.data.shape
     macs = math.prod(out_shape) * math.prod(w_shape[1:])
@@ -227,12 +247,13 @@ def _plan_conv2d(
             dtype == np.float64,
         )  # fmt: skip
         packed = PackedWeights(layer, (sh, sw, dh, dw, groups, *geo.out), size, dtype)
-        fwd = _conv_ops._conv.blocked_forward_packed
-        args = (kh, kw, sh, sw, ph, pw, dh, dw, groups, relu)
+        fwd = _conv_ops._conv.blocked_forward_packed_res
+        args = (kh, kw, sh, sw, ph, pw, dh, dw, groups, residual_first, relu)
     nt = 1 if macs < PAR_MACS else None
     ent = step_threads(math.prod(out_shape), SMALL_ELEMENTS)
+    add = np.add
 
-    def step(x: np.ndarray) -> np.ndarray:
+    def conv(x: np.ndarray, r: np.ndarray | None, out: np.ndarray) -> np.ndarray:
         wd = w.data
         bd = None if b is None else b.data
         # the algorithm is chosen per call (a conv_algorithm() block, cnncore.tune)
@@ -243,14 +264,21 @@ def _plan_conv2d(
             and wd.shape == w_shape
             and (bd is None or _contiguous(bd, dtype))
         ):
-            fwd(x, packed.get(wd, bd), out, *args, nt or get_num_threads())
+            fwd(x, packed.get(wd, bd), r, out, *args, nt or get_num_threads())
             return out
         run(x, wd, bd, out)
+        if r is not None:  # (the Add step's sum, operands in its order)
+            if residual_first:
+                add(r, out, out=out)
+            else:
+                add(out, r, out=out)
         if relu:
             unary_inplace("relu", out, 0.0, ent)
         return out
 
-    return step, True
+    if residual is None:
+        return (lambda x: conv(x, None, out)), True
+    return (lambda xs: conv(xs[0], xs[1], out)), True
 
 
 #: A planned Linear of at least this many multiply-adds runs on
@@ -583,6 +611,49 @@ def _relu_after(steps: Sequence[tuple], k: int, readers: dict[int, int]) -> bool
     )
 
 
+def _residual_after(
+    steps: Sequence[tuple], k: int, readers: dict[int, int]
+) -> tuple[int, bool, bool] | None:
+    """``(residual slot, residual_first, relu)`` when graph step ``k`` is a Conv2d call
+    (eval mode, not shared) whose output only the next step reads, an Add (not shared) of
+    it and one other value -- which is computed before step ``k + 1``, so the conv step can
+    add it -- optionally followed by a ReLU (not shared) that alone reads the sum; else
+    None.  The conv step then runs all two or three (:func:`_plan_conv2d` with
+    ``residual``)."""
+    if k + 1 >= len(steps):
+        return None
+    layer, _, multi, out, _, shared, _ = steps[k]
+    add, ins, add_multi, add_out, free, add_shared, _ = steps[k + 1]
+    if (
+        multi
+        or shared is not None
+        or add_shared is not None
+        or not add_multi
+        or len(ins) != 2
+        or ins.count(out) != 1
+        or out not in free
+        or readers.get(out) != 1
+        or registered_name(type(layer)) != "Conv2d"
+        or registered_name(type(add)) != "Add"
+        or layer.training
+    ):
+        return None
+    r = ins[1] if ins[0] == out else ins[0]
+    relu = False
+    if k + 2 < len(steps):
+        nxt, rins, rmulti, _, rfree, rshared, _ = steps[k + 2]
+        relu = (
+            not rmulti
+            and rshared is None
+            and rins == (add_out,)
+            and add_out in rfree
+            and readers.get(add_out) == 1
+            and registered_name(type(nxt)) == "ReLU"
+            and not nxt.training
+        )
+    return r, ins[0] == r, relu
+
+
 def _root(a: Any, mine: dict[int, np.ndarray]) -> np.ndarray | None:
     """The plan buffer whose memory ``a`` is (or views), else None."""
     while type(a) is np.ndarray:
@@ -633,9 +704,10 @@ class GraphPlan:
         for s in model._out_slots:
             readers[s] = readers.get(s, 0) + 1
         all_steps = model._steps
-        fused = False  # whether the step before applied this step's layer (a ReLU)
+        fused = 0  # steps (a ReLU, an Add) after this one whose layers an earlier step ran
         for k, step in enumerate(all_steps):
             layer, ins, multi, out, free, shared, _ = step
+            run_ins, run_multi = ins, multi  # (a conv step with its Add reads the residual)
 
             def alloc(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
                 raw, view = pool.take(tuple(shape), dtype)
@@ -648,12 +720,21 @@ class GraphPlan:
             ]
             name = registered_name(type(layer)) or ""
             planned: Step | None = None
+            res = None if fused else _residual_after(all_steps, k, readers)
             try:
-                if fused:  # (the ReLU the conv step ran: its output is this step's)
-                    planned, fused = (_identity, owned[0]), False
+                if fused:  # (the ReLU / Add the conv step ran: its output is this step's)
+                    planned, fused = (_identity, False), fused - 1
+                    run_ins, run_multi = (all_steps[k - 1][3],), False
+                elif res is not None and (
+                    planned := _plan_conv2d(
+                        layer, vals[ins[0]], owned[0], alloc, res[2], vals[res[0]], res[1]
+                    )
+                ):
+                    fused = 2 if res[2] else 1
+                    run_ins, run_multi = (ins[0], res[0]), True
                 elif not multi and shared is None and _relu_after(all_steps, k, readers):
                     planned = _plan_conv2d(layer, vals[ins[0]], owned[0], alloc, relu=True)
-                    fused = planned is not None
+                    fused = int(planned is not None)
                     if planned is None:
                         planned = PLANNERS["Conv2d"](layer, vals[ins[0]], owned[0], alloc)
                 elif multi:
@@ -666,8 +747,9 @@ class GraphPlan:
                         planned = planner(layer, vals[ins[0]], owned[0], alloc)
             except (ValueError, TypeError):
                 planned = None  # (the layer's own forward reports a bad input)
+                run_ins, run_multi = ins, multi
             run = call(step) if planned is None else planned[0]
-            y = run([vals[s] for s in ins] if multi else vals[ins[0]])
+            y = run([vals[s] for s in run_ins] if run_multi else vals[run_ins[0]])
             vals[out] = y
             r = _root(y, mine)
             roots[out] = r
@@ -680,7 +762,7 @@ class GraphPlan:
                     refs[id(r)] -= 1
                     if refs[id(r)] == 0:
                         pool.release(r)
-            steps.append((run, ins, multi, out, free))
+            steps.append((run, run_ins, run_multi, out, free))
         copy_out = [roots[s] is not None for s in model._out_slots]
         plan = cls(model, steps, copy_out)
         return plan, plan._outputs(vals)

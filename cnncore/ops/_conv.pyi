@@ -196,3 +196,21 @@ def blocked_forward_packed(
     relu: bool,
     n_threads: int,
 ) -> None: ...
+def blocked_forward_packed_res(
+    x: _F,
+    packed: _F,
+    residual: _F | None,
+    y_out: _F,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    groups: int,
+    residual_first: bool,
+    relu: bool,
+    n_threads: int,
+) -> None: ...

@@ -4117,11 +4117,12 @@ def blocked_forward_packed(const floating[:, :, :, ::1] x, const floating[::1] p
     """Write ``conv2d(x, weight, bias)`` by the channel-blocked kernel into ``y_out`` from
     the weights :func:`blocked_pack_weights` packed -- bit-identical to
     :func:`conv2d_forward` with ``ALGO_BLOCKED`` -- followed by ``relu(y)`` with ``relu``."""
+    if (groups <= 0 or x.shape[1] % groups or y_out.shape[1] % groups
+            or x.shape[0] != y_out.shape[0]):  # (before make_geom divides by groups)
+        raise ValueError("blocked_forward_packed(): x, y_out and groups do not match")
     cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], y_out.shape[1],
                             kh, kw, groups, sh, sw, ph, pw, dh, dw, y_out.shape[2],
                             y_out.shape[3])
-    if groups <= 0 or g.C % groups or g.K % groups or x.shape[0] != y_out.shape[0]:
-        raise ValueError("blocked_forward_packed(): x, y_out and groups do not match")
     if y_out.shape[0] == 0 or y_out.shape[1] == 0:
         return
     cdef BlkPlan pl = blk_plan_of(&x[0, 0, 0, 0], &g)
@@ -4134,3 +4135,141 @@ def blocked_forward_packed(const floating[:, :, :, ::1] x, const floating[::1] p
                                     relu, n_threads)
     check_status(status, "blocked_forward_packed")
 
+
+
+# ------------------------------------------------------------------------------------------
+# Inference plans: the packed channel-blocked forward with a residual-add (+ ReLU) epilogue
+# ------------------------------------------------------------------------------------------
+# A residual block's second convolution, its Add and the ReLU after it as one kernel call
+# (cnncore/nn/inference.py's graph plans): each task adds the residual to the output rows it
+# wrote (and applies the ReLU) while they are in cache -- the same float additions and the
+# same ReLU rule as the separate Add and ReLU steps, so the same bits.  A task pads only
+# the input rows its band of output rows reads (at batch 1 every thread used to pad the
+# sample's whole planes).
+
+
+cdef void add_relu_planes(floating* y, const floating* r, Py_ssize_t n_ch, Py_ssize_t plane,
+                          Py_ssize_t lo, Py_ssize_t hi, bint r_first, bint relu) noexcept nogil:
+    """``y[c, i] = y[c, i] + r[c, i]`` (``r[c, i] + y[c, i]`` with ``r_first``: the Add's
+    operand order), then with ``relu`` ``0 if v < 0 else v``, for ``i`` in ``[lo, hi)`` of
+    each of ``n_ch`` planes of ``plane`` elements."""
+    cdef Py_ssize_t c, i
+    cdef floating v
+    cdef floating* p
+    cdef const floating* q
+    for c in range(n_ch):
+        p = y + c * plane
+        q = r + c * plane
+        if r_first:
+            if relu:
+                for i in range(lo, hi):
+                    v = q[i] + p[i]
+                    p[i] = 0 if v < 0 else v
+            else:
+                for i in range(lo, hi):
+                    p[i] = q[i] + p[i]
+        else:
+            if relu:
+                for i in range(lo, hi):
+                    v = p[i] + q[i]
+                    p[i] = 0 if v < 0 else v
+            else:
+                for i in range(lo, hi):
+                    p[i] = p[i] + q[i]
+
+
+cdef int blk_forward_packed_res(const floating* x, const floating* packed, const Geom* g,
+                                floating* y, const floating* res, bint r_first, bint relu,
+                                int n_threads) noexcept nogil:
+    """:func:`blk_forward_packed` (the same tasks and microkernel calls, so the same bits)
+    with each task padding only the input rows its output rows read, then adding ``res``
+    (NULL: nothing; same shape as ``y``, not overlapping it) to its rows, then ``relu``."""
+    cdef BlkPlan pl = blk_plan_of(x, g)
+    cdef Py_ssize_t n_bands = 1
+    cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
+    cdef Py_ssize_t t, n0, gi, band, oh0, oh1, r0, r1, c, plane = g.Ho * g.Wo
+    cdef floating* yg
+    cdef const floating* xg
+    if g.N * g.G < n_threads:
+        n_bands = py_min(ceil_div(n_threads, g.N * g.G), g.Ho)
+    n_tasks = g.N * g.G * n_bands
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        col = <floating*> calloc(ws, sizeof(floating))
+        ok = scratch_ok(col, ws, status_p)
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            band = t % n_bands
+            n0 = t // (g.G * n_bands)
+            gi = (t // n_bands) % g.G
+            oh0 = band * g.Ho // n_bands
+            oh1 = (band + 1) * g.Ho // n_bands
+            if oh1 <= oh0:
+                continue
+            yg = y + (n0 * g.K + gi * g.Kg) * plane
+            xg = x + (n0 * g.C + gi * g.Cg) * g.H * g.W
+            if n_bands == 1:
+                row_fill(xg, g.Cg, g.H, g.W, -g.ph, -g.pw, pl.R, pl.Q, col)
+            else:  # the padded rows [r0, r1) output rows [oh0, oh1) read
+                r0 = oh0 * g.sh
+                r1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1
+                for c in range(g.Cg):
+                    row_fill(xg + c * g.H * g.W, 1, g.H, g.W, r0 - g.ph, -g.pw, r1 - r0, pl.Q,
+                             col + (c * pl.R + r0) * pl.Q)
+            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw, yg,
+                     g.Ho, g.Wo, col + g.Cg * pl.R * pl.Q, oh0, oh1)
+            if res != NULL:
+                add_relu_planes(yg, res + (yg - y), g.Kg, plane, oh0 * g.Wo, oh1 * g.Wo,
+                                r_first, relu)
+            elif relu:
+                relu_planes(yg, g.Kg, plane, oh0 * g.Wo, oh1 * g.Wo)
+        free(col)
+    return status
+
+
+def blocked_forward_packed_res(const floating[:, :, :, ::1] x, const floating[::1] packed,
+                               const floating[:, :, :, ::1] residual,
+                               floating[:, :, :, ::1] y_out, Py_ssize_t kh, Py_ssize_t kw,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                               Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                               bint residual_first, bint relu, int n_threads):
+    """Write ``conv2d(x, weight, bias) + residual`` (``residual + conv2d(...)`` with
+    ``residual_first``; ``residual`` None: no addition), then with ``relu`` its ReLU, into
+    ``y_out`` by the channel-blocked kernel from the weights :func:`blocked_pack_weights`
+    packed: bit-identical to :func:`blocked_forward_packed` followed by NumPy's ``add``
+    (same operand order) and the ReLU kernel, for any ``n_threads``.  ``residual`` has
+    ``y_out``'s shape and does not overlap it."""
+    if (groups <= 0 or x.shape[1] % groups or y_out.shape[1] % groups
+            or x.shape[0] != y_out.shape[0]):
+        raise ValueError("blocked_forward_packed_res(): x, y_out and groups do not match")
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], y_out.shape[1],
+                            kh, kw, groups, sh, sw, ph, pw, dh, dw, y_out.shape[2],
+                            y_out.shape[3])
+    cdef const floating* rptr = NULL
+    cdef Py_ssize_t nbytes = y_out.shape[0] * y_out.shape[1] * y_out.shape[2] * y_out.shape[3]
+    if residual is not None:
+        if tuple(residual.shape)[:4] != tuple(y_out.shape)[:4]:
+            raise ValueError(
+                f"blocked_forward_packed_res(): residual has shape "
+                f"{tuple(residual.shape)[:4]}, y_out {tuple(y_out.shape)[:4]}")
+    if y_out.shape[0] == 0 or y_out.shape[1] == 0 or y_out.shape[2] == 0 or y_out.shape[3] == 0:
+        return
+    if residual is not None:
+        rptr = &residual[0, 0, 0, 0]
+        nbytes *= sizeof(floating)
+        if (<const char*> rptr < <const char*> &y_out[0, 0, 0, 0] + nbytes
+                and <const char*> &y_out[0, 0, 0, 0] < <const char*> rptr + nbytes):
+            raise ValueError("blocked_forward_packed_res(): residual overlaps y_out")
+    cdef BlkPlan pl = blk_plan_of(&x[0, 0, 0, 0], &g)
+    if packed.shape[0] != groups * pl.per_group:
+        raise ValueError(f"blocked_forward_packed_res(): packed has {packed.shape[0]} "
+                         f"elements, expected {groups * pl.per_group}")
+    cdef int status
+    with nogil:
+        status = blk_forward_packed_res(&x[0, 0, 0, 0], &packed[0], &g, &y_out[0, 0, 0, 0],
+                                        rptr, residual_first, relu, n_threads)
+    check_status(status, "blocked_forward_packed_res")
