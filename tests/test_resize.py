@@ -315,3 +315,49 @@ def test_backward_every_simd_build_matches_torch(hw, kw, dtype, rng, monkeypatch
     finally:
         load_kernels("cnncore.ops._resize", before)  # (it records the level loaded)
     assert levels == cpu_simd_levels()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "hw,kw",
+    [
+        ((7, 40), dict(scale_factor=0.5, mode="nearest")),  # odd rows / columns unread
+        ((6, 45), dict(scale_factor=1.5, mode="nearest")),  # 1 or 2 entries per column
+        ((5, 38), dict(scale_factor=2, mode="bilinear")),
+    ],
+    ids=str,
+)
+def test_backward_rows_without_readers_and_non_finite(hw, kw, dtype, rng, monkeypatch):
+    """The gather stores each input row's first term (no zero-fill pass) and zeroes the rows
+    no output reads at the end: those are exactly +0.0, NaN / inf in grad_output reach only
+    the inputs that feed them, and an all -0.0 grad_output gives +0.0 (``0 + (-0.0)``, as
+    the sum from zero) -- at every SIMD level, against PyTorch's autograd."""
+    torch = pytest.importorskip("torch")
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import resize as R
+
+    x = rng.standard_normal((2, 2, *hw)).astype(dtype)
+    g = rng.standard_normal(F.interpolate(x, **kw).shape).astype(dtype)
+    g[0, 0, 1, 3] = np.nan
+    g[1, 1, -1, -2] = np.inf
+    tx = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.interpolate(tx, **kw).backward(torch.from_numpy(g))
+    want = tx.grad.numpy()
+    neg_zero = np.full_like(g, -0.0)
+    before = _loaded_simd["cnncore.ops._resize"]
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._resize", level)
+            monkeypatch.setattr(R, "_resize", module)
+            junk = np.full(x.shape, np.nan, dtype)  # freed: grad_x's allocation may reuse it
+            del junk
+            gx = F.interpolate_backward(g, x.shape, **_backward_kw(kw))
+            np.testing.assert_allclose(gx, want, err_msg=got, equal_nan=True, **TOL[dtype])
+            np.testing.assert_array_equal(np.isnan(gx), np.isnan(want), err_msg=got)
+            unread = want == 0
+            assert not np.signbit(gx[unread]).any(), got
+            gz = F.interpolate_backward(neg_zero, x.shape, **_backward_kw(kw))
+            assert (gz == 0).all() and not np.signbit(gz).any(), got
+    finally:
+        load_kernels("cnncore.ops._resize", before)
