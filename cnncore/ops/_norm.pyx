@@ -372,13 +372,22 @@ cdef void merge_chunks(const double* cm, Py_ssize_t n_chunks, Py_ssize_t L, doub
     var[0] = M2 / L if M2 > 0 else 0.0 * M2         # (NaN stays NaN)
 
 
-cdef void seg_stats(const floating* x, Py_ssize_t L, double* mean, double* var) noexcept nogil:
-    """:func:`merge_chunks` of the segment's chunks, computed one after another."""
+cdef void seg_stats(const floating* x, Py_ssize_t L, double* mean, double* var,
+                    const floating* pf_read=NULL, floating* pf_write=NULL) noexcept nogil:
+    """:func:`merge_chunks` of the segment's chunks, computed one after another.  Hints
+    only (results unchanged): each chunk's range of ``pf_read`` (an array the caller reads
+    next, e.g. the gradient) is prefetched before the chunk's first pass, which waits on
+    memory for ``x`` -- both streams then arrive together --, and its range of ``pf_write``
+    (the output) is owned before the caller's stores."""
     cdef double n = 0, mu = 0, M2 = 0, cmean, cm2
     cdef floating K = x[0]
     cdef Py_ssize_t c0 = 0, m
     while c0 < L:
         m = py_min(CHUNK, L - c0)
+        if pf_read != NULL:
+            cnn_prefetch(pf_read + c0, m * sizeof(floating))
+        if pf_write != NULL:
+            cnn_prefetch_w(pf_write + c0, m * sizeof(floating))
         chunk_moments(x + c0, m, K, &cmean, &cm2)
         chan_merge(&n, &mu, &M2, <double> m, cmean, cm2)
         c0 = c0 + CHUNK
@@ -513,7 +522,7 @@ cdef void gn_forward_seg(const floating* x, floating* y, const GroupGeom* gg, Py
                          double* var, bint stats_given) noexcept nogil:
     cdef Py_ssize_t off = s * gg.L
     if not stats_given:
-        seg_stats(x + off, gg.L, &mean[s], &var[s])
+        seg_stats(x + off, gg.L, &mean[s], &var[s], NULL, y + off)
     gn_apply(x + off, y + off, 0, gg.L, gg, (s % gg.G) * gg.Cg, w, b, mean[s],
              inv_std(var[s], eps))
 
@@ -528,7 +537,7 @@ cdef void gn_backward_seg(const floating* g, const floating* x, floating* gx,
     cdef double rstd, B, C
     cdef floating mh, ml
     if not stats_given:
-        seg_stats(x + off, gg.L, &mean[s], &var[s])
+        seg_stats(x + off, gg.L, &mean[s], &var[s], g + off, gx + off)
     rstd = inv_std(var[s], eps)
     split_mean(mean[s], &mh, &ml)
     for j in range(gg.Cg):
@@ -771,7 +780,8 @@ cdef int ln_forward_impl(const floating* x, floating* y, Py_ssize_t M, Py_ssize_
                                        mean, var)
             else:                                  # all the block's statistics, then outputs
                 for r in range(t * rb, py_min((t + 1) * rb, M)):
-                    seg_stats(x + r * D, D, &mean[r], &var[r])
+                    seg_stats(x + r * D, D, &mean[r], &var[r], NULL,
+                              y + r * D if rb == 1 else NULL)
                 for r in range(t * rb, py_min((t + 1) * rb, M)):
                     ln_apply(x + r * D, y + r * D, 0, D, w, b, mean[r], inv_std(var[r], eps))
         return CNN_OK
