@@ -545,9 +545,11 @@ cdef void gn_backward_seg(const floating* g, const floating* x, floating* gx,
                   gx + off if gg.L >= PF_SEGMENT else NULL)
     rstd = inv_std(var[s], eps)
     split_mean(mean[s], &mh, &ml)
+    # planes of <= SHORT_ROW elements: one vector accumulator, as layer norm's short rows
+    # (the LANES accumulators' reductions cost more than the sums of a 14x14 plane)
     for j in range(gg.Cg):
-        run_sums(g + off + j * gg.S, x + off + j * gg.S, <const floating*> NULL, gg.S, mh, ml,
-                 &db[s * gg.Cg + j], &dd[s * gg.Cg + j])
+        row_sums(g + off + j * gg.S, x + off + j * gg.S, <const floating*> NULL, gg.S, mh,
+                 ml, &db[s * gg.Cg + j], &dd[s * gg.Cg + j])
     gn_coefficients(gg, c_base, w, db + s * gg.Cg, dd + s * gg.Cg, rstd, stats_given, &B, &C)
     gn_backward_apply(g + off, x + off, gx + off, 0, gg.L, gg, c_base, w, mean[s], rstd, B, C)
     for j in range(gg.Cg):
@@ -610,9 +612,13 @@ cdef int gn_backward_impl(const floating* g, const floating* x, floating* gx,
         for t in prange(gg.Cg * ncp, schedule="static", num_threads=n_threads):
             j = t // ncp
             c = t % ncp
-            chunk_sums(g + off + j * gg.S + c * CHUNK, x + off + j * gg.S + c * CHUNK,
-                       <const floating*> NULL, py_min(CHUNK, gg.S - c * CHUNK), mh, ml,
-                       &cm[2 * t], &cm[2 * t + 1])
+            if gg.S <= SHORT_ROW:                  # as gn_backward_seg's row_sums
+                row_sums(g + off + j * gg.S, x + off + j * gg.S, <const floating*> NULL, gg.S,
+                         mh, ml, &cm[2 * t], &cm[2 * t + 1])
+            else:
+                chunk_sums(g + off + j * gg.S + c * CHUNK, x + off + j * gg.S + c * CHUNK,
+                           <const floating*> NULL, py_min(CHUNK, gg.S - c * CHUNK), mh, ml,
+                           &cm[2 * t], &cm[2 * t + 1])
         for j in range(gg.Cg):                     # chunk totals in order, as run_sums
             a = 0
             bsum = 0
