@@ -361,3 +361,32 @@ def test_backward_rows_without_readers_and_non_finite(hw, kw, dtype, rng, monkey
             assert (gz == 0).all() and not np.signbit(gz).any(), got
     finally:
         load_kernels("cnncore.ops._resize", before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("w", [1, 15, 16, 37, 64])
+def test_pixel_shuffle_r2_rows_every_simd_build(w, dtype, rng, monkeypatch):
+    """r = 2 runs one (de)interleaving loop per fine row (vectorized): rows wider than a
+    vector, with remainders, at every SIMD level and 1-2 threads, against torch."""
+    torch = pytest.importorskip("torch")
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import resize as R
+
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
+    x = rng.standard_normal((3, 8, 5, w)).astype(dtype)
+    want = torch.nn.functional.pixel_shuffle(torch.from_numpy(x), 2).numpy()
+    before = _loaded_simd["cnncore.ops._resize"]
+    saved = cnncore.get_num_threads()
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._resize", level)
+            monkeypatch.setattr(R, "_resize", module)
+            for threads in (1, 2):
+                cnncore.set_num_threads(threads)
+                y = F.pixel_shuffle(x, 2)
+                np.testing.assert_array_equal(y, want, err_msg=got)
+                np.testing.assert_array_equal(F.pixel_unshuffle(y, 2), x, err_msg=got)
+    finally:
+        load_kernels("cnncore.ops._resize", before)
+        cnncore.set_num_threads(saved)
