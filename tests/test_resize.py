@@ -390,3 +390,43 @@ def test_pixel_shuffle_r2_rows_every_simd_build(w, dtype, rng, monkeypatch):
     finally:
         load_kernels("cnncore.ops._resize", before)
         cnncore.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "hw,kw",
+    [
+        ((9, 56), dict(scale_factor=2, mode="bilinear")),
+        ((5, 61), dict(scale_factor=2, mode="bilinear", align_corners=True)),
+        ((4, 37), dict(scale_factor=3.3, mode="bilinear")),
+        ((6, 70), dict(scale_factor=0.5, mode="bilinear")),
+        ((3, 90), dict(size=(4, 11), mode="bilinear")),  # sources spread wider than a vector
+        ((7, 13), dict(size=(5, 50), mode="nearest")),
+        ((6, 45), dict(scale_factor=2, mode="nearest")),
+        ((5, 70), dict(scale_factor=0.4, mode="nearest-exact")),
+    ],
+    ids=str,
+)
+def test_forward_every_simd_build_matches_torch(hw, kw, dtype, rng, monkeypatch):
+    """The forward's rows at each SIMD level: blocks whose sources fit one vector (planned
+    once per call) are permuted, the others (wide, partial, past the row's end) take the
+    scalar loop -- against PyTorch (nearest: exactly)."""
+    torch = pytest.importorskip("torch")
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import resize as R
+
+    x = rng.standard_normal((2, 3, *hw)).astype(dtype)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), **kw).numpy()
+    before = _loaded_simd["cnncore.ops._resize"]
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._resize", level)
+            monkeypatch.setattr(R, "_resize", module)
+            y = F.interpolate(x, **kw)
+            if kw["mode"] == "bilinear":
+                np.testing.assert_allclose(y, want, err_msg=got, **TOL[dtype])
+            else:
+                np.testing.assert_array_equal(y, want, err_msg=got)
+    finally:
+        load_kernels("cnncore.ops._resize", before)

@@ -77,13 +77,13 @@ cdef extern from *:
         return c <= 0 ? (__mmask8) 0 : c >= 8 ? (__mmask8) 0xFF : (__mmask8) ((1u << c) - 1);
     }
     static void cnn_gather_rowf(float* __restrict y, const float* __restrict x,
-                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx,
+                                const int32_t* __restrict plan) {
         for (ptrdiff_t i = 0; i < n; i += 16) {
             __mmask16 m = cnn_m16(n - i);
             __m512i v = _mm512_maskz_loadu_epi32(m, ix + i);
-            int32_t b = _mm512_mask_reduce_min_epi32(m, v);
-            int32_t e = _mm512_mask_reduce_max_epi32(m, v);
-            if (e - b < 16) {
+            int32_t b = plan[i / 16];
+            if (b >= 0) {
                 __m512 win = _mm512_maskz_loadu_ps(cnn_m16(nx - b), x + b);
                 __m512i r = _mm512_sub_epi32(v, _mm512_set1_epi32(b));
                 _mm512_mask_storeu_ps(y + i, m, _mm512_permutexvar_ps(r, win));
@@ -95,14 +95,13 @@ cdef extern from *:
     static void cnn_lerp_rowf(float* __restrict y, const float* __restrict x,
                               const int32_t* __restrict i0, const int32_t* __restrict i1,
                               const float* __restrict w0, const float* __restrict w1,
-                              ptrdiff_t n, ptrdiff_t nx) {
+                              ptrdiff_t n, ptrdiff_t nx, const int32_t* __restrict plan) {
         for (ptrdiff_t i = 0; i < n; i += 16) {
             __mmask16 m = cnn_m16(n - i);
             __m512i v0 = _mm512_maskz_loadu_epi32(m, i0 + i);
             __m512i v1 = _mm512_maskz_loadu_epi32(m, i1 + i);
-            int32_t b = _mm512_mask_reduce_min_epi32(m, _mm512_min_epi32(v0, v1));
-            int32_t e = _mm512_mask_reduce_max_epi32(m, _mm512_max_epi32(v0, v1));
-            if (e - b < 16) {
+            int32_t b = plan[i / 16];
+            if (b >= 0) {
                 __m512 win = _mm512_maskz_loadu_ps(cnn_m16(nx - b), x + b);
                 __m512i bb = _mm512_set1_epi32(b);
                 __m512 p0 = _mm512_permutexvar_ps(_mm512_sub_epi32(v0, bb), win);
@@ -116,12 +115,13 @@ cdef extern from *:
         }
     }
     static void cnn_gather_rowd(double* __restrict y, const double* __restrict x,
-                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx,
+                                const int32_t* __restrict plan) {
         for (ptrdiff_t i = 0; i < n; i += 8) {
             __mmask8 m = cnn_m8(n - i);
             __m512i v = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, ix + i));
-            long long b = _mm512_mask_reduce_min_epi64(m, v), e = _mm512_mask_reduce_max_epi64(m, v);
-            if (e - b < 8) {
+            long long b = plan[i / 8];
+            if (b >= 0) {
                 __m512d win = _mm512_maskz_loadu_pd(cnn_m8(nx - b), x + b);
                 __m512i r = _mm512_sub_epi64(v, _mm512_set1_epi64(b));
                 _mm512_mask_storeu_pd(y + i, m, _mm512_permutexvar_pd(r, win));
@@ -133,14 +133,13 @@ cdef extern from *:
     static void cnn_lerp_rowd(double* __restrict y, const double* __restrict x,
                               const int32_t* __restrict i0, const int32_t* __restrict i1,
                               const double* __restrict w0, const double* __restrict w1,
-                              ptrdiff_t n, ptrdiff_t nx) {
+                              ptrdiff_t n, ptrdiff_t nx, const int32_t* __restrict plan) {
         for (ptrdiff_t i = 0; i < n; i += 8) {
             __mmask8 m = cnn_m8(n - i);
             __m512i v0 = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, i0 + i));
             __m512i v1 = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, i1 + i));
-            long long b = _mm512_mask_reduce_min_epi64(m, _mm512_min_epi64(v0, v1));
-            long long e = _mm512_mask_reduce_max_epi64(m, _mm512_max_epi64(v0, v1));
-            if (e - b < 8) {
+            long long b = plan[i / 8];
+            if (b >= 0) {
                 __m512d win = _mm512_maskz_loadu_pd(cnn_m8(nx - b), x + b);
                 __m512i bb = _mm512_set1_epi64(b);
                 __m512d p0 = _mm512_permutexvar_pd(_mm512_sub_epi64(v0, bb), win);
@@ -156,16 +155,14 @@ cdef extern from *:
     #else
     /* float blocks of 8 permuted in one AVX2 register; everything else scalar */
     static void cnn_gather_rowf(float* __restrict y, const float* __restrict x,
-                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx,
+                                const int32_t* __restrict plan) {
         ptrdiff_t i = 0;
+        (void) nx; (void) plan;
     #if defined(__AVX2__)
         for (; i + 8 <= n; i += 8) {
-            int32_t b = ix[i], e = ix[i];
-            for (ptrdiff_t k = 1; k < 8; k++) {
-                b = ix[i + k] < b ? ix[i + k] : b;
-                e = ix[i + k] > e ? ix[i + k] : e;
-            }
-            if (e - b < 8 && b + 8 <= nx) {
+            int32_t b = plan[i / 8];
+            if (b >= 0) {
                 __m256i r = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*) (ix + i)),
                                              _mm256_set1_epi32(b));
                 _mm256_storeu_ps(y + i, _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + b), r));
@@ -179,20 +176,59 @@ cdef extern from *:
     static void cnn_lerp_rowf(float* __restrict y, const float* __restrict x,
                               const int32_t* __restrict i0, const int32_t* __restrict i1,
                               const float* __restrict w0, const float* __restrict w1,
-                              ptrdiff_t n, ptrdiff_t nx) {
+                              ptrdiff_t n, ptrdiff_t nx, const int32_t* __restrict plan) {
+        (void) nx; (void) plan;
         cnn_lerp_row_sf(y, x, i0, i1, w0, w1, 0, n);
     }
     static void cnn_gather_rowd(double* __restrict y, const double* __restrict x,
-                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx) {
+                                const int32_t* __restrict ix, ptrdiff_t n, ptrdiff_t nx,
+                                const int32_t* __restrict plan) {
+        (void) nx; (void) plan;
         cnn_gather_row_sd(y, x, ix, 0, n);
     }
     static void cnn_lerp_rowd(double* __restrict y, const double* __restrict x,
                               const int32_t* __restrict i0, const int32_t* __restrict i1,
                               const double* __restrict w0, const double* __restrict w1,
-                              ptrdiff_t n, ptrdiff_t nx) {
+                              ptrdiff_t n, ptrdiff_t nx, const int32_t* __restrict plan) {
+        (void) nx; (void) plan;
         cnn_lerp_row_sd(y, x, i0, i1, w0, w1, 0, n);
     }
     #endif
+    /* The forward's plan, once per call (it depends on the indices only): per block of bs
+       outputs, the first source of a one-vector window holding all the block's sources
+       (i0 and, unless NULL, i1), or -1 for the scalar loop (a wider block; with bounded
+       unmasked loads, also a partial block or a window past the row's end).  Its per-block
+       min / max reductions ran for every row before. */
+    #if defined(CNN_AVX512_ROWS)
+    #define CNN_FB_F 16
+    #define CNN_FB_D 8
+    #define CNN_F_BOUNDED 0
+    #elif defined(__AVX2__)
+    #define CNN_FB_F 8
+    #define CNN_FB_D 1
+    #define CNN_F_BOUNDED 1
+    #else
+    #define CNN_FB_F 1
+    #define CNN_FB_D 1
+    #define CNN_F_BOUNDED 1
+    #endif
+    static void cnn_fplan(const int32_t* i0, const int32_t* i1, ptrdiff_t n, ptrdiff_t nx,
+                          ptrdiff_t bs, int32_t* plan) {
+        for (ptrdiff_t bi = 0; bi * bs < n; bi++) {
+            ptrdiff_t a = bi * bs, z = cnn_min_pd(a + bs, n);
+            int32_t b = i0[a], e = i0[a];
+            for (ptrdiff_t i = a; i < z; i++) {
+                b = i0[i] < b ? i0[i] : b;
+                e = i0[i] > e ? i0[i] : e;
+                if (i1) {
+                    b = i1[i] < b ? i1[i] : b;
+                    e = i1[i] > e ? i1[i] : e;
+                }
+            }
+            plan[bi] = bs > 1 && (ptrdiff_t) e - b < bs
+                       && (!CNN_F_BOUNDED || (z - a == bs && (ptrdiff_t) b + bs <= nx)) ? b : -1;
+        }
+    }
 
     /* ---- The gradient's pass along W for one output row, every list entry at once:
        T[w] = sum_j wt[j, w] * src[ix[j, w]] over the entries j < K that are not `pad`,
@@ -370,15 +406,19 @@ cdef extern from *:
     }
     """
     void cnn_gather_rowf(float* y, const float* x, const int32_t* ix, Py_ssize_t n,
-                         Py_ssize_t nx) noexcept nogil
+                         Py_ssize_t nx, const int32_t* plan) noexcept nogil
     void cnn_gather_rowd(double* y, const double* x, const int32_t* ix, Py_ssize_t n,
-                         Py_ssize_t nx) noexcept nogil
+                         Py_ssize_t nx, const int32_t* plan) noexcept nogil
     void cnn_lerp_rowf(float* y, const float* x, const int32_t* i0, const int32_t* i1,
-                       const float* w0, const float* w1, Py_ssize_t n,
-                       Py_ssize_t nx) noexcept nogil
+                       const float* w0, const float* w1, Py_ssize_t n, Py_ssize_t nx,
+                       const int32_t* plan) noexcept nogil
     void cnn_lerp_rowd(double* y, const double* x, const int32_t* i0, const int32_t* i1,
-                       const double* w0, const double* w1, Py_ssize_t n,
-                       Py_ssize_t nx) noexcept nogil
+                       const double* w0, const double* w1, Py_ssize_t n, Py_ssize_t nx,
+                       const int32_t* plan) noexcept nogil
+    enum: CNN_FB_F
+    enum: CNN_FB_D
+    void cnn_fplan(const int32_t* i0, const int32_t* i1, Py_ssize_t n, Py_ssize_t nx,
+                   Py_ssize_t bs, int32_t* plan) noexcept nogil
     enum: CNN_WB_F
     enum: CNN_WB_D
     void cnn_wplan(const int32_t* ix, int32_t pad, Py_ssize_t K, Py_ssize_t W, Py_ssize_t nsrc,
@@ -393,22 +433,33 @@ cdef extern from *:
 
 
 cdef inline void gather_row(floating* y, const floating* x, const int32_t* ix, Py_ssize_t n,
-                            Py_ssize_t nx) noexcept nogil:
-    """``y[i] = x[ix[i]]`` (``x`` has ``nx`` elements)."""
+                            Py_ssize_t nx, const int32_t* plan) noexcept nogil:
+    """``y[i] = x[ix[i]]`` (``x`` has ``nx`` elements; ``plan``: :func:`forward_plan`'s)."""
     if floating is float:
-        cnn_gather_rowf(y, x, ix, n, nx)
+        cnn_gather_rowf(y, x, ix, n, nx, plan)
     else:
-        cnn_gather_rowd(y, x, ix, n, nx)
+        cnn_gather_rowd(y, x, ix, n, nx, plan)
 
 
 cdef inline void lerp_row(floating* y, const floating* x, const int32_t* i0, const int32_t* i1,
-                          const floating* w0, const floating* w1, Py_ssize_t n,
-                          Py_ssize_t nx) noexcept nogil:
+                          const floating* w0, const floating* w1, Py_ssize_t n, Py_ssize_t nx,
+                          const int32_t* plan) noexcept nogil:
     """``y[i] = x[i0[i]] * w0[i] + x[i1[i]] * w1[i]``."""
     if floating is float:
-        cnn_lerp_rowf(y, x, i0, i1, w0, w1, n, nx)
+        cnn_lerp_rowf(y, x, i0, i1, w0, w1, n, nx, plan)
     else:
-        cnn_lerp_rowd(y, x, i0, i1, w0, w1, n, nx)
+        cnn_lerp_rowd(y, x, i0, i1, w0, w1, n, nx, plan)
+
+
+cdef int32_t* forward_plan(const int32_t* i0, const int32_t* i1, Py_ssize_t n, Py_ssize_t nx,
+                           bint is_float) noexcept nogil:
+    """cnn_fplan of the column indices (``i1`` may be NULL) in a new buffer (NULL: out of
+    memory); the caller frees it."""
+    cdef Py_ssize_t bs = CNN_FB_F if is_float else CNN_FB_D
+    cdef int32_t* plan = <int32_t*> malloc(((n + bs - 1) // bs) * sizeof(int32_t))
+    if plan != NULL:
+        cnn_fplan(i0, i1, n, nx, bs, plan)
+    return plan
 
 
 cdef inline Py_ssize_t rows_per_task(Py_ssize_t n_rows, Py_ssize_t row_len) noexcept nogil:
@@ -421,7 +472,7 @@ cdef inline Py_ssize_t rows_per_task(Py_ssize_t n_rows, Py_ssize_t row_len) noex
 
 cdef void nearest_rows(const floating* x, floating* y, Py_ssize_t W, Py_ssize_t Wo,
                        Py_ssize_t r0, Py_ssize_t r1, const int64_t* ih,
-                       const int32_t* iw) noexcept nogil:
+                       const int32_t* iw, const int32_t* plan) noexcept nogil:
     """Output rows ``[r0, r1)`` of one plane; a row with the previous row's source is a
     copy of it."""
     cdef Py_ssize_t oh
@@ -431,14 +482,14 @@ cdef void nearest_rows(const floating* x, floating* y, Py_ssize_t W, Py_ssize_t 
         if oh > r0 and ih[oh] == ih[oh - 1]:
             memcpy(yr, yr - Wo, Wo * sizeof(floating))
         else:
-            gather_row(yr, x + ih[oh] * W, iw, Wo, W)
+            gather_row(yr, x + ih[oh] * W, iw, Wo, W, plan)
 
 
 cdef void linear_rows(const floating* x, floating* y, Py_ssize_t W, Py_ssize_t Wo, Py_ssize_t r0,
                       Py_ssize_t r1, const int64_t* h0, const int64_t* h1,
                       const floating* lh0, const floating* lh1, const int32_t* w0,
                       const int32_t* w1, const floating* lw0, const floating* lw1,
-                      floating* buf) noexcept nogil:
+                      floating* buf, const int32_t* plan) noexcept nogil:
     """Output rows ``[r0, r1)`` of one plane; ``buf`` holds two W-interpolated source rows
     (``2 * Wo`` elements), reused while consecutive output rows read them."""
     cdef Py_ssize_t oh, ow, k
@@ -456,11 +507,11 @@ cdef void linear_rows(const floating* x, floating* y, Py_ssize_t W, Py_ssize_t W
         # make sure both source rows are held (never evicting the other one needed)
         if held[0] != h0[oh] and held[1] != h0[oh]:
             k = 0 if held[0] != h1[oh] else 1
-            lerp_row(row[k], x + h0[oh] * W, w0, w1, lw0, lw1, Wo, W)
+            lerp_row(row[k], x + h0[oh] * W, w0, w1, lw0, lw1, Wo, W, plan)
             held[k] = h0[oh]
         if held[0] != h1[oh] and held[1] != h1[oh]:
             k = 0 if held[0] != h0[oh] else 1
-            lerp_row(row[k], x + h1[oh] * W, w0, w1, lw0, lw1, Wo, W)
+            lerp_row(row[k], x + h1[oh] * W, w0, w1, lw0, lw1, Wo, W, plan)
             held[k] = h1[oh]
         a = row[0] if held[0] == h0[oh] else row[1]
         b = row[0] if held[0] == h1[oh] else row[1]
@@ -605,12 +656,16 @@ def nearest_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y_out,
     cdef Py_ssize_t t, p, r0
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* yp = &y_out[0, 0, 0]
+    cdef int32_t* plan = forward_plan(&iw[0], NULL, Wo, W, floating is float)
+    if plan == NULL:
+        check_status(CNN_ERR_NOMEM, "interpolate")
     with nogil:
         for t in prange(P * nb, schedule="static", num_threads=n_threads):
             p = t // nb
             r0 = (t % nb) * rb
             nearest_rows(xp + p * H * W, yp + p * Ho * Wo, W, Wo, r0, py_min(r0 + rb, Ho),
-                         &ih[0], &iw[0])
+                         &ih[0], &iw[0], plan)
+    free(plan)
 
 
 def linear_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y_out,
@@ -628,6 +683,9 @@ def linear_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y_out,
     cdef floating* buf
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* yp = &y_out[0, 0, 0]
+    cdef int32_t* plan = forward_plan(&w0[0], &w1[0], Wo, W, floating is float)
+    if plan == NULL:
+        check_status(CNN_ERR_NOMEM, "interpolate")
     with nogil:
         for t in prange(P * nb, schedule="static", num_threads=n_threads):
             buf = <floating*> malloc(2 * Wo * sizeof(floating))
@@ -638,8 +696,9 @@ def linear_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y_out,
                 r0 = (t % nb) * rb
                 linear_rows(xp + p * H * W, yp + p * Ho * Wo, W, Wo, r0, py_min(r0 + rb, Ho),
                             &h0[0], &h1[0], &lh0[0], &lh1[0], &w0[0], &w1[0], &lw0[0],
-                            &lw1[0], buf)
+                            &lw1[0], buf, plan)
                 free(buf)
+    free(plan)
     check_status(status, "interpolate")
 
 
