@@ -443,6 +443,11 @@ def test_bit_identical_across_threads(dtype, rng, monkeypatch):
     grow = _arr(rng, row.shape, dtype)
     many = _arr(rng, (7, 12, 9, 11), dtype)
     gmany = _arr(rng, many.shape, dtype)
+    # two groups of 32 small planes (<= SHORT_ROW: one vector accumulator per plane's sums)
+    # -- one task per group with 1-2 threads, split over planes with 3-4
+    small = _arr(rng, (1, 64, 14, 14), dtype, 1.0, 3.0)
+    gsmall = _arr(rng, small.shape, dtype)
+    w64 = _arr(rng, (64,), dtype)
     w3, w12 = _arr(rng, (3,), dtype), _arr(rng, (12,), dtype)
     wrow = _arr(rng, row.shape[1:], dtype)
     wmany = _arr(rng, many.shape[1:], dtype)
@@ -457,6 +462,8 @@ def test_bit_identical_across_threads(dtype, rng, monkeypatch):
             *F.layer_norm_backward(grow, row, row.shape[1], wrow),
             F.group_norm(many, 4, w12, w12),
             *F.group_norm_backward(gmany, many, 4, w12),
+            F.group_norm(small, 2, w64, w64),
+            *F.group_norm_backward(gsmall, small, 2, w64),
             F.layer_norm(many, many.shape[1:], wmany, wmany),
             *F.layer_norm_backward(gmany, many, many.shape[1:], wmany),
         ]

@@ -315,3 +315,118 @@ def test_backward_every_simd_build_matches_torch(hw, kw, dtype, rng, monkeypatch
     finally:
         load_kernels("cnncore.ops._resize", before)  # (it records the level loaded)
     assert levels == cpu_simd_levels()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "hw,kw",
+    [
+        ((7, 40), dict(scale_factor=0.5, mode="nearest")),  # odd rows / columns unread
+        ((6, 45), dict(scale_factor=1.5, mode="nearest")),  # 1 or 2 entries per column
+        ((5, 38), dict(scale_factor=2, mode="bilinear")),
+    ],
+    ids=str,
+)
+def test_backward_rows_without_readers_and_non_finite(hw, kw, dtype, rng, monkeypatch):
+    """The gather stores each input row's first term (no zero-fill pass) and zeroes the rows
+    no output reads at the end: those are exactly +0.0, NaN / inf in grad_output reach only
+    the inputs that feed them, and an all -0.0 grad_output gives +0.0 (``0 + (-0.0)``, as
+    the sum from zero) -- at every SIMD level, against PyTorch's autograd."""
+    torch = pytest.importorskip("torch")
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import resize as R
+
+    x = rng.standard_normal((2, 2, *hw)).astype(dtype)
+    g = rng.standard_normal(F.interpolate(x, **kw).shape).astype(dtype)
+    g[0, 0, 1, 3] = np.nan
+    g[1, 1, -1, -2] = np.inf
+    tx = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.interpolate(tx, **kw).backward(torch.from_numpy(g))
+    want = tx.grad.numpy()
+    neg_zero = np.full_like(g, -0.0)
+    before = _loaded_simd["cnncore.ops._resize"]
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._resize", level)
+            monkeypatch.setattr(R, "_resize", module)
+            junk = np.full(x.shape, np.nan, dtype)  # freed: grad_x's allocation may reuse it
+            del junk
+            gx = F.interpolate_backward(g, x.shape, **_backward_kw(kw))
+            np.testing.assert_allclose(gx, want, err_msg=got, equal_nan=True, **TOL[dtype])
+            np.testing.assert_array_equal(np.isnan(gx), np.isnan(want), err_msg=got)
+            unread = want == 0
+            assert not np.signbit(gx[unread]).any(), got
+            gz = F.interpolate_backward(neg_zero, x.shape, **_backward_kw(kw))
+            assert (gz == 0).all() and not np.signbit(gz).any(), got
+    finally:
+        load_kernels("cnncore.ops._resize", before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("w", [1, 15, 16, 37, 64])
+def test_pixel_shuffle_r2_rows_every_simd_build(w, dtype, rng, monkeypatch):
+    """r = 2 runs one (de)interleaving loop per fine row (vectorized): rows wider than a
+    vector, with remainders, at every SIMD level and 1-2 threads, against torch."""
+    torch = pytest.importorskip("torch")
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import resize as R
+
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
+    x = rng.standard_normal((3, 8, 5, w)).astype(dtype)
+    want = torch.nn.functional.pixel_shuffle(torch.from_numpy(x), 2).numpy()
+    before = _loaded_simd["cnncore.ops._resize"]
+    saved = cnncore.get_num_threads()
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._resize", level)
+            monkeypatch.setattr(R, "_resize", module)
+            for threads in (1, 2):
+                cnncore.set_num_threads(threads)
+                y = F.pixel_shuffle(x, 2)
+                np.testing.assert_array_equal(y, want, err_msg=got)
+                np.testing.assert_array_equal(F.pixel_unshuffle(y, 2), x, err_msg=got)
+    finally:
+        load_kernels("cnncore.ops._resize", before)
+        cnncore.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "hw,kw",
+    [
+        ((9, 56), dict(scale_factor=2, mode="bilinear")),
+        ((5, 61), dict(scale_factor=2, mode="bilinear", align_corners=True)),
+        ((4, 37), dict(scale_factor=3.3, mode="bilinear")),
+        ((6, 70), dict(scale_factor=0.5, mode="bilinear")),
+        ((3, 90), dict(size=(4, 11), mode="bilinear")),  # sources spread wider than a vector
+        ((7, 13), dict(size=(5, 50), mode="nearest")),
+        ((6, 45), dict(scale_factor=2, mode="nearest")),
+        ((5, 70), dict(scale_factor=0.4, mode="nearest-exact")),
+    ],
+    ids=str,
+)
+def test_forward_every_simd_build_matches_torch(hw, kw, dtype, rng, monkeypatch):
+    """The forward's rows at each SIMD level: blocks whose sources fit one vector (planned
+    once per call) are permuted, the others (wide, partial, past the row's end) take the
+    scalar loop -- against PyTorch (nearest: exactly)."""
+    torch = pytest.importorskip("torch")
+    from cnncore._config import _loaded_simd, load_kernels
+    from cnncore._threads import cpu_simd_levels
+    from cnncore.ops import resize as R
+
+    x = rng.standard_normal((2, 3, *hw)).astype(dtype)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), **kw).numpy()
+    before = _loaded_simd["cnncore.ops._resize"]
+    try:
+        for level in cpu_simd_levels():
+            module, got = load_kernels("cnncore.ops._resize", level)
+            monkeypatch.setattr(R, "_resize", module)
+            y = F.interpolate(x, **kw)
+            if kw["mode"] == "bilinear":
+                np.testing.assert_allclose(y, want, err_msg=got, **TOL[dtype])
+            else:
+                np.testing.assert_array_equal(y, want, err_msg=got)
+    finally:
+        load_kernels("cnncore.ops._resize", before)
