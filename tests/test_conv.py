@@ -685,7 +685,11 @@ BLOCKED_CASES = [
     # (x shape, weight shape, stride, padding, dilation, groups)
     ((2, 16, 9, 11), (40, 16, 3, 3), 1, 1, 1, 1),  # a partial channel block, pixel tails
     ((3, 32, 8, 8), (64, 32, 3, 3), 1, 1, 1, 1),  # two vectors per channel block
-    ((2, 16, 13, 12), (32, 16, 3, 3), 2, 1, 1, 1),  # stride 2 (strided input gradient: GEMM)
+    ((2, 16, 13, 12), (32, 16, 3, 3), 2, 1, 1, 1),  # stride 2: input gradient in 4 phases
+    ((2, 32, 16, 16), (64, 32, 3, 3), 2, 1, 1, 1),  # ResNet's transition, even sizes
+    ((2, 16, 9, 8), (20, 16, 3, 3), 2, 0, 1, 1),  # unpadded: the last row gets no tap
+    ((2, 6, 11, 13), (10, 6, 4, 5), (3, 2), (2, 1), 1, 1),  # 3 x 2 phases of 2x2 / 1x3 taps
+    ((2, 8, 12, 12), (16, 4, 2, 2), 2, 0, 1, 2),  # 1x1 phases (stride == kernel), groups
     ((2, 12, 11, 10), (18, 6, 3, 3), 3, 2, 1, 2),  # stride 3, groups
     ((2, 8, 12, 17), (16, 8, 5, 3), 1, (2, 1), (2, 1), 1),  # 5x3 taps, dilation
     # dilated columns: the weight gradient's generic microkernel (the others: unit column
@@ -784,7 +788,7 @@ def test_blocked_forward_small_batch_splits_rows_bit_identically(rng, case, dtyp
     [CASES[1], CASES[3], CASES[4], CASES[5], CASES[11], CASES[15], CASES[16], CASES[17]]
     + CASES[19:22]
     + FLAT_AND_PHASE_CASES
-    + BLOCKED_CASES[:4]
+    + BLOCKED_CASES[:8]
     + GROUPED_CASES,
     ids=_ids,
 )
@@ -965,6 +969,8 @@ _WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # of the first one (1 -> 6 channels) run the row-vectorized kernels.
 _LENET = ("blocked", "rows" if _WIDE else "gemm", "blocked")
 _SMALL_FWD = "gemm" if _WIDE else "blocked"
+# the blocked strided input gradient (stride phases): with AVX-512; with AVX2 GEMM
+_STRIDED_DX = "blocked" if _WIDE else "gemm"
 # Grouped 3x3 convolutions (see conv_dispatch._grouped_choice): 8 channels per group run the
 # row kernels with AVX-512, the blocked ones with AVX2 (8 lanes); 16 per group with AVX2 the
 # blocked forward and weight gradient; 32 per group with AVX-512 F(4x4)'s weight gradient.
@@ -988,7 +994,7 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "rows", _LENET[1], "rows"),
         ((64, 1, 28, 28), (32, 1, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
-        # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
+        # strided input gradient with AVX-512 only; with AVX2 only where Winograd does not apply;
         # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4
         # tiles (ResNet's stages 2 and 3)
         # (F(4x4) from 32 into 64 channels also on partial tiles: the README CNN's forward
@@ -1014,7 +1020,7 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
             (64, 32, 3, 3),
             {"padding": 1, "stride": 2},
             "blocked",
-            "gemm",
+            _STRIDED_DX,
             "blocked",
         ),
         (
@@ -1022,7 +1028,7 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
             (32, 16, 3, 3),
             {"padding": 1, "stride": 2},
             "blocked",
-            "gemm",
+            _STRIDED_DX,
             "blocked",
         ),
         ((32, 128, 16, 16), (128, 8, 3, 3), {"padding": 1, "groups": 16}, *_G8),
