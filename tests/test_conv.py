@@ -1031,6 +1031,15 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
             _STRIDED_DX,
             "blocked",
         ),
+        # DCGAN's k4 s2 p1 upsampler (conv_transpose2d's forward: conv2d's input gradient)
+        (
+            (32, 32, 32, 32),
+            (64, 32, 4, 4),
+            {"padding": 1, "stride": 2},
+            "gemm",
+            _STRIDED_DX,
+            "gemm",
+        ),
         ((32, 128, 16, 16), (128, 8, 3, 3), {"padding": 1, "groups": 16}, *_G8),
         ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *_G16),
         ((32, 128, 16, 16), (128, 32, 3, 3), {"padding": 1, "groups": 4}, *_G32),

@@ -268,7 +268,11 @@ _WINOGRAD4_MIN_OUTPUT = 8
 # phase with that phase's taps, interleaved into dx): with AVX-512 it beats GEMM's col2im
 # (float32, N=128, one thread's CPU time, loaded 2-core AVX-512 VM, ms: ResNet's 32 -> 64
 # transition, 16x16 -> 8x8: 3.4-3.8 against 3.6-4.6; 16 -> 32, 32x32 -> 16x16: 3.5-4.3
-# against 4.9-6.0); with AVX2 GEMM keeps it (5.4 against 4.8; 5.8 against 5.7).
+# against 4.9-6.0); with AVX2 GEMM keeps it (5.4 against 4.8; 5.8 against 5.7).  It is
+# also conv_transpose2d's forward: DCGAN's k3 s2 p1 op1 upsampler (32x64x16x16 -> 32) 3.6
+# against GEMM's 4.2, and its k4 s2 p1 one (2x2 taps in each of the 4 phases) 5.1 against
+# 6.4 -- the one 4x4 kernel the blocked kernels take by default.
+_BLOCKED_STRIDED_INPUT_KERNEL = (4, 4)
 _BLOCKED_MIN_OUT_CHANNELS = 16
 _BLOCKED_MIN_IN_CHANNELS = 16
 _BLOCKED_MAX_CHANNELS = 128
@@ -407,10 +411,11 @@ def blocked_eligible(
     k, cg, kh, kw = w_shape
     kg = k // groups
     n_out, n_in = (cg, kg) if which == "input" else (kg, cg)
-    if (kh, kw) != (3, 3) or (which == "input" and not blocked_input_applies(geo)):
-        return False
-    if which == "input" and geo.stride != (1, 1) and _selected_simd() != "avx512":
+    strided_input = which == "input" and geo.stride != (1, 1)
+    if strided_input and (not blocked_input_applies(geo) or _selected_simd() != "avx512"):
         return False  # strided input gradients: GEMM wins with AVX2 (see above)
+    if (kh, kw) != (3, 3) and not (strided_input and (kh, kw) == _BLOCKED_STRIDED_INPUT_KERNEL):
+        return False
     if (
         geo.stride == geo.dilation == (1, 1)
         and min(cg, kg) >= _WINOGRAD_OVER_BLOCKED_CHANNELS
