@@ -111,11 +111,12 @@ def test_only_algorithms_that_apply_are_timed(rng, count_measure):
     y = cnncore.conv2d(x, w, stride=2)
     cnncore.conv2d_backward(np.ones_like(y), x, w, stride=2)
     timed = {case.which: set(cands) for case, cands, _ in count_measure}
-    # 5x5 stride 2: no Winograd; the direct and blocked input gradients need stride 1; no
-    # direct weight gradient; depthwise needs 1 channel per group
+    # 5x5 stride 2: no Winograd; the direct input gradient needs stride 1 (the blocked one
+    # runs strided ones in stride phases); no direct weight gradient; depthwise needs 1
+    # channel per group
     assert timed == {
         "forward": {"gemm", "direct", "blocked"},
-        "input": {"gemm"},
+        "input": {"gemm", "blocked"},
         "weight": {"gemm", "blocked"},
     }
     assert {t["pass"]: t["algorithm"] for t in conv_dispatch.tuned_algorithms()}.keys() == {
