@@ -150,7 +150,14 @@ def test_eligibility_matches_the_kernels():
         "rows",
     ]
     strided = case._replace(geo=cnncore._geometry.conv2d_geometry("t", (8, 8), (3, 3), 2, 1, 1))
-    assert conv_dispatch.eligible_algorithms(strided) == ["gemm"]
+    assert conv_dispatch.eligible_algorithms(strided) == ["gemm", "blocked"]  # stride phases
+    # ... but not dilated, nor with a stride past the kernel (a phase without taps)
+    dilated = case._replace(geo=cnncore._geometry.conv2d_geometry("t", (8, 8), (3, 3), 2, 1, 2))
+    assert conv_dispatch.eligible_algorithms(dilated) == ["gemm"]
+    wide = case._replace(
+        w_shape=(4, 4, 1, 1), geo=cnncore._geometry.conv2d_geometry("t", (8, 8), (1, 1), 2, 0, 1)
+    )
+    assert conv_dispatch.eligible_algorithms(wide) == ["gemm"]
 
 
 def test_forced_algorithm_wins_over_a_tuned_choice(rng):
