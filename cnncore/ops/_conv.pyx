@@ -16,8 +16,9 @@ in as the ``algorithm`` argument:
   where im2col + GEMM would spend its time copying and packing.
 * channel-blocked direct: register-blocked outer products of packed weights (blocks of
   16-32 output channels in vector lanes) and broadcast inputs, with C microkernels
-  (``src/_blocked_conv.h``) compiled for each SIMD level; forward, unit-stride input
-  gradient, weight gradient (output channels in lanes, dy transposed per sample).
+  (``src/_blocked_conv.h``) compiled for each SIMD level; forward, input gradient
+  (strided ones in stride phases: one unit-stride correlation per phase, interleaved),
+  weight gradient (output channels in lanes, dy transposed per sample).
 * Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
   of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
   F(4x4, 3x3) ("winograd4"): the same with 4x4 tiles, 36 GEMMs (4x fewer multiplications,
@@ -1759,7 +1760,9 @@ cdef inline Py_ssize_t direct_width(Py_ssize_t Wo, Py_ssize_t sw, Py_ssize_t kw,
 # whole blocks of P pixels; the weights are packed once per call as [group][block][tap][OB]
 # with the blocks' biases after them.  One task per (sample, group), every output summed in
 # tap order from its bias: bit-identical for any thread count.  The input gradient at unit
-# stride is the same correlation of the padded dy with the transposed, rotated kernel.
+# stride is the same correlation of the padded dy with the transposed, rotated kernel; a
+# strided one is sh * sw such correlations, one per stride phase of dx with the taps that
+# reach it (blk_backward_input_strided).
 
 cdef inline Py_ssize_t vec_lanes(const floating* dummy) noexcept nogil:
     """Lanes of one vector of ``floating`` in this SIMD build (the blocked and rows kernels)."""
