@@ -19,6 +19,8 @@ from reference import (
 
 import cnncore
 from cnncore import _config
+from cnncore._geometry import conv2d_geometry
+from cnncore.ops import conv_dispatch
 from cnncore.ops.conv import _conv, conv2d_algorithms
 
 DTYPES = [np.float32, np.float64]
@@ -742,6 +744,38 @@ def test_blocked_kernels_at_every_simd_level(rng, case, dtype, monkeypatch):
                 rtol=t["rtol"] * 10,
                 atol=t["atol"] * 10,
             )
+
+
+@pytest.mark.parametrize("case", BLOCKED_CASES[2:7], ids=_ids)
+def test_blocked_strided_input_gradient_finite_differences(rng, case):
+    """The blocked kernels' strided input gradient (stride phases, each with its own taps,
+    interleaved into dx; pixels no tap reaches) against float64 central differences, and
+    conv_transpose2d's forward (the same kernel, with a bias on dx's channels)."""
+    x, w, b = _make(rng, case, np.float64)
+    x = x[:1].copy()
+    _, _, s, p, d, g = case
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    y = cnncore.conv2d(x, w, b, **kw)
+    gy = rng.standard_normal(y.shape)
+    bias_in = rng.standard_normal(x.shape[1])
+
+    def loss():
+        return float(np.sum(cnncore.conv2d(x, w, b, **kw) * gy))
+
+    with cnncore.conv_algorithm("blocked"):
+        geo = conv2d_geometry("t", x.shape[2:], w.shape[2:], s, p, d)
+        assert conv_dispatch.blocked_input_applies(geo)  # (the kernels run it, not GEMM)
+        dx = cnncore.conv2d_backward_input(gy, w, x.shape, **kw)
+        np.testing.assert_allclose(dx, fd_grad(loss, x), atol=1e-6, rtol=1e-5)
+        (sh, sw), (ph, pw) = [(v, v) if np.isscalar(v) else v for v in (s, p)]
+        op = tuple(
+            x.shape[2 + a] - ((y.shape[2 + a] - 1) * st - 2 * pa + w.shape[2 + a])
+            for a, st, pa in ((0, sh, ph), (1, sw, pw))
+        )
+        yt = cnncore.conv_transpose2d(
+            gy, w, bias_in, stride=s, padding=p, output_padding=op, groups=g
+        )
+    np.testing.assert_allclose(yt, dx + bias_in[:, None, None], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
