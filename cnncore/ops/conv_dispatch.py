@@ -266,9 +266,10 @@ _WINOGRAD4_MIN_OUTPUT = 8
 # direct kernel.
 # Their strided input gradient runs in stride phases (one unit-stride correlation of dy per
 # phase with that phase's taps, interleaved into dx): with AVX-512 it beats GEMM's col2im
-# (float32, N=128, one thread's CPU time, loaded 2-core AVX-512 VM, ms: ResNet's 32 -> 64
-# transition, 16x16 -> 8x8: 3.4-3.8 against 3.6-4.6; 16 -> 32, 32x32 -> 16x16: 3.5-4.3
-# against 4.9-6.0); with AVX2 GEMM keeps it (5.4 against 4.8; 5.8 against 5.7).  It is
+# (float32, N=128, one thread's CPU time, 2-core AVX-512 VM at load ~1.2, ms, two
+# interleaved runs: ResNet's 32 -> 64 transition, 16x16 -> 8x8: 3.27-3.42 against GEMM's
+# 4.53-5.13; 16 -> 32, 32x32 -> 16x16: 3.71-3.83 against 5.51-5.56); with AVX2 GEMM keeps
+# it (loaded VM: 5.4 against 4.8; 5.8 against 5.7).  It is
 # also conv_transpose2d's forward: DCGAN's k3 s2 p1 op1 upsampler (32x64x16x16 -> 32) 3.6
 # against GEMM's 4.2, and its k4 s2 p1 one (2x2 taps in each of the 4 phases) 5.1 against
 # 6.4 -- the one 4x4 kernel the blocked kernels take by default.
