@@ -40,7 +40,7 @@ static inline ptrdiff_t cnn_blk_nv(ptrdiff_t n_out, ptrdiff_t vl) { return n_out
    those compiled below, with NV * P accumulators fitting the registers) that covers the row
    with the fewest wasted columns, counting ~3 pixels' worth of overhead per call. */
 static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
-    static const ptrdiff_t cand[] = {4, 6, 8, 12, 16};
+    static const ptrdiff_t cand[] = {4, 6, 7, 8, 12, 14, 16};
     ptrdiff_t best = 4, best_cost = -1;
     for (size_t k = 0; k < sizeof cand / sizeof cand[0]; ++k) {
         ptrdiff_t P = cand[k];
@@ -162,11 +162,14 @@ typedef void (*cnn_blk_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdi
 #define CNN_BLK_KERNELS_T(T, VT)     \
     CNN_BLK_KERNELS_SW(T, VT, 1, 4)  \
     CNN_BLK_KERNELS_SW(T, VT, 1, 6)  \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 7)  \
     CNN_BLK_KERNELS_SW(T, VT, 1, 8)  \
     CNN_BLK_KERNELS_SW(T, VT, 1, 12) \
+    CNN_BLK_KERNELS_SW(T, VT, 1, 14) \
     CNN_BLK_KERNELS_SW(T, VT, 1, 16) \
     CNN_BLK_KERNELS_SW(T, VT, 2, 4)  \
     CNN_BLK_KERNELS_SW(T, VT, 2, 6)  \
+    CNN_BLK_KERNELS_SW(T, VT, 2, 7)  \
     CNN_BLK_KERNELS_SW(T, VT, 2, 8)  \
     CNN_BLK_KERNELS_SW(T, VT, 2, 12)
 
@@ -192,14 +195,17 @@ CNN_BLK_KERNELS_T(double, cnn_vd)
             switch (P) {                                                                   \
                 CNN_BLK_CASE(T, 1, 4)                                                      \
                 CNN_BLK_CASE(T, 1, 6)                                                      \
+                CNN_BLK_CASE(T, 1, 7)                                                      \
                 CNN_BLK_CASE(T, 1, 8)                                                      \
                 CNN_BLK_CASE(T, 1, 12)                                                     \
+                CNN_BLK_CASE(T, 1, 14)                                                     \
                 CNN_BLK_CASE(T, 1, 16)                                                     \
             }                                                                              \
         } else {                                                                           \
             switch (P) {                                                                   \
                 CNN_BLK_CASE(T, 2, 4)                                                      \
                 CNN_BLK_CASE(T, 2, 6)                                                      \
+                CNN_BLK_CASE(T, 2, 7)                                                      \
                 CNN_BLK_CASE(T, 2, 8)                                                      \
                 CNN_BLK_CASE(T, 2, 12)                                                     \
             }                                                                              \
@@ -256,6 +262,21 @@ CNN_BLK_SELECT(double)
 
 CNN_BLK_CORR(float)
 CNN_BLK_CORR(double)
+
+/* d[2 * i] = e[i], d[2 * i + 1] = o[i]: a row of W pixels from its even and odd columns
+   (the stride-2 input gradient's column phases; restrict pointers, so it vectorizes). */
+#define CNN_BLK_INTERLEAVE2(T)                                                              \
+    static void cnn_blk_interleave2_##T(const T* restrict e, const T* restrict o,            \
+                                        T* restrict d, ptrdiff_t W) {                        \
+        const ptrdiff_t h = W / 2;                                                          \
+        for (ptrdiff_t i = 0; i < h; ++i) {                                                 \
+            d[2 * i] = e[i];                                                                \
+            d[2 * i + 1] = o[i];                                                            \
+        }                                                                                   \
+        if (W & 1) d[W - 1] = e[h];                                                         \
+    }
+CNN_BLK_INTERLEAVE2(float)
+CNN_BLK_INTERLEAVE2(double)
 
 
 /* ---- Weight gradient ------------------------------------------------------------------

@@ -111,11 +111,12 @@ def test_only_algorithms_that_apply_are_timed(rng, count_measure):
     y = cnncore.conv2d(x, w, stride=2)
     cnncore.conv2d_backward(np.ones_like(y), x, w, stride=2)
     timed = {case.which: set(cands) for case, cands, _ in count_measure}
-    # 5x5 stride 2: no Winograd; the direct and blocked input gradients need stride 1; no
-    # direct weight gradient; depthwise needs 1 channel per group
+    # 5x5 stride 2: no Winograd; the direct input gradient needs stride 1 (the blocked one
+    # runs strided ones in stride phases); no direct weight gradient; depthwise needs 1
+    # channel per group
     assert timed == {
         "forward": {"gemm", "direct", "blocked"},
-        "input": {"gemm"},
+        "input": {"gemm", "blocked"},
         "weight": {"gemm", "blocked"},
     }
     assert {t["pass"]: t["algorithm"] for t in conv_dispatch.tuned_algorithms()}.keys() == {
@@ -149,7 +150,14 @@ def test_eligibility_matches_the_kernels():
         "rows",
     ]
     strided = case._replace(geo=cnncore._geometry.conv2d_geometry("t", (8, 8), (3, 3), 2, 1, 1))
-    assert conv_dispatch.eligible_algorithms(strided) == ["gemm"]
+    assert conv_dispatch.eligible_algorithms(strided) == ["gemm", "blocked"]  # stride phases
+    # ... but not dilated, nor with a stride past the kernel (a phase without taps)
+    dilated = case._replace(geo=cnncore._geometry.conv2d_geometry("t", (8, 8), (3, 3), 2, 1, 2))
+    assert conv_dispatch.eligible_algorithms(dilated) == ["gemm"]
+    wide = case._replace(
+        w_shape=(4, 4, 1, 1), geo=cnncore._geometry.conv2d_geometry("t", (8, 8), (1, 1), 2, 0, 1)
+    )
+    assert conv_dispatch.eligible_algorithms(wide) == ["gemm"]
 
 
 def test_forced_algorithm_wins_over_a_tuned_choice(rng):

@@ -19,6 +19,8 @@ from reference import (
 
 import cnncore
 from cnncore import _config
+from cnncore._geometry import conv2d_geometry
+from cnncore.ops import conv_dispatch
 from cnncore.ops.conv import _conv, conv2d_algorithms
 
 DTYPES = [np.float32, np.float64]
@@ -685,7 +687,11 @@ BLOCKED_CASES = [
     # (x shape, weight shape, stride, padding, dilation, groups)
     ((2, 16, 9, 11), (40, 16, 3, 3), 1, 1, 1, 1),  # a partial channel block, pixel tails
     ((3, 32, 8, 8), (64, 32, 3, 3), 1, 1, 1, 1),  # two vectors per channel block
-    ((2, 16, 13, 12), (32, 16, 3, 3), 2, 1, 1, 1),  # stride 2 (strided input gradient: GEMM)
+    ((2, 16, 13, 12), (32, 16, 3, 3), 2, 1, 1, 1),  # stride 2: input gradient in 4 phases
+    ((2, 32, 16, 16), (64, 32, 3, 3), 2, 1, 1, 1),  # ResNet's transition, even sizes
+    ((2, 16, 9, 8), (20, 16, 3, 3), 2, 0, 1, 1),  # unpadded: the last row gets no tap
+    ((2, 6, 11, 13), (10, 6, 4, 5), (3, 2), (2, 1), 1, 1),  # 3 x 2 phases of 2x2 / 1x3 taps
+    ((2, 8, 12, 12), (16, 4, 2, 2), 2, 0, 1, 2),  # 1x1 phases (stride == kernel), groups
     ((2, 12, 11, 10), (18, 6, 3, 3), 3, 2, 1, 2),  # stride 3, groups
     ((2, 8, 12, 17), (16, 8, 5, 3), 1, (2, 1), (2, 1), 1),  # 5x3 taps, dilation
     # dilated columns: the weight gradient's generic microkernel (the others: unit column
@@ -740,6 +746,38 @@ def test_blocked_kernels_at_every_simd_level(rng, case, dtype, monkeypatch):
             )
 
 
+@pytest.mark.parametrize("case", BLOCKED_CASES[2:7], ids=_ids)
+def test_blocked_strided_input_gradient_finite_differences(rng, case):
+    """The blocked kernels' strided input gradient (stride phases, each with its own taps,
+    interleaved into dx; pixels no tap reaches) against float64 central differences, and
+    conv_transpose2d's forward (the same kernel, with a bias on dx's channels)."""
+    x, w, b = _make(rng, case, np.float64)
+    x = x[:1].copy()
+    _, _, s, p, d, g = case
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    y = cnncore.conv2d(x, w, b, **kw)
+    gy = rng.standard_normal(y.shape)
+    bias_in = rng.standard_normal(x.shape[1])
+
+    def loss():
+        return float(np.sum(cnncore.conv2d(x, w, b, **kw) * gy))
+
+    with cnncore.conv_algorithm("blocked"):
+        geo = conv2d_geometry("t", x.shape[2:], w.shape[2:], s, p, d)
+        assert conv_dispatch.blocked_input_applies(geo)  # (the kernels run it, not GEMM)
+        dx = cnncore.conv2d_backward_input(gy, w, x.shape, **kw)
+        np.testing.assert_allclose(dx, fd_grad(loss, x), atol=1e-6, rtol=1e-5)
+        (sh, sw), (ph, pw) = [(v, v) if np.isscalar(v) else v for v in (s, p)]
+        op = tuple(
+            x.shape[2 + a] - ((y.shape[2 + a] - 1) * st - 2 * pa + w.shape[2 + a])
+            for a, st, pa in ((0, sh, ph), (1, sw, pw))
+        )
+        yt = cnncore.conv_transpose2d(
+            gy, w, bias_in, stride=s, padding=p, output_padding=op, groups=g
+        )
+    np.testing.assert_allclose(yt, dx + bias_in[:, None, None], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "case",
@@ -784,7 +822,7 @@ def test_blocked_forward_small_batch_splits_rows_bit_identically(rng, case, dtyp
     [CASES[1], CASES[3], CASES[4], CASES[5], CASES[11], CASES[15], CASES[16], CASES[17]]
     + CASES[19:22]
     + FLAT_AND_PHASE_CASES
-    + BLOCKED_CASES[:4]
+    + BLOCKED_CASES[:8]
     + GROUPED_CASES,
     ids=_ids,
 )
@@ -965,6 +1003,8 @@ _WIDE_W4 = "winograd4" if _WIDE else "blocked"
 # of the first one (1 -> 6 channels) run the row-vectorized kernels.
 _LENET = ("blocked", "rows" if _WIDE else "gemm", "blocked")
 _SMALL_FWD = "gemm" if _WIDE else "blocked"
+# the blocked strided input gradient (stride phases): with AVX-512; with AVX2 GEMM
+_STRIDED_DX = "blocked" if _WIDE else "gemm"
 # Grouped 3x3 convolutions (see conv_dispatch._grouped_choice): 8 channels per group run the
 # row kernels with AVX-512, the blocked ones with AVX2 (8 lanes); 16 per group with AVX2 the
 # blocked forward and weight gradient; 32 per group with AVX-512 F(4x4)'s weight gradient.
@@ -988,7 +1028,7 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
         ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "rows", _LENET[1], "rows"),
         ((64, 1, 28, 28), (32, 1, 3, 3), {"padding": 1}, "gemm", "gemm", "gemm"),
         # 16-128 channels per group (ResNet): the channel-blocked kernels, any stride; the
-        # input gradient only at stride 1; with AVX2 only where Winograd does not apply;
+        # strided input gradient with AVX-512 only; with AVX2 only where Winograd does not apply;
         # with AVX-512 F(4x4) Winograd from 64 channels (>= 7x7) and from 32 on whole 4x4
         # tiles (ResNet's stages 2 and 3)
         # (F(4x4) from 32 into 64 channels also on partial tiles: the README CNN's forward
@@ -1014,7 +1054,7 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
             (64, 32, 3, 3),
             {"padding": 1, "stride": 2},
             "blocked",
-            "gemm",
+            _STRIDED_DX,
             "blocked",
         ),
         (
@@ -1022,8 +1062,17 @@ _G32 = {"avx512": ("blocked", "blocked", "winograd4")}.get(_SIMD, ("winograd4",)
             (32, 16, 3, 3),
             {"padding": 1, "stride": 2},
             "blocked",
-            "gemm",
+            _STRIDED_DX,
             "blocked",
+        ),
+        # DCGAN's k4 s2 p1 upsampler (conv_transpose2d's forward: conv2d's input gradient)
+        (
+            (32, 32, 32, 32),
+            (64, 32, 4, 4),
+            {"padding": 1, "stride": 2},
+            "gemm",
+            _STRIDED_DX,
+            "gemm",
         ),
         ((32, 128, 16, 16), (128, 8, 3, 3), {"padding": 1, "groups": 16}, *_G8),
         ((32, 128, 16, 16), (128, 16, 3, 3), {"padding": 1, "groups": 8}, *_G16),

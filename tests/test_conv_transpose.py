@@ -157,11 +157,20 @@ def test_docstring_example():
 
 
 def test_algorithms_follow_the_conv2d_passes():
-    # the U-Net upsampler: GEMM (+ col2im) for all three passes
+    wide = _config._selected_simd() == "avx512"
+    # the DCGAN upsampler (k4 s2 p1): its forward (conv2d's strided input gradient) by the
+    # blocked kernels in stride phases with AVX-512, else GEMM (+ col2im); the other passes
+    # GEMM
     assert conv_transpose2d_algorithms((32, 64, 16, 16), (64, 32, 4, 4), 2, 1) == {
-        "forward": "gemm",
+        "forward": "blocked" if wide else "gemm",
         "input": "gemm",
         "weight": "gemm",
+    }
+    # ... and its k3 s2 p1 op1 variant: the blocked kernels' forward and weight gradient
+    assert conv_transpose2d_algorithms((32, 64, 16, 16), (64, 32, 3, 3), 2, 1, 1) == {
+        "forward": "blocked" if wide else "gemm",
+        "input": "blocked",
+        "weight": "blocked",
     }
     # depthwise transposed: the depthwise kernels
     assert set(
@@ -170,7 +179,6 @@ def test_algorithms_follow_the_conv2d_passes():
     # 3x3 stride 1 with 16-128 channels: the channel-blocked kernels (with AVX-512, but
     # F(4x4) Winograd from 32 channels on whole 4x4 tiles; with AVX2 F(4x4) where it
     # applies); more channels: Winograd F(2x2)
-    wide = _config._selected_simd() == "avx512"
     assert set(conv_transpose2d_algorithms((8, 32, 14, 14), (32, 32, 3, 3), 1, 1).values()) == {
         "blocked" if wide else "winograd4"
     }

@@ -16,8 +16,9 @@ in as the ``algorithm`` argument:
   where im2col + GEMM would spend its time copying and packing.
 * channel-blocked direct: register-blocked outer products of packed weights (blocks of
   16-32 output channels in vector lanes) and broadcast inputs, with C microkernels
-  (``src/_blocked_conv.h``) compiled for each SIMD level; forward, unit-stride input
-  gradient, weight gradient (output channels in lanes, dy transposed per sample).
+  (``src/_blocked_conv.h``) compiled for each SIMD level; forward, input gradient
+  (strided ones in stride phases: one unit-stride correlation per phase, interleaved),
+  weight gradient (output channels in lanes, dy transposed per sample).
 * Winograd F(2x2, 3x3): 3x3 / stride-1 / dilation-1 convolutions as 16 BLAS GEMMs per block
   of 2x2 output tiles (2.25x fewer multiplications); Inf/NaN inputs fall back to GEMM.
   F(4x4, 3x3) ("winograd4"): the same with 4x4 tiles, 36 GEMMs (4x fewer multiplications,
@@ -84,6 +85,9 @@ cdef extern from "_blocked_conv.h" nogil:
                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                              Py_ssize_t dh, Py_ssize_t dw, double* out, Py_ssize_t Ho,
                              Py_ssize_t Wo, Py_ssize_t oh0, Py_ssize_t oh1, double* tmp)
+    void cnn_blk_interleave2_float(const float* e, const float* o, float* d, Py_ssize_t W)
+    void cnn_blk_interleave2_double(const double* e, const double* o, double* d,
+                                    Py_ssize_t W)
     void cnn_blkw_transpose_float(const float* dy, Py_ssize_t n_out, Py_ssize_t L,
                                   Py_ssize_t OB, float* dyT)
     void cnn_blkw_transpose_double(const double* dy, Py_ssize_t n_out, Py_ssize_t L,
@@ -1756,7 +1760,9 @@ cdef inline Py_ssize_t direct_width(Py_ssize_t Wo, Py_ssize_t sw, Py_ssize_t kw,
 # whole blocks of P pixels; the weights are packed once per call as [group][block][tap][OB]
 # with the blocks' biases after them.  One task per (sample, group), every output summed in
 # tap order from its bias: bit-identical for any thread count.  The input gradient at unit
-# stride is the same correlation of the padded dy with the transposed, rotated kernel.
+# stride is the same correlation of the padded dy with the transposed, rotated kernel; a
+# strided one is sh * sw such correlations, one per stride phase of dx with the taps that
+# reach it (blk_backward_input_strided).
 
 cdef inline Py_ssize_t vec_lanes(const floating* dummy) noexcept nogil:
     """Lanes of one vector of ``floating`` in this SIMD build (the blocked and rows kernels)."""
@@ -1949,6 +1955,184 @@ cdef int blk_backward_input(const floating* go, const floating* w, const floatin
     free(packed)
     return status
 
+
+cdef inline bint blk_strided_input_applies(const Geom* g) noexcept nogil:
+    """Whether :func:`blk_backward_input_strided` runs this input gradient: a stride above
+    one, no dilation, and every stride at most the kernel's size (each phase has a tap)."""
+    return ((g.sh > 1 or g.sw > 1) and g.dh == 1 and g.dw == 1 and g.sh <= g.kh
+            and g.sw <= g.kw)
+
+
+ctypedef struct BlkPhase:
+    BlkPlan pl
+    Py_ssize_t rh, rw       # the phase: taps i = rh + sh * m, j = rw + sw * n
+    Py_ssize_t mh, mw       # its taps per column / row of the kernel
+    Py_ssize_t u0, v0       # its first dx row / column: ih = sh * (u0 + a) + rh - ph
+    Py_ssize_t Hu, Wu       # its dx rows / columns
+    Py_ssize_t inp          # offset of its padded dy in the shared padded planes
+    Py_ssize_t out          # offset of its dx pixels in the per-sample output scratch
+
+
+cdef void blk_phase_scatter(const floating* buf, const BlkPhase* phases, const Geom* g,
+                            floating* dxn) noexcept nogil:
+    """Interleave one sample's (one group's) phase outputs ``buf`` (phase after phase,
+    ``Cg x Hu x Wu`` each) into its dx planes ``dxn``; stride-2 rows pairwise (a loop the
+    compiler vectorizes), other strides column by column."""
+    cdef Py_ssize_t c, ih, rh, a, f, rw, b, W = g.W
+    cdef const BlkPhase* p0
+    cdef const BlkPhase* p1
+    cdef const floating* e
+    cdef const floating* o
+    cdef floating* d
+    for c in range(g.Cg):
+        for ih in range(g.H):
+            rh = (ih + g.ph) % g.sh
+            d = dxn + (c * g.H + ih) * W
+            f = rh * g.sw
+            a = (ih + g.ph - rh) // g.sh - phases[f].u0
+            if g.sw == 2:
+                # the phase whose first column is 0 (even columns), then the odd one
+                p0 = phases + f
+                p1 = phases + f + 1
+                if g.sw * p0.v0 + p0.rw - g.pw != 0:
+                    p0, p1 = p1, p0
+                e = buf + p0.out + (c * p0.Hu + a) * p0.Wu
+                o = buf + p1.out + (c * p1.Hu + a) * p1.Wu
+                if floating is float:
+                    cnn_blk_interleave2_float(e, o, d, W)
+                else:
+                    cnn_blk_interleave2_double(e, o, d, W)
+                continue
+            for rw in range(g.sw):
+                p0 = phases + f + rw
+                if p0.Wu == 0:
+                    continue
+                e = buf + p0.out + (c * p0.Hu + a) * p0.Wu
+                d = dxn + (c * g.H + ih) * W + g.sw * p0.v0 + p0.rw - g.pw
+                for b in range(p0.Wu):
+                    d[b * g.sw] = e[b]
+
+
+cdef int blk_backward_input_strided(const floating* go, const floating* w,
+                                    const floating* bias, const Geom* g, floating* dx,
+                                    int n_threads) noexcept nogil:
+    """Input gradient of a strided convolution by the channel-blocked kernel, in phases: the
+    dx pixels ``(ih, iw)`` with ``(ih + ph) % sh == rh`` and ``(iw + pw) % sw == rw`` receive
+    exactly the taps ``i = rh + sh * m``, ``j = rw + sw * n``, from ``dy[oh = u - m]``
+    (``ih = sh * u + rh - ph``): a unit-stride correlation of the zero-padded ``dy`` (one
+    copy per sample, which every phase reads at its own offset) with that phase's
+    transposed, rotated sub-kernel (:func:`blk_backward_input`'s loop, with no zero-dilated
+    ``dy``), then interleaved into dx (:func:`blk_phase_scatter`).  Every dx pixel belongs
+    to one phase and is summed in tap order from its ``bias`` (NULL: zero); one task per
+    (sample, group): bit-identical for any thread count."""
+    cdef Py_ssize_t vl = vec_lanes(go)
+    cdef Py_ssize_t nph = g.sh * g.sw
+    cdef Py_ssize_t n_tasks = g.N * g.G, HW = g.H * g.W, L = g.Ho * g.Wo
+    cdef Py_ssize_t f, t, n0, gi, c, o, m, q, taps, top, left, R = 0, Q = 0, tmp = 0
+    cdef Py_ssize_t ws, e
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef floating* col = NULL
+    cdef floating* wph = NULL
+    cdef floating* dst
+    cdef const floating* src
+    cdef const floating* bpack
+    cdef BlkPhase* ph
+    cdef BlkPhase* phases = <BlkPhase*> calloc(nph, sizeof(BlkPhase))
+    cdef floating** packs = <floating**> calloc(nph, sizeof(floating*))
+    if phases == NULL or packs == NULL:
+        free(phases)
+        free(packs)
+        return CNN_ERR_NOMEM
+    # the phases' geometry; the padded dy's origin is the lowest of theirs
+    top = left = 0
+    for f in range(nph):
+        ph = phases + f
+        ph.rh = f // g.sw
+        ph.rw = f % g.sw
+        ph.mh = ceil_div(g.kh - ph.rh, g.sh)
+        ph.mw = ceil_div(g.kw - ph.rw, g.sw)
+        ph.u0 = ceil_div(g.ph - ph.rh, g.sh)
+        ph.v0 = ceil_div(g.pw - ph.rw, g.sw)
+        ph.Hu = py_max(0, floor_div(g.H - 1 + g.ph - ph.rh, g.sh) - ph.u0 + 1)
+        ph.Wu = py_max(0, floor_div(g.W - 1 + g.pw - ph.rw, g.sw) - ph.v0 + 1)
+        ph.pl = blk_plan(vl, g.Kg, g.Cg, ph.mh, ph.mw, 1, 1, 1, 1, py_max(ph.Hu, 1),
+                         py_max(ph.Wu, 1))
+        ph.out = phases[f - 1].out + g.Cg * phases[f - 1].Hu * phases[f - 1].Wu if f else 0
+        top = py_min(top, ph.u0 - (ph.mh - 1)) if f else ph.u0 - (ph.mh - 1)
+        left = py_min(left, ph.v0 - (ph.mw - 1)) if f else ph.v0 - (ph.mw - 1)
+    for f in range(nph):
+        ph = phases + f
+        R = py_max(R, ph.u0 - (ph.mh - 1) - top + ph.pl.R)
+        Q = py_max(Q, ph.v0 - (ph.mw - 1) - left + ph.pl.Q)
+        tmp = py_max(tmp, ph.pl.tmp)
+    for f in range(nph):
+        ph = phases + f
+        ph.inp = (ph.u0 - (ph.mh - 1) - top) * Q + ph.v0 - (ph.mw - 1) - left
+    ws = g.Kg * R * Q + tmp + g.Cg * HW
+    wph = <floating*> malloc(g.K * g.Cg * g.kh * g.kw * sizeof(floating))
+    if wph == NULL:
+        status = CNN_ERR_NOMEM
+    for f in range(nph):
+        if status != CNN_OK:
+            break
+        ph = phases + f
+        # per group: wph[c][o][m'][n'] = w[o, c, rh + sh * (mh-1-m'), rw + sw * (mw-1-n')]
+        taps = ph.mh * ph.mw
+        for gi in range(g.G):
+            for o in range(g.Kg):
+                for c in range(g.Cg):
+                    src = w + ((gi * g.Kg + o) * g.Cg + c) * g.kh * g.kw
+                    dst = wph + ((gi * g.Cg + c) * g.Kg + o) * taps
+                    for m in range(ph.mh):
+                        for q in range(ph.mw):
+                            dst[m * ph.mw + q] = src[
+                                (ph.rh + g.sh * (ph.mh - 1 - m)) * g.kw
+                                + ph.rw + g.sw * (ph.mw - 1 - q)]
+        packs[f] = blk_pack(wph, bias, g.G, g.Cg, g.Kg * taps, &ph.pl)
+        if packs[f] == NULL:
+            status = CNN_ERR_NOMEM
+    free(wph)
+    if status == CNN_OK:
+        with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+            # zeroed once: every sample fills the same in-bounds part of the padded planes
+            col = <floating*> calloc(ws, sizeof(floating))
+            ok = scratch_ok(col, ws, status_p)
+            for t in prange(n_tasks, schedule="static"):
+                if not ok:
+                    continue
+                n0 = t // g.G
+                gi = t % g.G
+                row_fill(go + (n0 * g.K + gi * g.Kg) * L, g.Kg, g.Ho, g.Wo, top, left, R, Q,
+                         col)
+                e = g.Kg * R * Q
+                for f in range(nph):
+                    ph = phases + f
+                    if ph.Hu == 0 or ph.Wu == 0:
+                        continue
+                    bpack = (packs[f] + gi * ph.pl.per_group
+                             + ceil_div(g.Cg, ph.pl.OB) * g.Kg * ph.mh * ph.mw * ph.pl.OB)
+                    if floating is float:
+                        cnn_blk_corr_float(col + ph.inp, g.Kg, R, Q,
+                                           packs[f] + gi * ph.pl.per_group, bpack, g.Cg,
+                                           ph.mh, ph.mw, 1, 1, 1, 1,
+                                           col + e + tmp + ph.out, ph.Hu, ph.Wu, 0, ph.Hu,
+                                           col + e)
+                    else:
+                        cnn_blk_corr_double(col + ph.inp, g.Kg, R, Q,
+                                            packs[f] + gi * ph.pl.per_group, bpack, g.Cg,
+                                            ph.mh, ph.mw, 1, 1, 1, 1,
+                                            col + e + tmp + ph.out, ph.Hu, ph.Wu, 0, ph.Hu,
+                                            col + e)
+                blk_phase_scatter(col + e + tmp, phases, g,
+                                  dx + (n0 * g.C + gi * g.Cg) * HW)
+            free(col)
+    for f in range(nph):
+        free(packs[f])
+    free(packs)
+    free(phases)
+    return status
 
 cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* g,
                              floating* dw, floating* db, int n_threads,
@@ -2506,6 +2690,8 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
         return dw_backward_input(go, w, bias, g, dx, n_threads)
     if algo == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
         return blk_backward_input(go, w, bias, g, dx, n_threads)
+    if algo == ALGO_BLOCKED and blk_strided_input_applies(g):
+        return blk_backward_input_strided(go, w, bias, g, dx, n_threads)
     if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
         return rows_backward_input(go, w, bias, g, dx, n_threads)
     if ((algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g)

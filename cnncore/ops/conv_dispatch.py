@@ -27,7 +27,8 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
 ``"blocked"``
     channel-blocked direct convolution: blocks of 16-32 output channels by a row of output
     pixels accumulated in vector registers (C microkernels built per SIMD level), with no
-    im2col; forward, unit-stride input gradient and weight gradient.  ResNet's 3x3
+    im2col; forward, input gradient (strided ones in stride phases: unit-stride
+    correlations with each phase's taps, interleaved) and weight gradient.  ResNet's 3x3
     convolutions on small images (16-128 channels per group, any stride; with AVX2 also
     grouped ones of 8 channels per group, one vector).
 ``"rows"``
@@ -59,7 +60,8 @@ deterministic; ``tune()`` with a cache file gives measured choices that repeat.
 
 A forced algorithm that does not apply to a shape (``"winograd"`` for a 5x5 kernel,
 ``"direct"`` for a weight gradient, ``"depthwise"`` for two input channels per group,
-``"blocked"`` for a strided input gradient, ``"rows"`` for any strided pass) runs GEMM.
+``"blocked"`` for a dilated strided input gradient or one whose stride exceeds the
+kernel, ``"rows"`` for any strided pass) runs GEMM.
 All algorithms give the same result up to rounding (they may differ in the last bits); each
 is bit-identical for any thread count, and no choice depends on the thread count (tuned
 choices are measured at a fixed one), so results never do.
@@ -122,6 +124,15 @@ def _winograd_applies(case: ConvCase) -> bool:
     )
 
 
+def blocked_input_applies(geo: ConvGeometry) -> bool:
+    """Whether the blocked kernels run an input gradient: at unit stride any, strided ones
+    (in stride phases, ``blk_backward_input_strided`` in ``_conv.pyx``) without dilation and
+    with each stride at most the kernel's size, so that every phase has a tap."""
+    return geo.stride == (1, 1) or (
+        geo.dilation == (1, 1) and geo.stride[0] <= geo.kernel[0] and geo.stride[1] <= geo.kernel[1]
+    )
+
+
 #: Name -> :class:`Algorithm`, for every algorithm the kernels implement.  A new algorithm is
 #: one entry here: ``conv_algorithm(name)`` then forces it (:data:`ALGORITHMS` lists these
 #: names) and autotuning times it wherever it applies.
@@ -131,9 +142,10 @@ REGISTRY: dict[str, Algorithm] = {
     "winograd": Algorithm(ConvAlgorithm.ALGO_WINOGRAD, _winograd_applies),
     "winograd4": Algorithm(ConvAlgorithm.ALGO_WINOGRAD4, _winograd_applies),
     "depthwise": Algorithm(ConvAlgorithm.ALGO_DEPTHWISE, lambda case: case.w_shape[1] == 1),
-    # no strided input-gradient kernel
+    # strided input gradients in phases: no dilation, each stride at most the kernel's size
     "blocked": Algorithm(
-        ConvAlgorithm.ALGO_BLOCKED, lambda case: case.which != "input" or case.geo.stride == (1, 1)
+        ConvAlgorithm.ALGO_BLOCKED,
+        lambda case: case.which != "input" or blocked_input_applies(case.geo),
     ),
     # unit stride, all three passes
     "rows": Algorithm(ConvAlgorithm.ALGO_ROWS, lambda case: case.geo.stride == (1, 1)),
@@ -252,6 +264,16 @@ _WINOGRAD4_MIN_OUTPUT = 8
 # channels per group GEMM and Winograd have the edge; the zero-padded copy of a sample's
 # channels (and, for the weight gradient, its transposed dy) must stay small, as for the
 # direct kernel.
+# Their strided input gradient runs in stride phases (one unit-stride correlation of dy per
+# phase with that phase's taps, interleaved into dx): with AVX-512 it beats GEMM's col2im
+# (float32, N=128, one thread's CPU time, 2-core AVX-512 VM at load ~1.2, ms, two
+# interleaved runs: ResNet's 32 -> 64 transition, 16x16 -> 8x8: 3.27-3.42 against GEMM's
+# 4.53-5.13; 16 -> 32, 32x32 -> 16x16: 3.71-3.83 against 5.51-5.56); with AVX2 GEMM keeps
+# it (loaded VM: 5.4 against 4.8; 5.8 against 5.7).  It is
+# also conv_transpose2d's forward: DCGAN's k3 s2 p1 op1 upsampler (32x64x16x16 -> 32) 3.6
+# against GEMM's 4.2, and its k4 s2 p1 one (2x2 taps in each of the 4 phases) 5.1 against
+# 6.4 -- the one 4x4 kernel the blocked kernels take by default.
+_BLOCKED_STRIDED_INPUT_KERNEL = (4, 4)
 _BLOCKED_MIN_OUT_CHANNELS = 16
 _BLOCKED_MIN_IN_CHANNELS = 16
 _BLOCKED_MAX_CHANNELS = 128
@@ -390,7 +412,10 @@ def blocked_eligible(
     k, cg, kh, kw = w_shape
     kg = k // groups
     n_out, n_in = (cg, kg) if which == "input" else (kg, cg)
-    if (kh, kw) != (3, 3) or (which == "input" and geo.stride != (1, 1)):
+    strided_input = which == "input" and geo.stride != (1, 1)
+    if strided_input and (not blocked_input_applies(geo) or _selected_simd() != "avx512"):
+        return False  # strided input gradients: GEMM wins with AVX2 (see above)
+    if (kh, kw) != (3, 3) and not (strided_input and (kh, kw) == _BLOCKED_STRIDED_INPUT_KERNEL):
         return False
     if (
         geo.stride == geo.dilation == (1, 1)
