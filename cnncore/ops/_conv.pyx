@@ -1863,44 +1863,8 @@ cdef void relu_planes(floating* y, Py_ssize_t n_ch, Py_ssize_t plane, Py_ssize_t
 cdef int blk_forward_packed(const floating* x, const floating* packed, const Geom* g,
                             floating* y, bint relu, int n_threads) noexcept nogil:
     """conv2d forward by the channel-blocked direct kernel on weights :func:`blk_pack`
-    packed: one task per (sample, group); with fewer of those than threads (a batch of
-    one), per (sample, group, band of output rows) -- each task pads the sample's planes
-    itself -- then ``relu`` on each task's rows while they are in cache.  Every output is
-    computed the same way whatever the split: bit-identical for any thread count."""
-    cdef BlkPlan pl = blk_plan_of(x, g)
-    cdef Py_ssize_t n_bands = 1
-    cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
-    cdef Py_ssize_t t, n0, gi, band, oh0, oh1
-    cdef floating* yg
-    if g.N * g.G < n_threads:
-        n_bands = py_min(ceil_div(n_threads, g.N * g.G), g.Ho)
-    n_tasks = g.N * g.G * n_bands
-    cdef int status = CNN_OK
-    cdef int* status_p = &status
-    cdef bint ok = False
-    cdef floating* col = NULL
-    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
-        # zeroed once: every task fills the same in-bounds part of the padded planes (a
-        # per-row memset and memcpy of the whole planes cost ~8% of the forward at 16x16)
-        col = <floating*> calloc(ws, sizeof(floating))
-        ok = scratch_ok(col, ws, status_p)
-        for t in prange(n_tasks, schedule="static"):
-            if not ok:
-                continue
-            band = t % n_bands
-            n0 = t // (g.G * n_bands)
-            gi = (t // n_bands) % g.G
-            oh0 = band * g.Ho // n_bands
-            oh1 = (band + 1) * g.Ho // n_bands
-            yg = y + (n0 * g.K + gi * g.Kg) * g.Ho * g.Wo
-            row_fill(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.Cg, g.H, g.W, -g.ph, -g.pw,
-                     pl.R, pl.Q, col)
-            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw, yg,
-                     g.Ho, g.Wo, col + g.Cg * pl.R * pl.Q, oh0, oh1)
-            if relu:
-                relu_planes(yg, g.Kg, g.Ho * g.Wo, oh0 * g.Wo, oh1 * g.Wo)
-        free(col)
-    return status
+    packed, then ``relu``: :func:`blk_forward_packed_res` without a residual."""
+    return blk_forward_packed_res(x, packed, g, y, NULL, False, relu, n_threads)
 
 
 cdef int blk_forward(const floating* x, const floating* w, const floating* bias,
@@ -4367,9 +4331,13 @@ cdef void add_relu_planes(floating* y, const floating* r, Py_ssize_t n_ch, Py_ss
 cdef int blk_forward_packed_res(const floating* x, const floating* packed, const Geom* g,
                                 floating* y, const floating* res, bint r_first, bint relu,
                                 int n_threads) noexcept nogil:
-    """:func:`blk_forward_packed` (the same tasks and microkernel calls, so the same bits)
-    with each task padding only the input rows its output rows read, then adding ``res``
-    (NULL: nothing; same shape as ``y``, not overlapping it) to its rows, then ``relu``."""
+    """conv2d forward by the channel-blocked direct kernel on weights :func:`blk_pack`
+    packed: one task per (sample, group); with fewer of those than threads (a batch of
+    one), per (sample, group, band of output rows), each task padding only the input rows
+    its output rows read.  Each task then adds ``res`` (NULL: nothing; same shape as ``y``,
+    not overlapping it) to its rows (``res`` first with ``r_first``), then ``relu``, while
+    they are in cache.  Every output is computed the same way whatever the split:
+    bit-identical for any thread count."""
     cdef BlkPlan pl = blk_plan_of(x, g)
     cdef Py_ssize_t n_bands = 1
     cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
@@ -4384,6 +4352,8 @@ cdef int blk_forward_packed_res(const floating* x, const floating* packed, const
     cdef bint ok = False
     cdef floating* col = NULL
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        # zeroed once: every task fills the same in-bounds part of the padded planes (a
+        # per-row memset and memcpy of the whole planes cost ~8% of the forward at 16x16)
         col = <floating*> calloc(ws, sizeof(floating))
         ok = scratch_ok(col, ws, status_p)
         for t in prange(n_tasks, schedule="static"):
