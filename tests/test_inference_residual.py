@@ -6,6 +6,8 @@ only the input rows its band of output rows reads."""
 
 import numpy as np
 import pytest
+from test_inference_packed import _case as _packed_case
+from test_inference_packed import _pack
 
 import cnncore
 from cnncore import models, nn
@@ -29,18 +31,11 @@ CASES = [
 
 
 def _case(case, dtype, seed=0):
-    N, C, Kc, H, W, kh, kw, s, p, d, g = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((Kc, C // g, kh, kw)).astype(dtype)
-    b = rng.standard_normal(Kc).astype(dtype)
-    Ho = (H + 2 * p - d * (kh - 1) - 1) // s + 1
-    Wo = (W + 2 * p - d * (kw - 1) - 1) // s + 1
-    f64 = dtype == np.float64
-    packed = np.empty(K.blocked_packed_size(C, Kc, kh, kw, s, s, d, d, g, Ho, Wo, f64), dtype)
-    K.blocked_pack_weights(w, b, packed, s, s, d, d, g, Ho, Wo)
-    r = rng.standard_normal((N, Kc, Ho, Wo)).astype(dtype)
-    return x, w, b, packed, r
+    """test_inference_packed's operands and packed weights, plus a residual of y's shape."""
+    x, w, b, geo = _packed_case(case, dtype, seed)
+    packed = _pack(w, b, geo)
+    r = np.random.default_rng(seed + 1).standard_normal((case[0], case[2], *geo[1]))
+    return x, w, b, packed, r.astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

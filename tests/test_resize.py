@@ -273,19 +273,24 @@ def test_layer_bad_arguments(call, exc, match):
         call()
 
 
+# (H_in, W_in) and interpolate's arguments for the every-SIMD-level checks: wide rows
+# (vector blocks), align_corners, a non-integer scale, a downscale, sources spread wider
+# than a vector, nearest with a size and with a scale
+SIMD_LEVEL_CASES = [
+    ((9, 56), dict(scale_factor=2, mode="bilinear")),
+    ((5, 61), dict(scale_factor=2, mode="bilinear", align_corners=True)),
+    ((4, 37), dict(scale_factor=3.3, mode="bilinear")),
+    ((6, 70), dict(scale_factor=0.5, mode="bilinear")),
+    ((3, 90), dict(size=(4, 11), mode="bilinear")),
+    ((7, 13), dict(size=(5, 50), mode="nearest")),
+    ((6, 45), dict(scale_factor=2, mode="nearest")),
+]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "hw,kw",
-    [
-        ((9, 56), dict(scale_factor=2, mode="bilinear")),
-        ((5, 61), dict(scale_factor=2, mode="bilinear", align_corners=True)),
-        ((4, 37), dict(scale_factor=3.3, mode="bilinear")),
-        ((6, 70), dict(scale_factor=0.5, mode="bilinear")),
-        ((3, 90), dict(size=(4, 11), mode="bilinear")),  # sources spread wider than 16
-        ((7, 13), dict(size=(5, 50), mode="nearest")),
-        ((6, 45), dict(scale_factor=2, mode="nearest")),
-        ((5, 33), dict(scale_factor=1.5, mode="nearest-exact")),
-    ],
+    [*SIMD_LEVEL_CASES, ((5, 33), dict(scale_factor=1.5, mode="nearest-exact"))],
     ids=str,
 )
 def test_backward_every_simd_build_matches_torch(hw, kw, dtype, rng, monkeypatch):
@@ -395,16 +400,7 @@ def test_pixel_shuffle_r2_rows_every_simd_build(w, dtype, rng, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "hw,kw",
-    [
-        ((9, 56), dict(scale_factor=2, mode="bilinear")),
-        ((5, 61), dict(scale_factor=2, mode="bilinear", align_corners=True)),
-        ((4, 37), dict(scale_factor=3.3, mode="bilinear")),
-        ((6, 70), dict(scale_factor=0.5, mode="bilinear")),
-        ((3, 90), dict(size=(4, 11), mode="bilinear")),  # sources spread wider than a vector
-        ((7, 13), dict(size=(5, 50), mode="nearest")),
-        ((6, 45), dict(scale_factor=2, mode="nearest")),
-        ((5, 70), dict(scale_factor=0.4, mode="nearest-exact")),
-    ],
+    [*SIMD_LEVEL_CASES, ((5, 70), dict(scale_factor=0.4, mode="nearest-exact"))],
     ids=str,
 )
 def test_forward_every_simd_build_matches_torch(hw, kw, dtype, rng, monkeypatch):
