@@ -271,6 +271,30 @@ def check_same_dtype(func: str, **arrays: np.ndarray | None) -> np.dtype:
     return first.dtype
 
 
+def float_operands(
+    func: str,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    *,
+    w_ndim: int,
+    w_text: str,
+    x_ndim: int | None = None,
+    x_text: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype]:
+    """``x``, ``weight`` and ``bias`` (or None) of a layer-style op as ``func`` takes them:
+    float arrays of one dtype (``x`` and ``weight`` of the given ranks), returned with that
+    dtype."""
+    x = as_float_array(x, "x", func, ndim=x_ndim, ndim_text=x_text)
+    weight = as_float_array(weight, "weight", func, ndim=w_ndim, ndim_text=w_text)
+    if bias is not None:
+        bias = as_float_array(bias, "bias", func)
+    dtype = x.dtype
+    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
+        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    return x, weight, bias, dtype
+
+
 def check_shape(shape: Any, name: str, func: str, ndim: int) -> tuple[int, ...]:
     """A shape argument (``input_shape=...``): a sequence of ``ndim`` non-negative ints."""
     if (

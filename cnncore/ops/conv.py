@@ -27,6 +27,7 @@ from .._validation import (
     check_numel,
     check_same_dtype,
     check_shape,
+    float_operands,
     to_pair,
 )
 from ._common import check_blas_dims
@@ -52,21 +53,18 @@ _GO_SHAPE = "(N, C_out, H_out, W_out)"
 _conv, _CONV_SIMD = load_kernels("cnncore.ops._conv")
 
 
+_X4 = "a 4-D array (N, C_in, H_in, W_in)"
+
+
 def _conv_operands(
     func: str, x: Any, weight: Any, bias: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype]:
     """``x``, ``weight`` and ``bias`` of a forward convolution as ``func`` takes them: float
     arrays (4-D, 4-D, 1-D or None) of one dtype, returned with that dtype."""
-    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
-    weight = as_float_array(
-        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_out, C_in/groups, kH, kW)"
-    )
-    if bias is not None:
-        bias = as_float_array(bias, "bias", func)
-    dtype = x.dtype
-    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
-        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
-    return x, weight, bias, dtype
+    return float_operands(
+        func, x, weight, bias, x_ndim=4, x_text=_X4, w_ndim=4,
+        w_text="a 4-D array (C_out, C_in/groups, kH, kW)",
+    )  # fmt: skip
 
 
 @memoize_checks
@@ -838,13 +836,10 @@ def conv_transpose2d(
            [1., 2., 1.]], dtype=float32)
     """
     func = "conv_transpose2d"
-    x = as_float_array(x, "x", func, ndim=4, ndim_text="a 4-D array (N, C_in, H_in, W_in)")
-    weight = as_float_array(
-        weight, "weight", func, ndim=4, ndim_text="a 4-D array (C_in, C_out/groups, kH, kW)"
-    )
-    if bias is not None:
-        bias = as_float_array(bias, "bias", func)
-    dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
+    x, weight, bias, dtype = float_operands(
+        func, x, weight, bias, x_ndim=4, x_text=_X4, w_ndim=4,
+        w_text="a 4-D array (C_in, C_out/groups, kH, kW)",
+    )  # fmt: skip
     geo, groups, out_shape = _conv_transpose_setup(
         func, x.shape, weight.shape, stride, padding, output_padding, groups, dilation
     )

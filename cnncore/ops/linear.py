@@ -17,6 +17,7 @@ from .._validation import (
     as_float_array,
     check_numel,
     check_same_dtype,
+    float_operands,
 )
 from . import _linear
 from ._common import check_blas_dims
@@ -65,15 +66,9 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike = None) -> np.ndarra
     cnncore.nn.Linear
     """
     func = "linear"
-    x = as_float_array(x, "x", func)
-    weight = as_float_array(
-        weight, "weight", func, ndim=2, ndim_text="a 2-D array (out_features, in_features)"
+    x, weight, bias, dtype = float_operands(
+        func, x, weight, bias, w_ndim=2, w_text="a 2-D array (out_features, in_features)"
     )
-    if bias is not None:
-        bias = as_float_array(bias, "bias", func)
-    dtype = x.dtype
-    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
-        dtype = check_same_dtype(func, x=x, weight=weight, bias=bias)
     rows, out_shape = _linear_setup(
         func, x.shape, weight.shape, None if bias is None else bias.shape
     )
