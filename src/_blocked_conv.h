@@ -18,6 +18,10 @@
    over (c, i, j) in order from its bias, so results do not depend on how the caller splits
    the work between threads.  Only GEMM-shaped work goes to BLAS; this is a convolution loop
    nest, as the "direct" and "depthwise" kernels are.
+
+   float only: float64 convolutions run GEMM, direct or Winograd (cnncore/ops/conv_dispatch.py
+   never picks "blocked" for them), so no double microkernels are built (they were a fifth
+   of each SIMD build's compile time).
 */
 #ifndef CNN_BLOCKED_CONV_H
 #define CNN_BLOCKED_CONV_H
@@ -81,7 +85,6 @@ static inline ptrdiff_t cnn_blk_pixels(ptrdiff_t nv, ptrdiff_t Wo) {
         (void)rows;                                                                         \
     }
 CNN_BLK_TR_STAGE(float, cnn_vf, cnn_vmf)
-CNN_BLK_TR_STAGE(double, cnn_vd, cnn_vmd)
 
 /* Store the NV x P accumulators acc[v][p] (VL output channels v*VL.. of pixel p) as rows of
    pixels: out[(v * VL + k) * plane + p] = acc[v][p][k], VL pixels at a time transposed in
@@ -146,9 +149,6 @@ CNN_BLK_TR_STAGE(double, cnn_vd, cnn_vmd)
 typedef void (*cnn_blk_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                      const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                      const float*, float*, float*, ptrdiff_t);
-typedef void (*cnn_blk_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                      ptrdiff_t, const double*, ptrdiff_t, ptrdiff_t,
-                                      ptrdiff_t, const double*, double*, double*, ptrdiff_t);
 
 /* Specialized on the stride (1, 2, or any: 0) and on 3x3 kernels (3; any size: 0). */
 #define CNN_BLK_KERNELS_SW(T, VT, NV, P) \
@@ -174,7 +174,6 @@ typedef void (*cnn_blk_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdi
     CNN_BLK_KERNELS_SW(T, VT, 2, 12)
 
 CNN_BLK_KERNELS_T(float, cnn_vf)
-CNN_BLK_KERNELS_T(double, cnn_vd)
 
 #define CNN_BLK_PICK(T, NV, P, KS)                                           \
     return sw == 1 ? cnn_blk_##T##_##NV##_##P##_1_##KS                       \
@@ -214,7 +213,6 @@ CNN_BLK_KERNELS_T(double, cnn_vd)
     }
 
 CNN_BLK_SELECT(float)
-CNN_BLK_SELECT(double)
 
 /* The correlation of one sample's (one group's) zero-padded input planes ``inp`` (n_in
    planes of R x Q, no bounds checks needed) with packed weights ``wpack`` (blocks of OB =
@@ -261,7 +259,6 @@ CNN_BLK_SELECT(double)
     }
 
 CNN_BLK_CORR(float)
-CNN_BLK_CORR(double)
 
 /* d[2 * i] = e[i], d[2 * i + 1] = o[i]: a row of W pixels from its even and odd columns
    (the stride-2 input gradient's column phases; restrict pointers, so it vectorizes). */
@@ -276,7 +273,6 @@ CNN_BLK_CORR(double)
         if (W & 1) d[W - 1] = e[h];                                                         \
     }
 CNN_BLK_INTERLEAVE2(float)
-CNN_BLK_INTERLEAVE2(double)
 
 
 /* ---- Weight gradient ------------------------------------------------------------------
@@ -339,9 +335,6 @@ CNN_BLK_INTERLEAVE2(double)
 typedef void (*cnn_blkw_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                       ptrdiff_t, const float*, ptrdiff_t, ptrdiff_t, float*,
                                       ptrdiff_t);
-typedef void (*cnn_blkw_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                       ptrdiff_t, ptrdiff_t, const double*, ptrdiff_t,
-                                       ptrdiff_t, double*, ptrdiff_t);
 
 #define CNN_BLKW_SW(T, VT, NV, CB, JT)    \
     CNN_BLKW_KERNEL(T, VT, NV, CB, JT, 0) \
@@ -358,8 +351,6 @@ typedef void (*cnn_blkw_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrd
     CNN_BLKW_JT(T, VT, NV, 8)
 CNN_BLKW_CB(float, cnn_vf, 1)
 CNN_BLKW_CB(float, cnn_vf, 2)
-CNN_BLKW_CB(double, cnn_vd, 1)
-CNN_BLKW_CB(double, cnn_vd, 2)
 
 #define CNN_BLKW_PICK_SW(T, NV, CB, JT)                                          \
     return dw != 1 ? cnn_blkw_##T##_##NV##_##CB##_##JT##_0                       \
@@ -387,7 +378,6 @@ CNN_BLKW_CB(double, cnn_vd, 2)
         }                                                                                   \
     }
 CNN_BLKW_SELECT(float)
-CNN_BLKW_SELECT(double)
 
 /* Channels per weight-gradient microkernel call: the most (1, 2, 4 or 8) whose
    nv * CB * jt accumulators fit the registers. */
@@ -421,7 +411,6 @@ static inline ptrdiff_t cnn_blkw_channels(ptrdiff_t nv, ptrdiff_t jt) {
         }                                                                                   \
     }
 CNN_TR_DEF(float, cnn_vf, cnn_vmf)
-CNN_TR_DEF(double, cnn_vd, cnn_vmd)
 #define CNN_BLKW_VTILES(T, VT)                                                              \
     for (; p0 + VL <= L; p0 += VL)                                                          \
         for (ptrdiff_t v = 0; v * VL < OB; ++v) {                                           \
@@ -469,7 +458,6 @@ CNN_TR_DEF(double, cnn_vd, cnn_vmd)
         }                                                                                   \
     }
 CNN_BLKW_TRANSPOSE(float, cnn_vf)
-CNN_BLKW_TRANSPOSE(double, cnn_vd)
 
 /* Add one sample's weight gradient to ``part`` ([block][c][i][j][OB]): ``xpad`` its n_in
    zero-padded input planes (R x Q, read at rows oh*sh + i*dh, columns ow*sw + j*dw), ``dyT``
@@ -499,6 +487,5 @@ CNN_BLKW_TRANSPOSE(double, cnn_vd)
         }                                                                                   \
     }
 CNN_BLKW_SAMPLE(float)
-CNN_BLKW_SAMPLE(double)
 
 #endif /* CNN_BLOCKED_CONV_H */

@@ -24,6 +24,8 @@
    the input, KB x JT FMAs), then adds each vector's lanes in a fixed order to the caller's
    partial sum.  Lanes past the row's end are masked off the input (dy is zero there too, but
    the input may hold an Inf there, and Inf x 0 is NaN).
+
+   float only, like src/_blocked_conv.h: float64 convolutions never run "rows".
 */
 #ifndef CNN_ROWCONV_H
 #define CNN_ROWCONV_H
@@ -120,10 +122,6 @@ typedef void (*cnn_row_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, ptrdiff
                                      const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                      const float*, float*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                      ptrdiff_t);
-typedef void (*cnn_row_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                      ptrdiff_t, const double*, ptrdiff_t, ptrdiff_t,
-                                      ptrdiff_t, ptrdiff_t, const double*, double*, ptrdiff_t,
-                                      ptrdiff_t, ptrdiff_t, ptrdiff_t);
 
 #define CNN_ROW_RB(T, VT, KB, NV) \
     CNN_ROW_KERNEL(T, VT, KB, 1, NV) \
@@ -136,8 +134,6 @@ typedef void (*cnn_row_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, ptrdi
     CNN_ROW_RB(T, VT, 6, NV)
 CNN_ROW_KB(float, cnn_vf, 1)
 CNN_ROW_KB(float, cnn_vf, 2)
-CNN_ROW_KB(double, cnn_vd, 1)
-CNN_ROW_KB(double, cnn_vd, 2)
 
 #define CNN_ROW_PICK_RB(T, KB, NV)                                                    \
     return rb >= 4 ? cnn_row_##T##_##KB##_4_##NV                                      \
@@ -158,7 +154,6 @@ CNN_ROW_KB(double, cnn_vd, 2)
         }                                                                                   \
     }
 CNN_ROW_SELECT(float)
-CNN_ROW_SELECT(double)
 
 /* Padded plane size the correlation reads for Ho x Wo outputs (unit stride): rows for whole
    row blocks, columns for whole chunks of nv vectors. */
@@ -173,7 +168,6 @@ CNN_ROW_SELECT(double)
         *Q = (Wo + cw - 1) / cw * cw + (kw - 1) * dw;                                         \
     }
 CNN_ROW_GEOM(float)
-CNN_ROW_GEOM(double)
 
 /* The correlation of one sample's (one group's) n_in zero-padded planes ``inp`` (R x Q, as
    cnn_row_geom_*) with ``w`` (n_out filters of n_in * kh * kw taps) plus ``bias`` (NULL:
@@ -199,7 +193,6 @@ CNN_ROW_GEOM(double)
         }                                                                                      \
     }
 CNN_ROW_CORR(float)
-CNN_ROW_CORR(double)
 
 /* ---- Weight gradient -------------------------------------------------------------------- */
 
@@ -214,7 +207,6 @@ CNN_ROW_CORR(double)
         return a[0];                                          \
     }
 CNN_ROW_HSUM(float, cnn_vf)
-CNN_ROW_HSUM(double, cnn_vd)
 
 /* KB output channels x JT taps (j0 .. j0+JT-1 of kernel row i) of one input plane of one
    sample: ``x`` at padded row i*dh of the plane (row stride Q), ``dy`` the sample's KB planes
@@ -267,9 +259,6 @@ CNN_ROW_HSUM(double, cnn_vd)
 typedef void (*cnn_roww_kernel_float)(const float*, ptrdiff_t, ptrdiff_t, const float*,
                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_vmf,
                                       float*, ptrdiff_t);
-typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, const double*,
-                                       ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, cnn_vmd,
-                                       double*, ptrdiff_t);
 
 #define CNN_ROWW_M(T, VT, MT, KB, JT)       \
     CNN_ROWW_KERNEL(T, VT, MT, KB, JT, 0)   \
@@ -286,7 +275,6 @@ typedef void (*cnn_roww_kernel_double)(const double*, ptrdiff_t, ptrdiff_t, cons
     CNN_ROWW_JT(T, VT, MT, 2)   \
     CNN_ROWW_JT(T, VT, MT, 4)
 CNN_ROWW_KB(float, cnn_vf, cnn_vmf)
-CNN_ROWW_KB(double, cnn_vd, cnn_vmd)
 
 #define CNN_ROWW_PICK_M(T, KB, JT)                                     \
     return masked == 2 ? cnn_roww_##T##_##KB##_##JT##_2                 \
@@ -311,7 +299,6 @@ CNN_ROWW_KB(double, cnn_vd, cnn_vmd)
         }                                                                                    \
     }
 CNN_ROWW_SELECT(float)
-CNN_ROWW_SELECT(double)
 
 /* Vectors per padded row of Wo outputs. */
 static inline ptrdiff_t cnn_roww_nvec(ptrdiff_t Wo, ptrdiff_t vl) { return (Wo + vl - 1) / vl; }
@@ -335,7 +322,6 @@ static inline ptrdiff_t cnn_roww_nvec(ptrdiff_t Wo, ptrdiff_t vl) { return (Wo +
             }                                                                                  \
     }
 CNN_ROW_FILL(float)
-CNN_ROW_FILL(double)
 
 /* Output channels per weight-gradient block. */
 static inline ptrdiff_t cnn_roww_kbm(void) { return CNN_ROW_NACC >= 24 ? 4 : 2; }
@@ -390,9 +376,7 @@ static inline ptrdiff_t cnn_roww_kbm(void) { return CNN_ROW_NACC >= 24 ? 4 : 2; 
         }                                                                                      \
     }
 typedef cnn_vf cnn_vfloat;
-typedef cnn_vd cnn_vdouble;
 CNN_ROWW_TASK(float, cnn_vmf)
-CNN_ROWW_TASK(double, cnn_vmd)
 
 /* ---- The fused conv -> ReLU -> 2x2 max pooling ------------------------------------------ */
 
@@ -414,6 +398,5 @@ CNN_ROWW_TASK(double, cnn_vmd)
         }                                                                                      \
     }
 CNN_ROWPOOL_RELU(float)
-CNN_ROWPOOL_RELU(double)
 
 #endif /* CNN_ROWCONV_H */

@@ -596,7 +596,8 @@ def _conv_pool_reference(x, w, b, padding):
     return pool_ops._max_pool2d_relu(conv, 2, None, 0, 1, False), conv
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# float32 only: the blocked and rows kernels (float64 runs GEMM: test_conv_float64.py)
+@pytest.mark.parametrize("dtype", [np.float32])
 @pytest.mark.parametrize(
     "case",
     [
@@ -646,7 +647,8 @@ def test_conv_relu_pool_kernel_is_bit_identical_for_any_thread_count(rng):
     )
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# float32 only: the blocked and rows kernels (float64 runs GEMM: test_conv_float64.py)
+@pytest.mark.parametrize("dtype", [np.float32])
 @pytest.mark.parametrize(
     "case",
     [
@@ -748,7 +750,8 @@ def _first_layer_model(relu, pool, c_out=8, k=3, padding=1, dtype=np.float32, si
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# float32 only: the blocked and rows kernels (float64 runs GEMM: test_conv_float64.py)
+@pytest.mark.parametrize("dtype", [np.float32])
 def test_sequential_fuses_conv_relu_pool_bit_identically(dtype, rng):
     """Forward, gradients and two epochs of fit: bit-identical to the layers run one by one
     (the conv on the row-vectorized kernel)."""

@@ -237,7 +237,7 @@ def _plan_conv2d(
     geo, groups = _conv_ops._conv_setup(
         "conv2d", x_shape, w_shape, layer.stride, layer.padding, layer.dilation, layer.groups
     )
-    if x.size == 0 or macs == 0:
+    if x.size == 0 or macs == 0 or dtype == np.float64:  # (the blocked kernels: float32 only)
         packed = None
     else:
         (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation

@@ -137,7 +137,7 @@ def tune(
                 "algorithm": cache.get(case)
                 or conv_dispatch.algorithm_name(
                     conv_dispatch.heuristic_conv_algorithm(
-                        case.w_shape, case.groups, geo, case.which, case.x_shape[0]
+                        case.w_shape, case.groups, geo, case.which, case.x_shape[0], case.dtype
                     )
                 ),
                 "times_us": dict(entry["times_us"]) if entry is not None else {},

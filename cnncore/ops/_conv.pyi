@@ -1,10 +1,13 @@
 # Stubs for the compiled convolution kernels (cnncore/ops/_conv.pyx; also built as _conv_avx2 and
 # _conv_avx512).  Arrays are C-contiguous float32 or float64, all of one dtype; shapes are
 # validated by cnncore.functional before these are called.  Outputs are written in place.
+# The fused conv-ReLU-pool and the packed channel-blocked entry points take float32 only
+# (TypeError for float64: the blocked and rows kernels are built for float32 only).
 import numpy as np
 from numpy.typing import NDArray
 
 _F = NDArray[np.float32] | NDArray[np.float64]
+_F32 = NDArray[np.float32]
 
 def conv2d_forward(
     x: _F,
@@ -22,10 +25,10 @@ def conv2d_forward(
     n_threads: int,
 ) -> None: ...
 def conv2d_relu_maxpool2x2_forward(
-    x: _F,
-    weight: _F,
-    bias: _F | None,
-    y_out: _F,
+    x: _F32,
+    weight: _F32,
+    bias: _F32 | None,
+    y_out: _F32,
     indices_out: NDArray[np.int64],
     ph: int,
     pw: int,
@@ -34,12 +37,12 @@ def conv2d_relu_maxpool2x2_forward(
     n_threads: int,
 ) -> None: ...
 def conv2d_relu_maxpool2x2_backward_weight(
-    grad_output: _F,
+    grad_output: _F32,
     indices: NDArray[np.int64],
-    relu_output: _F,
-    x: _F,
-    dw_out: _F,
-    db_out: _F | None,
+    relu_output: _F32,
+    x: _F32,
+    dw_out: _F32,
+    db_out: _F32 | None,
     ph: int,
     pw: int,
     Ho: int,
@@ -155,9 +158,9 @@ def blocked_packed_size(
     f64: bool,
 ) -> int: ...
 def blocked_pack_weights(
-    weight: _F,
-    bias: _F | None,
-    packed_out: _F,
+    weight: _F32,
+    bias: _F32 | None,
+    packed_out: _F32,
     sh: int,
     sw: int,
     dh: int,
@@ -167,10 +170,10 @@ def blocked_pack_weights(
     Wo: int,
 ) -> None: ...
 def blocked_refresh_packed(
-    weight: _F,
-    bias: _F | None,
-    saved: _F,
-    packed_out: _F,
+    weight: _F32,
+    bias: _F32 | None,
+    saved: _F32,
+    packed_out: _F32,
     sh: int,
     sw: int,
     dh: int,
@@ -181,9 +184,9 @@ def blocked_refresh_packed(
     force: bool,
 ) -> bool: ...
 def blocked_forward_packed(
-    x: _F,
-    packed: _F,
-    y_out: _F,
+    x: _F32,
+    packed: _F32,
+    y_out: _F32,
     kh: int,
     kw: int,
     sh: int,
@@ -197,10 +200,10 @@ def blocked_forward_packed(
     n_threads: int,
 ) -> None: ...
 def blocked_forward_packed_res(
-    x: _F,
-    packed: _F,
-    residual: _F | None,
-    y_out: _F,
+    x: _F32,
+    packed: _F32,
+    residual: _F32 | None,
+    y_out: _F32,
     kh: int,
     kw: int,
     sh: int,

@@ -80,67 +80,35 @@ cdef extern from "_blocked_conv.h" nogil:
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                             Py_ssize_t dh, Py_ssize_t dw, float* out, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t oh0, Py_ssize_t oh1, float* tmp)
-    void cnn_blk_corr_double(const double* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
-                             const double* wpack, const double* bpack, Py_ssize_t n_out,
-                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                             Py_ssize_t dh, Py_ssize_t dw, double* out, Py_ssize_t Ho,
-                             Py_ssize_t Wo, Py_ssize_t oh0, Py_ssize_t oh1, double* tmp)
     void cnn_blk_interleave2_float(const float* e, const float* o, float* d, Py_ssize_t W)
-    void cnn_blk_interleave2_double(const double* e, const double* o, double* d,
-                                    Py_ssize_t W)
     void cnn_blkw_transpose_float(const float* dy, Py_ssize_t n_out, Py_ssize_t L,
                                   Py_ssize_t OB, float* dyT)
-    void cnn_blkw_transpose_double(const double* dy, Py_ssize_t n_out, Py_ssize_t L,
-                                   Py_ssize_t OB, double* dyT)
     void cnn_blkw_sample_float(const float* xpad, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
                                const float* dyT, Py_ssize_t n_out, Py_ssize_t kh,
                                Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
                                Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo, float* part)
-    void cnn_blkw_sample_double(const double* xpad, Py_ssize_t n_in, Py_ssize_t R,
-                                Py_ssize_t Q, const double* dyT, Py_ssize_t n_out,
-                                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                                Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo,
-                                double* part)
 
 cdef extern from "_rowconv.h" nogil:
     Py_ssize_t cnn_roww_nvec(Py_ssize_t Wo, Py_ssize_t vl)
     void cnn_row_geom_float(Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
                             Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t* R,
                             Py_ssize_t* Q)
-    void cnn_row_geom_double(Py_ssize_t n_out, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
-                             Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t* R,
-                             Py_ssize_t* Q)
     void cnn_row_corr_float(const float* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
                             const float* w, const float* bias, Py_ssize_t n_out, Py_ssize_t kh,
                             Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw, float* out,
                             Py_ssize_t Ho, Py_ssize_t Wo)
-    void cnn_row_corr_double(const double* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
-                             const double* w, const double* bias, Py_ssize_t n_out,
-                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
-                             double* out, Py_ssize_t Ho, Py_ssize_t Wo)
     void cnn_row_fill_float(const float* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
                             float* dst)
-    void cnn_row_fill_double(const double* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
-                             Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t R, Py_ssize_t Q,
-                             double* dst)
     Py_ssize_t cnn_roww_kbm()
     void cnn_rowpool_relu_float(const float* conv, Py_ssize_t W, Py_ssize_t Hp, Py_ssize_t Wp,
                                 float* y)
-    void cnn_rowpool_relu_double(const double* conv, Py_ssize_t W, Py_ssize_t Hp,
-                                 Py_ssize_t Wp, double* y)
     void cnn_roww_task_float(const float* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
                              Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const float* dy,
                              Py_ssize_t dy_ss, const float* dy_last, Py_ssize_t n_out,
                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
                              Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
                              float* xpad, float* vpart, float* part)
-    void cnn_roww_task_double(const double* x, Py_ssize_t x_ss, Py_ssize_t n_in, Py_ssize_t H,
-                              Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const double* dy,
-                              Py_ssize_t dy_ss, const double* dy_last, Py_ssize_t n_out,
-                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
-                              Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ns, bint finite,
-                              double* xpad, double* vpart, double* part)
 
 cdef extern from "_winograd4.h" nogil:
     void cnn_w4_out_rows_float(const float* m, Py_ssize_t S, Py_ssize_t per, float* sa)
@@ -1763,6 +1731,13 @@ cdef inline Py_ssize_t direct_width(Py_ssize_t Wo, Py_ssize_t sw, Py_ssize_t kw,
 # stride is the same correlation of the padded dy with the transposed, rotated kernel; a
 # strided one is sh * sw such correlations, one per stride phase of dx with the taps that
 # reach it (blk_backward_input_strided).
+#
+# The blocked and rows kernels are float32 only: src/_blocked_conv.h and src/_rowconv.h build
+# no double microkernels (they were a fifth of each SIMD build's compile time), so the
+# float64 specializations of the helpers below (blk_corr, row_corr, ...) call none.  No
+# float64 call reaches them: the *_impl entry points run GEMM for float64 where "blocked" or
+# "rows" is asked for (as for a pass an algorithm does not apply to; conv_dispatch never asks
+# it), and the packed and fused entry points refuse float64 arrays.
 
 cdef inline Py_ssize_t vec_lanes(const floating* dummy) noexcept nogil:
     """Lanes of one vector of ``floating`` in this SIMD build (the blocked and rows kernels)."""
@@ -1836,9 +1811,6 @@ cdef inline void blk_corr(const floating* inp, Py_ssize_t n_in, const BlkPlan* p
     if floating is float:
         cnn_blk_corr_float(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
                            g.dh, g.dw, out, Ho, Wo, oh0, oh1, tmp)
-    else:
-        cnn_blk_corr_double(inp, n_in, pl.R, pl.Q, packed, bpack, n_out, g.kh, g.kw, sh, sw,
-                            g.dh, g.dw, out, Ho, Wo, oh0, oh1, tmp)
 
 
 cdef inline BlkPlan blk_plan_of(const floating* dummy, const Geom* g) noexcept nogil:
@@ -1964,8 +1936,6 @@ cdef void blk_phase_scatter(const floating* buf, const BlkPhase* phases, const G
                 o = buf + p1.out + (c * p1.Hu + a) * p1.Wu
                 if floating is float:
                     cnn_blk_interleave2_float(e, o, d, W)
-                else:
-                    cnn_blk_interleave2_double(e, o, d, W)
                 continue
             for rw in range(g.sw):
                 p0 = phases + f + rw
@@ -2083,12 +2053,6 @@ cdef int blk_backward_input_strided(const floating* go, const floating* w,
                                            ph.mh, ph.mw, 1, 1, 1, 1,
                                            col + e + tmp + ph.out, ph.Hu, ph.Wu, 0, ph.Hu,
                                            col + e)
-                    else:
-                        cnn_blk_corr_double(col + ph.inp, g.Kg, R, Q,
-                                            packs[f] + gi * ph.pl.per_group, bpack, g.Cg,
-                                            ph.mh, ph.mw, 1, 1, 1, 1,
-                                            col + e + tmp + ph.out, ph.Hu, ph.Wu, 0, ph.Hu,
-                                            col + e)
                 blk_phase_scatter(col + e + tmp, phases, g,
                                   dx + (n0 * g.C + gi * g.Cg) * HW)
             free(col)
@@ -2175,11 +2139,6 @@ cdef int blk_backward_weight(const floating* go, const floating* x, const Geom* 
                                              col + g.Cg * R * Q)
                     cnn_blkw_sample_float(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
                                           g.kw, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo, part)
-                else:
-                    cnn_blkw_transpose_double(go + (n * g.K + gi * g.Kg) * L, g.Kg, L, OB,
-                                              col + g.Cg * R * Q)
-                    cnn_blkw_sample_double(col, g.Cg, R, Q, col + g.Cg * R * Q, g.Kg, g.kh,
-                                           g.kw, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo, part)
                 if db != NULL:
                     add_part_bias(go, g, gi, n, 1, bpart + p * g.K)
         free(col)
@@ -2223,8 +2182,6 @@ cdef inline void row_geom(const floating* dummy, Py_ssize_t n_out, Py_ssize_t Ho
                           const Geom* g, Py_ssize_t* R, Py_ssize_t* Q) noexcept nogil:
     if floating is float:
         cnn_row_geom_float(n_out, Ho, Wo, g.kh, g.kw, g.dh, g.dw, R, Q)
-    else:
-        cnn_row_geom_double(n_out, Ho, Wo, g.kh, g.kw, g.dh, g.dw, R, Q)
 
 
 cdef inline void row_fill(const floating* src, Py_ssize_t n_ch, Py_ssize_t H, Py_ssize_t W,
@@ -2233,8 +2190,6 @@ cdef inline void row_fill(const floating* src, Py_ssize_t n_ch, Py_ssize_t H, Py
     """:func:`pad_planes` into planes whose padding is already zero: the in-bounds part only."""
     if floating is float:
         cnn_row_fill_float(src, n_ch, H, W, row0, col0, R, Q, dst)
-    else:
-        cnn_row_fill_double(src, n_ch, H, W, row0, col0, R, Q, dst)
 
 
 cdef inline void row_corr(const floating* inp, Py_ssize_t n_in, Py_ssize_t R, Py_ssize_t Q,
@@ -2243,9 +2198,6 @@ cdef inline void row_corr(const floating* inp, Py_ssize_t n_in, Py_ssize_t R, Py
                           Py_ssize_t Wo) noexcept nogil:
     if floating is float:
         cnn_row_corr_float(inp, n_in, R, Q, w, bias, n_out, g.kh, g.kw, g.dh, g.dw, out, Ho, Wo)
-    else:
-        cnn_row_corr_double(inp, n_in, R, Q, w, bias, n_out, g.kh, g.kw, g.dh, g.dw, out, Ho,
-                            Wo)
 
 
 cdef int rows_corr_pass(const floating* src, Py_ssize_t n_in, Py_ssize_t Hs, Py_ssize_t Ws,
@@ -2365,12 +2317,6 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
                                     go + (n0 * g.K + gi * g.Kg) * L, g.K * L, dy_last, g.Kg,
                                     g.kh, g.kw, g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col,
                                     col + xs, part)
-            else:
-                cnn_roww_task_double(x + (n0 * g.C + gi * g.Cg) * g.H * g.W, g.C * g.H * g.W,
-                                     g.Cg, g.H, g.W, g.ph, g.pw,
-                                     go + (n0 * g.K + gi * g.Kg) * L, g.K * L, dy_last, g.Kg,
-                                     g.kh, g.kw, g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col,
-                                     col + xs, part)
         free(col)
     if status == CNN_OK:
         sum_parts(partials, n_parts, wsize, dw, n_threads)
@@ -2428,8 +2374,6 @@ cdef int conv_relu_pool_impl(const floating* x, const floating* w, const floatin
                 # the ReLU, as max_pool2d(relu(.)) gives it (see _pool.relu_first_plane)
                 if floating is float:
                     cnn_rowpool_relu_float(cv + k * L, g.Wo, Hp, Wp, yp)
-                else:
-                    cnn_rowpool_relu_double(cv + k * L, g.Wo, Hp, Wp, yp)
         free(col)
     return status
 
@@ -2509,11 +2453,6 @@ cdef int conv_relu_pool_backward_impl(const floating* gp, const int64_t* idx,
                                     g.ph, g.pw, dy, g.K * L, NULL, g.K, g.kh, g.kw, g.dh,
                                     g.dw, g.Ho, g.Wo, n1 - n0, finite, col, col + xs,
                                     partials + p * wsize)
-            else:
-                cnn_roww_task_double(x + n0 * g.C * g.H * g.W, g.C * g.H * g.W, g.Cg, g.H,
-                                     g.W, g.ph, g.pw, dy, g.K * L, NULL, g.K, g.kh, g.kw,
-                                     g.dh, g.dw, g.Ho, g.Wo, n1 - n0, finite, col, col + xs,
-                                     partials + p * wsize)
         free(col)
     if status == CNN_OK:
         sum_parts(partials, n_parts, wsize, dw, n_threads)
@@ -2548,9 +2487,9 @@ cdef int conv2d_forward_impl(const floating* x, const floating* w, const floatin
     cdef floating beta
     if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
         return dw_forward(x, w, bias, g, y, n_threads)
-    if algo == ALGO_BLOCKED:
+    if floating is float and algo == ALGO_BLOCKED:
         return blk_forward(x, w, bias, g, y, n_threads)
-    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+    if floating is float and algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
         return rows_forward(x, w, bias, g, y, n_threads)
     if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
         status = wino_forward(x, w, bias, g, y, 4 if algo == ALGO_WINOGRAD4 else 2, n_threads)
@@ -2652,11 +2591,11 @@ cdef int conv2d_backward_input_impl(const floating* go, const floating* w, const
     cdef const floating* bmat
     if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
         return dw_backward_input(go, w, bias, g, dx, n_threads)
-    if algo == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
+    if floating is float and algo == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
         return blk_backward_input(go, w, bias, g, dx, n_threads)
-    if algo == ALGO_BLOCKED and blk_strided_input_applies(g):
+    if floating is float and algo == ALGO_BLOCKED and blk_strided_input_applies(g):
         return blk_backward_input_strided(go, w, bias, g, dx, n_threads)
-    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+    if floating is float and algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
         return rows_backward_input(go, w, bias, g, dx, n_threads)
     if ((algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g)
             and g.ph <= 2 and g.pw <= 2):
@@ -2826,9 +2765,9 @@ cdef int conv2d_backward_weight_impl(const floating* go, const floating* x, cons
     cdef floating s
     if algo == ALGO_DEPTHWISE and depthwise_applicable(g):
         return dw_backward_weight(go, x, g, dw, db, n_threads)
-    if algo == ALGO_BLOCKED:
+    if floating is float and algo == ALGO_BLOCKED:
         return blk_backward_weight(go, x, g, dw, db, n_threads)
-    if algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
+    if floating is float and algo == ALGO_ROWS and g.sh == 1 and g.sw == 1:
         return rows_backward_weight(go, x, g, dw, db, n_threads)
     if (algo == ALGO_WINOGRAD or algo == ALGO_WINOGRAD4) and wino_applicable(g):
         if algo == ALGO_WINOGRAD4:
@@ -2907,7 +2846,8 @@ cdef int conv2d_backward_input_weight_impl(const floating* go, const floating* x
     Bit-identical to :func:`conv2d_backward_input_impl` and
     :func:`conv2d_backward_weight_impl` either way."""
     cdef int status
-    if algo_input == ALGO_BLOCKED and algo_weight == ALGO_BLOCKED and g.sh == 1 and g.sw == 1:
+    if (floating is float and algo_input == ALGO_BLOCKED and algo_weight == ALGO_BLOCKED
+            and g.sh == 1 and g.sw == 1):
         return blk_backward_weight(go, x, g, dw, db, n_threads, w, dx)
     status = conv2d_backward_input_impl(go, w, <const floating*> NULL, g, dx, algo_input,
                                         n_threads)
@@ -3928,6 +3868,12 @@ cdef void col2im_impl(const floating* cols, const Geom* g, floating* x,
 # Thin def wrappers (shapes are validated by cnncore.functional before they get here)
 # ------------------------------------------------------------------------------------------
 
+cdef str _f32_only(str func, str arg):
+    """The TypeError message of a float32-only entry point given float64 arrays."""
+    return (f"{func}(): the blocked and rows kernels take float32 arrays only (float64 "
+            f"convolutions run GEMM, direct or Winograd). Received: {arg}.dtype=float64")
+
+
 def set_col_budget(Py_ssize_t elements):
     """Set the per-thread im2col workspace target (elements); returns the previous value.
     Only the block sizes change, so results may differ in the last bits: tuning/tests only."""
@@ -3967,6 +3913,8 @@ def conv2d_relu_maxpool2x2_forward(const floating[:, :, :, ::1] x,
     ``indices_out``, in one pass (unit stride and dilation, one group; the conv output
     ``Ho x Wo`` is not written anywhere); bit-identical to the row-vectorized conv2d
     followed by the ReLU-fused max pooling.  ``bias`` may be None."""
+    if floating is double:
+        raise TypeError(_f32_only("conv2d_relu_maxpool2x2_forward", "x"))
     cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
                             weight.shape[2], weight.shape[3], 1, 1, 1, ph, pw, 1, 1, Ho, Wo)
     cdef const floating* bptr = &bias[0] if bias is not None else NULL
@@ -3992,6 +3940,8 @@ def conv2d_relu_maxpool2x2_backward_weight(const floating[:, :, :, ::1] grad_out
     to ``max_pool2d_backward`` with the ReLU fused followed by the row-vectorized
     ``conv2d_backward_weight``, without the full-size gradient array.  ValueError naming
     ``indices`` on an argmax outside its plane."""
+    if floating is double:
+        raise TypeError(_f32_only("conv2d_relu_maxpool2x2_backward_weight", "x"))
     cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dw_out.shape[0],
                             dw_out.shape[2], dw_out.shape[3], 1, 1, 1, ph, pw, 1, 1, Ho, Wo)
     cdef floating* dbp = &db_out[0] if db_out is not None else NULL
@@ -4173,16 +4123,17 @@ def blocked_packed_size(Py_ssize_t C, Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw
                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
                         Py_ssize_t groups, Py_ssize_t Ho, Py_ssize_t Wo, bint f64):
     """Elements of :func:`blocked_pack_weights`' output for a conv2d of ``C`` input and
-    ``K`` output channels, a ``kh x kw`` kernel and ``Ho x Wo`` outputs (float32, or
-    float64 with ``f64``)."""
+    ``K`` output channels, a ``kh x kw`` kernel and ``Ho x Wo`` outputs (float32; ``f64``:
+    TypeError, the blocked kernels are float32 only)."""
     if groups <= 0 or C % groups or K % groups or min(C, K, kh, kw, Ho, Wo) <= 0:
         raise ValueError(
             f"blocked_packed_size(): needs positive sizes and groups dividing C and K. "
             f"Received: C={C}, K={K}, kh={kh}, kw={kw}, groups={groups}, Ho={Ho}, Wo={Wo}")
+    if f64:
+        raise TypeError(_f32_only("blocked_packed_size", "weight"))
     cdef Geom g = make_geom(1, C, 1, 1, K, kh, kw, groups, sh, sw, 0, 0, dh, dw, Ho, Wo)
     cdef float f = 0
-    cdef double d = 0
-    cdef BlkPlan pl = blk_plan_of(&d, &g) if f64 else blk_plan_of(&f, &g)
+    cdef BlkPlan pl = blk_plan_of(&f, &g)
     return groups * pl.per_group
 
 
@@ -4193,6 +4144,8 @@ def blocked_pack_weights(const floating[:, :, :, ::1] weight, const floating[::1
     """Write the channel-blocked forward's packed ``weight`` (K, C/groups, kh, kw) and
     ``bias`` (None: zeros) into ``packed_out`` (:func:`blocked_packed_size` elements), for
     :func:`blocked_forward_packed` of that geometry."""
+    if floating is double:
+        raise TypeError(_f32_only("blocked_pack_weights", "weight"))
     cdef Py_ssize_t K = weight.shape[0]
     if groups <= 0 or K % groups or K == 0 or weight.shape[1] == 0:
         raise ValueError(f"blocked_pack_weights(): bad weight shape {tuple(weight.shape)[:4]} "
@@ -4225,6 +4178,8 @@ def blocked_refresh_packed(const floating[:, :, :, ::1] weight, const floating[:
     :func:`blocked_pack_weights`: unless ``force``, compare them bytewise with ``saved``
     (``weight.size + K`` elements: the values last packed) and return False when equal;
     else copy them into ``saved``, pack them and return True."""
+    if floating is double:
+        raise TypeError(_f32_only("blocked_refresh_packed", "weight"))
     cdef Py_ssize_t K = weight.shape[0]
     cdef Py_ssize_t n = K * weight.shape[1] * weight.shape[2] * weight.shape[3]
     if saved.shape[0] != n + K or n == 0:
@@ -4267,6 +4222,8 @@ def blocked_forward_packed(const floating[:, :, :, ::1] x, const floating[::1] p
     """Write ``conv2d(x, weight, bias)`` by the channel-blocked kernel into ``y_out`` from
     the weights :func:`blocked_pack_weights` packed -- bit-identical to
     :func:`conv2d_forward` with ``ALGO_BLOCKED`` -- followed by ``relu(y)`` with ``relu``."""
+    if floating is double:
+        raise TypeError(_f32_only("blocked_forward_packed", "x"))
     if (groups <= 0 or x.shape[1] % groups or y_out.shape[1] % groups
             or x.shape[0] != y_out.shape[0]):  # (before make_geom divides by groups)
         raise ValueError("blocked_forward_packed(): x, y_out and groups do not match")
@@ -4399,6 +4356,8 @@ def blocked_forward_packed_res(const floating[:, :, :, ::1] x, const floating[::
     packed: bit-identical to :func:`blocked_forward_packed` followed by NumPy's ``add``
     (same operand order) and the ReLU kernel, for any ``n_threads``.  ``residual`` has
     ``y_out``'s shape and does not overlap it."""
+    if floating is double:
+        raise TypeError(_f32_only("blocked_forward_packed_res", "x"))
     if (groups <= 0 or x.shape[1] % groups or y_out.shape[1] % groups
             or x.shape[0] != y_out.shape[0]):
         raise ValueError("blocked_forward_packed_res(): x, y_out and groups do not match")

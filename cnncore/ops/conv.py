@@ -282,7 +282,7 @@ def _conv2d_relu_max_pool2d(
     n, k = x.shape[0], weight.shape[0]
     if bias is not None and bias.shape != (k,):
         return None
-    if n == 0 or x.size == 0 or not rows_pool_fusable(weight.shape, groups, geo):
+    if n == 0 or x.size == 0 or not rows_pool_fusable(weight.shape, groups, geo, x.dtype):
         return None
     ho, wo = geo.out
     y = np.empty((n, k, ho // 2, wo // 2), dtype=x.dtype)
@@ -334,7 +334,7 @@ def _conv2d_relu_max_pool2d_backward(
         or indices.dtype != np.int64
         or not indices.flags.c_contiguous
         or not relu_output.flags.c_contiguous
-        or not rows_pool_fusable(tuple(weight_shape), groups, geo)
+        or not rows_pool_fusable(tuple(weight_shape), groups, geo, x.dtype)
         or -(-n // min(n, 8)) * k * ho * wo > _FUSED_POOL_MAX_PART_ELEMENTS
     ):
         return None

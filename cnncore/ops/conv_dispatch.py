@@ -38,6 +38,13 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
     blocked kernels leave lanes idle: LeNet's 5x5 convolutions, a first layer's one input
     channel, and (AVX-512) grouped 3x3 convolutions of 8-15 channels per group.
 
+``"blocked"`` and ``"rows"`` are float32 only: their microkernels are not built for float64
+(a fifth of each SIMD build's compile time, for a dtype used to check gradients), so a
+float64 convolution runs GEMM, direct, Winograd or depthwise -- the thresholds and
+autotuning never pick the two for it, and forcing one of them runs GEMM, as for any pass an
+algorithm does not apply to (like cuDNN and oneDNN, whose fast paths are float32-only and
+fall back without an error).
+
 :func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
 ``"weight"`` gradient), in this order:
 
@@ -61,7 +68,7 @@ deterministic; ``tune()`` with a cache file gives measured choices that repeat.
 A forced algorithm that does not apply to a shape (``"winograd"`` for a 5x5 kernel,
 ``"direct"`` for a weight gradient, ``"depthwise"`` for two input channels per group,
 ``"blocked"`` for a dilated strided input gradient or one whose stride exceeds the
-kernel, ``"rows"`` for any strided pass) runs GEMM.
+kernel, ``"rows"`` for any strided pass, ``"blocked"`` or ``"rows"`` in float64) runs GEMM.
 All algorithms give the same result up to rounding (they may differ in the last bits); each
 is bit-identical for any thread count, and no choice depends on the thread count (tuned
 choices are measured at a fixed one), so results never do.
@@ -75,6 +82,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from .._config import _selected_simd
 from .._geometry import ConvGeometry
@@ -133,6 +142,31 @@ def blocked_input_applies(geo: ConvGeometry) -> bool:
     )
 
 
+#: The algorithms whose kernels are float32 only (float64 runs GEMM where they are asked for).
+FLOAT32_ONLY = frozenset({"blocked", "rows"})
+_F32_ONLY_CODES = frozenset({int(ConvAlgorithm.ALGO_BLOCKED), int(ConvAlgorithm.ALGO_ROWS)})
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+
+
+def is_float64(dtype: Any) -> bool:
+    """Whether ``dtype`` (a NumPy dtype, a type or a name; None: not known) is float64 --
+    the dtype without the ``"blocked"`` and ``"rows"`` kernels."""
+    if dtype is None or dtype is _FLOAT32:
+        return False
+    return dtype is _FLOAT64 or np.dtype(dtype) == _FLOAT64
+
+
+def _blocked_applies(case: ConvCase) -> bool:
+    # float32; strided input gradients in phases: no dilation, each stride at most the
+    # kernel's size
+    return case.dtype == "float32" and (case.which != "input" or blocked_input_applies(case.geo))
+
+
+def _rows_applies(case: ConvCase) -> bool:
+    return case.dtype == "float32" and case.geo.stride == (1, 1)  # unit stride, all passes
+
+
 #: Name -> :class:`Algorithm`, for every algorithm the kernels implement.  A new algorithm is
 #: one entry here: ``conv_algorithm(name)`` then forces it (:data:`ALGORITHMS` lists these
 #: names) and autotuning times it wherever it applies.
@@ -142,13 +176,8 @@ REGISTRY: dict[str, Algorithm] = {
     "winograd": Algorithm(ConvAlgorithm.ALGO_WINOGRAD, _winograd_applies),
     "winograd4": Algorithm(ConvAlgorithm.ALGO_WINOGRAD4, _winograd_applies),
     "depthwise": Algorithm(ConvAlgorithm.ALGO_DEPTHWISE, lambda case: case.w_shape[1] == 1),
-    # strided input gradients in phases: no dilation, each stride at most the kernel's size
-    "blocked": Algorithm(
-        ConvAlgorithm.ALGO_BLOCKED,
-        lambda case: case.which != "input" or blocked_input_applies(case.geo),
-    ),
-    # unit stride, all three passes
-    "rows": Algorithm(ConvAlgorithm.ALGO_ROWS, lambda case: case.geo.stride == (1, 1)),
+    "blocked": Algorithm(ConvAlgorithm.ALGO_BLOCKED, _blocked_applies),
+    "rows": Algorithm(ConvAlgorithm.ALGO_ROWS, _rows_applies),
 }
 
 #: The algorithm names :func:`conv_algorithm` accepts ("auto" restores the automatic choice).
@@ -174,7 +203,8 @@ def conv_algorithm(name: str) -> Iterator[None]:
     Notes
     -----
     Blocks nest; the innermost wins.  The setting is per thread (a context variable).  Where
-    the forced algorithm does not apply to a convolution, it runs GEMM.
+    the forced algorithm does not apply to a convolution, it runs GEMM -- also ``"blocked"``
+    and ``"rows"`` in float64, whose kernels are float32 only (see the module docstring).
 
     Examples
     --------
@@ -501,14 +531,16 @@ def _rows_eligible(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, whi
 _FUSED_POOL_MAX_CONV_ELEMENTS = 1 << 18  # one sample's conv planes (the per-thread buffer)
 
 
-def rows_pool_fusable(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry) -> bool:
-    """Whether a conv2d of weight shape ``w_shape`` and geometry ``geo`` followed by a ReLU
-    and 2x2 / stride-2 max pooling runs as the fused row-vectorized kernel (one input
-    channel, unit stride and dilation, one group; not when a :func:`conv_algorithm` block
-    forces another algorithm than ``"rows"``)."""
+def rows_pool_fusable(
+    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, dtype: Any = None
+) -> bool:
+    """Whether a conv2d of weight shape ``w_shape``, geometry ``geo`` and ``dtype`` (None:
+    float32) followed by a ReLU and 2x2 / stride-2 max pooling runs as the fused
+    row-vectorized kernel (float32, one input channel, unit stride and dilation, one group;
+    not when a :func:`conv_algorithm` block forces another algorithm than ``"rows"``)."""
     k, cg, kh, kw = w_shape
     forced = _forced.get()
-    if forced is not None and forced != ConvAlgorithm.ALGO_ROWS:
+    if (forced is not None and forced != ConvAlgorithm.ALGO_ROWS) or is_float64(dtype):
         return False
     ho, wo = geo.out
     if (
@@ -527,13 +559,21 @@ def rows_pool_fusable(w_shape: tuple[int, ...], groups: int, geo: ConvGeometry) 
 
 
 def heuristic_conv_algorithm(
-    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str, n: int | None = None
+    w_shape: tuple[int, ...],
+    groups: int,
+    geo: ConvGeometry,
+    which: str,
+    n: int | None = None,
+    dtype: Any = None,
 ) -> int:
     """The kernel algorithm code the thresholds above choose for one pass (``which``:
     ``"forward"``, ``"input"`` or ``"weight"``; ``geo`` the resolved geometry, ``w_shape``
-    the weight's shape, ``n`` the batch size: None for a large batch)."""
+    the weight's shape, ``n`` the batch size: None for a large batch; ``dtype``: None for
+    float32).  In float64 the rules run without ``"blocked"`` and ``"rows"`` (float32 only):
+    what would take them takes the next rule's choice."""
     k, cg, kh, kw = w_shape
     kg = k // groups
+    f32 = not is_float64(dtype)  # the blocked and rows kernels may run
     if cg == 1 and groups > 1:
         return ConvAlgorithm.ALGO_DEPTHWISE
     wino_base = (  # Winograd applies (but for the output size)
@@ -553,9 +593,9 @@ def heuristic_conv_algorithm(
     # With AVX-512 the blocked kernels run at about twice their AVX2 rate: there they come
     # before Winograd (but for F(4x4) where it measured faster); at lower levels only where
     # Winograd does not apply (strided, small images).  See _BLOCKED_MIN_OUT_CHANNELS.
-    blocked = blocked_eligible(w_shape, groups, geo, which)
+    blocked = f32 and blocked_eligible(w_shape, groups, geo, which)
     grouped = _grouped_choice(w_shape, groups, geo, which)
-    if grouped is not None:
+    if grouped is not None and (f32 or int(grouped) not in _F32_ONLY_CODES):
         return grouped
     if _selected_simd() == "avx512":
         if (
@@ -590,7 +630,7 @@ def heuristic_conv_algorithm(
             ):
                 return ConvAlgorithm.ALGO_GEMM
             return ConvAlgorithm.ALGO_BLOCKED
-    if _lenet_blocked(w_shape, groups, geo, which):
+    if f32 and _lenet_blocked(w_shape, groups, geo, which):
         return ConvAlgorithm.ALGO_BLOCKED
     if winograd4:
         return ConvAlgorithm.ALGO_WINOGRAD4
@@ -599,13 +639,13 @@ def heuristic_conv_algorithm(
     if blocked:
         return ConvAlgorithm.ALGO_BLOCKED
     if which == "weight":
-        if _rows_eligible(w_shape, groups, geo, which):
+        if f32 and _rows_eligible(w_shape, groups, geo, which):
             return ConvAlgorithm.ALGO_ROWS
         return ConvAlgorithm.ALGO_GEMM
     forward = which == "forward"
     if cg <= _DIRECT_MAX_CHANNELS and geo.out[0] * geo.out[1] >= _DIRECT_MIN_OUTPUT_PIXELS:
         return ConvAlgorithm.ALGO_DIRECT
-    if _rows_eligible(w_shape, groups, geo, which):
+    if f32 and _rows_eligible(w_shape, groups, geo, which):
         return ConvAlgorithm.ALGO_ROWS
     hp = geo.out[0] + (kh - 1) * geo.dilation[0]  # rows and columns the windows read
     wp = geo.out[1] + (kw - 1) * geo.dilation[1] + 16
@@ -860,24 +900,37 @@ def select_conv_algorithm(
         if _tuning_passes.get() is None:
             forced = _forced.get()
             if forced is not None:
-                return forced
+                return _forced_code(forced, dtype)
             code = _resolved.get((which, x_shape, w_shape, groups, geo, dtype, measure))
             if code is not None:
                 return code
         return _select_tuned(w_shape, groups, geo, which, x_shape, dtype, measure)
     forced = _forced.get()
     if forced is not None:
-        return forced
-    return _heuristic(w_shape, groups, geo, which, None if x_shape is None else x_shape[0])
+        return _forced_code(forced, dtype)
+    return _heuristic(w_shape, groups, geo, which, None if x_shape is None else x_shape[0], dtype)
+
+
+def _forced_code(code: int, dtype: Any) -> int:
+    """The code a forced algorithm runs as: GEMM for a float32-only one in float64."""
+    if code in _F32_ONLY_CODES and is_float64(dtype):
+        return ConvAlgorithm.ALGO_GEMM
+    return code
 
 
 def _heuristic(
-    w_shape: tuple[int, ...], groups: int, geo: ConvGeometry, which: str, n: int | None
+    w_shape: tuple[int, ...],
+    groups: int,
+    geo: ConvGeometry,
+    which: str,
+    n: int | None,
+    dtype: Any = None,
 ) -> int:
-    key = (w_shape, groups, geo, which, n)
+    f64 = is_float64(dtype)
+    key = (w_shape, groups, geo, which, n, f64)
     code = _heuristic_memo.get(key)
     if code is None:
-        code = heuristic_conv_algorithm(w_shape, groups, geo, which, n)
+        code = heuristic_conv_algorithm(w_shape, groups, geo, which, n, _FLOAT64 if f64 else None)
         if len(_heuristic_memo) >= 4096:
             _heuristic_memo.clear()
         _heuristic_memo[key] = code
@@ -906,20 +959,26 @@ def _select_tuned(
             if seen is not None and c not in seen:
                 seen.append(c)
             if cache.get(c) is None:
-                _tune(cache, c, heuristic_conv_algorithm(w_shape, groups, geo, p, x_shape[0]))
+                _tune(
+                    cache, c, heuristic_conv_algorithm(w_shape, groups, geo, p, x_shape[0], dtype)
+                )
         forced = _forced.get()
         if forced is not None:
-            return forced
+            return _forced_code(forced, dtype)
     cache = _tune_cache()
     name = cache.get(case)
     if name is not None:
         code = REGISTRY[name].code
     elif _autotune and measure:
         code = REGISTRY[
-            _tune(cache, case, heuristic_conv_algorithm(w_shape, groups, geo, which, x_shape[0]))
+            _tune(
+                cache,
+                case,
+                heuristic_conv_algorithm(w_shape, groups, geo, which, x_shape[0], dtype),
+            )
         ].code
     else:
-        code = _heuristic(w_shape, groups, geo, which, x_shape[0])
+        code = _heuristic(w_shape, groups, geo, which, x_shape[0], dtype)
     if passes is None and generation == _generation[0]:  # (nothing changed meanwhile)
         if len(_resolved) >= 4096:
             _resolved.clear()
@@ -939,7 +998,7 @@ def _forget_resolved() -> None:
     _resolved.clear()
 
 
-# The thresholds' choice per (weight shape, groups, geometry, pass, batch): the arguments come from
-# the memoized argument checks of cnncore/ops/conv.py (tuples of ints), so equal keys are
-# equal cases.
+# The thresholds' choice per (weight shape, groups, geometry, pass, batch, float64): the
+# arguments come from the memoized argument checks of cnncore/ops/conv.py (tuples of ints),
+# so equal keys are equal cases.
 _heuristic_memo: dict[tuple[Any, ...], int] = {}

@@ -89,7 +89,7 @@ def bench_autotune(
         for case in cases:
             h = conv_dispatch.algorithm_name(
                 conv_dispatch.heuristic_conv_algorithm(
-                    case.w_shape, case.groups, case.geo, case.which, case.x_shape[0]
+                    case.w_shape, case.groups, case.geo, case.which, case.x_shape[0], case.dtype
                 )
             )
             candidates = {
