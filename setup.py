@@ -48,8 +48,8 @@ Build time (about a minute on two cores; see the README's "Building"):
 - The channel-blocked and row-vectorized conv microkernels (``src/_blocked_conv.h``,
   ``src/_rowconv.h``) are instantiated for float only: float64 convolutions run GEMM, direct
   or Winograd (``cnncore/ops/conv_dispatch.py``).  Their double instantiations were a fifth
-  of each ``_conv`` build (AVX-512 37-38 -> 28-30 s, AVX2 35 -> 25-27 s, baseline 17-18 ->
-  12-13 s of CPU time: about 24 s of CPU, 12 s of wall time per install).
+  of each ``_conv`` build (AVX-512 36-38 -> 26-30 s, AVX2 34-35 -> 24-27 s, baseline 17-18 ->
+  12-13 s of CPU time: about 25 s of CPU, 12 s of wall time per install).
 - Only modules whose kernels gain from wider vectors throughout are in ``SIMD_MODULES``.
   The pooling module needs AVX2/AVX-512 for one kernel only (2x2 max pooling), so
   ``src/_pool2x2.h`` compiles that kernel once per ISA inside the one ``_pool`` build

@@ -162,3 +162,17 @@ def test_time_install_phases(time_install):
     assert steps["install deps + wheel (after the build)"] == (8.0, None)
     table = time_install.extension_table(records)
     assert table == {"cnncore.ops._conv": [45.0, 44.0, 0.5, 0.4]}
+
+
+def test_blocked_and_rows_microkernels_are_float_only():
+    """Their double instantiations were a fifth of each SIMD build of _conv (install time):
+    float64 convolutions run GEMM, direct or Winograd (tests/test_conv_float64.py).  Every
+    instantiation line of the two headers -- a macro called at file level -- names float."""
+    import re
+
+    for header in ("_blocked_conv.h", "_rowconv.h"):
+        text = (ROOT / "src" / header).read_text()
+        calls = re.findall(r"^(CNN_\w+)\((\w+)", text, flags=re.M)
+        assert len(calls) >= 8, header
+        assert {t for _, t in calls} == {"float"}, (header, calls)
+        assert not re.search(r"typedef[^;]*\bdouble\b", text), header
