@@ -42,8 +42,8 @@ cnncore's convolution kernels (``cnncore/ops/_conv.pyx``) implement these algori
 (a fifth of each SIMD build's compile time, for a dtype used to check gradients), so a
 float64 convolution runs GEMM, direct, Winograd or depthwise -- the thresholds and
 autotuning never pick the two for it, and forcing one of them runs GEMM, as for any pass an
-algorithm does not apply to (like cuDNN and oneDNN, whose fast paths are float32-only and
-fall back without an error).
+algorithm does not apply to -- as PyTorch, whose CPU convolutions take oneDNN's kernels for
+float32 only and run float64 on its own ones, without an error or a warning.
 
 :func:`select_conv_algorithm` picks one per shape and pass (``"forward"``, ``"input"`` or
 ``"weight"`` gradient), in this order:
