@@ -45,6 +45,23 @@ cdef inline void sgd_span(floating* data, const floating* grad, floating* buf,
     element (``buf`` unused without momentum)."""
     cdef Py_ssize_t i
     cdef floating g, b
+    if use_m and not first_step and not use_damp and not nesterov:
+        # the common step (momentum, no dampening, not the first step), its flags out of the
+        # loop so that it vectorizes -- the general loop below, with its per-element
+        # branches, stays scalar (LeNet-5's 61.7k parameters: ~1.4 ns per element); the
+        # same operations in the same order, so the same bits
+        if use_wd:
+            for i in range(n):
+                g = grad[i] + data[i] * wd
+                b = buf[i] * m + g
+                buf[i] = b
+                data[i] = data[i] + b * neg_lr
+        else:
+            for i in range(n):
+                b = buf[i] * m + grad[i]
+                buf[i] = b
+                data[i] = data[i] + b * neg_lr
+        return
     for i in range(n):
         g = grad[i]
         if use_wd:

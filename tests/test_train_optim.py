@@ -20,6 +20,8 @@ SETTINGS = [
     dict(lr=0.1, weight_decay=0.01),
     dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.05),
     dict(lr=0.05, momentum=0.5, dampening=0.5, weight_decay=0.1),
+    # the vectorized loop of sgd_span (momentum, no dampening, no nesterov; steps >= 2)
+    dict(lr=0.1, momentum=0.9, weight_decay=5e-4),
 ]
 
 

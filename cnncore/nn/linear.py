@@ -11,6 +11,7 @@ from .. import functional as F
 from .._config import blas_single_thread
 from .._typing import ArrayLike, DTypeLike, RNGLike
 from .._validation import as_float_array, check_bool, check_input_shape, check_int, check_numel
+from ..ops.linear import _linear_backward_pair
 from . import init
 from .inference import linear_layer_kernel
 from .module import (
@@ -110,6 +111,21 @@ class Linear(Module):
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         x = self._cached("_x")
         grad_output = grad_like(grad_output, (*x.shape[:-1], self.out_features), "Linear")
+        w = self.weight.data
+        if (
+            x.ndim == 2
+            and type(x) is np.ndarray
+            and x.dtype == w.dtype == grad_output.dtype
+            and x.flags.c_contiguous
+            and grad_output.flags.c_contiguous
+            and w.flags.c_contiguous
+        ):
+            # both products in one parallel region (the same bits as the two calls below)
+            dw, dx = _linear_backward_pair(grad_output, x, w, input_grad)
+            accumulate(self.weight.grad, dw)
+            if self.bias is not None:
+                accumulate(self.bias.grad, F.linear_backward_bias(grad_output))
+            return dx
         accumulate(self.weight.grad, F.linear_backward_weight(grad_output, x))
         if self.bias is not None:
             accumulate(self.bias.grad, F.linear_backward_bias(grad_output))

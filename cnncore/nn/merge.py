@@ -47,7 +47,7 @@ def add_arrays(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> n
     if _kernel_arrays(a, b) and (out is None or (_kernel_arrays(a, out) and out.flags.writeable)):
         if out is None:
             out = np.empty_like(a)
-        _merge.add(a.reshape(-1), b.reshape(-1), out.reshape(-1), threads_for(a.size))
+        _merge.add(a.reshape(-1), b.reshape(-1), out.reshape(-1), threads_for(3 * a.size))
         return out
     return a + b if out is None else np.add(a, b, out=out)
 
@@ -65,7 +65,11 @@ def add_relu_backward(
         if out is None:
             out = np.empty_like(a)
         _merge.add_relu_backward(
-            a.reshape(-1), b.reshape(-1), output.reshape(-1), out.reshape(-1), threads_for(a.size)
+            a.reshape(-1),
+            b.reshape(-1),
+            output.reshape(-1),
+            out.reshape(-1),
+            threads_for(4 * a.size),  # (elements read and written: threads_for's work)
         )
         return out
     s = add_arrays(a, b, out)

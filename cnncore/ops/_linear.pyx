@@ -73,10 +73,9 @@ cdef int linear_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_
     """``C (M x N, row stride N) = op(A) @ op(B) [+ bias on every row]`` (row-major, as
     :func:`_blas.gemm`), cut into tasks as the module docstring says.  ``K == 0``: C is the
     bias, or zero (A and B are not read and may be NULL).  Returns a status code."""
-    cdef Py_ssize_t n_parts = 0, bs, n_blocks, t, p, k0, k1, m0, m1, n0, n1, e, MN = M * N
-    # (one row is cut by columns whatever K: its matrix-vector products need no partial sums)
-    cdef bint cut_k = M > 1 and K >= 2 * K_PART and K >= 4 * py_max(M, N)
-    cdef bint cut_n = M <= N
+    cdef Py_ssize_t n_parts = 0, bs, n_blocks, t, p, k0, k1, e, MN = M * N
+    cdef bint cut_k = cuts_k(M, N, K)
+    cdef bint cut_n
     cdef floating* partials = NULL
     cdef floating s
     if K == 0:
@@ -102,33 +101,86 @@ cdef int linear_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_
             c[e] = s
         free(partials)
         return CNN_OK
-    bs = block_size(N if cut_n else M)
-    if M == 1 and N * K <= SMALL_GEMV:
-        bs = N  # one row, little work: one matrix-vector product beats any split
-    n_blocks = ((N if cut_n else M) + bs - 1) // bs
+    gemm_blocks(M, N, K, &bs, &n_blocks, &cut_n)
     if n_blocks == 1:  # (no parallel region for a single task)
-        if bias != NULL:
-            fill_rows(c, N, 0, M, 0, N, bias)
-        product(trans_a, trans_b, M, N, K, a, lda, b, ldb,
-                <floating> (1.0 if bias != NULL else 0.0), c, N)
+        gemm_task(trans_a, trans_b, M, N, K, a, lda, b, ldb, bias, c, bs, cut_n, 0)
         return CNN_OK
     for t in prange(n_blocks, schedule="static", num_threads=py_min(n_threads, n_blocks)):
-        if cut_n:
-            m0 = 0
-            m1 = M
-            n0 = t * bs
-            n1 = py_min(N, n0 + bs)
+        gemm_task(trans_a, trans_b, M, N, K, a, lda, b, ldb, bias, c, bs, cut_n, t)
+    return CNN_OK
+
+
+cdef inline bint cuts_k(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    """Whether :func:`linear_gemm` cuts the inner dimension (partial products summed)."""
+    # (one row is cut by columns whatever K: its matrix-vector products need no partial sums)
+    return M > 1 and K >= 2 * K_PART and K >= 4 * py_max(M, N)
+
+
+cdef inline void gemm_blocks(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t* bs,
+                             Py_ssize_t* n_blocks, bint* cut_n) noexcept nogil:
+    """The blocks :func:`linear_gemm` cuts a product into when it does not cut K: the
+    dimension whose cut repeats the smaller operand (N when ``M <= N``), in ``n_blocks``
+    blocks of ``bs`` -- from the shapes only."""
+    cut_n[0] = M <= N
+    bs[0] = block_size(N if cut_n[0] else M)
+    if M == 1 and N * K <= SMALL_GEMV:
+        bs[0] = N  # one row, little work: one matrix-vector product beats any split
+    n_blocks[0] = ((N if cut_n[0] else M) + bs[0] - 1) // bs[0]
+
+
+cdef inline void gemm_task(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N,
+                           Py_ssize_t K, const floating* a, Py_ssize_t lda, const floating* b,
+                           Py_ssize_t ldb, const floating* bias, floating* c, Py_ssize_t bs,
+                           bint cut_n, Py_ssize_t t) noexcept nogil:
+    """Block ``t`` of :func:`gemm_blocks`' cut: its rows / columns of ``C`` (the bias
+    first, when given, then the product added)."""
+    cdef Py_ssize_t m0, m1, n0, n1
+    if cut_n:
+        m0 = 0
+        m1 = M
+        n0 = t * bs
+        n1 = py_min(N, n0 + bs)
+    else:
+        m0 = t * bs
+        m1 = py_min(M, m0 + bs)
+        n0 = 0
+        n1 = N
+    if bias != NULL:
+        fill_rows(c, N, m0, m1, n0, n1, bias)
+    product(trans_a, trans_b, m1 - m0, n1 - n0, K,
+            a + (m0 if trans_a else m0 * lda), lda,
+            b + (n0 * ldb if trans_b else n0), ldb,
+            <floating> (1.0 if bias != NULL else 0.0), c + m0 * N + n0, N)
+
+
+cdef int linear_backward_impl(const floating* g, const floating* x, const floating* w,
+                              floating* dw, floating* dx, Py_ssize_t N, Py_ssize_t O,
+                              Py_ssize_t I, int n_threads) noexcept nogil:
+    """``dw = g.T @ x`` and (``dx`` not NULL) ``dx = g @ w``: each product cut into
+    :func:`linear_gemm`'s blocks, and the blocks of both run as the tasks of one parallel
+    region (two small products run side by side instead of one after the other; the same
+    BLAS calls on the same blocks, so the same bits).  A product :func:`linear_gemm` would
+    cut along K runs through it, one product after the other."""
+    cdef Py_ssize_t bs_w, nb_w, bs_x = 0, nb_x = 0, t
+    cdef bint cn_w, cn_x = False
+    cdef int status
+    if cuts_k(O, I, N) or (dx != NULL and cuts_k(N, I, O)):
+        status = linear_gemm(True, False, O, I, N, g, O, x, I, <const floating*> NULL, dw,
+                             n_threads)
+        if status != CNN_OK or dx == NULL:
+            return status
+        return linear_gemm(False, False, N, I, O, g, O, w, I, <const floating*> NULL, dx,
+                           n_threads)
+    gemm_blocks(O, I, N, &bs_w, &nb_w, &cn_w)
+    if dx != NULL:
+        gemm_blocks(N, I, O, &bs_x, &nb_x, &cn_x)
+    for t in prange(nb_w + nb_x, schedule="static", num_threads=py_min(n_threads, nb_w + nb_x)):
+        if t < nb_w:
+            gemm_task(True, False, O, I, N, g, O, x, I, <const floating*> NULL, dw, bs_w, cn_w,
+                      t)
         else:
-            m0 = t * bs
-            m1 = py_min(M, m0 + bs)
-            n0 = 0
-            n1 = N
-        if bias != NULL:
-            fill_rows(c, N, m0, m1, n0, n1, bias)
-        product(trans_a, trans_b, m1 - m0, n1 - n0, K,
-                a + (m0 if trans_a else m0 * lda), lda,
-                b + (n0 * ldb if trans_b else n0), ldb,
-                <floating> (1.0 if bias != NULL else 0.0), c + m0 * N + n0, N)
+            gemm_task(False, False, N, I, O, g, O, w, I, <const floating*> NULL, dx, bs_x,
+                      cn_x, t - nb_w)
     return CNN_OK
 
 
@@ -186,3 +238,36 @@ def linear_backward_weight(const floating[:, ::1] grad_output, const floating[:,
         status = linear_gemm(True, False, O, I, N, gp, O, xp, I, <const floating*> NULL,
                              &dw_out[0, 0], n_threads)
     check_status(status, "linear_backward_weight")
+
+
+def linear_backward(const floating[:, ::1] grad_output, const floating[:, ::1] x,
+                    const floating[:, ::1] weight, floating[:, ::1] dw_out,
+                    floating[:, ::1] dx_out, int n_threads):
+    """``dw_out = grad_output.T @ x`` and (``dx_out`` not None) ``dx_out = grad_output @
+    weight`` in one parallel region -- bit-identical to :func:`linear_backward_weight` and
+    :func:`linear_backward_input` (a Linear layer's backward in training)."""
+    cdef Py_ssize_t N = grad_output.shape[0], O = grad_output.shape[1], I = x.shape[1]
+    cdef const floating* gp
+    cdef const floating* xp
+    cdef const floating* wp
+    cdef floating* dxp = NULL
+    cdef int status
+    if (x.shape[0] != N or weight.shape[0] != O or weight.shape[1] != I
+            or dw_out.shape[0] != O or dw_out.shape[1] != I
+            or (dx_out is not None and (dx_out.shape[0] != N or dx_out.shape[1] != I))):
+        raise ValueError(
+            f"linear_backward(): mismatched shapes. Received: grad_output {N}x{O}, x "
+            f"{x.shape[0]}x{I}, weight {weight.shape[0]}x{weight.shape[1]}, dw_out "
+            f"{dw_out.shape[0]}x{dw_out.shape[1]}"
+        )
+    if O == 0 or I == 0:
+        return
+    if N == 0:  # (no rows: dw is zero, dx empty)
+        dw_out[:, :] = 0
+        return
+    gp, xp, wp = data(grad_output), data(x), data(weight)
+    if dx_out is not None:
+        dxp = &dx_out[0, 0]
+    with nogil:
+        status = linear_backward_impl(gp, xp, wp, &dw_out[0, 0], dxp, N, O, I, n_threads)
+    check_status(status, "linear_backward")

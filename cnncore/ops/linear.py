@@ -200,6 +200,25 @@ def linear_backward_weight(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
     return dw
 
 
+def _linear_backward_pair(
+    grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, input_grad: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(linear_backward_weight(grad_output, x), linear_backward_input(grad_output,
+    weight) or None)`` in one kernel call whose parallel region runs the blocks of both
+    products (bit-identical to the two calls): a Linear layer's backward in training.  The
+    caller passes 2-D C-contiguous arrays of one float dtype, of matching shapes (no checks
+    here)."""
+    n, o = grad_output.shape
+    i = x.shape[1]
+    dw = np.empty((o, i), dtype=x.dtype)
+    dx = np.empty((n, i), dtype=x.dtype) if input_grad else None
+    with blas_single_thread():
+        _linear.linear_backward(
+            grad_output, x, weight, dw, dx, threads_for_macs(n * o * i * (2 if input_grad else 1))
+        )
+    return dw, dx
+
+
 def linear_backward_bias(grad_output: ArrayLike) -> np.ndarray:
     """Gradient of :func:`linear` with respect to ``bias``: ``grad_output`` summed over all
     leading dimensions, shape ``(out_features,)``.

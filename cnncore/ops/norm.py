@@ -699,6 +699,15 @@ def _ncl(x: np.ndarray) -> tuple[int, int, int]:
     return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
 
 
+def _touched(x: np.ndarray, arrays: int) -> int:
+    """The elements a batch norm pass over ``arrays`` arrays of ``x``'s size reads and
+    writes -- the work :func:`~cnncore._config.threads_for` sizes the thread count by (a
+    backward reads ``g`` and ``x`` and writes ``grad_x``: three times the elements of a
+    single-array kernel of the same shape, worth a second thread sooner).  The kernels'
+    results do not depend on the thread count."""
+    return arrays * x.size
+
+
 def _batch_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and biased variance (float64) of ``x`` over the batch and positions."""
     n, c, s = _ncl(x)
@@ -741,7 +750,7 @@ def _batch_forward(
         mean,
         var,
         given,
-        threads_for(x.size),
+        threads_for(_touched(x, 2 if residual is None else 3)),
         relu,
         None if residual is None else residual.reshape(-1),
     )
@@ -790,7 +799,7 @@ def _batch_backward(
         sums is not None,
         float(count),
         training,
-        threads_for(x.size),
+        threads_for(_touched(x, 3 if input_grad else 2)),
         relu is not None,
         None if relu is None else _flat(relu[0]),
         None if relu is None else _flat(relu[1]),
