@@ -45,9 +45,11 @@ def group_norm_backward(
     db_out: _F64,
     dw_out: _F64,
     n_threads: int,
+    saved: bool = False,
 ) -> None:
     """Input gradient into ``grad_x``; per plane ``sum(g)`` into ``db_out`` and
-    ``rstd * sum(g * (x - mean))`` into ``dw_out``."""
+    ``rstd * sum(g * (x - mean))`` into ``dw_out``.  ``saved``: ``mean`` / ``var`` hold
+    the forward's mean and rstd per segment (not recomputed)."""
 
 def layer_norm_forward(
     x: _Float,
