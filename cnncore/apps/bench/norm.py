@@ -42,9 +42,10 @@ def _ours(kind: str, param: Any, x: np.ndarray, g: np.ndarray) -> tuple[Fn, Fn]:
         return (lambda: F.batch_norm(x, None, None, w, b, training=True)), (
             lambda: F.batch_norm_backward(g, x, None, None, w, training=True)
         )
-    if kind == "group":
+    if kind == "group":  # the backward from the forward's statistics, as nn.GroupNorm runs it
+        _, mean, rstd = F.group_norm(x, param, w, b, return_stats=True)
         return (lambda: F.group_norm(x, param, w, b)), (
-            lambda: F.group_norm_backward(g, x, param, w)
+            lambda: F.group_norm_backward(g, x, param, w, mean=mean, rstd=rstd)
         )
 
     def both() -> object:
@@ -97,7 +98,9 @@ def bench_norm(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     Bytes moved: the forward reads x and writes y (2 arrays), the backward reads
     grad_output and x and writes grad_x (3 arrays; the per-channel gradients are
     negligible).  torch's backward is timed from the mean / rstd its forward saved
-    (``native_*_backward``); cnncore's recomputes them from x.  Instance norm's second row
+    (``native_*_backward``); so is cnncore's group norm backward (``mean=`` / ``rstd=``
+    from ``return_stats=True``, as nn.GroupNorm runs it), the others recompute them from
+    x.  Instance norm's second row
     is forward + backward (5 arrays; torch has no separate backward op for it).
 
     Returns ``{"threads", "repeat", "batch", "rows": [{"op", "bytes", "cnncore_s", "gbs", "copy_s",
