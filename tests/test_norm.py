@@ -609,6 +609,136 @@ def test_group_norm_layer_reuses_the_forward_statistics(rng, monkeypatch):
     assert layer._stats is None and layer._x is None
 
 
+# (shape, trailing axes normalized): short rows (one vector accumulator, row blocks), long
+# rows in parts, two huge rows (each phase split over (row, chunk) pairs with > 1 thread)
+_LN_SAVED_CASES = [
+    ((5, 7, 64), 1),
+    ((3, 4, 30, 40), 3),
+    ((2, 3 * 4096 + 17), 1),
+    ((6, 5), 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,k", _LN_SAVED_CASES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_saved_stats_are_bit_identical(dtype, shape, k, affine, rng, monkeypatch):
+    """layer_norm(return_stats=True)'s mean / rstd passed to layer_norm_backward give the
+    recomputing backward's result bit for bit, at every thread count (all work splits)."""
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
+    x = _arr(rng, shape, dtype, 2.0, 50.0)
+    g = _arr(rng, shape, dtype)
+    ns = shape[len(shape) - k :]
+    w = _arr(rng, ns, dtype) if affine else None
+    b = _arr(rng, ns, dtype) if affine else None
+    stat_shape = shape[: len(shape) - k] + (1,) * k
+
+    def compute():
+        y, mean, rstd = F.layer_norm(x, ns, w, b, 1e-3, return_stats=True)
+        assert mean.dtype == rstd.dtype == np.float64
+        assert mean.shape == rstd.shape == stat_shape
+        np.testing.assert_array_equal(y, F.layer_norm(x, ns, w, b, 1e-3))
+        fresh = F.layer_norm_backward(g, x, ns, w, 1e-3)
+        out = [y, mean, rstd]
+        # torch's (*, 1, ..., 1) statistics, or the same values without the ones
+        for m, r in ((mean, rstd), (mean.reshape(shape[: len(shape) - k]), rstd.squeeze())):
+            saved = F.layer_norm_backward(g, x, ns, w, 1e-3, mean=m, rstd=r.reshape(m.shape))
+            for a, c in zip(saved, fresh, strict=True):
+                assert (a is None) == (c is None)
+                if a is not None:
+                    assert a.tobytes() == c.tobytes()
+                    out.append(a)
+        return out
+
+    assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4))
+
+
+def test_layer_norm_saved_stats_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = _arr(rng, (3, 4, 5, 6), np.float32, 2.0, 1.0)
+    g = _arr(rng, x.shape, np.float32)
+    ns = [5, 6]
+    w, b = _arr(rng, ns, np.float32), _arr(rng, ns, np.float32)
+    tx, tg, tw, tb = map(torch.from_numpy, (x, g, w, b))
+    ty, tm, tr = torch.ops.aten.native_layer_norm(tx, ns, tw, tb, 1e-5)
+    y, mean, rstd = F.layer_norm(x, ns, w, b, return_stats=True)
+    assert mean.shape == tuple(tm.shape) and rstd.shape == tuple(tr.shape)
+    np.testing.assert_allclose(y, ty.numpy(), **TORCH_TOL[np.float32])
+    np.testing.assert_allclose(mean, tm.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rstd, tr.numpy(), rtol=1e-5)
+    tgx, tgw, tgb = torch.ops.aten.native_layer_norm_backward(
+        tg, tx, ns, tm, tr, tw, tb, [True] * 3
+    )
+    gx, gw, gb = F.layer_norm_backward(g, x, ns, w, mean=tm.numpy(), rstd=tr.numpy())
+    _close([gx, gw, gb], [tgx.numpy(), tgw.numpy(), tgb.numpy()], np.float32)
+    # the given statistics are the ones used
+    other = F.layer_norm_backward(g, x, ns, w, mean=mean + 1, rstd=rstd * 2)[0]
+    assert not np.allclose(other, gx, atol=1e-3)
+
+
+def test_layer_norm_saved_stats_finite_differences(rng):
+    x = rng.standard_normal((3, 4, 5))
+    g = rng.standard_normal(x.shape)
+    w = rng.standard_normal((4, 5))
+    _, mean, rstd = F.layer_norm(x, (4, 5), w, eps=0.1, return_stats=True)
+    gx, gw, _ = F.layer_norm_backward(g, x, (4, 5), w, 0.1, mean=mean, rstd=rstd)
+    np.testing.assert_allclose(
+        gx,
+        numerical_grad(lambda a: F.layer_norm(a, (4, 5), w, eps=0.1), x, g),
+        rtol=1e-6,
+        atol=1e-8,
+    )
+    np.testing.assert_allclose(
+        gw,
+        numerical_grad(lambda a: F.layer_norm(x, (4, 5), a, eps=0.1), w.copy(), g),
+        rtol=1e-6,
+        atol=1e-8,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(mean=np.zeros((2, 1))), ValueError, "rstd"),
+        (dict(rstd=np.ones((2, 1))), ValueError, "mean"),
+        (dict(mean=np.zeros((3, 1)), rstd=np.ones((2, 1))), ValueError, "mean"),
+        (dict(mean=np.zeros((2, 1)), rstd=np.ones((1, 2))), ValueError, "rstd"),
+        (dict(mean=np.zeros((2, 1), int), rstd=np.ones((2, 1))), TypeError, "mean"),
+    ],
+)
+def test_layer_norm_saved_stats_bad_inputs(kwargs, exc, match):
+    x = np.ones((2, 5), np.float32)
+    with pytest.raises(exc, match=match):
+        F.layer_norm_backward(x, x, 5, **kwargs)
+    with pytest.raises(TypeError, match="return_stats"):
+        F.layer_norm(x, 5, return_stats=1.5)
+
+
+def test_layer_norm_layer_reuses_the_forward_statistics(rng, monkeypatch):
+    layer = nn.LayerNorm((5, 4))
+    layer.weight.data[:] = _arr(rng, (5, 4), np.float32)
+    x = _arr(rng, (3, 2, 5, 4), np.float32, 1.0, 3.0)
+    g = _arr(rng, x.shape, np.float32)
+    calls = []
+    real = F.layer_norm_backward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "layer_norm_backward", spy)
+    layer(x)
+    gx = layer.backward(g)
+    assert calls[0]["mean"] is not None and calls[0]["rstd"] is not None
+    egx, egw, egb = real(g, x, (5, 4), layer.weight.data)
+    assert gx.tobytes() == egx.tobytes()
+    assert layer.weight.grad.tobytes() == egw.tobytes()
+    assert layer.bias.grad.tobytes() == egb.tobytes()
+    layer.eval()
+    layer(x)
+    assert layer._stats is None and layer._x is None
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_norm_bit_identical_across_threads(dtype, rng, monkeypatch):
     """Three channels: a task per channel for up to three threads, (channel, chunk) tasks for

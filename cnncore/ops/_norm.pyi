@@ -77,9 +77,12 @@ def layer_norm_backward(
     part_b: _F64,
     P: int,
     n_threads: int,
+    mean: _F64 | None = None,
+    rstd: _F64 | None = None,
 ) -> None:
     """Input gradient into ``grad_x``; with ``weight``, ``P`` row parts' sums of the weight
-    and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed)."""
+    and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed).  ``mean`` /
+    ``rstd``: the forward's statistics per row (not recomputed)."""
 
 def batch_norm_forward(
     x: _Float,

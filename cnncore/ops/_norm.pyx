@@ -772,10 +772,12 @@ cdef inline void ln_backward_cols(const floating* g, const floating* x, floating
 
 cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, Py_ssize_t r0,
                            Py_ssize_t r1, Py_ssize_t D, const floating* w, double eps,
-                           double* pw, double* pb, double* st, floating* cf5) noexcept nogil:
+                           double* pw, double* pb, double* st, floating* cf5,
+                           const double* smean, const double* srstd) noexcept nogil:
     """Rows ``[r0, r1)`` (``st``: 4 doubles, ``cf5``: 5 floatings per row of scratch): the
     statistics and coefficients of every row, then the rows' gradients (short rows:
-    independent work in flight; with a weight, column blocks sweeping the rows)."""
+    independent work in flight; with a weight, column blocks sweeping the rows).
+    ``smean`` / ``srstd`` (or NULL): the forward's statistics per row, not recomputed."""
     cdef double sdy, sdyx
     cdef double* q
     cdef floating mh, ml
@@ -788,8 +790,12 @@ cdef void ln_backward_rows(const floating* g, const floating* x, floating* gx, P
             # grad_x's lines owned before cnn_ln_backward_cols stores them (the stores
             # waited on read-for-ownership: a third of the C-last backward)
             cnn_prefetch_w(gx + r * D, D * sizeof(floating))
-        row_stats(x + r * D, D, &q[0], &q[1])
-        q[1] = inv_std(q[1], eps)
+        if smean != NULL:
+            q[0] = smean[r]
+            q[1] = srstd[r]
+        else:
+            row_stats(x + r * D, D, &q[0], &q[1])
+            q[1] = inv_std(q[1], eps)
         split_mean(q[0], &mh, &ml)
         row_sums(g + r * D, x + r * D, w, D, mh, ml, &sdy, &sdyx)
         ln_coefficients(sdy, sdyx, q[1], D, &q[2], &q[3])
@@ -847,7 +853,8 @@ cdef int ln_forward_impl(const floating* x, floating* y, Py_ssize_t M, Py_ssize_
 
 cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py_ssize_t M,
                           Py_ssize_t D, const floating* w, double eps, double* pw, double* pb,
-                          Py_ssize_t P, int n_threads) noexcept nogil:
+                          Py_ssize_t P, int n_threads, const double* smean=NULL,
+                          const double* srstd=NULL) noexcept nogil:
     """Rows ``[p * M // P, (p + 1) * M // P)`` form part ``p``; with ``w``, part ``p`` adds
     its rows' weight / bias gradient terms, row by row, into ``pw[p * D:]``, ``pb[p * D:]``
     (zero on entry).  With fewer parts than threads, each phase runs over all (row, chunk)
@@ -879,7 +886,7 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
                     ln_backward_rows(g, x, gx, r0, py_min(r0 + rb, r1), D, w, eps,
                                      pw + p * D if w != NULL else NULL,
                                      pb + p * D if w != NULL else NULL, blk,
-                                     <floating*> (blk + 4 * rb))
+                                     <floating*> (blk + 4 * rb), smean, srstd)
                     r0 = r0 + rb
                 free(blk)
         return status
@@ -891,14 +898,19 @@ cdef int ln_backward_impl(const floating* g, const floating* x, floating* gx, Py
         free(st)
         free(cf5)
         return CNN_ERR_NOMEM
-    for t in prange(M * nc, schedule="static", num_threads=n_threads):
-        r = t // nc
-        c = t % nc
-        chunk_moments(x + r * D + c * CHUNK, py_min(CHUNK, D - c * CHUNK), x[r * D], &cm[2 * t],
-                      &cm[2 * t + 1])
+    if smean == NULL:
+        for t in prange(M * nc, schedule="static", num_threads=n_threads):
+            r = t // nc
+            c = t % nc
+            chunk_moments(x + r * D + c * CHUNK, py_min(CHUNK, D - c * CHUNK), x[r * D],
+                          &cm[2 * t], &cm[2 * t + 1])
     for r in range(M):
-        merge_chunks(cm + 2 * r * nc, nc, D, <double> x[r * D], &st[4 * r], &st[4 * r + 1])
-        st[4 * r + 1] = inv_std(st[4 * r + 1], eps)
+        if smean != NULL:
+            st[4 * r] = smean[r]
+            st[4 * r + 1] = srstd[r]
+        else:
+            merge_chunks(cm + 2 * r * nc, nc, D, <double> x[r * D], &st[4 * r], &st[4 * r + 1])
+            st[4 * r + 1] = inv_std(st[4 * r + 1], eps)
     for t in prange(M * nc, schedule="static", num_threads=n_threads):
         r = t // nc
         c = t % nc
@@ -1606,16 +1618,31 @@ def layer_norm_forward(const floating[::1] x, floating[::1] y_out, const floatin
 def layer_norm_backward(const floating[::1] grad_output, const floating[::1] x,
                         floating[::1] grad_x, const floating[::1] weight, Py_ssize_t M,
                         Py_ssize_t D, double eps, double[::1] part_w, double[::1] part_b,
-                        Py_ssize_t P, int n_threads):
+                        Py_ssize_t P, int n_threads, const double[::1] mean=None,
+                        const double[::1] rstd=None):
     """Input gradient of layer norm into ``grad_x``; with ``weight``, the ``P`` parts' sums
-    of the weight and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed)."""
+    of the weight and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed).
+    ``mean`` / ``rstd`` (``M`` each, both or neither): the forward's statistics per row,
+    used instead of recomputing them (bit-identical when they are the forward's)."""
     cdef const floating* w = opt_ptr(weight)
     cdef double* pw = &part_w[0] if w != NULL else NULL
     cdef double* pb = &part_b[0] if w != NULL else NULL
+    cdef const double* sm = NULL
+    cdef const double* sr = NULL
+    if (mean is None) != (rstd is None) or (
+        mean is not None and (mean.shape[0] != M or rstd.shape[0] != M)
+    ):
+        raise ValueError(
+            f"layer_norm_backward(): mean and rstd must both be None or both have M = {M} "
+            f"elements"
+        )
+    if mean is not None:
+        sm = &mean[0]
+        sr = &rstd[0]
     cdef int status
     with nogil:
         status = ln_backward_impl(&grad_output[0], &x[0], &grad_x[0], M, D, w, eps, pw, pb, P,
-                                  n_threads)
+                                  n_threads, sm, sr)
     check_status(status, "layer_norm_backward")
 
 
