@@ -401,8 +401,8 @@ _SECTIONS = {
     "activation": _activation,
     "norm": _memory_bound(
         "Normalization",
-        "batch {batch}; group_norm's backward rows take the forward's statistics (as "
-        "torch's), the other backward rows recompute them from x",
+        "batch {batch}; group_norm's and layer_norm's backward rows take the forward's "
+        "statistics (as torch's), batch_norm's recompute them from x",
     ),
     "resize": _memory_bound(
         "Resizing",
