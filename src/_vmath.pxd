@@ -953,6 +953,16 @@ cdef extern from *:
         w = w > (T)6 ? (T)6 : w;                                                           \
         return w / (T)6;                                                                   \
     }                                                                                      \
+    /* relu6 min(max(x, 0), 6) and its gradient: g inside (0, 6), else 0 (hardtanh's    \
+       rule); NaN and -0.0 pass through the forward, a NaN x passes g */                  \
+    CNN_INLINE T cnn_relu6##SUF(T x) {                                                     \
+        T w = x < (T)0 ? (T)0 : x;                                                         \
+        return w > (T)6 ? (T)6 : w;                                                        \
+    }                                                                                      \
+    CNN_INLINE T cnn_relu6_bw##SUF(T g, T x) {                                             \
+        T v = x <= (T)0 ? (T)0 : g;                                                        \
+        return x >= (T)6 ? (T)0 : v;                                                       \
+    }                                                                                      \
     CNN_INLINE T cnn_hardswish##SUF(T x) {                                                 \
         T w = x + (T)3;                                                                    \
         w = w < (T)0 ? (T)0 : w;                                                           \
@@ -976,7 +986,7 @@ cdef extern from *:
 
     enum { CNN_ACT_GELU = 1, CNN_ACT_GELU_TANH = 2, CNN_ACT_SILU = 3, CNN_ACT_ELU = 4,
            CNN_ACT_SOFTPLUS = 5, CNN_ACT_MISH = 6, CNN_ACT_HARDSWISH = 7,
-           CNN_ACT_HARDSIGMOID = 8 };
+           CNN_ACT_HARDSIGMOID = 8, CNN_ACT_RELU6 = 9 };
 
     /* One SIMD-cloned loop per activation and direction: y = f(x) (forward) and
        y = f'(x) g (backward); a, b: alpha / beta, threshold.  y may be x or g itself (each
@@ -1016,6 +1026,7 @@ cdef extern from *:
                   cnn_hardswish_bw##SUF(g[i], x[i]))                                       \
     CNN_ACT_LOOPS(hardsigmoid, SUF, T, cnn_hardsigmoid##SUF(x[i]),                         \
                   cnn_hardsigmoid_bw##SUF(g[i], x[i]))                                     \
+    CNN_ACT_LOOPS(relu6, SUF, T, cnn_relu6##SUF(x[i]), cnn_relu6_bw##SUF(g[i], x[i]))      \
     static void cnn_act_fwd##SUF(int kind, const T* x, T* y, ptrdiff_t n, T a, T b) {      \
         switch (kind) {                                                                    \
         case CNN_ACT_GELU: cnn_gelu_fwd##SUF(x, y, n, a, b); break;                        \
@@ -1026,6 +1037,7 @@ cdef extern from *:
         case CNN_ACT_MISH: cnn_mish_fwd##SUF(x, y, n, a, b); break;                        \
         case CNN_ACT_HARDSWISH: cnn_hardswish_fwd##SUF(x, y, n, a, b); break;              \
         case CNN_ACT_HARDSIGMOID: cnn_hardsigmoid_fwd##SUF(x, y, n, a, b); break;          \
+        case CNN_ACT_RELU6: cnn_relu6_fwd##SUF(x, y, n, a, b); break;                      \
         }                                                                                  \
     }                                                                                      \
     static void cnn_act_bwd##SUF(int kind, const T* g, const T* x, T* y, ptrdiff_t n,      \
@@ -1039,6 +1051,7 @@ cdef extern from *:
         case CNN_ACT_MISH: cnn_mish_bwd##SUF(g, x, y, n, a, b); break;                     \
         case CNN_ACT_HARDSWISH: cnn_hardswish_bwd##SUF(g, x, y, n, a, b); break;           \
         case CNN_ACT_HARDSIGMOID: cnn_hardsigmoid_bwd##SUF(g, x, y, n, a, b); break;       \
+        case CNN_ACT_RELU6: cnn_relu6_bwd##SUF(g, x, y, n, a, b); break;                   \
         }                                                                                  \
     }
     CNN_DEFINE_ACT_BLOCKS(f, float)
@@ -1053,6 +1066,7 @@ cdef extern from *:
         CNN_ACT_MISH
         CNN_ACT_HARDSWISH
         CNN_ACT_HARDSIGMOID
+        CNN_ACT_RELU6
     void cnn_act_fwdf(int kind, const float* x, float* y, Py_ssize_t n, float a,
                       float b) noexcept nogil
     void cnn_act_fwdd(int kind, const double* x, double* y, Py_ssize_t n, double a,

@@ -471,6 +471,274 @@ def test_bit_identical_across_threads(dtype, rng, monkeypatch):
     assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4, 2))
 
 
+# ------------------------------------------------------------------------------------------
+# group_norm's saved statistics (return_stats=True -> group_norm_backward(mean=, rstd=))
+# ------------------------------------------------------------------------------------------
+
+# (shape, num_groups): small planes (one vector accumulator), long planes (chunked sums),
+# one huge group (each phase split over chunks when threads > 1), no spatial axes
+_SAVED_CASES = [
+    ((3, 12, 5, 7), 4),
+    ((2, 64, 14, 14), 32),
+    ((2, 4, 70, 90), 2),
+    ((1, 3, 150, 101), 1),
+    ((5, 6), 3),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,groups", _SAVED_CASES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_saved_stats_are_bit_identical(dtype, shape, groups, affine, rng, monkeypatch):
+    """The forward's mean / rstd passed to the backward give the recomputing backward's
+    result bit for bit, at every thread count (both work splits)."""
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
+    x = _arr(rng, shape, dtype, 2.0, 50.0)
+    g = _arr(rng, shape, dtype)
+    w = _arr(rng, shape[1:2], dtype) if affine else None
+    b = _arr(rng, shape[1:2], dtype) if affine else None
+
+    def compute():
+        y, mean, rstd = F.group_norm(x, groups, w, b, 1e-3, return_stats=True)
+        assert mean.dtype == rstd.dtype == np.float64
+        assert mean.shape == rstd.shape == (shape[0], groups)
+        np.testing.assert_array_equal(y, F.group_norm(x, groups, w, b, 1e-3))
+        saved = F.group_norm_backward(g, x, groups, w, 1e-3, mean=mean, rstd=rstd)
+        fresh = F.group_norm_backward(g, x, groups, w, 1e-3)
+        for a, c in zip(saved, fresh, strict=True):
+            assert (a is None) == (c is None)
+            if a is not None:
+                assert a.tobytes() == c.tobytes()
+        return [y, mean, rstd, *(a for a in saved if a is not None)]
+
+    assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4))
+
+
+def test_group_norm_saved_stats_match_torch(rng):
+    """mean / rstd are torch's native_group_norm statistics, and the backward given
+    torch's own (float32) statistics matches native_group_norm_backward."""
+    torch = pytest.importorskip("torch")
+    x = _arr(rng, (3, 8, 6, 5), np.float32, 2.0, 1.0)
+    g = _arr(rng, x.shape, np.float32)
+    w, b = _arr(rng, (8,), np.float32), _arr(rng, (8,), np.float32)
+    tx, tg, tw, tb = map(torch.from_numpy, (x, g, w, b))
+    ty, tm, tr = torch.ops.aten.native_group_norm(tx, tw, tb, 3, 8, 30, 4, 1e-5)
+    y, mean, rstd = F.group_norm(x, 4, w, b, return_stats=True)
+    np.testing.assert_allclose(y, ty.numpy(), **TORCH_TOL[np.float32])
+    np.testing.assert_allclose(mean, tm.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rstd, tr.numpy(), rtol=1e-5)
+    tgx, tgw, tgb = torch.ops.aten.native_group_norm_backward(
+        tg, tx, tm, tr, tw, 3, 8, 30, 4, [True] * 3
+    )
+    gx, gw, gb = F.group_norm_backward(g, x, 4, w, mean=tm.numpy(), rstd=tr.numpy())
+    _close([gx, gw, gb], [tgx.numpy(), tgw.numpy(), tgb.numpy()], np.float32)
+
+
+def test_group_norm_saved_stats_finite_differences(rng):
+    x = rng.standard_normal((2, 6, 3, 4))
+    g = rng.standard_normal(x.shape)
+    w = rng.standard_normal(6)
+    _, mean, rstd = F.group_norm(x, 3, w, return_stats=True, eps=0.1)
+    gx, gw, _ = F.group_norm_backward(g, x, 3, w, 0.1, mean=mean, rstd=rstd)
+    fd = numerical_grad(lambda a: F.group_norm(a, 3, w, eps=0.1), x, g)
+    np.testing.assert_allclose(gx, fd, rtol=1e-6, atol=1e-8)
+    fdw = numerical_grad(lambda a: F.group_norm(x, 3, a, eps=0.1), w.copy(), g)
+    np.testing.assert_allclose(gw, fdw, rtol=1e-6, atol=1e-8)
+
+
+def test_group_norm_saved_stats_are_used(rng):
+    """The given statistics are what the backward normalizes with (not recomputed): other
+    statistics give the reference gradient of those statistics' affine map plus terms."""
+    x = _arr(rng, (2, 4, 3, 3), np.float64)
+    g = _arr(rng, x.shape, np.float64)
+    _, mean, rstd = F.group_norm(x, 2, return_stats=True)
+    fresh = F.group_norm_backward(g, x, 2)[0]
+    other = F.group_norm_backward(g, x, 2, mean=mean + 1.0, rstd=rstd * 2)[0]
+    assert not np.allclose(other, fresh)
+    # read only: the caller's arrays are never written
+    mean.flags.writeable = rstd.flags.writeable = False
+    np.testing.assert_array_equal(F.group_norm_backward(g, x, 2, mean=mean, rstd=rstd)[0], fresh)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(mean=np.zeros((2, 2))), ValueError, "rstd"),
+        (dict(rstd=np.ones((2, 2))), ValueError, "mean"),
+        (dict(mean=np.zeros((2, 3)), rstd=np.ones((2, 2))), ValueError, "mean"),
+        (dict(mean=np.zeros((2, 2)), rstd=np.ones(4)), ValueError, "rstd"),
+        (dict(mean=np.zeros((2, 2), int), rstd=np.ones((2, 2))), TypeError, "mean"),
+        (dict(mean=np.zeros((2, 2)), rstd="x"), TypeError, "rstd"),
+    ],
+)
+def test_group_norm_saved_stats_bad_inputs(kwargs, exc, match):
+    x = np.ones((2, 4, 3, 3), np.float32)
+    with pytest.raises(exc, match=match):
+        F.group_norm_backward(x, x, 2, **kwargs)
+
+
+def test_group_norm_return_stats_must_be_bool():
+    with pytest.raises(TypeError, match="return_stats"):
+        F.group_norm(np.ones((2, 4, 3), np.float32), 2, return_stats="yes")
+
+
+def test_group_norm_layer_reuses_the_forward_statistics(rng, monkeypatch):
+    """GroupNorm's backward passes the forward's statistics (no recomputation), same bits
+    as the functional backward without them; eval mode keeps none."""
+    layer = nn.GroupNorm(4, 8)
+    layer.weight.data[:] = _arr(rng, (8,), np.float32)
+    x = _arr(rng, (3, 8, 5, 5), np.float32, 1.0, 3.0)
+    g = _arr(rng, x.shape, np.float32)
+    calls = []
+    real = F.group_norm_backward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "group_norm_backward", spy)
+    layer(x)
+    gx = layer.backward(g)
+    assert calls[0]["mean"] is not None and calls[0]["rstd"] is not None
+    egx, egw, egb = real(g, x, 4, layer.weight.data)
+    assert gx.tobytes() == egx.tobytes()
+    assert layer.weight.grad.tobytes() == egw.tobytes()
+    assert layer.bias.grad.tobytes() == egb.tobytes()
+    layer.eval()
+    layer(x)
+    assert layer._stats is None and layer._x is None
+
+
+# (shape, trailing axes normalized): short rows (one vector accumulator, row blocks), long
+# rows in parts, two huge rows (each phase split over (row, chunk) pairs with > 1 thread)
+_LN_SAVED_CASES = [
+    ((5, 7, 64), 1),
+    ((3, 4, 30, 40), 3),
+    ((2, 3 * 4096 + 17), 1),
+    ((6, 5), 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,k", _LN_SAVED_CASES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_saved_stats_are_bit_identical(dtype, shape, k, affine, rng, monkeypatch):
+    """layer_norm(return_stats=True)'s mean / rstd passed to layer_norm_backward give the
+    recomputing backward's result bit for bit, at every thread count (all work splits)."""
+    monkeypatch.setattr(cnncore._config, "SMALL_ELEMENTS", 0)
+    x = _arr(rng, shape, dtype, 2.0, 50.0)
+    g = _arr(rng, shape, dtype)
+    ns = shape[len(shape) - k :]
+    w = _arr(rng, ns, dtype) if affine else None
+    b = _arr(rng, ns, dtype) if affine else None
+    stat_shape = shape[: len(shape) - k] + (1,) * k
+
+    def compute():
+        y, mean, rstd = F.layer_norm(x, ns, w, b, 1e-3, return_stats=True)
+        assert mean.dtype == rstd.dtype == np.float64
+        assert mean.shape == rstd.shape == stat_shape
+        np.testing.assert_array_equal(y, F.layer_norm(x, ns, w, b, 1e-3))
+        fresh = F.layer_norm_backward(g, x, ns, w, 1e-3)
+        out = [y, mean, rstd]
+        # torch's (*, 1, ..., 1) statistics, or the same values without the ones
+        for m, r in ((mean, rstd), (mean.reshape(shape[: len(shape) - k]), rstd.squeeze())):
+            saved = F.layer_norm_backward(g, x, ns, w, 1e-3, mean=m, rstd=r.reshape(m.shape))
+            for a, c in zip(saved, fresh, strict=True):
+                assert (a is None) == (c is None)
+                if a is not None:
+                    assert a.tobytes() == c.tobytes()
+                    out.append(a)
+        return out
+
+    assert_bit_identical_across_threads(compute, counts=(1, 2, 3, 4))
+
+
+def test_layer_norm_saved_stats_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = _arr(rng, (3, 4, 5, 6), np.float32, 2.0, 1.0)
+    g = _arr(rng, x.shape, np.float32)
+    ns = [5, 6]
+    w, b = _arr(rng, ns, np.float32), _arr(rng, ns, np.float32)
+    tx, tg, tw, tb = map(torch.from_numpy, (x, g, w, b))
+    ty, tm, tr = torch.ops.aten.native_layer_norm(tx, ns, tw, tb, 1e-5)
+    y, mean, rstd = F.layer_norm(x, ns, w, b, return_stats=True)
+    assert mean.shape == tuple(tm.shape) and rstd.shape == tuple(tr.shape)
+    np.testing.assert_allclose(y, ty.numpy(), **TORCH_TOL[np.float32])
+    np.testing.assert_allclose(mean, tm.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rstd, tr.numpy(), rtol=1e-5)
+    tgx, tgw, tgb = torch.ops.aten.native_layer_norm_backward(
+        tg, tx, ns, tm, tr, tw, tb, [True] * 3
+    )
+    gx, gw, gb = F.layer_norm_backward(g, x, ns, w, mean=tm.numpy(), rstd=tr.numpy())
+    _close([gx, gw, gb], [tgx.numpy(), tgw.numpy(), tgb.numpy()], np.float32)
+    # the given statistics are the ones used
+    other = F.layer_norm_backward(g, x, ns, w, mean=mean + 1, rstd=rstd * 2)[0]
+    assert not np.allclose(other, gx, atol=1e-3)
+
+
+def test_layer_norm_saved_stats_finite_differences(rng):
+    x = rng.standard_normal((3, 4, 5))
+    g = rng.standard_normal(x.shape)
+    w = rng.standard_normal((4, 5))
+    _, mean, rstd = F.layer_norm(x, (4, 5), w, eps=0.1, return_stats=True)
+    gx, gw, _ = F.layer_norm_backward(g, x, (4, 5), w, 0.1, mean=mean, rstd=rstd)
+    np.testing.assert_allclose(
+        gx,
+        numerical_grad(lambda a: F.layer_norm(a, (4, 5), w, eps=0.1), x, g),
+        rtol=1e-6,
+        atol=1e-8,
+    )
+    np.testing.assert_allclose(
+        gw,
+        numerical_grad(lambda a: F.layer_norm(x, (4, 5), a, eps=0.1), w.copy(), g),
+        rtol=1e-6,
+        atol=1e-8,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(mean=np.zeros((2, 1))), ValueError, "rstd"),
+        (dict(rstd=np.ones((2, 1))), ValueError, "mean"),
+        (dict(mean=np.zeros((3, 1)), rstd=np.ones((2, 1))), ValueError, "mean"),
+        (dict(mean=np.zeros((2, 1)), rstd=np.ones((1, 2))), ValueError, "rstd"),
+        (dict(mean=np.zeros((2, 1), int), rstd=np.ones((2, 1))), TypeError, "mean"),
+    ],
+)
+def test_layer_norm_saved_stats_bad_inputs(kwargs, exc, match):
+    x = np.ones((2, 5), np.float32)
+    with pytest.raises(exc, match=match):
+        F.layer_norm_backward(x, x, 5, **kwargs)
+    with pytest.raises(TypeError, match="return_stats"):
+        F.layer_norm(x, 5, return_stats=1.5)
+
+
+def test_layer_norm_layer_reuses_the_forward_statistics(rng, monkeypatch):
+    layer = nn.LayerNorm((5, 4))
+    layer.weight.data[:] = _arr(rng, (5, 4), np.float32)
+    x = _arr(rng, (3, 2, 5, 4), np.float32, 1.0, 3.0)
+    g = _arr(rng, x.shape, np.float32)
+    calls = []
+    real = F.layer_norm_backward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "layer_norm_backward", spy)
+    layer(x)
+    gx = layer.backward(g)
+    assert calls[0]["mean"] is not None and calls[0]["rstd"] is not None
+    egx, egw, egb = real(g, x, (5, 4), layer.weight.data)
+    assert gx.tobytes() == egx.tobytes()
+    assert layer.weight.grad.tobytes() == egw.tobytes()
+    assert layer.bias.grad.tobytes() == egb.tobytes()
+    layer.eval()
+    layer(x)
+    assert layer._stats is None and layer._x is None
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_norm_bit_identical_across_threads(dtype, rng, monkeypatch):
     """Three channels: a task per channel for up to three threads, (channel, chunk) tasks for

@@ -492,6 +492,8 @@ class GroupNorm(Module):
             self.register_parameter("weight", np.ones(self.num_channels, self.dtype))
             self.register_parameter("bias", np.zeros(self.num_channels, self.dtype))
         self._x: np.ndarray | None = None
+        # the forward's statistics (mean, rstd), reused by backward (as torch saves them)
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
     def _check(self, x: Any) -> np.ndarray:
         x = as_float_array(x, "input", "GroupNorm")
@@ -505,14 +507,20 @@ class GroupNorm(Module):
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = self._check(x)
         w, b = (self.weight.data, self.bias.data) if self.affine else (None, None)
-        y = F.group_norm(x, self.num_groups, w, b, self.eps)
-        self._x = x if self.training else None
+        if not self.training:
+            self._x = self._stats = None
+            return F.group_norm(x, self.num_groups, w, b, self.eps)
+        y, mean, rstd = F.group_norm(x, self.num_groups, w, b, self.eps, return_stats=True)
+        self._x, self._stats = x, (mean, rstd)
         return y
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         x = self._cached("_x")
         w = self.weight.data if self.affine else None
-        gx, gw, gb = F.group_norm_backward(grad_output, x, self.num_groups, w, self.eps)
+        mean, rstd = self._stats if self._stats is not None else (None, None)
+        gx, gw, gb = F.group_norm_backward(
+            grad_output, x, self.num_groups, w, self.eps, mean=mean, rstd=rstd
+        )
         if self.affine:
             accumulate(self.weight.grad, gw)
             accumulate(self.bias.grad, gb)
@@ -588,19 +596,27 @@ class LayerNorm(Module):
             if use_bias:
                 self.register_parameter("bias", np.zeros(shape, self.dtype))
         self._x: np.ndarray | None = None
+        # the forward's statistics (mean, rstd), reused by backward (as torch saves them)
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x, "input", "LayerNorm")
         w = None if self.weight is None else self.weight.data
         b = None if self.bias is None else self.bias.data
-        y = F.layer_norm(x, self.normalized_shape, w, b, self.eps)
-        self._x = x if self.training else None
+        if not self.training:
+            self._x = self._stats = None
+            return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+        y, mean, rstd = F.layer_norm(x, self.normalized_shape, w, b, self.eps, return_stats=True)
+        self._x, self._stats = x, (mean, rstd)
         return y
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         x = self._cached("_x")
         w = None if self.weight is None else self.weight.data
-        gx, gw, gb = F.layer_norm_backward(grad_output, x, self.normalized_shape, w, self.eps)
+        mean, rstd = self._stats if self._stats is not None else (None, None)
+        gx, gw, gb = F.layer_norm_backward(
+            grad_output, x, self.normalized_shape, w, self.eps, mean=mean, rstd=rstd
+        )
         if self.weight is not None:
             accumulate(self.weight.grad, gw)
         if self.bias is not None:

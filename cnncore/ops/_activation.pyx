@@ -24,7 +24,8 @@ from cnncore._shared cimport (OP_ELU, OP_ELU_BW, OP_GELU, OP_GELU_BW, OP_GELU_TA
                               OP_SIGMOID, OP_SIGMOID_BW, OP_SILU, OP_SILU_BW, OP_SOFTPLUS,
                               OP_SOFTPLUS_BW, OP_TANH, OP_TANH_BW, floating, py_max, py_min)
 from _vmath cimport (CNN_ACT_ELU, CNN_ACT_GELU, CNN_ACT_GELU_TANH, CNN_ACT_HARDSIGMOID,
-                    CNN_ACT_HARDSWISH, CNN_ACT_MISH, CNN_ACT_SILU, CNN_ACT_SOFTPLUS, act_backward, act_forward, col_acc, col_exp_acc,
+                    CNN_ACT_HARDSWISH, CNN_ACT_MISH, CNN_ACT_RELU6, CNN_ACT_SILU, CNN_ACT_SOFTPLUS,
+                    act_backward, act_forward, col_acc, col_exp_acc,
                     col_log_softmax_back, col_max, col_mul, col_softmax_back, col_sub2, flog,
                     log_softmax_back_row, row_dot, row_exp_sum, row_max, row_scale, row_sub2,
                     row_sum, sigmoid_block, softmax_back_row, tanh_block)
@@ -84,6 +85,8 @@ cdef inline int vmath_kind(int op) noexcept nogil:
         return CNN_ACT_HARDSWISH
     if op == OP_HARDSIGMOID or op == OP_HARDSIGMOID_BW:
         return CNN_ACT_HARDSIGMOID
+    if op == OP_RELU6 or op == OP_RELU6_BW:
+        return CNN_ACT_RELU6
     return 0
 
 
@@ -109,11 +112,6 @@ cdef void unary_block(int op, const floating* x, floating* y, Py_ssize_t n,
         sigmoid_block(x, y, n)
     elif op == OP_TANH:
         tanh_block(x, y, n)
-    elif op == OP_RELU6:                           # clamp(x, 0, 6)
-        for i in range(n):
-            w = x[i]
-            w = 0 if w < 0 else w
-            y[i] = 6 if w > 6 else w
 
 
 cdef void binary_block(int op, const floating* g, const floating* a, floating* y, Py_ssize_t n,
@@ -142,14 +140,6 @@ cdef void binary_block(int op, const floating* g, const floating* a, floating* y
         for i in range(n):
             s = a[i]
             y[i] = g[i] * (1 - s * s)
-    elif op == OP_RELU6_BW:                        # g inside (0, 6), else 0 (hardtanh's rule)
-        for i in range(n):
-            s = a[i]
-            v = g[i]
-            # two plain selects (NaN a: g): GCC left the short-circuit ``or`` of one select
-            # scalar: 4.6x the time of np.add on the same arrays, 1.1x now
-            v = 0 if s <= 0 else v
-            y[i] = 0 if s >= 6 else v
 
 
 cdef inline void elementwise_block(int op, const floating* g, const floating* a, floating* y,

@@ -45,9 +45,11 @@ def group_norm_backward(
     db_out: _F64,
     dw_out: _F64,
     n_threads: int,
+    saved: bool = False,
 ) -> None:
     """Input gradient into ``grad_x``; per plane ``sum(g)`` into ``db_out`` and
-    ``rstd * sum(g * (x - mean))`` into ``dw_out``."""
+    ``rstd * sum(g * (x - mean))`` into ``dw_out``.  ``saved``: ``mean`` / ``var`` hold
+    the forward's mean and rstd per segment (not recomputed)."""
 
 def layer_norm_forward(
     x: _Float,
@@ -75,9 +77,12 @@ def layer_norm_backward(
     part_b: _F64,
     P: int,
     n_threads: int,
+    mean: _F64 | None = None,
+    rstd: _F64 | None = None,
 ) -> None:
     """Input gradient into ``grad_x``; with ``weight``, ``P`` row parts' sums of the weight
-    and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed)."""
+    and bias gradients into ``part_w`` / ``part_b`` (``(P, D)``, zeroed).  ``mean`` /
+    ``rstd``: the forward's statistics per row (not recomputed)."""
 
 def batch_norm_forward(
     x: _Float,

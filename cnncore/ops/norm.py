@@ -170,14 +170,18 @@ def _group_backward(
     eps: float,
     mean: np.ndarray | None = None,
     var: np.ndarray | None = None,
+    saved: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The group-norm backward kernel; ``mean`` / ``var`` given: the running statistics
+    (an affine map), or with ``saved`` the forward's mean and rstd (float64, one per
+    (sample, group), read only)."""
     n, c, s = x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
     check_numel(x.shape, "grad_x", func, x.itemsize)
     gx = np.empty_like(x)
     db = np.zeros((n, c))
     dw = np.zeros((n, c))
-    given = mean is not None
-    if not given:
+    given = mean is not None and not saved
+    if mean is None:
         mean = np.empty(n * groups)
         var = np.empty(n * groups)
     if x.size:
@@ -197,10 +201,37 @@ def _group_backward(
             db.reshape(-1),
             dw.reshape(-1),
             threads_for(x.size),
+            saved,
         )
     if weight is None:
         return gx, None, None
     return gx, dw.sum(axis=0).astype(x.dtype), db.sum(axis=0).astype(x.dtype)
+
+
+def _saved_stats(
+    func: str, mean: Any, rstd: Any, shapes: tuple[tuple[int, ...], ...], forward: str
+) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """``mean`` / ``rstd`` of a backward function: both None, or both real arrays of one of
+    ``shapes`` (the first is what ``forward(..., return_stats=True)`` returns) -- returned
+    as private float64 copies, flat."""
+    if (mean is None) != (rstd is None):
+        raise ValueError(
+            f"{func}(): mean and rstd must both be given or both be None. Received: "
+            f"mean={'None' if mean is None else 'an array'}, "
+            f"rstd={'None' if rstd is None else 'an array'}"
+        )
+    if mean is None:
+        return None, None
+    out = []
+    for name, a in (("mean", mean), ("rstd", rstd)):
+        arr = as_float_array(a, name, func)
+        if arr.shape not in shapes:
+            raise ValueError(
+                f"{func}(): {name} must have shape {shapes[0]}, as {forward}(..., "
+                f"return_stats=True) returns it. Received: {name} with shape {arr.shape}"
+            )
+        out.append(np.array(arr, dtype=np.float64).reshape(-1))
+    return out[0], out[1]
 
 
 def group_norm(
@@ -209,11 +240,15 @@ def group_norm(
     weight: ArrayLike | None = None,
     bias: ArrayLike | None = None,
     eps: float = 1e-5,
-) -> np.ndarray:
+    *,
+    return_stats: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group normalization: normalize each group of ``C / num_groups`` channels of each
     sample over its channels and positions, then scale and shift per channel.
 
-    Same as :func:`torch.nn.functional.group_norm`.
+    Same as :func:`torch.nn.functional.group_norm`; with ``return_stats``, also the
+    statistics, as ``torch.native_group_norm`` returns them, for
+    :func:`group_norm_backward` to reuse.
 
     Parameters
     ----------
@@ -225,10 +260,16 @@ def group_norm(
         Per-channel scale and shift (of ``x``'s dtype); None: 1 and 0.
     eps : float, default 1e-5
         Added to the variance (non-negative).
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd``.
 
     Returns
     -------
     y : ndarray of the shape and dtype of ``x``
+    mean, rstd : ndarray of shape (N, num_groups), float64
+        Only with ``return_stats``: each group's mean and ``1 / sqrt(var + eps)``.  Passed
+        to :func:`group_norm_backward`, they spare it recomputing the statistics (same
+        result, bit for bit).
 
     Notes
     -----
@@ -249,7 +290,14 @@ def group_norm(
     c = x.shape[1]
     weight = _affine(func, "weight", weight, (c,), x.dtype, "one per channel")
     bias = _affine(func, "bias", bias, (c,), x.dtype, "one per channel")
-    return _group_forward(func, x, groups, weight, bias, _eps(func, eps))[0]
+    stats = check_bool(return_stats, "return_stats", func)
+    eps = _eps(func, eps)
+    y, mean, var = _group_forward(func, x, groups, weight, bias, eps)
+    if not stats:
+        return y
+    n = x.shape[0]
+    # 1 / sqrt(var + eps) in double, correctly rounded step by step: the kernel's inv_std
+    return y, mean.reshape(n, groups), (1.0 / np.sqrt(var + eps)).reshape(n, groups)
 
 
 def group_norm_backward(
@@ -258,6 +306,9 @@ def group_norm_backward(
     num_groups: int,
     weight: ArrayLike | None = None,
     eps: float = 1e-5,
+    *,
+    mean: ArrayLike | None = None,
+    rstd: ArrayLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Gradients of :func:`group_norm` with respect to its input, weight and bias.
 
@@ -266,11 +317,17 @@ def group_norm_backward(
     grad_output : array_like of shape (N, C, *)
         Gradient with respect to the output.
     x : array_like of the same shape and dtype
-        The forward input (the statistics are recomputed from it).
+        The forward input (the statistics are recomputed from it unless ``mean`` and
+        ``rstd`` are given).
     num_groups : int
     weight : array_like of shape (C,), optional
         The forward's weight (None: no scale).
     eps : float, default 1e-5
+    mean, rstd : array_like of shape (N, num_groups), optional
+        Both or neither: the forward's statistics, as ``group_norm(...,
+        return_stats=True)`` returns them (as torch's ``native_group_norm_backward`` takes
+        them).  Then the backward reads ``x`` once less and ``eps`` is not used; the result
+        is bit-identical to recomputing them.
 
     Returns
     -------
@@ -296,7 +353,8 @@ def group_norm_backward(
     groups = check_int(num_groups, "num_groups", func, min_value=1)
     _groups(func, x, groups)
     weight = _affine(func, "weight", weight, (x.shape[1],), x.dtype, "one per channel")
-    return _group_backward(func, g, x, groups, weight, _eps(func, eps))
+    m, r = _saved_stats(func, mean, rstd, ((x.shape[0], groups),), "group_norm")
+    return _group_backward(func, g, x, groups, weight, _eps(func, eps), m, r, m is not None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -359,11 +417,15 @@ def layer_norm(
     weight: ArrayLike | None = None,
     bias: ArrayLike | None = None,
     eps: float = 1e-5,
-) -> np.ndarray:
+    *,
+    return_stats: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Layer normalization over the last ``len(normalized_shape)`` axes, then an elementwise
     scale and shift.
 
-    Same as :func:`torch.nn.functional.layer_norm`.
+    Same as :func:`torch.nn.functional.layer_norm`; with ``return_stats``, also the
+    statistics, as ``torch.native_layer_norm`` returns them, for
+    :func:`layer_norm_backward` to reuse.
 
     Parameters
     ----------
@@ -374,10 +436,16 @@ def layer_norm(
         Elementwise scale and shift (of ``x``'s dtype); None: 1 and 0.
     eps : float, default 1e-5
         Added to the variance (non-negative).
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd``.
 
     Returns
     -------
     y : ndarray of the shape and dtype of ``x``
+    mean, rstd : ndarray of shape (*, 1, ..., 1), float64
+        Only with ``return_stats`` (one 1 per normalized axis, as torch): each row's mean
+        and ``1 / sqrt(var + eps)``.  Passed to :func:`layer_norm_backward`, they spare it
+        recomputing the statistics (same result, bit for bit).
 
     Notes
     -----
@@ -396,8 +464,10 @@ def layer_norm(
     weight = _affine(func, "weight", weight, shape, x.dtype, "normalized_shape")
     bias = _affine(func, "bias", bias, shape, x.dtype, "normalized_shape")
     eps = _eps(func, eps)
+    stats = check_bool(return_stats, "return_stats", func)
     check_numel(x.shape, "output", func, x.itemsize)
     y = np.empty_like(x)
+    mean, var = np.empty(m), np.empty(m)
     if x.size:
         _norm.layer_norm_forward(
             x.reshape(-1),
@@ -407,11 +477,17 @@ def layer_norm(
             m,
             d,
             eps,
-            np.empty(m),
-            np.empty(m),
+            mean,
+            var,
             threads_for(x.size),
         )
-    return y
+    if not stats:
+        return y
+    if not x.size:  # rows of no elements: torch's NaN statistics
+        mean[:], var[:] = np.nan, np.nan
+    stat_shape = x.shape[: x.ndim - len(shape)] + (1,) * len(shape)
+    # 1 / sqrt(var + eps) in double, correctly rounded step by step: the kernel's inv_std
+    return y, mean.reshape(stat_shape), (1.0 / np.sqrt(var + eps)).reshape(stat_shape)
 
 
 def _row_parts(m: int, d: int, itemsize: int) -> int:
@@ -432,6 +508,9 @@ def layer_norm_backward(
     normalized_shape: int | Sequence[int],
     weight: ArrayLike | None = None,
     eps: float = 1e-5,
+    *,
+    mean: ArrayLike | None = None,
+    rstd: ArrayLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Gradients of :func:`layer_norm` with respect to its input, weight and bias.
 
@@ -439,10 +518,16 @@ def layer_norm_backward(
     ----------
     grad_output : array_like of shape (*, *normalized_shape)
     x : array_like of the same shape and dtype
-        The forward input (the statistics are recomputed from it).
+        The forward input (the statistics are recomputed from it unless ``mean`` and
+        ``rstd`` are given).
     normalized_shape : int or tuple of ints
     weight : array_like of shape normalized_shape, optional
     eps : float, default 1e-5
+    mean, rstd : array_like of shape (*, 1, ..., 1) or (*), optional
+        Both or neither: the forward's statistics, as ``layer_norm(...,
+        return_stats=True)`` returns them (as torch's ``native_layer_norm_backward`` takes
+        them).  Then the backward reads ``x`` once less and ``eps`` is not used; the result
+        is bit-identical to recomputing them.
 
     Returns
     -------
@@ -468,6 +553,8 @@ def layer_norm_backward(
     shape = x.shape[x.ndim - len(_normalized_shape(func, normalized_shape)) :]
     weight = _affine(func, "weight", weight, shape, x.dtype, "normalized_shape")
     eps = _eps(func, eps)
+    lead = x.shape[: x.ndim - len(shape)]
+    saved = _saved_stats(func, mean, rstd, (lead + (1,) * len(shape), lead), "layer_norm")
     check_numel(x.shape, "grad_x", func, x.itemsize)
     gx = np.empty_like(x)
     parts = _row_parts(m, d, x.itemsize)
@@ -486,6 +573,7 @@ def layer_norm_backward(
             pb.reshape(-1),
             parts,
             threads_for(x.size),
+            *saved,
         )
     if weight is None:
         return gx, None, None

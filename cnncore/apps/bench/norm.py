@@ -32,19 +32,23 @@ Fn = Callable[[], object]
 def _ours(kind: str, param: Any, x: np.ndarray, g: np.ndarray) -> tuple[Fn, Fn]:
     """cnncore's forward and backward calls (affine; instance norm: forward + backward)."""
     F = cnncore.functional
-    if kind == "layer":
+    if kind == "layer":  # the backward from the forward's statistics, as nn.LayerNorm runs it
         ns = x.shape[x.ndim - param :]
         w, b = np.ones(ns, np.float32), np.zeros(ns, np.float32)
-        return (lambda: F.layer_norm(x, ns, w, b)), (lambda: F.layer_norm_backward(g, x, ns, w))
+        _, mean, rstd = F.layer_norm(x, ns, w, b, return_stats=True)
+        return (lambda: F.layer_norm(x, ns, w, b)), (
+            lambda: F.layer_norm_backward(g, x, ns, w, mean=mean, rstd=rstd)
+        )
     c = x.shape[1]
     w, b = np.ones(c, np.float32), np.zeros(c, np.float32)
     if kind == "batch":
         return (lambda: F.batch_norm(x, None, None, w, b, training=True)), (
             lambda: F.batch_norm_backward(g, x, None, None, w, training=True)
         )
-    if kind == "group":
+    if kind == "group":  # the backward from the forward's statistics, as nn.GroupNorm runs it
+        _, mean, rstd = F.group_norm(x, param, w, b, return_stats=True)
         return (lambda: F.group_norm(x, param, w, b)), (
-            lambda: F.group_norm_backward(g, x, param, w)
+            lambda: F.group_norm_backward(g, x, param, w, mean=mean, rstd=rstd)
         )
 
     def both() -> object:
@@ -97,7 +101,10 @@ def bench_norm(quick: bool = False, use_torch: bool = True, repeat: int = 7, out
     Bytes moved: the forward reads x and writes y (2 arrays), the backward reads
     grad_output and x and writes grad_x (3 arrays; the per-channel gradients are
     negligible).  torch's backward is timed from the mean / rstd its forward saved
-    (``native_*_backward``); cnncore's recomputes them from x.  Instance norm's second row
+    (``native_*_backward``); so are cnncore's group and layer norm backward passes
+    (``mean=`` / ``rstd=`` from ``return_stats=True``, as nn.GroupNorm and nn.LayerNorm run
+    them), batch norm's functional backward recomputes them from x.  Instance norm's second
+    row
     is forward + backward (5 arrays; torch has no separate backward op for it).
 
     Returns ``{"threads", "repeat", "batch", "rows": [{"op", "bytes", "cnncore_s", "gbs", "copy_s",

@@ -400,7 +400,9 @@ _SECTIONS = {
     "pool": _pool,
     "activation": _activation,
     "norm": _memory_bound(
-        "Normalization", "batch {batch}; backward rows recompute the statistics from x"
+        "Normalization",
+        "batch {batch}; group_norm's and layer_norm's backward rows take the forward's "
+        "statistics (as torch's), batch_norm's recompute them from x",
     ),
     "resize": _memory_bound(
         "Resizing",
