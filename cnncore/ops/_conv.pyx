@@ -2345,6 +2345,24 @@ cdef int rows_backward_input(const floating* go, const floating* w, const floati
     return status
 
 
+ctypedef struct RowWScratch:
+    Py_ssize_t R, Q             # the padded input planes' rows and columns
+    Py_ssize_t xs, vs           # elements of those planes (all channels), of the vector partials
+
+
+cdef inline RowWScratch roww_scratch(const floating* dummy, const Geom* g) noexcept nogil:
+    """The scratch geometry of the row-vectorized weight-gradient task
+    (:c:func:`cnn_roww_task_*`) for ``g``: one place for :func:`rows_backward_weight` and the
+    fused conv-ReLU-pool backward."""
+    cdef RowWScratch sc
+    cdef Py_ssize_t vl = vec_lanes(dummy)
+    sc.R = g.Ho + (g.kh - 1) * g.dh
+    sc.Q = cnn_roww_nvec(g.Wo, vl) * vl + (g.kw - 1) * g.dw
+    sc.xs = g.Cg * sc.R * sc.Q
+    sc.vs = cnn_roww_kbm() * g.Cg * g.kh * g.kw * vl
+    return sc
+
+
 cdef int rows_backward_weight(const floating* go, const floating* x, const Geom* g,
                               floating* dw, floating* db, int n_threads) noexcept nogil:
     """Weight (and, with ``db``, bias) gradient (unit stride) by the row-vectorized kernel:
@@ -2354,13 +2372,11 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     reads on into the next row, its lanes masked off), but for the array's last sample,
     copied with a vector of slack."""
     cdef Py_ssize_t vl = vec_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
-    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
-    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
-    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef RowWScratch sc = roww_scratch(x, g)
     cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t n_tasks = n_parts * g.G
     cdef Py_ssize_t wsize = g.K * g.Cg * khw, psize = g.Kg * g.Cg * khw
-    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t xs = sc.xs, vs = sc.vs
     cdef Py_ssize_t ws = xs + vs + g.Kg * L + vl
     cdef Py_ssize_t t, p, gi, n, n0, n1
     cdef int status = CNN_OK
@@ -2487,13 +2503,11 @@ cdef int conv_relu_pool_backward_impl(const floating* gp, const int64_t* idx,
     gradient."""
     cdef Py_ssize_t vl = vec_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
     cdef Py_ssize_t Hp = g.Ho // 2, Wp = g.Wo // 2, Lp = Hp * Wp
-    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
-    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
-    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef RowWScratch sc = roww_scratch(x, g)
     cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t per = (g.N + n_parts - 1) // n_parts
     cdef Py_ssize_t wsize = g.K * g.Cg * khw
-    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t xs = sc.xs, vs = sc.vs
     cdef Py_ssize_t ws = xs + vs + per * g.K * L + vl
     cdef Py_ssize_t p, n, n0, n1, k, e
     cdef int status = CNN_OK
