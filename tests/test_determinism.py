@@ -163,7 +163,8 @@ def test_seeded_fit_with_the_conv_relu_pool_fusion_is_thread_independent():
         model = cnncore.models.build(name, rng=0)
         model.fit(x, y, optimizer="sgd", loss="cross_entropy", epochs=1, batch_size=16,
                   verbose=False, seed=3)  # fmt: skip
-        assert 1 in model._fused and model._conv_pool == {2: 0}
+        assert 1 in model._fused and model._conv_pool.get(2) == 0
+        # (the CNN's second conv too where its forward runs Winograd F(4x4))
         return [p.data.copy() for p in model.parameters()]
 
     saved = cnncore.get_num_threads()

@@ -860,3 +860,213 @@ def test_conv_relu_pool_fusion_gradients_match_finite_differences_and_torch(rng)
     np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
     for p, (_, tp) in zip(model.parameters(), tm.named_parameters(), strict=True):
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+
+# ------------------------------------------------------------------------------------------
+# Conv2d (3x3, Winograd F(4x4)) -> ReLU -> MaxPool2d(2) in one kernel in training (float32)
+# ------------------------------------------------------------------------------------------
+
+
+def _wino_pool_reference(x, w, b, padding):
+    """The unfused calls the Winograd-fused kernel must match bit for bit: conv2d on F(4x4),
+    then the ReLU-fused max pooling (values and argmax)."""
+    from cnncore.ops import pool as pool_ops
+
+    with cnncore.conv_algorithm("winograd4"):
+        conv = cnncore.conv2d(x, w, b, padding=padding)
+    return pool_ops._max_pool2d_relu(conv, 2, None, 0, 1, False), conv
+
+
+_WINO_POOL_CASES = [
+    ((4, 32, 14, 14), (64, 32, 3, 3), 1, True),  # the README CNN's second layer
+    ((3, 16, 9, 11), (16, 16, 3, 3), 1, True),  # odd planes: the last row/column dropped
+    ((2, 8, 13, 10), (5, 8, 3, 3), 0, False),  # partial tiles, no padding, no bias
+    ((2, 4, 7, 6), (3, 4, 3, 3), 2, True),  # padding 2
+    ((1, 64, 70, 66), (16, 64, 3, 3), 1, True),  # bands of tile rows (several per plane)
+]
+
+
+@pytest.mark.parametrize("case", _WINO_POOL_CASES)
+def test_winograd_conv_relu_pool_kernel_is_bit_identical_to_the_calls(case, rng):
+    from cnncore.ops import conv as conv_ops
+
+    x_shape, w_shape, padding, bias = case
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[0, :, :6, :6] = 0.0  # zero windows (no bias: +-0 conv outputs), ReLU-then-pool's sign
+    x[-1, :, 2, :3] = 3e38  # finite inputs whose products overflow: Inf and NaN outputs
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    w[:, :, 0, 0] = np.abs(w[:, :, 0, 0]) + 1
+    w[1::2, :, 2, 2] = -np.abs(w[1::2, :, 2, 2]) - 1
+    b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
+    (ref_y, ref_idx), conv = _wino_pool_reference(x, w, b, padding)
+    assert not np.isfinite(conv).all()  # the exact scan of a plane with a NaN is exercised
+    with cnncore.conv_algorithm("winograd4"):
+        y, idx, conv_shape = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, padding, 1, 1)
+    assert conv_shape == conv.shape
+    assert y.dtype == np.float32 and idx.dtype == np.int64
+    assert y.tobytes() == ref_y.tobytes()
+    np.testing.assert_array_equal(idx, ref_idx)
+    # finite data: against the NumPy reference of the three ops
+    from reference import conv2d_ref
+
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    with cnncore.conv_algorithm("winograd4"):
+        y, idx, _ = conv_ops._conv2d_relu_max_pool2d(x, w, b, 1, padding, 1, 1)
+    c = np.maximum(conv2d_ref(x.astype(np.float64), w, b, padding=padding), 0)
+    n, k, ho, wo = c.shape
+    c = c[:, :, : ho // 2 * 2, : wo // 2 * 2].reshape(n, k, ho // 2, 2, wo // 2, 2)
+    tol = 2e-5 * np.abs(c).max()  # (F(4x4)'s float32 error grows with the magnitudes)
+    np.testing.assert_allclose(y, c.max(axis=(3, 5)), rtol=1e-4, atol=tol)
+    flat = conv2d_ref(x.astype(np.float64), w, b, padding=padding).reshape(n, k, -1)
+    np.testing.assert_allclose(
+        np.maximum(np.take_along_axis(flat, idx.reshape(n, k, -1), 2), 0).reshape(y.shape),
+        y,
+        rtol=1e-4,
+        atol=tol,
+    )
+
+
+def test_winograd_conv_relu_pool_kernel_any_thread_count_and_fallbacks(rng):
+    from cnncore.ops import conv as conv_ops
+
+    x = rng.standard_normal((7, 32, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    f = conv_ops._conv2d_relu_max_pool2d
+    with cnncore.conv_algorithm("winograd4"):
+        assert_bit_identical_across_threads(lambda: f(x, w, b, 1, 1, 1, 1)[:2], counts=(1, 2, 3, 4))
+        # an input or a weight that is not finite: conv2d runs GEMM, so nothing fused
+        xi = x.copy()
+        xi[3, 5, 6, 7] = np.inf
+        assert f(xi, w, b, 1, 1, 1, 1) is None
+        wn = w.copy()
+        wn[1, 2, 0, 0] = np.nan
+        assert f(x, wn, b, 1, 1, 1, 1) is None
+        # float64: the separate calls (the fused kernels are float32 only)
+        x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+        assert f(x64, w64, b64, 1, 1, 1, 1) is None
+        assert f(x, w, b, 2, 1, 1, 1) is None  # strided
+        assert f(x, w[:, :, :2, :2], b, 1, 1, 1, 1) is None  # not 3x3
+    with cnncore.conv_algorithm("blocked"):  # another algorithm: the separate calls
+        assert f(x, w, b, 1, 1, 1, 1) is None
+    # the kernel entry point checks its shapes itself
+    from cnncore.ops.conv import _conv
+
+    y = np.empty((7, 64, 7, 7), np.float32)
+    idx = np.empty(y.shape, np.int64)
+    y6 = np.empty((7, 64, 6, 7), np.float32)
+    with pytest.raises(ValueError, match="y_out"):
+        _conv.conv2d_relu_maxpool2x2_forward_winograd4(x, w, b, y6, idx, 1, 1, 14, 14, 1)
+    with pytest.raises(ValueError, match="y_out"):
+        _conv.conv2d_relu_maxpool2x2_forward_winograd4(x, w, b, y, idx, 1, 1, 16, 16, 1)
+    w16 = w[:, :16].copy()
+    with pytest.raises(ValueError, match="weight"):
+        _conv.conv2d_relu_maxpool2x2_forward_winograd4(x, w16, b, y, idx, 1, 1, 14, 14, 1)
+
+
+def _cnn_model(relu, dtype=np.float32, relu1=None):
+    """The README CNN's convolutions: conv1-ReLU-pool-conv2-ReLU-pool-Linear."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, dtype=dtype), (relu1 or relu)(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, dtype=dtype), relu(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 10, dtype=dtype),
+    )  # fmt: skip
+
+
+def _conv2_runs_winograd4(n):
+    from cnncore.ops.conv import conv2d_algorithms
+
+    algos = conv2d_algorithms((n, 32, 14, 14), (64, 32, 3, 3), padding=1)
+    if algos["forward"] != "winograd4":
+        pytest.skip(f"conv2's forward runs {algos['forward']} at this SIMD level")
+
+
+def test_sequential_fuses_the_winograd_conv_relu_pool_bit_identically(rng, monkeypatch):
+    """The second conv (3x3, F(4x4) forward by the default choice): forward, gradients and
+    two epochs of fit bit-identical to the layers run one by one (the first conv unfused in
+    both: fused, it runs the row kernel, which the separate conv2d does not choose)."""
+    from cnncore.ops import conv as conv_ops
+
+    _conv2_runs_winograd4(4)
+    calls = []
+    kernel = conv_ops._conv.conv2d_relu_maxpool2x2_forward_winograd4
+
+    def counted(*a):
+        calls.append(a[0].shape)
+        return kernel(*a)
+
+    monkeypatch.setattr(conv_ops._conv, "conv2d_relu_maxpool2x2_forward_winograd4", counted)
+    model, ref = _cnn_model(nn.ReLU, relu1=_PlainReLU), _cnn_model(_PlainReLU)
+    _copy(model, ref)
+    x = rng.random((8, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 8)
+    out = model(x)
+    assert calls == [(8, 32, 14, 14)]
+    assert model._fused == {4} and model._conv_pool == {5: 3}
+    assert model.layers[4]._out is model.layers[5]._relu_out
+    assert model.layers[5]._input_shape == (8, 64, 14, 14)
+    ref_out = ref(x)
+    assert out.tobytes() == ref_out.tobytes()
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    for input_grad in (True, False):
+        model.zero_grad()
+        ref.zero_grad()
+        da, db = model.backward(g, input_grad), ref.backward(g, input_grad)
+        if input_grad:
+            assert da.tobytes() == db.tobytes()
+        for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+            assert p.grad.tobytes() == q.grad.tobytes()
+    kw = dict(loss=nn.CrossEntropyLoss(), epochs=2, batch_size=4, verbose=0, seed=5)
+    ha = model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9), **kw)
+    hb = ref.fit(x, y, optimizer=optim.SGD(ref.parameters(), lr=0.05, momentum=0.9), **kw)
+    assert len(calls) > 1 and ref._fused == set()
+    assert ha["loss"] == hb["loss"]
+    _assert_same_state(model, ref)
+    # float64: conv2 runs the separate calls (conv1 is still fused)
+    calls.clear()
+    model64 = _cnn_model(nn.ReLU, np.float64)
+    model64(x.astype(np.float64))
+    assert calls == [] and model64._conv_pool == {2: 0}
+
+
+def test_sequential_winograd_conv_relu_pool_is_bit_identical_for_any_thread_count(rng):
+    _conv2_runs_winograd4(6)
+    model = _cnn_model(nn.ReLU)
+    x = rng.random((6, 1, 28, 28)).astype(np.float32)
+    g = rng.standard_normal((6, 10)).astype(np.float32)
+
+    def step():
+        out = model(x)
+        assert model._conv_pool == {2: 0, 5: 3}
+        model.zero_grad()
+        dx = model.backward(g)
+        return [out, dx] + [p.grad.copy() for p in model.parameters()]
+
+    assert_bit_identical_across_threads(step, counts=(1, 2, 3, 4))
+
+
+def test_winograd_conv_relu_pool_fusion_gradients_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    _conv2_runs_winograd4(3)
+    model = _cnn_model(nn.ReLU)
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    g = rng.standard_normal((3, 10)).astype(np.float32)
+    tm = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(64 * 7 * 7, 10),
+    )  # fmt: skip
+    with torch.no_grad():
+        for (_, a), (_, b) in zip(model.named_parameters(), tm.named_parameters(), strict=True):
+            b.copy_(torch.from_numpy(a.data))
+    model.zero_grad()
+    out = model(x)
+    assert model._conv_pool == {2: 0, 5: 3}
+    dx = model.backward(g)
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tout = tm(tx)
+    (tout * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-3, atol=1e-5)
+    for p, (_, tp) in zip(model.parameters(), tm.named_parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-3, atol=1e-4)

@@ -57,6 +57,12 @@ class Sequential(training.TrainingMethods, Module):
     kernel as well.  The values are those of the three layers with the conv on the
     ``"rows"`` algorithm (bit-identical then; another conv algorithm may differ in the last
     bits); a :func:`cnncore.conv_algorithm` block forcing another algorithm turns it off.
+    A float32 3x3 :class:`Conv2d` (unit stride and dilation, one group) whose forward runs
+    Winograd F(4x4) -- the README CNN's second layer -- followed by such a pair runs its
+    forward in training as one kernel too: the pooling is the epilogue of each task's
+    output transform, so the conv output is never written; its backward is the pool's and
+    the conv's (bit-identical to the three layers, for any thread count; an input or weight
+    that is not finite, float64 or another algorithm: the layers one by one).
 
     Examples
     --------

@@ -36,6 +36,18 @@ def conv2d_relu_maxpool2x2_forward(
     Wo: int,
     n_threads: int,
 ) -> None: ...
+def conv2d_relu_maxpool2x2_forward_winograd4(
+    x: NDArray[np.float32],
+    weight: NDArray[np.float32],
+    bias: NDArray[np.float32] | None,
+    y_out: NDArray[np.float32],
+    indices_out: NDArray[np.int64],
+    ph: int,
+    pw: int,
+    Ho: int,
+    Wo: int,
+    n_threads: int,
+) -> bool: ...
 def conv2d_relu_maxpool2x2_backward_weight(
     grad_output: _F32,
     indices: NDArray[np.int64],

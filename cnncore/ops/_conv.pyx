@@ -1084,16 +1084,48 @@ cdef inline WinoBlocks wino4_blocks(Py_ssize_t N, Py_ssize_t Ho, Py_ssize_t Wo,
     return b
 
 
+cdef void wino4_pool_band(const float* yr, Py_ssize_t ld_r, Py_ssize_t ld_ty, Py_ssize_t ty0,
+                          Py_ssize_t nty, Py_ssize_t Ho, Py_ssize_t Wo, float* band,
+                          Py_ssize_t plane, float* pool_y, int64_t* pool_idx) noexcept nogil:
+    """The ReLU + 2x2 max pooling epilogue of :func:`wino4_conv`: output rows ``4 ty0 ..``
+    of one plane (row ``r`` of tile row ``ty`` at ``yr + r ld_r + ty ld_ty``) gathered into
+    ``band``, then pooled as :func:`conv_relu_pool_impl` pools a whole plane (the same
+    kernels, so the same values and argmaxes: every pooling window lies in one band, bands
+    start at even rows), the indices shifted to the plane's rows."""
+    cdef Py_ssize_t oh0 = 4 * ty0, hb = py_min(Ho, 4 * (ty0 + nty)) - oh0
+    cdef Py_ssize_t Wp = Wo // 2, Hp = Ho // 2, pr0 = 2 * ty0, npr, ty, r, e
+    cdef float* yp
+    cdef int64_t* ip
+    npr = py_min(Hp, pr0 + hb // 2) - pr0
+    if npr <= 0 or Wp <= 0:
+        return
+    for ty in range(nty):
+        for r in range(4):
+            if 4 * ty + r < hb:
+                memcpy(band + (4 * ty + r) * Wo, yr + r * ld_r + ty * ld_ty, Wo * sizeof(float))
+    yp = pool_y + plane * Hp * Wp + pr0 * Wp
+    ip = pool_idx + plane * Hp * Wp + pr0 * Wp
+    pool2x2_max_plane_float(band, 2 * npr, Wo, npr, Wp, yp, ip)
+    cnn_rowpool_relu_float(band, Wo, npr, Wp, yp)
+    if oh0:
+        for e in range(npr * Wp):
+            ip[e] = ip[e] + oh0 * Wo
+
+
 cdef int wino4_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssize_t H,
                     Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, const floating* filters,
                     Py_ssize_t G, Py_ssize_t Cin, Py_ssize_t Cout, const floating* bias,
-                    floating* out, Py_ssize_t Ho, Py_ssize_t Wo, int n_threads) noexcept nogil:
+                    floating* out, Py_ssize_t Ho, Py_ssize_t Wo, int n_threads,
+                    float* pool_y=NULL, int64_t* pool_idx=NULL) noexcept nogil:
     """:func:`wino_conv` by F(4x4, 3x3).  Per task (a block of tiles of one group): the input
     rows are copied with the channels innermost and transformed tile by tile into ``V[xi]``
     (tiles x Cin: sweeps over the channels, whatever the image width); 36 GEMMs give
     ``M[xi] = U[xi] V[xi]^T`` (Cout x tiles); each output channel's products are transformed
     back in sweeps over all the block's tiles (several samples: long vectors even for
-    8x8 images) while they are in cache.  Same statuses as :func:`wino_conv`."""
+    8x8 images) while they are in cache.  Same statuses as :func:`wino_conv`.  With
+    ``pool_y`` (float32 only) the output is not written: each task's rows of a plane are
+    ReLU'd and 2x2 max pooled from a per-thread band (:func:`wino4_pool_band`) into
+    ``pool_y`` and ``pool_idx`` (N x G*Cout planes of (Ho // 2) x (Wo // 2))."""
     cdef WinoBlocks bl = wino4_blocks(N, Ho, Wo, py_max(Cin, Cout))
     cdef Py_ssize_t n_tasks = bl.n_sblocks * bl.n_rblocks * G
     cdef Py_ssize_t nq_in = 4 * bl.TW + 2
@@ -1101,7 +1133,8 @@ cdef int wino4_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssiz
     cdef Py_ssize_t ws_m = 36 * (Cout * bl.max_tiles + W4_SKEW)
     cdef Py_ssize_t ws_x = py_max((4 * bl.trows + 2) * nq_in * Cin + 36 * Cin,
                                   44 * bl.max_tiles)
-    cdef Py_ssize_t ws = ws_v + ws_m + ws_x
+    cdef Py_ssize_t ws_b = 4 * bl.trows * Wo + 64 if pool_y != NULL else 0
+    cdef Py_ssize_t ws = ws_v + ws_m + ws_x + ws_b
     cdef Py_ssize_t t, r, n0, ns, gi, ty0, ty1, nty, nt, s, xi, per, ldv, ldm, o, oh, ty
     cdef WinoTask k
     cdef Py_ssize_t ldu = Cout * Cin + W4_SKEW
@@ -1177,6 +1210,13 @@ cdef int wino4_conv(const floating* inp, Py_ssize_t N, Py_ssize_t C_all, Py_ssiz
                     for r in range(4):
                         cnn_w4_out_cols_double(sa + 6 * r * nt, nt, b, P, yr + 4 * r * nt)
                 for s in range(ns):
+                    if pool_y != NULL:
+                        if floating is float:
+                            wino4_pool_band(yr + 4 * s * per, 4 * nt, 4 * bl.TW, ty0, nty, Ho,
+                                            Wo, X + ws_x,
+                                            (n0 + s) * G * Cout + gi * Cout + o, pool_y,
+                                            pool_idx)
+                        continue
                     ys = out + ((n0 + s) * G * Cout + gi * Cout + o) * Ho * Wo
                     for ty in range(nty):
                         for r in range(4):
@@ -2257,6 +2297,24 @@ cdef int rows_backward_input(const floating* go, const floating* w, const floati
     return status
 
 
+ctypedef struct RowWScratch:
+    Py_ssize_t R, Q             # the padded input planes' rows and columns
+    Py_ssize_t xs, vs           # elements of those planes (all channels), of the vector partials
+
+
+cdef inline RowWScratch roww_scratch(const floating* dummy, const Geom* g) noexcept nogil:
+    """The scratch geometry of the row-vectorized weight-gradient task
+    (:c:func:`cnn_roww_task_*`) for ``g``: one place for :func:`rows_backward_weight` and the
+    fused conv-ReLU-pool backward."""
+    cdef RowWScratch sc
+    cdef Py_ssize_t vl = vec_lanes(dummy)
+    sc.R = g.Ho + (g.kh - 1) * g.dh
+    sc.Q = cnn_roww_nvec(g.Wo, vl) * vl + (g.kw - 1) * g.dw
+    sc.xs = g.Cg * sc.R * sc.Q
+    sc.vs = cnn_roww_kbm() * g.Cg * g.kh * g.kw * vl
+    return sc
+
+
 cdef int rows_backward_weight(const floating* go, const floating* x, const Geom* g,
                               floating* dw, floating* db, int n_threads) noexcept nogil:
     """Weight (and, with ``db``, bias) gradient (unit stride) by the row-vectorized kernel:
@@ -2266,13 +2324,11 @@ cdef int rows_backward_weight(const floating* go, const floating* x, const Geom*
     reads on into the next row, its lanes masked off), but for the array's last sample,
     copied with a vector of slack."""
     cdef Py_ssize_t vl = vec_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
-    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
-    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
-    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef RowWScratch sc = roww_scratch(x, g)
     cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t n_tasks = n_parts * g.G
     cdef Py_ssize_t wsize = g.K * g.Cg * khw, psize = g.Kg * g.Cg * khw
-    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t xs = sc.xs, vs = sc.vs
     cdef Py_ssize_t ws = xs + vs + g.Kg * L + vl
     cdef Py_ssize_t t, p, gi, n, n0, n1
     cdef int status = CNN_OK
@@ -2391,13 +2447,11 @@ cdef int conv_relu_pool_backward_impl(const floating* gp, const int64_t* idx,
     gradient."""
     cdef Py_ssize_t vl = vec_lanes(x), khw = g.kh * g.kw, L = g.Ho * g.Wo
     cdef Py_ssize_t Hp = g.Ho // 2, Wp = g.Wo // 2, Lp = Hp * Wp
-    cdef Py_ssize_t nvec = cnn_roww_nvec(g.Wo, vl)
-    cdef Py_ssize_t R = g.Ho + (g.kh - 1) * g.dh
-    cdef Py_ssize_t Q = nvec * vl + (g.kw - 1) * g.dw
+    cdef RowWScratch sc = roww_scratch(x, g)
     cdef Py_ssize_t n_parts = batch_parts(g.N)
     cdef Py_ssize_t per = (g.N + n_parts - 1) // n_parts
     cdef Py_ssize_t wsize = g.K * g.Cg * khw
-    cdef Py_ssize_t xs = g.Cg * R * Q, vs = cnn_roww_kbm() * g.Cg * khw * vl
+    cdef Py_ssize_t xs = sc.xs, vs = sc.vs
     cdef Py_ssize_t ws = xs + vs + per * g.K * L + vl
     cdef Py_ssize_t p, n, n0, n1, k, e
     cdef int status = CNN_OK
@@ -3925,6 +3979,46 @@ def conv2d_relu_maxpool2x2_forward(const floating[:, :, :, ::1] x,
         status = conv_relu_pool_impl(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bptr, &g,
                                      &y_out[0, 0, 0, 0], &indices_out[0, 0, 0, 0], n_threads)
     check_status(status, "conv2d")
+
+
+def conv2d_relu_maxpool2x2_forward_winograd4(const float[:, :, :, ::1] x,
+                                             const float[:, :, :, ::1] weight,
+                                             const float[::1] bias, float[:, :, :, ::1] y_out,
+                                             int64_t[:, :, :, ::1] indices_out, Py_ssize_t ph,
+                                             Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo,
+                                             int n_threads):
+    """:func:`conv2d_relu_maxpool2x2_forward` for a 3x3 convolution (unit stride and
+    dilation, one group, float32) by Winograd F(4x4, 3x3), the ReLU and pooling applied to
+    each task's output rows while they are in cache: bit-identical to ``conv2d`` on the
+    ``winograd4`` algorithm followed by the ReLU-fused max pooling.  Returns False (the
+    outputs then incomplete) where an input value or a weight is Inf/NaN -- conv2d then runs
+    another algorithm, so the caller runs the separate calls."""
+    cdef const float* bptr = &bias[0] if bias is not None else NULL
+    cdef int status
+    if weight.shape[2] != 3 or weight.shape[3] != 3 or weight.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"conv2d(): weight must have shape (C_out, {x.shape[1]}, 3, 3). Received: "
+            f"weight of shape {tuple(weight.shape)[:4]}"
+        )
+    if (y_out.shape[0] != x.shape[0] or y_out.shape[1] != weight.shape[0]
+            or y_out.shape[2] != Ho // 2 or y_out.shape[3] != Wo // 2
+            or tuple(indices_out.shape)[:4] != tuple(y_out.shape)[:4]
+            or Ho != x.shape[2] + 2 * ph - 2 or Wo != x.shape[3] + 2 * pw - 2
+            or (bias is not None and bias.shape[0] != weight.shape[0])):
+        raise ValueError(
+            f"conv2d(): y_out and indices_out must have shape (N, C_out, Ho // 2, Wo // 2) "
+            f"for Ho x Wo = {Ho} x {Wo}. Received: y_out of shape {tuple(y_out.shape)[:4]}"
+        )
+    if y_out.shape[0] == 0 or y_out.shape[1] == 0 or y_out.shape[2] == 0 or y_out.shape[3] == 0:
+        return True
+    with nogil:
+        status = wino4_conv(&x[0, 0, 0, 0], x.shape[0], x.shape[1], x.shape[2], x.shape[3], ph,
+                            pw, &weight[0, 0, 0, 0], 1, x.shape[1], weight.shape[0], bptr, NULL,
+                            Ho, Wo, n_threads, &y_out[0, 0, 0, 0], &indices_out[0, 0, 0, 0])
+    if status == WINO_NONFINITE:
+        return False
+    check_status(status, "conv2d")
+    return True
 
 
 def conv2d_relu_maxpool2x2_backward_weight(const floating[:, :, :, ::1] grad_output,

@@ -18,6 +18,7 @@ from .._geometry import (
     conv2d_geometry,
     conv_transpose2d_geometry,
 )
+from .._shared import ConvAlgorithm
 from .._typing import ArrayLike, DTypeLike, IntPair, Padding, Shape
 from .._validation import (
     accepts_unbatched,
@@ -272,24 +273,51 @@ def _conv2d_relu_max_pool2d(
     kernel, for :class:`cnncore.nn.Sequential`'s Conv2d-ReLU-MaxPool2d(2) triples in
     training: ``(y, indices, conv_shape)`` -- the pooled output, the argmax indices within
     the conv output's planes (as :func:`cnncore.ops.pool._max_pool2d_relu` gives them) and
-    the conv output's shape -- or None (nothing computed) where the fused kernel does not
-    apply (see :func:`cnncore.ops.conv_dispatch.rows_pool_fusable`).  Bit-identical to
-    ``conv2d`` under ``conv_algorithm("rows")`` followed by the ReLU-fused max pooling; the
-    conv output itself is never written.  ``x`` is a batch ``(N, C_in, H, W)``."""
+    the conv output's shape -- or None (nothing computed) where no fused kernel applies.
+    Two kernels: one input channel (a network's first layer, see
+    :func:`cnncore.ops.conv_dispatch.rows_pool_fusable`) runs the row-vectorized conv,
+    bit-identical to ``conv2d`` under ``conv_algorithm("rows")`` followed by the ReLU-fused
+    max pooling; a float32 3x3 convolution for which ``conv2d`` would run Winograd F(4x4)
+    runs that with the pooling as its epilogue, bit-identical to ``conv2d`` followed by the
+    pooling (None where an input or weight is not finite: ``conv2d`` then runs another
+    algorithm).  The conv output itself is never written.  ``x`` is a batch
+    ``(N, C_in, H, W)``."""
     func = "conv2d"
     x, weight, bias, _ = _conv_operands(func, x, weight, bias)
     geo, groups = _conv_setup(func, x.shape, weight.shape, stride, padding, dilation, groups)
     n, k = x.shape[0], weight.shape[0]
     if bias is not None and bias.shape != (k,):
         return None
-    if n == 0 or x.size == 0 or not rows_pool_fusable(weight.shape, groups, geo, x.dtype):
+    if n == 0 or x.size == 0 or weight.size == 0:
         return None
     ho, wo = geo.out
+    ph, pw = geo.padding
+    if rows_pool_fusable(weight.shape, groups, geo, x.dtype):
+        y = np.empty((n, k, ho // 2, wo // 2), dtype=x.dtype)
+        idx = np.empty(y.shape, dtype=np.int64)
+        _conv.conv2d_relu_maxpool2x2_forward(
+            x, weight, bias, y, idx, ph, pw, ho, wo, get_num_threads()
+        )
+        return y, idx, (n, k, ho, wo)
+    if (
+        x.dtype != np.float32
+        or groups != 1
+        or weight.shape[2:] != (3, 3)
+        or geo.stride != (1, 1)
+        or geo.dilation != (1, 1)
+        or ho < 2
+        or wo < 2
+        or select_conv_algorithm(weight.shape, groups, geo, "forward", x.shape, x.dtype)
+        != ConvAlgorithm.ALGO_WINOGRAD4
+    ):
+        return None
     y = np.empty((n, k, ho // 2, wo // 2), dtype=x.dtype)
     idx = np.empty(y.shape, dtype=np.int64)
-    ph, pw = geo.padding
-    _conv.conv2d_relu_maxpool2x2_forward(x, weight, bias, y, idx, ph, pw, ho, wo, get_num_threads())
-    return y, idx, (n, k, ho, wo)
+    with blas_single_thread():
+        done = _conv.conv2d_relu_maxpool2x2_forward_winograd4(
+            x, weight, bias, y, idx, ph, pw, ho, wo, get_num_threads()
+        )
+    return (y, idx, (n, k, ho, wo)) if done else None
 
 
 # The per-thread buffer of the fused backward holds a batch part's conv-output gradient.
