@@ -4467,13 +4467,16 @@ cdef int blk_forward_packed_pool_f(const float* x, const float* packed, const Ge
     cdef int* status_p = &status
     cdef bint ok = False
     cdef float* col = NULL
+    cdef float* conv = NULL
     cdef int64_t* idx = NULL
     with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
-        # the padded planes (zeroed once: every task fills the same in-bounds part), the
-        # microkernel's scratch, then the group's Kg convolution planes; the argmax scratch
-        col = <float*> calloc(ws + g.Kg * plane, sizeof(float))
+        # the padded planes (zeroed once: every task fills the same in-bounds part) and the
+        # microkernel's scratch; the group's Kg convolution planes; the argmax scratch
+        col = <float*> calloc(ws, sizeof(float))
+        conv = <float*> malloc(g.Kg * plane * sizeof(float))
         idx = <int64_t*> malloc(pplane * sizeof(int64_t))
-        ok = scratch_ok(col, ws, status_p) and scratch_ok(idx, pplane, status_p)
+        ok = (scratch_ok(col, ws, status_p) and scratch_ok(conv, g.Kg * plane, status_p)
+              and scratch_ok(idx, pplane, status_p))
         for t in prange(n_tasks, schedule="static"):
             if not ok:
                 continue
@@ -4488,7 +4491,7 @@ cdef int blk_forward_packed_pool_f(const float* x, const float* packed, const Ge
             oh1 = 2 * p1
             yg = y + (n0 * g.K + gi * g.Kg) * pplane
             xg = x + (n0 * g.C + gi * g.Cg) * g.H * g.W
-            cv = col + ws
+            cv = conv
             if n_bands == 1:
                 row_fill(xg, g.Cg, g.H, g.W, -g.ph, -g.pw, pl.R, pl.Q, col)
             else:  # the padded rows [r0, r1) convolution rows [oh0, oh1) read
@@ -4505,6 +4508,7 @@ cdef int blk_forward_packed_pool_f(const float* x, const float* packed, const Ge
             if relu:
                 relu_planes(yg, g.Kg, pplane, p0 * Wp, p1 * Wp)
         free(col)
+        free(conv)
         free(idx)
     return status
 
