@@ -17,7 +17,11 @@ Activations run in place on a buffer the plan owns (else into a buffer of the pl
 the same kernel); a Conv2d followed by a ReLU is one step (the ReLU applied to the rows
 each task of the convolution wrote, while they are in cache), and in a graph model so is a
 residual block's Conv2d -> Add -> ReLU (the Add's other input added in the same epilogue,
-in the Add's operand order, then the ReLU: ResNet-20 runs 9 such steps).  Layers without a planner
+in the Add's operand order, then the ReLU: ResNet-20 runs 9 such steps).  In a Sequential
+(float32) a Conv2d followed by a MaxPool2d(2) -- and the ReLU, which the eval forward runs
+after the pooling -- is one step too: on the channel-blocked algorithm each task pools the
+convolution rows it computed and rectifies the pooled rows (the convolution output is never
+written; the README CNN runs in 6 steps).  Layers without a planner
 (user modules, Softmax, AvgPool2d, ...) are called as they are.  Parameters are read from
 the layers at every call (an optimizer step or ``load_state_dict`` is seen at once); a
 convolution on the channel-blocked algorithm keeps its weights packed for the kernel
@@ -97,6 +101,7 @@ __all__ = [
     "PackedWeights",
     "PAR_MACS",
     "LINEAR_PAR_MACS",
+    "POOL_PAR_ELEMENTS",
 ]
 
 #: Plans a Sequential keeps (one per input shape and dtype), least recently used dropped.
@@ -162,6 +167,12 @@ PAR_MACS = 1 << 20
 
 _BLOCKED = int(ConvAlgorithm.ALGO_BLOCKED)
 
+#: A planned max pooling of at least this many input elements runs on
+#: :func:`cnncore.get_num_threads` threads (below it, one; :data:`SMALL_ELEMENTS` for single
+#: calls): the README CNN's first pooling at batch 8 (8 x 32 x 28 x 28, 200 K elements) took
+#: 19.4-19.9 us on one thread and 11.2-13.7 on two (2-core AVX-512 VM, best of 9).
+POOL_PAR_ELEMENTS = 1 << 17
+
 
 class PackedWeights:
     """A Conv2d's weights (and bias) packed for the channel-blocked forward of one output
@@ -210,6 +221,7 @@ def _plan_conv2d(
     relu: bool = False,
     residual: np.ndarray | None = None,
     residual_first: bool = False,
+    pool: Any = None,
 ) -> Step | None:
     """A Conv2d step; with ``relu`` the step also applies the ReLU that follows it (the
     same kernel's rule, so the same bits as the two steps).  With ``residual`` (an array
@@ -218,12 +230,32 @@ def _plan_conv2d(
     conv(x)`` with ``residual_first``: a graph's Add, operands in its order) before the
     ReLU -- each task of the kernel adds and rectifies the rows it wrote while they are in
     cache, the same float operations as the Add and ReLU steps; None when ``residual``
-    does not fit."""
+    does not fit.  With ``pool`` (a MaxPool2d of 2x2 windows at stride 2, see
+    :func:`_pool_fusable`; float32 only, else None) the step computes
+    ``max_pool2d(conv(x), 2)`` and then the ReLU: on the channel-blocked algorithm each
+    task pools the convolution rows it computed and rectifies the pooled rows
+    (``_conv.blocked_forward_packed_pool``: the convolution output is never written), on
+    any other the conv, MaxPool2d and ReLU steps' kernels one after the other."""
     if layer.padding_mode != "zeros" or not _contiguous(x, layer.dtype) or x.ndim != 4:
         return None  # (an unbatched sample or a bad input: the layer's own forward)
+    if pool is not None and (residual is not None or x.dtype != np.float32 or x.size == 0):
+        return None
     w = layer.weight
     b = layer.bias
     run, out_shape = conv2d_layer_kernel(layer, x.shape, x.dtype)
+    conv_shape = tuple(out_shape)
+    if pool is not None:
+        pool_run, out_shape = prepare_max_pool2d(
+            conv_shape,
+            pool.kernel_size,
+            pool.stride,
+            pool.padding,
+            pool.dilation,
+            pool.ceil_mode,
+            n_threads=step_threads(math.prod(conv_shape), POOL_PAR_ELEMENTS),
+        )
+        if math.prod(out_shape) == 0:
+            return None
     if residual is not None and (
         type(residual) is not np.ndarray
         or residual.shape != tuple(out_shape)
@@ -232,7 +264,7 @@ def _plan_conv2d(
         return None
     out = alloc(out_shape, x.dtype)
     w_shape = w.data.shape
-    macs = math.prod(out_shape) * math.prod(w_shape[1:])
+    macs = math.prod(conv_shape) * math.prod(w_shape[1:])
     x_shape, dtype = x.shape, x.dtype
     geo, groups = _conv_ops._conv_setup(
         "conv2d", x_shape, w_shape, layer.stride, layer.padding, layer.dilation, layer.groups
@@ -252,6 +284,11 @@ def _plan_conv2d(
     nt = 1 if macs < PAR_MACS else None
     ent = step_threads(math.prod(out_shape), SMALL_ELEMENTS)
     add = np.add
+    if pool is not None:  # (packed: pool needs a non-empty x and output)
+        return _conv_pool_step(
+            run, pool_run, packed, (kh, kw, sh, sw, ph, pw, dh, dw, groups, *geo.out, relu),
+            (w, b, w_shape, groups, geo, x_shape, dtype), conv_shape, out, nt, ent, relu,
+        )  # fmt: skip
 
     def conv(x: np.ndarray, r: np.ndarray | None, out: np.ndarray) -> np.ndarray:
         wd = w.data
@@ -279,6 +316,64 @@ def _plan_conv2d(
     if residual is None:
         return (lambda x: conv(x, None, out)), True
     return (lambda xs: conv(xs[0], xs[1], out)), True
+
+
+def _conv_pool_step(
+    run: Callable[..., Any],
+    pool_run: Callable[..., Any],
+    packed: PackedWeights | None,
+    args: tuple,
+    conv: tuple,
+    conv_shape: tuple[int, ...],
+    out: np.ndarray,
+    nt: int | None,
+    ent: int | None,
+    relu: bool,
+) -> Step:
+    """The step of :func:`_plan_conv2d` with ``pool``: ``conv`` is ``(weight, bias, weight
+    shape, groups, geometry, x shape, dtype)``, ``args`` the pooled kernel's geometry."""
+    w, b, w_shape, groups, geo, x_shape, dtype = conv
+    fwd = _conv_ops._conv.blocked_forward_packed_pool
+    spare: list[np.ndarray] = []  # the convolution's output when another algorithm runs
+
+    def step(x: np.ndarray) -> np.ndarray:
+        wd = w.data
+        bd = None if b is None else b.data
+        if (
+            packed is not None
+            and _BLOCKED == select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
+            and _contiguous(wd, dtype)
+            and wd.shape == w_shape
+            and (bd is None or _contiguous(bd, dtype))
+        ):
+            fwd(x, packed.get(wd, bd), out, *args, nt or get_num_threads())
+            return out
+        if not spare:
+            spare.append(np.empty(conv_shape, dtype))
+        pool_run(run(x, wd, bd, spare[0]), out)
+        if relu:
+            unary_inplace("relu", out, 0.0, ent)
+        return out
+
+    return step, True
+
+
+def _pool_fusable(layer: Any, pool: Any) -> bool:
+    """Whether ``layer`` is a Conv2d and ``pool`` a MaxPool2d of 2x2 windows at stride 2
+    (no padding or dilation, floor mode; exactly those classes), both in eval mode: one
+    conv step pools its output (:func:`_plan_conv2d` with ``pool``)."""
+    return (
+        pool is not None
+        and registered_name(type(layer)) == "Conv2d"
+        and registered_name(type(pool)) == "MaxPool2d"
+        and not layer.training
+        and not pool.training
+        and tuple(pool.kernel_size) == (2, 2)
+        and tuple(pool.stride) == (2, 2)
+        and tuple(pool.padding) == (0, 0)
+        and tuple(pool.dilation) == (1, 1)
+        and not pool.ceil_mode
+    )
 
 
 #: A planned Linear of at least this many multiply-adds runs on
@@ -314,7 +409,7 @@ def _plan_max_pool(layer: Any, x: np.ndarray, owned: bool, alloc: Alloc = np.emp
         layer.padding,
         layer.dilation,
         layer.ceil_mode,
-        n_threads=step_threads(x.size, SMALL_ELEMENTS),
+        n_threads=step_threads(x.size, POOL_PAR_ELEMENTS),
     )
     out = alloc(out_shape, x.dtype)
     return (lambda x: run(x, out)), True
@@ -467,19 +562,25 @@ class Plan:
         h = x
         pool = BytePool()
         root: np.ndarray | None = None  # the buffer the current value lives in
-        fused = False  # whether the step of the layer before applied this layer (a ReLU)
+        fused = 0  # layers after this one (a MaxPool2d, a ReLU) an earlier step applied
         for k, layer in enumerate(layers):
             try:
                 if fused:
-                    fused = False
+                    fused -= 1
                     h = layer(h)
                     continue
                 taken: list[np.ndarray] = []
                 nxt = layers[k + 1] if k + 1 < len(layers) else None
                 step = None
-                if _relu_fusable(layer, nxt):
+                if _pool_fusable(layer, nxt):
+                    # Conv2d -> MaxPool2d(2) (-> ReLU: the order an eval forward runs them)
+                    nxt2 = layers[k + 2] if k + 2 < len(layers) else None
+                    relu = nxt2 is not None and _relu_fusable(layer, nxt2)
+                    step = _plan_conv2d(layer, h, owned, pool.taking(taken), relu, pool=nxt)
+                    fused = 0 if step is None else 1 + relu
+                if step is None and _relu_fusable(layer, nxt):
                     step = _plan_conv2d(layer, h, owned, pool.taking(taken), relu=True)
-                    fused = step is not None
+                    fused = int(step is not None)
                 if step is None:
                     step = plan_layer(layer, h, owned, pool.taking(taken))
                 steps.append(step)

@@ -229,3 +229,21 @@ def blocked_forward_packed_res(
     relu: bool,
     n_threads: int,
 ) -> None: ...
+def blocked_forward_packed_pool(
+    x: NDArray[np.float32],
+    packed: NDArray[np.float32],
+    y_out: NDArray[np.float32],
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    groups: int,
+    Ho: int,
+    Wo: int,
+    relu: bool,
+    n_threads: int,
+) -> None: ...

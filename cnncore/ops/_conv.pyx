@@ -4482,3 +4482,120 @@ def blocked_forward_packed_res(const floating[:, :, :, ::1] x, const floating[::
         status = blk_forward_packed_res(&x[0, 0, 0, 0], &packed[0], &g, &y_out[0, 0, 0, 0],
                                         rptr, residual_first, relu, n_threads)
     check_status(status, "blocked_forward_packed_res")
+
+
+# ------------------------------------------------------------------------------------------
+# Inference plans: the packed channel-blocked forward with a 2x2 max pooling (+ ReLU) epilogue
+# ------------------------------------------------------------------------------------------
+# A Sequential's Conv2d -> MaxPool2d(2) (-> ReLU, which an eval forward runs after the
+# pooling) as one kernel call, float32 only (cnncore/nn/inference.py's plans): each task
+# computes its band of the convolution's rows into a per-thread buffer (the full-size
+# convolution output is never written), pools them with _pool's own 2x2 plane kernel and
+# applies the ReLU to the pooled rows -- the same kernels and rules as the conv2d, max_pool2d
+# and ReLU steps, so the same bits for any thread count.
+
+
+cdef int blk_forward_packed_pool_f(const float* x, const float* packed, const Geom* g,
+                                   float* y, bint relu, int n_threads) noexcept nogil:
+    """``y = max_pool2d(conv2d(x), 2)`` (N x K planes of (Ho // 2) x (Wo // 2)), then with
+    ``relu`` ``0 if v < 0 else v``, by the channel-blocked kernel on weights :func:`blk_pack`
+    packed: one task per (sample, group), or with fewer of those than threads (a batch of
+    one) per (sample, group, band of pooled rows), each task padding only the input rows its
+    convolution rows read."""
+    cdef BlkPlan pl = blk_plan_of(x, g)
+    cdef Py_ssize_t Hp = g.Ho // 2, Wp = g.Wo // 2, plane = g.Ho * g.Wo, pplane
+    cdef Py_ssize_t n_bands = 1
+    cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
+    cdef Py_ssize_t t, n0, gi, band, p0, p1, oh0, oh1, r0, r1, c, k
+    cdef float* yg
+    cdef float* cv
+    cdef const float* xg
+    pplane = Hp * Wp
+    if Hp == 0 or Wp == 0:
+        return CNN_OK
+    if g.N * g.G < n_threads:
+        n_bands = py_min(ceil_div(n_threads, g.N * g.G), Hp)
+    n_tasks = g.N * g.G * n_bands
+    cdef int status = CNN_OK
+    cdef int* status_p = &status
+    cdef bint ok = False
+    cdef float* col = NULL
+    cdef float* conv = NULL
+    cdef int64_t* idx = NULL
+    with parallel(num_threads=<int> par_threads(n_threads, n_tasks, conv_macs(g))):
+        # the padded planes (zeroed once: every task fills the same in-bounds part) and the
+        # microkernel's scratch; the group's Kg convolution planes; the argmax scratch
+        col = <float*> calloc(ws, sizeof(float))
+        conv = <float*> malloc(g.Kg * plane * sizeof(float))
+        idx = <int64_t*> malloc(pplane * sizeof(int64_t))
+        ok = (scratch_ok(col, ws, status_p) and scratch_ok(conv, g.Kg * plane, status_p)
+              and scratch_ok(idx, pplane, status_p))
+        for t in prange(n_tasks, schedule="static"):
+            if not ok:
+                continue
+            band = t % n_bands
+            n0 = t // (g.G * n_bands)
+            gi = (t // n_bands) % g.G
+            p0 = band * Hp // n_bands
+            p1 = (band + 1) * Hp // n_bands
+            if p1 <= p0:
+                continue
+            oh0 = 2 * p0
+            oh1 = 2 * p1
+            yg = y + (n0 * g.K + gi * g.Kg) * pplane
+            xg = x + (n0 * g.C + gi * g.Cg) * g.H * g.W
+            cv = conv
+            if n_bands == 1:
+                row_fill(xg, g.Cg, g.H, g.W, -g.ph, -g.pw, pl.R, pl.Q, col)
+            else:  # the padded rows [r0, r1) convolution rows [oh0, oh1) read
+                r0 = oh0 * g.sh
+                r1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1
+                for c in range(g.Cg):
+                    row_fill(xg + c * g.H * g.W, 1, g.H, g.W, r0 - g.ph, -g.pw, r1 - r0, pl.Q,
+                             col + (c * pl.R + r0) * pl.Q)
+            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw, cv,
+                     g.Ho, g.Wo, col + g.Cg * pl.R * pl.Q, oh0, oh1)
+            for k in range(g.Kg):
+                pool2x2_max_plane_float(cv + k * plane + oh0 * g.Wo, oh1 - oh0, g.Wo, p1 - p0,
+                                        Wp, yg + k * pplane + p0 * Wp, idx)
+            if relu:
+                relu_planes(yg, g.Kg, pplane, p0 * Wp, p1 * Wp)
+        free(col)
+        free(conv)
+        free(idx)
+    return status
+
+
+def blocked_forward_packed_pool(const float[:, :, :, ::1] x, const float[::1] packed,
+                                float[:, :, :, ::1] y_out, Py_ssize_t kh, Py_ssize_t kw,
+                                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                                Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, Py_ssize_t Ho,
+                                Py_ssize_t Wo, bint relu, int n_threads):
+    """Write ``max_pool2d(conv2d(x, weight, bias), 2)`` (then with ``relu`` its ReLU) into
+    ``y_out`` (N, K, Ho // 2, Wo // 2), float32, from the weights :func:`blocked_pack_weights`
+    packed for the convolution's ``Ho x Wo`` outputs: bit-identical to
+    :func:`blocked_forward_packed`, ``max_pool2d_forward`` (2x2, stride 2) and the ReLU
+    kernel, for any ``n_threads``; the convolution output is never written."""
+    if (groups <= 0 or x.shape[1] % groups or y_out.shape[1] % groups
+            or x.shape[0] != y_out.shape[0]):  # (before make_geom divides by groups)
+        raise ValueError("blocked_forward_packed_pool(): x, y_out and groups do not match")
+    if (min(kh, kw, sh, sw, dh, dw) <= 0 or ph < 0 or pw < 0
+            or Ho != (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+            or Wo != (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            or Ho <= 0 or Wo <= 0 or y_out.shape[2] != Ho // 2 or y_out.shape[3] != Wo // 2):
+        raise ValueError(
+            f"blocked_forward_packed_pool(): the geometry does not match. Received: x "
+            f"{tuple(x.shape)[:4]}, y_out {tuple(y_out.shape)[:4]}, Ho={Ho}, Wo={Wo}")
+    cdef Geom g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], y_out.shape[1],
+                            kh, kw, groups, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    if y_out.shape[0] == 0 or y_out.shape[1] == 0 or y_out.shape[2] == 0 or y_out.shape[3] == 0:
+        return
+    cdef BlkPlan pl = blk_plan_of(&x[0, 0, 0, 0], &g)
+    if packed.shape[0] != groups * pl.per_group:
+        raise ValueError(f"blocked_forward_packed_pool(): packed has {packed.shape[0]} "
+                         f"elements, expected {groups * pl.per_group}")
+    cdef int status
+    with nogil:
+        status = blk_forward_packed_pool_f(&x[0, 0, 0, 0], &packed[0], &g, &y_out[0, 0, 0, 0],
+                                           relu, n_threads)
+    check_status(status, "blocked_forward_packed_pool")

@@ -352,6 +352,14 @@ _WINOGRAD4_WEIGHT_MIN_CHANNELS = 32
 _WINOGRAD4_WEIGHT_MIN_MAX_CHANNELS = 64
 _GEMM_OVER_BLOCKED_MAX_BATCH_PIXELS = 32
 _GEMM_OVER_BLOCKED_MAX_WIDTH = 15
+# F(4x4)'s forward transforms its weights at every call, which a small batch does not pay
+# back: below this many output pixels in the batch (N * Ho * Wo) the AVX-512 forward stays
+# on the blocked kernels (inference at batch 1-16).  float32, quiet-ish 2-core AVX-512 VM,
+# us, one thread's CPU time / 2 threads, blocked against F(4x4): 32 -> 64 at 14x14 (the
+# README CNN's second conv), N=8: 346 / 207 against 463-482 / 273; N=16: 703 / 360 against
+# 713 / 411; N=32: 1498 / 753 against 1255 / 750; 64 -> 64 at 7x7, N=8: 191 / 134 against
+# 297 / 185, N=16: 364 / 209 against 409 / 255.
+_WINOGRAD4_FWD_MIN_BATCH_PIXELS = 4096
 
 
 def _winograd4_over_blocked(cg: int, kg: int, geo: ConvGeometry, w4: bool) -> bool:
@@ -598,6 +606,13 @@ def heuristic_conv_algorithm(
     if grouped is not None and (f32 or int(grouped) not in _F32_ONLY_CODES):
         return grouped
     if _selected_simd() == "avx512":
+        if (
+            blocked
+            and which == "forward"
+            and n is not None
+            and n * geo.out[0] * geo.out[1] < _WINOGRAD4_FWD_MIN_BATCH_PIXELS
+        ):
+            winograd4 = wino_base = False  # (a small batch: see above)
         if (
             which == "forward"
             and groups == 1
