@@ -973,9 +973,14 @@ def _cnn_model(relu, dtype=np.float32, relu1=None):
     )  # fmt: skip
 
 
-def _conv2_runs_winograd4(n):
+def _conv2_runs_winograd4(n, monkeypatch):
+    from cnncore.ops import conv_dispatch
     from cnncore.ops.conv import conv2d_algorithms
 
+    # These small test batches are under the AVX-512 small-batch rule (blocked instead of
+    # F(4x4) below 4096 output pixels), which would leave the fused Winograd path untested.
+    monkeypatch.setattr(conv_dispatch, "_WINOGRAD4_FWD_MIN_BATCH_PIXELS", 0)
+    monkeypatch.setattr(conv_dispatch, "_heuristic_memo", {})
     algos = conv2d_algorithms((n, 32, 14, 14), (64, 32, 3, 3), padding=1)
     if algos["forward"] != "winograd4":
         pytest.skip(f"conv2's forward runs {algos['forward']} at this SIMD level")
@@ -987,7 +992,7 @@ def test_sequential_fuses_the_winograd_conv_relu_pool_bit_identically(rng, monke
     both: fused, it runs the row kernel, which the separate conv2d does not choose)."""
     from cnncore.ops import conv as conv_ops
 
-    _conv2_runs_winograd4(4)
+    _conv2_runs_winograd4(4, monkeypatch)
     calls = []
     kernel = conv_ops._conv.conv2d_relu_maxpool2x2_forward_winograd4
 
@@ -1029,8 +1034,8 @@ def test_sequential_fuses_the_winograd_conv_relu_pool_bit_identically(rng, monke
     assert calls == [] and model64._conv_pool == {}
 
 
-def test_sequential_winograd_conv_relu_pool_is_bit_identical_for_any_thread_count(rng):
-    _conv2_runs_winograd4(6)
+def test_sequential_winograd_conv_relu_pool_is_bit_identical_for_any_thread_count(rng, monkeypatch):
+    _conv2_runs_winograd4(6, monkeypatch)
     model = _cnn_model(nn.ReLU)
     x = rng.random((6, 1, 28, 28)).astype(np.float32)
     g = rng.standard_normal((6, 10)).astype(np.float32)
@@ -1045,9 +1050,9 @@ def test_sequential_winograd_conv_relu_pool_is_bit_identical_for_any_thread_coun
     assert_bit_identical_across_threads(step, counts=(1, 2, 3, 4))
 
 
-def test_winograd_conv_relu_pool_fusion_gradients_match_torch(rng):
+def test_winograd_conv_relu_pool_fusion_gradients_match_torch(rng, monkeypatch):
     torch = pytest.importorskip("torch")
-    _conv2_runs_winograd4(3)
+    _conv2_runs_winograd4(3, monkeypatch)
     model = _cnn_model(nn.ReLU)
     x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
     g = rng.standard_normal((3, 10)).astype(np.float32)
