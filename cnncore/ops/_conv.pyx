@@ -57,6 +57,8 @@ from cnncore.ops._pool cimport (pool2x2_max_plane_double, pool2x2_max_plane_floa
                                 pool2x2_scatter_masked_plane_double,
                                 pool2x2_scatter_masked_plane_float)
 
+from cnncore._geometry import conv_output_size
+
 cdef extern from *:
     """
     /* GCC's -O3 unroll-and-jam fuses pairs of iterations of a loop over kernel taps around
@@ -4379,6 +4381,26 @@ cdef void add_relu_planes(floating* y, const floating* r, Py_ssize_t n_ch, Py_ss
                     p[i] = p[i] + q[i]
 
 
+cdef inline void blk_rows_task(const floating* xg, const Geom* g, const BlkPlan* pl,
+                               const floating* packed_g, bint whole, floating* col,
+                               floating* out, Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """One task of the packed blocked forward: output rows ``[oh0, oh1)`` of a (sample,
+    group) into ``out`` (its ``Kg`` planes of ``Ho x Wo``) from that group's input planes
+    ``xg`` -- padding the whole planes into ``col`` (``whole``: one task per (sample, group))
+    or only the input rows those output rows read (a band), then the blocked correlation."""
+    cdef Py_ssize_t r0, r1, c
+    if whole:
+        row_fill(xg, g.Cg, g.H, g.W, -g.ph, -g.pw, pl.R, pl.Q, col)
+    else:  # the padded rows [r0, r1) output rows [oh0, oh1) read
+        r0 = oh0 * g.sh
+        r1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1
+        for c in range(g.Cg):
+            row_fill(xg + c * g.H * g.W, 1, g.H, g.W, r0 - g.ph, -g.pw, r1 - r0, pl.Q,
+                     col + (c * pl.R + r0) * pl.Q)
+    blk_corr(col, g.Cg, pl, packed_g, g.Kg, g, g.sh, g.sw, out, g.Ho, g.Wo,
+             col + g.Cg * pl.R * pl.Q, oh0, oh1)
+
+
 cdef int blk_forward_packed_res(const floating* x, const floating* packed, const Geom* g,
                                 floating* y, const floating* res, bint r_first, bint relu,
                                 int n_threads) noexcept nogil:
@@ -4392,7 +4414,7 @@ cdef int blk_forward_packed_res(const floating* x, const floating* packed, const
     cdef BlkPlan pl = blk_plan_of(x, g)
     cdef Py_ssize_t n_bands = 1
     cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
-    cdef Py_ssize_t t, n0, gi, band, oh0, oh1, r0, r1, c, plane = g.Ho * g.Wo
+    cdef Py_ssize_t t, n0, gi, band, oh0, oh1, plane = g.Ho * g.Wo
     cdef floating* yg
     cdef const floating* xg
     if g.N * g.G < n_threads:
@@ -4419,16 +4441,8 @@ cdef int blk_forward_packed_res(const floating* x, const floating* packed, const
                 continue
             yg = y + (n0 * g.K + gi * g.Kg) * plane
             xg = x + (n0 * g.C + gi * g.Cg) * g.H * g.W
-            if n_bands == 1:
-                row_fill(xg, g.Cg, g.H, g.W, -g.ph, -g.pw, pl.R, pl.Q, col)
-            else:  # the padded rows [r0, r1) output rows [oh0, oh1) read
-                r0 = oh0 * g.sh
-                r1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1
-                for c in range(g.Cg):
-                    row_fill(xg + c * g.H * g.W, 1, g.H, g.W, r0 - g.ph, -g.pw, r1 - r0, pl.Q,
-                             col + (c * pl.R + r0) * pl.Q)
-            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw, yg,
-                     g.Ho, g.Wo, col + g.Cg * pl.R * pl.Q, oh0, oh1)
+            blk_rows_task(xg, g, &pl, packed + gi * pl.per_group, n_bands == 1, col, yg, oh0,
+                          oh1)
             if res != NULL:
                 add_relu_planes(yg, res + (yg - y), g.Kg, plane, oh0 * g.Wo, oh1 * g.Wo,
                                 r_first, relu)
@@ -4506,7 +4520,7 @@ cdef int blk_forward_packed_pool_f(const float* x, const float* packed, const Ge
     cdef Py_ssize_t Hp = g.Ho // 2, Wp = g.Wo // 2, plane = g.Ho * g.Wo, pplane
     cdef Py_ssize_t n_bands = 1
     cdef Py_ssize_t n_tasks, ws = g.Cg * pl.R * pl.Q + pl.tmp
-    cdef Py_ssize_t t, n0, gi, band, p0, p1, oh0, oh1, r0, r1, c, k
+    cdef Py_ssize_t t, n0, gi, band, p0, p1, oh0, oh1, k
     cdef float* yg
     cdef float* cv
     cdef const float* xg
@@ -4545,16 +4559,8 @@ cdef int blk_forward_packed_pool_f(const float* x, const float* packed, const Ge
             yg = y + (n0 * g.K + gi * g.Kg) * pplane
             xg = x + (n0 * g.C + gi * g.Cg) * g.H * g.W
             cv = conv
-            if n_bands == 1:
-                row_fill(xg, g.Cg, g.H, g.W, -g.ph, -g.pw, pl.R, pl.Q, col)
-            else:  # the padded rows [r0, r1) convolution rows [oh0, oh1) read
-                r0 = oh0 * g.sh
-                r1 = (oh1 - 1) * g.sh + (g.kh - 1) * g.dh + 1
-                for c in range(g.Cg):
-                    row_fill(xg + c * g.H * g.W, 1, g.H, g.W, r0 - g.ph, -g.pw, r1 - r0, pl.Q,
-                             col + (c * pl.R + r0) * pl.Q)
-            blk_corr(col, g.Cg, &pl, packed + gi * pl.per_group, g.Kg, g, g.sh, g.sw, cv,
-                     g.Ho, g.Wo, col + g.Cg * pl.R * pl.Q, oh0, oh1)
+            blk_rows_task(xg, g, &pl, packed + gi * pl.per_group, n_bands == 1, col, cv, oh0,
+                          oh1)
             for k in range(g.Kg):
                 pool2x2_max_plane_float(cv + k * plane + oh0 * g.Wo, oh1 - oh0, g.Wo, p1 - p0,
                                         Wp, yg + k * pplane + p0 * Wp, idx)
@@ -4580,8 +4586,8 @@ def blocked_forward_packed_pool(const float[:, :, :, ::1] x, const float[::1] pa
             or x.shape[0] != y_out.shape[0]):  # (before make_geom divides by groups)
         raise ValueError("blocked_forward_packed_pool(): x, y_out and groups do not match")
     if (min(kh, kw, sh, sw, dh, dw) <= 0 or ph < 0 or pw < 0
-            or Ho != (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-            or Wo != (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            or Ho != conv_output_size(x.shape[2], kh, sh, 2 * ph, dh)
+            or Wo != conv_output_size(x.shape[3], kw, sw, 2 * pw, dw)
             or Ho <= 0 or Wo <= 0 or y_out.shape[2] != Ho // 2 or y_out.shape[3] != Wo // 2):
         raise ValueError(
             f"blocked_forward_packed_pool(): the geometry does not match. Received: x "
