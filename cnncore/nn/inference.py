@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from .._config import SMALL_ELEMENTS, SMALL_MACS, blas_single_thread, get_num_threads
+from .._geometry import ConvGeometry
 from .._parameter import WEIGHTS_VERSION
 from .._shared import ConvAlgorithm
 from ..ops import conv as _conv_ops
@@ -121,6 +122,26 @@ Alloc = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 def _contiguous(x: np.ndarray, dtype: np.dtype) -> bool:
     return x.dtype == dtype and x.flags.c_contiguous
+
+
+def _packed_applies(
+    wd: np.ndarray,
+    bd: np.ndarray | None,
+    w_shape: tuple[int, ...],
+    groups: int,
+    geo: ConvGeometry,
+    x_shape: tuple[int, ...],
+    dtype: np.dtype,
+) -> bool:
+    """Whether a conv step runs on its packed weights at this call: the algorithm chosen
+    now (a conv_algorithm() block, cnncore.tune) is the blocked one and the layer's weight
+    and bias are still contiguous arrays of the plan's dtype and shape."""
+    return (
+        _BLOCKED == select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
+        and _contiguous(wd, dtype)
+        and wd.shape == w_shape
+        and (bd is None or _contiguous(bd, dtype))
+    )
 
 
 def step_threads(work: int, small: int) -> int | None:
@@ -293,14 +314,7 @@ def _plan_conv2d(
     def conv(x: np.ndarray, r: np.ndarray | None, out: np.ndarray) -> np.ndarray:
         wd = w.data
         bd = None if b is None else b.data
-        # the algorithm is chosen per call (a conv_algorithm() block, cnncore.tune)
-        if (
-            packed is not None
-            and _BLOCKED == select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
-            and _contiguous(wd, dtype)
-            and wd.shape == w_shape
-            and (bd is None or _contiguous(bd, dtype))
-        ):
+        if packed is not None and _packed_applies(wd, bd, w_shape, groups, geo, x_shape, dtype):
             fwd(x, packed.get(wd, bd), r, out, *args, nt or get_num_threads())
             return out
         run(x, wd, bd, out)
@@ -339,13 +353,7 @@ def _conv_pool_step(
     def step(x: np.ndarray) -> np.ndarray:
         wd = w.data
         bd = None if b is None else b.data
-        if (
-            packed is not None
-            and _BLOCKED == select_conv_algorithm(w_shape, groups, geo, "forward", x_shape, dtype)
-            and _contiguous(wd, dtype)
-            and wd.shape == w_shape
-            and (bd is None or _contiguous(bd, dtype))
-        ):
+        if packed is not None and _packed_applies(wd, bd, w_shape, groups, geo, x_shape, dtype):
             fwd(x, packed.get(wd, bd), out, *args, nt or get_num_threads())
             return out
         if not spare:
